@@ -1,0 +1,36 @@
+"""luna_jax: Luna (Linear Unified Nested Attention, Ma et al., NeurIPS 2021) in JAX/Flax.
+
+Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`,
+encoders in `luna_jax.encoders` and LRA classifiers in `luna_jax.classifiers`.
+"""
+
+from luna_jax.attention import (
+    SOFTPLUS_BETA,
+    CausalLunaState,
+    attention_weights,
+    causal_luna_attention,
+    causal_luna_step,
+    causal_pack_activation,
+    dot_product_attention,
+    fused_dot_product_attention,
+    init_causal_state,
+    merge_heads,
+    split_heads,
+)
+from luna_jax.classifiers import (
+    ClassifierHead,
+    SequenceClassifier,
+    build_model,
+    combine_pair,
+    pool,
+)
+from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput, LunaEncoder, TransformerEncoder
+from luna_jax.layers import (
+    FeedForward,
+    LunaAttention,
+    LunaCausalAttention,
+    LunaEncoderLayer,
+    SelfAttention,
+    TransformerEncoderLayer,
+    sinusoidal_positions,
+)

@@ -1,0 +1,291 @@
+"""Attention as pure functions: softmax attention, Luna pack/unpack and Luna causal attention.
+
+Every function here works on already-projected, head-split tensors laid out as
+`[batch, length, heads, head_dim]` (the layout of `flax.linen` and `jax.nn.dot_product_attention`),
+so the Flax modules in `luna_jax.layers` only own the projections. Logits, softmax and every
+normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the values.
+
+Masks are boolean, `True` = "may be attended to". A query row whose keys are all masked gets a uniform
+distribution instead of NaN (the masked logits are the most negative finite float32, not -inf).
+
+Luna (Ma et al., 2021, §3):
+  pack:    Y_P = Attn(P, C)   with the context key mask,
+  unpack:  Y_X = Attn(X, Y_P) with the P mask.
+Causal Luna (eq. 7), per head with t the 1-based position, q and the P queries both scaled by 1/sqrt(dh):
+  a_t        = omega(pk_t . PQ^T)                      (l,)   omega = softplus(beta) or elu + 1
+  logits_t   = (1/t) q_t . sum_{j<=t} k_j a_j^T        (l,)   then P mask, softmax over l -> u_t
+  y_t        = (1/t) u_t . sum_{j<=t} a_j v_j^T        (dh,)
+The running sums are the state carried by `jax.lax.scan` (`causal_luna_attention`) and advanced one token
+at a time by `causal_luna_step`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+#: Default softplus sharpness of the authors' causal Luna (log2(1 + 2^z), so omega(0) = 1).
+SOFTPLUS_BETA = math.log(2.0)
+_MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+
+
+def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) -> Array:
+  """Inverted dropout; the identity when `deterministic` or `rate == 0`.
+
+  Args:
+    x: any array.
+    rate: probability of zeroing an element, in [0, 1).
+    rng: PRNG key, required when not deterministic and rate > 0.
+    deterministic: disable dropout (evaluation).
+
+  Returns:
+    An array like `x`.
+  """
+  if deterministic or rate == 0.0:
+    return x
+  if rng is None:
+    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def attention_weights(query: Array, key: Array, key_mask: Optional[Array] = None) -> Array:
+  """Softmax attention probabilities softmax(q k^T / sqrt(head_dim)), in float32.
+
+  Args:
+    query: `[batch, q_len, heads, head_dim]`.
+    key: `[batch, k_len, heads, head_dim]`.
+    key_mask: optional `[batch, k_len]` bool, True where a key may be attended to.
+
+  Returns:
+    `[batch, heads, q_len, k_len]` float32 probabilities; each row sums to 1.
+  """
+  scale = query.shape[-1] ** -0.5
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32) * scale
+  if key_mask is not None:
+    logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_VALUE)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    key_mask: Optional[Array] = None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+) -> tuple[Array, Array]:
+  """Multi-head scaled dot-product softmax attention with a key padding mask.
+
+  Args:
+    query: `[batch, q_len, heads, head_dim]`.
+    key: `[batch, k_len, heads, head_dim]`.
+    value: `[batch, k_len, heads, v_dim]`.
+    key_mask: optional `[batch, k_len]` bool, True where a key may be attended to.
+    dropout_rate: attention dropout on the probabilities.
+    dropout_rng: PRNG key for the attention dropout.
+    deterministic: disable dropout.
+
+  Returns:
+    `(out, probs)`: out `[batch, q_len, heads, v_dim]` in value's dtype; probs
+    `[batch, heads, q_len, k_len]` float32 before dropout.
+  """
+  probs = attention_weights(query, key, key_mask)
+  dropped = dropout(probs, dropout_rate, dropout_rng, deterministic)
+  out = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(value.dtype), value,
+                   preferred_element_type=jnp.float32)
+  return out.astype(value.dtype), probs
+
+
+def fused_dot_product_attention(
+    query: Array, key: Array, value: Array, key_mask: Optional[Array] = None) -> Array:
+  """Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
+
+  No attention dropout (the fused kernels have none); used as the fast baseline in benchmarks.
+
+  Args:
+    query: `[batch, q_len, heads, head_dim]`.
+    key: `[batch, k_len, heads, head_dim]`.
+    value: `[batch, k_len, heads, head_dim]`.
+    key_mask: optional `[batch, k_len]` bool.
+
+  Returns:
+    `[batch, q_len, heads, head_dim]`.
+  """
+  mask = None if key_mask is None else key_mask[:, None, None, :]
+  return jax.nn.dot_product_attention(query, key, value, mask=mask)
+
+
+def merge_heads(x: Array) -> Array:
+  """`[batch, length, heads, head_dim]` -> `[batch, length, heads * head_dim]`."""
+  return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+def split_heads(x: Array, num_heads: int) -> Array:
+  """`[batch, length, d]` -> `[batch, length, heads, d // heads]` (head i owns features i*dh..(i+1)*dh-1)."""
+  d = x.shape[-1]
+  if d % num_heads:
+    raise ValueError(f'feature size {d} is not divisible by {num_heads} heads.')
+  return x.reshape(*x.shape[:-1], num_heads, d // num_heads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Causal Luna attention (eq. 7).
+# ----------------------------------------------------------------------------------------------
+
+
+class CausalLunaState(NamedTuple):
+  """Running sums of causal Luna attention after `num_steps` tokens.
+
+  Attributes:
+    key_accum: `[batch, heads, head_dim, l]` float32, sum_j k_j a_j^T.
+    value_accum: `[batch, heads, l, head_dim]` float32, sum_j a_j v_j^T.
+    num_steps: `[batch]` int32, tokens consumed so far (t - 1 before the next token).
+  """
+  key_accum: Array
+  value_accum: Array
+  num_steps: Array
+
+
+def init_causal_state(batch: int, heads: int, head_dim: int, proj_len: int) -> CausalLunaState:
+  """An empty causal Luna state (no token seen yet)."""
+  return CausalLunaState(
+      key_accum=jnp.zeros((batch, heads, head_dim, proj_len), jnp.float32),
+      value_accum=jnp.zeros((batch, heads, proj_len, head_dim), jnp.float32),
+      num_steps=jnp.zeros((batch,), jnp.int32))
+
+
+def causal_pack_activation(scores: Array, omega: str = 'softplus',
+                           beta: float = SOFTPLUS_BETA) -> Array:
+  """The pack activation omega of causal Luna: softplus with sharpness beta, or elu + 1.
+
+  Args:
+    scores: float32 pack scores of any shape.
+    omega: 'softplus' ((1/beta) log(1 + exp(beta z))) or 'elu' (elu(z) + 1).
+    beta: softplus sharpness; the authors' default ln 2 gives log2(1 + 2^z).
+
+  Returns:
+    Positive weights with the shape of `scores`.
+  """
+  if omega == 'softplus':
+    return jax.nn.softplus(beta * scores) / beta
+  if omega == 'elu':
+    return jax.nn.elu(scores) + 1.0
+  raise ValueError(f"omega must be 'softplus' or 'elu', got {omega!r}.")
+
+
+def causal_luna_step(
+    state: CausalLunaState,
+    pack_query: Array,
+    query: Array,
+    pack_key: Array,
+    key: Array,
+    value: Array,
+    p_mask: Optional[Array] = None,
+    *,
+    omega: str = 'softplus',
+    beta: float = SOFTPLUS_BETA,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+) -> tuple[CausalLunaState, Array]:
+  """Advances causal Luna attention by one token (incremental decoding).
+
+  Args:
+    state: the `CausalLunaState` after the previous tokens.
+    pack_query: `[batch, l, heads, head_dim]` projected P (unscaled), the same at every step.
+    query: `[batch, heads, head_dim]` projected query of the new token (unscaled).
+    pack_key: `[batch, heads, head_dim]` pack key of the new token.
+    key: `[batch, heads, head_dim]` unpack key of the new token.
+    value: `[batch, heads, v_dim]` value of the new token.
+    p_mask: optional `[batch, l]` bool, True for usable P slots.
+    omega: pack activation, see `causal_pack_activation`.
+    beta: softplus sharpness.
+    dropout_rate: attention dropout on the pack weights and the unpack probabilities.
+    dropout_rng: PRNG key for this step's dropout.
+    deterministic: disable dropout.
+
+  Returns:
+    `(new_state, y)` with y `[batch, heads, v_dim]` in value's dtype.
+  """
+  scale = query.shape[-1] ** -0.5
+  f32 = jnp.float32
+  t = (state.num_steps + 1).astype(f32)[:, None, None]  # [b, 1, 1]
+  scores = jnp.einsum('bhd,blhd->bhl', pack_key.astype(f32), pack_query.astype(f32) * scale)
+  a = causal_pack_activation(scores, omega, beta)
+  pack_rng = unpack_rng = None
+  if not deterministic and dropout_rate > 0.0:
+    pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  a = dropout(a, dropout_rate, pack_rng, deterministic)
+  key_accum = state.key_accum + jnp.einsum('bhd,bhl->bhdl', key.astype(f32), a)
+  value_accum = state.value_accum + jnp.einsum('bhl,bhd->bhld', a, value.astype(f32))
+  logits = jnp.einsum('bhd,bhdl->bhl', query.astype(f32) * scale, key_accum) / t
+  if p_mask is not None:
+    logits = jnp.where(p_mask[:, None, :], logits, _MASK_VALUE)
+  probs = dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, unpack_rng, deterministic)
+  y = jnp.einsum('bhl,bhld->bhd', probs, value_accum) / t
+  return CausalLunaState(key_accum, value_accum, state.num_steps + 1), y.astype(value.dtype)
+
+
+def causal_luna_attention(
+    pack_query: Array,
+    query: Array,
+    pack_key: Array,
+    key: Array,
+    value: Array,
+    p_mask: Optional[Array] = None,
+    *,
+    omega: str = 'softplus',
+    beta: float = SOFTPLUS_BETA,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+    initial_state: Optional[CausalLunaState] = None,
+) -> tuple[Array, CausalLunaState]:
+  """Causal Luna attention (eq. 7) as a `jax.lax.scan` over time.
+
+  The scan carries only the per-head `l x head_dim` running sums, so the forward pass holds
+  O(n*d + l*d) memory instead of the O(n*l*d) of a cumulative-sum formulation. (Reverse-mode
+  differentiation of a scan stores one carry per step; the chunked form is the one for long training runs.)
+
+  Args:
+    pack_query: `[batch, l, heads, head_dim]` projected P (unscaled; P must not depend on X).
+    query: `[batch, n, heads, head_dim]` projected unpack queries (unscaled).
+    pack_key: `[batch, n, heads, head_dim]` projected pack keys.
+    key: `[batch, n, heads, head_dim]` projected unpack keys.
+    value: `[batch, n, heads, v_dim]` projected values.
+    p_mask: optional `[batch, l]` bool, True for usable P slots.
+    omega: pack activation, 'softplus' (default, beta = ln 2) or 'elu' (elu + 1).
+    beta: softplus sharpness.
+    dropout_rate: attention dropout on pack weights and unpack probabilities.
+    dropout_rng: PRNG key (one is folded in per position).
+    deterministic: disable dropout.
+    initial_state: state to continue from (default: empty).
+
+  Returns:
+    `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
+  """
+  b, n, h, dh = query.shape
+  state = initial_state
+  if state is None:
+    state = init_causal_state(b, h, dh, pack_query.shape[1])
+  use_dropout = not deterministic and dropout_rate > 0.0
+
+  def body(carry, xs):
+    q_t, pk_t, k_t, v_t, t = xs
+    rng = jax.random.fold_in(dropout_rng, t) if use_dropout else None
+    carry, y_t = causal_luna_step(
+        carry, pack_query, q_t, pk_t, k_t, v_t, p_mask, omega=omega, beta=beta,
+        dropout_rate=dropout_rate, dropout_rng=rng, deterministic=deterministic)
+    return carry, y_t
+
+  time_major = [jnp.swapaxes(z, 0, 1) for z in (query, pack_key, key, value)]
+  final_state, ys = jax.lax.scan(body, state, (*time_major, jnp.arange(n)))
+  return jnp.swapaxes(ys, 0, 1), final_state

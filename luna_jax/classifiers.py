@@ -1,0 +1,168 @@
+"""Classification models for LRA: pooling, the MLP head, single and dual (Retrieval) encoders, and the
+config-driven factory `build_model`.
+
+Pooling (paper Table 1 and Table 3):
+  'cls'  - the state of the prepended CLS vector (position 0);
+  'mean' - mean over the real tokens (padding excluded);
+  'p'    - mean over the usable rows of Luna's final P (the authors average every row of a batch-sliced P;
+           averaging the usable rows makes an example's representation independent of its batch).
+Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat', official LRA)
+or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput
+
+Array = jax.Array
+
+POOLINGS = ('cls', 'mean', 'p')
+INTERACTIONS = ('concat', 'nli')
+
+
+def pool(out: EncoderOutput, pooling: str) -> Array:
+  """Pools an encoder output to one vector per example.
+
+  Args:
+    out: the encoder output.
+    pooling: 'cls', 'mean' or 'p' (see the module docstring).
+
+  Returns:
+    `[batch, d]` float32.
+  """
+  if pooling == 'cls':
+    return out.x[:, 0].astype(jnp.float32)
+  if pooling == 'mean':
+    states, mask = out.x, out.x_mask
+  elif pooling == 'p':
+    if out.p is None:
+      raise ValueError("pooling 'p' needs an encoder with a P sequence (Luna).")
+    states, mask = out.p, out.p_mask
+  else:
+    raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}.')
+  weights = mask.astype(jnp.float32)[..., None]
+  total = jnp.sum(states.astype(jnp.float32) * weights, axis=1)
+  return total / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+
+
+def combine_pair(u: Array, v: Array, interaction: str) -> Array:
+  """Dual-encoder features: `[u, v]` ('concat') or `[u, v, u*v, u-v]` ('nli'); `[batch, d]` each."""
+  if interaction == 'concat':
+    return jnp.concatenate([u, v], axis=-1)
+  if interaction == 'nli':
+    return jnp.concatenate([u, v, u * v, u - v], axis=-1)
+  raise ValueError(f'interaction must be one of {INTERACTIONS}, got {interaction!r}.')
+
+
+class ClassifierHead(nn.Module):
+  """Dense(hidden) -> ReLU -> Dense(num_classes); no dropout (as in the official heads).
+
+  Attributes:
+    hidden_dim: hidden width.
+    num_classes: output classes.
+  """
+  hidden_dim: int
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, features: Array) -> Array:
+    """`[batch, f]` -> `[batch, num_classes]` float32 logits."""
+    h = nn.relu(nn.Dense(self.hidden_dim, name='hidden')(features))
+    return nn.Dense(self.num_classes, name='logits')(h)
+
+
+class SequenceClassifier(nn.Module):
+  """An encoder, a pooling and a classifier head; with `dual`, a shared-encoder two-tower model.
+
+  Attributes:
+    encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
+    encoder: the encoder config.
+    num_classes: output classes.
+    pooling: 'cls', 'mean' or 'p'.
+    hidden_dim: classifier hidden width.
+    dual: two inputs (Retrieval) instead of one.
+    interaction: dual features, 'concat' or 'nli'.
+  """
+  encoder_name: str
+  encoder: EncoderConfig
+  num_classes: int
+  pooling: str = 'cls'
+  hidden_dim: int = 256
+  dual: bool = False
+  interaction: str = 'nli'
+
+  def setup(self):
+    if self.encoder_name not in ENCODERS:
+      raise ValueError(f'unknown encoder {self.encoder_name!r}; known: {sorted(ENCODERS)}.')
+    self.sequence_encoder = ENCODERS[self.encoder_name](self.encoder)
+    self.head = ClassifierHead(self.hidden_dim, self.num_classes)
+
+  def encode(self, tokens: Array, lengths: Array, *, train: bool = False) -> Array:
+    """`[batch, n]` ids and `[batch]` lengths -> `[batch, d]` pooled float32 representation."""
+    return pool(self.sequence_encoder(tokens, lengths, deterministic=not train), self.pooling)
+
+  def __call__(self, inputs: Array, lengths: Array, inputs2: Optional[Array] = None,
+               lengths2: Optional[Array] = None, *, train: bool = False) -> Array:
+    """Classifies a batch.
+
+    Args:
+      inputs: `[batch, n]` int token ids (right-padded).
+      lengths: `[batch]` int real lengths.
+      inputs2: `[batch, n]` second document (dual models only).
+      lengths2: `[batch]` lengths of the second document.
+      train: enable dropout (needs a 'dropout' rng).
+
+    Returns:
+      `[batch, num_classes]` float32 logits.
+    """
+    features = self.encode(inputs, lengths, train=train)
+    if self.dual:
+      if inputs2 is None or lengths2 is None:
+        raise ValueError('a dual model needs inputs2 and lengths2.')
+      features = combine_pair(features, self.encode(inputs2, lengths2, train=train), self.interaction)
+    return self.head(features)
+
+
+#: Keys of `config.model` that are not `EncoderConfig` fields.
+_HEAD_KEYS = ('name', 'pooling', 'classifier_hidden_dim', 'interaction')
+
+
+def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes: int,
+                max_length: int, dual: bool = False) -> SequenceClassifier:
+  """Builds a classifier from a `config.model` mapping.
+
+  Args:
+    model_config: `name`, `pooling`, `classifier_hidden_dim`, `interaction` and any `EncoderConfig`
+      field (except vocab_size / max_length / prepend_cls, which come from the data and the pooling).
+    vocab_size: token vocabulary size.
+    num_classes: output classes.
+    max_length: input length in tokens.
+    dual: build the Retrieval two-tower model.
+
+  Returns:
+    An uninitialised `SequenceClassifier`.
+
+  Raises:
+    ValueError: on an unknown key, naming it.
+  """
+  fields = {f.name for f in dataclasses.fields(EncoderConfig)} - {'vocab_size', 'max_length',
+                                                                  'prepend_cls'}
+  cfg = dict(model_config)
+  unknown = sorted(set(cfg) - fields - set(_HEAD_KEYS))
+  if unknown:
+    raise ValueError(f'unknown model config key(s) {unknown}; known: {sorted(fields | set(_HEAD_KEYS))}.')
+  pooling = cfg.get('pooling', 'cls')
+  encoder = EncoderConfig(vocab_size=vocab_size, max_length=max_length,
+                          prepend_cls=pooling == 'cls',
+                          **{k: v for k, v in cfg.items() if k in fields})
+  return SequenceClassifier(
+      encoder_name=cfg.get('name', 'luna'), encoder=encoder, num_classes=num_classes,
+      pooling=pooling, hidden_dim=cfg.get('classifier_hidden_dim', encoder.mlp_dim), dual=dual,
+      interaction=cfg.get('interaction', 'nli'))

@@ -1,0 +1,231 @@
+"""Sequence encoders: the Luna encoder (contextual P flowing layer to layer) and the official LRA Transformer.
+
+Both take token ids and lengths and return an `EncoderOutput`, so a config switches them by name
+(`ENCODERS`). Hyper-parameters travel in one frozen `EncoderConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from luna_jax.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Hyper-parameters shared by every encoder (unused ones are ignored by the other encoder).
+
+  Attributes:
+    vocab_size: number of token ids (0 is padding).
+    max_length: longest input in tokens, before a CLS token is prepended.
+    num_layers: encoder layers.
+    emb_dim: model width d.
+    num_heads: attention heads (Luna: unpack heads).
+    mlp_dim: FFN hidden size.
+    qkv_dim: Transformer attention width (default emb_dim).
+    num_pack_heads: Luna pack heads (default num_heads).
+    projection_length: Luna's l, the length of P.
+    tie_kv: Luna K/V weight tying inside pack and inside unpack.
+    normalize_before: Luna pre-LN instead of the paper's post-LN.
+    activation: FFN activation: 'gelu' (exact), 'gelu_tanh' or 'relu'.
+    dropout_rate: embedding and residual dropout.
+    attention_dropout_rate: attention-probability dropout.
+    activation_dropout_rate: dropout after the FFN activation (Luna only).
+    positional: 'learned' or 'sinusoidal' token positions.
+    embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
+    embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
+    prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head).
+    attention_implementation: Transformer attention: 'softmax' or 'fused'.
+    dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
+  """
+  vocab_size: int
+  max_length: int
+  num_layers: int = 4
+  emb_dim: int = 256
+  num_heads: int = 4
+  mlp_dim: int = 1024
+  qkv_dim: Optional[int] = None
+  num_pack_heads: Optional[int] = None
+  projection_length: int = 16
+  tie_kv: bool = False
+  normalize_before: bool = False
+  activation: str = 'gelu'
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  activation_dropout_rate: float = 0.0
+  positional: str = 'learned'
+  embedding_layernorm: bool = True
+  embed_scale: bool = False
+  prepend_cls: bool = True
+  attention_implementation: str = 'softmax'
+  dtype: str = 'float32'
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+
+class EncoderOutput(NamedTuple):
+  """What an encoder returns.
+
+  Attributes:
+    x: `[batch, n, d]` final token states (n includes the CLS position when prepended).
+    x_mask: `[batch, n]` bool, True for real tokens (and CLS).
+    p: `[batch, l, d]` final packed states (Luna) or None.
+    p_mask: `[batch, l]` bool, True for usable P slots (Luna) or None.
+  """
+  x: Array
+  x_mask: Array
+  p: Optional[Array] = None
+  p_mask: Optional[Array] = None
+
+
+def length_mask(lengths: Array, size: int) -> Array:
+  """`[batch]` lengths -> `[batch, size]` bool mask, True at positions < length."""
+  return jnp.arange(size)[None, :] < lengths[:, None]
+
+
+class _TokenEmbedding(nn.Module):
+  """Token embedding, optional CLS vector and position embedding (no normalisation, no dropout).
+
+  Attributes:
+    config: the encoder config.
+    embedding_stddev: stddev of the token (and CLS) embedding init.
+    position_stddev: stddev of a learned position table init.
+    cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding init.
+  """
+  config: EncoderConfig
+  embedding_stddev: float
+  position_stddev: float
+  cls_init_zero: bool = False
+
+  @nn.compact
+  def __call__(self, tokens: Array, lengths: Array) -> tuple[Array, Array]:
+    """`[batch, n]` ids, `[batch]` lengths -> (`[batch, n', d]` embeddings, `[batch]` lengths'), n' = n (+1)."""
+    cfg = self.config
+    d = cfg.emb_dim
+    init = nn.initializers.normal(self.embedding_stddev)
+    x = nn.Embed(cfg.vocab_size, d, embedding_init=init, name='token_embedding')(tokens)
+    if cfg.embed_scale:
+      x = x * math.sqrt(d)
+    if cfg.prepend_cls:
+      cls = self.param('cls', nn.initializers.zeros if self.cls_init_zero else init, (1, 1, d))
+      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d)), x], axis=1)
+      lengths = lengths + 1
+    n = x.shape[1]
+    if cfg.positional == 'learned':
+      table = self.param('position_embedding', nn.initializers.normal(self.position_stddev),
+                         (cfg.max_length + int(cfg.prepend_cls), d))
+      x = x + table[None, :n]
+    elif cfg.positional == 'sinusoidal':
+      x = x + sinusoidal_positions(n, d)[None]
+    else:
+      raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {cfg.positional!r}.")
+    return x.astype(cfg.compute_dtype), lengths
+
+
+class LunaEncoder(nn.Module):
+  """Luna encoder: embeddings, the first P, and `num_layers` Luna layers with P flowing between them.
+
+  First-layer P is a learned `[l, d]` table, init N(0, d^-1/2), shared by the batch. With
+  `embedding_layernorm` (LRA/BERT recipe) it is LayerNorm-ed; with `embed_scale` and sinusoidal positions
+  (MT recipe) it is scaled by sqrt(d) and gets the sinusoid of its slot index. The P mask is
+  `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens and
+  masked P rows are zeroed at the input (LRA recipe); they never influence valid outputs.
+
+  Attributes:
+    config: the encoder config.
+  """
+  config: EncoderConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:
+    """Encodes right-padded token ids.
+
+    Args:
+      tokens: `[batch, n]` int token ids.
+      lengths: `[batch]` int number of real tokens.
+      deterministic: disable dropout.
+
+    Returns:
+      `EncoderOutput` with x `[batch, n(+1), d]` and p `[batch, l, d]`.
+    """
+    cfg = self.config
+    d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
+    stddev = d ** -0.5
+    x, lengths = _TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
+    p = self.param('projected_embeddings', nn.initializers.normal(stddev), (l, d))
+    if cfg.embed_scale:
+      p = p * math.sqrt(d)
+    if cfg.positional == 'sinusoidal':
+      p = p + sinusoidal_positions(l, d)
+    p = jnp.broadcast_to(p[None].astype(dtype), (x.shape[0], l, d))
+    if cfg.embedding_layernorm:
+      x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
+      p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='projected_embedding_norm')(p)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    p = nn.Dropout(cfg.dropout_rate)(p, deterministic=deterministic)
+    x_mask = length_mask(lengths, x.shape[1])
+    p_mask = length_mask(lengths, l)
+    x = jnp.where(x_mask[..., None], x, 0).astype(dtype)
+    p = jnp.where(p_mask[..., None], p, 0).astype(dtype)
+    for i in range(cfg.num_layers):
+      x, p = LunaEncoderLayer(
+          num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, num_pack_heads=cfg.num_pack_heads,
+          tie_kv=cfg.tie_kv, normalize_before=cfg.normalize_before, activation=cfg.activation,
+          dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
+          activation_dropout_rate=cfg.activation_dropout_rate, dtype=dtype,
+          name=f'layer_{i}')(x, p, x_mask, p_mask, deterministic=deterministic)
+    if cfg.normalize_before:
+      x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_norm')(x)
+      p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_p_norm')(p)
+    return EncoderOutput(x, x_mask, p, p_mask)
+
+
+class TransformerEncoder(nn.Module):
+  """The official LRA Transformer encoder (lra-facts §4): N(0, 1) embeddings, zero-init CLS,
+  sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks without q/k/v/out biases,
+  final LayerNorm.
+
+  Attributes:
+    config: the encoder config.
+  """
+  config: EncoderConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:
+    """Encodes right-padded token ids.
+
+    Args:
+      tokens: `[batch, n]` int token ids.
+      lengths: `[batch]` int number of real tokens.
+      deterministic: disable dropout.
+
+    Returns:
+      `EncoderOutput` with x `[batch, n(+1), d]` and no P.
+    """
+    cfg = self.config
+    dtype = cfg.compute_dtype
+    x, lengths = _TokenEmbedding(cfg, 1.0, 0.02, cls_init_zero=True, name='embed')(tokens, lengths)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    mask = length_mask(lengths, x.shape[1])
+    for i in range(cfg.num_layers):
+      x = TransformerEncoderLayer(
+          num_heads=cfg.num_heads, qkv_dim=cfg.qkv_dim or cfg.emb_dim, mlp_dim=cfg.mlp_dim,
+          dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
+          activation=cfg.activation, attention_implementation=cfg.attention_implementation,
+          dtype=dtype, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+    x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
+    return EncoderOutput(x, mask)
+
+
+#: Encoders selectable by `config.model.name`.
+ENCODERS = {'luna': LunaEncoder, 'transformer': TransformerEncoder}

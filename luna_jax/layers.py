@@ -1,0 +1,356 @@
+"""Thin Flax (linen) modules around `luna_jax.attention`: attention modules, feed-forward and layers.
+
+Parameter names follow the authors' code (luna-facts §2) where a counterpart exists:
+`pack_query`, `pack_key`/`pack_value` (or tied `pack_kv`), `query`, `key`/`value` (or tied `kv`), `out`.
+All kernels are `[in, out]` Dense kernels with biases; head split is the contiguous one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from luna_jax import attention as attn
+
+Array = jax.Array
+Dtype = jnp.dtype
+
+# xavier_uniform with gain 1/sqrt(2) (authors' init of every input projection); gain 1 for out_proj.
+_PROJ_INIT = nn.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
+_OUT_INIT = nn.initializers.xavier_uniform()
+
+
+def _activation(name: str) -> Callable[[Array], Array]:
+  """'gelu' = exact erf GELU (Luna), 'gelu_tanh' = tanh approximation (official LRA), 'relu'."""
+  if name == 'gelu':
+    return lambda x: jax.nn.gelu(x, approximate=False)
+  if name == 'gelu_tanh':
+    return lambda x: jax.nn.gelu(x, approximate=True)
+  if name == 'relu':
+    return jax.nn.relu
+  raise ValueError(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {name!r}.")
+
+
+class LunaAttention(nn.Module):
+  """Bidirectional Luna attention: `Y_X, Y_P = LunaAttn(X, P, C)` (eqs. 3-5).
+
+  Pack: `Y_P = Attn(P, C)` with `num_pack_heads` heads, context keys masked by `context_mask`, no output
+  projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads` heads, P keys
+  masked by `p_mask`, followed by the output projection.
+
+  Attributes:
+    num_heads: heads of the unpack attention.
+    num_pack_heads: heads of the pack attention (default: num_heads).
+    tie_kv: K and V share one projection inside each of pack and unpack (Q is never shared).
+    attention_dropout_rate: dropout on the pack and unpack probabilities.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_heads: int
+  num_pack_heads: Optional[int] = None
+  tie_kv: bool = False
+  attention_dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _dense(self, name: str, features: int, init=_PROJ_INIT) -> nn.Dense:
+    return nn.Dense(features, kernel_init=init, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name=name)
+
+  @nn.compact
+  def __call__(self, x: Array, p: Array, context: Array, context_mask: Optional[Array] = None,
+               p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
+    """Applies pack and unpack attention.
+
+    Args:
+      x: `[batch, n, d]` queries of the unpack attention.
+      p: `[batch, l, d]` queries of the pack attention.
+      context: `[batch, m, d]` sequence to pack (x itself for self-attention).
+      context_mask: optional `[batch, m]` bool, True for real context tokens.
+      p_mask: optional `[batch, l]` bool, True for usable P slots.
+      deterministic: disable attention dropout.
+
+    Returns:
+      `(y_x, y_p)`: `[batch, n, d]` and `[batch, l, d]`.
+    """
+    d = x.shape[-1]
+    hp = self.num_pack_heads or self.num_heads
+    use_dropout = not deterministic and self.attention_dropout_rate > 0.0
+    pack_rng = self.make_rng('dropout') if use_dropout else None
+    unpack_rng = self.make_rng('dropout') if use_dropout else None
+
+    pq = attn.split_heads(self._dense('pack_query', d)(p), hp)
+    if self.tie_kv:
+      pk = pv = attn.split_heads(self._dense('pack_kv', d)(context), hp)
+    else:
+      pk = attn.split_heads(self._dense('pack_key', d)(context), hp)
+      pv = attn.split_heads(self._dense('pack_value', d)(context), hp)
+    y_p, pack_probs = attn.dot_product_attention(
+        pq, pk, pv, context_mask, dropout_rate=self.attention_dropout_rate, dropout_rng=pack_rng,
+        deterministic=deterministic)
+    y_p = attn.merge_heads(y_p)
+
+    q = attn.split_heads(self._dense('query', d)(x), self.num_heads)
+    if self.tie_kv:
+      k = v = attn.split_heads(self._dense('kv', d)(y_p), self.num_heads)
+    else:
+      k = attn.split_heads(self._dense('key', d)(y_p), self.num_heads)
+      v = attn.split_heads(self._dense('value', d)(y_p), self.num_heads)
+    y_x, unpack_probs = attn.dot_product_attention(
+        q, k, v, p_mask, dropout_rate=self.attention_dropout_rate, dropout_rng=unpack_rng,
+        deterministic=deterministic)
+    self.sow('intermediates', 'pack_probs', pack_probs)
+    self.sow('intermediates', 'unpack_probs', unpack_probs)
+    y_x = self._dense('out', d, _OUT_INIT)(attn.merge_heads(y_x))
+    return y_x, y_p
+
+
+class LunaCausalAttention(nn.Module):
+  """Causal Luna self-attention (eq. 7); P must carry no information about X.
+
+  Attributes:
+    num_heads: heads (shared by pack and unpack, as in the authors' causal module).
+    tie_kv: unpack K and V share one projection of X.
+    attention_dropout_rate: dropout on the pack weights and unpack probabilities.
+    omega: pack activation, 'softplus' (beta = softplus_beta) or 'elu' (elu + 1).
+    softplus_beta: softplus sharpness (authors: ln 2).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_heads: int
+  tie_kv: bool = False
+  attention_dropout_rate: float = 0.0
+  omega: str = 'softplus'
+  softplus_beta: float = attn.SOFTPLUS_BETA
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, p: Array, p_mask: Optional[Array] = None, *,
+               deterministic: bool = True) -> Array:
+    """Applies causal Luna attention.
+
+    Args:
+      x: `[batch, n, d]` (right padding only: position t sees positions <= t).
+      p: `[batch, l, d]`.
+      p_mask: optional `[batch, l]` bool, True for usable P slots.
+      deterministic: disable attention dropout.
+
+    Returns:
+      `[batch, n, d]`.
+    """
+    d = x.shape[-1]
+    h = self.num_heads
+    dense = lambda name, init=_PROJ_INIT: nn.Dense(
+        d, kernel_init=init, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    pq = attn.split_heads(dense('pack_query')(p), h)
+    q = attn.split_heads(dense('query')(x), h)
+    pk = attn.split_heads(dense('pack_key')(x), h)
+    if self.tie_kv:
+      k = v = attn.split_heads(dense('kv')(x), h)
+    else:
+      k = attn.split_heads(dense('key')(x), h)
+      v = attn.split_heads(dense('value')(x), h)
+    use_dropout = not deterministic and self.attention_dropout_rate > 0.0
+    y, _ = attn.causal_luna_attention(
+        pq, q, pk, k, v, p_mask, omega=self.omega, beta=self.softplus_beta,
+        dropout_rate=self.attention_dropout_rate,
+        dropout_rng=self.make_rng('dropout') if use_dropout else None,
+        deterministic=deterministic)
+    return dense('out', _OUT_INIT)(attn.merge_heads(y))
+
+
+class FeedForward(nn.Module):
+  """Position-wise FFN: Dense(mlp_dim) -> activation -> dropout -> Dense(d).
+
+  Attributes:
+    mlp_dim: hidden size.
+    activation: 'gelu' (exact), 'gelu_tanh' or 'relu'.
+    activation_dropout_rate: dropout after the activation.
+    kernel_init: kernel initialiser of both Dense layers.
+    bias_init: bias initialiser of both Dense layers.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  mlp_dim: int
+  activation: str = 'gelu'
+  activation_dropout_rate: float = 0.0
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+  bias_init: Callable = nn.initializers.zeros
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+    """`[..., d]` -> `[..., d]`."""
+    dense = lambda f, name: nn.Dense(f, kernel_init=self.kernel_init, bias_init=self.bias_init,
+                                     dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    y = _activation(self.activation)(dense(self.mlp_dim, 'fc1')(x))
+    y = nn.Dropout(self.activation_dropout_rate)(y, deterministic=deterministic)
+    return dense(x.shape[-1], 'fc2')(y)
+
+
+class LunaEncoderLayer(nn.Module):
+  """One Luna layer (eq. 6), post-LN by default.
+
+  Post-LN (the paper and every released config):
+    X_A = LN(X + drop(Y_X)),  P' = LN(P + drop(Y_P)),  X' = LN(X_A + drop(FFN(X_A))).
+  Pre-LN (`normalize_before`): the LayerNorms move in front of the attention (on X and P) and the FFN,
+  residuals stay un-normalised; the encoder then adds a final LayerNorm on X and P.
+
+  Attributes:
+    num_heads: unpack heads.
+    num_pack_heads: pack heads (default num_heads).
+    mlp_dim: FFN hidden size.
+    tie_kv: tie K and V inside pack and inside unpack.
+    normalize_before: pre-LN instead of post-LN.
+    activation: FFN activation ('gelu' exact or 'relu').
+    dropout_rate: residual dropout on Y_X, Y_P and the FFN output.
+    attention_dropout_rate: attention-probability dropout.
+    activation_dropout_rate: dropout after the FFN activation.
+    layer_norm_epsilon: LayerNorm epsilon (PyTorch default 1e-5, as in the authors' code).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_heads: int
+  mlp_dim: int
+  num_pack_heads: Optional[int] = None
+  tie_kv: bool = False
+  normalize_before: bool = False
+  activation: str = 'gelu'
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  activation_dropout_rate: float = 0.0
+  layer_norm_epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, p: Array, x_mask: Optional[Array] = None,
+               p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
+    """Applies the layer.
+
+    Args:
+      x: `[batch, n, d]` token states.
+      p: `[batch, l, d]` projected (packed) states from the previous layer.
+      x_mask: optional `[batch, n]` bool, True for real tokens.
+      p_mask: optional `[batch, l]` bool, True for usable P slots.
+      deterministic: disable dropout.
+
+    Returns:
+      `(x', p')`: `[batch, n, d]`, `[batch, l, d]`.
+    """
+    ln = lambda name: nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                                   param_dtype=self.param_dtype, name=name)
+    drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    attention = LunaAttention(
+        num_heads=self.num_heads, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv,
+        attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
+        param_dtype=self.param_dtype, name='attention')
+    ffn = FeedForward(self.mlp_dim, self.activation, self.activation_dropout_rate, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name='ffn')
+    if self.normalize_before:
+      xn, pn = ln('x_norm')(x), ln('p_norm')(p)
+      y_x, y_p = attention(xn, pn, xn, x_mask, p_mask, deterministic=deterministic)
+      x = x + drop(y_x)
+      p = p + drop(y_p)
+      x = x + drop(ffn(ln('ffn_norm')(x), deterministic=deterministic))
+      return x, p
+    y_x, y_p = attention(x, p, x, x_mask, p_mask, deterministic=deterministic)
+    x = ln('x_norm')(x + drop(y_x))
+    p = ln('p_norm')(p + drop(y_p))
+    x = ln('ffn_norm')(x + drop(ffn(x, deterministic=deterministic)))
+    return x, p
+
+
+class SelfAttention(nn.Module):
+  """Softmax multi-head self-attention of the official LRA Transformer (no biases, xavier_uniform).
+
+  Attributes:
+    num_heads: heads.
+    qkv_dim: total width of queries/keys/values (may differ from the model width).
+    attention_dropout_rate: attention-probability dropout (plain implementation only).
+    implementation: 'softmax' (einsum, materialises the n x n matrix) or 'fused'
+      (`jax.nn.dot_product_attention`, no attention dropout).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_heads: int
+  qkv_dim: int
+  attention_dropout_rate: float = 0.0
+  implementation: str = 'softmax'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array] = None, *, deterministic: bool = True) -> Array:
+    """`[batch, n, d]` (key mask `[batch, n]`) -> `[batch, n, d]`."""
+    dense = lambda f, name: nn.Dense(f, use_bias=False, kernel_init=nn.initializers.xavier_uniform(),
+                                     dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    q, k, v = (attn.split_heads(dense(self.qkv_dim, name)(x), self.num_heads)
+               for name in ('query', 'key', 'value'))
+    if self.implementation == 'softmax':
+      use_dropout = not deterministic and self.attention_dropout_rate > 0.0
+      y, _ = attn.dot_product_attention(
+          q, k, v, mask, dropout_rate=self.attention_dropout_rate,
+          dropout_rng=self.make_rng('dropout') if use_dropout else None,
+          deterministic=deterministic)
+    elif self.implementation == 'fused':
+      y = attn.fused_dot_product_attention(q, k, v, mask)
+    else:
+      raise ValueError(f"implementation must be 'softmax' or 'fused', got {self.implementation!r}.")
+    return dense(x.shape[-1], 'out')(attn.merge_heads(y))
+
+
+class TransformerEncoderLayer(nn.Module):
+  """The official LRA Transformer block (lra-facts §4.2): pre-LN, attention, residual; pre-LN, MLP, residual.
+
+  Attributes:
+    num_heads: heads.
+    qkv_dim: attention width.
+    mlp_dim: MLP hidden size.
+    dropout_rate: residual and MLP dropout.
+    attention_dropout_rate: attention-probability dropout.
+    activation: MLP activation (official: 'gelu_tanh').
+    attention_implementation: 'softmax' or 'fused'.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  num_heads: int
+  qkv_dim: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  activation: str = 'gelu_tanh'
+  attention_implementation: str = 'softmax'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array] = None, *, deterministic: bool = True) -> Array:
+    """`[batch, n, d]` -> `[batch, n, d]`."""
+    ln = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                                   name=name)
+    drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = SelfAttention(self.num_heads, self.qkv_dim, self.attention_dropout_rate,
+                      self.attention_implementation, self.dtype, self.param_dtype,
+                      name='attention')(ln('attention_norm')(x), mask, deterministic=deterministic)
+    x = x + drop(y)
+    y = FeedForward(self.mlp_dim, self.activation, self.dropout_rate,
+                    bias_init=nn.initializers.normal(1e-6), dtype=self.dtype,
+                    param_dtype=self.param_dtype, name='ffn')(ln('ffn_norm')(x),
+                                                              deterministic=deterministic)
+    return x + drop(y)
+
+
+def sinusoidal_positions(length: int, d: int) -> Array:
+  """Fixed sinusoidal table `[length, d]`: sin on even features, cos on odd (LRA / flax convention)."""
+  position = jnp.arange(length, dtype=jnp.float32)[:, None]
+  div = jnp.exp(jnp.arange(0, d, 2, dtype=jnp.float32) * -(math.log(10000.0) / d))
+  table = jnp.zeros((length, d), jnp.float32)
+  table = table.at[:, 0::2].set(jnp.sin(position * div))
+  return table.at[:, 1::2].set(jnp.cos(position * div[: d // 2]))
