@@ -1,0 +1,15 @@
+"""Long Range Arena data: every task in its official format, as fixed-length host token arrays.
+
+    data = lra.load_task('listops', 'data/listops-1000')
+    for batch in lra.train_batches(data.train, 32, seed=0):
+      ...
+
+Offline generators: `python -m lra.listops_generator`, `python -m lra.pathfinder_generator` and
+`python -m lra.synthetic` (see the README's Data section).
+"""
+
+from lra.batching import eval_batches, train_batches
+from lra.core import DataError, Split, TaskData
+from lra.registry import TASKS, load_task
+
+__all__ = ['TASKS', 'DataError', 'Split', 'TaskData', 'eval_batches', 'load_task', 'train_batches']

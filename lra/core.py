@@ -1,0 +1,109 @@
+"""Shared types of the LRA data package: the error type, the split and task containers, row checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ('train', 'validation', 'test')
+
+
+class DataError(Exception):
+  """A user-facing data problem: missing or malformed files, bad options, unknown task names."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split of a task as host arrays.
+
+  Attributes:
+    inputs: [N, max_length] integer tokens, right-padded with 0 where the task has padding (compact
+      unsigned dtype; may be memory-mapped from the cache).
+    lengths: [N] int32 number of valid positions (== max_length for image tasks, where 0 is a pixel).
+    targets: [N] int32 class labels.
+    inputs2: [N, max_length] tokens of the second document (retrieval only), else None.
+    lengths2: [N] int32 valid positions of the second document (retrieval only), else None.
+  """
+
+  inputs: np.ndarray
+  lengths: np.ndarray
+  targets: np.ndarray
+  inputs2: np.ndarray | None = None
+  lengths2: np.ndarray | None = None
+
+  @property
+  def num_examples(self) -> int:
+    return int(self.targets.shape[0])
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    """Returns the fields that are set, by name."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  """The three splits of a task and what a model needs to know about them."""
+
+  name: str
+  train: Split
+  validation: Split
+  test: Split
+  vocab_size: int
+  num_classes: int
+  max_length: int
+  dual: bool = False
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def splits_to_arrays(splits: Mapping[str, Split]) -> dict[str, np.ndarray]:
+  """Flattens named splits into `{'<split>.<field>': array}` (the cache's storage format)."""
+  return {f'{name}.{field}': array for name, split in splits.items()
+          for field, array in split.arrays().items()}
+
+
+def arrays_to_splits(arrays: Mapping[str, np.ndarray]) -> dict[str, Split]:
+  """Inverse of `splits_to_arrays`."""
+  fields: dict[str, dict[str, np.ndarray]] = {}
+  for key, array in arrays.items():
+    name, field = key.split('.', 1)
+    fields.setdefault(name, {})[field] = array
+  return {name: Split(**kwargs) for name, kwargs in fields.items()}
+
+
+def require_files(paths: Sequence[Path], how_to_get: str) -> None:
+  """Raises DataError naming every expected file when any of `paths` is missing.
+
+  Args:
+    paths: files (or folders) the task reads.
+    how_to_get: the command or instructions that produce them.
+  """
+  missing = [p for p in paths if not p.exists()]
+  if missing:
+    listing = '\n'.join(f'  {p}{"   (missing)" if p in missing else ""}' for p in paths)
+    raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}')
+
+
+def parse_label(text: str | bytes, num_classes: int, where: str) -> int:
+  """Parses an integer class label (an integral float such as `1.0` is accepted).
+
+  Args:
+    text: the label field.
+    num_classes: labels must lie in [0, num_classes).
+    where: `file:line` for error messages.
+
+  Returns:
+    The label.
+  """
+  try:
+    value = float(text)
+  except ValueError:
+    raise DataError(f'{where}: label {text!r} is not a number') from None
+  if value != int(value) or not 0 <= value < num_classes:
+    raise DataError(f'{where}: label {text!r} is out of range (expected an integer in '
+                    f'[0, {num_classes - 1}])')
+  return int(value)

@@ -1,0 +1,83 @@
+"""ListOps: `basic_{train,val,test}.tsv` (header `Source<TAB>Target`) to token ids.
+
+Tokenisation follows the official pipeline (`]` becomes `X`, parentheses are dropped, whitespace
+split) but with a fixed, sorted vocabulary instead of the official Python-`set` order, which changes
+between processes: pad 0, digits `0`..`9` -> 1..10, `X` -> 11, `[MAX` 12, `[MED` 13, `[MIN` 14,
+`[SM` 15. Sequences longer than `max_length` are truncated (the official data never needs it at 2000).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lra import tokenize
+from lra.cache import Cache
+from lra.core import DataError, Split, TaskData, arrays_to_splits, parse_label, require_files
+from lra.core import splits_to_arrays
+
+FILES = {'train': 'basic_train.tsv', 'validation': 'basic_val.tsv', 'test': 'basic_test.tsv'}
+VOCAB = tuple(sorted([str(d) for d in range(10)] + ['X', '[MAX', '[MED', '[MIN', '[SM']))
+TOKEN_IDS = {token: i + 1 for i, token in enumerate(VOCAB)}
+VOCAB_SIZE = len(VOCAB) + 1
+NUM_CLASSES = 10
+HEADER = ['Source', 'Target']
+
+
+def tokenize_source(source: str) -> list[str]:
+  """Splits an official `Source` string into tokens (`]` -> `X`, parentheses dropped)."""
+  return source.replace(']', ' X ').replace('(', ' ').replace(')', ' ').split()
+
+
+def encode(source: str) -> np.ndarray:
+  """Maps an official `Source` string to [num_tokens] uint8 ids; KeyError on an unknown token."""
+  return np.array([TOKEN_IDS[t] for t in tokenize_source(source)], np.uint8)
+
+
+def read_tsv(path: Path, max_length: int) -> Split:
+  """Reads one official ListOps TSV file.
+
+  Args:
+    path: the file (header `Source<TAB>Target`, LF or CRLF line ends).
+    max_length: L; longer expressions are truncated.
+
+  Returns:
+    A Split with [N, L] uint8 inputs.
+  """
+  sequences, targets = [], []
+  with open(path, encoding='utf-8', newline='') as f:
+    for line_no, line in enumerate(f, start=1):
+      fields = line.rstrip('\r\n').split('\t')
+      where = f'{path}:{line_no}'
+      if line_no == 1:
+        if fields != HEADER:
+          raise DataError(f'{where}: expected the header "Source<TAB>Target", got {line!r}')
+        continue
+      if fields == ['']:
+        continue
+      if len(fields) != 2:
+        raise DataError(f'{where}: expected 2 tab-separated fields (Source, Target), got '
+                        f'{len(fields)}')
+      try:
+        sequences.append(encode(fields[0]))
+      except KeyError as e:
+        raise DataError(f'{where}: unknown ListOps token {e.args[0]!r} (known: {VOCAB})') from None
+      targets.append(parse_label(fields[1], NUM_CLASSES, where))
+  inputs, lengths = tokenize.pad(sequences, max_length, np.uint8)
+  return Split(inputs, lengths, np.array(targets, np.int32))
+
+
+def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
+  """Loads ListOps from `data_dir/basic_{train,val,test}.tsv` (e.g. `lra_release/listops-1000`)."""
+  paths = {split: data_dir / name for split, name in FILES.items()}
+  require_files(list(paths.values()),
+                f'Generate them with: python -m lra.listops_generator --output_dir {data_dir}\n'
+                'or use lra_release/lra_release/listops-1000 from the official LRA release.')
+  arrays = cache.load_or_build(
+      f'listops-{max_length}',
+      lambda: splits_to_arrays({s: read_tsv(p, max_length) for s, p in paths.items()}),
+      params={'max_length': max_length}, content_files=list(paths.values()))
+  splits = arrays_to_splits(arrays)
+  return TaskData('listops', splits['train'], splits['validation'], splits['test'],
+                  vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES, max_length=max_length)

@@ -1,0 +1,155 @@
+"""Offline ListOps generator with the official distribution, writing the official TSV format.
+
+Trees follow `lra_benchmarks/data/listops.py`: starting at depth 1, a node below `max_depth` draws
+r ~ U[0, 1) and is a leaf (a uniform digit) when r > VALUE_P = 0.25 -- so leaves are drawn with
+probability 0.75 -- and is otherwise an operator (`[MIN`, `[MAX`, `[MED`, `[SM`) over 2..max_args
+children; at `max_depth` it is always a leaf. Length counts operators, digits and `]` (no
+parentheses); a tree is kept when `min_length < length < max_length`, root leaves never. Values:
+MED = int(median), SM = sum mod 10. Unique trees are kept in generation order and split into
+train/val/test. Generation stops a tree as soon as it exceeds `max_length`, so short-sequence
+settings (e.g. `--min_length 10 --max_length 100 --max_depth 4`) run in seconds.
+
+  python -m lra.listops_generator --output_dir DIR [--num_train 96000 --num_val 2000 \
+      --num_test 2000 --min_length 500 --max_length 2000 --max_depth 10 --max_args 10 --seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import statistics
+from pathlib import Path
+from typing import Union
+
+from lra.core import DataError
+from lra.listops import FILES
+
+VALUE_P = 0.25
+OPERATORS = ('[MIN', '[MAX', '[MED', '[SM')
+END = ']'
+# The official serialisation nests binary tuples: ((('[MAX', 2), 9), ']') -> "( ( ( [MAX 2 ) 9 ) ] )".
+Tree = Union[int, str, tuple['Tree', 'Tree']]
+_MAX_FRUITLESS_TRIES = 200_000
+
+
+class _TooLong(Exception):
+  """Raised inside tree generation once the tree reaches the length limit."""
+
+
+def apply_operator(op: str, args: list[int]) -> int:
+  """Evaluates one ListOps operator on digit arguments."""
+  if op == '[MIN':
+    return min(args)
+  if op == '[MAX':
+    return max(args)
+  if op == '[MED':
+    return int(statistics.median(args))
+  if op == '[SM':
+    return sum(args) % 10
+  raise ValueError(f'unknown operator {op!r}')
+
+
+def to_string(tree: Tree) -> str:
+  """Serialises a tree the official way: every pair becomes `( left right )`."""
+  if isinstance(tree, tuple):
+    return f'( {to_string(tree[0])} {to_string(tree[1])} )'
+  return str(tree)
+
+
+def _generate(rng: random.Random, depth: int, max_depth: int, max_args: int, budget: list[int]
+              ) -> tuple[Tree, int]:
+  """Draws one (sub)tree and returns it with its value; raises _TooLong past the budget."""
+  r = rng.random() if depth < max_depth else 1.0
+  budget[0] -= 1
+  if budget[0] < 0:
+    raise _TooLong
+  if r > VALUE_P:
+    value = rng.randint(0, 9)
+    return value, value
+  budget[0] -= 1  # The closing `]`.
+  children = [_generate(rng, depth + 1, max_depth, max_args, budget)
+              for _ in range(rng.randint(2, max_args))]
+  op = rng.choice(OPERATORS)
+  tree: Tree = op
+  for child, _ in children:
+    tree = (tree, child)
+  return (tree, END), apply_operator(op, [value for _, value in children])
+
+
+def generate_tree(rng: random.Random, *, max_depth: int = 10, max_args: int = 10,
+                  max_length: int = 2000) -> tuple[Tree, int, int] | None:
+  """Draws one tree; returns (tree, value, length), or None when it reaches `max_length` tokens."""
+  budget = [max_length - 1]
+  try:
+    tree, value = _generate(rng, 1, max_depth, max_args, budget)
+  except _TooLong:
+    return None
+  return tree, value, max_length - 1 - budget[0]
+
+
+def generate(num_train: int = 96000, num_val: int = 2000, num_test: int = 2000, *,
+             min_length: int = 500, max_length: int = 2000, max_depth: int = 10,
+             max_args: int = 10, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
+  """Generates unique ListOps examples.
+
+  Args:
+    num_train, num_val, num_test: split sizes.
+    min_length, max_length: keep trees with min_length < length < max_length tokens.
+    max_depth: depth of the deepest operator nodes' children (the root is depth 1).
+    max_args: operators take 2..max_args arguments.
+    seed: seed of the Python RNG.
+
+  Returns:
+    {'train'|'validation'|'test': [(official Source string, label)]}.
+  """
+  if not 2 <= max_args or min_length + 1 >= max_length - 1:
+    raise DataError(f'need max_args >= 2 and room for a length in ({min_length}, {max_length})')
+  rng = random.Random(seed)
+  total = num_train + num_val + num_test
+  examples: dict[str, int] = {}
+  fruitless = 0
+  while len(examples) < total:
+    drawn = generate_tree(rng, max_depth=max_depth, max_args=max_args, max_length=max_length)
+    if drawn is not None and drawn[2] > min_length and isinstance(drawn[0], tuple):
+      source = to_string(drawn[0])
+      if source not in examples:
+        examples[source] = drawn[1]
+        fruitless = 0
+        continue
+    fruitless += 1
+    if fruitless > _MAX_FRUITLESS_TRIES:
+      raise DataError(f'No new tree with {min_length} < length < {max_length} in '
+                      f'{_MAX_FRUITLESS_TRIES} draws after {len(examples)} examples (max_depth '
+                      f'{max_depth}, max_args {max_args}); widen the length range or the depth.')
+  items = list(examples.items())
+  return {'train': items[:num_train], 'validation': items[num_train:num_train + num_val],
+          'test': items[num_train + num_val:]}
+
+
+def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
+  """Writes rows in the official format (csv tab dialect, header `Source<TAB>Target`, CRLF)."""
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f, delimiter='\t')
+    writer.writerow(['Source', 'Target'])
+    writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--output_dir', required=True, type=Path)
+  for name, default in [('num_train', 96000), ('num_val', 2000), ('num_test', 2000),
+                        ('min_length', 500), ('max_length', 2000), ('max_depth', 10),
+                        ('max_args', 10), ('seed', 0)]:
+    parser.add_argument(f'--{name}', type=int, default=default)
+  args = vars(parser.parse_args(argv))
+  output_dir = args.pop('output_dir')
+  splits = generate(**args)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  for split, rows in splits.items():
+    write_tsv(output_dir / FILES[split], rows)
+    print(f'{output_dir / FILES[split]}: {len(rows)} examples')
+
+
+if __name__ == '__main__':
+  main()
