@@ -88,17 +88,18 @@ def require_files(paths: Sequence[Path], how_to_get: str) -> None:
     raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}')
 
 
-def parse_label(text: str | bytes, num_classes: int, where: str) -> int:
+def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
   """Parses an integer class label (an integral float such as `1.0` is accepted).
 
   Args:
-    text: the label field.
+    text: the label field (or an already numeric label).
     num_classes: labels must lie in [0, num_classes).
     where: `file:line` for error messages.
 
   Returns:
     The label.
   """
+  text = text.decode('latin-1') if isinstance(text, bytes) else str(text)
   try:
     value = float(text)
   except ValueError:

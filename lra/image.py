@@ -1,0 +1,105 @@
+"""Image classification (CIFAR-10 in grayscale): 1024 pixel tokens per image.
+
+Sources, tried in order under `data_dir`:
+  1. the official python pickles `cifar-10-batches-py/{data_batch_1..5,test_batch}`;
+  2. a prepared TFDS `cifar10` (array_record or tfrecord) in `data_dir` as a TFDS data dir.
+Splits follow LRA: train = first 90% of the training set, validation = last 10%, test = test.
+Grayscale matches `tf.image.rgb_to_grayscale`; intensities 0..255 are the tokens (vocab 256).
+Every position is valid: unlike the official model, whose mask `inputs > 0` treats black pixels
+as padding, `lengths` is always 1024 here, so a model masks nothing on this task.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from lra import tfds_source, tokenize
+from lra.cache import Cache
+from lra.core import DataError, Split, TaskData, arrays_to_splits, parse_label, require_files
+from lra.core import splits_to_arrays
+
+NUM_CLASSES = 10
+SIDE = 32
+PICKLE_DIR = 'cifar-10-batches-py'
+TRAIN_BATCHES = tuple(f'data_batch_{i}' for i in range(1, 6))
+TEST_BATCH = 'test_batch'
+TFDS_NAME = 'cifar10'
+TRAIN_FRACTION = 0.9
+
+
+def image_split(gray: np.ndarray, labels: np.ndarray) -> Split:
+  """Wraps [N, H, W] uint8 grayscale images and labels as a Split of [N, H*W] pixel tokens."""
+  inputs = gray.reshape(len(gray), -1)
+  return Split(inputs, np.full(len(gray), inputs.shape[1], np.int32), labels.astype(np.int32))
+
+
+def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one CIFAR-10 python batch: returns [N, 32, 32, 3] uint8 RGB images and [N] labels."""
+  with open(path, 'rb') as f:
+    try:
+      batch = pickle.load(f, encoding='bytes')
+      data, labels = np.asarray(batch[b'data'], np.uint8), np.asarray(batch[b'labels'])
+    except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
+      raise DataError(f'{path}: not a CIFAR-10 python batch ({e!r})') from None
+  if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or len(labels) != len(data):
+    raise DataError(f'{path}: expected data of shape [N, 3072] and N labels')
+  for i, label in enumerate(labels):
+    parse_label(label, NUM_CLASSES, f'{path} label #{i}')
+  return data.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1), labels
+
+
+def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  images, labels = [], []
+  for i, example in enumerate(tfds_source.read_examples(shards)):
+    images.append(np.asarray(Image.open(io.BytesIO(example['image'][0])).convert('RGB')))
+    labels.append(parse_label(example['label'][0], NUM_CLASSES, f'{TFDS_NAME} #{i}'))
+  return np.stack(images), np.array(labels)
+
+
+def _to_splits(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+  """Applies grayscale and the 90/10 train/validation slice (rounded as TFDS `train[:90%]`)."""
+  num_train = round(TRAIN_FRACTION * len(train[0]))
+  gray, labels = tokenize.rgb_to_grayscale(train[0]), train[1]
+  return splits_to_arrays({
+      'train': image_split(gray[:num_train], labels[:num_train]),
+      'validation': image_split(gray[num_train:], labels[num_train:]),
+      'test': image_split(tokenize.rgb_to_grayscale(test[0]), test[1])})
+
+
+def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
+  """Loads grayscale CIFAR-10 from `data_dir/cifar-10-batches-py/` or a prepared TFDS `cifar10`."""
+  if max_length != SIDE * SIDE:
+    raise DataError(f'image: max_length must be {SIDE * SIDE} (32x32 pixels), got {max_length}')
+  pickles = data_dir / PICKLE_DIR
+  shards = {s: tfds_source.find_shards(data_dir, TFDS_NAME, s) for s in ('train', 'test')}
+  if pickles.is_dir():
+    paths = [pickles / name for name in TRAIN_BATCHES + (TEST_BATCH,)]
+    require_files(paths, 'Extract cifar-10-python.tar.gz (www.cs.toronto.edu/~kriz/cifar.html).')
+
+    def build():
+      train = [read_pickle(p) for p in paths[:-1]]
+      return _to_splits((np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
+                        read_pickle(paths[-1]))
+    arrays = cache.load_or_build('image-pickle', build, params={}, content_files=paths)
+  elif all(shards.values()):
+    arrays = cache.load_or_build(
+        'image-tfds', lambda: _to_splits(_read_tfds(shards['train']), _read_tfds(shards['test'])),
+        params={}, content_files=[p for ps in shards.values() for p in ps])
+  else:
+    raise DataError(
+        f'No CIFAR-10 data in {data_dir}. Expected either {pickles}/{{'
+        f'{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}, or '
+        + tfds_source.not_prepared(
+            TFDS_NAME, data_dir,
+            f'extract cifar-10-python.tar.gz into {data_dir}. For a synthetic stand-in (tests, '
+            f'demos): python -m lra.synthetic --task image --output_dir {data_dir}'))
+  splits = arrays_to_splits(arrays)
+  return TaskData('image', splits['train'], splits['validation'], splits['test'],
+                  vocab_size=tokenize.PIXEL_VOCAB_SIZE, num_classes=NUM_CLASSES,
+                  max_length=max_length)

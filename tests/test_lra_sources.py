@@ -1,0 +1,199 @@
+"""Tests of the Text, Retrieval and Image loaders, the TFDS shard reader, the cache and the
+synthetic stand-ins, on small files written in the official formats."""
+
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorflow_datasets.proto import tf_example_pb2
+
+import lra
+from lra import synthetic, tokenize
+
+# RGB pixels and their tf.image.rgb_to_grayscale values, computed by hand:
+# floor((0.2989 r + 0.5870 g + 0.1140 b) / 255 * 255.5).
+PIXELS = np.array([[255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30], [0, 0, 0]],
+                  np.uint8)
+GRAY = [255, 76, 149, 29, 18, 0]
+
+
+def example_proto(**features) -> bytes:
+  example = tf_example_pb2.Example()
+  for key, value in features.items():
+    feature = example.features.feature[key]
+    if isinstance(value, bytes):
+      feature.bytes_list.value.append(value)
+    else:
+      feature.int64_list.value.append(value)
+  return example.SerializeToString()
+
+
+def write_shard(path: Path, records: list[bytes]) -> None:
+  """Writes array_record or (with zero checksums, which the reader does not check) tfrecord."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if '.array_record-' in path.name:
+    from array_record.python.array_record_module import ArrayRecordWriter
+    writer = ArrayRecordWriter(str(path), 'group_size:1')
+    for record in records:
+      writer.write(record)
+    writer.close()
+  else:
+    path.write_bytes(b''.join(struct.pack('<Q', len(r)) + b'\0' * 4 + r + b'\0' * 4
+                              for r in records))
+
+
+def cifar_image(size: int = 32) -> np.ndarray:
+  image = np.zeros((size, size, 3), np.uint8)
+  image[0, :len(PIXELS)] = PIXELS
+  return image
+
+
+def test_text_from_acl_folder_exact_bytes(tmp_path):
+  for split in ('train', 'test'):
+    for label, review in (('neg', 'Bad.'), ('pos', 'Très <br />bon')):
+      folder = tmp_path / 'aclImdb' / split / label
+      folder.mkdir(parents=True)
+      (folder / '0_1.txt').write_text(review, encoding='utf-8')
+  data = lra.load_task('text', tmp_path, max_length=8, cache=False)
+  assert (data.vocab_size, data.num_classes, data.dual) == (257, 2, False)
+  expected = [[ord(c) + 1 for c in 'Bad.'] + [0] * 4,
+              [ord('T') + 1, ord('r') + 1, 0xC3 + 1, 0xA8 + 1, ord('s') + 1, ord(' ') + 1,
+               ord('<') + 1, ord('b') + 1]]
+  for split in (data.train, data.validation, data.test):
+    np.testing.assert_array_equal(split.inputs, expected)
+    np.testing.assert_array_equal(split.lengths, [4, 8])
+    np.testing.assert_array_equal(split.targets, [0, 1])
+
+
+def test_retrieval_two_documents_and_quotes(tmp_path):
+  rows = '1.0\tid1\tid2\t"ab\tc\n0\tid3\tid4\tx\t\n'
+  for name in ('new_aan_pairs.train.tsv', 'new_aan_pairs.eval.tsv', 'new_aan_pairs.test.tsv'):
+    (tmp_path / name).write_text(rows)
+  data = lra.load_task('retrieval', tmp_path, max_length=3, cache=False)
+  assert data.dual and data.vocab_size == 257
+  np.testing.assert_array_equal(data.test.inputs, [[ord('"') + 1, ord('a') + 1, ord('b') + 1],
+                                                   [ord('x') + 1, 0, 0]])
+  np.testing.assert_array_equal(data.test.inputs2, [[ord('c') + 1, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(data.test.lengths, [3, 1])
+  np.testing.assert_array_equal(data.test.lengths2, [1, 0])
+  np.testing.assert_array_equal(data.test.targets, [1, 0])
+  batch = next(lra.train_batches(data.train, 2, seed=0))
+  assert set(batch) == {'inputs', 'lengths', 'targets', 'inputs2', 'lengths2'}
+
+
+@pytest.mark.parametrize('row, message', [('1\ta\tb\tc\n', ':2: expected 5'),
+                                          ('2\ta\tb\tc\td\n', ':2: label'),
+                                          ('yes\ta\tb\tc\td\n', ':2: label')])
+def test_retrieval_malformed_rows(tmp_path, row, message):
+  for name in ('new_aan_pairs.train.tsv', 'new_aan_pairs.eval.tsv', 'new_aan_pairs.test.tsv'):
+    (tmp_path / name).write_text('1\ta\tb\tc\td\n' + row)
+  with pytest.raises(lra.DataError, match=f'new_aan_pairs.train.tsv{message}'):
+    lra.load_task('retrieval', tmp_path, cache=False)
+
+
+def test_grayscale_matches_tensorflow_by_hand():
+  np.testing.assert_array_equal(tokenize.rgb_to_grayscale(PIXELS), GRAY)
+
+
+def test_image_from_cifar_pickles(tmp_path):
+  root = tmp_path / 'cifar-10-batches-py'
+  root.mkdir()
+  rgb = cifar_image()
+  data = np.tile(rgb.transpose(2, 0, 1).reshape(1, -1), (2, 1))  # CIFAR rows: R plane, G, B.
+  for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+    with open(root / name, 'wb') as f:
+      pickle.dump({b'data': data, b'labels': [3, 9]}, f)
+  task = lra.load_task('image', tmp_path, cache=False)
+  assert (task.vocab_size, task.num_classes, task.max_length) == (256, 10, 1024)
+  assert (task.train.num_examples, task.validation.num_examples, task.test.num_examples) == (9, 1, 2)
+  assert task.train.inputs.shape == (9, 1024) and task.train.inputs.dtype == np.uint8
+  np.testing.assert_array_equal(task.test.inputs[0, :8], GRAY + [0, 0])
+  np.testing.assert_array_equal(task.test.lengths, [1024, 1024])
+  np.testing.assert_array_equal(task.test.targets, [3, 9])
+  with pytest.raises(lra.DataError, match='max_length must be 1024'):
+    lra.load_task('image', tmp_path, max_length=512)
+
+
+def test_out_of_range_image_label(tmp_path):
+  synthetic.write_image(tmp_path, 10, seed=0)
+  with open(tmp_path / 'cifar-10-batches-py' / 'test_batch', 'wb') as f:
+    pickle.dump({b'data': np.zeros((1, 3072), np.uint8), b'labels': [10]}, f)
+  with pytest.raises(lra.DataError, match="test_batch label #0: label '10' is out of range"):
+    lra.load_task('image', tmp_path, cache=False)
+
+
+def test_tfds_shards_array_record_and_tfrecord(tmp_path):
+  imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  write_shard(imdb / 'imdb_reviews-train.array_record-00000-of-00001',
+              [example_proto(text=b'ab', label=1), example_proto(text=b'c', label=0)])
+  write_shard(imdb / 'imdb_reviews-test.tfrecord-00000-of-00001', [example_proto(text=b'z', label=1)])
+  data = lra.load_task('text', tmp_path, max_length=3, cache=False)
+  np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0], [100, 0, 0]])
+  np.testing.assert_array_equal(data.train.targets, [1, 0])
+  np.testing.assert_array_equal(data.test.inputs, [[123, 0, 0]])
+  png = io.BytesIO()
+  Image.fromarray(cifar_image()).save(png, format='PNG')
+  cifar = tmp_path / 'cifar10' / '3.0.2'
+  write_shard(cifar / 'cifar10-train.array_record-00000-of-00001',
+              [example_proto(id=b'x', image=png.getvalue(), label=i) for i in range(10)])
+  write_shard(cifar / 'cifar10-test.array_record-00000-of-00001',
+              [example_proto(id=b'y', image=png.getvalue(), label=4)])
+  task = lra.load_task('image', tmp_path, cache=False)
+  np.testing.assert_array_equal(task.validation.targets, [9])
+  np.testing.assert_array_equal(task.test.inputs[0, :6], GRAY)
+
+
+@pytest.mark.parametrize('task, name', [('text', 'imdb_reviews'), ('image', 'cifar10')])
+def test_tfds_not_prepared_says_how_and_does_not_download(tmp_path, task, name):
+  with pytest.raises(lra.DataError) as info:
+    lra.load_task(task, tmp_path)
+  message = str(info.value)
+  assert f"tfds.builder('{name}'" in message and "file_format='array_record'" in message
+  assert f'python -m lra.synthetic --task {task}' in message
+  assert not (tmp_path / name).exists() and not (tmp_path / 'downloads').exists()
+
+
+def test_missing_retrieval_files_named(tmp_path):
+  with pytest.raises(lra.DataError) as info:
+    lra.load_task('retrieval', tmp_path / 'aan')
+  for name in ('new_aan_pairs.train.tsv', 'new_aan_pairs.eval.tsv', 'new_aan_pairs.test.tsv',
+               'python -m lra.synthetic --task retrieval'):
+    assert name in str(info.value)
+
+
+def test_cache_serves_mmap_and_rereads_changed_sources(tmp_path):
+  synthetic.write_retrieval(tmp_path, 8, seed=0)
+  first = lra.load_task('retrieval', tmp_path, max_length=64)
+  assert not isinstance(first.train.inputs, np.memmap)
+  second = lra.load_task('retrieval', tmp_path, max_length=64)
+  assert isinstance(second.train.inputs, np.memmap)
+  np.testing.assert_array_equal(first.train.inputs2, second.train.inputs2)
+  path = tmp_path / 'new_aan_pairs.test.tsv'
+  path.write_text(path.read_text().replace('SYNTHETIC', 'synthetic', 1))
+  third = lra.load_task('retrieval', tmp_path, max_length=64)
+  assert third.test.inputs[0, 0] == ord('s') + 1 and second.test.inputs[0, 0] == ord('S') + 1
+  assert len(list((tmp_path / 'lra_cache').iterdir())) == 1
+  other = lra.load_task('retrieval', tmp_path, max_length=64, cache_dir=str(tmp_path / 'elsewhere'))
+  assert (tmp_path / 'elsewhere').is_dir() and other.train.num_examples == 8
+
+
+@pytest.mark.parametrize('task', synthetic.TASKS)
+def test_synthetic_stand_ins_load_and_are_learnable(tmp_path, task):
+  synthetic.main(['--task', task, '--output_dir', str(tmp_path), '--num_examples', '40'])
+  data = lra.load_task(task, tmp_path, **({} if task == 'image' else {'max_length': 256}))
+  assert data.train.num_examples == (36 if task == 'image' else 40)
+  assert data.test.num_examples == 10
+  # The label is visible to a nearest-centroid classifier on token histograms.
+  def histograms(split):
+    counts = np.stack([np.bincount(row, minlength=data.vocab_size) for row in split.inputs])
+    return counts[:, 1:] / counts[:, 1:].sum(axis=1, keepdims=True)
+  train = histograms(data.train)
+  centroids = np.stack([train[data.train.targets == c].mean(axis=0)
+                        for c in range(data.num_classes)])
+  test = histograms(data.test)
+  predictions = np.argmin(((test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+  assert np.mean(predictions == data.test.targets) >= 0.9
