@@ -1,0 +1,461 @@
+"""The LRA trainer: one data-parallel training loop for every task, model and device count.
+
+`train_and_evaluate(config, workdir)` loads the task with `lra`, builds the model with
+`luna_jax.build_model`, trains with `jax.pmap` over the local devices (global batch split across them,
+gradients averaged with `pmean`, one dropout key per device and step), evaluates on the validation
+split every `eval_every` steps and on the test split at the end, and writes into `workdir`:
+
+  config.json         the resolved config
+  metrics.jsonl       one JSON object per logged step (train_*, validation_*, test_*)
+  tensorboard/        the same scalars as TensorBoard event files
+  checkpoints/        the last `keep_checkpoints` train states (resumable)
+  best/               the parameters with the best validation accuracy
+  results.json        final validation/test metrics, the config, parameter count, speed, devices
+
+A run started again with the same workdir resumes from its newest checkpoint and, batches being a
+pure function of (seed, step), finishes with the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from flax import jax_utils
+
+import lra
+import luna_jax
+from luna_jax import checkpointing, config_utils, metric_writers, optim
+
+Batch = Mapping[str, Any]
+PyTree = Any
+
+#: Batch fields that are model inputs (the dual fields only exist for Retrieval).
+MODEL_INPUTS = ('inputs', 'lengths', 'inputs2', 'lengths2')
+#: Top-level config keys and the keys of the `data` section.
+CONFIG_KEYS = ('seed', 'debug', 'data', 'model', 'optimizer', 'training')
+DATA_KEYS = ('task', 'data_dir', 'options')
+#: Name of the pmap axis.
+AXIS = 'batch'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  """The `config.training` section (see configs/base.py for what each field means)."""
+  batch_size: int
+  eval_batch_size: int
+  num_train_steps: int
+  eval_every: int
+  num_eval_batches: int
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  num_devices: int
+  distributed: bool
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a resumed run needs besides the config.
+
+  Attributes:
+    step: int32 scalar, number of updates applied so far.
+    params: the model parameters (float32).
+    opt_state: the optax state.
+    rng: PRNG key; dropout keys are derived from it by folding in the step and the device index.
+  """
+  step: jax.Array
+  params: PyTree
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def model_inputs(batch: Batch) -> dict[str, Any]:
+  """The model's keyword inputs present in `batch`."""
+  return {name: batch[name] for name in MODEL_INPUTS if name in batch}
+
+
+def create_train_state(rng: jax.Array, model: flax.linen.Module,
+                       optimizer: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+  """Initialises parameters and optimizer state.
+
+  Args:
+    rng: PRNG key; split into the init key and the state's dropout key.
+    model: the classifier from `luna_jax.build_model`.
+    optimizer: the optax transformation.
+    example_batch: a batch with the model inputs (only shapes and dtypes matter).
+
+  Returns:
+    A TrainState at step 0.
+  """
+  init_rng, state_rng = jax.random.split(rng)
+  variables = jax.jit(functools.partial(model.init, train=False))(init_rng,
+                                                                    **model_inputs(example_batch))
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params), rng=state_rng)
+
+
+def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
+               optimizer: optax.GradientTransformation,
+               axis_name: Optional[str] = None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on the (per-device) batch.
+
+  Pure; under `jax.pmap(..., axis_name=...)` loss, accuracy and gradients are averaged over the axis
+  (every device holds an equal share of the global batch, so this is the global-batch mean), and each
+  device gets its own dropout key `fold_in(fold_in(state.rng, step), device index)`.
+
+  Args:
+    state: the current state.
+    batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] int32 (+ 'inputs2', 'lengths2').
+    model: the classifier.
+    optimizer: the optax transformation the state was created with.
+    axis_name: the pmap axis, or None on a single device (plain `jax.jit`).
+
+  Returns:
+    The new state and scalar metrics: loss, accuracy, grad_norm (after averaging, before clipping)
+    and param_norm (of the new parameters).
+  """
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+  if axis_name is not None:
+    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+
+  def loss_fn(params):
+    logits = model.apply({'params': params}, **model_inputs(batch), train=True,
+                         rngs={'dropout': dropout_rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == batch['targets'])
+  if axis_name is not None:
+    loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.global_norm(grads),
+             'param_norm': optax.global_norm(params)}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params: PyTree, batch: Batch, *, model: flax.linen.Module,
+              axis_name: Optional[str] = None) -> dict[str, jax.Array]:
+  """Weighted sums of loss and correct predictions on one (per-device) batch, without dropout.
+
+  Args:
+    params: the model parameters.
+    batch: like `train_step`'s, plus optional 'weights' [b] float32 (0 marks padding rows).
+    model: the classifier.
+    axis_name: the pmap axis to sum over, or None.
+
+  Returns:
+    {'loss': summed loss, 'correct': number correct, 'count': number of real examples}.
+  """
+  logits = model.apply({'params': params}, **model_inputs(batch), train=False)
+  targets = batch['targets']
+  weights = batch.get('weights', jnp.ones(targets.shape, jnp.float32))
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  sums = {'loss': jnp.sum(losses * weights),
+          'correct': jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights),
+          'count': jnp.sum(weights)}
+  return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+
+
+# ----------------------------------------------------------------------------------------------------
+# Devices and sharding
+# ----------------------------------------------------------------------------------------------------
+
+
+def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Device]:
+  """The local devices to train on, checking that every global batch size divides across all devices.
+
+  Args:
+    num_devices: -1 for every local device, else the first `num_devices` (single process only).
+    batch_sizes: global batch sizes that will be split over the devices of all processes.
+
+  Returns:
+    The local devices.
+
+  Raises:
+    ValueError: a batch size not divisible by the global device count, or a bad `num_devices`.
+  """
+  local = jax.local_devices()
+  if num_devices != -1:
+    if not 1 <= num_devices <= len(local) or jax.process_count() > 1:
+      raise ValueError(f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} '
+                       f'on a single process ({jax.process_count()} processes).')
+    local = local[:num_devices]
+  total = len(local) * jax.process_count()
+  for batch_size in batch_sizes:
+    if batch_size % total:
+      raise ValueError(f'batch size {batch_size} is not divisible by the number of devices {total} '
+                       f'({len(local)} per process x {jax.process_count()} processes); choose a '
+                       f'multiple of {total} (--config.training.batch_size / eval_batch_size).')
+  return local
+
+
+def shard(batch: Batch, num_devices: int) -> dict[str, np.ndarray]:
+  """Reshapes this process's host batch [b, ...] to [num_devices, b / num_devices, ...]."""
+  return {k: np.reshape(v, (num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num_devices: int,
+             max_batches: int = -1) -> dict[str, float]:
+  """Accuracy and mean loss of replicated `params` on a split.
+
+  Args:
+    p_eval_step: the pmapped `eval_step`.
+    params: replicated parameters.
+    split: the split to evaluate.
+    batch_size: global evaluation batch size.
+    num_devices: local devices.
+    max_batches: evaluate only the first `max_batches` batches (-1: the whole split).
+
+  Returns:
+    {'accuracy', 'loss', 'num_examples'}.
+  """
+  batches = lra.eval_batches(split, batch_size, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  totals = None
+  for i, batch in enumerate(batches):
+    if i == max_batches:
+      break
+    sums = p_eval_step(params, shard(batch, num_devices))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(jax_utils.unreplicate(totals))
+  count = max(float(totals['count']), 1.0)
+  return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss']) / count,
+          'num_examples': int(totals['count'])}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_keys(section: Mapping[str, Any], expected: Sequence[str], name: str) -> None:
+  unknown = sorted(set(section) - set(expected))
+  missing = sorted(set(expected) - set(section))
+  if unknown or missing:
+    raise ValueError(f'{name}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
+                     f'{sorted(expected)}.')
+
+
+def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A smoke-test version of `config`: one small layer, batch 8, 5 steps, capped evaluation.
+
+  The data and the model family (Luna/Transformer, pooling, head) are unchanged.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.update(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64, classifier_hidden_dim=32,
+                      projection_length=min(config.model.projection_length, 8))
+  if config.model.qkv_dim is not None:
+    config.model.qkv_dim = 32
+  if config.model.num_pack_heads is not None:
+    config.model.num_pack_heads = 2
+  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, 2)
+  config.training.update(batch_size=8, eval_batch_size=8, num_train_steps=5, eval_every=5,
+                         num_eval_batches=2, log_every=1, checkpoint_every=5)
+  return config
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks the section keys (naming unknown ones) and applies `debug`; returns a new config."""
+  _check_keys(config, CONFIG_KEYS, 'config')
+  _check_keys(config.data, DATA_KEYS, 'config.data')
+  config_utils.dataclass_from_mapping(TrainingConfig, config.training, 'training')
+  optim.OptimizerConfig.from_mapping(config.optimizer)
+  return apply_debug(config) if config.debug else ml_collections.ConfigDict(config.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training loop
+# ----------------------------------------------------------------------------------------------------
+
+
+class _TrainLog:
+  """Collects per-step device metrics and turns them into host summaries at log points.
+
+  Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points; every
+  pending step is checked for a non-finite loss, gradient or parameter norm, naming the first such step.
+  Training speed is measured between summaries; `restart_clock` excludes what happened since the last
+  summary (evaluation, checkpointing) and, with `reset_totals`, everything before (compilation).
+  """
+
+  def __init__(self, schedule: optax.Schedule, checkpointer: checkpointing.Checkpointer):
+    self._schedule = schedule
+    self._checkpointer = checkpointer
+    self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self._mark = time.perf_counter()
+    self.train_time, self.timed_steps = 0.0, 0
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    self._pending.append((step, metrics))
+
+  def restart_clock(self, reset_totals: bool = False) -> None:
+    self._mark = time.perf_counter()
+    if reset_totals:
+      self.train_time, self.timed_steps = 0.0, 0
+
+  def summary(self) -> dict[str, float]:
+    """Checks and averages the pending steps' metrics (taken from the first device's replica)."""
+    steps = [step for step, _ in self._pending]
+    values = jax.device_get([jax.tree.map(lambda x: x[0], m) for _, m in self._pending])
+    self._pending.clear()
+    for step, metrics in zip(steps, values):
+      bad = [f'{name}={value}' for name, value in metrics.items() if not np.isfinite(value)]
+      if bad:
+        raise FloatingPointError(
+            f'Non-finite {", ".join(bad)} at step {step}; training stopped. The last good '
+            f'checkpoint (step {self._checkpointer.latest_step()}) in '
+            f'{self._checkpointer.directory} is kept.')
+    now = time.perf_counter()
+    elapsed, self._mark = max(now - self._mark, 1e-9), now
+    self.train_time += elapsed
+    self.timed_steps += len(steps)
+    summary = {f'train_{name}': float(np.mean([m[name] for m in values])) for name in values[0]}
+    summary['learning_rate'] = float(self._schedule(steps[-1] - 1))
+    summary['steps_per_sec'] = len(steps) / elapsed
+    return summary
+
+
+def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
+  return {'jax_version': jax.__version__, 'backend': jax.default_backend(),
+          'device_kind': devices[0].device_kind, 'local_devices': len(devices),
+          'process_count': jax.process_count(), 'global_devices': len(devices) * jax.process_count()}
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump(value, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates one model on one LRA task; resumes from `workdir` if it has a checkpoint.
+
+  Args:
+    config: the experiment config (configs/base.py documents every field).
+    workdir: folder for checkpoints, metrics and results (created if needed).
+
+  Returns:
+    The content of `workdir/results.json`: 'validation' and 'test' ({'accuracy', 'loss',
+    'num_examples'}) of the final parameters, 'best' (step and validation accuracy of the best
+    checkpoint), 'step', 'num_params', 'steps_per_sec', 'devices' and 'config'.
+
+  Raises:
+    ValueError: unknown/missing config keys (named), indivisible batch sizes.
+    lra.DataError: missing data, unknown data options.
+    FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
+  """
+  config = resolve_config(config)
+  training = config_utils.dataclass_from_mapping(TrainingConfig, config.training, 'training')
+  if training.distributed:
+    jax.distributed.initialize()
+  is_lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  logging.info('JAX %s, process %d/%d, local devices %s', jax.__version__, jax.process_index(),
+               jax.process_count(), jax.local_devices())
+
+  # Data, model and optimizer.
+  eval_batch_size = training.eval_batch_size or training.batch_size
+  devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
+  num_devices = len(devices)
+  data = lra.load_task(config.data.task, config.data.data_dir, **config.data.options)
+  model = luna_jax.build_model(config.model, vocab_size=data.vocab_size,
+                               num_classes=data.num_classes, max_length=data.max_length,
+                               dual=data.dual)
+  optimizer = optim.make_optimizer(config.optimizer)
+  example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
+  state = create_train_state(jax.random.PRNGKey(config.seed), model, optimizer, example)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+
+  # Resume.
+  checkpointer = checkpointing.Checkpointer(workdir, training.keep_checkpoints)
+  state = checkpointer.restore_latest(state)
+  start_step = int(state.step)
+  if is_lead:
+    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  logging.info('%s/%s: %d parameters; %s at step %d of %d.', config.data.task, config.model.name,
+               num_params, 'resuming' if start_step else 'starting', start_step,
+               training.num_train_steps)
+
+  p_train_step = jax.pmap(
+      functools.partial(train_step, model=model, optimizer=optimizer, axis_name=AXIS),
+      axis_name=AXIS, devices=devices, donate_argnums=(0,))
+  p_eval_step = jax.pmap(functools.partial(eval_step, model=model, axis_name=AXIS),
+                         axis_name=AXIS, devices=devices)
+  run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
+                               num_devices=num_devices)
+  state = jax_utils.replicate(state, devices)
+  writer = metric_writers.MetricWriter(workdir, enabled=is_lead)
+  train_log = _TrainLog(optim.schedule_from_config(config.optimizer), checkpointer)
+  batches = lra.train_batches(data.train, training.batch_size, seed=config.seed,
+                              start_step=start_step, process_index=jax.process_index(),
+                              process_count=jax.process_count())
+  validation = None
+
+  # Main loop; `step` counts completed updates (1-based), as do checkpoints and metrics.
+  with tqdm.tqdm(total=training.num_train_steps, initial=start_step, disable=not is_lead,
+                 desc=f'{config.data.task}/{config.model.name}', unit='step',
+                 dynamic_ncols=True) as bar:
+    for step in range(start_step + 1, training.num_train_steps + 1):
+      state, metrics = p_train_step(state, shard(next(batches), num_devices))
+      train_log.add(step, metrics)
+      bar.update()
+      is_first = step == start_step + 1
+      is_eval = step % training.eval_every == 0 or step == training.num_train_steps
+      is_checkpoint = step % training.checkpoint_every == 0 or step == training.num_train_steps
+      if is_first or is_eval or is_checkpoint or step % training.log_every == 0:
+        summary = train_log.summary()
+        writer.write_scalars(step, summary)
+        bar.set_postfix(loss=f'{summary["train_loss"]:.4f}',
+                        acc=f'{summary["train_accuracy"]:.3f}',
+                        steps_per_s=f'{summary["steps_per_sec"]:.2f}')
+        if is_first:  # Leave compilation out of the speed measurement.
+          train_log.restart_clock(reset_totals=True)
+      if is_eval:
+        validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
+        writer.write_scalars(step, {f'validation_{k}': v for k, v in validation.items()})
+        if is_lead:
+          bar.write(f'step {step}: validation accuracy {validation["accuracy"]:.4f}, '
+                    f'loss {validation["loss"]:.4f}')
+        checkpointer.save_if_best(step, jax_utils.unreplicate(state.params), validation['accuracy'])
+      if is_checkpoint:
+        checkpointer.save(step, jax_utils.unreplicate(state))
+      if is_eval or is_checkpoint:
+        train_log.restart_clock()
+
+  # Final evaluation (also when the run was already complete and is only being re-evaluated).
+  if validation is None:
+    validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
+  test = run_eval(state.params, data.test, max_batches=training.num_eval_batches)
+  final_step = int(jax_utils.unreplicate(state.step))
+  writer.write_scalars(final_step, {f'test_{k}': v for k, v in test.items()})
+  results = {
+      'validation': validation, 'test': test,
+      'best': {'step': checkpointer.best_step(),
+               'directory': os.path.join(os.path.abspath(workdir), 'best')},
+      'step': final_step, 'num_params': num_params,
+      'steps_per_sec': (train_log.timed_steps / train_log.train_time
+                        if train_log.timed_steps else None),
+      'devices': _describe_devices(devices), 'config': config.to_dict()}
+  if is_lead:
+    _write_json(os.path.join(workdir, 'results.json'), results)
+  if is_lead:
+    print(f'Finished step {final_step}: validation accuracy {validation["accuracy"]:.4f}, test '
+          f'accuracy {test["accuracy"]:.4f}. Results in {os.path.join(workdir, "results.json")}')
+  writer.close()
+  checkpointer.close()
+  return results
