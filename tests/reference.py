@@ -1,0 +1,135 @@
+"""Float64 NumPy reference implementations written directly from the Luna paper's equations.
+
+Deliberately naive and loop-friendly: eq. (1) attention, eqs. (3)-(5) pack/unpack, eq. (6) Luna layer and
+eq. (7) causal Luna attention as a sum over j <= t for every t (O(n^2)). Parameters are the Flax parameter
+dicts of the modules under test, converted to float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+
+def to64(tree):
+  """Recursively converts a (nested dict) parameter tree or array to float64 NumPy."""
+  if isinstance(tree, dict) or hasattr(tree, 'items'):
+    return {k: to64(v) for k, v in tree.items()}
+  return np.asarray(tree, dtype=np.float64)
+
+
+def linear(x: np.ndarray, p: dict) -> np.ndarray:
+  """x W (+ b)."""
+  y = x @ p['kernel']
+  return y + p['bias'] if 'bias' in p else y
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+  z = z - z.max(axis=-1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int,
+              key_mask: Optional[np.ndarray] = None) -> np.ndarray:
+  """Eq. (1) per head on projected sequences: softmax(Q K^T / sqrt(d_head)) V, heads concatenated.
+
+  Args:
+    q: (B, n, d); k: (B, m, d); v: (B, m, d); key_mask: (B, m) bool.
+  Returns:
+    (B, n, d).
+  """
+  b, n, d = q.shape
+  dh = d // heads
+  out = np.zeros((b, n, v.shape[-1]))
+  for i in range(b):
+    for h in range(heads):
+      sl = slice(h * dh, (h + 1) * dh)
+      logits = q[i, :, sl] @ k[i, :, sl].T / math.sqrt(dh)
+      if key_mask is not None:
+        logits = np.where(key_mask[i][None, :], logits, -np.inf)
+      out[i, :, sl] = softmax(logits) @ v[i, :, sl]
+  return out
+
+
+def luna_attention(params: dict, x, p, c, heads: int, pack_heads: int, tie_kv: bool,
+                   context_mask=None, p_mask=None):
+  """Eqs. (3)-(5): Y_P = Attn(P, C) (no output projection), Y_X = out(Attn(X, Y_P))."""
+  pk = linear(c, params['pack_kv' if tie_kv else 'pack_key'])
+  pv = pk if tie_kv else linear(c, params['pack_value'])
+  y_p = attention(linear(p, params['pack_query']), pk, pv, pack_heads, context_mask)
+  k = linear(y_p, params['kv' if tie_kv else 'key'])
+  v = k if tie_kv else linear(y_p, params['value'])
+  y_x = attention(linear(x, params['query']), k, v, heads, p_mask)
+  return linear(y_x, params['out']), y_p
+
+
+def layer_norm(x: np.ndarray, p: dict, eps: float) -> np.ndarray:
+  mu = x.mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + eps) * p['scale'] + p['bias']
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+  """Exact GELU x * Phi(x)."""
+  erf = np.vectorize(math.erf)
+  return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def luna_layer(params: dict, x, p, heads, pack_heads, tie_kv, x_mask, p_mask,
+               normalize_before: bool, eps: float = 1e-5):
+  """Eq. (6) (post-LN) or its pre-LN variant, no dropout."""
+  ffn = lambda h: linear(gelu(linear(h, params['ffn']['fc1'])), params['ffn']['fc2'])
+  if normalize_before:
+    xn = layer_norm(x, params['x_norm'], eps)
+    pn = layer_norm(p, params['p_norm'], eps)
+    y_x, y_p = luna_attention(params['attention'], xn, pn, xn, heads, pack_heads, tie_kv, x_mask,
+                              p_mask)
+    x_a = x + y_x
+    return x_a + ffn(layer_norm(x_a, params['ffn_norm'], eps)), p + y_p
+  y_x, y_p = luna_attention(params['attention'], x, p, x, heads, pack_heads, tie_kv, x_mask, p_mask)
+  x_a = layer_norm(y_x + x, params['x_norm'], eps)
+  p_a = layer_norm(y_p + p, params['p_norm'], eps)
+  return layer_norm(ffn(x_a) + x_a, params['ffn_norm'], eps), p_a
+
+
+def omega(z: np.ndarray, kind: str, beta: float) -> np.ndarray:
+  if kind == 'softplus':
+    return np.log1p(np.exp(beta * z)) / beta
+  return np.where(z > 0, z, np.exp(z) - 1.0) + 1.0
+
+
+def causal_f(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+  """Eq. (7): F_t = (1/t) X_t sum_{j<=t} Y_j^T Z_j, computed naively for every t."""
+  n = x.shape[0]
+  out = np.zeros((n, z.shape[1]))
+  for t in range(n):
+    acc = sum(np.outer(y[j], z[j]) for j in range(t + 1))
+    out[t] = x[t] @ acc / (t + 1)
+  return out
+
+
+def causal_luna_attention(params: dict, x, p, heads: int, tie_kv: bool, kind: str, beta: float,
+                          p_mask=None):
+  """§3.3: A_pack = omega(PK . PQ^T / sqrt(dh)); A_unpack = softmax(f(Q/sqrt(dh), K, A_pack));
+  Y = f(A_unpack, A_pack, V); heads concatenated, then the output projection."""
+  b, n, d = x.shape
+  dh = d // heads
+  pq_all = linear(p, params['pack_query'])
+  q_all = linear(x, params['query'])
+  pk_all = linear(x, params['pack_key'])
+  k_all = linear(x, params['kv' if tie_kv else 'key'])
+  v_all = k_all if tie_kv else linear(x, params['value'])
+  out = np.zeros((b, n, d))
+  for i in range(b):
+    for h in range(heads):
+      sl = slice(h * dh, (h + 1) * dh)
+      a_pack = omega(pk_all[i, :, sl] @ pq_all[i, :, sl].T / math.sqrt(dh), kind, beta)  # (n, l)
+      logits = causal_f(q_all[i, :, sl] / math.sqrt(dh), k_all[i, :, sl], a_pack)         # (n, l)
+      if p_mask is not None:
+        logits = np.where(p_mask[i][None, :], logits, -np.inf)
+      a_unpack = softmax(logits)
+      out[i, :, sl] = causal_f(a_unpack, a_pack, v_all[i, :, sl])
+  return linear(out, params['out'])

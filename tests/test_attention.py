@@ -1,0 +1,184 @@
+"""Luna attention, layers and encoders against the float64 NumPy reference of the paper's equations."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import luna_jax
+from luna_jax import attention as attn
+from tests import reference as ref
+
+RNG = np.random.default_rng(0)
+
+
+def assert_close(actual, expected, rel=1e-5):
+  """Elementwise |a - e| <= rel * max|e| (relative to the tensor's scale)."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape
+  scale = np.max(np.abs(expected))
+  err = np.max(np.abs(actual - expected))
+  assert err <= rel * scale, f'max error {err:.3g} > {rel:g} * {scale:.3g}'
+
+
+def normal(*shape):
+  return jnp.asarray(RNG.normal(size=shape), jnp.float32)
+
+
+def lengths_mask(lengths, size):
+  return np.arange(size)[None, :] < np.asarray(lengths)[:, None]
+
+
+def test_dot_product_attention_matches_reference_with_padding():
+  b, n, m, h, d = 2, 5, 7, 2, 8
+  q, k, v = normal(b, n, d), normal(b, m, d), normal(b, m, d)
+  mask = lengths_mask([7, 3], m)
+  out, probs = attn.dot_product_attention(
+      attn.split_heads(q, h), attn.split_heads(k, h), attn.split_heads(v, h), jnp.asarray(mask))
+  assert_close(attn.merge_heads(out), ref.attention(*map(np.float64, (q, k, v)), h, mask))
+  np.testing.assert_array_equal(np.asarray(probs)[1, :, :, 3:], 0.0)
+
+
+def test_transformer_self_attention_module_matches_reference():
+  b, n, d, h = 2, 6, 16, 4
+  x = normal(b, n, d)
+  mask = jnp.asarray(lengths_mask([6, 2], n))
+  module = luna_jax.SelfAttention(num_heads=h, qkv_dim=d)
+  params = module.init(jax.random.PRNGKey(0), x, mask)['params']
+  p = ref.to64(params)
+  x64 = np.float64(x)
+  expected = ref.linear(ref.attention(ref.linear(x64, p['query']), ref.linear(x64, p['key']),
+                                      ref.linear(x64, p['value']), h, np.asarray(mask)), p['out'])
+  assert_close(module.apply({'params': params}, x, mask), expected)
+  assert all('bias' not in v for v in params.values())
+
+
+@pytest.mark.parametrize('tie_kv,heads,pack_heads', [(False, 4, 4), (True, 4, 4), (False, 4, 2),
+                                                     (True, 2, 8)])
+def test_luna_attention_matches_reference(tie_kv, heads, pack_heads):
+  b, n, l, d = 2, 9, 4, 16
+  x, p = normal(b, n, d), normal(b, l, d)
+  x_mask = lengths_mask([9, 3], n)
+  p_mask = lengths_mask([4, 3], l)
+  module = luna_jax.LunaAttention(num_heads=heads, num_pack_heads=pack_heads, tie_kv=tie_kv)
+  args = (x, p, x, jnp.asarray(x_mask), jnp.asarray(p_mask))
+  params = module.init(jax.random.PRNGKey(1), *args)['params']
+  expected_names = {'pack_query', 'query', 'out'} | (
+      {'pack_kv', 'kv'} if tie_kv else {'pack_key', 'pack_value', 'key', 'value'})
+  assert set(params) == expected_names
+  y_x, y_p = module.apply({'params': params}, *args)
+  x64, p64 = np.float64(x), np.float64(p)
+  e_x, e_p = ref.luna_attention(ref.to64(params), x64, p64, x64, heads, pack_heads, tie_kv, x_mask,
+                                p_mask)
+  assert_close(y_x, e_x)
+  assert_close(y_p, e_p)
+
+
+def test_masked_p_slots_and_padded_tokens_never_leak():
+  b, n, l, d = 2, 8, 4, 16
+  x, p = normal(b, n, d), normal(b, l, d)
+  x_mask = jnp.asarray(lengths_mask([8, 3], n))
+  p_mask = jnp.asarray(lengths_mask([4, 2], l))
+  module = luna_jax.LunaAttention(num_heads=4)
+  params = module.init(jax.random.PRNGKey(2), x, p, x, x_mask, p_mask)
+  y_x, y_p = module.apply(params, x, p, x, x_mask, p_mask)
+  # Garbage in the padded tokens of example 1 and in its masked P slots.
+  x2 = x.at[1, 3:].set(100.0)
+  p2 = p.at[1, 2:].set(-50.0)
+  y_x2, y_p2 = module.apply(params, x2, p2, x2, x_mask, p_mask)
+  np.testing.assert_allclose(y_x2[1, :3], y_x[1, :3], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(y_p2[1, :2], y_p[1, :2], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(y_x2[0], y_x[0])
+
+
+@pytest.mark.parametrize('normalize_before', [False, True])
+def test_luna_encoder_layer_matches_reference(normalize_before):
+  b, n, l, d, heads = 2, 7, 3, 16, 4
+  x, p = normal(b, n, d), normal(b, l, d)
+  x_mask = lengths_mask([7, 4], n)
+  p_mask = lengths_mask([3, 3], l)
+  layer = luna_jax.LunaEncoderLayer(num_heads=heads, mlp_dim=24, num_pack_heads=2,
+                                    normalize_before=normalize_before)
+  args = (x, p, jnp.asarray(x_mask), jnp.asarray(p_mask))
+  params = layer.init(jax.random.PRNGKey(3), *args)['params']
+  # Non-trivial LayerNorm parameters, so the test sees which norm is applied where.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, v: v + 0.1 * normal(*v.shape) if 'norm' in jax.tree_util.keystr(path) else v,
+      params)
+  out_x, out_p = layer.apply({'params': params}, *args)
+  e_x, e_p = ref.luna_layer(ref.to64(params), np.float64(x), np.float64(p), heads, 2, False, x_mask,
+                            p_mask, normalize_before)
+  assert_close(out_x, e_x)
+  assert_close(out_p, e_p)
+
+
+@pytest.mark.parametrize('omega,tie_kv', [('softplus', False), ('elu', True)])
+def test_causal_luna_matches_naive_reference(omega, tie_kv):
+  b, n, l, d, heads = 2, 10, 3, 8, 2
+  x, p = normal(b, n, d), normal(b, l, d)
+  p_mask = lengths_mask([3, 2], l)
+  module = luna_jax.LunaCausalAttention(num_heads=heads, tie_kv=tie_kv, omega=omega)
+  params = module.init(jax.random.PRNGKey(4), x, p, jnp.asarray(p_mask))['params']
+  y = module.apply({'params': params}, x, p, jnp.asarray(p_mask))
+  expected = ref.causal_luna_attention(ref.to64(params), np.float64(x), np.float64(p), heads, tie_kv,
+                                       omega, math.log(2.0), p_mask)
+  assert_close(y, expected)
+
+
+def test_softplus_beta_default_is_log2_form():
+  z = jnp.array([-3.0, 0.0, 2.5])
+  np.testing.assert_allclose(attn.causal_pack_activation(z), np.log2(1 + 2.0 ** np.asarray(z)),
+                             rtol=1e-6)
+  np.testing.assert_allclose(attn.causal_pack_activation(z, beta=2.0),
+                             np.log1p(np.exp(2 * np.asarray(z))) / 2, rtol=1e-6)
+
+
+def test_causal_luna_is_causal():
+  b, n, l, d = 1, 12, 4, 8
+  x, p = normal(b, n, d), normal(b, l, d)
+  module = luna_jax.LunaCausalAttention(num_heads=2)
+  params = module.init(jax.random.PRNGKey(5), x, p)
+  y = module.apply(params, x, p)
+  t = 6
+  y2 = module.apply(params, x.at[:, t + 1:].set(normal(b, n - t - 1, d)), p)
+  np.testing.assert_array_equal(y2[:, :t + 1], y[:, :t + 1])
+  assert not np.allclose(y2[:, t + 1:], y[:, t + 1:])
+
+
+def test_single_decoding_steps_equal_the_scan():
+  b, n, l, h, dh = 2, 7, 3, 2, 4
+  pq = normal(b, l, h, dh)
+  q, pk, k, v = (normal(b, n, h, dh) for _ in range(4))
+  p_mask = jnp.asarray(lengths_mask([3, 1], l))
+  y_scan, final = attn.causal_luna_attention(pq, q, pk, k, v, p_mask)
+  state = attn.init_causal_state(b, h, dh, l)
+  step = jax.jit(attn.causal_luna_step)
+  for t in range(n):
+    state, y_t = step(state, pq, q[:, t], pk[:, t], k[:, t], v[:, t], p_mask)
+    np.testing.assert_allclose(y_t, y_scan[:, t], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(state.num_steps, [n, n])
+  np.testing.assert_allclose(state.value_accum, final.value_accum, rtol=1e-6)
+
+
+def test_scan_continues_from_a_state():
+  b, n, l, h, dh = 1, 8, 2, 1, 4
+  pq = normal(b, l, h, dh)
+  q, pk, k, v = (normal(b, n, h, dh) for _ in range(4))
+  full, _ = attn.causal_luna_attention(pq, q, pk, k, v)
+  first, state = attn.causal_luna_attention(pq, q[:, :3], pk[:, :3], k[:, :3], v[:, :3])
+  rest, _ = attn.causal_luna_attention(pq, q[:, 3:], pk[:, 3:], k[:, 3:], v[:, 3:],
+                                       initial_state=state)
+  np.testing.assert_allclose(jnp.concatenate([first, rest], axis=1), full, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_dropout_drops_and_rescales():
+  q, k, v = normal(1, 4, 1, 8), normal(1, 6, 1, 8), jnp.ones((1, 6, 1, 8))
+  out, _ = attn.dot_product_attention(q, k, v, dropout_rate=0.5,
+                                      dropout_rng=jax.random.PRNGKey(0), deterministic=False)
+  kept, _ = attn.dot_product_attention(q, k, v)
+  np.testing.assert_allclose(kept, 1.0, rtol=1e-6)  # rows of probs sum to 1, values are ones
+  assert not np.allclose(out, kept)
+  with pytest.raises(ValueError, match='rng'):
+    attn.dot_product_attention(q, k, v, dropout_rate=0.5, deterministic=False)
