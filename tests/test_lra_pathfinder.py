@@ -1,0 +1,116 @@
+"""Tests of the Pathfinder loader (release layout) and the Pathfinder generator."""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lra
+from lra import pathfinder_generator
+
+
+def write_release(root: Path, images: list[np.ndarray], labels: list[int]) -> Path:
+  """Writes images in the release layout under root/pathfinder32/curv_contour_length_14."""
+  task = root / 'pathfinder32' / 'curv_contour_length_14'
+  (task / 'metadata').mkdir(parents=True)
+  (task / 'imgs' / '0').mkdir(parents=True)
+  lines = []
+  for j, (image, label) in enumerate(zip(images, labels)):
+    Image.fromarray(image, mode='L').save(task / 'imgs' / '0' / f'sample_{j}.png')
+    lines.append(f'imgs/0 sample_{j}.png {j} {label} 14 0.5\n')
+  (task / 'metadata' / '0.npy').write_text(''.join(lines))
+  return task
+
+
+def flood_fill(ink: np.ndarray, start: tuple[int, int], radius: int) -> np.ndarray:
+  """Ink pixels reachable from `start` through steps of Chebyshev length <= radius."""
+  reached = np.zeros_like(ink)
+  reached[start] = True
+  while True:
+    padded = np.pad(reached, radius)
+    grown = np.zeros_like(reached)
+    for a in range(2 * radius + 1):
+      for b in range(2 * radius + 1):
+        grown |= padded[a:a + ink.shape[0], b:b + ink.shape[1]]
+    grown &= ink
+    if (grown == reached).all():
+      return reached
+    reached = grown
+
+
+def test_release_layout_pixels_split_and_empty_png(tmp_path):
+  images = [np.full((32, 32), 10 * i, np.uint8) for i in range(20)]
+  images[3][0, :3] = [0, 7, 255]
+  task = write_release(tmp_path, images, [i % 2 for i in range(20)])
+  (task / 'imgs' / '0' / 'sample_5.png').write_bytes(b'')
+  data = lra.load_task('pathfinder32', tmp_path, cache=False)
+  assert data.info['skipped_empty_pngs'] == 1
+  assert (data.train.num_examples, data.validation.num_examples, data.test.num_examples) == (15, 1, 3)
+  assert (data.vocab_size, data.num_classes, data.max_length, data.name) == (256, 2, 1024,
+                                                                             'pathfinder32')
+  everything = np.concatenate([data.train.inputs, data.validation.inputs, data.test.inputs])
+  targets = np.concatenate([data.train.targets, data.validation.targets, data.test.targets])
+  assert everything.shape == (19, 1024) and everything.dtype == np.uint8
+  assert np.all(data.train.lengths == 1024)
+  level = everything[:, 100] // 10  # Every image is recognisable by its level; 5 was skipped.
+  assert sorted(level.tolist()) == [i for i in range(20) if i != 5]
+  np.testing.assert_array_equal(targets, level % 2)
+  np.testing.assert_array_equal(everything[level == 3][0, :3], [0, 7, 255])
+  again = lra.load_task('pathfinder32', tmp_path, cache=False)
+  np.testing.assert_array_equal(again.test.inputs, data.test.inputs)
+  other = lra.load_task('pathfinder32', tmp_path, cache=False, split_seed=1)
+  assert not np.array_equal(other.test.inputs, data.test.inputs)
+
+
+@pytest.mark.parametrize('line, message', [('imgs/0 sample_0.png 0\n', ':2: expected at least 4'),
+                                           ('imgs/0 sample_0.png 0 2\n', ":2: label '2' is out")])
+def test_malformed_metadata_names_file_and_line(tmp_path, line, message):
+  task = write_release(tmp_path, [np.zeros((32, 32), np.uint8)], [1])
+  meta = task / 'metadata' / '0.npy'
+  meta.write_text(meta.read_text() + line)
+  with pytest.raises(lra.DataError, match=f'0.npy{message}'):
+    lra.load_task('pathfinder32', tmp_path, cache=False)
+
+
+def test_wrong_image_size_and_missing_data(tmp_path):
+  write_release(tmp_path, [np.zeros((16, 32), np.uint8)], [1])
+  with pytest.raises(lra.DataError, match='sample_0.png: expected an 8-bit single-channel 32x32'):
+    lra.load_task('pathfinder32', tmp_path, cache=False)
+  with pytest.raises(lra.DataError) as info:
+    lra.load_task('pathx', tmp_path / 'none', difficulty='easy')
+  message = str(info.value)
+  assert 'pathfinder128/curv_baseline/metadata' in message and 'sample_<j>.png' in message
+  assert 'python -m lra.pathfinder_generator --output_dir' in message and '--resolution 128' in message
+  with pytest.raises(lra.DataError, match="Unknown difficulty 'medium'"):
+    lra.load_task('pathfinder32', tmp_path, difficulty='medium')
+
+
+@pytest.mark.parametrize('resolution, count', [(32, 40), (128, 6)])
+def test_generator_positives_connect_markers_and_negatives_do_not(resolution, count):
+  rng = random.Random(resolution)
+  for i in range(count):
+    label = i % 2
+    image, (first, second) = pathfinder_generator.draw_example(resolution, 'hard', label, rng)
+    assert image.shape == (resolution, resolution) and image.dtype == np.uint8
+    assert image[first] == image[second] == pathfinder_generator.INK
+    reached = flood_fill(image > 0, first, pathfinder_generator.CONNECT_RADIUS)
+    assert bool(reached[second]) == bool(label), (resolution, i)
+    # The marked contour is long (the task needs tracing), and there is more than one contour.
+    assert reached.sum() > 20 and (image > 0).sum() > reached.sum()
+
+
+def test_generator_files_load_balanced_and_seeded(tmp_path):
+  pathfinder_generator.main(['--output_dir', str(tmp_path), '--resolution', '32',
+                             '--difficulty', 'easy', '--num_examples', '60', '--seed', '3'])
+  data = lra.load_task('pathfinder32', tmp_path, difficulty='easy')
+  targets = np.concatenate([data.train.targets, data.validation.targets, data.test.targets])
+  assert len(targets) == 60 and targets.sum() == 30
+  assert (data.train.num_examples, data.validation.num_examples) == (48, 6)
+  first = (tmp_path / 'pathfinder32/curv_baseline/imgs/0/sample_7.png').read_bytes()
+  pathfinder_generator.generate(tmp_path / 'again', resolution=32, difficulty='easy',
+                                num_examples=60, seed=3)
+  assert (tmp_path / 'again/pathfinder32/curv_baseline/imgs/0/sample_7.png').read_bytes() == first
+  line = (tmp_path / 'pathfinder32/curv_baseline/metadata/0.npy').read_text().splitlines()[7]
+  assert line.split()[:3] == ['imgs/0', 'sample_7.png', '7']
