@@ -3,7 +3,8 @@
 An entry is a folder `<cache_dir>/<key>-<fingerprint>/` holding one `.npy` file per array and a
 `complete` marker; arrays are memory-mapped on load. The fingerprint hashes the loading parameters,
 the full contents of `content_files` (TSVs, metadata, pickles, tfds shards) and the size and
-modification time of `stat_files` (the many small images or reviews), so a changed source is re-read.
+modification time of `stat_files` (the many small images or reviews), so a changed source is
+re-read.
 Entries of the same key with another fingerprint are deleted when a new one is written.
 """
 

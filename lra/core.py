@@ -1,13 +1,16 @@
-"""Shared types of the LRA data package: the error type, the split and task containers, row checks."""
+"""Shared types of the LRA data package: the error type, split and task containers, file checks."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+  from lra.cache import Cache
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -23,7 +26,8 @@ class Split:
   Attributes:
     inputs: [N, max_length] integer tokens, right-padded with 0 where the task has padding (compact
       unsigned dtype; may be memory-mapped from the cache).
-    lengths: [N] int32 number of valid positions (== max_length for image tasks, where 0 is a pixel).
+    lengths: [N] int32 number of valid positions (== max_length for the image tasks, where 0 is
+      a pixel value).
     targets: [N] int32 class labels.
     inputs2: [N, max_length] tokens of the second document (retrieval only), else None.
     lengths2: [N] int32 valid positions of the second document (retrieval only), else None.
@@ -73,6 +77,26 @@ def arrays_to_splits(arrays: Mapping[str, np.ndarray]) -> dict[str, Split]:
     name, field = key.split('.', 1)
     fields.setdefault(name, {})[field] = array
   return {name: Split(**kwargs) for name, kwargs in fields.items()}
+
+
+def load_split_files(cache: 'Cache', key: str, paths: Mapping[str, Path],
+                     read: Callable[[Path, int], Split], max_length: int) -> dict[str, Split]:
+  """Reads one file per split with `read(path, max_length)`, through the cache.
+
+  Args:
+    cache: where tokenised arrays are kept.
+    key: cache entry name.
+    paths: split name -> source file (hashed by content for the cache).
+    read: parses one file into a Split of length `max_length`.
+    max_length: L.
+
+  Returns:
+    The splits by name.
+  """
+  arrays = cache.load_or_build(
+      key, lambda: splits_to_arrays({s: read(p, max_length) for s, p in paths.items()}),
+      params={'max_length': max_length}, content_files=list(paths.values()))
+  return arrays_to_splits(arrays)
 
 
 def require_files(paths: Sequence[Path], how_to_get: str) -> None:

@@ -53,7 +53,7 @@ def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # Imported here: only TFDS images are PNG-encoded.
   images, labels = [], []
   for i, example in enumerate(tfds_source.read_examples(shards)):
     images.append(np.asarray(Image.open(io.BytesIO(example['image'][0])).convert('RGB')))
@@ -83,22 +83,17 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
     require_files(paths, 'Extract cifar-10-python.tar.gz (www.cs.toronto.edu/~kriz/cifar.html).')
 
     def build():
-      train = [read_pickle(p) for p in paths[:-1]]
-      return _to_splits((np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
-                        read_pickle(paths[-1]))
+      images, labels = zip(*(read_pickle(p) for p in paths[:-1]))
+      return _to_splits((np.concatenate(images), np.concatenate(labels)), read_pickle(paths[-1]))
     arrays = cache.load_or_build('image-pickle', build, params={}, content_files=paths)
   elif all(shards.values()):
     arrays = cache.load_or_build(
         'image-tfds', lambda: _to_splits(_read_tfds(shards['train']), _read_tfds(shards['test'])),
         params={}, content_files=[p for ps in shards.values() for p in ps])
   else:
-    raise DataError(
-        f'No CIFAR-10 data in {data_dir}. Expected either {pickles}/{{'
-        f'{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}, or '
-        + tfds_source.not_prepared(
-            TFDS_NAME, data_dir,
-            f'extract cifar-10-python.tar.gz into {data_dir}. For a synthetic stand-in (tests, '
-            f'demos): python -m lra.synthetic --task image --output_dir {data_dir}'))
+    raise tfds_source.no_data_error(
+        'image', TFDS_NAME, data_dir, f'{pickles}/{{{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}',
+        'cifar-10-python.tar.gz')
   splits = arrays_to_splits(arrays)
   return TaskData('image', splits['train'], splits['validation'], splits['test'],
                   vocab_size=tokenize.PIXEL_VOCAB_SIZE, num_classes=NUM_CLASSES,

@@ -3,7 +3,8 @@
 Tokenisation follows the official pipeline (`]` becomes `X`, parentheses are dropped, whitespace
 split) but with a fixed, sorted vocabulary instead of the official Python-`set` order, which changes
 between processes: pad 0, digits `0`..`9` -> 1..10, `X` -> 11, `[MAX` 12, `[MED` 13, `[MIN` 14,
-`[SM` 15. Sequences longer than `max_length` are truncated (the official data never needs it at 2000).
+`[SM` 15. Sequences longer than `max_length` are truncated (the official data never needs it at
+2000).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, parse_label, require_files
-from lra.core import splits_to_arrays
+from lra.core import DataError, Split, TaskData, load_split_files, parse_label, require_files
 
 FILES = {'train': 'basic_train.tsv', 'validation': 'basic_val.tsv', 'test': 'basic_test.tsv'}
 VOCAB = tuple(sorted([str(d) for d in range(10)] + ['X', '[MAX', '[MED', '[MIN', '[SM']))
@@ -74,10 +74,6 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   require_files(list(paths.values()),
                 f'Generate them with: python -m lra.listops_generator --output_dir {data_dir}\n'
                 'or use lra_release/lra_release/listops-1000 from the official LRA release.')
-  arrays = cache.load_or_build(
-      f'listops-{max_length}',
-      lambda: splits_to_arrays({s: read_tsv(p, max_length) for s, p in paths.items()}),
-      params={'max_length': max_length}, content_files=list(paths.values()))
-  splits = arrays_to_splits(arrays)
+  splits = load_split_files(cache, f'listops-{max_length}', paths, read_tsv, max_length)
   return TaskData('listops', splits['train'], splits['validation'], splits['test'],
                   vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES, max_length=max_length)

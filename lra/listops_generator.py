@@ -28,7 +28,8 @@ from lra.listops import FILES
 VALUE_P = 0.25
 OPERATORS = ('[MIN', '[MAX', '[MED', '[SM')
 END = ']'
-# The official serialisation nests binary tuples: ((('[MAX', 2), 9), ']') -> "( ( ( [MAX 2 ) 9 ) ] )".
+# The official serialisation nests binary tuples:
+# ((('[MAX', 2), 9), ']') -> "( ( ( [MAX 2 ) 9 ) ] )".
 Tree = Union[int, str, tuple['Tree', 'Tree']]
 _MAX_FRUITLESS_TRIES = 200_000
 

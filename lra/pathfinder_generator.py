@@ -194,7 +194,7 @@ def draw_example(resolution: int, difficulty: str, label: int, rng: random.Rando
 def generate(output_dir: str | Path, *, resolution: int = 32, difficulty: str = 'hard',
              num_examples: int = 1000, seed: int = 0) -> Path:
   """Writes `num_examples` images in the release layout and returns the difficulty folder."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # Imported here: ListOps never needs PIL.
   if resolution not in GEOMETRY or difficulty not in DIFFICULTIES:
     raise DataError(f'resolution must be one of {sorted(GEOMETRY)} and difficulty one of '
                     f'{sorted(DIFFICULTIES)}')

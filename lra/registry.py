@@ -1,4 +1,4 @@
-"""Task registry: `load_task(name, data_dir, **options)` validates options and calls the task's loader.
+"""Task registry: `load_task(name, data_dir, **options)` checks options and calls the task loader.
 
 Loaders live in one module per task and are imported on first use, so loading ListOps never imports
 PIL or tensorflow_datasets.

@@ -14,8 +14,7 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, parse_label, require_files
-from lra.core import splits_to_arrays
+from lra.core import DataError, Split, TaskData, load_split_files, parse_label, require_files
 
 FILES = {'train': 'new_aan_pairs.train.tsv', 'validation': 'new_aan_pairs.eval.tsv',
          'test': 'new_aan_pairs.test.tsv'}
@@ -50,13 +49,10 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   paths = {split: data_dir / name for split, name in FILES.items()}
   require_files(list(paths.values()),
                 'Use lra_release/lra_release/tsv_data from the official LRA release '
-                '(storage.googleapis.com/long-range-arena/lra_release.gz). For a synthetic stand-in '
+                '(storage.googleapis.com/long-range-arena/lra_release.gz). For a synthetic '
+                'stand-in '
                 f'(tests, demos): python -m lra.synthetic --task retrieval --output_dir {data_dir}')
-  arrays = cache.load_or_build(
-      f'retrieval-{max_length}',
-      lambda: splits_to_arrays({s: read_tsv(p, max_length) for s, p in paths.items()}),
-      params={'max_length': max_length}, content_files=list(paths.values()))
-  splits = arrays_to_splits(arrays)
+  splits = load_split_files(cache, f'retrieval-{max_length}', paths, read_tsv, max_length)
   return TaskData('retrieval', splits['train'], splits['validation'], splits['test'],
                   vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=max_length, dual=True)

@@ -15,12 +15,13 @@ import numpy as np
 
 from lra import tfds_source, tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, parse_label, require_files
+from lra.core import Split, TaskData, arrays_to_splits, parse_label, require_files
 from lra.core import splits_to_arrays
 
 NUM_CLASSES = 2
 CLASS_FOLDERS = ('neg', 'pos')
 TFDS_NAME = 'imdb_reviews'
+TFDS_CONFIG = 'plain_text'
 
 
 def build_split(examples: Iterable[tuple[bytes, int]], max_length: int) -> Split:
@@ -46,7 +47,8 @@ def _tfds_examples(shards: list[Path]) -> Iterable[tuple[bytes, int]]:
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   """Loads IMDb from `data_dir/aclImdb/` or from a prepared TFDS `imdb_reviews` in `data_dir`."""
   acl = data_dir / 'aclImdb'
-  shards = {s: tfds_source.find_shards(data_dir, TFDS_NAME, s) for s in ('train', 'test')}
+  shards = {s: tfds_source.find_shards(data_dir, TFDS_NAME, s, TFDS_CONFIG)
+            for s in ('train', 'test')}
   if acl.is_dir():
     require_files([acl / s / c for s in ('train', 'test') for c in CLASS_FOLDERS],
                   'Extract aclImdb_v1.tar.gz (ai.stanford.edu/~amaas/data/sentiment) here.')
@@ -62,12 +64,8 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
                                  params={'max_length': max_length},
                                  content_files=[p for ps in shards.values() for p in ps])
   else:
-    raise DataError(
-        f'No IMDb data in {data_dir}. Expected either {acl}/{{train,test}}/{{neg,pos}}/*.txt, or '
-        + tfds_source.not_prepared(
-            TFDS_NAME, data_dir,
-            f'extract aclImdb_v1.tar.gz into {data_dir}. For a synthetic stand-in (tests, demos): '
-            f'python -m lra.synthetic --task text --output_dir {data_dir}'))
+    raise tfds_source.no_data_error('text', TFDS_NAME, data_dir,
+                                    f'{acl}/{{train,test}}/{{neg,pos}}/*.txt', 'aclImdb_v1.tar.gz')
   splits = arrays_to_splits(arrays)
   return TaskData('text', splits['train'], splits['test'], splits['test'],
                   vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,

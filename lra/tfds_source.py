@@ -1,9 +1,10 @@
-"""Reads a TFDS dataset that is already prepared on disk, without TensorFlow and without downloading.
+"""Reads a TFDS dataset already prepared on disk, without TensorFlow and without downloading.
 
 TFDS writes `<data_dir>/<name>/[<config>/]<version>/<name>-<split>.<format>-NNNNN-of-NNNNN` shards
-of serialised `tf.train.Example` protos, as `array_record` (read with the `array_record` package that
-grain installs) or `tfrecord` (length-prefixed frames, read here directly). The protos are parsed
-with the copy of `tf_example_pb2` that tensorflow_datasets ships, so TensorFlow is never imported.
+of serialised `tf.train.Example` protos, as `array_record` (read with the `array_record` package
+that grain installs) or `tfrecord` (length-prefixed frames, read here directly). The protos are
+parsed with the copy of `tf_example_pb2` that tensorflow_datasets ships, so TensorFlow is never
+imported.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ def _version_key(directory: Path) -> tuple[int, ...]:
     return ()
 
 
-def find_shards(data_dir: Path, name: str, split: str) -> list[Path]:
-  """Returns the shards of `split` in the newest prepared version (empty when not prepared)."""
-  shards = [p for fmt in _FORMATS for p in data_dir.glob(f'{name}/**/{name}-{split}.{fmt}-*-of-*')]
+def find_shards(data_dir: Path, name: str, split: str, config: str | None = None) -> list[Path]:
+  """Returns the shards of `split` in the newest prepared version (empty when not prepared).
+
+  Args:
+    data_dir: the TFDS data dir.
+    name: dataset name, e.g. `cifar10`.
+    split: split name, e.g. `train`.
+    config: builder config folder, e.g. `plain_text`, for datasets that have configs.
+  """
+  base = data_dir / name / config if config else data_dir / name
+  shards = [p for fmt in _FORMATS for p in base.glob(f'*/{name}-{split}.{fmt}-*-of-*')]
   if not shards:
     return []
   newest = max({p.parent for p in shards}, key=_version_key)
@@ -48,7 +57,8 @@ def _tfrecord_frames(path: Path) -> Iterator[bytes]:
 
 def _records(path: Path) -> Iterator[bytes]:
   if '.array_record-' in path.name:
-    from array_record.python.array_record_module import ArrayRecordReader  # pylint: disable=g-import-not-at-top
+    # Imported here: only array_record shards need it.
+    from array_record.python.array_record_module import ArrayRecordReader
     reader = ArrayRecordReader(str(path))
     try:
       yield from reader.read_all()
@@ -60,7 +70,8 @@ def _records(path: Path) -> Iterator[bytes]:
 
 def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
   """Yields each example of the shards, in order, as {feature: list of bytes or ints}."""
-  from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
+  # Imported here: tensorflow_datasets is only needed for prepared TFDS data.
+  from tensorflow_datasets.proto import tf_example_pb2
   for path in shards:
     for record in _records(path):
       features = tf_example_pb2.Example.FromString(record).features.feature
@@ -68,11 +79,25 @@ def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
              for key, value in features.items()}
 
 
-def not_prepared(name: str, data_dir: Path, alternative: str) -> str:
-  """Explains how to prepare `name` for this package (on a machine with network access)."""
-  return (f'TFDS dataset {name!r} is not prepared under {data_dir} (looked for '
-          f'{data_dir}/{name}/.../{name}-<split>.array_record-* or .tfrecord-*). Nothing is '
-          f'downloaded at load time. Prepare it on a machine with network access with:\n'
-          f'  python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
-          f'data_dir={str(data_dir)!r}).download_and_prepare(file_format=\'array_record\')"\n'
-          f'and copy {data_dir}/{name} here, or {alternative}')
+def no_data_error(task: str, name: str, data_dir: Path, local: str, archive: str) -> DataError:
+  """Explains the two sources of a task: a local folder, or TFDS data prepared elsewhere.
+
+  Args:
+    task: the LRA task (for the synthetic stand-in command).
+    name: the TFDS dataset name.
+    data_dir: where the data was looked for.
+    local: the expected local folder layout.
+    archive: the archive that extracts to that folder.
+
+  Returns:
+    The error to raise; nothing is ever downloaded at load time.
+  """
+  return DataError(
+      f'No {name} data in {data_dir}. Expected either {local}, or the TFDS dataset {name!r} '
+      f'prepared under {data_dir} ({data_dir}/{name}/[<config>/]<version>/'
+      f'{name}-<split>.array_record-* or .tfrecord-*). Nothing is downloaded at load time. '
+      f'Prepare it on a machine with network access with:\n'
+      f'  python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
+      f'data_dir={str(data_dir)!r}).download_and_prepare(file_format=\'array_record\')"\n'
+      f'and copy {data_dir}/{name} here, or extract {archive} into {data_dir}. For a synthetic '
+      f'stand-in (tests, demos): python -m lra.synthetic --task {task} --output_dir {data_dir}')

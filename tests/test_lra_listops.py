@@ -67,15 +67,16 @@ def test_truncation_and_lf_line_ends(tmp_path):
 
 def test_vocabulary_is_independent_of_hash_seed():
   code = 'import lra.listops as l; print(l.TOKEN_IDS, l.encode("( ( [SM 1 ) ] )").tolist())'
-  outputs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
-                            env={**os.environ, 'PYTHONHASHSEED': seed}).stdout
+  outputs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            check=True, env={**os.environ, 'PYTHONHASHSEED': seed}).stdout
              for seed in ('1', '2')}
   assert len(outputs) == 1
 
 
 @pytest.mark.parametrize('row, message', [('( ( [MAX 2 ) ] )\t7\textra', ':3: expected 2'),
                                           ('( ( [MAX 2 ) ] )\t10', ':3: label'),
-                                          ('( ( [FOO 2 ) ] )\t1', ":3: unknown ListOps token '[FOO'")])
+                                          ('( ( [FOO 2 ) ] )\t1',
+                                           ":3: unknown ListOps token '[FOO'")])
 def test_malformed_rows_name_file_and_line(tmp_path, row, message):
   write_listops(tmp_path, rows=ROWS[:1])
   path = tmp_path / 'basic_val.tsv'
@@ -125,7 +126,8 @@ def test_generator_distribution_and_files(tmp_path):
                           '--num_test', '5', '--min_length', '10', '--max_length', '60',
                           '--max_depth', '4', '--max_args', '5'])
   data = lra.load_task('listops', tmp_path, max_length=64)
-  assert (data.train.num_examples, data.validation.num_examples, data.test.num_examples) == (50, 5, 5)
+  sizes = (data.train.num_examples, data.validation.num_examples, data.test.num_examples)
+  assert sizes == (50, 5, 5)
   assert data.train.lengths.max() < 60 and data.train.lengths.min() > 10
 
 

@@ -47,7 +47,8 @@ def test_release_layout_pixels_split_and_empty_png(tmp_path):
   (task / 'imgs' / '0' / 'sample_5.png').write_bytes(b'')
   data = lra.load_task('pathfinder32', tmp_path, cache=False)
   assert data.info['skipped_empty_pngs'] == 1
-  assert (data.train.num_examples, data.validation.num_examples, data.test.num_examples) == (15, 1, 3)
+  sizes = (data.train.num_examples, data.validation.num_examples, data.test.num_examples)
+  assert sizes == (15, 1, 3)
   assert (data.vocab_size, data.num_classes, data.max_length, data.name) == (256, 2, 1024,
                                                                              'pathfinder32')
   everything = np.concatenate([data.train.inputs, data.validation.inputs, data.test.inputs])
@@ -82,7 +83,8 @@ def test_wrong_image_size_and_missing_data(tmp_path):
     lra.load_task('pathx', tmp_path / 'none', difficulty='easy')
   message = str(info.value)
   assert 'pathfinder128/curv_baseline/metadata' in message and 'sample_<j>.png' in message
-  assert 'python -m lra.pathfinder_generator --output_dir' in message and '--resolution 128' in message
+  assert 'python -m lra.pathfinder_generator --output_dir' in message
+  assert '--resolution 128' in message
   with pytest.raises(lra.DataError, match="Unknown difficulty 'medium'"):
     lra.load_task('pathfinder32', tmp_path, difficulty='medium')
 

@@ -109,7 +109,8 @@ def test_image_from_cifar_pickles(tmp_path):
       pickle.dump({b'data': data, b'labels': [3, 9]}, f)
   task = lra.load_task('image', tmp_path, cache=False)
   assert (task.vocab_size, task.num_classes, task.max_length) == (256, 10, 1024)
-  assert (task.train.num_examples, task.validation.num_examples, task.test.num_examples) == (9, 1, 2)
+  sizes = (task.train.num_examples, task.validation.num_examples, task.test.num_examples)
+  assert sizes == (9, 1, 2)
   assert task.train.inputs.shape == (9, 1024) and task.train.inputs.dtype == np.uint8
   np.testing.assert_array_equal(task.test.inputs[0, :8], GRAY + [0, 0])
   np.testing.assert_array_equal(task.test.lengths, [1024, 1024])
@@ -130,7 +131,8 @@ def test_tfds_shards_array_record_and_tfrecord(tmp_path):
   imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
   write_shard(imdb / 'imdb_reviews-train.array_record-00000-of-00001',
               [example_proto(text=b'ab', label=1), example_proto(text=b'c', label=0)])
-  write_shard(imdb / 'imdb_reviews-test.tfrecord-00000-of-00001', [example_proto(text=b'z', label=1)])
+  write_shard(imdb / 'imdb_reviews-test.tfrecord-00000-of-00001',
+              [example_proto(text=b'z', label=1)])
   data = lra.load_task('text', tmp_path, max_length=3, cache=False)
   np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0], [100, 0, 0]])
   np.testing.assert_array_equal(data.train.targets, [1, 0])
