@@ -9,6 +9,7 @@ from luna_jax.attention import (
     CausalLunaState,
     attention_weights,
     causal_luna_attention,
+    causal_luna_attention_chunked,
     causal_luna_step,
     causal_pack_activation,
     dot_product_attention,

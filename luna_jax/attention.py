@@ -289,3 +289,94 @@ def causal_luna_attention(
   time_major = [jnp.swapaxes(z, 0, 1) for z in (query, pack_key, key, value)]
   final_state, ys = jax.lax.scan(body, state, (*time_major, jnp.arange(n)))
   return jnp.swapaxes(ys, 0, 1), final_state
+
+
+def causal_luna_attention_chunked(
+    pack_query: Array,
+    query: Array,
+    pack_key: Array,
+    key: Array,
+    value: Array,
+    p_mask: Optional[Array] = None,
+    *,
+    chunk_size: int = 64,
+    omega: str = 'softplus',
+    beta: float = SOFTPLUS_BETA,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+    initial_state: Optional[CausalLunaState] = None,
+) -> tuple[Array, CausalLunaState]:
+  """Causal Luna attention (eq. 7) in exact chunked-parallel form.
+
+  Eq. (7) is two nested causal linear attentions with a softmax between them, so within a chunk of C
+  positions both sums split into the carried state plus a lower-triangular matmul:
+    logits = (Q K0 + tril(Q Kc^T) A) / t,   u = softmax(logits),   Y = (u V0 + tril(u A^T) Vc) / t,
+  with (K0, V0) the running sums before the chunk, A the chunk's pack weights, t the 1-based positions.
+  A `jax.lax.scan` over chunks carries (K0, V0). Memory O(n*d + (n/C)*l*d), matmul-bound like
+  bidirectional Luna; same function as `causal_luna_attention` (dropout masks are drawn differently).
+
+  Args:
+    pack_query: `[batch, l, heads, head_dim]` projected P (unscaled).
+    query: `[batch, n, heads, head_dim]` unscaled unpack queries.
+    pack_key: `[batch, n, heads, head_dim]` pack keys.
+    key: `[batch, n, heads, head_dim]` unpack keys.
+    value: `[batch, n, heads, v_dim]` values.
+    p_mask: optional `[batch, l]` bool, True for usable P slots.
+    chunk_size: positions per chunk; n need not be a multiple (the tail is padded and dropped).
+    omega: pack activation, 'softplus' or 'elu'.
+    beta: softplus sharpness.
+    dropout_rate: attention dropout on pack weights and unpack probabilities.
+    dropout_rng: PRNG key (one is folded in per chunk).
+    deterministic: disable dropout.
+    initial_state: state to continue from (default: empty).
+
+  Returns:
+    `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
+  """
+  b, n, h, dh = query.shape
+  l = pack_query.shape[1]
+  c = max(1, min(chunk_size, n))
+  num_chunks = -(-n // c)
+  pad = num_chunks * c - n
+  f32 = jnp.float32
+  scale = dh ** -0.5
+  state = initial_state if initial_state is not None else init_causal_state(b, h, dh, l)
+  pq = pack_query.astype(f32) * scale
+  causal = jnp.tril(jnp.ones((c, c), bool))
+  use_dropout = not deterministic and dropout_rate > 0.0
+
+  def chunks(z):  # [b, n, h, e] -> [num_chunks, b, h, c, e]
+    z = jnp.pad(z.astype(f32), ((0, 0), (0, pad), (0, 0), (0, 0)))
+    return z.reshape(b, num_chunks, c, h, z.shape[-1]).transpose(1, 0, 3, 2, 4)
+
+  def body(carry, xs):
+    q, pk, k, v, index = xs  # [b, h, c, e]
+    t = (carry.num_steps[:, None] + 1 + jnp.arange(c)[None, :]).astype(f32)[:, None, :, None]
+    a = causal_pack_activation(jnp.einsum('bhce,blhe->bhcl', pk, pq), omega, beta)  # [b, h, c, l]
+    pack_rng = unpack_rng = None
+    if use_dropout:
+      pack_rng, unpack_rng = jax.random.split(jax.random.fold_in(dropout_rng, index))
+    a = dropout(a, dropout_rate, pack_rng, deterministic)
+    qk = jnp.where(causal, jnp.einsum('bhie,bhje->bhij', q * scale, k), 0.0)
+    logits = (jnp.einsum('bhie,bhel->bhil', q * scale, carry.key_accum)
+              + jnp.einsum('bhij,bhjl->bhil', qk, a)) / t
+    if p_mask is not None:
+      logits = jnp.where(p_mask[:, None, None, :], logits, _MASK_VALUE)
+    u = dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, unpack_rng, deterministic)
+    ua = jnp.where(causal, jnp.einsum('bhil,bhjl->bhij', u, a), 0.0)
+    y = (jnp.einsum('bhil,bhle->bhie', u, carry.value_accum)
+         + jnp.einsum('bhij,bhje->bhie', ua, v)) / t
+    new = CausalLunaState(
+        carry.key_accum + jnp.einsum('bhce,bhcl->bhel', k, a),
+        carry.value_accum + jnp.einsum('bhcl,bhce->bhle', a, v),
+        carry.num_steps + c)
+    return new, y
+
+  xs = (*map(chunks, (query, pack_key, key, value)), jnp.arange(num_chunks))
+  final, ys = jax.lax.scan(body, state, xs)
+  y = ys.transpose(1, 0, 3, 2, 4).reshape(b, num_chunks * c, h, -1)[:, :n]
+  if pad:
+    # The padded tail contributed zero keys/values but advanced the counters: rebuild the true state.
+    final = final._replace(num_steps=state.num_steps + n)
+  return y.astype(value.dtype), final

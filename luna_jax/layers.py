@@ -118,6 +118,8 @@ class LunaCausalAttention(nn.Module):
     attention_dropout_rate: dropout on the pack weights and unpack probabilities.
     omega: pack activation, 'softplus' (beta = softplus_beta) or 'elu' (elu + 1).
     softplus_beta: softplus sharpness (authors: ln 2).
+    implementation: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).
+    chunk_size: positions per chunk of the chunked form.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -126,6 +128,8 @@ class LunaCausalAttention(nn.Module):
   attention_dropout_rate: float = 0.0
   omega: str = 'softplus'
   softplus_beta: float = attn.SOFTPLUS_BETA
+  implementation: str = 'chunked'
+  chunk_size: int = 64
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -156,11 +160,17 @@ class LunaCausalAttention(nn.Module):
       k = attn.split_heads(dense('key')(x), h)
       v = attn.split_heads(dense('value')(x), h)
     use_dropout = not deterministic and self.attention_dropout_rate > 0.0
-    y, _ = attn.causal_luna_attention(
-        pq, q, pk, k, v, p_mask, omega=self.omega, beta=self.softplus_beta,
-        dropout_rate=self.attention_dropout_rate,
-        dropout_rng=self.make_rng('dropout') if use_dropout else None,
-        deterministic=deterministic)
+    kwargs = dict(omega=self.omega, beta=self.softplus_beta,
+                  dropout_rate=self.attention_dropout_rate,
+                  dropout_rng=self.make_rng('dropout') if use_dropout else None,
+                  deterministic=deterministic)
+    if self.implementation == 'chunked':
+      y, _ = attn.causal_luna_attention_chunked(pq, q, pk, k, v, p_mask,
+                                                chunk_size=self.chunk_size, **kwargs)
+    elif self.implementation == 'scan':
+      y, _ = attn.causal_luna_attention(pq, q, pk, k, v, p_mask, **kwargs)
+    else:
+      raise ValueError(f"implementation must be 'chunked' or 'scan', got {self.implementation!r}.")
     return dense('out', _OUT_INIT)(attn.merge_heads(y))
 
 

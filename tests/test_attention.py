@@ -114,12 +114,15 @@ def test_luna_encoder_layer_matches_reference(normalize_before):
   assert_close(out_p, e_p)
 
 
-@pytest.mark.parametrize('omega,tie_kv', [('softplus', False), ('elu', True)])
-def test_causal_luna_matches_naive_reference(omega, tie_kv):
+@pytest.mark.parametrize('omega,tie_kv,implementation', [
+    ('softplus', False, 'scan'), ('elu', True, 'scan'), ('softplus', True, 'chunked'),
+    ('elu', False, 'chunked')])
+def test_causal_luna_matches_naive_reference(omega, tie_kv, implementation):
   b, n, l, d, heads = 2, 10, 3, 8, 2
   x, p = normal(b, n, d), normal(b, l, d)
   p_mask = lengths_mask([3, 2], l)
-  module = luna_jax.LunaCausalAttention(num_heads=heads, tie_kv=tie_kv, omega=omega)
+  module = luna_jax.LunaCausalAttention(num_heads=heads, tie_kv=tie_kv, omega=omega,
+                                        implementation=implementation, chunk_size=4)
   params = module.init(jax.random.PRNGKey(4), x, p, jnp.asarray(p_mask))['params']
   y = module.apply({'params': params}, x, p, jnp.asarray(p_mask))
   expected = ref.causal_luna_attention(ref.to64(params), np.float64(x), np.float64(p), heads, tie_kv,
