@@ -1,0 +1,114 @@
+"""Smoke test of the speed/memory benchmark: a tiny run of both modes, then the output files' schema."""
+
+import json
+import math
+import os
+
+import jax
+import pytest
+
+from benchmarks import speed_memory
+
+TINY = ['--num_layers', '1', '--emb_dim', '32', '--num_heads', '2', '--mlp_dim', '64', '--batch_size', '2',
+        '--warmup', '1', '--repeats', '1', '--matmul_size', '256']
+MODES = {
+    # mode: (models, lengths); compile time dominates, so the training step runs at one length.
+    'train_step': ('transformer,luna16', (32,)),
+    'attention': ('transformer_fused,luna16', (32, 64)),
+}
+POSITIVE_FIGURES = ('compile_s', 'step_time_s', 'steps_per_s', 'examples_per_s', 'tokens_per_s',
+                    'flops_per_step', 'flop_per_s', 'matmul_peak_fraction', 'memory_bytes',
+                    'compiled_peak_bytes', 'peak_rss_bytes')
+
+
+@pytest.fixture(scope='module')
+def output_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp('benchmark')
+  previous = os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS')
+  os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'  # Children inherit it: compile time dominates.
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    for mode, (models, lengths) in MODES.items():
+      speed_memory.main(TINY + ['--mode', mode, '--models', models, '--isolation', 'none',
+                                '--lengths', ','.join(map(str, lengths)), '--output_dir', str(out)])
+  finally:
+    jax.config.update('jax_disable_most_optimizations', False)
+    if previous is None:
+      del os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS']
+    else:
+      os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = previous
+  return out
+
+
+@pytest.mark.parametrize('mode', list(MODES))
+def test_results_json_schema_and_figures(output_dir, mode):
+  with open(output_dir / mode / 'results.json') as f:
+    results = json.load(f)
+  assert set(results) >= {'machine', 'matmul_peak', 'settings', 'memory_source', 'flops_source', 'cells'}
+  assert set(results['machine']) >= {'cpu_model', 'cpu_cores', 'ram_bytes', 'backend', 'jax', 'devices'}
+  assert results['matmul_peak']['flop_per_s'] > 0
+  models, lengths = MODES[mode][0].split(','), MODES[mode][1]
+  assert results['settings']['models'] == models
+  assert results['settings']['lengths'] == list(lengths)
+  cells = results['cells']
+  assert [(c['model'], c['length']) for c in cells] == [(m, n) for m in models for n in lengths]
+  for cell in cells:
+    assert cell['status'] == 'ok', cell
+    assert cell['mode'] == mode and cell['batch_size'] == 2
+    for key in POSITIVE_FIGURES:
+      value = cell[key]
+      assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (cell['model'], key)
+    assert len(cell['step_times_s']) == 1
+    assert cell['examples_per_s'] == pytest.approx(2 * cell['steps_per_s'])
+
+
+@pytest.mark.parametrize('mode', list(MODES))
+def test_tables_and_plot(output_dir, mode):
+  relative = (output_dir / mode / 'table_relative.md').read_text()
+  absolute = (output_dir / mode / 'table_absolute.md').read_text()
+  for model in MODES[mode][0].split(','):
+    assert f'| {speed_memory.model_label(model)} |' in relative
+    assert f'| {speed_memory.model_label(model)} | 32 | ok |' in absolute
+  assert 'Machine:' in relative and 'matmul peak' in relative
+  png = (output_dir / mode / 'plot.png').read_bytes()
+  assert png.startswith(b'\x89PNG') and len(png) > 10_000
+
+
+def test_cell_in_a_subprocess(monkeypatch):
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+  spec = {'mode': 'attention', 'model': 'luna16', 'length': 32, 'batch_size': 2, 'warmup': 0,
+          'repeats': 1, 'seed': 0, 'memory_limit_bytes': None,
+          'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64))}
+  record = speed_memory.run_cell_subprocess(spec, timeout_s=120)
+  assert record['status'] == 'ok', record
+  assert record['step_time_s'] > 0 and record['peak_rss_bytes'] > record['compiled_peak_bytes'] > 0
+
+
+def test_memory_guard_reports_oom_without_running():
+  spec = {'mode': 'attention', 'model': 'transformer', 'length': 32, 'batch_size': 2, 'warmup': 0,
+          'repeats': 1, 'seed': 0, 'memory_limit_bytes': 1,
+          'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64))}
+  record = speed_memory.run_cell(spec)
+  assert record['status'] == 'OOM' and 'memory limit' in record['reason']
+  assert 'step_time_s' not in record
+
+
+def test_relative_table_reports_oom_and_baseline_oom():
+  ok = lambda model, steps, memory: {'model': model, 'length': 1024, 'status': 'ok',
+                                     'steps_per_s': steps, 'memory_bytes': memory}
+  cells = [ok('transformer', 1.0, 100.0), ok('luna16', 4.0, 10.0),
+           {'model': 'transformer', 'length': 2048, 'status': 'OOM'},
+           dict(ok('luna16', 2.0, 20.0), length=2048)]
+  table = speed_memory.relative_table(cells, ['transformer', 'luna16'], [1024, 2048], 'transformer')
+  assert '| Transformer | 1.00 | OOM | 1.00 | OOM |' in table
+  assert '| Luna-16 | 4.00 | n/a | 0.10 | n/a |' in table
+
+
+def test_model_names_and_lengths():
+  arch = speed_memory.Architecture()
+  assert speed_memory.model_config('luna128_tied', arch)['projection_length'] == 128
+  assert speed_memory.model_config('luna128_tied', arch)['tie_kv']
+  assert speed_memory.model_config('transformer_fused', arch)['attention_implementation'] == 'fused'
+  with pytest.raises(ValueError, match='unknown model'):
+    speed_memory.model_config('performer', arch)
+  assert speed_memory._parse_lengths('1K,2048, 4k') == [1024, 2048, 4096]
