@@ -44,6 +44,9 @@ class EncoderConfig:
     embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
     prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head).
     attention_implementation: Transformer attention: 'softmax' or 'fused'.
+    omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
+    causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
+    chunk_size: positions per chunk of the chunked causal form.
     dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
   """
   vocab_size: int
@@ -66,6 +69,9 @@ class EncoderConfig:
   embed_scale: bool = False
   prepend_cls: bool = True
   attention_implementation: str = 'softmax'
+  omega: str = 'softplus'
+  causal_implementation: str = 'chunked'
+  chunk_size: int = 64
   dtype: str = 'float32'
 
   @property
@@ -93,7 +99,7 @@ def length_mask(lengths: Array, size: int) -> Array:
   return jnp.arange(size)[None, :] < lengths[:, None]
 
 
-class _TokenEmbedding(nn.Module):
+class TokenEmbedding(nn.Module):
   """Token embedding, optional CLS vector and position embedding (no normalisation, no dropout).
 
   Attributes:
@@ -108,8 +114,17 @@ class _TokenEmbedding(nn.Module):
   cls_init_zero: bool = False
 
   @nn.compact
-  def __call__(self, tokens: Array, lengths: Array) -> tuple[Array, Array]:
-    """`[batch, n]` ids, `[batch]` lengths -> (`[batch, n', d]` embeddings, `[batch]` lengths'), n' = n (+1)."""
+  def __call__(self, tokens: Array, lengths: Array, offset: Array | int = 0) -> tuple[Array, Array]:
+    """Embeds token ids.
+
+    Args:
+      tokens: `[batch, n]` int ids.
+      lengths: `[batch]` int real lengths.
+      offset: position of the first token (incremental decoding), a scalar or `[batch]`.
+
+    Returns:
+      (`[batch, n', d]` embeddings, `[batch]` lengths'), with n' = n + 1 when a CLS vector is prepended.
+    """
     cfg = self.config
     d = cfg.emb_dim
     init = nn.initializers.normal(self.embedding_stddev)
@@ -120,16 +135,28 @@ class _TokenEmbedding(nn.Module):
       cls = self.param('cls', nn.initializers.zeros if self.cls_init_zero else init, (1, 1, d))
       x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, d)), x], axis=1)
       lengths = lengths + 1
-    n = x.shape[1]
+    size = cfg.max_length + int(cfg.prepend_cls)
+    positions = jnp.reshape(jnp.asarray(offset), (-1, 1)) + jnp.arange(x.shape[1])[None, :]
     if cfg.positional == 'learned':
       table = self.param('position_embedding', nn.initializers.normal(self.position_stddev),
-                         (cfg.max_length + int(cfg.prepend_cls), d))
-      x = x + table[None, :n]
+                         (size, d))
     elif cfg.positional == 'sinusoidal':
-      x = x + sinusoidal_positions(n, d)[None]
+      table = sinusoidal_positions(size, d)
     else:
       raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {cfg.positional!r}.")
-    return x.astype(cfg.compute_dtype), lengths
+    return (x + table[positions]).astype(cfg.compute_dtype), lengths
+
+
+def first_p(module: nn.Module, cfg: EncoderConfig, name: str = 'projected_embeddings') -> Array:
+  """Declares a learned `[l, d]` P table on `module` (init N(0, d^-1/2)) and applies the MT recipe
+  (sqrt(d) scale with `embed_scale`, slot sinusoid with sinusoidal positions)."""
+  d, l = cfg.emb_dim, cfg.projection_length
+  p = module.param(name, nn.initializers.normal(d ** -0.5), (l, d))
+  if cfg.embed_scale:
+    p = p * math.sqrt(d)
+  if cfg.positional == 'sinusoidal':
+    p = p + sinusoidal_positions(l, d)
+  return p.astype(cfg.compute_dtype)
 
 
 class LunaEncoder(nn.Module):
@@ -161,13 +188,8 @@ class LunaEncoder(nn.Module):
     cfg = self.config
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
     stddev = d ** -0.5
-    x, lengths = _TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
-    p = self.param('projected_embeddings', nn.initializers.normal(stddev), (l, d))
-    if cfg.embed_scale:
-      p = p * math.sqrt(d)
-    if cfg.positional == 'sinusoidal':
-      p = p + sinusoidal_positions(l, d)
-    p = jnp.broadcast_to(p[None].astype(dtype), (x.shape[0], l, d))
+    x, lengths = TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
+    p = jnp.broadcast_to(first_p(self, cfg)[None], (x.shape[0], l, d))
     if cfg.embedding_layernorm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
       p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='projected_embedding_norm')(p)
@@ -214,7 +236,7 @@ class TransformerEncoder(nn.Module):
     """
     cfg = self.config
     dtype = cfg.compute_dtype
-    x, lengths = _TokenEmbedding(cfg, 1.0, 0.02, cls_init_zero=True, name='embed')(tokens, lengths)
+    x, lengths = TokenEmbedding(cfg, 1.0, 0.02, cls_init_zero=True, name='embed')(tokens, lengths)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     mask = length_mask(lengths, x.shape[1])
     for i in range(cfg.num_layers):

@@ -40,9 +40,11 @@ class LunaAttention(nn.Module):
 
   Pack: `Y_P = Attn(P, C)` with `num_pack_heads` heads, context keys masked by `context_mask`, no output
   projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads` heads, P keys
-  masked by `p_mask`, followed by the output projection.
+  masked by `p_mask`, followed by the output projection. `pack`, `unpack_keys_values` and `unpack` are
+  exposed separately so a decoder can pack an encoder output once and reuse the unpack keys/values.
 
   Attributes:
+    features: model width d.
     num_heads: heads of the unpack attention.
     num_pack_heads: heads of the pack attention (default: num_heads).
     tie_kv: K and V share one projection inside each of pack and unpack (Q is never shared).
@@ -50,6 +52,7 @@ class LunaAttention(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+  features: int
   num_heads: int
   num_pack_heads: Optional[int] = None
   tie_kv: bool = False
@@ -57,11 +60,54 @@ class LunaAttention(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  def _dense(self, name: str, features: int, init=_PROJ_INIT) -> nn.Dense:
-    return nn.Dense(features, kernel_init=init, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name=name)
+  def setup(self):
+    dense = lambda init=_PROJ_INIT: nn.Dense(self.features, kernel_init=init, dtype=self.dtype,
+                                             param_dtype=self.param_dtype)
+    self.pack_query, self.query, self.out = dense(), dense(), dense(_OUT_INIT)
+    if self.tie_kv:
+      self.pack_kv, self.kv = dense(), dense()
+    else:
+      self.pack_key, self.pack_value, self.key, self.value = dense(), dense(), dense(), dense()
 
-  @nn.compact
+  def _dropout_rng(self, deterministic: bool) -> Optional[Array]:
+    use = not deterministic and self.attention_dropout_rate > 0.0
+    return self.make_rng('dropout') if use else None
+
+  def pack(self, p: Array, context: Array, context_mask: Optional[Array] = None, *,
+           deterministic: bool = True) -> Array:
+    """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`."""
+    hp = self.num_pack_heads or self.num_heads
+    pq = attn.split_heads(self.pack_query(p), hp)
+    if self.tie_kv:
+      pk = pv = attn.split_heads(self.pack_kv(context), hp)
+    else:
+      pk = attn.split_heads(self.pack_key(context), hp)
+      pv = attn.split_heads(self.pack_value(context), hp)
+    y_p, probs = attn.dot_product_attention(
+        pq, pk, pv, context_mask, dropout_rate=self.attention_dropout_rate,
+        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
+    self.sow('intermediates', 'pack_probs', probs)
+    return attn.merge_heads(y_p)
+
+  def unpack_keys_values(self, y_p: Array) -> tuple[Array, Array]:
+    """Unpack keys and values from the packed context: `[batch, l, d]` -> 2 x `[batch, l, heads, dh]`."""
+    if self.tie_kv:
+      k = v = attn.split_heads(self.kv(y_p), self.num_heads)
+    else:
+      k = attn.split_heads(self.key(y_p), self.num_heads)
+      v = attn.split_heads(self.value(y_p), self.num_heads)
+    return k, v
+
+  def unpack(self, x: Array, key: Array, value: Array, p_mask: Optional[Array] = None, *,
+             deterministic: bool = True) -> Array:
+    """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n, d]`."""
+    q = attn.split_heads(self.query(x), self.num_heads)
+    y_x, probs = attn.dot_product_attention(
+        q, key, value, p_mask, dropout_rate=self.attention_dropout_rate,
+        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
+    self.sow('intermediates', 'unpack_probs', probs)
+    return self.out(attn.merge_heads(y_x))
+
   def __call__(self, x: Array, p: Array, context: Array, context_mask: Optional[Array] = None,
                p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
     """Applies pack and unpack attention.
@@ -77,42 +123,19 @@ class LunaAttention(nn.Module):
     Returns:
       `(y_x, y_p)`: `[batch, n, d]` and `[batch, l, d]`.
     """
-    d = x.shape[-1]
-    hp = self.num_pack_heads or self.num_heads
-    use_dropout = not deterministic and self.attention_dropout_rate > 0.0
-    pack_rng = self.make_rng('dropout') if use_dropout else None
-    unpack_rng = self.make_rng('dropout') if use_dropout else None
-
-    pq = attn.split_heads(self._dense('pack_query', d)(p), hp)
-    if self.tie_kv:
-      pk = pv = attn.split_heads(self._dense('pack_kv', d)(context), hp)
-    else:
-      pk = attn.split_heads(self._dense('pack_key', d)(context), hp)
-      pv = attn.split_heads(self._dense('pack_value', d)(context), hp)
-    y_p, pack_probs = attn.dot_product_attention(
-        pq, pk, pv, context_mask, dropout_rate=self.attention_dropout_rate, dropout_rng=pack_rng,
-        deterministic=deterministic)
-    y_p = attn.merge_heads(y_p)
-
-    q = attn.split_heads(self._dense('query', d)(x), self.num_heads)
-    if self.tie_kv:
-      k = v = attn.split_heads(self._dense('kv', d)(y_p), self.num_heads)
-    else:
-      k = attn.split_heads(self._dense('key', d)(y_p), self.num_heads)
-      v = attn.split_heads(self._dense('value', d)(y_p), self.num_heads)
-    y_x, unpack_probs = attn.dot_product_attention(
-        q, k, v, p_mask, dropout_rate=self.attention_dropout_rate, dropout_rng=unpack_rng,
-        deterministic=deterministic)
-    self.sow('intermediates', 'pack_probs', pack_probs)
-    self.sow('intermediates', 'unpack_probs', unpack_probs)
-    y_x = self._dense('out', d, _OUT_INIT)(attn.merge_heads(y_x))
-    return y_x, y_p
+    y_p = self.pack(p, context, context_mask, deterministic=deterministic)
+    k, v = self.unpack_keys_values(y_p)
+    return self.unpack(x, k, v, p_mask, deterministic=deterministic), y_p
 
 
 class LunaCausalAttention(nn.Module):
   """Causal Luna self-attention (eq. 7); P must carry no information about X.
 
+  `__call__` runs a whole sequence (chunked-parallel or scan); `project_p` and `step` run incremental
+  decoding with a `CausalLunaState` (O(l*d) memory and O(1) time per token).
+
   Attributes:
+    features: model width d.
     num_heads: heads (shared by pack and unpack, as in the authors' causal module).
     tie_kv: unpack K and V share one projection of X.
     attention_dropout_rate: dropout on the pack weights and unpack probabilities.
@@ -123,6 +146,7 @@ class LunaCausalAttention(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+  features: int
   num_heads: int
   tie_kv: bool = False
   attention_dropout_rate: float = 0.0
@@ -133,7 +157,40 @@ class LunaCausalAttention(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    dense = lambda init=_PROJ_INIT: nn.Dense(self.features, kernel_init=init, dtype=self.dtype,
+                                             param_dtype=self.param_dtype)
+    self.pack_query, self.query, self.pack_key, self.out = dense(), dense(), dense(), dense(_OUT_INIT)
+    if self.tie_kv:
+      self.kv = dense()
+    else:
+      self.key, self.value = dense(), dense()
+
+  def project_p(self, p: Array) -> Array:
+    """Pack queries from P: `[batch, l, d]` -> `[batch, l, heads, dh]` (cache them when decoding)."""
+    return attn.split_heads(self.pack_query(p), self.num_heads)
+
+  def _project_x(self, x: Array) -> tuple[Array, Array, Array, Array]:
+    h = self.num_heads
+    q, pk = attn.split_heads(self.query(x), h), attn.split_heads(self.pack_key(x), h)
+    if self.tie_kv:
+      k = v = attn.split_heads(self.kv(x), h)
+    else:
+      k, v = attn.split_heads(self.key(x), h), attn.split_heads(self.value(x), h)
+    return q, pk, k, v
+
+  def init_state(self, batch: int, proj_len: int) -> attn.CausalLunaState:
+    """An empty decoding state for `batch` sequences and a P of length `proj_len`."""
+    return attn.init_causal_state(batch, self.num_heads, self.features // self.num_heads, proj_len)
+
+  def step(self, x: Array, pack_query: Array, p_mask: Optional[Array],
+           state: attn.CausalLunaState) -> tuple[Array, attn.CausalLunaState]:
+    """One decoding step: `[batch, d]` new token state -> (`[batch, d]` output, new state)."""
+    q, pk, k, v = self._project_x(x[:, None])
+    state, y = attn.causal_luna_step(state, pack_query, q[:, 0], pk[:, 0], k[:, 0], v[:, 0], p_mask,
+                                     omega=self.omega, beta=self.softplus_beta)
+    return self.out(attn.merge_heads(y)), state
+
   def __call__(self, x: Array, p: Array, p_mask: Optional[Array] = None, *,
                deterministic: bool = True) -> Array:
     """Applies causal Luna attention.
@@ -147,31 +204,19 @@ class LunaCausalAttention(nn.Module):
     Returns:
       `[batch, n, d]`.
     """
-    d = x.shape[-1]
-    h = self.num_heads
-    dense = lambda name, init=_PROJ_INIT: nn.Dense(
-        d, kernel_init=init, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    pq = attn.split_heads(dense('pack_query')(p), h)
-    q = attn.split_heads(dense('query')(x), h)
-    pk = attn.split_heads(dense('pack_key')(x), h)
-    if self.tie_kv:
-      k = v = attn.split_heads(dense('kv')(x), h)
-    else:
-      k = attn.split_heads(dense('key')(x), h)
-      v = attn.split_heads(dense('value')(x), h)
     use_dropout = not deterministic and self.attention_dropout_rate > 0.0
     kwargs = dict(omega=self.omega, beta=self.softplus_beta,
                   dropout_rate=self.attention_dropout_rate,
                   dropout_rng=self.make_rng('dropout') if use_dropout else None,
                   deterministic=deterministic)
+    args = (self.project_p(p), *self._project_x(x), p_mask)
     if self.implementation == 'chunked':
-      y, _ = attn.causal_luna_attention_chunked(pq, q, pk, k, v, p_mask,
-                                                chunk_size=self.chunk_size, **kwargs)
+      y, _ = attn.causal_luna_attention_chunked(*args, chunk_size=self.chunk_size, **kwargs)
     elif self.implementation == 'scan':
-      y, _ = attn.causal_luna_attention(pq, q, pk, k, v, p_mask, **kwargs)
+      y, _ = attn.causal_luna_attention(*args, **kwargs)
     else:
       raise ValueError(f"implementation must be 'chunked' or 'scan', got {self.implementation!r}.")
-    return dense('out', _OUT_INIT)(attn.merge_heads(y))
+    return self.out(attn.merge_heads(y))
 
 
 class FeedForward(nn.Module):
@@ -258,7 +303,7 @@ class LunaEncoderLayer(nn.Module):
                                    param_dtype=self.param_dtype, name=name)
     drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     attention = LunaAttention(
-        num_heads=self.num_heads, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv,
+        features=x.shape[-1], num_heads=self.num_heads, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv,
         attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         param_dtype=self.param_dtype, name='attention')
     ffn = FeedForward(self.mlp_dim, self.activation, self.activation_dropout_rate, dtype=self.dtype,

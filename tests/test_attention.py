@@ -62,7 +62,8 @@ def test_luna_attention_matches_reference(tie_kv, heads, pack_heads):
   x, p = normal(b, n, d), normal(b, l, d)
   x_mask = lengths_mask([9, 3], n)
   p_mask = lengths_mask([4, 3], l)
-  module = luna_jax.LunaAttention(num_heads=heads, num_pack_heads=pack_heads, tie_kv=tie_kv)
+  module = luna_jax.LunaAttention(features=d, num_heads=heads, num_pack_heads=pack_heads,
+                                  tie_kv=tie_kv)
   args = (x, p, x, jnp.asarray(x_mask), jnp.asarray(p_mask))
   params = module.init(jax.random.PRNGKey(1), *args)['params']
   expected_names = {'pack_query', 'query', 'out'} | (
@@ -81,7 +82,7 @@ def test_masked_p_slots_and_padded_tokens_never_leak():
   x, p = normal(b, n, d), normal(b, l, d)
   x_mask = jnp.asarray(lengths_mask([8, 3], n))
   p_mask = jnp.asarray(lengths_mask([4, 2], l))
-  module = luna_jax.LunaAttention(num_heads=4)
+  module = luna_jax.LunaAttention(features=d, num_heads=4)
   params = module.init(jax.random.PRNGKey(2), x, p, x, x_mask, p_mask)
   y_x, y_p = module.apply(params, x, p, x, x_mask, p_mask)
   # Garbage in the padded tokens of example 1 and in its masked P slots.
@@ -121,7 +122,7 @@ def test_causal_luna_matches_naive_reference(omega, tie_kv, implementation):
   b, n, l, d, heads = 2, 10, 3, 8, 2
   x, p = normal(b, n, d), normal(b, l, d)
   p_mask = lengths_mask([3, 2], l)
-  module = luna_jax.LunaCausalAttention(num_heads=heads, tie_kv=tie_kv, omega=omega,
+  module = luna_jax.LunaCausalAttention(features=d, num_heads=heads, tie_kv=tie_kv, omega=omega,
                                         implementation=implementation, chunk_size=4)
   params = module.init(jax.random.PRNGKey(4), x, p, jnp.asarray(p_mask))['params']
   y = module.apply({'params': params}, x, p, jnp.asarray(p_mask))
@@ -141,7 +142,7 @@ def test_softplus_beta_default_is_log2_form():
 def test_causal_luna_is_causal():
   b, n, l, d = 1, 12, 4, 8
   x, p = normal(b, n, d), normal(b, l, d)
-  module = luna_jax.LunaCausalAttention(num_heads=2)
+  module = luna_jax.LunaCausalAttention(features=d, num_heads=2)
   params = module.init(jax.random.PRNGKey(5), x, p)
   y = module.apply(params, x, p)
   t = 6

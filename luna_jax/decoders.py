@@ -1,0 +1,246 @@
+"""Causal Luna models: the decoder-only language model and the encoder-decoder (paper §3.3, §4.2).
+
+Decoder-only (`LunaLM`): every layer owns a learnable P (§3.3: P must carry no information about X),
+runs causal Luna self-attention (eq. 7), then the FFN, post-LN. Encoder-decoder (`LunaSeq2Seq`): a
+`LunaEncoder` encodes the source; decoder layer 1 takes the encoder's final P; every decoder layer runs
+causal Luna self-attention with its input P, then Luna cross-attention that packs the encoder output with
+that P (giving the next layer's P) and unpacks it for the target positions, then the FFN (luna-facts §7).
+Since P never sees target tokens, each decoder layer's P, pack queries and cross-attention keys/values
+are computed once per source sentence (`init_cache`) and decoding costs O(1) time and O(l*d) memory
+per token (`decode_step`).
+
+Caches are plain pytrees whose every leaf has the batch as leading axis, so beam search can reorder them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from luna_jax.encoders import EncoderConfig, EncoderOutput, LunaEncoder, TokenEmbedding, first_p
+from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
+
+Array = jax.Array
+Cache = dict[str, Any]
+
+
+def shift_right(targets: Array, bos_id: int) -> Array:
+  """Decoder inputs for teacher forcing: `[batch, n]` -> `[bos, t_0, ..., t_{n-2}]`."""
+  return jnp.concatenate([jnp.full_like(targets[:, :1], bos_id), targets[:, :-1]], axis=1)
+
+
+class _DecoderBlock(nn.Module):
+  """Shared pieces of the decoder layers: causal self-attention, norms, FFN and dropout."""
+  config: EncoderConfig
+
+  def setup(self):
+    cfg = self.config
+    dtype = cfg.compute_dtype
+    self.self_attention = LunaCausalAttention(
+        features=cfg.emb_dim, num_heads=cfg.num_heads, tie_kv=cfg.tie_kv,
+        attention_dropout_rate=cfg.attention_dropout_rate, omega=cfg.omega,
+        implementation=cfg.causal_implementation, chunk_size=cfg.chunk_size, dtype=dtype)
+    self.self_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
+    self.ffn = FeedForward(cfg.mlp_dim, cfg.activation, cfg.activation_dropout_rate, dtype=dtype)
+    self.ffn_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.setup_extra()
+
+  def setup_extra(self):
+    """Hook for the sub-layers between self-attention and FFN."""
+
+  def _residual(self, norm: nn.Module, x: Array, y: Array, deterministic: bool) -> Array:
+    return norm(x + self.dropout(y, deterministic=deterministic))
+
+  def _feed_forward(self, x: Array, deterministic: bool) -> Array:
+    return self._residual(self.ffn_norm, x, self.ffn(x, deterministic=deterministic), deterministic)
+
+
+class LunaLMLayer(_DecoderBlock):
+  """Decoder-only Luna layer: X_A = LN(X + CausalLuna(X, P)), X' = LN(X_A + FFN(X_A)), P learned."""
+
+  def setup_extra(self):
+    self.p = first_p(self, self.config)
+
+  def _p(self, batch: int) -> Array:
+    return jnp.broadcast_to(self.p[None], (batch, *self.p.shape))
+
+  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+    """`[batch, n, d]` -> `[batch, n, d]`."""
+    y = self.self_attention(x, self._p(x.shape[0]), deterministic=deterministic)
+    x = self._residual(self.self_attention_norm, x, y, deterministic)
+    return self._feed_forward(x, deterministic)
+
+  def init_cache(self, batch: int) -> Cache:
+    """Pack queries of this layer's P and an empty causal state."""
+    return {'pack_query': self.self_attention.project_p(self._p(batch)),
+            'state': self.self_attention.init_state(batch, self.config.projection_length)}
+
+  def step(self, x: Array, cache: Cache) -> tuple[Array, Cache]:
+    """One token: `[batch, d]` -> (`[batch, d]`, new cache)."""
+    y, state = self.self_attention.step(x, cache['pack_query'], None, cache['state'])
+    x = self.self_attention_norm(x + y)
+    return self._feed_forward(x, True), {**cache, 'state': state}
+
+
+class LunaSeq2SeqLayer(_DecoderBlock):
+  """Encoder-decoder Luna layer: causal self-attention, Luna cross-attention updating P, FFN; post-LN."""
+
+  def setup_extra(self):
+    cfg = self.config
+    self.cross_attention = LunaAttention(
+        features=cfg.emb_dim, num_heads=cfg.num_heads, num_pack_heads=cfg.num_pack_heads,
+        tie_kv=cfg.tie_kv, attention_dropout_rate=cfg.attention_dropout_rate,
+        dtype=cfg.compute_dtype)
+    self.cross_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
+    self.p_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
+
+  def __call__(self, x: Array, p: Array, memory: Array, memory_mask: Array, p_mask: Array, *,
+               deterministic: bool = True) -> tuple[Array, Array]:
+    """Applies the layer with teacher forcing.
+
+    Args:
+      x: `[batch, n, d]` target states.
+      p: `[batch, l, d]` this layer's P (layer 1: the encoder's final P).
+      memory: `[batch, m, d]` encoder output.
+      memory_mask: `[batch, m]` bool, True for real source tokens.
+      p_mask: `[batch, l]` bool, the encoder's P mask.
+      deterministic: disable dropout.
+
+    Returns:
+      (`[batch, n, d]` new target states, `[batch, l, d]` the next layer's P).
+    """
+    y = self.self_attention(x, p, p_mask, deterministic=deterministic)
+    x = self._residual(self.self_attention_norm, x, y, deterministic)
+    y_p = self.cross_attention.pack(p, memory, memory_mask, deterministic=deterministic)
+    k, v = self.cross_attention.unpack_keys_values(y_p)
+    y_x = self.cross_attention.unpack(x, k, v, p_mask, deterministic=deterministic)
+    x = self._residual(self.cross_attention_norm, x, y_x, deterministic)
+    return self._feed_forward(x, deterministic), self._residual(self.p_norm, p, y_p, deterministic)
+
+  def init_cache(self, p: Array, memory: Array, memory_mask: Array) -> tuple[Cache, Array]:
+    """Everything target-independent for decoding, and the next layer's P."""
+    y_p = self.cross_attention.pack(p, memory, memory_mask)
+    key, value = self.cross_attention.unpack_keys_values(y_p)
+    cache = {'pack_query': self.self_attention.project_p(p), 'key': key, 'value': value,
+             'state': self.self_attention.init_state(p.shape[0], p.shape[1])}
+    return cache, self.p_norm(p + y_p)
+
+  def step(self, x: Array, cache: Cache, p_mask: Array) -> tuple[Array, Cache]:
+    """One token: `[batch, d]` -> (`[batch, d]`, new cache)."""
+    y, state = self.self_attention.step(x, cache['pack_query'], p_mask, cache['state'])
+    x = self.self_attention_norm(x + y)
+    y = self.cross_attention.unpack(x[:, None], cache['key'], cache['value'], p_mask)[:, 0]
+    x = self.cross_attention_norm(x + y)
+    return self._feed_forward(x, True), {**cache, 'state': state}
+
+
+class _TokenDecoder(nn.Module):
+  """Target embedding (LRA/MT recipe of the encoder config, no CLS), layers and the vocabulary head."""
+  config: EncoderConfig
+
+  def setup(self):
+    cfg = self.config
+    stddev = cfg.emb_dim ** -0.5
+    self.embed = TokenEmbedding(cfg, stddev, stddev)
+    if cfg.embedding_layernorm:
+      self.embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
+    self.embedding_dropout = nn.Dropout(cfg.dropout_rate)
+    self.lm_head = nn.Dense(cfg.vocab_size, dtype=cfg.compute_dtype)
+    self.setup_layers()
+
+  def setup_layers(self):
+    raise NotImplementedError
+
+  def _embed(self, tokens: Array, offset: Array | int, deterministic: bool) -> Array:
+    x, _ = self.embed(tokens, jnp.zeros(tokens.shape[:1], jnp.int32), offset)
+    if self.config.embedding_layernorm:
+      x = self.embedding_norm(x)
+    return self.embedding_dropout(x, deterministic=deterministic)
+
+  def _logits(self, x: Array) -> Array:
+    return self.lm_head(x).astype(jnp.float32)
+
+
+class LunaLM(_TokenDecoder):
+  """Decoder-only Luna language model.
+
+  Attributes:
+    config: model hyper-parameters (`prepend_cls` must be False).
+  """
+
+  def setup_layers(self):
+    self.layers = [LunaLMLayer(self.config) for _ in range(self.config.num_layers)]
+
+  def __call__(self, tokens: Array, *, train: bool = False) -> Array:
+    """`[batch, n]` ids -> `[batch, n, vocab]` float32 next-token logits (position t sees tokens <= t)."""
+    x = self._embed(tokens, 0, not train)
+    for layer in self.layers:
+      x = layer(x, deterministic=not train)
+    return self._logits(x)
+
+  def init_cache(self, batch: int) -> Cache:
+    """An empty decoding cache for `batch` sequences."""
+    return {'position': jnp.zeros((batch,), jnp.int32),
+            'layers': [layer.init_cache(batch) for layer in self.layers]}
+
+  def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
+    """Feeds one token per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
+    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
+    layers = []
+    for layer, layer_cache in zip(self.layers, cache['layers']):
+      x, layer_cache = layer.step(x, layer_cache)
+      layers.append(layer_cache)
+    return self._logits(x), {'position': cache['position'] + 1, 'layers': layers}
+
+
+class LunaSeq2Seq(_TokenDecoder):
+  """Encoder-decoder Luna (byte- or token-level sequence to sequence).
+
+  Attributes:
+    config: hyper-parameters of encoder and decoder (`num_layers` each; `max_length` covers source and
+      target; `prepend_cls` must be False).
+    bos_id: the token that starts every decoder input.
+  """
+  bos_id: int = 1
+
+  def setup_layers(self):
+    self.encoder = LunaEncoder(self.config)
+    self.layers = [LunaSeq2SeqLayer(self.config) for _ in range(self.config.num_layers)]
+
+  def encode(self, inputs: Array, lengths: Array, *, train: bool = False) -> EncoderOutput:
+    """`[batch, m]` source ids and `[batch]` lengths -> the encoder output (tokens and final P)."""
+    return self.encoder(inputs, lengths, deterministic=not train)
+
+  def decode(self, decoder_inputs: Array, encoded: EncoderOutput, *, train: bool = False) -> Array:
+    """Teacher-forced decoding: `[batch, n]` decoder inputs -> `[batch, n, vocab]` float32 logits."""
+    x, p = self._embed(decoder_inputs, 0, not train), encoded.p
+    for layer in self.layers:
+      x, p = layer(x, p, encoded.x, encoded.x_mask, encoded.p_mask, deterministic=not train)
+    return self._logits(x)
+
+  def __call__(self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False) -> Array:
+    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted right)."""
+    encoded = self.encode(inputs, lengths, train=train)
+    return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
+
+  def init_cache(self, encoded: EncoderOutput) -> Cache:
+    """Per-layer P, pack queries and cross-attention keys/values for decoding, computed once."""
+    p, layers = encoded.p, []
+    for layer in self.layers:
+      layer_cache, p = layer.init_cache(p, encoded.x, encoded.x_mask)
+      layers.append(layer_cache)
+    batch = p.shape[0]
+    return {'position': jnp.zeros((batch,), jnp.int32), 'p_mask': encoded.p_mask, 'layers': layers}
+
+  def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
+    """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
+    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
+    layers = []
+    for layer, layer_cache in zip(self.layers, cache['layers']):
+      x, layer_cache = layer.step(x, layer_cache, cache['p_mask'])
+      layers.append(layer_cache)
+    return self._logits(x), {**cache, 'position': cache['position'] + 1, 'layers': layers}
