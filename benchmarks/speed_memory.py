@@ -21,7 +21,8 @@ FLOP/s is measured in the same run, so achieved FLOP/s can be given as a fractio
 
 Example (the committed CPU run, see README "Benchmarks"):
 
-  python -m benchmarks.speed_memory --mode train_step,attention --batch_size 2 --repeats 3 \
+  python -m benchmarks.speed_memory --mode train_step,attention --batch_size 1 --warmup 1 --repeats 3 \
+      --long_lengths 8K,16K --long_models transformer,luna16 --max_step_s 20 \
       --output_dir benchmarks/results/cpu
 """
 
@@ -44,7 +45,8 @@ from typing import Any, Callable, Optional, Sequence
 
 MODES = ('train_step', 'attention')
 DEFAULT_MODELS = ('transformer', 'transformer_fused', 'luna16', 'luna128', 'luna256')
-DEFAULT_LENGTHS = (1024, 2048, 3072, 4096, 8192, 16384, 32768)
+DEFAULT_LENGTHS = (1024, 2048, 3072, 4096)
+DEFAULT_LONG_LENGTHS = (8192, 16384, 32768)
 #: The model every ratio is taken against, and the fast softmax baseline.
 BASELINE = 'transformer'
 FUSED_BASELINE = 'transformer_fused'
@@ -144,10 +146,7 @@ def make_train_step(model, batch, seed: int):
     `(state, step)` with `step(state, batch) -> (state, metrics)` (not jitted).
   """
   import jax
-  try:
-    from luna_jax import optim, train_lib
-  except ImportError:
-    return _standin_train_step(model, batch, seed)
+  from luna_jax import optim, train_lib
   optimizer = optim.make_optimizer(_optimizer_config())
   state = train_lib.create_train_state(jax.random.PRNGKey(seed), model, optimizer, batch)
   return state, functools.partial(train_lib.train_step, model=model, optimizer=optimizer)
@@ -157,37 +156,6 @@ def _optimizer_config() -> dict[str, Any]:
   """The official LRA Text optimizer (AdamW, warm-up then rsqrt decay); the step cost does not depend on it."""
   return dict(learning_rate=0.05, schedule='constant * linear_warmup * rsqrt_decay', warmup_steps=8000,
               steps_per_cycle=100000, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=None)
-
-
-def _standin_train_step(model, batch, seed: int):
-  """A stand-in with the trainer's contract, used only while `luna_jax.train_lib` is absent.
-
-  AdamW, softmax cross-entropy, dropout keyed by the step: the same work as the trainer's step.
-  """
-  import jax
-  import jax.numpy as jnp
-  import optax
-  tx = optax.adamw(1e-3, b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.1)
-  init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-  params = model.init({'params': init_rng, 'dropout': dropout_rng}, batch['inputs'],
-                      batch['lengths'], train=False)['params']
-  state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32),
-           'rng': dropout_rng}
-
-  def step(state, batch):
-    rng = jax.random.fold_in(state['rng'], state['step'])
-
-    def loss_fn(params):
-      logits = model.apply({'params': params}, batch['inputs'], batch['lengths'], train=True,
-                           rngs={'dropout': rng})
-      return optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
-
-    loss, grads = jax.value_and_grad(loss_fn)(state['params'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    return dict(state, params=params, opt_state=opt_state, step=state['step'] + 1), {'loss': loss}
-
-  return state, step
 
 
 def make_attention_step(name: str, arch: Architecture, batch_size: int, length: int, seed: int):
@@ -210,12 +178,13 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   x = jax.random.normal(k_x, (batch_size, length, d), dtype)
   mask = jnp.ones((batch_size, length), bool)
   if cfg['name'] == 'transformer':
-    module = layers.SelfAttention(h, d, implementation=cfg['attention_implementation'], dtype=dtype)
+    module = layers.SelfAttention(num_heads=h, qkv_dim=d,
+                                  implementation=cfg['attention_implementation'], dtype=dtype)
     inputs = (x,)
     call_args = lambda inputs: (inputs[0], mask)
   else:
     l = cfg['projection_length']
-    module = layers.LunaAttention(h, tie_kv=cfg['tie_kv'], dtype=dtype)
+    module = layers.LunaAttention(features=d, num_heads=h, tie_kv=cfg['tie_kv'], dtype=dtype)
     inputs = (x, jax.random.normal(k_p, (batch_size, l, d), dtype))
     p_mask = jnp.ones((batch_size, l), bool)
     call_args = lambda inputs: (inputs[0], inputs[1], inputs[0], mask, p_mask)
@@ -249,9 +218,10 @@ def _compiled_memory(compiled) -> dict[str, Optional[int]]:
             'output_bytes': None}
   fields = {k: int(getattr(stats, f'{k}_size_in_bytes', 0) or 0)
             for k in ('argument', 'output', 'alias', 'temp')}
-  peak = int(getattr(stats, 'peak_memory_in_bytes', 0) or 0)
-  if peak <= 0:
-    peak = fields['argument'] + fields['output'] - fields['alias'] + fields['temp']
+  # On CPU `peak_memory_in_bytes` leaves the temporaries out, so the peak is taken as live arguments,
+  # outputs and temporaries; a donated (aliased) buffer counts once.
+  peak = fields['argument'] + fields['output'] - fields['alias'] + fields['temp']
+  peak = max(peak, int(getattr(stats, 'peak_memory_in_bytes', 0) or 0))
   return {'compiled_peak_bytes': peak, 'temp_bytes': fields['temp'],
           'argument_bytes': fields['argument'], 'output_bytes': fields['output']}
 
@@ -270,10 +240,11 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
   Args:
     spec: `mode`, `model`, `length`, `batch_size`, `warmup`, `repeats`, `seed`, `memory_limit_bytes`
-      (None: no guard) and `arch` (an `Architecture` as a dict).
+      (None: no guard), `arch` (an `Architecture` as a dict) and optionally `compile_only` (a reason:
+      compile and check the memory guard, but do not time).
 
   Returns:
-    A result record (see `_finish_record`); `status` is 'ok' or 'OOM'.
+    A result record (see `_finish_record`); `status` is 'ok', 'OOM' or 'skipped'.
   """
   import jax
   import luna_jax
@@ -306,6 +277,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     if limit and record['compiled_peak_bytes'] and record['compiled_peak_bytes'] > limit:
       record.update(status='OOM', reason=(f"compiled peak {record['compiled_peak_bytes'] / 2**30:.1f} "
                                           f'GiB > memory limit {limit / 2**30:.1f} GiB (not run)'))
+      return record
+    if spec.get('compile_only'):
+      record.update(status='skipped', reason=spec['compile_only'])
       return record
 
     def run_once(args):
@@ -599,7 +573,7 @@ def plot(results: dict[str, Any], path: str) -> None:
   for ax, (key, ylabel) in zip(axes, panels):
     for i, model in enumerate(models):
       ok = [c for c in cells if c['model'] == model and c['status'] == 'ok']
-      bad = [c for c in cells if c['model'] == model and c['status'] != 'ok']
+      bad = [c for c in cells if c['model'] == model and c['status'] == 'OOM']
       scale = 2**-30 if key == 'memory_bytes' else 1.0
       line, = ax.plot([c['length'] for c in ok], [c[key] * scale for c in ok], marker='o',
                       label=model_label(model), color=f'C{i}')
@@ -644,6 +618,8 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
                       mlp_dim=args.mlp_dim, activation=args.activation, dropout_rate=args.dropout_rate,
                       attention_dropout_rate=args.attention_dropout_rate, dtype=args.dtype)
   models, lengths = args.models.split(','), _parse_lengths(args.lengths)
+  long_lengths = _parse_lengths(args.long_lengths) if args.long_lengths else []
+  long_models = args.long_models.split(',') if args.long_models else models
   for model in models:
     model_config(model, arch)  # Fail fast on an unknown name.
   limit_gb = args.memory_limit_gb
@@ -651,12 +627,15 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
     limit_gb = 0.75 * machine['ram_bytes'] / 2**30
   cells = []
   for model in models:
-    oom_at = None
-    for length in lengths:
+    oom_at = slow = None
+    for length in lengths + (long_lengths if model in long_models else []):
       spec = {'mode': mode, 'model': model, 'length': length, 'batch_size': args.batch_size,
               'warmup': args.warmup, 'repeats': args.repeats, 'seed': args.seed,
               'memory_limit_bytes': None if limit_gb is None else int(limit_gb * 2**30),
               'arch': dataclasses.asdict(arch)}
+      if slow is not None:
+        spec['compile_only'] = (f'not timed: step took {slow[1]:.0f} s at {_length_label(slow[0])} '
+                                f'(> --max_step_s {args.max_step_s:g})')
       start = time.perf_counter()
       if oom_at is not None:
         record = {'status': 'OOM', 'reason': f'OOM at {_length_label(oom_at)} (not run)'}
@@ -666,6 +645,9 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
         record = run_cell(spec)
       if record['status'] == 'OOM' and oom_at is None:
         oom_at = length
+      if (record['status'] == 'ok' and args.max_step_s is not None
+          and record['step_time_s'] > args.max_step_s):
+        slow = (length, record['step_time_s'])
       cell = _finish_record(record, spec, matmul_peak['flop_per_s'], machine['backend'])
       cells.append(cell)
       summary = (f"{cell['steps_per_s']:.3g} steps/s, {_gib(cell['memory_bytes'])} GiB"
@@ -674,21 +656,13 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
           f'({time.perf_counter() - start:.0f} s)')
   memory_source = ('compiled memory_analysis() peak (process peak RSS beside it)'
                    if machine['backend'] == 'cpu' else 'device peak_bytes_in_use')
-  settings = {'mode': mode, 'models': models, 'lengths': lengths, 'batch_size': args.batch_size,
+  settings = {'mode': mode, 'models': models, 'lengths': sorted({c['length'] for c in cells}), 'batch_size': args.batch_size,
               'warmup': args.warmup, 'repeats': args.repeats, 'seed': args.seed,
-              'memory_limit_gb': limit_gb, 'isolation': args.isolation, 'arch': dataclasses.asdict(arch),
-              'trainer': _trainer_name() if mode == 'train_step' else None}
+              'memory_limit_gb': limit_gb, 'max_step_s': args.max_step_s, 'isolation': args.isolation, 'arch': dataclasses.asdict(arch),
+              'trainer': 'luna_jax.train_lib.train_step' if mode == 'train_step' else None}
   return {'machine': machine, 'matmul_peak': matmul_peak, 'settings': settings,
           'memory_source': memory_source, 'flops_source': 'XLA cost_analysis() of the compiled step',
           'cells': cells}
-
-
-def _trainer_name() -> str:
-  try:
-    from luna_jax import train_lib  # pylint: disable=unused-import
-  except ImportError:
-    return 'benchmarks.speed_memory._standin_train_step (luna_jax.train_lib absent)'
-  return 'luna_jax.train_lib.train_step'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -700,6 +674,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="comma-separated: transformer, transformer_fused, luna<l>, luna<l>_tied.")
   parser.add_argument('--lengths', default=','.join(str(n) for n in DEFAULT_LENGTHS),
                       help='comma-separated sequence lengths (1024 or 1K).')
+  parser.add_argument('--long_lengths', default=','.join(str(n) for n in DEFAULT_LONG_LENGTHS),
+                      help='further lengths run only for --long_models (e.g. 8K,16K).')
+  parser.add_argument('--long_models', default='',
+                      help='models that also run at --long_lengths (default: all).')
+  parser.add_argument('--max_step_s', type=float, default=None,
+                      help='once a model\'s step takes longer than this, its longer lengths are only '
+                           'compiled (memory guard: OOM or skipped), not timed.')
   parser.add_argument('--batch_size', type=int, default=2)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=5)

@@ -30,6 +30,7 @@ def output_dir(tmp_path_factory):
   try:
     for mode, (models, lengths) in MODES.items():
       speed_memory.main(TINY + ['--mode', mode, '--models', models, '--isolation', 'none',
+                                '--long_lengths', '',
                                 '--lengths', ','.join(map(str, lengths)), '--output_dir', str(out)])
   finally:
     jax.config.update('jax_disable_most_optimizations', False)
