@@ -24,9 +24,14 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     'pathfinder32': ('lra.pathfinder', {'resolution': 32},
                      {'max_length': 1024, **_PATHFINDER_OPTIONS}),
     'pathx': ('lra.pathfinder', {'resolution': 128}, {'max_length': 16384, **_PATHFINDER_OPTIONS}),
+    # Token-level tasks for the causal Luna models (not part of LRA).
+    'seq2seq': ('lra.sequences', {'kind': 'seq2seq'}, {'max_length': 256, 'max_target_length': 256}),
+    'lm': ('lra.sequences', {'kind': 'lm'}, {'max_length': 512}),
 }
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
-TASKS = tuple(_REGISTRY)
+#: The six LRA tasks, and the token-level tasks of the causal models.
+SEQUENCE_TASKS = ('seq2seq', 'lm')
+TASKS = tuple(name for name in _REGISTRY if name not in SEQUENCE_TASKS)
 CACHE_SUBDIR = 'lra_cache'
 
 
@@ -34,7 +39,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   """Loads the train/validation/test splits of an LRA task.
 
   Args:
-    name: one of TASKS.
+    name: one of TASKS or SEQUENCE_TASKS.
     data_dir: the folder the task's files are in (see the README's Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
       disables the cache) and, for the Pathfinder tasks, `difficulty` and `split_seed`.
@@ -46,7 +51,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
     DataError: unknown task or option, missing or malformed data.
   """
   if name not in _REGISTRY:
-    raise DataError(f'Unknown task {name!r}; known tasks: {", ".join(TASKS)}')
+    raise DataError(f'Unknown task {name!r}; known tasks: {", ".join(_REGISTRY)}')
   module_name, fixed, defaults = _REGISTRY[name]
   unknown = sorted(set(options) - set(defaults) - set(_COMMON_OPTIONS))
   if unknown:

@@ -1,0 +1,88 @@
+"""Seeded toy corpora for the causal Luna models, in the `seq2seq` and `lm` file formats.
+
+  python -m lra.sequence_generator --task sort --output_dir DIR [--num_train 20000 --num_val 500 \
+      --num_test 500 --min_length 4 --max_length 12 --seed 0]
+
+Tasks:
+  sort / reverse: source = a random digit string, target = its digits sorted / reversed
+                  (`train.tsv`, `validation.tsv`, `test.tsv`, lines `source<TAB>target`);
+  lm:             one ListOps expression per line in compact form with its value,
+                  e.g. `[MAX 2 9 [MIN 3 4 ] ]=9` (`train.txt`, `validation.txt`, `test.txt`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from lra import listops_generator
+from lra.sequences import LM_FILES, SEQ2SEQ_FILES
+
+TASKS = ('sort', 'reverse', 'lm')
+
+
+def digit_pairs(task: str, count: int, rng: random.Random, min_length: int,
+                max_length: int) -> list[tuple[str, str]]:
+  """`count` (source, target) pairs of digit strings of length in [min_length, max_length]."""
+  pairs = []
+  for _ in range(count):
+    source = ''.join(rng.choice('0123456789') for _ in range(rng.randint(min_length, max_length)))
+    pairs.append((source, ''.join(sorted(source)) if task == 'sort' else source[::-1]))
+  return pairs
+
+
+def listops_lines(counts: dict[str, int], seed: int, min_length: int,
+                  max_length: int) -> dict[str, list[str]]:
+  """ListOps expressions `[OP a b ... ]=value` per split, from the official-distribution generator."""
+  trees = listops_generator.generate(
+      counts['train'], counts['validation'], counts['test'], min_length=min_length,
+      max_length=max_length, max_depth=4, max_args=5, seed=seed)
+  compact = lambda source: ' '.join(t for t in source.split() if t not in '()')
+  return {split: [f'{compact(src)}={label}' for src, label in examples]
+          for split, examples in trees.items()}
+
+
+def write(task: str, output_dir: str | Path, *, num_train: int = 20000, num_val: int = 500,
+          num_test: int = 500, min_length: int = 4, max_length: int = 12, seed: int = 0) -> Path:
+  """Writes a toy corpus; lengths are digits (sort/reverse) or ListOps tokens (lm).
+
+  Returns:
+    The output directory.
+  """
+  out = Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  counts = {'train': num_train, 'validation': num_val, 'test': num_test}
+  if task == 'lm':
+    for split, lines in listops_lines(counts, seed, min_length, max_length).items():
+      (out / LM_FILES[split]).write_text(''.join(f'{line}\n' for line in lines))
+    return out
+  if task not in TASKS:
+    raise ValueError(f'task must be one of {TASKS}, got {task!r}')
+  rng = random.Random(seed)
+  for split, count in counts.items():
+    pairs = digit_pairs(task, count, rng, min_length, max_length)
+    (out / SEQ2SEQ_FILES[split]).write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
+  return out
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--task', required=True, choices=TASKS)
+  parser.add_argument('--output_dir', required=True)
+  parser.add_argument('--num_train', type=int, default=20000)
+  parser.add_argument('--num_val', type=int, default=500)
+  parser.add_argument('--num_test', type=int, default=500)
+  parser.add_argument('--min_length', type=int, default=4)
+  parser.add_argument('--max_length', type=int, default=12)
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  out = write(args.task, args.output_dir, num_train=args.num_train, num_val=args.num_val,
+              num_test=args.num_test, min_length=args.min_length, max_length=args.max_length,
+              seed=args.seed)
+  print(f'wrote {args.task} corpus to {out}')
+
+
+if __name__ == '__main__':
+  main()

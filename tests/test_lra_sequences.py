@@ -1,0 +1,71 @@
+"""Token-level tasks for the causal models: parallel-text and document readers, toy generators."""
+
+import numpy as np
+import pytest
+
+import lra
+from lra import sequence_generator
+from lra.sequences import BOS_ID, EOS_ID, VOCAB_SIZE
+
+
+def write_pairs(tmp_path, lines):
+  for name in ('train.tsv', 'validation.tsv', 'test.tsv'):
+    (tmp_path / name).write_bytes(lines)
+  return tmp_path
+
+
+def test_parallel_text_is_byte_tokenised_with_eos(tmp_path):
+  write_pairs(tmp_path, b'ab\tBA\n\xc3\xa9\tz\r\n')
+  data = lra.load_task('seq2seq', tmp_path, max_length=4, max_target_length=3, cache=False)
+  np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0, 0], [196, 170, 0, 0]])
+  np.testing.assert_array_equal(data.train.lengths, [2, 2])
+  np.testing.assert_array_equal(data.train.targets, [[67, 66, EOS_ID], [123, EOS_ID, 0]])
+  assert data.vocab_size == VOCAB_SIZE and data.info == {'bos_id': BOS_ID, 'eos_id': EOS_ID}
+
+
+def test_long_targets_are_cut_to_keep_the_eos(tmp_path):
+  write_pairs(tmp_path, b'a\tabcdef\n')
+  data = lra.load_task('seq2seq', tmp_path, max_length=4, max_target_length=3, cache=False)
+  np.testing.assert_array_equal(data.test.targets, [[98, 99, EOS_ID]])
+
+
+def test_malformed_pair_names_file_and_line(tmp_path):
+  write_pairs(tmp_path, b'a\tb\nno tab here\n')
+  with pytest.raises(lra.DataError, match=r'train\.tsv:2: expected 2 tab-separated fields'):
+    lra.load_task('seq2seq', tmp_path, cache=False)
+
+
+def test_documents_become_next_token_pairs(tmp_path):
+  for name in ('train.txt', 'validation.txt', 'test.txt'):
+    (tmp_path / name).write_text('ab\n\nc\n')
+  data = lra.load_task('lm', tmp_path, max_length=4, cache=False)
+  np.testing.assert_array_equal(data.train.inputs, [[BOS_ID, 98, 99, 0], [BOS_ID, 100, 0, 0]])
+  np.testing.assert_array_equal(data.train.targets, [[98, 99, EOS_ID, 0], [100, EOS_ID, 0, 0]])
+  np.testing.assert_array_equal(data.train.lengths, [3, 2])
+
+
+def test_missing_corpus_names_files_and_generator(tmp_path):
+  with pytest.raises(lra.DataError, match='(?s)train.tsv.*lra.sequence_generator --task sort'):
+    lra.load_task('seq2seq', tmp_path / 'nothing')
+
+
+@pytest.mark.parametrize('task', ['sort', 'reverse'])
+def test_generated_pairs_are_correct_and_seeded(tmp_path, task):
+  sequence_generator.write(task, tmp_path / 'a', num_train=50, num_val=5, num_test=5, seed=3)
+  sequence_generator.write(task, tmp_path / 'b', num_train=50, num_val=5, num_test=5, seed=3)
+  text = (tmp_path / 'a' / 'train.tsv').read_text()
+  assert text == (tmp_path / 'b' / 'train.tsv').read_text()
+  for line in text.splitlines():
+    source, target = line.split('\t')
+    assert 4 <= len(source) <= 12 and source.isdigit()
+    assert target == (''.join(sorted(source)) if task == 'sort' else source[::-1])
+
+
+def test_generated_lm_lines_carry_their_listops_value(tmp_path):
+  sequence_generator.write('lm', tmp_path, num_train=30, num_val=5, num_test=5, min_length=5,
+                           max_length=30)
+  lines = (tmp_path / 'train.txt').read_text().splitlines()
+  assert len(lines) == 30
+  assert lines[0].startswith('[') and '(' not in lines[0]
+  expression, value = lines[0].rsplit('=', 1)
+  assert 0 <= int(value) <= 9 and expression.endswith(']')
