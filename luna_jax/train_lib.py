@@ -143,8 +143,8 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
     loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.global_norm(grads),
-             'param_norm': optax.global_norm(params)}
+  metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
+             'param_norm': optax.tree.norm(params)}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -204,6 +204,11 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
   return local
 
 
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first device's copy of every leaf of a pmap-replicated tree ([devices, ...] -> [...])."""
+  return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
+
+
 def shard(batch: Batch, num_devices: int) -> dict[str, np.ndarray]:
   """Reshapes this process's host batch [b, ...] to [num_devices, b / num_devices, ...]."""
   return {k: np.reshape(v, (num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
@@ -232,7 +237,7 @@ def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num
       break
     sums = p_eval_step(params, shard(batch, num_devices))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(jax_utils.unreplicate(totals))
+  totals = jax.device_get(unreplicate(totals))
   count = max(float(totals['count']), 1.0)
   return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss']) / count,
           'num_examples': int(totals['count'])}
@@ -310,7 +315,7 @@ class _TrainLog:
   def summary(self) -> dict[str, float]:
     """Checks and averages the pending steps' metrics (taken from the first device's replica)."""
     steps = [step for step, _ in self._pending]
-    values = jax.device_get([jax.tree.map(lambda x: x[0], m) for _, m in self._pending])
+    values = jax.device_get([unreplicate(m) for _, m in self._pending])
     self._pending.clear()
     for step, metrics in zip(steps, values):
       bad = [f'{name}={value}' for name, value in metrics.items() if not np.isfinite(value)]
@@ -398,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                          axis_name=AXIS, devices=devices)
   run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
                                num_devices=num_devices)
-  state = jax_utils.replicate(state, devices)
+  state = jax_utils.replicate(state, devices, axis_name=AXIS)  # Same sharding as pmap outputs.
   writer = metric_writers.MetricWriter(workdir, enabled=is_lead)
   train_log = _TrainLog(optim.schedule_from_config(config.optimizer), checkpointer)
   batches = lra.train_batches(data.train, training.batch_size, seed=config.seed,
@@ -431,9 +436,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if is_lead:
           bar.write(f'step {step}: validation accuracy {validation["accuracy"]:.4f}, '
                     f'loss {validation["loss"]:.4f}')
-        checkpointer.save_if_best(step, jax_utils.unreplicate(state.params), validation['accuracy'])
+        checkpointer.save_if_best(step, unreplicate(state.params), validation['accuracy'])
       if is_checkpoint:
-        checkpointer.save(step, jax_utils.unreplicate(state))
+        checkpointer.save(step, unreplicate(state))
       if is_eval or is_checkpoint:
         train_log.restart_clock()
 
@@ -441,7 +446,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if validation is None:
     validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
   test = run_eval(state.params, data.test, max_batches=training.num_eval_batches)
-  final_step = int(jax_utils.unreplicate(state.step))
+  final_step = int(unreplicate(state.step))
   writer.write_scalars(final_step, {f'test_{k}': v for k, v in test.items()})
   results = {
       'validation': validation, 'test': test,

@@ -1,0 +1,1 @@
+"""Experiment configs: `base.py` (every field, documented), one file per LRA task, `quickstart.py`."""

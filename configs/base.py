@@ -1,0 +1,163 @@
+"""Shared base of every LRA config: all fields, their defaults and what they mean.
+
+Task files (`configs/<task>.py`) start from `get_config()` and override a few fields; the returned
+config is locked, so a misspelt field in a task file or on the command line (`--config.x=y`) fails
+with its name. `luna_model` and `transformer_model` set the two model recipes the tasks share.
+
+A task config takes an argument `variant[,debug]`, e.g. `configs/listops.py:luna256` or
+`configs/text.py:transformer,debug`:
+  luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
+  transformer                the official LRA Transformer (Tay et al., 2021)
+  debug                      shrink to a smoke test (same as `--config.debug=True`)
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ('luna16', 'luna128', 'luna256', 'transformer')
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The defaults every task config starts from (a Luna-16 ListOps-like setup)."""
+  config = ml_collections.ConfigDict()
+  # Seed of the parameter initialisation, the dropout keys and the training-data order.
+  config.seed = 0
+  # Shrink the run to a smoke test: 1 small layer, batch 8, 5 steps, 2 evaluation batches.
+  config.debug = False
+
+  config.data = ml_collections.ConfigDict()
+  # LRA task, one of lra.TASKS: listops, text, retrieval, image, pathfinder32, pathx.
+  config.data.task = 'listops'
+  # Folder with the task's files (see the README's Data section); set it on the command line.
+  config.data.data_dir = ''
+  # Keyword options of lra.load_task, e.g. max_length, cache_dir (unknown ones fail in lra).
+  config.data.options = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  # Encoder: 'luna' or 'transformer' (luna_jax.ENCODERS).
+  config.model.name = 'luna'
+  # Sequence representation: 'cls' (prepended CLS vector), 'mean' (over real tokens) or 'p' (Luna P).
+  config.model.pooling = 'cls'
+  # Hidden width of the Dense -> ReLU -> Dense classifier head.
+  config.model.classifier_hidden_dim = 1024
+  # Retrieval features of the two documents: 'concat' [u, v] or 'nli' [u, v, u*v, u-v].
+  config.model.interaction = 'concat'
+  # Number of encoder layers.
+  config.model.num_layers = 4
+  # Model width d (embeddings, residual stream).
+  config.model.emb_dim = 256
+  # Attention heads (Luna: heads of the unpack attention).
+  config.model.num_heads = 4
+  # Feed-forward hidden width.
+  config.model.mlp_dim = 1024
+  # Transformer attention width (None: emb_dim). A typed placeholder, so --config.model.qkv_dim=64 works.
+  config.model.qkv_dim = ml_collections.config_dict.placeholder(int)
+  # Luna pack-attention heads (None: num_heads, as in the authors' LRA code).
+  config.model.num_pack_heads = ml_collections.config_dict.placeholder(int)
+  # Luna projection length l (the length of P): 16, 128 or 256 in the paper.
+  config.model.projection_length = 16
+  # Luna: tie keys and values inside pack and unpack (all released LRA models are untied).
+  config.model.tie_kv = False
+  # Luna: pre-LayerNorm layers instead of the paper's post-LN.
+  config.model.normalize_before = False
+  # FFN activation: 'gelu' (exact; Luna), 'gelu_tanh' (jax default; official LRA), 'relu'.
+  config.model.activation = 'gelu'
+  # Dropout on embeddings and residual branches.
+  config.model.dropout_rate = 0.1
+  # Dropout on attention probabilities.
+  config.model.attention_dropout_rate = 0.1
+  # Luna: dropout after the FFN activation (0 in every LRA recipe).
+  config.model.activation_dropout_rate = 0.0
+  # Token positions: 'learned' or 'sinusoidal'.
+  config.model.positional = 'learned'
+  # Luna: LayerNorm on the token embeddings and on the first P (LRA/BERT recipe).
+  config.model.embedding_layernorm = True
+  # Luna: scale embeddings and the first P by sqrt(d) (machine-translation recipe, off for LRA).
+  config.model.embed_scale = False
+  # Transformer attention kernel: 'softmax' (reference) or 'fused' (jax.nn.dot_product_attention).
+  config.model.attention_implementation = 'softmax'
+  # Compute dtype: 'float32' or 'bfloat16' (parameters and optimizer state stay float32).
+  config.model.dtype = 'float32'
+
+  config.optimizer = ml_collections.ConfigDict()
+  # Base learning rate: the `constant` factor of the schedule.
+  config.optimizer.learning_rate = 1e-4
+  # Learning-rate factors multiplied together (luna_jax/optim.py): 'constant * linear_warmup *
+  # rsqrt_normalized_decay' = fairseq inverse_sqrt with peak learning_rate (Luna);
+  # '... * rsqrt_decay' (official LRA text tasks, peak learning_rate / sqrt(warmup_steps));
+  # '... * cosine_decay' (official LRA image tasks).
+  config.optimizer.schedule = 'constant * linear_warmup * rsqrt_normalized_decay'
+  # Linear warmup length in steps.
+  config.optimizer.warmup_steps = 1000
+  # Cosine period in steps (cosine_decay only).
+  config.optimizer.steps_per_cycle = 100000
+  # Decoupled weight decay (AdamW: param -= lr * weight_decay * param, on every parameter).
+  config.optimizer.weight_decay = 1e-4
+  # Adam beta1.
+  config.optimizer.b1 = 0.9
+  # Adam beta2 (0.98 in both official codebases).
+  config.optimizer.b2 = 0.98
+  # Adam epsilon.
+  config.optimizer.eps = 1e-9
+  # Clip gradients to this global norm (0: no clipping, as in every recipe except Path-X).
+  config.optimizer.grad_clip_norm = 0.0
+
+  config.training = ml_collections.ConfigDict()
+  # Global batch size (over all devices and hosts; must divide by the number of devices).
+  config.training.batch_size = 32
+  # Global evaluation batch size (0: batch_size).
+  config.training.eval_batch_size = 0
+  # Number of optimisation steps.
+  config.training.num_train_steps = 5000
+  # Evaluate on the validation split every this many steps (and after the last step).
+  config.training.eval_every = 500
+  # Evaluate at most this many batches per split (-1: the whole split).
+  config.training.num_eval_batches = -1
+  # Write training metrics every this many steps.
+  config.training.log_every = 50
+  # Save a resumable checkpoint every this many steps (and after the last step).
+  config.training.checkpoint_every = 1000
+  # Number of periodic checkpoints to keep (the best-by-validation one is kept separately).
+  config.training.keep_checkpoints = 2
+  # Local devices to use: -1 for all of them, or the first N (single-host runs only).
+  config.training.num_devices = -1
+  # Call jax.distributed.initialize() first (multi-host runs; it reads the cluster environment).
+  config.training.distributed = False
+  config.lock()
+  return config
+
+
+def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, bool]:
+  """Splits a config argument 'variant[,debug]' into (variant, debug)."""
+  parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
+  variant = parts[0] if parts and parts[0] != 'debug' else default
+  extra = [part for part in parts if part not in (variant, 'debug')]
+  if variant not in VARIANTS or extra:
+    raise ValueError(f'config argument {arg!r}: expected one of {VARIANTS} optionally followed '
+                     f'by ",debug".')
+  return variant, 'debug' in parts
+
+
+def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
+  """Sets the Luna LRA recipe of the authors' code (luna-facts §8) with the variant's projection.
+
+  Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P, no
+  embedding scaling, untied K/V, pack heads = unpack heads, no activation dropout.
+  """
+  config.model.update(name='luna', projection_length=int(variant[len('luna'):]), tie_kv=False,
+                      normalize_before=False, activation='gelu', positional='learned',
+                      embedding_layernorm=True, embed_scale=False, activation_dropout_rate=0.0,
+                      num_pack_heads=None, qkv_dim=None)
+  config.optimizer.update(schedule='constant * linear_warmup * rsqrt_normalized_decay', b1=0.9,
+                          b2=0.98, eps=1e-9, grad_clip_norm=0.0)
+
+
+def transformer_model(config: ml_collections.ConfigDict) -> None:
+  """Sets the official LRA Transformer (lra-facts §4): pre-LN blocks, tanh-GELU, sinusoidal positions.
+
+  Task files override positions (learned for CIFAR/Path-X), sizes, pooling and the schedule.
+  """
+  config.model.update(name='transformer', activation='gelu_tanh', positional='sinusoidal')
+  config.optimizer.update(schedule='constant * linear_warmup * rsqrt_decay', b1=0.9, b2=0.98,
+                          eps=1e-9)

@@ -1,0 +1,50 @@
+"""Pathfinder-32 (LRA): are two dots connected by a dashed path? 32x32 = 1024 pixel tokens (binary).
+
+  python train.py --config configs/pathfinder.py:luna256 --workdir runs/pathfinder_luna256 \
+      --config.data.data_dir=data/lra_release/lra_release
+
+Variants: luna16 | luna128 | luna256 | transformer (append ',debug' for a smoke test).
+Expected test accuracy (paper Table 1): Luna-16 78.36, Luna-128 78.89, Luna-256 78.55;
+Transformer 71.40 (Tay et al., 2021). Chance 50%.
+Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 3 hours for Luna
+and about 4 hours for the Transformer (about 62500 steps of batch 512).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Pathfinder-32 config for `arg` = 'variant[,debug]' (default luna256)."""
+  variant, debug = base.parse_arg(arg)
+  config = base.get_config()
+  config.debug = debug
+  config.data.task = 'pathfinder32'
+  # The hardest official difficulty (curv_contour_length_14), 1024 pixels.
+  config.data.options = ml_collections.ConfigDict({'max_length': 1024, 'difficulty': 'hard'})
+  # Both recipes: mean pooling, batch 512, no weight decay, attention dropout 0.1, dropout 0.2,
+  # evaluation once per epoch of 160000 examples (312 steps).
+  config.model.update(pooling='mean', dropout_rate=0.2, attention_dropout_rate=0.1)
+  config.optimizer.weight_decay = 0.0
+  config.training.update(batch_size=512, eval_every=312, log_every=104, checkpoint_every=3120)
+  if variant == 'transformer':
+    # Tay et al. image/configs/pathfinder32/transformer_base.py: 4 layers, 32/16/32, 4 heads,
+    # sinusoidal positions; lr 1e-3, warmup 312, one cosine cycle over 62400 steps.
+    base.transformer_model(config)
+    config.model.update(num_layers=4, emb_dim=32, qkv_dim=16, mlp_dim=32, num_heads=4,
+                        classifier_hidden_dim=32)
+    config.optimizer.update(schedule='constant * linear_warmup * cosine_decay', learning_rate=1e-3,
+                            warmup_steps=312, steps_per_cycle=62400)
+    config.training.num_train_steps = 62400
+  else:
+    # Luna (released script luna_lra_pf32; Table 7 agrees on lr and dropouts): 1 layer, width 128,
+    # FFN 128, 4 heads, head 128 -> 256 -> 2; lr 1e-3 inverse_sqrt peak, warmup 4000, 62500 steps.
+    base.luna_model(config, variant)
+    config.model.update(num_layers=1, emb_dim=128, mlp_dim=128, num_heads=4,
+                        classifier_hidden_dim=256)
+    config.optimizer.update(learning_rate=1e-3, warmup_steps=4000)
+    config.training.num_train_steps = 62500
+  return config

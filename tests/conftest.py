@@ -1,0 +1,53 @@
+"""Shared test setup: 8 fake CPU devices, a session compilation cache, tiny generated LRA data sets.
+
+XLA_FLAGS and the JAX cache settings must be in place before jax is first imported, so they are set
+here, at conftest import time. Code under test still defaults to one device wherever it does not ask
+for `jax.local_devices()`. The persistent compilation cache lives in a fresh temporary folder per
+session: programs compiled twice in one session (e.g. a training run and its resumed copy) compile once.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+_DEVICE_FLAG = '--xla_force_host_platform_device_count=8'
+if 'xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {_DEVICE_FLAG}'.strip()
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix='jax_test_cache_')
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+import pytest  # noqa: E402  (after XLA_FLAGS)
+
+#: Tiny sizes of the generated data (examples in the training split).
+TINY_EXAMPLES = 64
+
+
+@pytest.fixture(scope='session')
+def tiny_lra_data(tmp_path_factory) -> dict[str, tuple[str, dict]]:
+  """Generates every LRA task once, tiny: task -> (data_dir, lra.load_task options)."""
+  from lra import listops_generator, pathfinder_generator, synthetic
+
+  root = tmp_path_factory.mktemp('lra_tiny')
+  listops_generator.main(['--output_dir', str(root / 'listops'), '--num_train', str(TINY_EXAMPLES),
+                          '--num_val', '16', '--num_test', '16', '--min_length', '5',
+                          '--max_length', '30', '--max_depth', '3', '--max_args', '4'])
+  for task in synthetic.TASKS:
+    synthetic.main(['--task', task, '--output_dir', str(root / task),
+                    '--num_examples', str(TINY_EXAMPLES)])
+  pathfinder_generator.main(['--output_dir', str(root / 'pathfinder'), '--resolution', '32',
+                             '--num_examples', '80'])
+  pathfinder_generator.main(['--output_dir', str(root / 'pathfinder'), '--resolution', '128',
+                             '--num_examples', '40'])
+  return {
+      'listops': (str(root / 'listops'), {'max_length': 32}),
+      'text': (str(root / 'text'), {'max_length': 64}),
+      'retrieval': (str(root / 'retrieval'), {'max_length': 64}),
+      'image': (str(root / 'image'), {}),
+      'pathfinder32': (str(root / 'pathfinder'), {}),
+      'pathx': (str(root / 'pathfinder'), {}),
+  }

@@ -1,0 +1,92 @@
+"""The experiment configs: every task and variant builds, follows its recipe, and rejects typos."""
+
+import importlib
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import base
+from luna_jax import train_lib
+
+TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder', 'pathx')
+
+
+def load(name, arg=None):
+  return importlib.import_module(f'configs.{name}').get_config(arg)
+
+
+@pytest.mark.parametrize('name', TASK_FILES)
+@pytest.mark.parametrize('variant', base.VARIANTS)
+def test_every_task_and_variant_builds_a_complete_config(name, variant):
+  config = load(name, variant)
+  train_lib.resolve_config(config)  # Exactly the expected keys in every section.
+  assert config.model.name == ('transformer' if variant == 'transformer' else 'luna')
+  if variant != 'transformer':
+    assert config.model.projection_length == int(variant[4:])
+    assert config.optimizer.schedule == 'constant * linear_warmup * rsqrt_normalized_decay'
+  assert config.training.batch_size % 8 == 0  # Splits over 1, 2, 4 or 8 GPUs.
+  assert not config.debug
+
+
+@pytest.mark.parametrize('name', TASK_FILES)
+def test_docstring_gives_command_expected_accuracy_and_run_time(name):
+  doc = importlib.import_module(f'configs.{name}').__doc__
+  assert f'python train.py --config configs/{name}.py:' in doc
+  assert 'Expected test accuracy' in doc and 'Expected run time' in doc
+
+
+def test_default_variant_is_luna256_and_debug_is_an_argument():
+  assert load('listops').model.projection_length == 256
+  config = load('text', 'luna16,debug')
+  assert config.debug and config.model.projection_length == 16
+  assert train_lib.resolve_config(config).training.num_train_steps == 5
+  with pytest.raises(ValueError, match='luna64'):
+    load('image', 'luna64')
+
+
+def test_recipes_follow_the_papers():
+  """Spot checks against Tay et al.'s configs and the Luna paper's Table 7 / released scripts."""
+  listops = load('listops', 'transformer')
+  assert (listops.model.num_layers, listops.model.emb_dim, listops.model.mlp_dim) == (4, 512, 1024)
+  assert listops.optimizer.learning_rate == 0.05 and listops.optimizer.weight_decay == 0.1
+  assert load('text', 'transformer').data.options.max_length == 1000
+  text = load('text', 'luna128')
+  assert text.data.options.max_length == 4000
+  assert (text.optimizer.learning_rate, text.model.dropout_rate) == (5e-5, 0.3)
+  assert load('retrieval', 'luna16').training.num_train_steps == 20000
+  assert load('retrieval', 'transformer').training.num_train_steps == 5000
+  image = load('image', 'transformer')
+  assert image.optimizer.schedule.endswith('cosine_decay') and image.model.positional == 'learned'
+  assert load('pathfinder', 'luna256').model.pooling == 'mean'
+  assert load('pathx', 'transformer').optimizer.grad_clip_norm == 1.0
+
+
+def test_quickstart_config_is_complete():
+  config = importlib.import_module('configs.quickstart').get_config()
+  train_lib.resolve_config(config)
+  assert config.data.data_dir == 'data/listops_quickstart'
+
+
+def _parse(argv):
+  flag_values = flags.FlagValues()
+  argv = ['train.py'] + argv
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_command_line_overrides_and_typos():
+  config = _parse(['--config=configs/listops.py:luna16', '--config.training.batch_size=64',
+                   '--config.model.qkv_dim=32', '--config.data.data_dir=/data/listops'])
+  assert (config.training.batch_size, config.model.qkv_dim) == (64, 32)
+  assert config.model.projection_length == 16
+  with pytest.raises((flags.Error, AttributeError), match="num_trian_steps"):
+    _parse(['--config=configs/listops.py', '--config.training.num_trian_steps=3'])
+
+
+def test_task_files_cannot_add_fields():
+  config = base.get_config()
+  with pytest.raises(AttributeError, match='emb_size'):
+    config.model.emb_size = 3

@@ -1,0 +1,234 @@
+"""End-to-end tests of the LRA trainer (`luna_jax.train_lib`) on tiny generated data."""
+
+import functools
+import importlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import lra
+import luna_jax
+from luna_jax import optim, train_lib
+
+#: Task name -> config module under configs/.
+CONFIG_FILES = {'listops': 'listops', 'text': 'text', 'retrieval': 'retrieval', 'image': 'image',
+                'pathfinder32': 'pathfinder', 'pathx': 'pathx'}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compilation():
+  """Tiny models compile much faster without XLA optimisations."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def tiny_config(tiny_lra_data, task='listops', variant='luna16', **training):
+  """The real task config in its debug version, on tiny generated data, on one device, 3 steps."""
+  config = importlib.import_module(f'configs.{CONFIG_FILES[task]}').get_config(f'{variant},debug')
+  data_dir, options = tiny_lra_data[task]
+  config.data.data_dir = data_dir
+  config.data.options.update(options)
+  config.training.num_devices = 1
+  config = train_lib.resolve_config(config)  # Applies debug; the fields below refine it.
+  config.debug = False
+  config.training.update(num_train_steps=3, eval_every=3, checkpoint_every=3, num_eval_batches=1)
+  config.training.update(training)
+  return config
+
+
+def read_jsonl(path):
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def checkpoint_params(workdir, step):
+  """The parameters stored in `workdir/checkpoints/<step>` as numpy arrays."""
+  restored = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), 'default'))
+  return restored['params']
+
+
+@pytest.mark.parametrize('task,variant', [
+    (task, variant) for task in CONFIG_FILES for variant in ('luna16', 'transformer')
+    # Quadratic attention over Path-X's 16384 pixels does not fit a CI machine.
+    if (task, variant) != ('pathx', 'transformer')])
+def test_every_task_config_trains_end_to_end(tiny_lra_data, tmp_path, task, variant):
+  config = tiny_config(tiny_lra_data, task, variant)
+  results = train_lib.train_and_evaluate(config, str(tmp_path))
+
+  assert results['step'] == config.training.num_train_steps == 3
+  for split in ('validation', 'test'):
+    assert 0.0 <= results[split]['accuracy'] <= 1.0
+    assert np.isfinite(results[split]['loss'])
+    assert results[split]['num_examples'] > 0
+  assert results['num_params'] > 0
+  assert results['devices']['local_devices'] == 1
+  assert results['config']['data']['task'] == task
+  with open(tmp_path / 'results.json', encoding='utf-8') as f:
+    assert json.load(f)['test'] == results['test']
+  with open(tmp_path / 'config.json', encoding='utf-8') as f:
+    assert json.load(f)['model']['name'] == variant.rstrip('0123456789')
+  logged = read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [m['step'] for m in logged if 'train_loss' in m] == [1, 2, 3]
+  assert any('validation_accuracy' in m for m in logged)
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path / 'tensorboard'))
+  assert os.listdir(tmp_path / 'checkpoints') and os.listdir(tmp_path / 'best')
+
+
+def test_one_and_eight_devices_give_the_same_losses(tiny_lra_data, tmp_path):
+  """pmap over 8 fake CPU devices (batch 8 -> 1 per device) matches one device to 1e-5.
+
+  Dropout is off: its masks depend on how the batch is split over devices, by design (one key per
+  device), so only a dropout-free run is comparable across device counts.
+  """
+  assert len(jax.local_devices()) == 8, 'tests/conftest.py should give 8 fake CPU devices'
+  losses = {}
+  for num_devices in (1, 8):
+    config = tiny_config(tiny_lra_data, num_devices=num_devices)
+    config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
+    workdir = tmp_path / f'devices{num_devices}'
+    results = train_lib.train_and_evaluate(config, str(workdir))
+    assert results['devices']['local_devices'] == num_devices
+    losses[num_devices] = [m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl')
+                           if 'train_loss' in m]
+  assert len(losses[1]) == 3
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_size_must_divide_over_devices(tiny_lra_data, tmp_path):
+  config = tiny_config(tiny_lra_data, num_devices=8, batch_size=12)
+  with pytest.raises(ValueError, match='batch size 12 is not divisible by the number of devices 8'):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+class _Interrupted(Exception):
+  """Stands in for a killed process."""
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data, tmp_path,
+                                                                   monkeypatch):
+  config = tiny_config(tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3)
+  train_lib.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  start_steps = []
+  real_train_batches = lra.train_batches
+
+  def train_batches(*args, start_step=0, **kwargs):
+    start_steps.append(start_step)
+    for step, batch in enumerate(real_train_batches(*args, start_step=start_step, **kwargs),
+                                 start=start_step):
+      if len(start_steps) == 1 and step == 4:  # The first run dies while taking its 5th batch.
+        raise _Interrupted
+      yield batch
+
+  monkeypatch.setattr(lra, 'train_batches', train_batches)
+  workdir = tmp_path / 'interrupted'
+  with pytest.raises(_Interrupted):
+    train_lib.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3']
+  # A save that died half-way leaves an unfinalised temporary folder; it must not be resumed from.
+  (workdir / 'checkpoints' / '5.orbax-checkpoint-tmp-1234567890').mkdir()
+  results = train_lib.train_and_evaluate(config, str(workdir))
+
+  assert start_steps == [0, 3]
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
+  assert results['step'] == 6
+  jax.tree.map(np.testing.assert_array_equal, checkpoint_params(workdir, 6),
+               checkpoint_params(tmp_path / 'straight', 6))
+  # The resumed run appends to metrics.jsonl; its entries for steps 4-6 come last.
+  losses = [{m['step']: m['train_loss'] for m in read_jsonl(path / 'metrics.jsonl')
+             if 'train_loss' in m} for path in (workdir, tmp_path / 'straight')]
+  assert losses[0] == losses[1]
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+  """`train_step` under plain jax.jit (no device axis) drives the loss on one batch to ~0."""
+  model = luna_jax.build_model(
+      {'name': 'luna', 'num_layers': 1, 'emb_dim': 32, 'num_heads': 2, 'mlp_dim': 64,
+       'projection_length': 4, 'classifier_hidden_dim': 32, 'dropout_rate': 0.0,
+       'attention_dropout_rate': 0.0}, vocab_size=16, num_classes=4, max_length=12)
+  rng = np.random.default_rng(0)
+  batch = {'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
+           'lengths': rng.integers(4, 13, 8).astype(np.int32),
+           'targets': rng.integers(0, 4, 8).astype(np.int32)}
+  optimizer = optim.make_optimizer({
+      'learning_rate': 3e-3, 'schedule': 'constant', 'warmup_steps': 0, 'steps_per_cycle': 1,
+      'weight_decay': 0.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'grad_clip_norm': 1.0})
+  state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
+  step = jax.jit(functools.partial(train_lib.train_step, model=model, optimizer=optimizer))
+  for _ in range(150):
+    state, metrics = step(state, batch)
+  assert float(metrics['loss']) < 0.05
+  assert float(metrics['accuracy']) == 1.0
+  assert int(state.step) == 150
+
+
+def test_eval_step_ignores_padding_rows():
+  model = luna_jax.build_model({'name': 'transformer', 'num_layers': 1, 'emb_dim': 16,
+                                'num_heads': 2, 'mlp_dim': 16},
+                               vocab_size=8, num_classes=3, max_length=6)
+  rng = np.random.default_rng(1)
+  batch = {'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
+           'lengths': np.full(4, 6, np.int32), 'targets': np.array([0, 1, 2, 0], np.int32)}
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch['inputs'], batch['lengths'])['params']
+  evaluate = jax.jit(functools.partial(train_lib.eval_step, model=model))
+  full = evaluate(params, {k: v[:2] for k, v in batch.items()})
+  padded = evaluate(params, {**batch, 'weights': np.array([1, 1, 0, 0], np.float32)})
+  assert float(padded['count']) == 2.0
+  np.testing.assert_allclose(padded['loss'], full['loss'], rtol=1e-6)
+  assert float(padded['correct']) == float(full['correct'])
+
+
+def poison_third_update(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """Wraps an optimizer so that its third update is NaN (a stand-in for a diverging run)."""
+
+  def init(params):
+    return inner.init(params), jnp.zeros((), jnp.int32)
+
+  def update(updates, state, params=None):
+    inner_state, count = state
+    updates, inner_state = inner.update(updates, inner_state, params)
+    scale = jnp.where(count == 2, jnp.nan, 1.0)
+    return jax.tree.map(lambda u: u * scale, updates), (inner_state, count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    tiny_lra_data, tmp_path, monkeypatch):
+  config = tiny_config(tiny_lra_data, num_train_steps=4, checkpoint_every=2)
+  real_make_optimizer = optim.make_optimizer
+  monkeypatch.setattr(optim, 'make_optimizer',
+                      lambda cfg: poison_third_update(real_make_optimizer(cfg)))
+  with pytest.raises(FloatingPointError, match=r'Non-finite .*param_norm=nan.* at step 3.*step 2'):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+  params = checkpoint_params(tmp_path, 2)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize('section,key', [('model', 'projection_lenght'), ('training', 'num_step'),
+                                         ('optimizer', 'lr'), ('data', 'dir'), (None, 'sed')])
+def test_unknown_config_key_fails_with_its_name(tiny_lra_data, tmp_path, section, key):
+  config = tiny_config(tiny_lra_data)
+  target = config if section is None else config[section]
+  with target.unlocked():
+    target[key] = 1
+  with pytest.raises(ValueError, match=key):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+def test_unknown_data_option_fails_with_its_name(tiny_lra_data, tmp_path):
+  config = tiny_config(tiny_lra_data)
+  config.data.options = ml_collections.ConfigDict({'max_lenght': 32})
+  with pytest.raises(lra.DataError, match='max_lenght'):
+    train_lib.train_and_evaluate(config, str(tmp_path))

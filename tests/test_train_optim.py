@@ -1,0 +1,63 @@
+"""Learning-rate schedules and the optimizer (`luna_jax.optim`)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from luna_jax import optim
+
+OPTIMIZER = {'learning_rate': 0.1, 'schedule': 'constant', 'warmup_steps': 0, 'steps_per_cycle': 1,
+             'weight_decay': 0.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'grad_clip_norm': 0.0}
+
+
+def test_official_rsqrt_schedule():
+  lr = optim.learning_rate_schedule('constant * linear_warmup * rsqrt_decay', 0.05, 1000)
+  assert float(lr(0)) == 0.0
+  np.testing.assert_allclose(lr(500), 0.05 * 0.5 / np.sqrt(1000), rtol=1e-6)
+  np.testing.assert_allclose(lr(1000), 0.05 / np.sqrt(1000), rtol=1e-6)  # Peak 1.58e-3.
+  np.testing.assert_allclose(lr(4999), 0.05 / np.sqrt(4999), rtol=1e-6)
+
+
+def test_normalized_rsqrt_is_fairseq_inverse_sqrt_with_peak_base():
+  lr = optim.learning_rate_schedule('constant * linear_warmup * rsqrt_normalized_decay', 1e-4, 1000)
+  np.testing.assert_allclose(lr(1000), 1e-4, rtol=1e-6)
+  np.testing.assert_allclose(lr(4000), 1e-4 * np.sqrt(1000 / 4000), rtol=1e-6)
+  np.testing.assert_allclose(lr(250), 0.25e-4, rtol=1e-6)
+
+
+def test_cosine_schedule():
+  lr = optim.learning_rate_schedule('constant * linear_warmup * cosine_decay', 1e-3, 100, 1000)
+  np.testing.assert_allclose(lr(100), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(lr(600), 0.5e-3, rtol=1e-5)
+  np.testing.assert_allclose(lr(1099), 0.0, atol=1e-8)
+
+
+def test_bad_schedules_are_rejected():
+  with pytest.raises(ValueError, match='rsqrt'):
+    optim.learning_rate_schedule('constant * rsqrt', 1.0, 10)
+  with pytest.raises(ValueError, match='warmup_steps'):
+    optim.learning_rate_schedule('constant * linear_warmup', 1.0, 0)
+
+
+def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
+  optimizer = optim.make_optimizer({**OPTIMIZER, 'weight_decay': 0.5})
+  params = {'w': jnp.full((3,), 2.0)}
+  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params)
+  np.testing.assert_allclose(updates['w'], -0.1 * 0.5 * 2.0, rtol=1e-6)
+
+
+def test_gradient_clipping_by_global_norm():
+  params = {'w': jnp.zeros((4,))}
+  grads = {'w': jnp.full((4,), 100.0)}  # Global norm 200.
+  for clip, norm in ((0.0, 200.0), (1.0, 1.0)):
+    optimizer = optim.make_optimizer({**OPTIMIZER, 'grad_clip_norm': clip})
+    _, state = optimizer.update(grads, optimizer.init(params), params)
+    first_moment = optax.tree_utils.tree_get(state, 'mu')  # (1 - b1) * the (clipped) gradient.
+    np.testing.assert_allclose(optax.tree.norm(first_moment), 0.1 * norm, rtol=1e-5)
+
+
+def test_optimizer_config_keys_are_checked():
+  with pytest.raises(ValueError, match='lr'):
+    optim.make_optimizer({**OPTIMIZER, 'lr': 1.0})
