@@ -8,7 +8,10 @@ and notebooks import directly. `--config.<field>=<value>` overrides any config f
 are rejected); `--config.debug=True` shrinks the run to a smoke test.
 """
 
+import logging
+
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from luna_jax import train_lib
@@ -21,9 +24,17 @@ config_flags.DEFINE_config_file('config', None, 'Config file, optionally with an
 flags.mark_flag_as_required('config')
 
 
+class _HideOrbaxInfo(logging.Filter):
+  """Drops orbax's per-save INFO lines, which would bury the progress bar."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or 'orbax' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

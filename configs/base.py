@@ -139,6 +139,19 @@ def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, bool]:
   return variant, 'debug' in parts
 
 
+def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
+  """The base config for LRA task `task` and the config argument 'variant[,debug]'.
+
+  Returns:
+    (config with data.task and debug set, variant name).
+  """
+  variant, debug = parse_arg(arg)
+  config = get_config()
+  config.debug = debug
+  config.data.task = task
+  return config, variant
+
+
 def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   """Sets the Luna LRA recipe of the authors' code (luna-facts §8) with the variant's projection.
 

@@ -19,10 +19,7 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Image config for `arg` = 'variant[,debug]' (default luna256)."""
-  variant, debug = base.parse_arg(arg)
-  config = base.get_config()
-  config.debug = debug
-  config.data.task = 'image'
+  config, variant = base.task_config('image', arg)
   config.data.options = ml_collections.ConfigDict({'max_length': 1024})
   # Both recipes: one layer, CLS pooling, learned positions, batch 256, 35000 steps, no weight decay,
   # evaluation once per epoch of 45000 examples (175 steps).

@@ -19,10 +19,7 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """ListOps config for `arg` = 'variant[,debug]' (default luna256)."""
-  variant, debug = base.parse_arg(arg)
-  config = base.get_config()
-  config.debug = debug
-  config.data.task = 'listops'
+  config, variant = base.task_config('listops', arg)
   # Official length: 2000 tokens (Luna's max_positions 2001 = 2000 + CLS).
   config.data.options = ml_collections.ConfigDict({'max_length': 2000})
   # Both recipes: batch 32 for 5000 steps, CLS pooling, dropout 0.1 / attention dropout 0.1.

@@ -19,10 +19,7 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Pathfinder-32 config for `arg` = 'variant[,debug]' (default luna256)."""
-  variant, debug = base.parse_arg(arg)
-  config = base.get_config()
-  config.debug = debug
-  config.data.task = 'pathfinder32'
+  config, variant = base.task_config('pathfinder32', arg)
   # The hardest official difficulty (curv_contour_length_14), 1024 pixels.
   config.data.options = ml_collections.ConfigDict({'max_length': 1024, 'difficulty': 'hard'})
   # Both recipes: mean pooling, batch 512, no weight decay, attention dropout 0.1, dropout 0.2,

@@ -19,10 +19,7 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Retrieval config for `arg` = 'variant[,debug]' (default luna256)."""
-  variant, debug = base.parse_arg(arg)
-  config = base.get_config()
-  config.debug = debug
-  config.data.task = 'retrieval'
+  config, variant = base.task_config('retrieval', arg)
   # Both recipes: 4000 bytes per document, one shared encoder of 4 layers, width 128, FFN 512, 4 heads,
   # CLS pooling, features [u, v] ('concat'), head 256 -> 512 -> 2, dropout 0.1 / 0.1, batch 32,
   # warmup 8000. (The official Transformer pools the first byte, having no CLS token, and its dual

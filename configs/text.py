@@ -19,10 +19,7 @@ from configs import base
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Text config for `arg` = 'variant[,debug]' (default luna256)."""
-  variant, debug = base.parse_arg(arg)
-  config = base.get_config()
-  config.debug = debug
-  config.data.task = 'text'
+  config, variant = base.task_config('text', arg)
   # Both recipes: 4 layers, width 256, FFN 1024, 4 heads, CLS pooling, batch 32, 20000 steps,
   # warmup 8000, head 256 -> 1024 -> 2.
   config.model.update(pooling='cls', num_layers=4, emb_dim=256, mlp_dim=1024, num_heads=4,

@@ -1,4 +1,4 @@
-"""Strict conversion of ml_collections config sections into typed dataclasses.
+"""Strict key checks of config sections, and their conversion into typed dataclasses.
 
 Each trainer section (`optimizer`, `training`) is read through a frozen dataclass whose fields are the
 section's keys, so a misspelt key in a config file fails at start-up with its name instead of being
@@ -8,9 +8,18 @@ silently ignored.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 T = TypeVar('T')
+
+
+def check_keys(config: Mapping[str, Any], expected: Sequence[str], section: str) -> None:
+  """Raises ValueError naming the unknown and the missing keys of `config` against `expected`."""
+  unknown = sorted(set(config) - set(expected))
+  missing = sorted(set(expected) - set(config))
+  if unknown or missing:
+    raise ValueError(f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
+                     f'{sorted(expected)}.')
 
 
 def dataclass_from_mapping(cls: type[T], config: Mapping[str, Any], section: str) -> T:
@@ -27,10 +36,5 @@ def dataclass_from_mapping(cls: type[T], config: Mapping[str, Any], section: str
   Raises:
     ValueError: naming the unknown and the missing keys.
   """
-  names = {f.name for f in dataclasses.fields(cls)}
-  given = dict(config)
-  unknown, missing = sorted(set(given) - names), sorted(names - set(given))
-  if unknown or missing:
-    raise ValueError(f'config.{section}: unknown key(s) {unknown}, missing key(s) {missing}; '
-                     f'expected exactly {sorted(names)}.')
-  return cls(**given)
+  check_keys(config, [f.name for f in dataclasses.fields(cls)], f'config.{section}')
+  return cls(**dict(config))

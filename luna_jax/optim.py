@@ -47,7 +47,7 @@ class OptimizerConfig:
 
   @classmethod
   def from_mapping(cls, config: Mapping[str, Any]) -> 'OptimizerConfig':
-    """Builds the config from a mapping, naming unknown or missing keys."""
+    """Builds the config from a mapping, naming unknown or missing keys (ValueError)."""
     return config_utils.dataclass_from_mapping(cls, config, 'optimizer')
 
 

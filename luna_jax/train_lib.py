@@ -65,6 +65,11 @@ class TrainingConfig:
   num_devices: int
   distributed: bool
 
+  @classmethod
+  def from_mapping(cls, config: Mapping[str, Any]) -> 'TrainingConfig':
+    """Builds the config from a mapping, naming unknown or missing keys (ValueError)."""
+    return config_utils.dataclass_from_mapping(cls, config, 'training')
+
 
 class TrainState(flax.struct.PyTreeNode):
   """Everything a resumed run needs besides the config.
@@ -248,14 +253,6 @@ def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num
 # ----------------------------------------------------------------------------------------------------
 
 
-def _check_keys(section: Mapping[str, Any], expected: Sequence[str], name: str) -> None:
-  unknown = sorted(set(section) - set(expected))
-  missing = sorted(set(expected) - set(section))
-  if unknown or missing:
-    raise ValueError(f'{name}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
-                     f'{sorted(expected)}.')
-
-
 def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A smoke-test version of `config`: one small layer, batch 8, 5 steps, capped evaluation.
 
@@ -276,9 +273,9 @@ def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks the section keys (naming unknown ones) and applies `debug`; returns a new config."""
-  _check_keys(config, CONFIG_KEYS, 'config')
-  _check_keys(config.data, DATA_KEYS, 'config.data')
-  config_utils.dataclass_from_mapping(TrainingConfig, config.training, 'training')
+  config_utils.check_keys(config, CONFIG_KEYS, 'config')
+  config_utils.check_keys(config.data, DATA_KEYS, 'config.data')
+  TrainingConfig.from_mapping(config.training)
   optim.OptimizerConfig.from_mapping(config.optimizer)
   return apply_debug(config) if config.debug else ml_collections.ConfigDict(config.to_dict())
 
@@ -365,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """
   config = resolve_config(config)
-  training = config_utils.dataclass_from_mapping(TrainingConfig, config.training, 'training')
+  training = TrainingConfig.from_mapping(config.training)
   if training.distributed:
     jax.distributed.initialize()
   is_lead = jax.process_index() == 0
