@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.options = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
-  # Encoder: 'luna' or 'transformer' (luna_jax.ENCODERS).
+  # Model (luna_jax.MODEL_NAMES): classifiers 'luna', 'transformer'; token models 'luna_lm',
+  # 'luna_seq2seq' (these ignore pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
   # Sequence representation: 'cls' (prepended CLS vector), 'mean' (over real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'
@@ -77,6 +78,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embed_scale = False
   # Transformer attention kernel: 'softmax' (reference) or 'fused' (jax.nn.dot_product_attention).
   config.model.attention_implementation = 'softmax'
+  # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
+  config.model.omega = 'softplus'
+  # Causal Luna: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).
+  config.model.causal_implementation = 'chunked'
+  # Causal Luna: positions per chunk of the chunked form.
+  config.model.chunk_size = 64
   # Compute dtype: 'float32' or 'bfloat16' (parameters and optimizer state stay float32).
   config.model.dtype = 'float32'
 
@@ -124,6 +131,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.num_devices = -1
   # Call jax.distributed.initialize() first (multi-host runs; it reads the cluster environment).
   config.training.distributed = False
+  # Label smoothing of the training loss (0 in every LRA recipe; 0.1 for translation in the paper).
+  config.training.label_smoothing = 0.0
   config.lock()
   return config
 

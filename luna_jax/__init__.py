@@ -1,7 +1,9 @@
 """luna_jax: Luna (Linear Unified Nested Attention, Ma et al., NeurIPS 2021) in JAX/Flax.
 
-Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`,
-encoders in `luna_jax.encoders` and LRA classifiers in `luna_jax.classifiers`.
+Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`, encoders in
+`luna_jax.encoders`, LRA classifiers in `luna_jax.classifiers`, the causal LM and encoder-decoder in
+`luna_jax.decoders` (generation in `luna_jax.generation`), and `luna_jax.models.build_model` builds any
+of them from a config.
 """
 
 from luna_jax.attention import (
@@ -18,13 +20,8 @@ from luna_jax.attention import (
     merge_heads,
     split_heads,
 )
-from luna_jax.classifiers import (
-    ClassifierHead,
-    SequenceClassifier,
-    build_model,
-    combine_pair,
-    pool,
-)
+from luna_jax.classifiers import ClassifierHead, SequenceClassifier, combine_pair, pool
+from luna_jax.decoders import LunaLM, LunaSeq2Seq, shift_right
 from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput, LunaEncoder, TransformerEncoder
 from luna_jax.layers import (
     FeedForward,
@@ -35,3 +32,4 @@ from luna_jax.layers import (
     TransformerEncoderLayer,
     sinusoidal_positions,
 )
+from luna_jax.models import MODEL_NAMES, build_model

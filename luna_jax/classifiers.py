@@ -1,5 +1,4 @@
-"""Classification models for LRA: pooling, the MLP head, single and dual (Retrieval) encoders, and the
-config-driven factory `build_model`.
+"""Classification models for LRA: pooling, the MLP head, single and dual (Retrieval) encoders.
 
 Pooling (paper Table 1 and Table 3):
   'cls'  - the state of the prepended CLS vector (position 0);
@@ -7,13 +6,13 @@ Pooling (paper Table 1 and Table 3):
   'p'    - mean over the usable rows of Luna's final P (the authors average every row of a batch-sliced P;
            averaging the usable rows makes an example's representation independent of its batch).
 Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat', official LRA)
-or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations').
+or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations'). `luna_jax.models.build_model` builds
+these from a config.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping, Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -97,6 +96,8 @@ class SequenceClassifier(nn.Module):
   hidden_dim: int = 256
   dual: bool = False
   interaction: str = 'nli'
+  #: Batch fields passed to `__call__` (the trainer reads this).
+  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'inputs2', 'lengths2')
 
   def setup(self):
     if self.encoder_name not in ENCODERS:
@@ -128,41 +129,3 @@ class SequenceClassifier(nn.Module):
         raise ValueError('a dual model needs inputs2 and lengths2.')
       features = combine_pair(features, self.encode(inputs2, lengths2, train=train), self.interaction)
     return self.head(features)
-
-
-#: Keys of `config.model` that are not `EncoderConfig` fields.
-_HEAD_KEYS = ('name', 'pooling', 'classifier_hidden_dim', 'interaction')
-
-
-def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes: int,
-                max_length: int, dual: bool = False) -> SequenceClassifier:
-  """Builds a classifier from a `config.model` mapping.
-
-  Args:
-    model_config: `name`, `pooling`, `classifier_hidden_dim`, `interaction` and any `EncoderConfig`
-      field (except vocab_size / max_length / prepend_cls, which come from the data and the pooling).
-    vocab_size: token vocabulary size.
-    num_classes: output classes.
-    max_length: input length in tokens.
-    dual: build the Retrieval two-tower model.
-
-  Returns:
-    An uninitialised `SequenceClassifier`.
-
-  Raises:
-    ValueError: on an unknown key, naming it.
-  """
-  fields = {f.name for f in dataclasses.fields(EncoderConfig)} - {'vocab_size', 'max_length',
-                                                                  'prepend_cls'}
-  cfg = dict(model_config)
-  unknown = sorted(set(cfg) - fields - set(_HEAD_KEYS))
-  if unknown:
-    raise ValueError(f'unknown model config key(s) {unknown}; known: {sorted(fields | set(_HEAD_KEYS))}.')
-  pooling = cfg.get('pooling', 'cls')
-  encoder = EncoderConfig(vocab_size=vocab_size, max_length=max_length,
-                          prepend_cls=pooling == 'cls',
-                          **{k: v for k, v in cfg.items() if k in fields})
-  return SequenceClassifier(
-      encoder_name=cfg.get('name', 'luna'), encoder=encoder, num_classes=num_classes,
-      pooling=pooling, hidden_dim=cfg.get('classifier_hidden_dim', encoder.mlp_dim), dual=dual,
-      interaction=cfg.get('interaction', 'nli'))

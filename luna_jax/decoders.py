@@ -14,7 +14,7 @@ Caches are plain pytrees whose every leaf has the batch as leading axis, so beam
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -171,6 +171,8 @@ class LunaLM(_TokenDecoder):
   Attributes:
     config: model hyper-parameters (`prepend_cls` must be False).
   """
+  #: Batch fields passed to `__call__` (the trainer reads this).
+  input_names: ClassVar[tuple[str, ...]] = ('inputs',)
 
   def setup_layers(self):
     self.layers = [LunaLMLayer(self.config) for _ in range(self.config.num_layers)]
@@ -206,6 +208,8 @@ class LunaSeq2Seq(_TokenDecoder):
     bos_id: the token that starts every decoder input.
   """
   bos_id: int = 1
+  #: Batch fields passed to `__call__` (the trainer reads this).
+  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
 
   def setup_layers(self):
     self.encoder = LunaEncoder(self.config)

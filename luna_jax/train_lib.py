@@ -42,8 +42,6 @@ from luna_jax import checkpointing, config_utils, metric_writers, optim
 Batch = Mapping[str, Any]
 PyTree = Any
 
-#: Batch fields that are model inputs (the dual fields only exist for Retrieval).
-MODEL_INPUTS = ('inputs', 'lengths', 'inputs2', 'lengths2')
 #: Top-level config keys and the keys of the `data` section.
 CONFIG_KEYS = ('seed', 'debug', 'data', 'model', 'optimizer', 'training')
 DATA_KEYS = ('task', 'data_dir', 'options')
@@ -64,6 +62,7 @@ class TrainingConfig:
   keep_checkpoints: int
   num_devices: int
   distributed: bool
+  label_smoothing: float
 
   @classmethod
   def from_mapping(cls, config: Mapping[str, Any]) -> 'TrainingConfig':
@@ -86,9 +85,27 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array
 
 
-def model_inputs(batch: Batch) -> dict[str, Any]:
-  """The model's keyword inputs present in `batch`."""
-  return {name: batch[name] for name in MODEL_INPUTS if name in batch}
+def model_inputs(batch: Batch, model: flax.linen.Module) -> dict[str, Any]:
+  """The model's keyword inputs (`model.input_names`) present in `batch`."""
+  return {name: batch[name] for name in model.input_names if name in batch}
+
+
+def loss_weights(batch: Batch) -> jax.Array:
+  """What each target counts for: per example ([b], 'weights' or 1) for class labels; per token
+  ([b, T], 0 on padding targets) for the token-level tasks."""
+  targets = batch['targets']
+  weights = batch.get('weights', jnp.ones(targets.shape[:1], jnp.float32))
+  if targets.ndim == 2:
+    weights = weights[:, None] * (targets > 0)
+  return weights
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy per target, optionally label-smoothed: `[..., V]`, `[...]` -> `[...]`."""
+  if label_smoothing == 0.0:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  labels = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, labels)
 
 
 def create_train_state(rng: jax.Array, model: flax.linen.Module,
@@ -97,7 +114,7 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module,
 
   Args:
     rng: PRNG key; split into the init key and the state's dropout key.
-    model: the classifier from `luna_jax.build_model`.
+    model: the model from `luna_jax.build_model`.
     optimizer: the optax transformation.
     example_batch: a batch with the model inputs (only shapes and dtypes matter).
 
@@ -105,47 +122,55 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module,
     A TrainState at step 0.
   """
   init_rng, state_rng = jax.random.split(rng)
-  variables = jax.jit(functools.partial(model.init, train=False))(init_rng,
-                                                                    **model_inputs(example_batch))
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      init_rng, **model_inputs(example_batch, model))
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), rng=state_rng)
 
 
 def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
-               optimizer: optax.GradientTransformation,
-               axis_name: Optional[str] = None) -> tuple[TrainState, dict[str, jax.Array]]:
+               optimizer: optax.GradientTransformation, axis_name: Optional[str] = None,
+               label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step on the (per-device) batch.
 
-  Pure; under `jax.pmap(..., axis_name=...)` loss, accuracy and gradients are averaged over the axis
-  (every device holds an equal share of the global batch, so this is the global-batch mean), and each
-  device gets its own dropout key `fold_in(fold_in(state.rng, step), device index)`.
+  Pure. The loss is the mean over the whole global batch: every device divides its summed loss by the
+  global weight (number of examples, or of target tokens for the token-level tasks) and gradients are
+  summed over `axis_name`, so one device and N devices take the same step. Each device gets its own
+  dropout key `fold_in(fold_in(state.rng, step), device index)`.
 
   Args:
     state: the current state.
-    batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] int32 (+ 'inputs2', 'lengths2').
-    model: the classifier.
+    batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] (class labels) or [b, T] (tokens,
+      0 = padding) int32, plus whatever else the model takes ('inputs2', 'lengths2').
+    model: the model (`luna_jax.build_model`).
     optimizer: the optax transformation the state was created with.
     axis_name: the pmap axis, or None on a single device (plain `jax.jit`).
+    label_smoothing: label smoothing of the training loss.
 
   Returns:
-    The new state and scalar metrics: loss, accuracy, grad_norm (after averaging, before clipping)
-    and param_norm (of the new parameters).
+    The new state and scalar metrics: loss, accuracy (per example or per token), grad_norm (after
+    averaging, before clipping) and param_norm (of the new parameters).
   """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
   if axis_name is not None:
     dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+  weights = loss_weights(batch)
+  total = jnp.sum(weights)
+  if axis_name is not None:
+    total = jax.lax.psum(total, axis_name)
+  total = jnp.maximum(total, 1.0)
 
   def loss_fn(params):
-    logits = model.apply({'params': params}, **model_inputs(batch), train=True,
+    logits = model.apply({'params': params}, **model_inputs(batch, model), train=True,
                          rngs={'dropout': dropout_rng})
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['targets']).mean()
-    return loss, logits
+    losses = cross_entropy(logits, batch['targets'], label_smoothing)
+    return jnp.sum(losses * weights) / total, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == batch['targets'])
+  accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == batch['targets']) * weights) / total
   if axis_name is not None:
-    loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
+    loss, accuracy, grads = jax.lax.psum((loss, accuracy, grads), axis_name)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
@@ -160,19 +185,25 @@ def eval_step(params: PyTree, batch: Batch, *, model: flax.linen.Module,
   Args:
     params: the model parameters.
     batch: like `train_step`'s, plus optional 'weights' [b] float32 (0 marks padding rows).
-    model: the classifier.
+    model: the model.
     axis_name: the pmap axis to sum over, or None.
 
   Returns:
-    {'loss': summed loss, 'correct': number correct, 'count': number of real examples}.
+    {'loss', 'correct', 'count'}: summed loss, correct predictions and weight (examples, or target
+    tokens for the token-level tasks); for token-level tasks also 'sequences_correct' (examples whose
+    every target token is predicted, i.e. that greedy decoding reproduces exactly) and 'sequences'.
   """
-  logits = model.apply({'params': params}, **model_inputs(batch), train=False)
+  logits = model.apply({'params': params}, **model_inputs(batch, model), train=False)
   targets = batch['targets']
-  weights = batch.get('weights', jnp.ones(targets.shape, jnp.float32))
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  sums = {'loss': jnp.sum(losses * weights),
-          'correct': jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights),
-          'count': jnp.sum(weights)}
+  weights = loss_weights(batch)
+  hits = jnp.argmax(logits, axis=-1) == targets
+  sums = {'loss': jnp.sum(cross_entropy(logits, targets) * weights),
+          'correct': jnp.sum(hits * weights), 'count': jnp.sum(weights)}
+  if targets.ndim == 2:
+    example_weights = batch.get('weights', jnp.ones(targets.shape[:1], jnp.float32))
+    whole = jnp.all(hits | (targets == 0), axis=-1)
+    sums.update(sequences_correct=jnp.sum(whole * example_weights),
+                sequences=jnp.sum(example_weights))
   return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
 
 
@@ -244,8 +275,12 @@ def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(unreplicate(totals))
   count = max(float(totals['count']), 1.0)
-  return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss']) / count,
-          'num_examples': int(totals['count'])}
+  metrics = {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss']) / count,
+             'num_examples': int(totals.get('sequences', totals['count']))}
+  if 'sequences' in totals:
+    metrics['sequence_accuracy'] = float(totals['sequences_correct']) / max(
+        float(totals['sequences']), 1.0)
+  return metrics
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -375,9 +410,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   num_devices = len(devices)
   data = lra.load_task(config.data.task, config.data.data_dir, **config.data.options)
+  # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
+  max_length = max([data.max_length, *data.train.targets.shape[1:]])
   model = luna_jax.build_model(config.model, vocab_size=data.vocab_size,
-                               num_classes=data.num_classes, max_length=data.max_length,
-                               dual=data.dual)
+                               num_classes=data.num_classes, max_length=max_length,
+                               dual=data.dual, bos_id=data.info.get('bos_id'))
   optimizer = optim.make_optimizer(config.optimizer)
   example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
   state = create_train_state(jax.random.PRNGKey(config.seed), model, optimizer, example)
@@ -394,7 +431,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                training.num_train_steps)
 
   p_train_step = jax.pmap(
-      functools.partial(train_step, model=model, optimizer=optimizer, axis_name=AXIS),
+      functools.partial(train_step, model=model, optimizer=optimizer, axis_name=AXIS,
+                        label_smoothing=training.label_smoothing),
       axis_name=AXIS, devices=devices, donate_argnums=(0,))
   p_eval_step = jax.pmap(functools.partial(eval_step, model=model, axis_name=AXIS),
                          axis_name=AXIS, devices=devices)
