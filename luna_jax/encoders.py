@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from luna_jax.baselines import self_attention_module
 from luna_jax.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
 
 Array = jax.Array
@@ -43,7 +44,13 @@ class EncoderConfig:
     embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
     embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
     prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head).
-    attention_implementation: Transformer attention: 'softmax' or 'fused'.
+    attention_implementation: Transformer attention (`luna_jax.baselines.ATTENTIONS`): 'softmax',
+      'fused', or the baselines 'linformer', 'linear' (elu + 1) and 'performer' (FAVOR+).
+    low_rank_features: Linformer's projected length r.
+    nb_features: Performer's number of random features.
+    redraw_features: Performer: draw a new random projection at every training step.
+    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer its own
+      learned P table and drops Y_P between layers (the non-contextual ablation, paper Table 5).
     omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
     causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
     chunk_size: positions per chunk of the chunked causal form.
@@ -69,6 +76,10 @@ class EncoderConfig:
   embed_scale: bool = False
   prepend_cls: bool = True
   attention_implementation: str = 'softmax'
+  low_rank_features: int = 16
+  nb_features: int = 256
+  redraw_features: bool = False
+  contextual_p: bool = True
   omega: str = 'softplus'
   causal_implementation: str = 'chunked'
   chunk_size: int = 64
@@ -168,6 +179,10 @@ class LunaEncoder(nn.Module):
   `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens and
   masked P rows are zeroed at the input (LRA recipe); they never influence valid outputs.
 
+  With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned table
+  `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output Y_P; the
+  returned P is the last layer's Y_P.
+
   Attributes:
     config: the encoder config.
   """
@@ -189,17 +204,25 @@ class LunaEncoder(nn.Module):
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
     stddev = d ** -0.5
     x, lengths = TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
-    p = jnp.broadcast_to(first_p(self, cfg)[None], (x.shape[0], l, d))
     if cfg.embedding_layernorm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
-      p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='projected_embedding_norm')(p)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-    p = nn.Dropout(cfg.dropout_rate)(p, deterministic=deterministic)
     x_mask = length_mask(lengths, x.shape[1])
     p_mask = length_mask(lengths, l)
     x = jnp.where(x_mask[..., None], x, 0).astype(dtype)
-    p = jnp.where(p_mask[..., None], p, 0).astype(dtype)
+
+    def initial_p(suffix: str = '') -> Array:
+      p = jnp.broadcast_to(first_p(self, cfg, 'projected_embeddings' + suffix)[None],
+                           (x.shape[0], l, d))
+      if cfg.embedding_layernorm:
+        p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='projected_embedding_norm' + suffix)(p)
+      p = nn.Dropout(cfg.dropout_rate)(p, deterministic=deterministic)
+      return jnp.where(p_mask[..., None], p, 0).astype(dtype)
+
+    p = initial_p() if cfg.contextual_p else None
     for i in range(cfg.num_layers):
+      if not cfg.contextual_p:
+        p = initial_p(f'_{i}')
       x, p = LunaEncoderLayer(
           num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, num_pack_heads=cfg.num_pack_heads,
           tie_kv=cfg.tie_kv, normalize_before=cfg.normalize_before, activation=cfg.activation,
@@ -215,7 +238,8 @@ class LunaEncoder(nn.Module):
 class TransformerEncoder(nn.Module):
   """The official LRA Transformer encoder (lra-facts §4): N(0, 1) embeddings, zero-init CLS,
   sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks without q/k/v/out biases,
-  final LayerNorm.
+  final LayerNorm. `attention_implementation` swaps the attention, which makes the LRA baselines
+  Linformer, Linear Transformer and Performer (`luna_jax.baselines`).
 
   Attributes:
     config: the encoder config.
@@ -239,12 +263,16 @@ class TransformerEncoder(nn.Module):
     x, lengths = TokenEmbedding(cfg, 1.0, 0.02, cls_init_zero=True, name='embed')(tokens, lengths)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     mask = length_mask(lengths, x.shape[1])
+    attention = self_attention_module(
+        cfg.attention_implementation, max_length=cfg.max_length + int(cfg.prepend_cls),
+        low_rank_features=cfg.low_rank_features, nb_features=cfg.nb_features,
+        redraw_features=cfg.redraw_features)
     for i in range(cfg.num_layers):
       x = TransformerEncoderLayer(
           num_heads=cfg.num_heads, qkv_dim=cfg.qkv_dim or cfg.emb_dim, mlp_dim=cfg.mlp_dim,
           dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
-          activation=cfg.activation, attention_implementation=cfg.attention_implementation,
-          dtype=dtype, name=f'layer_{i}')(x, mask, deterministic=deterministic)
+          activation=cfg.activation, attention_module=attention, dtype=dtype,
+          name=f'layer_{i}')(x, mask, deterministic=deterministic)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
     return EncoderOutput(x, mask)
 

@@ -7,6 +7,7 @@ All kernels are `[in, out]` Dense kernels with biases; head split is the contigu
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional
 
@@ -330,7 +331,8 @@ class SelfAttention(nn.Module):
     qkv_dim: total width of queries/keys/values (may differ from the model width).
     attention_dropout_rate: attention-probability dropout (plain implementation only).
     implementation: 'softmax' (einsum, materialises the n x n matrix) or 'fused'
-      (`jax.nn.dot_product_attention`, no attention dropout).
+      (`jax.nn.dot_product_attention`, no attention dropout). The efficient-attention baselines
+      (`luna_jax.baselines`) subclass this module and replace `attend`.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -348,17 +350,22 @@ class SelfAttention(nn.Module):
                                      dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     q, k, v = (attn.split_heads(dense(self.qkv_dim, name)(x), self.num_heads)
                for name in ('query', 'key', 'value'))
+    y = self.attend(q, k, v, mask, deterministic)
+    return dense(x.shape[-1], 'out')(attn.merge_heads(y))
+
+  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
+             deterministic: bool) -> Array:
+    """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads, dh]`."""
     if self.implementation == 'softmax':
       use_dropout = not deterministic and self.attention_dropout_rate > 0.0
       y, _ = attn.dot_product_attention(
-          q, k, v, mask, dropout_rate=self.attention_dropout_rate,
+          query, key, value, mask, dropout_rate=self.attention_dropout_rate,
           dropout_rng=self.make_rng('dropout') if use_dropout else None,
           deterministic=deterministic)
-    elif self.implementation == 'fused':
-      y = attn.fused_dot_product_attention(q, k, v, mask)
-    else:
-      raise ValueError(f"implementation must be 'softmax' or 'fused', got {self.implementation!r}.")
-    return dense(x.shape[-1], 'out')(attn.merge_heads(y))
+      return y
+    if self.implementation == 'fused':
+      return attn.fused_dot_product_attention(query, key, value, mask)
+    raise ValueError(f"implementation must be 'softmax' or 'fused', got {self.implementation!r}.")
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -372,6 +379,8 @@ class TransformerEncoderLayer(nn.Module):
     attention_dropout_rate: attention-probability dropout.
     activation: MLP activation (official: 'gelu_tanh').
     attention_implementation: 'softmax' or 'fused'.
+    attention_module: builds the attention instead of `SelfAttention(implementation=...)`, called with
+      SelfAttention's fields (`luna_jax.baselines.self_attention_module` makes these).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -382,6 +391,7 @@ class TransformerEncoderLayer(nn.Module):
   attention_dropout_rate: float = 0.0
   activation: str = 'gelu_tanh'
   attention_implementation: str = 'softmax'
+  attention_module: Optional[Callable[..., nn.Module]] = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -391,9 +401,12 @@ class TransformerEncoderLayer(nn.Module):
     ln = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
                                    name=name)
     drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    y = SelfAttention(self.num_heads, self.qkv_dim, self.attention_dropout_rate,
-                      self.attention_implementation, self.dtype, self.param_dtype,
-                      name='attention')(ln('attention_norm')(x), mask, deterministic=deterministic)
+    module = self.attention_module or functools.partial(
+        SelfAttention, implementation=self.attention_implementation)
+    y = module(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
+               attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
+               param_dtype=self.param_dtype,
+               name='attention')(ln('attention_norm')(x), mask, deterministic=deterministic)
     x = x + drop(y)
     y = FeedForward(self.mlp_dim, self.activation, self.dropout_rate,
                     bias_init=nn.initializers.normal(1e-6), dtype=self.dtype,

@@ -1,0 +1,290 @@
+"""Efficient-attention baselines of the Luna paper's Table 1: Linformer, Linear Transformer, Performer.
+
+LRA (Tay et al., 2021) defines each of them as its Transformer with another self-attention, and so does
+this module: the pure functions below work on projected, head-split `[batch, length, heads, head_dim]`
+tensors (like `luna_jax.attention`), and the thin modules are `luna_jax.layers.SelfAttention` (same
+no-bias q/k/v/out projections) with another `attend`. `self_attention_module` maps an
+`attention_implementation` name to the module the LRA Transformer block builds.
+
+  linformer  Wang et al. (2020): keys and values projected along the sequence by learned `[max_length, r]`
+             matrices E and F (one pair per layer, shared by the heads), then softmax attention over the
+             r projected positions. The length is fixed, as in the original: longer inputs are rejected.
+  linear     Katharopoulos et al. (2020): phi(x) = elu(x) + 1,
+             out_i = phi(q_i) (sum_j phi(k_j) v_j^T) / (phi(q_i) . sum_j phi(k_j)).
+  performer  Choromanski et al. (2021), FAVOR+: positive orthogonal random features of the softmax kernel,
+             phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m) with x' = x / head_dim^(1/4), then the linear form.
+
+Masked (padding) keys are zeroed before the projection (Linformer) or in feature space (linear, FAVOR+),
+so they never contribute. Feature maps, sums and normalisers are float32; outputs come back in the
+values' dtype. Linear and FAVOR+ attention have no attention dropout (as in LRA's code).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from luna_jax import attention as attn
+from luna_jax.layers import SelfAttention
+
+Array = jax.Array
+
+#: Values of `attention_implementation` (EncoderConfig / config.model) for the LRA Transformer block.
+ATTENTIONS = ('softmax', 'fused', 'linformer', 'linear', 'performer')
+#: Added to the normalisers of the linear forms (LRA's linear attention uses the same).
+_EPS = 1e-6
+
+
+def linformer_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    key_projection: Array,
+    value_projection: Array,
+    key_mask: Optional[Array] = None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+) -> tuple[Array, Array]:
+  """Linformer attention: softmax(q (E^T K)^T / sqrt(dh)) (F^T V).
+
+  Args:
+    query: `[batch, n, heads, head_dim]`.
+    key: `[batch, m, heads, head_dim]`.
+    value: `[batch, m, heads, v_dim]`.
+    key_projection: E, `[max_length, r]`; its first m rows project the m keys.
+    value_projection: F, `[max_length, r]`.
+    key_mask: optional `[batch, m]` bool, True for real keys (masked keys are zeroed before projecting).
+    dropout_rate: dropout on the `[n, r]` attention probabilities.
+    dropout_rng: PRNG key for the dropout.
+    deterministic: disable dropout.
+
+  Returns:
+    `(out, probs)`: out `[batch, n, heads, v_dim]` in value's dtype, probs `[batch, heads, n, r]` float32.
+
+  Raises:
+    ValueError: when m exceeds the fixed length `max_length`.
+  """
+  m, max_length = key.shape[1], key_projection.shape[0]
+  if m > max_length:
+    raise ValueError(f'Linformer projects a fixed length of {max_length} positions; got an input of '
+                     f'{m}. Rebuild the model with a larger max_length.')
+  if key_mask is not None:
+    key = jnp.where(key_mask[:, :, None, None], key, 0)
+    value = jnp.where(key_mask[:, :, None, None], value, 0)
+  project = lambda x, e: jnp.einsum('bmhd,mr->brhd', x, e[:m].astype(x.dtype),
+                                    preferred_element_type=jnp.float32).astype(x.dtype)
+  return attn.dot_product_attention(
+      query, project(key, key_projection), project(value, value_projection),
+      dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
+
+
+def kernelized_attention(query_features: Array, key_features: Array, value: Array) -> Array:
+  """The linear-attention form out_i = phi_i (sum_j psi_j v_j^T) / (phi_i . sum_j psi_j).
+
+  Args:
+    query_features: `[batch, n, heads, f]` non-negative float32 features phi of the queries.
+    key_features: `[batch, m, heads, f]` non-negative float32 features psi of the keys (zero for masked
+      keys).
+    value: `[batch, m, heads, v_dim]`.
+
+  Returns:
+    `[batch, n, heads, v_dim]` in value's dtype.
+  """
+  context = jnp.einsum('bmhf,bmhd->bhfd', key_features, value.astype(jnp.float32))
+  normaliser = jnp.einsum('bnhf,bhf->bnh', query_features, jnp.sum(key_features, axis=1))
+  out = jnp.einsum('bnhf,bhfd->bnhd', query_features, context) / (normaliser[..., None] + _EPS)
+  return out.astype(value.dtype)
+
+
+def linear_attention(query: Array, key: Array, value: Array,
+                     key_mask: Optional[Array] = None) -> Array:
+  """Linear Transformer attention with the feature map elu(x) + 1.
+
+  Args:
+    query: `[batch, n, heads, head_dim]`.
+    key: `[batch, m, heads, head_dim]`.
+    value: `[batch, m, heads, v_dim]`.
+    key_mask: optional `[batch, m]` bool, True for real keys.
+
+  Returns:
+    `[batch, n, heads, v_dim]` in value's dtype.
+  """
+  feature_map = lambda x: jax.nn.elu(x.astype(jnp.float32)) + 1.0
+  key_features = feature_map(key)
+  if key_mask is not None:
+    key_features = jnp.where(key_mask[:, :, None, None], key_features, 0.0)
+  return kernelized_attention(feature_map(query), key_features, value)
+
+
+def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
+  """FAVOR+ projection: `[nb_features, dim]` rows orthogonal within each block of `dim` rows.
+
+  Each block is the orthogonal factor of a Gaussian matrix; each row is then rescaled by the norm of an
+  independent `dim`-dimensional Gaussian vector, so every row is marginally N(0, I) (Performer's
+  `ortho_scaling=0`).
+
+  Args:
+    rng: PRNG key.
+    nb_features: number of random features m.
+    dim: head dimension.
+
+  Returns:
+    `[nb_features, dim]` float32.
+  """
+  num_blocks = -(-nb_features // dim)
+  keys = jax.random.split(rng, num_blocks + 1)
+  blocks = [jnp.linalg.qr(jax.random.normal(k, (dim, dim), jnp.float32))[0].T for k in keys[:-1]]
+  rows = jnp.concatenate(blocks, axis=0)[:nb_features]
+  norms = jnp.linalg.norm(jax.random.normal(keys[-1], (nb_features, dim), jnp.float32), axis=1)
+  return rows * norms[:, None]
+
+
+def favor_features(x: Array, projection: Array, *, is_query: bool,
+                   mask: Optional[Array] = None) -> Array:
+  """Positive random features of the softmax kernel, up to a factor that cancels in attention.
+
+  phi(x) = exp(W x' - |x'|^2 / 2 - c) / sqrt(m), x' = x / head_dim^(1/4), so that
+  E[phi(q) . phi(k)] = exp(q . k / sqrt(head_dim)) * exp(-c_q - c_k). The stabiliser c is the largest
+  exponent of each query row (queries) or of all real keys of a (batch, head) (keys); both cancel
+  between the numerator and the normaliser of the attention.
+
+  Args:
+    x: `[batch, length, heads, head_dim]`.
+    projection: W, `[m, head_dim]`.
+    is_query: stabilise per row (queries) or per (batch, head) over the real keys (keys).
+    mask: optional `[batch, length]` bool; masked positions get zero features.
+
+  Returns:
+    `[batch, length, heads, m]` float32, non-negative.
+  """
+  x = x.astype(jnp.float32) * x.shape[-1] ** -0.25
+  exponent = (jnp.einsum('blhd,md->blhm', x, projection.astype(jnp.float32))
+              - 0.5 * jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+  valid = jnp.ones(x.shape[:2], bool) if mask is None else mask
+  valid = valid[:, :, None, None]
+  if is_query:
+    shift = jnp.max(exponent, axis=-1, keepdims=True)
+  else:
+    shift = jnp.max(jnp.where(valid, exponent, -jnp.inf), axis=(1, 3), keepdims=True)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+  features = jnp.exp(exponent - jax.lax.stop_gradient(shift)) / math.sqrt(projection.shape[0])
+  return jnp.where(valid, features, 0.0)
+
+
+def performer_attention(query: Array, key: Array, value: Array, projection: Array,
+                        key_mask: Optional[Array] = None) -> Array:
+  """FAVOR+ attention (Performer) with the random projection `projection`.
+
+  Args:
+    query: `[batch, n, heads, head_dim]`.
+    key: `[batch, m, heads, head_dim]`.
+    value: `[batch, m, heads, v_dim]`.
+    projection: `[nb_features, head_dim]`, e.g. from `orthogonal_random_matrix`.
+    key_mask: optional `[batch, m]` bool, True for real keys.
+
+  Returns:
+    `[batch, n, heads, v_dim]` in value's dtype.
+  """
+  return kernelized_attention(favor_features(query, projection, is_query=True),
+                              favor_features(key, projection, is_query=False, mask=key_mask), value)
+
+
+class LinformerSelfAttention(SelfAttention):
+  """Linformer self-attention: the LRA projections around `linformer_attention`.
+
+  Parameters `key_projection` (E) and `value_projection` (F), `[max_length, low_rank_features]`, init
+  N(0, 1/max_length) (LRA's lecun_normal over the length axis).
+
+  Attributes:
+    max_length: the fixed sequence length (longer inputs raise ValueError).
+    low_rank_features: r, the projected length (LRA: 16).
+  """
+  max_length: Optional[int] = None
+  low_rank_features: int = 16
+
+  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
+             deterministic: bool) -> Array:
+    if self.max_length is None:
+      raise ValueError('LinformerSelfAttention needs max_length.')
+    shape = (self.max_length, self.low_rank_features)
+    init = nn.initializers.lecun_normal(in_axis=0, out_axis=1)
+    e = self.param('key_projection', init, shape, self.param_dtype)
+    f = self.param('value_projection', init, shape, self.param_dtype)
+    use_dropout = not deterministic and self.attention_dropout_rate > 0.0
+    y, probs = linformer_attention(
+        query, key, value, e, f, mask, dropout_rate=self.attention_dropout_rate,
+        dropout_rng=self.make_rng('dropout') if use_dropout else None, deterministic=deterministic)
+    self.sow('intermediates', 'probs', probs)
+    return y
+
+
+class LinearSelfAttention(SelfAttention):
+  """Linear Transformer self-attention (elu + 1 features); no attention dropout."""
+
+  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
+             deterministic: bool) -> Array:
+    return linear_attention(query, key, value, mask)
+
+
+class PerformerSelfAttention(SelfAttention):
+  """Performer (FAVOR+) self-attention; no attention dropout.
+
+  The projection is not a parameter. It is drawn from a key fixed by the module's path (so each layer
+  has its own, identical in every call and run), or, with `redraw_features`, drawn anew at every training
+  call from the 'dropout' rng stream (a new projection per step; evaluation uses the fixed one).
+
+  Attributes:
+    nb_features: number of random features m (LRA: 256).
+    redraw_features: redraw the projection at every training step.
+  """
+  nb_features: int = 256
+  redraw_features: bool = False
+
+  def projection(self, deterministic: bool) -> Array:
+    """The `[nb_features, head_dim]` random projection of this call."""
+    if self.redraw_features and not deterministic:
+      rng = self.make_rng('dropout')
+    else:
+      rng = jax.random.PRNGKey(zlib.crc32('/'.join(self.path).encode()))
+    return orthogonal_random_matrix(rng, self.nb_features, self.qkv_dim // self.num_heads)
+
+  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
+             deterministic: bool) -> Array:
+    return performer_attention(query, key, value, self.projection(deterministic), mask)
+
+
+def self_attention_module(implementation: str, *, max_length: Optional[int] = None,
+                          low_rank_features: int = 16, nb_features: int = 256,
+                          redraw_features: bool = False) -> Callable[..., nn.Module]:
+  """The self-attention constructor of an `attention_implementation` name.
+
+  Args:
+    implementation: one of `ATTENTIONS`.
+    max_length: Linformer's fixed length (the encoder's sequence length, CLS included).
+    low_rank_features: Linformer's projected length.
+    nb_features: Performer's number of random features.
+    redraw_features: Performer: a new projection at every training step.
+
+  Returns:
+    A callable taking `SelfAttention`'s fields (num_heads, qkv_dim, attention_dropout_rate, dtype,
+    param_dtype, name) and returning the module.
+  """
+  if implementation in ('softmax', 'fused'):
+    return functools.partial(SelfAttention, implementation=implementation)
+  if implementation == 'linformer':
+    return functools.partial(LinformerSelfAttention, max_length=max_length,
+                             low_rank_features=low_rank_features)
+  if implementation == 'linear':
+    return LinearSelfAttention
+  if implementation == 'performer':
+    return functools.partial(PerformerSelfAttention, nb_features=nb_features,
+                             redraw_features=redraw_features)
+  raise ValueError(f'attention_implementation must be one of {ATTENTIONS}, got {implementation!r}.')
