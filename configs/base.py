@@ -7,15 +7,23 @@ with its name. `luna_model` and `transformer_model` set the two model recipes th
 A task config takes an argument `variant[,debug]`, e.g. `configs/listops.py:luna256` or
 `configs/text.py:transformer,debug`:
   luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
+  luna16_noncontextual       Luna-16 with a learned P per layer, not carried between layers (Table 5)
   transformer                the official LRA Transformer (Tay et al., 2021)
+  linformer, linear_transformer, performer
+                             the LRA Transformer with Linformer / elu+1 linear / FAVOR+ attention
   debug                      shrink to a smoke test (same as `--config.debug=True`)
 """
 
 from __future__ import annotations
 
+import re
+
 import ml_collections
 
-VARIANTS = ('luna16', 'luna128', 'luna256', 'transformer')
+#: Transformer-family variants and their `config.model.attention_implementation`.
+TRANSFORMER_VARIANTS = {'transformer': 'softmax', 'linformer': 'linformer',
+                        'linear_transformer': 'linear', 'performer': 'performer'}
+VARIANTS = ('luna16', 'luna128', 'luna256', 'luna16_noncontextual', *TRANSFORMER_VARIANTS)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -76,8 +84,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embedding_layernorm = True
   # Luna: scale embeddings and the first P by sqrt(d) (machine-translation recipe, off for LRA).
   config.model.embed_scale = False
-  # Transformer attention kernel: 'softmax' (reference) or 'fused' (jax.nn.dot_product_attention).
+  # Transformer attention: 'softmax' (reference), 'fused' (jax.nn.dot_product_attention), or the
+  # baselines 'linformer', 'linear' (elu + 1 features) and 'performer' (FAVOR+), luna_jax/baselines.py.
   config.model.attention_implementation = 'softmax'
+  # Linformer: length r the keys and values are projected to (LRA default 16).
+  config.model.low_rank_features = 16
+  # Performer: number of positive orthogonal random features (LRA default 256).
+  config.model.nb_features = 256
+  # Performer: draw a new random projection at every training step (else one fixed per layer).
+  config.model.redraw_features = False
+  # Luna: P flows from layer to layer (the paper); False: a learned P per layer (non-contextual ablation).
+  config.model.contextual_p = True
   # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
   config.model.omega = 'softplus'
   # Causal Luna: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).
@@ -165,21 +182,27 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   """Sets the Luna LRA recipe of the authors' code (luna-facts §8) with the variant's projection.
 
   Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P, no
-  embedding scaling, untied K/V, pack heads = unpack heads, no activation dropout.
+  embedding scaling, untied K/V, pack heads = unpack heads, no activation dropout. A variant
+  'luna<l>_noncontextual' gives every layer its own learned P instead.
   """
-  config.model.update(name='luna', projection_length=int(variant[len('luna'):]), tie_kv=False,
-                      normalize_before=False, activation='gelu', positional='learned',
-                      embedding_layernorm=True, embed_scale=False, activation_dropout_rate=0.0,
-                      num_pack_heads=None, qkv_dim=None)
+  match = re.fullmatch(r'luna(\d+)(_noncontextual)?', variant)
+  config.model.update(name='luna', projection_length=int(match.group(1)),
+                      contextual_p=not match.group(2), tie_kv=False, normalize_before=False,
+                      activation='gelu', positional='learned', embedding_layernorm=True,
+                      embed_scale=False, activation_dropout_rate=0.0, num_pack_heads=None,
+                      qkv_dim=None)
   config.optimizer.update(schedule='constant * linear_warmup * rsqrt_normalized_decay', b1=0.9,
                           b2=0.98, eps=1e-9, grad_clip_norm=0.0)
 
 
-def transformer_model(config: ml_collections.ConfigDict) -> None:
-  """Sets the official LRA Transformer (lra-facts §4): pre-LN blocks, tanh-GELU, sinusoidal positions.
+def transformer_model(config: ml_collections.ConfigDict, variant: str = 'transformer') -> None:
+  """Sets the official LRA Transformer (lra-facts §4): pre-LN blocks, tanh-GELU, sinusoidal positions,
+  with the attention of `variant` (a key of `TRANSFORMER_VARIANTS`).
 
-  Task files override positions (learned for CIFAR/Path-X), sizes, pooling and the schedule.
+  Task files override positions (learned for CIFAR/Path-X), sizes, pooling and the schedule; the
+  baselines share the Transformer's task settings unless a task file says otherwise (lra-facts §1.3).
   """
-  config.model.update(name='transformer', activation='gelu_tanh', positional='sinusoidal')
+  config.model.update(name='transformer', activation='gelu_tanh', positional='sinusoidal',
+                      attention_implementation=TRANSFORMER_VARIANTS[variant])
   config.optimizer.update(schedule='constant * linear_warmup * rsqrt_decay', b1=0.9, b2=0.98,
                           eps=1e-9)

@@ -3,9 +3,11 @@
   python train.py --config configs/image.py:luna256 --workdir runs/image_luna256 \
       --config.data.data_dir=data/cifar10
 
-Variants: luna16 | luna128 | luna256 | transformer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
+linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy (paper Table 1): Luna-16 46.39, Luna-128 47.47, Luna-256 47.86;
-Transformer 42.44 (Tay et al., 2021). Chance 10%.
+Transformer 42.44 (Tay et al., 2021); Linformer 38.56, Linear Trans. 42.34,
+Performer 42.77 (Tay et al. via the Luna paper). Chance 10%.
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 1 hour for Luna
 and about 1.5 hours for the Transformer (35000 steps of batch 256, one layer).
 """
@@ -27,10 +29,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0
   config.training.update(batch_size=256, num_train_steps=35000, eval_every=175, log_every=175,
                          checkpoint_every=3500)
-  if variant == 'transformer':
+  if variant in base.TRANSFORMER_VARIANTS:
     # Tay et al. image/configs/cifar10/transformer_base.py: 128/64/128, 8 heads, dropout 0.3 /
     # attention dropout 0.2; lr 5e-4 with 175 warmup steps then one cosine cycle over 35000 steps.
-    base.transformer_model(config)
+    base.transformer_model(config, variant)
     config.model.update(positional='learned', emb_dim=128, qkv_dim=64, mlp_dim=128, num_heads=8,
                         classifier_hidden_dim=128, dropout_rate=0.3, attention_dropout_rate=0.2)
     config.optimizer.update(schedule='constant * linear_warmup * cosine_decay', learning_rate=5e-4,

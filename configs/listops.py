@@ -3,9 +3,11 @@
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/listops-1000
 
-Variants: luna16 | luna128 | luna256 | transformer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
+linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy (paper Table 1): Luna-16 37.43, Luna-128 38.01, Luna-256 37.98;
-Transformer 36.37 (Tay et al., 2021). Chance 10%.
+Transformer 36.37 (Tay et al., 2021); Linformer 35.70, Linear Trans. 16.13,
+Performer 18.01 (Tay et al. via the Luna paper). Chance 10%.
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 15 minutes for
 Luna (1 layer) and about 45 minutes for the Transformer (4 layers, 5000 steps).
 """
@@ -26,13 +28,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.update(pooling='cls', dropout_rate=0.1, attention_dropout_rate=0.1)
   config.training.update(batch_size=32, num_train_steps=5000, eval_every=50, log_every=50,
                          checkpoint_every=1000)
-  if variant == 'transformer':
+  if variant in base.TRANSFORMER_VARIANTS:
     # Tay et al. listops/configs/base_listops_config.py: 4 layers, 512/512/1024, 8 heads; head
     # Dense(mlp_dim); lr 0.05 * min(1, s/1000) / sqrt(max(s, 1000)) (peak 1.58e-3); wd 0.1.
-    base.transformer_model(config)
+    base.transformer_model(config, variant)
     config.model.update(num_layers=4, emb_dim=512, qkv_dim=512, mlp_dim=1024, num_heads=8,
                         classifier_hidden_dim=1024)
     config.optimizer.update(learning_rate=0.05, warmup_steps=1000, weight_decay=0.1)
+    if variant == 'performer':
+      # Tay et al. listops/configs/performer_base.py: softmax (FAVOR+) kernel with nb_features 2.
+      config.model.nb_features = 2
   else:
     # Luna: the authors' released recipe (luna-facts §8): width 512, FFN 2048, 8 heads, head
     # 512 -> 2048 -> 10, and `--encoder-layers 1` as in the released command. (Their arch also ties

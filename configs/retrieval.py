@@ -3,9 +3,11 @@
   python train.py --config configs/retrieval.py:luna256 --workdir runs/retrieval_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/tsv_data
 
-Variants: luna16 | luna128 | luna256 | transformer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
+linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy (paper Table 1): Luna-16 79.38, Luna-128 79.55, Luna-256 79.56;
-Transformer 57.46 (Tay et al., 2021). Chance 50%.
+Transformer 57.46 (Tay et al., 2021); Linformer 52.27, Linear Trans. 53.09,
+Performer 53.82 (Tay et al. via the Luna paper). Chance 50%.
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 4 hours for Luna
 (2 x 4000 bytes, 20000 steps) and about 2.5 hours for the Transformer (5000 steps, quadratic in 4000).
 """
@@ -30,10 +32,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                       attention_dropout_rate=0.1)
   config.optimizer.warmup_steps = 8000
   config.training.update(batch_size=32, eval_every=500, log_every=100, checkpoint_every=2000)
-  if variant == 'transformer':
+  if variant in base.TRANSFORMER_VARIANTS:
     # Tay et al. matching/configs/base_match_config.py: 5000 steps (warmup 8000 never completes: the
     # learning rate rises linearly to 3.49e-4), lr 0.05 * rsqrt, wd 0.1.
-    base.transformer_model(config)
+    base.transformer_model(config, variant)
     config.model.qkv_dim = 128
     config.optimizer.update(learning_rate=0.05, weight_decay=0.1)
     config.training.num_train_steps = 5000

@@ -21,9 +21,13 @@ def load(name, arg=None):
 def test_every_task_and_variant_builds_a_complete_config(name, variant):
   config = load(name, variant)
   train_lib.resolve_config(config)  # Exactly the expected keys in every section.
-  assert config.model.name == ('transformer' if variant == 'transformer' else 'luna')
-  if variant != 'transformer':
-    assert config.model.projection_length == int(variant[4:])
+  if variant in base.TRANSFORMER_VARIANTS:
+    assert config.model.name == 'transformer'
+    assert config.model.attention_implementation == base.TRANSFORMER_VARIANTS[variant]
+  else:
+    assert config.model.name == 'luna'
+    assert config.model.projection_length == int(variant[4:].split('_')[0])
+    assert config.model.contextual_p == (not variant.endswith('_noncontextual'))
     assert config.optimizer.schedule == 'constant * linear_warmup * rsqrt_normalized_decay'
   assert config.training.batch_size % 8 == 0  # Splits over 1, 2, 4 or 8 GPUs.
   assert not config.debug
