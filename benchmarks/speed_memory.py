@@ -44,12 +44,16 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 MODES = ('train_step', 'attention')
-DEFAULT_MODELS = ('transformer', 'transformer_fused', 'luna16', 'luna128', 'luna256')
+DEFAULT_MODELS = ('transformer', 'transformer_fused', 'linformer', 'linear_transformer', 'performer',
+                  'luna16', 'luna128', 'luna256')
 DEFAULT_LENGTHS = (1024, 2048, 3072, 4096)
 DEFAULT_LONG_LENGTHS = (8192, 16384, 32768)
 #: The model every ratio is taken against, and the fast softmax baseline.
 BASELINE = 'transformer'
 FUSED_BASELINE = 'transformer_fused'
+#: Baseline model names -> (attention_implementation, display name).
+_BASELINES = {'linformer': ('linformer', 'Linformer'), 'linear_transformer': ('linear', 'Linear Trans.'),
+              'performer': ('performer', 'Performer')}
 _RESULT_PREFIX = 'BENCHMARK_CELL_RESULT '
 _OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory', 'OOM')
 
@@ -90,7 +94,9 @@ def model_config(name: str, arch: Architecture) -> dict[str, Any]:
 
   Args:
     name: 'transformer' (einsum softmax attention), 'transformer_fused' (`jax.nn.dot_product_attention`),
-      'luna<l>' (Luna with projection length l, e.g. 'luna16') or 'luna<l>_tied' (tied K/V).
+      the baselines 'linformer', 'linear_transformer', 'performer' (`luna_jax.baselines`, LRA defaults
+      r = 16 and 256 features), 'luna<l>' (Luna with projection length l, e.g. 'luna16'),
+      'luna<l>_tied' (tied K/V) or 'luna<l>_noncontextual' (a learned P per layer).
     arch: the shared architecture.
 
   Returns:
@@ -104,11 +110,15 @@ def model_config(name: str, arch: Architecture) -> dict[str, Any]:
     return dict(cfg, name='transformer', attention_implementation='softmax')
   if name == 'transformer_fused':
     return dict(cfg, name='transformer', attention_implementation='fused')
-  match = re.fullmatch(r'luna(\d+)(_tied)?', name)
+  if name in _BASELINES:
+    return dict(cfg, name='transformer', attention_implementation=_BASELINES[name][0])
+  match = re.fullmatch(r'luna(\d+)(_tied|_noncontextual)?', name)
   if match:
-    return dict(cfg, name='luna', projection_length=int(match.group(1)), tie_kv=bool(match.group(2)))
-  raise ValueError(f"unknown model {name!r}: use 'transformer', 'transformer_fused', 'luna<l>' or "
-                   "'luna<l>_tied'.")
+    return dict(cfg, name='luna', projection_length=int(match.group(1)),
+                tie_kv=match.group(2) == '_tied', contextual_p=match.group(2) != '_noncontextual')
+  raise ValueError(f"unknown model {name!r}: use 'transformer', 'transformer_fused', "
+                   f"{', '.join(map(repr, _BASELINES))}, 'luna<l>', 'luna<l>_tied' or "
+                   "'luna<l>_noncontextual'.")
 
 
 def model_label(name: str) -> str:
@@ -117,9 +127,12 @@ def model_label(name: str) -> str:
     return 'Transformer'
   if name == 'transformer_fused':
     return 'Transformer (fused)'
-  match = re.fullmatch(r'luna(\d+)(_tied)?', name)
+  if name in _BASELINES:
+    return _BASELINES[name][1]
+  match = re.fullmatch(r'luna(\d+)(_tied|_noncontextual)?', name)
   if match:
-    return f'Luna-{match.group(1)}' + (' (tied kv)' if match.group(2) else '')
+    suffix = {'_tied': ' (tied kv)', '_noncontextual': ' (non-contextual P)'}.get(match.group(2), '')
+    return f'Luna-{match.group(1)}{suffix}'
   return name
 
 
@@ -161,7 +174,8 @@ def _optimizer_config() -> dict[str, Any]:
 def make_attention_step(name: str, arch: Architecture, batch_size: int, length: int, seed: int):
   """The attention module alone: forward and backward w.r.t. its parameters and inputs.
 
-  Transformer: `luna_jax.layers.SelfAttention` (q/k/v/out projections + softmax or fused attention).
+  Transformer: `luna_jax.layers.SelfAttention` (q/k/v/out projections + softmax or fused attention), or
+  its Linformer / linear / Performer subclass (`luna_jax.baselines`).
   Luna: `luna_jax.layers.LunaAttention` (pack and unpack with their projections) on x and a `[l, d]` P.
   All keys valid (full-length masks), no dropout.
 
@@ -170,7 +184,7 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   """
   import jax
   import jax.numpy as jnp
-  from luna_jax import layers
+  from luna_jax import baselines, layers
   cfg = model_config(name, arch)
   dtype = jnp.dtype(arch.dtype)
   d, h = arch.emb_dim, arch.num_heads
@@ -178,8 +192,8 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   x = jax.random.normal(k_x, (batch_size, length, d), dtype)
   mask = jnp.ones((batch_size, length), bool)
   if cfg['name'] == 'transformer':
-    module = layers.SelfAttention(num_heads=h, qkv_dim=d,
-                                  implementation=cfg['attention_implementation'], dtype=dtype)
+    module = baselines.self_attention_module(cfg['attention_implementation'], max_length=length)(
+        num_heads=h, qkv_dim=d, dtype=dtype)
     inputs = (x,)
     call_args = lambda inputs: (inputs[0], mask)
   else:
@@ -671,7 +685,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--mode', default='train_step,attention',
                       help=f'comma-separated subset of {MODES}.')
   parser.add_argument('--models', default=','.join(DEFAULT_MODELS),
-                      help="comma-separated: transformer, transformer_fused, luna<l>, luna<l>_tied.")
+                      help="comma-separated: transformer, transformer_fused, linformer, linear_transformer, "
+                           "performer, luna<l>, luna<l>_tied, luna<l>_noncontextual.")
   parser.add_argument('--lengths', default=','.join(str(n) for n in DEFAULT_LENGTHS),
                       help='comma-separated sequence lengths (1024 or 1K).')
   parser.add_argument('--long_lengths', default=','.join(str(n) for n in DEFAULT_LONG_LENGTHS),

@@ -1,6 +1,7 @@
 """luna_jax: Luna (Linear Unified Nested Attention, Ma et al., NeurIPS 2021) in JAX/Flax.
 
-Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`, encoders in
+Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`, the
+Linformer / Linear Transformer / Performer baselines in `luna_jax.baselines`, encoders in
 `luna_jax.encoders`, LRA classifiers in `luna_jax.classifiers`, the causal LM and encoder-decoder in
 `luna_jax.decoders` (generation in `luna_jax.generation`), and `luna_jax.models.build_model` builds any
 of them from a config.
@@ -19,6 +20,17 @@ from luna_jax.attention import (
     init_causal_state,
     merge_heads,
     split_heads,
+)
+from luna_jax.baselines import (
+    ATTENTIONS,
+    LinearSelfAttention,
+    LinformerSelfAttention,
+    PerformerSelfAttention,
+    favor_features,
+    linear_attention,
+    linformer_attention,
+    orthogonal_random_matrix,
+    performer_attention,
 )
 from luna_jax.classifiers import ClassifierHead, SequenceClassifier, combine_pair, pool
 from luna_jax.decoders import LunaLM, LunaSeq2Seq, shift_right

@@ -13,8 +13,8 @@ TINY = ['--num_layers', '1', '--emb_dim', '32', '--num_heads', '2', '--mlp_dim',
         '--warmup', '1', '--repeats', '1', '--matmul_size', '256']
 MODES = {
     # mode: (models, lengths); compile time dominates, so the training step runs at one length.
-    'train_step': ('transformer,luna16', (32,)),
-    'attention': ('transformer_fused,luna16', (32, 64)),
+    'train_step': ('transformer,linear_transformer,luna16,luna16_noncontextual', (32,)),
+    'attention': ('transformer_fused,linformer,performer,luna16', (32, 64)),
 }
 POSITIVE_FIGURES = ('compile_s', 'step_time_s', 'steps_per_s', 'examples_per_s', 'tokens_per_s',
                     'flops_per_step', 'flop_per_s', 'matmul_peak_fraction', 'memory_bytes',
@@ -110,6 +110,9 @@ def test_model_names_and_lengths():
   assert speed_memory.model_config('luna128_tied', arch)['projection_length'] == 128
   assert speed_memory.model_config('luna128_tied', arch)['tie_kv']
   assert speed_memory.model_config('transformer_fused', arch)['attention_implementation'] == 'fused'
+  assert speed_memory.model_config('performer', arch)['attention_implementation'] == 'performer'
+  assert not speed_memory.model_config('luna16_noncontextual', arch)['contextual_p']
+  assert speed_memory.model_label('luna16_noncontextual') == 'Luna-16 (non-contextual P)'
   with pytest.raises(ValueError, match='unknown model'):
-    speed_memory.model_config('performer', arch)
+    speed_memory.model_config('reformer', arch)
   assert speed_memory._parse_lengths('1K,2048, 4k') == [1024, 2048, 4096]
