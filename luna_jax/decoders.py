@@ -177,9 +177,9 @@ class LunaLM(_TokenDecoder):
   def setup_layers(self):
     self.layers = [LunaLMLayer(self.config) for _ in range(self.config.num_layers)]
 
-  def __call__(self, tokens: Array, *, train: bool = False) -> Array:
-    """`[batch, n]` ids -> `[batch, n, vocab]` float32 next-token logits (position t sees tokens <= t)."""
-    x = self._embed(tokens, 0, not train)
+  def __call__(self, inputs: Array, *, train: bool = False) -> Array:
+    """`[batch, n]` ids -> `[batch, n, vocab]` float32 next-token logits (position t sees ids <= t)."""
+    x = self._embed(inputs, 0, not train)
     for layer in self.layers:
       x = layer(x, deterministic=not train)
     return self._logits(x)
