@@ -224,7 +224,7 @@ def _first(analysis):
   return analysis or {}
 
 
-def _compiled_memory(compiled) -> dict[str, Optional[int]]:
+def compiled_memory(compiled) -> dict[str, Optional[int]]:
   """The compiled program's memory analysis (bytes)."""
   stats = compiled.memory_analysis()
   if stats is None:
@@ -286,7 +286,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     compiled = jitted.lower(*args).compile()
     record['compile_s'] = time.perf_counter() - start
     record['flops_per_step'] = float(_first(compiled.cost_analysis()).get('flops', float('nan')))
-    record.update(_compiled_memory(compiled))
+    record.update(compiled_memory(compiled))
     limit = spec.get('memory_limit_bytes')
     if limit and record['compiled_peak_bytes'] and record['compiled_peak_bytes'] > limit:
       record.update(status='OOM', reason=(f"compiled peak {record['compiled_peak_bytes'] / 2**30:.1f} "
