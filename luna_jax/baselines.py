@@ -127,7 +127,7 @@ def linear_attention(query: Array, key: Array, value: Array,
 def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
   """FAVOR+ projection: `[nb_features, dim]` rows orthogonal within each block of `dim` rows.
 
-  Each block is the orthogonal factor of a Gaussian matrix; each row is then rescaled by the norm of an
+  Each block is the (sign-corrected, hence Haar) orthogonal factor of a Gaussian matrix; each row is then rescaled by the norm of an
   independent `dim`-dimensional Gaussian vector, so every row is marginally N(0, I) (Performer's
   `ortho_scaling=0`).
 
@@ -141,8 +141,13 @@ def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
   """
   num_blocks = -(-nb_features // dim)
   keys = jax.random.split(rng, num_blocks + 1)
-  blocks = [jnp.linalg.qr(jax.random.normal(k, (dim, dim), jnp.float32))[0].T for k in keys[:-1]]
-  rows = jnp.concatenate(blocks, axis=0)[:nb_features]
+
+  def block(key: Array) -> Array:
+    # Sign-corrected Q of a Gaussian matrix is Haar-distributed (plain Householder Q is not).
+    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim), jnp.float32))
+    return (q * jnp.sign(jnp.diagonal(r))[None, :]).T
+
+  rows = jax.vmap(block)(keys[:-1]).reshape(num_blocks * dim, dim)[:nb_features]
   norms = jnp.linalg.norm(jax.random.normal(keys[-1], (nb_features, dim), jnp.float32), axis=1)
   return rows * norms[:, None]
 
