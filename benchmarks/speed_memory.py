@@ -441,7 +441,7 @@ def describe_machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _length_label(n: int) -> str:
+def length_label(n: int) -> str:
   return f'{n // 1024}K' if n % 1024 == 0 else str(n)
 
 
@@ -468,7 +468,7 @@ def _ratio_text(cell, base, key: str, digits: int) -> str:
 
 def relative_table(cells, models: Sequence[str], lengths: Sequence[int], baseline: str) -> str:
   """Paper Table 2 layout: steps/s and peak memory of each model relative to `baseline`."""
-  heads = [_length_label(n) for n in lengths]
+  heads = [length_label(n) for n in lengths]
   lines = ['| Model | ' + ' | '.join(f'steps/s {h}' for h in heads) + ' | '
            + ' | '.join(f'memory {h}' for h in heads) + ' |',
            '|---|' + '---:|' * (2 * len(lengths))]
@@ -487,7 +487,7 @@ def absolute_table(cells) -> str:
            'peak memory (GiB) | peak RSS (GiB) | GFLOP/step | GFLOP/s | % matmul peak | note |',
            '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
   for c in cells:
-    head = f"| {c['label']} | {_length_label(c['length'])} | {c['status']} |"
+    head = f"| {c['label']} | {length_label(c['length'])} | {c['status']} |"
     if c['status'] != 'ok':
       compiled = c.get('compiled_peak_bytes')
       memory = '-' if compiled is None else f'{_gib(compiled)} (compiled)'
@@ -597,7 +597,7 @@ def plot(results: dict[str, Any], path: str) -> None:
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
     lengths = results['settings']['lengths']
-    ax.set_xticks(lengths, [_length_label(n) for n in lengths])
+    ax.set_xticks(lengths, [length_label(n) for n in lengths])
     ax.minorticks_off()
     ax.set_xlabel('sequence length')
     ax.set_ylabel(ylabel)
@@ -648,11 +648,11 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
               'memory_limit_bytes': None if limit_gb is None else int(limit_gb * 2**30),
               'arch': dataclasses.asdict(arch)}
       if slow is not None:
-        spec['compile_only'] = (f'not timed: step took {slow[1]:.0f} s at {_length_label(slow[0])} '
+        spec['compile_only'] = (f'not timed: step took {slow[1]:.0f} s at {length_label(slow[0])} '
                                 f'(> --max_step_s {args.max_step_s:g})')
       start = time.perf_counter()
       if oom_at is not None:
-        record = {'status': 'OOM', 'reason': f'OOM at {_length_label(oom_at)} (not run)'}
+        record = {'status': 'OOM', 'reason': f'OOM at {length_label(oom_at)} (not run)'}
       elif args.isolation == 'subprocess':
         record = run_cell_subprocess(spec, args.cell_timeout_s)
       else:
@@ -666,7 +666,7 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
       cells.append(cell)
       summary = (f"{cell['steps_per_s']:.3g} steps/s, {_gib(cell['memory_bytes'])} GiB"
                  if cell['status'] == 'ok' else cell.get('reason', ''))
-      log(f'[{mode}] {model_label(model):>22} {_length_label(length):>4}: {cell["status"]} {summary} '
+      log(f'[{mode}] {model_label(model):>22} {length_label(length):>4}: {cell["status"]} {summary} '
           f'({time.perf_counter() - start:.0f} s)')
   memory_source = ('compiled memory_analysis() peak (process peak RSS beside it)'
                    if machine['backend'] == 'cpu' else 'device peak_bytes_in_use')

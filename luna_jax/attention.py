@@ -310,11 +310,12 @@ def causal_luna_attention_chunked(
   """Causal Luna attention (eq. 7) in exact chunked-parallel form.
 
   Eq. (7) is two nested causal linear attentions with a softmax between them, so within a chunk of C
-  positions both sums split into the carried state plus a lower-triangular matmul:
+  positions both sums split into the running sums before the chunk plus a lower-triangular matmul:
     logits = (Q K0 + tril(Q Kc^T) A) / t,   u = softmax(logits),   Y = (u V0 + tril(u A^T) Vc) / t,
-  with (K0, V0) the running sums before the chunk, A the chunk's pack weights, t the 1-based positions.
-  A `jax.lax.scan` over chunks carries (K0, V0). Memory O(n*d + (n/C)*l*d), matmul-bound like
-  bidirectional Luna; same function as `causal_luna_attention` (dropout masks are drawn differently).
+  with A the chunk's pack weights and t the 1-based positions. The running sums (K0, V0) of every chunk
+  are an exclusive cumulative sum of per-chunk sums, so all chunks are computed at once as batched
+  matmuls: no sequential loop, memory O(n*d + (n/C)*l*d). Same function as `causal_luna_attention`
+  (dropout masks are drawn differently).
 
   Args:
     pack_query: `[batch, l, heads, head_dim]` projected P (unscaled).
@@ -327,7 +328,7 @@ def causal_luna_attention_chunked(
     omega: pack activation, 'softplus' or 'elu'.
     beta: softplus sharpness.
     dropout_rate: attention dropout on pack weights and unpack probabilities.
-    dropout_rng: PRNG key (one is folded in per chunk).
+    dropout_rng: PRNG key.
     deterministic: disable dropout.
     initial_state: state to continue from (default: empty).
 
@@ -342,41 +343,35 @@ def causal_luna_attention_chunked(
   f32 = jnp.float32
   scale = dh ** -0.5
   state = initial_state if initial_state is not None else init_causal_state(b, h, dh, l)
-  pq = pack_query.astype(f32) * scale
-  causal = jnp.tril(jnp.ones((c, c), bool))
-  use_dropout = not deterministic and dropout_rate > 0.0
 
-  def chunks(z):  # [b, n, h, e] -> [num_chunks, b, h, c, e]
+  def chunks(z):  # [b, n, h, e] -> [b, h, num_chunks, c, e]; padded positions are zero.
     z = jnp.pad(z.astype(f32), ((0, 0), (0, pad), (0, 0), (0, 0)))
-    return z.reshape(b, num_chunks, c, h, z.shape[-1]).transpose(1, 0, 3, 2, 4)
+    return z.reshape(b, num_chunks, c, h, z.shape[-1]).transpose(0, 3, 1, 2, 4)
 
-  def body(carry, xs):
-    q, pk, k, v, index = xs  # [b, h, c, e]
-    t = (carry.num_steps[:, None] + 1 + jnp.arange(c)[None, :]).astype(f32)[:, None, :, None]
-    a = causal_pack_activation(jnp.einsum('bhce,blhe->bhcl', pk, pq), omega, beta)  # [b, h, c, l]
-    pack_rng = unpack_rng = None
-    if use_dropout:
-      pack_rng, unpack_rng = jax.random.split(jax.random.fold_in(dropout_rng, index))
-    a = dropout(a, dropout_rate, pack_rng, deterministic)
-    qk = jnp.where(causal, jnp.einsum('bhie,bhje->bhij', q * scale, k), 0.0)
-    logits = (jnp.einsum('bhie,bhel->bhil', q * scale, carry.key_accum)
-              + jnp.einsum('bhij,bhjl->bhil', qk, a)) / t
-    if p_mask is not None:
-      logits = jnp.where(p_mask[:, None, None, :], logits, _MASK_VALUE)
-    u = dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, unpack_rng, deterministic)
-    ua = jnp.where(causal, jnp.einsum('bhil,bhjl->bhij', u, a), 0.0)
-    y = (jnp.einsum('bhil,bhle->bhie', u, carry.value_accum)
-         + jnp.einsum('bhij,bhje->bhie', ua, v)) / t
-    new = CausalLunaState(
-        carry.key_accum + jnp.einsum('bhce,bhcl->bhel', k, a),
-        carry.value_accum + jnp.einsum('bhcl,bhce->bhle', a, v),
-        carry.num_steps + c)
-    return new, y
-
-  xs = (*map(chunks, (query, pack_key, key, value)), jnp.arange(num_chunks))
-  final, ys = jax.lax.scan(body, state, xs)
-  y = ys.transpose(1, 0, 3, 2, 4).reshape(b, num_chunks * c, h, -1)[:, :n]
-  if pad:
-    # The padded tail contributed zero keys/values but advanced the counters: rebuild the true state.
-    final = final._replace(num_steps=state.num_steps + n)
+  q, pk, k, v = chunks(query * scale), chunks(pack_key), chunks(key), chunks(value)
+  a = causal_pack_activation(
+      jnp.einsum('bhnce,blhe->bhncl', pk, pack_query.astype(f32) * scale), omega, beta)
+  pack_rng = unpack_rng = None
+  if not deterministic and dropout_rate > 0.0:
+    pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  a = dropout(a, dropout_rate, pack_rng, deterministic)
+  chunk_keys = jnp.einsum('bhnce,bhncl->bhnel', k, a)
+  chunk_values = jnp.einsum('bhncl,bhnce->bhnle', a, v)
+  key_before = state.key_accum[:, :, None] + jnp.cumsum(chunk_keys, axis=2) - chunk_keys
+  value_before = state.value_accum[:, :, None] + jnp.cumsum(chunk_values, axis=2) - chunk_values
+  positions = jnp.arange(1, num_chunks * c + 1, dtype=f32).reshape(num_chunks, c)
+  t = (state.num_steps.astype(f32)[:, None, None] + positions)[:, None, :, :, None]
+  causal = jnp.tril(jnp.ones((c, c), bool))
+  qk = jnp.where(causal, jnp.einsum('bhnie,bhnje->bhnij', q, k), 0.0)
+  logits = (jnp.einsum('bhnie,bhnel->bhnil', q, key_before)
+            + jnp.einsum('bhnij,bhnjl->bhnil', qk, a)) / t
+  if p_mask is not None:
+    logits = jnp.where(p_mask[:, None, None, None, :], logits, _MASK_VALUE)
+  u = dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, unpack_rng, deterministic)
+  ua = jnp.where(causal, jnp.einsum('bhnil,bhnjl->bhnij', u, a), 0.0)
+  y = (jnp.einsum('bhnil,bhnle->bhnie', u, value_before)
+       + jnp.einsum('bhnij,bhnje->bhnie', ua, v)) / t
+  y = y.transpose(0, 2, 3, 1, 4).reshape(b, num_chunks * c, h, -1)[:, :n]
+  final = CausalLunaState(key_before[:, :, -1] + chunk_keys[:, :, -1],
+                          value_before[:, :, -1] + chunk_values[:, :, -1], state.num_steps + n)
   return y.astype(value.dtype), final
