@@ -1,0 +1,194 @@
+r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, and a Figure-1-style plot.
+
+  python -m benchmarks.report --runs_dir runs --output_dir reports \
+      [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096]
+
+Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one run;
+runs are grouped by model variant (read from the stored config: model name, attention, projection
+length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task, mean ± sample
+standard deviation over the runs (seeds) when there are several, the 5-task average and the average
+without Retrieval (computed from the per-task means, only when every task is there), each model's
+row from the Luna paper's Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the
+average accuracy without Retrieval against training steps/s, bubble area proportional to peak memory,
+from a `benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
+every task but Retrieval has runs, else the paper's (hollow bubble).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from typing import Any, Mapping, Optional, Sequence
+
+#: LRA tasks of Table 1 (`config.data.task` names) and their column titles.
+TASKS = ('listops', 'text', 'retrieval', 'image', 'pathfinder32')
+TASK_TITLES = ('ListOps', 'Text', 'Retrieval', 'Image', 'Pathfinder')
+#: Model variants (the `configs/<task>.py:<variant>` names) in table order, with display names.
+LABELS = {'transformer': 'Transformer', 'linformer': 'Linformer', 'linear_transformer': 'Linear Trans.',
+          'performer': 'Performer', 'luna16': 'Luna-16', 'luna128': 'Luna-128', 'luna256': 'Luna-256',
+          'luna16_noncontextual': 'Luna-16 (non-contextual P)'}
+#: Luna paper (Ma et al., NeurIPS 2021) Table 1, test accuracy (%) in TASKS order; the baselines'
+#: numbers there are Tay et al. (2021)'s.
+PAPER = {
+    'transformer': (36.37, 64.27, 57.46, 42.44, 71.40),
+    'linformer': (35.70, 53.94, 52.27, 38.56, 76.34),
+    'linear_transformer': (16.13, 65.90, 53.09, 42.34, 75.30),
+    'performer': (18.01, 65.40, 53.82, 42.77, 77.05),
+    'luna16': (37.43, 65.74, 79.38, 46.39, 78.36),
+    'luna128': (38.01, 65.74, 79.55, 47.47, 78.89),
+    'luna256': (37.98, 65.78, 79.56, 47.86, 78.55),
+}
+_ATTENTION_VARIANTS = {'softmax': 'transformer', 'fused': 'transformer', 'linformer': 'linformer',
+                       'linear': 'linear_transformer', 'performer': 'performer'}
+
+
+def variant_of(model_config: Mapping[str, Any]) -> str:
+  """The config variant of a stored `config.model`, e.g. 'luna16', 'performer'."""
+  if model_config['name'] == 'luna':
+    suffix = '' if model_config.get('contextual_p', True) else '_noncontextual'
+    return f"luna{model_config['projection_length']}{suffix}"
+  if model_config['name'] == 'transformer':
+    return _ATTENTION_VARIANTS[model_config.get('attention_implementation', 'softmax')]
+  return model_config['name']
+
+
+def collect_runs(runs_dir: str) -> dict[tuple[str, str], list[float]]:
+  """Test accuracies (%) of every run under `runs_dir`, by (variant, task), in seed order."""
+  runs: dict[tuple[str, str], list[tuple[int, float]]] = {}
+  for root, _, files in sorted(os.walk(runs_dir)):
+    if 'results.json' not in files:
+      continue
+    with open(os.path.join(root, 'results.json'), encoding='utf-8') as f:
+      results = json.load(f)
+    config = results['config']
+    key = (variant_of(config['model']), config['data']['task'])
+    runs.setdefault(key, []).append((config['seed'], 100.0 * results['test']['accuracy']))
+  return {key: [acc for _, acc in sorted(values)] for key, values in runs.items()}
+
+
+def averages(task_means: Mapping[str, float]) -> tuple[Optional[float], Optional[float]]:
+  """(5-task average, average without Retrieval); None where a task is missing."""
+  def mean(tasks):
+    return statistics.fmean(task_means[t] for t in tasks) if all(t in task_means for t in tasks) else None
+  return mean(TASKS), mean([t for t in TASKS if t != 'retrieval'])
+
+
+def _cell(values: Optional[Sequence[float]]) -> str:
+  if not values:
+    return '-'
+  if len(values) == 1:
+    return f'{values[0]:.2f}'
+  return f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}'
+
+
+def _number(value: Optional[float]) -> str:
+  return '-' if value is None else f'{value:.2f}'
+
+
+def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]]) -> str:
+  """The markdown table: for every model with runs, its paper row and its row of runs."""
+  variants = [v for v in LABELS if any(key[0] == v for key in runs)]
+  variants += sorted({key[0] for key in runs} - set(variants))
+  lines = ['| Model | Source | ' + ' | '.join(TASK_TITLES) + ' | Avg | Avg (w/o rtl) |',
+           '|---|---|' + '---:|' * (len(TASKS) + 2)]
+  for variant in variants:
+    label = LABELS.get(variant, variant)
+    if variant in PAPER:
+      paper = dict(zip(TASKS, PAPER[variant]))
+      lines.append(f'| {label} | paper | ' + ' | '.join(f'{paper[t]:.2f}' for t in TASKS) + ' | '
+                   + ' | '.join(_number(a) for a in averages(paper)) + ' |')
+    counts = sorted({len(runs[(variant, t)]) for t in TASKS if (variant, t) in runs})
+    source = 'ours (' + '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
+    means = {t: statistics.fmean(runs[(variant, t)]) for t in TASKS if (variant, t) in runs}
+    lines.append(f'| {label} | {source} | ' + ' | '.join(_cell(runs.get((variant, t))) for t in TASKS)
+                 + ' | ' + ' | '.join(_number(a) for a in averages(means)) + ' |')
+  return '\n'.join(lines)
+
+
+def leaderboard_markdown(runs: Mapping[tuple[str, str], Sequence[float]], runs_dir: str) -> str:
+  """The whole `leaderboard.md`: title, provenance and the table."""
+  total = sum(len(v) for v in runs.values())
+  return '\n'.join([
+      '# LRA leaderboard', '',
+      f'{total} runs from `{runs_dir}`: test accuracy (%) of the final parameters, mean ± sample standard '
+      'deviation over runs (seeds) where there are several. Avg: mean of the 5 task means; Avg (w/o rtl): '
+      'without Retrieval (both only when every task has runs). Paper rows: Luna paper (Ma et al., NeurIPS '
+      '2021) Table 1, the baselines there from Tay et al. (2021).', '',
+      leaderboard(runs), ''])
+
+
+def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequence[float]], path: str,
+            length: Optional[int] = None) -> None:
+  """Figure 1 of the paper: average accuracy without Retrieval against steps/s, bubble area = memory.
+
+  Args:
+    benchmark: a `benchmarks.speed_memory` results document (train_step mode).
+    runs: `collect_runs` output (may be empty: paper accuracies only).
+    path: output PNG.
+    length: sequence length of the speed/memory cells (default: the longest length at which every
+      model with an accuracy has an 'ok' cell).
+  """
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  import matplotlib.ticker
+  points = {}
+  for variant in LABELS:
+    ours = averages({t: statistics.fmean(runs[(variant, t)]) for t in TASKS if (variant, t) in runs})[1]
+    paper = averages(dict(zip(TASKS, PAPER[variant])))[1] if variant in PAPER else None
+    cells = {c['length']: c for c in benchmark['cells'] if c['model'] == variant and c['status'] == 'ok'}
+    if (ours is not None or paper is not None) and cells:
+      points[variant] = (ours if ours is not None else paper, ours is not None, cells)
+  if not points:
+    raise ValueError('no benchmarked model has an accuracy (ours or the paper\'s).')
+  if length is None:
+    length = max(set.intersection(*(set(cells) for _, _, cells in points.values())))
+  fig, ax = plt.subplots(figsize=(7, 5))
+  largest = max(cells[length]['memory_bytes'] for _, _, cells in points.values() if length in cells)
+  for i, (variant, (accuracy, is_ours, cells)) in enumerate(points.items()):
+    if length not in cells:
+      continue
+    cell = cells[length]
+    color = f'C{i}'
+    ax.scatter(cell['steps_per_s'], accuracy, s=2000 * cell['memory_bytes'] / largest, alpha=0.5,
+               facecolors=color if is_ours else 'none', edgecolors=color, linewidths=2)
+    ax.annotate(f"{LABELS[variant]}\n{cell['memory_bytes'] / 2**30:.2f} GiB", (cell['steps_per_s'], accuracy),
+                ha='center', va='center', fontsize=8)
+  ax.set_xscale('log')
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.set_xlabel(f'training steps / s at length {length}')
+  ax.set_ylabel('LRA average accuracy without Retrieval (%)')
+  machine = benchmark.get('machine', {})
+  ax.set_title(f"Accuracy, speed and memory (bubble area) on {machine.get('backend', '?')}; "
+               'hollow = paper accuracy', fontsize=9)
+  ax.margins(0.25)
+  ax.grid(True, alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--runs_dir', required=True, help='folder searched for results.json files.')
+  parser.add_argument('--output_dir', required=True, help='where leaderboard.md and figure1.png go.')
+  parser.add_argument('--benchmark_json', default='benchmarks/results/cpu/train_step/results.json',
+                      help="speed_memory train_step results for figure1.png ('' to skip the plot).")
+  parser.add_argument('--length', type=int, default=None, help='sequence length of the plotted cells.')
+  args = parser.parse_args(argv)
+  runs = collect_runs(args.runs_dir)
+  os.makedirs(args.output_dir, exist_ok=True)
+  with open(os.path.join(args.output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
+    f.write(leaderboard_markdown(runs, args.runs_dir))
+  print(f'{sum(map(len, runs.values()))} runs -> {os.path.join(args.output_dir, "leaderboard.md")}')
+  if args.benchmark_json:
+    with open(args.benchmark_json, encoding='utf-8') as f:
+      benchmark = json.load(f)
+    figure1(benchmark, runs, os.path.join(args.output_dir, 'figure1.png'), args.length)
+    print(f'figure -> {os.path.join(args.output_dir, "figure1.png")}')
+
+
+if __name__ == '__main__':
+  main()
