@@ -1,8 +1,8 @@
 """Reads a TFDS dataset already prepared on disk, without TensorFlow and without downloading.
 
 TFDS writes `<data_dir>/<name>/[<config>/]<version>/<name>-<split>.<format>-NNNNN-of-NNNNN` shards
-of serialised `tf.train.Example` protos, as `array_record` (read with the `array_record` package
-that grain installs) or `tfrecord` (length-prefixed frames, read here directly). The protos are
+of serialised `tf.train.Example` protos, as `array_record` (read with the `array_record` package,
+a requirement) or `tfrecord` (length-prefixed frames, read here directly). The protos are
 parsed with the copy of `tf_example_pb2` that tensorflow_datasets ships, so TensorFlow is never
 imported.
 """
