@@ -124,12 +124,37 @@ def linear_attention(query: Array, key: Array, value: Array,
   return kernelized_attention(feature_map(query), key_features, value)
 
 
+def _haar_orthogonal(gaussian: Array) -> Array:
+  """The Q of `gaussian = Q R` with R's diagonal positive (Haar-distributed for a Gaussian input).
+
+  Classical Gram-Schmidt applied twice per column ("twice is enough" for float32 orthogonality), in
+  plain jnp: a LAPACK QR custom call here hung XLA's CPU runtime when several layers drew their
+  projections inside one compiled training step.
+
+  Args:
+    gaussian: `[dim, dim]` float32.
+
+  Returns:
+    `[dim, dim]` with orthonormal columns.
+  """
+  dim = gaussian.shape[0]
+
+  def orthonormalise_column(j: Array, q: Array) -> Array:
+    earlier = (jnp.arange(dim) < j).astype(q.dtype)  # columns already orthonormal
+    v = q[:, j]
+    for _ in range(2):
+      v = v - q @ ((q.T @ v) * earlier)
+    return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+  return jax.lax.fori_loop(0, dim, orthonormalise_column, gaussian)
+
+
 def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
   """FAVOR+ projection: `[nb_features, dim]` rows orthogonal within each block of `dim` rows.
 
-  Each block is the (sign-corrected, hence Haar) orthogonal factor of a Gaussian matrix; each row is then rescaled by the norm of an
-  independent `dim`-dimensional Gaussian vector, so every row is marginally N(0, I) (Performer's
-  `ortho_scaling=0`).
+  Each block is the orthogonal factor (positive-diagonal R, hence Haar) of a Gaussian matrix; each row
+  is then rescaled by the norm of an independent `dim`-dimensional Gaussian vector, so every row is
+  marginally N(0, I) (Performer's `ortho_scaling=0`).
 
   Args:
     rng: PRNG key.
@@ -141,13 +166,9 @@ def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
   """
   num_blocks = -(-nb_features // dim)
   keys = jax.random.split(rng, num_blocks + 1)
-
-  def block(key: Array) -> Array:
-    # Sign-corrected Q of a Gaussian matrix is Haar-distributed (plain Householder Q is not).
-    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim), jnp.float32))
-    return (q * jnp.sign(jnp.diagonal(r))[None, :]).T
-
-  rows = jax.vmap(block)(keys[:-1]).reshape(num_blocks * dim, dim)[:nb_features]
+  gaussians = jax.vmap(lambda key: jax.random.normal(key, (dim, dim), jnp.float32))(keys[:-1])
+  blocks = jnp.swapaxes(jax.vmap(_haar_orthogonal)(gaussians), 1, 2)  # rows orthonormal
+  rows = blocks.reshape(num_blocks * dim, dim)[:nb_features]
   norms = jnp.linalg.norm(jax.random.normal(keys[-1], (nb_features, dim), jnp.float32), axis=1)
   return rows * norms[:, None]
 
@@ -243,7 +264,7 @@ class PerformerSelfAttention(SelfAttention):
   """Performer (FAVOR+) self-attention; no attention dropout.
 
   The projection is not a parameter. It is drawn from a key fixed by the module's path (so each layer
-  has its own, identical in every call and run), or, with `redraw_features`, drawn anew at every training
+  has its own, identical in every call and run, and a constant of the compiled program), or, with `redraw_features`, drawn anew at every training
   call from the 'dropout' rng stream (a new projection per step; evaluation uses the fixed one).
 
   Attributes:
@@ -255,11 +276,12 @@ class PerformerSelfAttention(SelfAttention):
 
   def projection(self, deterministic: bool) -> Array:
     """The `[nb_features, head_dim]` random projection of this call."""
+    head_dim = self.qkv_dim // self.num_heads
     if self.redraw_features and not deterministic:
-      rng = self.make_rng('dropout')
-    else:
-      rng = jax.random.PRNGKey(zlib.crc32('/'.join(self.path).encode()))
-    return orthogonal_random_matrix(rng, self.nb_features, self.qkv_dim // self.num_heads)
+      return orthogonal_random_matrix(self.make_rng('dropout'), self.nb_features, head_dim)
+    with jax.ensure_compile_time_eval():
+      return orthogonal_random_matrix(jax.random.PRNGKey(zlib.crc32('/'.join(self.path).encode())),
+                                      self.nb_features, head_dim)
 
   def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
              deterministic: bool) -> Array:

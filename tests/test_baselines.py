@@ -146,6 +146,15 @@ def test_orthogonal_random_matrix_has_orthogonal_blocks_of_gaussian_norm_rows():
     np.testing.assert_allclose(unit @ unit.T, np.eye(len(block)), atol=1e-5)
 
 
+def test_haar_orthogonal_is_the_positive_diagonal_qr_factor():
+  """Q of A = QR with diag(R) > 0 is unique: LAPACK's Q with its signs corrected must equal it."""
+  a = np.random.default_rng(0).normal(size=(16, 16))
+  q, r = np.linalg.qr(a)
+  expected = q * np.sign(np.diag(r))[None, :]
+  np.testing.assert_allclose(baselines._haar_orthogonal(jnp.asarray(a, jnp.float32)), expected,
+                             atol=1e-4)
+
+
 def test_favor_approximates_softmax_attention_with_many_features():
   """A Monte-Carlo estimate: the error shrinks with the number of features.
 
