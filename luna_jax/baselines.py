@@ -264,8 +264,9 @@ class PerformerSelfAttention(SelfAttention):
   """Performer (FAVOR+) self-attention; no attention dropout.
 
   The projection is not a parameter. It is drawn from a key fixed by the module's path (so each layer
-  has its own, identical in every call and run, and a constant of the compiled program), or, with `redraw_features`, drawn anew at every training
-  call from the 'dropout' rng stream (a new projection per step; evaluation uses the fixed one).
+  has its own, identical in every call and run, and a constant of the compiled program), or, with
+  `redraw_features`, drawn anew at every training call from the 'dropout' rng stream (a new
+  projection per step; evaluation uses the fixed one).
 
   Attributes:
     nb_features: number of random features m (LRA: 256).
