@@ -17,7 +17,10 @@ the device's `peak_bytes_in_use` on GPU/TPU and the compiled program's `memory_a
 (the process's peak RSS is reported beside it). A cell whose compiled peak exceeds `--memory_limit_gb`, or
 that fails with RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM; once a model is OOM at
 one length, its longer lengths are reported OOM without running. The machine's dense-matmul peak
-FLOP/s is measured in the same run, so achieved FLOP/s can be given as a fraction of it.
+FLOP/s is measured in the same run, so achieved FLOP/s can be given as a fraction of it. With
+`--profile`, each cell runs one more step under `jax.profiler.trace` (a Perfetto/TensorBoard trace under
+`<output_dir>/<mode>/traces/`) and `profile.md` gives the milliseconds per step of each XLA op class
+(the op name without its numeric suffix, e.g. `ynn_fusion` for a fused matmul on CPU) across the cells.
 
 Example (the committed CPU run, see README "Benchmarks"):
 
@@ -29,8 +32,11 @@ Example (the committed CPU run, see README "Benchmarks"):
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
+import glob
+import gzip
 import json
 import math
 import os
@@ -308,6 +314,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
       start = time.perf_counter()
       args = run_once(args)
       times.append(time.perf_counter() - start)
+    if spec.get('trace_dir'):
+      with jax.profiler.trace(spec['trace_dir'], create_perfetto_trace=True):
+        run_once(args)
+      record['op_class_ms'] = op_class_times(spec['trace_dir'])
   except Exception as error:  # pylint: disable=broad-except
     if not _is_oom(error):
       raise
@@ -323,6 +333,45 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
   record['baseline_rss_bytes'] = baseline_rss
   record['load_average_1m_after'] = os.getloadavg()[0]
   return record
+
+
+def op_class_times(trace_dir: str) -> dict[str, float]:
+  """Milliseconds per XLA op class in the newest Perfetto trace under `trace_dir`, largest first.
+
+  An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only the
+  events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one step can run
+  on two threads at once, so the sum can exceed the step's wall time slightly.
+  """
+  paths = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)
+  if not paths:
+    raise FileNotFoundError(f'no *.trace.json.gz under {trace_dir} (jax.profiler wrote no Perfetto trace)')
+  with gzip.open(max(paths, key=os.path.getmtime), 'rt') as f:
+    trace = json.load(f)
+  totals = collections.Counter()
+  for event in trace['traceEvents'] if isinstance(trace, dict) else trace:
+    if event.get('ph') == 'X' and 'hlo_op' in event.get('args', {}):
+      totals[re.sub(r'\.\d+$', '', event['name'])] += event['dur'] / 1e3
+  return dict(totals.most_common())
+
+
+def profile_table(cells, top: int = 12) -> str:
+  """Milliseconds per step of the `top` op classes (by their largest cell) across the profiled cells."""
+  profiled = [c for c in cells if c.get('op_class_ms')]
+  largest = collections.Counter()
+  for c in profiled:
+    for name, ms in c['op_class_ms'].items():
+      largest[name] = max(largest[name], ms)
+  names = [name for name, _ in largest.most_common(top)]
+  lines = ['| op class | ' + ' | '.join(f"{c['label']} {length_label(c['length'])}" for c in profiled) + ' |',
+           '|---|' + '---:|' * len(profiled)]
+  for name in names:
+    lines.append(f'| `{name}` | ' + ' | '.join(f"{c['op_class_ms'].get(name, 0.0):.1f}" for c in profiled)
+                 + ' |')
+  lines.append('| all ops | ' + ' | '.join(f"{sum(c['op_class_ms'].values()):.1f}" for c in profiled)
+               + ' |')
+  lines.append('| step (timed median) | ' + ' | '.join(f"{1e3 * c['step_time_s']:.1f}" for c in profiled)
+               + ' |')
+  return '\n'.join(lines)
 
 
 def _cell_main(spec_json: str) -> None:
@@ -550,7 +599,7 @@ def settings_line(results) -> str:
 
 
 def write_reports(results: dict[str, Any], output_dir: str) -> None:
-  """Writes results.json, table_relative.md, table_absolute.md and plot.png."""
+  """Writes results.json, table_relative.md, table_absolute.md, plot.png and, if profiled, profile.md."""
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
@@ -573,6 +622,11 @@ def write_reports(results: dict[str, Any], output_dir: str) -> None:
   with open(os.path.join(output_dir, 'table_absolute.md'), 'w') as f:
     f.write('\n'.join(absolute))
   plot(results, os.path.join(output_dir, 'plot.png'))
+  if any(c.get('op_class_ms') for c in cells):
+    with open(os.path.join(output_dir, 'profile.md'), 'w') as f:
+      f.write('\n'.join([f"# Time per XLA op class ({results['settings']['mode']})", ''] + header + [
+          'Milliseconds per step of each op class, from one profiled step after the timed runs '
+          '(`jax.profiler.trace`; traces under `traces/`):', '', profile_table(cells), '']))
 
 
 def plot(results: dict[str, Any], path: str) -> None:
@@ -642,11 +696,15 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
   cells = []
   for model in models:
     oom_at = slow = None
-    for length in lengths + (long_lengths if model in long_models else []):
+    # A length in both lists runs once.
+    for length in sorted(set(lengths) | set(long_lengths if model in long_models else [])):
       spec = {'mode': mode, 'model': model, 'length': length, 'batch_size': args.batch_size,
               'warmup': args.warmup, 'repeats': args.repeats, 'seed': args.seed,
               'memory_limit_bytes': None if limit_gb is None else int(limit_gb * 2**30),
               'arch': dataclasses.asdict(arch)}
+      if args.profile:
+        spec['trace_dir'] = os.path.abspath(
+            os.path.join(args.output_dir, mode, 'traces', f'{model}_{length_label(length)}'))
       if slow is not None:
         spec['compile_only'] = (f'not timed: step took {slow[1]:.0f} s at {length_label(slow[0])} '
                                 f'(> --max_step_s {args.max_step_s:g})')
@@ -670,9 +728,10 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
           f'({time.perf_counter() - start:.0f} s)')
   memory_source = ('compiled memory_analysis() peak (process peak RSS beside it)'
                    if machine['backend'] == 'cpu' else 'device peak_bytes_in_use')
-  settings = {'mode': mode, 'models': models, 'lengths': sorted({c['length'] for c in cells}), 'batch_size': args.batch_size,
-              'warmup': args.warmup, 'repeats': args.repeats, 'seed': args.seed,
-              'memory_limit_gb': limit_gb, 'max_step_s': args.max_step_s, 'isolation': args.isolation, 'arch': dataclasses.asdict(arch),
+  settings = {'mode': mode, 'models': models, 'lengths': sorted({c['length'] for c in cells}),
+              'batch_size': args.batch_size, 'warmup': args.warmup, 'repeats': args.repeats,
+              'seed': args.seed, 'memory_limit_gb': limit_gb, 'max_step_s': args.max_step_s,
+              'isolation': args.isolation, 'arch': dataclasses.asdict(arch),
               'trainer': 'luna_jax.train_lib.train_step' if mode == 'train_step' else None}
   return {'machine': machine, 'matmul_peak': matmul_peak, 'settings': settings,
           'memory_source': memory_source, 'flops_source': 'XLA cost_analysis() of the compiled step',
@@ -716,6 +775,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--dropout_rate', type=float, default=0.1)
   parser.add_argument('--attention_dropout_rate', type=float, default=0.1)
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--profile', action='store_true',
+                      help='trace one more step per cell with jax.profiler and write profile.md (time per '
+                           'XLA op class).')
   parser.add_argument('--cell', default=None, help=argparse.SUPPRESS)
   return parser.parse_args(argv)
 
@@ -738,7 +800,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                             log=functools.partial(print, flush=True))
     out_dir = os.path.join(args.output_dir, mode)
     write_reports(results, out_dir)
-    print(f'wrote {out_dir}/{{results.json,table_relative.md,table_absolute.md,plot.png}}', flush=True)
+    extra = ',profile.md' if args.profile else ''
+    print(f'wrote {out_dir}/{{results.json,table_relative.md,table_absolute.md,plot.png{extra}}}',
+          flush=True)
 
 
 if __name__ == '__main__':

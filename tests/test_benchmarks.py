@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import jax
 import pytest
@@ -16,6 +17,7 @@ MODES = {
     'train_step': ('transformer,linear_transformer,luna16,luna16_noncontextual', (32,)),
     'attention': ('transformer_fused,linformer,performer,luna16', (32, 64)),
 }
+PROFILED_MODE = 'attention'
 POSITIVE_FIGURES = ('compile_s', 'step_time_s', 'steps_per_s', 'examples_per_s', 'tokens_per_s',
                     'flops_per_step', 'flop_per_s', 'matmul_peak_fraction', 'memory_bytes',
                     'compiled_peak_bytes', 'peak_rss_bytes')
@@ -30,8 +32,9 @@ def output_dir(tmp_path_factory):
   try:
     for mode, (models, lengths) in MODES.items():
       speed_memory.main(TINY + ['--mode', mode, '--models', models, '--isolation', 'none',
-                                '--long_lengths', '',
-                                '--lengths', ','.join(map(str, lengths)), '--output_dir', str(out)])
+                                '--long_lengths', str(lengths[-1]),  # Overlaps: runs once.
+                                '--lengths', ','.join(map(str, lengths)), '--output_dir', str(out)]
+                        + (['--profile'] if mode == PROFILED_MODE else []))
   finally:
     jax.config.update('jax_disable_most_optimizations', False)
     if previous is None:
@@ -73,6 +76,27 @@ def test_tables_and_plot(output_dir, mode):
   assert 'Machine:' in relative and 'matmul peak' in relative
   png = (output_dir / mode / 'plot.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
+
+@pytest.mark.parametrize('mode', list(MODES))
+def test_profile_times_every_cell_by_op_class(output_dir, mode):
+  with open(output_dir / mode / 'results.json') as f:
+    cells = json.load(f)['cells']
+  if mode != PROFILED_MODE:
+    assert not (output_dir / mode / 'profile.md').exists()
+    assert not any('op_class_ms' in c for c in cells)
+    return
+  table = (output_dir / mode / 'profile.md').read_text()
+  for cell in cells:
+    ops = cell['op_class_ms']
+    assert ops and all(math.isfinite(ms) and ms > 0 for ms in ops.values()), cell['model']
+    assert not any(re.search(r'\.\d+$', name) for name in ops)  # Numeric suffixes stripped.
+    assert list(ops.values()) == sorted(ops.values(), reverse=True)
+    assert f"{cell['label']} {speed_memory.length_label(cell['length'])}" in table
+    traces = list((output_dir / mode / 'traces').glob(
+        f"{cell['model']}_{cell['length']}/**/*.trace.json.gz"))
+    assert traces, cell['model']
+  assert '| all ops |' in table and '| step (timed median) |' in table
+
 
 
 def test_cell_in_a_subprocess(monkeypatch):
