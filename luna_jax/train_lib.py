@@ -439,7 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
                                num_devices=num_devices)
   state = jax_utils.replicate(state, devices, axis_name=AXIS)  # Same sharding as pmap outputs.
-  writer = metric_writers.MetricWriter(workdir, enabled=is_lead)
+  writer = metric_writers.MetricWriter(workdir, enabled=is_lead, start_step=start_step)
   train_log = _TrainLog(optim.schedule_from_config(config.optimizer), checkpointer)
   batches = lra.train_batches(data.train, training.batch_size, seed=config.seed,
                               start_step=start_step, process_index=jax.process_index(),

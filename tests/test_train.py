@@ -116,7 +116,8 @@ class _Interrupted(Exception):
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data, tmp_path,
                                                                    monkeypatch):
-  config = tiny_config(tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3)
+  config = tiny_config(tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3,
+                       log_every=1)
   train_lib.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   start_steps = []
@@ -135,6 +136,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data,
   with pytest.raises(_Interrupted):
     train_lib.train_and_evaluate(config, str(workdir))
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3']
+  assert [m['step'] for m in read_jsonl(workdir / 'metrics.jsonl')][-1] == 4  # Logged, not saved.
+  with open(workdir / 'metrics.jsonl', 'a', encoding='utf-8') as f:
+    f.write('{"step": 5, "train_lo')  # And a line torn by the kill.
   # A save that died half-way leaves an unfinalised temporary folder; it must not be resumed from.
   (workdir / 'checkpoints' / '5.orbax-checkpoint-tmp-1234567890').mkdir()
   results = train_lib.train_and_evaluate(config, str(workdir))
@@ -144,10 +148,12 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data,
   assert results['step'] == 6
   jax.tree.map(np.testing.assert_array_equal, checkpoint_params(workdir, 6),
                checkpoint_params(tmp_path / 'straight', 6))
-  # The resumed run appends to metrics.jsonl; its entries for steps 4-6 come last.
-  losses = [{m['step']: m['train_loss'] for m in read_jsonl(path / 'metrics.jsonl')
-             if 'train_loss' in m} for path in (workdir, tmp_path / 'straight')]
-  assert losses[0] == losses[1]
+  # What the first run logged after its checkpoint at step 3 is dropped on resume: every step is
+  # logged once, with the losses of the uninterrupted run.
+  logs = [read_jsonl(path / 'metrics.jsonl') for path in (workdir, tmp_path / 'straight')]
+  assert [m['step'] for m in logs[0]] == [m['step'] for m in logs[1]]
+  assert ([m['train_loss'] for m in logs[0] if 'train_loss' in m]
+          == [m['train_loss'] for m in logs[1] if 'train_loss' in m])
 
 
 def test_tiny_model_overfits_a_fixed_batch():
