@@ -1,11 +1,14 @@
 r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, and a Figure-1-style plot.
 
   python -m benchmarks.report --runs_dir runs --output_dir reports \
-      [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096]
+      [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096] \
+      [--checkpoint final|best]
 
 Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one run;
 runs are grouped by model variant (read from the stored config: model name, attention, projection
-length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task, mean ± sample
+length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of the final
+parameters, the official LRA protocol, or with `--checkpoint best` of the best validation checkpoint's;
+both are in every `results.json`), mean ± sample
 standard deviation over the runs (seeds) when there are several, the 5-task average and the average
 without Retrieval (computed from the per-task means, only when every task is there), each model's
 row from the Luna paper's Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the
@@ -54,17 +57,34 @@ def variant_of(model_config: Mapping[str, Any]) -> str:
   return model_config['name']
 
 
-def collect_runs(runs_dir: str) -> dict[tuple[str, str], list[float]]:
-  """Test accuracies (%) of every run under `runs_dir`, by (variant, task), in seed order."""
+#: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
+CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
+
+
+def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, str], list[float]]:
+  """Test accuracies (%) of every run under `runs_dir`, by (variant, task), in seed order.
+
+  Args:
+    runs_dir: folder searched for `results.json` files.
+    checkpoint: 'final' (`results['test']`) or 'best' (`results['best']['test']`).
+  """
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f'checkpoint must be one of {tuple(CHECKPOINTS)}, got {checkpoint!r}.')
   runs: dict[tuple[str, str], list[tuple[int, float]]] = {}
   for root, _, files in sorted(os.walk(runs_dir)):
     if 'results.json' not in files:
       continue
-    with open(os.path.join(root, 'results.json'), encoding='utf-8') as f:
+    path = os.path.join(root, 'results.json')
+    with open(path, encoding='utf-8') as f:
       results = json.load(f)
     config = results['config']
     key = (variant_of(config['model']), config['data']['task'])
-    runs.setdefault(key, []).append((config['seed'], 100.0 * results['test']['accuracy']))
+    test = results['test'] if checkpoint == 'final' else results.get('best', {}).get('test')
+    if test is None:
+      raise ValueError(f"{path} has no test metrics of the best checkpoint ('best': {{'test': ...}}); "
+                       'it was written by an older trainer: use --checkpoint final, or evaluate again '
+                       'by running the same command with the same --workdir.')
+    runs.setdefault(key, []).append((config['seed'], 100.0 * test['accuracy']))
   return {key: [acc for _, acc in sorted(values)] for key, values in runs.items()}
 
 
@@ -107,15 +127,16 @@ def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]]) -> str:
   return '\n'.join(lines)
 
 
-def leaderboard_markdown(runs: Mapping[tuple[str, str], Sequence[float]], runs_dir: str) -> str:
-  """The whole `leaderboard.md`: title, provenance and the table."""
+def leaderboard_markdown(runs: Mapping[tuple[str, str], Sequence[float]], runs_dir: str,
+                         checkpoint: str = 'final') -> str:
+  """The whole `leaderboard.md`: title, provenance (runs, which checkpoint) and the table."""
   total = sum(len(v) for v in runs.values())
   return '\n'.join([
       '# LRA leaderboard', '',
-      f'{total} runs from `{runs_dir}`: test accuracy (%) of the final parameters, mean ± sample standard '
-      'deviation over runs (seeds) where there are several. Avg: mean of the 5 task means; Avg (w/o rtl): '
-      'without Retrieval (both only when every task has runs). Paper rows: Luna paper (Ma et al., NeurIPS '
-      '2021) Table 1, the baselines there from Tay et al. (2021).', '',
+      f'{total} runs from `{runs_dir}`: test accuracy (%) of {CHECKPOINTS[checkpoint]}, mean ± sample '
+      'standard deviation over runs (seeds) where there are several. Avg: mean of the 5 task means; '
+      'Avg (w/o rtl): without Retrieval (both only when every task has runs). Paper rows: Luna paper '
+      '(Ma et al., NeurIPS 2021) Table 1, the baselines there from Tay et al. (2021).', '',
       leaderboard(runs), ''])
 
 
@@ -177,11 +198,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--benchmark_json', default='benchmarks/results/cpu/train_step/results.json',
                       help="speed_memory train_step results for figure1.png ('' to skip the plot).")
   parser.add_argument('--length', type=int, default=None, help='sequence length of the plotted cells.')
+  parser.add_argument('--checkpoint', choices=tuple(CHECKPOINTS), default='final',
+                      help='test accuracy of the final parameters (official LRA protocol) or of the best '
+                           'validation checkpoint.')
   args = parser.parse_args(argv)
-  runs = collect_runs(args.runs_dir)
+  runs = collect_runs(args.runs_dir, args.checkpoint)
   os.makedirs(args.output_dir, exist_ok=True)
   with open(os.path.join(args.output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
-    f.write(leaderboard_markdown(runs, args.runs_dir))
+    f.write(leaderboard_markdown(runs, args.runs_dir, args.checkpoint))
   print(f'{sum(map(len, runs.values()))} runs -> {os.path.join(args.output_dir, "leaderboard.md")}')
   if args.benchmark_json:
     with open(args.benchmark_json, encoding='utf-8') as f:

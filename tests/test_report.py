@@ -7,12 +7,14 @@ import pytest
 from benchmarks import report
 
 
-def write_run(root, folder, task, seed, accuracy, **model):
-  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it."""
+def write_run(root, folder, task, seed, accuracy, best_accuracy=None, **model):
+  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below final)."""
   run = root / folder
   run.mkdir(parents=True)
   config = {'seed': seed, 'data': {'task': task}, 'model': model}
-  (run / 'results.json').write_text(json.dumps({'config': config, 'test': {'accuracy': accuracy}}))
+  best = {'step': 1, 'test': {'accuracy': accuracy - 0.01 if best_accuracy is None else best_accuracy}}
+  (run / 'results.json').write_text(
+      json.dumps({'config': config, 'test': {'accuracy': accuracy}, 'best': best}))
 
 
 LUNA16 = dict(name='luna', projection_length=16, contextual_p=True,
@@ -47,6 +49,24 @@ def test_leaderboard_table_is_exact(runs_dir):
       '| Luna-16 (non-contextual P) | ours (1 run) | - | 60.00 | - | - | - | - | - |',
   ])
   assert report.leaderboard(runs) == expected
+
+
+def test_best_checkpoint_accuracies(runs_dir, tmp_path):
+  runs = report.collect_runs(str(runs_dir), checkpoint='best')
+  assert runs[('luna16', 'listops')] == pytest.approx([36.0, 38.0, 37.0])
+  assert runs[('performer', 'listops')] == pytest.approx([19.0])
+  markdown = report.leaderboard_markdown(runs, 'runs', checkpoint='best')
+  assert 'test accuracy (%) of the best validation checkpoint' in markdown
+  assert '| Luna-16 | ours (1/3 runs) | 37.00 ± 1.00 |' in markdown
+  # A results.json from before best-checkpoint evaluation: the error says what to do.
+  old = tmp_path / 'old' / 'results.json'
+  old.parent.mkdir()
+  old.write_text(json.dumps({'config': {'seed': 0, 'data': {'task': 'text'}, 'model': LUNA16},
+                             'test': {'accuracy': 0.5}, 'best': {'step': 3}}))
+  with pytest.raises(ValueError, match=r'old/results.json has no test metrics of the best checkpoint.*'
+                                       r'--checkpoint final'):
+    report.collect_runs(str(tmp_path / 'old'), checkpoint='best')
+  assert report.collect_runs(str(tmp_path / 'old')) == {('luna16', 'text'): [50.0]}
 
 
 def test_paper_averages_match_table_1():

@@ -15,7 +15,7 @@ import pytest
 
 import lra
 import luna_jax
-from luna_jax import optim, train_lib
+from luna_jax import checkpointing, optim, train_lib
 
 #: Task name -> config module under configs/.
 CONFIG_FILES = {'listops': 'listops', 'text': 'text', 'retrieval': 'retrieval', 'image': 'image',
@@ -102,6 +102,25 @@ def test_one_and_eight_devices_give_the_same_losses(tiny_lra_data, tmp_path):
                            if 'train_loss' in m]
   assert len(losses[1]) == 3
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-5, atol=1e-5)
+
+
+def test_best_checkpoint_is_test_evaluated(tiny_lra_data, tmp_path, monkeypatch):
+  """results['best']['test'] is the test metrics of the best validation checkpoint's parameters."""
+  # Make step 1 the best validation result; its parameters are those a 1-step run ends with.
+  save_if_best = checkpointing.Checkpointer.save_if_best
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best',
+                      lambda self, step, params, accuracy: save_if_best(self, step, params, 1 / step))
+  results = train_lib.train_and_evaluate(
+      tiny_config(tiny_lra_data, num_train_steps=4, eval_every=1), str(tmp_path / 'four_steps'))
+  one_step = train_lib.train_and_evaluate(
+      tiny_config(tiny_lra_data, num_train_steps=1, eval_every=1), str(tmp_path / 'one_step'))
+
+  assert results['best']['step'] == 1 and results['step'] == 4
+  assert results['best']['test'] == one_step['test']
+  assert results['best']['test']['loss'] != results['test']['loss']
+  assert one_step['best']['test'] == one_step['test']  # Best is the last step: no second evaluation.
+  logged = read_jsonl(tmp_path / 'four_steps' / 'metrics.jsonl')
+  assert logged[-1]['best_test_loss'] == results['best']['test']['loss']
 
 
 def test_batch_size_must_divide_over_devices(tiny_lra_data, tmp_path):
