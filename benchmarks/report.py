@@ -8,10 +8,9 @@ Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_an
 runs are grouped by model variant (read from the stored config: model name, attention, projection
 length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of the final
 parameters, the official LRA protocol, or with `--checkpoint best` of the best validation checkpoint's;
-both are in every `results.json`), mean ± sample
-standard deviation over the runs (seeds) when there are several, the 5-task average and the average
-without Retrieval (computed from the per-task means, only when every task is there), each model's
-row from the Luna paper's Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the
+both are in every `results.json`), mean ± sample standard deviation over the runs (seeds) when there
+are several, the 5-task average and the average without Retrieval (computed from the per-task means,
+only when every task is there), each model's row from the Luna paper's Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the
 average accuracy without Retrieval against training steps/s, bubble area proportional to peak memory,
 from a `benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
 every task but Retrieval has runs, else the paper's (hollow bubble).

@@ -77,6 +77,7 @@ def test_tables_and_plot(output_dir, mode):
   png = (output_dir / mode / 'plot.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
 
+
 @pytest.mark.parametrize('mode', list(MODES))
 def test_profile_times_every_cell_by_op_class(output_dir, mode):
   with open(output_dir / mode / 'results.json') as f:
@@ -96,7 +97,6 @@ def test_profile_times_every_cell_by_op_class(output_dir, mode):
         f"{cell['model']}_{cell['length']}/**/*.trace.json.gz"))
     assert traces, cell['model']
   assert '| all ops |' in table and '| step (timed median) |' in table
-
 
 
 def test_cell_in_a_subprocess(monkeypatch):

@@ -7,12 +7,12 @@ import pytest
 from benchmarks import report
 
 
-def write_run(root, folder, task, seed, accuracy, best_accuracy=None, **model):
+def write_run(root, folder, task, seed, accuracy, **model):
   """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below final)."""
   run = root / folder
   run.mkdir(parents=True)
   config = {'seed': seed, 'data': {'task': task}, 'model': model}
-  best = {'step': 1, 'test': {'accuracy': accuracy - 0.01 if best_accuracy is None else best_accuracy}}
+  best = {'step': 1, 'test': {'accuracy': accuracy - 0.01}}
   (run / 'results.json').write_text(
       json.dumps({'config': config, 'test': {'accuracy': accuracy}, 'best': best}))
 
