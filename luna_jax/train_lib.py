@@ -431,12 +431,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                num_params, 'resuming' if start_step else 'starting', start_step,
                training.num_train_steps)
 
+  # pmap must be given the same devices in every process: all of them, so that its collectives
+  # span the processes (a process's own devices alone would train one model per process).
+  mapped_devices = devices if jax.process_count() == 1 else jax.devices()
   p_train_step = jax.pmap(
       functools.partial(train_step, model=model, optimizer=optimizer, axis_name=AXIS,
                         label_smoothing=training.label_smoothing),
-      axis_name=AXIS, devices=devices, donate_argnums=(0,))
+      axis_name=AXIS, devices=mapped_devices, donate_argnums=(0,))
   p_eval_step = jax.pmap(functools.partial(eval_step, model=model, axis_name=AXIS),
-                         axis_name=AXIS, devices=devices)
+                         axis_name=AXIS, devices=mapped_devices)
   run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
                                num_devices=num_devices)
   state = jax_utils.replicate(state, devices, axis_name=AXIS)  # Same sharding as pmap outputs.
