@@ -5,13 +5,13 @@
 
 Each task's files come from one official archive (the table `SOURCES`): the LRA release (ListOps,
 Retrieval, Pathfinder, Path-X), IMDb (Text) and the CIFAR-10 python batches (Image). For every task
-asked for, the data already under `--data_dir` is verified and reused; otherwise its archive is taken
-from `--archive`, or from `<data_dir>/downloads/`, or downloaded there (HTTP Range requests resume an
-interrupted download, the size is checked against the server's and the table's, and a SHA-256
-manifest `downloads/SHA256SUMS` is written for later runs to detect damage), and only the members the
-task needs are extracted, streaming (the archive is read once and never held in memory or copied).
-Then each task is loaded with `lra.load_task`, which checks its layout and builds its token cache,
-and the `train.py` commands are printed.
+asked for, the data already under `--data_dir` is verified and reused. Otherwise its archive is
+taken from `--archive`, or from `<data_dir>/downloads/`, or downloaded there: HTTP Range requests
+resume an interrupted download, the size is checked against the server's and the table's, and a
+SHA-256 manifest `downloads/SHA256SUMS` is written for later runs to detect damage. Only the
+members the task needs are extracted, streaming: the archive is read once and never held in memory
+or copied. Then each task is loaded with `lra.load_task`, which checks its layout and builds its
+token cache, and the `train.py` commands are printed.
 
 Layout under `--data_dir` (what `task_data_dir` returns is the `data_dir` a task's loader gets):
   downloads/<archive>, downloads/SHA256SUMS       downloaded archives and their SHA-256
@@ -119,8 +119,9 @@ TASK_FILES: dict[str, TaskFiles] = {
         f'cifar-10-batches-py/{name}' for name in (*(f'data_batch_{i}' for i in range(1, 6)),
                                                    'test_batch')),
         'configs/image.py'),
-    'pathfinder32': TaskFiles('lra_release', _RELEASE,
-                              (f'{_RELEASE}/pathfinder32/{{difficulty}}/',), 'configs/pathfinder.py'),
+    'pathfinder32': TaskFiles(
+        'lra_release', _RELEASE, (f'{_RELEASE}/pathfinder32/{{difficulty}}/',),
+        'configs/pathfinder.py'),
     'pathx': TaskFiles('lra_release', _RELEASE, (f'{_RELEASE}/pathfinder128/{{difficulty}}/',),
                        'configs/pathx.py'),
 }

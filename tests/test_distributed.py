@@ -37,7 +37,8 @@ def _train_metrics(workdir: Path) -> dict[int, dict[str, float]]:
 
 
 def _params(workdir: Path, step: int):
-  return ocp.StandardCheckpointer().restore(workdir / 'checkpoints' / str(step) / 'default')['params']
+  path = workdir / 'checkpoints' / str(step) / 'default'
+  return ocp.StandardCheckpointer().restore(path)['params']
 
 
 def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tmp_path):

@@ -1,6 +1,6 @@
-"""`lra.prepare` against a local HTTP server on 127.0.0.1 serving tiny archives in the official layouts:
-download, Range resume after a dropped connection, servers without Range, damaged and user-provided
-archives, offline failure, extraction of only what a task needs, reuse of verified data."""
+"""`lra.prepare` against a local HTTP server on 127.0.0.1 serving tiny archives in the official
+layouts: download, Range resume after a dropped connection, servers without Range, damaged and
+user-provided archives, offline failure, extraction of only what a task needs, verified reuse."""
 
 import hashlib
 import http.server
@@ -120,7 +120,8 @@ def official_archives(tiny_lra_data) -> dict[str, bytes]:
           f'{release}/pathfinder32': data['pathfinder32'] / 'pathfinder32',
           f'{release}/pathfinder32/curv_baseline/metadata/0.npy': b'imgs/0 sample_0.png 0 1\n',
           f'{release}/pathfinder128': data['pathx'] / 'pathfinder128'}),
-      'imdb': _tar_gz({'aclImdb': data['text'] / 'aclImdb', 'aclImdb/train/unsup/0_0.txt': b'unlabelled',
+      'imdb': _tar_gz({'aclImdb': data['text'] / 'aclImdb',
+                       'aclImdb/train/unsup/0_0.txt': b'unlabelled',
                        'aclImdb/imdb.vocab': b'the\n'}),
       'cifar10': _tar_gz({'cifar-10-batches-py': data['image'] / 'cifar-10-batches-py'}),
   }
