@@ -1,5 +1,6 @@
-"""`benchmarks.reproduce`: a tiny sweep of real `train.py` runs (debug configs, tiny data in the layout
-`lra.prepare` writes): a finished run, a failed run reported with its log, skipping and resuming."""
+"""`benchmarks.reproduce`: a tiny sweep of real `train.py` runs (debug configs, tiny data in the
+layout `lra.prepare` writes): a finished run, a failed run reported with its log, skipping and
+resuming."""
 
 import json
 import shutil
@@ -12,7 +13,8 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(tiny_lra_d
                                                                       capsys):
   root = tmp_path / 'data'
   ignore = shutil.ignore_patterns('lra_cache')
-  shutil.copytree(tiny_lra_data['listops'][0], prepare.task_data_dir('listops', root), ignore=ignore)
+  shutil.copytree(tiny_lra_data['listops'][0], prepare.task_data_dir('listops', root),
+                  ignore=ignore)
   retrieval = prepare.task_data_dir('retrieval', root)
   shutil.copytree(tiny_lra_data['retrieval'][0], retrieval, ignore=ignore)
   with open(retrieval / 'new_aan_pairs.eval.tsv', 'a', encoding='utf-8') as f:
