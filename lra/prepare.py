@@ -151,9 +151,9 @@ def parse_tasks(spec: str) -> list[str]:
   return [t for t in TASK_FILES if t in names]
 
 
-def _manual_alternative(url: str) -> str:
+def _manual_alternative(url: str, dest: Path) -> str:
   return (f'Download {url} on a machine with network access, copy it here and pass --archive PATH '
-          f'(or put it at <data_dir>/{DOWNLOADS}/{posixpath.basename(url)}).')
+          f'(or put it at {dest}).')
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,12 +196,11 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
       the manual alternative.
   """
   part = dest.with_name(dest.name + '.part')
-  dest.parent.mkdir(parents=True, exist_ok=True)
   total = expected_size
   failures = 0
   responded = False
   with tqdm.tqdm(unit='B', unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress,
-                 dynamic_ncols=True) as bar:
+                 dynamic_ncols=True, delay=1.0) as bar:
     while True:
       have = part.stat().st_size if part.exists() else 0
       if total is not None and have > total:  # Not what this URL serves: start over.
@@ -222,10 +221,11 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
           if expected_size is not None and served is not None and served != expected_size:
             raise DataError(f'{url}: the server reports {served} bytes, expected {expected_size}. '
                             f'The file changed upstream or the URL is wrong; '
-                            f'{_manual_alternative(url)}')
+                            f'{_manual_alternative(url, dest)}')
           total = served if served is not None else total
           bar.reset(total=total)
           bar.update(have)
+          dest.parent.mkdir(parents=True, exist_ok=True)
           with open(part, 'ab' if have else 'wb') as f:
             while chunk := response.read(_CHUNK):
               f.write(chunk)
@@ -239,17 +239,17 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
           part.unlink()
           continue
         raise DataError(f'{url}: HTTP error {e.code} {e.reason}. '
-                        f'{_manual_alternative(url)}') from None
+                        f'{_manual_alternative(url, dest)}') from None
       except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         reason = getattr(e, 'reason', e)
         if not responded:
           raise DataError(f'Cannot reach {url} ({reason}). '
-                          f'{_manual_alternative(url)}') from None
+                          f'{_manual_alternative(url, dest)}') from None
         failures += 1
         if failures > retries:
           raise DataError(f'{url}: download failed {failures} times, last: {reason}. The partial '
                           f'file {part} is kept; run again to resume. '
-                          f'{_manual_alternative(url)}') from None
+                          f'{_manual_alternative(url, dest)}') from None
         bar.write(f'{dest.name}: {reason}; resuming in {retry_wait:g} s '
                   f'(attempt {failures + 1} of {retries + 1})')
         time.sleep(retry_wait)
@@ -333,7 +333,7 @@ def obtain_archive(name: str, data_root: Path, archive: Path | None = None, *,
       bad = dest.with_name(dest.name + '.corrupt')
       os.replace(dest, bad)
       raise DataError(f'The download is damaged: {e} It was kept as {bad}; delete it and run '
-                      f'again to download afresh. {_manual_alternative(source.url)}') from None
+                      f'again to download afresh. {_manual_alternative(source.url, dest)}') from None
     _record_manifest(downloads, dest.name, digest)
     return dest
   recorded = read_manifest(downloads).get(dest.name)
@@ -560,9 +560,12 @@ def _print_report(report: Mapping[str, dict], data_root: Path) -> None:
   for task, entry in report.items():
     sizes = '/'.join(map(str, entry['sizes'])) if 'sizes' in entry else 'FAILED'
     print(f'{task:<13} {sizes:<22} {entry["data_dir"]} ({entry.get("status", "not prepared")})')
+  failures: dict[str, list[str]] = {}
   for task, entry in report.items():
     if 'error' in entry:
-      print(f'\n{task} FAILED:\n{entry["error"]}', file=sys.stderr)
+      failures.setdefault(entry['error'], []).append(task)
+  for error, tasks in failures.items():
+    print(f'\n{", ".join(tasks)} FAILED:\n{error}', file=sys.stderr)
   ready = [task for task, entry in report.items() if 'sizes' in entry]
   if not ready:
     return
