@@ -332,8 +332,9 @@ def obtain_archive(name: str, data_root: Path, archive: Path | None = None, *,
     except DataError as e:
       bad = dest.with_name(dest.name + '.corrupt')
       os.replace(dest, bad)
-      raise DataError(f'The download is damaged: {e} It was kept as {bad}; delete it and run '
-                      f'again to download afresh. {_manual_alternative(source.url, dest)}') from None
+      raise DataError(f'The download is damaged: {e} It was kept as {bad}. Run again to '
+                      f'download it afresh; should that fail again, the file upstream changed. '
+                      f'{_manual_alternative(source.url, dest)}') from None
     _record_manifest(downloads, dest.name, digest)
     return dest
   recorded = read_manifest(downloads).get(dest.name)
