@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import hashlib
 import http.client
 import json
@@ -44,6 +45,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -362,13 +364,13 @@ def task_members(task: str, difficulty: str) -> tuple[str, ...]:
   return tuple(m.format(difficulty=folder) for m in TASK_FILES[task].members)
 
 
-def _wanted_by(name: str, members: Mapping[str, Sequence[str]]) -> list[str]:
-  return [task for task, patterns in members.items()
-          if any(name == p or (p.endswith('/') and name.startswith(p)) for p in patterns)]
+def _matches(name: str, pattern: str) -> bool:
+  """Whether member `name` is `pattern`, or lies in it when `pattern` is a folder ending in '/'."""
+  return name == pattern or (pattern.endswith('/') and name.startswith(pattern))
 
 
 def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
-            progress: bool = True) -> dict[str, dict[str, int]]:
+            progress: bool = True) -> tuple[dict[str, dict[str, int]], list[str]]:
   """Extracts the regular files a set of tasks need from a (gzip) tar, reading it once.
 
   Each file is written to a temporary name and renamed when complete. Links, devices and names
@@ -381,10 +383,11 @@ def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
     progress: show a progress bar over the compressed bytes.
 
   Returns:
-    task -> {extracted path relative to `root`: size in bytes}.
+    task -> {extracted path relative to `root`: size in bytes}, and the archive's first 20 member
+    names (to show a layout that is not the expected one).
 
   Raises:
-    DataError: an unreadable archive, or one without a member a task needs (naming it).
+    DataError: an archive that is not a readable (gzip) tar.
   """
   extracted: dict[str, dict[str, int]] = {task: {} for task in members}
   seen = []
@@ -397,7 +400,8 @@ def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
         name = posixpath.normpath(member.name)
         if len(seen) < 20:
           seen.append(name)
-        tasks = _wanted_by(name, members)
+        tasks = [task for task, patterns in members.items()
+                 if any(_matches(name, p) for p in patterns)]
         if not tasks or not member.isfile() or name.startswith(('/', '..')):
           continue
         dest = root / name
@@ -408,16 +412,15 @@ def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
         os.replace(tmp, dest)
         for task in tasks:
           extracted[task][name] = member.size
-  except (tarfile.TarError, EOFError, OSError) as e:
+  except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
     raise DataError(f'{archive}: cannot read it as a gzip tar archive ({e}). If it is a download, '
                     f'delete it and run again; otherwise get a fresh copy.') from None
-  for task, patterns in members.items():
-    missing = [p for p in patterns if not any(n == p or (p.endswith('/') and n.startswith(p))
-                                              for n in extracted[task])]
-    if missing:
-      raise DataError(f'{archive} has no member(s) {", ".join(missing)} (needed by {task}); its '
-                      f'first members are: {", ".join(seen)}')
-  return extracted
+  return extracted, seen
+
+
+def missing_members(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
+  """The members (exact names, or folders ending in '/') of which `names` has nothing."""
+  return [p for p in patterns if not any(_matches(n, p) for n in names)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -529,14 +532,19 @@ def prepare(tasks: Sequence[str], data_root: Path, archives: Mapping[str, Path] 
       for task in source_tasks:
         _state_path(data_root, task, 'partial').parent.mkdir(parents=True, exist_ok=True)
         _state_path(data_root, task, 'partial').touch()
-      extracted = extract(archive, data_root / source.extract_to,
-                          {task: task_members(task, difficulty) for task in source_tasks},
-                          progress=progress)
+      members = {task: task_members(task, difficulty) for task in source_tasks}
+      extracted, first_names = extract(archive, data_root / source.extract_to, members,
+                                       progress=progress)
     except DataError as e:
       for task in source_tasks:
         report[task]['error'] = str(e)
       continue
     for task in source_tasks:
+      missing = missing_members(members[task], list(extracted[task]))
+      if missing:
+        report[task]['error'] = (f'{archive} has no member(s) {", ".join(missing)}; its first '
+                                 f'members are: {", ".join(first_names)}')
+        continue
       record = {'source': source_name, 'archive': str(archive), 'files': extracted[task]}
       _state_path(data_root, task, 'json').write_text(json.dumps(record, indent=1),
                                                       encoding='utf-8')

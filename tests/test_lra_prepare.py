@@ -301,3 +301,23 @@ def test_unknown_task_and_unmatched_archive_name_are_usage_errors(tmp_path, caps
   with pytest.raises(SystemExit):
     prepare.main(['--tasks', 'text', '--data_dir', str(tmp_path), '--archive', 'imdb.tgz'])
   assert 'SOURCE=PATH' in capsys.readouterr().err
+
+
+def test_archive_without_a_task_s_members_fails_that_task_only(server, tiny_lra_data, tmp_path,
+                                                               monkeypatch, capsys):
+  listops = Path(tiny_lra_data['listops'][0])
+  listops_only = _tar_gz({'lra_release/lra_release/listops-1000': listops})
+  _serve(monkeypatch, server, {'lra_release': listops_only})
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
+                       '--no_progress']) == 1
+  captured = capsys.readouterr()
+  assert 'has no member(s) lra_release/lra_release/tsv_data/new_aan_pairs.train.tsv' in captured.err
+  assert 'its first members are: lra_release' in captured.err
+  assert re.search(r'listops +\d+/\d+/\d+ ', captured.out)  # Loaded: its split sizes.
+  assert len(server.requests) == 1
+  # The next run reuses ListOps and tries Retrieval again from the kept download.
+  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
+                       '--no_progress']) == 1
+  assert 'verified 3 extracted files' in capsys.readouterr().out
+  assert len(server.requests) == 1
