@@ -517,9 +517,15 @@ def prepare(tasks: Sequence[str], data_root: Path, archives: Mapping[str, Path] 
     except DataError as e:
       status, damaged = None, True
       print(f'{task}: {e} Extracting it again.')
-    if status is None and not damaged and not _state_path(data_root, task, 'partial').exists() \
-        and _layout_present(data_root, task, difficulty):
-      status = 'found in place (not extracted by lra.prepare)'
+    if status is None and not damaged and not _state_path(data_root, task, 'partial').exists():
+      if _layout_present(data_root, task, difficulty):
+        status = 'found in place (not extracted by lra.prepare)'
+      else:  # Another source its loader reads, such as a prepared TFDS dataset?
+        try:
+          report[task]['sizes'] = _split_sizes(task, report[task]['data_dir'], difficulty)
+          status = 'found in place (read by its loader)'
+        except DataError:
+          pass
     if status is None:
       pending.setdefault(TASK_FILES[task].source, []).append(task)
     else:
@@ -551,17 +557,19 @@ def prepare(tasks: Sequence[str], data_root: Path, archives: Mapping[str, Path] 
       _state_path(data_root, task, 'partial').unlink()
       report[task]['status'] = f'extracted {len(extracted[task])} files from {archive}'
   for task in tasks:
-    if 'error' in report[task]:
-      continue
-    options = {'difficulty': difficulty} if task in ('pathfinder32', 'pathx') else {}
-    try:
-      data = registry.load_task(task, report[task]['data_dir'], **options)
-    except DataError as e:
-      report[task]['error'] = str(e)
-      continue
-    report[task]['sizes'] = (data.train.num_examples, data.validation.num_examples,
-                             data.test.num_examples)
+    if 'error' not in report[task] and 'sizes' not in report[task]:
+      try:
+        report[task]['sizes'] = _split_sizes(task, report[task]['data_dir'], difficulty)
+      except DataError as e:
+        report[task]['error'] = str(e)
   return report
+
+
+def _split_sizes(task: str, data_dir: Path, difficulty: str) -> tuple[int, int, int]:
+  """Loads a task (checking its files and building its token cache): its split sizes."""
+  options = {'difficulty': difficulty} if task in ('pathfinder32', 'pathx') else {}
+  data = registry.load_task(task, data_dir, **options)
+  return data.train.num_examples, data.validation.num_examples, data.test.num_examples
 
 
 def _print_report(report: Mapping[str, dict], data_root: Path) -> None:

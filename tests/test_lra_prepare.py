@@ -321,3 +321,17 @@ def test_archive_without_a_task_s_members_fails_that_task_only(server, tiny_lra_
                        '--no_progress']) == 1
   assert 'verified 3 extracted files' in capsys.readouterr().out
   assert len(server.requests) == 1
+
+
+def test_prepared_tfds_dataset_is_used_without_a_download(tmp_path, monkeypatch, capsys):
+  from tests.test_lra_sources import example_proto, write_shard
+  monkeypatch.setitem(prepare.SOURCES, 'imdb', prepare.Source(
+      f'http://{HOST}:{_closed_port()}/aclImdb_v1.tar.gz', None, None, 'imdb'))
+  root = tmp_path / 'data'
+  shards = prepare.task_data_dir('text', root) / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  for split, count in (('train', 3), ('test', 2)):
+    write_shard(shards / f'imdb_reviews-{split}.tfrecord-00000-of-00001',
+                [example_proto(text=b'review', label=i % 2) for i in range(count)])
+  assert prepare.main(['--tasks', 'text', '--data_dir', str(root), '--no_progress']) == 0
+  assert re.search(r'text +3/2/2 .*found in place \(read by its loader\)', capsys.readouterr().out)
+  assert not (root / 'downloads').exists()
