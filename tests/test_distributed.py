@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from configs import listops
 from luna_jax import train_lib
@@ -41,6 +42,17 @@ def _params(workdir: Path, step: int):
   return ocp.StandardCheckpointer().restore(path)['params']
 
 
+@pytest.fixture
+def fast_compilation(monkeypatch):
+  """Tiny programs compile much faster without XLA optimisations, here and in child processes."""
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.mark.usefixtures('fast_compilation')
 def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tmp_path):
   data_dir, options = tiny_lra_data['listops']
   overrides = [f'--config.data.data_dir={data_dir}',

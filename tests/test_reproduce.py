@@ -10,7 +10,8 @@ from lra import prepare
 
 
 def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(tiny_lra_data, tmp_path,
-                                                                      capsys):
+                                                                      capsys, monkeypatch):
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')  # The runs compile faster.
   root = tmp_path / 'data'
   ignore = shutil.ignore_patterns('lra_cache')
   shutil.copytree(tiny_lra_data['listops'][0], prepare.task_data_dir('listops', root),
