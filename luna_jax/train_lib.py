@@ -376,9 +376,9 @@ PROCESS_ID_ENV = 'JAX_PROCESS_ID'
 def initialize_distributed() -> None:
   """Connects this process to the others with `jax.distributed.initialize`.
 
-  The coordinator address (`host:port` of process 0) comes from `JAX_COORDINATOR_ADDRESS`, the process
-  count and this process's index from `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`; what is unset is
-  detected by jax (SLURM, Open MPI, Cloud TPU, Kubernetes).
+  The coordinator address (`host:port` of process 0) comes from `JAX_COORDINATOR_ADDRESS`, the
+  process count and this process's index from `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`; what is
+  unset is detected by jax (SLURM, Open MPI, Cloud TPU, Kubernetes).
 
   Raises:
     ValueError: a process count or index that is not an integer (naming the variable), or settings
