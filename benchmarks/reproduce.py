@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import report
+from configs import base
 from lra import prepare
 from lra.core import DataError
 
@@ -255,8 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except DataError as e:
     parser.error(str(e))
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
-  if args.seeds < 1 or not variants:
-    parser.error('--seeds must be at least 1 and --variants must name a variant.')
+  unknown = [v for v in variants if v not in base.VARIANTS]
+  if args.seeds < 1 or not variants or unknown:
+    parser.error(f'--seeds must be at least 1 and --variants a comma-separated list of '
+                 f'{", ".join(base.VARIANTS)} (unknown: {", ".join(unknown) or "none"}).')
   data_root = Path(args.data_dir).expanduser()
   runs = plan(tasks, variants, args.seeds, data_root, Path(args.runs_dir).expanduser(),
               args.debug, train_flags)

@@ -5,6 +5,8 @@ resuming."""
 import json
 import shutil
 
+import pytest
+
 from benchmarks import reproduce
 from lra import prepare
 
@@ -55,3 +57,14 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(tiny_lra_d
   out = capsys.readouterr().out
   assert 'listops/luna16/seed0: resume from step 5' in out
   assert '--config.seed=0' in out and '--config.data.options.max_length=32' in out
+
+
+def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(monkeypatch, capsys):
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
+  assert reproduce.visible_gpus('auto') == ['2', '3']
+  assert reproduce.visible_gpus('none') == []
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+  assert reproduce.visible_gpus('auto') == []
+  with pytest.raises(SystemExit):
+    reproduce.main(['--variants', 'luna16,luna64', '--dry_run'])
+  assert 'unknown: luna64' in capsys.readouterr().err
