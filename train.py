@@ -1,14 +1,20 @@
 """Trains and evaluates a Luna or Transformer classifier on an LRA task.
 
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \
-      --config.data.data_dir=data/lra_release/listops-1000
+      --config.data.data_dir=data/lra_release/lra_release/listops-1000
 
 This file is intentionally kept short: the training logic lives in `luna_jax.train_lib`, which tests
 and notebooks import directly. `--config.<field>=<value>` overrides any config field (unknown fields
 are rejected); `--config.debug=True` shrinks the run to a smoke test.
+
+Several processes (hosts), outside a cluster that jax detects: run the same command in every process
+with `--coordinator_address=<host of process 0>:<port> --num_processes=N --process_id=<0..N-1>`
+(or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID and
+`--config.training.distributed=True`) and a workdir that all of them share.
 """
 
 import logging
+import os
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -22,6 +28,15 @@ flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and result
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally with an argument, e.g. '
                                 'configs/text.py:luna16.', lock_config=True)
 flags.mark_flag_as_required('config')
+flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0 '
+                    '(sets JAX_COORDINATOR_ADDRESS and --config.training.distributed=True).')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: number of processes '
+                     '(sets JAX_NUM_PROCESSES).')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: index of this process, 0 to '
+                     'num_processes - 1 (sets JAX_PROCESS_ID).')
+_PROCESS_FLAGS = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
+                  'num_processes': train_lib.NUM_PROCESSES_ENV,
+                  'process_id': train_lib.PROCESS_ID_ENV}
 
 
 class _HideOrbaxInfo(logging.Filter):
@@ -35,6 +50,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+  process_flags = {env: getattr(FLAGS, flag) for flag, env in _PROCESS_FLAGS.items()
+                   if getattr(FLAGS, flag) is not None}
+  if process_flags:
+    os.environ.update({env: str(value) for env, value in process_flags.items()})
+    FLAGS.config.training.distributed = True
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -146,7 +146,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.keep_checkpoints = 2
   # Local devices to use: -1 for all of them, or the first N (single-host runs only).
   config.training.num_devices = -1
-  # Call jax.distributed.initialize() first (multi-host runs; it reads the cluster environment).
+  # Connect to the other processes first (multi-host runs): JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a cluster jax detects (SLURM, Open MPI, Cloud TPU).
   config.training.distributed = False
   # Label smoothing of the training loss (0 in every LRA recipe; 0.1 for translation in the paper).
   config.training.label_smoothing = 0.0

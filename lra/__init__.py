@@ -4,7 +4,9 @@
     for batch in lra.train_batches(data.train, 32, seed=0):
       ...
 
-Offline generators: `python -m lra.listops_generator`, `python -m lra.pathfinder_generator` and
+The official data: `python -m lra.prepare --tasks all --data_dir data` (downloads, verifies,
+extracts and tokenises it; `lra.prepare.task_data_dir` says where each task is). Offline
+generators: `python -m lra.listops_generator`, `python -m lra.pathfinder_generator` and
 `python -m lra.synthetic` (see the README's Data section).
 """
 

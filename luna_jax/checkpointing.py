@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -53,17 +54,17 @@ class Checkpointer:
     step = self._latest.latest_step()
     if step is None:
       return target
-    return self._latest.restore(step, args=ocp.args.StandardRestore(target))
+    return self._latest.restore(step, args=ocp.args.StandardRestore(jax.device_get(target)))
 
   def save(self, step: int, state: Any) -> None:
     """Saves the (host-local, unreplicated) train state as checkpoint `step`."""
     if self._latest.latest_step() != step:
-      self._latest.save(step, args=ocp.args.StandardSave(state), force=True)
+      self._latest.save(step, args=ocp.args.StandardSave(jax.device_get(state)), force=True)
 
   def save_if_best(self, step: int, params: Any, accuracy: float) -> None:
     """Offers `params` with validation `accuracy`; only the best one is kept."""
     if step not in self._best.all_steps():
-      self._best.save(step, args=ocp.args.StandardSave({'params': params}),
+      self._best.save(step, args=ocp.args.StandardSave({'params': jax.device_get(params)}),
                       metrics={'accuracy': float(accuracy)}, force=True)
 
   def best_step(self) -> Optional[int]:
@@ -72,8 +73,9 @@ class Checkpointer:
 
   def restore_best_params(self, target_params: Any) -> Any:
     """Restores the best parameters into the structure of `target_params`."""
-    restored = self._best.restore(self._best.best_step(),
-                                  args=ocp.args.StandardRestore({'params': target_params}))
+    restored = self._best.restore(
+        self._best.best_step(),
+        args=ocp.args.StandardRestore({'params': jax.device_get(target_params)}))
     return restored['params']
 
   def close(self) -> None:

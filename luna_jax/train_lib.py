@@ -367,6 +367,40 @@ class _TrainLog:
     return summary
 
 
+#: Environment variables of a multi-process run outside a detected cluster (with the coordinator's
+#: `JAX_COORDINATOR_ADDRESS`, which jax reads itself).
+NUM_PROCESSES_ENV = 'JAX_NUM_PROCESSES'
+PROCESS_ID_ENV = 'JAX_PROCESS_ID'
+
+
+def initialize_distributed() -> None:
+  """Connects this process to the others with `jax.distributed.initialize`.
+
+  The coordinator address (`host:port` of process 0) comes from `JAX_COORDINATOR_ADDRESS`, the
+  process count and this process's index from `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`; what is
+  unset is detected by jax (SLURM, Open MPI, Cloud TPU, Kubernetes).
+
+  Raises:
+    ValueError: a process count or index that is not an integer (naming the variable), or settings
+      that neither the environment nor a detected cluster provide.
+  """
+  settings = {}
+  for name, key in ((NUM_PROCESSES_ENV, 'num_processes'), (PROCESS_ID_ENV, 'process_id')):
+    value = os.environ.get(name)
+    if value:
+      try:
+        settings[key] = int(value)
+      except ValueError:
+        raise ValueError(f'{name}={value!r} is not an integer.') from None
+  try:
+    jax.distributed.initialize(**settings)
+  except ValueError as e:
+    raise ValueError(
+        f'training.distributed=True: {e} Set JAX_COORDINATOR_ADDRESS (host:port of process 0), '
+        f'{NUM_PROCESSES_ENV} and {PROCESS_ID_ENV} (or train.py --coordinator_address, '
+        '--num_processes, --process_id), or run under SLURM, Open MPI or on Cloud TPU.') from e
+
+
 def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
   return {'jax_version': jax.__version__, 'backend': jax.default_backend(),
           'device_kind': devices[0].device_kind, 'local_devices': len(devices),
@@ -400,7 +434,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config = resolve_config(config)
   training = TrainingConfig.from_mapping(config.training)
   if training.distributed:
-    jax.distributed.initialize()
+    initialize_distributed()
   is_lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   logging.info('JAX %s, process %d/%d, local devices %s', jax.__version__, jax.process_index(),
@@ -431,12 +465,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                num_params, 'resuming' if start_step else 'starting', start_step,
                training.num_train_steps)
 
+  # pmap must be given the same devices in every process: all of them, so that its collectives
+  # span the processes (a process's own devices alone would train one model per process).
+  mapped_devices = devices if jax.process_count() == 1 else jax.devices()
   p_train_step = jax.pmap(
       functools.partial(train_step, model=model, optimizer=optimizer, axis_name=AXIS,
                         label_smoothing=training.label_smoothing),
-      axis_name=AXIS, devices=devices, donate_argnums=(0,))
+      axis_name=AXIS, devices=mapped_devices, donate_argnums=(0,))
   p_eval_step = jax.pmap(functools.partial(eval_step, model=model, axis_name=AXIS),
-                         axis_name=AXIS, devices=devices)
+                         axis_name=AXIS, devices=mapped_devices)
   run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
                                num_devices=num_devices)
   state = jax_utils.replicate(state, devices, axis_name=AXIS)  # Same sharding as pmap outputs.

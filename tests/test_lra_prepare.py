@@ -1,0 +1,337 @@
+"""`lra.prepare` against a local HTTP server on 127.0.0.1 serving tiny archives in the official
+layouts: download, Range resume after a dropped connection, servers without Range, damaged and
+user-provided archives, offline failure, extraction of only what a task needs, verified reuse."""
+
+import hashlib
+import http.server
+import io
+import re
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from lra import prepare
+from lra.core import DataError
+
+HOST = '127.0.0.1'
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  """GET of the owner's files, with Range (unless disabled) and an optional dropped connection."""
+
+  def do_GET(self):  # noqa: N802 (http.server's name)
+    owner = self.server.owner
+    owner.requests.append((self.path, self.headers.get('Range')))
+    data = owner.files.get(self.path)
+    if data is None:
+      self.send_error(404)
+      return
+    start = 0
+    match = re.fullmatch(r'bytes=(\d+)-', self.headers.get('Range') or '')
+    if match and owner.ranges:
+      start = int(match.group(1))
+      if start >= len(data):
+        self.send_response(416)
+        self.send_header('Content-Range', f'bytes */{len(data)}')
+        self.end_headers()
+        return
+      self.send_response(206)
+      self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
+    else:
+      self.send_response(200)
+    body = data[start:]
+    self.send_header('Content-Length', str(len(body)))
+    self.end_headers()
+    cut = owner.drop_after.pop(self.path, None)
+    self.wfile.write(body if cut is None else body[:cut])  # HTTP/1.0: the connection then closes.
+
+  def log_message(self, *args):
+    pass
+
+
+class _Server:
+  """A threaded HTTP server on 127.0.0.1 and what it serves and saw.
+
+  Attributes:
+    files: URL path -> content.
+    ranges: whether Range requests are honoured (else every answer is a full 200).
+    drop_after: URL path -> bytes sent before the connection is closed, for the next request only.
+    requests: (path, Range header or None) of every request, in order.
+  """
+
+  def __init__(self):
+    self.files, self.drop_after, self.requests, self.ranges = {}, {}, [], True
+    self._httpd = http.server.ThreadingHTTPServer((HOST, 0), _Handler)
+    self._httpd.owner = self
+    self.url = f'http://{HOST}:{self._httpd.server_address[1]}'
+    self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+    self._thread.start()
+
+  def close(self):
+    self._httpd.shutdown()
+    self._httpd.server_close()
+    self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(monkeypatch):
+  monkeypatch.setenv('no_proxy', HOST)
+  served = _Server()
+  yield served
+  served.close()
+
+
+def _closed_port() -> int:
+  with socket.socket() as s:
+    s.bind((HOST, 0))
+    return s.getsockname()[1]
+
+
+def _tar_gz(entries: dict[str, Path | bytes]) -> bytes:
+  """A gzip tar of folders/files (Path, added recursively without caches) and literal bytes."""
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode='w:gz') as tar:
+    for name, source in entries.items():
+      if isinstance(source, bytes):
+        info = tarfile.TarInfo(name)
+        info.size = len(source)
+        tar.addfile(info, io.BytesIO(source))
+      else:
+        tar.add(source, arcname=name,
+                filter=lambda info: None if '/lra_cache' in info.name else info)
+  return buffer.getvalue()
+
+
+@pytest.fixture(scope='module')
+def official_archives(tiny_lra_data) -> dict[str, bytes]:
+  """The three archives in their official layouts, from the tiny generated data, with members no
+  task needs (the release's top-level copies, another Pathfinder difficulty, IMDb's unlabelled
+  reviews, CIFAR's metadata)."""
+  data = {task: Path(path) for task, (path, _) in tiny_lra_data.items()}
+  release = 'lra_release/lra_release'
+  return {
+      'lra_release': _tar_gz({
+          'lra_release/listops-1000': data['listops'],
+          f'{release}/listops-1000': data['listops'],
+          f'{release}/tsv_data': data['retrieval'],
+          f'{release}/pathfinder32': data['pathfinder32'] / 'pathfinder32',
+          f'{release}/pathfinder32/curv_baseline/metadata/0.npy': b'imgs/0 sample_0.png 0 1\n',
+          f'{release}/pathfinder128': data['pathx'] / 'pathfinder128'}),
+      'imdb': _tar_gz({'aclImdb': data['text'] / 'aclImdb',
+                       'aclImdb/train/unsup/0_0.txt': b'unlabelled',
+                       'aclImdb/imdb.vocab': b'the\n'}),
+      'cifar10': _tar_gz({'cifar-10-batches-py': data['image'] / 'cifar-10-batches-py'}),
+  }
+
+
+def _serve(monkeypatch, server, archives, corrupt=()):
+  """Points `prepare.SOURCES` at the server, with the sizes and checksums of `archives` (the ones in
+  `corrupt` are served with one byte changed)."""
+  for name, content in archives.items():
+    source = prepare.SOURCES[name]
+    path = f'/{source.filename}'
+    server.files[path] = content[:-1] + bytes([content[-1] ^ 1]) if name in corrupt else content
+    known = name != 'lra_release'  # As in the table: no size or checksum for the LRA release.
+    monkeypatch.setitem(prepare.SOURCES, name, prepare.Source(
+        server.url + path, len(content) if known else None,
+        hashlib.sha256(content).hexdigest() if known else None, source.extract_to))
+
+
+def test_prepare_all_tasks_downloads_extracts_only_what_is_needed_and_reuses_it(
+    server, official_archives, tmp_path, monkeypatch, capsys):
+  _serve(monkeypatch, server, official_archives)
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'all', '--data_dir', str(root), '--no_progress']) == 0
+  out = capsys.readouterr().out
+
+  assert sorted(path for path, _ in server.requests) == [
+      '/aclImdb_v1.tar.gz', '/cifar-10-python.tar.gz', '/lra_release.gz']
+  manifest = prepare.read_manifest(root / 'downloads')
+  assert manifest == {prepare.SOURCES[n].filename: hashlib.sha256(c).hexdigest()
+                      for n, c in official_archives.items()}
+  release = root / 'lra_release' / 'lra_release'
+  assert (release / 'listops-1000' / 'basic_train.tsv').is_file()
+  assert (release / 'pathfinder32' / 'curv_contour_length_14' / 'metadata').is_dir()
+  # Only what the tasks read: no top-level copy, no other difficulty, no unlabelled reviews.
+  assert not (root / 'lra_release' / 'listops-1000').exists()
+  assert not (release / 'pathfinder32' / 'curv_baseline').exists()
+  assert not (root / 'imdb' / 'aclImdb' / 'train' / 'unsup').exists()
+  assert not (root / 'imdb' / 'aclImdb' / 'imdb.vocab').exists()
+  assert not (root / 'cifar10' / 'cifar-10-batches-py' / 'batches.meta').exists()
+  for task in prepare.TASK_FILES:
+    data_dir = prepare.task_data_dir(task, root)
+    assert any((data_dir / 'lra_cache').iterdir()), f'{task}: no token cache'
+    assert f'--config.data.data_dir={data_dir}' in out
+  assert 'python train.py --config configs/pathx.py:luna256' in out
+  assert f'python -m benchmarks.reproduce --tasks {",".join(prepare.TASK_FILES)}' in out
+
+  # A second run verifies and reuses everything, without a request.
+  assert prepare.main(['--tasks', 'all', '--data_dir', str(root), '--no_progress']) == 0
+  assert len(server.requests) == 3
+  assert capsys.readouterr().out.count('verified') == len(prepare.TASK_FILES)
+
+  # A damaged extracted file is extracted again from the download, still without a request.
+  test_file = release / 'listops-1000' / 'basic_test.tsv'
+  original = test_file.read_bytes()
+  test_file.write_bytes(original[:10])
+  assert prepare.main(['--tasks', 'listops', '--data_dir', str(root), '--no_progress']) == 0
+  assert test_file.read_bytes() == original
+  assert len(server.requests) == 3
+
+
+def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
+  content = bytes(range(256)) * 1000
+  server.files['/file.bin'] = content
+  server.drop_after['/file.bin'] = 100_000
+  dest = tmp_path / 'file.bin'
+  prepare.download(f'{server.url}/file.bin', dest, len(content), retry_wait=0, progress=False)
+  assert dest.read_bytes() == content
+  assert server.requests == [('/file.bin', None), ('/file.bin', 'bytes=100000-')]
+  assert not (tmp_path / 'file.bin.part').exists()
+
+
+@pytest.mark.parametrize('ranges', [True, False])
+def test_partial_download_of_an_earlier_run_is_completed(server, tmp_path, ranges):
+  content = bytes(range(256)) * 1000
+  server.files['/file.bin'] = content
+  server.ranges = ranges
+  dest = tmp_path / 'file.bin'
+  (tmp_path / 'file.bin.part').write_bytes(content[:1234])
+  prepare.download(f'{server.url}/file.bin', dest, len(content), retry_wait=0, progress=False)
+  # With Range only the rest is sent; without it the full answer replaces the partial file.
+  assert dest.read_bytes() == content
+  assert server.requests == [('/file.bin', 'bytes=1234-')]
+
+
+def test_server_without_range_support_is_read_again_after_a_dropped_connection(server, tmp_path):
+  content = bytes(range(256)) * 1000
+  server.files['/file.bin'] = content
+  server.ranges = False
+  server.drop_after['/file.bin'] = 5000
+  dest = tmp_path / 'file.bin'
+  prepare.download(f'{server.url}/file.bin', dest, None, retry_wait=0, progress=False)
+  assert dest.read_bytes() == content
+  assert len(server.requests) == 2
+
+
+def test_wrong_size_on_the_server_is_an_error(server, tmp_path):
+  server.files['/file.bin'] = b'x' * 100
+  with pytest.raises(DataError, match='reports 100 bytes, expected 101'):
+    prepare.download(f'{server.url}/file.bin', tmp_path / 'file.bin', 101, progress=False)
+
+
+def test_corrupted_download_is_kept_aside_and_reported(server, official_archives, tmp_path,
+                                                       monkeypatch, capsys):
+  _serve(monkeypatch, server, {'imdb': official_archives['imdb']}, corrupt=('imdb',))
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'text', '--data_dir', str(root), '--no_progress']) == 1
+  err = capsys.readouterr().err
+  assert 'The download is damaged' in err and '--archive' in err
+  kept = root / 'downloads' / 'aclImdb_v1.tar.gz.corrupt'
+  assert kept.read_bytes() == server.files['/aclImdb_v1.tar.gz']
+  assert not (root / 'imdb').exists()
+
+
+def test_archive_damaged_after_download_is_reported_and_kept(server, official_archives, tmp_path,
+                                                             monkeypatch, capsys):
+  _serve(monkeypatch, server, {'cifar10': official_archives['cifar10']})
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--no_progress']) == 0
+  archive = root / 'downloads' / 'cifar-10-python.tar.gz'
+  damaged = bytearray(archive.read_bytes())
+  damaged[len(damaged) // 2] ^= 1
+  archive.write_bytes(bytes(damaged))
+  (root / 'cifar10' / 'cifar-10-batches-py' / 'test_batch').unlink()  # Needs the archive again.
+  capsys.readouterr()
+  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--no_progress']) == 1
+  err = capsys.readouterr().err
+  assert 'changed since it was downloaded' in err and 'Nothing was deleted' in err
+  assert archive.read_bytes() == bytes(damaged)
+  assert len(server.requests) == 1
+
+
+def test_user_archive_is_used_offline_and_a_wrong_one_is_left_alone(official_archives, tmp_path,
+                                                                    monkeypatch, capsys):
+  offline = f'http://{HOST}:{_closed_port()}'
+  content = official_archives['cifar10']
+  monkeypatch.setitem(prepare.SOURCES, 'cifar10', prepare.Source(
+      f'{offline}/cifar-10-python.tar.gz', len(content), hashlib.sha256(content).hexdigest(),
+      'cifar10'))
+  wrong = tmp_path / 'mine' / 'cifar-10-python.tar.gz'
+  wrong.parent.mkdir()
+  wrong.write_bytes(content[::-1])
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--archive', str(wrong),
+                       '--no_progress']) == 1
+  assert 'is not the official cifar-10-python.tar.gz' in capsys.readouterr().err
+  assert wrong.read_bytes() == content[::-1]
+
+  good = tmp_path / 'mine' / 'cifar.tgz'
+  good.write_bytes(content)
+  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--archive',
+                       f'cifar10={good}', '--no_progress']) == 0
+  assert good.read_bytes() == content
+  assert not (root / 'downloads').exists()
+  assert (root / 'cifar10' / 'cifar-10-batches-py' / 'test_batch').is_file()
+
+
+def test_offline_fails_at_once_naming_the_url_and_the_manual_alternative(tmp_path, monkeypatch,
+                                                                         capsys):
+  url = f'http://{HOST}:{_closed_port()}/lra_release.gz'
+  monkeypatch.setitem(prepare.SOURCES, 'lra_release',
+                      prepare.Source(url, None, None, '.'))
+  waits = []
+  monkeypatch.setattr(prepare.time, 'sleep', waits.append)
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
+                       '--no_progress']) == 1
+  err = capsys.readouterr().err
+  assert f'Cannot reach {url}' in err and '--archive PATH' in err
+  assert waits == []  # No retry: the first refused connection ends it.
+  assert not (root / 'downloads' / 'lra_release.gz').exists()
+
+
+def test_unknown_task_and_unmatched_archive_name_are_usage_errors(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    prepare.main(['--tasks', 'listops,sorting', '--data_dir', str(tmp_path)])
+  assert 'sorting' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    prepare.main(['--tasks', 'text', '--data_dir', str(tmp_path), '--archive', 'imdb.tgz'])
+  assert 'SOURCE=PATH' in capsys.readouterr().err
+
+
+def test_archive_without_a_task_s_members_fails_that_task_only(server, tiny_lra_data, tmp_path,
+                                                               monkeypatch, capsys):
+  listops = Path(tiny_lra_data['listops'][0])
+  listops_only = _tar_gz({'lra_release/lra_release/listops-1000': listops})
+  _serve(monkeypatch, server, {'lra_release': listops_only})
+  root = tmp_path / 'data'
+  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
+                       '--no_progress']) == 1
+  captured = capsys.readouterr()
+  assert 'has no member(s) lra_release/lra_release/tsv_data/new_aan_pairs.train.tsv' in captured.err
+  assert 'its first members are: lra_release' in captured.err
+  assert re.search(r'listops +\d+/\d+/\d+ ', captured.out)  # Loaded: its split sizes.
+  assert len(server.requests) == 1
+  # The next run reuses ListOps and tries Retrieval again from the kept download.
+  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
+                       '--no_progress']) == 1
+  assert 'verified 3 extracted files' in capsys.readouterr().out
+  assert len(server.requests) == 1
+
+
+def test_prepared_tfds_dataset_is_used_without_a_download(tmp_path, monkeypatch, capsys):
+  from tests.test_lra_sources import example_proto, write_shard
+  monkeypatch.setitem(prepare.SOURCES, 'imdb', prepare.Source(
+      f'http://{HOST}:{_closed_port()}/aclImdb_v1.tar.gz', None, None, 'imdb'))
+  root = tmp_path / 'data'
+  shards = prepare.task_data_dir('text', root) / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  for split, count in (('train', 3), ('test', 2)):
+    write_shard(shards / f'imdb_reviews-{split}.tfrecord-00000-of-00001',
+                [example_proto(text=b'review', label=i % 2) for i in range(count)])
+  assert prepare.main(['--tasks', 'text', '--data_dir', str(root), '--no_progress']) == 0
+  assert re.search(r'text +3/2/2 .*found in place \(read by its loader\)', capsys.readouterr().out)
+  assert not (root / 'downloads').exists()
