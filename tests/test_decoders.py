@@ -1,5 +1,7 @@
 """Decoder-only and encoder-decoder Luna: incremental decoding equals the full pass, causality, search."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -118,3 +120,29 @@ def test_beam_search_scores_are_model_log_probs_and_beam_one_is_greedy(seq2seq):
   best = np.asarray(best)
   after_eos = np.cumsum(best == EOS, axis=1) - (best == EOS) > 0
   assert np.all((best == 0) == after_eos)  # padding exactly after the first EOS
+
+
+def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):
+  model, params = lm
+  assert generation.generate(model, params, ids(1, 6), 10, jax.random.PRNGKey(0)).shape == (1, 16)
+  with pytest.raises(ValueError,
+                     match=r'16 tokens \(max_length\); got 6 prompt tokens \+ 11 to generate = 17'):
+    generation.generate(model, params, ids(1, 6), 11, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=r'16 tokens \(max_length\); got 17 tokens'):
+    model.apply({'params': params}, ids(1, 17))
+  s2s, s2s_params = seq2seq
+  src, lengths = ids(2, 9), jnp.array([9, 5])
+  for search in (generation.greedy_decode,
+                 functools.partial(generation.beam_search, beam_size=2)):
+    with pytest.raises(ValueError, match=r'16 tokens \(max_length\); got 17 output tokens'):
+      search(s2s, s2s_params, src, lengths, max_length=17, eos_id=EOS)
+
+
+def test_decode_step_past_the_position_table_gives_nan_not_a_clamped_row(lm):
+  model, params = lm
+  cache = model.apply({'params': params}, 1, method=LunaLM.init_cache)
+  step = lambda position: model.apply({'params': params}, ids(1, 1)[:, 0],
+                                      {**cache, 'position': jnp.array([position])},
+                                      method=LunaLM.decode_step)[0]
+  assert np.all(np.isfinite(step(CFG.max_length - 1)))
+  assert np.all(np.isnan(step(CFG.max_length)))
