@@ -34,7 +34,7 @@ TRAIN_FRACTION = 0.9
 
 def image_split(gray: np.ndarray, labels: np.ndarray) -> Split:
   """Wraps [N, H, W] uint8 grayscale images and labels as a Split of [N, H*W] pixel tokens."""
-  inputs = gray.reshape(len(gray), -1)
+  inputs = gray.reshape(len(gray), gray.shape[1] * gray.shape[2])  # -1 fails when N = 0
   return Split(inputs, np.full(len(gray), inputs.shape[1], np.int32), labels.astype(np.int32))
 
 
