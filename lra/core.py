@@ -103,8 +103,8 @@ def check_splits(task: str, splits: Mapping[str, Split], sources: Mapping[str, s
   """
   for name, split in splits.items():
     if split.num_examples == 0:
-      raise DataError(f'{sources[name]}: no examples for the {task} {name} split. Check that the '
-                      'file is complete (or regenerate it).')
+      raise DataError(f'{sources[name]}: no examples for the {task} {name} split. Every split '
+                      'needs at least one: check that the data is complete, or regenerate it.')
     if split.num_truncated:
       logging.warning('%s %s (%s): %d of %d examples are longer than %s and were truncated.',
                       task, name, sources[name], split.num_truncated, split.num_examples, limit)

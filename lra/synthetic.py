@@ -49,7 +49,8 @@ def _eval_size(num_examples: int) -> int:
 
 
 def write_text(output_dir: Path, num_examples: int, seed: int, overwrite: bool = False) -> None:
-  """Writes a synthetic `aclImdb/` folder (DataError if it exists, unless `overwrite`)."""
+  """Writes a synthetic `aclImdb/` folder (DataError if it exists, unless `overwrite`, which
+  deletes it first)."""
   rng = np.random.default_rng(seed)
   root = output_dir / 'aclImdb'
   claim_outputs([root], overwrite)
@@ -67,8 +68,8 @@ def write_text(output_dir: Path, num_examples: int, seed: int, overwrite: bool =
 
 def write_retrieval(output_dir: Path, num_examples: int, seed: int,
                     overwrite: bool = False) -> None:
-  """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` files (DataError if one exists,
-  unless `overwrite`)."""
+  """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` (DataError if one exists, unless
+  `overwrite`, which deletes them first)."""
   rng = np.random.default_rng(seed)
   claim_outputs([output_dir / name for name in retrieval.FILES.values()], overwrite)
   output_dir.mkdir(parents=True, exist_ok=True)
@@ -83,8 +84,8 @@ def write_retrieval(output_dir: Path, num_examples: int, seed: int,
 
 
 def write_image(output_dir: Path, num_examples: int, seed: int, overwrite: bool = False) -> None:
-  """Writes synthetic CIFAR-10 python batches (`cifar-10-batches-py/`; DataError if it exists,
-  unless `overwrite`)."""
+  """Writes synthetic CIFAR-10 python batches in `cifar-10-batches-py/` (DataError if it exists,
+  unless `overwrite`, which deletes it first)."""
   rng = np.random.default_rng(seed)
   root = output_dir / image.PICKLE_DIR
   claim_outputs([root], overwrite)

@@ -15,8 +15,9 @@ no-bias q/k/v/out projections) with another `attend`. `self_attention_module` ma
              phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m) with x' = x / head_dim^(1/4), then the linear form.
 
 Masked (padding) keys are zeroed before the projection (Linformer), in feature space (linear) or in
-the exponent, before the exponential (FAVOR+), so they never contribute, in values or gradients. Feature maps, sums and normalisers are float32; outputs come back in the
-values' dtype. Linear and FAVOR+ attention have no attention dropout (as in LRA's code).
+the exponent, before the exponential (FAVOR+), so they never contribute, in values or gradients.
+Feature maps, sums and normalisers are float32; outputs come back in the values' dtype. Linear and
+FAVOR+ attention have no attention dropout (as in LRA's code).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Data problems surface at load time: empty splits, truncation, a damaged or half-written cache, and
-generators that would overwrite existing data."""
+"""Data problems surface at load time: empty splits, truncation, a damaged or half-written cache,
+and generators that would overwrite existing data."""
 
 import logging
 import os
