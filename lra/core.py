@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,8 @@ class Split:
       tasks `seq2seq` and `lm`.
     inputs2: [N, max_length] tokens of the second document (retrieval only), else None.
     lengths2: [N] int32 valid positions of the second document (retrieval only), else None.
+    num_truncated: examples whose source was longer than the arrays (either document, or the
+      target) and was cut to fit.
   """
 
   inputs: np.ndarray
@@ -39,15 +43,16 @@ class Split:
   targets: np.ndarray
   inputs2: np.ndarray | None = None
   lengths2: np.ndarray | None = None
+  num_truncated: int = 0
 
   @property
   def num_examples(self) -> int:
     return int(self.targets.shape[0])
 
   def arrays(self) -> dict[str, np.ndarray]:
-    """Returns the fields that are set, by name."""
+    """Returns the array fields that are set, by name (what a batch holds)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if getattr(self, f.name) is not None}
+            if isinstance(getattr(self, f.name), np.ndarray)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +73,41 @@ class TaskData:
 def splits_to_arrays(splits: Mapping[str, Split]) -> dict[str, np.ndarray]:
   """Flattens named splits into `{'<split>.<field>': array}` (the cache's storage format)."""
   return {f'{name}.{field}': array for name, split in splits.items()
-          for field, array in split.arrays().items()}
+          for field, array in {**split.arrays(),
+                               'num_truncated': np.array(split.num_truncated)}.items()}
 
 
 def arrays_to_splits(arrays: Mapping[str, np.ndarray]) -> dict[str, Split]:
   """Inverse of `splits_to_arrays`."""
-  fields: dict[str, dict[str, np.ndarray]] = {}
+  fields: dict[str, dict[str, Any]] = {}
   for key, array in arrays.items():
     name, field = key.split('.', 1)
-    fields.setdefault(name, {})[field] = array
+    fields.setdefault(name, {})[field] = int(array) if field == 'num_truncated' else array
   return {name: Split(**kwargs) for name, kwargs in fields.items()}
+
+
+def check_splits(task: str, splits: Mapping[str, Split], sources: Mapping[str, str | Path],
+                 limit: str) -> None:
+  """Checks loaded splits before any training: refuses empty ones, reports truncation.
+
+  Logs one warning line per split that had examples cut to the array length.
+
+  Args:
+    task: task name, for the messages.
+    splits: split name -> Split.
+    sources: split name -> the file or folder it was read from.
+    limit: the option(s) that cut the examples, e.g. `max_length 2000`.
+
+  Raises:
+    DataError: a split has no examples (naming its source).
+  """
+  for name, split in splits.items():
+    if split.num_examples == 0:
+      raise DataError(f'{sources[name]}: no examples for the {task} {name} split. Every split '
+                      'needs at least one: check that the data is complete, or regenerate it.')
+    if split.num_truncated:
+      logging.warning('%s %s (%s): %d of %d examples are longer than %s and were truncated.',
+                      task, name, sources[name], split.num_truncated, split.num_examples, limit)
 
 
 def load_split_files(cache: 'Cache', key: str, paths: Mapping[str, Path],
@@ -100,17 +130,45 @@ def load_split_files(cache: 'Cache', key: str, paths: Mapping[str, Path],
   return arrays_to_splits(arrays)
 
 
-def require_files(paths: Sequence[Path], how_to_get: str) -> None:
+def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = False) -> None:
   """Raises DataError naming every expected file when any of `paths` is missing.
 
   Args:
     paths: files (or folders) the task reads.
     how_to_get: the command or instructions that produce them.
+    generated: `how_to_get` runs a generator, which refuses to overwrite the files that do exist
+      unless given `--overwrite` (the message then says so).
   """
   missing = [p for p in paths if not p.exists()]
   if missing:
     listing = '\n'.join(f'  {p}{"   (missing)" if p in missing else ""}' for p in paths)
-    raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}')
+    note = ''
+    if generated and len(missing) < len(paths):
+      note = ('\nThe generator refuses to overwrite the files that exist; add --overwrite to '
+              'replace them all (this deletes them).')
+    raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
+
+
+def claim_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+  """Lets a generator write `paths`: refuses existing ones, or with `overwrite` deletes them.
+
+  Args:
+    paths: the files and folders the generator writes.
+    overwrite: delete what exists instead of refusing.
+
+  Raises:
+    DataError: some of `paths` exist and `overwrite` is False.
+  """
+  existing = [p for p in paths if p.exists()]
+  if existing and not overwrite:
+    listing = '\n'.join(f'  {p}' for p in existing)
+    raise DataError(f'Refusing to overwrite existing data:\n{listing}\nPass --overwrite to '
+                    'replace it (deleting it first), or choose another --output_dir.')
+  for path in existing:
+    if path.is_dir():
+      shutil.rmtree(path)
+    else:
+      path.unlink()
 
 
 def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:

@@ -19,7 +19,8 @@ import numpy as np
 
 from lra import tfds_source, tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, parse_label, require_files
+from lra.core import DataError, Split, TaskData, arrays_to_splits, check_splits, parse_label
+from lra.core import require_files
 from lra.core import splits_to_arrays
 
 NUM_CLASSES = 10
@@ -33,7 +34,7 @@ TRAIN_FRACTION = 0.9
 
 def image_split(gray: np.ndarray, labels: np.ndarray) -> Split:
   """Wraps [N, H, W] uint8 grayscale images and labels as a Split of [N, H*W] pixel tokens."""
-  inputs = gray.reshape(len(gray), -1)
+  inputs = gray.reshape(len(gray), gray.shape[1] * gray.shape[2])  # -1 fails when N = 0
   return Split(inputs, np.full(len(gray), inputs.shape[1], np.int32), labels.astype(np.int32))
 
 
@@ -72,6 +73,12 @@ def _to_splits(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.
       'test': image_split(tokenize.rgb_to_grayscale(test[0]), test[1])})
 
 
+def _sources(train: str, test: str) -> dict[str, str]:
+  """Where each split comes from, for messages: the train/validation slices and the test files."""
+  return {'train': f'the first {TRAIN_FRACTION:.0%} of {train}',
+          'validation': f'the last {1 - TRAIN_FRACTION:.0%} of {train}', 'test': test}
+
+
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   """Loads grayscale CIFAR-10 from `data_dir/cifar-10-batches-py/` or a prepared TFDS `cifar10`."""
   if max_length != SIDE * SIDE:
@@ -86,15 +93,19 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
       images, labels = zip(*(read_pickle(p) for p in paths[:-1]))
       return _to_splits((np.concatenate(images), np.concatenate(labels)), read_pickle(paths[-1]))
     arrays = cache.load_or_build('image-pickle', build, params={}, content_files=paths)
+    sources = _sources(f'{pickles}/{{{",".join(TRAIN_BATCHES)}}}', str(paths[-1]))
   elif all(shards.values()):
     arrays = cache.load_or_build(
         'image-tfds', lambda: _to_splits(_read_tfds(shards['train']), _read_tfds(shards['test'])),
         params={}, content_files=[p for ps in shards.values() for p in ps])
+    sources = _sources(f'{shards["train"][0].parent}/{TFDS_NAME}-train.*',
+                       f'{shards["test"][0].parent}/{TFDS_NAME}-test.*')
   else:
     raise tfds_source.no_data_error(
         'image', TFDS_NAME, data_dir, f'{pickles}/{{{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}',
         'cifar-10-python.tar.gz')
   splits = arrays_to_splits(arrays)
+  check_splits('image', splits, sources, f'max_length {max_length}')
   return TaskData('image', splits['train'], splits['validation'], splits['test'],
                   vocab_size=tokenize.PIXEL_VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=max_length)

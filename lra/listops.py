@@ -15,7 +15,8 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, load_split_files, parse_label, require_files
+from lra.core import DataError, Split, TaskData, check_splits, load_split_files, parse_label
+from lra.core import require_files
 
 FILES = {'train': 'basic_train.tsv', 'validation': 'basic_val.tsv', 'test': 'basic_test.tsv'}
 VOCAB = tuple(sorted([str(d) for d in range(10)] + ['X', '[MAX', '[MED', '[MIN', '[SM']))
@@ -43,7 +44,7 @@ def read_tsv(path: Path, max_length: int) -> Split:
     max_length: L; longer expressions are truncated.
 
   Returns:
-    A Split with [N, L] uint8 inputs.
+    A Split with [N, L] uint8 inputs (and the number of expressions cut).
   """
   sequences, targets = [], []
   with open(path, encoding='utf-8', newline='') as f:
@@ -65,7 +66,8 @@ def read_tsv(path: Path, max_length: int) -> Split:
         raise DataError(f'{where}: unknown ListOps token {e.args[0]!r} (known: {VOCAB})') from None
       targets.append(parse_label(fields[1], NUM_CLASSES, where))
   inputs, lengths = tokenize.pad(sequences, max_length, np.uint8)
-  return Split(inputs, lengths, np.array(targets, np.int32))
+  return Split(inputs, lengths, np.array(targets, np.int32),
+               num_truncated=sum(len(s) > max_length for s in sequences))
 
 
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
@@ -73,7 +75,9 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   paths = {split: data_dir / name for split, name in FILES.items()}
   require_files(list(paths.values()),
                 f'Generate them with: python -m lra.listops_generator --output_dir {data_dir}\n'
-                'or use lra_release/lra_release/listops-1000 from the official LRA release.')
+                'or use lra_release/lra_release/listops-1000 from the official LRA release.',
+                generated=True)
   splits = load_split_files(cache, f'listops-{max_length}', paths, read_tsv, max_length)
+  check_splits('listops', splits, paths, f'max_length {max_length}')
   return TaskData('listops', splits['train'], splits['validation'], splits['test'],
                   vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES, max_length=max_length)

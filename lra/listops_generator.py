@@ -10,7 +10,10 @@ train/val/test. Generation stops a tree as soon as it exceeds `max_length`, so s
 settings (e.g. `--min_length 10 --max_length 100 --max_depth 4`) run in seconds.
 
   python -m lra.listops_generator --output_dir DIR [--num_train 96000 --num_val 2000 \
-      --num_test 2000 --min_length 500 --max_length 2000 --max_depth 10 --max_args 10 --seed 0]
+      --num_test 2000 --min_length 500 --max_length 2000 --max_depth 10 --max_args 10 --seed 0] \
+      [--overwrite]
+
+Existing split files are never replaced unless `--overwrite` is given.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import statistics
 from pathlib import Path
 from typing import Union
 
-from lra.core import DataError
+from lra.core import DataError, claim_outputs
 from lra.listops import FILES
 
 VALUE_P = 0.25
@@ -143,8 +146,15 @@ def main(argv: list[str] | None = None) -> None:
                         ('min_length', 500), ('max_length', 2000), ('max_depth', 10),
                         ('max_args', 10), ('seed', 0)]:
     parser.add_argument(f'--{name}', type=int, default=default)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace existing split files (default: refuse)')
   args = vars(parser.parse_args(argv))
-  output_dir = args.pop('output_dir')
+  output_dir, overwrite = args.pop('output_dir'), args.pop('overwrite')
+  paths = [output_dir / name for name in FILES.values()]
+  try:
+    claim_outputs(paths, overwrite)
+  except DataError as e:
+    parser.error(str(e))
   splits = generate(**args)
   output_dir.mkdir(parents=True, exist_ok=True)
   for split, rows in splits.items():

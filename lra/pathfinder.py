@@ -18,7 +18,8 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, TaskData, arrays_to_splits, parse_label, require_files
+from lra.core import DataError, TaskData, arrays_to_splits, check_splits, parse_label
+from lra.core import require_files
 from lra.core import splits_to_arrays
 from lra.image import image_split
 
@@ -100,7 +101,8 @@ def load(data_dir: Path, *, resolution: int, max_length: int, difficulty: str, s
       else [root / 'metadata', root / 'imgs'],
       f'Generate them with: python -m lra.pathfinder_generator --output_dir {data_dir} '
       f'--resolution {resolution} --difficulty {difficulty} --num_examples 20000\n'
-      f'or point data_dir at lra_release/lra_release from the official LRA release.')
+      f'or point data_dir at lra_release/lra_release from the official LRA release.',
+      generated=True)
   entries = read_metadata(root)
   if not entries:
     raise DataError(f'{root / "metadata"}: no metadata lines found')
@@ -113,6 +115,10 @@ def load(data_dir: Path, *, resolution: int, max_length: int, difficulty: str, s
   skipped = int(arrays.pop(SKIPPED_KEY))
   splits = arrays_to_splits(arrays)
   name = 'pathfinder32' if resolution == 32 else 'pathx'
+  listed = f'the images listed in {root / "metadata"}'
+  sources = {'train': f'{SPLIT_FRACTIONS[0]:.0%} of {listed}',
+             'validation': f'{SPLIT_FRACTIONS[1]:.0%} of {listed}', 'test': f'the rest of {listed}'}
+  check_splits(name, splits, sources, f'max_length {max_length}')
   return TaskData(name, splits['train'], splits['validation'], splits['test'],
                   vocab_size=tokenize.PIXEL_VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=max_length, info={SKIPPED_KEY: skipped, 'difficulty': difficulty})

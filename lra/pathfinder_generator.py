@@ -15,7 +15,9 @@ Files follow the release layout under `<output_dir>/pathfinder<res>/<difficulty 
 `imgs/<k> sample_<j>.png <index> <label>`.
 
   python -m lra.pathfinder_generator --output_dir DIR --resolution {32,128} --difficulty hard \
-      --num_examples N --seed 0
+      --num_examples N --seed 0 [--overwrite]
+
+Existing `metadata/` and `imgs/` folders are never replaced unless `--overwrite` is given.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.core import DataError
+from lra.core import DataError, claim_outputs
 from lra.pathfinder import DIFFICULTIES
 
 INK = 255
@@ -192,13 +194,19 @@ def draw_example(resolution: int, difficulty: str, label: int, rng: random.Rando
 
 
 def generate(output_dir: str | Path, *, resolution: int = 32, difficulty: str = 'hard',
-             num_examples: int = 1000, seed: int = 0) -> Path:
-  """Writes `num_examples` images in the release layout and returns the difficulty folder."""
+             num_examples: int = 1000, seed: int = 0, overwrite: bool = False) -> Path:
+  """Writes `num_examples` images in the release layout and returns the difficulty folder.
+
+  Raises:
+    DataError: bad resolution or difficulty; `metadata/` or `imgs/` exists and `overwrite` is
+      False (with `overwrite` both are deleted first).
+  """
   from PIL import Image  # Imported here: ListOps never needs PIL.
   if resolution not in GEOMETRY or difficulty not in DIFFICULTIES:
     raise DataError(f'resolution must be one of {sorted(GEOMETRY)} and difficulty one of '
                     f'{sorted(DIFFICULTIES)}')
   root = Path(output_dir) / f'pathfinder{resolution}' / DIFFICULTIES[difficulty]
+  claim_outputs([root / 'metadata', root / 'imgs'], overwrite)
   labels = [i % 2 for i in range(num_examples)]
   random.Random(seed).shuffle(labels)
   (root / 'metadata').mkdir(parents=True, exist_ok=True)
@@ -221,9 +229,14 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--difficulty', choices=list(DIFFICULTIES), default='hard')
   parser.add_argument('--num_examples', type=int, default=1000)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace existing metadata/ and imgs/ folders (default: refuse)')
   args = parser.parse_args(argv)
-  root = generate(args.output_dir, resolution=args.resolution, difficulty=args.difficulty,
-                  num_examples=args.num_examples, seed=args.seed)
+  try:
+    root = generate(args.output_dir, resolution=args.resolution, difficulty=args.difficulty,
+                    num_examples=args.num_examples, seed=args.seed, overwrite=args.overwrite)
+  except DataError as e:
+    parser.error(str(e))
   print(f'Wrote {args.num_examples} images to {root}')
 
 

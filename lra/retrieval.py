@@ -14,7 +14,8 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, load_split_files, parse_label, require_files
+from lra.core import DataError, Split, TaskData, check_splits, load_split_files, parse_label
+from lra.core import require_files
 
 FILES = {'train': 'new_aan_pairs.train.tsv', 'validation': 'new_aan_pairs.eval.tsv',
          'test': 'new_aan_pairs.test.tsv'}
@@ -25,7 +26,7 @@ OFFICIAL_TEXT_BYTES = 10_000
 def read_tsv(path: Path, max_length: int) -> Split:
   """Reads one AAN pairs file into a Split with [N, max_length] uint16 inputs and inputs2."""
   keep = min(max_length, OFFICIAL_TEXT_BYTES)
-  first, second, targets = [], [], []
+  first, second, targets, num_truncated = [], [], [], 0
   with open(path, 'rb') as f:
     for line_no, line in enumerate(f, start=1):
       line = line.rstrip(b'\r\n')
@@ -39,9 +40,10 @@ def read_tsv(path: Path, max_length: int) -> Split:
       targets.append(parse_label(fields[0], NUM_CLASSES, where))
       first.append(tokenize.encode_bytes(fields[3], keep))
       second.append(tokenize.encode_bytes(fields[4], keep))
+      num_truncated += max(len(fields[3]), len(fields[4])) > max_length
   inputs, lengths = tokenize.pad(first, max_length, np.uint16)
   inputs2, lengths2 = tokenize.pad(second, max_length, np.uint16)
-  return Split(inputs, lengths, np.array(targets, np.int32), inputs2, lengths2)
+  return Split(inputs, lengths, np.array(targets, np.int32), inputs2, lengths2, num_truncated)
 
 
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
@@ -51,8 +53,10 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
                 'Use lra_release/lra_release/tsv_data from the official LRA release '
                 '(storage.googleapis.com/long-range-arena/lra_release.gz). For a synthetic '
                 'stand-in '
-                f'(tests, demos): python -m lra.synthetic --task retrieval --output_dir {data_dir}')
+                f'(tests, demos): python -m lra.synthetic --task retrieval --output_dir {data_dir}',
+                generated=True)
   splits = load_split_files(cache, f'retrieval-{max_length}', paths, read_tsv, max_length)
+  check_splits('retrieval', splits, paths, f'max_length {max_length}')
   return TaskData('retrieval', splits['train'], splits['validation'], splits['test'],
                   vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=max_length, dual=True)

@@ -1,13 +1,14 @@
 """Seeded toy corpora for the causal Luna models, in the `seq2seq` and `lm` file formats.
 
   python -m lra.sequence_generator --task sort --output_dir DIR [--num_train 20000 --num_val 500 \
-      --num_test 500 --min_length 4 --max_length 12 --seed 0]
+      --num_test 500 --min_length 4 --max_length 12 --seed 0] [--overwrite]
 
 Tasks:
   sort / reverse: source = a random digit string, target = its digits sorted / reversed
                   (`train.tsv`, `validation.tsv`, `test.tsv`, lines `source<TAB>target`);
   lm:             one ListOps expression per line in compact form with its value,
                   e.g. `[MAX 2 9 [MIN 3 4 ] ]=9` (`train.txt`, `validation.txt`, `test.txt`).
+Existing split files are never replaced unless `--overwrite` is given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import random
 from pathlib import Path
 
 from lra import listops_generator
+from lra.core import DataError, claim_outputs
 from lra.sequences import LM_FILES, SEQ2SEQ_FILES
 
 TASKS = ('sort', 'reverse', 'lm')
@@ -44,21 +46,27 @@ def listops_lines(counts: dict[str, int], seed: int, min_length: int,
 
 
 def write(task: str, output_dir: str | Path, *, num_train: int = 20000, num_val: int = 500,
-          num_test: int = 500, min_length: int = 4, max_length: int = 12, seed: int = 0) -> Path:
+          num_test: int = 500, min_length: int = 4, max_length: int = 12, seed: int = 0,
+          overwrite: bool = False) -> Path:
   """Writes a toy corpus; lengths are digits (sort/reverse) or ListOps tokens (lm).
 
   Returns:
     The output directory.
+
+  Raises:
+    DataError: a split file exists and `overwrite` is False.
   """
+  if task not in TASKS:
+    raise ValueError(f'task must be one of {TASKS}, got {task!r}')
   out = Path(output_dir)
+  files = LM_FILES if task == 'lm' else SEQ2SEQ_FILES
+  claim_outputs([out / name for name in files.values()], overwrite)
   out.mkdir(parents=True, exist_ok=True)
   counts = {'train': num_train, 'validation': num_val, 'test': num_test}
   if task == 'lm':
     for split, lines in listops_lines(counts, seed, min_length, max_length).items():
       (out / LM_FILES[split]).write_text(''.join(f'{line}\n' for line in lines))
     return out
-  if task not in TASKS:
-    raise ValueError(f'task must be one of {TASKS}, got {task!r}')
   rng = random.Random(seed)
   for split, count in counts.items():
     pairs = digit_pairs(task, count, rng, min_length, max_length)
@@ -77,10 +85,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--min_length', type=int, default=4)
   parser.add_argument('--max_length', type=int, default=12)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace existing split files (default: refuse)')
   args = parser.parse_args(argv)
-  out = write(args.task, args.output_dir, num_train=args.num_train, num_val=args.num_val,
-              num_test=args.num_test, min_length=args.min_length, max_length=args.max_length,
-              seed=args.seed)
+  try:
+    out = write(args.task, args.output_dir, num_train=args.num_train, num_val=args.num_val,
+                num_test=args.num_test, min_length=args.min_length, max_length=args.max_length,
+                seed=args.seed, overwrite=args.overwrite)
+  except DataError as e:
+    parser.error(str(e))
   print(f'wrote {args.task} corpus to {out}')
 
 

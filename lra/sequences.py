@@ -18,7 +18,7 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, load_split_files, require_files
+from lra.core import DataError, Split, TaskData, check_splits, load_split_files, require_files
 
 EOS_ID = tokenize.BYTE_VOCAB_SIZE  # 257
 BOS_ID = tokenize.BYTE_VOCAB_SIZE + 1  # 258
@@ -42,7 +42,7 @@ def _with_eos(text: bytes, max_length: int) -> np.ndarray:
 
 def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
   """Reads `source<TAB>target` lines into a Split: inputs [N, max_length], targets [N, max_target_length]."""
-  sources, targets = [], []
+  sources, targets, num_truncated = [], [], 0
   for where, line in _lines(path):
     fields = line.split(b'\t')
     if len(fields) != 2:
@@ -50,20 +50,20 @@ def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
                       f'{len(fields)}')
     sources.append(tokenize.encode_bytes(fields[0], max_length))
     targets.append(_with_eos(fields[1], max_target_length))
-  if not sources:
-    raise DataError(f'{path}: no examples')
+    num_truncated += len(fields[0]) > max_length or len(fields[1]) + 1 > max_target_length
   inputs, lengths = tokenize.pad(sources, max_length)
-  return Split(inputs, lengths, tokenize.pad(targets, max_target_length)[0])
+  return Split(inputs, lengths, tokenize.pad(targets, max_target_length)[0],
+               num_truncated=num_truncated)
 
 
 def read_documents(path: Path, max_length: int) -> Split:
   """Reads one document per line into a next-token Split: inputs BOS + line, targets line + EOS."""
-  targets = [_with_eos(line, max_length) for _, line in _lines(path)]
-  if not targets:
-    raise DataError(f'{path}: no examples')
+  lines = [line for _, line in _lines(path)]
+  targets = [_with_eos(line, max_length) for line in lines]
   inputs = [np.concatenate([[BOS_ID], t[:-1]]).astype(np.uint16) for t in targets]
   padded, lengths = tokenize.pad(inputs, max_length)
-  return Split(padded, lengths, tokenize.pad(targets, max_length)[0])
+  return Split(padded, lengths, tokenize.pad(targets, max_length)[0],
+               num_truncated=sum(len(line) + 1 > max_length for line in lines))
 
 
 def _paths(data_dir: Path, files: dict[str, str], task: str) -> dict[str, Path]:
@@ -71,7 +71,7 @@ def _paths(data_dir: Path, files: dict[str, str], task: str) -> dict[str, Path]:
   require_files(list(paths.values()),
                 f'Write your own files in this layout, or generate a toy task with:\n'
                 f'  python -m lra.sequence_generator --task {"lm" if task == "lm" else "sort"} '
-                f'--output_dir {data_dir}')
+                f'--output_dir {data_dir}', generated=True)
   return paths
 
 
@@ -93,8 +93,11 @@ def load(data_dir: Path, *, cache: Cache, kind: str, max_length: int,
     paths = _paths(data_dir, SEQ2SEQ_FILES, kind)
     read = functools.partial(read_pairs, max_target_length=max_target_length)
     key = f'seq2seq_target{max_target_length}'
+    limit = f'max_length {max_length} (source) or max_target_length {max_target_length} (target)'
   else:
     paths, read, key = _paths(data_dir, LM_FILES, kind), read_documents, 'lm'
+    limit = f'max_length {max_length} (with BOS or EOS)'
   splits = load_split_files(cache, key, paths, read, max_length)
+  check_splits(kind, splits, paths, limit)
   return TaskData(name=kind, **splits, vocab_size=VOCAB_SIZE, num_classes=VOCAB_SIZE,
                   max_length=max_length, info={'bos_id': BOS_ID, 'eos_id': EOS_ID})

@@ -9,8 +9,11 @@ content so that a tiny model can learn it in a few steps.
   image:     `cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`; a class-c image is a
              noisy gray image of mean intensity 12 + 24 c.
 `--num_examples N` sets the training set size; evaluation splits get max(N // 4, 2) examples.
+Existing outputs (`aclImdb/`, the three TSV files, `cifar-10-batches-py/`) are never replaced
+unless `--overwrite` is given.
 
-  python -m lra.synthetic --task {text,retrieval,image} --output_dir DIR --num_examples N --seed 0
+  python -m lra.synthetic --task {text,retrieval,image} --output_dir DIR --num_examples N --seed 0 \
+      [--overwrite]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lra import image, retrieval, text
+from lra.core import DataError, claim_outputs
 
 TASKS = ('text', 'retrieval', 'image')
 MARKER = 'SYNTHETIC'
@@ -44,10 +48,12 @@ def _eval_size(num_examples: int) -> int:
   return max(num_examples // 4, 2)
 
 
-def write_text(output_dir: Path, num_examples: int, seed: int) -> None:
-  """Writes a synthetic `aclImdb/` folder."""
+def write_text(output_dir: Path, num_examples: int, seed: int, overwrite: bool = False) -> None:
+  """Writes a synthetic `aclImdb/` folder (DataError if it exists, unless `overwrite`, which
+  deletes it first)."""
   rng = np.random.default_rng(seed)
   root = output_dir / 'aclImdb'
+  claim_outputs([root], overwrite)
   for split, size in (('train', num_examples), ('test', _eval_size(num_examples))):
     for i in range(size):
       label = i % 2
@@ -60,9 +66,12 @@ def write_text(output_dir: Path, num_examples: int, seed: int) -> None:
                                'reviews.\n')
 
 
-def write_retrieval(output_dir: Path, num_examples: int, seed: int) -> None:
-  """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` files."""
+def write_retrieval(output_dir: Path, num_examples: int, seed: int,
+                    overwrite: bool = False) -> None:
+  """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` (DataError if one exists, unless
+  `overwrite`, which deletes them first)."""
   rng = np.random.default_rng(seed)
+  claim_outputs([output_dir / name for name in retrieval.FILES.values()], overwrite)
   output_dir.mkdir(parents=True, exist_ok=True)
   for split, name in retrieval.FILES.items():
     size = num_examples if split == 'train' else _eval_size(num_examples)
@@ -74,10 +83,12 @@ def write_retrieval(output_dir: Path, num_examples: int, seed: int) -> None:
     (output_dir / name).write_text(''.join(rows), encoding='utf-8')
 
 
-def write_image(output_dir: Path, num_examples: int, seed: int) -> None:
-  """Writes synthetic CIFAR-10 python batches (`cifar-10-batches-py/`)."""
+def write_image(output_dir: Path, num_examples: int, seed: int, overwrite: bool = False) -> None:
+  """Writes synthetic CIFAR-10 python batches in `cifar-10-batches-py/` (DataError if it exists,
+  unless `overwrite`, which deletes it first)."""
   rng = np.random.default_rng(seed)
   root = output_dir / image.PICKLE_DIR
+  claim_outputs([root], overwrite)
   root.mkdir(parents=True, exist_ok=True)
 
   def batch(size: int, label_name: str) -> dict[bytes, object]:
@@ -107,8 +118,13 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--output_dir', required=True, type=Path)
   parser.add_argument('--num_examples', type=int, default=1000)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace existing outputs (default: refuse)')
   args = parser.parse_args(argv)
-  WRITERS[args.task](args.output_dir, args.num_examples, args.seed)
+  try:
+    WRITERS[args.task](args.output_dir, args.num_examples, args.seed, args.overwrite)
+  except DataError as e:
+    parser.error(str(e))
   print(f'Wrote a synthetic {args.task} stand-in to {args.output_dir}')
 
 

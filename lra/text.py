@@ -15,7 +15,7 @@ import numpy as np
 
 from lra import tfds_source, tokenize
 from lra.cache import Cache
-from lra.core import Split, TaskData, arrays_to_splits, parse_label, require_files
+from lra.core import Split, TaskData, arrays_to_splits, check_splits, parse_label, require_files
 from lra.core import splits_to_arrays
 
 NUM_CLASSES = 2
@@ -26,12 +26,13 @@ TFDS_CONFIG = 'plain_text'
 
 def build_split(examples: Iterable[tuple[bytes, int]], max_length: int) -> Split:
   """Encodes (review bytes, label) pairs into a Split with [N, max_length] uint16 inputs."""
-  sequences, targets = [], []
+  sequences, targets, num_truncated = [], [], 0
   for text, label in examples:
     sequences.append(tokenize.encode_bytes(text, max_length))
     targets.append(label)
+    num_truncated += len(text) > max_length
   inputs, lengths = tokenize.pad(sequences, max_length, np.uint16)
-  return Split(inputs, lengths, np.array(targets, np.int32))
+  return Split(inputs, lengths, np.array(targets, np.int32), num_truncated=num_truncated)
 
 
 def _review_files(folder: Path) -> list[tuple[Path, int]]:
@@ -57,16 +58,19 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
                                                      max_length) for s, fs in files.items()})
     arrays = cache.load_or_build(f'text-acl-{max_length}', build, params={'max_length': max_length},
                                  stat_files=[p for fs in files.values() for p, _ in fs])
+    sources = {s: f'{acl / s}/{{neg,pos}}/*.txt' for s in ('train', 'test')}
   elif all(shards.values()):
     build = lambda: splits_to_arrays({s: build_split(_tfds_examples(paths), max_length)
                                       for s, paths in shards.items()})
     arrays = cache.load_or_build(f'text-tfds-{max_length}', build,
                                  params={'max_length': max_length},
                                  content_files=[p for ps in shards.values() for p in ps])
+    sources = {s: f'{paths[0].parent}/{TFDS_NAME}-{s}.*' for s, paths in shards.items()}
   else:
     raise tfds_source.no_data_error('text', TFDS_NAME, data_dir,
                                     f'{acl}/{{train,test}}/{{neg,pos}}/*.txt', 'aclImdb_v1.tar.gz')
   splits = arrays_to_splits(arrays)
+  check_splits('text', splits, sources, f'max_length {max_length}')
   return TaskData('text', splits['train'], splits['test'], splits['test'],
                   vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=max_length)

@@ -291,6 +291,17 @@ def causal_luna_attention(
   return jnp.swapaxes(ys, 0, 1), final_state
 
 
+def _exclusive_cumsum(x: Array, axis: int) -> Array:
+  """Sums of the elements strictly before each index along `axis` (zero first).
+
+  Shifting the inclusive sum, rather than subtracting x from it, keeps each sum exactly
+  independent of x and of everything after it (`cumsum(x) - x` is not: rounding carries x in).
+  """
+  sums = jnp.cumsum(x, axis=axis)
+  zero = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
+  return jnp.concatenate([zero, jax.lax.slice_in_dim(sums, 0, x.shape[axis] - 1, axis=axis)], axis)
+
+
 def causal_luna_attention_chunked(
     pack_query: Array,
     query: Array,
@@ -315,7 +326,8 @@ def causal_luna_attention_chunked(
   with A the chunk's pack weights and t the 1-based positions. The running sums (K0, V0) of every chunk
   are an exclusive cumulative sum of per-chunk sums, so all chunks are computed at once as batched
   matmuls: no sequential loop, memory O(n*d + (n/C)*l*d). Same function as `causal_luna_attention`
-  (dropout masks are drawn differently).
+  (dropout masks are drawn differently). Causality is exact: a position's output is bit-identical
+  whatever the later positions hold.
 
   Args:
     pack_query: `[batch, l, heads, head_dim]` projected P (unscaled).
@@ -357,8 +369,8 @@ def causal_luna_attention_chunked(
   a = dropout(a, dropout_rate, pack_rng, deterministic)
   chunk_keys = jnp.einsum('bhnce,bhncl->bhnel', k, a)
   chunk_values = jnp.einsum('bhncl,bhnce->bhnle', a, v)
-  key_before = state.key_accum[:, :, None] + jnp.cumsum(chunk_keys, axis=2) - chunk_keys
-  value_before = state.value_accum[:, :, None] + jnp.cumsum(chunk_values, axis=2) - chunk_values
+  key_before = state.key_accum[:, :, None] + _exclusive_cumsum(chunk_keys, axis=2)
+  value_before = state.value_accum[:, :, None] + _exclusive_cumsum(chunk_values, axis=2)
   positions = jnp.arange(1, num_chunks * c + 1, dtype=f32).reshape(num_chunks, c)
   t = (state.num_steps.astype(f32)[:, None, None] + positions)[:, None, :, :, None]
   causal = jnp.tril(jnp.ones((c, c), bool))

@@ -14,9 +14,10 @@ no-bias q/k/v/out projections) with another `attend`. `self_attention_module` ma
   performer  Choromanski et al. (2021), FAVOR+: positive orthogonal random features of the softmax kernel,
              phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m) with x' = x / head_dim^(1/4), then the linear form.
 
-Masked (padding) keys are zeroed before the projection (Linformer) or in feature space (linear, FAVOR+),
-so they never contribute. Feature maps, sums and normalisers are float32; outputs come back in the
-values' dtype. Linear and FAVOR+ attention have no attention dropout (as in LRA's code).
+Masked (padding) keys are zeroed before the projection (Linformer), in feature space (linear) or in
+the exponent, before the exponential (FAVOR+), so they never contribute, in values or gradients.
+Feature maps, sums and normalisers are float32; outputs come back in the values' dtype. Linear and
+FAVOR+ attention have no attention dropout (as in LRA's code).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def linformer_attention(
   if key_mask is not None:
     key = jnp.where(key_mask[:, :, None, None], key, 0)
     value = jnp.where(key_mask[:, :, None, None], value, 0)
-  project = lambda x, e: jnp.einsum('bmhd,mr->brhd', x, e[:m].astype(x.dtype),
-                                    preferred_element_type=jnp.float32).astype(x.dtype)
+  # In float32: XLA's CPU dot has no bfloat16 x bfloat16 -> float32 kernel for this contraction.
+  project = lambda x, e: jnp.einsum('bmhd,mr->brhd', x.astype(jnp.float32),
+                                    e[:m].astype(jnp.float32)).astype(x.dtype)
   return attn.dot_product_attention(
       query, project(key, key_projection), project(value, value_projection),
       dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
@@ -201,8 +203,10 @@ def favor_features(x: Array, projection: Array, *, is_query: bool,
   else:
     shift = jnp.max(jnp.where(valid, exponent, -jnp.inf), axis=(1, 3), keepdims=True)
     shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-  features = jnp.exp(exponent - jax.lax.stop_gradient(shift)) / math.sqrt(projection.shape[0])
-  return jnp.where(valid, features, 0.0)
+  # Masked before the exponential: exp(-inf) = 0 with a zero gradient, where masking its result
+  # would multiply an overflowed exp by the mask's zero gradient (NaN).
+  exponent = jnp.where(valid, exponent - jax.lax.stop_gradient(shift), -jnp.inf)
+  return jnp.exp(exponent) / math.sqrt(projection.shape[0])
 
 
 def performer_attention(query: Array, key: Array, value: Array, projection: Array,

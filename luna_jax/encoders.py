@@ -105,6 +105,26 @@ class EncoderOutput(NamedTuple):
   p_mask: Optional[Array] = None
 
 
+def check_positions(config: EncoderConfig, num_tokens: int, what: str = '') -> None:
+  """Raises when `num_tokens` token positions do not fit the model's position table.
+
+  A position lookup past the table would silently reuse its last row (JAX clamps gather indices),
+  so every entry point that knows its length checks it here first.
+
+  Args:
+    config: the model's encoder config (the table has `max_length` token positions, plus CLS).
+    num_tokens: positions the call needs, CLS excluded.
+    what: the count as the caller's user knows it (default: '<num_tokens> tokens').
+
+  Raises:
+    ValueError: when `num_tokens > config.max_length`.
+  """
+  if num_tokens > config.max_length:
+    raise ValueError(f'The model has positions for {config.max_length} tokens (max_length); got '
+                     f'{what or f"{num_tokens} tokens"}. Rebuild the model with a larger '
+                     'max_length.')
+
+
 def length_mask(lengths: Array, size: int) -> Array:
   """`[batch]` lengths -> `[batch, size]` bool mask, True at positions < length."""
   return jnp.arange(size)[None, :] < lengths[:, None]
@@ -135,8 +155,14 @@ class TokenEmbedding(nn.Module):
 
     Returns:
       (`[batch, n', d]` embeddings, `[batch]` lengths'), with n' = n + 1 when a CLS vector is prepended.
+      A traced `offset` past the table (incremental decoding) gives NaN embeddings.
+
+    Raises:
+      ValueError: a static `offset + n` exceeds `max_length` (see `check_positions`).
     """
     cfg = self.config
+    if isinstance(offset, int):
+      check_positions(cfg, offset + tokens.shape[1])
     d = cfg.emb_dim
     init = nn.initializers.normal(self.embedding_stddev)
     x = nn.Embed(cfg.vocab_size, d, embedding_init=init, name='token_embedding')(tokens)
@@ -155,7 +181,8 @@ class TokenEmbedding(nn.Module):
       table = sinusoidal_positions(size, d)
     else:
       raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {cfg.positional!r}.")
-    return (x + table[positions]).astype(cfg.compute_dtype), lengths
+    position_embeddings = jnp.take(table, positions, axis=0, mode='fill', fill_value=jnp.nan)
+    return (x + position_embeddings).astype(cfg.compute_dtype), lengths
 
 
 def first_p(module: nn.Module, cfg: EncoderConfig, name: str = 'projected_embeddings') -> Array:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax.decoders import LunaLM, LunaSeq2Seq
+from luna_jax.encoders import check_positions
 
 Array = jax.Array
 Params = Any
@@ -45,7 +46,13 @@ def generate(model: LunaLM, params: Params, prompt: Array, num_tokens: int, rng:
 
   Returns:
     `[batch, n0 + num_tokens]` ids: the prompt followed by the generated tokens.
+
+  Raises:
+    ValueError: `n0 + num_tokens` exceeds the model's `max_length`.
   """
+  n0 = prompt.shape[1]
+  check_positions(model.config, n0 + num_tokens,
+                  f'{n0} prompt tokens + {num_tokens} to generate = {n0 + num_tokens} tokens')
   step = lambda token, cache: model.apply({'params': params}, token, cache,
                                           method=LunaLM.decode_step)
   cache = model.apply({'params': params}, prompt.shape[0], method=LunaLM.init_cache)
@@ -81,7 +88,11 @@ def greedy_decode(model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Ar
 
   Returns:
     `[batch, max_length]` output ids (including the EOS).
+
+  Raises:
+    ValueError: `max_length` exceeds the model's `max_length`.
   """
+  check_positions(model.config, max_length, f'{max_length} output tokens')
   variables = {'params': params}
   encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)
   cache = model.apply(variables, encoded, method=LunaSeq2Seq.init_cache)
@@ -128,7 +139,11 @@ def beam_search(model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Arra
 
   Returns:
     (`[batch, max_length]` best output ids, `[batch]` their summed log-probabilities).
+
+  Raises:
+    ValueError: `max_length` exceeds the model's `max_length`.
   """
+  check_positions(model.config, max_length, f'{max_length} output tokens')
   variables = {'params': params}
   batch, k = inputs.shape[0], beam_size
   encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)

@@ -51,3 +51,15 @@ def test_chunked_dropout_is_seeded_and_active():
       deterministic=False)[0]
   np.testing.assert_array_equal(run(0), run(0))
   assert not np.allclose(run(0), run(1))
+
+
+@pytest.mark.parametrize('chunk_size', [4, 5, 64])
+def test_chunked_future_tokens_contribute_exactly_nothing(chunk_size):
+  """Changing position 14's query, keys and value leaves every earlier output bit-identical: the
+  earlier positions of its own chunk (after earlier chunks: 4, 5) and of earlier chunks."""
+  args, p_mask = inputs(n=20)
+  changed = [a if i == 0 else a.at[:, 14].add(3.0) for i, a in enumerate(args)]
+  run = lambda a: attn.causal_luna_attention_chunked(*a, p_mask, chunk_size=chunk_size)[0]
+  before, after = np.asarray(run(args)), np.asarray(run(changed))
+  np.testing.assert_array_equal(after[:, :14], before[:, :14])
+  assert not np.allclose(after[:, 14:], before[:, 14:])

@@ -1,5 +1,7 @@
 """Decoder-only and encoder-decoder Luna: incremental decoding equals the full pass, causality, search."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,7 +53,7 @@ def test_lm_is_causal(lm):
   tokens = ids(2, 12)
   logits = model.apply({'params': params}, tokens)
   changed = model.apply({'params': params}, tokens.at[:, 7:].set(ids(2, 5)))
-  np.testing.assert_allclose(changed[:, :7], logits[:, :7], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(changed[:, :7], logits[:, :7])  # bitwise, though 4-7 is one chunk
   assert not np.allclose(changed[:, 7:], logits[:, 7:])
 
 
@@ -91,7 +93,7 @@ def test_seq2seq_decoder_is_causal_and_ignores_source_padding(seq2seq):
   logits = model.apply(v, src, lengths, targets)
   future = model.apply(v, src, lengths, targets.at[:, 5:].set(ids(3, 3)))
   # Decoder input t is target t-1, so changing targets >= 5 may change logits >= 6 only.
-  np.testing.assert_allclose(future[:, :6], logits[:, :6], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(future[:, :6], logits[:, :6])
   assert not np.allclose(future[:, 6:], logits[:, 6:])
   padded = model.apply(v, src.at[1, 5:].set(0), lengths, targets)
   np.testing.assert_allclose(padded[1], logits[1], rtol=1e-5, atol=1e-5)
@@ -118,3 +120,29 @@ def test_beam_search_scores_are_model_log_probs_and_beam_one_is_greedy(seq2seq):
   best = np.asarray(best)
   after_eos = np.cumsum(best == EOS, axis=1) - (best == EOS) > 0
   assert np.all((best == 0) == after_eos)  # padding exactly after the first EOS
+
+
+def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):
+  model, params = lm
+  assert generation.generate(model, params, ids(1, 6), 10, jax.random.PRNGKey(0)).shape == (1, 16)
+  with pytest.raises(ValueError,
+                     match=r'16 tokens \(max_length\); got 6 prompt tokens \+ 11 to generate = 17'):
+    generation.generate(model, params, ids(1, 6), 11, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=r'16 tokens \(max_length\); got 17 tokens'):
+    model.apply({'params': params}, ids(1, 17))
+  s2s, s2s_params = seq2seq
+  src, lengths = ids(2, 9), jnp.array([9, 5])
+  for search in (generation.greedy_decode,
+                 functools.partial(generation.beam_search, beam_size=2)):
+    with pytest.raises(ValueError, match=r'16 tokens \(max_length\); got 17 output tokens'):
+      search(s2s, s2s_params, src, lengths, max_length=17, eos_id=EOS)
+
+
+def test_decode_step_past_the_position_table_gives_nan_not_a_clamped_row(lm):
+  model, params = lm
+  cache = model.apply({'params': params}, 1, method=LunaLM.init_cache)
+  step = lambda position: model.apply({'params': params}, ids(1, 1)[:, 0],
+                                      {**cache, 'position': jnp.array([position])},
+                                      method=LunaLM.decode_step)[0]
+  assert np.all(np.isfinite(step(CFG.max_length - 1)))
+  assert np.all(np.isnan(step(CFG.max_length)))

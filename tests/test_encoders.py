@@ -195,3 +195,18 @@ def test_build_model_rejects_unknown_key_by_name():
   with pytest.raises(ValueError, match='projection_lenght'):
     luna_jax.build_model({'name': 'luna', 'projection_lenght': 16}, vocab_size=5, num_classes=2,
                          max_length=8)
+
+
+@pytest.mark.parametrize('name', ['luna', 'transformer'])
+@pytest.mark.parametrize('positional', ['learned', 'sinusoidal'])
+def test_classifier_refuses_more_tokens_than_its_positions(name, positional):
+  """Built for 8 tokens, 12 must fail (a clamped lookup would give positions 8-11 one row)."""
+  model = luna_jax.build_model(dict(name=name, num_layers=1, emb_dim=16, num_heads=2, mlp_dim=16,
+                                    projection_length=4, positional=positional),
+                               vocab_size=20, num_classes=2, max_length=8)
+  fits, _ = tokens(2, 8, 20, [8, 5])
+  variables = model.init(jax.random.PRNGKey(0), fits, jnp.array([8, 5]))
+  assert model.apply(variables, fits, jnp.array([8, 5])).shape == (2, 2)
+  too_long, _ = tokens(2, 12, 20, [12, 5])
+  with pytest.raises(ValueError, match=r'8 tokens \(max_length\); got 12 tokens\. Rebuild'):
+    model.apply(variables, too_long, jnp.array([12, 5]))

@@ -1,0 +1,71 @@
+"""Every attention module runs in float32 and bfloat16, with and without padding, and gives finite
+outputs and finite gradients: padded positions hold large values, which must be masked before any
+exponential or division sees them."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from luna_jax import baselines
+from luna_jax.layers import LunaAttention, LunaCausalAttention, SelfAttention
+
+B, N, D, H, L = 2, 6, 8, 2, 3
+#: Row 0 holds unit-scale tokens and padding far larger than them, row 1 large tokens and zero
+#: padding: either way, an exponential that sees a padded position before the mask overflows.
+SCALES, PADDING = np.array([1.0, 30.0]), np.array([300.0, 0.0])
+
+ATTENTIONS = {
+    'softmax': functools.partial(SelfAttention, num_heads=H, qkv_dim=D),
+    'fused': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
+    'linformer': functools.partial(baselines.LinformerSelfAttention, num_heads=H, qkv_dim=D,
+                                   max_length=N, low_rank_features=3),
+    'linear': functools.partial(baselines.LinearSelfAttention, num_heads=H, qkv_dim=D),
+    'performer': functools.partial(baselines.PerformerSelfAttention, num_heads=H, qkv_dim=D,
+                                   nb_features=8),
+    'luna': functools.partial(LunaAttention, features=D, num_heads=H),
+    'causal_luna': functools.partial(LunaCausalAttention, features=D, num_heads=H, chunk_size=4),
+    'causal_luna_scan': functools.partial(LunaCausalAttention, features=D, num_heads=H,
+                                          implementation='scan'),
+}
+
+
+def apply(name, module, variables, x, mask, p, p_mask):
+  """The module's output on x (and P for Luna), as float32."""
+  if name == 'luna':
+    y_x, y_p = module.apply(variables, x, p, x, mask, p_mask)
+    return jnp.concatenate([y_x, y_p], axis=1).astype(jnp.float32)
+  if name.startswith('causal_luna'):
+    return module.apply(variables, x, p, p_mask).astype(jnp.float32)
+  return module.apply(variables, x, mask).astype(jnp.float32)
+
+
+@pytest.mark.parametrize('padded', [False, True], ids=['unpadded', 'padded'])
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('name', list(ATTENTIONS))
+def test_attention_is_finite_in_values_and_gradients(name, dtype, padded):
+  rng = np.random.default_rng(0)
+  lengths = np.array([4, 2]) if padded else np.array([N, N])
+  mask = np.arange(N)[None] < lengths[:, None]
+  p_mask = np.arange(L)[None] < np.minimum(lengths, L)[:, None]
+  fill = lambda m, shape: np.where(m[..., None], rng.normal(size=shape) * SCALES[:, None, None],
+                                   PADDING[:, None, None])
+  x, p = fill(mask, (B, N, D)), fill(p_mask, (B, L, D))
+  x, p = jnp.asarray(x, dtype), jnp.asarray(p, dtype)
+  mask, p_mask = jnp.asarray(mask), jnp.asarray(p_mask)
+  module = ATTENTIONS[name](dtype=jnp.dtype(dtype))
+  init_args = (x, p, x, mask, p_mask) if name == 'luna' else (
+      (x, p, p_mask) if name.startswith('causal_luna') else (x, mask))
+  variables = module.init(jax.random.PRNGKey(1), *init_args)
+  out = apply(name, module, variables, x, mask, p, p_mask)
+  assert np.all(np.isfinite(out)), f'{name}: non-finite output'
+  cotangent = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+
+  def loss(variables, x, p):
+    return jnp.sum(apply(name, module, variables, x, mask, p, p_mask) * cotangent)
+
+  grads = jax.grad(loss, argnums=(0, 1, 2))(variables, x, p)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.all(np.isfinite(np.asarray(g, np.float32))), f'{name}: non-finite gradient {path}'

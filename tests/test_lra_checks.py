@@ -1,0 +1,181 @@
+"""Data problems surface at load time: empty splits, truncation, a damaged or half-written cache,
+and generators that would overwrite existing data."""
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import lra
+from lra import cache as cache_lib
+from lra import listops, listops_generator, pathfinder_generator, sequence_generator, synthetic
+from tests.test_lra_listops import ROWS, write_listops
+
+
+@pytest.mark.parametrize('content', ['', 'Source\tTarget\r\n'], ids=['zero_bytes', 'header_only'])
+def test_empty_listops_split_names_its_file(tmp_path, content):
+  write_listops(tmp_path)
+  (tmp_path / 'basic_test.tsv').write_text(content)
+  with pytest.raises(lra.DataError, match=re.escape(f'{tmp_path / "basic_test.tsv"}: no examples')):
+    lra.load_task('listops', tmp_path)
+
+
+def test_empty_splits_of_other_tasks_name_their_source(tmp_path):
+  synthetic.write_retrieval(tmp_path / 'aan', 4, seed=0)
+  (tmp_path / 'aan' / 'new_aan_pairs.eval.tsv').write_text('\n')
+  with pytest.raises(lra.DataError, match=r'new_aan_pairs\.eval\.tsv: no examples'):
+    lra.load_task('retrieval', tmp_path / 'aan', cache=False)
+  sequence_generator.write('lm', tmp_path / 'lm', num_train=20, num_val=3, num_test=3,
+                           min_length=5, max_length=20)
+  (tmp_path / 'lm' / 'validation.txt').write_text('')
+  with pytest.raises(lra.DataError, match=r'validation\.txt: no examples for the lm validation'):
+    lra.load_task('lm', tmp_path / 'lm', cache=False)
+  # 8 images split 80/10/10 leave no validation image.
+  pathfinder_generator.generate(tmp_path / 'pf', resolution=32, num_examples=8)
+  with pytest.raises(lra.DataError, match=r'10% of the images listed in .*metadata: no examples'):
+    lra.load_task('pathfinder32', tmp_path / 'pf', cache=False)
+
+
+def test_truncation_is_reported_once_per_split_also_from_the_cache(tmp_path, caplog):
+  write_listops(tmp_path)  # 4, 6 and 7 tokens
+  for load in range(2):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+      data = lra.load_task('listops', tmp_path, max_length=5)
+    assert isinstance(data.train.inputs, np.memmap) == (load == 1)
+    assert data.train.num_truncated == 2
+    lines = [r.getMessage() for r in caplog.records if 'truncated' in r.getMessage()]
+    assert len(lines) == 3
+    for split, name in listops.FILES.items():
+      assert sum(f'listops {split} ({tmp_path / name}): 2 of 3 examples are longer than '
+                 'max_length 5' in line for line in lines) == 1
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert lra.load_task('listops', tmp_path, max_length=7).test.num_truncated == 0
+  assert not caplog.records
+
+
+def test_truncation_counts_at_the_boundary_of_token_tasks(tmp_path):
+  # LM: BOS + line and line + EOS must fit max_length; seq2seq: the target + EOS.
+  for name in ('train.txt', 'validation.txt', 'test.txt'):
+    (tmp_path / name).write_text('abc\nabcd\n')
+  assert lra.load_task('lm', tmp_path, max_length=4, cache=False).train.num_truncated == 1
+  for name in ('train.tsv', 'validation.tsv', 'test.tsv'):
+    (tmp_path / name).write_text('ab\tcd\nabc\tc\nab\tcde\n')
+  data = lra.load_task('seq2seq', tmp_path, max_length=2, max_target_length=3, cache=False)
+  assert data.test.num_truncated == 2
+
+
+def load_retrieval(path, **options):
+  return lra.load_task('retrieval', path, max_length=64, **options)
+
+
+def test_a_killed_cache_build_leaves_nothing_behind(tmp_path):
+  synthetic.write_retrieval(tmp_path, 8, seed=0)
+  # A process killed (SIGKILL) after writing the first array of its entry.
+  code = ('import os, signal, numpy as np, lra; save = np.save\n'
+          'def save_and_die(*a): save(*a); os.kill(os.getpid(), signal.SIGKILL)\n'
+          'np.save = save_and_die\n'
+          f'lra.load_task("retrieval", {str(tmp_path)!r}, max_length=64)\n')
+  killed = subprocess.run([sys.executable, '-c', code], capture_output=True)
+  assert killed.returncode == -signal.SIGKILL
+  cache_dir = tmp_path / 'lra_cache'
+  assert [p.name.startswith('.tmp@') for p in cache_dir.iterdir()] == [True]
+  expected = load_retrieval(tmp_path, cache=False)
+  np.testing.assert_array_equal(load_retrieval(tmp_path).train.inputs, expected.train.inputs)
+  assert [p.name.startswith('retrieval-') for p in cache_dir.iterdir()] == [True]
+
+
+def test_temporaries_of_live_writers_are_kept_and_of_other_hosts_expire(tmp_path):
+  cache_dir = tmp_path / 'cache'
+  live = cache_dir / f'.tmp@{cache_lib.socket.gethostname()}@{os.getpid()}@k-1'
+  fresh, old = cache_dir / '.tmp@elsewhere@1@k-2', cache_dir / '.tmp@elsewhere@1@k-3'
+  for path in (live, fresh, old):
+    path.mkdir(parents=True)
+  two_days_ago = time.time() - 2 * 24 * 3600
+  os.utime(old, (two_days_ago, two_days_ago))
+  cache_lib.Cache(cache_dir).load_or_build('k', lambda: {'a': np.arange(3)}, params={})
+  assert live.exists() and fresh.exists() and not old.exists()
+
+
+def truncate(path):
+  with open(path, 'r+b') as f:
+    f.truncate(path.stat().st_size - 8)
+
+
+def flip_last_byte(path):
+  data = bytearray(path.read_bytes())
+  data[-1] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage', [truncate, flip_last_byte, os.remove])
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
+  synthetic.write_retrieval(tmp_path, 8, seed=0)
+  expected = load_retrieval(tmp_path, cache=False)
+  load_retrieval(tmp_path)
+  (entry,) = (tmp_path / 'lra_cache').iterdir()
+  damage(entry / 'train.inputs2.npy')
+  with caplog.at_level(logging.WARNING):
+    healed = load_retrieval(tmp_path)
+  assert any(f'Cache entry {entry} is damaged' in r.getMessage() for r in caplog.records)
+  np.testing.assert_array_equal(healed.train.inputs2, expected.train.inputs2)
+  again = load_retrieval(tmp_path)
+  assert isinstance(again.train.inputs2, np.memmap)
+  np.testing.assert_array_equal(again.train.inputs2, expected.train.inputs2)
+
+
+def test_a_damaged_marker_is_rebuilt_and_an_undeletable_entry_is_named(tmp_path, monkeypatch):
+  synthetic.write_retrieval(tmp_path, 8, seed=0)
+  load_retrieval(tmp_path)
+  (entry,) = (tmp_path / 'lra_cache').iterdir()
+  (entry / 'complete').write_text('{"train.inputs": ')
+  assert load_retrieval(tmp_path).train.num_examples == 8
+  (entry / 'train.targets.npy').write_bytes(b'not an array')
+
+  def refuse(path, *args, **kwargs):
+    raise PermissionError(13, 'Permission denied', str(path))
+  monkeypatch.setattr(cache_lib.shutil, 'rmtree', refuse)
+  with pytest.raises(lra.DataError, match=re.escape(f'Cache entry {entry} is damaged')):
+    load_retrieval(tmp_path)
+
+
+def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
+  args = ['--output_dir', str(tmp_path), '--num_train', '5', '--num_val', '2', '--num_test', '2',
+          '--min_length', '5', '--max_length', '30', '--max_depth', '3', '--max_args', '4']
+  listops_generator.main(args)
+  before = (tmp_path / 'basic_train.tsv').read_text()
+  with pytest.raises(SystemExit):
+    listops_generator.main(args + ['--seed', '1'])
+  assert 'Refusing to overwrite' in capsys.readouterr().err
+  assert (tmp_path / 'basic_train.tsv').read_text() == before
+  listops_generator.main(args + ['--seed', '1', '--overwrite'])
+  assert (tmp_path / 'basic_train.tsv').read_text() != before
+  writers = [lambda overwrite: sequence_generator.write('sort', tmp_path / 'sort', num_train=4,
+                                                        num_val=2, num_test=2, overwrite=overwrite),
+             lambda overwrite: pathfinder_generator.generate(tmp_path / 'pf', num_examples=2,
+                                                             overwrite=overwrite)]
+  writers += [lambda overwrite, w=w: w(tmp_path / 'syn', 10, 0, overwrite)
+              for w in synthetic.WRITERS.values()]
+  for write in writers:
+    write(False)
+    with pytest.raises(lra.DataError, match='Refusing to overwrite'):
+      write(False)
+    write(True)
+
+
+def test_missing_split_hint_mentions_overwrite_when_other_splits_exist(tmp_path):
+  with pytest.raises(lra.DataError) as nothing:
+    lra.load_task('listops', tmp_path)
+  assert '--overwrite' not in str(nothing.value)
+  write_listops(tmp_path, rows=ROWS[:1])
+  (tmp_path / 'basic_test.tsv').unlink()
+  with pytest.raises(lra.DataError, match='(?s)basic_test.tsv   \\(missing\\).*listops_generator'
+                                          '.*refuses to overwrite.*--overwrite'):
+    lra.load_task('listops', tmp_path)
