@@ -13,7 +13,8 @@ settings (e.g. `--min_length 10 --max_length 100 --max_depth 4`) run in seconds.
       --num_test 2000 --min_length 500 --max_length 2000 --max_depth 10 --max_args 10 --seed 0] \
       [--overwrite]
 
-Existing split files are never replaced unless `--overwrite` is given.
+Existing split files are never replaced unless `--overwrite` is given; running the same command
+again (same settings, files intact) does nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Union
 
-from lra.core import DataError, claim_outputs
+from lra.core import DataError, claim_outputs, record_outputs
 from lra.listops import FILES
 
 VALUE_P = 0.25
@@ -152,14 +153,18 @@ def main(argv: list[str] | None = None) -> None:
   output_dir, overwrite = args.pop('output_dir'), args.pop('overwrite')
   paths = [output_dir / name for name in FILES.values()]
   try:
-    claim_outputs(paths, overwrite)
+    todo = claim_outputs(paths, overwrite, args)
   except DataError as e:
     parser.error(str(e))
+  if not todo:
+    print(f'{output_dir}: already generated with these settings; nothing to do.')
+    return
   splits = generate(**args)
   output_dir.mkdir(parents=True, exist_ok=True)
   for split, rows in splits.items():
     write_tsv(output_dir / FILES[split], rows)
     print(f'{output_dir / FILES[split]}: {len(rows)} examples')
+  record_outputs(paths, args)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.core import DataError, claim_outputs
+from lra.core import DataError, claim_outputs, record_outputs
 from lra.pathfinder import DIFFICULTIES
 
 INK = 255
@@ -198,15 +198,18 @@ def generate(output_dir: str | Path, *, resolution: int = 32, difficulty: str = 
   """Writes `num_examples` images in the release layout and returns the difficulty folder.
 
   Raises:
-    DataError: bad resolution or difficulty; `metadata/` or `imgs/` exists and `overwrite` is
-      False (with `overwrite` both are deleted first).
+    DataError: bad resolution or difficulty; `metadata/` or `imgs/` exists, was not written with
+      these settings, and `overwrite` is False (with `overwrite` both are deleted first).
   """
   from PIL import Image  # Imported here: ListOps never needs PIL.
   if resolution not in GEOMETRY or difficulty not in DIFFICULTIES:
     raise DataError(f'resolution must be one of {sorted(GEOMETRY)} and difficulty one of '
                     f'{sorted(DIFFICULTIES)}')
   root = Path(output_dir) / f'pathfinder{resolution}' / DIFFICULTIES[difficulty]
-  claim_outputs([root / 'metadata', root / 'imgs'], overwrite)
+  paths = [root / 'metadata', root / 'imgs']
+  settings = dict(resolution=resolution, difficulty=difficulty, num_examples=num_examples, seed=seed)
+  if not claim_outputs(paths, overwrite, settings):
+    return root
   labels = [i % 2 for i in range(num_examples)]
   random.Random(seed).shuffle(labels)
   (root / 'metadata').mkdir(parents=True, exist_ok=True)
@@ -219,6 +222,7 @@ def generate(output_dir: str | Path, *, resolution: int = 32, difficulty: str = 
     lines.setdefault(folder, []).append(f'imgs/{folder} sample_{j}.png {index} {label}\n')
   for folder, folder_lines in lines.items():
     (root / 'metadata' / f'{folder}.npy').write_text(''.join(folder_lines))
+  record_outputs(paths, settings)
   return root
 
 

@@ -8,7 +8,8 @@ Tasks:
                   (`train.tsv`, `validation.tsv`, `test.tsv`, lines `source<TAB>target`);
   lm:             one ListOps expression per line in compact form with its value,
                   e.g. `[MAX 2 9 [MIN 3 4 ] ]=9` (`train.txt`, `validation.txt`, `test.txt`).
-Existing split files are never replaced unless `--overwrite` is given.
+Existing split files are never replaced unless `--overwrite` is given; running the same command
+again (same settings, files intact) does nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 from pathlib import Path
 
 from lra import listops_generator
-from lra.core import DataError, claim_outputs
+from lra.core import DataError, claim_outputs, record_outputs
 from lra.sequences import LM_FILES, SEQ2SEQ_FILES
 
 TASKS = ('sort', 'reverse', 'lm')
@@ -54,23 +55,28 @@ def write(task: str, output_dir: str | Path, *, num_train: int = 20000, num_val:
     The output directory.
 
   Raises:
-    DataError: a split file exists and `overwrite` is False.
+    DataError: a split file exists, was not written with these settings, and `overwrite` is
+      False.
   """
   if task not in TASKS:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}')
   out = Path(output_dir)
   files = LM_FILES if task == 'lm' else SEQ2SEQ_FILES
-  claim_outputs([out / name for name in files.values()], overwrite)
-  out.mkdir(parents=True, exist_ok=True)
+  paths = [out / name for name in files.values()]
   counts = {'train': num_train, 'validation': num_val, 'test': num_test}
+  settings = dict(task=task, **counts, min_length=min_length, max_length=max_length, seed=seed)
+  if not claim_outputs(paths, overwrite, settings):
+    return out
+  out.mkdir(parents=True, exist_ok=True)
   if task == 'lm':
     for split, lines in listops_lines(counts, seed, min_length, max_length).items():
       (out / LM_FILES[split]).write_text(''.join(f'{line}\n' for line in lines))
-    return out
-  rng = random.Random(seed)
-  for split, count in counts.items():
-    pairs = digit_pairs(task, count, rng, min_length, max_length)
-    (out / SEQ2SEQ_FILES[split]).write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
+  else:
+    rng = random.Random(seed)
+    for split, count in counts.items():
+      pairs = digit_pairs(task, count, rng, min_length, max_length)
+      (out / SEQ2SEQ_FILES[split]).write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
+  record_outputs(paths, settings)
   return out
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lra import image, retrieval, text
-from lra.core import DataError, claim_outputs
+from lra.core import DataError, claim_outputs, record_outputs
 
 TASKS = ('text', 'retrieval', 'image')
 MARKER = 'SYNTHETIC'
@@ -49,11 +49,13 @@ def _eval_size(num_examples: int) -> int:
 
 
 def write_text(output_dir: Path, num_examples: int, seed: int, overwrite: bool = False) -> None:
-  """Writes a synthetic `aclImdb/` folder (DataError if it exists, unless `overwrite`, which
-  deletes it first)."""
+  """Writes a synthetic `aclImdb/` folder (kept if written with the same settings; DataError if
+  it exists otherwise, unless `overwrite`, which deletes it first)."""
   rng = np.random.default_rng(seed)
   root = output_dir / 'aclImdb'
-  claim_outputs([root], overwrite)
+  paths, settings = [root], dict(num_examples=num_examples, seed=seed)
+  if not claim_outputs(paths, overwrite, settings):
+    return
   for split, size in (('train', num_examples), ('test', _eval_size(num_examples))):
     for i in range(size):
       label = i % 2
@@ -64,14 +66,18 @@ def write_text(output_dir: Path, num_examples: int, seed: int, overwrite: bool =
       (folder / f'{i}_{rating}.txt').write_text(review + '.', encoding='utf-8')
   (root / 'README').write_text(f'{MARKER} stand-in for IMDb written by lra.synthetic; not real '
                                'reviews.\n')
+  record_outputs(paths, settings)
 
 
 def write_retrieval(output_dir: Path, num_examples: int, seed: int,
                     overwrite: bool = False) -> None:
-  """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` (DataError if one exists, unless
-  `overwrite`, which deletes them first)."""
+  """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` (kept if written with the same
+  settings; DataError if one exists otherwise, unless `overwrite`, which deletes them first)."""
   rng = np.random.default_rng(seed)
-  claim_outputs([output_dir / name for name in retrieval.FILES.values()], overwrite)
+  paths = [output_dir / name for name in retrieval.FILES.values()]
+  settings = dict(num_examples=num_examples, seed=seed)
+  if not claim_outputs(paths, overwrite, settings):
+    return
   output_dir.mkdir(parents=True, exist_ok=True)
   for split, name in retrieval.FILES.items():
     size = num_examples if split == 'train' else _eval_size(num_examples)
@@ -81,14 +87,18 @@ def write_retrieval(output_dir: Path, num_examples: int, seed: int,
       docs = [_words(rng, _FILLER, _TOPICS[label], int(rng.integers(30, 120))) for _ in range(2)]
       rows.append(f'{label}\tsyn-{split}-{i}a\tsyn-{split}-{i}b\t{docs[0]}\t{docs[1]}\n')
     (output_dir / name).write_text(''.join(rows), encoding='utf-8')
+  record_outputs(paths, settings)
 
 
 def write_image(output_dir: Path, num_examples: int, seed: int, overwrite: bool = False) -> None:
-  """Writes synthetic CIFAR-10 python batches in `cifar-10-batches-py/` (DataError if it exists,
-  unless `overwrite`, which deletes it first)."""
+  """Writes synthetic CIFAR-10 python batches in `cifar-10-batches-py/` (kept if written
+  with the same settings; DataError if it exists otherwise, unless `overwrite`, which deletes it
+  first)."""
   rng = np.random.default_rng(seed)
   root = output_dir / image.PICKLE_DIR
-  claim_outputs([root], overwrite)
+  paths, settings = [root], dict(num_examples=num_examples, seed=seed)
+  if not claim_outputs(paths, overwrite, settings):
+    return
   root.mkdir(parents=True, exist_ok=True)
 
   def batch(size: int, label_name: str) -> dict[bytes, object]:
@@ -107,6 +117,7 @@ def write_image(output_dir: Path, num_examples: int, seed: int, overwrite: bool 
     pickle.dump(batch(_eval_size(num_examples), f'{MARKER} testing batch'), f)
   with open(root / 'batches.meta', 'wb') as f:
     pickle.dump({b'label_names': [f'level{c}'.encode() for c in range(image.NUM_CLASSES)]}, f)
+  record_outputs(paths, settings)
 
 
 WRITERS = {'text': write_text, 'retrieval': write_retrieval, 'image': write_image}

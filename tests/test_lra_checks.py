@@ -157,17 +157,48 @@ def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
   assert (tmp_path / 'basic_train.tsv').read_text() == before
   listops_generator.main(args + ['--seed', '1', '--overwrite'])
   assert (tmp_path / 'basic_train.tsv').read_text() != before
-  writers = [lambda overwrite: sequence_generator.write('sort', tmp_path / 'sort', num_train=4,
-                                                        num_val=2, num_test=2, overwrite=overwrite),
-             lambda overwrite: pathfinder_generator.generate(tmp_path / 'pf', num_examples=2,
-                                                             overwrite=overwrite)]
-  writers += [lambda overwrite, w=w: w(tmp_path / 'syn', 10, 0, overwrite)
+  writers = [lambda seed, overwrite: sequence_generator.write(
+                 'sort', tmp_path / 'sort', num_train=4, num_val=2, num_test=2, seed=seed,
+                 overwrite=overwrite),
+             lambda seed, overwrite: pathfinder_generator.generate(
+                 tmp_path / 'pf', num_examples=2, seed=seed, overwrite=overwrite)]
+  writers += [lambda seed, overwrite, w=w: w(tmp_path / 'syn', 10, seed, overwrite)
               for w in synthetic.WRITERS.values()]
   for write in writers:
-    write(False)
+    write(0, False)
     with pytest.raises(lra.DataError, match='Refusing to overwrite'):
-      write(False)
-    write(True)
+      write(1, False)
+    write(1, True)
+
+
+def _tree_state(root):
+  return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_changed(tmp_path,
+                                                                                  capsys):
+  args = ['--output_dir', str(tmp_path), '--num_train', '5', '--num_val', '2', '--num_test', '2',
+          '--min_length', '5', '--max_length', '30', '--max_depth', '3', '--max_args', '4']
+  listops_generator.main(args)
+  before = _tree_state(tmp_path)
+  listops_generator.main(args)
+  assert 'already generated with these settings' in capsys.readouterr().out
+  assert _tree_state(tmp_path) == before
+  # A split changed by hand no longer matches the record: refused, and left as it is.
+  with open(tmp_path / 'basic_val.tsv', 'a') as f:
+    f.write('0\t( [MAX 1 2 ] )\n')
+  edited = _tree_state(tmp_path)
+  with pytest.raises(SystemExit):
+    listops_generator.main(args)
+  assert 'Refusing to overwrite' in capsys.readouterr().err
+  assert _tree_state(tmp_path) == edited
+  # Same for the other generators (a folder output: pathfinder, synthetic).
+  pathfinder_generator.generate(tmp_path / 'pf', num_examples=2)
+  synthetic.write_image(tmp_path / 'syn', 10, 0)
+  before = _tree_state(tmp_path)
+  pathfinder_generator.generate(tmp_path / 'pf', num_examples=2)
+  synthetic.write_image(tmp_path / 'syn', 10, 0)
+  assert _tree_state(tmp_path) == before
 
 
 def test_missing_split_hint_mentions_overwrite_when_other_splits_exist(tmp_path):
