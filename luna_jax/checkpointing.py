@@ -79,7 +79,9 @@ class _VerifiedManager:
 
   def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions):
     self.workdir = os.path.abspath(workdir)
-    self.manager = ocp.CheckpointManager(os.path.join(self.workdir, name), options=options)
+    # The handler lets a fresh manager read the arrays' metadata (`item_metadata`).
+    self.manager = ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
 
   def path(self, step: int) -> str:
     return os.path.join(str(self.manager.directory), str(step))
