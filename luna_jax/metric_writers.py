@@ -47,10 +47,10 @@ class MetricWriter:
     kept = _drop_entries(path, start_step, tuple(redo_prefixes))
     logdir = os.path.join(workdir, 'tensorboard')
     os.makedirs(logdir, exist_ok=True)
-    # A unique file name: tensorboardX names files by the second, and a resumed run may start
-    # within the second its predecessor did.
+    # tensorboardX names files by the second; a resumed run may start within the second its
+    # predecessor did, so nanoseconds keep the names unique and in order.
     self._events = EventsWriter(os.path.join(logdir, 'events'),
-                                filename_suffix=f'.{os.getpid()}.{time.time_ns()}')
+                                filename_suffix=f'.{time.time_ns()}.{os.getpid()}')
     self._events.write_event(Event(wall_time=time.time(), step=start_step,
                                    session_log=SessionLog(status=SessionLog.START)))
     for entry in kept:
