@@ -396,8 +396,8 @@ class _TrainLog:
   pending step is checked for a non-finite loss, gradient or parameter norm, naming the first such step.
   Training speed is measured between summaries, summed over every session of the run (the totals are
   saved with each checkpoint); `restart_clock` excludes what happened since the last summary
-  (evaluation, checkpointing), and a summary with `timed=False` (the first step of a session, which
-  includes compilation) is not counted.
+  (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first step of a
+  session, which includes compilation).
   """
 
   def __init__(self, schedule: optax.Schedule, checkpointer: checkpointing.Checkpointer,
@@ -405,6 +405,7 @@ class _TrainLog:
     self._schedule = schedule
     self._checkpointer = checkpointer
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self._untimed = 0
     self._mark = time.perf_counter()
     self.train_time, self.timed_steps = train_time, timed_steps
 
@@ -414,12 +415,19 @@ class _TrainLog:
   def restart_clock(self) -> None:
     self._mark = time.perf_counter()
 
+  def exclude_from_timing(self) -> None:
+    """Waits for the pending steps and leaves them and their time out of the speed figures."""
+    jax.block_until_ready([metrics for _, metrics in self._pending])
+    self._untimed = len(self._pending)
+    self.restart_clock()
+
   def steps_per_sec(self) -> Optional[float]:
     """Timed training steps per second over the whole run, or None before any was timed."""
     return self.timed_steps / self.train_time if self.timed_steps else None
 
-  def summary(self, timed: bool = True) -> dict[str, float]:
-    """Checks and averages the pending steps' metrics (taken from the first device's replica)."""
+  def summary(self) -> dict[str, float]:
+    """Checks and averages the pending steps' metrics (taken from the first device's replica);
+    'steps_per_sec' of the timed ones, when there are any."""
     steps = [step for step, _ in self._pending]
     values = jax.device_get([unreplicate(m) for _, m in self._pending])
     self._pending.clear()
@@ -434,12 +442,13 @@ class _TrainLog:
                f'There is no intact checkpoint in {self._checkpointer.directory}.'))
     now = time.perf_counter()
     elapsed, self._mark = max(now - self._mark, 1e-9), now
-    if timed:
-      self.train_time += elapsed
-      self.timed_steps += len(steps)
+    timed, self._untimed = len(steps) - self._untimed, 0
     summary = {f'train_{name}': float(np.mean([m[name] for m in values])) for name in values[0]}
     summary['learning_rate'] = float(self._schedule(steps[-1] - 1))
-    summary['steps_per_sec'] = len(steps) / elapsed
+    if timed:
+      self.train_time += elapsed
+      self.timed_steps += timed
+      summary['steps_per_sec'] = timed / elapsed
     return summary
 
 
@@ -609,16 +618,17 @@ def _train_and_evaluate(run: RunConfig, workdir: str, is_lead: bool,
       state, metrics = p_train_step(state, shard(next(batches), num_devices))
       train_log.add(step, metrics)
       bar.update()
-      is_first = step == start_step + 1
+      if step == start_step + 1:  # Includes compilation: left out of the speed figures.
+        train_log.exclude_from_timing()
       is_eval = step % training.eval_every == 0 or step == training.num_train_steps
       is_checkpoint = step % training.checkpoint_every == 0 or step == training.num_train_steps
-      if is_first or is_eval or is_checkpoint or step % training.log_every == 0:
-        # The first step of a session includes compilation: left out of the speed measurement.
-        summary = train_log.summary(timed=not is_first)
+      # Log points depend on the step only, so a resumed run logs what an uninterrupted one does.
+      if step == 1 or is_eval or is_checkpoint or step % training.log_every == 0:
+        summary = train_log.summary()
         writer.write_scalars(step, summary)
         bar.set_postfix(loss=f'{summary["train_loss"]:.4f}',
                         acc=f'{summary["train_accuracy"]:.3f}',
-                        steps_per_s=f'{summary["steps_per_sec"]:.2f}')
+                        steps_per_s=f'{summary.get("steps_per_sec", 0.0):.2f}')
       if is_eval:
         validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
         writer.write_scalars(step, {f'validation_{k}': v for k, v in validation.items()})
