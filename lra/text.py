@@ -42,12 +42,17 @@ def build_split(examples: Iterable[tuple[bytes, int]], max_length: int) -> Split
 
 
 def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-  """Splits `split` into (rest, held out): a seeded random `fraction` of its examples is held out.
+  """Splits `split` into (rest, held out): a seeded random `fraction` of its examples (at least one)
+  is held out. Both keep the original example order.
 
-  Both keep the original example order.
+  Raises:
+    DataError: fewer than two examples.
   """
+  if split.num_examples < 2:
+    raise DataError(f'text: {split.num_examples} training review(s) are too few to hold out a '
+                    "validation split; use the option validation='test'.")
   order = np.random.default_rng(seed).permutation(split.num_examples)
-  num_heldout = int(round(fraction * split.num_examples))
+  num_heldout = max(1, int(round(fraction * split.num_examples)))
   parts = np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
   return tuple(Split(**{name: array[part] for name, array in split.arrays().items()})
                for part in parts)
