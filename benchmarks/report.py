@@ -4,16 +4,17 @@ r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, 
       [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096] \
       [--checkpoint final|best]
 
-Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one run;
-runs are grouped by model variant (read from the stored config: model name, attention, projection
-length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of the final
-parameters, the official LRA protocol, or with `--checkpoint best` of the best validation checkpoint's;
-both are in every `results.json`; a best checkpoint chosen on test data, because the run's validation
-split was its test split, is marked †), mean ± sample standard deviation over the runs (seeds) when there
-are several, the 5-task average and the average without Retrieval (computed from the per-task means,
-only when every task is there), each model's row from the Luna paper's Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the
-average accuracy without Retrieval against training steps/s, bubble area proportional to peak memory,
-from a `benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
+Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one
+run; runs are grouped by model variant (read from the stored config: model name, attention,
+projection length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of
+the final parameters, the official LRA protocol, or with `--checkpoint best` of the best validation
+checkpoint's; both are in every `results.json`; a best checkpoint chosen on test data, because the
+run's validation split was its test split, is marked †), mean ± sample standard deviation over the
+runs (seeds) when there are several, the 5-task average and the average without Retrieval (computed
+from the per-task means, only when every task is there), each model's row from the Luna paper's
+Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the average accuracy without
+Retrieval against training steps/s, bubble area proportional to peak memory, from a
+`benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
 every task but Retrieval has runs, else the paper's (hollow bubble).
 """
 
@@ -99,7 +100,8 @@ def selected_on_test(results: Mapping[str, Any]) -> bool:
 
 
 def collect_test_selected(runs_dir: str) -> set[tuple[str, str]]:
-  """The (variant, task) keys of `collect_runs` with a run whose best checkpoint was chosen on test."""
+  """The (variant, task) keys of `collect_runs` with a run whose best checkpoint was chosen on
+  test data."""
   keys = set()
   for root, _, files in sorted(os.walk(runs_dir)):
     if 'results.json' in files:
@@ -168,8 +170,8 @@ def leaderboard_markdown(runs: Mapping[tuple[str, str], Sequence[float]], runs_d
   """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table and, when
   `on_test` marks cells, the note that says what † means."""
   total = sum(len(v) for v in runs.values())
-  note = ([f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs was '
-           'chosen on its validation split, which is its test split (the official LRA Text '
+  note = ([f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs '
+           'was chosen on its validation split, which is its test split (the official LRA Text '
            'protocol), so the figure is not a held-out one.', ''] if on_test else [])
   return '\n'.join([
       '# LRA leaderboard', '',

@@ -173,8 +173,9 @@ def make_train_step(model, batch, seed: int):
 
 def _optimizer_config() -> optim.OptimizerConfig:
   """The official LRA Text optimizer (AdamW, warm-up then rsqrt decay); the step cost does not depend on it."""
-  return optim.OptimizerConfig(learning_rate=0.05, schedule='constant * linear_warmup * rsqrt_decay', warmup_steps=8000,
-              steps_per_cycle=100000, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=None)
+  return optim.OptimizerConfig(
+      learning_rate=0.05, schedule='constant * linear_warmup * rsqrt_decay', warmup_steps=8000,
+      steps_per_cycle=100000, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=None)
 
 
 def make_attention_step(name: str, arch: Architecture, batch_size: int, length: int, seed: int):

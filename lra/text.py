@@ -4,9 +4,10 @@ Sources, tried in order under `data_dir`:
   1. an extracted `aclImdb/` folder: `aclImdb/{train,test}/{neg,pos}/*.txt` (label neg 0, pos 1);
   2. a prepared TFDS `imdb_reviews` (array_record or tfrecord) in `data_dir` as a TFDS data dir.
 IMDb has no validation split. In the official pipeline the test split serves as both, so a "best
-checkpoint" chosen on it is chosen on test data. Option `validation`: 'heldout' (the default) holds
-out a seeded `HELDOUT_FRACTION` of the training reviews (`split_seed`) as the validation split, and
-trains on the rest; 'test' is the official protocol (all 25,000 training reviews, validation = test).
+checkpoint" chosen on it is chosen on test data. Option `validation`: 'heldout' (the default)
+holds out a seeded `HELDOUT_FRACTION` of the training reviews (`split_seed`) as the validation
+split, and trains on the rest; 'test' is the official protocol (all 25,000 training reviews,
+validation = test).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Typed, checked config sections: one mechanism for every section of the experiment config.
 
 A section is a frozen dataclass whose fields are the section's keys. Each field declares its type by
-annotation (int, float, bool, str, Optional[...]) and its allowed values with `spec` (a range, a set of
-choices, or a check function). `parse_section(cls, mapping, 'training')` accepts exactly the class's
-keys and checks every value, so a misspelt key or a value out of range fails at start-up with
-`config.training.eval_every=0: must be >= 1` instead of deep inside training.
+annotation (int, float, bool, str, Optional[...]) and its allowed values with `spec` (a range, a set
+of choices, or a check function). `parse_section(cls, mapping, 'training')` accepts exactly the
+class's keys and checks every value, so a misspelt key or a value out of range fails at start-up
+with `config.training.eval_every=0: must be >= 1` instead of deep inside training.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ checkpoint is on disk when the checkpoint is: the events go straight into tensor
 
 A run resumed from a checkpoint at step s re-runs the steps after s, so the writer first drops what an
 interrupted run logged after s: the lines of `metrics.jsonl` with a larger step (and a torn last line)
-are removed. Lines at step s whose names start with one of `redo_prefixes` (the final evaluation of a
-finished run, which is evaluated again) go too. TensorBoard is told to purge its events from step s
-on (a `SessionLog.START` event, what tensorboardX's `purge_step` writes), and the lines of step s that
-were kept are written again, so each step is logged once in both, as in an uninterrupted run.
+are removed. Lines at step s whose names start with one of `redo_prefixes` (the final evaluation of
+a finished run, which is evaluated again) go too. TensorBoard is told to purge its events from step
+s on (a `SessionLog.START` event, what tensorboardX's `purge_step` writes), and the lines of step s
+that were kept are written again, so each step is logged once in both, as in an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
   """Rewrites the JSON-lines file `path` (if any) without what a run restarting at `step` redoes.
 
   Dropped: entries of later steps, entries at `step` with a name starting with one of
-  `redo_prefixes`, and lines that do not parse (the torn last line of a killed process). The new file
-  replaces the old one atomically, so an interruption here loses nothing.
+  `redo_prefixes`, and lines that do not parse (the torn last line of a killed process). The new
+  file replaces the old one atomically, so an interruption here loses nothing.
 
   Returns:
     The kept entries at `step`.

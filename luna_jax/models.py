@@ -67,11 +67,12 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
     if error:
       raise ValueError(f'{section}.{name}={value!r}: {error}.')
   emb_dim = model_config.get('emb_dim', EncoderConfig.emb_dim)
-  for heads in ('num_heads', 'num_pack_heads'):
-    count = model_config.get(heads) or model_config.get('num_heads', EncoderConfig.num_heads)
-    width = model_config.get('qkv_dim') or emb_dim if heads == 'num_heads' else emb_dim
-    if width % count:
-      raise ValueError(f'{section}.{heads}={count}: must divide the attention width {width} '
+  num_heads = model_config.get('num_heads', EncoderConfig.num_heads)
+  widths = {'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
+            'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim)}
+  for key, (heads, width) in widths.items():
+    if width % heads:
+      raise ValueError(f'{section}.{key}={heads}: must divide the attention width {width} '
                        '(emb_dim, or qkv_dim for the Transformer).')
 
 

@@ -1,20 +1,25 @@
 """The LRA trainer: one data-parallel training loop for every task, model and device count.
 
-`train_and_evaluate(config, workdir)` loads the task with `lra`, builds the model with
-`luna_jax.build_model`, trains with `jax.pmap` over the local devices (global batch split across them,
-gradients averaged with `pmean`, one dropout key per device and step), evaluates on the validation
-split every `eval_every` steps and on the test split at the end, and writes into `workdir`:
+`train_and_evaluate(config, workdir)` checks the config once (`parse_config`), locks the workdir,
+loads the task with `lra`, builds the model with `luna_jax.build_model`, trains with `jax.pmap` over
+the local devices (global batch split across them, gradients averaged with `pmean`, one dropout key
+per device and step), evaluates on the validation split every `eval_every` steps and on the test
+split at the end, and writes into `workdir`:
 
-  config.json         the resolved config
-  metrics.jsonl       one JSON object per logged step (train_*, validation_*, test_*)
-  tensorboard/        the same scalars as TensorBoard event files
-  checkpoints/        the last `keep_checkpoints` train states (resumable)
-  best/               the parameters with the best validation accuracy
-  results.json        final validation/test metrics, the best validation checkpoint's step and test
-                      metrics, the config, parameter count, speed, devices
+  .lock                the workdir lock (`luna_jax.workdir`)
+  config.json          the resolved config
+  metrics.jsonl        one JSON object per logged step (train_*, validation_*, test_*)
+  tensorboard/         the same scalars as TensorBoard event files
+  checkpoints/         the last `keep_checkpoints` train states (resumable, verified on restore)
+  best/                the parameters with the best validation accuracy
+  damaged_checkpoints/ checkpoints that failed verification, set aside
+  results.json         final validation/test metrics, the best validation checkpoint's step and test
+                       metrics, the config, parameter count, speed, devices
 
-A run started again with the same workdir resumes from its newest checkpoint and, batches being a
-pure function of (seed, step), finishes with the same parameters as an uninterrupted run.
+A run started again with the same workdir resumes from its newest intact checkpoint if its config
+differs only in RESCHEDULE_KEYS (and the device count, which is recorded) and, batches being a pure
+function of (seed, step), finishes on the same device count with the same parameters as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -84,8 +89,8 @@ class TrainingConfig:
 class RunConfig:
   """The whole experiment config, parsed once and checked (`parse_config`); what the trainer uses.
 
-  `model` stays a mapping (checked by `luna_jax.check_model_config`): `luna_jax.build_model` turns it
-  into the typed `EncoderConfig` and head settings.
+  `model` stays a mapping (checked by `luna_jax.check_model_config`): `luna_jax.build_model` turns
+  it into the typed `EncoderConfig` and head settings.
   """
   seed: int = spec(minimum=0)
   debug: bool = spec()
@@ -505,9 +510,9 @@ def restore_run(checkpointer: checkpointing.Checkpointer, state: TrainState, run
                    'timed_steps': 0}
   step = int(state.step)
   if record['global_devices'] != global_devices:
-    logging.warning('Resuming step %d, trained so far on %d devices, on %d devices: the run will not '
-                    'be bit-identical to one on a single device count (dropout masks and summation '
-                    'order change); recorded in results.json (devices.changes).', step,
+    logging.warning('Resuming step %d, trained so far on %d devices, on %d devices: the run will '
+                    'not be bit-identical to one on a single device count (dropout masks and '
+                    'summation order change); recorded in results.json (devices.changes).', step,
                     record['global_devices'], global_devices)
     record['device_changes'] = [*record['device_changes'], {
         'step': step, 'from': record['global_devices'], 'to': global_devices}]

@@ -1,5 +1,5 @@
-"""Nothing silent in the trainer: config checks at start-up, a locked workdir, the config-change rule
-on resume, verified checkpoints with fallback, durable logs, and test-selected figures marked."""
+"""Nothing silent in the trainer: config checks at start-up, a locked workdir, the config-change
+rule on resume, verified checkpoints with fallback, durable logs, test-selected figures marked."""
 
 import functools
 import glob
@@ -59,8 +59,8 @@ def copy_run(finished_run, tmp_path):
 
 
 def tensorboard_scalars(logdir):
-  """[(step, tag, value)] as TensorBoard shows them: event files in name order, a SessionLog.START at
-  step s hiding what earlier files logged at steps >= s (tensorboardX's purge_step)."""
+  """[(step, tag, value)] as TensorBoard shows them: event files in name order, a SessionLog.START
+  at step s hiding what earlier files logged at steps >= s (tensorboardX's purge_step)."""
   scalars = []
   for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
     with open(path, 'rb') as f:
@@ -83,9 +83,9 @@ def logged_once(scalars):
   return len(keys) == len(set(keys))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Kind 5: every config value is checked once, at start-up, naming the key.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize('section,key,value,message', [
@@ -157,9 +157,9 @@ def test_sections_are_typed(tiny_lra_data):
   assert run.to_dict()['optimizer']['learning_rate'] == run.optimizer.learning_rate
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Kind 1: a workdir belongs to one run.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tiny_lra_data, tmp_path):
@@ -235,9 +235,9 @@ def test_resuming_on_another_device_count_is_stated_and_recorded(tiny_lra_data, 
   assert finished_run[1]['devices']['changes'] == []
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Kind 2: a damaged checkpoint never stops or poisons a run.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def truncate_largest_data_file(step_dir):
@@ -285,9 +285,9 @@ def test_last_good_checkpoint_is_a_verified_one(tmp_path):
   checkpointer.close()
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Kind 3: what was logged stays logged, once.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def test_rerunning_a_finished_run_logs_each_step_once_and_keeps_its_figures(tiny_lra_data,
@@ -332,13 +332,14 @@ def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_
   assert logged_once(scalars)
   expected = tensorboard_scalars(finished_run[0] / 'tensorboard')
   assert {(s, t) for s, t, _ in scalars} == {(s, t) for s, t, _ in expected}
-  losses = lambda path: [(m['step'], m['train_loss']) for m in read_jsonl(path) if 'train_loss' in m]
+  losses = lambda path: [(m['step'], m['train_loss']) for m in read_jsonl(path)
+                         if 'train_loss' in m]
   assert losses(workdir / 'metrics.jsonl') == losses(finished_run[0] / 'metrics.jsonl')
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Kind 7: model selection never looks at test data unflagged.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def test_text_validation_is_held_out_from_train_by_default(tiny_lra_data):
@@ -392,9 +393,9 @@ def test_report_marks_figures_selected_on_test(tmp_path):
   assert '†' not in (tmp_path / 'final' / 'leaderboard.md').read_text()
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Kind 10: what is and is not the same on 1 and 8 devices (the README's Devices paragraph).
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def test_one_and_eight_devices_share_the_batch_but_not_the_dropout_masks():
