@@ -166,16 +166,15 @@ def make_train_step(model, batch, seed: int):
   """
   import jax
   from luna_jax import optim, train_lib
-  optimizer = optim.make_optimizer(_optimizer_config())
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(**_optimizer_config()))
   state = train_lib.create_train_state(jax.random.PRNGKey(seed), model, optimizer, batch)
   return state, functools.partial(train_lib.train_step, model=model, optimizer=optimizer)
 
 
-def _optimizer_config() -> optim.OptimizerConfig:
+def _optimizer_config() -> dict[str, Any]:
   """The official LRA Text optimizer (AdamW, warm-up then rsqrt decay); the step cost does not depend on it."""
-  return optim.OptimizerConfig(
-      learning_rate=0.05, schedule='constant * linear_warmup * rsqrt_decay', warmup_steps=8000,
-      steps_per_cycle=100000, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=None)
+  return dict(learning_rate=0.05, schedule='constant * linear_warmup * rsqrt_decay', warmup_steps=8000,
+              steps_per_cycle=100000, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=None)
 
 
 def make_attention_step(name: str, arch: Architecture, batch_size: int, length: int, seed: int):
