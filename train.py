@@ -9,12 +9,14 @@ are rejected); `--config.debug=True` shrinks the run to a smoke test.
 """
 
 import logging
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from luna_jax import train_lib
+import lra
+from luna_jax import checkpointing, config_utils, train_lib, workdir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results; an existing run '
@@ -22,6 +24,11 @@ flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and result
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally with an argument, e.g. '
                                 'configs/text.py:luna16.', lock_config=True)
 flags.mark_flag_as_required('config')
+
+
+#: Errors in what the user gave (config, workdir, data), reported by their message alone.
+USER_ERRORS = (config_utils.ConfigError, checkpointing.CheckpointMismatchError,
+               workdir.WorkdirLockedError, lra.DataError)
 
 
 class _HideOrbaxInfo(logging.Filter):
@@ -35,7 +42,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
-  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
+    sys.exit(f'Error: {e}')
 
 
 if __name__ == '__main__':

@@ -17,6 +17,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 T = TypeVar('T')
 
 
+class ConfigError(ValueError):
+  """A config key or value the trainer does not accept (the message names it)."""
+
+
 def spec(*, minimum: Optional[float] = None, above: Optional[float] = None,
          below: Optional[float] = None, maximum: Optional[float] = None,
          choices: Optional[Sequence[Any]] = None, also: Sequence[Any] = (),
@@ -39,11 +43,11 @@ def spec(*, minimum: Optional[float] = None, above: Optional[float] = None,
 
 
 def check_keys(config: Mapping[str, Any], expected: Sequence[str], section: str) -> None:
-  """Raises ValueError naming the unknown and the missing keys of `config` against `expected`."""
+  """Raises ConfigError naming the unknown and the missing keys of `config` against `expected`."""
   unknown = sorted(set(config) - set(expected))
   missing = sorted(set(expected) - set(config))
   if unknown or missing:
-    raise ValueError(f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
+    raise ConfigError(f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
                      f'{sorted(expected)}.')
 
 
@@ -101,7 +105,7 @@ def parse_section(cls: type[T], config: Mapping[str, Any], section: str) -> T:
     `cls(**config)`, ints of float fields converted to float.
 
   Raises:
-    ValueError: naming unknown or missing keys, or `section.key=value` and what is allowed.
+    ConfigError: naming unknown or missing keys, or `section.key=value` and what is allowed.
   """
   fields = {f.name: f for f in dataclasses.fields(cls)}
   values = dict(config)
@@ -110,7 +114,7 @@ def parse_section(cls: type[T], config: Mapping[str, Any], section: str) -> T:
   for name, value in values.items():
     error = value_error(value, hints[name], fields[name].metadata.get('spec', {}))
     if error:
-      raise ValueError(f'{section}.{name}={value!r}: {error}.')
+      raise ConfigError(f'{section}.{name}={value!r}: {error}.')
     if hints[name] is float and isinstance(value, int):
       values[name] = float(value)
   return cls(**values)

@@ -55,25 +55,26 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
     section: the mapping's name in messages.
 
   Raises:
-    ValueError: naming `section.key`, the value and what is allowed.
+    config_utils.ConfigError: naming `section.key`, the value and what is allowed.
   """
   hints = {**{name: hint for name, hint in typing.get_type_hints(EncoderConfig).items()
               if name not in _DATA_FIELDS}, **_HEAD_KEYS}
   unknown = sorted(set(model_config) - set(hints))
   if unknown:
-    raise ValueError(f'{section}: unknown key(s) {unknown}; known: {sorted(hints)}.')
+    raise config_utils.ConfigError(f'{section}: unknown key(s) {unknown}; known: {sorted(hints)}.')
   for name, value in model_config.items():
     error = config_utils.value_error(value, hints[name], MODEL_RULES.get(name, {}))
     if error:
-      raise ValueError(f'{section}.{name}={value!r}: {error}.')
+      raise config_utils.ConfigError(f'{section}.{name}={value!r}: {error}.')
   emb_dim = model_config.get('emb_dim', EncoderConfig.emb_dim)
   num_heads = model_config.get('num_heads', EncoderConfig.num_heads)
   widths = {'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
             'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim)}
   for key, (heads, width) in widths.items():
     if width % heads:
-      raise ValueError(f'{section}.{key}={heads}: must divide the attention width {width} '
-                       '(emb_dim, or qkv_dim for the Transformer).')
+      raise config_utils.ConfigError(
+          f'{section}.{key}={heads}: must divide the attention width {width} (emb_dim, or '
+          'qkv_dim for the Transformer).')
 
 
 def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes: int,

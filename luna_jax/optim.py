@@ -59,7 +59,7 @@ class OptimizerConfig:
   def __post_init__(self):
     error = schedule_error(self.schedule, self.warmup_steps)
     if error:
-      raise ValueError(f'config.optimizer: {error}.')
+      raise config_utils.ConfigError(f'config.optimizer: {error}.')
 
   @classmethod
   def from_mapping(cls, config: Mapping[str, Any]) -> 'OptimizerConfig':

@@ -344,9 +344,9 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
   """Checks every key and value of `config` once, applies `debug`, and returns the typed sections.
 
   Raises:
-    ValueError: an unknown or missing key, a value of the wrong type or out of its range (an
-      interval or size < 1, a rate outside [0, 1), an unknown choice or dtype name), naming
-      `config.<section>.<key>`, the value and what is allowed.
+    config_utils.ConfigError: an unknown or missing key, a value of the wrong type or out of its
+      range (an interval or size < 1, a rate outside [0, 1), an unknown choice or dtype name),
+      naming `config.<section>.<key>`, the value and what is allowed.
   """
   config_utils.check_keys(config, CONFIG_KEYS, 'config')
   if config.debug is True:
@@ -390,7 +390,7 @@ def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any],
 # ----------------------------------------------------------------------------------------------------
 
 
-class ConfigChangedError(ValueError):
+class ConfigChangedError(config_utils.ConfigError):
   """A workdir's run is resumed with settings other than those it was trained with."""
 
 
