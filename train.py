@@ -15,12 +15,14 @@ with `--coordinator_address=<host of process 0>:<port> --num_processes=N --proce
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from luna_jax import train_lib
+import lra
+from luna_jax import checkpointing, config_utils, train_lib, workdir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results; an existing run '
@@ -39,6 +41,11 @@ _PROCESS_FLAGS = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
                   'process_id': train_lib.PROCESS_ID_ENV}
 
 
+#: Errors in what the user gave (config, workdir, data), reported by their message alone.
+USER_ERRORS = (config_utils.ConfigError, checkpointing.CheckpointMismatchError,
+               workdir.WorkdirLockedError, lra.DataError)
+
+
 class _HideOrbaxInfo(logging.Filter):
   """Drops orbax's per-save INFO lines, which would bury the progress bar."""
 
@@ -55,7 +62,10 @@ def main(argv):
   if process_flags:
     os.environ.update({env: str(value) for env, value in process_flags.items()})
     FLAGS.config.training.distributed = True
-  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
+    sys.exit(f'Error: {e}')
 
 
 if __name__ == '__main__':

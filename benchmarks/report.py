@@ -4,15 +4,17 @@ r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, 
       [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096] \
       [--checkpoint final|best]
 
-Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one run;
-runs are grouped by model variant (read from the stored config: model name, attention, projection
-length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of the final
-parameters, the official LRA protocol, or with `--checkpoint best` of the best validation checkpoint's;
-both are in every `results.json`), mean ± sample standard deviation over the runs (seeds) when there
-are several, the 5-task average and the average without Retrieval (computed from the per-task means,
-only when every task is there), each model's row from the Luna paper's Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the
-average accuracy without Retrieval against training steps/s, bubble area proportional to peak memory,
-from a `benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
+Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one
+run; runs are grouped by model variant (read from the stored config: model name, attention,
+projection length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of
+the final parameters, the official LRA protocol, or with `--checkpoint best` of the best validation
+checkpoint's; both are in every `results.json`; a best checkpoint chosen on test data, because the
+run's validation split was its test split, is marked †), mean ± sample standard deviation over the
+runs (seeds) when there are several, the 5-task average and the average without Retrieval (computed
+from the per-task means, only when every task is there), each model's row from the Luna paper's
+Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the average accuracy without
+Retrieval against training steps/s, bubble area proportional to peak memory, from a
+`benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
 every task but Retrieval has runs, else the paper's (hollow bubble).
 """
 
@@ -87,6 +89,29 @@ def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, st
   return {key: [acc for _, acc in sorted(values)] for key, values in runs.items()}
 
 
+def selected_on_test(results: Mapping[str, Any]) -> bool:
+  """Whether the run's best checkpoint was chosen on test data (validation split = test split).
+
+  Results written before the trainer recorded it (`best.selected_on_test`) are Text runs when true:
+  the Text loader then always validated on the test split.
+  """
+  return bool(results.get('best', {}).get('selected_on_test',
+                                          results['config']['data']['task'] == 'text'))
+
+
+def collect_test_selected(runs_dir: str) -> set[tuple[str, str]]:
+  """The (variant, task) keys of `collect_runs` with a run whose best checkpoint was chosen on
+  test data."""
+  keys = set()
+  for root, _, files in sorted(os.walk(runs_dir)):
+    if 'results.json' in files:
+      with open(os.path.join(root, 'results.json'), encoding='utf-8') as f:
+        results = json.load(f)
+      if selected_on_test(results):
+        keys.add((variant_of(results['config']['model']), results['config']['data']['task']))
+  return keys
+
+
 def averages(task_means: Mapping[str, float]) -> tuple[Optional[float], Optional[float]]:
   """(5-task average, average without Retrieval); None where a task is missing."""
   def mean(tasks):
@@ -94,20 +119,30 @@ def averages(task_means: Mapping[str, float]) -> tuple[Optional[float], Optional
   return mean(TASKS), mean([t for t in TASKS if t != 'retrieval'])
 
 
-def _cell(values: Optional[Sequence[float]]) -> str:
+#: Mark of a figure that involves a best checkpoint chosen on test data.
+ON_TEST = '†'
+
+
+def _cell(values: Optional[Sequence[float]], on_test: bool = False) -> str:
   if not values:
     return '-'
+  mark = ON_TEST if on_test else ''
   if len(values) == 1:
-    return f'{values[0]:.2f}'
-  return f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}'
+    return f'{values[0]:.2f}{mark}'
+  return f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{mark}'
 
 
-def _number(value: Optional[float]) -> str:
-  return '-' if value is None else f'{value:.2f}'
+def _number(value: Optional[float], on_test: bool = False) -> str:
+  return '-' if value is None else f'{value:.2f}' + (ON_TEST if on_test else '')
 
 
-def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]]) -> str:
-  """The markdown table: for every model with runs, its paper row and its row of runs."""
+def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]],
+                on_test: frozenset[tuple[str, str]] = frozenset()) -> str:
+  """The markdown table: for every model with runs, its paper row and its row of runs.
+
+  Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
+  test data).
+  """
   variants = [v for v in LABELS if any(key[0] == v for key in runs)]
   variants += sorted({key[0] for key in runs} - set(variants))
   lines = ['| Model | Source | ' + ' | '.join(TASK_TITLES) + ' | Avg | Avg (w/o rtl) |',
@@ -121,22 +156,30 @@ def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]]) -> str:
     counts = sorted({len(runs[(variant, t)]) for t in TASKS if (variant, t) in runs})
     source = 'ours (' + '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
     means = {t: statistics.fmean(runs[(variant, t)]) for t in TASKS if (variant, t) in runs}
-    lines.append(f'| {label} | {source} | ' + ' | '.join(_cell(runs.get((variant, t))) for t in TASKS)
-                 + ' | ' + ' | '.join(_number(a) for a in averages(means)) + ' |')
+    marked = {t for t in TASKS if (variant, t) in on_test}
+    average_marks = (bool(marked), bool(marked - {'retrieval'}))
+    lines.append(f'| {label} | {source} | '
+                 + ' | '.join(_cell(runs.get((variant, t)), t in marked) for t in TASKS) + ' | '
+                 + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks)) + ' |')
   return '\n'.join(lines)
 
 
 def leaderboard_markdown(runs: Mapping[tuple[str, str], Sequence[float]], runs_dir: str,
-                         checkpoint: str = 'final') -> str:
-  """The whole `leaderboard.md`: title, provenance (runs, which checkpoint) and the table."""
+                         checkpoint: str = 'final',
+                         on_test: frozenset[tuple[str, str]] = frozenset()) -> str:
+  """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table and, when
+  `on_test` marks cells, the note that says what † means."""
   total = sum(len(v) for v in runs.values())
+  note = ([f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs '
+           'was chosen on its validation split, which is its test split (the official LRA Text '
+           'protocol), so the figure is not a held-out one.', ''] if on_test else [])
   return '\n'.join([
       '# LRA leaderboard', '',
       f'{total} runs from `{runs_dir}`: test accuracy (%) of {CHECKPOINTS[checkpoint]}, mean ± sample '
       'standard deviation over runs (seeds) where there are several. Avg: mean of the 5 task means; '
       'Avg (w/o rtl): without Retrieval (both only when every task has runs). Paper rows: Luna paper '
       '(Ma et al., NeurIPS 2021) Table 1, the baselines there from Tay et al. (2021).', '',
-      leaderboard(runs), ''])
+      leaderboard(runs, on_test), '', *note])
 
 
 def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequence[float]], path: str,
@@ -202,9 +245,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                            'validation checkpoint.')
   args = parser.parse_args(argv)
   runs = collect_runs(args.runs_dir, args.checkpoint)
+  on_test = frozenset(collect_test_selected(args.runs_dir) if args.checkpoint == 'best' else ())
   os.makedirs(args.output_dir, exist_ok=True)
   with open(os.path.join(args.output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
-    f.write(leaderboard_markdown(runs, args.runs_dir, args.checkpoint))
+    f.write(leaderboard_markdown(runs, args.runs_dir, args.checkpoint, on_test))
   print(f'{sum(map(len, runs.values()))} runs -> {os.path.join(args.output_dir, "leaderboard.md")}')
   if args.benchmark_json:
     with open(args.benchmark_json, encoding='utf-8') as f:

@@ -166,7 +166,7 @@ def make_train_step(model, batch, seed: int):
   """
   import jax
   from luna_jax import optim, train_lib
-  optimizer = optim.make_optimizer(_optimizer_config())
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(**_optimizer_config()))
   state = train_lib.create_train_state(jax.random.PRNGKey(seed), model, optimizer, batch)
   return state, functools.partial(train_lib.train_step, model=model, optimizer=optimizer)
 

@@ -166,6 +166,18 @@ def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, bool]:
   return variant, 'debug' in parts
 
 
+def debug_arg(arg: str | None, config_file: str) -> bool:
+  """The argument of a config file without variants: absent, or 'debug' (returns whether it is).
+
+  Raises:
+    ValueError: any other argument, naming the file and what it takes.
+  """
+  if arg not in (None, 'debug'):
+    raise ValueError(f'{config_file} does not take the argument {arg!r}; its only argument is '
+                     f'"debug" (e.g. {config_file}:debug).')
+  return arg == 'debug'
+
+
 def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
   """The base config for LRA task `task` and the config argument 'variant[,debug]'.
 

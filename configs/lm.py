@@ -21,7 +21,7 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """A 2-layer, 64-wide causal Luna-16 LM; `arg='debug'` for a smoke test."""
   config = base.get_config()
-  config.debug = arg == 'debug'
+  config.debug = base.debug_arg(arg, 'configs/lm.py')
   config.data.task = 'lm'
   # Written by `python -m lra.sequence_generator --task lm --output_dir data/lm ...`.
   config.data.data_dir = 'data/lm'

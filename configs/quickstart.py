@@ -17,9 +17,10 @@ import ml_collections
 from configs import base
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Luna-16, 2 layers of width 64, on `data/listops_quickstart`."""
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Luna-16, 2 layers of width 64, on `data/listops_quickstart`; `arg='debug'` for a smoke test."""
   config = base.get_config()
+  config.debug = base.debug_arg(arg, 'configs/quickstart.py')
   base.luna_model(config, 'luna16')
   config.data.task = 'listops'
   # Written by the generator command in the docstring (the README's quick-start line).

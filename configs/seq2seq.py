@@ -22,7 +22,7 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """A 2+2-layer, 64-wide Luna-16 encoder-decoder; `arg='debug'` for a smoke test."""
   config = base.get_config()
-  config.debug = arg == 'debug'
+  config.debug = base.debug_arg(arg, 'configs/seq2seq.py')
   config.data.task = 'seq2seq'
   # Written by `python -m lra.sequence_generator --task sort --output_dir data/sort`.
   config.data.data_dir = 'data/sort'

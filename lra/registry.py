@@ -18,7 +18,7 @@ from lra.core import DataError, TaskData
 _PATHFINDER_OPTIONS = {'difficulty': 'hard', 'split_seed': 0}
 _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     'listops': ('lra.listops', {}, {'max_length': 2000}),
-    'text': ('lra.text', {}, {'max_length': 4000}),
+    'text': ('lra.text', {}, {'max_length': 4000, 'validation': 'heldout', 'split_seed': 0}),
     'retrieval': ('lra.retrieval', {}, {'max_length': 4000}),
     'image': ('lra.image', {}, {'max_length': 1024}),
     'pathfinder32': ('lra.pathfinder', {'resolution': 32},
@@ -42,7 +42,8 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
     name: one of TASKS or SEQUENCE_TASKS.
     data_dir: the folder the task's files are in (see the README's Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
-      disables the cache) and, for the Pathfinder tasks, `difficulty` and `split_seed`.
+      disables the cache), for the Pathfinder tasks `difficulty` and `split_seed`, for Text
+      `validation` ('heldout' or 'test') and `split_seed`.
 
   Returns:
     The task's splits and sizes.

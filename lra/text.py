@@ -3,7 +3,11 @@
 Sources, tried in order under `data_dir`:
   1. an extracted `aclImdb/` folder: `aclImdb/{train,test}/{neg,pos}/*.txt` (label neg 0, pos 1);
   2. a prepared TFDS `imdb_reviews` (array_record or tfrecord) in `data_dir` as a TFDS data dir.
-As in the official pipeline, IMDb has no validation split and the test split serves as both.
+IMDb has no validation split. In the official pipeline the test split serves as both, so a "best
+checkpoint" chosen on it is chosen on test data. Option `validation`: 'heldout' (the default)
+holds out a seeded `HELDOUT_FRACTION` of the training reviews (`split_seed`) as the validation
+split, and trains on the rest; 'test' is the official protocol (all 25,000 training reviews,
+validation = test).
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ import numpy as np
 
 from lra import tfds_source, tokenize
 from lra.cache import Cache
-from lra.core import Split, TaskData, arrays_to_splits, check_splits, parse_label, require_files
+from lra.core import DataError, Split, TaskData, arrays_to_splits, check_splits, parse_label
+from lra.core import require_files
 from lra.core import splits_to_arrays
 
 NUM_CLASSES = 2
+#: `validation` option values: a split held out from train, or the test split (official LRA).
+VALIDATION_SOURCES = ('heldout', 'test')
+#: Fraction of the training reviews held out for validation under `validation='heldout'`.
+HELDOUT_FRACTION = 0.1
 CLASS_FOLDERS = ('neg', 'pos')
 TFDS_NAME = 'imdb_reviews'
 TFDS_CONFIG = 'plain_text'
@@ -35,6 +44,23 @@ def build_split(examples: Iterable[tuple[bytes, int]], max_length: int) -> Split
   return Split(inputs, lengths, np.array(targets, np.int32), num_truncated=num_truncated)
 
 
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+  """Splits `split` into (rest, held out): a seeded random `fraction` of its examples (at least one)
+  is held out. Both keep the original example order.
+
+  Raises:
+    DataError: fewer than two examples.
+  """
+  if split.num_examples < 2:
+    raise DataError(f'text: {split.num_examples} training review(s) are too few to hold out a '
+                    "validation split; use the option validation='test'.")
+  order = np.random.default_rng(seed).permutation(split.num_examples)
+  num_heldout = max(1, int(round(fraction * split.num_examples)))
+  parts = np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
+  return tuple(Split(**{name: array[part] for name, array in split.arrays().items()})
+               for part in parts)
+
+
 def _review_files(folder: Path) -> list[tuple[Path, int]]:
   return [(path, label) for label, name in enumerate(CLASS_FOLDERS)
           for path in sorted((folder / name).glob('*.txt'))]
@@ -45,8 +71,15 @@ def _tfds_examples(shards: list[Path]) -> Iterable[tuple[bytes, int]]:
     yield example['text'][0], parse_label(example['label'][0], NUM_CLASSES, f'{TFDS_NAME} #{i}')
 
 
-def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
-  """Loads IMDb from `data_dir/aclImdb/` or from a prepared TFDS `imdb_reviews` in `data_dir`."""
+def load(data_dir: Path, *, max_length: int, validation: str, split_seed: int,
+         cache: Cache) -> TaskData:
+  """Loads IMDb from `data_dir/aclImdb/` or from a prepared TFDS `imdb_reviews` in `data_dir`.
+
+  `validation` and `split_seed` choose the validation split (module docstring).
+  """
+  if validation not in VALIDATION_SOURCES:
+    raise DataError(f'text: option validation={validation!r}; expected one of '
+                    f'{VALIDATION_SOURCES}.')
   acl = data_dir / 'aclImdb'
   shards = {s: tfds_source.find_shards(data_dir, TFDS_NAME, s, TFDS_CONFIG)
             for s in ('train', 'test')}
@@ -71,6 +104,9 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
                                     f'{acl}/{{train,test}}/{{neg,pos}}/*.txt', 'aclImdb_v1.tar.gz')
   splits = arrays_to_splits(arrays)
   check_splits('text', splits, sources, f'max_length {max_length}')
-  return TaskData('text', splits['train'], splits['test'], splits['test'],
+  train, heldout = splits['train'], splits['test']
+  if validation == 'heldout':
+    train, heldout = hold_out(train, HELDOUT_FRACTION, split_seed)
+  return TaskData('text', train, heldout, splits['test'],
                   vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=max_length)

@@ -44,4 +44,4 @@ from luna_jax.layers import (
     TransformerEncoderLayer,
     sinusoidal_positions,
 )
-from luna_jax.models import MODEL_NAMES, build_model
+from luna_jax.models import MODEL_NAMES, build_model, check_model_config

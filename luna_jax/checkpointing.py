@@ -1,82 +1,264 @@
-"""Orbax checkpoints of a training run: the latest N train states and the best parameters.
+"""Verified orbax checkpoints of a training run: the latest N train states and the best parameters.
 
-  workdir/checkpoints/<step>/   full TrainState (step, params, optimizer state, rng), the last
-                                `keep` periodic/final saves
-  workdir/best/<step>/          {'params'} of the best validation accuracy so far
+  workdir/checkpoints/<step>/       full TrainState (step, params, optimizer state, rng), the last
+                                    `keep` periodic/final saves
+  workdir/best/<step>/              {'params'} of the best validation accuracy so far
+  workdir/damaged_checkpoints/      checkpoints found damaged on restore, set aside
 
 Orbax writes each checkpoint into a temporary folder and renames it once complete, so an interrupted
 save never leaves a checkpoint that `latest_step` would pick up (unfinished temporaries are removed
-on the next start). The data position needs no saving: training batch k is a pure function of the
-data seed and k, and k is the restored step.
+on the next start). Every checkpoint also carries, in orbax's step metadata (`custom_metadata`), the
+SHA-256 of the arrays it holds and the caller's record of the run (config, devices, timing).
+Restoring checks, newest checkpoint first, that orbax's commit marker is there, that the metadata
+reads, that the arrays fit the target, and that the restored arrays hash to the stored digest. A
+checkpoint that fails is named in a warning, moved to `damaged_checkpoints/`, and the next older one
+is tried. The data position needs no saving: training batch k is a pure function of the data seed
+and k, and k is the restored step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+#: Key of the arrays' SHA-256 in a checkpoint's custom metadata.
+DIGEST_KEY = 'sha256'
+#: Folder of the workdir that damaged checkpoints are moved to.
+DAMAGED_DIR = 'damaged_checkpoints'
+#: Called with (step, record) before a checkpoint is restored; raises to refuse it.
+RecordCheck = Callable[[int, dict[str, Any]], None]
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint is intact but does not fit the model (other shapes or structure)."""
+
+
+class _Damaged(Exception):
+  """A checkpoint failed verification (the message says how)."""
+
+
+def _path_name(key: Any) -> str:
+  for attribute in ('key', 'name', 'idx'):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def flat_leaves(tree: Any) -> dict[str, Any]:
+  """The leaves of `tree` by '/'-joined path ('params/encoder/kernel', 'opt_state/0/mu/...').
+
+  A TrainState and orbax's stored view of it (nested dicts and lists) give the same paths.
+  """
+  return {'/'.join(_path_name(k) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def tree_digest(tree: Any) -> str:
+  """SHA-256 (hex) of every array of `tree`: path, dtype, shape and bytes, in path order."""
+  digest = hashlib.sha256()
+  for path, leaf in sorted(flat_leaves(tree).items()):
+    array = np.ascontiguousarray(jax.device_get(leaf))
+    digest.update(f'{path}|{array.dtype}|{array.shape}|'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+def _abstract(tree: Any) -> Any:
+  """Shapes and dtypes of `tree` (a restore target that holds no memory)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
+def _host_target(tree: Any) -> Any:
+  """Zero host arrays shaped like `tree` (allocated lazily by the OS): orbax restores into them as
+  numpy arrays, which every process can take (it refuses process-local device arrays when there
+  are several processes)."""
+  return jax.tree.map(lambda x: np.zeros(np.shape(x), x.dtype), tree)
+
+
+class _VerifiedManager:
+  """One orbax CheckpointManager whose checkpoints carry a digest and are verified on restore."""
+
+  def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions):
+    self.workdir = os.path.abspath(workdir)
+    # The handler lets a fresh manager read the arrays' metadata (`item_metadata`).
+    self.manager = ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
+
+  def path(self, step: int) -> str:
+    return os.path.join(str(self.manager.directory), str(step))
+
+  def save(self, step: int, tree: Any, record: dict[str, Any],
+           metrics: Optional[dict[str, float]] = None) -> None:
+    custom = {**record, DIGEST_KEY: tree_digest(tree)}
+    self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(tree)), metrics=metrics,
+                      custom_metadata=custom, force=True)
+
+  def read_record(self, step: int) -> dict[str, Any]:
+    """The step's custom metadata, after checking orbax's commit marker; raises _Damaged."""
+    marker = os.path.join(self.path(step), ocp.path.atomicity_types.COMMIT_SUCCESS_FILE)
+    if not os.path.exists(marker):
+      raise _Damaged(f'orbax commit marker {os.path.basename(marker)} missing')
+    try:
+      record = self.manager.metadata(step).custom_metadata
+    except Exception as e:  # Orbax raises many types for an unreadable metadata file.
+      raise _Damaged(f'metadata unreadable: {type(e).__name__}: {str(e)[:200]}') from None
+    if not record or DIGEST_KEY not in record:
+      raise _Damaged('no SHA-256 digest in its metadata (damaged, or written by an older version)')
+    return dict(record)
+
+  def check_fits(self, step: int, target: Any) -> None:
+    """Raises CheckpointMismatchError when the stored arrays are not those of `target`."""
+    try:
+      stored = {path: tuple(meta.shape)
+                for path, meta in flat_leaves(self.manager.item_metadata(step).tree).items()}
+    except Exception as e:  # As above: an unreadable array metadata file.
+      raise _Damaged(f'array metadata unreadable: {type(e).__name__}: {str(e)[:200]}') from None
+    wanted = {path: tuple(np.shape(leaf)) for path, leaf in flat_leaves(target).items()}
+    differing = sorted(set(stored) ^ set(wanted))
+    differing += sorted(p for p in set(stored) & set(wanted) if stored[p] != wanted[p])
+    if differing:
+      example = differing[0]
+      raise CheckpointMismatchError(
+          f'{self.workdir}: checkpoint {self.path(step)} does not fit the model built from this '
+          f'config and data: {len(differing)} array(s) differ, e.g. {example}: stored '
+          f'{stored.get(example, "absent")}, model {wanted.get(example, "absent")}. The model '
+          f'settings or the data (vocabulary, classes, max_length) changed; use a new --workdir.')
+
+  def restore_verified(self, step: int, target: Any, record: dict[str, Any]) -> Any:
+    """Restores `step` into `target`'s structure and checks the digest; raises _Damaged."""
+    self.check_fits(step, target)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.StandardRestore(_host_target(target)))
+    except Exception as e:  # Tensorstore/OCDBT raise many types for damaged data files.
+      raise _Damaged(f'unreadable: {type(e).__name__}: {str(e)[:200]}') from None
+    if tree_digest(restored) != record[DIGEST_KEY]:
+      raise _Damaged('its arrays do not match the SHA-256 digest written with it')
+    return restored
+
+  def set_aside(self, step: int, reason: str) -> None:
+    """Warns about a damaged checkpoint and moves it out of orbax's folder (lead process)."""
+    source = self.path(step)
+    destination = os.path.join(self.workdir, DAMAGED_DIR,
+                               f'{os.path.basename(str(self.manager.directory))}_{step}')
+    suffix = 1
+    while os.path.exists(destination + (f'.{suffix}' if suffix > 1 else '')):
+      suffix += 1
+    destination += f'.{suffix}' if suffix > 1 else ''
+    logging.warning('Checkpoint %s is damaged (%s); moved to %s. Using the newest intact '
+                    'checkpoint instead.', source, reason, destination)
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(destination), exist_ok=True)
+      os.replace(source, destination)
+    self.manager.reload()
+
+  def close(self) -> None:
+    self.manager.close()
 
 
 class Checkpointer:
-  """Saves and restores the train state and the best parameters of one workdir.
+  """Saves and restores, verified, the train state and the best parameters of one workdir.
 
   Args:
     workdir: the run's folder.
-    keep: how many periodic/final checkpoints to keep.
+    keep: how many periodic/final checkpoints to keep (>= 1).
   """
 
   def __init__(self, workdir: str, keep: int):
     common = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
-    self._latest = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common))
-    self._best = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), 'best'),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda metrics: metrics['accuracy'], best_mode='max',
-            keep_checkpoints_without_metrics=False, **common))
+    self._latest = _VerifiedManager(workdir, 'checkpoints', ocp.CheckpointManagerOptions(
+        max_to_keep=keep, **common))
+    self._best = _VerifiedManager(workdir, 'best', ocp.CheckpointManagerOptions(
+        max_to_keep=1, best_fn=lambda metrics: metrics['accuracy'], best_mode='max',
+        keep_checkpoints_without_metrics=False, **common))
+    self._target: Any = None
 
   @property
   def directory(self) -> str:
-    return str(self._latest.directory)
+    return str(self._latest.manager.directory)
 
-  def latest_step(self) -> Optional[int]:
-    """The step of the newest complete train-state checkpoint, or None."""
-    return self._latest.latest_step()
+  def restore_latest(self, target: Any, check: Optional[RecordCheck] = None
+                     ) -> tuple[Any, Optional[dict[str, Any]]]:
+    """Restores the newest intact train state into the structure, shapes and dtypes of `target`.
 
-  def restore_latest(self, target: Any) -> Any:
-    """Restores the newest train state into the structure, shapes and dtypes of `target`.
+    Checkpoints that fail verification are named in a warning and set aside (module docstring);
+    the next older one is tried.
 
-    Returns `target` itself when there is no checkpoint yet.
+    Args:
+      target: the freshly initialised state (returned unchanged when no checkpoint is intact).
+      check: called with (step, record) of a checkpoint before it is restored; raises to refuse it.
+
+    Returns:
+      (state, the record saved with it without the digest), or (target, None).
+
+    Raises:
+      CheckpointMismatchError: an intact checkpoint whose arrays do not fit `target`.
+      Whatever `check` raises.
     """
-    step = self._latest.latest_step()
-    if step is None:
-      return target
-    return self._latest.restore(step, args=ocp.args.StandardRestore(jax.device_get(target)))
+    self._target = _abstract(target)
+    for step in sorted(self._latest.manager.all_steps(), reverse=True):
+      try:
+        record = self._latest.read_record(step)
+        if check is not None:
+          check(step, {k: v for k, v in record.items() if k != DIGEST_KEY})
+        state = self._latest.restore_verified(step, target, record)
+      except _Damaged as e:
+        self._latest.set_aside(step, str(e))
+        continue
+      return state, {k: v for k, v in record.items() if k != DIGEST_KEY}
+    return target, None
 
-  def save(self, step: int, state: Any) -> None:
-    """Saves the (host-local, unreplicated) train state as checkpoint `step`."""
-    if self._latest.latest_step() != step:
-      self._latest.save(step, args=ocp.args.StandardSave(jax.device_get(state)), force=True)
+  def last_good_step(self) -> Optional[int]:
+    """The newest checkpoint that restores and matches its digest now (damaged ones are set aside).
+
+    Needs `restore_latest` to have been called (it records the state's structure).
+    """
+    for step in sorted(self._latest.manager.all_steps(), reverse=True):
+      try:
+        self._latest.restore_verified(step, self._target, self._latest.read_record(step))
+      except _Damaged as e:
+        self._latest.set_aside(step, str(e))
+        continue
+      return step
+    return None
+
+  def save(self, step: int, state: Any, record: dict[str, Any]) -> None:
+    """Saves the (host-local, unreplicated) train state as checkpoint `step`.
+
+    Args:
+      step: the number of updates in `state`.
+      state: the train state.
+      record: JSON-able facts about the run kept with the checkpoint (returned by restore).
+    """
+    if self._latest.manager.latest_step() != step:
+      self._latest.save(step, state, record)
 
   def save_if_best(self, step: int, params: Any, accuracy: float) -> None:
     """Offers `params` with validation `accuracy`; only the best one is kept."""
-    if step not in self._best.all_steps():
-      self._best.save(step, args=ocp.args.StandardSave({'params': jax.device_get(params)}),
-                      metrics={'accuracy': float(accuracy)}, force=True)
+    if step not in self._best.manager.all_steps():
+      self._best.save(step, {'params': params}, {}, metrics={'accuracy': float(accuracy)})
 
   def best_step(self) -> Optional[int]:
     """The step of the best checkpoint so far, or None."""
-    return self._best.best_step()
+    return self._best.manager.best_step()
 
-  def restore_best_params(self, target_params: Any) -> Any:
-    """Restores the best parameters into the structure of `target_params`."""
-    restored = self._best.restore(
-        self._best.best_step(),
-        args=ocp.args.StandardRestore({'params': jax.device_get(target_params)}))
-    return restored['params']
+  def restore_best_params(self, target_params: Any) -> Optional[Any]:
+    """The best parameters, verified, in the structure of `target_params`; None if damaged.
+
+    A damaged best checkpoint is named in a warning and set aside.
+    """
+    step = self._best.manager.best_step()
+    target = {'params': target_params}
+    try:
+      return self._best.restore_verified(step, target, self._best.read_record(step))['params']
+    except _Damaged as e:
+      self._best.set_aside(step, str(e))
+      return None
 
   def close(self) -> None:
     self._latest.close()

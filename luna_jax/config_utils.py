@@ -1,40 +1,120 @@
-"""Strict key checks of config sections, and their conversion into typed dataclasses.
+"""Typed, checked config sections: one mechanism for every section of the experiment config.
 
-Each trainer section (`optimizer`, `training`) is read through a frozen dataclass whose fields are the
-section's keys, so a misspelt key in a config file fails at start-up with its name instead of being
-silently ignored.
+A section is a frozen dataclass whose fields are the section's keys. Each field declares its type by
+annotation (int, float, bool, str, Optional[...]) and its allowed values with `spec` (a range, a set
+of choices, or a check function). `parse_section(cls, mapping, 'training')` accepts exactly the
+class's keys and checks every value, so a misspelt key or a value out of range fails at start-up
+with `config.training.eval_every=0: must be >= 1` instead of deep inside training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence, TypeVar
+import types
+import typing
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 T = TypeVar('T')
 
 
+class ConfigError(ValueError):
+  """A config key or value the trainer does not accept (the message names it)."""
+
+
+def spec(*, minimum: Optional[float] = None, above: Optional[float] = None,
+         below: Optional[float] = None, maximum: Optional[float] = None,
+         choices: Optional[Sequence[Any]] = None, also: Sequence[Any] = (),
+         check: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
+  """A dataclass field with the allowed values of a config key.
+
+  Args:
+    minimum, maximum: inclusive bounds of a number.
+    above, below: exclusive bounds of a number.
+    choices: the allowed values (an enum).
+    also: special values allowed besides the range (e.g. -1 for 'all').
+    check: returns an error text for a bad value, or None.
+
+  Returns:
+    A `dataclasses.field` carrying the spec in its metadata.
+  """
+  rule = dict(minimum=minimum, above=above, below=below, maximum=maximum, choices=choices,
+              also=tuple(also), check=check)
+  return dataclasses.field(metadata={'spec': rule})
+
+
 def check_keys(config: Mapping[str, Any], expected: Sequence[str], section: str) -> None:
-  """Raises ValueError naming the unknown and the missing keys of `config` against `expected`."""
+  """Raises ConfigError naming the unknown and the missing keys of `config` against `expected`."""
   unknown = sorted(set(config) - set(expected))
   missing = sorted(set(expected) - set(config))
   if unknown or missing:
-    raise ValueError(f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
+    raise ConfigError(f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
                      f'{sorted(expected)}.')
 
 
-def dataclass_from_mapping(cls: type[T], config: Mapping[str, Any], section: str) -> T:
-  """Instantiates the dataclass `cls` from the mapping `config`, which must have exactly its fields.
+def _type_error(value: Any, hint: Any) -> Optional[str]:
+  """Why `value` is not of the annotated type `hint` (None when it is); ints pass as floats."""
+  origin = typing.get_origin(hint)
+  if origin in (typing.Union, types.UnionType):
+    options = typing.get_args(hint)
+    if value is None and type(None) in options:
+      return None
+    inner = [option for option in options if option is not type(None)]
+    return _type_error(value, inner[0]) if len(inner) == 1 else None
+  if hint is bool:
+    ok = isinstance(value, bool)
+  elif hint is int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+  elif hint is float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  elif hint is str:
+    ok = isinstance(value, str)
+  else:
+    return None
+  return None if ok else f'must be of type {hint.__name__}, got {type(value).__name__}'
+
+
+def value_error(value: Any, hint: Any, rule: Mapping[str, Any]) -> Optional[str]:
+  """Why `value` breaks its type `hint` or its `spec` rule, or None when it is allowed."""
+  error = _type_error(value, hint)
+  also = rule.get('also', ())
+  if error or value is None or value in also:
+    return error
+  suffix = f' (or one of {list(also)})' if also else ''
+  bounds = (('minimum', '>=', lambda v, b: v >= b), ('above', '>', lambda v, b: v > b),
+            ('below', '<', lambda v, b: v < b), ('maximum', '<=', lambda v, b: v <= b))
+  for name, sign, holds in bounds:
+    bound = rule.get(name)
+    if bound is not None and not holds(value, bound):
+      return f'must be {sign} {bound}{suffix}'
+  choices = rule.get('choices')
+  if choices is not None and value not in choices:
+    return f'must be one of {list(choices)}'
+  check = rule.get('check')
+  return check(value) if check is not None else None
+
+
+def parse_section(cls: type[T], config: Mapping[str, Any], section: str) -> T:
+  """Builds the section dataclass `cls` from `config`, checking keys, types and allowed values.
 
   Args:
-    cls: a dataclass type.
+    cls: a frozen dataclass whose fields are made with `spec` (or plain fields: type check only).
     config: the config section (a ConfigDict or dict).
-    section: the section's name, for the error message.
+    section: the section's dotted name for messages, e.g. 'config.training'.
 
   Returns:
-    `cls(**config)`.
+    `cls(**config)`, ints of float fields converted to float.
 
   Raises:
-    ValueError: naming the unknown and the missing keys.
+    ConfigError: naming unknown or missing keys, or `section.key=value` and what is allowed.
   """
-  check_keys(config, [f.name for f in dataclasses.fields(cls)], f'config.{section}')
-  return cls(**dict(config))
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  values = dict(config)
+  check_keys(values, list(fields), section)
+  hints = typing.get_type_hints(cls)
+  for name, value in values.items():
+    error = value_error(value, hints[name], fields[name].metadata.get('spec', {}))
+    if error:
+      raise ConfigError(f'{section}.{name}={value!r}: {error}.')
+    if hints[name] is float and isinstance(value, int):
+      values[name] = float(value)
+  return cls(**values)

@@ -4,19 +4,28 @@
 `workdir/metrics.jsonl` one JSON object per write, `{"step": s, "<name>": value, ...}`. Only the lead
 process writes; the others get a writer that does nothing, so calling code needs no branching.
 
+Both files are written synchronously and flushed at every write, so what was logged before a
+checkpoint is on disk when the checkpoint is: the events go straight into tensorboardX's
+`EventsWriter` (its `SummaryWriter` queues them in a thread that `flush()` does not drain).
+
 A run resumed from a checkpoint at step s re-runs the steps after s, so the writer first drops what an
 interrupted run logged after s: the lines of `metrics.jsonl` with a larger step (and a torn last line)
-are removed, and TensorBoard is told to purge its events from step s + 1 on (`purge_step`). Each step
-is then logged once, as in an uninterrupted run.
+are removed. Lines at step s whose names start with one of `redo_prefixes` (the final evaluation of
+a finished run, which is evaluated again) go too. TensorBoard is told to purge its events from step
+s on (a `SessionLog.START` event, what tensorboardX's `purge_step` writes), and the lines of step s
+that were kept are written again, so each step is logged once in both, as in an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+import time
+from typing import Any, Mapping, Sequence
 
-import tensorboardX
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 
 class MetricWriter:
@@ -26,56 +35,82 @@ class MetricWriter:
     workdir: the run's folder.
     enabled: False on non-lead processes (every call becomes a no-op).
     start_step: the step training (re)starts from; what was logged after it is dropped.
+    redo_prefixes: names logged at `start_step` that this run logs again (dropped first).
   """
 
-  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0):
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0,
+               redo_prefixes: Sequence[str] = ()):
     self._enabled = enabled
-    if enabled:
-      path = os.path.join(workdir, 'metrics.jsonl')
-      _drop_lines_after(path, start_step)
-      self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                                                     purge_step=start_step + 1)
-      self._jsonl = open(path, 'a', encoding='utf-8')
+    if not enabled:
+      return
+    path = os.path.join(workdir, 'metrics.jsonl')
+    kept = _drop_entries(path, start_step, tuple(redo_prefixes))
+    logdir = os.path.join(workdir, 'tensorboard')
+    os.makedirs(logdir, exist_ok=True)
+    # tensorboardX names files by the second; a resumed run may start within the second its
+    # predecessor did, so nanoseconds keep the names unique and in order.
+    self._events = EventsWriter(os.path.join(logdir, 'events'),
+                                filename_suffix=f'.{time.time_ns()}.{os.getpid()}')
+    self._events.write_event(Event(wall_time=time.time(), step=start_step,
+                                   session_log=SessionLog(status=SessionLog.START)))
+    for entry in kept:
+      self._write_events(entry['step'], {k: v for k, v in entry.items() if k != 'step'})
+    self._events.flush()
+    self._jsonl = open(path, 'a', encoding='utf-8')
+
+  def _write_events(self, step: int, values: Mapping[str, float]) -> None:
+    for name, value in values.items():
+      self._events.write_event(Event(wall_time=time.time(), step=step,
+                                     summary=summary.scalar(name, value)))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    """Records `scalars` (name -> number) at training step `step`."""
+    """Records `scalars` (name -> number) at training step `step`, flushed to both files."""
     if not self._enabled:
       return
     values = {name: float(value) for name, value in scalars.items()}
-    for name, value in values.items():
-      self._tensorboard.add_scalar(name, value, step)
+    self._write_events(step, values)
     self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
     self.flush()
 
   def flush(self) -> None:
     if self._enabled:
-      self._tensorboard.flush()
+      self._events.flush()
       self._jsonl.flush()
 
   def close(self) -> None:
     if self._enabled:
-      self._tensorboard.close()
+      self._events.close()
       self._jsonl.close()
 
 
-def _drop_lines_after(path: str, step: int) -> None:
-  """Rewrites the JSON-lines file `path` (if any) without its entries for steps after `step`.
+def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[dict[str, Any]]:
+  """Rewrites the JSON-lines file `path` (if any) without what a run restarting at `step` redoes.
 
-  A line that does not parse (the torn last line of a killed process) is dropped too. The new file
-  replaces the old one atomically, so an interruption here loses nothing.
+  Dropped: entries of later steps, entries at `step` with a name starting with one of
+  `redo_prefixes`, and lines that do not parse (the torn last line of a killed process). The new
+  file replaces the old one atomically, so an interruption here loses nothing.
+
+  Returns:
+    The kept entries at `step`.
   """
   if not os.path.exists(path):
-    return
-  kept = []
+    return []
+  kept, at_step = [], []
   with open(path, encoding='utf-8') as f:
     for line in f:
       try:
         entry = json.loads(line)
       except json.JSONDecodeError:
         continue
-      if entry.get('step', 0) <= step:
-        kept.append(line if line.endswith('\n') else line + '\n')
+      entry_step = entry.get('step', 0)
+      if entry_step > step or (entry_step == step and redo_prefixes and any(
+          name.startswith(redo_prefixes) for name in entry if name != 'step')):
+        continue
+      kept.append(line if line.endswith('\n') else line + '\n')
+      if entry_step == step:
+        at_step.append(entry)
   tmp = path + '.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
     f.writelines(kept)
   os.replace(tmp, path)
+  return at_step

@@ -11,17 +11,70 @@ Every model declares `input_names`, the batch fields its `__call__` takes.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Mapping, Optional, Union
 
-from luna_jax.classifiers import SequenceClassifier
+from luna_jax import config_utils
+from luna_jax.baselines import ATTENTIONS
+from luna_jax.classifiers import INTERACTIONS, POOLINGS, SequenceClassifier
 from luna_jax.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.encoders import ENCODERS, EncoderConfig
 
 Model = Union[SequenceClassifier, LunaLM, LunaSeq2Seq]
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
 MODEL_NAMES = (*ENCODERS, *TOKEN_MODELS)
-#: Keys of `config.model` that are not `EncoderConfig` fields (used by the classifiers only).
-_HEAD_KEYS = ('name', 'pooling', 'classifier_hidden_dim', 'interaction')
+#: Keys of `config.model` that are not `EncoderConfig` fields (used by the classifiers only), with
+#: their types.
+_HEAD_KEYS = {'name': str, 'pooling': str, 'classifier_hidden_dim': int, 'interaction': str}
+#: Compute dtypes (`config.model.dtype`).
+DTYPES = ('float32', 'bfloat16')
+_SIZE = {'minimum': 1}
+_RATE = {'minimum': 0.0, 'below': 1.0}
+#: What each `config.model` key allows (see `config_utils.spec`); other keys get a type check only.
+MODEL_RULES: dict[str, dict[str, Any]] = {
+    'name': {'choices': MODEL_NAMES}, 'pooling': {'choices': POOLINGS},
+    'interaction': {'choices': INTERACTIONS}, 'classifier_hidden_dim': _SIZE,
+    'num_layers': _SIZE, 'emb_dim': _SIZE, 'num_heads': _SIZE, 'mlp_dim': _SIZE, 'qkv_dim': _SIZE,
+    'num_pack_heads': _SIZE, 'projection_length': _SIZE, 'low_rank_features': _SIZE,
+    'nb_features': _SIZE, 'chunk_size': _SIZE, 'dropout_rate': _RATE,
+    'attention_dropout_rate': _RATE, 'activation_dropout_rate': _RATE,
+    'activation': {'choices': ('gelu', 'gelu_tanh', 'relu')},
+    'positional': {'choices': ('learned', 'sinusoidal')},
+    'attention_implementation': {'choices': ATTENTIONS}, 'omega': {'choices': ('softplus', 'elu')},
+    'causal_implementation': {'choices': ('chunked', 'scan')}, 'dtype': {'choices': DTYPES}}
+#: `EncoderConfig` fields that come from the data and the pooling, not from `config.model`.
+_DATA_FIELDS = ('vocab_size', 'max_length', 'prepend_cls')
+
+
+def check_model_config(model_config: Mapping[str, Any], section: str = 'config.model') -> None:
+  """Checks the keys, types and allowed values of a (possibly partial) `config.model` mapping.
+
+  Args:
+    model_config: `name`, the classifier keys and any `EncoderConfig` field except vocab_size,
+      max_length and prepend_cls; absent keys take their defaults.
+    section: the mapping's name in messages.
+
+  Raises:
+    config_utils.ConfigError: naming `section.key`, the value and what is allowed.
+  """
+  hints = {**{name: hint for name, hint in typing.get_type_hints(EncoderConfig).items()
+              if name not in _DATA_FIELDS}, **_HEAD_KEYS}
+  unknown = sorted(set(model_config) - set(hints))
+  if unknown:
+    raise config_utils.ConfigError(f'{section}: unknown key(s) {unknown}; known: {sorted(hints)}.')
+  for name, value in model_config.items():
+    error = config_utils.value_error(value, hints[name], MODEL_RULES.get(name, {}))
+    if error:
+      raise config_utils.ConfigError(f'{section}.{name}={value!r}: {error}.')
+  emb_dim = model_config.get('emb_dim', EncoderConfig.emb_dim)
+  num_heads = model_config.get('num_heads', EncoderConfig.num_heads)
+  widths = {'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
+            'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim)}
+  for key, (heads, width) in widths.items():
+    if width % heads:
+      raise config_utils.ConfigError(
+          f'{section}.{key}={heads}: must divide the attention width {width} (emb_dim, or '
+          'qkv_dim for the Transformer).')
 
 
 def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes: int,
@@ -42,17 +95,12 @@ def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes
     An uninitialised Flax module.
 
   Raises:
-    ValueError: on an unknown key or model name, naming it.
+    ValueError: on an unknown key or a value out of range (`check_model_config`), naming it.
   """
-  fields = {f.name for f in dataclasses.fields(EncoderConfig)} - {'vocab_size', 'max_length',
-                                                                  'prepend_cls'}
+  check_model_config(model_config)
+  fields = {f.name for f in dataclasses.fields(EncoderConfig)} - set(_DATA_FIELDS)
   cfg = dict(model_config)
-  unknown = sorted(set(cfg) - fields - set(_HEAD_KEYS))
-  if unknown:
-    raise ValueError(f'unknown model config key(s) {unknown}; known: {sorted(fields | set(_HEAD_KEYS))}.')
   name = cfg.get('name', 'luna')
-  if name not in MODEL_NAMES:
-    raise ValueError(f'unknown model name {name!r}; known: {MODEL_NAMES}.')
   pooling = cfg.get('pooling', 'cls')
   encoder = EncoderConfig(vocab_size=vocab_size, max_length=max_length,
                           prepend_cls=name in ENCODERS and pooling == 'cls',

@@ -32,23 +32,39 @@ from luna_jax import config_utils
 FACTORS = ('constant', 'linear_warmup', 'rsqrt_decay', 'rsqrt_normalized_decay', 'cosine_decay')
 
 
+def schedule_error(factors: str, warmup_steps: int = 1) -> Optional[str]:
+  """Why the factor string `factors` with `warmup_steps` is not a valid schedule, or None."""
+  names = [name.strip() for name in factors.split('*')]
+  unknown = [name for name in names if name not in FACTORS]
+  if unknown:
+    return f'unknown learning-rate factor(s) {unknown}; known: {list(FACTORS)}'
+  if warmup_steps <= 0 and set(names) & {'linear_warmup', 'rsqrt_decay', 'rsqrt_normalized_decay'}:
+    return f'warmup_steps must be positive for {factors!r}, got {warmup_steps}'
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """The `config.optimizer` section (every field required; see configs/base.py for documentation)."""
-  learning_rate: float
-  schedule: str
-  warmup_steps: int
-  steps_per_cycle: int
-  weight_decay: float
-  b1: float
-  b2: float
-  eps: float
-  grad_clip_norm: Optional[float]
+  """The `config.optimizer` section, checked (see configs/base.py for what each field means)."""
+  learning_rate: float = config_utils.spec(above=0.0)
+  schedule: str = config_utils.spec(check=schedule_error)
+  warmup_steps: int = config_utils.spec(minimum=0)
+  steps_per_cycle: int = config_utils.spec(minimum=1)
+  weight_decay: float = config_utils.spec(minimum=0.0)
+  b1: float = config_utils.spec(minimum=0.0, below=1.0)
+  b2: float = config_utils.spec(minimum=0.0, below=1.0)
+  eps: float = config_utils.spec(above=0.0)
+  grad_clip_norm: Optional[float] = config_utils.spec(minimum=0.0)
+
+  def __post_init__(self):
+    error = schedule_error(self.schedule, self.warmup_steps)
+    if error:
+      raise config_utils.ConfigError(f'config.optimizer: {error}.')
 
   @classmethod
   def from_mapping(cls, config: Mapping[str, Any]) -> 'OptimizerConfig':
-    """Builds the config from a mapping, naming unknown or missing keys (ValueError)."""
-    return config_utils.dataclass_from_mapping(cls, config, 'optimizer')
+    """Builds and checks the section (ValueError naming the key and what is allowed)."""
+    return config_utils.parse_section(cls, config, 'config.optimizer')
 
 
 def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps: int,
@@ -68,12 +84,10 @@ def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps
   Raises:
     ValueError: on an unknown factor name or a non-positive warmup used by a factor.
   """
+  error = schedule_error(factors, warmup_steps)
+  if error:
+    raise ValueError(error + '.')
   names = [name.strip() for name in factors.split('*')]
-  unknown = [name for name in names if name not in FACTORS]
-  if unknown:
-    raise ValueError(f'unknown learning-rate factor(s) {unknown}; known: {list(FACTORS)}.')
-  if warmup_steps <= 0 and set(names) & {'linear_warmup', 'rsqrt_decay', 'rsqrt_normalized_decay'}:
-    raise ValueError(f'warmup_steps must be positive for {factors!r}, got {warmup_steps}.')
 
   def schedule(count):
     step = jnp.asarray(count, jnp.float32)
@@ -96,29 +110,24 @@ def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps
   return schedule
 
 
-def schedule_from_config(optimizer_config: Mapping[str, Any]) -> optax.Schedule:
-  """The learning-rate schedule described by a `config.optimizer` mapping."""
-  cfg = OptimizerConfig.from_mapping(optimizer_config)
+def schedule_from_config(cfg: OptimizerConfig) -> optax.Schedule:
+  """The learning-rate schedule of the `config.optimizer` section."""
   return learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.warmup_steps,
                                 cfg.steps_per_cycle)
 
 
-def make_optimizer(optimizer_config: Mapping[str, Any]) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
   """Builds AdamW with the configured schedule, behind optional global-norm gradient clipping.
 
   Args:
-    optimizer_config: the `config.optimizer` mapping: learning_rate, schedule (factor string),
-      warmup_steps, steps_per_cycle, weight_decay, b1, b2, eps, grad_clip_norm (None or <= 0: off).
+    cfg: the checked `config.optimizer` section (`OptimizerConfig.from_mapping`); grad_clip_norm
+      None or 0 turns clipping off.
 
   Returns:
     The optax transformation.
-
-  Raises:
-    ValueError: naming unknown or missing keys, or an unknown schedule factor.
   """
-  cfg = OptimizerConfig.from_mapping(optimizer_config)
-  adamw = optax.adamw(schedule_from_config(optimizer_config), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+  adamw = optax.adamw(schedule_from_config(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                       weight_decay=cfg.weight_decay)
-  if cfg.grad_clip_norm is not None and cfg.grad_clip_norm > 0:
+  if cfg.grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
   return adamw

@@ -1,24 +1,30 @@
 """The LRA trainer: one data-parallel training loop for every task, model and device count.
 
-`train_and_evaluate(config, workdir)` loads the task with `lra`, builds the model with
-`luna_jax.build_model`, trains with `jax.pmap` over the local devices (global batch split across them,
-gradients averaged with `pmean`, one dropout key per device and step), evaluates on the validation
-split every `eval_every` steps and on the test split at the end, and writes into `workdir`:
+`train_and_evaluate(config, workdir)` checks the config once (`parse_config`), locks the workdir,
+loads the task with `lra`, builds the model with `luna_jax.build_model`, trains with `jax.pmap` over
+the local devices (global batch split across them, gradients averaged with `pmean`, one dropout key
+per device and step), evaluates on the validation split every `eval_every` steps and on the test
+split at the end, and writes into `workdir`:
 
-  config.json         the resolved config
-  metrics.jsonl       one JSON object per logged step (train_*, validation_*, test_*)
-  tensorboard/        the same scalars as TensorBoard event files
-  checkpoints/        the last `keep_checkpoints` train states (resumable)
-  best/               the parameters with the best validation accuracy
-  results.json        final validation/test metrics, the best validation checkpoint's step and test
-                      metrics, the config, parameter count, speed, devices
+  .lock                the workdir lock (`luna_jax.workdir`)
+  config.json          the resolved config
+  metrics.jsonl        one JSON object per logged step (train_*, validation_*, test_*)
+  tensorboard/         the same scalars as TensorBoard event files
+  checkpoints/         the last `keep_checkpoints` train states (resumable, verified on restore)
+  best/                the parameters with the best validation accuracy
+  damaged_checkpoints/ checkpoints that failed verification, set aside
+  results.json         final validation/test metrics, the best validation checkpoint's step and test
+                       metrics, the config, parameter count, speed, devices
 
-A run started again with the same workdir resumes from its newest checkpoint and, batches being a
-pure function of (seed, step), finishes with the same parameters as an uninterrupted run.
+A run started again with the same workdir resumes from its newest intact checkpoint if its config
+differs only in RESCHEDULE_KEYS (and the device count, which is recorded) and, batches being a pure
+function of (seed, step), finishes on the same device count with the same parameters as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -38,37 +44,64 @@ from flax import jax_utils
 
 import lra
 import luna_jax
-from luna_jax import checkpointing, config_utils, metric_writers, optim
+from luna_jax import checkpointing, config_utils, metric_writers, optim, workdir as workdir_lib
+from luna_jax.config_utils import spec
 
 Batch = Mapping[str, Any]
 PyTree = Any
 
-#: Top-level config keys and the keys of the `data` section.
+#: Top-level config keys.
 CONFIG_KEYS = ('seed', 'debug', 'data', 'model', 'optimizer', 'training')
-DATA_KEYS = ('task', 'data_dir', 'options')
 #: Name of the pmap axis.
 AXIS = 'batch'
+#: Prefixes of the metrics the final evaluation logs (at the last step).
+FINAL_PREFIXES = ('test_', 'best_test_')
+#: `config.training` keys that may change when a run is resumed: they extend or re-schedule it.
+RESCHEDULE_KEYS = ('num_train_steps', 'eval_every', 'log_every', 'checkpoint_every',
+                   'num_eval_batches', 'keep_checkpoints')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The `config.data` section, checked (see configs/base.py for what each field means)."""
+  task: str = spec(choices=(*lra.TASKS, *lra.SEQUENCE_TASKS))
+  data_dir: str = spec()
+  options: dict = spec()
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-  """The `config.training` section (see configs/base.py for what each field means)."""
-  batch_size: int
-  eval_batch_size: int
-  num_train_steps: int
-  eval_every: int
-  num_eval_batches: int
-  log_every: int
-  checkpoint_every: int
-  keep_checkpoints: int
-  num_devices: int
-  distributed: bool
-  label_smoothing: float
+  """The `config.training` section, checked (see configs/base.py for what each field means)."""
+  batch_size: int = spec(minimum=1)
+  eval_batch_size: int = spec(minimum=0)
+  num_train_steps: int = spec(minimum=1)
+  eval_every: int = spec(minimum=1)
+  num_eval_batches: int = spec(minimum=1, also=(-1,))
+  log_every: int = spec(minimum=1)
+  checkpoint_every: int = spec(minimum=1)
+  keep_checkpoints: int = spec(minimum=1)
+  num_devices: int = spec(minimum=1, also=(-1,))
+  distributed: bool = spec()
+  label_smoothing: float = spec(minimum=0.0, below=1.0)
 
-  @classmethod
-  def from_mapping(cls, config: Mapping[str, Any]) -> 'TrainingConfig':
-    """Builds the config from a mapping, naming unknown or missing keys (ValueError)."""
-    return config_utils.dataclass_from_mapping(cls, config, 'training')
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The whole experiment config, parsed once and checked (`parse_config`); what the trainer uses.
+
+  `model` stays a mapping (checked by `luna_jax.check_model_config`): `luna_jax.build_model` turns
+  it into the typed `EncoderConfig` and head settings.
+  """
+  seed: int = spec(minimum=0)
+  debug: bool = spec()
+  data: DataConfig = spec()
+  model: dict = spec()
+  optimizer: optim.OptimizerConfig = spec()
+  training: TrainingConfig = spec()
+
+  def to_dict(self) -> dict[str, Any]:
+    """The config as plain JSON-able nested dicts (what config.json and checkpoints store)."""
+    return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -296,24 +329,60 @@ def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.update(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64, classifier_hidden_dim=32,
-                      projection_length=min(config.model.projection_length, 8))
-  if config.model.qkv_dim is not None:
+                      projection_length=min(config.model.get('projection_length', 8), 8))
+  if config.model.get('qkv_dim') is not None:
     config.model.qkv_dim = 32
-  if config.model.num_pack_heads is not None:
+  if config.model.get('num_pack_heads') is not None:
     config.model.num_pack_heads = 2
-  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, 2)
+  config.optimizer.warmup_steps = min(config.optimizer.get('warmup_steps', 2), 2)
   config.training.update(batch_size=8, eval_batch_size=8, num_train_steps=5, eval_every=5,
                          num_eval_batches=2, log_every=1, checkpoint_every=5)
   return config
 
 
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks the section keys (naming unknown ones) and applies `debug`; returns a new config."""
+def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
+  """Checks every key and value of `config` once, applies `debug`, and returns the typed sections.
+
+  Raises:
+    config_utils.ConfigError: an unknown or missing key, a value of the wrong type or out of its
+      range (an interval or size < 1, a rate outside [0, 1), an unknown choice or dtype name),
+      naming `config.<section>.<key>`, the value and what is allowed.
+  """
   config_utils.check_keys(config, CONFIG_KEYS, 'config')
-  config_utils.check_keys(config.data, DATA_KEYS, 'config.data')
-  TrainingConfig.from_mapping(config.training)
-  optim.OptimizerConfig.from_mapping(config.optimizer)
-  return apply_debug(config) if config.debug else ml_collections.ConfigDict(config.to_dict())
+  if config.debug is True:
+    config = apply_debug(config)
+  luna_jax.check_model_config(config.model)
+  sections = {
+      'data': config_utils.parse_section(DataConfig, config.data.to_dict(), 'config.data'),
+      'model': config.model.to_dict(),
+      'optimizer': optim.OptimizerConfig.from_mapping(config.optimizer),
+      'training': config_utils.parse_section(TrainingConfig, config.training, 'config.training')}
+  return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` checked (`parse_config`) and with `debug` applied, as a new ConfigDict."""
+  return ml_collections.ConfigDict(parse_config(config).to_dict())
+
+
+def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any],
+                   prefix: str = '') -> list[str]:
+  """The settings that differ between two config dicts, as 'key: stored -> new' lines.
+
+  Keys of `config.training` in RESCHEDULE_KEYS and `training.num_devices` (a device-count change is
+  handled separately) are not compared.
+  """
+  changes = []
+  for key in sorted(set(stored) | set(new)):
+    name = f'{prefix}{key}'
+    if name in {f'training.{k}' for k in (*RESCHEDULE_KEYS, 'num_devices')}:
+      continue
+    old_value, new_value = stored.get(key, '(absent)'), new.get(key, '(absent)')
+    if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
+      changes += config_changes(old_value, new_value, f'{name}.')
+    elif old_value != new_value:
+      changes.append(f'{name}: {old_value!r} -> {new_value!r}')
+  return changes
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -321,49 +390,70 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 # ----------------------------------------------------------------------------------------------------
 
 
+class ConfigChangedError(config_utils.ConfigError):
+  """A workdir's run is resumed with settings other than those it was trained with."""
+
+
 class _TrainLog:
   """Collects per-step device metrics and turns them into host summaries at log points.
 
   Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points; every
   pending step is checked for a non-finite loss, gradient or parameter norm, naming the first such step.
-  Training speed is measured between summaries; `restart_clock` excludes what happened since the last
-  summary (evaluation, checkpointing) and, with `reset_totals`, everything before (compilation).
+  Training speed is measured between summaries, summed over every session of the run (the totals are
+  saved with each checkpoint); `restart_clock` excludes what happened since the last summary
+  (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first step of a
+  session, which includes compilation).
   """
 
-  def __init__(self, schedule: optax.Schedule, checkpointer: checkpointing.Checkpointer):
+  def __init__(self, schedule: optax.Schedule, checkpointer: checkpointing.Checkpointer,
+               train_time: float = 0.0, timed_steps: int = 0):
     self._schedule = schedule
     self._checkpointer = checkpointer
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self._untimed = 0
     self._mark = time.perf_counter()
-    self.train_time, self.timed_steps = 0.0, 0
+    self.train_time, self.timed_steps = train_time, timed_steps
 
   def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
     self._pending.append((step, metrics))
 
-  def restart_clock(self, reset_totals: bool = False) -> None:
+  def restart_clock(self) -> None:
     self._mark = time.perf_counter()
-    if reset_totals:
-      self.train_time, self.timed_steps = 0.0, 0
+
+  def exclude_from_timing(self) -> None:
+    """Waits for the pending steps and leaves them and their time out of the speed figures."""
+    jax.block_until_ready([metrics for _, metrics in self._pending])
+    self._untimed = len(self._pending)
+    self.restart_clock()
+
+  def steps_per_sec(self) -> Optional[float]:
+    """Timed training steps per second over the whole run, or None before any was timed."""
+    return self.timed_steps / self.train_time if self.timed_steps else None
 
   def summary(self) -> dict[str, float]:
-    """Checks and averages the pending steps' metrics (taken from the first device's replica)."""
+    """Checks and averages the pending steps' metrics (taken from the first device's replica);
+    'steps_per_sec' of the timed ones, when there are any."""
     steps = [step for step, _ in self._pending]
     values = jax.device_get([unreplicate(m) for _, m in self._pending])
     self._pending.clear()
     for step, metrics in zip(steps, values):
       bad = [f'{name}={value}' for name, value in metrics.items() if not np.isfinite(value)]
       if bad:
+        good = self._checkpointer.last_good_step()
         raise FloatingPointError(
-            f'Non-finite {", ".join(bad)} at step {step}; training stopped. The last good '
-            f'checkpoint (step {self._checkpointer.latest_step()}) in '
-            f'{self._checkpointer.directory} is kept.')
+            f'Non-finite {", ".join(bad)} at step {step}; training stopped. '
+            + (f'The last good checkpoint (step {good}, verified) in '
+               f'{self._checkpointer.directory} is kept.' if good is not None else
+               f'There is no intact checkpoint in {self._checkpointer.directory}.'))
     now = time.perf_counter()
     elapsed, self._mark = max(now - self._mark, 1e-9), now
-    self.train_time += elapsed
-    self.timed_steps += len(steps)
+    timed, self._untimed = len(steps) - self._untimed, 0
     summary = {f'train_{name}': float(np.mean([m[name] for m in values])) for name in values[0]}
     summary['learning_rate'] = float(self._schedule(steps[-1] - 1))
-    summary['steps_per_sec'] = len(steps) / elapsed
+    if timed:
+      self.train_time += elapsed
+      self.timed_steps += timed
+      summary['steps_per_sec'] = timed / elapsed
     return summary
 
 
@@ -414,8 +504,61 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(path + '.tmp', path)
 
 
+def restore_run(checkpointer: checkpointing.Checkpointer, state: TrainState, run: RunConfig,
+                workdir: str, global_devices: int) -> tuple[TrainState, dict[str, Any]]:
+  """Resumes the workdir's run from its newest intact checkpoint, if any, under the config rule.
+
+  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count.
+  A different global device count is allowed: it is stated in one warning and added to the record's
+  'device_changes'.
+
+  Args:
+    checkpointer: the workdir's checkpointer.
+    state: the freshly initialised state (returned when there is no checkpoint).
+    run: this session's config.
+    workdir: the run's folder (for messages).
+    global_devices: devices over all processes in this session.
+
+  Returns:
+    (state, record): the record saved with the checkpoint ('config', 'global_devices',
+    'device_changes', 'train_time', 'timed_steps'), or a fresh one.
+
+  Raises:
+    ConfigChangedError: naming every setting that differs, with both values.
+    checkpointing.CheckpointMismatchError: the checkpoint's arrays do not fit the model.
+  """
+  new_config = run.to_dict()
+
+  def check(step: int, record: dict[str, Any]) -> None:
+    changes = config_changes(record.get('config', {}), new_config)
+    if changes:
+      raise ConfigChangedError(
+          f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
+          + '\n  '.join(changes) + '\nOnly training.' + ', training.'.join(RESCHEDULE_KEYS)
+          + ' and the device count may change when a run is resumed. Use another --workdir for '
+          f'a new run, or resume this one with the settings in {workdir}/config.json.')
+
+  state, record = checkpointer.restore_latest(state, check)
+  if record is None:
+    return state, {'global_devices': global_devices, 'device_changes': [], 'train_time': 0.0,
+                   'timed_steps': 0}
+  step = int(state.step)
+  if record['global_devices'] != global_devices:
+    logging.warning('Resuming step %d, trained so far on %d devices, on %d devices: the run will '
+                    'not be bit-identical to one on a single device count (dropout masks and '
+                    'summation order change); recorded in results.json (devices.changes).', step,
+                    record['global_devices'], global_devices)
+    record['device_changes'] = [*record['device_changes'], {
+        'step': step, 'from': record['global_devices'], 'to': global_devices}]
+    record['global_devices'] = global_devices
+  return state, record
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates one model on one LRA task; resumes from `workdir` if it has a checkpoint.
+
+  The workdir is locked for the duration (`luna_jax.workdir.lock`), the config is checked once
+  (`parse_config`) and, on resume, compared with the checkpoint's (`restore_run`).
 
   Args:
     config: the experiment config (configs/base.py documents every field).
@@ -423,45 +566,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     The content of `workdir/results.json`: 'validation' and 'test' ({'accuracy', 'loss',
-    'num_examples'}) of the final parameters, 'best' (step and validation accuracy of the best
-    checkpoint), 'step', 'num_params', 'steps_per_sec', 'devices' and 'config'.
+    'num_examples'}) of the final parameters, 'best' (step, test metrics and whether it was
+    selected on test data), 'step', 'num_params', 'steps_per_sec' (over every session of the run),
+    'devices' (with 'changes' of the device count on resume) and 'config'.
 
   Raises:
-    ValueError: unknown/missing config keys (named), indivisible batch sizes.
+    ValueError: unknown/missing config keys or values out of range (named), indivisible batch
+      sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume.
+    workdir.WorkdirLockedError: another process trains in `workdir`.
     lra.DataError: missing data, unknown data options.
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """
-  config = resolve_config(config)
-  training = TrainingConfig.from_mapping(config.training)
+  run = parse_config(config)
+  training = run.training
   if training.distributed:
     initialize_distributed()
   is_lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   logging.info('JAX %s, process %d/%d, local devices %s', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_devices())
+  with contextlib.ExitStack() as stack:
+    if is_lead:
+      stack.enter_context(workdir_lib.lock(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    return _train_and_evaluate(run, workdir, is_lead, stack)
+
+
+def _train_and_evaluate(run: RunConfig, workdir: str, is_lead: bool,
+                        stack: contextlib.ExitStack) -> dict[str, Any]:
+  """`train_and_evaluate` once the config is parsed and the workdir locked; `stack` closes what
+  it opens (checkpointer, metric writer) whatever happens."""
+  training = run.training
 
   # Data, model and optimizer.
   eval_batch_size = training.eval_batch_size or training.batch_size
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   num_devices = len(devices)
-  data = lra.load_task(config.data.task, config.data.data_dir, **config.data.options)
+  global_devices = num_devices * jax.process_count()
+  data = lra.load_task(run.data.task, run.data.data_dir, **run.data.options)
   # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
   max_length = max([data.max_length, *data.train.targets.shape[1:]])
-  model = luna_jax.build_model(config.model, vocab_size=data.vocab_size,
+  model = luna_jax.build_model(run.model, vocab_size=data.vocab_size,
                                num_classes=data.num_classes, max_length=max_length,
                                dual=data.dual, bos_id=data.info.get('bos_id'))
-  optimizer = optim.make_optimizer(config.optimizer)
+  optimizer = optim.make_optimizer(run.optimizer)
   example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
-  state = create_train_state(jax.random.PRNGKey(config.seed), model, optimizer, example)
+  state = create_train_state(jax.random.PRNGKey(run.seed), model, optimizer, example)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
   # Resume.
-  checkpointer = checkpointing.Checkpointer(workdir, training.keep_checkpoints)
-  state = checkpointer.restore_latest(state)
+  checkpointer = stack.enter_context(contextlib.closing(
+      checkpointing.Checkpointer(workdir, training.keep_checkpoints)))
+  state, record = restore_run(checkpointer, state, run, workdir, global_devices)
   start_step = int(state.step)
+  finished = start_step >= training.num_train_steps
   if is_lead:
-    _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  logging.info('%s/%s: %d parameters; %s at step %d of %d.', config.data.task, config.model.name,
+    _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
+  logging.info('%s/%s: %d parameters; %s at step %d of %d.', run.data.task, run.model['name'],
                num_params, 'resuming' if start_step else 'starting', start_step,
                training.num_train_steps)
 
@@ -477,32 +637,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
                                num_devices=num_devices)
   state = jax_utils.replicate(state, devices, axis_name=AXIS)  # Same sharding as pmap outputs.
-  writer = metric_writers.MetricWriter(workdir, enabled=is_lead, start_step=start_step)
-  train_log = _TrainLog(optim.schedule_from_config(config.optimizer), checkpointer)
-  batches = lra.train_batches(data.train, training.batch_size, seed=config.seed,
+  # A finished run evaluates again: what its final evaluation logged is logged anew.
+  writer = stack.enter_context(contextlib.closing(metric_writers.MetricWriter(
+      workdir, enabled=is_lead, start_step=start_step,
+      redo_prefixes=FINAL_PREFIXES if finished else ())))
+  train_log = _TrainLog(optim.schedule_from_config(run.optimizer), checkpointer,
+                        record['train_time'], record['timed_steps'])
+  batches = lra.train_batches(data.train, training.batch_size, seed=run.seed,
                               start_step=start_step, process_index=jax.process_index(),
                               process_count=jax.process_count())
   validation = None
 
+  def run_record() -> dict[str, Any]:
+    return {**record, 'config': run.to_dict(), 'train_time': train_log.train_time,
+            'timed_steps': train_log.timed_steps}
+
   # Main loop; `step` counts completed updates (1-based), as do checkpoints and metrics.
   with tqdm.tqdm(total=training.num_train_steps, initial=start_step, disable=not is_lead,
-                 desc=f'{config.data.task}/{config.model.name}', unit='step',
+                 desc=f'{run.data.task}/{run.model["name"]}', unit='step',
                  dynamic_ncols=True) as bar:
     for step in range(start_step + 1, training.num_train_steps + 1):
       state, metrics = p_train_step(state, shard(next(batches), num_devices))
       train_log.add(step, metrics)
       bar.update()
-      is_first = step == start_step + 1
+      if step == start_step + 1:  # Includes compilation: left out of the speed figures.
+        train_log.exclude_from_timing()
       is_eval = step % training.eval_every == 0 or step == training.num_train_steps
       is_checkpoint = step % training.checkpoint_every == 0 or step == training.num_train_steps
-      if is_first or is_eval or is_checkpoint or step % training.log_every == 0:
+      # Log points depend on the step only, so a resumed run logs what an uninterrupted one does.
+      if step == 1 or is_eval or is_checkpoint or step % training.log_every == 0:
         summary = train_log.summary()
         writer.write_scalars(step, summary)
         bar.set_postfix(loss=f'{summary["train_loss"]:.4f}',
                         acc=f'{summary["train_accuracy"]:.3f}',
-                        steps_per_s=f'{summary["steps_per_sec"]:.2f}')
-        if is_first:  # Leave compilation out of the speed measurement.
-          train_log.restart_clock(reset_totals=True)
+                        steps_per_s=f'{summary.get("steps_per_sec", 0.0):.2f}')
       if is_eval:
         validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
         writer.write_scalars(step, {f'validation_{k}': v for k, v in validation.items()})
@@ -511,7 +679,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f'loss {validation["loss"]:.4f}')
         checkpointer.save_if_best(step, unreplicate(state.params), validation['accuracy'])
       if is_checkpoint:
-        checkpointer.save(step, unreplicate(state))
+        checkpointer.save(step, unreplicate(state), run_record())
       if is_eval or is_checkpoint:
         train_log.restart_clock()
 
@@ -521,27 +689,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   test = run_eval(state.params, data.test, max_batches=training.num_eval_batches)
   final_step = int(unreplicate(state.step))
   writer.write_scalars(final_step, {f'test_{k}': v for k, v in test.items()})
-  # The test metrics of the best validation checkpoint, the other protocol papers report.
+  # The test metrics of the best validation checkpoint, the other protocol papers report. Where the
+  # task has no validation split of its own (LRA Text), the "best" was chosen on test data.
   best_step = checkpointer.best_step()
   best_test = test
   if best_step is not None and best_step != final_step:
     best_params = checkpointer.restore_best_params(unreplicate(state.params))
-    best_test = run_eval(jax_utils.replicate(best_params, devices, axis_name=AXIS), data.test,
-                         max_batches=training.num_eval_batches)
-  writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
+    best_test = None if best_params is None else run_eval(
+        jax_utils.replicate(best_params, devices, axis_name=AXIS), data.test,
+        max_batches=training.num_eval_batches)
+  if best_test is not None:
+    writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
   results = {
       'validation': validation, 'test': test,
       'best': {'step': best_step, 'test': best_test,
+               'selected_on_test': data.validation is data.test,
                'directory': os.path.join(os.path.abspath(workdir), 'best')},
-      'step': final_step, 'num_params': num_params,
-      'steps_per_sec': (train_log.timed_steps / train_log.train_time
-                        if train_log.timed_steps else None),
-      'devices': _describe_devices(devices), 'config': config.to_dict()}
+      'step': final_step, 'num_params': num_params, 'steps_per_sec': train_log.steps_per_sec(),
+      'devices': {**_describe_devices(devices), 'changes': record['device_changes']},
+      'config': run.to_dict()}
   if is_lead:
     _write_json(os.path.join(workdir, 'results.json'), results)
-  if is_lead:
     print(f'Finished step {final_step}: validation accuracy {validation["accuracy"]:.4f}, test '
           f'accuracy {test["accuracy"]:.4f}. Results in {os.path.join(workdir, "results.json")}')
-  writer.close()
-  checkpointer.close()
   return results

@@ -58,7 +58,7 @@ def test_text_from_acl_folder_exact_bytes(tmp_path):
       folder = tmp_path / 'aclImdb' / split / label
       folder.mkdir(parents=True)
       (folder / '0_1.txt').write_text(review, encoding='utf-8')
-  data = lra.load_task('text', tmp_path, max_length=8, cache=False)
+  data = lra.load_task('text', tmp_path, max_length=8, cache=False, validation='test')
   assert (data.vocab_size, data.num_classes, data.dual) == (257, 2, False)
   expected = [[ord(c) + 1 for c in 'Bad.'] + [0] * 4,
               [ord('T') + 1, ord('r') + 1, 0xC3 + 1, 0xA8 + 1, ord('s') + 1, ord(' ') + 1,
@@ -133,7 +133,7 @@ def test_tfds_shards_array_record_and_tfrecord(tmp_path):
               [example_proto(text=b'ab', label=1), example_proto(text=b'c', label=0)])
   write_shard(imdb / 'imdb_reviews-test.tfrecord-00000-of-00001',
               [example_proto(text=b'z', label=1)])
-  data = lra.load_task('text', tmp_path, max_length=3, cache=False)
+  data = lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
   np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0], [100, 0, 0]])
   np.testing.assert_array_equal(data.train.targets, [1, 0])
   np.testing.assert_array_equal(data.test.inputs, [[123, 0, 0]])
@@ -187,7 +187,8 @@ def test_cache_serves_mmap_and_rereads_changed_sources(tmp_path):
 def test_synthetic_stand_ins_load_and_are_learnable(tmp_path, task):
   synthetic.main(['--task', task, '--output_dir', str(tmp_path), '--num_examples', '40'])
   data = lra.load_task(task, tmp_path, **({} if task == 'image' else {'max_length': 256}))
-  assert data.train.num_examples == (36 if task == 'image' else 40)
+  # Image and Text hold out 10% of the training examples for validation.
+  assert data.train.num_examples == (40 if task == 'retrieval' else 36)
   assert data.test.num_examples == 10
   # The label is visible to a nearest-centroid classifier on token histograms.
   def histograms(split):

@@ -185,9 +185,9 @@ def test_tiny_model_overfits_a_fixed_batch():
   batch = {'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
            'lengths': rng.integers(4, 13, 8).astype(np.int32),
            'targets': rng.integers(0, 4, 8).astype(np.int32)}
-  optimizer = optim.make_optimizer({
-      'learning_rate': 3e-3, 'schedule': 'constant', 'warmup_steps': 0, 'steps_per_cycle': 1,
-      'weight_decay': 0.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'grad_clip_norm': 1.0})
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(
+      learning_rate=3e-3, schedule='constant', warmup_steps=0, steps_per_cycle=1, weight_decay=0.0,
+      b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0))
   state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   step = jax.jit(functools.partial(train_lib.train_step, model=model, optimizer=optimizer))
   for _ in range(150):

@@ -42,7 +42,7 @@ def test_bad_schedules_are_rejected():
 
 
 def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
-  optimizer = optim.make_optimizer({**OPTIMIZER, 'weight_decay': 0.5})
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(**{**OPTIMIZER, 'weight_decay': 0.5}))
   params = {'w': jnp.full((3,), 2.0)}
   updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params)
   np.testing.assert_allclose(updates['w'], -0.1 * 0.5 * 2.0, rtol=1e-6)
@@ -52,7 +52,7 @@ def test_gradient_clipping_by_global_norm():
   params = {'w': jnp.zeros((4,))}
   grads = {'w': jnp.full((4,), 100.0)}  # Global norm 200.
   for clip, norm in ((0.0, 200.0), (1.0, 1.0)):
-    optimizer = optim.make_optimizer({**OPTIMIZER, 'grad_clip_norm': clip})
+    optimizer = optim.make_optimizer(optim.OptimizerConfig(**{**OPTIMIZER, 'grad_clip_norm': clip}))
     _, state = optimizer.update(grads, optimizer.init(params), params)
     first_moment = optax.tree_utils.tree_get(state, 'mu')  # (1 - b1) * the (clipped) gradient.
     np.testing.assert_allclose(optax.tree.norm(first_moment), 0.1 * norm, rtol=1e-5)
@@ -60,4 +60,4 @@ def test_gradient_clipping_by_global_norm():
 
 def test_optimizer_config_keys_are_checked():
   with pytest.raises(ValueError, match='lr'):
-    optim.make_optimizer({**OPTIMIZER, 'lr': 1.0})
+    optim.OptimizerConfig.from_mapping({**OPTIMIZER, 'lr': 1.0})

@@ -1,0 +1,420 @@
+"""Nothing silent in the trainer: config checks at start-up, a locked workdir, the config-change
+rule on resume, verified checkpoints with fallback, durable logs, test-selected figures marked."""
+
+import functools
+import glob
+import json
+import logging
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import jax_utils
+from tensorboardX.proto import event_pb2
+
+import lra
+import luna_jax
+from configs import base as config_base
+from luna_jax import checkpointing, optim, train_lib, workdir as workdir_lib
+from tests.test_train import checkpoint_params, read_jsonl, tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compilation():
+  """Tiny models compile much faster without XLA optimisations."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def six_steps(tiny_lra_data, **training):
+  """ListOps, 6 steps, checkpoints and evaluations at 3 and 6; log_every larger than the run."""
+  return tiny_config(tiny_lra_data, **{'num_train_steps': 6, 'checkpoint_every': 3, 'eval_every': 3,
+                                       'log_every': 100, **training})
+
+
+@pytest.fixture(scope='module')
+def finished_run(tiny_lra_data, tmp_path_factory):
+  """A finished 6-step run: (workdir, results)."""
+  workdir = tmp_path_factory.mktemp('finished') / 'run'
+  results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+  return workdir, results
+
+
+def copy_run(finished_run, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run[0], workdir)
+  return workdir
+
+
+def tensorboard_scalars(logdir):
+  """[(step, tag, value)] as TensorBoard shows them: event files in name order, a SessionLog.START
+  at step s hiding what earlier files logged at steps >= s (tensorboardX's purge_step)."""
+  scalars = []
+  for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
+    with open(path, 'rb') as f:
+      data = f.read()
+    position = 0
+    while position + 12 <= len(data):
+      (length,) = struct.unpack('<Q', data[position:position + 8])
+      if position + 12 + length + 4 > len(data):
+        break
+      event = event_pb2.Event.FromString(data[position + 12:position + 12 + length])
+      position += 12 + length + 4
+      if event.session_log.status == event_pb2.SessionLog.START:
+        scalars = [s for s in scalars if s[0] < event.step]
+      scalars += [(event.step, value.tag, value.simple_value) for value in event.summary.value]
+  return scalars
+
+
+def logged_once(scalars):
+  keys = [(step, tag) for step, tag, _ in scalars]
+  return len(keys) == len(set(keys))
+
+
+# --------------------------------------------------------------------------------------------------
+# Kind 5: every config value is checked once, at start-up, naming the key.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('section,key,value,message', [
+    ('training', 'eval_every', 0, 'must be >= 1'),
+    ('training', 'keep_checkpoints', 0, 'must be >= 1'),
+    ('training', 'num_eval_batches', 0, r'must be >= 1 \(or one of \[-1\]\)'),
+    ('training', 'batch_size', 8.0, 'must be of type int'),
+    ('training', 'label_smoothing', 1.0, 'must be < 1.0'),
+    ('model', 'dtype', 'bf16', "must be one of \\['float32', 'bfloat16'\\]"),
+    ('model', 'dropout_rate', 1.5, 'must be < 1.0'),
+    ('model', 'pooling', 'max', 'must be one of'),
+    ('model', 'num_heads', 3, 'must divide the attention width 32'),
+    ('optimizer', 'b2', 1.0, 'must be < 1.0'),
+    ('optimizer', 'learning_rate', 0.0, 'must be > 0.0'),
+    ('optimizer', 'schedule', 'constant * rsqrt', 'unknown learning-rate factor'),
+    ('data', 'task', 'imdb', 'must be one of'),
+    (None, 'seed', -1, 'must be >= 0'),
+])
+def test_bad_config_values_fail_at_start_up_naming_the_key(tiny_lra_data, section, key, value,
+                                                           message):
+  config = tiny_config(tiny_lra_data)
+  target = config if section is None else config[section]
+  with target.ignore_type():
+    target[key] = value
+  name = key if section is None else f'{section}.{key}'
+  with pytest.raises(ValueError, match=rf'config\.{name}={value!r}: {message}'.replace('*', r'\*')):
+    train_lib.parse_config(config)
+
+
+def test_a_bad_value_stops_the_run_before_any_data_or_model_work(tiny_lra_data, tmp_path,
+                                                                 monkeypatch):
+  config = tiny_config(tiny_lra_data, eval_every=0)
+  monkeypatch.setattr(lra, 'load_task', lambda *args, **kwargs: pytest.fail('data was loaded'))
+  with pytest.raises(ValueError, match='config.training.eval_every=0'):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+def test_warmup_must_be_positive_for_a_warmup_schedule(tiny_lra_data):
+  config = tiny_config(tiny_lra_data)
+  config.optimizer.warmup_steps = 0
+  with pytest.raises(ValueError, match='config.optimizer: warmup_steps must be positive'):
+    train_lib.parse_config(config)
+
+
+@pytest.mark.parametrize('config_file', ['quickstart', 'lm', 'seq2seq'])
+def test_config_files_refuse_arguments_they_do_not_take(config_file):
+  module = __import__(f'configs.{config_file}', fromlist=['get_config'])
+  with pytest.raises(ValueError, match=f"configs/{config_file}.py does not take the argument "
+                                       "'luna16'"):
+    module.get_config('luna16')
+  assert module.get_config('debug').debug and not module.get_config().debug
+  assert config_base.debug_arg(None, 'x') is False
+
+
+def count_optimizer_parses(monkeypatch):
+  """Patches `OptimizerConfig.from_mapping` to count its calls; returns the list it appends to."""
+  calls = []
+  from_mapping = optim.OptimizerConfig.from_mapping.__func__
+  monkeypatch.setattr(optim.OptimizerConfig, 'from_mapping',
+                      classmethod(lambda cls, m: calls.append(1) or from_mapping(cls, m)))
+  return calls
+
+
+def test_sections_are_typed(tiny_lra_data):
+  run = train_lib.parse_config(tiny_config(tiny_lra_data))
+  assert isinstance(run.optimizer, optim.OptimizerConfig)
+  assert isinstance(run.training, train_lib.TrainingConfig)
+  assert isinstance(run.data, train_lib.DataConfig)
+  assert run.to_dict()['optimizer']['learning_rate'] == run.optimizer.learning_rate
+
+
+# --------------------------------------------------------------------------------------------------
+# Kind 1: a workdir belongs to one run.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tiny_lra_data, tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, '-c', textwrap.dedent(f'''
+          import sys, time
+          sys.path.insert(0, {ROOT!r})
+          from luna_jax import workdir
+          with workdir.lock({str(tmp_path)!r}):
+            print('locked', flush=True)
+            time.sleep(120)''')], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(workdir_lib.WorkdirLockedError, match=rf'in use by .*pid {holder.pid} on'):
+      train_lib.train_and_evaluate(tiny_config(tiny_lra_data), str(tmp_path))
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  with workdir_lib.lock(str(tmp_path)):  # Free at once: the kernel dropped the dead holder's lock.
+    pass
+
+
+def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp_path):
+  workdir = copy_run(finished_run, tmp_path)
+  before = {name: (workdir / name).read_bytes() for name in ('results.json', 'config.json')}
+  config = six_steps(tiny_lra_data)
+  config.optimizer.learning_rate = 1e-5
+  config.seed = 7
+  with pytest.raises(train_lib.ConfigChangedError) as error:
+    train_lib.train_and_evaluate(config, str(workdir))
+  message = str(error.value)
+  assert str(workdir) in message
+  assert f'optimizer.learning_rate: {six_steps(tiny_lra_data).optimizer.learning_rate!r} -> 1e-05' \
+      in message
+  assert 'seed: 0 -> 7' in message
+  assert {name: (workdir / name).read_bytes() for name in before} == before
+
+  # Extending and re-scheduling the run is allowed.
+  results = train_lib.train_and_evaluate(
+      six_steps(tiny_lra_data, num_train_steps=7, eval_every=7, log_every=1, num_eval_batches=2),
+      str(workdir))
+  assert results['step'] == 7
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_fails_with_one_short_message(tmp_path):
+  def state(width):
+    return {'params': {'dense': {'kernel': jnp.ones((width, 4))}}, 'step': jnp.zeros((), jnp.int32)}
+
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  checkpointer.save(1, state(3), {})
+  with pytest.raises(checkpointing.CheckpointMismatchError) as error:
+    checkpointer.restore_latest(state(5))
+  checkpointer.close()
+  message = str(error.value)
+  assert message.startswith(f'{tmp_path}: checkpoint {tmp_path}/checkpoints/1 does not fit')
+  assert 'params/dense/kernel: stored (3, 4), model (5, 4)' in message
+  assert 'strict' not in message and len(message) < 500
+
+
+def test_resuming_on_another_device_count_is_stated_and_recorded(tiny_lra_data, finished_run,
+                                                                 tmp_path, caplog, monkeypatch):
+  workdir = copy_run(finished_run, tmp_path)
+  config = six_steps(tiny_lra_data, num_train_steps=7, num_devices=2)
+  parses = count_optimizer_parses(monkeypatch)
+  with caplog.at_level(logging.WARNING):
+    results = train_lib.train_and_evaluate(config, str(workdir))
+  assert parses == [1]  # The config is parsed once per run; the sections are passed around.
+  stated = [r.getMessage() for r in caplog.records if 'not be bit-identical' in r.getMessage()]
+  assert len(stated) == 1 and 'trained so far on 1 devices, on 2 devices' in stated[0]
+  assert results['devices']['changes'] == [{'step': 6, 'from': 1, 'to': 2}]
+  with open(workdir / 'results.json', encoding='utf-8') as f:
+    assert json.load(f)['devices']['changes'] == results['devices']['changes']
+  assert finished_run[1]['devices']['changes'] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Kind 2: a damaged checkpoint never stops or poisons a run.
+# --------------------------------------------------------------------------------------------------
+
+
+def truncate_largest_data_file(step_dir):
+  files = [p for p in glob.glob(os.path.join(step_dir, 'default', '**', 'd', '*'), recursive=True)]
+  path = max(files, key=os.path.getsize)
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def remove_commit_marker(step_dir):
+  os.remove(os.path.join(step_dir, 'commit_success.txt'))
+
+
+def truncate_metadata(step_dir):
+  with open(os.path.join(step_dir, '_CHECKPOINT_METADATA'), 'r+b') as f:
+    f.truncate(20)
+
+
+@pytest.mark.parametrize('damage', [truncate_largest_data_file, remove_commit_marker,
+                                    truncate_metadata])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous_one(
+    tiny_lra_data, finished_run, tmp_path, caplog, damage):
+  workdir = copy_run(finished_run, tmp_path)
+  damage(str(workdir / 'checkpoints' / '6'))
+  with caplog.at_level(logging.WARNING):
+    results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+  warnings = [r.getMessage() for r in caplog.records if 'is damaged' in r.getMessage()]
+  assert len(warnings) == 1 and f'{workdir}/checkpoints/6 is damaged' in warnings[0]
+  assert os.path.isdir(workdir / 'damaged_checkpoints' / 'checkpoints_6')
+  # Steps 4-6 were trained again from checkpoint 3, to the same parameters.
+  assert results['step'] == 6
+  jax.tree.map(np.testing.assert_array_equal, checkpoint_params(workdir, 6),
+               checkpoint_params(finished_run[0], 6))
+  assert results['test'] == finished_run[1]['test']
+
+
+def test_last_good_checkpoint_is_a_verified_one(tmp_path):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
+  checkpointer.save(1, state, {})
+  checkpointer.save(2, {**state, 'w': state['w'] + 1}, {})
+  assert checkpointer.restore_latest(state)[0]['w'][0] == 1.0
+  truncate_largest_data_file(str(tmp_path / 'checkpoints' / '2'))
+  assert checkpointer.last_good_step() == 1
+  checkpointer.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Kind 3: what was logged stays logged, once.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rerunning_a_finished_run_logs_each_step_once_and_keeps_its_figures(tiny_lra_data,
+                                                                           finished_run, tmp_path):
+  workdir = copy_run(finished_run, tmp_path)
+  jsonl = (workdir / 'metrics.jsonl').read_text()
+  results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+  assert results['steps_per_sec'] == finished_run[1]['steps_per_sec'] is not None
+  assert (workdir / 'metrics.jsonl').read_text() == jsonl
+  scalars = tensorboard_scalars(workdir / 'tensorboard')
+  assert logged_once(scalars)
+  assert ({(s, t) for s, t, _ in scalars}
+          == {(s, t) for s, t, _ in tensorboard_scalars(finished_run[0] / 'tensorboard')})
+
+
+def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_each_step_once(
+    tiny_lra_data, finished_run, tmp_path):
+  workdir = tmp_path / 'killed'
+  config = six_steps(tiny_lra_data)
+  script = textwrap.dedent(f'''
+      import json, os, signal, sys
+      sys.path.insert(0, {ROOT!r})
+      import jax, ml_collections
+      from luna_jax import checkpointing, train_lib
+      jax.config.update('jax_disable_most_optimizations', True)  # As in this test module.
+      save = checkpointing.Checkpointer.save
+      def save_then_die(self, step, state, record):
+        save(self, step, state, record)
+        if step == 3:
+          os.kill(os.getpid(), signal.SIGKILL)
+      checkpointing.Checkpointer.save = save_then_die
+      config = ml_collections.ConfigDict(json.loads({json.dumps(config.to_dict())!r}))
+      train_lib.train_and_evaluate(config, {str(workdir)!r})''')
+  killed = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  scalars = tensorboard_scalars(workdir / 'tensorboard')
+  assert (3, 'validation_accuracy') in {(s, t) for s, t, _ in scalars}
+
+  results = train_lib.train_and_evaluate(config, str(workdir))
+  assert results['steps_per_sec'] is not None
+  scalars = tensorboard_scalars(workdir / 'tensorboard')
+  assert logged_once(scalars)
+  expected = tensorboard_scalars(finished_run[0] / 'tensorboard')
+  assert {(s, t) for s, t, _ in scalars} == {(s, t) for s, t, _ in expected}
+  losses = lambda path: [(m['step'], m['train_loss']) for m in read_jsonl(path)
+                         if 'train_loss' in m]
+  assert losses(workdir / 'metrics.jsonl') == losses(finished_run[0] / 'metrics.jsonl')
+
+
+# --------------------------------------------------------------------------------------------------
+# Kind 7: model selection never looks at test data unflagged.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_text_validation_is_held_out_from_train_by_default(tiny_lra_data):
+  data_dir, options = tiny_lra_data['text']
+  heldout = lra.load_task('text', data_dir, **options)
+  official = lra.load_task('text', data_dir, **options, validation='test')
+  assert official.validation is official.test
+  assert heldout.validation is not heldout.test
+  total = official.train.num_examples
+  assert heldout.validation.num_examples == round(0.1 * total) > 0
+  assert heldout.train.num_examples + heldout.validation.num_examples == total
+  rows = lambda split: {bytes(row) for row in split.inputs}
+  assert rows(heldout.validation) <= rows(official.train)
+  assert not rows(heldout.validation) & rows(heldout.train)
+  np.testing.assert_array_equal(heldout.test.inputs, official.test.inputs)
+  with pytest.raises(lra.DataError, match="validation='dev'"):
+    lra.load_task('text', data_dir, **options, validation='dev')
+
+
+def test_a_best_checkpoint_chosen_on_test_data_is_marked(tiny_lra_data, finished_run, tmp_path):
+  assert finished_run[1]['best']['selected_on_test'] is False  # ListOps has its own validation.
+  config = tiny_config(tiny_lra_data, 'text', num_train_steps=2, eval_every=1)
+  config.data.options.validation = 'test'
+  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  assert results['best']['selected_on_test'] is True
+  with open(tmp_path / 'results.json', encoding='utf-8') as f:
+    assert json.load(f)['best']['selected_on_test'] is True
+
+
+def test_report_marks_figures_selected_on_test(tmp_path):
+  from benchmarks import report
+  model = dict(name='luna', projection_length=16, contextual_p=True)
+  for task, on_test in (('text', True), ('listops', False), ('image', None)):
+    run = tmp_path / task
+    run.mkdir()
+    best = {'step': 1, 'test': {'accuracy': 0.5}}
+    if on_test is not None:
+      best['selected_on_test'] = on_test
+    (run / 'results.json').write_text(json.dumps({
+        'config': {'seed': 0, 'data': {'task': task}, 'model': model},
+        'test': {'accuracy': 0.5}, 'best': best}))
+  assert report.collect_test_selected(str(tmp_path)) == {('luna16', 'text')}
+  report.main(['--runs_dir', str(tmp_path), '--output_dir', str(tmp_path / 'out'),
+               '--benchmark_json', '', '--checkpoint', 'best'])
+  markdown = (tmp_path / 'out' / 'leaderboard.md').read_text()
+  assert '| Luna-16 | ours (1 run) | 50.00 | 50.00† | - | 50.00 | - | - | - |' in markdown
+  assert '† Selected on test data' in markdown
+  report.main(['--runs_dir', str(tmp_path), '--output_dir', str(tmp_path / 'final'),
+               '--benchmark_json', ''])
+  assert '†' not in (tmp_path / 'final' / 'leaderboard.md').read_text()
+
+
+# --------------------------------------------------------------------------------------------------
+# Kind 10: what is and is not the same on 1 and 8 devices (the README's Devices paragraph).
+# --------------------------------------------------------------------------------------------------
+
+
+def test_one_and_eight_devices_do_not_share_the_dropout_masks():
+  """The same global batch and initial state give another loss with dropout on 8 devices than on
+  one (one dropout key per device); without dropout they agree (tests/test_train.py)."""
+  rng = np.random.default_rng(0)
+  batch = {'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
+           'lengths': np.full(8, 12, np.int32), 'targets': rng.integers(0, 4, 8).astype(np.int32)}
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(
+      learning_rate=1e-3, schedule='constant', warmup_steps=0, steps_per_cycle=1, weight_decay=0.0,
+      b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
+  model = luna_jax.build_model(
+      {'name': 'luna', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16,
+       'projection_length': 4, 'classifier_hidden_dim': 16, 'dropout_rate': 0.3,
+       'attention_dropout_rate': 0.0}, vocab_size=16, num_classes=4, max_length=12)
+  state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
+  step = lambda axis: functools.partial(train_lib.train_step, model=model, optimizer=optimizer,
+                                        axis_name=axis)
+  _, one = jax.jit(step(None))(state, batch)
+  devices = jax.local_devices()[:8]
+  _, eight = jax.pmap(step('batch'), axis_name='batch', devices=devices)(
+      jax_utils.replicate(state, devices), train_lib.shard(batch, 8))
+  assert abs(float(one['loss']) - float(eight['loss'][0])) > 1e-4
