@@ -192,7 +192,8 @@ def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, 
 
 
 def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
-  """Sets the Luna LRA recipe of the authors' code (luna-facts §8) with the variant's projection.
+  """Sets the Luna LRA recipe of the authors' code with the variant's projection (fairseq-apollo:
+  `fairseq/models/luna_lra/model.py`, `examples/long_range_arena/train_luna_*.sh`).
 
   Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P, no
   embedding scaling, untied K/V, pack heads = unpack heads, no activation dropout. A variant
@@ -209,11 +210,13 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
 
 
 def transformer_model(config: ml_collections.ConfigDict, variant: str = 'transformer') -> None:
-  """Sets the official LRA Transformer (lra-facts §4): pre-LN blocks, tanh-GELU, sinusoidal positions,
-  with the attention of `variant` (a key of `TRANSFORMER_VARIANTS`).
+  """Sets the official LRA Transformer (long-range-arena `models/transformer/transformer.py`):
+  pre-LN blocks, tanh-GELU, sinusoidal positions, with the attention of `variant` (a key of
+  `TRANSFORMER_VARIANTS`).
 
   Task files override positions (learned for CIFAR/Path-X), sizes, pooling and the schedule; the
-  baselines share the Transformer's task settings unless a task file says otherwise (lra-facts §1.3).
+  baselines share the Transformer's task settings unless a task file says otherwise (LRA's
+  `lra_benchmarks/*/configs/*_base.py`).
   """
   config.model.update(name='transformer', activation='gelu_tanh', positional='sinusoidal',
                       attention_implementation=TRANSFORMER_VARIANTS[variant])

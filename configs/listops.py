@@ -39,11 +39,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Tay et al. listops/configs/performer_base.py: softmax (FAVOR+) kernel with nb_features 2.
       config.model.nb_features = 2
   else:
-    # Luna: the authors' released recipe (luna-facts §8): width 512, FFN 2048, 8 heads, head
-    # 512 -> 2048 -> 10, and `--encoder-layers 1` as in the released command. (Their arch also ties
-    # layer weights, which only matters with more than one layer; Tay et al.'s 4 layers would be the
-    # alternative reading of the paper's "follow Tay et al.".) Table 7 and the scripts agree on lr
-    # 1e-4 (inverse_sqrt peak), dropout 0.1 / 0.1; wd 1e-4, warmup 1000.
+    # Luna: the authors' released recipe (fairseq-apollo, train_luna_listops.sh): width 512, FFN
+    # 2048, 8 heads, head 512 -> 2048 -> 10, and `--encoder-layers 1` as in the released command.
+    # (Their arch also ties layer weights, which only matters with more than one layer; Tay et al.'s
+    # 4 layers would be the alternative reading of the paper's "follow Tay et al.".) Table 7 and the
+    # scripts agree on lr 1e-4 (inverse_sqrt peak), dropout 0.1 / 0.1; wd 1e-4, warmup 1000.
     base.luna_model(config, variant)
     config.model.update(num_layers=1, emb_dim=512, mlp_dim=2048, num_heads=8,
                         classifier_hidden_dim=2048)

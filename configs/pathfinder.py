@@ -38,8 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.update(schedule='constant * linear_warmup * cosine_decay', learning_rate=1e-3,
                             warmup_steps=312, steps_per_cycle=62400)
     config.training.num_train_steps = 62400
-    # The baselines' own pathfinder32/*_base.py sizes (lra-facts §1.3; Tay et al.'s issue #37 suggests
-    # 1 layer, 8 heads, 128/64/128 to reproduce the Performer number), the rest as the Transformer.
+    # The baselines' own sizes (LRA `image/configs/pathfinder32/*_base.py`; Tay et al.'s issue #37
+    # suggests 1 layer, 8 heads, 128/64/128 to reproduce the Performer number), the rest as the
+    # Transformer.
     sizes = {'linformer': (1, 2, 32, 16, 32), 'linear_transformer': (1, 2, 128, 64, 128),
              'performer': (4, 8, 32, 16, 32)}
     if variant in sizes:

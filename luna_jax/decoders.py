@@ -4,7 +4,8 @@ Decoder-only (`LunaLM`): every layer owns a learnable P (§3.3: P must carry no 
 runs causal Luna self-attention (eq. 7), then the FFN, post-LN. Encoder-decoder (`LunaSeq2Seq`): a
 `LunaEncoder` encodes the source; decoder layer 1 takes the encoder's final P; every decoder layer runs
 causal Luna self-attention with its input P, then Luna cross-attention that packs the encoder output with
-that P (giving the next layer's P) and unpacks it for the target positions, then the FFN (luna-facts §7).
+that P (giving the next layer's P) and unpacks it for the target positions, then the FFN
+(fairseq-apollo, `fairseq/modules/luna_layer.py`, LunaDecoderLayer).
 Since P never sees target tokens, each decoder layer's P, pack queries and cross-attention keys/values
 are computed once per source sentence (`init_cache`) and decoding costs O(1) time and O(l*d) memory
 per token (`decode_step`).

@@ -263,10 +263,10 @@ class LunaEncoder(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-  """The official LRA Transformer encoder (lra-facts §4): N(0, 1) embeddings, zero-init CLS,
-  sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks without q/k/v/out biases,
-  final LayerNorm. `attention_implementation` swaps the attention, which makes the LRA baselines
-  Linformer, Linear Transformer and Performer (`luna_jax.baselines`).
+  """The official LRA Transformer encoder (LRA `models/transformer/transformer.py`): N(0, 1)
+  embeddings, zero-init CLS, sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks
+  without q/k/v/out biases, final LayerNorm. `attention_implementation` swaps the attention, which
+  makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.baselines`).
 
   Attributes:
     config: the encoder config.

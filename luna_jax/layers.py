@@ -1,6 +1,7 @@
 """Thin Flax (linen) modules around `luna_jax.attention`: attention modules, feed-forward and layers.
 
-Parameter names follow the authors' code (luna-facts §2) where a counterpart exists:
+Parameter names follow the authors' code (fairseq-apollo, `fairseq/modules/luna_attention.py`) where
+a counterpart exists:
 `pack_query`, `pack_key`/`pack_value` (or tied `pack_kv`), `query`, `key`/`value` (or tied `kv`), `out`.
 All kernels are `[in, out]` Dense kernels with biases; head split is the contiguous one.
 """
@@ -369,7 +370,8 @@ class SelfAttention(nn.Module):
 
 
 class TransformerEncoderLayer(nn.Module):
-  """The official LRA Transformer block (lra-facts §4.2): pre-LN, attention, residual; pre-LN, MLP, residual.
+  """The official LRA Transformer block (LRA `models/transformer/transformer.py`): pre-LN,
+  attention, residual; pre-LN, MLP, residual.
 
   Attributes:
     num_heads: heads.

@@ -145,7 +145,8 @@ def test_lra_text_transformer_parameter_count():
   per_layer = 2 * (2 * d) + 4 * d * d + (d * ffn + ffn + ffn * d + d)  # 2 LNs, q/k/v/out, MLP
   head = d * ffn + ffn + ffn * 2 + 2
   expected = vocab * d + d + layers * per_layer + 2 * d + head  # embed, CLS, blocks, final LN, head
-  assert expected == 3_486_722  # the official LRA Text Transformer (lra-facts §1.2)
+  # The official LRA Text Transformer (LRA text_classification/configs/base_tc_config.py).
+  assert expected == 3_486_722
   assert count(init_text_model('transformer', activation='gelu_tanh',
                                positional='sinusoidal')) == expected
 
