@@ -14,7 +14,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from luna_jax import train_lib
+from luna_jax import train_lib, xla_settings
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results; an existing run '
@@ -35,6 +35,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+  xla_settings.apply()  # Before the first JAX computation.
   train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
