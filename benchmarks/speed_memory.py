@@ -742,7 +742,9 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
       if args.profile:
         spec['trace_dir'] = os.path.abspath(
             os.path.join(args.output_dir, mode, 'traces', f'{model}_{length_label(length)}'))
-      if slow is not None:
+      if args.compile_only:
+        spec['compile_only'] = 'compiled only (--compile_only)'
+      elif slow is not None:
         spec['compile_only'] = (f'not timed: step took {slow[1]:.0f} s at {length_label(slow[0])} '
                                 f'(> --max_step_s {args.max_step_s:g})')
       start = time.perf_counter()
@@ -814,6 +816,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--remat', default='none', choices=('none', 'layer', 'dots'),
                       help='per-layer rematerialisation of the training step (config.model.remat).')
+  parser.add_argument('--compile_only', action='store_true',
+                      help='compile every cell and report its compiled peak memory, without timing.')
   parser.add_argument('--xla_defaults', action='store_true',
                       help="XLA's default flags instead of luna_jax.xla_settings (before/after).")
   parser.add_argument('--profile', action='store_true',
