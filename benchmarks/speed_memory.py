@@ -635,7 +635,8 @@ def settings_line(results) -> str:
 
 
 def write_reports(results: dict[str, Any], output_dir: str) -> None:
-  """Writes results.json, table_relative.md, table_absolute.md, plot.png and, if profiled, profile.md."""
+  """Writes results.json, table_relative.md, table_absolute.md, plot.png (when a cell was timed) and,
+  if profiled, profile.md."""
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
@@ -657,7 +658,8 @@ def write_reports(results: dict[str, Any], output_dir: str) -> None:
       absolute_table(cells), '']
   with open(os.path.join(output_dir, 'table_absolute.md'), 'w') as f:
     f.write('\n'.join(absolute))
-  plot(results, os.path.join(output_dir, 'plot.png'))
+  if any(c['status'] == 'ok' for c in cells):  # Nothing to plot when every cell is compiled only.
+    plot(results, os.path.join(output_dir, 'plot.png'))
   if any(c.get('op_class_ms') for c in cells):
     with open(os.path.join(output_dir, 'profile.md'), 'w') as f:
       f.write('\n'.join([f"# Time per XLA op class ({results['settings']['mode']})", ''] + header + [
