@@ -581,7 +581,8 @@ def absolute_table(cells) -> str:
     lines.append(
         head + f" {c['steps_per_s']:.3g} | {c['examples_per_s']:.3g} | {1e3 * c['step_time_s']:.0f} | "
         f"{c['compile_s']:.1f} | {_gib(c['memory_bytes'])} | {_gib(c['peak_rss_bytes'])} | "
-        f"{_gib(c.get('step_rss_increase_bytes'))} | {c['flops_per_step'] / 1e9:.1f} | {c['flop_per_s'] / 1e9:.1f} | "
+        f"{_gib(c.get('step_rss_increase_bytes'))} | {c['flops_per_step'] / 1e9:.1f} | "
+        f"{c['flop_per_s'] / 1e9:.1f} | "
         f"{100 * c['matmul_peak_fraction']:.0f} | load {c['load_average_1m_before']:.1f} |")
   return '\n'.join(lines)
 
@@ -630,13 +631,14 @@ def settings_line(results) -> str:
           f"{s['repeats']} timed runs; {a['num_layers']} layers, d {a['emb_dim']}, FFN {a['mlp_dim']}, "
           f"{a['num_heads']} heads, {a['dtype']}, dropout {a['dropout_rate']}, attention dropout "
           f"{a['attention_dropout_rate']} (none in the fused attention), {a['pooling']} pooling, "
-          f"remat {a.get('remat', 'none')}; XLA_FLAGS `{results['machine'].get('xla_flags') or '(none)'}`. "
+          f"remat {a.get('remat', 'none')}; "
+          f"XLA_FLAGS `{results['machine'].get('xla_flags') or '(none)'}`. "
           f"Peak memory: {results['memory_source']}. FLOPs: XLA cost analysis of the compiled step.")
 
 
 def write_reports(results: dict[str, Any], output_dir: str) -> None:
-  """Writes results.json, table_relative.md, table_absolute.md, plot.png (when a cell was timed) and,
-  if profiled, profile.md."""
+  """Writes results.json, table_relative.md, table_absolute.md, plot.png (when a cell was timed)
+  and, if profiled, profile.md."""
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
@@ -819,7 +821,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--remat', default='none', choices=('none', 'layer', 'dots'),
                       help='per-layer rematerialisation of the training step (config.model.remat).')
   parser.add_argument('--compile_only', action='store_true',
-                      help='compile every cell and report its compiled peak memory, without timing.')
+                      help='compile every cell and report its compiled peak memory; no timing.')
   parser.add_argument('--xla_defaults', action='store_true',
                       help="XLA's default flags instead of luna_jax.xla_settings (before/after).")
   parser.add_argument('--profile', action='store_true',

@@ -1,11 +1,11 @@
-r"""Side-by-side table of luna_jax and the authors' PyTorch Luna: training-step time and step memory.
+r"""Side-by-side table of luna_jax and the authors' PyTorch Luna: training-step time and memory.
 
 Reads `benchmarks.speed_memory` results (`train_step` mode) and the JSON files written by a PyTorch
 anchor that times the authors' Luna (fairseq-apollo) at the same configuration, and writes one
 Markdown table. Models are matched by name (`luna<l>` on both sides, the JAX `transformer` against
-the PyTorch `softmax`) at equal length and batch size. Memory on both sides is the training step's own
-peak RSS increase: peak RSS minus the RSS just before the first step (for JAX after compiling). This
-module reads JSON only; it imports neither torch nor the authors' code.
+the PyTorch `softmax`) at equal length and batch size. Memory on both sides is the training step's
+own peak RSS increase: peak RSS minus the RSS just before the first step (for JAX after
+compiling). This module reads JSON only; it imports neither torch nor the authors' code.
 
   python -m benchmarks.vs_pytorch --jax runs/jax_luna/train_step/results.json \
       --torch runs/torch_luna.json --out runs/table.md
@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 #: JAX benchmark model name -> PyTorch anchor model name.
 TORCH_NAMES = {'transformer': 'softmax'}
-#: The issue's targets: JAX steps/s at least this multiple of PyTorch's, memory at most this multiple.
+#: Targets: JAX steps/s at least this multiple of PyTorch's, memory at most this multiple.
 SPEED_TARGET, MEMORY_TARGET = 1.3, 1.0
 
 
@@ -30,7 +30,8 @@ def load_cells(jax_paths: Sequence[str], torch_paths: Sequence[str]) -> tuple[li
     with open(path) as f:
       results = json.load(f)
     if results['settings']['mode'] != 'train_step':
-      raise ValueError(f'{path}: mode {results["settings"]["mode"]!r}, expected train_step results.')
+      raise ValueError(f'{path}: mode {results["settings"]["mode"]!r}, expected train_step '
+                       'results.')
     jax_cells += [dict(c, machine=results['machine']) for c in results['cells']]
   for path in torch_paths:
     with open(path) as f:
@@ -44,8 +45,9 @@ def _gb(x: Optional[float]) -> str:
 
 def table(jax_cells: list, torch_cells: list) -> str:
   """Markdown rows: model, length, batch, both step times and memories, and their ratios."""
-  lines = ['| model | length | batch | luna_jax step (s) | PyTorch step (s) | speed, luna_jax / PyTorch '
-           '| luna_jax step memory (GB) | PyTorch step memory (GB) | memory, luna_jax / PyTorch '
+  lines = ['| model | length | batch | luna_jax step (s) | PyTorch step (s) '
+           '| speed, luna_jax / PyTorch | luna_jax step memory (GB) | PyTorch step memory (GB) '
+           '| memory, luna_jax / PyTorch '
            '| targets (speed >= 1.3x, memory <= 1.0x) | load (1 min) before the luna_jax cell |',
            '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|']
   for c in jax_cells:
@@ -67,15 +69,18 @@ def table(jax_cells: list, torch_cells: list) -> str:
       verdict = ', '.join([f"speed {'met' if speed >= SPEED_TARGET else 'missed'}",
                            f"memory {'met' if memory <= MEMORY_TARGET else 'missed'}"])
     load = f"{c['load_average_1m_before']:.1f}" if 'load_average_1m_before' in c else '-'
-    lines.append(f"| {c['label']} | {c['length']} | {c['batch_size']} | {jax_step} | {torch_step} | "
-                 f"{'-' if speed is None else f'{speed:.2f}x'} | {_gb(jax_mem)} | {_gb(torch_mem)} | "
+    lines.append(f"| {c['label']} | {c['length']} | {c['batch_size']} | {jax_step} | "
+                 f"{torch_step} | "
+                 f"{'-' if speed is None else f'{speed:.2f}x'} | {_gb(jax_mem)} | "
+                 f"{_gb(torch_mem)} | "
                  f"{'-' if memory is None else f'{memory:.2f}x'} | {verdict} | {load} |")
   return '\n'.join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--jax', nargs='+', required=True, help='speed_memory train_step results.json')
+  parser.add_argument('--jax', nargs='+', required=True,
+                      help='speed_memory train_step results.json files')
   parser.add_argument('--torch', nargs='+', required=True, help='PyTorch anchor JSON files')
   parser.add_argument('--out', required=True, help='Markdown file to write')
   args = parser.parse_args(argv)

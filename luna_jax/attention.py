@@ -38,7 +38,7 @@ _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
 
 def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
-  """A bool keep mask with P(True) = 1 - rate (to 2^-32): 32 random bits against an integer threshold.
+  """A bool keep mask, P(True) = 1 - rate (to 2^-32): 32 random bits against an integer threshold.
 
   Args:
     rng: PRNG key.
@@ -129,8 +129,8 @@ def dot_product_attention(
 
 @functools.partial(jax.checkpoint, static_argnums=(5,),
                    policy=jax.checkpoint_policies.save_only_these_names('attention_probs'))
-def _attend(query: Array, key: Array, value: Array, key_mask: Optional[Array], keep: Optional[Array],
-            rate: float) -> tuple[Array, Array]:
+def _attend(query: Array, key: Array, value: Array, key_mask: Optional[Array],
+            keep: Optional[Array], rate: float) -> tuple[Array, Array]:
   """Softmax attention with an optional dropout keep mask. The backward keeps only the float32
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
   not stored but recomputed (element-wise) or not needed."""

@@ -56,8 +56,8 @@ class EncoderConfig:
     chunk_size: positions per chunk of the chunked causal form.
     dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
     remat: rematerialisation of each layer in the backward pass (`REMAT`): 'none' (keep every
-      residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the matmul
-      outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
+      residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
+      matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
   """
   vocab_size: int
   max_length: int
@@ -94,7 +94,7 @@ class EncoderConfig:
     return jnp.dtype(self.dtype)
 
 
-#: Values of `EncoderConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
+#: `EncoderConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
 REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_saveable}
 
 

@@ -73,7 +73,7 @@ def _activation(name: str) -> Callable[[Array], Array]:
 
 
 class DenseParams(nn.Module):
-  """The parameters of one `nn.Dense` (same names `kernel`/`bias`, shapes and initial values), not applied.
+  """The parameters of one `nn.Dense` (same names, shapes and initial values), not applied.
 
   Several projections of one input then run as a single matmul (`fused_dense`) while the parameter
   tree, and so every checkpoint, keeps one `nn.Dense`-shaped entry per projection.
@@ -193,8 +193,8 @@ class LunaAttention(nn.Module):
     return self._pack_attention(p, pack_kv, context_mask, deterministic)
 
   def unpack_keys_values(self, y_p: Array) -> tuple[Array, Array]:
-    """Unpack keys and values from the packed context: `[batch, l, d]` -> 2 x `[batch, l, heads, dh]`
-    (one fused matmul)."""
+    """Unpack keys and values from the packed context (one fused matmul): `[batch, l, d]` -> 2 x
+    `[batch, l, heads, dh]`."""
     if self.tie_kv:
       k = v = attn.split_heads(fused_dense(y_p, [self.kv], self.dtype)[0], self.num_heads)
     else:

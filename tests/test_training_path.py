@@ -1,5 +1,6 @@
-"""The optimised training path equals its unfused reference: exact GELU with its own backward, fused
-projections, the attention's stored residuals, the dropout mask, per-layer remat and the XLA settings."""
+"""The optimised training path equals its unfused reference: exact GELU with its own backward,
+fused projections, the attention's stored residuals, the dropout mask, per-layer remat, and the
+XLA settings."""
 
 import flax.linen as nn
 import jax
@@ -19,8 +20,8 @@ def normal(*shape):
 
 
 def assert_trees_close(actual, expected, rel=1e-5):
-  """|a - e| <= rel * max|e| leafwise, max|e| taken over the whole tree (float32 values and gradients;
-  a gradient that is zero in exact arithmetic, such as a key bias's, is float32 noise on its own)."""
+  """|a - e| <= rel * max|e| leafwise, max|e| over the whole tree (float32 values and gradients; a
+  gradient that is zero in exact arithmetic, such as a key bias's, is float32 noise on its own)."""
   assert jax.tree.structure(actual) == jax.tree.structure(expected)
   pairs = [(np.asarray(a, np.float64), np.asarray(e, np.float64))
            for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))]
@@ -32,7 +33,7 @@ def assert_trees_close(actual, expected, rel=1e-5):
 
 
 def plain_attention(q, k, v, mask, keep=None, rate=0.0):
-  """Unfused reference: softmax(q k^T / sqrt(dh)) with inverted dropout, autodiff keeps everything."""
+  """Unfused reference: softmax(q k^T / sqrt(dh)), inverted dropout; autodiff keeps everything."""
   logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
   if mask is not None:
     logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
@@ -93,8 +94,8 @@ def test_dense_params_initialise_like_nn_dense_and_fused_dense_equals_separate_m
   class Fused(nn.Module):
     @nn.compact
     def __call__(self, x):
-      return layers.fused_dense(x, [layers.DenseParams(8, name='a'), layers.DenseParams(4, name='b')],
-                                jnp.float32)
+      projections = [layers.DenseParams(8, name='a'), layers.DenseParams(4, name='b')]
+      return layers.fused_dense(x, projections, jnp.float32)
 
   params = Separate().init(jax.random.PRNGKey(0), x)
   assert_trees_close(Fused().init(jax.random.PRNGKey(0), x), params, rel=0.0)
@@ -128,7 +129,7 @@ def test_luna_attention_fused_projections_equal_separate_ones(tie_kv, self_atten
 
   ours = lambda params, x, p, context: module.apply(
       {'params': params}, x, p, x if self_attention else context, c_mask, p_mask)
-  loss = lambda fn, params, x, p, context: sum(jnp.sum(jnp.sin(y)) for y in fn(params, x, p, context))
+  loss = lambda fn, *args: sum(jnp.sum(jnp.sin(y)) for y in fn(*args))
   assert_trees_close(ours(params, x, p, context), unfused(params, x, p, context))
   assert_trees_close(jax.grad(loss, (1, 2, 3, 4))(ours, params, x, p, context),
                      jax.grad(loss, (1, 2, 3, 4))(unfused, params, x, p, context))
@@ -152,7 +153,7 @@ def test_self_attention_fused_qkv_equals_separate_projections():
 
 
 def _loss_and_grads(name, remat, **extra):
-  cfg = dict(name=name, num_layers=2, emb_dim=16, num_heads=2, mlp_dim=32, projection_length=4,
+  cfg = dict(name=name, num_layers=1, emb_dim=16, num_heads=2, mlp_dim=32, projection_length=4,
              dropout_rate=0.1, attention_dropout_rate=0.1, pooling='mean', remat=remat, **extra)
   model = luna_jax.build_model(cfg, vocab_size=20, num_classes=3, max_length=12)
   tokens = jnp.asarray(np.random.default_rng(1).integers(1, 20, size=(2, 12)), jnp.int32)
@@ -177,7 +178,7 @@ def test_remat_equals_no_remat_in_values_and_gradients(name):
 
 
 def test_remat_equals_no_remat_for_the_language_model():
-  cfg = dict(name='luna_lm', num_layers=2, emb_dim=16, num_heads=2, mlp_dim=32, projection_length=4)
+  cfg = dict(name='luna_lm', num_layers=1, emb_dim=16, num_heads=2, mlp_dim=32, projection_length=4)
   tokens = jnp.asarray(RNG.integers(1, 20, size=(2, 10)), jnp.int32)
   results = []
   for remat in ('none', 'layer'):
