@@ -22,7 +22,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 import lra
-from luna_jax import checkpointing, config_utils, train_lib, workdir
+from luna_jax import checkpointing, config_utils, train_lib, workdir, xla_settings
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results; an existing run '
@@ -57,6 +57,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+  xla_settings.apply()  # Before the first JAX computation.
   process_flags = {env: getattr(FLAGS, flag) for flag, env in _PROCESS_FLAGS.items()
                    if getattr(FLAGS, flag) is not None}
   if process_flags:

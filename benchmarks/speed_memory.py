@@ -83,6 +83,8 @@ class Architecture:
     dropout_rate: embedding/residual dropout.
     attention_dropout_rate: attention-probability dropout (the fused attention has none).
     dtype: computation dtype.
+    remat: per-layer rematerialisation of the training step (`config.model.remat`): 'none', 'layer'
+      or 'dots'.
   """
   num_layers: int = 4
   emb_dim: int = 256
@@ -93,6 +95,7 @@ class Architecture:
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
   dtype: str = 'float32'
+  remat: str = 'none'
 
 
 def model_config(name: str, arch: Architecture) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def model_config(name: str, arch: Architecture) -> dict[str, Any]:
   cfg = dict(num_layers=arch.num_layers, emb_dim=arch.emb_dim, num_heads=arch.num_heads,
              mlp_dim=arch.mlp_dim, activation=arch.activation, pooling=arch.pooling,
              dropout_rate=arch.dropout_rate, attention_dropout_rate=arch.attention_dropout_rate,
-             dtype=arch.dtype, positional='learned')
+             dtype=arch.dtype, positional='learned', remat=arch.remat)
   if name == 'transformer':
     return dict(cfg, name='transformer', attention_implementation='softmax')
   if name == 'transformer_fused':
@@ -251,6 +254,28 @@ def _peak_rss_bytes() -> int:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _proc_status_bytes(field: str) -> Optional[int]:
+  """A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in bytes, or None off Linux."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith(field + ':'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    return None
+  return None
+
+
+def _reset_peak_rss() -> bool:
+  """Resets the peak RSS (VmHWM) to the current RSS (Linux `clear_refs`); False if unsupported."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
 def _is_oom(error: BaseException) -> bool:
   return any(marker in str(error) for marker in _OOM_MARKERS)
 
@@ -307,6 +332,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
       jax.block_until_ready(out)
       return (out[0], *args[1:]) if carries_state else args
 
+    # The step's own memory, like the PyTorch anchor's dRSS: peak RSS minus the RSS before the first
+    # step (after compiling, with the state and batch in place).
+    step_rss_base = _proc_status_bytes('VmRSS') if _reset_peak_rss() else None
     for _ in range(spec['warmup']):
       args = run_once(args)
     times = []
@@ -331,6 +359,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
   record['device_peak_bytes'] = int(stats['peak_bytes_in_use']) if stats else None
   record['peak_rss_bytes'] = _peak_rss_bytes()
   record['baseline_rss_bytes'] = baseline_rss
+  peak_now = _proc_status_bytes('VmHWM')
+  record['step_rss_increase_bytes'] = (None if step_rss_base is None or peak_now is None
+                                       else peak_now - step_rss_base)
   record['load_average_1m_after'] = os.getloadavg()[0]
   return record
 
@@ -376,6 +407,8 @@ def profile_table(cells, top: int = 12) -> str:
 
 def _cell_main(spec_json: str) -> None:
   """Child-process entry point: runs one cell and prints its record on one tagged line."""
+  from luna_jax import xla_settings
+  xla_settings.apply()  # Before JAX initialises a backend (the parent's environment is inherited).
   record = run_cell(json.loads(spec_json))
   print(_RESULT_PREFIX + json.dumps(record), flush=True)
 
@@ -533,20 +566,23 @@ def relative_table(cells, models: Sequence[str], lengths: Sequence[int], baselin
 def absolute_table(cells) -> str:
   """Every cell's absolute figures."""
   lines = ['| Model | Length | Status | steps/s | examples/s | step (ms) | compile (s) | '
-           'peak memory (GiB) | peak RSS (GiB) | GFLOP/step | GFLOP/s | % matmul peak | note |',
-           '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+           'peak memory (GiB) | peak RSS (GiB) | step RSS increase (GiB) | GFLOP/step | GFLOP/s | '
+           '% matmul peak | note |',
+           '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|']
   for c in cells:
     head = f"| {c['label']} | {length_label(c['length'])} | {c['status']} |"
     if c['status'] != 'ok':
       compiled = c.get('compiled_peak_bytes')
       memory = '-' if compiled is None else f'{_gib(compiled)} (compiled)'
       compile_s = f"{c['compile_s']:.1f}" if 'compile_s' in c else '-'
-      lines.append(head + f" - | - | - | {compile_s} | {memory} | - | - | - | - | {c.get('reason', '')} |")
+      lines.append(head + f" - | - | - | {compile_s} | {memory} | - | - | - | - | - | "
+                   f"{c.get('reason', '')} |")
       continue
     lines.append(
         head + f" {c['steps_per_s']:.3g} | {c['examples_per_s']:.3g} | {1e3 * c['step_time_s']:.0f} | "
         f"{c['compile_s']:.1f} | {_gib(c['memory_bytes'])} | {_gib(c['peak_rss_bytes'])} | "
-        f"{c['flops_per_step'] / 1e9:.1f} | {c['flop_per_s'] / 1e9:.1f} | "
+        f"{_gib(c.get('step_rss_increase_bytes'))} | {c['flops_per_step'] / 1e9:.1f} | "
+        f"{c['flop_per_s'] / 1e9:.1f} | "
         f"{100 * c['matmul_peak_fraction']:.0f} | load {c['load_average_1m_before']:.1f} |")
   return '\n'.join(lines)
 
@@ -594,12 +630,15 @@ def settings_line(results) -> str:
   return (f"Mode `{s['mode']}`, batch size {s['batch_size']}, {s['warmup']} warm-up + median of "
           f"{s['repeats']} timed runs; {a['num_layers']} layers, d {a['emb_dim']}, FFN {a['mlp_dim']}, "
           f"{a['num_heads']} heads, {a['dtype']}, dropout {a['dropout_rate']}, attention dropout "
-          f"{a['attention_dropout_rate']} (none in the fused attention), {a['pooling']} pooling. "
+          f"{a['attention_dropout_rate']} (none in the fused attention), {a['pooling']} pooling, "
+          f"remat {a.get('remat', 'none')}; "
+          f"XLA_FLAGS `{results['machine'].get('xla_flags') or '(none)'}`. "
           f"Peak memory: {results['memory_source']}. FLOPs: XLA cost analysis of the compiled step.")
 
 
 def write_reports(results: dict[str, Any], output_dir: str) -> None:
-  """Writes results.json, table_relative.md, table_absolute.md, plot.png and, if profiled, profile.md."""
+  """Writes results.json, table_relative.md, table_absolute.md, plot.png (when a cell was timed)
+  and, if profiled, profile.md."""
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
@@ -621,7 +660,8 @@ def write_reports(results: dict[str, Any], output_dir: str) -> None:
       absolute_table(cells), '']
   with open(os.path.join(output_dir, 'table_absolute.md'), 'w') as f:
     f.write('\n'.join(absolute))
-  plot(results, os.path.join(output_dir, 'plot.png'))
+  if any(c['status'] == 'ok' for c in cells):  # Nothing to plot when every cell is compiled only.
+    plot(results, os.path.join(output_dir, 'plot.png'))
   if any(c.get('op_class_ms') for c in cells):
     with open(os.path.join(output_dir, 'profile.md'), 'w') as f:
       f.write('\n'.join([f"# Time per XLA op class ({results['settings']['mode']})", ''] + header + [
@@ -684,7 +724,8 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
   """Runs every (model, length) cell of one mode and returns the results document."""
   arch = Architecture(num_layers=args.num_layers, emb_dim=args.emb_dim, num_heads=args.num_heads,
                       mlp_dim=args.mlp_dim, activation=args.activation, dropout_rate=args.dropout_rate,
-                      attention_dropout_rate=args.attention_dropout_rate, dtype=args.dtype)
+                      attention_dropout_rate=args.attention_dropout_rate, dtype=args.dtype,
+                      remat=args.remat)
   models, lengths = args.models.split(','), _parse_lengths(args.lengths)
   long_lengths = _parse_lengths(args.long_lengths) if args.long_lengths else []
   long_models = args.long_models.split(',') if args.long_models else models
@@ -705,7 +746,9 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
       if args.profile:
         spec['trace_dir'] = os.path.abspath(
             os.path.join(args.output_dir, mode, 'traces', f'{model}_{length_label(length)}'))
-      if slow is not None:
+      if args.compile_only:
+        spec['compile_only'] = 'compiled only (--compile_only)'
+      elif slow is not None:
         spec['compile_only'] = (f'not timed: step took {slow[1]:.0f} s at {length_label(slow[0])} '
                                 f'(> --max_step_s {args.max_step_s:g})')
       start = time.perf_counter()
@@ -775,6 +818,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--dropout_rate', type=float, default=0.1)
   parser.add_argument('--attention_dropout_rate', type=float, default=0.1)
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--remat', default='none', choices=('none', 'layer', 'dots'),
+                      help='per-layer rematerialisation of the training step (config.model.remat).')
+  parser.add_argument('--compile_only', action='store_true',
+                      help='compile every cell and report its compiled peak memory; no timing.')
+  parser.add_argument('--xla_defaults', action='store_true',
+                      help="XLA's default flags instead of luna_jax.xla_settings (before/after).")
   parser.add_argument('--profile', action='store_true',
                       help='trace one more step per cell with jax.profiler and write profile.md (time per '
                            'XLA op class).')
@@ -784,6 +833,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   args = parse_args(argv)
+  from luna_jax import xla_settings
+  if args.xla_defaults:
+    os.environ[xla_settings.DEFAULTS_VARIABLE] = '1'
+  xla_settings.apply()
   if args.cell is not None:
     _cell_main(args.cell)
     return

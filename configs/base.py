@@ -103,6 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.chunk_size = 64
   # Compute dtype: 'float32' or 'bfloat16' (parameters and optimizer state stay float32).
   config.model.dtype = 'float32'
+  # Backward memory: 'none', 'layer' (recompute each layer) or 'dots' (keep only matmul outputs).
+  config.model.remat = 'none'
 
   config.optimizer = ml_collections.ConfigDict()
   # Base learning rate: the `constant` factor of the schedule.

@@ -21,17 +21,35 @@ at a time by `causal_luna_step`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 Array = jax.Array
 
 #: Default softplus sharpness of the authors' causal Luna (log2(1 + 2^z), so omega(0) = 1).
 SOFTPLUS_BETA = math.log(2.0)
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+
+
+def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
+  """A bool keep mask, P(True) = 1 - rate (to 2^-32): 32 random bits against an integer threshold.
+
+  Args:
+    rng: PRNG key.
+    rate: probability of dropping, in (0, 1).
+    shape: mask shape.
+
+  Returns:
+    `shape` bool, True where an element is kept.
+  """
+  threshold = np.uint32(min(round((1.0 - rate) * 2.0**32), 2**32 - 1))
+  return jax.random.bits(rng, shape, jnp.uint32) < threshold
 
 
 def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) -> Array:
@@ -41,7 +59,7 @@ def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) ->
     x: any array.
     rate: probability of zeroing an element, in [0, 1).
     rng: PRNG key, required when not deterministic and rate > 0.
-    deterministic: disable dropout (evaluation).
+    deterministic: disable dropout.
 
   Returns:
     An array like `x`.
@@ -50,8 +68,11 @@ def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) ->
     return x
   if rng is None:
     raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+  return _apply_keep_mask(x, dropout_keep_mask(rng, rate, x.shape), rate)
+
+
+def _apply_keep_mask(x: Array, keep: Array, rate: float) -> Array:
+  return jnp.where(keep, x * np.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
 
 
 def attention_weights(query: Array, key: Array, key_mask: Optional[Array] = None) -> Array:
@@ -97,8 +118,24 @@ def dot_product_attention(
     `(out, probs)`: out `[batch, q_len, heads, v_dim]` in value's dtype; probs
     `[batch, heads, q_len, k_len]` float32 before dropout.
   """
-  probs = attention_weights(query, key, key_mask)
-  dropped = dropout(probs, dropout_rate, dropout_rng, deterministic)
+  keep = None
+  if not deterministic and dropout_rate > 0.0:
+    if dropout_rng is None:
+      raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+    b, q_len, h, _ = query.shape
+    keep = dropout_keep_mask(dropout_rng, dropout_rate, (b, h, q_len, key.shape[1]))
+  return _attend(query, key, value, key_mask, keep, dropout_rate)
+
+
+@functools.partial(jax.checkpoint, static_argnums=(5,),
+                   policy=jax.checkpoint_policies.save_only_these_names('attention_probs'))
+def _attend(query: Array, key: Array, value: Array, key_mask: Optional[Array],
+            keep: Optional[Array], rate: float) -> tuple[Array, Array]:
+  """Softmax attention with an optional dropout keep mask. The backward keeps only the float32
+  probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
+  not stored but recomputed (element-wise) or not needed."""
+  probs = checkpoint_name(attention_weights(query, key, key_mask), 'attention_probs')
+  dropped = probs if keep is None else _apply_keep_mask(probs, keep, rate)
   out = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(value.dtype), value,
                    preferred_element_type=jnp.float32)
   return out.astype(value.dtype), probs

@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.encoders import EncoderConfig, EncoderOutput, LunaEncoder, TokenEmbedding, first_p
+from luna_jax.encoders import (EncoderConfig, EncoderOutput, LunaEncoder, TokenEmbedding, first_p,
+                               remat_layer)
 from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
 
 Array = jax.Array
@@ -69,8 +70,8 @@ class LunaLMLayer(_DecoderBlock):
   def _p(self, batch: int) -> Array:
     return jnp.broadcast_to(self.p[None], (batch, *self.p.shape))
 
-  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
-    """`[batch, n, d]` -> `[batch, n, d]`."""
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional for `nn.remat`)."""
     y = self.self_attention(x, self._p(x.shape[0]), deterministic=deterministic)
     x = self._residual(self.self_attention_norm, x, y, deterministic)
     return self._feed_forward(x, deterministic)
@@ -99,9 +100,9 @@ class LunaSeq2SeqLayer(_DecoderBlock):
     self.cross_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.p_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
 
-  def __call__(self, x: Array, p: Array, memory: Array, memory_mask: Array, p_mask: Array, *,
+  def __call__(self, x: Array, p: Array, memory: Array, memory_mask: Array, p_mask: Array,
                deterministic: bool = True) -> tuple[Array, Array]:
-    """Applies the layer with teacher forcing.
+    """Applies the layer with teacher forcing (`deterministic` may be positional for `nn.remat`).
 
     Args:
       x: `[batch, n, d]` target states.
@@ -176,13 +177,14 @@ class LunaLM(_TokenDecoder):
   input_names: ClassVar[tuple[str, ...]] = ('inputs',)
 
   def setup_layers(self):
-    self.layers = [LunaLMLayer(self.config) for _ in range(self.config.num_layers)]
+    layer = remat_layer(LunaLMLayer, self.config.remat, deterministic_argnum=2)
+    self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
 
   def __call__(self, inputs: Array, *, train: bool = False) -> Array:
     """`[batch, n]` ids -> `[batch, n, vocab]` float32 next-token logits (position t sees ids <= t)."""
     x = self._embed(inputs, 0, not train)
     for layer in self.layers:
-      x = layer(x, deterministic=not train)
+      x = layer(x, not train)
     return self._logits(x)
 
   def init_cache(self, batch: int) -> Cache:
@@ -214,7 +216,8 @@ class LunaSeq2Seq(_TokenDecoder):
 
   def setup_layers(self):
     self.encoder = LunaEncoder(self.config)
-    self.layers = [LunaSeq2SeqLayer(self.config) for _ in range(self.config.num_layers)]
+    layer = remat_layer(LunaSeq2SeqLayer, self.config.remat, deterministic_argnum=6)
+    self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
 
   def encode(self, inputs: Array, lengths: Array, *, train: bool = False) -> EncoderOutput:
     """`[batch, m]` source ids and `[batch]` lengths -> the encoder output (tokens and final P)."""
@@ -224,7 +227,7 @@ class LunaSeq2Seq(_TokenDecoder):
     """Teacher-forced decoding: `[batch, n]` decoder inputs -> `[batch, n, vocab]` float32 logits."""
     x, p = self._embed(decoder_inputs, 0, not train), encoded.p
     for layer in self.layers:
-      x, p = layer(x, p, encoded.x, encoded.x_mask, encoded.p_mask, deterministic=not train)
+      x, p = layer(x, p, encoded.x, encoded.x_mask, encoded.p_mask, not train)
     return self._logits(x)
 
   def __call__(self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False) -> Array:

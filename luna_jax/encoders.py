@@ -55,6 +55,9 @@ class EncoderConfig:
     causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
     chunk_size: positions per chunk of the chunked causal form.
     dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
+    remat: rematerialisation of each layer in the backward pass (`REMAT`): 'none' (keep every
+      residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
+      matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
   """
   vocab_size: int
   max_length: int
@@ -84,10 +87,37 @@ class EncoderConfig:
   causal_implementation: str = 'chunked'
   chunk_size: int = 64
   dtype: str = 'float32'
+  remat: str = 'none'
 
   @property
   def compute_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.dtype)
+
+
+#: `EncoderConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
+REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_saveable}
+
+
+def remat_layer(layer: type[nn.Module], remat: str, deterministic_argnum: int) -> type[nn.Module]:
+  """The layer class under the `remat` choice of `EncoderConfig` (`nn.remat` = `jax.checkpoint`).
+
+  Args:
+    layer: a Flax layer class.
+    remat: a key of `REMAT`.
+    deterministic_argnum: position of the layer's `deterministic` argument (self = 0); it is static,
+      so the layer must be called with it positionally.
+
+  Returns:
+    `layer` itself for 'none', else its rematerialised version.
+
+  Raises:
+    ValueError: on an unknown `remat`.
+  """
+  if remat not in REMAT:
+    raise ValueError(f'remat must be one of {tuple(REMAT)}, got {remat!r}.')
+  if remat == 'none':
+    return layer
+  return nn.remat(layer, policy=REMAT[remat], static_argnums=(deterministic_argnum,))
 
 
 class EncoderOutput(NamedTuple):
@@ -247,15 +277,16 @@ class LunaEncoder(nn.Module):
       return jnp.where(p_mask[..., None], p, 0).astype(dtype)
 
     p = initial_p() if cfg.contextual_p else None
+    layer = remat_layer(LunaEncoderLayer, cfg.remat, deterministic_argnum=5)
     for i in range(cfg.num_layers):
       if not cfg.contextual_p:
         p = initial_p(f'_{i}')
-      x, p = LunaEncoderLayer(
+      x, p = layer(
           num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, num_pack_heads=cfg.num_pack_heads,
           tie_kv=cfg.tie_kv, normalize_before=cfg.normalize_before, activation=cfg.activation,
           dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
           activation_dropout_rate=cfg.activation_dropout_rate, dtype=dtype,
-          name=f'layer_{i}')(x, p, x_mask, p_mask, deterministic=deterministic)
+          name=f'layer_{i}')(x, p, x_mask, p_mask, deterministic)
     if cfg.normalize_before:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_norm')(x)
       p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_p_norm')(p)
@@ -294,12 +325,13 @@ class TransformerEncoder(nn.Module):
         cfg.attention_implementation, max_length=cfg.max_length + int(cfg.prepend_cls),
         low_rank_features=cfg.low_rank_features, nb_features=cfg.nb_features,
         redraw_features=cfg.redraw_features)
+    layer = remat_layer(TransformerEncoderLayer, cfg.remat, deterministic_argnum=3)
     for i in range(cfg.num_layers):
-      x = TransformerEncoderLayer(
+      x = layer(
           num_heads=cfg.num_heads, qkv_dim=cfg.qkv_dim or cfg.emb_dim, mlp_dim=cfg.mlp_dim,
           dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
           activation=cfg.activation, attention_module=attention, dtype=dtype,
-          name=f'layer_{i}')(x, mask, deterministic=deterministic)
+          name=f'layer_{i}')(x, mask, deterministic)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
     return EncoderOutput(x, mask)
 

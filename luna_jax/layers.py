@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from luna_jax import attention as attn
 
@@ -26,15 +27,103 @@ _PROJ_INIT = nn.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
 _OUT_INIT = nn.initializers.xavier_uniform()
 
 
+@jax.custom_vjp
+def exact_gelu(x: Array) -> Array:
+  """Exact (erf) GELU, `x * Phi(x) = x (1 + erf(x / sqrt(2))) / 2` (Hendrycks & Gimpel, 2016).
+
+  The erf form of PyTorch's `F.gelu` (the authors' activation); it matches `jax.nn.gelu(x,
+  approximate=False)` (an erfc form) to float rounding, and the erf is cheaper than the erfc on CPU.
+  The backward keeps only `x` and evaluates the derivative `Phi(x) + x * phi(x)` from it, where
+  autodiff keeps x, the CDF and the erf derivative: the FFN's backward holds one `[..., mlp_dim]`
+  array per layer fewer (XLA recomputes the activation that the second matmul's gradient needs).
+
+  Args:
+    x: any float array.
+
+  Returns:
+    An array like `x`.
+  """
+  return x * _normal_cdf(x)
+
+
+def _normal_cdf(x: Array) -> Array:
+  return 0.5 + 0.5 * jax.lax.erf(x * np.asarray(math.sqrt(0.5), x.dtype))
+
+
+def _exact_gelu_fwd(x: Array) -> tuple[Array, Array]:
+  return exact_gelu(x), x
+
+
+def _exact_gelu_bwd(x: Array, g: Array) -> tuple[Array]:
+  pdf = jnp.exp(-0.5 * jnp.square(x)) * np.asarray(1.0 / math.sqrt(2.0 * math.pi), x.dtype)
+  return (g * (_normal_cdf(x) + x * pdf),)
+
+
+exact_gelu.defvjp(_exact_gelu_fwd, _exact_gelu_bwd)
+
+
 def _activation(name: str) -> Callable[[Array], Array]:
   """'gelu' = exact erf GELU (Luna), 'gelu_tanh' = tanh approximation (official LRA), 'relu'."""
   if name == 'gelu':
-    return lambda x: jax.nn.gelu(x, approximate=False)
+    return exact_gelu
   if name == 'gelu_tanh':
     return lambda x: jax.nn.gelu(x, approximate=True)
   if name == 'relu':
     return jax.nn.relu
   raise ValueError(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {name!r}.")
+
+
+class DenseParams(nn.Module):
+  """The parameters of one `nn.Dense` (same names, shapes and initial values), not applied.
+
+  Several projections of one input then run as a single matmul (`fused_dense`) while the parameter
+  tree, and so every checkpoint, keeps one `nn.Dense`-shaped entry per projection.
+
+  Attributes:
+    features: output width.
+    use_bias: declare a bias.
+    kernel_init: kernel initialiser.
+    bias_init: bias initialiser.
+    param_dtype: parameter dtype.
+  """
+  features: int
+  use_bias: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[Array, Optional[Array]]:
+    """Returns `(kernel [in_features, features], bias [features] or None)`."""
+    kernel = self.param('kernel', self.kernel_init, (in_features, self.features), self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias
+            else None)
+    return kernel, bias
+
+
+def fused_dense(x: Array, projections: list[DenseParams], dtype: Dtype) -> list[Array]:
+  """Applies several Dense projections of the same input as one matmul `x [W_1 | W_2 | ...]`.
+
+  The same function as applying each projection on its own (`nn.Dense` numerics: inputs and kernels
+  promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster.
+
+  Args:
+    x: `[..., in]`.
+    projections: `DenseParams` modules (all with or all without bias).
+    dtype: computation dtype.
+
+  Returns:
+    One `[..., features_i]` array per projection.
+  """
+  params = [projection(x.shape[-1]) for projection in projections]
+  kernel = jnp.concatenate([k for k, _ in params], axis=1)
+  bias = None if params[0][1] is None else jnp.concatenate([b for _, b in params])
+  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
+  y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+  if bias is not None:
+    y = y + bias
+  splits = np.cumsum([k.shape[1] for k, _ in params])[:-1]
+  return jnp.split(y, splits, axis=-1)
 
 
 class LunaAttention(nn.Module):
@@ -63,56 +152,78 @@ class LunaAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    dense = lambda init=_PROJ_INIT: nn.Dense(self.features, kernel_init=init, dtype=self.dtype,
-                                             param_dtype=self.param_dtype)
-    self.pack_query, self.query, self.out = dense(), dense(), dense(_OUT_INIT)
+    proj = lambda: DenseParams(self.features, kernel_init=_PROJ_INIT, param_dtype=self.param_dtype)
+    self.pack_query, self.query = proj(), proj()
+    self.out = nn.Dense(self.features, kernel_init=_OUT_INIT, dtype=self.dtype,
+                        param_dtype=self.param_dtype)
     if self.tie_kv:
-      self.pack_kv, self.kv = dense(), dense()
+      self.pack_kv, self.kv = proj(), proj()
     else:
-      self.pack_key, self.pack_value, self.key, self.value = dense(), dense(), dense(), dense()
+      self.pack_key, self.pack_value, self.key, self.value = proj(), proj(), proj(), proj()
+
+  @property
+  def _pack_heads(self) -> int:
+    return self.num_pack_heads or self.num_heads
+
+  def _pack_projections(self) -> list[DenseParams]:
+    return [self.pack_kv] if self.tie_kv else [self.pack_key, self.pack_value]
 
   def _dropout_rng(self, deterministic: bool) -> Optional[Array]:
     use = not deterministic and self.attention_dropout_rate > 0.0
     return self.make_rng('dropout') if use else None
 
-  def pack(self, p: Array, context: Array, context_mask: Optional[Array] = None, *,
-           deterministic: bool = True) -> Array:
-    """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`."""
-    hp = self.num_pack_heads or self.num_heads
-    pq = attn.split_heads(self.pack_query(p), hp)
-    if self.tie_kv:
-      pk = pv = attn.split_heads(self.pack_kv(context), hp)
-    else:
-      pk = attn.split_heads(self.pack_key(context), hp)
-      pv = attn.split_heads(self.pack_value(context), hp)
+  def _pack_attention(self, p: Array, pack_kv: list[Array], context_mask: Optional[Array],
+                      deterministic: bool) -> Array:
+    """Pack attention from projected context keys/values (`[batch, m, d]` each, or one tied)."""
+    hp = self._pack_heads
+    pq = attn.split_heads(fused_dense(p, [self.pack_query], self.dtype)[0], hp)
+    pk = attn.split_heads(pack_kv[0], hp)
+    pv = pk if self.tie_kv else attn.split_heads(pack_kv[1], hp)
     y_p, probs = attn.dot_product_attention(
         pq, pk, pv, context_mask, dropout_rate=self.attention_dropout_rate,
         dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
     self.sow('intermediates', 'pack_probs', probs)
     return attn.merge_heads(y_p)
 
+  def pack(self, p: Array, context: Array, context_mask: Optional[Array] = None, *,
+           deterministic: bool = True) -> Array:
+    """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`.
+
+    The context keys and values are one fused matmul (`fused_dense`)."""
+    pack_kv = fused_dense(context, self._pack_projections(), self.dtype)
+    return self._pack_attention(p, pack_kv, context_mask, deterministic)
+
   def unpack_keys_values(self, y_p: Array) -> tuple[Array, Array]:
-    """Unpack keys and values from the packed context: `[batch, l, d]` -> 2 x `[batch, l, heads, dh]`."""
+    """Unpack keys and values from the packed context (one fused matmul): `[batch, l, d]` -> 2 x
+    `[batch, l, heads, dh]`."""
     if self.tie_kv:
-      k = v = attn.split_heads(self.kv(y_p), self.num_heads)
+      k = v = attn.split_heads(fused_dense(y_p, [self.kv], self.dtype)[0], self.num_heads)
     else:
-      k = attn.split_heads(self.key(y_p), self.num_heads)
-      v = attn.split_heads(self.value(y_p), self.num_heads)
+      k, v = (attn.split_heads(z, self.num_heads)
+              for z in fused_dense(y_p, [self.key, self.value], self.dtype))
     return k, v
+
+  def _unpack_attention(self, q: Array, key: Array, value: Array, p_mask: Optional[Array],
+                        deterministic: bool) -> Array:
+    y_x, probs = attn.dot_product_attention(
+        attn.split_heads(q, self.num_heads), key, value, p_mask,
+        dropout_rate=self.attention_dropout_rate, dropout_rng=self._dropout_rng(deterministic),
+        deterministic=deterministic)
+    self.sow('intermediates', 'unpack_probs', probs)
+    return self.out(attn.merge_heads(y_x))
 
   def unpack(self, x: Array, key: Array, value: Array, p_mask: Optional[Array] = None, *,
              deterministic: bool = True) -> Array:
     """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n, d]`."""
-    q = attn.split_heads(self.query(x), self.num_heads)
-    y_x, probs = attn.dot_product_attention(
-        q, key, value, p_mask, dropout_rate=self.attention_dropout_rate,
-        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
-    self.sow('intermediates', 'unpack_probs', probs)
-    return self.out(attn.merge_heads(y_x))
+    q = fused_dense(x, [self.query], self.dtype)[0]
+    return self._unpack_attention(q, key, value, p_mask, deterministic)
 
   def __call__(self, x: Array, p: Array, context: Array, context_mask: Optional[Array] = None,
                p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
     """Applies pack and unpack attention.
+
+    For self-attention (`context is x`) the unpack queries and the pack keys and values of x are one
+    fused matmul.
 
     Args:
       x: `[batch, n, d]` queries of the unpack attention.
@@ -125,9 +236,14 @@ class LunaAttention(nn.Module):
     Returns:
       `(y_x, y_p)`: `[batch, n, d]` and `[batch, l, d]`.
     """
-    y_p = self.pack(p, context, context_mask, deterministic=deterministic)
+    if context is x:
+      q, *pack_kv = fused_dense(x, [self.query, *self._pack_projections()], self.dtype)
+    else:
+      q, pack_kv = fused_dense(x, [self.query], self.dtype)[0], fused_dense(
+          context, self._pack_projections(), self.dtype)
+    y_p = self._pack_attention(p, pack_kv, context_mask, deterministic)
     k, v = self.unpack_keys_values(y_p)
-    return self.unpack(x, k, v, p_mask, deterministic=deterministic), y_p
+    return self._unpack_attention(q, k, v, p_mask, deterministic), y_p
 
 
 class LunaCausalAttention(nn.Module):
@@ -288,8 +404,8 @@ class LunaEncoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, p: Array, x_mask: Optional[Array] = None,
-               p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
-    """Applies the layer.
+               p_mask: Optional[Array] = None, deterministic: bool = True) -> tuple[Array, Array]:
+    """Applies the layer (`deterministic` may be positional: `nn.remat` makes it static).
 
     Args:
       x: `[batch, n, d]` token states.
@@ -347,12 +463,14 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array] = None, *, deterministic: bool = True) -> Array:
     """`[batch, n, d]` (key mask `[batch, n]`) -> `[batch, n, d]`."""
-    dense = lambda f, name: nn.Dense(f, use_bias=False, kernel_init=nn.initializers.xavier_uniform(),
-                                     dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    q, k, v = (attn.split_heads(dense(self.qkv_dim, name)(x), self.num_heads)
-               for name in ('query', 'key', 'value'))
+    init = nn.initializers.xavier_uniform()
+    projections = [DenseParams(self.qkv_dim, use_bias=False, kernel_init=init,
+                               param_dtype=self.param_dtype, name=name)
+                   for name in ('query', 'key', 'value')]
+    q, k, v = (attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype))
     y = self.attend(q, k, v, mask, deterministic)
-    return dense(x.shape[-1], 'out')(attn.merge_heads(y))
+    return nn.Dense(x.shape[-1], use_bias=False, kernel_init=init, dtype=self.dtype,
+                    param_dtype=self.param_dtype, name='out')(attn.merge_heads(y))
 
   def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
              deterministic: bool) -> Array:
@@ -398,8 +516,9 @@ class TransformerEncoderLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array] = None, *, deterministic: bool = True) -> Array:
-    """`[batch, n, d]` -> `[batch, n, d]`."""
+  def __call__(self, x: Array, mask: Optional[Array] = None, deterministic: bool = True) -> Array:
+    """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
+    static)."""
     ln = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
                                    name=name)
     drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)

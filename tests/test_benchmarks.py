@@ -140,3 +140,24 @@ def test_model_names_and_lengths():
   with pytest.raises(ValueError, match='unknown model'):
     speed_memory.model_config('reformer', arch)
   assert speed_memory._parse_lengths('1K,2048, 4k') == [1024, 2048, 4096]
+
+
+def test_remat_step_memory_and_compile_only(tmp_path, monkeypatch):
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+  tiny = TINY + ['--mode', 'train_step', '--isolation', 'none', '--long_lengths', '',
+                 '--lengths', '32']
+  speed_memory.main(tiny + ['--models', 'luna16', '--remat', 'dots',
+                            '--output_dir', str(tmp_path / 'a')])
+  speed_memory.main(tiny + ['--models', 'transformer', '--remat', 'layer', '--compile_only',
+                            '--output_dir', str(tmp_path / 'b')])
+  timed, compiled = (json.loads((tmp_path / run / 'train_step' / 'results.json').read_text())
+                     for run in ('a', 'b'))
+  assert timed['settings']['arch']['remat'] == 'dots'
+  assert compiled['settings']['arch']['remat'] == 'layer'
+  cell = timed['cells'][0]
+  assert cell['status'] == 'ok' and cell['step_rss_increase_bytes'] >= 0
+  assert 'remat dots' in (tmp_path / 'a' / 'train_step' / 'table_absolute.md').read_text()
+  cell = compiled['cells'][0]
+  assert cell['status'] == 'skipped' and 'compile_only' in cell['reason']
+  assert cell['compiled_peak_bytes'] > 0 and 'step_time_s' not in cell
+  assert not (tmp_path / 'b' / 'train_step' / 'plot.png').exists()  # Nothing timed: no plot.
