@@ -18,7 +18,7 @@ from luna_jax import config_utils
 from luna_jax.baselines import ATTENTIONS
 from luna_jax.classifiers import INTERACTIONS, POOLINGS, SequenceClassifier
 from luna_jax.decoders import LunaLM, LunaSeq2Seq
-from luna_jax.encoders import ENCODERS, EncoderConfig
+from luna_jax.encoders import ENCODERS, REMAT, EncoderConfig
 
 Model = Union[SequenceClassifier, LunaLM, LunaSeq2Seq]
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
@@ -41,7 +41,8 @@ MODEL_RULES: dict[str, dict[str, Any]] = {
     'activation': {'choices': ('gelu', 'gelu_tanh', 'relu')},
     'positional': {'choices': ('learned', 'sinusoidal')},
     'attention_implementation': {'choices': ATTENTIONS}, 'omega': {'choices': ('softplus', 'elu')},
-    'causal_implementation': {'choices': ('chunked', 'scan')}, 'dtype': {'choices': DTYPES}}
+    'causal_implementation': {'choices': ('chunked', 'scan')}, 'dtype': {'choices': DTYPES},
+    'remat': {'choices': tuple(REMAT)}}
 #: `EncoderConfig` fields that come from the data and the pooling, not from `config.model`.
 _DATA_FIELDS = ('vocab_size', 'max_length', 'prepend_cls')
 

@@ -97,6 +97,7 @@ def logged_once(scalars):
     ('model', 'dtype', 'bf16', "must be one of \\['float32', 'bfloat16'\\]"),
     ('model', 'dropout_rate', 1.5, 'must be < 1.0'),
     ('model', 'pooling', 'max', 'must be one of'),
+    ('model', 'remat', 'full', "must be one of \\['none', 'layer', 'dots'\\]"),
     ('model', 'num_heads', 3, 'must divide the attention width 32'),
     ('optimizer', 'b2', 1.0, 'must be < 1.0'),
     ('optimizer', 'learning_rate', 0.0, 'must be > 0.0'),
