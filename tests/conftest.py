@@ -56,3 +56,13 @@ def tiny_lra_data(tmp_path_factory) -> dict[str, tuple[str, dict]]:
       'pathfinder32': (str(root / 'pathfinder'), {}),
       'pathx': (str(root / 'pathfinder'), {}),
   }
+
+
+@pytest.fixture(scope='module')
+def fast_compilation():
+  """Tiny models compile much faster without XLA optimisations (jax_disable_most_optimizations)."""
+  import jax
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)

@@ -42,18 +42,10 @@ def _params(workdir: Path, step: int):
   return ocp.StandardCheckpointer().restore(path)['params']
 
 
-@pytest.fixture
-def fast_compilation(monkeypatch):
-  """Tiny programs compile much faster without XLA optimisations, here and in child processes."""
-  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
-
-
 @pytest.mark.usefixtures('fast_compilation')
-def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tmp_path):
+def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tmp_path,
+                                                               monkeypatch):
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')  # The child processes too.
   data_dir, options = tiny_lra_data['listops']
   overrides = [f'--config.data.data_dir={data_dir}',
                f'--config.data.options.max_length={options["max_length"]}']

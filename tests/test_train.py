@@ -22,13 +22,7 @@ CONFIG_FILES = {'listops': 'listops', 'text': 'text', 'retrieval': 'retrieval', 
                 'pathfinder32': 'pathfinder', 'pathx': 'pathx'}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compilation():
-  """Tiny models compile much faster without XLA optimisations."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
 def tiny_config(tiny_lra_data, task='listops', variant='luna16', **training):

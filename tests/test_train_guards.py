@@ -29,13 +29,7 @@ from tests.test_train import checkpoint_params, read_jsonl, tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compilation():
-  """Tiny models compile much faster without XLA optimisations."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
 def six_steps(tiny_lra_data, **training):
