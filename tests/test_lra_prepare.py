@@ -333,5 +333,6 @@ def test_prepared_tfds_dataset_is_used_without_a_download(tmp_path, monkeypatch,
     write_shard(shards / f'imdb_reviews-{split}.tfrecord-00000-of-00001',
                 [example_proto(text=b'review', label=i % 2) for i in range(count)])
   assert prepare.main(['--tasks', 'text', '--data_dir', str(root), '--no_progress']) == 0
-  assert re.search(r'text +3/2/2 .*found in place \(read by its loader\)', capsys.readouterr().out)
+  # 3 training reviews: 1 held out for validation (lra.text's default), 2 for training.
+  assert re.search(r'text +2/1/2 .*found in place \(read by its loader\)', capsys.readouterr().out)
   assert not (root / 'downloads').exists()

@@ -2,6 +2,8 @@
 fused projections, the attention's stored residuals, the dropout mask, per-layer remat, and the
 XLA settings."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ import pytest
 
 import luna_jax
 from luna_jax import attention as attn
-from luna_jax import layers, xla_settings
+from luna_jax import encoders, layers, xla_settings
 
 RNG = np.random.default_rng(0)
 
@@ -191,10 +193,13 @@ def test_remat_equals_no_remat_for_the_language_model():
 
 
 def test_unknown_remat_is_rejected_by_name():
-  model = luna_jax.build_model(dict(name='luna', num_layers=1, emb_dim=8, num_heads=2, mlp_dim=8,
-                                    remat='sometimes'), vocab_size=5, num_classes=2, max_length=4)
+  allowed = re.escape("remat='sometimes': must be one of ['none', 'layer', 'dots']")
+  with pytest.raises(ValueError, match=allowed):
+    luna_jax.build_model(dict(name='luna', num_layers=1, emb_dim=8, num_heads=2, mlp_dim=8,
+                              remat='sometimes'), vocab_size=5, num_classes=2, max_length=4)
+  # The layer factory checks too (decoders build their layers with it directly).
   with pytest.raises(ValueError, match="remat must be one of .*'sometimes'"):
-    model.init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32), jnp.array([4]))
+    encoders.remat_layer(layers.LunaEncoderLayer, 'sometimes', deterministic_argnum=3)
 
 
 def test_xla_settings_add_missing_flags_and_never_override_the_users(monkeypatch):
