@@ -63,7 +63,7 @@ def tree_digest(tree: Any) -> str:
   """SHA-256 (hex) of every array of `tree`: path, dtype, shape and bytes, in path order."""
   digest = hashlib.sha256()
   for path, leaf in sorted(flat_leaves(tree).items()):
-    array = np.ascontiguousarray(jax.device_get(leaf))
+    array = np.ascontiguousarray(jax.device_get(leaf))  # No copy for host arrays.
     digest.update(f'{path}|{array.dtype}|{array.shape}|'.encode())
     digest.update(array.tobytes())
   return digest.hexdigest()
@@ -95,8 +95,9 @@ class _VerifiedManager:
 
   def save(self, step: int, tree: Any, record: dict[str, Any],
            metrics: Optional[dict[str, float]] = None) -> None:
-    custom = {**record, DIGEST_KEY: tree_digest(tree)}
-    self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(tree)), metrics=metrics,
+    host = jax.device_get(tree)  # One copy, hashed and saved (orbax refuses process-local arrays).
+    custom = {**record, DIGEST_KEY: tree_digest(host)}
+    self.manager.save(step, args=ocp.args.StandardSave(host), metrics=metrics,
                       custom_metadata=custom, force=True)
 
   def read_record(self, step: int) -> dict[str, Any]:
