@@ -4,6 +4,8 @@
                           for Retrieval)
   'luna_lm'               decoder-only causal Luna language model (`LunaLM`)
   'luna_seq2seq'          encoder-decoder Luna (`LunaSeq2Seq`)
+  'luna_mlm', 'transformer_mlm'
+                          the encoder with a tied LM head, for masked-LM pretraining (`MaskedLM`)
 
 Every model declares `input_names`, the batch fields its `__call__` takes.
 """
@@ -19,10 +21,14 @@ from luna_jax.baselines import ATTENTIONS
 from luna_jax.classifiers import INTERACTIONS, POOLINGS, SequenceClassifier
 from luna_jax.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.encoders import ENCODERS, REMAT, EncoderConfig
+from luna_jax.mlm import MaskedLM
 
-Model = Union[SequenceClassifier, LunaLM, LunaSeq2Seq]
+Model = Union[SequenceClassifier, LunaLM, LunaSeq2Seq, MaskedLM]
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
-MODEL_NAMES = (*ENCODERS, *TOKEN_MODELS)
+#: Masked-LM models: '<encoder>_mlm' for every encoder.
+MLM_SUFFIX = '_mlm'
+MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODERS)
+MODEL_NAMES = (*ENCODERS, *TOKEN_MODELS, *MLM_MODELS)
 #: Keys of `config.model` that are not `EncoderConfig` fields (used by the classifiers only), with
 #: their types.
 _HEAD_KEYS = {'name': str, 'pooling': str, 'classifier_hidden_dim': int, 'interaction': str}
@@ -103,11 +109,16 @@ def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes
   cfg = dict(model_config)
   name = cfg.get('name', 'luna')
   pooling = cfg.get('pooling', 'cls')
+  encoder_name = name.removesuffix(MLM_SUFFIX)
+  # A masked LM keeps the CLS vector of the classifier it will be finetuned into (same pooling),
+  # so that the two encoders have the same parameters.
   encoder = EncoderConfig(vocab_size=vocab_size, max_length=max_length,
-                          prepend_cls=name in ENCODERS and pooling == 'cls',
+                          prepend_cls=encoder_name in ENCODERS and pooling == 'cls',
                           **{k: v for k, v in cfg.items() if k in fields})
   if name == 'luna_lm':
     return LunaLM(encoder)
+  if name in MLM_MODELS:
+    return MaskedLM(encoder_name, encoder)
   if name == 'luna_seq2seq':
     if bos_id is None:
       raise ValueError("'luna_seq2seq' needs the data's bos_id.")

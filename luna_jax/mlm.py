@@ -1,0 +1,155 @@
+"""Masked-language-model pretraining: BERT/RoBERTa dynamic masking and an encoder with a tied LM head.
+
+The objective of the paper's §4.3 (Luna-128 pretrained as RoBERTa-base, appendix A.3 Table 8): of
+the real (non-padding, non-special) tokens, each is selected with probability `MASK_RATE` = 15%;
+a selected token is replaced by the mask id with probability 80%, by a uniformly drawn regular token
+with 10%, and kept with 10% (Devlin et al., 2019, §3.1; Liu et al., 2019). The loss is the
+cross-entropy on the selected tokens only. Masks are drawn inside the training step from the step's
+key (`mask_tokens`), so every step sees a new mask and a resumed run draws the same ones.
+
+`MaskedLM` is a `luna_jax.encoders` encoder (Luna or the Transformer, by name) and the RoBERTa LM head
+(fairseq `RobertaLMHead`, which the authors' `fairseq/models/luna_bert/model.py` uses): Dense(d) ->
+GELU -> LayerNorm -> the transposed token embedding plus a bias. The encoder sits at the same path
+(`sequence_encoder`) as in `luna_jax.classifiers.SequenceClassifier`, so a pretrained encoder is
+grafted into a classifier as is (`luna_jax.pretrained`).
+
+Selection is a Bernoulli draw per eligible token (so a sequence has 15% selected in expectation),
+where BERT draws a fixed count per sequence; the two agree in expectation.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from luna_jax.encoders import ENCODERS, EncoderConfig
+
+Array = jax.Array
+
+#: Fraction of the eligible tokens selected for prediction.
+MASK_RATE = 0.15
+#: Of the selected tokens: fraction replaced by the mask id, and by a random regular token (the
+#: rest, 10%, is kept).
+REPLACE_WITH_MASK = 0.8
+REPLACE_WITH_RANDOM = 0.1
+
+
+def regular_ids(vocab_size: int, special_ids: Sequence[int]) -> np.ndarray:
+  """The ids in [0, vocab_size) that are not special: what a random replacement is drawn from.
+
+  Raises:
+    ValueError: no regular id is left.
+  """
+  ids = np.setdiff1d(np.arange(vocab_size), np.asarray(special_ids, np.int64))
+  if ids.size == 0:
+    raise ValueError(f'every id of the vocabulary (size {vocab_size}) is special {special_ids}.')
+  return ids.astype(np.int32)
+
+
+def mask_tokens(rng: Array, tokens: Array, lengths: Array, *, mask_id: int, vocab_size: int,
+                special_ids: Sequence[int] = (0,)) -> tuple[Array, Array]:
+  """BERT's dynamic masking of a batch of right-padded token sequences.
+
+  Args:
+    rng: PRNG key; the same key gives the same masks.
+    tokens: `[batch, n]` int token ids (ids < vocab_size).
+    lengths: `[batch]` int number of real tokens; positions >= length are never selected.
+    mask_id: the id that replaces 80% of the selected tokens (outside the data's ids).
+    vocab_size: number of data ids; random replacements are drawn from its non-special ids.
+    special_ids: ids that are never selected (padding, separators) nor drawn as replacements.
+
+  Returns:
+    (`[batch, n]` int32 corrupted inputs, `[batch, n]` bool selected positions: where the loss is).
+  """
+  select_key, action_key, random_key = jax.random.split(rng, 3)
+  tokens = tokens.astype(jnp.int32)
+  eligible = jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]
+  for special in special_ids:
+    eligible &= tokens != special
+  selected = eligible & jax.random.bernoulli(select_key, MASK_RATE, tokens.shape)
+  action = jax.random.uniform(action_key, tokens.shape)
+  pool = jnp.asarray(regular_ids(vocab_size, special_ids))
+  random_tokens = pool[jax.random.randint(random_key, tokens.shape, 0, pool.shape[0])]
+  corrupted = jnp.where(action < REPLACE_WITH_MASK, mask_id,
+                        jnp.where(action < REPLACE_WITH_MASK + REPLACE_WITH_RANDOM,
+                                  random_tokens, tokens))
+  return jnp.where(selected, corrupted, tokens), selected
+
+
+def masked_lm_sums(logits: Array, targets: Array, selected: Array) -> dict[str, Array]:
+  """Summed cross-entropy and correct predictions over the selected positions.
+
+  Args:
+    logits: `[batch, n, vocab]` float32.
+    targets: `[batch, n]` int original tokens.
+    selected: `[batch, n]` bool (or float weights) positions that count.
+
+  Returns:
+    {'loss': summed cross-entropy, 'correct': summed hits, 'count': number of selected tokens},
+    float32 scalars. Mean loss = loss / count; perplexity = exp(mean loss).
+  """
+  weights = selected.astype(jnp.float32)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets.astype(jnp.int32))
+  hits = jnp.argmax(logits, axis=-1) == targets
+  return {'loss': jnp.sum(losses * weights), 'correct': jnp.sum(hits * weights),
+          'count': jnp.sum(weights)}
+
+
+class LMHead(nn.Module):
+  """RoBERTa's LM head: Dense(d) -> GELU -> LayerNorm -> tied output projection + bias.
+
+  Attributes:
+    vocab_size: output ids (the embedding table's rows).
+    dtype: computation dtype.
+  """
+  vocab_size: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, embedding: Array) -> Array:
+    """`[batch, n, d]` states and the `[vocab, d]` token embedding -> `[batch, n, vocab]` float32."""
+    h = nn.Dense(x.shape[-1], dtype=self.dtype, name='dense')(x)
+    h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(nn.gelu(h, approximate=False))
+    bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
+    logits = jnp.einsum('bnd,vd->bnv', h, embedding.astype(self.dtype))
+    return logits.astype(jnp.float32) + bias
+
+
+class MaskedLM(nn.Module):
+  """An encoder with a tied LM head: token ids -> per-position logits over the vocabulary.
+
+  Attributes:
+    encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
+    encoder: the encoder config (its vocab_size includes the mask id).
+  """
+  encoder_name: str
+  encoder: EncoderConfig
+  #: Batch fields passed to `__call__` (the trainer reads this).
+  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths')
+
+  def setup(self):
+    if self.encoder_name not in ENCODERS:
+      raise ValueError(f'unknown encoder {self.encoder_name!r}; known: {sorted(ENCODERS)}.')
+    self.sequence_encoder = ENCODERS[self.encoder_name](self.encoder)
+    self.lm_head = LMHead(self.encoder.vocab_size, self.encoder.compute_dtype)
+
+  def __call__(self, inputs: Array, lengths: Array, *, train: bool = False) -> Array:
+    """Predicts every position's token.
+
+    Args:
+      inputs: `[batch, n]` int (corrupted) token ids, right-padded.
+      lengths: `[batch]` int real lengths.
+      train: enable dropout (needs a 'dropout' rng).
+
+    Returns:
+      `[batch, n, vocab_size]` float32 logits (a prepended CLS position is dropped).
+    """
+    out = self.sequence_encoder(inputs, lengths, deterministic=not train)
+    x = out.x[:, 1:] if self.encoder.prepend_cls else out.x
+    embedding = self.sequence_encoder.variables['params']['embed']['token_embedding']['embedding']
+    return self.lm_head(x, embedding)
