@@ -12,6 +12,10 @@ A task config takes an argument `variant[,debug]`, e.g. `configs/listops.py:luna
   linformer, linear_transformer, performer
                              the LRA Transformer with Linformer / elu+1 linear / FAVOR+ attention
   debug                      shrink to a smoke test (same as `--config.debug=True`)
+  spt                        self-pretraining: masked-LM pretraining on the task's own training
+                             inputs (as many steps as the finetuning), then finetuning from it
+                             (Amos, Berant and Gupta, "Never Train from Scratch", ICLR 2024)
+e.g. `configs/listops.py:luna16,spt,debug`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Shrink the run to a smoke test: 1 small layer, batch 8, 5 steps, 2 evaluation batches.
   config.debug = False
+  # Start from the encoder of this run (its workdir, or <workdir>/checkpoints/<step>); '' = none.
+  config.init_from = ''
+
+  config.self_pretraining = ml_collections.ConfigDict()
+  # Masked-LM steps on the task's own training inputs before training (0: none; -1: as many as
+  # training.num_train_steps). The run then has two stages, <workdir>/pretrain and
+  # <workdir>/finetune (initialised from it).
+  config.self_pretraining.num_train_steps = 0
 
   config.data = ml_collections.ConfigDict()
   # LRA task, one of lra.TASKS: listops, text, retrieval, image, pathfinder32, pathx.
@@ -112,11 +124,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Learning-rate factors multiplied together (luna_jax/optim.py): 'constant * linear_warmup *
   # rsqrt_normalized_decay' = fairseq inverse_sqrt with peak learning_rate (Luna);
   # '... * rsqrt_decay' (official LRA text tasks, peak learning_rate / sqrt(warmup_steps));
-  # '... * cosine_decay' (official LRA image tasks).
+  # '... * cosine_decay' (official LRA image tasks); '... * linear_decay' (masked-LM pretraining and
+  # finetuning, BERT/RoBERTa).
   config.optimizer.schedule = 'constant * linear_warmup * rsqrt_normalized_decay'
   # Linear warmup length in steps.
   config.optimizer.warmup_steps = 1000
-  # Cosine period in steps (cosine_decay only).
+  # Cosine period, or linear-decay length, in steps after the warmup (cosine_decay, linear_decay).
   config.optimizer.steps_per_cycle = 100000
   # Decoupled weight decay (AdamW: param -= lr * weight_decay * param, on every parameter).
   config.optimizer.weight_decay = 1e-4
@@ -157,15 +170,19 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, bool]:
-  """Splits a config argument 'variant[,debug]' into (variant, debug)."""
+#: Flags a config argument may add after the variant.
+FLAGS = ('debug', 'spt')
+
+
+def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]:
+  """Splits a config argument 'variant[,debug][,spt]' into (variant, set of flags)."""
   parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
-  variant = parts[0] if parts and parts[0] != 'debug' else default
-  extra = [part for part in parts if part not in (variant, 'debug')]
+  variant = parts[0] if parts and parts[0] not in FLAGS else default
+  extra = [part for part in parts if part not in (variant, *FLAGS)]
   if variant not in VARIANTS or extra:
     raise ValueError(f'config argument {arg!r}: expected one of {VARIANTS} optionally followed '
-                     f'by ",debug".')
-  return variant, 'debug' in parts
+                     f'by ",debug" and/or ",spt".')
+  return variant, set(parts) & set(FLAGS)
 
 
 def debug_arg(arg: str | None, config_file: str) -> bool:
@@ -181,15 +198,17 @@ def debug_arg(arg: str | None, config_file: str) -> bool:
 
 
 def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
-  """The base config for LRA task `task` and the config argument 'variant[,debug]'.
+  """The base config for LRA task `task` and the config argument 'variant[,debug][,spt]'.
 
   Returns:
-    (config with data.task and debug set, variant name).
+    (config with data.task, debug and, with `spt`, self-pretraining set, variant name).
   """
-  variant, debug = parse_arg(arg)
+  variant, flags = parse_arg(arg)
   config = get_config()
-  config.debug = debug
+  config.debug = 'debug' in flags
   config.data.task = task
+  if 'spt' in flags:
+    config.self_pretraining.num_train_steps = -1
   return config, variant
 
 

@@ -19,14 +19,16 @@ where BERT draws a fixed count per sequence; the two agree in expectation.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+import dataclasses
+import math
+from typing import Any, ClassVar, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from luna_jax import objectives
 from luna_jax.encoders import ENCODERS, EncoderConfig
 
 Array = jax.Array
@@ -81,23 +83,40 @@ def mask_tokens(rng: Array, tokens: Array, lengths: Array, *, mask_id: int, voca
   return jnp.where(selected, corrupted, tokens), selected
 
 
-def masked_lm_sums(logits: Array, targets: Array, selected: Array) -> dict[str, Array]:
-  """Summed cross-entropy and correct predictions over the selected positions.
+@dataclasses.dataclass(frozen=True)
+class MaskedLanguageModel(objectives.Objective):
+  """The masked-LM objective: `prepare` masks the batch, the loss is on the selected tokens.
 
-  Args:
-    logits: `[batch, n, vocab]` float32.
-    targets: `[batch, n]` int original tokens.
-    selected: `[batch, n]` bool (or float weights) positions that count.
+  `prepare` turns a batch {'inputs' [b, n], 'lengths' [b], ...} into the corrupted 'inputs', the
+  original tokens as 'targets' and the 'selected' positions (`mask_tokens`); the loss and the
+  metrics (masked-token accuracy; `summarize` adds the perplexity exp(loss)) count the selected
+  tokens of real examples only.
 
-  Returns:
-    {'loss': summed cross-entropy, 'correct': summed hits, 'count': number of selected tokens},
-    float32 scalars. Mean loss = loss / count; perplexity = exp(mean loss).
+  Attributes:
+    vocab_size: the data's ids; the mask id is `vocab_size`.
+    special_ids: ids never selected nor drawn as random replacements.
   """
-  weights = selected.astype(jnp.float32)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets.astype(jnp.int32))
-  hits = jnp.argmax(logits, axis=-1) == targets
-  return {'loss': jnp.sum(losses * weights), 'correct': jnp.sum(hits * weights),
-          'count': jnp.sum(weights)}
+  vocab_size: int
+  special_ids: tuple[int, ...] = (0,)
+
+  def prepare(self, batch: objectives.Batch, rng: Array) -> objectives.Batch:
+    """`batch` with masked 'inputs', the original tokens as 'targets' and 'selected' [b, n]."""
+    inputs, selected = mask_tokens(rng, batch['inputs'], batch['lengths'],
+                                   mask_id=self.vocab_size, vocab_size=self.vocab_size,
+                                   special_ids=self.special_ids)
+    return {**batch, 'inputs': inputs, 'targets': batch['inputs'].astype(jnp.int32),
+            'selected': selected}
+
+  def weights(self, batch: objectives.Batch) -> Array:
+    """`[b, n]`: 1 on the selected tokens of real examples, else 0."""
+    return objectives.example_weights(batch)[:, None] * batch['selected']
+
+  def summarize(self, totals: Mapping[str, Any]) -> dict[str, float]:
+    """Masked-token 'accuracy', 'loss' (nats per masked token), 'perplexity' and 'num_examples'
+    (masked tokens)."""
+    metrics = super().summarize(totals)
+    metrics['perplexity'] = math.exp(min(metrics['loss'], 700.0))
+    return metrics
 
 
 class LMHead(nn.Module):
@@ -125,12 +144,19 @@ class MaskedLM(nn.Module):
 
   Attributes:
     encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
-    encoder: the encoder config (its vocab_size includes the mask id).
+    encoder: the encoder config; its vocab_size is the data's plus one, the mask id (the last).
+    special_ids: the data's ids that are never masked (padding, separators).
   """
   encoder_name: str
   encoder: EncoderConfig
+  special_ids: tuple[int, ...] = (0,)
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths')
+
+  @property
+  def objective(self) -> MaskedLanguageModel:
+    """What the trainer scores the logits with: masked-LM over the data's ids."""
+    return MaskedLanguageModel(self.encoder.vocab_size - 1, tuple(self.special_ids))
 
   def setup(self):
     if self.encoder_name not in ENCODERS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from luna_jax import config_utils
 from luna_jax.baselines import ATTENTIONS
@@ -85,18 +85,20 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
 
 
 def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes: int,
-                max_length: int, dual: bool = False, bos_id: Optional[int] = None) -> Model:
+                max_length: int, dual: bool = False, bos_id: Optional[int] = None,
+                special_ids: Sequence[int] = (0,)) -> Model:
   """Builds the model named by `model_config['name']` (default 'luna').
 
   Args:
     model_config: `name`, the classifier keys `pooling`, `classifier_hidden_dim`, `interaction`, and
       any `EncoderConfig` field except vocab_size / max_length / prepend_cls, which come from the data
       and the pooling.
-    vocab_size: token vocabulary size.
+    vocab_size: token vocabulary size (the masked LMs add the mask id, `vocab_size`).
     num_classes: output classes (classifiers).
     max_length: longest input (for seq2seq: the longer of source and target) in tokens.
     dual: build the Retrieval two-tower classifier.
     bos_id: first decoder input of 'luna_seq2seq'.
+    special_ids: ids the masked LMs never mask (`lra.special_ids`).
 
   Returns:
     An uninitialised Flax module.
@@ -112,13 +114,14 @@ def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes
   encoder_name = name.removesuffix(MLM_SUFFIX)
   # A masked LM keeps the CLS vector of the classifier it will be finetuned into (same pooling),
   # so that the two encoders have the same parameters.
-  encoder = EncoderConfig(vocab_size=vocab_size, max_length=max_length,
+  encoder = EncoderConfig(vocab_size=vocab_size + int(name in MLM_MODELS),
+                          max_length=max_length,
                           prepend_cls=encoder_name in ENCODERS and pooling == 'cls',
                           **{k: v for k, v in cfg.items() if k in fields})
   if name == 'luna_lm':
     return LunaLM(encoder)
   if name in MLM_MODELS:
-    return MaskedLM(encoder_name, encoder)
+    return MaskedLM(encoder_name, encoder, tuple(special_ids))
   if name == 'luna_seq2seq':
     if bos_id is None:
       raise ValueError("'luna_seq2seq' needs the data's bos_id.")
