@@ -3,8 +3,9 @@
 Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`, the
 Linformer / Linear Transformer / Performer baselines in `luna_jax.baselines`, encoders in
 `luna_jax.encoders`, LRA classifiers in `luna_jax.classifiers`, the causal LM and encoder-decoder in
-`luna_jax.decoders` (generation in `luna_jax.generation`), and `luna_jax.models.build_model` builds any
-of them from a config.
+`luna_jax.decoders` (generation in `luna_jax.generation`), the masked LM for pretraining in
+`luna_jax.mlm` (finetuning from it: `luna_jax.pretrained`), and `luna_jax.models.build_model` builds
+any of them from a config.
 """
 
 from luna_jax.attention import (
@@ -44,4 +45,5 @@ from luna_jax.layers import (
     TransformerEncoderLayer,
     sinusoidal_positions,
 )
-from luna_jax.models import MODEL_NAMES, build_model, check_model_config
+from luna_jax.mlm import MaskedLM, MaskedLanguageModel, mask_tokens
+from luna_jax.models import MLM_MODELS, MODEL_NAMES, build_model, check_model_config

@@ -60,29 +60,48 @@ def test_masking_is_a_function_of_the_key():
 
 
 def test_loss_counts_selected_tokens_only():
-  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7))
-  targets = jnp.array([[1, 2, 3, 4, 5], [6, 1, 2, 3, 4]])
+  objective = mlm.MaskedLanguageModel(vocab_size=7)
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
   selected = jnp.zeros((2, 5), bool).at[0, 1].set(True).at[1, 3].set(True)
-  sums = mlm.masked_lm_sums(logits, targets, selected)
+  batch = {'targets': jnp.array([[1, 2, 3, 4, 5], [6, 1, 2, 3, 4]]), 'selected': selected,
+           'weights': jnp.ones(2)}
+  sums = objective.metric_sums(logits, batch)
   # Changing the logits of unselected positions changes nothing.
   other = logits.at[0, 0].set(100.0).at[1, 4].set(-100.0)
-  assert mlm.masked_lm_sums(other, targets, selected) == sums
+  assert objective.metric_sums(other, batch) == sums
   expected = -(jax.nn.log_softmax(logits[0, 1])[2] + jax.nn.log_softmax(logits[1, 3])[3])
   np.testing.assert_allclose(sums['loss'], expected, rtol=1e-6)
   assert float(sums['count']) == 2.0
+  # A padding row of an evaluation batch (weight 0) counts for nothing.
+  padded = objective.metric_sums(logits, {**batch, 'weights': jnp.array([1.0, 0.0])})
+  assert float(padded['count']) == 1.0
+  metrics = objective.summarize(jax.device_get(sums))
+  assert metrics['perplexity'] == pytest.approx(math.exp(float(expected) / 2), rel=1e-5)
+
+
+def test_prepare_masks_the_inputs_and_keeps_the_originals_as_targets():
+  objective = mlm.MaskedLanguageModel(vocab_size=16)
+  tokens = jnp.tile(jnp.arange(1, 16, dtype=jnp.int32), (4, 4))
+  batch = {'inputs': tokens, 'lengths': jnp.full(4, 60), 'targets': jnp.zeros(4, jnp.int32)}
+  prepared = objective.prepare(batch, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(prepared['targets'], tokens)
+  assert bool(prepared['selected'].any())
+  changed = prepared['inputs'] != tokens
+  assert not bool((changed & ~prepared['selected']).any())
+  assert bool((prepared['inputs'] == 16).any())  # The mask id is the data's vocab_size.
 
 
 @pytest.mark.parametrize('encoder', ['luna', 'transformer'])
 def test_lm_head_is_tied_to_the_input_embedding(encoder):
   model = build_model({'name': f'{encoder}_mlm', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2,
                        'mlp_dim': 32, 'projection_length': 4}, vocab_size=12, num_classes=12,
-                       max_length=8)
+                       max_length=8)  # 12 data ids and the mask id.
   tokens, lengths = jnp.ones((2, 8), jnp.int32), jnp.array([8, 5])
   params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, lengths)['params']
   assert set(params) == {'sequence_encoder', 'lm_head'}
   assert set(params['lm_head']) == {'dense', 'norm', 'bias'}  # No output matrix of its own.
   logits = model.apply({'params': params}, tokens, lengths)
-  assert logits.shape == (2, 8, 12)
+  assert logits.shape == (2, 8, 13)
   embedding = params['sequence_encoder']['embed']['token_embedding']['embedding']
   changed = jax.tree.map(lambda x: x, params)
   changed['sequence_encoder']['embed']['token_embedding']['embedding'] = embedding.at[5].add(1.0)
@@ -224,7 +243,7 @@ def init_params(name, vocab_size, max_length, seed=0, shapes_only=False, **model
 @pytest.fixture(scope='module')
 def pretrained_params():
   """A masked LM's parameters: vocabulary 16 + the mask id, 16 positions."""
-  return init_params('luna_mlm', 17, 16, seed=1)
+  return init_params('luna_mlm', 16, 16, seed=1)
 
 
 def as_encoder(params, vocabulary='listops', name='luna'):
