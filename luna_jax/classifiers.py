@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from luna_jax import objectives
 from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput
 
 Array = jax.Array
@@ -98,6 +99,8 @@ class SequenceClassifier(nn.Module):
   interaction: str = 'nli'
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'inputs2', 'lengths2')
+  #: What the trainer scores the logits with.
+  objective: ClassVar[objectives.Objective] = objectives.Classification()
 
   def setup(self):
     if self.encoder_name not in ENCODERS:

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from luna_jax import objectives
 from luna_jax.encoders import (EncoderConfig, EncoderOutput, LunaEncoder, TokenEmbedding, first_p,
                                remat_layer)
 from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
@@ -143,6 +144,8 @@ class LunaSeq2SeqLayer(_DecoderBlock):
 class _TokenDecoder(nn.Module):
   """Target embedding (LRA/MT recipe of the encoder config, no CLS), layers and the vocabulary head."""
   config: EncoderConfig
+  #: What the trainer scores the logits with.
+  objective: ClassVar[objectives.Objective] = objectives.TokenPrediction()
 
   def setup(self):
     cfg = self.config
