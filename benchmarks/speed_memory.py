@@ -169,7 +169,7 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   """
   import jax
   import jax.numpy as jnp
-  from luna_jax import baselines, layers
+  from luna_jax import attention_registry, layers
   cfg = model_config(name, arch)
   dtype = jnp.dtype(arch.dtype)
   d, h = arch.emb_dim, arch.num_heads
@@ -177,8 +177,8 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   x = jax.random.normal(k_x, (batch_size, length, d), dtype)
   mask = jnp.ones((batch_size, length), bool)
   if cfg['name'] == 'transformer':
-    module = baselines.self_attention_module(cfg['attention_implementation'], max_length=length)(
-        num_heads=h, qkv_dim=d, dtype=dtype)
+    module = attention_registry.self_attention_module(
+        cfg['attention_implementation'], max_length=length)(num_heads=h, qkv_dim=d, dtype=dtype)
     inputs = (x,)
     call_args = lambda inputs: (inputs[0], mask)
   else:

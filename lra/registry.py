@@ -30,8 +30,8 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 #: The six LRA tasks, and the token-level tasks of the causal models.
-SEQUENCE_TASKS = ('seq2seq', 'lm')
-TASKS = tuple(name for name in _REGISTRY if name not in SEQUENCE_TASKS)
+TOKEN_TASKS = ('seq2seq', 'lm')
+TASKS = tuple(name for name in _REGISTRY if name not in TOKEN_TASKS)
 CACHE_SUBDIR = 'lra_cache'
 
 
@@ -39,7 +39,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   """Loads the train/validation/test splits of an LRA task.
 
   Args:
-    name: one of TASKS or SEQUENCE_TASKS.
+    name: one of TASKS or TOKEN_TASKS.
     data_dir: the folder the task's files are in (see the README's Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
       disables the cache), for the Pathfinder tasks `difficulty` and `split_seed`, for Text

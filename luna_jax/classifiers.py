@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax import objectives
-from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput
+from luna_jax.encoders import ENCODERS, EncoderOutput, ModelConfig
 
 Array = jax.Array
 
@@ -83,7 +83,7 @@ class SequenceClassifier(nn.Module):
 
   Attributes:
     encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
-    encoder: the encoder config.
+    encoder: the model config of the encoder.
     num_classes: output classes.
     pooling: 'cls', 'mean' or 'p'.
     hidden_dim: classifier hidden width.
@@ -91,7 +91,7 @@ class SequenceClassifier(nn.Module):
     interaction: dual features, 'concat' or 'nli'.
   """
   encoder_name: str
-  encoder: EncoderConfig
+  encoder: ModelConfig
   num_classes: int
   pooling: str = 'cls'
   hidden_dim: int = 256

@@ -46,7 +46,7 @@ from flax import jax_utils
 
 import lra
 import luna_jax
-from luna_jax import (checkpointing, config_utils, metric_writers, objectives, optim,
+from luna_jax import (checkpointing, config_utils, metric_log, objectives, optim,
                       workdir as workdir_lib)
 from luna_jax.config_utils import spec
 
@@ -73,7 +73,7 @@ EVAL_SEED = 0
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """The `config.data` section, checked (see configs/base.py for what each field means)."""
-  task: str = spec(choices=(*lra.TASKS, *lra.SEQUENCE_TASKS))
+  task: str = spec(choices=(*lra.TASKS, *lra.TOKEN_TASKS))
   data_dir: str = spec()
   options: dict = spec()
 
@@ -99,7 +99,7 @@ class RunConfig:
   """The whole experiment config, parsed once and checked (`parse_config`); what the trainer uses.
 
   `model` stays a mapping (checked by `luna_jax.check_model_config`): `luna_jax.build_model` turns
-  it into the typed `EncoderConfig` and head settings.
+  it into the typed `ModelConfig` and head settings.
   """
   seed: int = spec(minimum=0)
   debug: bool = spec()
@@ -602,7 +602,7 @@ class _Session:
   model: flax.linen.Module
   num_params: int
   checkpointer: checkpointing.Checkpointer
-  writer: metric_writers.MetricWriter
+  writer: metric_log.MetricWriter
   #: The run record restored with the checkpoint (`restore_run`), or a fresh one.
   record: dict[str, Any]
   start_step: int
@@ -650,7 +650,7 @@ def _setup(run: RunConfig, workdir: str, is_lead: bool,
                num_params, 'resuming' if start_step else 'starting', start_step,
                training.num_train_steps)
   # A finished run evaluates again: what its final evaluation logged is logged anew.
-  writer = stack.enter_context(contextlib.closing(metric_writers.MetricWriter(
+  writer = stack.enter_context(contextlib.closing(metric_log.MetricWriter(
       workdir, enabled=is_lead, start_step=start_step,
       redo_prefixes=FINAL_PREFIXES if start_step >= training.num_train_steps else ())))
   p_train_step, p_eval_step = _map_steps(model, optimizer, training, devices)

@@ -31,9 +31,9 @@ class RandomLabelClassifier(luna_jax.SequenceClassifier):
 
 
 def models():
-  encoder = luna_jax.EncoderConfig(vocab_size=8, max_length=6, num_layers=1, emb_dim=16,
-                                   num_heads=2, mlp_dim=16, dropout_rate=0.0,
-                                   attention_dropout_rate=0.0)
+  encoder = luna_jax.ModelConfig(vocab_size=8, max_length=6, num_layers=1, emb_dim=16,
+                                 num_heads=2, mlp_dim=16, dropout_rate=0.0,
+                                 attention_dropout_rate=0.0)
   fields = dict(encoder_name='transformer', encoder=encoder, num_classes=NUM_CLASSES,
                 pooling='mean', hidden_dim=16)
   return luna_jax.SequenceClassifier(**fields), RandomLabelClassifier(**fields)
