@@ -4,8 +4,8 @@ Task files (`configs/<task>.py`) start from `get_config()` and override a few fi
 config is locked, so a misspelt field in a task file or on the command line (`--config.x=y`) fails
 with its name. `luna_model` and `transformer_model` set the two model recipes the tasks share.
 
-A task config takes an argument `variant[,debug]`, e.g. `configs/listops.py:luna256` or
-`configs/text.py:transformer,debug`:
+A task config takes an argument `variant[,debug][,spt]`, e.g. `configs/listops.py:luna256` or
+`configs/text.py:transformer,debug` (the variants are the table in configs/variants.py):
   luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
   luna16_noncontextual       Luna-16 with a learned P per layer, not carried between layers (Table 5)
   transformer                the official LRA Transformer (Tay et al., 2021)
@@ -20,14 +20,14 @@ e.g. `configs/listops.py:luna16,spt,debug`.
 
 from __future__ import annotations
 
-import re
-
 import ml_collections
 
-#: Transformer-family variants and their `config.model.attention_implementation`.
-TRANSFORMER_VARIANTS = {'transformer': 'softmax', 'linformer': 'linformer',
-                        'linear_transformer': 'linear', 'performer': 'performer'}
-VARIANTS = ('luna16', 'luna128', 'luna256', 'luna16_noncontextual', *TRANSFORMER_VARIANTS)
+from configs import variants
+
+#: Transformer-family task-config variants and their `config.model.attention_implementation`.
+TRANSFORMER_VARIANTS = {name: variants.VARIANTS[name].model['attention_implementation']
+                        for name in variants.CONFIG_VARIANTS
+                        if variants.VARIANTS[name].model['name'] == 'transformer'}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -179,9 +179,9 @@ def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]
   parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
   variant = parts[0] if parts and parts[0] not in FLAGS else default
   extra = [part for part in parts if part not in (variant, *FLAGS)]
-  if variant not in VARIANTS or extra:
-    raise ValueError(f'config argument {arg!r}: expected one of {VARIANTS} optionally followed '
-                     f'by ",debug" and/or ",spt".')
+  if variant not in variants.CONFIG_VARIANTS or extra:
+    raise ValueError(f'config argument {arg!r}: expected one of {variants.CONFIG_VARIANTS} '
+                     'optionally followed by ",debug" and/or ",spt".')
   return variant, set(parts) & set(FLAGS)
 
 
@@ -217,12 +217,10 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   `fairseq/models/luna_lra/model.py`, `examples/long_range_arena/train_luna_*.sh`).
 
   Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P, no
-  embedding scaling, untied K/V, pack heads = unpack heads, no activation dropout. A variant
-  'luna<l>_noncontextual' gives every layer its own learned P instead.
+  embedding scaling, pack heads = unpack heads, no activation dropout; the projection length, K/V
+  tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
   """
-  match = re.fullmatch(r'luna(\d+)(_noncontextual)?', variant)
-  config.model.update(name='luna', projection_length=int(match.group(1)),
-                      contextual_p=not match.group(2), tie_kv=False, normalize_before=False,
+  config.model.update(**variants.VARIANTS[variant].model, normalize_before=False,
                       activation='gelu', positional='learned', embedding_layernorm=True,
                       embed_scale=False, activation_dropout_rate=0.0, num_pack_heads=None,
                       qkv_dim=None)
@@ -233,13 +231,13 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
 def transformer_model(config: ml_collections.ConfigDict, variant: str = 'transformer') -> None:
   """Sets the official LRA Transformer (long-range-arena `models/transformer/transformer.py`):
   pre-LN blocks, tanh-GELU, sinusoidal positions, with the attention of `variant` (a key of
-  `TRANSFORMER_VARIANTS`).
+  `TRANSFORMER_VARIANTS`, configs/variants.py).
 
   Task files override positions (learned for CIFAR/Path-X), sizes, pooling and the schedule; the
   baselines share the Transformer's task settings unless a task file says otherwise (LRA's
   `lra_benchmarks/*/configs/*_base.py`).
   """
-  config.model.update(name='transformer', activation='gelu_tanh', positional='sinusoidal',
-                      attention_implementation=TRANSFORMER_VARIANTS[variant])
+  config.model.update(**variants.VARIANTS[variant].model, activation='gelu_tanh',
+                      positional='sinusoidal')
   config.optimizer.update(schedule='constant * linear_warmup * rsqrt_decay', b1=0.9, b2=0.98,
                           eps=1e-9)

@@ -9,9 +9,9 @@ pretraining one (a different vocabulary is refused). The model settings are thos
 configs/pretrain_mlm.py (same argument `cpu` for its small model): the encoder is loaded from
 `init_from`, the classifier head (CLS -> Dense(d) -> ReLU -> Dense(classes)) is new.
 Recipe (following RoBERTa): batch 32 (of {16, 32}), peak learning rate 1e-5 (of {5e-6, 1e-5,
-2e-5}), linear warmup over the first 6% of the steps then linear decay to 0, 10 epochs, with the best
-development-set checkpoint kept (the paper's early stopping). Expected development accuracy of the
-paper's Luna-128 (16GB, tied K/V; Table 6): SST-2 93.1, QNLI 91.2, QQP 90.8.
+2e-5}), linear warmup over the first 6% of the steps then linear decay to 0, 10 epochs, with the
+best development-set checkpoint kept (the paper's early stopping). Expected development accuracy
+of the paper's Luna-128 (16GB, tied K/V; Table 6): SST-2 93.1, QNLI 91.2, QQP 90.8.
 
 Arguments: `sst2` | `qnli` | `qqp`, optionally followed by `,cpu` and/or `,debug`.
 """

@@ -5,9 +5,8 @@
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
 linear_transformer | performer (append ',debug' for a smoke test).
-Expected test accuracy (paper Table 1): Luna-16 46.39, Luna-128 47.47, Luna-256 47.86;
-Transformer 42.44 (Tay et al., 2021); Linformer 38.56, Linear Trans. 42.34,
-Performer 42.77 (Tay et al. via the Luna paper). Chance 10%.
+Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
+the leaderboard of `benchmarks.report` prints next to each model. Chance 10%.
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 1 hour for Luna
 and about 1.5 hours for the Transformer (35000 steps of batch 256, one layer).
 """

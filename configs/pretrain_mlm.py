@@ -1,4 +1,4 @@
-"""Masked-LM pretraining of a Luna encoder on your own text: the paper's Table 8 recipe (Luna-128, 16GB).
+"""Masked-LM pretraining of a Luna encoder on your text: the paper's Table 8 recipe (Luna-128).
 
   python -m lra.text_tokenizers --input_dir corpus/ --vocab_size 32000 --model_prefix corpus/spm
   python train.py --config configs/pretrain_mlm.py --workdir runs/pretrain_mlm \\

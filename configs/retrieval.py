@@ -5,9 +5,8 @@
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
 linear_transformer | performer (append ',debug' for a smoke test).
-Expected test accuracy (paper Table 1): Luna-16 79.38, Luna-128 79.55, Luna-256 79.56;
-Transformer 57.46 (Tay et al., 2021); Linformer 52.27, Linear Trans. 53.09,
-Performer 53.82 (Tay et al. via the Luna paper). Chance 50%.
+Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
+the leaderboard of `benchmarks.report` prints next to each model. Chance 50%.
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 4 hours for Luna
 (2 x 4000 bytes, 20000 steps) and about 2.5 hours for the Transformer (5000 steps, quadratic in 4000).
 """

@@ -34,10 +34,10 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 #: The six LRA tasks, and the token-level tasks of the causal models.
-SEQUENCE_TASKS = ('seq2seq', 'lm')
+TOKEN_TASKS = ('seq2seq', 'lm')
 #: Text tasks of the masked-LM pretraining and finetuning (`lra.corpus`, `lra.glue`).
 TEXT_TASKS = ('corpus', 'glue')
-TASKS = tuple(name for name in _REGISTRY if name not in (*SEQUENCE_TASKS, *TEXT_TASKS))
+TASKS = tuple(name for name in _REGISTRY if name not in (*TOKEN_TASKS, *TEXT_TASKS))
 CACHE_SUBDIR = 'lra_cache'
 
 
@@ -45,7 +45,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   """Loads the train/validation/test splits of an LRA task.
 
   Args:
-    name: one of TASKS, SEQUENCE_TASKS or TEXT_TASKS.
+    name: one of TASKS, TOKEN_TASKS or TEXT_TASKS.
     data_dir: the folder the task's files are in (see the README's Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
       disables the cache), for the Pathfinder tasks `difficulty` and `split_seed`, for Text

@@ -1,7 +1,7 @@
 """Text tokenizers for pretraining corpora and GLUE-format tasks: UTF-8 bytes, or SentencePiece.
 
-  'bytes'              the byte-level vocabulary of the LRA text tasks (pad 0, byte b -> b + 1) plus a
-                       separator id 257 between documents (or sentence pairs); vocab 258.
+  'bytes'              the byte-level vocabulary of the LRA text tasks (pad 0, byte b -> b + 1)
+                       plus a separator id 257 between documents (or sentence pairs); vocab 258.
   <path>.model         a SentencePiece model; train one on your corpus with
                          python -m lra.text_tokenizers --input_dir corpus/ --vocab_size 8000 \\
                              --model_prefix corpus/spm
@@ -13,7 +13,8 @@ language-specific rules), is deterministic given its settings, stores the whole 
 file that can be hashed to identify the vocabulary, and is what the Flax WMT/LM1B examples use.
 
 Every tokenizer has a `name` that identifies its vocabulary ('bytes', or 'sentencepiece:<the SHA-256
-of the model file, 16 hex digits>'): a pretrained encoder is only finetuned on data of the same name.
+of the model file, 16 hex digits>'): a pretrained encoder is only finetuned on data of the same
+name.
 """
 
 from __future__ import annotations

@@ -204,8 +204,8 @@ def read_checkpoint(path: str) -> tuple[Any, dict[str, Any], str]:
       return tree, {k: v for k, v in record.items() if k != DIGEST_KEY}, manager.path(step)
   finally:
     manager.close()
-  raise FileNotFoundError(f'{path}: no intact checkpoint'
-                          + (''.join(f'\n  {p}' for p in problems) if problems else ' (none saved)'))
+  listing = ''.join(f'\n  {p}' for p in problems) if problems else ' (none saved)'
+  raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
 
 
 class Checkpointer:

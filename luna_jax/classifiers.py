@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput
+from luna_jax import objectives
+from luna_jax.encoders import ENCODERS, EncoderOutput, ModelConfig
 
 Array = jax.Array
 
@@ -82,7 +83,7 @@ class SequenceClassifier(nn.Module):
 
   Attributes:
     encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
-    encoder: the encoder config.
+    encoder: the model config of the encoder.
     num_classes: output classes.
     pooling: 'cls', 'mean' or 'p'.
     hidden_dim: classifier hidden width.
@@ -90,7 +91,7 @@ class SequenceClassifier(nn.Module):
     interaction: dual features, 'concat' or 'nli'.
   """
   encoder_name: str
-  encoder: EncoderConfig
+  encoder: ModelConfig
   num_classes: int
   pooling: str = 'cls'
   hidden_dim: int = 256
@@ -98,6 +99,8 @@ class SequenceClassifier(nn.Module):
   interaction: str = 'nli'
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'inputs2', 'lengths2')
+  #: What the trainer scores the logits with.
+  objective: ClassVar[objectives.Objective] = objectives.Classification()
 
   def setup(self):
     if self.encoder_name not in ENCODERS:

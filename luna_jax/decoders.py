@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.encoders import (EncoderConfig, EncoderOutput, LunaEncoder, TokenEmbedding, first_p,
+from luna_jax import objectives
+from luna_jax.encoders import (EncoderOutput, LunaEncoder, ModelConfig, TokenEmbedding, learned_p,
                                remat_layer)
 from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
 
@@ -36,7 +37,7 @@ def shift_right(targets: Array, bos_id: int) -> Array:
 
 class _DecoderBlock(nn.Module):
   """Shared pieces of the decoder layers: causal self-attention, norms, FFN and dropout."""
-  config: EncoderConfig
+  config: ModelConfig
 
   def setup(self):
     cfg = self.config
@@ -65,7 +66,7 @@ class LunaLMLayer(_DecoderBlock):
   """Decoder-only Luna layer: X_A = LN(X + CausalLuna(X, P)), X' = LN(X_A + FFN(X_A)), P learned."""
 
   def setup_extra(self):
-    self.p = first_p(self, self.config)
+    self.p = learned_p(self, self.config)
 
   def _p(self, batch: int) -> Array:
     return jnp.broadcast_to(self.p[None], (batch, *self.p.shape))
@@ -141,8 +142,10 @@ class LunaSeq2SeqLayer(_DecoderBlock):
 
 
 class _TokenDecoder(nn.Module):
-  """Target embedding (LRA/MT recipe of the encoder config, no CLS), layers and the vocabulary head."""
-  config: EncoderConfig
+  """Target embedding (the config's LRA/MT recipe, no CLS), layers and the vocabulary head."""
+  config: ModelConfig
+  #: What the trainer scores the logits with.
+  objective: ClassVar[objectives.Objective] = objectives.TokenPrediction()
 
   def setup(self):
     cfg = self.config

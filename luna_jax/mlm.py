@@ -1,4 +1,4 @@
-"""Masked-language-model pretraining: BERT/RoBERTa dynamic masking and an encoder with a tied LM head.
+"""Masked-language-model pretraining: BERT/RoBERTa dynamic masking, an encoder with a tied LM head.
 
 The objective of the paper's §4.3 (Luna-128 pretrained as RoBERTa-base, appendix A.3 Table 8): of
 the real (non-padding, non-special) tokens, each is selected with probability `MASK_RATE` = 15%;
@@ -7,9 +7,9 @@ with 10%, and kept with 10% (Devlin et al., 2019, §3.1; Liu et al., 2019). The 
 cross-entropy on the selected tokens only. Masks are drawn inside the training step from the step's
 key (`mask_tokens`), so every step sees a new mask and a resumed run draws the same ones.
 
-`MaskedLM` is a `luna_jax.encoders` encoder (Luna or the Transformer, by name) and the RoBERTa LM head
-(fairseq `RobertaLMHead`, which the authors' `fairseq/models/luna_bert/model.py` uses): Dense(d) ->
-GELU -> LayerNorm -> the transposed token embedding plus a bias. The encoder sits at the same path
+`MaskedLM` is a `luna_jax.encoders` encoder (Luna or the Transformer, by name) and the RoBERTa LM
+head (fairseq `RobertaLMHead`, which the authors' `fairseq/models/luna_bert/model.py` uses):
+Dense(d) -> GELU -> LayerNorm -> the transposed token embedding plus a bias. The encoder sits at the same path
 (`sequence_encoder`) as in `luna_jax.classifiers.SequenceClassifier`, so a pretrained encoder is
 grafted into a classifier as is (`luna_jax.pretrained`).
 
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from luna_jax import objectives
-from luna_jax.encoders import ENCODERS, EncoderConfig
+from luna_jax.encoders import ENCODERS, ModelConfig
 
 Array = jax.Array
 
@@ -131,7 +131,7 @@ class LMHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, embedding: Array) -> Array:
-    """`[batch, n, d]` states and the `[vocab, d]` token embedding -> `[batch, n, vocab]` float32."""
+    """`[batch, n, d]` states, the `[vocab, d]` token embedding -> `[batch, n, vocab]` float32."""
     h = nn.Dense(x.shape[-1], dtype=self.dtype, name='dense')(x)
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(nn.gelu(h, approximate=False))
     bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
@@ -148,7 +148,7 @@ class MaskedLM(nn.Module):
     special_ids: the data's ids that are never masked (padding, separators).
   """
   encoder_name: str
-  encoder: EncoderConfig
+  encoder: ModelConfig
   special_ids: tuple[int, ...] = (0,)
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths')

@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import base
+from configs import base, variants
 from luna_jax import train_lib
 
 TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder', 'pathx')
@@ -17,7 +17,7 @@ def load(name, arg=None):
 
 
 @pytest.mark.parametrize('name', TASK_FILES)
-@pytest.mark.parametrize('variant', base.VARIANTS)
+@pytest.mark.parametrize('variant', variants.CONFIG_VARIANTS)
 def test_every_task_and_variant_builds_a_complete_config(name, variant):
   config = load(name, variant)
   train_lib.resolve_config(config)  # Exactly the expected keys in every section.

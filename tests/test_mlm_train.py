@@ -103,9 +103,9 @@ def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_
 def test_init_from_a_checkpoint_folder_and_bad_paths(tiny_lra_data, straight_run, tmp_path):
   checkpoint = straight_run[0] / 'pretrain' / 'checkpoints' / '2'
   encoder = pretrained.load_encoder(str(checkpoint))
-  np.testing.assert_array_equal(
-      encoder.params['projected_embeddings'],
-      checkpoint_params(straight_run[0] / 'pretrain', 2)['sequence_encoder']['projected_embeddings'])
+  stored = checkpoint_params(straight_run[0] / 'pretrain', 2)['sequence_encoder']
+  np.testing.assert_array_equal(encoder.params['projected_embeddings'],
+                                stored['projected_embeddings'])
   config = tiny_config(tiny_lra_data)
   config.init_from = str(tmp_path / 'missing')
   with pytest.raises(pretrained.InitFromError, match='missing: neither a run.s workdir'):

@@ -1,4 +1,4 @@
-"""Scalar metrics to TensorBoard event files (tensorboardX, no TensorFlow) and a JSON-lines file.
+"""A run's metric log: scalar metrics to TensorBoard event files (tensorboardX) and JSON lines.
 
 `workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`) and
 `workdir/metrics.jsonl` one JSON object per write, `{"step": s, "<name>": value, ...}`. Only the lead
