@@ -52,7 +52,7 @@ from pathlib import Path
 import tqdm
 
 from lra import pathfinder, registry
-from lra.core import DataError
+from lra.core import DataError, write_atomically
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,9 +287,8 @@ def read_manifest(downloads: Path) -> dict[str, str]:
 
 def _record_manifest(downloads: Path, name: str, digest: str) -> None:
   entries = {**read_manifest(downloads), name: digest}
-  tmp = downloads / f'{MANIFEST}.tmp'
-  tmp.write_text(''.join(f'{d}  {n}\n' for n, d in sorted(entries.items())), encoding='utf-8')
-  os.replace(tmp, downloads / MANIFEST)
+  write_atomically(downloads / MANIFEST,
+                   ''.join(f'{d}  {n}\n' for n, d in sorted(entries.items())))
 
 
 def _check_official(path: Path, source: Source, digest: str, what: str) -> None:

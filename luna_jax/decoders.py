@@ -169,6 +169,16 @@ class _TokenDecoder(nn.Module):
   def _logits(self, x: Array) -> Array:
     return self.lm_head(x).astype(jnp.float32)
 
+  def _decode_step(self, tokens: Array, cache: Cache, *layer_args: Array) -> tuple[Array, Cache]:
+    """`decode_step`: one input per sequence through every layer's `step` (which also takes
+    `layer_args`): `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
+    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
+    layers = []
+    for layer, layer_cache in zip(self.layers, cache['layers']):
+      x, layer_cache = layer.step(x, layer_cache, *layer_args)
+      layers.append(layer_cache)
+    return self._logits(x), {**cache, 'position': cache['position'] + 1, 'layers': layers}
+
 
 class LunaLM(_TokenDecoder):
   """Decoder-only Luna language model.
@@ -197,12 +207,7 @@ class LunaLM(_TokenDecoder):
 
   def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
     """Feeds one token per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
-    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
-    layers = []
-    for layer, layer_cache in zip(self.layers, cache['layers']):
-      x, layer_cache = layer.step(x, layer_cache)
-      layers.append(layer_cache)
-    return self._logits(x), {'position': cache['position'] + 1, 'layers': layers}
+    return self._decode_step(tokens, cache)
 
 
 class LunaSeq2Seq(_TokenDecoder):
@@ -249,9 +254,4 @@ class LunaSeq2Seq(_TokenDecoder):
 
   def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
     """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
-    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
-    layers = []
-    for layer, layer_cache in zip(self.layers, cache['layers']):
-      x, layer_cache = layer.step(x, layer_cache, cache['p_mask'])
-      layers.append(layer_cache)
-    return self._logits(x), {**cache, 'position': cache['position'] + 1, 'layers': layers}
+    return self._decode_step(tokens, cache, cache['p_mask'])

@@ -27,6 +27,8 @@ from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
+from lra.core import write_atomically
+
 
 class MetricWriter:
   """Writes scalar summaries of one run.
@@ -109,8 +111,5 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
       kept.append(line if line.endswith('\n') else line + '\n')
       if entry_step == step:
         at_step.append(entry)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  write_atomically(path, ''.join(kept))
   return at_step

@@ -46,8 +46,10 @@ from flax import jax_utils
 
 import lra
 import luna_jax
+from lra.core import write_atomically
 from luna_jax import (checkpointing, config_utils, metric_log, objectives, optim, pretrained,
-                      self_pretraining, workdir as workdir_lib)
+                      self_pretraining)
+from luna_jax import workdir as workdir_lib
 from luna_jax.config_utils import spec
 
 Batch = Mapping[str, Any]
@@ -505,10 +507,8 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + '.tmp', path)
+  """Writes JSON atomically (`lra.core.write_atomically`)."""
+  write_atomically(path, json.dumps(value, indent=2))
 
 
 def restore_run(checkpointer: checkpointing.Checkpointer, state: TrainState, run: RunConfig,

@@ -187,10 +187,10 @@ def test_performer_redraw_draws_a_projection_per_training_step():
 
 def test_self_attention_module_names():
   assert set(attention_registry.ATTENTIONS) == {'softmax', 'fused', 'linformer', 'linear', 'performer'}
-  assert isinstance(baselines.self_attention_module('linear')(num_heads=2, qkv_dim=8),
+  assert isinstance(attention_registry.self_attention_module('linear')(num_heads=2, qkv_dim=8),
                     baselines.LinearSelfAttention)
   with pytest.raises(ValueError, match='attention_implementation must be one of'):
-    baselines.self_attention_module('reformer')
+    attention_registry.self_attention_module('reformer')
 
 
 # ----------------------------------------------------------------------------------------------
