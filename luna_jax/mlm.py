@@ -9,9 +9,9 @@ key (`mask_tokens`), so every step sees a new mask and a resumed run draws the s
 
 `MaskedLM` is a `luna_jax.encoders` encoder (Luna or the Transformer, by name) and the RoBERTa LM
 head (fairseq `RobertaLMHead`, which the authors' `fairseq/models/luna_bert/model.py` uses):
-Dense(d) -> GELU -> LayerNorm -> the transposed token embedding plus a bias. The encoder sits at the same path
-(`sequence_encoder`) as in `luna_jax.classifiers.SequenceClassifier`, so a pretrained encoder is
-grafted into a classifier as is (`luna_jax.pretrained`).
+Dense(d) -> GELU -> LayerNorm -> the transposed token embedding plus a bias. The encoder sits at the
+same path (`sequence_encoder`) as in `luna_jax.classifiers.SequenceClassifier`, so a pretrained
+encoder is grafted into a classifier as is (`luna_jax.pretrained`).
 
 Selection is a Bernoulli draw per eligible token (so a sequence has 15% selected in expectation),
 where BERT draws a fixed count per sequence; the two agree in expectation.
