@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import ml_collections
 
+from luna_jax.config_utils import ConfigError
 from luna_jax.models import ENCODERS, MLM_SUFFIX
 
 PRETRAIN_DIR = 'pretrain'
@@ -48,10 +49,10 @@ def stage_configs(config: ml_collections.ConfigDict,
     a self-pretraining stage of its own. The pretrain stage starts from `config.init_from` if set.
 
   Raises:
-    ValueError: the model is not one of the encoder classifiers.
+    ConfigError: the model is not one of the encoder classifiers.
   """
   if config.model.name not in ENCODERS:
-    raise ValueError(f'config.self_pretraining needs an encoder classifier '
+    raise ConfigError(f'config.self_pretraining needs an encoder classifier '
                      f'({sorted(ENCODERS)}), not config.model.name={config.model.name!r}.')
   pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
   pretrain = ml_collections.ConfigDict(config.to_dict())

@@ -566,7 +566,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   The workdir is locked for the duration (`luna_jax.workdir.lock`), the config is checked once
   (`parse_config`) and, on resume, compared with the checkpoint's (`restore_run`). The stages are
-  `_setup`, `_train`, `_final_evaluation` and `_write_results`.
+  `_setup`, `_train`, `_final_evaluation` and `_write_results`. With `config.init_from` the encoder
+  starts from another run's (`initialize_from`); with `config.self_pretraining.num_train_steps` the
+  run is a pretrain and a finetune stage (`train_with_self_pretraining`).
 
   Args:
     config: the experiment config (configs/base.py documents every field).
@@ -725,7 +727,7 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str
   with 'pretraining' (the pretrain stage's 'step', 'validation', 'steps_per_sec', 'directory').
 
   Raises:
-    What `train_and_evaluate` raises; ValueError for a model without an encoder.
+    What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder.
   """
   is_lead = jax.process_index() == 0
   with contextlib.ExitStack() as stack:
