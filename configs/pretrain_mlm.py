@@ -7,8 +7,10 @@
 `corpus/` holds `*.txt` files, one document per line (`lra/corpus.py`); the byte vocabulary
 (`tokenizer='bytes'`, the default) needs no tokenizer training. The paper pretrains RoBERTa-base
 sized Luna-128 (12 layers, 768, FFN 3072, 12 heads, tied K/V as in the 16GB row of Table 6) for 250k
-steps of 2048 sequences of 512 tokens on 64 V100s; metrics are the masked-token accuracy and
-perplexity (`validation_accuracy`, `validation_perplexity`). Finetune the result with
+steps of batch 2048 on 64 V100s (blocks of 512 tokens here: RoBERTa's length, which the table does
+not give); metrics are the masked-token accuracy and
+perplexity (`validation_accuracy`, `validation_perplexity`); the paper reports no pretraining
+figures, only the finetuned ones (Table 6, see configs/glue.py). Finetune the result with
 `--config.init_from=runs/pretrain_mlm` (configs/glue.py, or any LRA task config on the same
 vocabulary).
 
