@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.debug = False
 
   config.data = ml_collections.ConfigDict()
-  # LRA task, one of lra.TASKS: listops, text, retrieval, image, pathfinder32, pathx.
+  # Task (lra.load_task): an LRA task of lra.TASKS (listops, text, retrieval, image, pathfinder32,
+  # pathx) or, for the token models, one of lra.TOKEN_TASKS (seq2seq, lm).
   config.data.task = 'listops'
   # Folder with the task's files (see the README's Data section); set it on the command line.
   config.data.data_dir = ''
@@ -158,7 +159,11 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, bool]:
-  """Splits a config argument 'variant[,debug]' into (variant, debug)."""
+  """Splits a config argument 'variant[,debug]' into (variant, debug).
+
+  Raises:
+    ValueError: an unknown variant or an extra part, listing the variants.
+  """
   parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
   variant = parts[0] if parts and parts[0] != 'debug' else default
   extra = [part for part in parts if part not in (variant, 'debug')]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, pathfinder
+from configs import base, pathfinder32
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Path-X config for `arg` = 'variant[,debug]' (default luna256)."""
   variant, _ = base.parse_arg(arg)
-  config = pathfinder.get_config(arg)
+  config = pathfinder32.get_config(arg)
   config.data.task = 'pathx'
   config.data.options = ml_collections.ConfigDict({'max_length': 16384, 'difficulty': 'hard'})
   if variant in base.TRANSFORMER_VARIANTS:

@@ -1,6 +1,6 @@
 """Pathfinder-32 (LRA): are two dots connected by a dashed path? 32x32 = 1024 pixel tokens (binary).
 
-  python train.py --config configs/pathfinder.py:luna256 --workdir runs/pathfinder_luna256 \
+  python train.py --config configs/pathfinder32.py:luna256 --workdir runs/pathfinder32_luna256 \
       --config.data.data_dir=data/lra_release/lra_release
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
