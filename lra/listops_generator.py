@@ -24,7 +24,6 @@ import csv
 import random
 import statistics
 from pathlib import Path
-from typing import Union
 
 from lra.core import DataError, claim_outputs, record_outputs
 from lra.listops import FILES
@@ -34,7 +33,7 @@ OPERATORS = ('[MIN', '[MAX', '[MED', '[SM')
 END = ']'
 # The official serialisation nests binary tuples:
 # ((('[MAX', 2), 9), ']') -> "( ( ( [MAX 2 ) 9 ) ] )".
-Tree = Union[int, str, tuple['Tree', 'Tree']]
+Tree = int | str | tuple['Tree', 'Tree']
 _MAX_FRUITLESS_TRIES = 200_000
 
 

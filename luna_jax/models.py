@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 from luna_jax import config_utils
 from luna_jax.attention_registry import ATTENTIONS
@@ -20,7 +20,7 @@ from luna_jax.classifiers import INTERACTIONS, POOLINGS, SequenceClassifier
 from luna_jax.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.encoders import ENCODERS, REMAT, ModelConfig
 
-Model = Union[SequenceClassifier, LunaLM, LunaSeq2Seq]
+Model = SequenceClassifier | LunaLM | LunaSeq2Seq
 #: The token-level models (trained on `lra.TOKEN_TASKS`).
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
 MODEL_NAMES = (*ENCODERS, *TOKEN_MODELS)
