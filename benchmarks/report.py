@@ -39,6 +39,10 @@ def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, st
   Args:
     runs_dir: folder searched for `results.json` files.
     checkpoint: 'final' (`results['test']`) or 'best' (`results['best']['test']`).
+
+  Raises:
+    ValueError: an unknown `checkpoint`, or (with 'best') a results.json without the best
+      checkpoint's test metrics, naming the file and what to do.
   """
   if checkpoint not in CHECKPOINTS:
     raise ValueError(f'checkpoint must be one of {tuple(CHECKPOINTS)}, got {checkpoint!r}.')
@@ -163,6 +167,9 @@ def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequenc
     path: output PNG.
     length: sequence length of the speed/memory cells (default: the longest length at which every
       model with an accuracy has an 'ok' cell).
+
+  Raises:
+    ValueError: no benchmarked model has an accuracy (ours or the paper's).
   """
   import matplotlib
   matplotlib.use('Agg')

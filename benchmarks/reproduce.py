@@ -213,9 +213,9 @@ def execute(runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0
           print(f'[{index[id(run)]}/{total}] {run.name}: {progress_line(run)} '
                 f'({_minutes(now - started)})', flush=True)
   except KeyboardInterrupt:
-    for run, process, _ in running.values():
+    for _, process, _ in running.values():
       process.terminate()
-    for run, process, _ in running.values():
+    for _, process, _ in running.values():
       process.wait()
     print('Interrupted; run the same command again to resume.', flush=True)
     raise

@@ -266,6 +266,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
   Returns:
     A result record (see `_finish_record`); `status` is 'ok', 'OOM' or 'skipped'.
+
+  Raises:
+    ValueError: an unknown mode or model.
   """
   import jax
   import luna_jax
@@ -348,6 +351,9 @@ def op_class_times(trace_dir: str) -> dict[str, float]:
   An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only the
   events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one step can run
   on two threads at once, so the sum can exceed the step's wall time slightly.
+
+  Raises:
+    FileNotFoundError: no Perfetto trace under `trace_dir`.
   """
   paths = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)
   if not paths:

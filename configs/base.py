@@ -7,7 +7,7 @@ with its name. `luna_model` and `transformer_model` set the two model recipes th
 A task config takes an argument `variant[,debug][,spt]`, e.g. `configs/listops.py:luna256` or
 `configs/text.py:transformer,debug` (the variants are the table in configs/variants.py):
   luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
-  luna16_noncontextual       Luna-16 with a learned P per layer, not carried between layers (Table 5)
+  luna16_noncontextual       Luna-16 with a learned P per layer, not carried on (Table 5)
   transformer                the official LRA Transformer (Tay et al., 2021)
   linformer, linear_transformer, performer
                              the LRA Transformer with Linformer / elu+1 linear / FAVOR+ attention
@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.self_pretraining.num_train_steps = 0
 
   config.data = ml_collections.ConfigDict()
-  # LRA task, one of lra.TASKS: listops, text, retrieval, image, pathfinder32, pathx.
+  # Task (lra.load_task): an LRA task of lra.TASKS (listops, text, retrieval, image, pathfinder32,
+  # pathx) or, for the token models, one of lra.TOKEN_TASKS (seq2seq, lm).
   config.data.task = 'listops'
   # Folder with the task's files (see the README's Data section); set it on the command line.
   config.data.data_dir = ''
@@ -58,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Model (luna_jax.MODEL_NAMES): classifiers 'luna', 'transformer'; token models 'luna_lm',
   # 'luna_seq2seq' (these ignore pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
-  # Sequence representation: 'cls' (prepended CLS vector), 'mean' (over real tokens) or 'p' (Luna P).
+  # Sequence representation: 'cls' (prepended CLS vector), 'mean' (real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'
   # Hidden width of the Dense -> ReLU -> Dense classifier head.
   config.model.classifier_hidden_dim = 1024
@@ -72,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_heads = 4
   # Feed-forward hidden width.
   config.model.mlp_dim = 1024
-  # Transformer attention width (None: emb_dim). A typed placeholder, so --config.model.qkv_dim=64 works.
+  # Transformer attention width (None: emb_dim); typed placeholder: --config.model.qkv_dim=64 works.
   config.model.qkv_dim = ml_collections.config_dict.placeholder(int)
   # Luna pack-attention heads (None: num_heads, as in the authors' LRA code).
   config.model.num_pack_heads = ml_collections.config_dict.placeholder(int)
@@ -96,8 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embedding_layernorm = True
   # Luna: scale embeddings and the first P by sqrt(d) (machine-translation recipe, off for LRA).
   config.model.embed_scale = False
-  # Transformer attention: 'softmax' (reference), 'fused' (jax.nn.dot_product_attention), or the
-  # baselines 'linformer', 'linear' (elu + 1 features) and 'performer' (FAVOR+), luna_jax/baselines.py.
+  # Transformer attention (luna_jax/attention_registry.py): 'softmax' (reference), 'fused'
+  # (jax.nn.dot_product_attention), or the baselines 'linformer', 'linear' (elu + 1 features) and
+  # 'performer' (FAVOR+).
   config.model.attention_implementation = 'softmax'
   # Linformer: length r the keys and values are projected to (LRA default 16).
   config.model.low_rank_features = 16
@@ -105,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.nb_features = 256
   # Performer: draw a new random projection at every training step (else one fixed per layer).
   config.model.redraw_features = False
-  # Luna: P flows from layer to layer (the paper); False: a learned P per layer (non-contextual ablation).
+  # Luna: P flows from layer to layer (the paper); False: a learned P per layer (the ablation).
   config.model.contextual_p = True
   # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
   config.model.omega = 'softplus'
@@ -175,7 +177,11 @@ FLAGS = ('debug', 'spt')
 
 
 def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]:
-  """Splits a config argument 'variant[,debug][,spt]' into (variant, set of flags)."""
+  """Splits a config argument 'variant[,debug][,spt]' into (variant, set of flags).
+
+  Raises:
+    ValueError: an unknown variant or an extra part, listing the variants.
+  """
   parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
   variant = parts[0] if parts and parts[0] not in FLAGS else default
   extra = [part for part in parts if part not in (variant, *FLAGS)]
@@ -216,9 +222,9 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   """Sets the Luna LRA recipe of the authors' code with the variant's projection (fairseq-apollo:
   `fairseq/models/luna_lra/model.py`, `examples/long_range_arena/train_luna_*.sh`).
 
-  Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P, no
-  embedding scaling, pack heads = unpack heads, no activation dropout; the projection length, K/V
-  tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
+  Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P,
+  no embedding scaling, pack heads = unpack heads, no activation dropout; the projection length,
+  K/V tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
   """
   config.model.update(**variants.VARIANTS[variant].model, normalize_before=False,
                       activation='gelu', positional='learned', embedding_layernorm=True,

@@ -11,8 +11,8 @@ Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linf
 linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 50%.
-Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 2 hours for Luna
-(4000 bytes, 20000 steps) and about 1.5 hours for the Transformer (1000 bytes, 20000 steps).
+Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 2 hours for
+Luna (4000 bytes, 20000 steps) and about 1.5 hours for the Transformer (1000 bytes, 20000 steps).
 """
 
 from __future__ import annotations

@@ -237,6 +237,9 @@ def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
 
   Returns:
     The label.
+
+  Raises:
+    DataError: a label that is not a number or out of range, naming `where`.
   """
   text = text.decode('latin-1') if isinstance(text, bytes) else str(text)
   try:

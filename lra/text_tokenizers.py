@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Tokenizer:
   separator_id: int
   special_ids: tuple[int, ...]
   encode: Callable[[str], np.ndarray]
-  source: Optional[Path] = None
+  source: Path | None = None
 
 
 def _encode_bytes(text: str) -> np.ndarray:

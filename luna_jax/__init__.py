@@ -47,5 +47,5 @@ from luna_jax.layers import (
     TransformerEncoderLayer,
     sinusoidal_positions,
 )
-from luna_jax.mlm import MaskedLM, MaskedLanguageModel, mask_tokens
+from luna_jax.mlm import MaskedLanguageModel, MaskedLM, mask_tokens
 from luna_jax.models import MLM_MODELS, MODEL_NAMES, build_model, check_model_config

@@ -36,6 +36,9 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
 
   Returns:
     `[batch, d]` float32.
+
+  Raises:
+    ValueError: an unknown pooling, or 'p' for an encoder without P.
   """
   if pooling == 'cls':
     return out.x[:, 0].astype(jnp.float32)
@@ -53,7 +56,11 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
 
 
 def combine_pair(u: Array, v: Array, interaction: str) -> Array:
-  """Dual-encoder features: `[u, v]` ('concat') or `[u, v, u*v, u-v]` ('nli'); `[batch, d]` each."""
+  """Dual-encoder features: `[u, v]` ('concat') or `[u, v, u*v, u-v]` ('nli'); `[batch, d]` each.
+
+  Raises:
+    ValueError: an unknown interaction.
+  """
   if interaction == 'concat':
     return jnp.concatenate([u, v], axis=-1)
   if interaction == 'nli':

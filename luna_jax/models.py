@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 from luna_jax import config_utils
 from luna_jax.attention_registry import ATTENTIONS
@@ -23,7 +23,7 @@ from luna_jax.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.encoders import ENCODERS, REMAT, ModelConfig
 from luna_jax.mlm import MaskedLM
 
-Model = Union[SequenceClassifier, LunaLM, LunaSeq2Seq, MaskedLM]
+Model = SequenceClassifier | LunaLM | LunaSeq2Seq | MaskedLM
 #: The token-level models (trained on `lra.TOKEN_TASKS`).
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
 #: Masked-LM models: '<encoder>_mlm' for every encoder.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import ml_collections
 
@@ -65,7 +65,7 @@ def stage_configs(config: ml_collections.ConfigDict,
   return [(pretrain_dir, pretrain), (os.path.join(workdir, FINETUNE_DIR), finetune)]
 
 
-def finished_results(workdir: str, num_train_steps: int) -> Optional[dict[str, Any]]:
+def finished_results(workdir: str, num_train_steps: int) -> dict[str, Any] | None:
   """The results.json of a stage that reached step `num_train_steps`, else None."""
   path = os.path.join(workdir, 'results.json')
   if not os.path.exists(path):

@@ -248,13 +248,13 @@ def eval_step(params: PyTree, batch: Batch, rng: Optional[jax.Array] = None, *,
   return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Devices and sharding
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Device]:
-  """The local devices to train on, checking that every global batch size divides across all devices.
+  """The local devices to train on, checking that every global batch size divides across them.
 
   Args:
     num_devices: -1 for every local device, else the first `num_devices` (single process only).
@@ -320,9 +320,9 @@ def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num
   return objective.summarize(jax.device_get(unreplicate(totals)))
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Config
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -390,9 +390,9 @@ def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any],
   return changes
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Training loop
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 class ConfigChangedError(config_utils.ConfigError):

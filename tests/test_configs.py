@@ -9,7 +9,7 @@ from ml_collections import config_flags
 from configs import base, variants
 from luna_jax import train_lib
 
-TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder', 'pathx')
+TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
 
 
 def load(name, arg=None):
@@ -62,7 +62,7 @@ def test_recipes_follow_the_papers():
   assert load('retrieval', 'transformer').training.num_train_steps == 5000
   image = load('image', 'transformer')
   assert image.optimizer.schedule.endswith('cosine_decay') and image.model.positional == 'learned'
-  assert load('pathfinder', 'luna256').model.pooling == 'mean'
+  assert load('pathfinder32', 'luna256').model.pooling == 'mean'
   assert load('pathx', 'transformer').optimizer.grad_clip_norm == 1.0
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import lra
-from configs import glue as glue_config, pretrain_mlm
+from configs import glue as glue_config
+from configs import pretrain_mlm
 from luna_jax import checkpointing, pretrained, train_lib
 from tests.test_mlm import GLUE_FILES
 from tests.test_train import checkpoint_params, read_jsonl, tiny_config

@@ -1,4 +1,5 @@
-"""The leaderboard report on synthetic `results.json` files: the exact table and the Figure-1 plot."""
+"""The leaderboard report on synthetic `results.json` files: the exact table and the Figure-1
+plot."""
 
 import json
 import os
@@ -11,7 +12,8 @@ from configs import variants
 
 
 def write_run(root, folder, task, seed, accuracy, **model):
-  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below final)."""
+  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below
+  final)."""
   run = root / folder
   run.mkdir(parents=True)
   config = {'seed': seed, 'data': {'task': task}, 'model': model}
