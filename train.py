@@ -1,4 +1,5 @@
-"""Trains and evaluates a Luna or Transformer classifier on an LRA task.
+"""Trains and evaluates a Luna or Transformer classifier on an LRA task (or any model of
+`luna_jax.build_model`: causal LMs, encoder-decoders, masked-LM pretraining, GLUE finetuning).
 
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/listops-1000

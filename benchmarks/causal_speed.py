@@ -31,10 +31,10 @@ from benchmarks.speed_memory import compiled_memory, describe_machine, length_la
 from luna_jax import attention as attn
 from luna_jax import generation
 from luna_jax.decoders import LunaLM
-from luna_jax.encoders import EncoderConfig
+from luna_jax.encoders import ModelConfig
 
 IMPLEMENTATIONS = ('naive', 'scan', 'chunked', 'bidirectional')
-HEADS, HEAD_DIM, PROJ_LEN = 4, 64, 16
+HEADS, HEAD_DIM, PROJECTION_LENGTH = 4, 64, 16
 
 
 def naive_causal_luna(pq, q, pk, k, v):
@@ -78,7 +78,7 @@ def _median_time(fn: Callable, args: Sequence[Any], repeats: int) -> float:
 def measure_attention(name: str, length: int, repeats: int, chunk_size: int) -> dict[str, Any]:
   """Compile time, median forward+backward time and compiled memory of one implementation."""
   keys = jax.random.split(jax.random.PRNGKey(0), 5)
-  pq = jax.random.normal(keys[0], (1, PROJ_LEN, HEADS, HEAD_DIM))
+  pq = jax.random.normal(keys[0], (1, PROJECTION_LENGTH, HEADS, HEAD_DIM))
   q, pk, k, v = (jax.random.normal(key, (1, length, HEADS, HEAD_DIM)) for key in keys[1:])
   fn = attention_function(name, chunk_size)
   grad = jax.grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1, 2, 3, 4))
@@ -93,9 +93,9 @@ def measure_attention(name: str, length: int, repeats: int, chunk_size: int) -> 
 
 def measure_decoding(num_tokens: int, recompute_samples: int) -> dict[str, Any]:
   """Tokens/s of cached generation vs recomputing the prefix (padded to num_tokens, one compile)."""
-  cfg = EncoderConfig(vocab_size=259, max_length=num_tokens + 1, num_layers=4, emb_dim=256,
-                      num_heads=4, mlp_dim=1024, projection_length=PROJ_LEN, prepend_cls=False,
-                      dropout_rate=0.0, attention_dropout_rate=0.0)
+  cfg = ModelConfig(vocab_size=259, max_length=num_tokens + 1, num_layers=4, emb_dim=256,
+                    num_heads=4, mlp_dim=1024, projection_length=PROJECTION_LENGTH,
+                    prepend_cls=False, dropout_rate=0.0, attention_dropout_rate=0.0)
   model = LunaLM(cfg)
   prompt = jnp.ones((1, 1), jnp.int32)
   params = model.init(jax.random.PRNGKey(0), prompt)['params']

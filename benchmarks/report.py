@@ -26,37 +26,8 @@ import os
 import statistics
 from typing import Any, Mapping, Optional, Sequence
 
-#: LRA tasks of Table 1 (`config.data.task` names) and their column titles.
-TASKS = ('listops', 'text', 'retrieval', 'image', 'pathfinder32')
-TASK_TITLES = ('ListOps', 'Text', 'Retrieval', 'Image', 'Pathfinder')
-#: Model variants (the `configs/<task>.py:<variant>` names) in table order, with display names.
-LABELS = {'transformer': 'Transformer', 'linformer': 'Linformer', 'linear_transformer': 'Linear Trans.',
-          'performer': 'Performer', 'luna16': 'Luna-16', 'luna128': 'Luna-128', 'luna256': 'Luna-256',
-          'luna16_noncontextual': 'Luna-16 (non-contextual P)'}
-#: Luna paper (Ma et al., NeurIPS 2021) Table 1, test accuracy (%) in TASKS order; the baselines'
-#: numbers there are Tay et al. (2021)'s.
-PAPER = {
-    'transformer': (36.37, 64.27, 57.46, 42.44, 71.40),
-    'linformer': (35.70, 53.94, 52.27, 38.56, 76.34),
-    'linear_transformer': (16.13, 65.90, 53.09, 42.34, 75.30),
-    'performer': (18.01, 65.40, 53.82, 42.77, 77.05),
-    'luna16': (37.43, 65.74, 79.38, 46.39, 78.36),
-    'luna128': (38.01, 65.74, 79.55, 47.47, 78.89),
-    'luna256': (37.98, 65.78, 79.56, 47.86, 78.55),
-}
-_ATTENTION_VARIANTS = {'softmax': 'transformer', 'fused': 'transformer', 'linformer': 'linformer',
-                       'linear': 'linear_transformer', 'performer': 'performer'}
-
-
-def variant_of(model_config: Mapping[str, Any]) -> str:
-  """The config variant of a stored `config.model`, e.g. 'luna16', 'performer'."""
-  if model_config['name'] == 'luna':
-    suffix = '' if model_config.get('contextual_p', True) else '_noncontextual'
-    return f"luna{model_config['projection_length']}{suffix}"
-  if model_config['name'] == 'transformer':
-    return _ATTENTION_VARIANTS[model_config.get('attention_implementation', 'softmax')]
-  return model_config['name']
-
+from configs.variants import (CONFIG_VARIANTS, TABLE1_TASKS, TABLE1_TITLES, VARIANTS, label,
+                              variant_of)
 
 #: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
 CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
@@ -68,6 +39,10 @@ def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, st
   Args:
     runs_dir: folder searched for `results.json` files.
     checkpoint: 'final' (`results['test']`) or 'best' (`results['best']['test']`).
+
+  Raises:
+    ValueError: an unknown `checkpoint`, or (with 'best') a results.json without the best
+      checkpoint's test metrics, naming the file and what to do.
   """
   if checkpoint not in CHECKPOINTS:
     raise ValueError(f'checkpoint must be one of {tuple(CHECKPOINTS)}, got {checkpoint!r}.')
@@ -116,7 +91,7 @@ def averages(task_means: Mapping[str, float]) -> tuple[Optional[float], Optional
   """(5-task average, average without Retrieval); None where a task is missing."""
   def mean(tasks):
     return statistics.fmean(task_means[t] for t in tasks) if all(t in task_means for t in tasks) else None
-  return mean(TASKS), mean([t for t in TASKS if t != 'retrieval'])
+  return mean(TABLE1_TASKS), mean([t for t in TABLE1_TASKS if t != 'retrieval'])
 
 
 #: Mark of a figure that involves a best checkpoint chosen on test data.
@@ -143,23 +118,23 @@ def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]],
   Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
   test data).
   """
-  variants = [v for v in LABELS if any(key[0] == v for key in runs)]
+  variants = [v for v in CONFIG_VARIANTS if any(key[0] == v for key in runs)]
   variants += sorted({key[0] for key in runs} - set(variants))
-  lines = ['| Model | Source | ' + ' | '.join(TASK_TITLES) + ' | Avg | Avg (w/o rtl) |',
-           '|---|---|' + '---:|' * (len(TASKS) + 2)]
+  lines = ['| Model | Source | ' + ' | '.join(TABLE1_TITLES) + ' | Avg | Avg (w/o rtl) |',
+           '|---|---|' + '---:|' * (len(TABLE1_TASKS) + 2)]
   for variant in variants:
-    label = LABELS.get(variant, variant)
-    if variant in PAPER:
-      paper = dict(zip(TASKS, PAPER[variant]))
-      lines.append(f'| {label} | paper | ' + ' | '.join(f'{paper[t]:.2f}' for t in TASKS) + ' | '
+    table1 = VARIANTS[variant].table1 if variant in VARIANTS else None
+    if table1 is not None:
+      paper = dict(zip(TABLE1_TASKS, table1))
+      lines.append(f'| {label(variant)} | paper | ' + ' | '.join(f'{paper[t]:.2f}' for t in TABLE1_TASKS) + ' | '
                    + ' | '.join(_number(a) for a in averages(paper)) + ' |')
-    counts = sorted({len(runs[(variant, t)]) for t in TASKS if (variant, t) in runs})
+    counts = sorted({len(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs})
     source = 'ours (' + '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
-    means = {t: statistics.fmean(runs[(variant, t)]) for t in TASKS if (variant, t) in runs}
-    marked = {t for t in TASKS if (variant, t) in on_test}
+    means = {t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs}
+    marked = {t for t in TABLE1_TASKS if (variant, t) in on_test}
     average_marks = (bool(marked), bool(marked - {'retrieval'}))
-    lines.append(f'| {label} | {source} | '
-                 + ' | '.join(_cell(runs.get((variant, t)), t in marked) for t in TASKS) + ' | '
+    lines.append(f'| {label(variant)} | {source} | '
+                 + ' | '.join(_cell(runs.get((variant, t)), t in marked) for t in TABLE1_TASKS) + ' | '
                  + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks)) + ' |')
   return '\n'.join(lines)
 
@@ -192,15 +167,19 @@ def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequenc
     path: output PNG.
     length: sequence length of the speed/memory cells (default: the longest length at which every
       model with an accuracy has an 'ok' cell).
+
+  Raises:
+    ValueError: no benchmarked model has an accuracy (ours or the paper's).
   """
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   import matplotlib.ticker
   points = {}
-  for variant in LABELS:
-    ours = averages({t: statistics.fmean(runs[(variant, t)]) for t in TASKS if (variant, t) in runs})[1]
-    paper = averages(dict(zip(TASKS, PAPER[variant])))[1] if variant in PAPER else None
+  for variant in CONFIG_VARIANTS:
+    ours = averages({t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs})[1]
+    table1 = VARIANTS[variant].table1
+    paper = averages(dict(zip(TABLE1_TASKS, table1)))[1] if table1 is not None else None
     cells = {c['length']: c for c in benchmark['cells'] if c['model'] == variant and c['status'] == 'ok'}
     if (ours is not None or paper is not None) and cells:
       points[variant] = (ours if ours is not None else paper, ours is not None, cells)
@@ -217,7 +196,7 @@ def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequenc
     color = f'C{i}'
     ax.scatter(cell['steps_per_s'], accuracy, s=2000 * cell['memory_bytes'] / largest, alpha=0.5,
                facecolors=color if is_ours else 'none', edgecolors=color, linewidths=2)
-    ax.annotate(f"{LABELS[variant]}\n{cell['memory_bytes'] / 2**30:.2f} GiB", (cell['steps_per_s'], accuracy),
+    ax.annotate(f"{label(variant)}\n{cell['memory_bytes'] / 2**30:.2f} GiB", (cell['steps_per_s'], accuracy),
                 ha='center', va='center', fontsize=8)
   ax.set_xscale('log')
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import report
-from configs import base
+from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
 from lra import prepare
 from lra.core import DataError
 
@@ -66,7 +66,7 @@ class Run:
 
 def parse_tasks(spec: str) -> list[str]:
   """'all' (the tasks of Table 1) or a comma-separated list of LRA tasks."""
-  return list(report.TASKS) if spec.strip() == 'all' else prepare.parse_tasks(spec)
+  return list(TABLE1_TASKS) if spec.strip() == 'all' else prepare.parse_tasks(spec)
 
 
 def plan(tasks: Sequence[str], variants: Sequence[str], seeds: int, data_root: Path,
@@ -213,9 +213,9 @@ def execute(runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0
           print(f'[{index[id(run)]}/{total}] {run.name}: {progress_line(run)} '
                 f'({_minutes(now - started)})', flush=True)
   except KeyboardInterrupt:
-    for run, process, _ in running.values():
+    for _, process, _ in running.values():
       process.terminate()
-    for run, process, _ in running.values():
+    for _, process, _ in running.values():
       process.wait()
     print('Interrupted; run the same command again to resume.', flush=True)
     raise
@@ -230,10 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog='Flags after -- go to every train.py run.')
   parser.add_argument('--tasks', default='all',
-                      help=f'"all" (Table 1: {",".join(report.TASKS)}) or a comma-separated list '
+                      help=f'"all" (Table 1: {",".join(TABLE1_TASKS)}) or a comma-separated list '
                            f'of {",".join(prepare.TASK_FILES)}.')
   parser.add_argument('--variants', default='luna16,luna256,transformer',
-                      help='comma-separated config variants (configs/base.py).')
+                      help='comma-separated config variants (configs/variants.py).')
   parser.add_argument('--seeds', type=int, default=3, help='seeds 0 .. N-1 per task and variant.')
   parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
   parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
@@ -256,10 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except DataError as e:
     parser.error(str(e))
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
-  unknown = [v for v in variants if v not in base.VARIANTS]
+  unknown = [v for v in variants if v not in CONFIG_VARIANTS]
   if args.seeds < 1 or not variants or unknown:
     parser.error(f'--seeds must be at least 1 and --variants a comma-separated list of '
-                 f'{", ".join(base.VARIANTS)} (unknown: {", ".join(unknown) or "none"}).')
+                 f'{", ".join(CONFIG_VARIANTS)} (unknown: {", ".join(unknown) or "none"}).')
   data_root = Path(args.data_dir).expanduser()
   runs = plan(tasks, variants, args.seeds, data_root, Path(args.runs_dir).expanduser(),
               args.debug, train_flags)

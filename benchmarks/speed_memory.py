@@ -49,6 +49,8 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
+from configs import variants
+
 MODES = ('train_step', 'attention')
 DEFAULT_MODELS = ('transformer', 'transformer_fused', 'linformer', 'linear_transformer', 'performer',
                   'luna16', 'luna128', 'luna256')
@@ -57,9 +59,6 @@ DEFAULT_LONG_LENGTHS = (8192, 16384, 32768)
 #: The model every ratio is taken against, and the fast softmax baseline.
 BASELINE = 'transformer'
 FUSED_BASELINE = 'transformer_fused'
-#: Baseline model names -> (attention_implementation, display name).
-_BASELINES = {'linformer': ('linformer', 'Linformer'), 'linear_transformer': ('linear', 'Linear Trans.'),
-              'performer': ('performer', 'Performer')}
 _RESULT_PREFIX = 'BENCHMARK_CELL_RESULT '
 _OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory', 'OOM')
 
@@ -99,50 +98,27 @@ class Architecture:
 
 
 def model_config(name: str, arch: Architecture) -> dict[str, Any]:
-  """The `config.model` mapping of a benchmark model name.
+  """The `config.model` mapping of a benchmark model.
 
   Args:
-    name: 'transformer' (einsum softmax attention), 'transformer_fused' (`jax.nn.dot_product_attention`),
-      the baselines 'linformer', 'linear_transformer', 'performer' (`luna_jax.baselines`, LRA defaults
-      r = 16 and 256 features), 'luna<l>' (Luna with projection length l, e.g. 'luna16'),
-      'luna<l>_tied' (tied K/V) or 'luna<l>_noncontextual' (a learned P per layer).
+    name: a variant of configs/variants.py: 'transformer' (einsum softmax attention),
+      'transformer_fused' (`jax.nn.dot_product_attention`), the baselines 'linformer',
+      'linear_transformer', 'performer' (`luna_jax.baselines`, LRA defaults r = 16 and 256
+      features), 'luna<l>' (Luna with projection length l, e.g. 'luna16'), 'luna<l>_tied' (tied
+      K/V) or 'luna<l>_noncontextual' (a learned P per layer).
     arch: the shared architecture.
 
   Returns:
     A mapping for `luna_jax.build_model`.
+
+  Raises:
+    ValueError: an unknown model name, listing the known ones.
   """
   cfg = dict(num_layers=arch.num_layers, emb_dim=arch.emb_dim, num_heads=arch.num_heads,
              mlp_dim=arch.mlp_dim, activation=arch.activation, pooling=arch.pooling,
              dropout_rate=arch.dropout_rate, attention_dropout_rate=arch.attention_dropout_rate,
              dtype=arch.dtype, positional='learned', remat=arch.remat)
-  if name == 'transformer':
-    return dict(cfg, name='transformer', attention_implementation='softmax')
-  if name == 'transformer_fused':
-    return dict(cfg, name='transformer', attention_implementation='fused')
-  if name in _BASELINES:
-    return dict(cfg, name='transformer', attention_implementation=_BASELINES[name][0])
-  match = re.fullmatch(r'luna(\d+)(_tied|_noncontextual)?', name)
-  if match:
-    return dict(cfg, name='luna', projection_length=int(match.group(1)),
-                tie_kv=match.group(2) == '_tied', contextual_p=match.group(2) != '_noncontextual')
-  raise ValueError(f"unknown model {name!r}: use 'transformer', 'transformer_fused', "
-                   f"{', '.join(map(repr, _BASELINES))}, 'luna<l>', 'luna<l>_tied' or "
-                   "'luna<l>_noncontextual'.")
-
-
-def model_label(name: str) -> str:
-  """Display name: 'Transformer', 'Transformer (fused)', 'Luna-16', 'Luna-16 (tied kv)'."""
-  if name == 'transformer':
-    return 'Transformer'
-  if name == 'transformer_fused':
-    return 'Transformer (fused)'
-  if name in _BASELINES:
-    return _BASELINES[name][1]
-  match = re.fullmatch(r'luna(\d+)(_tied|_noncontextual)?', name)
-  if match:
-    suffix = {'_tied': ' (tied kv)', '_noncontextual': ' (non-contextual P)'}.get(match.group(2), '')
-    return f'Luna-{match.group(1)}{suffix}'
-  return name
+  return dict(cfg, **variants.get(name).model)
 
 
 def _example_batch(batch_size: int, length: int, seed: int):
@@ -193,7 +169,7 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   """
   import jax
   import jax.numpy as jnp
-  from luna_jax import baselines, layers
+  from luna_jax import attention_registry, layers
   cfg = model_config(name, arch)
   dtype = jnp.dtype(arch.dtype)
   d, h = arch.emb_dim, arch.num_heads
@@ -201,8 +177,8 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   x = jax.random.normal(k_x, (batch_size, length, d), dtype)
   mask = jnp.ones((batch_size, length), bool)
   if cfg['name'] == 'transformer':
-    module = baselines.self_attention_module(cfg['attention_implementation'], max_length=length)(
-        num_heads=h, qkv_dim=d, dtype=dtype)
+    module = attention_registry.self_attention_module(
+        cfg['attention_implementation'], max_length=length)(num_heads=h, qkv_dim=d, dtype=dtype)
     inputs = (x,)
     call_args = lambda inputs: (inputs[0], mask)
   else:
@@ -290,6 +266,9 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
   Returns:
     A result record (see `_finish_record`); `status` is 'ok', 'OOM' or 'skipped'.
+
+  Raises:
+    ValueError: an unknown mode or model.
   """
   import jax
   import luna_jax
@@ -372,6 +351,9 @@ def op_class_times(trace_dir: str) -> dict[str, float]:
   An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only the
   events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one step can run
   on two threads at once, so the sum can exceed the step's wall time slightly.
+
+  Raises:
+    FileNotFoundError: no Perfetto trace under `trace_dir`.
   """
   paths = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True)
   if not paths:
@@ -434,7 +416,7 @@ def run_cell_subprocess(spec: dict[str, Any], timeout_s: float) -> dict[str, Any
 def _finish_record(record: dict[str, Any], spec: dict[str, Any], matmul_peak: float,
                    backend: str) -> dict[str, Any]:
   """Adds the identity of the cell and the derived figures (rates, primary memory, peak fraction)."""
-  out = {'mode': spec['mode'], 'model': spec['model'], 'label': model_label(spec['model']),
+  out = {'mode': spec['mode'], 'model': spec['model'], 'label': variants.label(spec['model']),
          'length': spec['length'], 'batch_size': spec['batch_size'], **record}
   if out['status'] != 'ok':
     return out
@@ -559,7 +541,7 @@ def relative_table(cells, models: Sequence[str], lengths: Sequence[int], baselin
              for n in lengths]
     memory = [_ratio_text(_cell(cells, model, n), _cell(cells, baseline, n), 'memory_bytes', 2)
               for n in lengths]
-    lines.append(f'| {model_label(model)} | ' + ' | '.join(speed) + ' | ' + ' | '.join(memory) + ' |')
+    lines.append(f'| {variants.label(model)} | ' + ' | '.join(speed) + ' | ' + ' | '.join(memory) + ' |')
   return '\n'.join(lines)
 
 
@@ -684,7 +666,7 @@ def plot(results: dict[str, Any], path: str) -> None:
       bad = [c for c in cells if c['model'] == model and c['status'] == 'OOM']
       scale = 2**-30 if key == 'memory_bytes' else 1.0
       line, = ax.plot([c['length'] for c in ok], [c[key] * scale for c in ok], marker='o',
-                      label=model_label(model), color=f'C{i}')
+                      label=variants.label(model), color=f'C{i}')
       if bad and ok:
         ax.plot([c['length'] for c in bad], [ok[-1][key] * scale] * len(bad), marker='x', ls='none',
                 color=line.get_color(), markersize=9)
@@ -767,7 +749,7 @@ def run_benchmark(mode: str, args: argparse.Namespace, machine: dict[str, Any],
       cells.append(cell)
       summary = (f"{cell['steps_per_s']:.3g} steps/s, {_gib(cell['memory_bytes'])} GiB"
                  if cell['status'] == 'ok' else cell.get('reason', ''))
-      log(f'[{mode}] {model_label(model):>22} {length_label(length):>4}: {cell["status"]} {summary} '
+      log(f'[{mode}] {variants.label(model):>22} {length_label(length):>4}: {cell["status"]} {summary} '
           f'({time.perf_counter() - start:.0f} s)')
   memory_source = ('compiled memory_analysis() peak (process peak RSS beside it)'
                    if machine['backend'] == 'cpu' else 'device peak_bytes_in_use')
@@ -787,8 +769,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--mode', default='train_step,attention',
                       help=f'comma-separated subset of {MODES}.')
   parser.add_argument('--models', default=','.join(DEFAULT_MODELS),
-                      help="comma-separated: transformer, transformer_fused, linformer, linear_transformer, "
-                           "performer, luna<l>, luna<l>_tied, luna<l>_noncontextual.")
+                      help=f"comma-separated: {', '.join(variants.VARIANTS)}, luna<l>, luna<l>_tied, "
+                           "luna<l>_noncontextual (configs/variants.py).")
   parser.add_argument('--lengths', default=','.join(str(n) for n in DEFAULT_LENGTHS),
                       help='comma-separated sequence lengths (1024 or 1K).')
   parser.add_argument('--long_lengths', default=','.join(str(n) for n in DEFAULT_LONG_LENGTHS),

@@ -24,7 +24,11 @@ SPEED_TARGET, MEMORY_TARGET = 1.3, 1.0
 
 
 def load_cells(jax_paths: Sequence[str], torch_paths: Sequence[str]) -> tuple[list, list]:
-  """The JAX `train_step` cells and the PyTorch cells of the given files."""
+  """The JAX `train_step` cells and the PyTorch cells of the given files.
+
+  Raises:
+    ValueError: a JAX results file of another mode than train_step, naming it.
+  """
   jax_cells, torch_cells = [], []
   for path in jax_paths:
     with open(path) as f:

@@ -1,1 +1,2 @@
-"""Experiment configs: `base.py` (every field, documented), one file per LRA task, `quickstart.py`."""
+"""Experiment configs: `base.py` (every field, documented), `variants.py` (the model variants), one
+file per task, `quickstart.py`."""

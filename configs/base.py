@@ -4,26 +4,30 @@ Task files (`configs/<task>.py`) start from `get_config()` and override a few fi
 config is locked, so a misspelt field in a task file or on the command line (`--config.x=y`) fails
 with its name. `luna_model` and `transformer_model` set the two model recipes the tasks share.
 
-A task config takes an argument `variant[,debug]`, e.g. `configs/listops.py:luna256` or
-`configs/text.py:transformer,debug`:
+A task config takes an argument `variant[,debug][,spt]`, e.g. `configs/listops.py:luna256` or
+`configs/text.py:transformer,debug` (the variants are the table in configs/variants.py):
   luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
-  luna16_noncontextual       Luna-16 with a learned P per layer, not carried between layers (Table 5)
+  luna16_noncontextual       Luna-16 with a learned P per layer, not carried on (Table 5)
   transformer                the official LRA Transformer (Tay et al., 2021)
   linformer, linear_transformer, performer
                              the LRA Transformer with Linformer / elu+1 linear / FAVOR+ attention
   debug                      shrink to a smoke test (same as `--config.debug=True`)
+  spt                        self-pretraining: masked-LM pretraining on the task's own training
+                             inputs (as many steps as the finetuning), then finetuning from it
+                             (Amos, Berant and Gupta, "Never Train from Scratch", ICLR 2024)
+e.g. `configs/listops.py:luna16,spt,debug`.
 """
 
 from __future__ import annotations
 
-import re
-
 import ml_collections
 
-#: Transformer-family variants and their `config.model.attention_implementation`.
-TRANSFORMER_VARIANTS = {'transformer': 'softmax', 'linformer': 'linformer',
-                        'linear_transformer': 'linear', 'performer': 'performer'}
-VARIANTS = ('luna16', 'luna128', 'luna256', 'luna16_noncontextual', *TRANSFORMER_VARIANTS)
+from configs import variants
+
+#: Transformer-family task-config variants and their `config.model.attention_implementation`.
+TRANSFORMER_VARIANTS = {name: variants.VARIANTS[name].model['attention_implementation']
+                        for name in variants.CONFIG_VARIANTS
+                        if variants.VARIANTS[name].model['name'] == 'transformer'}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -33,9 +37,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Shrink the run to a smoke test: 1 small layer, batch 8, 5 steps, 2 evaluation batches.
   config.debug = False
+  # Start from the encoder of this run (its workdir, or <workdir>/checkpoints/<step>); '' = none.
+  config.init_from = ''
+
+  config.self_pretraining = ml_collections.ConfigDict()
+  # Masked-LM steps on the task's own training inputs before training (0: none; -1: as many as
+  # training.num_train_steps). The run then has two stages, <workdir>/pretrain and
+  # <workdir>/finetune (initialised from it).
+  config.self_pretraining.num_train_steps = 0
 
   config.data = ml_collections.ConfigDict()
-  # LRA task, one of lra.TASKS: listops, text, retrieval, image, pathfinder32, pathx.
+  # Task (lra.load_task): an LRA task of lra.TASKS (listops, text, retrieval, image, pathfinder32,
+  # pathx) or, for the token models, one of lra.TOKEN_TASKS (seq2seq, lm).
   config.data.task = 'listops'
   # Folder with the task's files (see the README's Data section); set it on the command line.
   config.data.data_dir = ''
@@ -46,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Model (luna_jax.MODEL_NAMES): classifiers 'luna', 'transformer'; token models 'luna_lm',
   # 'luna_seq2seq' (these ignore pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
-  # Sequence representation: 'cls' (prepended CLS vector), 'mean' (over real tokens) or 'p' (Luna P).
+  # Sequence representation: 'cls' (prepended CLS vector), 'mean' (real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'
   # Hidden width of the Dense -> ReLU -> Dense classifier head.
   config.model.classifier_hidden_dim = 1024
@@ -60,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_heads = 4
   # Feed-forward hidden width.
   config.model.mlp_dim = 1024
-  # Transformer attention width (None: emb_dim). A typed placeholder, so --config.model.qkv_dim=64 works.
+  # Transformer attention width (None: emb_dim); typed placeholder: --config.model.qkv_dim=64 works.
   config.model.qkv_dim = ml_collections.config_dict.placeholder(int)
   # Luna pack-attention heads (None: num_heads, as in the authors' LRA code).
   config.model.num_pack_heads = ml_collections.config_dict.placeholder(int)
@@ -84,8 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embedding_layernorm = True
   # Luna: scale embeddings and the first P by sqrt(d) (machine-translation recipe, off for LRA).
   config.model.embed_scale = False
-  # Transformer attention: 'softmax' (reference), 'fused' (jax.nn.dot_product_attention), or the
-  # baselines 'linformer', 'linear' (elu + 1 features) and 'performer' (FAVOR+), luna_jax/baselines.py.
+  # Transformer attention (luna_jax/attention_registry.py): 'softmax' (reference), 'fused'
+  # (jax.nn.dot_product_attention), or the baselines 'linformer', 'linear' (elu + 1 features) and
+  # 'performer' (FAVOR+).
   config.model.attention_implementation = 'softmax'
   # Linformer: length r the keys and values are projected to (LRA default 16).
   config.model.low_rank_features = 16
@@ -93,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.nb_features = 256
   # Performer: draw a new random projection at every training step (else one fixed per layer).
   config.model.redraw_features = False
-  # Luna: P flows from layer to layer (the paper); False: a learned P per layer (non-contextual ablation).
+  # Luna: P flows from layer to layer (the paper); False: a learned P per layer (the ablation).
   config.model.contextual_p = True
   # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
   config.model.omega = 'softplus'
@@ -112,11 +126,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Learning-rate factors multiplied together (luna_jax/optim.py): 'constant * linear_warmup *
   # rsqrt_normalized_decay' = fairseq inverse_sqrt with peak learning_rate (Luna);
   # '... * rsqrt_decay' (official LRA text tasks, peak learning_rate / sqrt(warmup_steps));
-  # '... * cosine_decay' (official LRA image tasks).
+  # '... * cosine_decay' (official LRA image tasks); '... * linear_decay' (masked-LM pretraining and
+  # finetuning, BERT/RoBERTa).
   config.optimizer.schedule = 'constant * linear_warmup * rsqrt_normalized_decay'
   # Linear warmup length in steps.
   config.optimizer.warmup_steps = 1000
-  # Cosine period in steps (cosine_decay only).
+  # Cosine period, or linear-decay length, in steps after the warmup (cosine_decay, linear_decay).
   config.optimizer.steps_per_cycle = 100000
   # Decoupled weight decay (AdamW: param -= lr * weight_decay * param, on every parameter).
   config.optimizer.weight_decay = 1e-4
@@ -157,15 +172,23 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, bool]:
-  """Splits a config argument 'variant[,debug]' into (variant, debug)."""
+#: Flags a config argument may add after the variant.
+FLAGS = ('debug', 'spt')
+
+
+def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]:
+  """Splits a config argument 'variant[,debug][,spt]' into (variant, set of flags).
+
+  Raises:
+    ValueError: an unknown variant or an extra part, listing the variants.
+  """
   parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
-  variant = parts[0] if parts and parts[0] != 'debug' else default
-  extra = [part for part in parts if part not in (variant, 'debug')]
-  if variant not in VARIANTS or extra:
-    raise ValueError(f'config argument {arg!r}: expected one of {VARIANTS} optionally followed '
-                     f'by ",debug".')
-  return variant, 'debug' in parts
+  variant = parts[0] if parts and parts[0] not in FLAGS else default
+  extra = [part for part in parts if part not in (variant, *FLAGS)]
+  if variant not in variants.CONFIG_VARIANTS or extra:
+    raise ValueError(f'config argument {arg!r}: expected one of {variants.CONFIG_VARIANTS} '
+                     'optionally followed by ",debug" and/or ",spt".')
+  return variant, set(parts) & set(FLAGS)
 
 
 def debug_arg(arg: str | None, config_file: str) -> bool:
@@ -181,15 +204,17 @@ def debug_arg(arg: str | None, config_file: str) -> bool:
 
 
 def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
-  """The base config for LRA task `task` and the config argument 'variant[,debug]'.
+  """The base config for LRA task `task` and the config argument 'variant[,debug][,spt]'.
 
   Returns:
-    (config with data.task and debug set, variant name).
+    (config with data.task, debug and, with `spt`, self-pretraining set, variant name).
   """
-  variant, debug = parse_arg(arg)
+  variant, flags = parse_arg(arg)
   config = get_config()
-  config.debug = debug
+  config.debug = 'debug' in flags
   config.data.task = task
+  if 'spt' in flags:
+    config.self_pretraining.num_train_steps = -1
   return config, variant
 
 
@@ -197,13 +222,11 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   """Sets the Luna LRA recipe of the authors' code with the variant's projection (fairseq-apollo:
   `fairseq/models/luna_lra/model.py`, `examples/long_range_arena/train_luna_*.sh`).
 
-  Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P, no
-  embedding scaling, untied K/V, pack heads = unpack heads, no activation dropout. A variant
-  'luna<l>_noncontextual' gives every layer its own learned P instead.
+  Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P,
+  no embedding scaling, pack heads = unpack heads, no activation dropout; the projection length,
+  K/V tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
   """
-  match = re.fullmatch(r'luna(\d+)(_noncontextual)?', variant)
-  config.model.update(name='luna', projection_length=int(match.group(1)),
-                      contextual_p=not match.group(2), tie_kv=False, normalize_before=False,
+  config.model.update(**variants.VARIANTS[variant].model, normalize_before=False,
                       activation='gelu', positional='learned', embedding_layernorm=True,
                       embed_scale=False, activation_dropout_rate=0.0, num_pack_heads=None,
                       qkv_dim=None)
@@ -214,13 +237,13 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
 def transformer_model(config: ml_collections.ConfigDict, variant: str = 'transformer') -> None:
   """Sets the official LRA Transformer (long-range-arena `models/transformer/transformer.py`):
   pre-LN blocks, tanh-GELU, sinusoidal positions, with the attention of `variant` (a key of
-  `TRANSFORMER_VARIANTS`).
+  `TRANSFORMER_VARIANTS`, configs/variants.py).
 
   Task files override positions (learned for CIFAR/Path-X), sizes, pooling and the schedule; the
   baselines share the Transformer's task settings unless a task file says otherwise (LRA's
   `lra_benchmarks/*/configs/*_base.py`).
   """
-  config.model.update(name='transformer', activation='gelu_tanh', positional='sinusoidal',
-                      attention_implementation=TRANSFORMER_VARIANTS[variant])
+  config.model.update(**variants.VARIANTS[variant].model, activation='gelu_tanh',
+                      positional='sinusoidal')
   config.optimizer.update(schedule='constant * linear_warmup * rsqrt_decay', b1=0.9, b2=0.98,
                           eps=1e-9)

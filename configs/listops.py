@@ -5,9 +5,8 @@
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
 linear_transformer | performer (append ',debug' for a smoke test).
-Expected test accuracy (paper Table 1): Luna-16 37.43, Luna-128 38.01, Luna-256 37.98;
-Transformer 36.37 (Tay et al., 2021); Linformer 35.70, Linear Trans. 16.13,
-Performer 18.01 (Tay et al. via the Luna paper). Chance 10%.
+Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
+the leaderboard of `benchmarks.report` prints next to each model. Chance 10%.
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 15 minutes for
 Luna (1 layer) and about 45 minutes for the Transformer (4 layers, 5000 steps).
 """

@@ -7,10 +7,11 @@
 Everything but size and steps is `configs/listops.py`: the official data distribution (lengths
 500-2000, depth <= 10, up to 10 arguments), length 2000, the same tokenisation, CLS pooling, dropout
 0.1/0.1, each model's own optimiser and schedule shape (Luna: inverse square root after a linear
-warmup, Transformer: Tay et al.'s linear warmup then rsqrt decay) with the warmup shrunk in proportion
-to the steps (1000 of 5000 -> 200 of 1000), and evaluation of the final parameters on the whole
-test split. Luna-16 and the Transformer get the same width, depth, heads, FFN, batch (16), steps
-(1000) and peak learning rate: they differ only in the attention and their recipe's optimiser.
+warmup, Transformer: Tay et al.'s linear warmup then rsqrt decay) with the warmup shrunk in
+proportion to the steps (1000 of 5000 -> 200 of 1000), and evaluation of the final parameters on
+the whole test split. Luna-16 and the Transformer get the same width, depth, heads, FFN, batch
+(16), steps (1000) and peak learning rate: they differ only in the attention and their recipe's
+optimiser.
 The one change beyond size and steps is that shared peak, 1e-3: at Luna's recipe peak (1e-4) a
 1500-step run left the parameters almost where they started (norm 61.563 -> 61.574) and predicted
 the majority class (17.25% test), so a run this short measures nothing at that rate.

@@ -4,10 +4,10 @@
       --num_val 2000 --num_test 2000 --min_length 10 --max_length 60 --max_depth 4 --max_args 5
   python train.py --config configs/quickstart.py --workdir runs/quickstart
 
-The generated expressions are 11-59 tokens long with at most 3 nested operators, so a 2-layer, 64-wide
-Luna-16 learns them quickly: 2500 steps (about 2 minutes on 2 CPU cores) reach about 44% validation
-accuracy, against 10% for chance and 12.25% for the majority class of this validation set. The full
-task is `configs/listops.py`.
+The generated expressions are 11-59 tokens long with at most 3 nested operators, so a 2-layer,
+64-wide Luna-16 learns them quickly: 2500 steps (about 2 minutes on 2 CPU cores) reach about 44%
+validation accuracy, against 10% for chance and 12.25% for the majority class of this validation
+set. The full task is `configs/listops.py`.
 """
 
 from __future__ import annotations

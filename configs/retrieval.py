@@ -5,11 +5,11 @@
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
 linear_transformer | performer (append ',debug' for a smoke test).
-Expected test accuracy (paper Table 1): Luna-16 79.38, Luna-128 79.55, Luna-256 79.56;
-Transformer 57.46 (Tay et al., 2021); Linformer 52.27, Linear Trans. 53.09,
-Performer 53.82 (Tay et al. via the Luna paper). Chance 50%.
-Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 4 hours for Luna
-(2 x 4000 bytes, 20000 steps) and about 2.5 hours for the Transformer (5000 steps, quadratic in 4000).
+Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
+the leaderboard of `benchmarks.report` prints next to each model. Chance 50%.
+Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 4 hours for
+Luna (2 x 4000 bytes, 20000 steps) and about 2.5 hours for the Transformer (5000 steps, quadratic
+in 4000).
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Retrieval config for `arg` = 'variant[,debug]' (default luna256)."""
   config, variant = base.task_config('retrieval', arg)
-  # Both recipes: 4000 bytes per document, one shared encoder of 4 layers, width 128, FFN 512, 4 heads,
-  # CLS pooling, features [u, v] ('concat'), head 256 -> 512 -> 2, dropout 0.1 / 0.1, batch 32,
-  # warmup 8000. (The official Transformer pools the first byte, having no CLS token, and its dual
-  # head has one more hidden layer; here both models use the CLS vector and a one-hidden-layer head.)
+  # Both recipes: 4000 bytes per document, one shared encoder of 4 layers, width 128, FFN 512,
+  # 4 heads, CLS pooling, features [u, v] ('concat'), head 256 -> 512 -> 2, dropout 0.1 / 0.1,
+  # batch 32, warmup 8000. (The official Transformer pools the first byte, having no CLS token, and
+  # its dual head has one more hidden layer; here both models use the CLS vector and a
+  # one-hidden-layer head.)
   config.data.options = ml_collections.ConfigDict({'max_length': 4000})
   config.model.update(pooling='cls', interaction='concat', num_layers=4, emb_dim=128, mlp_dim=512,
                       num_heads=4, classifier_hidden_dim=512, dropout_rate=0.1,

@@ -9,11 +9,10 @@ reviews, validation = test), and results.json then marks the best checkpoint as 
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
 linear_transformer | performer (append ',debug' for a smoke test).
-Expected test accuracy (paper Table 1): Luna-16 65.74, Luna-128 65.74, Luna-256 65.78;
-Transformer 64.27 (Tay et al., 2021); Linformer 53.94, Linear Trans. 65.90,
-Performer 65.40 (Tay et al. via the Luna paper). Chance 50%.
-Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 2 hours for Luna
-(4000 bytes, 20000 steps) and about 1.5 hours for the Transformer (1000 bytes, 20000 steps).
+Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
+the leaderboard of `benchmarks.report` prints next to each model. Chance 50%.
+Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 2 hours for
+Luna (4000 bytes, 20000 steps) and about 1.5 hours for the Transformer (1000 bytes, 20000 steps).
 """
 
 from __future__ import annotations

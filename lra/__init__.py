@@ -12,6 +12,8 @@ generators: `python -m lra.listops_generator`, `python -m lra.pathfinder_generat
 
 from lra.batching import eval_batches, train_batches
 from lra.core import DataError, Split, TaskData
-from lra.registry import SEQUENCE_TASKS, TASKS, load_task
+from lra.pretraining import special_ids, unlabelled, vocabulary
+from lra.registry import TASKS, TEXT_TASKS, TOKEN_TASKS, load_task
 
-__all__ = ['SEQUENCE_TASKS', 'TASKS', 'DataError', 'Split', 'TaskData', 'eval_batches', 'load_task', 'train_batches']
+__all__ = ['TASKS', 'TEXT_TASKS', 'TOKEN_TASKS', 'DataError', 'Split', 'TaskData', 'eval_batches',
+           'load_task', 'special_ids', 'train_batches', 'unlabelled', 'vocabulary']

@@ -48,6 +48,9 @@ def train_batches(split: Split, batch_size: int, *, seed: int, start_step: int =
   Yields:
     {'inputs': [B/P, L] int32, 'lengths': [B/P] int32, 'targets': [B/P] int32}, plus 'inputs2' and
     'lengths2' for two-document tasks.
+
+  Raises:
+    DataError: a negative seed or start step, or a batch larger than the split.
   """
   local = _check_processes(batch_size, process_index, process_count)
   if seed < 0 or start_step < 0:

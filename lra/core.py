@@ -1,10 +1,12 @@
-"""Shared types of the LRA data package: the error type, split and task containers, file checks."""
+"""Shared types of the LRA data package: the error type, split and task containers, file checks,
+and the atomic file write (which the trainer uses too)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -212,11 +214,17 @@ def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str,
 
 def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:
   """Records that `paths` were written completely with `settings` (see `claim_outputs`)."""
-  record = _record_path(paths)
   content = json.dumps({'settings': dict(settings), 'sizes': _output_sizes(paths)}, sort_keys=True)
-  temporary = record.with_name(record.name + '.tmp')
-  temporary.write_text(content)
-  temporary.replace(record)
+  write_atomically(_record_path(paths), content)
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` through `<path>.tmp`, which then replaces `path`: a reader, or
+  an interrupted writer, sees the old content or the new, never a part."""
+  temporary = f'{path}.tmp'
+  with open(temporary, 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(temporary, path)
 
 
 def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
@@ -229,6 +237,9 @@ def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
 
   Returns:
     The label.
+
+  Raises:
+    DataError: a label that is not a number or out of range, naming `where`.
   """
   text = text.decode('latin-1') if isinstance(text, bytes) else str(text)
   try:

@@ -39,7 +39,11 @@ def image_split(gray: np.ndarray, labels: np.ndarray) -> Split:
 
 
 def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
-  """Reads one CIFAR-10 python batch: returns [N, 32, 32, 3] uint8 RGB images and [N] labels."""
+  """Reads one CIFAR-10 python batch: returns [N, 32, 32, 3] uint8 RGB images and [N] labels.
+
+  Raises:
+    DataError: a file that is not a CIFAR-10 python batch, naming it.
+  """
   with open(path, 'rb') as f:
     try:
       batch = pickle.load(f, encoding='bytes')
@@ -80,7 +84,11 @@ def _sources(train: str, test: str) -> dict[str, str]:
 
 
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
-  """Loads grayscale CIFAR-10 from `data_dir/cifar-10-batches-py/` or a prepared TFDS `cifar10`."""
+  """Loads grayscale CIFAR-10 from `data_dir/cifar-10-batches-py/` or a prepared TFDS `cifar10`.
+
+  Raises:
+    DataError: a `max_length` other than 1024, or no data in `data_dir`.
+  """
   if max_length != SIDE * SIDE:
     raise DataError(f'image: max_length must be {SIDE * SIDE} (32x32 pixels), got {max_length}')
   pickles = data_dir / PICKLE_DIR

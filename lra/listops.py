@@ -45,6 +45,9 @@ def read_tsv(path: Path, max_length: int) -> Split:
 
   Returns:
     A Split with [N, L] uint8 inputs (and the number of expressions cut).
+
+  Raises:
+    DataError: a malformed line or header, or an unknown token, naming the file and line.
   """
   sequences, targets = [], []
   with open(path, encoding='utf-8', newline='') as f:

@@ -24,7 +24,6 @@ import csv
 import random
 import statistics
 from pathlib import Path
-from typing import Union
 
 from lra.core import DataError, claim_outputs, record_outputs
 from lra.listops import FILES
@@ -34,7 +33,7 @@ OPERATORS = ('[MIN', '[MAX', '[MED', '[SM')
 END = ']'
 # The official serialisation nests binary tuples:
 # ((('[MAX', 2), 9), ']') -> "( ( ( [MAX 2 ) 9 ) ] )".
-Tree = Union[int, str, tuple['Tree', 'Tree']]
+Tree = int | str | tuple['Tree', 'Tree']
 _MAX_FRUITLESS_TRIES = 200_000
 
 
@@ -43,7 +42,11 @@ class _TooLong(Exception):
 
 
 def apply_operator(op: str, args: list[int]) -> int:
-  """Evaluates one ListOps operator on digit arguments."""
+  """Evaluates one ListOps operator on digit arguments.
+
+  Raises:
+    ValueError: an unknown operator.
+  """
   if op == '[MIN':
     return min(args)
   if op == '[MAX':
@@ -107,6 +110,9 @@ def generate(num_train: int = 96000, num_val: int = 2000, num_test: int = 2000, 
 
   Returns:
     {'train'|'validation'|'test': [(official Source string, label)]}.
+
+  Raises:
+    DataError: settings that leave no room for a tree, or too few distinct trees.
   """
   if not 2 <= max_args or min_length + 1 >= max_length - 1:
     raise DataError(f'need max_args >= 2 and room for a length in ({min_length}, {max_length})')

@@ -35,7 +35,11 @@ def _metadata_key(path: Path) -> tuple[int, str]:
 
 
 def read_metadata(root: Path) -> list[tuple[Path, int]]:
-  """Returns (image path, label) for every line of `root/metadata/*.npy`, files in numeric order."""
+  """Returns (image path, label) for every line of `root/metadata/*.npy`, files in numeric order.
+
+  Raises:
+    DataError: a malformed metadata line, naming the file and line.
+  """
   entries = []
   for meta in sorted((root / 'metadata').glob('*.npy'), key=_metadata_key):
     with open(meta, encoding='utf-8', errors='replace') as f:
@@ -89,7 +93,12 @@ def _build(entries: list[tuple[Path, int]], resolution: int, split_seed: int
 
 def load(data_dir: Path, *, resolution: int, max_length: int, difficulty: str, split_seed: int,
          cache: Cache) -> TaskData:
-  """Loads `data_dir/pathfinder<resolution>/<difficulty dir>/` (see the module docstring)."""
+  """Loads `data_dir/pathfinder<resolution>/<difficulty dir>/` (see the module docstring).
+
+  Raises:
+    DataError: an unknown difficulty, a `max_length` other than resolution^2, or no
+      metadata lines.
+  """
   if difficulty not in DIFFICULTIES:
     raise DataError(f'Unknown difficulty {difficulty!r}; known: {", ".join(DIFFICULTIES)}')
   if max_length != resolution * resolution:

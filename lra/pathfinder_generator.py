@@ -154,6 +154,9 @@ def draw_example(resolution: int, difficulty: str, label: int, rng: random.Rando
 
   Returns:
     [res, res] uint8 image (0 background, 255 ink) and the two marker centres (y, x).
+
+  Raises:
+    DataError: two contours do not fit in the image.
   """
   g = GEOMETRY[resolution]
   length = NUM_DASHES[difficulty] * (g.dash + GAP) - GAP

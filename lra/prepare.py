@@ -52,7 +52,7 @@ from pathlib import Path
 import tqdm
 
 from lra import pathfinder, registry
-from lra.core import DataError
+from lra.core import DataError, write_atomically
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +123,7 @@ TASK_FILES: dict[str, TaskFiles] = {
         'configs/image.py'),
     'pathfinder32': TaskFiles(
         'lra_release', _RELEASE, (f'{_RELEASE}/pathfinder32/{{difficulty}}/',),
-        'configs/pathfinder.py'),
+        'configs/pathfinder32.py'),
     'pathx': TaskFiles('lra_release', _RELEASE, (f'{_RELEASE}/pathfinder128/{{difficulty}}/',),
                        'configs/pathx.py'),
 }
@@ -135,14 +135,22 @@ _USER_AGENT = 'luna_jax-lra-prepare'
 
 
 def task_data_dir(task: str, data_root: str | Path) -> Path:
-  """The folder `lra.load_task(task, ...)` reads after `lra.prepare --data_dir data_root`."""
+  """The folder `lra.load_task(task, ...)` reads after `lra.prepare --data_dir data_root`.
+
+  Raises:
+    DataError: an unknown task.
+  """
   if task not in TASK_FILES:
     raise DataError(f'Unknown task {task!r}; LRA tasks: {", ".join(TASK_FILES)}')
   return Path(data_root) / TASK_FILES[task].data_dir
 
 
 def parse_tasks(spec: str) -> list[str]:
-  """'all' or a comma-separated list of LRA tasks -> task names in table order."""
+  """'all' or a comma-separated list of LRA tasks -> task names in table order.
+
+  Raises:
+    DataError: an unknown task name, or none.
+  """
   names = [t.strip() for t in spec.split(',') if t.strip()]
   if names == ['all']:
     return list(TASK_FILES)
@@ -158,9 +166,9 @@ def _manual_alternative(url: str, dest: Path) -> str:
           f'(or put it at {dest}).')
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Download
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def _response_total(response: http.client.HTTPResponse, offset: int, url: str) -> int | None:
@@ -271,7 +279,11 @@ def sha256_of(path: Path, progress: bool = True) -> str:
 
 
 def read_manifest(downloads: Path) -> dict[str, str]:
-  """`downloads/SHA256SUMS` (`<sha256>  <file name>` lines) as {file name: sha256}."""
+  """`downloads/SHA256SUMS` (`<sha256>  <file name>` lines) as {file name: sha256}.
+
+  Raises:
+    DataError: a malformed line, naming the file and line.
+  """
   path = downloads / MANIFEST
   if not path.exists():
     return {}
@@ -287,9 +299,8 @@ def read_manifest(downloads: Path) -> dict[str, str]:
 
 def _record_manifest(downloads: Path, name: str, digest: str) -> None:
   entries = {**read_manifest(downloads), name: digest}
-  tmp = downloads / f'{MANIFEST}.tmp'
-  tmp.write_text(''.join(f'{d}  {n}\n' for n, d in sorted(entries.items())), encoding='utf-8')
-  os.replace(tmp, downloads / MANIFEST)
+  write_atomically(downloads / MANIFEST,
+                   ''.join(f'{d}  {n}\n' for n, d in sorted(entries.items())))
 
 
 def _check_official(path: Path, source: Source, digest: str, what: str) -> None:
@@ -353,9 +364,9 @@ def obtain_archive(name: str, data_root: Path, archive: Path | None = None, *,
   return dest
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Extraction
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def task_members(task: str, difficulty: str) -> tuple[str, ...]:
@@ -423,9 +434,9 @@ def missing_members(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
   return [p for p in patterns if not any(_matches(n, p) for n in names)]
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Per-task state
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def _state_path(data_root: Path, task: str, suffix: str) -> Path:
@@ -465,9 +476,9 @@ def _layout_present(data_root: Path, task: str, difficulty: str) -> bool:
   return True
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Command line
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def _parse_archives(values: Sequence[str], sources: Sequence[str]) -> dict[str, Path]:

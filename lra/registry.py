@@ -27,11 +27,17 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # Token-level tasks for the causal Luna models (not part of LRA).
     'seq2seq': ('lra.sequences', {'kind': 'seq2seq'}, {'max_length': 256, 'max_target_length': 256}),
     'lm': ('lra.sequences', {'kind': 'lm'}, {'max_length': 512}),
+    # Masked-LM pretraining on plain text, and GLUE-format finetuning (not part of LRA).
+    'corpus': ('lra.corpus', {}, {'max_length': 512, 'tokenizer': 'bytes',
+                                  'heldout_fraction': 0.01, 'split_seed': 0}),
+    'glue': ('lra.glue', {}, {'max_length': 128, 'glue_task': 'sst2', 'tokenizer': 'bytes'}),
 }
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 #: The six LRA tasks, and the token-level tasks of the causal models.
-SEQUENCE_TASKS = ('seq2seq', 'lm')
-TASKS = tuple(name for name in _REGISTRY if name not in SEQUENCE_TASKS)
+TOKEN_TASKS = ('seq2seq', 'lm')
+#: Text tasks of the masked-LM pretraining and finetuning (`lra.corpus`, `lra.glue`).
+TEXT_TASKS = ('corpus', 'glue')
+TASKS = tuple(name for name in _REGISTRY if name not in (*TOKEN_TASKS, *TEXT_TASKS))
 CACHE_SUBDIR = 'lra_cache'
 
 
@@ -39,11 +45,12 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   """Loads the train/validation/test splits of an LRA task.
 
   Args:
-    name: one of TASKS or SEQUENCE_TASKS.
+    name: one of TASKS, TOKEN_TASKS or TEXT_TASKS.
     data_dir: the folder the task's files are in (see the README's Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
       disables the cache), for the Pathfinder tasks `difficulty` and `split_seed`, for Text
-      `validation` ('heldout' or 'test') and `split_seed`.
+      `validation` ('heldout' or 'test') and `split_seed`; for 'corpus' `tokenizer`,
+      `heldout_fraction` and `split_seed`, for 'glue' `glue_task` and `tokenizer`.
 
   Returns:
     The task's splits and sizes.

@@ -24,7 +24,11 @@ OFFICIAL_TEXT_BYTES = 10_000
 
 
 def read_tsv(path: Path, max_length: int) -> Split:
-  """Reads one AAN pairs file into a Split with [N, max_length] uint16 inputs and inputs2."""
+  """Reads one AAN pairs file into a Split with [N, max_length] uint16 inputs and inputs2.
+
+  Raises:
+    DataError: a line without its 5 fields, naming the file and line.
+  """
   keep = min(max_length, OFFICIAL_TEXT_BYTES)
   first, second, targets, num_truncated = [], [], [], 0
   with open(path, 'rb') as f:

@@ -41,7 +41,11 @@ def _with_eos(text: bytes, max_length: int) -> np.ndarray:
 
 
 def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
-  """Reads `source<TAB>target` lines into a Split: inputs [N, max_length], targets [N, max_target_length]."""
+  """Reads `source<TAB>target` lines into a Split: inputs [N, max_length], targets [N, max_target_length].
+
+  Raises:
+    DataError: a line without its 2 fields, naming the file and line.
+  """
   sources, targets, num_truncated = [], [], 0
   for where, line in _lines(path):
     fields = line.split(b'\t')

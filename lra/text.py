@@ -76,6 +76,9 @@ def load(data_dir: Path, *, max_length: int, validation: str, split_seed: int,
   """Loads IMDb from `data_dir/aclImdb/` or from a prepared TFDS `imdb_reviews` in `data_dir`.
 
   `validation` and `split_seed` choose the validation split (module docstring).
+
+  Raises:
+    DataError: an unknown `validation`, or no data in `data_dir`.
   """
   if validation not in VALIDATION_SOURCES:
     raise DataError(f'text: option validation={validation!r}; expected one of '

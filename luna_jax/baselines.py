@@ -3,7 +3,7 @@
 LRA (Tay et al., 2021) defines each of them as its Transformer with another self-attention, and so does
 this module: the pure functions below work on projected, head-split `[batch, length, heads, head_dim]`
 tensors (like `luna_jax.attention`), and the thin modules are `luna_jax.layers.SelfAttention` (same
-no-bias q/k/v/out projections) with another `attend`. `self_attention_module` maps an
+no-bias q/k/v/out projections) with another `attend`. `luna_jax.attention_registry` maps an
 `attention_implementation` name to the module the LRA Transformer block builds.
 
   linformer  Wang et al. (2020): keys and values projected along the sequence by learned `[max_length, r]`
@@ -22,10 +22,9 @@ FAVOR+ attention have no attention dropout (as in LRA's code).
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
-from typing import Callable, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -36,8 +35,6 @@ from luna_jax.layers import SelfAttention
 
 Array = jax.Array
 
-#: Values of `attention_implementation` (EncoderConfig / config.model) for the LRA Transformer block.
-ATTENTIONS = ('softmax', 'fused', 'linformer', 'linear', 'performer')
 #: Added to the normalisers of the linear forms (LRA's linear attention uses the same).
 _EPS = 1e-6
 
@@ -291,32 +288,3 @@ class PerformerSelfAttention(SelfAttention):
   def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
              deterministic: bool) -> Array:
     return performer_attention(query, key, value, self.projection(deterministic), mask)
-
-
-def self_attention_module(implementation: str, *, max_length: Optional[int] = None,
-                          low_rank_features: int = 16, nb_features: int = 256,
-                          redraw_features: bool = False) -> Callable[..., nn.Module]:
-  """The self-attention constructor of an `attention_implementation` name.
-
-  Args:
-    implementation: one of `ATTENTIONS`.
-    max_length: Linformer's fixed length (the encoder's sequence length, CLS included).
-    low_rank_features: Linformer's projected length.
-    nb_features: Performer's number of random features.
-    redraw_features: Performer: a new projection at every training step.
-
-  Returns:
-    A callable taking `SelfAttention`'s fields (num_heads, qkv_dim, attention_dropout_rate, dtype,
-    param_dtype, name) and returning the module.
-  """
-  if implementation in ('softmax', 'fused'):
-    return functools.partial(SelfAttention, implementation=implementation)
-  if implementation == 'linformer':
-    return functools.partial(LinformerSelfAttention, max_length=max_length,
-                             low_rank_features=low_rank_features)
-  if implementation == 'linear':
-    return LinearSelfAttention
-  if implementation == 'performer':
-    return functools.partial(PerformerSelfAttention, nb_features=nb_features,
-                             redraw_features=redraw_features)
-  raise ValueError(f'attention_implementation must be one of {ATTENTIONS}, got {implementation!r}.')

@@ -162,6 +162,52 @@ class _VerifiedManager:
     self.manager.close()
 
 
+def read_checkpoint(path: str) -> tuple[Any, dict[str, Any], str]:
+  """Reads, verified and without changing anything, a train state another run saved.
+
+  Args:
+    path: a run's workdir (its newest intact checkpoint is read) or one checkpoint folder,
+      `<workdir>/checkpoints/<step>`.
+
+  Returns:
+    (the stored tree as nested dicts of numpy arrays, e.g. `tree['params']`; the record saved with
+    it, without the digest; the checkpoint folder read).
+
+  Raises:
+    FileNotFoundError: `path` is neither, or holds no intact checkpoint (damaged ones are named,
+      not moved: the folder may be another user's).
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    workdir, wanted = path, None
+  elif (os.path.basename(path).isdigit()
+        and os.path.basename(os.path.dirname(path)) == 'checkpoints' and os.path.isdir(path)):
+    workdir, wanted = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+  else:
+    raise FileNotFoundError(f'{path}: neither a run\'s workdir (with a checkpoints/ folder) nor a '
+                            'checkpoint folder <workdir>/checkpoints/<step>.')
+  manager = _VerifiedManager(workdir, 'checkpoints', ocp.CheckpointManagerOptions(
+      read_only=True, create=False, enable_async_checkpointing=False,
+      cleanup_tmp_directories=False))
+  try:
+    steps = [wanted] if wanted is not None else sorted(manager.manager.all_steps(), reverse=True)
+    problems = []
+    for step in steps:
+      try:
+        record = manager.read_record(step)
+        target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
+                              manager.manager.item_metadata(step).tree)
+        tree = manager.restore_verified(step, target, record)
+      except _Damaged as e:
+        problems.append(f'{manager.path(step)}: {e}')
+        continue
+      return tree, {k: v for k, v in record.items() if k != DIGEST_KEY}, manager.path(step)
+  finally:
+    manager.close()
+  listing = ''.join(f'\n  {p}' for p in problems) if problems else ' (none saved)'
+  raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
+
+
 class Checkpointer:
   """Saves and restores, verified, the train state and the best parameters of one workdir.
 

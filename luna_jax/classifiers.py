@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.encoders import ENCODERS, EncoderConfig, EncoderOutput
+from luna_jax import objectives
+from luna_jax.encoders import ENCODERS, EncoderOutput, ModelConfig
 
 Array = jax.Array
 
@@ -35,6 +36,9 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
 
   Returns:
     `[batch, d]` float32.
+
+  Raises:
+    ValueError: an unknown pooling, or 'p' for an encoder without P.
   """
   if pooling == 'cls':
     return out.x[:, 0].astype(jnp.float32)
@@ -52,7 +56,11 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
 
 
 def combine_pair(u: Array, v: Array, interaction: str) -> Array:
-  """Dual-encoder features: `[u, v]` ('concat') or `[u, v, u*v, u-v]` ('nli'); `[batch, d]` each."""
+  """Dual-encoder features: `[u, v]` ('concat') or `[u, v, u*v, u-v]` ('nli'); `[batch, d]` each.
+
+  Raises:
+    ValueError: an unknown interaction.
+  """
   if interaction == 'concat':
     return jnp.concatenate([u, v], axis=-1)
   if interaction == 'nli':
@@ -82,7 +90,7 @@ class SequenceClassifier(nn.Module):
 
   Attributes:
     encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
-    encoder: the encoder config.
+    encoder: the model config of the encoder.
     num_classes: output classes.
     pooling: 'cls', 'mean' or 'p'.
     hidden_dim: classifier hidden width.
@@ -90,7 +98,7 @@ class SequenceClassifier(nn.Module):
     interaction: dual features, 'concat' or 'nli'.
   """
   encoder_name: str
-  encoder: EncoderConfig
+  encoder: ModelConfig
   num_classes: int
   pooling: str = 'cls'
   hidden_dim: int = 256
@@ -98,6 +106,8 @@ class SequenceClassifier(nn.Module):
   interaction: str = 'nli'
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'inputs2', 'lengths2')
+  #: What the trainer scores the logits with.
+  objective: ClassVar[objectives.Objective] = objectives.Classification()
 
   def setup(self):
     if self.encoder_name not in ENCODERS:

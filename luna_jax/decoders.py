@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.encoders import (EncoderConfig, EncoderOutput, LunaEncoder, TokenEmbedding, first_p,
+from luna_jax import objectives
+from luna_jax.encoders import (EncoderOutput, LunaEncoder, ModelConfig, TokenEmbedding, learned_p,
                                remat_layer)
 from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
 
@@ -36,7 +37,7 @@ def shift_right(targets: Array, bos_id: int) -> Array:
 
 class _DecoderBlock(nn.Module):
   """Shared pieces of the decoder layers: causal self-attention, norms, FFN and dropout."""
-  config: EncoderConfig
+  config: ModelConfig
 
   def setup(self):
     cfg = self.config
@@ -65,7 +66,7 @@ class LunaLMLayer(_DecoderBlock):
   """Decoder-only Luna layer: X_A = LN(X + CausalLuna(X, P)), X' = LN(X_A + FFN(X_A)), P learned."""
 
   def setup_extra(self):
-    self.p = first_p(self, self.config)
+    self.p = learned_p(self, self.config)
 
   def _p(self, batch: int) -> Array:
     return jnp.broadcast_to(self.p[None], (batch, *self.p.shape))
@@ -141,8 +142,10 @@ class LunaSeq2SeqLayer(_DecoderBlock):
 
 
 class _TokenDecoder(nn.Module):
-  """Target embedding (LRA/MT recipe of the encoder config, no CLS), layers and the vocabulary head."""
-  config: EncoderConfig
+  """Target embedding (the config's LRA/MT recipe, no CLS), layers and the vocabulary head."""
+  config: ModelConfig
+  #: What the trainer scores the logits with.
+  objective: ClassVar[objectives.Objective] = objectives.TokenPrediction()
 
   def setup(self):
     cfg = self.config
@@ -165,6 +168,16 @@ class _TokenDecoder(nn.Module):
 
   def _logits(self, x: Array) -> Array:
     return self.lm_head(x).astype(jnp.float32)
+
+  def _decode_step(self, tokens: Array, cache: Cache, *layer_args: Array) -> tuple[Array, Cache]:
+    """`decode_step`: one input per sequence through every layer's `step` (which also takes
+    `layer_args`): `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
+    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
+    layers = []
+    for layer, layer_cache in zip(self.layers, cache['layers']):
+      x, layer_cache = layer.step(x, layer_cache, *layer_args)
+      layers.append(layer_cache)
+    return self._logits(x), {**cache, 'position': cache['position'] + 1, 'layers': layers}
 
 
 class LunaLM(_TokenDecoder):
@@ -194,12 +207,7 @@ class LunaLM(_TokenDecoder):
 
   def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
     """Feeds one token per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
-    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
-    layers = []
-    for layer, layer_cache in zip(self.layers, cache['layers']):
-      x, layer_cache = layer.step(x, layer_cache)
-      layers.append(layer_cache)
-    return self._logits(x), {'position': cache['position'] + 1, 'layers': layers}
+    return self._decode_step(tokens, cache)
 
 
 class LunaSeq2Seq(_TokenDecoder):
@@ -246,9 +254,4 @@ class LunaSeq2Seq(_TokenDecoder):
 
   def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
     """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
-    x = self._embed(tokens[:, None], cache['position'], True)[:, 0]
-    layers = []
-    for layer, layer_cache in zip(self.layers, cache['layers']):
-      x, layer_cache = layer.step(x, layer_cache, cache['p_mask'])
-      layers.append(layer_cache)
-    return self._logits(x), {**cache, 'position': cache['position'] + 1, 'layers': layers}
+    return self._decode_step(tokens, cache, cache['p_mask'])

@@ -1,7 +1,7 @@
 """Sequence encoders: the Luna encoder (contextual P flowing layer to layer) and the official LRA Transformer.
 
 Both take token ids and lengths and return an `EncoderOutput`, so a config switches them by name
-(`ENCODERS`). Hyper-parameters travel in one frozen `EncoderConfig`.
+(`ENCODERS`). Hyper-parameters travel in one frozen `ModelConfig`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.baselines import self_attention_module
+from luna_jax.attention_registry import self_attention_module
 from luna_jax.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-  """Hyper-parameters shared by every encoder (unused ones are ignored by the other encoder).
+class ModelConfig:
+  """Hyper-parameters of every model: the encoders, the decoders and the baselines (each ignores the
+  fields it does not use).
 
   Attributes:
     vocab_size: number of token ids (0 is padding).
@@ -44,8 +45,8 @@ class EncoderConfig:
     embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
     embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
     prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head).
-    attention_implementation: Transformer attention (`luna_jax.baselines.ATTENTIONS`): 'softmax',
-      'fused', or the baselines 'linformer', 'linear' (elu + 1) and 'performer' (FAVOR+).
+    attention_implementation: Transformer attention (`luna_jax.attention_registry.ATTENTIONS`):
+      'softmax', 'fused', or the baselines 'linformer', 'linear' (elu + 1) and 'performer' (FAVOR+).
     low_rank_features: Linformer's projected length r.
     nb_features: Performer's number of random features.
     redraw_features: Performer: draw a new random projection at every training step.
@@ -94,12 +95,12 @@ class EncoderConfig:
     return jnp.dtype(self.dtype)
 
 
-#: `EncoderConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
+#: `ModelConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
 REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_saveable}
 
 
 def remat_layer(layer: type[nn.Module], remat: str, deterministic_argnum: int) -> type[nn.Module]:
-  """The layer class under the `remat` choice of `EncoderConfig` (`nn.remat` = `jax.checkpoint`).
+  """The layer class under the `remat` choice of `ModelConfig` (`nn.remat` = `jax.checkpoint`).
 
   Args:
     layer: a Flax layer class.
@@ -135,14 +136,14 @@ class EncoderOutput(NamedTuple):
   p_mask: Optional[Array] = None
 
 
-def check_positions(config: EncoderConfig, num_tokens: int, what: str = '') -> None:
+def check_positions(config: ModelConfig, num_tokens: int, what: str = '') -> None:
   """Raises when `num_tokens` token positions do not fit the model's position table.
 
   A position lookup past the table would silently reuse its last row (JAX clamps gather indices),
   so every entry point that knows its length checks it here first.
 
   Args:
-    config: the model's encoder config (the table has `max_length` token positions, plus CLS).
+    config: the model config (the table has `max_length` token positions, plus CLS).
     num_tokens: positions the call needs, CLS excluded.
     what: the count as the caller's user knows it (default: '<num_tokens> tokens').
 
@@ -164,12 +165,12 @@ class TokenEmbedding(nn.Module):
   """Token embedding, optional CLS vector and position embedding (no normalisation, no dropout).
 
   Attributes:
-    config: the encoder config.
+    config: the model config.
     embedding_stddev: stddev of the token (and CLS) embedding init.
     position_stddev: stddev of a learned position table init.
     cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding init.
   """
-  config: EncoderConfig
+  config: ModelConfig
   embedding_stddev: float
   position_stddev: float
   cls_init_zero: bool = False
@@ -215,7 +216,7 @@ class TokenEmbedding(nn.Module):
     return (x + position_embeddings).astype(cfg.compute_dtype), lengths
 
 
-def first_p(module: nn.Module, cfg: EncoderConfig, name: str = 'projected_embeddings') -> Array:
+def learned_p(module: nn.Module, cfg: ModelConfig, name: str = 'projected_embeddings') -> Array:
   """Declares a learned `[l, d]` P table on `module` (init N(0, d^-1/2)) and applies the MT recipe
   (sqrt(d) scale with `embed_scale`, slot sinusoid with sinusoidal positions)."""
   d, l = cfg.emb_dim, cfg.projection_length
@@ -241,9 +242,9 @@ class LunaEncoder(nn.Module):
   returned P is the last layer's Y_P.
 
   Attributes:
-    config: the encoder config.
+    config: the model config.
   """
-  config: EncoderConfig
+  config: ModelConfig
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:
@@ -269,7 +270,7 @@ class LunaEncoder(nn.Module):
     x = jnp.where(x_mask[..., None], x, 0).astype(dtype)
 
     def initial_p(suffix: str = '') -> Array:
-      p = jnp.broadcast_to(first_p(self, cfg, 'projected_embeddings' + suffix)[None],
+      p = jnp.broadcast_to(learned_p(self, cfg, 'projected_embeddings' + suffix)[None],
                            (x.shape[0], l, d))
       if cfg.embedding_layernorm:
         p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='projected_embedding_norm' + suffix)(p)
@@ -300,9 +301,9 @@ class TransformerEncoder(nn.Module):
   makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.baselines`).
 
   Attributes:
-    config: the encoder config.
+    config: the model config.
   """
-  config: EncoderConfig
+  config: ModelConfig
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:

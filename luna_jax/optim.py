@@ -9,6 +9,8 @@ count, so the learning rate of the very first update is 0 under `linear_warmup`.
   rsqrt_decay              1 / sqrt(max(step, warmup_steps))           (peak base / sqrt(warmup))
   rsqrt_normalized_decay   sqrt(warmup_steps) / sqrt(max(step, warmup_steps))   (peak = base)
   cosine_decay             max(0, (1 + cos(pi * (p mod 1))) / 2), p = max(0, step - warmup) / steps_per_cycle
+  linear_decay             max(0, 1 - p), the same p: linear decay to 0 over steps_per_cycle after the
+                           warmup (BERT/RoBERTa pretraining and finetuning, the paper's Table 8)
 
 `constant * linear_warmup * rsqrt_normalized_decay` is fairseq's `inverse_sqrt` with the peak learning
 rate `base_learning_rate` (the Luna recipes; fairseq warms up from 1e-7 instead of 0).
@@ -29,7 +31,8 @@ import optax
 
 from luna_jax import config_utils
 
-FACTORS = ('constant', 'linear_warmup', 'rsqrt_decay', 'rsqrt_normalized_decay', 'cosine_decay')
+FACTORS = ('constant', 'linear_warmup', 'rsqrt_decay', 'rsqrt_normalized_decay', 'cosine_decay',
+           'linear_decay')
 
 
 def schedule_error(factors: str, warmup_steps: int = 1) -> Optional[str]:
@@ -76,7 +79,8 @@ def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps
       docstring for the definitions).
     base_learning_rate: the `constant` factor.
     warmup_steps: warmup length in updates.
-    steps_per_cycle: cosine period in updates (cosine_decay only).
+    steps_per_cycle: cosine period, or linear-decay length, in updates after the warmup
+      (cosine_decay and linear_decay only).
 
   Returns:
     A function from the 0-based update count to the learning rate (float32 scalar).
@@ -102,6 +106,8 @@ def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps
         value *= jax.lax.rsqrt(jnp.maximum(step, warmup))
       elif name == 'rsqrt_normalized_decay':
         value *= jnp.sqrt(warmup) * jax.lax.rsqrt(jnp.maximum(step, warmup))
+      elif name == 'linear_decay':
+        value *= jnp.maximum(0.0, 1.0 - jnp.maximum(0.0, (step - warmup_steps) / steps_per_cycle))
       else:  # cosine_decay
         progress = jnp.maximum(0.0, (step - warmup_steps) / steps_per_cycle)
         value *= jnp.maximum(0.0, 0.5 * (1.0 + jnp.cos(jnp.pi * (progress % 1.0))))

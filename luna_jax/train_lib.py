@@ -4,7 +4,9 @@
 loads the task with `lra`, builds the model with `luna_jax.build_model`, trains with `jax.pmap` over
 the local devices (global batch split across them, gradients averaged with `pmean`, one dropout key
 per device and step), evaluates on the validation split every `eval_every` steps and on the test
-split at the end, and writes into `workdir`:
+split at the end, and writes into `workdir`. What a batch is scored with (its preparation, the loss
+and its weights, the evaluation metrics) is the model's `objective` (`luna_jax.objectives`); the
+trainer does not depend on the model family. It writes:
 
   .lock                the workdir lock (`luna_jax.workdir`)
   config.json          the resolved config
@@ -30,7 +32,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax
 import jax
@@ -44,14 +46,18 @@ from flax import jax_utils
 
 import lra
 import luna_jax
-from luna_jax import checkpointing, config_utils, metric_writers, optim, workdir as workdir_lib
+from lra.core import write_atomically
+from luna_jax import (checkpointing, config_utils, metric_log, objectives, optim, pretrained,
+                      self_pretraining)
+from luna_jax import workdir as workdir_lib
 from luna_jax.config_utils import spec
 
 Batch = Mapping[str, Any]
 PyTree = Any
 
 #: Top-level config keys.
-CONFIG_KEYS = ('seed', 'debug', 'data', 'model', 'optimizer', 'training')
+CONFIG_KEYS = ('seed', 'debug', 'init_from', 'data', 'model', 'optimizer', 'training',
+               'self_pretraining')
 #: Name of the pmap axis.
 AXIS = 'batch'
 #: Prefixes of the metrics the final evaluation logs (at the last step).
@@ -59,12 +65,18 @@ FINAL_PREFIXES = ('test_', 'best_test_')
 #: `config.training` keys that may change when a run is resumed: they extend or re-schedule it.
 RESCHEDULE_KEYS = ('num_train_steps', 'eval_every', 'log_every', 'checkpoint_every',
                    'num_eval_batches', 'keep_checkpoints')
+#: Folded into a training step's dropout key to give the objective's batch-preparation key (a value
+#: no Flax rng derivation folds in: Flax folds in hashes of module names and small call counters).
+PREPARE_FOLD = 2**31 - 1
+#: Evaluation batch i is prepared with the key `fold_in(PRNGKey(EVAL_SEED), i)` (then the device
+#: index), in every evaluation of every run.
+EVAL_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """The `config.data` section, checked (see configs/base.py for what each field means)."""
-  task: str = spec(choices=(*lra.TASKS, *lra.SEQUENCE_TASKS))
+  task: str = spec(choices=(*lra.TASKS, *lra.TOKEN_TASKS, *lra.TEXT_TASKS))
   data_dir: str = spec()
   options: dict = spec()
 
@@ -86,18 +98,27 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SelfPretrainingConfig:
+  """The `config.self_pretraining` section, checked (see configs/base.py and
+  `luna_jax.self_pretraining`)."""
+  num_train_steps: int = spec(minimum=0, also=(-1,))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   """The whole experiment config, parsed once and checked (`parse_config`); what the trainer uses.
 
   `model` stays a mapping (checked by `luna_jax.check_model_config`): `luna_jax.build_model` turns
-  it into the typed `EncoderConfig` and head settings.
+  it into the typed `ModelConfig` and head settings.
   """
   seed: int = spec(minimum=0)
   debug: bool = spec()
+  init_from: str = spec()
   data: DataConfig = spec()
   model: dict = spec()
   optimizer: optim.OptimizerConfig = spec()
   training: TrainingConfig = spec()
+  self_pretraining: SelfPretrainingConfig = spec()
 
   def to_dict(self) -> dict[str, Any]:
     """The config as plain JSON-able nested dicts (what config.json and checkpoints store)."""
@@ -124,22 +145,9 @@ def model_inputs(batch: Batch, model: flax.linen.Module) -> dict[str, Any]:
   return {name: batch[name] for name in model.input_names if name in batch}
 
 
-def loss_weights(batch: Batch) -> jax.Array:
-  """What each target counts for: per example ([b], 'weights' or 1) for class labels; per token
-  ([b, T], 0 on padding targets) for the token-level tasks."""
-  targets = batch['targets']
-  weights = batch.get('weights', jnp.ones(targets.shape[:1], jnp.float32))
-  if targets.ndim == 2:
-    weights = weights[:, None] * (targets > 0)
-  return weights
-
-
-def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Cross-entropy per target, optionally label-smoothed: `[..., V]`, `[...]` -> `[...]`."""
-  if label_smoothing == 0.0:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  labels = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits, labels)
+def device_key(rng: jax.Array, axis_name: Optional[str]) -> jax.Array:
+  """`rng` folded with this device's index along `axis_name` (unchanged when it is None)."""
+  return rng if axis_name is None else jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
 
 def create_train_state(rng: jax.Array, model: flax.linen.Module,
@@ -168,15 +176,17 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
                label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step on the (per-device) batch.
 
-  Pure. The loss is the mean over the whole global batch: every device divides its summed loss by the
-  global weight (number of examples, or of target tokens for the token-level tasks) and gradients are
-  summed over `axis_name`, so one device and N devices take the same step. Each device gets its own
-  dropout key `fold_in(fold_in(state.rng, step), device index)`.
+  Pure. The model's objective (`model.objective`, see `luna_jax.objectives`) prepares the batch and
+  weighs the loss. The loss is the mean over the whole global batch: every device divides its summed
+  loss by the global weight (number of examples, or of target tokens for the token-level models) and
+  gradients are summed over `axis_name`, so one device and N devices take the same step. Each device
+  gets its own dropout key `fold_in(fold_in(state.rng, step), device index)`, and the objective its
+  batch-preparation key `fold_in(dropout key, PREPARE_FOLD)`.
 
   Args:
     state: the current state.
-    batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] (class labels) or [b, T] (tokens,
-      0 = padding) int32, plus whatever else the model takes ('inputs2', 'lengths2').
+    batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] (class labels) or [b, T]
+      (tokens, 0 = padding) int32, plus whatever else the model takes ('inputs2', 'lengths2').
     model: the model (`luna_jax.build_model`).
     optimizer: the optax transformation the state was created with.
     axis_name: the pmap axis, or None on a single device (plain `jax.jit`).
@@ -186,10 +196,10 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
     The new state and scalar metrics: loss, accuracy (per example or per token), grad_norm (after
     averaging, before clipping) and param_norm (of the new parameters).
   """
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
-  if axis_name is not None:
-    dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
-  weights = loss_weights(batch)
+  objective = model.objective
+  dropout_rng = device_key(jax.random.fold_in(state.rng, state.step), axis_name)
+  batch = objective.prepare(batch, jax.random.fold_in(dropout_rng, PREPARE_FOLD))
+  weights = objective.weights(batch)
   total = jnp.sum(weights)
   if axis_name is not None:
     total = jax.lax.psum(total, axis_name)
@@ -198,8 +208,7 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
   def loss_fn(params):
     logits = model.apply({'params': params}, **model_inputs(batch, model), train=True,
                          rngs={'dropout': dropout_rng})
-    losses = cross_entropy(logits, batch['targets'], label_smoothing)
-    return jnp.sum(losses * weights) / total, logits
+    return jnp.sum(objective.losses(logits, batch, label_smoothing) * weights) / total, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == batch['targets']) * weights) / total
@@ -212,42 +221,40 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params: PyTree, batch: Batch, *, model: flax.linen.Module,
-              axis_name: Optional[str] = None) -> dict[str, jax.Array]:
-  """Weighted sums of loss and correct predictions on one (per-device) batch, without dropout.
+def eval_step(params: PyTree, batch: Batch, rng: Optional[jax.Array] = None, *,
+              model: flax.linen.Module, axis_name: Optional[str] = None) -> dict[str, jax.Array]:
+  """The objective's metric sums (`model.objective.metric_sums`) on one (per-device) batch, without
+  dropout.
 
   Args:
     params: the model parameters.
     batch: like `train_step`'s, plus optional 'weights' [b] float32 (0 marks padding rows).
+    rng: the batch-preparation key (folded with the device index along `axis_name`); None:
+      `PRNGKey(EVAL_SEED)`.
     model: the model.
     axis_name: the pmap axis to sum over, or None.
 
   Returns:
-    {'loss', 'correct', 'count'}: summed loss, correct predictions and weight (examples, or target
-    tokens for the token-level tasks); for token-level tasks also 'sequences_correct' (examples whose
-    every target token is predicted, i.e. that greedy decoding reproduces exactly) and 'sequences'.
+    Float32 scalars {'loss', 'correct', 'count'}: summed loss, correct predictions and weight
+    (examples, or target tokens for the token-level models); for token-level models also
+    'sequences_correct' (examples whose every target token is predicted, i.e. that greedy decoding
+    reproduces exactly) and 'sequences'.
   """
+  objective = model.objective
+  rng = jax.random.PRNGKey(EVAL_SEED) if rng is None else rng
+  batch = objective.prepare(batch, device_key(rng, axis_name))
   logits = model.apply({'params': params}, **model_inputs(batch, model), train=False)
-  targets = batch['targets']
-  weights = loss_weights(batch)
-  hits = jnp.argmax(logits, axis=-1) == targets
-  sums = {'loss': jnp.sum(cross_entropy(logits, targets) * weights),
-          'correct': jnp.sum(hits * weights), 'count': jnp.sum(weights)}
-  if targets.ndim == 2:
-    example_weights = batch.get('weights', jnp.ones(targets.shape[:1], jnp.float32))
-    whole = jnp.all(hits | (targets == 0), axis=-1)
-    sums.update(sequences_correct=jnp.sum(whole * example_weights),
-                sequences=jnp.sum(example_weights))
+  sums = objective.metric_sums(logits, batch)
   return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Devices and sharding
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Device]:
-  """The local devices to train on, checking that every global batch size divides across all devices.
+  """The local devices to train on, checking that every global batch size divides across them.
 
   Args:
     num_devices: -1 for every local device, else the first `num_devices` (single process only).
@@ -285,41 +292,37 @@ def shard(batch: Batch, num_devices: int) -> dict[str, np.ndarray]:
 
 
 def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num_devices: int,
-             max_batches: int = -1) -> dict[str, float]:
-  """Accuracy and mean loss of replicated `params` on a split.
+             objective: objectives.Objective, max_batches: int = -1) -> dict[str, float]:
+  """The objective's metrics of replicated `params` on a split.
 
   Args:
-    p_eval_step: the pmapped `eval_step`.
+    p_eval_step: the pmapped `eval_step` (params and batch mapped, the key broadcast).
     params: replicated parameters.
     split: the split to evaluate.
     batch_size: global evaluation batch size.
     num_devices: local devices.
+    objective: the model's objective, which turns the summed metrics into means.
     max_batches: evaluate only the first `max_batches` batches (-1: the whole split).
 
   Returns:
-    {'accuracy', 'loss', 'num_examples'}.
+    `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
+    models 'sequence_accuracy'.
   """
   batches = lra.eval_batches(split, batch_size, process_index=jax.process_index(),
                              process_count=jax.process_count())
+  key = jax.random.PRNGKey(EVAL_SEED)
   totals = None
   for i, batch in enumerate(batches):
     if i == max_batches:
       break
-    sums = p_eval_step(params, shard(batch, num_devices))
+    sums = p_eval_step(params, shard(batch, num_devices), jax.random.fold_in(key, i))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(unreplicate(totals))
-  count = max(float(totals['count']), 1.0)
-  metrics = {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss']) / count,
-             'num_examples': int(totals.get('sequences', totals['count']))}
-  if 'sequences' in totals:
-    metrics['sequence_accuracy'] = float(totals['sequences_correct']) / max(
-        float(totals['sequences']), 1.0)
-  return metrics
+  return objective.summarize(jax.device_get(unreplicate(totals)))
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Config
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -356,7 +359,9 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
       'data': config_utils.parse_section(DataConfig, config.data.to_dict(), 'config.data'),
       'model': config.model.to_dict(),
       'optimizer': optim.OptimizerConfig.from_mapping(config.optimizer),
-      'training': config_utils.parse_section(TrainingConfig, config.training, 'config.training')}
+      'training': config_utils.parse_section(TrainingConfig, config.training, 'config.training'),
+      'self_pretraining': config_utils.parse_section(
+          SelfPretrainingConfig, config.self_pretraining, 'config.self_pretraining')}
   return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
 
 
@@ -385,9 +390,9 @@ def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any],
   return changes
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Training loop
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 
 
 class ConfigChangedError(config_utils.ConfigError):
@@ -395,20 +400,16 @@ class ConfigChangedError(config_utils.ConfigError):
 
 
 class _TrainLog:
-  """Collects per-step device metrics and turns them into host summaries at log points.
+  """Holds per-step device metrics until a log point and measures the training speed.
 
-  Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points; every
-  pending step is checked for a non-finite loss, gradient or parameter norm, naming the first such step.
-  Training speed is measured between summaries, summed over every session of the run (the totals are
-  saved with each checkpoint); `restart_clock` excludes what happened since the last summary
-  (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first step of a
-  session, which includes compilation).
+  Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points
+  (`collect`). Speed is measured between collections and summed over every session of the run (the
+  totals are saved with each checkpoint); `restart_clock` excludes what happened since the last
+  collection (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first
+  step of a session, which includes compilation).
   """
 
-  def __init__(self, schedule: optax.Schedule, checkpointer: checkpointing.Checkpointer,
-               train_time: float = 0.0, timed_steps: int = 0):
-    self._schedule = schedule
-    self._checkpointer = checkpointer
+  def __init__(self, train_time: float = 0.0, timed_steps: int = 0):
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
     self._untimed = 0
     self._mark = time.perf_counter()
@@ -430,31 +431,39 @@ class _TrainLog:
     """Timed training steps per second over the whole run, or None before any was timed."""
     return self.timed_steps / self.train_time if self.timed_steps else None
 
-  def summary(self) -> dict[str, float]:
-    """Checks and averages the pending steps' metrics (taken from the first device's replica);
-    'steps_per_sec' of the timed ones, when there are any."""
+  def collect(self) -> tuple[list[int], list[dict[str, float]], Optional[float]]:
+    """Empties the log: the pending steps, their metrics (host values of the first device's
+    replica) and the steps per second of the timed ones (None when none was timed)."""
     steps = [step for step, _ in self._pending]
     values = jax.device_get([unreplicate(m) for _, m in self._pending])
     self._pending.clear()
-    for step, metrics in zip(steps, values):
-      bad = [f'{name}={value}' for name, value in metrics.items() if not np.isfinite(value)]
-      if bad:
-        good = self._checkpointer.last_good_step()
-        raise FloatingPointError(
-            f'Non-finite {", ".join(bad)} at step {step}; training stopped. '
-            + (f'The last good checkpoint (step {good}, verified) in '
-               f'{self._checkpointer.directory} is kept.' if good is not None else
-               f'There is no intact checkpoint in {self._checkpointer.directory}.'))
     now = time.perf_counter()
     elapsed, self._mark = max(now - self._mark, 1e-9), now
     timed, self._untimed = len(steps) - self._untimed, 0
-    summary = {f'train_{name}': float(np.mean([m[name] for m in values])) for name in values[0]}
-    summary['learning_rate'] = float(self._schedule(steps[-1] - 1))
-    if timed:
-      self.train_time += elapsed
-      self.timed_steps += timed
-      summary['steps_per_sec'] = timed / elapsed
-    return summary
+    if not timed:
+      return steps, values, None
+    self.train_time += elapsed
+    self.timed_steps += timed
+    return steps, values, timed / elapsed
+
+
+def check_finite(steps: Sequence[int], values: Sequence[Mapping[str, float]],
+                 checkpointer: checkpointing.Checkpointer) -> None:
+  """Stops training at the first of `steps` with a non-finite metric.
+
+  Raises:
+    FloatingPointError: naming the step, the non-finite metrics and the last good (verified)
+      checkpoint, or saying that there is none.
+  """
+  for step, metrics in zip(steps, values):
+    bad = [f'{name}={value}' for name, value in metrics.items() if not np.isfinite(value)]
+    if bad:
+      good = checkpointer.last_good_step()
+      raise FloatingPointError(
+          f'Non-finite {", ".join(bad)} at step {step}; training stopped. '
+          + (f'The last good checkpoint (step {good}, verified) in {checkpointer.directory} is '
+             'kept.' if good is not None else
+             f'There is no intact checkpoint in {checkpointer.directory}.'))
 
 
 #: Environment variables of a multi-process run outside a detected cluster (with the coordinator's
@@ -498,10 +507,8 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + '.tmp', path)
+  """Writes JSON atomically (`lra.core.write_atomically`)."""
+  write_atomically(path, json.dumps(value, indent=2))
 
 
 def restore_run(checkpointer: checkpointing.Checkpointer, state: TrainState, run: RunConfig,
@@ -558,7 +565,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains and evaluates one model on one LRA task; resumes from `workdir` if it has a checkpoint.
 
   The workdir is locked for the duration (`luna_jax.workdir.lock`), the config is checked once
-  (`parse_config`) and, on resume, compared with the checkpoint's (`restore_run`).
+  (`parse_config`) and, on resume, compared with the checkpoint's (`restore_run`). The stages are
+  `_setup`, `_train`, `_final_evaluation` and `_write_results`. With `config.init_from` the encoder
+  starts from another run's (`initialize_from`); with `config.self_pretraining.num_train_steps` the
+  run is a pretrain and a finetune stage (`train_with_self_pretraining`).
 
   Args:
     config: the experiment config (configs/base.py documents every field).
@@ -566,9 +576,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     The content of `workdir/results.json`: 'validation' and 'test' ({'accuracy', 'loss',
-    'num_examples'}) of the final parameters, 'best' (step, test metrics and whether it was
-    selected on test data), 'step', 'num_params', 'steps_per_sec' (over every session of the run),
-    'devices' (with 'changes' of the device count on resume) and 'config'.
+    'num_examples'}, and 'sequence_accuracy' for the token-level models) of the final parameters,
+    'best' ('step' of the best validation checkpoint or None, 'test': its test metrics or None when
+    its parameters could not be restored, 'selected_on_test': whether the validation split was the
+    test split, 'directory'), 'step', 'num_params', 'steps_per_sec' (over every session of the
+    run), 'devices' (with 'changes' of the device count on resume) and 'config'.
 
   Raises:
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
@@ -578,9 +590,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """
   run = parse_config(config)
-  training = run.training
-  if training.distributed:
+  if run.training.distributed and not jax.distributed.is_initialized():
     initialize_distributed()
+  if run.self_pretraining.num_train_steps:
+    return train_with_self_pretraining(config, workdir)
   is_lead = jax.process_index() == 0
   logging.info('JAX %s, process %d/%d, local devices %s', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_devices())
@@ -588,43 +601,160 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))
     os.makedirs(workdir, exist_ok=True)
-    return _train_and_evaluate(run, workdir, is_lead, stack)
+    session, state = _setup(run, workdir, is_lead, stack)
+    state, validation = _train(session, state)
+    return _write_results(session, _final_evaluation(session, state, validation))
 
 
-def _train_and_evaluate(run: RunConfig, workdir: str, is_lead: bool,
-                        stack: contextlib.ExitStack) -> dict[str, Any]:
-  """`train_and_evaluate` once the config is parsed and the workdir locked; `stack` closes what
-  it opens (checkpointer, metric writer) whatever happens."""
+@dataclasses.dataclass
+class _Session:
+  """What one call of `train_and_evaluate` sets up (`_setup`) for its later stages."""
+  run: RunConfig
+  workdir: str
+  is_lead: bool
+  devices: list[jax.Device]
+  eval_batch_size: int
+  data: lra.TaskData
+  model: flax.linen.Module
+  num_params: int
+  checkpointer: checkpointing.Checkpointer
+  writer: metric_log.MetricWriter
+  #: The run record restored with the checkpoint (`restore_run`), or a fresh one.
+  record: dict[str, Any]
+  start_step: int
+  p_train_step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+  p_eval_step: Callable[..., dict[str, jax.Array]]
+  train_log: _TrainLog
+
+  def evaluate(self, params: PyTree, split: lra.Split) -> dict[str, float]:
+    """`evaluate` of replicated `params` on `split`, capped at `training.num_eval_batches`."""
+    return evaluate(self.p_eval_step, params, split, self.eval_batch_size, len(self.devices),
+                    self.model.objective, max_batches=self.run.training.num_eval_batches)
+
+  def checkpoint_record(self) -> dict[str, Any]:
+    """The record saved with a checkpoint: the restored one with the config, the data's
+    vocabulary (what `init_from` checks) and speed totals."""
+    return {**self.record, 'config': self.run.to_dict(), 'vocabulary': lra.vocabulary(self.data),
+            'train_time': self.train_log.train_time, 'timed_steps': self.train_log.timed_steps}
+
+
+def _setup(run: RunConfig, workdir: str, is_lead: bool,
+           stack: contextlib.ExitStack) -> tuple[_Session, TrainState]:
+  """Loads the data, builds the model and the optimizer, restores or creates the state (returned
+  replicated) and compiles the steps; `stack` closes the checkpointer and the metric writer."""
   training = run.training
-
-  # Data, model and optimizer.
   eval_batch_size = training.eval_batch_size or training.batch_size
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
-  num_devices = len(devices)
-  global_devices = num_devices * jax.process_count()
-  data = lra.load_task(run.data.task, run.data.data_dir, **run.data.options)
-  # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
-  max_length = max([data.max_length, *data.train.targets.shape[1:]])
-  model = luna_jax.build_model(run.model, vocab_size=data.vocab_size,
-                               num_classes=data.num_classes, max_length=max_length,
-                               dual=data.dual, bos_id=data.info.get('bos_id'))
-  optimizer = optim.make_optimizer(run.optimizer)
-  example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
-  state = create_train_state(jax.random.PRNGKey(run.seed), model, optimizer, example)
+  data = load_data(run)
+  model, optimizer, state = build(run, data)
+  if run.init_from:
+    state = initialize_from(state, run.init_from, model, data, optimizer)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
-  # Resume.
   checkpointer = stack.enter_context(contextlib.closing(
       checkpointing.Checkpointer(workdir, training.keep_checkpoints)))
-  state, record = restore_run(checkpointer, state, run, workdir, global_devices)
+  state, record = restore_run(checkpointer, state, run, workdir,
+                              len(devices) * jax.process_count())
   start_step = int(state.step)
-  finished = start_step >= training.num_train_steps
   if is_lead:
     _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
   logging.info('%s/%s: %d parameters; %s at step %d of %d.', run.data.task, run.model['name'],
                num_params, 'resuming' if start_step else 'starting', start_step,
                training.num_train_steps)
+  # A finished run evaluates again: what its final evaluation logged is logged anew.
+  writer = stack.enter_context(contextlib.closing(metric_log.MetricWriter(
+      workdir, enabled=is_lead, start_step=start_step,
+      redo_prefixes=FINAL_PREFIXES if start_step >= training.num_train_steps else ())))
+  p_train_step, p_eval_step = _map_steps(model, optimizer, training, devices)
+  session = _Session(
+      run=run, workdir=workdir, is_lead=is_lead, devices=devices,
+      eval_batch_size=eval_batch_size, data=data, model=model, num_params=num_params,
+      checkpointer=checkpointer, writer=writer, record=record, start_step=start_step,
+      p_train_step=p_train_step, p_eval_step=p_eval_step,
+      train_log=_TrainLog(record['train_time'], record['timed_steps']))
+  return session, jax_utils.replicate(state, devices, axis_name=AXIS)  # Sharded as pmap outputs.
 
+
+def load_data(run: RunConfig) -> lra.TaskData:
+  """The task's data; for a masked LM its inputs alone (`lra.unlabelled`)."""
+  data = lra.load_task(run.data.task, run.data.data_dir, **run.data.options)
+  return lra.unlabelled(data) if run.model['name'] in luna_jax.MLM_MODELS else data
+
+
+def build(run: RunConfig, data: lra.TaskData
+          ) -> tuple[flax.linen.Module, optax.GradientTransformation, TrainState]:
+  """The model for `data`, the optimizer and a freshly initialised state."""
+  # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
+  max_length = max([data.max_length, *data.train.targets.shape[1:]])
+  model = luna_jax.build_model(run.model, vocab_size=data.vocab_size,
+                               num_classes=data.num_classes, max_length=max_length,
+                               dual=data.dual, bos_id=data.info.get('bos_id'),
+                               special_ids=lra.special_ids(data))
+  optimizer = optim.make_optimizer(run.optimizer)
+  example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
+  return model, optimizer, create_train_state(jax.random.PRNGKey(run.seed), model, optimizer,
+                                              example)
+
+
+def initialize_from(state: TrainState, path: str, model: flax.linen.Module, data: lra.TaskData,
+                    optimizer: optax.GradientTransformation) -> TrainState:
+  """`state` with the encoder of the run at `path` (`config.init_from`, `luna_jax.pretrained`).
+
+  The optimizer state is initialised anew for the new parameters; a checkpoint of this run, when
+  resuming, replaces all of it afterwards.
+
+  Raises:
+    pretrained.InitFromError: no usable checkpoint at `path`, a model without an encoder, or an
+      encoder or vocabulary that does not fit (naming both sides).
+  """
+  encoder_name = getattr(model, 'encoder_name', None)
+  if encoder_name is None:
+    raise pretrained.InitFromError(f'config.init_from={path!r}: model {type(model).__name__} has '
+                                   'no encoder to initialise (use an encoder classifier or MLM).')
+  params = pretrained.graft(jax.device_get(state.params), pretrained.load_encoder(path),
+                            vocabulary=lra.vocabulary(data), encoder_name=encoder_name)
+  params = jax.tree.map(jnp.asarray, params)
+  logging.info('Encoder initialised from %s.', path)
+  return state.replace(params=params, opt_state=optimizer.init(params))
+
+
+def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str
+                                ) -> dict[str, Any]:
+  """Runs the pretrain and finetune stages of `luna_jax.self_pretraining` in `workdir`.
+
+  Each stage is a `train_and_evaluate` run in its own sub-folder (resumable); a stage that already
+  reached its last step is skipped. Writes `workdir/results.json`: the finetune stage's results
+  with 'pretraining' (the pretrain stage's 'step', 'validation', 'steps_per_sec', 'directory').
+
+  Raises:
+    What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder.
+  """
+  is_lead = jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    if is_lead:
+      stack.enter_context(workdir_lib.lock(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    results = []
+    for stage_dir, stage_config in self_pretraining.stage_configs(config, workdir):
+      steps = parse_config(stage_config).training.num_train_steps
+      finished = self_pretraining.finished_results(stage_dir, steps)
+      if finished is not None:
+        logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
+      results.append(finished or train_and_evaluate(stage_config, stage_dir))
+    pretrain, finetune = results
+    combined = {**finetune, 'pretraining': {
+        'step': pretrain['step'], 'validation': pretrain['validation'],
+        'steps_per_sec': pretrain['steps_per_sec'],
+        'directory': os.path.abspath(os.path.join(workdir, self_pretraining.PRETRAIN_DIR))}}
+    if is_lead:
+      _write_json(os.path.join(workdir, 'results.json'), combined)
+    return combined
+
+
+def _map_steps(model: flax.linen.Module, optimizer: optax.GradientTransformation,
+               training: TrainingConfig,
+               devices: Sequence[jax.Device]) -> tuple[Callable, Callable]:
+  """`train_step` (state donated) and `eval_step` (key broadcast) pmapped over the devices."""
   # pmap must be given the same devices in every process: all of them, so that its collectives
   # span the processes (a process's own devices alone would train one model per process).
   mapped_devices = devices if jax.process_count() == 1 else jax.devices()
@@ -633,83 +763,117 @@ def _train_and_evaluate(run: RunConfig, workdir: str, is_lead: bool,
                         label_smoothing=training.label_smoothing),
       axis_name=AXIS, devices=mapped_devices, donate_argnums=(0,))
   p_eval_step = jax.pmap(functools.partial(eval_step, model=model, axis_name=AXIS),
-                         axis_name=AXIS, devices=mapped_devices)
-  run_eval = functools.partial(evaluate, p_eval_step, batch_size=eval_batch_size,
-                               num_devices=num_devices)
-  state = jax_utils.replicate(state, devices, axis_name=AXIS)  # Same sharding as pmap outputs.
-  # A finished run evaluates again: what its final evaluation logged is logged anew.
-  writer = stack.enter_context(contextlib.closing(metric_writers.MetricWriter(
-      workdir, enabled=is_lead, start_step=start_step,
-      redo_prefixes=FINAL_PREFIXES if finished else ())))
-  train_log = _TrainLog(optim.schedule_from_config(run.optimizer), checkpointer,
-                        record['train_time'], record['timed_steps'])
-  batches = lra.train_batches(data.train, training.batch_size, seed=run.seed,
-                              start_step=start_step, process_index=jax.process_index(),
+                         axis_name=AXIS, in_axes=(0, 0, None), devices=mapped_devices)
+  return p_train_step, p_eval_step
+
+
+def _train(session: _Session, state: TrainState) -> tuple[TrainState, Optional[dict[str, float]]]:
+  """The training loop from `session.start_step` to `training.num_train_steps`, with logging,
+  validation, best-parameter and checkpoint saves at their steps.
+
+  Returns:
+    The final (replicated) state and the last validation metrics (None when no step ran).
+  """
+  run, training = session.run, session.run.training
+  schedule = optim.schedule_from_config(run.optimizer)
+  batches = lra.train_batches(session.data.train, training.batch_size, seed=run.seed,
+                              start_step=session.start_step, process_index=jax.process_index(),
                               process_count=jax.process_count())
   validation = None
-
-  def run_record() -> dict[str, Any]:
-    return {**record, 'config': run.to_dict(), 'train_time': train_log.train_time,
-            'timed_steps': train_log.timed_steps}
-
-  # Main loop; `step` counts completed updates (1-based), as do checkpoints and metrics.
-  with tqdm.tqdm(total=training.num_train_steps, initial=start_step, disable=not is_lead,
-                 desc=f'{run.data.task}/{run.model["name"]}', unit='step',
-                 dynamic_ncols=True) as bar:
-    for step in range(start_step + 1, training.num_train_steps + 1):
-      state, metrics = p_train_step(state, shard(next(batches), num_devices))
-      train_log.add(step, metrics)
+  # `step` counts completed updates (1-based), as do checkpoints and metrics.
+  with tqdm.tqdm(total=training.num_train_steps, initial=session.start_step,
+                 disable=not session.is_lead, desc=f'{run.data.task}/{run.model["name"]}',
+                 unit='step', dynamic_ncols=True) as bar:
+    for step in range(session.start_step + 1, training.num_train_steps + 1):
+      state, metrics = session.p_train_step(state, shard(next(batches), len(session.devices)))
+      session.train_log.add(step, metrics)
       bar.update()
-      if step == start_step + 1:  # Includes compilation: left out of the speed figures.
-        train_log.exclude_from_timing()
+      if step == session.start_step + 1:  # Includes compilation: left out of the speed figures.
+        session.train_log.exclude_from_timing()
       is_eval = step % training.eval_every == 0 or step == training.num_train_steps
       is_checkpoint = step % training.checkpoint_every == 0 or step == training.num_train_steps
       # Log points depend on the step only, so a resumed run logs what an uninterrupted one does.
       if step == 1 or is_eval or is_checkpoint or step % training.log_every == 0:
-        summary = train_log.summary()
-        writer.write_scalars(step, summary)
+        summary = _train_summary(session, schedule)
+        session.writer.write_scalars(step, summary)
         bar.set_postfix(loss=f'{summary["train_loss"]:.4f}',
                         acc=f'{summary["train_accuracy"]:.3f}',
                         steps_per_s=f'{summary.get("steps_per_sec", 0.0):.2f}')
       if is_eval:
-        validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
-        writer.write_scalars(step, {f'validation_{k}': v for k, v in validation.items()})
-        if is_lead:
+        validation = session.evaluate(state.params, session.data.validation)
+        session.writer.write_scalars(step, {f'validation_{k}': v for k, v in validation.items()})
+        if session.is_lead:
           bar.write(f'step {step}: validation accuracy {validation["accuracy"]:.4f}, '
                     f'loss {validation["loss"]:.4f}')
-        checkpointer.save_if_best(step, unreplicate(state.params), validation['accuracy'])
+        session.checkpointer.save_if_best(step, unreplicate(state.params), validation['accuracy'])
       if is_checkpoint:
-        checkpointer.save(step, unreplicate(state), run_record())
+        session.checkpointer.save(step, unreplicate(state), session.checkpoint_record())
       if is_eval or is_checkpoint:
-        train_log.restart_clock()
+        session.train_log.restart_clock()
+  return state, validation
 
-  # Final evaluation (also when the run was already complete and is only being re-evaluated).
+
+def _train_summary(session: _Session, schedule: optax.Schedule) -> dict[str, float]:
+  """The logged training scalars since the last log point: the mean of every train step metric
+  (`train_*`), the learning rate of the last step and, when timed, 'steps_per_sec'.
+
+  Raises:
+    FloatingPointError: a pending step with a non-finite metric (`check_finite`).
+  """
+  steps, values, steps_per_sec = session.train_log.collect()
+  check_finite(steps, values, session.checkpointer)
+  summary = {f'train_{name}': float(np.mean([m[name] for m in values])) for name in values[0]}
+  summary['learning_rate'] = float(schedule(steps[-1] - 1))
+  if steps_per_sec is not None:
+    summary['steps_per_sec'] = steps_per_sec
+  return summary
+
+
+def _final_evaluation(session: _Session, state: TrainState,
+                      validation: Optional[dict[str, float]]) -> dict[str, Any]:
+  """Validation (unless `_train` just evaluated it) and test metrics of the final parameters, and
+  the test metrics of the best validation checkpoint, logged at the final step.
+
+  Also run when the run was already complete and is only being re-evaluated.
+
+  Returns:
+    {'validation', 'test', 'best', 'step'} of `train_and_evaluate`'s results.
+  """
   if validation is None:
-    validation = run_eval(state.params, data.validation, max_batches=training.num_eval_batches)
-  test = run_eval(state.params, data.test, max_batches=training.num_eval_batches)
+    validation = session.evaluate(state.params, session.data.validation)
+  test = session.evaluate(state.params, session.data.test)
   final_step = int(unreplicate(state.step))
-  writer.write_scalars(final_step, {f'test_{k}': v for k, v in test.items()})
+  session.writer.write_scalars(final_step, {f'test_{k}': v for k, v in test.items()})
   # The test metrics of the best validation checkpoint, the other protocol papers report. Where the
   # task has no validation split of its own (LRA Text), the "best" was chosen on test data.
-  best_step = checkpointer.best_step()
+  best_step = session.checkpointer.best_step()
   best_test = test
   if best_step is not None and best_step != final_step:
-    best_params = checkpointer.restore_best_params(unreplicate(state.params))
-    best_test = None if best_params is None else run_eval(
-        jax_utils.replicate(best_params, devices, axis_name=AXIS), data.test,
-        max_batches=training.num_eval_batches)
+    best_params = session.checkpointer.restore_best_params(unreplicate(state.params))
+    best_test = None if best_params is None else session.evaluate(
+        jax_utils.replicate(best_params, session.devices, axis_name=AXIS), session.data.test)
   if best_test is not None:
-    writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
+    session.writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
+  return {'validation': validation, 'test': test,
+          'best': {'step': best_step, 'test': best_test,
+                   'selected_on_test': session.data.validation is session.data.test,
+                   'directory': os.path.join(os.path.abspath(session.workdir), 'best')},
+          'step': final_step}
+
+
+def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
+  """`train_and_evaluate`'s results: `final` (`_final_evaluation`) with the parameter count, speed,
+  devices and config; written to `workdir/results.json` by the lead process."""
   results = {
-      'validation': validation, 'test': test,
-      'best': {'step': best_step, 'test': best_test,
-               'selected_on_test': data.validation is data.test,
-               'directory': os.path.join(os.path.abspath(workdir), 'best')},
-      'step': final_step, 'num_params': num_params, 'steps_per_sec': train_log.steps_per_sec(),
-      'devices': {**_describe_devices(devices), 'changes': record['device_changes']},
-      'config': run.to_dict()}
-  if is_lead:
-    _write_json(os.path.join(workdir, 'results.json'), results)
-    print(f'Finished step {final_step}: validation accuracy {validation["accuracy"]:.4f}, test '
-          f'accuracy {test["accuracy"]:.4f}. Results in {os.path.join(workdir, "results.json")}')
+      **final, 'num_params': session.num_params,
+      'steps_per_sec': session.train_log.steps_per_sec(),
+      'devices': {**_describe_devices(session.devices),
+                  'changes': session.record['device_changes']},
+      'config': session.run.to_dict()}
+  if session.is_lead:
+    path = os.path.join(session.workdir, 'results.json')
+    _write_json(path, results)
+    print(f'Finished step {final["step"]}: validation accuracy '
+          f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}. '
+          f'Results in {path}')
   return results

@@ -16,7 +16,7 @@ import pytest
 import luna_jax
 from configs import base
 from luna_jax import attention as attn
-from luna_jax import baselines, encoders, layers, train_lib
+from luna_jax import attention_registry, baselines, encoders, layers, train_lib
 from tests import reference as ref
 from tests.test_attention import assert_close, lengths_mask, normal
 from tests.test_train import CONFIG_FILES, tiny_config
@@ -99,8 +99,8 @@ def test_linformer_rejects_inputs_longer_than_its_fixed_length():
   module = baselines.LinformerSelfAttention(num_heads=H, qkv_dim=D, max_length=5)
   with pytest.raises(ValueError, match='fixed length of 5 positions; got an input of 6'):
     module.init(jax.random.PRNGKey(0), X, jnp.asarray(MASK))
-  config = encoders.EncoderConfig(vocab_size=10, max_length=4, num_layers=1, emb_dim=D, num_heads=H,
-                                  mlp_dim=8, attention_implementation='linformer', positional='sinusoidal')
+  config = encoders.ModelConfig(vocab_size=10, max_length=4, num_layers=1, emb_dim=D, num_heads=H,
+                                mlp_dim=8, attention_implementation='linformer', positional='sinusoidal')
   # In a model, the position table refuses the input first (luna_jax.encoders.check_positions).
   with pytest.raises(ValueError, match=r'positions for 4 tokens \(max_length\); got 6 tokens'):
     encoders.TransformerEncoder(config).init(jax.random.PRNGKey(0), jnp.ones((1, 6), jnp.int32),
@@ -186,11 +186,11 @@ def test_performer_redraw_draws_a_projection_per_training_step():
 
 
 def test_self_attention_module_names():
-  assert set(baselines.ATTENTIONS) == {'softmax', 'fused', 'linformer', 'linear', 'performer'}
-  assert isinstance(baselines.self_attention_module('linear')(num_heads=2, qkv_dim=8),
+  assert set(attention_registry.ATTENTIONS) == {'softmax', 'fused', 'linformer', 'linear', 'performer'}
+  assert isinstance(attention_registry.self_attention_module('linear')(num_heads=2, qkv_dim=8),
                     baselines.LinearSelfAttention)
   with pytest.raises(ValueError, match='attention_implementation must be one of'):
-    baselines.self_attention_module('reformer')
+    attention_registry.self_attention_module('reformer')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,8 +200,8 @@ def test_self_attention_module_names():
 
 def layer_inputs(contextual_p):
   """Runs a 3-layer Luna encoder; returns its params and each layer's (p input, p output)."""
-  config = encoders.EncoderConfig(vocab_size=12, max_length=8, num_layers=3, emb_dim=D, num_heads=H,
-                                  mlp_dim=8, projection_length=4, contextual_p=contextual_p)
+  config = encoders.ModelConfig(vocab_size=12, max_length=8, num_layers=3, emb_dim=D, num_heads=H,
+                                mlp_dim=8, projection_length=4, contextual_p=contextual_p)
   model = encoders.LunaEncoder(config)
   tokens, lengths = jnp.ones((2, 8), jnp.int32), jnp.array([8, 2])
   params = model.init(jax.random.PRNGKey(0), tokens, lengths)['params']

@@ -9,6 +9,7 @@ import jax
 import pytest
 
 from benchmarks import speed_memory
+from configs import variants
 
 TINY = ['--num_layers', '1', '--emb_dim', '32', '--num_heads', '2', '--mlp_dim', '64', '--batch_size', '2',
         '--warmup', '1', '--repeats', '1', '--matmul_size', '256']
@@ -71,8 +72,8 @@ def test_tables_and_plot(output_dir, mode):
   relative = (output_dir / mode / 'table_relative.md').read_text()
   absolute = (output_dir / mode / 'table_absolute.md').read_text()
   for model in MODES[mode][0].split(','):
-    assert f'| {speed_memory.model_label(model)} |' in relative
-    assert f'| {speed_memory.model_label(model)} | 32 | ok |' in absolute
+    assert f'| {variants.label(model)} |' in relative
+    assert f'| {variants.label(model)} | 32 | ok |' in absolute
   assert 'Machine:' in relative and 'matmul peak' in relative
   png = (output_dir / mode / 'plot.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
@@ -136,7 +137,7 @@ def test_model_names_and_lengths():
   assert speed_memory.model_config('transformer_fused', arch)['attention_implementation'] == 'fused'
   assert speed_memory.model_config('performer', arch)['attention_implementation'] == 'performer'
   assert not speed_memory.model_config('luna16_noncontextual', arch)['contextual_p']
-  assert speed_memory.model_label('luna16_noncontextual') == 'Luna-16 (non-contextual P)'
+  assert variants.label('luna16_noncontextual') == 'Luna-16 (non-contextual P)'
   with pytest.raises(ValueError, match='unknown model'):
     speed_memory.model_config('reformer', arch)
   assert speed_memory._parse_lengths('1K,2048, 4k') == [1024, 2048, 4096]

@@ -6,10 +6,10 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import base
+from configs import base, variants
 from luna_jax import train_lib
 
-TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder', 'pathx')
+TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
 
 
 def load(name, arg=None):
@@ -17,7 +17,7 @@ def load(name, arg=None):
 
 
 @pytest.mark.parametrize('name', TASK_FILES)
-@pytest.mark.parametrize('variant', base.VARIANTS)
+@pytest.mark.parametrize('variant', variants.CONFIG_VARIANTS)
 def test_every_task_and_variant_builds_a_complete_config(name, variant):
   config = load(name, variant)
   train_lib.resolve_config(config)  # Exactly the expected keys in every section.
@@ -62,7 +62,7 @@ def test_recipes_follow_the_papers():
   assert load('retrieval', 'transformer').training.num_train_steps == 5000
   image = load('image', 'transformer')
   assert image.optimizer.schedule.endswith('cosine_decay') and image.model.positional == 'learned'
-  assert load('pathfinder', 'luna256').model.pooling == 'mean'
+  assert load('pathfinder32', 'luna256').model.pooling == 'mean'
   assert load('pathx', 'transformer').optimizer.grad_clip_norm == 1.0
 
 
@@ -94,3 +94,45 @@ def test_task_files_cannot_add_fields():
   config = base.get_config()
   with pytest.raises(AttributeError, match='emb_size'):
     config.model.emb_size = 3
+
+
+def test_pretraining_config_follows_table_8():
+  config = load('pretrain_mlm')
+  run = train_lib.parse_config(config)
+  assert run.model['name'] == 'luna_mlm' and run.data.task == 'corpus'
+  assert {k: run.model[k] for k in ('num_layers', 'emb_dim', 'mlp_dim', 'num_heads',
+                                    'projection_length', 'dropout_rate',
+                                    'attention_dropout_rate')} == {
+      'num_layers': 12, 'emb_dim': 768, 'mlp_dim': 3072, 'num_heads': 12,
+      'projection_length': 128, 'dropout_rate': 0.1, 'attention_dropout_rate': 0.1}
+  opt = run.optimizer
+  assert (opt.learning_rate, opt.warmup_steps, opt.warmup_steps + opt.steps_per_cycle) == (
+      6e-4, 15000, 250000)
+  assert (opt.b1, opt.b2, opt.eps, opt.weight_decay, opt.grad_clip_norm) == (
+      0.9, 0.98, 1e-6, 0.01, 1.0)
+  assert opt.schedule.endswith('linear_decay')
+  assert (run.training.batch_size, run.training.num_train_steps) == (2048, 250000)
+  for arg in ('cpu', 'debug', 'cpu,debug'):
+    train_lib.resolve_config(load('pretrain_mlm', arg))
+  with pytest.raises(ValueError, match='pretrain_mlm.py takes'):
+    load('pretrain_mlm', 'gpu')
+
+
+@pytest.mark.parametrize('task', ['sst2', 'qnli', 'qqp'])
+def test_glue_config_follows_the_finetuning_recipe(task):
+  run = train_lib.parse_config(load('glue', task))
+  assert run.data.task == 'glue' and run.data.options['glue_task'] == task
+  assert run.model['name'] == 'luna' and run.training.batch_size == 32
+  steps = run.training.num_train_steps
+  assert run.optimizer.warmup_steps == int(0.06 * steps)
+  assert run.optimizer.warmup_steps + run.optimizer.steps_per_cycle == steps
+  assert run.optimizer.learning_rate == 1e-5
+  train_lib.resolve_config(load('glue', f'{task},cpu,debug'))
+
+
+@pytest.mark.parametrize('name', TASK_FILES)
+def test_spt_flag_adds_as_many_pretraining_steps(name):
+  config = load(name, 'luna16,spt')
+  assert config.self_pretraining.num_train_steps == -1
+  assert load(name, 'luna16').self_pretraining.num_train_steps == 0
+  train_lib.resolve_config(config)

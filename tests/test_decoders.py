@@ -9,12 +9,12 @@ import pytest
 
 from luna_jax import generation
 from luna_jax.decoders import LunaLM, LunaSeq2Seq, shift_right
-from luna_jax.encoders import EncoderConfig
+from luna_jax.encoders import ModelConfig
 
 RNG = np.random.default_rng(3)
-CFG = EncoderConfig(vocab_size=20, max_length=16, num_layers=2, emb_dim=16, num_heads=2, mlp_dim=32,
-                    projection_length=4, prepend_cls=False, chunk_size=4, dropout_rate=0.1,
-                    attention_dropout_rate=0.1)
+CFG = ModelConfig(vocab_size=20, max_length=16, num_layers=2, emb_dim=16, num_heads=2, mlp_dim=32,
+                  projection_length=4, prepend_cls=False, chunk_size=4, dropout_rate=0.1,
+                  attention_dropout_rate=0.1)
 EOS = 2
 
 

@@ -24,7 +24,7 @@ def small_config(**overrides):
   cfg = dict(vocab_size=20, max_length=12, num_layers=2, emb_dim=16, num_heads=4, mlp_dim=32,
              projection_length=5, dropout_rate=0.0, attention_dropout_rate=0.0)
   cfg.update(overrides)
-  return luna_jax.EncoderConfig(**cfg)
+  return luna_jax.ModelConfig(**cfg)
 
 
 def test_luna_encoder_matches_reference_with_p_flowing_between_layers():

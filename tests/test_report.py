@@ -1,14 +1,19 @@
-"""The leaderboard report on synthetic `results.json` files: the exact table and the Figure-1 plot."""
+"""The leaderboard report on synthetic `results.json` files: the exact table and the Figure-1
+plot."""
 
 import json
+import os
+import re
 
 import pytest
 
 from benchmarks import report
+from configs import variants
 
 
 def write_run(root, folder, task, seed, accuracy, **model):
-  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below final)."""
+  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below
+  final)."""
   run = root / folder
   run.mkdir(parents=True)
   config = {'seed': seed, 'data': {'task': task}, 'model': model}
@@ -25,7 +30,7 @@ PERFORMER = dict(name='transformer', projection_length=16, attention_implementat
 @pytest.fixture
 def runs_dir(tmp_path):
   root = tmp_path / 'runs'
-  for task, accuracy in zip(report.TASKS, (0.37, 0.66, 0.80, 0.46, 0.78)):
+  for task, accuracy in zip(variants.TABLE1_TASKS, (0.37, 0.66, 0.80, 0.46, 0.78)):
     write_run(root, f'luna16/{task}/seed0', task, 0, accuracy, **LUNA16)
   write_run(root, 'luna16/listops/seed1', 'listops', 1, 0.39, **LUNA16)
   write_run(root, 'luna16/listops/seed2', 'listops', 2, 0.38, **LUNA16)
@@ -72,15 +77,25 @@ def test_best_checkpoint_accuracies(runs_dir, tmp_path):
 def test_paper_averages_match_table_1():
   for variant, (avg, without_retrieval) in {'transformer': (54.39, 53.62), 'linformer': (51.36, 51.14),
                                             'luna256': (61.95, 57.54)}.items():
-    computed = report.averages(dict(zip(report.TASKS, report.PAPER[variant])))
+    computed = report.averages(dict(zip(variants.TABLE1_TASKS, variants.VARIANTS[variant].table1)))
     assert computed == pytest.approx((avg, without_retrieval), abs=0.006)
 
 
+def test_readme_paper_targets_are_the_variant_table():
+  """The README's table of paper targets quotes configs/variants.py (the one place they live)."""
+  with open(os.path.join(os.path.dirname(__file__), '..', 'README.md'), encoding='utf-8') as f:
+    rows = re.findall(r'^\| `(\w+)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|',
+                      f.read(), re.M)
+  assert [name for name, *_ in rows] == ['transformer', 'luna16', 'luna128', 'luna256']
+  for name, *accuracies in rows:
+    assert tuple(map(float, accuracies)) == variants.VARIANTS[name].table1
+
+
 def test_variant_names_follow_the_configs():
-  assert report.variant_of({'name': 'luna', 'projection_length': 128}) == 'luna128'
-  assert report.variant_of({'name': 'transformer', 'attention_implementation': 'linear'}) == \
+  assert variants.variant_of({'name': 'luna', 'projection_length': 128}) == 'luna128'
+  assert variants.variant_of({'name': 'transformer', 'attention_implementation': 'linear'}) == \
       'linear_transformer'
-  assert report.variant_of({'name': 'transformer', 'attention_implementation': 'fused'}) == 'transformer'
+  assert variants.variant_of({'name': 'transformer', 'attention_implementation': 'fused'}) == 'transformer'
 
 
 def test_command_writes_markdown_and_figure(runs_dir, tmp_path):

@@ -19,7 +19,7 @@ from luna_jax import checkpointing, optim, train_lib
 
 #: Task name -> config module under configs/.
 CONFIG_FILES = {'listops': 'listops', 'text': 'text', 'retrieval': 'retrieval', 'image': 'image',
-                'pathfinder32': 'pathfinder', 'pathx': 'pathx'}
+                'pathfinder32': 'pathfinder32', 'pathx': 'pathx'}
 
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')

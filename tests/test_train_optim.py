@@ -34,6 +34,14 @@ def test_cosine_schedule():
   np.testing.assert_allclose(lr(1099), 0.0, atol=1e-8)
 
 
+def test_linear_decay_schedule():
+  lr = optim.learning_rate_schedule('constant * linear_warmup * linear_decay', 6e-4, 100, 900)
+  assert float(lr(50)) == pytest.approx(3e-4)
+  assert float(lr(100)) == pytest.approx(6e-4)
+  assert float(lr(550)) == pytest.approx(3e-4)
+  assert float(lr(1000)) == 0.0 and float(lr(2000)) == 0.0
+
+
 def test_bad_schedules_are_rejected():
   with pytest.raises(ValueError, match='rsqrt'):
     optim.learning_rate_schedule('constant * rsqrt', 1.0, 10)

@@ -186,8 +186,8 @@ def test_remat_equals_no_remat_for_the_language_model():
   for remat in ('none', 'layer'):
     model = luna_jax.build_model(dict(cfg, remat=remat), vocab_size=20, num_classes=0, max_length=10)
     params = model.init(jax.random.PRNGKey(0), tokens)['params']
-    loss = lambda params: jnp.mean(model.apply({'params': params}, tokens, train=True,
-                                               rngs={'dropout': jax.random.PRNGKey(1)}) ** 2)
+    loss = lambda params, model=model: jnp.mean(model.apply(
+        {'params': params}, tokens, train=True, rngs={'dropout': jax.random.PRNGKey(1)}) ** 2)
     results.append(jax.value_and_grad(loss)(params))
   assert_trees_close(results[1], results[0])
 

@@ -1,19 +1,20 @@
-"""Scalar metrics to TensorBoard event files (tensorboardX, no TensorFlow) and a JSON-lines file.
+"""A run's metric log: scalar metrics to TensorBoard event files (tensorboardX) and JSON lines.
 
 `workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`) and
-`workdir/metrics.jsonl` one JSON object per write, `{"step": s, "<name>": value, ...}`. Only the lead
-process writes; the others get a writer that does nothing, so calling code needs no branching.
+`workdir/metrics.jsonl` one JSON object per write, `{"step": s, "<name>": value, ...}`. Only the
+lead process writes; the others get a writer that does nothing, so calling code needs no branching.
 
 Both files are written synchronously and flushed at every write, so what was logged before a
 checkpoint is on disk when the checkpoint is: the events go straight into tensorboardX's
 `EventsWriter` (its `SummaryWriter` queues them in a thread that `flush()` does not drain).
 
-A run resumed from a checkpoint at step s re-runs the steps after s, so the writer first drops what an
-interrupted run logged after s: the lines of `metrics.jsonl` with a larger step (and a torn last line)
-are removed. Lines at step s whose names start with one of `redo_prefixes` (the final evaluation of
-a finished run, which is evaluated again) go too. TensorBoard is told to purge its events from step
-s on (a `SessionLog.START` event, what tensorboardX's `purge_step` writes), and the lines of step s
-that were kept are written again, so each step is logged once in both, as in an uninterrupted run.
+A run resumed from a checkpoint at step s re-runs the steps after s, so the writer first drops what
+an interrupted run logged after s: the lines of `metrics.jsonl` with a larger step (and a torn last
+line) are removed. Lines at step s whose names start with one of `redo_prefixes` (the final
+evaluation of a finished run, which is evaluated again) go too. TensorBoard is told to purge its
+events from step s on (a `SessionLog.START` event, what tensorboardX's `purge_step` writes), and the
+lines of step s that were kept are written again, so each step is logged once in both, as in an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any, Mapping, Sequence
 from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+from lra.core import write_atomically
 
 
 class MetricWriter:
@@ -109,8 +112,5 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
       kept.append(line if line.endswith('\n') else line + '\n')
       if entry_step == step:
         at_step.append(entry)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  write_atomically(path, ''.join(kept))
   return at_step

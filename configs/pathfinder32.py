@@ -1,15 +1,14 @@
 """Pathfinder-32 (LRA): are two dots connected by a dashed path? 32x32 = 1024 pixel tokens (binary).
 
-  python train.py --config configs/pathfinder.py:luna256 --workdir runs/pathfinder_luna256 \
+  python train.py --config configs/pathfinder32.py:luna256 --workdir runs/pathfinder32_luna256 \
       --config.data.data_dir=data/lra_release/lra_release
 
 Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
 linear_transformer | performer (append ',debug' for a smoke test).
-Expected test accuracy (paper Table 1): Luna-16 78.36, Luna-128 78.89, Luna-256 78.55;
-Transformer 71.40 (Tay et al., 2021); Linformer 76.34, Linear Trans. 75.30,
-Performer 77.05 (Tay et al. via the Luna paper). Chance 50%.
-Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 3 hours for Luna
-and about 4 hours for the Transformer (about 62500 steps of batch 512).
+Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
+the leaderboard of `benchmarks.report` prints next to each model. Chance 50%.
+Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 3 hours for
+Luna and about 4 hours for the Transformer (about 62500 steps of batch 512).
 """
 
 from __future__ import annotations

@@ -1,0 +1,55 @@
+"""Finetuning a pretrained Luna encoder on a GLUE-format task: the paper's recipe (§4.3).
+
+  python train.py --config configs/glue.py:sst2 --workdir runs/glue_sst2 \\
+      --config.data.data_dir=glue/SST-2 --config.init_from=runs/pretrain_mlm \\
+      --config.data.options.tokenizer=corpus/spm.model
+
+`data_dir` holds GLUE's `train.tsv` and `dev.tsv` (`lra/glue.py`); the tokenizer must be the
+pretraining one (a different vocabulary is refused). The model settings are those of
+configs/pretrain_mlm.py (same argument `cpu` for its small model): the encoder is loaded from
+`init_from`, the classifier head (CLS -> Dense(d) -> ReLU -> Dense(classes)) is new.
+Recipe (following RoBERTa): batch 32 (of {16, 32}), peak learning rate 1e-5 (of {5e-6, 1e-5,
+2e-5}), linear warmup over the first 6% of the steps then linear decay to 0, 10 epochs, with the
+best development-set checkpoint kept (the paper's early stopping). Expected development accuracy
+of the paper's Luna-128 (16GB, tied K/V; Table 6): SST-2 93.1, QNLI 91.2, QQP 90.8.
+
+Arguments: `sst2` | `qnli` | `qqp`, optionally followed by `,cpu` and/or `,debug`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import pretrain_mlm
+
+#: GLUE task -> training examples (train.tsv rows); 10 epochs of batch 32 set the step count.
+TRAIN_EXAMPLES = {'sst2': 67349, 'qnli': 104743, 'qqp': 363846}
+EPOCHS = 10
+WARMUP_FRACTION = 0.06
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The finetuning config for `arg` = 'glue_task[,cpu][,debug]'."""
+  parts = [part.strip() for part in (arg or 'sst2').split(',') if part.strip()]
+  tasks = [part for part in parts if part in TRAIN_EXAMPLES]
+  if len(tasks) != 1 or set(parts) - {*TRAIN_EXAMPLES, 'cpu', 'debug'}:
+    raise ValueError(f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally '
+                     f'followed by ",cpu" and/or ",debug"; got {arg!r}.')
+  config = pretrain_mlm.get_config(','.join(p for p in parts if p in ('cpu', 'debug')))
+  config.data.task = 'glue'
+  # The GLUE task; sequences (pairs joined by the separator) cut to 128 tokens (the cpu
+  # variant: its pretraining block length).
+  config.data.options = ml_collections.ConfigDict({
+      'glue_task': tasks[0], 'tokenizer': 'bytes',
+      'max_length': min(128, config.data.options.max_length)})
+  # The pretrained encoder with a new head: CLS -> Dense(emb_dim) -> ReLU -> Dense(classes).
+  config.model.update(name='luna', pooling='cls', classifier_hidden_dim=config.model.emb_dim)
+  steps = EPOCHS * TRAIN_EXAMPLES[tasks[0]] // 32
+  warmup = int(WARMUP_FRACTION * steps)
+  # Peak 1e-5, 6% linear warmup, linear decay to 0 at the last step; weight decay 0.1 (RoBERTa).
+  config.optimizer.update(learning_rate=1e-5, warmup_steps=warmup, steps_per_cycle=steps - warmup,
+                          weight_decay=0.1)
+  # Batch 32 for 10 epochs; the development set every epoch, whole.
+  config.training.update(batch_size=32, num_train_steps=steps, eval_every=steps // EPOCHS,
+                         num_eval_batches=-1, log_every=100, checkpoint_every=steps // EPOCHS)
+  return config

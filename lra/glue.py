@@ -1,0 +1,122 @@
+"""GLUE-format sentence and sentence-pair classification (task 'glue'): SST-2, QNLI, QQP.
+
+`data_dir` holds the GLUE files of one task as distributed: `train.tsv` and `dev.tsv`, tab-separated
+with a header row (GLUE's `test.tsv` has no labels and is not read). The paper reports development
+set results (Table 6), so `dev.tsv` is both the validation and the test split (the trainer records
+that its "best" checkpoint is then chosen on test data).
+
+  glue_task  columns read                   labels (-> class id)
+  sst2       sentence                       0, 1
+  qnli       question, sentence             entailment, not_entailment
+  qqp        question1, question2           0, 1 (is_duplicate)
+
+Text is tokenised with option `tokenizer` (`lra.text_tokenizers`: 'bytes' or a SentencePiece model,
+the pretraining corpus's); a pair is one sequence `first <separator> second` (RoBERTa's input for
+pairs), cut to `max_length` tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lra import text_tokenizers, tokenize
+from lra.cache import Cache
+from lra.core import DataError, Split, TaskData, check_splits, load_split_files, require_files
+
+#: glue_task -> (text columns, label column, labels in class-id order).
+GLUE_TASKS = {
+    'sst2': (('sentence',), 'label', ('0', '1')),
+    'qnli': (('question', 'sentence'), 'label', ('entailment', 'not_entailment')),
+    'qqp': (('question1', 'question2'), 'is_duplicate', ('0', '1')),
+}
+FILES = {'train': 'train.tsv', 'validation': 'dev.tsv'}
+
+
+def read_tsv(path: Path, max_length: int, *, glue_task: str,
+             tokenizer: text_tokenizers.Tokenizer) -> Split:
+  """Reads one GLUE TSV file into a Split.
+
+  Args:
+    path: the file (header row first).
+    max_length: L; longer inputs are cut.
+    glue_task: a key of GLUE_TASKS.
+    tokenizer: the text tokenizer.
+
+  Returns:
+    inputs `[N, L]` (uint16, or uint32 for vocabularies over 65536), lengths, targets `[N]`.
+
+  Raises:
+    DataError: a missing column in the header, a row with another number of fields than the
+      header, an unknown label, or undecodable text (naming file and line).
+  """
+  columns, label_column, labels = GLUE_TASKS[glue_task]
+  label_ids = {label: i for i, label in enumerate(labels)}
+  rows = text_tokenizers.read_lines(path)
+  header_line = next(rows, None)
+  if header_line is None:
+    raise DataError(f'{path}: empty file; expected a header row with {[*columns, label_column]}.')
+  header = header_line[1].split('\t')
+  missing = [c for c in (*columns, label_column) if c not in header]
+  if missing:
+    raise DataError(f'{path}:{header_line[0]}: header {header} lacks column(s) {missing} of '
+                    f'GLUE {glue_task}.')
+  text_index = [header.index(c) for c in columns]
+  label_index = header.index(label_column)
+  sequences, targets, num_truncated = [], [], 0
+  separator = np.array([tokenizer.separator_id], np.int32)
+  for line_no, text in rows:
+    fields = text.split('\t')
+    if len(fields) != len(header):
+      raise DataError(f'{path}:{line_no}: {len(fields)} tab-separated field(s), the header has '
+                      f'{len(header)}.')
+    label = fields[label_index]
+    if label not in label_ids:
+      raise DataError(f'{path}:{line_no}: label {label!r} in column {label_column!r} is not one of '
+                      f'{list(labels)}.')
+    parts = [tokenizer.encode(fields[i]) for i in text_index]
+    tokens = np.concatenate([parts[0], *(np.concatenate([separator, p]) for p in parts[1:])])
+    num_truncated += tokens.size > max_length
+    sequences.append(tokens[:max_length])
+    targets.append(label_ids[label])
+  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+  inputs, lengths = tokenize.pad(sequences, max_length, dtype)
+  return Split(inputs, lengths, np.asarray(targets, np.int32), num_truncated=num_truncated)
+
+
+def load(data_dir: Path, *, cache: Cache, max_length: int, glue_task: str,
+         tokenizer: str) -> TaskData:
+  """Loads a GLUE-format task (see the module docstring).
+
+  Args:
+    data_dir: folder with `train.tsv` and `dev.tsv`.
+    cache: tokenised-array cache.
+    max_length: L.
+    glue_task: 'sst2', 'qnli' or 'qqp'.
+    tokenizer: 'bytes' or the path of a SentencePiece model.
+
+  Returns:
+    The task; validation and test are both `dev.tsv`; `info` has `vocabulary` and `special_ids`.
+
+  Raises:
+    DataError: an unknown glue_task, missing files, malformed rows (see `read_tsv`).
+  """
+  if glue_task not in GLUE_TASKS:
+    raise DataError(f'glue_task {glue_task!r} is not one of {sorted(GLUE_TASKS)}.')
+  tok = text_tokenizers.load_tokenizer(tokenizer)
+  paths = {split: data_dir / name for split, name in FILES.items()}
+  require_files(list(paths.values()), f'Download the GLUE {glue_task.upper()} data (train.tsv, '
+                'dev.tsv) into this folder.')
+
+  def read(path: Path, length: int) -> Split:
+    return read_tsv(path, length, glue_task=glue_task, tokenizer=tok)
+
+  # The tokenizer's name (and so its model file) is part of the cache key.
+  splits = load_split_files(cache, f'glue-{glue_task}-{tok.name.replace(":", "-")}', paths, read,
+                            max_length)
+  check_splits(f'glue {glue_task}', splits, paths, f'max_length {max_length}')
+  return TaskData(name='glue', train=splits['train'], validation=splits['validation'],
+                  test=splits['validation'], vocab_size=tok.vocab_size,
+                  num_classes=len(GLUE_TASKS[glue_task][2]), max_length=max_length,
+                  info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)})

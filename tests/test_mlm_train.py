@@ -1,0 +1,153 @@
+"""Masked-LM pretraining, finetuning (`init_from`) and self-pretraining through the trainer."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import lra
+from configs import glue as glue_config
+from configs import pretrain_mlm
+from luna_jax import checkpointing, pretrained, train_lib
+from tests.test_mlm import GLUE_FILES
+from tests.test_train import checkpoint_params, read_jsonl, tiny_config
+
+pytestmark = pytest.mark.usefixtures('fast_compilation')
+
+
+class _Interrupted(Exception):
+  """Stands in for a killed process."""
+
+
+def spt_config(tiny_lra_data):
+  """Tiny ListOps with 4 self-pretraining and 4 finetuning steps, checkpoints every 2."""
+  config = tiny_config(tiny_lra_data, num_train_steps=4, checkpoint_every=2, eval_every=2,
+                       log_every=1)
+  config.self_pretraining.num_train_steps = 4
+  return config
+
+
+@pytest.fixture(scope='module')
+def straight_run(tiny_lra_data, tmp_path_factory):
+  """An uninterrupted self-pretraining run: (workdir, results)."""
+  workdir = tmp_path_factory.mktemp('spt') / 'straight'
+  return workdir, train_lib.train_and_evaluate(spt_config(tiny_lra_data), str(workdir))
+
+
+def test_self_pretraining_runs_both_stages(straight_run):
+  workdir, results = straight_run
+  pretrain = read_jsonl(workdir / 'pretrain' / 'metrics.jsonl')
+  assert [m['step'] for m in pretrain if 'validation_perplexity' in m] == [2, 4]
+  assert all(m['validation_perplexity'] > 1 for m in pretrain if 'validation_perplexity' in m)
+  with open(workdir / 'finetune' / 'config.json', encoding='utf-8') as f:
+    finetune_config = json.load(f)
+  assert finetune_config['init_from'] == str(workdir / 'pretrain')
+  assert finetune_config['model']['name'] == 'luna'
+  assert results['step'] == 4 and results['pretraining']['step'] == 4
+  assert 0 <= results['test']['accuracy'] <= 1
+
+
+def test_self_pretraining_resumes_within_and_across_stages(tiny_lra_data, tmp_path, monkeypatch,
+                                                           straight_run):
+  start_steps = []
+  real_train_batches = lra.train_batches
+
+  def train_batches(*args, start_step=0, **kwargs):
+    start_steps.append(start_step)
+    for step, batch in enumerate(real_train_batches(*args, start_step=start_step, **kwargs),
+                                 start=start_step):
+      # Session 1 dies in the pretraining stage, session 2 in the finetuning stage (their 4th
+      # batch, after the checkpoint at step 2).
+      if len(start_steps) in (1, 3) and step == 3:
+        raise _Interrupted
+      yield batch
+
+  monkeypatch.setattr(lra, 'train_batches', train_batches)
+  config = spt_config(tiny_lra_data)
+  for _ in range(2):
+    with pytest.raises(_Interrupted):
+      train_lib.train_and_evaluate(config, str(tmp_path))
+  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  # Pretraining resumed at 2 (same masks as uninterrupted), then skipped once finished.
+  assert start_steps == [0, 2, 0, 2]
+  straight = straight_run[0]
+  for stage in ('pretrain', 'finetune'):
+    jax.tree.map(np.testing.assert_array_equal, checkpoint_params(tmp_path / stage, 4),
+                 checkpoint_params(straight / stage, 4))
+  assert results['test'] == straight_run[1]['test']
+
+
+def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_data,
+                                                                        straight_run):
+  pretrain_dir = straight_run[0] / 'pretrain'
+  config = tiny_config(tiny_lra_data)
+  run = train_lib.parse_config(config)
+  data = train_lib.load_data(run)
+  model, optimizer, state = train_lib.build(run, data)
+  loaded = train_lib.initialize_from(state, str(pretrain_dir), model, data, optimizer)
+  stored = checkpoint_params(pretrain_dir, 4)['sequence_encoder']
+  flat_loaded = checkpointing.flat_leaves(jax.device_get(loaded.params['sequence_encoder']))
+  flat_stored = checkpointing.flat_leaves(stored)
+  assert set(flat_loaded) == set(flat_stored)
+  for path, array in flat_loaded.items():
+    # The masked LM's token table has one more row, the mask id's.
+    expected = flat_stored[path][:array.shape[0]]
+    assert array.dtype == expected.dtype
+    np.testing.assert_array_equal(array, expected, err_msg=path)
+  assert flat_stored['embed/token_embedding/embedding'].shape[0] == data.vocab_size + 1
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params['head']),
+               jax.device_get(state.params['head']))
+
+
+def test_init_from_a_checkpoint_folder_and_bad_paths(tiny_lra_data, straight_run, tmp_path):
+  checkpoint = straight_run[0] / 'pretrain' / 'checkpoints' / '2'
+  encoder = pretrained.load_encoder(str(checkpoint))
+  stored = checkpoint_params(straight_run[0] / 'pretrain', 2)['sequence_encoder']
+  np.testing.assert_array_equal(encoder.params['projected_embeddings'],
+                                stored['projected_embeddings'])
+  config = tiny_config(tiny_lra_data)
+  config.init_from = str(tmp_path / 'missing')
+  with pytest.raises(pretrained.InitFromError, match='missing: neither a run.s workdir'):
+    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_vocabulary_mismatch_with_the_checkpoint_fails(tiny_lra_data, straight_run, tmp_path):
+  config = tiny_config(tiny_lra_data, task='text')
+  config.init_from = str(straight_run[0] / 'pretrain')
+  with pytest.raises(pretrained.InitFromError,
+                     match="pretrained on vocabulary 'listops', this task uses 'bytes'"):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+def small_text_config(config, data_dir, **options):
+  """A debug config on `data_dir`, 2 steps of batch 4 on one device."""
+  config.data.data_dir = str(data_dir)
+  config.data.options.update(options)
+  config = train_lib.resolve_config(config)  # Applies debug; the fields below refine it.
+  config.debug = False
+  config.training.update(num_devices=1, num_train_steps=2, eval_every=2, checkpoint_every=2,
+                         batch_size=4, eval_batch_size=4)
+  return config
+
+
+def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path):
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  (corpus / 'a.txt').write_text('\n'.join(f'document {i} is here.' for i in range(40)) + '\n')
+  config = small_text_config(pretrain_mlm.get_config('cpu,debug'), corpus, max_length=16)
+  pretrain = train_lib.train_and_evaluate(config, str(tmp_path / 'pretrain'))
+  assert pretrain['config']['model']['name'] == 'luna_mlm'
+  assert 'perplexity' in pretrain['validation']
+  glue = tmp_path / 'sst2'
+  glue.mkdir()
+  header, rows = GLUE_FILES['sst2']
+  for name in ('train.tsv', 'dev.tsv'):
+    (glue / name).write_text(header + '\n'.join(rows * 4) + '\n')
+  config = small_text_config(glue_config.get_config('sst2,cpu,debug'), glue, max_length=16)
+  config.init_from = str(tmp_path / 'pretrain')
+  results = train_lib.train_and_evaluate(config, str(tmp_path / 'finetune'))
+  assert results['step'] == 2 and results['config']['init_from'] == str(tmp_path / 'pretrain')
+  assert os.path.exists(tmp_path / 'finetune' / 'results.json')
+

@@ -1,0 +1,71 @@
+"""The objective contract of `luna_jax.objectives` as the trainer's steps use it: `prepare` runs
+inside the step, with a key that is a pure function of (state key, step) in training and of the
+given key in evaluation, and what it returns is what the loss and the metrics score."""
+
+import dataclasses
+import functools
+from typing import ClassVar
+
+import jax
+import numpy as np
+import pytest
+
+import luna_jax
+from luna_jax import objectives, optim, train_lib
+
+pytestmark = pytest.mark.usefixtures('fast_compilation')
+
+NUM_CLASSES = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomLabels(objectives.Classification):
+  """Scores against labels drawn from the preparation key (a stand-in for dynamic masking)."""
+
+  def prepare(self, batch, rng):
+    return {**batch, 'targets': jax.random.randint(rng, batch['targets'].shape, 0, NUM_CLASSES)}
+
+
+class RandomLabelClassifier(luna_jax.SequenceClassifier):
+  objective: ClassVar[objectives.Objective] = RandomLabels()
+
+
+def models():
+  encoder = luna_jax.ModelConfig(vocab_size=8, max_length=6, num_layers=1, emb_dim=16,
+                                 num_heads=2, mlp_dim=16, dropout_rate=0.0,
+                                 attention_dropout_rate=0.0)
+  fields = dict(encoder_name='transformer', encoder=encoder, num_classes=NUM_CLASSES,
+                pooling='mean', hidden_dim=16)
+  return luna_jax.SequenceClassifier(**fields), RandomLabelClassifier(**fields)
+
+
+def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
+  plain, random_labels = models()
+  rng = np.random.default_rng(0)
+  batch = {'inputs': rng.integers(1, 8, (8, 6)).astype(np.int32),
+           'lengths': np.full(8, 6, np.int32), 'targets': np.zeros(8, np.int32)}
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(
+      learning_rate=1e-3, schedule='constant', warmup_steps=0, steps_per_cycle=1, weight_decay=0.0,
+      b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
+  state = train_lib.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
+  train = jax.jit(functools.partial(train_lib.train_step, model=random_labels, optimizer=optimizer))
+  evaluate = {model: jax.jit(functools.partial(train_lib.eval_step, model=model))
+              for model in (plain, random_labels)}
+
+  def drawn(key):
+    return {**batch, 'targets': jax.random.randint(key, (8,), 0, NUM_CLASSES)}
+
+  labels = []
+  for step in (0, 1):
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, step), train_lib.PREPARE_FOLD)
+    _, prepared = train(state.replace(step=state.step + step), batch)
+    expected = evaluate[plain](state.params, drawn(key))  # No dropout: the same logits.
+    np.testing.assert_allclose(prepared['loss'], expected['loss'] / expected['count'], rtol=1e-6)
+    assert float(prepared['accuracy']) == float(expected['correct'] / expected['count'])
+    labels.append(drawn(key)['targets'])
+  assert not np.array_equal(*labels)
+
+  key = jax.random.PRNGKey(7)
+  prepared = evaluate[random_labels](state.params, batch, key)
+  expected = evaluate[plain](state.params, drawn(key), key)
+  assert jax.tree.map(float, prepared) == jax.tree.map(float, expected)
