@@ -73,6 +73,67 @@ def _activation(name: str) -> Callable[[Array], Array]:
   raise ValueError(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {name!r}.")
 
 
+def _row_mean(x: Array) -> Array:
+  """Mean over the last axis as a matrix-vector product `[rows, d] @ [d]` (keepdims).
+
+  XLA's CPU compiler splits a plain sum over a long axis into slow windowed partial sums
+  (`reduce-window`); a dot runs as one matrix-vector product, and its transpose is a broadcast.
+  """
+  d = x.shape[-1]
+  mean = jnp.dot(x.reshape(-1, d), jnp.full((d,), 1.0 / d, x.dtype))
+  return mean.reshape(*x.shape[:-1], 1)
+
+
+@jax.custom_vjp
+def _scale_shift(x_hat: Array, scale: Array, bias: Array) -> Array:
+  """`x_hat * scale + bias`; the scale and bias gradients are matrix-vector products over rows."""
+  return x_hat * scale + bias
+
+
+def _scale_shift_fwd(x_hat: Array, scale: Array, bias: Array) -> tuple[Array, tuple[Array, Array]]:
+  return x_hat * scale + bias, (x_hat, scale)
+
+
+def _scale_shift_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
+  x_hat, scale = residuals
+  d = g.shape[-1]
+  ones = jnp.ones((g.size // d,), g.dtype)
+  column_sum = lambda z: jnp.dot(ones, z.reshape(-1, d))
+  return g * scale, column_sum(g * x_hat), column_sum(g)
+
+
+_scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
+
+
+class LayerNorm(nn.Module):
+  """`nn.LayerNorm` (same parameters `scale` and `bias`, same initial values, same function) with its
+  reductions as matrix-vector products, which XLA runs faster on CPU.
+
+  `y = (x - mean) / sqrt(var + epsilon) * scale + bias` over the last axis, statistics in float32
+  (two passes: the variance of the centred x).
+
+  Attributes:
+    epsilon: added to the variance.
+    dtype: output dtype.
+    param_dtype: parameter dtype.
+  """
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """`[..., d]` -> `[..., d]` in `dtype`."""
+    d = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (d,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (d,), self.param_dtype)
+    f32 = jnp.promote_types(x.dtype, jnp.float32)
+    x = x.astype(f32)
+    centred = x - _row_mean(x)
+    x_hat = centred * jax.lax.rsqrt(_row_mean(centred * centred) + self.epsilon)
+    return _scale_shift(x_hat, scale.astype(f32), bias.astype(f32)).astype(self.dtype)
+
+
 class DenseParams(nn.Module):
   """The parameters of one `nn.Dense` (same names, shapes and initial values), not applied.
 
@@ -444,8 +505,8 @@ class LunaEncoderLayer(nn.Module):
     Returns:
       `(x', p')`: `[batch, n, d]`, `[batch, l, d]`.
     """
-    ln = lambda name: nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-                                   param_dtype=self.param_dtype, name=name)
+    ln = lambda name: LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                                param_dtype=self.param_dtype, name=name)
     drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
     attention = LunaAttention(
         features=x.shape[-1], num_heads=self.num_heads, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv,
@@ -546,8 +607,8 @@ class TransformerEncoderLayer(nn.Module):
   def __call__(self, x: Array, mask: Optional[Array] = None, deterministic: bool = True) -> Array:
     """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
     static)."""
-    ln = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
-                                   name=name)
+    ln = lambda name: LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                                name=name)
     drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
     module = self.attention_module or functools.partial(
         SelfAttention, implementation=self.attention_implementation)
