@@ -45,9 +45,10 @@ def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
   """A bool keep mask, P(True) = 1 - rate rounded to a multiple of 2^-16 (so within 2^-17).
 
   Each element compares 16 random bits against an integer threshold. One Threefry-2x32 hash
-  (`jax.extend.random.threefry_2x32`) gives 64 bits, so four elements share a hash, where
-  `jax.random.bits` hashes once per element: on CPU the mask costs a quarter of the hashing. The
-  hash key is drawn from `rng` itself, so any PRNG implementation's key works.
+  (`jax.extend.random.threefry2x32_p`, JAX's default generator) gives two 32-bit words, so four
+  elements share a hash where `jax.random.bits` hashes once per element; the words are split in
+  one element-wise pass (no concatenation). The hash key is drawn from `rng` itself, so any PRNG
+  implementation's key works.
 
   Args:
     rng: PRNG key.
@@ -58,12 +59,16 @@ def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
     `shape` bool, True where an element is kept.
   """
   size = math.prod(shape)
-  keypair = jax.random.bits(rng, (2,), jnp.uint32)
-  words = jax.extend.random.threefry_2x32(keypair, jnp.arange(-(-size // 2), dtype=jnp.uint32))
-  halves = (words[:, None] >> np.array([16, 0], np.uint32)) & np.uint32(0xFFFF)  # No concatenate.
-  halves = halves.reshape(-1)[:size]
+  quarter = -(-size // 4)
+  key_1, key_2 = jax.random.bits(rng, (2,), jnp.uint32)
+  counts = jnp.arange(quarter, dtype=jnp.uint32)
+  words = jax.extend.random.threefry2x32_p.bind(key_1, key_2, counts, jnp.zeros_like(counts))
+  # Element j * quarter + i takes the high (even j) or low (odd j) half of word j // 2 of hash i.
+  j = jax.lax.broadcasted_iota(jnp.uint32, (4, quarter), 0)
+  word = jnp.where(j < 2, words[0][None], words[1][None])
+  halves = (word >> ((np.uint32(1) - j % 2) * np.uint32(16))) & np.uint32(0xFFFF)
   threshold = np.uint32(round((1.0 - rate) * 2.0**_DROPOUT_BITS))
-  return (halves < threshold).reshape(shape)
+  return (halves.reshape(-1)[:size] < threshold).reshape(shape)
 
 
 def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) -> Array:

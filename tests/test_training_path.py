@@ -67,13 +67,13 @@ def test_dropout_keep_mask_rate_and_scaling():
 
 
 def test_dropout_keep_mask_neighbours_are_independent_for_any_key_and_odd_sizes():
-  """Four elements share one 64-bit hash: neighbours (the two 16-bit halves of a word, and adjacent
-  words) must still keep jointly with probability (1 - rate)^2."""
+  """Four elements share one 64-bit hash (elements i, i + n/4, i + n/2, i + 3n/4 of a flat mask):
+  they and plain neighbours must still keep jointly with probability (1 - rate)^2."""
   rate, n = 0.3, 400_000
   keep = np.asarray(attn.dropout_keep_mask(jax.random.PRNGKey(2), rate, (n,)), np.float64)
-  for lag in (1, 2, 3):
+  for lag in (1, 2, n // 4, n // 2, 3 * n // 4):
     joint = np.mean(keep[:-lag] * keep[lag:])
-    assert abs(joint - 0.49) < 4 * np.sqrt(0.49 * 0.51 / n), lag
+    assert abs(joint - 0.49) < 4 * np.sqrt(0.49 * 0.51 / (n - lag)), lag  # 4 sigma
   odd = attn.dropout_keep_mask(jax.random.key(3, impl='rbg'), 0.5, (3, 5, 7))
   assert odd.shape == (3, 5, 7) and 0 < int(odd.sum()) < 105
   assert not np.array_equal(attn.dropout_keep_mask(jax.random.PRNGKey(4), 0.5, (64,)),
@@ -238,3 +238,13 @@ def test_xla_settings_add_missing_flags_and_never_override_the_users(monkeypatch
   assert xla_settings.apply() == '--x=1'
   monkeypatch.delenv(xla_settings.DEFAULTS_VARIABLE)
   assert xla_settings.apply() == xla_settings.flags_for('--x=1')
+
+
+def test_xla_settings_add_the_memory_aware_scheduler_only_with_remat(monkeypatch):
+  monkeypatch.delenv(xla_settings.DEFAULTS_VARIABLE, raising=False)
+  monkeypatch.setenv('XLA_FLAGS', '')
+  assert xla_settings.apply().split() == list(xla_settings.FLAGS)
+  with_remat = xla_settings.FLAGS + xla_settings.REMAT_FLAGS
+  assert xla_settings.apply(remat='layer').split() == list(with_remat)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_concurrency_optimized_scheduler=true')
+  assert '=true' in xla_settings.apply(remat='dots') and '=false' not in xla_settings.apply('dots')
