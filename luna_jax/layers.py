@@ -106,8 +106,8 @@ _scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
 
 
 class LayerNorm(nn.Module):
-  """`nn.LayerNorm` (same parameters `scale` and `bias`, same initial values, same function) with its
-  reductions as matrix-vector products, which XLA runs faster on CPU.
+  """`nn.LayerNorm` (same parameters `scale` and `bias`, same initial values, same function) with
+  its reductions as matrix-vector products, which XLA runs faster on CPU.
 
   `y = (x - mean) / sqrt(var + epsilon) * scale + bias` over the last axis, statistics in float32
   (two passes: the variance of the centred x).
