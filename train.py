@@ -58,7 +58,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
-  xla_settings.apply()  # Before the first JAX computation.
+  xla_settings.apply(remat=FLAGS.config.model.remat)  # Before the first JAX computation.
   process_flags = {env: getattr(FLAGS, flag) for flag, env in _PROCESS_FLAGS.items()
                    if getattr(FLAGS, flag) is not None}
   if process_flags:

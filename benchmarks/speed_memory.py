@@ -390,8 +390,10 @@ def profile_table(cells, top: int = 12) -> str:
 def _cell_main(spec_json: str) -> None:
   """Child-process entry point: runs one cell and prints its record on one tagged line."""
   from luna_jax import xla_settings
-  xla_settings.apply()  # Before JAX initialises a backend (the parent's environment is inherited).
-  record = run_cell(json.loads(spec_json))
+  spec = json.loads(spec_json)
+  # Before JAX initialises a backend (the parent's environment is inherited).
+  xla_settings.apply(remat=spec['arch']['remat'])
+  record = run_cell(spec)
   print(_RESULT_PREFIX + json.dumps(record), flush=True)
 
 
@@ -818,7 +820,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   from luna_jax import xla_settings
   if args.xla_defaults:
     os.environ[xla_settings.DEFAULTS_VARIABLE] = '1'
-  xla_settings.apply()
+  xla_settings.apply(remat=args.remat)
   if args.cell is not None:
     _cell_main(args.cell)
     return

@@ -5,10 +5,11 @@ Every function here works on already-projected, head-split tensors laid out as
 so the Flax modules in `luna_jax.layers` only own the projections. Logits, softmax and every
 normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the values.
 
-Masks are boolean, `True` = "may be attended to". A query row whose keys are all masked gets a uniform
+Shapes name the projection length (the length of P, `projection_length` in the configs) l, as the
+paper does. Masks are boolean, `True` = "may be attended to". A query row whose keys are all masked gets a uniform
 distribution instead of NaN (the masked logits are the most negative finite float32, not -inf).
 
-Luna (Ma et al., 2021, §3):
+Luna (Ma et al., 2021, §3; `luna_attention`):
   pack:    Y_P = Attn(P, C)   with the context key mask,
   unpack:  Y_X = Attn(X, Y_P) with the P mask.
 Causal Luna (eq. 7), per head with t the 1-based position, q and the P queries both scaled by 1/sqrt(dh):
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
@@ -35,10 +37,18 @@ Array = jax.Array
 #: Default softplus sharpness of the authors' causal Luna (log2(1 + 2^z), so omega(0) = 1).
 SOFTPLUS_BETA = math.log(2.0)
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+#: Random bits per element of a dropout mask.
+_DROPOUT_BITS = 16
 
 
 def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
-  """A bool keep mask, P(True) = 1 - rate (to 2^-32): 32 random bits against an integer threshold.
+  """A bool keep mask, P(True) = 1 - rate rounded to a multiple of 2^-16 (so within 2^-17).
+
+  Each element compares 16 random bits against an integer threshold. One Threefry-2x32 hash
+  (`jax.extend.random.threefry2x32_p`, JAX's default generator) gives two 32-bit words, so four
+  elements share a hash where `jax.random.bits` hashes once per element; the words are split in
+  one element-wise pass (no concatenation). The hash key is drawn from `rng` itself, so any PRNG
+  implementation's key works.
 
   Args:
     rng: PRNG key.
@@ -48,8 +58,17 @@ def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
   Returns:
     `shape` bool, True where an element is kept.
   """
-  threshold = np.uint32(min(round((1.0 - rate) * 2.0**32), 2**32 - 1))
-  return jax.random.bits(rng, shape, jnp.uint32) < threshold
+  size = math.prod(shape)
+  quarter = -(-size // 4)
+  key_1, key_2 = jax.random.bits(rng, (2,), jnp.uint32)
+  counts = jnp.arange(quarter, dtype=jnp.uint32)
+  words = jax.extend.random.threefry2x32_p.bind(key_1, key_2, counts, jnp.zeros_like(counts))
+  # Element j * quarter + i takes the high (even j) or low (odd j) half of word j // 2 of hash i.
+  j = jax.lax.broadcasted_iota(jnp.uint32, (4, quarter), 0)
+  word = jnp.where(j < 2, words[0][None], words[1][None])
+  halves = (word >> ((np.uint32(1) - j % 2) * np.uint32(16))) & np.uint32(0xFFFF)
+  threshold = np.uint32(round((1.0 - rate) * 2.0**_DROPOUT_BITS))
+  return (halves.reshape(-1)[:size] < threshold).reshape(shape)
 
 
 def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) -> Array:
@@ -73,6 +92,58 @@ def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) ->
 
 def _apply_keep_mask(x: Array, keep: Array, rate: float) -> Array:
   return jnp.where(keep, x * np.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
+
+
+@jax.custom_vjp
+def add_bias(y: Array, bias: Array) -> Array:
+  """`y + bias` (bias broadcast over the leading axes) whose bias gradient is a matmul.
+
+  Autodiff's bias gradient is a sum of the output gradient over every leading axis, which XLA's CPU
+  compiler splits into slow windowed partial sums (`reduce-window`); here it is `1^T G` with G the
+  gradient as rows, one matrix-vector product (in float32, cast back to the bias dtype).
+
+  Args:
+    y: `[..., f]`.
+    bias: `[f]`.
+
+  Returns:
+    `[..., f]`, dtype of `y + bias`.
+  """
+  return y + bias
+
+
+def _add_bias_fwd(y: Array, bias: Array) -> tuple[Array, Array]:
+  return y + bias, jnp.zeros((0,), bias.dtype)
+
+
+def _add_bias_bwd(bias_like: Array, g: Array) -> tuple[Array, Array]:
+  rows = g.reshape(-1, g.shape[-1])
+  ones = jnp.ones((rows.shape[0],), rows.dtype)
+  bias_grad = jnp.dot(ones, rows, preferred_element_type=jnp.float32)
+  return g, bias_grad.astype(bias_like.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def linear(x: Array, kernel: Array, bias: Optional[Array] = None) -> Array:
+  """`x kernel + bias` over the last axis, as one 2-D matmul on the rows of x.
+
+  Flattening the leading axes first lets XLA's CPU compiler run the weight gradient `X^T G` as one
+  matmul with no transposing copy (a contraction over two leading axes is first transposed), and
+  `add_bias` makes the bias gradient a matmul too. The result equals `nn.Dense`'s (same dot, same
+  bias add) in values and gradients.
+
+  Args:
+    x: `[..., in]`.
+    kernel: `[in, out]`, the dtype of x.
+    bias: optional `[out]`.
+
+  Returns:
+    `[..., out]`.
+  """
+  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+  return y if bias is None else add_bias(y, bias)
 
 
 def attention_weights(query: Array, key: Array, key_mask: Optional[Array] = None) -> Array:
@@ -141,6 +212,100 @@ def _attend(query: Array, key: Array, value: Array, key_mask: Optional[Array],
   return out.astype(value.dtype), probs
 
 
+def key_value(projected: Sequence[Array]) -> tuple[Array, Array]:
+  """`(K, V)` from the K/V projections: `[K, V]`, or `[KV]` when tied (then K = V).
+
+  Luna's `tie_kv` shares one projection between the keys and the values (paper §4.2); every module
+  builds its K/V projections as a list of one or two and reads them back through here.
+
+  Raises:
+    ValueError: when `projected` holds neither one nor two arrays.
+  """
+  if len(projected) not in (1, 2):
+    raise ValueError(f'expected one tied K/V projection or two, got {len(projected)}.')
+  return projected[0], projected[-1]
+
+
+class LunaAttentionOutput(NamedTuple):
+  """What `luna_attention` returns.
+
+  Attributes:
+    unpacked: `[batch, n, heads, v_dim]` Y_X before the output projection, in the values' dtype.
+    packed: `[batch, l, d]` Y_P, the pack heads concatenated (Luna has no pack output projection).
+    pack_probs: `[batch, pack_heads, l, m]` float32 pack probabilities, before dropout.
+    unpack_probs: `[batch, heads, n, l]` float32 unpack probabilities, before dropout.
+  """
+  unpacked: Array
+  packed: Array
+  pack_probs: Array
+  unpack_probs: Array
+
+
+def luna_attention(
+    query: Array,
+    pack_query: Array,
+    pack_key: Array,
+    pack_value: Array,
+    unpack_kernel: Array,
+    unpack_bias: Optional[Array] = None,
+    context_mask: Optional[Array] = None,
+    p_mask: Optional[Array] = None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+) -> LunaAttentionOutput:
+  """Bidirectional Luna attention from projected inputs: pack, then unpack (§3, eqs. 3-5).
+
+    pack:    Y_P = Attn(P W_PQ, C W_PK, C W_PV)            with the context key mask,
+    unpack:  Y_X = Attn(X W_Q, Y_P W_K, Y_P W_V)           with the P key mask,
+  each Attn being `dot_product_attention` (softmax(q k^T / sqrt(head_dim)) v per head). The
+  unpack keys and values are projections of Y_P, so their weights come in here
+  (`unpack_kernel = [W_K | W_V]`, or the one tied `W_K = W_V`); the output projection of Y_X is
+  left to the caller. This is `LunarMultiheadAttention.forward` of the authors' code
+  (fairseq-apollo, `fairseq/modules/luna_attention.py`).
+
+  Args:
+    query: `[batch, n, heads, head_dim]` projected unpack queries X W_Q.
+    pack_query: `[batch, l, pack_heads, pack_head_dim]` projected P W_PQ.
+    pack_key: `[batch, m, pack_heads, pack_head_dim]` projected context keys C W_PK.
+    pack_value: `[batch, m, pack_heads, pack_head_dim]` projected context values C W_PV.
+    unpack_kernel: `[d, 2 * d]` the unpack key and value kernels side by side, or `[d, d]` one
+      kernel for both (tied K/V), with d = pack_heads * pack_head_dim = heads * head_dim.
+    unpack_bias: optional `[2 * d]` or `[d]` biases of those projections.
+    context_mask: optional `[batch, m]` bool, True where a context key may be attended to.
+    p_mask: optional `[batch, l]` bool, True for usable P slots.
+    dropout_rate: attention dropout on the pack and the unpack probabilities.
+    dropout_rng: PRNG key, split into the pack and the unpack dropout keys.
+    deterministic: disable dropout.
+
+  Returns:
+    A `LunaAttentionOutput` (Y_X before its output projection, Y_P, both probabilities).
+
+  Raises:
+    ValueError: when the unpack kernel's width is neither d nor 2 * d, or dropout lacks a key.
+  """
+  b, _, heads, head_dim = query.shape
+  d = heads * head_dim
+  if unpack_kernel.shape[-1] not in (d, 2 * d):
+    raise ValueError(f'unpack_kernel must be [d, d] (tied K/V) or [d, 2d] with d = {d}; got '
+                     f'{unpack_kernel.shape}.')
+  pack_rng = unpack_rng = None
+  if not deterministic and dropout_rate > 0.0:
+    if dropout_rng is None:
+      raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+    pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  kwargs = dict(dropout_rate=dropout_rate, deterministic=deterministic)
+  y_p, pack_probs = dot_product_attention(pack_query, pack_key, pack_value, context_mask,
+                                          dropout_rng=pack_rng, **kwargs)
+  packed = merge_heads(y_p)
+  kv = linear(packed, unpack_kernel, unpack_bias)
+  key, value = key_value([split_heads(z, heads) for z in jnp.split(kv, kv.shape[-1] // d, -1)])
+  unpacked, unpack_probs = dot_product_attention(query, key, value, p_mask, dropout_rng=unpack_rng,
+                                                 **kwargs)
+  return LunaAttentionOutput(unpacked, packed, pack_probs, unpack_probs)
+
+
 def fused_dot_product_attention(
     query: Array, key: Array, value: Array, key_mask: Optional[Array] = None) -> Array:
   """Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
@@ -191,11 +356,12 @@ class CausalLunaState(NamedTuple):
   num_steps: Array
 
 
-def init_causal_state(batch: int, heads: int, head_dim: int, proj_len: int) -> CausalLunaState:
-  """An empty causal Luna state (no token seen yet)."""
+def init_causal_state(batch: int, heads: int, head_dim: int,
+                      projection_length: int) -> CausalLunaState:
+  """An empty causal Luna state (no token seen yet) for a P of `projection_length` slots."""
   return CausalLunaState(
-      key_accum=jnp.zeros((batch, heads, head_dim, proj_len), jnp.float32),
-      value_accum=jnp.zeros((batch, heads, proj_len, head_dim), jnp.float32),
+      key_accum=jnp.zeros((batch, heads, head_dim, projection_length), jnp.float32),
+      value_accum=jnp.zeros((batch, heads, projection_length, head_dim), jnp.float32),
       num_steps=jnp.zeros((batch,), jnp.int32))
 
 
@@ -385,13 +551,14 @@ def causal_luna_attention_chunked(
     `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
   """
   b, n, h, dh = query.shape
-  l = pack_query.shape[1]
+  projection_length = pack_query.shape[1]
   c = max(1, min(chunk_size, n))
   num_chunks = -(-n // c)
   pad = num_chunks * c - n
   f32 = jnp.float32
   scale = dh ** -0.5
-  state = initial_state if initial_state is not None else init_causal_state(b, h, dh, l)
+  state = (initial_state if initial_state is not None
+           else init_causal_state(b, h, dh, projection_length))
 
   def chunks(z):  # [b, n, h, e] -> [b, h, num_chunks, c, e]; padded positions are zero.
     z = jnp.pad(z.astype(f32), ((0, 0), (0, pad), (0, 0), (0, 0)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -73,6 +73,67 @@ def _activation(name: str) -> Callable[[Array], Array]:
   raise ValueError(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {name!r}.")
 
 
+def _row_mean(x: Array) -> Array:
+  """Mean over the last axis as a matrix-vector product `[rows, d] @ [d]` (keepdims).
+
+  XLA's CPU compiler splits a plain sum over a long axis into slow windowed partial sums
+  (`reduce-window`); a dot runs as one matrix-vector product, and its transpose is a broadcast.
+  """
+  d = x.shape[-1]
+  mean = jnp.dot(x.reshape(-1, d), jnp.full((d,), 1.0 / d, x.dtype))
+  return mean.reshape(*x.shape[:-1], 1)
+
+
+@jax.custom_vjp
+def _scale_shift(x_hat: Array, scale: Array, bias: Array) -> Array:
+  """`x_hat * scale + bias`; the scale and bias gradients are matrix-vector products over rows."""
+  return x_hat * scale + bias
+
+
+def _scale_shift_fwd(x_hat: Array, scale: Array, bias: Array) -> tuple[Array, tuple[Array, Array]]:
+  return x_hat * scale + bias, (x_hat, scale)
+
+
+def _scale_shift_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
+  x_hat, scale = residuals
+  d = g.shape[-1]
+  ones = jnp.ones((g.size // d,), g.dtype)
+  column_sum = lambda z: jnp.dot(ones, z.reshape(-1, d))
+  return g * scale, column_sum(g * x_hat), column_sum(g)
+
+
+_scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
+
+
+class LayerNorm(nn.Module):
+  """`nn.LayerNorm` (same parameters `scale` and `bias`, same initial values, same function) with
+  its reductions as matrix-vector products, which XLA runs faster on CPU.
+
+  `y = (x - mean) / sqrt(var + epsilon) * scale + bias` over the last axis, statistics in float32
+  (two passes: the variance of the centred x).
+
+  Attributes:
+    epsilon: added to the variance.
+    dtype: output dtype.
+    param_dtype: parameter dtype.
+  """
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """`[..., d]` -> `[..., d]` in `dtype`."""
+    d = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (d,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (d,), self.param_dtype)
+    f32 = jnp.promote_types(x.dtype, jnp.float32)
+    x = x.astype(f32)
+    centred = x - _row_mean(x)
+    x_hat = centred * jax.lax.rsqrt(_row_mean(centred * centred) + self.epsilon)
+    return _scale_shift(x_hat, scale.astype(f32), bias.astype(f32)).astype(self.dtype)
+
+
 class DenseParams(nn.Module):
   """The parameters of one `nn.Dense` (same names, shapes and initial values), not applied.
 
@@ -101,11 +162,31 @@ class DenseParams(nn.Module):
     return kernel, bias
 
 
-def fused_dense(x: Array, projections: list[DenseParams], dtype: Dtype) -> list[Array]:
+def stacked_params(projections: Sequence[DenseParams], in_features: int,
+                   dtype: Dtype) -> tuple[Array, Optional[Array]]:
+  """The kernels (and biases) of several projections side by side, promoted to `dtype`.
+
+  Args:
+    projections: `DenseParams` modules (all with or all without bias).
+    in_features: their input width.
+    dtype: computation dtype.
+
+  Returns:
+    `(kernel [in_features, sum of features], bias [sum of features] or None)`.
+  """
+  params = [projection(in_features) for projection in projections]
+  kernel = jnp.concatenate([k for k, _ in params], axis=1)
+  bias = None if params[0][1] is None else jnp.concatenate([b for _, b in params])
+  kernel, bias = nn.dtypes.promote_dtype(kernel, bias, dtype=dtype)
+  return kernel, bias
+
+
+def fused_dense(x: Array, projections: Sequence[DenseParams], dtype: Dtype) -> list[Array]:
   """Applies several Dense projections of the same input as one matmul `x [W_1 | W_2 | ...]`.
 
   The same function as applying each projection on its own (`nn.Dense` numerics: inputs and kernels
-  promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster.
+  promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster,
+  and `attn.linear` keeps its gradients free of transposing copies and windowed reductions.
 
   Args:
     x: `[..., in]`.
@@ -115,19 +196,34 @@ def fused_dense(x: Array, projections: list[DenseParams], dtype: Dtype) -> list[
   Returns:
     One `[..., features_i]` array per projection.
   """
-  params = [projection(x.shape[-1]) for projection in projections]
-  kernel = jnp.concatenate([k for k, _ in params], axis=1)
-  bias = None if params[0][1] is None else jnp.concatenate([b for _, b in params])
-  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
-  y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-  if bias is not None:
-    y = y + bias
-  splits = np.cumsum([k.shape[1] for k, _ in params])[:-1]
+  kernel, bias = stacked_params(projections, x.shape[-1], dtype)
+  y = attn.linear(nn.dtypes.promote_dtype(x, dtype=dtype)[0], kernel, bias)
+  if len(projections) == 1:
+    return [y]
+  splits = np.cumsum([projection.features for projection in projections])[:-1]
   return jnp.split(y, splits, axis=-1)
 
 
+def kv_names(tie_kv: bool, prefix: str = '') -> tuple[str, ...]:
+  """Names of the K/V projections: `<prefix>kv` when tied, else `<prefix>key`, `<prefix>value`
+  (the authors' `c_proj` / `k_proj`, `v_proj`); read them back with `attn.key_value`."""
+  return (prefix + 'kv',) if tie_kv else (prefix + 'key', prefix + 'value')
+
+
+def dropout_rng(module: nn.Module, rate: float, deterministic: bool) -> Optional[Array]:
+  """A fresh 'dropout' key of `module` when dropout is active (not deterministic, rate > 0), else
+  None (then no key is drawn)."""
+  return module.make_rng('dropout') if not deterministic and rate > 0.0 else None
+
+
+def dropout(module: nn.Module, x: Array, rate: float, deterministic: bool) -> Array:
+  """`attn.dropout` of `x` with a fresh key of `module` (the cheap 16-bit keep mask)."""
+  return attn.dropout(x, rate, dropout_rng(module, rate, deterministic), deterministic)
+
+
 class LunaAttention(nn.Module):
-  """Bidirectional Luna attention: `Y_X, Y_P = LunaAttn(X, P, C)` (eqs. 3-5).
+  """Bidirectional Luna attention: `Y_X, Y_P = LunaAttn(X, P, C)` (eqs. 3-5), `attn.luna_attention`
+  with its projections.
 
   Pack: `Y_P = Attn(P, C)` with `num_pack_heads` heads, context keys masked by `context_mask`, no output
   projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads` heads, P keys
@@ -152,78 +248,63 @@ class LunaAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    proj = lambda: DenseParams(self.features, kernel_init=_PROJ_INIT, param_dtype=self.param_dtype)
-    self.pack_query, self.query = proj(), proj()
-    self.out = nn.Dense(self.features, kernel_init=_OUT_INIT, dtype=self.dtype,
-                        param_dtype=self.param_dtype)
-    if self.tie_kv:
-      self.pack_kv, self.kv = proj(), proj()
-    else:
-      self.pack_key, self.pack_value, self.key, self.value = proj(), proj(), proj(), proj()
+    proj = lambda init=_PROJ_INIT: DenseParams(self.features, kernel_init=init,
+                                               param_dtype=self.param_dtype)
+    self.pack_query, self.query, self.out = proj(), proj(), proj(_OUT_INIT)
+    for name in kv_names(self.tie_kv, 'pack_') + kv_names(self.tie_kv):
+      setattr(self, name, proj())
 
   @property
   def _pack_heads(self) -> int:
     return self.num_pack_heads or self.num_heads
 
-  def _pack_projections(self) -> list[DenseParams]:
-    return [self.pack_kv] if self.tie_kv else [self.pack_key, self.pack_value]
+  def _projections(self, prefix: str = '') -> list[DenseParams]:
+    return [getattr(self, name) for name in kv_names(self.tie_kv, prefix)]
 
   def _dropout_rng(self, deterministic: bool) -> Optional[Array]:
-    use = not deterministic and self.attention_dropout_rate > 0.0
-    return self.make_rng('dropout') if use else None
+    return dropout_rng(self, self.attention_dropout_rate, deterministic)
 
-  def _pack_attention(self, p: Array, pack_kv: list[Array], context_mask: Optional[Array],
-                      deterministic: bool) -> Array:
-    """Pack attention from projected context keys/values (`[batch, m, d]` each, or one tied)."""
+  def _pack_inputs(self, p: Array, pack_kv: list[Array]) -> tuple[Array, Array, Array]:
+    """Head-split pack queries, keys and values from P and the projected context."""
     hp = self._pack_heads
     pq = attn.split_heads(fused_dense(p, [self.pack_query], self.dtype)[0], hp)
-    pk = attn.split_heads(pack_kv[0], hp)
-    pv = pk if self.tie_kv else attn.split_heads(pack_kv[1], hp)
-    y_p, probs = attn.dot_product_attention(
-        pq, pk, pv, context_mask, dropout_rate=self.attention_dropout_rate,
-        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
-    self.sow('intermediates', 'pack_probs', probs)
-    return attn.merge_heads(y_p)
+    pk, pv = attn.key_value([attn.split_heads(z, hp) for z in pack_kv])
+    return pq, pk, pv
 
   def pack(self, p: Array, context: Array, context_mask: Optional[Array] = None, *,
            deterministic: bool = True) -> Array:
     """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`.
 
     The context keys and values are one fused matmul (`fused_dense`)."""
-    pack_kv = fused_dense(context, self._pack_projections(), self.dtype)
-    return self._pack_attention(p, pack_kv, context_mask, deterministic)
+    pack_kv = fused_dense(context, self._projections('pack_'), self.dtype)
+    y_p, probs = attn.dot_product_attention(
+        *self._pack_inputs(p, pack_kv), context_mask, dropout_rate=self.attention_dropout_rate,
+        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
+    self.sow('intermediates', 'pack_probs', probs)
+    return attn.merge_heads(y_p)
 
   def unpack_keys_values(self, y_p: Array) -> tuple[Array, Array]:
     """Unpack keys and values from the packed context (one fused matmul): `[batch, l, d]` -> 2 x
     `[batch, l, heads, dh]`."""
-    if self.tie_kv:
-      k = v = attn.split_heads(fused_dense(y_p, [self.kv], self.dtype)[0], self.num_heads)
-    else:
-      k, v = (attn.split_heads(z, self.num_heads)
-              for z in fused_dense(y_p, [self.key, self.value], self.dtype))
-    return k, v
-
-  def _unpack_attention(self, q: Array, key: Array, value: Array, p_mask: Optional[Array],
-                        deterministic: bool) -> Array:
-    y_x, probs = attn.dot_product_attention(
-        attn.split_heads(q, self.num_heads), key, value, p_mask,
-        dropout_rate=self.attention_dropout_rate, dropout_rng=self._dropout_rng(deterministic),
-        deterministic=deterministic)
-    self.sow('intermediates', 'unpack_probs', probs)
-    return self.out(attn.merge_heads(y_x))
+    return attn.key_value([attn.split_heads(z, self.num_heads)
+                           for z in fused_dense(y_p, self._projections(), self.dtype)])
 
   def unpack(self, x: Array, key: Array, value: Array, p_mask: Optional[Array] = None, *,
              deterministic: bool = True) -> Array:
     """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n, d]`."""
-    q = fused_dense(x, [self.query], self.dtype)[0]
-    return self._unpack_attention(q, key, value, p_mask, deterministic)
+    q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
+    y_x, probs = attn.dot_product_attention(
+        q, key, value, p_mask, dropout_rate=self.attention_dropout_rate,
+        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
+    self.sow('intermediates', 'unpack_probs', probs)
+    return fused_dense(attn.merge_heads(y_x), [self.out], self.dtype)[0]
 
   def __call__(self, x: Array, p: Array, context: Array, context_mask: Optional[Array] = None,
                p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
-    """Applies pack and unpack attention.
+    """Applies pack and unpack attention (`attn.luna_attention`).
 
     For self-attention (`context is x`) the unpack queries and the pack keys and values of x are one
-    fused matmul.
+    fused matmul, and the unpack keys and values of Y_P are another.
 
     Args:
       x: `[batch, n, d]` queries of the unpack attention.
@@ -237,13 +318,18 @@ class LunaAttention(nn.Module):
       `(y_x, y_p)`: `[batch, n, d]` and `[batch, l, d]`.
     """
     if context is x:
-      q, *pack_kv = fused_dense(x, [self.query, *self._pack_projections()], self.dtype)
+      q, *pack_kv = fused_dense(x, [self.query, *self._projections('pack_')], self.dtype)
     else:
-      q, pack_kv = fused_dense(x, [self.query], self.dtype)[0], fused_dense(
-          context, self._pack_projections(), self.dtype)
-    y_p = self._pack_attention(p, pack_kv, context_mask, deterministic)
-    k, v = self.unpack_keys_values(y_p)
-    return self._unpack_attention(q, k, v, p_mask, deterministic), y_p
+      q = fused_dense(x, [self.query], self.dtype)[0]
+      pack_kv = fused_dense(context, self._projections('pack_'), self.dtype)
+    out = attn.luna_attention(
+        attn.split_heads(q, self.num_heads), *self._pack_inputs(p, pack_kv),
+        *stacked_params(self._projections(), self.features, self.dtype), context_mask, p_mask,
+        dropout_rate=self.attention_dropout_rate, dropout_rng=self._dropout_rng(deterministic),
+        deterministic=deterministic)
+    self.sow('intermediates', 'pack_probs', out.pack_probs)
+    self.sow('intermediates', 'unpack_probs', out.unpack_probs)
+    return fused_dense(attn.merge_heads(out.unpacked), [self.out], self.dtype)[0], out.packed
 
 
 class LunaCausalAttention(nn.Module):
@@ -276,30 +362,28 @@ class LunaCausalAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    dense = lambda init=_PROJ_INIT: nn.Dense(self.features, kernel_init=init, dtype=self.dtype,
-                                             param_dtype=self.param_dtype)
-    self.pack_query, self.query, self.pack_key, self.out = dense(), dense(), dense(), dense(_OUT_INIT)
-    if self.tie_kv:
-      self.kv = dense()
-    else:
-      self.key, self.value = dense(), dense()
+    proj = lambda init=_PROJ_INIT: DenseParams(self.features, kernel_init=init,
+                                               param_dtype=self.param_dtype)
+    self.pack_query, self.query, self.pack_key, self.out = proj(), proj(), proj(), proj(_OUT_INIT)
+    for name in kv_names(self.tie_kv):
+      setattr(self, name, proj())
 
   def project_p(self, p: Array) -> Array:
     """Pack queries from P: `[batch, l, d]` -> `[batch, l, heads, dh]` (cache them when decoding)."""
-    return attn.split_heads(self.pack_query(p), self.num_heads)
+    return attn.split_heads(fused_dense(p, [self.pack_query], self.dtype)[0], self.num_heads)
 
   def _project_x(self, x: Array) -> tuple[Array, Array, Array, Array]:
-    h = self.num_heads
-    q, pk = attn.split_heads(self.query(x), h), attn.split_heads(self.pack_key(x), h)
-    if self.tie_kv:
-      k = v = attn.split_heads(self.kv(x), h)
-    else:
-      k, v = attn.split_heads(self.key(x), h), attn.split_heads(self.value(x), h)
-    return q, pk, k, v
+    """Queries, pack keys, keys and values of x, one fused matmul: 4 x `[batch, n, heads, dh]`."""
+    projections = [self.query, self.pack_key,
+                   *[getattr(self, name) for name in kv_names(self.tie_kv)]]
+    q, pk, *kv = (attn.split_heads(y, self.num_heads)
+                  for y in fused_dense(x, projections, self.dtype))
+    return (q, pk, *attn.key_value(kv))
 
-  def init_state(self, batch: int, proj_len: int) -> attn.CausalLunaState:
-    """An empty decoding state for `batch` sequences and a P of length `proj_len`."""
-    return attn.init_causal_state(batch, self.num_heads, self.features // self.num_heads, proj_len)
+  def init_state(self, batch: int, projection_length: int) -> attn.CausalLunaState:
+    """An empty decoding state for `batch` sequences and a P of `projection_length` slots."""
+    return attn.init_causal_state(batch, self.num_heads, self.features // self.num_heads,
+                                  projection_length)
 
   def step(self, x: Array, pack_query: Array, p_mask: Optional[Array],
            state: attn.CausalLunaState) -> tuple[Array, attn.CausalLunaState]:
@@ -307,7 +391,11 @@ class LunaCausalAttention(nn.Module):
     q, pk, k, v = self._project_x(x[:, None])
     state, y = attn.causal_luna_step(state, pack_query, q[:, 0], pk[:, 0], k[:, 0], v[:, 0], p_mask,
                                      omega=self.omega, beta=self.softplus_beta)
-    return self.out(attn.merge_heads(y)), state
+    return self._output(y), state
+
+  def _output(self, y: Array) -> Array:
+    """The output projection of `[..., heads, dh]` attention outputs -> `[..., d]`."""
+    return fused_dense(attn.merge_heads(y), [self.out], self.dtype)[0]
 
   def __call__(self, x: Array, p: Array, p_mask: Optional[Array] = None, *,
                deterministic: bool = True) -> Array:
@@ -322,10 +410,9 @@ class LunaCausalAttention(nn.Module):
     Returns:
       `[batch, n, d]`.
     """
-    use_dropout = not deterministic and self.attention_dropout_rate > 0.0
     kwargs = dict(omega=self.omega, beta=self.softplus_beta,
                   dropout_rate=self.attention_dropout_rate,
-                  dropout_rng=self.make_rng('dropout') if use_dropout else None,
+                  dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
                   deterministic=deterministic)
     args = (self.project_p(p), *self._project_x(x), p_mask)
     if self.implementation == 'chunked':
@@ -334,7 +421,7 @@ class LunaCausalAttention(nn.Module):
       y, _ = attn.causal_luna_attention(*args, **kwargs)
     else:
       raise ValueError(f"implementation must be 'chunked' or 'scan', got {self.implementation!r}.")
-    return self.out(attn.merge_heads(y))
+    return self._output(y)
 
 
 class FeedForward(nn.Module):
@@ -360,11 +447,12 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
     """`[..., d]` -> `[..., d]`."""
-    dense = lambda f, name: nn.Dense(f, kernel_init=self.kernel_init, bias_init=self.bias_init,
-                                     dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    y = _activation(self.activation)(dense(self.mlp_dim, 'fc1')(x))
-    y = nn.Dropout(self.activation_dropout_rate)(y, deterministic=deterministic)
-    return dense(x.shape[-1], 'fc2')(y)
+    dense = lambda y, f, name: fused_dense(y, [DenseParams(
+        f, kernel_init=self.kernel_init, bias_init=self.bias_init, param_dtype=self.param_dtype,
+        name=name)], self.dtype)[0]
+    y = _activation(self.activation)(dense(x, self.mlp_dim, 'fc1'))
+    y = dropout(self, y, self.activation_dropout_rate, deterministic)
+    return dense(y, x.shape[-1], 'fc2')
 
 
 class LunaEncoderLayer(nn.Module):
@@ -417,9 +505,9 @@ class LunaEncoderLayer(nn.Module):
     Returns:
       `(x', p')`: `[batch, n, d]`, `[batch, l, d]`.
     """
-    ln = lambda name: nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-                                   param_dtype=self.param_dtype, name=name)
-    drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    ln = lambda name: LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                                param_dtype=self.param_dtype, name=name)
+    drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
     attention = LunaAttention(
         features=x.shape[-1], num_heads=self.num_heads, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv,
         attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
@@ -469,17 +557,17 @@ class SelfAttention(nn.Module):
                    for name in ('query', 'key', 'value')]
     q, k, v = (attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype))
     y = self.attend(q, k, v, mask, deterministic)
-    return nn.Dense(x.shape[-1], use_bias=False, kernel_init=init, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='out')(attn.merge_heads(y))
+    out = DenseParams(x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype,
+                      name='out')
+    return fused_dense(attn.merge_heads(y), [out], self.dtype)[0]
 
   def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
              deterministic: bool) -> Array:
     """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads, dh]`."""
     if self.implementation == 'softmax':
-      use_dropout = not deterministic and self.attention_dropout_rate > 0.0
       y, _ = attn.dot_product_attention(
           query, key, value, mask, dropout_rate=self.attention_dropout_rate,
-          dropout_rng=self.make_rng('dropout') if use_dropout else None,
+          dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
           deterministic=deterministic)
       return y
     if self.implementation == 'fused':
@@ -519,9 +607,9 @@ class TransformerEncoderLayer(nn.Module):
   def __call__(self, x: Array, mask: Optional[Array] = None, deterministic: bool = True) -> Array:
     """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
     static)."""
-    ln = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
-                                   name=name)
-    drop = lambda y: nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    ln = lambda name: LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                                name=name)
+    drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
     module = self.attention_module or functools.partial(
         SelfAttention, implementation=self.attention_implementation)
     y = module(num_heads=self.num_heads, qkv_dim=self.qkv_dim,

@@ -9,6 +9,11 @@ the user set, and `LUNA_JAX_XLA_DEFAULTS=1` skips this module's flags altogether
 CPU flags (ignored by the GPU and TPU backends):
   --xla_cpu_experimental_ynn_fusion_type=   no YNNPACK fusions: XLA's own (Eigen) matmuls, which
       take transposed operands without a copy and run the FFN-shaped matmuls of these models faster.
+  --xla_cpu_enable_concurrency_optimized_scheduler=false   only with rematerialisation
+      (`apply(remat=...)` with `config.model.remat` other than 'none'): the CPU scheduler that
+      orders ops for concurrency runs the backward pass's recomputations early, so every layer's
+      recomputed activations are alive at once and remat lowers nothing; XLA's memory-aware
+      scheduler keeps them layer by layer.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import os
 
 #: Flags added to `XLA_FLAGS` by `apply()`.
 FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=',)
+#: Flags added by `apply()` when the model rematerialises its layers.
+REMAT_FLAGS = ('--xla_cpu_enable_concurrency_optimized_scheduler=false',)
 #: Environment variable that, set to 1, keeps XLA's defaults.
 DEFAULTS_VARIABLE = 'LUNA_JAX_XLA_DEFAULTS'
 
@@ -36,12 +43,16 @@ def flags_for(existing: str, flags: tuple[str, ...] = FLAGS) -> str:
   return ' '.join([*existing.split(), *added])
 
 
-def apply() -> str:
+def apply(remat: str = 'none') -> str:
   """Adds this module's flags to `os.environ['XLA_FLAGS']` (unless `LUNA_JAX_XLA_DEFAULTS=1`).
+
+  Args:
+    remat: the model's `config.model.remat`; anything but 'none' adds `REMAT_FLAGS` too.
 
   Returns:
     The `XLA_FLAGS` value now in effect for backends initialised from here on.
   """
   if os.environ.get(DEFAULTS_VARIABLE) != '1':
-    os.environ['XLA_FLAGS'] = flags_for(os.environ.get('XLA_FLAGS', ''))
+    flags = FLAGS + (REMAT_FLAGS if remat != 'none' else ())
+    os.environ['XLA_FLAGS'] = flags_for(os.environ.get('XLA_FLAGS', ''), flags)
   return os.environ.get('XLA_FLAGS', '')

@@ -77,6 +77,37 @@ def test_luna_attention_matches_reference(tie_kv, heads, pack_heads):
   assert_close(y_p, e_p)
 
 
+@pytest.mark.parametrize('tie_kv,heads,pack_heads', [(False, 4, 2), (True, 2, 4)])
+def test_luna_attention_function_matches_reference(tie_kv, heads, pack_heads):
+  """The pure function on projected inputs against eqs. (3)-(5) in float64 (identity W_O)."""
+  b, n, m, l, d = 2, 6, 7, 3, 8
+  x, p, c = normal(b, n, d), normal(b, l, d), normal(b, m, d)
+  context_mask, p_mask = lengths_mask([7, 4], m), lengths_mask([3, 2], l)
+  kv = ['kv'] if tie_kv else ['key', 'value']
+  pack_kv = ['pack_' + name for name in kv]
+  params = {name: {'kernel': normal(d, d), 'bias': normal(d)}
+            for name in ['query', 'pack_query', *pack_kv, *kv]}
+  linear = lambda z, name: z @ params[name]['kernel'] + params[name]['bias']
+  pack_key, pack_value = (attn.split_heads(linear(c, name), pack_heads)
+                          for name in (pack_kv[0], pack_kv[-1]))
+  out = attn.luna_attention(
+      attn.split_heads(linear(x, 'query'), heads), attn.split_heads(linear(p, 'pack_query'),
+                                                                    pack_heads),
+      pack_key, pack_value, jnp.concatenate([params[k]['kernel'] for k in kv], axis=1),
+      jnp.concatenate([params[k]['bias'] for k in kv]), jnp.asarray(context_mask),
+      jnp.asarray(p_mask))
+  identity_out = {'out': {'kernel': np.eye(d)}}
+  e_x, e_p = ref.luna_attention(ref.to64(params) | identity_out, *map(np.float64, (x, p, c)),
+                                heads, pack_heads, tie_kv, context_mask, p_mask)
+  assert_close(attn.merge_heads(out.unpacked), e_x)
+  assert_close(out.packed, e_p)
+  assert out.pack_probs.shape == (b, pack_heads, l, m)
+  assert out.unpack_probs.shape == (b, heads, n, l)
+  np.testing.assert_array_equal(np.asarray(out.unpack_probs)[1, :, :, 2:], 0.0)  # masked P slot
+  with pytest.raises(ValueError, match='unpack_kernel'):
+    attn.luna_attention(out.unpacked, out.unpacked, pack_key, pack_value, normal(d, 3 * d))
+
+
 def test_masked_p_slots_and_padded_tokens_never_leak():
   b, n, l, d = 2, 8, 4, 16
   x, p = normal(b, n, d), normal(b, l, d)

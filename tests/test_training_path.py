@@ -66,6 +66,20 @@ def test_dropout_keep_mask_rate_and_scaling():
   np.testing.assert_allclose(y, np.where(kept, np.asarray(x) / 0.75, 0.0), rtol=1e-6)
 
 
+def test_dropout_keep_mask_neighbours_are_independent_for_any_key_and_odd_sizes():
+  """Four elements share one 64-bit hash (elements i, i + n/4, i + n/2, i + 3n/4 of a flat mask):
+  they and plain neighbours must still keep jointly with probability (1 - rate)^2."""
+  rate, n = 0.3, 400_000
+  keep = np.asarray(attn.dropout_keep_mask(jax.random.PRNGKey(2), rate, (n,)), np.float64)
+  for lag in (1, 2, n // 4, n // 2, 3 * n // 4):
+    joint = np.mean(keep[:-lag] * keep[lag:])
+    assert abs(joint - 0.49) < 4 * np.sqrt(0.49 * 0.51 / (n - lag)), lag  # 4 sigma
+  odd = attn.dropout_keep_mask(jax.random.key(3, impl='rbg'), 0.5, (3, 5, 7))
+  assert odd.shape == (3, 5, 7) and 0 < int(odd.sum()) < 105
+  assert not np.array_equal(attn.dropout_keep_mask(jax.random.PRNGKey(4), 0.5, (64,)),
+                            attn.dropout_keep_mask(jax.random.PRNGKey(5), 0.5, (64,)))
+
+
 @pytest.mark.parametrize('rate', [0.0, 0.3])
 def test_attention_storing_only_probabilities_equals_plain_attention(rate):
   b, n, m, h, dh = 2, 5, 7, 2, 4
@@ -105,6 +119,20 @@ def test_dense_params_initialise_like_nn_dense_and_fused_dense_equals_separate_m
   assert_trees_close(Fused().apply(params, x), Separate().apply(params, x))
   assert_trees_close(jax.grad(loss, (1, 2))(Fused(), params, x),
                      jax.grad(loss, (1, 2))(Separate(), params, x))
+
+
+def test_layer_norm_equals_flax_layer_norm_in_values_and_gradients():
+  x = 3.0 + normal(2, 5, 16)
+  params = {'params': {'scale': 1.0 + 0.1 * normal(16), 'bias': normal(16)}}
+  loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
+  ours, flax_ln = layers.LayerNorm(epsilon=1e-5), nn.LayerNorm(epsilon=1e-5)
+  assert_trees_close(ours.init(jax.random.PRNGKey(0), x), flax_ln.init(jax.random.PRNGKey(0), x),
+                     rel=0.0)
+  assert_trees_close(ours.apply(params, x), flax_ln.apply(params, x))
+  assert_trees_close(jax.grad(loss, (1, 2))(ours, params, x),
+                     jax.grad(loss, (1, 2))(flax_ln, params, x))
+  bf16 = layers.LayerNorm(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
+  assert bf16.dtype == jnp.bfloat16
 
 
 @pytest.mark.parametrize('tie_kv,self_attention', [(False, True), (False, False), (True, True)])
@@ -210,3 +238,13 @@ def test_xla_settings_add_missing_flags_and_never_override_the_users(monkeypatch
   assert xla_settings.apply() == '--x=1'
   monkeypatch.delenv(xla_settings.DEFAULTS_VARIABLE)
   assert xla_settings.apply() == xla_settings.flags_for('--x=1')
+
+
+def test_xla_settings_add_the_memory_aware_scheduler_only_with_remat(monkeypatch):
+  monkeypatch.delenv(xla_settings.DEFAULTS_VARIABLE, raising=False)
+  monkeypatch.setenv('XLA_FLAGS', '')
+  assert xla_settings.apply().split() == list(xla_settings.FLAGS)
+  with_remat = xla_settings.FLAGS + xla_settings.REMAT_FLAGS
+  assert xla_settings.apply(remat='layer').split() == list(with_remat)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_enable_concurrency_optimized_scheduler=true')
+  assert '=true' in xla_settings.apply(remat='dots') and '=false' not in xla_settings.apply('dots')
