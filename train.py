@@ -26,25 +26,47 @@ import lra
 from luna_jax import checkpointing, config_utils, train_lib, workdir, xla_settings
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and results; an existing run '
-                    'in it is resumed.', required=True)
-config_flags.DEFINE_config_file('config', None, 'Config file, optionally with an argument, e.g. '
-                                'configs/text.py:luna16.', lock_config=True)
+flags.DEFINE_string(
+  'workdir',
+  None,
+  'Folder for checkpoints, metrics and results; an existing run in it is resumed.',
+  required=True,
+)
+config_flags.DEFINE_config_file(
+  'config',
+  None,
+  'Config file, optionally with an argument, e.g. configs/text.py:luna16.',
+  lock_config=True,
+)
 flags.mark_flag_as_required('config')
-flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0 '
-                    '(sets JAX_COORDINATOR_ADDRESS and --config.training.distributed=True).')
-flags.DEFINE_integer('num_processes', None, 'Multi-process runs: number of processes '
-                     '(sets JAX_NUM_PROCESSES).')
-flags.DEFINE_integer('process_id', None, 'Multi-process runs: index of this process, 0 to '
-                     'num_processes - 1 (sets JAX_PROCESS_ID).')
-_PROCESS_FLAGS = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
-                  'num_processes': train_lib.NUM_PROCESSES_ENV,
-                  'process_id': train_lib.PROCESS_ID_ENV}
+flags.DEFINE_string(
+  'coordinator_address',
+  None,
+  'Multi-process runs: host:port of process 0 '
+  '(sets JAX_COORDINATOR_ADDRESS and --config.training.distributed=True).',
+)
+flags.DEFINE_integer(
+  'num_processes', None, 'Multi-process runs: number of processes (sets JAX_NUM_PROCESSES).'
+)
+flags.DEFINE_integer(
+  'process_id',
+  None,
+  'Multi-process runs: index of this process, 0 to num_processes - 1 (sets JAX_PROCESS_ID).',
+)
+_PROCESS_FLAGS = {
+  'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
+  'num_processes': train_lib.NUM_PROCESSES_ENV,
+  'process_id': train_lib.PROCESS_ID_ENV,
+}
 
 
 #: Errors in what the user gave (config, workdir, data), reported by their message alone.
-USER_ERRORS = (config_utils.ConfigError, checkpointing.CheckpointMismatchError,
-               workdir.WorkdirLockedError, lra.DataError)
+USER_ERRORS = (
+  config_utils.ConfigError,
+  checkpointing.CheckpointMismatchError,
+  workdir.WorkdirLockedError,
+  lra.DataError,
+)
 
 
 class _HideOrbaxInfo(logging.Filter):
@@ -59,8 +81,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
   xla_settings.apply(remat=FLAGS.config.model.remat)  # Before the first JAX computation.
-  process_flags = {env: getattr(FLAGS, flag) for flag, env in _PROCESS_FLAGS.items()
-                   if getattr(FLAGS, flag) is not None}
+  process_flags = {
+    env: getattr(FLAGS, flag)
+    for flag, env in _PROCESS_FLAGS.items()
+    if getattr(FLAGS, flag) is not None
+  }
   if process_flags:
     os.environ.update({env: str(value) for env, value in process_flags.items()})
     FLAGS.config.training.distributed = True

@@ -22,7 +22,8 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,15 +88,30 @@ def measure_attention(name: str, length: int, repeats: int, chunk_size: int) -> 
   compile_s = time.perf_counter() - start
   seconds = _median_time(compiled, (pq, q, pk, k, v), repeats)
   memory = compiled_memory(compiled)['compiled_peak_bytes']
-  return {'implementation': name, 'length': length, 'seconds': seconds, 'compile_s': compile_s,
-          'memory_bytes': memory, 'load_average_1min': os.getloadavg()[0]}
+  return {
+    'implementation': name,
+    'length': length,
+    'seconds': seconds,
+    'compile_s': compile_s,
+    'memory_bytes': memory,
+    'load_average_1min': os.getloadavg()[0],
+  }
 
 
 def measure_decoding(num_tokens: int, recompute_samples: int) -> dict[str, Any]:
   """Tokens/s of cached generation vs recomputing the prefix (padded to num_tokens, one compile)."""
-  cfg = ModelConfig(vocab_size=259, max_length=num_tokens + 1, num_layers=4, emb_dim=256,
-                    num_heads=4, mlp_dim=1024, projection_length=PROJECTION_LENGTH,
-                    prepend_cls=False, dropout_rate=0.0, attention_dropout_rate=0.0)
+  cfg = ModelConfig(
+    vocab_size=259,
+    max_length=num_tokens + 1,
+    num_layers=4,
+    emb_dim=256,
+    num_heads=4,
+    mlp_dim=1024,
+    projection_length=PROJECTION_LENGTH,
+    prepend_cls=False,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+  )
   model = LunaLM(cfg)
   prompt = jnp.ones((1, 1), jnp.int32)
   params = model.init(jax.random.PRNGKey(0), prompt)['params']
@@ -109,18 +125,25 @@ def measure_decoding(num_tokens: int, recompute_samples: int) -> dict[str, Any]:
   forward = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
   tokens = jnp.ones((1, num_tokens), jnp.int32)
   per_token = _median_time(forward, (tokens,), recompute_samples)
-  return {'num_tokens': num_tokens, 'cached_tokens_per_s': num_tokens / cached_s,
-          'recompute_tokens_per_s': 1.0 / per_token,
-          'note': 'recompute: one full forward over the padded prefix per new token (its cost does '
-                  'not depend on the position, so the median of a few forwards gives the rate)'}
+  return {
+    'num_tokens': num_tokens,
+    'cached_tokens_per_s': num_tokens / cached_s,
+    'recompute_tokens_per_s': 1.0 / per_token,
+    'note': 'recompute: one full forward over the padded prefix per new token (its cost does '
+    'not depend on the position, so the median of a few forwards gives the rate)',
+  }
 
 
 def table(results: dict[str, Any]) -> str:
   cells = {(c['implementation'], c['length']): c for c in results['attention']}
   lengths = sorted({c['length'] for c in results['attention']})
   head = ' | '.join(length_label(n) for n in lengths)
-  lines = ['Forward + backward of the attention alone (batch 1, 4 x 64, l = 16): seconds / MiB',
-           '', f'| implementation | {head} |', '|---' * (len(lengths) + 1) + '|']
+  lines = [
+    'Forward + backward of the attention alone (batch 1, 4 x 64, l = 16): seconds / MiB',
+    '',
+    f'| implementation | {head} |',
+    '|---' * (len(lengths) + 1) + '|',
+  ]
   for name in results['implementations']:
     row = []
     for n in lengths:
@@ -131,21 +154,32 @@ def table(results: dict[str, Any]) -> str:
   for n in lengths:
     if ('scan', n) in cells and ('chunked', n) in cells and ('bidirectional', n) in cells:
       chunked = cells[('chunked', n)]['seconds']
-      ratios.append(f'{length_label(n)}: chunked is {cells[("scan", n)]["seconds"] / chunked:.1f}x faster '
-                    f'than scan and {chunked / cells[("bidirectional", n)]["seconds"]:.2f}x the '
-                    f'bidirectional time')
+      ratios.append(
+        f'{length_label(n)}: chunked is {cells[("scan", n)]["seconds"] / chunked:.1f}x faster '
+        f'than scan and {chunked / cells[("bidirectional", n)]["seconds"]:.2f}x the '
+        f'bidirectional time'
+      )
   lines += [''] + [f'- {r}' for r in ratios]
   if results.get('decoding'):
     d = results['decoding']
-    lines += ['', f'Decoding {d["num_tokens"]} tokens (4-layer, 256-wide LunaLM): cached '
-              f'{d["cached_tokens_per_s"]:.0f} tokens/s, recomputing the prefix '
-              f'{d["recompute_tokens_per_s"]:.1f} tokens/s '
-              f'({d["cached_tokens_per_s"] / d["recompute_tokens_per_s"]:.0f}x).']
+    lines += [
+      '',
+      f'Decoding {d["num_tokens"]} tokens (4-layer, 256-wide LunaLM): cached '
+      f'{d["cached_tokens_per_s"]:.0f} tokens/s, recomputing the prefix '
+      f'{d["recompute_tokens_per_s"]:.1f} tokens/s '
+      f'({d["cached_tokens_per_s"] / d["recompute_tokens_per_s"]:.0f}x).',
+    ]
   return '\n'.join(lines) + '\n'
 
 
-def run(lengths: Sequence[int], implementations: Sequence[str], repeats: int, chunk_size: int,
-        decode_tokens: int, skip: Optional[dict[str, int]] = None) -> dict[str, Any]:
+def run(
+  lengths: Sequence[int],
+  implementations: Sequence[str],
+  repeats: int,
+  chunk_size: int,
+  decode_tokens: int,
+  skip: dict[str, int] | None = None,
+) -> dict[str, Any]:
   """Measures every (implementation, length) cell and the decoding comparison.
 
   Args:
@@ -166,26 +200,41 @@ def run(lengths: Sequence[int], implementations: Sequence[str], repeats: int, ch
         continue
       cells.append(measure_attention(name, n, repeats, chunk_size))
       print(f'{name:>13} {n:6d}: {cells[-1]["seconds"]:.4f} s', flush=True)
-  return {'machine': describe_machine(), 'chunk_size': chunk_size, 'repeats': repeats,
-          'implementations': list(implementations), 'attention': cells,
-          'decoding': measure_decoding(decode_tokens, 3) if decode_tokens else None}
+  return {
+    'machine': describe_machine(),
+    'chunk_size': chunk_size,
+    'repeats': repeats,
+    'implementations': list(implementations),
+    'attention': cells,
+    'decoding': measure_decoding(decode_tokens, 3) if decode_tokens else None,
+  }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--lengths', default='1024,2048,4096,8192,16384')
   parser.add_argument('--implementations', default=','.join(IMPLEMENTATIONS))
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--chunk_size', type=int, default=64)
-  parser.add_argument('--scan_max_length', type=int, default=16384,
-                      help='longest length at which the (slow) scan is measured')
+  parser.add_argument(
+    '--scan_max_length',
+    type=int,
+    default=16384,
+    help='longest length at which the (slow) scan is measured',
+  )
   parser.add_argument('--decode_tokens', type=int, default=1024)
   parser.add_argument('--output_dir', default='benchmarks/results/cpu/causal')
   args = parser.parse_args(argv)
-  results = run([int(x) for x in args.lengths.split(',')], args.implementations.split(','),
-                args.repeats, args.chunk_size, args.decode_tokens,
-                skip={'scan': args.scan_max_length})
+  results = run(
+    [int(x) for x in args.lengths.split(',')],
+    args.implementations.split(','),
+    args.repeats,
+    args.chunk_size,
+    args.decode_tokens,
+    skip={'scan': args.scan_max_length},
+  )
   os.makedirs(args.output_dir, exist_ok=True)
   with open(os.path.join(args.output_dir, 'results.json'), 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=2)

@@ -24,10 +24,17 @@ import argparse
 import json
 import os
 import statistics
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from configs.variants import (CONFIG_VARIANTS, TABLE1_TASKS, TABLE1_TITLES, VARIANTS, label,
-                              variant_of)
+from configs.variants import (
+  CONFIG_VARIANTS,
+  TABLE1_TASKS,
+  TABLE1_TITLES,
+  VARIANTS,
+  label,
+  variant_of,
+)
 
 #: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
 CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
@@ -57,9 +64,11 @@ def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, st
     key = (variant_of(config['model']), config['data']['task'])
     test = results['test'] if checkpoint == 'final' else results.get('best', {}).get('test')
     if test is None:
-      raise ValueError(f"{path} has no test metrics of the best checkpoint ('best': {{'test': ...}}); "
-                       'it was written by an older trainer: use --checkpoint final, or evaluate again '
-                       'by running the same command with the same --workdir.')
+      raise ValueError(
+        f"{path} has no test metrics of the best checkpoint ('best': {{'test': ...}}); "
+        'it was written by an older trainer: use --checkpoint final, or evaluate again '
+        'by running the same command with the same --workdir.'
+      )
     runs.setdefault(key, []).append((config['seed'], 100.0 * test['accuracy']))
   return {key: [acc for _, acc in sorted(values)] for key, values in runs.items()}
 
@@ -70,8 +79,9 @@ def selected_on_test(results: Mapping[str, Any]) -> bool:
   Results written before the trainer recorded it (`best.selected_on_test`) are Text runs when true:
   the Text loader then always validated on the test split.
   """
-  return bool(results.get('best', {}).get('selected_on_test',
-                                          results['config']['data']['task'] == 'text'))
+  return bool(
+    results.get('best', {}).get('selected_on_test', results['config']['data']['task'] == 'text')
+  )
 
 
 def collect_test_selected(runs_dir: str) -> set[tuple[str, str]]:
@@ -87,10 +97,16 @@ def collect_test_selected(runs_dir: str) -> set[tuple[str, str]]:
   return keys
 
 
-def averages(task_means: Mapping[str, float]) -> tuple[Optional[float], Optional[float]]:
+def averages(task_means: Mapping[str, float]) -> tuple[float | None, float | None]:
   """(5-task average, average without Retrieval); None where a task is missing."""
+
   def mean(tasks):
-    return statistics.fmean(task_means[t] for t in tasks) if all(t in task_means for t in tasks) else None
+    return (
+      statistics.fmean(task_means[t] for t in tasks)
+      if all(t in task_means for t in tasks)
+      else None
+    )
+
   return mean(TABLE1_TASKS), mean([t for t in TABLE1_TASKS if t != 'retrieval'])
 
 
@@ -98,7 +114,7 @@ def averages(task_means: Mapping[str, float]) -> tuple[Optional[float], Optional
 ON_TEST = '†'
 
 
-def _cell(values: Optional[Sequence[float]], on_test: bool = False) -> str:
+def _cell(values: Sequence[float] | None, on_test: bool = False) -> str:
   if not values:
     return '-'
   mark = ON_TEST if on_test else ''
@@ -107,12 +123,13 @@ def _cell(values: Optional[Sequence[float]], on_test: bool = False) -> str:
   return f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{mark}'
 
 
-def _number(value: Optional[float], on_test: bool = False) -> str:
+def _number(value: float | None, on_test: bool = False) -> str:
   return '-' if value is None else f'{value:.2f}' + (ON_TEST if on_test else '')
 
 
-def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]],
-                on_test: frozenset[tuple[str, str]] = frozenset()) -> str:
+def leaderboard(
+  runs: Mapping[tuple[str, str], Sequence[float]], on_test: frozenset[tuple[str, str]] = frozenset()
+) -> str:
   """The markdown table: for every model with runs, its paper row and its row of runs.
 
   Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
@@ -120,45 +137,77 @@ def leaderboard(runs: Mapping[tuple[str, str], Sequence[float]],
   """
   variants = [v for v in CONFIG_VARIANTS if any(key[0] == v for key in runs)]
   variants += sorted({key[0] for key in runs} - set(variants))
-  lines = ['| Model | Source | ' + ' | '.join(TABLE1_TITLES) + ' | Avg | Avg (w/o rtl) |',
-           '|---|---|' + '---:|' * (len(TABLE1_TASKS) + 2)]
+  lines = [
+    '| Model | Source | ' + ' | '.join(TABLE1_TITLES) + ' | Avg | Avg (w/o rtl) |',
+    '|---|---|' + '---:|' * (len(TABLE1_TASKS) + 2),
+  ]
   for variant in variants:
     table1 = VARIANTS[variant].table1 if variant in VARIANTS else None
     if table1 is not None:
       paper = dict(zip(TABLE1_TASKS, table1))
-      lines.append(f'| {label(variant)} | paper | ' + ' | '.join(f'{paper[t]:.2f}' for t in TABLE1_TASKS) + ' | '
-                   + ' | '.join(_number(a) for a in averages(paper)) + ' |')
+      lines.append(
+        f'| {label(variant)} | paper | '
+        + ' | '.join(f'{paper[t]:.2f}' for t in TABLE1_TASKS)
+        + ' | '
+        + ' | '.join(_number(a) for a in averages(paper))
+        + ' |'
+      )
     counts = sorted({len(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs})
     source = 'ours (' + '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
     means = {t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs}
     marked = {t for t in TABLE1_TASKS if (variant, t) in on_test}
     average_marks = (bool(marked), bool(marked - {'retrieval'}))
-    lines.append(f'| {label(variant)} | {source} | '
-                 + ' | '.join(_cell(runs.get((variant, t)), t in marked) for t in TABLE1_TASKS) + ' | '
-                 + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks)) + ' |')
+    lines.append(
+      f'| {label(variant)} | {source} | '
+      + ' | '.join(_cell(runs.get((variant, t)), t in marked) for t in TABLE1_TASKS)
+      + ' | '
+      + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks))
+      + ' |'
+    )
   return '\n'.join(lines)
 
 
-def leaderboard_markdown(runs: Mapping[tuple[str, str], Sequence[float]], runs_dir: str,
-                         checkpoint: str = 'final',
-                         on_test: frozenset[tuple[str, str]] = frozenset()) -> str:
+def leaderboard_markdown(
+  runs: Mapping[tuple[str, str], Sequence[float]],
+  runs_dir: str,
+  checkpoint: str = 'final',
+  on_test: frozenset[tuple[str, str]] = frozenset(),
+) -> str:
   """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table and, when
   `on_test` marks cells, the note that says what † means."""
   total = sum(len(v) for v in runs.values())
-  note = ([f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs '
-           'was chosen on its validation split, which is its test split (the official LRA Text '
-           'protocol), so the figure is not a held-out one.', ''] if on_test else [])
-  return '\n'.join([
-      '# LRA leaderboard', '',
+  note = (
+    [
+      f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs '
+      'was chosen on its validation split, which is its test split (the official LRA Text '
+      'protocol), so the figure is not a held-out one.',
+      '',
+    ]
+    if on_test
+    else []
+  )
+  return '\n'.join(
+    [
+      '# LRA leaderboard',
+      '',
       f'{total} runs from `{runs_dir}`: test accuracy (%) of {CHECKPOINTS[checkpoint]}, mean ± sample '
       'standard deviation over runs (seeds) where there are several. Avg: mean of the 5 task means; '
       'Avg (w/o rtl): without Retrieval (both only when every task has runs). Paper rows: Luna paper '
-      '(Ma et al., NeurIPS 2021) Table 1, the baselines there from Tay et al. (2021).', '',
-      leaderboard(runs, on_test), '', *note])
+      '(Ma et al., NeurIPS 2021) Table 1, the baselines there from Tay et al. (2021).',
+      '',
+      leaderboard(runs, on_test),
+      '',
+      *note,
+    ]
+  )
 
 
-def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequence[float]], path: str,
-            length: Optional[int] = None) -> None:
+def figure1(
+  benchmark: Mapping[str, Any],
+  runs: Mapping[tuple[str, str], Sequence[float]],
+  path: str,
+  length: int | None = None,
+) -> None:
   """Figure 1 of the paper: average accuracy without Retrieval against steps/s, bubble area = memory.
 
   Args:
@@ -172,19 +221,25 @@ def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequenc
     ValueError: no benchmarked model has an accuracy (ours or the paper's).
   """
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   import matplotlib.ticker
+
   points = {}
   for variant in CONFIG_VARIANTS:
-    ours = averages({t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs})[1]
+    ours = averages(
+      {t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs}
+    )[1]
     table1 = VARIANTS[variant].table1
     paper = averages(dict(zip(TABLE1_TASKS, table1)))[1] if table1 is not None else None
-    cells = {c['length']: c for c in benchmark['cells'] if c['model'] == variant and c['status'] == 'ok'}
+    cells = {
+      c['length']: c for c in benchmark['cells'] if c['model'] == variant and c['status'] == 'ok'
+    }
     if (ours is not None or paper is not None) and cells:
       points[variant] = (ours if ours is not None else paper, ours is not None, cells)
   if not points:
-    raise ValueError('no benchmarked model has an accuracy (ours or the paper\'s).')
+    raise ValueError("no benchmarked model has an accuracy (ours or the paper's).")
   if length is None:
     length = max(set.intersection(*(set(cells) for _, _, cells in points.values())))
   fig, ax = plt.subplots(figsize=(7, 5))
@@ -194,17 +249,32 @@ def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequenc
       continue
     cell = cells[length]
     color = f'C{i}'
-    ax.scatter(cell['steps_per_s'], accuracy, s=2000 * cell['memory_bytes'] / largest, alpha=0.5,
-               facecolors=color if is_ours else 'none', edgecolors=color, linewidths=2)
-    ax.annotate(f"{label(variant)}\n{cell['memory_bytes'] / 2**30:.2f} GiB", (cell['steps_per_s'], accuracy),
-                ha='center', va='center', fontsize=8)
+    ax.scatter(
+      cell['steps_per_s'],
+      accuracy,
+      s=2000 * cell['memory_bytes'] / largest,
+      alpha=0.5,
+      facecolors=color if is_ours else 'none',
+      edgecolors=color,
+      linewidths=2,
+    )
+    ax.annotate(
+      f'{label(variant)}\n{cell["memory_bytes"] / 2**30:.2f} GiB',
+      (cell['steps_per_s'], accuracy),
+      ha='center',
+      va='center',
+      fontsize=8,
+    )
   ax.set_xscale('log')
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel(f'training steps / s at length {length}')
   ax.set_ylabel('LRA average accuracy without Retrieval (%)')
   machine = benchmark.get('machine', {})
-  ax.set_title(f"Accuracy, speed and memory (bubble area) on {machine.get('backend', '?')}; "
-               'hollow = paper accuracy', fontsize=9)
+  ax.set_title(
+    f'Accuracy, speed and memory (bubble area) on {machine.get("backend", "?")}; '
+    'hollow = paper accuracy',
+    fontsize=9,
+  )
   ax.margins(0.25)
   ax.grid(True, alpha=0.3)
   fig.tight_layout()
@@ -212,16 +282,27 @@ def figure1(benchmark: Mapping[str, Any], runs: Mapping[tuple[str, str], Sequenc
   plt.close(fig)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--runs_dir', required=True, help='folder searched for results.json files.')
-  parser.add_argument('--output_dir', required=True, help='where leaderboard.md and figure1.png go.')
-  parser.add_argument('--benchmark_json', default='benchmarks/results/cpu/train_step/results.json',
-                      help="speed_memory train_step results for figure1.png ('' to skip the plot).")
-  parser.add_argument('--length', type=int, default=None, help='sequence length of the plotted cells.')
-  parser.add_argument('--checkpoint', choices=tuple(CHECKPOINTS), default='final',
-                      help='test accuracy of the final parameters (official LRA protocol) or of the best '
-                           'validation checkpoint.')
+  parser.add_argument(
+    '--output_dir', required=True, help='where leaderboard.md and figure1.png go.'
+  )
+  parser.add_argument(
+    '--benchmark_json',
+    default='benchmarks/results/cpu/train_step/results.json',
+    help="speed_memory train_step results for figure1.png ('' to skip the plot).",
+  )
+  parser.add_argument(
+    '--length', type=int, default=None, help='sequence length of the plotted cells.'
+  )
+  parser.add_argument(
+    '--checkpoint',
+    choices=tuple(CHECKPOINTS),
+    default='final',
+    help='test accuracy of the final parameters (official LRA protocol) or of the best '
+    'validation checkpoint.',
+  )
   args = parser.parse_args(argv)
   runs = collect_runs(args.runs_dir, args.checkpoint)
   on_test = frozenset(collect_test_selected(args.runs_dir) if args.checkpoint == 'best' else ())

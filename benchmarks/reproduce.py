@@ -46,6 +46,7 @@ TAIL_LINES = 15
 @dataclasses.dataclass
 class Run:
   """One training run of the sweep."""
+
   task: str
   variant: str
   seed: int
@@ -69,8 +70,15 @@ def parse_tasks(spec: str) -> list[str]:
   return list(TABLE1_TASKS) if spec.strip() == 'all' else prepare.parse_tasks(spec)
 
 
-def plan(tasks: Sequence[str], variants: Sequence[str], seeds: int, data_root: Path,
-         runs_dir: Path, debug: bool = False, train_flags: Sequence[str] = ()) -> list[Run]:
+def plan(
+  tasks: Sequence[str],
+  variants: Sequence[str],
+  seeds: int,
+  data_root: Path,
+  runs_dir: Path,
+  debug: bool = False,
+  train_flags: Sequence[str] = (),
+) -> list[Run]:
   """The runs of the sweep, task by task, then variant, then seed.
 
   Args:
@@ -89,10 +97,17 @@ def plan(tasks: Sequence[str], variants: Sequence[str], seeds: int, data_root: P
     for variant in variants:
       for seed in range(seeds):
         workdir = (runs_dir / task / variant / f'seed{seed}').resolve()
-        command = [sys.executable, str(REPO / 'train.py'),
-                   '--config', f'{config}:{variant}{",debug" if debug else ""}',
-                   '--workdir', str(workdir), f'--config.seed={seed}',
-                   f'--config.data.data_dir={data_dir}', *train_flags]
+        command = [
+          sys.executable,
+          str(REPO / 'train.py'),
+          '--config',
+          f'{config}:{variant}{",debug" if debug else ""}',
+          '--workdir',
+          str(workdir),
+          f'--config.seed={seed}',
+          f'--config.data.data_dir={data_dir}',
+          *train_flags,
+        ]
         runs.append(Run(task, variant, seed, workdir, command))
   return runs
 
@@ -108,8 +123,9 @@ def visible_gpus(spec: str) -> list[str]:
   if shutil.which('nvidia-smi') is None:
     return []
   try:
-    listing = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True, timeout=30,
-                             check=True).stdout
+    listing = subprocess.run(
+      ['nvidia-smi', '-L'], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
   except (subprocess.SubprocessError, OSError):
     return []
   return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith('GPU ')]
@@ -147,16 +163,19 @@ def progress_line(run: Run) -> str:
 
 def result_line(run: Run) -> str:
   results = json.loads((run.workdir / 'results.json').read_text(encoding='utf-8'))
-  return (f'test accuracy {results["test"]["accuracy"]:.4f}, validation accuracy '
-          f'{results["validation"]["accuracy"]:.4f}, step {results["step"]}')
+  return (
+    f'test accuracy {results["test"]["accuracy"]:.4f}, validation accuracy '
+    f'{results["validation"]["accuracy"]:.4f}, step {results["step"]}'
+  )
 
 
 def _minutes(seconds: float) -> str:
   return f'{seconds / 60:.1f} min'
 
 
-def execute(runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0,
-            poll: float = 1.0) -> list[Run]:
+def execute(
+  runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0, poll: float = 1.0
+) -> list[Run]:
   """Runs every unfinished run, one per GPU at a time (or one after another without GPUs).
 
   Returns:
@@ -188,10 +207,14 @@ def execute(runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0
         with open(run.workdir / LOG, 'a', encoding='utf-8') as log:
           log.write(f'$ {shlex.join(run.command)}\n')
           log.flush()
-          process = subprocess.Popen(run.command, cwd=REPO, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        print(f'[{index[id(run)]}/{total}] {run.name}: started on {where} ({run.state()}); '
-              f'log {run.workdir / LOG}', flush=True)
+          process = subprocess.Popen(
+            run.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+          )
+        print(
+          f'[{index[id(run)]}/{total}] {run.name}: started on {where} ({run.state()}); '
+          f'log {run.workdir / LOG}',
+          flush=True,
+        )
         running[slot] = (run, process, time.monotonic())
       time.sleep(poll)
       now = time.monotonic()
@@ -205,13 +228,19 @@ def execute(runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0
           print(f'{prefix}: done in {_minutes(now - started)}: {result_line(run)}', flush=True)
         else:
           failed.append(run)
-          print(f'{prefix}: FAILED (exit code {code}) after {_minutes(now - started)}; last lines '
-                f'of {run.workdir / LOG}:\n{log_tail(run.workdir / LOG)}', flush=True)
+          print(
+            f'{prefix}: FAILED (exit code {code}) after {_minutes(now - started)}; last lines '
+            f'of {run.workdir / LOG}:\n{log_tail(run.workdir / LOG)}',
+            flush=True,
+          )
       if running and now - last_status >= status_every:
         last_status = now
         for run, _, started in running.values():
-          print(f'[{index[id(run)]}/{total}] {run.name}: {progress_line(run)} '
-                f'({_minutes(now - started)})', flush=True)
+          print(
+            f'[{index[id(run)]}/{total}] {run.name}: {progress_line(run)} '
+            f'({_minutes(now - started)})',
+            flush=True,
+          )
   except KeyboardInterrupt:
     for _, process, _ in running.values():
       process.terminate()
@@ -224,31 +253,52 @@ def execute(runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  train_flags = argv[argv.index('--') + 1:] if '--' in argv else []
-  argv = argv[:argv.index('--')] if '--' in argv else argv
+  train_flags = argv[argv.index('--') + 1 :] if '--' in argv else []
+  argv = argv[: argv.index('--')] if '--' in argv else argv
   parser = argparse.ArgumentParser(
-      description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog='Flags after -- go to every train.py run.')
-  parser.add_argument('--tasks', default='all',
-                      help=f'"all" (Table 1: {",".join(TABLE1_TASKS)}) or a comma-separated list '
-                           f'of {",".join(prepare.TASK_FILES)}.')
-  parser.add_argument('--variants', default='luna16,luna256,transformer',
-                      help='comma-separated config variants (configs/variants.py).')
+    description=__doc__.split('\n\n')[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog='Flags after -- go to every train.py run.',
+  )
+  parser.add_argument(
+    '--tasks',
+    default='all',
+    help=f'"all" (Table 1: {",".join(TABLE1_TASKS)}) or a comma-separated list '
+    f'of {",".join(prepare.TASK_FILES)}.',
+  )
+  parser.add_argument(
+    '--variants',
+    default='luna16,luna256,transformer',
+    help='comma-separated config variants (configs/variants.py).',
+  )
   parser.add_argument('--seeds', type=int, default=3, help='seeds 0 .. N-1 per task and variant.')
   parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
   parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
-  parser.add_argument('--report_dir', default='reports',
-                      help='where leaderboard.md and figure1.png go.')
-  parser.add_argument('--benchmark_json', default=str(
-      REPO / 'benchmarks/results/cpu/train_step/results.json'),
-                      help="speed_memory results for figure1.png ('' to skip the figure).")
-  parser.add_argument('--devices', default='auto',
-                      help="GPUs to spread runs over: 'auto', 'none' (one run at a time with every "
-                           "device) or ids such as 0,1,2,3.")
-  parser.add_argument('--debug', action='store_true',
-                      help="append ',debug' to every config argument (a smoke test of the sweep).")
-  parser.add_argument('--status_every', type=float, default=60.0,
-                      help='seconds between progress lines of the running runs.')
+  parser.add_argument(
+    '--report_dir', default='reports', help='where leaderboard.md and figure1.png go.'
+  )
+  parser.add_argument(
+    '--benchmark_json',
+    default=str(REPO / 'benchmarks/results/cpu/train_step/results.json'),
+    help="speed_memory results for figure1.png ('' to skip the figure).",
+  )
+  parser.add_argument(
+    '--devices',
+    default='auto',
+    help="GPUs to spread runs over: 'auto', 'none' (one run at a time with every "
+    'device) or ids such as 0,1,2,3.',
+  )
+  parser.add_argument(
+    '--debug',
+    action='store_true',
+    help="append ',debug' to every config argument (a smoke test of the sweep).",
+  )
+  parser.add_argument(
+    '--status_every',
+    type=float,
+    default=60.0,
+    help='seconds between progress lines of the running runs.',
+  )
   parser.add_argument('--dry_run', action='store_true', help='print the plan and stop.')
   args = parser.parse_args(argv)
   try:
@@ -258,28 +308,47 @@ def main(argv: Sequence[str] | None = None) -> int:
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
   unknown = [v for v in variants if v not in CONFIG_VARIANTS]
   if args.seeds < 1 or not variants or unknown:
-    parser.error(f'--seeds must be at least 1 and --variants a comma-separated list of '
-                 f'{", ".join(CONFIG_VARIANTS)} (unknown: {", ".join(unknown) or "none"}).')
+    parser.error(
+      f'--seeds must be at least 1 and --variants a comma-separated list of '
+      f'{", ".join(CONFIG_VARIANTS)} (unknown: {", ".join(unknown) or "none"}).'
+    )
   data_root = Path(args.data_dir).expanduser()
-  runs = plan(tasks, variants, args.seeds, data_root, Path(args.runs_dir).expanduser(),
-              args.debug, train_flags)
+  runs = plan(
+    tasks,
+    variants,
+    args.seeds,
+    data_root,
+    Path(args.runs_dir).expanduser(),
+    args.debug,
+    train_flags,
+  )
   gpus = visible_gpus(args.devices)
   where = f'one per GPU on GPUs {",".join(gpus)}' if gpus else 'one at a time'
-  print(f'{len(runs)} runs ({len(tasks)} tasks x {len(variants)} variants x {args.seeds} seeds), '
-        f'{where}:')
+  print(
+    f'{len(runs)} runs ({len(tasks)} tasks x {len(variants)} variants x {args.seeds} seeds), '
+    f'{where}:'
+  )
   for i, run in enumerate(runs, start=1):
     print(f'[{i}/{len(runs)}] {run.name}: {run.state()}\n    {shlex.join(run.command)}')
   missing = [task for task in tasks if not prepare.task_data_dir(task, data_root).exists()]
   if missing:
-    print(f'No data for {", ".join(missing)} under {data_root}: their runs fail. Prepare it with: '
-          f'python -m lra.prepare --tasks {",".join(missing)} --data_dir {data_root}',
-          file=sys.stderr)
+    print(
+      f'No data for {", ".join(missing)} under {data_root}: their runs fail. Prepare it with: '
+      f'python -m lra.prepare --tasks {",".join(missing)} --data_dir {data_root}',
+      file=sys.stderr,
+    )
   if args.dry_run:
     return 1 if missing else 0
   failed = [run for run in runs if run.task in missing]
   failed += execute([run for run in runs if run.task not in missing], gpus, args.status_every)
-  report_args = ['--runs_dir', args.runs_dir, '--output_dir', args.report_dir,
-                 '--benchmark_json', args.benchmark_json]
+  report_args = [
+    '--runs_dir',
+    args.runs_dir,
+    '--output_dir',
+    args.report_dir,
+    '--benchmark_json',
+    args.benchmark_json,
+  ]
   print(f'python -m benchmarks.report {shlex.join(report_args)}')
   try:
     report.main(report_args)
@@ -288,9 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'benchmarks.report failed: {e}', file=sys.stderr)
     reported = False
   if failed:
-    print(f'{len(failed)} of {len(runs)} runs failed: {", ".join(run.name for run in failed)}. '
-          'Fix the cause and run the same command again: finished runs are skipped and the '
-          'others resume.', file=sys.stderr)
+    print(
+      f'{len(failed)} of {len(runs)} runs failed: {", ".join(run.name for run in failed)}. '
+      'Fix the cause and run the same command again: finished runs are skipped and the '
+      'others resume.',
+      file=sys.stderr,
+    )
   return 0 if reported and not failed else 1
 
 

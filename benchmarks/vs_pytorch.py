@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
 
 #: JAX benchmark model name -> PyTorch anchor model name.
 TORCH_NAMES = {'transformer': 'softmax'}
@@ -34,8 +34,9 @@ def load_cells(jax_paths: Sequence[str], torch_paths: Sequence[str]) -> tuple[li
     with open(path) as f:
       results = json.load(f)
     if results['settings']['mode'] != 'train_step':
-      raise ValueError(f'{path}: mode {results["settings"]["mode"]!r}, expected train_step '
-                       'results.')
+      raise ValueError(
+        f'{path}: mode {results["settings"]["mode"]!r}, expected train_step results.'
+      )
     jax_cells += [dict(c, machine=results['machine']) for c in results['cells']]
   for path in torch_paths:
     with open(path) as f:
@@ -43,25 +44,30 @@ def load_cells(jax_paths: Sequence[str], torch_paths: Sequence[str]) -> tuple[li
   return jax_cells, torch_cells
 
 
-def _gb(x: Optional[float]) -> str:
+def _gb(x: float | None) -> str:
   return '-' if x is None else f'{x:.2f}'
 
 
 def table(jax_cells: list, torch_cells: list) -> str:
   """Markdown rows: model, length, batch, both step times and memories, and their ratios."""
-  lines = ['| model | length | batch | luna_jax step (s) | PyTorch step (s) '
-           '| speed, luna_jax / PyTorch | luna_jax step memory (GB) | PyTorch step memory (GB) '
-           '| memory, luna_jax / PyTorch '
-           '| targets (speed >= 1.3x, memory <= 1.0x) | load (1 min) before the luna_jax cell |',
-           '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|']
+  lines = [
+    '| model | length | batch | luna_jax step (s) | PyTorch step (s) '
+    '| speed, luna_jax / PyTorch | luna_jax step memory (GB) | PyTorch step memory (GB) '
+    '| memory, luna_jax / PyTorch '
+    '| targets (speed >= 1.3x, memory <= 1.0x) | load (1 min) before the luna_jax cell |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|',
+  ]
   for c in jax_cells:
     name = TORCH_NAMES.get(c['model'], c['model'])
-    match = [t for t in torch_cells if t['model'] == name and t['length'] == c['length']
-             and t['batch'] == c['batch_size']]
+    match = [
+      t
+      for t in torch_cells
+      if t['model'] == name and t['length'] == c['length'] and t['batch'] == c['batch_size']
+    ]
     t = match[-1] if match else None
     jax_ok, torch_ok = c['status'] == 'ok', t is not None and t['status'] == 'OK'
-    jax_step = f"{c['step_time_s']:.2f}" if jax_ok else c['status']
-    torch_step = (f"{t['step_s_median']:.2f}" if torch_ok else (t['status'] if t else 'not run'))
+    jax_step = f'{c["step_time_s"]:.2f}' if jax_ok else c['status']
+    torch_step = f'{t["step_s_median"]:.2f}' if torch_ok else (t['status'] if t else 'not run')
     jax_mem = c.get('step_rss_increase_bytes') if jax_ok else None
     jax_mem = None if jax_mem is None else jax_mem / 1e9
     torch_mem = t['rss_increase_gb'] if torch_ok else None
@@ -70,21 +76,28 @@ def table(jax_cells: list, torch_cells: list) -> str:
     if speed is None or memory is None:
       verdict = 'n/a'
     else:
-      verdict = ', '.join([f"speed {'met' if speed >= SPEED_TARGET else 'missed'}",
-                           f"memory {'met' if memory <= MEMORY_TARGET else 'missed'}"])
-    load = f"{c['load_average_1m_before']:.1f}" if 'load_average_1m_before' in c else '-'
-    lines.append(f"| {c['label']} | {c['length']} | {c['batch_size']} | {jax_step} | "
-                 f"{torch_step} | "
-                 f"{'-' if speed is None else f'{speed:.2f}x'} | {_gb(jax_mem)} | "
-                 f"{_gb(torch_mem)} | "
-                 f"{'-' if memory is None else f'{memory:.2f}x'} | {verdict} | {load} |")
+      verdict = ', '.join(
+        [
+          f'speed {"met" if speed >= SPEED_TARGET else "missed"}',
+          f'memory {"met" if memory <= MEMORY_TARGET else "missed"}',
+        ]
+      )
+    load = f'{c["load_average_1m_before"]:.1f}' if 'load_average_1m_before' in c else '-'
+    lines.append(
+      f'| {c["label"]} | {c["length"]} | {c["batch_size"]} | {jax_step} | '
+      f'{torch_step} | '
+      f'{"-" if speed is None else f"{speed:.2f}x"} | {_gb(jax_mem)} | '
+      f'{_gb(torch_mem)} | '
+      f'{"-" if memory is None else f"{memory:.2f}x"} | {verdict} | {load} |'
+    )
   return '\n'.join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--jax', nargs='+', required=True,
-                      help='speed_memory train_step results.json files')
+  parser.add_argument(
+    '--jax', nargs='+', required=True, help='speed_memory train_step results.json files'
+  )
   parser.add_argument('--torch', nargs='+', required=True, help='PyTorch anchor JSON files')
   parser.add_argument('--out', required=True, help='Markdown file to write')
   args = parser.parse_args(argv)

@@ -25,9 +25,11 @@ import ml_collections
 from configs import variants
 
 #: Transformer-family task-config variants and their `config.model.attention_implementation`.
-TRANSFORMER_VARIANTS = {name: variants.VARIANTS[name].model['attention_implementation']
-                        for name in variants.CONFIG_VARIANTS
-                        if variants.VARIANTS[name].model['name'] == 'transformer'}
+TRANSFORMER_VARIANTS = {
+  name: variants.VARIANTS[name].model['attention_implementation']
+  for name in variants.CONFIG_VARIANTS
+  if variants.VARIANTS[name].model['name'] == 'transformer'
+}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -186,8 +188,10 @@ def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]
   variant = parts[0] if parts and parts[0] not in FLAGS else default
   extra = [part for part in parts if part not in (variant, *FLAGS)]
   if variant not in variants.CONFIG_VARIANTS or extra:
-    raise ValueError(f'config argument {arg!r}: expected one of {variants.CONFIG_VARIANTS} '
-                     'optionally followed by ",debug" and/or ",spt".')
+    raise ValueError(
+      f'config argument {arg!r}: expected one of {variants.CONFIG_VARIANTS} '
+      'optionally followed by ",debug" and/or ",spt".'
+    )
   return variant, set(parts) & set(FLAGS)
 
 
@@ -198,8 +202,10 @@ def debug_arg(arg: str | None, config_file: str) -> bool:
     ValueError: any other argument, naming the file and what it takes.
   """
   if arg not in (None, 'debug'):
-    raise ValueError(f'{config_file} does not take the argument {arg!r}; its only argument is '
-                     f'"debug" (e.g. {config_file}:debug).')
+    raise ValueError(
+      f'{config_file} does not take the argument {arg!r}; its only argument is '
+      f'"debug" (e.g. {config_file}:debug).'
+    )
   return arg == 'debug'
 
 
@@ -226,12 +232,24 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   no embedding scaling, pack heads = unpack heads, no activation dropout; the projection length,
   K/V tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
   """
-  config.model.update(**variants.VARIANTS[variant].model, normalize_before=False,
-                      activation='gelu', positional='learned', embedding_layernorm=True,
-                      embed_scale=False, activation_dropout_rate=0.0, num_pack_heads=None,
-                      qkv_dim=None)
-  config.optimizer.update(schedule='constant * linear_warmup * rsqrt_normalized_decay', b1=0.9,
-                          b2=0.98, eps=1e-9, grad_clip_norm=0.0)
+  config.model.update(
+    **variants.VARIANTS[variant].model,
+    normalize_before=False,
+    activation='gelu',
+    positional='learned',
+    embedding_layernorm=True,
+    embed_scale=False,
+    activation_dropout_rate=0.0,
+    num_pack_heads=None,
+    qkv_dim=None,
+  )
+  config.optimizer.update(
+    schedule='constant * linear_warmup * rsqrt_normalized_decay',
+    b1=0.9,
+    b2=0.98,
+    eps=1e-9,
+    grad_clip_norm=0.0,
+  )
 
 
 def transformer_model(config: ml_collections.ConfigDict, variant: str = 'transformer') -> None:
@@ -243,7 +261,9 @@ def transformer_model(config: ml_collections.ConfigDict, variant: str = 'transfo
   baselines share the Transformer's task settings unless a task file says otherwise (LRA's
   `lra_benchmarks/*/configs/*_base.py`).
   """
-  config.model.update(**variants.VARIANTS[variant].model, activation='gelu_tanh',
-                      positional='sinusoidal')
-  config.optimizer.update(schedule='constant * linear_warmup * rsqrt_decay', b1=0.9, b2=0.98,
-                          eps=1e-9)
+  config.model.update(
+    **variants.VARIANTS[variant].model, activation='gelu_tanh', positional='sinusoidal'
+  )
+  config.optimizer.update(
+    schedule='constant * linear_warmup * rsqrt_decay', b1=0.9, b2=0.98, eps=1e-9
+  )

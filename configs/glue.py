@@ -33,23 +33,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [part.strip() for part in (arg or 'sst2').split(',') if part.strip()]
   tasks = [part for part in parts if part in TRAIN_EXAMPLES]
   if len(tasks) != 1 or set(parts) - {*TRAIN_EXAMPLES, 'cpu', 'debug'}:
-    raise ValueError(f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally '
-                     f'followed by ",cpu" and/or ",debug"; got {arg!r}.')
+    raise ValueError(
+      f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally '
+      f'followed by ",cpu" and/or ",debug"; got {arg!r}.'
+    )
   config = pretrain_mlm.get_config(','.join(p for p in parts if p in ('cpu', 'debug')))
   config.data.task = 'glue'
   # The GLUE task; sequences (pairs joined by the separator) cut to 128 tokens (the cpu
   # variant: its pretraining block length).
-  config.data.options = ml_collections.ConfigDict({
-      'glue_task': tasks[0], 'tokenizer': 'bytes',
-      'max_length': min(128, config.data.options.max_length)})
+  config.data.options = ml_collections.ConfigDict(
+    {
+      'glue_task': tasks[0],
+      'tokenizer': 'bytes',
+      'max_length': min(128, config.data.options.max_length),
+    }
+  )
   # The pretrained encoder with a new head: CLS -> Dense(emb_dim) -> ReLU -> Dense(classes).
   config.model.update(name='luna', pooling='cls', classifier_hidden_dim=config.model.emb_dim)
   steps = EPOCHS * TRAIN_EXAMPLES[tasks[0]] // 32
   warmup = int(WARMUP_FRACTION * steps)
   # Peak 1e-5, 6% linear warmup, linear decay to 0 at the last step; weight decay 0.1 (RoBERTa).
-  config.optimizer.update(learning_rate=1e-5, warmup_steps=warmup, steps_per_cycle=steps - warmup,
-                          weight_decay=0.1)
+  config.optimizer.update(
+    learning_rate=1e-5, warmup_steps=warmup, steps_per_cycle=steps - warmup, weight_decay=0.1
+  )
   # Batch 32 for 10 epochs; the development set every epoch, whole.
-  config.training.update(batch_size=32, num_train_steps=steps, eval_every=steps // EPOCHS,
-                         num_eval_batches=-1, log_every=100, checkpoint_every=steps // EPOCHS)
+  config.training.update(
+    batch_size=32,
+    num_train_steps=steps,
+    eval_every=steps // EPOCHS,
+    num_eval_batches=-1,
+    log_every=100,
+    checkpoint_every=steps // EPOCHS,
+  )
   return config

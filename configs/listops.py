@@ -25,14 +25,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.options = ml_collections.ConfigDict({'max_length': 2000})
   # Both recipes: batch 32 for 5000 steps, CLS pooling, dropout 0.1 / attention dropout 0.1.
   config.model.update(pooling='cls', dropout_rate=0.1, attention_dropout_rate=0.1)
-  config.training.update(batch_size=32, num_train_steps=5000, eval_every=50, log_every=50,
-                         checkpoint_every=1000)
+  config.training.update(
+    batch_size=32, num_train_steps=5000, eval_every=50, log_every=50, checkpoint_every=1000
+  )
   if variant in base.TRANSFORMER_VARIANTS:
     # Tay et al. listops/configs/base_listops_config.py: 4 layers, 512/512/1024, 8 heads; head
     # Dense(mlp_dim); lr 0.05 * min(1, s/1000) / sqrt(max(s, 1000)) (peak 1.58e-3); wd 0.1.
     base.transformer_model(config, variant)
-    config.model.update(num_layers=4, emb_dim=512, qkv_dim=512, mlp_dim=1024, num_heads=8,
-                        classifier_hidden_dim=1024)
+    config.model.update(
+      num_layers=4, emb_dim=512, qkv_dim=512, mlp_dim=1024, num_heads=8, classifier_hidden_dim=1024
+    )
     config.optimizer.update(learning_rate=0.05, warmup_steps=1000, weight_decay=0.1)
     if variant == 'performer':
       # Tay et al. listops/configs/performer_base.py: softmax (FAVOR+) kernel with nb_features 2.
@@ -44,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 4 layers would be the alternative reading of the paper's "follow Tay et al.".) Table 7 and the
     # scripts agree on lr 1e-4 (inverse_sqrt peak), dropout 0.1 / 0.1; wd 1e-4, warmup 1000.
     base.luna_model(config, variant)
-    config.model.update(num_layers=1, emb_dim=512, mlp_dim=2048, num_heads=8,
-                        classifier_hidden_dim=2048)
+    config.model.update(
+      num_layers=1, emb_dim=512, mlp_dim=2048, num_heads=8, classifier_hidden_dim=2048
+    )
     config.optimizer.update(learning_rate=1e-4, warmup_steps=1000, weight_decay=1e-4)
   return config

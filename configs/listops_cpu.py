@@ -37,18 +37,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = listops.get_config(arg or 'luna16')
   # Same size for every variant: 1 layer (Luna's released ListOps depth) of width 128, 4 heads,
   # FFN 256, head 128 -> 256 -> 10.
-  config.model.update(num_layers=1, emb_dim=128, mlp_dim=256, num_heads=4,
-                      classifier_hidden_dim=256)
+  config.model.update(
+    num_layers=1, emb_dim=128, mlp_dim=256, num_heads=4, classifier_hidden_dim=256
+  )
   if config.model.name == 'transformer':
     # The Transformer's attention width follows the model width, as in the full recipe (512/512).
     config.model.qkv_dim = 128
     # rsqrt_decay peaks at learning_rate / sqrt(warmup_steps).
-    config.optimizer.learning_rate = PEAK_LEARNING_RATE * WARMUP_STEPS ** 0.5
+    config.optimizer.learning_rate = PEAK_LEARNING_RATE * WARMUP_STEPS**0.5
   else:
     # Luna's schedule peaks at learning_rate.
     config.optimizer.learning_rate = PEAK_LEARNING_RATE
   config.optimizer.warmup_steps = WARMUP_STEPS
   # Batch 16 (the recipe: 32); validation on the whole split every 500 steps, test at the end.
-  config.training.update(batch_size=16, num_train_steps=NUM_TRAIN_STEPS, eval_every=500,
-                         log_every=50, checkpoint_every=250)
+  config.training.update(
+    batch_size=16,
+    num_train_steps=NUM_TRAIN_STEPS,
+    eval_every=500,
+    log_every=50,
+    checkpoint_every=250,
+  )
   return config

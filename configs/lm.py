@@ -27,10 +27,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.data_dir = 'data/lm'
   # Bytes per document (BOS/EOS included); the generated lines are shorter.
   config.data.options = ml_collections.ConfigDict({'max_length': 128})
-  config.model.update(name='luna_lm', num_layers=2, emb_dim=64, num_heads=4, mlp_dim=128,
-                      projection_length=16, dropout_rate=0.0, attention_dropout_rate=0.0,
-                      chunk_size=32)
+  config.model.update(
+    name='luna_lm',
+    num_layers=2,
+    emb_dim=64,
+    num_heads=4,
+    mlp_dim=128,
+    projection_length=16,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+    chunk_size=32,
+  )
   config.optimizer.update(learning_rate=3e-3, warmup_steps=200)
-  config.training.update(batch_size=32, num_train_steps=2000, eval_every=500, log_every=50,
-                         checkpoint_every=1000)
+  config.training.update(
+    batch_size=32, num_train_steps=2000, eval_every=500, log_every=50, checkpoint_every=1000
+  )
   return config

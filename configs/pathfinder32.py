@@ -32,26 +32,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Tay et al. image/configs/pathfinder32/transformer_base.py: 4 layers, 32/16/32, 4 heads,
     # sinusoidal positions; lr 1e-3, warmup 312, one cosine cycle over 62400 steps.
     base.transformer_model(config, variant)
-    config.model.update(num_layers=4, emb_dim=32, qkv_dim=16, mlp_dim=32, num_heads=4,
-                        classifier_hidden_dim=32)
-    config.optimizer.update(schedule='constant * linear_warmup * cosine_decay', learning_rate=1e-3,
-                            warmup_steps=312, steps_per_cycle=62400)
+    config.model.update(
+      num_layers=4, emb_dim=32, qkv_dim=16, mlp_dim=32, num_heads=4, classifier_hidden_dim=32
+    )
+    config.optimizer.update(
+      schedule='constant * linear_warmup * cosine_decay',
+      learning_rate=1e-3,
+      warmup_steps=312,
+      steps_per_cycle=62400,
+    )
     config.training.num_train_steps = 62400
     # The baselines' own sizes (LRA `image/configs/pathfinder32/*_base.py`; Tay et al.'s issue #37
     # suggests 1 layer, 8 heads, 128/64/128 to reproduce the Performer number), the rest as the
     # Transformer.
-    sizes = {'linformer': (1, 2, 32, 16, 32), 'linear_transformer': (1, 2, 128, 64, 128),
-             'performer': (4, 8, 32, 16, 32)}
+    sizes = {
+      'linformer': (1, 2, 32, 16, 32),
+      'linear_transformer': (1, 2, 128, 64, 128),
+      'performer': (4, 8, 32, 16, 32),
+    }
     if variant in sizes:
       layers, heads, emb, qkv, mlp = sizes[variant]
-      config.model.update(num_layers=layers, num_heads=heads, emb_dim=emb, qkv_dim=qkv, mlp_dim=mlp,
-                          classifier_hidden_dim=mlp)
+      config.model.update(
+        num_layers=layers,
+        num_heads=heads,
+        emb_dim=emb,
+        qkv_dim=qkv,
+        mlp_dim=mlp,
+        classifier_hidden_dim=mlp,
+      )
   else:
     # Luna (released script luna_lra_pf32; Table 7 agrees on lr and dropouts): 1 layer, width 128,
     # FFN 128, 4 heads, head 128 -> 256 -> 2; lr 1e-3 inverse_sqrt peak, warmup 4000, 62500 steps.
     base.luna_model(config, variant)
-    config.model.update(num_layers=1, emb_dim=128, mlp_dim=128, num_heads=4,
-                        classifier_hidden_dim=256)
+    config.model.update(
+      num_layers=1, emb_dim=128, mlp_dim=128, num_heads=4, classifier_hidden_dim=256
+    )
     config.optimizer.update(learning_rate=1e-3, warmup_steps=4000)
     config.training.num_train_steps = 62500
   return config

@@ -29,9 +29,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Tay et al. image/configs/pathfinder128/transformer_base.py: 1 layer, 32/16/32, 2 heads, mean
     # pooling, learned positions, dropout 0.1 / 0.1; batch 64, 500000 steps, lr 1e-3 with warmup
     # 2500 and one cosine cycle, gradient clipping at 1.0, no weight decay. The baselines share it.
-    config.model.update(num_layers=1, num_heads=2, emb_dim=32, qkv_dim=16, mlp_dim=32,
-                        classifier_hidden_dim=32, positional='learned', dropout_rate=0.1)
+    config.model.update(
+      num_layers=1,
+      num_heads=2,
+      emb_dim=32,
+      qkv_dim=16,
+      mlp_dim=32,
+      classifier_hidden_dim=32,
+      positional='learned',
+      dropout_rate=0.1,
+    )
     config.optimizer.update(warmup_steps=2500, steps_per_cycle=500000, grad_clip_norm=1.0)
-    config.training.update(batch_size=64, num_train_steps=500000, eval_every=2500, log_every=500,
-                           checkpoint_every=25000)
+    config.training.update(
+      batch_size=64, num_train_steps=500000, eval_every=2500, log_every=500, checkpoint_every=25000
+    )
   return config

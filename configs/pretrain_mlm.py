@@ -32,32 +32,62 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [part.strip() for part in (arg or '').split(',') if part.strip()]
   variant = 'cpu' if 'cpu' in parts else 'full'
   if set(parts) - {'cpu', 'debug'}:
-    raise ValueError(f'configs/pretrain_mlm.py takes "", "cpu", "debug" or "cpu,debug"; got '
-                     f'{arg!r}.')
+    raise ValueError(
+      f'configs/pretrain_mlm.py takes "", "cpu", "debug" or "cpu,debug"; got {arg!r}.'
+    )
   config = base.get_config()
   config.debug = 'debug' in parts
   config.data.task = 'corpus'
   # Blocks of 512 tokens (RoBERTa), byte tokenizer unless a SentencePiece model is given; 1% of
   # the blocks held out for validation.
   config.data.options = ml_collections.ConfigDict(
-      {'max_length': 512, 'tokenizer': 'bytes', 'heldout_fraction': 0.01, 'split_seed': 0})
+    {'max_length': 512, 'tokenizer': 'bytes', 'heldout_fraction': 0.01, 'split_seed': 0}
+  )
   # The Luna-BERT encoder with the tied LM head; post-LN, exact GELU, learned positions,
   # LayerNorm on the embeddings and the first P (fairseq-apollo `luna_bert/model.py`).
   base.luna_model(config, 'luna128')
-  config.model.update(name='luna_mlm', pooling='cls', num_layers=12, emb_dim=768, mlp_dim=3072,
-                      num_heads=12, tie_kv=True, dropout_rate=0.1, attention_dropout_rate=0.1)
+  config.model.update(
+    name='luna_mlm',
+    pooling='cls',
+    num_layers=12,
+    emb_dim=768,
+    mlp_dim=3072,
+    num_heads=12,
+    tie_kv=True,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+  )
   # Adam(0.9, 0.98), eps 1e-6, weight decay 0.01, clip 1.0, peak 6e-4 after 15k warmup steps,
   # linear decay to 0 at step 250k.
-  config.optimizer.update(schedule='constant * linear_warmup * linear_decay', learning_rate=6e-4,
-                          warmup_steps=15000, steps_per_cycle=235000, weight_decay=0.01, b1=0.9,
-                          b2=0.98, eps=1e-6, grad_clip_norm=1.0)
-  config.training.update(batch_size=2048, num_train_steps=250000, eval_every=5000,
-                         num_eval_batches=50, log_every=100, checkpoint_every=5000)
+  config.optimizer.update(
+    schedule='constant * linear_warmup * linear_decay',
+    learning_rate=6e-4,
+    warmup_steps=15000,
+    steps_per_cycle=235000,
+    weight_decay=0.01,
+    b1=0.9,
+    b2=0.98,
+    eps=1e-6,
+    grad_clip_norm=1.0,
+  )
+  config.training.update(
+    batch_size=2048,
+    num_train_steps=250000,
+    eval_every=5000,
+    num_eval_batches=50,
+    log_every=100,
+    checkpoint_every=5000,
+  )
   if variant == 'cpu':
     config.data.options.max_length = 128
-    config.model.update(num_layers=2, emb_dim=128, mlp_dim=256, num_heads=4,
-                        projection_length=16)
+    config.model.update(num_layers=2, emb_dim=128, mlp_dim=256, num_heads=4, projection_length=16)
     config.optimizer.update(learning_rate=1e-3, warmup_steps=200, steps_per_cycle=1800)
-    config.training.update(batch_size=16, num_train_steps=2000, eval_every=500,
-                           num_eval_batches=20, log_every=50, checkpoint_every=500)
+    config.training.update(
+      batch_size=16,
+      num_train_steps=2000,
+      eval_every=500,
+      num_eval_batches=20,
+      log_every=50,
+      checkpoint_every=500,
+    )
   return config

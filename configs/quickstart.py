@@ -27,9 +27,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.data_dir = 'data/listops_quickstart'
   # The generated expressions have fewer than 60 tokens.
   config.data.options = ml_collections.ConfigDict({'max_length': 60})
-  config.model.update(num_layers=2, emb_dim=64, num_heads=4, mlp_dim=128, classifier_hidden_dim=128,
-                      dropout_rate=0.0, attention_dropout_rate=0.0)
+  config.model.update(
+    num_layers=2,
+    emb_dim=64,
+    num_heads=4,
+    mlp_dim=128,
+    classifier_hidden_dim=128,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+  )
   config.optimizer.update(learning_rate=3e-3, warmup_steps=200, weight_decay=1e-4)
-  config.training.update(batch_size=32, num_train_steps=2500, eval_every=500, log_every=50,
-                         checkpoint_every=500)
+  config.training.update(
+    batch_size=32, num_train_steps=2500, eval_every=500, log_every=50, checkpoint_every=500
+  )
   return config

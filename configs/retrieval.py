@@ -28,9 +28,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # its dual head has one more hidden layer; here both models use the CLS vector and a
   # one-hidden-layer head.)
   config.data.options = ml_collections.ConfigDict({'max_length': 4000})
-  config.model.update(pooling='cls', interaction='concat', num_layers=4, emb_dim=128, mlp_dim=512,
-                      num_heads=4, classifier_hidden_dim=512, dropout_rate=0.1,
-                      attention_dropout_rate=0.1)
+  config.model.update(
+    pooling='cls',
+    interaction='concat',
+    num_layers=4,
+    emb_dim=128,
+    mlp_dim=512,
+    num_heads=4,
+    classifier_hidden_dim=512,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+  )
   config.optimizer.warmup_steps = 8000
   config.training.update(batch_size=32, eval_every=500, log_every=100, checkpoint_every=2000)
   if variant in base.TRANSFORMER_VARIANTS:

@@ -29,10 +29,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Source and target lengths in bytes (the target includes its EOS).
   config.data.options = ml_collections.ConfigDict({'max_length': 16, 'max_target_length': 16})
   # Decoder layer 1 takes the encoder's final P; every decoder layer re-packs the encoder output.
-  config.model.update(name='luna_seq2seq', num_layers=2, emb_dim=64, num_heads=4, mlp_dim=128,
-                      projection_length=16, dropout_rate=0.0, attention_dropout_rate=0.0,
-                      chunk_size=16)
+  config.model.update(
+    name='luna_seq2seq',
+    num_layers=2,
+    emb_dim=64,
+    num_heads=4,
+    mlp_dim=128,
+    projection_length=16,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+    chunk_size=16,
+  )
   config.optimizer.update(learning_rate=3e-3, warmup_steps=200)
-  config.training.update(batch_size=32, num_train_steps=3000, eval_every=500, log_every=50,
-                         checkpoint_every=1000)
+  config.training.update(
+    batch_size=32, num_train_steps=3000, eval_every=500, log_every=50, checkpoint_every=1000
+  )
   return config

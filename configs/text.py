@@ -27,11 +27,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config, variant = base.task_config('text', arg)
   # Both recipes: 4 layers, width 256, FFN 1024, 4 heads, CLS pooling, batch 32, 20000 steps,
   # warmup 8000, head 256 -> 1024 -> 2.
-  config.model.update(pooling='cls', num_layers=4, emb_dim=256, mlp_dim=1024, num_heads=4,
-                      classifier_hidden_dim=1024)
+  config.model.update(
+    pooling='cls', num_layers=4, emb_dim=256, mlp_dim=1024, num_heads=4, classifier_hidden_dim=1024
+  )
   config.optimizer.warmup_steps = 8000
-  config.training.update(batch_size=32, num_train_steps=20000, eval_every=100, log_every=100,
-                         checkpoint_every=2000)
+  config.training.update(
+    batch_size=32, num_train_steps=20000, eval_every=100, log_every=100, checkpoint_every=2000
+  )
   if variant in base.TRANSFORMER_VARIANTS:
     # Tay et al. text_classification/configs/base_tc_config.py truncates to 1000 bytes (the paper
     # describes 4K; the repo config is what produced 64.27); dropout 0.1 / 0.1; lr 0.05 * rsqrt

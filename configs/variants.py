@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 #: The LRA tasks of Table 1 (`config.data.task` names) in its column order, and their titles.
 TABLE1_TASKS = ('listops', 'text', 'retrieval', 'image', 'pathfinder32')
@@ -30,47 +31,63 @@ class Variant:
     table1: the paper's Table 1 test accuracies (%) in `TABLE1_TASKS` order, or None.
     task_configs: whether the task configs take it as their argument (else only the benchmark).
   """
+
   label: str
   model: Mapping[str, Any]
-  table1: Optional[tuple[float, ...]] = None
+  table1: tuple[float, ...] | None = None
   task_configs: bool = True
 
 
-def _transformer(label: str, attention: str, table1: Optional[tuple[float, ...]] = None,
-                 task_configs: bool = True) -> Variant:
+def _transformer(
+  label: str, attention: str, table1: tuple[float, ...] | None = None, task_configs: bool = True
+) -> Variant:
   """The LRA Transformer with `attention` (`config.model.attention_implementation`)."""
-  return Variant(label, {'name': 'transformer', 'attention_implementation': attention}, table1,
-                 task_configs)
+  return Variant(
+    label, {'name': 'transformer', 'attention_implementation': attention}, table1, task_configs
+  )
 
 
 #: Luna variant suffixes -> (label suffix, `config.model` settings).
-_LUNA_KINDS = {'': ('', {}), '_tied': (' (tied kv)', {'tie_kv': True}),
-               '_noncontextual': (' (non-contextual P)', {'contextual_p': False})}
+_LUNA_KINDS = {
+  '': ('', {}),
+  '_tied': (' (tied kv)', {'tie_kv': True}),
+  '_noncontextual': (' (non-contextual P)', {'contextual_p': False}),
+}
 _LUNA_NAME = re.compile(r'luna(\d+)(_tied|_noncontextual)?')
 
 
-def _luna(projection_length: int, kind: str = '', table1: Optional[tuple[float, ...]] = None,
-          task_configs: bool = True) -> Variant:
+def _luna(
+  projection_length: int,
+  kind: str = '',
+  table1: tuple[float, ...] | None = None,
+  task_configs: bool = True,
+) -> Variant:
   """Luna with projection length l (the length of P) and the settings of `kind` (`_LUNA_KINDS`)."""
   label, settings = _LUNA_KINDS[kind]
-  model = {'name': 'luna', 'projection_length': projection_length, 'contextual_p': True,
-           'tie_kv': False, **settings}
+  model = {
+    'name': 'luna',
+    'projection_length': projection_length,
+    'contextual_p': True,
+    'tie_kv': False,
+    **settings,
+  }
   return Variant(f'Luna-{projection_length}{label}', model, table1, task_configs)
 
 
 #: Every named variant, in the order of the leaderboard's rows.
 VARIANTS: dict[str, Variant] = {
-    'transformer': _transformer('Transformer', 'softmax', (36.37, 64.27, 57.46, 42.44, 71.40)),
-    # The same function through `jax.nn.dot_product_attention` (a benchmark model).
-    'transformer_fused': _transformer('Transformer (fused)', 'fused', task_configs=False),
-    'linformer': _transformer('Linformer', 'linformer', (35.70, 53.94, 52.27, 38.56, 76.34)),
-    'linear_transformer': _transformer('Linear Trans.', 'linear',
-                                       (16.13, 65.90, 53.09, 42.34, 75.30)),
-    'performer': _transformer('Performer', 'performer', (18.01, 65.40, 53.82, 42.77, 77.05)),
-    'luna16': _luna(16, table1=(37.43, 65.74, 79.38, 46.39, 78.36)),
-    'luna128': _luna(128, table1=(38.01, 65.74, 79.55, 47.47, 78.89)),
-    'luna256': _luna(256, table1=(37.98, 65.78, 79.56, 47.86, 78.55)),
-    'luna16_noncontextual': _luna(16, '_noncontextual'),
+  'transformer': _transformer('Transformer', 'softmax', (36.37, 64.27, 57.46, 42.44, 71.40)),
+  # The same function through `jax.nn.dot_product_attention` (a benchmark model).
+  'transformer_fused': _transformer('Transformer (fused)', 'fused', task_configs=False),
+  'linformer': _transformer('Linformer', 'linformer', (35.70, 53.94, 52.27, 38.56, 76.34)),
+  'linear_transformer': _transformer(
+    'Linear Trans.', 'linear', (16.13, 65.90, 53.09, 42.34, 75.30)
+  ),
+  'performer': _transformer('Performer', 'performer', (18.01, 65.40, 53.82, 42.77, 77.05)),
+  'luna16': _luna(16, table1=(37.43, 65.74, 79.38, 46.39, 78.36)),
+  'luna128': _luna(128, table1=(38.01, 65.74, 79.55, 47.47, 78.89)),
+  'luna256': _luna(256, table1=(37.98, 65.78, 79.56, 47.86, 78.55)),
+  'luna16_noncontextual': _luna(16, '_noncontextual'),
 }
 #: The arguments of the task configs (`configs/<task>.py:<variant>`).
 CONFIG_VARIANTS = tuple(name for name, variant in VARIANTS.items() if variant.task_configs)
@@ -89,8 +106,10 @@ def get(name: str) -> Variant:
   match = _LUNA_NAME.fullmatch(name)
   if match:
     return _luna(int(match.group(1)), match.group(2) or '', task_configs=False)
-  raise ValueError(f"unknown model {name!r}: use {', '.join(map(repr, VARIANTS))}, 'luna<l>', "
-                   "'luna<l>_tied' or 'luna<l>_noncontextual'.")
+  raise ValueError(
+    f"unknown model {name!r}: use {', '.join(map(repr, VARIANTS))}, 'luna<l>', "
+    "'luna<l>_tied' or 'luna<l>_noncontextual'."
+  )
 
 
 def label(name: str) -> str:
@@ -116,5 +135,5 @@ def variant_of(model_config: Mapping[str, Any]) -> str:
       return name
   if settings['name'] == 'luna':
     kind = '_tied' if settings['tie_kv'] else '' if settings['contextual_p'] else '_noncontextual'
-    return f"luna{settings['projection_length']}{kind}"
+    return f'luna{settings["projection_length"]}{kind}'
   return settings['name']

@@ -15,5 +15,17 @@ from lra.core import DataError, Split, TaskData
 from lra.pretraining import special_ids, unlabelled, vocabulary
 from lra.registry import TASKS, TEXT_TASKS, TOKEN_TASKS, load_task
 
-__all__ = ['TASKS', 'TEXT_TASKS', 'TOKEN_TASKS', 'DataError', 'Split', 'TaskData', 'eval_batches',
-           'load_task', 'special_ids', 'train_batches', 'unlabelled', 'vocabulary']
+__all__ = [
+  'TASKS',
+  'TEXT_TASKS',
+  'TOKEN_TASKS',
+  'DataError',
+  'Split',
+  'TaskData',
+  'eval_batches',
+  'load_task',
+  'special_ids',
+  'train_batches',
+  'unlabelled',
+  'vocabulary',
+]

@@ -20,8 +20,9 @@ from lra.core import DataError, Split
 def _check_processes(batch_size: int, process_index: int, process_count: int) -> int:
   """Validates the process layout and returns the per-process batch size."""
   if batch_size <= 0 or process_count <= 0 or batch_size % process_count:
-    raise DataError(f'batch_size {batch_size} must be a positive multiple of process_count '
-                    f'{process_count}')
+    raise DataError(
+      f'batch_size {batch_size} must be a positive multiple of process_count {process_count}'
+    )
   if not 0 <= process_index < process_count:
     raise DataError(f'process_index {process_index} is not in [0, {process_count})')
   return batch_size // process_count
@@ -32,9 +33,15 @@ def _gather(split: Split, indices: np.ndarray) -> dict[str, np.ndarray]:
   return {name: np.asarray(array[indices], np.int32) for name, array in split.arrays().items()}
 
 
-def train_batches(split: Split, batch_size: int, *, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1
-                  ) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  split: Split,
+  batch_size: int,
+  *,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields shuffled training batches forever, starting at global step `start_step`.
 
   Args:
@@ -65,11 +72,12 @@ def train_batches(split: Split, batch_size: int, *, seed: int, start_step: int =
       epoch = step_epoch
       order = np.random.default_rng([seed, epoch]).permutation(split.num_examples)
     start = within * batch_size + process_index * local
-    yield _gather(split, order[start:start + local])
+    yield _gather(split, order[start : start + local])
 
 
-def eval_batches(split: Split, batch_size: int, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  split: Split, batch_size: int, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields every example once, in order, in full batches; the last one is padded.
 
   Padding rows repeat example 0 (so they are well-formed inputs) and carry weight 0. Every

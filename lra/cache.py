@@ -40,8 +40,9 @@ _TMP_PREFIX = '.tmp'
 _TMP_MAX_AGE = 24 * 3600
 
 
-def fingerprint(params: Mapping[str, Any], content_files: Sequence[Path] = (),
-                stat_files: Sequence[Path] = ()) -> str:
+def fingerprint(
+  params: Mapping[str, Any], content_files: Sequence[Path] = (), stat_files: Sequence[Path] = ()
+) -> str:
   """Returns a hex digest of the parameters and the source files."""
   digest = hashlib.sha256(json.dumps([_FORMAT_VERSION, dict(params)], sort_keys=True).encode())
   for path in content_files:
@@ -65,9 +66,15 @@ class Cache:
   def __init__(self, directory: Path | None):
     self.directory = directory
 
-  def load_or_build(self, key: str, build: Callable[[], dict[str, np.ndarray]], *,
-                    params: Mapping[str, Any], content_files: Sequence[Path] = (),
-                    stat_files: Sequence[Path] = ()) -> dict[str, np.ndarray]:
+  def load_or_build(
+    self,
+    key: str,
+    build: Callable[[], dict[str, np.ndarray]],
+    *,
+    params: Mapping[str, Any],
+    content_files: Sequence[Path] = (),
+    stat_files: Sequence[Path] = (),
+  ) -> dict[str, np.ndarray]:
     """Returns the cached arrays for `key`, building and storing them when absent or stale.
 
     Args:
@@ -95,9 +102,11 @@ class Cache:
         try:
           shutil.rmtree(entry)
         except OSError as error:
-          raise DataError(f'Cache entry {entry} is damaged ({e}) and cannot be deleted ({error}). '
-                          'Delete that folder, or load without the cache (cache=False) or with '
-                          'another cache_dir.') from None
+          raise DataError(
+            f'Cache entry {entry} is damaged ({e}) and cannot be deleted ({error}). '
+            'Delete that folder, or load without the cache (cache=False) or with '
+            'another cache_dir.'
+          ) from None
     arrays = build()
     try:
       self._write(entry, key, arrays)
@@ -155,8 +164,9 @@ def _read(entry: Path) -> dict[str, np.ndarray]:
   for name, (dtype, shape, crc) in manifest.items():
     array = np.load(entry / f'{name}.npy', mmap_mode='r')
     if array.dtype.str != dtype or list(array.shape) != shape:
-      raise ValueError(f'{name}.npy holds {array.dtype.str} {list(array.shape)}, expected {dtype} '
-                       f'{shape}')
+      raise ValueError(
+        f'{name}.npy holds {array.dtype.str} {list(array.shape)}, expected {dtype} {shape}'
+      )
     if _checksum(array) != crc:
       raise ValueError(f'{name}.npy fails its checksum')
     arrays[name] = array

@@ -54,8 +54,11 @@ class Split:
 
   def arrays(self) -> dict[str, np.ndarray]:
     """Returns the array fields that are set, by name (what a batch holds)."""
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), np.ndarray)}
+    return {
+      f.name: getattr(self, f.name)
+      for f in dataclasses.fields(self)
+      if isinstance(getattr(self, f.name), np.ndarray)
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +78,11 @@ class TaskData:
 
 def splits_to_arrays(splits: Mapping[str, Split]) -> dict[str, np.ndarray]:
   """Flattens named splits into `{'<split>.<field>': array}` (the cache's storage format)."""
-  return {f'{name}.{field}': array for name, split in splits.items()
-          for field, array in {**split.arrays(),
-                               'num_truncated': np.array(split.num_truncated)}.items()}
+  return {
+    f'{name}.{field}': array
+    for name, split in splits.items()
+    for field, array in {**split.arrays(), 'num_truncated': np.array(split.num_truncated)}.items()
+  }
 
 
 def arrays_to_splits(arrays: Mapping[str, np.ndarray]) -> dict[str, Split]:
@@ -89,8 +94,9 @@ def arrays_to_splits(arrays: Mapping[str, np.ndarray]) -> dict[str, Split]:
   return {name: Split(**kwargs) for name, kwargs in fields.items()}
 
 
-def check_splits(task: str, splits: Mapping[str, Split], sources: Mapping[str, str | Path],
-                 limit: str) -> None:
+def check_splits(
+  task: str, splits: Mapping[str, Split], sources: Mapping[str, str | Path], limit: str
+) -> None:
   """Checks loaded splits before any training: refuses empty ones, reports truncation.
 
   Logs one warning line per split that had examples cut to the array length.
@@ -106,15 +112,29 @@ def check_splits(task: str, splits: Mapping[str, Split], sources: Mapping[str, s
   """
   for name, split in splits.items():
     if split.num_examples == 0:
-      raise DataError(f'{sources[name]}: no examples for the {task} {name} split. Every split '
-                      'needs at least one: check that the data is complete, or regenerate it.')
+      raise DataError(
+        f'{sources[name]}: no examples for the {task} {name} split. Every split '
+        'needs at least one: check that the data is complete, or regenerate it.'
+      )
     if split.num_truncated:
-      logging.warning('%s %s (%s): %d of %d examples are longer than %s and were truncated.',
-                      task, name, sources[name], split.num_truncated, split.num_examples, limit)
+      logging.warning(
+        '%s %s (%s): %d of %d examples are longer than %s and were truncated.',
+        task,
+        name,
+        sources[name],
+        split.num_truncated,
+        split.num_examples,
+        limit,
+      )
 
 
-def load_split_files(cache: 'Cache', key: str, paths: Mapping[str, Path],
-                     read: Callable[[Path, int], Split], max_length: int) -> dict[str, Split]:
+def load_split_files(
+  cache: Cache,
+  key: str,
+  paths: Mapping[str, Path],
+  read: Callable[[Path, int], Split],
+  max_length: int,
+) -> dict[str, Split]:
   """Reads one file per split with `read(path, max_length)`, through the cache.
 
   Args:
@@ -128,8 +148,11 @@ def load_split_files(cache: 'Cache', key: str, paths: Mapping[str, Path],
     The splits by name.
   """
   arrays = cache.load_or_build(
-      key, lambda: splits_to_arrays({s: read(p, max_length) for s, p in paths.items()}),
-      params={'max_length': max_length}, content_files=list(paths.values()))
+    key,
+    lambda: splits_to_arrays({s: read(p, max_length) for s, p in paths.items()}),
+    params={'max_length': max_length},
+    content_files=list(paths.values()),
+  )
   return arrays_to_splits(arrays)
 
 
@@ -147,8 +170,10 @@ def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = F
     listing = '\n'.join(f'  {p}{"   (missing)" if p in missing else ""}' for p in paths)
     note = ''
     if generated and len(missing) < len(paths):
-      note = ('\nThe generator refuses to overwrite the files that exist; add --overwrite to '
-              'replace them all (this deletes them).')
+      note = (
+        '\nThe generator refuses to overwrite the files that exist; add --overwrite to '
+        'replace them all (this deletes them).'
+      )
     raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
 
 
@@ -201,9 +226,11 @@ def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str,
       return False
   if existing and not overwrite:
     listing = '\n'.join(f'  {p}' for p in existing)
-    raise DataError(f'Refusing to overwrite existing data (not written by this command with these '
-                    f'settings):\n{listing}\nPass --overwrite to replace it (deleting it first), '
-                    'or choose another --output_dir.')
+    raise DataError(
+      f'Refusing to overwrite existing data (not written by this command with these '
+      f'settings):\n{listing}\nPass --overwrite to replace it (deleting it first), '
+      'or choose another --output_dir.'
+    )
   for path in [*existing, record]:
     if path.is_dir():
       shutil.rmtree(path)
@@ -247,6 +274,7 @@ def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
   except ValueError:
     raise DataError(f'{where}: label {text!r} is not a number') from None
   if value != int(value) or not 0 <= value < num_classes:
-    raise DataError(f'{where}: label {text!r} is out of range (expected an integer in '
-                    f'[0, {num_classes - 1}])')
+    raise DataError(
+      f'{where}: label {text!r} is out of range (expected an integer in [0, {num_classes - 1}])'
+    )
   return int(value)

@@ -25,8 +25,9 @@ from lra.cache import Cache
 from lra.core import DataError, Split, TaskData, arrays_to_splits, splits_to_arrays
 
 
-def pack_blocks(files: list[Path], tokenizer: text_tokenizers.Tokenizer,
-                block_length: int) -> np.ndarray:
+def pack_blocks(
+  files: list[Path], tokenizer: text_tokenizers.Tokenizer, block_length: int
+) -> np.ndarray:
   """Tokenises the documents of `files` and packs them into blocks.
 
   Args:
@@ -49,17 +50,18 @@ def pack_blocks(files: list[Path], tokenizer: text_tokenizers.Tokenizer,
       num_documents += 1
   names = ', '.join(str(f) for f in files)
   if not num_documents:
-    raise DataError(f'{names}: the corpus is empty (no non-empty line). Put one document per '
-                    'line.')
+    raise DataError(f'{names}: the corpus is empty (no non-empty line). Put one document per line.')
   stream = np.concatenate(pieces)
   num_blocks = stream.size // block_length
   if num_blocks < 2:
-    raise DataError(f'{names}: {num_documents} document(s), {stream.size} tokens '
-                    f'({tokenizer.name}) make {num_blocks} block(s) of max_length {block_length}; '
-                    'pretraining needs at least 2 (one held out for validation). Add text or '
-                    'lower --config.data.options.max_length.')
+    raise DataError(
+      f'{names}: {num_documents} document(s), {stream.size} tokens '
+      f'({tokenizer.name}) make {num_blocks} block(s) of max_length {block_length}; '
+      'pretraining needs at least 2 (one held out for validation). Add text or '
+      'lower --config.data.options.max_length.'
+    )
   dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-  return stream[:num_blocks * block_length].reshape(num_blocks, block_length).astype(dtype)
+  return stream[: num_blocks * block_length].reshape(num_blocks, block_length).astype(dtype)
 
 
 def _split(blocks: np.ndarray) -> Split:
@@ -67,8 +69,15 @@ def _split(blocks: np.ndarray) -> Split:
   return Split(blocks, lengths, blocks)
 
 
-def load(data_dir: Path, *, cache: Cache, max_length: int, tokenizer: str,
-         heldout_fraction: float, split_seed: int) -> TaskData:
+def load(
+  data_dir: Path,
+  *,
+  cache: Cache,
+  max_length: int,
+  tokenizer: str,
+  heldout_fraction: float,
+  split_seed: int,
+) -> TaskData:
   """Loads a corpus as masked-LM data (see the module docstring).
 
   Args:
@@ -97,15 +106,35 @@ def load(data_dir: Path, *, cache: Cache, max_length: int, tokenizer: str,
     heldout, train = np.sort(order[:num_heldout]), np.sort(order[num_heldout:])
     return splits_to_arrays({'train': _split(blocks[train]), 'validation': _split(blocks[heldout])})
 
-  params = {'max_length': max_length, 'tokenizer': tok.name, 'heldout_fraction': heldout_fraction,
-            'split_seed': split_seed}
-  splits = arrays_to_splits(cache.load_or_build(
-      f'corpus-{max_length}', build, params=params,
-      content_files=[*files, *([tok.source] if tok.source else [])]))
-  logging.info('corpus %s: %d training and %d held-out blocks of %d tokens (%s).', data_dir,
-               splits['train'].num_examples, splits['validation'].num_examples, max_length,
-               tok.name)
-  return TaskData(name='corpus', train=splits['train'], validation=splits['validation'],
-                  test=splits['validation'], vocab_size=tok.vocab_size,
-                  num_classes=tok.vocab_size, max_length=max_length,
-                  info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)})
+  params = {
+    'max_length': max_length,
+    'tokenizer': tok.name,
+    'heldout_fraction': heldout_fraction,
+    'split_seed': split_seed,
+  }
+  splits = arrays_to_splits(
+    cache.load_or_build(
+      f'corpus-{max_length}',
+      build,
+      params=params,
+      content_files=[*files, *([tok.source] if tok.source else [])],
+    )
+  )
+  logging.info(
+    'corpus %s: %d training and %d held-out blocks of %d tokens (%s).',
+    data_dir,
+    splits['train'].num_examples,
+    splits['validation'].num_examples,
+    max_length,
+    tok.name,
+  )
+  return TaskData(
+    name='corpus',
+    train=splits['train'],
+    validation=splits['validation'],
+    test=splits['validation'],
+    vocab_size=tok.vocab_size,
+    num_classes=tok.vocab_size,
+    max_length=max_length,
+    info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)},
+  )

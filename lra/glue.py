@@ -27,15 +27,16 @@ from lra.core import DataError, Split, TaskData, check_splits, load_split_files,
 
 #: glue_task -> (text columns, label column, labels in class-id order).
 GLUE_TASKS = {
-    'sst2': (('sentence',), 'label', ('0', '1')),
-    'qnli': (('question', 'sentence'), 'label', ('entailment', 'not_entailment')),
-    'qqp': (('question1', 'question2'), 'is_duplicate', ('0', '1')),
+  'sst2': (('sentence',), 'label', ('0', '1')),
+  'qnli': (('question', 'sentence'), 'label', ('entailment', 'not_entailment')),
+  'qqp': (('question1', 'question2'), 'is_duplicate', ('0', '1')),
 }
 FILES = {'train': 'train.tsv', 'validation': 'dev.tsv'}
 
 
-def read_tsv(path: Path, max_length: int, *, glue_task: str,
-             tokenizer: text_tokenizers.Tokenizer) -> Split:
+def read_tsv(
+  path: Path, max_length: int, *, glue_task: str, tokenizer: text_tokenizers.Tokenizer
+) -> Split:
   """Reads one GLUE TSV file into a Split.
 
   Args:
@@ -60,8 +61,9 @@ def read_tsv(path: Path, max_length: int, *, glue_task: str,
   header = header_line[1].split('\t')
   missing = [c for c in (*columns, label_column) if c not in header]
   if missing:
-    raise DataError(f'{path}:{header_line[0]}: header {header} lacks column(s) {missing} of '
-                    f'GLUE {glue_task}.')
+    raise DataError(
+      f'{path}:{header_line[0]}: header {header} lacks column(s) {missing} of GLUE {glue_task}.'
+    )
   text_index = [header.index(c) for c in columns]
   label_index = header.index(label_column)
   sequences, targets, num_truncated = [], [], 0
@@ -69,12 +71,15 @@ def read_tsv(path: Path, max_length: int, *, glue_task: str,
   for line_no, text in rows:
     fields = text.split('\t')
     if len(fields) != len(header):
-      raise DataError(f'{path}:{line_no}: {len(fields)} tab-separated field(s), the header has '
-                      f'{len(header)}.')
+      raise DataError(
+        f'{path}:{line_no}: {len(fields)} tab-separated field(s), the header has {len(header)}.'
+      )
     label = fields[label_index]
     if label not in label_ids:
-      raise DataError(f'{path}:{line_no}: label {label!r} in column {label_column!r} is not one of '
-                      f'{list(labels)}.')
+      raise DataError(
+        f'{path}:{line_no}: label {label!r} in column {label_column!r} is not one of '
+        f'{list(labels)}.'
+      )
     parts = [tokenizer.encode(fields[i]) for i in text_index]
     tokens = np.concatenate([parts[0], *(np.concatenate([separator, p]) for p in parts[1:])])
     num_truncated += tokens.size > max_length
@@ -85,8 +90,9 @@ def read_tsv(path: Path, max_length: int, *, glue_task: str,
   return Split(inputs, lengths, np.asarray(targets, np.int32), num_truncated=num_truncated)
 
 
-def load(data_dir: Path, *, cache: Cache, max_length: int, glue_task: str,
-         tokenizer: str) -> TaskData:
+def load(
+  data_dir: Path, *, cache: Cache, max_length: int, glue_task: str, tokenizer: str
+) -> TaskData:
   """Loads a GLUE-format task (see the module docstring).
 
   Args:
@@ -106,17 +112,26 @@ def load(data_dir: Path, *, cache: Cache, max_length: int, glue_task: str,
     raise DataError(f'glue_task {glue_task!r} is not one of {sorted(GLUE_TASKS)}.')
   tok = text_tokenizers.load_tokenizer(tokenizer)
   paths = {split: data_dir / name for split, name in FILES.items()}
-  require_files(list(paths.values()), f'Download the GLUE {glue_task.upper()} data (train.tsv, '
-                'dev.tsv) into this folder.')
+  require_files(
+    list(paths.values()),
+    f'Download the GLUE {glue_task.upper()} data (train.tsv, dev.tsv) into this folder.',
+  )
 
   def read(path: Path, length: int) -> Split:
     return read_tsv(path, length, glue_task=glue_task, tokenizer=tok)
 
   # The tokenizer's name (and so its model file) is part of the cache key.
-  splits = load_split_files(cache, f'glue-{glue_task}-{tok.name.replace(":", "-")}', paths, read,
-                            max_length)
+  splits = load_split_files(
+    cache, f'glue-{glue_task}-{tok.name.replace(":", "-")}', paths, read, max_length
+  )
   check_splits(f'glue {glue_task}', splits, paths, f'max_length {max_length}')
-  return TaskData(name='glue', train=splits['train'], validation=splits['validation'],
-                  test=splits['validation'], vocab_size=tok.vocab_size,
-                  num_classes=len(GLUE_TASKS[glue_task][2]), max_length=max_length,
-                  info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)})
+  return TaskData(
+    name='glue',
+    train=splits['train'],
+    validation=splits['validation'],
+    test=splits['validation'],
+    vocab_size=tok.vocab_size,
+    num_classes=len(GLUE_TASKS[glue_task][2]),
+    max_length=max_length,
+    info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)},
+  )

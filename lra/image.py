@@ -19,9 +19,16 @@ import numpy as np
 
 from lra import tfds_source, tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, check_splits, parse_label
-from lra.core import require_files
-from lra.core import splits_to_arrays
+from lra.core import (
+  DataError,
+  Split,
+  TaskData,
+  arrays_to_splits,
+  check_splits,
+  parse_label,
+  require_files,
+  splits_to_arrays,
+)
 
 NUM_CLASSES = 10
 SIDE = 32
@@ -59,6 +66,7 @@ def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
   from PIL import Image  # Imported here: only TFDS images are PNG-encoded.
+
   images, labels = [], []
   for i, example in enumerate(tfds_source.read_examples(shards)):
     images.append(np.asarray(Image.open(io.BytesIO(example['image'][0])).convert('RGB')))
@@ -66,21 +74,28 @@ def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
   return np.stack(images), np.array(labels)
 
 
-def _to_splits(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
-               ) -> dict[str, np.ndarray]:
+def _to_splits(
+  train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
   """Applies grayscale and the 90/10 train/validation slice (rounded as TFDS `train[:90%]`)."""
   num_train = round(TRAIN_FRACTION * len(train[0]))
   gray, labels = tokenize.rgb_to_grayscale(train[0]), train[1]
-  return splits_to_arrays({
+  return splits_to_arrays(
+    {
       'train': image_split(gray[:num_train], labels[:num_train]),
       'validation': image_split(gray[num_train:], labels[num_train:]),
-      'test': image_split(tokenize.rgb_to_grayscale(test[0]), test[1])})
+      'test': image_split(tokenize.rgb_to_grayscale(test[0]), test[1]),
+    }
+  )
 
 
 def _sources(train: str, test: str) -> dict[str, str]:
   """Where each split comes from, for messages: the train/validation slices and the test files."""
-  return {'train': f'the first {TRAIN_FRACTION:.0%} of {train}',
-          'validation': f'the last {1 - TRAIN_FRACTION:.0%} of {train}', 'test': test}
+  return {
+    'train': f'the first {TRAIN_FRACTION:.0%} of {train}',
+    'validation': f'the last {1 - TRAIN_FRACTION:.0%} of {train}',
+    'test': test,
+  }
 
 
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
@@ -100,20 +115,36 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
     def build():
       images, labels = zip(*(read_pickle(p) for p in paths[:-1]))
       return _to_splits((np.concatenate(images), np.concatenate(labels)), read_pickle(paths[-1]))
+
     arrays = cache.load_or_build('image-pickle', build, params={}, content_files=paths)
     sources = _sources(f'{pickles}/{{{",".join(TRAIN_BATCHES)}}}', str(paths[-1]))
   elif all(shards.values()):
     arrays = cache.load_or_build(
-        'image-tfds', lambda: _to_splits(_read_tfds(shards['train']), _read_tfds(shards['test'])),
-        params={}, content_files=[p for ps in shards.values() for p in ps])
-    sources = _sources(f'{shards["train"][0].parent}/{TFDS_NAME}-train.*',
-                       f'{shards["test"][0].parent}/{TFDS_NAME}-test.*')
+      'image-tfds',
+      lambda: _to_splits(_read_tfds(shards['train']), _read_tfds(shards['test'])),
+      params={},
+      content_files=[p for ps in shards.values() for p in ps],
+    )
+    sources = _sources(
+      f'{shards["train"][0].parent}/{TFDS_NAME}-train.*',
+      f'{shards["test"][0].parent}/{TFDS_NAME}-test.*',
+    )
   else:
     raise tfds_source.no_data_error(
-        'image', TFDS_NAME, data_dir, f'{pickles}/{{{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}',
-        'cifar-10-python.tar.gz')
+      'image',
+      TFDS_NAME,
+      data_dir,
+      f'{pickles}/{{{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}',
+      'cifar-10-python.tar.gz',
+    )
   splits = arrays_to_splits(arrays)
   check_splits('image', splits, sources, f'max_length {max_length}')
-  return TaskData('image', splits['train'], splits['validation'], splits['test'],
-                  vocab_size=tokenize.PIXEL_VOCAB_SIZE, num_classes=NUM_CLASSES,
-                  max_length=max_length)
+  return TaskData(
+    'image',
+    splits['train'],
+    splits['validation'],
+    splits['test'],
+    vocab_size=tokenize.PIXEL_VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+    max_length=max_length,
+  )

@@ -15,8 +15,15 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, check_splits, load_split_files, parse_label
-from lra.core import require_files
+from lra.core import (
+  DataError,
+  Split,
+  TaskData,
+  check_splits,
+  load_split_files,
+  parse_label,
+  require_files,
+)
 
 FILES = {'train': 'basic_train.tsv', 'validation': 'basic_val.tsv', 'test': 'basic_test.tsv'}
 VOCAB = tuple(sorted([str(d) for d in range(10)] + ['X', '[MAX', '[MED', '[MIN', '[SM']))
@@ -61,26 +68,40 @@ def read_tsv(path: Path, max_length: int) -> Split:
       if fields == ['']:
         continue
       if len(fields) != 2:
-        raise DataError(f'{where}: expected 2 tab-separated fields (Source, Target), got '
-                        f'{len(fields)}')
+        raise DataError(
+          f'{where}: expected 2 tab-separated fields (Source, Target), got {len(fields)}'
+        )
       try:
         sequences.append(encode(fields[0]))
       except KeyError as e:
         raise DataError(f'{where}: unknown ListOps token {e.args[0]!r} (known: {VOCAB})') from None
       targets.append(parse_label(fields[1], NUM_CLASSES, where))
   inputs, lengths = tokenize.pad(sequences, max_length, np.uint8)
-  return Split(inputs, lengths, np.array(targets, np.int32),
-               num_truncated=sum(len(s) > max_length for s in sequences))
+  return Split(
+    inputs,
+    lengths,
+    np.array(targets, np.int32),
+    num_truncated=sum(len(s) > max_length for s in sequences),
+  )
 
 
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   """Loads ListOps from `data_dir/basic_{train,val,test}.tsv` (e.g. `lra_release/listops-1000`)."""
   paths = {split: data_dir / name for split, name in FILES.items()}
-  require_files(list(paths.values()),
-                f'Generate them with: python -m lra.listops_generator --output_dir {data_dir}\n'
-                'or use lra_release/lra_release/listops-1000 from the official LRA release.',
-                generated=True)
+  require_files(
+    list(paths.values()),
+    f'Generate them with: python -m lra.listops_generator --output_dir {data_dir}\n'
+    'or use lra_release/lra_release/listops-1000 from the official LRA release.',
+    generated=True,
+  )
   splits = load_split_files(cache, f'listops-{max_length}', paths, read_tsv, max_length)
   check_splits('listops', splits, paths, f'max_length {max_length}')
-  return TaskData('listops', splits['train'], splits['validation'], splits['test'],
-                  vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES, max_length=max_length)
+  return TaskData(
+    'listops',
+    splits['train'],
+    splits['validation'],
+    splits['test'],
+    vocab_size=VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+    max_length=max_length,
+  )

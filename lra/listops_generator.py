@@ -65,8 +65,9 @@ def to_string(tree: Tree) -> str:
   return str(tree)
 
 
-def _generate(rng: random.Random, depth: int, max_depth: int, max_args: int, budget: list[int]
-              ) -> tuple[Tree, int]:
+def _generate(
+  rng: random.Random, depth: int, max_depth: int, max_args: int, budget: list[int]
+) -> tuple[Tree, int]:
   """Draws one (sub)tree and returns it with its value; raises _TooLong past the budget."""
   r = rng.random() if depth < max_depth else 1.0
   budget[0] -= 1
@@ -76,8 +77,9 @@ def _generate(rng: random.Random, depth: int, max_depth: int, max_args: int, bud
     value = rng.randint(0, 9)
     return value, value
   budget[0] -= 1  # The closing `]`.
-  children = [_generate(rng, depth + 1, max_depth, max_args, budget)
-              for _ in range(rng.randint(2, max_args))]
+  children = [
+    _generate(rng, depth + 1, max_depth, max_args, budget) for _ in range(rng.randint(2, max_args))
+  ]
   op = rng.choice(OPERATORS)
   tree: Tree = op
   for child, _ in children:
@@ -85,8 +87,9 @@ def _generate(rng: random.Random, depth: int, max_depth: int, max_args: int, bud
   return (tree, END), apply_operator(op, [value for _, value in children])
 
 
-def generate_tree(rng: random.Random, *, max_depth: int = 10, max_args: int = 10,
-                  max_length: int = 2000) -> tuple[Tree, int, int] | None:
+def generate_tree(
+  rng: random.Random, *, max_depth: int = 10, max_args: int = 10, max_length: int = 2000
+) -> tuple[Tree, int, int] | None:
   """Draws one tree; returns (tree, value, length), or None when it reaches `max_length` tokens."""
   budget = [max_length - 1]
   try:
@@ -96,9 +99,17 @@ def generate_tree(rng: random.Random, *, max_depth: int = 10, max_args: int = 10
   return tree, value, max_length - 1 - budget[0]
 
 
-def generate(num_train: int = 96000, num_val: int = 2000, num_test: int = 2000, *,
-             min_length: int = 500, max_length: int = 2000, max_depth: int = 10,
-             max_args: int = 10, seed: int = 0) -> dict[str, list[tuple[str, int]]]:
+def generate(
+  num_train: int = 96000,
+  num_val: int = 2000,
+  num_test: int = 2000,
+  *,
+  min_length: int = 500,
+  max_length: int = 2000,
+  max_depth: int = 10,
+  max_args: int = 10,
+  seed: int = 0,
+) -> dict[str, list[tuple[str, int]]]:
   """Generates unique ListOps examples.
 
   Args:
@@ -130,12 +141,17 @@ def generate(num_train: int = 96000, num_val: int = 2000, num_test: int = 2000, 
         continue
     fruitless += 1
     if fruitless > _MAX_FRUITLESS_TRIES:
-      raise DataError(f'No new tree with {min_length} < length < {max_length} in '
-                      f'{_MAX_FRUITLESS_TRIES} draws after {len(examples)} examples (max_depth '
-                      f'{max_depth}, max_args {max_args}); widen the length range or the depth.')
+      raise DataError(
+        f'No new tree with {min_length} < length < {max_length} in '
+        f'{_MAX_FRUITLESS_TRIES} draws after {len(examples)} examples (max_depth '
+        f'{max_depth}, max_args {max_args}); widen the length range or the depth.'
+      )
   items = list(examples.items())
-  return {'train': items[:num_train], 'validation': items[num_train:num_train + num_val],
-          'test': items[num_train + num_val:]}
+  return {
+    'train': items[:num_train],
+    'validation': items[num_train : num_train + num_val],
+    'test': items[num_train + num_val :],
+  }
 
 
 def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
@@ -149,12 +165,20 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--output_dir', required=True, type=Path)
-  for name, default in [('num_train', 96000), ('num_val', 2000), ('num_test', 2000),
-                        ('min_length', 500), ('max_length', 2000), ('max_depth', 10),
-                        ('max_args', 10), ('seed', 0)]:
+  for name, default in [
+    ('num_train', 96000),
+    ('num_val', 2000),
+    ('num_test', 2000),
+    ('min_length', 500),
+    ('max_length', 2000),
+    ('max_depth', 10),
+    ('max_args', 10),
+    ('seed', 0),
+  ]:
     parser.add_argument(f'--{name}', type=int, default=default)
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing split files (default: refuse)')
+  parser.add_argument(
+    '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
+  )
   args = vars(parser.parse_args(argv))
   output_dir, overwrite = args.pop('output_dir'), args.pop('overwrite')
   paths = [output_dir / name for name in FILES.values()]

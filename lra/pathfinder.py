@@ -18,13 +18,22 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, TaskData, arrays_to_splits, check_splits, parse_label
-from lra.core import require_files
-from lra.core import splits_to_arrays
+from lra.core import (
+  DataError,
+  TaskData,
+  arrays_to_splits,
+  check_splits,
+  parse_label,
+  require_files,
+  splits_to_arrays,
+)
 from lra.image import image_split
 
-DIFFICULTIES = {'easy': 'curv_baseline', 'intermediate': 'curv_contour_length_9',
-                'hard': 'curv_contour_length_14'}
+DIFFICULTIES = {
+  'easy': 'curv_baseline',
+  'intermediate': 'curv_contour_length_9',
+  'hard': 'curv_contour_length_14',
+}
 NUM_CLASSES = 2
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, validation; test gets the rest.
 SKIPPED_KEY = 'skipped_empty_pngs'
@@ -49,8 +58,10 @@ def read_metadata(root: Path) -> list[tuple[Path, int]]:
           continue
         where = f'{meta}:{line_no}'
         if len(fields) < 4:
-          raise DataError(f'{where}: expected at least 4 space-separated fields (folder, file, '
-                          f'index, label), got {len(fields)}')
+          raise DataError(
+            f'{where}: expected at least 4 space-separated fields (folder, file, '
+            f'index, label), got {len(fields)}'
+          )
         entries.append((root / fields[0] / fields[1], parse_label(fields[3], NUM_CLASSES, where)))
   return entries
 
@@ -58,6 +69,7 @@ def read_metadata(root: Path) -> list[tuple[Path, int]]:
 def _decode(path: Path, resolution: int) -> np.ndarray | None:
   """Returns the [res, res] uint8 pixels of a PNG, or None for an empty file."""
   from PIL import Image, UnidentifiedImageError  # Imported here: ListOps never needs PIL.
+
   try:
     if path.stat().st_size == 0:
       return None
@@ -68,31 +80,48 @@ def _decode(path: Path, resolution: int) -> np.ndarray | None:
   except (UnidentifiedImageError, OSError) as e:
     raise DataError(f'{path}: cannot decode the PNG ({e})') from None
   if pixels.shape != (resolution, resolution) or pixels.dtype != np.uint8:
-    raise DataError(f'{path}: expected an 8-bit single-channel {resolution}x{resolution} image, '
-                    f'got shape {pixels.shape} and dtype {pixels.dtype}')
+    raise DataError(
+      f'{path}: expected an 8-bit single-channel {resolution}x{resolution} image, '
+      f'got shape {pixels.shape} and dtype {pixels.dtype}'
+    )
   return pixels
 
 
-def _build(entries: list[tuple[Path, int]], resolution: int, split_seed: int
-           ) -> dict[str, np.ndarray]:
+def _build(
+  entries: list[tuple[Path, int]], resolution: int, split_seed: int
+) -> dict[str, np.ndarray]:
   with ThreadPoolExecutor(max_workers=8) as pool:
     decoded = list(pool.map(lambda entry: _decode(entry[0], resolution), entries, chunksize=256))
   kept = [i for i, pixels in enumerate(decoded) if pixels is not None]
-  images = np.stack([decoded[i] for i in kept]) if kept else np.zeros((0, resolution, resolution),
-                                                                      np.uint8)
+  images = (
+    np.stack([decoded[i] for i in kept])
+    if kept
+    else np.zeros((0, resolution, resolution), np.uint8)
+  )
   labels = np.array([entries[i][1] for i in kept], np.int32)
   order = np.random.default_rng(split_seed).permutation(len(kept))
   num_train = int(SPLIT_FRACTIONS[0] * len(kept))
   num_val = int(SPLIT_FRACTIONS[1] * len(kept))
   parts = np.split(order, [num_train, num_train + num_val])
-  arrays = splits_to_arrays({name: image_split(images[np.sort(part)], labels[np.sort(part)])
-                             for name, part in zip(('train', 'validation', 'test'), parts)})
+  arrays = splits_to_arrays(
+    {
+      name: image_split(images[np.sort(part)], labels[np.sort(part)])
+      for name, part in zip(('train', 'validation', 'test'), parts)
+    }
+  )
   arrays[SKIPPED_KEY] = np.array(len(entries) - len(kept))
   return arrays
 
 
-def load(data_dir: Path, *, resolution: int, max_length: int, difficulty: str, split_seed: int,
-         cache: Cache) -> TaskData:
+def load(
+  data_dir: Path,
+  *,
+  resolution: int,
+  max_length: int,
+  difficulty: str,
+  split_seed: int,
+  cache: Cache,
+) -> TaskData:
   """Loads `data_dir/pathfinder<resolution>/<difficulty dir>/` (see the module docstring).
 
   Raises:
@@ -102,32 +131,49 @@ def load(data_dir: Path, *, resolution: int, max_length: int, difficulty: str, s
   if difficulty not in DIFFICULTIES:
     raise DataError(f'Unknown difficulty {difficulty!r}; known: {", ".join(DIFFICULTIES)}')
   if max_length != resolution * resolution:
-    raise DataError(f'pathfinder{resolution}: max_length must be {resolution * resolution}, got '
-                    f'{max_length}')
+    raise DataError(
+      f'pathfinder{resolution}: max_length must be {resolution * resolution}, got {max_length}'
+    )
   root = data_dir / f'pathfinder{resolution}' / DIFFICULTIES[difficulty]
   require_files(
-      [root / 'metadata' / '<k>.npy', root / 'imgs' / '<k>' / 'sample_<j>.png'] if not root.is_dir()
-      else [root / 'metadata', root / 'imgs'],
-      f'Generate them with: python -m lra.pathfinder_generator --output_dir {data_dir} '
-      f'--resolution {resolution} --difficulty {difficulty} --num_examples 20000\n'
-      f'or point data_dir at lra_release/lra_release from the official LRA release.',
-      generated=True)
+    [root / 'metadata' / '<k>.npy', root / 'imgs' / '<k>' / 'sample_<j>.png']
+    if not root.is_dir()
+    else [root / 'metadata', root / 'imgs'],
+    f'Generate them with: python -m lra.pathfinder_generator --output_dir {data_dir} '
+    f'--resolution {resolution} --difficulty {difficulty} --num_examples 20000\n'
+    f'or point data_dir at lra_release/lra_release from the official LRA release.',
+    generated=True,
+  )
   entries = read_metadata(root)
   if not entries:
     raise DataError(f'{root / "metadata"}: no metadata lines found')
   metadata_files = sorted((root / 'metadata').glob('*.npy'), key=_metadata_key)
-  arrays = dict(cache.load_or_build(
+  arrays = dict(
+    cache.load_or_build(
       f'pathfinder{resolution}-{difficulty}-{split_seed}',
       lambda: _build(entries, resolution, split_seed),
-      params={'split_seed': split_seed}, content_files=metadata_files,
-      stat_files=[p for p, _ in entries if p.exists()]))
+      params={'split_seed': split_seed},
+      content_files=metadata_files,
+      stat_files=[p for p, _ in entries if p.exists()],
+    )
+  )
   skipped = int(arrays.pop(SKIPPED_KEY))
   splits = arrays_to_splits(arrays)
   name = 'pathfinder32' if resolution == 32 else 'pathx'
   listed = f'the images listed in {root / "metadata"}'
-  sources = {'train': f'{SPLIT_FRACTIONS[0]:.0%} of {listed}',
-             'validation': f'{SPLIT_FRACTIONS[1]:.0%} of {listed}', 'test': f'the rest of {listed}'}
+  sources = {
+    'train': f'{SPLIT_FRACTIONS[0]:.0%} of {listed}',
+    'validation': f'{SPLIT_FRACTIONS[1]:.0%} of {listed}',
+    'test': f'the rest of {listed}',
+  }
   check_splits(name, splits, sources, f'max_length {max_length}')
-  return TaskData(name, splits['train'], splits['validation'], splits['test'],
-                  vocab_size=tokenize.PIXEL_VOCAB_SIZE, num_classes=NUM_CLASSES,
-                  max_length=max_length, info={SKIPPED_KEY: skipped, 'difficulty': difficulty})
+  return TaskData(
+    name,
+    splits['train'],
+    splits['validation'],
+    splits['test'],
+    vocab_size=tokenize.PIXEL_VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+    max_length=max_length,
+    info={SKIPPED_KEY: skipped, 'difficulty': difficulty},
+  )

@@ -66,8 +66,10 @@ class Geometry:
   padding: int = 1
 
 
-GEOMETRY = {32: Geometry(dash=2, segment=2.0, max_turn=0.4, marker=1, num_distractors=4),
-            128: Geometry(dash=5, segment=3.0, max_turn=0.3, marker=2, num_distractors=12)}
+GEOMETRY = {
+  32: Geometry(dash=2, segment=2.0, max_turn=0.4, marker=1, num_distractors=4),
+  128: Geometry(dash=5, segment=3.0, max_turn=0.3, marker=2, num_distractors=12),
+}
 
 
 class _Canvas:
@@ -85,7 +87,7 @@ class _Canvas:
   def block(self, pixels: list[tuple[int, int]]) -> None:
     r = CONNECT_RADIUS
     for y, x in pixels:
-      self.blocked[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1] = True
+      self.blocked[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1] = True
 
   def grow(self, rng: random.Random, length: int, margin: int) -> list[tuple[int, int]] | None:
     """Grows an 8-connected chain of `length` pixels along a smooth random curve, or None.
@@ -93,8 +95,9 @@ class _Canvas:
     `margin` keeps the chain's ends far enough from the border for a marker.
     """
     g = self.geometry
-    y, x = (rng.uniform(g.padding + margin, self.resolution - 1 - g.padding - margin)
-            for _ in range(2))
+    y, x = (
+      rng.uniform(g.padding + margin, self.resolution - 1 - g.padding - margin) for _ in range(2)
+    )
     if not self.free(round(y), round(x), margin):
       return None
     angle = rng.uniform(0, 2 * math.pi)
@@ -138,12 +141,14 @@ class _Canvas:
 
 
 def _square(center: tuple[int, int], half: int) -> list[tuple[int, int]]:
-  return [(center[0] + a, center[1] + b) for a in range(-half, half + 1)
-          for b in range(-half, half + 1)]
+  return [
+    (center[0] + a, center[1] + b) for a in range(-half, half + 1) for b in range(-half, half + 1)
+  ]
 
 
-def draw_example(resolution: int, difficulty: str, label: int, rng: random.Random
-                 ) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]]]:
+def draw_example(
+  resolution: int, difficulty: str, label: int, rng: random.Random
+) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]]]:
   """Draws one image.
 
   Args:
@@ -188,16 +193,26 @@ def draw_example(resolution: int, difficulty: str, label: int, rng: random.Rando
       if i % (g.dash + GAP) < g.dash:
         image[y, x] = INK
   first, second = contours[0], contours[1]
-  ends = (first[0], first[-1]) if label else (rng.choice((first[0], first[-1])),
-                                              rng.choice((second[0], second[-1])))
+  ends = (
+    (first[0], first[-1])
+    if label
+    else (rng.choice((first[0], first[-1])), rng.choice((second[0], second[-1])))
+  )
   for end in ends:
     for y, x in _square(end, g.marker):
       image[y, x] = INK
   return image, ends
 
 
-def generate(output_dir: str | Path, *, resolution: int = 32, difficulty: str = 'hard',
-             num_examples: int = 1000, seed: int = 0, overwrite: bool = False) -> Path:
+def generate(
+  output_dir: str | Path,
+  *,
+  resolution: int = 32,
+  difficulty: str = 'hard',
+  num_examples: int = 1000,
+  seed: int = 0,
+  overwrite: bool = False,
+) -> Path:
   """Writes `num_examples` images in the release layout and returns the difficulty folder.
 
   Raises:
@@ -205,12 +220,16 @@ def generate(output_dir: str | Path, *, resolution: int = 32, difficulty: str = 
       these settings, and `overwrite` is False (with `overwrite` both are deleted first).
   """
   from PIL import Image  # Imported here: ListOps never needs PIL.
+
   if resolution not in GEOMETRY or difficulty not in DIFFICULTIES:
-    raise DataError(f'resolution must be one of {sorted(GEOMETRY)} and difficulty one of '
-                    f'{sorted(DIFFICULTIES)}')
+    raise DataError(
+      f'resolution must be one of {sorted(GEOMETRY)} and difficulty one of {sorted(DIFFICULTIES)}'
+    )
   root = Path(output_dir) / f'pathfinder{resolution}' / DIFFICULTIES[difficulty]
   paths = [root / 'metadata', root / 'imgs']
-  settings = dict(resolution=resolution, difficulty=difficulty, num_examples=num_examples, seed=seed)
+  settings = dict(
+    resolution=resolution, difficulty=difficulty, num_examples=num_examples, seed=seed
+  )
   if not claim_outputs(paths, overwrite, settings):
     return root
   labels = [i % 2 for i in range(num_examples)]
@@ -236,12 +255,21 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--difficulty', choices=list(DIFFICULTIES), default='hard')
   parser.add_argument('--num_examples', type=int, default=1000)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing metadata/ and imgs/ folders (default: refuse)')
+  parser.add_argument(
+    '--overwrite',
+    action='store_true',
+    help='replace existing metadata/ and imgs/ folders (default: refuse)',
+  )
   args = parser.parse_args(argv)
   try:
-    root = generate(args.output_dir, resolution=args.resolution, difficulty=args.difficulty,
-                    num_examples=args.num_examples, seed=args.seed, overwrite=args.overwrite)
+    root = generate(
+      args.output_dir,
+      resolution=args.resolution,
+      difficulty=args.difficulty,
+      num_examples=args.num_examples,
+      seed=args.seed,
+      overwrite=args.overwrite,
+    )
   except DataError as e:
     parser.error(str(e))
   print(f'Wrote {args.num_examples} images to {root}')

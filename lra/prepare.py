@@ -65,6 +65,7 @@ class Source:
     sha256: its SHA-256 hex digest, where the project can state it (None: not checked).
     extract_to: folder under `--data_dir` its members are extracted into.
   """
+
   url: str
   size: int | None
   sha256: str | None
@@ -86,6 +87,7 @@ class TaskFiles:
       (`{difficulty}` is the Pathfinder difficulty folder).
     config: the task's config file.
   """
+
   source: str
   data_dir: str
   members: tuple[str, ...]
@@ -95,37 +97,63 @@ class TaskFiles:
 # The one table of URLs and checksums. The LRA release publishes no size or checksum (its bucket is
 # not listable); IMDb's are those tensorflow_datasets records, CIFAR-10's those Keras checks.
 SOURCES: dict[str, Source] = {
-    'lra_release': Source('https://storage.googleapis.com/long-range-arena/lra_release.gz',
-                          size=None, sha256=None, extract_to='.'),
-    'imdb': Source('https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz',
-                   size=84_125_825,
-                   sha256='c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe',
-                   extract_to='imdb'),
-    'cifar10': Source('https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz',
-                      size=170_498_071,
-                      sha256='6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce',
-                      extract_to='cifar10'),
+  'lra_release': Source(
+    'https://storage.googleapis.com/long-range-arena/lra_release.gz',
+    size=None,
+    sha256=None,
+    extract_to='.',
+  ),
+  'imdb': Source(
+    'https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz',
+    size=84_125_825,
+    sha256='c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe',
+    extract_to='imdb',
+  ),
+  'cifar10': Source(
+    'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz',
+    size=170_498_071,
+    sha256='6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce',
+    extract_to='cifar10',
+  ),
 }
 _RELEASE = 'lra_release/lra_release'  # The nested copy: its pathfinder128 is the sound one.
 TASK_FILES: dict[str, TaskFiles] = {
-    'listops': TaskFiles('lra_release', f'{_RELEASE}/listops-1000', tuple(
-        f'{_RELEASE}/listops-1000/basic_{split}.tsv' for split in ('train', 'val', 'test')),
-        'configs/listops.py'),
-    'text': TaskFiles('imdb', 'imdb', tuple(
-        f'aclImdb/{split}/{label}/' for split in ('train', 'test') for label in ('neg', 'pos')),
-        'configs/text.py'),
-    'retrieval': TaskFiles('lra_release', f'{_RELEASE}/tsv_data', tuple(
-        f'{_RELEASE}/tsv_data/new_aan_pairs.{split}.tsv' for split in ('train', 'eval', 'test')),
-        'configs/retrieval.py'),
-    'image': TaskFiles('cifar10', 'cifar10', tuple(
-        f'cifar-10-batches-py/{name}' for name in (*(f'data_batch_{i}' for i in range(1, 6)),
-                                                   'test_batch')),
-        'configs/image.py'),
-    'pathfinder32': TaskFiles(
-        'lra_release', _RELEASE, (f'{_RELEASE}/pathfinder32/{{difficulty}}/',),
-        'configs/pathfinder32.py'),
-    'pathx': TaskFiles('lra_release', _RELEASE, (f'{_RELEASE}/pathfinder128/{{difficulty}}/',),
-                       'configs/pathx.py'),
+  'listops': TaskFiles(
+    'lra_release',
+    f'{_RELEASE}/listops-1000',
+    tuple(f'{_RELEASE}/listops-1000/basic_{split}.tsv' for split in ('train', 'val', 'test')),
+    'configs/listops.py',
+  ),
+  'text': TaskFiles(
+    'imdb',
+    'imdb',
+    tuple(f'aclImdb/{split}/{label}/' for split in ('train', 'test') for label in ('neg', 'pos')),
+    'configs/text.py',
+  ),
+  'retrieval': TaskFiles(
+    'lra_release',
+    f'{_RELEASE}/tsv_data',
+    tuple(f'{_RELEASE}/tsv_data/new_aan_pairs.{split}.tsv' for split in ('train', 'eval', 'test')),
+    'configs/retrieval.py',
+  ),
+  'image': TaskFiles(
+    'cifar10',
+    'cifar10',
+    tuple(
+      f'cifar-10-batches-py/{name}'
+      for name in (*(f'data_batch_{i}' for i in range(1, 6)), 'test_batch')
+    ),
+    'configs/image.py',
+  ),
+  'pathfinder32': TaskFiles(
+    'lra_release',
+    _RELEASE,
+    (f'{_RELEASE}/pathfinder32/{{difficulty}}/',),
+    'configs/pathfinder32.py',
+  ),
+  'pathx': TaskFiles(
+    'lra_release', _RELEASE, (f'{_RELEASE}/pathfinder128/{{difficulty}}/',), 'configs/pathx.py'
+  ),
 }
 DOWNLOADS = 'downloads'
 MANIFEST = 'SHA256SUMS'
@@ -156,14 +184,18 @@ def parse_tasks(spec: str) -> list[str]:
     return list(TASK_FILES)
   unknown = [t for t in names if t not in TASK_FILES]
   if unknown or not names:
-    raise DataError(f'--tasks {spec!r}: unknown task(s) {", ".join(unknown) or "(none given)"}; '
-                    f'use "all" or a comma-separated list of {", ".join(TASK_FILES)}')
+    raise DataError(
+      f'--tasks {spec!r}: unknown task(s) {", ".join(unknown) or "(none given)"}; '
+      f'use "all" or a comma-separated list of {", ".join(TASK_FILES)}'
+    )
   return [t for t in TASK_FILES if t in names]
 
 
 def _manual_alternative(url: str, dest: Path) -> str:
-  return (f'Download {url} on a machine with network access, copy it here and pass --archive PATH '
-          f'(or put it at {dest}).')
+  return (
+    f'Download {url} on a machine with network access, copy it here and pass --archive PATH '
+    f'(or put it at {dest}).'
+  )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,15 +208,25 @@ def _response_total(response: http.client.HTTPResponse, offset: int, url: str) -
   if response.status == 206:
     match = re.fullmatch(r'bytes (\d+)-\d+/(\d+|\*)', response.headers.get('Content-Range', ''))
     if not match or int(match.group(1)) != offset:
-      raise DataError(f'{url}: the server answered the request for bytes {offset}- with '
-                      f'Content-Range {response.headers.get("Content-Range")!r}')
+      raise DataError(
+        f'{url}: the server answered the request for bytes {offset}- with '
+        f'Content-Range {response.headers.get("Content-Range")!r}'
+      )
     return None if match.group(2) == '*' else int(match.group(2))
   length = response.headers.get('Content-Length')
   return int(length) if length is not None else None
 
 
-def download(url: str, dest: Path, expected_size: int | None = None, *, timeout: float = 20.0,
-             retries: int = 10, retry_wait: float = 2.0, progress: bool = True) -> None:
+def download(
+  url: str,
+  dest: Path,
+  expected_size: int | None = None,
+  *,
+  timeout: float = 20.0,
+  retries: int = 10,
+  retry_wait: float = 2.0,
+  progress: bool = True,
+) -> None:
   """Downloads `url` to `dest` through `dest.part`, resuming what an earlier run left there.
 
   A dropped connection is resumed with an HTTP Range request (up to `retries` times, waiting
@@ -209,8 +251,15 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
   total = expected_size
   failures = 0
   responded = False
-  with tqdm.tqdm(unit='B', unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress,
-                 dynamic_ncols=True, delay=1.0) as bar:
+  with tqdm.tqdm(
+    unit='B',
+    unit_scale=True,
+    unit_divisor=1024,
+    desc=dest.name,
+    disable=not progress,
+    dynamic_ncols=True,
+    delay=1.0,
+  ) as bar:
     while True:
       have = part.stat().st_size if part.exists() else 0
       if total is not None and have > total:  # Not what this URL serves: start over.
@@ -222,16 +271,19 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
       if have:
         headers['Range'] = f'bytes={have}-'
       try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=timeout) as response:
+        with urllib.request.urlopen(
+          urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as response:
           responded = True
           if response.status != 206:
             have = 0  # A full answer (the server ignored Range, or nothing was there yet).
           served = _response_total(response, have, url)
           if expected_size is not None and served is not None and served != expected_size:
-            raise DataError(f'{url}: the server reports {served} bytes, expected {expected_size}. '
-                            f'The file changed upstream or the URL is wrong; '
-                            f'{_manual_alternative(url, dest)}')
+            raise DataError(
+              f'{url}: the server reports {served} bytes, expected {expected_size}. '
+              f'The file changed upstream or the URL is wrong; '
+              f'{_manual_alternative(url, dest)}'
+            )
           total = served if served is not None else total
           bar.reset(total=total)
           bar.update(have)
@@ -248,20 +300,26 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
         if e.code == 416 and have:  # The partial file is not a prefix of this URL's file.
           part.unlink()
           continue
-        raise DataError(f'{url}: HTTP error {e.code} {e.reason}. '
-                        f'{_manual_alternative(url, dest)}') from None
+        raise DataError(
+          f'{url}: HTTP error {e.code} {e.reason}. {_manual_alternative(url, dest)}'
+        ) from None
       except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         reason = getattr(e, 'reason', e)
         if not responded:
-          raise DataError(f'Cannot reach {url} ({reason}). '
-                          f'{_manual_alternative(url, dest)}') from None
+          raise DataError(
+            f'Cannot reach {url} ({reason}). {_manual_alternative(url, dest)}'
+          ) from None
         failures += 1
         if failures > retries:
-          raise DataError(f'{url}: download failed {failures} times, last: {reason}. The partial '
-                          f'file {part} is kept; run again to resume. '
-                          f'{_manual_alternative(url, dest)}') from None
-        bar.write(f'{dest.name}: {reason}; resuming in {retry_wait:g} s '
-                  f'(attempt {failures + 1} of {retries + 1})')
+          raise DataError(
+            f'{url}: download failed {failures} times, last: {reason}. The partial '
+            f'file {part} is kept; run again to resume. '
+            f'{_manual_alternative(url, dest)}'
+          ) from None
+        bar.write(
+          f'{dest.name}: {reason}; resuming in {retry_wait:g} s '
+          f'(attempt {failures + 1} of {retries + 1})'
+        )
         time.sleep(retry_wait)
   os.replace(part, dest)
 
@@ -269,9 +327,18 @@ def download(url: str, dest: Path, expected_size: int | None = None, *, timeout:
 def sha256_of(path: Path, progress: bool = True) -> str:
   """SHA-256 hex digest of a file, read in 1 MiB chunks."""
   digest = hashlib.sha256()
-  with open(path, 'rb') as f, tqdm.tqdm(total=path.stat().st_size, unit='B', unit_scale=True,
-                                        unit_divisor=1024, desc=f'sha256 {path.name}',
-                                        disable=not progress, dynamic_ncols=True) as bar:
+  with (
+    open(path, 'rb') as f,
+    tqdm.tqdm(
+      total=path.stat().st_size,
+      unit='B',
+      unit_scale=True,
+      unit_divisor=1024,
+      desc=f'sha256 {path.name}',
+      disable=not progress,
+      dynamic_ncols=True,
+    ) as bar,
+  ):
     while chunk := f.read(_CHUNK):
       digest.update(chunk)
       bar.update(len(chunk))
@@ -299,21 +366,27 @@ def read_manifest(downloads: Path) -> dict[str, str]:
 
 def _record_manifest(downloads: Path, name: str, digest: str) -> None:
   entries = {**read_manifest(downloads), name: digest}
-  write_atomically(downloads / MANIFEST,
-                   ''.join(f'{d}  {n}\n' for n, d in sorted(entries.items())))
+  write_atomically(downloads / MANIFEST, ''.join(f'{d}  {n}\n' for n, d in sorted(entries.items())))
 
 
 def _check_official(path: Path, source: Source, digest: str, what: str) -> None:
   """Raises DataError (deleting nothing) when a file is not the official archive."""
   if source.size is not None and path.stat().st_size != source.size:
-    raise DataError(f'{path} has {path.stat().st_size} bytes, but {source.url} has {source.size}. '
-                    f'{what}')
+    raise DataError(
+      f'{path} has {path.stat().st_size} bytes, but {source.url} has {source.size}. {what}'
+    )
   if source.sha256 is not None and digest != source.sha256:
     raise DataError(f'{path} has SHA-256 {digest}, but {source.url} has {source.sha256}. {what}')
 
 
-def obtain_archive(name: str, data_root: Path, archive: Path | None = None, *,
-                   progress: bool = True, **download_options) -> Path:
+def obtain_archive(
+  name: str,
+  data_root: Path,
+  archive: Path | None = None,
+  *,
+  progress: bool = True,
+  **download_options,
+) -> Path:
   """Returns a verified copy of archive `name` of `SOURCES`, downloading it when needed.
 
   Args:
@@ -331,9 +404,13 @@ def obtain_archive(name: str, data_root: Path, archive: Path | None = None, *,
   if archive is not None:
     if not archive.is_file():
       raise DataError(f'--archive {archive}: no such file.')
-    _check_official(archive, source, sha256_of(archive, progress) if source.sha256 else '',
-                    f'It is not the official {source.filename}; nothing was changed. Get a fresh '
-                    f'copy of {source.url}.')
+    _check_official(
+      archive,
+      source,
+      sha256_of(archive, progress) if source.sha256 else '',
+      f'It is not the official {source.filename}; nothing was changed. Get a fresh '
+      f'copy of {source.url}.',
+    )
     return archive
   downloads = data_root / DOWNLOADS
   dest = downloads / source.filename
@@ -345,20 +422,28 @@ def obtain_archive(name: str, data_root: Path, archive: Path | None = None, *,
     except DataError as e:
       bad = dest.with_name(dest.name + '.corrupt')
       os.replace(dest, bad)
-      raise DataError(f'The download is damaged: {e} It was kept as {bad}. Run again to '
-                      f'download it afresh; should that fail again, the file upstream changed. '
-                      f'{_manual_alternative(source.url, dest)}') from None
+      raise DataError(
+        f'The download is damaged: {e} It was kept as {bad}. Run again to '
+        f'download it afresh; should that fail again, the file upstream changed. '
+        f'{_manual_alternative(source.url, dest)}'
+      ) from None
     _record_manifest(downloads, dest.name, digest)
     return dest
   recorded = read_manifest(downloads).get(dest.name)
   digest = sha256_of(dest, progress)
   if recorded is not None and digest != recorded:
-    raise DataError(f'{dest} changed since it was downloaded: SHA-256 {digest}, recorded '
-                    f'{recorded} in {downloads / MANIFEST}. Nothing was deleted. Delete {dest} and '
-                    f'run again to download it afresh, or pass --archive with a good copy.')
-  _check_official(dest, source, digest,
-                  f'Nothing was deleted. Delete or move {dest} and run again to download it '
-                  f'afresh, or pass --archive with a good copy.')
+    raise DataError(
+      f'{dest} changed since it was downloaded: SHA-256 {digest}, recorded '
+      f'{recorded} in {downloads / MANIFEST}. Nothing was deleted. Delete {dest} and '
+      f'run again to download it afresh, or pass --archive with a good copy.'
+    )
+  _check_official(
+    dest,
+    source,
+    digest,
+    f'Nothing was deleted. Delete or move {dest} and run again to download it '
+    f'afresh, or pass --archive with a good copy.',
+  )
   if recorded is None:
     _record_manifest(downloads, dest.name, digest)
   return dest
@@ -380,8 +465,9 @@ def _matches(name: str, pattern: str) -> bool:
   return name == pattern or (pattern.endswith('/') and name.startswith(pattern))
 
 
-def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
-            progress: bool = True) -> tuple[dict[str, dict[str, int]], list[str]]:
+def extract(
+  archive: Path, root: Path, members: Mapping[str, Sequence[str]], *, progress: bool = True
+) -> tuple[dict[str, dict[str, int]], list[str]]:
   """Extracts the regular files a set of tasks need from a (gzip) tar, reading it once.
 
   Each file is written to a temporary name and renamed when complete. Links, devices and names
@@ -403,16 +489,25 @@ def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
   extracted: dict[str, dict[str, int]] = {task: {} for task in members}
   seen = []
   try:
-    with open(archive, 'rb') as raw, tqdm.tqdm.wrapattr(
-        raw, 'read', total=archive.stat().st_size, desc=f'extracting {archive.name}',
-        disable=not progress, dynamic_ncols=True) as counted, \
-        tarfile.open(fileobj=counted, mode='r|*') as tar:
+    with (
+      open(archive, 'rb') as raw,
+      tqdm.tqdm.wrapattr(
+        raw,
+        'read',
+        total=archive.stat().st_size,
+        desc=f'extracting {archive.name}',
+        disable=not progress,
+        dynamic_ncols=True,
+      ) as counted,
+      tarfile.open(fileobj=counted, mode='r|*') as tar,
+    ):
       for member in tar:
         name = posixpath.normpath(member.name)
         if len(seen) < 20:
           seen.append(name)
-        tasks = [task for task, patterns in members.items()
-                 if any(_matches(name, p) for p in patterns)]
+        tasks = [
+          task for task, patterns in members.items() if any(_matches(name, p) for p in patterns)
+        ]
         if not tasks or not member.isfile() or name.startswith(('/', '..')):
           continue
         dest = root / name
@@ -424,8 +519,10 @@ def extract(archive: Path, root: Path, members: Mapping[str, Sequence[str]], *,
         for task in tasks:
           extracted[task][name] = member.size
   except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-    raise DataError(f'{archive}: cannot read it as a gzip tar archive ({e}). If it is a download, '
-                    f'delete it and run again; otherwise get a fresh copy.') from None
+    raise DataError(
+      f'{archive}: cannot read it as a gzip tar archive ({e}). If it is a download, '
+      f'delete it and run again; otherwise get a fresh copy.'
+    ) from None
   return extracted, seen
 
 
@@ -460,8 +557,10 @@ def check_extracted(data_root: Path, task: str) -> str | None:
   for name, size in state['files'].items():
     path = root / name
     if not path.is_file() or path.stat().st_size != size:
-      raise DataError(f'{path}: extracted by lra.prepare with {size} bytes, now '
-                      f'{"missing" if not path.is_file() else f"{path.stat().st_size} bytes"}.')
+      raise DataError(
+        f'{path}: extracted by lra.prepare with {size} bytes, now '
+        f'{"missing" if not path.is_file() else f"{path.stat().st_size} bytes"}.'
+      )
   return f'verified {len(state["files"])} extracted files'
 
 
@@ -491,8 +590,10 @@ def _parse_archives(values: Sequence[str], sources: Sequence[str]) -> dict[str, 
       path = value
       name = by_filename.get(Path(value).name)
       if name is None:
-        raise DataError(f'--archive {value}: the file name is none of {", ".join(by_filename)}; '
-                        f'write --archive SOURCE=PATH with SOURCE one of {", ".join(SOURCES)}.')
+        raise DataError(
+          f'--archive {value}: the file name is none of {", ".join(by_filename)}; '
+          f'write --archive SOURCE=PATH with SOURCE one of {", ".join(SOURCES)}.'
+        )
     if name not in SOURCES:
       raise DataError(f'--archive {value}: unknown source {name!r}; sources: {", ".join(SOURCES)}')
     if name not in sources:
@@ -501,9 +602,15 @@ def _parse_archives(values: Sequence[str], sources: Sequence[str]) -> dict[str, 
   return archives
 
 
-def prepare(tasks: Sequence[str], data_root: Path, archives: Mapping[str, Path] | None = None, *,
-            difficulty: str = 'hard', progress: bool = True, **download_options
-            ) -> dict[str, dict]:
+def prepare(
+  tasks: Sequence[str],
+  data_root: Path,
+  archives: Mapping[str, Path] | None = None,
+  *,
+  difficulty: str = 'hard',
+  progress: bool = True,
+  **download_options,
+) -> dict[str, dict]:
   """Makes the data of `tasks` ready under `data_root` (see the module docstring).
 
   Args:
@@ -544,14 +651,16 @@ def prepare(tasks: Sequence[str], data_root: Path, archives: Mapping[str, Path] 
   for source_name, source_tasks in pending.items():
     source = SOURCES[source_name]
     try:
-      archive = obtain_archive(source_name, data_root, archives.get(source_name),
-                               progress=progress, **download_options)
+      archive = obtain_archive(
+        source_name, data_root, archives.get(source_name), progress=progress, **download_options
+      )
       for task in source_tasks:
         _state_path(data_root, task, 'partial').parent.mkdir(parents=True, exist_ok=True)
         _state_path(data_root, task, 'partial').touch()
       members = {task: task_members(task, difficulty) for task in source_tasks}
-      extracted, first_names = extract(archive, data_root / source.extract_to, members,
-                                       progress=progress)
+      extracted, first_names = extract(
+        archive, data_root / source.extract_to, members, progress=progress
+      )
     except DataError as e:
       for task in source_tasks:
         report[task]['error'] = str(e)
@@ -559,12 +668,15 @@ def prepare(tasks: Sequence[str], data_root: Path, archives: Mapping[str, Path] 
     for task in source_tasks:
       missing = missing_members(members[task], list(extracted[task]))
       if missing:
-        report[task]['error'] = (f'{archive} has no member(s) {", ".join(missing)}; its first '
-                                 f'members are: {", ".join(first_names)}')
+        report[task]['error'] = (
+          f'{archive} has no member(s) {", ".join(missing)}; its first '
+          f'members are: {", ".join(first_names)}'
+        )
         continue
       record = {'source': source_name, 'archive': str(archive), 'files': extracted[task]}
-      _state_path(data_root, task, 'json').write_text(json.dumps(record, indent=1),
-                                                      encoding='utf-8')
+      _state_path(data_root, task, 'json').write_text(
+        json.dumps(record, indent=1), encoding='utf-8'
+      )
       _state_path(data_root, task, 'partial').unlink()
       report[task]['status'] = f'extracted {len(extracted[task])} files from {archive}'
   for task in tasks:
@@ -599,28 +711,46 @@ def _print_report(report: Mapping[str, dict], data_root: Path) -> None:
     return
   print('\nTrain one model (variants: luna16, luna128, luna256, transformer, ...):')
   for task in ready:
-    print(f'  python train.py --config {TASK_FILES[task].config}:luna256 '
-          f'--workdir runs/{task}/luna256/seed0 --config.data.data_dir={report[task]["data_dir"]}')
+    print(
+      f'  python train.py --config {TASK_FILES[task].config}:luna256 '
+      f'--workdir runs/{task}/luna256/seed0 --config.data.data_dir={report[task]["data_dir"]}'
+    )
   print('\nOr the whole Table 1 sweep and its report:')
-  print(f'  python -m benchmarks.reproduce --tasks {",".join(ready)} --data_dir {data_root} '
-        '--variants luna16,luna256,transformer --seeds 3')
+  print(
+    f'  python -m benchmarks.reproduce --tasks {",".join(ready)} --data_dir {data_root} '
+    '--variants luna16,luna256,transformer --seeds 3'
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--tasks', default='all',
-                      help=f'"all" or a comma-separated list of {", ".join(TASK_FILES)}.')
+  parser.add_argument(
+    '--tasks', default='all', help=f'"all" or a comma-separated list of {", ".join(TASK_FILES)}.'
+  )
   parser.add_argument('--data_dir', default='data', help='where everything goes (see above).')
-  parser.add_argument('--archive', action='append', default=[],
-                      help='an archive already on this machine, used instead of downloading: PATH '
-                           f'(named {", ".join(s.filename for s in SOURCES.values())}) or '
-                           'SOURCE=PATH; repeatable.')
-  parser.add_argument('--difficulty', default='hard', choices=tuple(pathfinder.DIFFICULTIES),
-                      help='Pathfinder/Path-X difficulty to extract (the configs use hard).')
-  parser.add_argument('--timeout', type=float, default=20.0,
-                      help='seconds without a connection or data before an attempt fails.')
-  parser.add_argument('--retries', type=int, default=10,
-                      help='times a dropped download is resumed before giving up.')
+  parser.add_argument(
+    '--archive',
+    action='append',
+    default=[],
+    help='an archive already on this machine, used instead of downloading: PATH '
+    f'(named {", ".join(s.filename for s in SOURCES.values())}) or '
+    'SOURCE=PATH; repeatable.',
+  )
+  parser.add_argument(
+    '--difficulty',
+    default='hard',
+    choices=tuple(pathfinder.DIFFICULTIES),
+    help='Pathfinder/Path-X difficulty to extract (the configs use hard).',
+  )
+  parser.add_argument(
+    '--timeout',
+    type=float,
+    default=20.0,
+    help='seconds without a connection or data before an attempt fails.',
+  )
+  parser.add_argument(
+    '--retries', type=int, default=10, help='times a dropped download is resumed before giving up.'
+  )
   parser.add_argument('--no_progress', action='store_true', help='no progress bars.')
   args = parser.parse_args(argv)
   data_root = Path(args.data_dir).expanduser()
@@ -629,8 +759,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     archives = _parse_archives(args.archive, {TASK_FILES[t].source for t in tasks})
   except DataError as e:
     parser.error(str(e))
-  report = prepare(tasks, data_root, archives, difficulty=args.difficulty,
-                   progress=not args.no_progress, timeout=args.timeout, retries=args.retries)
+  report = prepare(
+    tasks,
+    data_root,
+    archives,
+    difficulty=args.difficulty,
+    progress=not args.no_progress,
+    timeout=args.timeout,
+    retries=args.retries,
+  )
   _print_report(report, data_root)
   return 1 if any('error' in entry for entry in report.values()) else 0
 

@@ -14,9 +14,16 @@ import numpy as np
 from lra.core import Split, TaskData
 
 #: The vocabulary of each task's ids, by task name (the text tasks name theirs in `info`).
-VOCABULARIES = {'listops': 'listops', 'text': 'bytes', 'retrieval': 'bytes', 'image': 'pixels',
-                'pathfinder32': 'pixels', 'pathx': 'pixels', 'seq2seq': 'bytes+bos+eos',
-                'lm': 'bytes+bos+eos'}
+VOCABULARIES = {
+  'listops': 'listops',
+  'text': 'bytes',
+  'retrieval': 'bytes',
+  'image': 'pixels',
+  'pathfinder32': 'pixels',
+  'pathx': 'pixels',
+  'seq2seq': 'bytes+bos+eos',
+  'lm': 'bytes+bos+eos',
+}
 
 
 def vocabulary(data: TaskData) -> str:
@@ -50,5 +57,11 @@ def unlabelled(data: TaskData) -> TaskData:
   # A task whose validation split is its test split (LRA Text) keeps them one object.
   test = validation if data.test is data.validation else _unlabelled_split(data.test)
   return dataclasses.replace(
-      data, train=_unlabelled_split(data.train), validation=validation, test=test,
-      num_classes=data.vocab_size, dual=False, info=info)
+    data,
+    train=_unlabelled_split(data.train),
+    validation=validation,
+    test=test,
+    num_classes=data.vocab_size,
+    dual=False,
+    info=info,
+  )

@@ -17,20 +17,26 @@ from lra.core import DataError, TaskData
 # name -> (module, fixed loader arguments, user options with their defaults).
 _PATHFINDER_OPTIONS = {'difficulty': 'hard', 'split_seed': 0}
 _REGISTRY: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    'listops': ('lra.listops', {}, {'max_length': 2000}),
-    'text': ('lra.text', {}, {'max_length': 4000, 'validation': 'heldout', 'split_seed': 0}),
-    'retrieval': ('lra.retrieval', {}, {'max_length': 4000}),
-    'image': ('lra.image', {}, {'max_length': 1024}),
-    'pathfinder32': ('lra.pathfinder', {'resolution': 32},
-                     {'max_length': 1024, **_PATHFINDER_OPTIONS}),
-    'pathx': ('lra.pathfinder', {'resolution': 128}, {'max_length': 16384, **_PATHFINDER_OPTIONS}),
-    # Token-level tasks for the causal Luna models (not part of LRA).
-    'seq2seq': ('lra.sequences', {'kind': 'seq2seq'}, {'max_length': 256, 'max_target_length': 256}),
-    'lm': ('lra.sequences', {'kind': 'lm'}, {'max_length': 512}),
-    # Masked-LM pretraining on plain text, and GLUE-format finetuning (not part of LRA).
-    'corpus': ('lra.corpus', {}, {'max_length': 512, 'tokenizer': 'bytes',
-                                  'heldout_fraction': 0.01, 'split_seed': 0}),
-    'glue': ('lra.glue', {}, {'max_length': 128, 'glue_task': 'sst2', 'tokenizer': 'bytes'}),
+  'listops': ('lra.listops', {}, {'max_length': 2000}),
+  'text': ('lra.text', {}, {'max_length': 4000, 'validation': 'heldout', 'split_seed': 0}),
+  'retrieval': ('lra.retrieval', {}, {'max_length': 4000}),
+  'image': ('lra.image', {}, {'max_length': 1024}),
+  'pathfinder32': (
+    'lra.pathfinder',
+    {'resolution': 32},
+    {'max_length': 1024, **_PATHFINDER_OPTIONS},
+  ),
+  'pathx': ('lra.pathfinder', {'resolution': 128}, {'max_length': 16384, **_PATHFINDER_OPTIONS}),
+  # Token-level tasks for the causal Luna models (not part of LRA).
+  'seq2seq': ('lra.sequences', {'kind': 'seq2seq'}, {'max_length': 256, 'max_target_length': 256}),
+  'lm': ('lra.sequences', {'kind': 'lm'}, {'max_length': 512}),
+  # Masked-LM pretraining on plain text, and GLUE-format finetuning (not part of LRA).
+  'corpus': (
+    'lra.corpus',
+    {},
+    {'max_length': 512, 'tokenizer': 'bytes', 'heldout_fraction': 0.01, 'split_seed': 0},
+  ),
+  'glue': ('lra.glue', {}, {'max_length': 128, 'glue_task': 'sst2', 'tokenizer': 'bytes'}),
 }
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 #: The six LRA tasks, and the token-level tasks of the causal models.
@@ -63,8 +69,10 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   module_name, fixed, defaults = _REGISTRY[name]
   unknown = sorted(set(options) - set(defaults) - set(_COMMON_OPTIONS))
   if unknown:
-    raise DataError(f'Task {name!r} has no option(s) {", ".join(unknown)}; options: '
-                    f'{", ".join(sorted({**defaults, **_COMMON_OPTIONS}))}')
+    raise DataError(
+      f'Task {name!r} has no option(s) {", ".join(unknown)}; options: '
+      f'{", ".join(sorted({**defaults, **_COMMON_OPTIONS}))}'
+    )
   settings = {**_COMMON_OPTIONS, **defaults, **options}
   if not isinstance(settings['max_length'], int) or settings['max_length'] <= 0:
     raise DataError(f'max_length must be a positive integer, got {settings["max_length"]!r}')

@@ -14,11 +14,21 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, check_splits, load_split_files, parse_label
-from lra.core import require_files
+from lra.core import (
+  DataError,
+  Split,
+  TaskData,
+  check_splits,
+  load_split_files,
+  parse_label,
+  require_files,
+)
 
-FILES = {'train': 'new_aan_pairs.train.tsv', 'validation': 'new_aan_pairs.eval.tsv',
-         'test': 'new_aan_pairs.test.tsv'}
+FILES = {
+  'train': 'new_aan_pairs.train.tsv',
+  'validation': 'new_aan_pairs.eval.tsv',
+  'test': 'new_aan_pairs.test.tsv',
+}
 NUM_CLASSES = 2
 OFFICIAL_TEXT_BYTES = 10_000
 
@@ -39,8 +49,10 @@ def read_tsv(path: Path, max_length: int) -> Split:
       fields = line.split(b'\t')
       where = f'{path}:{line_no}'
       if len(fields) != 5:
-        raise DataError(f'{where}: expected 5 tab-separated fields (label, id1, id2, text1, '
-                        f'text2), got {len(fields)}')
+        raise DataError(
+          f'{where}: expected 5 tab-separated fields (label, id1, id2, text1, '
+          f'text2), got {len(fields)}'
+        )
       targets.append(parse_label(fields[0], NUM_CLASSES, where))
       first.append(tokenize.encode_bytes(fields[3], keep))
       second.append(tokenize.encode_bytes(fields[4], keep))
@@ -53,14 +65,23 @@ def read_tsv(path: Path, max_length: int) -> Split:
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   """Loads AAN from `data_dir/new_aan_pairs.{train,eval,test}.tsv`."""
   paths = {split: data_dir / name for split, name in FILES.items()}
-  require_files(list(paths.values()),
-                'Use lra_release/lra_release/tsv_data from the official LRA release '
-                '(storage.googleapis.com/long-range-arena/lra_release.gz). For a synthetic '
-                'stand-in '
-                f'(tests, demos): python -m lra.synthetic --task retrieval --output_dir {data_dir}',
-                generated=True)
+  require_files(
+    list(paths.values()),
+    'Use lra_release/lra_release/tsv_data from the official LRA release '
+    '(storage.googleapis.com/long-range-arena/lra_release.gz). For a synthetic '
+    'stand-in '
+    f'(tests, demos): python -m lra.synthetic --task retrieval --output_dir {data_dir}',
+    generated=True,
+  )
   splits = load_split_files(cache, f'retrieval-{max_length}', paths, read_tsv, max_length)
   check_splits('retrieval', splits, paths, f'max_length {max_length}')
-  return TaskData('retrieval', splits['train'], splits['validation'], splits['test'],
-                  vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,
-                  max_length=max_length, dual=True)
+  return TaskData(
+    'retrieval',
+    splits['train'],
+    splits['validation'],
+    splits['test'],
+    vocab_size=tokenize.BYTE_VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+    max_length=max_length,
+    dual=True,
+  )

@@ -25,8 +25,9 @@ from lra.sequences import LM_FILES, SEQ2SEQ_FILES
 TASKS = ('sort', 'reverse', 'lm')
 
 
-def digit_pairs(task: str, count: int, rng: random.Random, min_length: int,
-                max_length: int) -> list[tuple[str, str]]:
+def digit_pairs(
+  task: str, count: int, rng: random.Random, min_length: int, max_length: int
+) -> list[tuple[str, str]]:
   """`count` (source, target) pairs of digit strings of length in [min_length, max_length]."""
   pairs = []
   for _ in range(count):
@@ -35,20 +36,39 @@ def digit_pairs(task: str, count: int, rng: random.Random, min_length: int,
   return pairs
 
 
-def listops_lines(counts: dict[str, int], seed: int, min_length: int,
-                  max_length: int) -> dict[str, list[str]]:
+def listops_lines(
+  counts: dict[str, int], seed: int, min_length: int, max_length: int
+) -> dict[str, list[str]]:
   """ListOps expressions `[OP a b ... ]=value` per split, from the official-distribution generator."""
   trees = listops_generator.generate(
-      counts['train'], counts['validation'], counts['test'], min_length=min_length,
-      max_length=max_length, max_depth=4, max_args=5, seed=seed)
+    counts['train'],
+    counts['validation'],
+    counts['test'],
+    min_length=min_length,
+    max_length=max_length,
+    max_depth=4,
+    max_args=5,
+    seed=seed,
+  )
   compact = lambda source: ' '.join(t for t in source.split() if t not in '()')
-  return {split: [f'{compact(src)}={label}' for src, label in examples]
-          for split, examples in trees.items()}
+  return {
+    split: [f'{compact(src)}={label}' for src, label in examples]
+    for split, examples in trees.items()
+  }
 
 
-def write(task: str, output_dir: str | Path, *, num_train: int = 20000, num_val: int = 500,
-          num_test: int = 500, min_length: int = 4, max_length: int = 12, seed: int = 0,
-          overwrite: bool = False) -> Path:
+def write(
+  task: str,
+  output_dir: str | Path,
+  *,
+  num_train: int = 20000,
+  num_val: int = 500,
+  num_test: int = 500,
+  min_length: int = 4,
+  max_length: int = 12,
+  seed: int = 0,
+  overwrite: bool = False,
+) -> Path:
   """Writes a toy corpus; lengths are digits (sort/reverse) or ListOps tokens (lm).
 
   Returns:
@@ -81,8 +101,9 @@ def write(task: str, output_dir: str | Path, *, num_train: int = 20000, num_val:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument('--task', required=True, choices=TASKS)
   parser.add_argument('--output_dir', required=True)
   parser.add_argument('--num_train', type=int, default=20000)
@@ -91,13 +112,22 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--min_length', type=int, default=4)
   parser.add_argument('--max_length', type=int, default=12)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing split files (default: refuse)')
+  parser.add_argument(
+    '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
+  )
   args = parser.parse_args(argv)
   try:
-    out = write(args.task, args.output_dir, num_train=args.num_train, num_val=args.num_val,
-                num_test=args.num_test, min_length=args.min_length, max_length=args.max_length,
-                seed=args.seed, overwrite=args.overwrite)
+    out = write(
+      args.task,
+      args.output_dir,
+      num_train=args.num_train,
+      num_val=args.num_val,
+      num_test=args.num_test,
+      min_length=args.min_length,
+      max_length=args.max_length,
+      seed=args.seed,
+      overwrite=args.overwrite,
+    )
   except DataError as e:
     parser.error(str(e))
   print(f'wrote {args.task} corpus to {out}')

@@ -50,14 +50,16 @@ def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
   for where, line in _lines(path):
     fields = line.split(b'\t')
     if len(fields) != 2:
-      raise DataError(f'{where}: expected 2 tab-separated fields (source, target), got '
-                      f'{len(fields)}')
+      raise DataError(
+        f'{where}: expected 2 tab-separated fields (source, target), got {len(fields)}'
+      )
     sources.append(tokenize.encode_bytes(fields[0], max_length))
     targets.append(_with_eos(fields[1], max_target_length))
     num_truncated += len(fields[0]) > max_length or len(fields[1]) + 1 > max_target_length
   inputs, lengths = tokenize.pad(sources, max_length)
-  return Split(inputs, lengths, tokenize.pad(targets, max_target_length)[0],
-               num_truncated=num_truncated)
+  return Split(
+    inputs, lengths, tokenize.pad(targets, max_target_length)[0], num_truncated=num_truncated
+  )
 
 
 def read_documents(path: Path, max_length: int) -> Split:
@@ -66,21 +68,29 @@ def read_documents(path: Path, max_length: int) -> Split:
   targets = [_with_eos(line, max_length) for line in lines]
   inputs = [np.concatenate([[BOS_ID], t[:-1]]).astype(np.uint16) for t in targets]
   padded, lengths = tokenize.pad(inputs, max_length)
-  return Split(padded, lengths, tokenize.pad(targets, max_length)[0],
-               num_truncated=sum(len(line) + 1 > max_length for line in lines))
+  return Split(
+    padded,
+    lengths,
+    tokenize.pad(targets, max_length)[0],
+    num_truncated=sum(len(line) + 1 > max_length for line in lines),
+  )
 
 
 def _paths(data_dir: Path, files: dict[str, str], task: str) -> dict[str, Path]:
   paths = {split: data_dir / name for split, name in files.items()}
-  require_files(list(paths.values()),
-                f'Write your own files in this layout, or generate a toy task with:\n'
-                f'  python -m lra.sequence_generator --task {"lm" if task == "lm" else "sort"} '
-                f'--output_dir {data_dir}', generated=True)
+  require_files(
+    list(paths.values()),
+    f'Write your own files in this layout, or generate a toy task with:\n'
+    f'  python -m lra.sequence_generator --task {"lm" if task == "lm" else "sort"} '
+    f'--output_dir {data_dir}',
+    generated=True,
+  )
   return paths
 
 
-def load(data_dir: Path, *, cache: Cache, kind: str, max_length: int,
-         max_target_length: int | None = None) -> TaskData:
+def load(
+  data_dir: Path, *, cache: Cache, kind: str, max_length: int, max_target_length: int | None = None
+) -> TaskData:
   """Loads a byte-level parallel corpus (`kind='seq2seq'`) or a document corpus (`kind='lm'`).
 
   Args:
@@ -103,5 +113,11 @@ def load(data_dir: Path, *, cache: Cache, kind: str, max_length: int,
     limit = f'max_length {max_length} (with BOS or EOS)'
   splits = load_split_files(cache, key, paths, read, max_length)
   check_splits(kind, splits, paths, limit)
-  return TaskData(name=kind, **splits, vocab_size=VOCAB_SIZE, num_classes=VOCAB_SIZE,
-                  max_length=max_length, info={'bos_id': BOS_ID, 'eos_id': EOS_ID})
+  return TaskData(
+    name=kind,
+    **splits,
+    vocab_size=VOCAB_SIZE,
+    num_classes=VOCAB_SIZE,
+    max_length=max_length,
+    info={'bos_id': BOS_ID, 'eos_id': EOS_ID},
+  )

@@ -30,17 +30,23 @@ from lra.core import DataError, claim_outputs, record_outputs
 TASKS = ('text', 'retrieval', 'image')
 MARKER = 'SYNTHETIC'
 _FILLER = ('the', 'a', 'film', 'plot', 'actor', 'scene', 'story', 'and', 'of', 'was', 'it', 'this')
-_CLASS_WORDS = (('~awful~', '~boring~', '~terrible~', '~hated~', '~dull~'),
-                ('*great*', '*superb*', '*wonderful*', '*loved*', '*brilliant*'))
-_TOPICS = (('noise', 'random', 'cooking', 'weather', 'garden', 'music'),
-           ('parsing', 'grammar', 'treebank', 'semantic', 'corpus', 'lexicon'))
+_CLASS_WORDS = (
+  ('~awful~', '~boring~', '~terrible~', '~hated~', '~dull~'),
+  ('*great*', '*superb*', '*wonderful*', '*loved*', '*brilliant*'),
+)
+_TOPICS = (
+  ('noise', 'random', 'cooking', 'weather', 'garden', 'music'),
+  ('parsing', 'grammar', 'treebank', 'semantic', 'corpus', 'lexicon'),
+)
 
 
-def _words(rng: np.random.Generator, vocab: tuple[str, ...], class_vocab: tuple[str, ...],
-           count: int) -> str:
+def _words(
+  rng: np.random.Generator, vocab: tuple[str, ...], class_vocab: tuple[str, ...], count: int
+) -> str:
   """Returns `count` words, about a third drawn from `class_vocab`, after the synthetic marker."""
-  words = [rng.choice(class_vocab) if rng.random() < 0.35 else rng.choice(vocab)
-           for _ in range(count)]
+  words = [
+    rng.choice(class_vocab) if rng.random() < 0.35 else rng.choice(vocab) for _ in range(count)
+  ]
   return f'{MARKER} ' + ' '.join(words)
 
 
@@ -64,13 +70,15 @@ def write_text(output_dir: Path, num_examples: int, seed: int, overwrite: bool =
       rating = rng.integers(7, 11) if label else rng.integers(1, 5)
       review = _words(rng, _FILLER, _CLASS_WORDS[label], int(rng.integers(20, 60)))
       (folder / f'{i}_{rating}.txt').write_text(review + '.', encoding='utf-8')
-  (root / 'README').write_text(f'{MARKER} stand-in for IMDb written by lra.synthetic; not real '
-                               'reviews.\n')
+  (root / 'README').write_text(
+    f'{MARKER} stand-in for IMDb written by lra.synthetic; not real reviews.\n'
+  )
   record_outputs(paths, settings)
 
 
-def write_retrieval(output_dir: Path, num_examples: int, seed: int,
-                    overwrite: bool = False) -> None:
+def write_retrieval(
+  output_dir: Path, num_examples: int, seed: int, overwrite: bool = False
+) -> None:
   """Writes synthetic `new_aan_pairs.{train,eval,test}.tsv` (kept if written with the same
   settings; DataError if one exists otherwise, unless `overwrite`, which deletes them first)."""
   rng = np.random.default_rng(seed)
@@ -106,8 +114,12 @@ def write_image(output_dir: Path, num_examples: int, seed: int, overwrite: bool 
     level = 12 + 24 * labels[:, None, None]
     pixels = level + rng.integers(-10, 11, (size, 3, image.SIDE * image.SIDE))
     data = np.clip(pixels, 0, 255).astype(np.uint8).reshape(size, -1)
-    return {b'batch_label': label_name.encode(), b'labels': labels.tolist(), b'data': data,
-            b'filenames': [f'{MARKER.lower()}_{i}.png'.encode() for i in range(size)]}
+    return {
+      b'batch_label': label_name.encode(),
+      b'labels': labels.tolist(),
+      b'data': data,
+      b'filenames': [f'{MARKER.lower()}_{i}.png'.encode() for i in range(size)],
+    }
 
   sizes = np.diff(np.linspace(0, num_examples, len(image.TRAIN_BATCHES) + 1).astype(int))
   for name, size in zip(image.TRAIN_BATCHES, sizes):
@@ -129,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--output_dir', required=True, type=Path)
   parser.add_argument('--num_examples', type=int, default=1000)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing outputs (default: refuse)')
+  parser.add_argument(
+    '--overwrite', action='store_true', help='replace existing outputs (default: refuse)'
+  )
   args = parser.parse_args(argv)
   try:
     WRITERS[args.task](args.output_dir, args.num_examples, args.seed, args.overwrite)

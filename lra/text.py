@@ -19,9 +19,16 @@ import numpy as np
 
 from lra import tfds_source, tokenize
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, check_splits, parse_label
-from lra.core import require_files
-from lra.core import splits_to_arrays
+from lra.core import (
+  DataError,
+  Split,
+  TaskData,
+  arrays_to_splits,
+  check_splits,
+  parse_label,
+  require_files,
+  splits_to_arrays,
+)
 
 NUM_CLASSES = 2
 #: `validation` option values: a split held out from train, or the test split (official LRA).
@@ -52,18 +59,24 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     DataError: fewer than two examples.
   """
   if split.num_examples < 2:
-    raise DataError(f'text: {split.num_examples} training review(s) are too few to hold out a '
-                    "validation split; use the option validation='test'.")
+    raise DataError(
+      f'text: {split.num_examples} training review(s) are too few to hold out a '
+      "validation split; use the option validation='test'."
+    )
   order = np.random.default_rng(seed).permutation(split.num_examples)
   num_heldout = max(1, int(round(fraction * split.num_examples)))
   parts = np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
-  return tuple(Split(**{name: array[part] for name, array in split.arrays().items()})
-               for part in parts)
+  return tuple(
+    Split(**{name: array[part] for name, array in split.arrays().items()}) for part in parts
+  )
 
 
 def _review_files(folder: Path) -> list[tuple[Path, int]]:
-  return [(path, label) for label, name in enumerate(CLASS_FOLDERS)
-          for path in sorted((folder / name).glob('*.txt'))]
+  return [
+    (path, label)
+    for label, name in enumerate(CLASS_FOLDERS)
+    for path in sorted((folder / name).glob('*.txt'))
+  ]
 
 
 def _tfds_examples(shards: list[Path]) -> Iterable[tuple[bytes, int]]:
@@ -71,8 +84,9 @@ def _tfds_examples(shards: list[Path]) -> Iterable[tuple[bytes, int]]:
     yield example['text'][0], parse_label(example['label'][0], NUM_CLASSES, f'{TFDS_NAME} #{i}')
 
 
-def load(data_dir: Path, *, max_length: int, validation: str, split_seed: int,
-         cache: Cache) -> TaskData:
+def load(
+  data_dir: Path, *, max_length: int, validation: str, split_seed: int, cache: Cache
+) -> TaskData:
   """Loads IMDb from `data_dir/aclImdb/` or from a prepared TFDS `imdb_reviews` in `data_dir`.
 
   `validation` and `split_seed` choose the validation split (module docstring).
@@ -81,35 +95,55 @@ def load(data_dir: Path, *, max_length: int, validation: str, split_seed: int,
     DataError: an unknown `validation`, or no data in `data_dir`.
   """
   if validation not in VALIDATION_SOURCES:
-    raise DataError(f'text: option validation={validation!r}; expected one of '
-                    f'{VALIDATION_SOURCES}.')
+    raise DataError(
+      f'text: option validation={validation!r}; expected one of {VALIDATION_SOURCES}.'
+    )
   acl = data_dir / 'aclImdb'
-  shards = {s: tfds_source.find_shards(data_dir, TFDS_NAME, s, TFDS_CONFIG)
-            for s in ('train', 'test')}
+  shards = {
+    s: tfds_source.find_shards(data_dir, TFDS_NAME, s, TFDS_CONFIG) for s in ('train', 'test')
+  }
   if acl.is_dir():
-    require_files([acl / s / c for s in ('train', 'test') for c in CLASS_FOLDERS],
-                  'Extract aclImdb_v1.tar.gz (ai.stanford.edu/~amaas/data/sentiment) here.')
+    require_files(
+      [acl / s / c for s in ('train', 'test') for c in CLASS_FOLDERS],
+      'Extract aclImdb_v1.tar.gz (ai.stanford.edu/~amaas/data/sentiment) here.',
+    )
     files = {s: _review_files(acl / s) for s in ('train', 'test')}
-    build = lambda: splits_to_arrays({s: build_split(((p.read_bytes(), y) for p, y in fs),
-                                                     max_length) for s, fs in files.items()})
-    arrays = cache.load_or_build(f'text-acl-{max_length}', build, params={'max_length': max_length},
-                                 stat_files=[p for fs in files.values() for p, _ in fs])
+    build = lambda: splits_to_arrays(
+      {s: build_split(((p.read_bytes(), y) for p, y in fs), max_length) for s, fs in files.items()}
+    )
+    arrays = cache.load_or_build(
+      f'text-acl-{max_length}',
+      build,
+      params={'max_length': max_length},
+      stat_files=[p for fs in files.values() for p, _ in fs],
+    )
     sources = {s: f'{acl / s}/{{neg,pos}}/*.txt' for s in ('train', 'test')}
   elif all(shards.values()):
-    build = lambda: splits_to_arrays({s: build_split(_tfds_examples(paths), max_length)
-                                      for s, paths in shards.items()})
-    arrays = cache.load_or_build(f'text-tfds-{max_length}', build,
-                                 params={'max_length': max_length},
-                                 content_files=[p for ps in shards.values() for p in ps])
+    build = lambda: splits_to_arrays(
+      {s: build_split(_tfds_examples(paths), max_length) for s, paths in shards.items()}
+    )
+    arrays = cache.load_or_build(
+      f'text-tfds-{max_length}',
+      build,
+      params={'max_length': max_length},
+      content_files=[p for ps in shards.values() for p in ps],
+    )
     sources = {s: f'{paths[0].parent}/{TFDS_NAME}-{s}.*' for s, paths in shards.items()}
   else:
-    raise tfds_source.no_data_error('text', TFDS_NAME, data_dir,
-                                    f'{acl}/{{train,test}}/{{neg,pos}}/*.txt', 'aclImdb_v1.tar.gz')
+    raise tfds_source.no_data_error(
+      'text', TFDS_NAME, data_dir, f'{acl}/{{train,test}}/{{neg,pos}}/*.txt', 'aclImdb_v1.tar.gz'
+    )
   splits = arrays_to_splits(arrays)
   check_splits('text', splits, sources, f'max_length {max_length}')
   train, heldout = splits['train'], splits['test']
   if validation == 'heldout':
     train, heldout = hold_out(train, HELDOUT_FRACTION, split_seed)
-  return TaskData('text', train, heldout, splits['test'],
-                  vocab_size=tokenize.BYTE_VOCAB_SIZE, num_classes=NUM_CLASSES,
-                  max_length=max_length)
+  return TaskData(
+    'text',
+    train,
+    heldout,
+    splits['test'],
+    vocab_size=tokenize.BYTE_VOCAB_SIZE,
+    num_classes=NUM_CLASSES,
+    max_length=max_length,
+  )

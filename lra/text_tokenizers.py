@@ -50,6 +50,7 @@ class Tokenizer:
     encode: UTF-8 text -> 1-D int array of ids (no separators added).
     source: the model file (None for bytes), hashed into the data cache's fingerprint.
   """
+
   name: str
   vocab_size: int
   separator_id: int
@@ -69,14 +70,18 @@ def load_tokenizer(spec: str) -> Tokenizer:
     DataError: the model file is missing or not a SentencePiece model with the ids above.
   """
   if spec == BYTES:
-    return Tokenizer(BYTES, BYTE_SEPARATOR_ID + 1, BYTE_SEPARATOR_ID, (0, BYTE_SEPARATOR_ID),
-                     _encode_bytes)
+    return Tokenizer(
+      BYTES, BYTE_SEPARATOR_ID + 1, BYTE_SEPARATOR_ID, (0, BYTE_SEPARATOR_ID), _encode_bytes
+    )
   import sentencepiece  # Imported on use: the byte tokenizer and the LRA tasks do not need it.
+
   path = Path(spec).expanduser()
   if not path.is_file():
-    raise DataError(f'tokenizer {spec!r}: no such file. Use "bytes", or train a SentencePiece '
-                    f'model with: python -m lra.text_tokenizers --input_dir <corpus> '
-                    f'--vocab_size 8000 --model_prefix {path.with_suffix("")}')
+    raise DataError(
+      f'tokenizer {spec!r}: no such file. Use "bytes", or train a SentencePiece '
+      f'model with: python -m lra.text_tokenizers --input_dir <corpus> '
+      f'--vocab_size 8000 --model_prefix {path.with_suffix("")}'
+    )
   data = path.read_bytes()
   try:
     processor = sentencepiece.SentencePieceProcessor(model_proto=data)
@@ -84,16 +89,24 @@ def load_tokenizer(spec: str) -> Tokenizer:
     raise DataError(f'tokenizer {path}: not a SentencePiece model ({e}).') from None
   ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
   if ids != (SP_PAD_ID, SP_UNK_ID, SP_BOS_ID, SP_EOS_ID):
-    raise DataError(f'tokenizer {path}: pad/unk/bos/eos ids are {ids}, expected '
-                    f'{(SP_PAD_ID, SP_UNK_ID, SP_BOS_ID, SP_EOS_ID)}; train it with '
-                    'python -m lra.text_tokenizers.')
+    raise DataError(
+      f'tokenizer {path}: pad/unk/bos/eos ids are {ids}, expected '
+      f'{(SP_PAD_ID, SP_UNK_ID, SP_BOS_ID, SP_EOS_ID)}; train it with '
+      'python -m lra.text_tokenizers.'
+    )
 
   def encode(text: str) -> np.ndarray:
     return np.asarray(processor.encode(text), np.int32)
 
   digest = hashlib.sha256(data).hexdigest()[:16]
-  return Tokenizer(f'sentencepiece:{digest}', processor.get_piece_size(), SP_EOS_ID,
-                   (SP_PAD_ID, SP_BOS_ID, SP_EOS_ID), encode, path)
+  return Tokenizer(
+    f'sentencepiece:{digest}',
+    processor.get_piece_size(),
+    SP_EOS_ID,
+    (SP_PAD_ID, SP_BOS_ID, SP_EOS_ID),
+    encode,
+    path,
+  )
 
 
 def text_files(data_dir: Path) -> list[Path]:
@@ -107,8 +120,10 @@ def text_files(data_dir: Path) -> list[Path]:
     return [data_dir]
   files = sorted(data_dir.glob('*.txt')) if data_dir.is_dir() else []
   if not files:
-    raise DataError(f'{data_dir}: no corpus. Expected a text file, or a folder of *.txt files '
-                    'with one document per line.')
+    raise DataError(
+      f'{data_dir}: no corpus. Expected a text file, or a folder of *.txt files '
+      'with one document per line.'
+    )
   return files
 
 
@@ -123,14 +138,17 @@ def read_lines(path: Path):
       try:
         text = raw.decode('utf-8').rstrip('\r\n')
       except UnicodeDecodeError as e:
-        raise DataError(f'{path}:{line_no}: not valid UTF-8 ({e.reason} at byte {e.start}); '
-                        'convert the file to UTF-8 or remove the line.') from None
+        raise DataError(
+          f'{path}:{line_no}: not valid UTF-8 ({e.reason} at byte {e.start}); '
+          'convert the file to UTF-8 or remove the line.'
+        ) from None
       if text.strip():
         yield line_no, text
 
 
-def train_sentencepiece(files: Sequence[Path], model_prefix: str, vocab_size: int,
-                        model_type: str = 'unigram') -> Path:
+def train_sentencepiece(
+  files: Sequence[Path], model_prefix: str, vocab_size: int, model_type: str = 'unigram'
+) -> Path:
   """Trains a SentencePiece model on the lines of `files` (with the fixed special ids above).
 
   Args:
@@ -156,30 +174,45 @@ def train_sentencepiece(files: Sequence[Path], model_prefix: str, vocab_size: in
   Path(model_prefix).parent.mkdir(parents=True, exist_ok=True)
   try:
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=sentences(), model_prefix=model_prefix, vocab_size=vocab_size,
-        model_type=model_type, pad_id=SP_PAD_ID, unk_id=SP_UNK_ID, bos_id=SP_BOS_ID,
-        eos_id=SP_EOS_ID, character_coverage=1.0, minloglevel=2)
+      sentence_iterator=sentences(),
+      model_prefix=model_prefix,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      pad_id=SP_PAD_ID,
+      unk_id=SP_UNK_ID,
+      bos_id=SP_BOS_ID,
+      eos_id=SP_EOS_ID,
+      character_coverage=1.0,
+      minloglevel=2,
+    )
   except RuntimeError as e:
     raise DataError(f'SentencePiece training on {[str(f) for f in files]} failed: {e}') from None
   return Path(model_prefix + '.model')
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--input_dir', required=True,
-                      help='a text file, or a folder of *.txt files, one document per line')
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    '--input_dir',
+    required=True,
+    help='a text file, or a folder of *.txt files, one document per line',
+  )
   parser.add_argument('--model_prefix', required=True, help='writes <prefix>.model, .vocab')
   parser.add_argument('--vocab_size', type=int, default=8000)
   parser.add_argument('--model_type', default='unigram', choices=('unigram', 'bpe'))
   args = parser.parse_args(argv)
   try:
-    path = train_sentencepiece(text_files(Path(args.input_dir)), args.model_prefix,
-                               args.vocab_size, args.model_type)
+    path = train_sentencepiece(
+      text_files(Path(args.input_dir)), args.model_prefix, args.vocab_size, args.model_type
+    )
   except DataError as e:
     parser.error(str(e))
-  print(f'wrote {path} ({load_tokenizer(str(path)).name}); use it with '
-        f'--config.data.options.tokenizer={path}')
+  print(
+    f'wrote {path} ({load_tokenizer(str(path)).name}); use it with '
+    f'--config.data.options.tokenizer={path}'
+  )
 
 
 if __name__ == '__main__':

@@ -59,6 +59,7 @@ def _records(path: Path) -> Iterator[bytes]:
   if '.array_record-' in path.name:
     # Imported here: only array_record shards need it.
     from array_record.python.array_record_module import ArrayRecordReader
+
     reader = ArrayRecordReader(str(path))
     try:
       yield from reader.read_all()
@@ -72,11 +73,13 @@ def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
   """Yields each example of the shards, in order, as {feature: list of bytes or ints}."""
   # Imported here: tensorflow_datasets is only needed for prepared TFDS data.
   from tensorflow_datasets.proto import tf_example_pb2
+
   for path in shards:
     for record in _records(path):
       features = tf_example_pb2.Example.FromString(record).features.feature
-      yield {key: list(getattr(value, value.WhichOneof('kind')).value)
-             for key, value in features.items()}
+      yield {
+        key: list(getattr(value, value.WhichOneof('kind')).value) for key, value in features.items()
+      }
 
 
 def no_data_error(task: str, name: str, data_dir: Path, local: str, archive: str) -> DataError:
@@ -93,11 +96,12 @@ def no_data_error(task: str, name: str, data_dir: Path, local: str, archive: str
     The error to raise; nothing is ever downloaded at load time.
   """
   return DataError(
-      f'No {name} data in {data_dir}. Expected either {local}, or the TFDS dataset {name!r} '
-      f'prepared under {data_dir} ({data_dir}/{name}/[<config>/]<version>/'
-      f'{name}-<split>.array_record-* or .tfrecord-*). Nothing is downloaded at load time. '
-      f'Prepare it on a machine with network access with:\n'
-      f'  python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
-      f'data_dir={str(data_dir)!r}).download_and_prepare(file_format=\'array_record\')"\n'
-      f'and copy {data_dir}/{name} here, or extract {archive} into {data_dir}. For a synthetic '
-      f'stand-in (tests, demos): python -m lra.synthetic --task {task} --output_dir {data_dir}')
+    f'No {name} data in {data_dir}. Expected either {local}, or the TFDS dataset {name!r} '
+    f'prepared under {data_dir} ({data_dir}/{name}/[<config>/]<version>/'
+    f'{name}-<split>.array_record-* or .tfrecord-*). Nothing is downloaded at load time. '
+    f'Prepare it on a machine with network access with:\n'
+    f'  python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
+    f"data_dir={str(data_dir)!r}).download_and_prepare(file_format='array_record')\"\n"
+    f'and copy {data_dir}/{name} here, or extract {archive} into {data_dir}. For a synthetic '
+    f'stand-in (tests, demos): python -m lra.synthetic --task {task} --output_dir {data_dir}'
+  )

@@ -26,8 +26,9 @@ def encode_bytes(data: bytes | str, max_length: int) -> np.ndarray:
   return np.frombuffer(data[:max_length], np.uint8).astype(np.uint16) + 1
 
 
-def pad(sequences: Sequence[np.ndarray], max_length: int,
-        dtype: np.dtype | type = np.uint16) -> tuple[np.ndarray, np.ndarray]:
+def pad(
+  sequences: Sequence[np.ndarray], max_length: int, dtype: np.dtype | type = np.uint16
+) -> tuple[np.ndarray, np.ndarray]:
   """Right-pads token sequences with 0 into one array, truncating longer ones.
 
   Args:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.extend.random
@@ -71,7 +72,7 @@ def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
   return (halves.reshape(-1)[:size] < threshold).reshape(shape)
 
 
-def dropout(x: Array, rate: float, rng: Optional[Array], deterministic: bool) -> Array:
+def dropout(x: Array, rate: float, rng: Array | None, deterministic: bool) -> Array:
   """Inverted dropout; the identity when `deterministic` or `rate == 0`.
 
   Args:
@@ -126,7 +127,7 @@ def _add_bias_bwd(bias_like: Array, g: Array) -> tuple[Array, Array]:
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
-def linear(x: Array, kernel: Array, bias: Optional[Array] = None) -> Array:
+def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
   """`x kernel + bias` over the last axis, as one 2-D matmul on the rows of x.
 
   Flattening the leading axes first lets XLA's CPU compiler run the weight gradient `X^T G` as one
@@ -146,7 +147,7 @@ def linear(x: Array, kernel: Array, bias: Optional[Array] = None) -> Array:
   return y if bias is None else add_bias(y, bias)
 
 
-def attention_weights(query: Array, key: Array, key_mask: Optional[Array] = None) -> Array:
+def attention_weights(query: Array, key: Array, key_mask: Array | None = None) -> Array:
   """Softmax attention probabilities softmax(q k^T / sqrt(head_dim)), in float32.
 
   Args:
@@ -165,14 +166,14 @@ def attention_weights(query: Array, key: Array, key_mask: Optional[Array] = None
 
 
 def dot_product_attention(
-    query: Array,
-    key: Array,
-    value: Array,
-    key_mask: Optional[Array] = None,
-    *,
-    dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None,
-    deterministic: bool = True,
+  query: Array,
+  key: Array,
+  value: Array,
+  key_mask: Array | None = None,
+  *,
+  dropout_rate: float = 0.0,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
 ) -> tuple[Array, Array]:
   """Multi-head scaled dot-product softmax attention with a key padding mask.
 
@@ -198,17 +199,27 @@ def dot_product_attention(
   return _attend(query, key, value, key_mask, keep, dropout_rate)
 
 
-@functools.partial(jax.checkpoint, static_argnums=(5,),
-                   policy=jax.checkpoint_policies.save_only_these_names('attention_probs'))
-def _attend(query: Array, key: Array, value: Array, key_mask: Optional[Array],
-            keep: Optional[Array], rate: float) -> tuple[Array, Array]:
+@functools.partial(
+  jax.checkpoint,
+  static_argnums=(5,),
+  policy=jax.checkpoint_policies.save_only_these_names('attention_probs'),
+)
+def _attend(
+  query: Array,
+  key: Array,
+  value: Array,
+  key_mask: Array | None,
+  keep: Array | None,
+  rate: float,
+) -> tuple[Array, Array]:
   """Softmax attention with an optional dropout keep mask. The backward keeps only the float32
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
   not stored but recomputed (element-wise) or not needed."""
   probs = checkpoint_name(attention_weights(query, key, key_mask), 'attention_probs')
   dropped = probs if keep is None else _apply_keep_mask(probs, keep, rate)
-  out = jnp.einsum('bhqk,bkhd->bqhd', dropped.astype(value.dtype), value,
-                   preferred_element_type=jnp.float32)
+  out = jnp.einsum(
+    'bhqk,bkhd->bqhd', dropped.astype(value.dtype), value, preferred_element_type=jnp.float32
+  )
   return out.astype(value.dtype), probs
 
 
@@ -235,6 +246,7 @@ class LunaAttentionOutput(NamedTuple):
     pack_probs: `[batch, pack_heads, l, m]` float32 pack probabilities, before dropout.
     unpack_probs: `[batch, heads, n, l]` float32 unpack probabilities, before dropout.
   """
+
   unpacked: Array
   packed: Array
   pack_probs: Array
@@ -242,18 +254,18 @@ class LunaAttentionOutput(NamedTuple):
 
 
 def luna_attention(
-    query: Array,
-    pack_query: Array,
-    pack_key: Array,
-    pack_value: Array,
-    unpack_kernel: Array,
-    unpack_bias: Optional[Array] = None,
-    context_mask: Optional[Array] = None,
-    p_mask: Optional[Array] = None,
-    *,
-    dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None,
-    deterministic: bool = True,
+  query: Array,
+  pack_query: Array,
+  pack_key: Array,
+  pack_value: Array,
+  unpack_kernel: Array,
+  unpack_bias: Array | None = None,
+  context_mask: Array | None = None,
+  p_mask: Array | None = None,
+  *,
+  dropout_rate: float = 0.0,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
 ) -> LunaAttentionOutput:
   """Bidirectional Luna attention from projected inputs: pack, then unpack (§3, eqs. 3-5).
 
@@ -288,26 +300,30 @@ def luna_attention(
   b, _, heads, head_dim = query.shape
   d = heads * head_dim
   if unpack_kernel.shape[-1] not in (d, 2 * d):
-    raise ValueError(f'unpack_kernel must be [d, d] (tied K/V) or [d, 2d] with d = {d}; got '
-                     f'{unpack_kernel.shape}.')
+    raise ValueError(
+      f'unpack_kernel must be [d, d] (tied K/V) or [d, 2d] with d = {d}; got {unpack_kernel.shape}.'
+    )
   pack_rng = unpack_rng = None
   if not deterministic and dropout_rate > 0.0:
     if dropout_rng is None:
       raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
     pack_rng, unpack_rng = jax.random.split(dropout_rng)
   kwargs = dict(dropout_rate=dropout_rate, deterministic=deterministic)
-  y_p, pack_probs = dot_product_attention(pack_query, pack_key, pack_value, context_mask,
-                                          dropout_rng=pack_rng, **kwargs)
+  y_p, pack_probs = dot_product_attention(
+    pack_query, pack_key, pack_value, context_mask, dropout_rng=pack_rng, **kwargs
+  )
   packed = merge_heads(y_p)
   kv = linear(packed, unpack_kernel, unpack_bias)
   key, value = key_value([split_heads(z, heads) for z in jnp.split(kv, kv.shape[-1] // d, -1)])
-  unpacked, unpack_probs = dot_product_attention(query, key, value, p_mask, dropout_rng=unpack_rng,
-                                                 **kwargs)
+  unpacked, unpack_probs = dot_product_attention(
+    query, key, value, p_mask, dropout_rng=unpack_rng, **kwargs
+  )
   return LunaAttentionOutput(unpacked, packed, pack_probs, unpack_probs)
 
 
 def fused_dot_product_attention(
-    query: Array, key: Array, value: Array, key_mask: Optional[Array] = None) -> Array:
+  query: Array, key: Array, value: Array, key_mask: Array | None = None
+) -> Array:
   """Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
 
   No attention dropout (the fused kernels have none); used as the fast baseline in benchmarks.
@@ -351,22 +367,26 @@ class CausalLunaState(NamedTuple):
     value_accum: `[batch, heads, l, head_dim]` float32, sum_j a_j v_j^T.
     num_steps: `[batch]` int32, tokens consumed so far (t - 1 before the next token).
   """
+
   key_accum: Array
   value_accum: Array
   num_steps: Array
 
 
-def init_causal_state(batch: int, heads: int, head_dim: int,
-                      projection_length: int) -> CausalLunaState:
+def init_causal_state(
+  batch: int, heads: int, head_dim: int, projection_length: int
+) -> CausalLunaState:
   """An empty causal Luna state (no token seen yet) for a P of `projection_length` slots."""
   return CausalLunaState(
-      key_accum=jnp.zeros((batch, heads, head_dim, projection_length), jnp.float32),
-      value_accum=jnp.zeros((batch, heads, projection_length, head_dim), jnp.float32),
-      num_steps=jnp.zeros((batch,), jnp.int32))
+    key_accum=jnp.zeros((batch, heads, head_dim, projection_length), jnp.float32),
+    value_accum=jnp.zeros((batch, heads, projection_length, head_dim), jnp.float32),
+    num_steps=jnp.zeros((batch,), jnp.int32),
+  )
 
 
-def causal_pack_activation(scores: Array, omega: str = 'softplus',
-                           beta: float = SOFTPLUS_BETA) -> Array:
+def causal_pack_activation(
+  scores: Array, omega: str = 'softplus', beta: float = SOFTPLUS_BETA
+) -> Array:
   """The pack activation omega of causal Luna: softplus with sharpness beta, or elu + 1.
 
   Args:
@@ -385,19 +405,19 @@ def causal_pack_activation(scores: Array, omega: str = 'softplus',
 
 
 def causal_luna_step(
-    state: CausalLunaState,
-    pack_query: Array,
-    query: Array,
-    pack_key: Array,
-    key: Array,
-    value: Array,
-    p_mask: Optional[Array] = None,
-    *,
-    omega: str = 'softplus',
-    beta: float = SOFTPLUS_BETA,
-    dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None,
-    deterministic: bool = True,
+  state: CausalLunaState,
+  pack_query: Array,
+  query: Array,
+  pack_key: Array,
+  key: Array,
+  value: Array,
+  p_mask: Array | None = None,
+  *,
+  omega: str = 'softplus',
+  beta: float = SOFTPLUS_BETA,
+  dropout_rate: float = 0.0,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
 ) -> tuple[CausalLunaState, Array]:
   """Advances causal Luna attention by one token (incremental decoding).
 
@@ -438,19 +458,19 @@ def causal_luna_step(
 
 
 def causal_luna_attention(
-    pack_query: Array,
-    query: Array,
-    pack_key: Array,
-    key: Array,
-    value: Array,
-    p_mask: Optional[Array] = None,
-    *,
-    omega: str = 'softplus',
-    beta: float = SOFTPLUS_BETA,
-    dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None,
-    deterministic: bool = True,
-    initial_state: Optional[CausalLunaState] = None,
+  pack_query: Array,
+  query: Array,
+  pack_key: Array,
+  key: Array,
+  value: Array,
+  p_mask: Array | None = None,
+  *,
+  omega: str = 'softplus',
+  beta: float = SOFTPLUS_BETA,
+  dropout_rate: float = 0.0,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
+  initial_state: CausalLunaState | None = None,
 ) -> tuple[Array, CausalLunaState]:
   """Causal Luna attention (eq. 7) as a `jax.lax.scan` over time.
 
@@ -485,8 +505,19 @@ def causal_luna_attention(
     q_t, pk_t, k_t, v_t, t = xs
     rng = jax.random.fold_in(dropout_rng, t) if use_dropout else None
     carry, y_t = causal_luna_step(
-        carry, pack_query, q_t, pk_t, k_t, v_t, p_mask, omega=omega, beta=beta,
-        dropout_rate=dropout_rate, dropout_rng=rng, deterministic=deterministic)
+      carry,
+      pack_query,
+      q_t,
+      pk_t,
+      k_t,
+      v_t,
+      p_mask,
+      omega=omega,
+      beta=beta,
+      dropout_rate=dropout_rate,
+      dropout_rng=rng,
+      deterministic=deterministic,
+    )
     return carry, y_t
 
   time_major = [jnp.swapaxes(z, 0, 1) for z in (query, pack_key, key, value)]
@@ -506,20 +537,20 @@ def _exclusive_cumsum(x: Array, axis: int) -> Array:
 
 
 def causal_luna_attention_chunked(
-    pack_query: Array,
-    query: Array,
-    pack_key: Array,
-    key: Array,
-    value: Array,
-    p_mask: Optional[Array] = None,
-    *,
-    chunk_size: int = 64,
-    omega: str = 'softplus',
-    beta: float = SOFTPLUS_BETA,
-    dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None,
-    deterministic: bool = True,
-    initial_state: Optional[CausalLunaState] = None,
+  pack_query: Array,
+  query: Array,
+  pack_key: Array,
+  key: Array,
+  value: Array,
+  p_mask: Array | None = None,
+  *,
+  chunk_size: int = 64,
+  omega: str = 'softplus',
+  beta: float = SOFTPLUS_BETA,
+  dropout_rate: float = 0.0,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
+  initial_state: CausalLunaState | None = None,
 ) -> tuple[Array, CausalLunaState]:
   """Causal Luna attention (eq. 7) in exact chunked-parallel form.
 
@@ -556,9 +587,10 @@ def causal_luna_attention_chunked(
   num_chunks = -(-n // c)
   pad = num_chunks * c - n
   f32 = jnp.float32
-  scale = dh ** -0.5
-  state = (initial_state if initial_state is not None
-           else init_causal_state(b, h, dh, projection_length))
+  scale = dh**-0.5
+  state = (
+    initial_state if initial_state is not None else init_causal_state(b, h, dh, projection_length)
+  )
 
   def chunks(z):  # [b, n, h, e] -> [b, h, num_chunks, c, e]; padded positions are zero.
     z = jnp.pad(z.astype(f32), ((0, 0), (0, pad), (0, 0), (0, 0)))
@@ -566,7 +598,8 @@ def causal_luna_attention_chunked(
 
   q, pk, k, v = chunks(query * scale), chunks(pack_key), chunks(key), chunks(value)
   a = causal_pack_activation(
-      jnp.einsum('bhnce,blhe->bhncl', pk, pack_query.astype(f32) * scale), omega, beta)
+    jnp.einsum('bhnce,blhe->bhncl', pk, pack_query.astype(f32) * scale), omega, beta
+  )
   pack_rng = unpack_rng = None
   if not deterministic and dropout_rate > 0.0:
     pack_rng, unpack_rng = jax.random.split(dropout_rng)
@@ -579,15 +612,20 @@ def causal_luna_attention_chunked(
   t = (state.num_steps.astype(f32)[:, None, None] + positions)[:, None, :, :, None]
   causal = jnp.tril(jnp.ones((c, c), bool))
   qk = jnp.where(causal, jnp.einsum('bhnie,bhnje->bhnij', q, k), 0.0)
-  logits = (jnp.einsum('bhnie,bhnel->bhnil', q, key_before)
-            + jnp.einsum('bhnij,bhnjl->bhnil', qk, a)) / t
+  logits = (
+    jnp.einsum('bhnie,bhnel->bhnil', q, key_before) + jnp.einsum('bhnij,bhnjl->bhnil', qk, a)
+  ) / t
   if p_mask is not None:
     logits = jnp.where(p_mask[:, None, None, None, :], logits, _MASK_VALUE)
   u = dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, unpack_rng, deterministic)
   ua = jnp.where(causal, jnp.einsum('bhnil,bhnjl->bhnij', u, a), 0.0)
-  y = (jnp.einsum('bhnil,bhnle->bhnie', u, value_before)
-       + jnp.einsum('bhnij,bhnje->bhnie', ua, v)) / t
+  y = (
+    jnp.einsum('bhnil,bhnle->bhnie', u, value_before) + jnp.einsum('bhnij,bhnje->bhnie', ua, v)
+  ) / t
   y = y.transpose(0, 2, 3, 1, 4).reshape(b, num_chunks * c, h, -1)[:, :n]
-  final = CausalLunaState(key_before[:, :, -1] + chunk_keys[:, :, -1],
-                          value_before[:, :, -1] + chunk_values[:, :, -1], state.num_steps + n)
+  final = CausalLunaState(
+    key_before[:, :, -1] + chunk_keys[:, :, -1],
+    value_before[:, :, -1] + chunk_values[:, :, -1],
+    state.num_steps + n,
+  )
   return y.astype(value.dtype), final

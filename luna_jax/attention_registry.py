@@ -10,7 +10,7 @@ module the LRA Transformer block builds.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import flax.linen as nn
 
@@ -21,9 +21,14 @@ from luna_jax.layers import SelfAttention
 ATTENTIONS = ('softmax', 'fused', 'linformer', 'linear', 'performer')
 
 
-def self_attention_module(implementation: str, *, max_length: Optional[int] = None,
-                          low_rank_features: int = 16, nb_features: int = 256,
-                          redraw_features: bool = False) -> Callable[..., nn.Module]:
+def self_attention_module(
+  implementation: str,
+  *,
+  max_length: int | None = None,
+  low_rank_features: int = 16,
+  nb_features: int = 256,
+  redraw_features: bool = False,
+) -> Callable[..., nn.Module]:
   """The self-attention constructor of an `attention_implementation` name.
 
   Args:
@@ -43,11 +48,13 @@ def self_attention_module(implementation: str, *, max_length: Optional[int] = No
   if implementation in ('softmax', 'fused'):
     return functools.partial(SelfAttention, implementation=implementation)
   if implementation == 'linformer':
-    return functools.partial(LinformerSelfAttention, max_length=max_length,
-                             low_rank_features=low_rank_features)
+    return functools.partial(
+      LinformerSelfAttention, max_length=max_length, low_rank_features=low_rank_features
+    )
   if implementation == 'linear':
     return LinearSelfAttention
   if implementation == 'performer':
-    return functools.partial(PerformerSelfAttention, nb_features=nb_features,
-                             redraw_features=redraw_features)
+    return functools.partial(
+      PerformerSelfAttention, nb_features=nb_features, redraw_features=redraw_features
+    )
   raise ValueError(f'attention_implementation must be one of {ATTENTIONS}, got {implementation!r}.')

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -40,16 +39,16 @@ _EPS = 1e-6
 
 
 def linformer_attention(
-    query: Array,
-    key: Array,
-    value: Array,
-    key_projection: Array,
-    value_projection: Array,
-    key_mask: Optional[Array] = None,
-    *,
-    dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None,
-    deterministic: bool = True,
+  query: Array,
+  key: Array,
+  value: Array,
+  key_projection: Array,
+  value_projection: Array,
+  key_mask: Array | None = None,
+  *,
+  dropout_rate: float = 0.0,
+  dropout_rng: Array | None = None,
+  deterministic: bool = True,
 ) -> tuple[Array, Array]:
   """Linformer attention: softmax(q (E^T K)^T / sqrt(dh)) (F^T V).
 
@@ -72,17 +71,25 @@ def linformer_attention(
   """
   m, max_length = key.shape[1], key_projection.shape[0]
   if m > max_length:
-    raise ValueError(f'Linformer projects a fixed length of {max_length} positions; got an input of '
-                     f'{m}. Rebuild the model with a larger max_length.')
+    raise ValueError(
+      f'Linformer projects a fixed length of {max_length} positions; got an input of '
+      f'{m}. Rebuild the model with a larger max_length.'
+    )
   if key_mask is not None:
     key = jnp.where(key_mask[:, :, None, None], key, 0)
     value = jnp.where(key_mask[:, :, None, None], value, 0)
   # In float32: XLA's CPU dot has no bfloat16 x bfloat16 -> float32 kernel for this contraction.
-  project = lambda x, e: jnp.einsum('bmhd,mr->brhd', x.astype(jnp.float32),
-                                    e[:m].astype(jnp.float32)).astype(x.dtype)
+  project = lambda x, e: jnp.einsum(
+    'bmhd,mr->brhd', x.astype(jnp.float32), e[:m].astype(jnp.float32)
+  ).astype(x.dtype)
   return attn.dot_product_attention(
-      query, project(key, key_projection), project(value, value_projection),
-      dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
+    query,
+    project(key, key_projection),
+    project(value, value_projection),
+    dropout_rate=dropout_rate,
+    dropout_rng=dropout_rng,
+    deterministic=deterministic,
+  )
 
 
 def kernelized_attention(query_features: Array, key_features: Array, value: Array) -> Array:
@@ -103,8 +110,9 @@ def kernelized_attention(query_features: Array, key_features: Array, value: Arra
   return out.astype(value.dtype)
 
 
-def linear_attention(query: Array, key: Array, value: Array,
-                     key_mask: Optional[Array] = None) -> Array:
+def linear_attention(
+  query: Array, key: Array, value: Array, key_mask: Array | None = None
+) -> Array:
   """Linear Transformer attention with the feature map elu(x) + 1.
 
   Args:
@@ -172,8 +180,9 @@ def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
   return rows * norms[:, None]
 
 
-def favor_features(x: Array, projection: Array, *, is_query: bool,
-                   mask: Optional[Array] = None) -> Array:
+def favor_features(
+  x: Array, projection: Array, *, is_query: bool, mask: Array | None = None
+) -> Array:
   """Positive random features of the softmax kernel, up to a factor that cancels in attention.
 
   phi(x) = exp(W x' - |x'|^2 / 2 - c) / sqrt(m), x' = x / head_dim^(1/4), so that
@@ -191,8 +200,9 @@ def favor_features(x: Array, projection: Array, *, is_query: bool,
     `[batch, length, heads, m]` float32, non-negative.
   """
   x = x.astype(jnp.float32) * x.shape[-1] ** -0.25
-  exponent = (jnp.einsum('blhd,md->blhm', x, projection.astype(jnp.float32))
-              - 0.5 * jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+  exponent = jnp.einsum('blhd,md->blhm', x, projection.astype(jnp.float32)) - 0.5 * jnp.sum(
+    jnp.square(x), axis=-1, keepdims=True
+  )
   valid = jnp.ones(x.shape[:2], bool) if mask is None else mask
   valid = valid[:, :, None, None]
   if is_query:
@@ -206,8 +216,9 @@ def favor_features(x: Array, projection: Array, *, is_query: bool,
   return jnp.exp(exponent) / math.sqrt(projection.shape[0])
 
 
-def performer_attention(query: Array, key: Array, value: Array, projection: Array,
-                        key_mask: Optional[Array] = None) -> Array:
+def performer_attention(
+  query: Array, key: Array, value: Array, projection: Array, key_mask: Array | None = None
+) -> Array:
   """FAVOR+ attention (Performer) with the random projection `projection`.
 
   Args:
@@ -220,8 +231,11 @@ def performer_attention(query: Array, key: Array, value: Array, projection: Arra
   Returns:
     `[batch, n, heads, v_dim]` in value's dtype.
   """
-  return kernelized_attention(favor_features(query, projection, is_query=True),
-                              favor_features(key, projection, is_query=False, mask=key_mask), value)
+  return kernelized_attention(
+    favor_features(query, projection, is_query=True),
+    favor_features(key, projection, is_query=False, mask=key_mask),
+    value,
+  )
 
 
 class LinformerSelfAttention(SelfAttention):
@@ -234,11 +248,13 @@ class LinformerSelfAttention(SelfAttention):
     max_length: the fixed sequence length (longer inputs raise ValueError).
     low_rank_features: r, the projected length (LRA: 16).
   """
-  max_length: Optional[int] = None
+
+  max_length: int | None = None
   low_rank_features: int = 16
 
-  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
-             deterministic: bool) -> Array:
+  def attend(
+    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+  ) -> Array:
     if self.max_length is None:
       raise ValueError('LinformerSelfAttention needs max_length.')
     shape = (self.max_length, self.low_rank_features)
@@ -247,8 +263,16 @@ class LinformerSelfAttention(SelfAttention):
     f = self.param('value_projection', init, shape, self.param_dtype)
     use_dropout = not deterministic and self.attention_dropout_rate > 0.0
     y, probs = linformer_attention(
-        query, key, value, e, f, mask, dropout_rate=self.attention_dropout_rate,
-        dropout_rng=self.make_rng('dropout') if use_dropout else None, deterministic=deterministic)
+      query,
+      key,
+      value,
+      e,
+      f,
+      mask,
+      dropout_rate=self.attention_dropout_rate,
+      dropout_rng=self.make_rng('dropout') if use_dropout else None,
+      deterministic=deterministic,
+    )
     self.sow('intermediates', 'probs', probs)
     return y
 
@@ -256,8 +280,9 @@ class LinformerSelfAttention(SelfAttention):
 class LinearSelfAttention(SelfAttention):
   """Linear Transformer self-attention (elu + 1 features); no attention dropout."""
 
-  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
-             deterministic: bool) -> Array:
+  def attend(
+    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+  ) -> Array:
     return linear_attention(query, key, value, mask)
 
 
@@ -273,6 +298,7 @@ class PerformerSelfAttention(SelfAttention):
     nb_features: number of random features m (LRA: 256).
     redraw_features: redraw the projection at every training step.
   """
+
   nb_features: int = 256
   redraw_features: bool = False
 
@@ -282,9 +308,11 @@ class PerformerSelfAttention(SelfAttention):
     if self.redraw_features and not deterministic:
       return orthogonal_random_matrix(self.make_rng('dropout'), self.nb_features, head_dim)
     with jax.ensure_compile_time_eval():
-      return orthogonal_random_matrix(jax.random.PRNGKey(zlib.crc32('/'.join(self.path).encode())),
-                                      self.nb_features, head_dim)
+      return orthogonal_random_matrix(
+        jax.random.PRNGKey(zlib.crc32('/'.join(self.path).encode())), self.nb_features, head_dim
+      )
 
-  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
-             deterministic: bool) -> Array:
+  def attend(
+    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+  ) -> Array:
     return performer_attention(query, key, value, self.projection(deterministic), mask)

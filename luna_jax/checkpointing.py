@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -55,8 +56,10 @@ def flat_leaves(tree: Any) -> dict[str, Any]:
 
   A TrainState and orbax's stored view of it (nested dicts and lists) give the same paths.
   """
-  return {'/'.join(_path_name(k) for k in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    '/'.join(_path_name(k) for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def tree_digest(tree: Any) -> str:
@@ -87,18 +90,23 @@ class _VerifiedManager:
   def __init__(self, workdir: str, name: str, options: ocp.CheckpointManagerOptions):
     self.workdir = os.path.abspath(workdir)
     # The handler lets a fresh manager read the arrays' metadata (`item_metadata`).
-    self.manager = ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
-                                         item_handlers=ocp.StandardCheckpointHandler())
+    self.manager = ocp.CheckpointManager(
+      os.path.join(self.workdir, name),
+      options=options,
+      item_handlers=ocp.StandardCheckpointHandler(),
+    )
 
   def path(self, step: int) -> str:
     return os.path.join(str(self.manager.directory), str(step))
 
-  def save(self, step: int, tree: Any, record: dict[str, Any],
-           metrics: Optional[dict[str, float]] = None) -> None:
+  def save(
+    self, step: int, tree: Any, record: dict[str, Any], metrics: dict[str, float] | None = None
+  ) -> None:
     host = jax.device_get(tree)  # One copy, hashed and saved (orbax refuses process-local arrays).
     custom = {**record, DIGEST_KEY: tree_digest(host)}
-    self.manager.save(step, args=ocp.args.StandardSave(host), metrics=metrics,
-                      custom_metadata=custom, force=True)
+    self.manager.save(
+      step, args=ocp.args.StandardSave(host), metrics=metrics, custom_metadata=custom, force=True
+    )
 
   def read_record(self, step: int) -> dict[str, Any]:
     """The step's custom metadata, after checking orbax's commit marker; raises _Damaged."""
@@ -116,8 +124,10 @@ class _VerifiedManager:
   def check_fits(self, step: int, target: Any) -> None:
     """Raises CheckpointMismatchError when the stored arrays are not those of `target`."""
     try:
-      stored = {path: tuple(meta.shape)
-                for path, meta in flat_leaves(self.manager.item_metadata(step).tree).items()}
+      stored = {
+        path: tuple(meta.shape)
+        for path, meta in flat_leaves(self.manager.item_metadata(step).tree).items()
+      }
     except Exception as e:  # As above: an unreadable array metadata file.
       raise _Damaged(f'array metadata unreadable: {type(e).__name__}: {str(e)[:200]}') from None
     wanted = {path: tuple(np.shape(leaf)) for path, leaf in flat_leaves(target).items()}
@@ -126,10 +136,11 @@ class _VerifiedManager:
     if differing:
       example = differing[0]
       raise CheckpointMismatchError(
-          f'{self.workdir}: checkpoint {self.path(step)} does not fit the model built from this '
-          f'config and data: {len(differing)} array(s) differ, e.g. {example}: stored '
-          f'{stored.get(example, "absent")}, model {wanted.get(example, "absent")}. The model '
-          f'settings or the data (vocabulary, classes, max_length) changed; use a new --workdir.')
+        f'{self.workdir}: checkpoint {self.path(step)} does not fit the model built from this '
+        f'config and data: {len(differing)} array(s) differ, e.g. {example}: stored '
+        f'{stored.get(example, "absent")}, model {wanted.get(example, "absent")}. The model '
+        f'settings or the data (vocabulary, classes, max_length) changed; use a new --workdir.'
+      )
 
   def restore_verified(self, step: int, target: Any, record: dict[str, Any]) -> Any:
     """Restores `step` into `target`'s structure and checks the digest; raises _Damaged."""
@@ -145,14 +156,19 @@ class _VerifiedManager:
   def set_aside(self, step: int, reason: str) -> None:
     """Warns about a damaged checkpoint and moves it out of orbax's folder (lead process)."""
     source = self.path(step)
-    destination = os.path.join(self.workdir, DAMAGED_DIR,
-                               f'{os.path.basename(str(self.manager.directory))}_{step}')
+    destination = os.path.join(
+      self.workdir, DAMAGED_DIR, f'{os.path.basename(str(self.manager.directory))}_{step}'
+    )
     suffix = 1
     while os.path.exists(destination + (f'.{suffix}' if suffix > 1 else '')):
       suffix += 1
     destination += f'.{suffix}' if suffix > 1 else ''
-    logging.warning('Checkpoint %s is damaged (%s); moved to %s. Using the newest intact '
-                    'checkpoint instead.', source, reason, destination)
+    logging.warning(
+      'Checkpoint %s is damaged (%s); moved to %s. Using the newest intact checkpoint instead.',
+      source,
+      reason,
+      destination,
+    )
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(destination), exist_ok=True)
       os.replace(source, destination)
@@ -180,23 +196,33 @@ def read_checkpoint(path: str) -> tuple[Any, dict[str, Any], str]:
   path = os.path.abspath(os.path.expanduser(path))
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     workdir, wanted = path, None
-  elif (os.path.basename(path).isdigit()
-        and os.path.basename(os.path.dirname(path)) == 'checkpoints' and os.path.isdir(path)):
+  elif (
+    os.path.basename(path).isdigit()
+    and os.path.basename(os.path.dirname(path)) == 'checkpoints'
+    and os.path.isdir(path)
+  ):
     workdir, wanted = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
   else:
-    raise FileNotFoundError(f'{path}: neither a run\'s workdir (with a checkpoints/ folder) nor a '
-                            'checkpoint folder <workdir>/checkpoints/<step>.')
-  manager = _VerifiedManager(workdir, 'checkpoints', ocp.CheckpointManagerOptions(
-      read_only=True, create=False, enable_async_checkpointing=False,
-      cleanup_tmp_directories=False))
+    raise FileNotFoundError(
+      f"{path}: neither a run's workdir (with a checkpoints/ folder) nor a "
+      'checkpoint folder <workdir>/checkpoints/<step>.'
+    )
+  manager = _VerifiedManager(
+    workdir,
+    'checkpoints',
+    ocp.CheckpointManagerOptions(
+      read_only=True, create=False, enable_async_checkpointing=False, cleanup_tmp_directories=False
+    ),
+  )
   try:
     steps = [wanted] if wanted is not None else sorted(manager.manager.all_steps(), reverse=True)
     problems = []
     for step in steps:
       try:
         record = manager.read_record(step)
-        target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype),
-                              manager.manager.item_metadata(step).tree)
+        target = jax.tree.map(
+          lambda meta: np.zeros(meta.shape, meta.dtype), manager.manager.item_metadata(step).tree
+        )
         tree = manager.restore_verified(step, target, record)
       except _Damaged as e:
         problems.append(f'{manager.path(step)}: {e}')
@@ -218,19 +244,29 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int):
     common = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
-    self._latest = _VerifiedManager(workdir, 'checkpoints', ocp.CheckpointManagerOptions(
-        max_to_keep=keep, **common))
-    self._best = _VerifiedManager(workdir, 'best', ocp.CheckpointManagerOptions(
-        max_to_keep=1, best_fn=lambda metrics: metrics['accuracy'], best_mode='max',
-        keep_checkpoints_without_metrics=False, **common))
+    self._latest = _VerifiedManager(
+      workdir, 'checkpoints', ocp.CheckpointManagerOptions(max_to_keep=keep, **common)
+    )
+    self._best = _VerifiedManager(
+      workdir,
+      'best',
+      ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        best_fn=lambda metrics: metrics['accuracy'],
+        best_mode='max',
+        keep_checkpoints_without_metrics=False,
+        **common,
+      ),
+    )
     self._target: Any = None
 
   @property
   def directory(self) -> str:
     return str(self._latest.manager.directory)
 
-  def restore_latest(self, target: Any, check: Optional[RecordCheck] = None
-                     ) -> tuple[Any, Optional[dict[str, Any]]]:
+  def restore_latest(
+    self, target: Any, check: RecordCheck | None = None
+  ) -> tuple[Any, dict[str, Any] | None]:
     """Restores the newest intact train state into the structure, shapes and dtypes of `target`.
 
     Checkpoints that fail verification are named in a warning and set aside (module docstring);
@@ -260,7 +296,7 @@ class Checkpointer:
       return state, {k: v for k, v in record.items() if k != DIGEST_KEY}
     return target, None
 
-  def last_good_step(self) -> Optional[int]:
+  def last_good_step(self) -> int | None:
     """The newest checkpoint that restores and matches its digest now (damaged ones are set aside).
 
     Needs `restore_latest` to have been called (it records the state's structure).
@@ -290,11 +326,11 @@ class Checkpointer:
     if step not in self._best.manager.all_steps():
       self._best.save(step, {'params': params}, {}, metrics={'accuracy': float(accuracy)})
 
-  def best_step(self) -> Optional[int]:
+  def best_step(self) -> int | None:
     """The step of the best checkpoint so far, or None."""
     return self._best.manager.best_step()
 
-  def restore_best_params(self, target_params: Any) -> Optional[Any]:
+  def restore_best_params(self, target_params: Any) -> Any | None:
     """The best parameters, verified, in the structure of `target_params`; None if damaged.
 
     A damaged best checkpoint is named in a warning and set aside.

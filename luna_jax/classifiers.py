@@ -12,7 +12,7 @@ these from a config.
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -75,6 +75,7 @@ class ClassifierHead(nn.Module):
     hidden_dim: hidden width.
     num_classes: output classes.
   """
+
   hidden_dim: int
   num_classes: int
 
@@ -97,6 +98,7 @@ class SequenceClassifier(nn.Module):
     dual: two inputs (Retrieval) instead of one.
     interaction: dual features, 'concat' or 'nli'.
   """
+
   encoder_name: str
   encoder: ModelConfig
   num_classes: int
@@ -119,8 +121,15 @@ class SequenceClassifier(nn.Module):
     """`[batch, n]` ids and `[batch]` lengths -> `[batch, d]` pooled float32 representation."""
     return pool(self.sequence_encoder(tokens, lengths, deterministic=not train), self.pooling)
 
-  def __call__(self, inputs: Array, lengths: Array, inputs2: Optional[Array] = None,
-               lengths2: Optional[Array] = None, *, train: bool = False) -> Array:
+  def __call__(
+    self,
+    inputs: Array,
+    lengths: Array,
+    inputs2: Array | None = None,
+    lengths2: Array | None = None,
+    *,
+    train: bool = False,
+  ) -> Array:
     """Classifies a batch.
 
     Args:
@@ -137,5 +146,7 @@ class SequenceClassifier(nn.Module):
     if self.dual:
       if inputs2 is None or lengths2 is None:
         raise ValueError('a dual model needs inputs2 and lengths2.')
-      features = combine_pair(features, self.encode(inputs2, lengths2, train=train), self.interaction)
+      features = combine_pair(
+        features, self.encode(inputs2, lengths2, train=train), self.interaction
+      )
     return self.head(features)

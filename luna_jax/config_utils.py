@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar('T')
 
@@ -21,10 +22,16 @@ class ConfigError(ValueError):
   """A config key or value the trainer does not accept (the message names it)."""
 
 
-def spec(*, minimum: Optional[float] = None, above: Optional[float] = None,
-         below: Optional[float] = None, maximum: Optional[float] = None,
-         choices: Optional[Sequence[Any]] = None, also: Sequence[Any] = (),
-         check: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
+def spec(
+  *,
+  minimum: float | None = None,
+  above: float | None = None,
+  below: float | None = None,
+  maximum: float | None = None,
+  choices: Sequence[Any] | None = None,
+  also: Sequence[Any] = (),
+  check: Callable[[Any], str | None] | None = None,
+) -> Any:
   """A dataclass field with the allowed values of a config key.
 
   Args:
@@ -37,8 +44,15 @@ def spec(*, minimum: Optional[float] = None, above: Optional[float] = None,
   Returns:
     A `dataclasses.field` carrying the spec in its metadata.
   """
-  rule = dict(minimum=minimum, above=above, below=below, maximum=maximum, choices=choices,
-              also=tuple(also), check=check)
+  rule = dict(
+    minimum=minimum,
+    above=above,
+    below=below,
+    maximum=maximum,
+    choices=choices,
+    also=tuple(also),
+    check=check,
+  )
   return dataclasses.field(metadata={'spec': rule})
 
 
@@ -47,11 +61,12 @@ def check_keys(config: Mapping[str, Any], expected: Sequence[str], section: str)
   unknown = sorted(set(config) - set(expected))
   missing = sorted(set(expected) - set(config))
   if unknown or missing:
-    raise ConfigError(f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected '
-                     f'{sorted(expected)}.')
+    raise ConfigError(
+      f'{section}: unknown key(s) {unknown}, missing key(s) {missing}; expected {sorted(expected)}.'
+    )
 
 
-def _type_error(value: Any, hint: Any) -> Optional[str]:
+def _type_error(value: Any, hint: Any) -> str | None:
   """Why `value` is not of the annotated type `hint` (None when it is); ints pass as floats."""
   origin = typing.get_origin(hint)
   if origin in (typing.Union, types.UnionType):
@@ -73,15 +88,19 @@ def _type_error(value: Any, hint: Any) -> Optional[str]:
   return None if ok else f'must be of type {hint.__name__}, got {type(value).__name__}'
 
 
-def value_error(value: Any, hint: Any, rule: Mapping[str, Any]) -> Optional[str]:
+def value_error(value: Any, hint: Any, rule: Mapping[str, Any]) -> str | None:
   """Why `value` breaks its type `hint` or its `spec` rule, or None when it is allowed."""
   error = _type_error(value, hint)
   also = rule.get('also', ())
   if error or value is None or value in also:
     return error
   suffix = f' (or one of {list(also)})' if also else ''
-  bounds = (('minimum', '>=', lambda v, b: v >= b), ('above', '>', lambda v, b: v > b),
-            ('below', '<', lambda v, b: v < b), ('maximum', '<=', lambda v, b: v <= b))
+  bounds = (
+    ('minimum', '>=', lambda v, b: v >= b),
+    ('above', '>', lambda v, b: v > b),
+    ('below', '<', lambda v, b: v < b),
+    ('maximum', '<=', lambda v, b: v <= b),
+  )
   for name, sign, holds in bounds:
     bound = rule.get(name)
     if bound is not None and not holds(value, bound):

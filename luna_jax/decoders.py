@@ -22,8 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax import objectives
-from luna_jax.encoders import (EncoderOutput, LunaEncoder, ModelConfig, TokenEmbedding, learned_p,
-                               remat_layer)
+from luna_jax.encoders import (
+  EncoderOutput,
+  LunaEncoder,
+  ModelConfig,
+  TokenEmbedding,
+  learned_p,
+  remat_layer,
+)
 from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
 
 Array = jax.Array
@@ -37,15 +43,22 @@ def shift_right(targets: Array, bos_id: int) -> Array:
 
 class _DecoderBlock(nn.Module):
   """Shared pieces of the decoder layers: causal self-attention, norms, FFN and dropout."""
+
   config: ModelConfig
 
   def setup(self):
     cfg = self.config
     dtype = cfg.compute_dtype
     self.self_attention = LunaCausalAttention(
-        features=cfg.emb_dim, num_heads=cfg.num_heads, tie_kv=cfg.tie_kv,
-        attention_dropout_rate=cfg.attention_dropout_rate, omega=cfg.omega,
-        implementation=cfg.causal_implementation, chunk_size=cfg.chunk_size, dtype=dtype)
+      features=cfg.emb_dim,
+      num_heads=cfg.num_heads,
+      tie_kv=cfg.tie_kv,
+      attention_dropout_rate=cfg.attention_dropout_rate,
+      omega=cfg.omega,
+      implementation=cfg.causal_implementation,
+      chunk_size=cfg.chunk_size,
+      dtype=dtype,
+    )
     self.self_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
     self.ffn = FeedForward(cfg.mlp_dim, cfg.activation, cfg.activation_dropout_rate, dtype=dtype)
     self.ffn_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
@@ -79,8 +92,10 @@ class LunaLMLayer(_DecoderBlock):
 
   def init_cache(self, batch: int) -> Cache:
     """Pack queries of this layer's P and an empty causal state."""
-    return {'pack_query': self.self_attention.project_p(self._p(batch)),
-            'state': self.self_attention.init_state(batch, self.config.projection_length)}
+    return {
+      'pack_query': self.self_attention.project_p(self._p(batch)),
+      'state': self.self_attention.init_state(batch, self.config.projection_length),
+    }
 
   def step(self, x: Array, cache: Cache) -> tuple[Array, Cache]:
     """One token: `[batch, d]` -> (`[batch, d]`, new cache)."""
@@ -95,14 +110,25 @@ class LunaSeq2SeqLayer(_DecoderBlock):
   def setup_extra(self):
     cfg = self.config
     self.cross_attention = LunaAttention(
-        features=cfg.emb_dim, num_heads=cfg.num_heads, num_pack_heads=cfg.num_pack_heads,
-        tie_kv=cfg.tie_kv, attention_dropout_rate=cfg.attention_dropout_rate,
-        dtype=cfg.compute_dtype)
+      features=cfg.emb_dim,
+      num_heads=cfg.num_heads,
+      num_pack_heads=cfg.num_pack_heads,
+      tie_kv=cfg.tie_kv,
+      attention_dropout_rate=cfg.attention_dropout_rate,
+      dtype=cfg.compute_dtype,
+    )
     self.cross_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.p_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
 
-  def __call__(self, x: Array, p: Array, memory: Array, memory_mask: Array, p_mask: Array,
-               deterministic: bool = True) -> tuple[Array, Array]:
+  def __call__(
+    self,
+    x: Array,
+    p: Array,
+    memory: Array,
+    memory_mask: Array,
+    p_mask: Array,
+    deterministic: bool = True,
+  ) -> tuple[Array, Array]:
     """Applies the layer with teacher forcing (`deterministic` may be positional for `nn.remat`).
 
     Args:
@@ -128,8 +154,12 @@ class LunaSeq2SeqLayer(_DecoderBlock):
     """Everything target-independent for decoding, and the next layer's P."""
     y_p = self.cross_attention.pack(p, memory, memory_mask)
     key, value = self.cross_attention.unpack_keys_values(y_p)
-    cache = {'pack_query': self.self_attention.project_p(p), 'key': key, 'value': value,
-             'state': self.self_attention.init_state(p.shape[0], p.shape[1])}
+    cache = {
+      'pack_query': self.self_attention.project_p(p),
+      'key': key,
+      'value': value,
+      'state': self.self_attention.init_state(p.shape[0], p.shape[1]),
+    }
     return cache, self.p_norm(p + y_p)
 
   def step(self, x: Array, cache: Cache, p_mask: Array) -> tuple[Array, Cache]:
@@ -143,13 +173,14 @@ class LunaSeq2SeqLayer(_DecoderBlock):
 
 class _TokenDecoder(nn.Module):
   """Target embedding (the config's LRA/MT recipe, no CLS), layers and the vocabulary head."""
+
   config: ModelConfig
   #: What the trainer scores the logits with.
   objective: ClassVar[objectives.Objective] = objectives.TokenPrediction()
 
   def setup(self):
     cfg = self.config
-    stddev = cfg.emb_dim ** -0.5
+    stddev = cfg.emb_dim**-0.5
     self.embed = TokenEmbedding(cfg, stddev, stddev)
     if cfg.embedding_layernorm:
       self.embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
@@ -186,6 +217,7 @@ class LunaLM(_TokenDecoder):
   Attributes:
     config: model hyper-parameters (`prepend_cls` must be False).
   """
+
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs',)
 
@@ -202,8 +234,10 @@ class LunaLM(_TokenDecoder):
 
   def init_cache(self, batch: int) -> Cache:
     """An empty decoding cache for `batch` sequences."""
-    return {'position': jnp.zeros((batch,), jnp.int32),
-            'layers': [layer.init_cache(batch) for layer in self.layers]}
+    return {
+      'position': jnp.zeros((batch,), jnp.int32),
+      'layers': [layer.init_cache(batch) for layer in self.layers],
+    }
 
   def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
     """Feeds one token per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
@@ -218,6 +252,7 @@ class LunaSeq2Seq(_TokenDecoder):
       target; `prepend_cls` must be False).
     bos_id: the token that starts every decoder input.
   """
+
   bos_id: int = 1
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
@@ -238,7 +273,9 @@ class LunaSeq2Seq(_TokenDecoder):
       x, p = layer(x, p, encoded.x, encoded.x_mask, encoded.p_mask, not train)
     return self._logits(x)
 
-  def __call__(self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False) -> Array:
+  def __call__(
+    self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False
+  ) -> Array:
     """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted right)."""
     encoded = self.encode(inputs, lengths, train=train)
     return self.decode(shift_right(targets, self.bos_id), encoded, train=train)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -60,14 +60,15 @@ class ModelConfig:
       residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
       matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
   """
+
   vocab_size: int
   max_length: int
   num_layers: int = 4
   emb_dim: int = 256
   num_heads: int = 4
   mlp_dim: int = 1024
-  qkv_dim: Optional[int] = None
-  num_pack_heads: Optional[int] = None
+  qkv_dim: int | None = None
+  num_pack_heads: int | None = None
   projection_length: int = 16
   tie_kv: bool = False
   normalize_before: bool = False
@@ -130,10 +131,11 @@ class EncoderOutput(NamedTuple):
     p: `[batch, l, d]` final packed states (Luna) or None.
     p_mask: `[batch, l]` bool, True for usable P slots (Luna) or None.
   """
+
   x: Array
   x_mask: Array
-  p: Optional[Array] = None
-  p_mask: Optional[Array] = None
+  p: Array | None = None
+  p_mask: Array | None = None
 
 
 def check_positions(config: ModelConfig, num_tokens: int, what: str = '') -> None:
@@ -151,9 +153,11 @@ def check_positions(config: ModelConfig, num_tokens: int, what: str = '') -> Non
     ValueError: when `num_tokens > config.max_length`.
   """
   if num_tokens > config.max_length:
-    raise ValueError(f'The model has positions for {config.max_length} tokens (max_length); got '
-                     f'{what or f"{num_tokens} tokens"}. Rebuild the model with a larger '
-                     'max_length.')
+    raise ValueError(
+      f'The model has positions for {config.max_length} tokens (max_length); got '
+      f'{what or f"{num_tokens} tokens"}. Rebuild the model with a larger '
+      'max_length.'
+    )
 
 
 def length_mask(lengths: Array, size: int) -> Array:
@@ -170,6 +174,7 @@ class TokenEmbedding(nn.Module):
     position_stddev: stddev of a learned position table init.
     cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding init.
   """
+
   config: ModelConfig
   embedding_stddev: float
   position_stddev: float
@@ -206,8 +211,9 @@ class TokenEmbedding(nn.Module):
     size = cfg.max_length + int(cfg.prepend_cls)
     positions = jnp.reshape(jnp.asarray(offset), (-1, 1)) + jnp.arange(x.shape[1])[None, :]
     if cfg.positional == 'learned':
-      table = self.param('position_embedding', nn.initializers.normal(self.position_stddev),
-                         (size, d))
+      table = self.param(
+        'position_embedding', nn.initializers.normal(self.position_stddev), (size, d)
+      )
     elif cfg.positional == 'sinusoidal':
       table = sinusoidal_positions(size, d)
     else:
@@ -220,7 +226,7 @@ def learned_p(module: nn.Module, cfg: ModelConfig, name: str = 'projected_embedd
   """Declares a learned `[l, d]` P table on `module` (init N(0, d^-1/2)) and applies the MT recipe
   (sqrt(d) scale with `embed_scale`, slot sinusoid with sinusoidal positions)."""
   d, l = cfg.emb_dim, cfg.projection_length
-  p = module.param(name, nn.initializers.normal(d ** -0.5), (l, d))
+  p = module.param(name, nn.initializers.normal(d**-0.5), (l, d))
   if cfg.embed_scale:
     p = p * math.sqrt(d)
   if cfg.positional == 'sinusoidal':
@@ -244,6 +250,7 @@ class LunaEncoder(nn.Module):
   Attributes:
     config: the model config.
   """
+
   config: ModelConfig
 
   @nn.compact
@@ -260,7 +267,7 @@ class LunaEncoder(nn.Module):
     """
     cfg = self.config
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
-    stddev = d ** -0.5
+    stddev = d**-0.5
     x, lengths = TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
     if cfg.embedding_layernorm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
@@ -270,8 +277,9 @@ class LunaEncoder(nn.Module):
     x = jnp.where(x_mask[..., None], x, 0).astype(dtype)
 
     def initial_p(suffix: str = '') -> Array:
-      p = jnp.broadcast_to(learned_p(self, cfg, 'projected_embeddings' + suffix)[None],
-                           (x.shape[0], l, d))
+      p = jnp.broadcast_to(
+        learned_p(self, cfg, 'projected_embeddings' + suffix)[None], (x.shape[0], l, d)
+      )
       if cfg.embedding_layernorm:
         p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='projected_embedding_norm' + suffix)(p)
       p = nn.Dropout(cfg.dropout_rate)(p, deterministic=deterministic)
@@ -283,11 +291,18 @@ class LunaEncoder(nn.Module):
       if not cfg.contextual_p:
         p = initial_p(f'_{i}')
       x, p = layer(
-          num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim, num_pack_heads=cfg.num_pack_heads,
-          tie_kv=cfg.tie_kv, normalize_before=cfg.normalize_before, activation=cfg.activation,
-          dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
-          activation_dropout_rate=cfg.activation_dropout_rate, dtype=dtype,
-          name=f'layer_{i}')(x, p, x_mask, p_mask, deterministic)
+        num_heads=cfg.num_heads,
+        mlp_dim=cfg.mlp_dim,
+        num_pack_heads=cfg.num_pack_heads,
+        tie_kv=cfg.tie_kv,
+        normalize_before=cfg.normalize_before,
+        activation=cfg.activation,
+        dropout_rate=cfg.dropout_rate,
+        attention_dropout_rate=cfg.attention_dropout_rate,
+        activation_dropout_rate=cfg.activation_dropout_rate,
+        dtype=dtype,
+        name=f'layer_{i}',
+      )(x, p, x_mask, p_mask, deterministic)
     if cfg.normalize_before:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_norm')(x)
       p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_p_norm')(p)
@@ -303,6 +318,7 @@ class TransformerEncoder(nn.Module):
   Attributes:
     config: the model config.
   """
+
   config: ModelConfig
 
   @nn.compact
@@ -323,16 +339,25 @@ class TransformerEncoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     mask = length_mask(lengths, x.shape[1])
     attention = self_attention_module(
-        cfg.attention_implementation, max_length=cfg.max_length + int(cfg.prepend_cls),
-        low_rank_features=cfg.low_rank_features, nb_features=cfg.nb_features,
-        redraw_features=cfg.redraw_features)
+      cfg.attention_implementation,
+      max_length=cfg.max_length + int(cfg.prepend_cls),
+      low_rank_features=cfg.low_rank_features,
+      nb_features=cfg.nb_features,
+      redraw_features=cfg.redraw_features,
+    )
     layer = remat_layer(TransformerEncoderLayer, cfg.remat, deterministic_argnum=3)
     for i in range(cfg.num_layers):
       x = layer(
-          num_heads=cfg.num_heads, qkv_dim=cfg.qkv_dim or cfg.emb_dim, mlp_dim=cfg.mlp_dim,
-          dropout_rate=cfg.dropout_rate, attention_dropout_rate=cfg.attention_dropout_rate,
-          activation=cfg.activation, attention_module=attention, dtype=dtype,
-          name=f'layer_{i}')(x, mask, deterministic)
+        num_heads=cfg.num_heads,
+        qkv_dim=cfg.qkv_dim or cfg.emb_dim,
+        mlp_dim=cfg.mlp_dim,
+        dropout_rate=cfg.dropout_rate,
+        attention_dropout_rate=cfg.attention_dropout_rate,
+        activation=cfg.activation,
+        attention_module=attention,
+        dtype=dtype,
+        name=f'layer_{i}',
+      )(x, mask, deterministic)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
     return EncoderOutput(x, mask)
 

@@ -6,7 +6,7 @@ decoding and beam search. Every loop is a `jax.lax.scan` over `LunaLM.decode_ste
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,7 @@ Params = Any
 _NEG_INF = -1e9
 
 
-def _choose(logits: Array, rng: Array, temperature: float, top_k: Optional[int]) -> Array:
+def _choose(logits: Array, rng: Array, temperature: float, top_k: int | None) -> Array:
   """Greedy when temperature == 0, else a sample of softmax(logits / T) restricted to the top k."""
   if temperature == 0.0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -31,8 +31,16 @@ def _choose(logits: Array, rng: Array, temperature: float, top_k: Optional[int])
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'num_tokens', 'temperature', 'top_k'))
-def generate(model: LunaLM, params: Params, prompt: Array, num_tokens: int, rng: Array, *,
-             temperature: float = 0.0, top_k: Optional[int] = None) -> Array:
+def generate(
+  model: LunaLM,
+  params: Params,
+  prompt: Array,
+  num_tokens: int,
+  rng: Array,
+  *,
+  temperature: float = 0.0,
+  top_k: int | None = None,
+) -> Array:
   """Continues prompts with a `LunaLM`.
 
   Args:
@@ -51,10 +59,14 @@ def generate(model: LunaLM, params: Params, prompt: Array, num_tokens: int, rng:
     ValueError: `n0 + num_tokens` exceeds the model's `max_length`.
   """
   n0 = prompt.shape[1]
-  check_positions(model.config, n0 + num_tokens,
-                  f'{n0} prompt tokens + {num_tokens} to generate = {n0 + num_tokens} tokens')
-  step = lambda token, cache: model.apply({'params': params}, token, cache,
-                                          method=LunaLM.decode_step)
+  check_positions(
+    model.config,
+    n0 + num_tokens,
+    f'{n0} prompt tokens + {num_tokens} to generate = {n0 + num_tokens} tokens',
+  )
+  step = lambda token, cache: model.apply(
+    {'params': params}, token, cache, method=LunaLM.decode_step
+  )
   cache = model.apply({'params': params}, prompt.shape[0], method=LunaLM.init_cache)
 
   def feed(cache, token):
@@ -74,8 +86,9 @@ def generate(model: LunaLM, params: Params, prompt: Array, num_tokens: int, rng:
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_length', 'eos_id'))
-def greedy_decode(model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *,
-                  max_length: int, eos_id: int) -> Array:
+def greedy_decode(
+  model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
+) -> Array:
   """Greedy seq2seq decoding.
 
   Args:
@@ -119,9 +132,17 @@ def sequence_lengths(tokens: Array, eos_id: int) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_length', 'eos_id'))
-def beam_search(model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *,
-                beam_size: int, max_length: int, eos_id: int,
-                length_penalty: float = 0.6) -> tuple[Array, Array]:
+def beam_search(
+  model: LunaSeq2Seq,
+  params: Params,
+  inputs: Array,
+  lengths: Array,
+  *,
+  beam_size: int,
+  max_length: int,
+  eos_id: int,
+  length_penalty: float = 0.6,
+) -> tuple[Array, Array]:
   """Beam search (the paper decodes WMT with beam 5).
 
   Finished beams only extend with padding at no cost; the final choice divides each beam's summed
@@ -166,7 +187,8 @@ def beam_search(model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Arra
     tokens = tokens[rows, beam].at[:, :, t].set(token)
     done = done[rows, beam] | (token == eos_id)
     cache = jax.tree.map(
-        lambda x: x.reshape(batch, k, *x.shape[1:])[rows, beam].reshape(x.shape), cache)
+      lambda x: x.reshape(batch, k, *x.shape[1:])[rows, beam].reshape(x.shape), cache
+    )
     return (cache, tokens, top, done, token), None
 
   start = jnp.full((batch, k), model.bos_id, jnp.int32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -117,6 +117,7 @@ class LayerNorm(nn.Module):
     dtype: output dtype.
     param_dtype: parameter dtype.
   """
+
   epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -147,6 +148,7 @@ class DenseParams(nn.Module):
     bias_init: bias initialiser.
     param_dtype: parameter dtype.
   """
+
   features: int
   use_bias: bool = True
   kernel_init: Callable = nn.initializers.lecun_normal()
@@ -154,16 +156,20 @@ class DenseParams(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, in_features: int) -> tuple[Array, Optional[Array]]:
+  def __call__(self, in_features: int) -> tuple[Array, Array | None]:
     """Returns `(kernel [in_features, features], bias [features] or None)`."""
     kernel = self.param('kernel', self.kernel_init, (in_features, self.features), self.param_dtype)
-    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype) if self.use_bias
-            else None)
+    bias = (
+      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+      if self.use_bias
+      else None
+    )
     return kernel, bias
 
 
-def stacked_params(projections: Sequence[DenseParams], in_features: int,
-                   dtype: Dtype) -> tuple[Array, Optional[Array]]:
+def stacked_params(
+  projections: Sequence[DenseParams], in_features: int, dtype: Dtype
+) -> tuple[Array, Array | None]:
   """The kernels (and biases) of several projections side by side, promoted to `dtype`.
 
   Args:
@@ -210,7 +216,7 @@ def kv_names(tie_kv: bool, prefix: str = '') -> tuple[str, ...]:
   return (prefix + 'kv',) if tie_kv else (prefix + 'key', prefix + 'value')
 
 
-def dropout_rng(module: nn.Module, rate: float, deterministic: bool) -> Optional[Array]:
+def dropout_rng(module: nn.Module, rate: float, deterministic: bool) -> Array | None:
   """A fresh 'dropout' key of `module` when dropout is active (not deterministic, rate > 0), else
   None (then no key is drawn)."""
   return module.make_rng('dropout') if not deterministic and rate > 0.0 else None
@@ -239,17 +245,19 @@ class LunaAttention(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+
   features: int
   num_heads: int
-  num_pack_heads: Optional[int] = None
+  num_pack_heads: int | None = None
   tie_kv: bool = False
   attention_dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    proj = lambda init=_PROJ_INIT: DenseParams(self.features, kernel_init=init,
-                                               param_dtype=self.param_dtype)
+    proj = lambda init=_PROJ_INIT: DenseParams(
+      self.features, kernel_init=init, param_dtype=self.param_dtype
+    )
     self.pack_query, self.query, self.out = proj(), proj(), proj(_OUT_INIT)
     for name in kv_names(self.tie_kv, 'pack_') + kv_names(self.tie_kv):
       setattr(self, name, proj())
@@ -261,7 +269,7 @@ class LunaAttention(nn.Module):
   def _projections(self, prefix: str = '') -> list[DenseParams]:
     return [getattr(self, name) for name in kv_names(self.tie_kv, prefix)]
 
-  def _dropout_rng(self, deterministic: bool) -> Optional[Array]:
+  def _dropout_rng(self, deterministic: bool) -> Array | None:
     return dropout_rng(self, self.attention_dropout_rate, deterministic)
 
   def _pack_inputs(self, p: Array, pack_kv: list[Array]) -> tuple[Array, Array, Array]:
@@ -271,36 +279,71 @@ class LunaAttention(nn.Module):
     pk, pv = attn.key_value([attn.split_heads(z, hp) for z in pack_kv])
     return pq, pk, pv
 
-  def pack(self, p: Array, context: Array, context_mask: Optional[Array] = None, *,
-           deterministic: bool = True) -> Array:
+  def pack(
+    self,
+    p: Array,
+    context: Array,
+    context_mask: Array | None = None,
+    *,
+    deterministic: bool = True,
+  ) -> Array:
     """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`.
 
     The context keys and values are one fused matmul (`fused_dense`)."""
     pack_kv = fused_dense(context, self._projections('pack_'), self.dtype)
     y_p, probs = attn.dot_product_attention(
-        *self._pack_inputs(p, pack_kv), context_mask, dropout_rate=self.attention_dropout_rate,
-        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
+      *self._pack_inputs(p, pack_kv),
+      context_mask,
+      dropout_rate=self.attention_dropout_rate,
+      dropout_rng=self._dropout_rng(deterministic),
+      deterministic=deterministic,
+    )
     self.sow('intermediates', 'pack_probs', probs)
     return attn.merge_heads(y_p)
 
   def unpack_keys_values(self, y_p: Array) -> tuple[Array, Array]:
     """Unpack keys and values from the packed context (one fused matmul): `[batch, l, d]` -> 2 x
     `[batch, l, heads, dh]`."""
-    return attn.key_value([attn.split_heads(z, self.num_heads)
-                           for z in fused_dense(y_p, self._projections(), self.dtype)])
+    return attn.key_value(
+      [
+        attn.split_heads(z, self.num_heads)
+        for z in fused_dense(y_p, self._projections(), self.dtype)
+      ]
+    )
 
-  def unpack(self, x: Array, key: Array, value: Array, p_mask: Optional[Array] = None, *,
-             deterministic: bool = True) -> Array:
+  def unpack(
+    self,
+    x: Array,
+    key: Array,
+    value: Array,
+    p_mask: Array | None = None,
+    *,
+    deterministic: bool = True,
+  ) -> Array:
     """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n, d]`."""
     q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
     y_x, probs = attn.dot_product_attention(
-        q, key, value, p_mask, dropout_rate=self.attention_dropout_rate,
-        dropout_rng=self._dropout_rng(deterministic), deterministic=deterministic)
+      q,
+      key,
+      value,
+      p_mask,
+      dropout_rate=self.attention_dropout_rate,
+      dropout_rng=self._dropout_rng(deterministic),
+      deterministic=deterministic,
+    )
     self.sow('intermediates', 'unpack_probs', probs)
     return fused_dense(attn.merge_heads(y_x), [self.out], self.dtype)[0]
 
-  def __call__(self, x: Array, p: Array, context: Array, context_mask: Optional[Array] = None,
-               p_mask: Optional[Array] = None, *, deterministic: bool = True) -> tuple[Array, Array]:
+  def __call__(
+    self,
+    x: Array,
+    p: Array,
+    context: Array,
+    context_mask: Array | None = None,
+    p_mask: Array | None = None,
+    *,
+    deterministic: bool = True,
+  ) -> tuple[Array, Array]:
     """Applies pack and unpack attention (`attn.luna_attention`).
 
     For self-attention (`context is x`) the unpack queries and the pack keys and values of x are one
@@ -323,10 +366,15 @@ class LunaAttention(nn.Module):
       q = fused_dense(x, [self.query], self.dtype)[0]
       pack_kv = fused_dense(context, self._projections('pack_'), self.dtype)
     out = attn.luna_attention(
-        attn.split_heads(q, self.num_heads), *self._pack_inputs(p, pack_kv),
-        *stacked_params(self._projections(), self.features, self.dtype), context_mask, p_mask,
-        dropout_rate=self.attention_dropout_rate, dropout_rng=self._dropout_rng(deterministic),
-        deterministic=deterministic)
+      attn.split_heads(q, self.num_heads),
+      *self._pack_inputs(p, pack_kv),
+      *stacked_params(self._projections(), self.features, self.dtype),
+      context_mask,
+      p_mask,
+      dropout_rate=self.attention_dropout_rate,
+      dropout_rng=self._dropout_rng(deterministic),
+      deterministic=deterministic,
+    )
     self.sow('intermediates', 'pack_probs', out.pack_probs)
     self.sow('intermediates', 'unpack_probs', out.unpack_probs)
     return fused_dense(attn.merge_heads(out.unpacked), [self.out], self.dtype)[0], out.packed
@@ -350,6 +398,7 @@ class LunaCausalAttention(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+
   features: int
   num_heads: int
   tie_kv: bool = False
@@ -362,8 +411,9 @@ class LunaCausalAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    proj = lambda init=_PROJ_INIT: DenseParams(self.features, kernel_init=init,
-                                               param_dtype=self.param_dtype)
+    proj = lambda init=_PROJ_INIT: DenseParams(
+      self.features, kernel_init=init, param_dtype=self.param_dtype
+    )
     self.pack_query, self.query, self.pack_key, self.out = proj(), proj(), proj(), proj(_OUT_INIT)
     for name in kv_names(self.tie_kv):
       setattr(self, name, proj())
@@ -374,31 +424,47 @@ class LunaCausalAttention(nn.Module):
 
   def _project_x(self, x: Array) -> tuple[Array, Array, Array, Array]:
     """Queries, pack keys, keys and values of x, one fused matmul: 4 x `[batch, n, heads, dh]`."""
-    projections = [self.query, self.pack_key,
-                   *[getattr(self, name) for name in kv_names(self.tie_kv)]]
-    q, pk, *kv = (attn.split_heads(y, self.num_heads)
-                  for y in fused_dense(x, projections, self.dtype))
+    projections = [
+      self.query,
+      self.pack_key,
+      *[getattr(self, name) for name in kv_names(self.tie_kv)],
+    ]
+    q, pk, *kv = (
+      attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype)
+    )
     return (q, pk, *attn.key_value(kv))
 
   def init_state(self, batch: int, projection_length: int) -> attn.CausalLunaState:
     """An empty decoding state for `batch` sequences and a P of `projection_length` slots."""
-    return attn.init_causal_state(batch, self.num_heads, self.features // self.num_heads,
-                                  projection_length)
+    return attn.init_causal_state(
+      batch, self.num_heads, self.features // self.num_heads, projection_length
+    )
 
-  def step(self, x: Array, pack_query: Array, p_mask: Optional[Array],
-           state: attn.CausalLunaState) -> tuple[Array, attn.CausalLunaState]:
+  def step(
+    self, x: Array, pack_query: Array, p_mask: Array | None, state: attn.CausalLunaState
+  ) -> tuple[Array, attn.CausalLunaState]:
     """One decoding step: `[batch, d]` new token state -> (`[batch, d]` output, new state)."""
     q, pk, k, v = self._project_x(x[:, None])
-    state, y = attn.causal_luna_step(state, pack_query, q[:, 0], pk[:, 0], k[:, 0], v[:, 0], p_mask,
-                                     omega=self.omega, beta=self.softplus_beta)
+    state, y = attn.causal_luna_step(
+      state,
+      pack_query,
+      q[:, 0],
+      pk[:, 0],
+      k[:, 0],
+      v[:, 0],
+      p_mask,
+      omega=self.omega,
+      beta=self.softplus_beta,
+    )
     return self._output(y), state
 
   def _output(self, y: Array) -> Array:
     """The output projection of `[..., heads, dh]` attention outputs -> `[..., d]`."""
     return fused_dense(attn.merge_heads(y), [self.out], self.dtype)[0]
 
-  def __call__(self, x: Array, p: Array, p_mask: Optional[Array] = None, *,
-               deterministic: bool = True) -> Array:
+  def __call__(
+    self, x: Array, p: Array, p_mask: Array | None = None, *, deterministic: bool = True
+  ) -> Array:
     """Applies causal Luna attention.
 
     Args:
@@ -410,10 +476,13 @@ class LunaCausalAttention(nn.Module):
     Returns:
       `[batch, n, d]`.
     """
-    kwargs = dict(omega=self.omega, beta=self.softplus_beta,
-                  dropout_rate=self.attention_dropout_rate,
-                  dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
-                  deterministic=deterministic)
+    kwargs = dict(
+      omega=self.omega,
+      beta=self.softplus_beta,
+      dropout_rate=self.attention_dropout_rate,
+      dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
+      deterministic=deterministic,
+    )
     args = (self.project_p(p), *self._project_x(x), p_mask)
     if self.implementation == 'chunked':
       y, _ = attn.causal_luna_attention_chunked(*args, chunk_size=self.chunk_size, **kwargs)
@@ -436,6 +505,7 @@ class FeedForward(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+
   mlp_dim: int
   activation: str = 'gelu'
   activation_dropout_rate: float = 0.0
@@ -447,9 +517,19 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
     """`[..., d]` -> `[..., d]`."""
-    dense = lambda y, f, name: fused_dense(y, [DenseParams(
-        f, kernel_init=self.kernel_init, bias_init=self.bias_init, param_dtype=self.param_dtype,
-        name=name)], self.dtype)[0]
+    dense = lambda y, f, name: fused_dense(
+      y,
+      [
+        DenseParams(
+          f,
+          kernel_init=self.kernel_init,
+          bias_init=self.bias_init,
+          param_dtype=self.param_dtype,
+          name=name,
+        )
+      ],
+      self.dtype,
+    )[0]
     y = _activation(self.activation)(dense(x, self.mlp_dim, 'fc1'))
     y = dropout(self, y, self.activation_dropout_rate, deterministic)
     return dense(y, x.shape[-1], 'fc2')
@@ -477,9 +557,10 @@ class LunaEncoderLayer(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+
   num_heads: int
   mlp_dim: int
-  num_pack_heads: Optional[int] = None
+  num_pack_heads: int | None = None
   tie_kv: bool = False
   normalize_before: bool = False
   activation: str = 'gelu'
@@ -491,8 +572,14 @@ class LunaEncoderLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, p: Array, x_mask: Optional[Array] = None,
-               p_mask: Optional[Array] = None, deterministic: bool = True) -> tuple[Array, Array]:
+  def __call__(
+    self,
+    x: Array,
+    p: Array,
+    x_mask: Array | None = None,
+    p_mask: Array | None = None,
+    deterministic: bool = True,
+  ) -> tuple[Array, Array]:
     """Applies the layer (`deterministic` may be positional: `nn.remat` makes it static).
 
     Args:
@@ -505,15 +592,28 @@ class LunaEncoderLayer(nn.Module):
     Returns:
       `(x', p')`: `[batch, n, d]`, `[batch, l, d]`.
     """
-    ln = lambda name: LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-                                param_dtype=self.param_dtype, name=name)
+    ln = lambda name: LayerNorm(
+      epsilon=self.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    )
     drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
     attention = LunaAttention(
-        features=x.shape[-1], num_heads=self.num_heads, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv,
-        attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
-        param_dtype=self.param_dtype, name='attention')
-    ffn = FeedForward(self.mlp_dim, self.activation, self.activation_dropout_rate, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name='ffn')
+      features=x.shape[-1],
+      num_heads=self.num_heads,
+      num_pack_heads=self.num_pack_heads,
+      tie_kv=self.tie_kv,
+      attention_dropout_rate=self.attention_dropout_rate,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name='attention',
+    )
+    ffn = FeedForward(
+      self.mlp_dim,
+      self.activation,
+      self.activation_dropout_rate,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name='ffn',
+    )
     if self.normalize_before:
       xn, pn = ln('x_norm')(x), ln('p_norm')(p)
       y_x, y_p = attention(xn, pn, xn, x_mask, p_mask, deterministic=deterministic)
@@ -541,6 +641,7 @@ class SelfAttention(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+
   num_heads: int
   qkv_dim: int
   attention_dropout_rate: float = 0.0
@@ -549,26 +650,36 @@ class SelfAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array] = None, *, deterministic: bool = True) -> Array:
+  def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True) -> Array:
     """`[batch, n, d]` (key mask `[batch, n]`) -> `[batch, n, d]`."""
     init = nn.initializers.xavier_uniform()
-    projections = [DenseParams(self.qkv_dim, use_bias=False, kernel_init=init,
-                               param_dtype=self.param_dtype, name=name)
-                   for name in ('query', 'key', 'value')]
+    projections = [
+      DenseParams(
+        self.qkv_dim, use_bias=False, kernel_init=init, param_dtype=self.param_dtype, name=name
+      )
+      for name in ('query', 'key', 'value')
+    ]
     q, k, v = (attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype))
     y = self.attend(q, k, v, mask, deterministic)
-    out = DenseParams(x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype,
-                      name='out')
+    out = DenseParams(
+      x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype, name='out'
+    )
     return fused_dense(attn.merge_heads(y), [out], self.dtype)[0]
 
-  def attend(self, query: Array, key: Array, value: Array, mask: Optional[Array],
-             deterministic: bool) -> Array:
+  def attend(
+    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+  ) -> Array:
     """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads, dh]`."""
     if self.implementation == 'softmax':
       y, _ = attn.dot_product_attention(
-          query, key, value, mask, dropout_rate=self.attention_dropout_rate,
-          dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
-          deterministic=deterministic)
+        query,
+        key,
+        value,
+        mask,
+        dropout_rate=self.attention_dropout_rate,
+        dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
+        deterministic=deterministic,
+      )
       return y
     if self.implementation == 'fused':
       return attn.fused_dot_product_attention(query, key, value, mask)
@@ -592,6 +703,7 @@ class TransformerEncoderLayer(nn.Module):
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
+
   num_heads: int
   qkv_dim: int
   mlp_dim: int
@@ -599,28 +711,39 @@ class TransformerEncoderLayer(nn.Module):
   attention_dropout_rate: float = 0.0
   activation: str = 'gelu_tanh'
   attention_implementation: str = 'softmax'
-  attention_module: Optional[Callable[..., nn.Module]] = None
+  attention_module: Callable[..., nn.Module] | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array] = None, deterministic: bool = True) -> Array:
+  def __call__(self, x: Array, mask: Array | None = None, deterministic: bool = True) -> Array:
     """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
     static)."""
-    ln = lambda name: LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
-                                name=name)
+    ln = lambda name: LayerNorm(
+      epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    )
     drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
     module = self.attention_module or functools.partial(
-        SelfAttention, implementation=self.attention_implementation)
-    y = module(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
-               attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
-               param_dtype=self.param_dtype,
-               name='attention')(ln('attention_norm')(x), mask, deterministic=deterministic)
+      SelfAttention, implementation=self.attention_implementation
+    )
+    y = module(
+      num_heads=self.num_heads,
+      qkv_dim=self.qkv_dim,
+      attention_dropout_rate=self.attention_dropout_rate,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name='attention',
+    )(ln('attention_norm')(x), mask, deterministic=deterministic)
     x = x + drop(y)
-    y = FeedForward(self.mlp_dim, self.activation, self.dropout_rate,
-                    bias_init=nn.initializers.normal(1e-6), dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='ffn')(ln('ffn_norm')(x),
-                                                              deterministic=deterministic)
+    y = FeedForward(
+      self.mlp_dim,
+      self.activation,
+      self.dropout_rate,
+      bias_init=nn.initializers.normal(1e-6),
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name='ffn',
+    )(ln('ffn_norm')(x), deterministic=deterministic)
     return x + drop(y)
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
@@ -41,8 +42,9 @@ class MetricWriter:
     redo_prefixes: names logged at `start_step` that this run logs again (dropped first).
   """
 
-  def __init__(self, workdir: str, enabled: bool = True, start_step: int = 0,
-               redo_prefixes: Sequence[str] = ()):
+  def __init__(
+    self, workdir: str, enabled: bool = True, start_step: int = 0, redo_prefixes: Sequence[str] = ()
+  ):
     self._enabled = enabled
     if not enabled:
       return
@@ -52,10 +54,12 @@ class MetricWriter:
     os.makedirs(logdir, exist_ok=True)
     # tensorboardX names files by the second; a resumed run may start within the second its
     # predecessor did, so nanoseconds keep the names unique and in order.
-    self._events = EventsWriter(os.path.join(logdir, 'events'),
-                                filename_suffix=f'.{time.time_ns()}.{os.getpid()}')
-    self._events.write_event(Event(wall_time=time.time(), step=start_step,
-                                   session_log=SessionLog(status=SessionLog.START)))
+    self._events = EventsWriter(
+      os.path.join(logdir, 'events'), filename_suffix=f'.{time.time_ns()}.{os.getpid()}'
+    )
+    self._events.write_event(
+      Event(wall_time=time.time(), step=start_step, session_log=SessionLog(status=SessionLog.START))
+    )
     for entry in kept:
       self._write_events(entry['step'], {k: v for k, v in entry.items() if k != 'step'})
     self._events.flush()
@@ -63,8 +67,9 @@ class MetricWriter:
 
   def _write_events(self, step: int, values: Mapping[str, float]) -> None:
     for name, value in values.items():
-      self._events.write_event(Event(wall_time=time.time(), step=step,
-                                     summary=summary.scalar(name, value)))
+      self._events.write_event(
+        Event(wall_time=time.time(), step=step, summary=summary.scalar(name, value))
+      )
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     """Records `scalars` (name -> number) at training step `step`, flushed to both files."""
@@ -106,8 +111,11 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
       except json.JSONDecodeError:
         continue
       entry_step = entry.get('step', 0)
-      if entry_step > step or (entry_step == step and redo_prefixes and any(
-          name.startswith(redo_prefixes) for name in entry if name != 'step')):
+      if entry_step > step or (
+        entry_step == step
+        and redo_prefixes
+        and any(name.startswith(redo_prefixes) for name in entry if name != 'step')
+      ):
         continue
       kept.append(line if line.endswith('\n') else line + '\n')
       if entry_step == step:

@@ -54,8 +54,15 @@ def regular_ids(vocab_size: int, special_ids: Sequence[int]) -> np.ndarray:
   return ids.astype(np.int32)
 
 
-def mask_tokens(rng: Array, tokens: Array, lengths: Array, *, mask_id: int, vocab_size: int,
-                special_ids: Sequence[int] = (0,)) -> tuple[Array, Array]:
+def mask_tokens(
+  rng: Array,
+  tokens: Array,
+  lengths: Array,
+  *,
+  mask_id: int,
+  vocab_size: int,
+  special_ids: Sequence[int] = (0,),
+) -> tuple[Array, Array]:
   """BERT's dynamic masking of a batch of right-padded token sequences.
 
   Args:
@@ -78,9 +85,11 @@ def mask_tokens(rng: Array, tokens: Array, lengths: Array, *, mask_id: int, voca
   action = jax.random.uniform(action_key, tokens.shape)
   pool = jnp.asarray(regular_ids(vocab_size, special_ids))
   random_tokens = pool[jax.random.randint(random_key, tokens.shape, 0, pool.shape[0])]
-  corrupted = jnp.where(action < REPLACE_WITH_MASK, mask_id,
-                        jnp.where(action < REPLACE_WITH_MASK + REPLACE_WITH_RANDOM,
-                                  random_tokens, tokens))
+  corrupted = jnp.where(
+    action < REPLACE_WITH_MASK,
+    mask_id,
+    jnp.where(action < REPLACE_WITH_MASK + REPLACE_WITH_RANDOM, random_tokens, tokens),
+  )
   return jnp.where(selected, corrupted, tokens), selected
 
 
@@ -97,16 +106,26 @@ class MaskedLanguageModel(objectives.Objective):
     vocab_size: the data's ids; the mask id is `vocab_size`.
     special_ids: ids never selected nor drawn as random replacements.
   """
+
   vocab_size: int
   special_ids: tuple[int, ...] = (0,)
 
   def prepare(self, batch: objectives.Batch, rng: Array) -> objectives.Batch:
     """`batch` with masked 'inputs', the original tokens as 'targets' and 'selected' [b, n]."""
-    inputs, selected = mask_tokens(rng, batch['inputs'], batch['lengths'],
-                                   mask_id=self.vocab_size, vocab_size=self.vocab_size,
-                                   special_ids=self.special_ids)
-    return {**batch, 'inputs': inputs, 'targets': batch['inputs'].astype(jnp.int32),
-            'selected': selected}
+    inputs, selected = mask_tokens(
+      rng,
+      batch['inputs'],
+      batch['lengths'],
+      mask_id=self.vocab_size,
+      vocab_size=self.vocab_size,
+      special_ids=self.special_ids,
+    )
+    return {
+      **batch,
+      'inputs': inputs,
+      'targets': batch['inputs'].astype(jnp.int32),
+      'selected': selected,
+    }
 
   def weights(self, batch: objectives.Batch) -> Array:
     """`[b, n]`: 1 on the selected tokens of real examples, else 0."""
@@ -127,6 +146,7 @@ class LMHead(nn.Module):
     vocab_size: output ids (the embedding table's rows).
     dtype: computation dtype.
   """
+
   vocab_size: int
   dtype: jnp.dtype = jnp.float32
 
@@ -148,6 +168,7 @@ class MaskedLM(nn.Module):
     encoder: the encoder config; its vocab_size is the data's plus one, the mask id (the last).
     special_ids: the data's ids that are never masked (padding, separators).
   """
+
   encoder_name: str
   encoder: ModelConfig
   special_ids: tuple[int, ...] = (0,)

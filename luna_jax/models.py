@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from luna_jax import config_utils
 from luna_jax.attention_registry import ATTENTIONS
@@ -39,17 +40,31 @@ _SIZE = {'minimum': 1}
 _RATE = {'minimum': 0.0, 'below': 1.0}
 #: What each `config.model` key allows (see `config_utils.spec`); other keys get a type check only.
 MODEL_RULES: dict[str, dict[str, Any]] = {
-    'name': {'choices': MODEL_NAMES}, 'pooling': {'choices': POOLINGS},
-    'interaction': {'choices': INTERACTIONS}, 'classifier_hidden_dim': _SIZE,
-    'num_layers': _SIZE, 'emb_dim': _SIZE, 'num_heads': _SIZE, 'mlp_dim': _SIZE, 'qkv_dim': _SIZE,
-    'num_pack_heads': _SIZE, 'projection_length': _SIZE, 'low_rank_features': _SIZE,
-    'nb_features': _SIZE, 'chunk_size': _SIZE, 'dropout_rate': _RATE,
-    'attention_dropout_rate': _RATE, 'activation_dropout_rate': _RATE,
-    'activation': {'choices': ('gelu', 'gelu_tanh', 'relu')},
-    'positional': {'choices': ('learned', 'sinusoidal')},
-    'attention_implementation': {'choices': ATTENTIONS}, 'omega': {'choices': ('softplus', 'elu')},
-    'causal_implementation': {'choices': ('chunked', 'scan')}, 'dtype': {'choices': DTYPES},
-    'remat': {'choices': tuple(REMAT)}}
+  'name': {'choices': MODEL_NAMES},
+  'pooling': {'choices': POOLINGS},
+  'interaction': {'choices': INTERACTIONS},
+  'classifier_hidden_dim': _SIZE,
+  'num_layers': _SIZE,
+  'emb_dim': _SIZE,
+  'num_heads': _SIZE,
+  'mlp_dim': _SIZE,
+  'qkv_dim': _SIZE,
+  'num_pack_heads': _SIZE,
+  'projection_length': _SIZE,
+  'low_rank_features': _SIZE,
+  'nb_features': _SIZE,
+  'chunk_size': _SIZE,
+  'dropout_rate': _RATE,
+  'attention_dropout_rate': _RATE,
+  'activation_dropout_rate': _RATE,
+  'activation': {'choices': ('gelu', 'gelu_tanh', 'relu')},
+  'positional': {'choices': ('learned', 'sinusoidal')},
+  'attention_implementation': {'choices': ATTENTIONS},
+  'omega': {'choices': ('softplus', 'elu')},
+  'causal_implementation': {'choices': ('chunked', 'scan')},
+  'dtype': {'choices': DTYPES},
+  'remat': {'choices': tuple(REMAT)},
+}
 #: `ModelConfig` fields that come from the data and the pooling, not from `config.model`.
 _DATA_FIELDS = ('vocab_size', 'max_length', 'prepend_cls')
 
@@ -65,8 +80,14 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
   Raises:
     config_utils.ConfigError: naming `section.key`, the value and what is allowed.
   """
-  hints = {**{name: hint for name, hint in typing.get_type_hints(ModelConfig).items()
-              if name not in _DATA_FIELDS}, **_HEAD_KEYS}
+  hints = {
+    **{
+      name: hint
+      for name, hint in typing.get_type_hints(ModelConfig).items()
+      if name not in _DATA_FIELDS
+    },
+    **_HEAD_KEYS,
+  }
   unknown = sorted(set(model_config) - set(hints))
   if unknown:
     raise config_utils.ConfigError(f'{section}: unknown key(s) {unknown}; known: {sorted(hints)}.')
@@ -76,18 +97,28 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
       raise config_utils.ConfigError(f'{section}.{name}={value!r}: {error}.')
   emb_dim = model_config.get('emb_dim', ModelConfig.emb_dim)
   num_heads = model_config.get('num_heads', ModelConfig.num_heads)
-  widths = {'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
-            'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim)}
+  widths = {
+    'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
+    'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim),
+  }
   for key, (heads, width) in widths.items():
     if width % heads:
       raise config_utils.ConfigError(
-          f'{section}.{key}={heads}: must divide the attention width {width} (emb_dim, or '
-          'qkv_dim for the Transformer).')
+        f'{section}.{key}={heads}: must divide the attention width {width} (emb_dim, or '
+        'qkv_dim for the Transformer).'
+      )
 
 
-def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes: int,
-                max_length: int, dual: bool = False, bos_id: Optional[int] = None,
-                special_ids: Sequence[int] = (0,)) -> Model:
+def build_model(
+  model_config: Mapping[str, Any],
+  *,
+  vocab_size: int,
+  num_classes: int,
+  max_length: int,
+  dual: bool = False,
+  bos_id: int | None = None,
+  special_ids: Sequence[int] = (0,),
+) -> Model:
   """Builds the model named by `model_config['name']` (default 'luna').
 
   Args:
@@ -115,9 +146,12 @@ def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes
   encoder_name = name.removesuffix(MLM_SUFFIX)
   # A masked LM keeps the CLS vector of the classifier it will be finetuned into (same pooling),
   # so that the two encoders have the same parameters.
-  encoder = ModelConfig(vocab_size=vocab_size + int(name in MLM_MODELS), max_length=max_length,
-                        prepend_cls=encoder_name in ENCODERS and pooling == 'cls',
-                        **{k: v for k, v in cfg.items() if k in fields})
+  encoder = ModelConfig(
+    vocab_size=vocab_size + int(name in MLM_MODELS),
+    max_length=max_length,
+    prepend_cls=encoder_name in ENCODERS and pooling == 'cls',
+    **{k: v for k, v in cfg.items() if k in fields},
+  )
   if name == 'luna_lm':
     return LunaLM(encoder)
   if name in MLM_MODELS:
@@ -127,6 +161,11 @@ def build_model(model_config: Mapping[str, Any], *, vocab_size: int, num_classes
       raise ValueError("'luna_seq2seq' needs the data's bos_id.")
     return LunaSeq2Seq(encoder, bos_id=bos_id)
   return SequenceClassifier(
-      encoder_name=name, encoder=encoder, num_classes=num_classes, pooling=pooling,
-      hidden_dim=cfg.get('classifier_hidden_dim', encoder.mlp_dim), dual=dual,
-      interaction=cfg.get('interaction', 'nli'))
+    encoder_name=name,
+    encoder=encoder,
+    num_classes=num_classes,
+    pooling=pooling,
+    hidden_dim=cfg.get('classifier_hidden_dim', encoder.mlp_dim),
+    dual=dual,
+    interaction=cfg.get('interaction', 'nli'),
+  )

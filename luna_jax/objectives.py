@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,14 +78,20 @@ class Objective(abc.ABC):
     weight of one batch, float32 scalars."""
     weights = self.weights(batch)
     hits = jnp.argmax(logits, axis=-1) == batch['targets']
-    return {'loss': jnp.sum(self.losses(logits, batch) * weights),
-            'correct': jnp.sum(hits * weights), 'count': jnp.sum(weights)}
+    return {
+      'loss': jnp.sum(self.losses(logits, batch) * weights),
+      'correct': jnp.sum(hits * weights),
+      'count': jnp.sum(weights),
+    }
 
   def summarize(self, totals: Mapping[str, Any]) -> dict[str, float]:
     """{'accuracy', 'loss', 'num_examples'} from `metric_sums` added over a split (host values)."""
     count = max(float(totals['count']), 1.0)
-    return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss']) / count,
-            'num_examples': int(totals['count'])}
+    return {
+      'accuracy': float(totals['correct']) / count,
+      'loss': float(totals['loss']) / count,
+      'num_examples': int(totals['count']),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,5 +125,6 @@ class TokenPrediction(Objective):
     metrics = super().summarize(totals)
     metrics['num_examples'] = int(totals['sequences'])
     metrics['sequence_accuracy'] = float(totals['sequences_correct']) / max(
-        float(totals['sequences']), 1.0)
+      float(totals['sequences']), 1.0
+    )
     return metrics

@@ -23,7 +23,8 @@ clipping by global norm.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +32,17 @@ import optax
 
 from luna_jax import config_utils
 
-FACTORS = ('constant', 'linear_warmup', 'rsqrt_decay', 'rsqrt_normalized_decay', 'cosine_decay',
-           'linear_decay')
+FACTORS = (
+  'constant',
+  'linear_warmup',
+  'rsqrt_decay',
+  'rsqrt_normalized_decay',
+  'cosine_decay',
+  'linear_decay',
+)
 
 
-def schedule_error(factors: str, warmup_steps: int = 1) -> Optional[str]:
+def schedule_error(factors: str, warmup_steps: int = 1) -> str | None:
   """Why the factor string `factors` with `warmup_steps` is not a valid schedule, or None."""
   names = [name.strip() for name in factors.split('*')]
   unknown = [name for name in names if name not in FACTORS]
@@ -49,6 +56,7 @@ def schedule_error(factors: str, warmup_steps: int = 1) -> Optional[str]:
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """The `config.optimizer` section, checked (see configs/base.py for what each field means)."""
+
   learning_rate: float = config_utils.spec(above=0.0)
   schedule: str = config_utils.spec(check=schedule_error)
   warmup_steps: int = config_utils.spec(minimum=0)
@@ -57,7 +65,7 @@ class OptimizerConfig:
   b1: float = config_utils.spec(minimum=0.0, below=1.0)
   b2: float = config_utils.spec(minimum=0.0, below=1.0)
   eps: float = config_utils.spec(above=0.0)
-  grad_clip_norm: Optional[float] = config_utils.spec(minimum=0.0)
+  grad_clip_norm: float | None = config_utils.spec(minimum=0.0)
 
   def __post_init__(self):
     error = schedule_error(self.schedule, self.warmup_steps)
@@ -65,13 +73,14 @@ class OptimizerConfig:
       raise config_utils.ConfigError(f'config.optimizer: {error}.')
 
   @classmethod
-  def from_mapping(cls, config: Mapping[str, Any]) -> 'OptimizerConfig':
+  def from_mapping(cls, config: Mapping[str, Any]) -> OptimizerConfig:
     """Builds and checks the section (ValueError naming the key and what is allowed)."""
     return config_utils.parse_section(cls, config, 'config.optimizer')
 
 
-def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps: int,
-                           steps_per_cycle: int = 100000) -> optax.Schedule:
+def learning_rate_schedule(
+  factors: str, base_learning_rate: float, warmup_steps: int, steps_per_cycle: int = 100000
+) -> optax.Schedule:
   """Builds an official-LRA learning-rate schedule.
 
   Args:
@@ -118,8 +127,9 @@ def learning_rate_schedule(factors: str, base_learning_rate: float, warmup_steps
 
 def schedule_from_config(cfg: OptimizerConfig) -> optax.Schedule:
   """The learning-rate schedule of the `config.optimizer` section."""
-  return learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.warmup_steps,
-                                cfg.steps_per_cycle)
+  return learning_rate_schedule(
+    cfg.schedule, cfg.learning_rate, cfg.warmup_steps, cfg.steps_per_cycle
+  )
 
 
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
@@ -132,8 +142,9 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
   Returns:
     The optax transformation.
   """
-  adamw = optax.adamw(schedule_from_config(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                      weight_decay=cfg.weight_decay)
+  adamw = optax.adamw(
+    schedule_from_config(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
+  )
   if cfg.grad_clip_norm:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), adamw)
   return adamw

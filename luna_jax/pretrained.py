@@ -42,6 +42,7 @@ class PretrainedEncoder:
     encoder_name: 'luna' or 'transformer'.
     checkpoint: the checkpoint folder it was read from.
   """
+
   params: dict[str, Any]
   vocabulary: str
   encoder_name: str
@@ -61,18 +62,24 @@ def load_encoder(path: str) -> PretrainedEncoder:
     raise InitFromError(f'config.init_from={path!r}: {e}') from None
   params = tree.get('params', {})
   if ENCODER_KEY not in params:
-    raise InitFromError(f'config.init_from={path!r}: checkpoint {checkpoint} holds no encoder '
-                        f'({ENCODER_KEY}); its parameters are {sorted(params)}.')
+    raise InitFromError(
+      f'config.init_from={path!r}: checkpoint {checkpoint} holds no encoder '
+      f'({ENCODER_KEY}); its parameters are {sorted(params)}.'
+    )
   if 'vocabulary' not in record:
-    raise InitFromError(f'config.init_from={path!r}: checkpoint {checkpoint} does not record its '
-                        'vocabulary (saved by an older version); pretrain again.')
+    raise InitFromError(
+      f'config.init_from={path!r}: checkpoint {checkpoint} does not record its '
+      'vocabulary (saved by an older version); pretrain again.'
+    )
   name = record.get('config', {}).get('model', {}).get('name', 'luna')
-  return PretrainedEncoder(params[ENCODER_KEY], record['vocabulary'],
-                           name.removesuffix('_mlm'), checkpoint)
+  return PretrainedEncoder(
+    params[ENCODER_KEY], record['vocabulary'], name.removesuffix('_mlm'), checkpoint
+  )
 
 
-def graft(params: dict[str, Any], encoder: PretrainedEncoder, *, vocabulary: str,
-          encoder_name: str) -> dict[str, Any]:
+def graft(
+  params: dict[str, Any], encoder: PretrainedEncoder, *, vocabulary: str, encoder_name: str
+) -> dict[str, Any]:
   """`params` with its encoder replaced by the pretrained one (see the module docstring).
 
   Args:
@@ -91,12 +98,15 @@ def graft(params: dict[str, Any], encoder: PretrainedEncoder, *, vocabulary: str
   """
   where = f'config.init_from ({encoder.checkpoint})'
   if encoder.encoder_name != encoder_name:
-    raise InitFromError(f'{where}: pretrained encoder {encoder.encoder_name!r}, this model '
-                        f'{encoder_name!r}.')
+    raise InitFromError(
+      f'{where}: pretrained encoder {encoder.encoder_name!r}, this model {encoder_name!r}.'
+    )
   if encoder.vocabulary != vocabulary:
-    raise InitFromError(f'{where}: pretrained on vocabulary {encoder.vocabulary!r}, this task '
-                        f'uses {vocabulary!r}; finetune with the pretraining tokenizer '
-                        '(--config.data.options.tokenizer) or pretrain on this vocabulary.')
+    raise InitFromError(
+      f'{where}: pretrained on vocabulary {encoder.vocabulary!r}, this task '
+      f'uses {vocabulary!r}; finetune with the pretraining tokenizer '
+      '(--config.data.options.tokenizer) or pretrain on this vocabulary.'
+    )
   if ENCODER_KEY not in params:
     raise InitFromError(f'{where}: this model has no {ENCODER_KEY} to load into.')
   source = checkpointing.flat_leaves(encoder.params)
@@ -104,23 +114,32 @@ def graft(params: dict[str, Any], encoder: PretrainedEncoder, *, vocabulary: str
   only_source, only_target = sorted(set(source) - set(target)), sorted(set(target) - set(source))
   if only_source or only_target:
     raise InitFromError(
-        f'{where}: the encoders differ: only pretrained {only_source}, only this model '
-        f'{only_target}. Use the pretraining model settings (layers, pooling: a CLS vector exists '
-        'only with pooling "cls", contextual_p, normalize_before).')
+      f'{where}: the encoders differ: only pretrained {only_source}, only this model '
+      f'{only_target}. Use the pretraining model settings (layers, pooling: a CLS vector exists '
+      'only with pooling "cls", contextual_p, normalize_before).'
+    )
   loaded = {}
   for path, fresh in target.items():
     array = np.asarray(source[path])
     rows_may_differ = path in (_TOKEN_TABLE, _POSITION_TABLE)
-    fits = (array.shape == fresh.shape or rows_may_differ and array.ndim == 2
-            and array.shape[0] >= fresh.shape[0] and array.shape[1:] == fresh.shape[1:])
+    fits = (
+      array.shape == fresh.shape
+      or rows_may_differ
+      and array.ndim == 2
+      and array.shape[0] >= fresh.shape[0]
+      and array.shape[1:] == fresh.shape[1:]
+    )
     if not fits:
       what = {_TOKEN_TABLE: ' (vocabulary size)', _POSITION_TABLE: ' (max_length)'}.get(path, '')
-      raise InitFromError(f'{where}: {ENCODER_KEY}/{path}{what} is {array.shape} pretrained, '
-                          f'{tuple(fresh.shape)} in this model.')
+      raise InitFromError(
+        f'{where}: {ENCODER_KEY}/{path}{what} is {array.shape} pretrained, '
+        f'{tuple(fresh.shape)} in this model.'
+      )
     if array.dtype != fresh.dtype:
-      raise InitFromError(f'{where}: {ENCODER_KEY}/{path} is {array.dtype} pretrained, '
-                          f'{fresh.dtype} in this model.')
-    loaded[path] = array[:fresh.shape[0]] if rows_may_differ else array
+      raise InitFromError(
+        f'{where}: {ENCODER_KEY}/{path} is {array.dtype} pretrained, {fresh.dtype} in this model.'
+      )
+    loaded[path] = array[: fresh.shape[0]] if rows_may_differ else array
   return {**params, ENCODER_KEY: _unflatten(loaded)}
 
 

@@ -36,8 +36,9 @@ def num_pretraining_steps(config: ml_collections.ConfigDict) -> int:
   return config.training.num_train_steps if steps == -1 else steps
 
 
-def stage_configs(config: ml_collections.ConfigDict,
-                  workdir: str) -> list[tuple[str, ml_collections.ConfigDict]]:
+def stage_configs(
+  config: ml_collections.ConfigDict, workdir: str
+) -> list[tuple[str, ml_collections.ConfigDict]]:
   """The (workdir, config) of each stage of a self-pretraining run.
 
   Args:
@@ -52,8 +53,10 @@ def stage_configs(config: ml_collections.ConfigDict,
     ConfigError: the model is not one of the encoder classifiers.
   """
   if config.model.name not in ENCODERS:
-    raise ConfigError(f'config.self_pretraining needs an encoder classifier '
-                     f'({sorted(ENCODERS)}), not config.model.name={config.model.name!r}.')
+    raise ConfigError(
+      f'config.self_pretraining needs an encoder classifier '
+      f'({sorted(ENCODERS)}), not config.model.name={config.model.name!r}.'
+    )
   pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
   pretrain = ml_collections.ConfigDict(config.to_dict())
   pretrain.model.name = config.model.name + MLM_SUFFIX

@@ -32,7 +32,8 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax
 import jax
@@ -47,8 +48,15 @@ from flax import jax_utils
 import lra
 import luna_jax
 from lra.core import write_atomically
-from luna_jax import (checkpointing, config_utils, metric_log, objectives, optim, pretrained,
-                      self_pretraining)
+from luna_jax import (
+  checkpointing,
+  config_utils,
+  metric_log,
+  objectives,
+  optim,
+  pretrained,
+  self_pretraining,
+)
 from luna_jax import workdir as workdir_lib
 from luna_jax.config_utils import spec
 
@@ -56,15 +64,29 @@ Batch = Mapping[str, Any]
 PyTree = Any
 
 #: Top-level config keys.
-CONFIG_KEYS = ('seed', 'debug', 'init_from', 'data', 'model', 'optimizer', 'training',
-               'self_pretraining')
+CONFIG_KEYS = (
+  'seed',
+  'debug',
+  'init_from',
+  'data',
+  'model',
+  'optimizer',
+  'training',
+  'self_pretraining',
+)
 #: Name of the pmap axis.
 AXIS = 'batch'
 #: Prefixes of the metrics the final evaluation logs (at the last step).
 FINAL_PREFIXES = ('test_', 'best_test_')
 #: `config.training` keys that may change when a run is resumed: they extend or re-schedule it.
-RESCHEDULE_KEYS = ('num_train_steps', 'eval_every', 'log_every', 'checkpoint_every',
-                   'num_eval_batches', 'keep_checkpoints')
+RESCHEDULE_KEYS = (
+  'num_train_steps',
+  'eval_every',
+  'log_every',
+  'checkpoint_every',
+  'num_eval_batches',
+  'keep_checkpoints',
+)
 #: Folded into a training step's dropout key to give the objective's batch-preparation key (a value
 #: no Flax rng derivation folds in: Flax folds in hashes of module names and small call counters).
 PREPARE_FOLD = 2**31 - 1
@@ -76,6 +98,7 @@ EVAL_SEED = 0
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """The `config.data` section, checked (see configs/base.py for what each field means)."""
+
   task: str = spec(choices=(*lra.TASKS, *lra.TOKEN_TASKS, *lra.TEXT_TASKS))
   data_dir: str = spec()
   options: dict = spec()
@@ -84,6 +107,7 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
   """The `config.training` section, checked (see configs/base.py for what each field means)."""
+
   batch_size: int = spec(minimum=1)
   eval_batch_size: int = spec(minimum=0)
   num_train_steps: int = spec(minimum=1)
@@ -101,6 +125,7 @@ class TrainingConfig:
 class SelfPretrainingConfig:
   """The `config.self_pretraining` section, checked (see configs/base.py and
   `luna_jax.self_pretraining`)."""
+
   num_train_steps: int = spec(minimum=0, also=(-1,))
 
 
@@ -111,6 +136,7 @@ class RunConfig:
   `model` stays a mapping (checked by `luna_jax.check_model_config`): `luna_jax.build_model` turns
   it into the typed `ModelConfig` and head settings.
   """
+
   seed: int = spec(minimum=0)
   debug: bool = spec()
   init_from: str = spec()
@@ -134,6 +160,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: the optax state.
     rng: PRNG key; dropout keys are derived from it by folding in the step and the device index.
   """
+
   step: jax.Array
   params: PyTree
   opt_state: optax.OptState
@@ -145,13 +172,17 @@ def model_inputs(batch: Batch, model: flax.linen.Module) -> dict[str, Any]:
   return {name: batch[name] for name in model.input_names if name in batch}
 
 
-def device_key(rng: jax.Array, axis_name: Optional[str]) -> jax.Array:
+def device_key(rng: jax.Array, axis_name: str | None) -> jax.Array:
   """`rng` folded with this device's index along `axis_name` (unchanged when it is None)."""
   return rng if axis_name is None else jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
 
-def create_train_state(rng: jax.Array, model: flax.linen.Module,
-                       optimizer: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+def create_train_state(
+  rng: jax.Array,
+  model: flax.linen.Module,
+  optimizer: optax.GradientTransformation,
+  example_batch: Batch,
+) -> TrainState:
   """Initialises parameters and optimizer state.
 
   Args:
@@ -165,15 +196,23 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module,
   """
   init_rng, state_rng = jax.random.split(rng)
   variables = jax.jit(functools.partial(model.init, train=False))(
-      init_rng, **model_inputs(example_batch, model))
+    init_rng, **model_inputs(example_batch, model)
+  )
   params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params), rng=state_rng)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), rng=state_rng
+  )
 
 
-def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
-               optimizer: optax.GradientTransformation, axis_name: Optional[str] = None,
-               label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  *,
+  model: flax.linen.Module,
+  optimizer: optax.GradientTransformation,
+  axis_name: str | None = None,
+  label_smoothing: float = 0.0,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step on the (per-device) batch.
 
   Pure. The model's objective (`model.objective`, see `luna_jax.objectives`) prepares the batch and
@@ -206,8 +245,9 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
   total = jnp.maximum(total, 1.0)
 
   def loss_fn(params):
-    logits = model.apply({'params': params}, **model_inputs(batch, model), train=True,
-                         rngs={'dropout': dropout_rng})
+    logits = model.apply(
+      {'params': params}, **model_inputs(batch, model), train=True, rngs={'dropout': dropout_rng}
+    )
     return jnp.sum(objective.losses(logits, batch, label_smoothing) * weights) / total, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -216,13 +256,23 @@ def train_step(state: TrainState, batch: Batch, *, model: flax.linen.Module,
     loss, accuracy, grads = jax.lax.psum((loss, accuracy, grads), axis_name)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
-             'param_norm': optax.tree.norm(params)}
+  metrics = {
+    'loss': loss,
+    'accuracy': accuracy,
+    'grad_norm': optax.tree.norm(grads),
+    'param_norm': optax.tree.norm(params),
+  }
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params: PyTree, batch: Batch, rng: Optional[jax.Array] = None, *,
-              model: flax.linen.Module, axis_name: Optional[str] = None) -> dict[str, jax.Array]:
+def eval_step(
+  params: PyTree,
+  batch: Batch,
+  rng: jax.Array | None = None,
+  *,
+  model: flax.linen.Module,
+  axis_name: str | None = None,
+) -> dict[str, jax.Array]:
   """The objective's metric sums (`model.objective.metric_sums`) on one (per-device) batch, without
   dropout.
 
@@ -269,15 +319,19 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
   local = jax.local_devices()
   if num_devices != -1:
     if not 1 <= num_devices <= len(local) or jax.process_count() > 1:
-      raise ValueError(f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} '
-                       f'on a single process ({jax.process_count()} processes).')
+      raise ValueError(
+        f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} '
+        f'on a single process ({jax.process_count()} processes).'
+      )
     local = local[:num_devices]
   total = len(local) * jax.process_count()
   for batch_size in batch_sizes:
     if batch_size % total:
-      raise ValueError(f'batch size {batch_size} is not divisible by the number of devices {total} '
-                       f'({len(local)} per process x {jax.process_count()} processes); choose a '
-                       f'multiple of {total} (--config.training.batch_size / eval_batch_size).')
+      raise ValueError(
+        f'batch size {batch_size} is not divisible by the number of devices {total} '
+        f'({len(local)} per process x {jax.process_count()} processes); choose a '
+        f'multiple of {total} (--config.training.batch_size / eval_batch_size).'
+      )
   return local
 
 
@@ -291,8 +345,15 @@ def shard(batch: Batch, num_devices: int) -> dict[str, np.ndarray]:
   return {k: np.reshape(v, (num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
 
 
-def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num_devices: int,
-             objective: objectives.Objective, max_batches: int = -1) -> dict[str, float]:
+def evaluate(
+  p_eval_step,
+  params: PyTree,
+  split: lra.Split,
+  batch_size: int,
+  num_devices: int,
+  objective: objectives.Objective,
+  max_batches: int = -1,
+) -> dict[str, float]:
   """The objective's metrics of replicated `params` on a split.
 
   Args:
@@ -308,8 +369,9 @@ def evaluate(p_eval_step, params: PyTree, split: lra.Split, batch_size: int, num
     `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
     models 'sequence_accuracy'.
   """
-  batches = lra.eval_batches(split, batch_size, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+  batches = lra.eval_batches(
+    split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   key = jax.random.PRNGKey(EVAL_SEED)
   totals = None
   for i, batch in enumerate(batches):
@@ -331,15 +393,28 @@ def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   The data and the model family (Luna/Transformer, pooling, head) are unchanged.
   """
   config = ml_collections.ConfigDict(config.to_dict())
-  config.model.update(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64, classifier_hidden_dim=32,
-                      projection_length=min(config.model.get('projection_length', 8), 8))
+  config.model.update(
+    num_layers=1,
+    emb_dim=32,
+    num_heads=2,
+    mlp_dim=64,
+    classifier_hidden_dim=32,
+    projection_length=min(config.model.get('projection_length', 8), 8),
+  )
   if config.model.get('qkv_dim') is not None:
     config.model.qkv_dim = 32
   if config.model.get('num_pack_heads') is not None:
     config.model.num_pack_heads = 2
   config.optimizer.warmup_steps = min(config.optimizer.get('warmup_steps', 2), 2)
-  config.training.update(batch_size=8, eval_batch_size=8, num_train_steps=5, eval_every=5,
-                         num_eval_batches=2, log_every=1, checkpoint_every=5)
+  config.training.update(
+    batch_size=8,
+    eval_batch_size=8,
+    num_train_steps=5,
+    eval_every=5,
+    num_eval_batches=2,
+    log_every=1,
+    checkpoint_every=5,
+  )
   return config
 
 
@@ -356,12 +431,14 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
     config = apply_debug(config)
   luna_jax.check_model_config(config.model)
   sections = {
-      'data': config_utils.parse_section(DataConfig, config.data.to_dict(), 'config.data'),
-      'model': config.model.to_dict(),
-      'optimizer': optim.OptimizerConfig.from_mapping(config.optimizer),
-      'training': config_utils.parse_section(TrainingConfig, config.training, 'config.training'),
-      'self_pretraining': config_utils.parse_section(
-          SelfPretrainingConfig, config.self_pretraining, 'config.self_pretraining')}
+    'data': config_utils.parse_section(DataConfig, config.data.to_dict(), 'config.data'),
+    'model': config.model.to_dict(),
+    'optimizer': optim.OptimizerConfig.from_mapping(config.optimizer),
+    'training': config_utils.parse_section(TrainingConfig, config.training, 'config.training'),
+    'self_pretraining': config_utils.parse_section(
+      SelfPretrainingConfig, config.self_pretraining, 'config.self_pretraining'
+    ),
+  }
   return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
 
 
@@ -370,8 +447,9 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return ml_collections.ConfigDict(parse_config(config).to_dict())
 
 
-def config_changes(stored: Mapping[str, Any], new: Mapping[str, Any],
-                   prefix: str = '') -> list[str]:
+def config_changes(
+  stored: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ''
+) -> list[str]:
   """The settings that differ between two config dicts, as 'key: stored -> new' lines.
 
   Keys of `config.training` in RESCHEDULE_KEYS and `training.num_devices` (a device-count change is
@@ -427,11 +505,11 @@ class _TrainLog:
     self._untimed = len(self._pending)
     self.restart_clock()
 
-  def steps_per_sec(self) -> Optional[float]:
+  def steps_per_sec(self) -> float | None:
     """Timed training steps per second over the whole run, or None before any was timed."""
     return self.timed_steps / self.train_time if self.timed_steps else None
 
-  def collect(self) -> tuple[list[int], list[dict[str, float]], Optional[float]]:
+  def collect(self) -> tuple[list[int], list[dict[str, float]], float | None]:
     """Empties the log: the pending steps, their metrics (host values of the first device's
     replica) and the steps per second of the timed ones (None when none was timed)."""
     steps = [step for step, _ in self._pending]
@@ -447,8 +525,11 @@ class _TrainLog:
     return steps, values, timed / elapsed
 
 
-def check_finite(steps: Sequence[int], values: Sequence[Mapping[str, float]],
-                 checkpointer: checkpointing.Checkpointer) -> None:
+def check_finite(
+  steps: Sequence[int],
+  values: Sequence[Mapping[str, float]],
+  checkpointer: checkpointing.Checkpointer,
+) -> None:
   """Stops training at the first of `steps` with a non-finite metric.
 
   Raises:
@@ -460,10 +541,13 @@ def check_finite(steps: Sequence[int], values: Sequence[Mapping[str, float]],
     if bad:
       good = checkpointer.last_good_step()
       raise FloatingPointError(
-          f'Non-finite {", ".join(bad)} at step {step}; training stopped. '
-          + (f'The last good checkpoint (step {good}, verified) in {checkpointer.directory} is '
-             'kept.' if good is not None else
-             f'There is no intact checkpoint in {checkpointer.directory}.'))
+        f'Non-finite {", ".join(bad)} at step {step}; training stopped. '
+        + (
+          f'The last good checkpoint (step {good}, verified) in {checkpointer.directory} is kept.'
+          if good is not None
+          else f'There is no intact checkpoint in {checkpointer.directory}.'
+        )
+      )
 
 
 #: Environment variables of a multi-process run outside a detected cluster (with the coordinator's
@@ -495,15 +579,21 @@ def initialize_distributed() -> None:
     jax.distributed.initialize(**settings)
   except ValueError as e:
     raise ValueError(
-        f'training.distributed=True: {e} Set JAX_COORDINATOR_ADDRESS (host:port of process 0), '
-        f'{NUM_PROCESSES_ENV} and {PROCESS_ID_ENV} (or train.py --coordinator_address, '
-        '--num_processes, --process_id), or run under SLURM, Open MPI or on Cloud TPU.') from e
+      f'training.distributed=True: {e} Set JAX_COORDINATOR_ADDRESS (host:port of process 0), '
+      f'{NUM_PROCESSES_ENV} and {PROCESS_ID_ENV} (or train.py --coordinator_address, '
+      '--num_processes, --process_id), or run under SLURM, Open MPI or on Cloud TPU.'
+    ) from e
 
 
 def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
-  return {'jax_version': jax.__version__, 'backend': jax.default_backend(),
-          'device_kind': devices[0].device_kind, 'local_devices': len(devices),
-          'process_count': jax.process_count(), 'global_devices': len(devices) * jax.process_count()}
+  return {
+    'jax_version': jax.__version__,
+    'backend': jax.default_backend(),
+    'device_kind': devices[0].device_kind,
+    'local_devices': len(devices),
+    'process_count': jax.process_count(),
+    'global_devices': len(devices) * jax.process_count(),
+  }
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -511,8 +601,13 @@ def _write_json(path: str, value: Any) -> None:
   write_atomically(path, json.dumps(value, indent=2))
 
 
-def restore_run(checkpointer: checkpointing.Checkpointer, state: TrainState, run: RunConfig,
-                workdir: str, global_devices: int) -> tuple[TrainState, dict[str, Any]]:
+def restore_run(
+  checkpointer: checkpointing.Checkpointer,
+  state: TrainState,
+  run: RunConfig,
+  workdir: str,
+  global_devices: int,
+) -> tuple[TrainState, dict[str, Any]]:
   """Resumes the workdir's run from its newest intact checkpoint, if any, under the config rule.
 
   The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count.
@@ -540,23 +635,36 @@ def restore_run(checkpointer: checkpointing.Checkpointer, state: TrainState, run
     changes = config_changes(record.get('config', {}), new_config)
     if changes:
       raise ConfigChangedError(
-          f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
-          + '\n  '.join(changes) + '\nOnly training.' + ', training.'.join(RESCHEDULE_KEYS)
-          + ' and the device count may change when a run is resumed. Use another --workdir for '
-          f'a new run, or resume this one with the settings in {workdir}/config.json.')
+        f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
+        + '\n  '.join(changes)
+        + '\nOnly training.'
+        + ', training.'.join(RESCHEDULE_KEYS)
+        + ' and the device count may change when a run is resumed. Use another --workdir for '
+        f'a new run, or resume this one with the settings in {workdir}/config.json.'
+      )
 
   state, record = checkpointer.restore_latest(state, check)
   if record is None:
-    return state, {'global_devices': global_devices, 'device_changes': [], 'train_time': 0.0,
-                   'timed_steps': 0}
+    return state, {
+      'global_devices': global_devices,
+      'device_changes': [],
+      'train_time': 0.0,
+      'timed_steps': 0,
+    }
   step = int(state.step)
   if record['global_devices'] != global_devices:
-    logging.warning('Resuming step %d, trained so far on %d devices, on %d devices: the run will '
-                    'not be bit-identical to one on a single device count (dropout masks and '
-                    'summation order change); recorded in results.json (devices.changes).', step,
-                    record['global_devices'], global_devices)
-    record['device_changes'] = [*record['device_changes'], {
-        'step': step, 'from': record['global_devices'], 'to': global_devices}]
+    logging.warning(
+      'Resuming step %d, trained so far on %d devices, on %d devices: the run will '
+      'not be bit-identical to one on a single device count (dropout masks and '
+      'summation order change); recorded in results.json (devices.changes).',
+      step,
+      record['global_devices'],
+      global_devices,
+    )
+    record['device_changes'] = [
+      *record['device_changes'],
+      {'step': step, 'from': record['global_devices'], 'to': global_devices},
+    ]
     record['global_devices'] = global_devices
   return state, record
 
@@ -595,8 +703,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if run.self_pretraining.num_train_steps:
     return train_with_self_pretraining(config, workdir)
   is_lead = jax.process_index() == 0
-  logging.info('JAX %s, process %d/%d, local devices %s', jax.__version__, jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  logging.info(
+    'JAX %s, process %d/%d, local devices %s',
+    jax.__version__,
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_devices(),
+  )
   with contextlib.ExitStack() as stack:
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))
@@ -609,6 +722,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 @dataclasses.dataclass
 class _Session:
   """What one call of `train_and_evaluate` sets up (`_setup`) for its later stages."""
+
   run: RunConfig
   workdir: str
   is_lead: bool
@@ -628,18 +742,31 @@ class _Session:
 
   def evaluate(self, params: PyTree, split: lra.Split) -> dict[str, float]:
     """`evaluate` of replicated `params` on `split`, capped at `training.num_eval_batches`."""
-    return evaluate(self.p_eval_step, params, split, self.eval_batch_size, len(self.devices),
-                    self.model.objective, max_batches=self.run.training.num_eval_batches)
+    return evaluate(
+      self.p_eval_step,
+      params,
+      split,
+      self.eval_batch_size,
+      len(self.devices),
+      self.model.objective,
+      max_batches=self.run.training.num_eval_batches,
+    )
 
   def checkpoint_record(self) -> dict[str, Any]:
     """The record saved with a checkpoint: the restored one with the config, the data's
     vocabulary (what `init_from` checks) and speed totals."""
-    return {**self.record, 'config': self.run.to_dict(), 'vocabulary': lra.vocabulary(self.data),
-            'train_time': self.train_log.train_time, 'timed_steps': self.train_log.timed_steps}
+    return {
+      **self.record,
+      'config': self.run.to_dict(),
+      'vocabulary': lra.vocabulary(self.data),
+      'train_time': self.train_log.train_time,
+      'timed_steps': self.train_log.timed_steps,
+    }
 
 
-def _setup(run: RunConfig, workdir: str, is_lead: bool,
-           stack: contextlib.ExitStack) -> tuple[_Session, TrainState]:
+def _setup(
+  run: RunConfig, workdir: str, is_lead: bool, stack: contextlib.ExitStack
+) -> tuple[_Session, TrainState]:
   """Loads the data, builds the model and the optimizer, restores or creates the state (returned
   replicated) and compiles the steps; `stack` closes the checkpointer and the metric writer."""
   training = run.training
@@ -651,27 +778,51 @@ def _setup(run: RunConfig, workdir: str, is_lead: bool,
     state = initialize_from(state, run.init_from, model, data, optimizer)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
-  checkpointer = stack.enter_context(contextlib.closing(
-      checkpointing.Checkpointer(workdir, training.keep_checkpoints)))
-  state, record = restore_run(checkpointer, state, run, workdir,
-                              len(devices) * jax.process_count())
+  checkpointer = stack.enter_context(
+    contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
+  )
+  state, record = restore_run(checkpointer, state, run, workdir, len(devices) * jax.process_count())
   start_step = int(state.step)
   if is_lead:
     _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
-  logging.info('%s/%s: %d parameters; %s at step %d of %d.', run.data.task, run.model['name'],
-               num_params, 'resuming' if start_step else 'starting', start_step,
-               training.num_train_steps)
+  logging.info(
+    '%s/%s: %d parameters; %s at step %d of %d.',
+    run.data.task,
+    run.model['name'],
+    num_params,
+    'resuming' if start_step else 'starting',
+    start_step,
+    training.num_train_steps,
+  )
   # A finished run evaluates again: what its final evaluation logged is logged anew.
-  writer = stack.enter_context(contextlib.closing(metric_log.MetricWriter(
-      workdir, enabled=is_lead, start_step=start_step,
-      redo_prefixes=FINAL_PREFIXES if start_step >= training.num_train_steps else ())))
+  writer = stack.enter_context(
+    contextlib.closing(
+      metric_log.MetricWriter(
+        workdir,
+        enabled=is_lead,
+        start_step=start_step,
+        redo_prefixes=FINAL_PREFIXES if start_step >= training.num_train_steps else (),
+      )
+    )
+  )
   p_train_step, p_eval_step = _map_steps(model, optimizer, training, devices)
   session = _Session(
-      run=run, workdir=workdir, is_lead=is_lead, devices=devices,
-      eval_batch_size=eval_batch_size, data=data, model=model, num_params=num_params,
-      checkpointer=checkpointer, writer=writer, record=record, start_step=start_step,
-      p_train_step=p_train_step, p_eval_step=p_eval_step,
-      train_log=_TrainLog(record['train_time'], record['timed_steps']))
+    run=run,
+    workdir=workdir,
+    is_lead=is_lead,
+    devices=devices,
+    eval_batch_size=eval_batch_size,
+    data=data,
+    model=model,
+    num_params=num_params,
+    checkpointer=checkpointer,
+    writer=writer,
+    record=record,
+    start_step=start_step,
+    p_train_step=p_train_step,
+    p_eval_step=p_eval_step,
+    train_log=_TrainLog(record['train_time'], record['timed_steps']),
+  )
   return session, jax_utils.replicate(state, devices, axis_name=AXIS)  # Sharded as pmap outputs.
 
 
@@ -681,23 +832,37 @@ def load_data(run: RunConfig) -> lra.TaskData:
   return lra.unlabelled(data) if run.model['name'] in luna_jax.MLM_MODELS else data
 
 
-def build(run: RunConfig, data: lra.TaskData
-          ) -> tuple[flax.linen.Module, optax.GradientTransformation, TrainState]:
+def build(
+  run: RunConfig, data: lra.TaskData
+) -> tuple[flax.linen.Module, optax.GradientTransformation, TrainState]:
   """The model for `data`, the optimizer and a freshly initialised state."""
   # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
   max_length = max([data.max_length, *data.train.targets.shape[1:]])
-  model = luna_jax.build_model(run.model, vocab_size=data.vocab_size,
-                               num_classes=data.num_classes, max_length=max_length,
-                               dual=data.dual, bos_id=data.info.get('bos_id'),
-                               special_ids=lra.special_ids(data))
+  model = luna_jax.build_model(
+    run.model,
+    vocab_size=data.vocab_size,
+    num_classes=data.num_classes,
+    max_length=max_length,
+    dual=data.dual,
+    bos_id=data.info.get('bos_id'),
+    special_ids=lra.special_ids(data),
+  )
   optimizer = optim.make_optimizer(run.optimizer)
   example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
-  return model, optimizer, create_train_state(jax.random.PRNGKey(run.seed), model, optimizer,
-                                              example)
+  return (
+    model,
+    optimizer,
+    create_train_state(jax.random.PRNGKey(run.seed), model, optimizer, example),
+  )
 
 
-def initialize_from(state: TrainState, path: str, model: flax.linen.Module, data: lra.TaskData,
-                    optimizer: optax.GradientTransformation) -> TrainState:
+def initialize_from(
+  state: TrainState,
+  path: str,
+  model: flax.linen.Module,
+  data: lra.TaskData,
+  optimizer: optax.GradientTransformation,
+) -> TrainState:
   """`state` with the encoder of the run at `path` (`config.init_from`, `luna_jax.pretrained`).
 
   The optimizer state is initialised anew for the new parameters; a checkpoint of this run, when
@@ -709,17 +874,22 @@ def initialize_from(state: TrainState, path: str, model: flax.linen.Module, data
   """
   encoder_name = getattr(model, 'encoder_name', None)
   if encoder_name is None:
-    raise pretrained.InitFromError(f'config.init_from={path!r}: model {type(model).__name__} has '
-                                   'no encoder to initialise (use an encoder classifier or MLM).')
-  params = pretrained.graft(jax.device_get(state.params), pretrained.load_encoder(path),
-                            vocabulary=lra.vocabulary(data), encoder_name=encoder_name)
+    raise pretrained.InitFromError(
+      f'config.init_from={path!r}: model {type(model).__name__} has '
+      'no encoder to initialise (use an encoder classifier or MLM).'
+    )
+  params = pretrained.graft(
+    jax.device_get(state.params),
+    pretrained.load_encoder(path),
+    vocabulary=lra.vocabulary(data),
+    encoder_name=encoder_name,
+  )
   params = jax.tree.map(jnp.asarray, params)
   logging.info('Encoder initialised from %s.', path)
   return state.replace(params=params, opt_state=optimizer.init(params))
 
 
-def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str
-                                ) -> dict[str, Any]:
+def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the pretrain and finetune stages of `luna_jax.self_pretraining` in `workdir`.
 
   Each stage is a `train_and_evaluate` run in its own sub-folder (resumable); a stage that already
@@ -742,32 +912,52 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str
         logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
       results.append(finished or train_and_evaluate(stage_config, stage_dir))
     pretrain, finetune = results
-    combined = {**finetune, 'pretraining': {
-        'step': pretrain['step'], 'validation': pretrain['validation'],
+    combined = {
+      **finetune,
+      'pretraining': {
+        'step': pretrain['step'],
+        'validation': pretrain['validation'],
         'steps_per_sec': pretrain['steps_per_sec'],
-        'directory': os.path.abspath(os.path.join(workdir, self_pretraining.PRETRAIN_DIR))}}
+        'directory': os.path.abspath(os.path.join(workdir, self_pretraining.PRETRAIN_DIR)),
+      },
+    }
     if is_lead:
       _write_json(os.path.join(workdir, 'results.json'), combined)
     return combined
 
 
-def _map_steps(model: flax.linen.Module, optimizer: optax.GradientTransformation,
-               training: TrainingConfig,
-               devices: Sequence[jax.Device]) -> tuple[Callable, Callable]:
+def _map_steps(
+  model: flax.linen.Module,
+  optimizer: optax.GradientTransformation,
+  training: TrainingConfig,
+  devices: Sequence[jax.Device],
+) -> tuple[Callable, Callable]:
   """`train_step` (state donated) and `eval_step` (key broadcast) pmapped over the devices."""
   # pmap must be given the same devices in every process: all of them, so that its collectives
   # span the processes (a process's own devices alone would train one model per process).
   mapped_devices = devices if jax.process_count() == 1 else jax.devices()
   p_train_step = jax.pmap(
-      functools.partial(train_step, model=model, optimizer=optimizer, axis_name=AXIS,
-                        label_smoothing=training.label_smoothing),
-      axis_name=AXIS, devices=mapped_devices, donate_argnums=(0,))
-  p_eval_step = jax.pmap(functools.partial(eval_step, model=model, axis_name=AXIS),
-                         axis_name=AXIS, in_axes=(0, 0, None), devices=mapped_devices)
+    functools.partial(
+      train_step,
+      model=model,
+      optimizer=optimizer,
+      axis_name=AXIS,
+      label_smoothing=training.label_smoothing,
+    ),
+    axis_name=AXIS,
+    devices=mapped_devices,
+    donate_argnums=(0,),
+  )
+  p_eval_step = jax.pmap(
+    functools.partial(eval_step, model=model, axis_name=AXIS),
+    axis_name=AXIS,
+    in_axes=(0, 0, None),
+    devices=mapped_devices,
+  )
   return p_train_step, p_eval_step
 
 
-def _train(session: _Session, state: TrainState) -> tuple[TrainState, Optional[dict[str, float]]]:
+def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, float] | None]:
   """The training loop from `session.start_step` to `training.num_train_steps`, with logging,
   validation, best-parameter and checkpoint saves at their steps.
 
@@ -776,14 +966,24 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, Optional[d
   """
   run, training = session.run, session.run.training
   schedule = optim.schedule_from_config(run.optimizer)
-  batches = lra.train_batches(session.data.train, training.batch_size, seed=run.seed,
-                              start_step=session.start_step, process_index=jax.process_index(),
-                              process_count=jax.process_count())
+  batches = lra.train_batches(
+    session.data.train,
+    training.batch_size,
+    seed=run.seed,
+    start_step=session.start_step,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   validation = None
   # `step` counts completed updates (1-based), as do checkpoints and metrics.
-  with tqdm.tqdm(total=training.num_train_steps, initial=session.start_step,
-                 disable=not session.is_lead, desc=f'{run.data.task}/{run.model["name"]}',
-                 unit='step', dynamic_ncols=True) as bar:
+  with tqdm.tqdm(
+    total=training.num_train_steps,
+    initial=session.start_step,
+    disable=not session.is_lead,
+    desc=f'{run.data.task}/{run.model["name"]}',
+    unit='step',
+    dynamic_ncols=True,
+  ) as bar:
     for step in range(session.start_step + 1, training.num_train_steps + 1):
       state, metrics = session.p_train_step(state, shard(next(batches), len(session.devices)))
       session.train_log.add(step, metrics)
@@ -796,15 +996,19 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, Optional[d
       if step == 1 or is_eval or is_checkpoint or step % training.log_every == 0:
         summary = _train_summary(session, schedule)
         session.writer.write_scalars(step, summary)
-        bar.set_postfix(loss=f'{summary["train_loss"]:.4f}',
-                        acc=f'{summary["train_accuracy"]:.3f}',
-                        steps_per_s=f'{summary.get("steps_per_sec", 0.0):.2f}')
+        bar.set_postfix(
+          loss=f'{summary["train_loss"]:.4f}',
+          acc=f'{summary["train_accuracy"]:.3f}',
+          steps_per_s=f'{summary.get("steps_per_sec", 0.0):.2f}',
+        )
       if is_eval:
         validation = session.evaluate(state.params, session.data.validation)
         session.writer.write_scalars(step, {f'validation_{k}': v for k, v in validation.items()})
         if session.is_lead:
-          bar.write(f'step {step}: validation accuracy {validation["accuracy"]:.4f}, '
-                    f'loss {validation["loss"]:.4f}')
+          bar.write(
+            f'step {step}: validation accuracy {validation["accuracy"]:.4f}, '
+            f'loss {validation["loss"]:.4f}'
+          )
         session.checkpointer.save_if_best(step, unreplicate(state.params), validation['accuracy'])
       if is_checkpoint:
         session.checkpointer.save(step, unreplicate(state), session.checkpoint_record())
@@ -829,8 +1033,9 @@ def _train_summary(session: _Session, schedule: optax.Schedule) -> dict[str, flo
   return summary
 
 
-def _final_evaluation(session: _Session, state: TrainState,
-                      validation: Optional[dict[str, float]]) -> dict[str, Any]:
+def _final_evaluation(
+  session: _Session, state: TrainState, validation: dict[str, float] | None
+) -> dict[str, Any]:
   """Validation (unless `_train` just evaluated it) and test metrics of the final parameters, and
   the test metrics of the best validation checkpoint, logged at the final step.
 
@@ -850,30 +1055,44 @@ def _final_evaluation(session: _Session, state: TrainState,
   best_test = test
   if best_step is not None and best_step != final_step:
     best_params = session.checkpointer.restore_best_params(unreplicate(state.params))
-    best_test = None if best_params is None else session.evaluate(
-        jax_utils.replicate(best_params, session.devices, axis_name=AXIS), session.data.test)
+    best_test = (
+      None
+      if best_params is None
+      else session.evaluate(
+        jax_utils.replicate(best_params, session.devices, axis_name=AXIS), session.data.test
+      )
+    )
   if best_test is not None:
     session.writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
-  return {'validation': validation, 'test': test,
-          'best': {'step': best_step, 'test': best_test,
-                   'selected_on_test': session.data.validation is session.data.test,
-                   'directory': os.path.join(os.path.abspath(session.workdir), 'best')},
-          'step': final_step}
+  return {
+    'validation': validation,
+    'test': test,
+    'best': {
+      'step': best_step,
+      'test': best_test,
+      'selected_on_test': session.data.validation is session.data.test,
+      'directory': os.path.join(os.path.abspath(session.workdir), 'best'),
+    },
+    'step': final_step,
+  }
 
 
 def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   """`train_and_evaluate`'s results: `final` (`_final_evaluation`) with the parameter count, speed,
   devices and config; written to `workdir/results.json` by the lead process."""
   results = {
-      **final, 'num_params': session.num_params,
-      'steps_per_sec': session.train_log.steps_per_sec(),
-      'devices': {**_describe_devices(session.devices),
-                  'changes': session.record['device_changes']},
-      'config': session.run.to_dict()}
+    **final,
+    'num_params': session.num_params,
+    'steps_per_sec': session.train_log.steps_per_sec(),
+    'devices': {**_describe_devices(session.devices), 'changes': session.record['device_changes']},
+    'config': session.run.to_dict(),
+  }
   if session.is_lead:
     path = os.path.join(session.workdir, 'results.json')
     _write_json(path, results)
-    print(f'Finished step {final["step"]}: validation accuracy '
-          f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}. '
-          f'Results in {path}')
+    print(
+      f'Finished step {final["step"]}: validation accuracy '
+      f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}. '
+      f'Results in {path}'
+    )
   return results

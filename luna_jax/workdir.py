@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 #: Name of the lock file inside the workdir.
 LOCK_FILE = '.lock'
@@ -39,8 +39,9 @@ def lock(workdir: str) -> Iterator[None]:
     except BlockingIOError:
       holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
       raise WorkdirLockedError(
-          f'{workdir} is in use by another training process ({holder}). Wait for it to finish or '
-          'stop it, or choose another --workdir.') from None
+        f'{workdir} is in use by another training process ({holder}). Wait for it to finish or '
+        'stop it, or choose another --workdir.'
+      ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
     yield

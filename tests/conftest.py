@@ -22,9 +22,11 @@ for _name, _value in _XLA_FLAGS.items():
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE_DIR = tempfile.mkdtemp(prefix='jax_test_cache_')
   atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
-                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+  )
 
 import pytest  # noqa: E402  (after XLA_FLAGS)
 
@@ -38,23 +40,43 @@ def tiny_lra_data(tmp_path_factory) -> dict[str, tuple[str, dict]]:
   from lra import listops_generator, pathfinder_generator, synthetic
 
   root = tmp_path_factory.mktemp('lra_tiny')
-  listops_generator.main(['--output_dir', str(root / 'listops'), '--num_train', str(TINY_EXAMPLES),
-                          '--num_val', '16', '--num_test', '16', '--min_length', '5',
-                          '--max_length', '30', '--max_depth', '3', '--max_args', '4'])
+  listops_generator.main(
+    [
+      '--output_dir',
+      str(root / 'listops'),
+      '--num_train',
+      str(TINY_EXAMPLES),
+      '--num_val',
+      '16',
+      '--num_test',
+      '16',
+      '--min_length',
+      '5',
+      '--max_length',
+      '30',
+      '--max_depth',
+      '3',
+      '--max_args',
+      '4',
+    ]
+  )
   for task in synthetic.TASKS:
-    synthetic.main(['--task', task, '--output_dir', str(root / task),
-                    '--num_examples', str(TINY_EXAMPLES)])
-  pathfinder_generator.main(['--output_dir', str(root / 'pathfinder'), '--resolution', '32',
-                             '--num_examples', '80'])
-  pathfinder_generator.main(['--output_dir', str(root / 'pathfinder'), '--resolution', '128',
-                             '--num_examples', '40'])
+    synthetic.main(
+      ['--task', task, '--output_dir', str(root / task), '--num_examples', str(TINY_EXAMPLES)]
+    )
+  pathfinder_generator.main(
+    ['--output_dir', str(root / 'pathfinder'), '--resolution', '32', '--num_examples', '80']
+  )
+  pathfinder_generator.main(
+    ['--output_dir', str(root / 'pathfinder'), '--resolution', '128', '--num_examples', '40']
+  )
   return {
-      'listops': (str(root / 'listops'), {'max_length': 32}),
-      'text': (str(root / 'text'), {'max_length': 64}),
-      'retrieval': (str(root / 'retrieval'), {'max_length': 64}),
-      'image': (str(root / 'image'), {}),
-      'pathfinder32': (str(root / 'pathfinder'), {}),
-      'pathx': (str(root / 'pathfinder'), {}),
+    'listops': (str(root / 'listops'), {'max_length': 32}),
+    'text': (str(root / 'text'), {'max_length': 64}),
+    'retrieval': (str(root / 'retrieval'), {'max_length': 64}),
+    'image': (str(root / 'image'), {}),
+    'pathfinder32': (str(root / 'pathfinder'), {}),
+    'pathx': (str(root / 'pathfinder'), {}),
   }
 
 
@@ -62,6 +84,7 @@ def tiny_lra_data(tmp_path_factory) -> dict[str, tuple[str, dict]]:
 def fast_compilation():
   """Tiny models compile much faster without XLA optimisations (jax_disable_most_optimizations)."""
   import jax
+
   previous = jax.config.read('jax_disable_most_optimizations')
   jax.config.update('jax_disable_most_optimizations', True)
   yield

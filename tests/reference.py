@@ -8,7 +8,6 @@ dicts of the modules under test, converted to float64.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -32,8 +31,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int,
-              key_mask: Optional[np.ndarray] = None) -> np.ndarray:
+def attention(
+  q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, key_mask: np.ndarray | None = None
+) -> np.ndarray:
   """Eq. (1) per head on projected sequences: softmax(Q K^T / sqrt(d_head)) V, heads concatenated.
 
   Args:
@@ -54,8 +54,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int,
   return out
 
 
-def luna_attention(params: dict, x, p, c, heads: int, pack_heads: int, tie_kv: bool,
-                   context_mask=None, p_mask=None):
+def luna_attention(
+  params: dict, x, p, c, heads: int, pack_heads: int, tie_kv: bool, context_mask=None, p_mask=None
+):
   """Eqs. (3)-(5): Y_P = Attn(P, C) (no output projection), Y_X = out(Attn(X, Y_P))."""
   pk = linear(c, params['pack_kv' if tie_kv else 'pack_key'])
   pv = pk if tie_kv else linear(c, params['pack_value'])
@@ -78,15 +79,26 @@ def gelu(x: np.ndarray) -> np.ndarray:
   return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
-def luna_layer(params: dict, x, p, heads, pack_heads, tie_kv, x_mask, p_mask,
-               normalize_before: bool, eps: float = 1e-5):
+def luna_layer(
+  params: dict,
+  x,
+  p,
+  heads,
+  pack_heads,
+  tie_kv,
+  x_mask,
+  p_mask,
+  normalize_before: bool,
+  eps: float = 1e-5,
+):
   """Eq. (6) (post-LN) or its pre-LN variant, no dropout."""
   ffn = lambda h: linear(gelu(linear(h, params['ffn']['fc1'])), params['ffn']['fc2'])
   if normalize_before:
     xn = layer_norm(x, params['x_norm'], eps)
     pn = layer_norm(p, params['p_norm'], eps)
-    y_x, y_p = luna_attention(params['attention'], xn, pn, xn, heads, pack_heads, tie_kv, x_mask,
-                              p_mask)
+    y_x, y_p = luna_attention(
+      params['attention'], xn, pn, xn, heads, pack_heads, tie_kv, x_mask, p_mask
+    )
     x_a = x + y_x
     return x_a + ffn(layer_norm(x_a, params['ffn_norm'], eps)), p + y_p
   y_x, y_p = luna_attention(params['attention'], x, p, x, heads, pack_heads, tie_kv, x_mask, p_mask)
@@ -111,8 +123,9 @@ def causal_f(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
   return out
 
 
-def causal_luna_attention(params: dict, x, p, heads: int, tie_kv: bool, kind: str, beta: float,
-                          p_mask=None):
+def causal_luna_attention(
+  params: dict, x, p, heads: int, tie_kv: bool, kind: str, beta: float, p_mask=None
+):
   """§3.3: A_pack = omega(PK . PQ^T / sqrt(dh)); A_unpack = softmax(f(Q/sqrt(dh), K, A_pack));
   Y = f(A_unpack, A_pack, V); heads concatenated, then the output projection."""
   b, n, d = x.shape
@@ -127,7 +140,7 @@ def causal_luna_attention(params: dict, x, p, heads: int, tie_kv: bool, kind: st
     for h in range(heads):
       sl = slice(h * dh, (h + 1) * dh)
       a_pack = omega(pk_all[i, :, sl] @ pq_all[i, :, sl].T / math.sqrt(dh), kind, beta)  # (n, l)
-      logits = causal_f(q_all[i, :, sl] / math.sqrt(dh), k_all[i, :, sl], a_pack)         # (n, l)
+      logits = causal_f(q_all[i, :, sl] / math.sqrt(dh), k_all[i, :, sl], a_pack)  # (n, l)
       if p_mask is not None:
         logits = np.where(p_mask[i][None, :], logits, -np.inf)
       a_unpack = softmax(logits)

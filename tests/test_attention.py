@@ -36,7 +36,8 @@ def test_dot_product_attention_matches_reference_with_padding():
   q, k, v = normal(b, n, d), normal(b, m, d), normal(b, m, d)
   mask = lengths_mask([7, 3], m)
   out, probs = attn.dot_product_attention(
-      attn.split_heads(q, h), attn.split_heads(k, h), attn.split_heads(v, h), jnp.asarray(mask))
+    attn.split_heads(q, h), attn.split_heads(k, h), attn.split_heads(v, h), jnp.asarray(mask)
+  )
   assert_close(attn.merge_heads(out), ref.attention(*map(np.float64, (q, k, v)), h, mask))
   np.testing.assert_array_equal(np.asarray(probs)[1, :, :, 3:], 0.0)
 
@@ -49,30 +50,42 @@ def test_transformer_self_attention_module_matches_reference():
   params = module.init(jax.random.PRNGKey(0), x, mask)['params']
   p = ref.to64(params)
   x64 = np.float64(x)
-  expected = ref.linear(ref.attention(ref.linear(x64, p['query']), ref.linear(x64, p['key']),
-                                      ref.linear(x64, p['value']), h, np.asarray(mask)), p['out'])
+  expected = ref.linear(
+    ref.attention(
+      ref.linear(x64, p['query']),
+      ref.linear(x64, p['key']),
+      ref.linear(x64, p['value']),
+      h,
+      np.asarray(mask),
+    ),
+    p['out'],
+  )
   assert_close(module.apply({'params': params}, x, mask), expected)
   assert all('bias' not in v for v in params.values())
 
 
-@pytest.mark.parametrize('tie_kv,heads,pack_heads', [(False, 4, 4), (True, 4, 4), (False, 4, 2),
-                                                     (True, 2, 8)])
+@pytest.mark.parametrize(
+  'tie_kv,heads,pack_heads', [(False, 4, 4), (True, 4, 4), (False, 4, 2), (True, 2, 8)]
+)
 def test_luna_attention_matches_reference(tie_kv, heads, pack_heads):
   b, n, l, d = 2, 9, 4, 16
   x, p = normal(b, n, d), normal(b, l, d)
   x_mask = lengths_mask([9, 3], n)
   p_mask = lengths_mask([4, 3], l)
-  module = luna_jax.LunaAttention(features=d, num_heads=heads, num_pack_heads=pack_heads,
-                                  tie_kv=tie_kv)
+  module = luna_jax.LunaAttention(
+    features=d, num_heads=heads, num_pack_heads=pack_heads, tie_kv=tie_kv
+  )
   args = (x, p, x, jnp.asarray(x_mask), jnp.asarray(p_mask))
   params = module.init(jax.random.PRNGKey(1), *args)['params']
   expected_names = {'pack_query', 'query', 'out'} | (
-      {'pack_kv', 'kv'} if tie_kv else {'pack_key', 'pack_value', 'key', 'value'})
+    {'pack_kv', 'kv'} if tie_kv else {'pack_key', 'pack_value', 'key', 'value'}
+  )
   assert set(params) == expected_names
   y_x, y_p = module.apply({'params': params}, *args)
   x64, p64 = np.float64(x), np.float64(p)
-  e_x, e_p = ref.luna_attention(ref.to64(params), x64, p64, x64, heads, pack_heads, tie_kv, x_mask,
-                                p_mask)
+  e_x, e_p = ref.luna_attention(
+    ref.to64(params), x64, p64, x64, heads, pack_heads, tie_kv, x_mask, p_mask
+  )
   assert_close(y_x, e_x)
   assert_close(y_p, e_p)
 
@@ -85,20 +98,34 @@ def test_luna_attention_function_matches_reference(tie_kv, heads, pack_heads):
   context_mask, p_mask = lengths_mask([7, 4], m), lengths_mask([3, 2], l)
   kv = ['kv'] if tie_kv else ['key', 'value']
   pack_kv = ['pack_' + name for name in kv]
-  params = {name: {'kernel': normal(d, d), 'bias': normal(d)}
-            for name in ['query', 'pack_query', *pack_kv, *kv]}
+  params = {
+    name: {'kernel': normal(d, d), 'bias': normal(d)}
+    for name in ['query', 'pack_query', *pack_kv, *kv]
+  }
   linear = lambda z, name: z @ params[name]['kernel'] + params[name]['bias']
-  pack_key, pack_value = (attn.split_heads(linear(c, name), pack_heads)
-                          for name in (pack_kv[0], pack_kv[-1]))
+  pack_key, pack_value = (
+    attn.split_heads(linear(c, name), pack_heads) for name in (pack_kv[0], pack_kv[-1])
+  )
   out = attn.luna_attention(
-      attn.split_heads(linear(x, 'query'), heads), attn.split_heads(linear(p, 'pack_query'),
-                                                                    pack_heads),
-      pack_key, pack_value, jnp.concatenate([params[k]['kernel'] for k in kv], axis=1),
-      jnp.concatenate([params[k]['bias'] for k in kv]), jnp.asarray(context_mask),
-      jnp.asarray(p_mask))
+    attn.split_heads(linear(x, 'query'), heads),
+    attn.split_heads(linear(p, 'pack_query'), pack_heads),
+    pack_key,
+    pack_value,
+    jnp.concatenate([params[k]['kernel'] for k in kv], axis=1),
+    jnp.concatenate([params[k]['bias'] for k in kv]),
+    jnp.asarray(context_mask),
+    jnp.asarray(p_mask),
+  )
   identity_out = {'out': {'kernel': np.eye(d)}}
-  e_x, e_p = ref.luna_attention(ref.to64(params) | identity_out, *map(np.float64, (x, p, c)),
-                                heads, pack_heads, tie_kv, context_mask, p_mask)
+  e_x, e_p = ref.luna_attention(
+    ref.to64(params) | identity_out,
+    *map(np.float64, (x, p, c)),
+    heads,
+    pack_heads,
+    tie_kv,
+    context_mask,
+    p_mask,
+  )
   assert_close(attn.merge_heads(out.unpacked), e_x)
   assert_close(out.packed, e_p)
   assert out.pack_probs.shape == (b, pack_heads, l, m)
@@ -131,43 +158,69 @@ def test_luna_encoder_layer_matches_reference(normalize_before):
   x, p = normal(b, n, d), normal(b, l, d)
   x_mask = lengths_mask([7, 4], n)
   p_mask = lengths_mask([3, 3], l)
-  layer = luna_jax.LunaEncoderLayer(num_heads=heads, mlp_dim=24, num_pack_heads=2,
-                                    normalize_before=normalize_before)
+  layer = luna_jax.LunaEncoderLayer(
+    num_heads=heads, mlp_dim=24, num_pack_heads=2, normalize_before=normalize_before
+  )
   args = (x, p, jnp.asarray(x_mask), jnp.asarray(p_mask))
   params = layer.init(jax.random.PRNGKey(3), *args)['params']
   # Non-trivial LayerNorm parameters, so the test sees which norm is applied where.
   params = jax.tree_util.tree_map_with_path(
-      lambda path, v: v + 0.1 * normal(*v.shape) if 'norm' in jax.tree_util.keystr(path) else v,
-      params)
+    lambda path, v: v + 0.1 * normal(*v.shape) if 'norm' in jax.tree_util.keystr(path) else v,
+    params,
+  )
   out_x, out_p = layer.apply({'params': params}, *args)
-  e_x, e_p = ref.luna_layer(ref.to64(params), np.float64(x), np.float64(p), heads, 2, False, x_mask,
-                            p_mask, normalize_before)
+  e_x, e_p = ref.luna_layer(
+    ref.to64(params),
+    np.float64(x),
+    np.float64(p),
+    heads,
+    2,
+    False,
+    x_mask,
+    p_mask,
+    normalize_before,
+  )
   assert_close(out_x, e_x)
   assert_close(out_p, e_p)
 
 
-@pytest.mark.parametrize('omega,tie_kv,implementation', [
-    ('softplus', False, 'scan'), ('elu', True, 'scan'), ('softplus', True, 'chunked'),
-    ('elu', False, 'chunked')])
+@pytest.mark.parametrize(
+  'omega,tie_kv,implementation',
+  [
+    ('softplus', False, 'scan'),
+    ('elu', True, 'scan'),
+    ('softplus', True, 'chunked'),
+    ('elu', False, 'chunked'),
+  ],
+)
 def test_causal_luna_matches_naive_reference(omega, tie_kv, implementation):
   b, n, l, d, heads = 2, 10, 3, 8, 2
   x, p = normal(b, n, d), normal(b, l, d)
   p_mask = lengths_mask([3, 2], l)
-  module = luna_jax.LunaCausalAttention(features=d, num_heads=heads, tie_kv=tie_kv, omega=omega,
-                                        implementation=implementation, chunk_size=4)
+  module = luna_jax.LunaCausalAttention(
+    features=d,
+    num_heads=heads,
+    tie_kv=tie_kv,
+    omega=omega,
+    implementation=implementation,
+    chunk_size=4,
+  )
   params = module.init(jax.random.PRNGKey(4), x, p, jnp.asarray(p_mask))['params']
   y = module.apply({'params': params}, x, p, jnp.asarray(p_mask))
-  expected = ref.causal_luna_attention(ref.to64(params), np.float64(x), np.float64(p), heads, tie_kv,
-                                       omega, math.log(2.0), p_mask)
+  expected = ref.causal_luna_attention(
+    ref.to64(params), np.float64(x), np.float64(p), heads, tie_kv, omega, math.log(2.0), p_mask
+  )
   assert_close(y, expected)
 
 
 def test_softplus_beta_default_is_log2_form():
   z = jnp.array([-3.0, 0.0, 2.5])
-  np.testing.assert_allclose(attn.causal_pack_activation(z), np.log2(1 + 2.0 ** np.asarray(z)),
-                             rtol=1e-6)
-  np.testing.assert_allclose(attn.causal_pack_activation(z, beta=2.0),
-                             np.log1p(np.exp(2 * np.asarray(z))) / 2, rtol=1e-6)
+  np.testing.assert_allclose(
+    attn.causal_pack_activation(z), np.log2(1 + 2.0 ** np.asarray(z)), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    attn.causal_pack_activation(z, beta=2.0), np.log1p(np.exp(2 * np.asarray(z))) / 2, rtol=1e-6
+  )
 
 
 def test_causal_luna_is_causal():
@@ -177,9 +230,9 @@ def test_causal_luna_is_causal():
   params = module.init(jax.random.PRNGKey(5), x, p)
   y = module.apply(params, x, p)
   t = 6
-  y2 = module.apply(params, x.at[:, t + 1:].set(normal(b, n - t - 1, d)), p)
-  np.testing.assert_array_equal(y2[:, :t + 1], y[:, :t + 1])
-  assert not np.allclose(y2[:, t + 1:], y[:, t + 1:])
+  y2 = module.apply(params, x.at[:, t + 1 :].set(normal(b, n - t - 1, d)), p)
+  np.testing.assert_array_equal(y2[:, : t + 1], y[:, : t + 1])
+  assert not np.allclose(y2[:, t + 1 :], y[:, t + 1 :])
 
 
 def test_single_decoding_steps_equal_the_scan():
@@ -203,15 +256,17 @@ def test_scan_continues_from_a_state():
   q, pk, k, v = (normal(b, n, h, dh) for _ in range(4))
   full, _ = attn.causal_luna_attention(pq, q, pk, k, v)
   first, state = attn.causal_luna_attention(pq, q[:, :3], pk[:, :3], k[:, :3], v[:, :3])
-  rest, _ = attn.causal_luna_attention(pq, q[:, 3:], pk[:, 3:], k[:, 3:], v[:, 3:],
-                                       initial_state=state)
+  rest, _ = attn.causal_luna_attention(
+    pq, q[:, 3:], pk[:, 3:], k[:, 3:], v[:, 3:], initial_state=state
+  )
   np.testing.assert_allclose(jnp.concatenate([first, rest], axis=1), full, rtol=1e-5, atol=1e-6)
 
 
 def test_attention_dropout_drops_and_rescales():
   q, k, v = normal(1, 4, 1, 8), normal(1, 6, 1, 8), jnp.ones((1, 6, 1, 8))
-  out, _ = attn.dot_product_attention(q, k, v, dropout_rate=0.5,
-                                      dropout_rng=jax.random.PRNGKey(0), deterministic=False)
+  out, _ = attn.dot_product_attention(
+    q, k, v, dropout_rate=0.5, dropout_rng=jax.random.PRNGKey(0), deterministic=False
+  )
   kept, _ = attn.dot_product_attention(q, k, v)
   np.testing.assert_allclose(kept, 1.0, rtol=1e-6)  # rows of probs sum to 1, values are ones
   assert not np.allclose(out, kept)

@@ -18,17 +18,20 @@ B, N, D, H, L = 2, 6, 8, 2, 3
 SCALES, PADDING = np.array([1.0, 30.0]), np.array([300.0, 0.0])
 
 ATTENTIONS = {
-    'softmax': functools.partial(SelfAttention, num_heads=H, qkv_dim=D),
-    'fused': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
-    'linformer': functools.partial(baselines.LinformerSelfAttention, num_heads=H, qkv_dim=D,
-                                   max_length=N, low_rank_features=3),
-    'linear': functools.partial(baselines.LinearSelfAttention, num_heads=H, qkv_dim=D),
-    'performer': functools.partial(baselines.PerformerSelfAttention, num_heads=H, qkv_dim=D,
-                                   nb_features=8),
-    'luna': functools.partial(LunaAttention, features=D, num_heads=H),
-    'causal_luna': functools.partial(LunaCausalAttention, features=D, num_heads=H, chunk_size=4),
-    'causal_luna_scan': functools.partial(LunaCausalAttention, features=D, num_heads=H,
-                                          implementation='scan'),
+  'softmax': functools.partial(SelfAttention, num_heads=H, qkv_dim=D),
+  'fused': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
+  'linformer': functools.partial(
+    baselines.LinformerSelfAttention, num_heads=H, qkv_dim=D, max_length=N, low_rank_features=3
+  ),
+  'linear': functools.partial(baselines.LinearSelfAttention, num_heads=H, qkv_dim=D),
+  'performer': functools.partial(
+    baselines.PerformerSelfAttention, num_heads=H, qkv_dim=D, nb_features=8
+  ),
+  'luna': functools.partial(LunaAttention, features=D, num_heads=H),
+  'causal_luna': functools.partial(LunaCausalAttention, features=D, num_heads=H, chunk_size=4),
+  'causal_luna_scan': functools.partial(
+    LunaCausalAttention, features=D, num_heads=H, implementation='scan'
+  ),
 }
 
 
@@ -50,14 +53,18 @@ def test_attention_is_finite_in_values_and_gradients(name, dtype, padded):
   lengths = np.array([4, 2]) if padded else np.array([N, N])
   mask = np.arange(N)[None] < lengths[:, None]
   p_mask = np.arange(L)[None] < np.minimum(lengths, L)[:, None]
-  fill = lambda m, shape: np.where(m[..., None], rng.normal(size=shape) * SCALES[:, None, None],
-                                   PADDING[:, None, None])
+  fill = lambda m, shape: np.where(
+    m[..., None], rng.normal(size=shape) * SCALES[:, None, None], PADDING[:, None, None]
+  )
   x, p = fill(mask, (B, N, D)), fill(p_mask, (B, L, D))
   x, p = jnp.asarray(x, dtype), jnp.asarray(p, dtype)
   mask, p_mask = jnp.asarray(mask), jnp.asarray(p_mask)
   module = ATTENTIONS[name](dtype=jnp.dtype(dtype))
-  init_args = (x, p, x, mask, p_mask) if name == 'luna' else (
-      (x, p, p_mask) if name.startswith('causal_luna') else (x, mask))
+  init_args = (
+    (x, p, x, mask, p_mask)
+    if name == 'luna'
+    else ((x, p, p_mask) if name.startswith('causal_luna') else (x, mask))
+  )
   variables = module.init(jax.random.PRNGKey(1), *init_args)
   out = apply(name, module, variables, x, mask, p, p_mask)
   assert np.all(np.isfinite(out)), f'{name}: non-finite output'

@@ -54,8 +54,13 @@ def ref_kernel_attention(phi_q, phi_k, v):
 
 def ref_linear(q, k, v, h, mask):
   elu1 = lambda x: np.where(x > 0, x + 1.0, np.exp(x))
-  return np.concatenate([ref_kernel_attention(elu1(qh), elu1(kh) * mask[..., None], vh)
-                         for qh, kh, vh in zip(heads_of(q, h), heads_of(k, h), heads_of(v, h))], -1)
+  return np.concatenate(
+    [
+      ref_kernel_attention(elu1(qh), elu1(kh) * mask[..., None], vh)
+      for qh, kh, vh in zip(heads_of(q, h), heads_of(k, h), heads_of(v, h))
+    ],
+    -1,
+  )
 
 
 def ref_favor(x, w):
@@ -65,8 +70,13 @@ def ref_favor(x, w):
 
 
 def ref_performer(q, k, v, w, h, mask):
-  return np.concatenate([ref_kernel_attention(ref_favor(qh, w), ref_favor(kh, w) * mask[..., None], vh)
-                         for qh, kh, vh in zip(heads_of(q, h), heads_of(k, h), heads_of(v, h))], -1)
+  return np.concatenate(
+    [
+      ref_kernel_attention(ref_favor(qh, w), ref_favor(kh, w) * mask[..., None], vh)
+      for qh, kh, vh in zip(heads_of(q, h), heads_of(k, h), heads_of(v, h))
+    ],
+    -1,
+  )
 
 
 def module_reference(params, x, mask, h, core):
@@ -86,12 +96,18 @@ MASK = lengths_mask([6, 3], N)
 
 
 def test_linformer_matches_reference_with_padding_below_the_fixed_length():
-  module = baselines.LinformerSelfAttention(num_heads=H, qkv_dim=D, max_length=9, low_rank_features=3)
+  module = baselines.LinformerSelfAttention(
+    num_heads=H, qkv_dim=D, max_length=9, low_rank_features=3
+  )
   params = module.init(jax.random.PRNGKey(0), X, jnp.asarray(MASK))['params']
   assert params['key_projection'].shape == params['value_projection'].shape == (9, 3)
   expected = module_reference(
-      params, X, MASK, H,
-      lambda q, k, v, p: ref_linformer(q, k, v, p['key_projection'], p['value_projection'], H, MASK))
+    params,
+    X,
+    MASK,
+    H,
+    lambda q, k, v, p: ref_linformer(q, k, v, p['key_projection'], p['value_projection'], H, MASK),
+  )
   assert_close(module.apply({'params': params}, X, jnp.asarray(MASK)), expected)
 
 
@@ -99,12 +115,21 @@ def test_linformer_rejects_inputs_longer_than_its_fixed_length():
   module = baselines.LinformerSelfAttention(num_heads=H, qkv_dim=D, max_length=5)
   with pytest.raises(ValueError, match='fixed length of 5 positions; got an input of 6'):
     module.init(jax.random.PRNGKey(0), X, jnp.asarray(MASK))
-  config = encoders.ModelConfig(vocab_size=10, max_length=4, num_layers=1, emb_dim=D, num_heads=H,
-                                mlp_dim=8, attention_implementation='linformer', positional='sinusoidal')
+  config = encoders.ModelConfig(
+    vocab_size=10,
+    max_length=4,
+    num_layers=1,
+    emb_dim=D,
+    num_heads=H,
+    mlp_dim=8,
+    attention_implementation='linformer',
+    positional='sinusoidal',
+  )
   # In a model, the position table refuses the input first (luna_jax.encoders.check_positions).
   with pytest.raises(ValueError, match=r'positions for 4 tokens \(max_length\); got 6 tokens'):
-    encoders.TransformerEncoder(config).init(jax.random.PRNGKey(0), jnp.ones((1, 6), jnp.int32),
-                                             jnp.array([6]))
+    encoders.TransformerEncoder(config).init(
+      jax.random.PRNGKey(0), jnp.ones((1, 6), jnp.int32), jnp.array([6])
+    )
 
 
 def test_linear_transformer_matches_reference_and_ignores_padding():
@@ -122,8 +147,9 @@ def test_performer_matches_favor_formula_with_its_projection():
   params = module.init(jax.random.PRNGKey(0), X, jnp.asarray(MASK))['params']
   w = module.apply({'params': params}, True, method=baselines.PerformerSelfAttention.projection)
   assert w.shape == (24, D // H)
-  expected = module_reference(params, X, MASK, H,
-                              lambda q, k, v, p: ref_performer(q, k, v, np.float64(w), H, MASK))
+  expected = module_reference(
+    params, X, MASK, H, lambda q, k, v, p: ref_performer(q, k, v, np.float64(w), H, MASK)
+  )
   assert_close(module.apply({'params': params}, X, jnp.asarray(MASK)), expected, rel=1e-4)
 
 
@@ -152,8 +178,9 @@ def test_haar_orthogonal_is_the_positive_diagonal_qr_factor():
   a = np.random.default_rng(0).normal(size=(16, 16))
   q, r = np.linalg.qr(a)
   expected = q * np.sign(np.diag(r))[None, :]
-  np.testing.assert_allclose(baselines._haar_orthogonal(jnp.asarray(a, jnp.float32)), expected,
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    baselines._haar_orthogonal(jnp.asarray(a, jnp.float32)), expected, atol=1e-4
+  )
 
 
 def test_favor_approximates_softmax_attention_with_many_features():
@@ -173,22 +200,37 @@ def test_favor_approximates_softmax_attention_with_many_features():
 
 
 def test_performer_redraw_draws_a_projection_per_training_step():
-  module = baselines.PerformerSelfAttention(num_heads=H, qkv_dim=D, nb_features=8, redraw_features=True)
+  module = baselines.PerformerSelfAttention(
+    num_heads=H, qkv_dim=D, nb_features=8, redraw_features=True
+  )
   params = module.init(jax.random.PRNGKey(0), X)['params']
-  train = lambda seed: module.apply({'params': params}, X, deterministic=False,
-                                    rngs={'dropout': jax.random.PRNGKey(seed)})
+  train = lambda seed: module.apply(
+    {'params': params}, X, deterministic=False, rngs={'dropout': jax.random.PRNGKey(seed)}
+  )
   evaluate = module.apply({'params': params}, X)
   assert not np.allclose(train(1), train(2))
   np.testing.assert_array_equal(train(1), train(1))
   fixed = module.clone(redraw_features=False)
-  np.testing.assert_array_equal(fixed.apply({'params': params}, X, deterministic=False,
-                                            rngs={'dropout': jax.random.PRNGKey(1)}), evaluate)
+  np.testing.assert_array_equal(
+    fixed.apply(
+      {'params': params}, X, deterministic=False, rngs={'dropout': jax.random.PRNGKey(1)}
+    ),
+    evaluate,
+  )
 
 
 def test_self_attention_module_names():
-  assert set(attention_registry.ATTENTIONS) == {'softmax', 'fused', 'linformer', 'linear', 'performer'}
-  assert isinstance(attention_registry.self_attention_module('linear')(num_heads=2, qkv_dim=8),
-                    baselines.LinearSelfAttention)
+  assert set(attention_registry.ATTENTIONS) == {
+    'softmax',
+    'fused',
+    'linformer',
+    'linear',
+    'performer',
+  }
+  assert isinstance(
+    attention_registry.self_attention_module('linear')(num_heads=2, qkv_dim=8),
+    baselines.LinearSelfAttention,
+  )
   with pytest.raises(ValueError, match='attention_implementation must be one of'):
     attention_registry.self_attention_module('reformer')
 
@@ -200,8 +242,16 @@ def test_self_attention_module_names():
 
 def layer_inputs(contextual_p):
   """Runs a 3-layer Luna encoder; returns its params and each layer's (p input, p output)."""
-  config = encoders.ModelConfig(vocab_size=12, max_length=8, num_layers=3, emb_dim=D, num_heads=H,
-                                mlp_dim=8, projection_length=4, contextual_p=contextual_p)
+  config = encoders.ModelConfig(
+    vocab_size=12,
+    max_length=8,
+    num_layers=3,
+    emb_dim=D,
+    num_heads=H,
+    mlp_dim=8,
+    projection_length=4,
+    contextual_p=contextual_p,
+  )
   model = encoders.LunaEncoder(config)
   tokens, lengths = jnp.ones((2, 8), jnp.int32), jnp.array([8, 2])
   params = model.init(jax.random.PRNGKey(0), tokens, lengths)['params']
@@ -248,17 +298,26 @@ def test_every_baseline_config_builds_a_model(task):
   for variant in NEW_VARIANTS:
     config = importlib.import_module(f'configs.{CONFIG_FILES[task]}').get_config(variant)
     length = config.data.options['max_length']
-    model = luna_jax.build_model(config.model, vocab_size=260, num_classes=2, max_length=length,
-                                 dual=task == 'retrieval')
+    model = luna_jax.build_model(
+      config.model, vocab_size=260, num_classes=2, max_length=length, dual=task == 'retrieval'
+    )
     tokens, lengths = jnp.ones((1, length), jnp.int32), jnp.array([length])
     inputs = (tokens, lengths, tokens, lengths) if task == 'retrieval' else (tokens, lengths)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)
     assert shapes['params'], (task, variant)
 
 
-@pytest.mark.parametrize('task,variant', [
-    ('listops', 'linformer'), ('listops', 'linear_transformer'), ('listops', 'performer'),
-    ('listops', 'luna16_noncontextual'), ('retrieval', 'performer'), ('image', 'linformer')])
+@pytest.mark.parametrize(
+  'task,variant',
+  [
+    ('listops', 'linformer'),
+    ('listops', 'linear_transformer'),
+    ('listops', 'performer'),
+    ('listops', 'luna16_noncontextual'),
+    ('retrieval', 'performer'),
+    ('image', 'linformer'),
+  ],
+)
 def test_baselines_train_end_to_end(tiny_lra_data, tmp_path, task, variant):
   config = tiny_config(tiny_lra_data, task, variant)
   if variant == 'performer':

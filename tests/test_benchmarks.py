@@ -11,17 +11,43 @@ import pytest
 from benchmarks import speed_memory
 from configs import variants
 
-TINY = ['--num_layers', '1', '--emb_dim', '32', '--num_heads', '2', '--mlp_dim', '64', '--batch_size', '2',
-        '--warmup', '1', '--repeats', '1', '--matmul_size', '256']
+TINY = [
+  '--num_layers',
+  '1',
+  '--emb_dim',
+  '32',
+  '--num_heads',
+  '2',
+  '--mlp_dim',
+  '64',
+  '--batch_size',
+  '2',
+  '--warmup',
+  '1',
+  '--repeats',
+  '1',
+  '--matmul_size',
+  '256',
+]
 MODES = {
-    # mode: (models, lengths); compile time dominates, so the training step runs at one length.
-    'train_step': ('transformer,linear_transformer,luna16,luna16_noncontextual', (32,)),
-    'attention': ('transformer_fused,linformer,performer,luna16', (32, 64)),
+  # mode: (models, lengths); compile time dominates, so the training step runs at one length.
+  'train_step': ('transformer,linear_transformer,luna16,luna16_noncontextual', (32,)),
+  'attention': ('transformer_fused,linformer,performer,luna16', (32, 64)),
 }
 PROFILED_MODE = 'attention'
-POSITIVE_FIGURES = ('compile_s', 'step_time_s', 'steps_per_s', 'examples_per_s', 'tokens_per_s',
-                    'flops_per_step', 'flop_per_s', 'matmul_peak_fraction', 'memory_bytes',
-                    'compiled_peak_bytes', 'peak_rss_bytes')
+POSITIVE_FIGURES = (
+  'compile_s',
+  'step_time_s',
+  'steps_per_s',
+  'examples_per_s',
+  'tokens_per_s',
+  'flops_per_step',
+  'flop_per_s',
+  'matmul_peak_fraction',
+  'memory_bytes',
+  'compiled_peak_bytes',
+  'peak_rss_bytes',
+)
 
 
 @pytest.fixture(scope='module')
@@ -32,10 +58,24 @@ def output_dir(tmp_path_factory):
   jax.config.update('jax_disable_most_optimizations', True)
   try:
     for mode, (models, lengths) in MODES.items():
-      speed_memory.main(TINY + ['--mode', mode, '--models', models, '--isolation', 'none',
-                                '--long_lengths', str(lengths[-1]),  # Overlaps: runs once.
-                                '--lengths', ','.join(map(str, lengths)), '--output_dir', str(out)]
-                        + (['--profile'] if mode == PROFILED_MODE else []))
+      speed_memory.main(
+        TINY
+        + [
+          '--mode',
+          mode,
+          '--models',
+          models,
+          '--isolation',
+          'none',
+          '--long_lengths',
+          str(lengths[-1]),  # Overlaps: runs once.
+          '--lengths',
+          ','.join(map(str, lengths)),
+          '--output_dir',
+          str(out),
+        ]
+        + (['--profile'] if mode == PROFILED_MODE else [])
+      )
   finally:
     jax.config.update('jax_disable_most_optimizations', False)
     if previous is None:
@@ -49,8 +89,22 @@ def output_dir(tmp_path_factory):
 def test_results_json_schema_and_figures(output_dir, mode):
   with open(output_dir / mode / 'results.json') as f:
     results = json.load(f)
-  assert set(results) >= {'machine', 'matmul_peak', 'settings', 'memory_source', 'flops_source', 'cells'}
-  assert set(results['machine']) >= {'cpu_model', 'cpu_cores', 'ram_bytes', 'backend', 'jax', 'devices'}
+  assert set(results) >= {
+    'machine',
+    'matmul_peak',
+    'settings',
+    'memory_source',
+    'flops_source',
+    'cells',
+  }
+  assert set(results['machine']) >= {
+    'cpu_model',
+    'cpu_cores',
+    'ram_bytes',
+    'backend',
+    'jax',
+    'devices',
+  }
   assert results['matmul_peak']['flop_per_s'] > 0
   models, lengths = MODES[mode][0].split(','), MODES[mode][1]
   assert results['settings']['models'] == models
@@ -62,7 +116,10 @@ def test_results_json_schema_and_figures(output_dir, mode):
     assert cell['mode'] == mode and cell['batch_size'] == 2
     for key in POSITIVE_FIGURES:
       value = cell[key]
-      assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (cell['model'], key)
+      assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (
+        cell['model'],
+        key,
+      )
     assert len(cell['step_times_s']) == 1
     assert cell['examples_per_s'] == pytest.approx(2 * cell['steps_per_s'])
 
@@ -93,38 +150,63 @@ def test_profile_times_every_cell_by_op_class(output_dir, mode):
     assert ops and all(math.isfinite(ms) and ms > 0 for ms in ops.values()), cell['model']
     assert not any(re.search(r'\.\d+$', name) for name in ops)  # Numeric suffixes stripped.
     assert list(ops.values()) == sorted(ops.values(), reverse=True)
-    assert f"{cell['label']} {speed_memory.length_label(cell['length'])}" in table
-    traces = list((output_dir / mode / 'traces').glob(
-        f"{cell['model']}_{cell['length']}/**/*.trace.json.gz"))
+    assert f'{cell["label"]} {speed_memory.length_label(cell["length"])}' in table
+    traces = list(
+      (output_dir / mode / 'traces').glob(f'{cell["model"]}_{cell["length"]}/**/*.trace.json.gz')
+    )
     assert traces, cell['model']
   assert '| all ops |' in table and '| step (timed median) |' in table
 
 
 def test_cell_in_a_subprocess(monkeypatch):
   monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
-  spec = {'mode': 'attention', 'model': 'luna16', 'length': 32, 'batch_size': 2, 'warmup': 0,
-          'repeats': 1, 'seed': 0, 'memory_limit_bytes': None,
-          'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64))}
+  spec = {
+    'mode': 'attention',
+    'model': 'luna16',
+    'length': 32,
+    'batch_size': 2,
+    'warmup': 0,
+    'repeats': 1,
+    'seed': 0,
+    'memory_limit_bytes': None,
+    'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64)),
+  }
   record = speed_memory.run_cell_subprocess(spec, timeout_s=120)
   assert record['status'] == 'ok', record
   assert record['step_time_s'] > 0 and record['peak_rss_bytes'] > record['compiled_peak_bytes'] > 0
 
 
 def test_memory_guard_reports_oom_without_running():
-  spec = {'mode': 'attention', 'model': 'transformer', 'length': 32, 'batch_size': 2, 'warmup': 0,
-          'repeats': 1, 'seed': 0, 'memory_limit_bytes': 1,
-          'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64))}
+  spec = {
+    'mode': 'attention',
+    'model': 'transformer',
+    'length': 32,
+    'batch_size': 2,
+    'warmup': 0,
+    'repeats': 1,
+    'seed': 0,
+    'memory_limit_bytes': 1,
+    'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64)),
+  }
   record = speed_memory.run_cell(spec)
   assert record['status'] == 'OOM' and 'memory limit' in record['reason']
   assert 'step_time_s' not in record
 
 
 def test_relative_table_reports_oom_and_baseline_oom():
-  ok = lambda model, steps, memory: {'model': model, 'length': 1024, 'status': 'ok',
-                                     'steps_per_s': steps, 'memory_bytes': memory}
-  cells = [ok('transformer', 1.0, 100.0), ok('luna16', 4.0, 10.0),
-           {'model': 'transformer', 'length': 2048, 'status': 'OOM'},
-           dict(ok('luna16', 2.0, 20.0), length=2048)]
+  ok = lambda model, steps, memory: {
+    'model': model,
+    'length': 1024,
+    'status': 'ok',
+    'steps_per_s': steps,
+    'memory_bytes': memory,
+  }
+  cells = [
+    ok('transformer', 1.0, 100.0),
+    ok('luna16', 4.0, 10.0),
+    {'model': 'transformer', 'length': 2048, 'status': 'OOM'},
+    dict(ok('luna16', 2.0, 20.0), length=2048),
+  ]
   table = speed_memory.relative_table(cells, ['transformer', 'luna16'], [1024, 2048], 'transformer')
   assert '| Transformer | 1.00 | OOM | 1.00 | OOM |' in table
   assert '| Luna-16 | 4.00 | n/a | 0.10 | n/a |' in table
@@ -145,14 +227,34 @@ def test_model_names_and_lengths():
 
 def test_remat_step_memory_and_compile_only(tmp_path, monkeypatch):
   monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
-  tiny = TINY + ['--mode', 'train_step', '--isolation', 'none', '--long_lengths', '',
-                 '--lengths', '32']
-  speed_memory.main(tiny + ['--models', 'luna16', '--remat', 'dots',
-                            '--output_dir', str(tmp_path / 'a')])
-  speed_memory.main(tiny + ['--models', 'transformer', '--remat', 'layer', '--compile_only',
-                            '--output_dir', str(tmp_path / 'b')])
-  timed, compiled = (json.loads((tmp_path / run / 'train_step' / 'results.json').read_text())
-                     for run in ('a', 'b'))
+  tiny = TINY + [
+    '--mode',
+    'train_step',
+    '--isolation',
+    'none',
+    '--long_lengths',
+    '',
+    '--lengths',
+    '32',
+  ]
+  speed_memory.main(
+    tiny + ['--models', 'luna16', '--remat', 'dots', '--output_dir', str(tmp_path / 'a')]
+  )
+  speed_memory.main(
+    tiny
+    + [
+      '--models',
+      'transformer',
+      '--remat',
+      'layer',
+      '--compile_only',
+      '--output_dir',
+      str(tmp_path / 'b'),
+    ]
+  )
+  timed, compiled = (
+    json.loads((tmp_path / run / 'train_step' / 'results.json').read_text()) for run in ('a', 'b')
+  )
   assert timed['settings']['arch']['remat'] == 'dots'
   assert compiled['settings']['arch']['remat'] == 'layer'
   cell = timed['cells'][0]

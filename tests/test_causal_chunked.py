@@ -21,8 +21,9 @@ def inputs(b=2, n=23, l=5, h=2, dh=4):
 def test_chunked_equals_scan_values_state_and_gradients(chunk_size, omega):
   args, p_mask = inputs()
   scan = lambda *a: attn.causal_luna_attention(*a, p_mask, omega=omega)
-  chunked = lambda *a: attn.causal_luna_attention_chunked(*a, p_mask, omega=omega,
-                                                          chunk_size=chunk_size)
+  chunked = lambda *a: attn.causal_luna_attention_chunked(
+    *a, p_mask, omega=omega, chunk_size=chunk_size
+  )
   (y_s, st_s), (y_c, st_c) = scan(*args), chunked(*args)
   np.testing.assert_allclose(y_c, y_s, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(y_s))))
   np.testing.assert_array_equal(st_c.num_steps, st_s.num_steps)
@@ -47,8 +48,13 @@ def test_chunked_continues_from_a_state_and_matches_one_shot():
 def test_chunked_dropout_is_seeded_and_active():
   args, p_mask = inputs()
   run = lambda seed: attn.causal_luna_attention_chunked(
-      *args, p_mask, chunk_size=4, dropout_rate=0.3, dropout_rng=jax.random.PRNGKey(seed),
-      deterministic=False)[0]
+    *args,
+    p_mask,
+    chunk_size=4,
+    dropout_rate=0.3,
+    dropout_rng=jax.random.PRNGKey(seed),
+    deterministic=False,
+  )[0]
   np.testing.assert_array_equal(run(0), run(0))
   assert not np.allclose(run(0), run(1))
 

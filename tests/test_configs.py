@@ -75,18 +75,25 @@ def test_quickstart_config_is_complete():
 def _parse(argv):
   flag_values = flags.FlagValues()
   argv = ['train.py'] + argv
-  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
+  config_flags.DEFINE_config_file(
+    'config', None, 'config', flag_values=flag_values, lock_config=True, sys_argv=argv
+  )
   flag_values(argv)
   return flag_values.config
 
 
 def test_command_line_overrides_and_typos():
-  config = _parse(['--config=configs/listops.py:luna16', '--config.training.batch_size=64',
-                   '--config.model.qkv_dim=32', '--config.data.data_dir=/data/listops'])
+  config = _parse(
+    [
+      '--config=configs/listops.py:luna16',
+      '--config.training.batch_size=64',
+      '--config.model.qkv_dim=32',
+      '--config.data.data_dir=/data/listops',
+    ]
+  )
   assert (config.training.batch_size, config.model.qkv_dim) == (64, 32)
   assert config.model.projection_length == 16
-  with pytest.raises((flags.Error, AttributeError), match="num_trian_steps"):
+  with pytest.raises((flags.Error, AttributeError), match='num_trian_steps'):
     _parse(['--config=configs/listops.py', '--config.training.num_trian_steps=3'])
 
 
@@ -100,16 +107,39 @@ def test_pretraining_config_follows_table_8():
   config = load('pretrain_mlm')
   run = train_lib.parse_config(config)
   assert run.model['name'] == 'luna_mlm' and run.data.task == 'corpus'
-  assert {k: run.model[k] for k in ('num_layers', 'emb_dim', 'mlp_dim', 'num_heads',
-                                    'projection_length', 'dropout_rate',
-                                    'attention_dropout_rate')} == {
-      'num_layers': 12, 'emb_dim': 768, 'mlp_dim': 3072, 'num_heads': 12,
-      'projection_length': 128, 'dropout_rate': 0.1, 'attention_dropout_rate': 0.1}
+  assert {
+    k: run.model[k]
+    for k in (
+      'num_layers',
+      'emb_dim',
+      'mlp_dim',
+      'num_heads',
+      'projection_length',
+      'dropout_rate',
+      'attention_dropout_rate',
+    )
+  } == {
+    'num_layers': 12,
+    'emb_dim': 768,
+    'mlp_dim': 3072,
+    'num_heads': 12,
+    'projection_length': 128,
+    'dropout_rate': 0.1,
+    'attention_dropout_rate': 0.1,
+  }
   opt = run.optimizer
   assert (opt.learning_rate, opt.warmup_steps, opt.warmup_steps + opt.steps_per_cycle) == (
-      6e-4, 15000, 250000)
+    6e-4,
+    15000,
+    250000,
+  )
   assert (opt.b1, opt.b2, opt.eps, opt.weight_decay, opt.grad_clip_norm) == (
-      0.9, 0.98, 1e-6, 0.01, 1.0)
+    0.9,
+    0.98,
+    1e-6,
+    0.01,
+    1.0,
+  )
   assert opt.schedule.endswith('linear_decay')
   assert (run.training.batch_size, run.training.num_train_steps) == (2048, 250000)
   for arg in ('cpu', 'debug', 'cpu,debug'):

@@ -12,9 +12,19 @@ from luna_jax.decoders import LunaLM, LunaSeq2Seq, shift_right
 from luna_jax.encoders import ModelConfig
 
 RNG = np.random.default_rng(3)
-CFG = ModelConfig(vocab_size=20, max_length=16, num_layers=2, emb_dim=16, num_heads=2, mlp_dim=32,
-                  projection_length=4, prepend_cls=False, chunk_size=4, dropout_rate=0.1,
-                  attention_dropout_rate=0.1)
+CFG = ModelConfig(
+  vocab_size=20,
+  max_length=16,
+  num_layers=2,
+  emb_dim=16,
+  num_heads=2,
+  mlp_dim=32,
+  projection_length=4,
+  prepend_cls=False,
+  chunk_size=4,
+  dropout_rate=0.1,
+  attention_dropout_rate=0.1,
+)
 EOS = 2
 
 
@@ -65,11 +75,14 @@ def test_lm_greedy_generation_follows_the_full_forward_argmax(lm):
   np.testing.assert_array_equal(out[:, :3], prompt)
   full = model.apply({'params': params}, out)
   np.testing.assert_array_equal(jnp.argmax(full[:, 2:-1], axis=-1), out[:, 3:])
-  top1 = generation.generate(model, params, prompt, 8, jax.random.PRNGKey(5), temperature=0.7,
-                             top_k=1)
+  top1 = generation.generate(
+    model, params, prompt, 8, jax.random.PRNGKey(5), temperature=0.7, top_k=1
+  )
   np.testing.assert_array_equal(top1, out)
-  sampled = [generation.generate(model, params, prompt, 8, jax.random.PRNGKey(s), temperature=2.0)
-             for s in range(3)]
+  sampled = [
+    generation.generate(model, params, prompt, 8, jax.random.PRNGKey(s), temperature=2.0)
+    for s in range(3)
+  ]
   assert any(not np.array_equal(sampled[0], s) for s in sampled[1:])
 
 
@@ -78,8 +91,9 @@ def test_seq2seq_decode_steps_equal_teacher_forcing(seq2seq):
   v = {'params': params}
   src, lengths, targets = ids(3, 9), jnp.array([9, 5, 7]), ids(3, 8)
   full = model.apply(v, src, lengths, targets)
-  cache = model.apply(v, model.apply(v, src, lengths, method=LunaSeq2Seq.encode),
-                      method=LunaSeq2Seq.init_cache)
+  cache = model.apply(
+    v, model.apply(v, src, lengths, method=LunaSeq2Seq.encode), method=LunaSeq2Seq.init_cache
+  )
   inputs = shift_right(targets, model.bos_id)
   for t in range(targets.shape[1]):
     logits, cache = model.apply(v, inputs[:, t], cache, method=LunaSeq2Seq.decode_step)
@@ -110,13 +124,16 @@ def test_beam_search_scores_are_model_log_probs_and_beam_one_is_greedy(seq2seq):
   model, params = seq2seq
   src, lengths = ids(3, 9), jnp.array([9, 5, 7])
   greedy = generation.greedy_decode(model, params, src, lengths, max_length=8, eos_id=EOS)
-  one, _ = generation.beam_search(model, params, src, lengths, beam_size=1, max_length=8,
-                                  eos_id=EOS)
+  one, _ = generation.beam_search(
+    model, params, src, lengths, beam_size=1, max_length=8, eos_id=EOS
+  )
   np.testing.assert_array_equal(one, greedy)
-  best, scores = generation.beam_search(model, params, src, lengths, beam_size=4, max_length=8,
-                                        eos_id=EOS, length_penalty=0.0)
-  np.testing.assert_allclose(scores, sequence_log_prob(model, params, src, lengths, best),
-                             rtol=1e-4)
+  best, scores = generation.beam_search(
+    model, params, src, lengths, beam_size=4, max_length=8, eos_id=EOS, length_penalty=0.0
+  )
+  np.testing.assert_allclose(
+    scores, sequence_log_prob(model, params, src, lengths, best), rtol=1e-4
+  )
   best = np.asarray(best)
   after_eos = np.cumsum(best == EOS, axis=1) - (best == EOS) > 0
   assert np.all((best == 0) == after_eos)  # padding exactly after the first EOS
@@ -125,15 +142,15 @@ def test_beam_search_scores_are_model_log_probs_and_beam_one_is_greedy(seq2seq):
 def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):
   model, params = lm
   assert generation.generate(model, params, ids(1, 6), 10, jax.random.PRNGKey(0)).shape == (1, 16)
-  with pytest.raises(ValueError,
-                     match=r'16 tokens \(max_length\); got 6 prompt tokens \+ 11 to generate = 17'):
+  with pytest.raises(
+    ValueError, match=r'16 tokens \(max_length\); got 6 prompt tokens \+ 11 to generate = 17'
+  ):
     generation.generate(model, params, ids(1, 6), 11, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match=r'16 tokens \(max_length\); got 17 tokens'):
     model.apply({'params': params}, ids(1, 17))
   s2s, s2s_params = seq2seq
   src, lengths = ids(2, 9), jnp.array([9, 5])
-  for search in (generation.greedy_decode,
-                 functools.partial(generation.beam_search, beam_size=2)):
+  for search in (generation.greedy_decode, functools.partial(generation.beam_search, beam_size=2)):
     with pytest.raises(ValueError, match=r'16 tokens \(max_length\); got 17 output tokens'):
       search(s2s, s2s_params, src, lengths, max_length=17, eos_id=EOS)
 
@@ -141,8 +158,11 @@ def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):
 def test_decode_step_past_the_position_table_gives_nan_not_a_clamped_row(lm):
   model, params = lm
   cache = model.apply({'params': params}, 1, method=LunaLM.init_cache)
-  step = lambda position: model.apply({'params': params}, ids(1, 1)[:, 0],
-                                      {**cache, 'position': jnp.array([position])},
-                                      method=LunaLM.decode_step)[0]
+  step = lambda position: model.apply(
+    {'params': params},
+    ids(1, 1)[:, 0],
+    {**cache, 'position': jnp.array([position])},
+    method=LunaLM.decode_step,
+  )[0]
   assert np.all(np.isfinite(step(CFG.max_length - 1)))
   assert np.all(np.isnan(step(CFG.max_length)))

@@ -43,12 +43,15 @@ def _params(workdir: Path, step: int):
 
 
 @pytest.mark.usefixtures('fast_compilation')
-def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tmp_path,
-                                                               monkeypatch):
+def test_two_processes_train_like_one_process_with_all_devices(
+  tiny_lra_data, tmp_path, monkeypatch
+):
   monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')  # The child processes too.
   data_dir, options = tiny_lra_data['listops']
-  overrides = [f'--config.data.data_dir={data_dir}',
-               f'--config.data.options.max_length={options["max_length"]}']
+  overrides = [
+    f'--config.data.data_dir={data_dir}',
+    f'--config.data.options.max_length={options["max_length"]}',
+  ]
 
   # Reference: this process, 8 CPU devices (conftest), the same debug config (batch 8, 5 steps).
   config = listops.get_config('luna16,debug')
@@ -61,23 +64,38 @@ def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tm
   # variables, the two ways the README gives.
   port = _free_port()
   address = f'127.0.0.1:{port}'
-  xla_flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '',
-                     os.environ.get('XLA_FLAGS', ''))
-  env = dict(os.environ, XLA_FLAGS=f'{xla_flags} --xla_force_host_platform_device_count=4',
-             JAX_COORDINATOR_BIND_ADDRESS=address)
+  xla_flags = re.sub(
+    r'--xla_force_host_platform_device_count=\d+', '', os.environ.get('XLA_FLAGS', '')
+  )
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f'{xla_flags} --xla_force_host_platform_device_count=4',
+    JAX_COORDINATOR_BIND_ADDRESS=address,
+  )
   workdir = tmp_path / 'two'
-  command = [sys.executable, 'train.py', '--config', 'configs/listops.py:luna16,debug',
-             '--workdir', str(workdir), *overrides]
+  command = [
+    sys.executable,
+    'train.py',
+    '--config',
+    'configs/listops.py:luna16,debug',
+    '--workdir',
+    str(workdir),
+    *overrides,
+  ]
   launches = [
-      (command + [f'--coordinator_address={address}', '--num_processes=2', '--process_id=0'], env),
-      (command + ['--config.training.distributed=True'],
-       dict(env, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2', JAX_PROCESS_ID='1'))]
+    (command + [f'--coordinator_address={address}', '--num_processes=2', '--process_id=0'], env),
+    (
+      command + ['--config.training.distributed=True'],
+      dict(env, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2', JAX_PROCESS_ID='1'),
+    ),
+  ]
   processes, logs = [], []
   for i, (args, process_env) in enumerate(launches):
     logs.append(tmp_path / f'process{i}.log')
     with open(logs[-1], 'w', encoding='utf-8') as log:
-      processes.append(subprocess.Popen(args, cwd=REPO, env=process_env, stdout=log,
-                                        stderr=subprocess.STDOUT))
+      processes.append(
+        subprocess.Popen(args, cwd=REPO, env=process_env, stdout=log, stderr=subprocess.STDOUT)
+      )
   try:
     codes = [p.wait(timeout=TIMEOUT_S) for p in processes]
   finally:
@@ -94,8 +112,12 @@ def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tm
   metrics = _train_metrics(workdir)
   assert sorted(metrics) == sorted(expected) == list(range(1, 6))
   for name in ('train_loss', 'train_grad_norm', 'train_param_norm'):
-    np.testing.assert_allclose([metrics[s][name] for s in expected],
-                               [expected[s][name] for s in expected], rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(
+      [metrics[s][name] for s in expected],
+      [expected[s][name] for s in expected],
+      rtol=1e-5,
+      err_msg=name,
+    )
   assert jax.tree.structure(_params(workdir, 5)) == jax.tree.structure(_params(tmp_path / 'one', 5))
   with open(workdir / 'results.json', encoding='utf-8') as f:
     results = json.load(f)
@@ -111,4 +133,3 @@ def test_two_processes_train_like_one_process_with_all_devices(tiny_lra_data, tm
   assert sorted(os.listdir(workdir)) == sorted(os.listdir(tmp_path / 'one'))
   assert 'Finished step 5' in logs[0].read_text()
   assert 'Finished step 5' not in logs[1].read_text()
-

@@ -21,8 +21,17 @@ def tokens(b, n, vocab, lengths):
 
 
 def small_config(**overrides):
-  cfg = dict(vocab_size=20, max_length=12, num_layers=2, emb_dim=16, num_heads=4, mlp_dim=32,
-             projection_length=5, dropout_rate=0.0, attention_dropout_rate=0.0)
+  cfg = dict(
+    vocab_size=20,
+    max_length=12,
+    num_layers=2,
+    emb_dim=16,
+    num_heads=4,
+    mlp_dim=32,
+    projection_length=5,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+  )
   cfg.update(overrides)
   return luna_jax.ModelConfig(**cfg)
 
@@ -40,8 +49,9 @@ def test_luna_encoder_matches_reference_with_p_flowing_between_layers():
   x = np.concatenate([np.broadcast_to(emb['cls'], (2, 1, 16)), x], axis=1)
   x = x + emb['position_embedding'][None, :13]
   x = ref.layer_norm(x, p64['embedding_norm'], 1e-5)
-  p = ref.layer_norm(np.broadcast_to(p64['projected_embeddings'], (2, 5, 16)),
-                     p64['projected_embedding_norm'], 1e-5)
+  p = ref.layer_norm(
+    np.broadcast_to(p64['projected_embeddings'], (2, 5, 16)), p64['projected_embedding_norm'], 1e-5
+  )
   full = np.asarray(lengths) + 1  # CLS
   x_mask = np.arange(13)[None] < full[:, None]
   p_mask = np.arange(5)[None] < full[:, None]
@@ -81,22 +91,32 @@ def test_short_sequence_gets_no_more_p_slots_than_tokens():
 
 
 def test_mt_recipe_scales_p_and_adds_sinusoid():
-  cfg = small_config(positional='sinusoidal', embed_scale=True, embedding_layernorm=False,
-                     num_layers=0)
+  cfg = small_config(
+    positional='sinusoidal', embed_scale=True, embedding_layernorm=False, num_layers=0
+  )
   ids, lengths = tokens(1, 12, cfg.vocab_size, [12])
   enc = luna_jax.LunaEncoder(cfg)
   params = enc.init(jax.random.PRNGKey(3), ids, lengths)['params']
   out = enc.apply({'params': params}, ids, lengths)
-  expected = (np.asarray(params['projected_embeddings']) * 4.0
-              + np.asarray(luna_jax.sinusoidal_positions(5, 16)))
+  expected = np.asarray(params['projected_embeddings']) * 4.0 + np.asarray(
+    luna_jax.sinusoidal_positions(5, 16)
+  )
   np.testing.assert_allclose(out.p[0], expected, rtol=1e-6)
   assert 'embedding_norm' not in params
 
 
 @pytest.mark.parametrize('name', ['luna', 'transformer'])
 def test_jit_grad_gives_finite_nonzero_gradients(name):
-  model_cfg = dict(name=name, num_layers=2, emb_dim=32, num_heads=4, mlp_dim=64,
-                   projection_length=4, dropout_rate=0.1, attention_dropout_rate=0.1)
+  model_cfg = dict(
+    name=name,
+    num_layers=2,
+    emb_dim=32,
+    num_heads=4,
+    mlp_dim=64,
+    projection_length=4,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+  )
   ids, lengths = tokens(4, 16, 30, [16, 9, 3, 12])
   model = luna_jax.build_model(model_cfg, vocab_size=30, num_classes=3, max_length=16)
   variables = model.init(jax.random.PRNGKey(4), ids, lengths)
@@ -111,7 +131,6 @@ def test_jit_grad_gives_finite_nonzero_gradients(name):
   leaves = jax.tree.leaves(grads)
   assert all(np.all(np.isfinite(g)) for g in leaves)
   assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
-
 
 
 @pytest.mark.parametrize('name', ['luna', 'transformer'])
@@ -147,8 +166,10 @@ def test_lra_text_transformer_parameter_count():
   expected = vocab * d + d + layers * per_layer + 2 * d + head  # embed, CLS, blocks, final LN, head
   # The official LRA Text Transformer (LRA text_classification/configs/base_tc_config.py).
   assert expected == 3_486_722
-  assert count(init_text_model('transformer', activation='gelu_tanh',
-                               positional='sinusoidal')) == expected
+  assert (
+    count(init_text_model('transformer', activation='gelu_tanh', positional='sinusoidal'))
+    == expected
+  )
 
 
 def test_lra_text_luna16_parameter_count():
@@ -158,10 +179,12 @@ def test_lra_text_luna16_parameter_count():
   embeddings = vocab * d + d + (n + 1) * d + l * d + 2 * (2 * d)  # tokens, CLS, positions, P, 2 LNs
   head = d * ffn + ffn + ffn * 2 + 2
   assert count(init_text_model('luna', length=n, projection_length=l)) == (
-      embeddings + layers * per_layer + head)
+    embeddings + layers * per_layer + head
+  )
   tied = count(init_text_model('luna', length=n, projection_length=l, tie_kv=True))
   assert count(init_text_model('luna', length=n, projection_length=l)) - tied == (
-      layers * 2 * (d * d + d))
+    layers * 2 * (d * d + d)
+  )
 
 
 def test_pooling_modes_and_dual_interactions():
@@ -178,9 +201,21 @@ def test_pooling_modes_and_dual_interactions():
 
 @pytest.mark.parametrize('interaction', ['concat', 'nli'])
 def test_dual_encoder_shares_weights_and_is_symmetric_in_shape(interaction):
-  model = luna_jax.build_model(dict(name='luna', num_layers=1, emb_dim=16, num_heads=2, mlp_dim=16,
-                                    projection_length=4, interaction=interaction),
-                               vocab_size=20, num_classes=2, max_length=10, dual=True)
+  model = luna_jax.build_model(
+    dict(
+      name='luna',
+      num_layers=1,
+      emb_dim=16,
+      num_heads=2,
+      mlp_dim=16,
+      projection_length=4,
+      interaction=interaction,
+    ),
+    vocab_size=20,
+    num_classes=2,
+    max_length=10,
+    dual=True,
+  )
   a, la = tokens(2, 10, 20, [10, 4])
   b, lb = tokens(2, 10, 20, [6, 10])
   variables = model.init(jax.random.PRNGKey(6), a, la, b, lb)
@@ -194,17 +229,29 @@ def test_dual_encoder_shares_weights_and_is_symmetric_in_shape(interaction):
 
 def test_build_model_rejects_unknown_key_by_name():
   with pytest.raises(ValueError, match='projection_lenght'):
-    luna_jax.build_model({'name': 'luna', 'projection_lenght': 16}, vocab_size=5, num_classes=2,
-                         max_length=8)
+    luna_jax.build_model(
+      {'name': 'luna', 'projection_lenght': 16}, vocab_size=5, num_classes=2, max_length=8
+    )
 
 
 @pytest.mark.parametrize('name', ['luna', 'transformer'])
 @pytest.mark.parametrize('positional', ['learned', 'sinusoidal'])
 def test_classifier_refuses_more_tokens_than_its_positions(name, positional):
   """Built for 8 tokens, 12 must fail (a clamped lookup would give positions 8-11 one row)."""
-  model = luna_jax.build_model(dict(name=name, num_layers=1, emb_dim=16, num_heads=2, mlp_dim=16,
-                                    projection_length=4, positional=positional),
-                               vocab_size=20, num_classes=2, max_length=8)
+  model = luna_jax.build_model(
+    dict(
+      name=name,
+      num_layers=1,
+      emb_dim=16,
+      num_heads=2,
+      mlp_dim=16,
+      projection_length=4,
+      positional=positional,
+    ),
+    vocab_size=20,
+    num_classes=2,
+    max_length=8,
+  )
   fits, _ = tokens(2, 8, 20, [8, 5])
   variables = model.init(jax.random.PRNGKey(0), fits, jnp.array([8, 5]))
   assert model.apply(variables, fits, jnp.array([8, 5])).shape == (2, 2)

@@ -22,7 +22,7 @@ def test_tasks_and_unknown_names(tmp_path):
   assert lra.TASKS == ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
   with pytest.raises(lra.DataError, match="Unknown task 'cifar'.*listops, text"):
     lra.load_task('cifar', tmp_path)
-  with pytest.raises(lra.DataError, match="no option.*difficulty"):
+  with pytest.raises(lra.DataError, match='no option.*difficulty'):
     lra.load_task('listops', tmp_path, difficulty='hard')
   with pytest.raises(lra.DataError, match='max_length'):
     lra.load_task('listops', tmp_path, max_length=0)
@@ -57,12 +57,14 @@ def test_train_batches_resume_at_step():
 def test_train_batches_split_across_processes():
   split = make_split(16, dual=True)
   whole = take(lra.train_batches(split, 4, seed=0), 5)
-  parts = [take(lra.train_batches(split, 4, seed=0, process_index=i, process_count=2), 5)
-           for i in range(2)]
+  parts = [
+    take(lra.train_batches(split, 4, seed=0, process_index=i, process_count=2), 5) for i in range(2)
+  ]
   for k in range(5):
     for key in ('inputs', 'lengths', 'targets', 'inputs2', 'lengths2'):
-      np.testing.assert_array_equal(whole[k][key],
-                                    np.concatenate([parts[0][k][key], parts[1][k][key]]))
+      np.testing.assert_array_equal(
+        whole[k][key], np.concatenate([parts[0][k][key], parts[1][k][key]])
+      )
   with pytest.raises(lra.DataError, match='multiple of process_count'):
     next(lra.train_batches(split, 3, seed=0, process_count=2))
   with pytest.raises(lra.DataError, match='exceeds'):

@@ -31,8 +31,9 @@ def test_empty_splits_of_other_tasks_name_their_source(tmp_path):
   (tmp_path / 'aan' / 'new_aan_pairs.eval.tsv').write_text('\n')
   with pytest.raises(lra.DataError, match=r'new_aan_pairs\.eval\.tsv: no examples'):
     lra.load_task('retrieval', tmp_path / 'aan', cache=False)
-  sequence_generator.write('lm', tmp_path / 'lm', num_train=20, num_val=3, num_test=3,
-                           min_length=5, max_length=20)
+  sequence_generator.write(
+    'lm', tmp_path / 'lm', num_train=20, num_val=3, num_test=3, min_length=5, max_length=20
+  )
   (tmp_path / 'lm' / 'validation.txt').write_text('')
   with pytest.raises(lra.DataError, match=r'validation\.txt: no examples for the lm validation'):
     lra.load_task('lm', tmp_path / 'lm', cache=False)
@@ -53,8 +54,14 @@ def test_truncation_is_reported_once_per_split_also_from_the_cache(tmp_path, cap
     lines = [r.getMessage() for r in caplog.records if 'truncated' in r.getMessage()]
     assert len(lines) == 3
     for split, name in listops.FILES.items():
-      assert sum(f'listops {split} ({tmp_path / name}): 2 of 3 examples are longer than '
-                 'max_length 5' in line for line in lines) == 1
+      assert (
+        sum(
+          f'listops {split} ({tmp_path / name}): 2 of 3 examples are longer than '
+          'max_length 5' in line
+          for line in lines
+        )
+        == 1
+      )
   caplog.clear()
   with caplog.at_level(logging.WARNING):
     assert lra.load_task('listops', tmp_path, max_length=7).test.num_truncated == 0
@@ -79,10 +86,12 @@ def load_retrieval(path, **options):
 def test_a_killed_cache_build_leaves_nothing_behind(tmp_path):
   synthetic.write_retrieval(tmp_path, 8, seed=0)
   # A process killed (SIGKILL) after writing the first array of its entry.
-  code = ('import os, signal, numpy as np, lra; save = np.save\n'
-          'def save_and_die(*a): save(*a); os.kill(os.getpid(), signal.SIGKILL)\n'
-          'np.save = save_and_die\n'
-          f'lra.load_task("retrieval", {str(tmp_path)!r}, max_length=64)\n')
+  code = (
+    'import os, signal, numpy as np, lra; save = np.save\n'
+    'def save_and_die(*a): save(*a); os.kill(os.getpid(), signal.SIGKILL)\n'
+    'np.save = save_and_die\n'
+    f'lra.load_task("retrieval", {str(tmp_path)!r}, max_length=64)\n'
+  )
   killed = subprocess.run([sys.executable, '-c', code], capture_output=True)
   assert killed.returncode == -signal.SIGKILL
   cache_dir = tmp_path / 'lra_cache'
@@ -141,14 +150,31 @@ def test_a_damaged_marker_is_rebuilt_and_an_undeletable_entry_is_named(tmp_path,
 
   def refuse(path, *args, **kwargs):
     raise PermissionError(13, 'Permission denied', str(path))
+
   monkeypatch.setattr(cache_lib.shutil, 'rmtree', refuse)
   with pytest.raises(lra.DataError, match=re.escape(f'Cache entry {entry} is damaged')):
     load_retrieval(tmp_path)
 
 
 def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
-  args = ['--output_dir', str(tmp_path), '--num_train', '5', '--num_val', '2', '--num_test', '2',
-          '--min_length', '5', '--max_length', '30', '--max_depth', '3', '--max_args', '4']
+  args = [
+    '--output_dir',
+    str(tmp_path),
+    '--num_train',
+    '5',
+    '--num_val',
+    '2',
+    '--num_test',
+    '2',
+    '--min_length',
+    '5',
+    '--max_length',
+    '30',
+    '--max_depth',
+    '3',
+    '--max_args',
+    '4',
+  ]
   listops_generator.main(args)
   before = (tmp_path / 'basic_train.tsv').read_text()
   with pytest.raises(SystemExit):
@@ -157,13 +183,18 @@ def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
   assert (tmp_path / 'basic_train.tsv').read_text() == before
   listops_generator.main(args + ['--seed', '1', '--overwrite'])
   assert (tmp_path / 'basic_train.tsv').read_text() != before
-  writers = [lambda seed, overwrite: sequence_generator.write(
-                 'sort', tmp_path / 'sort', num_train=4, num_val=2, num_test=2, seed=seed,
-                 overwrite=overwrite),
-             lambda seed, overwrite: pathfinder_generator.generate(
-                 tmp_path / 'pf', num_examples=2, seed=seed, overwrite=overwrite)]
-  writers += [lambda seed, overwrite, w=w: w(tmp_path / 'syn', 10, seed, overwrite)
-              for w in synthetic.WRITERS.values()]
+  writers = [
+    lambda seed, overwrite: sequence_generator.write(
+      'sort', tmp_path / 'sort', num_train=4, num_val=2, num_test=2, seed=seed, overwrite=overwrite
+    ),
+    lambda seed, overwrite: pathfinder_generator.generate(
+      tmp_path / 'pf', num_examples=2, seed=seed, overwrite=overwrite
+    ),
+  ]
+  writers += [
+    lambda seed, overwrite, w=w: w(tmp_path / 'syn', 10, seed, overwrite)
+    for w in synthetic.WRITERS.values()
+  ]
   for write in writers:
     write(0, False)
     with pytest.raises(lra.DataError, match='Refusing to overwrite'):
@@ -175,10 +206,27 @@ def _tree_state(root):
   return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob('*')) if p.is_file()}
 
 
-def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_changed(tmp_path,
-                                                                                  capsys):
-  args = ['--output_dir', str(tmp_path), '--num_train', '5', '--num_val', '2', '--num_test', '2',
-          '--min_length', '5', '--max_length', '30', '--max_depth', '3', '--max_args', '4']
+def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_changed(
+  tmp_path, capsys
+):
+  args = [
+    '--output_dir',
+    str(tmp_path),
+    '--num_train',
+    '5',
+    '--num_val',
+    '2',
+    '--num_test',
+    '2',
+    '--min_length',
+    '5',
+    '--max_length',
+    '30',
+    '--max_depth',
+    '3',
+    '--max_args',
+    '4',
+  ]
   listops_generator.main(args)
   before = _tree_state(tmp_path)
   listops_generator.main(args)
@@ -207,6 +255,9 @@ def test_missing_split_hint_mentions_overwrite_when_other_splits_exist(tmp_path)
   assert '--overwrite' not in str(nothing.value)
   write_listops(tmp_path, rows=ROWS[:1])
   (tmp_path / 'basic_test.tsv').unlink()
-  with pytest.raises(lra.DataError, match='(?s)basic_test.tsv   \\(missing\\).*listops_generator'
-                                          '.*refuses to overwrite.*--overwrite'):
+  with pytest.raises(
+    lra.DataError,
+    match='(?s)basic_test.tsv   \\(missing\\).*listops_generator'
+    '.*refuses to overwrite.*--overwrite',
+  ):
     lra.load_task('listops', tmp_path)

@@ -13,9 +13,11 @@ import lra
 from lra import listops, listops_generator
 
 # Hand-written rows in the official serialisation, with their labels.
-ROWS = [('( ( ( [MAX 2 ) 9 ) ] )', 9),
-        ('( ( ( ( ( [MED 1 ) 2 ) 3 ) 4 ) ] )', 2),
-        ('( ( ( [SM 9 ) ( ( ( [MIN 5 ) 3 ) ] ) ) ] )', 2)]
+ROWS = [
+  ('( ( ( [MAX 2 ) 9 ) ] )', 9),
+  ('( ( ( ( ( [MED 1 ) 2 ) 3 ) 4 ) ] )', 2),
+  ('( ( ( [SM 9 ) ( ( ( [MIN 5 ) 3 ) ] ) ) ] )', 2),
+]
 
 
 def write_listops(directory: Path, rows=ROWS, line_end='\r\n') -> None:
@@ -35,8 +37,11 @@ def evaluate(tokens: list[str]) -> int:
         args.append(stack.pop())
       op = stack.pop()
       args.reverse()
-      stack.append({'[MIN': min(args), '[MAX': max(args), '[SM': sum(args) % 10,
-                    '[MED': int(np.median(args))}[op])
+      stack.append(
+        {'[MIN': min(args), '[MAX': max(args), '[SM': sum(args) % 10, '[MED': int(np.median(args))}[
+          op
+        ]
+      )
     else:
       stack.append(token if token.startswith('[') else int(token))
   return stack[0]
@@ -47,9 +52,13 @@ def test_exact_token_ids(tmp_path):
   data = lra.load_task('listops', tmp_path, max_length=12, cache=False)
   assert (data.vocab_size, data.num_classes, data.max_length, data.dual) == (16, 10, 12, False)
   # pad 0, digits 1..10, X 11, [MAX 12, [MED 13, [MIN 14, [SM 15.
-  expected = np.array([[12, 3, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0],
-                       [13, 2, 3, 4, 5, 11, 0, 0, 0, 0, 0, 0],
-                       [15, 10, 14, 6, 4, 11, 11, 0, 0, 0, 0, 0]])
+  expected = np.array(
+    [
+      [12, 3, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0],
+      [13, 2, 3, 4, 5, 11, 0, 0, 0, 0, 0, 0],
+      [15, 10, 14, 6, 4, 11, 11, 0, 0, 0, 0, 0],
+    ]
+  )
   for split in (data.train, data.validation, data.test):
     np.testing.assert_array_equal(split.inputs, expected)
     np.testing.assert_array_equal(split.lengths, [4, 6, 7])
@@ -67,16 +76,27 @@ def test_truncation_and_lf_line_ends(tmp_path):
 
 def test_vocabulary_is_independent_of_hash_seed():
   code = 'import lra.listops as l; print(l.TOKEN_IDS, l.encode("( ( [SM 1 ) ] )").tolist())'
-  outputs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            check=True, env={**os.environ, 'PYTHONHASHSEED': seed}).stdout
-             for seed in ('1', '2')}
+  outputs = {
+    subprocess.run(
+      [sys.executable, '-c', code],
+      capture_output=True,
+      text=True,
+      check=True,
+      env={**os.environ, 'PYTHONHASHSEED': seed},
+    ).stdout
+    for seed in ('1', '2')
+  }
   assert len(outputs) == 1
 
 
-@pytest.mark.parametrize('row, message', [('( ( [MAX 2 ) ] )\t7\textra', ':3: expected 2'),
-                                          ('( ( [MAX 2 ) ] )\t10', ':3: label'),
-                                          ('( ( [FOO 2 ) ] )\t1',
-                                           ":3: unknown ListOps token '[FOO'")])
+@pytest.mark.parametrize(
+  'row, message',
+  [
+    ('( ( [MAX 2 ) ] )\t7\textra', ':3: expected 2'),
+    ('( ( [MAX 2 ) ] )\t10', ':3: label'),
+    ('( ( [FOO 2 ) ] )\t1', ":3: unknown ListOps token '[FOO'"),
+  ],
+)
 def test_malformed_rows_name_file_and_line(tmp_path, row, message):
   write_listops(tmp_path, rows=ROWS[:1])
   path = tmp_path / 'basic_val.tsv'
@@ -122,9 +142,26 @@ def test_generator_distribution_and_files(tmp_path):
     assert evaluate(tokens) == label
   assert listops_generator.generate(300, 20, 20, **kwargs) == splits
   assert listops_generator.generate(300, 20, 20, **{**kwargs, 'seed': 4}) != splits
-  listops_generator.main(['--output_dir', str(tmp_path), '--num_train', '50', '--num_val', '5',
-                          '--num_test', '5', '--min_length', '10', '--max_length', '60',
-                          '--max_depth', '4', '--max_args', '5'])
+  listops_generator.main(
+    [
+      '--output_dir',
+      str(tmp_path),
+      '--num_train',
+      '50',
+      '--num_val',
+      '5',
+      '--num_test',
+      '5',
+      '--min_length',
+      '10',
+      '--max_length',
+      '60',
+      '--max_depth',
+      '4',
+      '--max_args',
+      '5',
+    ]
+  )
   data = lra.load_task('listops', tmp_path, max_length=64)
   sizes = (data.train.num_examples, data.validation.num_examples, data.test.num_examples)
   assert sizes == (50, 5, 5)

@@ -33,7 +33,7 @@ def flood_fill(ink: np.ndarray, start: tuple[int, int], radius: int) -> np.ndarr
     grown = np.zeros_like(reached)
     for a in range(2 * radius + 1):
       for b in range(2 * radius + 1):
-        grown |= padded[a:a + ink.shape[0], b:b + ink.shape[1]]
+        grown |= padded[a : a + ink.shape[0], b : b + ink.shape[1]]
     grown &= ink
     if (grown == reached).all():
       return reached
@@ -49,8 +49,12 @@ def test_release_layout_pixels_split_and_empty_png(tmp_path):
   assert data.info['skipped_empty_pngs'] == 1
   sizes = (data.train.num_examples, data.validation.num_examples, data.test.num_examples)
   assert sizes == (15, 1, 3)
-  assert (data.vocab_size, data.num_classes, data.max_length, data.name) == (256, 2, 1024,
-                                                                             'pathfinder32')
+  assert (data.vocab_size, data.num_classes, data.max_length, data.name) == (
+    256,
+    2,
+    1024,
+    'pathfinder32',
+  )
   everything = np.concatenate([data.train.inputs, data.validation.inputs, data.test.inputs])
   targets = np.concatenate([data.train.targets, data.validation.targets, data.test.targets])
   assert everything.shape == (19, 1024) and everything.dtype == np.uint8
@@ -65,8 +69,13 @@ def test_release_layout_pixels_split_and_empty_png(tmp_path):
   assert not np.array_equal(other.test.inputs, data.test.inputs)
 
 
-@pytest.mark.parametrize('line, message', [('imgs/0 sample_0.png 0\n', ':2: expected at least 4'),
-                                           ('imgs/0 sample_0.png 0 2\n', ":2: label '2' is out")])
+@pytest.mark.parametrize(
+  'line, message',
+  [
+    ('imgs/0 sample_0.png 0\n', ':2: expected at least 4'),
+    ('imgs/0 sample_0.png 0 2\n', ":2: label '2' is out"),
+  ],
+)
 def test_malformed_metadata_names_file_and_line(tmp_path, line, message):
   task = write_release(tmp_path, [np.zeros((32, 32), np.uint8)], [1])
   meta = task / 'metadata' / '0.npy'
@@ -104,15 +113,28 @@ def test_generator_positives_connect_markers_and_negatives_do_not(resolution, co
 
 
 def test_generator_files_load_balanced_and_seeded(tmp_path):
-  pathfinder_generator.main(['--output_dir', str(tmp_path), '--resolution', '32',
-                             '--difficulty', 'easy', '--num_examples', '60', '--seed', '3'])
+  pathfinder_generator.main(
+    [
+      '--output_dir',
+      str(tmp_path),
+      '--resolution',
+      '32',
+      '--difficulty',
+      'easy',
+      '--num_examples',
+      '60',
+      '--seed',
+      '3',
+    ]
+  )
   data = lra.load_task('pathfinder32', tmp_path, difficulty='easy')
   targets = np.concatenate([data.train.targets, data.validation.targets, data.test.targets])
   assert len(targets) == 60 and targets.sum() == 30
   assert (data.train.num_examples, data.validation.num_examples) == (48, 6)
   first = (tmp_path / 'pathfinder32/curv_baseline/imgs/0/sample_7.png').read_bytes()
-  pathfinder_generator.generate(tmp_path / 'again', resolution=32, difficulty='easy',
-                                num_examples=60, seed=3)
+  pathfinder_generator.generate(
+    tmp_path / 'again', resolution=32, difficulty='easy', num_examples=60, seed=3
+  )
   assert (tmp_path / 'again/pathfinder32/curv_baseline/imgs/0/sample_7.png').read_bytes() == first
   line = (tmp_path / 'pathfinder32/curv_baseline/metadata/0.npy').read_text().splitlines()[7]
   assert line.split()[:3] == ['imgs/0', 'sample_7.png', '7']

@@ -100,8 +100,9 @@ def _tar_gz(entries: dict[str, Path | bytes]) -> bytes:
         info.size = len(source)
         tar.addfile(info, io.BytesIO(source))
       else:
-        tar.add(source, arcname=name,
-                filter=lambda info: None if '/lra_cache' in info.name else info)
+        tar.add(
+          source, arcname=name, filter=lambda info: None if '/lra_cache' in info.name else info
+        )
   return buffer.getvalue()
 
 
@@ -113,17 +114,24 @@ def official_archives(tiny_lra_data) -> dict[str, bytes]:
   data = {task: Path(path) for task, (path, _) in tiny_lra_data.items()}
   release = 'lra_release/lra_release'
   return {
-      'lra_release': _tar_gz({
-          'lra_release/listops-1000': data['listops'],
-          f'{release}/listops-1000': data['listops'],
-          f'{release}/tsv_data': data['retrieval'],
-          f'{release}/pathfinder32': data['pathfinder32'] / 'pathfinder32',
-          f'{release}/pathfinder32/curv_baseline/metadata/0.npy': b'imgs/0 sample_0.png 0 1\n',
-          f'{release}/pathfinder128': data['pathx'] / 'pathfinder128'}),
-      'imdb': _tar_gz({'aclImdb': data['text'] / 'aclImdb',
-                       'aclImdb/train/unsup/0_0.txt': b'unlabelled',
-                       'aclImdb/imdb.vocab': b'the\n'}),
-      'cifar10': _tar_gz({'cifar-10-batches-py': data['image'] / 'cifar-10-batches-py'}),
+    'lra_release': _tar_gz(
+      {
+        'lra_release/listops-1000': data['listops'],
+        f'{release}/listops-1000': data['listops'],
+        f'{release}/tsv_data': data['retrieval'],
+        f'{release}/pathfinder32': data['pathfinder32'] / 'pathfinder32',
+        f'{release}/pathfinder32/curv_baseline/metadata/0.npy': b'imgs/0 sample_0.png 0 1\n',
+        f'{release}/pathfinder128': data['pathx'] / 'pathfinder128',
+      }
+    ),
+    'imdb': _tar_gz(
+      {
+        'aclImdb': data['text'] / 'aclImdb',
+        'aclImdb/train/unsup/0_0.txt': b'unlabelled',
+        'aclImdb/imdb.vocab': b'the\n',
+      }
+    ),
+    'cifar10': _tar_gz({'cifar-10-batches-py': data['image'] / 'cifar-10-batches-py'}),
   }
 
 
@@ -135,23 +143,35 @@ def _serve(monkeypatch, server, archives, corrupt=()):
     path = f'/{source.filename}'
     server.files[path] = content[:-1] + bytes([content[-1] ^ 1]) if name in corrupt else content
     known = name != 'lra_release'  # As in the table: no size or checksum for the LRA release.
-    monkeypatch.setitem(prepare.SOURCES, name, prepare.Source(
-        server.url + path, len(content) if known else None,
-        hashlib.sha256(content).hexdigest() if known else None, source.extract_to))
+    monkeypatch.setitem(
+      prepare.SOURCES,
+      name,
+      prepare.Source(
+        server.url + path,
+        len(content) if known else None,
+        hashlib.sha256(content).hexdigest() if known else None,
+        source.extract_to,
+      ),
+    )
 
 
 def test_prepare_all_tasks_downloads_extracts_only_what_is_needed_and_reuses_it(
-    server, official_archives, tmp_path, monkeypatch, capsys):
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
   _serve(monkeypatch, server, official_archives)
   root = tmp_path / 'data'
   assert prepare.main(['--tasks', 'all', '--data_dir', str(root), '--no_progress']) == 0
   out = capsys.readouterr().out
 
   assert sorted(path for path, _ in server.requests) == [
-      '/aclImdb_v1.tar.gz', '/cifar-10-python.tar.gz', '/lra_release.gz']
+    '/aclImdb_v1.tar.gz',
+    '/cifar-10-python.tar.gz',
+    '/lra_release.gz',
+  ]
   manifest = prepare.read_manifest(root / 'downloads')
-  assert manifest == {prepare.SOURCES[n].filename: hashlib.sha256(c).hexdigest()
-                      for n, c in official_archives.items()}
+  assert manifest == {
+    prepare.SOURCES[n].filename: hashlib.sha256(c).hexdigest() for n, c in official_archives.items()
+  }
   release = root / 'lra_release' / 'lra_release'
   assert (release / 'listops-1000' / 'basic_train.tsv').is_file()
   assert (release / 'pathfinder32' / 'curv_contour_length_14' / 'metadata').is_dir()
@@ -223,8 +243,9 @@ def test_wrong_size_on_the_server_is_an_error(server, tmp_path):
     prepare.download(f'{server.url}/file.bin', tmp_path / 'file.bin', 101, progress=False)
 
 
-def test_corrupted_download_is_kept_aside_and_reported(server, official_archives, tmp_path,
-                                                       monkeypatch, capsys):
+def test_corrupted_download_is_kept_aside_and_reported(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
   _serve(monkeypatch, server, {'imdb': official_archives['imdb']}, corrupt=('imdb',))
   root = tmp_path / 'data'
   assert prepare.main(['--tasks', 'text', '--data_dir', str(root), '--no_progress']) == 1
@@ -235,8 +256,9 @@ def test_corrupted_download_is_kept_aside_and_reported(server, official_archives
   assert not (root / 'imdb').exists()
 
 
-def test_archive_damaged_after_download_is_reported_and_kept(server, official_archives, tmp_path,
-                                                             monkeypatch, capsys):
+def test_archive_damaged_after_download_is_reported_and_kept(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
   _serve(monkeypatch, server, {'cifar10': official_archives['cifar10']})
   root = tmp_path / 'data'
   assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--no_progress']) == 0
@@ -253,41 +275,58 @@ def test_archive_damaged_after_download_is_reported_and_kept(server, official_ar
   assert len(server.requests) == 1
 
 
-def test_user_archive_is_used_offline_and_a_wrong_one_is_left_alone(official_archives, tmp_path,
-                                                                    monkeypatch, capsys):
+def test_user_archive_is_used_offline_and_a_wrong_one_is_left_alone(
+  official_archives, tmp_path, monkeypatch, capsys
+):
   offline = f'http://{HOST}:{_closed_port()}'
   content = official_archives['cifar10']
-  monkeypatch.setitem(prepare.SOURCES, 'cifar10', prepare.Source(
-      f'{offline}/cifar-10-python.tar.gz', len(content), hashlib.sha256(content).hexdigest(),
-      'cifar10'))
+  monkeypatch.setitem(
+    prepare.SOURCES,
+    'cifar10',
+    prepare.Source(
+      f'{offline}/cifar-10-python.tar.gz',
+      len(content),
+      hashlib.sha256(content).hexdigest(),
+      'cifar10',
+    ),
+  )
   wrong = tmp_path / 'mine' / 'cifar-10-python.tar.gz'
   wrong.parent.mkdir()
   wrong.write_bytes(content[::-1])
   root = tmp_path / 'data'
-  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--archive', str(wrong),
-                       '--no_progress']) == 1
+  assert (
+    prepare.main(
+      ['--tasks', 'image', '--data_dir', str(root), '--archive', str(wrong), '--no_progress']
+    )
+    == 1
+  )
   assert 'is not the official cifar-10-python.tar.gz' in capsys.readouterr().err
   assert wrong.read_bytes() == content[::-1]
 
   good = tmp_path / 'mine' / 'cifar.tgz'
   good.write_bytes(content)
-  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--archive',
-                       f'cifar10={good}', '--no_progress']) == 0
+  assert (
+    prepare.main(
+      ['--tasks', 'image', '--data_dir', str(root), '--archive', f'cifar10={good}', '--no_progress']
+    )
+    == 0
+  )
   assert good.read_bytes() == content
   assert not (root / 'downloads').exists()
   assert (root / 'cifar10' / 'cifar-10-batches-py' / 'test_batch').is_file()
 
 
-def test_offline_fails_at_once_naming_the_url_and_the_manual_alternative(tmp_path, monkeypatch,
-                                                                         capsys):
+def test_offline_fails_at_once_naming_the_url_and_the_manual_alternative(
+  tmp_path, monkeypatch, capsys
+):
   url = f'http://{HOST}:{_closed_port()}/lra_release.gz'
-  monkeypatch.setitem(prepare.SOURCES, 'lra_release',
-                      prepare.Source(url, None, None, '.'))
+  monkeypatch.setitem(prepare.SOURCES, 'lra_release', prepare.Source(url, None, None, '.'))
   waits = []
   monkeypatch.setattr(prepare.time, 'sleep', waits.append)
   root = tmp_path / 'data'
-  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
-                       '--no_progress']) == 1
+  assert (
+    prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root), '--no_progress']) == 1
+  )
   err = capsys.readouterr().err
   assert f'Cannot reach {url}' in err and '--archive PATH' in err
   assert waits == []  # No retry: the first refused connection ends it.
@@ -303,35 +342,44 @@ def test_unknown_task_and_unmatched_archive_name_are_usage_errors(tmp_path, caps
   assert 'SOURCE=PATH' in capsys.readouterr().err
 
 
-def test_archive_without_a_task_s_members_fails_that_task_only(server, tiny_lra_data, tmp_path,
-                                                               monkeypatch, capsys):
+def test_archive_without_a_task_s_members_fails_that_task_only(
+  server, tiny_lra_data, tmp_path, monkeypatch, capsys
+):
   listops = Path(tiny_lra_data['listops'][0])
   listops_only = _tar_gz({'lra_release/lra_release/listops-1000': listops})
   _serve(monkeypatch, server, {'lra_release': listops_only})
   root = tmp_path / 'data'
-  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
-                       '--no_progress']) == 1
+  assert (
+    prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root), '--no_progress']) == 1
+  )
   captured = capsys.readouterr()
   assert 'has no member(s) lra_release/lra_release/tsv_data/new_aan_pairs.train.tsv' in captured.err
   assert 'its first members are: lra_release' in captured.err
   assert re.search(r'listops +\d+/\d+/\d+ ', captured.out)  # Loaded: its split sizes.
   assert len(server.requests) == 1
   # The next run reuses ListOps and tries Retrieval again from the kept download.
-  assert prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root),
-                       '--no_progress']) == 1
+  assert (
+    prepare.main(['--tasks', 'listops,retrieval', '--data_dir', str(root), '--no_progress']) == 1
+  )
   assert 'verified 3 extracted files' in capsys.readouterr().out
   assert len(server.requests) == 1
 
 
 def test_prepared_tfds_dataset_is_used_without_a_download(tmp_path, monkeypatch, capsys):
   from tests.test_lra_sources import example_proto, write_shard
-  monkeypatch.setitem(prepare.SOURCES, 'imdb', prepare.Source(
-      f'http://{HOST}:{_closed_port()}/aclImdb_v1.tar.gz', None, None, 'imdb'))
+
+  monkeypatch.setitem(
+    prepare.SOURCES,
+    'imdb',
+    prepare.Source(f'http://{HOST}:{_closed_port()}/aclImdb_v1.tar.gz', None, None, 'imdb'),
+  )
   root = tmp_path / 'data'
   shards = prepare.task_data_dir('text', root) / 'imdb_reviews' / 'plain_text' / '1.0.0'
   for split, count in (('train', 3), ('test', 2)):
-    write_shard(shards / f'imdb_reviews-{split}.tfrecord-00000-of-00001',
-                [example_proto(text=b'review', label=i % 2) for i in range(count)])
+    write_shard(
+      shards / f'imdb_reviews-{split}.tfrecord-00000-of-00001',
+      [example_proto(text=b'review', label=i % 2) for i in range(count)],
+    )
   assert prepare.main(['--tasks', 'text', '--data_dir', str(root), '--no_progress']) == 0
   # 3 training reviews: 1 held out for validation (lra.text's default), 2 for training.
   assert re.search(r'text +2/1/2 .*found in place \(read by its loader\)', capsys.readouterr().out)

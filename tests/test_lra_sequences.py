@@ -62,8 +62,9 @@ def test_generated_pairs_are_correct_and_seeded(tmp_path, task):
 
 
 def test_generated_lm_lines_carry_their_listops_value(tmp_path):
-  sequence_generator.write('lm', tmp_path, num_train=30, num_val=5, num_test=5, min_length=5,
-                           max_length=30)
+  sequence_generator.write(
+    'lm', tmp_path, num_train=30, num_val=5, num_test=5, min_length=5, max_length=30
+  )
   lines = (tmp_path / 'train.txt').read_text().splitlines()
   assert len(lines) == 30
   assert lines[0].startswith('[') and '(' not in lines[0]

@@ -16,8 +16,9 @@ from lra import synthetic, tokenize
 
 # RGB pixels and their tf.image.rgb_to_grayscale values, computed by hand:
 # floor((0.2989 r + 0.5870 g + 0.1140 b) / 255 * 255.5).
-PIXELS = np.array([[255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30], [0, 0, 0]],
-                  np.uint8)
+PIXELS = np.array(
+  [[255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30], [0, 0, 0]], np.uint8
+)
 GRAY = [255, 76, 149, 29, 18, 0]
 
 
@@ -37,18 +38,20 @@ def write_shard(path: Path, records: list[bytes]) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   if '.array_record-' in path.name:
     from array_record.python.array_record_module import ArrayRecordWriter
+
     writer = ArrayRecordWriter(str(path), 'group_size:1')
     for record in records:
       writer.write(record)
     writer.close()
   else:
-    path.write_bytes(b''.join(struct.pack('<Q', len(r)) + b'\0' * 4 + r + b'\0' * 4
-                              for r in records))
+    path.write_bytes(
+      b''.join(struct.pack('<Q', len(r)) + b'\0' * 4 + r + b'\0' * 4 for r in records)
+    )
 
 
 def cifar_image(size: int = 32) -> np.ndarray:
   image = np.zeros((size, size, 3), np.uint8)
-  image[0, :len(PIXELS)] = PIXELS
+  image[0, : len(PIXELS)] = PIXELS
   return image
 
 
@@ -60,9 +63,19 @@ def test_text_from_acl_folder_exact_bytes(tmp_path):
       (folder / '0_1.txt').write_text(review, encoding='utf-8')
   data = lra.load_task('text', tmp_path, max_length=8, cache=False, validation='test')
   assert (data.vocab_size, data.num_classes, data.dual) == (257, 2, False)
-  expected = [[ord(c) + 1 for c in 'Bad.'] + [0] * 4,
-              [ord('T') + 1, ord('r') + 1, 0xC3 + 1, 0xA8 + 1, ord('s') + 1, ord(' ') + 1,
-               ord('<') + 1, ord('b') + 1]]
+  expected = [
+    [ord(c) + 1 for c in 'Bad.'] + [0] * 4,
+    [
+      ord('T') + 1,
+      ord('r') + 1,
+      0xC3 + 1,
+      0xA8 + 1,
+      ord('s') + 1,
+      ord(' ') + 1,
+      ord('<') + 1,
+      ord('b') + 1,
+    ],
+  ]
   for split in (data.train, data.validation, data.test):
     np.testing.assert_array_equal(split.inputs, expected)
     np.testing.assert_array_equal(split.lengths, [4, 8])
@@ -75,8 +88,9 @@ def test_retrieval_two_documents_and_quotes(tmp_path):
     (tmp_path / name).write_text(rows)
   data = lra.load_task('retrieval', tmp_path, max_length=3, cache=False)
   assert data.dual and data.vocab_size == 257
-  np.testing.assert_array_equal(data.test.inputs, [[ord('"') + 1, ord('a') + 1, ord('b') + 1],
-                                                   [ord('x') + 1, 0, 0]])
+  np.testing.assert_array_equal(
+    data.test.inputs, [[ord('"') + 1, ord('a') + 1, ord('b') + 1], [ord('x') + 1, 0, 0]]
+  )
   np.testing.assert_array_equal(data.test.inputs2, [[ord('c') + 1, 0, 0], [0, 0, 0]])
   np.testing.assert_array_equal(data.test.lengths, [3, 1])
   np.testing.assert_array_equal(data.test.lengths2, [1, 0])
@@ -85,9 +99,14 @@ def test_retrieval_two_documents_and_quotes(tmp_path):
   assert set(batch) == {'inputs', 'lengths', 'targets', 'inputs2', 'lengths2'}
 
 
-@pytest.mark.parametrize('row, message', [('1\ta\tb\tc\n', ':2: expected 5'),
-                                          ('2\ta\tb\tc\td\n', ':2: label'),
-                                          ('yes\ta\tb\tc\td\n', ':2: label')])
+@pytest.mark.parametrize(
+  'row, message',
+  [
+    ('1\ta\tb\tc\n', ':2: expected 5'),
+    ('2\ta\tb\tc\td\n', ':2: label'),
+    ('yes\ta\tb\tc\td\n', ':2: label'),
+  ],
+)
 def test_retrieval_malformed_rows(tmp_path, row, message):
   for name in ('new_aan_pairs.train.tsv', 'new_aan_pairs.eval.tsv', 'new_aan_pairs.test.tsv'):
     (tmp_path / name).write_text('1\ta\tb\tc\td\n' + row)
@@ -129,10 +148,13 @@ def test_out_of_range_image_label(tmp_path):
 
 def test_tfds_shards_array_record_and_tfrecord(tmp_path):
   imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
-  write_shard(imdb / 'imdb_reviews-train.array_record-00000-of-00001',
-              [example_proto(text=b'ab', label=1), example_proto(text=b'c', label=0)])
-  write_shard(imdb / 'imdb_reviews-test.tfrecord-00000-of-00001',
-              [example_proto(text=b'z', label=1)])
+  write_shard(
+    imdb / 'imdb_reviews-train.array_record-00000-of-00001',
+    [example_proto(text=b'ab', label=1), example_proto(text=b'c', label=0)],
+  )
+  write_shard(
+    imdb / 'imdb_reviews-test.tfrecord-00000-of-00001', [example_proto(text=b'z', label=1)]
+  )
   data = lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
   np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0], [100, 0, 0]])
   np.testing.assert_array_equal(data.train.targets, [1, 0])
@@ -140,10 +162,14 @@ def test_tfds_shards_array_record_and_tfrecord(tmp_path):
   png = io.BytesIO()
   Image.fromarray(cifar_image()).save(png, format='PNG')
   cifar = tmp_path / 'cifar10' / '3.0.2'
-  write_shard(cifar / 'cifar10-train.array_record-00000-of-00001',
-              [example_proto(id=b'x', image=png.getvalue(), label=i) for i in range(10)])
-  write_shard(cifar / 'cifar10-test.array_record-00000-of-00001',
-              [example_proto(id=b'y', image=png.getvalue(), label=4)])
+  write_shard(
+    cifar / 'cifar10-train.array_record-00000-of-00001',
+    [example_proto(id=b'x', image=png.getvalue(), label=i) for i in range(10)],
+  )
+  write_shard(
+    cifar / 'cifar10-test.array_record-00000-of-00001',
+    [example_proto(id=b'y', image=png.getvalue(), label=4)],
+  )
   task = lra.load_task('image', tmp_path, cache=False)
   np.testing.assert_array_equal(task.validation.targets, [9])
   np.testing.assert_array_equal(task.test.inputs[0, :6], GRAY)
@@ -162,8 +188,12 @@ def test_tfds_not_prepared_says_how_and_does_not_download(tmp_path, task, name):
 def test_missing_retrieval_files_named(tmp_path):
   with pytest.raises(lra.DataError) as info:
     lra.load_task('retrieval', tmp_path / 'aan')
-  for name in ('new_aan_pairs.train.tsv', 'new_aan_pairs.eval.tsv', 'new_aan_pairs.test.tsv',
-               'python -m lra.synthetic --task retrieval'):
+  for name in (
+    'new_aan_pairs.train.tsv',
+    'new_aan_pairs.eval.tsv',
+    'new_aan_pairs.test.tsv',
+    'python -m lra.synthetic --task retrieval',
+  ):
     assert name in str(info.value)
 
 
@@ -190,13 +220,16 @@ def test_synthetic_stand_ins_load_and_are_learnable(tmp_path, task):
   # Image and Text hold out 10% of the training examples for validation.
   assert data.train.num_examples == (40 if task == 'retrieval' else 36)
   assert data.test.num_examples == 10
+
   # The label is visible to a nearest-centroid classifier on token histograms.
   def histograms(split):
     counts = np.stack([np.bincount(row, minlength=data.vocab_size) for row in split.inputs])
     return counts[:, 1:] / counts[:, 1:].sum(axis=1, keepdims=True)
+
   train = histograms(data.train)
-  centroids = np.stack([train[data.train.targets == c].mean(axis=0)
-                        for c in range(data.num_classes)])
+  centroids = np.stack(
+    [train[data.train.targets == c].mean(axis=0) for c in range(data.num_classes)]
+  )
   test = histograms(data.test)
   predictions = np.argmin(((test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
   assert np.mean(predictions == data.test.targets) >= 0.9

@@ -28,9 +28,11 @@ def test_masking_rates_follow_bert_and_skip_padding_and_special_tokens():
   tokens[rng.random(tokens.shape) < 0.05] = 7  # A special id (e.g. a separator) in the text.
   lengths = rng.integers(1, 513, 256).astype(np.int32)
   tokens[np.arange(512)[None, :] >= lengths[:, None]] = 0
-  inputs, selected = jax.jit(lambda k: mlm.mask_tokens(
-      k, tokens, lengths, mask_id=mask_id, vocab_size=vocab, special_ids=special))(
-          jax.random.PRNGKey(1))
+  inputs, selected = jax.jit(
+    lambda k: mlm.mask_tokens(
+      k, tokens, lengths, mask_id=mask_id, vocab_size=vocab, special_ids=special
+    )
+  )(jax.random.PRNGKey(1))
   inputs, selected = np.asarray(inputs), np.asarray(selected)
   eligible = (np.arange(512)[None, :] < lengths[:, None]) & (tokens != 7) & (tokens != 0)
   assert not selected[~eligible].any()
@@ -63,8 +65,11 @@ def test_loss_counts_selected_tokens_only():
   objective = mlm.MaskedLanguageModel(vocab_size=7)
   logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
   selected = jnp.zeros((2, 5), bool).at[0, 1].set(True).at[1, 3].set(True)
-  batch = {'targets': jnp.array([[1, 2, 3, 4, 5], [6, 1, 2, 3, 4]]), 'selected': selected,
-           'weights': jnp.ones(2)}
+  batch = {
+    'targets': jnp.array([[1, 2, 3, 4, 5], [6, 1, 2, 3, 4]]),
+    'selected': selected,
+    'weights': jnp.ones(2),
+  }
   sums = objective.metric_sums(logits, batch)
   # Changing the logits of unselected positions changes nothing.
   other = logits.at[0, 0].set(100.0).at[1, 4].set(-100.0)
@@ -93,9 +98,19 @@ def test_prepare_masks_the_inputs_and_keeps_the_originals_as_targets():
 
 @pytest.mark.parametrize('encoder', ['luna', 'transformer'])
 def test_lm_head_is_tied_to_the_input_embedding(encoder):
-  model = build_model({'name': f'{encoder}_mlm', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2,
-                       'mlp_dim': 32, 'projection_length': 4}, vocab_size=12, num_classes=12,
-                       max_length=8)  # 12 data ids and the mask id.
+  model = build_model(
+    {
+      'name': f'{encoder}_mlm',
+      'num_layers': 1,
+      'emb_dim': 16,
+      'num_heads': 2,
+      'mlp_dim': 32,
+      'projection_length': 4,
+    },
+    vocab_size=12,
+    num_classes=12,
+    max_length=8,
+  )  # 12 data ids and the mask id.
   tokens, lengths = jnp.ones((2, 8), jnp.int32), jnp.array([8, 5])
   params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, lengths)['params']
   assert set(params) == {'sequence_encoder', 'lm_head'}
@@ -131,19 +146,24 @@ def test_corpus_packs_documents_with_separators_into_blocks(tmp_path):
 def test_corpus_is_cached(tmp_path):
   write_lines(tmp_path / 'a.txt', ['one document', 'another document'])
   cache = Cache(tmp_path / 'cache')
-  first = corpus.load(tmp_path, cache=cache, max_length=8, tokenizer='bytes',
-                      heldout_fraction=0.2, split_seed=0)
-  again = corpus.load(tmp_path, cache=cache, max_length=8, tokenizer='bytes',
-                      heldout_fraction=0.2, split_seed=0)
+  first = corpus.load(
+    tmp_path, cache=cache, max_length=8, tokenizer='bytes', heldout_fraction=0.2, split_seed=0
+  )
+  again = corpus.load(
+    tmp_path, cache=cache, max_length=8, tokenizer='bytes', heldout_fraction=0.2, split_seed=0
+  )
   assert isinstance(again.train.inputs, np.memmap)
   np.testing.assert_array_equal(first.train.inputs, again.train.inputs)
 
 
-@pytest.mark.parametrize('lines, message', [
+@pytest.mark.parametrize(
+  'lines, message',
+  [
     ([], 'the corpus is empty'),
     (['', '   '], 'the corpus is empty'),
     (['short'], r'1 document\(s\), 6 tokens \(bytes\) make 0 block\(s\) of max_length 16'),
-])
+  ],
+)
 def test_bad_corpus_fails_naming_the_file(tmp_path, lines, message):
   path = write_lines(tmp_path / 'c.txt', lines)
   with pytest.raises(lra.DataError, match=f'{path}.*{message}'):
@@ -178,11 +198,15 @@ def test_sentencepiece_tokenizer_trains_and_packs(tmp_path):
 
 
 GLUE_FILES = {
-    'sst2': ('sentence\tlabel\n', ['it is good\t1', 'it is bad\t0']),
-    'qnli': ('index\tquestion\tsentence\tlabel\n',
-             ['0\twhy?\tbecause.\tentailment', '1\twho?\tnobody.\tnot_entailment']),
-    'qqp': ('id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n',
-            ['0\t1\t2\ta?\tb?\t0', '1\t3\t4\tc?\tc?\t1']),
+  'sst2': ('sentence\tlabel\n', ['it is good\t1', 'it is bad\t0']),
+  'qnli': (
+    'index\tquestion\tsentence\tlabel\n',
+    ['0\twhy?\tbecause.\tentailment', '1\twho?\tnobody.\tnot_entailment'],
+  ),
+  'qqp': (
+    'id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n',
+    ['0\t1\t2\ta?\tb?\t0', '1\t3\t4\tc?\tc?\t1'],
+  ),
 }
 
 
@@ -199,13 +223,16 @@ def test_glue_tsv_reads_sentences_and_pairs(tmp_path, task):
   ids = [t + 1 for t in texts[0].encode()]
   if len(texts) == 2:
     ids += [text_tokenizers.BYTE_SEPARATOR_ID] + [t + 1 for t in texts[1].encode()]
-  np.testing.assert_array_equal(data.train.inputs[0, :data.train.lengths[0]], ids)
+  np.testing.assert_array_equal(data.train.inputs[0, : data.train.lengths[0]], ids)
 
 
-@pytest.mark.parametrize('row, message', [
+@pytest.mark.parametrize(
+  'row, message',
+  [
     ('only one field', r'dev\.tsv:3: 1 tab-separated field\(s\), the header has 2'),
     ('text\tmaybe', r"dev\.tsv:3: label 'maybe' in column 'label' is not one of"),
-])
+  ],
+)
 def test_malformed_glue_row_names_file_and_line(tmp_path, row, message):
   (tmp_path / 'train.tsv').write_text('sentence\tlabel\nok\t1\n')
   (tmp_path / 'dev.tsv').write_text(f'sentence\tlabel\nok\t1\n{row}\n')
@@ -214,27 +241,39 @@ def test_malformed_glue_row_names_file_and_line(tmp_path, row, message):
 
 
 def test_unlabelled_view_keeps_inputs_and_drops_labels(tiny_lra_data):
-  data = lra.load_task('retrieval', tiny_lra_data['retrieval'][0],
-                       **tiny_lra_data['retrieval'][1])
+  data = lra.load_task('retrieval', tiny_lra_data['retrieval'][0], **tiny_lra_data['retrieval'][1])
   view = lra.unlabelled(data)
   assert not view.dual and view.train.num_examples == 2 * data.train.num_examples
-  np.testing.assert_array_equal(view.train.inputs[:data.train.num_examples], data.train.inputs)
+  np.testing.assert_array_equal(view.train.inputs[: data.train.num_examples], data.train.inputs)
   np.testing.assert_array_equal(view.train.targets, view.train.inputs)
   assert lra.vocabulary(view) == 'bytes' and lra.special_ids(view) == (0,)
 
 
 def small_model(name, **model):
-  config = {'name': name, 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 32,
-            'projection_length': 4, 'classifier_hidden_dim': 8, **model}
+  config = {
+    'name': name,
+    'num_layers': 1,
+    'emb_dim': 16,
+    'num_heads': 2,
+    'mlp_dim': 32,
+    'projection_length': 4,
+    'classifier_hidden_dim': 8,
+    **model,
+  }
   return config
 
 
 def init_params(name, vocab_size, max_length, seed=0, shapes_only=False, **model):
   """A small model's parameters (or their shapes and dtypes: all `graft` checks)."""
-  module = build_model(small_model(name, **model), vocab_size=vocab_size, num_classes=3,
-                       max_length=max_length)
-  init = functools.partial(module.init, jax.random.PRNGKey(seed),
-                           jnp.ones((1, max_length), jnp.int32), jnp.array([max_length]))
+  module = build_model(
+    small_model(name, **model), vocab_size=vocab_size, num_classes=3, max_length=max_length
+  )
+  init = functools.partial(
+    module.init,
+    jax.random.PRNGKey(seed),
+    jnp.ones((1, max_length), jnp.int32),
+    jnp.array([max_length]),
+  )
   if shapes_only:
     return jax.eval_shape(init)['params']
   return jax.device_get(jax.jit(init)()['params'])
@@ -253,26 +292,33 @@ def as_encoder(params, vocabulary='listops', name='luna'):
 def test_graft_takes_the_leading_rows_and_keeps_the_head(pretrained_params):
   source = pretrained_params
   fresh = init_params('luna', 16, 12, seed=2)
-  grafted = pretrained.graft(fresh, as_encoder(source), vocabulary='listops',
-                             encoder_name='luna')
+  grafted = pretrained.graft(fresh, as_encoder(source), vocabulary='listops', encoder_name='luna')
   src, got = source['sequence_encoder'], grafted['sequence_encoder']
-  np.testing.assert_array_equal(got['embed']['token_embedding']['embedding'],
-                                src['embed']['token_embedding']['embedding'][:16])
-  np.testing.assert_array_equal(got['embed']['position_embedding'],
-                                src['embed']['position_embedding'][:13])
+  np.testing.assert_array_equal(
+    got['embed']['token_embedding']['embedding'], src['embed']['token_embedding']['embedding'][:16]
+  )
+  np.testing.assert_array_equal(
+    got['embed']['position_embedding'], src['embed']['position_embedding'][:13]
+  )
   np.testing.assert_array_equal(got['projected_embeddings'], src['projected_embeddings'])
   jax.tree.map(np.testing.assert_array_equal, grafted['head'], fresh['head'])
 
 
-@pytest.mark.parametrize('change, message', [
+@pytest.mark.parametrize(
+  'change, message',
+  [
     (dict(vocabulary='bytes'), "vocabulary 'listops', this task uses 'bytes'"),
     (dict(encoder_name='transformer'), "pretrained encoder 'luna', this model 'transformer'"),
     (dict(vocab_size=18), r'embedding \(vocabulary size\) is \(17, 16\) pretrained, \(18, 16\)'),
-    (dict(max_length=20), r'position_embedding \(max_length\) is \(17, 16\) pretrained, '
-                          r'\(21, 16\)'),
+    (
+      dict(max_length=20),
+      r'position_embedding \(max_length\) is \(17, 16\) pretrained, '
+      r'\(21, 16\)',
+    ),
     (dict(pooling='mean'), r"only pretrained \['embed/cls'\]"),
     (dict(emb_dim=8, num_heads=2), r'cls is \(1, 1, 16\) pretrained, \(1, 1, 8\) in this'),
-])
+  ],
+)
 def test_graft_mismatch_names_both_sides(pretrained_params, change, message):
   source = as_encoder(pretrained_params)
   vocabulary = change.pop('vocabulary', 'listops')

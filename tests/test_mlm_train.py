@@ -23,8 +23,9 @@ class _Interrupted(Exception):
 
 def spt_config(tiny_lra_data):
   """Tiny ListOps with 4 self-pretraining and 4 finetuning steps, checkpoints every 2."""
-  config = tiny_config(tiny_lra_data, num_train_steps=4, checkpoint_every=2, eval_every=2,
-                       log_every=1)
+  config = tiny_config(
+    tiny_lra_data, num_train_steps=4, checkpoint_every=2, eval_every=2, log_every=1
+  )
   config.self_pretraining.num_train_steps = 4
   return config
 
@@ -49,15 +50,17 @@ def test_self_pretraining_runs_both_stages(straight_run):
   assert 0 <= results['test']['accuracy'] <= 1
 
 
-def test_self_pretraining_resumes_within_and_across_stages(tiny_lra_data, tmp_path, monkeypatch,
-                                                           straight_run):
+def test_self_pretraining_resumes_within_and_across_stages(
+  tiny_lra_data, tmp_path, monkeypatch, straight_run
+):
   start_steps = []
   real_train_batches = lra.train_batches
 
   def train_batches(*args, start_step=0, **kwargs):
     start_steps.append(start_step)
-    for step, batch in enumerate(real_train_batches(*args, start_step=start_step, **kwargs),
-                                 start=start_step):
+    for step, batch in enumerate(
+      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
+    ):
       # Session 1 dies in the pretraining stage, session 2 in the finetuning stage (their 4th
       # batch, after the checkpoint at step 2).
       if len(start_steps) in (1, 3) and step == 3:
@@ -74,13 +77,15 @@ def test_self_pretraining_resumes_within_and_across_stages(tiny_lra_data, tmp_pa
   assert start_steps == [0, 2, 0, 2]
   straight = straight_run[0]
   for stage in ('pretrain', 'finetune'):
-    jax.tree.map(np.testing.assert_array_equal, checkpoint_params(tmp_path / stage, 4),
-                 checkpoint_params(straight / stage, 4))
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      checkpoint_params(tmp_path / stage, 4),
+      checkpoint_params(straight / stage, 4),
+    )
   assert results['test'] == straight_run[1]['test']
 
 
-def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_data,
-                                                                        straight_run):
+def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_data, straight_run):
   pretrain_dir = straight_run[0] / 'pretrain'
   config = tiny_config(tiny_lra_data)
   run = train_lib.parse_config(config)
@@ -93,20 +98,24 @@ def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_
   assert set(flat_loaded) == set(flat_stored)
   for path, array in flat_loaded.items():
     # The masked LM's token table has one more row, the mask id's.
-    expected = flat_stored[path][:array.shape[0]]
+    expected = flat_stored[path][: array.shape[0]]
     assert array.dtype == expected.dtype
     np.testing.assert_array_equal(array, expected, err_msg=path)
   assert flat_stored['embed/token_embedding/embedding'].shape[0] == data.vocab_size + 1
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params['head']),
-               jax.device_get(state.params['head']))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(loaded.params['head']),
+    jax.device_get(state.params['head']),
+  )
 
 
 def test_init_from_a_checkpoint_folder_and_bad_paths(tiny_lra_data, straight_run, tmp_path):
   checkpoint = straight_run[0] / 'pretrain' / 'checkpoints' / '2'
   encoder = pretrained.load_encoder(str(checkpoint))
   stored = checkpoint_params(straight_run[0] / 'pretrain', 2)['sequence_encoder']
-  np.testing.assert_array_equal(encoder.params['projected_embeddings'],
-                                stored['projected_embeddings'])
+  np.testing.assert_array_equal(
+    encoder.params['projected_embeddings'], stored['projected_embeddings']
+  )
   config = tiny_config(tiny_lra_data)
   config.init_from = str(tmp_path / 'missing')
   with pytest.raises(pretrained.InitFromError, match='missing: neither a run.s workdir'):
@@ -116,8 +125,9 @@ def test_init_from_a_checkpoint_folder_and_bad_paths(tiny_lra_data, straight_run
 def test_vocabulary_mismatch_with_the_checkpoint_fails(tiny_lra_data, straight_run, tmp_path):
   config = tiny_config(tiny_lra_data, task='text')
   config.init_from = str(straight_run[0] / 'pretrain')
-  with pytest.raises(pretrained.InitFromError,
-                     match="pretrained on vocabulary 'listops', this task uses 'bytes'"):
+  with pytest.raises(
+    pretrained.InitFromError, match="pretrained on vocabulary 'listops', this task uses 'bytes'"
+  ):
     train_lib.train_and_evaluate(config, str(tmp_path))
 
 
@@ -127,8 +137,14 @@ def small_text_config(config, data_dir, **options):
   config.data.options.update(options)
   config = train_lib.resolve_config(config)  # Applies debug; the fields below refine it.
   config.debug = False
-  config.training.update(num_devices=1, num_train_steps=2, eval_every=2, checkpoint_every=2,
-                         batch_size=4, eval_batch_size=4)
+  config.training.update(
+    num_devices=1,
+    num_train_steps=2,
+    eval_every=2,
+    checkpoint_every=2,
+    batch_size=4,
+    eval_batch_size=4,
+  )
   return config
 
 
@@ -150,4 +166,3 @@ def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path):
   results = train_lib.train_and_evaluate(config, str(tmp_path / 'finetune'))
   assert results['step'] == 2 and results['config']['init_from'] == str(tmp_path / 'pretrain')
   assert os.path.exists(tmp_path / 'finetune' / 'results.json')
-

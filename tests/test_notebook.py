@@ -13,11 +13,17 @@ def test_quickstart_notebook_runs(monkeypatch):
   monkeypatch.setenv('LUNA_NOTEBOOK_SMALL', '1')
   monkeypatch.setenv('MPLBACKEND', 'Agg')
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  assert all(not cell.get('outputs') for cell in notebook.cells if cell.cell_type == 'code'), \
-      'commit the notebook without outputs'
-  nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
-                          resources={'metadata': {'path': REPO_ROOT}}).execute()
-  outputs = ''.join(output.get('text', '') for cell in notebook.cells if cell.cell_type == 'code'
-                    for output in cell.outputs)
+  assert all(not cell.get('outputs') for cell in notebook.cells if cell.cell_type == 'code'), (
+    'commit the notebook without outputs'
+  )
+  nbclient.NotebookClient(
+    notebook, timeout=300, kernel_name='python3', resources={'metadata': {'path': REPO_ROOT}}
+  ).execute()
+  outputs = ''.join(
+    output.get('text', '')
+    for cell in notebook.cells
+    if cell.cell_type == 'code'
+    for output in cell.outputs
+  )
   assert 'pack rows sum to 1: True | pack weight on padding: 0.0' in outputs
   assert 'test accuracy' in outputs and 'Luna-16' in outputs

@@ -31,26 +31,53 @@ class RandomLabelClassifier(luna_jax.SequenceClassifier):
 
 
 def models():
-  encoder = luna_jax.ModelConfig(vocab_size=8, max_length=6, num_layers=1, emb_dim=16,
-                                 num_heads=2, mlp_dim=16, dropout_rate=0.0,
-                                 attention_dropout_rate=0.0)
-  fields = dict(encoder_name='transformer', encoder=encoder, num_classes=NUM_CLASSES,
-                pooling='mean', hidden_dim=16)
+  encoder = luna_jax.ModelConfig(
+    vocab_size=8,
+    max_length=6,
+    num_layers=1,
+    emb_dim=16,
+    num_heads=2,
+    mlp_dim=16,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+  )
+  fields = dict(
+    encoder_name='transformer',
+    encoder=encoder,
+    num_classes=NUM_CLASSES,
+    pooling='mean',
+    hidden_dim=16,
+  )
   return luna_jax.SequenceClassifier(**fields), RandomLabelClassifier(**fields)
 
 
 def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
   plain, random_labels = models()
   rng = np.random.default_rng(0)
-  batch = {'inputs': rng.integers(1, 8, (8, 6)).astype(np.int32),
-           'lengths': np.full(8, 6, np.int32), 'targets': np.zeros(8, np.int32)}
-  optimizer = optim.make_optimizer(optim.OptimizerConfig(
-      learning_rate=1e-3, schedule='constant', warmup_steps=0, steps_per_cycle=1, weight_decay=0.0,
-      b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
+  batch = {
+    'inputs': rng.integers(1, 8, (8, 6)).astype(np.int32),
+    'lengths': np.full(8, 6, np.int32),
+    'targets': np.zeros(8, np.int32),
+  }
+  optimizer = optim.make_optimizer(
+    optim.OptimizerConfig(
+      learning_rate=1e-3,
+      schedule='constant',
+      warmup_steps=0,
+      steps_per_cycle=1,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.98,
+      eps=1e-9,
+      grad_clip_norm=0.0,
+    )
+  )
   state = train_lib.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
   train = jax.jit(functools.partial(train_lib.train_step, model=random_labels, optimizer=optimizer))
-  evaluate = {model: jax.jit(functools.partial(train_lib.eval_step, model=model))
-              for model in (plain, random_labels)}
+  evaluate = {
+    model: jax.jit(functools.partial(train_lib.eval_step, model=model))
+    for model in (plain, random_labels)
+  }
 
   def drawn(key):
     return {**batch, 'targets': jax.random.randint(key, (8,), 0, NUM_CLASSES)}

@@ -11,21 +11,39 @@ from benchmarks import reproduce
 from lra import prepare
 
 
-def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(tiny_lra_data, tmp_path,
-                                                                      capsys, monkeypatch):
+def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
+  tiny_lra_data, tmp_path, capsys, monkeypatch
+):
   monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')  # The runs compile faster.
   root = tmp_path / 'data'
   ignore = shutil.ignore_patterns('lra_cache')
-  shutil.copytree(tiny_lra_data['listops'][0], prepare.task_data_dir('listops', root),
-                  ignore=ignore)
+  shutil.copytree(
+    tiny_lra_data['listops'][0], prepare.task_data_dir('listops', root), ignore=ignore
+  )
   retrieval = prepare.task_data_dir('retrieval', root)
   shutil.copytree(tiny_lra_data['retrieval'][0], retrieval, ignore=ignore)
   with open(retrieval / 'new_aan_pairs.eval.tsv', 'a', encoding='utf-8') as f:
     f.write('1\tonly\tthree\n')  # Every Retrieval run fails in train.py on this line.
   runs, reports = tmp_path / 'runs', tmp_path / 'reports'
-  options = ['--tasks', 'listops,retrieval', '--variants', 'luna16', '--seeds', '1',
-             '--data_dir', str(root), '--runs_dir', str(runs), '--report_dir', str(reports),
-             '--devices', '0,1', '--debug', '--status_every', '0']
+  options = [
+    '--tasks',
+    'listops,retrieval',
+    '--variants',
+    'luna16',
+    '--seeds',
+    '1',
+    '--data_dir',
+    str(root),
+    '--runs_dir',
+    str(runs),
+    '--report_dir',
+    str(reports),
+    '--devices',
+    '0,1',
+    '--debug',
+    '--status_every',
+    '0',
+  ]
   train_flags = ['--', '--config.data.options.max_length=32']
 
   assert reproduce.main(options + train_flags) == 1

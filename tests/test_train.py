@@ -18,8 +18,14 @@ import luna_jax
 from luna_jax import checkpointing, optim, train_lib
 
 #: Task name -> config module under configs/.
-CONFIG_FILES = {'listops': 'listops', 'text': 'text', 'retrieval': 'retrieval', 'image': 'image',
-                'pathfinder32': 'pathfinder32', 'pathx': 'pathx'}
+CONFIG_FILES = {
+  'listops': 'listops',
+  'text': 'text',
+  'retrieval': 'retrieval',
+  'image': 'image',
+  'pathfinder32': 'pathfinder32',
+  'pathx': 'pathx',
+}
 
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
@@ -47,14 +53,21 @@ def read_jsonl(path):
 def checkpoint_params(workdir, step):
   """The parameters stored in `workdir/checkpoints/<step>` as numpy arrays."""
   restored = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', str(step), 'default'))
+    os.path.join(workdir, 'checkpoints', str(step), 'default')
+  )
   return restored['params']
 
 
-@pytest.mark.parametrize('task,variant', [
-    (task, variant) for task in CONFIG_FILES for variant in ('luna16', 'transformer')
+@pytest.mark.parametrize(
+  'task,variant',
+  [
+    (task, variant)
+    for task in CONFIG_FILES
+    for variant in ('luna16', 'transformer')
     # Quadratic attention over Path-X's 16384 pixels does not fit a CI machine.
-    if (task, variant) != ('pathx', 'transformer')])
+    if (task, variant) != ('pathx', 'transformer')
+  ],
+)
 def test_every_task_config_trains_end_to_end(tiny_lra_data, tmp_path, task, variant):
   config = tiny_config(tiny_lra_data, task, variant)
   results = train_lib.train_and_evaluate(config, str(tmp_path))
@@ -74,7 +87,9 @@ def test_every_task_config_trains_end_to_end(tiny_lra_data, tmp_path, task, vari
   logged = read_jsonl(tmp_path / 'metrics.jsonl')
   assert [m['step'] for m in logged if 'train_loss' in m] == [1, 2, 3]
   assert any('validation_accuracy' in m for m in logged)
-  assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path / 'tensorboard'))
+  assert any(
+    name.startswith('events.out.tfevents') for name in os.listdir(tmp_path / 'tensorboard')
+  )
   assert os.listdir(tmp_path / 'checkpoints') and os.listdir(tmp_path / 'best')
 
 
@@ -92,8 +107,9 @@ def test_one_and_eight_devices_give_the_same_losses(tiny_lra_data, tmp_path):
     workdir = tmp_path / f'devices{num_devices}'
     results = train_lib.train_and_evaluate(config, str(workdir))
     assert results['devices']['local_devices'] == num_devices
-    losses[num_devices] = [m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl')
-                           if 'train_loss' in m]
+    losses[num_devices] = [
+      m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl') if 'train_loss' in m
+    ]
   assert len(losses[1]) == 3
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-5, atol=1e-5)
 
@@ -102,17 +118,24 @@ def test_best_checkpoint_is_test_evaluated(tiny_lra_data, tmp_path, monkeypatch)
   """results['best']['test'] is the test metrics of the best validation checkpoint's parameters."""
   # Make step 1 the best validation result; its parameters are those a 1-step run ends with.
   save_if_best = checkpointing.Checkpointer.save_if_best
-  monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best',
-                      lambda self, step, params, accuracy: save_if_best(self, step, params, 1 / step))
+  monkeypatch.setattr(
+    checkpointing.Checkpointer,
+    'save_if_best',
+    lambda self, step, params, accuracy: save_if_best(self, step, params, 1 / step),
+  )
   results = train_lib.train_and_evaluate(
-      tiny_config(tiny_lra_data, num_train_steps=4, eval_every=1), str(tmp_path / 'four_steps'))
+    tiny_config(tiny_lra_data, num_train_steps=4, eval_every=1), str(tmp_path / 'four_steps')
+  )
   one_step = train_lib.train_and_evaluate(
-      tiny_config(tiny_lra_data, num_train_steps=1, eval_every=1), str(tmp_path / 'one_step'))
+    tiny_config(tiny_lra_data, num_train_steps=1, eval_every=1), str(tmp_path / 'one_step')
+  )
 
   assert results['best']['step'] == 1 and results['step'] == 4
   assert results['best']['test'] == one_step['test']
   assert results['best']['test']['loss'] != results['test']['loss']
-  assert one_step['best']['test'] == one_step['test']  # Best is the last step: no second evaluation.
+  assert (
+    one_step['best']['test'] == one_step['test']
+  )  # Best is the last step: no second evaluation.
   logged = read_jsonl(tmp_path / 'four_steps' / 'metrics.jsonl')
   assert logged[-1]['best_test_loss'] == results['best']['test']['loss']
 
@@ -127,10 +150,12 @@ class _Interrupted(Exception):
   """Stands in for a killed process."""
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data, tmp_path,
-                                                                   monkeypatch):
-  config = tiny_config(tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3,
-                       log_every=1)
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
+  tiny_lra_data, tmp_path, monkeypatch
+):
+  config = tiny_config(
+    tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3, log_every=1
+  )
   train_lib.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   start_steps = []
@@ -138,8 +163,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data,
 
   def train_batches(*args, start_step=0, **kwargs):
     start_steps.append(start_step)
-    for step, batch in enumerate(real_train_batches(*args, start_step=start_step, **kwargs),
-                                 start=start_step):
+    for step, batch in enumerate(
+      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
+    ):
       if len(start_steps) == 1 and step == 4:  # The first run dies while taking its 5th batch.
         raise _Interrupted
       yield batch
@@ -159,29 +185,57 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tiny_lra_data,
   assert start_steps == [0, 3]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
   assert results['step'] == 6
-  jax.tree.map(np.testing.assert_array_equal, checkpoint_params(workdir, 6),
-               checkpoint_params(tmp_path / 'straight', 6))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    checkpoint_params(workdir, 6),
+    checkpoint_params(tmp_path / 'straight', 6),
+  )
   # What the first run logged after its checkpoint at step 3 is dropped on resume: every step is
   # logged once, with the losses of the uninterrupted run.
   logs = [read_jsonl(path / 'metrics.jsonl') for path in (workdir, tmp_path / 'straight')]
   assert [m['step'] for m in logs[0]] == [m['step'] for m in logs[1]]
-  assert ([m['train_loss'] for m in logs[0] if 'train_loss' in m]
-          == [m['train_loss'] for m in logs[1] if 'train_loss' in m])
+  assert [m['train_loss'] for m in logs[0] if 'train_loss' in m] == [
+    m['train_loss'] for m in logs[1] if 'train_loss' in m
+  ]
 
 
 def test_tiny_model_overfits_a_fixed_batch():
   """`train_step` under plain jax.jit (no device axis) drives the loss on one batch to ~0."""
   model = luna_jax.build_model(
-      {'name': 'luna', 'num_layers': 1, 'emb_dim': 32, 'num_heads': 2, 'mlp_dim': 64,
-       'projection_length': 4, 'classifier_hidden_dim': 32, 'dropout_rate': 0.0,
-       'attention_dropout_rate': 0.0}, vocab_size=16, num_classes=4, max_length=12)
+    {
+      'name': 'luna',
+      'num_layers': 1,
+      'emb_dim': 32,
+      'num_heads': 2,
+      'mlp_dim': 64,
+      'projection_length': 4,
+      'classifier_hidden_dim': 32,
+      'dropout_rate': 0.0,
+      'attention_dropout_rate': 0.0,
+    },
+    vocab_size=16,
+    num_classes=4,
+    max_length=12,
+  )
   rng = np.random.default_rng(0)
-  batch = {'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
-           'lengths': rng.integers(4, 13, 8).astype(np.int32),
-           'targets': rng.integers(0, 4, 8).astype(np.int32)}
-  optimizer = optim.make_optimizer(optim.OptimizerConfig(
-      learning_rate=3e-3, schedule='constant', warmup_steps=0, steps_per_cycle=1, weight_decay=0.0,
-      b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=1.0))
+  batch = {
+    'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
+    'lengths': rng.integers(4, 13, 8).astype(np.int32),
+    'targets': rng.integers(0, 4, 8).astype(np.int32),
+  }
+  optimizer = optim.make_optimizer(
+    optim.OptimizerConfig(
+      learning_rate=3e-3,
+      schedule='constant',
+      warmup_steps=0,
+      steps_per_cycle=1,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.98,
+      eps=1e-9,
+      grad_clip_norm=1.0,
+    )
+  )
   state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   step = jax.jit(functools.partial(train_lib.train_step, model=model, optimizer=optimizer))
   for _ in range(150):
@@ -192,12 +246,18 @@ def test_tiny_model_overfits_a_fixed_batch():
 
 
 def test_eval_step_ignores_padding_rows():
-  model = luna_jax.build_model({'name': 'transformer', 'num_layers': 1, 'emb_dim': 16,
-                                'num_heads': 2, 'mlp_dim': 16},
-                               vocab_size=8, num_classes=3, max_length=6)
+  model = luna_jax.build_model(
+    {'name': 'transformer', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16},
+    vocab_size=8,
+    num_classes=3,
+    max_length=6,
+  )
   rng = np.random.default_rng(1)
-  batch = {'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
-           'lengths': np.full(4, 6, np.int32), 'targets': np.array([0, 1, 2, 0], np.int32)}
+  batch = {
+    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
+    'lengths': np.full(4, 6, np.int32),
+    'targets': np.array([0, 1, 2, 0], np.int32),
+  }
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch['inputs'], batch['lengths'])['params']
   evaluate = jax.jit(functools.partial(train_lib.eval_step, model=model))
   full = evaluate(params, {k: v[:2] for k, v in batch.items()})
@@ -223,11 +283,13 @@ def poison_third_update(inner: optax.GradientTransformation) -> optax.GradientTr
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
-    tiny_lra_data, tmp_path, monkeypatch):
+  tiny_lra_data, tmp_path, monkeypatch
+):
   config = tiny_config(tiny_lra_data, num_train_steps=4, checkpoint_every=2)
   real_make_optimizer = optim.make_optimizer
-  monkeypatch.setattr(optim, 'make_optimizer',
-                      lambda cfg: poison_third_update(real_make_optimizer(cfg)))
+  monkeypatch.setattr(
+    optim, 'make_optimizer', lambda cfg: poison_third_update(real_make_optimizer(cfg))
+  )
   with pytest.raises(FloatingPointError, match=r'Non-finite .*param_norm=nan.* at step 3.*step 2'):
     train_lib.train_and_evaluate(config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
@@ -235,8 +297,16 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize('section,key', [('model', 'projection_lenght'), ('training', 'num_step'),
-                                         ('optimizer', 'lr'), ('data', 'dir'), (None, 'sed')])
+@pytest.mark.parametrize(
+  'section,key',
+  [
+    ('model', 'projection_lenght'),
+    ('training', 'num_step'),
+    ('optimizer', 'lr'),
+    ('data', 'dir'),
+    (None, 'sed'),
+  ],
+)
 def test_unknown_config_key_fails_with_its_name(tiny_lra_data, tmp_path, section, key):
   config = tiny_config(tiny_lra_data)
   target = config if section is None else config[section]

@@ -23,7 +23,8 @@ from tensorboardX.proto import event_pb2
 import lra
 import luna_jax
 from configs import base as config_base
-from luna_jax import checkpointing, optim, train_lib, workdir as workdir_lib
+from luna_jax import checkpointing, optim, train_lib
+from luna_jax import workdir as workdir_lib
 from tests.test_train import checkpoint_params, read_jsonl, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +35,10 @@ pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 def six_steps(tiny_lra_data, **training):
   """ListOps, 6 steps, checkpoints and evaluations at 3 and 6; log_every larger than the run."""
-  return tiny_config(tiny_lra_data, **{'num_train_steps': 6, 'checkpoint_every': 3, 'eval_every': 3,
-                                       'log_every': 100, **training})
+  return tiny_config(
+    tiny_lra_data,
+    **{'num_train_steps': 6, 'checkpoint_every': 3, 'eval_every': 3, 'log_every': 100, **training},
+  )
 
 
 @pytest.fixture(scope='module')
@@ -61,10 +64,10 @@ def tensorboard_scalars(logdir):
       data = f.read()
     position = 0
     while position + 12 <= len(data):
-      (length,) = struct.unpack('<Q', data[position:position + 8])
+      (length,) = struct.unpack('<Q', data[position : position + 8])
       if position + 12 + length + 4 > len(data):
         break
-      event = event_pb2.Event.FromString(data[position + 12:position + 12 + length])
+      event = event_pb2.Event.FromString(data[position + 12 : position + 12 + length])
       position += 12 + length + 4
       if event.session_log.status == event_pb2.SessionLog.START:
         scalars = [s for s in scalars if s[0] < event.step]
@@ -82,7 +85,9 @@ def logged_once(scalars):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('section,key,value,message', [
+@pytest.mark.parametrize(
+  'section,key,value,message',
+  [
     ('training', 'eval_every', 0, 'must be >= 1'),
     ('training', 'keep_checkpoints', 0, 'must be >= 1'),
     ('training', 'num_eval_batches', 0, r'must be >= 1 \(or one of \[-1\]\)'),
@@ -98,9 +103,11 @@ def logged_once(scalars):
     ('optimizer', 'schedule', 'constant * rsqrt', 'unknown learning-rate factor'),
     ('data', 'task', 'imdb', 'must be one of'),
     (None, 'seed', -1, 'must be >= 0'),
-])
-def test_bad_config_values_fail_at_start_up_naming_the_key(tiny_lra_data, section, key, value,
-                                                           message):
+  ],
+)
+def test_bad_config_values_fail_at_start_up_naming_the_key(
+  tiny_lra_data, section, key, value, message
+):
   config = tiny_config(tiny_lra_data)
   target = config if section is None else config[section]
   with target.ignore_type():
@@ -110,8 +117,9 @@ def test_bad_config_values_fail_at_start_up_naming_the_key(tiny_lra_data, sectio
     train_lib.parse_config(config)
 
 
-def test_a_bad_value_stops_the_run_before_any_data_or_model_work(tiny_lra_data, tmp_path,
-                                                                 monkeypatch):
+def test_a_bad_value_stops_the_run_before_any_data_or_model_work(
+  tiny_lra_data, tmp_path, monkeypatch
+):
   config = tiny_config(tiny_lra_data, eval_every=0)
   monkeypatch.setattr(lra, 'load_task', lambda *args, **kwargs: pytest.fail('data was loaded'))
   with pytest.raises(ValueError, match='config.training.eval_every=0'):
@@ -128,8 +136,9 @@ def test_warmup_must_be_positive_for_a_warmup_schedule(tiny_lra_data):
 @pytest.mark.parametrize('config_file', ['quickstart', 'lm', 'seq2seq'])
 def test_config_files_refuse_arguments_they_do_not_take(config_file):
   module = __import__(f'configs.{config_file}', fromlist=['get_config'])
-  with pytest.raises(ValueError, match=f"configs/{config_file}.py does not take the argument "
-                                       "'luna16'"):
+  with pytest.raises(
+    ValueError, match=f"configs/{config_file}.py does not take the argument 'luna16'"
+  ):
     module.get_config('luna16')
   assert module.get_config('debug').debug and not module.get_config().debug
   assert config_base.debug_arg(None, 'x') is False
@@ -139,8 +148,11 @@ def count_optimizer_parses(monkeypatch):
   """Patches `OptimizerConfig.from_mapping` to count its calls; returns the list it appends to."""
   calls = []
   from_mapping = optim.OptimizerConfig.from_mapping.__func__
-  monkeypatch.setattr(optim.OptimizerConfig, 'from_mapping',
-                      classmethod(lambda cls, m: calls.append(1) or from_mapping(cls, m)))
+  monkeypatch.setattr(
+    optim.OptimizerConfig,
+    'from_mapping',
+    classmethod(lambda cls, m: calls.append(1) or from_mapping(cls, m)),
+  )
   return calls
 
 
@@ -159,13 +171,20 @@ def test_sections_are_typed(tiny_lra_data):
 
 def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tiny_lra_data, tmp_path):
   holder = subprocess.Popen(
-      [sys.executable, '-c', textwrap.dedent(f'''
+    [
+      sys.executable,
+      '-c',
+      textwrap.dedent(f"""
           import sys, time
           sys.path.insert(0, {ROOT!r})
           from luna_jax import workdir
           with workdir.lock({str(tmp_path)!r}):
             print('locked', flush=True)
-            time.sleep(120)''')], stdout=subprocess.PIPE, text=True)
+            time.sleep(120)"""),
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(workdir_lib.WorkdirLockedError, match=rf'in use by .*pid {holder.pid} on'):
@@ -187,15 +206,18 @@ def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp
     train_lib.train_and_evaluate(config, str(workdir))
   message = str(error.value)
   assert str(workdir) in message
-  assert f'optimizer.learning_rate: {six_steps(tiny_lra_data).optimizer.learning_rate!r} -> 1e-05' \
-      in message
+  assert (
+    f'optimizer.learning_rate: {six_steps(tiny_lra_data).optimizer.learning_rate!r} -> 1e-05'
+    in message
+  )
   assert 'seed: 0 -> 7' in message
   assert {name: (workdir / name).read_bytes() for name in before} == before
 
   # Extending and re-scheduling the run is allowed.
   results = train_lib.train_and_evaluate(
-      six_steps(tiny_lra_data, num_train_steps=7, eval_every=7, log_every=1, num_eval_batches=2),
-      str(workdir))
+    six_steps(tiny_lra_data, num_train_steps=7, eval_every=7, log_every=1, num_eval_batches=2),
+    str(workdir),
+  )
   assert results['step'] == 7
 
 
@@ -214,8 +236,9 @@ def test_a_checkpoint_that_does_not_fit_the_model_fails_with_one_short_message(t
   assert 'strict' not in message and len(message) < 500
 
 
-def test_resuming_on_another_device_count_is_stated_and_recorded(tiny_lra_data, finished_run,
-                                                                 tmp_path, caplog, monkeypatch):
+def test_resuming_on_another_device_count_is_stated_and_recorded(
+  tiny_lra_data, finished_run, tmp_path, caplog, monkeypatch
+):
   workdir = copy_run(finished_run, tmp_path)
   config = six_steps(tiny_lra_data, num_train_steps=7, num_devices=2)
   parses = count_optimizer_parses(monkeypatch)
@@ -251,10 +274,12 @@ def truncate_metadata(step_dir):
     f.truncate(20)
 
 
-@pytest.mark.parametrize('damage', [truncate_largest_data_file, remove_commit_marker,
-                                    truncate_metadata])
+@pytest.mark.parametrize(
+  'damage', [truncate_largest_data_file, remove_commit_marker, truncate_metadata]
+)
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous_one(
-    tiny_lra_data, finished_run, tmp_path, caplog, damage):
+  tiny_lra_data, finished_run, tmp_path, caplog, damage
+):
   workdir = copy_run(finished_run, tmp_path)
   damage(str(workdir / 'checkpoints' / '6'))
   with caplog.at_level(logging.WARNING):
@@ -264,8 +289,11 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_p
   assert os.path.isdir(workdir / 'damaged_checkpoints' / 'checkpoints_6')
   # Steps 4-6 were trained again from checkpoint 3, to the same parameters.
   assert results['step'] == 6
-  jax.tree.map(np.testing.assert_array_equal, checkpoint_params(workdir, 6),
-               checkpoint_params(finished_run[0], 6))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    checkpoint_params(workdir, 6),
+    checkpoint_params(finished_run[0], 6),
+  )
   assert results['test'] == finished_run[1]['test']
 
 
@@ -285,8 +313,9 @@ def test_last_good_checkpoint_is_a_verified_one(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_rerunning_a_finished_run_logs_each_step_once_and_keeps_its_figures(tiny_lra_data,
-                                                                           finished_run, tmp_path):
+def test_rerunning_a_finished_run_logs_each_step_once_and_keeps_its_figures(
+  tiny_lra_data, finished_run, tmp_path
+):
   workdir = copy_run(finished_run, tmp_path)
   jsonl = (workdir / 'metrics.jsonl').read_text()
   results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
@@ -294,15 +323,17 @@ def test_rerunning_a_finished_run_logs_each_step_once_and_keeps_its_figures(tiny
   assert (workdir / 'metrics.jsonl').read_text() == jsonl
   scalars = tensorboard_scalars(workdir / 'tensorboard')
   assert logged_once(scalars)
-  assert ({(s, t) for s, t, _ in scalars}
-          == {(s, t) for s, t, _ in tensorboard_scalars(finished_run[0] / 'tensorboard')})
+  assert {(s, t) for s, t, _ in scalars} == {
+    (s, t) for s, t, _ in tensorboard_scalars(finished_run[0] / 'tensorboard')
+  }
 
 
 def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_each_step_once(
-    tiny_lra_data, finished_run, tmp_path):
+  tiny_lra_data, finished_run, tmp_path
+):
   workdir = tmp_path / 'killed'
   config = six_steps(tiny_lra_data)
-  script = textwrap.dedent(f'''
+  script = textwrap.dedent(f"""
       import json, os, signal, sys
       sys.path.insert(0, {ROOT!r})
       import jax, ml_collections
@@ -315,7 +346,7 @@ def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_
           os.kill(os.getpid(), signal.SIGKILL)
       checkpointing.Checkpointer.save = save_then_die
       config = ml_collections.ConfigDict(json.loads({json.dumps(config.to_dict())!r}))
-      train_lib.train_and_evaluate(config, {str(workdir)!r})''')
+      train_lib.train_and_evaluate(config, {str(workdir)!r})""")
   killed = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
   scalars = tensorboard_scalars(workdir / 'tensorboard')
@@ -327,8 +358,9 @@ def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_
   assert logged_once(scalars)
   expected = tensorboard_scalars(finished_run[0] / 'tensorboard')
   assert {(s, t) for s, t, _ in scalars} == {(s, t) for s, t, _ in expected}
-  losses = lambda path: [(m['step'], m['train_loss']) for m in read_jsonl(path)
-                         if 'train_loss' in m]
+  losses = lambda path: [
+    (m['step'], m['train_loss']) for m in read_jsonl(path) if 'train_loss' in m
+  ]
   assert losses(workdir / 'metrics.jsonl') == losses(finished_run[0] / 'metrics.jsonl')
 
 
@@ -366,6 +398,7 @@ def test_a_best_checkpoint_chosen_on_test_data_is_marked(tiny_lra_data, finished
 
 def test_report_marks_figures_selected_on_test(tmp_path):
   from benchmarks import report
+
   model = dict(name='luna', projection_length=16, contextual_p=True)
   for task, on_test in (('text', True), ('listops', False), ('image', None)):
     run = tmp_path / task
@@ -373,17 +406,34 @@ def test_report_marks_figures_selected_on_test(tmp_path):
     best = {'step': 1, 'test': {'accuracy': 0.5}}
     if on_test is not None:
       best['selected_on_test'] = on_test
-    (run / 'results.json').write_text(json.dumps({
-        'config': {'seed': 0, 'data': {'task': task}, 'model': model},
-        'test': {'accuracy': 0.5}, 'best': best}))
+    (run / 'results.json').write_text(
+      json.dumps(
+        {
+          'config': {'seed': 0, 'data': {'task': task}, 'model': model},
+          'test': {'accuracy': 0.5},
+          'best': best,
+        }
+      )
+    )
   assert report.collect_test_selected(str(tmp_path)) == {('luna16', 'text')}
-  report.main(['--runs_dir', str(tmp_path), '--output_dir', str(tmp_path / 'out'),
-               '--benchmark_json', '', '--checkpoint', 'best'])
+  report.main(
+    [
+      '--runs_dir',
+      str(tmp_path),
+      '--output_dir',
+      str(tmp_path / 'out'),
+      '--benchmark_json',
+      '',
+      '--checkpoint',
+      'best',
+    ]
+  )
   markdown = (tmp_path / 'out' / 'leaderboard.md').read_text()
   assert '| Luna-16 | ours (1 run) | 50.00 | 50.00† | - | 50.00 | - | - | - |' in markdown
   assert '† Selected on test data' in markdown
-  report.main(['--runs_dir', str(tmp_path), '--output_dir', str(tmp_path / 'final'),
-               '--benchmark_json', ''])
+  report.main(
+    ['--runs_dir', str(tmp_path), '--output_dir', str(tmp_path / 'final'), '--benchmark_json', '']
+  )
   assert '†' not in (tmp_path / 'final' / 'leaderboard.md').read_text()
 
 
@@ -396,20 +446,47 @@ def test_one_and_eight_devices_do_not_share_the_dropout_masks():
   """The same global batch and initial state give another loss with dropout on 8 devices than on
   one (one dropout key per device); without dropout they agree (tests/test_train.py)."""
   rng = np.random.default_rng(0)
-  batch = {'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
-           'lengths': np.full(8, 12, np.int32), 'targets': rng.integers(0, 4, 8).astype(np.int32)}
-  optimizer = optim.make_optimizer(optim.OptimizerConfig(
-      learning_rate=1e-3, schedule='constant', warmup_steps=0, steps_per_cycle=1, weight_decay=0.0,
-      b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
+  batch = {
+    'inputs': rng.integers(1, 16, (8, 12)).astype(np.int32),
+    'lengths': np.full(8, 12, np.int32),
+    'targets': rng.integers(0, 4, 8).astype(np.int32),
+  }
+  optimizer = optim.make_optimizer(
+    optim.OptimizerConfig(
+      learning_rate=1e-3,
+      schedule='constant',
+      warmup_steps=0,
+      steps_per_cycle=1,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.98,
+      eps=1e-9,
+      grad_clip_norm=0.0,
+    )
+  )
   model = luna_jax.build_model(
-      {'name': 'luna', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16,
-       'projection_length': 4, 'classifier_hidden_dim': 16, 'dropout_rate': 0.3,
-       'attention_dropout_rate': 0.0}, vocab_size=16, num_classes=4, max_length=12)
+    {
+      'name': 'luna',
+      'num_layers': 1,
+      'emb_dim': 16,
+      'num_heads': 2,
+      'mlp_dim': 16,
+      'projection_length': 4,
+      'classifier_hidden_dim': 16,
+      'dropout_rate': 0.3,
+      'attention_dropout_rate': 0.0,
+    },
+    vocab_size=16,
+    num_classes=4,
+    max_length=12,
+  )
   state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
-  step = lambda axis: functools.partial(train_lib.train_step, model=model, optimizer=optimizer,
-                                        axis_name=axis)
+  step = lambda axis: functools.partial(
+    train_lib.train_step, model=model, optimizer=optimizer, axis_name=axis
+  )
   _, one = jax.jit(step(None))(state, batch)
   devices = jax.local_devices()[:8]
   _, eight = jax.pmap(step('batch'), axis_name='batch', devices=devices)(
-      jax_utils.replicate(state, devices), train_lib.shard(batch, 8))
+    jax_utils.replicate(state, devices), train_lib.shard(batch, 8)
+  )
   assert abs(float(one['loss']) - float(eight['loss'][0])) > 1e-4

@@ -8,8 +8,17 @@ import pytest
 
 from luna_jax import optim
 
-OPTIMIZER = {'learning_rate': 0.1, 'schedule': 'constant', 'warmup_steps': 0, 'steps_per_cycle': 1,
-             'weight_decay': 0.0, 'b1': 0.9, 'b2': 0.98, 'eps': 1e-9, 'grad_clip_norm': 0.0}
+OPTIMIZER = {
+  'learning_rate': 0.1,
+  'schedule': 'constant',
+  'warmup_steps': 0,
+  'steps_per_cycle': 1,
+  'weight_decay': 0.0,
+  'b1': 0.9,
+  'b2': 0.98,
+  'eps': 1e-9,
+  'grad_clip_norm': 0.0,
+}
 
 
 def test_official_rsqrt_schedule():
@@ -52,7 +61,9 @@ def test_bad_schedules_are_rejected():
 def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
   optimizer = optim.make_optimizer(optim.OptimizerConfig(**{**OPTIMIZER, 'weight_decay': 0.5}))
   params = {'w': jnp.full((3,), 2.0)}
-  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params)
+  updates, _ = optimizer.update(
+    jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params
+  )
   np.testing.assert_allclose(updates['w'], -0.1 * 0.5 * 2.0, rtol=1e-6)
 
 

@@ -23,10 +23,12 @@ from tests.test_train import checkpoint_params, read_jsonl
 @pytest.fixture(scope='module')
 def corpora(tmp_path_factory):
   root = tmp_path_factory.mktemp('token_tasks')
-  sequence_generator.write('sort', root / 'sort', num_train=5000, num_val=200, num_test=200,
-                           min_length=4, max_length=8)
-  sequence_generator.write('lm', root / 'lm', num_train=5000, num_val=200, num_test=200,
-                           min_length=5, max_length=20)
+  sequence_generator.write(
+    'sort', root / 'sort', num_train=5000, num_val=200, num_test=200, min_length=4, max_length=8
+  )
+  sequence_generator.write(
+    'lm', root / 'lm', num_train=5000, num_val=200, num_test=200, min_length=5, max_length=20
+  )
   return {'sort': str(root / 'sort'), 'lm': str(root / 'lm')}
 
 
@@ -34,8 +36,9 @@ def configure(module, data_dir, steps, **options):
   config = module.get_config()
   config.data.data_dir = data_dir
   config.data.options.update(options)
-  config.training.update(num_train_steps=steps, eval_every=steps, checkpoint_every=steps,
-                         log_every=50, num_devices=1)
+  config.training.update(
+    num_train_steps=steps, eval_every=steps, checkpoint_every=steps, log_every=50, num_devices=1
+  )
   return config
 
 
@@ -46,13 +49,23 @@ def test_seq2seq_learns_to_sort_and_greedy_decoding_matches_sequence_accuracy(co
 
   # Teacher-forced sequence accuracy is exactly the fraction greedy decoding gets right.
   data = lra.load_task('seq2seq', corpora['sort'], max_length=8, max_target_length=9)
-  model = luna_jax.build_model(config.model, vocab_size=data.vocab_size, num_classes=0,
-                               max_length=9, bos_id=data.info['bos_id'])
+  model = luna_jax.build_model(
+    config.model,
+    vocab_size=data.vocab_size,
+    num_classes=0,
+    max_length=9,
+    bos_id=data.info['bos_id'],
+  )
   params = jax.tree.map(jnp.asarray, checkpoint_params(str(tmp_path), 600))
   split = data.validation
-  decoded = generation.greedy_decode(model, params, jnp.asarray(split.inputs, jnp.int32),
-                                     jnp.asarray(split.lengths), max_length=9,
-                                     eos_id=data.info['eos_id'])
+  decoded = generation.greedy_decode(
+    model,
+    params,
+    jnp.asarray(split.inputs, jnp.int32),
+    jnp.asarray(split.lengths),
+    max_length=9,
+    eos_id=data.info['eos_id'],
+  )
   exact = np.mean(np.all(np.asarray(decoded) == split.targets, axis=1))
   assert exact == pytest.approx(results['validation']['sequence_accuracy'])
 
@@ -81,12 +94,14 @@ def test_token_losses_match_on_one_and_eight_devices(corpora, tmp_path):
     config.debug = True
     config = train_lib.resolve_config(config)
     config.debug = False
-    config.training.update(num_devices=num_devices, num_train_steps=3, log_every=1,
-                           label_smoothing=0.1)
+    config.training.update(
+      num_devices=num_devices, num_train_steps=3, log_every=1, label_smoothing=0.1
+    )
     workdir = tmp_path / f'devices{num_devices}'
     train_lib.train_and_evaluate(config, str(workdir))
-    losses[num_devices] = [m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl')
-                           if 'train_loss' in m]
+    losses[num_devices] = [
+      m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl') if 'train_loss' in m
+    ]
     with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
       assert json.load(f)['devices']['local_devices'] == num_devices
   assert len(losses[1]) == 3

@@ -25,8 +25,10 @@ def assert_trees_close(actual, expected, rel=1e-5):
   """|a - e| <= rel * max|e| leafwise, max|e| over the whole tree (float32 values and gradients; a
   gradient that is zero in exact arithmetic, such as a key bias's, is float32 noise on its own)."""
   assert jax.tree.structure(actual) == jax.tree.structure(expected)
-  pairs = [(np.asarray(a, np.float64), np.asarray(e, np.float64))
-           for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))]
+  pairs = [
+    (np.asarray(a, np.float64), np.asarray(e, np.float64))
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected))
+  ]
   scale = max(np.max(np.abs(e), initial=0.0) for _, e in pairs)
   for a, e in pairs:
     assert a.shape == e.shape
@@ -76,8 +78,10 @@ def test_dropout_keep_mask_neighbours_are_independent_for_any_key_and_odd_sizes(
     assert abs(joint - 0.49) < 4 * np.sqrt(0.49 * 0.51 / (n - lag)), lag  # 4 sigma
   odd = attn.dropout_keep_mask(jax.random.key(3, impl='rbg'), 0.5, (3, 5, 7))
   assert odd.shape == (3, 5, 7) and 0 < int(odd.sum()) < 105
-  assert not np.array_equal(attn.dropout_keep_mask(jax.random.PRNGKey(4), 0.5, (64,)),
-                            attn.dropout_keep_mask(jax.random.PRNGKey(5), 0.5, (64,)))
+  assert not np.array_equal(
+    attn.dropout_keep_mask(jax.random.PRNGKey(4), 0.5, (64,)),
+    attn.dropout_keep_mask(jax.random.PRNGKey(5), 0.5, (64,)),
+  )
 
 
 @pytest.mark.parametrize('rate', [0.0, 0.3])
@@ -92,11 +96,13 @@ def test_attention_storing_only_probabilities_equals_plain_attention(rate):
     return jnp.sum(jnp.sin(fn(q, k, v)))
 
   ours = lambda q, k, v: attn.dot_product_attention(
-      q, k, v, mask, dropout_rate=rate, dropout_rng=rng, deterministic=not rate)[0]
+    q, k, v, mask, dropout_rate=rate, dropout_rng=rng, deterministic=not rate
+  )[0]
   plain = lambda q, k, v: plain_attention(q, k, v, mask, keep, rate)
   assert_trees_close(ours(q, k, v), plain(q, k, v))
-  assert_trees_close(jax.grad(loss, (1, 2, 3))(ours, q, k, v),
-                     jax.grad(loss, (1, 2, 3))(plain, q, k, v))
+  assert_trees_close(
+    jax.grad(loss, (1, 2, 3))(ours, q, k, v), jax.grad(loss, (1, 2, 3))(plain, q, k, v)
+  )
 
 
 def test_dense_params_initialise_like_nn_dense_and_fused_dense_equals_separate_matmuls():
@@ -117,8 +123,9 @@ def test_dense_params_initialise_like_nn_dense_and_fused_dense_equals_separate_m
   assert_trees_close(Fused().init(jax.random.PRNGKey(0), x), params, rel=0.0)
   loss = lambda module, params, x: sum(jnp.sum(jnp.sin(y)) for y in module.apply(params, x))
   assert_trees_close(Fused().apply(params, x), Separate().apply(params, x))
-  assert_trees_close(jax.grad(loss, (1, 2))(Fused(), params, x),
-                     jax.grad(loss, (1, 2))(Separate(), params, x))
+  assert_trees_close(
+    jax.grad(loss, (1, 2))(Fused(), params, x), jax.grad(loss, (1, 2))(Separate(), params, x)
+  )
 
 
 def test_layer_norm_equals_flax_layer_norm_in_values_and_gradients():
@@ -126,11 +133,13 @@ def test_layer_norm_equals_flax_layer_norm_in_values_and_gradients():
   params = {'params': {'scale': 1.0 + 0.1 * normal(16), 'bias': normal(16)}}
   loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
   ours, flax_ln = layers.LayerNorm(epsilon=1e-5), nn.LayerNorm(epsilon=1e-5)
-  assert_trees_close(ours.init(jax.random.PRNGKey(0), x), flax_ln.init(jax.random.PRNGKey(0), x),
-                     rel=0.0)
+  assert_trees_close(
+    ours.init(jax.random.PRNGKey(0), x), flax_ln.init(jax.random.PRNGKey(0), x), rel=0.0
+  )
   assert_trees_close(ours.apply(params, x), flax_ln.apply(params, x))
-  assert_trees_close(jax.grad(loss, (1, 2))(ours, params, x),
-                     jax.grad(loss, (1, 2))(flax_ln, params, x))
+  assert_trees_close(
+    jax.grad(loss, (1, 2))(ours, params, x), jax.grad(loss, (1, 2))(flax_ln, params, x)
+  )
   bf16 = layers.LayerNorm(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
   assert bf16.dtype == jnp.bfloat16
 
@@ -150,19 +159,23 @@ def test_luna_attention_fused_projections_equal_separate_ones(tie_kv, self_atten
     pk = dense(context, params['pack_kv' if tie_kv else 'pack_key'])
     pv = pk if tie_kv else dense(context, params['pack_value'])
     split = lambda z: attn.split_heads(z, h)
-    y_p = attn.merge_heads(plain_attention(split(dense(p, params['pack_query'])), split(pk),
-                                           split(pv), c_mask))
+    y_p = attn.merge_heads(
+      plain_attention(split(dense(p, params['pack_query'])), split(pk), split(pv), c_mask)
+    )
     k = dense(y_p, params['kv' if tie_kv else 'key'])
     v = k if tie_kv else dense(y_p, params['value'])
     y_x = plain_attention(split(dense(x, params['query'])), split(k), split(v), p_mask)
     return dense(attn.merge_heads(y_x), params['out']), y_p
 
   ours = lambda params, x, p, context: module.apply(
-      {'params': params}, x, p, x if self_attention else context, c_mask, p_mask)
+    {'params': params}, x, p, x if self_attention else context, c_mask, p_mask
+  )
   loss = lambda fn, *args: sum(jnp.sum(jnp.sin(y)) for y in fn(*args))
   assert_trees_close(ours(params, x, p, context), unfused(params, x, p, context))
-  assert_trees_close(jax.grad(loss, (1, 2, 3, 4))(ours, params, x, p, context),
-                     jax.grad(loss, (1, 2, 3, 4))(unfused, params, x, p, context))
+  assert_trees_close(
+    jax.grad(loss, (1, 2, 3, 4))(ours, params, x, p, context),
+    jax.grad(loss, (1, 2, 3, 4))(unfused, params, x, p, context),
+  )
 
 
 def test_self_attention_fused_qkv_equals_separate_projections():
@@ -179,20 +192,34 @@ def test_self_attention_fused_qkv_equals_separate_projections():
   ours = lambda params, x: module.apply({'params': params}, x, mask)
   loss = lambda fn, params, x: jnp.sum(jnp.sin(fn(params, x)))
   assert_trees_close(ours(params, x), unfused(params, x))
-  assert_trees_close(jax.grad(loss, (1, 2))(ours, params, x), jax.grad(loss, (1, 2))(unfused, params, x))
+  assert_trees_close(
+    jax.grad(loss, (1, 2))(ours, params, x), jax.grad(loss, (1, 2))(unfused, params, x)
+  )
 
 
 def _loss_and_grads(name, remat, **extra):
-  cfg = dict(name=name, num_layers=1, emb_dim=16, num_heads=2, mlp_dim=32, projection_length=4,
-             dropout_rate=0.1, attention_dropout_rate=0.1, pooling='mean', remat=remat, **extra)
+  cfg = dict(
+    name=name,
+    num_layers=1,
+    emb_dim=16,
+    num_heads=2,
+    mlp_dim=32,
+    projection_length=4,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+    pooling='mean',
+    remat=remat,
+    **extra,
+  )
   model = luna_jax.build_model(cfg, vocab_size=20, num_classes=3, max_length=12)
   tokens = jnp.asarray(np.random.default_rng(1).integers(1, 20, size=(2, 12)), jnp.int32)
   lengths = jnp.array([12, 7])
   params = model.init(jax.random.PRNGKey(0), tokens, lengths)['params']
 
   def loss(params):
-    logits = model.apply({'params': params}, tokens, lengths, train=True,
-                         rngs={'dropout': jax.random.PRNGKey(1)})
+    logits = model.apply(
+      {'params': params}, tokens, lengths, train=True, rngs={'dropout': jax.random.PRNGKey(1)}
+    )
     return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
 
   return params, jax.value_and_grad(loss)(params)
@@ -212,10 +239,14 @@ def test_remat_equals_no_remat_for_the_language_model():
   tokens = jnp.asarray(RNG.integers(1, 20, size=(2, 10)), jnp.int32)
   results = []
   for remat in ('none', 'layer'):
-    model = luna_jax.build_model(dict(cfg, remat=remat), vocab_size=20, num_classes=0, max_length=10)
+    model = luna_jax.build_model(
+      dict(cfg, remat=remat), vocab_size=20, num_classes=0, max_length=10
+    )
     params = model.init(jax.random.PRNGKey(0), tokens)['params']
-    loss = lambda params, model=model: jnp.mean(model.apply(
-        {'params': params}, tokens, train=True, rngs={'dropout': jax.random.PRNGKey(1)}) ** 2)
+    loss = lambda params, model=model: jnp.mean(
+      model.apply({'params': params}, tokens, train=True, rngs={'dropout': jax.random.PRNGKey(1)})
+      ** 2
+    )
     results.append(jax.value_and_grad(loss)(params))
   assert_trees_close(results[1], results[0])
 
@@ -223,8 +254,12 @@ def test_remat_equals_no_remat_for_the_language_model():
 def test_unknown_remat_is_rejected_by_name():
   allowed = re.escape("remat='sometimes': must be one of ['none', 'layer', 'dots']")
   with pytest.raises(ValueError, match=allowed):
-    luna_jax.build_model(dict(name='luna', num_layers=1, emb_dim=8, num_heads=2, mlp_dim=8,
-                              remat='sometimes'), vocab_size=5, num_classes=2, max_length=4)
+    luna_jax.build_model(
+      dict(name='luna', num_layers=1, emb_dim=8, num_heads=2, mlp_dim=8, remat='sometimes'),
+      vocab_size=5,
+      num_classes=2,
+      max_length=4,
+    )
   # The layer factory checks too (decoders build their layers with it directly).
   with pytest.raises(ValueError, match="remat must be one of .*'sometimes'"):
     encoders.remat_layer(layers.LunaEncoderLayer, 'sometimes', deterministic_argnum=3)
