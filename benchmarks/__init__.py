@@ -1,1 +1,2 @@
-"""Speed and memory benchmarks of Luna against softmax attention (paper Table 2); see `speed_memory`."""
+"""Speed and memory benchmarks of Luna against softmax attention (paper Table 2); see
+`speed_memory`."""

@@ -1,4 +1,5 @@
-r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, and a Figure-1-style plot.
+r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, and a
+Figure-1-style plot.
 
   python -m benchmarks.report --runs_dir runs --output_dir reports \
       [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096] \
@@ -190,10 +191,11 @@ def leaderboard_markdown(
     [
       '# LRA leaderboard',
       '',
-      f'{total} runs from `{runs_dir}`: test accuracy (%) of {CHECKPOINTS[checkpoint]}, mean ± sample '
-      'standard deviation over runs (seeds) where there are several. Avg: mean of the 5 task means; '
-      'Avg (w/o rtl): without Retrieval (both only when every task has runs). Paper rows: Luna paper '
-      '(Ma et al., NeurIPS 2021) Table 1, the baselines there from Tay et al. (2021).',
+      f'{total} runs from `{runs_dir}`: test accuracy (%) of {CHECKPOINTS[checkpoint]}, '
+      'mean ± sample standard deviation over runs (seeds) where there are several. '
+      'Avg: mean of the 5 task means; Avg (w/o rtl): without Retrieval (both only when every '
+      'task has runs). Paper rows: Luna paper (Ma et al., NeurIPS 2021) Table 1, the baselines '
+      'there from Tay et al. (2021).',
       '',
       leaderboard(runs, on_test),
       '',
@@ -208,7 +210,8 @@ def figure1(
   path: str,
   length: int | None = None,
 ) -> None:
-  """Figure 1 of the paper: average accuracy without Retrieval against steps/s, bubble area = memory.
+  """Figure 1 of the paper: average accuracy without Retrieval against steps/s, bubble area =
+  memory.
 
   Args:
     benchmark: a `benchmarks.speed_memory` results document (train_step mode).

@@ -1,30 +1,44 @@
-r"""Speed and memory benchmark of Luna against softmax attention (the paper's Table 2, on any machine).
+r"""Speed and memory benchmark of Luna against softmax attention (the paper's Table 2, on any
+machine).
 
-Two modes, each writing `results.json`, `table_relative.md`, `table_absolute.md` and `plot.png` under
+Two modes, each writing `results.json`, `table_relative.md`, `table_absolute.md` and `plot.png`
+under
 `<output_dir>/<mode>/`:
 
-  train_step  one full training step of the LRA Text classifier (forward, backward, optimizer update),
+  train_step  one full training step of the LRA Text classifier (forward, backward, optimizer
+  update),
               through `luna_jax.train_lib.train_step` (jitted, state donated);
-  attention   the attention module alone (input projections, attention, output projection; no FFN, no
-              LayerNorm, no optimizer): forward and backward with respect to its parameters and inputs,
+  attention   the attention module alone (input projections, attention, output projection; no FFN,
+  no
+              LayerNorm, no optimizer): forward and backward with respect to its parameters and
+              inputs,
               no dropout.
 
-Every (model, length) cell runs in a fresh subprocess (so the process's peak RSS and the device's peak
-bytes belong to that cell), is compiled ahead of time (`jax.jit(...).lower(...).compile()`, compile time
+Every (model, length) cell runs in a fresh subprocess (so the process's peak RSS and the device's
+peak
+bytes belong to that cell), is compiled ahead of time (`jax.jit(...).lower(...).compile()`, compile
+time
 reported separately), warmed up, and then timed `--repeats` times with `jax.block_until_ready`; the
-median is reported. FLOPs per step come from XLA's cost analysis of the compiled program. Peak memory is
-the device's `peak_bytes_in_use` on GPU/TPU and the compiled program's `memory_analysis()` peak on CPU
-(the process's peak RSS is reported beside it). A cell whose compiled peak exceeds `--memory_limit_gb`, or
-that fails with RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM; once a model is OOM at
+median is reported. FLOPs per step come from XLA's cost analysis of the compiled program. Peak
+memory is
+the device's `peak_bytes_in_use` on GPU/TPU and the compiled program's `memory_analysis()` peak on
+CPU
+(the process's peak RSS is reported beside it). A cell whose compiled peak exceeds
+`--memory_limit_gb`, or
+that fails with RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM; once a model is
+OOM at
 one length, its longer lengths are reported OOM without running. The machine's dense-matmul peak
 FLOP/s is measured in the same run, so achieved FLOP/s can be given as a fraction of it. With
-`--profile`, each cell runs one more step under `jax.profiler.trace` (a Perfetto/TensorBoard trace under
+`--profile`, each cell runs one more step under `jax.profiler.trace` (a Perfetto/TensorBoard trace
+under
 `<output_dir>/<mode>/traces/`) and `profile.md` gives the milliseconds per step of each XLA op class
-(the op name without its numeric suffix, e.g. `ynn_fusion` for a fused matmul on CPU) across the cells.
+(the op name without its numeric suffix, e.g. `ynn_fusion` for a fused matmul on CPU) across the
+cells.
 
 Example (the committed CPU run, see README "Benchmarks"):
 
-  python -m benchmarks.speed_memory --mode train_step,attention --batch_size 1 --warmup 1 --repeats 3 \
+  python -m benchmarks.speed_memory --mode train_step,attention --batch_size 1 --warmup 1 --repeats
+  3 \
       --long_lengths 8K,16K --long_models transformer,luna16 --max_step_s 20 \
       --output_dir benchmarks/results/cpu
 """
@@ -86,7 +100,8 @@ class Architecture:
     num_heads: attention heads.
     mlp_dim: FFN hidden size.
     activation: FFN activation, the same for every model so the FFN cost is identical.
-    pooling: 'mean' for every model: no CLS token, so the sequence length is exactly the input length.
+    pooling: 'mean' for every model: no CLS token, so the sequence length is exactly the input
+    length.
     dropout_rate: embedding/residual dropout.
     attention_dropout_rate: attention-probability dropout (the fused attention has none).
     dtype: computation dtype.
@@ -172,7 +187,8 @@ def make_train_step(model, batch, seed: int):
 
 
 def _optimizer_config() -> dict[str, Any]:
-  """The official LRA Text optimizer (AdamW, warm-up then rsqrt decay); the step cost does not depend on it."""
+  """The official LRA Text optimizer (AdamW, warm-up then rsqrt decay); the step cost does not
+  depend on it."""
   return dict(
     learning_rate=0.05,
     schedule='constant * linear_warmup * rsqrt_decay',
@@ -189,9 +205,11 @@ def _optimizer_config() -> dict[str, Any]:
 def make_attention_step(name: str, arch: Architecture, batch_size: int, length: int, seed: int):
   """The attention module alone: forward and backward w.r.t. its parameters and inputs.
 
-  Transformer: `luna_jax.layers.SelfAttention` (q/k/v/out projections + softmax or fused attention), or
+  Transformer: `luna_jax.layers.SelfAttention` (q/k/v/out projections + softmax or fused
+  attention), or
   its Linformer / linear / Performer subclass (`luna_jax.baselines`).
-  Luna: `luna_jax.layers.LunaAttention` (pack and unpack with their projections) on x and a `[l, d]` P.
+  Luna: `luna_jax.layers.LunaAttention` (pack and unpack with their projections) on x and a `[l,
+  d]` P.
   All keys valid (full-length masks), no dropout.
 
   Returns:
@@ -256,7 +274,8 @@ def compiled_memory(compiled) -> dict[str, int | None]:
     k: int(getattr(stats, f'{k}_size_in_bytes', 0) or 0)
     for k in ('argument', 'output', 'alias', 'temp')
   }
-  # On CPU `peak_memory_in_bytes` leaves the temporaries out, so the peak is taken as live arguments,
+  # On CPU `peak_memory_in_bytes` leaves the temporaries out, so the peak is taken as live
+  # arguments,
   # outputs and temporaries; a donated (aliased) buffer counts once.
   peak = fields['argument'] + fields['output'] - fields['alias'] + fields['temp']
   peak = max(peak, int(getattr(stats, 'peak_memory_in_bytes', 0) or 0))
@@ -304,7 +323,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
   Args:
     spec: `mode`, `model`, `length`, `batch_size`, `warmup`, `repeats`, `seed`, `memory_limit_bytes`
-      (None: no guard), `arch` (an `Architecture` as a dict) and optionally `compile_only` (a reason:
+      (None: no guard), `arch` (an `Architecture` as a dict) and optionally `compile_only` (a
+      reason:
       compile and check the memory guard, but do not time).
 
   Returns:
@@ -402,8 +422,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 def op_class_times(trace_dir: str) -> dict[str, float]:
   """Milliseconds per XLA op class in the newest Perfetto trace under `trace_dir`, largest first.
 
-  An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only the
-  events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one step can run
+  An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only
+  the
+  events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one step
+  can run
   on two threads at once, so the sum can exceed the step's wall time slightly.
 
   Raises:
@@ -424,7 +446,8 @@ def op_class_times(trace_dir: str) -> dict[str, float]:
 
 
 def profile_table(cells, top: int = 12) -> str:
-  """Milliseconds per step of the `top` op classes (by their largest cell) across the profiled cells."""
+  """Milliseconds per step of the `top` op classes (by their largest cell) across the profiled
+  cells."""
   profiled = [c for c in cells if c.get('op_class_ms')]
   largest = collections.Counter()
   for c in profiled:
@@ -488,7 +511,8 @@ def run_cell_subprocess(spec: dict[str, Any], timeout_s: float) -> dict[str, Any
 def _finish_record(
   record: dict[str, Any], spec: dict[str, Any], matmul_peak: float, backend: str
 ) -> dict[str, Any]:
-  """Adds the identity of the cell and the derived figures (rates, primary memory, peak fraction)."""
+  """Adds the identity of the cell and the derived figures (rates, primary memory, peak
+  fraction)."""
   out = {
     'mode': spec['mode'],
     'model': spec['model'],
@@ -676,7 +700,8 @@ def absolute_table(cells) -> str:
 
 
 def targets_summary(cells) -> list[str]:
-  """The issue's targets, as measured: Luna-16 vs the softmax Transformer at 4K, and 4K -> 16K growth."""
+  """The issue's targets, as measured: Luna-16 vs the softmax Transformer at 4K, and 4K -> 16K
+  growth."""
   lines = []
   luna, base, fused = (_cell(cells, m, 4096) for m in ('luna16', BASELINE, FUSED_BASELINE))
   ok = lambda c: c is not None and c['status'] == 'ok'
@@ -698,9 +723,10 @@ def targets_summary(cells) -> list[str]:
   if ok(luna) and ok(long):
     time_growth = long['step_time_s'] / luna['step_time_s']
     memory_growth = long['memory_bytes'] / luna['memory_bytes']
+    verdict = 'met' if max(time_growth, memory_growth) <= 4.4 else 'missed'
     lines.append(
       f'- Luna-16 from 4K to 16K: {time_growth:.2f}x step time, {memory_growth:.2f}x peak '
-      f'memory (target <= 4.4x each: {"met" if max(time_growth, memory_growth) <= 4.4 else "missed"}).'
+      f'memory (target <= 4.4x each: {verdict}).'
     )
   return lines
 
@@ -711,8 +737,8 @@ def machine_lines(results) -> list[str]:
   ram = f'{m["ram_bytes"] / 2**30:.0f} GiB RAM' if m['ram_bytes'] else 'RAM unknown'
   return [
     f'Machine: {m["cpu_model"]}, {m["cpu_cores"]} cores, {ram}; backend `{m["backend"]}` '
-    f'({", ".join(sorted(set(m["devices"])))}); jax {m["jax"]}, jaxlib {m["jaxlib"]}, flax {m["flax"]}, '
-    f'Python {m["python"]}.',
+    f'({", ".join(sorted(set(m["devices"])))}); jax {m["jax"]}, jaxlib {m["jaxlib"]}, '
+    f'flax {m["flax"]}, Python {m["python"]}.',
     f'Dense-matmul peak (float32 {peak["size"]}x{peak["size"]}, same run): '
     f'{peak["flop_per_s"] / 1e9:.1f} GFLOP/s.',
   ]
@@ -791,7 +817,8 @@ def write_reports(results: dict[str, Any], output_dir: str) -> None:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-  """Steps/s and peak memory against length (log-log); OOM cells are marked on the top/bottom edge."""
+  """Steps/s and peak memory against length (log-log); OOM cells are marked on the top/bottom
+  edge."""
   import matplotlib
 
   matplotlib.use('Agg')
@@ -940,8 +967,8 @@ def run_benchmark(
         else cell.get('reason', '')
       )
       log(
-        f'[{mode}] {variants.label(model):>22} {length_label(length):>4}: {cell["status"]} {summary} '
-        f'({time.perf_counter() - start:.0f} s)'
+        f'[{mode}] {variants.label(model):>22} {length_label(length):>4}: {cell["status"]} '
+        f'{summary} ({time.perf_counter() - start:.0f} s)'
       )
   memory_source = (
     'compiled memory_analysis() peak (process peak RSS beside it)'

@@ -39,7 +39,8 @@ def digit_pairs(
 def listops_lines(
   counts: dict[str, int], seed: int, min_length: int, max_length: int
 ) -> dict[str, list[str]]:
-  """ListOps expressions `[OP a b ... ]=value` per split, from the official-distribution generator."""
+  """ListOps expressions `[OP a b ... ]=value` per split, from the official-distribution
+  generator."""
   trees = listops_generator.generate(
     counts['train'],
     counts['validation'],

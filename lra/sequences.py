@@ -1,11 +1,13 @@
-"""Byte-level sequence tasks for the causal Luna models: sequence to sequence and language modelling.
+"""Byte-level sequence tasks for the causal Luna models: sequence to sequence and language
+modelling.
 
 `seq2seq`: files `train.tsv`, `validation.tsv`, `test.tsv` in `data_dir`, one pair per line,
 `source<TAB>target`, no header (your own parallel text, or `python -m lra.sequence_generator`).
 `lm`: files `train.txt`, `validation.txt`, `test.txt`, one document per line.
 
 Tokens are UTF-8 bytes + 1 (pad 0) as in the byte-level LRA tasks, plus `EOS_ID` and `BOS_ID`.
-A Split holds token-level targets: for seq2seq `inputs` is the source and `targets` the target followed
+A Split holds token-level targets: for seq2seq `inputs` is the source and `targets` the target
+followed
 by EOS; for the LM `inputs` is BOS + the line and `targets` the line + EOS (next-token prediction).
 """
 
@@ -41,7 +43,8 @@ def _with_eos(text: bytes, max_length: int) -> np.ndarray:
 
 
 def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
-  """Reads `source<TAB>target` lines into a Split: inputs [N, max_length], targets [N, max_target_length].
+  """Reads `source<TAB>target` lines into a Split: inputs [N, max_length], targets [N,
+  max_target_length].
 
   Raises:
     DataError: a line without its 2 fields, naming the file and line.

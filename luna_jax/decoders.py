@@ -2,15 +2,19 @@
 
 Decoder-only (`LunaLM`): every layer owns a learnable P (§3.3: P must carry no information about X),
 runs causal Luna self-attention (eq. 7), then the FFN, post-LN. Encoder-decoder (`LunaSeq2Seq`): a
-`LunaEncoder` encodes the source; decoder layer 1 takes the encoder's final P; every decoder layer runs
-causal Luna self-attention with its input P, then Luna cross-attention that packs the encoder output with
+`LunaEncoder` encodes the source; decoder layer 1 takes the encoder's final P; every decoder layer
+runs
+causal Luna self-attention with its input P, then Luna cross-attention that packs the encoder
+output with
 that P (giving the next layer's P) and unpacks it for the target positions, then the FFN
 (fairseq-apollo, `fairseq/modules/luna_layer.py`, LunaDecoderLayer).
-Since P never sees target tokens, each decoder layer's P, pack queries and cross-attention keys/values
+Since P never sees target tokens, each decoder layer's P, pack queries and cross-attention
+keys/values
 are computed once per source sentence (`init_cache`) and decoding costs O(1) time and O(l*d) memory
 per token (`decode_step`).
 
-Caches are plain pytrees whose every leaf has the batch as leading axis, so beam search can reorder them.
+Caches are plain pytrees whose every leaf has the batch as leading axis, so beam search can reorder
+them.
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ class LunaLMLayer(_DecoderBlock):
 
 
 class LunaSeq2SeqLayer(_DecoderBlock):
-  """Encoder-decoder Luna layer: causal self-attention, Luna cross-attention updating P, FFN; post-LN."""
+  """Encoder-decoder Luna layer: causal self-attention, Luna cross-attention updating P, FFN;
+  post-LN."""
 
   def setup_extra(self):
     cfg = self.config
@@ -226,7 +231,8 @@ class LunaLM(_TokenDecoder):
     self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
 
   def __call__(self, inputs: Array, *, train: bool = False) -> Array:
-    """`[batch, n]` ids -> `[batch, n, vocab]` float32 next-token logits (position t sees ids <= t)."""
+    """`[batch, n]` ids -> `[batch, n, vocab]` float32 next-token logits (position t sees ids <=
+    t)."""
     x = self._embed(inputs, 0, not train)
     for layer in self.layers:
       x = layer(x, not train)
@@ -248,7 +254,8 @@ class LunaSeq2Seq(_TokenDecoder):
   """Encoder-decoder Luna (byte- or token-level sequence to sequence).
 
   Attributes:
-    config: hyper-parameters of encoder and decoder (`num_layers` each; `max_length` covers source and
+    config: hyper-parameters of encoder and decoder (`num_layers` each; `max_length` covers source
+    and
       target; `prepend_cls` must be False).
     bos_id: the token that starts every decoder input.
   """
@@ -267,7 +274,8 @@ class LunaSeq2Seq(_TokenDecoder):
     return self.encoder(inputs, lengths, deterministic=not train)
 
   def decode(self, decoder_inputs: Array, encoded: EncoderOutput, *, train: bool = False) -> Array:
-    """Teacher-forced decoding: `[batch, n]` decoder inputs -> `[batch, n, vocab]` float32 logits."""
+    """Teacher-forced decoding: `[batch, n]` decoder inputs -> `[batch, n, vocab]` float32
+    logits."""
     x, p = self._embed(decoder_inputs, 0, not train), encoded.p
     for layer in self.layers:
       x, p = layer(x, p, encoded.x, encoded.x_mask, encoded.p_mask, not train)
@@ -276,7 +284,8 @@ class LunaSeq2Seq(_TokenDecoder):
   def __call__(
     self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False
   ) -> Array:
-    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted right)."""
+    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted
+    right)."""
     encoded = self.encode(inputs, lengths, train=train)
     return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
 
@@ -290,5 +299,6 @@ class LunaSeq2Seq(_TokenDecoder):
     return {'position': jnp.zeros((batch,), jnp.int32), 'p_mask': encoded.p_mask, 'layers': layers}
 
   def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
-    """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new cache)."""
+    """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new
+    cache)."""
     return self._decode_step(tokens, cache, cache['p_mask'])

@@ -1,4 +1,5 @@
-"""Sequence encoders: the Luna encoder (contextual P flowing layer to layer) and the official LRA Transformer.
+"""Sequence encoders: the Luna encoder (contextual P flowing layer to layer) and the official LRA
+Transformer.
 
 Both take token ids and lengths and return an `EncoderOutput`, so a config switches them by name
 (`ENCODERS`). Hyper-parameters travel in one frozen `ModelConfig`.
@@ -172,7 +173,8 @@ class TokenEmbedding(nn.Module):
     config: the model config.
     embedding_stddev: stddev of the token (and CLS) embedding init.
     position_stddev: stddev of a learned position table init.
-    cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding init.
+    cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding
+    init.
   """
 
   config: ModelConfig
@@ -190,7 +192,8 @@ class TokenEmbedding(nn.Module):
       offset: position of the first token (incremental decoding), a scalar or `[batch]`.
 
     Returns:
-      (`[batch, n', d]` embeddings, `[batch]` lengths'), with n' = n + 1 when a CLS vector is prepended.
+      (`[batch, n', d]` embeddings, `[batch]` lengths'), with n' = n + 1 when a CLS vector is
+      prepended.
       A traced `offset` past the table (incremental decoding) gives NaN embeddings.
 
     Raises:
@@ -235,16 +238,21 @@ def learned_p(module: nn.Module, cfg: ModelConfig, name: str = 'projected_embedd
 
 
 class LunaEncoder(nn.Module):
-  """Luna encoder: embeddings, the first P, and `num_layers` Luna layers with P flowing between them.
+  """Luna encoder: embeddings, the first P, and `num_layers` Luna layers with P flowing between
+  them.
 
   First-layer P is a learned `[l, d]` table, init N(0, d^-1/2), shared by the batch. With
-  `embedding_layernorm` (LRA/BERT recipe) it is LayerNorm-ed; with `embed_scale` and sinusoidal positions
+  `embedding_layernorm` (LRA/BERT recipe) it is LayerNorm-ed; with `embed_scale` and sinusoidal
+  positions
   (MT recipe) it is scaled by sqrt(d) and gets the sinusoid of its slot index. The P mask is
-  `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens and
+  `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens
+  and
   masked P rows are zeroed at the input (LRA recipe); they never influence valid outputs.
 
-  With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned table
-  `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output Y_P; the
+  With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned
+  table
+  `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output Y_P;
+  the
   returned P is the last layer's Y_P.
 
   Attributes:

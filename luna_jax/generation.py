@@ -124,7 +124,8 @@ def greedy_decode(
 
 
 def sequence_lengths(tokens: Array, eos_id: int) -> Array:
-  """Length up to and including the first EOS (the full length when there is none): `[..., n]` -> `[...]`."""
+  """Length up to and including the first EOS (the full length when there is none): `[..., n]` ->
+  `[...]`."""
   n = tokens.shape[-1]
   is_eos = tokens == eos_id
   first = jnp.where(jnp.any(is_eos, axis=-1), jnp.argmax(is_eos, axis=-1) + 1, n)

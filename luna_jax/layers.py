@@ -1,8 +1,10 @@
-"""Thin Flax (linen) modules around `luna_jax.attention`: attention modules, feed-forward and layers.
+"""Thin Flax (linen) modules around `luna_jax.attention`: attention modules, feed-forward and
+layers.
 
 Parameter names follow the authors' code (fairseq-apollo, `fairseq/modules/luna_attention.py`) where
 a counterpart exists:
-`pack_query`, `pack_key`/`pack_value` (or tied `pack_kv`), `query`, `key`/`value` (or tied `kv`), `out`.
+`pack_query`, `pack_key`/`pack_value` (or tied `pack_kv`), `query`, `key`/`value` (or tied `kv`),
+`out`.
 All kernels are `[in, out]` Dense kernels with biases; head split is the contiguous one.
 """
 
@@ -231,9 +233,12 @@ class LunaAttention(nn.Module):
   """Bidirectional Luna attention: `Y_X, Y_P = LunaAttn(X, P, C)` (eqs. 3-5), `attn.luna_attention`
   with its projections.
 
-  Pack: `Y_P = Attn(P, C)` with `num_pack_heads` heads, context keys masked by `context_mask`, no output
-  projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads` heads, P keys
-  masked by `p_mask`, followed by the output projection. `pack`, `unpack_keys_values` and `unpack` are
+  Pack: `Y_P = Attn(P, C)` with `num_pack_heads` heads, context keys masked by `context_mask`, no
+  output
+  projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads` heads, P
+  keys
+  masked by `p_mask`, followed by the output projection. `pack`, `unpack_keys_values` and `unpack`
+  are
   exposed separately so a decoder can pack an encoder output once and reuse the unpack keys/values.
 
   Attributes:
@@ -320,7 +325,8 @@ class LunaAttention(nn.Module):
     *,
     deterministic: bool = True,
   ) -> Array:
-    """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n, d]`."""
+    """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch,
+    n, d]`."""
     q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
     y_x, probs = attn.dot_product_attention(
       q,
@@ -383,7 +389,8 @@ class LunaAttention(nn.Module):
 class LunaCausalAttention(nn.Module):
   """Causal Luna self-attention (eq. 7); P must carry no information about X.
 
-  `__call__` runs a whole sequence (chunked-parallel or scan); `project_p` and `step` run incremental
+  `__call__` runs a whole sequence (chunked-parallel or scan); `project_p` and `step` run
+  incremental
   decoding with a `CausalLunaState` (O(l*d) memory and O(1) time per token).
 
   Attributes:
@@ -419,7 +426,8 @@ class LunaCausalAttention(nn.Module):
       setattr(self, name, proj())
 
   def project_p(self, p: Array) -> Array:
-    """Pack queries from P: `[batch, l, d]` -> `[batch, l, heads, dh]` (cache them when decoding)."""
+    """Pack queries from P: `[batch, l, d]` -> `[batch, l, heads, dh]` (cache them when
+    decoding)."""
     return attn.split_heads(fused_dense(p, [self.pack_query], self.dtype)[0], self.num_heads)
 
   def _project_x(self, x: Array) -> tuple[Array, Array, Array, Array]:
@@ -540,7 +548,8 @@ class LunaEncoderLayer(nn.Module):
 
   Post-LN (the paper and every released config):
     X_A = LN(X + drop(Y_X)),  P' = LN(P + drop(Y_P)),  X' = LN(X_A + drop(FFN(X_A))).
-  Pre-LN (`normalize_before`): the LayerNorms move in front of the attention (on X and P) and the FFN,
+  Pre-LN (`normalize_before`): the LayerNorms move in front of the attention (on X and P) and the
+  FFN,
   residuals stay un-normalised; the encoder then adds a final LayerNorm on X and P.
 
   Attributes:
@@ -669,7 +678,8 @@ class SelfAttention(nn.Module):
   def attend(
     self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
   ) -> Array:
-    """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads, dh]`."""
+    """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads,
+    dh]`."""
     if self.implementation == 'softmax':
       y, _ = attn.dot_product_attention(
         query,
@@ -698,7 +708,8 @@ class TransformerEncoderLayer(nn.Module):
     attention_dropout_rate: attention-probability dropout.
     activation: MLP activation (official: 'gelu_tanh').
     attention_implementation: 'softmax' or 'fused'.
-    attention_module: builds the attention instead of `SelfAttention(implementation=...)`, called with
+    attention_module: builds the attention instead of `SelfAttention(implementation=...)`, called
+    with
       SelfAttention's fields (`luna_jax.baselines.self_attention_module` makes these).
     dtype: computation dtype.
     param_dtype: parameter dtype.
@@ -748,7 +759,8 @@ class TransformerEncoderLayer(nn.Module):
 
 
 def sinusoidal_positions(length: int, d: int) -> Array:
-  """Fixed sinusoidal table `[length, d]`: sin on even features, cos on odd (LRA / flax convention)."""
+  """Fixed sinusoidal table `[length, d]`: sin on even features, cos on odd (LRA / flax
+  convention)."""
   position = jnp.arange(length, dtype=jnp.float32)[:, None]
   div = jnp.exp(jnp.arange(0, d, 2, dtype=jnp.float32) * -(math.log(10000.0) / d))
   table = jnp.zeros((length, d), jnp.float32)

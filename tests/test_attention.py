@@ -1,4 +1,5 @@
-"""Luna attention, layers and encoders against the float64 NumPy reference of the paper's equations."""
+"""Luna attention, layers and encoders against the float64 NumPy reference of the paper's
+equations."""
 
 import math
 

@@ -35,7 +35,8 @@ def heads_of(x, h):
 
 
 def ref_linformer(q, k, v, e, f, h, mask):
-  """softmax(q_h (E^T k_h)^T / sqrt(dh)) (F^T v_h), masked keys zeroed; q (B, n, d), k/v (B, m, d)."""
+  """softmax(q_h (E^T k_h)^T / sqrt(dh)) (F^T v_h), masked keys zeroed; q (B, n, d), k/v (B, m,
+  d)."""
   m = k.shape[1]
   k, v = k * mask[..., None], v * mask[..., None]
   outs = []
@@ -47,7 +48,8 @@ def ref_linformer(q, k, v, e, f, h, mask):
 
 
 def ref_kernel_attention(phi_q, phi_k, v):
-  """phi_q (sum_j phi_k_j v_j^T) / (phi_q . sum_j phi_k_j) for one head: (B, n, f), (B, m, f), (B, m, d)."""
+  """phi_q (sum_j phi_k_j v_j^T) / (phi_q . sum_j phi_k_j) for one head: (B, n, f), (B, m, f), (B,
+  m, d)."""
   numerator = np.einsum('bnf,bmf,bmd->bnd', phi_q, phi_k, v)
   return numerator / np.einsum('bnf,bmf->bn', phi_q, phi_k)[..., None]
 

@@ -1,4 +1,5 @@
-"""Smoke test of the speed/memory benchmark: a tiny run of both modes, then the output files' schema."""
+"""Smoke test of the speed/memory benchmark: a tiny run of both modes, then the output files'
+schema."""
 
 import json
 import math

@@ -1,4 +1,5 @@
-"""The chunked-parallel causal Luna form equals the scan and the naive formula, in values and gradients."""
+"""The chunked-parallel causal Luna form equals the scan and the naive formula, in values and
+gradients."""
 
 import jax
 import jax.numpy as jnp

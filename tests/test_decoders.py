@@ -1,4 +1,5 @@
-"""Decoder-only and encoder-decoder Luna: incremental decoding equals the full pass, causality, search."""
+"""Decoder-only and encoder-decoder Luna: incremental decoding equals the full pass, causality,
+search."""
 
 import functools
 

@@ -1,4 +1,5 @@
-"""Encoders and classifiers: reference match, padding invariance, dtypes, gradients, parameter counts."""
+"""Encoders and classifiers: reference match, padding invariance, dtypes, gradients, parameter
+counts."""
 
 import dataclasses
 
