@@ -9,7 +9,7 @@ batch 1, 4 heads of 64 (d = 256), l = 16, at each length:
   scan           `causal_luna_attention`, one step per position;
   chunked        `causal_luna_attention_chunked` (exact chunked-parallel form);
   bidirectional  pack + unpack softmax attention (`dot_product_attention` twice), the non-causal
-  cost.
+                 cost.
 Mode 2 (decoding): tokens/s of a 4-layer, 256-wide `LunaLM` generating with its O(l*d) cache
 (`luna_jax.generation.generate`) against recomputing the whole prefix for every new token.
 

@@ -1,5 +1,5 @@
-r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, and a
-Figure-1-style plot.
+r"""Leaderboard report: a Table-1-style markdown of LRA runs next to the paper, and a Figure-1-style
+plot.
 
   python -m benchmarks.report --runs_dir runs --output_dir reports \
       [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096] \

@@ -2,44 +2,32 @@ r"""Speed and memory benchmark of Luna against softmax attention (the paper's Ta
 machine).
 
 Two modes, each writing `results.json`, `table_relative.md`, `table_absolute.md` and `plot.png`
-under
-`<output_dir>/<mode>/`:
+under `<output_dir>/<mode>/`:
 
   train_step  one full training step of the LRA Text classifier (forward, backward, optimizer
-  update),
-              through `luna_jax.train_lib.train_step` (jitted, state donated);
+              update), through `luna_jax.train_lib.train_step` (jitted, state donated);
   attention   the attention module alone (input projections, attention, output projection; no FFN,
-  no
-              LayerNorm, no optimizer): forward and backward with respect to its parameters and
-              inputs,
-              no dropout.
+              no LayerNorm, no optimizer): forward and backward with respect to its parameters and
+              inputs, no dropout.
 
 Every (model, length) cell runs in a fresh subprocess (so the process's peak RSS and the device's
-peak
-bytes belong to that cell), is compiled ahead of time (`jax.jit(...).lower(...).compile()`, compile
-time
-reported separately), warmed up, and then timed `--repeats` times with `jax.block_until_ready`; the
-median is reported. FLOPs per step come from XLA's cost analysis of the compiled program. Peak
-memory is
-the device's `peak_bytes_in_use` on GPU/TPU and the compiled program's `memory_analysis()` peak on
-CPU
-(the process's peak RSS is reported beside it). A cell whose compiled peak exceeds
-`--memory_limit_gb`, or
-that fails with RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM; once a model is
-OOM at
-one length, its longer lengths are reported OOM without running. The machine's dense-matmul peak
-FLOP/s is measured in the same run, so achieved FLOP/s can be given as a fraction of it. With
-`--profile`, each cell runs one more step under `jax.profiler.trace` (a Perfetto/TensorBoard trace
-under
-`<output_dir>/<mode>/traces/`) and `profile.md` gives the milliseconds per step of each XLA op class
-(the op name without its numeric suffix, e.g. `ynn_fusion` for a fused matmul on CPU) across the
-cells.
+peak bytes belong to that cell), is compiled ahead of time (`jax.jit(...).lower(...).compile()`,
+compile time reported separately), warmed up, and then timed `--repeats` times with
+`jax.block_until_ready`; the median is reported. FLOPs per step come from XLA's cost analysis of the
+compiled program. Peak memory is the device's `peak_bytes_in_use` on GPU/TPU and the compiled
+program's `memory_analysis()` peak on CPU (the process's peak RSS is reported beside it). A cell
+whose compiled peak exceeds `--memory_limit_gb`, or that fails with RESOURCE_EXHAUSTED, or whose
+process is killed, is reported as OOM; once a model is OOM at one length, its longer lengths are
+reported OOM without running. The machine's dense-matmul peak FLOP/s is measured in the same run, so
+achieved FLOP/s can be given as a fraction of it. With `--profile`, each cell runs one more step
+under `jax.profiler.trace` (a Perfetto/TensorBoard trace under `<output_dir>/<mode>/traces/`) and
+`profile.md` gives the milliseconds per step of each XLA op class (the op name without its numeric
+suffix, e.g. `ynn_fusion` for a fused matmul on CPU) across the cells.
 
 Example (the committed CPU run, see README "Benchmarks"):
 
-  python -m benchmarks.speed_memory --mode train_step,attention --batch_size 1 --warmup 1 --repeats
-  3 \
-      --long_lengths 8K,16K --long_models transformer,luna16 --max_step_s 20 \
+  python -m benchmarks.speed_memory --mode train_step,attention --batch_size 1 --warmup 1 \
+      --repeats 3 --long_lengths 8K,16K --long_models transformer,luna16 --max_step_s 20 \
       --output_dir benchmarks/results/cpu
 """
 
@@ -101,7 +89,7 @@ class Architecture:
     mlp_dim: FFN hidden size.
     activation: FFN activation, the same for every model so the FFN cost is identical.
     pooling: 'mean' for every model: no CLS token, so the sequence length is exactly the input
-    length.
+      length.
     dropout_rate: embedding/residual dropout.
     attention_dropout_rate: attention-probability dropout (the fused attention has none).
     dtype: computation dtype.
@@ -205,12 +193,10 @@ def _optimizer_config() -> dict[str, Any]:
 def make_attention_step(name: str, arch: Architecture, batch_size: int, length: int, seed: int):
   """The attention module alone: forward and backward w.r.t. its parameters and inputs.
 
-  Transformer: `luna_jax.layers.SelfAttention` (q/k/v/out projections + softmax or fused
-  attention), or
-  its Linformer / linear / Performer subclass (`luna_jax.baselines`).
-  Luna: `luna_jax.layers.LunaAttention` (pack and unpack with their projections) on x and a `[l,
-  d]` P.
-  All keys valid (full-length masks), no dropout.
+  Transformer: `luna_jax.layers.SelfAttention` (q/k/v/out projections + softmax or fused attention),
+  or its Linformer / linear / Performer subclass (`luna_jax.baselines`).
+  Luna: `luna_jax.layers.LunaAttention` (pack and unpack with their projections) on x and a `[l, d]`
+  P. All keys valid (full-length masks), no dropout.
 
   Returns:
     `(args, step)` with `step(*args) -> gradients` (not jitted).
@@ -275,8 +261,7 @@ def compiled_memory(compiled) -> dict[str, int | None]:
     for k in ('argument', 'output', 'alias', 'temp')
   }
   # On CPU `peak_memory_in_bytes` leaves the temporaries out, so the peak is taken as live
-  # arguments,
-  # outputs and temporaries; a donated (aliased) buffer counts once.
+  # arguments, outputs and temporaries; a donated (aliased) buffer counts once.
   peak = fields['argument'] + fields['output'] - fields['alias'] + fields['temp']
   peak = max(peak, int(getattr(stats, 'peak_memory_in_bytes', 0) or 0))
   return {
@@ -324,8 +309,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
   Args:
     spec: `mode`, `model`, `length`, `batch_size`, `warmup`, `repeats`, `seed`, `memory_limit_bytes`
       (None: no guard), `arch` (an `Architecture` as a dict) and optionally `compile_only` (a
-      reason:
-      compile and check the memory guard, but do not time).
+      reason: compile and check the memory guard, but do not time).
 
   Returns:
     A result record (see `_finish_record`); `status` is 'ok', 'OOM' or 'skipped'.
@@ -423,10 +407,8 @@ def op_class_times(trace_dir: str) -> dict[str, float]:
   """Milliseconds per XLA op class in the newest Perfetto trace under `trace_dir`, largest first.
 
   An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only
-  the
-  events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one step
-  can run
-  on two threads at once, so the sum can exceed the step's wall time slightly.
+  the events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one
+  step can run on two threads at once, so the sum can exceed the step's wall time slightly.
 
   Raises:
     FileNotFoundError: no Perfetto trace under `trace_dir`.

@@ -7,8 +7,8 @@ modelling.
 
 Tokens are UTF-8 bytes + 1 (pad 0) as in the byte-level LRA tasks, plus `EOS_ID` and `BOS_ID`.
 A Split holds token-level targets: for seq2seq `inputs` is the source and `targets` the target
-followed
-by EOS; for the LM `inputs` is BOS + the line and `targets` the line + EOS (next-token prediction).
+followed by EOS; for the LM `inputs` is BOS + the line and `targets` the line + EOS (next-token
+prediction).
 """
 
 from __future__ import annotations

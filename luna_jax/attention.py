@@ -8,20 +8,18 @@ values.
 
 Shapes name the projection length (the length of P, `projection_length` in the configs) l, as the
 paper does. Masks are boolean, `True` = "may be attended to". A query row whose keys are all masked
-gets a uniform
-distribution instead of NaN (the masked logits are the most negative finite float32, not -inf).
+gets a uniform distribution instead of NaN (the masked logits are the most negative finite float32,
+not -inf).
 
 Luna (Ma et al., 2021, §3; `luna_attention`):
   pack:    Y_P = Attn(P, C)   with the context key mask,
   unpack:  Y_X = Attn(X, Y_P) with the P mask.
 Causal Luna (eq. 7), per head with t the 1-based position, q and the P queries both scaled by
-1/sqrt(dh):
-  a_t        = omega(pk_t . PQ^T)                      (l,)   omega = softplus(beta) or elu + 1
-  logits_t   = (1/t) q_t . sum_{j<=t} k_j a_j^T        (l,)   then P mask, softmax over l -> u_t
-  y_t        = (1/t) u_t . sum_{j<=t} a_j v_j^T        (dh,)
+  1/sqrt(dh): a_t        = omega(pk_t . PQ^T)                      (l,)   omega = softplus(beta) or
+  elu + 1 logits_t   = (1/t) q_t . sum_{j<=t} k_j a_j^T        (l,)   then P mask, softmax over l ->
+  u_t y_t        = (1/t) u_t . sum_{j<=t} a_j v_j^T        (dh,)
 The running sums are the state carried by `jax.lax.scan` (`causal_luna_attention`) and advanced one
-token
-at a time by `causal_luna_step`.
+token at a time by `causal_luna_step`.
 """
 
 from __future__ import annotations
@@ -481,8 +479,8 @@ def causal_luna_attention(
 
   The scan carries only the per-head `l x head_dim` running sums, so the forward pass holds
   O(n*d + l*d) memory instead of the O(n*l*d) of a cumulative-sum formulation. (Reverse-mode
-  differentiation of a scan stores one carry per step; the chunked form is the one for long
-  training runs.)
+  differentiation of a scan stores one carry per step; the chunked form is the one for long training
+  runs.)
 
   Args:
     pack_query: `[batch, l, heads, head_dim]` projected P (unscaled; P must not depend on X).
@@ -564,11 +562,10 @@ def causal_luna_attention_chunked(
   positions both sums split into the running sums before the chunk plus a lower-triangular matmul:
     logits = (Q K0 + tril(Q Kc^T) A) / t,   u = softmax(logits),   Y = (u V0 + tril(u A^T) Vc) / t,
   with A the chunk's pack weights and t the 1-based positions. The running sums (K0, V0) of every
-  chunk
-  are an exclusive cumulative sum of per-chunk sums, so all chunks are computed at once as batched
-  matmuls: no sequential loop, memory O(n*d + (n/C)*l*d). Same function as `causal_luna_attention`
-  (dropout masks are drawn differently). Causality is exact: a position's output is bit-identical
-  whatever the later positions hold.
+  chunk are an exclusive cumulative sum of per-chunk sums, so all chunks are computed at once as
+  batched matmuls: no sequential loop, memory O(n*d + (n/C)*l*d). Same function as
+  `causal_luna_attention` (dropout masks are drawn differently). Causality is exact: a position's
+  output is bit-identical whatever the later positions hold.
 
   Args:
     pack_query: `[batch, l, heads, head_dim]` projected P (unscaled).

@@ -2,25 +2,22 @@
 Performer.
 
 LRA (Tay et al., 2021) defines each of them as its Transformer with another self-attention, and so
-does
-this module: the pure functions below work on projected, head-split `[batch, length, heads,
-head_dim]`
-tensors (like `luna_jax.attention`), and the thin modules are `luna_jax.layers.SelfAttention` (same
-no-bias q/k/v/out projections) with another `attend`. `luna_jax.attention_registry` maps an
-`attention_implementation` name to the module the LRA Transformer block builds.
+does this module: the pure functions below work on projected, head-split `[batch, length, heads,
+head_dim]` tensors (like `luna_jax.attention`), and the thin modules are
+`luna_jax.layers.SelfAttention` (same no-bias q/k/v/out projections) with another `attend`.
+`luna_jax.attention_registry` maps an `attention_implementation` name to the module the LRA
+Transformer block builds.
 
   linformer  Wang et al. (2020): keys and values projected along the sequence by learned
-  `[max_length, r]`
-             matrices E and F (one pair per layer, shared by the heads), then softmax attention
-             over the
+             `[max_length, r]` matrices E and F (one pair per layer, shared by the heads), then
+             softmax attention over the
              r projected positions. The length is fixed, as in the original: longer inputs are
              rejected.
   linear     Katharopoulos et al. (2020): phi(x) = elu(x) + 1,
              out_i = phi(q_i) (sum_j phi(k_j) v_j^T) / (phi(q_i) . sum_j phi(k_j)).
   performer  Choromanski et al. (2021), FAVOR+: positive orthogonal random features of the softmax
-  kernel,
-             phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m) with x' = x / head_dim^(1/4), then the
-             linear form.
+             kernel, phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m) with x' = x / head_dim^(1/4), then
+             the linear form.
 
 Masked (padding) keys are zeroed before the projection (Linformer), in feature space (linear) or in
 the exponent, before the exponential (FAVOR+), so they never contribute, in values or gradients.
@@ -67,7 +64,7 @@ def linformer_attention(
     key_projection: E, `[max_length, r]`; its first m rows project the m keys.
     value_projection: F, `[max_length, r]`.
     key_mask: optional `[batch, m]` bool, True for real keys (masked keys are zeroed before
-    projecting).
+      projecting).
     dropout_rate: dropout on the `[n, r]` attention probabilities.
     dropout_rng: PRNG key for the dropout.
     deterministic: disable dropout.
@@ -108,8 +105,7 @@ def kernelized_attention(query_features: Array, key_features: Array, value: Arra
   Args:
     query_features: `[batch, n, heads, f]` non-negative float32 features phi of the queries.
     key_features: `[batch, m, heads, f]` non-negative float32 features psi of the keys (zero for
-    masked
-      keys).
+      masked keys).
     value: `[batch, m, heads, v_dim]`.
 
   Returns:
@@ -171,9 +167,8 @@ def orthogonal_random_matrix(rng: Array, nb_features: int, dim: int) -> Array:
   """FAVOR+ projection: `[nb_features, dim]` rows orthogonal within each block of `dim` rows.
 
   Each block is the orthogonal factor (positive-diagonal R, hence Haar) of a Gaussian matrix; each
-  row
-  is then rescaled by the norm of an independent `dim`-dimensional Gaussian vector, so every row is
-  marginally N(0, I) (Performer's `ortho_scaling=0`).
+  row is then rescaled by the norm of an independent `dim`-dimensional Gaussian vector, so every row
+  is marginally N(0, I) (Performer's `ortho_scaling=0`).
 
   Args:
     rng: PRNG key.
@@ -199,9 +194,8 @@ def favor_features(
 
   phi(x) = exp(W x' - |x'|^2 / 2 - c) / sqrt(m), x' = x / head_dim^(1/4), so that
   E[phi(q) . phi(k)] = exp(q . k / sqrt(head_dim)) * exp(-c_q - c_k). The stabiliser c is the
-  largest
-  exponent of each query row (queries) or of all real keys of a (batch, head) (keys); both cancel
-  between the numerator and the normaliser of the attention.
+  largest exponent of each query row (queries) or of all real keys of a (batch, head) (keys); both
+  cancel between the numerator and the normaliser of the attention.
 
   Args:
     x: `[batch, length, heads, head_dim]`.
@@ -255,8 +249,7 @@ class LinformerSelfAttention(SelfAttention):
   """Linformer self-attention: the LRA projections around `linformer_attention`.
 
   Parameters `key_projection` (E) and `value_projection` (F), `[max_length, low_rank_features]`,
-  init
-  N(0, 1/max_length) (LRA's lecun_normal over the length axis).
+  init N(0, 1/max_length) (LRA's lecun_normal over the length axis).
 
   Attributes:
     max_length: the fixed sequence length (longer inputs raise ValueError).
@@ -304,9 +297,8 @@ class PerformerSelfAttention(SelfAttention):
   """Performer (FAVOR+) self-attention; no attention dropout.
 
   The projection is not a parameter. It is drawn from a key fixed by the module's path (so each
-  layer
-  has its own, identical in every call and run, and a constant of the compiled program), or, with
-  `redraw_features`, drawn anew at every training call from the 'dropout' rng stream (a new
+  layer has its own, identical in every call and run, and a constant of the compiled program), or,
+  with `redraw_features`, drawn anew at every training call from the 'dropout' rng stream (a new
   projection per step; evaluation uses the fixed one).
 
   Attributes:

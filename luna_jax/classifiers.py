@@ -4,13 +4,11 @@ Pooling (paper Table 1 and Table 3):
   'cls'  - the state of the prepended CLS vector (position 0);
   'mean' - mean over the real tokens (padding excluded);
   'p'    - mean over the usable rows of Luna's final P (the authors average every row of a
-  batch-sliced P;
-           averaging the usable rows makes an example's representation independent of its batch).
-Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat',
-official LRA)
-or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations'). `luna_jax.models.build_model`
-builds
-these from a config.
+           batch-sliced P; averaging the usable rows makes an example's representation independent
+           of its batch).
+Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat', official
+LRA) or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations').
+`luna_jax.models.build_model` builds these from a config.
 """
 
 from __future__ import annotations

@@ -3,15 +3,12 @@
 Decoder-only (`LunaLM`): every layer owns a learnable P (§3.3: P must carry no information about X),
 runs causal Luna self-attention (eq. 7), then the FFN, post-LN. Encoder-decoder (`LunaSeq2Seq`): a
 `LunaEncoder` encodes the source; decoder layer 1 takes the encoder's final P; every decoder layer
-runs
-causal Luna self-attention with its input P, then Luna cross-attention that packs the encoder
-output with
-that P (giving the next layer's P) and unpacks it for the target positions, then the FFN
+runs causal Luna self-attention with its input P, then Luna cross-attention that packs the encoder
+output with that P (giving the next layer's P) and unpacks it for the target positions, then the FFN
 (fairseq-apollo, `fairseq/modules/luna_layer.py`, LunaDecoderLayer).
 Since P never sees target tokens, each decoder layer's P, pack queries and cross-attention
-keys/values
-are computed once per source sentence (`init_cache`) and decoding costs O(1) time and O(l*d) memory
-per token (`decode_step`).
+keys/values are computed once per source sentence (`init_cache`) and decoding costs O(1) time and
+O(l*d) memory per token (`decode_step`).
 
 Caches are plain pytrees whose every leaf has the batch as leading axis, so beam search can reorder
 them.
@@ -255,8 +252,7 @@ class LunaSeq2Seq(_TokenDecoder):
 
   Attributes:
     config: hyper-parameters of encoder and decoder (`num_layers` each; `max_length` covers source
-    and
-      target; `prepend_cls` must be False).
+      and target; `prepend_cls` must be False).
     bos_id: the token that starts every decoder input.
   """
 

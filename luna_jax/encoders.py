@@ -174,7 +174,7 @@ class TokenEmbedding(nn.Module):
     embedding_stddev: stddev of the token (and CLS) embedding init.
     position_stddev: stddev of a learned position table init.
     cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding
-    init.
+      init.
   """
 
   config: ModelConfig
@@ -193,8 +193,7 @@ class TokenEmbedding(nn.Module):
 
     Returns:
       (`[batch, n', d]` embeddings, `[batch]` lengths'), with n' = n + 1 when a CLS vector is
-      prepended.
-      A traced `offset` past the table (incremental decoding) gives NaN embeddings.
+      prepended. A traced `offset` past the table (incremental decoding) gives NaN embeddings.
 
     Raises:
       ValueError: a static `offset + n` exceeds `max_length` (see `check_positions`).
@@ -243,17 +242,13 @@ class LunaEncoder(nn.Module):
 
   First-layer P is a learned `[l, d]` table, init N(0, d^-1/2), shared by the batch. With
   `embedding_layernorm` (LRA/BERT recipe) it is LayerNorm-ed; with `embed_scale` and sinusoidal
-  positions
-  (MT recipe) it is scaled by sqrt(d) and gets the sinusoid of its slot index. The P mask is
-  `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens
-  and
-  masked P rows are zeroed at the input (LRA recipe); they never influence valid outputs.
+  positions (MT recipe) it is scaled by sqrt(d) and gets the sinusoid of its slot index. The P mask
+  is `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens
+  and masked P rows are zeroed at the input (LRA recipe); they never influence valid outputs.
 
   With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned
-  table
-  `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output Y_P;
-  the
-  returned P is the last layer's Y_P.
+  table `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output
+  Y_P; the returned P is the last layer's Y_P.
 
   Attributes:
     config: the model config.

@@ -4,8 +4,7 @@ layers.
 Parameter names follow the authors' code (fairseq-apollo, `fairseq/modules/luna_attention.py`) where
 a counterpart exists:
 `pack_query`, `pack_key`/`pack_value` (or tied `pack_kv`), `query`, `key`/`value` (or tied `kv`),
-`out`.
-All kernels are `[in, out]` Dense kernels with biases; head split is the contiguous one.
+`out`. All kernels are `[in, out]` Dense kernels with biases; head split is the contiguous one.
 """
 
 from __future__ import annotations
@@ -234,12 +233,10 @@ class LunaAttention(nn.Module):
   with its projections.
 
   Pack: `Y_P = Attn(P, C)` with `num_pack_heads` heads, context keys masked by `context_mask`, no
-  output
-  projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads` heads, P
-  keys
-  masked by `p_mask`, followed by the output projection. `pack`, `unpack_keys_values` and `unpack`
-  are
-  exposed separately so a decoder can pack an encoder output once and reuse the unpack keys/values.
+  output projection (heads concatenated back to d). Unpack: `Y_X = Attn(X, Y_P)` with `num_heads`
+  heads, P keys masked by `p_mask`, followed by the output projection. `pack`, `unpack_keys_values`
+  and `unpack` are exposed separately so a decoder can pack an encoder output once and reuse the
+  unpack keys/values.
 
   Attributes:
     features: model width d.
@@ -325,8 +322,8 @@ class LunaAttention(nn.Module):
     *,
     deterministic: bool = True,
   ) -> Array:
-    """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch,
-    n, d]`."""
+    """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n,
+    d]`."""
     q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
     y_x, probs = attn.dot_product_attention(
       q,
@@ -390,8 +387,7 @@ class LunaCausalAttention(nn.Module):
   """Causal Luna self-attention (eq. 7); P must carry no information about X.
 
   `__call__` runs a whole sequence (chunked-parallel or scan); `project_p` and `step` run
-  incremental
-  decoding with a `CausalLunaState` (O(l*d) memory and O(1) time per token).
+  incremental decoding with a `CausalLunaState` (O(l*d) memory and O(1) time per token).
 
   Attributes:
     features: model width d.
@@ -549,8 +545,7 @@ class LunaEncoderLayer(nn.Module):
   Post-LN (the paper and every released config):
     X_A = LN(X + drop(Y_X)),  P' = LN(P + drop(Y_P)),  X' = LN(X_A + drop(FFN(X_A))).
   Pre-LN (`normalize_before`): the LayerNorms move in front of the attention (on X and P) and the
-  FFN,
-  residuals stay un-normalised; the encoder then adds a final LayerNorm on X and P.
+  FFN, residuals stay un-normalised; the encoder then adds a final LayerNorm on X and P.
 
   Attributes:
     num_heads: unpack heads.
@@ -709,8 +704,7 @@ class TransformerEncoderLayer(nn.Module):
     activation: MLP activation (official: 'gelu_tanh').
     attention_implementation: 'softmax' or 'fused'.
     attention_module: builds the attention instead of `SelfAttention(implementation=...)`, called
-    with
-      SelfAttention's fields (`luna_jax.baselines.self_attention_module` makes these).
+      with SelfAttention's fields (`luna_jax.baselines.self_attention_module` makes these).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """

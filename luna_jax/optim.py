@@ -9,14 +9,12 @@ count, so the learning rate of the very first update is 0 under `linear_warmup`.
   rsqrt_decay              1 / sqrt(max(step, warmup_steps))           (peak base / sqrt(warmup))
   rsqrt_normalized_decay   sqrt(warmup_steps) / sqrt(max(step, warmup_steps))   (peak = base)
   cosine_decay             max(0, (1 + cos(pi * (p mod 1))) / 2), p = max(0, step - warmup) /
-  steps_per_cycle
-  linear_decay             max(0, 1 - p), the same p: linear decay to 0 over steps_per_cycle after
-  the
-                           warmup (BERT/RoBERTa pretraining and finetuning, the paper's Table 8)
+  steps_per_cycle linear_decay             max(0, 1 - p), the same p: linear decay to 0 over
+                           steps_per_cycle after the warmup (BERT/RoBERTa pretraining and
+                           finetuning, the paper's Table 8)
 
 `constant * linear_warmup * rsqrt_normalized_decay` is fairseq's `inverse_sqrt` with the peak
-learning
-rate `base_learning_rate` (the Luna recipes; fairseq warms up from 1e-7 instead of 0).
+learning rate `base_learning_rate` (the Luna recipes; fairseq warms up from 1e-7 instead of 0).
 
 The optimizer is AdamW as in both official codebases: Adam with decoupled weight decay scaled by the
 learning rate (`param -= lr * wd * param`) applied to every parameter, optionally behind gradient
@@ -88,8 +86,7 @@ def learning_rate_schedule(
 
   Args:
     factors: factor names joined by '*', e.g. 'constant * linear_warmup * rsqrt_decay' (see the
-    module
-      docstring for the definitions).
+      module docstring for the definitions).
     base_learning_rate: the `constant` factor.
     warmup_steps: warmup length in updates.
     steps_per_cycle: cosine period, or linear-decay length, in updates after the warmup

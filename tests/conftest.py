@@ -2,12 +2,11 @@
 
 XLA_FLAGS and the JAX cache settings must be in place before jax is first imported, so they are set
 here, at conftest import time (subprocesses, such as the notebook's kernel and the benchmark's
-cells,
-inherit them). Code under test still defaults to one device wherever it does not ask for
+cells, inherit them). Code under test still defaults to one device wherever it does not ask for
 `jax.local_devices()`. The tests' programs are tiny and compiled once or twice each, so XLA's CPU
 backend skips its LLVM optimisations (`--xla_backend_optimization_level=0`): compiles take a fifth
-of
-the time and the values are the same, only the generated code is slower. The persistent compilation
+of the time and the values are the same, only the generated code is slower. The persistent
+compilation
 cache lives in a fresh temporary folder per session: programs compiled twice in one session (e.g. a
 training run and its resumed copy) compile once.
 """

@@ -1,10 +1,8 @@
 """Float64 NumPy reference implementations written directly from the Luna paper's equations.
 
 Deliberately naive and loop-friendly: eq. (1) attention, eqs. (3)-(5) pack/unpack, eq. (6) Luna
-layer and
-eq. (7) causal Luna attention as a sum over j <= t for every t (O(n^2)). Parameters are the Flax
-parameter
-dicts of the modules under test, converted to float64.
+layer and eq. (7) causal Luna attention as a sum over j <= t for every t (O(n^2)). Parameters are
+the Flax parameter dicts of the modules under test, converted to float64.
 """
 
 from __future__ import annotations

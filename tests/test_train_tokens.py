@@ -1,6 +1,5 @@
 """The causal models through the one trainer: encoder-decoder Luna learns to sort, the Luna LM
-learns
-its corpus, and token-level losses are the same on one and on eight devices."""
+learns its corpus, and token-level losses are the same on one and on eight devices."""
 
 import json
 import math
