@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import luna_jax
-from luna_jax import objectives, optim, train_lib
+from luna_jax import objectives, train_lib
+from tests.test_train import constant_optimizer
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
@@ -59,19 +60,7 @@ def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
     'lengths': np.full(8, 6, np.int32),
     'targets': np.zeros(8, np.int32),
   }
-  optimizer = optim.make_optimizer(
-    optim.OptimizerConfig(
-      learning_rate=1e-3,
-      schedule='constant',
-      warmup_steps=0,
-      steps_per_cycle=1,
-      weight_decay=0.0,
-      b1=0.9,
-      b2=0.98,
-      eps=1e-9,
-      grad_clip_norm=0.0,
-    )
-  )
+  optimizer = constant_optimizer(1e-3)
   state = train_lib.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
   train = jax.jit(functools.partial(train_lib.train_step, model=random_labels, optimizer=optimizer))
   evaluate = {

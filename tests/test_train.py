@@ -31,6 +31,23 @@ CONFIG_FILES = {
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
+def constant_optimizer(learning_rate: float, grad_clip_norm: float = 0.0):
+  """AdamW (0.9, 0.98, eps 1e-9) at a constant learning rate, no weight decay (tiny step tests)."""
+  return optim.make_optimizer(
+    optim.OptimizerConfig(
+      learning_rate=learning_rate,
+      schedule='constant',
+      warmup_steps=0,
+      steps_per_cycle=1,
+      weight_decay=0.0,
+      b1=0.9,
+      b2=0.98,
+      eps=1e-9,
+      grad_clip_norm=grad_clip_norm,
+    )
+  )
+
+
 def tiny_config(tiny_lra_data, task='listops', variant='luna16', **training):
   """The real task config in its debug version, on tiny generated data, on one device, 3 steps."""
   config = importlib.import_module(f'configs.{CONFIG_FILES[task]}').get_config(f'{variant},debug')
@@ -223,19 +240,7 @@ def test_tiny_model_overfits_a_fixed_batch():
     'lengths': rng.integers(4, 13, 8).astype(np.int32),
     'targets': rng.integers(0, 4, 8).astype(np.int32),
   }
-  optimizer = optim.make_optimizer(
-    optim.OptimizerConfig(
-      learning_rate=3e-3,
-      schedule='constant',
-      warmup_steps=0,
-      steps_per_cycle=1,
-      weight_decay=0.0,
-      b1=0.9,
-      b2=0.98,
-      eps=1e-9,
-      grad_clip_norm=1.0,
-    )
-  )
+  optimizer = constant_optimizer(3e-3, grad_clip_norm=1.0)
   state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   step = jax.jit(functools.partial(train_lib.train_step, model=model, optimizer=optimizer))
   for _ in range(150):

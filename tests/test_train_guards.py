@@ -25,7 +25,7 @@ import luna_jax
 from configs import base as config_base
 from luna_jax import checkpointing, optim, train_lib
 from luna_jax import workdir as workdir_lib
-from tests.test_train import checkpoint_params, read_jsonl, tiny_config
+from tests.test_train import checkpoint_params, constant_optimizer, read_jsonl, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -451,19 +451,7 @@ def test_one_and_eight_devices_do_not_share_the_dropout_masks():
     'lengths': np.full(8, 12, np.int32),
     'targets': rng.integers(0, 4, 8).astype(np.int32),
   }
-  optimizer = optim.make_optimizer(
-    optim.OptimizerConfig(
-      learning_rate=1e-3,
-      schedule='constant',
-      warmup_steps=0,
-      steps_per_cycle=1,
-      weight_decay=0.0,
-      b1=0.9,
-      b2=0.98,
-      eps=1e-9,
-      grad_clip_norm=0.0,
-    )
-  )
+  optimizer = constant_optimizer(1e-3)
   model = luna_jax.build_model(
     {
       'name': 'luna',
