@@ -142,6 +142,14 @@ def test_generator_distribution_and_files(tmp_path):
     assert evaluate(tokens) == label
   assert listops_generator.generate(300, 20, 20, **kwargs) == splits
   assert listops_generator.generate(300, 20, 20, **{**kwargs, 'seed': 4}) != splits
+  parallel = listops_generator.generate(300, 20, 20, **kwargs, num_workers=2)
+  assert [len(rows) for rows in parallel.values()] == [300, 20, 20]
+  parallel_sources = [s for rows in parallel.values() for s, _ in rows]
+  assert len(set(parallel_sources)) == len(parallel_sources)
+  for source, label in (row for rows in parallel.values() for row in rows):
+    assert evaluate(listops.tokenize_source(source)) == label
+  assert parallel != splits
+  assert listops_generator.generate(300, 20, 20, **kwargs, num_workers=2) == parallel
   listops_generator.main(
     [
       '--output_dir',
