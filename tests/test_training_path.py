@@ -6,6 +6,7 @@ import re
 
 import flax.linen as nn
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -56,6 +57,20 @@ def test_exact_gelu_values_and_gradient_match_autodiff_of_the_erf_form():
   assert_trees_close(layers.exact_gelu(x), jax.nn.gelu(x, approximate=False))
   grad = jax.vmap(jax.grad(layers.exact_gelu))(x)
   assert_trees_close(grad, jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=False)))(x))
+
+
+def test_threefry2x32_is_bitwise_jax_threefry():
+  keys = jax.random.bits(jax.random.PRNGKey(0), (2,), jnp.uint32)
+  edges = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], np.uint32)
+  x_1 = jnp.concatenate([jnp.asarray(edges), jnp.arange(1000, dtype=jnp.uint32)])
+  x_2 = jnp.concatenate([jnp.asarray(edges[::-1]), jax.random.bits(jax.random.PRNGKey(1), (1000,))])
+  for key_1, key_2 in [(keys[0], keys[1]), (np.uint32(0), np.uint32(2**32 - 1))]:
+    ours = jax.jit(attn.threefry2x32)(key_1, key_2, x_1, x_2)
+    jax_words = jax.extend.random.threefry2x32_p.bind(
+      jnp.uint32(key_1), jnp.uint32(key_2), x_1, x_2
+    )
+    for word, expected in zip(ours, jax_words, strict=True):
+      np.testing.assert_array_equal(np.asarray(word), np.asarray(expected))
 
 
 def test_dropout_keep_mask_rate_and_scaling():
