@@ -255,7 +255,10 @@ def main(argv: list[str] | None = None) -> None:
   if not todo:
     print(f'{output_dir}: already generated with these settings; nothing to do.')
     return
-  splits = generate(**args)
+  try:
+    splits = generate(**args)
+  except DataError as e:
+    parser.error(str(e))
   output_dir.mkdir(parents=True, exist_ok=True)
   for split, rows in splits.items():
     write_tsv(output_dir / FILES[split], rows)

@@ -130,7 +130,7 @@ def test_generator_labels_on_hand_checked_trees():
   assert listops_generator.to_string(tree) == '( ( ( [MAX 2 ) 9 ) ] )'
 
 
-def test_generator_distribution_and_files(tmp_path):
+def test_generator_distribution_and_files(tmp_path, capsys):
   kwargs = dict(min_length=10, max_length=60, max_depth=4, max_args=5, seed=3)
   splits = listops_generator.generate(300, 20, 20, **kwargs)
   assert [len(rows) for rows in splits.values()] == [300, 20, 20]
@@ -150,6 +150,9 @@ def test_generator_distribution_and_files(tmp_path):
     assert evaluate(listops.tokenize_source(source)) == label
   assert parallel != splits
   assert listops_generator.generate(300, 20, 20, **kwargs, num_workers=2) == parallel
+  with pytest.raises(SystemExit):
+    listops_generator.main(['--output_dir', str(tmp_path / 'none'), '--num_workers', '0'])
+  assert 'num_workers must be at least 1, got 0' in capsys.readouterr().err
   listops_generator.main(
     [
       '--output_dir',
