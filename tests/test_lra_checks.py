@@ -156,25 +156,14 @@ def test_a_damaged_marker_is_rebuilt_and_an_undeletable_entry_is_named(tmp_path,
     load_retrieval(tmp_path)
 
 
+def tiny_listops_args(output_dir) -> list[str]:
+  """`lra.listops_generator` flags for 5/2/2 short trees in `output_dir`."""
+  flags = '--num_train 5 --num_val 2 --num_test 2 --min_length 5 --max_length 30 --max_depth 3'
+  return ['--output_dir', str(output_dir), *flags.split(), '--max_args', '4']
+
+
 def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
-  args = [
-    '--output_dir',
-    str(tmp_path),
-    '--num_train',
-    '5',
-    '--num_val',
-    '2',
-    '--num_test',
-    '2',
-    '--min_length',
-    '5',
-    '--max_length',
-    '30',
-    '--max_depth',
-    '3',
-    '--max_args',
-    '4',
-  ]
+  args = tiny_listops_args(tmp_path)
   listops_generator.main(args)
   before = (tmp_path / 'basic_train.tsv').read_text()
   with pytest.raises(SystemExit):
@@ -209,24 +198,7 @@ def _tree_state(root):
 def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_changed(
   tmp_path, capsys
 ):
-  args = [
-    '--output_dir',
-    str(tmp_path),
-    '--num_train',
-    '5',
-    '--num_val',
-    '2',
-    '--num_test',
-    '2',
-    '--min_length',
-    '5',
-    '--max_length',
-    '30',
-    '--max_depth',
-    '3',
-    '--max_args',
-    '4',
-  ]
+  args = tiny_listops_args(tmp_path)
   listops_generator.main(args)
   before = _tree_state(tmp_path)
   listops_generator.main(args)
