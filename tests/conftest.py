@@ -6,9 +6,9 @@ cells, inherit them). Code under test still defaults to one device wherever it d
 `jax.local_devices()`. The tests' programs are tiny and compiled once or twice each, so XLA's CPU
 backend skips its LLVM optimisations (`--xla_backend_optimization_level=0`): compiles take a fifth
 of the time and the values are the same, only the generated code is slower. The persistent
-compilation
-cache lives in a fresh temporary folder per session: programs compiled twice in one session (e.g. a
-training run and its resumed copy) compile once.
+compilation cache lives in a fresh temporary folder per session, shared by the xdist workers and
+subprocesses: programs compiled twice in one session (e.g. a training run and its resumed copy)
+compile once.
 """
 
 import atexit
