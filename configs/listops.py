@@ -7,10 +7,11 @@ Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linf
 linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 10%.
-Measured on one H200 with `--config.model.dtype=bfloat16` (one seed each, generated official-
-distribution data; benchmarks/results/gpu/): luna16 36.20% test in 2.9 minutes; transformer 19.65%
-in 10.4 minutes (9.3 steps/s): it reached 35.85% validation at step 500 and collapsed at the
-learning-rate peak (step 1000), where an earlier run of the same seed did not.
+Expected run time on one H200, measured with `--config.model.dtype=bfloat16` (one seed each,
+generated official-distribution data; benchmarks/results/gpu/): 2.9 minutes for luna16 (36.20% test)
+and 10.4 minutes for the transformer (9.3 steps/s; 19.65% test: it reached 35.85% validation at
+step 500 and collapsed at the learning-rate peak, step 1000, where an earlier run of the same seed
+did not).
 """
 
 from __future__ import annotations
