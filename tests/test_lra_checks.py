@@ -158,8 +158,11 @@ def test_a_damaged_marker_is_rebuilt_and_an_undeletable_entry_is_named(tmp_path,
 
 def tiny_listops_args(output_dir) -> list[str]:
   """`lra.listops_generator` flags for 5/2/2 short trees in `output_dir`."""
-  flags = '--num_train 5 --num_val 2 --num_test 2 --min_length 5 --max_length 30 --max_depth 3'
-  return ['--output_dir', str(output_dir), *flags.split(), '--max_args', '4']
+  flags = (
+    '--num_train 5 --num_val 2 --num_test 2 --min_length 5 --max_length 30 --max_depth 3 '
+    '--max_args 4'
+  )
+  return ['--output_dir', str(output_dir), *flags.split()]
 
 
 def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
