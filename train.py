@@ -4,9 +4,9 @@
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/listops-1000
 
-This file is intentionally kept short: the training logic lives in `luna_jax.train_lib`, which tests
-and notebooks import directly. `--config.<field>=<value>` overrides any config field (unknown fields
-are rejected); `--config.debug=True` shrinks the run to a smoke test.
+This file is intentionally kept short: the training logic lives in `luna_jax.training.trainer`,
+which tests and notebooks import directly. `--config.<field>=<value>` overrides any config field
+(unknown fields are rejected); `--config.debug=True` shrinks the run to a smoke test.
 
 Several processes (hosts), outside a cluster that jax detects: run the same command in every process
 with `--coordinator_address=<host of process 0>:<port> --num_processes=N --process_id=<0..N-1>`
@@ -23,7 +23,8 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 import lra
-from luna_jax import checkpointing, config_utils, train_lib, workdir, xla_settings
+from luna_jax import config_utils
+from luna_jax.training import checkpointing, distributed, trainer, workdir, xla_settings
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -55,8 +56,8 @@ flags.DEFINE_integer(
 )
 _PROCESS_FLAGS = {
   'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
-  'num_processes': train_lib.NUM_PROCESSES_ENV,
-  'process_id': train_lib.PROCESS_ID_ENV,
+  'num_processes': distributed.NUM_PROCESSES_ENV,
+  'process_id': distributed.PROCESS_ID_ENV,
 }
 
 
@@ -90,7 +91,7 @@ def main(argv):
     os.environ.update({env: str(value) for env, value in process_flags.items()})
     FLAGS.config.training.distributed = True
   try:
-    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
     sys.exit(f'Error: {e}')
 

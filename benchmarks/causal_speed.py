@@ -11,7 +11,7 @@ batch 1, 4 heads of 64 (d = 256), l = 16, at each length:
   bidirectional  pack + unpack softmax attention (`dot_product_attention` twice), the non-causal
                  cost.
 Mode 2 (decoding): tokens/s of a 4-layer, 256-wide `LunaLM` generating with its O(l*d) cache
-(`luna_jax.generation.generate`) against recomputing the whole prefix for every new token.
+(`luna_jax.model.generation.generate`) against recomputing the whole prefix for every new token.
 
 Writes `results.json` and `table.md` in `--output_dir`; prints the table.
 """
@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.speed_memory import compiled_memory, describe_machine, length_label
-from luna_jax import attention as attn
-from luna_jax import generation
-from luna_jax.decoders import LunaLM
-from luna_jax.encoders import ModelConfig
+from luna_jax.model import attention as attn
+from luna_jax.model import generation
+from luna_jax.model.config import ModelConfig
+from luna_jax.model.decoders import LunaLM
 
 IMPLEMENTATIONS = ('naive', 'scan', 'chunked', 'bidirectional')
 HEADS, HEAD_DIM, PROJECTION_LENGTH = 4, 64, 16

@@ -5,8 +5,8 @@ plot.
       [--benchmark_json benchmarks/results/cpu/train_step/results.json] [--length 4096] \
       [--checkpoint final|best]
 
-Every `results.json` under `--runs_dir` (written by `luna_jax.train_lib.train_and_evaluate`) is one
-run; runs are grouped by model variant (read from the stored config: model name, attention,
+Every `results.json` under `--runs_dir` (written by `luna_jax.training.trainer.train_and_evaluate`)
+is one run; runs are grouped by model variant (read from the stored config: model name, attention,
 projection length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of
 the final parameters, the official LRA protocol, or with `--checkpoint best` of the best validation
 checkpoint's; both are in every `results.json`; a best checkpoint chosen on test data, because the

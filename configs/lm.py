@@ -6,7 +6,7 @@ byte-level corpus, or your own text.
 
 Your own corpus: `--config.data.data_dir=DIR` with `train.txt`, `validation.txt`, `test.txt`, one
 document per line (byte level). The loss is next-byte cross-entropy in nats; sample with
-`luna_jax.generation.generate`. Measured on the generated ListOps corpus (2 CPU cores, about 4
+`luna_jax.model.generation.generate`. Measured on the generated ListOps corpus (2 CPU cores, about 4
 minutes): validation loss 0.87 nats per byte after 2000 steps, against 2.57 for the best unigram
 model fitted on the training split. `:debug` shrinks it.
 """

@@ -7,7 +7,7 @@ Your own parallel text: `--config.data.data_dir=DIR` with `train.tsv`, `validati
 (lines `source<TAB>target`, byte level; see the README's Data section) and longer
 `--config.data.options.max_length` / `max_target_length`. Metrics are per-token accuracy and
 `sequence_accuracy` (the fraction of targets that greedy decoding reproduces exactly); decode with
-`luna_jax.generation.greedy_decode` / `beam_search`. Measured on the generated sort task (4-12
+`luna_jax.model.generation.greedy_decode` / `beam_search`. Measured on the generated sort task (4-12
 digits, 2 CPU cores, 90 seconds): validation token accuracy 0.991 and sequence accuracy 0.92 after
 3000 steps (test 0.988 / 0.886). `:debug` shrinks it.
 """

@@ -1,16 +1,23 @@
 """luna_jax: Luna (Linear Unified Nested Attention, Ma et al., NeurIPS 2021) in JAX/Flax.
 
-Pure attention functions live in `luna_jax.attention`, Flax modules in `luna_jax.layers`, the
-Linformer / Linear Transformer / Performer baselines in `luna_jax.baselines` (chosen by name through
-`luna_jax.attention_registry`), encoders in `luna_jax.encoders`, LRA classifiers in
-`luna_jax.classifiers`, the causal LM and encoder-decoder in `luna_jax.decoders` (generation in
-`luna_jax.generation`), the masked LM for pretraining in `luna_jax.mlm` (finetuning from it:
-`luna_jax.pretrained`), and `luna_jax.models.build_model` builds any of them from a config. What
-each model family is trained and evaluated with is in `luna_jax.objectives`, the trainer in
-`luna_jax.train_lib`.
+Two sub-packages:
+
+  luna_jax.model      the models: the paper's attention math (`attention`, eqs. 1-7), the XLA speed
+                      kernels under it (`kernels`), Flax layers (`layers`), the efficient-attention
+                      baselines (`baselines`), the attention registries (`registry`), the model
+                      settings (`config`), encoders, classifiers, decoders, the masked LM, what each
+                      model is trained with (`objectives`), generation, and `build_model`
+  luna_jax.training   the training machinery: the run configuration (`run_config`), the jitted steps
+                      (`steps`), the trainer (`trainer.train_and_evaluate`), checkpoints, optimizer,
+                      metric logs, the workdir lock, distributed and XLA settings, and the
+                      pretraining glue (`pretrained`, `self_pretraining`)
+
+The model API is re-exported here (`luna_jax.build_model`, `luna_jax.LunaAttention`, ...); the
+trainer is `luna_jax.training.train_and_evaluate`. LRA data is in the `lra` package, the other data
+(language modelling, seq2seq, masked-LM corpora, GLUE, tokenizers) in `corpora`.
 """
 
-from luna_jax.attention import (
+from luna_jax.model.attention import (
   SOFTPLUS_BETA,
   CausalLunaState,
   attention_weights,
@@ -24,8 +31,7 @@ from luna_jax.attention import (
   merge_heads,
   split_heads,
 )
-from luna_jax.attention_registry import ATTENTIONS
-from luna_jax.baselines import (
+from luna_jax.model.baselines import (
   LinearSelfAttention,
   LinformerSelfAttention,
   PerformerSelfAttention,
@@ -35,10 +41,12 @@ from luna_jax.baselines import (
   orthogonal_random_matrix,
   performer_attention,
 )
-from luna_jax.classifiers import ClassifierHead, SequenceClassifier, combine_pair, pool
-from luna_jax.decoders import LunaLM, LunaSeq2Seq, shift_right
-from luna_jax.encoders import ENCODERS, EncoderOutput, LunaEncoder, ModelConfig, TransformerEncoder
-from luna_jax.layers import (
+from luna_jax.model.build import MLM_MODELS, MODEL_NAMES, build_model
+from luna_jax.model.classifiers import ClassifierHead, SequenceClassifier, combine_pair, pool
+from luna_jax.model.config import HeadConfig, ModelConfig, check_model_config
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
+from luna_jax.model.encoders import ENCODERS, EncoderOutput, LunaEncoder, TransformerEncoder
+from luna_jax.model.layers import (
   FeedForward,
   LunaAttention,
   LunaCausalAttention,
@@ -47,5 +55,5 @@ from luna_jax.layers import (
   TransformerEncoderLayer,
   sinusoidal_positions,
 )
-from luna_jax.mlm import MaskedLanguageModel, MaskedLM, mask_tokens
-from luna_jax.models import MLM_MODELS, MODEL_NAMES, build_model, check_model_config
+from luna_jax.model.mlm import MaskedLanguageModel, MaskedLM, mask_tokens
+from luna_jax.model.registry import LUNA_ATTENTIONS, TRANSFORMER_ATTENTIONS

@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 
 def spec(
   *,
+  default: Any = dataclasses.MISSING,
   minimum: float | None = None,
   above: float | None = None,
   below: float | None = None,
@@ -35,6 +36,7 @@ def spec(
   """A dataclass field with the allowed values of a config key.
 
   Args:
+    default: the field's default value (none: the key is required).
     minimum, maximum: inclusive bounds of a number.
     above, below: exclusive bounds of a number.
     choices: the allowed values (an enum).
@@ -53,7 +55,7 @@ def spec(
     also=tuple(also),
     check=check,
   )
-  return dataclasses.field(metadata={'spec': rule})
+  return dataclasses.field(default=default, metadata={'spec': rule})
 
 
 def check_keys(config: Mapping[str, Any], expected: Sequence[str], section: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import luna_jax
-from luna_jax import attention as attn
+from luna_jax.model import attention as attn
 from tests import reference as ref
 
 RNG = np.random.default_rng(0)

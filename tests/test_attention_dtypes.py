@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from luna_jax import baselines
-from luna_jax.layers import LunaAttention, LunaCausalAttention, SelfAttention
+from luna_jax.model import baselines
+from luna_jax.model.layers import LunaAttention, LunaCausalAttention, SelfAttention
 
 B, N, D, H, L = 2, 6, 8, 2, 3
 #: Row 0 holds unit-scale tokens and padding far larger than them, row 1 large tokens and zero

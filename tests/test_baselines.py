@@ -15,8 +15,10 @@ import pytest
 
 import luna_jax
 from configs import base
-from luna_jax import attention as attn
-from luna_jax import attention_registry, baselines, encoders, layers, train_lib
+from luna_jax import config_utils
+from luna_jax.model import attention as attn
+from luna_jax.model import baselines, encoders, layers, registry
+from luna_jax.training import trainer
 from tests import reference as ref
 from tests.test_attention import assert_close, lengths_mask, normal
 from tests.test_train import CONFIG_FILES, tiny_config
@@ -117,7 +119,7 @@ def test_linformer_rejects_inputs_longer_than_its_fixed_length():
   module = baselines.LinformerSelfAttention(num_heads=H, qkv_dim=D, max_length=5)
   with pytest.raises(ValueError, match='fixed length of 5 positions; got an input of 6'):
     module.init(jax.random.PRNGKey(0), X, jnp.asarray(MASK))
-  config = encoders.ModelConfig(
+  config = luna_jax.ModelConfig(
     vocab_size=10,
     max_length=4,
     num_layers=1,
@@ -127,7 +129,8 @@ def test_linformer_rejects_inputs_longer_than_its_fixed_length():
     attention_implementation='linformer',
     positional='sinusoidal',
   )
-  # In a model, the position table refuses the input first (luna_jax.encoders.check_positions).
+  # In a model, the position table refuses the input first
+  # (luna_jax.model.encoders.check_positions).
   with pytest.raises(ValueError, match=r'positions for 4 tokens \(max_length\); got 6 tokens'):
     encoders.TransformerEncoder(config).init(
       jax.random.PRNGKey(0), jnp.ones((1, 6), jnp.int32), jnp.array([6])
@@ -221,20 +224,26 @@ def test_performer_redraw_draws_a_projection_per_training_step():
   )
 
 
-def test_self_attention_module_names():
-  assert set(attention_registry.ATTENTIONS) == {
+def test_transformer_attention_registry():
+  assert set(registry.TRANSFORMER_ATTENTIONS) == {
     'softmax',
     'fused',
     'linformer',
     'linear',
     'performer',
   }
+  cfg = luna_jax.ModelConfig(vocab_size=8, max_length=20, low_rank_features=3, nb_features=7)
   assert isinstance(
-    attention_registry.self_attention_module('linear')(num_heads=2, qkv_dim=8),
+    registry.TRANSFORMER_ATTENTIONS['linear'](cfg)(num_heads=2, qkv_dim=8),
     baselines.LinearSelfAttention,
   )
-  with pytest.raises(ValueError, match='attention_implementation must be one of'):
-    attention_registry.self_attention_module('reformer')
+  linformer = registry.TRANSFORMER_ATTENTIONS['linformer'](cfg)(num_heads=2, qkv_dim=8)
+  # The builder reads its own fields: the encoder's length with the CLS slot, and r.
+  assert (linformer.max_length, linformer.low_rank_features) == (21, 3)
+  performer = registry.TRANSFORMER_ATTENTIONS['performer'](cfg)(num_heads=2, qkv_dim=8)
+  assert performer.nb_features == 7
+  with pytest.raises(config_utils.ConfigError, match='must be one of'):
+    luna_jax.check_model_config({'attention_implementation': 'reformer'})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +253,7 @@ def test_self_attention_module_names():
 
 def layer_inputs(contextual_p):
   """Runs a 3-layer Luna encoder; returns its params and each layer's (p input, p output)."""
-  config = encoders.ModelConfig(
+  config = luna_jax.ModelConfig(
     vocab_size=12,
     max_length=8,
     num_layers=3,
@@ -324,7 +333,7 @@ def test_baselines_train_end_to_end(tiny_lra_data, tmp_path, task, variant):
   config = tiny_config(tiny_lra_data, task, variant)
   if variant == 'performer':
     config.model.redraw_features = True
-  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   assert results['step'] == 3
   assert np.isfinite(results['test']['loss']) and 0.0 <= results['test']['accuracy'] <= 1.0
   model = results['config']['model']

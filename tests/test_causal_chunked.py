@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from luna_jax import attention as attn
+from luna_jax.model import attention as attn
 
 RNG = np.random.default_rng(2)
 

@@ -7,7 +7,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import base, variants
-from luna_jax import train_lib
+from luna_jax.training import run_config
 
 TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
 
@@ -20,7 +20,7 @@ def load(name, arg=None):
 @pytest.mark.parametrize('variant', variants.CONFIG_VARIANTS)
 def test_every_task_and_variant_builds_a_complete_config(name, variant):
   config = load(name, variant)
-  train_lib.resolve_config(config)  # Exactly the expected keys in every section.
+  run_config.resolve_config(config)  # Exactly the expected keys in every section.
   if variant in base.TRANSFORMER_VARIANTS:
     assert config.model.name == 'transformer'
     assert config.model.attention_implementation == base.TRANSFORMER_VARIANTS[variant]
@@ -44,7 +44,7 @@ def test_default_variant_is_luna256_and_debug_is_an_argument():
   assert load('listops').model.projection_length == 256
   config = load('text', 'luna16,debug')
   assert config.debug and config.model.projection_length == 16
-  assert train_lib.resolve_config(config).training.num_train_steps == 5
+  assert run_config.resolve_config(config).training.num_train_steps == 5
   with pytest.raises(ValueError, match='luna64'):
     load('image', 'luna64')
 
@@ -68,7 +68,7 @@ def test_recipes_follow_the_papers():
 
 def test_quickstart_config_is_complete():
   config = importlib.import_module('configs.quickstart').get_config()
-  train_lib.resolve_config(config)
+  run_config.resolve_config(config)
   assert config.data.data_dir == 'data/listops_quickstart'
 
 
@@ -105,7 +105,7 @@ def test_task_files_cannot_add_fields():
 
 def test_pretraining_config_follows_table_8():
   config = load('pretrain_mlm')
-  run = train_lib.parse_config(config)
+  run = run_config.parse_config(config)
   assert run.model['name'] == 'luna_mlm' and run.data.task == 'corpus'
   assert {
     k: run.model[k]
@@ -143,21 +143,21 @@ def test_pretraining_config_follows_table_8():
   assert opt.schedule.endswith('linear_decay')
   assert (run.training.batch_size, run.training.num_train_steps) == (2048, 250000)
   for arg in ('cpu', 'debug', 'cpu,debug'):
-    train_lib.resolve_config(load('pretrain_mlm', arg))
+    run_config.resolve_config(load('pretrain_mlm', arg))
   with pytest.raises(ValueError, match='pretrain_mlm.py takes'):
     load('pretrain_mlm', 'gpu')
 
 
 @pytest.mark.parametrize('task', ['sst2', 'qnli', 'qqp'])
 def test_glue_config_follows_the_finetuning_recipe(task):
-  run = train_lib.parse_config(load('glue', task))
+  run = run_config.parse_config(load('glue', task))
   assert run.data.task == 'glue' and run.data.options['glue_task'] == task
   assert run.model['name'] == 'luna' and run.training.batch_size == 32
   steps = run.training.num_train_steps
   assert run.optimizer.warmup_steps == int(0.06 * steps)
   assert run.optimizer.warmup_steps + run.optimizer.steps_per_cycle == steps
   assert run.optimizer.learning_rate == 1e-5
-  train_lib.resolve_config(load('glue', f'{task},cpu,debug'))
+  run_config.resolve_config(load('glue', f'{task},cpu,debug'))
 
 
 @pytest.mark.parametrize('name', TASK_FILES)
@@ -165,4 +165,4 @@ def test_spt_flag_adds_as_many_pretraining_steps(name):
   config = load(name, 'luna16,spt')
   assert config.self_pretraining.num_train_steps == -1
   assert load(name, 'luna16').self_pretraining.num_train_steps == 0
-  train_lib.resolve_config(config)
+  run_config.resolve_config(config)

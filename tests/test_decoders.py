@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from luna_jax import generation
-from luna_jax.decoders import LunaLM, LunaSeq2Seq, shift_right
-from luna_jax.encoders import ModelConfig
+from luna_jax.model import generation
+from luna_jax.model.config import ModelConfig
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
 
 RNG = np.random.default_rng(3)
 CFG = ModelConfig(

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import listops
-from luna_jax import train_lib
+from luna_jax.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds the two processes may take together (compiling and 5 steps take well under a minute).
@@ -57,7 +57,7 @@ def test_two_processes_train_like_one_process_with_all_devices(
   config = listops.get_config('luna16,debug')
   config.data.data_dir = data_dir
   config.data.options.max_length = options['max_length']
-  reference = train_lib.train_and_evaluate(config, str(tmp_path / 'one'))
+  reference = trainer.train_and_evaluate(config, str(tmp_path / 'one'))
   assert reference['devices']['global_devices'] == 8
 
   # Two processes with 4 devices each; process 0 is configured by flags, process 1 by environment

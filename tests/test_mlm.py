@@ -11,7 +11,9 @@ import pytest
 import lra
 from lra import corpus, glue, text_tokenizers
 from lra.cache import Cache
-from luna_jax import build_model, mlm, pretrained
+from luna_jax import build_model
+from luna_jax.model import mlm
+from luna_jax.training import pretrained
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 

@@ -10,7 +10,7 @@ import pytest
 import lra
 from configs import glue as glue_config
 from configs import pretrain_mlm
-from luna_jax import checkpointing, pretrained, train_lib
+from luna_jax.training import checkpointing, pretrained, run_config, trainer
 from tests.test_mlm import GLUE_FILES
 from tests.test_train import checkpoint_params, read_jsonl, tiny_config
 
@@ -34,7 +34,7 @@ def spt_config(tiny_lra_data):
 def straight_run(tiny_lra_data, tmp_path_factory):
   """An uninterrupted self-pretraining run: (workdir, results)."""
   workdir = tmp_path_factory.mktemp('spt') / 'straight'
-  return workdir, train_lib.train_and_evaluate(spt_config(tiny_lra_data), str(workdir))
+  return workdir, trainer.train_and_evaluate(spt_config(tiny_lra_data), str(workdir))
 
 
 def test_self_pretraining_runs_both_stages(straight_run):
@@ -71,8 +71,8 @@ def test_self_pretraining_resumes_within_and_across_stages(
   config = spt_config(tiny_lra_data)
   for _ in range(2):
     with pytest.raises(_Interrupted):
-      train_lib.train_and_evaluate(config, str(tmp_path))
-  results = train_lib.train_and_evaluate(config, str(tmp_path))
+      trainer.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   # Pretraining resumed at 2 (same masks as uninterrupted), then skipped once finished.
   assert start_steps == [0, 2, 0, 2]
   straight = straight_run[0]
@@ -88,10 +88,10 @@ def test_self_pretraining_resumes_within_and_across_stages(
 def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_data, straight_run):
   pretrain_dir = straight_run[0] / 'pretrain'
   config = tiny_config(tiny_lra_data)
-  run = train_lib.parse_config(config)
-  data = train_lib.load_data(run)
-  model, optimizer, state = train_lib.build(run, data)
-  loaded = train_lib.initialize_from(state, str(pretrain_dir), model, data, optimizer)
+  run = run_config.parse_config(config)
+  data = trainer.load_data(run)
+  model, optimizer, state = trainer.build(run, data)
+  loaded = trainer.initialize_from(state, str(pretrain_dir), model, data, optimizer)
   stored = checkpoint_params(pretrain_dir, 4)['sequence_encoder']
   flat_loaded = checkpointing.flat_leaves(jax.device_get(loaded.params['sequence_encoder']))
   flat_stored = checkpointing.flat_leaves(stored)
@@ -119,7 +119,7 @@ def test_init_from_a_checkpoint_folder_and_bad_paths(tiny_lra_data, straight_run
   config = tiny_config(tiny_lra_data)
   config.init_from = str(tmp_path / 'missing')
   with pytest.raises(pretrained.InitFromError, match='missing: neither a run.s workdir'):
-    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 def test_vocabulary_mismatch_with_the_checkpoint_fails(tiny_lra_data, straight_run, tmp_path):
@@ -128,14 +128,14 @@ def test_vocabulary_mismatch_with_the_checkpoint_fails(tiny_lra_data, straight_r
   with pytest.raises(
     pretrained.InitFromError, match="pretrained on vocabulary 'listops', this task uses 'bytes'"
   ):
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def small_text_config(config, data_dir, **options):
   """A debug config on `data_dir`, 2 steps of batch 4 on one device."""
   config.data.data_dir = str(data_dir)
   config.data.options.update(options)
-  config = train_lib.resolve_config(config)  # Applies debug; the fields below refine it.
+  config = run_config.resolve_config(config)  # Applies debug; the fields below refine it.
   config.debug = False
   config.training.update(
     num_devices=1,
@@ -153,7 +153,7 @@ def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path):
   corpus.mkdir()
   (corpus / 'a.txt').write_text('\n'.join(f'document {i} is here.' for i in range(40)) + '\n')
   config = small_text_config(pretrain_mlm.get_config('cpu,debug'), corpus, max_length=16)
-  pretrain = train_lib.train_and_evaluate(config, str(tmp_path / 'pretrain'))
+  pretrain = trainer.train_and_evaluate(config, str(tmp_path / 'pretrain'))
   assert pretrain['config']['model']['name'] == 'luna_mlm'
   assert 'perplexity' in pretrain['validation']
   glue = tmp_path / 'sst2'
@@ -163,6 +163,6 @@ def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path):
     (glue / name).write_text(header + '\n'.join(rows * 4) + '\n')
   config = small_text_config(glue_config.get_config('sst2,cpu,debug'), glue, max_length=16)
   config.init_from = str(tmp_path / 'pretrain')
-  results = train_lib.train_and_evaluate(config, str(tmp_path / 'finetune'))
+  results = trainer.train_and_evaluate(config, str(tmp_path / 'finetune'))
   assert results['step'] == 2 and results['config']['init_from'] == str(tmp_path / 'pretrain')
   assert os.path.exists(tmp_path / 'finetune' / 'results.json')

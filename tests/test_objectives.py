@@ -1,5 +1,5 @@
-"""The objective contract of `luna_jax.objectives` as the trainer's steps use it: `prepare` runs
-inside the step, with a key that is a pure function of (state key, step) in training and of the
+"""The objective contract of `luna_jax.model.objectives` as the trainer's steps use it: `prepare`
+runs inside the step, with a key that is a pure function of (state key, step) in training and of the
 given key in evaluation, and what it returns is what the loss and the metrics score."""
 
 import dataclasses
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import luna_jax
-from luna_jax import objectives, train_lib
+from luna_jax.model import objectives
+from luna_jax.training import steps
 from tests.test_train import constant_optimizer
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
@@ -61,10 +62,10 @@ def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
     'targets': np.zeros(8, np.int32),
   }
   optimizer = constant_optimizer(1e-3)
-  state = train_lib.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
-  train = jax.jit(functools.partial(train_lib.train_step, model=random_labels, optimizer=optimizer))
+  state = steps.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
+  train = jax.jit(functools.partial(steps.train_step, model=random_labels, optimizer=optimizer))
   evaluate = {
-    model: jax.jit(functools.partial(train_lib.eval_step, model=model))
+    model: jax.jit(functools.partial(steps.eval_step, model=model))
     for model in (plain, random_labels)
   }
 
@@ -73,7 +74,7 @@ def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
 
   labels = []
   for step in (0, 1):
-    key = jax.random.fold_in(jax.random.fold_in(state.rng, step), train_lib.PREPARE_FOLD)
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, step), steps.PREPARE_FOLD)
     _, prepared = train(state.replace(step=state.step + step), batch)
     expected = evaluate[plain](state.params, drawn(key))  # No dropout: the same logits.
     np.testing.assert_allclose(prepared['loss'], expected['loss'] / expected['count'], rtol=1e-6)

@@ -1,4 +1,4 @@
-"""End-to-end tests of the LRA trainer (`luna_jax.train_lib`) on tiny generated data."""
+"""End-to-end tests of the LRA trainer (`luna_jax.training.trainer`) on tiny generated data."""
 
 import functools
 import importlib
@@ -15,7 +15,7 @@ import pytest
 
 import lra
 import luna_jax
-from luna_jax import checkpointing, optim, train_lib
+from luna_jax.training import checkpointing, optim, run_config, steps, trainer
 
 #: Task name -> config module under configs/.
 CONFIG_FILES = {
@@ -55,7 +55,7 @@ def tiny_config(tiny_lra_data, task='listops', variant='luna16', **training):
   config.data.data_dir = data_dir
   config.data.options.update(options)
   config.training.num_devices = 1
-  config = train_lib.resolve_config(config)  # Applies debug; the fields below refine it.
+  config = run_config.resolve_config(config)  # Applies debug; the fields below refine it.
   config.debug = False
   config.training.update(num_train_steps=3, eval_every=3, checkpoint_every=3, num_eval_batches=1)
   config.training.update(training)
@@ -87,7 +87,7 @@ def checkpoint_params(workdir, step):
 )
 def test_every_task_config_trains_end_to_end(tiny_lra_data, tmp_path, task, variant):
   config = tiny_config(tiny_lra_data, task, variant)
-  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
 
   assert results['step'] == config.training.num_train_steps == 3
   for split in ('validation', 'test'):
@@ -122,7 +122,7 @@ def test_one_and_eight_devices_give_the_same_losses(tiny_lra_data, tmp_path):
     config = tiny_config(tiny_lra_data, num_devices=num_devices)
     config.model.update(dropout_rate=0.0, attention_dropout_rate=0.0)
     workdir = tmp_path / f'devices{num_devices}'
-    results = train_lib.train_and_evaluate(config, str(workdir))
+    results = trainer.train_and_evaluate(config, str(workdir))
     assert results['devices']['local_devices'] == num_devices
     losses[num_devices] = [
       m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl') if 'train_loss' in m
@@ -140,10 +140,10 @@ def test_best_checkpoint_is_test_evaluated(tiny_lra_data, tmp_path, monkeypatch)
     'save_if_best',
     lambda self, step, params, accuracy: save_if_best(self, step, params, 1 / step),
   )
-  results = train_lib.train_and_evaluate(
+  results = trainer.train_and_evaluate(
     tiny_config(tiny_lra_data, num_train_steps=4, eval_every=1), str(tmp_path / 'four_steps')
   )
-  one_step = train_lib.train_and_evaluate(
+  one_step = trainer.train_and_evaluate(
     tiny_config(tiny_lra_data, num_train_steps=1, eval_every=1), str(tmp_path / 'one_step')
   )
 
@@ -160,7 +160,7 @@ def test_best_checkpoint_is_test_evaluated(tiny_lra_data, tmp_path, monkeypatch)
 def test_batch_size_must_divide_over_devices(tiny_lra_data, tmp_path):
   config = tiny_config(tiny_lra_data, num_devices=8, batch_size=12)
   with pytest.raises(ValueError, match='batch size 12 is not divisible by the number of devices 8'):
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
 
 
 class _Interrupted(Exception):
@@ -173,7 +173,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   config = tiny_config(
     tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3, log_every=1
   )
-  train_lib.train_and_evaluate(config, str(tmp_path / 'straight'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   start_steps = []
   real_train_batches = lra.train_batches
@@ -190,14 +190,14 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   monkeypatch.setattr(lra, 'train_batches', train_batches)
   workdir = tmp_path / 'interrupted'
   with pytest.raises(_Interrupted):
-    train_lib.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3']
   assert [m['step'] for m in read_jsonl(workdir / 'metrics.jsonl')][-1] == 4  # Logged, not saved.
   with open(workdir / 'metrics.jsonl', 'a', encoding='utf-8') as f:
     f.write('{"step": 5, "train_lo')  # And a line torn by the kill.
   # A save that died half-way leaves an unfinalised temporary folder; it must not be resumed from.
   (workdir / 'checkpoints' / '5.orbax-checkpoint-tmp-1234567890').mkdir()
-  results = train_lib.train_and_evaluate(config, str(workdir))
+  results = trainer.train_and_evaluate(config, str(workdir))
 
   assert start_steps == [0, 3]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
@@ -241,8 +241,8 @@ def test_tiny_model_overfits_a_fixed_batch():
     'targets': rng.integers(0, 4, 8).astype(np.int32),
   }
   optimizer = constant_optimizer(3e-3, grad_clip_norm=1.0)
-  state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
-  step = jax.jit(functools.partial(train_lib.train_step, model=model, optimizer=optimizer))
+  state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
+  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer))
   for _ in range(150):
     state, metrics = step(state, batch)
   assert float(metrics['loss']) < 0.05
@@ -264,7 +264,7 @@ def test_eval_step_ignores_padding_rows():
     'targets': np.array([0, 1, 2, 0], np.int32),
   }
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch['inputs'], batch['lengths'])['params']
-  evaluate = jax.jit(functools.partial(train_lib.eval_step, model=model))
+  evaluate = jax.jit(functools.partial(steps.eval_step, model=model))
   full = evaluate(params, {k: v[:2] for k, v in batch.items()})
   padded = evaluate(params, {**batch, 'weights': np.array([1, 1, 0, 0], np.float32)})
   assert float(padded['count']) == 2.0
@@ -296,7 +296,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     optim, 'make_optimizer', lambda cfg: poison_third_update(real_make_optimizer(cfg))
   )
   with pytest.raises(FloatingPointError, match=r'Non-finite .*param_norm=nan.* at step 3.*step 2'):
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
   params = checkpoint_params(tmp_path, 2)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
@@ -318,11 +318,11 @@ def test_unknown_config_key_fails_with_its_name(tiny_lra_data, tmp_path, section
   with target.unlocked():
     target[key] = 1
   with pytest.raises(ValueError, match=key):
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_unknown_data_option_fails_with_its_name(tiny_lra_data, tmp_path):
   config = tiny_config(tiny_lra_data)
   config.data.options = ml_collections.ConfigDict({'max_lenght': 32})
   with pytest.raises(lra.DataError, match='max_lenght'):
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))

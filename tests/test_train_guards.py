@@ -23,8 +23,8 @@ from tensorboardX.proto import event_pb2
 import lra
 import luna_jax
 from configs import base as config_base
-from luna_jax import checkpointing, optim, train_lib
-from luna_jax import workdir as workdir_lib
+from luna_jax.training import checkpointing, optim, run_config, steps, trainer
+from luna_jax.training import workdir as workdir_lib
 from tests.test_train import checkpoint_params, constant_optimizer, read_jsonl, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def six_steps(tiny_lra_data, **training):
 def finished_run(tiny_lra_data, tmp_path_factory):
   """A finished 6-step run: (workdir, results)."""
   workdir = tmp_path_factory.mktemp('finished') / 'run'
-  results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+  results = trainer.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
   return workdir, results
 
 
@@ -114,7 +114,7 @@ def test_bad_config_values_fail_at_start_up_naming_the_key(
     target[key] = value
   name = key if section is None else f'{section}.{key}'
   with pytest.raises(ValueError, match=rf'config\.{name}={value!r}: {message}'.replace('*', r'\*')):
-    train_lib.parse_config(config)
+    run_config.parse_config(config)
 
 
 def test_a_bad_value_stops_the_run_before_any_data_or_model_work(
@@ -123,14 +123,14 @@ def test_a_bad_value_stops_the_run_before_any_data_or_model_work(
   config = tiny_config(tiny_lra_data, eval_every=0)
   monkeypatch.setattr(lra, 'load_task', lambda *args, **kwargs: pytest.fail('data was loaded'))
   with pytest.raises(ValueError, match='config.training.eval_every=0'):
-    train_lib.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
 
 
 def test_warmup_must_be_positive_for_a_warmup_schedule(tiny_lra_data):
   config = tiny_config(tiny_lra_data)
   config.optimizer.warmup_steps = 0
   with pytest.raises(ValueError, match='config.optimizer: warmup_steps must be positive'):
-    train_lib.parse_config(config)
+    run_config.parse_config(config)
 
 
 @pytest.mark.parametrize('config_file', ['quickstart', 'lm', 'seq2seq'])
@@ -157,10 +157,10 @@ def count_optimizer_parses(monkeypatch):
 
 
 def test_sections_are_typed(tiny_lra_data):
-  run = train_lib.parse_config(tiny_config(tiny_lra_data))
+  run = run_config.parse_config(tiny_config(tiny_lra_data))
   assert isinstance(run.optimizer, optim.OptimizerConfig)
-  assert isinstance(run.training, train_lib.TrainingConfig)
-  assert isinstance(run.data, train_lib.DataConfig)
+  assert isinstance(run.training, run_config.TrainingConfig)
+  assert isinstance(run.data, run_config.DataConfig)
   assert run.to_dict()['optimizer']['learning_rate'] == run.optimizer.learning_rate
 
 
@@ -188,7 +188,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tiny_
   try:
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(workdir_lib.WorkdirLockedError, match=rf'in use by .*pid {holder.pid} on'):
-      train_lib.train_and_evaluate(tiny_config(tiny_lra_data), str(tmp_path))
+      trainer.train_and_evaluate(tiny_config(tiny_lra_data), str(tmp_path))
   finally:
     holder.send_signal(signal.SIGKILL)
     holder.wait()
@@ -202,8 +202,8 @@ def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp
   config = six_steps(tiny_lra_data)
   config.optimizer.learning_rate = 1e-5
   config.seed = 7
-  with pytest.raises(train_lib.ConfigChangedError) as error:
-    train_lib.train_and_evaluate(config, str(workdir))
+  with pytest.raises(run_config.ConfigChangedError) as error:
+    trainer.train_and_evaluate(config, str(workdir))
   message = str(error.value)
   assert str(workdir) in message
   assert (
@@ -214,7 +214,7 @@ def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp
   assert {name: (workdir / name).read_bytes() for name in before} == before
 
   # Extending and re-scheduling the run is allowed.
-  results = train_lib.train_and_evaluate(
+  results = trainer.train_and_evaluate(
     six_steps(tiny_lra_data, num_train_steps=7, eval_every=7, log_every=1, num_eval_batches=2),
     str(workdir),
   )
@@ -243,7 +243,7 @@ def test_resuming_on_another_device_count_is_stated_and_recorded(
   config = six_steps(tiny_lra_data, num_train_steps=7, num_devices=2)
   parses = count_optimizer_parses(monkeypatch)
   with caplog.at_level(logging.WARNING):
-    results = train_lib.train_and_evaluate(config, str(workdir))
+    results = trainer.train_and_evaluate(config, str(workdir))
   assert parses == [1]  # The config is parsed once per run; the sections are passed around.
   stated = [r.getMessage() for r in caplog.records if 'not be bit-identical' in r.getMessage()]
   assert len(stated) == 1 and 'trained so far on 1 devices, on 2 devices' in stated[0]
@@ -283,7 +283,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_p
   workdir = copy_run(finished_run, tmp_path)
   damage(str(workdir / 'checkpoints' / '6'))
   with caplog.at_level(logging.WARNING):
-    results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+    results = trainer.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
   warnings = [r.getMessage() for r in caplog.records if 'is damaged' in r.getMessage()]
   assert len(warnings) == 1 and f'{workdir}/checkpoints/6 is damaged' in warnings[0]
   assert os.path.isdir(workdir / 'damaged_checkpoints' / 'checkpoints_6')
@@ -318,7 +318,7 @@ def test_rerunning_a_finished_run_logs_each_step_once_and_keeps_its_figures(
 ):
   workdir = copy_run(finished_run, tmp_path)
   jsonl = (workdir / 'metrics.jsonl').read_text()
-  results = train_lib.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+  results = trainer.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
   assert results['steps_per_sec'] == finished_run[1]['steps_per_sec'] is not None
   assert (workdir / 'metrics.jsonl').read_text() == jsonl
   scalars = tensorboard_scalars(workdir / 'tensorboard')
@@ -346,13 +346,13 @@ def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_
           os.kill(os.getpid(), signal.SIGKILL)
       checkpointing.Checkpointer.save = save_then_die
       config = ml_collections.ConfigDict(json.loads({json.dumps(config.to_dict())!r}))
-      train_lib.train_and_evaluate(config, {str(workdir)!r})""")
+      trainer.train_and_evaluate(config, {str(workdir)!r})""")
   killed = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
   scalars = tensorboard_scalars(workdir / 'tensorboard')
   assert (3, 'validation_accuracy') in {(s, t) for s, t, _ in scalars}
 
-  results = train_lib.train_and_evaluate(config, str(workdir))
+  results = trainer.train_and_evaluate(config, str(workdir))
   assert results['steps_per_sec'] is not None
   scalars = tensorboard_scalars(workdir / 'tensorboard')
   assert logged_once(scalars)
@@ -390,7 +390,7 @@ def test_a_best_checkpoint_chosen_on_test_data_is_marked(tiny_lra_data, finished
   assert finished_run[1]['best']['selected_on_test'] is False  # ListOps has its own validation.
   config = tiny_config(tiny_lra_data, 'text', num_train_steps=2, eval_every=1)
   config.data.options.validation = 'test'
-  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   assert results['best']['selected_on_test'] is True
   with open(tmp_path / 'results.json', encoding='utf-8') as f:
     assert json.load(f)['best']['selected_on_test'] is True
@@ -468,13 +468,13 @@ def test_one_and_eight_devices_do_not_share_the_dropout_masks():
     num_classes=4,
     max_length=12,
   )
-  state = train_lib.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
+  state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   step = lambda axis: functools.partial(
-    train_lib.train_step, model=model, optimizer=optimizer, axis_name=axis
+    steps.train_step, model=model, optimizer=optimizer, axis_name=axis
   )
   _, one = jax.jit(step(None))(state, batch)
   devices = jax.local_devices()[:8]
   _, eight = jax.pmap(step('batch'), axis_name='batch', devices=devices)(
-    jax_utils.replicate(state, devices), train_lib.shard(batch, 8)
+    jax_utils.replicate(state, devices), steps.shard(batch, 8)
   )
   assert abs(float(one['loss']) - float(eight['loss'][0])) > 1e-4

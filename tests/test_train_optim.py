@@ -1,4 +1,4 @@
-"""Learning-rate schedules and the optimizer (`luna_jax.optim`)."""
+"""Learning-rate schedules and the optimizer (`luna_jax.training.optim`)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from luna_jax import optim
+from luna_jax.training import optim
 
 OPTIMIZER = {
   'learning_rate': 0.1,

@@ -16,7 +16,8 @@ import luna_jax
 from configs import lm as lm_config
 from configs import seq2seq as seq2seq_config
 from lra import sequence_generator
-from luna_jax import generation, train_lib
+from luna_jax.model import generation
+from luna_jax.training import run_config, trainer
 from tests.test_train import checkpoint_params, read_jsonl
 
 
@@ -44,7 +45,7 @@ def configure(module, data_dir, steps, **options):
 
 def test_seq2seq_learns_to_sort_and_greedy_decoding_matches_sequence_accuracy(corpora, tmp_path):
   config = configure(seq2seq_config, corpora['sort'], 600, max_length=8, max_target_length=9)
-  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   assert results['validation']['sequence_accuracy'] >= 0.8, results['validation']
 
   # Teacher-forced sequence accuracy is exactly the fraction greedy decoding gets right.
@@ -80,7 +81,7 @@ def unigram_cross_entropy(split_train, split_eval):
 
 def test_luna_lm_learns_far_below_the_unigram_loss(corpora, tmp_path):
   config = configure(lm_config, corpora['lm'], 400, max_length=64)
-  results = train_lib.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   data = lra.load_task('lm', corpora['lm'], max_length=64)
   unigram = unigram_cross_entropy(data.train, data.validation)
   assert results['validation']['loss'] < 0.45 * unigram, (results['validation'], unigram)
@@ -92,13 +93,13 @@ def test_token_losses_match_on_one_and_eight_devices(corpora, tmp_path):
   for num_devices in (1, 8):
     config = configure(seq2seq_config, corpora['sort'], 3, max_length=8, max_target_length=9)
     config.debug = True
-    config = train_lib.resolve_config(config)
+    config = run_config.resolve_config(config)
     config.debug = False
     config.training.update(
       num_devices=num_devices, num_train_steps=3, log_every=1, label_smoothing=0.1
     )
     workdir = tmp_path / f'devices{num_devices}'
-    train_lib.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
     losses[num_devices] = [
       m['train_loss'] for m in read_jsonl(workdir / 'metrics.jsonl') if 'train_loss' in m
     ]

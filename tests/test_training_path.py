@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import luna_jax
-from luna_jax import attention as attn
-from luna_jax import encoders, layers, xla_settings
+from luna_jax.model import attention as attn
+from luna_jax.model import encoders, kernels, layers
+from luna_jax.training import xla_settings
 
 RNG = np.random.default_rng(0)
 
@@ -54,8 +55,8 @@ def dense(x, params):
 
 def test_exact_gelu_values_and_gradient_match_autodiff_of_the_erf_form():
   x = jnp.concatenate([jnp.linspace(-9.0, 9.0, 2001), normal(1000)])
-  assert_trees_close(layers.exact_gelu(x), jax.nn.gelu(x, approximate=False))
-  grad = jax.vmap(jax.grad(layers.exact_gelu))(x)
+  assert_trees_close(kernels.exact_gelu(x), jax.nn.gelu(x, approximate=False))
+  grad = jax.vmap(jax.grad(kernels.exact_gelu))(x)
   assert_trees_close(grad, jax.vmap(jax.grad(lambda z: jax.nn.gelu(z, approximate=False)))(x))
 
 
@@ -65,7 +66,7 @@ def test_threefry2x32_is_bitwise_jax_threefry():
   x_1 = jnp.concatenate([jnp.asarray(edges), jnp.arange(1000, dtype=jnp.uint32)])
   x_2 = jnp.concatenate([jnp.asarray(edges[::-1]), jax.random.bits(jax.random.PRNGKey(1), (1000,))])
   for key_1, key_2 in [(keys[0], keys[1]), (np.uint32(0), np.uint32(2**32 - 1))]:
-    ours = jax.jit(attn.threefry2x32)(key_1, key_2, x_1, x_2)
+    ours = jax.jit(kernels.threefry2x32)(key_1, key_2, x_1, x_2)
     jax_words = jax.extend.random.threefry2x32_p.bind(
       jnp.uint32(key_1), jnp.uint32(key_2), x_1, x_2
     )
@@ -74,12 +75,12 @@ def test_threefry2x32_is_bitwise_jax_threefry():
 
 
 def test_dropout_keep_mask_rate_and_scaling():
-  keep = attn.dropout_keep_mask(jax.random.PRNGKey(0), 0.1, (1000, 1000))
+  keep = kernels.dropout_keep_mask(jax.random.PRNGKey(0), 0.1, (1000, 1000))
   assert keep.dtype == jnp.bool_
   assert abs(float(jnp.mean(keep)) - 0.9) < 4 * np.sqrt(0.09 / 1e6)  # 4 sigma of a binomial
   x = normal(64, 64)
-  y = attn.dropout(x, 0.25, jax.random.PRNGKey(1), deterministic=False)
-  kept = attn.dropout_keep_mask(jax.random.PRNGKey(1), 0.25, x.shape)
+  y = kernels.dropout(x, 0.25, jax.random.PRNGKey(1), deterministic=False)
+  kept = kernels.dropout_keep_mask(jax.random.PRNGKey(1), 0.25, x.shape)
   np.testing.assert_allclose(y, np.where(kept, np.asarray(x) / 0.75, 0.0), rtol=1e-6)
 
 
@@ -87,15 +88,15 @@ def test_dropout_keep_mask_neighbours_are_independent_for_any_key_and_odd_sizes(
   """Four elements share one 64-bit hash (elements i, i + n/4, i + n/2, i + 3n/4 of a flat mask):
   they and plain neighbours must still keep jointly with probability (1 - rate)^2."""
   rate, n = 0.3, 400_000
-  keep = np.asarray(attn.dropout_keep_mask(jax.random.PRNGKey(2), rate, (n,)), np.float64)
+  keep = np.asarray(kernels.dropout_keep_mask(jax.random.PRNGKey(2), rate, (n,)), np.float64)
   for lag in (1, 2, n // 4, n // 2, 3 * n // 4):
     joint = np.mean(keep[:-lag] * keep[lag:])
     assert abs(joint - 0.49) < 4 * np.sqrt(0.49 * 0.51 / (n - lag)), lag  # 4 sigma
-  odd = attn.dropout_keep_mask(jax.random.key(3, impl='rbg'), 0.5, (3, 5, 7))
+  odd = kernels.dropout_keep_mask(jax.random.key(3, impl='rbg'), 0.5, (3, 5, 7))
   assert odd.shape == (3, 5, 7) and 0 < int(odd.sum()) < 105
   assert not np.array_equal(
-    attn.dropout_keep_mask(jax.random.PRNGKey(4), 0.5, (64,)),
-    attn.dropout_keep_mask(jax.random.PRNGKey(5), 0.5, (64,)),
+    kernels.dropout_keep_mask(jax.random.PRNGKey(4), 0.5, (64,)),
+    kernels.dropout_keep_mask(jax.random.PRNGKey(5), 0.5, (64,)),
   )
 
 
@@ -105,7 +106,7 @@ def test_attention_storing_only_probabilities_equals_plain_attention(rate):
   q, k, v = normal(b, n, h, dh), normal(b, m, h, dh), normal(b, m, h, dh)
   mask = jnp.arange(m)[None] < jnp.array([[7], [3]])
   rng = jax.random.PRNGKey(3)
-  keep = attn.dropout_keep_mask(rng, rate, (b, h, n, m)) if rate else None
+  keep = kernels.dropout_keep_mask(rng, rate, (b, h, n, m)) if rate else None
 
   def loss(fn, q, k, v):
     return jnp.sum(jnp.sin(fn(q, k, v)))
@@ -131,8 +132,8 @@ def test_dense_params_initialise_like_nn_dense_and_fused_dense_equals_separate_m
   class Fused(nn.Module):
     @nn.compact
     def __call__(self, x):
-      projections = [layers.DenseParams(8, name='a'), layers.DenseParams(4, name='b')]
-      return layers.fused_dense(x, projections, jnp.float32)
+      projections = [kernels.DenseParams(8, name='a'), kernels.DenseParams(4, name='b')]
+      return kernels.fused_dense(x, projections, jnp.float32)
 
   params = Separate().init(jax.random.PRNGKey(0), x)
   assert_trees_close(Fused().init(jax.random.PRNGKey(0), x), params, rel=0.0)
@@ -147,7 +148,7 @@ def test_layer_norm_equals_flax_layer_norm_in_values_and_gradients():
   x = 3.0 + normal(2, 5, 16)
   params = {'params': {'scale': 1.0 + 0.1 * normal(16), 'bias': normal(16)}}
   loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
-  ours, flax_ln = layers.LayerNorm(epsilon=1e-5), nn.LayerNorm(epsilon=1e-5)
+  ours, flax_ln = kernels.LayerNorm(epsilon=1e-5), nn.LayerNorm(epsilon=1e-5)
   assert_trees_close(
     ours.init(jax.random.PRNGKey(0), x), flax_ln.init(jax.random.PRNGKey(0), x), rel=0.0
   )
@@ -155,7 +156,7 @@ def test_layer_norm_equals_flax_layer_norm_in_values_and_gradients():
   assert_trees_close(
     jax.grad(loss, (1, 2))(ours, params, x), jax.grad(loss, (1, 2))(flax_ln, params, x)
   )
-  bf16 = layers.LayerNorm(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
+  bf16 = kernels.LayerNorm(dtype=jnp.bfloat16).apply(params, x.astype(jnp.bfloat16))
   assert bf16.dtype == jnp.bfloat16
 
 

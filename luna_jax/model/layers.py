@@ -1,4 +1,4 @@
-"""Thin Flax (linen) modules around `luna_jax.attention`: attention modules, feed-forward and
+"""Thin Flax (linen) modules around `luna_jax.model.attention`: attention modules, feed-forward and
 layers.
 
 Parameter names follow the authors' code (fairseq-apollo, `fairseq/modules/luna_attention.py`) where
@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from luna_jax import attention as attn
+from luna_jax.model import attention as attn
+from luna_jax.model import kernels
+from luna_jax.model.kernels import DenseParams, LayerNorm, exact_gelu, fused_dense, stacked_params
+
+if TYPE_CHECKING:
+  from luna_jax.model.config import ModelConfig
 
 Array = jax.Array
 Dtype = jnp.dtype
@@ -26,41 +31,6 @@ Dtype = jnp.dtype
 # xavier_uniform with gain 1/sqrt(2) (authors' init of every input projection); gain 1 for out_proj.
 _PROJ_INIT = nn.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
 _OUT_INIT = nn.initializers.xavier_uniform()
-
-
-@jax.custom_vjp
-def exact_gelu(x: Array) -> Array:
-  """Exact (erf) GELU, `x * Phi(x) = x (1 + erf(x / sqrt(2))) / 2` (Hendrycks & Gimpel, 2016).
-
-  The erf form of PyTorch's `F.gelu` (the authors' activation); it matches `jax.nn.gelu(x,
-  approximate=False)` (an erfc form) to float rounding, and the erf is cheaper than the erfc on CPU.
-  The backward keeps only `x` and evaluates the derivative `Phi(x) + x * phi(x)` from it, where
-  autodiff keeps x, the CDF and the erf derivative: the FFN's backward holds one `[..., mlp_dim]`
-  array per layer fewer (XLA recomputes the activation that the second matmul's gradient needs).
-
-  Args:
-    x: any float array.
-
-  Returns:
-    An array like `x`.
-  """
-  return x * _normal_cdf(x)
-
-
-def _normal_cdf(x: Array) -> Array:
-  return 0.5 + 0.5 * jax.lax.erf(x * np.asarray(math.sqrt(0.5), x.dtype))
-
-
-def _exact_gelu_fwd(x: Array) -> tuple[Array, Array]:
-  return exact_gelu(x), x
-
-
-def _exact_gelu_bwd(x: Array, g: Array) -> tuple[Array]:
-  pdf = jnp.exp(-0.5 * jnp.square(x)) * np.asarray(1.0 / math.sqrt(2.0 * math.pi), x.dtype)
-  return (g * (_normal_cdf(x) + x * pdf),)
-
-
-exact_gelu.defvjp(_exact_gelu_fwd, _exact_gelu_bwd)
 
 
 def _activation(name: str) -> Callable[[Array], Array]:
@@ -72,143 +42,6 @@ def _activation(name: str) -> Callable[[Array], Array]:
   if name == 'relu':
     return jax.nn.relu
   raise ValueError(f"activation must be 'gelu', 'gelu_tanh' or 'relu', got {name!r}.")
-
-
-def _row_mean(x: Array) -> Array:
-  """Mean over the last axis as a matrix-vector product `[rows, d] @ [d]` (keepdims).
-
-  XLA's CPU compiler splits a plain sum over a long axis into slow windowed partial sums
-  (`reduce-window`); a dot runs as one matrix-vector product, and its transpose is a broadcast.
-  """
-  d = x.shape[-1]
-  mean = jnp.dot(x.reshape(-1, d), jnp.full((d,), 1.0 / d, x.dtype))
-  return mean.reshape(*x.shape[:-1], 1)
-
-
-@jax.custom_vjp
-def _scale_shift(x_hat: Array, scale: Array, bias: Array) -> Array:
-  """`x_hat * scale + bias`; the scale and bias gradients are matrix-vector products over rows."""
-  return x_hat * scale + bias
-
-
-def _scale_shift_fwd(x_hat: Array, scale: Array, bias: Array) -> tuple[Array, tuple[Array, Array]]:
-  return x_hat * scale + bias, (x_hat, scale)
-
-
-def _scale_shift_bwd(residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array, Array]:
-  x_hat, scale = residuals
-  d = g.shape[-1]
-  ones = jnp.ones((g.size // d,), g.dtype)
-  column_sum = lambda z: jnp.dot(ones, z.reshape(-1, d))
-  return g * scale, column_sum(g * x_hat), column_sum(g)
-
-
-_scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
-
-
-class LayerNorm(nn.Module):
-  """`nn.LayerNorm` (same parameters `scale` and `bias`, same initial values, same function) with
-  its reductions as matrix-vector products, which XLA runs faster on CPU.
-
-  `y = (x - mean) / sqrt(var + epsilon) * scale + bias` over the last axis, statistics in float32
-  (two passes: the variance of the centred x).
-
-  Attributes:
-    epsilon: added to the variance.
-    dtype: output dtype.
-    param_dtype: parameter dtype.
-  """
-
-  epsilon: float = 1e-6
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    """`[..., d]` -> `[..., d]` in `dtype`."""
-    d = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (d,), self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (d,), self.param_dtype)
-    f32 = jnp.promote_types(x.dtype, jnp.float32)
-    x = x.astype(f32)
-    centred = x - _row_mean(x)
-    x_hat = centred * jax.lax.rsqrt(_row_mean(centred * centred) + self.epsilon)
-    return _scale_shift(x_hat, scale.astype(f32), bias.astype(f32)).astype(self.dtype)
-
-
-class DenseParams(nn.Module):
-  """The parameters of one `nn.Dense` (same names, shapes and initial values), not applied.
-
-  Several projections of one input then run as a single matmul (`fused_dense`) while the parameter
-  tree, and so every checkpoint, keeps one `nn.Dense`-shaped entry per projection.
-
-  Attributes:
-    features: output width.
-    use_bias: declare a bias.
-    kernel_init: kernel initialiser.
-    bias_init: bias initialiser.
-    param_dtype: parameter dtype.
-  """
-
-  features: int
-  use_bias: bool = True
-  kernel_init: Callable = nn.initializers.lecun_normal()
-  bias_init: Callable = nn.initializers.zeros
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, in_features: int) -> tuple[Array, Array | None]:
-    """Returns `(kernel [in_features, features], bias [features] or None)`."""
-    kernel = self.param('kernel', self.kernel_init, (in_features, self.features), self.param_dtype)
-    bias = (
-      self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-      if self.use_bias
-      else None
-    )
-    return kernel, bias
-
-
-def stacked_params(
-  projections: Sequence[DenseParams], in_features: int, dtype: Dtype
-) -> tuple[Array, Array | None]:
-  """The kernels (and biases) of several projections side by side, promoted to `dtype`.
-
-  Args:
-    projections: `DenseParams` modules (all with or all without bias).
-    in_features: their input width.
-    dtype: computation dtype.
-
-  Returns:
-    `(kernel [in_features, sum of features], bias [sum of features] or None)`.
-  """
-  params = [projection(in_features) for projection in projections]
-  kernel = jnp.concatenate([k for k, _ in params], axis=1)
-  bias = None if params[0][1] is None else jnp.concatenate([b for _, b in params])
-  kernel, bias = nn.dtypes.promote_dtype(kernel, bias, dtype=dtype)
-  return kernel, bias
-
-
-def fused_dense(x: Array, projections: Sequence[DenseParams], dtype: Dtype) -> list[Array]:
-  """Applies several Dense projections of the same input as one matmul `x [W_1 | W_2 | ...]`.
-
-  The same function as applying each projection on its own (`nn.Dense` numerics: inputs and kernels
-  promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster,
-  and `attn.linear` keeps its gradients free of transposing copies and windowed reductions.
-
-  Args:
-    x: `[..., in]`.
-    projections: `DenseParams` modules (all with or all without bias).
-    dtype: computation dtype.
-
-  Returns:
-    One `[..., features_i]` array per projection.
-  """
-  kernel, bias = stacked_params(projections, x.shape[-1], dtype)
-  y = attn.linear(nn.dtypes.promote_dtype(x, dtype=dtype)[0], kernel, bias)
-  if len(projections) == 1:
-    return [y]
-  splits = np.cumsum([projection.features for projection in projections])[:-1]
-  return jnp.split(y, splits, axis=-1)
 
 
 def kv_names(tie_kv: bool, prefix: str = '') -> tuple[str, ...]:
@@ -224,8 +57,8 @@ def dropout_rng(module: nn.Module, rate: float, deterministic: bool) -> Array | 
 
 
 def dropout(module: nn.Module, x: Array, rate: float, deterministic: bool) -> Array:
-  """`attn.dropout` of `x` with a fresh key of `module` (the cheap 16-bit keep mask)."""
-  return attn.dropout(x, rate, dropout_rng(module, rate, deterministic), deterministic)
+  """`kernels.dropout` of `x` with a fresh key of `module` (the cheap 16-bit keep mask)."""
+  return kernels.dropout(x, rate, dropout_rng(module, rate, deterministic), deterministic)
 
 
 class LunaAttention(nn.Module):
@@ -255,6 +88,11 @@ class LunaAttention(nn.Module):
   attention_dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+  @classmethod
+  def from_config(cls, cfg: ModelConfig) -> Callable[..., LunaAttention]:
+    """The constructor for a `ModelConfig`: its `num_pack_heads` and `tie_kv`."""
+    return functools.partial(cls, num_pack_heads=cfg.num_pack_heads, tie_kv=cfg.tie_kv)
 
   def setup(self):
     proj = lambda init=_PROJ_INIT: DenseParams(
@@ -558,6 +396,9 @@ class LunaEncoderLayer(nn.Module):
     attention_dropout_rate: attention-probability dropout.
     activation_dropout_rate: dropout after the FFN activation.
     layer_norm_epsilon: LayerNorm epsilon (PyTorch default 1e-5, as in the authors' code).
+    attention_module: builds the attention instead of `LunaAttention(num_pack_heads, tie_kv)`,
+      called with LunaAttention's other fields (`luna_jax.model.registry.LUNA_ATTENTIONS` makes
+      these).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -572,6 +413,7 @@ class LunaEncoderLayer(nn.Module):
   attention_dropout_rate: float = 0.0
   activation_dropout_rate: float = 0.0
   layer_norm_epsilon: float = 1e-5
+  attention_module: Callable[..., nn.Module] | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -600,11 +442,12 @@ class LunaEncoderLayer(nn.Module):
       epsilon=self.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name
     )
     drop = lambda y: dropout(self, y, self.dropout_rate, deterministic)
-    attention = LunaAttention(
+    module = self.attention_module or functools.partial(
+      LunaAttention, num_pack_heads=self.num_pack_heads, tie_kv=self.tie_kv
+    )
+    attention = module(
       features=x.shape[-1],
       num_heads=self.num_heads,
-      num_pack_heads=self.num_pack_heads,
-      tie_kv=self.tie_kv,
       attention_dropout_rate=self.attention_dropout_rate,
       dtype=self.dtype,
       param_dtype=self.param_dtype,
@@ -641,7 +484,7 @@ class SelfAttention(nn.Module):
     attention_dropout_rate: attention-probability dropout (plain implementation only).
     implementation: 'softmax' (einsum, materialises the n x n matrix) or 'fused'
       (`jax.nn.dot_product_attention`, no attention dropout). The efficient-attention baselines
-      (`luna_jax.baselines`) subclass this module and replace `attend`.
+      (`luna_jax.model.baselines`) subclass this module and replace `attend`.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -704,7 +547,7 @@ class TransformerEncoderLayer(nn.Module):
     activation: MLP activation (official: 'gelu_tanh').
     attention_implementation: 'softmax' or 'fused'.
     attention_module: builds the attention instead of `SelfAttention(implementation=...)`, called
-      with SelfAttention's fields (`luna_jax.baselines.self_attention_module` makes these).
+      with SelfAttention's fields (`luna_jax.model.registry.TRANSFORMER_ATTENTIONS` makes these).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """

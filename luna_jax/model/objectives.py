@@ -6,9 +6,9 @@
                     encoder-decoder): cross-entropy and accuracy per target token, plus the share of
                     sequences whose every target token is predicted.
 
-Every model names its objective in its `objective` class attribute; `luna_jax.train_lib` calls
-nothing else to prepare a batch, weigh the loss and sum the metrics, so a new model family plugs in
-with one `Objective` subclass and that one attribute. An objective provides
+Every model names its objective in its `objective` class attribute; `luna_jax.training.trainer`
+calls nothing else to prepare a batch, weigh the loss and sum the metrics, so a new model family
+plugs in with one `Objective` subclass and that one attribute. An objective provides
 
   prepare(batch, rng)         the batch the model sees, run inside the jitted train and eval steps
                               before the forward pass (identity here; an objective that corrupts

@@ -2,10 +2,10 @@
 
 `load_encoder(path)` reads the encoder of another run (a masked-LM pretraining run, or any
 classifier) from its workdir's newest intact checkpoint, or from one checkpoint folder, through
-`luna_jax.checkpointing.read_checkpoint` (verified against the checkpoint's SHA-256, read only).
-`graft(params, encoder, ...)` puts it into a freshly initialised model: the whole encoder subtree
-`sequence_encoder` (token and position embeddings, CLS vector, the first P, every layer) is the
-checkpoint's, bit for bit; the head stays freshly initialised.
+`luna_jax.training.checkpointing.read_checkpoint` (verified against the checkpoint's SHA-256, read
+only). `graft(params, encoder, ...)` puts it into a freshly initialised model: the whole encoder
+subtree `sequence_encoder` (token and position embeddings, CLS vector, the first P, every layer) is
+the checkpoint's, bit for bit; the head stays freshly initialised.
 
 Two tables may be larger in the checkpoint, and their leading rows are taken: the token embedding
 (a masked LM has one more id, the mask, after the data's; a byte corpus has a separator after the
@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from luna_jax import checkpointing, config_utils
+from luna_jax import config_utils
+from luna_jax.training import checkpointing
 
 #: The encoder's subtree in every model that has one (classifiers and masked LMs).
 ENCODER_KEY = 'sequence_encoder'

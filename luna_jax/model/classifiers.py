@@ -8,7 +8,7 @@ Pooling (paper Table 1 and Table 3):
            of its batch).
 Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat', official
 LRA) or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations').
-`luna_jax.models.build_model` builds these from a config.
+`luna_jax.model.build.build_model` builds these from a config.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax import objectives
-from luna_jax.encoders import ENCODERS, EncoderOutput, ModelConfig
+from luna_jax.model import objectives
+from luna_jax.model.config import INTERACTIONS, POOLINGS, ModelConfig
+from luna_jax.model.encoders import ENCODERS, EncoderOutput
 
 Array = jax.Array
-
-POOLINGS = ('cls', 'mean', 'p')
-INTERACTIONS = ('concat', 'nli')
 
 
 def pool(out: EncoderOutput, pooling: str) -> Array:
@@ -91,7 +89,7 @@ class SequenceClassifier(nn.Module):
   """An encoder, a pooling and a classifier head; with `dual`, a shared-encoder two-tower model.
 
   Attributes:
-    encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
+    encoder_name: key of `luna_jax.model.encoders.ENCODERS` ('luna' or 'transformer').
     encoder: the model config of the encoder.
     num_classes: output classes.
     pooling: 'cls', 'mean' or 'p'.
@@ -106,7 +104,7 @@ class SequenceClassifier(nn.Module):
   pooling: str = 'cls'
   hidden_dim: int = 256
   dual: bool = False
-  interaction: str = 'nli'
+  interaction: str = 'concat'
   #: Batch fields passed to `__call__` (the trainer reads this).
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'inputs2', 'lengths2')
   #: What the trainer scores the logits with.

@@ -25,11 +25,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import numpy as np
 from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from lra.core import write_atomically
+from luna_jax.training import checkpointing
+from luna_jax.training.steps import unreplicate
 
 
 class MetricWriter:
@@ -122,3 +126,76 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
         at_step.append(entry)
   write_atomically(path, ''.join(kept))
   return at_step
+
+
+class TrainLog:
+  """Holds per-step device metrics until a log point and measures the training speed.
+
+  Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points
+  (`collect`). Speed is measured between collections and summed over every session of the run (the
+  totals are saved with each checkpoint); `restart_clock` excludes what happened since the last
+  collection (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first
+  step of a session, which includes compilation).
+  """
+
+  def __init__(self, train_time: float = 0.0, timed_steps: int = 0):
+    self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self._untimed = 0
+    self._mark = time.perf_counter()
+    self.train_time, self.timed_steps = train_time, timed_steps
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    self._pending.append((step, metrics))
+
+  def restart_clock(self) -> None:
+    self._mark = time.perf_counter()
+
+  def exclude_from_timing(self) -> None:
+    """Waits for the pending steps and leaves them and their time out of the speed figures."""
+    jax.block_until_ready([metrics for _, metrics in self._pending])
+    self._untimed = len(self._pending)
+    self.restart_clock()
+
+  def steps_per_sec(self) -> float | None:
+    """Timed training steps per second over the whole run, or None before any was timed."""
+    return self.timed_steps / self.train_time if self.timed_steps else None
+
+  def collect(self) -> tuple[list[int], list[dict[str, float]], float | None]:
+    """Empties the log: the pending steps, their metrics (host values of the first device's
+    replica) and the steps per second of the timed ones (None when none was timed)."""
+    steps = [step for step, _ in self._pending]
+    values = jax.device_get([unreplicate(m) for _, m in self._pending])
+    self._pending.clear()
+    now = time.perf_counter()
+    elapsed, self._mark = max(now - self._mark, 1e-9), now
+    timed, self._untimed = len(steps) - self._untimed, 0
+    if not timed:
+      return steps, values, None
+    self.train_time += elapsed
+    self.timed_steps += timed
+    return steps, values, timed / elapsed
+
+
+def check_finite(
+  steps: Sequence[int],
+  values: Sequence[Mapping[str, float]],
+  checkpointer: checkpointing.Checkpointer,
+) -> None:
+  """Stops training at the first of `steps` with a non-finite metric.
+
+  Raises:
+    FloatingPointError: naming the step, the non-finite metrics and the last good (verified)
+      checkpoint, or saying that there is none.
+  """
+  for step, metrics in zip(steps, values):
+    bad = [f'{name}={value}' for name, value in metrics.items() if not np.isfinite(value)]
+    if bad:
+      good = checkpointer.last_good_step()
+      raise FloatingPointError(
+        f'Non-finite {", ".join(bad)} at step {step}; training stopped. '
+        + (
+          f'The last good checkpoint (step {good}, verified) in {checkpointer.directory} is kept.'
+          if good is not None
+          else f'There is no intact checkpoint in {checkpointer.directory}.'
+        )
+      )

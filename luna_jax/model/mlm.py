@@ -7,11 +7,11 @@ with 10%, and kept with 10% (Devlin et al., 2019, §3.1; Liu et al., 2019). The 
 cross-entropy on the selected tokens only. Masks are drawn inside the training step from the step's
 key (`mask_tokens`), so every step sees a new mask and a resumed run draws the same ones.
 
-`MaskedLM` is a `luna_jax.encoders` encoder (Luna or the Transformer, by name) and the RoBERTa LM
-head (fairseq `RobertaLMHead`, which the authors' `fairseq/models/luna_bert/model.py` uses):
+`MaskedLM` is a `luna_jax.model.encoders` encoder (Luna or the Transformer, by name) and the RoBERTa
+LM head (fairseq `RobertaLMHead`, which the authors' `fairseq/models/luna_bert/model.py` uses):
 Dense(d) -> GELU -> LayerNorm -> the transposed token embedding plus a bias. The encoder sits at the
-same path (`sequence_encoder`) as in `luna_jax.classifiers.SequenceClassifier`, so a pretrained
-encoder is grafted into a classifier as is (`luna_jax.pretrained`).
+same path (`sequence_encoder`) as in `luna_jax.model.classifiers.SequenceClassifier`, so a
+pretrained encoder is grafted into a classifier as is (`luna_jax.training.pretrained`).
 
 Selection is a Bernoulli draw per eligible token (so a sequence has 15% selected in expectation),
 where BERT draws a fixed count per sequence; the two agree in expectation.
@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from luna_jax import objectives
-from luna_jax.encoders import ENCODERS, ModelConfig
+from luna_jax.model import objectives
+from luna_jax.model.config import ModelConfig
+from luna_jax.model.encoders import ENCODERS
 
 Array = jax.Array
 
@@ -164,7 +165,7 @@ class MaskedLM(nn.Module):
   """An encoder with a tied LM head: token ids -> per-position logits over the vocabulary.
 
   Attributes:
-    encoder_name: key of `luna_jax.encoders.ENCODERS` ('luna' or 'transformer').
+    encoder_name: key of `luna_jax.model.encoders.ENCODERS` ('luna' or 'transformer').
     encoder: the encoder config; its vocab_size is the data's plus one, the mask id (the last).
     special_ids: the data's ids that are never masked (padding, separators).
   """

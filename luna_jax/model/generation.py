@@ -11,8 +11,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from luna_jax.decoders import LunaLM, LunaSeq2Seq
-from luna_jax.encoders import check_positions
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
+from luna_jax.model.encoders import check_positions
 
 Array = jax.Array
 Params = Any

@@ -6,8 +6,9 @@ it on the task. `config.self_pretraining.num_train_steps` > 0 (or the `spt` flag
 turns one run into two stages in one workdir:
 
   <workdir>/pretrain   the same encoder with a tied LM head ('<encoder>_mlm'), trained with the
-                       masked-LM objective (`luna_jax.mlm`) on the task's inputs (`lra.unlabelled`)
-                       for `self_pretraining.num_train_steps` steps, same optimizer and batch;
+                       masked-LM objective (`luna_jax.model.mlm`) on the task's inputs
+                       (`lra.unlabelled`) for `self_pretraining.num_train_steps` steps, same
+                       optimizer and batch;
   <workdir>/finetune   the task's classifier, its encoder initialised from the pretrain stage
                        (`init_from`), trained as configured.
 
@@ -24,7 +25,7 @@ from typing import Any
 import ml_collections
 
 from luna_jax.config_utils import ConfigError
-from luna_jax.models import ENCODERS, MLM_SUFFIX
+from luna_jax.model.build import ENCODERS, MLM_SUFFIX
 
 PRETRAIN_DIR = 'pretrain'
 FINETUNE_DIR = 'finetune'

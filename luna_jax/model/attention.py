@@ -2,7 +2,7 @@
 
 Every function here works on already-projected, head-split tensors laid out as
 `[batch, length, heads, head_dim]` (the layout of `flax.linen` and `jax.nn.dot_product_attention`),
-so the Flax modules in `luna_jax.layers` only own the projections. Logits, softmax and every
+so the Flax modules in `luna_jax.model.layers` only own the projections. Logits, softmax and every
 normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the
 values.
 
@@ -14,10 +14,13 @@ not -inf).
 Luna (Ma et al., 2021, §3; `luna_attention`):
   pack:    Y_P = Attn(P, C)   with the context key mask,
   unpack:  Y_X = Attn(X, Y_P) with the P mask.
-Causal Luna (eq. 7), per head with t the 1-based position, q and the P queries both scaled by
-  1/sqrt(dh): a_t        = omega(pk_t . PQ^T)                      (l,)   omega = softplus(beta) or
-  elu + 1 logits_t   = (1/t) q_t . sum_{j<=t} k_j a_j^T        (l,)   then P mask, softmax over l ->
-  u_t y_t        = (1/t) u_t . sum_{j<=t} a_j v_j^T        (dh,)
+Causal Luna (eq. 7), per head, with t the 1-based position and q and the P queries both scaled by
+1/sqrt(dh):
+
+  a_t        = omega(pk_t . PQ^T)                   (l,)    omega = softplus(beta) or elu + 1
+  logits_t   = (1/t) q_t . sum_{j<=t} k_j a_j^T     (l,)    then the P mask, softmax over l -> u_t
+  y_t        = (1/t) u_t . sum_{j<=t} a_j v_j^T     (dh,)
+
 The running sums are the state carried by `jax.lax.scan` (`causal_luna_attention`) and advanced one
 token at a time by `causal_luna_step`.
 """
@@ -31,151 +34,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.ad_checkpoint import checkpoint_name
+
+from luna_jax.model.kernels import apply_keep_mask, dropout, dropout_keep_mask, linear
 
 Array = jax.Array
 
 #: Default softplus sharpness of the authors' causal Luna (log2(1 + 2^z), so omega(0) = 1).
 SOFTPLUS_BETA = math.log(2.0)
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
-#: Random bits per element of a dropout mask.
-_DROPOUT_BITS = 16
-
-
-#: Threefry-2x32 rotation constants, rounds 1-4 and 5-8 (Salmon et al., 2011, Table 4).
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def threefry2x32(key_1: Array, key_2: Array, x_1: Array, x_2: Array) -> tuple[Array, Array]:
-  """The Threefry-2x32 hash with 20 rounds (Salmon et al., "Parallel random numbers: as easy as
-  1, 2, 3", SC 2011), bit for bit `jax.extend.random.threefry2x32_p`.
-
-  Written out round by round so that XLA fuses the whole hash into one element-wise pass; JAX's
-  CPU lowering of `threefry2x32_p` runs the rounds as a 5-iteration while loop, one pass over
-  memory (and a copy of the loop state) per iteration, about 4x slower on a 1M-element mask.
-
-  Args:
-    key_1, key_2: uint32 key words (scalars or broadcastable to the counts).
-    x_1, x_2: uint32 counter words, the same shape.
-
-  Returns:
-    The two uint32 output words, shaped like `x_1`.
-  """
-  keys = (key_1, key_2, key_1 ^ key_2 ^ np.uint32(0x1BD11BDA))
-  x_1, x_2 = x_1 + keys[0], x_2 + keys[1]
-  for i in range(5):
-    for rotation in _THREEFRY_ROTATIONS[i % 2]:
-      x_1 = x_1 + x_2
-      x_2 = ((x_2 << np.uint32(rotation)) | (x_2 >> np.uint32(32 - rotation))) ^ x_1
-    x_1 = x_1 + keys[(i + 1) % 3]
-    x_2 = x_2 + keys[(i + 2) % 3] + np.uint32(i + 1)
-  return x_1, x_2
-
-
-def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
-  """A bool keep mask, P(True) = 1 - rate rounded to a multiple of 2^-16 (so within 2^-17).
-
-  Each element compares 16 random bits against an integer threshold. One Threefry-2x32 hash
-  (`threefry2x32`, the hash of JAX's default generator) gives two 32-bit words, so four elements
-  share a hash where `jax.random.bits` hashes once per element; the words are split in one
-  element-wise pass (no concatenation). The hash key is drawn from `rng` itself, so any PRNG
-  implementation's key works.
-
-  Args:
-    rng: PRNG key.
-    rate: probability of dropping, in (0, 1).
-    shape: mask shape.
-
-  Returns:
-    `shape` bool, True where an element is kept.
-  """
-  size = math.prod(shape)
-  quarter = -(-size // 4)
-  key_1, key_2 = jax.random.bits(rng, (2,), jnp.uint32)
-  counts = jnp.arange(quarter, dtype=jnp.uint32)
-  words = threefry2x32(key_1, key_2, counts, jnp.zeros_like(counts))
-  # Element j * quarter + i takes the high (even j) or low (odd j) half of word j // 2 of hash i.
-  j = jax.lax.broadcasted_iota(jnp.uint32, (4, quarter), 0)
-  word = jnp.where(j < 2, words[0][None], words[1][None])
-  halves = (word >> ((np.uint32(1) - j % 2) * np.uint32(16))) & np.uint32(0xFFFF)
-  threshold = np.uint32(round((1.0 - rate) * 2.0**_DROPOUT_BITS))
-  return (halves.reshape(-1)[:size] < threshold).reshape(shape)
-
-
-def dropout(x: Array, rate: float, rng: Array | None, deterministic: bool) -> Array:
-  """Inverted dropout; the identity when `deterministic` or `rate == 0`.
-
-  Args:
-    x: any array.
-    rate: probability of zeroing an element, in [0, 1).
-    rng: PRNG key, required when not deterministic and rate > 0.
-    deterministic: disable dropout.
-
-  Returns:
-    An array like `x`.
-  """
-  if deterministic or rate == 0.0:
-    return x
-  if rng is None:
-    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
-  return _apply_keep_mask(x, dropout_keep_mask(rng, rate, x.shape), rate)
-
-
-def _apply_keep_mask(x: Array, keep: Array, rate: float) -> Array:
-  return jnp.where(keep, x * np.asarray(1.0 / (1.0 - rate), x.dtype), jnp.zeros((), x.dtype))
-
-
-@jax.custom_vjp
-def add_bias(y: Array, bias: Array) -> Array:
-  """`y + bias` (bias broadcast over the leading axes) whose bias gradient is a matmul.
-
-  Autodiff's bias gradient is a sum of the output gradient over every leading axis, which XLA's CPU
-  compiler splits into slow windowed partial sums (`reduce-window`); here it is `1^T G` with G the
-  gradient as rows, one matrix-vector product (in float32, cast back to the bias dtype).
-
-  Args:
-    y: `[..., f]`.
-    bias: `[f]`.
-
-  Returns:
-    `[..., f]`, dtype of `y + bias`.
-  """
-  return y + bias
-
-
-def _add_bias_fwd(y: Array, bias: Array) -> tuple[Array, Array]:
-  return y + bias, jnp.zeros((0,), bias.dtype)
-
-
-def _add_bias_bwd(bias_like: Array, g: Array) -> tuple[Array, Array]:
-  rows = g.reshape(-1, g.shape[-1])
-  ones = jnp.ones((rows.shape[0],), rows.dtype)
-  bias_grad = jnp.dot(ones, rows, preferred_element_type=jnp.float32)
-  return g, bias_grad.astype(bias_like.dtype)
-
-
-add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
-
-
-def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
-  """`x kernel + bias` over the last axis, as one 2-D matmul on the rows of x.
-
-  Flattening the leading axes first lets XLA's CPU compiler run the weight gradient `X^T G` as one
-  matmul with no transposing copy (a contraction over two leading axes is first transposed), and
-  `add_bias` makes the bias gradient a matmul too. The result equals `nn.Dense`'s (same dot, same
-  bias add) in values and gradients.
-
-  Args:
-    x: `[..., in]`.
-    kernel: `[in, out]`, the dtype of x.
-    bias: optional `[out]`.
-
-  Returns:
-    `[..., out]`.
-  """
-  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
-  return y if bias is None else add_bias(y, bias)
 
 
 def attention_weights(query: Array, key: Array, key_mask: Array | None = None) -> Array:
@@ -247,7 +114,7 @@ def _attend(
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
   not stored but recomputed (element-wise) or not needed."""
   probs = checkpoint_name(attention_weights(query, key, key_mask), 'attention_probs')
-  dropped = probs if keep is None else _apply_keep_mask(probs, keep, rate)
+  dropped = probs if keep is None else apply_keep_mask(probs, keep, rate)
   out = jnp.einsum(
     'bhqk,bkhd->bqhd', dropped.astype(value.dtype), value, preferred_element_type=jnp.float32
   )

@@ -8,10 +8,10 @@ count, so the learning rate of the very first update is 0 under `linear_warmup`.
   linear_warmup            min(1, step / warmup_steps)
   rsqrt_decay              1 / sqrt(max(step, warmup_steps))           (peak base / sqrt(warmup))
   rsqrt_normalized_decay   sqrt(warmup_steps) / sqrt(max(step, warmup_steps))   (peak = base)
-  cosine_decay             max(0, (1 + cos(pi * (p mod 1))) / 2), p = max(0, step - warmup) /
-  steps_per_cycle linear_decay             max(0, 1 - p), the same p: linear decay to 0 over
-                           steps_per_cycle after the warmup (BERT/RoBERTa pretraining and
-                           finetuning, the paper's Table 8)
+  cosine_decay             max(0, (1 + cos(pi * (p mod 1))) / 2),
+                           p = max(0, step - warmup_steps) / steps_per_cycle
+  linear_decay             max(0, 1 - p), the same p: linear decay to 0 over steps_per_cycle
+                           after the warmup (BERT/RoBERTa pretraining and finetuning, Table 8)
 
 `constant * linear_warmup * rsqrt_normalized_decay` is fairseq's `inverse_sqrt` with the peak
 learning rate `base_learning_rate` (the Luna recipes; fairseq warms up from 1e-7 instead of 0).

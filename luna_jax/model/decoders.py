@@ -22,16 +22,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax import objectives
-from luna_jax.encoders import (
+from luna_jax.model import objectives
+from luna_jax.model.config import ModelConfig
+from luna_jax.model.encoders import (
   EncoderOutput,
   LunaEncoder,
-  ModelConfig,
   TokenEmbedding,
   learned_p,
   remat_layer,
 )
-from luna_jax.layers import FeedForward, LunaAttention, LunaCausalAttention
+from luna_jax.model.layers import FeedForward, LunaAttention, LunaCausalAttention
 
 Array = jax.Array
 Cache = dict[str, Any]

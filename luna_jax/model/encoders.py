@@ -7,7 +7,6 @@ Both take token ids and lengths and return an `EncoderOutput`, so a config switc
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import NamedTuple
 
@@ -15,90 +14,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.attention_registry import self_attention_module
-from luna_jax.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
+from luna_jax.model.config import REMAT, ModelConfig
+from luna_jax.model.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
+from luna_jax.model.registry import LUNA_ATTENTIONS, TRANSFORMER_ATTENTIONS
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Hyper-parameters of every model: the encoders, the decoders and the baselines (each ignores the
-  fields it does not use).
-
-  Attributes:
-    vocab_size: number of token ids (0 is padding).
-    max_length: longest input in tokens, before a CLS token is prepended.
-    num_layers: encoder layers.
-    emb_dim: model width d.
-    num_heads: attention heads (Luna: unpack heads).
-    mlp_dim: FFN hidden size.
-    qkv_dim: Transformer attention width (default emb_dim).
-    num_pack_heads: Luna pack heads (default num_heads).
-    projection_length: Luna's l, the length of P.
-    tie_kv: Luna K/V weight tying inside pack and inside unpack.
-    normalize_before: Luna pre-LN instead of the paper's post-LN.
-    activation: FFN activation: 'gelu' (exact), 'gelu_tanh' or 'relu'.
-    dropout_rate: embedding and residual dropout.
-    attention_dropout_rate: attention-probability dropout.
-    activation_dropout_rate: dropout after the FFN activation (Luna only).
-    positional: 'learned' or 'sinusoidal' token positions.
-    embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
-    embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
-    prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head).
-    attention_implementation: Transformer attention (`luna_jax.attention_registry.ATTENTIONS`):
-      'softmax', 'fused', or the baselines 'linformer', 'linear' (elu + 1) and 'performer' (FAVOR+).
-    low_rank_features: Linformer's projected length r.
-    nb_features: Performer's number of random features.
-    redraw_features: Performer: draw a new random projection at every training step.
-    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer its own
-      learned P table and drops Y_P between layers (the non-contextual ablation, paper Table 5).
-    omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
-    causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
-    chunk_size: positions per chunk of the chunked causal form.
-    dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
-    remat: rematerialisation of each layer in the backward pass (`REMAT`): 'none' (keep every
-      residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
-      matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
-  """
-
-  vocab_size: int
-  max_length: int
-  num_layers: int = 4
-  emb_dim: int = 256
-  num_heads: int = 4
-  mlp_dim: int = 1024
-  qkv_dim: int | None = None
-  num_pack_heads: int | None = None
-  projection_length: int = 16
-  tie_kv: bool = False
-  normalize_before: bool = False
-  activation: str = 'gelu'
-  dropout_rate: float = 0.1
-  attention_dropout_rate: float = 0.1
-  activation_dropout_rate: float = 0.0
-  positional: str = 'learned'
-  embedding_layernorm: bool = True
-  embed_scale: bool = False
-  prepend_cls: bool = True
-  attention_implementation: str = 'softmax'
-  low_rank_features: int = 16
-  nb_features: int = 256
-  redraw_features: bool = False
-  contextual_p: bool = True
-  omega: str = 'softplus'
-  causal_implementation: str = 'chunked'
-  chunk_size: int = 64
-  dtype: str = 'float32'
-  remat: str = 'none'
-
-  @property
-  def compute_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
-
-
-#: `ModelConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
-REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_saveable}
 
 
 def remat_layer(layer: type[nn.Module], remat: str, deterministic_argnum: int) -> type[nn.Module]:
@@ -289,6 +209,7 @@ class LunaEncoder(nn.Module):
       return jnp.where(p_mask[..., None], p, 0).astype(dtype)
 
     p = initial_p() if cfg.contextual_p else None
+    attention = LUNA_ATTENTIONS[cfg.luna_attention_implementation](cfg)
     layer = remat_layer(LunaEncoderLayer, cfg.remat, deterministic_argnum=5)
     for i in range(cfg.num_layers):
       if not cfg.contextual_p:
@@ -296,13 +217,12 @@ class LunaEncoder(nn.Module):
       x, p = layer(
         num_heads=cfg.num_heads,
         mlp_dim=cfg.mlp_dim,
-        num_pack_heads=cfg.num_pack_heads,
-        tie_kv=cfg.tie_kv,
         normalize_before=cfg.normalize_before,
         activation=cfg.activation,
         dropout_rate=cfg.dropout_rate,
         attention_dropout_rate=cfg.attention_dropout_rate,
         activation_dropout_rate=cfg.activation_dropout_rate,
+        attention_module=attention,
         dtype=dtype,
         name=f'layer_{i}',
       )(x, p, x_mask, p_mask, deterministic)
@@ -316,7 +236,7 @@ class TransformerEncoder(nn.Module):
   """The official LRA Transformer encoder (LRA `models/transformer/transformer.py`): N(0, 1)
   embeddings, zero-init CLS, sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks
   without q/k/v/out biases, final LayerNorm. `attention_implementation` swaps the attention, which
-  makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.baselines`).
+  makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.model.baselines`).
 
   Attributes:
     config: the model config.
@@ -341,13 +261,7 @@ class TransformerEncoder(nn.Module):
     x, lengths = TokenEmbedding(cfg, 1.0, 0.02, cls_init_zero=True, name='embed')(tokens, lengths)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     mask = length_mask(lengths, x.shape[1])
-    attention = self_attention_module(
-      cfg.attention_implementation,
-      max_length=cfg.max_length + int(cfg.prepend_cls),
-      low_rank_features=cfg.low_rank_features,
-      nb_features=cfg.nb_features,
-      redraw_features=cfg.redraw_features,
-    )
+    attention = TRANSFORMER_ATTENTIONS[cfg.attention_implementation](cfg)
     layer = remat_layer(TransformerEncoderLayer, cfg.remat, deterministic_argnum=3)
     for i in range(cfg.num_layers):
       x = layer(

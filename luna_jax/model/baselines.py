@@ -3,9 +3,9 @@ Performer.
 
 LRA (Tay et al., 2021) defines each of them as its Transformer with another self-attention, and so
 does this module: the pure functions below work on projected, head-split `[batch, length, heads,
-head_dim]` tensors (like `luna_jax.attention`), and the thin modules are
-`luna_jax.layers.SelfAttention` (same no-bias q/k/v/out projections) with another `attend`.
-`luna_jax.attention_registry` maps an `attention_implementation` name to the module the LRA
+head_dim]` tensors (like `luna_jax.model.attention`), and the thin modules are
+`luna_jax.model.layers.SelfAttention` (same no-bias q/k/v/out projections) with another `attend`.
+`luna_jax.model.registry` maps an `attention_implementation` name to the module the LRA
 Transformer block builds.
 
   linformer  Wang et al. (2020): keys and values projected along the sequence by learned
@@ -27,15 +27,21 @@ FAVOR+ attention have no attention dropout (as in LRA's code).
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax import attention as attn
-from luna_jax.layers import SelfAttention
+from luna_jax.model import attention as attn
+from luna_jax.model.layers import SelfAttention
+
+if TYPE_CHECKING:
+  from luna_jax.model.config import ModelConfig
 
 Array = jax.Array
 
@@ -259,6 +265,14 @@ class LinformerSelfAttention(SelfAttention):
   max_length: int | None = None
   low_rank_features: int = 16
 
+  @classmethod
+  def from_config(cls, cfg: ModelConfig) -> Callable[..., LinformerSelfAttention]:
+    """The constructor for a `ModelConfig`: the encoder's length (CLS included) and
+    `low_rank_features`."""
+    return functools.partial(
+      cls, max_length=cfg.max_length + int(cfg.prepend_cls), low_rank_features=cfg.low_rank_features
+    )
+
   def attend(
     self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
   ) -> Array:
@@ -308,6 +322,11 @@ class PerformerSelfAttention(SelfAttention):
 
   nb_features: int = 256
   redraw_features: bool = False
+
+  @classmethod
+  def from_config(cls, cfg: ModelConfig) -> Callable[..., PerformerSelfAttention]:
+    """The constructor for a `ModelConfig`: its `nb_features` and `redraw_features`."""
+    return functools.partial(cls, nb_features=cfg.nb_features, redraw_features=cfg.redraw_features)
 
   def projection(self, deterministic: bool) -> Array:
     """The `[nb_features, head_dim]` random projection of this call."""

@@ -1,0 +1,91 @@
+"""The model factory: `config.model` -> a Flax module, by `config.model.name`.
+
+  'luna', 'transformer'   LRA classifiers (`SequenceClassifier`: encoder, pooling, head; two towers
+                          for Retrieval)
+  'luna_lm'               decoder-only causal Luna language model (`LunaLM`)
+  'luna_seq2seq'          encoder-decoder Luna (`LunaSeq2Seq`)
+  'luna_mlm', 'transformer_mlm'
+                          the encoder with a tied LM head, for masked-LM pretraining (`MaskedLM`)
+
+Every model declares `input_names`, the batch fields its `__call__` takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from luna_jax.model.classifiers import SequenceClassifier
+from luna_jax.model.config import DATA_FIELDS, HeadConfig, ModelConfig, check_model_config
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
+from luna_jax.model.encoders import ENCODERS
+from luna_jax.model.mlm import MaskedLM
+
+Model = SequenceClassifier | LunaLM | LunaSeq2Seq | MaskedLM
+#: The token-level models (trained on `corpora.TOKEN_TASKS`).
+TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
+#: Masked-LM models: '<encoder>_mlm' for every encoder.
+MLM_SUFFIX = '_mlm'
+MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODERS)
+MODEL_NAMES = (*ENCODERS, *TOKEN_MODELS, *MLM_MODELS)
+
+
+def build_model(
+  model_config: Mapping[str, Any],
+  *,
+  vocab_size: int,
+  num_classes: int,
+  max_length: int,
+  dual: bool = False,
+  bos_id: int | None = None,
+  special_ids: Sequence[int] = (0,),
+) -> Model:
+  """Builds the model named by `model_config['name']` (default 'luna').
+
+  Args:
+    model_config: any `HeadConfig` field (`name`, `pooling`, `classifier_hidden_dim`,
+      `interaction`) and any `ModelConfig` field except `DATA_FIELDS`, which come from the data and
+      the pooling (`luna_jax.model.config`); absent keys take the dataclasses' defaults.
+    vocab_size: token vocabulary size (the masked LMs add the mask id, `vocab_size`).
+    num_classes: output classes (classifiers).
+    max_length: longest input (for seq2seq: the longer of source and target) in tokens.
+    dual: build the Retrieval two-tower classifier.
+    bos_id: first decoder input of 'luna_seq2seq'.
+    special_ids: ids the masked LMs never mask (`lra.special_ids`).
+
+  Returns:
+    An uninitialised Flax module.
+
+  Raises:
+    ValueError: on an unknown key or a value out of range (`check_model_config`), naming it.
+  """
+  check_model_config(model_config)
+  model_keys = {f.name for f in dataclasses.fields(ModelConfig)} - set(DATA_FIELDS)
+  head = HeadConfig(**{k: v for k, v in model_config.items() if k not in model_keys})
+  encoder_name = head.name.removesuffix(MLM_SUFFIX)
+  # A masked LM keeps the CLS vector of the classifier it will be finetuned into (same pooling),
+  # so that the two encoders have the same parameters.
+  encoder = ModelConfig(
+    vocab_size=vocab_size + int(head.name in MLM_MODELS),
+    max_length=max_length,
+    prepend_cls=encoder_name in ENCODERS and head.pooling == 'cls',
+    **{k: v for k, v in model_config.items() if k in model_keys},
+  )
+  if head.name == 'luna_lm':
+    return LunaLM(encoder)
+  if head.name in MLM_MODELS:
+    return MaskedLM(encoder_name, encoder, tuple(special_ids))
+  if head.name == 'luna_seq2seq':
+    if bos_id is None:
+      raise ValueError("'luna_seq2seq' needs the data's bos_id.")
+    return LunaSeq2Seq(encoder, bos_id=bos_id)
+  return SequenceClassifier(
+    encoder_name=head.name,
+    encoder=encoder,
+    num_classes=num_classes,
+    pooling=head.pooling,
+    hidden_dim=head.classifier_hidden_dim or encoder.mlp_dim,
+    dual=dual,
+    interaction=head.interaction,
+  )

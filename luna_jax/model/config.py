@@ -1,0 +1,183 @@
+"""The model's settings, one schema per knob: `ModelConfig` (every model's hyper-parameters) and
+`HeadConfig` (the classifier keys of `config.model`), each field with its type, default and allowed
+values (`luna_jax.config_utils.spec`).
+
+`configs/base.py` gives every field the same default (a test checks it) with a one-line comment;
+`check_model_config` checks a `config.model` mapping against these fields, so a misspelt key or a
+value out of range is named at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from luna_jax import config_utils
+from luna_jax.config_utils import spec
+from luna_jax.model.registry import LUNA_ATTENTIONS, TRANSFORMER_ATTENTIONS
+
+#: `ModelConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
+REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_saveable}
+#: Compute dtypes (`ModelConfig.dtype`).
+DTYPES = ('float32', 'bfloat16')
+#: Sequence representations of the classifiers (`luna_jax.model.classifiers.pool`).
+POOLINGS = ('cls', 'mean', 'p')
+#: Retrieval features of two pooled documents (`luna_jax.model.classifiers.combine_pair`).
+INTERACTIONS = ('concat', 'nli')
+_SIZE = {'minimum': 1}
+_RATE = {'minimum': 0.0, 'below': 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of every model: the encoders, the decoders and the baselines (each ignores the
+  fields it does not use).
+
+  Attributes:
+    vocab_size: number of token ids (0 is padding); from the data.
+    max_length: longest input in tokens, before a CLS token is prepended; from the data.
+    num_layers: encoder layers.
+    emb_dim: model width d.
+    num_heads: attention heads (Luna: unpack heads).
+    mlp_dim: FFN hidden size.
+    qkv_dim: Transformer attention width (default emb_dim).
+    num_pack_heads: Luna pack heads (default num_heads).
+    projection_length: Luna's l, the length of P.
+    tie_kv: Luna K/V weight tying inside pack and inside unpack.
+    normalize_before: Luna pre-LN instead of the paper's post-LN.
+    activation: FFN activation: 'gelu' (exact), 'gelu_tanh' or 'relu'.
+    dropout_rate: embedding and residual dropout.
+    attention_dropout_rate: attention-probability dropout.
+    activation_dropout_rate: dropout after the FFN activation (Luna only).
+    positional: 'learned' or 'sinusoidal' token positions.
+    embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
+    embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
+    prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head); from the pooling.
+    attention_implementation: Transformer attention, a key of
+      `luna_jax.model.registry.TRANSFORMER_ATTENTIONS`: 'softmax', 'fused', or the baselines
+      'linformer', 'linear' (elu + 1) and 'performer' (FAVOR+).
+    luna_attention_implementation: Luna encoder attention, a key of
+      `luna_jax.model.registry.LUNA_ATTENTIONS`: 'luna' (pack and unpack, eqs. 3-5).
+    low_rank_features: Linformer's projected length r.
+    nb_features: Performer's number of random features.
+    redraw_features: Performer: draw a new random projection at every training step.
+    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer its own
+      learned P table and drops Y_P between layers (the non-contextual ablation, paper Table 5).
+    omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
+    causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
+    chunk_size: positions per chunk of the chunked causal form.
+    dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
+    remat: rematerialisation of each layer in the backward pass (`REMAT`): 'none' (keep every
+      residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
+      matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
+  """
+
+  vocab_size: int = spec(**_SIZE)
+  max_length: int = spec(**_SIZE)
+  num_layers: int = spec(default=4, **_SIZE)
+  emb_dim: int = spec(default=256, **_SIZE)
+  num_heads: int = spec(default=4, **_SIZE)
+  mlp_dim: int = spec(default=1024, **_SIZE)
+  qkv_dim: int | None = spec(default=None, **_SIZE)
+  num_pack_heads: int | None = spec(default=None, **_SIZE)
+  projection_length: int = spec(default=16, **_SIZE)
+  tie_kv: bool = spec(default=False)
+  normalize_before: bool = spec(default=False)
+  activation: str = spec(default='gelu', choices=('gelu', 'gelu_tanh', 'relu'))
+  dropout_rate: float = spec(default=0.1, **_RATE)
+  attention_dropout_rate: float = spec(default=0.1, **_RATE)
+  activation_dropout_rate: float = spec(default=0.0, **_RATE)
+  positional: str = spec(default='learned', choices=('learned', 'sinusoidal'))
+  embedding_layernorm: bool = spec(default=True)
+  embed_scale: bool = spec(default=False)
+  prepend_cls: bool = spec(default=True)
+  attention_implementation: str = spec(default='softmax', choices=tuple(TRANSFORMER_ATTENTIONS))
+  luna_attention_implementation: str = spec(default='luna', choices=tuple(LUNA_ATTENTIONS))
+  low_rank_features: int = spec(default=16, **_SIZE)
+  nb_features: int = spec(default=256, **_SIZE)
+  redraw_features: bool = spec(default=False)
+  contextual_p: bool = spec(default=True)
+  omega: str = spec(default='softplus', choices=('softplus', 'elu'))
+  causal_implementation: str = spec(default='chunked', choices=('chunked', 'scan'))
+  chunk_size: int = spec(default=64, **_SIZE)
+  dtype: str = spec(default='float32', choices=DTYPES)
+  remat: str = spec(default='none', choices=tuple(REMAT))
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+
+def _model_name_error(name: str) -> str | None:
+  """Why `name` is not a buildable model (`luna_jax.model.build.MODEL_NAMES`), or None."""
+  from luna_jax.model.build import MODEL_NAMES  # The factory imports this module.
+
+  return None if name in MODEL_NAMES else f'must be one of {list(MODEL_NAMES)}'
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+  """The keys of `config.model` that are not `ModelConfig` fields: which model, and the classifier
+  head (the token models and the masked LMs ignore all but `name`).
+
+  Attributes:
+    name: the model, one of `luna_jax.model.build.MODEL_NAMES`.
+    pooling: sequence representation, one of `POOLINGS`.
+    classifier_hidden_dim: hidden width of the Dense -> ReLU -> Dense head (None: mlp_dim).
+    interaction: Retrieval features of the two documents, one of `INTERACTIONS`.
+  """
+
+  name: str = spec(default='luna', check=_model_name_error)
+  pooling: str = spec(default='cls', choices=POOLINGS)
+  classifier_hidden_dim: int | None = spec(default=None, **_SIZE)
+  interaction: str = spec(default='concat', choices=INTERACTIONS)
+
+
+#: `ModelConfig` fields that come from the data and the pooling, not from `config.model`.
+DATA_FIELDS = ('vocab_size', 'max_length', 'prepend_cls')
+
+
+def model_fields() -> dict[str, dataclasses.Field]:
+  """The keys `config.model` may hold, by name: `HeadConfig`'s and `ModelConfig`'s fields, less
+  `DATA_FIELDS`."""
+  fields = [*dataclasses.fields(HeadConfig), *dataclasses.fields(ModelConfig)]
+  return {f.name: f for f in fields if f.name not in DATA_FIELDS}
+
+
+def check_model_config(model_config: Mapping[str, Any], section: str = 'config.model') -> None:
+  """Checks the keys, types and allowed values of a (possibly partial) `config.model` mapping.
+
+  Args:
+    model_config: any `HeadConfig` field and any `ModelConfig` field except `DATA_FIELDS`; absent
+      keys take their defaults.
+    section: the mapping's name in messages.
+
+  Raises:
+    config_utils.ConfigError: naming `section.key`, the value and what is allowed.
+  """
+  fields = model_fields()
+  unknown = sorted(set(model_config) - set(fields))
+  if unknown:
+    raise config_utils.ConfigError(f'{section}: unknown key(s) {unknown}; known: {sorted(fields)}.')
+  hints = {**typing.get_type_hints(HeadConfig), **typing.get_type_hints(ModelConfig)}
+  for name, value in model_config.items():
+    error = config_utils.value_error(value, hints[name], fields[name].metadata.get('spec', {}))
+    if error:
+      raise config_utils.ConfigError(f'{section}.{name}={value!r}: {error}.')
+  emb_dim = model_config.get('emb_dim', ModelConfig.emb_dim)
+  num_heads = model_config.get('num_heads', ModelConfig.num_heads)
+  widths = {
+    'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
+    'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim),
+  }
+  for key, (heads, width) in widths.items():
+    if width % heads:
+      raise config_utils.ConfigError(
+        f'{section}.{key}={heads}: must divide the attention width {width} (emb_dim, or '
+        'qkv_dim for the Transformer).'
+      )

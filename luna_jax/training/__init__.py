@@ -1,0 +1,18 @@
+"""The training machinery: one trainer for every task and model.
+
+run_config        the experiment config's sections as checked dataclasses (`parse_config`)
+steps             the train state and the jitted train and evaluation steps, device selection
+trainer           `train_and_evaluate(config, workdir)`: setup, the loop, evaluation, results
+checkpointing     verified, atomic checkpoints and the best parameters
+optim             learning-rate schedules and the optimizer
+metric_log        metrics.jsonl and TensorBoard events; the per-step metric buffer
+workdir           the workdir lock
+distributed       multi-process set-up (`jax.distributed`)
+xla_settings      the XLA flags the trainer sets
+pretrained        initialising an encoder from another run (`config.init_from`)
+self_pretraining  the pretrain-then-finetune stages of one run
+"""
+
+from luna_jax.training.run_config import RunConfig, parse_config, resolve_config
+from luna_jax.training.steps import TrainState, create_train_state, eval_step, train_step
+from luna_jax.training.trainer import train_and_evaluate

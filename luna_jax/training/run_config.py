@@ -1,0 +1,184 @@
+"""The run configuration: the experiment config's sections as checked, typed dataclasses.
+
+`parse_config(config)` checks every key and value of an `ml_collections` experiment config once
+(names, types, ranges, choices; `configs/base.py` documents every field), applies `debug`, and
+returns a `RunConfig`; `config_changes` lists what differs between a stored and a new config, which
+decides whether a workdir's run may be resumed (`RESCHEDULE_KEYS` may change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+import lra
+from luna_jax import config_utils
+from luna_jax.config_utils import spec
+from luna_jax.model.config import check_model_config
+from luna_jax.training import optim
+
+#: Top-level config keys.
+CONFIG_KEYS = (
+  'seed',
+  'debug',
+  'init_from',
+  'data',
+  'model',
+  'optimizer',
+  'training',
+  'self_pretraining',
+)
+#: `config.training` keys that may change when a run is resumed: they extend or re-schedule it.
+RESCHEDULE_KEYS = (
+  'num_train_steps',
+  'eval_every',
+  'log_every',
+  'checkpoint_every',
+  'num_eval_batches',
+  'keep_checkpoints',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The `config.data` section, checked (see configs/base.py for what each field means)."""
+
+  task: str = spec(choices=(*lra.TASKS, *lra.TOKEN_TASKS, *lra.TEXT_TASKS))
+  data_dir: str = spec()
+  options: dict = spec()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  """The `config.training` section, checked (see configs/base.py for what each field means)."""
+
+  batch_size: int = spec(minimum=1)
+  eval_batch_size: int = spec(minimum=0)
+  num_train_steps: int = spec(minimum=1)
+  eval_every: int = spec(minimum=1)
+  num_eval_batches: int = spec(minimum=1, also=(-1,))
+  log_every: int = spec(minimum=1)
+  checkpoint_every: int = spec(minimum=1)
+  keep_checkpoints: int = spec(minimum=1)
+  num_devices: int = spec(minimum=1, also=(-1,))
+  distributed: bool = spec()
+  label_smoothing: float = spec(minimum=0.0, below=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfPretrainingConfig:
+  """The `config.self_pretraining` section, checked (see configs/base.py and
+  `luna_jax.training.self_pretraining`)."""
+
+  num_train_steps: int = spec(minimum=0, also=(-1,))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The whole experiment config, parsed once and checked (`parse_config`); what the trainer uses.
+
+  `model` stays a mapping (checked by `luna_jax.model.config.check_model_config`):
+  `luna_jax.build_model` turns it into the typed `ModelConfig` and head settings.
+  """
+
+  seed: int = spec(minimum=0)
+  debug: bool = spec()
+  init_from: str = spec()
+  data: DataConfig = spec()
+  model: dict = spec()
+  optimizer: optim.OptimizerConfig = spec()
+  training: TrainingConfig = spec()
+  self_pretraining: SelfPretrainingConfig = spec()
+
+  def to_dict(self) -> dict[str, Any]:
+    """The config as plain JSON-able nested dicts (what config.json and checkpoints store)."""
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A smoke-test version of `config`: one small layer, batch 8, 5 steps, capped evaluation.
+
+  The data and the model family (Luna/Transformer, pooling, head) are unchanged.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.update(
+    num_layers=1,
+    emb_dim=32,
+    num_heads=2,
+    mlp_dim=64,
+    classifier_hidden_dim=32,
+    projection_length=min(config.model.get('projection_length', 8), 8),
+  )
+  if config.model.get('qkv_dim') is not None:
+    config.model.qkv_dim = 32
+  if config.model.get('num_pack_heads') is not None:
+    config.model.num_pack_heads = 2
+  config.optimizer.warmup_steps = min(config.optimizer.get('warmup_steps', 2), 2)
+  config.training.update(
+    batch_size=8,
+    eval_batch_size=8,
+    num_train_steps=5,
+    eval_every=5,
+    num_eval_batches=2,
+    log_every=1,
+    checkpoint_every=5,
+  )
+  return config
+
+
+def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
+  """Checks every key and value of `config` once, applies `debug`, and returns the typed sections.
+
+  Raises:
+    config_utils.ConfigError: an unknown or missing key, a value of the wrong type or out of its
+      range (an interval or size < 1, a rate outside [0, 1), an unknown choice or dtype name),
+      naming `config.<section>.<key>`, the value and what is allowed.
+  """
+  config_utils.check_keys(config, CONFIG_KEYS, 'config')
+  if config.debug is True:
+    config = apply_debug(config)
+  check_model_config(config.model)
+  sections = {
+    'data': config_utils.parse_section(DataConfig, config.data.to_dict(), 'config.data'),
+    'model': config.model.to_dict(),
+    'optimizer': optim.OptimizerConfig.from_mapping(config.optimizer),
+    'training': config_utils.parse_section(TrainingConfig, config.training, 'config.training'),
+    'self_pretraining': config_utils.parse_section(
+      SelfPretrainingConfig, config.self_pretraining, 'config.self_pretraining'
+    ),
+  }
+  return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` checked (`parse_config`) and with `debug` applied, as a new ConfigDict."""
+  return ml_collections.ConfigDict(parse_config(config).to_dict())
+
+
+def config_changes(
+  stored: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ''
+) -> list[str]:
+  """The settings that differ between two config dicts, as 'key: stored -> new' lines.
+
+  Keys of `config.training` in RESCHEDULE_KEYS and `training.num_devices` (a device-count change is
+  handled separately) are not compared.
+  """
+  changes = []
+  for key in sorted(set(stored) | set(new)):
+    name = f'{prefix}{key}'
+    if name in {f'training.{k}' for k in (*RESCHEDULE_KEYS, 'num_devices')}:
+      continue
+    old_value, new_value = stored.get(key, '(absent)'), new.get(key, '(absent)')
+    if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
+      changes += config_changes(old_value, new_value, f'{name}.')
+    elif old_value != new_value:
+      changes.append(f'{name}: {old_value!r} -> {new_value!r}')
+  return changes
+
+
+class ConfigChangedError(config_utils.ConfigError):
+  """A workdir's run is resumed with settings other than those it was trained with."""

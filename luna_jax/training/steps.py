@@ -1,0 +1,266 @@
+"""The jitted steps and what runs them on the devices: the train state, one optimisation step,
+one evaluation step, device selection, sharding of host batches and a split's evaluation.
+
+The steps are pure functions of (state or parameters, batch, key), written for one device and
+mapped over the local devices with `jax.pmap` by `luna_jax.training.trainer` (`axis_name` names the
+mapped axis; None runs them under plain `jax.jit`). What a batch is scored with is the model's
+`objective` (`luna_jax.model.objectives`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import lra
+from luna_jax.model import objectives
+
+Batch = Mapping[str, Any]
+PyTree = Any
+
+#: Name of the pmap axis.
+AXIS = 'batch'
+#: Folded into a training step's dropout key to give the objective's batch-preparation key (a value
+#: no Flax rng derivation folds in: Flax folds in hashes of module names and small call counters).
+PREPARE_FOLD = 2**31 - 1
+#: Evaluation batch i is prepared with the key `fold_in(PRNGKey(EVAL_SEED), i)` (then the device
+#: index), in every evaluation of every run.
+EVAL_SEED = 0
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a resumed run needs besides the config.
+
+  Attributes:
+    step: int32 scalar, number of updates applied so far.
+    params: the model parameters (float32).
+    opt_state: the optax state.
+    rng: PRNG key; dropout keys are derived from it by folding in the step and the device index.
+  """
+
+  step: jax.Array
+  params: PyTree
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def model_inputs(batch: Batch, model: flax.linen.Module) -> dict[str, Any]:
+  """The model's keyword inputs (`model.input_names`) present in `batch`."""
+  return {name: batch[name] for name in model.input_names if name in batch}
+
+
+def device_key(rng: jax.Array, axis_name: str | None) -> jax.Array:
+  """`rng` folded with this device's index along `axis_name` (unchanged when it is None)."""
+  return rng if axis_name is None else jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+
+
+def create_train_state(
+  rng: jax.Array,
+  model: flax.linen.Module,
+  optimizer: optax.GradientTransformation,
+  example_batch: Batch,
+) -> TrainState:
+  """Initialises parameters and optimizer state.
+
+  Args:
+    rng: PRNG key; split into the init key and the state's dropout key.
+    model: the model from `luna_jax.build_model`.
+    optimizer: the optax transformation.
+    example_batch: a batch with the model inputs (only shapes and dtypes matter).
+
+  Returns:
+    A TrainState at step 0.
+  """
+  init_rng, state_rng = jax.random.split(rng)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+    init_rng, **model_inputs(example_batch, model)
+  )
+  params = variables['params']
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), rng=state_rng
+  )
+
+
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  *,
+  model: flax.linen.Module,
+  optimizer: optax.GradientTransformation,
+  axis_name: str | None = None,
+  label_smoothing: float = 0.0,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on the (per-device) batch.
+
+  Pure. The model's objective (`model.objective`, see `luna_jax.model.objectives`) prepares the
+  batch and weighs the loss. The loss is the mean over the whole global batch: every device divides
+  its summed loss by the global weight (number of examples, or of target tokens for the token-level
+  models) and gradients are summed over `axis_name`, so one device and N devices take the same step.
+  Each device gets its own dropout key `fold_in(fold_in(state.rng, step), device index)`, and the
+  objective its batch-preparation key `fold_in(dropout key, PREPARE_FOLD)`.
+
+  Args:
+    state: the current state.
+    batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] (class labels) or [b, T]
+      (tokens, 0 = padding) int32, plus whatever else the model takes ('inputs2', 'lengths2').
+    model: the model (`luna_jax.build_model`).
+    optimizer: the optax transformation the state was created with.
+    axis_name: the pmap axis, or None on a single device (plain `jax.jit`).
+    label_smoothing: label smoothing of the training loss.
+
+  Returns:
+    The new state and scalar metrics: loss, accuracy (per example or per token), grad_norm (after
+    averaging, before clipping) and param_norm (of the new parameters).
+  """
+  objective = model.objective
+  dropout_rng = device_key(jax.random.fold_in(state.rng, state.step), axis_name)
+  batch = objective.prepare(batch, jax.random.fold_in(dropout_rng, PREPARE_FOLD))
+  weights = objective.weights(batch)
+  total = jnp.sum(weights)
+  if axis_name is not None:
+    total = jax.lax.psum(total, axis_name)
+  total = jnp.maximum(total, 1.0)
+
+  def loss_fn(params):
+    logits = model.apply(
+      {'params': params}, **model_inputs(batch, model), train=True, rngs={'dropout': dropout_rng}
+    )
+    return jnp.sum(objective.losses(logits, batch, label_smoothing) * weights) / total, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == batch['targets']) * weights) / total
+  if axis_name is not None:
+    loss, accuracy, grads = jax.lax.psum((loss, accuracy, grads), axis_name)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+    'loss': loss,
+    'accuracy': accuracy,
+    'grad_norm': optax.tree.norm(grads),
+    'param_norm': optax.tree.norm(params),
+  }
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(
+  params: PyTree,
+  batch: Batch,
+  rng: jax.Array | None = None,
+  *,
+  model: flax.linen.Module,
+  axis_name: str | None = None,
+) -> dict[str, jax.Array]:
+  """The objective's metric sums (`model.objective.metric_sums`) on one (per-device) batch, without
+  dropout.
+
+  Args:
+    params: the model parameters.
+    batch: like `train_step`'s, plus optional 'weights' [b] float32 (0 marks padding rows).
+    rng: the batch-preparation key (folded with the device index along `axis_name`); None:
+      `PRNGKey(EVAL_SEED)`.
+    model: the model.
+    axis_name: the pmap axis to sum over, or None.
+
+  Returns:
+    Float32 scalars {'loss', 'correct', 'count'}: summed loss, correct predictions and weight
+    (examples, or target tokens for the token-level models); for token-level models also
+    'sequences_correct' (examples whose every target token is predicted, i.e. that greedy decoding
+    reproduces exactly) and 'sequences'.
+  """
+  objective = model.objective
+  rng = jax.random.PRNGKey(EVAL_SEED) if rng is None else rng
+  batch = objective.prepare(batch, device_key(rng, axis_name))
+  logits = model.apply({'params': params}, **model_inputs(batch, model), train=False)
+  sums = objective.metric_sums(logits, batch)
+  return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices and sharding
+# ------------------------------------------------------------------------------------------------
+
+
+def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Device]:
+  """The local devices to train on, checking that every global batch size divides across them.
+
+  Args:
+    num_devices: -1 for every local device, else the first `num_devices` (single process only).
+    batch_sizes: global batch sizes that will be split over the devices of all processes.
+
+  Returns:
+    The local devices.
+
+  Raises:
+    ValueError: a batch size not divisible by the global device count, or a bad `num_devices`.
+  """
+  local = jax.local_devices()
+  if num_devices != -1:
+    if not 1 <= num_devices <= len(local) or jax.process_count() > 1:
+      raise ValueError(
+        f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} '
+        f'on a single process ({jax.process_count()} processes).'
+      )
+    local = local[:num_devices]
+  total = len(local) * jax.process_count()
+  for batch_size in batch_sizes:
+    if batch_size % total:
+      raise ValueError(
+        f'batch size {batch_size} is not divisible by the number of devices {total} '
+        f'({len(local)} per process x {jax.process_count()} processes); choose a '
+        f'multiple of {total} (--config.training.batch_size / eval_batch_size).'
+      )
+  return local
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first device's copy of every leaf of a pmap-replicated tree ([devices, ...] -> [...])."""
+  return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
+
+
+def shard(batch: Batch, num_devices: int) -> dict[str, np.ndarray]:
+  """Reshapes this process's host batch [b, ...] to [num_devices, b / num_devices, ...]."""
+  return {k: np.reshape(v, (num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+def evaluate(
+  p_eval_step,
+  params: PyTree,
+  split: lra.Split,
+  batch_size: int,
+  num_devices: int,
+  objective: objectives.Objective,
+  max_batches: int = -1,
+) -> dict[str, float]:
+  """The objective's metrics of replicated `params` on a split.
+
+  Args:
+    p_eval_step: the pmapped `eval_step` (params and batch mapped, the key broadcast).
+    params: replicated parameters.
+    split: the split to evaluate.
+    batch_size: global evaluation batch size.
+    num_devices: local devices.
+    objective: the model's objective, which turns the summed metrics into means.
+    max_batches: evaluate only the first `max_batches` batches (-1: the whole split).
+
+  Returns:
+    `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
+    models 'sequence_accuracy'.
+  """
+  batches = lra.eval_batches(
+    split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+  )
+  key = jax.random.PRNGKey(EVAL_SEED)
+  totals = None
+  for i, batch in enumerate(batches):
+    if i == max_batches:
+      break
+    sums = p_eval_step(params, shard(batch, num_devices), jax.random.fold_in(key, i))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return objective.summarize(jax.device_get(unreplicate(totals)))
