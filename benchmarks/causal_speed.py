@@ -29,7 +29,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.speed_memory import compiled_memory, describe_machine, length_label
+from benchmarks.speed_memory_harness import compiled_memory, describe_machine
+from benchmarks.speed_memory_report import length_label
 from luna_jax.model import attention as attn
 from luna_jax.model import generation
 from luna_jax.model.config import ModelConfig

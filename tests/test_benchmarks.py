@@ -10,6 +10,13 @@ import jax
 import pytest
 
 from benchmarks import speed_memory
+from benchmarks.speed_memory_harness import (
+  Architecture,
+  model_config,
+  run_cell,
+  run_cell_subprocess,
+)
+from benchmarks.speed_memory_report import length_label, relative_table
 from configs import variants
 
 TINY = [
@@ -151,7 +158,7 @@ def test_profile_times_every_cell_by_op_class(output_dir, mode):
     assert ops and all(math.isfinite(ms) and ms > 0 for ms in ops.values()), cell['model']
     assert not any(re.search(r'\.\d+$', name) for name in ops)  # Numeric suffixes stripped.
     assert list(ops.values()) == sorted(ops.values(), reverse=True)
-    assert f'{cell["label"]} {speed_memory.length_label(cell["length"])}' in table
+    assert f'{cell["label"]} {length_label(cell["length"])}' in table
     traces = list(
       (output_dir / mode / 'traces').glob(f'{cell["model"]}_{cell["length"]}/**/*.trace.json.gz')
     )
@@ -170,9 +177,9 @@ def test_cell_in_a_subprocess(monkeypatch):
     'repeats': 1,
     'seed': 0,
     'memory_limit_bytes': None,
-    'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64)),
+    'arch': vars(Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64)),
   }
-  record = speed_memory.run_cell_subprocess(spec, timeout_s=120)
+  record = run_cell_subprocess(spec, timeout_s=120)
   assert record['status'] == 'ok', record
   assert record['step_time_s'] > 0 and record['peak_rss_bytes'] > record['compiled_peak_bytes'] > 0
 
@@ -187,9 +194,9 @@ def test_memory_guard_reports_oom_without_running():
     'repeats': 1,
     'seed': 0,
     'memory_limit_bytes': 1,
-    'arch': vars(speed_memory.Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64)),
+    'arch': vars(Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64)),
   }
-  record = speed_memory.run_cell(spec)
+  record = run_cell(spec)
   assert record['status'] == 'OOM' and 'memory limit' in record['reason']
   assert 'step_time_s' not in record
 
@@ -208,21 +215,21 @@ def test_relative_table_reports_oom_and_baseline_oom():
     {'model': 'transformer', 'length': 2048, 'status': 'OOM'},
     dict(ok('luna16', 2.0, 20.0), length=2048),
   ]
-  table = speed_memory.relative_table(cells, ['transformer', 'luna16'], [1024, 2048], 'transformer')
+  table = relative_table(cells, ['transformer', 'luna16'], [1024, 2048], 'transformer')
   assert '| Transformer | 1.00 | OOM | 1.00 | OOM |' in table
   assert '| Luna-16 | 4.00 | n/a | 0.10 | n/a |' in table
 
 
 def test_model_names_and_lengths():
-  arch = speed_memory.Architecture()
-  assert speed_memory.model_config('luna128_tied', arch)['projection_length'] == 128
-  assert speed_memory.model_config('luna128_tied', arch)['tie_kv']
-  assert speed_memory.model_config('transformer_fused', arch)['attention_implementation'] == 'fused'
-  assert speed_memory.model_config('performer', arch)['attention_implementation'] == 'performer'
-  assert not speed_memory.model_config('luna16_noncontextual', arch)['contextual_p']
+  arch = Architecture()
+  assert model_config('luna128_tied', arch)['projection_length'] == 128
+  assert model_config('luna128_tied', arch)['tie_kv']
+  assert model_config('transformer_fused', arch)['attention_implementation'] == 'fused'
+  assert model_config('performer', arch)['attention_implementation'] == 'performer'
+  assert not model_config('luna16_noncontextual', arch)['contextual_p']
   assert variants.label('luna16_noncontextual') == 'Luna-16 (non-contextual P)'
   with pytest.raises(ValueError, match='unknown model'):
-    speed_memory.model_config('reformer', arch)
+    model_config('reformer', arch)
   assert speed_memory._parse_lengths('1K,2048, 4k') == [1024, 2048, 4096]
 
 

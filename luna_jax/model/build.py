@@ -12,12 +12,11 @@ Every model declares `input_names`, the batch fields its `__call__` takes.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from luna_jax.model.classifiers import SequenceClassifier
-from luna_jax.model.config import DATA_FIELDS, HeadConfig, ModelConfig, check_model_config
+from luna_jax.model.config import ModelConfig, check_model_config, split_model_config
 from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.model.encoders import ENCODERS
 from luna_jax.model.mlm import MaskedLM
@@ -61,8 +60,7 @@ def build_model(
     ValueError: on an unknown key or a value out of range (`check_model_config`), naming it.
   """
   check_model_config(model_config)
-  model_keys = {f.name for f in dataclasses.fields(ModelConfig)} - set(DATA_FIELDS)
-  head = HeadConfig(**{k: v for k, v in model_config.items() if k not in model_keys})
+  head, settings = split_model_config(model_config)
   encoder_name = head.name.removesuffix(MLM_SUFFIX)
   # A masked LM keeps the CLS vector of the classifier it will be finetuned into (same pooling),
   # so that the two encoders have the same parameters.
@@ -70,7 +68,7 @@ def build_model(
     vocab_size=vocab_size + int(head.name in MLM_MODELS),
     max_length=max_length,
     prepend_cls=encoder_name in ENCODERS and head.pooling == 'cls',
-    **{k: v for k, v in model_config.items() if k in model_keys},
+    **settings,
   )
   if head.name == 'luna_lm':
     return LunaLM(encoder)

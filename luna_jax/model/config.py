@@ -149,6 +149,14 @@ def model_fields() -> dict[str, dataclasses.Field]:
   return {f.name: f for f in fields if f.name not in DATA_FIELDS}
 
 
+def split_model_config(model_config: Mapping[str, Any]) -> tuple[HeadConfig, dict[str, Any]]:
+  """Splits a checked `config.model` mapping into its `HeadConfig` and the `ModelConfig` keyword
+  arguments it sets (the data fields are the caller's to add)."""
+  head_keys = {f.name for f in dataclasses.fields(HeadConfig)}
+  head = HeadConfig(**{k: v for k, v in model_config.items() if k in head_keys})
+  return head, {k: v for k, v in model_config.items() if k not in head_keys}
+
+
 def check_model_config(model_config: Mapping[str, Any], section: str = 'config.model') -> None:
   """Checks the keys, types and allowed values of a (possibly partial) `config.model` mapping.
 
