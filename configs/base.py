@@ -63,8 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = 'luna'
   # Sequence representation: 'cls' (prepended CLS vector), 'mean' (real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'
-  # Hidden width of the Dense -> ReLU -> Dense classifier head.
-  config.model.classifier_hidden_dim = 1024
+  # Hidden width of the Dense -> ReLU -> Dense classifier head (None: mlp_dim); typed placeholder.
+  config.model.classifier_hidden_dim = ml_collections.config_dict.placeholder(int)
   # Retrieval features of the two documents: 'concat' [u, v] or 'nli' [u, v, u*v, u-v].
   config.model.interaction = 'concat'
   # Number of encoder layers.
@@ -99,10 +99,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embedding_layernorm = True
   # Luna: scale embeddings and the first P by sqrt(d) (machine-translation recipe, off for LRA).
   config.model.embed_scale = False
-  # Transformer attention (luna_jax/attention_registry.py): 'softmax' (reference), 'fused'
-  # (jax.nn.dot_product_attention), or the baselines 'linformer', 'linear' (elu + 1 features) and
-  # 'performer' (FAVOR+).
+  # Transformer attention (luna_jax/model/registry.py TRANSFORMER_ATTENTIONS): 'softmax'
+  # (reference), 'fused' (jax.nn.dot_product_attention), or the baselines 'linformer',
+  # 'linear' (elu + 1 features) and 'performer' (FAVOR+).
   config.model.attention_implementation = 'softmax'
+  # Luna attention (luna_jax/model/registry.py LUNA_ATTENTIONS): 'luna' (pack and unpack, eqs. 3-5).
+  config.model.luna_attention_implementation = 'luna'
   # Linformer: length r the keys and values are projected to (LRA default 16).
   config.model.low_rank_features = 16
   # Performer: number of positive orthogonal random features (LRA default 256).
@@ -125,8 +127,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   # Base learning rate: the `constant` factor of the schedule.
   config.optimizer.learning_rate = 1e-4
-  # Learning-rate factors multiplied together (luna_jax/optim.py): 'constant * linear_warmup *
-  # rsqrt_normalized_decay' = fairseq inverse_sqrt with peak learning_rate (Luna);
+  # Learning-rate factors multiplied together (luna_jax/training/optim.py): 'constant *
+  # linear_warmup * rsqrt_normalized_decay' = fairseq inverse_sqrt with peak learning_rate (Luna);
   # '... * rsqrt_decay' (official LRA text tasks, peak learning_rate / sqrt(warmup_steps));
   # '... * cosine_decay' (official LRA image tasks); '... * linear_decay' (masked-LM pretraining and
   # finetuning, BERT/RoBERTa).

@@ -7,6 +7,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import base, variants
+from luna_jax import config_utils
+from luna_jax.model import config as model_config
 from luna_jax.training import run_config
 
 TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
@@ -166,3 +168,26 @@ def test_spt_flag_adds_as_many_pretraining_steps(name):
   assert config.self_pretraining.num_train_steps == -1
   assert load(name, 'luna16').self_pretraining.num_train_steps == 0
   run_config.resolve_config(config)
+
+
+def test_base_model_defaults_are_the_schemas_defaults():
+  """One schema per knob: `config.model` in configs/base.py holds exactly the keys of
+  `luna_jax.model.config` (HeadConfig and ModelConfig less the data fields), each with the
+  dataclass's default."""
+  fields = model_config.model_fields()
+  model = base.get_config().model.to_dict()
+  assert set(model) == set(fields)
+  for name, field in fields.items():
+    assert model[name] == field.default, name
+
+
+def test_model_rules_live_on_the_fields():
+  """A value out of a field's range or choices is refused by name, from the field's own rule."""
+  with pytest.raises(config_utils.ConfigError, match=r'config.model.chunk_size=0: must be >= 1'):
+    model_config.check_model_config({'chunk_size': 0})
+  with pytest.raises(config_utils.ConfigError, match=r"luna_attention_implementation='x'"):
+    model_config.check_model_config({'luna_attention_implementation': 'x'})
+  with pytest.raises(config_utils.ConfigError, match=r"config.model.name='lunar': must be one of"):
+    model_config.check_model_config({'name': 'lunar'})
+  with pytest.raises(config_utils.ConfigError, match=r"unknown key\(s\) \['vocab_size'\]"):
+    model_config.check_model_config({'vocab_size': 10})
