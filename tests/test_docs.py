@@ -1,0 +1,56 @@
+"""Text that stays true: every backticked dotted name of the project's packages (`luna_jax.*`,
+`lra.*`, `corpora.*`, `benchmarks.*`) in the README, the notebook and the source files resolves to a
+real module, class, function, constant or dataclass field."""
+
+import dataclasses
+import importlib
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ('luna_jax', 'lra', 'corpora', 'benchmarks')
+#: A dotted name right after an opening backtick: `lra.load_task(...)` gives 'lra.load_task'.
+NAME = re.compile(r'`((?:' + '|'.join(PACKAGES) + r')(?:\.[A-Za-z_]\w*)+)')
+
+
+def _documents():
+  files = [ROOT / 'README.md', ROOT / 'train.py', *sorted((ROOT / 'notebooks').glob('*.ipynb'))]
+  for folder in (*PACKAGES, 'configs', 'tests'):
+    files += sorted(p for p in (ROOT / folder).rglob('*.py') if 'results' not in p.parts)
+  return [f for f in files if f.is_file()]
+
+
+def _names():
+  found = {}
+  for path in _documents():
+    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+      for name in NAME.findall(line):
+        found.setdefault(name, f'{path.relative_to(ROOT)}:{number}')
+  return sorted(found.items())
+
+
+def _resolves(name: str) -> bool:
+  """Imports the longest module prefix of `name`, then looks up the rest as attributes (a field of
+  a dataclass counts, with or without a default)."""
+  parts = name.split('.')
+  for cut in range(len(parts), 0, -1):
+    try:
+      obj = importlib.import_module('.'.join(parts[:cut]))
+    except ModuleNotFoundError:
+      continue
+    for part in parts[cut:]:
+      if hasattr(obj, part):
+        obj = getattr(obj, part)
+      elif dataclasses.is_dataclass(obj) and part in {f.name for f in dataclasses.fields(obj)}:
+        return True
+      else:
+        return False
+    return True
+  return False
+
+
+def test_every_backticked_name_resolves():
+  names = _names()
+  assert len(names) > 50  # The scan does find the README's and the docstrings' names.
+  broken = [f'{where}: `{name}`' for name, where in names if not _resolves(name)]
+  assert not broken, 'names that point at nothing:\n' + '\n'.join(broken)
