@@ -19,7 +19,8 @@ import random
 from pathlib import Path
 
 from lra import listops_generator
-from lra.core import DataError, claim_outputs, record_outputs
+from lra.core import DataError
+from lra.files import claim_outputs, record_outputs
 from lra.sequences import LM_FILES, SEQ2SEQ_FILES
 
 TASKS = ('sort', 'reverse', 'lm')

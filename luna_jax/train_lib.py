@@ -47,7 +47,7 @@ from flax import jax_utils
 
 import lra
 import luna_jax
-from lra.core import write_atomically
+from lra.files import write_atomically
 from luna_jax import (
   checkpointing,
   config_utils,
@@ -597,7 +597,7 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  """Writes JSON atomically (`lra.core.write_atomically`)."""
+  """Writes JSON atomically (`lra.files.write_atomically`)."""
   write_atomically(path, json.dumps(value, indent=2))
 
 
