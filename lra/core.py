@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-  from lra.cache import Cache
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -123,34 +120,6 @@ def check_splits(
         split.num_examples,
         limit,
       )
-
-
-def load_split_files(
-  cache: Cache,
-  key: str,
-  paths: Mapping[str, Path],
-  read: Callable[[Path, int], Split],
-  max_length: int,
-) -> dict[str, Split]:
-  """Reads one file per split with `read(path, max_length)`, through the cache.
-
-  Args:
-    cache: where tokenised arrays are kept.
-    key: cache entry name.
-    paths: split name -> source file (hashed by content for the cache).
-    read: parses one file into a Split of length `max_length`.
-    max_length: L.
-
-  Returns:
-    The splits by name.
-  """
-  arrays = cache.load_or_build(
-    key,
-    lambda: splits_to_arrays({s: read(p, max_length) for s, p in paths.items()}),
-    params={'max_length': max_length},
-    content_files=list(paths.values()),
-  )
-  return arrays_to_splits(arrays)
 
 
 def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = False) -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from lra import text_tokenizers, tokenize
-from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, check_splits, load_split_files, require_files
+from lra.cache import Cache, load_split_files
+from lra.core import DataError, Split, TaskData, check_splits, require_files
 
 #: glue_task -> (text columns, label column, labels in class-id order).
 GLUE_TASKS = {

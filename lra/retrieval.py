@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from lra import tokenize
-from lra.cache import Cache
+from lra.cache import Cache, load_split_files
 from lra.core import (
   DataError,
   Split,
   TaskData,
   check_splits,
-  load_split_files,
   parse_label,
   require_files,
 )

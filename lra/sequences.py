@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from lra import tokenize
-from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, check_splits, load_split_files, require_files
+from lra.cache import Cache, load_split_files
+from lra.core import DataError, Split, TaskData, check_splits, require_files
 
 EOS_ID = tokenize.BYTE_VOCAB_SIZE  # 257
 BOS_ID = tokenize.BYTE_VOCAB_SIZE + 1  # 258
