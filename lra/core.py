@@ -122,6 +122,56 @@ def check_splits(
       )
 
 
+def task_data(
+  name: str,
+  splits: Mapping[str, Split],
+  sources: Mapping[str, str | Path],
+  limit: str,
+  *,
+  vocab_size: int,
+  num_classes: int,
+  max_length: int,
+  dual: bool = False,
+  info: dict[str, Any] | None = None,
+  checked_as: str | None = None,
+) -> TaskData:
+  """A loader's last step: checks the splits it read (`check_splits`) and returns its TaskData.
+
+  Args:
+    name: the task's name (`TaskData.name`).
+    splits: 'train', 'validation' and 'test' -> Split, in any order; one Split may serve as two
+      (GLUE's dev set is validation and test).
+    sources: split name -> the file or folder it was read from. Only the splits named here are
+      checked (in the order of `splits`), so a split serving twice is checked once.
+    limit: the option(s) that cut the examples, e.g. `max_length 2000` (for the messages).
+    vocab_size: token ids lie in [0, vocab_size).
+    num_classes: number of labels (the vocabulary size for token-level targets).
+    max_length: L, the arrays' length.
+    dual: two documents per example (retrieval).
+    info: task-specific extras (`TaskData.info`).
+    checked_as: the task as the messages name it, when not `name` (e.g. 'glue sst2').
+
+  Returns:
+    The task.
+
+  Raises:
+    DataError: a checked split has no examples (naming its source).
+  """
+  checked = {split: data for split, data in splits.items() if split in sources}
+  check_splits(checked_as or name, checked, sources, limit)
+  return TaskData(
+    name,
+    splits['train'],
+    splits['validation'],
+    splits['test'],
+    vocab_size=vocab_size,
+    num_classes=num_classes,
+    max_length=max_length,
+    dual=dual,
+    info={} if info is None else info,
+  )
+
+
 def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = False) -> None:
   """Raises DataError naming every expected file when any of `paths` is missing.
 

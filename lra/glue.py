@@ -23,7 +23,7 @@ import numpy as np
 
 from lra import text_tokenizers, tokenize
 from lra.cache import Cache, load_split_files
-from lra.core import DataError, Split, TaskData, check_splits, require_files
+from lra.core import DataError, Split, TaskData, require_files, task_data
 
 #: glue_task -> (text columns, label column, labels in class-id order).
 GLUE_TASKS = {
@@ -124,14 +124,14 @@ def load(
   splits = load_split_files(
     cache, f'glue-{glue_task}-{tok.name.replace(":", "-")}', paths, read, max_length
   )
-  check_splits(f'glue {glue_task}', splits, paths, f'max_length {max_length}')
-  return TaskData(
-    name='glue',
-    train=splits['train'],
-    validation=splits['validation'],
-    test=splits['validation'],
+  return task_data(
+    'glue',
+    {**splits, 'test': splits['validation']},
+    paths,
+    f'max_length {max_length}',
     vocab_size=tok.vocab_size,
     num_classes=len(GLUE_TASKS[glue_task][2]),
     max_length=max_length,
     info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)},
+    checked_as=f'glue {glue_task}',
   )

@@ -20,7 +20,7 @@ import numpy as np
 
 from lra import tokenize
 from lra.cache import Cache, load_split_files
-from lra.core import DataError, Split, TaskData, check_splits, require_files
+from lra.core import DataError, Split, TaskData, require_files, task_data
 
 EOS_ID = tokenize.BYTE_VOCAB_SIZE  # 257
 BOS_ID = tokenize.BYTE_VOCAB_SIZE + 1  # 258
@@ -115,10 +115,11 @@ def load(
     paths, read, key = _paths(data_dir, LM_FILES, kind), read_documents, 'lm'
     limit = f'max_length {max_length} (with BOS or EOS)'
   splits = load_split_files(cache, key, paths, read, max_length)
-  check_splits(kind, splits, paths, limit)
-  return TaskData(
-    name=kind,
-    **splits,
+  return task_data(
+    kind,
+    splits,
+    paths,
+    limit,
     vocab_size=VOCAB_SIZE,
     num_classes=VOCAB_SIZE,
     max_length=max_length,
