@@ -28,7 +28,7 @@ class Split:
     lengths: [N] int32 number of valid positions (== max_length for the image tasks, where 0 is
       a pixel value).
     targets: [N] int32 class labels, or [N, T] target tokens (0 = padding) for the token-level
-      tasks `seq2seq` and `lm`.
+      tasks `seq2seq` and `lm` (package `corpora`).
     inputs2: [N, max_length] tokens of the second document (retrieval only), else None.
     lengths2: [N] int32 valid positions of the second document (retrieval only), else None.
     num_truncated: examples whose source was longer than the arrays (either document, or the

@@ -25,7 +25,7 @@ from luna_jax.encoders import ENCODERS, REMAT, ModelConfig
 from luna_jax.mlm import MaskedLM
 
 Model = SequenceClassifier | LunaLM | LunaSeq2Seq | MaskedLM
-#: The token-level models (trained on `lra.TOKEN_TASKS`).
+#: The token-level models (trained on `corpora.TOKEN_TASKS`).
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
 #: Masked-LM models: '<encoder>_mlm' for every encoder.
 MLM_SUFFIX = '_mlm'

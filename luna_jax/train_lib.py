@@ -45,6 +45,7 @@ import tqdm
 from absl import logging
 from flax import jax_utils
 
+import corpora
 import lra
 import luna_jax
 from lra.files import write_atomically
@@ -99,7 +100,7 @@ EVAL_SEED = 0
 class DataConfig:
   """The `config.data` section, checked (see configs/base.py for what each field means)."""
 
-  task: str = spec(choices=(*lra.TASKS, *lra.TOKEN_TASKS, *lra.TEXT_TASKS))
+  task: str = spec(choices=(*lra.TASKS, *corpora.TASKS))
   data_dir: str = spec()
   options: dict = spec()
 
@@ -827,8 +828,10 @@ def _setup(
 
 
 def load_data(run: RunConfig) -> lra.TaskData:
-  """The task's data; for a masked LM its inputs alone (`lra.unlabelled`)."""
-  data = lra.load_task(run.data.task, run.data.data_dir, **run.data.options)
+  """The task's data (an LRA task from `lra`, any other from `corpora`); for a masked LM its inputs
+  alone (`lra.unlabelled`)."""
+  load_task = lra.load_task if run.data.task in lra.TASKS else corpora.load_task
+  data = load_task(run.data.task, run.data.data_dir, **run.data.options)
   return lra.unlabelled(data) if run.model['name'] in luna_jax.MLM_MODELS else data
 
 

@@ -10,9 +10,9 @@ that its "best" checkpoint is then chosen on test data).
   qnli       question, sentence             entailment, not_entailment
   qqp        question1, question2           0, 1 (is_duplicate)
 
-Text is tokenised with option `tokenizer` (`lra.text_tokenizers`: 'bytes' or a SentencePiece model,
-the pretraining corpus's); a pair is one sequence `first <separator> second` (RoBERTa's input for
-pairs), cut to `max_length` tokens.
+Text is tokenised with option `tokenizer` (`corpora.text_tokenizers`: 'bytes' or a SentencePiece
+model, the pretraining corpus's); a pair is one sequence `first <separator> second` (RoBERTa's input
+for pairs), cut to `max_length` tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lra import text_tokenizers, tokenize
+from corpora import text_tokenizers
+from lra import tokenize
 from lra.cache import Cache, load_split_files
 from lra.core import DataError, Split, TaskData, require_files, task_data
 

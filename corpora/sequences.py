@@ -2,7 +2,7 @@
 modelling.
 
 `seq2seq`: files `train.tsv`, `validation.tsv`, `test.tsv` in `data_dir`, one pair per line,
-`source<TAB>target`, no header (your own parallel text, or `python -m lra.sequence_generator`).
+`source<TAB>target`, no header (your own parallel text, or `python -m corpora.sequence_generator`).
 `lm`: files `train.txt`, `validation.txt`, `test.txt`, one document per line.
 
 Tokens are UTF-8 bytes + 1 (pad 0) as in the byte-level LRA tasks, plus `EOS_ID` and `BOS_ID`.
@@ -84,7 +84,7 @@ def _paths(data_dir: Path, files: dict[str, str], task: str) -> dict[str, Path]:
   require_files(
     list(paths.values()),
     f'Write your own files in this layout, or generate a toy task with:\n'
-    f'  python -m lra.sequence_generator --task {"lm" if task == "lm" else "sort"} '
+    f'  python -m corpora.sequence_generator --task {"lm" if task == "lm" else "sort"} '
     f'--output_dir {data_dir}',
     generated=True,
   )
