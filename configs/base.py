@@ -49,12 +49,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.self_pretraining.num_train_steps = 0
 
   config.data = ml_collections.ConfigDict()
-  # Task (lra.load_task): an LRA task of lra.TASKS (listops, text, retrieval, image, pathfinder32,
-  # pathx) or, for the token models, one of lra.TOKEN_TASKS (seq2seq, lm).
+  # Task: an LRA task of lra.TASKS (listops, text, retrieval, image, pathfinder32, pathx; loaded by
+  # lra.load_task) or a task of corpora.TASKS (loaded by corpora.load_task): for the token models
+  # one of corpora.TOKEN_TASKS (seq2seq, lm), for masked-LM pretraining and finetuning one of
+  # corpora.TEXT_TASKS (corpus, glue).
   config.data.task = 'listops'
   # Folder with the task's files (see the README's Data section); set it on the command line.
   config.data.data_dir = ''
-  # Keyword options of lra.load_task, e.g. max_length, cache_dir (unknown ones fail in lra).
+  # Keyword options of the task's load_task, e.g. max_length, cache_dir (unknown ones fail there).
   config.data.options = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()

@@ -1,7 +1,7 @@
 """Decoder-only causal Luna language model (paper §3.3: a learned P in every layer) on a generated
 byte-level corpus, or your own text.
 
-  python -m lra.sequence_generator --task lm --output_dir data/lm --min_length 5 --max_length 40
+  python -m corpora.sequence_generator --task lm --output_dir data/lm --min_length 5 --max_length 40
   python train.py --config configs/lm.py --workdir runs/lm
 
 Your own corpus: `--config.data.data_dir=DIR` with `train.txt`, `validation.txt`, `test.txt`, one
@@ -23,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = base.get_config()
   config.debug = base.debug_arg(arg, 'configs/lm.py')
   config.data.task = 'lm'
-  # Written by `python -m lra.sequence_generator --task lm --output_dir data/lm ...`.
+  # Written by `python -m corpora.sequence_generator --task lm --output_dir data/lm ...`.
   config.data.data_dir = 'data/lm'
   # Bytes per document (BOS/EOS included); the generated lines are shorter.
   config.data.options = ml_collections.ConfigDict({'max_length': 128})

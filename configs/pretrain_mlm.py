@@ -1,6 +1,6 @@
 """Masked-LM pretraining of a Luna encoder on your text: the paper's Table 8 recipe (Luna-128).
 
-  python -m lra.text_tokenizers --input_dir corpus/ --vocab_size 32000 --model_prefix corpus/spm
+  python -m corpora.text_tokenizers --input_dir corpus/ --vocab_size 32000 --model_prefix corpus/spm
   python train.py --config configs/pretrain_mlm.py --workdir runs/pretrain_mlm \\
       --config.data.data_dir=corpus/ --config.data.options.tokenizer=corpus/spm.model
 

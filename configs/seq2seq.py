@@ -1,6 +1,6 @@
 """Encoder-decoder Luna (paper §3.3, §4.2) on a generated sequence-to-sequence task, or your text.
 
-  python -m lra.sequence_generator --task sort --output_dir data/sort
+  python -m corpora.sequence_generator --task sort --output_dir data/sort
   python train.py --config configs/seq2seq.py --workdir runs/sort
 
 Your own parallel text: `--config.data.data_dir=DIR` with `train.tsv`, `validation.tsv`, `test.tsv`
@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = base.get_config()
   config.debug = base.debug_arg(arg, 'configs/seq2seq.py')
   config.data.task = 'seq2seq'
-  # Written by `python -m lra.sequence_generator --task sort --output_dir data/sort`.
+  # Written by `python -m corpora.sequence_generator --task sort --output_dir data/sort`.
   config.data.data_dir = 'data/sort'
   # Source and target lengths in bytes (the target includes its EOS).
   config.data.options = ml_collections.ConfigDict({'max_length': 16, 'max_target_length': 16})

@@ -7,18 +7,17 @@
 The official data: `python -m lra.prepare --tasks all --data_dir data` (downloads, verifies,
 extracts and tokenises it; `lra.prepare.task_data_dir` says where each task is). Offline
 generators: `python -m lra.listops_generator`, `python -m lra.pathfinder_generator` and
-`python -m lra.synthetic` (see the README's Data section).
+`python -m lra.synthetic` (see the README's Data section). The data beyond LRA (token-level tasks,
+pretraining corpora, GLUE) is in the package `corpora`, which builds on this one.
 """
 
 from lra.batching import eval_batches, train_batches
 from lra.core import DataError, Split, TaskData
 from lra.pretraining import special_ids, unlabelled, vocabulary
-from lra.registry import TASKS, TEXT_TASKS, TOKEN_TASKS, load_task
+from lra.registry import TASKS, load_task
 
 __all__ = [
   'TASKS',
-  'TEXT_TASKS',
-  'TOKEN_TASKS',
   'DataError',
   'Split',
   'TaskData',

@@ -11,6 +11,8 @@ process and renamed when complete; a temporary folder whose process is gone (or 
 for other hosts) is deleted by the next load. An entry that does not match its marker (a truncated,
 missing or altered file) is deleted and rebuilt with a warning. Entries of the same key with another
 fingerprint are deleted when a new one is written.
+
+`load_split_files` reads a task that has one source file per split through a cache.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lra.core import DataError
+from lra.core import DataError, Split, arrays_to_splits, splits_to_arrays
 
 _FORMAT_VERSION = 2
 _MARKER = 'complete'
@@ -150,6 +152,34 @@ class Cache:
       os.rename(tmp, entry)
     except OSError:  # Another process wrote the same entry first.
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_split_files(
+  cache: Cache,
+  key: str,
+  paths: Mapping[str, Path],
+  read: Callable[[Path, int], Split],
+  max_length: int,
+) -> dict[str, Split]:
+  """Reads one file per split with `read(path, max_length)`, through the cache.
+
+  Args:
+    cache: where tokenised arrays are kept.
+    key: cache entry name.
+    paths: split name -> source file (hashed by content for the cache).
+    read: parses one file into a Split of length `max_length`.
+    max_length: L.
+
+  Returns:
+    The splits by name.
+  """
+  arrays = cache.load_or_build(
+    key,
+    lambda: splits_to_arrays({s: read(p, max_length) for s, p in paths.items()}),
+    params={'max_length': max_length},
+    content_files=list(paths.values()),
+  )
+  return arrays_to_splits(arrays)
 
 
 def _read(entry: Path) -> dict[str, np.ndarray]:

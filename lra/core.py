@@ -1,21 +1,15 @@
-"""Shared types of the LRA data package: the error type, split and task containers, file checks,
-and the atomic file write (which the trainer uses too)."""
+"""Shared types of the LRA data package: the error type, split and task containers, and the checks
+of loaded files and splits."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-  from lra.cache import Cache
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -34,7 +28,7 @@ class Split:
     lengths: [N] int32 number of valid positions (== max_length for the image tasks, where 0 is
       a pixel value).
     targets: [N] int32 class labels, or [N, T] target tokens (0 = padding) for the token-level
-      tasks `seq2seq` and `lm`.
+      tasks `seq2seq` and `lm` (package `corpora`).
     inputs2: [N, max_length] tokens of the second document (retrieval only), else None.
     lengths2: [N] int32 valid positions of the second document (retrieval only), else None.
     num_truncated: examples whose source was longer than the arrays (either document, or the
@@ -128,32 +122,54 @@ def check_splits(
       )
 
 
-def load_split_files(
-  cache: Cache,
-  key: str,
-  paths: Mapping[str, Path],
-  read: Callable[[Path, int], Split],
+def task_data(
+  name: str,
+  splits: Mapping[str, Split],
+  sources: Mapping[str, str | Path],
+  limit: str,
+  *,
+  vocab_size: int,
+  num_classes: int,
   max_length: int,
-) -> dict[str, Split]:
-  """Reads one file per split with `read(path, max_length)`, through the cache.
+  dual: bool = False,
+  info: dict[str, Any] | None = None,
+  checked_as: str | None = None,
+) -> TaskData:
+  """A loader's last step: checks the splits it read (`check_splits`) and returns its TaskData.
 
   Args:
-    cache: where tokenised arrays are kept.
-    key: cache entry name.
-    paths: split name -> source file (hashed by content for the cache).
-    read: parses one file into a Split of length `max_length`.
-    max_length: L.
+    name: the task's name (`TaskData.name`).
+    splits: 'train', 'validation' and 'test' -> Split, in any order; one Split may serve as two
+      (GLUE's dev set is validation and test).
+    sources: split name -> the file or folder it was read from. Only the splits named here are
+      checked (in the order of `splits`), so a split serving twice is checked once.
+    limit: the option(s) that cut the examples, e.g. `max_length 2000` (for the messages).
+    vocab_size: token ids lie in [0, vocab_size).
+    num_classes: number of labels (the vocabulary size for token-level targets).
+    max_length: L, the arrays' length.
+    dual: two documents per example (retrieval).
+    info: task-specific extras (`TaskData.info`).
+    checked_as: the task as the messages name it, when not `name` (e.g. 'glue sst2').
 
   Returns:
-    The splits by name.
+    The task.
+
+  Raises:
+    DataError: a checked split has no examples (naming its source).
   """
-  arrays = cache.load_or_build(
-    key,
-    lambda: splits_to_arrays({s: read(p, max_length) for s, p in paths.items()}),
-    params={'max_length': max_length},
-    content_files=list(paths.values()),
+  checked = {split: data for split, data in splits.items() if split in sources}
+  check_splits(checked_as or name, checked, sources, limit)
+  return TaskData(
+    name,
+    splits['train'],
+    splits['validation'],
+    splits['test'],
+    vocab_size=vocab_size,
+    num_classes=num_classes,
+    max_length=max_length,
+    dual=dual,
+    info={} if info is None else info,
   )
-  return arrays_to_splits(arrays)
 
 
 def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = False) -> None:
@@ -175,83 +191,6 @@ def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = F
         'replace them all (this deletes them).'
       )
     raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
-
-
-#: Record a generator writes beside its outputs: its settings and the sizes of what it wrote.
-GENERATED_RECORD = '.generated-{name}.json'
-
-
-def _record_path(paths: Sequence[Path]) -> Path:
-  return paths[0].parent / GENERATED_RECORD.format(name=paths[0].name)
-
-
-def _output_sizes(paths: Sequence[Path]) -> dict[str, int]:
-  """Bytes of each of `paths` (a folder: of all files below it)."""
-  sizes = {}
-  for path in paths:
-    files = [path] if path.is_file() else [f for f in path.rglob('*') if f.is_file()]
-    sizes[path.name] = sum(f.stat().st_size for f in files)
-  return sizes
-
-
-def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str, Any]) -> bool:
-  """Lets a generator write `paths`, or tells it they are already there.
-
-  Outputs that a finished run of the same generator wrote with the same `settings` (its record,
-  `GENERATED_RECORD` beside `paths[0]`, matches, and so do the outputs' sizes) are kept: running
-  the same command twice is a no-op. Anything else that exists is refused, or deleted first with
-  `overwrite`.
-
-  Args:
-    paths: the files and folders the generator writes.
-    overwrite: delete what exists instead of refusing.
-    settings: the generator's arguments (JSON-serialisable); part of the record.
-
-  Returns:
-    True when the generator should write `paths` (then call `record_outputs`), False when they
-    are already there from the same settings.
-
-  Raises:
-    DataError: some of `paths` exist, were not written with these settings, and `overwrite` is
-      False.
-  """
-  record = _record_path(paths)
-  existing = [p for p in paths if p.exists()]
-  if not overwrite and len(existing) == len(paths) and record.is_file():
-    try:
-      written = json.loads(record.read_text())
-    except ValueError:
-      written = None
-    if written == {'settings': dict(settings), 'sizes': _output_sizes(paths)}:
-      return False
-  if existing and not overwrite:
-    listing = '\n'.join(f'  {p}' for p in existing)
-    raise DataError(
-      f'Refusing to overwrite existing data (not written by this command with these '
-      f'settings):\n{listing}\nPass --overwrite to replace it (deleting it first), '
-      'or choose another --output_dir.'
-    )
-  for path in [*existing, record]:
-    if path.is_dir():
-      shutil.rmtree(path)
-    elif path.exists():
-      path.unlink()
-  return True
-
-
-def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:
-  """Records that `paths` were written completely with `settings` (see `claim_outputs`)."""
-  content = json.dumps({'settings': dict(settings), 'sizes': _output_sizes(paths)}, sort_keys=True)
-  write_atomically(_record_path(paths), content)
-
-
-def write_atomically(path: str | Path, text: str) -> None:
-  """Writes `text` (UTF-8) to `path` through `<path>.tmp`, which then replaces `path`: a reader, or
-  an interrupted writer, sees the old content or the new, never a part."""
-  temporary = f'{path}.tmp'
-  with open(temporary, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(temporary, path)
 
 
 def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:

@@ -24,10 +24,10 @@ from lra.core import (
   Split,
   TaskData,
   arrays_to_splits,
-  check_splits,
   parse_label,
   require_files,
   splits_to_arrays,
+  task_data,
 )
 
 NUM_CLASSES = 10
@@ -137,13 +137,11 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
       f'{pickles}/{{{",".join(TRAIN_BATCHES)},{TEST_BATCH}}}',
       'cifar-10-python.tar.gz',
     )
-  splits = arrays_to_splits(arrays)
-  check_splits('image', splits, sources, f'max_length {max_length}')
-  return TaskData(
+  return task_data(
     'image',
-    splits['train'],
-    splits['validation'],
-    splits['test'],
+    arrays_to_splits(arrays),
+    sources,
+    f'max_length {max_length}',
     vocab_size=tokenize.PIXEL_VOCAB_SIZE,
     num_classes=NUM_CLASSES,
     max_length=max_length,

@@ -30,7 +30,8 @@ import random
 import statistics
 from pathlib import Path
 
-from lra.core import DataError, claim_outputs, record_outputs
+from lra.core import DataError
+from lra.files import claim_outputs, record_outputs
 from lra.listops import FILES
 
 VALUE_P = 0.25

@@ -22,10 +22,10 @@ from lra.core import (
   DataError,
   TaskData,
   arrays_to_splits,
-  check_splits,
   parse_label,
   require_files,
   splits_to_arrays,
+  task_data,
 )
 from lra.image import image_split
 
@@ -166,12 +166,11 @@ def load(
     'validation': f'{SPLIT_FRACTIONS[1]:.0%} of {listed}',
     'test': f'the rest of {listed}',
   }
-  check_splits(name, splits, sources, f'max_length {max_length}')
-  return TaskData(
+  return task_data(
     name,
-    splits['train'],
-    splits['validation'],
-    splits['test'],
+    splits,
+    sources,
+    f'max_length {max_length}',
     vocab_size=tokenize.PIXEL_VOCAB_SIZE,
     num_classes=NUM_CLASSES,
     max_length=max_length,

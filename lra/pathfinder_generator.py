@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.core import DataError, claim_outputs, record_outputs
+from lra.core import DataError
+from lra.files import claim_outputs, record_outputs
 from lra.pathfinder import DIFFICULTIES
 
 INK = 255

@@ -52,7 +52,8 @@ from pathlib import Path
 import tqdm
 
 from lra import pathfinder, registry
-from lra.core import DataError, write_atomically
+from lra.core import DataError
+from lra.files import write_atomically
 
 
 @dataclasses.dataclass(frozen=True)

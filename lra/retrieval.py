@@ -13,16 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from lra import tokenize
-from lra.cache import Cache
-from lra.core import (
-  DataError,
-  Split,
-  TaskData,
-  check_splits,
-  load_split_files,
-  parse_label,
-  require_files,
-)
+from lra.cache import Cache, load_split_files
+from lra.core import DataError, Split, TaskData, parse_label, require_files, task_data
 
 FILES = {
   'train': 'new_aan_pairs.train.tsv',
@@ -74,12 +66,11 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
     generated=True,
   )
   splits = load_split_files(cache, f'retrieval-{max_length}', paths, read_tsv, max_length)
-  check_splits('retrieval', splits, paths, f'max_length {max_length}')
-  return TaskData(
+  return task_data(
     'retrieval',
-    splits['train'],
-    splits['validation'],
-    splits['test'],
+    splits,
+    paths,
+    f'max_length {max_length}',
     vocab_size=tokenize.BYTE_VOCAB_SIZE,
     num_classes=NUM_CLASSES,
     max_length=max_length,

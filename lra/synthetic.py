@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from lra import image, retrieval, text
-from lra.core import DataError, claim_outputs, record_outputs
+from lra.core import DataError
+from lra.files import claim_outputs, record_outputs
 
 TASKS = ('text', 'retrieval', 'image')
 MARKER = 'SYNTHETIC'

@@ -12,6 +12,7 @@ validation = test).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from lra.core import (
   Split,
   TaskData,
   arrays_to_splits,
-  check_splits,
   parse_label,
   require_files,
   splits_to_arrays,
+  task_data,
 )
 
 NUM_CLASSES = 2
@@ -134,16 +135,17 @@ def load(
       'text', TFDS_NAME, data_dir, f'{acl}/{{train,test}}/{{neg,pos}}/*.txt', 'aclImdb_v1.tar.gz'
     )
   splits = arrays_to_splits(arrays)
-  check_splits('text', splits, sources, f'max_length {max_length}')
-  train, heldout = splits['train'], splits['test']
-  if validation == 'heldout':
-    train, heldout = hold_out(train, HELDOUT_FRACTION, split_seed)
-  return TaskData(
+  # Validation is the test split (official LRA), or held out from the checked train split.
+  data = task_data(
     'text',
-    train,
-    heldout,
-    splits['test'],
+    {**splits, 'validation': splits['test']},
+    sources,
+    f'max_length {max_length}',
     vocab_size=tokenize.BYTE_VOCAB_SIZE,
     num_classes=NUM_CLASSES,
     max_length=max_length,
   )
+  if validation == 'heldout':
+    train, heldout = hold_out(data.train, HELDOUT_FRACTION, split_seed)
+    data = dataclasses.replace(data, train=train, validation=heldout)
+  return data

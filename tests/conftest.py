@@ -37,7 +37,8 @@ TINY_EXAMPLES = 64
 
 @pytest.fixture(scope='session')
 def tiny_lra_data(tmp_path_factory) -> dict[str, tuple[str, dict]]:
-  """Generates every LRA task once, tiny: task -> (data_dir, lra.load_task options)."""
+  """Generates every LRA task once, tiny: task -> (data_dir, lra.load_task options), for each task
+  of `lra.TASKS` (tests/test_configs.py checks that none is missing)."""
   from lra import listops_generator, pathfinder_generator, synthetic
 
   root = tmp_path_factory.mktemp('lra_tiny')

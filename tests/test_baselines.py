@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import lra
 import luna_jax
 from configs import base
 from luna_jax import config_utils
@@ -21,7 +22,7 @@ from luna_jax.model import baselines, encoders, layers, registry
 from luna_jax.training import trainer
 from tests import reference as ref
 from tests.test_attention import assert_close, lengths_mask, normal
-from tests.test_train import CONFIG_FILES, tiny_config
+from tests.test_train import tiny_config
 
 NEW_VARIANTS = ('linformer', 'linear_transformer', 'performer', 'luna16_noncontextual')
 
@@ -303,11 +304,11 @@ def test_contextual_luna_carries_y_p_to_the_next_layer():
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('task', CONFIG_FILES)
+@pytest.mark.parametrize('task', lra.TASKS)
 def test_every_baseline_config_builds_a_model(task):
   """Every new variant's full-size task config builds its model (shapes only, nothing computed)."""
   for variant in NEW_VARIANTS:
-    config = importlib.import_module(f'configs.{CONFIG_FILES[task]}').get_config(variant)
+    config = importlib.import_module(f'configs.{task}').get_config(variant)
     length = config.data.options['max_length']
     model = luna_jax.build_model(
       config.model, vocab_size=260, num_classes=2, max_length=length, dual=task == 'retrieval'

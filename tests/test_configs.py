@@ -1,24 +1,28 @@
 """The experiment configs: every task and variant builds, follows its recipe, and rejects typos."""
 
 import importlib
+from pathlib import Path
 
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
+import corpora
+import lra
 from configs import base, variants
+from lra import prepare
 from luna_jax import config_utils
 from luna_jax.model import config as model_config
 from luna_jax.training import run_config
 
-TASK_FILES = ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
+CONFIGS = Path(__file__).parent.parent / 'configs'
 
 
 def load(name, arg=None):
   return importlib.import_module(f'configs.{name}').get_config(arg)
 
 
-@pytest.mark.parametrize('name', TASK_FILES)
+@pytest.mark.parametrize('name', lra.TASKS)
 @pytest.mark.parametrize('variant', variants.CONFIG_VARIANTS)
 def test_every_task_and_variant_builds_a_complete_config(name, variant):
   config = load(name, variant)
@@ -35,11 +39,33 @@ def test_every_task_and_variant_builds_a_complete_config(name, variant):
   assert not config.debug
 
 
-@pytest.mark.parametrize('name', TASK_FILES)
+@pytest.mark.parametrize('name', lra.TASKS)
 def test_docstring_gives_command_expected_accuracy_and_run_time(name):
   doc = importlib.import_module(f'configs.{name}').__doc__
   assert f'python train.py --config configs/{name}.py:' in doc
   assert 'Expected test accuracy' in doc and 'Expected run time' in doc
+
+
+def test_every_registered_task_has_a_config_and_tiny_test_data(tiny_lra_data):
+  """A task added to a registry without its config, or an LRA task without its tiny test data
+  (conftest's `tiny_lra_data`) or its entry in `lra.prepare`, fails here."""
+  no_config = [task for task in lra.TASKS if not (CONFIGS / f'{task}.py').is_file()]
+  assert not no_config, f'LRA task(s) without configs/<task>.py: {no_config}'
+  assert all(load(task).data.task == task for task in lra.TASKS)
+  configured = {
+    module.get_config().data.task
+    for path in sorted(CONFIGS.glob('*.py'))
+    if hasattr(module := importlib.import_module(f'configs.{path.stem}'), 'get_config')
+  }
+  assert set(corpora.TASKS) <= configured, f'no config trains {set(corpora.TASKS) - configured}'
+  no_data = sorted(set(lra.TASKS) - set(tiny_lra_data))
+  assert not no_data, f'tests/conftest.py tiny_lra_data writes no data for {no_data}'
+  assert sorted(tiny_lra_data) == sorted(lra.TASKS)
+  for task, (data_dir, options) in tiny_lra_data.items():
+    assert lra.load_task(task, data_dir, **options, cache=False).train.num_examples > 0
+  assert {task: prepare.TASK_FILES[task].config for task in prepare.TASK_FILES} == {
+    task: f'configs/{task}.py' for task in lra.TASKS
+  }
 
 
 def test_default_variant_is_luna256_and_debug_is_an_argument():
@@ -162,7 +188,7 @@ def test_glue_config_follows_the_finetuning_recipe(task):
   run_config.resolve_config(load('glue', f'{task},cpu,debug'))
 
 
-@pytest.mark.parametrize('name', TASK_FILES)
+@pytest.mark.parametrize('name', lra.TASKS)
 def test_spt_flag_adds_as_many_pretraining_steps(name):
   config = load(name, 'luna16,spt')
   assert config.self_pretraining.num_train_steps == -1

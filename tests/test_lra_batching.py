@@ -5,7 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
+import corpora
 import lra
+from lra import registry
 
 
 def make_split(n: int, length: int = 5, dual: bool = False) -> lra.Split:
@@ -26,6 +28,20 @@ def test_tasks_and_unknown_names(tmp_path):
     lra.load_task('listops', tmp_path, difficulty='hard')
   with pytest.raises(lra.DataError, match='max_length'):
     lra.load_task('listops', tmp_path, max_length=0)
+
+
+def test_lra_and_corpora_send_each_other_s_tasks_to_the_other_package(tmp_path):
+  assert corpora.TASKS == (*corpora.TOKEN_TASKS, *corpora.TEXT_TASKS) == registry.CORPORA_TASKS
+  assert not set(corpora.TASKS) & set(lra.TASKS)
+  for task in corpora.TASKS:
+    with pytest.raises(lra.DataError, match=rf"'{task}' is not an LRA task.*corpora\.load_task"):
+      lra.load_task(task, tmp_path)
+  with pytest.raises(lra.DataError, match=r"'listops' is an LRA task.*lra\.load_task"):
+    corpora.load_task('listops', tmp_path)
+  with pytest.raises(lra.DataError, match="Unknown task 'cifar'.*seq2seq, lm, corpus, glue"):
+    corpora.load_task('cifar', tmp_path)
+  with pytest.raises(lra.DataError, match='no option.*difficulty'):
+    corpora.load_task('lm', tmp_path, difficulty='hard')
 
 
 def test_train_batches_are_seeded_epoch_permutations():

@@ -12,9 +12,11 @@ import time
 import numpy as np
 import pytest
 
+import corpora
 import lra
+from corpora import sequence_generator
 from lra import cache as cache_lib
-from lra import listops, listops_generator, pathfinder_generator, sequence_generator, synthetic
+from lra import listops, listops_generator, pathfinder_generator, synthetic
 from tests.test_lra_listops import ROWS, write_listops
 
 
@@ -36,7 +38,7 @@ def test_empty_splits_of_other_tasks_name_their_source(tmp_path):
   )
   (tmp_path / 'lm' / 'validation.txt').write_text('')
   with pytest.raises(lra.DataError, match=r'validation\.txt: no examples for the lm validation'):
-    lra.load_task('lm', tmp_path / 'lm', cache=False)
+    corpora.load_task('lm', tmp_path / 'lm', cache=False)
   # 8 images split 80/10/10 leave no validation image.
   pathfinder_generator.generate(tmp_path / 'pf', resolution=32, num_examples=8)
   with pytest.raises(lra.DataError, match=r'10% of the images listed in .*metadata: no examples'):
@@ -72,10 +74,10 @@ def test_truncation_counts_at_the_boundary_of_token_tasks(tmp_path):
   # LM: BOS + line and line + EOS must fit max_length; seq2seq: the target + EOS.
   for name in ('train.txt', 'validation.txt', 'test.txt'):
     (tmp_path / name).write_text('abc\nabcd\n')
-  assert lra.load_task('lm', tmp_path, max_length=4, cache=False).train.num_truncated == 1
+  assert corpora.load_task('lm', tmp_path, max_length=4, cache=False).train.num_truncated == 1
   for name in ('train.tsv', 'validation.tsv', 'test.tsv'):
     (tmp_path / name).write_text('ab\tcd\nabc\tc\nab\tcde\n')
-  data = lra.load_task('seq2seq', tmp_path, max_length=2, max_target_length=3, cache=False)
+  data = corpora.load_task('seq2seq', tmp_path, max_length=2, max_target_length=3, cache=False)
   assert data.test.num_truncated == 2
 
 

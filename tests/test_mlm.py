@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import corpora
 import lra
-from lra import corpus, glue, text_tokenizers
+from corpora import corpus, glue, text_tokenizers
 from lra.cache import Cache
 from luna_jax import build_model
 from luna_jax.model import mlm
@@ -134,7 +135,7 @@ def write_lines(path, lines):
 def test_corpus_packs_documents_with_separators_into_blocks(tmp_path):
   write_lines(tmp_path / 'a.txt', ['abc', '', 'de'])
   write_lines(tmp_path / 'b.txt', ['fghij'])
-  data = lra.load_task('corpus', tmp_path, max_length=4, heldout_fraction=0.3, cache=False)
+  data = corpora.load_task('corpus', tmp_path, max_length=4, heldout_fraction=0.3, cache=False)
   sep = text_tokenizers.BYTE_SEPARATOR_ID
   stream = [*b'abc', -1, *b'de', -1, *b'fghij', -1]
   expected = np.array([t + 1 if t >= 0 else sep for t in stream][:12]).reshape(3, 4)
@@ -169,21 +170,21 @@ def test_corpus_is_cached(tmp_path):
 def test_bad_corpus_fails_naming_the_file(tmp_path, lines, message):
   path = write_lines(tmp_path / 'c.txt', lines)
   with pytest.raises(lra.DataError, match=f'{path}.*{message}'):
-    lra.load_task('corpus', tmp_path, max_length=16, cache=False)
+    corpora.load_task('corpus', tmp_path, max_length=16, cache=False)
 
 
 def test_undecodable_line_names_file_and_line(tmp_path):
   (tmp_path / 'c.txt').write_bytes(b'fine\nbad \xff byte\n')
   with pytest.raises(lra.DataError, match=r'c\.txt:2: not valid UTF-8'):
-    lra.load_task('corpus', tmp_path, max_length=2, cache=False)
+    corpora.load_task('corpus', tmp_path, max_length=2, cache=False)
 
 
 def test_missing_corpus_and_tokenizer_fail_clearly(tmp_path):
   with pytest.raises(lra.DataError, match='no corpus'):
-    lra.load_task('corpus', tmp_path / 'nothing', cache=False)
+    corpora.load_task('corpus', tmp_path / 'nothing', cache=False)
   write_lines(tmp_path / 'a.txt', ['text'])
-  with pytest.raises(lra.DataError, match='no such file.*python -m lra.text_tokenizers'):
-    lra.load_task('corpus', tmp_path, tokenizer=str(tmp_path / 'spm.model'), cache=False)
+  with pytest.raises(lra.DataError, match='no such file.*python -m corpora.text_tokenizers'):
+    corpora.load_task('corpus', tmp_path, tokenizer=str(tmp_path / 'spm.model'), cache=False)
 
 
 def test_sentencepiece_tokenizer_trains_and_packs(tmp_path):
@@ -193,7 +194,7 @@ def test_sentencepiece_tokenizer_trains_and_packs(tmp_path):
   model = text_tokenizers.train_sentencepiece([tmp_path / 'a.txt'], str(tmp_path / 'spm'), 24)
   tok = text_tokenizers.load_tokenizer(str(model))
   assert tok.vocab_size == 24 and tok.name.startswith('sentencepiece:')
-  data = lra.load_task('corpus', tmp_path, max_length=16, tokenizer=str(model), cache=False)
+  data = corpora.load_task('corpus', tmp_path, max_length=16, tokenizer=str(model), cache=False)
   assert data.vocab_size == 24 and lra.vocabulary(data) == tok.name
   assert data.train.inputs.max() < 24
   assert (data.train.inputs == text_tokenizers.SP_EOS_ID).any()  # Documents are separated.
@@ -217,7 +218,7 @@ def test_glue_tsv_reads_sentences_and_pairs(tmp_path, task):
   header, rows = GLUE_FILES[task]
   for name in ('train.tsv', 'dev.tsv'):
     (tmp_path / name).write_text(header + '\n'.join(rows) + '\n')
-  data = lra.load_task('glue', tmp_path, glue_task=task, max_length=32, cache=False)
+  data = corpora.load_task('glue', tmp_path, glue_task=task, max_length=32, cache=False)
   np.testing.assert_array_equal(data.train.targets, [1, 0] if task == 'sst2' else [0, 1])
   assert data.num_classes == 2 and data.test is data.validation
   first = rows[0].split('\t')

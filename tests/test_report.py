@@ -12,7 +12,7 @@ from configs import variants
 
 
 def write_run(root, folder, task, seed, accuracy, **model):
-  """A minimal `results.json` as `train_lib.train_and_evaluate` writes it (best: 0.01 below
+  """A minimal `results.json` as `luna_jax.training.train_and_evaluate` writes it (best: 0.01 below
   final)."""
   run = root / folder
   run.mkdir(parents=True)

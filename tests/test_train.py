@@ -17,17 +17,6 @@ import lra
 import luna_jax
 from luna_jax.training import checkpointing, optim, run_config, steps, trainer
 
-#: Task name -> config module under configs/.
-CONFIG_FILES = {
-  'listops': 'listops',
-  'text': 'text',
-  'retrieval': 'retrieval',
-  'image': 'image',
-  'pathfinder32': 'pathfinder32',
-  'pathx': 'pathx',
-}
-
-
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
@@ -50,7 +39,7 @@ def constant_optimizer(learning_rate: float, grad_clip_norm: float = 0.0):
 
 def tiny_config(tiny_lra_data, task='listops', variant='luna16', **training):
   """The real task config in its debug version, on tiny generated data, on one device, 3 steps."""
-  config = importlib.import_module(f'configs.{CONFIG_FILES[task]}').get_config(f'{variant},debug')
+  config = importlib.import_module(f'configs.{task}').get_config(f'{variant},debug')
   data_dir, options = tiny_lra_data[task]
   config.data.data_dir = data_dir
   config.data.options.update(options)
@@ -79,7 +68,7 @@ def checkpoint_params(workdir, step):
   'task,variant',
   [
     (task, variant)
-    for task in CONFIG_FILES
+    for task in lra.TASKS
     for variant in ('luna16', 'transformer')
     # Quadratic attention over Path-X's 16384 pixels does not fit a CI machine.
     if (task, variant) != ('pathx', 'transformer')

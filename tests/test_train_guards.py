@@ -177,7 +177,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tiny_
       textwrap.dedent(f"""
           import sys, time
           sys.path.insert(0, {ROOT!r})
-          from luna_jax import workdir
+          from luna_jax.training import workdir
           with workdir.lock({str(tmp_path)!r}):
             print('locked', flush=True)
             time.sleep(120)"""),
@@ -337,7 +337,7 @@ def test_sigkill_after_a_checkpoint_loses_no_tensorboard_scalar_and_resume_logs_
       import json, os, signal, sys
       sys.path.insert(0, {ROOT!r})
       import jax, ml_collections
-      from luna_jax import checkpointing, train_lib
+      from luna_jax.training import checkpointing, trainer
       jax.config.update('jax_disable_most_optimizations', True)  # As in this test module.
       save = checkpointing.Checkpointer.save
       def save_then_die(self, step, state, record):

@@ -11,18 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import lra
+import corpora
 import luna_jax
 from configs import lm as lm_config
 from configs import seq2seq as seq2seq_config
-from lra import sequence_generator
+from corpora import sequence_generator
 from luna_jax.model import generation
 from luna_jax.training import run_config, trainer
 from tests.test_train import checkpoint_params, read_jsonl
 
 
 @pytest.fixture(scope='module')
-def corpora(tmp_path_factory):
+def data_dirs(tmp_path_factory):
   root = tmp_path_factory.mktemp('token_tasks')
   sequence_generator.write(
     'sort', root / 'sort', num_train=5000, num_val=200, num_test=200, min_length=4, max_length=8
@@ -43,13 +43,13 @@ def configure(module, data_dir, steps, **options):
   return config
 
 
-def test_seq2seq_learns_to_sort_and_greedy_decoding_matches_sequence_accuracy(corpora, tmp_path):
-  config = configure(seq2seq_config, corpora['sort'], 600, max_length=8, max_target_length=9)
+def test_seq2seq_learns_to_sort_and_greedy_decoding_matches_sequence_accuracy(data_dirs, tmp_path):
+  config = configure(seq2seq_config, data_dirs['sort'], 600, max_length=8, max_target_length=9)
   results = trainer.train_and_evaluate(config, str(tmp_path))
   assert results['validation']['sequence_accuracy'] >= 0.8, results['validation']
 
   # Teacher-forced sequence accuracy is exactly the fraction greedy decoding gets right.
-  data = lra.load_task('seq2seq', corpora['sort'], max_length=8, max_target_length=9)
+  data = corpora.load_task('seq2seq', data_dirs['sort'], max_length=8, max_target_length=9)
   model = luna_jax.build_model(
     config.model,
     vocab_size=data.vocab_size,
@@ -79,19 +79,19 @@ def unigram_cross_entropy(split_train, split_eval):
   return -np.mean([math.log(counts[t] / total) for t in targets])
 
 
-def test_luna_lm_learns_far_below_the_unigram_loss(corpora, tmp_path):
-  config = configure(lm_config, corpora['lm'], 400, max_length=64)
+def test_luna_lm_learns_far_below_the_unigram_loss(data_dirs, tmp_path):
+  config = configure(lm_config, data_dirs['lm'], 400, max_length=64)
   results = trainer.train_and_evaluate(config, str(tmp_path))
-  data = lra.load_task('lm', corpora['lm'], max_length=64)
+  data = corpora.load_task('lm', data_dirs['lm'], max_length=64)
   unigram = unigram_cross_entropy(data.train, data.validation)
   assert results['validation']['loss'] < 0.45 * unigram, (results['validation'], unigram)
 
 
-def test_token_losses_match_on_one_and_eight_devices(corpora, tmp_path):
+def test_token_losses_match_on_one_and_eight_devices(data_dirs, tmp_path):
   """Per-device token counts differ, so the loss must be normalised by the global token count."""
   losses = {}
   for num_devices in (1, 8):
-    config = configure(seq2seq_config, corpora['sort'], 3, max_length=8, max_target_length=9)
+    config = configure(seq2seq_config, data_dirs['sort'], 3, max_length=8, max_target_length=9)
     config.debug = True
     config = run_config.resolve_config(config)
     config.debug = False

@@ -31,7 +31,7 @@ from tensorboardX import summary
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-from lra.core import write_atomically
+from lra.files import write_atomically
 from luna_jax.training import checkpointing
 from luna_jax.training.steps import unreplicate
 

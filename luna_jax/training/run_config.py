@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+import corpora
 import lra
 from luna_jax import config_utils
 from luna_jax.config_utils import spec
@@ -47,7 +48,7 @@ RESCHEDULE_KEYS = (
 class DataConfig:
   """The `config.data` section, checked (see configs/base.py for what each field means)."""
 
-  task: str = spec(choices=(*lra.TASKS, *lra.TOKEN_TASKS, *lra.TEXT_TASKS))
+  task: str = spec(choices=(*lra.TASKS, *corpora.TASKS))
   data_dir: str = spec()
   options: dict = spec()
 

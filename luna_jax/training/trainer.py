@@ -44,9 +44,10 @@ import tqdm
 from absl import logging
 from flax import jax_utils
 
+import corpora
 import lra
 import luna_jax
-from lra.core import write_atomically
+from lra.files import write_atomically
 from luna_jax.training import checkpointing, metric_log, optim, pretrained, self_pretraining
 from luna_jax.training import workdir as workdir_lib
 from luna_jax.training.distributed import initialize_distributed
@@ -89,7 +90,7 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
 
 
 def _write_json(path: str, value: Any) -> None:
-  """Writes JSON atomically (`lra.core.write_atomically`)."""
+  """Writes JSON atomically (`lra.files.write_atomically`)."""
   write_atomically(path, json.dumps(value, indent=2))
 
 
@@ -320,8 +321,10 @@ def _setup(
 
 
 def load_data(run: RunConfig) -> lra.TaskData:
-  """The task's data; for a masked LM its inputs alone (`lra.unlabelled`)."""
-  data = lra.load_task(run.data.task, run.data.data_dir, **run.data.options)
+  """The task's data (an LRA task from `lra`, any other from `corpora`); for a masked LM its inputs
+  alone (`lra.unlabelled`)."""
+  load_task = lra.load_task if run.data.task in lra.TASKS else corpora.load_task
+  data = load_task(run.data.task, run.data.data_dir, **run.data.options)
   return lra.unlabelled(data) if run.model['name'] in luna_jax.MLM_MODELS else data
 
 

@@ -10,9 +10,9 @@ that its "best" checkpoint is then chosen on test data).
   qnli       question, sentence             entailment, not_entailment
   qqp        question1, question2           0, 1 (is_duplicate)
 
-Text is tokenised with option `tokenizer` (`lra.text_tokenizers`: 'bytes' or a SentencePiece model,
-the pretraining corpus's); a pair is one sequence `first <separator> second` (RoBERTa's input for
-pairs), cut to `max_length` tokens.
+Text is tokenised with option `tokenizer` (`corpora.text_tokenizers`: 'bytes' or a SentencePiece
+model, the pretraining corpus's); a pair is one sequence `first <separator> second` (RoBERTa's input
+for pairs), cut to `max_length` tokens.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lra import text_tokenizers, tokenize
-from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, check_splits, load_split_files, require_files
+from corpora import text_tokenizers
+from lra import tokenize
+from lra.cache import Cache, load_split_files
+from lra.core import DataError, Split, TaskData, require_files, task_data
 
 #: glue_task -> (text columns, label column, labels in class-id order).
 GLUE_TASKS = {
@@ -124,14 +125,14 @@ def load(
   splits = load_split_files(
     cache, f'glue-{glue_task}-{tok.name.replace(":", "-")}', paths, read, max_length
   )
-  check_splits(f'glue {glue_task}', splits, paths, f'max_length {max_length}')
-  return TaskData(
-    name='glue',
-    train=splits['train'],
-    validation=splits['validation'],
-    test=splits['validation'],
+  return task_data(
+    'glue',
+    {**splits, 'test': splits['validation']},
+    paths,
+    f'max_length {max_length}',
     vocab_size=tok.vocab_size,
     num_classes=len(GLUE_TASKS[glue_task][2]),
     max_length=max_length,
     info={'vocabulary': tok.name, 'special_ids': list(tok.special_ids)},
+    checked_as=f'glue {glue_task}',
   )

@@ -3,7 +3,7 @@
   'bytes'              the byte-level vocabulary of the LRA text tasks (pad 0, byte b -> b + 1)
                        plus a separator id 257 between documents (or sentence pairs); vocab 258.
   <path>.model         a SentencePiece model; train one on your corpus with
-                         python -m lra.text_tokenizers --input_dir corpus/ --vocab_size 8000 \\
+                         python -m corpora.text_tokenizers --input_dir corpus/ --vocab_size 8000 \\
                              --model_prefix corpus/spm
                        ids: pad 0, unk 1, bos 2, separator (eos) 3, then the pieces.
 
@@ -79,7 +79,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
   if not path.is_file():
     raise DataError(
       f'tokenizer {spec!r}: no such file. Use "bytes", or train a SentencePiece '
-      f'model with: python -m lra.text_tokenizers --input_dir <corpus> '
+      f'model with: python -m corpora.text_tokenizers --input_dir <corpus> '
       f'--vocab_size 8000 --model_prefix {path.with_suffix("")}'
     )
   data = path.read_bytes()
@@ -92,7 +92,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
     raise DataError(
       f'tokenizer {path}: pad/unk/bos/eos ids are {ids}, expected '
       f'{(SP_PAD_ID, SP_UNK_ID, SP_BOS_ID, SP_EOS_ID)}; train it with '
-      'python -m lra.text_tokenizers.'
+      'python -m corpora.text_tokenizers.'
     )
 
   def encode(text: str) -> np.ndarray:

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+import corpora
 import lra
-from lra import sequence_generator
-from lra.sequences import BOS_ID, EOS_ID, VOCAB_SIZE
+from corpora import sequence_generator
+from corpora.sequences import BOS_ID, EOS_ID, VOCAB_SIZE
 
 
 def write_pairs(tmp_path, lines):
@@ -16,7 +17,7 @@ def write_pairs(tmp_path, lines):
 
 def test_parallel_text_is_byte_tokenised_with_eos(tmp_path):
   write_pairs(tmp_path, b'ab\tBA\n\xc3\xa9\tz\r\n')
-  data = lra.load_task('seq2seq', tmp_path, max_length=4, max_target_length=3, cache=False)
+  data = corpora.load_task('seq2seq', tmp_path, max_length=4, max_target_length=3, cache=False)
   np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0, 0], [196, 170, 0, 0]])
   np.testing.assert_array_equal(data.train.lengths, [2, 2])
   np.testing.assert_array_equal(data.train.targets, [[67, 66, EOS_ID], [123, EOS_ID, 0]])
@@ -25,28 +26,28 @@ def test_parallel_text_is_byte_tokenised_with_eos(tmp_path):
 
 def test_long_targets_are_cut_to_keep_the_eos(tmp_path):
   write_pairs(tmp_path, b'a\tabcdef\n')
-  data = lra.load_task('seq2seq', tmp_path, max_length=4, max_target_length=3, cache=False)
+  data = corpora.load_task('seq2seq', tmp_path, max_length=4, max_target_length=3, cache=False)
   np.testing.assert_array_equal(data.test.targets, [[98, 99, EOS_ID]])
 
 
 def test_malformed_pair_names_file_and_line(tmp_path):
   write_pairs(tmp_path, b'a\tb\nno tab here\n')
   with pytest.raises(lra.DataError, match=r'train\.tsv:2: expected 2 tab-separated fields'):
-    lra.load_task('seq2seq', tmp_path, cache=False)
+    corpora.load_task('seq2seq', tmp_path, cache=False)
 
 
 def test_documents_become_next_token_pairs(tmp_path):
   for name in ('train.txt', 'validation.txt', 'test.txt'):
     (tmp_path / name).write_text('ab\n\nc\n')
-  data = lra.load_task('lm', tmp_path, max_length=4, cache=False)
+  data = corpora.load_task('lm', tmp_path, max_length=4, cache=False)
   np.testing.assert_array_equal(data.train.inputs, [[BOS_ID, 98, 99, 0], [BOS_ID, 100, 0, 0]])
   np.testing.assert_array_equal(data.train.targets, [[98, 99, EOS_ID, 0], [100, EOS_ID, 0, 0]])
   np.testing.assert_array_equal(data.train.lengths, [3, 2])
 
 
 def test_missing_corpus_names_files_and_generator(tmp_path):
-  with pytest.raises(lra.DataError, match='(?s)train.tsv.*lra.sequence_generator --task sort'):
-    lra.load_task('seq2seq', tmp_path / 'nothing')
+  with pytest.raises(lra.DataError, match='(?s)train.tsv.*corpora.sequence_generator --task sort'):
+    corpora.load_task('seq2seq', tmp_path / 'nothing')
 
 
 @pytest.mark.parametrize('task', ['sort', 'reverse'])

@@ -1,7 +1,7 @@
 """A plain-text pretraining corpus (task 'corpus'): one document per line, packed into blocks.
 
 `data_dir` is a text file or a folder of `*.txt` files (read in sorted order), UTF-8, one document
-per line; empty lines are skipped. Every document is tokenised (`lra.text_tokenizers`: option
+per line; empty lines are skipped. Every document is tokenised (`corpora.text_tokenizers`: option
 `tokenizer`, 'bytes' or a SentencePiece model file) and followed by the separator id, and the
 stream is cut into blocks of `max_length` tokens, which may span documents (RoBERTa's
 "FULL-SENTENCES" packing, Liu et al., 2019, §4.2); the tail shorter than a block is dropped. A
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra import text_tokenizers
+from corpora import text_tokenizers
 from lra.cache import Cache
 from lra.core import DataError, Split, TaskData, arrays_to_splits, splits_to_arrays
 

@@ -1,7 +1,7 @@
 """Seeded toy corpora for the causal Luna models, in the `seq2seq` and `lm` file formats.
 
-  python -m lra.sequence_generator --task sort --output_dir DIR [--num_train 20000 --num_val 500 \
-      --num_test 500 --min_length 4 --max_length 12 --seed 0] [--overwrite]
+  python -m corpora.sequence_generator --task sort --output_dir DIR [--num_train 20000 \
+      --num_val 500 --num_test 500 --min_length 4 --max_length 12 --seed 0] [--overwrite]
 
 Tasks:
   sort / reverse: source = a random digit string, target = its digits sorted / reversed
@@ -18,9 +18,10 @@ import argparse
 import random
 from pathlib import Path
 
+from corpora.sequences import LM_FILES, SEQ2SEQ_FILES
 from lra import listops_generator
-from lra.core import DataError, claim_outputs, record_outputs
-from lra.sequences import LM_FILES, SEQ2SEQ_FILES
+from lra.core import DataError
+from lra.files import claim_outputs, record_outputs
 
 TASKS = ('sort', 'reverse', 'lm')
 

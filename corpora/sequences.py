@@ -2,7 +2,7 @@
 modelling.
 
 `seq2seq`: files `train.tsv`, `validation.tsv`, `test.tsv` in `data_dir`, one pair per line,
-`source<TAB>target`, no header (your own parallel text, or `python -m lra.sequence_generator`).
+`source<TAB>target`, no header (your own parallel text, or `python -m corpora.sequence_generator`).
 `lm`: files `train.txt`, `validation.txt`, `test.txt`, one document per line.
 
 Tokens are UTF-8 bytes + 1 (pad 0) as in the byte-level LRA tasks, plus `EOS_ID` and `BOS_ID`.
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from lra import tokenize
-from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, check_splits, load_split_files, require_files
+from lra.cache import Cache, load_split_files
+from lra.core import DataError, Split, TaskData, require_files, task_data
 
 EOS_ID = tokenize.BYTE_VOCAB_SIZE  # 257
 BOS_ID = tokenize.BYTE_VOCAB_SIZE + 1  # 258
@@ -84,7 +84,7 @@ def _paths(data_dir: Path, files: dict[str, str], task: str) -> dict[str, Path]:
   require_files(
     list(paths.values()),
     f'Write your own files in this layout, or generate a toy task with:\n'
-    f'  python -m lra.sequence_generator --task {"lm" if task == "lm" else "sort"} '
+    f'  python -m corpora.sequence_generator --task {"lm" if task == "lm" else "sort"} '
     f'--output_dir {data_dir}',
     generated=True,
   )
@@ -115,10 +115,11 @@ def load(
     paths, read, key = _paths(data_dir, LM_FILES, kind), read_documents, 'lm'
     limit = f'max_length {max_length} (with BOS or EOS)'
   splits = load_split_files(cache, key, paths, read, max_length)
-  check_splits(kind, splits, paths, limit)
-  return TaskData(
-    name=kind,
-    **splits,
+  return task_data(
+    kind,
+    splits,
+    paths,
+    limit,
     vocab_size=VOCAB_SIZE,
     num_classes=VOCAB_SIZE,
     max_length=max_length,

@@ -1,0 +1,89 @@
+"""Files the data package writes: the atomic file write (which the trainer uses too), and the
+record a generator leaves beside its outputs so that running it again is a no-op."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lra.core import DataError
+
+#: Record a generator writes beside its outputs: its settings and the sizes of what it wrote.
+GENERATED_RECORD = '.generated-{name}.json'
+
+
+def _record_path(paths: Sequence[Path]) -> Path:
+  return paths[0].parent / GENERATED_RECORD.format(name=paths[0].name)
+
+
+def _output_sizes(paths: Sequence[Path]) -> dict[str, int]:
+  """Bytes of each of `paths` (a folder: of all files below it)."""
+  sizes = {}
+  for path in paths:
+    files = [path] if path.is_file() else [f for f in path.rglob('*') if f.is_file()]
+    sizes[path.name] = sum(f.stat().st_size for f in files)
+  return sizes
+
+
+def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str, Any]) -> bool:
+  """Lets a generator write `paths`, or tells it they are already there.
+
+  Outputs that a finished run of the same generator wrote with the same `settings` (its record,
+  `GENERATED_RECORD` beside `paths[0]`, matches, and so do the outputs' sizes) are kept: running
+  the same command twice is a no-op. Anything else that exists is refused, or deleted first with
+  `overwrite`.
+
+  Args:
+    paths: the files and folders the generator writes.
+    overwrite: delete what exists instead of refusing.
+    settings: the generator's arguments (JSON-serialisable); part of the record.
+
+  Returns:
+    True when the generator should write `paths` (then call `record_outputs`), False when they
+    are already there from the same settings.
+
+  Raises:
+    DataError: some of `paths` exist, were not written with these settings, and `overwrite` is
+      False.
+  """
+  record = _record_path(paths)
+  existing = [p for p in paths if p.exists()]
+  if not overwrite and len(existing) == len(paths) and record.is_file():
+    try:
+      written = json.loads(record.read_text())
+    except ValueError:
+      written = None
+    if written == {'settings': dict(settings), 'sizes': _output_sizes(paths)}:
+      return False
+  if existing and not overwrite:
+    listing = '\n'.join(f'  {p}' for p in existing)
+    raise DataError(
+      f'Refusing to overwrite existing data (not written by this command with these '
+      f'settings):\n{listing}\nPass --overwrite to replace it (deleting it first), '
+      'or choose another --output_dir.'
+    )
+  for path in [*existing, record]:
+    if path.is_dir():
+      shutil.rmtree(path)
+    elif path.exists():
+      path.unlink()
+  return True
+
+
+def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:
+  """Records that `paths` were written completely with `settings` (see `claim_outputs`)."""
+  content = json.dumps({'settings': dict(settings), 'sizes': _output_sizes(paths)}, sort_keys=True)
+  write_atomically(_record_path(paths), content)
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` through `<path>.tmp`, which then replaces `path`: a reader, or
+  an interrupted writer, sees the old content or the new, never a part."""
+  temporary = f'{path}.tmp'
+  with open(temporary, 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(temporary, path)
