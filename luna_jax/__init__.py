@@ -41,9 +41,15 @@ from luna_jax.model.baselines import (
   orthogonal_random_matrix,
   performer_attention,
 )
-from luna_jax.model.build import MLM_MODELS, MODEL_NAMES, build_model
+from luna_jax.model.build import build_model
 from luna_jax.model.classifiers import ClassifierHead, SequenceClassifier, combine_pair, pool
-from luna_jax.model.config import HeadConfig, ModelConfig, check_model_config
+from luna_jax.model.config import (
+  MLM_MODELS,
+  MODEL_NAMES,
+  HeadConfig,
+  ModelConfig,
+  check_model_config,
+)
 from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
 from luna_jax.model.encoders import ENCODERS, EncoderOutput, LunaEncoder, TransformerEncoder
 from luna_jax.model.layers import (

@@ -16,18 +16,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from luna_jax.model.classifiers import SequenceClassifier
-from luna_jax.model.config import ModelConfig, check_model_config, split_model_config
+from luna_jax.model.config import (
+  MLM_MODELS,
+  MLM_SUFFIX,
+  ModelConfig,
+  check_model_config,
+  split_model_config,
+)
 from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.model.encoders import ENCODERS
 from luna_jax.model.mlm import MaskedLM
 
 Model = SequenceClassifier | LunaLM | LunaSeq2Seq | MaskedLM
-#: The token-level models (trained on `corpora.TOKEN_TASKS`).
-TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
-#: Masked-LM models: '<encoder>_mlm' for every encoder.
-MLM_SUFFIX = '_mlm'
-MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODERS)
-MODEL_NAMES = (*ENCODERS, *TOKEN_MODELS, *MLM_MODELS)
 
 
 def build_model(

@@ -29,6 +29,15 @@ DTYPES = ('float32', 'bfloat16')
 POOLINGS = ('cls', 'mean', 'p')
 #: Retrieval features of two pooled documents (`luna_jax.model.classifiers.combine_pair`).
 INTERACTIONS = ('concat', 'nli')
+#: The encoders (`luna_jax.model.encoders.ENCODERS`), each also a classifier model name.
+ENCODER_NAMES = ('luna', 'transformer')
+#: The token-level models (trained on `corpora.TOKEN_TASKS`).
+TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
+#: Masked-LM models: '<encoder>_mlm' for every encoder.
+MLM_SUFFIX = '_mlm'
+MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODER_NAMES)
+#: Every `config.model.name` that `luna_jax.model.build.build_model` builds.
+MODEL_NAMES = (*ENCODER_NAMES, *TOKEN_MODELS, *MLM_MODELS)
 _SIZE = {'minimum': 1}
 _RATE = {'minimum': 0.0, 'below': 1.0}
 
@@ -113,26 +122,19 @@ class ModelConfig:
     return jnp.dtype(self.dtype)
 
 
-def _model_name_error(name: str) -> str | None:
-  """Why `name` is not a buildable model (`luna_jax.model.build.MODEL_NAMES`), or None."""
-  from luna_jax.model.build import MODEL_NAMES  # The factory imports this module.
-
-  return None if name in MODEL_NAMES else f'must be one of {list(MODEL_NAMES)}'
-
-
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
   """The keys of `config.model` that are not `ModelConfig` fields: which model, and the classifier
   head (the token models and the masked LMs ignore all but `name`).
 
   Attributes:
-    name: the model, one of `luna_jax.model.build.MODEL_NAMES`.
+    name: the model, one of `MODEL_NAMES`.
     pooling: sequence representation, one of `POOLINGS`.
     classifier_hidden_dim: hidden width of the Dense -> ReLU -> Dense head (None: mlp_dim).
     interaction: Retrieval features of the two documents, one of `INTERACTIONS`.
   """
 
-  name: str = spec(default='luna', check=_model_name_error)
+  name: str = spec(default='luna', choices=MODEL_NAMES)
   pooling: str = spec(default='cls', choices=POOLINGS)
   classifier_hidden_dim: int | None = spec(default=None, **_SIZE)
   interaction: str = spec(default='concat', choices=INTERACTIONS)

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.model.config import REMAT, ModelConfig
+from luna_jax.model.config import ENCODER_NAMES, REMAT, ModelConfig
 from luna_jax.model.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
 from luna_jax.model.registry import LUNA_ATTENTIONS, TRANSFORMER_ATTENTIONS
 
@@ -279,5 +279,5 @@ class TransformerEncoder(nn.Module):
     return EncoderOutput(x, mask)
 
 
-#: Encoders selectable by `config.model.name`.
-ENCODERS = {'luna': LunaEncoder, 'transformer': TransformerEncoder}
+#: Encoders selectable by `config.model.name`, named in `luna_jax.model.config.ENCODER_NAMES`.
+ENCODERS = dict(zip(ENCODER_NAMES, (LunaEncoder, TransformerEncoder), strict=True))

@@ -25,7 +25,7 @@ from typing import Any
 import ml_collections
 
 from luna_jax.config_utils import ConfigError
-from luna_jax.model.build import ENCODERS, MLM_SUFFIX
+from luna_jax.model.config import ENCODER_NAMES, MLM_SUFFIX
 
 PRETRAIN_DIR = 'pretrain'
 FINETUNE_DIR = 'finetune'
@@ -53,10 +53,10 @@ def stage_configs(
   Raises:
     ConfigError: the model is not one of the encoder classifiers.
   """
-  if config.model.name not in ENCODERS:
+  if config.model.name not in ENCODER_NAMES:
     raise ConfigError(
       f'config.self_pretraining needs an encoder classifier '
-      f'({sorted(ENCODERS)}), not config.model.name={config.model.name!r}.'
+      f'({sorted(ENCODER_NAMES)}), not config.model.name={config.model.name!r}.'
     )
   pretrain_dir = os.path.join(workdir, PRETRAIN_DIR)
   pretrain = ml_collections.ConfigDict(config.to_dict())
