@@ -61,7 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   # Model (luna_jax.MODEL_NAMES): classifiers 'luna', 'transformer'; token models 'luna_lm',
-  # 'luna_seq2seq' (these ignore pooling, classifier_hidden_dim and interaction).
+  # 'luna_seq2seq'; masked LMs 'luna_mlm', 'transformer_mlm' (all but the classifiers ignore
+  # pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
   # Sequence representation: 'cls' (prepended CLS vector), 'mean' (real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'

@@ -4,7 +4,7 @@
       --config.data.data_dir=glue/SST-2 --config.init_from=runs/pretrain_mlm \\
       --config.data.options.tokenizer=corpus/spm.model
 
-`data_dir` holds GLUE's `train.tsv` and `dev.tsv` (`lra/glue.py`); the tokenizer must be the
+`data_dir` holds GLUE's `train.tsv` and `dev.tsv` (`corpora/glue.py`); the tokenizer must be the
 pretraining one (a different vocabulary is refused). The model settings are those of
 configs/pretrain_mlm.py (same argument `cpu` for its small model): the encoder is loaded from
 `init_from`, the classifier head (CLS -> Dense(d) -> ReLU -> Dense(classes)) is new.

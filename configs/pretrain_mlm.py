@@ -4,7 +4,7 @@
   python train.py --config configs/pretrain_mlm.py --workdir runs/pretrain_mlm \\
       --config.data.data_dir=corpus/ --config.data.options.tokenizer=corpus/spm.model
 
-`corpus/` holds `*.txt` files, one document per line (`lra/corpus.py`); the byte vocabulary
+`corpus/` holds `*.txt` files, one document per line (`corpora/corpus.py`); the byte vocabulary
 (`tokenizer='bytes'`, the default) needs no tokenizer training. The paper pretrains RoBERTa-base
 sized Luna-128 (12 layers, 768, FFN 3072, 12 heads, tied K/V as in the 16GB row of Table 6) for 250k
 steps of batch 2048 on 64 V100s (blocks of 512 tokens here: RoBERTa's length, which the table does

@@ -13,7 +13,9 @@ Two sub-packages:
                       pretraining glue (`pretrained`, `self_pretraining`)
 
 The model API is re-exported here (`luna_jax.build_model`, `luna_jax.LunaAttention`, ...); the
-trainer is `luna_jax.training.train_and_evaluate`. LRA data is in the `lra` package, the other data
+trainer is `luna_jax.training.train_and_evaluate` (`import luna_jax.training`: importing `luna_jax`
+alone loads only the models). `luna_jax.config_utils` holds the typed, checked config sections
+both sub-packages use. LRA data is in the `lra` package, the other data
 (language modelling, seq2seq, masked-LM corpora, GLUE, tokenizers) in `corpora`.
 """
 

@@ -1,6 +1,7 @@
 """Text that stays true: every backticked dotted name of the project's packages (`luna_jax.*`,
 `lra.*`, `corpora.*`, `benchmarks.*`) in the README, the notebook and the source files resolves to a
-real module, class, function, constant or dataclass field."""
+real module, class, function, constant or dataclass field; every project file path they name
+(`lra/cache.py`) exists."""
 
 import dataclasses
 import importlib
@@ -13,8 +14,13 @@ PACKAGES = ('luna_jax', 'lra', 'corpora', 'benchmarks')
 NAME = re.compile(r'`((?:' + '|'.join(PACKAGES) + r')(?:\.[A-Za-z_]\w*)+)')
 
 
+#: A path to one of the project's Python files, e.g. 'luna_jax/model/layers.py'.
+PATH = re.compile(r'(?<![\w./])((?:luna_jax|lra|corpora|benchmarks|configs|tests)/[\w/]*\w\.py)\b')
+
+
 def _documents():
   files = [ROOT / 'README.md', ROOT / 'train.py', *sorted((ROOT / 'notebooks').glob('*.ipynb'))]
+  files += [ROOT / 'requirements.txt', ROOT / 'pyproject.toml']
   for folder in (*PACKAGES, 'configs', 'tests'):
     files += sorted(p for p in (ROOT / folder).rglob('*.py') if 'results' not in p.parts)
   return [f for f in files if f.is_file()]
@@ -54,3 +60,16 @@ def test_every_backticked_name_resolves():
   assert len(names) > 50  # The scan does find the README's and the docstrings' names.
   broken = [f'{where}: `{name}`' for name, where in names if not _resolves(name)]
   assert not broken, 'names that point at nothing:\n' + '\n'.join(broken)
+
+
+def test_every_named_project_file_exists():
+  paths = {}
+  for path in _documents():
+    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+      for name in PATH.findall(line):
+        paths.setdefault(name, f'{path.relative_to(ROOT)}:{number}')
+  assert len(paths) > 20  # The scan does find the README's paths.
+  missing = [
+    f'{where}: {name}' for name, where in sorted(paths.items()) if not (ROOT / name).exists()
+  ]
+  assert not missing, 'paths to files that do not exist:\n' + '\n'.join(missing)

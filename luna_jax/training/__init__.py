@@ -8,7 +8,7 @@ optim             learning-rate schedules and the optimizer
 metric_log        metrics.jsonl and TensorBoard events; the per-step metric buffer
 workdir           the workdir lock
 distributed       multi-process set-up (`jax.distributed`)
-xla_settings      the XLA flags the trainer sets
+xla_settings      the XLA flags `train.py` and the benchmarks set
 pretrained        initialising an encoder from another run (`config.init_from`)
 self_pretraining  the pretrain-then-finetune stages of one run
 """

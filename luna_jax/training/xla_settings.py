@@ -1,4 +1,4 @@
-"""XLA backend settings applied by the trainer and the benchmarks: the one place they are chosen.
+"""XLA backend settings that `train.py` and the benchmarks apply: the one place they are chosen.
 
 `apply()` adds `XLA_FLAGS` to the process environment, where XLA reads them when JAX first
 initialises a backend; so it must run before the first JAX computation (train.py and the benchmark
