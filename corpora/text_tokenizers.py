@@ -111,12 +111,18 @@ def load_tokenizer(spec: str) -> Tokenizer:
   with a fairseq `dict.txt` and GPT-2's `encoder.json` and `vocab.bpe`.
 
   Raises:
-    DataError: the model file is missing or not a SentencePiece model with the ids above; a folder
-      without the three files, or with files that are not in their formats (`gpt2_tokenizer`).
+    DataError: no spec; the model file is missing or not a SentencePiece model with the ids
+      above; a folder without the three files, or with files that are not in their formats
+      (`gpt2_tokenizer`).
   """
   if spec == BYTES:
     return Tokenizer(
       BYTES, BYTE_SEPARATOR_ID + 1, BYTE_SEPARATOR_ID, (0, BYTE_SEPARATOR_ID), _encode_bytes
+    )
+  if not spec:
+    raise DataError(
+      'no tokenizer given: set --config.data.options.tokenizer to "bytes", a SentencePiece model '
+      f'or a folder with {FAIRSEQ_DICT}, {GPT2_ENCODER} and {GPT2_MERGES}.'
     )
   if Path(spec).expanduser().is_dir():
     return gpt2_tokenizer(Path(spec).expanduser())
