@@ -48,19 +48,34 @@ def global_ref(module: str, name: str) -> Global:
   return _GLOBALS.setdefault((module, name), Global(module, name))
 
 
+class View:
+  """A tensor that is a strided view of a 1-D storage `base` (as `x.t()` or `x[1:]` saves)."""
+
+  def __init__(self, base: np.ndarray, offset: int, shape: tuple, stride: tuple):
+    self.base, self.offset, self.shape, self.stride = base, offset, shape, stride
+
+
+class Call:
+  """`module.name(*args)` in the pickle (REDUCE): what a malicious checkpoint would hold."""
+
+  def __init__(self, module: str, name: str, args: tuple):
+    self.module, self.name, self.args = module, name, args
+
+  def __reduce__(self):
+    return global_ref(self.module, self.name), self.args
+
+
 class _Storage:
   def __init__(self, key: str, array: np.ndarray):
     self.key, self.array = key, array
 
 
 class _Tensor:
-  def __init__(self, storage: _Storage):
-    self.storage = storage
+  def __init__(self, storage: _Storage, offset: int, shape: tuple, stride: tuple):
+    self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
 
   def __reduce__(self):
-    shape = self.storage.array.shape
-    strides = tuple(s // self.storage.array.itemsize for s in self.storage.array.strides)
-    args = (self.storage, 0, shape, strides, False, collections.OrderedDict())
+    args = (self.storage, self.offset, self.shape, self.stride, False, collections.OrderedDict())
     return global_ref('torch._utils', '_rebuild_tensor_v2'), args
 
 
@@ -82,11 +97,18 @@ class _Pickler(pickle._Pickler):
     return None
 
 
+def _storage(array: np.ndarray, storages: dict[int, _Storage]) -> _Storage:
+  if id(array) not in storages:
+    storages[id(array)] = _Storage(str(len(storages)), np.ascontiguousarray(array))
+  return storages[id(array)]
+
+
 def _replace_arrays(obj: Any, storages: dict[int, _Storage]) -> Any:
   if isinstance(obj, np.ndarray):
-    if id(obj) not in storages:
-      storages[id(obj)] = _Storage(str(len(storages)), np.ascontiguousarray(obj))
-    return _Tensor(storages[id(obj)])
+    contiguous = tuple(int(np.prod(obj.shape[i + 1 :], dtype=np.int64)) for i in range(obj.ndim))
+    return _Tensor(_storage(obj, storages), 0, obj.shape, contiguous)
+  if isinstance(obj, View):
+    return _Tensor(_storage(obj.base.reshape(-1), storages), obj.offset, obj.shape, obj.stride)
   if isinstance(obj, collections.OrderedDict):
     return collections.OrderedDict((k, _replace_arrays(v, storages)) for k, v in obj.items())
   if isinstance(obj, dict):
@@ -97,8 +119,8 @@ def _replace_arrays(obj: Any, storages: dict[int, _Storage]) -> Any:
 
 
 def save(obj: Any, path: Path, name: str = 'archive') -> None:
-  """Writes `obj` (dicts, lists, argparse Namespaces, numbers, strings, numpy arrays) to `path`
-  as `torch.save` would, numpy arrays as tensors."""
+  """Writes `obj` (dicts, lists, argparse Namespaces, numbers, strings, numpy arrays, `View`s,
+  `Call`s) to `path` as `torch.save` would, numpy arrays as tensors."""
   storages: dict[int, _Storage] = {}
   converted = _replace_arrays(obj, storages)
   buffer = io.BytesIO()
