@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -67,6 +68,18 @@ SIZES = {
   ),
   'tiny': dict(
     layers=2, dim=16, ffn=32, heads=2, plen=4, positions=16, lengths=((12, 7, 2), (3, 2))
+  ),
+  # The released models' size, with a dict.txt of RoBERTa's 50260 lines (filler symbols after
+  # the BPE ids).
+  'base': dict(
+    layers=12,
+    dim=768,
+    ffn=3072,
+    heads=12,
+    plen=128,
+    positions=512,
+    lengths=((300, 200, 7), (60, 9)),
+    dict_lines=50260,
   ),
 }
 
@@ -112,8 +125,12 @@ def run_variant(
   folder = work / f'{size}_{name}'
   folder.mkdir(parents=True)
   write_bpe(
-    folder, vocab_size=400 if size == 'small' else 300, dict_size=200 if size == 'small' else 40
+    folder, vocab_size=300 if size == 'tiny' else 400, dict_size=40 if size == 'tiny' else 200
   )
+  if 'dict_lines' in cfg:
+    lines = (folder / 'dict.txt').read_text().splitlines()
+    lines += [f'filler{i} 1' for i in range(cfg['dict_lines'] - len(lines))]
+    (folder / 'dict.txt').write_text('\n'.join(lines) + '\n')
   dictionary = text_tokenizers.read_fairseq_dictionary(folder / 'dict.txt')
   vocab = dictionary.mask_id + 1
   args = {
@@ -157,7 +174,9 @@ def run_variant(
   reference = np.load(folder / 'reference.npz')
   info = json.loads((folder / 'reference.json').read_text())
   output = folder / 'converted'
+  start = time.perf_counter()
   record = convert_fairseq.convert(str(folder / 'model.pt'), str(folder / 'dict.txt'), str(output))
+  convert_seconds = time.perf_counter() - start
   tree, _, _ = checkpointing.read_checkpoint(str(output))
   model = build_model(
     record['config']['model'],
@@ -200,6 +219,8 @@ def run_variant(
     args=args,
     vocab_size_with_mask=vocab,
     parameters=info['parameters'],
+    checkpoint_bytes=(folder / 'model.pt').stat().st_size,
+    convert_seconds=round(convert_seconds, 1),
     snapshot_commit=info['snapshot_commit'],
     torch=info['torch'],
     tokenizer_cases=len(TEXT_CASES),
@@ -219,12 +240,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--snapshot', required=True, help='bare git snapshot of fairseq-apollo')
   parser.add_argument('--out', required=True, help='results folder')
   parser.add_argument('--fixtures', default='', help='also write the tiny test fixtures here')
+  parser.add_argument(
+    '--sizes', default='small', help="comma-separated sizes of SIZES to compare ('small', 'base')"
+  )
   args = parser.parse_args(argv)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   results = []
   with tempfile.TemporaryDirectory() as tmp:
-    sizes = ['small', *(['tiny'] if args.fixtures else [])]
+    sizes = [*args.sizes.split(','), *(['tiny'] if args.fixtures else [])]
     for size in sizes:
       for name, tie in (('tied', True), ('untied', False)):
         figures = run_variant(name, tie, size, Path(tmp), args.torch_python, args.snapshot)

@@ -113,8 +113,12 @@ def test_a_checkpoint_written_without_torch_converts_alike_and_half_precision_ex
   converted, tmp_path
 ):
   args, model = fixture_state('untied')
-  path = write_checkpoint(tmp_path / 'same.pt', args, model)
-  convert_fairseq.convert(path, str(FIXTURES / 'untied' / 'dict.txt'), str(tmp_path / 'same'))
+  head = 'classification_heads.sentence_classification_head.dense.weight'
+  path = write_checkpoint(tmp_path / 'same.pt', args, {**model, head: np.ones((2, 16), np.float32)})
+  record = convert_fairseq.convert(
+    path, str(FIXTURES / 'untied' / 'dict.txt'), str(tmp_path / 'same')
+  )
+  assert head in record['converted_from']['skipped']
   expected = checkpointing.flat_leaves(params_of(converted['untied'][0]))
   got = checkpointing.flat_leaves(params_of(tmp_path / 'same'))
   assert set(got) == set(expected)
@@ -287,6 +291,21 @@ def test_fairseq_dictionary_rules_and_bad_tokenizer_folders(tmp_path):
     text_tokenizers.load_tokenizer(str(tmp_path))
   with pytest.raises(text_tokenizers.DataError, match='no tokenizer given'):
     text_tokenizers.load_tokenizer('')
+
+
+def test_glue_configs_of_the_released_models():
+  tied, untied = (glue_config.get_config(f'sst2,luna_base_{v}') for v in VARIANTS)
+  assert (tied.model.tie_kv, untied.model.tie_kv) == (True, False)
+  for config in (tied, untied):
+    assert (config.model.num_layers, config.model.emb_dim, config.model.projection_length) == (
+      12,
+      768,
+      128,
+    )
+    assert config.model.classifier_activation == 'tanh' and config.optimizer.grad_clip_norm == 0
+  assert glue_config.get_config('qqp,luna_base_tied').model.activation_dropout_rate == 0.1
+  with pytest.raises(ValueError, match='optionally followed by one of'):
+    glue_config.get_config('sst2,cpu,luna_base_tied')
 
 
 def test_glue_finetuning_initialises_from_the_converted_model(converted, tmp_path):

@@ -312,8 +312,8 @@ def convert_state_dict(
   """
   where = str(checkpoint.path)
   state = checkpoint.obj['model']
-  prefixes = {key.split('.', 1)[0] for key in state}
-  prefix = 'decoder.' if prefixes == {'decoder'} else 'encoder.'  # Old fairseq: 'decoder.'.
+  # Old fairseq masked LMs named the encoder 'decoder' (`LunaBertModel.upgrade_state_dict_named`).
+  prefix = 'encoder.' if any(key.startswith('encoder.') for key in state) else 'decoder.'
   tensors = {}
   for key, value in state.items():
     if not isinstance(value, torch_checkpoint.TensorRef):
@@ -472,10 +472,7 @@ def convert(checkpoint: str, dictionary: str, output: str, overwrite: bool = Fal
       f'the converted parameters do not fit the luna_jax model: {sorted(set(ours) ^ set(target))}'
     )
   record = {
-    'config': {
-      'model': arch.model_config(),
-      'data': {'task': 'corpus', 'options': {'max_length': arch.max_positions}},
-    },
+    'config': {'model': arch.model_config()},
     'vocabulary': vocab.name,
     'converted_from': {
       'checkpoint': str(source.absolute()),
@@ -486,20 +483,22 @@ def convert(checkpoint: str, dictionary: str, output: str, overwrite: bool = Fal
       'skipped': skipped,
     },
   }
+  out.parent.mkdir(parents=True, exist_ok=True)
   staging = out.with_name(f'.{out.name}.converting-{os.getpid()}')
   shutil.rmtree(staging, ignore_errors=True)
-  tree = {'params': _nest(params)}
-  checkpointer = checkpointing.Checkpointer(str(staging), keep=1)
   try:
-    checkpointer.save(0, tree, record)
+    checkpointer = checkpointing.Checkpointer(str(staging), keep=1)
+    try:
+      checkpointer.save(0, {'params': _nest(params)}, record)
+    finally:
+      checkpointer.close()
+    _verify(staging, params, vocab.name)
+    (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + '\n')
+    if out.exists():
+      shutil.rmtree(out)
+    os.replace(staging, out)
   finally:
-    checkpointer.close()
-  _verify(staging, params, vocab.name)
-  (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + '\n')
-  if out.exists():
-    shutil.rmtree(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  os.replace(staging, out)
+    shutil.rmtree(staging, ignore_errors=True)
   return record
 
 
