@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -304,6 +305,19 @@ def test_glue_configs_of_the_released_models():
     )
     assert config.model.classifier_activation == 'tanh' and config.optimizer.grad_clip_norm == 0
   assert glue_config.get_config('qqp,luna_base_tied').model.activation_dropout_rate == 0.1
+  # The finetuning classifier's encoder is the converted release's (the masked LM has <mask>).
+  arch = convert_fairseq.LunaBertArchitecture(
+    'luna_base_untied_512', 12, 768, 3072, 12, 128, 512, False, 0.1, 0.1, 0.0
+  )
+  released = convert_fairseq.parameter_shapes(arch, 50264)
+  classifier = build_model(untied.model.to_dict(), vocab_size=50264, num_classes=2, max_length=512)
+  tokens = jnp.zeros((1, 512), jnp.int32)
+  shapes = jax.eval_shape(lambda: classifier.init(jax.random.PRNGKey(0), tokens, jnp.ones(1)))
+  encoder = checkpointing.flat_leaves(shapes['params']['sequence_encoder'])
+  assert {f'sequence_encoder/{p}': tuple(a.shape) for p, a in encoder.items()} == {
+    **{p: s for p, s in released.items() if p.startswith('sequence_encoder/')},
+    'sequence_encoder/embed/token_embedding/embedding': (50264, 768),
+  }
   with pytest.raises(ValueError, match='optionally followed by one of'):
     glue_config.get_config('sst2,cpu,luna_base_tied')
 

@@ -376,8 +376,16 @@ def convert_state_dict(
   return params, skipped
 
 
-def _target_shapes(arch: LunaBertArchitecture, vocab_size: int) -> dict[str, tuple[int, ...]]:
-  """The parameter shapes of the luna_jax `luna_mlm` model of `arch`, by path under `params/`."""
+def parameter_shapes(arch: LunaBertArchitecture, vocab_size: int) -> dict[str, tuple[int, ...]]:
+  """The parameter shapes of the luna_jax `luna_mlm` model of `arch`.
+
+  Args:
+    arch: the architecture.
+    vocab_size: the dictionary's ids without `<mask>` (the model adds it).
+
+  Returns:
+    Shape by '/'-path under `params/` (computed abstractly: no memory, no initialisation).
+  """
   model = build_model(
     arch.model_config(),
     vocab_size=vocab_size,
@@ -465,7 +473,7 @@ def convert(checkpoint: str, dictionary: str, output: str, overwrite: bool = Fal
       params, skipped = convert_state_dict(ckpt, arch, vocab)
     except torch_checkpoint.TorchCheckpointError as e:
       raise ConversionError(str(e)) from None
-  target = _target_shapes(arch, len(vocab.symbols))
+  target = parameter_shapes(arch, len(vocab.symbols))
   ours = {path: array.shape for path, array in params.items()}
   if ours != target:
     raise ConversionError(
