@@ -64,10 +64,13 @@ def get_config() -> ml_collections.ConfigDict:
   # 'luna_seq2seq'; masked LMs 'luna_mlm', 'transformer_mlm' (all but the classifiers ignore
   # pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
-  # Sequence representation: 'cls' (prepended CLS vector), 'mean' (real tokens) or 'p' (Luna P).
+  # Sequence representation: 'cls' (prepended CLS vector), 'first' (the input's own first token,
+  # RoBERTa's <s>; no CLS vector), 'mean' (real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'
   # Hidden width of the Dense -> ReLU -> Dense classifier head (None: mlp_dim); typed placeholder.
   config.model.classifier_hidden_dim = ml_collections.config_dict.placeholder(int)
+  # The classifier head's hidden activation: 'relu' (LRA) or 'tanh' (RoBERTa's GLUE head).
+  config.model.classifier_activation = 'relu'
   # Retrieval features of the two documents: 'concat' [u, v] or 'nli' [u, v, u*v, u-v].
   config.model.interaction = 'concat'
   # Number of encoder layers.

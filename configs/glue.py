@@ -13,7 +13,24 @@ Recipe (following RoBERTa): batch 32 (of {16, 32}), peak learning rate 1e-5 (of 
 best development-set checkpoint kept (the paper's early stopping). Expected development accuracy
 of the paper's Luna-128 (16GB, tied K/V; Table 6): SST-2 93.1, QNLI 91.2, QQP 90.8.
 
-Arguments: `sst2` | `qnli` | `qqp`, optionally followed by `,cpu` and/or `,debug`.
+The authors' released Luna-base models (`luna.base.tied`, `luna.base.untied`; convert them first
+with `python -m luna_jax.training.convert_fairseq`, see the README) are finetuned with
+`,luna_base_tied` or `,luna_base_untied`:
+
+  python train.py --config configs/glue.py:qnli,luna_base_untied --workdir runs/glue_qnli_untied \\
+      --config.data.data_dir=glue/QNLI --config.init_from=converted/luna.base.untied \\
+      --config.data.options.tokenizer=luna.base.untied
+
+(the tokenizer folder holds the release's `dict.txt` and GPT-2's `encoder.json` and `vocab.bpe`).
+Their model: 12 layers, 768, FFN 3072, 12 heads, l = 128, tied or untied K/V, 512 positions, no
+CLS vector (pooling 'first': the tokenizer's `<s>`), and the authors' GLUE head (fairseq-apollo
+`LunaCLSClassificationHead`: Dense(768) -> tanh -> Dense(classes)); inputs up to 512 tokens, no
+gradient clipping, activation dropout 0.1 for QNLI and QQP and 0 for SST-2, as in the authors'
+commands (`examples/luna/README.glue.md`); the schedule is the paper's above. Released development
+accuracy (README.glue.md): QNLI / QQP / SST-2 91.5 / 91.2 / 94.3 tied, 92.2 / 91.3 / 94.6 untied.
+
+Arguments: `sst2` | `qnli` | `qqp`, optionally followed by `,cpu` or `,luna_base_tied` or
+`,luna_base_untied`, and/or `,debug`.
 """
 
 from __future__ import annotations
@@ -26,16 +43,22 @@ from configs import pretrain_mlm
 TRAIN_EXAMPLES = {'sst2': 67349, 'qnli': 104743, 'qqp': 363846}
 EPOCHS = 10
 WARMUP_FRACTION = 0.06
+#: The authors' released models -> tied K/V.
+RELEASED = {'luna_base_tied': True, 'luna_base_untied': False}
+#: The authors' finetuning activation dropout (fairseq-apollo `examples/luna/README.glue.md`).
+RELEASED_ACTIVATION_DROPOUT = {'sst2': 0.0, 'qnli': 0.1, 'qqp': 0.1}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The finetuning config for `arg` = 'glue_task[,cpu][,debug]'."""
+  """The finetuning config for `arg` = 'glue_task[,cpu | ,luna_base_tied | ,luna_base_untied]
+  [,debug]'."""
   parts = [part.strip() for part in (arg or 'sst2').split(',') if part.strip()]
   tasks = [part for part in parts if part in TRAIN_EXAMPLES]
-  if len(tasks) != 1 or set(parts) - {*TRAIN_EXAMPLES, 'cpu', 'debug'}:
+  models = [part for part in parts if part in ('cpu', *RELEASED)]
+  if len(tasks) != 1 or len(models) > 1 or set(parts) - {*TRAIN_EXAMPLES, *models, 'debug'}:
     raise ValueError(
-      f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally '
-      f'followed by ",cpu" and/or ",debug"; got {arg!r}.'
+      f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally followed by one of '
+      f'",cpu", {", ".join(repr("," + r) for r in RELEASED)}, and/or ",debug"; got {arg!r}.'
     )
   config = pretrain_mlm.get_config(','.join(p for p in parts if p in ('cpu', 'debug')))
   config.data.task = 'glue'
@@ -65,4 +88,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     log_every=100,
     checkpoint_every=steps // EPOCHS,
   )
+  if models and models[0] in RELEASED:
+    # The converted release: no CLS vector (the tokenizer's <s> is pooled), the authors' tanh
+    # head, up to 512 tokens (their positions), no clipping, their activation dropout; the
+    # tokenizer folder (dict.txt, encoder.json, vocab.bpe) must be given.
+    config.data.options.update(tokenizer='', max_length=512)
+    config.model.update(
+      pooling='first',
+      classifier_activation='tanh',
+      tie_kv=RELEASED[models[0]],
+      activation_dropout_rate=RELEASED_ACTIVATION_DROPOUT[tasks[0]],
+    )
+    config.optimizer.grad_clip_norm = 0.0
   return config

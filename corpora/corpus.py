@@ -117,7 +117,7 @@ def load(
       f'corpus-{max_length}',
       build,
       params=params,
-      content_files=[*files, *([tok.source] if tok.source else [])],
+      content_files=[*files, *tok.sources],
     )
   )
   logging.info(

@@ -10,9 +10,10 @@ that its "best" checkpoint is then chosen on test data).
   qnli       question, sentence             entailment, not_entailment
   qqp        question1, question2           0, 1 (is_duplicate)
 
-Text is tokenised with option `tokenizer` (`corpora.text_tokenizers`: 'bytes' or a SentencePiece
-model, the pretraining corpus's); a pair is one sequence `first <separator> second` (RoBERTa's input
-for pairs), cut to `max_length` tokens.
+Text is tokenised with option `tokenizer` (`corpora.text_tokenizers`: 'bytes', a SentencePiece
+model, the pretraining corpus's, or a folder with a fairseq dictionary and GPT-2's BPE files, the
+authors' released models'); a pair is one sequence (`Tokenizer.join`: `first <separator> second`,
+or RoBERTa's `<s> first </s> </s> second </s>` for the GPT-2 BPE), cut to `max_length` tokens.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ import numpy as np
 
 from corpora import text_tokenizers
 from lra import tokenize
-from lra.cache import Cache, load_split_files
-from lra.core import DataError, Split, TaskData, require_files, task_data
+from lra.cache import Cache
+from lra.core import (
+  DataError,
+  Split,
+  TaskData,
+  arrays_to_splits,
+  require_files,
+  splits_to_arrays,
+  task_data,
+)
 
 #: glue_task -> (text columns, label column, labels in class-id order).
 GLUE_TASKS = {
@@ -68,7 +77,6 @@ def read_tsv(
   text_index = [header.index(c) for c in columns]
   label_index = header.index(label_column)
   sequences, targets, num_truncated = [], [], 0
-  separator = np.array([tokenizer.separator_id], np.int32)
   for line_no, text in rows:
     fields = text.split('\t')
     if len(fields) != len(header):
@@ -81,8 +89,7 @@ def read_tsv(
         f'{path}:{line_no}: label {label!r} in column {label_column!r} is not one of '
         f'{list(labels)}.'
       )
-    parts = [tokenizer.encode(fields[i]) for i in text_index]
-    tokens = np.concatenate([parts[0], *(np.concatenate([separator, p]) for p in parts[1:])])
+    tokens = tokenizer.join([tokenizer.encode(fields[i]) for i in text_index])
     num_truncated += tokens.size > max_length
     sequences.append(tokens[:max_length])
     targets.append(label_ids[label])
@@ -101,7 +108,8 @@ def load(
     cache: tokenised-array cache.
     max_length: L.
     glue_task: 'sst2', 'qnli' or 'qqp'.
-    tokenizer: 'bytes' or the path of a SentencePiece model.
+    tokenizer: 'bytes', the path of a SentencePiece model, or a GPT-2 BPE folder
+      (`corpora.text_tokenizers.load_tokenizer`).
 
   Returns:
     The task; validation and test are both `dev.tsv`; `info` has `vocabulary` and `special_ids`.
@@ -118,12 +126,19 @@ def load(
     f'Download the GLUE {glue_task.upper()} data (train.tsv, dev.tsv) into this folder.',
   )
 
-  def read(path: Path, length: int) -> Split:
-    return read_tsv(path, length, glue_task=glue_task, tokenizer=tok)
-
-  # The tokenizer's name (and so its model file) is part of the cache key.
-  splits = load_split_files(
-    cache, f'glue-{glue_task}-{tok.name.replace(":", "-")}', paths, read, max_length
+  # The tokenizer's name is part of the cache key, its files part of the fingerprint.
+  splits = arrays_to_splits(
+    cache.load_or_build(
+      f'glue-{glue_task}-{tok.name.replace(":", "-")}',
+      lambda: splits_to_arrays(
+        {
+          split: read_tsv(path, max_length, glue_task=glue_task, tokenizer=tok)
+          for split, path in paths.items()
+        }
+      ),
+      params={'max_length': max_length},
+      content_files=[*paths.values(), *tok.sources],
+    )
   )
   return task_data(
     'glue',

@@ -1,4 +1,5 @@
-"""Text tokenizers for pretraining corpora and GLUE-format tasks: UTF-8 bytes, or SentencePiece.
+"""Text tokenizers for pretraining corpora and GLUE-format tasks: UTF-8 bytes, SentencePiece, or the
+GPT-2 BPE with a fairseq dictionary (the authors' released Luna-BERT models).
 
   'bytes'              the byte-level vocabulary of the LRA text tasks (pad 0, byte b -> b + 1)
                        plus a separator id 257 between documents (or sentence pairs); vocab 258.
@@ -6,15 +7,27 @@
                          python -m corpora.text_tokenizers --input_dir corpus/ --vocab_size 8000 \\
                              --model_prefix corpus/spm
                        ids: pad 0, unk 1, bos 2, separator (eos) 3, then the pieces.
+  <folder>             a folder with `dict.txt` (a fairseq dictionary), `encoder.json` and
+                       `vocab.bpe` (GPT-2's byte-level BPE): RoBERTa's and the authors' Luna-BERT
+                       vocabulary, id for id. Ids as fairseq's `Dictionary`: `<s>` 0, `<pad>` 1,
+                       `</s>` 2, `<unk>` 3, then one per line of dict.txt (the model's `<mask>`
+                       comes last, after them). Text is GPT-2-BPE-encoded and every BPE id is looked
+                       up in dict.txt (absent: `<unk>`); an example is framed as the authors'
+                       `LunaHubInterface.encode` does (fairseq-apollo
+                       `fairseq/models/luna_bert/hub_interface.py`): `<s> a </s>`, or
+                       `<s> a </s> </s> b </s>` for a pair.
 
-SentencePiece (Kudo and Richardson, 2018) rather than Hugging Face `tokenizers`: one small
-dependency that trains a subword model from raw text with one call (no pre-tokenisation, no
-language-specific rules), is deterministic given its settings, stores the whole model in a single
-file that can be hashed to identify the vocabulary, and is what the Flax WMT/LM1B examples use.
+SentencePiece (Kudo and Richardson, 2018) rather than Hugging Face `tokenizers` for the corpora's
+own vocabularies: one small dependency that trains a subword model from raw text with one call (no
+pre-tokenisation, no language-specific rules), is deterministic given its settings, stores the
+whole model in a single file that can be hashed to identify the vocabulary, and is what the Flax
+WMT/LM1B examples use. The GPT-2 BPE runs on Hugging Face `tokenizers` (maintained, reads GPT-2's
+`encoder.json`/`vocab.bpe` as they are, with GPT-2's byte-to-unicode alphabet and pre-tokenisation
+regex); fairseq downloads these two files, here they must be given (no network at run time).
 
-Every tokenizer has a `name` that identifies its vocabulary ('bytes', or 'sentencepiece:<the SHA-256
-of the model file, 16 hex digits>'): a pretrained encoder is only finetuned on data of the same
-name.
+Every tokenizer has a `name` that identifies its vocabulary ('bytes', 'sentencepiece:<the SHA-256
+of the model file, 16 hex digits>', 'fairseq-dict:<the SHA-256 of dict.txt, 16 hex digits>'): a
+pretrained encoder is only finetuned on data of the same name.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,6 +49,14 @@ BYTES = 'bytes'
 BYTE_SEPARATOR_ID = tokenize.BYTE_VOCAB_SIZE
 #: SentencePiece ids fixed at training time (padding 0 as in every LRA task).
 SP_PAD_ID, SP_UNK_ID, SP_BOS_ID, SP_EOS_ID = 0, 1, 2, 3
+#: fairseq's `Dictionary` specials, ids 0-3 in this order, and the masked-LM task's mask symbol,
+#: added after the dictionary's lines (fairseq `fairseq/data/dictionary.py`,
+#: `fairseq/tasks/masked_lm.py`).
+FAIRSEQ_SPECIALS = ('<s>', '<pad>', '</s>', '<unk>')
+FAIRSEQ_BOS_ID, FAIRSEQ_PAD_ID, FAIRSEQ_EOS_ID, FAIRSEQ_UNK_ID = 0, 1, 2, 3
+FAIRSEQ_MASK = '<mask>'
+#: The files of a GPT-2 BPE tokenizer folder.
+FAIRSEQ_DICT, GPT2_ENCODER, GPT2_MERGES = 'dict.txt', 'encoder.json', 'vocab.bpe'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +70,9 @@ class Tokenizer:
       of a pair.
     special_ids: ids that are not text (padding, separators); masked-LM never selects them.
     encode: UTF-8 text -> 1-D int array of ids (no separators added).
-    source: the model file (None for bytes), hashed into the data cache's fingerprint.
+    sources: the files it reads (none for bytes), hashed into the data cache's fingerprint.
+    bos_ids: ids that start an example (`join`).
+    eos_ids: ids that end each text of an example (`join`).
   """
 
   name: str
@@ -56,7 +80,26 @@ class Tokenizer:
   separator_id: int
   special_ids: tuple[int, ...]
   encode: Callable[[str], np.ndarray]
-  source: Path | None = None
+  sources: tuple[Path, ...] = ()
+  bos_ids: tuple[int, ...] = ()
+  eos_ids: tuple[int, ...] = ()
+
+  def join(self, parts: Sequence[np.ndarray]) -> np.ndarray:
+    """One example from its encoded texts: `bos first eos (separator next eos)...`.
+
+    Args:
+      parts: 1-D int arrays, one per text (a sentence, or the two of a pair).
+
+    Returns:
+      1-D int32 ids: for bytes and SentencePiece `a <sep> b`; for the GPT-2 BPE `<s> a </s> </s> b
+      </s>`, as the authors' `LunaHubInterface.encode`.
+    """
+    pieces = [np.asarray(self.bos_ids, np.int32)]
+    for i, part in enumerate(parts):
+      if i:
+        pieces.append(np.array([self.separator_id], np.int32))
+      pieces += [np.asarray(part, np.int32), np.asarray(self.eos_ids, np.int32)]
+    return np.concatenate(pieces)
 
 
 def _encode_bytes(text: str) -> np.ndarray:
@@ -64,23 +107,34 @@ def _encode_bytes(text: str) -> np.ndarray:
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-  """The tokenizer named by `spec`: 'bytes' or the path of a SentencePiece `.model` file.
+  """The tokenizer named by `spec`: 'bytes', the path of a SentencePiece `.model` file, or a folder
+  with a fairseq `dict.txt` and GPT-2's `encoder.json` and `vocab.bpe`.
 
   Raises:
-    DataError: the model file is missing or not a SentencePiece model with the ids above.
+    DataError: no spec; the model file is missing or not a SentencePiece model with the ids
+      above; a folder without the three files, or with files that are not in their formats
+      (`gpt2_tokenizer`).
   """
   if spec == BYTES:
     return Tokenizer(
       BYTES, BYTE_SEPARATOR_ID + 1, BYTE_SEPARATOR_ID, (0, BYTE_SEPARATOR_ID), _encode_bytes
     )
+  if not spec:
+    raise DataError(
+      'no tokenizer given: set --config.data.options.tokenizer to "bytes", a SentencePiece model '
+      f'or a folder with {FAIRSEQ_DICT}, {GPT2_ENCODER} and {GPT2_MERGES}.'
+    )
+  if Path(spec).expanduser().is_dir():
+    return gpt2_tokenizer(Path(spec).expanduser())
   import sentencepiece  # Imported on use: the byte tokenizer and the LRA tasks do not need it.
 
   path = Path(spec).expanduser()
   if not path.is_file():
     raise DataError(
-      f'tokenizer {spec!r}: no such file. Use "bytes", or train a SentencePiece '
-      f'model with: python -m corpora.text_tokenizers --input_dir <corpus> '
-      f'--vocab_size 8000 --model_prefix {path.with_suffix("")}'
+      f'tokenizer {spec!r}: no such file or folder. Use "bytes", a folder with {FAIRSEQ_DICT}, '
+      f'{GPT2_ENCODER} and {GPT2_MERGES}, or train a SentencePiece model with: python -m '
+      f'corpora.text_tokenizers --input_dir <corpus> --vocab_size 8000 --model_prefix '
+      f'{path.with_suffix("")}'
     )
   data = path.read_bytes()
   try:
@@ -105,7 +159,138 @@ def load_tokenizer(spec: str) -> Tokenizer:
     SP_EOS_ID,
     (SP_PAD_ID, SP_BOS_ID, SP_EOS_ID),
     encode,
-    path,
+    (path,),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class FairseqDictionary:
+  """A fairseq dictionary as `fairseq.data.Dictionary.load` builds it from a `dict.txt`.
+
+  Attributes:
+    symbols: one per id: the four `FAIRSEQ_SPECIALS`, then one per line of the file.
+    indices: symbol -> id (a line flagged `#fairseq:overwrite` takes over its symbol's id).
+    name: the vocabulary's name, 'fairseq-dict:<SHA-256 of the file, 16 hex digits>'.
+  """
+
+  symbols: tuple[str, ...]
+  indices: dict[str, int]
+  name: str
+
+  @property
+  def mask_id(self) -> int:
+    """The id of the masked-LM task's `<mask>`, added after the file's symbols."""
+    return len(self.symbols)
+
+
+def read_fairseq_dictionary(path: Path) -> FairseqDictionary:
+  """Reads a fairseq `dict.txt`: lines `<symbol> <count> [#fairseq:overwrite]` (fairseq
+  `fairseq/data/dictionary.py`, `Dictionary.add_from_file`).
+
+  Args:
+    path: the file (UTF-8).
+
+  Returns:
+    The dictionary, specials first.
+
+  Raises:
+    DataError: no such file, not UTF-8, a line not in the format, a symbol given twice without the
+      overwrite flag, or a `<mask>` line (the masked-LM task adds `<mask>` after the file).
+  """
+  path = Path(path).expanduser()
+  if not path.is_file():
+    raise DataError(f'{path}: no such fairseq dictionary (dict.txt).')
+  data = path.read_bytes()
+  try:
+    lines = data.decode('utf-8').splitlines()
+  except UnicodeDecodeError as e:
+    raise DataError(f'{path}: not UTF-8 ({e.reason} at byte {e.start}).') from None
+  symbols = list(FAIRSEQ_SPECIALS)
+  indices = {symbol: i for i, symbol in enumerate(symbols)}
+  for line_no, line in enumerate(lines, start=1):
+    fields = line.rstrip().rsplit(' ', 1)
+    overwrite = len(fields) == 2 and fields[1] == '#fairseq:overwrite'
+    if overwrite:
+      fields = fields[0].rsplit(' ', 1)
+    if len(fields) != 2 or not fields[1].lstrip('-').isdigit():
+      raise DataError(f"{path}:{line_no}: {line!r} is not '<symbol> <count> [#fairseq:overwrite]'.")
+    symbol = fields[0]
+    if symbol == FAIRSEQ_MASK:
+      raise DataError(
+        f'{path}:{line_no}: {FAIRSEQ_MASK} is in the file; the masked-LM task adds it after the '
+        'file, so this is not a masked-LM dictionary.'
+      )
+    if symbol in indices and not overwrite:
+      raise DataError(
+        f'{path}:{line_no}: symbol {symbol!r} again (line of id {indices[symbol]}); fairseq '
+        'refuses duplicates without #fairseq:overwrite.'
+      )
+    indices[symbol] = len(symbols)
+    symbols.append(symbol)
+  return FairseqDictionary(
+    tuple(symbols), indices, f'fairseq-dict:{hashlib.sha256(data).hexdigest()[:16]}'
+  )
+
+
+def gpt2_tokenizer(folder: Path) -> Tokenizer:
+  """GPT-2's byte-level BPE (`encoder.json`, `vocab.bpe`) with a fairseq dictionary (`dict.txt`),
+  all in `folder`: the vocabulary of RoBERTa and of the authors' Luna-BERT models.
+
+  Encoding follows fairseq's `gpt2` BPE and `LunaHubInterface.encode`: GPT-2 BPE ids (no leading
+  space added), each written as its decimal string and looked up in the dictionary (`<unk>` when
+  absent). `join` frames an example as `<s> a </s>` or `<s> a </s> </s> b </s>`.
+
+  Args:
+    folder: holds `dict.txt`, `encoder.json` and `vocab.bpe`.
+
+  Returns:
+    The tokenizer: `vocab_size` = the dictionary's ids (without `<mask>`), separator `</s>`,
+    special ids `<s>`, `<pad>`, `</s>`, `<unk>`; its name is the dictionary's.
+
+  Raises:
+    DataError: a file missing, a dictionary not in its format (`read_fairseq_dictionary`), an
+      `encoder.json` that is not a JSON object of token -> id, or BPE files the library refuses.
+  """
+  from tokenizers import Tokenizer as BpeTokenizer  # Imported on use, like sentencepiece.
+  from tokenizers import models, pre_tokenizers
+
+  paths = [folder / name for name in (FAIRSEQ_DICT, GPT2_ENCODER, GPT2_MERGES)]
+  missing = [p.name for p in paths if not p.is_file()]
+  if missing:
+    raise DataError(
+      f"tokenizer folder {folder}: {missing} missing; it needs the model's {FAIRSEQ_DICT} and "
+      f"GPT-2's {GPT2_ENCODER} and {GPT2_MERGES} (fairseq downloads the latter two; copy them in)."
+    )
+  dictionary = read_fairseq_dictionary(paths[0])
+  try:
+    encoder = json.loads(paths[1].read_text(encoding='utf-8'))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise DataError(f'{paths[1]}: not a JSON file ({e}).') from None
+  if not isinstance(encoder, dict) or not all(isinstance(i, int) for i in encoder.values()):
+    raise DataError(f'{paths[1]}: not a JSON object of BPE token -> integer id.')
+  try:
+    bpe = BpeTokenizer(models.BPE.from_file(str(paths[1]), str(paths[2])))
+  except Exception as e:  # The library raises plain Exceptions for malformed files.
+    raise DataError(f'{paths[2]}: not a BPE merges file for {paths[1]} ({e}).') from None
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+  # BPE id -> dictionary id, through the id's decimal string as fairseq's encode_line does.
+  lookup = np.array(
+    [dictionary.indices.get(str(i), FAIRSEQ_UNK_ID) for i in range(max(encoder.values()) + 1)],
+    np.int32,
+  )
+
+  def encode(text: str) -> np.ndarray:
+    return lookup[np.asarray(bpe.encode(text, add_special_tokens=False).ids, np.int64)]
+
+  return Tokenizer(
+    dictionary.name,
+    len(dictionary.symbols),
+    FAIRSEQ_EOS_ID,
+    (FAIRSEQ_BOS_ID, FAIRSEQ_PAD_ID, FAIRSEQ_EOS_ID, FAIRSEQ_UNK_ID),
+    encode,
+    tuple(paths),
+    bos_ids=(FAIRSEQ_BOS_ID,),
+    eos_ids=(FAIRSEQ_EOS_ID,),
   )
 
 

@@ -2,6 +2,9 @@
 
 Pooling (paper Table 1 and Table 3):
   'cls'  - the state of the prepended CLS vector (position 0);
+  'first' - the state of the input's own first token, with no CLS vector prepended (RoBERTa's and
+           the authors' Luna-BERT `<s>`, which their tokenizer puts first: fairseq-apollo
+           `fairseq/models/luna_bert/model.py`, `LunaCLSClassificationHead`);
   'mean' - mean over the real tokens (padding excluded);
   'p'    - mean over the usable rows of Luna's final P (the authors average every row of a
            batch-sliced P; averaging the usable rows makes an example's representation independent
@@ -20,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax.model import objectives
-from luna_jax.model.config import INTERACTIONS, POOLINGS, ModelConfig
+from luna_jax.model.config import CLASSIFIER_ACTIVATIONS, INTERACTIONS, POOLINGS, ModelConfig
 from luna_jax.model.encoders import ENCODERS, EncoderOutput
 
 Array = jax.Array
@@ -31,7 +34,7 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
 
   Args:
     out: the encoder output.
-    pooling: 'cls', 'mean' or 'p' (see the module docstring).
+    pooling: 'cls', 'first', 'mean' or 'p' (see the module docstring).
 
   Returns:
     `[batch, d]` float32.
@@ -39,7 +42,7 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
   Raises:
     ValueError: an unknown pooling, or 'p' for an encoder without P.
   """
-  if pooling == 'cls':
+  if pooling in ('cls', 'first'):
     return out.x[:, 0].astype(jnp.float32)
   if pooling == 'mean':
     states, mask = out.x, out.x_mask
@@ -68,20 +71,31 @@ def combine_pair(u: Array, v: Array, interaction: str) -> Array:
 
 
 class ClassifierHead(nn.Module):
-  """Dense(hidden) -> ReLU -> Dense(num_classes); no dropout (as in the official heads).
+  """Dense(hidden) -> ReLU (or tanh) -> Dense(num_classes); no dropout (as in the official heads).
 
   Attributes:
     hidden_dim: hidden width.
     num_classes: output classes.
+    activation: 'relu' (the LRA heads) or 'tanh' (RoBERTa's GLUE head).
   """
 
   hidden_dim: int
   num_classes: int
+  activation: str = 'relu'
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
-    """`[batch, f]` -> `[batch, num_classes]` float32 logits."""
-    h = nn.relu(nn.Dense(self.hidden_dim, name='hidden')(features))
+    """`[batch, f]` -> `[batch, num_classes]` float32 logits.
+
+    Raises:
+      ValueError: an activation not in `CLASSIFIER_ACTIVATIONS`.
+    """
+    if self.activation not in CLASSIFIER_ACTIVATIONS:
+      raise ValueError(
+        f'activation must be one of {CLASSIFIER_ACTIVATIONS}, got {self.activation!r}.'
+      )
+    act = nn.relu if self.activation == 'relu' else jnp.tanh
+    h = act(nn.Dense(self.hidden_dim, name='hidden')(features))
     return nn.Dense(self.num_classes, name='logits')(h)
 
 
@@ -92,8 +106,9 @@ class SequenceClassifier(nn.Module):
     encoder_name: key of `luna_jax.model.encoders.ENCODERS` ('luna' or 'transformer').
     encoder: the model config of the encoder.
     num_classes: output classes.
-    pooling: 'cls', 'mean' or 'p'.
+    pooling: 'cls', 'first', 'mean' or 'p'.
     hidden_dim: classifier hidden width.
+    head_activation: the classifier head's hidden activation, 'relu' or 'tanh'.
     dual: two inputs (Retrieval) instead of one.
     interaction: dual features, 'concat' or 'nli'.
   """
@@ -103,6 +118,7 @@ class SequenceClassifier(nn.Module):
   num_classes: int
   pooling: str = 'cls'
   hidden_dim: int = 256
+  head_activation: str = 'relu'
   dual: bool = False
   interaction: str = 'concat'
   #: Batch fields passed to `__call__` (the trainer reads this).
@@ -114,7 +130,7 @@ class SequenceClassifier(nn.Module):
     if self.encoder_name not in ENCODERS:
       raise ValueError(f'unknown encoder {self.encoder_name!r}; known: {sorted(ENCODERS)}.')
     self.sequence_encoder = ENCODERS[self.encoder_name](self.encoder)
-    self.head = ClassifierHead(self.hidden_dim, self.num_classes)
+    self.head = ClassifierHead(self.hidden_dim, self.num_classes, self.head_activation)
 
   def encode(self, tokens: Array, lengths: Array, *, train: bool = False) -> Array:
     """`[batch, n]` ids and `[batch]` lengths -> `[batch, d]` pooled float32 representation."""

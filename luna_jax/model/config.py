@@ -26,7 +26,9 @@ REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_savea
 #: Compute dtypes (`ModelConfig.dtype`).
 DTYPES = ('float32', 'bfloat16')
 #: Sequence representations of the classifiers (`luna_jax.model.classifiers.pool`).
-POOLINGS = ('cls', 'mean', 'p')
+POOLINGS = ('cls', 'mean', 'p', 'first')
+#: Activations of the classifier head's hidden layer (`luna_jax.model.classifiers.ClassifierHead`).
+CLASSIFIER_ACTIVATIONS = ('relu', 'tanh')
 #: Retrieval features of two pooled documents (`luna_jax.model.classifiers.combine_pair`).
 INTERACTIONS = ('concat', 'nli')
 #: The encoders (`luna_jax.model.encoders.ENCODERS`), each also a classifier model name.
@@ -66,7 +68,8 @@ class ModelConfig:
     positional: 'learned' or 'sinusoidal' token positions.
     embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
     embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
-    prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head); from the pooling.
+    prepend_cls: prepend a learned CLS vector (pooled by the 'cls' head); from the pooling ('cls'
+      only: 'first' pools the data's own first token, e.g. RoBERTa's `<s>`).
     attention_implementation: Transformer attention, a key of
       `luna_jax.model.registry.TRANSFORMER_ATTENTIONS`: 'softmax', 'fused', or the baselines
       'linformer', 'linear' (elu + 1) and 'performer' (FAVOR+).
@@ -130,13 +133,17 @@ class HeadConfig:
   Attributes:
     name: the model, one of `MODEL_NAMES`.
     pooling: sequence representation, one of `POOLINGS`.
-    classifier_hidden_dim: hidden width of the Dense -> ReLU -> Dense head (None: mlp_dim).
+    classifier_hidden_dim: hidden width of the Dense -> activation -> Dense head (None: mlp_dim).
+    classifier_activation: the head's hidden activation, one of `CLASSIFIER_ACTIVATIONS`: 'relu'
+      (the LRA heads) or 'tanh' (RoBERTa's and the authors' GLUE head, fairseq-apollo
+      `fairseq/models/luna_bert/model.py` `LunaCLSClassificationHead`, pooler_activation_fn tanh).
     interaction: Retrieval features of the two documents, one of `INTERACTIONS`.
   """
 
   name: str = spec(default='luna', choices=MODEL_NAMES)
   pooling: str = spec(default='cls', choices=POOLINGS)
   classifier_hidden_dim: int | None = spec(default=None, **_SIZE)
+  classifier_activation: str = spec(default='relu', choices=CLASSIFIER_ACTIVATIONS)
   interaction: str = spec(default='concat', choices=INTERACTIONS)
 
 

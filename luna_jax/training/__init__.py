@@ -10,6 +10,8 @@ workdir           the workdir lock
 distributed       multi-process set-up (`jax.distributed`)
 xla_settings      the XLA flags `train.py` and the benchmarks set
 pretrained        initialising an encoder from another run (`config.init_from`)
+convert_fairseq   the authors' pretrained Luna-BERT (fairseq-apollo `luna_bert`) as such a run
+torch_checkpoint  `torch.save` files read without PyTorch (for convert_fairseq)
 self_pretraining  the pretrain-then-finetune stages of one run
 """
 
