@@ -46,6 +46,44 @@ TASKS = tuple(_REGISTRY)
 CORPORA_TASKS = ('seq2seq', 'lm', 'corpus', 'glue')
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 CACHE_SUBDIR = 'lra_cache'
+#: The offline generators of the tasks that have one (besides `python -m lra.prepare`).
+_GENERATORS = {
+  'listops': 'python -m lra.listops_generator --output_dir data/listops',
+  'pathfinder32': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 32',
+  'pathx': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 128',
+}
+
+
+def data_source(name: str) -> str:
+  """How to get the data of LRA task `name`: the `lra.prepare` command and the folder it writes,
+  and the task's offline generator if it has one (for messages about a missing `data_dir`)."""
+  from lra import prepare  # Imported on use: prepare imports this module.
+
+  text = (
+    f'python -m lra.prepare --tasks {name} --data_dir data writes it to '
+    f'{prepare.task_data_dir(name, "data")}'
+  )
+  if name in _GENERATORS:
+    text += f'; or generate it offline with {_GENERATORS[name]}'
+  return text + '.'
+
+
+def require_data_dir(name: str, data_dir: str | Path, source: str) -> None:
+  """Refuses an empty `data_dir`, which would silently mean the working directory.
+
+  Args:
+    name: the task.
+    data_dir: the folder given by the caller.
+    source: how to get the task's data (`data_source`).
+
+  Raises:
+    DataError: `data_dir` is '' (or only spaces), naming the task and how to get its data.
+  """
+  if isinstance(data_dir, str) and not data_dir.strip():
+    raise DataError(
+      f'data_dir is empty: give the folder of the {name} data (never the working directory by '
+      f'default). {source}'
+    )
 
 
 def load_registered(
@@ -58,7 +96,8 @@ def load_registered(
     name: the task.
     data_dir: the folder the task's files are in.
     options: the task's options (`Loader.options`), and `cache_dir` (default
-      `<data_dir>/lra_cache`) and `cache` (False disables the cache) for every task.
+      `<data_dir>/lra_cache`, beside `data_dir` when it is a file) and `cache` (False disables
+      the cache) for every task.
 
   Returns:
     The task's splits and sizes.
@@ -82,7 +121,9 @@ def load_registered(
   data_dir = Path(data_dir).expanduser()
   cache_dir = settings.pop('cache_dir')
   use_cache = settings.pop('cache')
-  cache = Cache((Path(cache_dir) if cache_dir else data_dir / CACHE_SUBDIR) if use_cache else None)
+  # A corpus may be one file: its cache goes beside it.
+  default_cache = (data_dir.parent if data_dir.is_file() else data_dir) / CACHE_SUBDIR
+  cache = Cache((Path(cache_dir) if cache_dir else default_cache) if use_cache else None)
   loader = functools.partial(importlib.import_module(module_name).load, **fixed)
   return loader(data_dir, cache=cache, **settings)
 
@@ -102,11 +143,13 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
 
   Raises:
     DataError: unknown task or option (a task of `corpora` says to load it with
-      `corpora.load_task`), missing or malformed data.
+      `corpora.load_task`), an empty `data_dir`, missing or malformed data.
   """
   if name in CORPORA_TASKS:
     raise DataError(
       f'{name!r} is not an LRA task: load it with corpora.load_task({name!r}, ...) '
       '(package corpora).'
     )
+  if name in _REGISTRY:
+    require_data_dir(name, data_dir, data_source(name))
   return load_registered(_REGISTRY, name, data_dir, options)

@@ -59,6 +59,7 @@ from luna_jax.training.run_config import (
   TrainingConfig,
   config_changes,
   parse_config,
+  require_data_dir,
 )
 from luna_jax.training.steps import (
   AXIS,
@@ -192,6 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """
   run = parse_config(config)
+  require_data_dir(run.data)
   if run.training.distributed and not jax.distributed.is_initialized():
     initialize_distributed()
   if run.self_pretraining.num_train_steps:
