@@ -9,6 +9,7 @@ and its weights, the evaluation metrics) is the model's `objective` (`luna_jax.m
 the trainer does not depend on the model family. It writes:
 
   .lock                the workdir lock (`luna_jax.training.workdir`)
+  kind.json            the kind of run the workdir holds (plain, pretraining, finetuning, debug)
   config.json          the resolved config
   metrics.jsonl        one JSON object per logged step (train_*, validation_*, test_*)
   tensorboard/         the same scalars as TensorBoard event files
@@ -48,6 +49,7 @@ import corpora
 import lra
 import luna_jax
 from lra.files import write_atomically
+from luna_jax.config_utils import ConfigError
 from luna_jax.training import checkpointing, metric_log, optim, pretrained, self_pretraining
 from luna_jax.training import workdir as workdir_lib
 from luna_jax.training.distributed import initialize_distributed
@@ -95,18 +97,25 @@ def _write_json(path: str, value: Any) -> None:
   write_atomically(path, json.dumps(value, indent=2))
 
 
+class VocabularyChangedError(ConfigError):
+  """A run is resumed on data tokenised with another vocabulary than its checkpoints'."""
+
+
 def restore_run(
   checkpointer: checkpointing.Checkpointer,
   state: TrainState,
   run: RunConfig,
   workdir: str,
   global_devices: int,
-) -> tuple[TrainState, dict[str, Any]]:
+  vocabulary: str | None = None,
+) -> tuple[TrainState, dict[str, Any], RunConfig]:
   """Resumes the workdir's run from its newest intact checkpoint, if any, under the config rule.
 
-  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count.
-  A different global device count is allowed: it is stated in one warning and added to the record's
-  'device_changes'.
+  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count;
+  `init_from` may be left out (a resumed run restores its encoder from its own checkpoint, so the
+  source is not read and may be gone; the stored value is kept). The data's vocabulary must be the
+  one the checkpoint records. A different global device count is allowed: it is stated in one
+  warning and added to the record's 'device_changes'.
 
   Args:
     checkpointer: the workdir's checkpointer.
@@ -114,38 +123,54 @@ def restore_run(
     run: this session's config.
     workdir: the run's folder (for messages).
     global_devices: devices over all processes in this session.
+    vocabulary: the data's vocabulary name (`lra.vocabulary`); None: not checked.
 
   Returns:
-    (state, record): the record saved with the checkpoint ('config', 'global_devices',
-    'device_changes', 'train_time', 'timed_steps'), or a fresh one.
+    (state, record, run): the record saved with the checkpoint ('config', 'vocabulary',
+    'global_devices', 'device_changes', 'train_time', 'timed_steps'), or a fresh one; `run` with
+    the checkpoint's `init_from` when one was restored.
 
   Raises:
     ConfigChangedError: naming every setting that differs, with both values.
+    VocabularyChangedError: the data's vocabulary is not the checkpoint's (a replaced tokenizer).
     checkpointing.CheckpointMismatchError: the checkpoint's arrays do not fit the model.
   """
   new_config = run.to_dict()
 
   def check(step: int, record: dict[str, Any]) -> None:
-    changes = config_changes(record.get('config', {}), new_config)
+    stored = record.get('config', {})
+    # init_from is not read on resume: it may be left out ('') once the run has a checkpoint.
+    dropped = not new_config['init_from'] and 'init_from' in stored
+    changes = config_changes(
+      stored, {**new_config, 'init_from': stored['init_from']} if dropped else new_config
+    )
     if changes:
       raise ConfigChangedError(
         f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
         + '\n  '.join(changes)
         + '\nOnly training.'
         + ', training.'.join(RESCHEDULE_KEYS)
-        + ' and the device count may change when a run is resumed. Use another --workdir for '
-        f'a new run, or resume this one with the settings in {workdir}/config.json.'
+        + ' and the device count may change when a run is resumed, and init_from may be left '
+        'out (it is not read on resume). Use another --workdir for a new run, or resume this one '
+        f'with the settings in {workdir}/config.json.'
+      )
+    if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
+      raise VocabularyChangedError(
+        f'{workdir} was trained on vocabulary {record["vocabulary"]!r} (checkpoint at step '
+        f'{step}), but the data now gives {vocabulary!r}: the tokenizer file '
+        f'({run.data.options.get("tokenizer", "bytes")}) was replaced since. Put the original '
+        'tokenizer back (the same file), or use a new --workdir to train on the new vocabulary.'
       )
 
   state, record = checkpointer.restore_latest(state, check)
   if record is None:
-    return state, {
-      'global_devices': global_devices,
-      'device_changes': [],
-      'train_time': 0.0,
-      'timed_steps': 0,
-    }
+    fresh = {'global_devices': global_devices, 'device_changes': [], 'train_time': 0.0}
+    return state, {**fresh, 'timed_steps': 0}, run
   step = int(state.step)
+  stored_init_from = record.get('config', {}).get('init_from', run.init_from)
+  if stored_init_from != run.init_from:
+    logging.info('Resuming step %d: init_from is not read (kept as %r).', step, stored_init_from)
+    run = dataclasses.replace(run, init_from=stored_init_from)
   if record['global_devices'] != global_devices:
     logging.warning(
       'Resuming step %d, trained so far on %d devices, on %d devices: the run will '
@@ -160,7 +185,7 @@ def restore_run(
       {'step': step, 'from': record['global_devices'], 'to': global_devices},
     ]
     record['global_devices'] = global_devices
-  return state, record
+  return state, record, run
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -189,6 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
       sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume.
     workdir.WorkdirLockedError: another process trains in `workdir`.
+    workdir.WorkdirKindError: `workdir` holds another kind of run (`workdir.claim_kind`).
     lra.DataError: missing data, unknown data options.
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """
@@ -209,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with contextlib.ExitStack() as stack:
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))
+      workdir_lib.claim_kind(workdir, workdir_lib.run_kind(run.to_dict()), run.debug)
     os.makedirs(workdir, exist_ok=True)
     session, state = _setup(run, workdir, is_lead, stack)
     state, validation = _train(session, state)
@@ -270,15 +297,18 @@ def _setup(
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   data = load_data(run)
   model, optimizer, state = build(run, data)
-  if run.init_from:
-    state = initialize_from(state, run.init_from, model, data, optimizer)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
   checkpointer = stack.enter_context(
     contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
   )
-  state, record = restore_run(checkpointer, state, run, workdir, len(devices) * jax.process_count())
+  global_devices = len(devices) * jax.process_count()
+  state, record, run = restore_run(
+    checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
+  )
   start_step = int(state.step)
+  if run.init_from and not start_step:  # A resumed run's encoder is in its own checkpoint.
+    state = initialize_from(state, run.init_from, model, data, optimizer)
   if is_lead:
     _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
   logging.info(
@@ -402,6 +432,7 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
   with contextlib.ExitStack() as stack:
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))
+      workdir_lib.claim_kind(workdir, 'self-pretraining', bool(config.debug))
     os.makedirs(workdir, exist_ok=True)
     results = []
     for stage_dir, stage_config in self_pretraining.stage_configs(config, workdir):
