@@ -207,8 +207,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     'num_examples'}, and 'sequence_accuracy' for the token-level models) of the final parameters,
     'best' ('step' of the best validation checkpoint or None, 'test': its test metrics or None when
     its parameters could not be restored, 'selected_on_test': whether the validation split was the
-    test split, 'directory'), 'step', 'num_params', 'steps_per_sec' (over every session of the
-    run), 'devices' (with 'changes' of the device count on resume) and 'config'.
+    test split, 'directory'), 'step', 'partial_evaluation' (whether a split was evaluated on a
+    sample, `training.num_eval_batches`), 'num_params', 'steps_per_sec' (over every session of
+    the run), 'devices' (with 'changes' of the device count on resume) and 'config'.
 
   Raises:
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
@@ -610,8 +611,13 @@ def _final_evaluation(
 def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   """`train_and_evaluate`'s results: `final` (`_final_evaluation`) with the parameter count, speed,
   devices and config; written to `workdir/results.json` by the lead process."""
+  training = session.run.training
+  sample = training.num_eval_batches * session.eval_batch_size
   results = {
     **final,
+    # Whether the figures come from a sample of a split (`evaluate`'s max_batches).
+    'partial_evaluation': training.num_eval_batches != -1
+    and sample < max(session.data.validation.num_examples, session.data.test.num_examples),
     'num_params': session.num_params,
     'steps_per_sec': session.train_log.steps_per_sec(),
     'devices': {**_describe_devices(session.devices), 'changes': session.record['device_changes']},
