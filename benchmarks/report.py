@@ -45,6 +45,7 @@ from configs.variants import (
   label,
   variant_of,
 )
+from lra import cli
 
 #: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
 CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
@@ -546,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     help="speed_memory train_step results for figure1.png ('' to skip the plot).",
   )
   parser.add_argument(
-    '--length', type=int, default=None, help='sequence length of the plotted cells.'
+    '--length', type=cli.integer(1), default=None, help='sequence length of the plotted cells.'
   )
   parser.add_argument(
     '--checkpoint',

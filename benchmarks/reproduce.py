@@ -43,7 +43,7 @@ from ml_collections import config_flags
 
 from benchmarks import report
 from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
-from lra import prepare
+from lra import cli, prepare
 from lra.core import DataError
 from luna_jax.training import run_config
 
@@ -354,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     default='luna16,luna256,transformer',
     help='comma-separated config variants (configs/variants.py).',
   )
-  parser.add_argument('--seeds', type=int, default=3, help='seeds 0 .. N-1 per task and variant.')
+  parser.add_argument(
+    '--seeds', type=cli.integer(1), default=3, help='seeds 0 .. N-1 per task and variant.'
+  )
   parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
   parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
   parser.add_argument(
@@ -378,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument(
     '--status_every',
-    type=float,
+    type=cli.number(minimum=0),
     default=60.0,
     help='seconds between progress lines of the running runs.',
   )

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra import tokenize
+from lra import cli, tokenize
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs, write_atomically
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument(
     '--model_prefix', required=True, help='writes <prefix>.model, <prefix>.vocab, <prefix>.json'
   )
-  parser.add_argument('--vocab_size', type=int, default=8000)
+  parser.add_argument('--vocab_size', type=cli.integer(5), default=8000)
   parser.add_argument('--model_type', default='unigram', choices=('unigram', 'bpe'))
   parser.add_argument(
     '--overwrite', action='store_true', help='replace an existing model (default: refuse)'

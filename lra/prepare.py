@@ -51,7 +51,7 @@ from pathlib import Path
 
 import tqdm
 
-from lra import pathfinder, registry
+from lra import cli, pathfinder, registry
 from lra.core import DataError
 from lra.files import write_atomically
 
@@ -728,7 +728,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     '--tasks', default='all', help=f'"all" or a comma-separated list of {", ".join(TASK_FILES)}.'
   )
-  parser.add_argument('--data_dir', default='data', help='where everything goes (see above).')
+  parser.add_argument(
+    '--data_dir', default='data', type=cli.path, help='where everything goes (see above).'
+  )
   parser.add_argument(
     '--archive',
     action='append',
@@ -745,16 +747,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument(
     '--timeout',
-    type=float,
+    type=cli.number(above=0),
     default=20.0,
     help='seconds without a connection or data before an attempt fails.',
   )
   parser.add_argument(
-    '--retries', type=int, default=10, help='times a dropped download is resumed before giving up.'
+    '--retries',
+    type=cli.integer(0),
+    default=10,
+    help='times a dropped download is resumed before giving up.',
   )
   parser.add_argument('--no_progress', action='store_true', help='no progress bars.')
   args = parser.parse_args(argv)
-  data_root = Path(args.data_dir).expanduser()
+  data_root = args.data_dir
   try:
     tasks = parse_tasks(args.tasks)
     archives = _parse_archives(args.archive, {TASK_FILES[t].source for t in tasks})
