@@ -278,11 +278,13 @@ class _Session:
 
   def checkpoint_record(self) -> dict[str, Any]:
     """The record saved with a checkpoint: the restored one with the config, the data's
-    vocabulary (what `init_from` checks) and speed totals."""
+    vocabulary (what `init_from` and a resume check), the model's data sizes (`model_inputs`) and
+    speed totals."""
     return {
       **self.record,
       'config': self.run.to_dict(),
       'vocabulary': lra.vocabulary(self.data),
+      'model_inputs': model_inputs(self.data),
       'train_time': self.train_log.train_time,
       'timed_steps': self.train_log.timed_steps,
     }
@@ -361,21 +363,26 @@ def load_data(run: RunConfig) -> lra.TaskData:
   return lra.unlabelled(data) if run.model['name'] in luna_jax.MLM_MODELS else data
 
 
+def model_inputs(data: lra.TaskData) -> dict[str, Any]:
+  """What `luna_jax.build_model` needs from the data besides `config.model` (JSON-able: it is
+  saved with every checkpoint, so that `luna_jax.training.load_run` builds the model without the
+  data): vocab_size, num_classes, max_length, dual, bos_id, special_ids."""
+  return {
+    'vocab_size': data.vocab_size,
+    'num_classes': data.num_classes,
+    # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
+    'max_length': max([data.max_length, *data.train.targets.shape[1:]]),
+    'dual': data.dual,
+    'bos_id': data.info.get('bos_id'),
+    'special_ids': list(lra.special_ids(data)),
+  }
+
+
 def build(
   run: RunConfig, data: lra.TaskData
 ) -> tuple[flax.linen.Module, optax.GradientTransformation, TrainState]:
   """The model for `data`, the optimizer and a freshly initialised state."""
-  # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
-  max_length = max([data.max_length, *data.train.targets.shape[1:]])
-  model = luna_jax.build_model(
-    run.model,
-    vocab_size=data.vocab_size,
-    num_classes=data.num_classes,
-    max_length=max_length,
-    dual=data.dual,
-    bos_id=data.info.get('bos_id'),
-    special_ids=lra.special_ids(data),
-  )
+  model = luna_jax.build_model(run.model, **model_inputs(data))
   optimizer = optim.make_optimizer(run.optimizer)
   example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
   return (
