@@ -60,11 +60,17 @@ def train_batches(
     'lengths2' for two-document tasks.
 
   Raises:
-    DataError: a negative seed or start step, or a batch larger than the split.
+    DataError: a seed or start step that is not a non-negative integer, or a batch larger than the
+      split.
   """
   local = _check_processes(batch_size, process_index, process_count)
-  if seed < 0 or start_step < 0:
-    raise DataError(f'seed ({seed}) and start_step ({start_step}) must be non-negative')
+  integers = all(
+    isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (seed, start_step)
+  )
+  if not integers or seed < 0 or start_step < 0:
+    raise DataError(
+      f'seed ({seed!r}) and start_step ({start_step!r}) must be non-negative integers'
+    )
   steps_per_epoch = split.num_examples // batch_size
   if steps_per_epoch == 0:
     raise DataError(f'batch_size {batch_size} exceeds the {split.num_examples} training examples')

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,6 +87,28 @@ def require_data_dir(name: str, data_dir: str | Path, source: str) -> None:
     )
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _option_error(key: str, value: Any, default: Any) -> str | None:
+  """Why an option's value is not of its default's kind (None when it is): a bool, an integer (a
+  seed >= 0), a finite number, a string (every other default is one), or for `cache_dir` a path or
+  None."""
+  if default is None:
+    return None if value is None or isinstance(value, (str, Path)) else 'must be a folder or None'
+  if isinstance(default, bool):
+    return None if isinstance(value, bool) else 'must be True or False'
+  if isinstance(default, int):
+    if not _is_int(value):
+      return 'must be an integer'
+    return 'must be >= 0' if key.endswith('seed') and value < 0 else None
+  if isinstance(default, float):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if number and math.isfinite(value) else 'must be a finite number'
+  return None if isinstance(value, str) else 'must be a string'
+
+
 def load_registered(
   registry: Mapping[str, Loader], name: str, data_dir: str | Path, options: Mapping[str, Any]
 ) -> TaskData:
@@ -103,7 +126,8 @@ def load_registered(
     The task's splits and sizes.
 
   Raises:
-    DataError: unknown task or option, a `max_length` that is not a positive integer, missing or
+    DataError: unknown task or option, an option of another type than its default (a negative
+      seed, a non-finite number), a `max_length` that is not a positive integer, missing or
       malformed data.
   """
   if name not in registry:
@@ -116,8 +140,12 @@ def load_registered(
       f'{", ".join(sorted({**defaults, **_COMMON_OPTIONS}))}'
     )
   settings = {**_COMMON_OPTIONS, **defaults, **options}
-  if not isinstance(settings['max_length'], int) or settings['max_length'] <= 0:
+  if not _is_int(settings['max_length']) or settings['max_length'] <= 0:
     raise DataError(f'max_length must be a positive integer, got {settings["max_length"]!r}')
+  for key, value in options.items():
+    error = _option_error(key, value, {**_COMMON_OPTIONS, **defaults}[key])
+    if error:
+      raise DataError(f'Task {name!r}: option {key}={value!r} {error}.')
   data_dir = Path(data_dir).expanduser()
   cache_dir = settings.pop('cache_dir')
   use_cache = settings.pop('cache')

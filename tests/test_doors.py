@@ -68,6 +68,28 @@ def test_loaders_refuse_an_empty_data_dir(load, task):
     load(task, '')
 
 
+@pytest.mark.parametrize(
+  'options,message',
+  [
+    ({'split_seed': -1}, 'option split_seed=-1 must be >= 0'),
+    ({'split_seed': 1.5}, 'option split_seed=1.5 must be an integer'),
+    ({'tokenizer': 3}, 'option tokenizer=3 must be a string'),
+    ({'heldout_fraction': 'x'}, "option heldout_fraction='x' must be a finite number"),
+    ({'cache': 'no'}, "option cache='no' must be True or False"),
+    ({'max_length': True}, 'max_length must be a positive integer, got True'),
+  ],
+)
+def test_task_options_of_the_wrong_kind_are_refused_by_name(tmp_path, options, message):
+  (tmp_path / 'c.txt').write_text('some text\n' * 10)
+  with pytest.raises(lra.DataError, match=re.escape(message)):
+    corpora.load_task('corpus', str(tmp_path / 'c.txt'), **options)
+
+
+def test_batches_refuse_a_seed_that_is_no_integer():
+  with pytest.raises(lra.DataError, match=r'seed \(1.5\) and start_step \(0\) must be'):
+    next(lra.train_batches(_split([0, 1] * 8), 4, seed=1.5))
+
+
 def test_a_corpus_file_caches_beside_itself(tmp_path):
   corpus = tmp_path / 'corpus.txt'
   corpus.write_text('one document of some words\n' * 200)
