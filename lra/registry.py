@@ -47,6 +47,18 @@ TASKS = tuple(_REGISTRY)
 CORPORA_TASKS = ('seq2seq', 'lm', 'corpus', 'glue')
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 CACHE_SUBDIR = 'lra_cache'
+#: The LRA release's folder that `lra.prepare` extracts (the nested copy: its pathfinder128 is the
+#: sound one).
+LRA_RELEASE = 'lra_release/lra_release'
+#: Each task's `data_dir` relative to `python -m lra.prepare --data_dir` (`lra.prepare.TASK_FILES`).
+PREPARED_DIRS = {
+  'listops': f'{LRA_RELEASE}/listops-1000',
+  'text': 'imdb',
+  'retrieval': f'{LRA_RELEASE}/tsv_data',
+  'image': 'cifar10',
+  'pathfinder32': LRA_RELEASE,
+  'pathx': LRA_RELEASE,
+}
 #: The offline generators of the tasks that have one (besides `python -m lra.prepare`).
 _GENERATORS = {
   'listops': 'python -m lra.listops_generator --output_dir data/listops',
@@ -58,12 +70,10 @@ _GENERATORS = {
 def data_source(name: str) -> str:
   """How to get the data of LRA task `name`: the `lra.prepare` command and the folder it writes,
   and the task's offline generator if it has one (for messages about a missing `data_dir`)."""
-  from lra import prepare  # Imported on use: prepare imports this module.
-
   text = (
-    f'python -m lra.prepare --tasks {name} --data_dir data writes it to '
-    f'{prepare.task_data_dir(name, "data")}'
+    f'python -m lra.prepare --tasks {name} --data_dir data writes it to data/{PREPARED_DIRS[name]}'
   )
+
   if name in _GENERATORS:
     text += f'; or generate it offline with {_GENERATORS[name]}'
   return text + '.'
