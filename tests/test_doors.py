@@ -238,6 +238,9 @@ def test_a_finetuning_run_resumes_with_its_source_gone_or_dropped(tmp_path):
 
 def test_a_workdir_holds_one_kind_of_run(tmp_path):
   workdir_lib.claim_kind(str(tmp_path), 'plain', False)
+  workdir_lib.claim_kind(str(tmp_path), 'finetuning', False)  # Stopped before writing: free.
+  workdir_lib.claim_kind(str(tmp_path), 'plain', False)
+  (tmp_path / 'checkpoints' / '3').mkdir(parents=True)
   workdir_lib.claim_kind(str(tmp_path), 'plain', False)  # The same kind again: resumed.
   for kind, debug in (('self-pretraining', False), ('plain', True), ('pretraining', False)):
     with pytest.raises(workdir_lib.WorkdirKindError, match='holds a plain run'):
@@ -253,10 +256,12 @@ def test_a_workdir_written_before_the_record_is_recognised(tmp_path):
 
 def test_a_finetuning_run_with_a_checkpoint_may_drop_init_from(tmp_path):
   workdir_lib.claim_kind(str(tmp_path), 'finetuning', False)
+  (tmp_path / 'config.json').write_text('{}')
   with pytest.raises(workdir_lib.WorkdirKindError, match='holds a finetuning run'):
     workdir_lib.claim_kind(str(tmp_path), 'plain', False)  # No checkpoint: it needs its source.
   (tmp_path / 'checkpoints' / '5').mkdir(parents=True)
   workdir_lib.claim_kind(str(tmp_path), 'plain', False)
+  assert json.loads((tmp_path / 'kind.json').read_text())['kind'] == 'finetuning'
 
 
 def test_self_pretraining_in_a_plain_runs_workdir_is_refused_before_writing(

@@ -65,6 +65,12 @@ def _has_checkpoint(workdir: str) -> bool:
   return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
+def _holds_a_run(workdir: str) -> bool:
+  """Whether `workdir` holds anything of a run: its config, checkpoints, results or stages."""
+  names = ('config.json', 'results.json', 'checkpoints', *_STAGE_DIRS)
+  return any(os.path.exists(os.path.join(workdir, name)) for name in names)
+
+
 def recorded_kind(workdir: str) -> tuple[str, bool] | None:
   """The (kind, debug) of the run `workdir` holds, or None for a workdir without a run.
 
@@ -96,7 +102,8 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
   """Records that `workdir` holds a `kind` run (debug or not), or checks that it already does.
 
   A finetuning run that has a checkpoint may be resumed without its `init_from` (as a 'plain'
-  config): its encoder is in its own checkpoints. Call it with the workdir locked.
+  config): its encoder is in its own checkpoints. A workdir whose run stopped before writing
+  anything (its config, checkpoints, results) takes any kind. Call it with the workdir locked.
 
   Args:
     workdir: the run's folder (exists).
@@ -108,6 +115,8 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
       (or the other way round), naming both and what to do.
   """
   recorded = recorded_kind(workdir)
+  if recorded is not None and not _holds_a_run(workdir):
+    recorded = None  # A start that stopped before writing anything (e.g. on missing data).
   if recorded is not None:
     held, held_debug = recorded
     resumes_finetuning = held == 'finetuning' and kind == 'plain' and _has_checkpoint(workdir)
@@ -118,9 +127,8 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
         'self-pretraining, finetuning; debug runs apart), so that neither overwrites the '
         'other. Use another --workdir.'
       )
-  if not os.path.isfile(os.path.join(workdir, KIND_FILE)):
-    record = {'kind': recorded[0] if recorded else kind, 'debug': debug}
-    write_atomically(os.path.join(workdir, KIND_FILE), json.dumps(record))
+  record = {'kind': recorded[0] if recorded else kind, 'debug': debug}
+  write_atomically(os.path.join(workdir, KIND_FILE), json.dumps(record))
 
 
 @contextlib.contextmanager
