@@ -275,6 +275,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         cli.lengths(getattr(args, flag))
     except argparse.ArgumentTypeError as e:
       parser.error(f'argument --{flag}: {e}')
+  try:
+    for name in [*args.models.split(','), *filter(None, args.long_models.split(','))]:
+      variants.get(name)
+  except ValueError as e:
+    parser.error(f'argument --models: {e}')
+  unknown = sorted(set(args.mode.split(',')) - set(MODES))
+  if unknown:
+    parser.error(f'argument --mode: must be a subset of {MODES}, got {", ".join(unknown)}.')
   return args
 
 
@@ -289,10 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.cell is not None:
     cell_main(args.cell)
     return
-  modes = args.mode.split(',')
-  for mode in modes:
-    if mode not in MODES:
-      raise SystemExit(f'--mode must be a subset of {MODES}, got {mode!r}.')
+  modes = args.mode.split(',')  # Checked by parse_args.
   machine = describe_machine()
   matmul_peak = measure_matmul_peak(args.matmul_size, repeats=5)
   print(

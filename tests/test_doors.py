@@ -498,6 +498,8 @@ def test_the_sweep_keeps_debug_runs_apart_and_counts_only_its_recipe(tmp_path):
     (speed_memory.parse_args, ['--repeats', '0'], '--repeats: must be an integer >= 1'),
     (speed_memory.parse_args, ['--lengths', '1K,0'], '--lengths: must be comma-separated lengths'),
     (speed_memory.parse_args, ['--dropout_rate', 'nan'], '--dropout_rate: must be a finite'),
+    (speed_memory.parse_args, ['--models', 'luna16,lunar'], "--models: unknown model 'lunar'"),
+    (speed_memory.parse_args, ['--mode', 'train'], '--mode: must be a subset of'),
     (causal_speed.main, ['--lengths', '-5'], '--lengths: must be comma-separated lengths >= 1'),
     (causal_speed.main, ['--repeats', '0'], '--repeats: must be an integer >= 1'),
     (reproduce.main, ['--seeds', '0', '--dry_run'], '--seeds: must be an integer >= 1'),
