@@ -45,7 +45,7 @@ from benchmarks import report
 from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
 from lra import cli, prepare
 from lra.core import DataError
-from luna_jax.training import run_config
+from luna_jax.training import run_config, self_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = 'train.log'
@@ -88,9 +88,14 @@ class Run:
     resume = f'resume from step {max(steps)}' if steps else 'new'
     if not results_path.exists():
       return resume
+    recipe = self.recipe
     try:
       results = json.loads(results_path.read_text(encoding='utf-8'))
-      differences = recipe_differences(results['config'], self.recipe)
+      if 'pretraining' in results:  # A self-pretraining run's results are its finetune stage's.
+        finetune = {'self_pretraining': {'num_train_steps': 0}, 'init_from': None}
+        finetune['init_from'] = str(self.workdir / self_pretraining.PRETRAIN_DIR)
+        recipe = {**recipe, **finetune}
+      differences = recipe_differences(results['config'], recipe)
       step = results['step']
     except (ValueError, KeyError, TypeError) as e:
       return f'{OTHER_RUN}: unreadable results.json ({e})'

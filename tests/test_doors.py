@@ -480,6 +480,14 @@ def test_the_sweep_keeps_debug_runs_apart_and_counts_only_its_recipe(tmp_path):
   results['step'] = 5000
   (runs[0].workdir / 'results.json').write_text(json.dumps(results))
   assert runs[0].state() == 'finished'
+  flags = ['--config.self_pretraining.num_train_steps=-1']  # Results of its finetune stage.
+  spt = reproduce.plan(['listops'], ['luna16'], 1, tmp_path, tmp_path / 'spt', False, flags)[0]
+  spt.workdir.mkdir(parents=True)
+  finetune = {**spt.recipe, 'self_pretraining': {'num_train_steps': 0}}
+  finetune['init_from'] = str(spt.workdir / 'pretrain')
+  results = {'config': finetune, 'step': 5000, 'test': {'accuracy': 0.1}, 'pretraining': {}}
+  (spt.workdir / 'results.json').write_text(json.dumps(results))
+  assert spt.state() == 'finished'
 
 
 # --------------------------------------------------------------------------------------------------
