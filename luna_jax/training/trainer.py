@@ -9,7 +9,7 @@ and its weights, the evaluation metrics) is the model's `objective` (`luna_jax.m
 the trainer does not depend on the model family. It writes:
 
   .lock                the workdir lock (`luna_jax.training.workdir`)
-  kind.json            the kind of run the workdir holds (plain, pretraining, finetuning, debug)
+  kind.json            the kind of run it holds (plain, pretraining, self-pretraining, finetuning)
   config.json          the resolved config
   metrics.jsonl        one JSON object per logged step (train_*, validation_*, test_*)
   tensorboard/         the same scalars as TensorBoard event files
