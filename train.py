@@ -66,6 +66,7 @@ USER_ERRORS = (
   config_utils.ConfigError,
   checkpointing.CheckpointMismatchError,
   workdir.WorkdirLockedError,
+  workdir.WorkdirKindError,
   lra.DataError,
 )
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from benchmarks.speed_memory_harness import compiled_memory, describe_machine
 from benchmarks.speed_memory_report import length_label
+from lra import cli
 from luna_jax.model import attention as attn
 from luna_jax.model import generation
 from luna_jax.model.config import ModelConfig
@@ -216,21 +217,21 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument('--lengths', default='1024,2048,4096,8192,16384')
+  parser.add_argument('--lengths', type=cli.lengths, default='1024,2048,4096,8192,16384')
   parser.add_argument('--implementations', default=','.join(IMPLEMENTATIONS))
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--chunk_size', type=int, default=64)
+  parser.add_argument('--repeats', type=cli.integer(1), default=3)
+  parser.add_argument('--chunk_size', type=cli.integer(1), default=64)
   parser.add_argument(
     '--scan_max_length',
-    type=int,
+    type=cli.integer(1),
     default=16384,
     help='longest length at which the (slow) scan is measured',
   )
-  parser.add_argument('--decode_tokens', type=int, default=1024)
-  parser.add_argument('--output_dir', default='benchmarks/results/cpu/causal')
+  parser.add_argument('--decode_tokens', type=cli.integer(0), default=1024)
+  parser.add_argument('--output_dir', type=cli.path, default='benchmarks/results/cpu/causal')
   args = parser.parse_args(argv)
   results = run(
-    [int(x) for x in args.lengths.split(',')],
+    args.lengths,
     args.implementations.split(','),
     args.repeats,
     args.chunk_size,

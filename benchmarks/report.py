@@ -6,7 +6,14 @@ plot.
       [--checkpoint final|best]
 
 Every `results.json` under `--runs_dir` (written by `luna_jax.training.trainer.train_and_evaluate`)
-is one run; runs are grouped by model variant (read from the stored config: model name, attention,
+is one run, counted once (a folder with a results.json is not searched further: a self-pretraining
+run's stages are part of it). Only LRA classifier runs on the five Table-1 tasks are in the table,
+each with its task's metric (test accuracy); the other results.json files (masked-LM pretraining,
+whose accuracy is a token accuracy, token models, other tasks, Path-X) and unfinished workdirs are
+listed under the table. Debug runs (`config.debug`) have their own rows, never averaged with real
+ones; a run evaluated on part of its test split (`training.num_eval_batches`) is marked *. A missing
+`--runs_dir`, one without any such run, or an unreadable results.json (named) is an error (exit
+status 1). Runs are grouped by model variant (read from the stored config: model name, attention,
 projection length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of
 the final parameters, the official LRA protocol, or with `--checkpoint best` of the best validation
 checkpoint's; both are in every `results.json`; a best checkpoint chosen on test data, because the
@@ -22,9 +29,11 @@ every task but Retrieval has runs, else the paper's (hollow bubble).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,42 +45,204 @@ from configs.variants import (
   label,
   variant_of,
 )
+from lra import cli
 
 #: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
 CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
+#: The models the leaderboard scores: the LRA classifiers (`luna_jax.model.encoders.ENCODERS`;
+#: masked LMs and token models report other metrics).
+CLASSIFIER_MODELS = ('luna', 'transformer')
+#: Suffix of the variant key of debug (smoke-test) runs: their own rows, never averaged with real
+#: runs.
+DEBUG = ' (debug)'
+#: Mark of a cell with a run evaluated on part of its test split (`training.num_eval_batches`).
+PARTIAL = '*'
+
+
+class ReportError(ValueError):
+  """The runs cannot be reported (a missing folder, no runs, an unreadable results.json)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """One run's figures, read from its `results.json`.
+
+  Attributes:
+    path: the results.json.
+    variant: the model variant (`configs.variants.variant_of`), with `DEBUG` for a debug run.
+    task: the LRA task.
+    seed: `config.seed`.
+    final: test accuracy (%) of the final parameters.
+    best: test accuracy (%) of the best validation checkpoint, or None where not recorded.
+    partial: evaluated on a sample of a split (`partial_evaluation`; older results:
+      `training.num_eval_batches` != -1).
+    selected_on_test: the best checkpoint was chosen on test data (`selected_on_test`).
+  """
+
+  path: str
+  variant: str
+  task: str
+  seed: int
+  final: float
+  best: float | None
+  partial: bool
+  selected_on_test: bool
+
+  @property
+  def key(self) -> tuple[str, str]:
+    return self.variant, self.task
+
+
+def find_results(runs_dir: str) -> list[str]:
+  """The `results.json` files under `runs_dir`, one per run, in path order.
+
+  A folder with a results.json is one run: its sub-folders are not searched (a self-pretraining
+  run's `pretrain` and `finetune` stages are part of it).
+
+  Raises:
+    ReportError: `runs_dir` is not a folder.
+  """
+  if not os.path.isdir(runs_dir):
+    raise ReportError(
+      f'--runs_dir {runs_dir}: no such folder. Give the folder of the runs (the --runs_dir of '
+      'benchmarks.reproduce, runs/ by default).'
+    )
+  found = []
+  for root, dirs, files in os.walk(runs_dir):
+    dirs.sort()
+    if 'results.json' in files:
+      found.append(os.path.join(root, 'results.json'))
+      dirs.clear()
+  return sorted(found)
+
+
+def unfinished_runs(runs_dir: str) -> list[str]:
+  """The workdirs under `runs_dir` with checkpoints but no results.json (runs in progress or
+  stopped), outside any finished run's folder."""
+  unfinished = []
+  for root, dirs, files in os.walk(runs_dir):
+    dirs.sort()
+    if 'results.json' in files:
+      dirs.clear()
+    elif 'checkpoints' in dirs and os.path.basename(root) not in ('pretrain', 'finetune'):
+      unfinished.append(root)
+      dirs.clear()
+  return sorted(unfinished)
+
+
+#: What every results.json of `train.py` holds and the report reads.
+_REQUIRED = (
+  ('config', 'seed'),
+  ('config', 'data', 'task'),
+  ('config', 'model'),
+  ('test', 'accuracy'),
+)
+
+
+def _read(path: str) -> dict[str, Any]:
+  """A results.json's content; ReportError naming the file when it is not one train.py wrote."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      results = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ReportError(f'{path}: unreadable results.json ({e})') from None
+  for keys in _REQUIRED:
+    value = results
+    for key in keys:
+      if not isinstance(value, Mapping) or key not in value:
+        raise ReportError(f'{path}: unreadable results.json (no {".".join(keys)})')
+      value = value[key]
+  return results
+
+
+def read_runs(paths: Sequence[str]) -> tuple[list[RunResult], list[str]]:
+  """The LRA classifier runs among `results.json` files, and why the others are left out.
+
+  Args:
+    paths: results.json files (`find_results`).
+
+  Returns:
+    (runs of the Table-1 tasks by an LRA classifier, 'path: reason' for every other file: a
+    masked LM (its accuracy is a token accuracy), a token model, a non-LRA task, Path-X).
+
+  Raises:
+    ReportError: naming every results.json that cannot be read.
+  """
+  runs, skipped, unreadable = [], [], []
+  for path in paths:
+    try:
+      results = _read(path)
+    except ReportError as e:
+      unreadable.append(str(e))
+      continue
+    config = results['config']
+    task, model = config['data']['task'], config['model'].get('name', 'luna')
+    if model not in CLASSIFIER_MODELS:
+      skipped.append(f'{path}: model {model!r} is not an LRA classifier')
+      continue
+    if task not in TABLE1_TASKS:
+      skipped.append(f'{path}: task {task!r} is not a column of Table 1')
+      continue
+    best = results.get('best', {}).get('test')
+    runs.append(
+      RunResult(
+        path=path,
+        variant=variant_of(config['model']) + (DEBUG if config.get('debug') else ''),
+        task=task,
+        seed=config['seed'],
+        final=100.0 * results['test']['accuracy'],
+        best=None if best is None else 100.0 * best['accuracy'],
+        partial=results.get(
+          'partial_evaluation', config.get('training', {}).get('num_eval_batches', -1) != -1
+        ),
+        selected_on_test=selected_on_test(results),
+      )
+    )
+  if unreadable:
+    raise ReportError(
+      'cannot read ' + '; '.join(unreadable) + '. Run its training command again (the same '
+      '--workdir evaluates it again and rewrites results.json), or move the folder away.'
+    )
+  return runs, skipped
+
+
+def accuracies(runs: Sequence[RunResult], checkpoint: str = 'final') -> dict[tuple[str, str], list]:
+  """Test accuracies (%) by (variant, task), in seed order, of the final parameters or the best
+  checkpoint.
+
+  Raises:
+    ValueError: an unknown `checkpoint`, or (with 'best') a run without the best checkpoint's test
+      metrics, naming the file and what to do.
+  """
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f'checkpoint must be one of {tuple(CHECKPOINTS)}, got {checkpoint!r}.')
+  grouped: dict[tuple[str, str], list[tuple[int, float]]] = {}
+  for run in runs:
+    value = run.final if checkpoint == 'final' else run.best
+    if value is None:
+      raise ValueError(
+        f"{run.path} has no test metrics of the best checkpoint ('best': {{'test': ...}}); "
+        'it was written by an older trainer: use --checkpoint final, or evaluate again '
+        'by running the same command with the same --workdir.'
+      )
+    grouped.setdefault(run.key, []).append((run.seed, value))
+  return {key: [acc for _, acc in sorted(values)] for key, values in grouped.items()}
 
 
 def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, str], list[float]]:
-  """Test accuracies (%) of every run under `runs_dir`, by (variant, task), in seed order.
+  """Test accuracies (%) of every LRA classifier run under `runs_dir`, by (variant, task), in seed
+  order (`find_results`, `read_runs`, `accuracies`).
 
   Args:
     runs_dir: folder searched for `results.json` files.
     checkpoint: 'final' (`results['test']`) or 'best' (`results['best']['test']`).
 
   Raises:
+    ReportError: `runs_dir` is missing, or a results.json is unreadable.
     ValueError: an unknown `checkpoint`, or (with 'best') a results.json without the best
       checkpoint's test metrics, naming the file and what to do.
   """
-  if checkpoint not in CHECKPOINTS:
-    raise ValueError(f'checkpoint must be one of {tuple(CHECKPOINTS)}, got {checkpoint!r}.')
-  runs: dict[tuple[str, str], list[tuple[int, float]]] = {}
-  for root, _, files in sorted(os.walk(runs_dir)):
-    if 'results.json' not in files:
-      continue
-    path = os.path.join(root, 'results.json')
-    with open(path, encoding='utf-8') as f:
-      results = json.load(f)
-    config = results['config']
-    key = (variant_of(config['model']), config['data']['task'])
-    test = results['test'] if checkpoint == 'final' else results.get('best', {}).get('test')
-    if test is None:
-      raise ValueError(
-        f"{path} has no test metrics of the best checkpoint ('best': {{'test': ...}}); "
-        'it was written by an older trainer: use --checkpoint final, or evaluate again '
-        'by running the same command with the same --workdir.'
-      )
-    runs.setdefault(key, []).append((config['seed'], 100.0 * test['accuracy']))
-  return {key: [acc for _, acc in sorted(values)] for key, values in runs.items()}
+  return accuracies(read_runs(find_results(runs_dir))[0], checkpoint)
 
 
 def selected_on_test(results: Mapping[str, Any]) -> bool:
@@ -88,14 +259,7 @@ def selected_on_test(results: Mapping[str, Any]) -> bool:
 def collect_test_selected(runs_dir: str) -> set[tuple[str, str]]:
   """The (variant, task) keys of `collect_runs` with a run whose best checkpoint was chosen on
   test data."""
-  keys = set()
-  for root, _, files in sorted(os.walk(runs_dir)):
-    if 'results.json' in files:
-      with open(os.path.join(root, 'results.json'), encoding='utf-8') as f:
-        results = json.load(f)
-      if selected_on_test(results):
-        keys.add((variant_of(results['config']['model']), results['config']['data']['task']))
-  return keys
+  return {run.key for run in read_runs(find_results(runs_dir))[0] if run.selected_on_test}
 
 
 def averages(task_means: Mapping[str, float]) -> tuple[float | None, float | None]:
@@ -115,10 +279,10 @@ def averages(task_means: Mapping[str, float]) -> tuple[float | None, float | Non
 ON_TEST = '†'
 
 
-def _cell(values: Sequence[float] | None, on_test: bool = False) -> str:
+def _cell(values: Sequence[float] | None, on_test: bool = False, partial: bool = False) -> str:
   if not values:
     return '-'
-  mark = ON_TEST if on_test else ''
+  mark = (ON_TEST if on_test else '') + (PARTIAL if partial else '')
   if len(values) == 1:
     return f'{values[0]:.2f}{mark}'
   return f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{mark}'
@@ -129,38 +293,51 @@ def _number(value: float | None, on_test: bool = False) -> str:
 
 
 def leaderboard(
-  runs: Mapping[tuple[str, str], Sequence[float]], on_test: frozenset[tuple[str, str]] = frozenset()
+  runs: Mapping[tuple[str, str], Sequence[float]],
+  on_test: frozenset[tuple[str, str]] = frozenset(),
+  partial: frozenset[tuple[str, str]] = frozenset(),
 ) -> str:
   """The markdown table: for every model with runs, its paper row and its row of runs.
 
   Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
-  test data).
+  test data), cells of the keys in `partial` * (evaluated on part of the test split). Debug runs
+  (variants ending in `DEBUG`) have their own row, after the model's, and no paper row.
   """
-  variants = [v for v in CONFIG_VARIANTS if any(key[0] == v for key in runs)]
-  variants += sorted({key[0] for key in runs} - set(variants))
+  real = sorted({key[0] for key in runs if not key[0].endswith(DEBUG)})
+  variants = [v for v in CONFIG_VARIANTS if v in real] + [v for v in real if v not in VARIANTS]
+  debug = {key[0] for key in runs if key[0].endswith(DEBUG)}
+  ordered = []
+  for base in [*variants, *sorted({v.removesuffix(DEBUG) for v in debug} - set(variants))]:
+    ordered += [v for v in (base, base + DEBUG) if v in real or v in debug]
   lines = [
     '| Model | Source | ' + ' | '.join(TABLE1_TITLES) + ' | Avg | Avg (w/o rtl) |',
     '|---|---|' + '---:|' * (len(TABLE1_TASKS) + 2),
   ]
-  for variant in variants:
-    table1 = VARIANTS[variant].table1 if variant in VARIANTS else None
+  for variant in ordered:
+    is_debug = variant.endswith(DEBUG)
+    base = variant.removesuffix(DEBUG)
+    table1 = VARIANTS[base].table1 if base in VARIANTS and not is_debug else None
     if table1 is not None:
       paper = dict(zip(TABLE1_TASKS, table1))
       lines.append(
-        f'| {label(variant)} | paper | '
+        f'| {label(base)} | paper | '
         + ' | '.join(f'{paper[t]:.2f}' for t in TABLE1_TASKS)
         + ' | '
         + ' | '.join(_number(a) for a in averages(paper))
         + ' |'
       )
     counts = sorted({len(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs})
-    source = 'ours (' + '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
+    source = 'ours, debug (' if is_debug else 'ours ('
+    source += '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
     means = {t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs}
     marked = {t for t in TABLE1_TASKS if (variant, t) in on_test}
     average_marks = (bool(marked), bool(marked - {'retrieval'}))
+    cells = [
+      _cell(runs.get((variant, t)), t in marked, (variant, t) in partial) for t in TABLE1_TASKS
+    ]
     lines.append(
-      f'| {label(variant)} | {source} | '
-      + ' | '.join(_cell(runs.get((variant, t)), t in marked) for t in TABLE1_TASKS)
+      f'| {label(base)}{DEBUG if is_debug else ""} | {source} | '
+      + ' | '.join(cells)
       + ' | '
       + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks))
       + ' |'
@@ -173,20 +350,32 @@ def leaderboard_markdown(
   runs_dir: str,
   checkpoint: str = 'final',
   on_test: frozenset[tuple[str, str]] = frozenset(),
+  partial: frozenset[tuple[str, str]] = frozenset(),
+  left_out: Sequence[str] = (),
 ) -> str:
-  """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table and, when
-  `on_test` marks cells, the note that says what † means."""
+  """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table, the notes
+  on its marks († `on_test`, * `partial`, debug rows) and the runs `left_out` (results.json files
+  that are not LRA classifier runs, unfinished workdirs), one per line."""
   total = sum(len(v) for v in runs.values())
-  note = (
-    [
+  notes = []
+  if on_test:
+    notes.append(
       f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs '
       'was chosen on its validation split, which is its test split (the official LRA Text '
-      'protocol), so the figure is not a held-out one.',
-      '',
-    ]
-    if on_test
-    else []
-  )
+      'protocol), so the figure is not a held-out one.'
+    )
+  if partial:
+    notes.append(
+      f'{PARTIAL} Partial: at least one of these runs was evaluated on a sample of its test '
+      'split (training.num_eval_batches != -1), not on all of it.'
+    )
+  if any(variant.endswith(DEBUG) for variant, _ in runs):
+    notes.append(
+      'Rows marked (debug) are smoke-test runs (config.debug: one small layer, 5 steps): they '
+      'check the pipeline and say nothing about the model; they are never averaged with real runs.'
+    )
+  if left_out:
+    notes.append('Not in the table:\n' + '\n'.join(f'- {line}' for line in left_out))
   return '\n'.join(
     [
       '# LRA leaderboard',
@@ -197,9 +386,9 @@ def leaderboard_markdown(
       'task has runs). Paper rows: Luna paper (Ma et al., NeurIPS 2021) Table 1, the baselines '
       'there from Tay et al. (2021).',
       '',
-      leaderboard(runs, on_test),
+      leaderboard(runs, on_test, partial),
       '',
-      *note,
+      *[line for note in notes for line in (note, '')],
     ]
   )
 
@@ -285,7 +474,68 @@ def figure1(
   plt.close(fig)
 
 
+def write_report(
+  paths: Sequence[str],
+  output_dir: str,
+  *,
+  source: str,
+  checkpoint: str = 'final',
+  benchmark_json: str = '',
+  length: int | None = None,
+  unfinished: Sequence[str] = (),
+) -> int:
+  """Writes `leaderboard.md` (and, with `benchmark_json`, `figure1.png`) from `results.json` files.
+
+  Args:
+    paths: the runs' results.json files (`find_results`).
+    output_dir: the report's folder (created).
+    source: where the runs come from, for the title (e.g. the runs folder).
+    checkpoint: 'final' or 'best' (`CHECKPOINTS`).
+    benchmark_json: a `benchmarks.speed_memory` train_step results file, or '' for no figure.
+    length: sequence length of the figure's cells (default: see `figure1`).
+    unfinished: workdirs without results.json, listed as not in the table.
+
+  Returns:
+    The number of runs in the table.
+
+  Raises:
+    ReportError: an unreadable results.json, or no LRA classifier run among `paths`.
+    ValueError: see `accuracies`; OSError: an unreadable `benchmark_json`.
+  """
+  runs, skipped = read_runs(paths)
+  if not runs:
+    listing = ''.join(f'\n  {line}' for line in skipped)
+    raise ReportError(
+      f'{source}: no results.json of an LRA classifier run on a Table-1 task '
+      f'({len(paths)} results.json found{listing and ", none of them one:"}){listing}'
+    )
+  table = accuracies(runs, checkpoint)
+  on_test = frozenset(run.key for run in runs if run.selected_on_test and checkpoint == 'best')
+  partial = frozenset(run.key for run in runs if run.partial)
+  left_out = [*skipped, *(f'{path}: unfinished (no results.json)' for path in unfinished)]
+  os.makedirs(output_dir, exist_ok=True)
+  markdown = leaderboard_markdown(table, source, checkpoint, on_test, partial, left_out)
+  with open(os.path.join(output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
+    f.write(markdown)
+  print(f'{len(runs)} runs -> {os.path.join(output_dir, "leaderboard.md")}')
+  if left_out:
+    print(f'{len(left_out)} not in the table (listed in leaderboard.md):')
+    for line in left_out:
+      print(f'  {line}')
+  if benchmark_json:
+    with open(benchmark_json, encoding='utf-8') as f:
+      benchmark = json.load(f)
+    figure1(benchmark, table, os.path.join(output_dir, 'figure1.png'), length)
+    print(f'figure -> {os.path.join(output_dir, "figure1.png")}')
+  return len(runs)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+  """The command line (module docstring).
+
+  Raises:
+    ReportError: a missing or empty `--runs_dir`, an unreadable results.json.
+  """
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--runs_dir', required=True, help='folder searched for results.json files.')
   parser.add_argument(
@@ -297,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     help="speed_memory train_step results for figure1.png ('' to skip the plot).",
   )
   parser.add_argument(
-    '--length', type=int, default=None, help='sequence length of the plotted cells.'
+    '--length', type=cli.integer(1), default=None, help='sequence length of the plotted cells.'
   )
   parser.add_argument(
     '--checkpoint',
@@ -307,18 +557,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     'validation checkpoint.',
   )
   args = parser.parse_args(argv)
-  runs = collect_runs(args.runs_dir, args.checkpoint)
-  on_test = frozenset(collect_test_selected(args.runs_dir) if args.checkpoint == 'best' else ())
-  os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
-    f.write(leaderboard_markdown(runs, args.runs_dir, args.checkpoint, on_test))
-  print(f'{sum(map(len, runs.values()))} runs -> {os.path.join(args.output_dir, "leaderboard.md")}')
-  if args.benchmark_json:
-    with open(args.benchmark_json, encoding='utf-8') as f:
-      benchmark = json.load(f)
-    figure1(benchmark, runs, os.path.join(args.output_dir, 'figure1.png'), args.length)
-    print(f'figure -> {os.path.join(args.output_dir, "figure1.png")}')
+  write_report(
+    find_results(args.runs_dir),
+    args.output_dir,
+    source=args.runs_dir,
+    checkpoint=args.checkpoint,
+    benchmark_json=args.benchmark_json,
+    length=args.length,
+    unfinished=unfinished_runs(args.runs_dir),
+  )
 
 
 if __name__ == '__main__':
-  main()
+  try:
+    main()
+  except (ReportError, OSError) as e:
+    sys.exit(f'Error: {e}')

@@ -7,14 +7,19 @@ r"""The LRA sweep: every task x model variant x seed through `train.py`, then th
 Run (task, variant, seed k) is
   train.py --config configs/<task>.py:<variant> --workdir <runs_dir>/<task>/<variant>/seed<k>
            --config.seed=<k> --config.data.data_dir=<the task's folder written by lra.prepare>
-with its output in `<workdir>/train.log`. A run whose workdir holds `results.json` is finished and
-skipped; any other is started, and the trainer resumes it from its newest checkpoint. With several
+with its output in `<workdir>/train.log`. A run whose workdir holds the `results.json` of the
+requested recipe (the config file with the seed, the data folder and the `--config.*` flags after
+`--`, compared as the trainer compares a resumed run, plus the number of steps and evaluation
+batches) is finished and skipped; one that holds another run's results is not counted and is
+reported (move it away); any other is started, and the trainer resumes it from its newest
+checkpoint. `--debug` runs go to `<runs_dir>/debug/...` and their report to `<report_dir>/debug`,
+apart from the real ones. With several
 GPUs visible (`CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`) the runs go one per GPU
 (`CUDA_VISIBLE_DEVICES=<gpu>` for each child process), otherwise one after another on every device.
 A line per run says when it starts, where it is every `--status_every` seconds, and how it ended; a
 failed run is reported with the last lines of its log and the others go on. At the end
 `benchmarks.report` writes `leaderboard.md` (Table 1) and `figure1.png` (Figure 1) into
-`--report_dir` from every run under `--runs_dir`. `all` is the five tasks of Table 1; Path-X is
+`--report_dir` from the sweep's finished runs. `all` is the five tasks of Table 1; Path-X is
 `--tasks pathx`.
 """
 
@@ -31,38 +36,110 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from absl import flags
+from ml_collections import config_flags
 
 from benchmarks import report
 from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
-from lra import prepare
+from lra import cli, prepare
 from lra.core import DataError
+from luna_jax.training import run_config, self_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = 'train.log'
+#: Sub-folder of `--runs_dir` and `--report_dir` for `--debug` sweeps.
+DEBUG_DIR = 'debug'
 #: Lines of a failed run's log that are printed.
 TAIL_LINES = 15
 
 
+#: Prefix of `Run.state()` for a workdir that holds the results of another run.
+OTHER_RUN = 'holds another run'
+
+
 @dataclasses.dataclass
 class Run:
-  """One training run of the sweep."""
+  """One training run of the sweep.
+
+  Attributes:
+    recipe: the resolved config `train.py` runs it with (`recipe_config`).
+  """
 
   task: str
   variant: str
   seed: int
   workdir: Path
   command: list[str]
+  recipe: dict[str, Any]
 
   @property
   def name(self) -> str:
     return f'{self.task}/{self.variant}/seed{self.seed}'
 
   def state(self) -> str:
-    """'finished', 'resume from step N' or 'new'."""
-    if (self.workdir / 'results.json').exists():
-      return 'finished'
+    """'finished', 'holds another run: <why>', 'resume from step N' or 'new'.
+
+    Finished means a results.json of this recipe (`recipe_differences`) that reached its last step.
+    """
+    results_path = self.workdir / 'results.json'
     steps = [int(p.name) for p in (self.workdir / 'checkpoints').glob('*') if p.name.isdigit()]
-    return f'resume from step {max(steps)}' if steps else 'new'
+    resume = f'resume from step {max(steps)}' if steps else 'new'
+    if not results_path.exists():
+      return resume
+    recipe = self.recipe
+    try:
+      results = json.loads(results_path.read_text(encoding='utf-8'))
+      if 'pretraining' in results:  # A self-pretraining run's results are its finetune stage's.
+        finetune = {'self_pretraining': {'num_train_steps': 0}, 'init_from': None}
+        finetune['init_from'] = str(self.workdir / self_pretraining.PRETRAIN_DIR)
+        recipe = {**recipe, **finetune}
+      differences = recipe_differences(results['config'], recipe)
+      step = results['step']
+    except (ValueError, KeyError, TypeError) as e:
+      return f'{OTHER_RUN}: unreadable results.json ({e})'
+    if differences:
+      return f'{OTHER_RUN}: ' + '; '.join(differences)
+    return 'finished' if step >= self.recipe['training']['num_train_steps'] else resume
+
+
+def recipe_differences(stored: dict[str, Any], recipe: dict[str, Any]) -> list[str]:
+  """What differs between a finished run's config and the recipe, as 'key: stored -> recipe'.
+
+  The trainer's resume rule (`config_changes`: every setting but the schedule ones and the device
+  count), and the evaluation's number of batches (a sample is another figure).
+  """
+  changes = run_config.config_changes(stored, recipe)
+  key = 'num_eval_batches'
+  stored_value = stored.get('training', {}).get(key)
+  if stored_value != recipe['training'][key]:
+    changes.append(f'training.{key}: {stored_value!r} -> {recipe["training"][key]!r}')
+  return changes
+
+
+def recipe_config(command: Sequence[str]) -> dict[str, Any]:
+  """The resolved config (`RunConfig.to_dict()`) of a `train.py` command line: its `--config`
+  file and argument with its `--config.*` overrides, parsed as `train.py` parses them.
+
+  Raises:
+    ValueError: a config argument or an override the config refuses (the message names it).
+  """
+  argv = ['train.py']
+  for i, arg in enumerate(command):
+    if arg == '--config':
+      argv.append(f'--config={command[i + 1]}')
+    elif arg.startswith(('--config.', '--config=')):
+      argv.append(arg)
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+    'config', None, 'config', flag_values=flag_values, lock_config=True, sys_argv=argv
+  )
+  try:
+    flag_values(argv)
+    return run_config.parse_config(flag_values.config).to_dict()
+  except (flags.Error, AttributeError, TypeError) as e:
+    raise ValueError(f'{shlex.join(command[2:])}: {e}') from None
 
 
 def parse_tasks(spec: str) -> list[str]:
@@ -86,29 +163,33 @@ def plan(
     variants: config variants (`configs/<task>.py:<variant>`).
     seeds: seeds 0 .. seeds - 1.
     data_root: `lra.prepare --data_dir`.
-    runs_dir: the workdirs' root.
+    runs_dir: the workdirs' root (debug runs: its `debug` sub-folder).
     debug: append ',debug' to the config argument (smoke tests).
     train_flags: more `train.py` flags, given to every run.
+
+  Raises:
+    ValueError: a `--config.*` flag in `train_flags` that the configs refuse.
   """
   runs = []
+  root = runs_dir / DEBUG_DIR if debug else runs_dir
   for task in tasks:
     config = prepare.TASK_FILES[task].config
     data_dir = prepare.task_data_dir(task, data_root).resolve()
     for variant in variants:
       for seed in range(seeds):
-        workdir = (runs_dir / task / variant / f'seed{seed}').resolve()
+        workdir = (root / task / variant / f'seed{seed}').resolve()
         command = [
           sys.executable,
           str(REPO / 'train.py'),
           '--config',
-          f'{config}:{variant}{",debug" if debug else ""}',
+          f'{REPO / config}:{variant}{",debug" if debug else ""}',
           '--workdir',
           str(workdir),
           f'--config.seed={seed}',
           f'--config.data.data_dir={data_dir}',
           *train_flags,
         ]
-        runs.append(Run(task, variant, seed, workdir, command))
+        runs.append(Run(task, variant, seed, workdir, command, recipe_config(command)))
   return runs
 
 
@@ -179,19 +260,26 @@ def execute(
   """Runs every unfinished run, one per GPU at a time (or one after another without GPUs).
 
   Returns:
-    The runs that failed.
+    The runs that failed, and those whose workdir holds another run's results (not started).
   """
   total = len(runs)
   index = {id(run): i for i, run in enumerate(runs, start=1)}
-  queue = []
+  queue, failed = [], []
   for run in runs:
-    if run.state() == 'finished':
+    state = run.state()
+    if state == 'finished':
       print(f'[{index[id(run)]}/{total}] {run.name}: finished, skipped ({result_line(run)})')
+    elif state.startswith(OTHER_RUN):
+      failed.append(run)
+      print(
+        f'[{index[id(run)]}/{total}] {run.name}: NOT COUNTED: {run.workdir} {state}. Move it '
+        'away (or use another --runs_dir) and run the same command again.',
+        flush=True,
+      )
     else:
       queue.append(run)
   slots: list[str | None] = list(gpus) or [None]
   running: dict[str | None, tuple[Run, subprocess.Popen, float]] = {}
-  failed = []
   last_status = time.monotonic()
   try:
     while queue or running:
@@ -271,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     default='luna16,luna256,transformer',
     help='comma-separated config variants (configs/variants.py).',
   )
-  parser.add_argument('--seeds', type=int, default=3, help='seeds 0 .. N-1 per task and variant.')
+  parser.add_argument(
+    '--seeds', type=cli.integer(1), default=3, help='seeds 0 .. N-1 per task and variant.'
+  )
   parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
   parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
   parser.add_argument(
@@ -295,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument(
     '--status_every',
-    type=float,
+    type=cli.number(minimum=0),
     default=60.0,
     help='seconds between progress lines of the running runs.',
   )
@@ -313,15 +403,18 @@ def main(argv: Sequence[str] | None = None) -> int:
       f'{", ".join(CONFIG_VARIANTS)} (unknown: {", ".join(unknown) or "none"}).'
     )
   data_root = Path(args.data_dir).expanduser()
-  runs = plan(
-    tasks,
-    variants,
-    args.seeds,
-    data_root,
-    Path(args.runs_dir).expanduser(),
-    args.debug,
-    train_flags,
-  )
+  try:
+    runs = plan(
+      tasks,
+      variants,
+      args.seeds,
+      data_root,
+      Path(args.runs_dir).expanduser(),
+      args.debug,
+      train_flags,
+    )
+  except ValueError as e:
+    parser.error(f"the runs' configs refuse a setting: {e}")
   gpus = visible_gpus(args.devices)
   where = f'one per GPU on GPUs {",".join(gpus)}' if gpus else 'one at a time'
   print(
@@ -341,17 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if missing else 0
   failed = [run for run in runs if run.task in missing]
   failed += execute([run for run in runs if run.task not in missing], gpus, args.status_every)
-  report_args = [
-    '--runs_dir',
-    args.runs_dir,
-    '--output_dir',
-    args.report_dir,
-    '--benchmark_json',
-    args.benchmark_json,
-  ]
-  print(f'python -m benchmarks.report {shlex.join(report_args)}')
+  # The report counts this sweep's finished runs of the recipe, nothing else under --runs_dir.
+  finished = [str(run.workdir / 'results.json') for run in runs if run.state() == 'finished']
+  report_dir = Path(args.report_dir) / (DEBUG_DIR if args.debug else '')
   try:
-    report.main(report_args)
+    report.write_report(
+      finished,
+      str(report_dir),
+      source=f'this sweep ({len(finished)} of {len(runs)} runs finished)',
+      benchmark_json=args.benchmark_json,
+    )
     reported = True
   except (OSError, ValueError) as e:
     print(f'benchmarks.report failed: {e}', file=sys.stderr)

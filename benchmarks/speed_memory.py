@@ -53,6 +53,7 @@ from benchmarks.speed_memory_harness import (
 )
 from benchmarks.speed_memory_report import gib, length_label, write_reports
 from configs import variants
+from lra import cli
 
 DEFAULT_MODELS = (
   'transformer',
@@ -69,11 +70,8 @@ DEFAULT_LONG_LENGTHS = (8192, 16384, 32768)
 
 
 def _parse_lengths(text: str) -> list[int]:
-  out = []
-  for item in text.split(','):
-    item = item.strip().upper()
-    out.append(int(item[:-1]) * 1024 if item.endswith('K') else int(item))
-  return out
+  """'1K,2048' -> [1024, 2048] (`lra.cli.lengths`: each >= 1)."""
+  return cli.lengths(text)
 
 
 def run_benchmark(
@@ -214,38 +212,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--max_step_s',
-    type=float,
+    type=cli.number(above=0),
     default=None,
     help="once a model's step takes longer than this, its longer lengths are only "
     'compiled (memory guard: OOM or skipped), not timed.',
   )
-  parser.add_argument('--batch_size', type=int, default=2)
-  parser.add_argument('--warmup', type=int, default=2)
-  parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--output_dir', default='benchmarks/results/local')
+  parser.add_argument('--batch_size', type=cli.integer(1), default=2)
+  parser.add_argument('--warmup', type=cli.integer(0), default=2)
+  parser.add_argument('--repeats', type=cli.integer(1), default=5)
+  parser.add_argument('--seed', type=cli.integer(0), default=0)
+  parser.add_argument('--output_dir', type=cli.path, default='benchmarks/results/local')
   parser.add_argument(
     '--memory_limit_gb',
-    type=float,
+    type=cli.number(above=0),
     default=None,
     help='report a cell as OOM without running it when its compiled peak is above '
     'this (default on CPU: 75%% of RAM; none on GPU/TPU).',
   )
-  parser.add_argument('--cell_timeout_s', type=float, default=1800.0)
+  parser.add_argument('--cell_timeout_s', type=cli.number(above=0), default=1800.0)
   parser.add_argument(
     '--isolation',
     choices=('subprocess', 'none'),
     default='subprocess',
     help='run each cell in a fresh process (per-cell RSS/peak bytes) or in this one.',
   )
-  parser.add_argument('--matmul_size', type=int, default=4096)
-  parser.add_argument('--num_layers', type=int, default=4)
-  parser.add_argument('--emb_dim', type=int, default=256)
-  parser.add_argument('--num_heads', type=int, default=4)
-  parser.add_argument('--mlp_dim', type=int, default=1024)
+  parser.add_argument('--matmul_size', type=cli.integer(1), default=4096)
+  parser.add_argument('--num_layers', type=cli.integer(1), default=4)
+  parser.add_argument('--emb_dim', type=cli.integer(1), default=256)
+  parser.add_argument('--num_heads', type=cli.integer(1), default=4)
+  parser.add_argument('--mlp_dim', type=cli.integer(1), default=1024)
   parser.add_argument('--activation', default='gelu')
-  parser.add_argument('--dropout_rate', type=float, default=0.1)
-  parser.add_argument('--attention_dropout_rate', type=float, default=0.1)
+  parser.add_argument('--dropout_rate', type=cli.number(minimum=0, below=1), default=0.1)
+  parser.add_argument('--attention_dropout_rate', type=cli.number(minimum=0, below=1), default=0.1)
   parser.add_argument('--dtype', default='float32')
   parser.add_argument(
     '--remat',
@@ -270,7 +268,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     'XLA op class).',
   )
   parser.add_argument('--cell', default=None, help=argparse.SUPPRESS)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  for flag in ('lengths', 'long_lengths'):
+    try:
+      if getattr(args, flag):
+        cli.lengths(getattr(args, flag))
+    except argparse.ArgumentTypeError as e:
+      parser.error(f'argument --{flag}: {e}')
+  try:
+    for name in [*args.models.split(','), *filter(None, args.long_models.split(','))]:
+      variants.get(name)
+  except ValueError as e:
+    parser.error(f'argument --models: {e}')
+  unknown = sorted(set(args.mode.split(',')) - set(MODES))
+  if unknown:
+    parser.error(f'argument --mode: must be a subset of {MODES}, got {", ".join(unknown)}.')
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -284,10 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.cell is not None:
     cell_main(args.cell)
     return
-  modes = args.mode.split(',')
-  for mode in modes:
-    if mode not in MODES:
-      raise SystemExit(f'--mode must be a subset of {MODES}, got {mode!r}.')
+  modes = args.mode.split(',')  # Checked by parse_args.
   machine = describe_machine()
   matmul_peak = measure_matmul_peak(args.matmul_size, repeats=5)
   print(

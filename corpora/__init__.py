@@ -14,6 +14,6 @@ text tokenised with `corpora.text_tokenizers` (bytes, or a SentencePiece model t
 This package builds on `lra` (its Cache, types, tokenisation and batching); `lra` never imports it.
 """
 
-from corpora.registry import TASKS, TEXT_TASKS, TOKEN_TASKS, load_task
+from corpora.registry import TASKS, TEXT_TASKS, TOKEN_TASKS, data_source, load_task
 
-__all__ = ['TASKS', 'TEXT_TASKS', 'TOKEN_TASKS', 'load_task']
+__all__ = ['TASKS', 'TEXT_TASKS', 'TOKEN_TASKS', 'data_source', 'load_task']

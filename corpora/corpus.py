@@ -22,7 +22,14 @@ import numpy as np
 
 from corpora import text_tokenizers
 from lra.cache import Cache
-from lra.core import DataError, Split, TaskData, arrays_to_splits, splits_to_arrays
+from lra.core import (
+  DataError,
+  Split,
+  TaskData,
+  arrays_to_splits,
+  check_arrays,
+  splits_to_arrays,
+)
 
 
 def pack_blocks(
@@ -119,6 +126,14 @@ def load(
       params=params,
       content_files=[*files, *tok.sources],
     )
+  )
+  check_arrays(
+    'corpus',
+    {name: splits[name] for name in ('train', 'validation')},
+    {'train': data_dir, 'validation': data_dir},
+    vocab_size=tok.vocab_size,
+    num_classes=tok.vocab_size,
+    max_length=max_length,
   )
   logging.info(
     'corpus %s: %d training and %d held-out blocks of %d tokens (%s).',

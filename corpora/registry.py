@@ -32,6 +32,23 @@ TOKEN_TASKS = ('seq2seq', 'lm')
 TEXT_TASKS = ('corpus', 'glue')
 #: Every task of this package.
 TASKS = tuple(_REGISTRY)
+#: How to get each task's data (for messages about a missing `data_dir`).
+_SOURCES = {
+  'seq2seq': 'python -m corpora.sequence_generator --task sort --output_dir data/sort writes a toy '
+  'task there; your own: a folder with train.tsv, validation.tsv and test.tsv.',
+  'lm': 'python -m corpora.sequence_generator --task lm --output_dir data/lm writes a toy corpus '
+  'there; your own: a folder with train.txt, validation.txt and test.txt.',
+  'corpus': 'A corpus is a text file or a folder of *.txt files, one document per line; a small '
+  'one: python -m corpora.sequence_generator --task lm --output_dir data/lm, then '
+  '--config.data.data_dir=data/lm/train.txt.',
+  'glue': "Give a GLUE task's folder with train.tsv and dev.tsv (e.g. glue/SST-2 from "
+  'https://gluebenchmark.com/tasks).',
+}
+
+
+def data_source(name: str) -> str:
+  """How to get the data of task `name` (for messages about a missing `data_dir`)."""
+  return _SOURCES[name]
 
 
 def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
@@ -41,17 +58,20 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
     name: one of TASKS.
     data_dir: the folder (for 'corpus' also a text file) the task's files are in (see the README's
       Data section).
-    **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
-      disables the cache); for 'seq2seq' `max_target_length`, for 'corpus' `tokenizer`,
-      `heldout_fraction` and `split_seed`, for 'glue' `glue_task` and `tokenizer`.
+    **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`; for a corpus file
+      `lra_cache` beside it), `cache` (False disables the cache); for 'seq2seq'
+      `max_target_length`, for 'corpus' `tokenizer`, `heldout_fraction` and `split_seed`, for
+      'glue' `glue_task` and `tokenizer`.
 
   Returns:
     The task's splits and sizes.
 
   Raises:
-    DataError: unknown task or option (an LRA task says to load it with `lra.load_task`), missing
-      or malformed data.
+    DataError: unknown task or option (an LRA task says to load it with `lra.load_task`), an empty
+      `data_dir`, missing or malformed data.
   """
   if name in registry.TASKS:
     raise DataError(f'{name!r} is an LRA task: load it with lra.load_task({name!r}, ...).')
+  if name in _REGISTRY:
+    registry.require_data_dir(name, data_dir, data_source(name))
   return registry.load_registered(_REGISTRY, name, data_dir, options)

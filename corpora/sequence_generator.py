@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 from corpora.sequences import LM_FILES, SEQ2SEQ_FILES
-from lra import listops_generator
+from lra import cli, listops_generator
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs
 
@@ -107,13 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument('--task', required=True, choices=TASKS)
-  parser.add_argument('--output_dir', required=True)
-  parser.add_argument('--num_train', type=int, default=20000)
-  parser.add_argument('--num_val', type=int, default=500)
-  parser.add_argument('--num_test', type=int, default=500)
-  parser.add_argument('--min_length', type=int, default=4)
-  parser.add_argument('--max_length', type=int, default=12)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--output_dir', required=True, type=cli.path)
+  parser.add_argument('--num_train', type=cli.integer(1), default=20000)
+  parser.add_argument('--num_val', type=cli.integer(1), default=500)
+  parser.add_argument('--num_test', type=cli.integer(1), default=500)
+  parser.add_argument('--min_length', type=cli.integer(1), default=4)
+  parser.add_argument('--max_length', type=cli.integer(1), default=12)
+  parser.add_argument('--seed', type=cli.integer(0), default=0)
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
   )

@@ -7,6 +7,10 @@ GPT-2 BPE with a fairseq dictionary (the authors' released Luna-BERT models).
                          python -m corpora.text_tokenizers --input_dir corpus/ --vocab_size 8000 \\
                              --model_prefix corpus/spm
                        ids: pad 0, unk 1, bos 2, separator (eos) 3, then the pieces.
+                       Documents of any length are used (longer ones than SentencePiece's
+                       4192-byte sentence limit are split at sentence ends); the counts of what
+                       was used are printed and kept in <prefix>.json. An existing model is
+                       never replaced without --overwrite.
   <folder>             a folder with `dict.txt` (a fairseq dictionary), `encoder.json` and
                        `vocab.bpe` (GPT-2's byte-level BPE): RoBERTa's and the authors' Luna-BERT
                        vocabulary, id for id. Ids as fairseq's `Dictionary`: `<s>` 0, `<pad>` 1,
@@ -36,13 +40,15 @@ import argparse
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from lra import tokenize
+from lra import cli, tokenize
 from lra.core import DataError
+from lra.files import claim_outputs, record_outputs, write_atomically
 
 BYTES = 'bytes'
 #: The byte vocabulary's separator id (after the 256 byte ids and padding).
@@ -331,32 +337,148 @@ def read_lines(path: Path):
         yield line_no, text
 
 
+#: SentencePiece's limit on the bytes of one training sentence (its `max_sentence_length`
+#: default): it silently skips longer ones, so longer documents are split first (`split_document`).
+MAX_SENTENCE_BYTES = 4192
+_SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
+
+
+def _utf8_len(text: str) -> int:
+  return len(text.encode('utf-8'))
+
+
+def _units(text: str, max_bytes: int) -> Iterator[str]:
+  """The sentences of `text`; a longer one than `max_bytes` as its words, a longer word in cuts of
+  at most `max_bytes` bytes (at character boundaries)."""
+  for sentence in _SENTENCE_END.split(text):
+    if _utf8_len(sentence) <= max_bytes:
+      yield sentence
+      continue
+    for word in sentence.split():
+      while _utf8_len(word) > max_bytes:
+        cut = len(word.encode('utf-8')[:max_bytes].decode('utf-8', errors='ignore'))
+        yield word[:cut]
+        word = word[cut:]
+      if word:
+        yield word
+
+
+def split_document(text: str, max_bytes: int = MAX_SENTENCE_BYTES) -> list[str]:
+  """Splits a document into pieces of at most `max_bytes` UTF-8 bytes, at sentence ends where it
+  can (then at spaces, then anywhere), so that SentencePiece's trainer skips none of it.
+
+  Args:
+    text: one document (no newline).
+    max_bytes: the longest piece in bytes (>= 4, the longest UTF-8 character).
+
+  Returns:
+    `[text]` when it fits; else consecutive pieces that cover every non-space character of `text`
+    in order, consecutive sentences joined by one space while they fit.
+  """
+  if _utf8_len(text) <= max_bytes:
+    return [text]
+  pieces: list[str] = []
+  current, current_bytes = '', 0
+  for unit in _units(text, max_bytes):
+    unit_bytes = _utf8_len(unit)
+    if current and current_bytes + 1 + unit_bytes <= max_bytes:
+      current, current_bytes = f'{current} {unit}', current_bytes + 1 + unit_bytes
+      continue
+    if current:
+      pieces.append(current)
+    current, current_bytes = unit, unit_bytes
+  if current:
+    pieces.append(current)
+  return pieces
+
+
+def stats_path(model: str | Path) -> Path:
+  """The record of what a SentencePiece model was trained on: `<prefix>.json` beside
+  `<prefix>.model`."""
+  return Path(model).with_suffix('.json')
+
+
 def train_sentencepiece(
-  files: Sequence[Path], model_prefix: str, vocab_size: int, model_type: str = 'unigram'
+  files: Sequence[Path],
+  model_prefix: str,
+  vocab_size: int,
+  model_type: str = 'unigram',
+  *,
+  overwrite: bool = False,
 ) -> Path:
-  """Trains a SentencePiece model on the lines of `files` (with the fixed special ids above).
+  """Trains a SentencePiece model on the documents of `files` (with the fixed special ids above).
+
+  Documents longer than `MAX_SENTENCE_BYTES` are split (`split_document`) instead of being skipped
+  by SentencePiece. What was used is written beside the model (`stats_path`): the files, the
+  documents, those split, the sentences and bytes given to SentencePiece, and those skipped
+  (none). As the data generators do (`lra.files.claim_outputs`), existing outputs are never
+  replaced without `overwrite`; the same command on the same corpus finds its outputs and keeps
+  them.
 
   Args:
     files: UTF-8 text files, one document per line.
-    model_prefix: output path without suffix; writes `<prefix>.model` and `<prefix>.vocab`.
-    vocab_size: number of ids, special ones included.
+    model_prefix: output path without suffix; writes `<prefix>.model`, `<prefix>.vocab` and
+      `<prefix>.json`.
+    vocab_size: number of ids, special ones included (>= 5).
     model_type: 'unigram' (SentencePiece's default) or 'bpe'.
+    overwrite: replace outputs that exist (else they are refused, unless written by this same
+      training).
 
   Returns:
     The `.model` path.
 
   Raises:
-    DataError: an undecodable line, or SentencePiece refuses the corpus (e.g. too few distinct
-      pieces for `vocab_size`).
+    DataError: an empty `model_prefix` or one naming a folder, `vocab_size` < 5, an unknown
+      `model_type`, outputs in the way (without `overwrite`), an undecodable line, no document, or
+      SentencePiece refuses the corpus (e.g. too few distinct pieces for `vocab_size`).
   """
   import sentencepiece
 
-  def sentences():
-    for path in files:
-      for _, text in read_lines(path):
-        yield text
+  if not model_prefix.strip() or Path(model_prefix).name in ('', '.', '..'):
+    raise DataError(
+      f'--model_prefix {model_prefix!r} names no file: give a path without suffix, e.g. '
+      'corpus/spm (writes corpus/spm.model).'
+    )
+  if vocab_size < 5:
+    raise DataError(
+      f'--vocab_size {vocab_size}: must be at least 5 (4 special ids: pad, unk, bos, eos, and '
+      'one piece).'
+    )
+  if model_type not in ('unigram', 'bpe'):
+    raise DataError(f'--model_type {model_type!r}: must be "unigram" or "bpe".')
+  names = ', '.join(str(f) for f in files)
+  model = Path(model_prefix + '.model')
+  outputs = [model, Path(model_prefix + '.vocab'), stats_path(model)]
+  settings = {
+    'files': {str(Path(f).resolve()): _file_identity(Path(f)) for f in files},
+    'vocab_size': vocab_size,
+    'model_type': model_type,
+    'max_sentence_bytes': MAX_SENTENCE_BYTES,
+  }
+  if not claim_outputs(outputs, overwrite, settings, elsewhere='choose another --model_prefix'):
+    return model
+  stats = {'files': len(files), 'documents': 0, 'documents_split': 0, 'sentences': 0, 'bytes': 0}
+  problems: list[DataError] = []
 
-  Path(model_prefix).parent.mkdir(parents=True, exist_ok=True)
+  def sentences():
+    try:
+      for path in files:
+        for _, text in read_lines(path):
+          pieces = split_document(text)
+          stats['documents'] += 1
+          stats['documents_split'] += len(pieces) > 1
+          stats['sentences'] += len(pieces)
+          stats['bytes'] += sum(_utf8_len(p) for p in pieces)
+          yield from pieces
+    except DataError as e:  # Raised again below, rather than through SentencePiece's C++ code.
+      problems.append(e)
+
+  def fail(message: str) -> DataError:
+    for path in outputs:
+      path.unlink(missing_ok=True)
+    return DataError(message)
+
+  model.parent.mkdir(parents=True, exist_ok=True)
   try:
     sentencepiece.SentencePieceTrainer.train(
       sentence_iterator=sentences(),
@@ -368,11 +490,35 @@ def train_sentencepiece(
       bos_id=SP_BOS_ID,
       eos_id=SP_EOS_ID,
       character_coverage=1.0,
+      max_sentence_length=MAX_SENTENCE_BYTES,
       minloglevel=2,
     )
   except RuntimeError as e:
-    raise DataError(f'SentencePiece training on {[str(f) for f in files]} failed: {e}') from None
-  return Path(model_prefix + '.model')
+    problems.append(DataError(f'SentencePiece training on {names} failed: {_reason(e)}'))
+  if not stats['documents']:
+    raise fail(f'{names}: the corpus is empty (no non-empty line). Put one document per line.')
+  if problems:
+    raise fail(str(problems[0]))
+  record = {
+    **stats,
+    'skipped_documents': 0,
+    'max_sentence_bytes': MAX_SENTENCE_BYTES,
+    'vocabulary': load_tokenizer(str(model)).name,
+  }
+  write_atomically(stats_path(model), json.dumps(record, indent=2, sort_keys=True))
+  record_outputs(outputs, settings)
+  return model
+
+
+def _reason(error: RuntimeError) -> str:
+  """SentencePiece's message without its source location ('INTERNAL: src/x.cc(744) [check] ')."""
+  return re.sub(r'^INTERNAL: \S+\(\d+\) \[.*?\] ', '', str(error)).strip()
+
+
+def _file_identity(path: Path) -> dict[str, int]:
+  """Size and modification time of a corpus file: a changed corpus is another training."""
+  stat = path.stat()
+  return {'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -384,19 +530,40 @@ def main(argv: list[str] | None = None) -> None:
     required=True,
     help='a text file, or a folder of *.txt files, one document per line',
   )
-  parser.add_argument('--model_prefix', required=True, help='writes <prefix>.model, .vocab')
-  parser.add_argument('--vocab_size', type=int, default=8000)
+  parser.add_argument(
+    '--model_prefix', required=True, help='writes <prefix>.model, <prefix>.vocab, <prefix>.json'
+  )
+  parser.add_argument('--vocab_size', type=cli.integer(5), default=8000)
   parser.add_argument('--model_type', default='unigram', choices=('unigram', 'bpe'))
+  parser.add_argument(
+    '--overwrite', action='store_true', help='replace an existing model (default: refuse)'
+  )
   args = parser.parse_args(argv)
+  if not args.input_dir.strip():
+    parser.error(
+      '--input_dir is empty: give the corpus, a text file or a folder of *.txt files (never '
+      'the working directory by default).'
+    )
+  existed = Path(args.model_prefix + '.model').exists() and not args.overwrite
   try:
     path = train_sentencepiece(
-      text_files(Path(args.input_dir)), args.model_prefix, args.vocab_size, args.model_type
+      text_files(Path(args.input_dir)),
+      args.model_prefix,
+      args.vocab_size,
+      args.model_type,
+      overwrite=args.overwrite,
     )
   except DataError as e:
     parser.error(str(e))
+  stats = json.loads(stats_path(path).read_text(encoding='utf-8'))
   print(
-    f'wrote {path} ({load_tokenizer(str(path)).name}); use it with '
-    f'--config.data.options.tokenizer={path}'
+    f'{path} ({stats["vocabulary"]}'
+    f'{", kept: already trained with these settings" if existed else ""}): trained on '
+    f'{stats["documents"]} documents from '
+    f'{stats["files"]} file(s), {stats["sentences"]} sentences, {stats["bytes"]} bytes; '
+    f'{stats["documents_split"]} documents longer than {stats["max_sentence_bytes"]} bytes '
+    f'split into sentences, {stats["skipped_documents"]} skipped (recorded in '
+    f'{stats_path(path)}). Use it with --config.data.options.tokenizer={path}'
   )
 
 

@@ -3,12 +3,15 @@
 Training batch k is a pure function of (seed, k): epoch e = k // (N // batch_size) visits the
 examples in the order of a permutation drawn from `np.random.default_rng([seed, e])`, and the
 remainder of each epoch is dropped. A run resumed at step k therefore sees exactly the batches an
-uninterrupted run sees from step k on. This is a few lines of numpy rather than a grain pipeline:
+uninterrupted run sees from step k on. Evaluation visits a split in its stored order
+(`eval_batches`); a partial evaluation takes a fixed, seeded sample of it (`eval_sample`), since the
+stored order may be sorted by class. This is a few lines of numpy rather than a grain pipeline:
 random access to batch k is all that is needed and the arrays are already in memory (or mmapped).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -57,11 +60,17 @@ def train_batches(
     'lengths2' for two-document tasks.
 
   Raises:
-    DataError: a negative seed or start step, or a batch larger than the split.
+    DataError: a seed or start step that is not a non-negative integer, or a batch larger than the
+      split.
   """
   local = _check_processes(batch_size, process_index, process_count)
-  if seed < 0 or start_step < 0:
-    raise DataError(f'seed ({seed}) and start_step ({start_step}) must be non-negative')
+  integers = all(
+    isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (seed, start_step)
+  )
+  if not integers or seed < 0 or start_step < 0:
+    raise DataError(
+      f'seed ({seed!r}) and start_step ({start_step!r}) must be non-negative integers'
+    )
   steps_per_epoch = split.num_examples // batch_size
   if steps_per_epoch == 0:
     raise DataError(f'batch_size {batch_size} exceeds the {split.num_examples} training examples')
@@ -100,3 +109,35 @@ def eval_batches(
     batch = _gather(split, np.where(real, positions, 0))
     batch['weights'] = real.astype(np.float32)
     yield batch
+
+
+#: Seed of the `eval_sample` draw: every run, seed and process evaluates the same sample.
+EVAL_SAMPLE_SEED = 0
+
+
+def eval_sample(split: Split, num_examples: int, seed: int = EVAL_SAMPLE_SEED) -> Split:
+  """A fixed, seeded, uniformly drawn sample of a split, for an evaluation of part of it.
+
+  Splits are often stored sorted (by class, as the IMDb and LRA files are), so their first
+  examples are no estimate of the whole; a uniform sample without replacement is, and it mixes the
+  classes in their proportions. The sample is a pure function of (`seed`, the split's size).
+
+  Args:
+    split: the split.
+    num_examples: the sample size (>= 1).
+    seed: the draw's seed.
+
+  Returns:
+    `split` itself when it has at most `num_examples` examples; else a Split of `num_examples` of
+    its examples, kept in their stored order.
+
+  Raises:
+    DataError: `num_examples` < 1.
+  """
+  if num_examples < 1:
+    raise DataError(f'eval_sample: num_examples must be >= 1, got {num_examples}.')
+  if split.num_examples <= num_examples:
+    return split
+  rng = np.random.default_rng(seed)
+  chosen = np.sort(rng.choice(split.num_examples, num_examples, replace=False))
+  return dataclasses.replace(split, **{name: a[chosen] for name, a in split.arrays().items()})

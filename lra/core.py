@@ -122,6 +122,59 @@ def check_splits(
       )
 
 
+def check_arrays(
+  task: str,
+  splits: Mapping[str, Split],
+  sources: Mapping[str, str | Path],
+  *,
+  vocab_size: int,
+  num_classes: int,
+  max_length: int,
+) -> None:
+  """Checks the arrays of loaded splits against what the models take (their input contract).
+
+  The models are jitted code and check no values: an id outside the vocabulary embeds as NaN, a
+  label outside the classes gives a meaningless loss. Every loader's splits pass here.
+
+  Args:
+    task: task name, for the messages.
+    splits: split name -> Split.
+    sources: split name -> the file or folder it was read from.
+    vocab_size: token ids must lie in [0, vocab_size).
+    num_classes: class labels (1-D targets) must lie in [0, num_classes).
+    max_length: the inputs' width.
+
+  Raises:
+    DataError: integer arrays of another shape or dtype, lengths outside [0, max_length], ids or
+      labels out of range, naming the split, its source, the array and the value.
+  """
+  for name, split in splits.items():
+    where = f'{sources[name]}: {task} {name} split'
+    arrays = split.arrays()
+    for field, array in arrays.items():
+      if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f'{where}: {field} has dtype {array.dtype}, expected integers.')
+    widths = [('inputs', 'lengths'), ('inputs2', 'lengths2')]
+    for inputs, lengths in [pair for pair in widths if pair[0] in arrays]:
+      tokens, counts = arrays[inputs], arrays[lengths]
+      if tokens.shape != (split.num_examples, max_length) or counts.shape != tokens.shape[:1]:
+        raise DataError(
+          f'{where}: {inputs} {tokens.shape} and {lengths} {counts.shape}, expected '
+          f'({split.num_examples}, {max_length}) and ({split.num_examples},).'
+        )
+      _check_range(where, lengths, counts, 0, max_length + 1)
+      _check_range(where, inputs, tokens, 0, vocab_size)
+    targets = arrays['targets']
+    _check_range(where, 'targets', targets, 0, num_classes if targets.ndim == 1 else vocab_size)
+
+
+def _check_range(where: str, field: str, array: np.ndarray, low: int, high: int) -> None:
+  """Raises DataError unless every value of `array` lies in [low, high)."""
+  if array.size and (int(array.min()) < low or int(array.max()) >= high):
+    bad = int(array.min()) if int(array.min()) < low else int(array.max())
+    raise DataError(f'{where}: {field} holds {bad}, outside [{low}, {high}).')
+
+
 def task_data(
   name: str,
   splits: Mapping[str, Split],
@@ -155,10 +208,13 @@ def task_data(
     The task.
 
   Raises:
-    DataError: a checked split has no examples (naming its source).
+    DataError: a checked split has no examples, or arrays out of shape or range (`check_arrays`),
+      naming its source.
   """
   checked = {split: data for split, data in splits.items() if split in sources}
   check_splits(checked_as or name, checked, sources, limit)
+  sizes = dict(vocab_size=vocab_size, num_classes=num_classes, max_length=max_length)
+  check_arrays(checked_as or name, checked, sources, **sizes)
   return TaskData(
     name,
     splits['train'],

@@ -29,7 +29,13 @@ def _output_sizes(paths: Sequence[Path]) -> dict[str, int]:
   return sizes
 
 
-def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str, Any]) -> bool:
+def claim_outputs(
+  paths: Sequence[Path],
+  overwrite: bool,
+  settings: Mapping[str, Any],
+  *,
+  elsewhere: str = 'choose another --output_dir',
+) -> bool:
   """Lets a generator write `paths`, or tells it they are already there.
 
   Outputs that a finished run of the same generator wrote with the same `settings` (its record,
@@ -41,6 +47,7 @@ def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str,
     paths: the files and folders the generator writes.
     overwrite: delete what exists instead of refusing.
     settings: the generator's arguments (JSON-serialisable); part of the record.
+    elsewhere: the refusal's other way out (the command's output flag).
 
   Returns:
     True when the generator should write `paths` (then call `record_outputs`), False when they
@@ -64,7 +71,7 @@ def claim_outputs(paths: Sequence[Path], overwrite: bool, settings: Mapping[str,
     raise DataError(
       f'Refusing to overwrite existing data (not written by this command with these '
       f'settings):\n{listing}\nPass --overwrite to replace it (deleting it first), '
-      'or choose another --output_dir.'
+      f'or {elsewhere}.'
     )
   for path in [*existing, record]:
     if path.is_dir():

@@ -23,6 +23,8 @@ TOKEN_IDS = {token: i + 1 for i, token in enumerate(VOCAB)}
 VOCAB_SIZE = len(VOCAB) + 1
 NUM_CLASSES = 10
 HEADER = ['Source', 'Target']
+#: The official expressions are longer than this (the generator's default `--min_length`).
+OFFICIAL_MIN_LENGTH = 500
 
 
 def tokenize_source(source: str) -> list[str]:
@@ -77,12 +79,28 @@ def read_tsv(path: Path, max_length: int) -> Split:
   )
 
 
+def generator_command(data_dir: Path, max_length: int) -> str:
+  """The `lra.listops_generator` command that writes ListOps fitting `max_length` to `data_dir`.
+
+  The generator's defaults are the official distribution (500 to 2000 tokens); below
+  `OFFICIAL_MIN_LENGTH` every such expression would be cut, so the command then asks for short
+  expressions, as the quick start does (`configs/quickstart.py`: its exact command at 60).
+  """
+  command = f'python -m lra.listops_generator --output_dir {data_dir}'
+  if max_length >= OFFICIAL_MIN_LENGTH:
+    return command
+  return (
+    f'{command} --num_train 20000 --num_val 2000 --num_test 2000 --min_length '
+    f'{min(10, max_length // 2)} --max_length {max_length} --max_depth 4 --max_args 5'
+  )
+
+
 def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   """Loads ListOps from `data_dir/basic_{train,val,test}.tsv` (e.g. `lra_release/listops-1000`)."""
   paths = {split: data_dir / name for split, name in FILES.items()}
   require_files(
     list(paths.values()),
-    f'Generate them with: python -m lra.listops_generator --output_dir {data_dir}\n'
+    f'Generate them with: {generator_command(data_dir, max_length)}\n'
     'or use lra_release/lra_release/listops-1000 from the official LRA release.',
     generated=True,
   )

@@ -30,6 +30,7 @@ import random
 import statistics
 from pathlib import Path
 
+from lra import cli
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs
 from lra.listops import FILES
@@ -227,19 +228,20 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output_dir', required=True, type=Path)
-  for name, default in [
-    ('num_train', 96000),
-    ('num_val', 2000),
-    ('num_test', 2000),
-    ('min_length', 500),
-    ('max_length', 2000),
-    ('max_depth', 10),
-    ('max_args', 10),
-    ('seed', 0),
-    ('num_workers', 1),
+  parser.add_argument('--output_dir', required=True, type=cli.path)
+  for name, default, minimum in [
+    ('num_train', 96000, 1),
+    ('num_val', 2000, 1),
+    ('num_test', 2000, 1),
+    ('min_length', 500, 0),
+    ('max_length', 2000, 1),
+    ('max_depth', 10, 1),
+    ('max_args', 10, 2),
+    ('seed', 0, 0),
+    ('num_workers', 1, None),  # generate() checks it.
   ]:
-    parser.add_argument(f'--{name}', type=int, default=default)
+    kind = int if minimum is None else cli.integer(minimum)
+    parser.add_argument(f'--{name}', type=kind, default=default)
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
   )

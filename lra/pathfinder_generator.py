@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra import cli
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs
 from lra.pathfinder import DIFFICULTIES
@@ -251,11 +252,13 @@ def generate(
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output_dir', required=True, type=Path)
+  parser.add_argument('--output_dir', required=True, type=cli.path)
   parser.add_argument('--resolution', type=int, choices=sorted(GEOMETRY), default=32)
   parser.add_argument('--difficulty', choices=list(DIFFICULTIES), default='hard')
-  parser.add_argument('--num_examples', type=int, default=1000)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument(
+    '--num_examples', type=cli.integer(10), default=1000, help='>= 10 (80/10/10 split)'
+  )
+  parser.add_argument('--seed', type=cli.integer(0), default=0)
   parser.add_argument(
     '--overwrite',
     action='store_true',

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import tqdm
 
-from lra import pathfinder, registry
+from lra import cli, pathfinder, registry
 from lra.core import DataError
 from lra.files import write_atomically
 
@@ -117,29 +117,30 @@ SOURCES: dict[str, Source] = {
     extract_to='cifar10',
   ),
 }
-_RELEASE = 'lra_release/lra_release'  # The nested copy: its pathfinder128 is the sound one.
+_RELEASE = registry.LRA_RELEASE
+_DIRS = registry.PREPARED_DIRS
 TASK_FILES: dict[str, TaskFiles] = {
   'listops': TaskFiles(
     'lra_release',
-    f'{_RELEASE}/listops-1000',
+    _DIRS['listops'],
     tuple(f'{_RELEASE}/listops-1000/basic_{split}.tsv' for split in ('train', 'val', 'test')),
     'configs/listops.py',
   ),
   'text': TaskFiles(
     'imdb',
-    'imdb',
+    _DIRS['text'],
     tuple(f'aclImdb/{split}/{label}/' for split in ('train', 'test') for label in ('neg', 'pos')),
     'configs/text.py',
   ),
   'retrieval': TaskFiles(
     'lra_release',
-    f'{_RELEASE}/tsv_data',
+    _DIRS['retrieval'],
     tuple(f'{_RELEASE}/tsv_data/new_aan_pairs.{split}.tsv' for split in ('train', 'eval', 'test')),
     'configs/retrieval.py',
   ),
   'image': TaskFiles(
     'cifar10',
-    'cifar10',
+    _DIRS['image'],
     tuple(
       f'cifar-10-batches-py/{name}'
       for name in (*(f'data_batch_{i}' for i in range(1, 6)), 'test_batch')
@@ -148,12 +149,15 @@ TASK_FILES: dict[str, TaskFiles] = {
   ),
   'pathfinder32': TaskFiles(
     'lra_release',
-    _RELEASE,
+    _DIRS['pathfinder32'],
     (f'{_RELEASE}/pathfinder32/{{difficulty}}/',),
     'configs/pathfinder32.py',
   ),
   'pathx': TaskFiles(
-    'lra_release', _RELEASE, (f'{_RELEASE}/pathfinder128/{{difficulty}}/',), 'configs/pathx.py'
+    'lra_release',
+    _DIRS['pathx'],
+    (f'{_RELEASE}/pathfinder128/{{difficulty}}/',),
+    'configs/pathx.py',
   ),
 }
 DOWNLOADS = 'downloads'
@@ -728,7 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     '--tasks', default='all', help=f'"all" or a comma-separated list of {", ".join(TASK_FILES)}.'
   )
-  parser.add_argument('--data_dir', default='data', help='where everything goes (see above).')
+  parser.add_argument(
+    '--data_dir', default='data', type=cli.path, help='where everything goes (see above).'
+  )
   parser.add_argument(
     '--archive',
     action='append',
@@ -745,16 +751,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument(
     '--timeout',
-    type=float,
+    type=cli.number(above=0),
     default=20.0,
     help='seconds without a connection or data before an attempt fails.',
   )
   parser.add_argument(
-    '--retries', type=int, default=10, help='times a dropped download is resumed before giving up.'
+    '--retries',
+    type=cli.integer(0),
+    default=10,
+    help='times a dropped download is resumed before giving up.',
   )
   parser.add_argument('--no_progress', action='store_true', help='no progress bars.')
   args = parser.parse_args(argv)
-  data_root = Path(args.data_dir).expanduser()
+  data_root = args.data_dir
   try:
     tasks = parse_tasks(args.tasks)
     archives = _parse_archives(args.archive, {TASK_FILES[t].source for t in tasks})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +47,76 @@ TASKS = tuple(_REGISTRY)
 CORPORA_TASKS = ('seq2seq', 'lm', 'corpus', 'glue')
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 CACHE_SUBDIR = 'lra_cache'
+#: The LRA release's folder that `lra.prepare` extracts (the nested copy: its pathfinder128 is the
+#: sound one).
+LRA_RELEASE = 'lra_release/lra_release'
+#: Each task's `data_dir` relative to `python -m lra.prepare --data_dir` (`lra.prepare.TASK_FILES`).
+PREPARED_DIRS = {
+  'listops': f'{LRA_RELEASE}/listops-1000',
+  'text': 'imdb',
+  'retrieval': f'{LRA_RELEASE}/tsv_data',
+  'image': 'cifar10',
+  'pathfinder32': LRA_RELEASE,
+  'pathx': LRA_RELEASE,
+}
+#: The offline generators of the tasks that have one (besides `python -m lra.prepare`).
+_GENERATORS = {
+  'listops': 'python -m lra.listops_generator --output_dir data/listops',
+  'pathfinder32': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 32',
+  'pathx': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 128',
+}
+
+
+def data_source(name: str) -> str:
+  """How to get the data of LRA task `name`: the `lra.prepare` command and the folder it writes,
+  and the task's offline generator if it has one (for messages about a missing `data_dir`)."""
+  text = (
+    f'python -m lra.prepare --tasks {name} --data_dir data writes it to data/{PREPARED_DIRS[name]}'
+  )
+
+  if name in _GENERATORS:
+    text += f'; or generate it offline with {_GENERATORS[name]}'
+  return text + '.'
+
+
+def require_data_dir(name: str, data_dir: str | Path, source: str) -> None:
+  """Refuses an empty `data_dir`, which would silently mean the working directory.
+
+  Args:
+    name: the task.
+    data_dir: the folder given by the caller.
+    source: how to get the task's data (`data_source`).
+
+  Raises:
+    DataError: `data_dir` is '' (or only spaces), naming the task and how to get its data.
+  """
+  if isinstance(data_dir, str) and not data_dir.strip():
+    raise DataError(
+      f'data_dir is empty: give the folder of the {name} data (never the working directory by '
+      f'default). {source}'
+    )
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _option_error(key: str, value: Any, default: Any) -> str | None:
+  """Why an option's value is not of its default's kind (None when it is): a bool, an integer (a
+  seed >= 0), a finite number, a string (every other default is one), or for `cache_dir` a path or
+  None."""
+  if default is None:
+    return None if value is None or isinstance(value, (str, Path)) else 'must be a folder or None'
+  if isinstance(default, bool):
+    return None if isinstance(value, bool) else 'must be True or False'
+  if isinstance(default, int):
+    if not _is_int(value):
+      return 'must be an integer'
+    return 'must be >= 0' if key.endswith('seed') and value < 0 else None
+  if isinstance(default, float):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return None if number and math.isfinite(value) else 'must be a finite number'
+  return None if isinstance(value, str) else 'must be a string'
 
 
 def load_registered(
@@ -58,13 +129,15 @@ def load_registered(
     name: the task.
     data_dir: the folder the task's files are in.
     options: the task's options (`Loader.options`), and `cache_dir` (default
-      `<data_dir>/lra_cache`) and `cache` (False disables the cache) for every task.
+      `<data_dir>/lra_cache`, beside `data_dir` when it is a file) and `cache` (False disables
+      the cache) for every task.
 
   Returns:
     The task's splits and sizes.
 
   Raises:
-    DataError: unknown task or option, a `max_length` that is not a positive integer, missing or
+    DataError: unknown task or option, an option of another type than its default (a negative
+      seed, a non-finite number), a `max_length` that is not a positive integer, missing or
       malformed data.
   """
   if name not in registry:
@@ -77,12 +150,18 @@ def load_registered(
       f'{", ".join(sorted({**defaults, **_COMMON_OPTIONS}))}'
     )
   settings = {**_COMMON_OPTIONS, **defaults, **options}
-  if not isinstance(settings['max_length'], int) or settings['max_length'] <= 0:
+  if not _is_int(settings['max_length']) or settings['max_length'] <= 0:
     raise DataError(f'max_length must be a positive integer, got {settings["max_length"]!r}')
+  for key, value in options.items():
+    error = _option_error(key, value, {**_COMMON_OPTIONS, **defaults}[key])
+    if error:
+      raise DataError(f'Task {name!r}: option {key}={value!r} {error}.')
   data_dir = Path(data_dir).expanduser()
   cache_dir = settings.pop('cache_dir')
   use_cache = settings.pop('cache')
-  cache = Cache((Path(cache_dir) if cache_dir else data_dir / CACHE_SUBDIR) if use_cache else None)
+  # A corpus may be one file: its cache goes beside it.
+  default_cache = (data_dir.parent if data_dir.is_file() else data_dir) / CACHE_SUBDIR
+  cache = Cache((Path(cache_dir) if cache_dir else default_cache) if use_cache else None)
   loader = functools.partial(importlib.import_module(module_name).load, **fixed)
   return loader(data_dir, cache=cache, **settings)
 
@@ -102,11 +181,13 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
 
   Raises:
     DataError: unknown task or option (a task of `corpora` says to load it with
-      `corpora.load_task`), missing or malformed data.
+      `corpora.load_task`), an empty `data_dir`, missing or malformed data.
   """
   if name in CORPORA_TASKS:
     raise DataError(
       f'{name!r} is not an LRA task: load it with corpora.load_task({name!r}, ...) '
       '(package corpora).'
     )
+  if name in _REGISTRY:
+    require_data_dir(name, data_dir, data_source(name))
   return load_registered(_REGISTRY, name, data_dir, options)

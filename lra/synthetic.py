@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra import image, retrieval, text
+from lra import cli, image, retrieval, text
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs
 
@@ -139,9 +139,14 @@ WRITERS = {'text': write_text, 'retrieval': write_retrieval, 'image': write_imag
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--task', required=True, choices=TASKS)
-  parser.add_argument('--output_dir', required=True, type=Path)
-  parser.add_argument('--num_examples', type=int, default=1000)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--output_dir', required=True, type=cli.path)
+  parser.add_argument(
+    '--num_examples',
+    type=cli.integer(10),
+    default=1000,
+    help='training examples, >= 10 (the loaders hold 10%% out for validation)',
+  )
+  parser.add_argument('--seed', type=cli.integer(0), default=0)
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing outputs (default: refuse)'
   )

@@ -10,6 +10,7 @@ with `config.training.eval_every=0: must be >= 1` instead of deep inside trainin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -91,8 +92,13 @@ def _type_error(value: Any, hint: Any) -> str | None:
 
 
 def value_error(value: Any, hint: Any, rule: Mapping[str, Any]) -> str | None:
-  """Why `value` breaks its type `hint` or its `spec` rule, or None when it is allowed."""
+  """Why `value` breaks its type `hint` or its `spec` rule, or None when it is allowed.
+
+  A float must be finite whatever the rule: NaN and infinities are never a setting.
+  """
   error = _type_error(value, hint)
+  if error is None and isinstance(value, float) and not math.isfinite(value):
+    return 'must be a finite number'
   also = rule.get('also', ())
   if error or value is None or value in also:
     return error
@@ -139,3 +145,25 @@ def parse_section(cls: type[T], config: Mapping[str, Any], section: str) -> T:
     if hints[name] is float and isinstance(value, int):
       values[name] = float(value)
   return cls(**values)
+
+
+def non_finite_values(config: Mapping[str, Any], prefix: str = 'config') -> list[str]:
+  """The dotted keys of every float in the nested mapping `config` that is NaN or infinite.
+
+  Args:
+    config: a config (ConfigDict or dict), searched through nested mappings, lists and tuples.
+    prefix: the name of `config` in the keys, e.g. 'config'.
+
+  Returns:
+    'prefix.key=value' for each non-finite float, in key order.
+  """
+  found = []
+  for key in sorted(config):
+    value, name = config[key], f'{prefix}.{key}'
+    if isinstance(value, Mapping):
+      found += non_finite_values(value, name)
+    elif isinstance(value, (list, tuple)):
+      found += non_finite_values({str(i): item for i, item in enumerate(value)}, name)
+    elif isinstance(value, float) and not math.isfinite(value):
+      found.append(f'{name}={value!r}')
+  return found

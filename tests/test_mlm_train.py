@@ -1,7 +1,9 @@
 """Masked-LM pretraining, finetuning (`init_from`) and self-pretraining through the trainer."""
 
+import functools
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 import lra
 from configs import glue as glue_config
 from configs import pretrain_mlm
-from luna_jax.training import checkpointing, pretrained, run_config, trainer
+from luna_jax.training import checkpointing, pretrained, run_config, self_pretraining, trainer
+from luna_jax.training.loading import LoadRunError, load_run
 from tests.test_mlm import GLUE_FILES
 from tests.test_train import checkpoint_params, read_jsonl, tiny_config
 
@@ -83,6 +86,47 @@ def test_self_pretraining_resumes_within_and_across_stages(
       checkpoint_params(straight / stage, 4),
     )
   assert results['test'] == straight_run[1]['test']
+
+
+def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(
+  tiny_lra_data, straight_run, tmp_path, monkeypatch
+):
+  """The source moved away: the same command resumes (re-evaluates) the run, and so does the
+  command without init_from; neither reads the source, and the record keeps where it came from."""
+  straight = straight_run[0]
+  workdir = tmp_path / 'finetune'
+  shutil.copytree(straight / 'finetune', workdir)
+
+  def moved_away(path):
+    raise pretrained.InitFromError(f'{path}: moved away')
+
+  monkeypatch.setattr(pretrained, 'load_encoder', moved_away)
+  _, finetune = self_pretraining.stage_configs(spt_config(tiny_lra_data), str(straight))[1]
+  for init_from in (finetune.init_from, ''):
+    finetune.init_from = init_from
+    results = trainer.train_and_evaluate(finetune, str(workdir))
+    assert results['test'] == straight_run[1]['test']
+    assert results['config']['init_from'] == str(straight / 'pretrain')
+
+
+def test_load_run_gives_a_trained_model_and_its_parameters(tiny_lra_data, straight_run):
+  straight = straight_run[0]
+  run = load_run(str(straight / 'finetune'))
+  assert run.step == 4 and run.vocabulary == 'listops'
+  jax.tree.map(
+    np.testing.assert_array_equal, run.params, checkpoint_params(straight / 'finetune', 4)
+  )
+  data = lra.load_task('listops', tiny_lra_data['listops'][0], **tiny_lra_data['listops'][1])
+  apply = jax.jit(functools.partial(run.model.apply, {'params': run.params}))
+  logits = apply(data.test.inputs[:3], data.test.lengths[:3])
+  assert logits.shape == (3, data.num_classes) and np.isfinite(logits).all()
+  best = load_run(str(straight / 'finetune'), checkpoint='best')
+  assert best.checkpoint.startswith(str(straight / 'finetune' / 'best'))
+  assert load_run(str(straight / 'pretrain')).model.objective is not run.model.objective
+  with pytest.raises(LoadRunError, match='is a self-pretraining run: load one of its stages'):
+    load_run(str(straight))
+  with pytest.raises(LoadRunError, match="checkpoint='last': must be one of"):
+    load_run(str(straight / 'finetune'), checkpoint='last')
 
 
 def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_data, straight_run):

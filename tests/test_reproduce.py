@@ -48,7 +48,7 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
 
   assert reproduce.main(options + train_flags) == 1
   out = capsys.readouterr().out
-  finished = runs / 'listops' / 'luna16' / 'seed0'
+  finished = runs / 'debug' / 'listops' / 'luna16' / 'seed0'  # Debug runs apart from real ones.
   results = json.loads((finished / 'results.json').read_text(encoding='utf-8'))
   assert results['config']['data']['options']['max_length'] == 32
   assert 'listops/luna16/seed0: done in' in out
@@ -56,10 +56,10 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
   assert 'started on GPU 0' in out and 'started on GPU 1' in out  # Both ran at once.
   assert 'retrieval/luna16/seed0: FAILED (exit code 1)' in out
   assert 'new_aan_pairs.eval.tsv:' in out and 'expected 5 tab-separated fields' in out
-  leaderboard = (reports / 'leaderboard.md').read_text(encoding='utf-8')
-  ours = [line for line in leaderboard.splitlines() if '| ours (1 run) |' in line]
+  leaderboard = (reports / 'debug' / 'leaderboard.md').read_text(encoding='utf-8')
+  ours = [line for line in leaderboard.splitlines() if '| ours, debug (1 run) |' in line]
   assert len(ours) == 1 and f'| {100 * results["test"]["accuracy"]:.2f} |' in ours[0]
-  assert (reports / 'figure1.png').stat().st_size > 0
+  assert (reports / 'debug' / 'figure1.png').stat().st_size > 0
 
   # Again: the finished run is skipped (its log does not grow); the failed one is tried again.
   log_size = (finished / reproduce.LOG).stat().st_size

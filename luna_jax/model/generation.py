@@ -1,15 +1,23 @@
 """Generation with the causal Luna models: LM sampling (greedy, temperature, top-k), seq2seq greedy
 decoding and beam search. Every loop is a `jax.lax.scan` over `LunaLM.decode_step` /
 `LunaSeq2Seq.decode_step`, so each new token costs O(1) time and the cache O(l*d) memory per layer.
+
+`generate`, `greedy_decode` and `beam_search` are the host-side entry points: they check their
+arguments (model type, shapes, integer dtypes, token ids in [0, vocab_size), lengths, sizes and
+rates) and raise a ValueError naming the bad value before anything is compiled, then call their
+jitted loop. The models themselves take whatever they are given: an id outside the vocabulary
+embeds as NaN (JAX's out-of-range gather), which the checks here prevent.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
 from luna_jax.model.encoders import check_positions
@@ -30,7 +38,71 @@ def _choose(logits: Array, rng: Array, temperature: float, top_k: int | None) ->
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'num_tokens', 'temperature', 'top_k'))
+def _check_model(model: Any, kind: type, function: str) -> None:
+  if not isinstance(model, kind):
+    raise ValueError(
+      f'{function} needs a {kind.__name__} (config.model.name='
+      f'{"luna_lm" if kind is LunaLM else "luna_seq2seq"!r}), got {type(model).__name__}.'
+    )
+
+
+def _check_integers(name: str, array: Any, ndim: int) -> None:
+  """A non-empty integer array of `ndim` dimensions; ValueError naming it."""
+  shape, dtype = np.shape(array), getattr(array, 'dtype', np.asarray(array).dtype)
+  if len(shape) != ndim or 0 in shape:
+    layout = '[batch, length]' if ndim == 2 else '[batch]'
+    raise ValueError(f'{name} has shape {shape}: expected a non-empty {layout} array.')
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f'{name} has dtype {dtype}: it must hold integers (e.g. int32).')
+
+
+def _check_tokens(name: str, tokens: Any, vocab_size: int) -> None:
+  """`[batch, length]` integer ids, in [0, vocab_size) when concrete; ValueError naming them."""
+  _check_integers(name, tokens, 2)
+  if isinstance(tokens, jax.core.Tracer):
+    return
+  values = np.asarray(tokens)
+  low, high = int(values.min()), int(values.max())
+  if low < 0 or high >= vocab_size:
+    raise ValueError(
+      f'{name} holds token id {low if low < 0 else high}: ids must lie in [0, {vocab_size}) (the '
+      "model's vocab_size); an id outside it embeds as NaN. Tokenise with the vocabulary the "
+      'model was trained on.'
+    )
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+  within = maximum is None or value <= maximum
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    within = False
+  if not within:
+    allowed = f'>= {minimum}' if maximum is None else f'in [{minimum}, {maximum}]'
+    raise ValueError(f'{name}={value!r}: must be an integer {allowed}.')
+
+
+def _check_rate(name: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise ValueError(f'{name}={value!r}: must be a finite number >= 0.')
+  if value < 0:
+    raise ValueError(f'{name}={value!r}: must be >= 0 (0 is greedy / no penalty).')
+
+
+def _check_source(model: LunaSeq2Seq, inputs: Any, lengths: Any) -> None:
+  """The source of `greedy_decode` and `beam_search`: ids, and lengths in [1, m] per row."""
+  _check_tokens('inputs', inputs, model.config.vocab_size)
+  _check_integers('lengths', lengths, 1)
+  batch, m = np.shape(inputs)
+  if np.shape(lengths) != (batch,):
+    raise ValueError(f'lengths has shape {np.shape(lengths)}: expected [batch] = ({batch},).')
+  if not isinstance(lengths, jax.core.Tracer):
+    values = np.asarray(lengths)
+    if values.min() < 1 or values.max() > m:
+      raise ValueError(
+        f'lengths holds {int(values.min() if values.min() < 1 else values.max())}: every source '
+        f"length must lie in [1, {m}] (the inputs' width)."
+      )
+
+
 def generate(
   model: LunaLM,
   params: Params,
@@ -46,24 +118,50 @@ def generate(
   Args:
     model: the language model.
     params: its parameters.
-    prompt: `[batch, n0]` int ids (n0 >= 1, all prompts the same length).
-    num_tokens: tokens to generate.
+    prompt: `[batch, n0]` integer ids in [0, vocab_size) (n0 >= 1, all prompts the same length).
+    num_tokens: tokens to generate (>= 1).
     rng: PRNG key for sampling.
-    temperature: 0 for greedy decoding, else the sampling temperature.
-    top_k: sample among the k most likely tokens only.
+    temperature: 0 for greedy decoding, else the sampling temperature (finite, > 0).
+    top_k: sample among the k most likely tokens only (1 <= k <= vocab_size), or None.
 
   Returns:
-    `[batch, n0 + num_tokens]` ids: the prompt followed by the generated tokens.
+    `[batch, n0 + num_tokens]` int32 ids: the prompt followed by the generated tokens.
 
   Raises:
-    ValueError: `n0 + num_tokens` exceeds the model's `max_length`.
+    ValueError: another model type, a prompt of another shape or dtype or with ids outside the
+      vocabulary, `num_tokens` < 1, a negative or non-finite `temperature`, `top_k` outside
+      [1, vocab_size], or `n0 + num_tokens` beyond the model's `max_length`.
   """
-  n0 = prompt.shape[1]
+  _check_model(model, LunaLM, 'generate')
+  vocab_size = model.config.vocab_size
+  _check_tokens('prompt', prompt, vocab_size)
+  _check_int('num_tokens', num_tokens, 1)
+  _check_rate('temperature', temperature)
+  if top_k is not None:
+    _check_int('top_k', top_k, 1, vocab_size)
+  n0 = np.shape(prompt)[1]
   check_positions(
     model.config,
     n0 + num_tokens,
     f'{n0} prompt tokens + {num_tokens} to generate = {n0 + num_tokens} tokens',
   )
+  return _generate(
+    model, params, prompt, int(num_tokens), rng, temperature=float(temperature), top_k=top_k
+  )
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'num_tokens', 'temperature', 'top_k'))
+def _generate(
+  model: LunaLM,
+  params: Params,
+  prompt: Array,
+  num_tokens: int,
+  rng: Array,
+  *,
+  temperature: float,
+  top_k: int | None,
+) -> Array:
+  """`generate`'s jitted loop (arguments checked)."""
   step = lambda token, cache: model.apply(
     {'params': params}, token, cache, method=LunaLM.decode_step
   )
@@ -85,7 +183,6 @@ def generate(
   return jnp.concatenate([prompt, new.T], axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'max_length', 'eos_id'))
 def greedy_decode(
   model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
 ) -> Array:
@@ -94,18 +191,31 @@ def greedy_decode(
   Args:
     model: the encoder-decoder.
     params: its parameters.
-    inputs: `[batch, m]` source ids.
-    lengths: `[batch]` source lengths.
-    max_length: output tokens to produce.
-    eos_id: end-of-sequence id; positions after it are 0 (padding).
+    inputs: `[batch, m]` integer source ids in [0, vocab_size).
+    lengths: `[batch]` integer source lengths, each in [1, m].
+    max_length: output tokens to produce (>= 1).
+    eos_id: end-of-sequence id in [1, vocab_size); positions after it are 0 (padding).
 
   Returns:
-    `[batch, max_length]` output ids (including the EOS).
+    `[batch, max_length]` int32 output ids (including the EOS).
 
   Raises:
-    ValueError: `max_length` exceeds the model's `max_length`.
+    ValueError: another model type, inputs or lengths of another shape or dtype or out of range,
+      `max_length` < 1 or beyond the model's `max_length`, `eos_id` outside [1, vocab_size).
   """
+  _check_model(model, LunaSeq2Seq, 'greedy_decode')
+  _check_source(model, inputs, lengths)
+  _check_int('max_length', max_length, 1)
+  _check_int('eos_id', eos_id, 1, model.config.vocab_size - 1)
   check_positions(model.config, max_length, f'{max_length} output tokens')
+  return _greedy_decode(model, params, inputs, lengths, max_length=max_length, eos_id=eos_id)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'max_length', 'eos_id'))
+def _greedy_decode(
+  model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
+) -> Array:
+  """`greedy_decode`'s jitted loop (arguments checked)."""
   variables = {'params': params}
   encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)
   cache = model.apply(variables, encoded, method=LunaSeq2Seq.init_cache)
@@ -132,7 +242,6 @@ def sequence_lengths(tokens: Array, eos_id: int) -> Array:
   return first.astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_length', 'eos_id'))
 def beam_search(
   model: LunaSeq2Seq,
   params: Params,
@@ -152,20 +261,54 @@ def beam_search(
   Args:
     model: the encoder-decoder.
     params: its parameters.
-    inputs: `[batch, m]` source ids.
-    lengths: `[batch]` source lengths.
-    beam_size: beams per example.
-    max_length: output tokens to produce.
-    eos_id: end-of-sequence id.
-    length_penalty: the GNMT alpha (0 = rank by summed log-probability).
+    inputs: `[batch, m]` integer source ids in [0, vocab_size).
+    lengths: `[batch]` integer source lengths, each in [1, m].
+    beam_size: beams per example (>= 1).
+    max_length: output tokens to produce (>= 1).
+    eos_id: end-of-sequence id in [1, vocab_size).
+    length_penalty: the GNMT alpha (finite, >= 0; 0 = rank by summed log-probability).
 
   Returns:
-    (`[batch, max_length]` best output ids, `[batch]` their summed log-probabilities).
+    (`[batch, max_length]` int32 best output ids, `[batch]` float32 their summed
+    log-probabilities).
 
   Raises:
-    ValueError: `max_length` exceeds the model's `max_length`.
+    ValueError: another model type, inputs or lengths of another shape or dtype or out of range,
+      `beam_size` or `max_length` < 1, `max_length` beyond the model's `max_length`, `eos_id`
+      outside [1, vocab_size), a negative or non-finite `length_penalty`.
   """
+  _check_model(model, LunaSeq2Seq, 'beam_search')
+  _check_source(model, inputs, lengths)
+  _check_int('beam_size', beam_size, 1)
+  _check_int('max_length', max_length, 1)
+  _check_int('eos_id', eos_id, 1, model.config.vocab_size - 1)
+  _check_rate('length_penalty', length_penalty)
   check_positions(model.config, max_length, f'{max_length} output tokens')
+  return _beam_search(
+    model,
+    params,
+    inputs,
+    lengths,
+    beam_size=beam_size,
+    max_length=max_length,
+    eos_id=eos_id,
+    length_penalty=float(length_penalty),
+  )
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_length', 'eos_id'))
+def _beam_search(
+  model: LunaSeq2Seq,
+  params: Params,
+  inputs: Array,
+  lengths: Array,
+  *,
+  beam_size: int,
+  max_length: int,
+  eos_id: int,
+  length_penalty: float,
+) -> tuple[Array, Array]:
+  """`beam_search`'s jitted loop (arguments checked)."""
   variables = {'params': params}
   batch, k = inputs.shape[0], beam_size
   encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)

@@ -10,11 +10,14 @@ workdir           the workdir lock
 distributed       multi-process set-up (`jax.distributed`)
 xla_settings      the XLA flags `train.py` and the benchmarks set
 pretrained        initialising an encoder from another run (`config.init_from`)
+loading           `load_run(workdir)`: a trained run's model and parameters, for generation or
+                  evaluation
 convert_fairseq   the authors' pretrained Luna-BERT (fairseq-apollo `luna_bert`) as such a run
 torch_checkpoint  `torch.save` files read without PyTorch (for convert_fairseq)
 self_pretraining  the pretrain-then-finetune stages of one run
 """
 
+from luna_jax.training.loading import LoadedRun, load_run
 from luna_jax.training.run_config import RunConfig, parse_config, resolve_config
 from luna_jax.training.steps import TrainState, create_train_state, eval_step, train_step
 from luna_jax.training.trainer import train_and_evaluate

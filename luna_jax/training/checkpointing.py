@@ -178,12 +178,13 @@ class _VerifiedManager:
     self.manager.close()
 
 
-def read_checkpoint(path: str) -> tuple[Any, dict[str, Any], str]:
+def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[str, Any], str]:
   """Reads, verified and without changing anything, a train state another run saved.
 
   Args:
     path: a run's workdir (its newest intact checkpoint is read) or one checkpoint folder,
-      `<workdir>/checkpoints/<step>`.
+      `<workdir>/<folder>/<step>`.
+    folder: 'checkpoints' (train states) or 'best' (the best validation parameters, `{'params'}`).
 
   Returns:
     (the stored tree as nested dicts of numpy arrays, e.g. `tree['params']`; the record saved with
@@ -194,22 +195,22 @@ def read_checkpoint(path: str) -> tuple[Any, dict[str, Any], str]:
       not moved: the folder may be another user's).
   """
   path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
+  if os.path.isdir(os.path.join(path, folder)):
     workdir, wanted = path, None
   elif (
     os.path.basename(path).isdigit()
-    and os.path.basename(os.path.dirname(path)) == 'checkpoints'
+    and os.path.basename(os.path.dirname(path)) == folder
     and os.path.isdir(path)
   ):
     workdir, wanted = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
   else:
     raise FileNotFoundError(
-      f"{path}: neither a run's workdir (with a checkpoints/ folder) nor a "
-      'checkpoint folder <workdir>/checkpoints/<step>.'
+      f"{path}: neither a run's workdir (with a {folder}/ folder) nor a "
+      f'checkpoint folder <workdir>/{folder}/<step>.'
     )
   manager = _VerifiedManager(
     workdir,
-    'checkpoints',
+    folder,
     ocp.CheckpointManagerOptions(
       read_only=True, create=False, enable_async_checkpointing=False, cleanup_tmp_directories=False
     ),

@@ -136,10 +136,16 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
 
   Raises:
     config_utils.ConfigError: an unknown or missing key, a value of the wrong type or out of its
-      range (an interval or size < 1, a rate outside [0, 1), an unknown choice or dtype name),
-      naming `config.<section>.<key>`, the value and what is allowed.
+      range (an interval or size < 1, a rate outside [0, 1), an unknown choice or dtype name), a
+      NaN or infinite float anywhere, naming `config.<section>.<key>`, the value and what is
+      allowed.
   """
   config_utils.check_keys(config, CONFIG_KEYS, 'config')
+  non_finite = config_utils.non_finite_values(config.to_dict())
+  if non_finite:
+    raise config_utils.ConfigError(
+      f'{non_finite[0]}: must be a finite number (NaN and infinities are never a setting).'
+    )
   if config.debug is True:
     config = apply_debug(config)
   check_model_config(config.model)
@@ -153,6 +159,24 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
     ),
   }
   return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
+
+
+def require_data_dir(data: DataConfig) -> None:
+  """Refuses an unset `config.data.data_dir` before a run (it would mean the working directory).
+
+  `parse_config` accepts it, so that a config file can leave the folder to the command line.
+
+  Raises:
+    config_utils.ConfigError: `data.data_dir` is empty, naming the flag and how to get the task's
+      data.
+  """
+  if data.data_dir.strip():
+    return
+  source = (lra if data.task in lra.TASKS else corpora).data_source(data.task)
+  raise config_utils.ConfigError(
+    f'config.data.data_dir is not set: pass --config.data.data_dir=DIR, the folder of the '
+    f'{data.task} data (never the working directory by default). {source}'
+  )
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -247,20 +247,21 @@ def evaluate(
     batch_size: global evaluation batch size.
     num_devices: local devices.
     objective: the model's objective, which turns the summed metrics into means.
-    max_batches: evaluate only the first `max_batches` batches (-1: the whole split).
+    max_batches: evaluate `max_batches` batches of a fixed, seeded sample of the split
+      (`lra.eval_sample`; the whole split when it has no more examples), or -1: the whole split.
 
   Returns:
     `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
     models 'sequence_accuracy'.
   """
+  if max_batches != -1:
+    split = lra.eval_sample(split, max_batches * batch_size)
   batches = lra.eval_batches(
     split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
   )
   key = jax.random.PRNGKey(EVAL_SEED)
   totals = None
   for i, batch in enumerate(batches):
-    if i == max_batches:
-      break
     sums = p_eval_step(params, shard(batch, num_devices), jax.random.fold_in(key, i))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return objective.summarize(jax.device_get(unreplicate(totals)))

@@ -10,6 +10,7 @@ preparation, the loss and its weights, the evaluation metrics) is the model's `o
 (`luna_jax.model.objectives`); the trainer does not depend on the model family. It writes:
 
   .lock                the workdir lock (`luna_jax.training.workdir`)
+  kind.json            the kind of run it holds (plain, pretraining, self-pretraining, finetuning)
   config.json          the resolved config
   metrics.jsonl        one JSON object per logged step (train_*, validation_*, test_*)
   tensorboard/         the same scalars as TensorBoard event files
@@ -49,6 +50,7 @@ import corpora
 import lra
 import luna_jax
 from lra.files import write_atomically
+from luna_jax.config_utils import ConfigError
 from luna_jax.training import checkpointing, metric_log, optim, pretrained, self_pretraining
 from luna_jax.training import workdir as workdir_lib
 from luna_jax.training.distributed import initialize_distributed
@@ -60,6 +62,7 @@ from luna_jax.training.run_config import (
   TrainingConfig,
   config_changes,
   parse_config,
+  require_data_dir,
 )
 from luna_jax.training.steps import (
   AXIS,
@@ -95,18 +98,25 @@ def _write_json(path: str, value: Any) -> None:
   write_atomically(path, json.dumps(value, indent=2))
 
 
+class VocabularyChangedError(ConfigError):
+  """A run is resumed on data tokenised with another vocabulary than its checkpoints'."""
+
+
 def restore_run(
   checkpointer: checkpointing.Checkpointer,
   state: TrainState,
   run: RunConfig,
   workdir: str,
   global_devices: int,
-) -> tuple[TrainState, dict[str, Any]]:
+  vocabulary: str | None = None,
+) -> tuple[TrainState, dict[str, Any], RunConfig]:
   """Resumes the workdir's run from its newest intact checkpoint, if any, under the config rule.
 
-  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count.
-  A different global device count is allowed: it is stated in one warning and added to the record's
-  'device_changes'.
+  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count;
+  `init_from` may be left out (a resumed run restores its encoder from its own checkpoint, so the
+  source is not read and may be gone; the stored value is kept). The data's vocabulary must be the
+  one the checkpoint records. A different global device count is allowed: it is stated in one
+  warning and added to the record's 'device_changes'.
 
   Args:
     checkpointer: the workdir's checkpointer.
@@ -114,38 +124,54 @@ def restore_run(
     run: this session's config.
     workdir: the run's folder (for messages).
     global_devices: devices over all processes in this session.
+    vocabulary: the data's vocabulary name (`lra.vocabulary`); None: not checked.
 
   Returns:
-    (state, record): the record saved with the checkpoint ('config', 'global_devices',
-    'device_changes', 'train_time', 'timed_steps'), or a fresh one.
+    (state, record, run): the record saved with the checkpoint ('config', 'vocabulary',
+    'global_devices', 'device_changes', 'train_time', 'timed_steps'), or a fresh one; `run` with
+    the checkpoint's `init_from` when one was restored.
 
   Raises:
     ConfigChangedError: naming every setting that differs, with both values.
+    VocabularyChangedError: the data's vocabulary is not the checkpoint's (a replaced tokenizer).
     checkpointing.CheckpointMismatchError: the checkpoint's arrays do not fit the model.
   """
   new_config = run.to_dict()
 
   def check(step: int, record: dict[str, Any]) -> None:
-    changes = config_changes(record.get('config', {}), new_config)
+    stored = record.get('config', {})
+    # init_from is not read on resume: it may be left out ('') once the run has a checkpoint.
+    dropped = not new_config['init_from'] and 'init_from' in stored
+    changes = config_changes(
+      stored, {**new_config, 'init_from': stored['init_from']} if dropped else new_config
+    )
     if changes:
       raise ConfigChangedError(
         f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
         + '\n  '.join(changes)
         + '\nOnly training.'
         + ', training.'.join(RESCHEDULE_KEYS)
-        + ' and the device count may change when a run is resumed. Use another --workdir for '
-        f'a new run, or resume this one with the settings in {workdir}/config.json.'
+        + ' and the device count may change when a run is resumed, and init_from may be left '
+        'out (it is not read on resume). Use another --workdir for a new run, or resume this one '
+        f'with the settings in {workdir}/config.json.'
+      )
+    if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
+      raise VocabularyChangedError(
+        f'{workdir} was trained on vocabulary {record["vocabulary"]!r} (checkpoint at step '
+        f'{step}), but the data now gives {vocabulary!r}: the tokenizer file '
+        f'({run.data.options.get("tokenizer", "bytes")}) was replaced since. Put the original '
+        'tokenizer back (the same file), or use a new --workdir to train on the new vocabulary.'
       )
 
   state, record = checkpointer.restore_latest(state, check)
   if record is None:
-    return state, {
-      'global_devices': global_devices,
-      'device_changes': [],
-      'train_time': 0.0,
-      'timed_steps': 0,
-    }
+    fresh = {'global_devices': global_devices, 'device_changes': [], 'train_time': 0.0}
+    return state, {**fresh, 'timed_steps': 0}, run
   step = int(state.step)
+  stored_init_from = record.get('config', {}).get('init_from', run.init_from)
+  if stored_init_from != run.init_from:
+    logging.info('Resuming step %d: init_from is not read (kept as %r).', step, stored_init_from)
+    run = dataclasses.replace(run, init_from=stored_init_from)
   if record['global_devices'] != global_devices:
     logging.warning(
       'Resuming step %d, trained so far on %d devices, on %d devices: the run will '
@@ -160,7 +186,7 @@ def restore_run(
       {'step': step, 'from': record['global_devices'], 'to': global_devices},
     ]
     record['global_devices'] = global_devices
-  return state, record
+  return state, record, run
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -182,17 +208,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     'num_examples'}, and 'sequence_accuracy' for the token-level models) of the final parameters,
     'best' ('step' of the best validation checkpoint or None, 'test': its test metrics or None when
     its parameters could not be restored, 'selected_on_test': whether the validation split was the
-    test split, 'directory'), 'step', 'num_params', 'steps_per_sec' (over every session of the
-    run), 'devices' (with 'changes' of the device count on resume) and 'config'.
+    test split, 'directory'), 'step', 'partial_evaluation' (whether a split was evaluated on a
+    sample, `training.num_eval_batches`), 'num_params', 'steps_per_sec' (over every session of
+    the run), 'devices' (with 'changes' of the device count on resume) and 'config'.
 
   Raises:
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
       sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume.
     workdir.WorkdirLockedError: another process trains in `workdir`.
+    workdir.WorkdirKindError: `workdir` holds another kind of run (`workdir.claim_kind`).
     lra.DataError: missing data, unknown data options.
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """
   run = parse_config(config)
+  require_data_dir(run.data)
   if run.training.distributed and not jax.distributed.is_initialized():
     initialize_distributed()
   if run.self_pretraining.num_train_steps:
@@ -208,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with contextlib.ExitStack() as stack:
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))
+      workdir_lib.claim_kind(workdir, workdir_lib.run_kind(run.to_dict()), run.debug)
     os.makedirs(workdir, exist_ok=True)
     session, state = _setup(run, workdir, is_lead, stack)
     state, validation = _train(session, state)
@@ -249,11 +279,13 @@ class _Session:
 
   def checkpoint_record(self) -> dict[str, Any]:
     """The record saved with a checkpoint: the restored one with the config, the data's
-    vocabulary (what `init_from` checks) and speed totals."""
+    vocabulary (what `init_from` and a resume check), the model's data sizes (`model_inputs`) and
+    speed totals."""
     return {
       **self.record,
       'config': self.run.to_dict(),
       'vocabulary': lra.vocabulary(self.data),
+      'model_inputs': model_inputs(self.data),
       'train_time': self.train_log.train_time,
       'timed_steps': self.train_log.timed_steps,
     }
@@ -269,15 +301,18 @@ def _setup(
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   data = load_data(run)
   model, optimizer, state = build(run, data)
-  if run.init_from:
-    state = initialize_from(state, run.init_from, model, data, optimizer)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
   checkpointer = stack.enter_context(
     contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
   )
-  state, record = restore_run(checkpointer, state, run, workdir, len(devices) * jax.process_count())
+  global_devices = len(devices) * jax.process_count()
+  state, record, run = restore_run(
+    checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
+  )
   start_step = int(state.step)
+  if run.init_from and not start_step:  # A resumed run's encoder is in its own checkpoint.
+    state = initialize_from(state, run.init_from, model, data, optimizer)
   if is_lead:
     _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
   logging.info(
@@ -329,21 +364,26 @@ def load_data(run: RunConfig) -> lra.TaskData:
   return lra.unlabelled(data) if run.model['name'] in luna_jax.MLM_MODELS else data
 
 
+def model_inputs(data: lra.TaskData) -> dict[str, Any]:
+  """What `luna_jax.build_model` needs from the data besides `config.model` (JSON-able: it is
+  saved with every checkpoint, so that `luna_jax.training.load_run` builds the model without the
+  data): vocab_size, num_classes, max_length, dual, bos_id, special_ids."""
+  return {
+    'vocab_size': data.vocab_size,
+    'num_classes': data.num_classes,
+    # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
+    'max_length': max([data.max_length, *data.train.targets.shape[1:]]),
+    'dual': data.dual,
+    'bos_id': data.info.get('bos_id'),
+    'special_ids': list(lra.special_ids(data)),
+  }
+
+
 def build(
   run: RunConfig, data: lra.TaskData
 ) -> tuple[flax.linen.Module, optax.GradientTransformation, TrainState]:
   """The model for `data`, the optimizer and a freshly initialised state."""
-  # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
-  max_length = max([data.max_length, *data.train.targets.shape[1:]])
-  model = luna_jax.build_model(
-    run.model,
-    vocab_size=data.vocab_size,
-    num_classes=data.num_classes,
-    max_length=max_length,
-    dual=data.dual,
-    bos_id=data.info.get('bos_id'),
-    special_ids=lra.special_ids(data),
-  )
+  model = luna_jax.build_model(run.model, **model_inputs(data))
   optimizer = optim.make_optimizer(run.optimizer)
   example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
   return (
@@ -401,6 +441,7 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
   with contextlib.ExitStack() as stack:
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))
+      workdir_lib.claim_kind(workdir, 'self-pretraining', bool(config.debug))
     os.makedirs(workdir, exist_ok=True)
     results = []
     for stage_dir, stage_config in self_pretraining.stage_configs(config, workdir):
@@ -578,8 +619,13 @@ def _final_evaluation(
 def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   """`train_and_evaluate`'s results: `final` (`_final_evaluation`) with the parameter count, speed,
   devices and config; written to `workdir/results.json` by the lead process."""
+  training = session.run.training
+  sample = training.num_eval_batches * session.eval_batch_size
   results = {
     **final,
+    # Whether the figures come from a sample of a split (`evaluate`'s max_batches).
+    'partial_evaluation': training.num_eval_batches != -1
+    and sample < max(session.data.validation.num_examples, session.data.test.num_examples),
     'num_params': session.num_params,
     'steps_per_sec': session.train_log.steps_per_sec(),
     'devices': {**_describe_devices(session.devices), 'changes': session.record['device_changes']},

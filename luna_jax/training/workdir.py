@@ -1,26 +1,134 @@
-"""An exclusive lock on a run's workdir, so that one workdir belongs to one training process.
+"""A run's workdir: an exclusive lock, so that it belongs to one training process, and the record
+of the kind of run it holds, so that it holds one kind of run.
 
 `lock(workdir)` takes a POSIX advisory lock (`fcntl.flock`) on `workdir/.lock` and writes the
 holder's pid and host into it. The operating system drops the lock when the holder exits or dies, so
 a SIGKILLed run leaves no stale lock: the next start takes it at once. A second process that finds
 the lock taken fails with `WorkdirLockedError` naming the holder's pid. (`flock` is local to a
 machine on some network file systems; on several hosts, lock on the lead host only.)
+
+`claim_kind(workdir, kind, debug)` records in `workdir/kind.json` what the workdir holds (one of
+`KINDS`, and whether it is a debug run) and refuses any other kind later: a self-pretraining run
+started in a plain run's workdir would overwrite its `results.json`, a real run would resume a
+debug one. A workdir written before the record existed is recognised by its `config.json` (or, for
+self-pretraining, by its `pretrain`/`finetune` stages).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from lra.files import write_atomically
+from luna_jax.model.build import MLM_MODELS
 
 #: Name of the lock file inside the workdir.
 LOCK_FILE = '.lock'
+#: Name of the record of the kind of run a workdir holds.
+KIND_FILE = 'kind.json'
+#: The kinds of run: trained from scratch, masked-LM pretraining, a self-pretraining run (two stages
+#: in sub-folders), trained from another run's encoder (`init_from`).
+KINDS = ('plain', 'pretraining', 'self-pretraining', 'finetuning')
+#: Where a self-pretraining run keeps its stages (`luna_jax.training.self_pretraining`).
+_STAGE_DIRS = ('pretrain', 'finetune')
 
 
 class WorkdirLockedError(RuntimeError):
   """Another live process holds the workdir."""
+
+
+class WorkdirKindError(RuntimeError):
+  """The workdir holds another kind of run than the one started in it."""
+
+
+def run_kind(config: Mapping[str, Any]) -> str:
+  """The kind (one of `KINDS`) of the run of a resolved config as nested dicts
+  (`RunConfig.to_dict()`, `config.json`)."""
+  if config['self_pretraining']['num_train_steps']:
+    return 'self-pretraining'
+  if config['model']['name'] in MLM_MODELS:
+    return 'pretraining'
+  return 'finetuning' if config['init_from'] else 'plain'
+
+
+def _describe(kind: str, debug: bool) -> str:
+  return f'{"debug " if debug else ""}{kind}'
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  folder = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
+def _holds_a_run(workdir: str) -> bool:
+  """Whether `workdir` holds anything of a run: its config, checkpoints, results or stages."""
+  names = ('config.json', 'results.json', 'checkpoints', *_STAGE_DIRS)
+  return any(os.path.exists(os.path.join(workdir, name)) for name in names)
+
+
+def recorded_kind(workdir: str) -> tuple[str, bool] | None:
+  """The (kind, debug) of the run `workdir` holds, or None for a workdir without a run.
+
+  Read from `KIND_FILE`, else (a workdir written before it existed) from its `config.json`, else a
+  `results.json` with the pretraining stage's figures or a stage sub-folder means self-pretraining.
+  """
+  path = os.path.join(workdir, KIND_FILE)
+  if os.path.isfile(path):
+    with open(path, encoding='utf-8') as f:
+      record = json.load(f)
+    return record['kind'], record['debug']
+  config_path = os.path.join(workdir, 'config.json')
+  if os.path.isfile(config_path):
+    with open(config_path, encoding='utf-8') as f:
+      config = json.load(f)
+    return run_kind(config), bool(config['debug'])
+  results_path = os.path.join(workdir, 'results.json')
+  if os.path.isfile(results_path):
+    with open(results_path, encoding='utf-8') as f:
+      results = json.load(f)
+    if 'pretraining' in results:
+      return 'self-pretraining', bool(results['config']['debug'])
+  if any(os.path.isdir(os.path.join(workdir, stage)) for stage in _STAGE_DIRS):
+    return 'self-pretraining', False
+  return None
+
+
+def claim_kind(workdir: str, kind: str, debug: bool) -> None:
+  """Records that `workdir` holds a `kind` run (debug or not), or checks that it already does.
+
+  A finetuning run that has a checkpoint may be resumed without its `init_from` (as a 'plain'
+  config): its encoder is in its own checkpoints. A workdir whose run stopped before writing
+  anything (its config, checkpoints, results) takes any kind. Call it with the workdir locked.
+
+  Args:
+    workdir: the run's folder (exists).
+    kind: one of `KINDS`.
+    debug: the run is a debug (smoke-test) run.
+
+  Raises:
+    WorkdirKindError: the workdir holds another kind of run, or a debug run and this one is not
+      (or the other way round), naming both and what to do.
+  """
+  recorded = recorded_kind(workdir)
+  if recorded is not None and not _holds_a_run(workdir):
+    recorded = None  # A start that stopped before writing anything (e.g. on missing data).
+  if recorded is not None:
+    held, held_debug = recorded
+    resumes_finetuning = held == 'finetuning' and kind == 'plain' and _has_checkpoint(workdir)
+    if held_debug != debug or (held != kind and not resumes_finetuning):
+      raise WorkdirKindError(
+        f'{workdir} holds a {_describe(held, held_debug)} run, and this is a '
+        f'{_describe(kind, debug)} run: one workdir holds one kind of run (plain, pretraining, '
+        'self-pretraining, finetuning; debug runs apart), so that neither overwrites the '
+        'other. Use another --workdir.'
+      )
+  record = {'kind': recorded[0] if recorded else kind, 'debug': debug}
+  write_atomically(os.path.join(workdir, KIND_FILE), json.dumps(record))
 
 
 @contextlib.contextmanager
