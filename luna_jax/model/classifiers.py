@@ -1,18 +1,24 @@
 """Classification models for LRA: pooling, the MLP head, single and dual (Retrieval) encoders.
 
 Pooling (paper Table 1 and Table 3):
-  'cls'  - the state of the prepended CLS vector (position 0);
-  'mean' - mean over the real tokens (padding excluded);
-  'p'    - mean over the usable rows of Luna's final P (the authors average every row of a
-           batch-sliced P; averaging the usable rows makes an example's representation independent
-           of its batch).
-Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat', official
-LRA) or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations').
+  'cls'   - the state of the prepended CLS vector (position 0);
+  'first' - the state of the first token (position 0; no CLS vector is prepended): the official
+            LRA Retrieval model, whose 'CLS' pooling reads position 0 of an encoder built without
+            a CLS token (LRA `models/layers/common_layers.py` `classifier_head_dual`);
+  'mean'  - mean over the real tokens (padding excluded);
+  'p'     - mean over the usable rows of Luna's final P (the authors average every row of a
+            batch-sliced P; averaging the usable rows makes an example's representation
+            independent of its batch).
+Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat': the
+official LRA default and the paper-era Luna code, fairseq-apollo `fairseq/models/luna_lra/model.py`)
+or `[u, v, u*v, u-v]` ('nli': Nystromformer's and the later Mega-era fairseq-apollo code, not the
+Luna paper's).
 `luna_jax.model.build.build_model` builds these from a config.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import flax.linen as nn
@@ -20,8 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax.model import objectives
-from luna_jax.model.config import INTERACTIONS, POOLINGS, ModelConfig
+from luna_jax.model.config import CLASSIFIER_HIDDEN_LAYERS, INTERACTIONS, POOLINGS, ModelConfig
 from luna_jax.model.encoders import ENCODERS, EncoderOutput
+from luna_jax.model.layers import BERT_INIT
 
 Array = jax.Array
 
@@ -31,7 +38,7 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
 
   Args:
     out: the encoder output.
-    pooling: 'cls', 'mean' or 'p' (see the module docstring).
+    pooling: 'cls', 'first', 'mean' or 'p' (see the module docstring).
 
   Returns:
     `[batch, d]` float32.
@@ -39,7 +46,7 @@ def pool(out: EncoderOutput, pooling: str) -> Array:
   Raises:
     ValueError: an unknown pooling, or 'p' for an encoder without P.
   """
-  if pooling == 'cls':
+  if pooling in ('cls', 'first'):
     return out.x[:, 0].astype(jnp.float32)
   if pooling == 'mean':
     states, mask = out.x, out.x_mask
@@ -68,21 +75,40 @@ def combine_pair(u: Array, v: Array, interaction: str) -> Array:
 
 
 class ClassifierHead(nn.Module):
-  """Dense(hidden) -> ReLU -> Dense(num_classes); no dropout (as in the official heads).
+  """Dense(hidden) -> ReLU -> Dense(num_classes), or with two hidden layers Dense(hidden) -> ReLU ->
+  Dense(hidden // 2) -> ReLU -> Dense(num_classes) (LRA's `classifier_head_dual`, layers 'mlp' and
+  'mlp2'); no dropout (as in the official heads).
 
   Attributes:
-    hidden_dim: hidden width.
+    hidden_dim: width of the first hidden layer.
     num_classes: output classes.
+    hidden_layers: 1 or 2 (`luna_jax.model.config.CLASSIFIER_HIDDEN_LAYERS`).
+    kernel_init: initialiser of every kernel (None: flax's lecun_normal, as LRA's heads).
   """
 
   hidden_dim: int
   num_classes: int
+  hidden_layers: int = 1
+  kernel_init: nn.initializers.Initializer | None = None
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
-    """`[batch, f]` -> `[batch, num_classes]` float32 logits."""
-    h = nn.relu(nn.Dense(self.hidden_dim, name='hidden')(features))
-    return nn.Dense(self.num_classes, name='logits')(h)
+    """`[batch, f]` -> `[batch, num_classes]` float32 logits.
+
+    Raises:
+      ValueError: `hidden_layers` not in `CLASSIFIER_HIDDEN_LAYERS`.
+    """
+    if self.hidden_layers not in CLASSIFIER_HIDDEN_LAYERS:
+      raise ValueError(
+        f'hidden_layers must be one of {CLASSIFIER_HIDDEN_LAYERS}, got {self.hidden_layers!r}.'
+      )
+    kernel_init = self.kernel_init or nn.linear.default_kernel_init
+    dense = functools.partial(nn.Dense, kernel_init=kernel_init)
+    widths = (self.hidden_dim, self.hidden_dim // 2)[: self.hidden_layers]
+    h = features
+    for i, width in enumerate(widths):
+      h = nn.relu(dense(width, name='hidden' if i == 0 else f'hidden_{i + 1}')(h))
+    return dense(self.num_classes, name='logits')(h)
 
 
 class SequenceClassifier(nn.Module):
@@ -92,10 +118,14 @@ class SequenceClassifier(nn.Module):
     encoder_name: key of `luna_jax.model.encoders.ENCODERS` ('luna' or 'transformer').
     encoder: the model config of the encoder.
     num_classes: output classes.
-    pooling: 'cls', 'mean' or 'p'.
+    pooling: 'cls', 'first', 'mean' or 'p'.
     hidden_dim: classifier hidden width.
+    hidden_layers: classifier hidden layers, 1 or 2 (`ClassifierHead`).
     dual: two inputs (Retrieval) instead of one.
     interaction: dual features, 'concat' or 'nli'.
+
+  With `encoder.param_init='bert'` the head's kernels are N(0, 0.02) too (fairseq-apollo's
+  LRAModel applies `init_bert_params` to the whole model, `fairseq/models/luna_lra/model.py`).
   """
 
   encoder_name: str
@@ -103,6 +133,7 @@ class SequenceClassifier(nn.Module):
   num_classes: int
   pooling: str = 'cls'
   hidden_dim: int = 256
+  hidden_layers: int = 1
   dual: bool = False
   interaction: str = 'concat'
   #: Batch fields passed to `__call__` (the trainer reads this).
@@ -114,7 +145,12 @@ class SequenceClassifier(nn.Module):
     if self.encoder_name not in ENCODERS:
       raise ValueError(f'unknown encoder {self.encoder_name!r}; known: {sorted(ENCODERS)}.')
     self.sequence_encoder = ENCODERS[self.encoder_name](self.encoder)
-    self.head = ClassifierHead(self.hidden_dim, self.num_classes)
+    self.head = ClassifierHead(
+      self.hidden_dim,
+      self.num_classes,
+      self.hidden_layers,
+      BERT_INIT if self.encoder.param_init == 'bert' else None,
+    )
 
   def encode(self, tokens: Array, lengths: Array, *, train: bool = False) -> Array:
     """`[batch, n]` ids and `[batch]` lengths -> `[batch, d]` pooled float32 representation."""
