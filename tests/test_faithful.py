@@ -14,6 +14,7 @@ import lra
 import luna_jax
 from configs import base, variants
 from luna_jax import config_utils
+from luna_jax.model import attention as attn
 from luna_jax.model import config as model_config
 from luna_jax.model.classifiers import pool
 from luna_jax.model.encoders import EncoderOutput
@@ -136,10 +137,21 @@ def test_official_padding_mask_gives_black_pixels_no_attention():
   np.testing.assert_array_equal(cls, 0.0)
   _, cls = _grads_from_black_pixels('nonzero', 'cls', BLACK_AND_WHITE[1:])
   assert float(jnp.abs(cls).max()) > 1e-7
+  # LRA's bias is the mask's outer product: a black pixel's own query attends uniformly to all.
+  q, k = jax.random.normal(jax.random.PRNGKey(0), (2, 1, 8, 2, 4))
+  lit = BLACK_AND_WHITE[:1] > 0
+  probs = attn.attention_weights(q, k, lit, lit)[0]
+  np.testing.assert_array_equal(probs[:, lit[0]][:, :, ~lit[0]], 0.0)
+  np.testing.assert_allclose(probs[:, ~lit[0]], 1 / 8, rtol=1e-6)
+  # The softmax Transformer's mask: LRA's baselines ignore theirs, so they attend to every pixel.
   for task in ('image', 'pathfinder32', 'pathx'):
     for variant in variants.CONFIG_VARIANTS:
-      luna = variant not in base.TRANSFORMER_VARIANTS
-      assert load(task, variant).model.padding_mask == ('lengths' if luna else 'nonzero')
+      official = 'nonzero' if variant == 'transformer' else 'lengths'
+      assert load(task, variant).model.padding_mask == official
+  with pytest.raises(config_utils.ConfigError, match="padding_mask='nonzero'"):
+    model_config.check_model_config(
+      {'name': 'transformer', 'attention_implementation': 'linear', 'padding_mask': 'nonzero'}
+    )
 
 
 def test_bert_init_statistics_zero_biases_and_what_it_leaves_alone():

@@ -95,10 +95,13 @@ class ModelConfig:
       every Dense kernel and embedding N(0, 0.02), the padding token's embedding row and every bias
       zero; the first P table and the LayerNorms keep their own init). 'bert' needs a name in
       `BERT_MODELS`.
-    padding_mask: attention keys the Transformer-family encoders mask (`PADDING_MASKS`): 'lengths'
-      (positions past each example's length) or 'nonzero' (the official LRA mask `inputs > 0`, LRA
+    padding_mask: the Transformer's attention mask (`PADDING_MASKS`): 'lengths' (keys past each
+      example's length) or 'nonzero' (the official LRA mask `inputs > 0`, LRA
       `models/transformer/transformer.py`: token 0 is masked wherever it occurs, so black pixels
-      get no attention, and a prepended CLS takes the first token's entry). Luna masks by length.
+      get no attention and their own queries attend uniformly to every position; a prepended CLS
+      takes the first token's entry). 'nonzero' needs the softmax Transformer (`name`
+      'transformer' or 'transformer_mlm', `attention_implementation` 'softmax' or 'fused'): LRA's
+      Linformer, linear and FAVOR+ attentions ignore their padding mask.
     omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
     causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
     chunk_size: positions per chunk of the chunked causal form.
@@ -213,6 +216,14 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
     raise config_utils.ConfigError(
       f"{section}.param_init='bert': the BERT initialisation is implemented for the Luna "
       f'encoder models {BERT_MODELS}, not {name!r}.'
+    )
+  attention = model_config.get('attention_implementation', ModelConfig.attention_implementation)
+  if model_config.get('padding_mask', ModelConfig.padding_mask) == 'nonzero' and (
+    name.removesuffix(MLM_SUFFIX) != 'transformer' or attention not in ('softmax', 'fused')
+  ):
+    raise config_utils.ConfigError(
+      f"{section}.padding_mask='nonzero': LRA's inputs > 0 mask is the softmax Transformer's "
+      f'(name transformer, attention softmax or fused), not {name!r} with {attention!r}.'
     )
   emb_dim = model_config.get('emb_dim', ModelConfig.emb_dim)
   num_heads = model_config.get('num_heads', ModelConfig.num_heads)

@@ -95,7 +95,9 @@ def nonzero_mask(tokens: Array, prepend_cls: bool) -> Array:
   """The official LRA padding mask `inputs > 0` (LRA `models/transformer/transformer.py`).
 
   Token 0 is masked wherever it occurs (for the pixel tasks: every black pixel); a prepended CLS
-  position takes the first token's entry, as LRA's copies `src_padding_mask[:, :1]`.
+  position takes the first token's entry, as LRA's copies `src_padding_mask[:, :1]`. LRA masks
+  the attention with this mask's outer product with itself (`SelfAttention.attend` with it as key
+  and query mask).
 
   Args:
     tokens: `[batch, n]` int token ids.
@@ -291,10 +293,11 @@ class TransformerEncoder(nn.Module):
   embeddings, zero-init CLS, sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks
   without q/k/v/out biases, final LayerNorm. `attention_implementation` swaps the attention, which
   makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.model.baselines`).
-  `padding_mask='nonzero'` masks the attention keys by LRA's `inputs > 0` (`nonzero_mask`) instead
-  of by length; the returned `x_mask` (what 'mean' pooling averages) stays the length mask, as LRA's
-  MEAN pooling averages every position. `shared_layers` applies `layer_0` `num_layers` times (LRA's
-  `tied_weights`).
+  `padding_mask='nonzero'` masks the attention by LRA's `inputs > 0` (`nonzero_mask`) instead of by
+  length, as LRA does: the masked tokens get no attention, and their own queries attend uniformly to
+  every position (their rows of the outer-product mask are all masked). The returned `x_mask` (what
+  'mean' pooling averages) stays the length mask, as LRA's MEAN pooling averages every position.
+  `shared_layers` applies `layer_0` `num_layers` times (LRA's `tied_weights`).
 
   Attributes:
     config: the model config.
@@ -320,9 +323,9 @@ class TransformerEncoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     mask = length_mask(lengths, x.shape[1])
     if cfg.padding_mask == 'nonzero':
-      key_mask = nonzero_mask(tokens, cfg.prepend_cls)
+      key_mask = query_mask = nonzero_mask(tokens, cfg.prepend_cls)
     elif cfg.padding_mask == 'lengths':
-      key_mask = mask
+      key_mask, query_mask = mask, None
     else:
       raise ValueError(f"padding_mask must be 'lengths' or 'nonzero', got {cfg.padding_mask!r}.")
     attention = TRANSFORMER_ATTENTIONS[cfg.attention_implementation](cfg)
@@ -342,7 +345,7 @@ class TransformerEncoder(nn.Module):
       for name in dict.fromkeys(layer_names(cfg))
     }
     for name in layer_names(cfg):
-      x = layers[name](x, key_mask, deterministic)
+      x = layers[name](x, key_mask, deterministic, query_mask)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
     return EncoderOutput(x, mask)
 

@@ -510,8 +510,16 @@ class SelfAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True) -> Array:
-    """`[batch, n, d]` (key mask `[batch, n]`) -> `[batch, n, d]`."""
+  def __call__(
+    self,
+    x: Array,
+    mask: Array | None = None,
+    *,
+    deterministic: bool = True,
+    query_mask: Array | None = None,
+  ) -> Array:
+    """`[batch, n, d]` (key mask `[batch, n]`; query mask `[batch, n]`, see `attend`) ->
+    `[batch, n, d]`."""
     init = nn.initializers.xavier_uniform()
     projections = [
       DenseParams(
@@ -520,19 +528,27 @@ class SelfAttention(nn.Module):
       for name in ('query', 'key', 'value')
     ]
     q, k, v = (attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype))
-    y = self.attend(q, k, v, mask, deterministic)
+    y = self.attend(q, k, v, mask, deterministic, query_mask)
     out = DenseParams(
       x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype, name='out'
     )
     return fused_dense(attn.merge_heads(y), [out], self.dtype)[0]
 
   def attend(
-    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+    self,
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    deterministic: bool,
+    query_mask: Array | None = None,
   ) -> Array:
     """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads,
-    dh]`."""
+    dh]`; a False entry of `query_mask` makes that query attend uniformly to every key (LRA's
+    outer-product padding mask, `attn.attention_weights`). The softmax implementation sows its
+    float32 probabilities `[batch, heads, n, n]` as 'probs' in 'intermediates'."""
     if self.implementation == 'softmax':
-      y, _ = attn.dot_product_attention(
+      y, probs = attn.dot_product_attention(
         query,
         key,
         value,
@@ -540,10 +556,12 @@ class SelfAttention(nn.Module):
         dropout_rate=self.attention_dropout_rate,
         dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
         deterministic=deterministic,
+        query_mask=query_mask,
       )
+      self.sow('intermediates', 'probs', probs)
       return y
     if self.implementation == 'fused':
-      return attn.fused_dot_product_attention(query, key, value, mask)
+      return attn.fused_dot_product_attention(query, key, value, mask, query_mask)
     raise ValueError(f"implementation must be 'softmax' or 'fused', got {self.implementation!r}.")
 
 
@@ -577,9 +595,15 @@ class TransformerEncoderLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, deterministic: bool = True) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    mask: Array | None = None,
+    deterministic: bool = True,
+    query_mask: Array | None = None,
+  ) -> Array:
     """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
-    static)."""
+    static); `mask` masks keys, `query_mask` whole query rows (`SelfAttention.attend`)."""
     ln = lambda name: LayerNorm(
       epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name
     )
@@ -594,7 +618,7 @@ class TransformerEncoderLayer(nn.Module):
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       name='attention',
-    )(ln('attention_norm')(x), mask, deterministic=deterministic)
+    )(ln('attention_norm')(x), mask, deterministic=deterministic, query_mask=query_mask)
     x = x + drop(y)
     y = FeedForward(
       self.mlp_dim,
