@@ -65,10 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
   # pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
   # Sequence representation: 'cls' (prepended CLS vector), 'first' (the input's own first token,
-  # RoBERTa's <s>; no CLS vector), 'mean' (real tokens) or 'p' (Luna P).
+  # e.g. RoBERTa's <s>; no CLS vector), 'mean' (real tokens) or 'p' (Luna P).
   config.model.pooling = 'cls'
-  # Hidden width of the Dense -> ReLU -> Dense classifier head (None: mlp_dim); typed placeholder.
+  # Hidden width of the classifier head (None: mlp_dim); typed placeholder.
   config.model.classifier_hidden_dim = ml_collections.config_dict.placeholder(int)
+  # Hidden layers of the head: 1, or 2 (widths h, h // 2: LRA's Retrieval classifier_head_dual).
+  config.model.classifier_hidden_layers = 1
   # The classifier head's hidden activation: 'relu' (LRA) or 'tanh' (RoBERTa's GLUE head).
   config.model.classifier_activation = 'relu'
   # Retrieval features of the two documents: 'concat' [u, v] or 'nli' [u, v, u*v, u-v].
@@ -119,6 +121,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.redraw_features = False
   # Luna: P flows from layer to layer (the paper); False: a learned P per layer (the ablation).
   config.model.contextual_p = True
+  # One layer's parameters applied num_layers times (fairseq tie_layer_weights, LRA tied_weights).
+  config.model.shared_layers = False
+  # Luna classifier init: 'default' (each module's own) or 'bert' (fairseq init_bert_params).
+  config.model.param_init = 'default'
+  # Transformer attention mask: 'lengths' (past the length) or 'nonzero' (LRA's inputs > 0).
+  config.model.padding_mask = 'lengths'
   # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
   config.model.omega = 'softplus'
   # Causal Luna: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).
@@ -240,6 +248,8 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P,
   no embedding scaling, pack heads = unpack heads, no activation dropout; the projection length,
   K/V tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
+  Adam eps 1e-8: fairseq's default, which no released Luna script overrides. The task files add the
+  BERT initialisation where the authors' architecture applies it (ListOps, Text).
   """
   config.model.update(
     **variants.VARIANTS[variant].model,
@@ -256,7 +266,8 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
     schedule='constant * linear_warmup * rsqrt_normalized_decay',
     b1=0.9,
     b2=0.98,
-    eps=1e-9,
+    # fairseq-apollo fairseq/optim/adam.py: --adam-eps defaults to 1e-8 (LRA's Adam uses 1e-9).
+    eps=1e-8,
     grad_clip_norm=0.0,
   )
 

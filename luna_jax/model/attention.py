@@ -45,13 +45,19 @@ SOFTPLUS_BETA = math.log(2.0)
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
 
-def attention_weights(query: Array, key: Array, key_mask: Array | None = None) -> Array:
+def attention_weights(
+  query: Array, key: Array, key_mask: Array | None = None, query_mask: Array | None = None
+) -> Array:
   """Softmax attention probabilities softmax(q k^T / sqrt(head_dim)), in float32.
 
   Args:
     query: `[batch, q_len, heads, head_dim]`.
     key: `[batch, k_len, heads, head_dim]`.
     key_mask: optional `[batch, k_len]` bool, True where a key may be attended to.
+    query_mask: optional `[batch, q_len]` bool; a False query's whole row is masked, so it attends
+      uniformly to every key (LRA's padding mask, the outer product of the query and key masks
+      as a -1e10 bias: flax's deprecated `nn.SelfAttention`, which LRA
+      `models/transformer/transformer.py` calls with `padding_mask=inputs > 0`).
 
   Returns:
     `[batch, heads, q_len, k_len]` float32 probabilities; each row sums to 1.
@@ -60,6 +66,8 @@ def attention_weights(query: Array, key: Array, key_mask: Array | None = None) -
   logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32) * scale
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_VALUE)
+  if query_mask is not None:
+    logits = jnp.where(query_mask[:, None, :, None], logits, _MASK_VALUE)
   return jax.nn.softmax(logits, axis=-1)
 
 
@@ -72,6 +80,7 @@ def dot_product_attention(
   dropout_rate: float = 0.0,
   dropout_rng: Array | None = None,
   deterministic: bool = True,
+  query_mask: Array | None = None,
 ) -> tuple[Array, Array]:
   """Multi-head scaled dot-product softmax attention with a key padding mask.
 
@@ -80,6 +89,8 @@ def dot_product_attention(
     key: `[batch, k_len, heads, head_dim]`.
     value: `[batch, k_len, heads, v_dim]`.
     key_mask: optional `[batch, k_len]` bool, True where a key may be attended to.
+    query_mask: optional `[batch, q_len]` bool, False for a query that attends uniformly to every
+      key (LRA's padding mask, see `attention_weights`).
     dropout_rate: attention dropout on the probabilities.
     dropout_rng: PRNG key for the attention dropout.
     deterministic: disable dropout.
@@ -94,7 +105,7 @@ def dot_product_attention(
       raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
     b, q_len, h, _ = query.shape
     keep = dropout_keep_mask(dropout_rng, dropout_rate, (b, h, q_len, key.shape[1]))
-  return _attend(query, key, value, key_mask, keep, dropout_rate)
+  return _attend(query, key, value, key_mask, keep, dropout_rate, query_mask)
 
 
 @functools.partial(
@@ -109,11 +120,12 @@ def _attend(
   key_mask: Array | None,
   keep: Array | None,
   rate: float,
+  query_mask: Array | None,
 ) -> tuple[Array, Array]:
   """Softmax attention with an optional dropout keep mask. The backward keeps only the float32
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
   not stored but recomputed (element-wise) or not needed."""
-  probs = checkpoint_name(attention_weights(query, key, key_mask), 'attention_probs')
+  probs = checkpoint_name(attention_weights(query, key, key_mask, query_mask), 'attention_probs')
   dropped = probs if keep is None else apply_keep_mask(probs, keep, rate)
   out = jnp.einsum(
     'bhqk,bkhd->bqhd', dropped.astype(value.dtype), value, preferred_element_type=jnp.float32
@@ -220,7 +232,11 @@ def luna_attention(
 
 
 def fused_dot_product_attention(
-  query: Array, key: Array, value: Array, key_mask: Array | None = None
+  query: Array,
+  key: Array,
+  value: Array,
+  key_mask: Array | None = None,
+  query_mask: Array | None = None,
 ) -> Array:
   """Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
 
@@ -231,11 +247,16 @@ def fused_dot_product_attention(
     key: `[batch, k_len, heads, head_dim]`.
     value: `[batch, k_len, heads, head_dim]`.
     key_mask: optional `[batch, k_len]` bool.
+    query_mask: optional `[batch, q_len]` bool, False for a query whose whole row is masked (a
+      uniform row in the XLA implementation, as in `attention_weights`).
 
   Returns:
     `[batch, q_len, heads, head_dim]`.
   """
   mask = None if key_mask is None else key_mask[:, None, None, :]
+  if query_mask is not None:
+    rows = query_mask[:, None, :, None]
+    mask = rows if mask is None else mask & rows
   return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 

@@ -49,6 +49,21 @@ Array = jax.Array
 _EPS = 1e-6
 
 
+def no_query_mask(module: nn.Module, query_mask: Array | None) -> None:
+  """Raises for a query mask: masking whole query rows is LRA's softmax Transformer's
+  (`ModelConfig.padding_mask='nonzero'`); LRA's Linformer, linear and FAVOR+ attentions ignore
+  their padding mask altogether.
+
+  Raises:
+    ValueError: when `query_mask` is not None, naming the module's class.
+  """
+  if query_mask is not None:
+    raise ValueError(
+      f'{type(module).__name__} takes no query mask: masking whole query rows is the softmax '
+      "attention's (padding_mask='nonzero')."
+    )
+
+
 def linformer_attention(
   query: Array,
   key: Array,
@@ -274,8 +289,15 @@ class LinformerSelfAttention(SelfAttention):
     )
 
   def attend(
-    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+    self,
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    deterministic: bool,
+    query_mask: Array | None = None,
   ) -> Array:
+    no_query_mask(self, query_mask)
     if self.max_length is None:
       raise ValueError('LinformerSelfAttention needs max_length.')
     shape = (self.max_length, self.low_rank_features)
@@ -302,8 +324,15 @@ class LinearSelfAttention(SelfAttention):
   """Linear Transformer self-attention (elu + 1 features); no attention dropout."""
 
   def attend(
-    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+    self,
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    deterministic: bool,
+    query_mask: Array | None = None,
   ) -> Array:
+    no_query_mask(self, query_mask)
     return linear_attention(query, key, value, mask)
 
 
@@ -339,6 +368,13 @@ class PerformerSelfAttention(SelfAttention):
       )
 
   def attend(
-    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+    self,
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    deterministic: bool,
+    query_mask: Array | None = None,
   ) -> Array:
+    no_query_mask(self, query_mask)
     return performer_attention(query, key, value, self.projection(deterministic), mask)

@@ -52,9 +52,9 @@ def build_model(
 
   Args:
     model_config: any `HeadConfig` field (`name`, `pooling`, `classifier_hidden_dim`,
-      `classifier_activation`, `interaction`) and any `ModelConfig` field except `DATA_FIELDS`,
-      which come from the data and the pooling (`luna_jax.model.config`); absent keys take the
-      dataclasses' defaults.
+      `classifier_hidden_layers`, `classifier_activation`, `interaction`) and any `ModelConfig`
+      field except `DATA_FIELDS`, which come from the data and the pooling
+      (`luna_jax.model.config`); absent keys take the dataclasses' defaults.
     vocab_size: token vocabulary size (the masked LMs add the mask id, `vocab_size`).
     num_classes: output classes (classifiers).
     max_length: longest input (for seq2seq: the longer of source and target) in tokens.
@@ -93,6 +93,7 @@ def build_model(
     num_classes=num_classes,
     pooling=head.pooling,
     hidden_dim=head.classifier_hidden_dim or encoder.mlp_dim,
+    hidden_layers=head.classifier_hidden_layers,
     head_activation=head.classifier_activation,
     dual=dual,
     interaction=head.interaction,

@@ -1,21 +1,26 @@
 """Classification models for LRA: pooling, the MLP head, single and dual (Retrieval) encoders.
 
 Pooling (paper Table 1 and Table 3):
-  'cls'  - the state of the prepended CLS vector (position 0);
-  'first' - the state of the input's own first token, with no CLS vector prepended (RoBERTa's and
-           the authors' Luna-BERT `<s>`, which their tokenizer puts first: fairseq-apollo
-           `fairseq/models/luna_bert/model.py`, `LunaCLSClassificationHead`);
-  'mean' - mean over the real tokens (padding excluded);
-  'p'    - mean over the usable rows of Luna's final P (the authors average every row of a
-           batch-sliced P; averaging the usable rows makes an example's representation independent
-           of its batch).
-Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat', official
-LRA) or `[u, v, u*v, u-v]` ('nli', Luna's and most re-implementations').
+  'cls'   - the state of the prepended CLS vector (position 0);
+  'first' - the state of the first token (position 0; no CLS vector is prepended): the official
+            LRA Retrieval model, whose 'CLS' pooling reads position 0 of an encoder built without
+            a CLS token (LRA `models/layers/common_layers.py` `classifier_head_dual`), and
+            RoBERTa's and the authors' Luna-BERT `<s>`, which their tokenizer puts first
+            (fairseq-apollo `fairseq/models/luna_bert/model.py`, `LunaCLSClassificationHead`);
+  'mean'  - mean over the real tokens (padding excluded);
+  'p'     - mean over the usable rows of Luna's final P (the authors average every row of a
+            batch-sliced P; averaging the usable rows makes an example's representation
+            independent of its batch).
+Retrieval encodes both documents with one shared encoder and classifies `[u, v]` ('concat': the
+official LRA default and the paper-era Luna code, fairseq-apollo `fairseq/models/luna_lra/model.py`)
+or `[u, v, u*v, u-v]` ('nli': Nystromformer's and the later Mega-era fairseq-apollo code, not the
+Luna paper's).
 `luna_jax.model.build.build_model` builds these from a config.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import flax.linen as nn
@@ -23,8 +28,15 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax.model import objectives
-from luna_jax.model.config import CLASSIFIER_ACTIVATIONS, INTERACTIONS, POOLINGS, ModelConfig
+from luna_jax.model.config import (
+  CLASSIFIER_ACTIVATIONS,
+  CLASSIFIER_HIDDEN_LAYERS,
+  INTERACTIONS,
+  POOLINGS,
+  ModelConfig,
+)
 from luna_jax.model.encoders import ENCODERS, EncoderOutput
+from luna_jax.model.layers import BERT_INIT
 
 Array = jax.Array
 
@@ -71,16 +83,23 @@ def combine_pair(u: Array, v: Array, interaction: str) -> Array:
 
 
 class ClassifierHead(nn.Module):
-  """Dense(hidden) -> ReLU (or tanh) -> Dense(num_classes); no dropout (as in the official heads).
+  """Dense(hidden) -> act -> Dense(num_classes), or with two hidden layers Dense(hidden) -> act ->
+  Dense(hidden // 2) -> act -> Dense(num_classes) (LRA's `classifier_head_dual`, layers 'mlp' and
+  'mlp2'); act is ReLU (the LRA heads) or tanh (RoBERTa's GLUE head); no dropout (as in the
+  official heads).
 
   Attributes:
-    hidden_dim: hidden width.
+    hidden_dim: width of the first hidden layer.
     num_classes: output classes.
+    hidden_layers: 1 or 2 (`luna_jax.model.config.CLASSIFIER_HIDDEN_LAYERS`).
+    kernel_init: initialiser of every kernel (None: flax's lecun_normal, as LRA's heads).
     activation: 'relu' (the LRA heads) or 'tanh' (RoBERTa's GLUE head).
   """
 
   hidden_dim: int
   num_classes: int
+  hidden_layers: int = 1
+  kernel_init: nn.initializers.Initializer | None = None
   activation: str = 'relu'
 
   @nn.compact
@@ -88,15 +107,25 @@ class ClassifierHead(nn.Module):
     """`[batch, f]` -> `[batch, num_classes]` float32 logits.
 
     Raises:
-      ValueError: an activation not in `CLASSIFIER_ACTIVATIONS`.
+      ValueError: `hidden_layers` not in `CLASSIFIER_HIDDEN_LAYERS`, or an activation not in
+        `CLASSIFIER_ACTIVATIONS`.
     """
+    if self.hidden_layers not in CLASSIFIER_HIDDEN_LAYERS:
+      raise ValueError(
+        f'hidden_layers must be one of {CLASSIFIER_HIDDEN_LAYERS}, got {self.hidden_layers!r}.'
+      )
     if self.activation not in CLASSIFIER_ACTIVATIONS:
       raise ValueError(
         f'activation must be one of {CLASSIFIER_ACTIVATIONS}, got {self.activation!r}.'
       )
     act = nn.relu if self.activation == 'relu' else jnp.tanh
-    h = act(nn.Dense(self.hidden_dim, name='hidden')(features))
-    return nn.Dense(self.num_classes, name='logits')(h)
+    kernel_init = self.kernel_init or nn.linear.default_kernel_init
+    dense = functools.partial(nn.Dense, kernel_init=kernel_init)
+    widths = (self.hidden_dim, self.hidden_dim // 2)[: self.hidden_layers]
+    h = features
+    for i, width in enumerate(widths):
+      h = act(dense(width, name='hidden' if i == 0 else f'hidden_{i + 1}')(h))
+    return dense(self.num_classes, name='logits')(h)
 
 
 class SequenceClassifier(nn.Module):
@@ -108,9 +137,13 @@ class SequenceClassifier(nn.Module):
     num_classes: output classes.
     pooling: 'cls', 'first', 'mean' or 'p'.
     hidden_dim: classifier hidden width.
+    hidden_layers: classifier hidden layers, 1 or 2 (`ClassifierHead`).
     head_activation: the classifier head's hidden activation, 'relu' or 'tanh'.
     dual: two inputs (Retrieval) instead of one.
     interaction: dual features, 'concat' or 'nli'.
+
+  With `encoder.param_init='bert'` the head's kernels are N(0, 0.02) too (fairseq-apollo's
+  LRAModel applies `init_bert_params` to the whole model, `fairseq/models/luna_lra/model.py`).
   """
 
   encoder_name: str
@@ -118,6 +151,7 @@ class SequenceClassifier(nn.Module):
   num_classes: int
   pooling: str = 'cls'
   hidden_dim: int = 256
+  hidden_layers: int = 1
   head_activation: str = 'relu'
   dual: bool = False
   interaction: str = 'concat'
@@ -130,7 +164,13 @@ class SequenceClassifier(nn.Module):
     if self.encoder_name not in ENCODERS:
       raise ValueError(f'unknown encoder {self.encoder_name!r}; known: {sorted(ENCODERS)}.')
     self.sequence_encoder = ENCODERS[self.encoder_name](self.encoder)
-    self.head = ClassifierHead(self.hidden_dim, self.num_classes, self.head_activation)
+    self.head = ClassifierHead(
+      self.hidden_dim,
+      self.num_classes,
+      self.hidden_layers,
+      BERT_INIT if self.encoder.param_init == 'bert' else None,
+      self.head_activation,
+    )
 
   def encode(self, tokens: Array, lengths: Array, *, train: bool = False) -> Array:
     """`[batch, n]` ids and `[batch]` lengths -> `[batch, d]` pooled float32 representation."""

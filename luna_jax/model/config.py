@@ -26,9 +26,15 @@ REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_savea
 #: Compute dtypes (`ModelConfig.dtype`).
 DTYPES = ('float32', 'bfloat16')
 #: Sequence representations of the classifiers (`luna_jax.model.classifiers.pool`).
-POOLINGS = ('cls', 'mean', 'p', 'first')
-#: Activations of the classifier head's hidden layer (`luna_jax.model.classifiers.ClassifierHead`).
+POOLINGS = ('cls', 'first', 'mean', 'p')
+#: Activations of the classifier head's hidden layers (`luna_jax.model.classifiers.ClassifierHead`).
 CLASSIFIER_ACTIVATIONS = ('relu', 'tanh')
+#: Hidden layers of the classifier head (`luna_jax.model.classifiers.ClassifierHead`).
+CLASSIFIER_HIDDEN_LAYERS = (1, 2)
+#: Parameter initialisations of the Luna classifier (`ModelConfig.param_init`).
+PARAM_INITS = ('default', 'bert')
+#: Attention padding masks of the Transformer-family encoders (`ModelConfig.padding_mask`).
+PADDING_MASKS = ('lengths', 'nonzero')
 #: Retrieval features of two pooled documents (`luna_jax.model.classifiers.combine_pair`).
 INTERACTIONS = ('concat', 'nli')
 #: The encoders (`luna_jax.model.encoders.ENCODERS`), each also a classifier model name.
@@ -40,6 +46,8 @@ MLM_SUFFIX = '_mlm'
 MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODER_NAMES)
 #: Every `config.model.name` that `luna_jax.model.build.build_model` builds.
 MODEL_NAMES = (*ENCODER_NAMES, *TOKEN_MODELS, *MLM_MODELS)
+#: The models `ModelConfig.param_init='bert'` applies to: the Luna encoder with either head.
+BERT_MODELS = ('luna', 'luna' + MLM_SUFFIX)
 _SIZE = {'minimum': 1}
 _RATE = {'minimum': 0.0, 'below': 1.0}
 
@@ -80,6 +88,23 @@ class ModelConfig:
     redraw_features: Performer: draw a new random projection at every training step.
     contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer its own
       learned P table and drops Y_P between layers (the non-contextual ablation, paper Table 5).
+    shared_layers: one layer's parameters applied `num_layers` times (fairseq-apollo's
+      `tie_layer_weights`, `fairseq/models/luna_lra/luna_lra_encoder.py`; LRA's `tied_weights`),
+      instead of `num_layers` layers of their own.
+    param_init: initialisation of the Luna encoder models (`PARAM_INITS`): 'default' (each
+      module's own: the authors' Luna modules without `--apply-bert-init`, N(0, d^-1/2)
+      embeddings, xavier projections, lecun_normal heads) or 'bert' (fairseq's `init_bert_params`,
+      which the authors' ListOps and Text architectures apply, `fairseq/models/luna_lra/model.py`:
+      every Dense kernel and embedding N(0, 0.02), the padding token's embedding row and every bias
+      zero; the first P table and the LayerNorms keep their own init). 'bert' needs a name in
+      `BERT_MODELS`.
+    padding_mask: the Transformer's attention mask (`PADDING_MASKS`): 'lengths' (keys past each
+      example's length) or 'nonzero' (the official LRA mask `inputs > 0`, LRA
+      `models/transformer/transformer.py`: token 0 is masked wherever it occurs, so black pixels
+      get no attention and their own queries attend uniformly to every position; a prepended CLS
+      takes the first token's entry). 'nonzero' needs the softmax Transformer (`name`
+      'transformer' or 'transformer_mlm', `attention_implementation` 'softmax' or 'fused'): LRA's
+      Linformer, linear and FAVOR+ attentions ignore their padding mask.
     omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
     causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
     chunk_size: positions per chunk of the chunked causal form.
@@ -114,6 +139,9 @@ class ModelConfig:
   nb_features: int = spec(default=256, **_SIZE)
   redraw_features: bool = spec(default=False)
   contextual_p: bool = spec(default=True)
+  shared_layers: bool = spec(default=False)
+  param_init: str = spec(default='default', choices=PARAM_INITS)
+  padding_mask: str = spec(default='lengths', choices=PADDING_MASKS)
   omega: str = spec(default='softplus', choices=('softplus', 'elu'))
   causal_implementation: str = spec(default='chunked', choices=('chunked', 'scan'))
   chunk_size: int = spec(default=64, **_SIZE)
@@ -132,8 +160,11 @@ class HeadConfig:
 
   Attributes:
     name: the model, one of `MODEL_NAMES`.
-    pooling: sequence representation, one of `POOLINGS`.
+    pooling: sequence representation, one of `POOLINGS`: 'cls' prepends a CLS vector, 'first'
+      reads the first token's state (no CLS vector).
     classifier_hidden_dim: hidden width of the Dense -> activation -> Dense head (None: mlp_dim).
+    classifier_hidden_layers: 1 (Dense(h) -> act -> Dense(classes)) or 2 (Dense(h) -> act ->
+      Dense(h // 2) -> act -> Dense(classes), LRA's `classifier_head_dual`).
     classifier_activation: the head's hidden activation, one of `CLASSIFIER_ACTIVATIONS`: 'relu'
       (the LRA heads) or 'tanh' (RoBERTa's and the authors' GLUE head, fairseq-apollo
       `fairseq/models/luna_bert/model.py` `LunaCLSClassificationHead`, pooler_activation_fn tanh).
@@ -143,6 +174,7 @@ class HeadConfig:
   name: str = spec(default='luna', choices=MODEL_NAMES)
   pooling: str = spec(default='cls', choices=POOLINGS)
   classifier_hidden_dim: int | None = spec(default=None, **_SIZE)
+  classifier_hidden_layers: int = spec(default=1, choices=CLASSIFIER_HIDDEN_LAYERS)
   classifier_activation: str = spec(default='relu', choices=CLASSIFIER_ACTIVATIONS)
   interaction: str = spec(default='concat', choices=INTERACTIONS)
 
@@ -186,6 +218,20 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
     error = config_utils.value_error(value, hints[name], fields[name].metadata.get('spec', {}))
     if error:
       raise config_utils.ConfigError(f'{section}.{name}={value!r}: {error}.')
+  name = model_config.get('name', HeadConfig.name)
+  if model_config.get('param_init', ModelConfig.param_init) == 'bert' and name not in BERT_MODELS:
+    raise config_utils.ConfigError(
+      f"{section}.param_init='bert': the BERT initialisation is implemented for the Luna "
+      f'encoder models {BERT_MODELS}, not {name!r}.'
+    )
+  attention = model_config.get('attention_implementation', ModelConfig.attention_implementation)
+  if model_config.get('padding_mask', ModelConfig.padding_mask) == 'nonzero' and (
+    name.removesuffix(MLM_SUFFIX) != 'transformer' or attention not in ('softmax', 'fused')
+  ):
+    raise config_utils.ConfigError(
+      f"{section}.padding_mask='nonzero': LRA's inputs > 0 mask is the softmax Transformer's "
+      f'(name transformer, attention softmax or fused), not {name!r} with {attention!r}.'
+    )
   emb_dim = model_config.get('emb_dim', ModelConfig.emb_dim)
   num_heads = model_config.get('num_heads', ModelConfig.num_heads)
   widths = {

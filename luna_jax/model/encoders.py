@@ -15,7 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax.model.config import ENCODER_NAMES, REMAT, ModelConfig
-from luna_jax.model.layers import LunaEncoderLayer, TransformerEncoderLayer, sinusoidal_positions
+from luna_jax.model.layers import (
+  BERT_INIT,
+  LunaEncoderLayer,
+  TransformerEncoderLayer,
+  sinusoidal_positions,
+)
 from luna_jax.model.registry import LUNA_ATTENTIONS, TRANSFORMER_ATTENTIONS
 
 Array = jax.Array
@@ -86,6 +91,41 @@ def length_mask(lengths: Array, size: int) -> Array:
   return jnp.arange(size)[None, :] < lengths[:, None]
 
 
+def nonzero_mask(tokens: Array, prepend_cls: bool) -> Array:
+  """The official LRA padding mask `inputs > 0` (LRA `models/transformer/transformer.py`).
+
+  Token 0 is masked wherever it occurs (for the pixel tasks: every black pixel); a prepended CLS
+  position takes the first token's entry, as LRA's copies `src_padding_mask[:, :1]`. LRA masks
+  the attention with this mask's outer product with itself (`SelfAttention.attend` with it as key
+  and query mask).
+
+  Args:
+    tokens: `[batch, n]` int token ids.
+    prepend_cls: whether the encoder prepends a CLS vector.
+
+  Returns:
+    `[batch, n + prepend_cls]` bool, True for attendable keys.
+  """
+  mask = tokens > 0
+  return jnp.concatenate([mask[:, :1], mask], axis=1) if prepend_cls else mask
+
+
+def zero_padding_row(init: nn.initializers.Initializer) -> nn.initializers.Initializer:
+  """`init` with row 0 (the padding token's embedding) set to zero, as fairseq's
+  `init_bert_params` does for `nn.Embedding(padding_idx)`."""
+
+  def initializer(key: Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> Array:
+    return init(key, shape, dtype).at[0].set(0)
+
+  return initializer
+
+
+def layer_names(cfg: ModelConfig) -> list[str]:
+  """The parameter scope of each of the `num_layers` applications: `layer_<i>`, or `layer_0`
+  every time with `shared_layers`."""
+  return [f'layer_{0 if cfg.shared_layers else i}' for i in range(cfg.num_layers)]
+
+
 class TokenEmbedding(nn.Module):
   """Token embedding, optional CLS vector and position embedding (no normalisation, no dropout).
 
@@ -95,12 +135,14 @@ class TokenEmbedding(nn.Module):
     position_stddev: stddev of a learned position table init.
     cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding
       init.
+    zero_padding_embedding: initialise the padding token's (id 0) embedding with zeros.
   """
 
   config: ModelConfig
   embedding_stddev: float
   position_stddev: float
   cls_init_zero: bool = False
+  zero_padding_embedding: bool = False
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, offset: Array | int = 0) -> tuple[Array, Array]:
@@ -123,7 +165,8 @@ class TokenEmbedding(nn.Module):
       check_positions(cfg, offset + tokens.shape[1])
     d = cfg.emb_dim
     init = nn.initializers.normal(self.embedding_stddev)
-    x = nn.Embed(cfg.vocab_size, d, embedding_init=init, name='token_embedding')(tokens)
+    token_init = zero_padding_row(init) if self.zero_padding_embedding else init
+    x = nn.Embed(cfg.vocab_size, d, embedding_init=token_init, name='token_embedding')(tokens)
     if cfg.embed_scale:
       x = x * math.sqrt(d)
     if cfg.prepend_cls:
@@ -168,7 +211,12 @@ class LunaEncoder(nn.Module):
 
   With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned
   table `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output
-  Y_P; the returned P is the last layer's Y_P.
+  Y_P; the returned P is the last layer's Y_P. With `shared_layers` one layer (`layer_0`) is applied
+  `num_layers` times (fairseq-apollo `fairseq/models/luna_lra/luna_lra_encoder.py`,
+  `tie_layer_weights`). With `param_init='bert'` the token, CLS and position embeddings and every
+  layer's Dense kernels are N(0, 0.02) and the padding token's row is zero (`init_bert_params`; the
+  first P keeps N(0, d^-1/2): it is a parameter of the authors' LunaLRAEncoder, which that function
+  leaves alone).
 
   Attributes:
     config: the model config.
@@ -190,8 +238,11 @@ class LunaEncoder(nn.Module):
     """
     cfg = self.config
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
-    stddev = d**-0.5
-    x, lengths = TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
+    bert = cfg.param_init == 'bert'
+    stddev = 0.02 if bert else d**-0.5
+    x, lengths = TokenEmbedding(cfg, stddev, stddev, zero_padding_embedding=bert, name='embed')(
+      tokens, lengths
+    )
     if cfg.embedding_layernorm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
@@ -211,10 +262,8 @@ class LunaEncoder(nn.Module):
     p = initial_p() if cfg.contextual_p else None
     attention = LUNA_ATTENTIONS[cfg.luna_attention_implementation](cfg)
     layer = remat_layer(LunaEncoderLayer, cfg.remat, deterministic_argnum=5)
-    for i in range(cfg.num_layers):
-      if not cfg.contextual_p:
-        p = initial_p(f'_{i}')
-      x, p = layer(
+    layers = {
+      name: layer(
         num_heads=cfg.num_heads,
         mlp_dim=cfg.mlp_dim,
         normalize_before=cfg.normalize_before,
@@ -223,9 +272,16 @@ class LunaEncoder(nn.Module):
         attention_dropout_rate=cfg.attention_dropout_rate,
         activation_dropout_rate=cfg.activation_dropout_rate,
         attention_module=attention,
+        ffn_kernel_init=BERT_INIT if bert else None,
         dtype=dtype,
-        name=f'layer_{i}',
-      )(x, p, x_mask, p_mask, deterministic)
+        name=name,
+      )
+      for name in dict.fromkeys(layer_names(cfg))
+    }
+    for i, name in enumerate(layer_names(cfg)):
+      if not cfg.contextual_p:
+        p = initial_p(f'_{i}')
+      x, p = layers[name](x, p, x_mask, p_mask, deterministic)
     if cfg.normalize_before:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_norm')(x)
       p = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='final_p_norm')(p)
@@ -237,6 +293,11 @@ class TransformerEncoder(nn.Module):
   embeddings, zero-init CLS, sinusoidal (or N(0, 0.02) learned) positions, dropout, pre-LN blocks
   without q/k/v/out biases, final LayerNorm. `attention_implementation` swaps the attention, which
   makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.model.baselines`).
+  `padding_mask='nonzero'` masks the attention by LRA's `inputs > 0` (`nonzero_mask`) instead of by
+  length, as LRA does: the masked tokens get no attention, and their own queries attend uniformly to
+  every position (their rows of the outer-product mask are all masked). The returned `x_mask` (what
+  'mean' pooling averages) stays the length mask, as LRA's MEAN pooling averages every position.
+  `shared_layers` applies `layer_0` `num_layers` times (LRA's `tied_weights`).
 
   Attributes:
     config: the model config.
@@ -261,10 +322,16 @@ class TransformerEncoder(nn.Module):
     x, lengths = TokenEmbedding(cfg, 1.0, 0.02, cls_init_zero=True, name='embed')(tokens, lengths)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     mask = length_mask(lengths, x.shape[1])
+    if cfg.padding_mask == 'nonzero':
+      key_mask = query_mask = nonzero_mask(tokens, cfg.prepend_cls)
+    elif cfg.padding_mask == 'lengths':
+      key_mask, query_mask = mask, None
+    else:
+      raise ValueError(f"padding_mask must be 'lengths' or 'nonzero', got {cfg.padding_mask!r}.")
     attention = TRANSFORMER_ATTENTIONS[cfg.attention_implementation](cfg)
     layer = remat_layer(TransformerEncoderLayer, cfg.remat, deterministic_argnum=3)
-    for i in range(cfg.num_layers):
-      x = layer(
+    layers = {
+      name: layer(
         num_heads=cfg.num_heads,
         qkv_dim=cfg.qkv_dim or cfg.emb_dim,
         mlp_dim=cfg.mlp_dim,
@@ -273,8 +340,12 @@ class TransformerEncoder(nn.Module):
         activation=cfg.activation,
         attention_module=attention,
         dtype=dtype,
-        name=f'layer_{i}',
-      )(x, mask, deterministic)
+        name=name,
+      )
+      for name in dict.fromkeys(layer_names(cfg))
+    }
+    for name in layer_names(cfg):
+      x = layers[name](x, key_mask, deterministic, query_mask)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
     return EncoderOutput(x, mask)
 

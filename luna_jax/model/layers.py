@@ -31,6 +31,8 @@ Dtype = jnp.dtype
 # xavier_uniform with gain 1/sqrt(2) (authors' init of every input projection); gain 1 for out_proj.
 _PROJ_INIT = nn.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
 _OUT_INIT = nn.initializers.xavier_uniform()
+#: fairseq's `init_bert_params` for Linear and Embedding weights (`ModelConfig.param_init='bert'`).
+BERT_INIT = nn.initializers.normal(0.02)
 
 
 def _activation(name: str) -> Callable[[Array], Array]:
@@ -77,6 +79,8 @@ class LunaAttention(nn.Module):
     num_pack_heads: heads of the pack attention (default: num_heads).
     tie_kv: K and V share one projection inside each of pack and unpack (Q is never shared).
     attention_dropout_rate: dropout on the pack and unpack probabilities.
+    kernel_init: initialiser of every projection kernel; None: the authors' xavier_uniform (gain
+      1/sqrt(2) for the input projections, 1 for the output projection).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -86,17 +90,23 @@ class LunaAttention(nn.Module):
   num_pack_heads: int | None = None
   tie_kv: bool = False
   attention_dropout_rate: float = 0.0
+  kernel_init: Callable | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @classmethod
   def from_config(cls, cfg: ModelConfig) -> Callable[..., LunaAttention]:
-    """The constructor for a `ModelConfig`: its `num_pack_heads` and `tie_kv`."""
-    return functools.partial(cls, num_pack_heads=cfg.num_pack_heads, tie_kv=cfg.tie_kv)
+    """The constructor for a `ModelConfig`: its `num_pack_heads`, `tie_kv` and `param_init`."""
+    return functools.partial(
+      cls,
+      num_pack_heads=cfg.num_pack_heads,
+      tie_kv=cfg.tie_kv,
+      kernel_init=BERT_INIT if cfg.param_init == 'bert' else None,
+    )
 
   def setup(self):
     proj = lambda init=_PROJ_INIT: DenseParams(
-      self.features, kernel_init=init, param_dtype=self.param_dtype
+      self.features, kernel_init=self.kernel_init or init, param_dtype=self.param_dtype
     )
     self.pack_query, self.query, self.out = proj(), proj(), proj(_OUT_INIT)
     for name in kv_names(self.tie_kv, 'pack_') + kv_names(self.tie_kv):
@@ -399,6 +409,7 @@ class LunaEncoderLayer(nn.Module):
     attention_module: builds the attention instead of `LunaAttention(num_pack_heads, tie_kv)`,
       called with LunaAttention's other fields (`luna_jax.model.registry.LUNA_ATTENTIONS` makes
       these).
+    ffn_kernel_init: kernel initialiser of the FFN; None: xavier_uniform (the authors' default).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -414,6 +425,7 @@ class LunaEncoderLayer(nn.Module):
   activation_dropout_rate: float = 0.0
   layer_norm_epsilon: float = 1e-5
   attention_module: Callable[..., nn.Module] | None = None
+  ffn_kernel_init: Callable | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -457,6 +469,7 @@ class LunaEncoderLayer(nn.Module):
       self.mlp_dim,
       self.activation,
       self.activation_dropout_rate,
+      kernel_init=self.ffn_kernel_init or nn.initializers.xavier_uniform(),
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       name='ffn',
@@ -497,8 +510,16 @@ class SelfAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True) -> Array:
-    """`[batch, n, d]` (key mask `[batch, n]`) -> `[batch, n, d]`."""
+  def __call__(
+    self,
+    x: Array,
+    mask: Array | None = None,
+    *,
+    deterministic: bool = True,
+    query_mask: Array | None = None,
+  ) -> Array:
+    """`[batch, n, d]` (key mask `[batch, n]`; query mask `[batch, n]`, see `attend`) ->
+    `[batch, n, d]`."""
     init = nn.initializers.xavier_uniform()
     projections = [
       DenseParams(
@@ -507,19 +528,27 @@ class SelfAttention(nn.Module):
       for name in ('query', 'key', 'value')
     ]
     q, k, v = (attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype))
-    y = self.attend(q, k, v, mask, deterministic)
+    y = self.attend(q, k, v, mask, deterministic, query_mask)
     out = DenseParams(
       x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype, name='out'
     )
     return fused_dense(attn.merge_heads(y), [out], self.dtype)[0]
 
   def attend(
-    self, query: Array, key: Array, value: Array, mask: Array | None, deterministic: bool
+    self,
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array | None,
+    deterministic: bool,
+    query_mask: Array | None = None,
   ) -> Array:
     """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads,
-    dh]`."""
+    dh]`; a False entry of `query_mask` makes that query attend uniformly to every key (LRA's
+    outer-product padding mask, `attn.attention_weights`). The softmax implementation sows its
+    float32 probabilities `[batch, heads, n, n]` as 'probs' in 'intermediates'."""
     if self.implementation == 'softmax':
-      y, _ = attn.dot_product_attention(
+      y, probs = attn.dot_product_attention(
         query,
         key,
         value,
@@ -527,10 +556,12 @@ class SelfAttention(nn.Module):
         dropout_rate=self.attention_dropout_rate,
         dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
         deterministic=deterministic,
+        query_mask=query_mask,
       )
+      self.sow('intermediates', 'probs', probs)
       return y
     if self.implementation == 'fused':
-      return attn.fused_dot_product_attention(query, key, value, mask)
+      return attn.fused_dot_product_attention(query, key, value, mask, query_mask)
     raise ValueError(f"implementation must be 'softmax' or 'fused', got {self.implementation!r}.")
 
 
@@ -564,9 +595,15 @@ class TransformerEncoderLayer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, deterministic: bool = True) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    mask: Array | None = None,
+    deterministic: bool = True,
+    query_mask: Array | None = None,
+  ) -> Array:
     """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
-    static)."""
+    static); `mask` masks keys, `query_mask` whole query rows (`SelfAttention.attend`)."""
     ln = lambda name: LayerNorm(
       epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name
     )
@@ -581,7 +618,7 @@ class TransformerEncoderLayer(nn.Module):
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       name='attention',
-    )(ln('attention_norm')(x), mask, deterministic=deterministic)
+    )(ln('attention_norm')(x), mask, deterministic=deterministic, query_mask=query_mask)
     x = x + drop(y)
     y = FeedForward(
       self.mlp_dim,

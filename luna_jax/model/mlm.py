@@ -32,6 +32,7 @@ import numpy as np
 from luna_jax.model import objectives
 from luna_jax.model.config import ModelConfig
 from luna_jax.model.encoders import ENCODERS
+from luna_jax.model.layers import BERT_INIT
 
 Array = jax.Array
 
@@ -146,15 +147,18 @@ class LMHead(nn.Module):
   Attributes:
     vocab_size: output ids (the embedding table's rows).
     dtype: computation dtype.
+    kernel_init: initialiser of the Dense kernel (None: flax's lecun_normal).
   """
 
   vocab_size: int
   dtype: jnp.dtype = jnp.float32
+  kernel_init: nn.initializers.Initializer | None = None
 
   @nn.compact
   def __call__(self, x: Array, embedding: Array) -> Array:
     """`[batch, n, d]` states, the `[vocab, d]` token embedding -> `[batch, n, vocab]` float32."""
-    h = nn.Dense(x.shape[-1], dtype=self.dtype, name='dense')(x)
+    kernel_init = self.kernel_init or nn.linear.default_kernel_init
+    h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=kernel_init, name='dense')(x)
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(nn.gelu(h, approximate=False))
     bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
     logits = jnp.einsum('bnd,vd->bnv', h, embedding.astype(self.dtype))
@@ -168,6 +172,10 @@ class MaskedLM(nn.Module):
     encoder_name: key of `luna_jax.model.encoders.ENCODERS` ('luna' or 'transformer').
     encoder: the encoder config; its vocab_size is the data's plus one, the mask id (the last).
     special_ids: the data's ids that are never masked (padding, separators).
+
+  With `encoder.param_init='bert'` the LM head's Dense kernel is N(0, 0.02) as well (the authors'
+  Luna-BERT applies `init_bert_params` to the whole model, fairseq-apollo
+  `fairseq/models/luna_bert/model.py`).
   """
 
   encoder_name: str
@@ -185,7 +193,11 @@ class MaskedLM(nn.Module):
     if self.encoder_name not in ENCODERS:
       raise ValueError(f'unknown encoder {self.encoder_name!r}; known: {sorted(ENCODERS)}.')
     self.sequence_encoder = ENCODERS[self.encoder_name](self.encoder)
-    self.lm_head = LMHead(self.encoder.vocab_size, self.encoder.compute_dtype)
+    self.lm_head = LMHead(
+      self.encoder.vocab_size,
+      self.encoder.compute_dtype,
+      BERT_INIT if self.encoder.param_init == 'bert' else None,
+    )
 
   def __call__(self, inputs: Array, lengths: Array, *, train: bool = False) -> Array:
     """Predicts every position's token.
