@@ -1,4 +1,5 @@
-"""Deterministic, resumable batch iterators over a `Split` (host numpy arrays).
+"""Deterministic, resumable batch iterators over a `Split` (host numpy arrays), and `Batching`, the
+way a task's data is cut into batches (`TaskData.batching`; the trainer asks only it).
 
 Training batch k is a pure function of (seed, k): epoch e = k // (N // batch_size) visits the
 examples in the order of a permutation drawn from `np.random.default_rng([seed, e])`, and the
@@ -9,12 +10,14 @@ random access to batch k is all that is needed and the arrays are already in mem
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from lra.core import DataError, Split
+from lra.errors import DataError
 
 
 def _check_processes(batch_size: int, process_index: int, process_count: int) -> int:
@@ -28,13 +31,13 @@ def _check_processes(batch_size: int, process_index: int, process_count: int) ->
   return batch_size // process_count
 
 
-def _gather(split: Split, indices: np.ndarray) -> dict[str, np.ndarray]:
+def _gather(split: Any, indices: np.ndarray) -> dict[str, np.ndarray]:
   """Returns the examples at `indices` as int32 arrays."""
   return {name: np.asarray(array[indices], np.int32) for name, array in split.arrays().items()}
 
 
 def train_batches(
-  split: Split,
+  split: Any,
   batch_size: int,
   *,
   seed: int,
@@ -76,7 +79,7 @@ def train_batches(
 
 
 def eval_batches(
-  split: Split, batch_size: int, *, process_index: int = 0, process_count: int = 1
+  split: Any, batch_size: int, *, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
   """Yields every example once, in order, in full batches; the last one is padded.
 
@@ -100,3 +103,58 @@ def eval_batches(
     batch = _gather(split, np.where(real, positions, 0))
     batch['weights'] = real.astype(np.float32)
     yield batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+  """Fixed-size batches (`train_batches`, `eval_batches`): the batching of every task whose data
+  does not bring its own (`TaskData.batching`; the token-budget batches of `corpora.translation`
+  subclass this).
+
+  Every method takes the global device count, so that a batching that sizes batches per device can
+  make each global batch divide over the devices; this one does not use it.
+  """
+
+  def train_batches(
+    self,
+    split: Any,
+    batch_size: int,
+    *,
+    num_devices: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+  ) -> Iterator[dict[str, np.ndarray]]:
+    """`train_batches` of `split` (`num_devices` unused): batch k is a pure function of (seed,
+    k)."""
+    del num_devices
+    return train_batches(
+      split,
+      batch_size,
+      seed=seed,
+      start_step=start_step,
+      process_index=process_index,
+      process_count=process_count,
+    )
+
+  def eval_batches(
+    self,
+    split: Any,
+    batch_size: int,
+    *,
+    num_devices: int,
+    process_index: int = 0,
+    process_count: int = 1,
+  ) -> Iterator[dict[str, np.ndarray]]:
+    """`eval_batches` of `split` (`num_devices` unused): every example once, with 'weights'."""
+    del num_devices
+    return eval_batches(split, batch_size, process_index=process_index, process_count=process_count)
+
+  def example(self, split: Any) -> dict[str, np.ndarray]:
+    """A one-example batch of `split` (int32 arrays): what a model is initialised with."""
+    return {name: np.asarray(array[:1], np.int32) for name, array in split.arrays().items()}
+
+
+#: Fixed-size batches: the default `TaskData.batching`.
+FIXED_SIZE = Batching()

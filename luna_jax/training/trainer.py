@@ -244,6 +244,7 @@ class _Session:
       len(self.devices),
       self.model.objective,
       max_batches=self.run.training.num_eval_batches,
+      batching=self.data.batching,
     )
 
   def checkpoint_record(self) -> dict[str, Any]:
@@ -332,8 +333,9 @@ def build(
   run: RunConfig, data: lra.TaskData
 ) -> tuple[flax.linen.Module, optax.GradientTransformation, TrainState]:
   """The model for `data`, the optimizer and a freshly initialised state."""
+  example = data.batching.example(data.train)
   # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
-  max_length = max([data.max_length, *data.train.targets.shape[1:]])
+  max_length = max([data.max_length, *example['targets'].shape[1:]])
   model = luna_jax.build_model(
     run.model,
     vocab_size=data.vocab_size,
@@ -344,7 +346,6 @@ def build(
     special_ids=lra.special_ids(data),
   )
   optimizer = optim.make_optimizer(run.optimizer)
-  example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
   return (
     model,
     optimizer,
@@ -463,9 +464,10 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, 
   """
   run, training = session.run, session.run.training
   schedule = optim.schedule_from_config(run.optimizer)
-  batches = lra.train_batches(
+  batches = session.data.batching.train_batches(
     session.data.train,
     training.batch_size,
+    num_devices=len(session.devices) * jax.process_count(),
     seed=run.seed,
     start_step=session.start_step,
     process_index=jax.process_index(),
