@@ -115,6 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.redraw_features = False
   # Luna: P flows from layer to layer (the paper); False: a learned P per layer (the ablation).
   config.model.contextual_p = True
+  # Token models: one embedding for source, target and output projection (the WMT recipe).
+  config.model.share_embeddings = False
   # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
   config.model.omega = 'softplus'
   # Causal Luna: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).

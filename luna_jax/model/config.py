@@ -66,8 +66,11 @@ class ModelConfig:
     low_rank_features: Linformer's projected length r.
     nb_features: Performer's number of random features.
     redraw_features: Performer: draw a new random projection at every training step.
-    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer its own
-      learned P table and drops Y_P between layers (the non-contextual ablation, paper Table 5).
+    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer (encoder
+      and decoder) its own learned P table and drops Y_P between layers (the non-contextual
+      ablation, paper Table 5).
+    share_embeddings: token models: one embedding table for the source, the target and the output
+      projection, which then has no bias (fairseq `--share-all-embeddings`, the WMT recipe).
     omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
     causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
     chunk_size: positions per chunk of the chunked causal form.
@@ -102,6 +105,7 @@ class ModelConfig:
   nb_features: int = spec(default=256, **_SIZE)
   redraw_features: bool = spec(default=False)
   contextual_p: bool = spec(default=True)
+  share_embeddings: bool = spec(default=False)
   omega: str = spec(default='softplus', choices=('softplus', 'elu'))
   causal_implementation: str = spec(default='chunked', choices=('chunked', 'scan'))
   chunk_size: int = spec(default=64, **_SIZE)

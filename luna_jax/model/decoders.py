@@ -107,10 +107,17 @@ class LunaLMLayer(_DecoderBlock):
 
 class LunaSeq2SeqLayer(_DecoderBlock):
   """Encoder-decoder Luna layer: causal self-attention, Luna cross-attention updating P, FFN;
-  post-LN."""
+  post-LN.
+
+  With `contextual_p=False` (the non-contextual ablation, paper Table 5) the layer ignores the P it
+  is given and uses a learned P table of its own (as `LunaLMLayer`), still masked with the
+  encoder's P mask; the P it returns is then unused by the next layer.
+  """
 
   def setup_extra(self):
     cfg = self.config
+    if not cfg.contextual_p:
+      self.p = learned_p(self, cfg)
     self.cross_attention = LunaAttention(
       features=cfg.emb_dim,
       num_heads=cfg.num_heads,
@@ -144,6 +151,7 @@ class LunaSeq2SeqLayer(_DecoderBlock):
     Returns:
       (`[batch, n, d]` new target states, `[batch, l, d]` the next layer's P).
     """
+    p = self._own_p(p)
     y = self.self_attention(x, p, p_mask, deterministic=deterministic)
     x = self._residual(self.self_attention_norm, x, y, deterministic)
     y_p = self.cross_attention.pack(p, memory, memory_mask, deterministic=deterministic)
@@ -152,8 +160,15 @@ class LunaSeq2SeqLayer(_DecoderBlock):
     x = self._residual(self.cross_attention_norm, x, y_x, deterministic)
     return self._feed_forward(x, deterministic), self._residual(self.p_norm, p, y_p, deterministic)
 
+  def _own_p(self, p: Array) -> Array:
+    """The P this layer works with: `p` itself, or its own table with `contextual_p=False`."""
+    if self.config.contextual_p:
+      return p
+    return jnp.broadcast_to(self.p[None], p.shape).astype(p.dtype)
+
   def init_cache(self, p: Array, memory: Array, memory_mask: Array) -> tuple[Cache, Array]:
     """Everything target-independent for decoding, and the next layer's P."""
+    p = self._own_p(p)
     y_p = self.cross_attention.pack(p, memory, memory_mask)
     key, value = self.cross_attention.unpack_keys_values(y_p)
     cache = {
@@ -183,11 +198,17 @@ class _TokenDecoder(nn.Module):
   def setup(self):
     cfg = self.config
     stddev = cfg.emb_dim**-0.5
-    self.embed = TokenEmbedding(cfg, stddev, stddev)
+    self.shared_embedding = None
+    if cfg.share_embeddings:
+      self.shared_embedding = nn.Embed(
+        cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(stddev)
+      )
+    self.embed = TokenEmbedding(cfg, stddev, stddev, shared_embedding=self.shared_embedding)
     if cfg.embedding_layernorm:
       self.embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.embedding_dropout = nn.Dropout(cfg.dropout_rate)
-    self.lm_head = nn.Dense(cfg.vocab_size, dtype=cfg.compute_dtype)
+    if not cfg.share_embeddings:
+      self.lm_head = nn.Dense(cfg.vocab_size, dtype=cfg.compute_dtype)
     self.setup_layers()
 
   def setup_layers(self):
@@ -200,6 +221,15 @@ class _TokenDecoder(nn.Module):
     return self.embedding_dropout(x, deterministic=deterministic)
 
   def _logits(self, x: Array) -> Array:
+    """`[..., d]` -> `[..., vocab]` float32: the output projection, or with `share_embeddings` the
+    product with the shared token table (no bias)."""
+    if self.shared_embedding is not None:
+      return jnp.einsum(
+        '...d,vd->...v',
+        x,
+        self.shared_embedding.embedding.astype(x.dtype),
+        preferred_element_type=jnp.float32,
+      )
     return self.lm_head(x).astype(jnp.float32)
 
   def _decode_step(self, tokens: Array, cache: Cache, *layer_args: Array) -> tuple[Array, Cache]:
@@ -261,7 +291,7 @@ class LunaSeq2Seq(_TokenDecoder):
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
 
   def setup_layers(self):
-    self.encoder = LunaEncoder(self.config)
+    self.encoder = LunaEncoder(self.config, shared_embedding=self.shared_embedding)
     layer = remat_layer(LunaSeq2SeqLayer, self.config.remat, deterministic_argnum=6)
     self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
 

@@ -95,12 +95,15 @@ class TokenEmbedding(nn.Module):
     position_stddev: stddev of a learned position table init.
     cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding
       init.
+    shared_embedding: an `nn.Embed` owned by a parent model, used instead of a table of this
+      module's own (`ModelConfig.share_embeddings`).
   """
 
   config: ModelConfig
   embedding_stddev: float
   position_stddev: float
   cls_init_zero: bool = False
+  shared_embedding: nn.Module | None = None
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, offset: Array | int = 0) -> tuple[Array, Array]:
@@ -123,7 +126,10 @@ class TokenEmbedding(nn.Module):
       check_positions(cfg, offset + tokens.shape[1])
     d = cfg.emb_dim
     init = nn.initializers.normal(self.embedding_stddev)
-    x = nn.Embed(cfg.vocab_size, d, embedding_init=init, name='token_embedding')(tokens)
+    embed = self.shared_embedding
+    if embed is None:
+      embed = nn.Embed(cfg.vocab_size, d, embedding_init=init, name='token_embedding')
+    x = embed(tokens)
     if cfg.embed_scale:
       x = x * math.sqrt(d)
     if cfg.prepend_cls:
@@ -172,9 +178,12 @@ class LunaEncoder(nn.Module):
 
   Attributes:
     config: the model config.
+    shared_embedding: the token table of an encoder-decoder that shares its embeddings
+      (`TokenEmbedding.shared_embedding`), or None.
   """
 
   config: ModelConfig
+  shared_embedding: nn.Module | None = None
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:
@@ -191,7 +200,9 @@ class LunaEncoder(nn.Module):
     cfg = self.config
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
     stddev = d**-0.5
-    x, lengths = TokenEmbedding(cfg, stddev, stddev, name='embed')(tokens, lengths)
+    x, lengths = TokenEmbedding(
+      cfg, stddev, stddev, shared_embedding=self.shared_embedding, name='embed'
+    )(tokens, lengths)
     if cfg.embedding_layernorm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)

@@ -143,11 +143,15 @@ def beam_search(
   max_length: int,
   eos_id: int,
   length_penalty: float = 0.6,
+  max_output_lengths: Array | None = None,
 ) -> tuple[Array, Array]:
   """Beam search (the paper decodes WMT with beam 5).
 
   Finished beams only extend with padding at no cost; the final choice divides each beam's summed
-  log-probability by the GNMT length penalty ((5 + length) / 6) ** length_penalty.
+  log-probability by the GNMT length penalty ((5 + length) / 6) ** length_penalty (Wu et al.,
+  2016, eq. 14; Vaswani et al., 2017, §6.1 use alpha 0.6), length counting the EOS. An example
+  that reaches its `max_output_lengths` entry without an EOS must end there: only the EOS stays
+  open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`).
 
   Args:
     model: the encoder-decoder.
@@ -158,6 +162,8 @@ def beam_search(
     max_length: output tokens to produce.
     eos_id: end-of-sequence id.
     length_penalty: the GNMT alpha (0 = rank by summed log-probability).
+    max_output_lengths: optional `[batch]` int, the most output ids (EOS included) per example,
+      e.g. `a * source_length + b + 1`; values above `max_length` have no effect.
 
   Returns:
     (`[batch, max_length]` best output ids, `[batch]` their summed log-probabilities).
@@ -181,6 +187,9 @@ def beam_search(
     logp = jax.nn.log_softmax(logits).reshape(batch, k, -1)
     vocab = logp.shape[-1]
     logp = logp.at[..., 0].set(_NEG_INF)  # padding is not a word
+    if max_output_lengths is not None:
+      must_end = (t + 1 >= max_output_lengths)[:, None, None]
+      logp = jnp.where(must_end & (jnp.arange(vocab) != eos_id), _NEG_INF, logp)
     pad_only = jnp.full((vocab,), _NEG_INF).at[0].set(0.0)
     logp = jnp.where(done[..., None], pad_only, logp)
     top, index = jax.lax.top_k((scores[..., None] + logp).reshape(batch, k * vocab), k)
