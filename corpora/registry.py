@@ -16,6 +16,19 @@ _REGISTRY: dict[str, Loader] = {
     'corpora.sequences', {'kind': 'seq2seq'}, {'max_length': 256, 'max_target_length': 256}
   ),
   'lm': Loader('corpora.sequences', {'kind': 'lm'}, {'max_length': 512}),
+  # Parallel text tokenised with a joint SentencePiece model, batched by tokens (WMT'14 En-De).
+  'translation': Loader(
+    'corpora.translation',
+    {},
+    {
+      'max_length': 256,
+      'max_target_length': 256,
+      'source_lang': 'en',
+      'target_lang': 'de',
+      'tokenizer': 'spm.model',
+      'max_tokens': 4096,
+    },
+  ),
   # Masked-LM pretraining on plain text, and GLUE-format finetuning.
   'corpus': Loader(
     'corpora.corpus',
@@ -27,7 +40,7 @@ _REGISTRY: dict[str, Loader] = {
   ),
 }
 #: The token-level tasks of the causal models.
-TOKEN_TASKS = ('seq2seq', 'lm')
+TOKEN_TASKS = ('seq2seq', 'lm', 'translation')
 #: The text tasks of the masked-LM pretraining and finetuning (`corpora.corpus`, `corpora.glue`).
 TEXT_TASKS = ('corpus', 'glue')
 #: Every task of this package.
@@ -42,7 +55,9 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
     data_dir: the folder (for 'corpus' also a text file) the task's files are in (see the README's
       Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`), `cache` (False
-      disables the cache); for 'seq2seq' `max_target_length`, for 'corpus' `tokenizer`,
+      disables the cache); for 'seq2seq' `max_target_length`, for 'translation'
+      `max_target_length`, `source_lang`, `target_lang`, `tokenizer` and `max_tokens`, for 'corpus'
+      `tokenizer`,
       `heldout_fraction` and `split_seed`, for 'glue' `glue_task` and `tokenizer`.
 
   Returns:

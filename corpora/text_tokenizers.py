@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,17 +164,49 @@ def train_sentencepiece(
     DataError: an undecodable line, or SentencePiece refuses the corpus (e.g. too few distinct
       pieces for `vocab_size`).
   """
-  import sentencepiece
 
   def sentences():
     for path in files:
       for _, text in read_lines(path):
         yield text
 
+  return train_sentencepiece_on(
+    sentences(), model_prefix, vocab_size, model_type, source=str([str(f) for f in files])
+  )
+
+
+def train_sentencepiece_on(
+  sentences: Iterable[str],
+  model_prefix: str,
+  vocab_size: int,
+  model_type: str = 'unigram',
+  *,
+  max_sentences: int = 0,
+  source: str = 'the sentences',
+) -> Path:
+  """Trains a SentencePiece model on `sentences` (with the fixed special ids above; every
+  character kept).
+
+  Args:
+    sentences: UTF-8 text, one sentence or document each.
+    model_prefix: output path without suffix; writes `<prefix>.model` and `<prefix>.vocab`.
+    vocab_size: number of ids, special ones included.
+    model_type: 'unigram' (SentencePiece's default) or 'bpe'.
+    max_sentences: train on a uniform sample of at most this many sentences (0: all of them).
+    source: where the sentences come from, for the error message.
+
+  Returns:
+    The `.model` path.
+
+  Raises:
+    DataError: SentencePiece refuses the text (e.g. too few distinct pieces for `vocab_size`).
+  """
+  import sentencepiece  # Imported on use: the byte tokenizer and the LRA tasks do not need it.
+
   Path(model_prefix).parent.mkdir(parents=True, exist_ok=True)
   try:
     sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=sentences(),
+      sentence_iterator=iter(sentences),
       model_prefix=model_prefix,
       vocab_size=vocab_size,
       model_type=model_type,
@@ -183,10 +215,11 @@ def train_sentencepiece(
       bos_id=SP_BOS_ID,
       eos_id=SP_EOS_ID,
       character_coverage=1.0,
+      input_sentence_size=max_sentences,
       minloglevel=2,
     )
   except RuntimeError as e:
-    raise DataError(f'SentencePiece training on {[str(f) for f in files]} failed: {e}') from None
+    raise DataError(f'SentencePiece training on {source} failed: {e}') from None
   return Path(model_prefix + '.model')
 
 
