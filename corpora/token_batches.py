@@ -164,7 +164,7 @@ class TokenBatching(lra.Batching):
       )
     return np.searchsorted(np.asarray(self.buckets), sizes).astype(np.int32)
 
-  def _batches(
+  def plan(
     self, split: TokenPairs, num_devices: int, rng: np.random.Generator | None
   ) -> list[tuple[int, np.ndarray]]:
     """One epoch's global batches as (bucket index, row indices with -1 for filler rows):
@@ -250,7 +250,7 @@ class TokenBatching(lra.Batching):
       step_epoch, within = divmod(step, per_epoch)
       if step_epoch != epoch:
         epoch = step_epoch
-        batches = self._batches(split, num_devices, np.random.default_rng([seed, epoch]))
+        batches = self.plan(split, num_devices, np.random.default_rng([seed, epoch]))
       yield self._local(split, batches[within], process_index, process_count)
 
   def eval_batches(
@@ -269,7 +269,7 @@ class TokenBatching(lra.Batching):
     """
     del batch_size
     self._check(num_devices, process_index, process_count)
-    for batch in self._batches(split, num_devices, None):
+    for batch in self.plan(split, num_devices, None):
       yield self._local(split, batch, process_index, process_count)
 
   def example(self, split: TokenPairs) -> Batch:

@@ -16,7 +16,10 @@ the trainer does not depend on the model family. It writes:
   best/                the parameters with the best validation accuracy
   damaged_checkpoints/ checkpoints that failed verification, set aside
   results.json         final validation/test metrics, the best validation checkpoint's step and test
-                       metrics, the config, parameter count, speed, devices
+                       metrics, the config, parameter count, speed, devices; for data with BLEU
+                       references (translation) also the BLEU of beam search on validation and
+                       test (`luna_jax.training.translation.score_splits`)
+  translations/        those detokenised translations, one file per split
 
 A run started again with the same workdir resumes from its newest intact checkpoint if its config
 differs only in RESCHEDULE_KEYS (and the device count, which is recorded) and, batches being a pure
@@ -48,7 +51,14 @@ import corpora
 import lra
 import luna_jax
 from lra.files import write_atomically
-from luna_jax.training import checkpointing, metric_log, optim, pretrained, self_pretraining
+from luna_jax.training import (
+  checkpointing,
+  metric_log,
+  optim,
+  pretrained,
+  self_pretraining,
+  translation,
+)
 from luna_jax.training import workdir as workdir_lib
 from luna_jax.training.distributed import initialize_distributed
 from luna_jax.training.metric_log import TrainLog, check_finite
@@ -100,12 +110,14 @@ def restore_run(
   run: RunConfig,
   workdir: str,
   global_devices: int,
+  vocabulary: str | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
   """Resumes the workdir's run from its newest intact checkpoint, if any, under the config rule.
 
-  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count.
-  A different global device count is allowed: it is stated in one warning and added to the record's
-  'device_changes'.
+  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count,
+  and its recorded vocabulary must be `vocabulary` (a SentencePiece model retrained under the same
+  file name changes the vocabulary, not the config). A different global device count is allowed:
+  it is stated in one warning and added to the record's 'device_changes'.
 
   Args:
     checkpointer: the workdir's checkpointer.
@@ -113,6 +125,7 @@ def restore_run(
     run: this session's config.
     workdir: the run's folder (for messages).
     global_devices: devices over all processes in this session.
+    vocabulary: the data's vocabulary (`lra.vocabulary`); None: not checked.
 
   Returns:
     (state, record): the record saved with the checkpoint ('config', 'global_devices',
@@ -126,6 +139,8 @@ def restore_run(
 
   def check(step: int, record: dict[str, Any]) -> None:
     changes = config_changes(record.get('config', {}), new_config)
+    if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
+      changes.append(f'vocabulary of the data: {record["vocabulary"]!r} -> {vocabulary!r}')
     if changes:
       raise ConfigChangedError(
         f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
@@ -182,7 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     'best' ('step' of the best validation checkpoint or None, 'test': its test metrics or None when
     its parameters could not be restored, 'selected_on_test': whether the validation split was the
     test split, 'directory'), 'step', 'num_params', 'steps_per_sec' (over every session of the
-    run), 'devices' (with 'changes' of the device count on resume) and 'config'.
+    run), 'devices' (with 'changes' of the device count on resume) and 'config'. For data with BLEU
+    references, 'validation' and 'test' also hold 'bleu', and 'bleu' the sacreBLEU signature,
+    the decoding settings and the translation files.
 
   Raises:
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
@@ -276,7 +293,9 @@ def _setup(
   checkpointer = stack.enter_context(
     contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
   )
-  state, record = restore_run(checkpointer, state, run, workdir, len(devices) * jax.process_count())
+  state, record = restore_run(
+    checkpointer, state, run, workdir, len(devices) * jax.process_count(), lra.vocabulary(data)
+  )
   start_step = int(state.step)
   if is_lead:
     _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
@@ -563,7 +582,21 @@ def _final_evaluation(
     )
   if best_test is not None:
     session.writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
+  final = {}
+  if 'references' in session.data.info:  # Data scored by BLEU: translate validation and test.
+    scores = translation.score_splits(
+      session.model,
+      unreplicate(state.params),
+      session.data,
+      session.run.decoding,
+      os.path.join(session.workdir, 'translations') if session.is_lead else None,
+    )
+    validation = {**validation, 'bleu': scores.pop('validation')['bleu']}
+    test = {**test, 'bleu': scores.pop('test')['bleu']}
+    session.writer.write_scalars(final_step, {'test_bleu': test['bleu']})
+    final['bleu'] = scores
   return {
+    **final,
     'validation': validation,
     'test': test,
     'best': {
@@ -589,9 +622,10 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   if session.is_lead:
     path = os.path.join(session.workdir, 'results.json')
     _write_json(path, results)
+    bleu = f', test BLEU {final["test"]["bleu"]:.2f}' if 'bleu' in final['test'] else ''
     print(
       f'Finished step {final["step"]}: validation accuracy '
-      f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}. '
-      f'Results in {path}'
+      f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}'
+      f'{bleu}. Results in {path}'
     )
   return results
