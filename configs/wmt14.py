@@ -5,6 +5,7 @@
   python train.py --config configs/wmt14.py:luna16_softplus_tied --workdir runs/wmt14/luna16
 
 Variants (one per row of Tables 4 and 5; append ',debug' for a smoke test):
+  transformer               Table 4: the softmax Transformer-base (Adam), `transformer_seq2seq`
   luna16_elu_tied, luna32_elu_tied, luna16_softplus_tied, luna32_softplus_tied    Table 4, tied K/V
   luna16_elu, luna32_elu, luna16_softplus, luna32_softplus                       Table 4, untied
   luna16_noncontextual      Table 5: l = 16, tied, softplus, P a learned table per layer (the
@@ -68,6 +69,7 @@ def _luna(length: int, omega: str, tied: bool, contextual: bool = True) -> dict:
 
 
 VARIANTS = {
+  'transformer': Variant({'name': 'transformer_seq2seq'}, 27.8, 64.9),
   'luna16_elu_tied': Variant(_luna(16, 'elu', True), 27.1, 69.6),
   'luna32_elu_tied': Variant(_luna(32, 'elu', True), 27.3, 69.7),
   'luna16_softplus_tied': Variant(_luna(16, 'softplus', True), 27.3, 69.6),

@@ -44,7 +44,7 @@ from luna_jax.model.baselines import (
 from luna_jax.model.build import MLM_MODELS, MODEL_NAMES, build_model
 from luna_jax.model.classifiers import ClassifierHead, SequenceClassifier, combine_pair, pool
 from luna_jax.model.config import HeadConfig, ModelConfig, check_model_config
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq, shift_right
 from luna_jax.model.encoders import ENCODERS, EncoderOutput, LunaEncoder, TransformerEncoder
 from luna_jax.model.layers import (
   FeedForward,

@@ -12,7 +12,7 @@ import pytest
 
 from luna_jax.model import generation
 from luna_jax.model.config import ModelConfig
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq, shift_right
 
 RNG = np.random.default_rng(3)
 CFG = ModelConfig(
@@ -183,6 +183,40 @@ def test_shared_embeddings_and_non_contextual_p(mt_seq2seq):
   table = params['shared_embedding']['embedding']
   zero = {'params': {**params, 'shared_embedding': {'embedding': table.at[3].set(0.0)}}}
   assert np.all(jax.jit(model.apply)(zero, src, lengths, targets)[..., 3] == 0.0)
+
+
+def test_transformer_seq2seq_decodes_incrementally_causally_and_by_beam_search(fast_compilation):
+  """The softmax baseline: its key/value cache equals teacher forcing, the decoder is causal, the
+  encoder ignores source padding, and the searches run it."""
+  model = TransformerSeq2Seq(MT_CFG, bos_id=1)
+  src, lengths = jnp.array([[3, 4, 3, 2, 0, 0], [4, 1, 4, 3, 4, 2]]), jnp.array([4, 6])
+  targets = jnp.array([[4, 3, 4, 2], [3, 3, 1, 2]])
+  params = jax.jit(model.init)(jax.random.PRNGKey(3), src, lengths, targets)['params']
+  assert 'lm_head' not in params and set(params['encoder_layers_0']) == {
+    'SoftmaxAttention_0',
+    'LayerNorm_0',
+    'LayerNorm_1',
+    'FeedForward_0',
+  }
+  v = {'params': params}
+  apply = jax.jit(model.apply)
+  full = apply(v, src, lengths, targets)
+  encode = lambda v, src: model.apply(v, src, lengths, method='encode')
+  cache = jax.jit(lambda v: model.apply(v, encode(v, src), 4, method='init_cache'))(v)
+  step = jax.jit(functools.partial(model.apply, method=TransformerSeq2Seq.decode_step))
+  for t, token in enumerate(shift_right(targets, model.bos_id).T):
+    logits, cache = step(v, token, cache)
+    np.testing.assert_allclose(logits, full[:, t], rtol=1e-5, atol=1e-5)
+  future = apply(v, src, lengths, targets.at[:, 2:].set(1))
+  np.testing.assert_array_equal(future[:, :3], full[:, :3])
+  padded = apply(v, src.at[0, 4:].set(3), lengths, targets)
+  np.testing.assert_allclose(padded[0], full[0], rtol=1e-5, atol=1e-5)
+  best, scores = generation.beam_search(
+    model, params, src, lengths, beam_size=3, max_length=4, eos_id=EOS, length_penalty=0.0
+  )
+  np.testing.assert_allclose(
+    scores, sequence_log_prob(model, params, src, lengths, best), rtol=1e-4
+  )
 
 
 def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(

@@ -1,6 +1,8 @@
 """Generation with the causal Luna models: LM sampling (greedy, temperature, top-k), seq2seq greedy
 decoding and beam search. Every loop is a `jax.lax.scan` over `LunaLM.decode_step` /
 `LunaSeq2Seq.decode_step`, so each new token costs O(1) time and the cache O(l*d) memory per layer.
+The seq2seq searches also run the softmax baseline `TransformerSeq2Seq` (same interface; its cache
+holds every past key and value).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq
 from luna_jax.model.encoders import check_positions
 
 Array = jax.Array
 Params = Any
+Seq2Seq = LunaSeq2Seq | TransformerSeq2Seq
 _NEG_INF = -1e9
 
 
@@ -87,7 +90,7 @@ def generate(
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_length', 'eos_id'))
 def greedy_decode(
-  model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
+  model: Seq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
 ) -> Array:
   """Greedy seq2seq decoding.
 
@@ -107,13 +110,13 @@ def greedy_decode(
   """
   check_positions(model.config, max_length, f'{max_length} output tokens')
   variables = {'params': params}
-  encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)
-  cache = model.apply(variables, encoded, method=LunaSeq2Seq.init_cache)
+  encoded = model.apply(variables, inputs, lengths, method='encode')
+  cache = model.apply(variables, encoded, max_length, method='init_cache')
   batch = inputs.shape[0]
 
   def body(carry, _):
     cache, token, done = carry
-    logits, cache = model.apply(variables, token, cache, method=LunaSeq2Seq.decode_step)
+    logits, cache = model.apply(variables, token, cache, method='decode_step')
     best = jnp.argmax(logits.at[:, 0].set(_NEG_INF), axis=-1).astype(jnp.int32)  # never padding
     token = jnp.where(done, 0, best)
     return (cache, token, done | (token == eos_id)), token
@@ -134,7 +137,7 @@ def sequence_lengths(tokens: Array, eos_id: int) -> Array:
 
 @functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_length', 'eos_id'))
 def beam_search(
-  model: LunaSeq2Seq,
+  model: Seq2Seq,
   params: Params,
   inputs: Array,
   lengths: Array,
@@ -174,8 +177,8 @@ def beam_search(
   check_positions(model.config, max_length, f'{max_length} output tokens')
   variables = {'params': params}
   batch, k = inputs.shape[0], beam_size
-  encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)
-  cache = model.apply(variables, encoded, method=LunaSeq2Seq.init_cache)
+  encoded = model.apply(variables, inputs, lengths, method='encode')
+  cache = model.apply(variables, encoded, max_length, method='init_cache')
   cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
   scores = jnp.tile(jnp.array([0.0] + [_NEG_INF] * (k - 1)), (batch, 1))  # only beam 0 starts
   tokens = jnp.zeros((batch, k, max_length), jnp.int32)
@@ -183,7 +186,7 @@ def beam_search(
 
   def body(carry, t):
     cache, tokens, scores, done, last = carry
-    logits, cache = model.apply(variables, last.reshape(-1), cache, method=LunaSeq2Seq.decode_step)
+    logits, cache = model.apply(variables, last.reshape(-1), cache, method='decode_step')
     logp = jax.nn.log_softmax(logits).reshape(batch, k, -1)
     vocab = logp.shape[-1]
     logp = logp.at[..., 0].set(_NEG_INF)  # padding is not a word
