@@ -11,8 +11,9 @@ import pytest
 
 import corpora
 import lra
-from corpora import translation, translation_generator
+from corpora import translation, translation_generator, wmt14
 from corpora.token_batches import TokenBatching, length_buckets
+from tests.test_lra_sources import example_proto, write_shard
 
 OPTIONS = {'max_length': 64, 'max_target_length': 64, 'max_tokens': 256, 'cache': False}
 MAX = OPTIONS['max_length']
@@ -197,3 +198,40 @@ def test_fixed_size_batching_is_the_batch_functions():
     'lengths': (1,),
     'targets': (1,),
   }
+
+
+def test_wmt14_from_prepared_tfds_shards_and_offline(tmp_path, capsys):
+  """`python -m corpora.wmt14` on shards in TFDS's layout and format; without them it stops at
+  once, with the command that prepares them elsewhere."""
+  with pytest.raises(SystemExit):
+    wmt14.main(['--tfds_dir', str(tmp_path / 'tfds'), '--output_dir', str(tmp_path / 'out')])
+  assert "tfds.builder('wmt14_translate/de-en'" in capsys.readouterr().err
+  version = tmp_path / 'tfds' / 'wmt14_translate' / 'de-en' / '1.0.0'
+  pairs = {
+    'train': [('A dog .', 'Ein Hund .'), ('Two\nlines', 'Zwei\tZeilen'), ('Ä', 'ß')],
+    'validation': [('Hello .', 'Hallo .')],
+    'test': [('Yes .', 'Ja .'), ('No .', 'Nein .')],
+  }
+  for split, examples in pairs.items():
+    records = [example_proto(en=en.encode(), de=de.encode()) for en, de in examples]
+    fmt = 'array_record' if split == 'train' else 'tfrecord'
+    write_shard(version / f'wmt14_translate-{split}.{fmt}-00000-of-00001', records)
+  argv = ['--tfds_dir', str(tmp_path / 'tfds'), '--output_dir', str(tmp_path / 'out')]
+  wmt14.main(argv)
+  assert (
+    'train: 3 pairs (2 sentences with line breaks or tabs made spaces)' in capsys.readouterr().out
+  )
+  out = tmp_path / 'out'
+  assert (out / 'train.en').read_text() == 'A dog .\nTwo lines\nÄ\n'
+  assert (out / 'train.de').read_text() == 'Ein Hund .\nZwei Zeilen\nß\n'
+  assert (out / 'test.de').read_text() == 'Ja .\nNein .\n'
+  wmt14.main(argv)  # The same shards again: nothing to do.
+  assert 'nothing to do' in capsys.readouterr().out
+  translation.main(['vocabulary', '--data_dir', str(out), '--vocab_size', '40'])
+  data = corpora.load_task('translation', out, max_length=32, max_target_length=32)
+  assert [data.train.num_examples, data.validation.num_examples, data.test.num_examples] == [
+    3,
+    1,
+    2,
+  ]
+  assert data.info['references']['test'] == ['Ja .', 'Nein .']
