@@ -81,20 +81,23 @@ VARIANTS = {
   'luna16_noncontextual': Variant(_luna(16, 'softplus', True, contextual=False), 25.2, None),
 }
 DEFAULT_VARIANT = 'luna16_softplus_tied'
+#: Flags the argument may add after the variant: 'cpu' (the small run on the generated corpus) and
+#: 'debug' (a smoke test).
+FLAGS = ('cpu', 'debug')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The WMT'14 En-De recipe for `arg` = 'variant[,debug]' (default luna16_softplus_tied).
+  """The WMT'14 En-De recipe for `arg` = 'variant[,cpu][,debug]' (default luna16_softplus_tied).
 
   Raises:
     ValueError: an unknown variant or flag, listing the variants.
   """
   parts = [part.strip() for part in (arg or DEFAULT_VARIANT).split(',') if part.strip()]
-  variant = parts[0] if parts and parts[0] != 'debug' else DEFAULT_VARIANT
-  if variant not in VARIANTS or set(parts) - {variant, 'debug'}:
+  variant = parts[0] if parts and parts[0] not in FLAGS else DEFAULT_VARIANT
+  if variant not in VARIANTS or set(parts) - {variant, *FLAGS}:
     raise ValueError(
       f'configs/wmt14.py argument {arg!r}: expected one of {list(VARIANTS)}, optionally '
-      'followed by ",debug".'
+      'followed by ",cpu" and/or ",debug".'
     )
   config = base.get_config()
   config.debug = 'debug' in parts
@@ -146,4 +149,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     checkpoint_every=2500,
     keep_checkpoints=10,
   )
+  if 'cpu' in parts:
+    _cpu(config)
   return config
+
+
+def _cpu(config: ml_collections.ConfigDict) -> None:
+  """The same path at CPU scale: the generated corpus, a 2 + 2-layer, 128-wide model, 2048 tokens
+  a batch, a shorter warmup at twice the peak, 3000 steps, the last 5 checkpoints to average."""
+  config.data.data_dir = 'data/mt_toy'
+  config.data.options.update(max_length=48, max_target_length=48, max_tokens=2048)
+  config.model.update(num_layers=2, emb_dim=128, mlp_dim=512, num_heads=4, num_pack_heads=4)
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=500)
+  config.training.update(
+    num_train_steps=3000, eval_every=1000, checkpoint_every=250, keep_checkpoints=5, log_every=50
+  )
