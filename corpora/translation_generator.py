@@ -11,7 +11,10 @@ decide the article and the adjective ending, which also depend on the case (nomi
 accusative object, dative after "mit"/"in", "in dem" contracted to "im"); a sentence that starts
 with an adverb puts the verb before the subject (verb-second order); a clause joined with "because"
 puts its verb last; compound nouns ("the door of the house" -> "die Haustür") are one German word,
-so the subword vocabulary has something to split. Sentences have 4 to about 30 words.
+so the subword vocabulary has something to split. Some words have two German translations, drawn at
+random each time ("car" -> "Auto" or "Wagen", which also changes the article; "often" -> "oft" or
+"häufig"), so, as with real references, no model can reach BLEU 100. Sentences have 4 to about 30
+words and end in an unspaced full stop (detokenised text, as sacreBLEU expects).
 """
 
 from __future__ import annotations
@@ -88,6 +91,27 @@ VERBS = {
   'watches': 'beobachtet',
   'loves': 'liebt',
 }
+#: Other German translations of some nouns (drawn as often as the first one).
+NOUN_ALTERNATIVES = {
+  'car': ('Wagen', 'm'),
+  'street': ('Gasse', 'f'),
+  'picture': ('Gemälde', 'n'),
+  'house': ('Gebäude', 'n'),
+  'river': ('Strom', 'm'),
+  'lamp': ('Leuchte', 'f'),
+}
+#: Other German translations of some adjectives, verbs and adverbs.
+WORD_ALTERNATIVES = {
+  'groß': 'riesig',
+  'schön': 'hübsch',
+  'leise': 'still',
+  'froh': 'glücklich',
+  'sieht': 'erblickt',
+  'kauft': 'erwirbt',
+  'mag': 'schätzt',
+  'oft': 'häufig',
+  'jetzt': 'nun',
+}
 ADVERBS = {'today': 'heute', 'often': 'oft', 'now': 'jetzt', 'again': 'wieder', 'later': 'später'}
 PREPOSITIONS = {'with': 'mit', 'in': 'in'}
 
@@ -110,6 +134,11 @@ _ENDINGS = {
 }
 
 
+def _pick(rng: random.Random, word: str) -> str:
+  """`word` or its alternative (`WORD_ALTERNATIVES`), each with probability 1/2."""
+  return rng.choice((word, WORD_ALTERNATIVES[word])) if word in WORD_ALTERNATIVES else word
+
+
 def _adjective(stem: str, ending: str) -> str:
   """German adjective with its ending ('dunkel' + 'e' -> 'dunkle', 'leise' + 'en' -> 'leisen')."""
   if stem.endswith('el') and ending:
@@ -129,12 +158,12 @@ def noun_phrase(rng: random.Random, case: str) -> tuple[list[str], list[str]]:
     english_noun = [head, 'of', 'the', modifier]
   else:
     head = rng.choice(list(NOUNS))
-    german, gender = NOUNS[head]
+    german, gender = rng.choice((NOUNS[head], NOUN_ALTERNATIVES.get(head, NOUNS[head])))
     english_noun = [head]
   english = [article, *([adjective] if adjective else []), *english_noun]
   words = [_ARTICLES[article, case][gender]]
   if adjective:
-    words.append(_adjective(ADJECTIVES[adjective], _ENDINGS[article, case][gender]))
+    words.append(_adjective(_pick(rng, ADJECTIVES[adjective]), _ENDINGS[article, case][gender]))
   return english, [*words, german]
 
 
@@ -154,20 +183,20 @@ def clause(rng: random.Random, verb_last: bool = False) -> tuple[list[str], list
   subject_en, subject_de = noun_phrase(rng, 'nom')
   object_en, object_de = noun_phrase(rng, 'acc')
   verb = rng.choice(list(VERBS))
+  verb_de = _pick(rng, VERBS[verb])
   extra_en, extra_de = _prepositional(rng) if rng.random() < 0.4 else ([], [])
   adverb = rng.choice(list(ADVERBS)) if rng.random() < 0.4 else None
+  adverb_de = [_pick(rng, ADVERBS[adverb])] if adverb else []
   english = [*subject_en, verb, *object_en, *extra_en]
   if verb_last:
-    german = [*subject_de, *([ADVERBS[adverb]] if adverb else []), *object_de, *extra_de]
-    german.append(VERBS[verb])
+    german = [*subject_de, *adverb_de, *object_de, *extra_de, verb_de]
     return english + ([adverb] if adverb else []), german
   if adverb and rng.random() < 0.5:
     english = [adverb, *english]
-    german = [ADVERBS[adverb], VERBS[verb], *subject_de, *object_de, *extra_de]
+    german = [*adverb_de, verb_de, *subject_de, *object_de, *extra_de]
   else:
     english = english + ([adverb] if adverb else [])
-    german = [*subject_de, VERBS[verb], *([ADVERBS[adverb]] if adverb else []), *object_de]
-    german += extra_de
+    german = [*subject_de, verb_de, *adverb_de, *object_de, *extra_de]
   return english, german
 
 
@@ -181,9 +210,13 @@ def sentence_pair(rng: random.Random) -> tuple[str, str]:
   elif roll < 0.35:
     more_en, more_de = clause(rng, verb_last=True)
     english, german = [*english, 'because', *more_en], [*german, ',', 'weil', *more_de]
+  english = [
+    'an' if word == 'a' and following[0] in 'aeiou' else word
+    for word, following in zip(english, [*english[1:], 'x'])
+  ]
   text_en = ' '.join(english)
   text_de = ' '.join(german).replace(' ,', ',')
-  return text_en[0].upper() + text_en[1:] + ' .', text_de[0].upper() + text_de[1:] + ' .'
+  return text_en[0].upper() + text_en[1:] + '.', text_de[0].upper() + text_de[1:] + '.'
 
 
 def write(

@@ -17,6 +17,7 @@ number (it is usually higher).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 import sacrebleu
 
 import luna_jax
+from corpora import text_tokenizers
 from corpora import translation as translation_data
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
 from lra.core import TaskData
@@ -136,7 +138,7 @@ def score_splits(
     (split -> written file)}.
   """
   vocabulary = translation_data.Vocabulary(data.info['tokenizer'])
-  result: dict[str, Any] = {'decoding': dict(vars(decoding)), 'files': {}}
+  result: dict[str, Any] = {'decoding': dataclasses.asdict(decoding), 'files': {}}
   for name in ('validation', 'test'):
     ids = translate_pairs(
       model, params, getattr(data, name), data.batching, decoding, data.info['eos_id']
@@ -203,7 +205,7 @@ def load_translator(
     vocab_size=vocabulary.size,
     num_classes=vocabulary.size,
     max_length=max(options['max_length'], options['max_target_length']),
-    bos_id=translation_data.text_tokenizers.SP_BOS_ID,
+    bos_id=text_tokenizers.SP_BOS_ID,
   )
   return model, tree['params'], vocabulary, config
 
@@ -232,7 +234,7 @@ def translate_lines(
   Returns:
     (the translations, the number of sources cut to `max_length`).
   """
-  eos = translation_data.text_tokenizers.SP_EOS_ID
+  eos = text_tokenizers.SP_EOS_ID
   kept = [i for i, line in enumerate(lines) if line.strip()]
   sources = vocabulary.encode([lines[i] for i in kept])
   cut = sum(len(s) > max_length for s in sources)
