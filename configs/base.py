@@ -127,6 +127,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.param_init = 'default'
   # Transformer attention mask: 'lengths' (past the length) or 'nonzero' (LRA's inputs > 0).
   config.model.padding_mask = 'lengths'
+  # Token models: one embedding for source, target and output projection (the WMT recipe).
+  config.model.share_embeddings = False
   # Causal Luna (token models): pack activation 'softplus' (beta = ln 2) or 'elu' (elu + 1).
   config.model.omega = 'softplus'
   # Causal Luna: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).
@@ -187,6 +189,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.distributed = False
   # Label smoothing of the training loss (0 in every LRA recipe; 0.1 for translation in the paper).
   config.training.label_smoothing = 0.0
+
+  config.decoding = ml_collections.ConfigDict()
+  # Beam search of the tasks scored by BLEU (translation; luna_jax/training/translation.py), after
+  # training, on validation and test. Beams per sentence (the paper: 5).
+  config.decoding.beam_size = 5
+  # GNMT length penalty alpha: hypotheses ranked by log-probability / ((5 + length) / 6) ** alpha.
+  config.decoding.length_penalty = 0.6
+  # At most max_len_a * source length + max_len_b tokens before the EOS (fairseq's --max-len-a/b;
+  # Vaswani et al., 2017: source length + 50).
+  config.decoding.max_len_a = 1.0
+  config.decoding.max_len_b = 50
   config.lock()
   return config
 

@@ -16,6 +16,19 @@ _REGISTRY: dict[str, Loader] = {
     'corpora.sequences', {'kind': 'seq2seq'}, {'max_length': 256, 'max_target_length': 256}
   ),
   'lm': Loader('corpora.sequences', {'kind': 'lm'}, {'max_length': 512}),
+  # Parallel text tokenised with a joint SentencePiece model, batched by tokens (WMT'14 En-De).
+  'translation': Loader(
+    'corpora.translation',
+    {},
+    {
+      'max_length': 256,
+      'max_target_length': 256,
+      'source_lang': 'en',
+      'target_lang': 'de',
+      'tokenizer': 'spm.model',
+      'max_tokens': 4096,
+    },
+  ),
   # Masked-LM pretraining on plain text, and GLUE-format finetuning.
   'corpus': Loader(
     'corpora.corpus',
@@ -27,7 +40,7 @@ _REGISTRY: dict[str, Loader] = {
   ),
 }
 #: The token-level tasks of the causal models.
-TOKEN_TASKS = ('seq2seq', 'lm')
+TOKEN_TASKS = ('seq2seq', 'lm', 'translation')
 #: The text tasks of the masked-LM pretraining and finetuning (`corpora.corpus`, `corpora.glue`).
 TEXT_TASKS = ('corpus', 'glue')
 #: Every task of this package.
@@ -38,6 +51,10 @@ _SOURCES = {
   'task there; your own: a folder with train.tsv, validation.tsv and test.tsv.',
   'lm': 'python -m corpora.sequence_generator --task lm --output_dir data/lm writes a toy corpus '
   'there; your own: a folder with train.txt, validation.txt and test.txt.',
+  'translation': 'python -m corpora.wmt14 --output_dir data/wmt14 (from TFDS data prepared '
+  'elsewhere) or python -m corpora.translation_generator --output_dir data/translation (a small '
+  'rule-based corpus), then python -m corpora.translation vocabulary --data_dir <that folder>; '
+  'your own: train/validation/test .<lang> or .tsv files.',
   'corpus': 'A corpus is a text file or a folder of *.txt files, one document per line; a small '
   'one: python -m corpora.sequence_generator --task lm --output_dir data/lm, then '
   '--config.data.data_dir=data/lm/train.txt.',
@@ -60,8 +77,9 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
       Data section).
     **options: `max_length`, `cache_dir` (default `<data_dir>/lra_cache`; for a corpus file
       `lra_cache` beside it), `cache` (False disables the cache); for 'seq2seq'
-      `max_target_length`, for 'corpus' `tokenizer`, `heldout_fraction` and `split_seed`, for
-      'glue' `glue_task` and `tokenizer`.
+      `max_target_length`, for 'translation' `max_target_length`, `source_lang`, `target_lang`,
+      `tokenizer` and `max_tokens`, for 'corpus' `tokenizer`, `heldout_fraction` and
+      `split_seed`, for 'glue' `glue_task` and `tokenizer`.
 
   Returns:
     The task's splits and sizes.

@@ -41,7 +41,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -432,7 +432,6 @@ def train_sentencepiece(
       `model_type`, outputs in the way (without `overwrite`), an undecodable line, no document, or
       SentencePiece refuses the corpus (e.g. too few distinct pieces for `vocab_size`).
   """
-  import sentencepiece
 
   if not model_prefix.strip() or Path(model_prefix).name in ('', '.', '..'):
     raise DataError(
@@ -478,23 +477,10 @@ def train_sentencepiece(
       path.unlink(missing_ok=True)
     return DataError(message)
 
-  model.parent.mkdir(parents=True, exist_ok=True)
   try:
-    sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=sentences(),
-      model_prefix=model_prefix,
-      vocab_size=vocab_size,
-      model_type=model_type,
-      pad_id=SP_PAD_ID,
-      unk_id=SP_UNK_ID,
-      bos_id=SP_BOS_ID,
-      eos_id=SP_EOS_ID,
-      character_coverage=1.0,
-      max_sentence_length=MAX_SENTENCE_BYTES,
-      minloglevel=2,
-    )
-  except RuntimeError as e:
-    problems.append(DataError(f'SentencePiece training on {names} failed: {_reason(e)}'))
+    train_sentencepiece_on(sentences(), model_prefix, vocab_size, model_type, source=names)
+  except DataError as e:
+    problems.append(e)
   if not stats['documents']:
     raise fail(f'{names}: the corpus is empty (no non-empty line). Put one document per line.')
   if problems:
@@ -508,6 +494,57 @@ def train_sentencepiece(
   write_atomically(stats_path(model), json.dumps(record, indent=2, sort_keys=True))
   record_outputs(outputs, settings)
   return model
+
+
+def train_sentencepiece_on(
+  sentences: Iterable[str],
+  model_prefix: str,
+  vocab_size: int,
+  model_type: str = 'unigram',
+  *,
+  max_sentences: int = 0,
+  source: str = 'the sentences',
+) -> Path:
+  """Trains a SentencePiece model on `sentences` (with the fixed special ids above; every
+  character kept): what `train_sentencepiece` and the joint translation vocabulary
+  (`corpora.translation`) run.
+
+  Args:
+    sentences: UTF-8 text, one sentence each, at most `MAX_SENTENCE_BYTES` bytes (SentencePiece
+      skips longer ones: split them first, `split_document`).
+    model_prefix: output path without suffix; writes `<prefix>.model` and `<prefix>.vocab`.
+    vocab_size: number of ids, special ones included.
+    model_type: 'unigram' (SentencePiece's default) or 'bpe'.
+    max_sentences: train on a uniform sample of at most this many sentences (0: all of them).
+    source: where the sentences come from, for the error message.
+
+  Returns:
+    The `.model` path.
+
+  Raises:
+    DataError: SentencePiece refuses the text (e.g. too few distinct pieces for `vocab_size`).
+  """
+  import sentencepiece  # Imported on use: the byte tokenizer and the LRA tasks do not need it.
+
+  Path(model_prefix).parent.mkdir(parents=True, exist_ok=True)
+  try:
+    sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences),
+      model_prefix=model_prefix,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      pad_id=SP_PAD_ID,
+      unk_id=SP_UNK_ID,
+      bos_id=SP_BOS_ID,
+      eos_id=SP_EOS_ID,
+      character_coverage=1.0,
+      input_sentence_size=max_sentences,
+      max_sentence_length=MAX_SENTENCE_BYTES,
+      minloglevel=2,
+    )
+  except RuntimeError as e:
+    raise DataError(f'SentencePiece training on {source} failed: {_reason(e)}') from None
+  return Path(model_prefix + '.model')
 
 
 def _reason(error: RuntimeError) -> str:

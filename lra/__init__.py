@@ -11,13 +11,14 @@ generators: `python -m lra.listops_generator`, `python -m lra.pathfinder_generat
 pretraining corpora, GLUE) is in the package `corpora`, which builds on this one.
 """
 
-from lra.batching import eval_batches, eval_sample, train_batches
+from lra.batching import Batching, eval_batches, eval_sample, train_batches
 from lra.core import DataError, Split, TaskData
 from lra.pretraining import special_ids, unlabelled, vocabulary
 from lra.registry import TASKS, data_source, load_task
 
 __all__ = [
   'TASKS',
+  'Batching',
   'DataError',
   'Split',
   'TaskData',

@@ -1,4 +1,5 @@
-"""Deterministic, resumable batch iterators over a `Split` (host numpy arrays).
+"""Deterministic, resumable batch iterators over a `Split` (host numpy arrays), and `Batching`, the
+way a task's data is cut into batches (`TaskData.batching`; the trainer asks only it).
 
 Training batch k is a pure function of (seed, k): epoch e = k // (N // batch_size) visits the
 examples in the order of a permutation drawn from `np.random.default_rng([seed, e])`, and the
@@ -14,10 +15,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lra.core import DataError, Split
+from lra.errors import DataError
+
+if TYPE_CHECKING:
+  from lra.core import Split
 
 
 def _check_processes(batch_size: int, process_index: int, process_count: int) -> int:
@@ -31,13 +36,13 @@ def _check_processes(batch_size: int, process_index: int, process_count: int) ->
   return batch_size // process_count
 
 
-def _gather(split: Split, indices: np.ndarray) -> dict[str, np.ndarray]:
+def _gather(split: Any, indices: np.ndarray) -> dict[str, np.ndarray]:
   """Returns the examples at `indices` as int32 arrays."""
   return {name: np.asarray(array[indices], np.int32) for name, array in split.arrays().items()}
 
 
 def train_batches(
-  split: Split,
+  split: Any,
   batch_size: int,
   *,
   seed: int,
@@ -85,7 +90,7 @@ def train_batches(
 
 
 def eval_batches(
-  split: Split, batch_size: int, *, process_index: int = 0, process_count: int = 1
+  split: Any, batch_size: int, *, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
   """Yields every example once, in order, in full batches; the last one is padded.
 
@@ -134,10 +139,77 @@ def eval_sample(split: Split, num_examples: int, seed: int = EVAL_SAMPLE_SEED) -
   Raises:
     DataError: `num_examples` < 1.
   """
+  if split.num_examples <= num_examples:
+    sample_rows(split.num_examples, num_examples, seed)  # Checks num_examples.
+    return split
+  chosen = sample_rows(split.num_examples, num_examples, seed)
+  return dataclasses.replace(split, **{name: a[chosen] for name, a in split.arrays().items()})
+
+
+def sample_rows(size: int, num_examples: int, seed: int = EVAL_SAMPLE_SEED) -> np.ndarray:
+  """The sorted rows of `eval_sample`'s draw of `num_examples` of `size` examples (all of them
+  when there are no more); DataError when `num_examples` < 1."""
   if num_examples < 1:
     raise DataError(f'eval_sample: num_examples must be >= 1, got {num_examples}.')
-  if split.num_examples <= num_examples:
-    return split
-  rng = np.random.default_rng(seed)
-  chosen = np.sort(rng.choice(split.num_examples, num_examples, replace=False))
-  return dataclasses.replace(split, **{name: a[chosen] for name, a in split.arrays().items()})
+  if size <= num_examples:
+    return np.arange(size)
+  return np.sort(np.random.default_rng(seed).choice(size, num_examples, replace=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+  """Fixed-size batches (`train_batches`, `eval_batches`): the batching of every task whose data
+  does not bring its own (`TaskData.batching`; the token-budget batches of `corpora.translation`
+  subclass this).
+
+  Every method takes the global device count, so that a batching that sizes batches per device can
+  make each global batch divide over the devices; this one does not use it.
+  """
+
+  def train_batches(
+    self,
+    split: Any,
+    batch_size: int,
+    *,
+    num_devices: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+  ) -> Iterator[dict[str, np.ndarray]]:
+    """`train_batches` of `split` (`num_devices` unused): batch k is a pure function of (seed,
+    k)."""
+    del num_devices
+    return train_batches(
+      split,
+      batch_size,
+      seed=seed,
+      start_step=start_step,
+      process_index=process_index,
+      process_count=process_count,
+    )
+
+  def eval_batches(
+    self,
+    split: Any,
+    batch_size: int,
+    *,
+    num_devices: int,
+    process_index: int = 0,
+    process_count: int = 1,
+  ) -> Iterator[dict[str, np.ndarray]]:
+    """`eval_batches` of `split` (`num_devices` unused): every example once, with 'weights'."""
+    del num_devices
+    return eval_batches(split, batch_size, process_index=process_index, process_count=process_count)
+
+  def sample(self, split: Any, num_examples: int) -> Any:
+    """`eval_sample` of `split`: a fixed, seeded sample of `num_examples` examples."""
+    return eval_sample(split, num_examples)
+
+  def example(self, split: Any) -> dict[str, np.ndarray]:
+    """A one-example batch of `split` (int32 arrays): what a model is initialised with."""
+    return {name: np.asarray(array[:1], np.int32) for name, array in split.arrays().items()}
+
+
+#: Fixed-size batches: the default `TaskData.batching`.
+FIXED_SIZE = Batching()

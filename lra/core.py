@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from lra.batching import FIXED_SIZE, Batching
+from lra.errors import DataError
+
 SPLITS = ('train', 'validation', 'test')
-
-
-class DataError(Exception):
-  """A user-facing data problem: missing or malformed files, bad options, unknown task names."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +56,12 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class TaskData:
-  """The three splits of a task and what a model needs to know about them."""
+  """The three splits of a task and what a model needs to know about them.
+
+  `batching` cuts the splits into batches: fixed-size batches (`Batching`) unless the data brings
+  its own, e.g. the token-budget batches of `corpora.translation`, whose splits are then of the
+  type that batching reads.
+  """
 
   name: str
   train: Split
@@ -68,6 +72,7 @@ class TaskData:
   max_length: int
   dual: bool = False
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  batching: Batching = FIXED_SIZE
 
 
 def splits_to_arrays(splits: Mapping[str, Split]) -> dict[str, np.ndarray]:

@@ -44,7 +44,7 @@ _REGISTRY: dict[str, Loader] = {
 TASKS = tuple(_REGISTRY)
 #: The tasks of the `corpora` package (token-level and masked-LM text tasks), named here only to
 #: send their callers to `corpora.load_task`: this package never imports that one.
-CORPORA_TASKS = ('seq2seq', 'lm', 'corpus', 'glue')
+CORPORA_TASKS = ('seq2seq', 'lm', 'translation', 'corpus', 'glue')
 _COMMON_OPTIONS = {'cache_dir': None, 'cache': True}
 CACHE_SUBDIR = 'lra_cache'
 #: The LRA release's folder that `lra.prepare` extracts (the nested copy: its pathfinder128 is the

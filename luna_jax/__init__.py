@@ -52,7 +52,7 @@ from luna_jax.model.config import (
   ModelConfig,
   check_model_config,
 )
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq, shift_right
 from luna_jax.model.encoders import ENCODERS, EncoderOutput, LunaEncoder, TransformerEncoder
 from luna_jax.model.layers import (
   FeedForward,

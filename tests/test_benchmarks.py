@@ -272,3 +272,17 @@ def test_remat_step_memory_and_compile_only(tmp_path, monkeypatch):
   assert cell['status'] == 'skipped' and 'compile_only' in cell['reason']
   assert cell['compiled_peak_bytes'] > 0 and 'step_time_s' not in cell
   assert not (tmp_path / 'b' / 'train_step' / 'plot.png').exists()  # Nothing timed: no plot.
+
+
+def test_wmt14_cost_counts_and_times_a_train_step(fast_compilation):
+  """The WMT'14 cost estimate on the smoke-test model: a batch of max_tokens // L rows, XLA's FLOP
+  count and a time, and the estimate updates x devices x FLOPs / throughput."""
+  from benchmarks import wmt14_cost
+  from configs import wmt14
+
+  config = wmt14.get_config('luna16_softplus_tied,debug')
+  config.data.options.max_tokens = 32
+  (measured,) = wmt14_cost.measure(config, 50, [16], 1)
+  assert (measured['rows'], measured['tokens']) == (2, 32)
+  assert measured['flops'] > 0 and measured['seconds'] > 0
+  assert wmt14_cost.device_hours(3.6e12, 100.0) == pytest.approx(500000 * 8 * 0.036 / 3600)

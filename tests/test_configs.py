@@ -3,13 +3,17 @@
 import importlib
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
 import corpora
 import lra
-from configs import base, variants
+import luna_jax
+from configs import base, variants, wmt14
 from lra import prepare
 from luna_jax import config_utils
 from luna_jax.model import config as model_config
@@ -217,3 +221,41 @@ def test_model_rules_live_on_the_fields():
     model_config.check_model_config({'name': 'lunar'})
   with pytest.raises(config_utils.ConfigError, match=r"unknown key\(s\) \['vocab_size'\]"):
     model_config.check_model_config({'vocab_size': 10})
+
+
+#: The shared vocabulary that makes the Transformer-base of Table 4 64.9M parameters (the paper's
+#: text says 37K BPE types; its parameter counts imply about 40.5K, as fairseq's 40K-merge WMT'14
+#: data has).
+TABLE4_VOCABULARY = 40550
+
+
+def test_wmt14_variants_follow_tables_4_and_5():
+  """Every row builds, with the appendix A.2 recipe, and (at the vocabulary that makes the
+  Transformer-base 64.9M) the parameter count of Table 4 to within rounding."""
+  tokens = jnp.ones((1, 8), jnp.int32)
+  for name, variant in wmt14.VARIANTS.items():
+    run = run_config.parse_config(load('wmt14', name))
+    assert run.data.task == 'translation' and run.data.options['max_tokens'] == 8192
+    assert {k: run.model[k] for k in variant.model} == variant.model
+    assert (run.model['num_layers'], run.model['emb_dim'], run.model['mlp_dim']) == (6, 512, 2048)
+    assert run.model['share_embeddings'] and run.model['num_heads'] == 8
+    opt = run.optimizer
+    assert (opt.learning_rate, opt.b1, opt.b2, opt.warmup_steps) == (5e-4, 0.9, 0.98, 4000)
+    assert (opt.weight_decay, opt.grad_clip_norm) == (1e-4, 1.0)
+    assert opt.schedule.endswith('rsqrt_normalized_decay')
+    assert run.training.label_smoothing == 0.1 and run.decoding.beam_size == 5
+    model = luna_jax.build_model(
+      run.model,
+      vocab_size=TABLE4_VOCABULARY,
+      num_classes=TABLE4_VOCABULARY,
+      max_length=1024,
+      bos_id=2,
+    )
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, jnp.array([8]), tokens)
+    count = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes)) / 1e6
+    if variant.params is not None:
+      assert abs(count - variant.params) < 0.07, (name, count, variant.params)
+  assert load('wmt14').model.projection_length == 16
+  run_config.resolve_config(load('wmt14', 'luna32_elu,debug'))
+  with pytest.raises(ValueError, match='luna64'):
+    load('wmt14', 'luna64')

@@ -1,7 +1,9 @@
 """Decoder-only and encoder-decoder Luna: incremental decoding equals the full pass, causality,
 search."""
 
+import dataclasses
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ import pytest
 
 from luna_jax.model import generation
 from luna_jax.model.config import ModelConfig
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, shift_right
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq, shift_right
 
 RNG = np.random.default_rng(3)
 CFG = ModelConfig(
@@ -138,6 +140,122 @@ def test_beam_search_scores_are_model_log_probs_and_beam_one_is_greedy(seq2seq):
   best = np.asarray(best)
   after_eos = np.cumsum(best == EOS, axis=1) - (best == EOS) > 0
   assert np.all((best == 0) == after_eos)  # padding exactly after the first EOS
+
+
+#: The MT recipe's knobs: shared embeddings, sinusoidal positions, sqrt(d) scale; no contextual P.
+MT_CFG = dataclasses.replace(
+  CFG,
+  vocab_size=5,
+  share_embeddings=True,
+  contextual_p=False,
+  positional='sinusoidal',
+  embed_scale=True,
+  embedding_layernorm=False,
+)
+
+
+@pytest.fixture(scope='module')
+def mt_seq2seq(fast_compilation):
+  model = LunaSeq2Seq(MT_CFG, bos_id=1)
+  src = jnp.asarray(RNG.integers(1, 5, (2, 6)), jnp.int32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(2), src, jnp.array([6, 4]), src)['params']
+  return model, params
+
+
+def test_shared_embeddings_and_non_contextual_p(mt_seq2seq):
+  """One token table serves source, target and output (no bias); every decoder layer owns a P;
+  incremental decoding still equals teacher forcing."""
+  model, params = mt_seq2seq
+  assert 'lm_head' not in params and 'embed' not in params['encoder']  # (sinusoidal positions)
+  assert params['shared_embedding']['embedding'].shape == (5, MT_CFG.emb_dim)
+  assert all('projected_embeddings' in params[f'layers_{i}'] for i in range(CFG.num_layers))
+  assert 'projected_embeddings_1' in params['encoder']
+  v = {'params': params}
+  src, lengths, targets = jnp.array([[3, 4, 3, 2, 0, 0]]), jnp.array([4]), jnp.array([[4, 3, 2]])
+  full = jax.jit(model.apply)(v, src, lengths, targets)
+  cache = jax.jit(
+    lambda v: model.apply(v, model.apply(v, src, lengths, method='encode'), method='init_cache')
+  )(v)
+  step = jax.jit(functools.partial(model.apply, method=LunaSeq2Seq.decode_step))
+  for t, token in enumerate(shift_right(targets, model.bos_id)[0]):
+    logits, cache = step(v, token[None], cache)
+    np.testing.assert_allclose(logits[0], full[0, t], rtol=1e-5, atol=1e-5)
+  table = params['shared_embedding']['embedding']
+  zero = {'params': {**params, 'shared_embedding': {'embedding': table.at[3].set(0.0)}}}
+  assert np.all(jax.jit(model.apply)(zero, src, lengths, targets)[..., 3] == 0.0)
+
+
+def test_transformer_seq2seq_decodes_incrementally_causally_and_by_beam_search(fast_compilation):
+  """The softmax baseline: its key/value cache equals teacher forcing, the decoder is causal, the
+  encoder ignores source padding, and the searches run it."""
+  model = TransformerSeq2Seq(MT_CFG, bos_id=1)
+  src, lengths = jnp.array([[3, 4, 3, 2, 0, 0], [4, 1, 4, 3, 4, 2]]), jnp.array([4, 6])
+  targets = jnp.array([[4, 3, 4, 2], [3, 3, 1, 2]])
+  params = jax.jit(model.init)(jax.random.PRNGKey(3), src, lengths, targets)['params']
+  assert 'lm_head' not in params and set(params['encoder_layers_0']) == {
+    'SoftmaxAttention_0',
+    'LayerNorm_0',
+    'LayerNorm_1',
+    'FeedForward_0',
+  }
+  v = {'params': params}
+  apply = jax.jit(model.apply)
+  full = apply(v, src, lengths, targets)
+  encode = lambda v, src: model.apply(v, src, lengths, method='encode')
+  cache = jax.jit(lambda v: model.apply(v, encode(v, src), 4, method='init_cache'))(v)
+  step = jax.jit(functools.partial(model.apply, method=TransformerSeq2Seq.decode_step))
+  for t, token in enumerate(shift_right(targets, model.bos_id).T):
+    logits, cache = step(v, token, cache)
+    np.testing.assert_allclose(logits, full[:, t], rtol=1e-5, atol=1e-5)
+  future = apply(v, src, lengths, targets.at[:, 2:].set(1))
+  np.testing.assert_array_equal(future[:, :3], full[:, :3])
+  padded = apply(v, src.at[0, 4:].set(3), lengths, targets)
+  np.testing.assert_allclose(padded[0], full[0], rtol=1e-5, atol=1e-5)
+  best, scores = generation.beam_search(
+    model, params, src, lengths, beam_size=3, max_length=4, eos_id=EOS, length_penalty=0.0
+  )
+  np.testing.assert_allclose(
+    scores, sequence_log_prob(model, params, src, lengths, best), rtol=1e-4
+  )
+
+
+def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(
+  mt_seq2seq, fast_compilation
+):
+  """With beams enough to hold every hypothesis, beam search returns the best of all outputs under
+  the GNMT length penalty, and never one longer than its example's cap (ended by a forced EOS)."""
+  model, params = mt_seq2seq
+  src, lengths = jnp.array([[3, 4, 3, 4, 2, 0], [4, 4, 2, 0, 0, 0]]), jnp.array([5, 3])
+  words, n = (1, 3, 4), 3  # Every id but padding and EOS; outputs of at most 3 ids.
+  hypotheses = [(*w, EOS) for k in range(n) for w in itertools.product(words, repeat=k)]
+  hypotheses += list(itertools.product(words, repeat=n))  # 40 in all: no EOS within the n steps.
+  has_eos = np.array([h[-1] == EOS for h in hypotheses])
+  sizes = np.array([len(h) for h in hypotheses])
+  tokens = jnp.array([list(h) + [0] * (n - len(h)) for h in hypotheses])
+  score = jax.jit(functools.partial(sequence_log_prob, model))
+  repeat = lambda x, b: jnp.repeat(x[b : b + 1], len(tokens), 0)
+  scores = [np.asarray(score(params, repeat(src, b), repeat(lengths, b), tokens)) for b in range(2)]
+  chosen = {}
+  for alpha, caps in ((0.0, (4, 4)), (0.6, (3, 2)), (3.0, (2, 4))):
+    best, _ = generation.beam_search(
+      model,
+      params,
+      src,
+      lengths,
+      beam_size=len(hypotheses),
+      max_length=n,
+      eos_id=EOS,
+      length_penalty=alpha,
+      max_output_lengths=jnp.array(caps),
+    )
+    for b, cap in enumerate(caps):
+      # A cap within the n steps forces an EOS by then; a larger one allows no EOS at all.
+      allowed = (sizes <= cap) & (has_eos | (cap > n))
+      penalised = np.where(allowed, scores[b] / ((5.0 + sizes) / 6.0) ** alpha, -np.inf)
+      expected = tokens[int(np.argmax(penalised))]
+      np.testing.assert_array_equal(best[b], expected, err_msg=f'alpha {alpha}, cap {cap}')
+      chosen[alpha, b] = int(generation.sequence_lengths(best[b], EOS))
+  assert chosen[3.0, 1] >= chosen[0.0, 1]  # A larger alpha favours longer outputs.
 
 
 def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):

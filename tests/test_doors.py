@@ -338,7 +338,7 @@ SOURCE, LENGTHS = np.ones((2, 4), np.int32), np.array([4, 2], np.int32)
     ),
     (
       lambda: generation.greedy_decode(LM, None, SOURCE, LENGTHS, max_length=4, eos_id=2),
-      'needs a LunaSeq2Seq',
+      'needs an encoder-decoder',
     ),
   ],
 )

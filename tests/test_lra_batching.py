@@ -38,7 +38,9 @@ def test_lra_and_corpora_send_each_other_s_tasks_to_the_other_package(tmp_path):
       lra.load_task(task, tmp_path)
   with pytest.raises(lra.DataError, match=r"'listops' is an LRA task.*lra\.load_task"):
     corpora.load_task('listops', tmp_path)
-  with pytest.raises(lra.DataError, match="Unknown task 'cifar'.*seq2seq, lm, corpus, glue"):
+  with pytest.raises(
+    lra.DataError, match="Unknown task 'cifar'.*seq2seq, lm, translation, corpus, glue"
+  ):
     corpora.load_task('cifar', tmp_path)
   with pytest.raises(lra.DataError, match='no option.*difficulty'):
     corpora.load_task('lm', tmp_path, difficulty='hard')

@@ -165,7 +165,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
 
   start_steps = []
-  real_train_batches = lra.train_batches
+  real_train_batches = lra.batching.train_batches
 
   def train_batches(*args, start_step=0, **kwargs):
     start_steps.append(start_step)
@@ -176,7 +176,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
         raise _Interrupted
       yield batch
 
-  monkeypatch.setattr(lra, 'train_batches', train_batches)
+  monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
   workdir = tmp_path / 'interrupted'
   with pytest.raises(_Interrupted):
     trainer.train_and_evaluate(config, str(workdir))

@@ -10,7 +10,8 @@ registry      attention name -> module, on the Transformer side and on the Luna 
 config        `ModelConfig` and `HeadConfig`: every model setting with its default and rule
 encoders      the Luna encoder and the official LRA Transformer encoder
 classifiers   pooling, the classifier head, the Retrieval two-tower model
-decoders      the decoder-only `LunaLM` and the encoder-decoder `LunaSeq2Seq`
+decoders      the decoder-only `LunaLM`, the encoder-decoder `LunaSeq2Seq` and its softmax baseline
+              `TransformerSeq2Seq`
 generation    sampling, greedy decoding and beam search with the O(l*d) caches
 mlm           the masked LM and its masking
 objectives    what each model family is trained and evaluated with (losses, weights, metrics)

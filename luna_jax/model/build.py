@@ -4,6 +4,8 @@
                           for Retrieval)
   'luna_lm'               decoder-only causal Luna language model (`LunaLM`)
   'luna_seq2seq'          encoder-decoder Luna (`LunaSeq2Seq`)
+  'transformer_seq2seq'   the softmax Transformer encoder-decoder (`TransformerSeq2Seq`), the
+                          Transformer-base baseline of the paper's Table 4
   'luna_mlm', 'transformer_mlm'
                           the encoder with a tied LM head, for masked-LM pretraining (`MaskedLM`)
 
@@ -31,11 +33,13 @@ from luna_jax.model.config import (
   check_model_config,
   split_model_config,
 )
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq
 from luna_jax.model.encoders import ENCODERS
 from luna_jax.model.mlm import MaskedLM
 
-Model = SequenceClassifier | LunaLM | LunaSeq2Seq | MaskedLM
+Model = SequenceClassifier | LunaLM | LunaSeq2Seq | TransformerSeq2Seq | MaskedLM
+#: The encoder-decoders, by name.
+SEQ2SEQ_MODELS = {'luna_seq2seq': LunaSeq2Seq, 'transformer_seq2seq': TransformerSeq2Seq}
 
 
 def build_model(
@@ -59,7 +63,7 @@ def build_model(
     num_classes: output classes (classifiers).
     max_length: longest input (for seq2seq: the longer of source and target) in tokens.
     dual: build the Retrieval two-tower classifier.
-    bos_id: first decoder input of 'luna_seq2seq'.
+    bos_id: first decoder input of the encoder-decoders ('luna_seq2seq', 'transformer_seq2seq').
     special_ids: ids the masked LMs never mask (`lra.special_ids`).
 
   Returns:
@@ -83,10 +87,10 @@ def build_model(
     return LunaLM(encoder)
   if head.name in MLM_MODELS:
     return MaskedLM(encoder_name, encoder, tuple(special_ids))
-  if head.name == 'luna_seq2seq':
+  if head.name in SEQ2SEQ_MODELS:
     if bos_id is None:
-      raise ValueError("'luna_seq2seq' needs the data's bos_id.")
-    return LunaSeq2Seq(encoder, bos_id=bos_id)
+      raise ValueError(f"{head.name!r} needs the data's bos_id.")
+    return SEQ2SEQ_MODELS[head.name](encoder, bos_id=bos_id)
   return SequenceClassifier(
     encoder_name=head.name,
     encoder=encoder,

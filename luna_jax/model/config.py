@@ -40,7 +40,7 @@ INTERACTIONS = ('concat', 'nli')
 #: The encoders (`luna_jax.model.encoders.ENCODERS`), each also a classifier model name.
 ENCODER_NAMES = ('luna', 'transformer')
 #: The token-level models (trained on `corpora.TOKEN_TASKS`).
-TOKEN_MODELS = ('luna_lm', 'luna_seq2seq')
+TOKEN_MODELS = ('luna_lm', 'luna_seq2seq', 'transformer_seq2seq')
 #: Masked-LM models: '<encoder>_mlm' for every encoder.
 MLM_SUFFIX = '_mlm'
 MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODER_NAMES)
@@ -86,8 +86,11 @@ class ModelConfig:
     low_rank_features: Linformer's projected length r.
     nb_features: Performer's number of random features.
     redraw_features: Performer: draw a new random projection at every training step.
-    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer its own
-      learned P table and drops Y_P between layers (the non-contextual ablation, paper Table 5).
+    contextual_p: Luna: P flows from layer to layer (the paper); False gives every layer (encoder
+      and decoder) its own learned P table and drops Y_P between layers (the non-contextual
+      ablation, paper Table 5).
+    share_embeddings: token models: one embedding table for the source, the target and the output
+      projection, which then has no bias (fairseq `--share-all-embeddings`, the WMT recipe).
     shared_layers: one layer's parameters applied `num_layers` times (fairseq-apollo's
       `tie_layer_weights`, `fairseq/models/luna_lra/luna_lra_encoder.py`; LRA's `tied_weights`),
       instead of `num_layers` layers of their own.
@@ -142,6 +145,7 @@ class ModelConfig:
   shared_layers: bool = spec(default=False)
   param_init: str = spec(default='default', choices=PARAM_INITS)
   padding_mask: str = spec(default='lengths', choices=PADDING_MASKS)
+  share_embeddings: bool = spec(default=False)
   omega: str = spec(default='softplus', choices=('softplus', 'elu'))
   causal_implementation: str = spec(default='chunked', choices=('chunked', 'scan'))
   chunk_size: int = spec(default=64, **_SIZE)

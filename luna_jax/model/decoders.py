@@ -22,19 +22,30 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from luna_jax.model import objectives
+from luna_jax.model import attention as attn
+from luna_jax.model import kernels, objectives
 from luna_jax.model.config import ModelConfig
 from luna_jax.model.encoders import (
   EncoderOutput,
   LunaEncoder,
   TokenEmbedding,
   learned_p,
+  length_mask,
   remat_layer,
 )
-from luna_jax.model.layers import FeedForward, LunaAttention, LunaCausalAttention
+from luna_jax.model.kernels import DenseParams, fused_dense
+from luna_jax.model.layers import (
+  OUT_INIT,
+  PROJ_INIT,
+  FeedForward,
+  LunaAttention,
+  LunaCausalAttention,
+  dropout_rng,
+)
 
 Array = jax.Array
 Cache = dict[str, Any]
+_MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
 
 def shift_right(targets: Array, bos_id: int) -> Array:
@@ -107,10 +118,17 @@ class LunaLMLayer(_DecoderBlock):
 
 class LunaSeq2SeqLayer(_DecoderBlock):
   """Encoder-decoder Luna layer: causal self-attention, Luna cross-attention updating P, FFN;
-  post-LN."""
+  post-LN.
+
+  With `contextual_p=False` (the non-contextual ablation, paper Table 5) the layer ignores the P it
+  is given and uses a learned P table of its own (as `LunaLMLayer`), still masked with the
+  encoder's P mask; the P it returns is then unused by the next layer.
+  """
 
   def setup_extra(self):
     cfg = self.config
+    if not cfg.contextual_p:
+      self.p = learned_p(self, cfg)
     self.cross_attention = LunaAttention(
       features=cfg.emb_dim,
       num_heads=cfg.num_heads,
@@ -144,6 +162,7 @@ class LunaSeq2SeqLayer(_DecoderBlock):
     Returns:
       (`[batch, n, d]` new target states, `[batch, l, d]` the next layer's P).
     """
+    p = self._own_p(p)
     y = self.self_attention(x, p, p_mask, deterministic=deterministic)
     x = self._residual(self.self_attention_norm, x, y, deterministic)
     y_p = self.cross_attention.pack(p, memory, memory_mask, deterministic=deterministic)
@@ -152,8 +171,15 @@ class LunaSeq2SeqLayer(_DecoderBlock):
     x = self._residual(self.cross_attention_norm, x, y_x, deterministic)
     return self._feed_forward(x, deterministic), self._residual(self.p_norm, p, y_p, deterministic)
 
+  def _own_p(self, p: Array) -> Array:
+    """The P this layer works with: `p` itself, or its own table with `contextual_p=False`."""
+    if self.config.contextual_p:
+      return p
+    return jnp.broadcast_to(self.p[None], p.shape).astype(p.dtype)
+
   def init_cache(self, p: Array, memory: Array, memory_mask: Array) -> tuple[Cache, Array]:
     """Everything target-independent for decoding, and the next layer's P."""
+    p = self._own_p(p)
     y_p = self.cross_attention.pack(p, memory, memory_mask)
     key, value = self.cross_attention.unpack_keys_values(y_p)
     cache = {
@@ -183,11 +209,17 @@ class _TokenDecoder(nn.Module):
   def setup(self):
     cfg = self.config
     stddev = cfg.emb_dim**-0.5
-    self.embed = TokenEmbedding(cfg, stddev, stddev)
+    self.shared_embedding = None
+    if cfg.share_embeddings:
+      self.shared_embedding = nn.Embed(
+        cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(stddev)
+      )
+    self.embed = TokenEmbedding(cfg, stddev, stddev, shared_embedding=self.shared_embedding)
     if cfg.embedding_layernorm:
       self.embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.embedding_dropout = nn.Dropout(cfg.dropout_rate)
-    self.lm_head = nn.Dense(cfg.vocab_size, dtype=cfg.compute_dtype)
+    if not cfg.share_embeddings:
+      self.lm_head = nn.Dense(cfg.vocab_size, dtype=cfg.compute_dtype)
     self.setup_layers()
 
   def setup_layers(self):
@@ -200,6 +232,15 @@ class _TokenDecoder(nn.Module):
     return self.embedding_dropout(x, deterministic=deterministic)
 
   def _logits(self, x: Array) -> Array:
+    """`[..., d]` -> `[..., vocab]` float32: the output projection, or with `share_embeddings` the
+    product with the shared token table (no bias)."""
+    if self.shared_embedding is not None:
+      return jnp.einsum(
+        '...d,vd->...v',
+        x,
+        self.shared_embedding.embedding.astype(x.dtype),
+        preferred_element_type=jnp.float32,
+      )
     return self.lm_head(x).astype(jnp.float32)
 
   def _decode_step(self, tokens: Array, cache: Cache, *layer_args: Array) -> tuple[Array, Cache]:
@@ -261,7 +302,7 @@ class LunaSeq2Seq(_TokenDecoder):
   input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
 
   def setup_layers(self):
-    self.encoder = LunaEncoder(self.config)
+    self.encoder = LunaEncoder(self.config, shared_embedding=self.shared_embedding)
     layer = remat_layer(LunaSeq2SeqLayer, self.config.remat, deterministic_argnum=6)
     self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
 
@@ -285,8 +326,10 @@ class LunaSeq2Seq(_TokenDecoder):
     encoded = self.encode(inputs, lengths, train=train)
     return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
 
-  def init_cache(self, encoded: EncoderOutput) -> Cache:
-    """Per-layer P, pack queries and cross-attention keys/values for decoding, computed once."""
+  def init_cache(self, encoded: EncoderOutput, num_steps: int | None = None) -> Cache:
+    """Per-layer P, pack queries and cross-attention keys/values for decoding, computed once (their
+    size does not depend on `num_steps`, the decoding steps to come)."""
+    del num_steps
     p, layers = encoded.p, []
     for layer in self.layers:
       layer_cache, p = layer.init_cache(p, encoded.x, encoded.x_mask)
@@ -298,3 +341,246 @@ class LunaSeq2Seq(_TokenDecoder):
     """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new
     cache)."""
     return self._decode_step(tokens, cache, cache['p_mask'])
+
+
+def _softmax_attention(
+  query: Array,
+  key: Array,
+  value: Array,
+  mask: Array,
+  dropout_rate: float,
+  dropout_rng: Array | None,
+  deterministic: bool,
+) -> Array:
+  """Scaled dot-product softmax attention (float32 softmax) under a full mask.
+
+  Args:
+    query: `[batch, q_len, heads, dh]`.
+    key: `[batch, k_len, heads, dh]`.
+    value: `[batch, k_len, heads, dh]`.
+    mask: bool, broadcastable to `[batch, q_len, k_len]`, True where a query may attend a key.
+    dropout_rate: dropout on the probabilities.
+    dropout_rng: its key (None when deterministic).
+    deterministic: disable dropout.
+
+  Returns:
+    `[batch, q_len, heads, dh]` in value's dtype.
+  """
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32)
+  logits = jnp.where(mask[:, None], logits * query.shape[-1] ** -0.5, _MASK_VALUE)
+  probs = kernels.dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, dropout_rng, deterministic)
+  out = jnp.einsum(
+    'bhqk,bkhd->bqhd', probs.astype(value.dtype), value, preferred_element_type=jnp.float32
+  )
+  return out.astype(value.dtype)
+
+
+class SoftmaxAttention(nn.Module):
+  """Multi-head softmax attention with biased q/k/v/out projections (fairseq `MultiheadAttention`,
+  the Transformer-base baseline of Table 4): inputs xavier_uniform with gain 1/sqrt(2), output
+  xavier_uniform, zero biases.
+
+  Attributes:
+    features: model width d.
+    num_heads: heads.
+    attention_dropout_rate: dropout on the probabilities.
+    dtype: computation dtype.
+  """
+
+  features: int
+  num_heads: int
+  attention_dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    proj = lambda init=PROJ_INIT: DenseParams(self.features, kernel_init=init)
+    self.query, self.key, self.value, self.out = proj(), proj(), proj(), proj(OUT_INIT)
+
+  def keys_values(self, context: Array) -> tuple[Array, Array]:
+    """`[batch, m, d]` -> keys and values, 2 x `[batch, m, heads, dh]` (one fused matmul)."""
+    k, v = fused_dense(context, [self.key, self.value], self.dtype)
+    return attn.split_heads(k, self.num_heads), attn.split_heads(v, self.num_heads)
+
+  def attend(
+    self, x: Array, key: Array, value: Array, mask: Array, deterministic: bool = True
+  ) -> Array:
+    """`[batch, n, d]` queries over precomputed keys/values (mask as `_softmax_attention`) ->
+    `[batch, n, d]`."""
+    q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
+    rng = dropout_rng(self, self.attention_dropout_rate, deterministic)
+    y = _softmax_attention(q, key, value, mask, self.attention_dropout_rate, rng, deterministic)
+    return fused_dense(attn.merge_heads(y), [self.out], self.dtype)[0]
+
+  def __call__(self, x: Array, context: Array, mask: Array, deterministic: bool = True) -> Array:
+    """Attention of `[batch, n, d]` over `[batch, m, d]` -> `[batch, n, d]`."""
+    return self.attend(x, *self.keys_values(context), mask, deterministic)
+
+
+class _TransformerBlock(nn.Module):
+  """Post-LN sub-layers of the Transformer-base encoder and decoder (fairseq
+  `TransformerEncoderLayer` / `TransformerDecoderLayer`, normalize_before False)."""
+
+  config: ModelConfig
+
+  def _attention(self) -> SoftmaxAttention:
+    cfg = self.config
+    return SoftmaxAttention(
+      cfg.emb_dim, cfg.num_heads, cfg.attention_dropout_rate, dtype=cfg.compute_dtype
+    )
+
+  def _norm(self) -> nn.Module:
+    return nn.LayerNorm(epsilon=1e-5, dtype=self.config.compute_dtype)
+
+  def _ffn(self) -> FeedForward:
+    cfg = self.config
+    return FeedForward(
+      cfg.mlp_dim, cfg.activation, cfg.activation_dropout_rate, dtype=cfg.compute_dtype
+    )
+
+  def _residual(self, norm: nn.Module, x: Array, y: Array, deterministic: bool) -> Array:
+    return norm(x + nn.Dropout(self.config.dropout_rate)(y, deterministic=deterministic))
+
+
+class TransformerSeq2SeqEncoderLayer(_TransformerBlock):
+  """X' = LN(X + SelfAttn(X)); X'' = LN(X' + FFN(X'))."""
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
+    """`[batch, m, d]`, `[batch, m]` bool key mask -> `[batch, m, d]` (`deterministic` may be
+    positional for `nn.remat`)."""
+    y = self._attention()(x, x, mask[:, None, :], deterministic)
+    x = self._residual(self._norm(), x, y, deterministic)
+    return self._residual(
+      self._norm(), x, self._ffn()(x, deterministic=deterministic), deterministic
+    )
+
+
+class TransformerSeq2SeqLayer(_TransformerBlock):
+  """Decoder layer: causal softmax self-attention, softmax cross-attention, FFN; post-LN."""
+
+  def setup(self):
+    self.self_attention, self.cross_attention = self._attention(), self._attention()
+    self.self_attention_norm, self.cross_attention_norm = self._norm(), self._norm()
+    self.ffn, self.ffn_norm = self._ffn(), self._norm()
+    self.dropout = nn.Dropout(self.config.dropout_rate)
+
+  def _residual(self, norm: nn.Module, x: Array, y: Array, deterministic: bool) -> Array:
+    return norm(x + self.dropout(y, deterministic=deterministic))
+
+  def __call__(
+    self, x: Array, memory: Array, memory_mask: Array, deterministic: bool = True
+  ) -> Array:
+    """Teacher forcing: `[batch, n, d]` targets over `[batch, m, d]` encoder output (`[batch, m]`
+    mask) -> `[batch, n, d]`."""
+    n = x.shape[1]
+    causal = jnp.tril(jnp.ones((n, n), bool))[None]
+    x = self._residual(
+      self.self_attention_norm, x, self.self_attention(x, x, causal, deterministic), deterministic
+    )
+    y = self.cross_attention(x, memory, memory_mask[:, None, :], deterministic)
+    x = self._residual(self.cross_attention_norm, x, y, deterministic)
+    return self._residual(self.ffn_norm, x, self.ffn(x, deterministic=deterministic), deterministic)
+
+  def init_cache(self, memory: Array, num_steps: int) -> Cache:
+    """Cross-attention keys/values of the encoder output and empty self-attention keys/values for
+    `num_steps` positions."""
+    key, value = self.cross_attention.keys_values(memory)
+    shape = (memory.shape[0], num_steps, *key.shape[2:])
+    return {
+      'key': key,
+      'value': value,
+      'self_key': jnp.zeros(shape, key.dtype),
+      'self_value': jnp.zeros(shape, value.dtype),
+    }
+
+  def step(
+    self, x: Array, cache: Cache, memory_mask: Array, position: Array
+  ) -> tuple[Array, Cache]:
+    """One token at `[batch]` positions: `[batch, d]` -> (`[batch, d]`, new cache)."""
+    key, value = self.self_attention.keys_values(x[:, None])
+    rows = jnp.arange(x.shape[0])
+    self_key = cache['self_key'].at[rows, position].set(key[:, 0])
+    self_value = cache['self_value'].at[rows, position].set(value[:, 0])
+    seen = (jnp.arange(self_key.shape[1])[None] <= position[:, None])[:, None, :]
+    x = self.self_attention_norm(
+      x + self.self_attention.attend(x[:, None], self_key, self_value, seen)[:, 0]
+    )
+    y = self.cross_attention.attend(
+      x[:, None], cache['key'], cache['value'], memory_mask[:, None, :]
+    )
+    x = self.cross_attention_norm(x + y[:, 0])
+    x = self.ffn_norm(x + self.ffn(x))
+    return x, {**cache, 'self_key': self_key, 'self_value': self_value}
+
+
+class TransformerSeq2Seq(_TokenDecoder):
+  """The softmax Transformer encoder-decoder (Transformer-base with the config's sizes; the
+  baseline row of the paper's Table 4): fairseq's `transformer_wmt_en_de`, post-LN, with the same
+  embeddings, output projection, objective and decoding interface as `LunaSeq2Seq`.
+
+  Decoding caches every past key and value of the self-attention (O(n*d) memory per layer and
+  O(n) time per token, the cost Luna's O(l*d) cache avoids).
+
+  Attributes:
+    config: hyper-parameters (`num_layers` each for encoder and decoder).
+    bos_id: the token that starts every decoder input.
+  """
+
+  bos_id: int = 1
+  #: Batch fields passed to `__call__` (the trainer reads this).
+  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
+
+  def setup_layers(self):
+    cfg = self.config
+    stddev = cfg.emb_dim**-0.5
+    self.source_embed = TokenEmbedding(cfg, stddev, stddev, shared_embedding=self.shared_embedding)
+    if cfg.embedding_layernorm:
+      self.source_embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
+    encoder_layer = remat_layer(TransformerSeq2SeqEncoderLayer, cfg.remat, deterministic_argnum=3)
+    self.encoder_layers = [encoder_layer(cfg) for _ in range(cfg.num_layers)]
+    layer = remat_layer(TransformerSeq2SeqLayer, cfg.remat, deterministic_argnum=4)
+    self.layers = [layer(cfg) for _ in range(cfg.num_layers)]
+
+  def encode(self, inputs: Array, lengths: Array, *, train: bool = False) -> EncoderOutput:
+    """`[batch, m]` source ids and `[batch]` lengths -> the encoder output (no P)."""
+    x, _ = self.source_embed(inputs, lengths)
+    if self.config.embedding_layernorm:
+      x = self.source_embedding_norm(x)
+    x = self.embedding_dropout(x, deterministic=not train)
+    mask = length_mask(lengths, inputs.shape[1])
+    for layer in self.encoder_layers:
+      x = layer(x, mask, not train)
+    return EncoderOutput(x, mask)
+
+  def decode(self, decoder_inputs: Array, encoded: EncoderOutput, *, train: bool = False) -> Array:
+    """Teacher-forced decoding: `[batch, n]` decoder inputs -> `[batch, n, vocab]` float32
+    logits."""
+    x = self._embed(decoder_inputs, 0, not train)
+    for layer in self.layers:
+      x = layer(x, encoded.x, encoded.x_mask, not train)
+    return self._logits(x)
+
+  def __call__(
+    self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False
+  ) -> Array:
+    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted
+    right)."""
+    encoded = self.encode(inputs, lengths, train=train)
+    return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
+
+  def init_cache(self, encoded: EncoderOutput, num_steps: int | None = None) -> Cache:
+    """Cross-attention keys/values, computed once, and room for `num_steps` (default
+    `max_length`) self-attention keys/values per layer."""
+    steps = num_steps or self.config.max_length
+    layers = [layer.init_cache(encoded.x, steps) for layer in self.layers]
+    batch = encoded.x.shape[0]
+    return {
+      'position': jnp.zeros((batch,), jnp.int32),
+      'memory_mask': encoded.x_mask,
+      'layers': layers,
+    }
+
+  def decode_step(self, tokens: Array, cache: Cache) -> tuple[Array, Cache]:
+    """Feeds one decoder input per sequence: `[batch]` ids -> (`[batch, vocab]` logits, new
+    cache)."""
+    return self._decode_step(tokens, cache, cache['memory_mask'], cache['position'])

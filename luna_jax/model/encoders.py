@@ -136,6 +136,8 @@ class TokenEmbedding(nn.Module):
     cls_init_zero: initialise the CLS vector with zeros (official LRA) instead of the embedding
       init.
     zero_padding_embedding: initialise the padding token's (id 0) embedding with zeros.
+    shared_embedding: an `nn.Embed` owned by a parent model, used instead of a table of this
+      module's own (`ModelConfig.share_embeddings`).
   """
 
   config: ModelConfig
@@ -143,6 +145,7 @@ class TokenEmbedding(nn.Module):
   position_stddev: float
   cls_init_zero: bool = False
   zero_padding_embedding: bool = False
+  shared_embedding: nn.Module | None = None
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, offset: Array | int = 0) -> tuple[Array, Array]:
@@ -166,7 +169,10 @@ class TokenEmbedding(nn.Module):
     d = cfg.emb_dim
     init = nn.initializers.normal(self.embedding_stddev)
     token_init = zero_padding_row(init) if self.zero_padding_embedding else init
-    x = nn.Embed(cfg.vocab_size, d, embedding_init=token_init, name='token_embedding')(tokens)
+    embed = self.shared_embedding
+    if embed is None:
+      embed = nn.Embed(cfg.vocab_size, d, embedding_init=token_init, name='token_embedding')
+    x = embed(tokens)
     if cfg.embed_scale:
       x = x * math.sqrt(d)
     if cfg.prepend_cls:
@@ -220,9 +226,12 @@ class LunaEncoder(nn.Module):
 
   Attributes:
     config: the model config.
+    shared_embedding: the token table of an encoder-decoder that shares its embeddings
+      (`TokenEmbedding.shared_embedding`), or None.
   """
 
   config: ModelConfig
+  shared_embedding: nn.Module | None = None
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:
@@ -240,9 +249,14 @@ class LunaEncoder(nn.Module):
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
     bert = cfg.param_init == 'bert'
     stddev = 0.02 if bert else d**-0.5
-    x, lengths = TokenEmbedding(cfg, stddev, stddev, zero_padding_embedding=bert, name='embed')(
-      tokens, lengths
-    )
+    x, lengths = TokenEmbedding(
+      cfg,
+      stddev,
+      stddev,
+      zero_padding_embedding=bert,
+      shared_embedding=self.shared_embedding,
+      name='embed',
+    )(tokens, lengths)
     if cfg.embedding_layernorm:
       x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)

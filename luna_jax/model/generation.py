@@ -7,6 +7,9 @@ arguments (model type, shapes, integer dtypes, token ids in [0, vocab_size), len
 rates) and raise a ValueError naming the bad value before anything is compiled, then call their
 jitted loop. The models themselves take whatever they are given: an id outside the vocabulary
 embeds as NaN (JAX's out-of-range gather), which the checks here prevent.
+
+The seq2seq searches also run the softmax baseline `TransformerSeq2Seq` (same interface; its cache
+holds every past key and value).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from luna_jax.model.decoders import LunaLM, LunaSeq2Seq
+from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq
 from luna_jax.model.encoders import check_positions
 
 Array = jax.Array
 Params = Any
+Seq2Seq = LunaSeq2Seq | TransformerSeq2Seq
 _NEG_INF = -1e9
 
 
@@ -38,12 +42,15 @@ def _choose(logits: Array, rng: Array, temperature: float, top_k: int | None) ->
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def _check_model(model: Any, kind: type, function: str) -> None:
+def _check_model(model: Any, kind: Any, function: str) -> None:
+  """ValueError unless `model` is a `kind`: `LunaLM` or an encoder-decoder (`Seq2Seq`)."""
   if not isinstance(model, kind):
-    raise ValueError(
-      f'{function} needs a {kind.__name__} (config.model.name='
-      f'{"luna_lm" if kind is LunaLM else "luna_seq2seq"!r}), got {type(model).__name__}.'
+    wanted = (
+      "a LunaLM (config.model.name='luna_lm')"
+      if kind is LunaLM
+      else "an encoder-decoder (config.model.name='luna_seq2seq' or 'transformer_seq2seq')"
     )
+    raise ValueError(f'{function} needs {wanted}, got {type(model).__name__}.')
 
 
 def _check_integers(name: str, array: Any, ndim: int) -> None:
@@ -87,7 +94,7 @@ def _check_rate(name: str, value: Any) -> None:
     raise ValueError(f'{name}={value!r}: must be >= 0 (0 is greedy / no penalty).')
 
 
-def _check_source(model: LunaSeq2Seq, inputs: Any, lengths: Any) -> None:
+def _check_source(model: Seq2Seq, inputs: Any, lengths: Any) -> None:
   """The source of `greedy_decode` and `beam_search`: ids, and lengths in [1, m] per row."""
   _check_tokens('inputs', inputs, model.config.vocab_size)
   _check_integers('lengths', lengths, 1)
@@ -184,7 +191,7 @@ def _generate(
 
 
 def greedy_decode(
-  model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
+  model: Seq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
 ) -> Array:
   """Greedy seq2seq decoding.
 
@@ -203,7 +210,7 @@ def greedy_decode(
     ValueError: another model type, inputs or lengths of another shape or dtype or out of range,
       `max_length` < 1 or beyond the model's `max_length`, `eos_id` outside [1, vocab_size).
   """
-  _check_model(model, LunaSeq2Seq, 'greedy_decode')
+  _check_model(model, Seq2Seq, 'greedy_decode')
   _check_source(model, inputs, lengths)
   _check_int('max_length', max_length, 1)
   _check_int('eos_id', eos_id, 1, model.config.vocab_size - 1)
@@ -213,17 +220,17 @@ def greedy_decode(
 
 @functools.partial(jax.jit, static_argnames=('model', 'max_length', 'eos_id'))
 def _greedy_decode(
-  model: LunaSeq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
+  model: Seq2Seq, params: Params, inputs: Array, lengths: Array, *, max_length: int, eos_id: int
 ) -> Array:
   """`greedy_decode`'s jitted loop (arguments checked)."""
   variables = {'params': params}
-  encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)
-  cache = model.apply(variables, encoded, method=LunaSeq2Seq.init_cache)
+  encoded = model.apply(variables, inputs, lengths, method='encode')
+  cache = model.apply(variables, encoded, max_length, method='init_cache')
   batch = inputs.shape[0]
 
   def body(carry, _):
     cache, token, done = carry
-    logits, cache = model.apply(variables, token, cache, method=LunaSeq2Seq.decode_step)
+    logits, cache = model.apply(variables, token, cache, method='decode_step')
     best = jnp.argmax(logits.at[:, 0].set(_NEG_INF), axis=-1).astype(jnp.int32)  # never padding
     token = jnp.where(done, 0, best)
     return (cache, token, done | (token == eos_id)), token
@@ -243,7 +250,7 @@ def sequence_lengths(tokens: Array, eos_id: int) -> Array:
 
 
 def beam_search(
-  model: LunaSeq2Seq,
+  model: Seq2Seq,
   params: Params,
   inputs: Array,
   lengths: Array,
@@ -252,11 +259,15 @@ def beam_search(
   max_length: int,
   eos_id: int,
   length_penalty: float = 0.6,
+  max_output_lengths: Array | None = None,
 ) -> tuple[Array, Array]:
   """Beam search (the paper decodes WMT with beam 5).
 
   Finished beams only extend with padding at no cost; the final choice divides each beam's summed
-  log-probability by the GNMT length penalty ((5 + length) / 6) ** length_penalty.
+  log-probability by the GNMT length penalty ((5 + length) / 6) ** length_penalty (Wu et al.,
+  2016, eq. 14; Vaswani et al., 2017, §6.1 use alpha 0.6), length counting the EOS. An example
+  that reaches its `max_output_lengths` entry without an EOS must end there: only the EOS stays
+  open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`).
 
   Args:
     model: the encoder-decoder.
@@ -267,6 +278,8 @@ def beam_search(
     max_length: output tokens to produce (>= 1).
     eos_id: end-of-sequence id in [1, vocab_size).
     length_penalty: the GNMT alpha (finite, >= 0; 0 = rank by summed log-probability).
+    max_output_lengths: optional `[batch]` int, the most output ids (EOS included) per example,
+      e.g. `a * source_length + b + 1`; values above `max_length` have no effect.
 
   Returns:
     (`[batch, max_length]` int32 best output ids, `[batch]` float32 their summed
@@ -277,12 +290,19 @@ def beam_search(
       `beam_size` or `max_length` < 1, `max_length` beyond the model's `max_length`, `eos_id`
       outside [1, vocab_size), a negative or non-finite `length_penalty`.
   """
-  _check_model(model, LunaSeq2Seq, 'beam_search')
+  _check_model(model, Seq2Seq, 'beam_search')
   _check_source(model, inputs, lengths)
   _check_int('beam_size', beam_size, 1)
   _check_int('max_length', max_length, 1)
   _check_int('eos_id', eos_id, 1, model.config.vocab_size - 1)
   _check_rate('length_penalty', length_penalty)
+  if max_output_lengths is not None:
+    _check_integers('max_output_lengths', max_output_lengths, 1)
+    if np.shape(max_output_lengths) != np.shape(lengths):
+      raise ValueError(
+        f'max_output_lengths has shape {np.shape(max_output_lengths)}: expected one entry per '
+        f'example, {np.shape(lengths)}.'
+      )
   check_positions(model.config, max_length, f'{max_length} output tokens')
   return _beam_search(
     model,
@@ -293,12 +313,13 @@ def beam_search(
     max_length=max_length,
     eos_id=eos_id,
     length_penalty=float(length_penalty),
+    max_output_lengths=max_output_lengths,
   )
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_length', 'eos_id'))
 def _beam_search(
-  model: LunaSeq2Seq,
+  model: Seq2Seq,
   params: Params,
   inputs: Array,
   lengths: Array,
@@ -307,12 +328,13 @@ def _beam_search(
   max_length: int,
   eos_id: int,
   length_penalty: float,
+  max_output_lengths: Array | None,
 ) -> tuple[Array, Array]:
   """`beam_search`'s jitted loop (arguments checked)."""
   variables = {'params': params}
   batch, k = inputs.shape[0], beam_size
-  encoded = model.apply(variables, inputs, lengths, method=LunaSeq2Seq.encode)
-  cache = model.apply(variables, encoded, method=LunaSeq2Seq.init_cache)
+  encoded = model.apply(variables, inputs, lengths, method='encode')
+  cache = model.apply(variables, encoded, max_length, method='init_cache')
   cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
   scores = jnp.tile(jnp.array([0.0] + [_NEG_INF] * (k - 1)), (batch, 1))  # only beam 0 starts
   tokens = jnp.zeros((batch, k, max_length), jnp.int32)
@@ -320,10 +342,13 @@ def _beam_search(
 
   def body(carry, t):
     cache, tokens, scores, done, last = carry
-    logits, cache = model.apply(variables, last.reshape(-1), cache, method=LunaSeq2Seq.decode_step)
+    logits, cache = model.apply(variables, last.reshape(-1), cache, method='decode_step')
     logp = jax.nn.log_softmax(logits).reshape(batch, k, -1)
     vocab = logp.shape[-1]
     logp = logp.at[..., 0].set(_NEG_INF)  # padding is not a word
+    if max_output_lengths is not None:
+      must_end = (t + 1 >= max_output_lengths)[:, None, None]
+      logp = jnp.where(must_end & (jnp.arange(vocab) != eos_id), _NEG_INF, logp)
     pad_only = jnp.full((vocab,), _NEG_INF).at[0].set(0.0)
     logp = jnp.where(done[..., None], pad_only, logp)
     top, index = jax.lax.top_k((scores[..., None] + logp).reshape(batch, k * vocab), k)

@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 Array = jax.Array
 Dtype = jnp.dtype
 
-# xavier_uniform with gain 1/sqrt(2) (authors' init of every input projection); gain 1 for out_proj.
-_PROJ_INIT = nn.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
-_OUT_INIT = nn.initializers.xavier_uniform()
+#: xavier_uniform with gain 1/sqrt(2): the authors' (and fairseq's) init of every input projection.
+PROJ_INIT = nn.initializers.variance_scaling(0.5, 'fan_avg', 'uniform')
+#: xavier_uniform (gain 1): their init of the output projections.
+OUT_INIT = nn.initializers.xavier_uniform()
 #: fairseq's `init_bert_params` for Linear and Embedding weights (`ModelConfig.param_init='bert'`).
 BERT_INIT = nn.initializers.normal(0.02)
 
@@ -105,10 +106,10 @@ class LunaAttention(nn.Module):
     )
 
   def setup(self):
-    proj = lambda init=_PROJ_INIT: DenseParams(
+    proj = lambda init=PROJ_INIT: DenseParams(
       self.features, kernel_init=self.kernel_init or init, param_dtype=self.param_dtype
     )
-    self.pack_query, self.query, self.out = proj(), proj(), proj(_OUT_INIT)
+    self.pack_query, self.query, self.out = proj(), proj(), proj(OUT_INIT)
     for name in kv_names(self.tie_kv, 'pack_') + kv_names(self.tie_kv):
       setattr(self, name, proj())
 
@@ -262,10 +263,10 @@ class LunaCausalAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    proj = lambda init=_PROJ_INIT: DenseParams(
+    proj = lambda init=PROJ_INIT: DenseParams(
       self.features, kernel_init=init, param_dtype=self.param_dtype
     )
-    self.pack_query, self.query, self.pack_key, self.out = proj(), proj(), proj(), proj(_OUT_INIT)
+    self.pack_query, self.query, self.pack_key, self.out = proj(), proj(), proj(), proj(OUT_INIT)
     for name in kv_names(self.tie_kv):
       setattr(self, name, proj())
 

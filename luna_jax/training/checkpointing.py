@@ -4,6 +4,9 @@
                                     `keep` periodic/final saves
   workdir/best/<step>/              {'params'} of the best validation accuracy so far
   workdir/damaged_checkpoints/      checkpoints found damaged on restore, set aside
+  workdir/averaged/<step>/          {'params'}: the mean of the last N checkpoints' parameters
+                                    (`average_checkpoints`, one command: python -m
+                                    luna_jax.average_checkpoints)
 
 Orbax writes each checkpoint into a temporary folder and renames it once complete, so an interrupted
 save never leaves a checkpoint that `latest_step` would pick up (unfinished temporaries are removed
@@ -32,6 +35,8 @@ from absl import logging
 DIGEST_KEY = 'sha256'
 #: Folder of the workdir that damaged checkpoints are moved to.
 DAMAGED_DIR = 'damaged_checkpoints'
+#: Folder of the workdir that averaged parameters are written to (`average_checkpoints`).
+AVERAGED_DIR = 'averaged'
 #: Called with (step, record) before a checkpoint is restored; raises to refuse it.
 RecordCheck = Callable[[int, dict[str, Any]], None]
 
@@ -178,12 +183,34 @@ class _VerifiedManager:
     self.manager.close()
 
 
+def _reader(workdir: str, name: str) -> _VerifiedManager:
+  """A read-only manager of `<workdir>/<name>/` (it changes nothing there)."""
+  return _VerifiedManager(
+    workdir,
+    name,
+    ocp.CheckpointManagerOptions(
+      read_only=True, create=False, enable_async_checkpointing=False, cleanup_tmp_directories=False
+    ),
+  )
+
+
+def _read_verified(manager: _VerifiedManager, step: int) -> tuple[Any, dict[str, Any]]:
+  """The step's tree (nested dicts of numpy arrays, as stored) and record without the digest;
+  raises _Damaged."""
+  record = manager.read_record(step)
+  target = jax.tree.map(
+    lambda meta: np.zeros(meta.shape, meta.dtype), manager.manager.item_metadata(step).tree
+  )
+  tree = manager.restore_verified(step, target, record)
+  return tree, {k: v for k, v in record.items() if k != DIGEST_KEY}
+
+
 def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[str, Any], str]:
   """Reads, verified and without changing anything, a train state another run saved.
 
   Args:
-    path: a run's workdir (its newest intact checkpoint is read) or one checkpoint folder,
-      `<workdir>/<folder>/<step>`.
+    path: a run's workdir (the newest intact checkpoint of its `folder` is read) or one checkpoint
+      folder, `<workdir>/<folder>/<step>` or `<workdir>/averaged/<step>` (`average_checkpoints`).
     folder: 'checkpoints' (train states) or 'best' (the best validation parameters, `{'params'}`).
 
   Returns:
@@ -195,44 +222,107 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
       not moved: the folder may be another user's).
   """
   path = os.path.abspath(os.path.expanduser(path))
+  parent = os.path.basename(os.path.dirname(path))
   if os.path.isdir(os.path.join(path, folder)):
     workdir, wanted = path, None
   elif (
-    os.path.basename(path).isdigit()
-    and os.path.basename(os.path.dirname(path)) == folder
-    and os.path.isdir(path)
+    os.path.basename(path).isdigit() and parent in (folder, AVERAGED_DIR) and os.path.isdir(path)
   ):
-    workdir, wanted = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+    workdir, folder = os.path.dirname(os.path.dirname(path)), parent
+    wanted = int(os.path.basename(path))
   else:
     raise FileNotFoundError(
-      f"{path}: neither a run's workdir (with a {folder}/ folder) nor a "
-      f'checkpoint folder <workdir>/{folder}/<step>.'
+      f"{path}: neither a run's workdir (with a {folder}/ folder) nor a checkpoint folder "
+      f'<workdir>/{folder}/<step> or <workdir>/{AVERAGED_DIR}/<step>.'
     )
-  manager = _VerifiedManager(
-    workdir,
-    folder,
-    ocp.CheckpointManagerOptions(
-      read_only=True, create=False, enable_async_checkpointing=False, cleanup_tmp_directories=False
-    ),
-  )
+  manager = _reader(workdir, folder)
   try:
     steps = [wanted] if wanted is not None else sorted(manager.manager.all_steps(), reverse=True)
     problems = []
     for step in steps:
       try:
-        record = manager.read_record(step)
-        target = jax.tree.map(
-          lambda meta: np.zeros(meta.shape, meta.dtype), manager.manager.item_metadata(step).tree
-        )
-        tree = manager.restore_verified(step, target, record)
+        tree, record = _read_verified(manager, step)
       except _Damaged as e:
         problems.append(f'{manager.path(step)}: {e}')
         continue
-      return tree, {k: v for k, v in record.items() if k != DIGEST_KEY}, manager.path(step)
+      return tree, record, manager.path(step)
   finally:
     manager.close()
   listing = ''.join(f'\n  {p}' for p in problems) if problems else ' (none saved)'
   raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
+
+
+def average_checkpoints(workdir: str, num: int) -> str:
+  """Averages the parameters of the newest `num` intact checkpoints of a run into a new verified
+  checkpoint (the paper averages the last 10 epochs' checkpoints before evaluating, appendix A.2;
+  fairseq's `scripts/average_checkpoints.py`).
+
+  Each parameter is the mean over the checkpoints, summed in float64 and cast back to its dtype.
+  The result is `<workdir>/averaged/<newest step>/` ({'params'}, with the SHA-256 digest and the
+  newest checkpoint's record plus 'averaged_steps'), replacing one of the same step;
+  `read_checkpoint` and `python -m luna_jax.translate` read it. Damaged checkpoints are named and
+  passed over, not moved.
+
+  Args:
+    workdir: the run's folder.
+    num: how many checkpoints (>= 1; the run must keep that many, `training.keep_checkpoints`).
+
+  Returns:
+    The new checkpoint's folder.
+
+  Raises:
+    FileNotFoundError: fewer than `num` intact checkpoints (naming the steps there are).
+    ValueError: `num` < 1, or checkpoints whose parameters differ in structure or shape.
+  """
+  if num < 1:
+    raise ValueError(f'num must be >= 1, got {num}')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  reader = _reader(workdir, 'checkpoints')
+  sums, steps, record, problems = None, [], None, []
+  try:
+    for step in sorted(reader.manager.all_steps(), reverse=True):
+      if len(steps) == num:
+        break
+      try:
+        tree, step_record = _read_verified(reader, step)
+      except _Damaged as e:
+        problems.append(f'{reader.path(step)}: {e}')
+        logging.warning('Checkpoint %s is damaged (%s); not averaged.', reader.path(step), e)
+        continue
+      params = flat_leaves(tree['params'])
+      if sums is None:
+        sums, record = {k: np.asarray(v, np.float64) for k, v in params.items()}, step_record
+        structure = jax.tree.structure(tree['params'])
+      elif {k: np.shape(v) for k, v in params.items()} != {k: v.shape for k, v in sums.items()}:
+        raise ValueError(f'{reader.path(step)}: its parameters differ from {reader.path(steps[0])}')
+      else:
+        for k, v in params.items():
+          sums[k] += v
+      steps.append(step)
+  finally:
+    reader.close()
+  if len(steps) < num:
+    listing = ''.join(f'\n  {p}' for p in problems)
+    raise FileNotFoundError(
+      f'{workdir}: {num} checkpoints to average, but only {len(steps)} intact '
+      f'({sorted(steps)}){listing}. Keep more with training.keep_checkpoints.'
+    )
+  dtypes = {k: v.dtype for k, v in flat_leaves(tree['params']).items()}
+  mean = jax.tree.unflatten(
+    structure, [(sums[k] / num).astype(dtypes[k]) for k in flat_leaves(tree['params'])]
+  )
+  writer = _VerifiedManager(
+    workdir,
+    AVERAGED_DIR,
+    ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=False),
+  )
+  try:
+    if steps[0] in writer.manager.all_steps():
+      writer.manager.delete(steps[0])
+    writer.save(steps[0], {'params': mean}, {**record, 'averaged_steps': sorted(steps)})
+    return writer.path(steps[0])
+  finally:
+    writer.close()
 
 
 class Checkpointer:

@@ -32,6 +32,7 @@ CONFIG_KEYS = (
   'optimizer',
   'training',
   'self_pretraining',
+  'decoding',
 )
 #: `config.training` keys that may change when a run is resumed: they extend or re-schedule it.
 RESCHEDULE_KEYS = (
@@ -79,6 +80,17 @@ class SelfPretrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DecodingConfig:
+  """The `config.decoding` section, checked (see configs/base.py): beam search of the data that is
+  scored by BLEU (`corpora.translation`; `luna_jax.training.translation`)."""
+
+  beam_size: int = spec(minimum=1)
+  length_penalty: float = spec(minimum=0.0)
+  max_len_a: float = spec(minimum=0.0)
+  max_len_b: int = spec(minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   """The whole experiment config, parsed once and checked (`parse_config`); what the trainer uses.
 
@@ -94,6 +106,7 @@ class RunConfig:
   optimizer: optim.OptimizerConfig = spec()
   training: TrainingConfig = spec()
   self_pretraining: SelfPretrainingConfig = spec()
+  decoding: DecodingConfig = spec()
 
   def to_dict(self) -> dict[str, Any]:
     """The config as plain JSON-able nested dicts (what config.json and checkpoints store)."""
@@ -157,6 +170,7 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
     'self_pretraining': config_utils.parse_section(
       SelfPretrainingConfig, config.self_pretraining, 'config.self_pretraining'
     ),
+    'decoding': config_utils.parse_section(DecodingConfig, config.decoding, 'config.decoding'),
   }
   return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
 
@@ -189,13 +203,14 @@ def config_changes(
 ) -> list[str]:
   """The settings that differ between two config dicts, as 'key: stored -> new' lines.
 
-  Keys of `config.training` in RESCHEDULE_KEYS and `training.num_devices` (a device-count change is
-  handled separately) are not compared.
+  Keys of `config.training` in RESCHEDULE_KEYS, `training.num_devices` (a device-count change is
+  handled separately) and the `decoding` section (it only changes the final evaluation) are not
+  compared.
   """
   changes = []
   for key in sorted(set(stored) | set(new)):
     name = f'{prefix}{key}'
-    if name in {f'training.{k}' for k in (*RESCHEDULE_KEYS, 'num_devices')}:
+    if name in {f'training.{k}' for k in (*RESCHEDULE_KEYS, 'num_devices')} | {'decoding'}:
       continue
     old_value, new_value = stored.get(key, '(absent)'), new.get(key, '(absent)')
     if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):

@@ -237,27 +237,34 @@ def evaluate(
   num_devices: int,
   objective: objectives.Objective,
   max_batches: int = -1,
+  batching: lra.Batching = lra.batching.FIXED_SIZE,
 ) -> dict[str, float]:
   """The objective's metrics of replicated `params` on a split.
 
   Args:
     p_eval_step: the pmapped `eval_step` (params and batch mapped, the key broadcast).
     params: replicated parameters.
-    split: the split to evaluate.
+    split: the split to evaluate (of the type `batching` reads).
     batch_size: global evaluation batch size.
     num_devices: local devices.
     objective: the model's objective, which turns the summed metrics into means.
-    max_batches: evaluate `max_batches` batches of a fixed, seeded sample of the split
-      (`lra.eval_sample`; the whole split when it has no more examples), or -1: the whole split.
+    max_batches: evaluate about `max_batches` batches' worth of a fixed, seeded sample of the
+      split (`batching.sample`, `lra.eval_sample` for fixed-size batches; the whole split when it
+      has no more examples), or -1: the whole split.
+    batching: the data's batching (`lra.TaskData.batching`; default fixed-size batches).
 
   Returns:
     `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
     models 'sequence_accuracy'.
   """
   if max_batches != -1:
-    split = lra.eval_sample(split, max_batches * batch_size)
-  batches = lra.eval_batches(
-    split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+    split = batching.sample(split, max_batches * batch_size)
+  batches = batching.eval_batches(
+    split,
+    batch_size,
+    num_devices=num_devices * jax.process_count(),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
   )
   key = jax.random.PRNGKey(EVAL_SEED)
   totals = None

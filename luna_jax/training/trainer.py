@@ -18,7 +18,10 @@ preparation, the loss and its weights, the evaluation metrics) is the model's `o
   best/                the parameters with the best validation accuracy
   damaged_checkpoints/ checkpoints that failed verification, set aside
   results.json         final validation/test metrics, the best validation checkpoint's step and test
-                       metrics, the config, parameter count, speed, devices
+                       metrics, the config, parameter count, speed, devices; for data with BLEU
+                       references (translation) also the BLEU of beam search on validation and
+                       test (`luna_jax.training.translation.score_splits`)
+  translations/        those detokenised translations, one file per split
 
 A run started again with the same workdir resumes from its newest intact checkpoint if its config
 differs only in RESCHEDULE_KEYS (and the device count, which is recorded) and, batches being a pure
@@ -51,7 +54,14 @@ import lra
 import luna_jax
 from lra.files import write_atomically
 from luna_jax.config_utils import ConfigError
-from luna_jax.training import checkpointing, metric_log, optim, pretrained, self_pretraining
+from luna_jax.training import (
+  checkpointing,
+  metric_log,
+  optim,
+  pretrained,
+  self_pretraining,
+  translation,
+)
 from luna_jax.training import workdir as workdir_lib
 from luna_jax.training.distributed import initialize_distributed
 from luna_jax.training.metric_log import TrainLog, check_finite
@@ -210,7 +220,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     its parameters could not be restored, 'selected_on_test': whether the validation split was the
     test split, 'directory'), 'step', 'partial_evaluation' (whether a split was evaluated on a
     sample, `training.num_eval_batches`), 'num_params', 'steps_per_sec' (over every session of
-    the run), 'devices' (with 'changes' of the device count on resume) and 'config'.
+    the run), 'devices' (with 'changes' of the device count on resume) and 'config'. For data with
+    BLEU references, 'validation' and 'test' also hold 'bleu', and 'bleu' the sacreBLEU signature,
+    the decoding settings and the translation files.
 
   Raises:
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
@@ -275,6 +287,7 @@ class _Session:
       len(self.devices),
       self.model.objective,
       max_batches=self.run.training.num_eval_batches,
+      batching=self.data.batching,
     )
 
   def checkpoint_record(self) -> dict[str, Any]:
@@ -372,7 +385,7 @@ def model_inputs(data: lra.TaskData) -> dict[str, Any]:
     'vocab_size': data.vocab_size,
     'num_classes': data.num_classes,
     # Token-level tasks: positions must cover the targets too (seq2seq decoder, LM).
-    'max_length': max([data.max_length, *data.train.targets.shape[1:]]),
+    'max_length': max([data.max_length, *data.batching.example(data.train)['targets'].shape[1:]]),
     'dual': data.dual,
     'bos_id': data.info.get('bos_id'),
     'special_ids': list(lra.special_ids(data)),
@@ -385,7 +398,7 @@ def build(
   """The model for `data`, the optimizer and a freshly initialised state."""
   model = luna_jax.build_model(run.model, **model_inputs(data))
   optimizer = optim.make_optimizer(run.optimizer)
-  example = {name: np.asarray(array[:1], np.int32) for name, array in data.train.arrays().items()}
+  example = data.batching.example(data.train)
   return (
     model,
     optimizer,
@@ -505,9 +518,10 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, 
   """
   run, training = session.run, session.run.training
   schedule = optim.schedule_from_config(run.optimizer)
-  batches = lra.train_batches(
+  batches = session.data.batching.train_batches(
     session.data.train,
     training.batch_size,
+    num_devices=len(session.devices) * jax.process_count(),
     seed=run.seed,
     start_step=session.start_step,
     process_index=jax.process_index(),
@@ -603,7 +617,21 @@ def _final_evaluation(
     )
   if best_test is not None:
     session.writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
+  final = {}
+  if 'references' in session.data.info:  # Data scored by BLEU: translate validation and test.
+    scores = translation.score_splits(
+      session.model,
+      unreplicate(state.params),
+      session.data,
+      session.run.decoding,
+      os.path.join(session.workdir, 'translations') if session.is_lead else None,
+    )
+    validation = {**validation, 'bleu': scores.pop('validation')['bleu']}
+    test = {**test, 'bleu': scores.pop('test')['bleu']}
+    session.writer.write_scalars(final_step, {'test_bleu': test['bleu']})
+    final['bleu'] = scores
   return {
+    **final,
     'validation': validation,
     'test': test,
     'best': {
@@ -634,9 +662,10 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   if session.is_lead:
     path = os.path.join(session.workdir, 'results.json')
     _write_json(path, results)
+    bleu = f', test BLEU {final["test"]["bleu"]:.2f}' if 'bleu' in final['test'] else ''
     print(
       f'Finished step {final["step"]}: validation accuracy '
-      f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}. '
-      f'Results in {path}'
+      f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}'
+      f'{bleu}. Results in {path}'
     )
   return results

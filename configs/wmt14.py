@@ -1,0 +1,166 @@
+"""WMT'14 English -> German with encoder-decoder Luna (paper §4.2, Tables 4 and 5, appendix A.2).
+
+  python -m corpora.wmt14 --output_dir data/wmt14              # TFDS data prepared elsewhere
+  python -m corpora.translation vocabulary --data_dir data/wmt14 --vocab_size 37000
+  python train.py --config configs/wmt14.py:luna16_softplus_tied --workdir runs/wmt14/luna16
+
+Variants (one per row of Tables 4 and 5; append ',debug' for a smoke test):
+  transformer               Table 4: the softmax Transformer-base (Adam), `transformer_seq2seq`
+  luna16_elu_tied, luna32_elu_tied, luna16_softplus_tied, luna32_softplus_tied    Table 4, tied K/V
+  luna16_elu, luna32_elu, luna16_softplus, luna32_softplus                       Table 4, untied
+  luna16_noncontextual      Table 5: l = 16, tied, softplus, P a learned table per layer (the
+                            contextual row is luna16_softplus_tied)
+`VARIANTS` holds each one's settings and paper BLEU and parameter count.
+
+The recipe (appendix A.2 for the optimiser; the authors' `examples/luna/README.wmt.md` and
+`fairseq/models/luna.py` `luna_base_tied`/`luna_base_untied` for the model): Transformer-base sizes,
+6 + 6 post-LN layers, d 512, FFN 2048 with ReLU, 8 heads and 8 pack heads, sinusoidal positions,
+embeddings scaled by sqrt(d), one embedding table for source, target and output (the shared 37K
+BPE vocabulary), dropout, attention dropout and activation dropout 0.1; label-smoothed
+cross-entropy 0.1; Adam lr 5e-4, betas (0.9, 0.98), eps 1e-8 (fairseq's default), inverse square
+root after 4000 linear warmup steps (from 0, fairseq from 1e-7), decoupled weight decay 1e-4,
+gradient clipping at global norm 1.0; 500k updates of 8192 tokens per device (`max_tokens`, over
+eight V100s in the paper: 65,536 tokens an update; here the global batch is 8192 tokens times the
+device count, so on fewer than 8 devices raise `--config.data.options.max_tokens` to keep the
+paper's batch, memory permitting). Sequences up to 1024 tokens (fairseq's max positions; longer
+training pairs are skipped). The paper trained the Luna rows with Apollo (lr 10, or 0.1 in the
+authors' README) and the Transformer with both; this config is its Adam recipe for every row.
+
+Evaluation: beam 5, length penalty 0.6, at most source length + 50 tokens (Vaswani et al., 2017,
+§6.1), on the whole test set (newstest2014), detokenised and scored with sacreBLEU, in
+results.json. The paper averaged the checkpoints of the last 10 epochs (`keep_checkpoints` 10,
+one every 2500 updates, about an epoch of WMT'14 at 65K tokens):
+  python -m luna_jax.average_checkpoints --workdir runs/wmt14/luna16 --num 10
+and reports tokenised BLEU (fairseq's `--eval-tokenized-bleu`), about 0.5-1 above sacreBLEU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from configs import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One row of the paper's Tables 4/5.
+
+  Attributes:
+    model: the `config.model` settings of the row.
+    bleu: the paper's test BLEU (Table 4, or Table 5's test column).
+    params: the paper's parameter count in millions, or None (Table 5 gives none).
+  """
+
+  model: dict
+  bleu: float
+  params: float | None
+
+
+def _luna(length: int, omega: str, tied: bool, contextual: bool = True) -> dict:
+  return {
+    'name': 'luna_seq2seq',
+    'projection_length': length,
+    'omega': omega,
+    'tie_kv': tied,
+    'contextual_p': contextual,
+  }
+
+
+VARIANTS = {
+  'transformer': Variant({'name': 'transformer_seq2seq'}, 27.8, 64.9),
+  'luna16_elu_tied': Variant(_luna(16, 'elu', True), 27.1, 69.6),
+  'luna32_elu_tied': Variant(_luna(32, 'elu', True), 27.3, 69.7),
+  'luna16_softplus_tied': Variant(_luna(16, 'softplus', True), 27.3, 69.6),
+  'luna32_softplus_tied': Variant(_luna(32, 'softplus', True), 27.5, 69.7),
+  'luna16_elu': Variant(_luna(16, 'elu', False), 27.4, 77.5),
+  'luna32_elu': Variant(_luna(32, 'elu', False), 27.6, 77.6),
+  'luna16_softplus': Variant(_luna(16, 'softplus', False), 27.6, 77.5),
+  'luna32_softplus': Variant(_luna(32, 'softplus', False), 27.8, 77.6),
+  'luna16_noncontextual': Variant(_luna(16, 'softplus', True, contextual=False), 25.2, None),
+}
+DEFAULT_VARIANT = 'luna16_softplus_tied'
+#: Flags the argument may add after the variant: 'cpu' (the small run on the generated corpus) and
+#: 'debug' (a smoke test).
+FLAGS = ('cpu', 'debug')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The WMT'14 En-De recipe for `arg` = 'variant[,cpu][,debug]' (default luna16_softplus_tied).
+
+  Raises:
+    ValueError: an unknown variant or flag, listing the variants.
+  """
+  parts = [part.strip() for part in (arg or DEFAULT_VARIANT).split(',') if part.strip()]
+  variant = parts[0] if parts and parts[0] not in FLAGS else DEFAULT_VARIANT
+  if variant not in VARIANTS or set(parts) - {variant, *FLAGS}:
+    raise ValueError(
+      f'configs/wmt14.py argument {arg!r}: expected one of {list(VARIANTS)}, optionally '
+      'followed by ",cpu" and/or ",debug".'
+    )
+  config = base.get_config()
+  config.debug = 'debug' in parts
+  config.data.task = 'translation'
+  # Written by `python -m corpora.wmt14` and `python -m corpora.translation vocabulary`.
+  config.data.data_dir = 'data/wmt14'
+  config.data.options = ml_collections.ConfigDict(
+    {
+      'max_length': 1024,
+      'max_target_length': 1024,
+      'source_lang': 'en',
+      'target_lang': 'de',
+      'tokenizer': 'spm.model',
+      'max_tokens': 8192,
+    }
+  )
+  config.model.update(
+    **VARIANTS[variant].model,
+    num_layers=6,
+    emb_dim=512,
+    mlp_dim=2048,
+    num_heads=8,
+    num_pack_heads=8,
+    activation='relu',
+    normalize_before=False,
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+    activation_dropout_rate=0.1,
+    positional='sinusoidal',
+    embed_scale=True,
+    embedding_layernorm=False,
+    share_embeddings=True,
+  )
+  config.optimizer.update(
+    learning_rate=5e-4,
+    schedule='constant * linear_warmup * rsqrt_normalized_decay',
+    warmup_steps=4000,
+    b1=0.9,
+    b2=0.98,
+    eps=1e-8,
+    weight_decay=1e-4,
+    grad_clip_norm=1.0,
+  )
+  config.training.update(
+    label_smoothing=0.1,
+    num_train_steps=500000,
+    eval_every=5000,
+    log_every=100,
+    checkpoint_every=2500,
+    keep_checkpoints=10,
+  )
+  if 'cpu' in parts:
+    _cpu(config)
+  return config
+
+
+def _cpu(config: ml_collections.ConfigDict) -> None:
+  """The same path at CPU scale: the generated corpus, a 2 + 2-layer, 128-wide model, 2048 tokens
+  a batch, a shorter warmup at twice the peak, 3000 steps, the last 5 checkpoints to average."""
+  config.data.data_dir = 'data/mt_toy'
+  config.data.options.update(max_length=48, max_target_length=48, max_tokens=2048)
+  config.model.update(num_layers=2, emb_dim=128, mlp_dim=512, num_heads=4, num_pack_heads=4)
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=500)
+  config.training.update(
+    num_train_steps=3000, eval_every=1000, checkpoint_every=250, keep_checkpoints=5, log_every=50
+  )

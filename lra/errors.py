@@ -1,0 +1,6 @@
+"""The data packages' error type, in a module of its own so that every other module can import it
+(`lra.core` re-exports it)."""
+
+
+class DataError(Exception):
+  """A user-facing data problem: missing or malformed files, bad options, unknown task names."""

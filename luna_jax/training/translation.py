@@ -1,0 +1,256 @@
+"""Translation with a trained encoder-decoder: beam search over token pairs, detokenisation with the
+joint SentencePiece vocabulary, and corpus BLEU with sacreBLEU (paper §4.2, Table 4: beam 5).
+
+The trainer calls `score_splits` after training for data that carries BLEU references
+(`corpora.translation`: `info['references']`); `python -m luna_jax.translate` translates a file
+with a checkpoint (`load_translator`). Decoding follows `config.decoding` (`DecodingConfig`): beam
+size, the GNMT length penalty, and at most `max_len_a * source length + max_len_b` tokens before
+the EOS (source length with its EOS, as fairseq counts it). Sources are decoded bucket by bucket
+(`corpora.token_batches.TokenBatching.plan` on one device), so beam search compiles once per length
+bucket.
+
+BLEU is sacreBLEU's default corpus BLEU (13a tokenisation, mixed case, exponential smoothing) of the
+detokenised output against the raw reference lines; its signature is recorded with the score. The
+paper's Table 4 reports tokenised BLEU (fairseq's `--eval-tokenized-bleu`), which is not the same
+number (it is usually higher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sacrebleu
+
+import luna_jax
+from corpora import text_tokenizers
+from corpora import translation as translation_data
+from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
+from lra.core import TaskData
+from lra.files import write_atomically
+from luna_jax import config_utils
+from luna_jax.model import generation
+from luna_jax.training import checkpointing
+from luna_jax.training.run_config import DecodingConfig
+
+PyTree = Any
+
+
+class VocabularyMismatchError(config_utils.ConfigError):
+  """A checkpoint is used with another vocabulary than the one it was trained on."""
+
+
+def output_caps(source_lengths: np.ndarray, decoding: DecodingConfig) -> np.ndarray:
+  """`[N]` int32: most output ids per source, EOS included: floor(a * n + b) + 1."""
+  caps = np.floor(decoding.max_len_a * source_lengths + decoding.max_len_b) + 1
+  return caps.astype(np.int32)
+
+
+def translate_pairs(
+  model: flax.linen.Module,
+  params: PyTree,
+  pairs: TokenPairs,
+  batching: TokenBatching,
+  decoding: DecodingConfig,
+  eos_id: int,
+) -> list[list[int]]:
+  """Beam-search output ids of every source of `pairs`, in order (targets are not read).
+
+  Args:
+    model: the encoder-decoder (`decode_step`, `init_cache`, `encode`; `config.max_length`).
+    params: its parameters (host or device arrays, unreplicated).
+    pairs: the sources.
+    batching: cuts the sources into length buckets (one device's batches).
+    decoding: beam size, length penalty, output caps.
+    eos_id: end-of-sequence id.
+
+  Returns:
+    One list of ids per source, up to (not including) its EOS.
+  """
+  params = jax.tree.map(jnp.asarray, params)
+  outputs: list[list[int]] = [[] for _ in range(pairs.num_examples)]
+  for bucket, rows in batching.plan(pairs, 1, None):
+    length = batching.buckets[bucket]
+    real = rows[rows >= 0]
+    batch = pairs.sequences(np.where(rows >= 0, rows, rows[0]), length)
+    max_length = min(
+      model.config.max_length, int(decoding.max_len_a * length + decoding.max_len_b) + 1
+    )
+    best, _ = generation.beam_search(
+      model,
+      params,
+      jnp.asarray(batch['inputs']),
+      jnp.asarray(batch['lengths']),
+      beam_size=decoding.beam_size,
+      max_length=max_length,
+      eos_id=eos_id,
+      length_penalty=decoding.length_penalty,
+      max_output_lengths=jnp.asarray(output_caps(batch['lengths'], decoding)),
+    )
+    for row, ids in zip(real, np.asarray(best)[: len(real)]):
+      ids = ids.tolist()
+      outputs[row] = ids[: ids.index(eos_id)] if eos_id in ids else [i for i in ids if i]
+  return outputs
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+  """sacreBLEU corpus BLEU of detokenised `hypotheses` against one reference each.
+
+  Returns:
+    {'bleu': the score (0-100), 'signature': sacreBLEU's signature of the settings}.
+
+  Raises:
+    ValueError: different numbers of hypotheses and references.
+  """
+  if len(hypotheses) != len(references):
+    raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
+  metric = sacrebleu.metrics.BLEU()
+  score = metric.corpus_score(list(hypotheses), [list(references)])
+  return {'bleu': float(score.score), 'signature': str(metric.get_signature())}
+
+
+def score_splits(
+  model: flax.linen.Module,
+  params: PyTree,
+  data: TaskData,
+  decoding: DecodingConfig,
+  output_dir: str | None,
+) -> dict[str, Any]:
+  """Translates the validation and test splits and scores them against `data.info['references']`.
+
+  Args:
+    model: the encoder-decoder.
+    params: its (unreplicated) parameters.
+    data: translation data (`corpora.translation.load`).
+    decoding: the `config.decoding` section.
+    output_dir: where `<split>.<target language>` (one detokenised translation a line) is written;
+      None writes nothing.
+
+  Returns:
+    {'validation': {'bleu'}, 'test': {'bleu'}, 'signature', 'decoding' (the settings), 'files'
+    (split -> written file)}.
+  """
+  vocabulary = translation_data.Vocabulary(data.info['tokenizer'])
+  result: dict[str, Any] = {'decoding': dataclasses.asdict(decoding), 'files': {}}
+  for name in ('validation', 'test'):
+    ids = translate_pairs(
+      model, params, getattr(data, name), data.batching, decoding, data.info['eos_id']
+    )
+    hypotheses = vocabulary.decode(ids)
+    score = bleu(hypotheses, data.info['references'][name])
+    result[name] = {'bleu': score['bleu']}
+    result['signature'] = score['signature']
+    if output_dir is not None:
+      os.makedirs(output_dir, exist_ok=True)
+      path = os.path.join(output_dir, f'{name}.{data.info["languages"][1]}')
+      write_atomically(path, ''.join(f'{line}\n' for line in hypotheses))
+      result['files'][name] = path
+  return result
+
+
+def check_vocabulary(record: dict[str, Any], vocabulary: str, checkpoint: str) -> None:
+  """Refuses a checkpoint trained on another vocabulary than `vocabulary`.
+
+  Raises:
+    VocabularyMismatchError: naming both vocabularies and the checkpoint.
+  """
+  trained = record.get('vocabulary')
+  if trained != vocabulary:
+    raise VocabularyMismatchError(
+      f'{checkpoint} was trained with vocabulary {trained!r}, but the tokenizer given is '
+      f'{vocabulary!r}: its ids would mean other pieces. Use the SentencePiece model the run was '
+      'trained with (its data.options.tokenizer).'
+    )
+
+
+def load_translator(
+  checkpoint: str, tokenizer: str | None = None
+) -> tuple[flax.linen.Module, PyTree, translation_data.Vocabulary, dict[str, Any]]:
+  """The model, parameters and vocabulary of a translation checkpoint.
+
+  Args:
+    checkpoint: a run's workdir (its newest checkpoint), `<workdir>/checkpoints/<step>` or
+      `<workdir>/averaged/<step>` (`luna_jax.training.checkpointing.read_checkpoint`).
+    tokenizer: the SentencePiece model; None: the run's `data.options.tokenizer` (a bare name is in
+      its `data.data_dir`).
+
+  Returns:
+    (model, parameters, vocabulary, the run's config as stored).
+
+  Raises:
+    FileNotFoundError: no intact checkpoint at `checkpoint`.
+    VocabularyMismatchError: the tokenizer is not the vocabulary the checkpoint was trained on.
+    lra.DataError: no such tokenizer file.
+  """
+  tree, record, folder = checkpointing.read_checkpoint(checkpoint)
+  config = record['config']
+  options = config['data']['options']
+  if tokenizer is None:
+    tokenizer = str(
+      translation_data.resolve_tokenizer(
+        Path(config['data']['data_dir']).expanduser(), options.get('tokenizer', 'spm.model')
+      )
+    )
+  vocabulary = translation_data.Vocabulary(tokenizer)
+  check_vocabulary(record, vocabulary.name, folder)
+  model = luna_jax.build_model(
+    config['model'],
+    vocab_size=vocabulary.size,
+    num_classes=vocabulary.size,
+    max_length=max(options['max_length'], options['max_target_length']),
+    bos_id=text_tokenizers.SP_BOS_ID,
+  )
+  return model, tree['params'], vocabulary, config
+
+
+def translate_lines(
+  model: flax.linen.Module,
+  params: PyTree,
+  vocabulary: translation_data.Vocabulary,
+  lines: Sequence[str],
+  decoding: DecodingConfig,
+  *,
+  max_length: int,
+  max_tokens: int,
+) -> tuple[list[str], int]:
+  """Translates text lines (an empty line gives an empty translation).
+
+  Args:
+    model: the encoder-decoder.
+    params: its parameters.
+    vocabulary: the run's vocabulary.
+    lines: source sentences.
+    decoding: beam search settings.
+    max_length: most source tokens (EOS included); longer sources are cut.
+    max_tokens: source tokens per decoding batch (padding included).
+
+  Returns:
+    (the translations, the number of sources cut to `max_length`).
+  """
+  eos = text_tokenizers.SP_EOS_ID
+  kept = [i for i, line in enumerate(lines) if line.strip()]
+  sources = vocabulary.encode([lines[i] for i in kept])
+  cut = sum(len(s) > max_length for s in sources)
+  sources = [s if len(s) <= max_length else np.append(s[: max_length - 1], eos) for s in sources]
+  translations = [''] * len(lines)
+  if not kept:
+    return translations, cut
+  pairs = TokenPairs(
+    source=np.concatenate(sources).astype(np.int32),
+    source_lengths=np.array([len(s) for s in sources], np.int32),
+    target=np.full(len(sources), eos, np.int32),
+    target_lengths=np.ones(len(sources), np.int32),
+    line_numbers=np.array(kept, np.int32) + 1,
+  )
+  batching = TokenBatching(max(max_tokens, max_length), length_buckets(max_length))
+  ids = translate_pairs(model, params, pairs, batching, decoding, eos)
+  for i, text in zip(kept, vocabulary.decode(ids)):
+    translations[i] = text
+  return translations, cut

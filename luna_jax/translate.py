@@ -1,0 +1,87 @@
+"""Translates a file with a translation checkpoint, and scores it with sacreBLEU against a
+reference.
+
+  python -m luna_jax.translate --checkpoint runs/wmt14/luna16/averaged/500000 \
+      --input data/wmt14/test.en --output runs/wmt14/luna16/test.de --reference data/wmt14/test.de
+
+`--checkpoint` is a run's workdir (its newest checkpoint), `<workdir>/checkpoints/<step>` or
+`<workdir>/averaged/<step>` (`python -m luna_jax.average_checkpoints`). The SentencePiece model is
+the run's own (`data.options.tokenizer`), or `--tokenizer`; one that is not the vocabulary the
+checkpoint was trained on is refused. Beam search follows the run's `config.decoding` unless
+overridden (`--beam_size`, `--length_penalty`, `--max_len_a`, `--max_len_b`). One translation per
+input line (an empty line gives an empty one), detokenised; with `--reference`, the sacreBLEU score
+and signature are printed as one JSON line (and written to `--scores` if given). The library is
+`luna_jax.training.translation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+
+import lra
+from lra.files import write_atomically
+from luna_jax import config_utils
+from luna_jax.training import translation
+from luna_jax.training.run_config import DecodingConfig
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument('--checkpoint', required=True, help='workdir or checkpoint folder')
+  parser.add_argument('--input', required=True, help='source sentences, one a line (UTF-8)')
+  parser.add_argument('--output', required=True, help='written: one translation a line')
+  parser.add_argument('--reference', help='reference translations, one a line: prints BLEU')
+  parser.add_argument('--scores', help='with --reference: also write the BLEU JSON here')
+  parser.add_argument('--tokenizer', help="SentencePiece model (default: the run's own)")
+  for name, kind in (('beam_size', int), ('length_penalty', float), ('max_len_a', float)):
+    parser.add_argument(f'--{name}', type=kind, help='default: the run config.decoding')
+  parser.add_argument('--max_len_b', type=int, help='default: the run config.decoding')
+  args = parser.parse_args(argv)
+  try:
+    model, params, vocabulary, config = translation.load_translator(args.checkpoint, args.tokenizer)
+    settings = {**config['decoding']}
+    settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
+    decoding = config_utils.parse_section(DecodingConfig, settings, 'decoding')
+    with open(args.input, encoding='utf-8') as f:
+      lines = [line.rstrip('\r\n') for line in f]
+    options = config['data']['options']
+    translations, cut = translation.translate_lines(
+      model,
+      params,
+      vocabulary,
+      lines,
+      decoding,
+      max_length=options['max_length'],
+      max_tokens=options['max_tokens'],
+    )
+  except (FileNotFoundError, config_utils.ConfigError, lra.DataError, UnicodeDecodeError) as e:
+    sys.exit(f'Error: {e}')
+  if cut:
+    logging.warning(
+      '%d source lines are longer than %d tokens and were cut.', cut, options['max_length']
+    )
+  write_atomically(args.output, ''.join(f'{line}\n' for line in translations))
+  print(f'wrote {len(translations)} translations to {args.output}', file=sys.stderr)
+  if args.reference:
+    with open(args.reference, encoding='utf-8') as f:
+      references = [line.rstrip('\r\n') for line in f]
+    if len(references) != len(lines):
+      sys.exit(f'Error: {args.reference} has {len(references)} lines, {args.input} {len(lines)}.')
+    scores = {
+      **translation.bleu(translations, references),
+      'checkpoint': args.checkpoint,
+      'decoding': dataclasses.asdict(decoding),
+    }
+    print(json.dumps(scores))
+    if args.scores:
+      write_atomically(args.scores, json.dumps(scores, indent=2))
+
+
+if __name__ == '__main__':
+  main()

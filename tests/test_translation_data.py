@@ -1,0 +1,237 @@
+"""Parallel text for translation: the two file layouts, what is refused (by file and line) or
+skipped (counted), the joint vocabulary, and token batches (every example once an epoch, the token
+budget, determinism and exact resume, a bounded set of shapes)."""
+
+import collections
+import itertools
+import logging
+
+import numpy as np
+import pytest
+
+import corpora
+import lra
+from corpora import translation, translation_generator, wmt14
+from corpora.token_batches import TokenBatching, length_buckets
+from tests.test_lra_sources import example_proto, write_shard
+
+OPTIONS = {'max_length': 64, 'max_target_length': 64, 'max_tokens': 256, 'cache': False}
+MAX = OPTIONS['max_length']
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  """A generated corpus with its joint vocabulary (the files the commands write)."""
+  root = tmp_path_factory.mktemp('mt')
+  translation_generator.write(root, num_train=400, num_val=30, num_test=30)
+  translation.main(['vocabulary', '--data_dir', str(root), '--vocab_size', '300'])
+  return root
+
+
+def write_split(folder, split, pairs, layout='plain'):
+  folder.mkdir(parents=True, exist_ok=True)
+  if layout == 'tsv':
+    (folder / f'{split}.tsv').write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
+  else:
+    (folder / f'{split}.en').write_text(''.join(f'{s}\n' for s, _ in pairs))
+    (folder / f'{split}.de').write_text(''.join(f'{t}\n' for _, t in pairs))
+
+
+def copy_corpus(corpus, folder, layout='plain'):
+  """The generated corpus in `layout`, with its vocabulary."""
+  folder.mkdir()
+  (folder / 'spm.model').write_bytes((corpus / 'spm.model').read_bytes())
+  for split in translation.SPLITS:
+    sources = (corpus / f'{split}.en').read_text().splitlines()
+    targets = (corpus / f'{split}.de').read_text().splitlines()
+    write_split(folder, split, list(zip(sources, targets)), layout)
+  return folder
+
+
+def test_joint_vocabulary_and_both_layouts_give_the_same_data(corpus, tmp_path):
+  data = corpora.load_task('translation', corpus, **OPTIONS)
+  vocabulary = translation.Vocabulary(corpus / 'spm.model')
+  assert data.info['vocabulary'] == vocabulary.name and data.vocab_size == 300
+  assert vocabulary.name.startswith('sentencepiece:')
+  pieces = (corpus / 'spm.vocab').read_text()
+  assert 'ß' in pieces and 'y' in pieces  # Both languages (only German has ß, only English y).
+  assert data.info['bos_id'] == 2 and data.info['eos_id'] == 3 and data.max_length == MAX
+  first = data.train.sequences(np.array([0]), MAX)
+  source_line = (corpus / 'train.en').read_text().splitlines()[0]
+  assert vocabulary.decode([first['inputs'][0].tolist()]) == [source_line]
+  assert first['inputs'][0, first['lengths'][0] - 1] == 3  # EOS ends the source, and the target.
+  tests = (corpus / 'test.de').read_text().splitlines()
+  assert data.info['references']['test'] == tests
+  tsv = corpora.load_task('translation', copy_corpus(corpus, tmp_path / 'tsv', 'tsv'), **OPTIONS)
+  for split in translation.SPLITS:
+    for name, array in getattr(data, split).arrays().items():
+      np.testing.assert_array_equal(getattr(tsv, split).arrays()[name], array, err_msg=name)
+
+
+def test_bad_lines_are_named_by_file_and_line(corpus, tmp_path):
+  folder = copy_corpus(corpus, tmp_path / 'bad')
+  with open(folder / 'validation.de', 'a') as f:
+    f.write('Ein Satz zu viel .\n')
+  with pytest.raises(lra.DataError, match=r'validation.en ends after line 30 but .*validation.de'):
+    corpora.load_task('translation', folder, **OPTIONS)
+  write_split(folder, 'validation', [('a', 'b')] * 3)
+  (folder / 'test.en').unlink()
+  write_split(folder, 'test', [('One', 'Eins'), ('Two\tthree', 'x')], 'tsv')
+  (folder / 'test.de').unlink()
+  with pytest.raises(lra.DataError, match=r'test.tsv:2: expected 2 tab-separated fields'):
+    corpora.load_task('translation', folder, **OPTIONS)
+  (folder / 'test.tsv').write_bytes(b'One\tEins\nTwo \xff\tZwei\n')
+  with pytest.raises(lra.DataError, match=r'test.tsv:2: not valid UTF-8'):
+    corpora.load_task('translation', folder, **OPTIONS)
+  (folder / 'test.tsv').unlink()
+  with pytest.raises(lra.DataError, match=r'No test split .*test.en and test.de.*test.tsv'):
+    corpora.load_task('translation', folder, **OPTIONS)
+  with pytest.raises(lra.DataError, match=r'No vocabulary at .*other.model.*vocabulary --data_dir'):
+    corpora.load_task('translation', corpus, **{**OPTIONS, 'tokenizer': 'other.model'})
+
+
+def test_empty_and_over_length_pairs_are_skipped_or_cut_and_counted(corpus, tmp_path, caplog):
+  folder = copy_corpus(corpus, tmp_path / 'skips')
+  long = ' '.join(['the small dog'] * 30)
+  train = [('A dog .', 'Ein Hund .'), ('', 'Leer .'), (long, 'Lang .'), ('A cat .', '  ')]
+  write_split(folder, 'train', train * 2)
+  write_split(folder, 'test', [('A dog .', 'Ein Hund .'), (long, 'Ein langer Satz .')])
+  with caplog.at_level(logging.WARNING):
+    data = corpora.load_task('translation', folder, **OPTIONS)
+  assert data.info['skipped']['train'] == {'empty': 4, 'too_long': 2, 'truncated': 0}
+  assert data.info['skipped']['test'] == {'empty': 0, 'too_long': 0, 'truncated': 1}
+  np.testing.assert_array_equal(data.train.line_numbers, [1, 5])
+  assert data.test.num_examples == 2 and data.test.source_lengths[1] == OPTIONS['max_length']
+  assert data.test.source[data.test.source_lengths[0] + MAX - 1] == 3  # The cut source ends in EOS.
+  assert data.info['references']['test'] == ['Ein Hund .', 'Ein langer Satz .']
+  assert 'train.en + ' in caplog.text
+  assert '4 pairs with an empty side were skipped (lines 2, 4, 6, 8)' in caplog.text
+  assert '2 pairs longer than the length limits were skipped (lines 3, 7)' in caplog.text
+  write_split(folder, 'validation', [('', 'x')])
+  with pytest.raises(lra.DataError, match=r'validation.en \+ .*no pairs left .*empty.: 1'):
+    corpora.load_task('translation', folder, **OPTIONS)
+
+
+def test_length_buckets():
+  assert length_buckets(256) == (8, 16, 24, 32, 40, 56, 72, 96, 120, 152, 192, 240, 256)
+  assert len(length_buckets(1024)) == 19 and length_buckets(5) == (5,)
+  with pytest.raises(lra.DataError, match='max_tokens 100 is less than'):
+    TokenBatching(100, length_buckets(128))
+
+
+@pytest.mark.parametrize('num_devices', [1, 4])
+def test_token_batches_cover_an_epoch_once_within_the_budget(corpus, num_devices):
+  data = corpora.load_task('translation', corpus, **OPTIONS)
+  batching, split = data.batching, data.train
+  per_epoch = batching.num_batches(split, num_devices)
+  batches = list(
+    itertools.islice(
+      batching.train_batches(split, 32, num_devices=num_devices, seed=3), 2 * per_epoch
+    )
+  )
+  shapes = {b['inputs'].shape for b in batches}
+  assert len(shapes) <= len(batching.buckets)  # One compiled program per bucket at most.
+  for batch in batches:
+    rows, length = batch['inputs'].shape
+    assert length in batching.buckets and rows % num_devices == 0
+    assert rows // num_devices * length <= OPTIONS['max_tokens']  # The budget, per device.
+    assert np.all(batch['lengths'] <= length) and np.all((batch['targets'] > 0).sum(1) <= length)
+  for epoch in (batches[:per_epoch], batches[per_epoch:]):
+    seen = collections.Counter(
+      (tuple(row[row > 0]), tuple(target[target > 0]))
+      for b in epoch
+      for row, target, weight in zip(b['inputs'], b['targets'], b['weights'])
+      if weight
+    )
+    every = collections.Counter(
+      (tuple(s['inputs'][0][s['inputs'][0] > 0]), tuple(s['targets'][0][s['targets'][0] > 0]))
+      for s in (split.sequences(np.array([i]), MAX) for i in range(split.num_examples))
+    )
+    assert seen == every  # Every example exactly once (fillers carry weight 0).
+  assert [b['lengths'].tolist() for b in batches[:per_epoch]] != [
+    b['lengths'].tolist() for b in batches[per_epoch:]
+  ]  # Each epoch has its own order.
+
+
+def test_token_batches_are_a_function_of_seed_and_step_and_resume_exactly(corpus):
+  data = corpora.load_task('translation', corpus, **OPTIONS)
+  batching, split = data.batching, data.train
+  run = lambda seed, start, n: list(
+    itertools.islice(
+      batching.train_batches(split, 0, num_devices=2, seed=seed, start_step=start), n
+    )
+  )
+  straight = run(0, 0, 40)
+  resumed = run(0, 25, 15)
+  for a, b in zip(straight[25:], resumed):
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name])
+  assert any(
+    a['inputs'].shape != b['inputs'].shape or np.any(a['inputs'] != b['inputs'])
+    for a, b in zip(straight, run(1, 0, 40))
+  )
+  # Two processes with one device each take the two halves of the global batch.
+  halves = [
+    next(batching.train_batches(split, 0, num_devices=2, seed=0, process_index=i, process_count=2))
+    for i in (0, 1)
+  ]
+  np.testing.assert_array_equal(
+    np.concatenate([h['inputs'] for h in halves]), straight[0]['inputs']
+  )
+  evaluation = list(batching.eval_batches(data.test, 0, num_devices=2))
+  assert sum(b['weights'].sum() for b in evaluation) == data.test.num_examples
+
+
+def test_fixed_size_batching_is_the_batch_functions():
+  """Every other task keeps its batches: the default `TaskData.batching` is `lra.train_batches` /
+  `lra.eval_batches` exactly."""
+  rng = np.random.default_rng(0)
+  split = lra.Split(rng.integers(1, 9, (20, 6)), np.full(20, 6), rng.integers(0, 2, 20))
+  data = lra.TaskData('x', split, split, split, vocab_size=10, num_classes=2, max_length=6)
+  own = data.batching.train_batches(split, 4, num_devices=8, seed=1, start_step=3)
+  for a, b in zip(itertools.islice(own, 7), lra.train_batches(split, 4, seed=1, start_step=3)):
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+  for a, b in zip(data.batching.eval_batches(split, 8, num_devices=2), lra.eval_batches(split, 8)):
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+  assert {k: v.shape for k, v in data.batching.example(split).items()} == {
+    'inputs': (1, 6),
+    'lengths': (1,),
+    'targets': (1,),
+  }
+
+
+def test_wmt14_from_prepared_tfds_shards_and_offline(tmp_path, capsys):
+  """`python -m corpora.wmt14` on shards in TFDS's layout and format; without them it stops at
+  once, with the command that prepares them elsewhere."""
+  with pytest.raises(SystemExit):
+    wmt14.main(['--tfds_dir', str(tmp_path / 'tfds'), '--output_dir', str(tmp_path / 'out')])
+  assert "tfds.builder('wmt14_translate/de-en'" in capsys.readouterr().err
+  version = tmp_path / 'tfds' / 'wmt14_translate' / 'de-en' / '1.0.0'
+  pairs = {
+    'train': [('A dog .', 'Ein Hund .'), ('Two\nlines', 'Zwei\tZeilen'), ('Ä', 'ß')],
+    'validation': [('Hello .', 'Hallo .')],
+    'test': [('Yes .', 'Ja .'), ('No .', 'Nein .')],
+  }
+  for split, examples in pairs.items():
+    records = [example_proto(en=en.encode(), de=de.encode()) for en, de in examples]
+    fmt = 'array_record' if split == 'train' else 'tfrecord'
+    write_shard(version / f'wmt14_translate-{split}.{fmt}-00000-of-00001', records)
+  argv = ['--tfds_dir', str(tmp_path / 'tfds'), '--output_dir', str(tmp_path / 'out')]
+  wmt14.main(argv)
+  assert (
+    'train: 3 pairs (2 sentences with line breaks or tabs made spaces)' in capsys.readouterr().out
+  )
+  out = tmp_path / 'out'
+  assert (out / 'train.en').read_text() == 'A dog .\nTwo lines\nÄ\n'
+  assert (out / 'train.de').read_text() == 'Ein Hund .\nZwei Zeilen\nß\n'
+  assert (out / 'test.de').read_text() == 'Ja .\nNein .\n'
+  wmt14.main(argv)  # The same shards again: nothing to do.
+  assert 'nothing to do' in capsys.readouterr().out
+  translation.main(['vocabulary', '--data_dir', str(out), '--vocab_size', '40'])
+  data = corpora.load_task('translation', out, max_length=32, max_target_length=32)
+  assert [data.train.num_examples, data.validation.num_examples, data.test.num_examples] == [
+    3,
+    1,
+    2,
+  ]
+  assert data.info['references']['test'] == ['Ja .', 'Nein .']
