@@ -4,7 +4,7 @@ measured time on this machine, and the device hours of the paper's 500k updates 
 at a stated sustained throughput.
 
   python -m benchmarks.wmt14_cost --variant luna16_softplus_tied --lengths 32 --steps 2 \
-      --output benchmarks/results/cpu/wmt14_cost
+      --output benchmarks/results/cpu/wmt14_cost/luna16_softplus_tied
 
 A batch of padded length L holds max_tokens // L sentence pairs (`corpora.token_batches`); random
 token ids stand in for data (the cost does not depend on them). The estimate is

@@ -22,10 +22,10 @@ WORDS = ['null', 'eins', 'zwei', 'drei', 'vier', 'fünf', 'sechs', 'sieben', 'ac
 
 
 def write_corpus(folder, seed=0):
-  """Digits -> German number words ('3 1' -> 'drei eins .'), 1 to 3 digits."""
+  """Digits -> German number words ('3 1' -> 'drei eins .'), 1 or 2 digits."""
   rng = random.Random(seed)
   for split, count in (('train', 200), ('validation', 12), ('test', 12)):
-    digits = [[rng.randrange(10) for _ in range(rng.randint(1, 3))] for _ in range(count)]
+    digits = [[rng.randrange(10) for _ in range(rng.randint(1, 2))] for _ in range(count)]
     (folder / f'{split}.en').write_text(''.join(' '.join(map(str, d)) + '\n' for d in digits))
     (folder / f'{split}.de').write_text(
       ''.join(' '.join(WORDS[i] for i in d) + ' .\n' for d in digits), encoding='utf-8'
@@ -36,14 +36,14 @@ def write_corpus(folder, seed=0):
 def corpus(tmp_path_factory):
   folder = tmp_path_factory.mktemp('digits')
   write_corpus(folder)
-  translation_data.main(['vocabulary', '--data_dir', str(folder), '--vocab_size', '48'])
+  translation_data.main(['vocabulary', '--data_dir', str(folder), '--vocab_size', '60'])
   return folder
 
 
 def tiny_config(data_dir, steps):
   config = wmt14.get_config('luna16_softplus_tied')
   config.data.data_dir = str(data_dir)
-  config.data.options.update(max_length=16, max_target_length=16, max_tokens=64)
+  config.data.options.update(max_length=8, max_target_length=8, max_tokens=64)
   config.model.update(num_layers=1, emb_dim=16, mlp_dim=32, num_heads=2, num_pack_heads=2)
   config.model.update(projection_length=4, chunk_size=8)
   config.optimizer.update(warmup_steps=2, learning_rate=1e-2)
