@@ -13,8 +13,11 @@ Two sub-packages:
                       pretraining glue (`pretrained`, `self_pretraining`)
 
 The model API is re-exported here (`luna_jax.build_model`, `luna_jax.LunaAttention`, ...); the
-trainer is `luna_jax.training.train_and_evaluate`. LRA data is in the `lra` package, the other data
-(language modelling, seq2seq, masked-LM corpora, GLUE, tokenizers) in `corpora`.
+trainer is `luna_jax.training.train_and_evaluate`. Two commands besides `train.py`:
+`python -m luna_jax.translate` (a file, with a translation checkpoint) and `python -m
+luna_jax.average_checkpoints` (a run's last checkpoints, averaged). LRA data is in the `lra`
+package, the other data (language modelling, seq2seq, translation, masked-LM corpora, GLUE,
+tokenizers) in `corpora`.
 """
 
 from luna_jax.model.attention import (

@@ -54,7 +54,7 @@ def test_self_pretraining_resumes_within_and_across_stages(
   tiny_lra_data, tmp_path, monkeypatch, straight_run
 ):
   start_steps = []
-  real_train_batches = lra.train_batches
+  real_train_batches = lra.batching.train_batches
 
   def train_batches(*args, start_step=0, **kwargs):
     start_steps.append(start_step)
@@ -67,7 +67,7 @@ def test_self_pretraining_resumes_within_and_across_stages(
         raise _Interrupted
       yield batch
 
-  monkeypatch.setattr(lra, 'train_batches', train_batches)
+  monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
   config = spt_config(tiny_lra_data)
   for _ in range(2):
     with pytest.raises(_Interrupted):

@@ -11,6 +11,7 @@ distributed       multi-process set-up (`jax.distributed`)
 xla_settings      the XLA flags the trainer sets
 pretrained        initialising an encoder from another run (`config.init_from`)
 self_pretraining  the pretrain-then-finetune stages of one run
+translation       beam search, detokenisation and sacreBLEU for translation data
 """
 
 from luna_jax.training.run_config import RunConfig, parse_config, resolve_config
