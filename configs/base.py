@@ -51,8 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   # Task: an LRA task of lra.TASKS (listops, text, retrieval, image, pathfinder32, pathx; loaded by
   # lra.load_task) or a task of corpora.TASKS (loaded by corpora.load_task): for the token models
-  # one of corpora.TOKEN_TASKS (seq2seq, lm), for masked-LM pretraining and finetuning one of
-  # corpora.TEXT_TASKS (corpus, glue).
+  # one of corpora.TOKEN_TASKS (seq2seq, lm, translation), for masked-LM pretraining and finetuning
+  # one of corpora.TEXT_TASKS (corpus, glue).
   config.data.task = 'listops'
   # Folder with the task's files (see the README's Data section); set it on the command line.
   config.data.data_dir = ''
@@ -61,8 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   # Model (luna_jax.MODEL_NAMES): classifiers 'luna', 'transformer'; token models 'luna_lm',
-  # 'luna_seq2seq'; masked LMs 'luna_mlm', 'transformer_mlm' (all but the classifiers ignore
-  # pooling, classifier_hidden_dim and interaction).
+  # 'luna_seq2seq', 'transformer_seq2seq'; masked LMs 'luna_mlm', 'transformer_mlm' (all but the
+  # classifiers ignore pooling, classifier_hidden_dim and interaction).
   config.model.name = 'luna'
   # Sequence representation: 'cls' (prepended CLS vector), 'first' (the input's own first token,
   # e.g. RoBERTa's <s>; no CLS vector), 'mean' (real tokens) or 'p' (Luna P).

@@ -2,6 +2,10 @@
 
   seq2seq, lm   byte-level sequence tasks of the causal Luna models (`corpora.sequences`); toy
                 corpora from `python -m corpora.sequence_generator`;
+  translation   parallel text with a joint SentencePiece vocabulary, batched by tokens
+                (`corpora.translation`, `corpora.token_batches`); WMT'14 En-De from TFDS with
+                `python -m corpora.wmt14`, a rule-based corpus from
+                `python -m corpora.translation_generator`;
   corpus        a plain-text corpus for masked-LM pretraining (`corpora.corpus`);
   glue          GLUE-format sentence(-pair) classification for finetuning (`corpora.glue`);
 text tokenised with `corpora.text_tokenizers` (bytes, or a SentencePiece model trained with

@@ -15,6 +15,7 @@ loading           `load_run(workdir)`: a trained run's model and parameters, for
 convert_fairseq   the authors' pretrained Luna-BERT (fairseq-apollo `luna_bert`) as such a run
 torch_checkpoint  `torch.save` files read without PyTorch (for convert_fairseq)
 self_pretraining  the pretrain-then-finetune stages of one run
+translation       beam search, detokenisation and sacreBLEU for translation data
 """
 
 from luna_jax.training.loading import LoadedRun, load_run
