@@ -97,5 +97,19 @@ def main(argv):
     sys.exit(f'Error: {e}')
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an override of a config field that does not exist reported as one
+  `Error:` line instead of ml_collections' traceback."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    name = str(e).strip('"\'')
+    given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and name in a]
+    sys.exit(
+      f'Error: {given[0] if given else name}: the config has no field {name!r} (configs/base.py '
+      'lists every field with a comment).'
+    )
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

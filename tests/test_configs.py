@@ -1,6 +1,8 @@
 """The experiment configs: every task and variant builds, follows its recipe, and rejects typos."""
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -259,3 +261,38 @@ def test_wmt14_variants_follow_tables_4_and_5():
   run_config.resolve_config(load('wmt14', 'luna32_elu,debug'))
   with pytest.raises(ValueError, match='luna64'):
     load('wmt14', 'luna64')
+
+
+@pytest.mark.parametrize(
+  'model, task',
+  [('luna', 'lm'), ('luna_lm', 'listops'), ('luna_seq2seq', 'text'), ('luna_mlm', 'seq2seq')],
+)
+def test_a_model_that_cannot_train_on_the_task_is_refused_by_name(model, task):
+  with pytest.raises(config_utils.ConfigError, match=rf"name='{model}' cannot train on .*'{task}'"):
+    run_config.check_model_fits_task(model, task)
+
+
+def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
+  for name in (*lra.TASKS, 'quickstart', 'lm', 'seq2seq', 'glue', 'pretrain_mlm', 'wmt14'):
+    run_config.resolve_config(load(name, 'debug' if name in ('lm', 'seq2seq') else None))
+
+
+def test_train_py_names_a_misspelt_config_field_in_one_line():
+  result = subprocess.run(
+    [
+      sys.executable,
+      str(CONFIGS.parent / 'train.py'),
+      '--config=' + str(CONFIGS / 'listops.py') + ':luna16,debug',
+      '--workdir=/nonexistent/never_written',
+      '--config.model.luna_attention=foo',
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+    "Error: --config.model.luna_attention: the config has no field 'luna_attention' "
+    '(configs/base.py lists every field with a comment).'
+  )
+  assert 'Traceback' not in result.stderr

@@ -19,7 +19,7 @@ import corpora
 import lra
 from luna_jax import config_utils
 from luna_jax.config_utils import spec
-from luna_jax.model.config import check_model_config
+from luna_jax.model.config import MLM_SUFFIX, check_model_config
 from luna_jax.training import optim
 
 #: Top-level config keys.
@@ -172,7 +172,37 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
     ),
     'decoding': config_utils.parse_section(DecodingConfig, config.decoding, 'config.decoding'),
   }
+  check_model_fits_task(sections['model'].get('name', 'luna'), sections['data'].task)
   return config_utils.parse_section(RunConfig, {**config, **sections}, 'config')
+
+
+#: The tasks each kind of model trains on (the masked LMs train on any task's inputs but the
+#: token-level tasks', `lra.unlabelled`).
+_MODEL_TASKS = {
+  'luna_lm': ('lm',),
+  'luna_seq2seq': ('seq2seq', 'translation'),
+  'transformer_seq2seq': ('seq2seq', 'translation'),
+  'luna': (*lra.TASKS, 'glue'),
+  'transformer': (*lra.TASKS, 'glue'),
+}
+
+
+def check_model_fits_task(model: str, task: str) -> None:
+  """Refuses a model that cannot train on a task (a classifier on a language-modelling corpus,
+  a language model on a classification task, ...) before any data is loaded.
+
+  Raises:
+    config_utils.ConfigError: naming both and the tasks the model trains on.
+  """
+  if model.endswith(MLM_SUFFIX):
+    allowed = tuple(t for t in (*lra.TASKS, *corpora.TASKS) if t not in corpora.TOKEN_TASKS)
+  else:
+    allowed = _MODEL_TASKS.get(model, ())
+  if allowed and task not in allowed:
+    raise config_utils.ConfigError(
+      f'config.model.name={model!r} cannot train on config.data.task={task!r}: it trains on '
+      f'{list(allowed)}. Choose a model for the task (configs/<task>.py sets one).'
+    )
 
 
 def require_data_dir(data: DataConfig) -> None:
