@@ -160,6 +160,10 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
       f'{non_finite[0]}: must be a finite number (NaN and infinities are never a setting).'
     )
   if config.debug is True:
+    # The values as given are checked too, not only what debug puts in their place.
+    as_given = ml_collections.ConfigDict(config.to_dict())
+    as_given.debug = False
+    parse_config(as_given)
     config = apply_debug(config)
   check_model_config(config.model)
   sections = {
