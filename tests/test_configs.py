@@ -296,3 +296,14 @@ def test_train_py_names_a_misspelt_config_field_in_one_line():
     '(configs/base.py lists every field with a comment).'
   )
   assert 'Traceback' not in result.stderr
+
+
+def test_debug_checks_the_values_as_given_before_shrinking_the_run():
+  config = load('listops', 'luna16,debug')
+  config.training.eval_every = 0
+  with pytest.raises(config_utils.ConfigError, match=r'config.training.eval_every=0: must be >= 1'):
+    run_config.parse_config(config)
+  config = load('listops', 'luna16,debug')
+  config.model.num_heads = 3
+  with pytest.raises(config_utils.ConfigError, match=r'num_heads=3: must divide'):
+    run_config.parse_config(config)
