@@ -26,11 +26,12 @@ def _documents():
   return [f for f in files if f.is_file()]
 
 
-def _names():
+def _mentions(pattern: re.Pattern) -> list[tuple[str, str]]:
+  """Every distinct match of `pattern` in the documents, with the file:line of its first one."""
   found = {}
   for path in _documents():
     for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-      for name in NAME.findall(line):
+      for name in pattern.findall(line):
         found.setdefault(name, f'{path.relative_to(ROOT)}:{number}')
   return sorted(found.items())
 
@@ -56,20 +57,14 @@ def _resolves(name: str) -> bool:
 
 
 def test_every_backticked_name_resolves():
-  names = _names()
+  names = _mentions(NAME)
   assert len(names) > 50  # The scan does find the README's and the docstrings' names.
   broken = [f'{where}: `{name}`' for name, where in names if not _resolves(name)]
   assert not broken, 'names that point at nothing:\n' + '\n'.join(broken)
 
 
 def test_every_named_project_file_exists():
-  paths = {}
-  for path in _documents():
-    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-      for name in PATH.findall(line):
-        paths.setdefault(name, f'{path.relative_to(ROOT)}:{number}')
+  paths = _mentions(PATH)
   assert len(paths) > 20  # The scan does find the README's paths.
-  missing = [
-    f'{where}: {name}' for name, where in sorted(paths.items()) if not (ROOT / name).exists()
-  ]
+  missing = [f'{where}: {name}' for name, where in paths if not (ROOT / name).exists()]
   assert not missing, 'paths to files that do not exist:\n' + '\n'.join(missing)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -65,6 +65,18 @@ def flat_leaves(tree: Any) -> dict[str, Any]:
     '/'.join(_path_name(k) for k in path): leaf
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
   }
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """Inverse of `flat_leaves` for nested dicts: {'a/b': x} -> {'a': {'b': x}}."""
+  tree: dict[str, Any] = {}
+  for path, leaf in flat.items():
+    *parents, name = path.split('/')
+    node = tree
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[name] = leaf
+  return tree
 
 
 def tree_digest(tree: Any) -> str:

@@ -401,17 +401,6 @@ def parameter_shapes(arch: LunaBertArchitecture, vocab_size: int) -> dict[str, t
   }
 
 
-def _nest(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, leaf in flat.items():
-    *parents, name = path.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[name] = leaf
-  return tree
-
-
 def _sha256(path: Path) -> str:
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
@@ -497,7 +486,7 @@ def convert(checkpoint: str, dictionary: str, output: str, overwrite: bool = Fal
   try:
     checkpointer = checkpointing.Checkpointer(str(staging), keep=1)
     try:
-      checkpointer.save(0, {'params': _nest(params)}, record)
+      checkpointer.save(0, {'params': checkpointing.unflatten(params)}, record)
     finally:
       checkpointer.close()
     _verify(staging, params, vocab.name)

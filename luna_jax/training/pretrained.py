@@ -141,16 +141,4 @@ def graft(
         f'{where}: {ENCODER_KEY}/{path} is {array.dtype} pretrained, {fresh.dtype} in this model.'
       )
     loaded[path] = array[: fresh.shape[0]] if rows_may_differ else array
-  return {**params, ENCODER_KEY: _unflatten(loaded)}
-
-
-def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-  """Inverse of `checkpointing.flat_leaves` for nested dicts."""
-  tree: dict[str, Any] = {}
-  for path, leaf in flat.items():
-    *parents, name = path.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[name] = leaf
-  return tree
+  return {**params, ENCODER_KEY: checkpointing.unflatten(loaded)}
