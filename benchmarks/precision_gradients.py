@@ -1,5 +1,5 @@
 """Float32 against bfloat16 training gradients of one model, from one set of weights, on real
-batches: does bfloat16 compute change the gradient the optimizer sees?
+batches: does a bfloat16 precision policy change the gradient the optimizer sees?
 
   python -m lra.listops_generator --output_dir data/listops_precision --num_train 128 \
       --num_val 16 --num_test 16 --seed 0
@@ -9,22 +9,25 @@ batches: does bfloat16 compute change the gradient the optimizer sees?
 The model is a task config's (default `configs/listops.py:transformer`, the recipe whose bfloat16
 run collapsed at its learning-rate peak on a GPU, benchmarks/results/gpu/README.md), initialised
 as the trainer does (`luna_jax.training.steps.create_train_state`, `--seed`). Each of the first
-`--num_batches` training batches (`lra.train_batches`, the recipe's length) gives two training
-gradients of the same parameters with the same dropout key: one with `model.dtype='float32'`, one
-with 'bfloat16' (bfloat16 activations and matmuls, float32 parameters, softmax and normalisers in
-float32). Reported, per batch and over the batches:
+`--num_batches` training batches (`lra.train_batches`, the recipe's length) gives one training
+gradient of the same parameters with the same dropout key per `--precisions` policy
+(`model.precision`, `luna_jax.model.config.PRECISIONS`): 'float32' (the reference), 'bfloat16'
+(bfloat16 matmul inputs, everything else float32) and 'bfloat16_all' (bfloat16 activations too;
+parameters, softmax and normalisers float32 in every policy). Reported, per batch and over the
+batches, for each bfloat16 policy against float32:
 
   per parameter   cosine similarity of the two gradients, relative error |g16 - g32| / |g32|,
                   norm ratio |g16| / |g32| and the share of entries whose signs agree (Adam's
                   first updates are close to the sign of the gradient);
-  whole model     loss, global gradient norm in both dtypes, global cosine and relative error;
+  whole model     loss, global gradient norm in every policy, global cosine and relative error;
   per layer       entropy of the softmax attention (nats; mean over batch, heads and real query
-                  rows) in both dtypes, beside log(real keys), the entropy of uniform attention.
+                  rows) in every policy, beside log(real keys), the entropy of uniform attention.
 
 Then (`--adam_steps K`, default 1; 0 skips it) the same comparison runs again after K steps of the
 recipe's optimizer at its peak learning rate on the first batch (float32 gradients): AdamW's first
 step moves every weight by the learning rate against its gradient's sign, the jolt the peak of the
-schedule gives. The defaults (3 batches of 4 at length 2000) take about 10 minutes on 2 CPU cores.
+schedule gives. The defaults (3 batches of 4 at length 2000, three policies) take about 15 minutes
+on 2 CPU cores.
 
 Writes `results.json` and `table.md` in `--output_dir` and prints the table.
 """
@@ -49,10 +52,12 @@ import optax
 import lra
 import luna_jax
 from benchmarks.speed_memory_harness import describe_machine
+from luna_jax.model.config import PRECISIONS
 from luna_jax.training import optim, steps
 
 PyTree = Any
-DTYPES = ('float32', 'bfloat16')
+#: The policy every other one is compared with.
+REFERENCE = 'float32'
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -65,8 +70,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--num_batches', type=int, default=3)
   parser.add_argument('--seed', type=int, default=0, help='parameters, dropout and data order')
   parser.add_argument('--adam_steps', type=int, default=1, help='compare again after K steps')
+  parser.add_argument(
+    '--precisions',
+    default=','.join(PRECISIONS),
+    help=f'comma-separated policies, {REFERENCE!r} first (the reference); of {list(PRECISIONS)}',
+  )
   parser.add_argument('--output_dir', default='benchmarks/results/cpu/precision')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  args.precisions = tuple(args.precisions.split(','))
+  unknown = sorted(set(args.precisions) - set(PRECISIONS))
+  if unknown or args.precisions[0] != REFERENCE or len(args.precisions) < 2:
+    parser.error(
+      f'--precisions={",".join(args.precisions)}: {REFERENCE!r} first, then one or more of '
+      f'{list(PRECISIONS)}' + (f' (unknown: {unknown})' if unknown else '') + '.'
+    )
+  return args
 
 
 def load_config(spec: str) -> Any:
@@ -151,28 +169,31 @@ def measure(
   gradients: Mapping[str, Any],
   seed: int,
 ) -> dict[str, Any]:
-  """Both dtypes' losses, gradients and entropies on every batch, their comparison, and the
-  comparison of each batch's float32 gradient with the previous batch's."""
+  """Every policy's losses, gradients and entropies on every batch (`gradients` maps policy names,
+  the reference first, to `make_gradient_fn`s), each policy's comparison with the reference, and
+  the comparison of each batch's reference gradient with the previous batch's."""
   per_batch, previous = [], None
   for index, batch in enumerate(batches):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
     record: dict[str, Any] = {'batch': index}
     grads = {}
-    for dtype in DTYPES:
+    for name, gradient in gradients.items():
       start = time.perf_counter()
-      loss, grads[dtype], entropies = gradients[dtype](params, batch, key)
-      jax.block_until_ready(grads[dtype])
-      record[dtype] = {
+      loss, grads[name], entropies = gradient(params, batch, key)
+      jax.block_until_ready(grads[name])
+      record[name] = {
         'loss': float(loss),
-        'grad_norm': float(optax.tree.norm(grads[dtype])),
-        'entropy': {name: float(value) for name, value in sorted(entropies.items())},
+        'grad_norm': float(optax.tree.norm(grads[name])),
+        'entropy': {layer: float(value) for layer, value in sorted(entropies.items())},
         'seconds': time.perf_counter() - start,
       }
-      print(f'  batch {index} {dtype}: loss {float(loss):.5f}, {record[dtype]["seconds"]:.1f} s')
-    record['comparison'] = compare(grads['float32'], grads['bfloat16'])
+      print(f'  batch {index} {name}: loss {float(loss):.5f}, {record[name]["seconds"]:.1f} s')
+    record['comparison'] = {
+      name: compare(grads[REFERENCE], g) for name, g in grads.items() if name != REFERENCE
+    }
     if previous is not None:  # The scale of minibatch noise: the last batch's float32 gradient.
-      record['previous_batch'] = compare(previous, grads['float32'])['all']
-    previous = grads['float32']
+      record['previous_batch'] = compare(previous, grads[REFERENCE])['all']
+    previous = grads[REFERENCE]
     rows = np.asarray(batch['lengths'], np.float64) + 1  # Real tokens and the CLS position.
     record['uniform_entropy'] = float(np.sum(rows * np.log(rows)) / np.sum(rows))
     per_batch.append(record)
@@ -180,23 +201,26 @@ def measure(
 
 
 def summarize(per_batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-  """Mean and minimum over the batches of every comparison figure, and the mean entropies."""
-  paths = per_batch[0]['comparison'].keys()
+  """Mean and minimum over the batches of every comparison figure (per compared policy), and the
+  mean entropies, gradient norms and losses of every policy."""
+  compared = list(per_batch[0]['comparison'])
+  names = [REFERENCE, *compared]
   figures = ('cosine', 'relative_error', 'norm_ratio', 'sign_agreement')
   comparison = {
-    path: {
-      f'{stat}_{figure}': float(fn([b['comparison'][path][figure] for b in per_batch]))
-      for figure in figures
-      for stat, fn in (('mean', np.mean), ('min', np.min), ('max', np.max))
+    name: {
+      path: {
+        f'{stat}_{figure}': float(fn([b['comparison'][name][path][figure] for b in per_batch]))
+        for figure in figures
+        for stat, fn in (('mean', np.mean), ('min', np.min), ('max', np.max))
+      }
+      for path in per_batch[0]['comparison'][name]
     }
-    for path in paths
+    for name in compared
   }
-  layers = per_batch[0]['float32']['entropy'].keys()
+  mean = lambda values: float(np.mean(list(values)))
   entropy = {
-    layer: {
-      dtype: float(np.mean([b[dtype]['entropy'][layer] for b in per_batch])) for dtype in DTYPES
-    }
-    for layer in layers
+    layer: {name: mean(b[name]['entropy'][layer] for b in per_batch) for name in names}
+    for layer in per_batch[0][REFERENCE]['entropy']
   }
   between = [b['previous_batch']['cosine'] for b in per_batch if 'previous_batch' in b]
   return {
@@ -204,10 +228,8 @@ def summarize(per_batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     'batch_to_batch_cosine': float(np.mean(between)) if between else None,
     'entropy': entropy,
     'uniform_entropy': float(np.mean([b['uniform_entropy'] for b in per_batch])),
-    'grad_norm': {
-      dtype: float(np.mean([b[dtype]['grad_norm'] for b in per_batch])) for dtype in DTYPES
-    },
-    'loss': {dtype: float(np.mean([b[dtype]['loss'] for b in per_batch])) for dtype in DTYPES},
+    'grad_norm': {name: mean(b[name]['grad_norm'] for b in per_batch) for name in names},
+    'loss': {name: mean(b[name]['loss'] for b in per_batch) for name in names},
   }
 
 
@@ -238,12 +260,16 @@ def table(results: Mapping[str, Any]) -> str:
   lines = []
   for state in results['states']:
     summary = state['summary']
+    names = list(summary['loss'])
+    compared = list(summary['comparison'])
     lines += [
       f'### {state["name"]}',
       '',
-      f'loss float32 {summary["loss"]["float32"]:.5f}, bfloat16 {summary["loss"]["bfloat16"]:.5f};'
-      f' gradient norm float32 {summary["grad_norm"]["float32"]:.4g}, bfloat16 '
-      f'{summary["grad_norm"]["bfloat16"]:.4g} (means over {len(state["batches"])} batches)',
+      f'Means over {len(state["batches"])} batches: '
+      + '; '.join(
+        f'{name} loss {summary["loss"][name]:.5f}, gradient norm {summary["grad_norm"][name]:.4g}'
+        for name in names
+      ),
       '',
       'Cosine of the float32 gradients of consecutive batches (the scale of minibatch noise): '
       + (
@@ -252,25 +278,31 @@ def table(results: Mapping[str, Any]) -> str:
         else 'n/a (one batch)'
       ),
       '',
-      '| parameter | cosine mean (min) | relative error mean (max) | norm ratio mean |'
-      ' sign agreement mean |',
-      '|---|---:|---:|---:|---:|',
+      'Each policy against float32: cosine mean (min), relative error mean (max), norm ratio mean,'
+      ' sign agreement mean.',
+      '',
+      '| parameter | ' + ' | '.join(compared) + ' |',
+      '|---|' + '---:|' * len(compared),
     ]
-    for path, figures in summary['comparison'].items():
-      lines.append(
-        f'| {path} | {figures["mean_cosine"]:.5f} ({figures["min_cosine"]:.5f}) | '
-        f'{figures["mean_relative_error"]:.4f} ({figures["max_relative_error"]:.4f}) | '
-        f'{figures["mean_norm_ratio"]:.4f} | {figures["mean_sign_agreement"]:.4f} |'
-      )
+    for path in summary['comparison'][compared[0]]:
+      cells = []
+      for name in compared:
+        f = summary['comparison'][name][path]
+        cells.append(
+          f'{f["mean_cosine"]:.5f} ({f["min_cosine"]:.5f}), {f["mean_relative_error"]:.4f} '
+          f'({f["max_relative_error"]:.4f}), {f["mean_norm_ratio"]:.4f}, '
+          f'{f["mean_sign_agreement"]:.4f}'
+        )
+      lines.append(f'| {path} | ' + ' | '.join(cells) + ' |')
     lines += [
       '',
       f'Attention entropy (nats; uniform over the real keys: {summary["uniform_entropy"]:.3f})',
       '',
-      '| layer | float32 | bfloat16 |',
-      '|---|---:|---:|',
+      '| layer | ' + ' | '.join(names) + ' |',
+      '|---|' + '---:|' * len(names),
     ]
     for layer, values in summary['entropy'].items():
-      lines.append(f'| {layer} | {values["float32"]:.4f} | {values["bfloat16"]:.4f} |')
+      lines.append(f'| {layer} | ' + ' | '.join(f'{values[n]:.4f}' for n in names) + ' |')
     lines.append('')
   return '\n'.join(lines)
 
@@ -285,32 +317,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   data = lra.load_task(config.data.task, args.data_dir, **options)
   model_config = config.model.to_dict()
   models = {
-    dtype: luna_jax.build_model(
-      {**model_config, 'dtype': dtype},
+    name: luna_jax.build_model(
+      {**model_config, 'precision': name},
       vocab_size=data.vocab_size,
       num_classes=data.num_classes,
       max_length=data.max_length,
       dual=data.dual,
     )
-    for dtype in DTYPES
+    for name in args.precisions
   }
   optimizer_config = optim.OptimizerConfig.from_mapping(config.optimizer)
   example = {name: np.asarray(a[:1], np.int32) for name, a in data.train.arrays().items()}
   state = steps.create_train_state(
     jax.random.PRNGKey(args.seed),
-    models['float32'],
+    models[REFERENCE],
     optim.make_optimizer(optimizer_config),
     example,
   )
   iterator = lra.train_batches(data.train, args.batch_size, seed=args.seed, start_step=0)
   batches = [next(iterator) for _ in range(args.num_batches)]
-  gradients = {dtype: make_gradient_fn(models[dtype], data.max_length) for dtype in DTYPES}
+  gradients = {name: make_gradient_fn(model, data.max_length) for name, model in models.items()}
   print(f'{args.config}: {args.num_batches} batches of {args.batch_size} x {data.max_length}')
   first = measure(state.params, batches, gradients, args.seed)
   states = [{'name': f'initialisation (seed {args.seed})', **first}]
   if args.adam_steps:
     params, peak = adam_steps(
-      state.params, batches[0], gradients['float32'], optimizer_config, args.adam_steps, args.seed
+      state.params, batches[0], gradients[REFERENCE], optimizer_config, args.adam_steps, args.seed
     )
     name = f'after {args.adam_steps} AdamW steps at the peak learning rate {peak:.3g}'
     print(name)

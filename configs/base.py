@@ -135,8 +135,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.causal_implementation = 'chunked'
   # Causal Luna: positions per chunk of the chunked form.
   config.model.chunk_size = 64
-  # Compute dtype: 'float32' or 'bfloat16' (parameters and optimizer state stay float32).
-  config.model.dtype = 'float32'
+  # Precision policy: 'float32', 'bfloat16' (matmul inputs only) or 'bfloat16_all' (PRECISIONS).
+  config.model.precision = 'float32'
   # Backward memory: 'none', 'layer' (recompute each layer) or 'dots' (keep only matmul outputs).
   config.model.remat = 'none'
 

@@ -65,7 +65,10 @@ def test_tiny_run_writes_results_and_table(tmp_path):
   results = json.loads((tmp_path / 'out' / 'results.json').read_text())
   assert [state['name'].split()[0] for state in results['states']] == ['initialisation', 'after']
   summary = results['states'][0]['summary']
-  assert summary['comparison']['all']['mean_cosine'] > 0.99
+  assert set(summary['comparison']) == {'bfloat16', 'bfloat16_all'}
+  for name in ('bfloat16', 'bfloat16_all'):
+    assert summary['comparison'][name]['all']['mean_cosine'] > 0.99
+  assert set(summary['loss']) == {'float32', 'bfloat16', 'bfloat16_all'}
   assert set(summary['entropy']) == {'sequence_encoder/layer_0'}
   assert summary['batch_to_batch_cosine'] is not None
   assert '| all |' in (tmp_path / 'out' / 'table.md').read_text()

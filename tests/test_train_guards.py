@@ -93,7 +93,7 @@ def logged_once(scalars):
     ('training', 'num_eval_batches', 0, r'must be >= 1 \(or one of \[-1\]\)'),
     ('training', 'batch_size', 8.0, 'must be of type int'),
     ('training', 'label_smoothing', 1.0, 'must be < 1.0'),
-    ('model', 'dtype', 'bf16', "must be one of \\['float32', 'bfloat16'\\]"),
+    ('model', 'precision', 'bf16', "must be one of \\['float32', 'bfloat16', 'bfloat16_all'\\]"),
     ('model', 'dropout_rate', 1.5, 'must be < 1.0'),
     ('model', 'pooling', 'max', 'must be one of'),
     ('model', 'remat', 'full', "must be one of \\['none', 'layer', 'dots'\\]"),

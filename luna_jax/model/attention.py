@@ -4,7 +4,7 @@ Every function here works on already-projected, head-split tensors laid out as
 `[batch, length, heads, head_dim]` (the layout of `flax.linen` and `jax.nn.dot_product_attention`),
 so the Flax modules in `luna_jax.model.layers` only own the projections. Logits, softmax and every
 normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the
-values.
+values unless an `out_dtype` asks for another.
 
 Shapes name the projection length (the length of P, `projection_length` in the configs) l, as the
 paper does. Masks are boolean, `True` = "may be attended to". A query row whose keys are all masked
@@ -81,6 +81,7 @@ def dot_product_attention(
   dropout_rng: Array | None = None,
   deterministic: bool = True,
   query_mask: Array | None = None,
+  out_dtype: jnp.dtype | None = None,
 ) -> tuple[Array, Array]:
   """Multi-head scaled dot-product softmax attention with a key padding mask.
 
@@ -94,9 +95,10 @@ def dot_product_attention(
     dropout_rate: attention dropout on the probabilities.
     dropout_rng: PRNG key for the attention dropout.
     deterministic: disable dropout.
+    out_dtype: dtype of `out` (the float32 product rounded once); None: value's dtype.
 
   Returns:
-    `(out, probs)`: out `[batch, q_len, heads, v_dim]` in value's dtype; probs
+    `(out, probs)`: out `[batch, q_len, heads, v_dim]` in `out_dtype`; probs
     `[batch, heads, q_len, k_len]` float32 before dropout.
   """
   keep = None
@@ -105,12 +107,13 @@ def dot_product_attention(
       raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
     b, q_len, h, _ = query.shape
     keep = dropout_keep_mask(dropout_rng, dropout_rate, (b, h, q_len, key.shape[1]))
-  return _attend(query, key, value, key_mask, keep, dropout_rate, query_mask)
+  out_dtype = value.dtype if out_dtype is None else jnp.dtype(out_dtype)
+  return _attend(query, key, value, key_mask, keep, dropout_rate, query_mask, out_dtype)
 
 
 @functools.partial(
   jax.checkpoint,
-  static_argnums=(5,),
+  static_argnums=(5, 7),
   policy=jax.checkpoint_policies.save_only_these_names('attention_probs'),
 )
 def _attend(
@@ -121,6 +124,7 @@ def _attend(
   keep: Array | None,
   rate: float,
   query_mask: Array | None,
+  out_dtype: jnp.dtype,
 ) -> tuple[Array, Array]:
   """Softmax attention with an optional dropout keep mask. The backward keeps only the float32
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
@@ -130,7 +134,7 @@ def _attend(
   out = jnp.einsum(
     'bhqk,bkhd->bqhd', dropped.astype(value.dtype), value, preferred_element_type=jnp.float32
   )
-  return out.astype(value.dtype), probs
+  return out.astype(out_dtype), probs
 
 
 def key_value(projected: Sequence[Array]) -> tuple[Array, Array]:
@@ -176,6 +180,7 @@ def luna_attention(
   dropout_rate: float = 0.0,
   dropout_rng: Array | None = None,
   deterministic: bool = True,
+  packed_dtype: jnp.dtype | None = None,
 ) -> LunaAttentionOutput:
   """Bidirectional Luna attention from projected inputs: pack, then unpack (§3, eqs. 3-5).
 
@@ -200,6 +205,9 @@ def luna_attention(
     dropout_rate: attention dropout on the pack and the unpack probabilities.
     dropout_rng: PRNG key, split into the pack and the unpack dropout keys.
     deterministic: disable dropout.
+    packed_dtype: dtype of Y_P, which also feeds the next layer's P (float32 under the mixed
+      precision policy); None: the pack values' dtype. The unpack projection's input is Y_P
+      rounded to the unpack kernel's dtype.
 
   Returns:
     A `LunaAttentionOutput` (Y_X before its output projection, Y_P, both probabilities).
@@ -220,10 +228,16 @@ def luna_attention(
     pack_rng, unpack_rng = jax.random.split(dropout_rng)
   kwargs = dict(dropout_rate=dropout_rate, deterministic=deterministic)
   y_p, pack_probs = dot_product_attention(
-    pack_query, pack_key, pack_value, context_mask, dropout_rng=pack_rng, **kwargs
+    pack_query,
+    pack_key,
+    pack_value,
+    context_mask,
+    dropout_rng=pack_rng,
+    out_dtype=packed_dtype,
+    **kwargs,
   )
   packed = merge_heads(y_p)
-  kv = linear(packed, unpack_kernel, unpack_bias)
+  kv = linear(packed.astype(unpack_kernel.dtype), unpack_kernel, unpack_bias)
   key, value = key_value([split_heads(z, heads) for z in jnp.split(kv, kv.shape[-1] // d, -1)])
   unpacked, unpack_probs = dot_product_attention(
     query, key, value, p_mask, dropout_rng=unpack_rng, **kwargs

@@ -23,8 +23,23 @@ from luna_jax.model.registry import LUNA_ATTENTIONS, TRANSFORMER_ATTENTIONS
 
 #: `ModelConfig.remat` -> the `jax.checkpoint` policy of each layer ('none': no checkpoint).
 REMAT = {'none': None, 'layer': None, 'dots': jax.checkpoint_policies.dots_saveable}
-#: Compute dtypes (`ModelConfig.dtype`).
-DTYPES = ('float32', 'bfloat16')
+#: Precision policies (`ModelConfig.precision`): name -> (activation dtype, matmul-input dtype).
+#: Every matmul accumulates in float32; logits, softmax, LayerNorm statistics and the loss are
+#: float32, and parameters, gradients and optimizer state stay float32, in every policy.
+#:   float32       everything float32 (XLA's default matmul precision: TF32 on NVIDIA GPUs)
+#:   bfloat16      matmul inputs rounded to bfloat16; the residual stream, LayerNorm outputs, the
+#:                 FFN activation and P stay float32 (a TPU's default precision, as in Tay et al.'s
+#:                 LRA runs; the causal Luna sums and the kernel feature maps stay float32)
+#:   bfloat16_all  the activations too are bfloat16 (faster, less memory; not the official recipe)
+PRECISIONS = {
+  'float32': (jnp.float32, jnp.float32),
+  'bfloat16': (jnp.float32, jnp.bfloat16),
+  'bfloat16_all': (jnp.bfloat16, jnp.bfloat16),
+}
+#: Former `config.model` keys -> what replaced them (named when an old config still sets them).
+RENAMED_KEYS = {
+  'dtype': "precision (dtype='bfloat16' is precision='bfloat16_all'; see PRECISIONS)",
+}
 #: Sequence representations of the classifiers (`luna_jax.model.classifiers.pool`).
 POOLINGS = ('cls', 'first', 'mean', 'p')
 #: Activations of the classifier head's hidden layers (`luna_jax.model.classifiers.ClassifierHead`).
@@ -111,7 +126,9 @@ class ModelConfig:
     omega: causal Luna pack activation: 'softplus' (beta = ln 2) or 'elu' (elu + 1).
     causal_implementation: causal Luna form: 'chunked' (parallel) or 'scan'.
     chunk_size: positions per chunk of the chunked causal form.
-    dtype: computation dtype name ('float32' or 'bfloat16'); parameters stay float32.
+    precision: the mixed-precision policy, one of `PRECISIONS` ('float32', 'bfloat16' = matmul
+      inputs in bfloat16 with float32 accumulation and a float32 residual stream, or
+      'bfloat16_all'); parameters stay float32.
     remat: rematerialisation of each layer in the backward pass (`REMAT`): 'none' (keep every
       residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
       matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
@@ -149,12 +166,18 @@ class ModelConfig:
   omega: str = spec(default='softplus', choices=('softplus', 'elu'))
   causal_implementation: str = spec(default='chunked', choices=('chunked', 'scan'))
   chunk_size: int = spec(default=64, **_SIZE)
-  dtype: str = spec(default='float32', choices=DTYPES)
+  precision: str = spec(default='float32', choices=tuple(PRECISIONS))
   remat: str = spec(default='none', choices=tuple(REMAT))
 
   @property
   def compute_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
+    """The activations' dtype under `precision`."""
+    return jnp.dtype(PRECISIONS[self.precision][0])
+
+  @property
+  def matmul_dtype(self) -> jnp.dtype:
+    """The dtype of the matmul inputs under `precision`."""
+    return jnp.dtype(PRECISIONS[self.precision][1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +239,12 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
   fields = model_fields()
   unknown = sorted(set(model_config) - set(fields))
   if unknown:
-    raise config_utils.ConfigError(f'{section}: unknown key(s) {unknown}; known: {sorted(fields)}.')
+    renamed = [f'{key} is now {RENAMED_KEYS[key]}' for key in unknown if key in RENAMED_KEYS]
+    raise config_utils.ConfigError(
+      f'{section}: unknown key(s) {unknown}'
+      + (f' ({"; ".join(renamed)})' if renamed else '')
+      + f'; known: {sorted(fields)}.'
+    )
   hints = {**typing.get_type_hints(HeadConfig), **typing.get_type_hints(ModelConfig)}
   for name, value in model_config.items():
     error = config_utils.value_error(value, hints[name], fields[name].metadata.get('spec', {}))

@@ -41,6 +41,7 @@ from luna_jax.model.layers import (
   LunaAttention,
   LunaCausalAttention,
   dropout_rng,
+  matmul_dtype,
 )
 
 Array = jax.Array
@@ -70,9 +71,16 @@ class _DecoderBlock(nn.Module):
       implementation=cfg.causal_implementation,
       chunk_size=cfg.chunk_size,
       dtype=dtype,
+      matmul_dtype=cfg.matmul_dtype,
     )
     self.self_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
-    self.ffn = FeedForward(cfg.mlp_dim, cfg.activation, cfg.activation_dropout_rate, dtype=dtype)
+    self.ffn = FeedForward(
+      cfg.mlp_dim,
+      cfg.activation,
+      cfg.activation_dropout_rate,
+      dtype=dtype,
+      matmul_dtype=cfg.matmul_dtype,
+    )
     self.ffn_norm = nn.LayerNorm(epsilon=1e-5, dtype=dtype)
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.setup_extra()
@@ -136,6 +144,7 @@ class LunaSeq2SeqLayer(_DecoderBlock):
       tie_kv=cfg.tie_kv,
       attention_dropout_rate=cfg.attention_dropout_rate,
       dtype=cfg.compute_dtype,
+      matmul_dtype=cfg.matmul_dtype,
     )
     self.cross_attention_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.p_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
@@ -219,7 +228,9 @@ class _TokenDecoder(nn.Module):
       self.embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.embedding_dropout = nn.Dropout(cfg.dropout_rate)
     if not cfg.share_embeddings:
-      self.lm_head = nn.Dense(cfg.vocab_size, dtype=cfg.compute_dtype)
+      self.lm_head = nn.Dense(
+        cfg.vocab_size, dtype=cfg.matmul_dtype, dot_general=kernels.float32_dot_general
+      )
     self.setup_layers()
 
   def setup_layers(self):
@@ -233,12 +244,14 @@ class _TokenDecoder(nn.Module):
 
   def _logits(self, x: Array) -> Array:
     """`[..., d]` -> `[..., vocab]` float32: the output projection, or with `share_embeddings` the
-    product with the shared token table (no bias)."""
+    product with the shared token table (no bias); inputs in the matmul dtype, accumulated in
+    float32."""
     if self.shared_embedding is not None:
+      matmul = self.config.matmul_dtype
       return jnp.einsum(
         '...d,vd->...v',
-        x,
-        self.shared_embedding.embedding.astype(x.dtype),
+        x.astype(matmul),
+        self.shared_embedding.embedding.astype(matmul),
         preferred_element_type=jnp.float32,
       )
     return self.lm_head(x).astype(jnp.float32)
@@ -384,13 +397,15 @@ class SoftmaxAttention(nn.Module):
     features: model width d.
     num_heads: heads.
     attention_dropout_rate: dropout on the probabilities.
-    dtype: computation dtype.
+    dtype: dtype of the output.
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
   """
 
   features: int
   num_heads: int
   attention_dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  matmul_dtype: jnp.dtype | None = None
 
   def setup(self):
     proj = lambda init=PROJ_INIT: DenseParams(self.features, kernel_init=init)
@@ -398,7 +413,7 @@ class SoftmaxAttention(nn.Module):
 
   def keys_values(self, context: Array) -> tuple[Array, Array]:
     """`[batch, m, d]` -> keys and values, 2 x `[batch, m, heads, dh]` (one fused matmul)."""
-    k, v = fused_dense(context, [self.key, self.value], self.dtype)
+    k, v = fused_dense(context, [self.key, self.value], matmul_dtype(self))
     return attn.split_heads(k, self.num_heads), attn.split_heads(v, self.num_heads)
 
   def attend(
@@ -406,10 +421,10 @@ class SoftmaxAttention(nn.Module):
   ) -> Array:
     """`[batch, n, d]` queries over precomputed keys/values (mask as `_softmax_attention`) ->
     `[batch, n, d]`."""
-    q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
+    q = attn.split_heads(fused_dense(x, [self.query], matmul_dtype(self))[0], self.num_heads)
     rng = dropout_rng(self, self.attention_dropout_rate, deterministic)
     y = _softmax_attention(q, key, value, mask, self.attention_dropout_rate, rng, deterministic)
-    return fused_dense(attn.merge_heads(y), [self.out], self.dtype)[0]
+    return fused_dense(attn.merge_heads(y), [self.out], self.dtype, self.matmul_dtype)[0]
 
   def __call__(self, x: Array, context: Array, mask: Array, deterministic: bool = True) -> Array:
     """Attention of `[batch, n, d]` over `[batch, m, d]` -> `[batch, n, d]`."""
@@ -425,7 +440,11 @@ class _TransformerBlock(nn.Module):
   def _attention(self) -> SoftmaxAttention:
     cfg = self.config
     return SoftmaxAttention(
-      cfg.emb_dim, cfg.num_heads, cfg.attention_dropout_rate, dtype=cfg.compute_dtype
+      cfg.emb_dim,
+      cfg.num_heads,
+      cfg.attention_dropout_rate,
+      dtype=cfg.compute_dtype,
+      matmul_dtype=cfg.matmul_dtype,
     )
 
   def _norm(self) -> nn.Module:
@@ -434,7 +453,11 @@ class _TransformerBlock(nn.Module):
   def _ffn(self) -> FeedForward:
     cfg = self.config
     return FeedForward(
-      cfg.mlp_dim, cfg.activation, cfg.activation_dropout_rate, dtype=cfg.compute_dtype
+      cfg.mlp_dim,
+      cfg.activation,
+      cfg.activation_dropout_rate,
+      dtype=cfg.compute_dtype,
+      matmul_dtype=cfg.matmul_dtype,
     )
 
   def _residual(self, norm: nn.Module, x: Array, y: Array, deterministic: bool) -> Array:

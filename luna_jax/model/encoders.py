@@ -288,6 +288,7 @@ class LunaEncoder(nn.Module):
         attention_module=attention,
         ffn_kernel_init=BERT_INIT if bert else None,
         dtype=dtype,
+        matmul_dtype=cfg.matmul_dtype,
         name=name,
       )
       for name in dict.fromkeys(layer_names(cfg))
@@ -354,6 +355,7 @@ class TransformerEncoder(nn.Module):
         activation=cfg.activation,
         attention_module=attention,
         dtype=dtype,
+        matmul_dtype=cfg.matmul_dtype,
         name=name,
       )
       for name in dict.fromkeys(layer_names(cfg))

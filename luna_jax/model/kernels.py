@@ -16,6 +16,7 @@ these; nothing here is specific to Luna.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -26,6 +27,10 @@ import numpy as np
 
 Array = jax.Array
 Dtype = jnp.dtype
+
+#: `jax.lax.dot_general` returning float32 whatever its input dtype (float32 accumulation): the
+#: `dot_general` of an `nn.Dense` under a mixed-precision policy.
+float32_dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 #: Random bits per element of a dropout mask.
 _DROPOUT_BITS = 16
@@ -147,7 +152,9 @@ def _add_bias_bwd(bias_like: Array, g: Array) -> tuple[Array, Array]:
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
-def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
+def linear(
+  x: Array, kernel: Array, bias: Array | None = None, out_dtype: Dtype | None = None
+) -> Array:
   """`x kernel + bias` over the last axis, as one 2-D matmul on the rows of x.
 
   Flattening the leading axes first lets XLA's CPU compiler run the weight gradient `X^T G` as one
@@ -159,11 +166,15 @@ def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
     x: `[..., in]`.
     kernel: `[in, out]`, the dtype of x.
     bias: optional `[out]`.
+    out_dtype: the product's dtype (`preferred_element_type`); None: the dtype of x. A bfloat16
+      matmul with a float32 `out_dtype` accumulates and returns float32 (no rounding of the
+      product); the bias is added in its own dtype's promotion with it.
 
   Returns:
     `[..., out]`.
   """
-  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, preferred_element_type=out_dtype)
+  y = y.reshape(*x.shape[:-1], kernel.shape[-1])
   return y if bias is None else add_bias(y, bias)
 
 
@@ -297,14 +308,19 @@ class DenseParams(nn.Module):
 
 
 def stacked_params(
-  projections: Sequence[DenseParams], in_features: int, dtype: Dtype
+  projections: Sequence[DenseParams],
+  in_features: int,
+  dtype: Dtype,
+  matmul_dtype: Dtype | None = None,
 ) -> tuple[Array, Array | None]:
-  """The kernels (and biases) of several projections side by side, promoted to `dtype`.
+  """The kernels (and biases) of several projections side by side: kernels in the matmul dtype,
+  biases in the output dtype.
 
   Args:
     projections: `DenseParams` modules (all with or all without bias).
     in_features: their input width.
-    dtype: computation dtype.
+    dtype: output dtype (the biases'); also the matmul dtype when `matmul_dtype` is None.
+    matmul_dtype: dtype of the matmul inputs (the kernels').
 
   Returns:
     `(kernel [in_features, sum of features], bias [sum of features] or None)`.
@@ -312,27 +328,36 @@ def stacked_params(
   params = [projection(in_features) for projection in projections]
   kernel = jnp.concatenate([k for k, _ in params], axis=1)
   bias = None if params[0][1] is None else jnp.concatenate([b for _, b in params])
-  kernel, bias = nn.dtypes.promote_dtype(kernel, bias, dtype=dtype)
+  kernel = nn.dtypes.promote_dtype(kernel, dtype=matmul_dtype or dtype)[0]
+  bias = None if bias is None else nn.dtypes.promote_dtype(bias, dtype=dtype)[0]
   return kernel, bias
 
 
-def fused_dense(x: Array, projections: Sequence[DenseParams], dtype: Dtype) -> list[Array]:
+def fused_dense(
+  x: Array, projections: Sequence[DenseParams], dtype: Dtype, matmul_dtype: Dtype | None = None
+) -> list[Array]:
   """Applies several Dense projections of the same input as one matmul `x [W_1 | W_2 | ...]`.
 
   The same function as applying each projection on its own (`nn.Dense` numerics: inputs and kernels
   promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster,
   and `linear` keeps its gradients free of transposing copies and windowed reductions.
 
+  Mixed precision (`luna_jax.model.config.PRECISIONS`): with `matmul_dtype` bfloat16 and `dtype`
+  float32, x and the kernels are rounded to bfloat16, the products accumulate in float32 and the
+  bias is added in float32: the float32 result a TPU's default matmul precision gives (what Tay et
+  al.'s LRA runs used).
+
   Args:
     x: `[..., in]`.
     projections: `DenseParams` modules (all with or all without bias).
-    dtype: computation dtype.
+    dtype: output dtype (and the matmul dtype when `matmul_dtype` is None).
+    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`.
 
   Returns:
-    One `[..., features_i]` array per projection.
+    One `[..., features_i]` array per projection, in `dtype`.
   """
-  kernel, bias = stacked_params(projections, x.shape[-1], dtype)
-  y = linear(nn.dtypes.promote_dtype(x, dtype=dtype)[0], kernel, bias)
+  kernel, bias = stacked_params(projections, x.shape[-1], dtype, matmul_dtype)
+  y = linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias, out_dtype=dtype)
   if len(projections) == 1:
     return [y]
   splits = np.cumsum([projection.features for projection in projections])[:-1]

@@ -53,6 +53,11 @@ def kv_names(tie_kv: bool, prefix: str = '') -> tuple[str, ...]:
   return (prefix + 'kv',) if tie_kv else (prefix + 'key', prefix + 'value')
 
 
+def matmul_dtype(module: nn.Module) -> Dtype:
+  """The dtype `module`'s matmul inputs are rounded to: its `matmul_dtype`, else its `dtype`."""
+  return module.matmul_dtype or module.dtype
+
+
 def dropout_rng(module: nn.Module, rate: float, deterministic: bool) -> Array | None:
   """A fresh 'dropout' key of `module` when dropout is active (not deterministic, rate > 0), else
   None (then no key is drawn)."""
@@ -82,7 +87,8 @@ class LunaAttention(nn.Module):
     attention_dropout_rate: dropout on the pack and unpack probabilities.
     kernel_init: initialiser of every projection kernel; None: the authors' xavier_uniform (gain
       1/sqrt(2) for the input projections, 1 for the output projection).
-    dtype: computation dtype.
+    dtype: dtype of the activations (outputs, residual stream, LayerNorms).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
     param_dtype: parameter dtype.
   """
 
@@ -93,6 +99,7 @@ class LunaAttention(nn.Module):
   attention_dropout_rate: float = 0.0
   kernel_init: Callable | None = None
   dtype: Dtype = jnp.float32
+  matmul_dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @classmethod
@@ -126,7 +133,7 @@ class LunaAttention(nn.Module):
   def _pack_inputs(self, p: Array, pack_kv: list[Array]) -> tuple[Array, Array, Array]:
     """Head-split pack queries, keys and values from P and the projected context."""
     hp = self._pack_heads
-    pq = attn.split_heads(fused_dense(p, [self.pack_query], self.dtype)[0], hp)
+    pq = attn.split_heads(fused_dense(p, [self.pack_query], matmul_dtype(self))[0], hp)
     pk, pv = attn.key_value([attn.split_heads(z, hp) for z in pack_kv])
     return pq, pk, pv
 
@@ -141,13 +148,14 @@ class LunaAttention(nn.Module):
     """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`.
 
     The context keys and values are one fused matmul (`fused_dense`)."""
-    pack_kv = fused_dense(context, self._projections('pack_'), self.dtype)
+    pack_kv = fused_dense(context, self._projections('pack_'), matmul_dtype(self))
     y_p, probs = attn.dot_product_attention(
       *self._pack_inputs(p, pack_kv),
       context_mask,
       dropout_rate=self.attention_dropout_rate,
       dropout_rng=self._dropout_rng(deterministic),
       deterministic=deterministic,
+      out_dtype=self.dtype,
     )
     self.sow('intermediates', 'pack_probs', probs)
     return attn.merge_heads(y_p)
@@ -158,7 +166,7 @@ class LunaAttention(nn.Module):
     return attn.key_value(
       [
         attn.split_heads(z, self.num_heads)
-        for z in fused_dense(y_p, self._projections(), self.dtype)
+        for z in fused_dense(y_p, self._projections(), matmul_dtype(self))
       ]
     )
 
@@ -173,7 +181,7 @@ class LunaAttention(nn.Module):
   ) -> Array:
     """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n,
     d]`."""
-    q = attn.split_heads(fused_dense(x, [self.query], self.dtype)[0], self.num_heads)
+    q = attn.split_heads(fused_dense(x, [self.query], matmul_dtype(self))[0], self.num_heads)
     y_x, probs = attn.dot_product_attention(
       q,
       key,
@@ -184,7 +192,7 @@ class LunaAttention(nn.Module):
       deterministic=deterministic,
     )
     self.sow('intermediates', 'unpack_probs', probs)
-    return fused_dense(attn.merge_heads(y_x), [self.out], self.dtype)[0]
+    return fused_dense(attn.merge_heads(y_x), [self.out], self.dtype, self.matmul_dtype)[0]
 
   def __call__(
     self,
@@ -213,23 +221,26 @@ class LunaAttention(nn.Module):
       `(y_x, y_p)`: `[batch, n, d]` and `[batch, l, d]`.
     """
     if context is x:
-      q, *pack_kv = fused_dense(x, [self.query, *self._projections('pack_')], self.dtype)
+      q, *pack_kv = fused_dense(x, [self.query, *self._projections('pack_')], matmul_dtype(self))
     else:
-      q = fused_dense(x, [self.query], self.dtype)[0]
-      pack_kv = fused_dense(context, self._projections('pack_'), self.dtype)
+      q = fused_dense(x, [self.query], matmul_dtype(self))[0]
+      pack_kv = fused_dense(context, self._projections('pack_'), matmul_dtype(self))
     out = attn.luna_attention(
       attn.split_heads(q, self.num_heads),
       *self._pack_inputs(p, pack_kv),
-      *stacked_params(self._projections(), self.features, self.dtype),
+      *stacked_params(self._projections(), self.features, matmul_dtype(self)),
       context_mask,
       p_mask,
       dropout_rate=self.attention_dropout_rate,
       dropout_rng=self._dropout_rng(deterministic),
       deterministic=deterministic,
+      packed_dtype=self.dtype,
     )
     self.sow('intermediates', 'pack_probs', out.pack_probs)
     self.sow('intermediates', 'unpack_probs', out.unpack_probs)
-    return fused_dense(attn.merge_heads(out.unpacked), [self.out], self.dtype)[0], out.packed
+    return fused_dense(attn.merge_heads(out.unpacked), [self.out], self.dtype, self.matmul_dtype)[
+      0
+    ], out.packed
 
 
 class LunaCausalAttention(nn.Module):
@@ -247,7 +258,8 @@ class LunaCausalAttention(nn.Module):
     softplus_beta: softplus sharpness (authors: ln 2).
     implementation: 'chunked' (exact chunked-parallel form) or 'scan' (one step per position).
     chunk_size: positions per chunk of the chunked form.
-    dtype: computation dtype.
+    dtype: dtype of the activations (outputs, residual stream, LayerNorms).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
     param_dtype: parameter dtype.
   """
 
@@ -260,6 +272,7 @@ class LunaCausalAttention(nn.Module):
   implementation: str = 'chunked'
   chunk_size: int = 64
   dtype: Dtype = jnp.float32
+  matmul_dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
@@ -273,7 +286,9 @@ class LunaCausalAttention(nn.Module):
   def project_p(self, p: Array) -> Array:
     """Pack queries from P: `[batch, l, d]` -> `[batch, l, heads, dh]` (cache them when
     decoding)."""
-    return attn.split_heads(fused_dense(p, [self.pack_query], self.dtype)[0], self.num_heads)
+    return attn.split_heads(
+      fused_dense(p, [self.pack_query], matmul_dtype(self))[0], self.num_heads
+    )
 
   def _project_x(self, x: Array) -> tuple[Array, Array, Array, Array]:
     """Queries, pack keys, keys and values of x, one fused matmul: 4 x `[batch, n, heads, dh]`."""
@@ -283,7 +298,7 @@ class LunaCausalAttention(nn.Module):
       *[getattr(self, name) for name in kv_names(self.tie_kv)],
     ]
     q, pk, *kv = (
-      attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype)
+      attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, matmul_dtype(self))
     )
     return (q, pk, *attn.key_value(kv))
 
@@ -313,7 +328,7 @@ class LunaCausalAttention(nn.Module):
 
   def _output(self, y: Array) -> Array:
     """The output projection of `[..., heads, dh]` attention outputs -> `[..., d]`."""
-    return fused_dense(attn.merge_heads(y), [self.out], self.dtype)[0]
+    return fused_dense(attn.merge_heads(y), [self.out], self.dtype, self.matmul_dtype)[0]
 
   def __call__(
     self, x: Array, p: Array, p_mask: Array | None = None, *, deterministic: bool = True
@@ -355,7 +370,8 @@ class FeedForward(nn.Module):
     activation_dropout_rate: dropout after the activation.
     kernel_init: kernel initialiser of both Dense layers.
     bias_init: bias initialiser of both Dense layers.
-    dtype: computation dtype.
+    dtype: dtype of the activations (outputs, residual stream, LayerNorms).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
     param_dtype: parameter dtype.
   """
 
@@ -365,6 +381,7 @@ class FeedForward(nn.Module):
   kernel_init: Callable = nn.initializers.xavier_uniform()
   bias_init: Callable = nn.initializers.zeros
   dtype: Dtype = jnp.float32
+  matmul_dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -382,6 +399,7 @@ class FeedForward(nn.Module):
         )
       ],
       self.dtype,
+      self.matmul_dtype,
     )[0]
     y = _activation(self.activation)(dense(x, self.mlp_dim, 'fc1'))
     y = dropout(self, y, self.activation_dropout_rate, deterministic)
@@ -411,7 +429,8 @@ class LunaEncoderLayer(nn.Module):
       called with LunaAttention's other fields (`luna_jax.model.registry.LUNA_ATTENTIONS` makes
       these).
     ffn_kernel_init: kernel initialiser of the FFN; None: xavier_uniform (the authors' default).
-    dtype: computation dtype.
+    dtype: dtype of the activations (outputs, residual stream, LayerNorms).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
     param_dtype: parameter dtype.
   """
 
@@ -428,6 +447,7 @@ class LunaEncoderLayer(nn.Module):
   attention_module: Callable[..., nn.Module] | None = None
   ffn_kernel_init: Callable | None = None
   dtype: Dtype = jnp.float32
+  matmul_dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -463,6 +483,7 @@ class LunaEncoderLayer(nn.Module):
       num_heads=self.num_heads,
       attention_dropout_rate=self.attention_dropout_rate,
       dtype=self.dtype,
+      matmul_dtype=self.matmul_dtype,
       param_dtype=self.param_dtype,
       name='attention',
     )
@@ -472,6 +493,7 @@ class LunaEncoderLayer(nn.Module):
       self.activation_dropout_rate,
       kernel_init=self.ffn_kernel_init or nn.initializers.xavier_uniform(),
       dtype=self.dtype,
+      matmul_dtype=self.matmul_dtype,
       param_dtype=self.param_dtype,
       name='ffn',
     )
@@ -499,7 +521,8 @@ class SelfAttention(nn.Module):
     implementation: 'softmax' (einsum, materialises the n x n matrix) or 'fused'
       (`jax.nn.dot_product_attention`, no attention dropout). The efficient-attention baselines
       (`luna_jax.model.baselines`) subclass this module and replace `attend`.
-    dtype: computation dtype.
+    dtype: dtype of the activations (outputs, residual stream, LayerNorms).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
     param_dtype: parameter dtype.
   """
 
@@ -508,6 +531,7 @@ class SelfAttention(nn.Module):
   attention_dropout_rate: float = 0.0
   implementation: str = 'softmax'
   dtype: Dtype = jnp.float32
+  matmul_dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -528,12 +552,14 @@ class SelfAttention(nn.Module):
       )
       for name in ('query', 'key', 'value')
     ]
-    q, k, v = (attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, self.dtype))
+    q, k, v = (
+      attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, matmul_dtype(self))
+    )
     y = self.attend(q, k, v, mask, deterministic, query_mask)
     out = DenseParams(
       x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype, name='out'
     )
-    return fused_dense(attn.merge_heads(y), [out], self.dtype)[0]
+    return fused_dense(attn.merge_heads(y), [out], self.dtype, self.matmul_dtype)[0]
 
   def attend(
     self,
@@ -580,7 +606,8 @@ class TransformerEncoderLayer(nn.Module):
     attention_implementation: 'softmax' or 'fused'.
     attention_module: builds the attention instead of `SelfAttention(implementation=...)`, called
       with SelfAttention's fields (`luna_jax.model.registry.TRANSFORMER_ATTENTIONS` makes these).
-    dtype: computation dtype.
+    dtype: dtype of the activations (outputs, residual stream, LayerNorms).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
     param_dtype: parameter dtype.
   """
 
@@ -593,6 +620,7 @@ class TransformerEncoderLayer(nn.Module):
   attention_implementation: str = 'softmax'
   attention_module: Callable[..., nn.Module] | None = None
   dtype: Dtype = jnp.float32
+  matmul_dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -617,6 +645,7 @@ class TransformerEncoderLayer(nn.Module):
       qkv_dim=self.qkv_dim,
       attention_dropout_rate=self.attention_dropout_rate,
       dtype=self.dtype,
+      matmul_dtype=self.matmul_dtype,
       param_dtype=self.param_dtype,
       name='attention',
     )(ln('attention_norm')(x), mask, deterministic=deterministic, query_mask=query_mask)
@@ -627,6 +656,7 @@ class TransformerEncoderLayer(nn.Module):
       self.dropout_rate,
       bias_init=nn.initializers.normal(1e-6),
       dtype=self.dtype,
+      matmul_dtype=self.matmul_dtype,
       param_dtype=self.param_dtype,
       name='ffn',
     )(ln('ffn_norm')(x), deterministic=deterministic)

@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from luna_jax.model import objectives
+from luna_jax.model import kernels, objectives
 from luna_jax.model.config import ModelConfig
 from luna_jax.model.encoders import ENCODERS
-from luna_jax.model.layers import BERT_INIT
+from luna_jax.model.layers import BERT_INIT, matmul_dtype
 
 Array = jax.Array
 
@@ -146,23 +146,37 @@ class LMHead(nn.Module):
 
   Attributes:
     vocab_size: output ids (the embedding table's rows).
-    dtype: computation dtype.
+    dtype: dtype of the activations (the Dense output, GELU and LayerNorm).
     kernel_init: initialiser of the Dense kernel (None: flax's lecun_normal).
+    matmul_dtype: dtype of the matmul inputs (float32 accumulation); None: `dtype`.
   """
 
   vocab_size: int
   dtype: jnp.dtype = jnp.float32
   kernel_init: nn.initializers.Initializer | None = None
+  matmul_dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array, embedding: Array) -> Array:
     """`[batch, n, d]` states, the `[vocab, d]` token embedding -> `[batch, n, vocab]` float32."""
     kernel_init = self.kernel_init or nn.linear.default_kernel_init
-    h = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=kernel_init, name='dense')(x)
+    matmul = matmul_dtype(self)
+    h = nn.Dense(
+      x.shape[-1],
+      dtype=matmul,
+      kernel_init=kernel_init,
+      dot_general=kernels.float32_dot_general,
+      name='dense',
+    )(x).astype(self.dtype)
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(nn.gelu(h, approximate=False))
     bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
-    logits = jnp.einsum('bnd,vd->bnv', h, embedding.astype(self.dtype))
-    return logits.astype(jnp.float32) + bias
+    logits = jnp.einsum(
+      'bnd,vd->bnv',
+      h.astype(matmul),
+      embedding.astype(matmul),
+      preferred_element_type=jnp.float32,
+    )
+    return logits + bias
 
 
 class MaskedLM(nn.Module):
@@ -197,6 +211,7 @@ class MaskedLM(nn.Module):
       self.encoder.vocab_size,
       self.encoder.compute_dtype,
       BERT_INIT if self.encoder.param_init == 'bert' else None,
+      self.encoder.matmul_dtype,
     )
 
   def __call__(self, inputs: Array, lengths: Array, *, train: bool = False) -> Array:
