@@ -2,7 +2,7 @@ r"""The LRA sweep: every task x model variant x seed through `train.py`, then th
 
   python -m benchmarks.reproduce --tasks all --variants luna16,luna256,transformer --seeds 3 \
       [--data_dir data] [--runs_dir runs] [--report_dir reports] [--devices auto] [--dry_run] \
-      [-- <more train.py flags, e.g. --config.model.dtype=bfloat16>]
+      [-- <more train.py flags, e.g. --config.model.precision=bfloat16>]
 
 Run (task, variant, seed k) is
   train.py --config configs/<task>.py:<variant> --workdir <runs_dir>/<task>/<variant>/seed<k>
