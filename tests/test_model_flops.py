@@ -20,7 +20,14 @@ import pytest
 
 import luna_jax
 from benchmarks import model_flops
-from benchmarks.speed_memory_harness import make_train_step
+from benchmarks.speed_memory_harness import (
+  NUM_CLASSES,
+  Architecture,
+  make_attention_step,
+  make_train_step,
+  model_config,
+  model_flops_per_step,
+)
 
 LENGTH, BATCH, CLASSES = 12, 2, 3
 #: One layer, except where P flowing from layer to layer is under test.
@@ -203,3 +210,29 @@ def test_attention_count_is_linear_for_luna_and_quadratic_for_softmax():
 def test_only_the_classifiers_are_counted():
   with pytest.raises(ValueError, match="not 'luna_lm'"):
     model_flops.forward_flops({'name': 'luna_lm'}, length=8, num_classes=2)
+
+
+@pytest.mark.parametrize(
+  'mode, model',
+  [('attention', 'luna8'), ('attention', 'luna8_tied'), ('attention', 'transformer')]
+  + [('train_step', 'transformer')],  # The other training steps are those of the tests above.
+)
+def test_benchmark_cells_count_the_compiled_matmuls(mode, model):
+  """`speed_memory_harness.model_flops_per_step`, the MFU numerator, on the steps the benchmark
+  times (its own models, batch and step functions)."""
+  arch = Architecture(num_layers=1, emb_dim=16, num_heads=2, mlp_dim=24, **NO_DROPOUT)
+  spec = {'mode': mode, 'model': model, 'length': LENGTH, 'batch_size': BATCH, 'arch': vars(arch)}
+  if mode == 'attention':
+    args, step = make_attention_step(model, arch, BATCH, LENGTH, seed=0)
+  else:
+    cfg = model_config(model, arch)
+    built = luna_jax.build_model(cfg, vocab_size=257, num_classes=NUM_CLASSES, max_length=LENGTH)
+    batch, made = dict(_batch(), targets=np.zeros((BATCH,), np.int32)), {}
+
+    def init():
+      state, made['step'] = make_train_step(built, batch, seed=0)
+      return state
+
+    args, step = (jax.eval_shape(init), batch), made['step']
+  compiled = jax.jit(step).lower(*args).compile()
+  assert hlo_matmul_flops(compiled.as_text()) == model_flops_per_step(spec)
