@@ -200,8 +200,9 @@ def run_benchmark(
     'settings': settings,
     'memory_source': memory_source,
     'flops_source': 'XLA cost_analysis() of the compiled step',
-    'model_flops_source': 'benchmarks.model_flops: matmul FLOPs from the settings, a step = 3x '
-    'the forward',
+    'model_flops_source': (
+      'benchmarks.model_flops: matmul FLOPs from the settings, a step = 3x the forward'
+    ),
     'cells': cells,
   }
 
