@@ -17,8 +17,11 @@ time, warmed up and timed `--repeats` times; the median is reported. A cell whos
 exceeds `--memory_limit_gb`, or that fails with RESOURCE_EXHAUSTED, or whose process is killed, is
 reported as OOM; once a model is OOM at one length, its longer lengths are reported OOM without
 running, and once its step takes longer than `--max_step_s`, its longer lengths are only compiled.
-The machine's dense-matmul peak FLOP/s is measured in the same run, so achieved FLOP/s can be given
-as a fraction of it. With `--profile`, each cell runs one more step under `jax.profiler.trace` (a
+The machine's dense-matmul peak FLOP/s (float32, which is TF32 on NVIDIA GPUs, and bfloat16 with
+float32 accumulation) is measured in the same run, so achieved FLOP/s can be given as a fraction of
+the peak of the compute dtype: XLA's FLOP count per second (every op) and the model FLOPs
+utilisation, MFU (`benchmarks.model_flops`: the matmuls the step needs, a training step counted as
+3x the forward). With `--profile`, each cell runs one more step under `jax.profiler.trace` (a
 Perfetto/TensorBoard trace under `<output_dir>/<mode>/traces/`) and `profile.md` gives the
 milliseconds per step of each XLA op class (the op name without its numeric suffix, e.g.
 `ynn_fusion` for a fused matmul on CPU) across the cells.
@@ -41,12 +44,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.speed_memory_harness import (
+  MATMUL_DTYPES,
   MODES,
   Architecture,
   cell_main,
   describe_machine,
   finish_record,
   measure_matmul_peak,
+  mfu_dtype,
   model_config,
   run_cell,
   run_cell_subprocess,
@@ -78,10 +83,23 @@ def run_benchmark(
   mode: str,
   args: argparse.Namespace,
   machine: dict[str, Any],
-  matmul_peak: dict[str, float],
+  matmul_peaks: dict[str, dict[str, Any]],
   log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-  """Runs every (model, length) cell of one mode and returns the results document."""
+  """Runs every (model, length) cell of one mode and returns the results document.
+
+  Args:
+    mode: one of `MODES`.
+    args: the parsed flags.
+    machine: `describe_machine()`.
+    matmul_peaks: `measure_matmul_peak` results by dtype (every one of `MATMUL_DTYPES`).
+    log: prints a line per cell.
+
+  Returns:
+    The document `write_reports` writes: `machine`, `matmul_peak` (float32, the one field older
+    documents have), `matmul_peaks` (by dtype), `mfu_dtype` (the peak MFU divides by), `settings`,
+    the FLOP and memory sources, and `cells`.
+  """
   arch = Architecture(
     num_layers=args.num_layers,
     emb_dim=args.emb_dim,
@@ -143,10 +161,11 @@ def run_benchmark(
         and record['step_time_s'] > args.max_step_s
       ):
         slow = (length, record['step_time_s'])
-      cell = finish_record(record, spec, matmul_peak['flop_per_s'], machine['backend'])
+      cell = finish_record(record, spec, matmul_peaks, machine['backend'])
       cells.append(cell)
       summary = (
-        f'{cell["steps_per_s"]:.3g} steps/s, {gib(cell["memory_bytes"])} GiB'
+        f'{cell["steps_per_s"]:.3g} steps/s, {gib(cell["memory_bytes"])} GiB, '
+        f'MFU {100 * cell["mfu"]:.1f}%'
         if cell['status'] == 'ok'
         else cell.get('reason', '')
       )
@@ -175,10 +194,15 @@ def run_benchmark(
   }
   return {
     'machine': machine,
-    'matmul_peak': matmul_peak,
+    'matmul_peak': matmul_peaks['float32'],
+    'matmul_peaks': matmul_peaks,
+    'mfu_dtype': mfu_dtype(settings['arch']),
     'settings': settings,
     'memory_source': memory_source,
     'flops_source': 'XLA cost_analysis() of the compiled step',
+    'model_flops_source': (
+      'benchmarks.model_flops: matmul FLOPs from the settings, a step = 3x the forward'
+    ),
     'cells': cells,
   }
 
@@ -236,7 +260,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default='subprocess',
     help='run each cell in a fresh process (per-cell RSS/peak bytes) or in this one.',
   )
-  parser.add_argument('--matmul_size', type=cli.integer(1), default=4096)
+  parser.add_argument(
+    '--matmul_size',
+    type=cli.integer(1),
+    default=4096,
+    help='side of the square matmuls that measure the peak FLOP/s (small in tests).',
+  )
   parser.add_argument('--num_layers', type=cli.integer(1), default=4)
   parser.add_argument('--emb_dim', type=cli.integer(1), default=256)
   parser.add_argument('--num_heads', type=cli.integer(1), default=4)
@@ -299,15 +328,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   modes = args.mode.split(',')  # Checked by parse_args.
   machine = describe_machine()
-  matmul_peak = measure_matmul_peak(args.matmul_size, repeats=5)
+  matmul_peaks = {
+    dtype: measure_matmul_peak(dtype, args.matmul_size, repeats=5) for dtype in MATMUL_DTYPES
+  }
+  peaks = ', '.join(f'{p["dtype"]} {p["flop_per_s"] / 1e9:.1f}' for p in matmul_peaks.values())
   print(
     f'{machine["cpu_model"]} ({machine["cpu_cores"]} cores), backend {machine["backend"]}: '
-    f'dense matmul {matmul_peak["flop_per_s"] / 1e9:.1f} GFLOP/s',
+    f'dense matmul GFLOP/s {peaks}',
     flush=True,
   )
   for mode in modes:
     results = run_benchmark(
-      mode, args, machine, matmul_peak, log=functools.partial(print, flush=True)
+      mode, args, machine, matmul_peaks, log=functools.partial(print, flush=True)
     )
     out_dir = os.path.join(args.output_dir, mode)
     write_reports(results, out_dir)

@@ -6,11 +6,14 @@ Every cell runs in a fresh subprocess (`run_cell_subprocess`, so the process's p
 device's peak bytes belong to that cell) or in this one (`run_cell`), is compiled ahead of time
 (`jax.jit(...).lower(...).compile()`, compile time reported separately), warmed up, and then timed
 `repeats` times with `jax.block_until_ready`; the median is reported. FLOPs per step come from XLA's
-cost analysis of the compiled program. Peak memory is the device's `peak_bytes_in_use` on GPU/TPU
-and the compiled program's `memory_analysis()` peak on CPU (the process's peak RSS is reported
-beside it). A cell whose compiled peak exceeds its memory limit, or that fails with
-RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM. With a `trace_dir`, a cell runs
-one more step under `jax.profiler.trace` and reports the milliseconds per XLA op class.
+cost analysis of the compiled program (every op), and model FLOPs per step from the settings
+(`benchmarks.model_flops`: the matmuls a step needs), which give the model FLOPs utilisation (MFU)
+against the dense-matmul peak measured in the same run (`measure_matmul_peak`). Peak memory is
+the device's `peak_bytes_in_use` on GPU/TPU and the compiled program's `memory_analysis()` peak on
+CPU (the process's peak RSS is reported beside it). A cell whose compiled peak exceeds its memory
+limit, or that fails with RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM. With a
+`trace_dir`, a cell runs one more step under `jax.profiler.trace` and reports the milliseconds per
+XLA op class.
 """
 
 from __future__ import annotations
@@ -31,9 +34,14 @@ import sys
 import time
 from typing import Any
 
+from benchmarks import model_flops
 from configs import variants
 
 MODES = ('train_step', 'attention')
+#: Classes of the benchmark's synthetic binary task (LRA Text).
+NUM_CLASSES = 2
+#: The dtypes whose dense-matmul peak a run measures (`measure_matmul_peak`).
+MATMUL_DTYPES = ('float32', 'bfloat16')
 _RESULT_PREFIX = 'BENCHMARK_CELL_RESULT '
 _OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory', 'OOM')
 
@@ -115,7 +123,7 @@ def _example_batch(batch_size: int, length: int, seed: int):
   return {
     'inputs': rng.integers(1, 257, size=(batch_size, length), dtype=np.int32),
     'lengths': np.full((batch_size,), length, np.int32),
-    'targets': rng.integers(0, 2, size=(batch_size,), dtype=np.int32),
+    'targets': rng.integers(0, NUM_CLASSES, size=(batch_size,), dtype=np.int32),
   }
 
 
@@ -298,7 +306,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
   try:
     if mode == 'train_step':
       model = luna_jax.build_model(
-        model_config(name, arch), vocab_size=257, num_classes=2, max_length=length
+        model_config(name, arch), vocab_size=257, num_classes=NUM_CLASSES, max_length=length
       )
       batch = jax.device_put(_example_batch(batch_size, length, spec['seed']))
       state, step = make_train_step(model, batch, spec['seed'])
@@ -429,11 +437,61 @@ def run_cell_subprocess(spec: dict[str, Any], timeout_s: float) -> dict[str, Any
   return {'status': 'error', 'reason': f'exit code {proc.returncode}: {tail}'}
 
 
+def model_flops_per_step(spec: dict[str, Any]) -> int:
+  """The model FLOPs of one step of a cell (`benchmarks.model_flops`: matmuls only).
+
+  train_step: `model_flops.train_step_flops` of the LRA Text classifier (3x its forward matmuls).
+  attention: 3x the forward matmuls of one attention module (`model_flops.attention_flops`) per
+  example, since the step differentiates with respect to the parameters and every input.
+
+  Args:
+    spec: a cell's `mode`, `model`, `length`, `batch_size` and `arch` (see `run_cell`).
+
+  Returns:
+    FLOPs (an int).
+
+  Raises:
+    ValueError: an unknown mode or model.
+  """
+  cfg = model_config(spec['model'], Architecture(**spec['arch']))
+  length, batch_size = spec['length'], spec['batch_size']
+  if spec['mode'] == 'train_step':
+    return model_flops.train_step_flops(
+      cfg, length=length, num_classes=NUM_CLASSES, batch_size=batch_size
+    )
+  if spec['mode'] == 'attention':
+    head, settings = model_flops.encoder_config(cfg, length)
+    attention = model_flops.attention_flops(head.name, settings, length)
+    return model_flops.TRAIN_STEP_FACTOR * batch_size * attention
+  raise ValueError(f'mode must be one of {MODES}, got {spec["mode"]!r}.')
+
+
+def mfu_dtype(arch: dict[str, Any]) -> str:
+  """The `MATMUL_DTYPES` entry whose peak a run is measured against: its compute dtype."""
+  return 'bfloat16' if arch['dtype'] == 'bfloat16' else 'float32'
+
+
 def finish_record(
-  record: dict[str, Any], spec: dict[str, Any], matmul_peak: float, backend: str
+  record: dict[str, Any],
+  spec: dict[str, Any],
+  matmul_peaks: dict[str, dict[str, Any]],
+  backend: str,
 ) -> dict[str, Any]:
-  """Adds the identity of the cell and the derived figures (rates, primary memory, peak
-  fraction)."""
+  """Adds the identity of the cell and the derived figures: rates, primary memory, model FLOPs,
+  and the fractions of the matmul peak of the compute dtype (`mfu_dtype`).
+
+  `matmul_peak_fraction` is XLA's FLOP count (every op) per second over that peak; `mfu` is the
+  model FLOPs (`model_flops_per_step`) per second over it.
+
+  Args:
+    record: what `run_cell` returned.
+    spec: the cell's spec.
+    matmul_peaks: `measure_matmul_peak` results by dtype, those of `MATMUL_DTYPES`.
+    backend: `jax.default_backend()` of the run.
+
+  Returns:
+    The cell's entry of `results.json`.
+  """
   out = {
     'mode': spec['mode'],
     'model': spec['model'],
@@ -441,15 +499,19 @@ def finish_record(
     'length': spec['length'],
     'batch_size': spec['batch_size'],
     **record,
+    'model_flops_per_step': model_flops_per_step(spec),
   }
   if out['status'] != 'ok':
     return out
   t = out['step_time_s']
+  peak = matmul_peaks[mfu_dtype(spec['arch'])]['flop_per_s']
   out['steps_per_s'] = 1.0 / t
   out['examples_per_s'] = spec['batch_size'] / t
   out['tokens_per_s'] = spec['batch_size'] * spec['length'] / t
   out['flop_per_s'] = out['flops_per_step'] / t
-  out['matmul_peak_fraction'] = out['flop_per_s'] / matmul_peak
+  out['matmul_peak_fraction'] = out['flop_per_s'] / peak
+  out['model_flop_per_s'] = out['model_flops_per_step'] / t
+  out['mfu'] = out['model_flop_per_s'] / peak
   if backend == 'cpu' or out.get('device_peak_bytes') is None:
     out['memory_bytes'], out['memory_source'] = (
       out['compiled_peak_bytes'],
@@ -465,30 +527,55 @@ def finish_record(
 # ----------------------------------------------------------------------------------------------
 
 
-def measure_matmul_peak(size: int, repeats: int) -> dict[str, float]:
-  """The machine's dense-matmul FLOP/s: median time of a jitted `[size, size] @ [size, size]`.
+def measure_matmul_peak(
+  dtype: str = 'float32', size: int = 4096, repeats: int = 5
+) -> dict[str, Any]:
+  """The default device's dense-matmul FLOP/s: the median time of a jitted `[size, size] @ [size,
+  size]` matmul, counted as `2 size^3` FLOPs.
 
-  Uses the benchmark dtype float32 (on GPU with TF32 allowed by XLA's default precision).
+  'float32' multiplies float32 matrices at XLA's default precision, which on NVIDIA GPUs with
+  tensor cores (Ampere and later) runs TF32 matmuls: the peak the benchmark's float32 models get.
+  'bfloat16' multiplies bfloat16 matrices with float32 accumulation and output
+  (`preferred_element_type=float32`), as the models' bfloat16 matmuls do. Two untimed runs come
+  first (compilation is ahead of time).
+
+  Args:
+    dtype: one of `MATMUL_DTYPES`.
+    size: the matrices' side.
+    repeats: timed runs.
+
+  Returns:
+    `size`, `dtype`, `device` (platform and kind, e.g. 'gpu:NVIDIA H200'), `median_s` (seconds)
+    and `flop_per_s`.
+
+  Raises:
+    ValueError: a dtype not in `MATMUL_DTYPES`.
   """
   import jax
   import jax.numpy as jnp
 
-  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
-  matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+  if dtype not in MATMUL_DTYPES:
+    raise ValueError(f'dtype must be one of {MATMUL_DTYPES}, got {dtype!r}.')
+  a, b = (
+    jax.random.normal(jax.random.PRNGKey(seed), (size, size), jnp.float32).astype(dtype)
+    for seed in (0, 1)
+  )
+  matmul = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
+  compiled = jax.jit(matmul).lower(a, b).compile()
   for _ in range(2):
-    jax.block_until_ready(matmul(a, b))
+    jax.block_until_ready(compiled(a, b))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(matmul(a, b))
+    jax.block_until_ready(compiled(a, b))
     times.append(time.perf_counter() - start)
-  flops = 2.0 * size**3
+  device = jax.devices()[0]
   return {
     'size': size,
-    'dtype': 'float32',
+    'dtype': dtype,
+    'device': f'{device.platform}:{device.device_kind}',
     'median_s': statistics.median(times),
-    'flop_per_s': flops / statistics.median(times),
+    'flop_per_s': 2.0 * size**3 / statistics.median(times),
   }
 
 

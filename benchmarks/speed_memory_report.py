@@ -73,13 +73,28 @@ def relative_table(cells, models: Sequence[str], lengths: Sequence[int], baselin
   return '\n'.join(lines)
 
 
+def _model_columns(cell) -> str:
+  """The model GFLOP/step, model TFLOP/s and MFU (%) cells of a row; '-' where a figure is absent
+  (documents written before model FLOPs were counted, cells not timed)."""
+  figures = (
+    ('model_flops_per_step', 1e-9, '.1f'),
+    ('model_flop_per_s', 1e-12, '.3g'),
+    ('mfu', 100.0, '.1f'),
+  )
+  return ' | '.join(
+    '-' if cell.get(key) is None else f'{scale * cell[key]:{spec}}' for key, scale, spec in figures
+  )
+
+
 def absolute_table(cells) -> str:
-  """Every cell's absolute figures."""
+  """Every cell's absolute figures. GFLOP/step, GFLOP/s and % matmul peak are XLA's count of
+  every op; model GFLOP/step, model TFLOP/s and MFU count the model's matmuls
+  (`benchmarks.model_flops`)."""
   lines = [
     '| Model | Length | Status | steps/s | examples/s | step (ms) | compile (s) | '
     'peak memory (GiB) | peak RSS (GiB) | step RSS increase (GiB) | GFLOP/step | GFLOP/s | '
-    '% matmul peak | note |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '% matmul peak | model GFLOP/step | model TFLOP/s | MFU (%) | note |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ]
   for c in cells:
     head = f'| {c["label"]} | {length_label(c["length"])} | {c["status"]} |'
@@ -88,7 +103,8 @@ def absolute_table(cells) -> str:
       memory = '-' if compiled is None else f'{gib(compiled)} (compiled)'
       compile_s = f'{c["compile_s"]:.1f}' if 'compile_s' in c else '-'
       lines.append(
-        head + f' - | - | - | {compile_s} | {memory} | - | - | - | - | - | {c.get("reason", "")} |'
+        head + f' - | - | - | {compile_s} | {memory} | - | - | - | - | - | {_model_columns(c)} | '
+        f'{c.get("reason", "")} |'
       )
       continue
     lines.append(
@@ -97,7 +113,8 @@ def absolute_table(cells) -> str:
       f'{c["compile_s"]:.1f} | {gib(c["memory_bytes"])} | {gib(c["peak_rss_bytes"])} | '
       f'{gib(c.get("step_rss_increase_bytes"))} | {c["flops_per_step"] / 1e9:.1f} | '
       f'{c["flop_per_s"] / 1e9:.1f} | '
-      f'{100 * c["matmul_peak_fraction"]:.0f} | load {c["load_average_1m_before"]:.1f} |'
+      f'{100 * c["matmul_peak_fraction"]:.0f} | {_model_columns(c)} | '
+      f'load {c["load_average_1m_before"]:.1f} |'
     )
   return '\n'.join(lines)
 
@@ -167,16 +184,33 @@ def targets_summary(cells) -> list[str]:
 
 
 def machine_lines(results) -> list[str]:
-  """The machine and its measured dense-matmul peak, as the tables' header lines."""
+  """The machine and its measured dense-matmul peaks, as the tables' header lines (documents
+  written before the bfloat16 peak was measured have the float32 one only)."""
   m = results['machine']
-  peak = results['matmul_peak']
   ram = f'{m["ram_bytes"] / 2**30:.0f} GiB RAM' if m['ram_bytes'] else 'RAM unknown'
-  return [
+  lines = [
     f'Machine: {m["cpu_model"]}, {m["cpu_cores"]} cores, {ram}; backend `{m["backend"]}` '
     f'({", ".join(sorted(set(m["devices"])))}); jax {m["jax"]}, jaxlib {m["jaxlib"]}, '
     f'flax {m["flax"]}, Python {m["python"]}.',
-    f'Dense-matmul peak (float32 {peak["size"]}x{peak["size"]}, same run): '
-    f'{peak["flop_per_s"] / 1e9:.1f} GFLOP/s.',
+  ]
+  if 'matmul_peaks' not in results:
+    peak = results['matmul_peak']
+    return lines + [
+      f'Dense-matmul peak (float32 {peak["size"]}x{peak["size"]}, same run): '
+      f'{peak["flop_per_s"] / 1e9:.1f} GFLOP/s.'
+    ]
+  names = {
+    'float32': 'float32 (TF32 on NVIDIA GPUs)',
+    'bfloat16': 'bfloat16 (float32 accumulation)',
+  }
+  peaks = ', '.join(
+    f'{names[dtype]} {peak["flop_per_s"] / 1e12:.3g} TFLOP/s'
+    for dtype, peak in results['matmul_peaks'].items()
+  )
+  size, device = (results['matmul_peak'][key] for key in ('size', 'device'))
+  return lines + [
+    f'Dense-matmul peaks ({size}x{size} matmuls on {device}, same run): {peaks}. MFU = model '
+    f'FLOP/s over the {results["mfu_dtype"]} peak.'
   ]
 
 
@@ -192,6 +226,7 @@ def settings_line(results) -> str:
     f'remat {a.get("remat", "none")}; '
     f'XLA_FLAGS `{results["machine"].get("xla_flags") or "(none)"}`. '
     f'Peak memory: {results["memory_source"]}. FLOPs: XLA cost analysis of the compiled step.'
+    + (f' Model FLOPs: {results["model_flops_source"]}.' if 'model_flops_source' in results else '')
   )
 
 

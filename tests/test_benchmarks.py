@@ -11,12 +11,19 @@ import pytest
 
 from benchmarks import speed_memory
 from benchmarks.speed_memory_harness import (
+  MATMUL_DTYPES,
   Architecture,
+  measure_matmul_peak,
   model_config,
   run_cell,
   run_cell_subprocess,
 )
-from benchmarks.speed_memory_report import length_label, relative_table
+from benchmarks.speed_memory_report import (
+  absolute_table,
+  length_label,
+  machine_lines,
+  relative_table,
+)
 from configs import variants
 
 TINY = [
@@ -52,6 +59,9 @@ POSITIVE_FIGURES = (
   'flops_per_step',
   'flop_per_s',
   'matmul_peak_fraction',
+  'model_flops_per_step',
+  'model_flop_per_s',
+  'mfu',
   'memory_bytes',
   'compiled_peak_bytes',
   'peak_rss_bytes',
@@ -113,7 +123,12 @@ def test_results_json_schema_and_figures(output_dir, mode):
     'jax',
     'devices',
   }
-  assert results['matmul_peak']['flop_per_s'] > 0
+  peaks = results['matmul_peaks']
+  assert list(peaks) == list(MATMUL_DTYPES) and results['matmul_peak'] == peaks['float32']
+  for dtype, peak in peaks.items():
+    assert peak['dtype'] == dtype and peak['flop_per_s'] > 0 and peak['size'] == 256
+    assert peak['device'] == results['machine']['devices'][0]
+  assert results['mfu_dtype'] == 'float32'
   models, lengths = MODES[mode][0].split(','), MODES[mode][1]
   assert results['settings']['models'] == models
   assert results['settings']['lengths'] == list(lengths)
@@ -130,6 +145,13 @@ def test_results_json_schema_and_figures(output_dir, mode):
       )
     assert len(cell['step_times_s']) == 1
     assert cell['examples_per_s'] == pytest.approx(2 * cell['steps_per_s'])
+    # XLA counts the same matmuls (tests/test_model_flops.py) and the element-wise work besides,
+    # except for the Performer, whose fixed random projection takes no gradient (3x overcounts).
+    if cell['model'] != 'performer':
+      assert cell['model_flops_per_step'] < cell['flops_per_step']
+    assert cell['mfu'] == pytest.approx(
+      cell['model_flops_per_step'] / cell['step_time_s'] / peaks['float32']['flop_per_s']
+    )
 
 
 @pytest.mark.parametrize('mode', list(MODES))
@@ -140,6 +162,8 @@ def test_tables_and_plot(output_dir, mode):
     assert f'| {variants.label(model)} |' in relative
     assert f'| {variants.label(model)} | 32 | ok |' in absolute
   assert 'Machine:' in relative and 'matmul peak' in relative
+  assert 'bfloat16 (float32 accumulation)' in relative and 'MFU = model FLOP/s' in relative
+  assert '| MFU (%) |' in absolute and 'Model FLOPs: benchmarks.model_flops' in absolute
   png = (output_dir / mode / 'plot.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
 
@@ -218,6 +242,32 @@ def test_relative_table_reports_oom_and_baseline_oom():
   table = relative_table(cells, ['transformer', 'luna16'], [1024, 2048], 'transformer')
   assert '| Transformer | 1.00 | OOM | 1.00 | OOM |' in table
   assert '| Luna-16 | 4.00 | n/a | 0.10 | n/a |' in table
+
+
+@pytest.mark.parametrize(
+  'path',
+  ['benchmarks/results/gpu/train_step/transformer/train_step', 'benchmarks/results/cpu/train_step'],
+)
+def test_reports_render_committed_results_without_model_flops(path):
+  """Documents written before MFU was measured (no model FLOPs, float32 peak only) still render."""
+  with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), path, 'results.json')) as f:
+    results = json.load(f)
+  assert 'matmul_peaks' not in results and 'mfu' not in results['cells'][0]
+  header, _, *rows = (
+    [column.strip() for column in line.split('|')]
+    for line in absolute_table(results['cells']).splitlines()
+  )
+  model_columns = slice(header.index('model GFLOP/step'), header.index('MFU (%)') + 1)
+  assert len(rows) == len(results['cells'])
+  assert all(row[model_columns] == ['-', '-', '-'] for row in rows)
+  assert machine_lines(results)[1].startswith('Dense-matmul peak (float32 ')
+
+
+def test_matmul_peak_dtypes():
+  bfloat16 = measure_matmul_peak('bfloat16', size=64, repeats=1)
+  assert bfloat16['dtype'] == 'bfloat16' and bfloat16['flop_per_s'] > 0
+  with pytest.raises(ValueError, match='dtype must be one of'):
+    measure_matmul_peak('float16')
 
 
 def test_model_names_and_lengths():
