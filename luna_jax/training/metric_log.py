@@ -33,7 +33,6 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from lra.files import write_atomically
 from luna_jax.training import checkpointing
-from luna_jax.training.steps import unreplicate
 
 
 class MetricWriter:
@@ -131,21 +130,29 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
 class TrainLog:
   """Holds per-step device metrics until a log point and measures the training speed.
 
-  Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points
-  (`collect`). Speed is measured between collections and summed over every session of the run (the
-  totals are saved with each checkpoint); `restart_clock` excludes what happened since the last
-  collection (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first
-  step of a session, which includes compilation).
+  Waiting for metrics forces a device sync, so it happens only at log, eval and checkpoint points
+  (`collect`). Each step's copy of the first device's metrics to the host starts when the step is
+  added and runs behind it on the device, so a log point waits for its last step alone, with no
+  device work or transfers of its own. Speed is measured between collections and summed over every
+  session of the run (the totals are saved with each checkpoint); `restart_clock` excludes what
+  happened since the last collection (evaluation, checkpointing), and `exclude_from_timing` the
+  pending steps (the first step of a session, which includes compilation).
   """
 
   def __init__(self, train_time: float = 0.0, timed_steps: int = 0):
+    #: (step, the first device's [1] metrics) of the steps since the last collection.
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
     self._untimed = 0
     self._mark = time.perf_counter()
     self.train_time, self.timed_steps = train_time, timed_steps
 
   def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
-    self._pending.append((step, metrics))
+    """Holds the metrics of `step` (name -> replicated [devices] array of the pmapped step) and
+    starts copying the first device's values to the host; returns without waiting."""
+    first = {name: value.addressable_shards[0].data for name, value in metrics.items()}
+    for value in first.values():
+      value.copy_to_host_async()
+    self._pending.append((step, first))
 
   def restart_clock(self) -> None:
     self._mark = time.perf_counter()
@@ -164,7 +171,7 @@ class TrainLog:
     """Empties the log: the pending steps, their metrics (host values of the first device's
     replica) and the steps per second of the timed ones (None when none was timed)."""
     steps = [step for step, _ in self._pending]
-    values = jax.device_get([unreplicate(m) for _, m in self._pending])
+    values = [{name: np.asarray(v).reshape(()) for name, v in m.items()} for _, m in self._pending]
     self._pending.clear()
     now = time.perf_counter()
     elapsed, self._mark = max(now - self._mark, 1e-9), now
