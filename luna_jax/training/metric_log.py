@@ -1,7 +1,8 @@
 """A run's metric log: scalar metrics to TensorBoard event files (tensorboardX) and JSON lines.
 
-`workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`) and
-`workdir/metrics.jsonl` one JSON object per write, `{"step": s, "<name>": value, ...}`. Only the
+`workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`;
+`read_events` reads them back) and `workdir/metrics.jsonl` one JSON object per write,
+`{"step": s, "<name>": value, ...}`. Only the
 lead process writes; the others get a writer that does nothing, so calling code needs no branching.
 
 Both files are written synchronously and flushed at every write, so what was logged before a
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -92,6 +94,30 @@ class MetricWriter:
     if self._enabled:
       self._events.close()
       self._jsonl.close()
+
+
+def read_events(logdir: str) -> list[Event]:
+  """Every event of the event files in `logdir` (a run's `tensorboard/`), the files in name order
+  (the order `MetricWriter` started them); a torn last record (a killed process) is left out.
+
+  Each event has its 'step', 'wall_time' (seconds since the epoch, when it was written) and either
+  `summary.value` (tag, simple_value) or a `session_log` (a resumed run's purge, see the module).
+  """
+  events = []
+  for name in sorted(os.listdir(logdir)):
+    if not name.startswith('events.out.tfevents.'):
+      continue
+    with open(os.path.join(logdir, name), 'rb') as f:
+      data = f.read()
+    # TFRecord framing: uint64 length, uint32 length CRC, the record, uint32 record CRC.
+    position = 0
+    while position + 12 <= len(data):
+      (length,) = struct.unpack('<Q', data[position : position + 8])
+      if position + 12 + length + 4 > len(data):
+        break
+      events.append(Event.FromString(data[position + 12 : position + 12 + length]))
+      position += 12 + length + 4
+  return events
 
 
 def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[dict[str, Any]]:
