@@ -2,8 +2,8 @@
 
 `workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`;
 `read_events` reads them back) and `workdir/metrics.jsonl` one JSON object per write,
-`{"step": s, "<name>": value, ...}`. Only the
-lead process writes; the others get a writer that does nothing, so calling code needs no branching.
+`{"step": s, "<name>": value, ...}`. Only the lead process writes; the others get a writer that does
+nothing, so calling code needs no branching.
 
 Both files are written synchronously and flushed at every write, so what was logged before a
 checkpoint is on disk when the checkpoint is: the events go straight into tensorboardX's
