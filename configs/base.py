@@ -189,6 +189,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.distributed = False
   # Label smoothing of the training loss (0 in every LRA recipe; 0.1 for translation in the paper).
   config.training.label_smoothing = 0.0
+  # Batches sent to the devices ahead of the step that takes them (0: each when its step starts).
+  config.training.prefetch_batches = 2
 
   config.decoding = ml_collections.ConfigDict()
   # Beam search of the tasks scored by BLEU (translation; luna_jax/training/translation.py), after

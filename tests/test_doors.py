@@ -394,7 +394,9 @@ def _evaluate(split, max_batches):
 
   from luna_jax.training import steps
 
-  metrics = steps.evaluate(p_eval_step, None, split, 8, 1, _MeanTarget, max_batches=max_batches)
+  metrics = steps.evaluate(
+    p_eval_step, None, split, 8, jax.local_devices()[:1], _MeanTarget, max_batches=max_batches
+  )
   return metrics, seen
 
 

@@ -159,8 +159,14 @@ class _Interrupted(Exception):
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   tiny_lra_data, tmp_path, monkeypatch
 ):
+  prefetch = 2
   config = tiny_config(
-    tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=3, log_every=1
+    tiny_lra_data,
+    num_train_steps=8,
+    checkpoint_every=3,
+    eval_every=3,
+    log_every=1,
+    prefetch_batches=prefetch,
   )
   trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
 
@@ -172,7 +178,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
     for step, batch in enumerate(
       real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
     ):
-      if len(start_steps) == 1 and step == 4:  # The first run dies while taking its 5th batch.
+      # The first run dies while its loop takes the batch of step 5 (index 4), when the prefetch
+      # reads the host batch `prefetch` further on.
+      if len(start_steps) == 1 and step == 4 + prefetch:
         raise _Interrupted
       yield batch
 
@@ -189,12 +197,12 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   results = trainer.train_and_evaluate(config, str(workdir))
 
   assert start_steps == [0, 3]
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
-  assert results['step'] == 6
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['6', '8']
+  assert results['step'] == 8
   jax.tree.map(
     np.testing.assert_array_equal,
-    checkpoint_params(workdir, 6),
-    checkpoint_params(tmp_path / 'straight', 6),
+    checkpoint_params(workdir, 8),
+    checkpoint_params(tmp_path / 'straight', 8),
   )
   # What the first run logged after its checkpoint at step 3 is dropped on resume: every step is
   # logged once, with the losses of the uninterrupted run.

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from tensorboardX.proto import event_pb2
 import lra
 import luna_jax
 from configs import base as config_base
-from luna_jax.training import checkpointing, optim, run_config, steps, trainer
+from luna_jax.training import checkpointing, metric_log, optim, run_config, steps, trainer
 from luna_jax.training import workdir as workdir_lib
 from tests.test_train import checkpoint_params, constant_optimizer, read_jsonl, tiny_config
 
@@ -59,19 +58,10 @@ def tensorboard_scalars(logdir):
   """[(step, tag, value)] as TensorBoard shows them: event files in name order, a SessionLog.START
   at step s hiding what earlier files logged at steps >= s (tensorboardX's purge_step)."""
   scalars = []
-  for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
-    with open(path, 'rb') as f:
-      data = f.read()
-    position = 0
-    while position + 12 <= len(data):
-      (length,) = struct.unpack('<Q', data[position : position + 8])
-      if position + 12 + length + 4 > len(data):
-        break
-      event = event_pb2.Event.FromString(data[position + 12 : position + 12 + length])
-      position += 12 + length + 4
-      if event.session_log.status == event_pb2.SessionLog.START:
-        scalars = [s for s in scalars if s[0] < event.step]
-      scalars += [(event.step, value.tag, value.simple_value) for value in event.summary.value]
+  for event in metric_log.read_events(logdir):
+    if event.session_log.status == event_pb2.SessionLog.START:
+      scalars = [s for s in scalars if s[0] < event.step]
+    scalars += [(event.step, value.tag, value.simple_value) for value in event.summary.value]
   return scalars
 
 

@@ -1,8 +1,9 @@
 """A run's metric log: scalar metrics to TensorBoard event files (tensorboardX) and JSON lines.
 
-`workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`) and
-`workdir/metrics.jsonl` one JSON object per write, `{"step": s, "<name>": value, ...}`. Only the
-lead process writes; the others get a writer that does nothing, so calling code needs no branching.
+`workdir/tensorboard/` holds the event files (`tensorboard --logdir workdir/tensorboard`;
+`read_events` reads them back) and `workdir/metrics.jsonl` one JSON object per write,
+`{"step": s, "<name>": value, ...}`. Only the lead process writes; the others get a writer that does
+nothing, so calling code needs no branching.
 
 Both files are written synchronously and flushed at every write, so what was logged before a
 checkpoint is on disk when the checkpoint is: the events go straight into tensorboardX's
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,7 +35,6 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from lra.files import write_atomically
 from luna_jax.training import checkpointing
-from luna_jax.training.steps import unreplicate
 
 
 class MetricWriter:
@@ -95,6 +96,30 @@ class MetricWriter:
       self._jsonl.close()
 
 
+def read_events(logdir: str) -> list[Event]:
+  """Every event of the event files in `logdir` (a run's `tensorboard/`), the files in name order
+  (the order `MetricWriter` started them); a torn last record (a killed process) is left out.
+
+  Each event has its 'step', 'wall_time' (seconds since the epoch, when it was written) and either
+  `summary.value` (tag, simple_value) or a `session_log` (a resumed run's purge, see the module).
+  """
+  events = []
+  for name in sorted(os.listdir(logdir)):
+    if not name.startswith('events.out.tfevents.'):
+      continue
+    with open(os.path.join(logdir, name), 'rb') as f:
+      data = f.read()
+    # TFRecord framing: uint64 length, uint32 length CRC, the record, uint32 record CRC.
+    position = 0
+    while position + 12 <= len(data):
+      (length,) = struct.unpack('<Q', data[position : position + 8])
+      if position + 12 + length + 4 > len(data):
+        break
+      events.append(Event.FromString(data[position + 12 : position + 12 + length]))
+      position += 12 + length + 4
+  return events
+
+
 def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[dict[str, Any]]:
   """Rewrites the JSON-lines file `path` (if any) without what a run restarting at `step` redoes.
 
@@ -131,21 +156,29 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
 class TrainLog:
   """Holds per-step device metrics until a log point and measures the training speed.
 
-  Fetching metrics forces a device sync, so it happens only at log, eval and checkpoint points
-  (`collect`). Speed is measured between collections and summed over every session of the run (the
-  totals are saved with each checkpoint); `restart_clock` excludes what happened since the last
-  collection (evaluation, checkpointing), and `exclude_from_timing` the pending steps (the first
-  step of a session, which includes compilation).
+  Waiting for metrics forces a device sync, so it happens only at log, eval and checkpoint points
+  (`collect`). Each step's copy of the first device's metrics to the host starts when the step is
+  added and runs behind it on the device, so a log point waits for its last step alone, with no
+  device work or transfers of its own. Speed is measured between collections and summed over every
+  session of the run (the totals are saved with each checkpoint); `restart_clock` excludes what
+  happened since the last collection (evaluation, checkpointing), and `exclude_from_timing` the
+  pending steps (the first step of a session, which includes compilation).
   """
 
   def __init__(self, train_time: float = 0.0, timed_steps: int = 0):
+    #: (step, the first device's [1] metrics) of the steps since the last collection.
     self._pending: list[tuple[int, dict[str, jax.Array]]] = []
     self._untimed = 0
     self._mark = time.perf_counter()
     self.train_time, self.timed_steps = train_time, timed_steps
 
   def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
-    self._pending.append((step, metrics))
+    """Holds the metrics of `step` (name -> replicated [devices] array of the pmapped step) and
+    starts copying the first device's values to the host; returns without waiting."""
+    first = {name: value.addressable_shards[0].data for name, value in metrics.items()}
+    for value in first.values():
+      value.copy_to_host_async()
+    self._pending.append((step, first))
 
   def restart_clock(self) -> None:
     self._mark = time.perf_counter()
@@ -164,7 +197,7 @@ class TrainLog:
     """Empties the log: the pending steps, their metrics (host values of the first device's
     replica) and the steps per second of the timed ones (None when none was timed)."""
     steps = [step for step, _ in self._pending]
-    values = jax.device_get([unreplicate(m) for _, m in self._pending])
+    values = [{name: np.asarray(v).reshape(()) for name, v in m.items()} for _, m in self._pending]
     self._pending.clear()
     now = time.perf_counter()
     elapsed, self._mark = max(now - self._mark, 1e-9), now

@@ -34,7 +34,8 @@ CONFIG_KEYS = (
   'self_pretraining',
   'decoding',
 )
-#: `config.training` keys that may change when a run is resumed: they extend or re-schedule it.
+#: `config.training` keys that may change when a run is resumed: they extend or re-schedule it, or
+#: (prefetch_batches) change its speed alone.
 RESCHEDULE_KEYS = (
   'num_train_steps',
   'eval_every',
@@ -42,6 +43,7 @@ RESCHEDULE_KEYS = (
   'checkpoint_every',
   'num_eval_batches',
   'keep_checkpoints',
+  'prefetch_batches',
 )
 
 
@@ -69,6 +71,7 @@ class TrainingConfig:
   num_devices: int = spec(minimum=1, also=(-1,))
   distributed: bool = spec()
   label_smoothing: float = spec(minimum=0.0, below=1.0)
+  prefetch_batches: int = spec(minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)

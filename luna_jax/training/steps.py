@@ -1,5 +1,6 @@
 """The jitted steps and what runs them on the devices: the train state, one optimisation step,
-one evaluation step, device selection, sharding of host batches and a split's evaluation.
+one evaluation step, device selection, sharding of host batches (and their prefetching onto the
+devices) and a split's evaluation.
 
 The steps are pure functions of (state or parameters, batch, key), written for one device and
 mapped over the local devices with `jax.pmap` by `luna_jax.training.trainer` (`axis_name` names the
@@ -10,7 +11,8 @@ mapped axis; None runs them under plain `jax.jit`). What a batch is scored with 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import jax_utils
 
 import lra
 from luna_jax.model import objectives
@@ -229,29 +232,69 @@ def shard(batch: Batch, num_devices: int) -> dict[str, np.ndarray]:
   return {k: np.reshape(v, (num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
 
 
+def device_batches(
+  batches: Iterable[Batch],
+  devices: Sequence[jax.Device],
+  prefetch: int = 0,
+  limit: int | None = None,
+) -> Iterator[Batch]:
+  """This process's host batches in the pmapped steps' layout, optionally sent to the devices early.
+
+  Each batch [b, ...] becomes [len(devices), b / len(devices), ...] (`shard`). With `prefetch` > 0
+  it is also put on `devices`, split along its first axis as `jax.pmap` takes it (axis `AXIS`), and
+  `prefetch` batches ahead of the one handed out: when the step of batch t is dispatched, batches
+  t + 1 ... t + prefetch are already on the devices or on their way there
+  (`flax.jax_utils.prefetch_to_device`, which fills its buffer in the calling thread). The batches
+  and their order are unchanged, so are the results; the host iterator runs `prefetch` batches
+  ahead, so an error it raises comes that many batches early. Each process feeds its own devices.
+
+  Args:
+    batches: host batches, dicts of numpy arrays [b, ...] with b divisible by len(devices).
+    devices: this process's devices, in the order the pmapped step maps over them.
+    prefetch: batches kept on the devices beyond the one handed out (0: host arrays, which the
+      pmapped step sends to the devices when it is called).
+    limit: take at most this many batches (None: all); the prefetch never reads past them.
+
+  Yields:
+    Dicts of [len(devices), b / len(devices), ...] arrays: numpy when `prefetch` is 0, else
+    `jax.Array`s sharded over `devices`.
+  """
+  sharded = (shard(batch, len(devices)) for batch in itertools.islice(batches, limit))
+  if not prefetch:
+    return sharded
+  return jax_utils.prefetch_to_device(sharded, prefetch + 1, devices, axis_name=AXIS)
+
+
 def evaluate(
   p_eval_step,
   params: PyTree,
   split: lra.Split,
   batch_size: int,
-  num_devices: int,
+  devices: Sequence[jax.Device],
   objective: objectives.Objective,
   max_batches: int = -1,
   batching: lra.Batching = lra.batching.FIXED_SIZE,
+  prefetch: int = 0,
 ) -> dict[str, float]:
   """The objective's metrics of replicated `params` on a split.
+
+  Fixed-size batches of a split share one shape (the last one is padded,
+  `lra.batching.eval_batches`), so `p_eval_step` compiles once for it (token-budget batches,
+  `corpora.token_batches`, once per length bucket); nothing is fetched from the devices before the
+  end.
 
   Args:
     p_eval_step: the pmapped `eval_step` (params and batch mapped, the key broadcast).
     params: replicated parameters.
     split: the split to evaluate (of the type `batching` reads).
     batch_size: global evaluation batch size.
-    num_devices: local devices.
+    devices: this process's devices, in the order `p_eval_step` maps over them.
     objective: the model's objective, which turns the summed metrics into means.
     max_batches: evaluate about `max_batches` batches' worth of a fixed, seeded sample of the
       split (`batching.sample`, `lra.eval_sample` for fixed-size batches; the whole split when it
       has no more examples), or -1: the whole split.
     batching: the data's batching (`lra.TaskData.batching`; default fixed-size batches).
+    prefetch: batches sent to the devices ahead of the one evaluated (`device_batches`).
 
   Returns:
     `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
@@ -262,13 +305,13 @@ def evaluate(
   batches = batching.eval_batches(
     split,
     batch_size,
-    num_devices=num_devices * jax.process_count(),
+    num_devices=len(devices) * jax.process_count(),
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
   key = jax.random.PRNGKey(EVAL_SEED)
   totals = None
-  for i, batch in enumerate(batches):
-    sums = p_eval_step(params, shard(batch, num_devices), jax.random.fold_in(key, i))
+  for i, batch in enumerate(device_batches(batches, devices, prefetch)):
+    sums = p_eval_step(params, batch, jax.random.fold_in(key, i))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return objective.summarize(jax.device_get(unreplicate(totals)))

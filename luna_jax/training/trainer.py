@@ -80,10 +80,10 @@ from luna_jax.training.steps import (
   PyTree,
   TrainState,
   create_train_state,
+  device_batches,
   eval_step,
   evaluate,
   select_devices,
-  shard,
   train_step,
   unreplicate,
 )
@@ -278,16 +278,18 @@ class _Session:
   train_log: TrainLog
 
   def evaluate(self, params: PyTree, split: lra.Split) -> dict[str, float]:
-    """`evaluate` of replicated `params` on `split`, capped at `training.num_eval_batches`."""
+    """`evaluate` of replicated `params` on `split`, capped at `training.num_eval_batches`, its
+    batches prefetched to the devices (`training.prefetch_batches`)."""
     return evaluate(
       self.p_eval_step,
       params,
       split,
       self.eval_batch_size,
-      len(self.devices),
+      self.devices,
       self.model.objective,
       max_batches=self.run.training.num_eval_batches,
       batching=self.data.batching,
+      prefetch=self.run.training.prefetch_batches,
     )
 
   def checkpoint_record(self) -> dict[str, Any]:
@@ -348,7 +350,7 @@ def _setup(
       )
     )
   )
-  p_train_step, p_eval_step = _map_steps(model, optimizer, training, devices)
+  p_train_step, p_eval_step = map_steps(model, optimizer, training, devices)
   session = _Session(
     run=run,
     workdir=workdir,
@@ -478,13 +480,26 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
     return combined
 
 
-def _map_steps(
+def map_steps(
   model: flax.linen.Module,
   optimizer: optax.GradientTransformation,
   training: TrainingConfig,
   devices: Sequence[jax.Device],
 ) -> tuple[Callable, Callable]:
-  """`train_step` (state donated) and `eval_step` (key broadcast) pmapped over the devices."""
+  """The steps the trainer runs: `train_step` (state donated) and `eval_step` (key broadcast)
+  pmapped over `devices` (this process's; every device of every process when there are several).
+
+  Args:
+    model: the model (`build`).
+    optimizer: the optax transformation the state was created with.
+    training: the run's training settings (label smoothing).
+    devices: this process's devices (`select_devices`).
+
+  Returns:
+    (p_train_step, p_eval_step): p_train_step(state, batch) -> (state, metrics) and
+    p_eval_step(params, batch, key) -> metric sums, on replicated state or parameters and batches
+    [devices, b / devices, ...] (`device_batches`).
+  """
   # pmap must be given the same devices in every process: all of them, so that its collectives
   # span the processes (a process's own devices alone would train one model per process).
   mapped_devices = devices if jax.process_count() == 1 else jax.devices()
@@ -513,19 +528,28 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, 
   """The training loop from `session.start_step` to `training.num_train_steps`, with logging,
   validation, best-parameter and checkpoint saves at their steps.
 
+  Batches reach the devices `training.prefetch_batches` steps ahead (`device_batches`); nothing is
+  fetched from the devices between log, evaluation and checkpoint points, so the host dispatches
+  steps ahead of the devices in between.
+
   Returns:
     The final (replicated) state and the last validation metrics (None when no step ran).
   """
   run, training = session.run, session.run.training
   schedule = optim.schedule_from_config(run.optimizer)
-  batches = session.data.batching.train_batches(
-    session.data.train,
-    training.batch_size,
-    num_devices=len(session.devices) * jax.process_count(),
-    seed=run.seed,
-    start_step=session.start_step,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
+  batches = device_batches(
+    session.data.batching.train_batches(
+      session.data.train,
+      training.batch_size,
+      num_devices=len(session.devices) * jax.process_count(),
+      seed=run.seed,
+      start_step=session.start_step,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    ),
+    session.devices,
+    training.prefetch_batches,
+    limit=max(training.num_train_steps - session.start_step, 0),
   )
   validation = None
   # `step` counts completed updates (1-based), as do checkpoints and metrics.
@@ -537,8 +561,8 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, 
     unit='step',
     dynamic_ncols=True,
   ) as bar:
-    for step in range(session.start_step + 1, training.num_train_steps + 1):
-      state, metrics = session.p_train_step(state, shard(next(batches), len(session.devices)))
+    for step, batch in zip(range(session.start_step + 1, training.num_train_steps + 1), batches):
+      state, metrics = session.p_train_step(state, batch)
       session.train_log.add(step, metrics)
       bar.update()
       if step == session.start_step + 1:  # Includes compilation: left out of the speed figures.
