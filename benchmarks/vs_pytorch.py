@@ -5,7 +5,8 @@ anchor that times the authors' Luna (fairseq-apollo) at the same configuration, 
 Markdown table. Models are matched by name (`luna<l>` on both sides, the JAX `transformer` against
 the PyTorch `softmax`) at equal length and batch size. Memory on both sides is the training step's
 own peak RSS increase: peak RSS minus the RSS just before the first step (for JAX after
-compiling). This module reads JSON only; it imports neither torch nor the authors' code.
+compiling), in GiB on both sides (the anchor's `rss_increase_gb` is KiB / 2^20).
+This module reads JSON only; it imports neither torch nor the authors' code.
 
   python -m benchmarks.vs_pytorch --jax runs/jax_luna/train_step/results.json \
       --torch runs/torch_luna.json --out runs/table.md
@@ -52,7 +53,7 @@ def table(jax_cells: list, torch_cells: list) -> str:
   """Markdown rows: model, length, batch, both step times and memories, and their ratios."""
   lines = [
     '| model | length | batch | luna_jax step (s) | PyTorch step (s) '
-    '| speed, luna_jax / PyTorch | luna_jax step memory (GB) | PyTorch step memory (GB) '
+    '| speed, luna_jax / PyTorch | luna_jax step memory (GiB) | PyTorch step memory (GiB) '
     '| memory, luna_jax / PyTorch '
     '| targets (speed >= 1.3x, memory <= 1.0x) | load (1 min) before the luna_jax cell |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|',
@@ -69,7 +70,7 @@ def table(jax_cells: list, torch_cells: list) -> str:
     jax_step = f'{c["step_time_s"]:.2f}' if jax_ok else c['status']
     torch_step = f'{t["step_s_median"]:.2f}' if torch_ok else (t['status'] if t else 'not run')
     jax_mem = c.get('step_rss_increase_bytes') if jax_ok else None
-    jax_mem = None if jax_mem is None else jax_mem / 1e9
+    jax_mem = None if jax_mem is None else jax_mem / 2**30
     torch_mem = t['rss_increase_gb'] if torch_ok else None
     speed = t['step_s_median'] / c['step_time_s'] if jax_ok and torch_ok else None
     memory = jax_mem / torch_mem if jax_mem is not None and torch_mem else None
