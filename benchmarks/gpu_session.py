@@ -30,19 +30,20 @@ The cells, in the order they run (`--list` prints them with their estimates):
    8. batch 4, torch.compile; the fused Transformer
    9. batch 32, fp16 (PyTorch alone)
 
-Time per cell, estimated from the committed H200 runs (benchmarks/results/gpu/): a luna_jax cell
-is a fresh process that compiles its step in about 25 s (`compile_s` 24-26 s there, every model
-and length) after 10-15 s of start-up (interpreter, JAX's GPU client, the state's own jit), and
-steps take milliseconds (Transformer at batch 4: 5.6 ms at 1K, 30 ms at 4K; at batch 32 about 8x
-that, 0.25 s at 4K, so 13 steps take 3 s): JAX_CELL_S = 45 s. An eager PyTorch cell (import, CUDA
-context, 13 steps): TORCH_CELL_S = 12 s; a torch.compile one (Inductor's compile in the warm-up
-steps, fresh per process): TORCH_COMPILE_CELL_S = 60 s. Stage 1 takes 342 s, stages 1-2 684 s,
-stages 1-3 1,026 s, all nine about 5,400 s (141 cells; eleven calls of 8 minutes). One call with
-`--deadline_s 480` (8 minutes; a call's limit is 10), after about 20 s of probes, is estimated to
-finish stage 1 and the first 1K pairs of stage 2; later sessions go on from there (`--previous`),
-and each session's measured `wall_s` per cell corrects these estimates. A cell that does not fit
-in what is left of the deadline is not started ('deferred'); one that outruns its timeout or the
-deadline is killed and recorded ('timeout'); both run again next time.
+Time per cell, estimated from the committed H200 runs (benchmarks/results/gpu/): a luna_jax cell is
+a fresh process that compiles its step in about 25 s (`compile_s` 24-26 s there, every model and
+length) after an estimated 10-15 s of start-up (interpreter, JAX's GPU client, the state's own jit;
+the Luna-16 cell there took 51 s in all, beside another job), and steps take milliseconds
+(Transformer at batch 4: 5.6 ms at 1K, 30 ms at 4K; at batch 32 about 8x that, 0.25 s at 4K, so 13
+steps take 3 s): JAX_CELL_S = 45 s. An eager PyTorch cell (import, CUDA context, 13 steps):
+TORCH_CELL_S = 12 s; a torch.compile one (Inductor's compile in the warm-up steps, fresh per
+process): TORCH_COMPILE_CELL_S = 60 s. Stage 1 takes 342 s, stages 1-2 684 s, stages 1-3 1,026 s,
+all nine about 5,400 s (141 cells; eleven calls of 8 minutes). One call with `--deadline_s 480` (8
+minutes; a call's limit is 10), after about 20 s of probes, is estimated to finish stage 1 and the
+first 1K pairs of stage 2; later sessions go on from there (`--previous`), and each session's
+measured `wall_s` per cell corrects these estimates. A cell that does not fit in what is left of the
+deadline is not started ('deferred'); one that outruns its timeout or the deadline is killed and
+recorded ('timeout'); both run again next time.
 
 Outputs, all under `--out` (three files, within the device tool's limit of 8):
   session.json     the environment (nvidia-smi, versions, whether the fused attention lowers to
@@ -62,9 +63,10 @@ keeps only the cells whose id matches a pattern (fnmatch: 'jax-*-b32-4096', '*-l
 
 `benchmarks/prepare_gpu_session.sh` lays out `.anchor/` (the anchor and the authors' two module
 files) and `.whl/` (the wheels the GPU image lacks). The JAX processes run with
-XLA_PYTHON_CLIENT_PREALLOCATE=false: the benchmark's parent process initialises the GPU (it
-measures the matmul peak) and would otherwise hold 75% of the GPU's memory while each cell's
-child process runs. `--dry_run` runs the same plumbing on a CPU at toy sizes (batches 2 and 1,
+XLA_PYTHON_CLIENT_PREALLOCATE=false: the benchmark's parent process initialises the GPU (it measures
+the matmul peak) and would otherwise hold 75% of the GPU's memory while each cell's child process
+runs, leaving the cell a quarter (batch 32 at 4K needs about 65 GiB for the Transformer: 8.1 GiB at
+batch 4 on the H200). `--dry_run` runs the same plumbing on a CPU at toy sizes (batches 2 and 1,
 lengths 128, 256, 512, PyTorch on the CPU) to check it end to end without a GPU.
 """
 
@@ -526,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   session['wall_s'] = round(time.perf_counter() - start, 1)
   write_json(session_path, session)
   counts = {s: sum(c['status'] == s for c in session['cells']) for s in STATUSES.values()}
-  log('cells: ' + ', '.join(f'{n} {s}' for s, n in counts.items() if n))
+  log('cells: ' + (', '.join(f'{n} {s}' for s, n in counts.items() if n) or 'none run'))
   vs_pytorch.main(['--session', *files, session_path, '--out', os.path.join(args.out, 'table.md')])
 
 
