@@ -25,5 +25,6 @@ def test_quickstart_notebook_runs(monkeypatch):
     if cell.cell_type == 'code'
     for output in cell.outputs
   )
+  assert 'backend cpu' in outputs and 'local devices: cpu:cpu' in outputs  # The set-up cell's.
   assert 'pack rows sum to 1: True | pack weight on padding: 0.0' in outputs
   assert 'test accuracy' in outputs and 'Luna-16' in outputs

@@ -9,6 +9,8 @@ metric_log        metrics.jsonl and TensorBoard events; the per-step metric buff
 workdir           the workdir lock
 distributed       multi-process set-up (`jax.distributed`)
 xla_settings      the XLA flags `train.py` and the benchmarks set
+accelerators      the JAX backend and devices logged at start; a warning when JAX runs on the CPU
+                  beside an unused GPU or TPU, naming the JAX build to install
 pretrained        initialising an encoder from another run (`config.init_from`)
 loading           `load_run(workdir)`: a trained run's model and parameters, for generation or
                   evaluation

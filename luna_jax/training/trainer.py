@@ -55,6 +55,7 @@ import luna_jax
 from lra.files import write_atomically
 from luna_jax.config_utils import ConfigError
 from luna_jax.training import (
+  accelerators,
   checkpointing,
   metric_log,
   optim,
@@ -239,13 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if run.self_pretraining.num_train_steps:
     return train_with_self_pretraining(config, workdir)
   is_lead = jax.process_index() == 0
-  logging.info(
-    'JAX %s, process %d/%d, local devices %s',
-    jax.__version__,
-    jax.process_index(),
-    jax.process_count(),
-    jax.local_devices(),
-  )
+  accelerators.log_backend()  # Backend and devices; warns if JAX is on the CPU beside a GPU.
   with contextlib.ExitStack() as stack:
     if is_lead:
       stack.enter_context(workdir_lib.lock(workdir))

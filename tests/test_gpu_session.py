@@ -1,0 +1,221 @@
+"""The GPU session's orchestration (`benchmarks.gpu_session`) without a GPU: the cell plan, the
+command lines given to both tools, the deadline, the rerun of unfinished cells and the session file
+that `benchmarks.vs_pytorch` renders. The tools are replaced by stand-ins that write documents of
+the tools' shape (`tests/test_vs_pytorch.py` builds them from committed files)."""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from benchmarks import gpu_session
+from tests.test_vs_pytorch import H200, jax_doc, torch_doc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_plan_covers_the_comparison_once_in_priority_order():
+  cells = gpu_session.plan()
+  ids = [c.id for c in cells]
+  assert len(ids) == len(set(ids))
+  # Stage 1: batch 32 at 4K, luna_jax and PyTorch alternating, float32 before bfloat16.
+  assert ids[:4] == [
+    'jax-luna16-float32-b32-4096',
+    'torch-luna16-tf32-b32-4096',
+    'jax-transformer-float32-b32-4096',
+    'torch-softmax-tf32-b32-4096',
+  ]
+  assert {c.batch for c in cells[:12]} == {32} and {c.length for c in cells[:12]} == {4096}
+  assert [c.side for c in cells[:12]] == ['jax', 'torch'] * 6
+  expected = set()
+  for batch in (32, 4):
+    for length in (1024, 2048, 4096):
+      for jax_model, torch_model in gpu_session.PAIRS:
+        for precision in ('float32', 'bfloat16'):
+          expected.add(f'jax-{jax_model}-{precision}-b{batch}-{length}')
+        for setting in ('tf32', 'bf16', 'tf32-compile', 'bf16-compile'):
+          expected.add(f'torch-{torch_model}-{setting}-b{batch}-{length}')
+      for precision in ('float32', 'bfloat16'):
+        expected.add(f'jax-transformer_fused-{precision}-b{batch}-{length}')
+  assert expected <= set(ids)
+  assert 'jax-luna256-bfloat16_all-b32-1024' in ids and 'torch-softmax-fp16-b32-2048' in ids
+  # The docstring's stage-1 and stages 1-2 totals are the estimates' sums.
+  totals = [sum(c.estimate_s for c in cells[:n]) for n in (12, 24)]
+  assert totals == [342, 684]
+  assert 'Stage 1 takes 342 s, stages 1-2 684 s' in ' '.join(gpu_session.__doc__.split())
+
+
+def test_selection_by_pattern_and_previous_sessions(tmp_path):
+  cells = gpu_session.plan()
+  previous = {
+    'cells': [
+      {'id': 'jax-luna16-float32-b32-4096', 'status': 'ok'},
+      {'id': 'jax-transformer-float32-b32-4096', 'status': 'oom'},
+      {'id': 'jax-luna256-float32-b32-4096', 'status': 'timeout'},
+      {'id': 'jax-luna16-bfloat16-b32-4096', 'status': 'deferred'},
+    ]
+  }
+  (tmp_path / 'session_1.json').write_text(json.dumps(previous))
+  (tmp_path / 'notes.json').write_text('{}')  # Not a session*.json: not read.
+  files = gpu_session.previous_files([str(tmp_path)])
+  assert files == [str(tmp_path / 'session_1.json')]
+  done = gpu_session.finished_ids(files)
+  assert done == {'jax-luna16-float32-b32-4096', 'jax-transformer-float32-b32-4096'}
+  chosen = gpu_session.select(cells, ['jax-*-float32-b32-4096', 'jax-*-bfloat16-b32-4096'], done)
+  assert [c.id for c in chosen] == [
+    'jax-luna256-float32-b32-4096',
+    'jax-luna16-bfloat16-b32-4096',
+    'jax-transformer-bfloat16-b32-4096',
+    'jax-luna256-bfloat16-b32-4096',
+    'jax-transformer_fused-float32-b32-4096',
+    'jax-transformer_fused-bfloat16-b32-4096',
+  ]
+
+
+def test_command_lines_of_both_tools():
+  jax = gpu_session.Cell('jax', 'transformer_fused', 'bfloat16_all', 32, 4096)
+  command = gpu_session.jax_command(jax, 'python3', '/tmp/cell', 100)
+  flags = dict(zip(command[3::2], command[4::2]))
+  assert command[:3] == ['python3', '-m', 'benchmarks.speed_memory']
+  assert flags['--precision'] == 'bfloat16_all' and flags['--models'] == 'transformer_fused'
+  assert flags['--lengths'] == '4096' and flags['--batch_size'] == '32'
+  assert flags['--long_lengths'] == '' and flags['--cell_timeout_s'] == '90'
+  torch = gpu_session.Cell('torch', 'softmax', 'bf16-compile', 4, 1024)
+  command = gpu_session.torch_command(torch, 'python3', '.anchor', 'out.json', 100, 'cuda')
+  assert command[1:3] == ['.anchor/torch_luna_anchor.py', '.anchor/fairseq_luna']
+  assert command[command.index('--amp') + 1] == 'bf16' and '--compile' in command
+  assert command[command.index('--budget') + 1] == '95'
+  tf32 = gpu_session.Cell('torch', 'luna16', 'tf32', 32, 1024)
+  command = gpu_session.torch_command(tf32, 'python3', '.anchor', 'out.json', 100, 'cuda')
+  assert '--amp' not in command and '--compile' not in command  # float32; TF32 by environment.
+
+
+def test_a_cell_past_its_timeout_is_killed_with_its_children(tmp_path):
+  """The tool's own child (speed_memory's cell process) dies with it."""
+  child = 'import time; time.sleep(600)'
+  parent = (
+    'import subprocess, sys, time; '
+    f'print(subprocess.Popen([sys.executable, "-c", {child!r}]).pid, flush=True); time.sleep(600)'
+  )
+  code, output = gpu_session.run_process(
+    [sys.executable, '-c', parent], dict(os.environ), 5, str(tmp_path / 'log')
+  )
+  assert code is None
+  status = f'/proc/{int(output.split()[0])}/status'
+  for _ in range(100):  # SIGKILL is sent; the process may take a moment to exit.
+    if not os.path.exists(status) or 'zombie' in open(status).read():
+      return
+    time.sleep(0.1)
+  raise AssertionError(f'the killed cell left its child running: {open(status).read()[:120]}')
+
+
+def fake_tools(monkeypatch, steps):
+  """Replaces the tools with stand-ins that write one document each (step time from `steps`, by
+  model) and the environment probe with a fixed H200."""
+  commands = []
+
+  def run_process(command, env, timeout_s, log_path):
+    commands.append((command, env))
+    if command[1] == '-m':  # speed_memory
+      out = command[command.index('--output_dir') + 1]
+      model, precision = (
+        command[command.index('--models') + 1],
+        command[command.index('--precision') + 1],
+      )
+      length, batch = (
+        int(command[command.index('--lengths') + 1]),
+        int(command[command.index('--batch_size') + 1]),
+      )
+      os.makedirs(os.path.join(out, 'train_step'))
+      doc = jax_doc(model, length, batch, precision, steps[model], 1.0)
+      with open(os.path.join(out, 'train_step', 'results.json'), 'w') as f:
+        json.dump(doc, f)
+      return 0, ''
+    model = command[command.index('--models') + 1]
+    if steps[model] is None:
+      return None, 'killed'
+    amp = command[command.index('--amp') + 1] if '--amp' in command else 'none'
+    length, batch = (
+      int(command[command.index('--lengths') + 1]),
+      int(command[command.index('--batch') + 1]),
+    )
+    doc = torch_doc(model, length, batch, amp, '--compile' in command, steps[model], 2.0)
+    with open(command[command.index('--out') + 1], 'w') as f:
+      json.dump(doc, f)
+    return 0, ''
+
+  monkeypatch.setattr(gpu_session, 'run_process', run_process)
+  monkeypatch.setattr(gpu_session, 'environment', lambda args, log: {'gpu': H200})
+  return commands
+
+
+def test_session_runs_records_and_renders(tmp_path, monkeypatch):
+  steps = {'luna16': 0.1, 'transformer': 0.2, 'luna256': 0.1, 'transformer_fused': 0.1}
+  commands = fake_tools(monkeypatch, dict(steps, softmax=None))
+  out = tmp_path / 'out'
+  gpu_session.main(
+    [
+      '--out',
+      str(out),
+      '--cells',
+      'jax-luna16-float32-b32-4096,*-b32-1024',
+      '--deadline_s',
+      '10000',
+    ]
+  )
+  session = json.loads((out / 'session.json').read_text())
+  statuses = {c['id']: c['status'] for c in session['cells']}
+  assert statuses['jax-luna16-float32-b32-4096'] == 'ok'
+  assert statuses['torch-softmax-tf32-b32-1024'] == 'timeout'  # Killed: no document.
+  assert statuses['torch-luna16-bf16-compile-b32-1024'] == 'ok'
+  assert set(os.listdir(out)) == {'session.json', 'gpu_session.log', 'table.md'}
+  # The JAX processes do not preallocate; the tf32 cells allow TF32, the others do not.
+  assert all(e['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false' for c, e in commands if c[1] == '-m')
+  for command, env in commands:
+    if command[1] != '-m':
+      tf32 = '--amp' not in command
+      assert (env.get('TORCH_ALLOW_TF32_CUBLAS_OVERRIDE') == '1') == tf32
+  table = (out / 'table.md').read_text()
+  row = (
+    '| NVIDIA H200 | Luna16 | 32 | 1024 | float32 / tf32 | 100.0 | 100.0 (1.00x) | 100.0 (1.00x) |'
+  )
+  assert row in table
+  assert '| NVIDIA H200 | Luna16 | 32 | 4096 | float32 / - | 100.0 | not run | not run |' in table
+  log = (out / 'gpu_session.log').read_text()
+  assert 'jax-luna16-float32-b32-4096: ok 100.0 ms, 1.00 GiB' in log
+
+  # Again with this session as the previous one: only the unfinished cell runs.
+  commands.clear()
+  again = tmp_path / 'again'
+  (tmp_path / 'done').mkdir()
+  os.replace(out / 'session.json', tmp_path / 'done' / 'session_1.json')
+  gpu_session.main(
+    ['--out', str(again), '--cells', '*-b32-1024', '--previous', str(tmp_path / 'done')]
+  )
+  assert [c['id'] for c in json.loads((again / 'session.json').read_text())['cells']] == [
+    'torch-softmax-tf32-b32-1024',
+    'torch-softmax-bf16-b32-1024',
+    'torch-softmax-tf32-compile-b32-1024',
+    'torch-softmax-bf16-compile-b32-1024',
+    'torch-softmax-fp16-b32-1024',
+  ]
+  # The table renders both sessions: the first one's Luna-16 row is still there.
+  assert 'float32 / tf32 | 100.0 | 100.0 (1.00x)' in (again / 'table.md').read_text()
+
+
+def test_cells_that_do_not_fit_the_deadline_are_deferred(tmp_path, monkeypatch):
+  fake_tools(monkeypatch, {'luna16': 0.1, 'transformer': 0.2, 'softmax': 0.3, 'luna256': 0.1})
+  # 25 s: the reserve (10 s) leaves 15 s, enough for a PyTorch cell (12 s), not a JAX one (45 s).
+  gpu_session.main(['--out', str(tmp_path), '--cells', '*-b32-4096', '--deadline_s', '25'])
+  cells = json.loads((tmp_path / 'session.json').read_text())['cells']
+  assert [c['status'] for c in cells[:2]] == ['deferred', 'ok']
+  assert {c['status'] for c in cells if c['side'] == 'jax'} == {'deferred'}
+  assert all(c['result'] is None for c in cells if c['status'] == 'deferred')
+
+
+def test_out_is_required_to_run(capsys):
+  with pytest.raises(SystemExit):
+    gpu_session.parse_args([])
+  assert '--out is required' in capsys.readouterr().err
