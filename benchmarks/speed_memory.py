@@ -59,6 +59,7 @@ from benchmarks.speed_memory_harness import (
 from benchmarks.speed_memory_report import gib, length_label, write_reports
 from configs import variants
 from lra import cli
+from luna_jax.model.config import PRECISIONS
 
 DEFAULT_MODELS = (
   'transformer',
@@ -108,7 +109,7 @@ def run_benchmark(
     activation=args.activation,
     dropout_rate=args.dropout_rate,
     attention_dropout_rate=args.attention_dropout_rate,
-    dtype=args.dtype,
+    precision=args.precision,
     remat=args.remat,
   )
   models, lengths = args.models.split(','), _parse_lengths(args.lengths)
@@ -273,7 +274,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--activation', default='gelu')
   parser.add_argument('--dropout_rate', type=cli.number(minimum=0, below=1), default=0.1)
   parser.add_argument('--attention_dropout_rate', type=cli.number(minimum=0, below=1), default=0.1)
-  parser.add_argument('--dtype', default='float32')
+  parser.add_argument(
+    '--precision',
+    default='float32',
+    choices=tuple(PRECISIONS),
+    help='precision policy (config.model.precision): float32, bfloat16 (bfloat16 matmul inputs, '
+    'float32 activations) or bfloat16_all',
+  )
   parser.add_argument(
     '--remat',
     default='none',

@@ -65,7 +65,7 @@ class Architecture:
       length.
     dropout_rate: embedding/residual dropout.
     attention_dropout_rate: attention-probability dropout (the fused attention has none).
-    dtype: computation dtype.
+    precision: the precision policy (`luna_jax.model.config.PRECISIONS`).
     remat: per-layer rematerialisation of the training step (`config.model.remat`): 'none', 'layer'
       or 'dots'.
   """
@@ -78,7 +78,7 @@ class Architecture:
   pooling: str = 'mean'
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
-  dtype: str = 'float32'
+  precision: str = 'float32'
   remat: str = 'none'
 
 
@@ -108,7 +108,7 @@ def model_config(name: str, arch: Architecture) -> dict[str, Any]:
     pooling=arch.pooling,
     dropout_rate=arch.dropout_rate,
     attention_dropout_rate=arch.attention_dropout_rate,
-    dtype=arch.dtype,
+    precision=arch.precision,
     positional='learned',
     remat=arch.remat,
   )
@@ -185,20 +185,20 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
   settings = config.ModelConfig(
     vocab_size=1, max_length=length, prepend_cls=False, **config.split_model_config(cfg)[1]
   )
-  dtype = jnp.dtype(arch.dtype)
+  dtype, matmul_dtype = settings.compute_dtype, settings.matmul_dtype
   d, h = arch.emb_dim, arch.num_heads
   k_params, k_x, k_p = jax.random.split(jax.random.PRNGKey(seed), 3)
   x = jax.random.normal(k_x, (batch_size, length, d), dtype)
   mask = jnp.ones((batch_size, length), bool)
   if cfg['name'] == 'transformer':
     builder = registry.TRANSFORMER_ATTENTIONS[settings.attention_implementation]
-    module = builder(settings)(num_heads=h, qkv_dim=d, dtype=dtype)
+    module = builder(settings)(num_heads=h, qkv_dim=d, dtype=dtype, matmul_dtype=matmul_dtype)
     inputs = (x,)
     call_args = lambda inputs: (inputs[0], mask)
   else:
     l = settings.projection_length
     builder = registry.LUNA_ATTENTIONS[settings.luna_attention_implementation]
-    module = builder(settings)(features=d, num_heads=h, dtype=dtype)
+    module = builder(settings)(features=d, num_heads=h, dtype=dtype, matmul_dtype=matmul_dtype)
     inputs = (x, jax.random.normal(k_p, (batch_size, l, d), dtype))
     p_mask = jnp.ones((batch_size, l), bool)
     call_args = lambda inputs: (inputs[0], inputs[1], inputs[0], mask, p_mask)
@@ -467,8 +467,10 @@ def model_flops_per_step(spec: dict[str, Any]) -> int:
 
 
 def mfu_dtype(arch: dict[str, Any]) -> str:
-  """The `MATMUL_DTYPES` entry whose peak a run is measured against: its compute dtype."""
-  return 'bfloat16' if arch['dtype'] == 'bfloat16' else 'float32'
+  """The `MATMUL_DTYPES` entry whose peak a run is measured against: its matmul inputs' dtype
+  (`precision`, or `dtype` in results written before the precision policies)."""
+  precision = arch.get('precision') or arch.get('dtype', 'float32')
+  return 'float32' if precision == 'float32' else 'bfloat16'
 
 
 def finish_record(

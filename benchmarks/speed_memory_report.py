@@ -221,7 +221,8 @@ def settings_line(results) -> str:
   return (
     f'Mode `{s["mode"]}`, batch size {s["batch_size"]}, {s["warmup"]} warm-up + median of '
     f'{s["repeats"]} timed runs; {a["num_layers"]} layers, d {a["emb_dim"]}, FFN {a["mlp_dim"]}, '
-    f'{a["num_heads"]} heads, {a["dtype"]}, dropout {a["dropout_rate"]}, attention dropout '
+    f'{a["num_heads"]} heads, precision {a.get("precision") or a["dtype"]}, '
+    f'dropout {a["dropout_rate"]}, attention dropout '
     f'{a["attention_dropout_rate"]} (none in the fused attention), {a["pooling"]} pooling, '
     f'remat {a.get("remat", "none")}; '
     f'XLA_FLAGS `{results["machine"].get("xla_flags") or "(none)"}`. '
