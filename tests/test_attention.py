@@ -273,3 +273,51 @@ def test_attention_dropout_drops_and_rescales():
   assert not np.allclose(out, kept)
   with pytest.raises(ValueError, match='rng'):
     attn.dot_product_attention(q, k, v, dropout_rate=0.5, deterministic=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused path (`jax.nn.dot_product_attention`) against the exact one.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('use_cudnn', [False, True], ids=['xla', 'cudnn_fallback'])
+def test_fused_attention_equals_exact_attention_in_values_and_gradients(monkeypatch, use_cudnn):
+  if use_cudnn:  # On a machine without cuDNN the flash kernel refuses and XLA's takes over.
+    monkeypatch.setattr(attn, 'fused_implementation', lambda dtype: 'cudnn')
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 7, 2, 4)), jnp.float32) for _ in range(3))
+  key_mask = jnp.arange(7)[None] < jnp.array([[7], [4]])
+  query_mask = jnp.array([[True] * 7, [True, False, True, True, False, False, True]])
+
+  def exact(q, k, v):
+    return attn.dot_product_attention(q, k, v, key_mask, query_mask=query_mask)[0]
+
+  def fused(q, k, v):
+    return attn.fused_dot_product_attention(q, k, v, key_mask, query_mask)
+
+  np.testing.assert_allclose(fused(q, k, v), exact(q, k, v), rtol=1e-5, atol=1e-6)
+  cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
+  grads = [
+    jax.grad(lambda *a, f=f: jnp.sum(f(*a) * cotangent), argnums=(0, 1, 2))(q, k, v)
+    for f in (exact, fused)
+  ]
+  for g_exact, g_fused in zip(*grads):
+    np.testing.assert_allclose(g_fused, g_exact, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_attention_asks_for_cudnn_only_on_an_nvidia_gpu_with_16_bit_inputs(monkeypatch):
+  assert attn.fused_implementation(jnp.bfloat16) == 'xla'  # This machine's CPU.
+
+  class Client:
+    platform_version = 'cuda 12080'
+
+  class Device:
+    client = Client()
+
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(jax, 'devices', lambda: [Device()])
+  assert attn.fused_implementation(jnp.bfloat16) == 'cudnn'
+  assert attn.fused_implementation(jnp.float16) == 'cudnn'
+  assert attn.fused_implementation(jnp.float32) == 'xla'
+  Client.platform_version = 'rocm 6.3'
+  assert attn.fused_implementation(jnp.bfloat16) == 'xla'

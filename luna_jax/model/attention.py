@@ -252,26 +252,43 @@ def fused_dot_product_attention(
   key_mask: Array | None = None,
   query_mask: Array | None = None,
 ) -> Array:
-  """Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU).
+  """Softmax attention through `jax.nn.dot_product_attention`: cuDNN's flash attention on an NVIDIA
+  GPU for bfloat16 or float16 inputs (`fused_implementation`), XLA's implementation otherwise.
 
-  No attention dropout (the fused kernels have none); used as the fast baseline in benchmarks.
+  No attention dropout (the fused kernels have none); the exact path (`dot_product_attention`)
+  keeps it. The masks become cuDNN's additive bias; a query whose keys are all masked attends
+  uniformly, as in `attention_weights`.
 
   Args:
     query: `[batch, q_len, heads, head_dim]`.
     key: `[batch, k_len, heads, head_dim]`.
     value: `[batch, k_len, heads, head_dim]`.
     key_mask: optional `[batch, k_len]` bool.
-    query_mask: optional `[batch, q_len]` bool, False for a query whose whole row is masked (a
-      uniform row in the XLA implementation, as in `attention_weights`).
+    query_mask: optional `[batch, q_len]` bool, False for a query whose whole row is masked.
 
   Returns:
-    `[batch, q_len, heads, head_dim]`.
+    `[batch, q_len, heads, head_dim]` in the inputs' dtype.
   """
   mask = None if key_mask is None else key_mask[:, None, None, :]
   if query_mask is not None:
     rows = query_mask[:, None, :, None]
     mask = rows if mask is None else mask & rows
-  return jax.nn.dot_product_attention(query, key, value, mask=mask)
+  if fused_implementation(query.dtype) == 'cudnn':
+    try:
+      return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='cudnn')
+    except (ValueError, NotImplementedError, RuntimeError):
+      pass  # A shape, head size or cuDNN version the flash kernel does not take: XLA's below.
+  return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='xla')
+
+
+def fused_implementation(dtype: jnp.dtype) -> str:
+  """'cudnn' when the default backend is an NVIDIA GPU and `dtype` is bfloat16 or float16 (cuDNN's
+  flash attention takes only 16-bit inputs), else 'xla'. `jax.nn.dot_product_attention` itself
+  picks XLA's implementation unless told otherwise (jax 0.10)."""
+  on_cuda = (
+    jax.default_backend() == 'gpu' and 'rocm' not in jax.devices()[0].client.platform_version
+  )
+  return 'cudnn' if on_cuda and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else 'xla'
 
 
 def merge_heads(x: Array) -> Array:
