@@ -140,6 +140,19 @@ def table(results: Mapping[str, Any]) -> str:
       + (f'{gap["max_abs"]:.4f}, {gap["mean_abs"]:.4f}, {gap["last"]:.4f}' if gap else '-')
       + ' |'
     )
+  if len(results['seeds']) > 1:
+    lines += [
+      '',
+      '| precision | runs | validation mean +- sd | test mean +- sd |',
+      '|---|---:|---:|---:|',
+    ]
+    for precision in dict.fromkeys(r['precision'] for r in results['runs']):
+      runs = [r for r in results['runs'] if r['precision'] == precision]
+      stats = [
+        f'{np.mean([r[key] for r in runs]):.4f} +- {np.std([r[key] for r in runs], ddof=1):.4f}'
+        for key in ('validation_accuracy', 'test_accuracy')
+      ]
+      lines.append(f'| {precision} | {len(runs)} | {stats[0]} | {stats[1]} |')
   for seed in results['seeds']:
     runs = [r for r in results['runs'] if r['seed'] == seed]
     steps = sorted(set.intersection(*(set(r['train_loss']) for r in runs)))
