@@ -40,6 +40,8 @@ def test_every_task_and_variant_builds_a_complete_config(name, variant):
     assert config.model.name == 'luna'
     assert config.model.projection_length == int(variant[4:].split('_')[0])
     assert config.model.contextual_p == (not variant.endswith('_noncontextual'))
+    # Table 3's P row: the mean of the last layer's P in every task; the others keep the task's.
+    assert (config.model.pooling == 'p') == variant.endswith('_pmean')
     assert config.optimizer.schedule == 'constant * linear_warmup * rsqrt_normalized_decay'
   assert config.training.batch_size % 8 == 0  # Splits over 1, 2, 4 or 8 GPUs.
   assert not config.debug

@@ -112,6 +112,14 @@ def test_readme_paper_targets_are_the_variant_table():
 
 def test_variant_names_follow_the_configs():
   assert variants.variant_of({'name': 'luna', 'projection_length': 128}) == 'luna128'
+  # The P-mean pooling is its own variant (Table 3), whatever the projection length.
+  for length in (16, 128):
+    pmean = variants.variant_of({'name': 'luna', 'projection_length': length, 'pooling': 'p'})
+    assert pmean == f'luna{length}_pmean'
+    assert variants.get(pmean).model['pooling'] == 'p'
+  assert variants.variant_of({'name': 'luna', 'projection_length': 16, 'pooling': 'mean'}) == (
+    'luna16'
+  )
   assert (
     variants.variant_of({'name': 'transformer', 'attention_implementation': 'linear'})
     == 'linear_transformer'
