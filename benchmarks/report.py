@@ -584,7 +584,7 @@ def pretraining_notes(runs: Sequence[RunResult]) -> list[str]:
     steps, speed = run.pretraining.get('step'), run.pretraining.get('steps_per_sec')
     text = f'- {run.path}: {steps} masked-LM steps'
     if steps and speed:
-      text += f' at {speed:.3g} steps/s ({steps / speed / 60:.1f} min, compilation excluded)'
+      text += f' at {speed:.3g} steps/s ({steps / speed / 60:.2f} min, compilation excluded)'
     accuracy = run.pretraining.get('validation', {}).get('accuracy')
     if accuracy is not None:
       text += f', masked-token validation accuracy {100 * accuracy:.2f}%'

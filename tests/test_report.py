@@ -243,7 +243,10 @@ def test_table3_and_self_pretrained_runs_have_their_own_rows(tmp_path):
     '| Luna-16 (P-mean) | ours (1 run) | 38.00 | - | - | - | - | - | - |',
   ]
   notes = report.pretraining_notes(runs)[0]
-  assert f'{root}/spt/results.json: 5000 masked-LM steps at 40 steps/s (2.1 min' in notes
+  assert (
+    f'{root}/spt/results.json: 5000 masked-LM steps at 40 steps/s ({5000 / 40 / 60:.2f} min'
+    in notes
+  )
   assert 'masked-token validation accuracy 50.00%' in notes
 
 
