@@ -2,8 +2,9 @@ r"""The LRA sweep: every task x model variant x seed through `train.py`, then th
 
   python -m benchmarks.reproduce --tasks all --variants luna16,luna256,transformer --seeds 3 \
       [--data_dir data] [--runs_dir runs] [--report_dir reports] [--devices auto] [--dry_run] \
-      [--runs_per_device N] [--order variant|seed] [--deadline_minutes M] [--collect_to DIR] \
-      [--task_config TASK=FILE] [-- <more train.py flags, e.g. --config.model.dtype=bfloat16>]
+      [--runs_per_device N] [--memory_fraction F] [--order variant|seed] [--deadline_minutes M] \
+      [--collect_to DIR] [--task_config TASK=FILE] \
+      [-- <more train.py flags, e.g. --config.model.dtype=bfloat16>]
 
 Run (task, variant, seed k) is
   train.py --config configs/<task>.py:<variant> --workdir <runs_dir>/<task>/<variant>/seed<k>
@@ -25,11 +26,12 @@ without GPUs that many run at a time on every device (one by default). The queue
 order (`--order variant`: task, variant, seed; `--order seed`: every variant's seed 0 first, then
 seed 1, ..., so that a sweep cut short by its deadline has seeds of every variant), each run
 started as soon as a place frees. With `--runs_per_device` N > 1, each run's process may use
-`MEMORY_SHARE` / N of its GPU's memory (`XLA_CLIENT_MEM_FRACTION`, the name jax >= 0.10 reads; the
-deprecated `XLA_PYTHON_CLIENT_MEM_FRACTION` is removed from the child's environment, since jax
-refuses both together) allocated as needed (`XLA_PYTHON_CLIENT_PREALLOCATE=false`): JAX's GPU
-memory documentation, "Running multiple JAX processes concurrently". On a CPU these variables do
-nothing. The settings a run gets are written before its command at the top of its `train.log`.
+`MEMORY_SHARE` / N of its GPU's memory (`--memory_fraction` sets another share, e.g. for runs of
+unequal size), through `XLA_CLIENT_MEM_FRACTION` (the name jax >= 0.10 reads; the deprecated
+`XLA_PYTHON_CLIENT_MEM_FRACTION` is removed from the child's environment, since jax refuses both
+together), allocated as needed (`XLA_PYTHON_CLIENT_PREALLOCATE=false`): JAX's GPU memory
+documentation, "Running multiple JAX processes concurrently". On a CPU these variables do nothing.
+The settings a run gets are written before its command at the top of its `train.log`.
 
 A line per run says when it starts, where it is every `--status_every` seconds, and how it ended; a
 failed run is reported with the last lines of its log and the others go on. `--deadline_minutes M`
@@ -332,17 +334,23 @@ def _minutes(seconds: float) -> str:
   return f'{seconds / 60:.1f} min'
 
 
-def child_env(gpu: str | None, runs_per_device: int) -> dict[str, str]:
+def child_env(
+  gpu: str | None, runs_per_device: int, memory_fraction: float | None = None
+) -> dict[str, str]:
   """The environment settings the sweep gives a run's process (besides PYTHONUNBUFFERED).
 
   Args:
     gpu: the GPU id it runs on, or None (every visible device).
     runs_per_device: runs sharing the device: above 1, each may use `MEMORY_SHARE` /
       runs_per_device of its memory, allocated as needed.
+    memory_fraction: the share of its GPU's memory each run may use instead (allocated as needed,
+      so shares may add up to more than 1 when the runs' needs differ); None for the above.
   """
   settings = {} if gpu is None else {'CUDA_VISIBLE_DEVICES': gpu}
-  if runs_per_device > 1:
-    settings['XLA_CLIENT_MEM_FRACTION'] = f'{MEMORY_SHARE / runs_per_device:.3f}'
+  if memory_fraction is None and runs_per_device > 1:
+    memory_fraction = MEMORY_SHARE / runs_per_device
+  if memory_fraction is not None:
+    settings['XLA_CLIENT_MEM_FRACTION'] = f'{memory_fraction:.3f}'
     settings['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
   return settings
 
@@ -367,6 +375,7 @@ def execute(
   poll: float = 1.0,
   *,
   runs_per_device: int = 1,
+  memory_fraction: float | None = None,
   deadline: float | None = None,
   grace: float = STOP_GRACE,
 ) -> list[Run]:
@@ -379,6 +388,7 @@ def execute(
     status_every: seconds between progress lines.
     poll: seconds between checks of the processes.
     runs_per_device: places per GPU (or on the CPU).
+    memory_fraction: each run's share of its GPU's memory (`child_env`).
     deadline: `time.monotonic()` time at which running runs are stopped (PARTIAL) and no other
       starts (NOT_STARTED); None for none.
     grace: seconds between SIGTERM and SIGKILL for a stopped run.
@@ -433,7 +443,7 @@ def execute(
         run = queue.pop(0)
         where = f'GPU {gpu}' if gpu is not None else 'all devices'
         run.workdir.mkdir(parents=True, exist_ok=True)
-        run.env = child_env(gpu, runs_per_device)
+        run.env = child_env(gpu, runs_per_device, memory_fraction)
         env = dict(os.environ, PYTHONUNBUFFERED='1', **run.env)
         if 'XLA_CLIENT_MEM_FRACTION' in run.env:  # jax refuses both names together.
           env.pop('XLA_PYTHON_CLIENT_MEM_FRACTION', None)
@@ -607,6 +617,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     f'{MEMORY_SHARE:g}/N of its GPU memory.',
   )
   parser.add_argument(
+    '--memory_fraction',
+    type=cli.number(above=0, below=1.0001),
+    default=None,
+    help='share of its GPU memory each run may use, allocated as needed (default: '
+    f"{MEMORY_SHARE:g}/N with --runs_per_device N > 1, else jax's default).",
+  )
+  parser.add_argument(
     '--order',
     choices=('variant', 'seed'),
     default='variant',
@@ -702,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus,
     args.status_every,
     runs_per_device=args.runs_per_device,
+    memory_fraction=args.memory_fraction,
     deadline=deadline,
   )
   runs_root = (runs_dir / DEBUG_DIR if args.debug else runs_dir).resolve()
@@ -717,6 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       'minutes': round((time.monotonic() - started) / 60, 2),
       'deadline_minutes': args.deadline_minutes,
       'runs_per_device': args.runs_per_device,
+      'memory_fraction': args.memory_fraction,
       'gpus': gpus,
     }
     path = collect(runs, runs_root, args.collect_to, sweep)

@@ -216,6 +216,11 @@ def test_runs_share_places_as_they_free_with_their_memory_settings(tmp_path, mon
       'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
     }
   assert reproduce.child_env('3', 1) == {'CUDA_VISIBLE_DEVICES': '3'}  # One a GPU: jax's defaults.
+  assert reproduce.child_env('3', 2, memory_fraction=0.6) == {  # Runs of unequal size.
+    'CUDA_VISIBLE_DEVICES': '3',
+    'XLA_CLIENT_MEM_FRACTION': '0.600',
+    'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+  }
 
 
 def test_the_deadline_stops_runs_and_the_collection_keeps_what_they_logged(tmp_path, capsys):
