@@ -309,3 +309,26 @@ def test_debug_checks_the_values_as_given_before_shrinking_the_run():
   config.model.num_heads = 3
   with pytest.raises(config_utils.ConfigError, match=r'num_heads=3: must divide'):
     run_config.parse_config(config)
+
+
+def test_pathfinder32_short_is_the_recipe_with_a_shorter_schedule():
+  def flat(tree, prefix=''):
+    items = {}
+    for key, value in tree.items():
+      items.update(
+        flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {prefix + key: value}
+      )
+    return items
+
+  for variant in ('luna16', 'transformer'):
+    full, short = load('pathfinder32', variant), load('pathfinder32_short', variant)
+    full_items, short_items = flat(full.to_dict()), flat(short.to_dict())
+    changed = {key for key in full_items if full_items[key] != short_items[key]}
+    steps, full_steps = short.training.num_train_steps, full.training.num_train_steps
+    assert steps < full_steps
+    if variant == 'luna16':  # The warmup in proportion, the inverse square root after it.
+      assert changed == {'training.num_train_steps', 'optimizer.warmup_steps'}
+      assert short.optimizer.warmup_steps == round(full.optimizer.warmup_steps * steps / full_steps)
+    else:  # The warmup kept, the cosine cycle ending with the run.
+      assert changed == {'training.num_train_steps', 'optimizer.steps_per_cycle'}
+      assert short.optimizer.steps_per_cycle == steps

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from benchmarks import report, reproduce
+from configs import pathfinder32_short
 from lra import prepare
 
 
@@ -256,3 +257,23 @@ def test_the_deadline_stops_runs_and_the_collection_keeps_what_they_logged(tmp_p
   ]
   log = (copies / 'task' / 'polite' / 'seed0' / reproduce.LOG).read_text()
   assert log.startswith('$ XLA_CLIENT_MEM_FRACTION=0.450 ')
+
+
+def test_a_task_config_of_its_own_and_variants_with_spt_in_the_plan(tmp_path):
+  short = {'pathfinder32': 'configs/pathfinder32_short.py'}
+  runs = reproduce.plan(['pathfinder32'], ['luna16', 'transformer+spt'], 2, tmp_path, tmp_path,
+                        task_configs=short, order='seed')  # fmt: skip
+  assert [run.name for run in runs] == [
+    'pathfinder32_short/luna16/seed0',
+    'pathfinder32_short/transformer+spt/seed0',
+    'pathfinder32_short/luna16/seed1',
+    'pathfinder32_short/transformer+spt/seed1',
+  ]
+  assert runs[0].recipe['training']['num_train_steps'] == pathfinder32_short.LUNA_STEPS
+  assert runs[1].command[3].endswith('configs/pathfinder32_short.py:transformer,spt')
+  assert runs[1].recipe['self_pretraining']['num_train_steps'] == -1
+  with pytest.raises(ValueError, match="is a config of 'pathfinder32', not of 'listops'"):
+    reproduce.plan(['listops'], ['luna16'], 1, tmp_path, tmp_path, task_configs={'listops':
+                   short['pathfinder32']})  # fmt: skip
+  with pytest.raises(ValueError, match=r"'luna16\+debug': a variant is one of"):
+    reproduce.parse_variant('luna16+debug')  # --debug, not a variant's flag.
