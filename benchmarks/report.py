@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import importlib
 import json
 import os
 import statistics
@@ -62,6 +64,9 @@ DEBUG = ' (debug)'
 #: Suffix of the variant key of self-pretrained runs (results.json with `pretraining`): their own
 #: rows, never averaged with runs trained from scratch.
 SPT = ' (self-pretrained)'
+#: Suffix of the variant key of runs with other training steps than their task config's recipe
+#: (e.g. configs/pathfinder32_short.py): their own rows, named with their steps.
+STEPS = ' ({} steps)'
 #: Mark of a cell with a run evaluated on part of its test split (`training.num_eval_batches`).
 PARTIAL = '*'
 #: Chance accuracy of each Table-1 task: one over its number of classes.
@@ -335,7 +340,10 @@ def read_runs(paths: Sequence[str]) -> tuple[list[RunResult], list[str]]:
     metrics = metrics_file(os.path.dirname(path))
     final_validation = results.get('validation', {}).get('accuracy')
     pretraining = results.get('pretraining')
-    variant = variant_of(config['model']) + (SPT if pretraining is not None else '')
+    variant = variant_of(config['model'])
+    steps = config.get('training', {}).get('num_train_steps')
+    other_steps = not config.get('debug') and steps not in (None, recipe_steps(task, variant))
+    variant += (SPT if pretraining is not None else '') + (STEPS.format(steps) * other_steps)
     runs.append(
       RunResult(
         path=path,
@@ -459,11 +467,21 @@ def _number(value: float | None, on_test: bool = False) -> str:
   return '-' if value is None else f'{value:.2f}' + (ON_TEST if on_test else '')
 
 
-def _parts(variant: str) -> tuple[str, bool, bool]:
-  """A variant key's model variant, whether self-pretrained (`SPT`) and whether debug (`DEBUG`)."""
+@functools.cache
+def recipe_steps(task: str, variant: str) -> int | None:
+  """`training.num_train_steps` of `configs/<task>.py:<variant>`, None for a variant the task
+  configs do not take."""
+  if variant not in CONFIG_VARIANTS:
+    return None
+  return importlib.import_module(f'configs.{task}').get_config(variant).training.num_train_steps
+
+
+def _parts(variant: str) -> tuple[str, str, bool]:
+  """A variant key's model variant, its protocol suffix (`SPT`, `STEPS`; '' for the recipe) and
+  whether debug (`DEBUG`)."""
   debug = variant.endswith(DEBUG)
-  variant = variant.removesuffix(DEBUG)
-  return variant.removesuffix(SPT), variant.endswith(SPT), debug
+  model, _, protocol = variant.removesuffix(DEBUG).partition(' ')
+  return model, f' {protocol}' if protocol else '', debug
 
 
 def health_counts(runs: Sequence[RunResult]) -> dict[tuple[str, str], tuple[int, int, int]]:
@@ -491,9 +509,10 @@ def leaderboard(
   Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
   test data), cells of the keys in `partial` * (evaluated on part of the test split); a cell whose
   runs include some that collapsed or never learned (`failures`, `health_counts`) says how many,
-  e.g. '27.92 ± 11.30 (1 collapsed of 3)'. Self-pretrained runs (variants ending in `SPT`) and
-  debug runs (`DEBUG`) have their own rows after the model's. The paper row is Table 1's, or Table
-  3's for the P-mean variants (ListOps, Text and Retrieval only).
+  e.g. '27.92 ± 11.30 (1 collapsed of 3)'. Self-pretrained runs (variants ending in `SPT`), runs
+  of other lengths than the recipe (`STEPS`) and debug runs (`DEBUG`) have their own rows after
+  the model's. The paper row is Table 1's, or Table 3's for the P-mean variants (ListOps, Text and
+  Retrieval only).
   """
   failures = failures or {}
   models = {_parts(key[0])[0] for key in runs}
@@ -503,12 +522,10 @@ def leaderboard(
     '|---|---|' + '---:|' * (len(TABLE1_TASKS) + 2),
   ]
   for model in ordered_models:
-    rows = [
-      model + (SPT if spt else '') + (DEBUG if debug else '')
-      for debug in (False, True)
-      for spt in (False, True)
-    ]
-    rows = [row for row in rows if any((row, t) in runs for t in TABLE1_TASKS)]
+    rows = sorted(
+      {key[0] for key in runs if _parts(key[0])[0] == model},
+      key=lambda row: (_parts(row)[2], _parts(row)[1]),
+    )
     known = VARIANTS.get(model)
     if known is not None and not all(_parts(row)[2] for row in rows):
       if known.table1 is not None:
@@ -526,7 +543,7 @@ def leaderboard(
           + ' |'
         )
     for row in rows:
-      _, spt, is_debug = _parts(row)
+      _, protocol, is_debug = _parts(row)
       counts = sorted({len(runs[(row, t)]) for t in TABLE1_TASKS if (row, t) in runs})
       source = 'ours, debug (' if is_debug else 'ours ('
       source += '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
@@ -539,7 +556,7 @@ def leaderboard(
         )
         for t in TABLE1_TASKS
       ]
-      name = label(model) + (' + self-pretraining' if spt else '') + (DEBUG if is_debug else '')
+      name = label(model) + protocol.replace(SPT, ' + self-pretraining') + DEBUG * is_debug
       lines.append(
         f'| {name} | {source} | '
         + ' | '.join(cells)

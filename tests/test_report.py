@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from benchmarks import report
-from configs import variants
+from configs import pathfinder32, pathfinder32_short, variants
 
 
 def write_run(root, folder, task, seed, accuracy, **model):
@@ -218,7 +218,7 @@ def test_collapsed_and_never_learned_runs_are_counted_from_their_metrics(tmp_pat
   assert not binary.learned  # 55% is the binary tasks' threshold.
 
 
-def test_table3_and_self_pretrained_runs_have_their_own_rows(tmp_path):
+def test_table3_self_pretrained_and_shortened_runs_have_their_own_rows(tmp_path):
   root = tmp_path / 'runs'
   write_run(root, 'cls', 'listops', 0, 0.37, **LUNA16)
   write_run(root, 'pmean', 'listops', 0, 0.38, **dict(LUNA16, pooling='p'))
@@ -229,15 +229,25 @@ def test_table3_and_self_pretrained_runs_have_their_own_rows(tmp_path):
   (root / 'spt' / 'results.json').write_text(json.dumps(results))
   (root / 'spt' / 'finetune').mkdir()
   write_metrics(root / 'spt' / 'finetune', [(2500, 0.47)])  # The classifier's metrics.
+  full_steps = pathfinder32.get_config('luna16').training.num_train_steps
+  for name, steps in (('short', pathfinder32_short.LUNA_STEPS), ('full', full_steps)):
+    write_run(root, name, 'pathfinder32', 0, 0.6 if name == 'short' else 0.7, **LUNA16)
+    results = json.loads((root / name / 'results.json').read_text())
+    results['config']['training'] = {'num_train_steps': steps}
+    (root / name / 'results.json').write_text(json.dumps(results))
   runs, _ = report.read_runs(report.find_results(str(root)))
-  assert sorted(run.variant for run in runs) == ['luna16', 'luna16 (self-pretrained)',
-                                                 'luna16_pmean']  # fmt: skip
+  short = f'luna16 ({pathfinder32_short.LUNA_STEPS} steps)'
+  expected = ['luna16', 'luna16', short, 'luna16 (self-pretrained)', 'luna16_pmean']
+  assert sorted(run.variant for run in runs) == expected
+  assert report.recipe_steps('pathfinder32', 'luna16') == full_steps
   spt_health = [run.health for run in runs if run.pretraining][0]
   assert (spt_health.best, spt_health.best_step) == (pytest.approx(47.0), 2500)
   lines = report.leaderboard(report.accuracies(runs)).splitlines()[2:]
   assert lines == [
     '| Luna-16 | paper | 37.43 | 65.74 | 79.38 | 46.39 | 78.36 | 61.46 | 56.98 |',
-    '| Luna-16 | ours (1 run) | 37.00 | - | - | - | - | - | - |',
+    '| Luna-16 | ours (1 run) | 37.00 | - | - | - | 70.00 | - | - |',
+    f'| Luna-16 ({pathfinder32_short.LUNA_STEPS} steps) | ours (1 run) | - | - | - | - | 60.00 '
+    '| - | - |',
     '| Luna-16 + self-pretraining | ours (1 run) | 45.00 | - | - | - | - | - | - |',
     '| Luna-16 (P-mean) | paper (Table 3) | 38.06 | 65.81 | 80.22 | - | - | - | - |',
     '| Luna-16 (P-mean) | ours (1 run) | 38.00 | - | - | - | - | - | - |',
