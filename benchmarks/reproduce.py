@@ -2,8 +2,8 @@ r"""The LRA sweep: every task x model variant x seed through `train.py`, then th
 
   python -m benchmarks.reproduce --tasks all --variants luna16,luna256,transformer --seeds 3 \
       [--data_dir data] [--runs_dir runs] [--report_dir reports] [--devices auto] [--dry_run] \
-      [--runs_per_device N] [--memory_fraction F] [--order variant|seed] [--deadline_minutes M] \
-      [--collect_to DIR] [--task_config TASK=FILE] \
+      [--first_seed K] [--runs_per_device N] [--memory_fraction F] [--order variant|seed] \
+      [--deadline_minutes M] [--collect_to DIR] [--task_config TASK=FILE] \
       [-- <more train.py flags, e.g. --config.model.dtype=bfloat16>]
 
 Run (task, variant, seed k) is
@@ -229,7 +229,7 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
 def plan(
   tasks: Sequence[str],
   variants: Sequence[str],
-  seeds: int,
+  seeds: int | Sequence[int],
   data_root: Path,
   runs_dir: Path,
   debug: bool = False,
@@ -244,7 +244,7 @@ def plan(
     tasks: LRA task names.
     variants: config variants (`configs/<task>.py:<variant>`), each optionally with '+spt'
       (`parse_variant`).
-    seeds: seeds 0 .. seeds - 1.
+    seeds: the seeds, or their number (seeds 0 .. seeds - 1).
     data_root: `lra.prepare --data_dir`.
     runs_dir: the workdirs' root (debug runs: its `debug` sub-folder).
     debug: append ',debug' to the config argument (smoke tests).
@@ -269,7 +269,7 @@ def plan(
     for spec in variants:
       variant, flags = parse_variant(spec)
       argument = ','.join([variant, *flags, *(['debug'] if debug else [])])
-      for seed in range(seeds):
+      for seed in range(seeds) if isinstance(seeds, int) else seeds:
         folder = f'{config.stem}/{spec}/seed{seed}'
         workdir = (root / folder).resolve()
         command = [
@@ -591,7 +591,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     f'{" or ".join("+" + flag for flag in VARIANT_FLAGS)} (e.g. luna16+spt: self-pretraining).',
   )
   parser.add_argument(
-    '--seeds', type=cli.integer(1), default=3, help='seeds 0 .. N-1 per task and variant.'
+    '--seeds', type=cli.integer(1), default=3, help='N seeds per task and variant: 0 .. N-1.'
+  )
+  parser.add_argument(
+    '--first_seed',
+    type=cli.integer(0),
+    default=0,
+    help='the first seed: --seeds N --first_seed K runs seeds K .. K+N-1.',
   )
   parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
   parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
@@ -680,7 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = plan(
       tasks,
       variants,
-      args.seeds,
+      range(args.first_seed, args.first_seed + args.seeds),
       data_root,
       runs_dir,
       args.debug,

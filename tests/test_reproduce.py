@@ -272,6 +272,11 @@ def test_a_task_config_of_its_own_and_variants_with_spt_in_the_plan(tmp_path):
   assert runs[0].recipe['training']['num_train_steps'] == pathfinder32_short.LUNA_STEPS
   assert runs[1].command[3].endswith('configs/pathfinder32_short.py:transformer,spt')
   assert runs[1].recipe['self_pretraining']['num_train_steps'] == -1
+  later = reproduce.plan(['listops'], ['luna16'], range(2, 4), tmp_path, tmp_path)  # --first_seed 2
+  assert [(run.name, run.recipe['seed']) for run in later] == [
+    ('listops/luna16/seed2', 2),
+    ('listops/luna16/seed3', 3),
+  ]
   with pytest.raises(ValueError, match="is a config of 'pathfinder32', not of 'listops'"):
     reproduce.plan(['listops'], ['luna16'], 1, tmp_path, tmp_path, task_configs={'listops':
                    short['pathfinder32']})  # fmt: skip
