@@ -569,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """The command line (module docstring); returns 0 when every run finished and the report was
   written, else 1."""
   started = time.monotonic()
+  start_time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
   argv = list(sys.argv[1:] if argv is None else argv)
   given = list(argv)
   train_flags = argv[argv.index('--') + 1 :] if '--' in argv else []
@@ -737,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.collect_to is not None:
     sweep = {
       'command': ['python', '-m', 'benchmarks.reproduce', *given],
-      'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'started': start_time,
       'minutes': round((time.monotonic() - started) / 60, 2),
       'deadline_minutes': args.deadline_minutes,
       'runs_per_device': args.runs_per_device,
