@@ -9,27 +9,32 @@ Every `results.json` under `--runs_dir` (written by `luna_jax.training.trainer.t
 is one run, counted once (a folder with a results.json is not searched further: a self-pretraining
 run's stages are part of it). Only LRA classifier runs on the five Table-1 tasks are in the table,
 each with its task's metric (test accuracy); the other results.json files (masked-LM pretraining,
-whose accuracy is a token accuracy, token models, other tasks, Path-X) and unfinished workdirs are
-listed under the table. Debug runs (`config.debug`) have their own rows, never averaged with real
-ones; a run evaluated on part of its test split (`training.num_eval_batches`) is marked *. A missing
-`--runs_dir`, one without any such run, or an unreadable results.json (named) is an error (exit
-status 1). Runs are grouped by model variant (read from the stored config: model name, attention,
-projection length, contextual P) and task. `leaderboard.md` gives the test accuracy (%) per task (of
+whose accuracy is a token accuracy, token models, other tasks, Path-X) and unfinished workdirs (with
+how far they got, from their metrics.jsonl) are listed under the table. Debug runs (`config.debug`)
+have their own rows, never averaged with real ones, and so have self-pretrained runs (`spt`: their
+results.json has `pretraining`; the notes give their pretraining steps and time); a run evaluated
+on part of its test split (`training.num_eval_batches`) is marked *. A missing `--runs_dir`, one
+without any such run, or an unreadable results.json (named) is an error (exit status 1). Runs are
+grouped by model variant (read from the stored config: model name, attention, projection length,
+contextual P, P-mean pooling) and task. `leaderboard.md` gives the test accuracy (%) per task (of
 the final parameters, the official LRA protocol, or with `--checkpoint best` of the best validation
 checkpoint's; both are in every `results.json`; a best checkpoint chosen on test data, because the
 run's validation split was its test split, is marked †), mean ± sample standard deviation over the
-runs (seeds) when there are several, the 5-task average and the average without Retrieval (computed
-from the per-task means, only when every task is there), each model's row from the Luna paper's
-Table 1 next to it. `figure1.png` plots, like the paper's Figure 1, the average accuracy without
-Retrieval against training steps/s, bubble area proportional to peak memory, from a
-`benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy is ours when
-every task but Retrieval has runs, else the paper's (hollow bubble).
+runs (seeds) when there are several, how many of them collapsed or never learned (`health`, from
+each run's metrics.jsonl), the 5-task average and the average without Retrieval (computed from the
+per-task means, only when every task is there), each model's row from the Luna paper's Table 1 (or,
+for the P-mean variants, Table 3) next to it. `figure1.png` plots, like the paper's Figure 1, the
+average accuracy without Retrieval against training steps/s, bubble area proportional to peak
+memory, from a `benchmarks.speed_memory` train_step JSON at one sequence length; a model's accuracy
+is ours when every task but Retrieval has runs, else the paper's (hollow bubble).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import importlib
 import json
 import os
 import statistics
@@ -41,11 +46,12 @@ from configs.variants import (
   CONFIG_VARIANTS,
   TABLE1_TASKS,
   TABLE1_TITLES,
+  TABLE3_TASKS,
   VARIANTS,
   label,
   variant_of,
 )
-from lra import cli
+from lra import cli, image, listops, pathfinder, retrieval, text
 
 #: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
 CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
@@ -55,8 +61,32 @@ CLASSIFIER_MODELS = ('luna', 'transformer')
 #: Suffix of the variant key of debug (smoke-test) runs: their own rows, never averaged with real
 #: runs.
 DEBUG = ' (debug)'
+#: Suffix of the variant key of self-pretrained runs (results.json with `pretraining`): their own
+#: rows, never averaged with runs trained from scratch.
+SPT = ' (self-pretrained)'
+#: Suffix of the variant key of runs with other training steps than their task config's recipe
+#: (e.g. configs/pathfinder32_short.py): their own rows, named with their steps.
+STEPS = ' ({} steps)'
 #: Mark of a cell with a run evaluated on part of its test split (`training.num_eval_batches`).
 PARTIAL = '*'
+#: Chance accuracy of each Table-1 task: one over its number of classes.
+CHANCE = {
+  'listops': 1 / listops.NUM_CLASSES,
+  'text': 1 / text.NUM_CLASSES,
+  'retrieval': 1 / retrieval.NUM_CLASSES,
+  'image': 1 / image.NUM_CLASSES,
+  'pathfinder32': 1 / pathfinder.NUM_CLASSES,
+}
+#: A run learned when its best validation accuracy gained at least this share of the room above
+#: chance (ListOps: 10% + 0.1 x 90% = 19%, above any constant prediction of the official
+#: distribution, whose largest class holds about 17%; the binary tasks: 55%).
+LEARNED_GAIN = 0.1
+#: A run that learned collapsed when its final validation accuracy kept less than this share of its
+#: best gain over chance.
+KEPT_GAIN = 0.5
+#: The stage of a self-pretraining run whose metrics are the classifier's
+#: (`luna_jax.training.self_pretraining.FINETUNE_DIR`).
+FINETUNE_DIR = 'finetune'
 
 
 class ReportError(ValueError):
@@ -77,6 +107,8 @@ class RunResult:
     partial: evaluated on a sample of a split (`partial_evaluation`; older results:
       `training.num_eval_batches` != -1).
     selected_on_test: the best checkpoint was chosen on test data (`selected_on_test`).
+    health: what its validation accuracies say (`health`), or None without a metrics.jsonl.
+    pretraining: a self-pretrained run's `pretraining` record (results.json), else None.
   """
 
   path: str
@@ -87,10 +119,95 @@ class RunResult:
   best: float | None
   partial: bool
   selected_on_test: bool
+  health: Health | None = None
+  pretraining: Mapping[str, Any] | None = None
 
   @property
   def key(self) -> tuple[str, str]:
     return self.variant, self.task
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+  """Whether a run learned and kept it, from its validation accuracies (%).
+
+  With chance c (`CHANCE`), best validation accuracy b and final validation accuracy f: the run
+  learned when b >= c + `LEARNED_GAIN` x (100 - c); a run that learned collapsed when
+  f < c + `KEPT_GAIN` x (b - c), i.e. it lost more than half of its best gain over chance by the
+  end (the H200 ListOps Transformer of benchmarks/results/gpu/listops: best 35.85% at step 500,
+  final 20.00%). A run that never learned did not collapse (it is counted apart). Predictions are
+  not logged, so a constant prediction is not detected as such; these are the figures that are.
+
+  Attributes:
+    best: best validation accuracy (%) of its logged evaluations and its final one.
+    best_step: the step of `best`.
+    final: validation accuracy (%) of the final parameters (results.json).
+    learned: see above.
+    collapsed: see above.
+  """
+
+  best: float
+  best_step: int
+  final: float
+  learned: bool
+  collapsed: bool
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+  """The entries of a metrics.jsonl, in file order; a line that is not a JSON object (the last line
+  of a killed writer) is skipped."""
+  entries = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        entry = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(entry, dict):
+        entries.append(entry)
+  return entries
+
+
+def metrics_file(run_dir: str) -> str | None:
+  """The metrics.jsonl of the classifier a run folder trained: its own, or its finetune stage's
+  (self-pretraining); None if there is neither."""
+  for path in (
+    os.path.join(run_dir, 'metrics.jsonl'),
+    os.path.join(run_dir, FINETUNE_DIR, 'metrics.jsonl'),
+  ):
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def health(
+  task: str, final_validation: float, final_step: int, entries: Sequence[Mapping[str, Any]]
+) -> Health:
+  """The `Health` of a finished run of `task`.
+
+  Args:
+    task: a Table-1 task (its chance level, `CHANCE`).
+    final_validation: validation accuracy (fraction) of the final parameters (results.json).
+    final_step: the run's last step (results.json).
+    entries: its metrics.jsonl (`read_metrics`); the entries with 'validation_accuracy' count.
+  """
+  chance = 100.0 * CHANCE[task]
+  final = 100.0 * final_validation
+  evaluations = [
+    (100.0 * e['validation_accuracy'], e.get('step', 0))
+    for e in entries
+    if 'validation_accuracy' in e
+  ]
+  # The earliest step of the best accuracy.
+  best, best_step = max([*evaluations, (final, final_step)], key=lambda e: (e[0], -e[1]))
+  learned = best >= chance + LEARNED_GAIN * (100.0 - chance)
+  return Health(
+    best=best,
+    best_step=best_step,
+    final=final,
+    learned=learned,
+    collapsed=learned and final < chance + KEPT_GAIN * (best - chance),
+  )
 
 
 def find_results(runs_dir: str) -> list[str]:
@@ -117,17 +234,53 @@ def find_results(runs_dir: str) -> list[str]:
 
 
 def unfinished_runs(runs_dir: str) -> list[str]:
-  """The workdirs under `runs_dir` with checkpoints but no results.json (runs in progress or
-  stopped), outside any finished run's folder."""
+  """The workdirs under `runs_dir` without results.json (runs in progress, stopped, or copied
+  unfinished by `benchmarks.reproduce --collect_to`), outside any finished run's folder: folders
+  with checkpoints, a `kind.json` (every trainer workdir, a self-pretraining run's too) or a
+  metrics.jsonl."""
   unfinished = []
   for root, dirs, files in os.walk(runs_dir):
     dirs.sort()
     if 'results.json' in files:
       dirs.clear()
-    elif 'checkpoints' in dirs and os.path.basename(root) not in ('pretrain', 'finetune'):
+    elif ('checkpoints' in dirs or {'kind.json', 'metrics.jsonl'} & set(files)) and (
+      os.path.basename(root) not in ('pretrain', FINETUNE_DIR)
+    ):
       unfinished.append(root)
       dirs.clear()
   return sorted(unfinished)
+
+
+def progress(workdir: str) -> str:
+  """How far an unfinished run got, from its metrics.jsonl (a self-pretraining run: the stage it
+  reached), e.g. 'at step 2300 of 5000, validation accuracy 16.10% (best 35.85% at step 850)'."""
+  candidates = [
+    ('', workdir),
+    (f'{FINETUNE_DIR} stage ', os.path.join(workdir, FINETUNE_DIR)),
+    ('pretrain stage ', os.path.join(workdir, 'pretrain')),
+  ]
+  for stage, folder in candidates:
+    path = os.path.join(folder, 'metrics.jsonl')
+    if not os.path.isfile(path):
+      continue
+    entries = read_metrics(path)
+    if not entries:
+      break
+    text = f'{stage}at step {max(e.get("step", 0) for e in entries)}'
+    config = os.path.join(folder, 'config.json')
+    if os.path.isfile(config):
+      with open(config, encoding='utf-8') as f:
+        text += f' of {json.load(f)["training"]["num_train_steps"]}'
+    evaluations = [(e['validation_accuracy'], e.get('step', 0)) for e in entries if
+                   'validation_accuracy' in e]  # fmt: skip
+    if evaluations:
+      best, step = max(evaluations, key=lambda pair: (pair[0], -pair[1]))
+      text += (
+        f', validation accuracy {100 * evaluations[-1][0]:.2f}% (best {100 * best:.2f}% at step '
+        f'{step})'
+      )
+    return text
+  return 'nothing logged'
 
 
 #: What every results.json of `train.py` holds and the report reads.
@@ -184,10 +337,17 @@ def read_runs(paths: Sequence[str]) -> tuple[list[RunResult], list[str]]:
       skipped.append(f'{path}: task {task!r} is not a column of Table 1')
       continue
     best = results.get('best', {}).get('test')
+    metrics = metrics_file(os.path.dirname(path))
+    final_validation = results.get('validation', {}).get('accuracy')
+    pretraining = results.get('pretraining')
+    variant = variant_of(config['model'])
+    steps = config.get('training', {}).get('num_train_steps')
+    other_steps = not config.get('debug') and steps not in (None, recipe_steps(task, variant))
+    variant += (SPT if pretraining is not None else '') + (STEPS.format(steps) * other_steps)
     runs.append(
       RunResult(
         path=path,
-        variant=variant_of(config['model']) + (DEBUG if config.get('debug') else ''),
+        variant=variant + (DEBUG if config.get('debug') else ''),
         task=task,
         seed=config['seed'],
         final=100.0 * results['test']['accuracy'],
@@ -196,6 +356,10 @@ def read_runs(paths: Sequence[str]) -> tuple[list[RunResult], list[str]]:
           'partial_evaluation', config.get('training', {}).get('num_eval_batches', -1) != -1
         ),
         selected_on_test=selected_on_test(results),
+        health=None
+        if metrics is None or final_validation is None
+        else health(task, final_validation, results.get('step', 0), read_metrics(metrics)),
+        pretraining=pretraining,
       )
     )
   if unreadable:
@@ -279,70 +443,176 @@ def averages(task_means: Mapping[str, float]) -> tuple[float | None, float | Non
 ON_TEST = '†'
 
 
-def _cell(values: Sequence[float] | None, on_test: bool = False, partial: bool = False) -> str:
+def _cell(
+  values: Sequence[float] | None,
+  on_test: bool = False,
+  partial: bool = False,
+  failures: tuple[int, int, int] = (0, 0, 0),
+) -> str:
   if not values:
     return '-'
   mark = (ON_TEST if on_test else '') + (PARTIAL if partial else '')
   if len(values) == 1:
-    return f'{values[0]:.2f}{mark}'
-  return f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{mark}'
+    text = f'{values[0]:.2f}{mark}'
+  else:
+    text = f'{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}{mark}'
+  collapsed, never_learned, checked = failures
+  counts = [f'{collapsed} collapsed'] * bool(collapsed) + [f'{never_learned} never learned'] * bool(
+    never_learned
+  )
+  return text + (f' ({", ".join(counts)} of {checked})' if counts else '')
 
 
 def _number(value: float | None, on_test: bool = False) -> str:
   return '-' if value is None else f'{value:.2f}' + (ON_TEST if on_test else '')
 
 
+@functools.cache
+def recipe_steps(task: str, variant: str) -> int | None:
+  """`training.num_train_steps` of `configs/<task>.py:<variant>`, None for a variant the task
+  configs do not take."""
+  if variant not in CONFIG_VARIANTS:
+    return None
+  return importlib.import_module(f'configs.{task}').get_config(variant).training.num_train_steps
+
+
+def _parts(variant: str) -> tuple[str, str, bool]:
+  """A variant key's model variant, its protocol suffix (`SPT`, `STEPS`; '' for the recipe) and
+  whether debug (`DEBUG`)."""
+  debug = variant.endswith(DEBUG)
+  model, _, protocol = variant.removesuffix(DEBUG).partition(' ')
+  return model, f' {protocol}' if protocol else '', debug
+
+
+def health_counts(runs: Sequence[RunResult]) -> dict[tuple[str, str], tuple[int, int, int]]:
+  """By (variant, task): (runs that collapsed, runs that never learned, runs with a `Health`)."""
+  counts: dict[tuple[str, str], tuple[int, int, int]] = {}
+  for run in runs:
+    if run.health is not None:
+      collapsed, never_learned, checked = counts.get(run.key, (0, 0, 0))
+      counts[run.key] = (
+        collapsed + run.health.collapsed,
+        never_learned + (not run.health.learned),
+        checked + 1,
+      )
+  return counts
+
+
 def leaderboard(
   runs: Mapping[tuple[str, str], Sequence[float]],
   on_test: frozenset[tuple[str, str]] = frozenset(),
   partial: frozenset[tuple[str, str]] = frozenset(),
+  failures: Mapping[tuple[str, str], tuple[int, int, int]] | None = None,
 ) -> str:
-  """The markdown table: for every model with runs, its paper row and its row of runs.
+  """The markdown table: for every model with runs, its paper row and its rows of runs.
 
   Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
-  test data), cells of the keys in `partial` * (evaluated on part of the test split). Debug runs
-  (variants ending in `DEBUG`) have their own row, after the model's, and no paper row.
+  test data), cells of the keys in `partial` * (evaluated on part of the test split); a cell whose
+  runs include some that collapsed or never learned (`failures`, `health_counts`) says how many,
+  e.g. '27.92 ± 11.30 (1 collapsed of 3)'. Self-pretrained runs (variants ending in `SPT`), runs
+  of other lengths than the recipe (`STEPS`) and debug runs (`DEBUG`) have their own rows after
+  the model's. The paper row is Table 1's, or Table 3's for the P-mean variants (ListOps, Text and
+  Retrieval only).
   """
-  real = sorted({key[0] for key in runs if not key[0].endswith(DEBUG)})
-  variants = [v for v in CONFIG_VARIANTS if v in real] + [v for v in real if v not in VARIANTS]
-  debug = {key[0] for key in runs if key[0].endswith(DEBUG)}
-  ordered = []
-  for base in [*variants, *sorted({v.removesuffix(DEBUG) for v in debug} - set(variants))]:
-    ordered += [v for v in (base, base + DEBUG) if v in real or v in debug]
+  failures = failures or {}
+  models = {_parts(key[0])[0] for key in runs}
+  ordered_models = [v for v in CONFIG_VARIANTS if v in models] + sorted(models - set(VARIANTS))
   lines = [
     '| Model | Source | ' + ' | '.join(TABLE1_TITLES) + ' | Avg | Avg (w/o rtl) |',
     '|---|---|' + '---:|' * (len(TABLE1_TASKS) + 2),
   ]
-  for variant in ordered:
-    is_debug = variant.endswith(DEBUG)
-    base = variant.removesuffix(DEBUG)
-    table1 = VARIANTS[base].table1 if base in VARIANTS and not is_debug else None
-    if table1 is not None:
-      paper = dict(zip(TABLE1_TASKS, table1))
+  for model in ordered_models:
+    rows = sorted(
+      {key[0] for key in runs if _parts(key[0])[0] == model},
+      key=lambda row: (_parts(row)[2], _parts(row)[1]),
+    )
+    known = VARIANTS.get(model)
+    if known is not None and not all(_parts(row)[2] for row in rows):
+      if known.table1 is not None:
+        paper, source = dict(zip(TABLE1_TASKS, known.table1)), 'paper'
+      elif known.table3 is not None:
+        paper, source = dict(zip(TABLE3_TASKS, known.table3)), 'paper (Table 3)'
+      else:
+        paper = {}
+      if paper:
+        lines.append(
+          f'| {label(model)} | {source} | '
+          + ' | '.join(_number(paper.get(t)) for t in TABLE1_TASKS)
+          + ' | '
+          + ' | '.join(_number(a) for a in averages(paper))
+          + ' |'
+        )
+    for row in rows:
+      _, protocol, is_debug = _parts(row)
+      counts = sorted({len(runs[(row, t)]) for t in TABLE1_TASKS if (row, t) in runs})
+      source = 'ours, debug (' if is_debug else 'ours ('
+      source += '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
+      means = {t: statistics.fmean(runs[(row, t)]) for t in TABLE1_TASKS if (row, t) in runs}
+      marked = {t for t in TABLE1_TASKS if (row, t) in on_test}
+      average_marks = (bool(marked), bool(marked - {'retrieval'}))
+      cells = [
+        _cell(
+          runs.get((row, t)), t in marked, (row, t) in partial, failures.get((row, t), (0, 0, 0))
+        )
+        for t in TABLE1_TASKS
+      ]
+      name = label(model) + protocol.replace(SPT, ' + self-pretraining') + DEBUG * is_debug
       lines.append(
-        f'| {label(base)} | paper | '
-        + ' | '.join(f'{paper[t]:.2f}' for t in TABLE1_TASKS)
+        f'| {name} | {source} | '
+        + ' | '.join(cells)
         + ' | '
-        + ' | '.join(_number(a) for a in averages(paper))
+        + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks))
         + ' |'
       )
-    counts = sorted({len(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs})
-    source = 'ours, debug (' if is_debug else 'ours ('
-    source += '/'.join(map(str, counts)) + (' run)' if counts == [1] else ' runs)')
-    means = {t: statistics.fmean(runs[(variant, t)]) for t in TABLE1_TASKS if (variant, t) in runs}
-    marked = {t for t in TABLE1_TASKS if (variant, t) in on_test}
-    average_marks = (bool(marked), bool(marked - {'retrieval'}))
-    cells = [
-      _cell(runs.get((variant, t)), t in marked, (variant, t) in partial) for t in TABLE1_TASKS
-    ]
-    lines.append(
-      f'| {label(base)}{DEBUG if is_debug else ""} | {source} | '
-      + ' | '.join(cells)
-      + ' | '
-      + ' | '.join(_number(a, m) for a, m in zip(averages(means), average_marks))
-      + ' |'
-    )
   return '\n'.join(lines)
+
+
+def health_notes(runs: Sequence[RunResult]) -> list[str]:
+  """The leaderboard's notes on collapse: the definition, how many runs it could check, and every
+  run that collapsed or never learned with its best and final validation accuracy."""
+  checked = [run for run in runs if run.health is not None]
+  if not checked:
+    return []
+  lines = [
+    f"Collapsed / never learned (from each run's metrics.jsonl and results.json; {len(checked)} of "
+    f'{len(runs)} runs have a metrics.jsonl): with chance c (one over the number of classes), best '
+    f'validation accuracy b over the logged evaluations and the final one, and final validation '
+    f'accuracy f, a run learned when b >= c + {LEARNED_GAIN:g} x (100 - c) (ListOps: 19%, above '
+    f'any constant prediction; binary tasks: 55%); a run that learned collapsed when '
+    f'f < c + {KEPT_GAIN:g} x (b - c), i.e. it lost more than half of its best gain over chance.'
+  ]
+  for run in checked:
+    if run.health.collapsed or not run.health.learned:
+      what = 'collapsed' if run.health.collapsed else 'never learned'
+      lines.append(
+        f'- {run.path}: {what}: best validation {run.health.best:.2f}% (step '
+        f'{run.health.best_step}), final {run.health.final:.2f}%, test {run.final:.2f}%'
+      )
+  return ['\n'.join(lines)]
+
+
+def pretraining_notes(runs: Sequence[RunResult]) -> list[str]:
+  """The leaderboard's notes on the self-pretrained runs: each one's masked-LM steps, their speed
+  and time (compilation excluded) and the masked-token validation accuracy."""
+  lines = []
+  for run in runs:
+    if run.pretraining is None:
+      continue
+    steps, speed = run.pretraining.get('step'), run.pretraining.get('steps_per_sec')
+    text = f'- {run.path}: {steps} masked-LM steps'
+    if steps and speed:
+      text += f' at {speed:.3g} steps/s ({steps / speed / 60:.2f} min, compilation excluded)'
+    accuracy = run.pretraining.get('validation', {}).get('accuracy')
+    if accuracy is not None:
+      text += f', masked-token validation accuracy {100 * accuracy:.2f}%'
+    lines.append(text)
+  if not lines:
+    return []
+  return [
+    "Self-pretrained rows (+ self-pretraining): masked-LM pretraining on the task's own training "
+    "inputs, then the task's recipe from that encoder (Amos, Berant and Gupta, ICLR 2024):\n"
+    + '\n'.join(lines)
+  ]
 
 
 def leaderboard_markdown(
@@ -352,30 +622,34 @@ def leaderboard_markdown(
   on_test: frozenset[tuple[str, str]] = frozenset(),
   partial: frozenset[tuple[str, str]] = frozenset(),
   left_out: Sequence[str] = (),
+  failures: Mapping[tuple[str, str], tuple[int, int, int]] | None = None,
+  notes: Sequence[str] = (),
 ) -> str:
   """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table, the notes
-  on its marks († `on_test`, * `partial`, debug rows) and the runs `left_out` (results.json files
-  that are not LRA classifier runs, unfinished workdirs), one per line."""
+  on its marks († `on_test`, * `partial`, debug rows), more `notes` (`health_notes`,
+  `pretraining_notes`) and the runs `left_out` (results.json files that are not LRA classifier
+  runs, unfinished workdirs), one per line."""
   total = sum(len(v) for v in runs.values())
-  notes = []
+  marks = []
   if on_test:
-    notes.append(
+    marks.append(
       f'{ON_TEST} Selected on test data: the best checkpoint of at least one of these runs '
       'was chosen on its validation split, which is its test split (the official LRA Text '
       'protocol), so the figure is not a held-out one.'
     )
   if partial:
-    notes.append(
+    marks.append(
       f'{PARTIAL} Partial: at least one of these runs was evaluated on a sample of its test '
       'split (training.num_eval_batches != -1), not on all of it.'
     )
   if any(variant.endswith(DEBUG) for variant, _ in runs):
-    notes.append(
+    marks.append(
       'Rows marked (debug) are smoke-test runs (config.debug: one small layer, 5 steps): they '
       'check the pipeline and say nothing about the model; they are never averaged with real runs.'
     )
+  marks += notes
   if left_out:
-    notes.append('Not in the table:\n' + '\n'.join(f'- {line}' for line in left_out))
+    marks.append('Not in the table:\n' + '\n'.join(f'- {line}' for line in left_out))
   return '\n'.join(
     [
       '# LRA leaderboard',
@@ -383,12 +657,12 @@ def leaderboard_markdown(
       f'{total} runs from `{runs_dir}`: test accuracy (%) of {CHECKPOINTS[checkpoint]}, '
       'mean ± sample standard deviation over runs (seeds) where there are several. '
       'Avg: mean of the 5 task means; Avg (w/o rtl): without Retrieval (both only when every '
-      'task has runs). Paper rows: Luna paper (Ma et al., NeurIPS 2021) Table 1, the baselines '
-      'there from Tay et al. (2021).',
+      'task has runs). Paper rows: Luna paper (Ma et al., NeurIPS 2021) Table 1 (Table 3 for the '
+      'P-mean pooling), the baselines there from Tay et al. (2021).',
       '',
-      leaderboard(runs, on_test, partial),
+      leaderboard(runs, on_test, partial, failures),
       '',
-      *[line for note in notes for line in (note, '')],
+      *[line for note in marks for line in (note, '')],
     ]
   )
 
@@ -512,9 +786,21 @@ def write_report(
   table = accuracies(runs, checkpoint)
   on_test = frozenset(run.key for run in runs if run.selected_on_test and checkpoint == 'best')
   partial = frozenset(run.key for run in runs if run.partial)
-  left_out = [*skipped, *(f'{path}: unfinished (no results.json)' for path in unfinished)]
+  left_out = [
+    *skipped,
+    *(f'{path}: unfinished (no results.json), {progress(path)}' for path in unfinished),
+  ]
   os.makedirs(output_dir, exist_ok=True)
-  markdown = leaderboard_markdown(table, source, checkpoint, on_test, partial, left_out)
+  markdown = leaderboard_markdown(
+    table,
+    source,
+    checkpoint,
+    on_test,
+    partial,
+    left_out,
+    health_counts(runs),
+    [*health_notes(runs), *pretraining_notes(runs)],
+  )
   with open(os.path.join(output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
     f.write(markdown)
   print(f'{len(runs)} runs -> {os.path.join(output_dir, "leaderboard.md")}')

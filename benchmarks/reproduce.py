@@ -2,31 +2,57 @@ r"""The LRA sweep: every task x model variant x seed through `train.py`, then th
 
   python -m benchmarks.reproduce --tasks all --variants luna16,luna256,transformer --seeds 3 \
       [--data_dir data] [--runs_dir runs] [--report_dir reports] [--devices auto] [--dry_run] \
+      [--first_seed K] [--runs_per_device N] [--memory_fraction F] [--order variant|seed] \
+      [--deadline_minutes M] [--collect_to DIR] [--task_config TASK=FILE] \
       [-- <more train.py flags, e.g. --config.model.precision=bfloat16>]
 
 Run (task, variant, seed k) is
   train.py --config configs/<task>.py:<variant> --workdir <runs_dir>/<task>/<variant>/seed<k>
            --config.seed=<k> --config.data.data_dir=<the task's folder written by lra.prepare>
-with its output in `<workdir>/train.log`. A run whose workdir holds the `results.json` of the
-requested recipe (the config file with the seed, the data folder and the `--config.*` flags after
-`--`, compared as the trainer compares a resumed run, plus the number of steps and evaluation
-batches) is finished and skipped; one that holds another run's results is not counted and is
-reported (move it away); any other is started, and the trainer resumes it from its newest
-checkpoint. `--debug` runs go to `<runs_dir>/debug/...` and their report to `<report_dir>/debug`,
-apart from the real ones. With several
-GPUs visible (`CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`) the runs go one per GPU
-(`CUDA_VISIBLE_DEVICES=<gpu>` for each child process), otherwise one after another on every device.
+with its output in `<workdir>/train.log`. A variant may carry the config argument's `spt` flag as
+`<variant>+spt` (self-pretraining, then the recipe: `configs/<task>.py:<variant>,spt`, workdir
+`.../<variant>+spt/seed<k>`). `--task_config TASK=FILE` gives a task another config file (e.g.
+`listops=configs/listops_cpu.py`); its runs go to `<runs_dir>/<file name>/...`. A run
+whose workdir holds the `results.json` of the requested recipe (the config file with the seed, the
+data folder and the `--config.*` flags after `--`, compared as the trainer compares a resumed run,
+plus the number of steps and evaluation batches) is finished and skipped; one that holds another
+run's results is not counted and is reported (move it away); any other is started, and the trainer
+resumes it from its newest checkpoint. `--debug` runs go to `<runs_dir>/debug/...` and their report
+to `<report_dir>/debug`, apart from the real ones.
+
+Where runs go: with several GPUs visible (`CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`), each GPU
+takes `--runs_per_device` runs at a time (`CUDA_VISIBLE_DEVICES=<gpu>` for each child process);
+without GPUs that many run at a time on every device (one by default). The queue is taken in plan
+order (`--order variant`: task, variant, seed; `--order seed`: every variant's seed 0 first, then
+seed 1, ..., so that a sweep cut short by its deadline has seeds of every variant), each run
+started as soon as a place frees. With `--runs_per_device` N > 1, each run's process may use
+`MEMORY_SHARE` / N of its GPU's memory (`--memory_fraction` sets another share, e.g. for runs of
+unequal size), through `XLA_CLIENT_MEM_FRACTION` (the name jax >= 0.10 reads; the deprecated
+`XLA_PYTHON_CLIENT_MEM_FRACTION` is removed from the child's environment, since jax refuses both
+together), allocated as needed (`XLA_PYTHON_CLIENT_PREALLOCATE=false`): JAX's GPU memory
+documentation, "Running multiple JAX processes concurrently". On a CPU these variables do nothing.
+The settings a run gets are written before its command at the top of its `train.log`.
+
 A line per run says when it starts, where it is every `--status_every` seconds, and how it ended; a
-failed run is reported with the last lines of its log and the others go on. At the end
-`benchmarks.report` writes `leaderboard.md` (Table 1) and `figure1.png` (Figure 1) into
-`--report_dir` from the sweep's finished runs. `all` is the five tasks of Table 1; Path-X is
-`--tasks pathx`.
+failed run is reported with the last lines of its log and the others go on. `--deadline_minutes M`
+ends the sweep M minutes after it started: no run starts after that, and running ones are stopped
+(SIGTERM, then SIGKILL after `STOP_GRACE` seconds) and count as partial (left out of the
+leaderboard; their checkpoints let the same command resume them). `--collect_to DIR` then copies
+the small files of every run (results.json, config.json, metrics.jsonl, kind.json, train.log with
+its progress bars reduced to their last state; the same for a self-pretraining run's stages) to
+`DIR/runs/<same path as under --runs_dir>/` and writes `DIR/sweep.json` (each run's command, the
+environment settings it got, its state: finished, partial, failed, not started or not counted, its
+minutes); checkpoints stay behind. At the end `benchmarks.report` writes `leaderboard.md` (Table 1,
+with how many runs collapsed) and `figure1.png` (Figure 1) into `--report_dir` from the sweep's
+finished runs (with `--collect_to`, from their copies, and the partial ones listed with how far they
+got). `all` is the five tasks of Table 1; Path-X is `--tasks pathx`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 import shlex
@@ -34,7 +60,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +68,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import report
+from configs import base
 from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
 from lra import cli, prepare
 from lra.core import DataError
@@ -53,6 +80,24 @@ LOG = 'train.log'
 DEBUG_DIR = 'debug'
 #: Lines of a failed run's log that are printed.
 TAIL_LINES = 15
+#: Config-argument flags a variant of `--variants` may carry after '+' (configs/base.py FLAGS;
+#: `--debug` sets the other).
+VARIANT_FLAGS = tuple(flag for flag in base.FLAGS if flag != 'debug')
+#: Share of a GPU's memory that the runs on it may use together (`--runs_per_device` > 1).
+MEMORY_SHARE = 0.9
+#: Seconds a run stopped at the deadline gets between SIGTERM and SIGKILL.
+STOP_GRACE = 20.0
+#: What `--collect_to` copies of a run folder and of each self-pretraining stage (`train.log` is
+#: copied with its progress bars reduced to their last state).
+SMALL_FILES = ('results.json', 'config.json', 'metrics.jsonl', 'kind.json')
+#: The states of a run after a sweep (`Run.outcome`).
+FINISHED, FAILED, PARTIAL, NOT_STARTED, NOT_COUNTED = (
+  'finished',
+  'failed',
+  'partial',
+  'not started',
+  'not counted',
+)
 
 
 #: Prefix of `Run.state()` for a workdir that holds the results of another run.
@@ -64,7 +109,16 @@ class Run:
   """One training run of the sweep.
 
   Attributes:
+    task: the LRA task.
+    variant: the `--variants` entry ('luna16', 'luna16+spt').
+    seed: `config.seed`.
+    workdir: its `--workdir`.
+    command: the `train.py` command line.
     recipe: the resolved config `train.py` runs it with (`recipe_config`).
+    folder: its folder under the runs root (config file name / variant / seed<k>).
+    outcome: after `execute`, one of FINISHED, FAILED, PARTIAL, NOT_STARTED, NOT_COUNTED.
+    seconds: after `execute`, the wall-clock seconds of its process (None if it did not run).
+    env: the environment settings its process got from the sweep.
   """
 
   task: str
@@ -73,19 +127,29 @@ class Run:
   workdir: Path
   command: list[str]
   recipe: dict[str, Any]
+  folder: str = ''
+  outcome: str = NOT_STARTED
+  seconds: float | None = None
+  env: dict[str, str] = dataclasses.field(default_factory=dict)
 
   @property
   def name(self) -> str:
-    return f'{self.task}/{self.variant}/seed{self.seed}'
+    return self.folder or f'{self.task}/{self.variant}/seed{self.seed}'
 
   def state(self) -> str:
-    """'finished', 'holds another run: <why>', 'resume from step N' or 'new'.
+    """'finished', 'holds another run: <why>', 'resume from step N[ of the <stage> stage]' or
+    'new'.
 
     Finished means a results.json of this recipe (`recipe_differences`) that reached its last step.
     """
     results_path = self.workdir / 'results.json'
-    steps = [int(p.name) for p in (self.workdir / 'checkpoints').glob('*') if p.name.isdigit()]
-    resume = f'resume from step {max(steps)}' if steps else 'new'
+    resume = 'new'
+    for stage in ('', self_pretraining.FINETUNE_DIR, self_pretraining.PRETRAIN_DIR):
+      folder = self.workdir / stage / 'checkpoints'
+      steps = [int(p.name) for p in folder.glob('*') if p.name.isdigit()]
+      if steps:
+        resume = f'resume from step {max(steps)}' + (f' of the {stage} stage' if stage else '')
+        break
     if not results_path.exists():
       return resume
     recipe = self.recipe
@@ -147,49 +211,84 @@ def parse_tasks(spec: str) -> list[str]:
   return list(TABLE1_TASKS) if spec.strip() == 'all' else prepare.parse_tasks(spec)
 
 
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+  """A `--variants` entry 'variant[+flag...]' -> (variant, flags).
+
+  Raises:
+    ValueError: an unknown variant or flag, listing the known ones.
+  """
+  variant, *flags = spec.split('+')
+  if variant not in CONFIG_VARIANTS or any(flag not in VARIANT_FLAGS for flag in flags):
+    raise ValueError(
+      f'{spec!r}: a variant is one of {", ".join(CONFIG_VARIANTS)}, optionally followed by '
+      f'{" or ".join(f"+{flag}" for flag in VARIANT_FLAGS)}'
+    )
+  return variant, flags
+
+
 def plan(
   tasks: Sequence[str],
   variants: Sequence[str],
-  seeds: int,
+  seeds: int | Sequence[int],
   data_root: Path,
   runs_dir: Path,
   debug: bool = False,
   train_flags: Sequence[str] = (),
+  *,
+  task_configs: Mapping[str, str] | None = None,
+  order: str = 'variant',
 ) -> list[Run]:
-  """The runs of the sweep, task by task, then variant, then seed.
+  """The runs of the sweep, in queue order.
 
   Args:
     tasks: LRA task names.
-    variants: config variants (`configs/<task>.py:<variant>`).
-    seeds: seeds 0 .. seeds - 1.
+    variants: config variants (`configs/<task>.py:<variant>`), each optionally with '+spt'
+      (`parse_variant`).
+    seeds: the seeds, or their number (seeds 0 .. seeds - 1).
     data_root: `lra.prepare --data_dir`.
     runs_dir: the workdirs' root (debug runs: its `debug` sub-folder).
     debug: append ',debug' to the config argument (smoke tests).
     train_flags: more `train.py` flags, given to every run.
+    task_configs: task -> config file (relative to the repository or absolute) instead of
+      `lra.prepare.TASK_FILES[task].config`; the runs' folder is named after the file.
+    order: 'variant' (task, variant, seed) or 'seed' (seed, task, variant).
 
   Raises:
-    ValueError: a `--config.*` flag in `train_flags` that the configs refuse.
+    ValueError: a `--config.*` flag in `train_flags` that the configs refuse, an unknown variant, a
+      config file of another task, an unknown order.
   """
+  if order not in ('variant', 'seed'):
+    raise ValueError(f"order must be 'variant' or 'seed', got {order!r}")
+  task_configs = task_configs or {}
   runs = []
   root = runs_dir / DEBUG_DIR if debug else runs_dir
   for task in tasks:
-    config = prepare.TASK_FILES[task].config
+    config = Path(task_configs.get(task, prepare.TASK_FILES[task].config))
+    config = config if config.is_absolute() else REPO / config
     data_dir = prepare.task_data_dir(task, data_root).resolve()
-    for variant in variants:
-      for seed in range(seeds):
-        workdir = (root / task / variant / f'seed{seed}').resolve()
+    for spec in variants:
+      variant, flags = parse_variant(spec)
+      argument = ','.join([variant, *flags, *(['debug'] if debug else [])])
+      for seed in range(seeds) if isinstance(seeds, int) else seeds:
+        folder = f'{config.stem}/{spec}/seed{seed}'
+        workdir = (root / folder).resolve()
         command = [
           sys.executable,
           str(REPO / 'train.py'),
           '--config',
-          f'{REPO / config}:{variant}{",debug" if debug else ""}',
+          f'{config}:{argument}',
           '--workdir',
           str(workdir),
           f'--config.seed={seed}',
           f'--config.data.data_dir={data_dir}',
           *train_flags,
         ]
-        runs.append(Run(task, variant, seed, workdir, command, recipe_config(command)))
+        recipe = recipe_config(command)
+        if recipe['data']['task'] != task:
+          raise ValueError(f'{config} is a config of {recipe["data"]["task"]!r}, not of {task!r}')
+        runs.append(Run(task, spec, seed, workdir, command, recipe, folder))
+  if order == 'seed':
+    runs.sort(key=lambda run: run.seed)  # Stable: task, then variant, within a seed.
   return runs
 
 
@@ -223,25 +322,6 @@ def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
   return '\n'.join(kept[-lines:])
 
 
-def progress_line(run: Run) -> str:
-  """Where a running run is: its last logged step, of how many, and its last validation accuracy."""
-  step, validation, total = 0, None, '?'
-  config_path = run.workdir / 'config.json'
-  if config_path.exists():
-    total = json.loads(config_path.read_text(encoding='utf-8'))['training']['num_train_steps']
-  metrics = run.workdir / 'metrics.jsonl'
-  if metrics.exists():
-    for line in metrics.read_text(encoding='utf-8').splitlines():
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      step = max(step, entry.get('step', 0))
-      validation = entry.get('validation_accuracy', validation)
-  text = f'step {step}/{total}'
-  return text + (f', validation accuracy {validation:.4f}' if validation is not None else '')
-
-
 def result_line(run: Run) -> str:
   results = json.loads((run.workdir / 'results.json').read_text(encoding='utf-8'))
   return (
@@ -254,10 +334,64 @@ def _minutes(seconds: float) -> str:
   return f'{seconds / 60:.1f} min'
 
 
+def child_env(
+  gpu: str | None, runs_per_device: int, memory_fraction: float | None = None
+) -> dict[str, str]:
+  """The environment settings the sweep gives a run's process (besides PYTHONUNBUFFERED).
+
+  Args:
+    gpu: the GPU id it runs on, or None (every visible device).
+    runs_per_device: runs sharing the device: above 1, each may use `MEMORY_SHARE` /
+      runs_per_device of its memory, allocated as needed.
+    memory_fraction: the share of its GPU's memory each run may use instead (allocated as needed,
+      so shares may add up to more than 1 when the runs' needs differ); None for the above.
+  """
+  settings = {} if gpu is None else {'CUDA_VISIBLE_DEVICES': gpu}
+  if memory_fraction is None and runs_per_device > 1:
+    memory_fraction = MEMORY_SHARE / runs_per_device
+  if memory_fraction is not None:
+    settings['XLA_CLIENT_MEM_FRACTION'] = f'{memory_fraction:.3f}'
+    settings['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+  return settings
+
+
+def _stop(running: Sequence[tuple[Run, subprocess.Popen, float]], grace: float) -> None:
+  """Stops the processes: SIGTERM, then SIGKILL for those still there after `grace` seconds."""
+  for _, process, _ in running:
+    process.terminate()
+  end = time.monotonic() + grace
+  for _, process, _ in running:
+    try:
+      process.wait(timeout=max(0.0, end - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+
+
 def execute(
-  runs: Sequence[Run], gpus: Sequence[str], status_every: float = 60.0, poll: float = 1.0
+  runs: Sequence[Run],
+  gpus: Sequence[str],
+  status_every: float = 60.0,
+  poll: float = 1.0,
+  *,
+  runs_per_device: int = 1,
+  memory_fraction: float | None = None,
+  deadline: float | None = None,
+  grace: float = STOP_GRACE,
 ) -> list[Run]:
-  """Runs every unfinished run, one per GPU at a time (or one after another without GPUs).
+  """Runs every unfinished run, `runs_per_device` at a time on each GPU (without GPUs: on every
+  device), each started when a place frees; sets every run's `outcome`, `seconds` and `env`.
+
+  Args:
+    runs: the runs, in queue order.
+    gpus: GPU ids (`visible_gpus`), or none.
+    status_every: seconds between progress lines.
+    poll: seconds between checks of the processes.
+    runs_per_device: places per GPU (or on the CPU).
+    memory_fraction: each run's share of its GPU's memory (`child_env`).
+    deadline: `time.monotonic()` time at which running runs are stopped (PARTIAL) and no other
+      starts (NOT_STARTED); None for none.
+    grace: seconds between SIGTERM and SIGKILL for a stopped run.
 
   Returns:
     The runs that failed, and those whose workdir holds another run's results (not started).
@@ -268,8 +402,10 @@ def execute(
   for run in runs:
     state = run.state()
     if state == 'finished':
+      run.outcome = FINISHED
       print(f'[{index[id(run)]}/{total}] {run.name}: finished, skipped ({result_line(run)})')
     elif state.startswith(OTHER_RUN):
+      run.outcome = NOT_COUNTED
       failed.append(run)
       print(
         f'[{index[id(run)]}/{total}] {run.name}: NOT COUNTED: {run.workdir} {state}. Move it '
@@ -278,22 +414,42 @@ def execute(
       )
     else:
       queue.append(run)
-  slots: list[str | None] = list(gpus) or [None]
-  running: dict[str | None, tuple[Run, subprocess.Popen, float]] = {}
+  places: list[str | None] = [gpu for _ in range(runs_per_device) for gpu in (gpus or [None])]
+  running: dict[int, tuple[Run, subprocess.Popen, float]] = {}
   last_status = time.monotonic()
   try:
     while queue or running:
-      for slot in slots:
-        if slot in running or not queue:
+      if deadline is not None and time.monotonic() >= deadline:
+        _stop(list(running.values()), grace)
+        now = time.monotonic()
+        for run, _, started in running.values():
+          run.seconds = now - started
+          run.outcome = FINISHED if run.state() == 'finished' else PARTIAL
+          print(
+            f'[{index[id(run)]}/{total}] {run.name}: stopped at the deadline after '
+            f'{_minutes(now - started)} ({report.progress(str(run.workdir))}): {run.outcome}',
+            flush=True,
+          )
+        if queue:
+          print(
+            f'Deadline: {len(queue)} runs not started: {", ".join(r.name for r in queue)}',
+            flush=True,
+          )
+        running.clear()
+        break
+      for place, gpu in enumerate(places):
+        if place in running or not queue:
           continue
         run = queue.pop(0)
-        where = f'GPU {slot}' if slot is not None else 'all devices'
+        where = f'GPU {gpu}' if gpu is not None else 'all devices'
         run.workdir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED='1')
-        if slot is not None:
-          env['CUDA_VISIBLE_DEVICES'] = slot
+        run.env = child_env(gpu, runs_per_device, memory_fraction)
+        env = dict(os.environ, PYTHONUNBUFFERED='1', **run.env)
+        if 'XLA_CLIENT_MEM_FRACTION' in run.env:  # jax refuses both names together.
+          env.pop('XLA_PYTHON_CLIENT_MEM_FRACTION', None)
+        settings = ''.join(f'{key}={value} ' for key, value in run.env.items())
         with open(run.workdir / LOG, 'a', encoding='utf-8') as log:
-          log.write(f'$ {shlex.join(run.command)}\n')
+          log.write(f'$ {settings}{shlex.join(run.command)}\n')
           log.flush()
           process = subprocess.Popen(
             run.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -303,18 +459,22 @@ def execute(
           f'log {run.workdir / LOG}',
           flush=True,
         )
-        running[slot] = (run, process, time.monotonic())
-      time.sleep(poll)
+        running[place] = (run, process, time.monotonic())
+      wait = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+      time.sleep(wait)
       now = time.monotonic()
-      for slot, (run, process, started) in list(running.items()):
+      for place, (run, process, started) in list(running.items()):
         code = process.poll()
         if code is None:
           continue
-        del running[slot]
+        del running[place]
+        run.seconds = now - started
         prefix = f'[{index[id(run)]}/{total}] {run.name}'
         if code == 0 and run.state() == 'finished':
+          run.outcome = FINISHED
           print(f'{prefix}: done in {_minutes(now - started)}: {result_line(run)}', flush=True)
         else:
+          run.outcome = FAILED
           failed.append(run)
           print(
             f'{prefix}: FAILED (exit code {code}) after {_minutes(now - started)}; last lines '
@@ -325,22 +485,93 @@ def execute(
         last_status = now
         for run, _, started in running.values():
           print(
-            f'[{index[id(run)]}/{total}] {run.name}: {progress_line(run)} '
+            f'[{index[id(run)]}/{total}] {run.name}: {report.progress(str(run.workdir))} '
             f'({_minutes(now - started)})',
             flush=True,
           )
   except KeyboardInterrupt:
-    for _, process, _ in running.values():
-      process.terminate()
-    for _, process, _ in running.values():
-      process.wait()
+    _stop(list(running.values()), grace)
     print('Interrupted; run the same command again to resume.', flush=True)
     raise
   return failed
 
 
+def compact_log(text: str) -> str:
+  """A train.log without its progress bars' intermediate states: of each line, the text after its
+  last carriage return."""
+  return ''.join(line.rsplit('\r', 1)[-1] for line in text.splitlines(keepends=True))
+
+
+def collect(
+  runs: Sequence[Run], runs_root: Path, destination: Path, sweep: Mapping[str, Any]
+) -> Path:
+  """Copies the small files of the sweep's runs and writes `sweep.json` (module docstring).
+
+  Args:
+    runs: the sweep's runs, after `execute`.
+    runs_root: the workdirs' root (`--runs_dir`, or its debug folder).
+    destination: the `--collect_to` folder (created); run files go to `destination/runs/<folder>`.
+    sweep: what to record about the sweep besides its runs (its command, deadline, ...).
+
+  Returns:
+    The path of `sweep.json`.
+  """
+  records = []
+  for run in runs:
+    target = destination / 'runs' / run.workdir.relative_to(runs_root.resolve())
+    copied = []
+    # A workdir holding another run's results keeps them to itself.
+    kept = run.outcome != NOT_COUNTED
+    stages = ('', self_pretraining.PRETRAIN_DIR, self_pretraining.FINETUNE_DIR) if kept else ()
+    for stage in stages:
+      for name in SMALL_FILES:
+        source = run.workdir / stage / name
+        if source.is_file():
+          (target / stage).mkdir(parents=True, exist_ok=True)
+          shutil.copyfile(source, target / stage / name)
+          copied.append(str(Path(stage) / name))
+    if kept and (run.workdir / LOG).is_file():
+      target.mkdir(parents=True, exist_ok=True)
+      text = (run.workdir / LOG).read_text(encoding='utf-8', errors='replace')
+      (target / LOG).write_text(compact_log(text), encoding='utf-8')
+      copied.append(LOG)
+    records.append(
+      {
+        'name': run.name,
+        'task': run.task,
+        'variant': run.variant,
+        'seed': run.seed,
+        'state': run.outcome,
+        'minutes': None if run.seconds is None else round(run.seconds / 60, 2),
+        'env': run.env,
+        'command': run.command,
+        'folder': str(target.relative_to(destination)),
+        'files': copied,
+      }
+    )
+  destination.mkdir(parents=True, exist_ok=True)
+  path = destination / 'sweep.json'
+  path.write_text(json.dumps({**sweep, 'runs': records}, indent=2) + '\n', encoding='utf-8')
+  return path
+
+
+def _task_config(text: str) -> tuple[str, str]:
+  """An argparse type: 'TASK=FILE' (`--task_config`)."""
+  task, separator, config = text.partition('=')
+  if not separator or task.strip() not in prepare.TASK_FILES or not config.strip():
+    raise argparse.ArgumentTypeError(
+      f'must be TASK=FILE with TASK one of {", ".join(prepare.TASK_FILES)}, got {text!r}'
+    )
+  return task.strip(), config.strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+  """The command line (module docstring); returns 0 when every run finished and the report was
+  written, else 1."""
+  started = time.monotonic()
+  start_time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
   argv = list(sys.argv[1:] if argv is None else argv)
+  given = list(argv)
   train_flags = argv[argv.index('--') + 1 :] if '--' in argv else []
   argv = argv[: argv.index('--')] if '--' in argv else argv
   parser = argparse.ArgumentParser(
@@ -357,10 +588,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     '--variants',
     default='luna16,luna256,transformer',
-    help='comma-separated config variants (configs/variants.py).',
+    help='comma-separated config variants (configs/variants.py), each optionally followed by '
+    f'{" or ".join("+" + flag for flag in VARIANT_FLAGS)} (e.g. luna16+spt: self-pretraining).',
   )
   parser.add_argument(
-    '--seeds', type=cli.integer(1), default=3, help='seeds 0 .. N-1 per task and variant.'
+    '--seeds', type=cli.integer(1), default=3, help='N seeds per task and variant: 0 .. N-1.'
+  )
+  parser.add_argument(
+    '--first_seed',
+    type=cli.integer(0),
+    default=0,
+    help='the first seed: --seeds N --first_seed K runs seeds K .. K+N-1.',
   )
   parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
   parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
@@ -375,8 +613,48 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     '--devices',
     default='auto',
-    help="GPUs to spread runs over: 'auto', 'none' (one run at a time with every "
-    'device) or ids such as 0,1,2,3.',
+    help="GPUs to spread runs over: 'auto', 'none' (the runs use every device) or ids such as "
+    '0,1,2,3.',
+  )
+  parser.add_argument(
+    '--runs_per_device',
+    type=cli.integer(1),
+    default=1,
+    help=f'runs at a time on each GPU (without GPUs: at all); above 1 each may use '
+    f'{MEMORY_SHARE:g}/N of its GPU memory.',
+  )
+  parser.add_argument(
+    '--memory_fraction',
+    type=cli.number(above=0, below=1.0001),
+    default=None,
+    help='share of its GPU memory each run may use, allocated as needed (default: '
+    f"{MEMORY_SHARE:g}/N with --runs_per_device N > 1, else jax's default).",
+  )
+  parser.add_argument(
+    '--order',
+    choices=('variant', 'seed'),
+    default='variant',
+    help="queue order: 'variant' (task, variant, seed) or 'seed' (seed 0 of every variant first).",
+  )
+  parser.add_argument(
+    '--deadline_minutes',
+    type=cli.number(above=0),
+    default=None,
+    help='stop the sweep this many minutes after it started: running runs are stopped (partial) '
+    'and no other starts.',
+  )
+  parser.add_argument(
+    '--collect_to',
+    type=cli.path,
+    default=None,
+    help="copy every run's small files and sweep.json here at the end (module docstring).",
+  )
+  parser.add_argument(
+    '--task_config',
+    type=_task_config,
+    action='append',
+    default=[],
+    help='TASK=FILE: the config file of a task instead of configs/<task>.py (repeatable).',
   )
   parser.add_argument(
     '--debug',
@@ -396,31 +674,37 @@ def main(argv: Sequence[str] | None = None) -> int:
   except DataError as e:
     parser.error(str(e))
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
-  unknown = [v for v in variants if v not in CONFIG_VARIANTS]
-  if args.seeds < 1 or not variants or unknown:
-    parser.error(
-      f'--seeds must be at least 1 and --variants a comma-separated list of '
-      f'{", ".join(CONFIG_VARIANTS)} (unknown: {", ".join(unknown) or "none"}).'
-    )
+  if not variants:
+    parser.error('--variants: give at least one variant.')
+  for spec in variants:
+    try:
+      parse_variant(spec)
+    except ValueError as e:
+      parser.error(f'--variants: {e} (unknown: {spec})')
   data_root = Path(args.data_dir).expanduser()
+  runs_dir = Path(args.runs_dir).expanduser()
   try:
     runs = plan(
       tasks,
       variants,
-      args.seeds,
+      range(args.first_seed, args.first_seed + args.seeds),
       data_root,
-      Path(args.runs_dir).expanduser(),
+      runs_dir,
       args.debug,
       train_flags,
+      task_configs=dict(args.task_config),
+      order=args.order,
     )
   except ValueError as e:
     parser.error(f"the runs' configs refuse a setting: {e}")
   gpus = visible_gpus(args.devices)
-  where = f'one per GPU on GPUs {",".join(gpus)}' if gpus else 'one at a time'
-  print(
-    f'{len(runs)} runs ({len(tasks)} tasks x {len(variants)} variants x {args.seeds} seeds), '
-    f'{where}:'
-  )
+  n = args.runs_per_device
+  if gpus:
+    where = f'{"one" if n == 1 else n} at a time per GPU on GPUs {",".join(gpus)}'
+  else:
+    where = 'one at a time' if n == 1 else f'{n} at a time'
+  shape = f'{len(tasks)} tasks x {len(variants)} variants x {args.seeds} seeds'
+  print(f'{len(runs)} runs ({shape}), {where}:')
   for i, run in enumerate(runs, start=1):
     print(f'[{i}/{len(runs)}] {run.name}: {run.state()}\n    {shlex.join(run.command)}')
   missing = [task for task in tasks if not prepare.task_data_dir(task, data_root).exists()]
@@ -432,22 +716,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
   if args.dry_run:
     return 1 if missing else 0
+  for run in runs:
+    if run.task in missing:
+      run.outcome = FAILED
+  deadline = None if args.deadline_minutes is None else started + 60 * args.deadline_minutes
   failed = [run for run in runs if run.task in missing]
-  failed += execute([run for run in runs if run.task not in missing], gpus, args.status_every)
-  # The report counts this sweep's finished runs of the recipe, nothing else under --runs_dir.
-  finished = [str(run.workdir / 'results.json') for run in runs if run.state() == 'finished']
+  failed += execute(
+    [run for run in runs if run.task not in missing],
+    gpus,
+    args.status_every,
+    runs_per_device=args.runs_per_device,
+    memory_fraction=args.memory_fraction,
+    deadline=deadline,
+  )
+  runs_root = (runs_dir / DEBUG_DIR if args.debug else runs_dir).resolve()
+  finished = [run for run in runs if run.outcome == FINISHED]
+  unfinished = [run for run in runs if run.outcome in (PARTIAL, FAILED) and run.workdir.exists()]
+  source = f'this sweep ({len(finished)} of {len(runs)} runs finished)'
+  results = [str(run.workdir / 'results.json') for run in finished]
+  unfinished_dirs = [str(run.workdir) for run in unfinished]
+  if args.collect_to is not None:
+    sweep = {
+      'command': ['python', '-m', 'benchmarks.reproduce', *given],
+      'started': start_time,
+      'minutes': round((time.monotonic() - started) / 60, 2),
+      'deadline_minutes': args.deadline_minutes,
+      'runs_per_device': args.runs_per_device,
+      'memory_fraction': args.memory_fraction,
+      'gpus': gpus,
+    }
+    path = collect(runs, runs_root, args.collect_to, sweep)
+    print(f"Collected the runs' small files and {path}")
+    copy = lambda run: args.collect_to / 'runs' / run.workdir.relative_to(runs_root)
+    results = [str(copy(run) / 'results.json') for run in finished]
+    unfinished_dirs = [str(copy(run)) for run in unfinished]
+    source += f', copied to {args.collect_to}'
   report_dir = Path(args.report_dir) / (DEBUG_DIR if args.debug else '')
   try:
     report.write_report(
-      finished,
+      results,
       str(report_dir),
-      source=f'this sweep ({len(finished)} of {len(runs)} runs finished)',
+      source=source,
       benchmark_json=args.benchmark_json,
+      unfinished=unfinished_dirs,
     )
     reported = True
   except (OSError, ValueError) as e:
     print(f'benchmarks.report failed: {e}', file=sys.stderr)
     reported = False
+  left = [run for run in runs if run.outcome in (PARTIAL, NOT_STARTED)]
+  if left:
+    print(
+      f'{len(left)} of {len(runs)} runs did not finish before the deadline: '
+      f'{", ".join(run.name for run in left)}. The same command resumes them.',
+      file=sys.stderr,
+    )
   if failed:
     print(
       f'{len(failed)} of {len(runs)} runs failed: {", ".join(run.name for run in failed)}. '
@@ -455,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       'others resume.',
       file=sys.stderr,
     )
-  return 0 if reported and not failed else 1
+  return 0 if reported and not failed and not left else 1
 
 
 if __name__ == '__main__':

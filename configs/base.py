@@ -8,6 +8,8 @@ A task config takes an argument `variant[,debug][,spt]`, e.g. `configs/listops.p
 `configs/text.py:transformer,debug` (the variants are the table in configs/variants.py):
   luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
   luna16_noncontextual       Luna-16 with a learned P per layer, not carried on (Table 5)
+  luna16_pmean               Luna-16 classifying the mean of the last layer's P instead of the CLS
+                             vector (Table 3's "Luna-16, P"; the pooling 'p')
   transformer                the official LRA Transformer (Tay et al., 2021)
   linformer, linear_transformer, performer
                              the LRA Transformer with Linformer / elu+1 linear / FAVOR+ attention

@@ -3,8 +3,8 @@
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/listops-1000
 
-Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
-linear_transformer | performer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | luna16_pmean | transformer |
+linformer | linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 10%.
 The expected results refer to the faithful recipe: Luna now takes the authors' BERT
@@ -17,6 +17,19 @@ measured with the earlier Luna recipe) and 10.4 minutes for the transformer (9.3
 test: it reached 35.85% validation at step 500 and collapsed at the learning-rate peak, step 1000,
 where an earlier run of the same seed did not; benchmarks/results/cpu/precision/ compares its
 float32 and bfloat16 gradients).
+
+Table 3 (pooling): `luna16_pmean` classifies the mean of the last layer's P instead of the CLS
+vector (paper: 38.06% against 37.43%). In this recipe's single (tied) layer, the final P is the
+layer's packing of the embedded tokens alone: the unpack attention and the FFN feed only X, which
+P-mean pooling does not read, so XLA drops them and a step costs a quarter of luna16's FLOPs
+(benchmarks/results/cpu/step_cost/); `--config.model.num_layers=6` (the first released script's 6
+passes of the tied layer) gives P layers that read the updated X.
+Self-pretraining (`luna16,spt`; `benchmarks.reproduce --variants luna16+spt`), the protocol of Amos,
+Berant and Gupta (ICLR 2024) at this recipe's budget: 5000 masked-LM steps on the training inputs
+(15% of the tokens, the same optimiser, schedule and batch 32), then this recipe's 5000 steps from
+that encoder. Expected run time on one H200 (an estimate: the masked-LM step costs 1.2 luna16 steps
+in XLA's bytes accessed, benchmarks/results/cpu/step_cost/): about 2.2 times a luna16 run, 6.4
+minutes in the conditions of luna16's 2.9.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
   python train.py --config configs/pathfinder32.py:luna256 --workdir runs/pathfinder32_luna256 \
       --config.data.data_dir=data/lra_release/lra_release
 
-Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
-linear_transformer | performer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | luna16_pmean | transformer |
+linformer | linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 50%. The expected
 results refer to the faithful recipe: the Transformer masks black pixels out of attention

@@ -3,8 +3,8 @@
   python train.py --config configs/pathx.py:luna256 --workdir runs/pathx_luna256 \
       --config.data.data_dir=data/lra_release/lra_release
 
-Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
-linear_transformer | performer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | luna16_pmean | transformer |
+linformer | linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: no model of the Luna paper or of Tay et al. learns it ("FAIL", i.e. chance,
 50%); the Luna paper reports no Path-X number. The Luna variants reuse the Pathfinder-32 recipe at
 16384 tokens, as the authors' `luna_lra_pf128` architecture does. The recipe is the faithful one

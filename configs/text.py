@@ -7,8 +7,8 @@ Validation: 10% of the training reviews, held out at random (seeded), choose the
 `--config.data.options.validation=test` gives the official LRA protocol instead (train on all 25,000
 reviews, validation = test), and results.json then marks the best checkpoint as selected on test.
 
-Variants: luna16 | luna128 | luna256 | luna16_noncontextual | transformer | linformer |
-linear_transformer | performer (append ',debug' for a smoke test).
+Variants: luna16 | luna128 | luna256 | luna16_noncontextual | luna16_pmean | transformer |
+linformer | linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 50%. The expected
 results refer to the faithful recipe: Luna now takes the authors' BERT initialisation and Adam eps

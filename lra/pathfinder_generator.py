@@ -15,7 +15,18 @@ Files follow the release layout under `<output_dir>/pathfinder<res>/<difficulty 
 `imgs/<k> sample_<j>.png <index> <label>`.
 
   python -m lra.pathfinder_generator --output_dir DIR --resolution {32,128} --difficulty hard \
-      --num_examples N --seed 0 [--overwrite]
+      --num_examples N --seed 0 [--num_workers N] [--overwrite]
+
+Every image is drawn from its own RNG, seeded with the seed and its index, and the labels from one
+shuffle of the seed's RNG, so `--num_workers N` (N processes, each drawing whole `imgs/<k>` folders)
+writes the same files, byte for byte, as one process; the worker count is not part of the recorded
+settings. Speed: 1.4 s per 1000 Pathfinder-32 hard images on one core of the 2-core CPU this was
+measured on (10,000 images in 15 s, start-up included), so the official size, 200,000 images
+(160,000 training examples, the LRA release's count for `curv_contour_length_14`), takes about
+4.7 minutes on one core, and about 20 to 30 s with `--num_workers 16` on a 16-core machine (an
+estimate: 200 folders of 1000 images over 16 processes, plus their start). They take about 0.8 GB
+of disk (4 KB blocks), and their first load (`lra.load_task`, which builds the token cache) about
+1.1 s per 10,000 images here.
 
 Existing `metadata/` and `imgs/` folders are never replaced unless `--overwrite` is given.
 """
@@ -23,8 +34,10 @@ Existing `metadata/` and `imgs/` folders are never replaced unless `--overwrite`
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import math
+import multiprocessing
 import random
 from pathlib import Path
 
@@ -206,6 +219,29 @@ def draw_example(
   return image, ends
 
 
+def _draw_folder(
+  root: Path,
+  resolution: int,
+  difficulty: str,
+  seed: int,
+  first: int,
+  labels: list[int],
+  per_folder: int,
+) -> list[str]:
+  """Draws and writes the images `first`, `first + 1`, ... with `labels` (one `imgs/<k>` folder);
+  returns their metadata lines."""
+  from PIL import Image  # Imported here: ListOps never needs PIL.
+
+  lines = []
+  for index, label in enumerate(labels, start=first):
+    folder, j = divmod(index, per_folder)
+    image, _ = draw_example(resolution, difficulty, label, random.Random(seed * 1_000_003 + index))
+    (root / 'imgs' / str(folder)).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image, mode='L').save(root / 'imgs' / str(folder) / f'sample_{j}.png')
+    lines.append(f'imgs/{folder} sample_{j}.png {index} {label}\n')
+  return lines
+
+
 def generate(
   output_dir: str | Path,
   *,
@@ -214,19 +250,31 @@ def generate(
   num_examples: int = 1000,
   seed: int = 0,
   overwrite: bool = False,
+  num_workers: int = 1,
 ) -> Path:
   """Writes `num_examples` images in the release layout and returns the difficulty folder.
 
-  Raises:
-    DataError: bad resolution or difficulty; `metadata/` or `imgs/` exists, was not written with
-      these settings, and `overwrite` is False (with `overwrite` both are deleted first).
-  """
-  from PIL import Image  # Imported here: ListOps never needs PIL.
+  Args:
+    output_dir: the release root (`<output_dir>/pathfinder<res>/<difficulty dir>/`).
+    resolution: 32 or 128.
+    difficulty: 'easy', 'intermediate' or 'hard'.
+    num_examples: images (labels 50/50).
+    seed: seed of the labels' shuffle and of every image's RNG (seed * 1000003 + index).
+    overwrite: delete existing outputs first.
+    num_workers: processes drawing `imgs/<k>` folders in parallel; the files are the same for
+      every count (module docstring).
 
+  Raises:
+    DataError: bad resolution or difficulty; `num_workers` < 1; `metadata/` or `imgs/` exists, was
+      not written with these settings, and `overwrite` is False (with `overwrite` both are deleted
+      first).
+  """
   if resolution not in GEOMETRY or difficulty not in DIFFICULTIES:
     raise DataError(
       f'resolution must be one of {sorted(GEOMETRY)} and difficulty one of {sorted(DIFFICULTIES)}'
     )
+  if num_workers < 1:
+    raise DataError(f'num_workers must be at least 1, got {num_workers}')
   root = Path(output_dir) / f'pathfinder{resolution}' / DIFFICULTIES[difficulty]
   paths = [root / 'metadata', root / 'imgs']
   settings = dict(
@@ -237,14 +285,19 @@ def generate(
   labels = [i % 2 for i in range(num_examples)]
   random.Random(seed).shuffle(labels)
   (root / 'metadata').mkdir(parents=True, exist_ok=True)
-  lines: dict[int, list[str]] = {}
-  for index, label in enumerate(labels):
-    folder, j = divmod(index, IMAGES_PER_FOLDER)
-    image, _ = draw_example(resolution, difficulty, label, random.Random(seed * 1_000_003 + index))
-    (root / 'imgs' / str(folder)).mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image, mode='L').save(root / 'imgs' / str(folder) / f'sample_{j}.png')
-    lines.setdefault(folder, []).append(f'imgs/{folder} sample_{j}.png {index} {label}\n')
-  for folder, folder_lines in lines.items():
+  per_folder = IMAGES_PER_FOLDER
+  firsts = range(0, num_examples, per_folder)
+  jobs = [
+    (root, resolution, difficulty, seed, first, labels[first : first + per_folder], per_folder)
+    for first in firsts
+  ]
+  if num_workers == 1:
+    folders = [_draw_folder(*job) for job in jobs]
+  else:
+    context = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+      folders = list(pool.map(_draw_folder, *zip(*jobs)))
+  for folder, folder_lines in enumerate(folders):
     (root / 'metadata' / f'{folder}.npy').write_text(''.join(folder_lines))
   record_outputs(paths, settings)
   return root
@@ -260,6 +313,12 @@ def main(argv: list[str] | None = None) -> None:
   )
   parser.add_argument('--seed', type=cli.integer(0), default=0)
   parser.add_argument(
+    '--num_workers',
+    type=cli.integer(1),
+    default=1,
+    help='processes drawing in parallel (the same files for every count)',
+  )
+  parser.add_argument(
     '--overwrite',
     action='store_true',
     help='replace existing metadata/ and imgs/ folders (default: refuse)',
@@ -273,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
       num_examples=args.num_examples,
       seed=args.seed,
       overwrite=args.overwrite,
+      num_workers=args.num_workers,
     )
   except DataError as e:
     parser.error(str(e))

@@ -24,7 +24,13 @@ from tests import reference as ref
 from tests.test_attention import assert_close, lengths_mask, normal
 from tests.test_train import tiny_config
 
-NEW_VARIANTS = ('linformer', 'linear_transformer', 'performer', 'luna16_noncontextual')
+NEW_VARIANTS = (
+  'linformer',
+  'linear_transformer',
+  'performer',
+  'luna16_noncontextual',
+  'luna16_pmean',
+)
 
 
 # ----------------------------------------------------------------------------------------------

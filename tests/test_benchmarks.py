@@ -336,3 +336,26 @@ def test_wmt14_cost_counts_and_times_a_train_step(fast_compilation):
   assert (measured['rows'], measured['tokens']) == (2, 32)
   assert measured['flops'] > 0 and measured['seconds'] > 0
   assert wmt14_cost.device_hours(3.6e12, 100.0) == pytest.approx(500000 * 8 * 0.036 / 3600)
+
+
+def test_step_cost_of_the_recipes_and_their_masked_lm_stage(tmp_path):
+  """benchmarks.step_cost on debug-sized recipes (XLA analyses the compiled step; nothing runs)."""
+  from benchmarks import step_cost
+
+  small = ['--config.debug=True', '--config.data.options.max_length=64']
+  mlm = step_cost.run_config_of('listops:luna16+mlm', small)
+  assert mlm.model.name == 'luna_mlm' and mlm.self_pretraining.num_train_steps == 0
+  step_cost.main(['--runs', 'listops:luna16,listops:luna16_pmean,listops:luna16+mlm',
+                  '--output', str(tmp_path), '--', *small])  # fmt: skip
+  results = json.loads((tmp_path / 'results.json').read_text())
+  cls, pmean, masked = results['runs']
+  assert results['overrides'] == small and cls['max_length'] == 64
+  assert all(
+    r['flops'] > 0 and r['bytes_accessed'] > 0 and r['temp_bytes'] > 0 for r in (cls, masked)
+  )
+  # One layer read through its P alone: the unpack and the FFN are dead code, dropped by XLA.
+  assert pmean['flops'] < cls['flops']
+  table = (tmp_path / 'table.md').read_text()
+  assert '| listops:luna16 | 8 x 64 |' in table and '| 1.00 | 1.00 |' in table
+  with pytest.raises(SystemExit):
+    step_cost.main(['--runs', 'listops'])

@@ -40,6 +40,8 @@ def test_every_task_and_variant_builds_a_complete_config(name, variant):
     assert config.model.name == 'luna'
     assert config.model.projection_length == int(variant[4:].split('_')[0])
     assert config.model.contextual_p == (not variant.endswith('_noncontextual'))
+    # Table 3's P row: the mean of the last layer's P in every task; the others keep the task's.
+    assert (config.model.pooling == 'p') == variant.endswith('_pmean')
     assert config.optimizer.schedule == 'constant * linear_warmup * rsqrt_normalized_decay'
   assert config.training.batch_size % 8 == 0  # Splits over 1, 2, 4 or 8 GPUs.
   assert not config.debug
@@ -307,3 +309,26 @@ def test_debug_checks_the_values_as_given_before_shrinking_the_run():
   config.model.num_heads = 3
   with pytest.raises(config_utils.ConfigError, match=r'num_heads=3: must divide'):
     run_config.parse_config(config)
+
+
+def test_pathfinder32_short_is_the_recipe_with_a_shorter_schedule():
+  def flat(tree, prefix=''):
+    items = {}
+    for key, value in tree.items():
+      items.update(
+        flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {prefix + key: value}
+      )
+    return items
+
+  for variant in ('luna16', 'transformer'):
+    full, short = load('pathfinder32', variant), load('pathfinder32_short', variant)
+    full_items, short_items = flat(full.to_dict()), flat(short.to_dict())
+    changed = {key for key in full_items if full_items[key] != short_items[key]}
+    steps, full_steps = short.training.num_train_steps, full.training.num_train_steps
+    assert steps < full_steps
+    if variant == 'luna16':  # The warmup in proportion, the inverse square root after it.
+      assert changed == {'training.num_train_steps', 'optimizer.warmup_steps'}
+      assert short.optimizer.warmup_steps == round(full.optimizer.warmup_steps * steps / full_steps)
+    else:  # The warmup kept, the cosine cycle ending with the run.
+      assert changed == {'training.num_train_steps', 'optimizer.steps_per_cycle'}
+      assert short.optimizer.steps_per_cycle == steps

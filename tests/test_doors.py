@@ -440,7 +440,9 @@ def test_report_counts_each_run_once_with_its_tasks_metric(tmp_path):
                '--benchmark_json', ''])  # fmt: skip
   markdown = (tmp_path / 'out' / 'leaderboard.md').read_text()
   assert '3 runs from' in markdown
-  assert '| Luna-16 | ours (1 run) | 30.00 | 60.00* | - | - | - | - | - |' in markdown
+  assert '| Luna-16 | ours (1 run) | - | 60.00* | - | - | - | - | - |' in markdown
+  # The self-pretrained run: its own row, never averaged with runs from scratch.
+  assert '| Luna-16 + self-pretraining | ours (1 run) | 30.00 | - |' in markdown
   assert '| Luna-16 (debug) | ours, debug (1 run) | 10.00 | - |' in markdown
   assert 'Luna-64' not in markdown.split('Not in the table')[0]  # No empty row.
   for left_out in ('mlm', 'lm', 'pathx', 'running'):

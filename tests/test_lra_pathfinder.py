@@ -138,3 +138,29 @@ def test_generator_files_load_balanced_and_seeded(tmp_path):
   assert (tmp_path / 'again/pathfinder32/curv_baseline/imgs/0/sample_7.png').read_bytes() == first
   line = (tmp_path / 'pathfinder32/curv_baseline/metadata/0.npy').read_text().splitlines()[7]
   assert line.split()[:3] == ['imgs/0', 'sample_7.png', '7']
+
+
+def test_generator_workers_write_the_same_files_as_one_process(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(pathfinder_generator, 'IMAGES_PER_FOLDER', 10)  # 35 images: 4 folders.
+  settings = dict(resolution=32, difficulty='hard', num_examples=35, seed=5)
+  one = pathfinder_generator.generate(tmp_path / 'one', **settings)
+  three = pathfinder_generator.generate(tmp_path / 'three', **settings, num_workers=3)
+  files = lambda root: sorted(p.relative_to(root) for p in root.rglob('*') if p.is_file())
+  assert files(one) == files(three)
+  assert [len(list((one / 'imgs' / str(k)).iterdir())) for k in range(4)] == [10, 10, 10, 5]
+  for path in files(one):
+    assert (one / path).read_bytes() == (three / path).read_bytes(), path
+  lines = ''.join((one / 'metadata' / f'{k}.npy').read_text() for k in range(4)).splitlines()
+  assert [line.split()[2] for line in lines] == [str(i) for i in range(35)]
+  assert sum(int(line.split()[3]) for line in lines) == 17  # 35 labels i % 2, shuffled.
+  # The record holds no worker count: the same command with another count is a no-op.
+  record = (one / '.generated-metadata.json').read_text()
+  assert 'num_workers' not in record
+  before = (one / 'imgs' / '3' / 'sample_4.png').stat().st_mtime_ns
+  pathfinder_generator.generate(tmp_path / 'one', **settings, num_workers=2)
+  assert (one / 'imgs' / '3' / 'sample_4.png').stat().st_mtime_ns == before
+  with pytest.raises(SystemExit):
+    pathfinder_generator.main(['--output_dir', str(tmp_path / 'x'), '--num_workers', '0'])
+  assert '--num_workers: must be an integer >= 1' in capsys.readouterr().err
+  with pytest.raises(lra.DataError, match='num_workers must be at least 1'):
+    pathfinder_generator.generate(tmp_path / 'y', num_workers=0)

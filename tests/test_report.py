@@ -4,11 +4,12 @@ plot."""
 import json
 import os
 import re
+import statistics
 
 import pytest
 
 from benchmarks import report
-from configs import variants
+from configs import pathfinder32, pathfinder32_short, variants
 
 
 def write_run(root, folder, task, seed, accuracy, **model):
@@ -112,6 +113,14 @@ def test_readme_paper_targets_are_the_variant_table():
 
 def test_variant_names_follow_the_configs():
   assert variants.variant_of({'name': 'luna', 'projection_length': 128}) == 'luna128'
+  # The P-mean pooling is its own variant (Table 3), whatever the projection length.
+  for length in (16, 128):
+    pmean = variants.variant_of({'name': 'luna', 'projection_length': length, 'pooling': 'p'})
+    assert pmean == f'luna{length}_pmean'
+    assert variants.get(pmean).model['pooling'] == 'p'
+  assert variants.variant_of({'name': 'luna', 'projection_length': 16, 'pooling': 'mean'}) == (
+    'luna16'
+  )
   assert (
     variants.variant_of({'name': 'transformer', 'attention_implementation': 'linear'})
     == 'linear_transformer'
@@ -156,3 +165,118 @@ def test_command_writes_markdown_and_figure(runs_dir, tmp_path):
   assert report.leaderboard(report.collect_runs(str(runs_dir))) in markdown
   png = (out / 'figure1.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
+
+
+def write_metrics(run, validation):
+  """A metrics.jsonl: a training line, an evaluation line per (step, accuracy), a cut line."""
+  lines = [{'step': 1, 'train_loss': 2.3}]
+  lines += [{'step': step, 'validation_accuracy': accuracy} for step, accuracy in validation]
+  (run / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines) + '{"st')
+
+
+def test_collapsed_and_never_learned_runs_are_counted_from_their_metrics(tmp_path):
+  root = tmp_path / 'runs'
+  # (seed, validation evaluations, final validation, test): learned and kept it; learned (35.85%)
+  # then fell to 20% (< 10 + (35.85 - 10) / 2); never above 19% (ListOps' learned threshold).
+  histories = {
+    0: ([(500, 0.30), (1000, 0.36)], 0.37, 0.37),
+    1: ([(500, 0.3585), (1000, 0.087), (1500, 0.161)], 0.20, 0.1965),
+    2: ([(500, 0.161), (1000, 0.17)], 0.161, 0.1665),
+  }
+  for seed, (evaluations, final, test) in histories.items():
+    run = root / f'seed{seed}'
+    write_run(root, f'seed{seed}', 'listops', seed, test, **LUNA16)
+    results = json.loads((run / 'results.json').read_text())
+    results.update(validation={'accuracy': final}, step=2000)
+    (run / 'results.json').write_text(json.dumps(results))
+    write_metrics(run, evaluations)
+  write_run(root, 'no_metrics', 'text', 0, 0.6, **LUNA16)  # Not checked: no metrics.jsonl.
+  runs, _ = report.read_runs(report.find_results(str(root)))
+  by_seed = {run.seed: run.health for run in runs if run.task == 'listops'}
+  assert by_seed[0] == report.Health(best=37.0, best_step=2000, final=37.0, learned=True,
+                                     collapsed=False)  # fmt: skip
+  assert by_seed[1].collapsed and by_seed[1].best == pytest.approx(35.85)
+  assert by_seed[1].best_step == 500
+  assert not by_seed[2].learned and not by_seed[2].collapsed
+  counts = report.health_counts(runs)
+  assert counts == {('luna16', 'listops'): (1, 1, 3)}
+  table = report.leaderboard(report.accuracies(runs), failures=counts)
+  tests = [100 * test for _, _, test in histories.values()]
+  cell = f'{statistics.fmean(tests):.2f} ± {statistics.stdev(tests):.2f}'
+  assert f'| {cell} (1 collapsed, 1 never learned of 3) | 60.00 |' in table
+  notes = report.health_notes(runs)[0]
+  assert '3 of 4 runs have a metrics.jsonl' in notes
+  assert (
+    f'{root}/seed1/results.json: collapsed: best validation 35.85% (step 500), final 20.00%'
+    in (notes)
+  )
+  assert f'{root}/seed2/results.json: never learned' in notes and 'seed0' not in notes
+  # A run that falls by less than half its gain over chance keeps its place.
+  kept = report.health('listops', 0.24, 2000, [{'step': 500, 'validation_accuracy': 0.36}])
+  assert kept.learned and not kept.collapsed
+  binary = report.health('pathfinder32', 0.54, 100, [{'step': 50, 'validation_accuracy': 0.549}])
+  assert not binary.learned  # 55% is the binary tasks' threshold.
+
+
+def test_table3_self_pretrained_and_shortened_runs_have_their_own_rows(tmp_path):
+  root = tmp_path / 'runs'
+  write_run(root, 'cls', 'listops', 0, 0.37, **LUNA16)
+  write_run(root, 'pmean', 'listops', 0, 0.38, **dict(LUNA16, pooling='p'))
+  write_run(root, 'spt', 'listops', 0, 0.45, **LUNA16)
+  results = json.loads((root / 'spt' / 'results.json').read_text())
+  results['pretraining'] = {'step': 5000, 'steps_per_sec': 40.0, 'validation': {'accuracy': 0.5}}
+  results.update(validation={'accuracy': 0.45}, step=5000)
+  (root / 'spt' / 'results.json').write_text(json.dumps(results))
+  (root / 'spt' / 'finetune').mkdir()
+  write_metrics(root / 'spt' / 'finetune', [(2500, 0.47)])  # The classifier's metrics.
+  full_steps = pathfinder32.get_config('luna16').training.num_train_steps
+  for name, steps in (('short', pathfinder32_short.LUNA_STEPS), ('full', full_steps)):
+    write_run(root, name, 'pathfinder32', 0, 0.6 if name == 'short' else 0.7, **LUNA16)
+    results = json.loads((root / name / 'results.json').read_text())
+    results['config']['training'] = {'num_train_steps': steps}
+    (root / name / 'results.json').write_text(json.dumps(results))
+  runs, _ = report.read_runs(report.find_results(str(root)))
+  short = f'luna16 ({pathfinder32_short.LUNA_STEPS} steps)'
+  expected = ['luna16', 'luna16', short, 'luna16 (self-pretrained)', 'luna16_pmean']
+  assert sorted(run.variant for run in runs) == expected
+  assert report.recipe_steps('pathfinder32', 'luna16') == full_steps
+  spt_health = [run.health for run in runs if run.pretraining][0]
+  assert (spt_health.best, spt_health.best_step) == (pytest.approx(47.0), 2500)
+  lines = report.leaderboard(report.accuracies(runs)).splitlines()[2:]
+  assert lines == [
+    '| Luna-16 | paper | 37.43 | 65.74 | 79.38 | 46.39 | 78.36 | 61.46 | 56.98 |',
+    '| Luna-16 | ours (1 run) | 37.00 | - | - | - | 70.00 | - | - |',
+    f'| Luna-16 ({pathfinder32_short.LUNA_STEPS} steps) | ours (1 run) | - | - | - | - | 60.00 '
+    '| - | - |',
+    '| Luna-16 + self-pretraining | ours (1 run) | 45.00 | - | - | - | - | - | - |',
+    '| Luna-16 (P-mean) | paper (Table 3) | 38.06 | 65.81 | 80.22 | - | - | - | - |',
+    '| Luna-16 (P-mean) | ours (1 run) | 38.00 | - | - | - | - | - | - |',
+  ]
+  notes = report.pretraining_notes(runs)[0]
+  assert (
+    f'{root}/spt/results.json: 5000 masked-LM steps at 40 steps/s ({5000 / 40 / 60:.2f} min'
+    in notes
+  )
+  assert 'masked-token validation accuracy 50.00%' in notes
+
+
+def test_unfinished_runs_say_how_far_they_got(tmp_path):
+  root = tmp_path / 'runs'
+  write_run(root, 'done', 'listops', 0, 0.37, **LUNA16)
+  stopped = root / 'stopped'
+  stopped.mkdir()
+  (stopped / 'config.json').write_text(json.dumps({'training': {'num_train_steps': 5000}}))
+  write_metrics(stopped, [(500, 0.30), (1000, 0.35), (1500, 0.161)])
+  spt = root / 'spt_stopped'
+  (spt / 'pretrain').mkdir(parents=True)
+  (spt / 'kind.json').write_text('{}')
+  write_metrics(spt / 'pretrain', [(250, 0.2)])
+  (root / 'empty').mkdir()
+  (root / 'empty' / 'kind.json').write_text('{}')
+  unfinished = report.unfinished_runs(str(root))
+  assert unfinished == [str(root / 'empty'), str(spt), str(stopped)]
+  assert report.progress(str(stopped)) == (
+    'at step 1500 of 5000, validation accuracy 16.10% (best 35.00% at step 1000)'
+  )
+  assert report.progress(str(spt)).startswith('pretrain stage at step 250')
+  assert report.progress(str(root / 'empty')) == 'nothing logged'

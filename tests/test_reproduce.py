@@ -1,13 +1,18 @@
-"""`benchmarks.reproduce`: a tiny sweep of real `train.py` runs (debug configs, tiny data in the
+"""`benchmarks.reproduce`: tiny sweeps of real `train.py` runs (debug configs, tiny data in the
 layout `lra.prepare` writes): a finished run, a failed run reported with its log, skipping and
-resuming."""
+resuming, two runs at once on the CPU; and the scheduler with stand-ins for train.py: places shared
+as they free, the memory settings, the deadline and the collection."""
 
 import json
+import os
 import shutil
+import sys
+import time
 
 import pytest
 
-from benchmarks import reproduce
+from benchmarks import report, reproduce
+from configs import pathfinder32_short
 from lra import prepare
 
 
@@ -52,13 +57,15 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
   results = json.loads((finished / 'results.json').read_text(encoding='utf-8'))
   assert results['config']['data']['options']['max_length'] == 32
   assert 'listops/luna16/seed0: done in' in out
+  header = (finished / reproduce.LOG).read_text(encoding='utf-8').splitlines()[0]
+  assert header.startswith('$ CUDA_VISIBLE_DEVICES=0 ')  # One run a GPU: jax's memory defaults.
   assert f'test accuracy {results["test"]["accuracy"]:.4f}' in out
   assert 'started on GPU 0' in out and 'started on GPU 1' in out  # Both ran at once.
   assert 'retrieval/luna16/seed0: FAILED (exit code 1)' in out
   assert 'new_aan_pairs.eval.tsv:' in out and 'expected 5 tab-separated fields' in out
   leaderboard = (reports / 'debug' / 'leaderboard.md').read_text(encoding='utf-8')
   ours = [line for line in leaderboard.splitlines() if '| ours, debug (1 run) |' in line]
-  assert len(ours) == 1 and f'| {100 * results["test"]["accuracy"]:.2f} |' in ours[0]
+  assert len(ours) == 1 and f'| {100 * results["test"]["accuracy"]:.2f}' in ours[0]
   assert (reports / 'debug' / 'figure1.png').stat().st_size > 0
 
   # Again: the finished run is skipped (its log does not grow); the failed one is tried again.
@@ -86,3 +93,192 @@ def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(mo
   with pytest.raises(SystemExit):
     reproduce.main(['--variants', 'luna16,luna64', '--dry_run'])
   assert 'unknown: luna64' in capsys.readouterr().err
+
+
+def test_concurrent_debug_runs_on_the_cpu_with_self_pretraining_and_pmean(
+  tiny_lra_data, tmp_path, capsys, monkeypatch
+):
+  """Two real runs at once on the CPU (`--runs_per_device 2`): Table 3's P-mean variant and a
+  self-pretrained Luna-16, collected with their small files and reported in their own rows."""
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', 'true')
+  root = tmp_path / 'data'
+  ignore = shutil.ignore_patterns('lra_cache')
+  shutil.copytree(
+    tiny_lra_data['listops'][0], prepare.task_data_dir('listops', root), ignore=ignore
+  )
+  runs, reports, collected = tmp_path / 'runs', tmp_path / 'reports', tmp_path / 'out'
+  options = ['--tasks', 'listops', '--variants', 'luna16_pmean,luna16+spt', '--seeds', '1',
+             '--data_dir', str(root), '--runs_dir', str(runs), '--report_dir', str(reports),
+             '--devices', 'none', '--runs_per_device', '2', '--debug', '--status_every', '0',
+             '--collect_to', str(collected), '--benchmark_json', '']  # fmt: skip
+  assert reproduce.main(options + ['--', '--config.data.options.max_length=32']) == 0
+  out = capsys.readouterr().out
+  lines = out.splitlines()
+  started = [i for i, line in enumerate(lines) if ': started on all devices' in line]
+  done = [i for i, line in enumerate(lines) if ': done in' in line]
+  assert len(started) == 2 and len(done) == 2 and max(started) < min(done)  # At once.
+  pmean, spt = (
+    runs / 'debug' / 'listops' / name / 'seed0' for name in ('luna16_pmean', 'luna16+spt')
+  )
+  for workdir in (pmean, spt):  # The settings of a shared device, written before the command.
+    header = (workdir / reproduce.LOG).read_text(encoding='utf-8').splitlines()[0]
+    assert header.startswith('$ XLA_CLIENT_MEM_FRACTION=0.450 XLA_PYTHON_CLIENT_PREALLOCATE=false ')
+  assert json.loads((pmean / 'results.json').read_text())['config']['model']['pooling'] == 'p'
+  results = json.loads((spt / 'results.json').read_text())
+  assert results['pretraining']['step'] == 5 and results['step'] == 5
+  assert results['config']['init_from'] == str(spt / 'pretrain')
+  # The collection: small files of the run and of both stages, the sweep's record.
+  copy = collected / 'runs' / 'listops' / 'luna16+spt' / 'seed0'
+  for name in ('results.json', 'kind.json', 'train.log', 'pretrain/metrics.jsonl',
+               'finetune/metrics.jsonl', 'finetune/config.json'):  # fmt: skip
+    assert (copy / name).is_file(), name
+  assert not (copy / 'finetune' / 'checkpoints').exists()
+  assert '\r' not in (copy / 'train.log').read_text(encoding='utf-8')
+  sweep = json.loads((collected / 'sweep.json').read_text())
+  assert [(r['name'], r['state']) for r in sweep['runs']] == [
+    ('listops/luna16_pmean/seed0', 'finished'),
+    ('listops/luna16+spt/seed0', 'finished'),
+  ]
+  assert sweep['runs'][1]['env'] == {
+    'XLA_CLIENT_MEM_FRACTION': '0.450',
+    'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+  }
+  assert sweep['runs'][1]['command'][3].endswith('configs/listops.py:luna16,spt,debug')
+  # The report reads the copies: Table 3's row and the self-pretrained row, apart.
+  leaderboard = (reports / 'debug' / 'leaderboard.md').read_text(encoding='utf-8')
+  assert ' (P-mean) (debug) | ours, debug (1 run) |' in leaderboard
+  assert ' + self-pretraining (debug) | ours, debug (1 run) |' in leaderboard
+  assert f'- {copy / "results.json"}: 5 masked-LM steps' in leaderboard
+
+
+#: A stand-in for train.py: notes its start (and the memory settings it got) in `<shared>/`, waits
+#: until two runs have started (at most 60 s), then writes a finished run's results.json.
+_TOGETHER = """
+import json, os, sys, time
+shared, workdir = sys.argv[1], sys.argv[2]
+name = os.path.basename(os.path.dirname(workdir)) + os.path.basename(workdir)
+count = lambda suffix: sum(f.endswith(suffix) for f in os.listdir(shared))
+open(os.path.join(shared, name + '.start'), 'w').close()
+keys = [f'XLA_{k}' for k in ('CLIENT_MEM_FRACTION', 'PYTHON_CLIENT_MEM_FRACTION',
+                             'PYTHON_CLIENT_PREALLOCATE')]
+record = {'live': count('.start') - count('.end'), 'env': {k: os.environ.get(k) for k in keys}}
+end = time.time() + 60
+while count('.start') < 2 and time.time() < end:
+  time.sleep(0.02)
+record['saw_two'] = count('.start') >= 2
+config = json.loads(sys.argv[3])
+results = {'config': config, 'step': 1, 'test': {'accuracy': 0.5}, 'validation': {'accuracy': 0.5}}
+json.dump(results, open(os.path.join(workdir, 'results.json'), 'w'))
+json.dump(record, open(os.path.join(shared, name + '.json'), 'w'))
+open(os.path.join(shared, name + '.end'), 'w').close()
+"""
+
+#: A stand-in for a run that outlives the deadline: a config.json and a metrics.jsonl, then sleep;
+#: with 'stubborn' it ignores SIGTERM.
+_SLOW = """
+import json, os, signal, sys, time
+workdir = sys.argv[1]
+if sys.argv[2] == 'stubborn':
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+json.dump({'training': {'num_train_steps': 100}}, open(os.path.join(workdir, 'config.json'), 'w'))
+with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+  f.write(json.dumps({'step': 10, 'validation_accuracy': 0.25}) + '\\n')
+open(os.path.join(workdir, 'pid'), 'w').write(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def _fake_run(tmp_path, name, script, args):
+  recipe = {'training': {'num_train_steps': 1, 'num_eval_batches': -1}}
+  workdir = tmp_path / 'runs' / 'task' / name / 'seed0'
+  command = [sys.executable, '-c', script, *args(workdir, recipe)]
+  return reproduce.Run('task', name, 0, workdir, command, recipe, f'task/{name}/seed0')
+
+
+def test_runs_share_places_as_they_free_with_their_memory_settings(tmp_path, monkeypatch):
+  monkeypatch.setenv(
+    'XLA_PYTHON_CLIENT_MEM_FRACTION', '0.75'
+  )  # jax refuses it beside the new name.
+  shared = tmp_path / 'shared'
+  shared.mkdir()
+  args = lambda workdir, recipe: [str(shared), str(workdir), json.dumps(recipe)]
+  runs = [_fake_run(tmp_path, name, _TOGETHER, args) for name in ('a', 'b', 'c')]
+  assert reproduce.execute(runs, [], status_every=600, poll=0.02, runs_per_device=2) == []
+  assert [run.outcome for run in runs] == [reproduce.FINISHED] * 3
+  record = {name: json.loads((shared / f'{name}seed0.json').read_text()) for name in 'abc'}
+  assert record['a']['saw_two'] and record['b']['saw_two']  # a and b ran together,
+  assert max(r['live'] for r in record.values()) <= 2  # never three at once,
+  mtime = lambda name: (shared / name).stat().st_mtime_ns
+  assert min(mtime('aseed0.end'), mtime('bseed0.end')) <= mtime('cseed0.start')  # c waited.
+  for r in record.values():
+    assert r['env'] == {
+      'XLA_CLIENT_MEM_FRACTION': '0.450',
+      'XLA_PYTHON_CLIENT_MEM_FRACTION': None,
+      'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+    }
+  assert reproduce.child_env('3', 1) == {'CUDA_VISIBLE_DEVICES': '3'}  # One a GPU: jax's defaults.
+  assert reproduce.child_env('3', 2, memory_fraction=0.6) == {  # Runs of unequal size.
+    'CUDA_VISIBLE_DEVICES': '3',
+    'XLA_CLIENT_MEM_FRACTION': '0.600',
+    'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+  }
+
+
+def test_the_deadline_stops_runs_and_the_collection_keeps_what_they_logged(tmp_path, capsys):
+  names = ('polite', 'stubborn', 'queued')
+  runs = [
+    _fake_run(tmp_path, name, _SLOW, lambda workdir, recipe, name=name: [str(workdir), name])
+    for name in names
+  ]
+  deadline = time.monotonic() + 10  # Time for two Pythons to start and log.
+  failed = reproduce.execute(
+    runs, [], status_every=600, poll=0.05, runs_per_device=2, deadline=deadline, grace=1.0
+  )
+  assert failed == [] and [run.outcome for run in runs] == ['partial', 'partial', 'not started']
+  out = capsys.readouterr().out
+  assert 'task/polite/seed0: stopped at the deadline' in out
+  assert 'at step 10 of 100, validation accuracy 25.00%' in out
+  assert 'Deadline: 1 runs not started: task/queued/seed0' in out
+  for run in runs[:2]:  # SIGTERM, then SIGKILL for the one that ignores it: both are gone.
+    with pytest.raises(ProcessLookupError):
+      os.kill(int((run.workdir / 'pid').read_text()), 0)
+  sweep = reproduce.collect(runs, tmp_path / 'runs', tmp_path / 'out', {'deadline_minutes': 0.2})
+  record = json.loads(sweep.read_text())
+  assert record['deadline_minutes'] == 0.2
+  assert [(r['state'], r['files']) for r in record['runs']] == [
+    ('partial', ['config.json', 'metrics.jsonl', 'train.log']),
+    ('partial', ['config.json', 'metrics.jsonl', 'train.log']),
+    ('not started', []),
+  ]
+  assert record['runs'][0]['command'][-1] == 'polite'
+  copies = tmp_path / 'out' / 'runs'
+  assert report.unfinished_runs(str(copies)) == [
+    str(copies / 'task' / name / 'seed0') for name in ('polite', 'stubborn')
+  ]
+  log = (copies / 'task' / 'polite' / 'seed0' / reproduce.LOG).read_text()
+  assert log.startswith('$ XLA_CLIENT_MEM_FRACTION=0.450 ')
+
+
+def test_a_task_config_of_its_own_and_variants_with_spt_in_the_plan(tmp_path):
+  short = {'pathfinder32': 'configs/pathfinder32_short.py'}
+  runs = reproduce.plan(['pathfinder32'], ['luna16', 'transformer+spt'], 2, tmp_path, tmp_path,
+                        task_configs=short, order='seed')  # fmt: skip
+  assert [run.name for run in runs] == [
+    'pathfinder32_short/luna16/seed0',
+    'pathfinder32_short/transformer+spt/seed0',
+    'pathfinder32_short/luna16/seed1',
+    'pathfinder32_short/transformer+spt/seed1',
+  ]
+  assert runs[0].recipe['training']['num_train_steps'] == pathfinder32_short.LUNA_STEPS
+  assert runs[1].command[3].endswith('configs/pathfinder32_short.py:transformer,spt')
+  assert runs[1].recipe['self_pretraining']['num_train_steps'] == -1
+  later = reproduce.plan(['listops'], ['luna16'], range(2, 4), tmp_path, tmp_path)  # --first_seed 2
+  assert [(run.name, run.recipe['seed']) for run in later] == [
+    ('listops/luna16/seed2', 2),
+    ('listops/luna16/seed3', 3),
+  ]
+  with pytest.raises(ValueError, match="is a config of 'pathfinder32', not of 'listops'"):
+    reproduce.plan(['listops'], ['luna16'], 1, tmp_path, tmp_path, task_configs={'listops':
+                   short['pathfinder32']})  # fmt: skip
+  with pytest.raises(ValueError, match=r"'luna16\+debug': a variant is one of"):
+    reproduce.parse_variant('luna16+debug')  # --debug, not a variant's flag.

@@ -1,0 +1,186 @@
+"""What one training step of an LRA recipe costs, from XLA's cost and memory analysis of the
+compiled step on this machine (nothing is run): FLOPs, bytes accessed and temporary memory, each
+also as a ratio to the first run given. Used to size GPU sessions: a step's time on a GPU where
+the first run's was measured is estimated as that time x the ratio of bytes accessed (the LRA steps
+at batch 32-512 are bound by memory traffic, not by FLOPs; benchmarks/results/gpu/README.md).
+
+  python -m benchmarks.step_cost --runs listops:luna16,listops:luna16+mlm,listops:transformer \
+      [--output benchmarks/results/cpu/step_cost] [-- --config.model.precision=bfloat16]
+
+A run is `<task>:<variant>` (`configs/<task>.py:<variant>`, the full recipe with its batch size;
+`<task>` may also be another config file's name, e.g. `pathfinder32_short`), with `+mlm` for the
+masked-LM stage of self-pretraining (`luna_jax.training.self_pretraining.stage_configs`: the same
+encoder with a tied LM head on the task's inputs). Flags after `--` override the config as in
+`train.py`. The model's sizes come from the task's loader constants (vocabulary, classes) and the
+config's `max_length`; random ids stand in for the data. XLA:CPU fuses less than XLA:GPU, so the
+absolute bytes and memory are larger than a GPU's; the ratios are what the estimate uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+import luna_jax
+from benchmarks import reproduce
+from lra import image, listops, pathfinder, retrieval, text, tokenize
+from luna_jax.training import optim, run_config, self_pretraining, steps
+
+#: Each task's (vocabulary size, number of classes, two documents) as its loader builds the model.
+TASK_SIZES = {
+  'listops': (listops.VOCAB_SIZE, listops.NUM_CLASSES, False),
+  'text': (tokenize.BYTE_VOCAB_SIZE, text.NUM_CLASSES, False),
+  'retrieval': (tokenize.BYTE_VOCAB_SIZE, retrieval.NUM_CLASSES, True),
+  'image': (tokenize.PIXEL_VOCAB_SIZE, image.NUM_CLASSES, False),
+  'pathfinder32': (tokenize.PIXEL_VOCAB_SIZE, pathfinder.NUM_CLASSES, False),
+}
+MLM = '+mlm'
+
+
+def run_config_of(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The resolved config of a run `<config name>:<variant>[+mlm]` with `--config.*` overrides.
+
+  Raises:
+    ValueError: an unknown config file, variant or override (the message names it).
+  """
+  name, _, variant = spec.partition(':')
+  config_file = reproduce.REPO / 'configs' / f'{name}.py'
+  if not config_file.is_file() or not variant:
+    raise ValueError(f'{spec!r}: expected <config name>:<variant>[{MLM}], e.g. listops:luna16')
+  variant, mlm, rest = variant.partition(MLM)
+  if rest:
+    raise ValueError(f'{spec!r}: {MLM} ends the run')
+  recipe = reproduce.recipe_config(['train.py', '--config', f'{config_file}:{variant}', *overrides])
+  config = ml_collections.ConfigDict(recipe)
+  if mlm:
+    config.self_pretraining.num_train_steps = config.training.num_train_steps
+    config = self_pretraining.stage_configs(config, 'unused')[0][1]
+  return config
+
+
+def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """XLA's analysis of the compiled (not run) train step of `config` at its batch size.
+
+  Returns:
+    'flops', 'bytes_accessed', 'temp_bytes' (temporary buffers of the step) and 'argument_bytes'
+    (the train state and the batch).
+
+  Raises:
+    KeyError: a task without sizes in `TASK_SIZES`.
+  """
+  run = run_config.parse_config(config)
+  vocab_size, num_classes, dual = TASK_SIZES[run.data.task]
+  length = run.data.options['max_length']
+  is_mlm = run.model['name'] in luna_jax.MLM_MODELS
+  model = luna_jax.build_model(
+    run.model,
+    vocab_size=vocab_size,
+    num_classes=vocab_size if is_mlm else num_classes,
+    max_length=length,
+    dual=dual and not is_mlm,
+  )
+  optimizer = optim.make_optimizer(run.optimizer)
+  rows = run.training.batch_size
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(1, vocab_size, (rows, length)).astype(np.int32)
+  batch = {'inputs': tokens, 'lengths': np.full(rows, length, np.int32)}
+  if dual and not is_mlm:
+    batch.update(inputs2=tokens, lengths2=batch['lengths'])
+  batch['targets'] = tokens if is_mlm else rng.integers(0, num_classes, rows).astype(np.int32)
+  state = jax.eval_shape(
+    lambda: steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
+  )
+  step = jax.jit(
+    functools.partial(steps.train_step, model=model, optimizer=optimizer), donate_argnums=(0,)
+  )
+  compiled = step.lower(state, batch).compile()
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  memory = compiled.memory_analysis()
+  return {
+    'flops': float(analysis['flops']),
+    'bytes_accessed': float(analysis['bytes accessed']),
+    'temp_bytes': int(memory.temp_size_in_bytes),
+    'argument_bytes': int(memory.argument_size_in_bytes),
+  }
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+  """Markdown: one row per run, the ratios to the first."""
+  first = results[0]
+  lines = [
+    '| run | batch x length | TFLOP | GB accessed | temp GiB | FLOP ratio | bytes ratio |',
+    '|---|---|---:|---:|---:|---:|---:|',
+  ]
+  for r in results:
+    lines.append(
+      f'| {r["run"]} | {r["batch_size"]} x {r["max_length"]} | {r["flops"] / 1e12:.3f} | '
+      f'{r["bytes_accessed"] / 1e9:.1f} | {r["temp_bytes"] / 2**30:.2f} | '
+      f'{r["flops"] / first["flops"]:.2f} | {r["bytes_accessed"] / first["bytes_accessed"]:.2f} |'
+    )
+  return '\n'.join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  given = list(argv)
+  overrides = argv[argv.index('--') + 1 :] if '--' in argv else []
+  argv = argv[: argv.index('--')] if '--' in argv else argv
+  parser = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], epilog='Flags after -- override every config.'
+  )
+  parser.add_argument(
+    '--runs',
+    default='listops:luna16,listops:luna16+mlm,listops:luna256,listops:transformer,'
+    'pathfinder32:luna16,pathfinder32:transformer',
+    help='comma-separated <config name>:<variant>[+mlm]; the first is the reference.',
+  )
+  parser.add_argument('--output', type=Path, help='folder for results.json and table.md')
+  args = parser.parse_args(argv)
+  results = []
+  for spec in [s.strip() for s in args.runs.split(',') if s.strip()]:
+    try:
+      config = run_config_of(spec, overrides)
+    except ValueError as e:
+      parser.error(str(e))
+    measured = cost(config)
+    results.append(
+      {
+        'run': spec,
+        'batch_size': config.training.batch_size,
+        'max_length': config.data.options.max_length,
+        **measured,
+      }
+    )
+    print(
+      f'{spec}: {measured["flops"] / 1e12:.3f} TFLOP, {measured["bytes_accessed"] / 1e9:.1f} GB '
+      f'accessed, {measured["temp_bytes"] / 2**30:.2f} GiB temporary',
+      flush=True,
+    )
+  markdown = table(results)
+  print(markdown)
+  if args.output:
+    os.makedirs(args.output, exist_ok=True)
+    document = {
+      'command': ['python', '-m', 'benchmarks.step_cost', *given],
+      'overrides': overrides,
+      'device': f'{jax.devices()[0].device_kind} ({jax.default_backend()})',
+      'jax_version': jax.__version__,
+      'runs': results,
+    }
+    (args.output / 'results.json').write_text(json.dumps(document, indent=2) + '\n')
+    (args.output / 'table.md').write_text(markdown + '\n')
+
+
+if __name__ == '__main__':
+  main()
