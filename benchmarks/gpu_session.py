@@ -534,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = 0.0
     for cell in cells:
       total += cell.estimate_s
-      print(f'{cell.id:<42} {cell.estimate_s:4.0f} s  (cumulative {total:5.0f} s)')
+      print(f'{cell.id:<48} {cell.estimate_s:4.0f} s  (cumulative {total:5.0f} s)')
     return
   os.makedirs(args.out, exist_ok=True)
   session_path = os.path.join(args.out, 'session.json')
