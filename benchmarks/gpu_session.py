@@ -6,10 +6,16 @@ What is compared (the LRA Text model of Table 2: 4 layers, d 256, FFN 1024, 4 he
 AdamW; one full training step):
   luna_jax   `python -m benchmarks.speed_memory --mode train_step` with one model and one length
              per cell: `luna16`, `luna256`, `transformer` (einsum softmax) and, for Table 2,
-             `transformer_fused` (`jax.nn.dot_product_attention`); `--precision float32` (XLA's
-             default precision, TF32 matmuls on the GPU), `bfloat16` (bfloat16 matmul inputs,
-             float32 accumulation, residual stream, normalisers and softmax) and `bfloat16_all`.
-             Memory: the device's peak_bytes_in_use.
+             `transformer_fused` (`jax.nn.dot_product_attention`: cuDNN's flash attention on an
+             NVIDIA GPU for 16-bit inputs, XLA's otherwise; the environment's probe records which
+             it lowered to); `--precision float32` (XLA's default precision, TF32 matmuls on the
+             GPU), `bfloat16` (bfloat16 matmul inputs, float32 accumulation, residual stream,
+             normalisers and softmax) and `bfloat16_all`. Memory: the device's peak_bytes_in_use.
+             A profile cell (setting `bfloat16-profile`) adds `--profile`: after the timed steps
+             one more step is traced with jax.profiler, and the cell's document gets `op_class_ms`
+             (`benchmarks.speed_memory_harness.op_class_times`: on a GPU, milliseconds per kernel
+             name), cut here to the largest `PROFILE_TOP` classes (the rest summed in
+             `op_class_ms_left_out`); the trace stays in the cell's temporary folder.
   PyTorch    the anchor torch_luna_anchor.py (`--device cuda`, one model and one length per cell)
              with the authors' `luna16` and `luna256` and PyTorch's `softmax` Transformer
              (nn.TransformerEncoderLayer, which calls scaled_dot_product_attention): settings
@@ -18,32 +24,41 @@ AdamW; one full training step):
              each eager or `-compile` (torch.compile). Memory: max_memory_allocated.
   Batch 32 (LRA's) first, then batch 4 (the committed CPU comparison's); lengths 1K, 2K, 4K.
 
-The cells, in the order they run (`--list` prints them with their estimates):
-   1. batch 32, 4K: float32 / tf32, then bfloat16 / bf16, eager PyTorch; luna_jax and PyTorch
-      alternate, model by model, so that what is finished comes in pairs
-   2. batch 32, 1K, the same
-   3. batch 32, 2K, the same
-   4. batch 32, torch.compile: tf32 and bf16, 4K, 1K, 2K
-   5. Table 2, batch 32: the fused Transformer in float32 and bfloat16, 4K, 1K, 2K
-   6. batch 32, bfloat16_all: Luna-16, Transformer, Luna-256, fused Transformer
-   7. batch 4, float32 / tf32 and bfloat16 / bf16 pairs, eager PyTorch
-   8. batch 4, torch.compile; the fused Transformer
-   9. batch 32, fp16 (PyTorch alone)
+The cells, in the order they run (`--list` prints them with their estimates). The first call
+measures what issue 23's targets are judged on: each side at its best setting (luna_jax's bfloat16
+policy; PyTorch's autocast bf16, eager or compiled, whichever is faster), batch 32, 4K, where the
+MFU targets are set, and the profiles that explain a miss. A block is, at one precision, batch and
+length: luna_jax and eager PyTorch alternating, model by model (Luna-16, Transformer, Luna-256), so
+that what is finished comes in pairs; then the fused Transformer; then PyTorch under torch.compile
+for the three (10 cells, 396 s).
+   1. batch 32, 4K, bfloat16 / bf16: one block
+   2. profiles, batch 32, 4K, bfloat16: Luna-16, the Transformer (exact), the fused Transformer
+      (3 cells, 180 s)
+   3. batch 32, 1K, bfloat16 / bf16: one block
+   4. batch 32, 2K, the same
+   5. batch 32, float32 / tf32: a block each at 4K, 1K, 2K (1,188 s)
+   6. batch 32, bfloat16_all: Luna-16, Transformer, Luna-256, fused Transformer; 4K, 1K, 2K
+      (540 s)
+   7. batch 4: bfloat16 / bf16 blocks at 4K, 1K, 2K, then float32 / tf32 ones (2,376 s)
+   8. batch 32, fp16 (PyTorch alone; 108 s)
 
 Time per cell, estimated from the committed H200 runs (benchmarks/results/gpu/): a luna_jax cell is
 a fresh process that compiles its step in about 25 s (`compile_s` 24-26 s there, every model and
 length) after an estimated 10-15 s of start-up (interpreter, JAX's GPU client, the state's own jit;
 the Luna-16 cell there took 51 s in all, beside another job), and steps take milliseconds
 (Transformer at batch 4: 5.6 ms at 1K, 30 ms at 4K; at batch 32 about 8x that, 0.25 s at 4K, so 13
-steps take 3 s): JAX_CELL_S = 45 s. An eager PyTorch cell (import, CUDA context, 13 steps):
-TORCH_CELL_S = 12 s; a torch.compile one (Inductor's compile in the warm-up steps, fresh per
-process): TORCH_COMPILE_CELL_S = 60 s. Stage 1 takes 342 s, stages 1-2 684 s, stages 1-3 1,026 s,
-all nine about 5,400 s (141 cells; eleven calls of 8 minutes). One call with `--deadline_s 480` (8
-minutes; a call's limit is 10), after about 20 s of probes, is estimated to finish stage 1 and the
-first 1K pairs of stage 2; later sessions go on from there (`--previous`), and each session's
-measured `wall_s` per cell corrects these estimates. A cell that does not fit in what is left of the
-deadline is not started ('deferred'); one that outruns its timeout or the deadline is killed and
-recorded ('timeout'); both run again next time.
+steps take 3 s): JAX_CELL_S = 45 s; a profile cell adds a traced step and the trace's parsing:
+JAX_PROFILE_CELL_S = 60 s. An eager PyTorch cell (import, CUDA context, 13 steps): TORCH_CELL_S =
+12 s; a torch.compile one (Inductor's compile in the warm-up steps, fresh per process):
+TORCH_COMPILE_CELL_S = 60 s. Stage 1 takes 396 s, stages 1-2 576 s, stages 1-4 1,368 s, all eight
+about 5,580 s (144 cells; about twelve calls of 8 minutes). One call with `--deadline_s 480` (8
+minutes; a call's limit is 10), after about 20 s of probes, is estimated to finish stage 1 (at 416
+s), then to defer the profiles (54 s left before the 10 s reserve, 60 s each) and run the first 1K
+luna_jax cell of stage 3 (Luna-16), which fits; the next call starts with the profiles. Later
+sessions go on from there (`--previous`), and each session's measured `wall_s` per cell corrects
+these estimates. A cell that does not fit in what is left of the deadline is not started
+('deferred'); one that outruns its timeout or the deadline is killed and recorded ('timeout'); both
+run again next time.
 
 Outputs, all under `--out` (three files, within the device tool's limit of 8):
   session.json     the environment (nvidia-smi, versions, whether the fused attention lowers to
@@ -91,10 +106,18 @@ from benchmarks import vs_pytorch
 
 #: Estimated wall time of one cell (seconds; see the module docstring).
 JAX_CELL_S, TORCH_CELL_S, TORCH_COMPILE_CELL_S = 45.0, 12.0, 60.0
+#: Estimated wall time of a luna_jax profile cell: one more step, traced, and the trace's parsing.
+JAX_PROFILE_CELL_S = 60.0
 #: (luna_jax model, PyTorch anchor model) pairs, in the order their cells run.
 PAIRS = (('luna16', 'luna16'), ('transformer', 'softmax'), ('luna256', 'luna256'))
 #: The fused Transformer of Table 2 (luna_jax only).
 FUSED = 'transformer_fused'
+#: Suffix of a luna_jax setting that also profiles the step (`speed_memory --profile`).
+PROFILE = '-profile'
+#: The luna_jax models profiled at batch 32, 4K, bfloat16 (stage 2).
+PROFILED = ('luna16', 'transformer', FUSED)
+#: Op classes kept per profiled cell in the session file (largest first; the rest summed).
+PROFILE_TOP = 25
 #: Warm-up and timed steps of every cell (PyTorch's warm-up covers torch.compile's compilation).
 WARMUP, REPEATS = 3, 10
 #: Statuses after which a cell is not run again.
@@ -114,8 +137,9 @@ class Cell:
   Attributes:
     side: 'jax' (luna_jax) or 'torch' (the PyTorch anchor).
     model: the side's model name ('luna16', 'transformer', 'transformer_fused' / 'softmax').
-    setting: luna_jax's `--precision` ('float32', 'bfloat16', 'bfloat16_all'), or PyTorch's
-      'tf32', 'bf16', 'fp16', with '-compile' for torch.compile.
+    setting: luna_jax's `--precision` ('float32', 'bfloat16', 'bfloat16_all'), with '-profile'
+      for a cell that also profiles its step, or PyTorch's 'tf32', 'bf16', 'fp16', with
+      '-compile' for torch.compile.
     batch: batch size.
     length: sequence length (tokens).
   """
@@ -128,19 +152,20 @@ class Cell:
 
   @property
   def id(self) -> str:
-    """E.g. 'jax-luna16-float32-b32-4096', 'torch-softmax-bf16-compile-b32-1024'."""
+    """E.g. 'jax-luna16-float32-b32-4096', 'jax-luna16-bfloat16-profile-b32-4096',
+    'torch-softmax-bf16-compile-b32-1024'."""
     return f'{self.side}-{self.model}-{self.setting}-b{self.batch}-{self.length}'
 
   @property
   def estimate_s(self) -> float:
     """Estimated wall time (seconds)."""
     if self.side == 'jax':
-      return JAX_CELL_S
+      return JAX_PROFILE_CELL_S if self.setting.endswith(PROFILE) else JAX_CELL_S
     return TORCH_COMPILE_CELL_S if self.setting.endswith('-compile') else TORCH_CELL_S
 
 
 def plan(lengths: Sequence[int] = (1024, 2048, 4096), batches: Sequence[int] = (32, 4)) -> list:
-  """Every cell of the comparison, in the order they run (stages 1-9 of the module docstring).
+  """Every cell of the comparison, in the order they run (stages 1-8 of the module docstring).
 
   Args:
     lengths: the short, middle and long length (1K, 2K, 4K).
@@ -153,30 +178,28 @@ def plan(lengths: Sequence[int] = (1024, 2048, 4096), batches: Sequence[int] = (
   big, small = batches
   cells = []
 
-  def pairs(precision: str, torch_setting: str, batch: int, length: int) -> None:
+  def block(precision: str, torch_setting: str, batch: int, length: int) -> None:
+    """One precision at one size: luna_jax and eager PyTorch alternating, model by model, then the
+    fused Transformer, then PyTorch under torch.compile."""
     for jax_model, torch_model in PAIRS:
       cells.append(Cell('jax', jax_model, precision, batch, length))
       cells.append(Cell('torch', torch_model, torch_setting, batch, length))
+    cells.append(Cell('jax', FUSED, precision, batch, length))
+    cells.extend(Cell('torch', m, f'{torch_setting}-compile', batch, length) for _, m in PAIRS)
 
-  for n in (long, short, middle):  # Stages 1-3.
-    pairs('float32', 'tf32', big, n)
-    pairs('bfloat16', 'bf16', big, n)
-  for n in (long, short, middle):  # Stage 4.
-    for setting in ('tf32-compile', 'bf16-compile'):
-      cells += [Cell('torch', model, setting, big, n) for _, model in PAIRS]
+  block('bfloat16', 'bf16', big, long)  # Stage 1.
+  for model in PROFILED:  # Stage 2.
+    cells.append(Cell('jax', model, 'bfloat16' + PROFILE, big, long))
+  for n in (short, middle):  # Stages 3-4.
+    block('bfloat16', 'bf16', big, n)
   for n in (long, short, middle):  # Stage 5.
-    cells += [Cell('jax', FUSED, p, big, n) for p in ('float32', 'bfloat16')]
+    block('float32', 'tf32', big, n)
   for n in (long, short, middle):  # Stage 6.
-    models = [m for m, _ in PAIRS] + [FUSED]
-    cells += [Cell('jax', m, 'bfloat16_all', big, n) for m in models]
-  for n in (long, short, middle):  # Stage 7.
-    pairs('float32', 'tf32', small, n)
-    pairs('bfloat16', 'bf16', small, n)
+    cells += [Cell('jax', m, 'bfloat16_all', big, n) for m in [*(m for m, _ in PAIRS), FUSED]]
+  for precision, torch_setting in (('bfloat16', 'bf16'), ('float32', 'tf32')):  # Stage 7.
+    for n in (long, short, middle):
+      block(precision, torch_setting, small, n)
   for n in (long, short, middle):  # Stage 8.
-    for setting in ('tf32-compile', 'bf16-compile'):
-      cells += [Cell('torch', model, setting, small, n) for _, model in PAIRS]
-    cells += [Cell('jax', FUSED, p, small, n) for p in ('float32', 'bfloat16')]
-  for n in (long, short, middle):  # Stage 9.
     cells += [Cell('torch', model, 'fp16', big, n) for _, model in PAIRS]
   return cells
 
@@ -210,8 +233,9 @@ def select(cells: Sequence[Cell], patterns: Sequence[str], done: set[str]) -> li
 
 
 def jax_command(cell: Cell, python: str, output_dir: str, timeout_s: float) -> list[str]:
-  """The speed_memory command line of a luna_jax cell (its child gets `timeout_s` - 10 s)."""
-  return [
+  """The speed_memory command line of a luna_jax cell (its child gets `timeout_s` - 10 s); a
+  profile cell adds `--profile`, which traces under `output_dir`."""
+  command = [
     python,
     '-m',
     'benchmarks.speed_memory',
@@ -226,7 +250,7 @@ def jax_command(cell: Cell, python: str, output_dir: str, timeout_s: float) -> l
     '--batch_size',
     str(cell.batch),
     '--precision',
-    cell.setting,
+    cell.setting.removesuffix(PROFILE),
     '--warmup',
     str(WARMUP),
     '--repeats',
@@ -236,6 +260,7 @@ def jax_command(cell: Cell, python: str, output_dir: str, timeout_s: float) -> l
     '--output_dir',
     output_dir,
   ]
+  return command + (['--profile'] if cell.setting.endswith(PROFILE) else [])
 
 
 def torch_command(
@@ -307,6 +332,20 @@ STATUSES = {
 }
 
 
+def trim_op_classes(result: dict[str, Any], top: int = PROFILE_TOP) -> dict[str, Any]:
+  """A speed_memory document with each profiled cell's `op_class_ms` cut to its `top` largest
+  classes, so that the session file stays small (a step has tens of classes, a GPU step's kernel
+  names more); the rest go to `op_class_ms_left_out`: {'classes': how many, 'ms': their sum}."""
+  for c in result.get('cells', []):
+    ops = c.get('op_class_ms')
+    if ops and len(ops) > top:
+      ranked = sorted(ops.items(), key=lambda item: -item[1])
+      c['op_class_ms'] = dict(ranked[:top])
+      rest = [ms for _, ms in ranked[top:]]
+      c['op_class_ms_left_out'] = {'classes': len(rest), 'ms': round(sum(rest), 3)}
+  return result
+
+
 def run_cell(cell: Cell, args: argparse.Namespace, timeout_s: float, work: str) -> dict[str, Any]:
   """Runs one cell with its tool and returns its record (see the module docstring)."""
   folder = tempfile.mkdtemp(prefix=cell.id + '_', dir=work)
@@ -332,7 +371,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, timeout_s: float, work: str) 
   }
   if os.path.exists(result_path):
     with open(result_path) as f:
-      record['result'] = json.load(f)
+      record['result'] = trim_op_classes(json.load(f))
     record['status'] = STATUSES.get(record['result']['cells'][0]['status'], 'error')
   else:
     record['status'] = 'timeout' if code is None else 'error'
@@ -351,6 +390,10 @@ def summary(record: dict[str, Any], gpu: str | None) -> str:
       (r,) = vs_pytorch.torch_records(record['result'], gpu)
     memory = '-' if r['memory_gib'] is None else f'{r["memory_gib"]:.2f}'
     text += f' {1e3 * r["step_s"]:.1f} ms, {memory} GiB'
+    ops = record['result']['cells'][0].get('op_class_ms')
+    if ops:
+      name, ms = max(ops.items(), key=lambda item: item[1])
+      text += f'; top op class {name[:60]} {ms:.1f} ms ({ms / (1e3 * r["step_s"]):.0%} of the step)'
   elif record.get('output_tail'):
     text += ': ' + record['output_tail'].strip().splitlines()[-1][:160]
   return f'{text} ({record["wall_s"]:.0f} s, estimate {record["estimate_s"]:.0f} s)'
@@ -491,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = 0.0
     for cell in cells:
       total += cell.estimate_s
-      print(f'{cell.id:<42} {cell.estimate_s:4.0f} s  (cumulative {total:5.0f} s)')
+      print(f'{cell.id:<48} {cell.estimate_s:4.0f} s  (cumulative {total:5.0f} s)')
     return
   os.makedirs(args.out, exist_ok=True)
   session_path = os.path.join(args.out, 'session.json')

@@ -382,11 +382,20 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_class_times(trace_dir: str) -> dict[str, float]:
-  """Milliseconds per XLA op class in the newest Perfetto trace under `trace_dir`, largest first.
+  """Milliseconds per op class in the newest Perfetto trace under `trace_dir`, largest first.
 
-  An op class is an HLO op name without its numeric suffix (`ynn_fusion.169` -> `ynn_fusion`); only
-  the events that carry an `hlo_op` argument (the executed XLA ops) count. On CPU the ops of one
-  step can run on two threads at once, so the sum can exceed the step's wall time slightly.
+  On a CPU (and a TPU) an op class is an HLO op name without its numeric suffix (`ynn_fusion.169`
+  -> `ynn_fusion`), and only the events that carry an `hlo_op` argument (the executed XLA ops)
+  count. On CPU the ops of one step can run on two threads at once, so the sum can exceed the
+  step's wall time slightly.
+
+  On a GPU the trace's device rows ('Stream #...' rows of a '/device:...' process, where the
+  CUDA profiler puts kernels, copies and memsets) count instead, every event there, whether or not
+  it carries an `hlo_op`, by its name: the kernel's (XLA's fusions, e.g. `loop_add_fusion_2`;
+  cuBLAS's and cuDNN's kernels under their library names), with a trailing `.N` or `_N` removed
+  and cut to 120 characters. XLA annotates each kernel launch with its `hlo_op`, so the host's
+  launch calls (`cuLaunchKernel`) carry one too and are left out: their time is the CPU's, not the
+  kernels'. Kernels on several streams at once can sum to more than the step.
 
   Raises:
     FileNotFoundError: no Perfetto trace under `trace_dir`.
@@ -398,10 +407,31 @@ def op_class_times(trace_dir: str) -> dict[str, float]:
     )
   with gzip.open(max(paths, key=os.path.getmtime), 'rt') as f:
     trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  devices = {
+    e['pid']
+    for e in events
+    if e.get('ph') == 'M'
+    and e.get('name') == 'process_name'
+    and str(e.get('args', {}).get('name', '')).startswith('/device:')
+  }
+  streams = {
+    (e['pid'], e.get('tid'))
+    for e in events
+    if e.get('ph') == 'M'
+    and e.get('name') == 'thread_name'
+    and e['pid'] in devices
+    and str(e.get('args', {}).get('name', '')).startswith('Stream')
+  }
+  kernels = [e for e in events if e.get('ph') == 'X' and (e['pid'], e.get('tid')) in streams]
   totals = collections.Counter()
-  for event in trace['traceEvents'] if isinstance(trace, dict) else trace:
-    if event.get('ph') == 'X' and 'hlo_op' in event.get('args', {}):
-      totals[re.sub(r'\.\d+$', '', event['name'])] += event['dur'] / 1e3
+  if kernels:
+    for event in kernels:
+      totals[re.sub(r'([._]\d+)+$', '', event['name'])[:120]] += event['dur'] / 1e3
+  else:
+    for event in events:
+      if event.get('ph') == 'X' and 'hlo_op' in event.get('args', {}):
+        totals[re.sub(r'\.\d+$', '', event['name'])] += event['dur'] / 1e3
   return dict(totals.most_common())
 
 

@@ -27,6 +27,11 @@ Device tables (GPU results, and every cell of a session file):
   inputs, float32 accumulation, residual stream, normalisers and softmax) and `bfloat16_all`
   (everything bfloat16) with PyTorch autocast `bf16`. PyTorch cells with no luna_jax partner (fp16)
   are listed after the tables.
+  Profiles      a session's profile cells (setting `<precision>-profile`: the step timed as in the
+                plain cell, then one more step traced) stay out of the tables above, which the
+                plain cells fill; one row each lists the largest op classes (GPU kernels by name,
+                `speed_memory_harness.op_class_times`) in ms per step and as a share of the timed
+                step, and all of them together.
 
 This module reads JSON only; it imports neither JAX, torch nor the authors' code.
 
@@ -53,6 +58,10 @@ TORCH_AMP = {'float32': 'none', 'bfloat16': 'bf16', 'bfloat16_all': 'bf16'}
 BASELINES = ('transformer', 'transformer_fused')
 #: A session file's format tag (`benchmarks.gpu_session` writes it).
 SESSION_FORMAT = 'benchmarks.gpu_session/1'
+#: Suffix of a session cell's setting that profiled the step (`benchmarks.gpu_session.PROFILE`).
+PROFILE = '-profile'
+#: Op classes listed per profiled cell.
+PROFILE_TOP = 6
 
 
 def read_results(path: str) -> dict[str, Any]:
@@ -208,8 +217,8 @@ def torch_records(
   return records
 
 
-def session_records(path: str) -> list[dict[str, Any]]:
-  """The device-table records of every cell a `benchmarks.gpu_session` file holds a result for.
+def read_session(path: str) -> dict[str, Any]:
+  """A `benchmarks.gpu_session` file.
 
   Raises:
     ValueError: a file that is not a session file, naming it.
@@ -218,16 +227,68 @@ def session_records(path: str) -> list[dict[str, Any]]:
     session = json.load(f)
   if session.get('format') != SESSION_FORMAT:
     raise ValueError(f'{path}: not a {SESSION_FORMAT} session file.')
+  return session
+
+
+def session_records(path: str) -> list[dict[str, Any]]:
+  """The device-table records of every cell a `benchmarks.gpu_session` file holds a result for,
+  profile cells aside (`profile_records`).
+
+  Raises:
+    ValueError: a file that is not a session file, naming it.
+  """
+  session = read_session(path)
   gpu = session.get('environment', {}).get('gpu')
   records = []
   for cell in session['cells']:
-    if cell.get('result') is None:
+    if cell.get('result') is None or cell['setting'].endswith(PROFILE):
       continue
     if cell['side'] == 'jax':
       records += jax_records(cell['result'])
     else:
       records += torch_records(cell['result'], gpu, tf32=cell['setting'].startswith('tf32'))
   return records
+
+
+def profile_records(path: str) -> list[dict[str, Any]]:
+  """The finished profile cells of a `benchmarks.gpu_session` file: `jax_records`' fields plus
+  `op_class_ms` (largest first) and `left_out_ms` (the classes the session did not keep).
+
+  Raises:
+    ValueError: a file that is not a session file, naming it.
+  """
+  records = []
+  for cell in read_session(path)['cells']:
+    if cell['side'] != 'jax' or not cell['setting'].endswith(PROFILE) or not cell.get('result'):
+      continue
+    for record, c in zip(jax_records(cell['result']), cell['result']['cells']):
+      if record['status'] == 'ok' and c.get('op_class_ms'):
+        left_out = c.get('op_class_ms_left_out', {}).get('ms', 0.0)
+        records.append(dict(record, op_class_ms=c['op_class_ms'], left_out_ms=left_out))
+  return records
+
+
+def profile_table(records: list[dict[str, Any]], top: int = PROFILE_TOP) -> str:
+  """One row per profiled cell (a later session's wins): its `top` op classes and all of them, in
+  ms per step and as a share of the timed step."""
+  latest = {}
+  for r in records:
+    latest[(r['device'], r['model'], r['batch'], r['length'], r['precision'])] = r
+  lines = [
+    '| device | model | batch | length | precision | step (ms) '
+    '| largest op classes: ms per step (share of the step) | all op classes |',
+    '|---|---|---:|---:|---|---:|---|---:|',
+  ]
+  for r in latest.values():
+    step_ms = 1e3 * r['step_s']
+    ops = sorted(r['op_class_ms'].items(), key=lambda item: -item[1])
+    largest = '; '.join(f'{name} {ms:.1f} ({ms / step_ms:.0%})' for name, ms in ops[:top])
+    total = sum(r['op_class_ms'].values()) + r['left_out_ms']
+    lines.append(
+      f'| {r["device"]} | {r["label"]} | {r["batch"]} | {r["length"]} | {r["precision"]} '
+      f'| {step_ms:.1f} | {largest} | {total:.1f} ({total / step_ms:.0%}) |'
+    )
+  return '\n'.join(lines)
 
 
 def _latest(records: list[dict[str, Any]], **key) -> dict[str, Any] | None:
@@ -364,7 +425,7 @@ def render(
 ) -> str:
   """The Markdown of every table the given files fill: the CPU table for CPU runs' files, the
   device tables for GPU runs' files and for session files."""
-  cpu_jax, cpu_torch, records = [], [], []
+  cpu_jax, cpu_torch, records, profiles = [], [], [], []
   for path in jax_paths:
     results = read_results(path)
     if results['machine']['backend'] == 'cpu':
@@ -380,6 +441,7 @@ def render(
       records += torch_records(document)
   for path in session_paths:
     records += session_records(path)
+    profiles += profile_records(path)
   parts = []
   if cpu_jax:
     parts.append(table(cpu_jax, cpu_torch))
@@ -389,6 +451,12 @@ def render(
       parts.append(blocks)
     if lines := unmatched_torch(records):
       parts.append('PyTorch cells without a luna_jax partner:\n\n' + '\n'.join(lines))
+  if profiles:
+    parts.append(
+      'Profiles (luna_jax; one more step traced after the timed ones, op classes as '
+      '`benchmarks.speed_memory_harness.op_class_times` counts them: GPU kernels by name):\n\n'
+      + profile_table(profiles)
+    )
   return '\n\n'.join(parts)
 
 

@@ -1,6 +1,7 @@
 """Smoke test of the speed/memory benchmark: a tiny run of both modes, then the output files'
 schema."""
 
+import gzip
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from benchmarks.speed_memory_harness import (
   Architecture,
   measure_matmul_peak,
   model_config,
+  op_class_times,
   run_cell,
   run_cell_subprocess,
 )
@@ -188,6 +190,50 @@ def test_profile_times_every_cell_by_op_class(output_dir, mode):
     )
     assert traces, cell['model']
   assert '| all ops |' in table and '| step (timed median) |' in table
+
+
+def test_op_classes_of_a_gpu_trace_are_its_kernels(tmp_path):
+  """A trace in the shape jax.profiler writes on a GPU: the CUDA profiler's kernels on the device's
+  'Stream #' rows, carrying XLA's `hlo_op` or not (a library's kernel), and the host's launch calls
+  carrying the same `hlo_op`; only the device's stream rows count, by kernel name."""
+
+  def meta(pid, tid, kind, name):
+    return {
+      'ph': 'M',
+      'pid': pid,
+      **({'tid': tid} if tid else {}),
+      'name': kind,
+      'args': {'name': name},
+    }
+
+  def event(pid, tid, name, dur, hlo_op=None):
+    args = {'hlo_op': hlo_op, 'hlo_module': 'jit_step'} if hlo_op else {}
+    return {'ph': 'X', 'pid': pid, 'tid': tid, 'ts': 0.0, 'dur': dur, 'name': name, 'args': args}
+
+  gemm = 'sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_execute_kernel__5x_cublas'
+  flash = 'cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_kernel0_0'
+  events = [
+    meta(1, None, 'process_name', '/host:CPU'),
+    meta(1, 7, 'thread_name', 'python'),
+    meta(2, None, 'process_name', '/device:GPU:0'),
+    meta(2, 13, 'thread_name', 'Stream #13(Kernel,MemcpyD2D)'),
+    meta(2, 99, 'thread_name', 'CUPTI overhead'),
+    event(1, 7, 'cuLaunchKernel', 5.0, 'loop_add_fusion.2'),
+    event(1, 7, 'PjitFunction(step)', 900.0),
+    event(2, 13, 'loop_add_fusion_2', 100.0, 'loop_add_fusion.2'),
+    event(2, 13, 'loop_add_fusion_17', 50.0, 'loop_add_fusion.17'),
+    event(2, 13, gemm, 300.0, 'custom-call.3'),
+    event(2, 13, flash, 200.0),
+    event(2, 13, 'MemcpyD2D', 10.0, 'copy.1'),
+    event(2, 99, 'CUPTI overhead', 40.0),
+  ]
+  folder = tmp_path / 'plugins' / 'profile' / 'run'
+  folder.mkdir(parents=True)
+  with gzip.open(folder / 'host.trace.json.gz', 'wt') as f:
+    json.dump({'displayTimeUnit': 'ns', 'traceEvents': events}, f)
+  ops = op_class_times(str(tmp_path))
+  assert list(ops) == [gemm, flash.removesuffix('_0'), 'loop_add_fusion', 'MemcpyD2D']
+  assert list(ops.values()) == pytest.approx([0.3, 0.2, 0.15, 0.01])
 
 
 def test_cell_in_a_subprocess(monkeypatch):

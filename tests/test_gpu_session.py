@@ -11,7 +11,7 @@ import time
 import pytest
 
 from benchmarks import gpu_session
-from tests.test_vs_pytorch import H200, jax_doc, torch_doc
+from tests.test_vs_pytorch import H200, jax_doc, rows, torch_doc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,15 +20,44 @@ def test_plan_covers_the_comparison_once_in_priority_order():
   cells = gpu_session.plan()
   ids = [c.id for c in cells]
   assert len(ids) == len(set(ids))
-  # Stage 1: batch 32 at 4K, luna_jax and PyTorch alternating, float32 before bfloat16.
-  assert ids[:4] == [
+  assert len(ids) == 144
+  # Stage 1: batch 32 at 4K in the bfloat16 policy, each side's best setting: luna_jax and eager
+  # PyTorch alternating, the fused Transformer, then torch.compile; stage 2: the profiles.
+  assert ids[:13] == [
+    'jax-luna16-bfloat16-b32-4096',
+    'torch-luna16-bf16-b32-4096',
+    'jax-transformer-bfloat16-b32-4096',
+    'torch-softmax-bf16-b32-4096',
+    'jax-luna256-bfloat16-b32-4096',
+    'torch-luna256-bf16-b32-4096',
+    'jax-transformer_fused-bfloat16-b32-4096',
+    'torch-luna16-bf16-compile-b32-4096',
+    'torch-softmax-bf16-compile-b32-4096',
+    'torch-luna256-bf16-compile-b32-4096',
+    'jax-luna16-bfloat16-profile-b32-4096',
+    'jax-transformer-bfloat16-profile-b32-4096',
+    'jax-transformer_fused-bfloat16-profile-b32-4096',
+  ]
+  # Then 1K and 2K in the same order, and only then float32 / tf32, which begins at 4K.
+  assert [c.length for c in cells[13:33]] == [1024] * 10 + [2048] * 10
+  assert {c.setting for c in cells[13:33]} == {'bfloat16', 'bf16', 'bf16-compile'}
+  assert ids[33:41] == [
     'jax-luna16-float32-b32-4096',
     'torch-luna16-tf32-b32-4096',
     'jax-transformer-float32-b32-4096',
     'torch-softmax-tf32-b32-4096',
+    'jax-luna256-float32-b32-4096',
+    'torch-luna256-tf32-b32-4096',
+    'jax-transformer_fused-float32-b32-4096',
+    'torch-luna16-tf32-compile-b32-4096',
   ]
-  assert {c.batch for c in cells[:12]} == {32} and {c.length for c in cells[:12]} == {4096}
-  assert [c.side for c in cells[:12]] == ['jax', 'torch'] * 6
+  # Batch 4 after every batch-32 luna_jax cell; fp16 (PyTorch alone) last.
+  first_small = next(i for i, c in enumerate(cells) if c.batch == 4)
+  assert all(c.batch == 32 for c in cells[:first_small] if c.side == 'jax')
+  assert all(c.setting == 'fp16' for c in cells[first_small:] if c.batch == 32)
+  assert [c.setting for c in cells[-9:]] == ['fp16'] * 9
+  assert {c.id for c in cells if c.setting.endswith('-profile')} == set(ids[10:13])
+  # Every id planned before (`--previous` skips finished cells by id) is still there.
   expected = set()
   for batch in (32, 4):
     for length in (1024, 2048, 4096):
@@ -41,10 +70,13 @@ def test_plan_covers_the_comparison_once_in_priority_order():
         expected.add(f'jax-transformer_fused-{precision}-b{batch}-{length}')
   assert expected <= set(ids)
   assert 'jax-luna256-bfloat16_all-b32-1024' in ids and 'torch-softmax-fp16-b32-2048' in ids
-  # The docstring's stage-1 and stages 1-2 totals are the estimates' sums.
-  totals = [sum(c.estimate_s for c in cells[:n]) for n in (12, 24)]
-  assert totals == [342, 684]
-  assert 'Stage 1 takes 342 s, stages 1-2 684 s' in ' '.join(gpu_session.__doc__.split())
+  # The docstring's totals are the estimates' sums.
+  totals = [sum(c.estimate_s for c in cells[:n]) for n in (10, 13, 33, len(cells))]
+  assert totals == [396, 576, 1368, 5580]
+  assert (
+    'Stage 1 takes 396 s, stages 1-2 576 s, stages 1-4 1,368 s, all eight about 5,580 s (144 cells'
+    in ' '.join(gpu_session.__doc__.split())
+  )
 
 
 def test_selection_by_pattern_and_previous_sessions(tmp_path):
@@ -64,13 +96,13 @@ def test_selection_by_pattern_and_previous_sessions(tmp_path):
   done = gpu_session.finished_ids(files)
   assert done == {'jax-luna16-float32-b32-4096', 'jax-transformer-float32-b32-4096'}
   chosen = gpu_session.select(cells, ['jax-*-float32-b32-4096', 'jax-*-bfloat16-b32-4096'], done)
-  assert [c.id for c in chosen] == [
-    'jax-luna256-float32-b32-4096',
+  assert [c.id for c in chosen] == [  # The profile cells' ids end otherwise.
     'jax-luna16-bfloat16-b32-4096',
     'jax-transformer-bfloat16-b32-4096',
     'jax-luna256-bfloat16-b32-4096',
-    'jax-transformer_fused-float32-b32-4096',
     'jax-transformer_fused-bfloat16-b32-4096',
+    'jax-luna256-float32-b32-4096',
+    'jax-transformer_fused-float32-b32-4096',
   ]
 
 
@@ -82,6 +114,13 @@ def test_command_lines_of_both_tools():
   assert flags['--precision'] == 'bfloat16_all' and flags['--models'] == 'transformer_fused'
   assert flags['--lengths'] == '4096' and flags['--batch_size'] == '32'
   assert flags['--long_lengths'] == '' and flags['--cell_timeout_s'] == '90'
+  assert '--profile' not in command
+  profile = gpu_session.Cell('jax', 'luna16', 'bfloat16-profile', 32, 4096)
+  command = gpu_session.jax_command(profile, 'python3', '/tmp/cell', 100)
+  assert command[-1] == '--profile'
+  flags = dict(zip(command[3:-1:2], command[4:-1:2]))
+  assert flags['--precision'] == 'bfloat16' and flags['--output_dir'] == '/tmp/cell'
+  assert profile.estimate_s == gpu_session.JAX_PROFILE_CELL_S > gpu_session.JAX_CELL_S
   torch = gpu_session.Cell('torch', 'softmax', 'bf16-compile', 4, 1024)
   command = gpu_session.torch_command(torch, 'python3', '.anchor', 'out.json', 100, 'cuda')
   assert command[1:3] == ['.anchor/torch_luna_anchor.py', '.anchor/fairseq_luna']
@@ -113,7 +152,8 @@ def test_a_cell_past_its_timeout_is_killed_with_its_children(tmp_path):
 
 def fake_tools(monkeypatch, steps):
   """Replaces the tools with stand-ins that write one document each (step time from `steps`, by
-  model) and the environment probe with a fixed H200."""
+  model; with --profile, 30 op classes of 1 to 30 ms, a GPU step's kernels) and the environment
+  probe with a fixed H200."""
   commands = []
 
   def run_process(command, env, timeout_s, log_path):
@@ -130,6 +170,8 @@ def fake_tools(monkeypatch, steps):
       )
       os.makedirs(os.path.join(out, 'train_step'))
       doc = jax_doc(model, length, batch, precision, steps[model], 1.0)
+      if '--profile' in command:
+        doc['cells'][0]['op_class_ms'] = {f'kernel_{ms}': float(ms) for ms in range(30, 0, -1)}
       with open(os.path.join(out, 'train_step', 'results.json'), 'w') as f:
         json.dump(doc, f)
       return 0, ''
@@ -195,14 +237,52 @@ def test_session_runs_records_and_renders(tmp_path, monkeypatch):
     ['--out', str(again), '--cells', '*-b32-1024', '--previous', str(tmp_path / 'done')]
   )
   assert [c['id'] for c in json.loads((again / 'session.json').read_text())['cells']] == [
-    'torch-softmax-tf32-b32-1024',
     'torch-softmax-bf16-b32-1024',
-    'torch-softmax-tf32-compile-b32-1024',
     'torch-softmax-bf16-compile-b32-1024',
+    'torch-softmax-tf32-b32-1024',
+    'torch-softmax-tf32-compile-b32-1024',
     'torch-softmax-fp16-b32-1024',
   ]
   # The table renders both sessions: the first one's Luna-16 row is still there.
   assert 'float32 / tf32 | 100.0 | 100.0 (1.00x)' in (again / 'table.md').read_text()
+
+
+def test_profile_cells_bring_their_op_classes_into_the_session(tmp_path, monkeypatch):
+  """The op classes travel in session.json (the one JSON a GPU call brings back), cut to the
+  largest PROFILE_TOP; the traces stay in the cell's temporary folder, outside --out."""
+  steps = {'luna16': 0.1, 'transformer': 0.2, 'luna256': 0.1, 'transformer_fused': 0.05}
+  commands = fake_tools(monkeypatch, steps)
+  out = tmp_path / 'out'
+  gpu_session.main(['--out', str(out), '--cells', 'jax-*-b32-4096', '--deadline_s', '10000'])
+  cells = json.loads((out / 'session.json').read_text())['cells']
+  profiles = [c for c in cells if c['setting'] == 'bfloat16-profile']
+  assert [c['model'] for c in profiles] == list(gpu_session.PROFILED)
+  for record in profiles:
+    assert record['status'] == 'ok' and record['command'][-1] == '--profile'
+    cell = record['result']['cells'][0]
+    assert list(cell['op_class_ms'].values()) == [float(ms) for ms in range(30, 5, -1)]
+    assert cell['op_class_ms_left_out'] == {'classes': 5, 'ms': 15.0}
+  for command, _ in commands:
+    output_dir = command[command.index('--output_dir') + 1]
+    assert not output_dir.startswith(str(tmp_path)) and not os.path.exists(output_dir)
+  assert sum('--profile' in c for c, _ in commands) == 3
+  assert set(os.listdir(out)) == {'session.json', 'gpu_session.log', 'table.md'}
+  log = (out / 'gpu_session.log').read_text()
+  assert (
+    'jax-luna16-bfloat16-profile-b32-4096: ok 100.0 ms, 1.00 GiB; top op class kernel_30' in log
+  )
+  # The table: one side-by-side row per model and precision, the profiles in their own section
+  # (tests/test_vs_pytorch.py: the plain cell fills the row).
+  table = (out / 'table.md').read_text()
+  side_by_side, profile = rows(table, f'| {H200} | Luna16 | 32 | 4096 | bfloat16 ')
+  assert side_by_side[4:6] == ['bfloat16 / -', '100.0']
+  assert profile[4:7] == [
+    'bfloat16',
+    '100.0',
+    'kernel_30 30.0 (30%); kernel_29 29.0 (29%); '
+    'kernel_28 28.0 (28%); kernel_27 27.0 (27%); kernel_26 26.0 (26%); kernel_25 25.0 (25%)',
+  ]
+  assert profile[7] == '465.0 (465%)'  # All 30 classes: 1 + ... + 30 ms.
 
 
 def test_cells_that_do_not_fit_the_deadline_are_deferred(tmp_path, monkeypatch):

@@ -194,6 +194,39 @@ def test_fp16_pytorch_cells_are_listed_apart(tmp_path):
   assert f'without a luna_jax partner:\n\n{listed}' in text
 
 
+def test_profile_cells_are_listed_apart_with_their_largest_op_classes(tmp_path):
+  """A profile cell (its step timed like the plain cell's, a traced step after) stays out of the
+  side-by-side table and Table 2, which the plain cell fills; its own section lists its largest
+  op classes with their share of the step, and all of them (the ones the session left out too)."""
+  profiled = jax_doc('luna16', 4096, 32, 'bfloat16', 0.200, 3.0)
+  ops = {f'kernel_{i}': 10.0 - i for i in range(8)}  # 10, 9, ..., 3 ms.
+  profiled['cells'][0].update(op_class_ms=ops, op_class_ms_left_out={'classes': 40, 'ms': 20.0})
+  unfinished = jax_doc('transformer', 4096, 32, 'bfloat16', None, 0.0, status='OOM')
+  path = session(
+    tmp_path,
+    's.json',
+    [
+      ('jax', 'bfloat16', jax_doc('luna16', 4096, 32, 'bfloat16', 0.100, 2.0)),
+      ('torch', 'bf16', torch_doc('luna16', 4096, 32, 'bf16', False, 0.150, 3.0)),
+      ('jax', 'bfloat16-profile', profiled),
+      ('jax', 'bfloat16-profile', unfinished),
+    ],
+  )
+  text = vs_pytorch.render(session_paths=[path])
+  tables, profiles = text.split('Profiles (')
+  (row,) = rows(tables, f'| {H200} | Luna16 |')
+  assert row[5:7] == ['100.0', '150.0 (1.50x)'] and row[8] == '2.00'
+  assert 'Transformer' not in tables  # Only the profile cell had it (OOM): no row.
+  (row,) = rows(profiles, f'| {H200} |')
+  assert row[1:6] == ['Luna16', '32', '4096', 'bfloat16', '200.0']
+  assert row[6] == (
+    'kernel_0 10.0 (5%); kernel_1 9.0 (4%); kernel_2 8.0 (4%); kernel_3 7.0 (4%); '
+    'kernel_4 6.0 (3%); kernel_5 5.0 (2%)'
+  )
+  assert row[7] == '72.0 (36%)'  # 52 ms kept and 20 ms left out.
+  assert vs_pytorch.session_records(path)[-1]['side'] == 'torch'
+
+
 def test_files_written_before_the_precision_option_read_their_dtype(tmp_path):
   doc = jax_doc('luna16', 1024, 4, 'float32', 0.01, 1.0)
   del doc['settings']['arch']['precision']
