@@ -102,17 +102,20 @@ def test_residual_stream_and_normalisers_stay_float32_under_the_policy(name):
     assert dtypes == {'bfloat16'}, f'{name} {module}: {dtypes} under bfloat16_all'
 
 
-def _dot_operand_dtypes(jaxpr: jax.extend.core.Jaxpr) -> list[tuple[str, ...]]:
-  """The operand dtypes of every matrix product (`dot_general` of operands of rank >= 2) in `jaxpr`
-  and the jaxprs nested in it; `LayerNorm`'s statistics are float32 matrix-vector products."""
+def _dot_operand_dtypes(jaxpr: jax.extend.core.Jaxpr, rank: int | None = None) -> list[tuple]:
+  """The operand dtypes of every matrix product (`dot_general` of operands of rank >= 2, or of
+  exactly `rank`) in `jaxpr` and the jaxprs nested in it; `LayerNorm`'s statistics and the bias
+  gradients are float32 matrix-vector products."""
   found = []
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'dot_general' and all(v.aval.ndim >= 2 for v in eqn.invars):
+    ranks = [v.aval.ndim for v in eqn.invars] if eqn.primitive.name == 'dot_general' else [0]
+    if min(ranks) >= 2 and (rank is None or set(ranks) == {rank}):
       found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
     for param in eqn.params.values():
-      inner = getattr(param, 'jaxpr', param)
-      if hasattr(inner, 'eqns'):
-        found += _dot_operand_dtypes(inner)
+      for inner in param if isinstance(param, tuple) else (param,):
+        inner = getattr(inner, 'jaxpr', inner)
+        if hasattr(inner, 'eqns'):
+          found += _dot_operand_dtypes(inner, rank)
   return found
 
 
@@ -125,13 +128,18 @@ def _dot_operand_dtypes(jaxpr: jax.extend.core.Jaxpr) -> list[tuple[str, ...]]:
   ids=['luna', 'transformer'],
 )
 def test_every_matmul_of_a_layer_takes_bfloat16_inputs_under_the_policy(layer, args):
+  """Forward: every matmul. Backward: every projection's and the FFN's (2-D, `mixed_matmul`; the
+  attention's own backward matmuls pair a float32 gradient with bfloat16 operands)."""
   variables = layer.init(jax.random.PRNGKey(0), *args)
   for matmul_dtype in (jnp.bfloat16, None):
     policy = layer.clone(dtype=jnp.float32, matmul_dtype=matmul_dtype)
-    jaxpr = jax.make_jaxpr(lambda v, policy=policy: policy.apply(v, *args))(variables).jaxpr
-    dots = _dot_operand_dtypes(jaxpr)
+    forward = lambda v, policy=policy: policy.apply(v, *args)
     expected = 'float32' if matmul_dtype is None else 'bfloat16'
+    dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(variables).jaxpr)
     assert len(dots) >= 6 and all(set(d) == {expected} for d in dots), dots
+    loss = lambda v, forward=forward: sum(jnp.sum(y) for y in jax.tree.leaves(forward(v)))
+    backward = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss))(variables).jaxpr, rank=2)
+    assert len(backward) >= 3 * 4 and all(set(d) == {expected} for d in backward), backward
 
 
 def test_the_former_dtype_key_names_its_replacement():

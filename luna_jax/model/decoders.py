@@ -413,7 +413,7 @@ class SoftmaxAttention(nn.Module):
 
   def keys_values(self, context: Array) -> tuple[Array, Array]:
     """`[batch, m, d]` -> keys and values, 2 x `[batch, m, heads, dh]` (one fused matmul)."""
-    k, v = fused_dense(context, [self.key, self.value], matmul_dtype(self))
+    k, v = fused_dense(context, [self.key, self.value], matmul_dtype(self), self.matmul_dtype)
     return attn.split_heads(k, self.num_heads), attn.split_heads(v, self.num_heads)
 
   def attend(
@@ -421,7 +421,9 @@ class SoftmaxAttention(nn.Module):
   ) -> Array:
     """`[batch, n, d]` queries over precomputed keys/values (mask as `_softmax_attention`) ->
     `[batch, n, d]`."""
-    q = attn.split_heads(fused_dense(x, [self.query], matmul_dtype(self))[0], self.num_heads)
+    q = attn.split_heads(
+      fused_dense(x, [self.query], matmul_dtype(self), self.matmul_dtype)[0], self.num_heads
+    )
     rng = dropout_rng(self, self.attention_dropout_rate, deterministic)
     y = _softmax_attention(q, key, value, mask, self.attention_dropout_rate, rng, deterministic)
     return fused_dense(attn.merge_heads(y), [self.out], self.dtype, self.matmul_dtype)[0]

@@ -4,6 +4,8 @@ formula it replaces, which its docstring names.
 
   threefry2x32, dropout_keep_mask, dropout   16-bit dropout masks from one fused Threefry pass
   add_bias, linear                           bias adds and matmuls whose gradients are matmuls
+  mixed_matmul                               a bfloat16-input, float32-accumulating matmul whose
+                                             backward matmuls take bfloat16 inputs too
   exact_gelu                                 erf GELU with a hand-written derivative
   LayerNorm                                  `nn.LayerNorm` with its reductions as matrix-vector
                                              products
@@ -31,6 +33,8 @@ Dtype = jnp.dtype
 #: `jax.lax.dot_general` returning float32 whatever its input dtype (float32 accumulation): the
 #: `dot_general` of an `nn.Dense` under a mixed-precision policy.
 float32_dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+
+F32 = jnp.float32
 
 #: Random bits per element of a dropout mask.
 _DROPOUT_BITS = 16
@@ -176,6 +180,50 @@ def linear(
   y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, preferred_element_type=out_dtype)
   y = y.reshape(*x.shape[:-1], kernel.shape[-1])
   return y if bias is None else add_bias(y, bias)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def mixed_matmul(x: Array, kernel: Array, matmul_dtype: Dtype, out_dtype: Dtype) -> Array:
+  """`x kernel` of 2-D arrays as a TPU's default-precision matmul: both inputs rounded to
+  `matmul_dtype` (bfloat16), products accumulated in float32, the result in `out_dtype`.
+
+  The backward pass does the same: its two matmuls take the output gradient rounded to
+  `matmul_dtype` and the saved rounded inputs, accumulate in float32 and return each input's
+  gradient in that input's dtype (a float32 kernel gets a float32 gradient, never rounded).
+  Autodiff of the forward alone would pair a float32 gradient with a bfloat16 operand, a
+  mixed-dtype matmul that XLA runs in float32 on a GPU, and would round the gradient of a kernel
+  cast outside the matmul to bfloat16. The saved residuals are the rounded inputs.
+
+  Args:
+    x: `[rows, in]`, any float dtype.
+    kernel: `[in, out]`, any float dtype.
+    matmul_dtype: the dtype the inputs are rounded to.
+    out_dtype: the result's dtype (float32: the accumulator itself).
+
+  Returns:
+    `[rows, out]` in `out_dtype`.
+  """
+  return _mixed_matmul_fwd(x, kernel, matmul_dtype, out_dtype)[0]
+
+
+def _mixed_matmul_fwd(x: Array, kernel: Array, matmul_dtype: Dtype, out_dtype: Dtype):
+  xm, km = x.astype(matmul_dtype), kernel.astype(matmul_dtype)
+  y = jnp.dot(xm, km, preferred_element_type=out_dtype)
+  return y, (xm, km, jnp.zeros((0,), x.dtype), jnp.zeros((0,), kernel.dtype))
+
+
+def _mixed_matmul_bwd(
+  matmul_dtype: Dtype, out_dtype: Dtype, residuals: tuple[Array, ...], g: Array
+) -> tuple[Array, Array]:
+  del out_dtype
+  xm, km, x_like, kernel_like = residuals
+  g = g.astype(matmul_dtype)
+  dx = jax.lax.dot_general(g, km, (((1,), (1,)), ((), ())), preferred_element_type=F32)  # G K^T
+  dk = jax.lax.dot_general(xm, g, (((0,), (0,)), ((), ())), preferred_element_type=F32)  # X^T G
+  return dx.astype(x_like.dtype), dk.astype(kernel_like.dtype)
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 @jax.custom_vjp
@@ -342,22 +390,32 @@ def fused_dense(
   promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster,
   and `linear` keeps its gradients free of transposing copies and windowed reductions.
 
-  Mixed precision (`luna_jax.model.config.PRECISIONS`): with `matmul_dtype` bfloat16 and `dtype`
-  float32, x and the kernels are rounded to bfloat16, the products accumulate in float32 and the
-  bias is added in float32: the float32 result a TPU's default matmul precision gives (what Tay et
-  al.'s LRA runs used).
+  Mixed precision (`luna_jax.model.config.PRECISIONS`): a `matmul_dtype` other than the parameters'
+  (bfloat16 under both bfloat16 policies) runs `mixed_matmul`: x and the kernels rounded to
+  bfloat16, products accumulated in float32, the result and the bias add in `dtype` (float32
+  under the 'bfloat16' policy), the backward's matmuls in bfloat16 too, with gradients returned in
+  the inputs' dtypes (float32 kernel gradients): a TPU's default matmul precision, what Tay et al.'s
+  LRA runs used. In float32 the inputs and kernels are cast to `dtype` (`linear`).
 
   Args:
     x: `[..., in]`.
     projections: `DenseParams` modules (all with or all without bias).
     dtype: output dtype (and the matmul dtype when `matmul_dtype` is None).
-    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`.
+    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`. One other than the
+      parameters' dtype takes the mixed-precision path.
 
   Returns:
     One `[..., features_i]` array per projection, in `dtype`.
   """
-  kernel, bias = stacked_params(projections, x.shape[-1], dtype, matmul_dtype)
-  y = linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias, out_dtype=dtype)
+  param_dtype = jnp.dtype(projections[0].param_dtype)
+  if matmul_dtype is not None and jnp.dtype(matmul_dtype) != param_dtype:
+    kernel, bias = stacked_params(projections, x.shape[-1], param_dtype)
+    y = mixed_matmul(x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype), jnp.dtype(dtype))
+    y = y.reshape(*x.shape[:-1], kernel.shape[-1])
+    y = y if bias is None else add_bias(y, bias.astype(dtype))
+  else:
+    kernel, bias = stacked_params(projections, x.shape[-1], dtype, matmul_dtype)
+    y = linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias, out_dtype=dtype)
   if len(projections) == 1:
     return [y]
   splits = np.cumsum([projection.features for projection in projections])[:-1]

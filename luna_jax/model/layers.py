@@ -133,7 +133,9 @@ class LunaAttention(nn.Module):
   def _pack_inputs(self, p: Array, pack_kv: list[Array]) -> tuple[Array, Array, Array]:
     """Head-split pack queries, keys and values from P and the projected context."""
     hp = self._pack_heads
-    pq = attn.split_heads(fused_dense(p, [self.pack_query], matmul_dtype(self))[0], hp)
+    pq = attn.split_heads(
+      fused_dense(p, [self.pack_query], matmul_dtype(self), self.matmul_dtype)[0], hp
+    )
     pk, pv = attn.key_value([attn.split_heads(z, hp) for z in pack_kv])
     return pq, pk, pv
 
@@ -148,7 +150,9 @@ class LunaAttention(nn.Module):
     """`Y_P = Attn(P, C)`: `[batch, l, d]` P and `[batch, m, d]` context -> `[batch, l, d]`.
 
     The context keys and values are one fused matmul (`fused_dense`)."""
-    pack_kv = fused_dense(context, self._projections('pack_'), matmul_dtype(self))
+    pack_kv = fused_dense(
+      context, self._projections('pack_'), matmul_dtype(self), self.matmul_dtype
+    )
     y_p, probs = attn.dot_product_attention(
       *self._pack_inputs(p, pack_kv),
       context_mask,
@@ -166,7 +170,7 @@ class LunaAttention(nn.Module):
     return attn.key_value(
       [
         attn.split_heads(z, self.num_heads)
-        for z in fused_dense(y_p, self._projections(), matmul_dtype(self))
+        for z in fused_dense(y_p, self._projections(), matmul_dtype(self), self.matmul_dtype)
       ]
     )
 
@@ -181,7 +185,9 @@ class LunaAttention(nn.Module):
   ) -> Array:
     """`Y_X = out(Attn(X, Y_P))` from precomputed unpack keys/values: `[batch, n, d]` -> `[batch, n,
     d]`."""
-    q = attn.split_heads(fused_dense(x, [self.query], matmul_dtype(self))[0], self.num_heads)
+    q = attn.split_heads(
+      fused_dense(x, [self.query], matmul_dtype(self), self.matmul_dtype)[0], self.num_heads
+    )
     y_x, probs = attn.dot_product_attention(
       q,
       key,
@@ -221,10 +227,14 @@ class LunaAttention(nn.Module):
       `(y_x, y_p)`: `[batch, n, d]` and `[batch, l, d]`.
     """
     if context is x:
-      q, *pack_kv = fused_dense(x, [self.query, *self._projections('pack_')], matmul_dtype(self))
+      q, *pack_kv = fused_dense(
+        x, [self.query, *self._projections('pack_')], matmul_dtype(self), self.matmul_dtype
+      )
     else:
-      q = fused_dense(x, [self.query], matmul_dtype(self))[0]
-      pack_kv = fused_dense(context, self._projections('pack_'), matmul_dtype(self))
+      q = fused_dense(x, [self.query], matmul_dtype(self), self.matmul_dtype)[0]
+      pack_kv = fused_dense(
+        context, self._projections('pack_'), matmul_dtype(self), self.matmul_dtype
+      )
     out = attn.luna_attention(
       attn.split_heads(q, self.num_heads),
       *self._pack_inputs(p, pack_kv),
@@ -287,7 +297,7 @@ class LunaCausalAttention(nn.Module):
     """Pack queries from P: `[batch, l, d]` -> `[batch, l, heads, dh]` (cache them when
     decoding)."""
     return attn.split_heads(
-      fused_dense(p, [self.pack_query], matmul_dtype(self))[0], self.num_heads
+      fused_dense(p, [self.pack_query], matmul_dtype(self), self.matmul_dtype)[0], self.num_heads
     )
 
   def _project_x(self, x: Array) -> tuple[Array, Array, Array, Array]:
@@ -298,7 +308,8 @@ class LunaCausalAttention(nn.Module):
       *[getattr(self, name) for name in kv_names(self.tie_kv)],
     ]
     q, pk, *kv = (
-      attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, matmul_dtype(self))
+      attn.split_heads(y, self.num_heads)
+      for y in fused_dense(x, projections, matmul_dtype(self), self.matmul_dtype)
     )
     return (q, pk, *attn.key_value(kv))
 
@@ -553,7 +564,8 @@ class SelfAttention(nn.Module):
       for name in ('query', 'key', 'value')
     ]
     q, k, v = (
-      attn.split_heads(y, self.num_heads) for y in fused_dense(x, projections, matmul_dtype(self))
+      attn.split_heads(y, self.num_heads)
+      for y in fused_dense(x, projections, matmul_dtype(self), self.matmul_dtype)
     )
     y = self.attend(q, k, v, mask, deterministic, query_mask)
     out = DenseParams(
