@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 import lra
 from luna_jax import config_utils
+from luna_jax.model.config import RENAMED_KEYS
 from luna_jax.training import checkpointing, distributed, trainer, workdir, xla_settings
 
 FLAGS = flags.FLAGS
@@ -105,9 +106,14 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:
     name = str(e).strip('"\'')
     given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and name in a]
+    renamed = RENAMED_KEYS.get(name) if given and given[0].startswith('--config.model.') else None
     sys.exit(
-      f'Error: {given[0] if given else name}: the config has no field {name!r} (configs/base.py '
-      'lists every field with a comment).'
+      f'Error: {given[0] if given else name}: the config has no field {name!r} '
+      + (
+        f'({name} is now {renamed}).'
+        if renamed
+        else '(configs/base.py lists every field with a comment).'
+      )
     )
 
 

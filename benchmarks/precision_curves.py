@@ -11,9 +11,11 @@ float32 first, the reference) it runs `train.py --config <config> --config.seed=
 --config.model.precision=<policy>` and the flags after `--` (e.g.
 `--config.optimizer.grad_clip_norm=1.0` for a clipping control, or
 `--config.training.num_train_steps=1400` for a prefix of a recipe that keeps its warm-up) in
-`<runs_dir>/<policy>_seed<seed>`: an unfinished run there resumes, a finished one is only read
-back. It then compares each policy's logged training loss with float32's at the log points both
-have and reports the final validation and test accuracy and the training speed.
+`<runs_dir>/<config>-<hash>/<policy>_seed<seed>` (the hash of the config argument and the flags
+after `--`, so runs of other settings never share a folder): an unfinished run there resumes, a
+finished one is only read back. It then compares each policy's logged training loss with
+float32's at the log points both have and reports the final validation and test accuracy and the
+training speed.
 
 Writes `results.json` (curves, finals, speeds, machine) and `table.md` in `--output_dir` and prints
 the table. On a GPU the speeds are the policies' costs; on a CPU, whose bfloat16 matmuls are
@@ -23,6 +25,7 @@ slower than its float32 ones, only the curves and the accuracies mean anything.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -66,13 +69,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return args
 
 
+def settings_name(args: argparse.Namespace) -> str:
+  """`<config file name>-<8 hex digits>`: the folder of the runs of these settings (the config
+  argument and the train.py flags)."""
+  key = json.dumps([args.config, args.train_flags])
+  stem = os.path.splitext(os.path.basename(args.config.split(':')[0]))[0]
+  return f'{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}'
+
+
 def run(args: argparse.Namespace, precision: str, seed: int) -> str:
   """Trains (or resumes, or only reads back) one policy and seed; returns its workdir.
 
   Raises:
     RuntimeError: train.py failed (naming its log).
   """
-  workdir = os.path.join(args.runs_dir, f'{precision}_seed{seed}')
+  workdir = os.path.join(args.runs_dir, settings_name(args), f'{precision}_seed{seed}')
   if os.path.exists(os.path.join(workdir, 'results.json')):
     return workdir
   os.makedirs(workdir, exist_ok=True)

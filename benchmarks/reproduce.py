@@ -159,7 +159,7 @@ class Run:
         finetune = {'self_pretraining': {'num_train_steps': 0}, 'init_from': None}
         finetune['init_from'] = str(self.workdir / self_pretraining.PRETRAIN_DIR)
         recipe = {**recipe, **finetune}
-      differences = recipe_differences(results['config'], recipe)
+      differences = recipe_differences(run_config.upgrade_stored_config(results['config']), recipe)
       step = results['step']
     except (ValueError, KeyError, TypeError) as e:
       return f'{OTHER_RUN}: unreadable results.json ({e})'

@@ -145,3 +145,26 @@ def test_every_matmul_of_a_layer_takes_bfloat16_inputs_under_the_policy(layer, a
 def test_the_former_dtype_key_names_its_replacement():
   with pytest.raises(luna_jax.config_utils.ConfigError, match="precision='bfloat16_all'"):
     model_config.check_model_config({'dtype': 'bfloat16'})
+
+
+@pytest.mark.parametrize('name', ['luna', 'luna_lm', 'luna_mlm'])
+def test_under_the_policy_weight_gradients_stay_float32_and_no_matmul_mixes_dtypes(name):
+  """Every projection, FFN and output layer runs `mixed_matmul` (or its mixed `project` path):
+  their kernel gradients are float32 sums, not bfloat16-rounded values, and no 2-D matmul of the
+  backward pairs a float32 operand with a bfloat16 one (XLA would run it in float32 on a GPU)."""
+  model, batch = build(name, 'bfloat16'), inputs_of(name)
+  params = model.init(jax.random.PRNGKey(1), **batch)['params']
+  loss = lambda p: jnp.sum(jnp.square(model.apply({'params': p}, **batch).astype(jnp.float32)))
+  grads = jax.grad(loss)(params)
+  kernels = {
+    jax.tree_util.keystr(path): np.asarray(g)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads)
+    if jax.tree_util.keystr(path).endswith("['kernel']")
+  }
+  assert len(kernels) >= 8
+  for path, g in kernels.items():
+    rounded = np.asarray(jnp.asarray(g).astype(jnp.bfloat16).astype(jnp.float32))
+    assert g.dtype == np.float32 and np.any(g != rounded), f'{name} {path}: bfloat16-rounded'
+  dots = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss))(params).jaxpr, rank=2)
+  assert sum(set(d) == {'bfloat16'} for d in dots) >= 12
+  assert all(len(set(d)) == 1 for d in dots), [d for d in dots if len(set(d)) > 1]

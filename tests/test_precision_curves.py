@@ -23,26 +23,29 @@ def write_run(folder, losses, accuracy):
 
 
 def test_finished_runs_are_read_back_compared_and_reported(tmp_path):
-  runs = tmp_path / 'runs'
+  argv = [
+    '--config',
+    'configs/quickstart.py',
+    '--precisions',
+    'float32,bfloat16',
+    '--seeds',
+    '0,1',
+    '--output_dir',
+    str(tmp_path / 'out'),
+    '--runs_dir',
+    str(tmp_path / 'runs'),
+    '--',
+    '--config.training.num_train_steps=100',
+  ]
+  # Runs of other settings (here: no flags) live in another folder and are never read back.
+  other = precision_curves.parse_args(argv[:-2])
+  runs = tmp_path / 'runs' / precision_curves.settings_name(precision_curves.parse_args(argv))
+  assert precision_curves.settings_name(other) != runs.name
+  assert runs.name.startswith('quickstart-')
   for seed, shift in ((0, 0.0), (1, 0.1)):
     write_run(runs / f'float32_seed{seed}', [(1, 2.0 + shift), (50, 1.5), (100, 1.2)], 0.40)
     write_run(runs / f'bfloat16_seed{seed}', [(1, 2.0 + shift), (50, 1.6), (100, 1.15)], 0.42)
-  results = precision_curves.main(
-    [
-      '--config',
-      'configs/quickstart.py',
-      '--precisions',
-      'float32,bfloat16',
-      '--seeds',
-      '0,1',
-      '--output_dir',
-      str(tmp_path / 'out'),
-      '--runs_dir',
-      str(runs),
-      '--',
-      '--config.training.num_train_steps=100',
-    ]
-  )
+  results = precision_curves.main(argv)
   bf16 = [r for r in results['runs'] if r['precision'] == 'bfloat16']
   assert [r['seed'] for r in bf16] == [0, 1]
   assert bf16[0]['gap_to_reference'] == pytest.approx(

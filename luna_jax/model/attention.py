@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from luna_jax.model.kernels import apply_keep_mask, dropout, dropout_keep_mask, linear
+from luna_jax.model.kernels import apply_keep_mask, dropout, dropout_keep_mask, project
 
 Array = jax.Array
 
@@ -181,6 +181,8 @@ def luna_attention(
   dropout_rng: Array | None = None,
   deterministic: bool = True,
   packed_dtype: jnp.dtype | None = None,
+  unpack_dtype: jnp.dtype | None = None,
+  matmul_dtype: jnp.dtype | None = None,
 ) -> LunaAttentionOutput:
   """Bidirectional Luna attention from projected inputs: pack, then unpack (§3, eqs. 3-5).
 
@@ -206,8 +208,10 @@ def luna_attention(
     dropout_rng: PRNG key, split into the pack and the unpack dropout keys.
     deterministic: disable dropout.
     packed_dtype: dtype of Y_P, which also feeds the next layer's P (float32 under the mixed
-      precision policy); None: the pack values' dtype. The unpack projection's input is Y_P
-      rounded to the unpack kernel's dtype.
+      precision policy); None: the pack values' dtype.
+    unpack_dtype: dtype of the unpack keys and values (they only feed matmuls); None: Y_P's.
+    matmul_dtype: dtype the unpack projection's inputs are rounded to
+      (`luna_jax.model.kernels.project`); None: `unpack_dtype`.
 
   Returns:
     A `LunaAttentionOutput` (Y_X before its output projection, Y_P, both probabilities).
@@ -237,7 +241,7 @@ def luna_attention(
     **kwargs,
   )
   packed = merge_heads(y_p)
-  kv = linear(packed.astype(unpack_kernel.dtype), unpack_kernel, unpack_bias)
+  kv = project(packed, unpack_kernel, unpack_bias, unpack_dtype or packed.dtype, matmul_dtype)
   key, value = key_value([split_heads(z, heads) for z in jnp.split(kv, kv.shape[-1] // d, -1)])
   unpacked, unpack_probs = dot_product_attention(
     query, key, value, p_mask, dropout_rng=unpack_rng, **kwargs

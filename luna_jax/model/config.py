@@ -40,6 +40,8 @@ PRECISIONS = {
 RENAMED_KEYS = {
   'dtype': "precision (dtype='bfloat16' is precision='bfloat16_all'; see PRECISIONS)",
 }
+#: The former `dtype` values -> the `precision` that computes what they did.
+_DTYPE_PRECISIONS = {'float32': 'float32', 'bfloat16': 'bfloat16_all'}
 #: Sequence representations of the classifiers (`luna_jax.model.classifiers.pool`).
 POOLINGS = ('cls', 'first', 'mean', 'p')
 #: Activations of the classifier head's hidden layers (`luna_jax.model.classifiers.ClassifierHead`).
@@ -223,6 +225,17 @@ def split_model_config(model_config: Mapping[str, Any]) -> tuple[HeadConfig, dic
   head_keys = {f.name for f in dataclasses.fields(HeadConfig)}
   head = HeadConfig(**{k: v for k, v in model_config.items() if k in head_keys})
   return head, {k: v for k, v in model_config.items() if k not in head_keys}
+
+
+def upgrade_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """A stored `config.model` (a workdir's `config.json`, a checkpoint's record) in today's keys:
+  a former `dtype` becomes the `precision` that computes what it did ('float32' -> 'float32',
+  'bfloat16' -> 'bfloat16_all'), so runs made before the precision policies resume and load."""
+  upgraded = dict(model_config)
+  if 'dtype' in upgraded and 'precision' not in upgraded:
+    dtype = upgraded.pop('dtype')
+    upgraded['precision'] = _DTYPE_PRECISIONS.get(dtype, dtype)
+  return upgraded
 
 
 def check_model_config(model_config: Mapping[str, Any], section: str = 'config.model') -> None:

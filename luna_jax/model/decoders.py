@@ -228,9 +228,7 @@ class _TokenDecoder(nn.Module):
       self.embedding_norm = nn.LayerNorm(epsilon=1e-5, dtype=cfg.compute_dtype)
     self.embedding_dropout = nn.Dropout(cfg.dropout_rate)
     if not cfg.share_embeddings:
-      self.lm_head = nn.Dense(
-        cfg.vocab_size, dtype=cfg.matmul_dtype, dot_general=kernels.float32_dot_general
-      )
+      self.lm_head = DenseParams(cfg.vocab_size, kernel_init=nn.linear.default_kernel_init)
     self.setup_layers()
 
   def setup_layers(self):
@@ -246,15 +244,10 @@ class _TokenDecoder(nn.Module):
     """`[..., d]` -> `[..., vocab]` float32: the output projection, or with `share_embeddings` the
     product with the shared token table (no bias); inputs in the matmul dtype, accumulated in
     float32."""
+    matmul = self.config.matmul_dtype
     if self.shared_embedding is not None:
-      matmul = self.config.matmul_dtype
-      return jnp.einsum(
-        '...d,vd->...v',
-        x.astype(matmul),
-        self.shared_embedding.embedding.astype(matmul),
-        preferred_element_type=jnp.float32,
-      )
-    return self.lm_head(x).astype(jnp.float32)
+      return kernels.tied_logits(x, self.shared_embedding.embedding, matmul)
+    return kernels.dense(x, *self.lm_head(x.shape[-1]), jnp.float32, matmul)
 
   def _decode_step(self, tokens: Array, cache: Cache, *layer_args: Array) -> tuple[Array, Cache]:
     """`decode_step`: one input per sequence through every layer's `step` (which also takes

@@ -9,6 +9,7 @@ formula it replaces, which its docstring names.
   exact_gelu                                 erf GELU with a hand-written derivative
   LayerNorm                                  `nn.LayerNorm` with its reductions as matrix-vector
                                              products
+  project, dense, tied_logits                matmuls of parameters under a precision policy
   DenseParams, stacked_params, fused_dense   several `nn.Dense` projections of one input as one
                                              matmul, with one `nn.Dense` entry each in the tree
 
@@ -29,10 +30,6 @@ import numpy as np
 
 Array = jax.Array
 Dtype = jnp.dtype
-
-#: `jax.lax.dot_general` returning float32 whatever its input dtype (float32 accumulation): the
-#: `dot_general` of an `nn.Dense` under a mixed-precision policy.
-float32_dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 F32 = jnp.float32
 
@@ -356,19 +353,13 @@ class DenseParams(nn.Module):
 
 
 def stacked_params(
-  projections: Sequence[DenseParams],
-  in_features: int,
-  dtype: Dtype,
-  matmul_dtype: Dtype | None = None,
+  projections: Sequence[DenseParams], in_features: int
 ) -> tuple[Array, Array | None]:
-  """The kernels (and biases) of several projections side by side: kernels in the matmul dtype,
-  biases in the output dtype.
+  """The kernels (and biases) of several projections side by side, in the parameters' dtype.
 
   Args:
     projections: `DenseParams` modules (all with or all without bias).
     in_features: their input width.
-    dtype: output dtype (the biases'); also the matmul dtype when `matmul_dtype` is None.
-    matmul_dtype: dtype of the matmul inputs (the kernels').
 
   Returns:
     `(kernel [in_features, sum of features], bias [sum of features] or None)`.
@@ -376,46 +367,102 @@ def stacked_params(
   params = [projection(in_features) for projection in projections]
   kernel = jnp.concatenate([k for k, _ in params], axis=1)
   bias = None if params[0][1] is None else jnp.concatenate([b for _, b in params])
+  return kernel, bias
+
+
+def is_mixed(kernel: Array, matmul_dtype: Dtype | None) -> bool:
+  """Whether a matmul with this (parameter-dtype) kernel takes the mixed-precision path: a
+  `matmul_dtype` is given and differs from the kernel's dtype."""
+  return matmul_dtype is not None and jnp.dtype(matmul_dtype) != kernel.dtype
+
+
+def project(
+  x: Array, kernel: Array, bias: Array | None, dtype: Dtype, matmul_dtype: Dtype | None = None
+) -> Array:
+  """`x kernel + bias` over the last axis from parameters in their own dtype, under a precision
+  policy (`luna_jax.model.config.PRECISIONS`).
+
+  Mixed precision (`is_mixed`: bfloat16 under both bfloat16 policies): `mixed_matmul` rounds x and
+  the kernel to `matmul_dtype`, accumulates in float32 and runs the backward's matmuls in bfloat16
+  too, returning float32 kernel gradients; the bias is added in float32 and the sum rounded once
+  to `dtype`: a TPU's default matmul precision, what Tay et al.'s LRA runs used. Otherwise (the
+  float32 policy) x, the kernel and the bias are cast to `dtype` (`nn.Dense` numerics) and
+  multiplied by `linear`.
+
+  Args:
+    x: `[..., in]`.
+    kernel: `[in, out]`.
+    bias: optional `[out]`.
+    dtype: output dtype (and the matmul dtype when `matmul_dtype` is None).
+    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`.
+
+  Returns:
+    `[..., out]` in `dtype`.
+  """
+  if is_mixed(kernel, matmul_dtype):
+    y = mixed_matmul(x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype), F32)
+    y = y.reshape(*x.shape[:-1], kernel.shape[-1])
+    return (y if bias is None else add_bias(y, bias.astype(F32))).astype(dtype)
   kernel = nn.dtypes.promote_dtype(kernel, dtype=matmul_dtype or dtype)[0]
   bias = None if bias is None else nn.dtypes.promote_dtype(bias, dtype=dtype)[0]
-  return kernel, bias
+  return linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias, out_dtype=dtype)
+
+
+def tied_logits(x: Array, embedding: Array, matmul_dtype: Dtype) -> Array:
+  """`x embedding^T` over the last axis, float32: the logits of an output layer tied to a
+  `[vocab, d]` token embedding, under a precision policy (`project`'s mixed path when
+  `matmul_dtype` is not the embedding's dtype)."""
+  if is_mixed(embedding, matmul_dtype):
+    return project(x, embedding.T, None, F32, matmul_dtype)
+  return jnp.einsum('...d,vd->...v', x, embedding, preferred_element_type=F32)
+
+
+def dense(
+  x: Array, kernel: Array, bias: Array | None, dtype: Dtype, matmul_dtype: Dtype | None = None
+) -> Array:
+  """`nn.Dense`'s computation on given parameters (a contraction over x's last axis, float32
+  accumulation, the bias broadcast), or `project`'s mixed path under a mixed policy: the output
+  layers that were `nn.Dense` modules keep their float32 numerics bit for bit.
+
+  Args:
+    x: `[..., in]`.
+    kernel: `[in, out]`.
+    bias: optional `[out]`.
+    dtype: output dtype.
+    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`.
+
+  Returns:
+    `[..., out]` in `dtype`.
+  """
+  if is_mixed(kernel, matmul_dtype):
+    return project(x, kernel, bias, dtype, matmul_dtype)
+  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=matmul_dtype or dtype)
+  dims = (((x.ndim - 1,), (0,)), ((), ()))
+  y = jax.lax.dot_general(x, kernel, dims, preferred_element_type=F32)
+  y = y if bias is None else y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+  return y.astype(dtype)
 
 
 def fused_dense(
   x: Array, projections: Sequence[DenseParams], dtype: Dtype, matmul_dtype: Dtype | None = None
 ) -> list[Array]:
-  """Applies several Dense projections of the same input as one matmul `x [W_1 | W_2 | ...]`.
+  """Applies several Dense projections of the same input as one matmul `x [W_1 | W_2 | ...]`
+  (`project`, under the precision policy its dtypes name).
 
-  The same function as applying each projection on its own (`nn.Dense` numerics: inputs and kernels
-  promoted to `dtype`, bias added after the matmul); one wide matmul reads `x` once and runs faster,
-  and `linear` keeps its gradients free of transposing copies and windowed reductions.
-
-  Mixed precision (`luna_jax.model.config.PRECISIONS`): a `matmul_dtype` other than the parameters'
-  (bfloat16 under both bfloat16 policies) runs `mixed_matmul`: x and the kernels rounded to
-  bfloat16, products accumulated in float32, the result and the bias add in `dtype` (float32
-  under the 'bfloat16' policy), the backward's matmuls in bfloat16 too, with gradients returned in
-  the inputs' dtypes (float32 kernel gradients): a TPU's default matmul precision, what Tay et al.'s
-  LRA runs used. In float32 the inputs and kernels are cast to `dtype` (`linear`).
+  The same function as applying each projection on its own (`nn.Dense` numerics in float32); one
+  wide matmul reads `x` once and runs faster, and `linear` keeps its gradients free of transposing
+  copies and windowed reductions.
 
   Args:
     x: `[..., in]`.
     projections: `DenseParams` modules (all with or all without bias).
     dtype: output dtype (and the matmul dtype when `matmul_dtype` is None).
-    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`. One other than the
-      parameters' dtype takes the mixed-precision path.
+    matmul_dtype: dtype the matmul inputs are rounded to; None: `dtype`.
 
   Returns:
     One `[..., features_i]` array per projection, in `dtype`.
   """
-  param_dtype = jnp.dtype(projections[0].param_dtype)
-  if matmul_dtype is not None and jnp.dtype(matmul_dtype) != param_dtype:
-    kernel, bias = stacked_params(projections, x.shape[-1], param_dtype)
-    y = mixed_matmul(x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype), jnp.dtype(dtype))
-    y = y.reshape(*x.shape[:-1], kernel.shape[-1])
-    y = y if bias is None else add_bias(y, bias.astype(dtype))
-  else:
-    kernel, bias = stacked_params(projections, x.shape[-1], dtype, matmul_dtype)
-    y = linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias, out_dtype=dtype)
+  y = project(x, *stacked_params(projections, x.shape[-1]), dtype, matmul_dtype)
   if len(projections) == 1:
     return [y]
   splits = np.cumsum([projection.features for projection in projections])[:-1]

@@ -238,13 +238,15 @@ class LunaAttention(nn.Module):
     out = attn.luna_attention(
       attn.split_heads(q, self.num_heads),
       *self._pack_inputs(p, pack_kv),
-      *stacked_params(self._projections(), self.features, matmul_dtype(self)),
+      *stacked_params(self._projections(), self.features),
       context_mask,
       p_mask,
       dropout_rate=self.attention_dropout_rate,
       dropout_rng=self._dropout_rng(deterministic),
       deterministic=deterministic,
       packed_dtype=self.dtype,
+      unpack_dtype=matmul_dtype(self),
+      matmul_dtype=self.matmul_dtype,
     )
     self.sow('intermediates', 'pack_probs', out.pack_probs)
     self.sow('intermediates', 'unpack_probs', out.unpack_probs)

@@ -32,6 +32,7 @@ import numpy as np
 from luna_jax.model import kernels, objectives
 from luna_jax.model.config import ModelConfig
 from luna_jax.model.encoders import ENCODERS
+from luna_jax.model.kernels import DenseParams
 from luna_jax.model.layers import BERT_INIT, matmul_dtype
 
 Array = jax.Array
@@ -160,23 +161,12 @@ class LMHead(nn.Module):
   def __call__(self, x: Array, embedding: Array) -> Array:
     """`[batch, n, d]` states, the `[vocab, d]` token embedding -> `[batch, n, vocab]` float32."""
     kernel_init = self.kernel_init or nn.linear.default_kernel_init
-    matmul = matmul_dtype(self)
-    h = nn.Dense(
-      x.shape[-1],
-      dtype=matmul,
-      kernel_init=kernel_init,
-      dot_general=kernels.float32_dot_general,
-      name='dense',
-    )(x).astype(self.dtype)
+    d = x.shape[-1]
+    params = DenseParams(d, kernel_init=kernel_init, name='dense')(d)
+    h = kernels.dense(x, *params, self.dtype, matmul_dtype(self))
     h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm')(nn.gelu(h, approximate=False))
     bias = self.param('bias', nn.initializers.zeros, (self.vocab_size,))
-    logits = jnp.einsum(
-      'bnd,vd->bnv',
-      h.astype(matmul),
-      embedding.astype(matmul),
-      preferred_element_type=jnp.float32,
-    )
-    return logits + bias
+    return kernels.tied_logits(h, embedding, matmul_dtype(self)) + bias
 
 
 class MaskedLM(nn.Module):

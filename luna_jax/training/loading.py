@@ -88,7 +88,7 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
       path = latest
   except FileNotFoundError as e:
     raise LoadRunError(f'load_run({workdir!r}): {e}') from None
-  config = record['config']
+  config = run_config.upgrade_stored_config(record['config'])
   if 'model_inputs' in record:
     inputs = record['model_inputs']
   else:

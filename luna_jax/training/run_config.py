@@ -19,7 +19,7 @@ import corpora
 import lra
 from luna_jax import config_utils
 from luna_jax.config_utils import spec
-from luna_jax.model.config import MLM_SUFFIX, check_model_config
+from luna_jax.model.config import MLM_SUFFIX, check_model_config, upgrade_model_config
 from luna_jax.training import optim
 
 #: Top-level config keys.
@@ -233,6 +233,14 @@ def require_data_dir(data: DataConfig) -> None:
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` checked (`parse_config`) and with `debug` applied, as a new ConfigDict."""
   return ml_collections.ConfigDict(parse_config(config).to_dict())
+
+
+def upgrade_stored_config(config: Mapping[str, Any]) -> dict[str, Any]:
+  """A stored run config (`config.json`, a checkpoint's record) in today's keys
+  (`luna_jax.model.config.upgrade_model_config`)."""
+  if 'model' not in config:
+    return dict(config)
+  return {**config, 'model': upgrade_model_config(config['model'])}
 
 
 def config_changes(

@@ -74,6 +74,7 @@ from luna_jax.training.run_config import (
   config_changes,
   parse_config,
   require_data_dir,
+  upgrade_stored_config,
 )
 from luna_jax.training.steps import (
   AXIS,
@@ -150,7 +151,7 @@ def restore_run(
   new_config = run.to_dict()
 
   def check(step: int, record: dict[str, Any]) -> None:
-    stored = record.get('config', {})
+    stored = upgrade_stored_config(record.get('config', {}))
     # init_from is not read on resume: it may be left out ('') once the run has a checkpoint.
     dropped = not new_config['init_from'] and 'init_from' in stored
     changes = config_changes(
