@@ -11,7 +11,7 @@ The expected results refer to the faithful recipe: Luna now takes the authors' B
 initialisation, tied layer weights and Adam eps 1e-8 (`--config.model.param_init=default
 --config.optimizer.eps=1e-9` gives the earlier recipe).
 Expected run time on one H200, measured in all-bfloat16 compute (then `model.dtype=bfloat16`, now
-`--config.model.precision=bfloat16_all`, the same forward pass; one seed each,
+`--config.model.precision=bfloat16_all`, refined since; one seed each,
 generated official-distribution data; benchmarks/results/gpu/): 2.9 minutes for luna16 (36.20% test,
 measured with the earlier Luna recipe) and 10.4 minutes for the transformer (9.3 steps/s; 19.65%
 test: it reached 35.85% validation at step 500 and collapsed at the learning-rate peak, step 1000,

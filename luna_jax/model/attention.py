@@ -260,8 +260,10 @@ def fused_dot_product_attention(
   GPU for bfloat16 or float16 inputs (`fused_implementation`), XLA's implementation otherwise.
 
   No attention dropout (the fused kernels have none); the exact path (`dot_product_attention`)
-  keeps it. The masks become cuDNN's additive bias; a query whose keys are all masked attends
-  uniformly, as in `attention_weights`.
+  keeps it. The masks become cuDNN's additive bias (a dense `[batch, 1, q_len, k_len]` array when
+  both masks are given); a query whose keys are all masked attends uniformly, as in
+  `attention_weights`. A configuration cuDNN refuses while tracing falls back to XLA's; one that
+  fails later, when XLA compiles, is an error.
 
   Args:
     query: `[batch, q_len, heads, head_dim]`.
