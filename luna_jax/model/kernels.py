@@ -153,9 +153,7 @@ def _add_bias_bwd(bias_like: Array, g: Array) -> tuple[Array, Array]:
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
-def linear(
-  x: Array, kernel: Array, bias: Array | None = None, out_dtype: Dtype | None = None
-) -> Array:
+def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
   """`x kernel + bias` over the last axis, as one 2-D matmul on the rows of x.
 
   Flattening the leading axes first lets XLA's CPU compiler run the weight gradient `X^T G` as one
@@ -167,22 +165,18 @@ def linear(
     x: `[..., in]`.
     kernel: `[in, out]`, the dtype of x.
     bias: optional `[out]`.
-    out_dtype: the product's dtype (`preferred_element_type`); None: the dtype of x. A bfloat16
-      matmul with a float32 `out_dtype` accumulates and returns float32 (no rounding of the
-      product); the bias is added in its own dtype's promotion with it.
 
   Returns:
     `[..., out]`.
   """
-  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, preferred_element_type=out_dtype)
-  y = y.reshape(*x.shape[:-1], kernel.shape[-1])
+  y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
   return y if bias is None else add_bias(y, bias)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def mixed_matmul(x: Array, kernel: Array, matmul_dtype: Dtype, out_dtype: Dtype) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def mixed_matmul(x: Array, kernel: Array, matmul_dtype: Dtype) -> Array:
   """`x kernel` of 2-D arrays as a TPU's default-precision matmul: both inputs rounded to
-  `matmul_dtype` (bfloat16), products accumulated in float32, the result in `out_dtype`.
+  `matmul_dtype` (bfloat16), products accumulated in float32, a float32 result.
 
   The backward pass does the same: its two matmuls take the output gradient rounded to
   `matmul_dtype` and the saved rounded inputs, accumulate in float32 and return each input's
@@ -195,24 +189,22 @@ def mixed_matmul(x: Array, kernel: Array, matmul_dtype: Dtype, out_dtype: Dtype)
     x: `[rows, in]`, any float dtype.
     kernel: `[in, out]`, any float dtype.
     matmul_dtype: the dtype the inputs are rounded to.
-    out_dtype: the result's dtype (float32: the accumulator itself).
 
   Returns:
-    `[rows, out]` in `out_dtype`.
+    `[rows, out]` float32.
   """
-  return _mixed_matmul_fwd(x, kernel, matmul_dtype, out_dtype)[0]
+  return _mixed_matmul_fwd(x, kernel, matmul_dtype)[0]
 
 
-def _mixed_matmul_fwd(x: Array, kernel: Array, matmul_dtype: Dtype, out_dtype: Dtype):
+def _mixed_matmul_fwd(x: Array, kernel: Array, matmul_dtype: Dtype):
   xm, km = x.astype(matmul_dtype), kernel.astype(matmul_dtype)
-  y = jnp.dot(xm, km, preferred_element_type=out_dtype)
+  y = jnp.dot(xm, km, preferred_element_type=F32)
   return y, (xm, km, jnp.zeros((0,), x.dtype), jnp.zeros((0,), kernel.dtype))
 
 
 def _mixed_matmul_bwd(
-  matmul_dtype: Dtype, out_dtype: Dtype, residuals: tuple[Array, ...], g: Array
+  matmul_dtype: Dtype, residuals: tuple[Array, ...], g: Array
 ) -> tuple[Array, Array]:
-  del out_dtype
   xm, km, x_like, kernel_like = residuals
   g = g.astype(matmul_dtype)
   dx = jax.lax.dot_general(g, km, (((1,), (1,)), ((), ())), preferred_element_type=F32)  # G K^T
@@ -400,12 +392,12 @@ def project(
     `[..., out]` in `dtype`.
   """
   if is_mixed(kernel, matmul_dtype):
-    y = mixed_matmul(x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype), F32)
+    y = mixed_matmul(x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype))
     y = y.reshape(*x.shape[:-1], kernel.shape[-1])
     return (y if bias is None else add_bias(y, bias.astype(F32))).astype(dtype)
   kernel = nn.dtypes.promote_dtype(kernel, dtype=matmul_dtype or dtype)[0]
   bias = None if bias is None else nn.dtypes.promote_dtype(bias, dtype=dtype)[0]
-  return linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias, out_dtype=dtype)
+  return linear(nn.dtypes.promote_dtype(x, dtype=kernel.dtype)[0], kernel, bias).astype(dtype)
 
 
 def tied_logits(x: Array, embedding: Array, matmul_dtype: Dtype) -> Array:
