@@ -243,13 +243,16 @@ def debug_arg(arg: str | None, config_file: str) -> bool:
   return arg == 'debug'
 
 
-def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
-  """The base config for LRA task `task` and the config argument 'variant[,debug][,spt]'.
+def task_config(
+  task: str, arg: str | None, default: str = 'luna256'
+) -> tuple[ml_collections.ConfigDict, str]:
+  """The base config for LRA task `task` and the config argument 'variant[,debug][,spt]'
+  (`default` when the argument names no variant).
 
   Returns:
     (config with data.task, debug and, with `spt`, self-pretraining set, variant name).
   """
-  variant, flags = parse_arg(arg)
+  variant, flags = parse_arg(arg, default)
   config = get_config()
   config.debug = 'debug' in flags
   config.data.task = task

@@ -108,6 +108,24 @@ def test_quickstart_config_is_complete():
   assert config.data.data_dir == 'data/listops_quickstart'
 
 
+def test_quickstart_variants_differ_only_in_the_model():
+  quickstart = importlib.import_module('configs.quickstart')
+  luna, transformer = quickstart.get_config(), quickstart.get_config('transformer')
+  assert (luna.model.name, luna.model.projection_length) == ('luna', 16)
+  assert quickstart.get_config('debug').model.projection_length == 16  # the default stays luna16
+  assert transformer.model.name == 'transformer' and transformer.model.qkv_dim == 64
+  for config in (luna, transformer):
+    run_config.resolve_config(config)
+    sizes = ('num_layers', 'emb_dim', 'num_heads', 'mlp_dim', 'classifier_hidden_dim')
+    assert [config.model[key] for key in sizes] == [2, 64, 4, 128, 128]
+  assert luna.optimizer.to_dict() == transformer.optimizer.to_dict()
+  assert luna.training.to_dict() == transformer.training.to_dict()
+  spt = quickstart.get_config('transformer,spt')
+  assert spt.self_pretraining.num_train_steps == -1 and luna.self_pretraining.num_train_steps == 0
+  with pytest.raises(ValueError, match="config argument 'lunar'"):
+    quickstart.get_config('lunar')
+
+
 def _parse(argv):
   flag_values = flags.FlagValues()
   argv = ['train.py'] + argv
