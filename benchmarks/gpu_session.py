@@ -404,7 +404,8 @@ def probe(side: str) -> None:
 
   'jax': JAX/jaxlib/flax/optax versions, backend, devices, default matmul precision, and whether
   luna_jax's fused attention (`luna_jax.model.attention.fused_dot_product_attention`, the
-  `transformer_fused` path) lowers to a cuDNN kernel or XLA's own code, in float32 and bfloat16.
+  `transformer_fused` path, with the key lengths its padding mask gives it) lowers to a cuDNN
+  kernel or XLA's own code, in float32 and bfloat16.
   'torch': torch version, CUDA device, cuDNN and the float32 matmul precision (with the tf32
   cells' environment).
   """
@@ -427,10 +428,11 @@ def probe(side: str) -> None:
       'default_matmul_precision': str(jax.config.jax_default_matmul_precision),
       'fused_attention': {},
     }
-    mask = jnp.ones((2, 1024), bool)
+    lengths = jnp.full((2,), 1024, jnp.int32)
     for dtype in ('float32', 'bfloat16'):
       x = jnp.ones((2, 1024, 4, 64), dtype)
-      text = jax.jit(attention.fused_dot_product_attention).lower(x, x, x, mask).compile().as_text()
+      lowered = jax.jit(attention.fused_dot_product_attention).lower(x, x, x, key_lengths=lengths)
+      text = lowered.compile().as_text()
       info['fused_attention'][dtype] = 'cudnn' if 'cudnn' in text.lower() else 'xla'
   else:
     import torch

@@ -280,21 +280,30 @@ def test_attention_dropout_drops_and_rescales():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize('padding', ['masks', 'key_lengths'])
 @pytest.mark.parametrize('use_cudnn', [False, True], ids=['xla', 'cudnn_fallback'])
-def test_fused_attention_equals_exact_attention_in_values_and_gradients(monkeypatch, use_cudnn):
+def test_fused_attention_equals_exact_attention_in_values_and_gradients(
+  monkeypatch, use_cudnn, padding
+):
   if use_cudnn:  # On a machine without cuDNN the flash kernel refuses and XLA's takes over.
     monkeypatch.setattr(attn, 'fused_implementation', lambda dtype: 'cudnn')
   rng = np.random.default_rng(0)
   q, k, v = (jnp.asarray(rng.normal(size=(2, 7, 2, 4)), jnp.float32) for _ in range(3))
-  key_mask = jnp.arange(7)[None] < jnp.array([[7], [4]])
+  lengths = jnp.array([7, 4])
+  key_mask = jnp.arange(7)[None] < lengths[:, None]
   query_mask = jnp.array([[True] * 7, [True, False, True, True, False, False, True]])
+  if padding == 'key_lengths':  # The Transformer's prefix mask, without a query mask.
+    query_mask = None
 
   def exact(q, k, v):
     return attn.dot_product_attention(q, k, v, key_mask, query_mask=query_mask)[0]
 
   def fused(q, k, v):
+    if padding == 'key_lengths':
+      return attn.fused_dot_product_attention(q, k, v, key_lengths=lengths)
     return attn.fused_dot_product_attention(q, k, v, key_mask, query_mask)
 
+  # Every row, the padded queries' too: with key lengths they attend to the valid keys, as here.
   np.testing.assert_allclose(fused(q, k, v), exact(q, k, v), rtol=1e-5, atol=1e-6)
   cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
   grads = [
@@ -305,8 +314,9 @@ def test_fused_attention_equals_exact_attention_in_values_and_gradients(monkeypa
     np.testing.assert_allclose(g_fused, g_exact, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_attention_asks_for_cudnn_only_on_an_nvidia_gpu_with_16_bit_inputs(monkeypatch):
-  assert attn.fused_implementation(jnp.bfloat16) == 'xla'  # This machine's CPU.
+def fake_cuda_device(monkeypatch):
+  """Makes `attn.fused_implementation` see an NVIDIA GPU (it reads only the default backend and
+  the first device's platform version); returns the fake client, whose version can be changed."""
 
   class Client:
     platform_version = 'cuda 12080'
@@ -316,8 +326,97 @@ def test_fused_attention_asks_for_cudnn_only_on_an_nvidia_gpu_with_16_bit_inputs
 
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   monkeypatch.setattr(jax, 'devices', lambda: [Device()])
+  return Client
+
+
+@pytest.mark.parametrize('padding', ['key_lengths', 'nonzero'])
+def test_fused_attention_gives_cudnn_the_lengths_and_keeps_the_nonzero_mask_dense(
+  monkeypatch, padding
+):
+  calls = []
+  xla_attention = jax.nn.dot_product_attention
+
+  def record(query, key, value, **kwargs):
+    calls.append(kwargs)
+    return xla_attention(query, key, value, **{**kwargs, 'implementation': 'xla'})
+
+  fake_cuda_device(monkeypatch)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', record)
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 6, 2, 8)), jnp.bfloat16) for _ in range(3))
+  lengths = jnp.array([6, 3], jnp.int16)  # Cast to the int32 that jax asks for.
+  nonzero = jnp.array([[True] * 6, [True, False, True, False, False, True]])
+  if padding == 'key_lengths':
+    out = attn.fused_dot_product_attention(q, k, v, key_lengths=lengths)
+    exact = attn.dot_product_attention(q, k, v, jnp.arange(6)[None] < lengths[:, None])[0]
+  else:
+    out = attn.fused_dot_product_attention(q, k, v, nonzero, nonzero)
+    exact = attn.dot_product_attention(q, k, v, nonzero, query_mask=nonzero)[0]
+  [kwargs] = calls
+  assert kwargs['implementation'] == 'cudnn'
+  assert 'query_seq_lengths' not in kwargs
+  if padding == 'key_lengths':
+    assert kwargs['mask'] is None
+    assert kwargs['key_value_seq_lengths'].dtype == jnp.int32
+    np.testing.assert_array_equal(kwargs['key_value_seq_lengths'], [6, 3])
+  else:  # LRA's outer-product mask is no prefix mask: cuDNN gets it whole, as a bias.
+    assert kwargs['key_value_seq_lengths'] is None
+    outer = nonzero[:, None, None, :] & nonzero[:, None, :, None]
+    np.testing.assert_array_equal(kwargs['mask'], outer)
+  np.testing.assert_allclose(np.float32(out), np.float32(exact), atol=2e-2)
+  with pytest.raises(ValueError, match='not both'):
+    attn.fused_dot_product_attention(q, k, v, nonzero, key_lengths=lengths)
+
+
+@pytest.mark.parametrize('pooling', ['cls', 'mean'])
+def test_fused_transformer_with_lengths_equals_the_softmax_one_in_values_and_gradients(pooling):
+  config = {
+    'name': 'transformer',
+    'pooling': pooling,
+    'num_layers': 2,
+    'emb_dim': 16,
+    'mlp_dim': 32,
+    'num_heads': 2,
+    'dropout_rate': 0.0,
+    'attention_dropout_rate': 0.0,
+    'padding_mask': 'lengths',
+  }
+  tokens = jnp.asarray(np.random.default_rng(0).integers(1, 20, size=(3, 8)), jnp.int32)
+  lengths = jnp.array([8, 3, 5])  # Two examples shorter than the batch (their padding ids nonzero).
+  targets = jnp.array([0, 2, 1])
+  outputs, grads = {}, {}
+  for implementation in ('softmax', 'fused'):
+    model = luna_jax.build_model(
+      {**config, 'attention_implementation': implementation},
+      vocab_size=20,
+      num_classes=3,
+      max_length=8,
+    )
+    if implementation == 'softmax':
+      params = model.init(jax.random.PRNGKey(0), tokens, lengths)['params']
+
+    def loss(params, model=model):
+      logits = model.apply({'params': params}, tokens, lengths)
+      log_probs = jax.nn.log_softmax(logits)
+      return -jnp.mean(jnp.take_along_axis(log_probs, targets[:, None], -1)), logits
+
+    (_, outputs[implementation]), grads[implementation] = jax.value_and_grad(loss, has_aux=True)(
+      params
+    )
+  np.testing.assert_allclose(outputs['fused'], outputs['softmax'], rtol=1e-5, atol=1e-6)
+  fused, tree = jax.tree_util.tree_flatten(grads['fused'])
+  softmax, softmax_tree = jax.tree_util.tree_flatten(grads['softmax'])
+  assert tree == softmax_tree
+  for g_fused, g_softmax in zip(fused, softmax, strict=True):
+    assert np.all(np.isfinite(g_fused))
+    np.testing.assert_allclose(g_fused, g_softmax, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_attention_asks_for_cudnn_only_on_an_nvidia_gpu_with_16_bit_inputs(monkeypatch):
+  assert attn.fused_implementation(jnp.bfloat16) == 'xla'  # This machine's CPU.
+  client = fake_cuda_device(monkeypatch)
   assert attn.fused_implementation(jnp.bfloat16) == 'cudnn'
   assert attn.fused_implementation(jnp.float16) == 'cudnn'
   assert attn.fused_implementation(jnp.float32) == 'xla'
-  Client.platform_version = 'rocm 6.3'
+  client.platform_version = 'rocm 6.3'
   assert attn.fused_implementation(jnp.bfloat16) == 'xla'

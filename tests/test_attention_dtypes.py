@@ -20,6 +20,8 @@ SCALES, PADDING = np.array([1.0, 30.0]), np.array([300.0, 0.0])
 ATTENTIONS = {
   'softmax': functools.partial(SelfAttention, num_heads=H, qkv_dim=D),
   'fused': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
+  # The Transformer's padding_mask='lengths': the key mask as lengths (cuDNN's sequence lengths).
+  'fused_lengths': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
   'linformer': functools.partial(
     baselines.LinformerSelfAttention, num_heads=H, qkv_dim=D, max_length=N, low_rank_features=3
   ),
@@ -42,6 +44,8 @@ def apply(name, module, variables, x, mask, p, p_mask):
     return jnp.concatenate([y_x, y_p], axis=1).astype(jnp.float32)
   if name.startswith('causal_luna'):
     return module.apply(variables, x, p, p_mask).astype(jnp.float32)
+  if name == 'fused_lengths':
+    return module.apply(variables, x, mask, key_lengths=jnp.sum(mask, -1)).astype(jnp.float32)
   return module.apply(variables, x, mask).astype(jnp.float32)
 
 

@@ -255,15 +255,30 @@ def fused_dot_product_attention(
   value: Array,
   key_mask: Array | None = None,
   query_mask: Array | None = None,
+  *,
+  key_lengths: Array | None = None,
 ) -> Array:
   """Softmax attention through `jax.nn.dot_product_attention`: cuDNN's flash attention on an NVIDIA
   GPU for bfloat16 or float16 inputs (`fused_implementation`), XLA's implementation otherwise.
 
   No attention dropout (the fused kernels have none); the exact path (`dot_product_attention`)
-  keeps it. The masks become cuDNN's additive bias (a dense `[batch, 1, q_len, k_len]` array when
-  both masks are given); a query whose keys are all masked attends uniformly, as in
-  `attention_weights`. A configuration cuDNN refuses while tracing falls back to XLA's; one that
-  fails later, when XLA compiles, is an error.
+  keeps it. A query whose keys are all masked attends uniformly, as in `attention_weights`.
+
+  Padding reaches the kernels in one of two forms (jax 0.10-0.11, `jax/_src/nn/functions.py`
+  `dot_product_attention` and `jax/_src/cudnn/fused_attention_stablehlo.py`):
+    - `key_lengths` (a prefix key mask, the Transformer's `padding_mask='lengths'`) goes as
+      `key_value_seq_lengths`, cuDNN's padding mask: no `[batch, 1, q_len, k_len]` array is built.
+      No `query_seq_lengths` is passed, on purpose: jax's cuDNN branch then sets them to q_len
+      itself, so every query row, padded ones included, attends to its example's first
+      `key_lengths` keys, as the exact path's rows do (values and gradients equal at every row);
+      with `query_seq_lengths`, XLA's implementation masks the padded rows' logits and zeroes
+      their outputs, and what cuDNN writes there is up to the kernel.
+    - masks (LRA's 'nonzero' mask, a query mask) go as `mask`, which cuDNN's branch turns into an
+      additive bias (`combine_bias_and_mask`) that must be `[batch, 1, q_len, k_len]`
+      (`check_layout`): the key and query masks together are that dense array; either alone is
+      refused while tracing, so it runs on XLA's implementation.
+  A configuration cuDNN refuses while tracing falls back to XLA's; one that fails later, when XLA
+  compiles, is an error.
 
   Args:
     query: `[batch, q_len, heads, head_dim]`.
@@ -271,20 +286,30 @@ def fused_dot_product_attention(
     value: `[batch, k_len, heads, head_dim]`.
     key_mask: optional `[batch, k_len]` bool.
     query_mask: optional `[batch, q_len]` bool, False for a query whose whole row is masked.
+    key_lengths: optional `[batch]` int (cast to int32), the key mask as lengths: key j may be
+      attended to iff j < `key_lengths[b]`; instead of `key_mask`.
 
   Returns:
     `[batch, q_len, heads, head_dim]` in the inputs' dtype.
+
+  Raises:
+    ValueError: when both `key_mask` and `key_lengths` are given.
   """
+  if key_lengths is not None:
+    if key_mask is not None:
+      raise ValueError('give the key padding as key_mask or as key_lengths, not both.')
+    key_lengths = key_lengths.astype(jnp.int32)
   mask = None if key_mask is None else key_mask[:, None, None, :]
   if query_mask is not None:
     rows = query_mask[:, None, :, None]
     mask = rows if mask is None else mask & rows
+  masks = dict(mask=mask, key_value_seq_lengths=key_lengths)
   if fused_implementation(query.dtype) == 'cudnn':
     try:
-      return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='cudnn')
+      return jax.nn.dot_product_attention(query, key, value, implementation='cudnn', **masks)
     except (ValueError, NotImplementedError, RuntimeError):
-      pass  # A shape, head size or cuDNN version the flash kernel does not take: XLA's below.
-  return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='xla')
+      pass  # A shape, mask, head size or cuDNN version the flash kernel does not take: XLA's below.
+  return jax.nn.dot_product_attention(query, key, value, implementation='xla', **masks)
 
 
 def fused_implementation(dtype: jnp.dtype) -> str:

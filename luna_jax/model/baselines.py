@@ -296,7 +296,9 @@ class LinformerSelfAttention(SelfAttention):
     mask: Array | None,
     deterministic: bool,
     query_mask: Array | None = None,
+    key_lengths: Array | None = None,
   ) -> Array:
+    del key_lengths  # `mask` as lengths, for the fused softmax; these forms mask by `mask`.
     no_query_mask(self, query_mask)
     if self.max_length is None:
       raise ValueError('LinformerSelfAttention needs max_length.')
@@ -331,7 +333,9 @@ class LinearSelfAttention(SelfAttention):
     mask: Array | None,
     deterministic: bool,
     query_mask: Array | None = None,
+    key_lengths: Array | None = None,
   ) -> Array:
+    del key_lengths  # `mask` as lengths, for the fused softmax; these forms mask by `mask`.
     no_query_mask(self, query_mask)
     return linear_attention(query, key, value, mask)
 
@@ -375,6 +379,8 @@ class PerformerSelfAttention(SelfAttention):
     mask: Array | None,
     deterministic: bool,
     query_mask: Array | None = None,
+    key_lengths: Array | None = None,
   ) -> Array:
+    del key_lengths  # `mask` as lengths, for the fused softmax; these forms mask by `mask`.
     no_query_mask(self, query_mask)
     return performer_attention(query, key, value, self.projection(deterministic), mask)

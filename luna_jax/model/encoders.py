@@ -310,8 +310,10 @@ class TransformerEncoder(nn.Module):
   makes the LRA baselines Linformer, Linear Transformer and Performer (`luna_jax.model.baselines`).
   `padding_mask='nonzero'` masks the attention by LRA's `inputs > 0` (`nonzero_mask`) instead of by
   length, as LRA does: the masked tokens get no attention, and their own queries attend uniformly to
-  every position (their rows of the outer-product mask are all masked). The returned `x_mask` (what
-  'mean' pooling averages) stays the length mask, as LRA's MEAN pooling averages every position.
+  every position (their rows of the outer-product mask are all masked). The length mask also goes to
+  the attention as the lengths it is made of (`SelfAttention.attend`'s `key_lengths`), which the
+  fused attention hands cuDNN instead of a mask. The returned `x_mask` (what 'mean' pooling
+  averages) stays the length mask, as LRA's MEAN pooling averages every position.
   `shared_layers` applies `layer_0` `num_layers` times (LRA's `tied_weights`).
 
   Attributes:
@@ -339,8 +341,9 @@ class TransformerEncoder(nn.Module):
     mask = length_mask(lengths, x.shape[1])
     if cfg.padding_mask == 'nonzero':
       key_mask = query_mask = nonzero_mask(tokens, cfg.prepend_cls)
+      key_lengths = None
     elif cfg.padding_mask == 'lengths':
-      key_mask, query_mask = mask, None
+      key_mask, query_mask, key_lengths = mask, None, lengths
     else:
       raise ValueError(f"padding_mask must be 'lengths' or 'nonzero', got {cfg.padding_mask!r}.")
     attention = TRANSFORMER_ATTENTIONS[cfg.attention_implementation](cfg)
@@ -361,7 +364,7 @@ class TransformerEncoder(nn.Module):
       for name in dict.fromkeys(layer_names(cfg))
     }
     for name in layer_names(cfg):
-      x = layers[name](x, key_mask, deterministic, query_mask)
+      x = layers[name](x, key_mask, deterministic, query_mask, key_lengths)
     x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, name='final_norm')(x)
     return EncoderOutput(x, mask)
 

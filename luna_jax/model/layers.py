@@ -555,9 +555,10 @@ class SelfAttention(nn.Module):
     *,
     deterministic: bool = True,
     query_mask: Array | None = None,
+    key_lengths: Array | None = None,
   ) -> Array:
-    """`[batch, n, d]` (key mask `[batch, n]`; query mask `[batch, n]`, see `attend`) ->
-    `[batch, n, d]`."""
+    """`[batch, n, d]` (key mask `[batch, n]`; query mask `[batch, n]` and key lengths `[batch]`,
+    see `attend`) -> `[batch, n, d]`."""
     init = nn.initializers.xavier_uniform()
     projections = [
       DenseParams(
@@ -569,7 +570,7 @@ class SelfAttention(nn.Module):
       attn.split_heads(y, self.num_heads)
       for y in fused_dense(x, projections, matmul_dtype(self), self.matmul_dtype)
     )
-    y = self.attend(q, k, v, mask, deterministic, query_mask)
+    y = self.attend(q, k, v, mask, deterministic, query_mask, key_lengths)
     out = DenseParams(
       x.shape[-1], use_bias=False, kernel_init=init, param_dtype=self.param_dtype, name='out'
     )
@@ -583,10 +584,14 @@ class SelfAttention(nn.Module):
     mask: Array | None,
     deterministic: bool,
     query_mask: Array | None = None,
+    key_lengths: Array | None = None,
   ) -> Array:
     """`[batch, n, heads, dh]` queries, keys, values (key mask `[batch, n]`) -> `[batch, n, heads,
     dh]`; a False entry of `query_mask` makes that query attend uniformly to every key (LRA's
-    outer-product padding mask, `attn.attention_weights`). The softmax implementation sows its
+    outer-product padding mask, `attn.attention_weights`). `key_lengths` (`[batch]` int) is the
+    same key mask as lengths when it is a prefix mask (`padding_mask='lengths'`): the fused
+    implementation masks by it instead (cuDNN's sequence lengths,
+    `attn.fused_dot_product_attention`), the others by `mask`. The softmax implementation sows its
     float32 probabilities `[batch, heads, n, n]` as 'probs' in 'intermediates'."""
     if self.implementation == 'softmax':
       y, probs = attn.dot_product_attention(
@@ -602,7 +607,11 @@ class SelfAttention(nn.Module):
       self.sow('intermediates', 'probs', probs)
       return y
     if self.implementation == 'fused':
-      return attn.fused_dot_product_attention(query, key, value, mask, query_mask)
+      if key_lengths is not None:
+        mask = None
+      return attn.fused_dot_product_attention(
+        query, key, value, mask, query_mask, key_lengths=key_lengths
+      )
     raise ValueError(f"implementation must be 'softmax' or 'fused', got {self.implementation!r}.")
 
 
@@ -644,9 +653,11 @@ class TransformerEncoderLayer(nn.Module):
     mask: Array | None = None,
     deterministic: bool = True,
     query_mask: Array | None = None,
+    key_lengths: Array | None = None,
   ) -> Array:
     """`[batch, n, d]` -> `[batch, n, d]` (`deterministic` may be positional: `nn.remat` makes it
-    static); `mask` masks keys, `query_mask` whole query rows (`SelfAttention.attend`)."""
+    static); `mask` masks keys, `query_mask` whole query rows, `key_lengths` (`[batch]` int) is
+    `mask` as lengths when it is a prefix mask (`SelfAttention.attend`)."""
     ln = lambda name: LayerNorm(
       epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name
     )
@@ -662,7 +673,13 @@ class TransformerEncoderLayer(nn.Module):
       matmul_dtype=self.matmul_dtype,
       param_dtype=self.param_dtype,
       name='attention',
-    )(ln('attention_norm')(x), mask, deterministic=deterministic, query_mask=query_mask)
+    )(
+      ln('attention_norm')(x),
+      mask,
+      deterministic=deterministic,
+      query_mask=query_mask,
+      key_lengths=key_lengths,
+    )
     x = x + drop(y)
     y = FeedForward(
       self.mlp_dim,
