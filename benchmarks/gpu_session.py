@@ -432,8 +432,10 @@ def probe(side: str) -> None:
     for dtype in ('float32', 'bfloat16'):
       x = jnp.ones((2, 1024, 4, 64), dtype)
       lowered = jax.jit(attention.fused_dot_product_attention).lower(x, x, x, key_lengths=lengths)
-      text = lowered.compile().as_text()
-      info['fused_attention'][dtype] = 'cudnn' if 'cudnn' in text.lower() else 'xla'
+      lowered.compile()  # A configuration cuDNN takes at trace time but XLA refuses fails here.
+      # jax lowers its cuDNN flash attention to custom calls named `__cudnn$fmha...`.
+      cudnn = '__cudnn$fmha' in lowered.as_text()
+      info['fused_attention'][dtype] = 'cudnn' if cudnn else 'xla'
   else:
     import torch
 
