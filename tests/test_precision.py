@@ -1,7 +1,10 @@
 """The precision policies (`luna_jax.model.config.PRECISIONS`): every model under the 'bfloat16'
 policy computes what it computes in float32, to bfloat16's rounding; its residual stream, P and
-LayerNorm outputs stay float32 while every projection's matmul takes bfloat16 inputs; and
-'bfloat16_all' is the mode that runs the activations in bfloat16 too."""
+LayerNorm outputs stay float32 while every projection's and attention's matmul takes bfloat16
+inputs, in the forward and the backward pass (`mixed_einsum`); and 'bfloat16_all' is the mode that
+runs the activations in bfloat16 too."""
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -11,7 +14,7 @@ import pytest
 
 import luna_jax
 from luna_jax.model import config as model_config
-from luna_jax.model.kernels import LayerNorm
+from luna_jax.model.kernels import LayerNorm, float32_einsum, mixed_einsum
 from luna_jax.model.layers import FeedForward, LunaEncoderLayer, TransformerEncoderLayer
 
 B, N, VOCAB = 3, 24, 20
@@ -120,26 +123,34 @@ def _dot_operand_dtypes(jaxpr: jax.extend.core.Jaxpr, rank: int | None = None) -
 
 
 @pytest.mark.parametrize(
-  'layer,args',
+  'layer,args,attentions',
   [
-    (LunaEncoderLayer(num_heads=2, mlp_dim=32), (jnp.ones((2, 8, 16)), jnp.ones((2, 4, 16)))),
-    (TransformerEncoderLayer(num_heads=2, qkv_dim=16, mlp_dim=32), (jnp.ones((2, 8, 16)),)),
+    (LunaEncoderLayer(num_heads=2, mlp_dim=32), (jnp.ones((2, 8, 16)), jnp.ones((2, 4, 16))), 2),
+    (TransformerEncoderLayer(num_heads=2, qkv_dim=16, mlp_dim=32), (jnp.ones((2, 8, 16)),), 1),
   ],
   ids=['luna', 'transformer'],
 )
-def test_every_matmul_of_a_layer_takes_bfloat16_inputs_under_the_policy(layer, args):
-  """Forward: every matmul. Backward: every projection's and the FFN's (2-D, `mixed_matmul`; the
-  attention's own backward matmuls pair a float32 gradient with bfloat16 operands)."""
+def test_every_matmul_of_a_layer_takes_bfloat16_inputs_under_the_policy(layer, args, attentions):
+  """Forward and backward: every matmul, the projections' and the FFN's (2-D) and the attention's
+  (batched, 4-D; `mixed_einsum`, four in the backward of each attention: two gradients of q k^T
+  and two of p v)."""
   variables = layer.init(jax.random.PRNGKey(0), *args)
   for matmul_dtype in (jnp.bfloat16, None):
     policy = layer.clone(dtype=jnp.float32, matmul_dtype=matmul_dtype)
     forward = lambda v, policy=policy: policy.apply(v, *args)
     expected = 'float32' if matmul_dtype is None else 'bfloat16'
-    dots = _dot_operand_dtypes(jax.make_jaxpr(forward)(variables).jaxpr)
+    forward_jaxpr = jax.make_jaxpr(forward)(variables).jaxpr
+    dots = _dot_operand_dtypes(forward_jaxpr)
     assert len(dots) >= 6 and all(set(d) == {expected} for d in dots), dots
     loss = lambda v, forward=forward: sum(jnp.sum(y) for y in jax.tree.leaves(forward(v)))
-    backward = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss))(variables).jaxpr, rank=2)
-    assert len(backward) >= 3 * 4 and all(set(d) == {expected} for d in backward), backward
+    grad_jaxpr = jax.make_jaxpr(jax.grad(loss))(variables).jaxpr
+    backward = _dot_operand_dtypes(grad_jaxpr)
+    assert all(set(d) == {expected} for d in backward), backward
+    assert len(_dot_operand_dtypes(grad_jaxpr, rank=2)) >= 3 * 4
+    batched = len(_dot_operand_dtypes(grad_jaxpr, rank=4)) - len(
+      _dot_operand_dtypes(forward_jaxpr, 4)
+    )
+    assert batched >= 4 * attentions, batched
 
 
 def test_the_former_dtype_key_names_its_replacement():
@@ -149,7 +160,7 @@ def test_the_former_dtype_key_names_its_replacement():
 
 @pytest.mark.parametrize('name', ['luna', 'luna_lm', 'luna_mlm'])
 def test_under_the_policy_weight_gradients_stay_float32_and_no_matmul_mixes_dtypes(name):
-  """Every projection, FFN and output layer runs `mixed_matmul` (or its mixed `project` path):
+  """Every projection, FFN and output layer runs `mixed_einsum` (the mixed `project` path):
   their kernel gradients are float32 sums, not bfloat16-rounded values, and no 2-D matmul of the
   backward pairs a float32 operand with a bfloat16 one (XLA would run it in float32 on a GPU)."""
   model, batch = build(name, 'bfloat16'), inputs_of(name)
@@ -168,3 +179,113 @@ def test_under_the_policy_weight_gradients_stay_float32_and_no_matmul_mixes_dtyp
   dots = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss))(params).jaxpr, rank=2)
   assert sum(set(d) == {'bfloat16'} for d in dots) >= 12
   assert all(len(set(d)) == 1 for d in dots), [d for d in dots if len(set(d)) > 1]
+
+
+#: Softmax attentions of each model under `SIZES` (2 layers): Luna's pack and unpack, a
+#: Transformer's self-attention, a decoder's cross-attention (Luna's: pack and unpack) and
+#: self-attention (the Transformer decoder's; causal Luna's is float32, not softmax attention).
+SOFTMAX_ATTENTIONS = {
+  'luna': 4,
+  'transformer': 2,
+  'luna_lm': 0,
+  'luna_seq2seq': 8,
+  'transformer_seq2seq': 6,
+  'luna_mlm': 4,
+  'transformer_mlm': 2,
+}
+
+
+@pytest.mark.parametrize('name', model_config.MODEL_NAMES)
+def test_no_matmul_of_the_backward_mixes_dtypes_under_the_policy(name):
+  """No matmul of any rank (2-D projections, batched attention) of a model's backward pass pairs a
+  float32 operand with a bfloat16 one (XLA would run it in float32 on a GPU), and each softmax
+  attention's four backward matmuls take bfloat16 on both sides; causal Luna's matmuls are float32
+  on both sides."""
+  assert SOFTMAX_ATTENTIONS.keys() == set(model_config.MODEL_NAMES)
+  model, batch = build(name, 'bfloat16'), inputs_of(name)
+  params = model.init(jax.random.PRNGKey(1), **batch)['params']
+  rng = {'dropout': jax.random.PRNGKey(2)}
+  outputs = lambda p: model.apply({'params': p}, **batch, train=True, rngs=rng)
+  loss = lambda p: jnp.sum(outputs(p).astype(jnp.float32))
+  grad_jaxpr = jax.make_jaxpr(jax.grad(loss))(params).jaxpr
+  dots = _dot_operand_dtypes(grad_jaxpr)
+  assert all(len(set(d)) == 1 for d in dots), [d for d in dots if len(set(d)) > 1]
+  batched = [d for d in _dot_operand_dtypes(grad_jaxpr, rank=4) if d == ('bfloat16', 'bfloat16')]
+  forward = _dot_operand_dtypes(jax.make_jaxpr(outputs)(params).jaxpr, rank=4)
+  assert len(batched) - len(forward) >= 4 * SOFTMAX_ATTENTIONS[name]
+
+
+def _bfloat16(x: np.ndarray) -> np.ndarray:
+  """x rounded to bfloat16, as float64."""
+  return np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16), np.float64)
+
+
+@pytest.mark.parametrize('spec', ['bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd', 'ij,jk->ik'])
+def test_mixed_einsum_is_the_float32_sum_of_bfloat16_rounded_products(spec):
+  """Forward and both gradients against float64 numpy: the einsum of the bfloat16-rounded inputs
+  (and, for the gradients, of the bfloat16-rounded output gradient) up to float32 accumulation:
+  products of two bfloat16 numbers are exact in float32, and a sum of at most 16 of them is off by
+  at most 16 float32 roundings of the sum of their magnitudes. The gradients of float32 inputs are
+  float32; the output gradient's rounding shows (the unrounded one gives other gradients)."""
+  sizes = dict(b=2, q=5, k=7, h=3, d=16, i=6, j=16)
+  (a_names, b_names), out = spec.split('->')[0].split(','), spec.split('->')[1]
+  shape = lambda names: tuple(sizes[n] for n in names)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  a, b, g = (
+    np.asarray(jax.random.normal(key, shape(names)))
+    for key, names in zip(keys, (a_names, b_names, out), strict=True)
+  )
+  y, vjp = jax.vjp(lambda a, b: mixed_einsum(spec, a, b, jnp.bfloat16), a, b)
+  da, db = vjp(jnp.asarray(g))
+  assert y.dtype == da.dtype == db.dtype == jnp.float32
+  a16, b16, g16 = _bfloat16(a), _bfloat16(b), _bfloat16(g)
+  expected = {
+    'y': (np.asarray(y), f'{a_names},{b_names}->{out}', a16, b16),
+    'da': (np.asarray(da), f'{out},{b_names}->{a_names}', g16, b16),
+    'db': (np.asarray(db), f'{a_names},{out}->{b_names}', a16, g16),
+  }
+  for which, (got, einsum, x, z) in expected.items():
+    bound = 16 * 2.0**-24 * np.einsum(einsum, np.abs(x), np.abs(z))
+    error = np.abs(got - np.einsum(einsum, x, z))
+    assert np.all(error <= bound), f'{which}: {np.max(error / bound)} x the bound'
+  unrounded = np.abs(np.asarray(da) - np.einsum(f'{out},{b_names}->{a_names}', g, b16))
+  assert np.any(
+    unrounded > 16 * 2.0**-24 * np.einsum(f'{out},{b_names}->{a_names}', np.abs(g), np.abs(b16))
+  )
+  _, vjp16 = jax.vjp(
+    lambda a, b: mixed_einsum(spec, a, b, jnp.bfloat16),
+    *(jnp.asarray(x, jnp.bfloat16) for x in (a, b)),
+  )
+  assert all(grad.dtype == jnp.bfloat16 for grad in vjp16(jnp.asarray(g)))
+
+
+def test_float32_einsum_takes_mixed_einsum_for_16_bit_inputs_only():
+  """bfloat16 and float16 inputs: `mixed_einsum` (a float16 cotangent for float16 inputs); float32
+  inputs: the plain float32 einsum and autodiff, bit for bit."""
+  spec = 'bqhd,bkhd->bhqk'
+  q, k = (jax.random.normal(key, (2, 5, 3, 4)) for key in jax.random.split(jax.random.PRNGKey(0)))
+  g = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 5, 5))
+  plain = lambda q, k: jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
+  for got, want in zip(
+    jax.vjp(functools.partial(float32_einsum, spec), q, k)[1](g),
+    jax.vjp(plain, q, k)[1](g),
+    strict=True,
+  ):
+    assert np.array_equal(got, want)
+  for dtype in (jnp.bfloat16, jnp.float16):
+    q16, k16 = q.astype(dtype), k.astype(dtype)
+    y, vjp = jax.vjp(functools.partial(float32_einsum, spec), q16, k16)
+    y_mixed, vjp_mixed = jax.vjp(
+      functools.partial(mixed_einsum, spec, matmul_dtype=dtype), q16, k16
+    )
+    assert y.dtype == jnp.float32 and np.array_equal(y, y_mixed)
+    for got, want in zip(vjp(g), vjp_mixed(g), strict=True):
+      assert got.dtype == dtype and np.array_equal(got, want)
+    grad_jaxpr = jax.make_jaxpr(vjp)(g).jaxpr
+    assert _dot_operand_dtypes(grad_jaxpr) == [(str(jnp.dtype(dtype)),) * 2] * 2
+
+
+@pytest.mark.parametrize('spec', ['ij,jk', 'ii,ij->j', 'ij,jk->i', 'ij,jk,kl->il', '...i,ij->...j'])
+def test_mixed_einsum_rejects_what_its_backward_cannot_transpose(spec):
+  with pytest.raises(ValueError, match='mixed_einsum takes'):
+    mixed_einsum(spec, jnp.ones((2, 2)), jnp.ones((2, 2)), jnp.bfloat16)

@@ -4,7 +4,9 @@ Every function here works on already-projected, head-split tensors laid out as
 `[batch, length, heads, head_dim]` (the layout of `flax.linen` and `jax.nn.dot_product_attention`),
 so the Flax modules in `luna_jax.model.layers` only own the projections. Logits, softmax and every
 normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the
-values unless an `out_dtype` asks for another.
+values unless an `out_dtype` asks for another. The softmax attention's two matmuls accumulate in
+float32 (`luna_jax.model.kernels.float32_einsum`), on 16-bit operands in the backward pass too when
+their inputs are 16-bit.
 
 Shapes name the projection length (the length of P, `projection_length` in the configs) l, as the
 paper does. Masks are boolean, `True` = "may be attended to". A query row whose keys are all masked
@@ -36,7 +38,13 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from luna_jax.model.kernels import apply_keep_mask, dropout, dropout_keep_mask, project
+from luna_jax.model.kernels import (
+  apply_keep_mask,
+  dropout,
+  dropout_keep_mask,
+  float32_einsum,
+  project,
+)
 
 Array = jax.Array
 
@@ -63,7 +71,7 @@ def attention_weights(
     `[batch, heads, q_len, k_len]` float32 probabilities; each row sums to 1.
   """
   scale = query.shape[-1] ** -0.5
-  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32) * scale
+  logits = float32_einsum('bqhd,bkhd->bhqk', query, key) * scale
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_VALUE)
   if query_mask is not None:
@@ -128,12 +136,11 @@ def _attend(
 ) -> tuple[Array, Array]:
   """Softmax attention with an optional dropout keep mask. The backward keeps only the float32
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
-  not stored but recomputed (element-wise) or not needed."""
+  not stored but recomputed (element-wise) or not needed. Both matmuls are `float32_einsum`s, so
+  with 16-bit inputs the four matmuls of the backward take 16-bit operands too."""
   probs = checkpoint_name(attention_weights(query, key, key_mask, query_mask), 'attention_probs')
   dropped = probs if keep is None else apply_keep_mask(probs, keep, rate)
-  out = jnp.einsum(
-    'bhqk,bkhd->bqhd', dropped.astype(value.dtype), value, preferred_element_type=jnp.float32
-  )
+  out = float32_einsum('bhqk,bkhd->bqhd', dropped.astype(value.dtype), value)
   return out.astype(out_dtype), probs
 
 

@@ -372,12 +372,10 @@ def _softmax_attention(
   Returns:
     `[batch, q_len, heads, dh]` in value's dtype.
   """
-  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32)
+  logits = kernels.float32_einsum('bqhd,bkhd->bhqk', query, key)
   logits = jnp.where(mask[:, None], logits * query.shape[-1] ** -0.5, _MASK_VALUE)
   probs = kernels.dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, dropout_rng, deterministic)
-  out = jnp.einsum(
-    'bhqk,bkhd->bqhd', probs.astype(value.dtype), value, preferred_element_type=jnp.float32
-  )
+  out = kernels.float32_einsum('bhqk,bkhd->bqhd', probs.astype(value.dtype), value)
   return out.astype(value.dtype)
 
 

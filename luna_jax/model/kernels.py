@@ -4,7 +4,7 @@ formula it replaces, which its docstring names.
 
   threefry2x32, dropout_keep_mask, dropout   16-bit dropout masks from one fused Threefry pass
   add_bias, linear                           bias adds and matmuls whose gradients are matmuls
-  mixed_matmul                               a bfloat16-input, float32-accumulating matmul whose
+  mixed_einsum, float32_einsum               bfloat16-input, float32-accumulating matmuls whose
                                              backward matmuls take bfloat16 inputs too
   exact_gelu                                 erf GELU with a hand-written derivative
   LayerNorm                                  `nn.LayerNorm` with its reductions as matrix-vector
@@ -173,46 +173,123 @@ def linear(x: Array, kernel: Array, bias: Array | None = None) -> Array:
   return y if bias is None else add_bias(y, bias)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def mixed_matmul(x: Array, kernel: Array, matmul_dtype: Dtype) -> Array:
-  """`x kernel` of 2-D arrays as a TPU's default-precision matmul: both inputs rounded to
+#: The 16-bit float dtypes: a matmul of two such inputs accumulates in float32 (`float32_einsum`).
+_HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def mixed_einsum(spec: str, a: Array, b: Array, matmul_dtype: Dtype) -> Array:
+  """`jnp.einsum(spec, a, b)` as a TPU's default-precision matmul: both inputs rounded to
   `matmul_dtype` (bfloat16), products accumulated in float32, a float32 result.
 
-  The backward pass does the same: its two matmuls take the output gradient rounded to
-  `matmul_dtype` and the saved rounded inputs, accumulate in float32 and return each input's
-  gradient in that input's dtype (a float32 kernel gets a float32 gradient, never rounded).
-  Autodiff of the forward alone would pair a float32 gradient with a bfloat16 operand, a
-  mixed-dtype matmul that XLA runs in float32 on a GPU, and would round the gradient of a kernel
-  cast outside the matmul to bfloat16. The saved residuals are the rounded inputs.
+  The backward pass does the same: its two matmuls (the einsums `out,b->a` and `a,out->b`) take
+  the output gradient rounded to `matmul_dtype` and the saved rounded inputs, accumulate in float32
+  and return each input's gradient in that input's dtype (a float32 kernel gets a float32
+  gradient, never rounded). Autodiff of the forward alone would pair a float32 gradient with a
+  bfloat16 operand, a mixed-dtype matmul that XLA runs in float32 on a GPU, and would round the
+  gradient of a kernel cast outside the matmul to bfloat16. The saved residuals are the rounded
+  inputs. `'ij,jk->ik'` is the 2-D matmul of the projections (`project`); the batched attention
+  matmuls reach it through `float32_einsum`.
 
   Args:
-    x: `[rows, in]`, any float dtype.
-    kernel: `[in, out]`, any float dtype.
-    matmul_dtype: the dtype the inputs are rounded to.
+    spec: a two-operand einsum with an explicit output, `'<a>,<b>-><out>'`, each index a letter
+      named once per operand, and each index of an operand in the other operand or the output.
+    a: the first operand, any float dtype.
+    b: the second operand, any float dtype.
+    matmul_dtype: the dtype the inputs (and, in the backward, the output gradient) are rounded to.
 
   Returns:
-    `[rows, out]` float32.
+    The einsum, float32.
+
+  Raises:
+    ValueError: for a spec outside that form.
   """
-  return _mixed_matmul_fwd(x, kernel, matmul_dtype)[0]
+  return _mixed_einsum_fwd(spec, a, b, matmul_dtype)[0]
 
 
-def _mixed_matmul_fwd(x: Array, kernel: Array, matmul_dtype: Dtype):
-  xm, km = x.astype(matmul_dtype), kernel.astype(matmul_dtype)
-  y = jnp.dot(xm, km, preferred_element_type=F32)
-  return y, (xm, km, jnp.zeros((0,), x.dtype), jnp.zeros((0,), kernel.dtype))
+def _einsum_names(spec: str) -> tuple[str, str, str]:
+  """The index names `(a, b, out)` of a `mixed_einsum` spec `'<a>,<b>-><out>'`.
+
+  Raises:
+    ValueError: for a spec outside that form (see `mixed_einsum`).
+  """
+  inputs, arrow, out = spec.replace(' ', '').partition('->')
+  operands = inputs.split(',')
+  if (
+    not arrow
+    or len(operands) != 2
+    or not all(name.isalpha() and len(set(name)) == len(name) for name in (*operands, out))
+    or not set(operands[0]) <= set(operands[1] + out)
+    or not set(operands[1]) <= set(operands[0] + out)
+  ):
+    raise ValueError(
+      f"mixed_einsum takes '<a>,<b>-><out>' with each index named once per operand and each "
+      f'index of an operand in the other or the output; got {spec!r}.'
+    )
+  return operands[0], operands[1], out
 
 
-def _mixed_matmul_bwd(
-  matmul_dtype: Dtype, residuals: tuple[Array, ...], g: Array
+def _gradient_matmul(result: str, x: tuple[str, Array], y: tuple[str, Array]) -> Array:
+  """The einsum of two `(names, array)` operands into `result`, float32-accumulated, with first the
+  operand that holds the result's first free index (one the other operand lacks).
+
+  `dot_general`'s output (batch, first operand's free, second operand's free indices) is then in
+  the result's order, and XLA's CPU compiler contracts the first operand over its last axis, the
+  form of its bfloat16 matmul kernel; the other order (the attention's key gradient as
+  `'bqhd,bhqk->bkhd'`) becomes a dot with a transposed first operand, which XLA's CPU runtime runs
+  with a kernel that has no bfloat16 x bfloat16 -> float32 case ("Unsupported element type for
+  DotThunk").
+  """
+  free = [name for name in result if (name in x[0]) != (name in y[0])]
+  if free and free[0] in y[0]:
+    x, y = y, x
+  return jnp.einsum(f'{x[0]},{y[0]}->{result}', x[1], y[1], preferred_element_type=F32)
+
+
+def _mixed_einsum_fwd(spec: str, a: Array, b: Array, matmul_dtype: Dtype):
+  _einsum_names(spec)
+  am, bm = a.astype(matmul_dtype), b.astype(matmul_dtype)
+  y = jnp.einsum(spec, am, bm, preferred_element_type=F32)
+  return y, (am, bm, jnp.zeros((0,), a.dtype), jnp.zeros((0,), b.dtype))
+
+
+def _mixed_einsum_bwd(
+  spec: str, matmul_dtype: Dtype, residuals: tuple[Array, ...], g: Array
 ) -> tuple[Array, Array]:
-  xm, km, x_like, kernel_like = residuals
+  am, bm, a_like, b_like = residuals
+  a, b, out = _einsum_names(spec)
   g = g.astype(matmul_dtype)
-  dx = jax.lax.dot_general(g, km, (((1,), (1,)), ((), ())), preferred_element_type=F32)  # G K^T
-  dk = jax.lax.dot_general(xm, g, (((0,), (0,)), ((), ())), preferred_element_type=F32)  # X^T G
-  return dx.astype(x_like.dtype), dk.astype(kernel_like.dtype)
+  da = _gradient_matmul(a, (out, g), (b, bm))
+  db = _gradient_matmul(b, (a, am), (out, g))
+  return da.astype(a_like.dtype), db.astype(b_like.dtype)
 
 
-mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+mixed_einsum.defvjp(_mixed_einsum_fwd, _mixed_einsum_bwd)
+
+
+def float32_einsum(spec: str, a: Array, b: Array) -> Array:
+  """`jnp.einsum(spec, a, b)` accumulated in float32, a float32 result: the attention's batched
+  matmuls (`luna_jax.model.attention`, the decoders' softmax attention).
+
+  Two inputs of one 16-bit dtype (bfloat16 or float16) go through `mixed_einsum`, whose backward
+  matmuls take 16-bit operands on both sides too (autodiff would pair the float32 output gradient
+  with them); any other inputs (float32 ones) take the plain `jnp.einsum` with
+  `preferred_element_type=float32` and autodiff's backward.
+
+  Args:
+    spec: a two-operand einsum with an explicit output (see `mixed_einsum`).
+    a: the first operand.
+    b: the second operand.
+
+  Returns:
+    The einsum, float32.
+
+  Raises:
+    ValueError: for 16-bit inputs and a spec `mixed_einsum` does not take.
+  """
+  if a.dtype == b.dtype and a.dtype in _HALF_DTYPES:
+    return mixed_einsum(spec, a, b, a.dtype)
+  return jnp.einsum(spec, a, b, preferred_element_type=F32)
 
 
 @jax.custom_vjp
@@ -374,7 +451,7 @@ def project(
   """`x kernel + bias` over the last axis from parameters in their own dtype, under a precision
   policy (`luna_jax.model.config.PRECISIONS`).
 
-  Mixed precision (`is_mixed`: bfloat16 under both bfloat16 policies): `mixed_matmul` rounds x and
+  Mixed precision (`is_mixed`: bfloat16 under both bfloat16 policies): `mixed_einsum` rounds x and
   the kernel to `matmul_dtype`, accumulates in float32 and runs the backward's matmuls in bfloat16
   too, returning float32 kernel gradients; the bias is added in float32 and the sum rounded once
   to `dtype`: a TPU's default matmul precision, what Tay et al.'s LRA runs used. Otherwise (the
@@ -392,7 +469,7 @@ def project(
     `[..., out]` in `dtype`.
   """
   if is_mixed(kernel, matmul_dtype):
-    y = mixed_matmul(x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype))
+    y = mixed_einsum('ij,jk->ik', x.reshape(-1, x.shape[-1]), kernel, jnp.dtype(matmul_dtype))
     y = y.reshape(*x.shape[:-1], kernel.shape[-1])
     return (y if bias is None else add_bias(y, bias.astype(F32))).astype(dtype)
   kernel = nn.dtypes.promote_dtype(kernel, dtype=matmul_dtype or dtype)[0]
