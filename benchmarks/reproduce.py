@@ -4,6 +4,7 @@ r"""The LRA sweep: every task x model variant x seed through `train.py`, then th
       [--data_dir data] [--runs_dir runs] [--report_dir reports] [--devices auto] [--dry_run] \
       [--first_seed K] [--runs_per_device N] [--memory_fraction F] [--order variant|seed] \
       [--deadline_minutes M] [--collect_to DIR] [--task_config TASK=FILE] \
+      [--task_data_dir TASK=DIR] \
       [-- <more train.py flags, e.g. --config.model.precision=bfloat16>]
 
 Run (task, variant, seed k) is
@@ -12,7 +13,10 @@ Run (task, variant, seed k) is
 with its output in `<workdir>/train.log`. A variant may carry the config argument's `spt` flag as
 `<variant>+spt` (self-pretraining, then the recipe: `configs/<task>.py:<variant>,spt`, workdir
 `.../<variant>+spt/seed<k>`). `--task_config TASK=FILE` gives a task another config file (e.g.
-`listops=configs/listops_cpu.py`); its runs go to `<runs_dir>/<file name>/...`. A run
+`listops=configs/listops_cpu.py`); its runs go to `<runs_dir>/<file name>/...`.
+`--task_data_dir TASK=DIR` gives a task a data folder of its own instead of the one `lra.prepare`
+writes under `--data_dir` (e.g. `listops=data/listops_quickstart` with
+`--task_config listops=configs/quickstart.py`). A run
 whose workdir holds the `results.json` of the requested recipe (the config file with the seed, the
 data folder and the `--config.*` flags after `--`, compared as the trainer compares a resumed run,
 plus the number of steps and evaluation batches) is finished and skipped; one that holds another
@@ -60,7 +64,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +241,7 @@ def plan(
   *,
   task_configs: Mapping[str, str] | None = None,
   order: str = 'variant',
+  task_data_dirs: Mapping[str, str] | None = None,
 ) -> list[Run]:
   """The runs of the sweep, in queue order.
 
@@ -252,6 +257,7 @@ def plan(
     task_configs: task -> config file (relative to the repository or absolute) instead of
       `lra.prepare.TASK_FILES[task].config`; the runs' folder is named after the file.
     order: 'variant' (task, variant, seed) or 'seed' (seed, task, variant).
+    task_data_dirs: task -> data folder instead of `lra.prepare`'s under `data_root`.
 
   Raises:
     ValueError: a `--config.*` flag in `train_flags` that the configs refuse, an unknown variant, a
@@ -265,7 +271,7 @@ def plan(
   for task in tasks:
     config = Path(task_configs.get(task, prepare.TASK_FILES[task].config))
     config = config if config.is_absolute() else REPO / config
-    data_dir = prepare.task_data_dir(task, data_root).resolve()
+    data_dir = task_data_dir(task, data_root, task_data_dirs).resolve()
     for spec in variants:
       variant, flags = parse_variant(spec)
       argument = ','.join([variant, *flags, *(['debug'] if debug else [])])
@@ -555,14 +561,26 @@ def collect(
   return path
 
 
-def _task_config(text: str) -> tuple[str, str]:
-  """An argparse type: 'TASK=FILE' (`--task_config`)."""
-  task, separator, config = text.partition('=')
-  if not separator or task.strip() not in prepare.TASK_FILES or not config.strip():
-    raise argparse.ArgumentTypeError(
-      f'must be TASK=FILE with TASK one of {", ".join(prepare.TASK_FILES)}, got {text!r}'
-    )
-  return task.strip(), config.strip()
+def task_data_dir(task: str, data_root: Path, task_data_dirs: Mapping[str, str] | None) -> Path:
+  """The data folder of `task`: its entry of `task_data_dirs` (`--task_data_dir`), else the one
+  `lra.prepare --data_dir data_root` writes."""
+  if task_data_dirs and task in task_data_dirs:
+    return Path(task_data_dirs[task]).expanduser()
+  return prepare.task_data_dir(task, data_root)
+
+
+def _task_pair(name: str) -> Callable[[str], tuple[str, str]]:
+  """An argparse type: 'TASK=<name>' (`--task_config`, `--task_data_dir`)."""
+
+  def parse(text: str) -> tuple[str, str]:
+    task, separator, value = text.partition('=')
+    if not separator or task.strip() not in prepare.TASK_FILES or not value.strip():
+      raise argparse.ArgumentTypeError(
+        f'must be TASK={name} with TASK one of {", ".join(prepare.TASK_FILES)}, got {text!r}'
+      )
+    return task.strip(), value.strip()
+
+  return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -651,10 +669,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument(
     '--task_config',
-    type=_task_config,
+    type=_task_pair('FILE'),
     action='append',
     default=[],
     help='TASK=FILE: the config file of a task instead of configs/<task>.py (repeatable).',
+  )
+  parser.add_argument(
+    '--task_data_dir',
+    type=_task_pair('DIR'),
+    action='append',
+    default=[],
+    help="TASK=DIR: the data folder of a task instead of lra.prepare's under --data_dir "
+    '(repeatable).',
   )
   parser.add_argument(
     '--debug',
@@ -694,6 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       train_flags,
       task_configs=dict(args.task_config),
       order=args.order,
+      task_data_dirs=dict(args.task_data_dir),
     )
   except ValueError as e:
     parser.error(f"the runs' configs refuse a setting: {e}")
@@ -707,11 +734,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f'{len(runs)} runs ({shape}), {where}:')
   for i, run in enumerate(runs, start=1):
     print(f'[{i}/{len(runs)}] {run.name}: {run.state()}\n    {shlex.join(run.command)}')
-  missing = [task for task in tasks if not prepare.task_data_dir(task, data_root).exists()]
-  if missing:
+  task_data_dirs = dict(args.task_data_dir)
+  missing = [task for task in tasks if not task_data_dir(task, data_root, task_data_dirs).exists()]
+  own = [task for task in missing if task in task_data_dirs]
+  prepared = [task for task in missing if task not in task_data_dirs]
+  for task in own:
     print(
-      f'No data for {", ".join(missing)} under {data_root}: their runs fail. Prepare it with: '
-      f'python -m lra.prepare --tasks {",".join(missing)} --data_dir {data_root}',
+      f'No data for {task} in {task_data_dirs[task]} (--task_data_dir): its runs fail. Write it '
+      "with the command in its config file's docstring.",
+      file=sys.stderr,
+    )
+  if prepared:
+    print(
+      f'No data for {", ".join(prepared)} under {data_root}: their runs fail. Prepare it with: '
+      f'python -m lra.prepare --tasks {",".join(prepared)} --data_dir {data_root}',
       file=sys.stderr,
     )
   if args.dry_run:

@@ -277,6 +277,15 @@ def test_a_task_config_of_its_own_and_variants_with_spt_in_the_plan(tmp_path):
     ('listops/luna16/seed2', 2),
     ('listops/luna16/seed3', 3),
   ]
+  quickstart = {'listops': 'configs/quickstart.py'}
+  own_data = {'listops': str(tmp_path / 'listops_quickstart')}
+  own = reproduce.plan(['listops'], ['transformer+spt'], 1, tmp_path, tmp_path,
+                       task_configs=quickstart, task_data_dirs=own_data)  # fmt: skip
+  assert own[0].name == 'quickstart/transformer+spt/seed0'
+  assert f'--config.data.data_dir={(tmp_path / "listops_quickstart").resolve()}' in own[0].command
+  assert runs[0].recipe['data']['data_dir'] == str(
+    reproduce.task_data_dir('pathfinder32', tmp_path, None).resolve()
+  )
   with pytest.raises(ValueError, match="is a config of 'pathfinder32', not of 'listops'"):
     reproduce.plan(['listops'], ['luna16'], 1, tmp_path, tmp_path, task_configs={'listops':
                    short['pathfinder32']})  # fmt: skip
