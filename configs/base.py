@@ -4,8 +4,11 @@ Task files (`configs/<task>.py`) start from `get_config()` and override a few fi
 config is locked, so a misspelt field in a task file or on the command line (`--config.x=y`) fails
 with its name. `luna_model` and `transformer_model` set the two model recipes the tasks share.
 
-A task config takes an argument `variant[,debug][,spt]`, e.g. `configs/listops.py:luna256` or
-`configs/text.py:transformer,debug` (the variants are the table in configs/variants.py):
+A task config takes an argument `variant[,debug][,spt]` (default luna256), e.g.
+`configs/listops.py:luna256` or `configs/text.py:transformer,debug`, and so do
+`configs/quickstart.py`, `configs/listops_cpu.py` and `configs/pathfinder32_short.py` (default
+luna16); `configs/lm.py` and `configs/seq2seq.py` take only `debug`.
+The variants are the table in configs/variants.py (`CONFIG_VARIANTS`):
   luna16, luna128, luna256   Luna with projection length 16/128/256 (the paper's Table 1 rows)
   luna16_noncontextual       Luna-16 with a learned P per layer, not carried on (Table 5)
   luna16_pmean               Luna-16 classifying the mean of the last layer's P instead of the CLS
@@ -227,6 +230,18 @@ def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]
       'optionally followed by ",debug" and/or ",spt".'
     )
   return variant, set(parts) & set(FLAGS)
+
+
+def with_default(arg: str | None, default: str) -> str:
+  """The config argument `arg` with `default` as its variant when it names none: what a config
+  file of another default (luna16) passes on to a task file (default luna256), so that
+  `:debug` and `:spt` keep its default.
+
+  Raises:
+    ValueError: an unknown variant or an extra part (`parse_arg`).
+  """
+  variant, flags = parse_arg(arg, default)
+  return ','.join([variant, *sorted(flags)])
 
 
 def debug_arg(arg: str | None, config_file: str) -> bool:

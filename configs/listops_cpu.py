@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import listops
+from configs import base, listops
 
 #: Steps and warmup of the CPU protocol (the full recipe: 5000 and 1000).
 NUM_TRAIN_STEPS = 1000
@@ -34,8 +34,8 @@ PEAK_LEARNING_RATE = 1e-3
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """ListOps CPU-protocol config for `arg` = 'variant[,debug]' (default luna16)."""
-  config = listops.get_config(arg or 'luna16')
+  """ListOps CPU-protocol config for `arg` = 'variant[,debug][,spt]' (default luna16)."""
+  config = listops.get_config(base.with_default(arg, 'luna16'))
   # Same size for every variant: 1 layer (Luna's released ListOps depth) of width 128, 4 heads,
   # FFN 256, head 128 -> 256 -> 10.
   config.model.update(

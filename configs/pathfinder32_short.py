@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import pathfinder32
+from configs import base, pathfinder32
 
 #: Steps of the Luna recipe (the full one: 62500) and of the Transformer family's (62400).
 LUNA_STEPS = 6000
@@ -37,7 +37,7 @@ TRANSFORMER_STEPS = 1500
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Shortened Pathfinder-32 config for `arg` = 'variant[,debug][,spt]' (default luna16)."""
-  config = pathfinder32.get_config(arg or 'luna16')
+  config = pathfinder32.get_config(base.with_default(arg, 'luna16'))
   full = config.training.num_train_steps
   if config.model.name == 'transformer':
     steps = TRANSFORMER_STEPS

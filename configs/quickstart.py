@@ -10,8 +10,8 @@ validation and test accuracy (42.50-43.35% validation, 43.00-43.50% test on thre
 digits depend on the CPU's kernels), against 10% for chance and 12.25% for the majority class of
 this validation set. The full task is `configs/listops.py`.
 
-The argument is `variant[,debug][,spt]` as for the task configs (default luna16): any variant of
-configs/variants.py at the same size and with the same optimiser, so
+The argument is `variant[,debug][,spt]` as for the task configs (default luna16): any variant they
+take (configs/variants.py's `CONFIG_VARIANTS`) at the same size and with the same optimiser, so
 `configs/quickstart.py:transformer` is the softmax Transformer of the same width and depth, and
 `,spt` adds 2500 masked-LM steps of self-pretraining on the training inputs before the 2500
 classification steps. Measured over three seeds, with and without self-pretraining:

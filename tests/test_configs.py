@@ -126,6 +126,22 @@ def test_quickstart_variants_differ_only_in_the_model():
     quickstart.get_config('lunar')
 
 
+@pytest.mark.parametrize('name', ['quickstart', 'listops_cpu', 'pathfinder32_short'])
+def test_config_files_of_default_luna16_keep_it_with_flags_only(name):
+  """`:debug` and `:spt` name no variant: the file's default (luna16) stays, not the task file's
+  (luna256) that the shortened recipes build on."""
+  for arg in (None, 'debug', 'spt', 'debug,spt'):
+    config = load(name, arg)
+    assert (config.model.name, config.model.projection_length) == ('luna', 16), arg
+    assert config.debug == ('debug' in (arg or ''))
+    assert (config.self_pretraining.num_train_steps == -1) == ('spt' in (arg or ''))
+  assert load(name, 'debug').to_dict() == load(name, 'luna16,debug').to_dict()
+  assert load(name, 'transformer,debug').model.name == 'transformer'
+  with pytest.raises(ValueError, match="config argument 'lunar,debug'"):
+    load(name, 'lunar,debug')
+  assert base.with_default('spt,debug', 'luna16') == 'luna16,debug,spt'
+
+
 def _parse(argv):
   flag_values = flags.FlagValues()
   argv = ['train.py'] + argv
