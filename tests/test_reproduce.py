@@ -95,6 +95,25 @@ def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(mo
   assert 'unknown: luna64' in capsys.readouterr().err
 
 
+def test_task_data_dir_on_the_command_line(tmp_path, capsys):
+  """`--task_data_dir TASK=DIR`: the runs read DIR; a missing DIR is named with the flag (not the
+  `lra.prepare` command), and a TASK that is none is refused."""
+  options = ['--tasks', 'listops', '--variants', 'luna16', '--seeds', '1', '--devices', 'none',
+             '--runs_dir', str(tmp_path / 'runs'), '--report_dir', str(tmp_path / 'reports'),
+             '--task_config', 'listops=configs/quickstart.py', '--dry_run']  # fmt: skip
+  own = tmp_path / 'listops_quickstart'
+  assert reproduce.main([*options, '--task_data_dir', f'listops={own}']) == 1
+  out, err = capsys.readouterr()
+  assert f'--config.data.data_dir={own.resolve()}' in out
+  assert f'No data for listops in {own} (--task_data_dir)' in err and 'lra.prepare' not in err
+  own.mkdir()
+  assert reproduce.main([*options, '--task_data_dir', f'listops={own}']) == 0
+  assert 'No data' not in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    reproduce.main([*options, '--task_data_dir', f'lisops={own}'])
+  assert 'must be TASK=DIR with TASK one of listops' in capsys.readouterr().err
+
+
 def test_concurrent_debug_runs_on_the_cpu_with_self_pretraining_and_pmean(
   tiny_lra_data, tmp_path, capsys, monkeypatch
 ):
