@@ -258,16 +258,14 @@ def debug_arg(arg: str | None, config_file: str) -> bool:
   return arg == 'debug'
 
 
-def task_config(
-  task: str, arg: str | None, default: str = 'luna256'
-) -> tuple[ml_collections.ConfigDict, str]:
+def task_config(task: str, arg: str | None) -> tuple[ml_collections.ConfigDict, str]:
   """The base config for LRA task `task` and the config argument 'variant[,debug][,spt]'
-  (`default` when the argument names no variant).
+  (luna256 when it names no variant; `with_default` for another default).
 
   Returns:
     (config with data.task, debug and, with `spt`, self-pretraining set, variant name).
   """
-  variant, flags = parse_arg(arg, default)
+  variant, flags = parse_arg(arg)
   config = get_config()
   config.debug = 'debug' in flags
   config.data.task = task

@@ -28,7 +28,7 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Quick-start config for `arg` = 'variant[,debug][,spt]' (default luna16), on
   `data/listops_quickstart`."""
-  config, variant = base.task_config('listops', arg, default='luna16')
+  config, variant = base.task_config('listops', base.with_default(arg, 'luna16'))
   if variant in base.TRANSFORMER_VARIANTS:
     base.transformer_model(config, variant)
   else:
