@@ -99,22 +99,34 @@ def main(argv):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with an override of a config field that does not exist reported as one
-  `Error:` line instead of ml_collections' traceback."""
+  """absl's flag parsing, with a config argument the file does not take, a flag value that does not
+  parse and an override of a config field that does not exist each reported as one `Error:` line
+  instead of a traceback."""
   try:
     return FLAGS(argv)
+  except (flags.Error, config_utils.ConfigError) as e:
+    # A config file's get_config(argument) refusing its argument: ml_collections re-raises the
+    # ConfigError with the traceback in its message, and absl wraps that; report the first one.
+    # Any other flag error (e.g. `--config.training.batch_size=abc`) is reported as absl words it.
+    cause = e
+    while cause.__context__ is not None:
+      cause = cause.__context__
+    sys.exit(f'Error: {cause if isinstance(cause, config_utils.ConfigError) else e}')
   except (AttributeError, KeyError) as e:
-    name = str(e).strip('"\'')
+    # ml_collections' message: the quoted name, then possibly a line 'Did you mean "x" ...?'.
+    message = e.args[0] if e.args else e
+    message = message.args[0] if isinstance(message, KeyError) and message.args else str(message)
+    quoted, _, suggestion = str(message).partition('\n')
+    name = quoted.strip('"\'')
     given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and name in a]
     renamed = RENAMED_KEYS.get(name) if given and given[0].startswith('--config.model.') else None
-    sys.exit(
-      f'Error: {given[0] if given else name}: the config has no field {name!r} '
-      + (
-        f'({name} is now {renamed}).'
-        if renamed
-        else '(configs/base.py lists every field with a comment).'
-      )
-    )
+    if renamed:
+      hint = f'({name} is now {renamed}).'
+    elif suggestion:
+      hint = f'({suggestion.strip()})'
+    else:
+      hint = '(configs/base.py lists every field with a comment).'
+    sys.exit(f'Error: {given[0] if given else name}: the config has no field {name!r} {hint}')
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
+from luna_jax.config_utils import ConfigError
 
 #: Transformer-family task-config variants and their `config.model.attention_implementation`.
 TRANSFORMER_VARIANTS = {
@@ -219,13 +220,13 @@ def parse_arg(arg: str | None, default: str = 'luna256') -> tuple[str, set[str]]
   """Splits a config argument 'variant[,debug][,spt]' into (variant, set of flags).
 
   Raises:
-    ValueError: an unknown variant or an extra part, listing the variants.
+    ConfigError: an unknown variant or an extra part, listing the variants.
   """
   parts = [part.strip() for part in (arg or default).split(',') if part.strip()]
   variant = parts[0] if parts and parts[0] not in FLAGS else default
   extra = [part for part in parts if part not in (variant, *FLAGS)]
   if variant not in variants.CONFIG_VARIANTS or extra:
-    raise ValueError(
+    raise ConfigError(
       f'config argument {arg!r}: expected one of {variants.CONFIG_VARIANTS} '
       'optionally followed by ",debug" and/or ",spt".'
     )
@@ -251,7 +252,7 @@ def debug_arg(arg: str | None, config_file: str) -> bool:
     ValueError: any other argument, naming the file and what it takes.
   """
   if arg not in (None, 'debug'):
-    raise ValueError(
+    raise ConfigError(
       f'{config_file} does not take the argument {arg!r}; its only argument is '
       f'"debug" (e.g. {config_file}:debug).'
     )

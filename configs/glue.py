@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import pretrain_mlm
+from configs import base, pretrain_mlm
 
 #: GLUE task -> training examples (train.tsv rows); 10 epochs of batch 32 set the step count.
 TRAIN_EXAMPLES = {'sst2': 67349, 'qnli': 104743, 'qqp': 363846}
@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   tasks = [part for part in parts if part in TRAIN_EXAMPLES]
   models = [part for part in parts if part in ('cpu', *RELEASED)]
   if len(tasks) != 1 or len(models) > 1 or set(parts) - {*TRAIN_EXAMPLES, *models, 'debug'}:
-    raise ValueError(
+    raise base.ConfigError(
       f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally followed by one of '
       f'",cpu", {", ".join(repr("," + r) for r in RELEASED)}, and/or ",debug"; got {arg!r}.'
     )

@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [part.strip() for part in (arg or '').split(',') if part.strip()]
   variant = 'cpu' if 'cpu' in parts else 'full'
   if set(parts) - {'cpu', 'debug'}:
-    raise ValueError(
+    raise base.ConfigError(
       f'configs/pretrain_mlm.py takes "", "cpu", "debug" or "cpu,debug"; got {arg!r}.'
     )
   config = base.get_config()

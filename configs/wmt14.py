@@ -105,12 +105,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The WMT'14 En-De recipe for `arg` = 'variant[,cpu][,debug]' (default luna16_softplus_tied).
 
   Raises:
-    ValueError: an unknown variant or flag, listing the variants.
+    ConfigError: an unknown variant or flag, listing the variants.
   """
   parts = [part.strip() for part in (arg or DEFAULT_VARIANT).split(',') if part.strip()]
   variant = parts[0] if parts and parts[0] not in FLAGS else DEFAULT_VARIANT
   if variant not in VARIANTS or set(parts) - {variant, *FLAGS}:
-    raise ValueError(
+    raise base.ConfigError(
       f'configs/wmt14.py argument {arg!r}: expected one of {list(VARIANTS)}, optionally '
       'followed by ",cpu" and/or ",debug".'
     )

@@ -313,24 +313,50 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
     run_config.resolve_config(load(name, 'debug' if name in ('lm', 'seq2seq') else None))
 
 
-def test_train_py_names_a_misspelt_config_field_in_one_line():
+@pytest.mark.parametrize(
+  'argument,override,expected',
+  [
+    (
+      'listops.py:luna16,debug',
+      '--config.model.luna_attention=foo',
+      "Error: --config.model.luna_attention: the config has no field 'luna_attention' "
+      '(configs/base.py lists every field with a comment).',
+    ),
+    (
+      'listops.py:luna16,debug',
+      '--config.training.batchsize=3',
+      "Error: --config.training.batchsize: the config has no field 'batchsize' "
+      '(Did you mean "batch_size" instead of "batchsize"?)',
+    ),
+    (
+      'listops.py:luna16,debug',
+      '--config.training.batch_size=abc',
+      "Error: flag --config.training.batch_size=abc: invalid literal for int() with base 10: 'abc'",
+    ),
+    (
+      'quickstart.py:lunar',
+      None,
+      "Error: config argument 'lunar': expected one of "
+      f'{variants.CONFIG_VARIANTS} optionally followed by ",debug" and/or ",spt".',
+    ),
+  ],
+  ids=['unknown-field', 'misspelt-field', 'bad-value', 'bad-argument'],
+)
+def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expected):
   result = subprocess.run(
     [
       sys.executable,
       str(CONFIGS.parent / 'train.py'),
-      '--config=' + str(CONFIGS / 'listops.py') + ':luna16,debug',
+      f'--config={CONFIGS / argument}',
       '--workdir=/nonexistent/never_written',
-      '--config.model.luna_attention=foo',
+      *([override] if override else []),
     ],
     capture_output=True,
     text=True,
     timeout=120,
   )
   assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1] == (
-    "Error: --config.model.luna_attention: the config has no field 'luna_attention' "
-    '(configs/base.py lists every field with a comment).'
-  )
+  assert result.stderr.strip().splitlines()[-1] == expected
   assert 'Traceback' not in result.stderr
 
 
