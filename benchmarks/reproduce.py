@@ -699,6 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = parse_tasks(args.tasks)
   except DataError as e:
     parser.error(str(e))
+  for flag in ('task_config', 'task_data_dir'):
+    unused = [task for task, _ in getattr(args, flag) if task not in tasks]
+    if unused:
+      parser.error(f'--{flag} names {", ".join(unused)}, which --tasks does not run.')
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
   if not variants:
     parser.error('--variants: give at least one variant.')

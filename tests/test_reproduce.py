@@ -97,7 +97,7 @@ def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(mo
 
 def test_task_data_dir_on_the_command_line(tmp_path, capsys):
   """`--task_data_dir TASK=DIR`: the runs read DIR; a missing DIR is named with the flag (not the
-  `lra.prepare` command), and a TASK that is none is refused."""
+  `lra.prepare` command), and a TASK that is none or that the sweep does not run is refused."""
   options = ['--tasks', 'listops', '--variants', 'luna16', '--seeds', '1', '--devices', 'none',
              '--runs_dir', str(tmp_path / 'runs'), '--report_dir', str(tmp_path / 'reports'),
              '--task_config', 'listops=configs/quickstart.py', '--dry_run']  # fmt: skip
@@ -112,6 +112,9 @@ def test_task_data_dir_on_the_command_line(tmp_path, capsys):
   with pytest.raises(SystemExit):
     reproduce.main([*options, '--task_data_dir', f'lisops={own}'])
   assert 'must be TASK=DIR with TASK one of listops' in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # A folder for a task the sweep does not run is a mistake.
+    reproduce.main([*options, '--task_data_dir', f'text={own}'])
+  assert '--task_data_dir names text, which --tasks does not run' in capsys.readouterr().err
 
 
 def test_concurrent_debug_runs_on_the_cpu_with_self_pretraining_and_pmean(
