@@ -19,7 +19,6 @@ Writes `results.json` and `table.md` in `--output_dir`; prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.speed_memory_harness import compiled_memory, describe_machine
+from benchmarks.speed_memory_harness import compiled_memory, describe_machine, write_results
 from benchmarks.speed_memory_report import length_label
 from lra import cli
 from luna_jax.model import attention as attn
@@ -238,12 +237,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.decode_tokens,
     skip={'scan': args.scan_max_length},
   )
-  os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, 'results.json'), 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2)
   text = table(results)
-  with open(os.path.join(args.output_dir, 'table.md'), 'w', encoding='utf-8') as f:
-    f.write(text)
+  write_results(args.output_dir, results, text)
   print(text)
 
 

@@ -103,6 +103,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import vs_pytorch
+from lra.files import write_atomically
 
 #: Estimated wall time of one cell (seconds; see the module docstring).
 JAX_CELL_S, TORCH_CELL_S, TORCH_COMPILE_CELL_S = 45.0, 12.0, 60.0
@@ -492,10 +493,8 @@ def environment(args: argparse.Namespace, log: Callable[[str], None]) -> dict[st
 
 
 def write_json(path: str, value: Any) -> None:
-  """Writes `value` as JSON through a temporary file and a rename (never a torn file)."""
-  with open(path + '.tmp', 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + '.tmp', path)
+  """Writes `value` as JSON, replacing `path` whole (`lra.files.write_atomically`)."""
+  write_atomically(path, json.dumps(value, indent=1))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

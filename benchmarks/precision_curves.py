@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.speed_memory_harness import describe_machine
+from benchmarks.speed_memory_harness import describe_machine, write_results
 from luna_jax.model.config import PRECISIONS
 
 #: The policy every other one is compared with.
@@ -201,12 +201,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     'machine': describe_machine(),
     'runs': runs,
   }
-  os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, 'results.json'), 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=1)
   report = table(results)
-  with open(os.path.join(args.output_dir, 'table.md'), 'w', encoding='utf-8') as f:
-    f.write(report)
+  write_results(args.output_dir, results, report)
   print(report)
   return results
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,7 +49,7 @@ import optax
 
 import lra
 import luna_jax
-from benchmarks.speed_memory_harness import describe_machine
+from benchmarks.speed_memory_harness import describe_machine, write_results
 from luna_jax.model.config import PRECISIONS
 from luna_jax.training import optim, steps
 
@@ -358,12 +356,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     'machine': describe_machine(),
     'states': states,
   }
-  os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
   report = table(results)
-  with open(os.path.join(args.output_dir, 'table.md'), 'w') as f:
-    f.write(report)
+  write_results(args.output_dir, results, report)
   print(report)
   return results
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks import model_flops
 from configs import variants
+from lra.files import write_atomically
 
 MODES = ('train_step', 'attention')
 #: Classes of the benchmark's synthetic binary task (LRA Text).
@@ -609,6 +610,16 @@ def measure_matmul_peak(
     'median_s': statistics.median(times),
     'flop_per_s': 2.0 * size**3 / statistics.median(times),
   }
+
+
+def write_results(output_dir: str | os.PathLike, results: Any, table: str) -> None:
+  """Writes a benchmark's `results.json` (`results` as JSON) and `table.md` (`table`) in
+  `output_dir`, made if missing; each file is replaced whole (`lra.files.write_atomically`)."""
+  os.makedirs(output_dir, exist_ok=True)
+  write_atomically(os.path.join(output_dir, 'results.json'), json.dumps(results, indent=1) + '\n')
+  write_atomically(
+    os.path.join(output_dir, 'table.md'), table if table.endswith('\n') else table + '\n'
+  )
 
 
 def describe_machine() -> dict[str, Any]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 
 import luna_jax
 from benchmarks import reproduce
+from benchmarks.speed_memory_harness import write_results
 from lra import image, listops, pathfinder, retrieval, text, tokenize
 from luna_jax.training import optim, run_config, self_pretraining, steps
 
@@ -170,7 +169,6 @@ def main(argv: Sequence[str] | None = None) -> None:
   markdown = table(results)
   print(markdown)
   if args.output:
-    os.makedirs(args.output, exist_ok=True)
     document = {
       'command': ['python', '-m', 'benchmarks.step_cost', *given],
       'overrides': overrides,
@@ -178,8 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       'jax_version': jax.__version__,
       'runs': results,
     }
-    (args.output / 'results.json').write_text(json.dumps(document, indent=2) + '\n')
-    (args.output / 'table.md').write_text(markdown + '\n')
+    write_results(args.output, document, markdown)
 
 
 if __name__ == '__main__':
