@@ -147,28 +147,43 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.remat = 'none'
 
   config.optimizer = ml_collections.ConfigDict()
+  # 'adamw' (both official codebases) or 'apollo' (the paper's WMT'14 Luna rows, Ma 2020).
+  config.optimizer.name = 'adamw'
   # Base learning rate: the `constant` factor of the schedule.
   config.optimizer.learning_rate = 1e-4
   # Learning-rate factors multiplied together (luna_jax/training/optim.py): 'constant *
   # linear_warmup * rsqrt_normalized_decay' = fairseq inverse_sqrt with peak learning_rate (Luna);
   # '... * rsqrt_decay' (official LRA text tasks, peak learning_rate / sqrt(warmup_steps));
   # '... * cosine_decay' (official LRA image tasks); '... * linear_decay' (masked-LM pretraining and
-  # finetuning, BERT/RoBERTa).
+  # finetuning, BERT/RoBERTa); '... * milestone_decay' (fairseq-apollo's milestone scheduler).
   config.optimizer.schedule = 'constant * linear_warmup * rsqrt_normalized_decay'
   # Linear warmup length in steps.
   config.optimizer.warmup_steps = 1000
+  # Learning rate the warmup starts from (fairseq --warmup-init-lr; 0 in the official LRA).
+  config.optimizer.warmup_init_learning_rate = 0.0
+  # milestone_decay: the steps where the learning rate is multiplied by decay_rate (increasing).
+  config.optimizer.milestones = ()
+  # milestone_decay: the factor applied at each milestone.
+  config.optimizer.decay_rate = 0.1
   # Cosine period, or linear-decay length, in steps after the warmup (cosine_decay, linear_decay).
   config.optimizer.steps_per_cycle = 100000
-  # Decoupled weight decay (AdamW: param -= lr * weight_decay * param, on every parameter).
+  # Weight decay (AdamW: param -= lr * weight_decay * param, on every parameter).
   config.optimizer.weight_decay = 1e-4
-  # Adam beta1.
+  # 'decoupled' (AdamW's, Apollo's too), or Apollo's 'L2' (added to the gradient) or 'stable'.
+  config.optimizer.weight_decay_type = 'decoupled'
+  # Adam beta1; Apollo's beta (the gradient's moving average).
   config.optimizer.b1 = 0.9
-  # Adam beta2 (0.98 in both official codebases).
+  # Adam beta2 (0.98 in both official codebases); unused by Apollo.
   config.optimizer.b2 = 0.98
-  # Adam epsilon.
+  # Adam epsilon; Apollo's epsilon (1e-4 in its recipes).
   config.optimizer.eps = 1e-9
-  # Clip gradients to this global norm (0: no clipping, as in every recipe except Path-X).
+  # Apollo: the floor on the curvature, 'constant' (0.01) or 'belief' (max |g - m|).
+  config.optimizer.rebound = 'constant'
+  # Clip gradients to this norm (0: no clipping, as in every recipe except Path-X and WMT'14).
   config.optimizer.grad_clip_norm = 0.0
+  # 'global': one norm over all gradients (fairseq --clip-mode total); 'each': every parameter
+  # tensor to the norm on its own (fairseq-apollo --clip-mode each).
+  config.optimizer.grad_clip_mode = 'global'
 
   config.training = ml_collections.ConfigDict()
   # Global batch size (over all devices and hosts; must divide by the number of devices).

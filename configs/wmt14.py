@@ -4,27 +4,37 @@
   python -m corpora.translation vocabulary --data_dir data/wmt14 --vocab_size 37000
   python train.py --config configs/wmt14.py:luna16_softplus_tied --workdir runs/wmt14/luna16
 
-Variants (one per row of Tables 4 and 5; append ',debug' for a smoke test):
+Variants (one per row of Tables 4 and 5; append ',adam' to train a Luna row with the Adam recipe,
+',debug' for a smoke test):
   transformer               Table 4: the softmax Transformer-base (Adam), `transformer_seq2seq`
+  transformer_apollo        Table 4: the same model trained with Apollo
   luna16_elu_tied, luna32_elu_tied, luna16_softplus_tied, luna32_softplus_tied    Table 4, tied K/V
   luna16_elu, luna32_elu, luna16_softplus, luna32_softplus                       Table 4, untied
   luna16_noncontextual      Table 5: l = 16, tied, softplus, P a learned table per layer (the
                             contextual row is luna16_softplus_tied)
-`VARIANTS` holds each one's settings and paper BLEU and parameter count.
+`VARIANTS` holds each one's settings, optimizer, paper BLEU and parameter count.
 
-The recipe (appendix A.2 for the optimiser; the authors' `examples/luna/README.wmt.md` and
-`fairseq/models/luna.py` `luna_base_tied`/`luna_base_untied` for the model): Transformer-base sizes,
-6 + 6 post-LN layers, d 512, FFN 2048 with ReLU, 8 heads and 8 pack heads, sinusoidal positions,
-embeddings scaled by sqrt(d), one embedding table for source, target and output (the shared 37K
-BPE vocabulary), dropout, attention dropout and activation dropout 0.1; label-smoothed
-cross-entropy 0.1; Adam lr 5e-4, betas (0.9, 0.98), eps 1e-8 (fairseq's default), inverse square
-root after 4000 linear warmup steps (from 0, fairseq from 1e-7), decoupled weight decay 1e-4,
-gradient clipping at global norm 1.0; 500k updates of 8192 tokens per device (`max_tokens`, over
-eight V100s in the paper: 65,536 tokens an update; here the global batch is 8192 tokens times the
-device count, so on fewer than 8 devices raise `--config.data.options.max_tokens` to keep the
-paper's batch, memory permitting). Sequences up to 1024 tokens (fairseq's max positions; longer
-training pairs are skipped). The paper trained the Luna rows with Apollo (lr 10, or 0.1 in the
-authors' README) and the Transformer with both; this config is its Adam recipe for every row.
+The model (the authors' `examples/luna/README.wmt.md` and `fairseq/models/luna.py`
+`luna_base_tied`/`luna_base_untied`): Transformer-base sizes, 6 + 6 post-LN layers, d 512, FFN 2048
+with ReLU, 8 heads and 8 pack heads, sinusoidal positions, embeddings scaled by sqrt(d), one
+embedding table for source, target and output (the shared 37K BPE vocabulary), dropout, attention
+dropout and activation dropout 0.1; label-smoothed cross-entropy 0.1; 500k updates of 8192 tokens
+per device (`max_tokens`, over eight V100s in the paper: 65,536 tokens an update; here the global
+batch is 8192 tokens times the device count, so on fewer than 8 devices raise
+`--config.data.options.max_tokens` to keep the paper's batch, memory permitting). Sequences up to
+1024 tokens (fairseq's max positions; longer training pairs are skipped).
+
+The optimizers (§4.2: Apollo for every Luna row, Adam and Apollo for the Transformer):
+  Adam (appendix A.2, fairseq-apollo `examples/apollo/recipe.md`): lr 5e-4, betas (0.9, 0.98),
+    eps 1e-8 (fairseq's default), linear warmup over 4000 steps from 1e-7, then inverse square
+    root; decoupled weight decay 1e-4; gradient clipping at global norm 1.0.
+  Apollo (`luna_jax.training.apollo`; the authors' Luna script, `examples/luna/README.wmt.md`):
+    lr 0.1, beta 0.9, eps 1e-4, constant rebound, L2 weight decay 1e-8; linear warmup over 1000
+    steps from 1e-5, then x0.1 at 300k and 450k updates (`milestone_decay`); each parameter's
+    gradient clipped to norm 0.1 (`grad_clip_mode='each'`). Appendix A.2 gives lr 10, clipping
+    1.0 and milestones 250k/450k: its Apollo floored the curvature at 1.0, which the released
+    `fairseq/optim/apollo.py` lowered to 0.01 (commit cf1964f, "sigma=0.01"), so lr 0.1 there is
+    the paper's lr 10; this config takes the script written for the released optimizer.
 
 Evaluation: beam 5, length penalty 0.6, at most source length + 50 tokens (Vaswani et al., 2017,
 §6.1), on the whole test set (newstest2014), detokenised and scored with sacreBLEU, in
@@ -64,11 +74,13 @@ class Variant:
 
   Attributes:
     model: the `config.model` settings of the row.
+    optimizer: the row's optimizer, 'apollo' or 'adamw' (§4.2).
     bleu: the paper's test BLEU (Table 4, or Table 5's test column).
     params: the paper's parameter count in millions, or None (Table 5 gives none).
   """
 
   model: dict
+  optimizer: str
   bleu: float
   params: float | None
 
@@ -84,25 +96,61 @@ def _luna(length: int, omega: str, tied: bool, contextual: bool = True) -> dict:
 
 
 VARIANTS = {
-  'transformer': Variant({'name': 'transformer_seq2seq'}, 27.8, 64.9),
-  'luna16_elu_tied': Variant(_luna(16, 'elu', True), 27.1, 69.6),
-  'luna32_elu_tied': Variant(_luna(32, 'elu', True), 27.3, 69.7),
-  'luna16_softplus_tied': Variant(_luna(16, 'softplus', True), 27.3, 69.6),
-  'luna32_softplus_tied': Variant(_luna(32, 'softplus', True), 27.5, 69.7),
-  'luna16_elu': Variant(_luna(16, 'elu', False), 27.4, 77.5),
-  'luna32_elu': Variant(_luna(32, 'elu', False), 27.6, 77.6),
-  'luna16_softplus': Variant(_luna(16, 'softplus', False), 27.6, 77.5),
-  'luna32_softplus': Variant(_luna(32, 'softplus', False), 27.8, 77.6),
-  'luna16_noncontextual': Variant(_luna(16, 'softplus', True, contextual=False), 25.2, None),
+  'transformer': Variant({'name': 'transformer_seq2seq'}, 'adamw', 27.8, 64.9),
+  'transformer_apollo': Variant({'name': 'transformer_seq2seq'}, 'apollo', 28.3, 64.9),
+  'luna16_elu_tied': Variant(_luna(16, 'elu', True), 'apollo', 27.1, 69.6),
+  'luna32_elu_tied': Variant(_luna(32, 'elu', True), 'apollo', 27.3, 69.7),
+  'luna16_softplus_tied': Variant(_luna(16, 'softplus', True), 'apollo', 27.3, 69.6),
+  'luna32_softplus_tied': Variant(_luna(32, 'softplus', True), 'apollo', 27.5, 69.7),
+  'luna16_elu': Variant(_luna(16, 'elu', False), 'apollo', 27.4, 77.5),
+  'luna32_elu': Variant(_luna(32, 'elu', False), 'apollo', 27.6, 77.6),
+  'luna16_softplus': Variant(_luna(16, 'softplus', False), 'apollo', 27.6, 77.5),
+  'luna32_softplus': Variant(_luna(32, 'softplus', False), 'apollo', 27.8, 77.6),
+  'luna16_noncontextual': Variant(
+    _luna(16, 'softplus', True, contextual=False), 'apollo', 25.2, None
+  ),
 }
 DEFAULT_VARIANT = 'luna16_softplus_tied'
-#: Flags the argument may add after the variant: 'cpu' (the small run on the generated corpus) and
-#: 'debug' (a smoke test).
-FLAGS = ('cpu', 'debug')
+#: Flags the argument may add after the variant: 'adam' (the Adam recipe whatever the row's
+#: optimizer), 'cpu' (the small run on the generated corpus) and 'debug' (a smoke test).
+FLAGS = ('adam', 'cpu', 'debug')
+#: The Adam recipe (appendix A.2; fairseq-apollo `examples/apollo/recipe.md`, "Adam").
+ADAM = {
+  'name': 'adamw',
+  'learning_rate': 5e-4,
+  'schedule': 'constant * linear_warmup * rsqrt_normalized_decay',
+  'warmup_steps': 4000,
+  'warmup_init_learning_rate': 1e-7,
+  'b1': 0.9,
+  'b2': 0.98,
+  'eps': 1e-8,
+  'weight_decay': 1e-4,
+  'weight_decay_type': 'decoupled',
+  'grad_clip_norm': 1.0,
+  'grad_clip_mode': 'global',
+}
+#: The Apollo recipe of the authors' Luna script (fairseq-apollo `examples/luna/README.wmt.md`).
+APOLLO = {
+  'name': 'apollo',
+  'learning_rate': 0.1,
+  'schedule': 'constant * linear_warmup * milestone_decay',
+  'warmup_steps': 1000,
+  'warmup_init_learning_rate': 1e-5,
+  'milestones': (300000, 450000),
+  'decay_rate': 0.1,
+  'b1': 0.9,
+  'eps': 1e-4,
+  'rebound': 'constant',
+  'weight_decay': 1e-8,
+  'weight_decay_type': 'L2',
+  'grad_clip_norm': 0.1,
+  'grad_clip_mode': 'each',
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The WMT'14 En-De recipe for `arg` = 'variant[,cpu][,debug]' (default luna16_softplus_tied).
+  """The WMT'14 En-De recipe for `arg` = 'variant[,adam][,cpu][,debug]' (default
+  luna16_softplus_tied).
 
   Raises:
     ConfigError: an unknown variant or flag, listing the variants.
@@ -112,7 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant not in VARIANTS or set(parts) - {variant, *FLAGS}:
     raise base.ConfigError(
       f'configs/wmt14.py argument {arg!r}: expected one of {list(VARIANTS)}, optionally '
-      'followed by ",cpu" and/or ",debug".'
+      'followed by ",adam", ",cpu" and/or ",debug".'
     )
   config = base.get_config()
   config.debug = 'debug' in parts
@@ -146,16 +194,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     embedding_layernorm=False,
     share_embeddings=True,
   )
-  config.optimizer.update(
-    learning_rate=5e-4,
-    schedule='constant * linear_warmup * rsqrt_normalized_decay',
-    warmup_steps=4000,
-    b1=0.9,
-    b2=0.98,
-    eps=1e-8,
-    weight_decay=1e-4,
-    grad_clip_norm=1.0,
-  )
+  apollo = VARIANTS[variant].optimizer == 'apollo' and 'adam' not in parts
+  config.optimizer.update(**(APOLLO if apollo else ADAM))
   config.training.update(
     label_smoothing=0.1,
     num_train_steps=500000,
@@ -165,17 +205,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     keep_checkpoints=10,
   )
   if 'cpu' in parts:
-    _cpu(config)
+    _cpu(config, apollo)
   return config
 
 
-def _cpu(config: ml_collections.ConfigDict) -> None:
+def _cpu(config: ml_collections.ConfigDict, apollo: bool) -> None:
   """The same path at CPU scale: the generated corpus, a 2 + 2-layer, 128-wide model, 2048 tokens
-  a batch, a shorter warmup at twice the peak, 3000 steps, the last 5 checkpoints to average."""
+  a batch, 3000 steps, the last 5 checkpoints to average; Adam warms up for 500 steps to twice
+  its peak, Apollo keeps its peak and decays at 60% and 90% of the steps, as at full scale."""
   config.data.data_dir = 'data/mt_toy'
   config.data.options.update(max_length=48, max_target_length=48, max_tokens=2048)
   config.model.update(num_layers=2, emb_dim=128, mlp_dim=512, num_heads=4, num_pack_heads=4)
-  config.optimizer.update(learning_rate=1e-3, warmup_steps=500)
+  if apollo:
+    config.optimizer.update(warmup_steps=500, milestones=(1800, 2700))
+  else:
+    config.optimizer.update(learning_rate=1e-3, warmup_steps=500)
   config.training.update(
     num_train_steps=3000, eval_every=1000, checkpoint_every=250, keep_checkpoints=5, log_every=50
   )

@@ -278,9 +278,18 @@ def test_wmt14_variants_follow_tables_4_and_5():
     assert (run.model['num_layers'], run.model['emb_dim'], run.model['mlp_dim']) == (6, 512, 2048)
     assert run.model['share_embeddings'] and run.model['num_heads'] == 8
     opt = run.optimizer
-    assert (opt.learning_rate, opt.b1, opt.b2, opt.warmup_steps) == (5e-4, 0.9, 0.98, 4000)
-    assert (opt.weight_decay, opt.grad_clip_norm) == (1e-4, 1.0)
-    assert opt.schedule.endswith('rsqrt_normalized_decay')
+    assert opt.name == variant.optimizer == ('adamw' if name == 'transformer' else 'apollo')
+    if opt.name == 'apollo':  # fairseq-apollo examples/luna/README.wmt.md
+      assert (opt.learning_rate, opt.b1, opt.eps, opt.rebound) == (0.1, 0.9, 1e-4, 'constant')
+      assert (opt.weight_decay, opt.weight_decay_type) == (1e-8, 'L2')
+      assert (opt.grad_clip_norm, opt.grad_clip_mode) == (0.1, 'each')
+      assert (opt.warmup_steps, opt.warmup_init_learning_rate) == (1000, 1e-5)
+      assert opt.schedule.endswith('milestone_decay') and opt.milestones == (300000, 450000)
+    else:  # Appendix A.2
+      assert (opt.learning_rate, opt.b1, opt.b2, opt.warmup_steps) == (5e-4, 0.9, 0.98, 4000)
+      assert (opt.weight_decay, opt.grad_clip_norm, opt.grad_clip_mode) == (1e-4, 1.0, 'global')
+      assert opt.schedule.endswith('rsqrt_normalized_decay')
+      assert opt.warmup_init_learning_rate == 1e-7
     assert run.training.label_smoothing == 0.1 and run.decoding.beam_size == 5
     model = luna_jax.build_model(
       run.model,
@@ -294,6 +303,10 @@ def test_wmt14_variants_follow_tables_4_and_5():
     if variant.params is not None:
       assert abs(count - variant.params) < 0.07, (name, count, variant.params)
   assert load('wmt14').model.projection_length == 16
+  adam = run_config.parse_config(load('wmt14', 'luna16_softplus_tied,adam')).optimizer
+  assert adam == run_config.parse_config(load('wmt14', 'transformer')).optimizer
+  cpu = run_config.parse_config(load('wmt14', 'luna16_softplus_tied,cpu')).optimizer
+  assert cpu.name == 'apollo' and cpu.milestones == (1800, 2700)
   run_config.resolve_config(load('wmt14', 'luna32_elu,debug'))
   with pytest.raises(ValueError, match='luna64'):
     load('wmt14', 'luna64')

@@ -152,6 +152,39 @@ def test_batch_size_must_divide_over_devices(tiny_lra_data, tmp_path):
     trainer.train_and_evaluate(config, str(tmp_path))
 
 
+def test_apollo_trains_and_resumes_bit_identically(tiny_lra_data, tmp_path):
+  """The WMT'14 Luna rows' optimizer through the whole trainer: Apollo's state (step count,
+  moving average, curvature, last direction) is checkpointed, and 3 + 3 resumed steps equal 6."""
+
+  def config(steps):
+    config = tiny_config(tiny_lra_data, num_train_steps=steps, checkpoint_every=3, eval_every=3)
+    config.optimizer.update(
+      name='apollo',
+      learning_rate=0.1,
+      schedule='constant * linear_warmup * milestone_decay',
+      warmup_steps=2,
+      warmup_init_learning_rate=1e-5,
+      milestones=(4,),
+      eps=1e-4,
+      weight_decay=1e-8,
+      weight_decay_type='L2',
+      grad_clip_norm=0.1,
+      grad_clip_mode='each',
+    )
+    return config
+
+  results = trainer.train_and_evaluate(config(6), str(tmp_path / 'straight'))
+  assert np.isfinite(results['validation']['loss'])
+  trainer.train_and_evaluate(config(3), str(tmp_path / 'resumed'))
+  trainer.train_and_evaluate(config(6), str(tmp_path / 'resumed'))
+  straight, resumed = (checkpoint_params(tmp_path / name, 6) for name in ('straight', 'resumed'))
+  jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+  moved = jax.tree.map(
+    lambda a, b: np.abs(a - b).max(), straight, checkpoint_params(tmp_path / 'straight', 3)
+  )
+  assert max(jax.tree.leaves(moved)) > 0  # Steps 4 to 6 moved the parameters.
+
+
 class _Interrupted(Exception):
   """Stands in for a killed process."""
 

@@ -211,6 +211,22 @@ def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp
   assert results['step'] == 7
 
 
+def test_a_run_stored_before_the_optimizer_choices_resumes_as_the_adamw_it_was(tiny_lra_data):
+  """Runs stored before `optimizer.name` and its companions existed trained AdamW with global
+  clipping and a warmup from 0: their config reads as exactly that, with no change to refuse."""
+  today = run_config.parse_config(six_steps(tiny_lra_data)).to_dict()
+  stored = {**today, 'optimizer': dict(today['optimizer'])}
+  for key in optim.ADDED_KEYS:
+    del stored['optimizer'][key]
+  assert run_config.config_changes(run_config.upgrade_stored_config(stored), today) == []
+  apollo = six_steps(tiny_lra_data)
+  apollo.optimizer.name = 'apollo'
+  changes = run_config.config_changes(
+    run_config.upgrade_stored_config(stored), run_config.parse_config(apollo).to_dict()
+  )
+  assert changes == ["optimizer.name: 'adamw' -> 'apollo'"]
+
+
 def test_a_checkpoint_that_does_not_fit_the_model_fails_with_one_short_message(tmp_path):
   def state(width):
     return {'params': {'dense': {'kernel': jnp.ones((width, 4))}}, 'step': jnp.zeros((), jnp.int32)}

@@ -236,11 +236,15 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def upgrade_stored_config(config: Mapping[str, Any]) -> dict[str, Any]:
-  """A stored run config (`config.json`, a checkpoint's record) in today's keys
-  (`luna_jax.model.config.upgrade_model_config`)."""
-  if 'model' not in config:
-    return dict(config)
-  return {**config, 'model': upgrade_model_config(config['model'])}
+  """A stored run config (`config.json`, a checkpoint's record) in today's keys: the model's
+  (`luna_jax.model.config.upgrade_model_config`) and the optimizer keys added since, with the
+  values that reproduce what the run did (`luna_jax.training.optim.ADDED_KEYS`)."""
+  upgraded = dict(config)
+  if 'model' in config:
+    upgraded['model'] = upgrade_model_config(config['model'])
+  if 'optimizer' in config:
+    upgraded['optimizer'] = {**optim.ADDED_KEYS, **config['optimizer']}
+  return upgraded
 
 
 def config_changes(
