@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
+import sacremoses
 
 import luna_jax
 from corpora import text_tokenizers
@@ -100,8 +101,16 @@ def translate_pairs(
   return outputs
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-  """sacreBLEU corpus BLEU of detokenised `hypotheses` against one reference each.
+def bleu(
+  hypotheses: Sequence[str], references: Sequence[str], tokenize: str = '13a'
+) -> dict[str, Any]:
+  """sacreBLEU corpus BLEU of `hypotheses` against one reference each.
+
+  Args:
+    hypotheses: one translation a line (detokenised for the default tokenisation).
+    references: one reference a line, aligned with `hypotheses`.
+    tokenize: sacreBLEU's tokenisation: '13a' (its default, for detokenised text) or 'none' (text
+      tokenised already: `tokenized_bleu`).
 
   Returns:
     {'bleu': the score (0-100), 'signature': sacreBLEU's signature of the settings}.
@@ -111,9 +120,53 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]
   """
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
-  metric = sacrebleu.metrics.BLEU()
+  metric = sacrebleu.metrics.BLEU(tokenize=tokenize)
   score = metric.corpus_score(list(hypotheses), [list(references)])
   return {'bleu': float(score.score), 'signature': str(metric.get_signature())}
+
+
+def moses_tokenize(lines: Sequence[str], language: str) -> list[str]:
+  """The test-set preprocessing of fairseq's `examples/translation/prepare-wmt14en2de.sh`: `’`
+  replaced by `'`, then Moses `tokenizer.perl -a -l <language>` (sacremoses): aggressive hyphen
+  splitting (`E-Mail` -> `E @-@ Mail`) and the perl tokenizer's default escaping of XML special
+  characters (`&apos;`, `&quot;`, `&amp;`, `&lt;`, `&gt;`)."""
+  tokenizer = sacremoses.MosesTokenizer(lang=language)
+  return [
+    tokenizer.tokenize(
+      line.replace('\u2019', "'"), aggressive_dash_splits=True, return_str=True, escape=True
+    )
+    for line in lines
+  ]
+
+
+def tokenized_bleu(
+  hypotheses: Sequence[str], references: Sequence[str], language: str
+) -> dict[str, Any]:
+  """Tokenised BLEU, the paper's Table 4 metric, of detokenised `hypotheses` against raw references.
+
+  The authors (fairseq-apollo, `examples/luna/README.wmt.md`) score with fairseq's
+  `--eval-tokenized-bleu --eval-bleu-detok space`: sacreBLEU with no tokenisation of its own on the
+  Moses-tokenised text of fairseq's `examples/translation/prepare-wmt14en2de.sh`. Here both sides
+  get that preprocessing (`moses_tokenize`) and `bleu(..., tokenize='none')` scores them. The
+  hypotheses are detokenised output tokenised again, not a model's own tokenised output, so the
+  score approximates fairseq's.
+
+  Args:
+    hypotheses: detokenised translations, one a line.
+    references: raw reference lines, aligned with `hypotheses`.
+    language: the target language, Moses's `-l` (e.g. 'de').
+
+  Returns:
+    {'bleu': the score (0-100), 'signature': the preprocessing followed by sacreBLEU's signature}.
+
+  Raises:
+    ValueError: different numbers of hypotheses and references.
+  """
+  score = bleu(
+    moses_tokenize(hypotheses, language), moses_tokenize(references, language), tokenize='none'
+  )
+  preprocessing = f"\u2019->' + moses -a -l {language} (sacremoses {sacremoses.__version__})"
+  return {'bleu': score['bleu'], 'signature': f'{preprocessing} + {score["signature"]}'}
 
 
 def score_splits(
