@@ -187,22 +187,27 @@ def score_splits(
       None writes nothing.
 
   Returns:
-    {'validation': {'bleu'}, 'test': {'bleu'}, 'signature', 'decoding' (the settings), 'files'
-    (split -> written file)}.
+    {'validation': {'bleu', 'tokenized_bleu'}, 'test': {'bleu', 'tokenized_bleu'}, 'signature'
+    (sacreBLEU's, of 'bleu'), 'tokenized_signature' (`tokenized_bleu`'s, in the target language of
+    `data.info['languages']`), 'decoding' (the settings), 'files' (split -> written file)}.
   """
   vocabulary = translation_data.Vocabulary(data.info['tokenizer'])
+  language = data.info['languages'][1]
   result: dict[str, Any] = {'decoding': dataclasses.asdict(decoding), 'files': {}}
   for name in ('validation', 'test'):
     ids = translate_pairs(
       model, params, getattr(data, name), data.batching, decoding, data.info['eos_id']
     )
     hypotheses = vocabulary.decode(ids)
-    score = bleu(hypotheses, data.info['references'][name])
-    result[name] = {'bleu': score['bleu']}
+    references = data.info['references'][name]
+    score = bleu(hypotheses, references)
+    tokenized = tokenized_bleu(hypotheses, references, language)
+    result[name] = {'bleu': score['bleu'], 'tokenized_bleu': tokenized['bleu']}
     result['signature'] = score['signature']
+    result['tokenized_signature'] = tokenized['signature']
     if output_dir is not None:
       os.makedirs(output_dir, exist_ok=True)
-      path = os.path.join(output_dir, f'{name}.{data.info["languages"][1]}')
+      path = os.path.join(output_dir, f'{name}.{language}')
       write_atomically(path, ''.join(f'{line}\n' for line in hypotheses))
       result['files'][name] = path
   return result
