@@ -9,10 +9,16 @@ the EOS (source length with its EOS, as fairseq counts it). Sources are decoded 
 (`corpora.token_batches.TokenBatching.plan` on one device), so beam search compiles once per length
 bucket.
 
-BLEU is sacreBLEU's default corpus BLEU (13a tokenisation, mixed case, exponential smoothing) of the
-detokenised output against the raw reference lines; its signature is recorded with the score. The
-paper's Table 4 reports tokenised BLEU (fairseq's `--eval-tokenized-bleu`), which is not the same
-number (it is usually higher).
+Two BLEU scores are recorded, each with its signature. `bleu`: sacreBLEU's default corpus BLEU (13a
+tokenisation, mixed case, exponential smoothing) of the detokenised output against the raw
+reference lines. `tokenized_bleu`: the paper's Table 4 metric, tokenised BLEU (fairseq's
+`--eval-tokenized-bleu --eval-bleu-detok space` in the authors' fairseq-apollo
+`examples/luna/README.wmt.md`): both sides get the test-set preprocessing of fairseq's
+`examples/translation/prepare-wmt14en2de.sh` (`’` -> `'`, then Moses `tokenizer.perl -a -l <target
+language>`: hyphens split as ` @-@ `, XML characters escaped) and sacreBLEU scores them with
+`tokenize='none'`. It is the number to compare with Table 4 (usually higher than sacreBLEU's), but
+an approximation of it: the hypotheses here are detokenised output tokenised again by Moses, not a
+model's own output in the tokenised space as in fairseq.
 """
 
 from __future__ import annotations
