@@ -126,7 +126,8 @@ def bleu(
   """
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
-  metric = sacrebleu.metrics.BLEU(tokenize=tokenize)
+  # force: no warning that text tokenised on purpose ends in ' .' (it changes no score).
+  metric = sacrebleu.metrics.BLEU(tokenize=tokenize, force=tokenize == 'none')
   score = metric.corpus_score(list(hypotheses), [list(references)])
   return {'bleu': float(score.score), 'signature': str(metric.get_signature())}
 
