@@ -37,11 +37,15 @@ The optimizers (§4.2: Apollo for every Luna row, Adam and Apollo for the Transf
     the paper's lr 10; this config takes the script written for the released optimizer.
 
 Evaluation: beam 5, length penalty 0.6, at most source length + 50 tokens (Vaswani et al., 2017,
-§6.1), on the whole test set (newstest2014), detokenised and scored with sacreBLEU, in
-results.json. The paper averaged the checkpoints of the last 10 epochs (`keep_checkpoints` 10,
-one every 2500 updates, about an epoch of WMT'14 at 65K tokens):
+§6.1), on the whole test set (newstest2014), detokenised and scored twice in results.json:
+sacreBLEU (`test.bleu`, 13a) and the tokenised BLEU the paper reports (`test.tokenized_bleu`,
+fairseq's `--eval-tokenized-bleu` on Moses `-a` tokenised text, about 0.5-1 above sacreBLEU), the
+one to compare with Table 4. The paper averaged the checkpoints of the last 10 epochs
+(`keep_checkpoints` 10, one every 2500 updates, about an epoch of WMT'14 at 65K tokens):
   python -m luna_jax.average_checkpoints --workdir runs/wmt14/luna16 --num 10
-and reports tokenised BLEU (fairseq's `--eval-tokenized-bleu`), about 0.5-1 above sacreBLEU.
+and `python -m luna_jax.translate` scores the average both ways. The tokenised score approximates
+the paper's: its hypotheses are detokenised output tokenised again by Moses (sacremoses), where
+fairseq scores the model's own tokenised output.
 Parameters: at a 40,550-piece vocabulary every row has its Table 4 count (Transformer-base 64.9M);
 the paper's counts imply that vocabulary size rather than the 37K of its text.
 

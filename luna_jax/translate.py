@@ -10,8 +10,9 @@ the run's own (`data.options.tokenizer`), or `--tokenizer`; one that is not the 
 checkpoint was trained on is refused. Beam search follows the run's `config.decoding` unless
 overridden (`--beam_size`, `--length_penalty`, `--max_len_a`, `--max_len_b`). One translation per
 input line (an empty line gives an empty one), detokenised; with `--reference`, the sacreBLEU score
-and signature are printed as one JSON line (and written to `--scores` if given). The library is
-`luna_jax.training.translation`.
+and signature ('bleu', 'signature') and the paper's tokenised BLEU in the run's target language
+('tokenized_bleu', 'tokenized_signature': `translation.tokenized_bleu`) are printed as one JSON
+line (and written to `--scores` if given). The library is `luna_jax.training.translation`.
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> None:
       references = [line.rstrip('\r\n') for line in f]
     if len(references) != len(lines):
       sys.exit(f'Error: {args.reference} has {len(references)} lines, {args.input} {len(lines)}.')
+    tokenized = translation.tokenized_bleu(translations, references, options['target_lang'])
     scores = {
       **translation.bleu(translations, references),
+      'tokenized_bleu': tokenized['bleu'],
+      'tokenized_signature': tokenized['signature'],
       'checkpoint': args.checkpoint,
       'decoding': dataclasses.asdict(decoding),
     }

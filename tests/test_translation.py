@@ -1,21 +1,26 @@
 """Translation end to end on a tiny parallel corpus the test writes: training on token batches with
 BLEU in the results, checkpoint averaging, the translate command, the vocabulary guard; BLEU
-against sacreBLEU's own command; averaging is the mean of the parameters."""
+against sacreBLEU's own command; tokenised BLEU against sacreBLEU on text sacremoses tokenised;
+averaging is the mean of the parameters."""
 
 import json
 import random
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
+import sacrebleu
+import sacremoses
 
 from configs import wmt14
 from corpora import translation as translation_data
 from luna_jax import translate as translate_command
 from luna_jax.training import checkpointing, trainer, translation
+from luna_jax.training.run_config import DecodingConfig
 from luna_jax.training.steps import TrainState
 
 WORDS = ['null', 'eins', 'zwei', 'drei', 'vier', 'fünf', 'sechs', 'sieben', 'acht', 'neun']
@@ -64,6 +69,14 @@ def test_train_average_translate_and_the_vocabulary_guard(corpus, tmp_path, fast
   assert len(hypotheses) == len(references) == 12
   assert results['test']['bleu'] == translation.bleu(hypotheses, references)['bleu']
   assert 0.0 <= results['validation']['bleu'] <= 100.0
+  # The tokenised BLEU beside it, in the data's target language, in results.json too.
+  tokenized = translation.tokenized_bleu(hypotheses, references, 'de')
+  assert results['test']['tokenized_bleu'] == tokenized['bleu']
+  assert results['bleu']['tokenized_signature'] == tokenized['signature']
+  assert 0.0 <= results['validation']['tokenized_bleu'] <= 100.0
+  written = json.loads((workdir / 'results.json').read_text())
+  assert written['test']['tokenized_bleu'] == tokenized['bleu']
+  assert written['bleu']['tokenized_signature'].startswith("\u2019->' + moses -a -l de ")
 
   # The translate command on the final checkpoint reproduces the run's test BLEU.
   output, scores = tmp_path / 'test.hyp.de', tmp_path / 'scores.json'
@@ -74,7 +87,10 @@ def test_train_average_translate_and_the_vocabulary_guard(corpus, tmp_path, fast
   translate(workdir / 'checkpoints' / '4', '--reference', str(corpus / 'test.de'))
   translate(workdir, '--reference', str(corpus / 'test.de'), '--scores', str(scores))
   assert output.read_text(encoding='utf-8').splitlines() == hypotheses
-  assert json.loads(scores.read_text())['bleu'] == results['test']['bleu']
+  written = json.loads(scores.read_text())
+  assert written['bleu'] == results['test']['bleu']
+  assert written['tokenized_bleu'] == results['test']['tokenized_bleu']
+  assert written['tokenized_signature'] == results['bleu']['tokenized_signature']
 
   # Averaging the last 2 checkpoints gives their mean, which translates too.
   averaged = checkpointing.average_checkpoints(str(workdir), 2)
@@ -133,6 +149,90 @@ def test_bleu_equals_sacrebleus_own_command(tmp_path):
   assert ours['signature'] == 'nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.5.1'
   with pytest.raises(ValueError, match='3 hypotheses for 2 references'):
     translation.bleu(hypotheses, references[:2])
+
+
+def test_tokenized_bleu_is_sacrebleu_on_moses_tokenised_text():
+  hypotheses = [
+    'Die E-Mail-Adresse des Kunden ist neu.',
+    'Wie geht’s dem Hund?',
+    'Er sagt "gut" & geht.',
+  ]
+  references = [
+    'Die E-Mail-Nummer des Kunden ist neu.',
+    "Wie geht's dem Hund heute?",
+    'Er sagt "gut" & geht.',
+  ]
+  # fairseq's test preprocessing: ’ -> ', then Moses -a -l de with the perl tokenizer's escaping.
+  assert translation.moses_tokenize(hypotheses, 'de') == [
+    'Die E @-@ Mail @-@ Adresse des Kunden ist neu .',
+    'Wie geht &apos; s dem Hund ?',
+    'Er sagt &quot; gut &quot; &amp; geht .',
+  ]
+  moses = sacremoses.MosesTokenizer(lang='de')
+  tokenize = lambda lines: [
+    moses.tokenize(
+      line.replace('\u2019', "'"), aggressive_dash_splits=True, return_str=True, escape=True
+    )
+    for line in lines
+  ]
+  metric = sacrebleu.metrics.BLEU(tokenize='none')
+  expected = metric.corpus_score(tokenize(hypotheses), [tokenize(references)])
+  ours = translation.tokenized_bleu(hypotheses, references, 'de')
+  assert ours['bleu'] == pytest.approx(expected.score, abs=1e-9)
+  assert ours['signature'] == (
+    f"\u2019->' + moses -a -l de (sacremoses {sacremoses.__version__}) + {metric.get_signature()}"
+  )
+  assert 'tok:none' in ours['signature']
+  # Split compounds share their parts: a wrong last part costs one token, not the whole word.
+  compound = translation.tokenized_bleu(hypotheses[:1], references[:1], 'de')['bleu']
+  assert compound > translation.bleu(hypotheses[:1], references[:1])['bleu']
+  # ’ and ' are the same on both sides (13a tells them apart).
+  for pair in ((["Wie geht's?"], ['Wie geht’s?']), (['Wie geht’s?'], ["Wie geht's?"])):
+    assert translation.tokenized_bleu(*pair, 'de')['bleu'] == pytest.approx(100.0)
+    assert translation.bleu(*pair)['bleu'] < 100.0
+  assert translation.tokenized_bleu(references, references, 'de')['bleu'] == pytest.approx(100.0)
+  with pytest.raises(ValueError, match='3 hypotheses for 2 references'):
+    translation.tokenized_bleu(hypotheses, references[:2], 'de')
+
+
+def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, monkeypatch):
+  """`score_splits` with its translations given (no model): German -> English data."""
+  hypotheses = {
+    'validation': ["The well-known e-mail address isn't new.", 'It works.'],
+    'test': ['A long-term plan.', "Don't go."],
+  }
+  references = {
+    'validation': ['The well-known e-mail server isn’t new.', 'It works.'],
+    'test': ['A short-term plan.', "Don't go!"],
+  }
+
+  class Vocabulary:  # Decodes the "ids" `translate_pairs` gives below: the hypotheses themselves.
+    def __init__(self, path):
+      assert path == 'spm.model'
+
+    decode = staticmethod(lambda ids: ids)
+
+  monkeypatch.setattr(translation.translation_data, 'Vocabulary', Vocabulary)
+  monkeypatch.setattr(translation, 'translate_pairs', lambda _, __, split, *___: hypotheses[split])
+  info = {
+    'tokenizer': 'spm.model',
+    'eos_id': 2,
+    'languages': ['de', 'en'],
+    'references': references,
+  }
+  data = SimpleNamespace(validation='validation', test='test', batching=None, info=info)
+  decoding = DecodingConfig(beam_size=2, length_penalty=0.6, max_len_a=1.0, max_len_b=50)
+  result = translation.score_splits(None, {}, data, decoding, str(tmp_path))
+  for split in ('validation', 'test'):
+    sacre = translation.bleu(hypotheses[split], references[split])
+    tokenized = translation.tokenized_bleu(hypotheses[split], references[split], 'en')
+    assert result[split] == {'bleu': sacre['bleu'], 'tokenized_bleu': tokenized['bleu']}
+    assert tokenized['bleu'] > sacre['bleu']  # Split compounds, ’ as ', "n't" one token.
+    assert (tmp_path / f'{split}.en').read_text().splitlines() == hypotheses[split]
+  assert result['signature'] == sacre['signature']
+  assert result['tokenized_signature'] == tokenized['signature']
+  assert ' moses -a -l en ' in tokenized['signature']
+  assert result['decoding']['beam_size'] == 2 and set(result['files']) == {'validation', 'test'}
 
 
 def test_average_checkpoints_is_the_mean_and_passes_over_damaged_ones(tmp_path):

@@ -20,7 +20,8 @@ preparation, the loss and its weights, the evaluation metrics) is the model's `o
   results.json         final validation/test metrics, the best validation checkpoint's step and test
                        metrics, the config, parameter count, speed, devices; for data with BLEU
                        references (translation) also the BLEU of beam search on validation and
-                       test (`luna_jax.training.translation.score_splits`)
+                       test, sacreBLEU's and the paper's tokenised BLEU
+                       (`luna_jax.training.translation.score_splits`)
   translations/        those detokenised translations, one file per split
 
 A run started again with the same workdir resumes from its newest intact checkpoint if its config
@@ -646,9 +647,11 @@ def _final_evaluation(
       session.run.decoding,
       os.path.join(session.workdir, 'translations') if session.is_lead else None,
     )
-    validation = {**validation, 'bleu': scores.pop('validation')['bleu']}
-    test = {**test, 'bleu': scores.pop('test')['bleu']}
-    session.writer.write_scalars(final_step, {'test_bleu': test['bleu']})
+    validation = {**validation, **scores.pop('validation')}  # 'bleu' and 'tokenized_bleu'.
+    test = {**test, **scores.pop('test')}
+    session.writer.write_scalars(
+      final_step, {'test_bleu': test['bleu'], 'test_tokenized_bleu': test['tokenized_bleu']}
+    )
     final['bleu'] = scores
   return {
     **final,
@@ -682,7 +685,11 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   if session.is_lead:
     path = os.path.join(session.workdir, 'results.json')
     _write_json(path, results)
-    bleu = f', test BLEU {final["test"]["bleu"]:.2f}' if 'bleu' in final['test'] else ''
+    bleu = (
+      f', test BLEU {final["test"]["bleu"]:.2f} (tokenised {final["test"]["tokenized_bleu"]:.2f})'
+      if 'bleu' in final['test']
+      else ''
+    )
     print(
       f'Finished step {final["step"]}: validation accuracy '
       f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}'

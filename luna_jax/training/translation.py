@@ -9,10 +9,16 @@ the EOS (source length with its EOS, as fairseq counts it). Sources are decoded 
 (`corpora.token_batches.TokenBatching.plan` on one device), so beam search compiles once per length
 bucket.
 
-BLEU is sacreBLEU's default corpus BLEU (13a tokenisation, mixed case, exponential smoothing) of the
-detokenised output against the raw reference lines; its signature is recorded with the score. The
-paper's Table 4 reports tokenised BLEU (fairseq's `--eval-tokenized-bleu`), which is not the same
-number (it is usually higher).
+Two BLEU scores are recorded, each with its signature. `bleu`: sacreBLEU's default corpus BLEU (13a
+tokenisation, mixed case, exponential smoothing) of the detokenised output against the raw
+reference lines. `tokenized_bleu`: the paper's Table 4 metric, tokenised BLEU (fairseq's
+`--eval-tokenized-bleu --eval-bleu-detok space` in the authors' fairseq-apollo
+`examples/luna/README.wmt.md`): both sides get the test-set preprocessing of fairseq's
+`examples/translation/prepare-wmt14en2de.sh` (`’` -> `'`, then Moses `tokenizer.perl -a -l <target
+language>`: hyphens split as ` @-@ `, XML characters escaped) and sacreBLEU scores them with
+`tokenize='none'`. It is the number to compare with Table 4 (usually higher than sacreBLEU's), but
+an approximation of it: the hypotheses here are detokenised output tokenised again by Moses, not a
+model's own output in the tokenised space as in fairseq.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sacrebleu
+import sacremoses
 
 import luna_jax
 from corpora import text_tokenizers
@@ -100,8 +107,16 @@ def translate_pairs(
   return outputs
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-  """sacreBLEU corpus BLEU of detokenised `hypotheses` against one reference each.
+def bleu(
+  hypotheses: Sequence[str], references: Sequence[str], tokenize: str = '13a'
+) -> dict[str, Any]:
+  """sacreBLEU corpus BLEU of `hypotheses` against one reference each.
+
+  Args:
+    hypotheses: one translation a line (detokenised for the default tokenisation).
+    references: one reference a line, aligned with `hypotheses`.
+    tokenize: sacreBLEU's tokenisation: '13a' (its default, for detokenised text) or 'none' (text
+      tokenised already: `tokenized_bleu`).
 
   Returns:
     {'bleu': the score (0-100), 'signature': sacreBLEU's signature of the settings}.
@@ -111,9 +126,54 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]
   """
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
-  metric = sacrebleu.metrics.BLEU()
+  # force: no warning that text tokenised on purpose ends in ' .' (it changes no score).
+  metric = sacrebleu.metrics.BLEU(tokenize=tokenize, force=tokenize == 'none')
   score = metric.corpus_score(list(hypotheses), [list(references)])
   return {'bleu': float(score.score), 'signature': str(metric.get_signature())}
+
+
+def moses_tokenize(lines: Sequence[str], language: str) -> list[str]:
+  """The test-set preprocessing of fairseq's `examples/translation/prepare-wmt14en2de.sh`: `’`
+  replaced by `'`, then Moses `tokenizer.perl -a -l <language>` (sacremoses): aggressive hyphen
+  splitting (`E-Mail` -> `E @-@ Mail`) and the perl tokenizer's default escaping of XML special
+  characters (`&apos;`, `&quot;`, `&amp;`, `&lt;`, `&gt;`)."""
+  tokenizer = sacremoses.MosesTokenizer(lang=language)
+  return [
+    tokenizer.tokenize(
+      line.replace('\u2019', "'"), aggressive_dash_splits=True, return_str=True, escape=True
+    )
+    for line in lines
+  ]
+
+
+def tokenized_bleu(
+  hypotheses: Sequence[str], references: Sequence[str], language: str
+) -> dict[str, Any]:
+  """Tokenised BLEU, the paper's Table 4 metric, of detokenised `hypotheses` against raw references.
+
+  The authors (fairseq-apollo, `examples/luna/README.wmt.md`) score with fairseq's
+  `--eval-tokenized-bleu --eval-bleu-detok space`: sacreBLEU with no tokenisation of its own on the
+  Moses-tokenised text of fairseq's `examples/translation/prepare-wmt14en2de.sh`. Here both sides
+  get that preprocessing (`moses_tokenize`) and `bleu(..., tokenize='none')` scores them. The
+  hypotheses are detokenised output tokenised again, not a model's own tokenised output, so the
+  score approximates fairseq's.
+
+  Args:
+    hypotheses: detokenised translations, one a line.
+    references: raw reference lines, aligned with `hypotheses`.
+    language: the target language, Moses's `-l` (e.g. 'de').
+
+  Returns:
+    {'bleu': the score (0-100), 'signature': the preprocessing followed by sacreBLEU's signature}.
+
+  Raises:
+    ValueError: different numbers of hypotheses and references.
+  """
+  score = bleu(
+    moses_tokenize(hypotheses, language), moses_tokenize(references, language), tokenize='none'
+  )
+  preprocessing = f"\u2019->' + moses -a -l {language} (sacremoses {sacremoses.__version__})"
+  return {'bleu': score['bleu'], 'signature': f'{preprocessing} + {score["signature"]}'}
 
 
 def score_splits(
@@ -134,22 +194,27 @@ def score_splits(
       None writes nothing.
 
   Returns:
-    {'validation': {'bleu'}, 'test': {'bleu'}, 'signature', 'decoding' (the settings), 'files'
-    (split -> written file)}.
+    {'validation': {'bleu', 'tokenized_bleu'}, 'test': {'bleu', 'tokenized_bleu'}, 'signature'
+    (sacreBLEU's, of 'bleu'), 'tokenized_signature' (`tokenized_bleu`'s, in the target language of
+    `data.info['languages']`), 'decoding' (the settings), 'files' (split -> written file)}.
   """
   vocabulary = translation_data.Vocabulary(data.info['tokenizer'])
+  language = data.info['languages'][1]
   result: dict[str, Any] = {'decoding': dataclasses.asdict(decoding), 'files': {}}
   for name in ('validation', 'test'):
     ids = translate_pairs(
       model, params, getattr(data, name), data.batching, decoding, data.info['eos_id']
     )
     hypotheses = vocabulary.decode(ids)
-    score = bleu(hypotheses, data.info['references'][name])
-    result[name] = {'bleu': score['bleu']}
+    references = data.info['references'][name]
+    score = bleu(hypotheses, references)
+    tokenized = tokenized_bleu(hypotheses, references, language)
+    result[name] = {'bleu': score['bleu'], 'tokenized_bleu': tokenized['bleu']}
     result['signature'] = score['signature']
+    result['tokenized_signature'] = tokenized['signature']
     if output_dir is not None:
       os.makedirs(output_dir, exist_ok=True)
-      path = os.path.join(output_dir, f'{name}.{data.info["languages"][1]}')
+      path = os.path.join(output_dir, f'{name}.{language}')
       write_atomically(path, ''.join(f'{line}\n' for line in hypotheses))
       result['files'][name] = path
   return result
