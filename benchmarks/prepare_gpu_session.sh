@@ -9,7 +9,8 @@
 #   .anchor/SNAPSHOT_COMMIT                      the snapshot commit they came from
 #   .whl/*.whl                                   the pure-Python packages that luna_jax needs and
 #                                                the GPU image lacks (ml-collections,
-#                                                tensorboardX), in requirements.txt's ranges
+#                                                tensorboardX, sacremoses), in requirements.txt's
+#                                                ranges
 #
 # Usage (from anywhere; the folders land in the repository root):
 #
@@ -23,7 +24,7 @@
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 snapshot=$1
@@ -46,7 +47,7 @@ echo "$commit" > "$root/.anchor/SNAPSHOT_COMMIT"
 rm -rf "$root/.whl"
 mkdir -p "$root/.whl"
 requirements=()
-for name in ml-collections tensorboardX; do
+for name in ml-collections tensorboardX sacremoses; do
   line=$(grep -i "^$name[><=~ ]" "$root/requirements.txt") \
     || { echo "prepare_gpu_session: $name is not in requirements.txt" >&2; exit 1; }
   requirements+=("$line")
