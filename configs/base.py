@@ -212,6 +212,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.label_smoothing = 0.0
   # Batches sent to the devices ahead of the step that takes them (0: each when its step starts).
   config.training.prefetch_batches = 2
+  # Micro-batches each device's batch is cut into and run one after the other, gradients summed
+  # into one update: the same step in less memory (fairseq --update-freq at a fixed batch size).
+  config.training.gradient_accumulation_steps = 1
 
   config.decoding = ml_collections.ConfigDict()
   # Beam search of the tasks scored by BLEU (translation; luna_jax/training/translation.py), after

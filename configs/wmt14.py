@@ -21,8 +21,10 @@ embedding table for source, target and output (the shared 37K BPE vocabulary), d
 dropout and activation dropout 0.1; label-smoothed cross-entropy 0.1; 500k updates of 8192 tokens
 per device (`max_tokens`, over eight V100s in the paper: 65,536 tokens an update; here the global
 batch is 8192 tokens times the device count, so on fewer than 8 devices raise
-`--config.data.options.max_tokens` to keep the paper's batch, memory permitting). Sequences up to
-1024 tokens (fairseq's max positions; longer training pairs are skipped).
+`--config.data.options.max_tokens` to keep the paper's batch, and where it does not fit, set
+`--config.training.gradient_accumulation_steps`: 65536 tokens with 8 micro-batches on one GPU is
+the authors' `--update-freq 8`). Sequences up to 1024 tokens (fairseq's max positions; longer
+training pairs are skipped).
 
 The optimizers (§4.2: Apollo for every Luna row, Adam and Apollo for the Transformer):
   Adam (appendix A.2, fairseq-apollo `examples/apollo/recipe.md`): lr 5e-4, betas (0.9, 0.98),

@@ -149,21 +149,42 @@ class TokenBatching(lra.Batching):
   Attributes:
     max_tokens: tokens per device and batch, padding included (fairseq `--max-tokens`).
     buckets: the padded lengths (`length_buckets`); the last must hold every example.
+    row_multiple: every device's rows are a multiple of this (the micro-batches of gradient
+      accumulation, `micro_batched`): `max_tokens // L` rounded down to it.
   """
 
   max_tokens: int
   buckets: tuple[int, ...]
+  row_multiple: int = 1
 
   def __post_init__(self):
-    if self.max_tokens < self.buckets[-1]:
+    if self.max_tokens < self.row_multiple * self.buckets[-1]:
+      accumulation = (
+        f' times the {self.row_multiple} micro-batches (training.gradient_accumulation_steps)'
+        if self.row_multiple > 1
+        else ''
+      )
       raise DataError(
         f'max_tokens {self.max_tokens} is less than the longest padded example '
-        f'({self.buckets[-1]} tokens): raise max_tokens or lower max_length / max_target_length.'
+        f'({self.buckets[-1]} tokens){accumulation}: raise max_tokens or lower max_length / '
+        'max_target_length.'
       )
 
   def rows_per_device(self, bucket: int) -> int:
     """Rows each device gets in a batch of bucket index `bucket`."""
-    return max(1, self.max_tokens // self.buckets[bucket])
+    rows = self.max_tokens // self.buckets[bucket]
+    return max(1, rows - rows % self.row_multiple)
+
+  def micro_batched(self, micro_batches: int, batch_size: int, num_devices: int) -> TokenBatching:
+    """This batching with every device's rows a multiple of `micro_batches`, so that a batch of at
+    most `max_tokens` tokens a device cuts into micro-batches of at most `max_tokens /
+    micro_batches` (`batch_size` and `num_devices` are not used).
+
+    Raises:
+      DataError: `max_tokens` below `micro_batches` rows of the longest bucket.
+    """
+    del batch_size, num_devices
+    return dataclasses.replace(self, row_multiple=micro_batches)
 
   def bucket_of(self, split: TokenPairs) -> np.ndarray:
     """`[N]` the bucket index of every example.

@@ -210,6 +210,21 @@ class Batching:
     """A one-example batch of `split` (int32 arrays): what a model is initialised with."""
     return {name: np.asarray(array[:1], np.int32) for name, array in split.arrays().items()}
 
+  def micro_batched(self, micro_batches: int, batch_size: int, num_devices: int) -> Batching:
+    """This batching for gradient accumulation over `micro_batches` micro-batches: each device's
+    training batch must cut into that many equal parts (`luna_jax.training.steps.train_step`).
+
+    Raises:
+      DataError: `batch_size / num_devices` rows a device are not a multiple of `micro_batches`.
+    """
+    if (batch_size // num_devices) % micro_batches:
+      raise DataError(
+        f'training.gradient_accumulation_steps={micro_batches} must divide the '
+        f'{batch_size // num_devices} rows each of the {num_devices} devices gets of a batch of '
+        f'{batch_size} (training.batch_size).'
+      )
+    return self
+
 
 #: Fixed-size batches: the default `TaskData.batching`.
 FIXED_SIZE = Batching()

@@ -216,7 +216,7 @@ def test_a_run_stored_before_the_optimizer_choices_resumes_as_the_adamw_it_was(t
   clipping and a warmup from 0: their config reads as exactly that, with no change to refuse."""
   today = run_config.parse_config(six_steps(tiny_lra_data)).to_dict()
   stored = {**today, 'optimizer': dict(today['optimizer'])}
-  for key in optim.ADDED_KEYS:
+  for key in run_config.ADDED_KEYS['optimizer']:
     del stored['optimizer'][key]
   assert run_config.config_changes(run_config.upgrade_stored_config(stored), today) == []
   apollo = six_steps(tiny_lra_data)

@@ -1,7 +1,7 @@
 """Translation end to end on a tiny parallel corpus the test writes: training on token batches with
-BLEU in the results, checkpoint averaging, the translate command, the vocabulary guard; BLEU
-against sacreBLEU's own command; tokenised BLEU against sacreBLEU on text sacremoses tokenised;
-averaging is the mean of the parameters."""
+BLEU in the results, gradient accumulation over token batches, checkpoint averaging, the translate
+command, the vocabulary guard; BLEU against sacreBLEU's own command; tokenised BLEU against
+sacreBLEU on text sacremoses tokenised; averaging is the mean of the parameters."""
 
 import json
 import random
@@ -22,6 +22,8 @@ from luna_jax import translate as translate_command
 from luna_jax.training import checkpointing, trainer, translation
 from luna_jax.training.run_config import DecodingConfig
 from luna_jax.training.steps import TrainState
+from tests.test_gradient_accumulation import steps_of
+from tests.test_training_path import assert_trees_close
 
 WORDS = ['null', 'eins', 'zwei', 'drei', 'vier', 'fünf', 'sechs', 'sieben', 'acht', 'neun']
 
@@ -126,6 +128,15 @@ def test_train_average_translate_and_the_vocabulary_guard(corpus, tmp_path, fast
       trainer.train_and_evaluate(tiny_config(corpus, 6), str(workdir))
   finally:
     (corpus / 'spm.model.old').replace(corpus / 'spm.model')
+
+
+def test_token_batches_of_a_translation_model_accumulate_too(corpus):
+  """Token-level weights (target tokens, filler rows 0) summed over the micro-batches."""
+  results, (_, _, _, batch) = steps_of(tiny_config(corpus, 1), (2,))
+  assert len(batch['weights']) % 2 == 0
+  (whole_state, whole), (part_state, part) = results[1], results[2]
+  np.testing.assert_allclose(part['loss'], whole['loss'], rtol=2e-5)
+  assert_trees_close(part_state.params, whole_state.params, rel=2e-5)
 
 
 def test_bleu_equals_sacrebleus_own_command(tmp_path):

@@ -123,19 +123,6 @@ class OptimizerConfig:
     return config_utils.parse_section(cls, config, 'config.optimizer')
 
 
-#: The `config.optimizer` keys added since runs first stored their config, with the values that
-#: reproduce what those runs did (`luna_jax.training.run_config.upgrade_stored_config`).
-ADDED_KEYS = {
-  'name': 'adamw',
-  'weight_decay_type': 'decoupled',
-  'rebound': 'constant',
-  'grad_clip_mode': 'global',
-  'warmup_init_learning_rate': 0.0,
-  'milestones': [],
-  'decay_rate': 0.1,
-}
-
-
 def learning_rate_schedule(
   factors: str,
   base_learning_rate: float,

@@ -44,6 +44,7 @@ RESCHEDULE_KEYS = (
   'num_eval_batches',
   'keep_checkpoints',
   'prefetch_batches',
+  'gradient_accumulation_steps',
 )
 
 
@@ -72,6 +73,7 @@ class TrainingConfig:
   distributed: bool = spec()
   label_smoothing: float = spec(minimum=0.0, below=1.0)
   prefetch_batches: int = spec(minimum=0)
+  gradient_accumulation_steps: int = spec(minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,15 +237,32 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   return ml_collections.ConfigDict(parse_config(config).to_dict())
 
 
+#: The keys added to config sections since runs first stored their config, with the values that
+#: reproduce what those runs did (`upgrade_stored_config`).
+ADDED_KEYS = {
+  'optimizer': {
+    'name': 'adamw',
+    'weight_decay_type': 'decoupled',
+    'rebound': 'constant',
+    'grad_clip_mode': 'global',
+    'warmup_init_learning_rate': 0.0,
+    'milestones': [],
+    'decay_rate': 0.1,
+  },
+  'training': {'gradient_accumulation_steps': 1},
+}
+
+
 def upgrade_stored_config(config: Mapping[str, Any]) -> dict[str, Any]:
   """A stored run config (`config.json`, a checkpoint's record) in today's keys: the model's
-  (`luna_jax.model.config.upgrade_model_config`) and the optimizer keys added since, with the
-  values that reproduce what the run did (`luna_jax.training.optim.ADDED_KEYS`)."""
+  (`luna_jax.model.config.upgrade_model_config`) and the keys of ADDED_KEYS, so that runs stored
+  before they existed resume and load."""
   upgraded = dict(config)
   if 'model' in config:
     upgraded['model'] = upgrade_model_config(config['model'])
-  if 'optimizer' in config:
-    upgraded['optimizer'] = {**optim.ADDED_KEYS, **config['optimizer']}
+  for section, added in ADDED_KEYS.items():
+    if section in config:
+      upgraded[section] = {**added, **config[section]}
   return upgraded
 
 

@@ -99,6 +99,7 @@ def train_step(
   optimizer: optax.GradientTransformation,
   axis_name: str | None = None,
   label_smoothing: float = 0.0,
+  micro_batches: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step on the (per-device) batch.
 
@@ -109,6 +110,13 @@ def train_step(
   Each device gets its own dropout key `fold_in(fold_in(state.rng, step), device index)`, and the
   objective its batch-preparation key `fold_in(dropout key, PREPARE_FOLD)`.
 
+  Gradient accumulation (`micro_batches` > 1): the prepared batch is cut into that many equal
+  micro-batches along its rows, run one after the other (`jax.lax.scan`, so only one
+  micro-batch's activations are alive at a time) with dropout keys `fold_in(dropout key, i)`, and
+  their gradients, losses and accuracies summed before the one optimizer update. Each is already
+  divided by the whole batch's weight, so the step is that of the whole batch (fairseq's
+  `--update-freq`, here with the batch size unchanged).
+
   Args:
     state: the current state.
     batch: 'inputs' [b, L] int32, 'lengths' [b] int32, 'targets' [b] (class labels) or [b, T]
@@ -117,10 +125,14 @@ def train_step(
     optimizer: the optax transformation the state was created with.
     axis_name: the pmap axis, or None on a single device (plain `jax.jit`).
     label_smoothing: label smoothing of the training loss.
+    micro_batches: micro-batches per step; must divide the batch's rows.
 
   Returns:
     The new state and scalar metrics: loss, accuracy (per example or per token), grad_norm (after
     averaging, before clipping) and param_norm (of the new parameters).
+
+  Raises:
+    ValueError: (at trace time) `micro_batches` does not divide the batch's rows.
   """
   objective = model.objective
   dropout_rng = device_key(jax.random.fold_in(state.rng, state.step), axis_name)
@@ -131,14 +143,40 @@ def train_step(
     total = jax.lax.psum(total, axis_name)
   total = jnp.maximum(total, 1.0)
 
-  def loss_fn(params):
+  def loss_fn(params, batch, weights, key):
     logits = model.apply(
-      {'params': params}, **model_inputs(batch, model), train=True, rngs={'dropout': dropout_rng}
+      {'params': params}, **model_inputs(batch, model), train=True, rngs={'dropout': key}
     )
     return jnp.sum(objective.losses(logits, batch, label_smoothing) * weights) / total, logits
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == batch['targets']) * weights) / total
+  def loss_accuracy_grads(batch, weights, key):
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, batch, weights, key
+    )
+    accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == batch['targets']) * weights) / total
+    return loss, accuracy, grads
+
+  if micro_batches == 1:
+    loss, accuracy, grads = loss_accuracy_grads(batch, weights, dropout_rng)
+  else:
+    rows = weights.shape[0]
+    if rows % micro_batches:
+      raise ValueError(
+        f'{micro_batches} micro-batches (training.gradient_accumulation_steps) do not divide '
+        f'the {rows} rows of a device batch.'
+      )
+
+    def cut(x):
+      return x.reshape((micro_batches, rows // micro_batches) + x.shape[1:])
+
+    def accumulate(sums, micro):
+      index, micro_batch, micro_weights = micro
+      key = jax.random.fold_in(dropout_rng, index)
+      return jax.tree.map(jnp.add, sums, loss_accuracy_grads(micro_batch, micro_weights, key)), None
+
+    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+    micro = (jnp.arange(micro_batches), jax.tree.map(cut, batch), cut(weights))
+    (loss, accuracy, grads), _ = jax.lax.scan(accumulate, zeros, micro)
   if axis_name is not None:
     loss, accuracy, grads = jax.lax.psum((loss, accuracy, grads), axis_name)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -312,13 +312,18 @@ def _setup(
   eval_batch_size = training.eval_batch_size or training.batch_size
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   data = load_data(run)
+  global_devices = len(devices) * jax.process_count()
+  if training.gradient_accumulation_steps > 1:
+    batching = data.batching.micro_batched(
+      training.gradient_accumulation_steps, training.batch_size, global_devices
+    )
+    data = dataclasses.replace(data, batching=batching)
   model, optimizer, state = build(run, data)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
   checkpointer = stack.enter_context(
     contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
   )
-  global_devices = len(devices) * jax.process_count()
   state, record, run = restore_run(
     checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
   )
@@ -489,7 +494,7 @@ def map_steps(
   Args:
     model: the model (`build`).
     optimizer: the optax transformation the state was created with.
-    training: the run's training settings (label smoothing).
+    training: the run's training settings (label smoothing, gradient accumulation).
     devices: this process's devices (`select_devices`).
 
   Returns:
@@ -507,6 +512,7 @@ def map_steps(
       optimizer=optimizer,
       axis_name=AXIS,
       label_smoothing=training.label_smoothing,
+      micro_batches=training.gradient_accumulation_steps,
     ),
     axis_name=AXIS,
     devices=mapped_devices,
