@@ -5,7 +5,8 @@ the first run's was measured is estimated as that time x the ratio of bytes acce
 at batch 32-512 are bound by memory traffic, not by FLOPs; benchmarks/results/gpu/README.md).
 
   python -m benchmarks.step_cost --runs listops:luna16,listops:luna16+mlm,listops:transformer \
-      [--output benchmarks/results/cpu/step_cost] [-- --config.model.precision=bfloat16]
+      [--micro_batches 1,4] [--output benchmarks/results/cpu/step_cost] \
+      [-- --config.model.precision=bfloat16]
 
 A run is `<task>:<variant>` (`configs/<task>.py:<variant>`, the full recipe with its batch size;
 `<task>` may also be another config file's name, e.g. `pathfinder32_short`), with `+mlm` for the
@@ -14,6 +15,11 @@ encoder with a tied LM head on the task's inputs). Flags after `--` override the
 `train.py`. The model's sizes come from the task's loader constants (vocabulary, classes) and the
 config's `max_length`; random ids stand in for the data. XLA:CPU fuses less than XLA:GPU, so the
 absolute bytes and memory are larger than a GPU's; the ratios are what the estimate uses.
+`--micro_batches` measures every run at each gradient-accumulation count
+(`training.gradient_accumulation_steps`): the same batch in that many micro-batches, and what it
+saves in temporary memory. XLA's cost analysis counts a loop's body once, so with more than one
+micro-batch the FLOPs and bytes are not reported (they are the single batch's, as the step does
+the same work).
 """
 
 from __future__ import annotations
@@ -71,8 +77,9 @@ def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """XLA's analysis of the compiled (not run) train step of `config` at its batch size.
 
   Returns:
-    'flops', 'bytes_accessed', 'temp_bytes' (temporary buffers of the step) and 'argument_bytes'
-    (the train state and the batch).
+    'flops', 'bytes_accessed' (None with gradient accumulation: XLA counts the micro-batch loop's
+    body once), 'temp_bytes' (temporary buffers of the step) and 'argument_bytes' (the train
+    state and the batch).
 
   Raises:
     KeyError: a task without sizes in `TASK_SIZES`.
@@ -100,32 +107,47 @@ def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
     lambda: steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   )
   step = jax.jit(
-    functools.partial(steps.train_step, model=model, optimizer=optimizer), donate_argnums=(0,)
+    functools.partial(
+      steps.train_step,
+      model=model,
+      optimizer=optimizer,
+      micro_batches=run.training.gradient_accumulation_steps,
+    ),
+    donate_argnums=(0,),
   )
   compiled = step.lower(state, batch).compile()
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
   memory = compiled.memory_analysis()
+  counted = run.training.gradient_accumulation_steps == 1
   return {
-    'flops': float(analysis['flops']),
-    'bytes_accessed': float(analysis['bytes accessed']),
+    'flops': float(analysis['flops']) if counted else None,
+    'bytes_accessed': float(analysis['bytes accessed']) if counted else None,
     'temp_bytes': int(memory.temp_size_in_bytes),
     'argument_bytes': int(memory.argument_size_in_bytes),
   }
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
-  """Markdown: one row per run, the ratios to the first."""
+  """Markdown: one row per run, the ratios to the first ('-' where XLA does not count)."""
   first = results[0]
+
+  def number(value: float | None, scale: float, digits: int) -> str:
+    return '-' if value is None else f'{value / scale:.{digits}f}'
+
+  def ratio(r: dict[str, Any], key: str) -> str:
+    return '-' if r[key] is None or first[key] is None else f'{r[key] / first[key]:.2f}'
+
   lines = [
-    '| run | batch x length | TFLOP | GB accessed | temp GiB | FLOP ratio | bytes ratio |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    '| run | batch x length | micro-batches | TFLOP | GB accessed | temp GiB | FLOP ratio | '
+    'bytes ratio |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
   ]
   for r in results:
     lines.append(
-      f'| {r["run"]} | {r["batch_size"]} x {r["max_length"]} | {r["flops"] / 1e12:.3f} | '
-      f'{r["bytes_accessed"] / 1e9:.1f} | {r["temp_bytes"] / 2**30:.2f} | '
-      f'{r["flops"] / first["flops"]:.2f} | {r["bytes_accessed"] / first["bytes_accessed"]:.2f} |'
+      f'| {r["run"]} | {r["batch_size"]} x {r["max_length"]} | {r["micro_batches"]} | '
+      f'{number(r["flops"], 1e12, 3)} | {number(r["bytes_accessed"], 1e9, 1)} | '
+      f'{r["temp_bytes"] / 2**30:.2f} | {ratio(r, "flops")} | {ratio(r, "bytes_accessed")} |'
     )
   return '\n'.join(lines)
 
@@ -144,28 +166,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     'pathfinder32:luna16,pathfinder32:transformer',
     help='comma-separated <config name>:<variant>[+mlm]; the first is the reference.',
   )
+  parser.add_argument(
+    '--micro_batches',
+    default='',
+    help='comma-separated gradient-accumulation counts to measure each run at (default: the '
+    "config's)",
+  )
   parser.add_argument('--output', type=Path, help='folder for results.json and table.md')
   args = parser.parse_args(argv)
+  try:
+    counts = [int(k) for k in args.micro_batches.split(',') if k.strip()]
+  except ValueError:
+    parser.error(f'--micro_batches {args.micro_batches!r}: expected integers, e.g. 1,4')
   results = []
   for spec in [s.strip() for s in args.runs.split(',') if s.strip()]:
     try:
       config = run_config_of(spec, overrides)
     except ValueError as e:
       parser.error(str(e))
-    measured = cost(config)
-    results.append(
-      {
-        'run': spec,
-        'batch_size': config.training.batch_size,
-        'max_length': config.data.options.max_length,
-        **measured,
-      }
-    )
-    print(
-      f'{spec}: {measured["flops"] / 1e12:.3f} TFLOP, {measured["bytes_accessed"] / 1e9:.1f} GB '
-      f'accessed, {measured["temp_bytes"] / 2**30:.2f} GiB temporary',
-      flush=True,
-    )
+    for count in counts or [config.training.gradient_accumulation_steps]:
+      config.training.gradient_accumulation_steps = count
+      measured = cost(config)
+      results.append(
+        {
+          'run': spec,
+          'batch_size': config.training.batch_size,
+          'max_length': config.data.options.max_length,
+          'micro_batches': count,
+          **measured,
+        }
+      )
+      print(f'{spec} ({count} micro-batches): {table([results[-1]]).splitlines()[-1]}', flush=True)
   markdown = table(results)
   print(markdown)
   if args.output:

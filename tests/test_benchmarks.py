@@ -402,6 +402,17 @@ def test_step_cost_of_the_recipes_and_their_masked_lm_stage(tmp_path):
   # One layer read through its P alone: the unpack and the FFN are dead code, dropped by XLA.
   assert pmean['flops'] < cls['flops']
   table = (tmp_path / 'table.md').read_text()
-  assert '| listops:luna16 | 8 x 64 |' in table and '| 1.00 | 1.00 |' in table
+  assert '| listops:luna16 | 8 x 64 | 1 |' in table and '| 1.00 | 1.00 |' in table
   with pytest.raises(SystemExit):
     step_cost.main(['--runs', 'listops'])
+  # Gradient accumulation: the same batch in less temporary memory (XLA counts a loop body once,
+  # so no FLOPs are claimed for it).
+  step_cost.main(['--runs', 'listops:transformer', '--micro_batches', '1,4',
+                  '--output', str(tmp_path / 'micro'), '--', *small])  # fmt: skip
+  whole, micro = json.loads((tmp_path / 'micro' / 'results.json').read_text())['runs']
+  assert (whole['micro_batches'], micro['micro_batches']) == (1, 4)
+  assert whole['flops'] > 0 and micro['flops'] is None and micro['bytes_accessed'] is None
+  assert micro['temp_bytes'] < whole['temp_bytes']
+  assert (
+    '| listops:transformer | 8 x 64 | 4 | - | - |' in (tmp_path / 'micro' / 'table.md').read_text()
+  )
