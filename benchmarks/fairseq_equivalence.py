@@ -2,7 +2,7 @@
 converted by `luna_jax.training.convert_fairseq` gives the same masked-LM logits and final P in
 luna_jax; and the GPT-2 BPE tokenizer gives the ids of the authors' `LunaHubInterface.encode`.
 
-  python -m benchmarks.fairseq_equivalence --torch_python /work/venv-torch/bin/python \\
+  python -m benchmarks.fairseq_equivalence --torch_python /path/to/torch-venv/bin/python \\
       --snapshot /path/to/fairseq-apollo.git --out benchmarks/results/cpu/fairseq_equivalence
 
 For tied and untied K/V: writes small GPT-2 BPE files (trained with Hugging Face `tokenizers` on
