@@ -1,12 +1,13 @@
 """Text that stays true: every backticked dotted name of the project's packages (`luna_jax.*`,
 `lra.*`, `corpora.*`, `benchmarks.*`) in the README, the notebook and the source files resolves to a
 real module, class, function, constant or dataclass field; every project file path they name
-(`lra/cache.py`) exists."""
+(`lra/cache.py`) exists; no tracked file names a path of the machines the project was built on."""
 
 import dataclasses
 import importlib
 import pathlib
 import re
+import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ('luna_jax', 'lra', 'corpora', 'benchmarks')
@@ -68,3 +69,21 @@ def test_every_named_project_file_exists():
   assert len(paths) > 20  # The scan does find the README's paths.
   missing = [f'{where}: {name}' for name, where in paths if not (ROOT / name).exists()]
   assert not missing, 'paths to files that do not exist:\n' + '\n'.join(missing)
+
+
+def test_no_file_names_a_path_of_the_developers_machines():
+  """Docs, code and committed evidence name only paths a user's checkout has: none on the machines
+  the project was built on (their work folder, or the reference folder beside the repository)."""
+  machine_paths = re.compile('/' + 'work/|' + re.escape('..' + '/shared'))
+  tracked = subprocess.run(
+    ['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, text=True, check=True
+  ).stdout.split('\0')
+  found = []
+  for name in filter(None, tracked):
+    try:
+      text = (ROOT / name).read_text(encoding='utf-8')
+    except (UnicodeDecodeError, FileNotFoundError):
+      continue  # Binary files; files deleted in the work tree.
+    lines = [text[: m.start()].count('\n') + 1 for m in machine_paths.finditer(text)]
+    found += [f'{name}:{line}' for line in lines]
+  assert not found, found
