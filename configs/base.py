@@ -161,7 +161,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 1000
   # Learning rate the warmup starts from (fairseq --warmup-init-lr; 0 in the official LRA).
   config.optimizer.warmup_init_learning_rate = 0.0
-  # milestone_decay: the steps where the learning rate is multiplied by decay_rate (increasing).
+  # milestone_decay: the steps where the learning rate is multiplied by decay_rate (increasing,
+  # after linear_warmup's warmup; empty for a schedule without milestone_decay).
   config.optimizer.milestones = ()
   # milestone_decay: the factor applied at each milestone.
   config.optimizer.decay_rate = 0.1
@@ -177,7 +178,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.98
   # Adam epsilon; Apollo's epsilon (1e-4 in its recipes).
   config.optimizer.eps = 1e-9
-  # Apollo: the floor on the curvature, 'constant' (0.01) or 'belief' (max |g - m|).
+  # Apollo: the floor on the curvature, 'constant' (0.01) or 'belief' (max |g - m|); 'constant'
+  # with AdamW.
   config.optimizer.rebound = 'constant'
   # Clip gradients to this norm (0: no clipping, as in every recipe except Path-X and WMT'14).
   config.optimizer.grad_clip_norm = 0.0

@@ -159,15 +159,17 @@ class TokenBatching(lra.Batching):
 
   def __post_init__(self):
     if self.max_tokens < self.row_multiple * self.buckets[-1]:
-      accumulation = (
-        f' times the {self.row_multiple} micro-batches (training.gradient_accumulation_steps)'
+      accumulation, lower = (
+        (
+          f' times the {self.row_multiple} micro-batches (training.gradient_accumulation_steps)',
+          ', max_target_length or training.gradient_accumulation_steps',
+        )
         if self.row_multiple > 1
-        else ''
+        else ('', ' / max_target_length')
       )
       raise DataError(
         f'max_tokens {self.max_tokens} is less than the longest padded example '
-        f'({self.buckets[-1]} tokens){accumulation}: raise max_tokens or lower max_length / '
-        'max_target_length.'
+        f'({self.buckets[-1]} tokens){accumulation}: raise max_tokens or lower max_length{lower}.'
       )
 
   def rows_per_device(self, bucket: int) -> int:

@@ -168,6 +168,20 @@ def test_a_warmup_start_keeps_the_other_schedules():
   np.testing.assert_allclose(lr(16000), 2.5e-4, rtol=1e-6)
 
 
+#: An AdamW `config.optimizer` with a constant learning rate, the other keys at their defaults.
+SETTINGS = {
+  'learning_rate': 0.1,
+  'schedule': 'constant',
+  'warmup_steps': 100,
+  'steps_per_cycle': 1,
+  'weight_decay': 0.0,
+  'b1': 0.9,
+  'b2': 0.98,
+  'eps': 1e-8,
+  'grad_clip_norm': 0.0,
+}
+
+
 @pytest.mark.parametrize(
   'changes, message',
   [
@@ -176,22 +190,27 @@ def test_a_warmup_start_keeps_the_other_schedules():
     ({'schedule': 'constant * linear_warmup * milestone_decay', 'milestones': (10,)}, 'warmup'),
     ({'warmup_init_learning_rate': 0.5}, 'must be below'),
     ({'weight_decay_type': 'L2'}, "AdamW's weight decay is 'decoupled'"),
+    ({'rebound': 'belief'}, "rebound='belief' is Apollo's"),
+    ({'milestones': (500,)}, r'milestones \[500\] are used by milestone_decay only'),
   ],
 )
 def test_inconsistent_optimizer_settings_are_refused_by_name(changes, message):
-  settings = {
-    'learning_rate': 0.1,
-    'schedule': 'constant',
-    'warmup_steps': 100,
-    'steps_per_cycle': 1,
-    'weight_decay': 0.0,
-    'b1': 0.9,
-    'b2': 0.98,
-    'eps': 1e-8,
-    'grad_clip_norm': 0.0,
-  }
   with pytest.raises(ValueError, match=message):
-    optim.OptimizerConfig(**{**settings, **changes})
+    optim.OptimizerConfig(**{**SETTINGS, **changes})
+
+
+def test_milestones_need_only_come_after_a_warmup_the_schedule_has():
+  """Without linear_warmup, warmup_steps is unused: a milestone below it is a valid one."""
+  config = optim.OptimizerConfig(
+    **{
+      **SETTINGS,
+      'schedule': 'constant * milestone_decay',
+      'warmup_steps': 1000,
+      'milestones': (10,),
+    }
+  )
+  lr = optim.schedule_from_config(config)
+  np.testing.assert_allclose([lr(9), lr(10)], [0.1, 0.01], rtol=1e-6)
 
 
 def test_apollo_refuses_bad_settings_and_needs_params_for_weight_decay():

@@ -100,5 +100,8 @@ def test_token_batches_round_their_rows_to_the_micro_batches():
     rows = micro.rows_per_device(bucket)
     assert rows % 4 == 0 and rows * length <= 2048
     assert rows > batching.rows_per_device(bucket) - 4
-  with pytest.raises(lra.DataError, match=r'times the 64 micro-batches .*gradient_accumulation'):
+  with pytest.raises(
+    lra.DataError,
+    match=r'times the 64 micro-batches .*lower .*or training.gradient_accumulation_steps\.$',
+  ):
     batching.micro_batched(64, 0, 1)

@@ -64,7 +64,8 @@ def scale_by_apollo(
 
   Args:
     beta: moving-average coefficient of the gradient, in [0, 1) (`--apollo-beta`, 0.9).
-    eps: added to the norm of d and to the bounded curvature, >= 0 (`--apollo-eps`, 1e-4).
+    eps: >= 0 (`--apollo-eps`, 1e-4); 'belief': added to the norm of d, and eps / alpha to the
+      bounded curvature; 'constant': eps / 0.01 added to the norm of d only.
     rebound: 'constant' (|B| floored at 0.01) or 'belief' (floored at max|g - m|).
     weight_decay: weight-decay coefficient, >= 0.
     weight_decay_type: one of WEIGHT_DECAY_TYPES.

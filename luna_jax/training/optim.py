@@ -62,7 +62,8 @@ def schedule_error(
   factors: str, warmup_steps: int = 1, milestones: Sequence[int] | None = None
 ) -> str | None:
   """Why the factor string `factors` with `warmup_steps` and `milestones` is not a valid schedule,
-  or None (milestones None: not checked)."""
+  or None (milestones None: not checked). Milestones must come after the warmup of
+  `linear_warmup` and are refused without `milestone_decay` (they would do nothing)."""
   names = [name.strip() for name in factors.split('*')]
   unknown = [name for name in names if name not in FACTORS]
   if unknown:
@@ -72,11 +73,14 @@ def schedule_error(
   if milestones is not None and 'milestone_decay' in names:
     if not milestones or any(not isinstance(m, int) or isinstance(m, bool) for m in milestones):
       return f'milestone_decay needs milestones, a list of update counts, got {milestones!r}'
-    if list(milestones) != sorted(set(milestones)) or milestones[0] <= warmup_steps:
+    warmup = warmup_steps if 'linear_warmup' in names else 0
+    if list(milestones) != sorted(set(milestones)) or milestones[0] <= warmup:
       return (
         f'milestones {list(milestones)} must increase and come after the warmup '
-        f'({warmup_steps} steps: fairseq ignores a milestone inside it)'
+        f'({warmup} steps: fairseq ignores a milestone inside it)'
       )
+  elif milestones:
+    return f'milestones {list(milestones)} are used by milestone_decay only, not in {factors!r}'
   return None
 
 
@@ -114,6 +118,8 @@ class OptimizerConfig:
         f"weight_decay_type={self.weight_decay_type!r} is Apollo's; AdamW's weight decay is "
         "'decoupled'"
       )
+    if error is None and self.name == 'adamw' and self.rebound != 'constant':
+      error = f"rebound={self.rebound!r} is Apollo's; AdamW has no rebound (leave 'constant')"
     if error:
       raise config_utils.ConfigError(f'config.optimizer: {error}.')
 
@@ -153,7 +159,7 @@ def learning_rate_schedule(
 
   Raises:
     ValueError: on an unknown factor name, a non-positive warmup used by a factor, or milestones
-      missing, unordered or inside the warmup.
+      missing, unordered or inside the warmup, or given without milestone_decay.
   """
   error = schedule_error(factors, warmup_steps, tuple(milestones))
   if error:
