@@ -45,12 +45,14 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--max_len_b', type=int, help='default: the run config.decoding')
   args = parser.parse_args(argv)
   try:
+    with open(args.input, encoding='utf-8') as f:
+      lines = [line.rstrip('\r\n') for line in f]
+    if not lines:
+      raise lra.DataError(f'{args.input} is empty: there is nothing to translate.')
     model, params, vocabulary, config = translation.load_translator(args.checkpoint, args.tokenizer)
     settings = {**config['decoding']}
     settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
     decoding = config_utils.parse_section(DecodingConfig, settings, 'decoding')
-    with open(args.input, encoding='utf-8') as f:
-      lines = [line.rstrip('\r\n') for line in f]
     options = config['data']['options']
     translations, cut = translation.translate_lines(
       model,

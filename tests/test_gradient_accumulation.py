@@ -59,7 +59,13 @@ def test_micro_batches_take_the_step_of_the_whole_batch(tiny_lra_data, variant):
     )
 
 
-def test_a_run_with_accumulation_trains_and_may_resume_without_it(tiny_lra_data, tmp_path):
+@pytest.mark.parametrize('num_devices', [1, 2])
+def test_a_run_with_accumulation_trains_and_may_resume_without_it(
+  tiny_lra_data, tmp_path, num_devices
+):
+  """On one device and data-parallel over two (pmap: each device accumulates its share, then the
+  gradients are summed over the devices)."""
+
   def config(steps, micro_batches):
     return without_dropout(
       tiny_config(
@@ -68,12 +74,13 @@ def test_a_run_with_accumulation_trains_and_may_resume_without_it(tiny_lra_data,
         checkpoint_every=3,
         eval_every=3,
         log_every=1,
+        num_devices=num_devices,
         gradient_accumulation_steps=micro_batches,
       )
     )
 
   trainer.train_and_evaluate(config(6, 1), str(tmp_path / 'whole'))
-  trainer.train_and_evaluate(config(3, 4), str(tmp_path / 'micro'))
+  trainer.train_and_evaluate(config(3, 4 // num_devices), str(tmp_path / 'micro'))
   trainer.train_and_evaluate(config(6, 1), str(tmp_path / 'micro'))  # A memory knob: may change.
   losses = [
     [m['train_loss'] for m in read_jsonl(tmp_path / name / 'metrics.jsonl') if 'train_loss' in m]

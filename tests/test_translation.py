@@ -204,6 +204,24 @@ def test_tokenized_bleu_is_sacrebleu_on_moses_tokenised_text():
   assert translation.tokenized_bleu(references, references, 'de')['bleu'] == pytest.approx(100.0)
   with pytest.raises(ValueError, match='3 hypotheses for 2 references'):
     translation.tokenized_bleu(hypotheses, references[:2], 'de')
+  with pytest.raises(ValueError, match='no hypotheses'):
+    translation.tokenized_bleu([], [], 'de')
+
+
+def test_translate_refuses_an_empty_input_before_loading_a_model(tmp_path, capsys):
+  empty = tmp_path / 'empty.en'
+  empty.write_text('')
+  with pytest.raises(SystemExit, match=f'Error: {empty} is empty: there is nothing to translate.'):
+    translate_command.main(
+      [
+        '--checkpoint',
+        str(tmp_path / 'none'),
+        '--input',
+        str(empty),
+        '--output',
+        str(tmp_path / 'o'),
+      ]
+    )
 
 
 def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, monkeypatch):

@@ -122,10 +122,12 @@ def bleu(
     {'bleu': the score (0-100), 'signature': sacreBLEU's signature of the settings}.
 
   Raises:
-    ValueError: different numbers of hypotheses and references.
+    ValueError: different numbers of hypotheses and references, or none.
   """
   if len(hypotheses) != len(references):
     raise ValueError(f'{len(hypotheses)} hypotheses for {len(references)} references')
+  if not hypotheses:
+    raise ValueError('no hypotheses to score: BLEU of an empty corpus is undefined')
   # force: no warning that text tokenised on purpose ends in ' .' (it changes no score).
   metric = sacrebleu.metrics.BLEU(tokenize=tokenize, force=tokenize == 'none')
   score = metric.corpus_score(list(hypotheses), [list(references)])
@@ -167,7 +169,7 @@ def tokenized_bleu(
     {'bleu': the score (0-100), 'signature': the preprocessing followed by sacreBLEU's signature}.
 
   Raises:
-    ValueError: different numbers of hypotheses and references.
+    ValueError: different numbers of hypotheses and references, or none.
   """
   score = bleu(
     moses_tokenize(hypotheses, language), moses_tokenize(references, language), tokenize='none'
