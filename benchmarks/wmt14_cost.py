@@ -1,7 +1,7 @@
 """What the full WMT'14 recipe costs: the FLOPs of one training step of a `configs/wmt14.py` variant
-at `max_tokens` tokens (XLA's cost analysis of the compiled step, forward, backward and AdamW), its
-measured time on this machine, and the device hours of the paper's 500k updates of 8 x 8192 tokens
-at a stated sustained throughput.
+at `max_tokens` tokens (XLA's cost analysis of the compiled step: forward, backward and the
+variant's optimizer update), its measured time on this machine, and the device hours of the
+paper's 500k updates of 8 x 8192 tokens at a stated sustained throughput.
 
   python -m benchmarks.wmt14_cost --variant luna16_softplus_tied --lengths 32 --steps 2 \
       --output benchmarks/results/cpu/wmt14_cost/luna16_softplus_tied

@@ -61,10 +61,11 @@ more slowly than Adam in 3000. The generator's own rules score 80.96 against its
 which draw between alternative translations.
 
 Expected run time of the full recipe (not measured on a GPU): one 8192-token batch of
-luna16_softplus_tied is 3.22 TFLOP (XLA's count, forward, backward and AdamW; transformer 3.16;
-61 s on the 2 CPU cores), so 500k updates of 8 such batches are 1.3e19 FLOP: about 95 V100-hours
-at 30% of its fp16 peak (12 hours on the paper's 8 V100s), or 12 H100-hours at 30% of its bf16 peak
-(`python -m benchmarks.wmt14_cost`, benchmarks/results/cpu/wmt14_cost/).
+luna16_softplus_tied is 3.22 TFLOP (XLA's count of forward, backward and update, with AdamW or
+Apollo alike; transformer 3.16; 61 s on the 2 CPU cores), so 500k updates of 8 such batches are
+1.3e19 FLOP: about 95 V100-hours at 30% of its fp16 peak (12 hours on the paper's 8 V100s), or 12
+H100-hours at 30% of its bf16 peak (`python -m benchmarks.wmt14_cost`,
+benchmarks/results/cpu/wmt14_cost/).
 """
 
 from __future__ import annotations
