@@ -332,11 +332,13 @@ def _setup(
     state = initialize_from(state, run.init_from, model, data, optimizer)
   if is_lead:
     _write_json(os.path.join(workdir, 'config.json'), run.to_dict())
+  accumulation = training.gradient_accumulation_steps
   logging.info(
-    '%s/%s: %d parameters; %s at step %d of %d.',
+    '%s/%s: %d parameters; %s, %s at step %d of %d.',
     run.data.task,
     run.model['name'],
     num_params,
+    run.optimizer.name + (f', {accumulation} micro-batches a step' if accumulation > 1 else ''),
     'resuming' if start_step else 'starting',
     start_step,
     training.num_train_steps,
