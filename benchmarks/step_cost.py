@@ -25,7 +25,6 @@ the same work).
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,15 +105,7 @@ def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
   state = jax.eval_shape(
     lambda: steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   )
-  step = jax.jit(
-    functools.partial(
-      steps.train_step,
-      model=model,
-      optimizer=optimizer,
-      micro_batches=run.training.gradient_accumulation_steps,
-    ),
-    donate_argnums=(0,),
-  )
+  step = jax.jit(steps.run_train_step(model, optimizer, run.training), donate_argnums=(0,))
   compiled = step.lower(state, batch).compile()
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis

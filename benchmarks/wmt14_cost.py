@@ -16,7 +16,6 @@ paper's GPU, or of an H100's 989 bf16 TFLOP/s); it leaves out evaluation, checkp
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import time
@@ -66,15 +65,7 @@ def measure(
     tokens = rng.integers(4, vocab_size, (rows, length)).astype(np.int32)
     batch = {'inputs': tokens, 'lengths': np.full(rows, length, np.int32), 'targets': tokens}
     state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
-    step = jax.jit(
-      functools.partial(
-        steps.train_step,
-        model=model,
-        optimizer=optimizer,
-        label_smoothing=run.training.label_smoothing,
-      ),
-      donate_argnums=(0,),
-    )
+    step = jax.jit(steps.run_train_step(model, optimizer, run.training), donate_argnums=(0,))
     compiled = step.lower(state, batch).compile()
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost)['flops'])

@@ -96,7 +96,7 @@ def test_prefetching_changes_no_result_and_each_step_compiles_once(
 
     return traced
 
-  monkeypatch.setattr(trainer, 'train_step', counted('train', steps.train_step))
+  monkeypatch.setattr(steps, 'train_step', counted('train', steps.train_step))
   monkeypatch.setattr(trainer, 'eval_step', counted('eval', steps.eval_step))
   runs = {}
   for prefetch in (0, 2):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import flax
 import jax
@@ -24,6 +24,9 @@ from flax import jax_utils
 
 import lra
 from luna_jax.model import objectives
+
+if TYPE_CHECKING:
+  from luna_jax.training.run_config import TrainingConfig
 
 Batch = Mapping[str, Any]
 PyTree = Any
@@ -188,6 +191,25 @@ def train_step(
     'param_norm': optax.tree.norm(params),
   }
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def run_train_step(
+  model: flax.linen.Module,
+  optimizer: optax.GradientTransformation,
+  training: TrainingConfig,
+  axis_name: str | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+  """`train_step` with a run's settings: `training` (a `TrainingConfig`) gives the label smoothing
+  and the micro-batches (`gradient_accumulation_steps`). Not jitted: the trainer pmaps it over
+  `axis_name`, the benchmarks jit it on one device."""
+  return functools.partial(
+    train_step,
+    model=model,
+    optimizer=optimizer,
+    axis_name=axis_name,
+    label_smoothing=training.label_smoothing,
+    micro_batches=training.gradient_accumulation_steps,
+  )
 
 
 def eval_step(

@@ -86,8 +86,8 @@ from luna_jax.training.steps import (
   device_batches,
   eval_step,
   evaluate,
+  run_train_step,
   select_devices,
-  train_step,
   unreplicate,
 )
 
@@ -508,14 +508,7 @@ def map_steps(
   # span the processes (a process's own devices alone would train one model per process).
   mapped_devices = devices if jax.process_count() == 1 else jax.devices()
   p_train_step = jax.pmap(
-    functools.partial(
-      train_step,
-      model=model,
-      optimizer=optimizer,
-      axis_name=AXIS,
-      label_smoothing=training.label_smoothing,
-      micro_batches=training.gradient_accumulation_steps,
-    ),
+    run_train_step(model, optimizer, training, axis_name=AXIS),
     axis_name=AXIS,
     devices=mapped_devices,
     donate_argnums=(0,),
