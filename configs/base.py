@@ -170,8 +170,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.steps_per_cycle = 100000
   # Weight decay (AdamW: param -= lr * weight_decay * param, on every parameter).
   config.optimizer.weight_decay = 1e-4
-  # 'decoupled' (AdamW's, Apollo's too), or Apollo's 'L2' (added to the gradient) or 'stable'.
-  config.optimizer.weight_decay_type = 'decoupled'
+  # None: the optimizer's own (AdamW 'decoupled'; Apollo as its authors', 'L2' with the constant
+  # rebound, 'decoupled' with belief); Apollo also takes 'L2' (added to the gradient) or 'stable'.
+  config.optimizer.weight_decay_type = ml_collections.config_dict.placeholder(str)
   # Adam beta1; Apollo's beta (the gradient's moving average).
   config.optimizer.b1 = 0.9
   # Adam beta2 (0.98 in both official codebases); unused by Apollo.

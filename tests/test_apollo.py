@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import base as configs_base
 from luna_jax.training import apollo, optim
 
 REFERENCE = Path(__file__).parent / 'data' / 'apollo_reference'
@@ -126,6 +127,28 @@ def test_apollo_step_from_a_mid_run_state_matches_the_equations(rebound, weight_
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
   np.testing.assert_array_equal(new_state.update['x'], updates['x'])
   assert int(new_state.count) == 4
+
+
+def test_an_unset_weight_decay_type_is_the_authors_default():
+  """fairseq-apollo's `Apollo.__init__`: 'L2' with the constant rebound, 'decoupled' with belief;
+  the base config leaves the type unset for every optimizer."""
+  rng = np.random.default_rng(2)
+  params = {'w': jnp.asarray(rng.standard_normal((4, 3)), jnp.float32)}
+  grads = [{'w': jnp.asarray(rng.standard_normal((4, 3)), jnp.float32)} for _ in range(3)]
+  for rebound, authors, other in (('constant', 'L2', 'decoupled'), ('belief', 'decoupled', 'L2')):
+    directions = {}
+    for kind in (None, authors, other):
+      transform = apollo.scale_by_apollo(0.9, 1e-4, rebound, 0.05, kind)
+      state = transform.init(params)
+      for grad in grads:
+        update, state = transform.update(grad, state, params)
+      directions[kind] = np.asarray(update['w'])
+    np.testing.assert_array_equal(directions[None], directions[authors])
+    assert not np.allclose(directions[None], directions[other])
+  base = configs_base.get_config().optimizer
+  assert base.weight_decay_type is None
+  for name in optim.OPTIMIZERS:
+    assert optim.OptimizerConfig(**{**SETTINGS, 'name': name}).weight_decay_type is None
 
 
 def test_each_tensor_is_clipped_to_the_norm_on_its_own():

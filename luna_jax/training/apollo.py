@@ -57,7 +57,7 @@ def scale_by_apollo(
   eps: float = 1e-4,
   rebound: str = 'constant',
   weight_decay: float = 0.0,
-  weight_decay_type: str = 'L2',
+  weight_decay_type: str | None = None,
 ) -> optax.GradientTransformation:
   """Apollo's direction d per parameter (the module docstring); chain with
   `optax.scale_by_learning_rate` for the update `-lr * d`.
@@ -68,7 +68,8 @@ def scale_by_apollo(
       bounded curvature; 'constant': eps / 0.01 added to the norm of d only.
     rebound: 'constant' (|B| floored at 0.01) or 'belief' (floored at max|g - m|).
     weight_decay: weight-decay coefficient, >= 0.
-    weight_decay_type: one of WEIGHT_DECAY_TYPES.
+    weight_decay_type: one of WEIGHT_DECAY_TYPES, or None for the authors' default: 'L2' with
+      the 'constant' rebound, 'decoupled' with 'belief'.
 
   Returns:
     The transformation; its `update` needs `params` when weight_decay > 0.
@@ -81,6 +82,8 @@ def scale_by_apollo(
       f'Apollo needs 0 <= beta < 1, eps >= 0 and weight_decay >= 0, got beta={beta}, eps={eps}, '
       f'weight_decay={weight_decay}.'
     )
+  if weight_decay_type is None:  # fairseq-apollo `Apollo.__init__`.
+    weight_decay_type = 'L2' if rebound == 'constant' else 'decoupled'
   if rebound not in REBOUNDS or weight_decay_type not in WEIGHT_DECAY_TYPES:
     raise ValueError(
       f'Apollo rebound {rebound!r} / weight_decay_type {weight_decay_type!r}: expected one of '
@@ -145,7 +148,7 @@ def apollo(
   eps: float = 1e-4,
   rebound: str = 'constant',
   weight_decay: float = 0.0,
-  weight_decay_type: str = 'L2',
+  weight_decay_type: str | None = None,
 ) -> optax.GradientTransformation:
   """Apollo with a learning rate or schedule: the update is `-learning_rate * d`
   (`scale_by_apollo` for the arguments and errors)."""

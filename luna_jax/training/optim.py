@@ -98,7 +98,7 @@ class OptimizerConfig:
   eps: float = config_utils.spec(above=0.0)
   grad_clip_norm: float | None = config_utils.spec(minimum=0.0)
   name: str = config_utils.spec(default='adamw', choices=OPTIMIZERS)
-  weight_decay_type: str = config_utils.spec(default='decoupled', choices=apollo.WEIGHT_DECAY_TYPES)
+  weight_decay_type: str | None = config_utils.spec(default=None, choices=apollo.WEIGHT_DECAY_TYPES)
   rebound: str = config_utils.spec(default='constant', choices=apollo.REBOUNDS)
   grad_clip_mode: str = config_utils.spec(default='global', choices=CLIP_MODES)
   warmup_init_learning_rate: float = config_utils.spec(default=0.0, minimum=0.0)
@@ -113,7 +113,7 @@ class OptimizerConfig:
         f'warmup_init_learning_rate={self.warmup_init_learning_rate} must be below '
         f'learning_rate={self.learning_rate} (the warmup rises from one to the other)'
       )
-    if error is None and self.name == 'adamw' and self.weight_decay_type != 'decoupled':
+    if error is None and self.name == 'adamw' and self.weight_decay_type not in (None, 'decoupled'):
       error = (
         f"weight_decay_type={self.weight_decay_type!r} is Apollo's; AdamW's weight decay is "
         "'decoupled'"

@@ -242,7 +242,7 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 ADDED_KEYS = {
   'optimizer': {
     'name': 'adamw',
-    'weight_decay_type': 'decoupled',
+    'weight_decay_type': None,
     'rebound': 'constant',
     'grad_clip_mode': 'global',
     'warmup_init_learning_rate': 0.0,
