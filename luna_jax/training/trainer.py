@@ -313,11 +313,10 @@ def _setup(
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   data = load_data(run)
   global_devices = len(devices) * jax.process_count()
-  if training.gradient_accumulation_steps > 1:
-    batching = data.batching.micro_batched(
-      training.gradient_accumulation_steps, training.batch_size, global_devices
-    )
-    data = dataclasses.replace(data, batching=batching)
+  batching = data.batching.micro_batched(
+    training.gradient_accumulation_steps, training.batch_size, global_devices
+  )
+  data = dataclasses.replace(data, batching=batching)
   model, optimizer, state = build(run, data)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
