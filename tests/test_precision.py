@@ -215,6 +215,24 @@ def test_no_matmul_of_the_backward_mixes_dtypes_under_the_policy(name):
   assert len(batched) - len(forward) >= 4 * SOFTMAX_ATTENTIONS[name]
 
 
+@pytest.mark.parametrize('precision', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('name', model_config.MODEL_NAMES)
+def test_the_attention_backward_recomputes_no_matmul(name, precision):
+  """Each softmax attention's backward runs its four matmuls and no more: the checkpointed
+  `_attend` saves the probabilities and recomputes no `q k^T` (it did when the name sat on the
+  softmax's result, which the softmax's derivative does not read; jax 0.10's XLA merged that
+  recomputation away, jax 0.11's does not)."""
+  model, batch = build(name, precision), inputs_of(name)
+  params = model.init(jax.random.PRNGKey(1), **batch)['params']
+  rng = {'dropout': jax.random.PRNGKey(2)}
+  outputs = lambda p: model.apply({'params': p}, **batch, train=True, rngs=rng)
+  loss = lambda p: jnp.sum(outputs(p).astype(jnp.float32))
+  train = _dot_operand_dtypes(jax.make_jaxpr(jax.grad(loss))(params).jaxpr, rank=4)
+  forward = _dot_operand_dtypes(jax.make_jaxpr(outputs)(params).jaxpr, rank=4)
+  assert len(forward) == 2 * SOFTMAX_ATTENTIONS[name]
+  assert len(train) == 3 * len(forward)
+
+
 def _bfloat16(x: np.ndarray) -> np.ndarray:
   """x rounded to bfloat16, as float64."""
   return np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16), np.float64)

@@ -51,6 +51,8 @@ Array = jax.Array
 #: Default softplus sharpness of the authors' causal Luna (log2(1 + 2^z), so omega(0) = 1).
 SOFTPLUS_BETA = math.log(2.0)
 _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
+#: Checkpoint name of the softmax attention's probabilities, the one tensor `_attend` saves.
+_PROBS_NAME = 'attention_probs'
 
 
 def attention_weights(
@@ -76,7 +78,26 @@ def attention_weights(
     logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_VALUE)
   if query_mask is not None:
     logits = jnp.where(query_mask[:, None, :, None], logits, _MASK_VALUE)
+  return _softmax_named(logits, _PROBS_NAME)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _softmax_named(logits: Array, name: str) -> Array:
+  """`jax.nn.softmax` over the last axis whose derivative reads its output under the checkpoint
+  name `name`, so a `jax.checkpoint` policy that saves `name` keeps all the backward needs.
+
+  With `checkpoint_name` applied to the softmax's result instead, the derivative reads the
+  softmax's inner output, which such a policy does not save: the backward then recomputes the
+  logits, their matmul included, and only XLA's common-subexpression pass (jax 0.10, not 0.11)
+  merged that recomputation back into the forward's."""
   return jax.nn.softmax(logits, axis=-1)
+
+
+@_softmax_named.defjvp
+def _softmax_named_jvp(name: str, primals: tuple[Array], tangents: tuple[Array]):
+  (logits,), (tangent,) = primals, tangents
+  probs = checkpoint_name(jax.nn.softmax(logits, axis=-1), name)
+  return probs, probs * (tangent - jnp.sum(probs * tangent, axis=-1, keepdims=True))
 
 
 def dot_product_attention(
@@ -122,7 +143,7 @@ def dot_product_attention(
 @functools.partial(
   jax.checkpoint,
   static_argnums=(5, 7),
-  policy=jax.checkpoint_policies.save_only_these_names('attention_probs'),
+  policy=jax.checkpoint_policies.save_only_these_names(_PROBS_NAME),
 )
 def _attend(
   query: Array,
@@ -138,7 +159,7 @@ def _attend(
   probabilities and the bool mask (and the inputs): the dropped probabilities and the logits are
   not stored but recomputed (element-wise) or not needed. Both matmuls are `float32_einsum`s, so
   with 16-bit inputs the four matmuls of the backward take 16-bit operands too."""
-  probs = checkpoint_name(attention_weights(query, key, key_mask, query_mask), 'attention_probs')
+  probs = attention_weights(query, key, key_mask, query_mask)
   dropped = probs if keep is None else apply_keep_mask(probs, keep, rate)
   out = float32_einsum('bhqk,bkhd->bqhd', dropped.astype(value.dtype), value)
   return out.astype(out_dtype), probs
