@@ -78,13 +78,13 @@ def attention_weights(
     logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_VALUE)
   if query_mask is not None:
     logits = jnp.where(query_mask[:, None, :, None], logits, _MASK_VALUE)
-  return _softmax_named(logits, _PROBS_NAME)
+  return _softmax_named(logits)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _softmax_named(logits: Array, name: str) -> Array:
+@jax.custom_jvp
+def _softmax_named(logits: Array) -> Array:
   """`jax.nn.softmax` over the last axis whose derivative reads its output under the checkpoint
-  name `name`, so a `jax.checkpoint` policy that saves `name` keeps all the backward needs.
+  name `_PROBS_NAME`, so `_attend`'s policy, which saves that name, keeps all the backward needs.
 
   With `checkpoint_name` applied to the softmax's result instead, the derivative reads the
   softmax's inner output, which such a policy does not save: the backward then recomputes the
@@ -94,9 +94,9 @@ def _softmax_named(logits: Array, name: str) -> Array:
 
 
 @_softmax_named.defjvp
-def _softmax_named_jvp(name: str, primals: tuple[Array], tangents: tuple[Array]):
+def _softmax_named_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
   (logits,), (tangent,) = primals, tangents
-  probs = checkpoint_name(jax.nn.softmax(logits, axis=-1), name)
+  probs = checkpoint_name(jax.nn.softmax(logits, axis=-1), _PROBS_NAME)
   return probs, probs * (tangent - jnp.sum(probs * tangent, axis=-1, keepdims=True))
 
 
