@@ -83,13 +83,17 @@ def attention_weights(
 
 @jax.custom_jvp
 def _softmax_named(logits: Array) -> Array:
-  """`jax.nn.softmax` over the last axis whose derivative reads its output under the checkpoint
-  name `_PROBS_NAME`, so `_attend`'s policy, which saves that name, keeps all the backward needs.
+  """`jax.nn.softmax` over the last axis (`[..., k_len]` float32 logits -> probabilities of the
+  same shape and dtype) whose derivative reads its output under the checkpoint name `_PROBS_NAME`,
+  so `_attend`'s policy, which saves that name, keeps all the backward needs.
 
-  With `checkpoint_name` applied to the softmax's result instead, the derivative reads the
-  softmax's inner output, which such a policy does not save: the backward then recomputes the
-  logits, their matmul included, and only XLA's common-subexpression pass (jax 0.10, not 0.11)
-  merged that recomputation back into the forward's."""
+  The derivative is jax's own softmax rule, `p * (t - sum(p * t))` (`jax_softmax_custom_jvp`);
+  jax 0.10 and 0.11 by default differentiate `jax.nn.softmax` through its exponentials, their sum
+  and the division, so gradients differ from theirs by float rounding. With `checkpoint_name`
+  applied to the softmax's result instead, the derivative read values the policy does not save
+  (those exponentials and their sum, or with the custom rule the softmax's inner output): the
+  backward recomputed the logits, their matmul included. jax 0.10's XLA merged most of that
+  recomputation back into the forward's (not under `model.remat`); jax 0.11's does not."""
   return jax.nn.softmax(logits, axis=-1)
 
 
