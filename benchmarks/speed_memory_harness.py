@@ -218,8 +218,11 @@ def make_attention_step(name: str, arch: Architecture, batch_size: int, length: 
 # ----------------------------------------------------------------------------------------------
 
 
-def _first(analysis):
-  """`cost_analysis()` is a dict in recent JAX and a one-element list in older releases."""
+def xla_cost(compiled) -> dict[str, float]:
+  """XLA's cost analysis of a compiled program (`'flops'`, `'bytes accessed'`, ...): `{}` where the
+  backend gives none; `cost_analysis()` is a dict in recent JAX and a one-element list in older
+  releases."""
+  analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     return analysis[0] if analysis else {}
   return analysis or {}
@@ -324,7 +327,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     record['compile_s'] = time.perf_counter() - start
-    record['flops_per_step'] = float(_first(compiled.cost_analysis()).get('flops', float('nan')))
+    record['flops_per_step'] = float(xla_cost(compiled).get('flops', float('nan')))
     record.update(compiled_memory(compiled))
     limit = spec.get('memory_limit_bytes')
     if limit and record['compiled_peak_bytes'] and record['compiled_peak_bytes'] > limit:

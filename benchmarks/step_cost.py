@@ -36,7 +36,7 @@ import numpy as np
 
 import luna_jax
 from benchmarks import reproduce
-from benchmarks.speed_memory_harness import write_results
+from benchmarks.speed_memory_harness import write_results, xla_cost
 from lra import image, listops, pathfinder, retrieval, text, tokenize
 from luna_jax.training import optim, run_config, self_pretraining, steps
 
@@ -107,8 +107,7 @@ def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
   )
   step = jax.jit(steps.run_train_step(model, optimizer, run.training), donate_argnums=(0,))
   compiled = step.lower(state, batch).compile()
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  analysis = xla_cost(compiled)
   memory = compiled.memory_analysis()
   counted = run.training.gradient_accumulation_steps == 1
   return {

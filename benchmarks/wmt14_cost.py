@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 import luna_jax
+from benchmarks.speed_memory_harness import xla_cost
 from configs import wmt14
 from luna_jax.training import optim, run_config, steps
 
@@ -67,8 +68,7 @@ def measure(
     state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
     step = jax.jit(steps.run_train_step(model, optimizer, run.training), donate_argnums=(0,))
     compiled = step.lower(state, batch).compile()
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost)['flops'])
+    flops = float(xla_cost(compiled)['flops'])
     state, _ = compiled(state, batch)
     jax.block_until_ready(state)
     start = time.perf_counter()

@@ -27,6 +27,7 @@ from benchmarks.speed_memory_harness import (
   make_train_step,
   model_config,
   model_flops_per_step,
+  xla_cost,
 )
 
 LENGTH, BATCH, CLASSES = 12, 2, 3
@@ -90,10 +91,8 @@ def hlo_matmul_flops(hlo: str) -> int:
 
 
 def xla_flops(compiled) -> float:
-  """XLA's FLOP count of a compiled program (`cost_analysis()` is a dict in this JAX, a list of
-  one dict in older ones)."""
-  analysis = compiled.cost_analysis()
-  return (analysis[0] if isinstance(analysis, (list, tuple)) else analysis)['flops']
+  """XLA's FLOP count of a compiled program."""
+  return xla_cost(compiled)['flops']
 
 
 def _batch(dual: bool = False) -> dict[str, np.ndarray]:
