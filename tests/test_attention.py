@@ -368,6 +368,68 @@ def test_fused_attention_gives_cudnn_the_lengths_and_keeps_the_nonzero_mask_dens
     attn.fused_dot_product_attention(q, k, v, nonzero, key_lengths=lengths)
 
 
+@pytest.mark.parametrize('padding', ['key_lengths', 'nonzero', 'none'])
+@pytest.mark.parametrize('q_len,k_len', [(7, 7), (7, 4), (6, 5)])
+def test_fused_attention_gives_cudnn_even_lengths_and_equals_exact_attention(
+  monkeypatch, padding, q_len, k_len
+):
+  # jax's cuDNN flash attention refuses odd lengths in training (a CLS makes LRA's lengths odd).
+  calls = []
+  xla_attention = jax.nn.dot_product_attention
+
+  def record(query, key, value, **kwargs):
+    calls.append((query.shape[1], key.shape[1], kwargs))
+    return xla_attention(query, key, value, **{**kwargs, 'implementation': 'xla'})
+
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', record)
+  rng = np.random.default_rng(q_len * 10 + k_len)
+  q = jnp.asarray(rng.normal(size=(2, q_len, 2, 8)), jnp.float16)
+  k, v = (jnp.asarray(rng.normal(size=(2, k_len, 2, 8)), jnp.float16) for _ in range(2))
+  lengths = jnp.array([k_len, 3])
+  key_mask = jnp.arange(k_len)[None] < lengths[:, None]
+  query_mask = jnp.asarray(rng.random((2, q_len)) < 0.7).at[:, 0].set(True)
+  if padding == 'key_lengths':
+    masks, exact_masks = {'key_lengths': lengths}, (key_mask, None)
+  elif padding == 'nonzero':
+    masks, exact_masks = {'key_mask': key_mask, 'query_mask': query_mask}, (key_mask, query_mask)
+  else:
+    masks, exact_masks = {}, (None, None)
+
+  def exact(q, k, v):
+    return attn.dot_product_attention(q, k, v, exact_masks[0], query_mask=exact_masks[1])[0]
+
+  def fused(q, k, v):
+    return attn.fused_dot_product_attention(q, k, v, **masks)
+
+  with attn.target_platform('cuda'):
+    out = fused(q, k, v)
+    # A row whose keys are all masked is the kernel's business on cuDNN (the docstring's note):
+    # only the rows that may attend somewhere are compared, and only they carry a cotangent.
+    rows = jnp.ones_like(query_mask) if padding != 'nonzero' else query_mask
+    rows = rows & jnp.any(key_mask, axis=1, keepdims=True)
+    cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32) * rows[:, :, None, None]
+    grads = [
+      jax.grad(lambda *a, f=f: jnp.sum(f(*a).astype(jnp.float32) * cotangent), argnums=(0, 1, 2))(
+        q, k, v
+      )
+      for f in (exact, fused)
+    ]
+  assert calls and all(
+    kwargs['implementation'] == 'cudnn' and padded_q % 2 == 0 and padded_k % 2 == 0
+    for padded_q, padded_k, kwargs in calls
+  )
+  padded_q, padded_k, kwargs = calls[0]
+  assert (padded_q, padded_k) == (q_len + q_len % 2, k_len + k_len % 2)
+  if k_len % 2 and padding != 'nonzero':  # The padded key is beyond every example's length.
+    np.testing.assert_array_equal(
+      kwargs['key_value_seq_lengths'], lengths if padding == 'key_lengths' else [k_len, k_len]
+    )
+  assert out.shape == q.shape
+  np.testing.assert_allclose(np.float32(out)[rows], np.float32(exact(q, k, v))[rows], atol=2e-3)
+  for g_exact, g_fused in zip(*grads, strict=True):
+    np.testing.assert_allclose(np.float32(g_fused), np.float32(g_exact), atol=2e-2, rtol=2e-2)
+
+
 @pytest.mark.parametrize('pooling', ['cls', 'mean'])
 def test_fused_transformer_with_lengths_equals_the_softmax_one_in_values_and_gradients(pooling):
   config = {
@@ -414,6 +476,10 @@ def test_fused_transformer_with_lengths_equals_the_softmax_one_in_values_and_gra
 
 def test_fused_attention_asks_for_cudnn_only_on_an_nvidia_gpu_with_16_bit_inputs(monkeypatch):
   assert attn.fused_implementation(jnp.bfloat16) == 'xla'  # This machine's CPU.
+  with attn.target_platform('cuda'):  # Compiling ahead of time for an NVIDIA GPU.
+    assert attn.fused_implementation(jnp.bfloat16) == 'cudnn'
+    assert attn.fused_implementation(jnp.float32) == 'xla'
+  assert attn.fused_implementation(jnp.bfloat16) == 'xla'
   client = fake_cuda_device(monkeypatch)
   assert attn.fused_implementation(jnp.bfloat16) == 'cudnn'
   assert attn.fused_implementation(jnp.float16) == 'cudnn'

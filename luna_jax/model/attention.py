@@ -29,9 +29,11 @@ token at a time by `causal_luna_step`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import jax
@@ -294,9 +296,12 @@ def fused_dot_product_attention(
   GPU for bfloat16 or float16 inputs (`fused_implementation`), XLA's implementation otherwise.
 
   No attention dropout (the fused kernels have none); the exact path (`dot_product_attention`)
-  keeps it. A query whose keys are all masked attends uniformly, as in `attention_weights`.
+  keeps it. On XLA's implementation a query whose keys are all masked attends uniformly, as in
+  `attention_weights`; cuDNN adds a boolean mask to the logits as a large negative bias, so there
+  such a row attends by its logits (float16) or about uniformly, over every key, one padded key
+  included (bfloat16). Rows that may attend to some key are exact on both.
 
-  Padding reaches the kernels in one of two forms (jax 0.10-0.11, `jax/_src/nn/functions.py`
+  Padding reaches the kernels in one of two forms (jax 0.10-0.12, `jax/_src/nn/functions.py`
   `dot_product_attention` and `jax/_src/cudnn/fused_attention_stablehlo.py`):
     - `key_lengths` (a prefix key mask, the Transformer's `padding_mask='lengths'`) goes as
       `key_value_seq_lengths`, cuDNN's padding mask: no `[batch, 1, q_len, k_len]` array is built.
@@ -309,6 +314,10 @@ def fused_dot_product_attention(
       additive bias (`combine_bias_and_mask`) that must be `[batch, 1, q_len, k_len]`
       (`check_layout`): the key and query masks together are that dense array; either alone is
       refused while tracing, so it runs on XLA's implementation.
+  cuDNN's kernels train only on even lengths (jax 0.10-0.12 `check_is_flash_attention` refuses an
+  odd query or key length when the attention is differentiated), and a prepended CLS makes LRA's
+  lengths odd (ListOps 2001, Text 4001). So an odd length reaches cuDNN one position longer
+  (`_even_lengths`): the extra key is masked out, the extra query row is cut off the output.
   A configuration cuDNN refuses while tracing falls back to XLA's; one that fails later, when XLA
   compiles, is an error.
 
@@ -331,27 +340,100 @@ def fused_dot_product_attention(
     if key_mask is not None:
       raise ValueError('give the key padding as key_mask or as key_lengths, not both.')
     key_lengths = key_lengths.astype(jnp.int32)
+  padding = (key_mask, query_mask, key_lengths)
+  if fused_implementation(query.dtype) == 'cudnn':
+    try:
+      padded = _even_lengths(query, key, value, *padding)
+      return _nn_attention(*padded, implementation='cudnn')[:, : query.shape[1]]
+    except (ValueError, NotImplementedError, RuntimeError):
+      pass  # A shape, mask, head size or cuDNN version the flash kernel does not take: XLA's below.
+  return _nn_attention(query, key, value, *padding, implementation='xla')
+
+
+def _nn_attention(
+  query: Array,
+  key: Array,
+  value: Array,
+  key_mask: Array | None,
+  query_mask: Array | None,
+  key_lengths: Array | None,
+  *,
+  implementation: str,
+) -> Array:
+  """`jax.nn.dot_product_attention` with the padding in the forms its cuDNN branch takes (see
+  `fused_dot_product_attention`): key lengths as `key_value_seq_lengths`, masks as one `mask`."""
   mask = None if key_mask is None else key_mask[:, None, None, :]
   if query_mask is not None:
     rows = query_mask[:, None, :, None]
     mask = rows if mask is None else mask & rows
-  masks = dict(mask=mask, key_value_seq_lengths=key_lengths)
-  if fused_implementation(query.dtype) == 'cudnn':
-    try:
-      return jax.nn.dot_product_attention(query, key, value, implementation='cudnn', **masks)
-    except (ValueError, NotImplementedError, RuntimeError):
-      pass  # A shape, mask, head size or cuDNN version the flash kernel does not take: XLA's below.
-  return jax.nn.dot_product_attention(query, key, value, implementation='xla', **masks)
+  return jax.nn.dot_product_attention(
+    query, key, value, mask=mask, key_value_seq_lengths=key_lengths, implementation=implementation
+  )
+
+
+def _even_lengths(
+  query: Array,
+  key: Array,
+  value: Array,
+  key_mask: Array | None,
+  query_mask: Array | None,
+  key_lengths: Array | None,
+) -> tuple[Array, ...]:
+  """The arguments of `_nn_attention` with an odd query or key length padded by one position.
+
+  The padded key is masked out: False in `key_mask`, or beyond `key_lengths` (set to the old key
+  length when neither is given). The padded query row may attend where the example's keys may
+  (True in `query_mask`), so it is never a fully masked row; the caller drops it.
+  """
+  batch, q_len, k_len = query.shape[0], query.shape[1], key.shape[1]
+
+  def pad(x: Array, value: bool = False) -> Array:
+    return jnp.pad(x, [(0, 0), (0, 1)] + [(0, 0)] * (x.ndim - 2), constant_values=value)
+
+  if k_len % 2:
+    key, value = pad(key), pad(value)
+    if key_mask is not None:
+      key_mask = pad(key_mask)
+    elif key_lengths is None:
+      key_lengths = jnp.full((batch,), k_len, jnp.int32)
+  if q_len % 2:
+    query = pad(query)
+    if query_mask is not None:
+      query_mask = pad(query_mask, True)
+  return query, key, value, key_mask, query_mask, key_lengths
 
 
 def fused_implementation(dtype: jnp.dtype) -> str:
-  """'cudnn' when the default backend is an NVIDIA GPU and `dtype` is bfloat16 or float16 (cuDNN's
-  flash attention takes only 16-bit inputs), else 'xla'. `jax.nn.dot_product_attention` itself
-  picks XLA's implementation unless told otherwise (jax 0.10)."""
-  on_cuda = (
-    jax.default_backend() == 'gpu' and 'rocm' not in jax.devices()[0].client.platform_version
-  )
-  return 'cudnn' if on_cuda and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else 'xla'
+  """'cudnn' when attention is traced for an NVIDIA GPU (the default backend, or the platform of an
+  enclosing `target_platform`) and `dtype` is bfloat16 or float16 (cuDNN's flash attention takes
+  only 16-bit inputs), else 'xla'. `jax.nn.dot_product_attention` itself picks XLA's
+  implementation unless told otherwise (jax 0.10-0.12)."""
+  platform = _TARGET_PLATFORM.get()
+  if platform is None:
+    platform = jax.default_backend()
+    if platform == 'gpu':
+      platform = 'rocm' if 'rocm' in jax.devices()[0].client.platform_version else 'cuda'
+  sixteen_bit = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+  return 'cudnn' if platform == 'cuda' and sixteen_bit else 'xla'
+
+
+#: The platform attention is traced for inside `target_platform` (None: the default backend's).
+_TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+  'luna_jax_attention_target_platform', default=None
+)
+
+
+@contextlib.contextmanager
+def target_platform(platform: str) -> Iterator[None]:
+  """Within the block, attention is traced for `platform` ('cuda', 'rocm', 'cpu', 'tpu') instead of
+  the default backend: for compiling ahead of time for a device this process does not have, e.g.
+  an NVIDIA GPU's program on a CPU host (`jax.experimental.topologies`; `benchmarks.gpu_compile`).
+  Only `fused_implementation` reads it."""
+  token = _TARGET_PLATFORM.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET_PLATFORM.reset(token)
 
 
 def merge_heads(x: Array) -> Array:
