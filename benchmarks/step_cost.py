@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,12 @@ def run_config_of(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Co
   return config
 
 
-def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """XLA's analysis of the compiled (not run) train step of `config` at its batch size.
+def train_step_program(config: ml_collections.ConfigDict) -> tuple[Callable, Any, dict[str, Any]]:
+  """The trainer's train step of `config` at its batch size, with what it is compiled for.
 
   Returns:
-    'flops', 'bytes_accessed' (None with gradient accumulation: XLA counts the micro-batch loop's
-    body once), 'temp_bytes' (temporary buffers of the step) and 'argument_bytes' (the train
-    state and the batch).
+    `(step, state, batch)`: `step(state, batch)` not jitted (`steps.run_train_step`), the train
+    state's shapes and dtypes (`jax.ShapeDtypeStruct`s) and a batch of random ids (numpy).
 
   Raises:
     KeyError: a task without sizes in `TASK_SIZES`.
@@ -105,11 +104,25 @@ def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
   state = jax.eval_shape(
     lambda: steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   )
-  step = jax.jit(steps.run_train_step(model, optimizer, run.training), donate_argnums=(0,))
-  compiled = step.lower(state, batch).compile()
+  return steps.run_train_step(model, optimizer, run.training), state, batch
+
+
+def cost(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """XLA's analysis of the compiled (not run) train step of `config` at its batch size.
+
+  Returns:
+    'flops', 'bytes_accessed' (None with gradient accumulation: XLA counts the micro-batch loop's
+    body once), 'temp_bytes' (temporary buffers of the step) and 'argument_bytes' (the train
+    state and the batch).
+
+  Raises:
+    KeyError: a task without sizes in `TASK_SIZES`.
+  """
+  step, state, batch = train_step_program(config)
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
   analysis = xla_cost(compiled)
   memory = compiled.memory_analysis()
-  counted = run.training.gradient_accumulation_steps == 1
+  counted = config.training.gradient_accumulation_steps == 1
   return {
     'flops': float(analysis['flops']) if counted else None,
     'bytes_accessed': float(analysis['bytes accessed']) if counted else None,

@@ -1,0 +1,337 @@
+"""What an LRA recipe's training step takes on an NVIDIA H100 or H200, from XLA:GPU compiling it on
+this machine, which needs no GPU: the device memory of the step (XLA's buffer assignment: train
+state, batch and temporaries) and whether it fits the card, the kernels one step launches, and
+whether the Transformer's attention is cuDNN's flash attention. Nothing is run, so there is no
+time; this sizes and checks GPU sessions before their minutes are spent.
+
+  pip install "jax-cuda13-plugin[with-cuda]==$(python -c 'import jax; print(jax.__version__)')"
+  python -m benchmarks.gpu_compile --target h100 --runs listops:luna16,listops:transformer \
+      [--lengths 1K,2K,4K] [--output benchmarks/results/gpu_compile/<name>] \
+      [-- --config.model.precision=bfloat16]
+
+Runs are `benchmarks.step_cost`'s (`<config name>:<variant>[+mlm]`, the full recipe and its batch
+size; flags after `--` override every config as in `train.py`); `--lengths` compiles each run at
+each of these input lengths instead of its config's `max_length`.
+
+How: jax's compile-only devices (`jax.experimental.topologies.get_topology_desc` with the CUDA
+plugin's `topology` and `target_config` options) run XLA:GPU's compiler for a GPU described by a
+`GpuTargetConfigProto` (`target_config`: the card's multiprocessors, memory, bandwidth, caches and
+compute capability 9.0) instead of one found on the machine. The step is traced under
+`luna_jax.model.attention.target_platform('cuda')`, so the fused attention takes the cuDNN branch it
+takes on the GPU. Without a device XLA autotunes nothing (its GEMMs get default configurations), so
+the kernels are the GPU's up to those choices. The CUDA plugin's start-up check of the CUDA
+libraries' versions needs a driver and is skipped (`JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1`, set by
+`compile_only_device` before the plugin loads); `JAX_PLATFORMS` is set to `cpu` when unset, so that
+jax does not look for a GPU either.
+
+Kernels are counted in the optimised HLO (`kernel_counts`): every instruction of the entry
+computation and of its loop bodies that launches work on the device (fusions, library calls,
+copies), not the bookkeeping ones (parameters, tuples, bitcasts, constants).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import step_cost
+from benchmarks.speed_memory_harness import write_results
+from lra import cli
+
+#: The cards, as their GPU target configuration needs them: multiprocessors, device memory (bytes,
+#: as `nvidia-smi` reports it on an H100 80GB HBM3 and an H200), peak memory bandwidth (bytes/s,
+#: NVIDIA's data sheets: 3.35 TB/s, 4.8 TB/s), L2 (bytes, as PyTorch reports it) and boost clock.
+TARGETS = {
+  'h100': dict(
+    description='NVIDIA H100 80GB HBM3',
+    core_count=132,
+    memory_bytes=81559 * 2**20,
+    bandwidth=3.35e12,
+    l2_bytes=50 * 2**20,
+    clock_ghz=1.98,
+  ),
+  'h200': dict(
+    description='NVIDIA H200',
+    core_count=132,
+    memory_bytes=143771 * 2**20,
+    bandwidth=4.8e12,
+    l2_bytes=60 * 2**20,
+    clock_ghz=1.98,
+  ),
+}
+#: The plugin this needs, for the message when it is missing.
+PLUGIN_HINT = (
+  'XLA:GPU compiles only with the CUDA plugin of this jax: '
+  'pip install "jax-cuda13-plugin[with-cuda]==<jax version>" (no GPU needed).'
+)
+#: Opcodes that launch nothing on the device: buffers, views, control flow and constants.
+BOOKKEEPING_OPCODES = frozenset(
+  {
+    'parameter',
+    'get-tuple-element',
+    'tuple',
+    'bitcast',
+    'constant',
+    'after-all',
+    'opt-barrier',
+    'while',
+    'conditional',
+    'call',
+    'partition-id',
+    'replica-id',
+  }
+)
+_COMPUTATION = re.compile(r'^(ENTRY )?%(\S+) .*\{$')
+_INSTRUCTION = re.compile(r'^\s+(?:ROOT )?%\S+ = (?:\(.*?\)|\S+) ([\w-]+)\(')
+_BODY = re.compile(r'\bbody=%([\w.-]+)')
+
+
+def target_config(target: str, dnn_version: tuple[int, int] = (9, 8)) -> str:
+  """The `GpuTargetConfigProto` text of `target` (a key of `TARGETS`; compute capability 9.0).
+
+  Args:
+    target: 'h100' or 'h200'.
+    dnn_version: the cuDNN (major, minor) XLA may assume; cuDNN's fused attention needs 9.x.
+
+  Raises:
+    KeyError: an unknown target.
+  """
+  card = TARGETS[target]
+  return f"""gpu_device_info {{
+  threads_per_block_limit: 1024
+  threads_per_warp: 32
+  shared_memory_per_block: 49152
+  shared_memory_per_core: 233472
+  threads_per_core_limit: 2048
+  core_count: {card['core_count']}
+  fpus_per_core: 128
+  block_dim_limit_x: 2147483647
+  block_dim_limit_y: 65535
+  block_dim_limit_z: 65535
+  memory_bandwidth: {int(card['bandwidth'])}
+  l2_cache_size: {card['l2_bytes']}
+  clock_rate_ghz: {card['clock_ghz']}
+  device_memory_size: {card['memory_bytes']}
+  shared_memory_per_block_optin: 232448
+  cuda_compute_capability {{ major: 9 minor: 0 }}
+  registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: {dnn_version[0]} minor: {dnn_version[1]} }}
+device_description_str: "{card['description']}"
+"""
+
+
+def compile_only_device(target: str):
+  """A compile-only `jax.Device` of XLA:GPU for `target` (a key of `TARGETS`), on any host.
+
+  Raises:
+    KeyError: an unknown target.
+    RuntimeError: no CUDA plugin for this jax (the message names the pip command).
+  """
+  if target not in TARGETS:
+    raise KeyError(f'unknown target {target!r}; known: {sorted(TARGETS)}')
+  os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  from jax.experimental import topologies
+
+  try:
+    topology = topologies.get_topology_desc(
+      platform='cuda', topology='1x1x1', target_config=target_config(target)
+    )
+  except NotImplementedError as error:  # jax names the platform it has no topology for.
+    raise RuntimeError(f'{PLUGIN_HINT} ({error})') from error
+  return topology.devices[0]
+
+
+def kernel_counts(hlo_text: str) -> dict[str, int]:
+  """Kernels that one run of a compiled XLA:GPU program launches, by kind, from its optimised HLO
+  text (`compiled.as_text()`).
+
+  Counted: the instructions of the entry computation and of the bodies of its `while` loops (once
+  each; a loop body's count is for one iteration) whose opcode is not in `BOOKKEEPING_OPCODES`.
+
+  Returns:
+    'kernels' (all), 'gemm' (fusions XLA made around a matmul, `__triton_gemm` or cuBLAS, and
+    cuBLAS calls), 'cudnn_attention' (cuDNN's fused attention, forward and backward),
+    'other_library' (other custom calls), 'fusion' (XLA's own loop and reduction kernels), 'copy'
+    (layout changes and copies), 'other', and 'while_loops'.
+  """
+  computations: dict[str, list[str]] = {}
+  entry, current = None, None
+  for line in hlo_text.splitlines():
+    header = _COMPUTATION.match(line)
+    if header:
+      current = header.group(2)
+      computations[current] = []
+      if header.group(1):
+        entry = current
+    elif current is not None and line.strip() == '}':
+      current = None
+    elif current is not None:
+      computations[current].append(line)
+  if entry is None:
+    raise ValueError('no ENTRY computation in the HLO text')
+  counts = collections.Counter()
+  bodies = [entry]
+  while bodies:
+    for line in computations[bodies.pop()]:
+      match = _INSTRUCTION.match(line)
+      if not match:
+        continue
+      opcode = match.group(1)
+      if opcode == 'while':
+        counts['while_loops'] += 1
+        bodies.extend(_BODY.findall(line))
+      if opcode in BOOKKEEPING_OPCODES:
+        continue
+      counts['kernels'] += 1
+      if opcode == 'custom-call':
+        target = re.search(r'custom_call_target="([^"]+)"', line)
+        name = target.group(1) if target else ''
+        if name.startswith('__cudnn$fmha'):
+          counts['cudnn_attention'] += 1
+        elif name.startswith('__cublas'):
+          counts['gemm'] += 1
+        else:
+          counts['other_library'] += 1
+      elif opcode == 'fusion':
+        is_gemm = 'kind=kCustom' in line and re.search(r'gemm|cublas', line)
+        counts['gemm' if is_gemm else 'fusion'] += 1
+      elif opcode == 'copy':
+        counts['copy'] += 1
+      else:
+        counts['other'] += 1
+  keys = ('kernels', 'gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy', 'other')
+  return {key: counts[key] for key in (*keys, 'while_loops')}
+
+
+def compile_step(config, device) -> dict[str, Any]:
+  """Compiles the trainer's train step of `config` (`step_cost.train_step_program`) for `device`
+  (a compile-only GPU device) and reads its memory and kernels.
+
+  Returns:
+    'compile_s' (seconds on this host), 'argument_bytes', 'output_bytes', 'alias_bytes',
+    'temp_bytes', 'peak_bytes' (arguments + outputs - donated + temporaries: what the step holds
+    on the device at its peak, the train state included) and `kernel_counts`' fields.
+  """
+  import jax
+
+  from luna_jax.model import attention
+
+  step, state, batch = step_cost.train_step_program(config)
+  placed = jax.sharding.SingleDeviceSharding(device)
+  state, batch = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), (state, batch)
+  )
+  start = time.perf_counter()
+  with attention.target_platform('cuda'):
+    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
+  seconds = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  sizes = {
+    f'{k}_bytes': int(getattr(memory, f'{k}_size_in_bytes'))
+    for k in ('argument', 'output', 'alias', 'temp')
+  }
+  peak = (
+    sizes['argument_bytes'] + sizes['output_bytes'] - sizes['alias_bytes'] + sizes['temp_bytes']
+  )
+  return {
+    'compile_s': round(seconds, 1),
+    **sizes,
+    'peak_bytes': peak,
+    **kernel_counts(compiled.as_text()),
+  }
+
+
+def table(results: Sequence[dict[str, Any]], memory_bytes: int) -> str:
+  """Markdown: one row per run and length."""
+  lines = [
+    '| run | precision | attention | batch x length | peak GiB | share of the card | kernels | '
+    'GEMMs | cuDNN attention | XLA fusions | copies |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for r in results:
+    lines.append(
+      f'| {r["run"]} | {r["precision"]} | {r["attention"]} | {r["batch_size"]} x '
+      f'{r["max_length"]} | {r["peak_bytes"] / 2**30:.2f} | {r["peak_bytes"] / memory_bytes:.0%} | '
+      f'{r["kernels"]} | {r["gemm"]} | {r["cudnn_attention"]} | {r["fusion"]} | {r["copy"]} |'
+    )
+  return '\n'.join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  given = list(argv)
+  overrides = argv[argv.index('--') + 1 :] if '--' in argv else []
+  argv = argv[: argv.index('--')] if '--' in argv else argv
+  parser = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], epilog='Flags after -- override every config.'
+  )
+  parser.add_argument('--target', choices=sorted(TARGETS), default='h100', help='the card')
+  parser.add_argument(
+    '--runs',
+    default='listops:luna16,listops:luna256,listops:transformer',
+    help='comma-separated <config name>:<variant>[+mlm] (benchmarks.step_cost).',
+  )
+  parser.add_argument(
+    '--lengths', default='', help="input lengths, e.g. 1K,2K,4K (default: each config's)"
+  )
+  parser.add_argument('--output', type=Path, help='folder for results.json and table.md')
+  args = parser.parse_args(argv)
+  lengths = cli.lengths(args.lengths) if args.lengths else [None]
+  try:
+    device = compile_only_device(args.target)
+  except RuntimeError as error:
+    parser.error(str(error))
+  import jax
+
+  results = []
+  for spec in [s.strip() for s in args.runs.split(',') if s.strip()]:
+    for length in lengths:
+      try:
+        config = step_cost.run_config_of(spec, overrides)
+      except ValueError as e:
+        parser.error(str(e))
+      if length is not None:
+        config.data.options.max_length = length
+      measured = compile_step(config, device)
+      results.append(
+        {
+          'run': spec,
+          'precision': config.model.precision,
+          'attention': config.model.get('attention_implementation', '-')
+          if config.model.name.startswith('transformer')
+          else config.model.get('luna_attention_implementation', '-'),
+          'batch_size': config.training.batch_size,
+          'max_length': config.data.options.max_length,
+          **measured,
+        }
+      )
+      row = table(results[-1:], TARGETS[args.target]['memory_bytes']).splitlines()[-1]
+      print(f'{row} ({measured["compile_s"]:.0f} s)', flush=True)
+  markdown = table(results, TARGETS[args.target]['memory_bytes'])
+  print(markdown)
+  if args.output:
+    document = {
+      'command': ['python', '-m', 'benchmarks.gpu_compile', *given],
+      'overrides': overrides,
+      'target': {'name': args.target, **TARGETS[args.target]},
+      'target_config': target_config(args.target),
+      'compiled_on': f'{device.device_kind} (compile-only, no GPU)',
+      'jax_version': jax.__version__,
+      'runs': results,
+    }
+    write_results(args.output, document, markdown)
+
+
+if __name__ == '__main__':
+  main()

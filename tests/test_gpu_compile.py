@@ -1,0 +1,135 @@
+"""benchmarks.gpu_compile: the kernel count of XLA:GPU's optimised HLO, the missing-plugin error,
+and (where the CUDA plugin is installed) a compile-only H100 step whose fused attention is cuDNN's."""
+
+# ruff: noqa: E501  (the HLO text below keeps XLA's long lines)
+
+import importlib.metadata
+
+import pytest
+
+from benchmarks import gpu_compile, step_cost
+
+# XLA:GPU's optimised-HLO text format (`compiled.as_text()`), cut down: an entry computation with a
+# loop, fusions of both kinds, library calls and bookkeeping, and the computations they name.
+HLO = """HloModule jit_train_step, entry_computation_layout={(f32[8]{0})->f32[8]{0}}
+
+%fused_add (param_0: f32[8]) -> f32[8] {
+  %param_0 = f32[8]{0} parameter(0)
+  ROOT %add.1 = f32[8]{0} add(%param_0, %param_0)
+}
+
+%gemm_fusion_dot (parameter_0: bf16[8,8]) -> bf16[8,8] {
+  %parameter_0 = bf16[8,8]{1,0} parameter(0)
+  ROOT %dot.0 = bf16[8,8]{1,0} dot(%parameter_0, %parameter_0), lhs_contracting_dims={1}
+}
+
+%body (state: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %state = (s32[], f32[8]{0}) parameter(0)
+  %x = f32[8]{0} get-tuple-element(%state), index=1
+  %i = s32[] get-tuple-element(%state), index=0
+  %step = f32[8]{0} fusion(%x), kind=kLoop, calls=%fused_add
+  %copy.3 = f32[8]{0} copy(%step)
+  ROOT %next = (s32[], f32[8]{0}) tuple(%i, %copy.3)
+}
+
+%cond (state.1: (s32[], f32[8])) -> pred[] {
+  %state.1 = (s32[], f32[8]{0}) parameter(0)
+  ROOT %lt = pred[] constant(false)
+}
+
+ENTRY %main.9 (p0: f32[8], p1: bf16[8,8]) -> f32[8] {
+  %p0 = f32[8]{0} parameter(0)
+  %p1 = bf16[8,8]{1,0} parameter(1)
+  %gemm = bf16[8,8]{1,0} fusion(%p1), kind=kCustom, calls=%gemm_fusion_dot, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
+  %attn = (bf16[1,8,8,8]{3,1,2,0}, f32[1,8,8]{2,1,0}, u8[0]{0}) custom-call(%p1, %p1, %p1), custom_call_target="__cudnn$fmhaSoftmax"
+  %attn_bwd = (bf16[1,8,8,8]{3,1,2,0}, /*index=1*/u8[0]{0}) custom-call(%p1), custom_call_target="__cudnn$fmhaSoftmaxBackward"
+  %blas = bf16[8,8]{1,0} custom-call(%p1, %p1), custom_call_target="__cublas$gemm"
+  %sort = f32[8]{0} custom-call(%p0), custom_call_target="some_library_call"
+  %reduce = f32[8]{0} fusion(%p0), kind=kInput, calls=%fused_add
+  %c = s32[] constant(0)
+  %init = (s32[], f32[8]{0}) tuple(%c, %reduce)
+  %loop = (s32[], f32[8]{0}) while(%init), condition=%cond, body=%body
+  %view = f32[8]{0} bitcast(%reduce)
+  %out = f32[8]{0} get-tuple-element(%loop), index=1
+  ROOT %rng = f32[8]{0} rng-bit-generator(%out)
+}
+"""
+
+
+def test_kernel_counts_read_launches_from_the_entry_and_its_loop_bodies():
+  counts = gpu_compile.kernel_counts(HLO)
+  assert counts == {
+    'kernels': 9,  # Entry: 6 fusions and library calls, 1 other; loop body: a fusion, a copy.
+    'gemm': 2,
+    'cudnn_attention': 2,
+    'other_library': 1,
+    'fusion': 2,
+    'copy': 1,
+    'other': 1,
+    'while_loops': 1,
+  }
+  assert counts['kernels'] == sum(
+    counts[k] for k in ('gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy', 'other')
+  )
+  with pytest.raises(ValueError, match='ENTRY'):
+    gpu_compile.kernel_counts(HLO.replace('ENTRY ', ''))
+
+
+def test_target_configs_describe_each_card():
+  for name, card in gpu_compile.TARGETS.items():
+    text = gpu_compile.target_config(name, dnn_version=(9, 10))
+    assert f'device_memory_size: {card["memory_bytes"]}' in text
+    assert f'core_count: {card["core_count"]}' in text
+    assert 'cuda_compute_capability { major: 9 minor: 0 }' in text
+    assert 'dnn_version_info { major: 9 minor: 10 }' in text
+    assert f'device_description_str: "{card["description"]}"' in text
+  with pytest.raises(KeyError):
+    gpu_compile.target_config('a100')
+
+
+def _has_cuda_plugin() -> bool:
+  for version in ('12', '13'):
+    try:
+      importlib.metadata.version(f'jax-cuda{version}-plugin')
+      return True
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return False
+
+
+@pytest.mark.skipif(_has_cuda_plugin(), reason='a CUDA plugin is installed here')
+def test_without_the_cuda_plugin_the_error_names_the_pip_command(monkeypatch):
+  monkeypatch.setenv('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  with pytest.raises(RuntimeError, match=r'pip install "jax-cuda13-plugin\[with-cuda\]'):
+    gpu_compile.compile_only_device('h100')
+  with pytest.raises(KeyError, match='unknown target'):
+    gpu_compile.compile_only_device('a100')
+
+
+@pytest.mark.skipif(not _has_cuda_plugin(), reason='needs jax-cuda13-plugin (no GPU needed)')
+def test_a_compile_only_h100_step_runs_the_fused_attention_on_cudnn_at_an_odd_length(monkeypatch):
+  monkeypatch.setenv('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  device = gpu_compile.compile_only_device('h100')
+  small = [
+    '--config.model.num_layers=2',
+    '--config.model.emb_dim=64',
+    '--config.model.mlp_dim=128',
+    '--config.model.num_heads=2',
+    '--config.model.qkv_dim=64',
+    '--config.training.batch_size=4',
+    '--config.data.options.max_length=64',  # 65 positions with the CLS: odd.
+    '--config.model.precision=bfloat16',
+  ]
+  counts = {}
+  for attention in ('softmax', 'fused'):
+    config = step_cost.run_config_of(
+      'listops:transformer', [*small, f'--config.model.attention_implementation={attention}']
+    )
+    counts[attention] = gpu_compile.compile_step(config, device)
+  assert counts['fused']['cudnn_attention'] == 4  # Two layers, forward and backward each.
+  assert counts['softmax']['cudnn_attention'] == 0
+  for measured in counts.values():
+    assert measured['peak_bytes'] > measured['argument_bytes'] > 0
+    assert measured['gemm'] > 0
