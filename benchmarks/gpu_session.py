@@ -405,8 +405,8 @@ def probe(side: str) -> None:
 
   'jax': JAX/jaxlib/flax/optax versions, backend, devices, default matmul precision, and whether
   luna_jax's fused attention (`luna_jax.model.attention.fused_dot_product_attention`, the
-  `transformer_fused` path, with the key lengths its padding mask gives it) lowers to a cuDNN
-  kernel or XLA's own code, in float32 and bfloat16.
+  `transformer_fused` path, with the key lengths its padding mask gives it, differentiated at an odd
+  length as a CLS makes it) lowers to a cuDNN kernel or XLA's own code, in float32 and bfloat16.
   'torch': torch version, CUDA device, cuDNN and the float32 matmul precision (with the tf32
   cells' environment).
   """
@@ -429,10 +429,17 @@ def probe(side: str) -> None:
       'default_matmul_precision': str(jax.config.jax_default_matmul_precision),
       'fused_attention': {},
     }
-    lengths = jnp.full((2,), 1024, jnp.int32)
+    # The training step's form: differentiated, at an odd length (1024 inputs and a CLS), which
+    # jax's cuDNN branch refuses unless the attention pads it (`attention._even_lengths`).
+    lengths = jnp.full((2,), 1025, jnp.int32)
+
+    def loss(x):
+      out = attention.fused_dot_product_attention(x, x, x, key_lengths=lengths)
+      return out.astype(jnp.float32).sum()
+
     for dtype in ('float32', 'bfloat16'):
-      x = jnp.ones((2, 1024, 4, 64), dtype)
-      lowered = jax.jit(attention.fused_dot_product_attention).lower(x, x, x, key_lengths=lengths)
+      x = jnp.ones((2, 1025, 4, 64), dtype)
+      lowered = jax.jit(jax.grad(loss)).lower(x)
       lowered.compile()  # A configuration cuDNN takes at trace time but XLA refuses fails here.
       # jax lowers its cuDNN flash attention to custom calls named `__cudnn$fmha...`.
       cudnn = '__cudnn$fmha' in lowered.as_text()
