@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import os
 import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks import step_cost
 from benchmarks.speed_memory_harness import write_results
@@ -66,6 +67,8 @@ TARGETS = {
     clock_ghz=1.98,
   ),
 }
+#: How many of the kernels that move the most bytes each run's record keeps.
+TOP_KERNELS = 12
 #: The plugin this needs, for the message when it is missing.
 PLUGIN_HINT = (
   'XLA:GPU compiles only with the CUDA plugin of this jax: '
@@ -89,7 +92,27 @@ BOOKKEEPING_OPCODES = frozenset(
   }
 )
 _COMPUTATION = re.compile(r'^(ENTRY )?%(\S+) .*\{$')
-_INSTRUCTION = re.compile(r'^\s+(?:ROOT )?%\S+ = (?:\(.*?\)|\S+) ([\w-]+)\(')
+_INSTRUCTION = re.compile(r'^\s+(?:ROOT )?%(\S+) = ')
+_OPCODE = re.compile(r' ([\w-]+)\(([^)]*)\)')
+_OPERAND = re.compile(r'%([\w.-]+)')
+_ARRAY = re.compile(r'\b([a-z]\w*)\[([\d,]*)\]')
+#: Bytes per element of the HLO element types these programs use.
+ELEMENT_BYTES = {
+  'pred': 1,
+  's8': 1,
+  'u8': 1,
+  's16': 2,
+  'u16': 2,
+  'bf16': 2,
+  'f16': 2,
+  's32': 4,
+  'u32': 4,
+  'f32': 4,
+  's64': 8,
+  'u64': 8,
+  'f64': 8,
+  'token': 0,
+}
 _BODY = re.compile(r'\bbody=%([\w.-]+)')
 
 
@@ -152,18 +175,35 @@ def compile_only_device(target: str):
   return topology.devices[0]
 
 
-def kernel_counts(hlo_text: str) -> dict[str, int]:
-  """Kernels that one run of a compiled XLA:GPU program launches, by kind, from its optimised HLO
-  text (`compiled.as_text()`).
+class Kernel(NamedTuple):
+  """One kernel launch of a compiled XLA:GPU program (`kernels`)."""
+
+  name: str  # The HLO instruction's name, e.g. 'loop_add_fusion.3'.
+  kind: str  # 'gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy' or 'other'.
+  bytes: int  # Its results' and operands' bytes, each read or written once in full.
+  shape: str  # The result's HLO shape.
+  op_name: str  # The jax operation it came from (the instruction's `op_name` metadata).
+
+
+#: Kernel kinds, in the order of the counts and tables.
+KINDS = ('gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy', 'other')
+
+
+def kernels(hlo_text: str) -> tuple[list[Kernel], int]:
+  """The kernels that one run of a compiled XLA:GPU program launches, from its optimised HLO text
+  (`compiled.as_text()`), and its number of `while` loops.
 
   Counted: the instructions of the entry computation and of the bodies of its `while` loops (once
-  each; a loop body's count is for one iteration) whose opcode is not in `BOOKKEEPING_OPCODES`.
+  each; a loop body's kernels are one iteration's) whose opcode is not in `BOOKKEEPING_OPCODES`.
+  Kinds: 'gemm' (fusions XLA made around a matmul, `__triton_gemm` or cuBLAS, and cuBLAS calls),
+  'cudnn_attention' (cuDNN's fused attention, forward and backward), 'other_library' (other custom
+  calls), 'fusion' (XLA's own loop and reduction kernels), 'copy' (layout changes and copies) and
+  'other'. A kernel's bytes count its operands and results once each in full (the memory traffic
+  at kernel boundaries; a kernel that reads part of an operand, such as a slice, or reads one
+  twice, makes it an estimate).
 
-  Returns:
-    'kernels' (all), 'gemm' (fusions XLA made around a matmul, `__triton_gemm` or cuBLAS, and
-    cuBLAS calls), 'cudnn_attention' (cuDNN's fused attention, forward and backward),
-    'other_library' (other custom calls), 'fusion' (XLA's own loop and reduction kernels), 'copy'
-    (layout changes and copies), 'other', and 'while_loops'.
+  Raises:
+    ValueError: no entry computation, or an element type without a known size.
   """
   computations: dict[str, list[str]] = {}
   entry, current = None, None
@@ -180,38 +220,93 @@ def kernel_counts(hlo_text: str) -> dict[str, int]:
       computations[current].append(line)
   if entry is None:
     raise ValueError('no ENTRY computation in the HLO text')
-  counts = collections.Counter()
-  bodies = [entry]
+  sizes = {}  # Instruction name -> bytes of its result, over the computations that launch kernels.
+  launched, loops, bodies = [], 0, [entry]
   while bodies:
     for line in computations[bodies.pop()]:
-      match = _INSTRUCTION.match(line)
-      if not match:
+      parsed = _instruction(line)
+      if parsed is None:
         continue
-      opcode = match.group(1)
+      name, shape, opcode, operands = parsed
+      sizes[name] = shape_bytes(shape)
       if opcode == 'while':
-        counts['while_loops'] += 1
+        loops += 1
         bodies.extend(_BODY.findall(line))
       if opcode in BOOKKEEPING_OPCODES:
         continue
-      counts['kernels'] += 1
-      if opcode == 'custom-call':
-        target = re.search(r'custom_call_target="([^"]+)"', line)
-        name = target.group(1) if target else ''
-        if name.startswith('__cudnn$fmha'):
-          counts['cudnn_attention'] += 1
-        elif name.startswith('__cublas'):
-          counts['gemm'] += 1
-        else:
-          counts['other_library'] += 1
-      elif opcode == 'fusion':
-        is_gemm = 'kind=kCustom' in line and re.search(r'gemm|cublas', line)
-        counts['gemm' if is_gemm else 'fusion'] += 1
-      elif opcode == 'copy':
-        counts['copy'] += 1
-      else:
-        counts['other'] += 1
-  keys = ('kernels', 'gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy', 'other')
-  return {key: counts[key] for key in (*keys, 'while_loops')}
+      moved = sizes[name] + sum(sizes[operand] for operand in _OPERAND.findall(operands))
+      op_name = re.search(r'op_name="([^"]*)"', line)
+      launched.append(
+        Kernel(name, _kind(opcode, line), moved, shape, op_name.group(1) if op_name else '')
+      )
+  return launched, loops
+
+
+def _kind(opcode: str, line: str) -> str:
+  """The `KINDS` entry of an instruction that launches a kernel."""
+  if opcode == 'custom-call':
+    target = re.search(r'custom_call_target="([^"]+)"', line)
+    library = target.group(1) if target else ''
+    if library.startswith('__cudnn$fmha'):
+      return 'cudnn_attention'
+    return 'gemm' if library.startswith('__cublas') else 'other_library'
+  if opcode == 'fusion':
+    return 'gemm' if 'kind=kCustom' in line and re.search(r'gemm|cublas', line) else 'fusion'
+  return 'copy' if opcode == 'copy' else 'other'
+
+
+def kernel_counts(hlo_text: str) -> dict[str, int]:
+  """`kernels` summed: 'kernels' (all launches), one count per `KINDS` entry, 'while_loops' and
+  'kernel_bytes' (the bytes all kernels move).
+
+  Raises:
+    ValueError: as `kernels`.
+  """
+  launched, loops = kernels(hlo_text)
+  kinds = collections.Counter(k.kind for k in launched)
+  return {
+    'kernels': len(launched),
+    **{kind: kinds[kind] for kind in KINDS},
+    'while_loops': loops,
+    'kernel_bytes': sum(k.bytes for k in launched),
+  }
+
+
+def _instruction(line: str) -> tuple[str, str, str, str] | None:
+  """(name, result shape, opcode, operand list) of an HLO instruction line, or None for another
+  line. A tuple shape may nest, so its end is found by counting parentheses."""
+  match = _INSTRUCTION.match(line)
+  if not match:
+    return None
+  rest = line[match.end() :]
+  if rest.startswith('('):
+    depths = itertools.accumulate({'(': 1, ')': -1}.get(char, 0) for char in rest)
+    end = next(i for i, depth in enumerate(depths) if depth == 0) + 1
+    shape, rest = rest[:end], rest[end:]
+  else:
+    shape, _, rest = rest.partition(' ')
+    rest = ' ' + rest
+  opcode = _OPCODE.match(rest)
+  if not opcode:
+    return None
+  return match.group(1), shape, opcode.group(1), opcode.group(2)
+
+
+def shape_bytes(shape: str) -> int:
+  """Bytes of an HLO shape: `bf16[32,2001,512]{2,1,0}`, a tuple of such, `f32[]` (a scalar).
+
+  Raises:
+    ValueError: an element type without a size in `ELEMENT_BYTES`.
+  """
+  total = 0
+  for element_type, dims in _ARRAY.findall(shape):
+    if element_type not in ELEMENT_BYTES:
+      raise ValueError(f'no size for HLO element type {element_type!r} in {shape!r}')
+    count = 1
+    for dim in filter(None, dims.split(',')):
+      count *= int(dim)
+    total += count * ELEMENT_BYTES[element_type]
+  return total
 
 
 def compile_step(config, device) -> dict[str, Any]:
@@ -221,7 +316,9 @@ def compile_step(config, device) -> dict[str, Any]:
   Returns:
     'compile_s' (seconds on this host), 'argument_bytes', 'output_bytes', 'alias_bytes',
     'temp_bytes', 'peak_bytes' (arguments + outputs - donated + temporaries: what the step holds
-    on the device at its peak, the train state included) and `kernel_counts`' fields.
+    on the device at its peak, the train state included), `kernel_counts`' fields
+    ('kernel_bytes' among them) and 'top_kernels' (the `TOP_KERNELS` kernels that move the most
+    bytes, as dicts of `Kernel`'s fields).
   """
   import jax
 
@@ -244,26 +341,32 @@ def compile_step(config, device) -> dict[str, Any]:
   peak = (
     sizes['argument_bytes'] + sizes['output_bytes'] - sizes['alias_bytes'] + sizes['temp_bytes']
   )
+  hlo_text = compiled.as_text()
+  largest = sorted(kernels(hlo_text)[0], key=lambda k: k.bytes, reverse=True)[:TOP_KERNELS]
   return {
     'compile_s': round(seconds, 1),
     **sizes,
     'peak_bytes': peak,
-    **kernel_counts(compiled.as_text()),
+    **kernel_counts(hlo_text),
+    'top_kernels': [k._asdict() for k in largest],
   }
 
 
-def table(results: Sequence[dict[str, Any]], memory_bytes: int) -> str:
-  """Markdown: one row per run and length."""
+def table(results: Sequence[dict[str, Any]], card: dict[str, Any]) -> str:
+  """Markdown: one row per run and length, on `card` (a `TARGETS` entry). 'memory-bound ms' is the
+  kernels' bytes at the card's peak bandwidth: the step's time if it did nothing but move them."""
   lines = [
     '| run | precision | attention | batch x length | peak GiB | share of the card | kernels | '
-    'GEMMs | cuDNN attention | XLA fusions | copies |',
-    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    'GEMMs | cuDNN attention | XLA fusions | copies | GB moved | memory-bound ms |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in results:
     lines.append(
       f'| {r["run"]} | {r["precision"]} | {r["attention"]} | {r["batch_size"]} x '
-      f'{r["max_length"]} | {r["peak_bytes"] / 2**30:.2f} | {r["peak_bytes"] / memory_bytes:.0%} | '
-      f'{r["kernels"]} | {r["gemm"]} | {r["cudnn_attention"]} | {r["fusion"]} | {r["copy"]} |'
+      f'{r["max_length"]} | {r["peak_bytes"] / 2**30:.2f} | '
+      f'{r["peak_bytes"] / card["memory_bytes"]:.0%} | {r["kernels"]} | {r["gemm"]} | '
+      f'{r["cudnn_attention"]} | {r["fusion"]} | {r["copy"]} | {r["kernel_bytes"] / 1e9:.1f} | '
+      f'{1e3 * r["kernel_bytes"] / card["bandwidth"]:.1f} |'
     )
   return '\n'.join(lines)
 
@@ -316,9 +419,9 @@ def main(argv: Sequence[str] | None = None) -> None:
           **measured,
         }
       )
-      row = table(results[-1:], TARGETS[args.target]['memory_bytes']).splitlines()[-1]
+      row = table(results[-1:], TARGETS[args.target]).splitlines()[-1]
       print(f'{row} ({measured["compile_s"]:.0f} s)', flush=True)
-  markdown = table(results, TARGETS[args.target]['memory_bytes'])
+  markdown = table(results, TARGETS[args.target])
   print(markdown)
   if args.output:
     document = {

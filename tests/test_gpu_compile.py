@@ -40,12 +40,13 @@ HLO = """HloModule jit_train_step, entry_computation_layout={(f32[8]{0})->f32[8]
 ENTRY %main.9 (p0: f32[8], p1: bf16[8,8]) -> f32[8] {
   %p0 = f32[8]{0} parameter(0)
   %p1 = bf16[8,8]{1,0} parameter(1)
-  %gemm = bf16[8,8]{1,0} fusion(%p1), kind=kCustom, calls=%gemm_fusion_dot, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
+  %gemm = bf16[8,8]{1,0} fusion(%p1), kind=kCustom, calls=%gemm_fusion_dot, metadata={op_name="jit(train_step)/dot_general"}, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
   %attn = (bf16[1,8,8,8]{3,1,2,0}, f32[1,8,8]{2,1,0}, u8[0]{0}) custom-call(%p1, %p1, %p1), custom_call_target="__cudnn$fmhaSoftmax"
   %attn_bwd = (bf16[1,8,8,8]{3,1,2,0}, /*index=1*/u8[0]{0}) custom-call(%p1), custom_call_target="__cudnn$fmhaSoftmaxBackward"
   %blas = bf16[8,8]{1,0} custom-call(%p1, %p1), custom_call_target="__cublas$gemm"
   %sort = f32[8]{0} custom-call(%p0), custom_call_target="some_library_call"
   %reduce = f32[8]{0} fusion(%p0), kind=kInput, calls=%fused_add
+  %pair = (f32[8]{0}, (f32[8]{0}, s32[])) fusion(%p0), kind=kLoop, calls=%fused_add
   %c = s32[] constant(0)
   %init = (s32[], f32[8]{0}) tuple(%c, %reduce)
   %loop = (s32[], f32[8]{0}) while(%init), condition=%cond, body=%body
@@ -59,18 +60,36 @@ ENTRY %main.9 (p0: f32[8], p1: bf16[8,8]) -> f32[8] {
 def test_kernel_counts_read_launches_from_the_entry_and_its_loop_bodies():
   counts = gpu_compile.kernel_counts(HLO)
   assert counts == {
-    'kernels': 9,  # Entry: 6 fusions and library calls, 1 other; loop body: a fusion, a copy.
+    'kernels': 10,  # Entry: 7 fusions and library calls, 1 other; loop body: a fusion, a copy.
     'gemm': 2,
     'cudnn_attention': 2,
     'other_library': 1,
-    'fusion': 2,
+    'fusion': 3,
     'copy': 1,
     'other': 1,
     'while_loops': 1,
+    # Results and operands of each kernel, in bytes (p0: 32, p1: 128): gemm 128 + 128, attn
+    # (1024 + 256) + 3 x 128, attn_bwd 1024 + 128, blas 128 + 256, the library call 32 + 32,
+    # reduce 32 + 32, pair (32 + 32 + 4) + 32, rng 32 + 32; loop body: step 32 + 32, copy 32 + 32.
+    'kernel_bytes': 256 + 1664 + 1152 + 384 + 64 + 64 + 100 + 64 + 64 + 64,
   }
   assert counts['kernels'] == sum(
     counts[k] for k in ('gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy', 'other')
   )
+  launched, loops = gpu_compile.kernels(HLO)
+  assert loops == 1 and len(launched) == counts['kernels']
+  largest = max(launched, key=lambda k: k.bytes)
+  assert (largest.name, largest.kind, largest.bytes) == ('attn', 'cudnn_attention', 1664)
+  [gemm] = [k for k in launched if k.name == 'gemm']
+  assert (gemm.kind, gemm.op_name, gemm.shape) == (
+    'gemm',
+    'jit(train_step)/dot_general',
+    'bf16[8,8]{1,0}',
+  )
+  assert gpu_compile.shape_bytes('bf16[2,3]{1,0}') == 12
+  assert gpu_compile.shape_bytes('(f32[], (pred[5]{0}, u8[0]{0}))') == 9
+  with pytest.raises(ValueError, match='f8e4m3fn'):
+    gpu_compile.shape_bytes('f8e4m3fn[4]{0}')
   with pytest.raises(ValueError, match='ENTRY'):
     gpu_compile.kernel_counts(HLO.replace('ENTRY ', ''))
 
