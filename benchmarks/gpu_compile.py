@@ -21,12 +21,21 @@ compute capability 9.0) instead of one found on the machine. The step is traced 
 takes on the GPU. Without a device XLA autotunes nothing (its GEMMs get default configurations), so
 the kernels are the GPU's up to those choices. The CUDA plugin's start-up check of the CUDA
 libraries' versions needs a driver and is skipped (`JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1`, set by
-`compile_only_device` before the plugin loads); `JAX_PLATFORMS` is set to `cpu` when unset, so that
-jax does not look for a GPU either.
+`compile_only_device` before the plugin loads), and the command line runs jax on the CPU
+(`jax_platforms='cpu'` unless `JAX_PLATFORMS` says otherwise), so that it does not look for a GPU
+either.
 
-Kernels are counted in the optimised HLO (`kernel_counts`): every instruction of the entry
-computation and of its loop bodies that launches work on the device (fusions, library calls,
-copies), not the bookkeeping ones (parameters, tuples, bitcasts, constants).
+Kernels are counted in the optimised HLO (`kernels`, `kernel_counts`): every instruction of the
+entry computation and of its loop bodies that launches work on the device (fusions, library calls,
+copies), not the bookkeeping ones (parameters, tuples, bitcasts, constants), each with the bytes of
+its operands and results; their sum at the card's bandwidth is the step's memory-bound time, an
+estimate (slices and in-place updates make it larger than the traffic, repeated reads smaller).
+With gradient accumulation the micro-batch loop's body counts once, so the bytes are not the
+step's.
+
+Needs jax >= 0.11 (jax 0.10.2's XLA:GPU fails to tile some GEMMs without a device). jax's
+trace-time check of cuDNN's head size reads the host's device, a CPU, so up to 128 features per
+head pass it instead of Hopper's 256 (LRA's heads have at most 64).
 """
 
 from __future__ import annotations
@@ -85,15 +94,16 @@ BOOKKEEPING_OPCODES = frozenset(
     'after-all',
     'opt-barrier',
     'while',
-    'conditional',
-    'call',
     'partition-id',
     'replica-id',
   }
 )
+#: Opcodes whose called computations `kernels` does not read: it refuses a program that has them.
+UNREAD_OPCODES = frozenset({'call', 'conditional', 'async-start'})
 _COMPUTATION = re.compile(r'^(ENTRY )?%(\S+) .*\{$')
 _INSTRUCTION = re.compile(r'^\s+(?:ROOT )?%(\S+) = ')
 _OPCODE = re.compile(r' ([\w-]+)\(([^)]*)\)')
+_GEMM = re.compile(r'gemm|cublas|__cudnn\$fusion')
 _OPERAND = re.compile(r'%([\w.-]+)')
 _ARRAY = re.compile(r'\b([a-z]\w*)\[([\d,]*)\]')
 #: Bytes per element of the HLO element types these programs use.
@@ -156,14 +166,24 @@ device_description_str: "{card['description']}"
 def compile_only_device(target: str):
   """A compile-only `jax.Device` of XLA:GPU for `target` (a key of `TARGETS`), on any host.
 
+  Sets `JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1` (unless set) before the CUDA plugin loads: its check of
+  the CUDA libraries' versions needs a driver.
+
   Raises:
     KeyError: an unknown target.
-    RuntimeError: no CUDA plugin for this jax (the message names the pip command).
+    RuntimeError: jax older than 0.11, or no CUDA plugin for this jax (the message names the pip
+      command).
   """
   if target not in TARGETS:
     raise KeyError(f'unknown target {target!r}; known: {sorted(TARGETS)}')
+  import jax
+
+  if tuple(int(part) for part in jax.__version__.split('.')[:2]) < (0, 11):
+    raise RuntimeError(
+      f'jax {jax.__version__}: compiling for a GPU without one needs jax >= 0.11 (Python >= '
+      "3.12); jax 0.10's XLA:GPU fails to tile some GEMMs without a device."
+    )
   os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   from jax.experimental import topologies
 
   try:
@@ -203,7 +223,8 @@ def kernels(hlo_text: str) -> tuple[list[Kernel], int]:
   twice, makes it an estimate).
 
   Raises:
-    ValueError: no entry computation, or an element type without a known size.
+    ValueError: no entry computation, an element type without a known size, or an opcode of
+      `UNREAD_OPCODES`.
   """
   computations: dict[str, list[str]] = {}
   entry, current = None, None
@@ -232,6 +253,8 @@ def kernels(hlo_text: str) -> tuple[list[Kernel], int]:
       if opcode == 'while':
         loops += 1
         bodies.extend(_BODY.findall(line))
+      elif opcode in UNREAD_OPCODES:
+        raise ValueError(f'{opcode} in the program: kernels() reads only while bodies ({name})')
       if opcode in BOOKKEEPING_OPCODES:
         continue
       moved = sizes[name] + sum(sizes[operand] for operand in _OPERAND.findall(operands))
@@ -251,7 +274,12 @@ def _kind(opcode: str, line: str) -> str:
       return 'cudnn_attention'
     return 'gemm' if library.startswith('__cublas') else 'other_library'
   if opcode == 'fusion':
-    return 'gemm' if 'kind=kCustom' in line and re.search(r'gemm|cublas', line) else 'fusion'
+    # A GEMM fusion calls a computation XLA names for it, or says so in its backend config; the
+    # line's operands may be other GEMMs' results, so only these two are read.
+    called = re.search(r'\bcalls=%([\w.-]+)', line)
+    config = re.search(r'"fusion_backend_config":\{"kind":"([^"]*)"', line)
+    names = (called.group(1) if called else '', config.group(1) if config else '')
+    return 'gemm' if any(_GEMM.search(name) for name in names) else 'fusion'
   return 'copy' if opcode == 'copy' else 'other'
 
 
@@ -354,7 +382,8 @@ def compile_step(config, device) -> dict[str, Any]:
 
 def table(results: Sequence[dict[str, Any]], card: dict[str, Any]) -> str:
   """Markdown: one row per run and length, on `card` (a `TARGETS` entry). 'memory-bound ms' is the
-  kernels' bytes at the card's peak bandwidth: the step's time if it did nothing but move them."""
+  kernels' bytes at the card's peak bandwidth: about the step's time if it did nothing but move
+  them (`kernels`: an estimate of the traffic)."""
   lines = [
     '| run | precision | attention | batch x length | peak GiB | share of the card | kernels | '
     'GEMMs | cuDNN attention | XLA fusions | copies | GB moved | memory-bound ms |',
@@ -391,11 +420,14 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--output', type=Path, help='folder for results.json and table.md')
   args = parser.parse_args(argv)
   lengths = cli.lengths(args.lengths) if args.lengths else [None]
+  import jax
+
+  if not os.environ.get('JAX_PLATFORMS'):
+    jax.config.update('jax_platforms', 'cpu')
   try:
     device = compile_only_device(args.target)
   except RuntimeError as error:
     parser.error(str(error))
-  import jax
 
   results = []
   for spec in [s.strip() for s in args.runs.split(',') if s.strip()]:
@@ -406,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(e))
       if length is not None:
         config.data.options.max_length = length
-      measured = compile_step(config, device)
+      try:
+        measured = compile_step(config, device)
+      except KeyError as e:  # A task without sizes in step_cost.TASK_SIZES.
+        parser.error(f'{spec}: no model sizes for task {e}; known: {sorted(step_cost.TASK_SIZES)}')
       results.append(
         {
           'run': spec,

@@ -430,7 +430,7 @@ def probe(side: str) -> None:
       'fused_attention': {},
     }
     # The training step's form: differentiated, at an odd length (1024 inputs and a CLS), which
-    # jax's cuDNN branch refuses unless the attention pads it (`attention._even_lengths`).
+    # jax's cuDNN branch refuses unless the attention pads it (`attention._cudnn_attention`).
     lengths = jnp.full((2,), 1025, jnp.int32)
 
     def loss(x):

@@ -361,8 +361,10 @@ def test_fused_attention_gives_cudnn_the_lengths_and_keeps_the_nonzero_mask_dens
     np.testing.assert_array_equal(kwargs['key_value_seq_lengths'], [6, 3])
   else:  # LRA's outer-product mask is no prefix mask: cuDNN gets it whole, as a bias.
     assert kwargs['key_value_seq_lengths'] is None
-    outer = nonzero[:, None, None, :] & nonzero[:, None, :, None]
-    np.testing.assert_array_equal(kwargs['mask'], outer)
+    # Rows of valid queries keep their key mask; a masked query's row takes every key (its query
+    # is zeroed, so it attends uniformly, as the exact path's masked rows do).
+    dense = jnp.where(nonzero[:, :, None], nonzero[:, None, :], True)[:, None]
+    np.testing.assert_array_equal(kwargs['mask'], dense)
   np.testing.assert_allclose(np.float32(out), np.float32(exact), atol=2e-2)
   with pytest.raises(ValueError, match='not both'):
     attn.fused_dot_product_attention(q, k, v, nonzero, key_lengths=lengths)
@@ -403,11 +405,7 @@ def test_fused_attention_gives_cudnn_even_lengths_and_equals_exact_attention(
 
   with attn.target_platform('cuda'):
     out = fused(q, k, v)
-    # A row whose keys are all masked is the kernel's business on cuDNN (the docstring's note):
-    # only the rows that may attend somewhere are compared, and only they carry a cotangent.
-    rows = jnp.ones_like(query_mask) if padding != 'nonzero' else query_mask
-    rows = rows & jnp.any(key_mask, axis=1, keepdims=True)
-    cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32) * rows[:, :, None, None]
+    cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
     grads = [
       jax.grad(lambda *a, f=f: jnp.sum(f(*a).astype(jnp.float32) * cotangent), argnums=(0, 1, 2))(
         q, k, v
@@ -425,9 +423,53 @@ def test_fused_attention_gives_cudnn_even_lengths_and_equals_exact_attention(
       kwargs['key_value_seq_lengths'], lengths if padding == 'key_lengths' else [k_len, k_len]
     )
   assert out.shape == q.shape
-  np.testing.assert_allclose(np.float32(out)[rows], np.float32(exact(q, k, v))[rows], atol=2e-3)
+  # Every row, the masked queries' too: they attend uniformly on both paths.
+  np.testing.assert_allclose(np.float32(out), np.float32(exact(q, k, v)), atol=2e-3)
   for g_exact, g_fused in zip(*grads, strict=True):
     np.testing.assert_allclose(np.float32(g_fused), np.float32(g_exact), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize('mask', ['key_mask', 'query_mask'])
+def test_fused_attention_with_one_mask_runs_on_xla(monkeypatch, mask):
+  # cuDNN's branch takes masks only as one dense [batch, 1, q_len, k_len] array.
+  calls = []
+  xla_attention = jax.nn.dot_product_attention
+
+  def record(query, key, value, **kwargs):
+    calls.append(kwargs['implementation'])
+    return xla_attention(query, key, value, **kwargs)
+
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', record)
+  q = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 2, 8)), jnp.bfloat16)
+  masks = {mask: jnp.array([[True] * 5, [True, True, False, False, False]])}
+  with attn.target_platform('cuda'):
+    out = attn.fused_dot_product_attention(q, q, q, **masks)
+  assert calls == ['xla']
+  exact = attn.dot_product_attention(
+    q, q, q, masks.get('key_mask'), query_mask=masks.get('query_mask')
+  )[0]
+  np.testing.assert_allclose(np.float32(out), np.float32(exact), atol=2e-2)
+
+
+def test_target_platform_retraces_jitted_functions_and_takes_known_platforms(monkeypatch):
+  implementations = []
+  xla_attention = jax.nn.dot_product_attention
+
+  def record(query, key, value, **kwargs):
+    implementations.append(kwargs['implementation'])
+    return xla_attention(query, key, value, **{**kwargs, 'implementation': 'xla'})
+
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', record)
+  q = jnp.ones((1, 4, 1, 8), jnp.bfloat16)
+  attend = jax.jit(attn.fused_dot_product_attention)
+  attend(q, q, q)  # Traced for this CPU.
+  with attn.target_platform('cuda'):
+    attend(q, q, q)  # Traced again, for an NVIDIA GPU, not taken from the cache.
+  attend(q, q, q)  # And again for the CPU after the block.
+  assert implementations == ['xla', 'cudnn', 'xla']
+  with pytest.raises(ValueError, match="not 'gpu'"):
+    with attn.target_platform('gpu'):
+      pass
 
 
 @pytest.mark.parametrize('pooling', ['cls', 'mean'])

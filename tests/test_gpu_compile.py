@@ -41,6 +41,7 @@ ENTRY %main.9 (p0: f32[8], p1: bf16[8,8]) -> f32[8] {
   %p0 = f32[8]{0} parameter(0)
   %p1 = bf16[8,8]{1,0} parameter(1)
   %gemm = bf16[8,8]{1,0} fusion(%p1), kind=kCustom, calls=%gemm_fusion_dot, metadata={op_name="jit(train_step)/dot_general"}, backend_config={"fusion_backend_config":{"kind":"__triton_gemm"}}
+  %softmax = bf16[8,8]{1,0} fusion(%gemm), kind=kCustom, calls=%triton_softmax_computation, backend_config={"fusion_backend_config":{"kind":"__triton"}}
   %attn = (bf16[1,8,8,8]{3,1,2,0}, f32[1,8,8]{2,1,0}, u8[0]{0}) custom-call(%p1, %p1, %p1), custom_call_target="__cudnn$fmhaSoftmax"
   %attn_bwd = (bf16[1,8,8,8]{3,1,2,0}, /*index=1*/u8[0]{0}) custom-call(%p1), custom_call_target="__cudnn$fmhaSoftmaxBackward"
   %blas = bf16[8,8]{1,0} custom-call(%p1, %p1), custom_call_target="__cublas$gemm"
@@ -60,18 +61,19 @@ ENTRY %main.9 (p0: f32[8], p1: bf16[8,8]) -> f32[8] {
 def test_kernel_counts_read_launches_from_the_entry_and_its_loop_bodies():
   counts = gpu_compile.kernel_counts(HLO)
   assert counts == {
-    'kernels': 10,  # Entry: 7 fusions and library calls, 1 other; loop body: a fusion, a copy.
+    'kernels': 11,  # Entry: 8 fusions and library calls, 1 other; loop body: a fusion, a copy.
     'gemm': 2,
     'cudnn_attention': 2,
     'other_library': 1,
-    'fusion': 3,
+    'fusion': 4,  # The softmax reads a GEMM's result, and is no GEMM.
     'copy': 1,
     'other': 1,
     'while_loops': 1,
-    # Results and operands of each kernel, in bytes (p0: 32, p1: 128): gemm 128 + 128, attn
+    # Results and operands of each kernel, in bytes (p0: 32, p1: 128): gemm 128 + 128, softmax
+    # 128 + 128, attn
     # (1024 + 256) + 3 x 128, attn_bwd 1024 + 128, blas 128 + 256, the library call 32 + 32,
     # reduce 32 + 32, pair (32 + 32 + 4) + 32, rng 32 + 32; loop body: step 32 + 32, copy 32 + 32.
-    'kernel_bytes': 256 + 1664 + 1152 + 384 + 64 + 64 + 100 + 64 + 64 + 64,
+    'kernel_bytes': 256 + 256 + 1664 + 1152 + 384 + 64 + 64 + 100 + 64 + 64 + 64,
   }
   assert counts['kernels'] == sum(
     counts[k] for k in ('gemm', 'cudnn_attention', 'other_library', 'fusion', 'copy', 'other')
@@ -90,6 +92,8 @@ def test_kernel_counts_read_launches_from_the_entry_and_its_loop_bodies():
   assert gpu_compile.shape_bytes('(f32[], (pred[5]{0}, u8[0]{0}))') == 9
   with pytest.raises(ValueError, match='f8e4m3fn'):
     gpu_compile.shape_bytes('f8e4m3fn[4]{0}')
+  with pytest.raises(ValueError, match='conditional'):  # Its branches would go uncounted.
+    gpu_compile.kernels(HLO.replace(') while(%init)', ') conditional(%init)'))
   with pytest.raises(ValueError, match='ENTRY'):
     gpu_compile.kernel_counts(HLO.replace('ENTRY ', ''))
 
@@ -117,10 +121,14 @@ def _has_cuda_plugin() -> bool:
 
 
 @pytest.mark.skipif(_has_cuda_plugin(), reason='a CUDA plugin is installed here')
-def test_without_the_cuda_plugin_the_error_names_the_pip_command(monkeypatch):
-  monkeypatch.setenv('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
-  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  with pytest.raises(RuntimeError, match=r'pip install "jax-cuda13-plugin\[with-cuda\]'):
+def test_without_jax_0_11_or_the_cuda_plugin_the_error_says_what_to_install():
+  import jax
+
+  if tuple(int(part) for part in jax.__version__.split('.')[:2]) < (0, 11):
+    message = r'needs jax >= 0\.11'
+  else:
+    message = r'pip install "jax-cuda13-plugin\[with-cuda\]'
+  with pytest.raises(RuntimeError, match=message):
     gpu_compile.compile_only_device('h100')
   with pytest.raises(KeyError, match='unknown target'):
     gpu_compile.compile_only_device('a100')

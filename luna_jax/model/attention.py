@@ -296,10 +296,8 @@ def fused_dot_product_attention(
   GPU for bfloat16 or float16 inputs (`fused_implementation`), XLA's implementation otherwise.
 
   No attention dropout (the fused kernels have none); the exact path (`dot_product_attention`)
-  keeps it. On XLA's implementation a query whose keys are all masked attends uniformly, as in
-  `attention_weights`; cuDNN adds a boolean mask to the logits as a large negative bias, so there
-  such a row attends by its logits (float16) or about uniformly, over every key, one padded key
-  included (bfloat16). Rows that may attend to some key are exact on both.
+  keeps it. A query whose keys are all masked attends uniformly over every key, as in
+  `attention_weights`, on both implementations (`_cudnn_attention`).
 
   Padding reaches the kernels in one of two forms (jax 0.10-0.12, `jax/_src/nn/functions.py`
   `dot_product_attention` and `jax/_src/cudnn/fused_attention_stablehlo.py`):
@@ -310,14 +308,14 @@ def fused_dot_product_attention(
       `key_lengths` keys, as the exact path's rows do (values and gradients equal at every row);
       with `query_seq_lengths`, XLA's implementation masks the padded rows' logits and zeroes
       their outputs, and what cuDNN writes there is up to the kernel.
-    - masks (LRA's 'nonzero' mask, a query mask) go as `mask`, which cuDNN's branch turns into an
-      additive bias (`combine_bias_and_mask`) that must be `[batch, 1, q_len, k_len]`
-      (`check_layout`): the key and query masks together are that dense array; either alone is
-      refused while tracing, so it runs on XLA's implementation.
-  cuDNN's kernels train only on even lengths (jax 0.10-0.12 `check_is_flash_attention` refuses an
-  odd query or key length when the attention is differentiated), and a prepended CLS makes LRA's
-  lengths odd (ListOps 2001, Text 4001). So an odd length reaches cuDNN one position longer
-  (`_even_lengths`): the extra key is masked out, the extra query row is cut off the output.
+    - the key and query masks together (LRA's 'nonzero' mask) go as one `[batch, 1, q_len, k_len]`
+      `mask`, which cuDNN's branch adds to the logits as a large negative bias
+      (`combine_bias_and_mask`). Either mask alone runs on XLA's implementation: cuDNN's branch
+      takes no other mask shape (`check_layout`).
+  cuDNN's kernels also train only on even lengths: jax 0.10-0.12 `check_is_flash_attention`
+  refuses an odd query or key length when the attention is differentiated and a bias is given,
+  and jax always gives one (a zero-size placeholder when there is none). A prepended CLS makes
+  LRA's lengths odd (ListOps 2001, Text 4001), so an odd length reaches cuDNN one position longer.
   A configuration cuDNN refuses while tracing falls back to XLA's; one that fails later, when XLA
   compiles, is an error.
 
@@ -340,67 +338,74 @@ def fused_dot_product_attention(
     if key_mask is not None:
       raise ValueError('give the key padding as key_mask or as key_lengths, not both.')
     key_lengths = key_lengths.astype(jnp.int32)
-  padding = (key_mask, query_mask, key_lengths)
-  if fused_implementation(query.dtype) == 'cudnn':
+  both_masks_or_none = (key_mask is None) == (query_mask is None)
+  if fused_implementation(query.dtype) == 'cudnn' and both_masks_or_none:
     try:
-      padded = _even_lengths(query, key, value, *padding)
-      return _nn_attention(*padded, implementation='cudnn')[:, : query.shape[1]]
+      return _cudnn_attention(query, key, value, key_mask, query_mask, key_lengths)
     except (ValueError, NotImplementedError, RuntimeError):
-      pass  # A shape, mask, head size or cuDNN version the flash kernel does not take: XLA's below.
-  return _nn_attention(query, key, value, *padding, implementation='xla')
-
-
-def _nn_attention(
-  query: Array,
-  key: Array,
-  value: Array,
-  key_mask: Array | None,
-  query_mask: Array | None,
-  key_lengths: Array | None,
-  *,
-  implementation: str,
-) -> Array:
-  """`jax.nn.dot_product_attention` with the padding in the forms its cuDNN branch takes (see
-  `fused_dot_product_attention`): key lengths as `key_value_seq_lengths`, masks as one `mask`."""
+      pass  # A shape, head size or cuDNN version the flash kernel does not take: XLA's below.
   mask = None if key_mask is None else key_mask[:, None, None, :]
   if query_mask is not None:
     rows = query_mask[:, None, :, None]
     mask = rows if mask is None else mask & rows
   return jax.nn.dot_product_attention(
-    query, key, value, mask=mask, key_value_seq_lengths=key_lengths, implementation=implementation
+    query, key, value, mask=mask, key_value_seq_lengths=key_lengths, implementation='xla'
   )
 
 
-def _even_lengths(
+def _cudnn_attention(
   query: Array,
   key: Array,
   value: Array,
   key_mask: Array | None,
   query_mask: Array | None,
   key_lengths: Array | None,
-) -> tuple[Array, ...]:
-  """The arguments of `_nn_attention` with an odd query or key length padded by one position.
+) -> Array:
+  """`fused_dot_product_attention` on cuDNN's flash attention: key lengths, or both masks (one
+  dense mask), or no padding; the arguments as there.
 
-  The padded key is masked out: False in `key_mask`, or beyond `key_lengths` (set to the old key
-  length when neither is given). The padded query row may attend where the example's keys may
-  (True in `query_mask`), so it is never a fully masked row; the caller drops it.
+  A row whose keys are all masked (a False query, or no valid key) gets a zero query and every
+  real key: its logits are all 0, so it attends uniformly, and no gradient reaches its query or
+  the keys through it, as in `attention_weights` (cuDNN adds the mask as a bias, under which such
+  a row would attend by its logits in float16). An odd length is padded by one position: the
+  extra key is masked out (False in the mask, or beyond `key_lengths`, which are set to the old
+  key length when not given), and the extra query row is dropped from the output.
+
+  Raises:
+    ValueError, NotImplementedError, RuntimeError: what jax's cuDNN branch raises for a
+      configuration it does not take.
   """
   batch, q_len, k_len = query.shape[0], query.shape[1], key.shape[1]
+  mask = None
+  if key_mask is not None:  # With query_mask: LRA's outer-product mask, as one dense mask.
+    attends = query_mask & jnp.any(key_mask, axis=1, keepdims=True)
+    query = jnp.where(attends[:, :, None, None], query, jnp.zeros((), query.dtype))
+    mask = jnp.where(attends[:, :, None], key_mask[:, None, :], True)
 
-  def pad(x: Array, value: bool = False) -> Array:
-    return jnp.pad(x, [(0, 0), (0, 1)] + [(0, 0)] * (x.ndim - 2), constant_values=value)
+  def pad(x: Array, axis: int, value: bool = False) -> Array:
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, 1)
+    return jnp.pad(x, widths, constant_values=value)
 
+  if q_len % 2:
+    query = pad(query, 1)
+    if mask is not None:
+      mask = pad(mask, 1, True)
   if k_len % 2:
-    key, value = pad(key), pad(value)
-    if key_mask is not None:
-      key_mask = pad(key_mask)
+    key, value = pad(key, 1), pad(value, 1)
+    if mask is not None:
+      mask = pad(mask, 2)
     elif key_lengths is None:
       key_lengths = jnp.full((batch,), k_len, jnp.int32)
-  if q_len % 2:
-    query = pad(query)
-    if query_mask is not None:
-      query_mask = pad(query_mask, True)
-  return query, key, value, key_mask, query_mask, key_lengths
+  out = jax.nn.dot_product_attention(
+    query,
+    key,
+    value,
+    mask=None if mask is None else mask[:, None],
+    key_value_seq_lengths=key_lengths,
+    implementation='cudnn',
+  )
+  return out[:, :q_len]
 
 
 def fused_implementation(dtype: jnp.dtype) -> str:
@@ -417,6 +422,8 @@ def fused_implementation(dtype: jnp.dtype) -> str:
   return 'cudnn' if platform == 'cuda' and sixteen_bit else 'xla'
 
 
+#: The platforms `target_platform` takes.
+PLATFORMS = ('cuda', 'rocm', 'cpu', 'tpu')
 #: The platform attention is traced for inside `target_platform` (None: the default backend's).
 _TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
   'luna_jax_attention_target_platform', default=None
@@ -425,15 +432,25 @@ _TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def target_platform(platform: str) -> Iterator[None]:
-  """Within the block, attention is traced for `platform` ('cuda', 'rocm', 'cpu', 'tpu') instead of
-  the default backend: for compiling ahead of time for a device this process does not have, e.g.
-  an NVIDIA GPU's program on a CPU host (`jax.experimental.topologies`; `benchmarks.gpu_compile`).
-  Only `fused_implementation` reads it."""
+  """Within the block, attention is traced for `platform` ('cuda', 'rocm', 'cpu' or 'tpu') instead
+  of the default backend: for compiling ahead of time for a device this process does not have,
+  e.g. an NVIDIA GPU's program on a CPU host (`jax.experimental.topologies`;
+  `benchmarks.gpu_compile`). Only `fused_implementation` reads it, in this thread (a context
+  variable). jax's caches of traced functions do not know of it, so they are cleared on entering
+  and on leaving the block (`jax.clear_caches`): a function jitted outside is traced again inside.
+
+  Raises:
+    ValueError: another platform name (e.g. 'gpu', which does not say whose).
+  """
+  if platform not in PLATFORMS:
+    raise ValueError(f'platform must be one of {PLATFORMS}, not {platform!r}.')
+  jax.clear_caches()
   token = _TARGET_PLATFORM.set(platform)
   try:
     yield
   finally:
     _TARGET_PLATFORM.reset(token)
+    jax.clear_caches()
 
 
 def merge_heads(x: Array) -> Array:
