@@ -40,12 +40,10 @@ head pass it instead of Hopper's 256 (LRA's heads have at most 64).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import itertools
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -401,13 +399,7 @@ def table(results: Sequence[dict[str, Any]], card: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  given = list(argv)
-  overrides = argv[argv.index('--') + 1 :] if '--' in argv else []
-  argv = argv[: argv.index('--')] if '--' in argv else argv
-  parser = argparse.ArgumentParser(
-    description=__doc__.split('\n\n')[0], epilog='Flags after -- override every config.'
-  )
+  parser, argv, overrides, given = step_cost.command_line(argv, __doc__.split('\n\n')[0])
   parser.add_argument('--target', choices=sorted(TARGETS), default='h100', help='the card')
   parser.add_argument(
     '--runs',

@@ -155,14 +155,25 @@ def table(results: Sequence[dict[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  given = list(argv)
-  overrides = argv[argv.index('--') + 1 :] if '--' in argv else []
-  argv = argv[: argv.index('--')] if '--' in argv else argv
+def command_line(
+  argv: Sequence[str] | None, description: str
+) -> tuple[argparse.ArgumentParser, list[str], list[str], list[str]]:
+  """The command line of a script that takes runs of recipes (this one, `gpu_compile`).
+
+  Returns:
+    `(parser, flags, overrides, given)`: a parser described by `description`, the flags before
+    `--` for it, the `--config.*` overrides after `--` (for every run) and the whole command line.
+  """
+  given = list(sys.argv[1:] if argv is None else argv)
+  split = given.index('--') if '--' in given else len(given)
   parser = argparse.ArgumentParser(
-    description=__doc__.split('\n\n')[0], epilog='Flags after -- override every config.'
+    description=description, epilog='Flags after -- override every config.'
   )
+  return parser, given[:split], given[split + 1 :], given
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser, argv, overrides, given = command_line(argv, __doc__.split('\n\n')[0])
   parser.add_argument(
     '--runs',
     default='listops:luna16,listops:luna16+mlm,listops:luna256,listops:transformer,'
