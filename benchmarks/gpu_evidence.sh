@@ -92,10 +92,10 @@ case "$part" in
   listops_transformer)
     # The Transformer's seeds 1 and 2 side by side: XLA:GPU's compile of the step for an H100 holds
     # 27.95 GiB in the bfloat16 policy (benchmarks/results/gpu/compiled_h100/), so two fit an
-    # H100's 80 GB as well as an H200's 141 GB; a card under 60 GB runs seed 1 alone.
+    # H100's 80 GB as well as an H200's 141 GB; a card under 70 GB runs seed 1 alone.
     listops_data
     seeds=2 share=0.45
-    if [ "$gpu_mib" -lt 60000 ]; then seeds=1 share=0.85; fi
+    if [ "$gpu_mib" -lt 70000 ]; then seeds=1 share=0.85; fi
     sweep transformer --tasks listops --variants transformer --seeds "$seeds" --first_seed 1 \
       --runs_per_device "$seeds" --memory_fraction "$share" -- "$PRECISION" \
       --config.training.eval_every=500

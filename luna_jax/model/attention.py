@@ -297,7 +297,8 @@ def fused_dot_product_attention(
 
   No attention dropout (the fused kernels have none); the exact path (`dot_product_attention`)
   keeps it. A query whose keys are all masked attends uniformly over every key, as in
-  `attention_weights`, on both implementations (`_cudnn_attention`).
+  `attention_weights`, on both implementations (`_cudnn_attention`) when the masks are given; with
+  `key_lengths`, a length of 0 is left to the kernel on cuDNN.
 
   Padding reaches the kernels in one of two forms (jax 0.10-0.12, `jax/_src/nn/functions.py`
   `dot_product_attention` and `jax/_src/cudnn/fused_attention_stablehlo.py`):
@@ -435,9 +436,11 @@ def target_platform(platform: str) -> Iterator[None]:
   """Within the block, attention is traced for `platform` ('cuda', 'rocm', 'cpu' or 'tpu') instead
   of the default backend: for compiling ahead of time for a device this process does not have,
   e.g. an NVIDIA GPU's program on a CPU host (`jax.experimental.topologies`;
-  `benchmarks.gpu_compile`). Only `fused_implementation` reads it, in this thread (a context
-  variable). jax's caches of traced functions do not know of it, so they are cleared on entering
-  and on leaving the block (`jax.clear_caches`): a function jitted outside is traced again inside.
+  `benchmarks.gpu_compile`). Only `fused_implementation` reads it (a context variable, so in this
+  thread). jax's caches of traced functions do not know of it, so they are cleared on entering and
+  on leaving the block (`jax.clear_caches`): a function jitted outside is traced again inside.
+  Those caches are the process's, so another thread that traces the same function meanwhile may
+  get a trace made for the other platform: do not use it beside concurrent tracing.
 
   Raises:
     ValueError: another platform name (e.g. 'gpu', which does not say whose).
