@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks import step_cost
-from benchmarks.speed_memory_harness import write_results
+from benchmarks.speed_memory_harness import compiled_memory, write_results
 from lra import cli
 
 #: The cards, as their GPU target configuration needs them: multiprocessors, device memory (bytes,
@@ -282,13 +282,17 @@ def _kind(opcode: str, line: str) -> str:
 
 
 def kernel_counts(hlo_text: str) -> dict[str, int]:
-  """`kernels` summed: 'kernels' (all launches), one count per `KINDS` entry, 'while_loops' and
-  'kernel_bytes' (the bytes all kernels move).
+  """`kernels` summed (`summarize`).
 
   Raises:
     ValueError: as `kernels`.
   """
-  launched, loops = kernels(hlo_text)
+  return summarize(*kernels(hlo_text))
+
+
+def summarize(launched: Sequence[Kernel], loops: int) -> dict[str, int]:
+  """'kernels' (all launches), one count per `KINDS` entry, 'while_loops' and 'kernel_bytes' (the
+  bytes all kernels move) of `kernels`' result."""
   kinds = collections.Counter(k.kind for k in launched)
   return {
     'kernels': len(launched),
@@ -340,11 +344,10 @@ def compile_step(config, device) -> dict[str, Any]:
   (a compile-only GPU device) and reads its memory and kernels.
 
   Returns:
-    'compile_s' (seconds on this host), 'argument_bytes', 'output_bytes', 'alias_bytes',
-    'temp_bytes', 'peak_bytes' (arguments + outputs - donated + temporaries: what the step holds
-    on the device at its peak, the train state included), `kernel_counts`' fields
-    ('kernel_bytes' among them) and 'top_kernels' (the `TOP_KERNELS` kernels that move the most
-    bytes, as dicts of `Kernel`'s fields).
+    'compile_s' (seconds on this host), `speed_memory_harness.compiled_memory`'s fields
+    ('compiled_peak_bytes': what the step holds on the device at its peak, the train state
+    included), `summarize`'s ('kernel_bytes' among them) and 'top_kernels' (the `TOP_KERNELS`
+    kernels that move the most bytes, as dicts of `Kernel`'s fields).
   """
   import jax
 
@@ -359,21 +362,12 @@ def compile_step(config, device) -> dict[str, Any]:
   with attention.target_platform('cuda'):
     compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
   seconds = time.perf_counter() - start
-  memory = compiled.memory_analysis()
-  sizes = {
-    f'{k}_bytes': int(getattr(memory, f'{k}_size_in_bytes'))
-    for k in ('argument', 'output', 'alias', 'temp')
-  }
-  peak = (
-    sizes['argument_bytes'] + sizes['output_bytes'] - sizes['alias_bytes'] + sizes['temp_bytes']
-  )
-  hlo_text = compiled.as_text()
-  largest = sorted(kernels(hlo_text)[0], key=lambda k: k.bytes, reverse=True)[:TOP_KERNELS]
+  launched, loops = kernels(compiled.as_text())
+  largest = sorted(launched, key=lambda k: k.bytes, reverse=True)[:TOP_KERNELS]
   return {
     'compile_s': round(seconds, 1),
-    **sizes,
-    'peak_bytes': peak,
-    **kernel_counts(hlo_text),
+    **compiled_memory(compiled),
+    **summarize(launched, loops),
     'top_kernels': [k._asdict() for k in largest],
   }
 
@@ -390,8 +384,8 @@ def table(results: Sequence[dict[str, Any]], card: dict[str, Any]) -> str:
   for r in results:
     lines.append(
       f'| {r["run"]} | {r["precision"]} | {r["attention"]} | {r["batch_size"]} x '
-      f'{r["max_length"]} | {r["peak_bytes"] / 2**30:.2f} | '
-      f'{r["peak_bytes"] / card["memory_bytes"]:.0%} | {r["kernels"]} | {r["gemm"]} | '
+      f'{r["max_length"]} | {r["compiled_peak_bytes"] / 2**30:.2f} | '
+      f'{r["compiled_peak_bytes"] / card["memory_bytes"]:.0%} | {r["kernels"]} | {r["gemm"]} | '
       f'{r["cudnn_attention"]} | {r["fusion"]} | {r["copy"]} | {r["kernel_bytes"] / 1e9:.1f} | '
       f'{1e3 * r["kernel_bytes"] / card["bandwidth"]:.1f} |'
     )
