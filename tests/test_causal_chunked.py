@@ -70,3 +70,24 @@ def test_chunked_future_tokens_contribute_exactly_nothing(chunk_size):
   before, after = np.asarray(run(args)), np.asarray(run(changed))
   np.testing.assert_array_equal(after[:, :14], before[:, :14])
   assert not np.allclose(after[:, 14:], before[:, 14:])
+
+
+@pytest.mark.parametrize(
+  'form', [attn.causal_luna_attention, attn.causal_luna_attention_chunked], ids=['scan', 'chunked']
+)
+def test_bfloat16_inputs_are_computed_in_float32(form):
+  # Head size 8: the query scale 8^-0.5 is not a power of two, so scaling before the float32 cast
+  # would round q / sqrt(dh) to bfloat16 and change the result.
+  args, p_mask = inputs(dh=8)
+  low = [a.astype(jnp.bfloat16) for a in args]
+  y_low, _ = form(*low, p_mask)
+  y_high, _ = form(*(a.astype(jnp.float32) for a in low), p_mask)
+  assert y_low.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(y_low, y_high.astype(jnp.bfloat16))
+
+
+def test_dropout_without_a_key_is_a_clear_error():
+  args, p_mask = inputs()
+  for form in (attn.causal_luna_attention, attn.causal_luna_attention_chunked):
+    with pytest.raises(ValueError, match='dropout needs an rng'):
+      form(*args, p_mask, dropout_rate=0.1, deterministic=False)

@@ -135,6 +135,9 @@ def dot_product_attention(
   Returns:
     `(out, probs)`: out `[batch, q_len, heads, v_dim]` in `out_dtype`; probs
     `[batch, heads, q_len, k_len]` float32 before dropout.
+
+  Raises:
+    ValueError: dropout on without `dropout_rng`.
   """
   keep = None
   if not deterministic and dropout_rate > 0.0:
@@ -201,6 +204,22 @@ class LunaAttentionOutput(NamedTuple):
   unpack_probs: Array
 
 
+def _pack_unpack_rngs(
+  dropout_rng: Array | None, dropout_rate: float, deterministic: bool
+) -> tuple[Array | None, Array | None]:
+  """The dropout keys of the pack and the unpack attention (None, None when dropout is off).
+
+  Raises:
+    ValueError: dropout on without `dropout_rng`.
+  """
+  if deterministic or dropout_rate == 0.0:
+    return None, None
+  if dropout_rng is None:
+    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+  pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  return pack_rng, unpack_rng
+
+
 def luna_attention(
   query: Array,
   pack_query: Array,
@@ -259,11 +278,7 @@ def luna_attention(
     raise ValueError(
       f'unpack_kernel must be [d, d] (tied K/V) or [d, 2d] with d = {d}; got {unpack_kernel.shape}.'
     )
-  pack_rng = unpack_rng = None
-  if not deterministic and dropout_rate > 0.0:
-    if dropout_rng is None:
-      raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
-    pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  pack_rng, unpack_rng = _pack_unpack_rngs(dropout_rng, dropout_rate, deterministic)
   kwargs = dict(dropout_rate=dropout_rate, deterministic=deterministic)
   y_p, pack_probs = dot_product_attention(
     pack_query,
@@ -463,7 +478,11 @@ def merge_heads(x: Array) -> Array:
 
 def split_heads(x: Array, num_heads: int) -> Array:
   """`[batch, length, d]` -> `[batch, length, heads, d // heads]` (head i owns features
-  i*dh..(i+1)*dh-1)."""
+  i*dh..(i+1)*dh-1).
+
+  Raises:
+    ValueError: d not divisible by `num_heads`.
+  """
   d = x.shape[-1]
   if d % num_heads:
     raise ValueError(f'feature size {d} is not divisible by {num_heads} heads.')
@@ -512,6 +531,9 @@ def causal_pack_activation(
 
   Returns:
     Positive weights with the shape of `scores`.
+
+  Raises:
+    ValueError: an unknown `omega`.
   """
   if omega == 'softplus':
     return jax.nn.softplus(beta * scores) / beta
@@ -553,15 +575,16 @@ def causal_luna_step(
 
   Returns:
     `(new_state, y)` with y `[batch, heads, v_dim]` in value's dtype.
+
+  Raises:
+    ValueError: an unknown `omega`, or dropout on without `dropout_rng`.
   """
   scale = query.shape[-1] ** -0.5
   f32 = jnp.float32
   t = (state.num_steps + 1).astype(f32)[:, None, None]  # [b, 1, 1]
   scores = jnp.einsum('bhd,blhd->bhl', pack_key.astype(f32), pack_query.astype(f32) * scale)
   a = causal_pack_activation(scores, omega, beta)
-  pack_rng = unpack_rng = None
-  if not deterministic and dropout_rate > 0.0:
-    pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  pack_rng, unpack_rng = _pack_unpack_rngs(dropout_rng, dropout_rate, deterministic)
   a = dropout(a, dropout_rate, pack_rng, deterministic)
   key_accum = state.key_accum + jnp.einsum('bhd,bhl->bhdl', key.astype(f32), a)
   value_accum = state.value_accum + jnp.einsum('bhl,bhd->bhld', a, value.astype(f32))
@@ -611,12 +634,17 @@ def causal_luna_attention(
 
   Returns:
     `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
+
+  Raises:
+    ValueError: an unknown `omega`, or dropout on without `dropout_rng`.
   """
   b, n, h, dh = query.shape
   state = initial_state
   if state is None:
     state = init_causal_state(b, h, dh, pack_query.shape[1])
   use_dropout = not deterministic and dropout_rate > 0.0
+  if use_dropout and dropout_rng is None:
+    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
 
   def body(carry, xs):
     q_t, pk_t, k_t, v_t, t = xs
@@ -697,6 +725,9 @@ def causal_luna_attention_chunked(
 
   Returns:
     `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
+
+  Raises:
+    ValueError: an unknown `omega`, or dropout on without `dropout_rng`.
   """
   b, n, h, dh = query.shape
   projection_length = pack_query.shape[1]
@@ -713,13 +744,11 @@ def causal_luna_attention_chunked(
     z = jnp.pad(z.astype(f32), ((0, 0), (0, pad), (0, 0), (0, 0)))
     return z.reshape(b, num_chunks, c, h, z.shape[-1]).transpose(0, 3, 1, 2, 4)
 
-  q, pk, k, v = chunks(query * scale), chunks(pack_key), chunks(key), chunks(value)
+  q, pk, k, v = chunks(query) * scale, chunks(pack_key), chunks(key), chunks(value)
   a = causal_pack_activation(
     jnp.einsum('bhnce,blhe->bhncl', pk, pack_query.astype(f32) * scale), omega, beta
   )
-  pack_rng = unpack_rng = None
-  if not deterministic and dropout_rate > 0.0:
-    pack_rng, unpack_rng = jax.random.split(dropout_rng)
+  pack_rng, unpack_rng = _pack_unpack_rngs(dropout_rng, dropout_rate, deterministic)
   a = dropout(a, dropout_rate, pack_rng, deterministic)
   chunk_keys = jnp.einsum('bhnce,bhncl->bhnel', k, a)
   chunk_values = jnp.einsum('bhncl,bhnce->bhnle', a, v)

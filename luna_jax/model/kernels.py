@@ -108,6 +108,9 @@ def dropout(x: Array, rate: float, rng: Array | None, deterministic: bool) -> Ar
 
   Returns:
     An array like `x`.
+
+  Raises:
+    ValueError: dropout on without `rng`.
   """
   if deterministic or rate == 0.0:
     return x
