@@ -79,6 +79,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.classifier_hidden_layers = 1
   # The classifier head's hidden activation: 'relu' (LRA) or 'tanh' (RoBERTa's GLUE head).
   config.model.classifier_activation = 'relu'
+  # A bias on the head's logits layer (LRA, RoBERTa; luna_model turns it off as the authors' code).
+  config.model.classifier_logits_bias = True
   # Retrieval features of the two documents: 'concat' [u, v] or 'nli' [u, v, u*v, u-v].
   config.model.interaction = 'concat'
   # Number of encoder layers.
@@ -301,8 +303,9 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
   `fairseq/models/luna_lra/model.py`, `examples/long_range_arena/train_luna_*.sh`).
 
   Post-LN Luna layers, exact GELU, learned positions, LayerNorm on the embeddings and the first P,
-  no embedding scaling, pack heads = unpack heads, no activation dropout; the projection length,
-  K/V tying (untied in every released model) and contextual P of `variant` (configs/variants.py).
+  no embedding scaling, pack heads = unpack heads, no activation dropout, no bias on the head's
+  logits layer; the projection length, K/V tying (untied in every released model) and contextual
+  P of `variant` (configs/variants.py).
   Adam eps 1e-8: fairseq's default, which no released Luna script overrides. The task files add the
   BERT initialisation where the authors' architecture applies it (ListOps, Text).
   """
@@ -316,6 +319,8 @@ def luna_model(config: ml_collections.ConfigDict, variant: str) -> None:
     activation_dropout_rate=0.0,
     num_pack_heads=None,
     qkv_dim=None,
+    # fairseq/models/luna_lra/model.py: sentence_projection_layer = Linear(..., bias=False).
+    classifier_logits_bias=False,
   )
   config.optimizer.update(
     schedule='constant * linear_warmup * rsqrt_normalized_decay',

@@ -71,8 +71,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'max_length': min(128, config.data.options.max_length),
     }
   )
-  # The pretrained encoder with a new head: CLS -> Dense(emb_dim) -> ReLU -> Dense(classes).
-  config.model.update(name='luna', pooling='cls', classifier_hidden_dim=config.model.emb_dim)
+  # The pretrained encoder with a new head: CLS -> Dense(emb_dim) -> ReLU -> Dense(classes), with
+  # a bias on the logits (fairseq-apollo fairseq/models/luna_bert/model.py,
+  # LunaCLSClassificationHead.out_proj).
+  config.model.update(
+    name='luna',
+    pooling='cls',
+    classifier_hidden_dim=config.model.emb_dim,
+    classifier_logits_bias=True,
+  )
   steps = EPOCHS * TRAIN_EXAMPLES[tasks[0]] // 32
   warmup = int(WARMUP_FRACTION * steps)
   # Peak 1e-5, 6% linear warmup, linear decay to 0 at the last step; weight decay 0.1 (RoBERTa).

@@ -71,12 +71,13 @@ def test_retrieval_heads_official_transformer_two_hidden_layers_luna_one(variant
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, lengths, tokens, lengths)
   params = flat(shapes['params'])
   head = {k: v.shape for k, v in params.items() if k.startswith('head/')}
-  if variant == 'luna16':  # The paper-era Luna head: [u, v] 256 -> 512 -> 2 after a CLS token.
+  if variant == 'luna16':
+    # The paper-era Luna head: [u, v] 256 -> 512 -> 2 after a CLS token, no bias on the logits
+    # (fairseq-apollo fairseq/models/luna_lra/model.py, sentence_projection_layer).
     assert head == {
       'head/hidden/kernel': (256, 512),
       'head/hidden/bias': (512,),
       'head/logits/kernel': (512, 2),
-      'head/logits/bias': (2,),
     }
     assert 'sequence_encoder/embed/cls' in params
     return
@@ -228,3 +229,32 @@ def test_shared_layers_hold_one_layer_applied_num_layers_times(name):
   tied = build(True).apply({'params': shared}, tokens, lengths)
   repeated = build(False).apply({'params': {**shared, 'sequence_encoder': copies}}, tokens, lengths)
   np.testing.assert_array_equal(tied, repeated)
+
+
+@pytest.mark.parametrize(
+  'config_name, arg, bias',
+  [
+    # The authors' Luna LRA head: no bias on the logits (fairseq/models/luna_lra/model.py).
+    ('listops', 'luna16', False),
+    ('text', 'luna256', False),
+    ('image', 'luna16', False),
+    ('pathfinder32', 'luna16', False),
+    ('retrieval', 'luna16', False),
+    # LRA's own heads and RoBERTa's GLUE head have one.
+    ('listops', 'transformer', True),
+    ('glue', 'sst2', True),
+    # The measured small protocols keep the head they were measured with.
+    ('listops_cpu', 'luna16', True),
+    ('quickstart', 'luna16', True),
+  ],
+)
+def test_logits_bias_follows_each_recipe(config_name, arg, bias):
+  config = load(config_name, arg)
+  assert config.model.classifier_logits_bias is bias
+  model = luna_jax.build_model(
+    {**config.model.to_dict(), **SMALL}, vocab_size=20, num_classes=3, max_length=8
+  )
+  tokens, lengths = jnp.ones((1, 8), jnp.int32), jnp.full((1,), 8)
+  params = flat(jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, lengths)['params'])
+  assert ('head/logits/bias' in params) is bias
+  assert params['head/logits/kernel'].shape[-1] == 3

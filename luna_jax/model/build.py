@@ -56,7 +56,8 @@ def build_model(
 
   Args:
     model_config: any `HeadConfig` field (`name`, `pooling`, `classifier_hidden_dim`,
-      `classifier_hidden_layers`, `classifier_activation`, `interaction`) and any `ModelConfig`
+      `classifier_hidden_layers`, `classifier_activation`, `classifier_logits_bias`,
+      `interaction`) and any `ModelConfig`
       field except `DATA_FIELDS`, which come from the data and the pooling
       (`luna_jax.model.config`); absent keys take the dataclasses' defaults.
     vocab_size: token vocabulary size (the masked LMs add the mask id, `vocab_size`).
@@ -99,6 +100,7 @@ def build_model(
     hidden_dim=head.classifier_hidden_dim or encoder.mlp_dim,
     hidden_layers=head.classifier_hidden_layers,
     head_activation=head.classifier_activation,
+    logits_bias=head.classifier_logits_bias,
     dual=dual,
     interaction=head.interaction,
   )

@@ -94,6 +94,8 @@ class ClassifierHead(nn.Module):
     hidden_layers: 1 or 2 (`luna_jax.model.config.CLASSIFIER_HIDDEN_LAYERS`).
     kernel_init: initialiser of every kernel (None: flax's lecun_normal, as LRA's heads).
     activation: 'relu' (the LRA heads) or 'tanh' (RoBERTa's GLUE head).
+    logits_bias: give the last Dense a bias (LRA's and RoBERTa's heads; the authors' Luna LRA
+      head has none).
   """
 
   hidden_dim: int
@@ -101,6 +103,7 @@ class ClassifierHead(nn.Module):
   hidden_layers: int = 1
   kernel_init: nn.initializers.Initializer | None = None
   activation: str = 'relu'
+  logits_bias: bool = True
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
@@ -125,7 +128,7 @@ class ClassifierHead(nn.Module):
     h = features
     for i, width in enumerate(widths):
       h = act(dense(width, name='hidden' if i == 0 else f'hidden_{i + 1}')(h))
-    return dense(self.num_classes, name='logits')(h)
+    return dense(self.num_classes, use_bias=self.logits_bias, name='logits')(h)
 
 
 class SequenceClassifier(nn.Module):
@@ -139,6 +142,7 @@ class SequenceClassifier(nn.Module):
     hidden_dim: classifier hidden width.
     hidden_layers: classifier hidden layers, 1 or 2 (`ClassifierHead`).
     head_activation: the classifier head's hidden activation, 'relu' or 'tanh'.
+    logits_bias: give the head's logits layer a bias (`ClassifierHead`).
     dual: two inputs (Retrieval) instead of one.
     interaction: dual features, 'concat' or 'nli'.
 
@@ -153,6 +157,7 @@ class SequenceClassifier(nn.Module):
   hidden_dim: int = 256
   hidden_layers: int = 1
   head_activation: str = 'relu'
+  logits_bias: bool = True
   dual: bool = False
   interaction: str = 'concat'
   #: Batch fields passed to `__call__` (the trainer reads this).
@@ -170,6 +175,7 @@ class SequenceClassifier(nn.Module):
       self.hidden_layers,
       BERT_INIT if self.encoder.param_init == 'bert' else None,
       self.head_activation,
+      self.logits_bias,
     )
 
   def encode(self, tokens: Array, lengths: Array, *, train: bool = False) -> Array:

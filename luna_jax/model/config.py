@@ -197,6 +197,9 @@ class HeadConfig:
     classifier_activation: the head's hidden activation, one of `CLASSIFIER_ACTIVATIONS`: 'relu'
       (the LRA heads) or 'tanh' (RoBERTa's and the authors' GLUE head, fairseq-apollo
       `fairseq/models/luna_bert/model.py` `LunaCLSClassificationHead`, pooler_activation_fn tanh).
+    classifier_logits_bias: give the head's logits layer a bias: LRA's heads and RoBERTa's GLUE
+      head have one; the authors' Luna LRA head has none (fairseq-apollo
+      `fairseq/models/luna_lra/model.py`, `sentence_projection_layer`, bias=False).
     interaction: Retrieval features of the two documents, one of `INTERACTIONS`.
   """
 
@@ -205,6 +208,7 @@ class HeadConfig:
   classifier_hidden_dim: int | None = spec(default=None, **_SIZE)
   classifier_hidden_layers: int = spec(default=1, choices=CLASSIFIER_HIDDEN_LAYERS)
   classifier_activation: str = spec(default='relu', choices=CLASSIFIER_ACTIVATIONS)
+  classifier_logits_bias: bool = spec(default=True)
   interaction: str = spec(default='concat', choices=INTERACTIONS)
 
 
