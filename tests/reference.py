@@ -1,8 +1,10 @@
 """Float64 NumPy reference implementations written directly from the Luna paper's equations.
 
 Deliberately naive and loop-friendly: eq. (1) attention, eqs. (3)-(5) pack/unpack, eq. (6) Luna
-layer and eq. (7) causal Luna attention as a sum over j <= t for every t (O(n^2)). Parameters are
-the Flax parameter dicts of the modules under test, converted to float64.
+layer, eq. (7) causal Luna attention as a sum over j <= t for every t (O(n^2)), and the decoder
+layers of §3.3 (decoder-only), §4.2 (encoder-decoder) and the Transformer-base baseline (Vaswani
+et al., 2017). Parameters are the Flax parameter dicts of the modules under test, converted to
+float64.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def attention(
   """Eq. (1) per head on projected sequences: softmax(Q K^T / sqrt(d_head)) V, heads concatenated.
 
   Args:
-    q: (B, n, d); k: (B, m, d); v: (B, m, d); key_mask: (B, m) bool.
+    q: (B, n, d); k: (B, m, d); v: (B, m, d); key_mask: (B, m) bool, or (B, n, m) per query.
   Returns:
     (B, n, d).
   """
@@ -49,7 +51,8 @@ def attention(
       sl = slice(h * dh, (h + 1) * dh)
       logits = q[i, :, sl] @ k[i, :, sl].T / math.sqrt(dh)
       if key_mask is not None:
-        logits = np.where(key_mask[i][None, :], logits, -np.inf)
+        allowed = key_mask[i] if key_mask.ndim == 3 else key_mask[i][None, :]
+        logits = np.where(allowed, logits, -np.inf)
       out[i, :, sl] = softmax(logits) @ v[i, :, sl]
   return out
 
@@ -79,6 +82,15 @@ def gelu(x: np.ndarray) -> np.ndarray:
   return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
+def relu(x: np.ndarray) -> np.ndarray:
+  return np.maximum(x, 0.0)
+
+
+def feed_forward(params: dict, h: np.ndarray, activation=gelu) -> np.ndarray:
+  """fc2(activation(fc1(h)))."""
+  return linear(activation(linear(h, params['fc1'])), params['fc2'])
+
+
 def luna_layer(
   params: dict,
   x,
@@ -92,7 +104,7 @@ def luna_layer(
   eps: float = 1e-5,
 ):
   """Eq. (6) (post-LN) or its pre-LN variant, no dropout."""
-  ffn = lambda h: linear(gelu(linear(h, params['ffn']['fc1'])), params['ffn']['fc2'])
+  ffn = lambda h: feed_forward(params['ffn'], h)
   if normalize_before:
     xn = layer_norm(x, params['x_norm'], eps)
     pn = layer_norm(p, params['p_norm'], eps)
@@ -146,3 +158,64 @@ def causal_luna_attention(
       a_unpack = softmax(logits)
       out[i, :, sl] = causal_f(a_unpack, a_pack, v_all[i, :, sl])
   return linear(out, params['out'])
+
+
+def luna_lm_layer(params: dict, x, heads: int, tie_kv: bool, kind: str, beta: float, eps=1e-5):
+  """§3.3, the decoder-only layer (post-LN, no dropout): with P the layer's learned table (P must
+  carry no information about X), X_A = LN(X + CausalLuna(X, P)), X' = LN(X_A + FFN(X_A))."""
+  table = params['projected_embeddings']
+  p = np.broadcast_to(table, (x.shape[0], *table.shape))
+  y = causal_luna_attention(params['self_attention'], x, p, heads, tie_kv, kind, beta)
+  x_a = layer_norm(x + y, params['self_attention_norm'], eps)
+  return layer_norm(x_a + feed_forward(params['ffn'], x_a), params['ffn_norm'], eps)
+
+
+def luna_seq2seq_layer(
+  params: dict,
+  x,
+  p,
+  memory,
+  memory_mask,
+  p_mask,
+  heads: int,
+  pack_heads: int,
+  tie_kv: bool,
+  kind: str,
+  beta: float,
+  eps=1e-5,
+):
+  """§4.2, the encoder-decoder layer (fairseq-apollo LunaDecoderLayer; post-LN, no dropout):
+  X_A = LN(X + CausalLuna(X, P)); (Y_X, Y_P) = Luna(X_A, P, memory) (eqs. 3-5, P packing the
+  encoder output); X_B = LN(X_A + Y_X); X' = LN(X_B + FFN(X_B)); the next layer's P = LN(P + Y_P).
+  """
+  y = causal_luna_attention(params['self_attention'], x, p, heads, tie_kv, kind, beta, p_mask)
+  x = layer_norm(x + y, params['self_attention_norm'], eps)
+  y_x, y_p = luna_attention(
+    params['cross_attention'], x, p, memory, heads, pack_heads, tie_kv, memory_mask, p_mask
+  )
+  x = layer_norm(x + y_x, params['cross_attention_norm'], eps)
+  x = layer_norm(x + feed_forward(params['ffn'], x), params['ffn_norm'], eps)
+  return x, layer_norm(p + y_p, params['p_norm'], eps)
+
+
+def multi_head_attention(params: dict, x, context, heads: int, mask) -> np.ndarray:
+  """out(Attn(query(x), key(context), value(context))) with eq. (1) per head."""
+  q, k, v = (
+    linear(z, params[name]) for z, name in ((x, 'query'), (context, 'key'), (context, 'value'))
+  )
+  return linear(attention(q, k, v, heads, mask), params['out'])
+
+
+def transformer_decoder_layer(
+  params: dict, x, memory, memory_mask, heads: int, activation=relu, eps=1e-5
+):
+  """The Transformer-base decoder layer (Vaswani et al., 2017; post-LN, no dropout): causal
+  self-attention, attention over the encoder output, FFN, each added to its input and normalised.
+  """
+  b, n, _ = x.shape
+  causal = np.broadcast_to(np.tril(np.ones((n, n), bool)), (b, n, n))
+  y = multi_head_attention(params['self_attention'], x, x, heads, causal)
+  x = layer_norm(x + y, params['self_attention_norm'], eps)
+  y = multi_head_attention(params['cross_attention'], x, memory, heads, memory_mask)
+  x = layer_norm(x + y, params['cross_attention_norm'], eps)
+  return layer_norm(x + feed_forward(params['ffn'], x, activation), params['ffn_norm'], eps)

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from luna_jax.model import generation
+from luna_jax.model import attention as attn
+from luna_jax.model import decoders, generation
 from luna_jax.model.config import ModelConfig
 from luna_jax.model.decoders import LunaLM, LunaSeq2Seq, TransformerSeq2Seq, shift_right
+from tests import reference as ref
 
 RNG = np.random.default_rng(3)
 CFG = ModelConfig(
@@ -285,3 +287,91 @@ def test_decode_step_past_the_position_table_gives_nan_not_a_clamped_row(lm):
   )[0]
   assert np.all(np.isfinite(step(CFG.max_length - 1)))
   assert np.all(np.isnan(step(CFG.max_length)))
+
+
+def _perturbed_norms(params):
+  """Non-trivial LayerNorm parameters, so a comparison sees which norm is applied where."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, v: (
+      v + 0.1 * jnp.asarray(RNG.normal(size=v.shape), v.dtype)
+      if 'norm' in jax.tree_util.keystr(path)
+      else v
+    ),
+    params,
+  )
+
+
+def _assert_close(actual, expected, rel=1e-5):
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape
+  err, scale = np.max(np.abs(actual - expected)), np.max(np.abs(expected))
+  assert err <= rel * scale, f'max error {err:.3g} > {rel:g} * {scale:.3g}'
+
+
+LAYER_CFG = dataclasses.replace(CFG, num_layers=1, activation='gelu', dropout_rate=0.0)
+B, N, M = 2, 7, 9  # batch, target length, source length
+
+
+def _layer_inputs():
+  x = jnp.asarray(RNG.normal(size=(B, N, CFG.emb_dim)), jnp.float32)
+  p = jnp.asarray(RNG.normal(size=(B, CFG.projection_length, CFG.emb_dim)), jnp.float32)
+  memory = jnp.asarray(RNG.normal(size=(B, M, CFG.emb_dim)), jnp.float32)
+  memory_mask = np.arange(M)[None] < np.array([[M], [5]])
+  p_mask = np.arange(CFG.projection_length)[None] < np.array([[4], [3]])
+  return x, p, memory, memory_mask, p_mask
+
+
+@pytest.mark.parametrize('tie_kv', [False, True])
+def test_luna_lm_layer_matches_the_reference(tie_kv):
+  cfg = dataclasses.replace(LAYER_CFG, tie_kv=tie_kv)
+  x = _layer_inputs()[0]
+  layer = decoders.LunaLMLayer(cfg)
+  params = _perturbed_norms(layer.init(jax.random.PRNGKey(5), x)['params'])
+  expected = ref.luna_lm_layer(
+    ref.to64(params), np.float64(x), cfg.num_heads, tie_kv, cfg.omega, attn.SOFTPLUS_BETA
+  )
+  _assert_close(layer.apply({'params': params}, x), expected)
+
+
+@pytest.mark.parametrize('implementation', ['scan', 'chunked'])
+def test_luna_seq2seq_layer_matches_the_reference(implementation):
+  cfg = dataclasses.replace(LAYER_CFG, causal_implementation=implementation, num_pack_heads=1)
+  x, p, memory, memory_mask, p_mask = _layer_inputs()
+  args = (x, p, memory, jnp.asarray(memory_mask), jnp.asarray(p_mask))
+  layer = decoders.LunaSeq2SeqLayer(cfg)
+  params = _perturbed_norms(layer.init(jax.random.PRNGKey(6), *args)['params'])
+  out_x, out_p = layer.apply({'params': params}, *args)
+  e_x, e_p = ref.luna_seq2seq_layer(
+    ref.to64(params),
+    *map(np.float64, (x, p, memory)),
+    memory_mask,
+    p_mask,
+    cfg.num_heads,
+    1,
+    cfg.tie_kv,
+    cfg.omega,
+    attn.SOFTPLUS_BETA,
+  )
+  _assert_close(out_x, e_x)
+  _assert_close(out_p, e_p)
+
+
+def test_transformer_seq2seq_layer_matches_the_reference():
+  cfg = dataclasses.replace(LAYER_CFG, activation='relu')
+  x, _, memory, memory_mask, _ = _layer_inputs()
+  args = (x, memory, jnp.asarray(memory_mask))
+  layer = decoders.TransformerSeq2SeqLayer(cfg)
+  params = _perturbed_norms(layer.init(jax.random.PRNGKey(7), *args)['params'])
+  expected = ref.transformer_decoder_layer(
+    ref.to64(params), np.float64(x), np.float64(memory), memory_mask, cfg.num_heads
+  )
+  _assert_close(layer.apply({'params': params}, *args), expected)
+
+
+@pytest.mark.parametrize('model', [LunaLM, LunaSeq2Seq, TransformerSeq2Seq])
+def test_token_models_refuse_a_cls_vector(model):
+  with pytest.raises(ValueError, match='prepend_cls=False'):
+    model(dataclasses.replace(CFG, prepend_cls=True)).init(
+      jax.random.PRNGKey(0),
+      *([ids(1, 4), jnp.array([4]), ids(1, 4)] if model != LunaLM else [ids(1, 4)]),
+    )

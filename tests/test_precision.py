@@ -221,8 +221,7 @@ def test_the_attention_backward_recomputes_no_matmul(name, precision):
   """Each softmax attention's backward runs its four matmuls and no more: the checkpointed
   `_attend` saves the probabilities and recomputes no `q k^T` (it did when the name sat on the
   softmax's result, which the softmax's derivative does not read; jax 0.10's XLA merged most of
-  that recomputation away, jax 0.11's does not). `luna_lm` (no softmax attention) and
-  `transformer_seq2seq` (its decoder's `decoders._softmax_attention` has no checkpoint) hold it
+  that recomputation away, jax 0.11's does not). `luna_lm` (no softmax attention) holds it
   whatever `_attend` does."""
   model, batch = build(name, precision), inputs_of(name)
   params = model.init(jax.random.PRNGKey(1), **batch)['params']

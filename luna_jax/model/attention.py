@@ -65,7 +65,9 @@ def attention_weights(
   Args:
     query: `[batch, q_len, heads, head_dim]`.
     key: `[batch, k_len, heads, head_dim]`.
-    key_mask: optional `[batch, k_len]` bool, True where a key may be attended to.
+    key_mask: optional bool, True where a key may be attended to: `[batch, k_len]` (padding), or
+      `[batch, q_len, k_len]` for a mask per query (causal decoding), any axis of size 1
+      broadcast.
     query_mask: optional `[batch, q_len]` bool; a False query's whole row is masked, so it attends
       uniformly to every key (LRA's padding mask, the outer product of the query and key masks
       as a -1e10 bias: flax's deprecated `nn.SelfAttention`, which LRA
@@ -77,7 +79,8 @@ def attention_weights(
   scale = query.shape[-1] ** -0.5
   logits = float32_einsum('bqhd,bkhd->bhqk', query, key) * scale
   if key_mask is not None:
-    logits = jnp.where(key_mask[:, None, None, :], logits, _MASK_VALUE)
+    per_query = key_mask[:, None] if key_mask.ndim == 3 else key_mask[:, None, None, :]
+    logits = jnp.where(per_query, logits, _MASK_VALUE)
   if query_mask is not None:
     logits = jnp.where(query_mask[:, None, :, None], logits, _MASK_VALUE)
   return _softmax_named(logits)
@@ -124,7 +127,8 @@ def dot_product_attention(
     query: `[batch, q_len, heads, head_dim]`.
     key: `[batch, k_len, heads, head_dim]`.
     value: `[batch, k_len, heads, v_dim]`.
-    key_mask: optional `[batch, k_len]` bool, True where a key may be attended to.
+    key_mask: optional bool, True where a key may be attended to: `[batch, k_len]`, or
+      `[batch, q_len, k_len]` per query (see `attention_weights`).
     query_mask: optional `[batch, q_len]` bool, False for a query that attends uniformly to every
       key (LRA's padding mask, see `attention_weights`).
     dropout_rate: attention dropout on the probabilities.

@@ -46,7 +46,6 @@ from luna_jax.model.layers import (
 
 Array = jax.Array
 Cache = dict[str, Any]
-_MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 
 
 def shift_right(targets: Array, bos_id: int) -> Array:
@@ -209,7 +208,12 @@ class LunaSeq2SeqLayer(_DecoderBlock):
 
 
 class _TokenDecoder(nn.Module):
-  """Target embedding (the config's LRA/MT recipe, no CLS), layers and the vocabulary head."""
+  """Target embedding (the config's LRA/MT recipe, no CLS), layers and the vocabulary head.
+
+  Raises:
+    ValueError: at setup, a config with `prepend_cls` (a CLS vector would take position 0 and
+      shift every prediction by one).
+  """
 
   config: ModelConfig
   #: What the trainer scores the logits with.
@@ -217,6 +221,11 @@ class _TokenDecoder(nn.Module):
 
   def setup(self):
     cfg = self.config
+    if cfg.prepend_cls:
+      raise ValueError(
+        f'{type(self).__name__} predicts tokens and takes no CLS vector: build it with '
+        'ModelConfig(prepend_cls=False) (luna_jax.build_model does).'
+      )
     stddev = cfg.emb_dim**-0.5
     self.shared_embedding = None
     if cfg.share_embeddings:
@@ -349,36 +358,6 @@ class LunaSeq2Seq(_TokenDecoder):
     return self._decode_step(tokens, cache, cache['p_mask'])
 
 
-def _softmax_attention(
-  query: Array,
-  key: Array,
-  value: Array,
-  mask: Array,
-  dropout_rate: float,
-  dropout_rng: Array | None,
-  deterministic: bool,
-) -> Array:
-  """Scaled dot-product softmax attention (float32 softmax) under a full mask.
-
-  Args:
-    query: `[batch, q_len, heads, dh]`.
-    key: `[batch, k_len, heads, dh]`.
-    value: `[batch, k_len, heads, dh]`.
-    mask: bool, broadcastable to `[batch, q_len, k_len]`, True where a query may attend a key.
-    dropout_rate: dropout on the probabilities.
-    dropout_rng: its key (None when deterministic).
-    deterministic: disable dropout.
-
-  Returns:
-    `[batch, q_len, heads, dh]` in value's dtype.
-  """
-  logits = kernels.float32_einsum('bqhd,bkhd->bhqk', query, key)
-  logits = jnp.where(mask[:, None], logits * query.shape[-1] ** -0.5, _MASK_VALUE)
-  probs = kernels.dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, dropout_rng, deterministic)
-  out = kernels.float32_einsum('bhqk,bkhd->bqhd', probs.astype(value.dtype), value)
-  return out.astype(value.dtype)
-
-
 class SoftmaxAttention(nn.Module):
   """Multi-head softmax attention with biased q/k/v/out projections (fairseq `MultiheadAttention`,
   the Transformer-base baseline of Table 4): inputs xavier_uniform with gain 1/sqrt(2), output
@@ -410,13 +389,21 @@ class SoftmaxAttention(nn.Module):
   def attend(
     self, x: Array, key: Array, value: Array, mask: Array, deterministic: bool = True
   ) -> Array:
-    """`[batch, n, d]` queries over precomputed keys/values (mask as `_softmax_attention`) ->
-    `[batch, n, d]`."""
+    """`[batch, n, d]` queries over precomputed keys/values -> `[batch, n, d]`; `mask` bool,
+    broadcastable to `[batch, n, m]`, True where a query may attend a key (float32 softmax,
+    `luna_jax.model.attention.dot_product_attention`)."""
     q = attn.split_heads(
       fused_dense(x, [self.query], matmul_dtype(self), self.matmul_dtype)[0], self.num_heads
     )
-    rng = dropout_rng(self, self.attention_dropout_rate, deterministic)
-    y = _softmax_attention(q, key, value, mask, self.attention_dropout_rate, rng, deterministic)
+    y, _ = attn.dot_product_attention(
+      q,
+      key,
+      value,
+      mask,
+      dropout_rate=self.attention_dropout_rate,
+      dropout_rng=dropout_rng(self, self.attention_dropout_rate, deterministic),
+      deterministic=deterministic,
+    )
     return fused_dense(attn.merge_heads(y), [self.out], self.dtype, self.matmul_dtype)[0]
 
   def __call__(self, x: Array, context: Array, mask: Array, deterministic: bool = True) -> Array:
