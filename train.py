@@ -79,7 +79,7 @@ class _HideOrbaxInfo(logging.Filter):
     return record.levelno >= logging.WARNING or 'orbax' not in record.pathname
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())

@@ -230,6 +230,7 @@ def get_config() -> ml_collections.ConfigDict:
   # At most max_len_a * source length + max_len_b tokens before the EOS (fairseq's --max-len-a/b;
   # Vaswani et al., 2017: source length + 50).
   config.decoding.max_len_a = 1.0
+  # The constant term of that cap: at most max_len_a * source length + max_len_b tokens.
   config.decoding.max_len_b = 50
   config.lock()
   return config

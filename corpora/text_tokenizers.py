@@ -318,7 +318,7 @@ def text_files(data_dir: Path) -> list[Path]:
   return files
 
 
-def read_lines(path: Path):
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
   """Yields (1-based line number, text) of the non-empty lines of a UTF-8 file.
 
   Raises:

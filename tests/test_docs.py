@@ -1,5 +1,6 @@
 """Text that stays true: every backticked dotted name of the project's packages (`luna_jax.*`,
-`lra.*`, `corpora.*`, `benchmarks.*`) in the README, the notebook and the source files resolves to a
+`lra.*`, `corpora.*`, `benchmarks.*`) in the README, the notebook, the source files and the READMEs
+of benchmarks/results/ resolves to a
 real module, class, function, constant or dataclass field; every project file path they name
 (`lra/cache.py`) exists; no tracked file names a path of the machines the project was built on."""
 
@@ -24,6 +25,8 @@ def _documents():
   files += [ROOT / 'requirements.txt', ROOT / 'pyproject.toml']
   for folder in (*PACKAGES, 'configs', 'tests'):
     files += sorted(p for p in (ROOT / folder).rglob('*.py') if 'results' not in p.parts)
+  # The evidence's READMEs, which say how each result was made.
+  files += sorted((ROOT / 'benchmarks' / 'results').rglob('README.md'))
   return [f for f in files if f.is_file()]
 
 

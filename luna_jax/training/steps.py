@@ -326,7 +326,7 @@ def device_batches(
 
 
 def evaluate(
-  p_eval_step,
+  p_eval_step: Callable[..., dict[str, jax.Array]],
   params: PyTree,
   split: lra.Split,
   batch_size: int,
