@@ -25,7 +25,7 @@ libraries' versions needs a driver and is skipped (`JAX_SKIP_CUDA_CONSTRAINTS_CH
 (`jax_platforms='cpu'` unless `JAX_PLATFORMS` says otherwise), so that it does not look for a GPU
 either.
 
-Kernels are counted in the optimised HLO (`kernels`, `kernel_counts`): every instruction of the
+Kernels are counted in the optimised HLO (`kernels`, `summarize`): every instruction of the
 entry computation and of its loop bodies that launches work on the device (fusions, library calls,
 copies), not the bookkeeping ones (parameters, tuples, bitcasts, constants), each with the bytes of
 its operands and results; their sum at the card's bandwidth is the step's memory-bound time, an
@@ -279,15 +279,6 @@ def _kind(opcode: str, line: str) -> str:
     names = (called.group(1) if called else '', config.group(1) if config else '')
     return 'gemm' if any(_GEMM.search(name) for name in names) else 'fusion'
   return 'copy' if opcode == 'copy' else 'other'
-
-
-def kernel_counts(hlo_text: str) -> dict[str, int]:
-  """`kernels` summed (`summarize`).
-
-  Raises:
-    ValueError: as `kernels`.
-  """
-  return summarize(*kernels(hlo_text))
 
 
 def summarize(launched: Sequence[Kernel], loops: int) -> dict[str, int]:

@@ -420,12 +420,6 @@ def selected_on_test(results: Mapping[str, Any]) -> bool:
   )
 
 
-def collect_test_selected(runs_dir: str) -> set[tuple[str, str]]:
-  """The (variant, task) keys of `collect_runs` with a run whose best checkpoint was chosen on
-  test data."""
-  return {run.key for run in read_runs(find_results(runs_dir))[0] if run.selected_on_test}
-
-
 def averages(task_means: Mapping[str, float]) -> tuple[float | None, float | None]:
   """(5-task average, average without Retrieval); None where a task is missing."""
 

@@ -59,7 +59,7 @@ ENTRY %main.9 (p0: f32[8], p1: bf16[8,8]) -> f32[8] {
 
 
 def test_kernel_counts_read_launches_from_the_entry_and_its_loop_bodies():
-  counts = gpu_compile.kernel_counts(HLO)
+  counts = gpu_compile.summarize(*gpu_compile.kernels(HLO))
   assert counts == {
     'kernels': 11,  # Entry: 8 fusions and library calls, 1 other; loop body: a fusion, a copy.
     'gemm': 2,
@@ -95,7 +95,7 @@ def test_kernel_counts_read_launches_from_the_entry_and_its_loop_bodies():
   with pytest.raises(ValueError, match='conditional'):  # Its branches would go uncounted.
     gpu_compile.kernels(HLO.replace(') while(%init)', ') conditional(%init)'))
   with pytest.raises(ValueError, match='ENTRY'):
-    gpu_compile.kernel_counts(HLO.replace('ENTRY ', ''))
+    gpu_compile.kernels(HLO.replace('ENTRY ', ''))
 
 
 def test_target_configs_describe_each_card():

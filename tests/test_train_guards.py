@@ -421,7 +421,8 @@ def test_report_marks_figures_selected_on_test(tmp_path):
         }
       )
     )
-  assert report.collect_test_selected(str(tmp_path)) == {('luna16', 'text')}
+  runs = report.read_runs(report.find_results(str(tmp_path)))[0]
+  assert {run.key for run in runs if run.selected_on_test} == {('luna16', 'text')}
   report.main(
     [
       '--runs_dir',
