@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,7 @@ def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
     value = float(text)
   except ValueError:
     raise DataError(f'{where}: label {text!r} is not a number') from None
-  if value != int(value) or not 0 <= value < num_classes:
+  if not math.isfinite(value) or value != int(value) or not 0 <= value < num_classes:
     raise DataError(
       f'{where}: label {text!r} is out of range (expected an integer in [0, {num_classes - 1}])'
     )

@@ -9,6 +9,7 @@ between processes: pad 0, digits `0`..`9` -> 1..10, `X` -> 11, `[MAX` 12, `[MED`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ TOKEN_IDS = {token: i + 1 for i, token in enumerate(VOCAB)}
 VOCAB_SIZE = len(VOCAB) + 1
 NUM_CLASSES = 10
 HEADER = ['Source', 'Target']
+#: What a byte that is not UTF-8 decodes to under errors='surrogateescape'.
+_NOT_UTF8 = re.compile('[\udc80-\udcff]')
 #: The official expressions are longer than this (the generator's default `--min_length`).
 OFFICIAL_MIN_LENGTH = 500
 
@@ -48,13 +51,17 @@ def read_tsv(path: Path, max_length: int) -> Split:
     A Split with [N, L] uint8 inputs (and the number of expressions cut).
 
   Raises:
-    DataError: a malformed line or header, or an unknown token, naming the file and line.
+    DataError: a malformed line or header, an empty expression, an unknown token or a line that is
+      not UTF-8, naming the file and line.
   """
   sequences, targets = [], []
-  with open(path, encoding='utf-8', newline='') as f:
+  # Bytes that are not UTF-8 decode to lone surrogates, so the line that holds them is known.
+  with open(path, encoding='utf-8', errors='surrogateescape', newline='') as f:
     for line_no, line in enumerate(f, start=1):
-      fields = line.rstrip('\r\n').split('\t')
       where = f'{path}:{line_no}'
+      if _NOT_UTF8.search(line):
+        raise DataError(f'{where}: not valid UTF-8')
+      fields = line.rstrip('\r\n').split('\t')
       if line_no == 1:
         if fields != HEADER:
           raise DataError(f'{where}: expected the header "Source<TAB>Target", got {line!r}')
@@ -65,6 +72,8 @@ def read_tsv(path: Path, max_length: int) -> Split:
         raise DataError(
           f'{where}: expected 2 tab-separated fields (Source, Target), got {len(fields)}'
         )
+      if not fields[0].strip():
+        raise DataError(f'{where}: empty expression')
       try:
         sequences.append(encode(fields[0]))
       except KeyError as e:

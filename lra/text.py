@@ -73,11 +73,21 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
 
 
 def _review_files(folder: Path) -> list[tuple[Path, int]]:
-  return [
-    (path, label)
-    for label, name in enumerate(CLASS_FOLDERS)
-    for path in sorted((folder / name).glob('*.txt'))
-  ]
+  """(file, label) of every review under `folder`'s class folders, which must each hold some.
+
+  Raises:
+    DataError: a class folder without reviews (an extraction cut short), naming it.
+  """
+  files = []
+  for label, name in enumerate(CLASS_FOLDERS):
+    found = sorted((folder / name).glob('*.txt'))
+    if not found:
+      raise DataError(
+        f'text: {folder / name} holds no review (*.txt); extract aclImdb_v1.tar.gz '
+        '(ai.stanford.edu/~amaas/data/sentiment) again.'
+      )
+    files += [(path, label) for path in found]
+  return files
 
 
 def _tfds_examples(shards: list[Path]) -> Iterable[tuple[bytes, int]]:
@@ -109,13 +119,18 @@ def load(
       'Extract aclImdb_v1.tar.gz (ai.stanford.edu/~amaas/data/sentiment) here.',
     )
     files = {s: _review_files(acl / s) for s in ('train', 'test')}
+    # TFDS's imdb_reviews strips each review (`imdb_f.read().strip()`), so the two sources agree.
     build = lambda: splits_to_arrays(
-      {s: build_split(((p.read_bytes(), y) for p, y in fs), max_length) for s, fs in files.items()}
+      {
+        s: build_split(((p.read_bytes().strip(), y) for p, y in fs), max_length)
+        for s, fs in files.items()
+      }
     )
     arrays = cache.load_or_build(
       f'text-acl-{max_length}',
       build,
-      params={'max_length': max_length},
+      # 'stripped' keeps arrays cached before the reviews were stripped from being reused.
+      params={'max_length': max_length, 'stripped': True},
       stat_files=[p for fs in files.values() for p, _ in fs],
     )
     sources = {s: f'{acl / s}/{{neg,pos}}/*.txt' for s in ('train', 'test')}

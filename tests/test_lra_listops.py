@@ -95,6 +95,9 @@ def test_vocabulary_is_independent_of_hash_seed():
     ('( ( [MAX 2 ) ] )\t7\textra', ':3: expected 2'),
     ('( ( [MAX 2 ) ] )\t10', ':3: label'),
     ('( ( [FOO 2 ) ] )\t1', ":3: unknown ListOps token '[FOO'"),
+    ('( ( [MAX 2 ) ] )\tnan', ':3: label'),
+    ('( ( [MAX 2 ) ] )\tinf', ':3: label'),
+    ('\t3', ':3: empty expression'),
   ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, row, message):
@@ -102,6 +105,17 @@ def test_malformed_rows_name_file_and_line(tmp_path, row, message):
   path = tmp_path / 'basic_val.tsv'
   path.write_text(path.read_text() + row + '\n')
   with pytest.raises(lra.DataError, match=re.escape(f'basic_val.tsv{message}')):
+    lra.load_task('listops', tmp_path, cache=False)
+
+
+@pytest.mark.parametrize('line_end', ['\r\n', '\r'])
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, line_end):
+  write_listops(tmp_path, rows=ROWS[:2], line_end=line_end)
+  path = tmp_path / 'basic_train.tsv'
+  lines = path.read_bytes().split(line_end.encode())
+  lines[2] = lines[2].replace(b'\t', b'\xff\t')
+  path.write_bytes(line_end.encode().join(lines))
+  with pytest.raises(lra.DataError, match=re.escape('basic_train.tsv:3: not valid UTF-8')):
     lra.load_task('listops', tmp_path, cache=False)
 
 

@@ -57,7 +57,8 @@ def cifar_image(size: int = 32) -> np.ndarray:
 
 def test_text_from_acl_folder_exact_bytes(tmp_path):
   for split in ('train', 'test'):
-    for label, review in (('neg', 'Bad.'), ('pos', 'Très <br />bon')):
+    # Leading and trailing whitespace is stripped, as TFDS's imdb_reviews does.
+    for label, review in (('neg', '  Bad.\n'), ('pos', 'Très <br />bon')):
       folder = tmp_path / 'aclImdb' / split / label
       folder.mkdir(parents=True)
       (folder / '0_1.txt').write_text(review, encoding='utf-8')
@@ -80,6 +81,16 @@ def test_text_from_acl_folder_exact_bytes(tmp_path):
     np.testing.assert_array_equal(split.inputs, expected)
     np.testing.assert_array_equal(split.lengths, [4, 8])
     np.testing.assert_array_equal(split.targets, [0, 1])
+
+
+def test_text_class_folder_without_reviews_is_named(tmp_path):
+  for split in ('train', 'test'):
+    for label in ('neg', 'pos'):
+      (tmp_path / 'aclImdb' / split / label).mkdir(parents=True)
+      if (split, label) != ('test', 'pos'):
+        (tmp_path / 'aclImdb' / split / label / '0_1.txt').write_text('ok')
+  with pytest.raises(lra.DataError, match=r'aclImdb/test/pos holds no review'):
+    lra.load_task('text', tmp_path, max_length=8, cache=False, validation='test')
 
 
 def test_retrieval_two_documents_and_quotes(tmp_path):
