@@ -3,7 +3,12 @@
 Sources, tried in order under `data_dir`:
   1. the official python pickles `cifar-10-batches-py/{data_batch_1..5,test_batch}`;
   2. a prepared TFDS `cifar10` (array_record or tfrecord) in `data_dir` as a TFDS data dir.
-Splits follow LRA: train = first 90% of the training set, validation = last 10%, test = test.
+Splits follow LRA: train = first 90% of the training set, validation = last 10%, test = test,
+in TFDS's record order, which LRA's `tfds.load('cifar10', split='train[:90%]')` slices. TFDS stores
+a split sorted by the md5 of each example's key salted with the split's name (`tfds.core.hashing`,
+`shuffle.Shuffler`), and its `cifar10` keys the training images by their index in
+data_batch_1..5; the pickles are put in that order (`tfds_order`) before they are sliced, so both
+sources give LRA's 45,000 / 5,000 images.
 Grayscale matches `tf.image.rgb_to_grayscale`; intensities 0..255 are the tokens (vocab 256).
 Every position is valid: unlike the official model, whose mask `inputs > 0` treats black pixels
 as padding, `lengths` is always 1024 here, so a model masks nothing on this task.
@@ -11,6 +16,7 @@ as padding, `lengths` is always 1024 here, so a model masks nothing on this task
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -45,20 +51,43 @@ def image_split(gray: np.ndarray, labels: np.ndarray) -> Split:
   return Split(inputs, np.full(len(gray), inputs.shape[1], np.int32), labels.astype(np.int32))
 
 
+def tfds_order(num_examples: int, split: str = 'train') -> np.ndarray:
+  """The record order of a TFDS split whose examples are keyed 0..num_examples-1 (`cifar10`): the
+  keys sorted by md5(split name + decimal key) read as a 128-bit integer
+  (tensorflow_datasets `core/hashing.py` `Hasher`, salted with the split's name in
+  `core/split_builder.py`).
+
+  Returns:
+    `[num_examples]` int64, the example index stored at each position.
+  """
+  salted = hashlib.md5(split.encode())
+
+  def hashed(key: int) -> int:
+    md5 = salted.copy()
+    md5.update(str(key).encode())
+    return int(md5.hexdigest(), 16)
+
+  return np.array(sorted(range(num_examples), key=hashed), np.int64)
+
+
 def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
   """Reads one CIFAR-10 python batch: returns [N, 32, 32, 3] uint8 RGB images and [N] labels.
 
   Raises:
-    DataError: a file that is not a CIFAR-10 python batch, naming it.
+    DataError: a file that is not a CIFAR-10 python batch, or pixels that are not integers in
+      0..255, naming it.
   """
   with open(path, 'rb') as f:
     try:
       batch = pickle.load(f, encoding='bytes')
-      data, labels = np.asarray(batch[b'data'], np.uint8), np.asarray(batch[b'labels'])
+      data, labels = np.asarray(batch[b'data']), np.asarray(batch[b'labels'])
     except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
       raise DataError(f'{path}: not a CIFAR-10 python batch ({e!r})') from None
   if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or len(labels) != len(data):
     raise DataError(f'{path}: expected data of shape [N, 3072] and N labels')
+  if data.size and (data.dtype.kind not in 'iu' or data.min() < 0 or data.max() > 255):
+    raise DataError(f'{path}: pixels must be integers in 0..255 (got {data.dtype})')
+  data = data.astype(np.uint8)
   for i, label in enumerate(labels):
     parse_label(label, NUM_CLASSES, f'{path} label #{i}')
   return data.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1), labels
@@ -92,8 +121,8 @@ def _to_splits(
 def _sources(train: str, test: str) -> dict[str, str]:
   """Where each split comes from, for messages: the train/validation slices and the test files."""
   return {
-    'train': f'the first {TRAIN_FRACTION:.0%} of {train}',
-    'validation': f'the last {1 - TRAIN_FRACTION:.0%} of {train}',
+    'train': f'the first {TRAIN_FRACTION:.0%} of {train} in TFDS record order',
+    'validation': f'the last {1 - TRAIN_FRACTION:.0%} of {train} in TFDS record order',
     'test': test,
   }
 
@@ -114,9 +143,14 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
 
     def build():
       images, labels = zip(*(read_pickle(p) for p in paths[:-1]))
-      return _to_splits((np.concatenate(images), np.concatenate(labels)), read_pickle(paths[-1]))
+      order = tfds_order(sum(map(len, labels)))
+      train = np.concatenate(images)[order], np.concatenate(labels)[order]
+      return _to_splits(train, read_pickle(paths[-1]))
 
-    arrays = cache.load_or_build('image-pickle', build, params={}, content_files=paths)
+    # 'order' keeps arrays cached before the pickles took TFDS's order from being reused.
+    arrays = cache.load_or_build(
+      'image-pickle', build, params={'order': 'tfds'}, content_files=paths
+    )
     sources = _sources(f'{pickles}/{{{",".join(TRAIN_BATCHES)}}}', str(paths[-1]))
   elif all(shards.values()):
     arrays = cache.load_or_build(

@@ -12,7 +12,7 @@ from PIL import Image
 from tensorflow_datasets.proto import tf_example_pb2
 
 import lra
-from lra import synthetic, tokenize
+from lra import image, synthetic, tokenize
 
 # RGB pixels and their tf.image.rgb_to_grayscale values, computed by hand:
 # floor((0.2989 r + 0.5870 g + 0.1140 b) / 255 * 255.5).
@@ -147,6 +147,46 @@ def test_image_from_cifar_pickles(tmp_path):
   np.testing.assert_array_equal(task.test.targets, [3, 9])
   with pytest.raises(lra.DataError, match='max_length must be 1024'):
     lra.load_task('image', tmp_path, max_length=512)
+
+
+def test_tfds_order_is_tfds_own_record_order():
+  from tensorflow_datasets.core import hashing
+
+  hasher = hashing.Hasher('train')
+  expected = sorted(range(500), key=hasher.hash_key)
+  np.testing.assert_array_equal(image.tfds_order(500), expected)
+  assert list(image.tfds_order(500, 'test')) != expected  # The split's name is the salt.
+
+
+def test_cifar_pickles_are_split_in_tfds_order(tmp_path):
+  # Ten training images whose first pixel (red plane) is their index in data_batch_1..5.
+  root = tmp_path / 'cifar-10-batches-py'
+  root.mkdir()
+  for batch in range(5):
+    data = np.zeros((2, 3072), np.uint8)
+    data[:, 0] = [2 * batch, 2 * batch + 1]
+    with open(root / f'data_batch_{batch + 1}', 'wb') as f:
+      pickle.dump({b'data': data, b'labels': [batch, batch]}, f)
+  with open(root / 'test_batch', 'wb') as f:
+    pickle.dump({b'data': np.zeros((1, 3072), np.uint8), b'labels': [0]}, f)
+  task = lra.load_task('image', tmp_path, cache=False)
+  order = image.tfds_order(10)
+  assert sorted(order) == list(range(10)) and list(order) != list(range(10))
+  red = tokenize.rgb_to_grayscale(np.stack([np.arange(10), 0 * order, 0 * order], -1)[:, None])
+  np.testing.assert_array_equal(task.train.inputs[:, 0], red[order[:9], 0])
+  np.testing.assert_array_equal(task.validation.inputs[:, 0], red[order[9:], 0])
+  np.testing.assert_array_equal(task.validation.targets, order[9:] // 2)
+
+
+@pytest.mark.parametrize(
+  'pixels', [np.full((1, 3072), 300), np.full((1, 3072), -1), np.full((1, 3072), 0.5)]
+)
+def test_cifar_pixels_outside_a_byte_are_named(tmp_path, pixels):
+  synthetic.write_image(tmp_path, 10, seed=0)
+  with open(tmp_path / 'cifar-10-batches-py' / 'test_batch', 'wb') as f:
+    pickle.dump({b'data': pixels, b'labels': [1]}, f)
+  with pytest.raises(lra.DataError, match='test_batch: pixels must be integers in 0..255'):
+    lra.load_task('image', tmp_path, cache=False)
 
 
 def test_out_of_range_image_label(tmp_path):
