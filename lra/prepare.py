@@ -545,28 +545,38 @@ def _state_path(data_root: Path, task: str, suffix: str) -> Path:
   return data_root / STATE / f'{task}.{suffix}'
 
 
-def check_extracted(data_root: Path, task: str) -> str | None:
-  """Verifies what `lra.prepare` extracted for `task` (every file present with its size).
+def _extracted_files(data_root: Path, task: str) -> dict[str, int]:
+  """The files `lra.prepare` recorded for `task` (path relative to its source's folder -> size),
+  or none when it has no complete record."""
+  record = _state_path(data_root, task, 'json')
+  if not record.exists() or _state_path(data_root, task, 'partial').exists():
+    return {}
+  return json.loads(record.read_text(encoding='utf-8'))['files']
+
+
+def check_extracted(data_root: Path, task: str, difficulty: str = 'hard') -> str | None:
+  """Verifies what `lra.prepare` extracted for `task` at `difficulty` (every file present with its
+  size).
 
   Returns:
-    None when there is no complete record, else a description of the verified files.
+    None when there is no complete record, or one without this difficulty's members (Pathfinder:
+    another difficulty was extracted), else a description of the verified files.
 
   Raises:
     DataError: a recorded file is missing or has another size (naming it).
   """
-  record = _state_path(data_root, task, 'json')
-  if not record.exists() or _state_path(data_root, task, 'partial').exists():
+  files = _extracted_files(data_root, task)
+  if not files or missing_members(task_members(task, difficulty), list(files)):
     return None
-  state = json.loads(record.read_text(encoding='utf-8'))
-  root = data_root / SOURCES[state['source']].extract_to
-  for name, size in state['files'].items():
+  root = data_root / SOURCES[TASK_FILES[task].source].extract_to
+  for name, size in files.items():
     path = root / name
     if not path.is_file() or path.stat().st_size != size:
       raise DataError(
         f'{path}: extracted by lra.prepare with {size} bytes, now '
         f'{"missing" if not path.is_file() else f"{path.stat().st_size} bytes"}.'
       )
-  return f'verified {len(state["files"])} extracted files'
+  return f'verified {len(files)} extracted files'
 
 
 def _layout_present(data_root: Path, task: str, difficulty: str) -> bool:
@@ -635,7 +645,7 @@ def prepare(
   for task in tasks:
     report[task] = {'data_dir': task_data_dir(task, data_root)}
     try:
-      status = check_extracted(data_root, task)
+      status = check_extracted(data_root, task, difficulty)
       damaged = False
     except DataError as e:
       status, damaged = None, True
@@ -659,6 +669,8 @@ def prepare(
       archive = obtain_archive(
         source_name, data_root, archives.get(source_name), progress=progress, **download_options
       )
+      # What earlier runs extracted (another Pathfinder difficulty) stays in the record.
+      earlier = {task: _extracted_files(data_root, task) for task in source_tasks}
       for task in source_tasks:
         _state_path(data_root, task, 'partial').parent.mkdir(parents=True, exist_ok=True)
         _state_path(data_root, task, 'partial').touch()
@@ -678,10 +690,9 @@ def prepare(
           f'members are: {", ".join(first_names)}'
         )
         continue
-      record = {'source': source_name, 'archive': str(archive), 'files': extracted[task]}
-      _state_path(data_root, task, 'json').write_text(
-        json.dumps(record, indent=1), encoding='utf-8'
-      )
+      files = {**earlier[task], **extracted[task]}
+      record = {'source': source_name, 'archive': str(archive), 'files': files}
+      write_atomically(_state_path(data_root, task, 'json'), json.dumps(record, indent=1))
       _state_path(data_root, task, 'partial').unlink()
       report[task]['status'] = f'extracted {len(extracted[task])} files from {archive}'
   for task in tasks:

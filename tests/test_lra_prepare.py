@@ -120,7 +120,10 @@ def official_archives(tiny_lra_data) -> dict[str, bytes]:
         f'{release}/listops-1000': data['listops'],
         f'{release}/tsv_data': data['retrieval'],
         f'{release}/pathfinder32': data['pathfinder32'] / 'pathfinder32',
-        f'{release}/pathfinder32/curv_baseline/metadata/0.npy': b'imgs/0 sample_0.png 0 1\n',
+        # Another difficulty (easy), here a copy of the generated one (hard).
+        f'{release}/pathfinder32/curv_baseline': data['pathfinder32']
+        / 'pathfinder32'
+        / 'curv_contour_length_14',
         f'{release}/pathfinder128': data['pathx'] / 'pathfinder128',
       }
     ),
@@ -200,6 +203,25 @@ def test_prepare_all_tasks_downloads_extracts_only_what_is_needed_and_reuses_it(
   assert prepare.main(['--tasks', 'listops', '--data_dir', str(root), '--no_progress']) == 0
   assert test_file.read_bytes() == original
   assert len(server.requests) == 3
+
+
+def test_a_second_pathfinder_difficulty_is_extracted_beside_the_first(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
+  _serve(monkeypatch, server, official_archives)
+  root = tmp_path / 'data'
+  args = ['--tasks', 'pathfinder32', '--data_dir', str(root), '--no_progress']
+  assert prepare.main(args) == 0
+  assert prepare.main([*args, '--difficulty', 'easy']) == 0
+  folder = root / 'lra_release' / 'lra_release' / 'pathfinder32'
+  assert (folder / 'curv_baseline' / 'metadata').is_dir()
+  assert (folder / 'curv_contour_length_14' / 'metadata').is_dir()
+  capsys.readouterr()
+  for difficulty in ('hard', 'easy'):  # Both verified from the record, neither extracted again.
+    assert prepare.main([*args, '--difficulty', difficulty]) == 0
+    out = capsys.readouterr().out
+    assert 'verified' in out and 'extracted' not in out.replace('extracted files', '')
+  assert len(server.requests) == 1
 
 
 def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
