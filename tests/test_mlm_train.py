@@ -92,6 +92,21 @@ def test_self_pretraining_resumes_within_and_across_stages(
   assert results['test'] == straight_run[1]['test']
 
 
+def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(
+  tiny_lra_data, straight_run, tmp_path, monkeypatch
+):
+  workdir = tmp_path / 'spt'
+  shutil.copytree(straight_run[0], workdir)
+  monkeypatch.setattr(trainer, 'train_and_evaluate', None)  # Neither stage may run again.
+  config = spt_config(tiny_lra_data)
+  assert (
+    trainer.train_with_self_pretraining(config, str(workdir))['test'] == (straight_run[1]['test'])
+  )
+  config.optimizer.learning_rate *= 2
+  with pytest.raises(run_config.ConfigChangedError, match='optimizer.learning_rate'):
+    trainer.train_with_self_pretraining(config, str(workdir))
+
+
 def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(
   tiny_lra_data, straight_run, tmp_path, monkeypatch
 ):

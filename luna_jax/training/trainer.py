@@ -155,19 +155,12 @@ def restore_run(
     stored = upgrade_stored_config(record.get('config', {}))
     # init_from is not read on resume: it may be left out ('') once the run has a checkpoint.
     dropped = not new_config['init_from'] and 'init_from' in stored
-    changes = config_changes(
-      stored, {**new_config, 'init_from': stored['init_from']} if dropped else new_config
+    raise_if_changed(
+      stored,
+      {**new_config, 'init_from': stored['init_from']} if dropped else new_config,
+      workdir,
+      f'checkpoint at step {step}',
     )
-    if changes:
-      raise ConfigChangedError(
-        f'{workdir} holds a run trained with other settings (checkpoint at step {step}):\n  '
-        + '\n  '.join(changes)
-        + '\nOnly training.'
-        + ', training.'.join(RESCHEDULE_KEYS)
-        + ' and the device count may change when a run is resumed, and init_from may be left '
-        'out (it is not read on resume). Use another --workdir for a new run, or resume this one '
-        f'with the settings in {workdir}/config.json.'
-      )
     if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
       raise VocabularyChangedError(
         f'{workdir} was trained on vocabulary {record["vocabulary"]!r} (checkpoint at step '
@@ -445,15 +438,44 @@ def initialize_from(
   return state.replace(params=params, opt_state=optimizer.init(params))
 
 
+def raise_if_changed(
+  stored: dict[str, Any], new: dict[str, Any], workdir: str, evidence: str
+) -> None:
+  """Refuses to resume (or to reuse the results of) a run trained with other settings.
+
+  Args:
+    stored: the run config the workdir's run was trained with (`upgrade_stored_config`d).
+    new: this session's run config (`RunConfig.to_dict()`).
+    workdir: the run's folder.
+    evidence: what `stored` was read from, for the message ('checkpoint at step 100').
+
+  Raises:
+    ConfigChangedError: naming every setting that differs (`config_changes`), with both values.
+  """
+  changes = config_changes(stored, new)
+  if changes:
+    raise ConfigChangedError(
+      f'{workdir} holds a run trained with other settings ({evidence}):\n  '
+      + '\n  '.join(changes)
+      + '\nOnly training.'
+      + ', training.'.join(RESCHEDULE_KEYS)
+      + ' and the device count may change when a run is resumed, and init_from may be left '
+      'out (it is not read on resume). Use another --workdir for a new run, or resume this one '
+      f'with the settings in {workdir}/config.json.'
+    )
+
+
 def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the pretrain and finetune stages of `luna_jax.training.self_pretraining` in `workdir`.
 
   Each stage is a `train_and_evaluate` run in its own sub-folder (resumable); a stage that already
-  reached its last step is skipped. Writes `workdir/results.json`: the finetune stage's results
-  with 'pretraining' (the pretrain stage's 'step', 'validation', 'steps_per_sec', 'directory').
+  reached its last step with the same settings is skipped. Writes `workdir/results.json`: the
+  finetune stage's results with 'pretraining' (the pretrain stage's 'step', 'validation',
+  'steps_per_sec', 'directory').
 
   Raises:
-    What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder.
+    What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder;
+    ConfigChangedError: a finished stage trained with other settings.
   """
   is_lead = jax.process_index() == 0
   with contextlib.ExitStack() as stack:
@@ -463,9 +485,13 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
     os.makedirs(workdir, exist_ok=True)
     results = []
     for stage_dir, stage_config in self_pretraining.stage_configs(config, workdir):
-      steps = parse_config(stage_config).training.num_train_steps
-      finished = self_pretraining.finished_results(stage_dir, steps)
+      run = parse_config(stage_config)
+      finished = self_pretraining.finished_results(stage_dir, run.training.num_train_steps)
       if finished is not None:
+        stored = upgrade_stored_config(finished['config'])
+        # The finetune stage's init_from is the pretrain folder as this workdir spells it.
+        new = {**run.to_dict(), 'init_from': stored['init_from']}
+        raise_if_changed(stored, new, stage_dir, f'results.json at step {finished["step"]}')
         logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
       results.append(finished or train_and_evaluate(stage_config, stage_dir))
     pretrain, finetune = results
