@@ -146,6 +146,54 @@ def test_best_checkpoint_is_test_evaluated(tiny_lra_data, tmp_path, monkeypatch)
   assert logged[-1]['best_test_loss'] == results['best']['test']['loss']
 
 
+def test_best_parameters_of_redone_steps_are_dropped_on_resume(
+  tiny_lra_data, tmp_path, monkeypatch
+):
+  """A session that dies after saving the best parameters of step 4 but before the checkpoint
+  after it: the resumed session redoes step 4, and its parameters there, not the dead session's,
+  are the run's best."""
+  save_if_best = checkpointing.Checkpointer.save_if_best
+  # Validation accuracy peaks at step 4 whatever the parameters.
+  peak = lambda self, step, params, accuracy: save_if_best(self, step, params, -abs(step - 4))
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best', peak)
+  config = tiny_config(
+    tiny_lra_data, num_train_steps=6, checkpoint_every=3, eval_every=1, prefetch_batches=0
+  )
+  straight = trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  # The dead session's parameters at step 4 differ from any resumed run's (a trajectory that does
+  # not repeat bit for bit: another device count, non-deterministic kernels).
+  shifted = lambda self, step, params, accuracy: peak(
+    self, step, jax.tree.map(lambda x: x + 1, params), accuracy
+  )
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best', shifted)
+  real_train_batches = lra.batching.train_batches
+
+  def dies_at_step_5(*args, start_step=0, **kwargs):
+    for step, batch in enumerate(
+      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
+    ):
+      if step == 4:
+        raise _Interrupted
+      yield batch
+
+  monkeypatch.setattr(lra.batching, 'train_batches', dies_at_step_5)
+  workdir = tmp_path / 'resumed'
+  with pytest.raises(_Interrupted):
+    trainer.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / 'best')) == ['4']
+  monkeypatch.setattr(lra.batching, 'train_batches', real_train_batches)
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best', peak)
+  resumed = trainer.train_and_evaluate(config, str(workdir))
+
+  assert resumed['best']['step'] == straight['best']['step'] == 4
+  best = [
+    checkpointing.read_checkpoint(str(path), 'best')[0] for path in (workdir, tmp_path / 'straight')
+  ]
+  jax.tree.map(np.testing.assert_array_equal, *best)
+  assert resumed['best']['test'] == straight['best']['test']
+
+
 def test_batch_size_must_divide_over_devices(tiny_lra_data, tmp_path):
   config = tiny_config(tiny_lra_data, num_devices=8, batch_size=12)
   with pytest.raises(ValueError, match='batch size 12 is not divisible by the number of devices 8'):

@@ -429,6 +429,18 @@ class Checkpointer:
     if step not in self._best.manager.all_steps():
       self._best.save(step, {'params': params}, {}, metrics={'accuracy': float(accuracy)})
 
+  def drop_best_after(self, step: int) -> None:
+    """Deletes the best parameters of steps after `step`, the train state a run resumes from: they
+    come from a session whose later steps are redone, and need not be the parameters the resumed
+    session reaches there (every process calls it, as orbax's delete is collective)."""
+    for later in [s for s in self._best.manager.all_steps() if s > step]:
+      logging.warning(
+        'Best checkpoint %s is from after step %d, where the run resumes; deleted.',
+        self._best.path(later),
+        step,
+      )
+      self._best.manager.delete(later)
+
   def best_step(self) -> int | None:
     """The step of the best checkpoint so far, or None."""
     return self._best.manager.best_step()

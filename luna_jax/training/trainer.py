@@ -320,6 +320,7 @@ def _setup(
     checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
   )
   start_step = int(state.step)
+  checkpointer.drop_best_after(start_step)  # As metrics.jsonl drops what follows start_step.
   if run.init_from and not start_step:  # A resumed run's encoder is in its own checkpoint.
     state = initialize_from(state, run.init_from, model, data, optimizer)
   if is_lead:
