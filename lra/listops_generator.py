@@ -26,6 +26,7 @@ import argparse
 import concurrent.futures
 import csv
 import multiprocessing
+import os
 import random
 import statistics
 from pathlib import Path
@@ -219,11 +220,14 @@ def generate(
 
 
 def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
-  """Writes rows in the official format (csv tab dialect, header `Source<TAB>Target`, CRLF)."""
-  with open(path, 'w', newline='', encoding='utf-8') as f:
+  """Writes rows in the official format (csv tab dialect, header `Source<TAB>Target`, CRLF),
+  through a temporary file renamed when complete: a killed run leaves no truncated split."""
+  temporary = path.with_name(f'.{path.name}.tmp')
+  with open(temporary, 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f, delimiter='\t')
     writer.writerow(['Source', 'Target'])
     writer.writerows(rows)
+  os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,15 +74,17 @@ def _decode(path: Path, resolution: int) -> np.ndarray | None:
     if path.stat().st_size == 0:
       return None
     with Image.open(path) as image:
+      mode = image.mode
       pixels = np.asarray(image)
   except FileNotFoundError:
     raise DataError(f'{path}: listed in the metadata but missing') from None
   except (UnidentifiedImageError, OSError) as e:
     raise DataError(f'{path}: cannot decode the PNG ({e})') from None
-  if pixels.shape != (resolution, resolution) or pixels.dtype != np.uint8:
+  # A palette image ('P') also decodes to [res, res] uint8, but of palette indices, not greys.
+  if pixels.shape != (resolution, resolution) or pixels.dtype != np.uint8 or mode != 'L':
     raise DataError(
-      f'{path}: expected an 8-bit single-channel {resolution}x{resolution} image, '
-      f'got shape {pixels.shape} and dtype {pixels.dtype}'
+      f'{path}: expected an 8-bit grayscale (mode L) {resolution}x{resolution} image, '
+      f'got mode {mode}, shape {pixels.shape} and dtype {pixels.dtype}'
     )
   return pixels
 

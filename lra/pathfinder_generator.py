@@ -38,7 +38,9 @@ import concurrent.futures
 import dataclasses
 import math
 import multiprocessing
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -284,7 +286,7 @@ def generate(
     return root
   labels = [i % 2 for i in range(num_examples)]
   random.Random(seed).shuffle(labels)
-  (root / 'metadata').mkdir(parents=True, exist_ok=True)
+  root.mkdir(parents=True, exist_ok=True)
   per_folder = IMAGES_PER_FOLDER
   firsts = range(0, num_examples, per_folder)
   jobs = [
@@ -297,8 +299,14 @@ def generate(
     context = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
       folders = list(pool.map(_draw_folder, *zip(*jobs)))
+  # The metadata lists the images; written to a temporary folder renamed when complete, so that a
+  # killed run leaves no metadata rather than some of it (a short split that would load).
+  written = root / '.metadata.tmp'
+  shutil.rmtree(written, ignore_errors=True)
+  written.mkdir()
   for folder, folder_lines in enumerate(folders):
-    (root / 'metadata' / f'{folder}.npy').write_text(''.join(folder_lines))
+    (written / f'{folder}.npy').write_text(''.join(folder_lines))
+  os.replace(written, root / 'metadata')
   record_outputs(paths, settings)
   return root
 

@@ -86,7 +86,14 @@ def test_malformed_metadata_names_file_and_line(tmp_path, line, message):
 
 def test_wrong_image_size_and_missing_data(tmp_path):
   write_release(tmp_path, [np.zeros((16, 32), np.uint8)], [1])
-  with pytest.raises(lra.DataError, match='sample_0.png: expected an 8-bit single-channel 32x32'):
+  with pytest.raises(
+    lra.DataError, match='sample_0.png: expected an 8-bit grayscale .mode L. 32x32'
+  ):
+    lra.load_task('pathfinder32', tmp_path, cache=False)
+  # A palette image decodes to [32, 32] uint8 too, but its values are palette indices.
+  palette = Image.fromarray(np.full((32, 32), 200, np.uint8), mode='L').convert('P')
+  palette.save(tmp_path / 'pathfinder32' / 'curv_contour_length_14' / 'imgs' / '0' / 'sample_0.png')
+  with pytest.raises(lra.DataError, match='sample_0.png: .* got mode P, shape \\(32, 32\\)'):
     lra.load_task('pathfinder32', tmp_path, cache=False)
   with pytest.raises(lra.DataError) as info:
     lra.load_task('pathx', tmp_path / 'none', difficulty='easy')
