@@ -6,7 +6,9 @@
 
 This file is intentionally kept short: the training logic lives in `luna_jax.training.trainer`,
 which tests and notebooks import directly. `--config.<field>=<value>` overrides any config field
-(unknown fields are rejected); `--config.debug=True` shrinks the run to a smoke test.
+(unknown fields are rejected); `--config.debug=True` shrinks the run to a smoke test (one small
+layer, batch 8, 5 steps), replacing those fields whatever the command line says, and a warning
+names each override it replaces.
 
 Several processes (hosts), outside a cluster that jax detects: run the same command in every process
 with `--coordinator_address=<host of process 0>:<port> --num_processes=N --process_id=<0..N-1>`
@@ -25,7 +27,14 @@ from ml_collections import config_flags
 import lra
 from luna_jax import config_utils
 from luna_jax.model.config import RENAMED_KEYS
-from luna_jax.training import checkpointing, distributed, trainer, workdir, xla_settings
+from luna_jax.training import (
+  checkpointing,
+  distributed,
+  run_config,
+  trainer,
+  workdir,
+  xla_settings,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -93,6 +102,11 @@ def main(argv: list[str]) -> None:
     os.environ.update({env: str(value) for env, value in process_flags.items()})
     FLAGS.config.training.distributed = True
   try:
+    replaced = run_config.replaced_by_debug(
+      FLAGS.config, config_flags.get_override_values(FLAGS['config'])
+    )
+    if replaced:
+      absl_logging.warning(replaced)
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
     sys.exit(f'Error: {e}')

@@ -405,3 +405,24 @@ def test_pathfinder32_short_is_the_recipe_with_a_shorter_schedule():
     else:  # The warmup kept, the cosine cycle ending with the run.
       assert changed == {'training.num_train_steps', 'optimizer.steps_per_cycle'}
       assert short.optimizer.steps_per_cycle == steps
+
+
+def test_debug_names_the_overrides_it_replaces():
+  config = _parse(
+    [
+      '--config=configs/listops.py:luna16,debug',
+      '--config.training.batch_size=12',
+      '--config.data.data_dir=/data/listops',
+      '--config.training.num_train_steps=5',  # Debug's own value: nothing replaced.
+    ]
+  )
+  overrides = {
+    'training.batch_size': 12,
+    'data.data_dir': '/data/listops',
+    'training.num_train_steps': 5,
+  }
+  message = run_config.replaced_by_debug(config, overrides)
+  assert '--config.training.batch_size=12 (debug sets 8)' in message
+  assert 'data_dir' not in message and 'num_train_steps' not in message
+  config.debug = False
+  assert run_config.replaced_by_debug(config, overrides) == ''

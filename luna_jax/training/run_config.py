@@ -149,6 +149,40 @@ def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
+def replaced_by_debug(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> str:
+  """What debug (applied when the config is parsed, after the command line) replaces of the
+  command line's overrides, for a warning; '' when nothing (or debug is off).
+
+  Args:
+    config: the config, overrides applied.
+    overrides: the overridden fields, dotted names relative to `config` ('training.batch_size')
+      -> values (`ml_collections.config_flags.get_override_values`).
+
+  Returns:
+    A sentence naming each replaced override with its value and debug's.
+  """
+  if config.debug is not True:
+    return ''
+  debugged = apply_debug(config)
+
+  def value(tree: ml_collections.ConfigDict, dotted: str) -> Any:
+    for part in dotted.split('.'):
+      tree = tree[part]
+    return tree
+
+  replaced = [
+    f'--config.{key}={overrides[key]!r} (debug sets {value(debugged, key)!r})'
+    for key in sorted(overrides)
+    if value(debugged, key) != value(config, key)
+  ]
+  if not replaced:
+    return ''
+  return (
+    'debug (a config argument ending in ",debug", or --config.debug=True) shrinks the run to a '
+    'smoke test and replaces ' + ', '.join(replaced) + '; drop debug to set them.'
+  )
+
+
 def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
   """Checks every key and value of `config` once, applies `debug`, and returns the typed sections.
 
