@@ -77,7 +77,10 @@ USER_ERRORS = (
   checkpointing.CheckpointMismatchError,
   workdir.WorkdirLockedError,
   workdir.WorkdirKindError,
+  workdir.WorkdirUnusableError,
   lra.DataError,
+  # Training diverged: the message names the step, the metrics and the checkpoint that is kept.
+  FloatingPointError,
 )
 
 

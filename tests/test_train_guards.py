@@ -186,6 +186,12 @@ def test_a_second_process_is_refused_and_a_killed_holder_frees_the_workdir(tiny_
     pass
 
 
+def test_a_workdir_that_cannot_be_created_is_named(tiny_lra_data, tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(workdir_lib.WorkdirUnusableError, match='a_file: cannot create it'):
+    trainer.train_and_evaluate(tiny_config(tiny_lra_data), str(tmp_path / 'a_file'))
+
+
 def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp_path):
   workdir = copy_run(finished_run, tmp_path)
   before = {name: (workdir / name).read_bytes() for name in ('results.json', 'config.json')}

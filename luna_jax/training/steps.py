@@ -23,6 +23,7 @@ import optax
 from flax import jax_utils
 
 import lra
+from luna_jax.config_utils import ConfigError
 from luna_jax.model import objectives
 
 if TYPE_CHECKING:
@@ -261,12 +262,12 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
     The local devices.
 
   Raises:
-    ValueError: a batch size not divisible by the global device count, or a bad `num_devices`.
+    ConfigError: a batch size not divisible by the global device count, or a bad `num_devices`.
   """
   local = jax.local_devices()
   if num_devices != -1:
     if not 1 <= num_devices <= len(local) or jax.process_count() > 1:
-      raise ValueError(
+      raise ConfigError(
         f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} '
         f'on a single process ({jax.process_count()} processes).'
       )
@@ -274,7 +275,7 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
   total = len(local) * jax.process_count()
   for batch_size in batch_sizes:
     if batch_size % total:
-      raise ValueError(
+      raise ConfigError(
         f'batch size {batch_size} is not divisible by the number of devices {total} '
         f'({len(local)} per process x {jax.process_count()} processes); choose a '
         f'multiple of {total} (--config.training.batch_size / eval_batch_size).'

@@ -46,6 +46,10 @@ class WorkdirKindError(RuntimeError):
   """The workdir holds another kind of run than the one started in it."""
 
 
+class WorkdirUnusableError(RuntimeError):
+  """The workdir cannot be created or written (a file of that name, no permission)."""
+
+
 def run_kind(config: Mapping[str, Any]) -> str:
   """The kind (one of `KINDS`) of the run of a resolved config as nested dicts
   (`RunConfig.to_dict()`, `config.json`)."""
@@ -137,10 +141,17 @@ def lock(workdir: str) -> Iterator[None]:
 
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
+    WorkdirUnusableError: it cannot be created or its lock file written, naming why.
   """
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise WorkdirUnusableError(
+      f'--workdir {workdir}: cannot create it or write {LOCK_FILE} in it ({e.strerror}: '
+      f'{e.filename}). Choose a folder you can write.'
+    ) from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
