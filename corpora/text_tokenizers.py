@@ -449,7 +449,7 @@ def train_sentencepiece(
   model = Path(model_prefix + '.model')
   outputs = [model, Path(model_prefix + '.vocab'), stats_path(model)]
   settings = {
-    'files': {str(Path(f).resolve()): _file_identity(Path(f)) for f in files},
+    'files': {str(Path(f).resolve()): file_identity(Path(f)) for f in files},
     'vocab_size': vocab_size,
     'model_type': model_type,
     'max_sentence_bytes': MAX_SENTENCE_BYTES,
@@ -552,7 +552,7 @@ def _reason(error: RuntimeError) -> str:
   return re.sub(r'^INTERNAL: \S+\(\d+\) \[.*?\] ', '', str(error)).strip()
 
 
-def _file_identity(path: Path) -> dict[str, int]:
+def file_identity(path: Path) -> dict[str, int]:
   """Size and modification time of a corpus file: a changed corpus is another training."""
   stat = path.stat()
   return {'size': stat.st_size, 'mtime_ns': stat.st_mtime_ns}

@@ -46,6 +46,7 @@ from corpora import text_tokenizers
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
 from lra.cache import Cache
 from lra.core import DataError, TaskData
+from lra.files import claim_outputs, record_outputs
 
 SPLITS = ('train', 'validation', 'test')
 #: The data option `tokenizer`'s default, in `data_dir`.
@@ -409,8 +410,12 @@ def train_vocabulary(
   model_type: str = 'bpe',
   output: str = DEFAULT_TOKENIZER,
   max_sentences: int = VOCABULARY_SENTENCES,
+  overwrite: bool = False,
 ) -> Path:
   """Trains the joint SentencePiece model on the training text of both languages.
+
+  An existing model is kept when this same training wrote it (the same command is a no-op), and
+  otherwise refused unless `overwrite`: runs trained on it refuse another vocabulary.
 
   Args:
     data_dir: the corpus folder (its `train` split, either layout).
@@ -420,21 +425,32 @@ def train_vocabulary(
     model_type: 'bpe' (the paper) or 'unigram'.
     output: the model file (a bare file name is in `data_dir`); `.vocab` is written beside it.
     max_sentences: sentences sampled at most (SentencePiece's `input_sentence_size`).
+    overwrite: replace a model that this training did not write.
 
   Returns:
     The `.model` path.
 
   Raises:
-    DataError: missing or malformed training files, or SentencePiece refuses the text.
+    DataError: missing or malformed training files, a model in the way (without `overwrite`),
+      or SentencePiece refuses the text.
   """
   files = split_files(data_dir, 'train', source_lang, target_lang)
+  path = resolve_tokenizer(data_dir, output)
+  outputs = [path, path.with_suffix('.vocab')]
+  settings = {
+    'files': {str(f.resolve()): text_tokenizers.file_identity(f) for f in files.paths},
+    'vocab_size': vocab_size,
+    'model_type': model_type,
+    'max_sentences': max_sentences,
+  }
+  if not claim_outputs(outputs, overwrite, settings, elsewhere='choose another --output'):
+    return path
 
   def sentences() -> Iterator[str]:
     for _, source, target in read_pairs(files):
       yield from (text for text in (source, target) if text.strip())
 
-  path = resolve_tokenizer(data_dir, output)
-  return text_tokenizers.train_sentencepiece_on(
+  text_tokenizers.train_sentencepiece_on(
     sentences(),
     str(path.with_suffix('')),
     vocab_size,
@@ -442,6 +458,8 @@ def train_vocabulary(
     max_sentences=max_sentences,
     source=str(files),
   )
+  record_outputs(outputs, settings)
+  return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -457,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
   vocab.add_argument('--model_type', default='bpe', choices=('bpe', 'unigram'))
   vocab.add_argument('--output', default=DEFAULT_TOKENIZER, help='model file (bare: in data_dir)')
   vocab.add_argument('--max_sentences', type=int, default=VOCABULARY_SENTENCES)
+  vocab.add_argument(
+    '--overwrite', action='store_true', help='replace an existing model (default: refuse)'
+  )
   args = parser.parse_args(argv)
   try:
     path = train_vocabulary(
@@ -467,6 +488,7 @@ def main(argv: list[str] | None = None) -> None:
       model_type=args.model_type,
       output=args.output,
       max_sentences=args.max_sentences,
+      overwrite=args.overwrite,
     )
   except DataError as e:
     parser.error(str(e))

@@ -28,6 +28,17 @@ def corpus(tmp_path_factory):
   return root
 
 
+def test_the_vocabulary_is_kept_by_its_own_command_and_replaced_only_with_overwrite(corpus, capsys):
+  model = corpus / 'spm.model'
+  before = model.read_bytes(), model.stat().st_mtime_ns
+  translation.main(['vocabulary', '--data_dir', str(corpus), '--vocab_size', '300'])
+  assert (model.read_bytes(), model.stat().st_mtime_ns) == before  # The same training: kept.
+  with pytest.raises(SystemExit):
+    translation.main(['vocabulary', '--data_dir', str(corpus), '--vocab_size', '200'])
+  assert 'Refusing to overwrite existing data' in capsys.readouterr().err
+  assert model.read_bytes() == before[0]
+
+
 def write_split(folder, split, pairs, layout='plain'):
   folder.mkdir(parents=True, exist_ok=True)
   if layout == 'tsv':
