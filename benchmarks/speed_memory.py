@@ -224,13 +224,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument(
     '--lengths',
-    default=','.join(str(n) for n in DEFAULT_LENGTHS),
-    help='comma-separated sequence lengths (1024 or 1K).',
+    default=None,
+    help='comma-separated sequence lengths (1024 or 1K; default '
+    f'{",".join(str(n) for n in DEFAULT_LENGTHS)}).',
   )
   parser.add_argument(
     '--long_lengths',
-    default=','.join(str(n) for n in DEFAULT_LONG_LENGTHS),
-    help='further lengths run only for --long_models (e.g. 8K,16K).',
+    default=None,
+    help='further lengths run only for --long_models (e.g. 8K,16K; default '
+    f'{",".join(str(n) for n in DEFAULT_LONG_LENGTHS)} when --lengths is not given, else none).',
   )
   parser.add_argument(
     '--long_models', default='', help='models that also run at --long_lengths (default: all).'
@@ -305,6 +307,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument('--cell', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  # Lengths asked for are the lengths run: the long ones come with the default lengths only.
+  if args.long_lengths is None:
+    args.long_lengths = '' if args.lengths else ','.join(str(n) for n in DEFAULT_LONG_LENGTHS)
+  if args.lengths is None:
+    args.lengths = ','.join(str(n) for n in DEFAULT_LENGTHS)
   for flag in ('lengths', 'long_lengths'):
     try:
       if getattr(args, flag):

@@ -183,8 +183,13 @@ def generate(
     DataError: settings that leave no room for a tree, too few distinct trees, or
       `num_workers` < 1.
   """
-  if not 2 <= max_args or min_length + 1 >= max_length - 1:
-    raise DataError(f'need max_args >= 2 and room for a length in ({min_length}, {max_length})')
+  if max_args < 2:
+    raise DataError(f'--max_args {max_args}: operators take at least 2 arguments.')
+  if min_length + 1 >= max_length - 1:
+    raise DataError(
+      f'--min_length {min_length} --max_length {max_length}: max_length must exceed min_length '
+      'by at least 3 (there is no room for a tree between them).'
+    )
   if num_workers < 1:
     raise DataError(f'num_workers must be at least 1, got {num_workers}')
   settings = dict(

@@ -416,3 +416,13 @@ def test_step_cost_of_the_recipes_and_their_masked_lm_stage(tmp_path):
   assert (
     '| listops:transformer | 8 x 64 | 4 | - | - |' in (tmp_path / 'micro' / 'table.md').read_text()
   )
+
+
+def test_speed_memory_runs_the_lengths_asked_for_and_long_ones_only_by_default():
+  default = speed_memory.parse_args([])
+  assert default.lengths == ','.join(map(str, speed_memory.DEFAULT_LENGTHS))
+  assert default.long_lengths == ','.join(map(str, speed_memory.DEFAULT_LONG_LENGTHS))
+  asked = speed_memory.parse_args(['--lengths', '128'])
+  assert (asked.lengths, asked.long_lengths) == ('128', '')
+  both = speed_memory.parse_args(['--lengths', '128', '--long_lengths', '1K'])
+  assert (both.lengths, both.long_lengths) == ('128', '1K')

@@ -196,3 +196,15 @@ def test_generator_distribution_and_files(tmp_path, capsys):
 def test_generator_gives_up_on_impossible_lengths():
   with pytest.raises(lra.DataError, match='No new tree'):
     listops_generator.generate(5, 1, 1, min_length=40, max_length=60, max_depth=2, max_args=3)
+
+
+@pytest.mark.parametrize(
+  'settings, message',
+  [
+    (dict(min_length=10, max_length=60, max_args=1), '--max_args 1: operators take at least 2'),
+    (dict(min_length=10, max_length=12, max_args=2), 'must exceed min_length by at least 3'),
+  ],
+)
+def test_generator_settings_without_room_are_named(settings, message):
+  with pytest.raises(lra.DataError, match=message):
+    listops_generator.generate(5, 1, 1, max_depth=2, **settings)
