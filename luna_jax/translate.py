@@ -49,6 +49,15 @@ def main(argv: list[str] | None = None) -> None:
       lines = [line.rstrip('\r\n') for line in f]
     if not lines:
       raise lra.DataError(f'{args.input} is empty: there is nothing to translate.')
+    references = None
+    if args.reference:  # Read first: a mismatch is found before the decoding, not after it.
+      with open(args.reference, encoding='utf-8') as f:
+        references = [line.rstrip('\r\n') for line in f]
+      if len(references) != len(lines):
+        raise lra.DataError(
+          f'{args.reference} has {len(references)} lines, {args.input} {len(lines)}: a reference '
+          'line is needed for each input line.'
+        )
     model, params, vocabulary, config = translation.load_translator(args.checkpoint, args.tokenizer)
     settings = {**config['decoding']}
     settings.update({k: getattr(args, k) for k in settings if getattr(args, k) is not None})
@@ -71,11 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     )
   write_atomically(args.output, ''.join(f'{line}\n' for line in translations))
   print(f'wrote {len(translations)} translations to {args.output}', file=sys.stderr)
-  if args.reference:
-    with open(args.reference, encoding='utf-8') as f:
-      references = [line.rstrip('\r\n') for line in f]
-    if len(references) != len(lines):
-      sys.exit(f'Error: {args.reference} has {len(references)} lines, {args.input} {len(lines)}.')
+  if references is not None:
     tokenized = translation.tokenized_bleu(translations, references, options['target_lang'])
     scores = {
       **translation.bleu(translations, references),

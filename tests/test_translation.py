@@ -117,9 +117,11 @@ def test_train_average_translate_and_the_vocabulary_guard(corpus, tmp_path, fast
   translation_data.main(['vocabulary', '--data_dir', str(other), '--vocab_size', '40'])
   with pytest.raises(SystemExit, match='was trained with vocabulary .*sentencepiece:'):
     translate(averaged, '--tokenizer', str(other / 'spm.model'))
+  output.unlink()
   with pytest.raises(SystemExit, match='has 11 lines'):
     (tmp_path / 'short.de').write_text('\n'.join(references[:11]) + '\n', encoding='utf-8')
     translate(averaged, '--reference', str(tmp_path / 'short.de'))
+  assert not output.exists()  # Refused before decoding, not after.
   shutil.copy(other / 'spm.model', corpus / 'spm.model.new')
   (corpus / 'spm.model').replace(corpus / 'spm.model.old')
   (corpus / 'spm.model.new').replace(corpus / 'spm.model')
