@@ -146,6 +146,31 @@ def test_best_checkpoint_is_test_evaluated(tiny_lra_data, tmp_path, monkeypatch)
   assert logged[-1]['best_test_loss'] == results['best']['test']['loss']
 
 
+class _Interrupted(Exception):
+  """Stands in for a killed process."""
+
+
+def batches_that_die(monkeypatch, dies) -> list[int]:
+  """Makes `lra.batching.train_batches` raise _Interrupted before the batch of index `step` when
+  `dies(call, step)` (call: 1 for the first run, 2 for the next...); returns the start steps of
+  the calls, filled as they come."""
+  start_steps = []
+  real_train_batches = lra.batching.train_batches
+
+  def train_batches(*args, start_step=0, **kwargs):
+    start_steps.append(start_step)
+    call = len(start_steps)
+    for step, batch in enumerate(
+      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
+    ):
+      if dies(call, step):
+        raise _Interrupted
+      yield batch
+
+  monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
+  return start_steps
+
+
 def test_best_parameters_of_redone_steps_are_dropped_on_resume(
   tiny_lra_data, tmp_path, monkeypatch
 ):
@@ -167,22 +192,11 @@ def test_best_parameters_of_redone_steps_are_dropped_on_resume(
     self, step, jax.tree.map(lambda x: x + 1, params), accuracy
   )
   monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best', shifted)
-  real_train_batches = lra.batching.train_batches
-
-  def dies_at_step_5(*args, start_step=0, **kwargs):
-    for step, batch in enumerate(
-      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
-    ):
-      if step == 4:
-        raise _Interrupted
-      yield batch
-
-  monkeypatch.setattr(lra.batching, 'train_batches', dies_at_step_5)
+  batches_that_die(monkeypatch, lambda call, step: call == 1 and step == 4)  # At step 5.
   workdir = tmp_path / 'resumed'
   with pytest.raises(_Interrupted):
     trainer.train_and_evaluate(config, str(workdir))
   assert sorted(os.listdir(workdir / 'best')) == ['4']
-  monkeypatch.setattr(lra.batching, 'train_batches', real_train_batches)
   monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best', peak)
   resumed = trainer.train_and_evaluate(config, str(workdir))
 
@@ -233,10 +247,6 @@ def test_apollo_trains_and_resumes_bit_identically(tiny_lra_data, tmp_path):
   assert max(jax.tree.leaves(moved)) > 0  # Steps 4 to 6 moved the parameters.
 
 
-class _Interrupted(Exception):
-  """Stands in for a killed process."""
-
-
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   tiny_lra_data, tmp_path, monkeypatch
 ):
@@ -251,21 +261,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   )
   trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
 
-  start_steps = []
-  real_train_batches = lra.batching.train_batches
-
-  def train_batches(*args, start_step=0, **kwargs):
-    start_steps.append(start_step)
-    for step, batch in enumerate(
-      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
-    ):
-      # The first run dies while its loop takes the batch of step 5 (index 4), when the prefetch
-      # reads the host batch `prefetch` further on.
-      if len(start_steps) == 1 and step == 4 + prefetch:
-        raise _Interrupted
-      yield batch
-
-  monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
+  # The first run dies while its loop takes the batch of step 5 (index 4), when the prefetch
+  # reads the host batch `prefetch` further on.
+  start_steps = batches_that_die(monkeypatch, lambda call, step: call == 1 and step == 4 + prefetch)
   workdir = tmp_path / 'interrupted'
   with pytest.raises(_Interrupted):
     trainer.train_and_evaluate(config, str(workdir))
