@@ -6,7 +6,7 @@
 
 The generated expressions are 11-59 tokens long with at most 3 nested operators, so a 2-layer,
 64-wide Luna-16 learns them quickly: 2500 steps (2 to 3 minutes on 2 CPU cores) reach about 43%
-validation and test accuracy (42.00-43.35% validation, 42.85-43.50% test on three machines: the last
+validation and test accuracy (42.00-43.90% validation, 42.85-44.15% test on four machines: the last
 digits depend on the CPU's kernels and on the order of the float operations), against 10% for chance
 and 12.25% for the majority class of this validation set. The full task is `configs/listops.py`.
 
