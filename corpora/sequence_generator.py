@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     )
   except DataError as e:
     parser.error(str(e))
-  print(f'wrote {args.task} corpus to {out}')
+  print(f'{out}: the {args.task} corpus')
 
 
 if __name__ == '__main__':

@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     )
   except DataError as e:
     parser.error(str(e))
-  print(f'wrote {path} ({Vocabulary(path).name})')
+  print(f'{path} ({Vocabulary(path).name})')
 
 
 if __name__ == '__main__':

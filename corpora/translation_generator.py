@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     )
   except DataError as e:
     parser.error(str(e))
-  print(f'wrote the English-German corpus to {out}')
+  print(f'{out}: the English-German corpus')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def claim_outputs(
 
   Returns:
     True when the generator should write `paths` (then call `record_outputs`), False when they
-    are already there from the same settings.
+    are already there from the same settings (and it says so on stderr).
 
   Raises:
     DataError: some of `paths` exist, were not written with these settings, and `overwrite` is
@@ -65,6 +66,10 @@ def claim_outputs(
     except ValueError:
       written = None
     if written == {'settings': dict(settings), 'sizes': _output_sizes(paths)}:
+      names = ', '.join(p.name for p in paths)
+      print(
+        f'{paths[0].parent}: {names} already written with these settings; kept.', file=sys.stderr
+      )
       return False
   if existing and not overwrite:
     listing = '\n'.join(f'  {p}' for p in existing)

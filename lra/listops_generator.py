@@ -265,7 +265,6 @@ def main(argv: list[str] | None = None) -> None:
   except DataError as e:
     parser.error(str(e))
   if not todo:
-    print(f'{output_dir}: already generated with these settings; nothing to do.')
     return
   try:
     splits = generate(**args)

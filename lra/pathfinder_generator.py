@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     )
   except DataError as e:
     parser.error(str(e))
-  print(f'Wrote {args.num_examples} images to {root}')
+  print(f'{root}: {args.num_examples} images (imgs/ and metadata/)')
 
 
 if __name__ == '__main__':

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     WRITERS[args.task](args.output_dir, args.num_examples, args.seed, args.overwrite)
   except DataError as e:
     parser.error(str(e))
-  print(f'Wrote a synthetic {args.task} stand-in to {args.output_dir}')
+  print(f'{args.output_dir}: a synthetic {args.task} stand-in')
 
 
 if __name__ == '__main__':

@@ -206,9 +206,17 @@ def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_chang
   args = tiny_listops_args(tmp_path)
   listops_generator.main(args)
   before = _tree_state(tmp_path)
+  capsys.readouterr()
   listops_generator.main(args)
-  assert 'already generated with these settings' in capsys.readouterr().out
+  assert 'already written with these settings; kept.' in capsys.readouterr().err
   assert _tree_state(tmp_path) == before
+  # Every generator says so, none that it wrote.
+  pathfinder_args = ['--output_dir', str(tmp_path / 'pf10'), '--num_examples', '10']
+  pathfinder_generator.main(pathfinder_args)
+  capsys.readouterr()
+  pathfinder_generator.main(pathfinder_args)
+  out, err = capsys.readouterr()
+  assert 'kept.' in err and 'rote' not in out + err
   # A split changed by hand no longer matches the record: refused, and left as it is.
   with open(tmp_path / 'basic_val.tsv', 'a') as f:
     f.write('0\t( [MAX 1 2 ] )\n')
