@@ -16,7 +16,6 @@ as padding, `lengths` is always 1024 here, so a model masks nothing on this task
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -53,21 +52,16 @@ def image_split(gray: np.ndarray, labels: np.ndarray) -> Split:
 
 def tfds_order(num_examples: int, split: str = 'train') -> np.ndarray:
   """The record order of a TFDS split whose examples are keyed 0..num_examples-1 (`cifar10`): the
-  keys sorted by md5(split name + decimal key) read as a 128-bit integer
-  (tensorflow_datasets `core/hashing.py` `Hasher`, salted with the split's name in
-  `core/split_builder.py`).
+  keys sorted by TFDS's own hash of them, salted with the split's name (tensorflow_datasets
+  `core/hashing.py` `Hasher`, as `core/split_builder.py` writes a split).
 
   Returns:
     `[num_examples]` int64, the example index stored at each position.
   """
-  salted = hashlib.md5(split.encode())
+  # Imported here: tensorflow_datasets is only needed to build this source's cache.
+  from tensorflow_datasets.core import hashing
 
-  def hashed(key: int) -> int:
-    md5 = salted.copy()
-    md5.update(str(key).encode())
-    return int(md5.hexdigest(), 16)
-
-  return np.array(sorted(range(num_examples), key=hashed), np.int64)
+  return np.array(sorted(range(num_examples), key=hashing.Hasher(split).hash_key), np.int64)
 
 
 def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:

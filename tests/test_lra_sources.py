@@ -1,6 +1,7 @@
 """Tests of the Text, Retrieval and Image loaders, the TFDS shard reader, the cache and the
 synthetic stand-ins, on small files written in the official formats."""
 
+import hashlib
 import io
 import pickle
 import struct
@@ -149,13 +150,11 @@ def test_image_from_cifar_pickles(tmp_path):
     lra.load_task('image', tmp_path, max_length=512)
 
 
-def test_tfds_order_is_tfds_own_record_order():
-  from tensorflow_datasets.core import hashing
-
-  hasher = hashing.Hasher('train')
-  expected = sorted(range(500), key=hasher.hash_key)
-  np.testing.assert_array_equal(image.tfds_order(500), expected)
-  assert list(image.tfds_order(500, 'test')) != expected  # The split's name is the salt.
+def test_tfds_order_sorts_the_keys_by_their_salted_md5():
+  # TFDS's scheme written out: md5 of the split's name, then the decimal key, as an integer.
+  md5 = lambda key: int(hashlib.md5(f'train{key}'.encode()).hexdigest(), 16)
+  np.testing.assert_array_equal(image.tfds_order(500), sorted(range(500), key=md5))
+  assert list(image.tfds_order(500, 'test')) != sorted(range(500), key=md5)
 
 
 def test_cifar_pickles_are_split_in_tfds_order(tmp_path):

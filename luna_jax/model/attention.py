@@ -144,9 +144,7 @@ def dot_product_attention(
     ValueError: dropout on without `dropout_rng`.
   """
   keep = None
-  if not deterministic and dropout_rate > 0.0:
-    if dropout_rng is None:
-      raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+  if _dropout_on(dropout_rng, dropout_rate, deterministic):
     b, q_len, h, _ = query.shape
     keep = dropout_keep_mask(dropout_rng, dropout_rate, (b, h, q_len, key.shape[1]))
   out_dtype = value.dtype if out_dtype is None else jnp.dtype(out_dtype)
@@ -208,6 +206,19 @@ class LunaAttentionOutput(NamedTuple):
   unpack_probs: Array
 
 
+def _dropout_on(dropout_rng: Array | None, dropout_rate: float, deterministic: bool) -> bool:
+  """Whether attention dropout applies.
+
+  Raises:
+    ValueError: it applies and there is no `dropout_rng`.
+  """
+  if deterministic or dropout_rate <= 0.0:
+    return False
+  if dropout_rng is None:
+    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+  return True
+
+
 def _pack_unpack_rngs(
   dropout_rng: Array | None, dropout_rate: float, deterministic: bool
 ) -> tuple[Array | None, Array | None]:
@@ -216,10 +227,8 @@ def _pack_unpack_rngs(
   Raises:
     ValueError: dropout on without `dropout_rng`.
   """
-  if deterministic or dropout_rate == 0.0:
+  if not _dropout_on(dropout_rng, dropout_rate, deterministic):
     return None, None
-  if dropout_rng is None:
-    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
   pack_rng, unpack_rng = jax.random.split(dropout_rng)
   return pack_rng, unpack_rng
 
@@ -646,9 +655,7 @@ def causal_luna_attention(
   state = initial_state
   if state is None:
     state = init_causal_state(b, h, dh, pack_query.shape[1])
-  use_dropout = not deterministic and dropout_rate > 0.0
-  if use_dropout and dropout_rng is None:
-    raise ValueError('dropout needs an rng when deterministic=False and rate > 0.')
+  use_dropout = _dropout_on(dropout_rng, dropout_rate, deterministic)
 
   def body(carry, xs):
     q_t, pk_t, k_t, v_t, t = xs

@@ -57,9 +57,8 @@ def build_model(
   Args:
     model_config: any `HeadConfig` field (`name`, `pooling`, `classifier_hidden_dim`,
       `classifier_hidden_layers`, `classifier_activation`, `classifier_logits_bias`,
-      `interaction`) and any `ModelConfig`
-      field except `DATA_FIELDS`, which come from the data and the pooling
-      (`luna_jax.model.config`); absent keys take the dataclasses' defaults.
+      `interaction`) and any `ModelConfig` field except `DATA_FIELDS`, which come from the data
+      and the pooling (`luna_jax.model.config`); absent keys take the dataclasses' defaults.
     vocab_size: token vocabulary size (the masked LMs add the mask id, `vocab_size`).
     num_classes: output classes (classifiers).
     max_length: longest input (for seq2seq: the longer of source and target) in tokens.

@@ -218,12 +218,11 @@ class LunaEncoder(nn.Module):
   With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned
   table `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output
   Y_P; the returned P is the last layer's P output, LN(P_i + Y_P) post-LN (P_i + Y_P pre-LN). With
-  `shared_layers` one layer (`layer_0`) is applied
-  `num_layers` times (fairseq-apollo `fairseq/models/luna_lra/luna_lra_encoder.py`,
-  `tie_layer_weights`). With `param_init='bert'` the token, CLS and position embeddings and every
-  layer's Dense kernels are N(0, 0.02) and the padding token's row is zero (`init_bert_params`; the
-  first P keeps N(0, d^-1/2): it is a parameter of the authors' LunaLRAEncoder, which that function
-  leaves alone).
+  `shared_layers` one layer (`layer_0`) is applied `num_layers` times (fairseq-apollo
+  `fairseq/models/luna_lra/luna_lra_encoder.py`, `tie_layer_weights`). With `param_init='bert'` the
+  token, CLS and position embeddings and every layer's Dense kernels are N(0, 0.02) and the padding
+  token's row is zero (`init_bert_params`; the first P keeps N(0, d^-1/2): it is a parameter of the
+  authors' LunaLRAEncoder, which that function leaves alone).
 
   Attributes:
     config: the model config.
