@@ -80,7 +80,8 @@ def unigram_cross_entropy(split_train, split_eval):
 
 
 def test_luna_lm_learns_far_below_the_unigram_loss(data_dirs, tmp_path):
-  config = configure(lm_config, data_dirs['lm'], 400, max_length=64)
+  # The validation loss is about 0.36x the unigram loss at step 200 and 0.35x at 400 (measured).
+  config = configure(lm_config, data_dirs['lm'], 200, max_length=64)
   results = trainer.train_and_evaluate(config, str(tmp_path))
   data = corpora.load_task('lm', data_dirs['lm'], max_length=64)
   unigram = unigram_cross_entropy(data.train, data.validation)
