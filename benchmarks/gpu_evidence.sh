@@ -8,11 +8,14 @@
 #
 # Each part generates its data (the official distribution / size, 16 processes), runs its sweep
 # with `benchmarks.reproduce` (several runs per GPU, a deadline that ends the call in time) and
-# leaves in $OUT/<part>/: the runs' small files (<sweep>/runs/<config>/<variant>/seed<k>/:
+# writes to <part>/: the runs' small files (<sweep>/runs/<config>/<variant>/seed<k>/:
 # results.json, config.json, metrics.jsonl, kind.json, train.log), <sweep>/sweep.json (every run's
 # command, environment and state), <sweep>/leaderboard.md, the sweep's and the generator's output,
-# and the machine's record (nvidia-smi, package versions). Estimates, priorities and how to commit
-# the results: benchmarks/results/gpu/README.md ("Issue 24").
+# and the machine's record (nvidia-smi, package versions). The device tool brings back at most 8
+# files from $OUT, no more than 2 folders down, named in letters, digits, '.', '_' and '-': so
+# <part>/ is packed into the one file $OUT/<part>.tgz when the script ends, on an error or SIGTERM
+# too (a SIGKILL at the call's limit loses it: BUDGET_S ends the call before). Estimates,
+# priorities and how to commit the results: benchmarks/results/gpu/README.md ("Issue 24").
 #
 # Environment: OUT (required), BUDGET_S (seconds the whole call may take, default 540),
 # PYTHON (default python3), PRECISION (train.py flag for mixed precision, default
@@ -27,6 +30,10 @@ REHEARSAL=${REHEARSAL:-0}
 cd "$(dirname "$0")/.."
 out="$OUT/$part"
 mkdir -p "$out"
+# One archive instead of the tree (see above); the tree stays where packing fails.
+pack() { tar -czf "$OUT/$part.tgz" -C "$OUT" "$part" && rm -rf "$out"; }
+trap pack EXIT
+trap 'exit 143' TERM INT
 # Runs of the same variant compile the same programs: compile once per machine.
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${TMPDIR:-/tmp}/luna_jax_xla_cache}
 data=data
@@ -118,4 +125,4 @@ case "$part" in
     exit 2
     ;;
 esac
-echo "$part: $SECONDS s in all; results in $out" | tee -a "$out/machine.txt"
+echo "$part: $SECONDS s in all; results in $OUT/$part.tgz" | tee -a "$out/machine.txt"

@@ -77,11 +77,12 @@ keeps only the cells whose id matches a pattern (fnmatch: 'jax-*-b32-4096', '*-l
       --previous benchmarks/results/gpu/vs_pytorch --deadline_s 480
 
 `benchmarks/prepare_gpu_session.sh` lays out `.anchor/` (the anchor and the authors' two module
-files) and `.whl/` (the wheels the GPU image lacks). The JAX processes run with
-XLA_PYTHON_CLIENT_PREALLOCATE=false: the benchmark's parent process initialises the GPU (it measures
-the matmul peak) and would otherwise hold 75% of the GPU's memory while each cell's child process
-runs, leaving the cell a quarter (batch 32 at 4K needs about 65 GiB for the Transformer: 8.1 GiB at
-batch 4 on the H200). `--dry_run` runs the same plumbing on a CPU at toy sizes (batches 2 and 1,
+files) and `.whl/` (the wheels the GPU image lacks). The JAX processes take GPU memory as they
+need it, up to 90% of it (`xla_settings.gpu_memory_on_demand`): the benchmark's parent process
+initialises the GPU (it measures the matmul peak) and would otherwise hold 75% of the GPU's memory
+while each cell's child process runs, leaving the cell a quarter, and XLA caps each process at 75%
+by default (batch 32 at 4K needs about 65 GiB for the Transformer: 8.1 GiB at batch 4 on the
+H200). `--dry_run` runs the same plumbing on a CPU at toy sizes (batches 2 and 1,
 lengths 128, 256, 512, PyTorch on the CPU) to check it end to end without a GPU.
 """
 
@@ -104,6 +105,7 @@ from typing import Any
 
 from benchmarks import vs_pytorch
 from lra.files import write_atomically
+from luna_jax.training import xla_settings
 
 #: Estimated wall time of one cell (seconds; see the module docstring).
 JAX_CELL_S, TORCH_CELL_S, TORCH_COMPILE_CELL_S = 45.0, 12.0, 60.0
@@ -126,7 +128,7 @@ FINISHED = ('ok', 'oom')
 #: Seconds kept free at the end of the deadline to write the table.
 RESERVE_S = 10.0
 #: Environment of every luna_jax process (see the module docstring).
-JAX_ENV = {'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
+JAX_ENV = xla_settings.gpu_memory_on_demand()
 #: Environment of the PyTorch cells named tf32: float32 matmuls in TF32, as JAX's default.
 TF32_ENV = {'TORCH_ALLOW_TF32_CUBLAS_OVERRIDE': '1'}
 
@@ -352,7 +354,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, timeout_s: float, work: str) 
   folder = tempfile.mkdtemp(prefix=cell.id + '_', dir=work)
   if cell.side == 'jax':
     command = jax_command(cell, sys.executable, folder, timeout_s)
-    env = dict(os.environ, **JAX_ENV)
+    env = xla_settings.environment_with(JAX_ENV)
     result_path = os.path.join(folder, 'train_step', 'results.json')
   else:
     result_path = os.path.join(folder, 'torch.json')

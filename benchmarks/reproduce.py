@@ -76,7 +76,7 @@ from configs import base
 from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
 from lra import cli, prepare
 from lra.core import DataError
-from luna_jax.training import run_config, self_pretraining
+from luna_jax.training import run_config, self_pretraining, xla_settings
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = 'train.log'
@@ -88,7 +88,7 @@ TAIL_LINES = 15
 #: `--debug` sets the other).
 VARIANT_FLAGS = tuple(flag for flag in base.FLAGS if flag != 'debug')
 #: Share of a GPU's memory that the runs on it may use together (`--runs_per_device` > 1).
-MEMORY_SHARE = 0.9
+MEMORY_SHARE = xla_settings.GPU_MEMORY_SHARE
 #: Seconds a run stopped at the deadline gets between SIGTERM and SIGKILL.
 STOP_GRACE = 20.0
 #: What `--collect_to` copies of a run folder and of each self-pretraining stage (`train.log` is
@@ -356,8 +356,7 @@ def child_env(
   if memory_fraction is None and runs_per_device > 1:
     memory_fraction = MEMORY_SHARE / runs_per_device
   if memory_fraction is not None:
-    settings['XLA_CLIENT_MEM_FRACTION'] = f'{memory_fraction:.3f}'
-    settings['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+    settings.update(xla_settings.gpu_memory_on_demand(memory_fraction))
   return settings
 
 
@@ -450,9 +449,7 @@ def execute(
         where = f'GPU {gpu}' if gpu is not None else 'all devices'
         run.workdir.mkdir(parents=True, exist_ok=True)
         run.env = child_env(gpu, runs_per_device, memory_fraction)
-        env = dict(os.environ, PYTHONUNBUFFERED='1', **run.env)
-        if 'XLA_CLIENT_MEM_FRACTION' in run.env:  # jax refuses both names together.
-          env.pop('XLA_PYTHON_CLIENT_MEM_FRACTION', None)
+        env = xla_settings.environment_with({'PYTHONUNBUFFERED': '1', **run.env})
         settings = ''.join(f'{key}={value} ' for key, value in run.env.items())
         with open(run.workdir / LOG, 'a', encoding='utf-8') as log:
           log.write(f'$ {settings}{shlex.join(run.command)}\n')

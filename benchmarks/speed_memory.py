@@ -337,9 +337,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.xla_defaults:
     os.environ[xla_settings.DEFAULTS_VARIABLE] = '1'
   xla_settings.apply(remat=args.remat)
-  # On a GPU, JAX's client would take 75% of the memory in this parent process (it measures the
-  # matmul peak), leaving each cell's child process a quarter: allocate on demand, here and there.
-  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  # On a GPU, JAX would take 75% of the memory in this parent process (it measures the matmul
+  # peak), leaving each cell's child process a quarter, and cap the child at 75% (a batch-32 4K
+  # Transformer needs more): both take memory as needed, up to 90%.
+  xla_settings.default_gpu_memory_on_demand()
   if args.cell is not None:
     cell_main(args.cell)
     return

@@ -11,9 +11,9 @@ cost analysis of the compiled program (every op), and model FLOPs per step from 
 against the dense-matmul peak measured in the same run (`measure_matmul_peak`). Peak memory is
 the device's `peak_bytes_in_use` on GPU/TPU and the compiled program's `memory_analysis()` peak on
 CPU (the process's peak RSS is reported beside it). A cell whose compiled peak exceeds its memory
-limit, or that fails with RESOURCE_EXHAUSTED, or whose process is killed, is reported as OOM. With a
-`trace_dir`, a cell runs one more step under `jax.profiler.trace` and reports the milliseconds per
-XLA op class.
+limit, or that fails with RESOURCE_EXHAUSTED, or whose process is killed by SIGKILL, is reported
+as OOM. With a `trace_dir`, a cell runs one more step under `jax.profiler.trace` and reports the
+milliseconds per XLA op class.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -452,7 +453,7 @@ def cell_main(spec_json: str) -> None:
 
 
 def run_cell_subprocess(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-  """Runs `run_cell` in a fresh Python process; a killed process is reported as OOM."""
+  """Runs `run_cell` in a fresh Python process; one that prints no record is `failed_cell`."""
   command = [sys.executable, '-m', 'benchmarks.speed_memory', '--cell', json.dumps(spec)]
   repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
@@ -462,13 +463,21 @@ def run_cell_subprocess(spec: dict[str, Any], timeout_s: float) -> dict[str, Any
   for line in proc.stdout.splitlines():
     if line.startswith(_RESULT_PREFIX):
       return json.loads(line[len(_RESULT_PREFIX) :])
-  if proc.returncode < 0 or proc.returncode == 137 or _is_oom(proc.stderr):
+  return failed_cell(proc.returncode, proc.stderr)
+
+
+def failed_cell(returncode: int, stderr: str) -> dict[str, Any]:
+  """The record of a cell process that printed no result: 'OOM' where it was killed by SIGKILL
+  (the kernel's OOM killer; exit code -9, or 137 through a shell) or ended on XLA's
+  RESOURCE_EXHAUSTED, else 'error' with the last lines of `stderr` (an abort or a segfault is not
+  out of memory, and XLA's allocator warns that it "ran out of memory" where that is no failure)."""
+  if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) or 'RESOURCE_EXHAUSTED' in stderr:
     return {
       'status': 'OOM',
-      'reason': f'process ended with code {proc.returncode} (killed: out of memory)',
+      'reason': f'process ended with code {returncode} (killed: out of memory)',
     }
-  tail = '\n'.join(proc.stderr.strip().splitlines()[-5:])
-  return {'status': 'error', 'reason': f'exit code {proc.returncode}: {tail}'}
+  tail = '\n'.join(stderr.strip().splitlines()[-5:])
+  return {'status': 'error', 'reason': f'exit code {returncode}: {tail}'}
 
 
 def model_flops_per_step(spec: dict[str, Any]) -> int:

@@ -14,6 +14,7 @@ from benchmarks import speed_memory
 from benchmarks.speed_memory_harness import (
   MATMUL_DTYPES,
   Architecture,
+  failed_cell,
   measure_matmul_peak,
   model_config,
   op_class_times,
@@ -252,6 +253,21 @@ def test_cell_in_a_subprocess(monkeypatch):
   record = run_cell_subprocess(spec, timeout_s=120)
   assert record['status'] == 'ok', record
   assert record['step_time_s'] > 0 and record['peak_rss_bytes'] > record['compiled_peak_bytes'] > 0
+
+
+def test_a_cell_process_is_out_of_memory_only_when_killed_or_resource_exhausted():
+  """Reruns depend on it: an OOM cell counts as finished, an error does not."""
+  assert failed_cell(-9, '')['status'] == 'OOM'  # The kernel's OOM killer.
+  assert failed_cell(137, '')['status'] == 'OOM'  # The same through a shell.
+  assert (
+    failed_cell(1, 'jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory')['status']
+    == 'OOM'
+  )
+  abort = failed_cell(-6, 'F external/xla/stream_executor/cuda: Check failed: cudnn')
+  assert abort == {'status': 'error', 'reason': 'exit code -6: F external/xla/stream_executor/'
+                   'cuda: Check failed: cudnn'}  # fmt: skip
+  warning = 'W bfc_allocator.cc] ran out of memory trying to allocate 23MiB. ... not a failure'
+  assert failed_cell(1, f'{warning}\nValueError: bad shape')['status'] == 'error'
 
 
 def test_memory_guard_reports_oom_without_running():

@@ -1,11 +1,14 @@
 """The GPU session's orchestration (`benchmarks.gpu_session`) without a GPU: the cell plan, the
 command lines given to both tools, the deadline, the rerun of unfinished cells and the session file
 that `benchmarks.vs_pytorch` renders. The tools are replaced by stand-ins that write documents of
-the tools' shape (`tests/test_vs_pytorch.py` builds them from committed files)."""
+the tools' shape (`tests/test_vs_pytorch.py` builds them from committed files). And what issue 24's
+`benchmarks/gpu_evidence.sh` leaves for the device tool to bring back."""
 
 import json
 import os
+import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -196,6 +199,7 @@ def fake_tools(monkeypatch, steps):
 def test_session_runs_records_and_renders(tmp_path, monkeypatch):
   steps = {'luna16': 0.1, 'transformer': 0.2, 'luna256': 0.1, 'transformer_fused': 0.1}
   commands = fake_tools(monkeypatch, dict(steps, softmax=None))
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')  # The deprecated name.
   out = tmp_path / 'out'
   gpu_session.main(
     [
@@ -213,8 +217,15 @@ def test_session_runs_records_and_renders(tmp_path, monkeypatch):
   assert statuses['torch-softmax-tf32-b32-1024'] == 'timeout'  # Killed: no document.
   assert statuses['torch-luna16-bf16-compile-b32-1024'] == 'ok'
   assert set(os.listdir(out)) == {'session.json', 'gpu_session.log', 'table.md'}
-  # The JAX processes do not preallocate; the tf32 cells allow TF32, the others do not.
-  assert all(e['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false' for c, e in commands if c[1] == '-m')
+  # The JAX processes take memory as needed, up to 90% (XLA's default cap is 75%), under the name
+  # jax reads (it refuses both); the tf32 cells allow TF32, the others do not.
+  jax_envs = [e for c, e in commands if c[1] == '-m']
+  assert jax_envs and all(
+    e['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'
+    and e['XLA_CLIENT_MEM_FRACTION'] == '0.900'
+    and 'XLA_PYTHON_CLIENT_MEM_FRACTION' not in e
+    for e in jax_envs
+  )
   for command, env in commands:
     if command[1] != '-m':
       tf32 = '--amp' not in command
@@ -299,3 +310,22 @@ def test_out_is_required_to_run(capsys):
   with pytest.raises(SystemExit):
     gpu_session.parse_args([])
   assert '--out is required' in capsys.readouterr().err
+
+
+def test_gpu_evidence_leaves_one_archive_even_when_it_fails(tmp_path):
+  """The device tool brings back at most 8 files from $OUT, 2 folders down, and a part's runs lie
+  deeper: the part's folder comes back packed as $OUT/<part>.tgz, also when the script stops on an
+  error (here an unknown part, after the machine's record)."""
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+    ['bash', 'benchmarks/gpu_evidence.sh', 'nonsense'],
+    cwd=ROOT,
+    env=dict(os.environ, OUT=str(out), PYTHON=sys.executable),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode == 2 and 'unknown part nonsense' in proc.stderr
+  assert os.listdir(out) == ['nonsense.tgz']
+  with tarfile.open(out / 'nonsense.tgz') as archive:
+    assert 'nonsense/machine.txt' in archive.getnames()

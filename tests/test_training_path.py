@@ -2,6 +2,7 @@
 fused projections, the attention's stored residuals, the dropout mask, per-layer remat, and the
 XLA settings."""
 
+import os
 import re
 
 import flax.linen as nn
@@ -289,6 +290,31 @@ def test_xla_settings_add_missing_flags_and_never_override_the_users(monkeypatch
   assert xla_settings.apply() == '--x=1'
   monkeypatch.delenv(xla_settings.DEFAULTS_VARIABLE)
   assert xla_settings.apply() == xla_settings.flags_for('--x=1')
+
+
+def test_gpu_memory_on_demand_keeps_the_users_choice_and_one_name_of_the_fraction(monkeypatch):
+  """XLA caps a process's GPU memory at 75% unless told otherwise: the benchmarks' processes get
+  90%, allocated as needed, except where the user set a share under either name (jax refuses
+  both names together)."""
+  fraction, deprecated = (
+    xla_settings.MEMORY_FRACTION_VARIABLE,
+    xla_settings.DEPRECATED_MEMORY_FRACTION_VARIABLE,
+  )
+  environ = {}  # Stands in for os.environ.
+  monkeypatch.setattr(os, 'environ', environ)
+  xla_settings.default_gpu_memory_on_demand()
+  assert environ == {fraction: '0.900', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
+  environ.clear()
+  environ.update({deprecated: '0.5', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'true'})
+  xla_settings.default_gpu_memory_on_demand()
+  assert environ == {deprecated: '0.5', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'true'}
+
+  settings = xla_settings.gpu_memory_on_demand(0.45)
+  assert list(settings.items()) == [(fraction, '0.450'), ('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')]
+  env = xla_settings.environment_with(settings, {deprecated: '0.5', 'HOME': '/h'})
+  assert env == {**settings, 'HOME': '/h'}
+  unrelated = xla_settings.environment_with({'A': '1'}, {deprecated: '0.5'})
+  assert unrelated == {deprecated: '0.5', 'A': '1'}
 
 
 def test_xla_settings_add_the_memory_aware_scheduler_only_with_remat(monkeypatch):
