@@ -465,7 +465,11 @@ def _probe(side: str, python: str, extra_env: dict[str, str]) -> dict[str, Any]:
   command = [python, '-m', 'benchmarks.gpu_session', '--probe', side]
   try:
     out = subprocess.run(
-      command, capture_output=True, text=True, timeout=180, env=dict(os.environ, **extra_env)
+      command,
+      capture_output=True,
+      text=True,
+      timeout=180,
+      env=xla_settings.environment_with(extra_env),
     )
   except (subprocess.SubprocessError, OSError) as e:
     return {'error': str(e)}
@@ -478,19 +482,20 @@ def _probe(side: str, python: str, extra_env: dict[str, str]) -> dict[str, Any]:
 def environment(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
   """nvidia-smi's view of the GPU and both sides' probes (`probe`), each printed as it comes."""
   env: dict[str, Any] = {'jax_env': JAX_ENV, 'tf32_env': TF32_ENV, 'dry_run': args.dry_run}
+  env['nvidia_smi'], env['gpu'] = 'not found', None
   if shutil.which('nvidia-smi'):
     query = 'name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit'
-    out = subprocess.run(
-      ['nvidia-smi', f'--query-gpu={query}', '--format=csv'],
-      capture_output=True,
-      text=True,
-      timeout=60,
-    ).stdout
-    env['nvidia_smi'] = out.strip()
-    env['gpu'] = out.strip().splitlines()[-1].split(',')[0].strip() if out.strip() else None
-  else:
-    env['nvidia_smi'] = 'not found'
-    env['gpu'] = None
+    try:  # A record, not a reason to lose the session's minutes.
+      out = subprocess.run(
+        ['nvidia-smi', f'--query-gpu={query}', '--format=csv'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+      ).stdout.strip()
+      env['nvidia_smi'] = out or 'no output'
+      env['gpu'] = out.splitlines()[-1].split(',')[0].strip() if out else None
+    except (OSError, subprocess.TimeoutExpired) as error:
+      env['nvidia_smi'] = f'failed: {error}'
   log('nvidia-smi: ' + env['nvidia_smi'].replace('\n', ' | '))
   for side, python, extra in (
     ('jax', sys.executable, JAX_ENV),

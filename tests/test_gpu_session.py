@@ -4,6 +4,7 @@ that `benchmarks.vs_pytorch` renders. The tools are replaced by stand-ins that w
 the tools' shape (`tests/test_vs_pytorch.py` builds them from committed files). And what issue 24's
 `benchmarks/gpu_evidence.sh` leaves for the device tool to bring back."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -310,6 +311,19 @@ def test_out_is_required_to_run(capsys):
   with pytest.raises(SystemExit):
     gpu_session.parse_args([])
   assert '--out is required' in capsys.readouterr().err
+
+
+def test_a_failing_nvidia_smi_is_recorded_and_the_session_goes_on(monkeypatch):
+  def hang(command, **kwargs):
+    raise subprocess.TimeoutExpired(command, kwargs['timeout'])
+
+  monkeypatch.setattr(gpu_session.shutil, 'which', lambda name: f'/usr/bin/{name}')
+  monkeypatch.setattr(gpu_session.subprocess, 'run', hang)
+  monkeypatch.setattr(gpu_session, '_probe', lambda side, python, extra: {'side': side})
+  args = argparse.Namespace(dry_run=False, torch_python=sys.executable)
+  env = gpu_session.environment(args, log=lambda line: None)
+  assert env['nvidia_smi'].startswith('failed: Command') and env['gpu'] is None
+  assert (env['jax'], env['torch']) == ({'side': 'jax'}, {'side': 'torch'})
 
 
 def test_gpu_evidence_leaves_one_archive_even_when_it_fails(tmp_path):
