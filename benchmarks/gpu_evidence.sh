@@ -33,7 +33,8 @@ mkdir -p "$out"
 # One archive instead of the tree (see above); the tree stays where packing fails.
 pack() { tar -czf "$OUT/$part.tgz" -C "$OUT" "$part" && rm -rf "$out"; }
 trap pack EXIT
-trap 'exit 143' TERM INT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 # Runs of the same variant compile the same programs: compile once per machine.
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-${TMPDIR:-/tmp}/luna_jax_xla_cache}
 data=data
