@@ -110,8 +110,9 @@ def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(
 def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(
   tiny_lra_data, straight_run, tmp_path, monkeypatch
 ):
-  """The source moved away: the same command resumes (re-evaluates) the run, and so does the
-  command without init_from; neither reads the source, and the record keeps where it came from."""
+  """The source moved away: the same command resumes (re-evaluates) the run, and so do the
+  command without init_from and one that spells the source's path otherwise; none reads the
+  source, and the record keeps where it came from. Another source is refused."""
   straight = straight_run[0]
   workdir = tmp_path / 'finetune'
   shutil.copytree(straight / 'finetune', workdir)
@@ -121,11 +122,15 @@ def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(
 
   monkeypatch.setattr(pretrained, 'load_encoder', moved_away)
   _, finetune = self_pretraining.stage_configs(spt_config(tiny_lra_data), str(straight))[1]
-  for init_from in (finetune.init_from, ''):
+  source = finetune.init_from
+  for init_from in (source, '', os.path.relpath(source) + os.sep):
     finetune.init_from = init_from
     results = trainer.train_and_evaluate(finetune, str(workdir))
     assert results['test'] == straight_run[1]['test']
     assert results['config']['init_from'] == str(straight / 'pretrain')
+  finetune.init_from = str(tmp_path / 'other')
+  with pytest.raises(run_config.ConfigChangedError, match='init_from'):
+    trainer.train_and_evaluate(finetune, str(workdir))
 
 
 def test_load_run_gives_a_trained_model_and_its_parameters(tiny_lra_data, straight_run):

@@ -263,6 +263,10 @@ def test_resuming_on_another_device_count_is_stated_and_recorded(
   with open(workdir / 'results.json', encoding='utf-8') as f:
     assert json.load(f)['devices']['changes'] == results['devices']['changes']
   assert finished_run[1]['devices']['changes'] == []
+  # So may the number of hosts (train.py sets training.distributed with --num_processes).
+  stored = run_config.parse_config(six_steps(tiny_lra_data)).to_dict()
+  on_hosts = {**stored, 'training': {**stored['training'], 'distributed': True}}
+  assert run_config.config_changes(stored, on_hosts) == []
 
 
 # --------------------------------------------------------------------------------------------------

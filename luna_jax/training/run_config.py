@@ -305,14 +305,15 @@ def config_changes(
 ) -> list[str]:
   """The settings that differ between two config dicts, as 'key: stored -> new' lines.
 
-  Keys of `config.training` in RESCHEDULE_KEYS, `training.num_devices` (a device-count change is
-  handled separately) and the `decoding` section (it only changes the final evaluation) are not
-  compared.
+  Keys of `config.training` in RESCHEDULE_KEYS, `training.num_devices` and `training.distributed`
+  (a device-count change is handled separately) and the `decoding` section (it only changes the
+  final evaluation) are not compared.
   """
   changes = []
   for key in sorted(set(stored) | set(new)):
     name = f'{prefix}{key}'
-    if name in {f'training.{k}' for k in (*RESCHEDULE_KEYS, 'num_devices')} | {'decoding'}:
+    devices = ('num_devices', 'distributed')
+    if name in {f'training.{k}' for k in (*RESCHEDULE_KEYS, *devices)} | {'decoding'}:
       continue
     old_value, new_value = stored.get(key, '(absent)'), new.get(key, '(absent)')
     if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):

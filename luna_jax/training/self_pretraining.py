@@ -48,7 +48,8 @@ def stage_configs(
 
   Returns:
     [(<workdir>/pretrain, masked-LM config), (<workdir>/finetune, classifier config)]; neither has
-    a self-pretraining stage of its own. The pretrain stage starts from `config.init_from` if set.
+    a self-pretraining stage of its own. The pretrain stage starts from `config.init_from` if set;
+    the finetune stage's `init_from` is the pretrain folder's absolute path.
 
   Raises:
     ConfigError: the model is not one of the encoder classifiers.
@@ -65,7 +66,8 @@ def stage_configs(
   pretrain.self_pretraining.num_train_steps = 0
   finetune = ml_collections.ConfigDict(config.to_dict())
   finetune.self_pretraining.num_train_steps = 0
-  finetune.init_from = pretrain_dir
+  # Absolute, so that a resume names the same source however the workdir is then spelt.
+  finetune.init_from = os.path.abspath(pretrain_dir)
   return [(pretrain_dir, pretrain), (os.path.join(workdir, FINETUNE_DIR), finetune)]
 
 

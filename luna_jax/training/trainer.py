@@ -106,6 +106,11 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
   }
 
 
+def _same_path(a: str, b: str) -> bool:
+  """Whether two paths name the same file or folder (relative ones from the working directory)."""
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _write_json(path: str, value: Any) -> None:
   """Writes JSON atomically (`lra.files.write_atomically`)."""
   write_atomically(path, json.dumps(value, indent=2))
@@ -153,11 +158,15 @@ def restore_run(
 
   def check(step: int, record: dict[str, Any]) -> None:
     stored = upgrade_stored_config(record.get('config', {}))
-    # init_from is not read on resume: it may be left out ('') once the run has a checkpoint.
-    dropped = not new_config['init_from'] and 'init_from' in stored
+    # init_from is not read on resume: it may be left out ('') once the run has a checkpoint, or
+    # name the same folder otherwise spelt (a self-pretraining run's workdir given as an absolute
+    # path, say).
+    same_source = 'init_from' in stored and (
+      not new_config['init_from'] or _same_path(stored['init_from'], new_config['init_from'])
+    )
     raise_if_changed(
       stored,
-      {**new_config, 'init_from': stored['init_from']} if dropped else new_config,
+      {**new_config, 'init_from': stored['init_from']} if same_source else new_config,
       workdir,
       f'checkpoint at step {step}',
     )
