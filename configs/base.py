@@ -99,7 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.projection_length = 16
   # Luna: tie keys and values inside pack and unpack (all released LRA models are untied).
   config.model.tie_kv = False
-  # Luna: pre-LayerNorm layers instead of the paper's post-LN.
+  # Luna encoders ('luna', 'luna_mlm'): pre-LayerNorm layers instead of the paper's post-LN.
   config.model.normalize_before = False
   # FFN activation: 'gelu' (exact; Luna), 'gelu_tanh' (jax default; official LRA), 'relu'.
   config.model.activation = 'gelu'
@@ -263,7 +263,7 @@ def with_default(arg: str | None, default: str) -> str:
   `:debug` and `:spt` keep its default.
 
   Raises:
-    ValueError: an unknown variant or an extra part (`parse_arg`).
+    ConfigError: an unknown variant or an extra part (`parse_arg`).
   """
   variant, flags = parse_arg(arg, default)
   return ','.join([variant, *sorted(flags)])

@@ -22,7 +22,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Image config for `arg` = 'variant[,debug]' (default luna256)."""
+  """Image config for `arg` = 'variant[,debug][,spt]' (default luna256)."""
   config, variant = base.task_config('image', arg)
   config.data.options = ml_collections.ConfigDict({'max_length': 1024})
   # Both recipes: one layer, CLS pooling, learned positions, batch 256, 35000 steps, no weight

@@ -40,7 +40,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """ListOps config for `arg` = 'variant[,debug]' (default luna256)."""
+  """ListOps config for `arg` = 'variant[,debug][,spt]' (default luna256)."""
   config, variant = base.task_config('listops', arg)
   # Official length: 2000 tokens (Luna's max_positions 2001 = 2000 + CLS).
   config.data.options = ml_collections.ConfigDict({'max_length': 2000})

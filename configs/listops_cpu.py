@@ -18,7 +18,7 @@ the majority class (17.25% test), so a run this short measures nothing at that r
 was when this protocol was measured, before configs/listops.py took the authors' settings: default
 initialisation, one unshared layer, a bias on the logits and Adam eps 1e-9.
 Measured: see benchmarks/results/cpu/listops_small/ (2 CPU cores: 0.29-0.38 steps/s for Luna-16,
-0.15 for the Transformer; Luna-16 34.33 +- 0.92% test over 3 seeds, the Transformer (seed 0) still
+0.10 for the Transformer; Luna-16 34.33 +- 0.92% test over 3 seeds, the Transformer (seed 0) still
 at the constant prediction, 16.65%).
 """
 

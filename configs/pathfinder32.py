@@ -22,7 +22,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Pathfinder-32 config for `arg` = 'variant[,debug]' (default luna256)."""
+  """Pathfinder-32 config for `arg` = 'variant[,debug][,spt]' (default luna256)."""
   config, variant = base.task_config('pathfinder32', arg)
   # The hardest official difficulty (curv_contour_length_14), 1024 pixels.
   config.data.options = ml_collections.ConfigDict({'max_length': 1024, 'difficulty': 'hard'})

@@ -23,7 +23,7 @@ from configs import base, pathfinder32
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Path-X config for `arg` = 'variant[,debug]' (default luna256)."""
+  """Path-X config for `arg` = 'variant[,debug][,spt]' (default luna256)."""
   variant, _ = base.parse_arg(arg)
   config = pathfinder32.get_config(arg)
   config.data.task = 'pathx'

@@ -24,7 +24,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Retrieval config for `arg` = 'variant[,debug]' (default luna256)."""
+  """Retrieval config for `arg` = 'variant[,debug][,spt]' (default luna256)."""
   config, variant = base.task_config('retrieval', arg)
   # Both recipes: 4000 bytes per document, one shared encoder of 4 layers, width 128, FFN 512,
   # 4 heads, features [u, v] ('concat'), dropout 0.1 / 0.1, batch 32, warmup 8000. Luna: CLS

@@ -25,7 +25,7 @@ from configs import base
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Text config for `arg` = 'variant[,debug]' (default luna256)."""
+  """Text config for `arg` = 'variant[,debug][,spt]' (default luna256)."""
   config, variant = base.task_config('text', arg)
   # Both recipes: 4 layers, width 256, FFN 1024, 4 heads, CLS pooling, batch 32, 20000 steps,
   # warmup 8000, head 256 -> 1024 -> 2.

@@ -189,6 +189,27 @@ def test_lra_text_luna16_parameter_count():
   )
 
 
+@pytest.mark.parametrize('dual', [False, True])
+@pytest.mark.parametrize(
+  'name, pooling',
+  [
+    *(('luna', p) for p in ('cls', 'first', 'mean', 'p')),
+    *(('transformer', p) for p in ('cls', 'first', 'mean')),
+  ],
+)
+def test_an_empty_sequence_gives_finite_logits_and_gradients(name, pooling, dual):
+  """Length 0 is a valid input (an empty Retrieval document; `lra.core.check_arrays` allows it):
+  no softmax over an all-masked row may turn it or the batch's gradients into NaN."""
+  cfg = dict(name=name, pooling=pooling, num_layers=1, emb_dim=16, num_heads=2, mlp_dim=16)
+  ids, lengths = tokens(2, 8, 20, [0, 5])
+  inputs = (ids, lengths, ids[::-1], lengths[::-1]) if dual else (ids, lengths)
+  model = luna_jax.build_model(cfg, vocab_size=20, num_classes=3, max_length=8, dual=dual)
+  params = model.init(jax.random.PRNGKey(0), *inputs)['params']
+  total, grads = jax.value_and_grad(lambda p: model.apply({'params': p}, *inputs).sum())(params)
+  assert np.isfinite(total)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
 def test_pooling_modes_and_dual_interactions():
   x = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)
   mask = jnp.array([[True, True, True], [True, False, False]])

@@ -192,6 +192,13 @@ def test_bert_init_statistics_zero_biases_and_what_it_leaves_alone():
     model_config.check_model_config({'name': 'transformer', 'param_init': 'bert'})
 
 
+@pytest.mark.parametrize('name', ['transformer', 'luna_lm', 'luna_seq2seq', 'transformer_seq2seq'])
+def test_pre_ln_is_refused_where_the_layers_do_not_implement_it(name):
+  model_config.check_model_config({'name': 'luna_mlm', 'normalize_before': True})
+  with pytest.raises(config_utils.ConfigError, match='normalize_before=True: pre-LN is'):
+    model_config.check_model_config({'name': name, 'normalize_before': True})
+
+
 def test_luna_recipes_take_adam_eps_1e8_and_bert_init_where_the_authors_did():
   for task in lra.TASKS:
     for variant in variants.CONFIG_VARIANTS:

@@ -14,10 +14,11 @@ Every model declares `input_names`, the batch fields its `__call__` takes.
 Input contract. The models are jitted code and check no values, so the caller must give: token
 ids as integer arrays `[batch, length]` with every id in [0, vocab_size) (an id outside embeds as
 NaN: JAX's out-of-range gather), `length` <= `max_length` (checked from the shape: a ValueError),
-`lengths` as `[batch]` integers in [1, length], and class labels in [0, num_classes). The host-side
-entry points enforce it: the data loaders (`lra.core.check_arrays`, so the trainer gets checked
-batches) and generation (`luna_jax.model.generation`); code that calls `model.apply` itself is
-responsible for its inputs.
+`lengths` as `[batch]` integers in [0, length] (0: an empty sequence, such as an empty Retrieval
+document, for which the classifiers give finite logits), and class labels in [0, num_classes). The
+host-side entry points enforce it: the data loaders (`lra.core.check_arrays`, so the trainer gets
+checked batches) and generation (`luna_jax.model.generation`); code that calls `model.apply` itself
+is responsible for its inputs.
 """
 
 from __future__ import annotations

@@ -85,11 +85,13 @@ class ModelConfig:
     num_pack_heads: Luna pack heads (default num_heads).
     projection_length: Luna's l, the length of P.
     tie_kv: Luna K/V weight tying inside pack and inside unpack.
-    normalize_before: Luna pre-LN instead of the paper's post-LN.
+    normalize_before: Luna pre-LN instead of the paper's post-LN (the Luna encoder: 'luna' and
+      'luna_mlm').
     activation: FFN activation: 'gelu' (exact), 'gelu_tanh' or 'relu'.
     dropout_rate: embedding and residual dropout.
     attention_dropout_rate: attention-probability dropout.
-    activation_dropout_rate: dropout after the FFN activation (Luna only).
+    activation_dropout_rate: dropout after the FFN activation (Luna models and the seq2seq
+      Transformer; the LRA Transformer has none).
     positional: 'learned' or 'sinusoidal' token positions.
     embedding_layernorm: LayerNorm on token embeddings and on the first P (Luna LRA recipe).
     embed_scale: multiply token embeddings and the first P by sqrt(d) (Luna MT recipe).
@@ -272,6 +274,14 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
     raise config_utils.ConfigError(
       f"{section}.param_init='bert': the BERT initialisation is implemented for the Luna "
       f'encoder models {BERT_MODELS}, not {name!r}.'
+    )
+  if model_config.get('normalize_before', ModelConfig.normalize_before) and (
+    name.removesuffix(MLM_SUFFIX) != 'luna'
+  ):
+    raise config_utils.ConfigError(
+      f"{section}.normalize_before=True: pre-LN is implemented for the Luna encoder ('luna', "
+      f"'luna_mlm'), not {name!r} (the LRA Transformer is pre-LN already; the decoders are "
+      'post-LN, as in the paper).'
     )
   attention = model_config.get('attention_implementation', ModelConfig.attention_implementation)
   if model_config.get('padding_mask', ModelConfig.padding_mask) == 'nonzero' and (

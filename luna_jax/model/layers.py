@@ -433,7 +433,7 @@ class LunaEncoderLayer(nn.Module):
     mlp_dim: FFN hidden size.
     tie_kv: tie K and V inside pack and inside unpack.
     normalize_before: pre-LN instead of post-LN.
-    activation: FFN activation ('gelu' exact or 'relu').
+    activation: FFN activation: 'gelu' (exact), 'gelu_tanh' or 'relu'.
     dropout_rate: residual dropout on Y_X, Y_P and the FFN output.
     attention_dropout_rate: attention-probability dropout.
     activation_dropout_rate: dropout after the FFN activation.
