@@ -196,7 +196,8 @@ def test_best_parameters_of_redone_steps_are_dropped_on_resume(
   workdir = tmp_path / 'resumed'
   with pytest.raises(_Interrupted):
     trainer.train_and_evaluate(config, str(workdir))
-  assert sorted(os.listdir(workdir / 'best')) == ['4']
+  # The dead session's best (step 4) and the best up to its kept train state (step 3).
+  assert sorted(os.listdir(workdir / 'best')) == ['3', '4']
   monkeypatch.setattr(checkpointing.Checkpointer, 'save_if_best', peak)
   resumed = trainer.train_and_evaluate(config, str(workdir))
 
@@ -206,6 +207,34 @@ def test_best_parameters_of_redone_steps_are_dropped_on_resume(
   ]
   jax.tree.map(np.testing.assert_array_equal, *best)
   assert resumed['best']['test'] == straight['best']['test']
+
+
+def test_a_resume_keeps_the_best_its_earlier_steps_reached(tmp_path):
+  """The best parameters up to each kept train state survive later, better ones: a resumed run
+  that does not repeat bit for bit (another device count, other evaluation batches) must still
+  choose among all of its steps, not only those after the resume."""
+
+  def state(step):
+    return {'params': {'w': jnp.full((2,), float(step))}, 'step': jnp.asarray(step, jnp.int32)}
+
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=1)
+  checkpointer.save_if_best(1, state(1)['params'], 0.5)
+  checkpointer.save(2, state(2), {})
+  checkpointer.save_if_best(3, state(3)['params'], 0.6)
+  checkpointer.save_if_best(4, state(4)['params'], 0.6)  # A tie goes to the later step.
+  checkpointer.save(5, state(5), {})  # Step 1 is no longer the best up to a kept state.
+  checkpointer.save_if_best(6, state(6)['params'], 0.55)  # Never the best.
+  checkpointer.save_if_best(7, state(7)['params'], 0.7)  # The session dies after this.
+  assert sorted(os.listdir(tmp_path / 'best')) == ['4', '7']
+  checkpointer.close()
+
+  resumed = checkpointing.Checkpointer(str(tmp_path), keep=1)
+  assert int(resumed.restore_latest(state(0))[0]['step']) == 5
+  resumed.drop_best_after(5)
+  resumed.save_if_best(7, state(7)['params'], 0.58)  # Step 7 redone, and worse this time.
+  assert resumed.best_step() == 4
+  np.testing.assert_array_equal(resumed.restore_best_params(state(0)['params'])['w'], [4.0, 4.0])
+  resumed.close()
 
 
 def test_batch_size_must_divide_over_devices(tiny_lra_data, tmp_path):

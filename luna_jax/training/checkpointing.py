@@ -2,7 +2,9 @@
 
   workdir/checkpoints/<step>/       full TrainState (step, params, optimizer state, rng), the last
                                     `keep` periodic/final saves
-  workdir/best/<step>/              {'params'} of the best validation accuracy so far
+  workdir/best/<step>/              {'params'} of the best validation accuracy so far, and of the
+                                    best up to each kept train state (what a run resumed there
+                                    falls back to)
   workdir/damaged_checkpoints/      checkpoints found damaged on restore, set aside
   workdir/averaged/<step>/          {'params'}: the mean of the last N checkpoints' parameters
                                     (`average_checkpoints`, one command: python -m
@@ -223,7 +225,8 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
   Args:
     path: a run's workdir (the newest intact checkpoint of its `folder` is read) or one checkpoint
       folder, `<workdir>/<folder>/<step>` or `<workdir>/averaged/<step>` (`average_checkpoints`).
-    folder: 'checkpoints' (train states) or 'best' (the best validation parameters, `{'params'}`).
+    folder: 'checkpoints' (train states) or 'best' (the best validation parameters, `{'params'}`:
+      the newest step there; the older ones are the best up to earlier train states).
 
   Returns:
     (the stored tree as nested dicts of numpy arrays, e.g. `tree['params']`; the record saved with
@@ -354,7 +357,7 @@ class Checkpointer:
       workdir,
       'best',
       ocp.CheckpointManagerOptions(
-        max_to_keep=1,
+        max_to_keep=None,  # Pruned by `_prune_best`.
         best_fn=lambda metrics: metrics['accuracy'],
         best_mode='max',
         keep_checkpoints_without_metrics=False,
@@ -423,11 +426,31 @@ class Checkpointer:
     """
     if self._latest.manager.latest_step() != step:
       self._latest.save(step, state, record)
+      self._prune_best()
 
   def save_if_best(self, step: int, params: Any, accuracy: float) -> None:
-    """Offers `params` with validation `accuracy`; only the best one is kept."""
+    """Offers `params` with validation `accuracy`; kept while it is the best so far, or the best
+    up to a kept train state."""
     if step not in self._best.manager.all_steps():
       self._best.save(step, {'params': params}, {}, metrics={'accuracy': float(accuracy)})
+      self._prune_best()
+
+  def _prune_best(self) -> None:
+    """Deletes the best parameters that are neither the best so far nor the best up to a kept
+    train state: a run resumed from that state drops the later ones (`drop_best_after`) and must
+    still find the best its earlier steps reached. Ties go to the later step, as orbax's best, so
+    the newest step kept is the best so far (what `read_checkpoint(workdir, 'best')` reads)."""
+    manager = self._best.manager
+    metrics = {step: manager.metrics(step) for step in manager.all_steps()}
+    # A best checkpoint without its metrics (damaged) is never the best, as for orbax.
+    rank = {step: (m['accuracy'], step) for step, m in metrics.items() if m is not None}
+    keep = set()
+    for limit in [*self._latest.manager.all_steps(), None]:
+      earlier = [step for step in rank if limit is None or step <= limit]
+      if earlier:
+        keep.add(max(earlier, key=rank.__getitem__))
+    for step in sorted(set(metrics) - keep):
+      manager.delete(step)
 
   def drop_best_after(self, step: int) -> None:
     """Deletes the best parameters of steps after `step`, the train state a run resumes from: they
