@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +27,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from benchmarks.speed_memory_harness import compiled_memory, describe_machine, write_results
+from benchmarks.speed_memory_harness import (
+  compiled_memory,
+  describe_machine,
+  median_seconds,
+  write_results,
+)
 from benchmarks.speed_memory_report import length_label
 from lra import cli
 from luna_jax.model import attention as attn
@@ -52,7 +56,9 @@ def naive_causal_luna(pq, q, pk, k, v):
 
 
 def bidirectional_luna(pq, q, pk, k, v):
-  """Pack then unpack softmax attention, the bidirectional Luna cost without projections."""
+  """Pack then unpack softmax attention, the bidirectional Luna cost without projections (`k`, the
+  causal forms' second key, is not needed: the pack attends over `pk` and `v`)."""
+  del k
   y_p, _ = attn.dot_product_attention(pq, pk, v)
   y, _ = attn.dot_product_attention(q, y_p, y_p)
   return y
@@ -68,16 +74,6 @@ def attention_function(name: str, chunk_size: int) -> Callable:
   return bidirectional_luna
 
 
-def _median_time(fn: Callable, args: Sequence[Any], repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def measure_attention(name: str, length: int, repeats: int, chunk_size: int) -> dict[str, Any]:
   """Compile time, median forward+backward time and compiled memory of one implementation."""
   keys = jax.random.split(jax.random.PRNGKey(0), 5)
@@ -88,7 +84,7 @@ def measure_attention(name: str, length: int, repeats: int, chunk_size: int) -> 
   start = time.perf_counter()
   compiled = jax.jit(grad).lower(pq, q, pk, k, v).compile()
   compile_s = time.perf_counter() - start
-  seconds = _median_time(compiled, (pq, q, pk, k, v), repeats)
+  seconds = median_seconds(compiled, (pq, q, pk, k, v), repeats, warmup=1)
   memory = compiled_memory(compiled)['compiled_peak_bytes']
   return {
     'implementation': name,
@@ -126,7 +122,7 @@ def measure_decoding(num_tokens: int, recompute_samples: int) -> dict[str, Any]:
 
   forward = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
   tokens = jnp.ones((1, num_tokens), jnp.int32)
-  per_token = _median_time(forward, (tokens,), recompute_samples)
+  per_token = median_seconds(forward, (tokens,), recompute_samples, warmup=1)
   return {
     'num_tokens': num_tokens,
     'cached_tokens_per_s': num_tokens / cached_s,

@@ -393,22 +393,6 @@ def accuracies(runs: Sequence[RunResult], checkpoint: str = 'final') -> dict[tup
   return {key: [acc for _, acc in sorted(values)] for key, values in grouped.items()}
 
 
-def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, str], list[float]]:
-  """Test accuracies (%) of every LRA classifier run under `runs_dir`, by (variant, task), in seed
-  order (`find_results`, `read_runs`, `accuracies`).
-
-  Args:
-    runs_dir: folder searched for `results.json` files.
-    checkpoint: 'final' (`results['test']`) or 'best' (`results['best']['test']`).
-
-  Raises:
-    ReportError: `runs_dir` is missing, or a results.json is unreadable.
-    ValueError: an unknown `checkpoint`, or (with 'best') a results.json without the best
-      checkpoint's test metrics, naming the file and what to do.
-  """
-  return accuracies(read_runs(find_results(runs_dir))[0], checkpoint)
-
-
 def selected_on_test(results: Mapping[str, Any]) -> bool:
   """Whether the run's best checkpoint was chosen on test data (validation split = test split).
 
@@ -672,7 +656,7 @@ def figure1(
 
   Args:
     benchmark: a `benchmarks.speed_memory` results document (train_step mode).
-    runs: `collect_runs` output (may be empty: paper accuracies only).
+    runs: `accuracies` output (may be empty: paper accuracies only).
     path: output PNG.
     length: sequence length of the speed/memory cells (default: the longest length at which every
       model with an accuracy has an 'ok' cell).

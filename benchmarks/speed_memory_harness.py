@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import model_flops
@@ -607,21 +608,30 @@ def measure_matmul_peak(
   )
   matmul = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
   compiled = jax.jit(matmul).lower(a, b).compile()
-  for _ in range(2):
-    jax.block_until_ready(compiled(a, b))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(a, b))
-    times.append(time.perf_counter() - start)
+  seconds = median_seconds(compiled, (a, b), repeats, warmup=2)
   device = jax.devices()[0]
   return {
     'size': size,
     'dtype': dtype,
     'device': f'{device.platform}:{device.device_kind}',
-    'median_s': statistics.median(times),
-    'flop_per_s': 2.0 * size**3 / statistics.median(times),
+    'median_s': seconds,
+    'flop_per_s': 2.0 * size**3 / seconds,
   }
+
+
+def median_seconds(fn: Callable[..., Any], args: Sequence[Any], repeats: int, warmup: int) -> float:
+  """The median wall-clock seconds of `repeats` calls `fn(*args)`, each waited for
+  (`jax.block_until_ready`), after `warmup` untimed calls."""
+  import jax
+
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
 
 
 def write_results(output_dir: str | os.PathLike, results: Any, table: str) -> None:

@@ -42,8 +42,13 @@ def runs_dir(tmp_path):
   return root
 
 
+def collect_runs(runs_dir: str, checkpoint: str = 'final') -> dict[tuple[str, str], list[float]]:
+  """Test accuracies (%) of every run under `runs_dir` by (variant, task), as `main` reads them."""
+  return report.accuracies(report.read_runs(report.find_results(runs_dir))[0], checkpoint)
+
+
 def test_leaderboard_table_is_exact(runs_dir):
-  runs = report.collect_runs(str(runs_dir))
+  runs = collect_runs(str(runs_dir))
   assert runs[('luna16', 'listops')] == pytest.approx([37.0, 39.0, 38.0])
   # Luna-16 ours: ListOps mean 38 (std 1), Avg (38 + 66 + 80 + 46 + 78) / 5 = 61.6,
   # w/o Retrieval (38 + 66 + 46 + 78) / 4 = 57.0.
@@ -63,7 +68,7 @@ def test_leaderboard_table_is_exact(runs_dir):
 
 
 def test_best_checkpoint_accuracies(runs_dir, tmp_path):
-  runs = report.collect_runs(str(runs_dir), checkpoint='best')
+  runs = collect_runs(str(runs_dir), checkpoint='best')
   assert runs[('luna16', 'listops')] == pytest.approx([36.0, 38.0, 37.0])
   assert runs[('performer', 'listops')] == pytest.approx([19.0])
   markdown = report.leaderboard_markdown(runs, 'runs', checkpoint='best')
@@ -86,8 +91,8 @@ def test_best_checkpoint_accuracies(runs_dir, tmp_path):
     match=r'old/results.json has no test metrics of the best checkpoint.*'
     r'--checkpoint final',
   ):
-    report.collect_runs(str(tmp_path / 'old'), checkpoint='best')
-  assert report.collect_runs(str(tmp_path / 'old')) == {('luna16', 'text'): [50.0]}
+    collect_runs(str(tmp_path / 'old'), checkpoint='best')
+  assert collect_runs(str(tmp_path / 'old')) == {('luna16', 'text'): [50.0]}
 
 
 def test_paper_averages_match_table_1():
@@ -162,7 +167,7 @@ def test_command_writes_markdown_and_figure(runs_dir, tmp_path):
   )
   markdown = (out / 'leaderboard.md').read_text()
   assert markdown.startswith('# LRA leaderboard\n\n9 runs from')
-  assert report.leaderboard(report.collect_runs(str(runs_dir))) in markdown
+  assert report.leaderboard(collect_runs(str(runs_dir))) in markdown
   png = (out / 'figure1.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
 
