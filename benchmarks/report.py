@@ -84,9 +84,10 @@ LEARNED_GAIN = 0.1
 #: A run that learned collapsed when its final validation accuracy kept less than this share of its
 #: best gain over chance.
 KEPT_GAIN = 0.5
-#: The stage of a self-pretraining run whose metrics are the classifier's
-#: (`luna_jax.training.self_pretraining.FINETUNE_DIR`).
-FINETUNE_DIR = 'finetune'
+#: The stages of a self-pretraining run: the classifier's, whose metrics are the run's, and the
+#: masked LM's (`luna_jax.training.self_pretraining`'s names, repeated here so that the report
+#: does not import JAX).
+FINETUNE_DIR, PRETRAIN_DIR = 'finetune', 'pretrain'
 
 
 class ReportError(ValueError):
@@ -244,7 +245,7 @@ def unfinished_runs(runs_dir: str) -> list[str]:
     if 'results.json' in files:
       dirs.clear()
     elif ('checkpoints' in dirs or {'kind.json', 'metrics.jsonl'} & set(files)) and (
-      os.path.basename(root) not in ('pretrain', FINETUNE_DIR)
+      os.path.basename(root) not in (PRETRAIN_DIR, FINETUNE_DIR)
     ):
       unfinished.append(root)
       dirs.clear()
@@ -257,7 +258,7 @@ def progress(workdir: str) -> str:
   candidates = [
     ('', workdir),
     (f'{FINETUNE_DIR} stage ', os.path.join(workdir, FINETUNE_DIR)),
-    ('pretrain stage ', os.path.join(workdir, 'pretrain')),
+    (f'{PRETRAIN_DIR} stage ', os.path.join(workdir, PRETRAIN_DIR)),
   ]
   for stage, folder in candidates:
     path = os.path.join(folder, 'metrics.jsonl')

@@ -285,3 +285,12 @@ def test_unfinished_runs_say_how_far_they_got(tmp_path):
   )
   assert report.progress(str(spt)).startswith('pretrain stage at step 250')
   assert report.progress(str(root / 'empty')) == 'nothing logged'
+
+
+def test_the_report_names_the_self_pretraining_stages_as_the_trainer_writes_them():
+  from luna_jax.training import self_pretraining  # Imported here: the report itself avoids JAX.
+
+  assert (report.FINETUNE_DIR, report.PRETRAIN_DIR) == (
+    self_pretraining.FINETUNE_DIR,
+    self_pretraining.PRETRAIN_DIR,
+  )

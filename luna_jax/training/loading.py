@@ -23,7 +23,7 @@ import ml_collections
 
 import luna_jax
 from luna_jax.config_utils import ConfigError
-from luna_jax.training import checkpointing, run_config, trainer
+from luna_jax.training import checkpointing, run_config, self_pretraining, trainer
 
 #: `load_run`'s choices of parameters.
 CHECKPOINTS = ('latest', 'best')
@@ -74,7 +74,10 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
   """
   if checkpoint not in CHECKPOINTS:
     raise LoadRunError(f'checkpoint={checkpoint!r}: must be one of {CHECKPOINTS}.')
-  stages = [os.path.join(workdir, stage) for stage in ('finetune', 'pretrain')]
+  stages = [
+    os.path.join(workdir, stage)
+    for stage in (self_pretraining.FINETUNE_DIR, self_pretraining.PRETRAIN_DIR)
+  ]
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')) and any(map(os.path.isdir, stages)):
     raise LoadRunError(
       f'{workdir} is a self-pretraining run: load one of its stages, {stages[0]} (the '

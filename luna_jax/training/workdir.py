@@ -26,6 +26,7 @@ from typing import Any
 
 from lra.files import write_atomically
 from luna_jax.model.build import MLM_MODELS
+from luna_jax.training.self_pretraining import FINETUNE_DIR, PRETRAIN_DIR
 
 #: Name of the lock file inside the workdir.
 LOCK_FILE = '.lock'
@@ -34,8 +35,8 @@ KIND_FILE = 'kind.json'
 #: The kinds of run: trained from scratch, masked-LM pretraining, a self-pretraining run (two stages
 #: in sub-folders), trained from another run's encoder (`init_from`).
 KINDS = ('plain', 'pretraining', 'self-pretraining', 'finetuning')
-#: Where a self-pretraining run keeps its stages (`luna_jax.training.self_pretraining`).
-_STAGE_DIRS = ('pretrain', 'finetune')
+#: Where a self-pretraining run keeps its stages.
+_STAGE_DIRS = (PRETRAIN_DIR, FINETUNE_DIR)
 
 
 class WorkdirLockedError(RuntimeError):
