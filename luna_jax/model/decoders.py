@@ -303,7 +303,28 @@ class LunaLM(_TokenDecoder):
     return self._decode_step(tokens, cache)
 
 
-class LunaSeq2Seq(_TokenDecoder):
+class _EncoderDecoder(_TokenDecoder):
+  """A source encoder and a target decoder trained teacher-forced: subclasses define
+  `encode(inputs, lengths, *, train)` and `decode(decoder_inputs, encoded, *, train)`.
+
+  Attributes:
+    bos_id: the token that starts every decoder input.
+  """
+
+  bos_id: int = 1
+  #: Batch fields passed to `__call__` (the trainer reads this).
+  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
+
+  def __call__(
+    self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False
+  ) -> Array:
+    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted
+    right)."""
+    encoded = self.encode(inputs, lengths, train=train)
+    return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
+
+
+class LunaSeq2Seq(_EncoderDecoder):
   """Encoder-decoder Luna (byte- or token-level sequence to sequence).
 
   Attributes:
@@ -311,10 +332,6 @@ class LunaSeq2Seq(_TokenDecoder):
       and target; `prepend_cls` must be False).
     bos_id: the token that starts every decoder input.
   """
-
-  bos_id: int = 1
-  #: Batch fields passed to `__call__` (the trainer reads this).
-  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
 
   def setup_layers(self):
     self.encoder = LunaEncoder(self.config, shared_embedding=self.shared_embedding)
@@ -332,14 +349,6 @@ class LunaSeq2Seq(_TokenDecoder):
     for layer in self.layers:
       x, p = layer(x, p, encoded.x, encoded.x_mask, encoded.p_mask, not train)
     return self._logits(x)
-
-  def __call__(
-    self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False
-  ) -> Array:
-    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted
-    right)."""
-    encoded = self.encode(inputs, lengths, train=train)
-    return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
 
   def init_cache(self, encoded: EncoderOutput, num_steps: int | None = None) -> Cache:
     """Per-layer P, pack queries and cross-attention keys/values for decoding, computed once (their
@@ -516,7 +525,7 @@ class TransformerSeq2SeqLayer(_TransformerBlock):
     return x, {**cache, 'self_key': self_key, 'self_value': self_value}
 
 
-class TransformerSeq2Seq(_TokenDecoder):
+class TransformerSeq2Seq(_EncoderDecoder):
   """The softmax Transformer encoder-decoder (Transformer-base with the config's sizes; the
   baseline row of the paper's Table 4): fairseq's `transformer_wmt_en_de`, post-LN, with the same
   embeddings, output projection, objective and decoding interface as `LunaSeq2Seq`.
@@ -528,10 +537,6 @@ class TransformerSeq2Seq(_TokenDecoder):
     config: hyper-parameters (`num_layers` each for encoder and decoder).
     bos_id: the token that starts every decoder input.
   """
-
-  bos_id: int = 1
-  #: Batch fields passed to `__call__` (the trainer reads this).
-  input_names: ClassVar[tuple[str, ...]] = ('inputs', 'lengths', 'targets')
 
   def setup_layers(self):
     cfg = self.config
@@ -562,14 +567,6 @@ class TransformerSeq2Seq(_TokenDecoder):
     for layer in self.layers:
       x = layer(x, encoded.x, encoded.x_mask, not train)
     return self._logits(x)
-
-  def __call__(
-    self, inputs: Array, lengths: Array, targets: Array, *, train: bool = False
-  ) -> Array:
-    """Logits for `[batch, n]` targets given `[batch, m]` sources (decoder input = targets shifted
-    right)."""
-    encoded = self.encode(inputs, lengths, train=train)
-    return self.decode(shift_right(targets, self.bos_id), encoded, train=train)
 
   def init_cache(self, encoded: EncoderOutput, num_steps: int | None = None) -> Cache:
     """Cross-attention keys/values, computed once, and room for `num_steps` (default
