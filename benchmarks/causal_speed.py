@@ -44,7 +44,9 @@ IMPLEMENTATIONS = ('naive', 'scan', 'chunked', 'bidirectional')
 HEADS, HEAD_DIM, PROJECTION_LENGTH = 4, 64, 16
 
 
-def naive_causal_luna(pq, q, pk, k, v):
+def naive_causal_luna(
+  pq: jax.Array, q: jax.Array, pk: jax.Array, k: jax.Array, v: jax.Array
+) -> jax.Array:
   """The authors' parallel causal Luna: prefix sums of outer products, `[b, n, h, dh]` inputs."""
   scale = q.shape[-1] ** -0.5
   t = jnp.arange(1, q.shape[1] + 1, dtype=jnp.float32)[None, :, None, None]
@@ -55,7 +57,9 @@ def naive_causal_luna(pq, q, pk, k, v):
   return jnp.einsum('bnhl,bnhld->bnhd', probs, value_sums) / t
 
 
-def bidirectional_luna(pq, q, pk, k, v):
+def bidirectional_luna(
+  pq: jax.Array, q: jax.Array, pk: jax.Array, k: jax.Array, v: jax.Array
+) -> jax.Array:
   """Pack then unpack softmax attention, the bidirectional Luna cost without projections (`k`, the
   causal forms' second key, is not needed: the pack attends over `pk` and `v`)."""
   del k
@@ -65,6 +69,8 @@ def bidirectional_luna(pq, q, pk, k, v):
 
 
 def attention_function(name: str, chunk_size: int) -> Callable:
+  """The attention function of implementation `name` (one of IMPLEMENTATIONS), taking (pq, q, pk,
+  k, v) and returning the `[b, n, h, dh]` output."""
   if name == 'naive':
     return naive_causal_luna
   if name == 'scan':
@@ -133,6 +139,8 @@ def measure_decoding(num_tokens: int, recompute_samples: int) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
+  """The markdown tables of a `run` results document: seconds / MiB per implementation and length,
+  the speed-ups, and the decoding rates."""
   cells = {(c['implementation'], c['length']): c for c in results['attention']}
   lengths = sorted({c['length'] for c in results['attention']})
   head = ' | '.join(length_label(n) for n in lengths)

@@ -329,6 +329,7 @@ def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 
 def result_line(run: Run) -> str:
+  """A finished run's figures for the log: test and validation accuracy and the final step."""
   results = json.loads((run.workdir / 'results.json').read_text(encoding='utf-8'))
   return (
     f'test accuracy {results["test"]["accuracy"]:.4f}, validation accuracy '

@@ -15,6 +15,9 @@ from typing import Any
 
 from configs import variants
 
+#: One benchmark cell as `results.json` holds it (model, length, status, figures).
+Cell = dict[str, Any]
+
 #: The model every ratio is taken against, and the fast softmax baseline.
 BASELINE = 'transformer'
 FUSED_BASELINE = 'transformer_fused'
@@ -30,14 +33,14 @@ def gib(x: float | None) -> str:
   return '-' if x is None else f'{x / 2**30:.2f}'
 
 
-def _cell(cells, model, length):
+def _cell(cells: Sequence[Cell], model: str, length: int) -> Cell | None:
   for c in cells:
     if c['model'] == model and c['length'] == length:
       return c
   return None
 
 
-def _ratio_text(cell, base, key: str, digits: int) -> str:
+def _ratio_text(cell: Cell | None, base: Cell | None, key: str, digits: int) -> str:
   if cell is None:
     return '-'
   if cell['status'] != 'ok':
@@ -47,7 +50,9 @@ def _ratio_text(cell, base, key: str, digits: int) -> str:
   return f'{cell[key] / base[key]:.{digits}f}'
 
 
-def relative_table(cells, models: Sequence[str], lengths: Sequence[int], baseline: str) -> str:
+def relative_table(
+  cells: Sequence[Cell], models: Sequence[str], lengths: Sequence[int], baseline: str
+) -> str:
   """Paper Table 2 layout: steps/s and peak memory of each model relative to `baseline`."""
   heads = [length_label(n) for n in lengths]
   lines = [
@@ -73,7 +78,7 @@ def relative_table(cells, models: Sequence[str], lengths: Sequence[int], baselin
   return '\n'.join(lines)
 
 
-def _model_columns(cell) -> str:
+def _model_columns(cell: Cell) -> str:
   """The model GFLOP/step, model TFLOP/s and MFU (%) cells of a row; '-' where a figure is absent
   (documents written before model FLOPs were counted, cells not timed)."""
   figures = (
@@ -86,7 +91,7 @@ def _model_columns(cell) -> str:
   )
 
 
-def absolute_table(cells) -> str:
+def absolute_table(cells: Sequence[Cell]) -> str:
   """Every cell's absolute figures. GFLOP/step, GFLOP/s and % matmul peak are XLA's count of
   every op; model GFLOP/step, model TFLOP/s and MFU count the model's matmuls
   (`benchmarks.model_flops`)."""
@@ -119,7 +124,7 @@ def absolute_table(cells) -> str:
   return '\n'.join(lines)
 
 
-def profile_table(cells, top: int = 12) -> str:
+def profile_table(cells: Sequence[Cell], top: int = 12) -> str:
   """Milliseconds per step of the `top` op classes (by their largest cell) across the profiled
   cells."""
   profiled = [c for c in cells if c.get('op_class_ms')]
@@ -151,7 +156,7 @@ def profile_table(cells, top: int = 12) -> str:
   return '\n'.join(lines)
 
 
-def targets_summary(cells) -> list[str]:
+def targets_summary(cells: Sequence[Cell]) -> list[str]:
   """The issue's targets, as measured: Luna-16 vs the softmax Transformer at 4K, and 4K -> 16K
   growth."""
   lines = []
@@ -183,7 +188,7 @@ def targets_summary(cells) -> list[str]:
   return lines
 
 
-def machine_lines(results) -> list[str]:
+def machine_lines(results: dict[str, Any]) -> list[str]:
   """The machine and its measured dense-matmul peaks, as the tables' header lines (documents
   written before the bfloat16 peak was measured have the float32 one only)."""
   m = results['machine']
@@ -214,7 +219,7 @@ def machine_lines(results) -> list[str]:
   ]
 
 
-def settings_line(results) -> str:
+def settings_line(results: dict[str, Any]) -> str:
   """The run's settings (mode, batch, timing, architecture, XLA flags, sources) in one line."""
   s = results['settings']
   a = s['arch']
