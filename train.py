@@ -16,8 +16,10 @@ with `--coordinator_address=<host of process 0>:<port> --num_processes=N --proce
 `--config.training.distributed=True`) and a workdir that all of them share.
 """
 
+import difflib
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -116,34 +118,82 @@ def main(argv: list[str]) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a config argument the file does not take, a flag value that does not
-  parse and an override of a config field that does not exist each reported as one `Error:` line
-  instead of a traceback."""
+  """absl's flag parsing, with a config file that does not load, a config argument the file does
+  not take, a flag value that does not parse and a config field that does not exist (set on the
+  command line or in a config file) each reported as one `Error:` line instead of a traceback. An
+  error of a config file's own code keeps its traceback, which says where it is."""
   try:
-    return FLAGS(argv)
-  except (flags.Error, config_utils.ConfigError) as e:
+    parsed = FLAGS(argv)
+    FLAGS.config.keys()  # ml_collections defers a config file's load error to the first use.
+    return parsed
+  except flags.DuplicateFlagError:
+    sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
+  except (flags.Error, config_utils.ConfigError, OSError) as e:
     # A config file's get_config(argument) refusing its argument: ml_collections re-raises the
     # ConfigError with the traceback in its message, and absl wraps that; report the first one.
-    # Any other flag error (e.g. `--config.training.batch_size=abc`) is reported as absl words it.
+    # A file that does not load: the last line of ml_collections' message names the error. Any
+    # other flag error (e.g. `--config.training.batch_size=abc`) is reported as absl words it.
     cause = e
-    while cause.__context__ is not None:
-      cause = cause.__context__
-    sys.exit(f'Error: {cause if isinstance(cause, config_utils.ConfigError) else e}')
+    while (cause.__cause__ or cause.__context__) is not None:
+      cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, config_utils.ConfigError):
+      sys.exit(f'Error: {cause}')
+    if isinstance(e, OSError):
+      reason = str(cause).strip().splitlines()[-1].strip()
+      sys.exit(f'Error: --config={_config_file(argv)}: cannot load it: {reason}.')
+    sys.exit(f'Error: {e}')
   except (AttributeError, KeyError) as e:
-    # ml_collections' message: the quoted name, then possibly a line 'Did you mean "x" ...?'.
-    message = e.args[0] if e.args else e
-    message = message.args[0] if isinstance(message, KeyError) and message.args else str(message)
-    quoted, _, suggestion = str(message).partition('\n')
-    name = quoted.strip('"\'')
-    given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and name in a]
-    renamed = RENAMED_KEYS.get(name) if given and given[0].startswith('--config.model.') else None
-    if renamed:
-      hint = f'({name} is now {renamed}).'
-    elif suggestion:
-      hint = f'({suggestion.strip()})'
-    else:
-      hint = '(configs/base.py lists every field with a comment).'
-    sys.exit(f'Error: {given[0] if given else name}: the config has no field {name!r} {hint}')
+    message = _missing_field(e, argv)
+    if message is None:
+      raise
+    sys.exit(f'Error: {message}')
+
+
+#: What a config file is, for a --config that names another kind of file.
+_NOT_A_CONFIG_FILE = (
+  'not a config file: a config file defines get_config() returning an ml_collections.ConfigDict '
+  '(e.g. configs/quickstart.py).'
+)
+
+
+def _config_file(argv: list[str]) -> str:
+  """The value of --config in `argv` (the flag may not have parsed)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(('--config=', '-config=')):
+      return arg.partition('=')[2]
+    if arg in ('--config', '-config') and i + 1 < len(argv):
+      return argv[i + 1]
+  return '?'
+
+
+def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | None:
+  """The message for ml_collections' error about a config field that does not exist, set on the
+  command line (`--config.<path>=...`) or by a config file; None for any other error."""
+  message = error.args[0] if error.args else error
+  message = message.args[0] if isinstance(message, KeyError) and message.args else str(message)
+  if "has no attribute 'get_config'" in message:
+    return f'--config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}'
+  in_file = re.match(r'Key "([^"]+)" does not exist and cannot be added', message)
+  if in_file:  # A locked config that a config file sets an unknown field of.
+    name = in_file.group(1)
+    present = re.findall(r"'(\w+)': ", message)
+    close = difflib.get_close_matches(name, present, n=1)
+    hint = f'(did you mean {close[0]!r}?)' if close else '(configs/base.py lists every field).'
+    return f'--config={_config_file(argv)} sets {name!r}, a field the config does not have {hint}'
+  # On the command line: the quoted name, then possibly a line 'Did you mean "x" ...?'.
+  quoted, _, suggestion = message.partition('\n')
+  name = quoted.strip('"\'')
+  given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and name in a]
+  if not given:
+    return None
+  renamed = RENAMED_KEYS.get(name) if given[0].startswith('--config.model.') else None
+  if renamed:
+    hint = f'({name} is now {renamed}).'
+  elif suggestion:
+    hint = f'({suggestion.strip()})'
+  else:
+    hint = '(configs/base.py lists every field with a comment).'
+  return f'{given[0]}: the config has no field {name!r} {hint}'
 
 
 if __name__ == '__main__':

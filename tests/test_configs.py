@@ -352,15 +352,46 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
       "Error: config argument 'lunar': expected one of "
       f'{variants.CONFIG_VARIANTS} optionally followed by ",debug" and/or ",spt".',
     ),
+    (
+      'quickstrt.py',
+      None,
+      f'Error: --config={CONFIGS / "quickstrt.py"}: cannot load it: [Errno 2] No such file or '
+      f"directory: '{CONFIGS / 'quickstrt.py'}'.",
+    ),
+    (
+      '../train.py',
+      None,
+      f'Error: --config={CONFIGS / "../train.py"}: not a config file: a config file defines '
+      'get_config() returning an ml_collections.ConfigDict (e.g. configs/quickstart.py).',
+    ),
+    (
+      '{tmp}/mine.py',
+      None,
+      "Error: --config={tmp}/mine.py sets 'num_train_step', a field the config does not have "
+      "(did you mean 'num_train_steps'?)",
+    ),
   ],
-  ids=['unknown-field', 'misspelt-field', 'bad-value', 'bad-argument'],
+  ids=[
+    'unknown-field',
+    'misspelt-field',
+    'bad-value',
+    'bad-argument',
+    'no-such-file',
+    'not-a-config-file',
+    'misspelt-field-in-a-config-file',
+  ],
 )
-def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expected):
+def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expected, tmp_path):
+  # A config file of the user's own, which misspells a field of the config it extends.
+  (tmp_path / 'mine.py').write_text(
+    'from configs import quickstart\n\n\ndef get_config():\n'
+    '  config = quickstart.get_config()\n  config.training.num_train_step = 3\n  return config\n'
+  )
   result = subprocess.run(
     [
       sys.executable,
       str(CONFIGS.parent / 'train.py'),
-      f'--config={CONFIGS / argument}',
+      f'--config={CONFIGS / argument.format(tmp=tmp_path)}',
       '--workdir=/nonexistent/never_written',
       *([override] if override else []),
     ],
@@ -369,7 +400,7 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
     timeout=120,
   )
   assert result.returncode != 0
-  assert result.stderr.strip().splitlines()[-1] == expected
+  assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)
   assert 'Traceback' not in result.stderr
 
 
