@@ -217,6 +217,31 @@ def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp
   assert results['step'] == 7
 
 
+def test_the_data_folder_otherwise_spelt_is_no_change_but_another_folder_is(
+  tiny_lra_data, tmp_path, monkeypatch
+):
+  """A run started with a relative data_dir resumes from another working directory, with the
+  folder spelt from there; a copy of the data in another folder is refused."""
+  data_dir = tiny_lra_data['listops'][0]
+  started, elsewhere = tmp_path / 'started', tmp_path / 'else' / 'where'
+  started.mkdir()
+  elsewhere.mkdir(parents=True)
+  monkeypatch.chdir(started)
+  config = six_steps(tiny_lra_data, num_train_steps=3)
+  config.data.data_dir = os.path.relpath(data_dir)
+  workdir = str(tmp_path / 'run')
+  trainer.train_and_evaluate(config, workdir)
+  monkeypatch.chdir(elsewhere)
+  assert os.path.relpath(data_dir) != config.data.data_dir
+  config.data.data_dir = os.path.relpath(data_dir)
+  config.training.num_train_steps = 4
+  assert trainer.train_and_evaluate(config, workdir)['step'] == 4
+  config.data.data_dir = str(shutil.copytree(data_dir, tmp_path / 'copy'))
+  config.training.num_train_steps = 5
+  with pytest.raises(run_config.ConfigChangedError, match='data.data_dir: '):
+    trainer.train_and_evaluate(config, workdir)
+
+
 def test_a_run_stored_before_the_optimizer_choices_resumes_as_the_adamw_it_was(tiny_lra_data):
   """Runs stored before `optimizer.name` and its companions existed trained AdamW with global
   clipping and a warmup from 0: their config reads as exactly that, with no change to refuse."""

@@ -37,7 +37,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -111,6 +111,27 @@ def _same_path(a: str, b: str) -> bool:
   return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _paths_as_stored(
+  new: dict[str, Any], stored: Mapping[str, Any], data_path: str | None = None
+) -> dict[str, Any]:
+  """The config dict `new` with the paths that name what `stored`'s name written as `stored`
+  writes them, so that a resume compares folders, not spellings: `data.data_dir` naming the same
+  folder (`data_path`: its real path when the checkpoint was saved, so that a relative path given
+  from another working directory counts too), and `init_from` naming the same folder or left out
+  (it is not read on resume: the run's encoder is in its own checkpoint)."""
+  new = dict(new)
+  if 'init_from' in stored and (
+    not new['init_from'] or _same_path(stored['init_from'], new['init_from'])
+  ):
+    new['init_from'] = stored['init_from']
+  stored_dir, new_dir = stored.get('data', {}).get('data_dir'), new['data']['data_dir']
+  if stored_dir is not None and (
+    _same_path(stored_dir, new_dir) or data_path == os.path.realpath(new_dir)
+  ):
+    new['data'] = {**new['data'], 'data_dir': stored_dir}
+  return new
+
+
 def _write_json(path: str, value: Any) -> None:
   """Writes JSON atomically (`lra.files.write_atomically`)."""
   write_atomically(path, json.dumps(value, indent=2))
@@ -130,11 +151,12 @@ def restore_run(
 ) -> tuple[TrainState, dict[str, Any], RunConfig]:
   """Resumes the workdir's run from its newest intact checkpoint, if any, under the config rule.
 
-  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS and the device count;
-  `init_from` may be left out (a resumed run restores its encoder from its own checkpoint, so the
-  source is not read and may be gone; the stored value is kept). The data's vocabulary must be the
-  one the checkpoint records. A different global device count is allowed: it is stated in one
-  warning and added to the record's 'device_changes'.
+  The checkpoint's stored config must equal `run` except for RESCHEDULE_KEYS, the device count and
+  the decoding section; `data.data_dir` and `init_from` may name the same folder otherwise spelt,
+  and `init_from` may be left out (a resumed run restores its encoder from its own checkpoint, so
+  the source is not read and may be gone; the stored value is kept). The data's vocabulary must
+  be the one the checkpoint records. A different global device count is allowed: it is stated in
+  one warning and added to the record's 'device_changes'.
 
   Args:
     checkpointer: the workdir's checkpointer.
@@ -158,18 +180,8 @@ def restore_run(
 
   def check(step: int, record: dict[str, Any]) -> None:
     stored = upgrade_stored_config(record.get('config', {}))
-    # init_from is not read on resume: it may be left out ('') once the run has a checkpoint, or
-    # name the same folder otherwise spelt (a self-pretraining run's workdir given as an absolute
-    # path, say).
-    same_source = 'init_from' in stored and (
-      not new_config['init_from'] or _same_path(stored['init_from'], new_config['init_from'])
-    )
-    raise_if_changed(
-      stored,
-      {**new_config, 'init_from': stored['init_from']} if same_source else new_config,
-      workdir,
-      f'checkpoint at step {step}',
-    )
+    as_stored = _paths_as_stored(new_config, stored, record.get('data_path'))
+    raise_if_changed(stored, as_stored, workdir, f'checkpoint at step {step}')
     if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
       raise VocabularyChangedError(
         f'{workdir} was trained on vocabulary {record["vocabulary"]!r} (checkpoint at step '
@@ -292,12 +304,13 @@ class _Session:
     )
 
   def checkpoint_record(self) -> dict[str, Any]:
-    """The record saved with a checkpoint: the restored one with the config, the data's
-    vocabulary (what `init_from` and a resume check), the model's data sizes (`model_inputs`) and
-    speed totals."""
+    """The record saved with a checkpoint: the restored one with the config, the data folder's
+    real path and the data's vocabulary (what `init_from` and a resume check), the model's data
+    sizes (`model_inputs`) and speed totals."""
     return {
       **self.record,
       'config': self.run.to_dict(),
+      'data_path': os.path.realpath(self.run.data.data_dir),
       'vocabulary': lra.vocabulary(self.data),
       'model_inputs': model_inputs(self.data),
       'train_time': self.train_log.train_time,
@@ -469,9 +482,10 @@ def raise_if_changed(
       + '\n  '.join(changes)
       + '\nOnly training.'
       + ', training.'.join(RESCHEDULE_KEYS)
-      + ' and the device count may change when a run is resumed, and init_from may be left '
-      'out (it is not read on resume). Use another --workdir for a new run, or resume this one '
-      f'with the settings in {workdir}/config.json.'
+      + ', the device count and the decoding section may change when a run is resumed; '
+      'data.data_dir and init_from may name the same folder otherwise spelt, and init_from may '
+      'be left out (it is not read on resume). Use another --workdir for a new run, or resume '
+      f'this one with the settings in {workdir}/config.json.'
     )
 
 
@@ -500,7 +514,7 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
       if finished is not None:
         stored = upgrade_stored_config(finished['config'])
         # The finetune stage's init_from is the pretrain folder as this workdir spells it.
-        new = {**run.to_dict(), 'init_from': stored['init_from']}
+        new = {**_paths_as_stored(run.to_dict(), stored), 'init_from': stored['init_from']}
         raise_if_changed(stored, new, stage_dir, f'results.json at step {finished["step"]}')
         logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
       results.append(finished or train_and_evaluate(stage_config, stage_dir))
