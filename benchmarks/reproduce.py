@@ -176,9 +176,10 @@ def recipe_differences(stored: dict[str, Any], recipe: dict[str, Any]) -> list[s
   """What differs between a finished run's config and the recipe, as 'key: stored -> recipe'.
 
   The trainer's resume rule (`config_changes`: every setting but the schedule ones and the device
-  count), and the evaluation's number of batches (a sample is another figure).
+  count; paths compared as folders, `paths_as_stored`), and the evaluation's number of batches (a
+  sample is another figure).
   """
-  changes = run_config.config_changes(stored, recipe)
+  changes = run_config.config_changes(stored, run_config.paths_as_stored(recipe, stored))
   key = 'num_eval_batches'
   stored_value = stored.get('training', {}).get(key)
   if stored_value != recipe['training'][key]:

@@ -484,6 +484,15 @@ def test_the_sweep_keeps_debug_runs_apart_and_counts_only_its_recipe(tmp_path):
   results['step'] = 5000
   (runs[0].workdir / 'results.json').write_text(json.dumps(results))
   assert runs[0].state() == 'finished'
+  # The same data folder, spelt relative to the working directory: the same recipe.
+  data = runs[0].recipe['data']
+  results['config'] = {
+    **runs[0].recipe,
+    'data': {**data, 'data_dir': os.path.relpath(data['data_dir'])},
+  }
+  assert results['config'] != runs[0].recipe
+  (runs[0].workdir / 'results.json').write_text(json.dumps(results))
+  assert runs[0].state() == 'finished'
   flags = ['--config.self_pretraining.num_train_steps=-1']  # Results of its finetune stage.
   spt = reproduce.plan(['listops'], ['luna16'], 1, tmp_path, tmp_path / 'spt', False, flags)[0]
   spt.workdir.mkdir(parents=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -321,6 +322,35 @@ def config_changes(
     elif old_value != new_value:
       changes.append(f'{name}: {old_value!r} -> {new_value!r}')
   return changes
+
+
+def same_path(a: str, b: str) -> bool:
+  """Whether two paths name the same file or folder (relative ones from the working directory)."""
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
+def paths_as_stored(
+  new: dict[str, Any], stored: Mapping[str, Any], data_path: str | None = None
+) -> dict[str, Any]:
+  """The config dict `new` with `data.data_dir` and `init_from` written as `stored` writes them
+  where they name the same folder, so that configs are compared by folders, not spellings.
+
+  Args:
+    new: a config as nested dicts (`RunConfig.to_dict()`).
+    stored: the config it is compared with.
+    data_path: the real path of `stored`'s data folder when it was used (a checkpoint's record),
+      so that a relative path given from another working directory counts too.
+  """
+  new = dict(new)
+  sources = stored.get('init_from'), new.get('init_from')
+  if all(sources) and same_path(*sources):
+    new['init_from'] = stored['init_from']
+  stored_dir, new_dir = (config.get('data', {}).get('data_dir') for config in (stored, new))
+  if None not in (stored_dir, new_dir) and (
+    same_path(stored_dir, new_dir) or data_path == os.path.realpath(new_dir)
+  ):
+    new['data'] = {**new['data'], 'data_dir': stored_dir}
+  return new
 
 
 class ConfigChangedError(config_utils.ConfigError):

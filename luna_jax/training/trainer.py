@@ -37,7 +37,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -74,6 +74,7 @@ from luna_jax.training.run_config import (
   TrainingConfig,
   config_changes,
   parse_config,
+  paths_as_stored,
   require_data_dir,
   upgrade_stored_config,
 )
@@ -104,32 +105,6 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
     'process_count': jax.process_count(),
     'global_devices': len(devices) * jax.process_count(),
   }
-
-
-def _same_path(a: str, b: str) -> bool:
-  """Whether two paths name the same file or folder (relative ones from the working directory)."""
-  return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _paths_as_stored(
-  new: dict[str, Any], stored: Mapping[str, Any], data_path: str | None = None
-) -> dict[str, Any]:
-  """The config dict `new` with the paths that name what `stored`'s name written as `stored`
-  writes them, so that a resume compares folders, not spellings: `data.data_dir` naming the same
-  folder (`data_path`: its real path when the checkpoint was saved, so that a relative path given
-  from another working directory counts too), and `init_from` naming the same folder or left out
-  (it is not read on resume: the run's encoder is in its own checkpoint)."""
-  new = dict(new)
-  if 'init_from' in stored and (
-    not new['init_from'] or _same_path(stored['init_from'], new['init_from'])
-  ):
-    new['init_from'] = stored['init_from']
-  stored_dir, new_dir = stored.get('data', {}).get('data_dir'), new['data']['data_dir']
-  if stored_dir is not None and (
-    _same_path(stored_dir, new_dir) or data_path == os.path.realpath(new_dir)
-  ):
-    new['data'] = {**new['data'], 'data_dir': stored_dir}
-  return new
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -180,7 +155,11 @@ def restore_run(
 
   def check(step: int, record: dict[str, Any]) -> None:
     stored = upgrade_stored_config(record.get('config', {}))
-    as_stored = _paths_as_stored(new_config, stored, record.get('data_path'))
+    as_stored = paths_as_stored(new_config, stored, record.get('data_path'))
+    # init_from is not read on resume (the run's encoder is in its own checkpoint): it may be left
+    # out once the run has a checkpoint.
+    if not as_stored['init_from'] and 'init_from' in stored:
+      as_stored['init_from'] = stored['init_from']
     raise_if_changed(stored, as_stored, workdir, f'checkpoint at step {step}')
     if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
       raise VocabularyChangedError(
@@ -514,7 +493,7 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
       if finished is not None:
         stored = upgrade_stored_config(finished['config'])
         # The finetune stage's init_from is the pretrain folder as this workdir spells it.
-        new = {**_paths_as_stored(run.to_dict(), stored), 'init_from': stored['init_from']}
+        new = {**paths_as_stored(run.to_dict(), stored), 'init_from': stored['init_from']}
         raise_if_changed(stored, new, stage_dir, f'results.json at step {finished["step"]}')
         logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
       results.append(finished or train_and_evaluate(stage_config, stage_dir))
