@@ -239,6 +239,7 @@ def test_a_finetuning_run_resumes_with_its_source_gone_or_dropped(tmp_path):
 def test_a_workdir_holds_one_kind_of_run(tmp_path):
   workdir_lib.claim_kind(str(tmp_path), 'plain', False)
   workdir_lib.claim_kind(str(tmp_path), 'finetuning', False)  # Stopped before writing: free.
+  (tmp_path / 'checkpoints').mkdir()  # The checkpointer's, made before init_from failed.
   workdir_lib.claim_kind(str(tmp_path), 'plain', False)
   (tmp_path / 'checkpoints' / '3').mkdir(parents=True)
   workdir_lib.claim_kind(str(tmp_path), 'plain', False)  # The same kind again: resumed.

@@ -71,9 +71,10 @@ def _has_checkpoint(workdir: str) -> bool:
 
 
 def _holds_a_run(workdir: str) -> bool:
-  """Whether `workdir` holds anything of a run: its config, checkpoints, results or stages."""
-  names = ('config.json', 'results.json', 'checkpoints', *_STAGE_DIRS)
-  return any(os.path.exists(os.path.join(workdir, name)) for name in names)
+  """Whether `workdir` holds anything of a run: its config, a checkpoint, results or stages (the
+  checkpointer makes an empty `checkpoints/` before a start can fail, e.g. on `init_from`)."""
+  names = ('config.json', 'results.json', *_STAGE_DIRS)
+  return _has_checkpoint(workdir) or any(os.path.exists(os.path.join(workdir, n)) for n in names)
 
 
 def recorded_kind(workdir: str) -> tuple[str, bool] | None:
