@@ -17,6 +17,7 @@ with `--coordinator_address=<host of process 0>:<port> --num_processes=N --proce
 """
 
 import difflib
+import errno
 import logging
 import os
 import re
@@ -115,6 +116,26 @@ def main(argv: list[str]) -> None:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
     sys.exit(f'Error: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    if not _out_of_space(e):
+      raise
+    sys.exit(
+      f'Error: no space left on the device of {FLAGS.workdir} ({str(e).splitlines()[0][:300]}). '
+      'Free some and run the same command again: the run resumes from its last complete '
+      'checkpoint (an unfinished one is never used).'
+    )
+
+
+def _out_of_space(error: BaseException) -> bool:
+  """Whether `error`, or one it came from, is a full disk (orbax reports it as a ValueError with
+  tensorstore's message)."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if 'No space left on device' in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -152,6 +152,34 @@ def test_train_py_runs_from_another_directory_and_prints_one_error_line(tmp_path
   assert os.listdir(tmp_path) == []
 
 
+def test_a_full_disk_ends_train_py_with_one_error_line_that_says_the_run_resumes(tmp_path):
+  """As orbax reports it: a ValueError carrying tensorstore's message."""
+  script = f"""
+import runpy, sys
+from luna_jax.training import trainer
+def full(config, workdir):
+  raise ValueError("RESOURCE_EXHAUSTED: Error writing in OCDBT database: Failed to write 887434 "
+                   "bytes to file 17: No space left on device [os_error_code='28']")
+trainer.train_and_evaluate = full
+sys.argv = ['train.py', '--config', {os.path.join(ROOT, 'configs', 'quickstart.py')!r} + ':debug',
+            '--workdir', 'run']
+runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')
+"""
+  result = subprocess.run(
+    [sys.executable, '-c', script],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={**os.environ, 'PYTHONPATH': ROOT},
+  )
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('Error: no space left on the device of run (RESOURCE_EXHAUSTED')
+  assert 'run the same command again: the run resumes from its last complete checkpoint' in last
+  assert 'Traceback' not in result.stderr
+
+
 # --------------------------------------------------------------------------------------------------
 # The tokenizer command: documents of any length, nothing overwritten.
 # --------------------------------------------------------------------------------------------------
