@@ -119,11 +119,16 @@ def main(argv: list[str]) -> None:
   except Exception as e:  # pylint: disable=broad-except
     if not _out_of_space(e):
       raise
-    sys.exit(
+    print(
       f'Error: no space left on the device of {FLAGS.workdir} ({str(e).splitlines()[0][:300]}). '
       'Free some and run the same command again: the run resumes from its last complete '
-      'checkpoint (an unfinished one is never used).'
+      'checkpoint (an unfinished one is never used).',
+      file=sys.stderr,
+      flush=True,
     )
+    # Now, not at interpreter exit: orbax's writer threads, failing too, would print their
+    # tracebacks after this line. The run's files are closed (train_and_evaluate's exit stack).
+    os._exit(1)
 
 
 def _out_of_space(error: BaseException) -> bool:
