@@ -1,4 +1,4 @@
-"""Trains and evaluates a Luna or Transformer classifier on an LRA task (or any model of
+r"""Trains and evaluates a Luna or Transformer classifier on an LRA task (or any model of
 `luna_jax.build_model`: causal LMs, encoder-decoders, masked-LM pretraining, GLUE finetuning).
 
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \

@@ -1,4 +1,4 @@
-"""What an LRA recipe's training step takes on an NVIDIA H100 or H200, from XLA:GPU compiling it on
+r"""What an LRA recipe's training step takes on an NVIDIA H100 or H200, from XLA:GPU compiling it on
 this machine, which needs no GPU: the device memory of the step (XLA's buffer assignment: train
 state, batch and temporaries) and whether it fits the card, the kernels one step launches, and
 whether the Transformer's attention is cuDNN's flash attention. Nothing is run, so there is no

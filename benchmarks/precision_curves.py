@@ -1,4 +1,4 @@
-"""Training curves of one recipe under each precision policy: what `model.precision` does to the
+r"""Training curves of one recipe under each precision policy: what `model.precision` does to the
 loss and the accuracy, and what it costs.
 
   python -m lra.listops_generator --output_dir data/listops_quickstart --num_train 20000 \

@@ -1,4 +1,4 @@
-"""Float32 against bfloat16 training gradients of one model, from one set of weights, on real
+r"""Float32 against bfloat16 training gradients of one model, from one set of weights, on real
 batches: does a bfloat16 precision policy change the gradient the optimizer sees?
 
   python -m lra.listops_generator --output_dir data/listops_precision --num_train 128 \

@@ -1,4 +1,4 @@
-"""What one training step of an LRA recipe costs, from XLA's cost and memory analysis of the
+r"""What one training step of an LRA recipe costs, from XLA's cost and memory analysis of the
 compiled step on this machine (nothing is run): FLOPs, bytes accessed and temporary memory, each
 also as a ratio to the first run given. Used to size GPU sessions: a step's time on a GPU where
 the first run's was measured is estimated as that time x the ratio of bytes accessed (the LRA steps

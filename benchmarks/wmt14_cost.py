@@ -1,5 +1,5 @@
-"""What the full WMT'14 recipe costs: the FLOPs of one training step of a `configs/wmt14.py` variant
-at `max_tokens` tokens (XLA's cost analysis of the compiled step: forward, backward and the
+r"""What the full WMT'14 recipe costs: the FLOPs of one training step of a `configs/wmt14.py`
+variant at `max_tokens` tokens (XLA's cost analysis of the compiled step: forward, backward and the
 variant's optimizer update), its measured time on this machine, and the device hours of the
 paper's 500k updates of 8 x 8192 tokens at a stated sustained throughput.
 

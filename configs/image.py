@@ -1,4 +1,4 @@
-"""Image (LRA): CIFAR-10 as sequences of 1024 grayscale pixel tokens (10-way).
+r"""Image (LRA): CIFAR-10 as sequences of 1024 grayscale pixel tokens (10-way).
 
   python train.py --config configs/image.py:luna256 --workdir runs/image_luna256 \
       --config.data.data_dir=data/cifar10

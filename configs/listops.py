@@ -1,4 +1,4 @@
-"""ListOps (LRA): 10-way classification of nested list operations, up to 2000 tokens.
+r"""ListOps (LRA): 10-way classification of nested list operations, up to 2000 tokens.
 
   python train.py --config configs/listops.py:luna256 --workdir runs/listops_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/listops-1000

@@ -1,4 +1,4 @@
-"""ListOps on a CPU: the paper's ListOps recipe, shrunk in size and steps to fit 2 CPU cores.
+r"""ListOps on a CPU: the paper's ListOps recipe, shrunk in size and steps to fit 2 CPU cores.
 
   python -m lra.listops_generator --output_dir data/listops_official   # 96000/2000/2000, 500-2000
   python train.py --config configs/listops_cpu.py:luna16 --workdir runs/listops_cpu/luna16/seed0 \

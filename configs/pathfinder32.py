@@ -1,4 +1,4 @@
-"""Pathfinder-32 (LRA): are two dots connected by a dashed path? 32x32 = 1024 pixel tokens (binary).
+r"""Pathfinder-32 (LRA): are two dots joined by a dashed path? 32x32 = 1024 pixel tokens (binary).
 
   python train.py --config configs/pathfinder32.py:luna256 --workdir runs/pathfinder32_luna256 \
       --config.data.data_dir=data/lra_release/lra_release

@@ -1,4 +1,4 @@
-"""Pathfinder-32 in one 15-minute GPU session: the recipes of configs/pathfinder32.py, shortened.
+r"""Pathfinder-32 in one 15-minute GPU session: the recipes of configs/pathfinder32.py, shortened.
 
   python -m lra.pathfinder_generator --output_dir data/lra_release/lra_release --resolution 32 \
       --difficulty hard --num_examples 200000 --seed 0 --num_workers 16

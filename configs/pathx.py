@@ -1,4 +1,4 @@
-"""Path-X (LRA): Pathfinder at 128x128 = 16384 pixel tokens (binary).
+r"""Path-X (LRA): Pathfinder at 128x128 = 16384 pixel tokens (binary).
 
   python train.py --config configs/pathx.py:luna256 --workdir runs/pathx_luna256 \
       --config.data.data_dir=data/lra_release/lra_release

@@ -1,12 +1,12 @@
-"""Quick start: a small Luna on generated short ListOps, a few minutes on 2 CPU cores.
+r"""Quick start: a small Luna on generated short ListOps, a few minutes on 2 CPU cores.
 
   python -m lra.listops_generator --output_dir data/listops_quickstart --num_train 20000 \
       --num_val 2000 --num_test 2000 --min_length 10 --max_length 60 --max_depth 4 --max_args 5
   python train.py --config configs/quickstart.py --workdir runs/quickstart
 
 The generated expressions are 11-59 tokens long with at most 3 nested operators, so a 2-layer,
-64-wide Luna-16 learns them quickly: 2500 steps (2 to 3 minutes on 2 CPU cores) reach about 43%
-validation and test accuracy (42.00-43.90% validation, 42.85-44.15% test on four machines: the last
+64-wide Luna-16 learns them quickly: 2500 steps (1 to 3 minutes on 2 CPU cores) reach about 43%
+validation and test accuracy (42.00-43.90% validation, 42.85-44.20% test on five machines: the last
 digits depend on the CPU's kernels and on the order of the float operations), against 10% for chance
 and 12.25% for the majority class of this validation set. The full task is `configs/listops.py`.
 

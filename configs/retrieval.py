@@ -1,4 +1,4 @@
-"""Retrieval (LRA): byte-level AAN citation matching of two documents (binary), a dual encoder.
+r"""Retrieval (LRA): byte-level AAN citation matching of two documents (binary), a dual encoder.
 
   python train.py --config configs/retrieval.py:luna256 --workdir runs/retrieval_luna256 \
       --config.data.data_dir=data/lra_release/lra_release/tsv_data

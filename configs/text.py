@@ -1,4 +1,4 @@
-"""Text (LRA): byte-level IMDb sentiment classification (binary).
+r"""Text (LRA): byte-level IMDb sentiment classification (binary).
 
   python train.py --config configs/text.py:luna256 --workdir runs/text_luna256 \
       --config.data.data_dir=data/imdb

@@ -1,4 +1,4 @@
-"""Seeded toy corpora for the causal Luna models, in the `seq2seq` and `lm` file formats.
+r"""Seeded toy corpora for the causal Luna models, in the `seq2seq` and `lm` file formats.
 
   python -m corpora.sequence_generator --task sort --output_dir DIR [--num_train 20000 \
       --num_val 500 --num_test 500 --min_length 4 --max_length 12 --seed 0] [--overwrite]

@@ -1,4 +1,4 @@
-"""A seeded, rule-based English -> German parallel corpus, for running the whole translation path
+r"""A seeded, rule-based English -> German parallel corpus, for running the whole translation path
 (vocabulary, token batches, beam search, BLEU, checkpoint averaging) on a CPU.
 
   python -m corpora.translation_generator --output_dir DIR [--num_train 20000 --num_val 500 \

@@ -1,4 +1,4 @@
-"""Offline ListOps generator with the official distribution, writing the official TSV format.
+r"""Offline ListOps generator with the official distribution, writing the official TSV format.
 
 Trees follow `lra_benchmarks/data/listops.py`: starting at depth 1, a node below `max_depth` draws
 r ~ U[0, 1) and is a leaf (a uniform digit) when r > VALUE_P = 0.25 -- so leaves are drawn with

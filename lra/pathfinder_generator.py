@@ -1,4 +1,4 @@
-"""Offline Pathfinder generator: two markers, joined or not by one dashed curved contour.
+r"""Offline Pathfinder generator: two markers, joined or not by one dashed curved contour.
 
 Each image holds two long dashed contours A and B and a few short distractor contours, all grown
 as smooth random curves that keep a Chebyshev distance of at least 3 pixels from one another. A

@@ -1,4 +1,4 @@
-"""Small SYNTHETIC stand-ins for Text, Retrieval and Image in the official file formats.
+r"""Small SYNTHETIC stand-ins for Text, Retrieval and Image in the official file formats.
 
 For tests and demos only: the contents are made up, and the label is a simple function of the
 content so that a tiny model can learn it in a few steps.

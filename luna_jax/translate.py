@@ -1,4 +1,4 @@
-"""Translates a file with a translation checkpoint, and scores it with sacreBLEU against a
+r"""Translates a file with a translation checkpoint, and scores it with sacreBLEU against a
 reference.
 
   python -m luna_jax.translate --checkpoint runs/wmt14/luna16/averaged/500000 \
