@@ -234,18 +234,28 @@ def task_data(
   )
 
 
-def require_files(paths: Sequence[Path], how_to_get: str, *, generated: bool = False) -> None:
-  """Raises DataError naming every expected file when any of `paths` is missing.
+def require_files(
+  paths: Sequence[Path], how_to_get: str, *, generated: bool = False, folders: bool = False
+) -> None:
+  """Raises DataError naming every expected file when any of `paths` is missing (or is a folder
+  where a file is expected, or the other way round).
 
   Args:
-    paths: files (or folders) the task reads.
+    paths: files the task reads (with `folders`: folders).
     how_to_get: the command or instructions that produce them.
     generated: `how_to_get` runs a generator, which refuses to overwrite the files that do exist
       unless given `--overwrite` (the message then says so).
+    folders: `paths` are folders.
   """
-  missing = [p for p in paths if not p.exists()]
+  present = Path.is_dir if folders else Path.is_file
+  problems = {
+    p: '   (missing)' if not p.exists() else f'   (not a {"folder" if folders else "file"})'
+    for p in paths
+    if not present(p)
+  }
+  missing = list(problems)
   if missing:
-    listing = '\n'.join(f'  {p}{"   (missing)" if p in missing else ""}' for p in paths)
+    listing = '\n'.join(f'  {p}{problems.get(p, "")}' for p in paths)
     note = ''
     if generated and len(missing) < len(paths):
       note = (

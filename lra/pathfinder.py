@@ -145,6 +145,7 @@ def load(
     f'--resolution {resolution} --difficulty {difficulty} --num_examples 20000\n'
     f'or point data_dir at lra_release/lra_release from the official LRA release.',
     generated=True,
+    folders=root.is_dir(),
   )
   entries = read_metadata(root)
   if not entries:

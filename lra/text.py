@@ -117,6 +117,7 @@ def load(
     require_files(
       [acl / s / c for s in ('train', 'test') for c in CLASS_FOLDERS],
       'Extract aclImdb_v1.tar.gz (ai.stanford.edu/~amaas/data/sentiment) here.',
+      folders=True,
     )
     files = {s: _review_files(acl / s) for s in ('train', 'test')}
     # TFDS's imdb_reviews strips each review (`imdb_f.read().strip()`), so the two sources agree.

@@ -246,3 +246,11 @@ def test_missing_split_hint_mentions_overwrite_when_other_splits_exist(tmp_path)
     '.*refuses to overwrite.*--overwrite',
   ):
     lra.load_task('listops', tmp_path)
+
+
+def test_a_folder_where_a_data_file_belongs_is_named_not_opened(tmp_path):
+  write_listops(tmp_path, rows=ROWS[:1])
+  (tmp_path / 'basic_val.tsv').unlink()
+  (tmp_path / 'basic_val.tsv').mkdir()
+  with pytest.raises(lra.DataError, match=r'basic_val.tsv   \(not a file\)'):
+    lra.load_task('listops', tmp_path)
