@@ -93,7 +93,7 @@ def test_self_pretraining_resumes_within_and_across_stages(
 
 
 def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(
-  tiny_lra_data, straight_run, tmp_path, monkeypatch
+  tiny_lra_data, straight_run, tmp_path, monkeypatch, capsys
 ):
   workdir = tmp_path / 'spt'
   shutil.copytree(straight_run[0], workdir)
@@ -102,6 +102,10 @@ def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(
   assert (
     trainer.train_with_self_pretraining(config, str(workdir))['test'] == (straight_run[1]['test'])
   )
+  # The last line names the run's results.json, not the finetune stage's.
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  assert last.startswith('Finished step 4 after 4 self-pretraining steps: validation accuracy')
+  assert last.endswith(f'Results in {workdir / "results.json"}')
   config.optimizer.learning_rate *= 2
   with pytest.raises(run_config.ConfigChangedError, match='optimizer.learning_rate'):
     trainer.train_with_self_pretraining(config, str(workdir))

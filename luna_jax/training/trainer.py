@@ -508,7 +508,9 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
       },
     }
     if is_lead:
-      _write_json(os.path.join(workdir, 'results.json'), combined)
+      path = os.path.join(workdir, 'results.json')
+      _write_json(path, combined)
+      _print_finished(combined, path, f' after {pretrain["step"]} self-pretraining steps')
     return combined
 
 
@@ -714,14 +716,21 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   if session.is_lead:
     path = os.path.join(session.workdir, 'results.json')
     _write_json(path, results)
-    bleu = (
-      f', test BLEU {final["test"]["bleu"]:.2f} (tokenised {final["test"]["tokenized_bleu"]:.2f})'
-      if 'bleu' in final['test']
-      else ''
-    )
-    print(
-      f'Finished step {final["step"]}: validation accuracy '
-      f'{final["validation"]["accuracy"]:.4f}, test accuracy {final["test"]["accuracy"]:.4f}'
-      f'{bleu}. Results in {path}'
-    )
+    _print_finished(results, path)
   return results
+
+
+def _print_finished(results: dict[str, Any], path: str, note: str = '') -> None:
+  """Prints a run's last line: its step, validation and test accuracy (and BLEU), `note` and
+  where its results.json is."""
+  test = results['test']
+  bleu = (
+    f', test BLEU {test["bleu"]:.2f} (tokenised {test["tokenized_bleu"]:.2f})'
+    if 'bleu' in test
+    else ''
+  )
+  print(
+    f'Finished step {results["step"]}{note}: validation accuracy '
+    f'{results["validation"]["accuracy"]:.4f}, test accuracy {test["accuracy"]:.4f}'
+    f'{bleu}. Results in {path}'
+  )
