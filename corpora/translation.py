@@ -334,7 +334,9 @@ def load(
     raise DataError(
       f'No vocabulary at {model_path}. Train the joint SentencePiece model on the training text '
       f'with: python -m corpora.translation vocabulary --data_dir {data_dir} '
-      f'--source_lang {source_lang} --target_lang {target_lang} --vocab_size 37000'
+      f'--source_lang {source_lang} --target_lang {target_lang} --vocab_size 37000\n'
+      "(37000: the WMT'14 vocabulary of the paper; a small corpus supports fewer pieces, and "
+      "SentencePiece names the most it can learn: e.g. 400 for the README's toy corpus)."
     )
   vocabulary = Vocabulary(model_path)
   batching = TokenBatching(max_tokens, length_buckets(max(max_length, max_target_length)))
