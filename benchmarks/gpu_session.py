@@ -107,6 +107,9 @@ from benchmarks import vs_pytorch
 from lra.files import write_atomically
 from luna_jax.training import xla_settings
 
+#: The folder `benchmarks/prepare_gpu_session.sh` lays out, and what the PyTorch cells run from it:
+#: the anchor script and the folder of the authors' two module files.
+DEFAULT_ANCHOR, ANCHOR_SCRIPT, AUTHORS_MODULES = '.anchor', 'torch_luna_anchor.py', 'fairseq_luna'
 #: Estimated wall time of one cell (seconds; see the module docstring).
 JAX_CELL_S, TORCH_CELL_S, TORCH_COMPILE_CELL_S = 45.0, 12.0, 60.0
 #: Estimated wall time of a luna_jax profile cell: one more step, traced, and the trace's parsing.
@@ -273,8 +276,8 @@ def torch_command(
   amp = cell.setting.removesuffix('-compile')
   command = [
     python,
-    os.path.join(anchor, 'torch_luna_anchor.py'),
-    os.path.join(anchor, 'fairseq_luna'),
+    os.path.join(anchor, ANCHOR_SCRIPT),
+    os.path.join(anchor, AUTHORS_MODULES),
     '--device',
     device,
     '--models',
@@ -517,7 +520,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument('--out', help='folder for session.json, gpu_session.log and table.md')
   parser.add_argument(
-    '--anchor', default='.anchor', help='folder of torch_luna_anchor.py and fairseq_luna/'
+    '--anchor', default=DEFAULT_ANCHOR, help=f'folder of {ANCHOR_SCRIPT} and {AUTHORS_MODULES}/'
   )
   parser.add_argument('--previous', nargs='*', default=[], help='earlier session files or folders')
   parser.add_argument('--cells', default='', help='comma-separated fnmatch patterns of cell ids')
@@ -553,6 +556,13 @@ def main(argv: Sequence[str] | None = None) -> None:
       total += cell.estimate_s
       print(f'{cell.id:<48} {cell.estimate_s:4.0f} s  (cumulative {total:5.0f} s)')
     return
+  anchor = [os.path.join(args.anchor, name) for name in (ANCHOR_SCRIPT, AUTHORS_MODULES)]
+  if any(cell.side == 'torch' for cell in cells) and not all(map(os.path.exists, anchor)):
+    sys.exit(
+      f'Error: the PyTorch cells need {anchor[0]} and {anchor[1]}/: lay them out with '
+      '`bash benchmarks/prepare_gpu_session.sh SNAPSHOT ANCHOR_SCRIPT` (or give --anchor, or '
+      "select JAX cells only with --cells 'jax-*')."
+    )
   os.makedirs(args.out, exist_ok=True)
   session_path = os.path.join(args.out, 'session.json')
   log_path = os.path.join(args.out, 'gpu_session.log')

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 
 import pytest
@@ -194,6 +195,10 @@ def fake_tools(monkeypatch, steps):
 
   monkeypatch.setattr(gpu_session, 'run_process', run_process)
   monkeypatch.setattr(gpu_session, 'environment', lambda args, log: {'gpu': H200})
+  anchor = tempfile.mkdtemp(prefix='anchor_')  # What prepare_gpu_session.sh lays out, empty.
+  open(os.path.join(anchor, gpu_session.ANCHOR_SCRIPT), 'w').close()
+  os.mkdir(os.path.join(anchor, gpu_session.AUTHORS_MODULES))
+  monkeypatch.setattr(gpu_session, 'DEFAULT_ANCHOR', anchor)
   return commands
 
 
@@ -305,6 +310,12 @@ def test_cells_that_do_not_fit_the_deadline_are_deferred(tmp_path, monkeypatch):
   assert [c['status'] for c in cells[:2]] == ['deferred', 'ok']
   assert {c['status'] for c in cells if c['side'] == 'jax'} == {'deferred'}
   assert all(c['result'] is None for c in cells if c['status'] == 'deferred')
+
+
+def test_pytorch_cells_without_the_prepared_anchor_stop_before_anything_runs(tmp_path, capsys):
+  with pytest.raises(SystemExit, match='prepare_gpu_session.sh'):
+    gpu_session.main(['--out', str(tmp_path / 'out'), '--anchor', str(tmp_path / 'none')])
+  assert not (tmp_path / 'out').exists()
 
 
 def test_out_is_required_to_run(capsys):
