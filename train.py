@@ -116,6 +116,9 @@ def main(argv: list[str]) -> None:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
     sys.exit(f'Error: {e}')
+  except trainer.TrainingInterrupted as e:  # Saved: the message says how to resume.
+    print(e, file=sys.stderr)
+    sys.exit(128 + e.signum)
   except Exception as e:  # pylint: disable=broad-except
     if not _out_of_space(e):
       raise

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -152,20 +153,20 @@ def test_train_py_runs_from_another_directory_and_prints_one_error_line(tmp_path
   assert os.listdir(tmp_path) == []
 
 
-def test_a_full_disk_ends_train_py_with_one_error_line_that_says_the_run_resumes(tmp_path):
-  """As orbax reports it: a ValueError carrying tensorstore's message."""
+def _train_py_where_training_raises(tmp_path, error: str) -> subprocess.CompletedProcess:
+  """train.py (quickstart:debug, workdir 'run') with `trainer.train_and_evaluate` raising `error`
+  (Python source)."""
   script = f"""
-import runpy, sys
+import runpy, signal, sys
 from luna_jax.training import trainer
-def full(config, workdir):
-  raise ValueError("RESOURCE_EXHAUSTED: Error writing in OCDBT database: Failed to write 887434 "
-                   "bytes to file 17: No space left on device [os_error_code='28']")
-trainer.train_and_evaluate = full
+def train_and_evaluate(config, workdir):
+  raise {error}
+trainer.train_and_evaluate = train_and_evaluate
 sys.argv = ['train.py', '--config', {os.path.join(ROOT, 'configs', 'quickstart.py')!r} + ':debug',
             '--workdir', 'run']
 runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')
 """
-  result = subprocess.run(
+  return subprocess.run(
     [sys.executable, '-c', script],
     cwd=tmp_path,
     capture_output=True,
@@ -173,10 +174,31 @@ runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')
     timeout=120,
     env={**os.environ, 'PYTHONPATH': ROOT},
   )
+
+
+def test_a_full_disk_ends_train_py_with_one_error_line_that_says_the_run_resumes(tmp_path):
+  # As orbax reports it: a ValueError carrying tensorstore's message.
+  result = _train_py_where_training_raises(
+    tmp_path,
+    'ValueError("RESOURCE_EXHAUSTED: Error writing in OCDBT database: Failed to write 887434 '
+    'bytes to file 17: No space left on device [os_error_code=28]")',
+  )
   assert result.returncode == 1
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('Error: no space left on the device of run (RESOURCE_EXHAUSTED')
   assert 'run the same command again: the run resumes from its last complete checkpoint' in last
+  assert 'Traceback' not in result.stderr
+
+
+def test_a_stopped_run_ends_train_py_with_the_signal_status_and_how_to_resume(tmp_path):
+  result = _train_py_where_training_raises(
+    tmp_path, "trainer.TrainingInterrupted(signal.SIGTERM, 5, 'run')"
+  )
+  assert result.returncode == 128 + signal.SIGTERM
+  assert result.stderr.strip().splitlines()[-1] == (
+    'SIGTERM: training stopped after step 5, saved in run/checkpoints/5. Run the same command to '
+    'resume: the run goes on as if it had not stopped.'
+  )
   assert 'Traceback' not in result.stderr
 
 

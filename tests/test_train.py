@@ -4,6 +4,7 @@ import functools
 import importlib
 import json
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -319,6 +320,50 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   assert [m['train_loss'] for m in logs[0] if 'train_loss' in m] == [
     m['train_loss'] for m in logs[1] if 'train_loss' in m
   ]
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_as_if_uninterrupted(
+  tiny_lra_data, tmp_path, monkeypatch
+):
+  config = tiny_config(
+    tiny_lra_data,
+    num_train_steps=8,
+    checkpoint_every=3,
+    eval_every=3,
+    log_every=2,
+    prefetch_batches=0,
+  )
+  trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
+  real_train_batches = lra.batching.train_batches
+
+  def train_batches(*args, start_step=0, **kwargs):
+    for step, batch in enumerate(
+      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
+    ):
+      if start_step == 0 and step == 4:  # While the loop takes the batch of step 5.
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
+  handler = signal.getsignal(signal.SIGTERM)
+  workdir = tmp_path / 'stopped'
+  with pytest.raises(trainer.TrainingInterrupted, match='SIGTERM: training stopped after step 5'):
+    trainer.train_and_evaluate(config, str(workdir))
+  assert signal.getsignal(signal.SIGTERM) == handler  # Restored.
+  # Step 5 is neither a checkpoint nor a log point: saved all the same, with its metrics.
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '5']
+  assert [m['step'] for m in read_jsonl(workdir / 'metrics.jsonl')][-1] == 4
+  results = trainer.train_and_evaluate(config, str(workdir))
+  assert results['step'] == 8
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    checkpoint_params(workdir, 8),
+    checkpoint_params(tmp_path / 'straight', 8),
+  )
+  logs = [read_jsonl(path / 'metrics.jsonl') for path in (workdir, tmp_path / 'straight')]
+  strip = lambda log: [{k: v for k, v in m.items() if k != 'steps_per_sec'} for m in log]
+  # Step 6 logs the mean of steps 5 and 6, as the uninterrupted run does.
+  assert strip(logs[0]) == strip(logs[1])
 
 
 def test_tiny_model_overfits_a_fixed_batch():

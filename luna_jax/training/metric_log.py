@@ -165,9 +165,13 @@ class TrainLog:
   pending steps (the first step of a session, which includes compilation).
   """
 
-  def __init__(self, train_time: float = 0.0, timed_steps: int = 0):
-    #: (step, the first device's [1] metrics) of the steps since the last collection.
-    self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+  def __init__(self, train_time: float = 0.0, timed_steps: int = 0, pending: Sequence = ()):
+    #: (step, the first device's [1] metrics) of the steps since the last collection; `pending`:
+    #: those a checkpoint between log points saved (`pending_to_json`), untimed.
+    self._pending: list[tuple[int, dict[str, Any]]] = [
+      (step, {name: np.asarray(value, dtype) for name, (value, dtype) in metrics.items()})
+      for step, metrics in pending
+    ]
     self._untimed = 0
     self._mark = time.perf_counter()
     self.train_time, self.timed_steps = train_time, timed_steps
@@ -207,6 +211,16 @@ class TrainLog:
     self.train_time += elapsed
     self.timed_steps += timed
     return steps, values, timed / elapsed
+
+
+def pending_to_json(steps: Sequence[int], values: Sequence[Mapping[str, Any]]) -> list:
+  """`TrainLog.collect`'s steps and values as JSON for a checkpoint's record: [[step, {name:
+  [value, dtype]}]], which `TrainLog(pending=...)` takes back with the same dtypes (so that the
+  next log point's means are the same bits)."""
+  return [
+    [step, {name: [value.item(), str(value.dtype)] for name, value in metrics.items()}]
+    for step, metrics in zip(steps, values)
+  ]
 
 
 def check_finite(

@@ -37,7 +37,9 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import flax
@@ -195,6 +197,57 @@ def restore_run(
   return state, record, run
 
 
+class TrainingInterrupted(Exception):
+  """SIGINT or SIGTERM stopped training after a step, and that step's checkpoint was saved.
+
+  Attributes:
+    signum: the signal's number.
+  """
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum = signum
+    super().__init__(
+      f'{signal.Signals(signum).name}: training stopped after step {step}, saved in '
+      f'{os.path.join(workdir, "checkpoints", str(step))}. Run the same command to resume: the run '
+      'goes on as if it had not stopped.'
+    )
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+  """Within: the first SIGINT or SIGTERM is recorded in the yielded list instead of acted on, so
+  that the training loop stops after its step with a checkpoint; a second one acts at once, as
+  before. Only in the main thread of a single-process run (several processes would have to agree
+  on the step; there the signals act at once and the run resumes from its last checkpoint)."""
+  received: list[int] = []
+  if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+    yield received
+    return
+  previous = {
+    number: signal.getsignal(number) or signal.SIG_DFL for number in (signal.SIGINT, signal.SIGTERM)
+  }
+
+  def record(signum: int, frame: Any) -> None:
+    del frame
+    if received:
+      signal.signal(signum, previous[signum])
+      signal.raise_signal(signum)
+      return
+    received.append(signum)
+    logging.warning(
+      '%s: stopping after this step, with a checkpoint (send it again to stop at once).',
+      signal.Signals(signum).name,
+    )
+
+  for number in previous:
+    signal.signal(number, record)
+  try:
+    yield received
+  finally:
+    for number, handler in previous.items():
+      signal.signal(number, handler)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates one model on one LRA task; resumes from `workdir` if it has a checkpoint.
 
@@ -242,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       workdir_lib.claim_kind(workdir, workdir_lib.run_kind(run.to_dict()), run.debug)
     os.makedirs(workdir, exist_ok=True)
     session, state = _setup(run, workdir, is_lead, stack)
-    state, validation = _train(session, state)
+    with stop_requests() as stop:
+      state, validation = _train(session, state, stop)
     return _write_results(session, _final_evaluation(session, state, validation))
 
 
@@ -282,12 +336,14 @@ class _Session:
       prefetch=self.run.training.prefetch_batches,
     )
 
-  def checkpoint_record(self) -> dict[str, Any]:
+  def checkpoint_record(self, pending_metrics: list | None = None) -> dict[str, Any]:
     """The record saved with a checkpoint: the restored one with the config, the data folder's
     real path and the data's vocabulary (what `init_from` and a resume check), the model's data
-    sizes (`model_inputs`) and speed totals."""
+    sizes (`model_inputs`), speed totals and the metrics of the steps since the last log point
+    (`metric_log.pending_to_json`; empty but for a checkpoint between log points)."""
     return {
       **self.record,
+      'pending_metrics': pending_metrics or [],
       'config': self.run.to_dict(),
       'data_path': os.path.realpath(self.run.data.data_dir),
       'vocabulary': lra.vocabulary(self.data),
@@ -364,7 +420,9 @@ def _setup(
     start_step=start_step,
     p_train_step=p_train_step,
     p_eval_step=p_eval_step,
-    train_log=TrainLog(record['train_time'], record['timed_steps']),
+    train_log=TrainLog(
+      record['train_time'], record['timed_steps'], record.get('pending_metrics', [])
+    ),
   )
   return session, jax_utils.replicate(state, devices, axis_name=AXIS)  # Sharded as pmap outputs.
 
@@ -552,9 +610,14 @@ def map_steps(
   return p_train_step, p_eval_step
 
 
-def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, float] | None]:
+def _train(
+  session: _Session, state: TrainState, stop: Sequence[int] = ()
+) -> tuple[TrainState, dict[str, float] | None]:
   """The training loop from `session.start_step` to `training.num_train_steps`, with logging,
-  validation, best-parameter and checkpoint saves at their steps.
+  validation, best-parameter and checkpoint saves at their steps. Once `stop` holds a signal
+  (`stop_requests`), the loop saves the step's checkpoint, with the metrics of the steps since the
+  last log point (so that the resumed run logs what an uninterrupted one does), and raises
+  TrainingInterrupted.
 
   Batches reach the devices `training.prefetch_batches` steps ahead (`device_batches`); nothing is
   fetched from the devices between log, evaluation and checkpoint points, so the host dispatches
@@ -619,6 +682,14 @@ def _train(session: _Session, state: TrainState) -> tuple[TrainState, dict[str, 
         session.checkpointer.save(step, unreplicate(state), session.checkpoint_record())
       if is_eval or is_checkpoint:
         session.train_log.restart_clock()
+      if stop:
+        if not is_checkpoint:
+          pending = session.train_log.collect()[:2]
+          record = session.checkpoint_record(metric_log.pending_to_json(*pending))
+          session.checkpointer.save(step, unreplicate(state), record)
+        raise TrainingInterrupted(stop[0], step, session.workdir)
+  if stop:  # A finished run's final evaluation, redone (no step ran): it stops before it.
+    raise TrainingInterrupted(stop[0], training.num_train_steps, session.workdir)
   return state, validation
 
 
