@@ -98,6 +98,9 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   absl_logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+  # jax's INFO line about each platform it probes and lacks ('Unable to initialize backend tpu');
+  # the backend in use is logged by the trainer.
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   xla_settings.apply(remat=FLAGS.config.model.remat)  # Before the first JAX computation.
   process_flags = {
     env: getattr(FLAGS, flag)
