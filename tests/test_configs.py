@@ -457,3 +457,8 @@ def test_debug_names_the_overrides_it_replaces():
   assert 'data_dir' not in message and 'num_train_steps' not in message
   config.debug = False
   assert run_config.replaced_by_debug(config, overrides) == ''
+  # A value refused anyway fails first: no warning that debug replaces it.
+  config.debug = True
+  config.training.eval_every = 0
+  with pytest.raises(config_utils.ConfigError, match='eval_every=0'):
+    run_config.replaced_by_debug(config, {**overrides, 'training.eval_every': 0})

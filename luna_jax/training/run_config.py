@@ -161,9 +161,13 @@ def replaced_by_debug(config: ml_collections.ConfigDict, overrides: Mapping[str,
 
   Returns:
     A sentence naming each replaced override with its value and debug's.
+
+  Raises:
+    config_utils.ConfigError: a value `parse_config` refuses (before any warning about it).
   """
   if config.debug is not True:
     return ''
+  parse_config(config)
   debugged = apply_debug(config)
 
   def value(tree: ml_collections.ConfigDict, dotted: str) -> Any:
