@@ -277,6 +277,16 @@ def test_apollo_trains_and_resumes_bit_identically(tiny_lra_data, tmp_path):
   assert max(jax.tree.leaves(moved)) > 0  # Steps 4 to 6 moved the parameters.
 
 
+def resumed_as_uninterrupted(results, workdir, straight):
+  """Asserts that the resumed run in `workdir` (its `results`) ended at step 8 with the parameters
+  of the uninterrupted run in `straight`; returns both runs' metrics.jsonl records."""
+  assert results['step'] == 8
+  jax.tree.map(
+    np.testing.assert_array_equal, checkpoint_params(workdir, 8), checkpoint_params(straight, 8)
+  )
+  return [read_jsonl(path / 'metrics.jsonl') for path in (workdir, straight)]
+
+
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
   tiny_lra_data, tmp_path, monkeypatch
 ):
@@ -307,15 +317,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(
 
   assert start_steps == [0, 3]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['6', '8']
-  assert results['step'] == 8
-  jax.tree.map(
-    np.testing.assert_array_equal,
-    checkpoint_params(workdir, 8),
-    checkpoint_params(tmp_path / 'straight', 8),
-  )
   # What the first run logged after its checkpoint at step 3 is dropped on resume: every step is
   # logged once, with the losses of the uninterrupted run.
-  logs = [read_jsonl(path / 'metrics.jsonl') for path in (workdir, tmp_path / 'straight')]
+  logs = resumed_as_uninterrupted(results, workdir, tmp_path / 'straight')
   assert [m['step'] for m in logs[0]] == [m['step'] for m in logs[1]]
   assert [m['train_loss'] for m in logs[0] if 'train_loss' in m] == [
     m['train_loss'] for m in logs[1] if 'train_loss' in m
@@ -354,13 +358,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_as_i
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '5']
   assert [m['step'] for m in read_jsonl(workdir / 'metrics.jsonl')][-1] == 4
   results = trainer.train_and_evaluate(config, str(workdir))
-  assert results['step'] == 8
-  jax.tree.map(
-    np.testing.assert_array_equal,
-    checkpoint_params(workdir, 8),
-    checkpoint_params(tmp_path / 'straight', 8),
-  )
-  logs = [read_jsonl(path / 'metrics.jsonl') for path in (workdir, tmp_path / 'straight')]
+  logs = resumed_as_uninterrupted(results, workdir, tmp_path / 'straight')
   strip = lambda log: [{k: v for k, v in m.items() if k != 'steps_per_sec'} for m in log]
   # Step 6 logs the mean of steps 5 and 6, as the uninterrupted run does.
   assert strip(logs[0]) == strip(logs[1])
