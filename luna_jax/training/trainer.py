@@ -214,7 +214,7 @@ class TrainingInterrupted(Exception):
 
 
 @contextlib.contextmanager
-def stop_requests() -> Iterator[list[int]]:
+def _stop_requests() -> Iterator[list[int]]:
   """Within: the first SIGINT or SIGTERM is recorded in the yielded list instead of acted on, so
   that the training loop stops after its step with a checkpoint; a second one acts at once, as
   before. Only in the main thread of a single-process run (several processes would have to agree
@@ -295,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       workdir_lib.claim_kind(workdir, workdir_lib.run_kind(run.to_dict()), run.debug)
     os.makedirs(workdir, exist_ok=True)
     session, state = _setup(run, workdir, is_lead, stack)
-    with stop_requests() as stop:
+    with _stop_requests() as stop:
       state, validation = _train(session, state, stop)
     return _write_results(session, _final_evaluation(session, state, validation))
 
@@ -615,7 +615,7 @@ def _train(
 ) -> tuple[TrainState, dict[str, float] | None]:
   """The training loop from `session.start_step` to `training.num_train_steps`, with logging,
   validation, best-parameter and checkpoint saves at their steps. Once `stop` holds a signal
-  (`stop_requests`), the loop saves the step's checkpoint, with the metrics of the steps since the
+  (`_stop_requests`), the loop saves the step's checkpoint, with the metrics of the steps since the
   last log point (so that the resumed run logs what an uninterrupted one does), and raises
   TrainingInterrupted.
 
@@ -683,9 +683,10 @@ def _train(
       if is_eval or is_checkpoint:
         session.train_log.restart_clock()
       if stop:
-        if not is_checkpoint:
-          pending = session.train_log.collect()[:2]
-          record = session.checkpoint_record(metric_log.pending_to_json(*pending))
+        if not is_checkpoint:  # Saved as at a checkpoint step: after the finiteness check.
+          steps, values, _ = session.train_log.collect()
+          check_finite(steps, values, session.checkpointer)
+          record = session.checkpoint_record(metric_log.pending_to_json(steps, values))
           session.checkpointer.save(step, unreplicate(state), record)
         raise TrainingInterrupted(stop[0], step, session.workdir)
   if stop:  # A finished run's final evaluation, redone (no step ran): it stops before it.
