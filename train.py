@@ -170,6 +170,8 @@ def parse_flags(argv: list[str]) -> list[str]:
       cause = cause.__cause__ or cause.__context__
     if isinstance(cause, config_utils.ConfigError):
       sys.exit(f'Error: {cause}')
+    if isinstance(cause, TypeError) and 'get_config()' in str(cause):  # Its argument, or none.
+      sys.exit(f'Error: --config={_config_file(argv)}: {cause}.')
     if isinstance(e, OSError):
       reason = str(cause).strip().splitlines()[-1].strip()
       sys.exit(f'Error: --config={_config_file(argv)}: cannot load it: {reason}.')

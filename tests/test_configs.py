@@ -370,6 +370,12 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
       "Error: --config={tmp}/mine.py sets 'num_train_step', a field the config does not have "
       "(did you mean 'num_train_steps'?)",
     ),
+    (
+      '{tmp}/mine.py:luna16',
+      None,
+      'Error: --config={tmp}/mine.py:luna16: get_config() takes 0 positional arguments but 1 was '
+      'given.',
+    ),
   ],
   ids=[
     'unknown-field',
@@ -379,6 +385,7 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
     'no-such-file',
     'not-a-config-file',
     'misspelt-field-in-a-config-file',
+    'an-argument-the-file-does-not-take',
   ],
 )
 def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expected, tmp_path):

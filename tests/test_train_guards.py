@@ -232,9 +232,13 @@ def test_the_data_folder_otherwise_spelt_is_no_change_but_another_folder_is(
   workdir = str(tmp_path / 'run')
   trainer.train_and_evaluate(config, workdir)
   monkeypatch.chdir(elsewhere)
+  # The same spelling names a copy from here: the checkpoint's real path tells them apart.
+  shutil.copytree(data_dir, os.path.realpath(config.data.data_dir))
+  config.training.num_train_steps = 4
+  with pytest.raises(run_config.ConfigChangedError, match='data.data_dir: '):
+    trainer.train_and_evaluate(config, workdir)
   assert os.path.relpath(data_dir) != config.data.data_dir
   config.data.data_dir = os.path.relpath(data_dir)
-  config.training.num_train_steps = 4
   assert trainer.train_and_evaluate(config, workdir)['step'] == 4
   config.data.data_dir = str(shutil.copytree(data_dir, tmp_path / 'copy'))
   config.training.num_train_steps = 5

@@ -334,7 +334,7 @@ def same_path(a: str, b: str) -> bool:
 
 
 def paths_as_stored(
-  new: dict[str, Any], stored: Mapping[str, Any], data_path: str | None = None
+  new: dict[str, Any], stored: Mapping[str, Any], real_paths: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
   """The config dict `new` with `data.data_dir` and `init_from` written as `stored` writes them
   where they name the same folder, so that configs are compared by folders, not spellings.
@@ -342,18 +342,30 @@ def paths_as_stored(
   Args:
     new: a config as nested dicts (`RunConfig.to_dict()`).
     stored: the config it is compared with.
-    data_path: the real path of `stored`'s data folder when it was used (a checkpoint's record),
-      so that a relative path given from another working directory counts too.
+    real_paths: the real paths of `stored`'s folders when they were used (a checkpoint's record:
+      'data_dir', 'init_from'); where one is given it alone decides, so that a relative path
+      given from another working directory counts and a repointed symlink does not.
   """
   new = dict(new)
+  real_paths = real_paths or {}
+
+  def same(key: str, stored_path: str, new_path: str) -> bool:
+    if key in real_paths:
+      return real_paths[key] == os.path.realpath(new_path)
+    return same_path(stored_path, new_path)
+
+  def as_stored(key: str, stored_path: str, new_path: str) -> str:
+    if same(key, stored_path, new_path):
+      return stored_path
+    # The same spelling, another folder from here: its real path shows the difference.
+    return os.path.realpath(new_path) if new_path == stored_path else new_path
+
   sources = stored.get('init_from'), new.get('init_from')
-  if all(sources) and same_path(*sources):
-    new['init_from'] = stored['init_from']
+  if all(sources):
+    new['init_from'] = as_stored('init_from', *sources)
   stored_dir, new_dir = (config.get('data', {}).get('data_dir') for config in (stored, new))
-  if None not in (stored_dir, new_dir) and (
-    same_path(stored_dir, new_dir) or data_path == os.path.realpath(new_dir)
-  ):
-    new['data'] = {**new['data'], 'data_dir': stored_dir}
+  if None not in (stored_dir, new_dir):
+    new['data'] = {**new['data'], 'data_dir': as_stored('data_dir', stored_dir, new_dir)}
   return new
 
 

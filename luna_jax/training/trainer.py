@@ -157,7 +157,7 @@ def restore_run(
 
   def check(step: int, record: dict[str, Any]) -> None:
     stored = upgrade_stored_config(record.get('config', {}))
-    as_stored = paths_as_stored(new_config, stored, record.get('data_path'))
+    as_stored = paths_as_stored(new_config, stored, record.get('real_paths'))
     # init_from is not read on resume (the run's encoder is in its own checkpoint): it may be left
     # out once the run has a checkpoint.
     if not as_stored['init_from'] and 'init_from' in stored:
@@ -216,9 +216,10 @@ class TrainingInterrupted(Exception):
 @contextlib.contextmanager
 def _stop_requests() -> Iterator[list[int]]:
   """Within: the first SIGINT or SIGTERM is recorded in the yielded list instead of acted on, so
-  that the training loop stops after its step with a checkpoint; a second one acts at once, as
-  before. Only in the main thread of a single-process run (several processes would have to agree
-  on the step; there the signals act at once and the run resumes from its last checkpoint)."""
+  that the training loop stops after its step with a checkpoint (the final evaluation, between its
+  evaluations); a second one ends the process at once (the signal's default action). Only in the
+  main thread of a single-process run (several processes would have to agree on the step; there
+  the signals act at once and the run resumes from its last checkpoint)."""
   received: list[int] = []
   if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
     yield received
@@ -229,8 +230,8 @@ def _stop_requests() -> Iterator[list[int]]:
 
   def record(signum: int, frame: Any) -> None:
     del frame
-    if received:
-      signal.signal(signum, previous[signum])
+    if received:  # The default action, now (a KeyboardInterrupt inside JAX's code could crash).
+      signal.signal(signum, signal.SIG_DFL)
       signal.raise_signal(signum)
       return
     received.append(signum)
@@ -297,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     session, state = _setup(run, workdir, is_lead, stack)
     with _stop_requests() as stop:
       state, validation = _train(session, state, stop)
-    return _write_results(session, _final_evaluation(session, state, validation))
+      final = _final_evaluation(session, state, validation, stop)
+    return _write_results(session, final)
 
 
 @dataclasses.dataclass
@@ -336,16 +338,26 @@ class _Session:
       prefetch=self.run.training.prefetch_batches,
     )
 
+  def _real_paths(self) -> dict[str, str]:
+    """The real paths of the data folder and of `init_from` (the first session's: a resumed run
+    keeps its source as first given, `restore_run`), for `run_config.paths_as_stored`."""
+    paths = {'data_dir': os.path.realpath(self.run.data.data_dir)}
+    init_from = self.record.get('real_paths', {}).get('init_from')
+    if init_from or self.run.init_from:
+      paths['init_from'] = init_from or os.path.realpath(self.run.init_from)
+    return paths
+
   def checkpoint_record(self, pending_metrics: list | None = None) -> dict[str, Any]:
-    """The record saved with a checkpoint: the restored one with the config, the data folder's
-    real path and the data's vocabulary (what `init_from` and a resume check), the model's data
-    sizes (`model_inputs`), speed totals and the metrics of the steps since the last log point
-    (`metric_log.pending_to_json`; empty but for a checkpoint between log points)."""
+    """The record saved with a checkpoint: the restored one with the config, the real paths of
+    the data folder and `init_from` and the data's vocabulary (what `init_from` and a resume
+    check), the model's data sizes (`model_inputs`), speed totals and the metrics of the steps
+    since the last log point (`metric_log.pending_to_json`; empty but for a checkpoint between
+    log points)."""
     return {
       **self.record,
       'pending_metrics': pending_metrics or [],
       'config': self.run.to_dict(),
-      'data_path': os.path.realpath(self.run.data.data_dir),
+      'real_paths': self._real_paths(),
       'vocabulary': lra.vocabulary(self.data),
       'model_inputs': model_inputs(self.data),
       'train_time': self.train_log.train_time,
@@ -689,9 +701,13 @@ def _train(
           record = session.checkpoint_record(metric_log.pending_to_json(steps, values))
           session.checkpointer.save(step, unreplicate(state), record)
         raise TrainingInterrupted(stop[0], step, session.workdir)
-  if stop:  # A finished run's final evaluation, redone (no step ran): it stops before it.
-    raise TrainingInterrupted(stop[0], training.num_train_steps, session.workdir)
   return state, validation
+
+
+def _raise_if_stopped(stop: Sequence[int], step: int, workdir: str) -> None:
+  """Raises TrainingInterrupted once `stop` holds a signal (`_stop_requests`)."""
+  if stop:
+    raise TrainingInterrupted(stop[0], step, workdir)
 
 
 def _train_summary(session: _Session, schedule: optax.Schedule) -> dict[str, float]:
@@ -711,20 +727,28 @@ def _train_summary(session: _Session, schedule: optax.Schedule) -> dict[str, flo
 
 
 def _final_evaluation(
-  session: _Session, state: TrainState, validation: dict[str, float] | None
+  session: _Session,
+  state: TrainState,
+  validation: dict[str, float] | None,
+  stop: Sequence[int] = (),
 ) -> dict[str, Any]:
   """Validation (unless `_train` just evaluated it) and test metrics of the final parameters, and
   the test metrics of the best validation checkpoint, logged at the final step.
 
-  Also run when the run was already complete and is only being re-evaluated.
+  Also run when the run was already complete and is only being re-evaluated. Once `stop` holds a
+  signal, it raises TrainingInterrupted before its next evaluation (the final checkpoint is saved;
+  the same command evaluates again).
 
   Returns:
     {'validation', 'test', 'best', 'step'} of `train_and_evaluate`'s results.
   """
+  final_step = int(unreplicate(state.step))
+  _raise_if_stopped(stop, final_step, session.workdir)
   if validation is None:
     validation = session.evaluate(state.params, session.data.validation)
+    _raise_if_stopped(stop, final_step, session.workdir)
   test = session.evaluate(state.params, session.data.test)
-  final_step = int(unreplicate(state.step))
+  _raise_if_stopped(stop, final_step, session.workdir)
   session.writer.write_scalars(final_step, {f'test_{k}': v for k, v in test.items()})
   # The test metrics of the best validation checkpoint, the other protocol papers report. Where the
   # task has no validation split of its own (LRA Text), the "best" was chosen on test data.
@@ -739,6 +763,7 @@ def _final_evaluation(
         jax_utils.replicate(best_params, session.devices, axis_name=AXIS), session.data.test
       )
     )
+  _raise_if_stopped(stop, final_step, session.workdir)
   if best_test is not None:
     session.writer.write_scalars(final_step, {f'best_test_{k}': v for k, v in best_test.items()})
   final = {}
