@@ -137,16 +137,22 @@ def main(argv: list[str]) -> None:
     os._exit(1)
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+  """`error` and the errors it came from (`raise ... from`, or raised while handling), outermost
+  first."""
+  chain = [error]
+  while (chain[-1].__cause__ or chain[-1].__context__) is not None:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  return chain
+
+
 def _out_of_space(error: BaseException) -> bool:
   """Whether `error`, or one it came from, is a full disk (orbax reports it as a ValueError with
   tensorstore's message)."""
-  while error is not None:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-      return True
-    if 'No space left on device' in str(error):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
+  return any(
+    (isinstance(e, OSError) and e.errno == errno.ENOSPC) or 'No space left on device' in str(e)
+    for e in _chain(error)
+  )
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -165,9 +171,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     # ConfigError with the traceback in its message, and absl wraps that; report the first one.
     # A file that does not load: the last line of ml_collections' message names the error. Any
     # other flag error (e.g. `--config.training.batch_size=abc`) is reported as absl words it.
-    cause = e
-    while (cause.__cause__ or cause.__context__) is not None:
-      cause = cause.__cause__ or cause.__context__
+    cause = _chain(e)[-1]
     if isinstance(cause, config_utils.ConfigError):
       sys.exit(f'Error: {cause}')
     if isinstance(cause, TypeError) and 'get_config()' in str(cause):  # Its argument, or none.

@@ -328,11 +328,6 @@ def config_changes(
   return changes
 
 
-def same_path(a: str, b: str) -> bool:
-  """Whether two paths name the same file or folder (relative ones from the working directory)."""
-  return os.path.realpath(a) == os.path.realpath(b)
-
-
 def paths_as_stored(
   new: dict[str, Any], stored: Mapping[str, Any], real_paths: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -350,9 +345,7 @@ def paths_as_stored(
   real_paths = real_paths or {}
 
   def same(key: str, stored_path: str, new_path: str) -> bool:
-    if key in real_paths:
-      return real_paths[key] == os.path.realpath(new_path)
-    return same_path(stored_path, new_path)
+    return real_paths.get(key, os.path.realpath(stored_path)) == os.path.realpath(new_path)
 
   def as_stored(key: str, stored_path: str, new_path: str) -> str:
     if same(key, stored_path, new_path):
