@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import sys
+import traceback
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
+from ml_collections import ConfigDict, config_flags
 
 import lra
 from luna_jax import config_utils
@@ -156,15 +157,26 @@ def _out_of_space(error: BaseException) -> bool:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a config file that does not load, a config argument the file does
-  not take, a flag value that does not parse and a config field that does not exist (set on the
-  command line or in a config file) each reported as one `Error:` line instead of a traceback. An
-  error of a config file's own code keeps its traceback, which says where it is."""
+  """absl's flag parsing, with a config file that does not load (or is not Python), a config
+  argument the file does not take, a get_config() that returns no ConfigDict, a flag value that does
+  not parse and a config field that does not exist (set on the command line, or read or set by a
+  config file) each reported as one `Error:` line instead of a traceback. Any other error of a
+  config file's own code keeps its traceback, which says where it is."""
   try:
     parsed = FLAGS(argv)
     FLAGS.config.keys()  # ml_collections defers a config file's load error to the first use.
+    if not isinstance(FLAGS.config, ConfigDict):
+      returned = type(FLAGS.config).__name__
+      sys.exit(
+        f'Error: --config={_config_file(argv)}: get_config() returned a {returned}, not an '
+        'ml_collections.ConfigDict.'
+      )
     return parsed
   except flags.DuplicateFlagError:
+    sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
+  except SyntaxError as e:  # A Python file's own syntax error keeps its traceback (the caret).
+    if e.filename is None or e.filename.endswith('.py'):
+      raise
     sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
   except (flags.Error, config_utils.ConfigError, OSError) as e:
     # A config file's get_config(argument) refusing its argument: ml_collections re-raises the
@@ -206,24 +218,33 @@ def _config_file(argv: list[str]) -> str:
 
 def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | None:
   """The message for ml_collections' error about a config field that does not exist, set on the
-  command line (`--config.<path>=...`) or by a config file; None for any other error."""
+  command line (`--config.<path>=...`) or read or set by a config file (naming its line); None for
+  any other error."""
   message = error.args[0] if error.args else error
   message = message.args[0] if isinstance(message, KeyError) and message.args else str(message)
   if "has no attribute 'get_config'" in message:
     return f'--config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}'
+  line = _config_file_line(error, argv)
   in_file = re.match(r'Key "([^"]+)" does not exist and cannot be added', message)
   if in_file:  # A locked config that a config file sets an unknown field of.
     name = in_file.group(1)
     present = re.findall(r"'(\w+)': ", message)
     close = difflib.get_close_matches(name, present, n=1)
     hint = f'(did you mean {close[0]!r}?)' if close else '(configs/base.py lists every field).'
-    return f'--config={_config_file(argv)} sets {name!r}, a field the config does not have {hint}'
-  # On the command line: the quoted name, then possibly a line 'Did you mean "x" ...?'.
+    return (
+      f'--config={_config_file(argv)}{line} sets {name!r}, a field the config does not have {hint}'
+    )
+  # The quoted name, then possibly a line 'Did you mean "x" ...?'.
   quoted, _, suggestion = message.partition('\n')
   name = quoted.strip('"\'')
   given = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and name in a]
   if not given:
-    return None
+    if not line:  # Not ml_collections' error about the config file's config.
+      return None
+    hint = f'({suggestion.strip()})' if suggestion else '(configs/base.py lists every field).'
+    return (
+      f'--config={_config_file(argv)}{line} reads {name!r}, a field the config does not have {hint}'
+    )
   renamed = RENAMED_KEYS.get(name) if given[0].startswith('--config.model.') else None
   if renamed:
     hint = f'({name} is now {renamed}).'
@@ -232,6 +253,17 @@ def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | N
   else:
     hint = '(configs/base.py lists every field with a comment).'
   return f'{given[0]}: the config has no field {name!r} {hint}'
+
+
+def _config_file_line(error: BaseException, argv: list[str]) -> str:
+  """' line N' when `error` was raised by ml_collections' ConfigDict called from line N of the
+  --config file; '' otherwise."""
+  frames = traceback.extract_tb(error.__traceback__)
+  if not frames or 'ml_collections' not in frames[-1].filename:
+    return ''
+  path = os.path.realpath(_config_file(argv).split(':')[0])
+  lines = [f.lineno for f in frames if os.path.realpath(f.filename) == path]
+  return f' line {lines[-1]}' if lines else ''
 
 
 if __name__ == '__main__':

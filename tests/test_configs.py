@@ -367,8 +367,26 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
     (
       '{tmp}/mine.py',
       None,
-      "Error: --config={tmp}/mine.py sets 'num_train_step', a field the config does not have "
-      "(did you mean 'num_train_steps'?)",
+      "Error: --config={tmp}/mine.py line 6 sets 'num_train_step', a field the config does not "
+      "have (did you mean 'num_train_steps'?)",
+    ),
+    (
+      '{tmp}/section.py',
+      None,
+      "Error: --config={tmp}/section.py line 3 reads 'trainig', a field the config does not have "
+      '(Did you mean "training" instead of "trainig"?)',
+    ),
+    (
+      '{tmp}/plain.py',
+      None,
+      'Error: --config={tmp}/plain.py: get_config() returned a dict, not an '
+      'ml_collections.ConfigDict.',
+    ),
+    (
+      '../README.md',
+      None,
+      f'Error: --config={CONFIGS / "../README.md"}: not a config file: a config file defines '
+      'get_config() returning an ml_collections.ConfigDict (e.g. configs/quickstart.py).',
     ),
     (
       '{tmp}/mine.py:luna16',
@@ -385,6 +403,9 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
     'no-such-file',
     'not-a-config-file',
     'misspelt-field-in-a-config-file',
+    'misspelt-section-read-by-a-config-file',
+    'a-dict-for-a-config',
+    'not-python',
     'an-argument-the-file-does-not-take',
   ],
 )
@@ -394,6 +415,10 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
     'from configs import quickstart\n\n\ndef get_config():\n'
     '  config = quickstart.get_config()\n  config.training.num_train_step = 3\n  return config\n'
   )
+  (tmp_path / 'section.py').write_text(
+    'from configs import quickstart\ndef get_config():\n  quickstart.get_config().trainig.x = 1\n'
+  )
+  (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
   result = subprocess.run(
     [
       sys.executable,
@@ -409,6 +434,33 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize(
+  'source,error',
+  [
+    ('import os\n\ndef get_config():\n  return os.no_such_name\n', 'AttributeError'),
+    ('def get_config(:\n  pass\n', 'SyntaxError'),
+  ],
+  ids=['attribute-error', 'syntax-error'],
+)
+def test_a_config_files_own_bug_keeps_its_traceback(source, error, tmp_path):
+  # Only ml_collections' errors about the config's fields are reduced to one line.
+  (tmp_path / 'buggy.py').write_text(source)
+  result = subprocess.run(
+    [
+      sys.executable,
+      str(CONFIGS.parent / 'train.py'),
+      f'--config={tmp_path / "buggy.py"}',
+      '--workdir=/nonexistent/never_written',
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode != 0
+  assert 'Traceback' in result.stderr and f'{tmp_path / "buggy.py"}' in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(f'{error}:')
 
 
 def test_debug_checks_the_values_as_given_before_shrinking_the_run():
