@@ -260,6 +260,64 @@ def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(
   assert chosen[3.0, 1] >= chosen[0.0, 1]  # A larger alpha favours longer outputs.
 
 
+class _TableSeq2Seq(LunaSeq2Seq):
+  """A stand-in decoder whose next-token probabilities are a fixed table of prefixes:
+  `TABLE[prefix]` (token -> weight, every other token 1e-3, normalised); after any other prefix
+  every token is equally likely."""
+
+  TABLE = {
+    (): {3: 0.6, 4: 0.3},
+    (3,): {5: 0.98},
+    (4,): {EOS: 0.5, 6: 0.45},
+    (3, 5): {6: 0.5, 7: 0.49},
+  }
+
+  def setup(self):
+    prefixes = list(self.TABLE)
+    rows = np.full((len(prefixes) + 1, 8), 1e-3)
+    follow = np.full((len(prefixes) + 1, 8), len(prefixes), np.int32)  # the last row: the rest
+    for row, prefix in enumerate(prefixes):
+      for token, probability in self.TABLE[prefix].items():
+        rows[row, token] = probability
+      for token in range(8):
+        if prefix + (token,) in self.TABLE:
+          follow[row, token] = prefixes.index(prefix + (token,))
+    self.log_probs = jnp.log(jnp.asarray(rows / rows.sum(1, keepdims=True), jnp.float32))
+    self.follow = jnp.asarray(follow)
+
+  def encode(self, inputs, lengths, *, train=False):
+    return inputs
+
+  def init_cache(self, encoded, num_steps=None):
+    return {'row': jnp.full((encoded.shape[0],), -1, jnp.int32)}
+
+  def decode_step(self, tokens, cache):
+    row = jnp.where(cache['row'] < 0, 0, self.follow[jnp.maximum(cache['row'], 0), tokens])
+    return self.log_probs[row], {'row': row}
+
+
+@pytest.mark.parametrize('alpha', [0.0, 0.6])
+def test_beam_search_keeps_a_finished_hypothesis_that_live_ones_outscore_for_a_while(alpha):
+  """[4, EOS] ends at step 2 with probability 0.17; live [3, 5, 6] and [3, 5, 7] (0.33 and 0.32)
+  outscore it at step 3, then must end at step 4, each with probability 1/8. A beam of 2 that kept
+  finished and live hypotheses in the same slots lost [4, EOS] at step 3."""
+  model = _TableSeq2Seq(dataclasses.replace(CFG, vocab_size=8), bos_id=1)
+  best, score = generation.beam_search(
+    model,
+    {},
+    jnp.array([[3, 4, 2]]),
+    jnp.array([3]),
+    beam_size=2,
+    max_length=4,
+    eos_id=EOS,
+    length_penalty=alpha,
+    max_output_lengths=jnp.array([4]),
+  )
+  np.testing.assert_array_equal(best, [[4, EOS, 0, 0]])
+  table = model.apply({}, method=lambda m: m.log_probs)
+  np.testing.assert_allclose(score, [table[0, 4] + table[2, EOS]], rtol=1e-6)
+
+
 def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):
   model, params = lm
   assert generation.generate(model, params, ids(1, 6), 10, jax.random.PRNGKey(0)).shape == (1, 16)

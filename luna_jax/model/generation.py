@@ -263,11 +263,16 @@ def beam_search(
 ) -> tuple[Array, Array]:
   """Beam search (the paper decodes WMT with beam 5).
 
-  Finished beams only extend with padding at no cost; the final choice divides each beam's summed
-  log-probability by the GNMT length penalty ((5 + length) / 6) ** length_penalty (Wu et al.,
-  2016, eq. 14; Vaswani et al., 2017, §6.1 use alpha 0.6), length counting the EOS. An example
-  that reaches its `max_output_lengths` entry without an EOS must end there: only the EOS stays
-  open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`).
+  Each step extends the `beam_size` live hypotheses by every token and keeps, apart, the best
+  `beam_size` that did not end (by summed log-probability) as the next live ones, and the best
+  `beam_size` finished ones seen so far (ended by the EOS), ranked by summed log-probability divided
+  by the GNMT length penalty ((5 + length) / 6) ** length_penalty (Wu et al., 2016, eq. 14;
+  Vaswani et al., 2017, §6.1 use alpha 0.6), length counting the EOS. A finished hypothesis is never
+  pushed out by live ones (fairseq's `SequenceGenerator` and Flax's WMT example keep them apart
+  too). The result is the best finished hypothesis, or a live one (penalised at `max_length`) that
+  scores better. An example that reaches its `max_output_lengths` entry without an EOS must end
+  there: only the EOS stays open to it, at its model log-probability (fairseq's
+  `SequenceGenerator` at `max_len`).
 
   Args:
     model: the encoder-decoder.
@@ -336,12 +341,13 @@ def _beam_search(
   encoded = model.apply(variables, inputs, lengths, method='encode')
   cache = model.apply(variables, encoded, max_length, method='init_cache')
   cache = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), cache)
-  scores = jnp.tile(jnp.array([0.0] + [_NEG_INF] * (k - 1)), (batch, 1))  # only beam 0 starts
-  tokens = jnp.zeros((batch, k, max_length), jnp.int32)
   rows = jnp.arange(batch)[:, None]
 
+  def penalty(length: Array | int) -> Array:
+    return ((5.0 + length) / 6.0) ** length_penalty
+
   def body(carry, t):
-    cache, tokens, scores, done, last = carry
+    cache, live, live_scores, finished, finished_scores, finished_ranks, last = carry
     logits, cache = model.apply(variables, last.reshape(-1), cache, method='decode_step')
     logp = jax.nn.log_softmax(logits).reshape(batch, k, -1)
     vocab = logp.shape[-1]
@@ -349,20 +355,38 @@ def _beam_search(
     if max_output_lengths is not None:
       must_end = (t + 1 >= max_output_lengths)[:, None, None]
       logp = jnp.where(must_end & (jnp.arange(vocab) != eos_id), _NEG_INF, logp)
-    pad_only = jnp.full((vocab,), _NEG_INF).at[0].set(0.0)
-    logp = jnp.where(done[..., None], pad_only, logp)
-    top, index = jax.lax.top_k((scores[..., None] + logp).reshape(batch, k * vocab), k)
+    # The best 2k extensions hold at least k that do not end: each live hypothesis has one EOS.
+    scores, index = jax.lax.top_k((live_scores[..., None] + logp).reshape(batch, k * vocab), 2 * k)
     beam, token = index // vocab, (index % vocab).astype(jnp.int32)
-    tokens = tokens[rows, beam].at[:, :, t].set(token)
-    done = done[rows, beam] | (token == eos_id)
+    extended = live[rows, beam].at[:, :, t].set(token)
+    ends = token == eos_id
+    # The finished: the best k of those kept and those ending now (length t + 1), penalised.
+    ranks = jnp.concatenate([finished_ranks, jnp.where(ends, scores / penalty(t + 1), -jnp.inf)], 1)
+    finished_ranks, pick = jax.lax.top_k(ranks, k)
+    finished = jnp.concatenate([finished, extended], 1)[rows, pick]
+    finished_scores = jnp.concatenate([finished_scores, scores], 1)[rows, pick]
+    # The live: the best k that go on.
+    _, pick = jax.lax.top_k(jnp.where(ends, -jnp.inf, scores), k)
+    live, live_scores, token = extended[rows, pick], scores[rows, pick], token[rows, pick]
     cache = jax.tree.map(
-      lambda x: x.reshape(batch, k, *x.shape[1:])[rows, beam].reshape(x.shape), cache
+      lambda x: x.reshape(batch, k, *x.shape[1:])[rows, beam[rows, pick]].reshape(x.shape), cache
     )
-    return (cache, tokens, top, done, token), None
+    return (cache, live, live_scores, finished, finished_scores, finished_ranks, token), None
 
-  start = jnp.full((batch, k), model.bos_id, jnp.int32)
-  carry = (cache, tokens, scores, jnp.zeros((batch, k), bool), start)
-  (_, tokens, scores, _, _), _ = jax.lax.scan(body, carry, jnp.arange(max_length))
-  penalty = ((5.0 + sequence_lengths(tokens, eos_id)) / 6.0) ** length_penalty
-  best = jnp.argmax(scores / penalty, axis=-1)
+  tokens = jnp.zeros((batch, k, max_length), jnp.int32)
+  carry = (
+    cache,
+    tokens,
+    jnp.tile(jnp.array([0.0] + [_NEG_INF] * (k - 1)), (batch, 1)),  # only beam 0 starts
+    tokens,
+    jnp.zeros((batch, k)),
+    jnp.full((batch, k), -jnp.inf),  # no finished hypothesis yet
+    jnp.full((batch, k), model.bos_id, jnp.int32),
+  )
+  (_, live, live_scores, finished, finished_scores, finished_ranks, _), _ = jax.lax.scan(
+    body, carry, jnp.arange(max_length)
+  )
+  tokens = jnp.concatenate([finished, live], 1)
+  scores = jnp.concatenate([finished_scores, live_scores], 1)
+  best = jnp.argmax(jnp.concatenate([finished_ranks, live_scores / penalty(max_length)], 1), 1)
   return tokens[jnp.arange(batch), best], scores[jnp.arange(batch), best]
