@@ -72,24 +72,41 @@ def test_self_pretraining_resumes_within_and_across_stages(
 
   monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
   config = spt_config(tiny_lra_data)
+  # Started from one working directory with a relative data folder (re-run from another below).
+  started, elsewhere = tmp_path / 'started', tmp_path / 'else' / 'where'
+  started.mkdir()
+  elsewhere.mkdir(parents=True)
+  monkeypatch.chdir(started)
+  data_dir = config.data.data_dir
+  config.data.data_dir = os.path.relpath(data_dir)
+  workdir = tmp_path / 'spt'
   # Batches read as their steps take them (prefetching reads ahead, and would die before the
   # checkpoint at step 2), so the kills come where the comment above says; the straight run
   # prefetches, so that resuming is also checked across prefetching settings.
   config.training.prefetch_batches = 0
   for _ in range(2):
     with pytest.raises(_Interrupted):
-      trainer.train_and_evaluate(config, str(tmp_path))
-  results = trainer.train_and_evaluate(config, str(tmp_path))
+      trainer.train_and_evaluate(config, str(workdir))
+  results = trainer.train_and_evaluate(config, str(workdir))
   # Pretraining resumed at 2 (same masks as uninterrupted), then skipped once finished.
   assert start_steps == [0, 2, 0, 2]
   straight = straight_run[0]
   for stage in ('pretrain', 'finetune'):
     jax.tree.map(
       np.testing.assert_array_equal,
-      checkpoint_params(tmp_path / stage, 4),
+      checkpoint_params(workdir / stage, 4),
       checkpoint_params(straight / stage, 4),
     )
   assert results['test'] == straight_run[1]['test']
+  # From another directory: the data folder spelt from there is the same run, and both finished
+  # stages are reused; the old spelling, naming a copy from there, is another folder.
+  monkeypatch.chdir(elsewhere)
+  monkeypatch.setattr(trainer, 'train_and_evaluate', None)  # Neither stage may run again.
+  shutil.copytree(data_dir, os.path.realpath(config.data.data_dir))
+  with pytest.raises(run_config.ConfigChangedError, match='data.data_dir: '):
+    trainer.train_with_self_pretraining(config, str(workdir))
+  config.data.data_dir = os.path.relpath(data_dir)
+  assert trainer.train_with_self_pretraining(config, str(workdir))['test'] == results['test']
 
 
 def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(

@@ -267,6 +267,21 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
   raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
 
 
+def read_record(workdir: str, step: int) -> dict[str, Any] | None:
+  """The record saved with `<workdir>/checkpoints/<step>` (without its digest; the arrays are not
+  read), without changing anything; None when that checkpoint is absent or damaged."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints', str(step))):
+    return None
+  manager = _reader(workdir, 'checkpoints')
+  try:
+    record = manager.read_record(step)
+  except _Damaged:
+    return None
+  finally:
+    manager.close()
+  return {k: v for k, v in record.items() if k != DIGEST_KEY}
+
+
 def average_checkpoints(workdir: str, num: int) -> str:
   """Averages the parameters of the newest `num` intact checkpoints of a run into a new verified
   checkpoint (the paper averages the last 10 epochs' checkpoints before evaluating, appendix A.2;

@@ -562,8 +562,13 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
       finished = self_pretraining.finished_results(stage_dir, run.training.num_train_steps)
       if finished is not None:
         stored = upgrade_stored_config(finished['config'])
-        # The finetune stage's init_from is the pretrain folder as this workdir spells it.
-        new = {**paths_as_stored(run.to_dict(), stored), 'init_from': stored['init_from']}
+        # The data folder compared by the real path its last checkpoint recorded, as on resume;
+        # the finetune stage's init_from is the pretrain folder as this workdir spells it.
+        record = checkpointing.read_record(stage_dir, finished['step']) or {}
+        new = {
+          **paths_as_stored(run.to_dict(), stored, record.get('real_paths')),
+          'init_from': stored['init_from'],
+        }
         raise_if_changed(stored, new, stage_dir, f'results.json at step {finished["step"]}')
         logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
       results.append(finished or train_and_evaluate(stage_config, stage_dir))
