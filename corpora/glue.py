@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from corpora import text_tokenizers
 from lra import tokenize
@@ -42,6 +43,10 @@ GLUE_TASKS = {
   'qqp': (('question1', 'question2'), 'is_duplicate', ('0', '1')),
 }
 FILES = {'train': 'train.tsv', 'validation': 'dev.tsv'}
+#: Tasks whose rows with another number of fields than the header are skipped (with a warning), not
+#: refused: GLUE's QQP files hold some (fairseq's `examples/roberta/preprocess_GLUE_tasks.sh` drops
+#: them with `awk NF==6`).
+SKIPS_MALFORMED_ROWS = ('qqp',)
 
 
 def read_tsv(
@@ -58,9 +63,13 @@ def read_tsv(
   Returns:
     inputs `[N, L]` (uint16, or uint32 for vocabularies over 65536), lengths, targets `[N]`.
 
+  Each text field is stripped of surrounding whitespace before it is tokenised (SST-2's sentences
+  end in a space), as fairseq's `examples/roberta/multiprocessing_bpe_encoder.py` strips each line.
+
   Raises:
     DataError: a missing column in the header, a row with another number of fields than the
-      header, an unknown label, or undecodable text (naming file and line).
+      header (skipped with a warning for the tasks of SKIPS_MALFORMED_ROWS), an unknown label, or
+      undecodable text (naming file and line).
   """
   columns, label_column, labels = GLUE_TASKS[glue_task]
   label_ids = {label: i for i, label in enumerate(labels)}
@@ -76,9 +85,12 @@ def read_tsv(
     )
   text_index = [header.index(c) for c in columns]
   label_index = header.index(label_column)
-  sequences, targets, num_truncated = [], [], 0
+  sequences, targets, num_truncated, skipped = [], [], 0, []
   for line_no, text in rows:
     fields = text.split('\t')
+    if len(fields) != len(header) and glue_task in SKIPS_MALFORMED_ROWS:
+      skipped.append(line_no)
+      continue
     if len(fields) != len(header):
       raise DataError(
         f'{path}:{line_no}: {len(fields)} tab-separated field(s), the header has {len(header)}.'
@@ -89,10 +101,21 @@ def read_tsv(
         f'{path}:{line_no}: label {label!r} in column {label_column!r} is not one of '
         f'{list(labels)}.'
       )
-    tokens = tokenizer.join([tokenizer.encode(fields[i]) for i in text_index])
+    tokens = tokenizer.join([tokenizer.encode(fields[i].strip()) for i in text_index])
     num_truncated += tokens.size > max_length
     sequences.append(tokens[:max_length])
     targets.append(label_ids[label])
+  if skipped:
+    shown = ', '.join(map(str, skipped[:5])) + (', ...' if len(skipped) > 5 else '')
+    logging.warning(
+      "%s: skipped %d row(s) without the header's %d tab-separated fields (lines %s), as fairseq "
+      'does for GLUE %s.',
+      path,
+      len(skipped),
+      len(header),
+      shown,
+      glue_task.upper(),
+    )
   dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
   inputs, lengths = tokenize.pad(sequences, max_length, dtype)
   return Split(inputs, lengths, np.asarray(targets, np.int32), num_truncated=num_truncated)

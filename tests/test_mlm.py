@@ -243,6 +243,24 @@ def test_malformed_glue_row_names_file_and_line(tmp_path, row, message):
     glue.load(tmp_path, cache=Cache(None), max_length=8, glue_task='sst2', tokenizer='bytes')
 
 
+def test_glue_qqp_skips_rows_with_missing_fields_as_fairseq_does(tmp_path, caplog):
+  header, rows = GLUE_FILES['qqp']
+  for name in ('train.tsv', 'dev.tsv'):
+    (tmp_path / name).write_text(header + '\n'.join([rows[0], '2\t5\t6\ta question', rows[1]]))
+  data = glue.load(tmp_path, cache=Cache(None), max_length=8, glue_task='qqp', tokenizer='bytes')
+  np.testing.assert_array_equal(data.train.targets, [0, 1])
+  assert f"{tmp_path / 'train.tsv'}: skipped 1 row(s) without the header's 6" in caplog.text
+  assert '(lines 3)' in caplog.text
+
+
+def test_glue_text_is_stripped_before_tokenisation(tmp_path):
+  for name in ('train.tsv', 'dev.tsv'):
+    (tmp_path / name).write_text('sentence\tlabel\n it is good \t1\nit is good\t1\n')
+  data = glue.load(tmp_path, cache=Cache(None), max_length=16, glue_task='sst2', tokenizer='bytes')
+  np.testing.assert_array_equal(data.train.lengths, [10, 10])
+  np.testing.assert_array_equal(data.train.inputs[0], data.train.inputs[1])
+
+
 def test_unlabelled_view_keeps_inputs_and_drops_labels(tiny_lra_data):
   data = lra.load_task('retrieval', tiny_lra_data['retrieval'][0], **tiny_lra_data['retrieval'][1])
   view = lra.unlabelled(data)
