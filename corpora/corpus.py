@@ -47,7 +47,7 @@ def pack_blocks(
 
   Raises:
     DataError: an undecodable line (naming file and line), no document at all, or fewer tokens
-      than one block (naming the files and the counts).
+      than two blocks (naming the files and the counts).
   """
   pieces, num_documents = [], 0
   for path in files:
@@ -92,7 +92,8 @@ def load(
     cache: tokenised-array cache.
     max_length: L, tokens per block.
     tokenizer: 'bytes' or the path of a SentencePiece model.
-    heldout_fraction: fraction of the blocks held out for validation (at least one block).
+    heldout_fraction: fraction of the blocks held out for validation (at least one block, and at
+      least one left for training).
     split_seed: seed of the held-out choice.
 
   Returns:
@@ -109,7 +110,8 @@ def load(
   def build() -> dict[str, np.ndarray]:
     blocks = pack_blocks(files, tok, max_length)
     order = np.random.default_rng(split_seed).permutation(blocks.shape[0])
-    num_heldout = max(1, int(round(heldout_fraction * blocks.shape[0])))
+    # At least one block each side (pack_blocks makes at least 2).
+    num_heldout = min(max(1, int(round(heldout_fraction * blocks.shape[0]))), blocks.shape[0] - 1)
     heldout, train = np.sort(order[:num_heldout]), np.sort(order[num_heldout:])
     return splits_to_arrays({'train': _split(blocks[train]), 'validation': _split(blocks[heldout])})
 

@@ -146,6 +146,12 @@ def test_corpus_packs_documents_with_separators_into_blocks(tmp_path):
   assert lra.vocabulary(data) == 'bytes' and lra.special_ids(data) == (0, sep)
 
 
+def test_corpus_keeps_a_training_block_whatever_the_heldout_fraction(tmp_path):
+  write_lines(tmp_path / 'a.txt', ['abcdefg'])  # Two blocks of 4 with the separator.
+  data = corpora.load_task('corpus', tmp_path, max_length=4, heldout_fraction=0.9, cache=False)
+  assert data.train.num_examples == 1 and data.validation.num_examples == 1
+
+
 def test_corpus_is_cached(tmp_path):
   write_lines(tmp_path / 'a.txt', ['one document', 'another document'])
   cache = Cache(tmp_path / 'cache')
