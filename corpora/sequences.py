@@ -47,7 +47,8 @@ def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
   max_target_length].
 
   Raises:
-    DataError: a line without its 2 fields, naming the file and line.
+    DataError: a line without its 2 fields, or with an empty source (the searches of
+      `luna_jax.model.generation` need a source token), naming the file and line.
   """
   sources, targets, num_truncated = [], [], 0
   for where, line in _lines(path):
@@ -56,6 +57,8 @@ def read_pairs(path: Path, max_length: int, max_target_length: int) -> Split:
       raise DataError(
         f'{where}: expected 2 tab-separated fields (source, target), got {len(fields)}'
       )
+    if not fields[0]:
+      raise DataError(f'{where}: empty source; a pair needs at least one source byte.')
     sources.append(tokenize.encode_bytes(fields[0], max_length))
     targets.append(_with_eos(fields[1], max_target_length))
     num_truncated += len(fields[0]) > max_length or len(fields[1]) + 1 > max_target_length

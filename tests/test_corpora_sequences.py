@@ -30,9 +30,13 @@ def test_long_targets_are_cut_to_keep_the_eos(tmp_path):
   np.testing.assert_array_equal(data.test.targets, [[98, 99, EOS_ID]])
 
 
-def test_malformed_pair_names_file_and_line(tmp_path):
-  write_pairs(tmp_path, b'a\tb\nno tab here\n')
-  with pytest.raises(lra.DataError, match=r'train\.tsv:2: expected 2 tab-separated fields'):
+@pytest.mark.parametrize(
+  'line, message',
+  [(b'no tab here', 'expected 2 tab-separated fields'), (b'\tb', 'empty source')],
+)
+def test_malformed_pair_names_file_and_line(tmp_path, line, message):
+  write_pairs(tmp_path, b'a\tb\n' + line + b'\n')
+  with pytest.raises(lra.DataError, match=rf'train\.tsv:2: {message}'):
     corpora.load_task('seq2seq', tmp_path, cache=False)
 
 
