@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--max_len_b', type=int, help='default: the run config.decoding')
   args = parser.parse_args(argv)
   try:
-    with open(args.input, encoding='utf-8') as f:
+    with open(args.input, encoding='utf-8', newline='\n') as f:
       lines = [line.rstrip('\r\n') for line in f]
     if not lines:
       raise lra.DataError(f'{args.input} is empty: there is nothing to translate.')
     references = None
     if args.reference:  # Read first: a mismatch is found before the decoding, not after it.
-      with open(args.reference, encoding='utf-8') as f:
+      with open(args.reference, encoding='utf-8', newline='\n') as f:
         references = [line.rstrip('\r\n') for line in f]
       if len(references) != len(lines):
         raise lra.DataError(

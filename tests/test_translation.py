@@ -226,6 +226,33 @@ def test_translate_refuses_an_empty_input_before_loading_a_model(tmp_path, capsy
     )
 
 
+def test_translate_refuses_a_checkpoint_of_another_task_reading_lines_as_written(tmp_path):
+  """A lone carriage return is part of its line (as `corpora.translation` reads files), so the
+  input and reference below are one line each; the checkpoint is then refused by its task."""
+  workdir = tmp_path / 'listops'
+  checkpointer = checkpointing.Checkpointer(str(workdir), keep=1)
+  checkpointer.save(
+    1, {'params': {'w': np.zeros(2, np.float32)}}, {'config': {'data': {'task': 'listops'}}}
+  )
+  checkpointer.close()
+  source, reference = tmp_path / 'in.en', tmp_path / 'ref.de'
+  source.write_bytes(b'one\rline\n')
+  reference.write_bytes(b'eine Zeile\n')
+  with pytest.raises(SystemExit, match=r"checkpoints/1 is a checkpoint of a 'listops' run, not of"):
+    translate_command.main(
+      [
+        '--checkpoint',
+        str(workdir),
+        '--input',
+        str(source),
+        '--output',
+        str(tmp_path / 'o'),
+        '--reference',
+        str(reference),
+      ]
+    )
+
+
 def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, monkeypatch):
   """`score_splits` with its translations given (no model): German -> English data."""
   hypotheses = {

@@ -253,11 +253,17 @@ def load_translator(
 
   Raises:
     FileNotFoundError: no intact checkpoint at `checkpoint`.
+    config_utils.ConfigError: the checkpoint is not a translation run's.
     VocabularyMismatchError: the tokenizer is not the vocabulary the checkpoint was trained on.
     lra.DataError: no such tokenizer file.
   """
   tree, record, folder = checkpointing.read_checkpoint(checkpoint)
   config = record['config']
+  if config['data']['task'] != 'translation':
+    raise config_utils.ConfigError(
+      f'{folder} is a checkpoint of a {config["data"]["task"]!r} run, not of a translation run '
+      "(data.task 'translation', e.g. configs/wmt14.py)."
+    )
   options = config['data']['options']
   if tokenizer is None:
     tokenizer = str(
