@@ -7,7 +7,8 @@
 `data_dir` holds GLUE's `train.tsv` and `dev.tsv` (`corpora/glue.py`); the tokenizer must be the
 pretraining one (a different vocabulary is refused). The model settings are those of
 configs/pretrain_mlm.py (same argument `cpu` for its small model): the encoder is loaded from
-`init_from`, the classifier head (CLS -> Dense(d) -> ReLU -> Dense(classes)) is new.
+`init_from`, the classifier head (CLS -> Dense(d) -> ReLU -> Dense(classes); ReLU is this
+project's choice, the authors' head and the released models' variants below use tanh) is new.
 Recipe (following RoBERTa): batch 32 (of {16, 32}), peak learning rate 1e-5 (of {5e-6, 1e-5,
 2e-5}), linear warmup over the first 6% of the steps then linear decay to 0, 10 epochs, with the
 best development-set checkpoint kept (the paper's early stopping). Expected development accuracy
@@ -72,8 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     }
   )
   # The pretrained encoder with a new head: CLS -> Dense(emb_dim) -> ReLU -> Dense(classes), with
-  # a bias on the logits (fairseq-apollo fairseq/models/luna_bert/model.py,
-  # LunaCLSClassificationHead.out_proj).
+  # a bias on the logits, as fairseq-apollo fairseq/models/luna_bert/model.py's
+  # LunaCLSClassificationHead but for its activation (tanh there; the released variants use it).
   config.model.update(
     name='luna',
     pooling='cls',

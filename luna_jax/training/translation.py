@@ -68,7 +68,8 @@ def translate_pairs(
   decoding: DecodingConfig,
   eos_id: int,
 ) -> list[list[int]]:
-  """Beam-search output ids of every source of `pairs`, in order (targets are not read).
+  """Beam-search output ids of every source of `pairs`, in order (the targets only choose the
+  length bucket, as in training: the output does not depend on them).
 
   Args:
     model: the encoder-decoder (`decode_step`, `init_cache`, `encode`; `config.max_length`).
