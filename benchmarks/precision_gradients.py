@@ -109,7 +109,7 @@ def make_gradient_fn(model: flax.linen.Module, max_length: int):
   def loss_fn(params, batch, key):
     logits, state = model.apply(
       {'params': params},
-      **steps.model_inputs(batch, model),
+      **steps.batch_inputs(batch, model),
       train=True,
       rngs={'dropout': key},
       mutable=['intermediates'],

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from corpora import text_tokenizers
+from lra import tokenize
 from lra.cache import Cache
 from lra.core import (
   DataError,
@@ -67,8 +68,8 @@ def pack_blocks(
       'pretraining needs at least 2 (one held out for validation). Add text or '
       'lower --config.data.options.max_length.'
     )
-  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-  return stream[: num_blocks * block_length].reshape(num_blocks, block_length).astype(dtype)
+  blocks = stream[: num_blocks * block_length].reshape(num_blocks, block_length)
+  return blocks.astype(tokenize.id_dtype(tokenizer.vocab_size))
 
 
 def _split(blocks: np.ndarray) -> Split:

@@ -116,8 +116,7 @@ def read_tsv(
       shown,
       glue_task.upper(),
     )
-  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-  inputs, lengths = tokenize.pad(sequences, max_length, dtype)
+  inputs, lengths = tokenize.pad(sequences, max_length, tokenize.id_dtype(tokenizer.vocab_size))
   return Split(inputs, lengths, np.asarray(targets, np.int32), num_truncated=num_truncated)
 
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from corpora import text_tokenizers
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
+from lra import tokenize
 from lra.cache import Cache
 from lra.core import DataError, TaskData
 from lra.files import claim_outputs, record_outputs
@@ -220,7 +221,7 @@ def tokenize_split(
   Raises:
     DataError: misaligned files, a malformed TSV line, a line that is not UTF-8.
   """
-  dtype = np.uint16 if vocabulary.size <= 1 << 16 else np.uint32
+  dtype = tokenize.id_dtype(vocabulary.size)
   eos = text_tokenizers.SP_EOS_ID
   kept = {'source': [], 'target': [], 'line': []}
   noted: dict[str, list[int]] = {'empty': [], 'too_long': [], 'truncated': []}

@@ -26,6 +26,11 @@ def encode_bytes(data: bytes | str, max_length: int) -> np.ndarray:
   return np.frombuffer(data[:max_length], np.uint8).astype(np.uint16) + 1
 
 
+def id_dtype(vocab_size: int) -> type[np.unsignedinteger]:
+  """The compact dtype of token ids in [0, vocab_size): uint16 up to 65536 ids, else uint32."""
+  return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
 def pad(
   sequences: Sequence[np.ndarray], max_length: int, dtype: np.dtype | type = np.uint16
 ) -> tuple[np.ndarray, np.ndarray]:

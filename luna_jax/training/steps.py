@@ -58,7 +58,7 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array
 
 
-def model_inputs(batch: Batch, model: flax.linen.Module) -> dict[str, Any]:
+def batch_inputs(batch: Batch, model: flax.linen.Module) -> dict[str, Any]:
   """The model's keyword inputs (`model.input_names`) present in `batch`."""
   return {name: batch[name] for name in model.input_names if name in batch}
 
@@ -87,7 +87,7 @@ def create_train_state(
   """
   init_rng, state_rng = jax.random.split(rng)
   variables = jax.jit(functools.partial(model.init, train=False))(
-    init_rng, **model_inputs(example_batch, model)
+    init_rng, **batch_inputs(example_batch, model)
   )
   params = variables['params']
   return TrainState(
@@ -149,7 +149,7 @@ def train_step(
 
   def loss_fn(params, batch, weights, key):
     logits = model.apply(
-      {'params': params}, **model_inputs(batch, model), train=True, rngs={'dropout': key}
+      {'params': params}, **batch_inputs(batch, model), train=True, rngs={'dropout': key}
     )
     return jnp.sum(objective.losses(logits, batch, label_smoothing) * weights) / total, logits
 
@@ -241,7 +241,7 @@ def eval_step(
   objective = model.objective
   rng = jax.random.PRNGKey(EVAL_SEED) if rng is None else rng
   batch = objective.prepare(batch, device_key(rng, axis_name))
-  logits = model.apply({'params': params}, **model_inputs(batch, model), train=False)
+  logits = model.apply({'params': params}, **batch_inputs(batch, model), train=False)
   sums = objective.metric_sums(logits, batch)
   return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
 
