@@ -181,6 +181,13 @@ class Vocabulary:
     return texts
 
 
+def cut_keeping_eos(ids: np.ndarray, max_length: int) -> np.ndarray:
+  """`ids` (ending in EOS) cut to at most `max_length` ids, the last still the EOS."""
+  if len(ids) <= max_length:
+    return ids
+  return np.append(ids[: max_length - 1], text_tokenizers.SP_EOS_ID).astype(ids.dtype)
+
+
 def resolve_tokenizer(data_dir: Path, tokenizer: str) -> Path:
   """The model file of the `tokenizer` option: a bare file name is in `data_dir`."""
   path = Path(tokenizer).expanduser()
@@ -222,7 +229,6 @@ def tokenize_split(
     DataError: misaligned files, a malformed TSV line, a line that is not UTF-8.
   """
   dtype = tokenize.id_dtype(vocabulary.size)
-  eos = text_tokenizers.SP_EOS_ID
   kept = {'source': [], 'target': [], 'line': []}
   noted: dict[str, list[int]] = {'empty': [], 'too_long': [], 'truncated': []}
 
@@ -235,8 +241,8 @@ def tokenize_split(
           noted['too_long'].append(line_no)
           continue
         noted['truncated'].append(line_no)
-        source = np.append(source[: min(len(source), max_length) - 1], eos)
-        target = np.append(target[: min(len(target), max_target_length) - 1], eos)
+        source = cut_keeping_eos(source, max_length)
+        target = cut_keeping_eos(target, max_target_length)
       kept['source'].append(source.astype(dtype))
       kept['target'].append(target.astype(dtype))
       kept['line'].append(line_no)

@@ -312,7 +312,7 @@ def translate_lines(
   kept = [i for i, line in enumerate(lines) if line.strip()]
   sources = vocabulary.encode([lines[i] for i in kept])
   cut = sum(len(s) > max_length for s in sources)
-  sources = [s if len(s) <= max_length else np.append(s[: max_length - 1], eos) for s in sources]
+  sources = [translation_data.cut_keeping_eos(s, max_length) for s in sources]
   translations = [''] * len(lines)
   if not kept:
     return translations, cut
