@@ -326,6 +326,22 @@ def test_every_shipped_config_pairs_its_model_with_a_task_it_trains_on():
     run_config.resolve_config(load(name, 'debug' if name in ('lm', 'seq2seq') else None))
 
 
+def run_train_py(config_file, *overrides):
+  """train.py with `--config=config_file` and a workdir it must never reach."""
+  return subprocess.run(
+    [
+      sys.executable,
+      str(CONFIGS.parent / 'train.py'),
+      f'--config={config_file}',
+      '--workdir=/nonexistent/never_written',
+      *overrides,
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+
+
 @pytest.mark.parametrize(
   'argument,override,expected',
   [
@@ -419,18 +435,7 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
     'from configs import quickstart\ndef get_config():\n  quickstart.get_config().trainig.x = 1\n'
   )
   (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
-  result = subprocess.run(
-    [
-      sys.executable,
-      str(CONFIGS.parent / 'train.py'),
-      f'--config={CONFIGS / argument.format(tmp=tmp_path)}',
-      '--workdir=/nonexistent/never_written',
-      *([override] if override else []),
-    ],
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  result = run_train_py(CONFIGS / argument.format(tmp=tmp_path), *([override] if override else []))
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)
   assert 'Traceback' not in result.stderr
@@ -447,17 +452,7 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
 def test_a_config_files_own_bug_keeps_its_traceback(source, error, tmp_path):
   # Only ml_collections' errors about the config's fields are reduced to one line.
   (tmp_path / 'buggy.py').write_text(source)
-  result = subprocess.run(
-    [
-      sys.executable,
-      str(CONFIGS.parent / 'train.py'),
-      f'--config={tmp_path / "buggy.py"}',
-      '--workdir=/nonexistent/never_written',
-    ],
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  result = run_train_py(tmp_path / 'buggy.py')
   assert result.returncode != 0
   assert 'Traceback' in result.stderr and f'{tmp_path / "buggy.py"}' in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(f'{error}:')
