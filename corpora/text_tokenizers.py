@@ -318,8 +318,9 @@ def text_files(data_dir: Path) -> list[Path]:
   return files
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-  """Yields (1-based line number, text) of the non-empty lines of a UTF-8 file.
+def read_lines(path: Path, *, keep_empty: bool = False) -> Iterator[tuple[int, str]]:
+  """Yields (1-based line number, text) of the non-empty lines of a UTF-8 file (every line with
+  `keep_empty`); lines end at newlines only (a lone carriage return is text).
 
   Raises:
     DataError: a line is not valid UTF-8 (naming the file and line).
@@ -333,7 +334,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
           f'{path}:{line_no}: not valid UTF-8 ({e.reason} at byte {e.start}); '
           'convert the file to UTF-8 or remove the line.'
         ) from None
-      if text.strip():
+      if keep_empty or text.strip():
         yield line_no, text
 
 

@@ -155,6 +155,11 @@ class Vocabulary:
 
   def __init__(self, path: str | Path):
     tokenizer = text_tokenizers.load_tokenizer(str(path))
+    if not tokenizer.name.startswith('sentencepiece:'):
+      raise DataError(
+        f'{path}: not a SentencePiece model ({tokenizer.name}); translation takes the joint one '
+        'that `python -m corpora.translation vocabulary` writes.'
+      )
     import sentencepiece  # After load_tokenizer, which checks the file.
 
     self.path = Path(path)

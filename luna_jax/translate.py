@@ -21,9 +21,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 import lra
+from corpora import text_tokenizers
 from lra.files import write_atomically
 from luna_jax import config_utils
 from luna_jax.training import translation
@@ -44,15 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(f'--{name}', type=kind, help='default: the run config.decoding')
   parser.add_argument('--max_len_b', type=int, help='default: the run config.decoding')
   args = parser.parse_args(argv)
+  if args.scores and not args.reference:
+    parser.error('--scores needs --reference (the scores are BLEU against it).')
   try:
-    with open(args.input, encoding='utf-8', newline='\n') as f:
-      lines = [line.rstrip('\r\n') for line in f]
+    # Everything the decoding needs is read and checked first, so that no error comes after it.
+    for path in filter(None, (args.output, args.scores)):
+      folder = os.path.dirname(os.path.abspath(path))
+      if not os.path.isdir(folder) or os.path.isdir(path):
+        raise lra.DataError(f'{path}: cannot write it here (no folder {folder}, or a folder).')
+    lines = _read_lines(args.input)
     if not lines:
       raise lra.DataError(f'{args.input} is empty: there is nothing to translate.')
     references = None
-    if args.reference:  # Read first: a mismatch is found before the decoding, not after it.
-      with open(args.reference, encoding='utf-8', newline='\n') as f:
-        references = [line.rstrip('\r\n') for line in f]
+    if args.reference:
+      references = _read_lines(args.reference)
       if len(references) != len(lines):
         raise lra.DataError(
           f'{args.reference} has {len(references)} lines, {args.input} {len(lines)}: a reference '
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
       max_length=options['max_length'],
       max_tokens=options['max_tokens'],
     )
-  except (FileNotFoundError, config_utils.ConfigError, lra.DataError, UnicodeDecodeError) as e:
+  except (OSError, config_utils.ConfigError, lra.DataError) as e:
     sys.exit(f'Error: {e}')
   if cut:
     logging.warning(
@@ -92,6 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(scores))
     if args.scores:
       write_atomically(args.scores, json.dumps(scores, indent=2))
+
+
+def _read_lines(path: str) -> list[str]:
+  """Every line of a UTF-8 file (lines end at newlines only, as `corpora.translation` reads).
+
+  Raises:
+    lra.DataError: a line that is not UTF-8 (naming file and line); OSError: no such file.
+  """
+  return [text for _, text in text_tokenizers.read_lines(Path(path), keep_empty=True)]
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import pytest
 import sacrebleu
 import sacremoses
 
+import lra
 from configs import wmt14
 from corpora import translation as translation_data
 from luna_jax import translate as translate_command
@@ -61,9 +62,14 @@ def tiny_config(data_dir, steps):
   return config
 
 
-def test_train_average_translate_and_the_vocabulary_guard(corpus, tmp_path, fast_compilation):
+def test_train_average_translate_and_the_vocabulary_guard(
+  corpus, tmp_path, monkeypatch, fast_compilation
+):
   workdir = tmp_path / 'run'
-  results = trainer.train_and_evaluate(tiny_config(corpus, 4), str(workdir))
+  # Trained with the data folder relative to the working directory; translated from another.
+  monkeypatch.chdir(corpus.parent)
+  results = trainer.train_and_evaluate(tiny_config(corpus.name, 4), str(workdir))
+  monkeypatch.chdir(tmp_path)
   assert results['bleu']['signature'].startswith('nrefs:1|case:mixed|eff:no|tok:13a')
   assert results['bleu']['decoding']['beam_size'] == 2
   hypotheses = (workdir / 'translations' / 'test.de').read_text(encoding='utf-8').splitlines()
@@ -226,31 +232,43 @@ def test_translate_refuses_an_empty_input_before_loading_a_model(tmp_path, capsy
     )
 
 
-def test_translate_refuses_a_checkpoint_of_another_task_reading_lines_as_written(tmp_path):
-  """A lone carriage return is part of its line (as `corpora.translation` reads files), so the
-  input and reference below are one line each; the checkpoint is then refused by its task."""
-  workdir = tmp_path / 'listops'
-  checkpointer = checkpointing.Checkpointer(str(workdir), keep=1)
-  checkpointer.save(
-    1, {'params': {'w': np.zeros(2, np.float32)}}, {'config': {'data': {'task': 'listops'}}}
-  )
-  checkpointer.close()
-  source, reference = tmp_path / 'in.en', tmp_path / 'ref.de'
+def test_translate_refuses_bad_input_in_one_line_before_decoding(tmp_path):
+  """Checkpoints of another task or of no run, input that is a folder or not UTF-8, an output with
+  no folder to go in: each one `Error:` line. A lone carriage return is part of its line (as
+  `corpora.translation` reads files), so the input and reference below are one line each."""
+  records = {'listops': {'config': {'data': {'task': 'listops'}}}, 'converted': {}}
+  for name, record in records.items():
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / name), keep=1)
+    checkpointer.save(1, {'params': {'w': np.zeros(2, np.float32)}}, record)
+    checkpointer.close()
+  source, reference, latin1 = tmp_path / 'in.en', tmp_path / 'ref.de', tmp_path / 'latin1.en'
   source.write_bytes(b'one\rline\n')
   reference.write_bytes(b'eine Zeile\n')
-  with pytest.raises(SystemExit, match=r"checkpoints/1 is a checkpoint of a 'listops' run, not of"):
-    translate_command.main(
-      [
-        '--checkpoint',
-        str(workdir),
-        '--input',
-        str(source),
-        '--output',
-        str(tmp_path / 'o'),
-        '--reference',
-        str(reference),
-      ]
-    )
+  latin1.write_bytes(b'ok\ncaf\xe9\n')
+
+  def translate(checkpoint='listops', input=source, output=tmp_path / 'o', *extra):
+    arguments = ['--checkpoint', str(tmp_path / checkpoint), '--input', str(input)]
+    translate_command.main([*arguments, '--output', str(output), *extra])
+
+  cases = [
+    (
+      ('listops', source, tmp_path / 'o', '--reference', str(reference)),
+      r"listops/checkpoints/1 is a checkpoint of a 'listops' run, not of a translation run",
+    ),
+    (('converted',), r'converted/checkpoints/1 is a checkpoint of no training run \(a converted'),
+    (('listops', tmp_path), rf'Error: \[Errno 21\] Is a directory: .{tmp_path}.'),
+    (('listops', latin1), rf'Error: {latin1}:2: not valid UTF-8'),
+    (('listops', source, tmp_path / 'none' / 'o'), rf'{tmp_path / "none" / "o"}: cannot write it'),
+  ]
+  for arguments, message in cases:
+    with pytest.raises(SystemExit, match=message):
+      translate(*arguments)
+  with pytest.raises(SystemExit) as error:  # argparse: usage and exit status 2.
+    translate('listops', source, tmp_path / 'o', '--scores', str(tmp_path / 's.json'))
+  assert error.value.code == 2
+  assert not (tmp_path / 'o').exists()
+  with pytest.raises(lra.DataError, match=r'bytes: not a SentencePiece model \(bytes\)'):
+    translation_data.Vocabulary('bytes')  # e.g. --tokenizer bytes
 
 
 def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, monkeypatch):

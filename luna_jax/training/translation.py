@@ -40,7 +40,7 @@ import luna_jax
 from corpora import text_tokenizers
 from corpora import translation as translation_data
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
-from lra.core import TaskData
+from lra.core import DataError, TaskData
 from lra.files import write_atomically
 from luna_jax import config_utils
 from luna_jax.model import generation
@@ -256,22 +256,31 @@ def load_translator(
     FileNotFoundError: no intact checkpoint at `checkpoint`.
     config_utils.ConfigError: the checkpoint is not a translation run's.
     VocabularyMismatchError: the tokenizer is not the vocabulary the checkpoint was trained on.
-    lra.DataError: no such tokenizer file.
+    lra.DataError: no such tokenizer file, or not a SentencePiece model.
   """
   tree, record, folder = checkpointing.read_checkpoint(checkpoint)
-  config = record['config']
-  if config['data']['task'] != 'translation':
+  config = record.get('config', {})
+  task = config.get('data', {}).get('task')
+  if task != 'translation':
+    kind = f'a {task!r} run' if task else 'no training run (a converted release?)'
     raise config_utils.ConfigError(
-      f'{folder} is a checkpoint of a {config["data"]["task"]!r} run, not of a translation run '
-      "(data.task 'translation', e.g. configs/wmt14.py)."
+      f'{folder} is a checkpoint of {kind}, not of a translation run (data.task '
+      "'translation', e.g. configs/wmt14.py)."
     )
   options = config['data']['options']
   if tokenizer is None:
-    tokenizer = str(
-      translation_data.resolve_tokenizer(
-        Path(config['data']['data_dir']).expanduser(), options.get('tokenizer', 'spm.model')
-      )
+    # A bare file name is in the data folder: where training found it (a relative data_dir was
+    # relative to training's working directory), else as the config spells it.
+    data_dir = record.get('real_paths', {}).get('data_dir', config['data']['data_dir'])
+    path = translation_data.resolve_tokenizer(
+      Path(data_dir).expanduser(), options.get('tokenizer', 'spm.model')
     )
+    if not path.is_file():
+      raise DataError(
+        f"{path}: no SentencePiece model there, the one {folder}'s run was trained with "
+        '(its data.options.tokenizer); give its path as `tokenizer` (--tokenizer).'
+      )
+    tokenizer = str(path)
   vocabulary = translation_data.Vocabulary(tokenizer)
   check_vocabulary(record, vocabulary.name, folder)
   model = luna_jax.build_model(
