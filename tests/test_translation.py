@@ -4,8 +4,10 @@ command, the vocabulary guard; BLEU against sacreBLEU's own command; tokenised B
 sacreBLEU on text sacremoses tokenised; averaging is the mean of the parameters."""
 
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -136,6 +138,23 @@ def test_train_average_translate_and_the_vocabulary_guard(
       trainer.train_and_evaluate(tiny_config(corpus, 6), str(workdir))
   finally:
     (corpus / 'spm.model.old').replace(corpus / 'spm.model')
+
+
+def test_sigterm_during_the_final_beam_search_stops_the_run(corpus, tmp_path, monkeypatch):
+  """The signal comes while the first batch is decoded; the next batch is not."""
+  real_beam_search, calls = translation.generation.beam_search, []
+
+  def beam_search(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_beam_search(*args, **kwargs)
+
+  monkeypatch.setattr(translation.generation, 'beam_search', beam_search)
+  with pytest.raises(trainer.TrainingInterrupted, match='SIGTERM: training stopped after step 2'):
+    trainer.train_and_evaluate(tiny_config(corpus, 2), str(tmp_path / 'run'))
+  assert len(calls) == 1
+  assert not (tmp_path / 'run' / 'results.json').exists()
 
 
 def test_token_batches_of_a_translation_model_accumulate_too(corpus):

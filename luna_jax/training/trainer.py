@@ -741,8 +741,8 @@ def _final_evaluation(
   the test metrics of the best validation checkpoint, logged at the final step.
 
   Also run when the run was already complete and is only being re-evaluated. Once `stop` holds a
-  signal, it raises TrainingInterrupted before its next evaluation (the final checkpoint is saved;
-  the same command evaluates again).
+  signal, it raises TrainingInterrupted before its next evaluation or beam-search batch (the final
+  checkpoint is saved; the same command evaluates again).
 
   Returns:
     {'validation', 'test', 'best', 'step'} of `train_and_evaluate`'s results.
@@ -779,6 +779,7 @@ def _final_evaluation(
       session.data,
       session.run.decoding,
       os.path.join(session.workdir, 'translations') if session.is_lead else None,
+      functools.partial(_raise_if_stopped, stop, final_step, session.workdir),
     )
     validation = {**validation, **scores.pop('validation')}  # 'bleu' and 'tokenized_bleu'.
     test = {**test, **scores.pop('test')}

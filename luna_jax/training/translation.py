@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ def translate_pairs(
   batching: TokenBatching,
   decoding: DecodingConfig,
   eos_id: int,
+  check_stop: Callable[[], None] = lambda: None,
 ) -> list[list[int]]:
   """Beam-search output ids of every source of `pairs`, in order (the targets only choose the
   length bucket, as in training: the output does not depend on them).
@@ -78,6 +79,7 @@ def translate_pairs(
     batching: cuts the sources into length buckets (one device's batches).
     decoding: beam size, length penalty, output caps.
     eos_id: end-of-sequence id.
+    check_stop: called before each batch; raises to stop (the trainer's Ctrl-C/SIGTERM check).
 
   Returns:
     One list of ids per source, up to (not including) its EOS.
@@ -85,6 +87,7 @@ def translate_pairs(
   params = jax.tree.map(jnp.asarray, params)
   outputs: list[list[int]] = [[] for _ in range(pairs.num_examples)]
   for bucket, rows in batching.plan(pairs, 1, None):
+    check_stop()
     length = batching.buckets[bucket]
     real = rows[rows >= 0]
     batch = pairs.sequences(np.where(rows >= 0, rows, rows[0]), length)
@@ -185,6 +188,7 @@ def score_splits(
   data: TaskData,
   decoding: DecodingConfig,
   output_dir: str | None,
+  check_stop: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
   """Translates the validation and test splits and scores them against `data.info['references']`.
 
@@ -195,6 +199,7 @@ def score_splits(
     decoding: the `config.decoding` section.
     output_dir: where `<split>.<target language>` (one detokenised translation a line) is written;
       None writes nothing.
+    check_stop: called before each decoding batch; raises to stop (`translate_pairs`).
 
   Returns:
     {'validation': {'bleu', 'tokenized_bleu'}, 'test': {'bleu', 'tokenized_bleu'}, 'signature'
@@ -206,7 +211,7 @@ def score_splits(
   result: dict[str, Any] = {'decoding': dataclasses.asdict(decoding), 'files': {}}
   for name in ('validation', 'test'):
     ids = translate_pairs(
-      model, params, getattr(data, name), data.batching, decoding, data.info['eos_id']
+      model, params, getattr(data, name), data.batching, decoding, data.info['eos_id'], check_stop
     )
     hypotheses = vocabulary.decode(ids)
     references = data.info['references'][name]
