@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     path = checkpointing.average_checkpoints(args.workdir, args.num)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'Error: {e}')
-  print(f'wrote {path}')
+  steps = checkpointing.read_checkpoint(path)[1]['averaged_steps']
+  print(f'wrote {path}: the mean of the checkpoints of steps {steps}')
 
 
 if __name__ == '__main__':

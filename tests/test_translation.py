@@ -21,6 +21,7 @@ import sacremoses
 import lra
 from configs import wmt14
 from corpora import translation as translation_data
+from luna_jax import average_checkpoints as average_command
 from luna_jax import translate as translate_command
 from luna_jax.training import checkpointing, trainer, translation
 from luna_jax.training.run_config import DecodingConfig
@@ -352,3 +353,19 @@ def test_average_checkpoints_is_the_mean_and_passes_over_damaged_ones(tmp_path):
   assert (tmp_path / 'checkpoints' / '3').exists()  # Not moved: averaging changes nothing there.
   with pytest.raises(FileNotFoundError, match=r'5 checkpoints to average, but only 3 intact'):
     checkpointing.average_checkpoints(str(tmp_path), 5)
+
+
+def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path, capsys):
+  """Step 5 is where a Ctrl-C stopped a run that saves every 2 steps; its last step, 7, counts."""
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=5)
+  record = {'config': {'training': {'checkpoint_every': 2, 'num_train_steps': 7}}}
+  for step in (2, 4, 5, 6, 7):
+    params = {'a': np.full(2, step, np.float32)}
+    checkpointer.save(step, TrainState(np.int32(step), params, (), np.zeros(2)), record)
+  checkpointer.close()
+  average_command.main(['--workdir', str(tmp_path), '--num', '3'])
+  assert capsys.readouterr().out.strip().endswith('the mean of the checkpoints of steps [4, 6, 7]')
+  tree, _, _ = checkpointing.read_checkpoint(str(tmp_path / 'averaged' / '7'))
+  np.testing.assert_array_equal(tree['params']['a'], np.full(2, 17 / 3, np.float32))
+  with pytest.raises(SystemExit, match=r"Error: .*/nothing: not a run's workdir"):
+    average_command.main(['--workdir', str(tmp_path / 'nothing')])

@@ -291,7 +291,9 @@ def average_checkpoints(workdir: str, num: int) -> str:
   The result is `<workdir>/averaged/<newest step>/` ({'params'}, with the SHA-256 digest and the
   newest checkpoint's record plus 'averaged_steps'), replacing one of the same step;
   `read_checkpoint` and `python -m luna_jax.translate` read it. Damaged checkpoints are named and
-  passed over, not moved.
+  passed over, not moved; so are checkpoints off the run's schedule (neither a multiple of its
+  `training.checkpoint_every` nor its last step: the step a Ctrl-C or SIGTERM stopped at), so that
+  the average is over evenly spaced checkpoints, as the paper's epochs.
 
   Args:
     workdir: the run's folder.
@@ -301,12 +303,15 @@ def average_checkpoints(workdir: str, num: int) -> str:
     The new checkpoint's folder.
 
   Raises:
-    FileNotFoundError: fewer than `num` intact checkpoints (naming the steps there are).
+    FileNotFoundError: not a run's workdir, or fewer than `num` intact checkpoints on its schedule
+      (naming the steps there are).
     ValueError: `num` < 1, or checkpoints whose parameters differ in structure or shape.
   """
   if num < 1:
     raise ValueError(f'num must be >= 1, got {num}')
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f"{workdir}: not a run's workdir (it has no checkpoints/ folder).")
   reader = _reader(workdir, 'checkpoints')
   sums, steps, record, problems = None, [], None, []
   try:
@@ -318,6 +323,12 @@ def average_checkpoints(workdir: str, num: int) -> str:
       except _Damaged as e:
         problems.append(f'{reader.path(step)}: {e}')
         logging.warning('Checkpoint %s is damaged (%s); not averaged.', reader.path(step), e)
+        continue
+      training = step_record.get('config', {}).get('training', {})
+      every, last = training.get('checkpoint_every'), training.get('num_train_steps')
+      if every and step % every and step != last:
+        problems.append(f'{reader.path(step)}: off the schedule (checkpoint_every {every})')
+        logging.warning('Checkpoint %s is off the run schedule; not averaged.', reader.path(step))
         continue
       params = flat_leaves(tree['params'])
       if sums is None:
