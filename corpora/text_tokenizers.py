@@ -523,14 +523,24 @@ def train_sentencepiece_on(
     The `.model` path.
 
   Raises:
-    DataError: SentencePiece refuses the text (e.g. too few distinct pieces for `vocab_size`).
+    DataError: SentencePiece refuses the text (e.g. too few distinct pieces for `vocab_size`), or
+      reading `sentences` raised one (e.g. a line that is not UTF-8): that one, as raised.
   """
   import sentencepiece  # Imported on use: the byte tokenizer and the LRA tasks do not need it.
+
+  reading_errors = []
+
+  def read() -> Iterator[str]:  # SentencePiece would wrap the reader's error in its own.
+    try:
+      yield from sentences
+    except DataError as e:
+      reading_errors.append(e)
+      raise
 
   Path(model_prefix).parent.mkdir(parents=True, exist_ok=True)
   try:
     sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences),
+      sentence_iterator=read(),
       model_prefix=model_prefix,
       vocab_size=vocab_size,
       model_type=model_type,
@@ -544,6 +554,8 @@ def train_sentencepiece_on(
       minloglevel=2,
     )
   except RuntimeError as e:
+    if reading_errors:
+      raise reading_errors[0] from None
     raise DataError(f'SentencePiece training on {source} failed: {_reason(e)}') from None
   return Path(model_prefix + '.model')
 

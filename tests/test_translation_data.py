@@ -39,6 +39,16 @@ def test_the_vocabulary_is_kept_by_its_own_command_and_replaced_only_with_overwr
   assert model.read_bytes() == before[0]
 
 
+def test_the_vocabulary_command_names_a_line_that_is_not_utf8(tmp_path, capsys):
+  (tmp_path / 'train.en').write_bytes(b'a house\ncaf\xe9\n')
+  (tmp_path / 'train.de').write_bytes(b'ein Haus\nCafe\n')
+  with pytest.raises(SystemExit):
+    translation.main(['vocabulary', '--data_dir', str(tmp_path), '--vocab_size', '20'])
+  message = capsys.readouterr().err.strip().splitlines()[-1]
+  assert f'error: {tmp_path / "train.en"}:2: not valid UTF-8' in message
+  assert 'SentencePiece' not in message
+
+
 def write_split(folder, split, pairs, layout='plain'):
   folder.mkdir(parents=True, exist_ok=True)
   if layout == 'tsv':
