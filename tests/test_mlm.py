@@ -343,6 +343,11 @@ def test_graft_takes_the_leading_rows_and_keeps_the_head(pretrained_params):
       r'\(21, 16\)',
     ),
     (dict(pooling='mean'), r"only pretrained \['embed/cls'\]"),
+    (
+      dict(num_layers=3),
+      r'encoders differ: 1 pretrained layer\(s\), 3 in this model; only pretrained \[\], only '
+      r'this model \d+ arrays \(layer_1/.*, \.\.\.\)\. Use',
+    ),
     (dict(emb_dim=8, num_heads=2), r'cls is \(1, 1, 16\) pretrained, \(1, 1, 8\) in this'),
   ],
 )

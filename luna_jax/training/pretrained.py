@@ -16,6 +16,7 @@ new task's sequences are shorter. Anything else that differs fails, naming both 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,17 @@ from luna_jax.training import checkpointing
 ENCODER_KEY = 'sequence_encoder'
 _TOKEN_TABLE = 'embed/token_embedding/embedding'
 _POSITION_TABLE = 'embed/position_embedding'
+
+
+#: The layer of an encoder array's path ('layer_3/...').
+_LAYER = re.compile(r'layer_\d+(?=/)')
+
+
+def _some(paths: list[str], shown: int = 3) -> str:
+  """`paths` for a message: all of a few, else how many and the first `shown`."""
+  if len(paths) <= shown:
+    return str(paths)
+  return f'{len(paths)} arrays ({", ".join(paths[:shown])}, ...)'
 
 
 class InitFromError(config_utils.ConfigError):
@@ -114,10 +126,13 @@ def graft(
   target = checkpointing.flat_leaves(params[ENCODER_KEY])
   only_source, only_target = sorted(set(source) - set(target)), sorted(set(target) - set(source))
   if only_source or only_target:
+    layers = [len({m.group() for m in map(_LAYER.match, side) if m}) for side in (source, target)]
+    counts = f' {layers[0]} pretrained layer(s), {layers[1]} in this model;'
+    counts *= layers[0] != layers[1]
     raise InitFromError(
-      f'{where}: the encoders differ: only pretrained {only_source}, only this model '
-      f'{only_target}. Use the pretraining model settings (layers, pooling: a CLS vector exists '
-      'only with pooling "cls", contextual_p, normalize_before).'
+      f'{where}: the encoders differ:{counts} only pretrained {_some(only_source)}, only this '
+      f'model {_some(only_target)}. Use the pretraining model settings (layers, pooling: a CLS '
+      'vector exists only with pooling "cls", contextual_p, normalize_before).'
     )
   loaded = {}
   for path, fresh in target.items():
