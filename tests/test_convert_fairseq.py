@@ -30,6 +30,7 @@ from luna_jax.training import (
   torch_checkpoint,
   trainer,
 )
+from luna_jax.training.loading import LoadRunError, load_run
 from tests import torch_format
 from tests.test_mlm import GLUE_FILES
 
@@ -108,6 +109,8 @@ def test_the_authors_checkpoints_convert_to_their_logits_and_p(converted, varian
   assert json.loads((output / convert_fairseq.RECORD_FILE).read_text()) == record
   encoder = pretrained.load_encoder(str(output))
   assert encoder.encoder_name == 'luna' and 'cls' not in encoder.params['embed']
+  with pytest.raises(LoadRunError, match=rf'{output} holds a conversion .* --config.init_from='):
+    load_run(str(output))  # Not a training run.
 
 
 def test_a_checkpoint_written_without_torch_converts_alike_and_half_precision_exactly(

@@ -256,7 +256,10 @@ def test_translate_refuses_bad_input_in_one_line_before_decoding(tmp_path):
   """Checkpoints of another task or of no run, input that is a folder or not UTF-8, an output with
   no folder to go in: each one `Error:` line. A lone carriage return is part of its line (as
   `corpora.translation` reads files), so the input and reference below are one line each."""
-  records = {'listops': {'config': {'data': {'task': 'listops'}}}, 'converted': {}}
+  records = {
+    'listops': {'config': {'data': {'task': 'listops'}}},
+    'converted': {'config': {'model': {}}, 'converted_from': {}},
+  }
   for name, record in records.items():
     checkpointer = checkpointing.Checkpointer(str(tmp_path / name), keep=1)
     checkpointer.save(1, {'params': {'w': np.zeros(2, np.float32)}}, record)
@@ -275,7 +278,7 @@ def test_translate_refuses_bad_input_in_one_line_before_decoding(tmp_path):
       ('listops', source, tmp_path / 'o', '--reference', str(reference)),
       r"listops/checkpoints/1 is a checkpoint of a 'listops' run, not of a translation run",
     ),
-    (('converted',), r'converted/checkpoints/1 is a checkpoint of no training run \(a converted'),
+    (('converted',), r"converted/checkpoints/1 is a checkpoint of the authors' released weights"),
     (('listops', tmp_path), rf'Error: \[Errno 21\] Is a directory: .{tmp_path}.'),
     (('listops', latin1), rf'Error: {latin1}:2: not valid UTF-8'),
     (('listops', source, tmp_path / 'none' / 'o'), rf'{tmp_path / "none" / "o"}: cannot write it'),

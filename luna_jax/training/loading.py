@@ -69,7 +69,8 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
 
   Raises:
     LoadRunError: an unknown `checkpoint`, a workdir without an intact checkpoint (damaged ones are
-      named), or a self-pretraining run's top folder (naming its stage folders).
+      named), a self-pretraining run's top folder (naming its stage folders), or a converted
+      release (`convert_fairseq`'s output, for `init_from`).
     lra.DataError: the checkpoints predate the recorded data sizes and the run's data is gone.
   """
   if checkpoint not in CHECKPOINTS:
@@ -91,6 +92,12 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
       path = latest
   except FileNotFoundError as e:
     raise LoadRunError(f'load_run({workdir!r}): {e}') from None
+  if 'converted_from' in record:
+    raise LoadRunError(
+      f"{workdir} holds a conversion of the authors' released weights "
+      '(luna_jax.training.convert_fairseq), not a training run: finetune from it with '
+      f'--config.init_from={workdir}.'
+    )
   config = run_config.upgrade_stored_config(record['config'])
   if 'model_inputs' in record:
     inputs = record['model_inputs']

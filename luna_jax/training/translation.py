@@ -267,7 +267,9 @@ def load_translator(
   config = record.get('config', {})
   task = config.get('data', {}).get('task')
   if task != 'translation':
-    kind = f'a {task!r} run' if task else 'no training run (a converted release?)'
+    kind = f'a {task!r} run' if task else 'no training run'
+    if 'converted_from' in record:
+      kind = "the authors' released weights (converted, for init_from)"
     raise config_utils.ConfigError(
       f'{folder} is a checkpoint of {kind}, not of a translation run (data.task '
       "'translation', e.g. configs/wmt14.py)."
