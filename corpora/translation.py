@@ -204,7 +204,7 @@ def _note(counts: dict[str, list[int]], split: str, files: SplitFiles, what: str
   if lines:
     shown = ', '.join(str(n) for n in lines[:5]) + (', ...' if len(lines) > 5 else '')
     logging.warning(
-      'translation %s (%s): %d pairs %s (lines %s).',
+      'translation %s (%s): %d pair(s) %s (lines %s).',
       split,
       files,
       len(lines),

@@ -358,7 +358,7 @@ def test_average_checkpoints_is_the_mean_and_passes_over_damaged_ones(tmp_path):
     checkpointing.average_checkpoints(str(tmp_path), 5)
 
 
-def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path, capsys):
+def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path, capsys, caplog):
   """Step 5 is where a Ctrl-C stopped a run that saves every 2 steps; its last step, 7, counts."""
   checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=5)
   record = {'config': {'training': {'checkpoint_every': 2, 'num_train_steps': 7}}}
@@ -370,5 +370,7 @@ def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path,
   assert capsys.readouterr().out.strip().endswith('the mean of the checkpoints of steps [4, 6, 7]')
   tree, _, _ = checkpointing.read_checkpoint(str(tmp_path / 'averaged' / '7'))
   np.testing.assert_array_equal(tree['params']['a'], np.full(2, 17 / 3, np.float32))
+  assert 'checkpoints/5 is off the run schedule; not averaged' in caplog.text
+  assert 'read only' not in caplog.text  # orbax's notices about the readers, dropped.
   with pytest.raises(SystemExit, match=r"Error: .*/nothing: not a run's workdir"):
     average_command.main(['--workdir', str(tmp_path / 'nothing')])

@@ -126,8 +126,8 @@ def test_empty_and_over_length_pairs_are_skipped_or_cut_and_counted(corpus, tmp_
   assert data.test.source[data.test.source_lengths[0] + MAX - 1] == 3  # The cut source ends in EOS.
   assert data.info['references']['test'] == ['Ein Hund .', 'Ein langer Satz .']
   assert 'train.en + ' in caplog.text
-  assert '4 pairs with an empty side were skipped (lines 2, 4, 6, 8)' in caplog.text
-  assert '2 pairs longer than the length limits were skipped (lines 3, 7)' in caplog.text
+  assert '4 pair(s) with an empty side were skipped (lines 2, 4, 6, 8)' in caplog.text
+  assert '2 pair(s) longer than the length limits were skipped (lines 3, 7)' in caplog.text
   write_split(folder, 'validation', [('', 'x')])
   with pytest.raises(lra.DataError, match=r'validation.en \+ .*no pairs left .*empty.: 1'):
     corpora.load_task('translation', folder, **OPTIONS)

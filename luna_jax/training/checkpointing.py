@@ -24,6 +24,7 @@ and k, and k is the restored step.
 from __future__ import annotations
 
 import hashlib
+import logging as std_logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -197,8 +198,24 @@ class _VerifiedManager:
     self.manager.close()
 
 
+class _ReadOnlyNotices(std_logging.Filter):
+  """Drops orbax's two warnings that a read-only manager is read-only, which `_reader` asks for
+  (they printed on every translate, average and init_from)."""
+
+  NOTICES = ('CheckpointManagerOptions.read_only=True', 'Given directory is read only')
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self.NOTICES)
+
+
+_read_only_notices = _ReadOnlyNotices()
+
+
 def _reader(workdir: str, name: str) -> _VerifiedManager:
   """A read-only manager of `<workdir>/<name>/` (it changes nothing there)."""
+  absl_logger = std_logging.getLogger('absl')
+  if _read_only_notices not in absl_logger.filters:
+    absl_logger.addFilter(_read_only_notices)
   return _VerifiedManager(
     workdir,
     name,
