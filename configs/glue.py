@@ -57,9 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   tasks = [part for part in parts if part in TRAIN_EXAMPLES]
   models = [part for part in parts if part in ('cpu', *RELEASED)]
   if len(tasks) != 1 or len(models) > 1 or set(parts) - {*TRAIN_EXAMPLES, *models, 'debug'}:
+    choices = ', '.join(f'",{model}"' for model in ('cpu', *RELEASED))
     raise base.ConfigError(
       f'configs/glue.py takes one of {sorted(TRAIN_EXAMPLES)}, optionally followed by one of '
-      f'",cpu", {", ".join(repr("," + r) for r in RELEASED)}, and/or ",debug"; got {arg!r}.'
+      f'{choices} and/or ",debug"; got {arg!r}.'
     )
   config = pretrain_mlm.get_config(','.join(p for p in parts if p in ('cpu', 'debug')))
   config.data.task = 'glue'
