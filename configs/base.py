@@ -200,7 +200,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluate on the validation split every this many steps (and after the last step).
   config.training.eval_every = 500
   # Evaluate at most this many batches per split, of a fixed seeded sample of it (lra.eval_sample:
-  # splits may be stored sorted by class), or -1: the whole split.
+  # splits may be stored sorted by class; translation's BLEU: its first decoding batches), or -1:
+  # the whole split.
   config.training.num_eval_batches = -1
   # Write training metrics every this many steps.
   config.training.log_every = 50

@@ -158,6 +158,15 @@ def test_sigterm_during_the_final_beam_search_stops_the_run(corpus, tmp_path, mo
   assert not (tmp_path / 'run' / 'results.json').exists()
 
 
+def test_a_capped_evaluation_translates_its_first_batches_only(corpus, tmp_path):
+  config = tiny_config(corpus, 2)
+  config.training.num_eval_batches = 1
+  results = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  translated = (tmp_path / 'run' / 'translations' / 'test.de').read_text().splitlines()
+  assert 0 < results['test']['num_sentences'] == len(translated) < 12
+  assert results['partial_evaluation']
+
+
 def test_token_batches_of_a_translation_model_accumulate_too(corpus):
   """Token-level weights (target tokens, filler rows 0) summed over the micro-batches."""
   results, (_, _, _, batch) = steps_of(tiny_config(corpus, 1), (2,))
@@ -312,7 +321,11 @@ def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, 
     decode = staticmethod(lambda ids: ids)
 
   monkeypatch.setattr(translation.translation_data, 'Vocabulary', Vocabulary)
-  monkeypatch.setattr(translation, 'translate_pairs', lambda _, __, split, *___: hypotheses[split])
+
+  def translate_pairs(model, params, split, batching, decoding, eos_id, check_stop, max_batches):
+    return hypotheses[split] if max_batches is None else [hypotheses[split][0], None]
+
+  monkeypatch.setattr(translation, 'translate_pairs', translate_pairs)
   info = {
     'tokenizer': 'spm.model',
     'eos_id': 2,
@@ -325,13 +338,26 @@ def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, 
   for split in ('validation', 'test'):
     sacre = translation.bleu(hypotheses[split], references[split])
     tokenized = translation.tokenized_bleu(hypotheses[split], references[split], 'en')
-    assert result[split] == {'bleu': sacre['bleu'], 'tokenized_bleu': tokenized['bleu']}
+    assert result[split] == {
+      'bleu': sacre['bleu'],
+      'tokenized_bleu': tokenized['bleu'],
+      'num_sentences': 2,
+    }
     assert tokenized['bleu'] > sacre['bleu']  # Split compounds, ’ as ', "n't" one token.
     assert (tmp_path / f'{split}.en').read_text().splitlines() == hypotheses[split]
   assert result['signature'] == sacre['signature']
   assert result['tokenized_signature'] == tokenized['signature']
   assert ' moses -a -l en ' in tokenized['signature']
   assert result['decoding']['beam_size'] == 2 and set(result['files']) == {'validation', 'test'}
+  # A capped evaluation scores (and writes) the translated sentences only.
+  capped = translation.score_splits(None, {}, data, decoding, str(tmp_path), max_batches=1)
+  for split in ('validation', 'test'):
+    assert capped[split]['num_sentences'] == 1
+    assert (
+      capped[split]['bleu']
+      == translation.bleu(hypotheses[split][:1], references[split][:1])['bleu']
+    )
+    assert (tmp_path / f'{split}.en').read_text().splitlines() == hypotheses[split][:1]
 
 
 def test_average_checkpoints_is_the_mean_and_passes_over_damaged_ones(tmp_path):

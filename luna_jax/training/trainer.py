@@ -780,6 +780,9 @@ def _final_evaluation(
       session.run.decoding,
       os.path.join(session.workdir, 'translations') if session.is_lead else None,
       functools.partial(_raise_if_stopped, stop, final_step, session.workdir),
+      None
+      if session.run.training.num_eval_batches == -1
+      else session.run.training.num_eval_batches,
     )
     validation = {**validation, **scores.pop('validation')}  # 'bleu' and 'tokenized_bleu'.
     test = {**test, **scores.pop('test')}
@@ -808,9 +811,14 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   sample = training.num_eval_batches * session.eval_batch_size
   results = {
     **final,
-    # Whether the figures come from a sample of a split (`evaluate`'s max_batches).
+    # Whether the figures come from a sample of a split (`evaluate`'s max_batches; BLEU's
+    # decoding batches, `translation.score_splits`).
     'partial_evaluation': training.num_eval_batches != -1
-    and sample < max(session.data.validation.num_examples, session.data.test.num_examples),
+    and sample < max(session.data.validation.num_examples, session.data.test.num_examples)
+    or any(
+      final[name].get('num_sentences', np.inf) < getattr(session.data, name).num_examples
+      for name in ('validation', 'test')
+    ),
     'num_params': session.num_params,
     'steps_per_sec': session.train_log.steps_per_sec(),
     'devices': {**_describe_devices(session.devices), 'changes': session.record['device_changes']},

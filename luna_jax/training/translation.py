@@ -24,6 +24,7 @@ model's own output in the tokenised space as in fairseq.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,7 +69,8 @@ def translate_pairs(
   decoding: DecodingConfig,
   eos_id: int,
   check_stop: Callable[[], None] = lambda: None,
-) -> list[list[int]]:
+  max_batches: int | None = None,
+) -> list[list[int] | None]:
   """Beam-search output ids of every source of `pairs`, in order (the targets only choose the
   length bucket, as in training: the output does not depend on them).
 
@@ -80,13 +82,15 @@ def translate_pairs(
     decoding: beam size, length penalty, output caps.
     eos_id: end-of-sequence id.
     check_stop: called before each batch; raises to stop (the trainer's Ctrl-C/SIGTERM check).
+    max_batches: translate only the first this many batches (None: all).
 
   Returns:
-    One list of ids per source, up to (not including) its EOS.
+    One list of ids per source, up to (not including) its EOS; None for a source left out by
+    `max_batches`.
   """
   params = jax.tree.map(jnp.asarray, params)
-  outputs: list[list[int]] = [[] for _ in range(pairs.num_examples)]
-  for bucket, rows in batching.plan(pairs, 1, None):
+  outputs: list[list[int] | None] = [None] * pairs.num_examples
+  for bucket, rows in itertools.islice(batching.plan(pairs, 1, None), max_batches):
     check_stop()
     length = batching.buckets[bucket]
     real = rows[rows >= 0]
@@ -189,6 +193,7 @@ def score_splits(
   decoding: DecodingConfig,
   output_dir: str | None,
   check_stop: Callable[[], None] = lambda: None,
+  max_batches: int | None = None,
 ) -> dict[str, Any]:
   """Translates the validation and test splits and scores them against `data.info['references']`.
 
@@ -200,9 +205,12 @@ def score_splits(
     output_dir: where `<split>.<target language>` (one detokenised translation a line) is written;
       None writes nothing.
     check_stop: called before each decoding batch; raises to stop (`translate_pairs`).
+    max_batches: translate and score only the first this many decoding batches of each split
+      (`training.num_eval_batches`, e.g. a debug run's 2); None: the whole split. The written files
+      then hold the translated sentences only, in order.
 
   Returns:
-    {'validation': {'bleu', 'tokenized_bleu'}, 'test': {'bleu', 'tokenized_bleu'}, 'signature'
+    {'validation': {'bleu', 'tokenized_bleu', 'num_sentences'}, 'test': {the same}, 'signature'
     (sacreBLEU's, of 'bleu'), 'tokenized_signature' (`tokenized_bleu`'s, in the target language of
     `data.info['languages']`), 'decoding' (the settings), 'files' (split -> written file)}.
   """
@@ -211,13 +219,25 @@ def score_splits(
   result: dict[str, Any] = {'decoding': dataclasses.asdict(decoding), 'files': {}}
   for name in ('validation', 'test'):
     ids = translate_pairs(
-      model, params, getattr(data, name), data.batching, decoding, data.info['eos_id'], check_stop
+      model,
+      params,
+      getattr(data, name),
+      data.batching,
+      decoding,
+      data.info['eos_id'],
+      check_stop,
+      max_batches,
     )
-    hypotheses = vocabulary.decode(ids)
-    references = data.info['references'][name]
+    rows = [i for i, sequence in enumerate(ids) if sequence is not None]
+    hypotheses = vocabulary.decode([ids[i] for i in rows])
+    references = [data.info['references'][name][i] for i in rows]
     score = bleu(hypotheses, references)
     tokenized = tokenized_bleu(hypotheses, references, language)
-    result[name] = {'bleu': score['bleu'], 'tokenized_bleu': tokenized['bleu']}
+    result[name] = {
+      'bleu': score['bleu'],
+      'tokenized_bleu': tokenized['bleu'],
+      'num_sentences': len(rows),
+    }
     result['signature'] = score['signature']
     result['tokenized_signature'] = tokenized['signature']
     if output_dir is not None:
