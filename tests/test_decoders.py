@@ -128,11 +128,13 @@ def sequence_log_prob(model, params, src, lengths, tokens):
 def test_beam_search_scores_are_model_log_probs_and_beam_one_is_greedy(seq2seq):
   model, params = seq2seq
   src, lengths = ids(3, 9), jnp.array([9, 5, 7])
-  greedy = generation.greedy_decode(model, params, src, lengths, max_length=8, eos_id=EOS)
-  one, _ = generation.beam_search(
-    model, params, src, lengths, beam_size=1, max_length=8, eos_id=EOS
-  )
-  np.testing.assert_array_equal(one, greedy)
+  many, many_lengths = ids(16, 9), jnp.asarray(RNG.integers(1, 10, 16), jnp.int32)
+  greedy = generation.greedy_decode(model, params, many, many_lengths, max_length=8, eos_id=EOS)
+  for alpha in (0.0, 0.6, 2.0):  # Done at its first finished hypothesis, whatever the penalty.
+    one, _ = generation.beam_search(
+      model, params, many, many_lengths, beam_size=1, max_length=8, eos_id=EOS, length_penalty=alpha
+    )
+    np.testing.assert_array_equal(one, greedy, err_msg=f'alpha {alpha}')
   best, scores = generation.beam_search(
     model, params, src, lengths, beam_size=4, max_length=8, eos_id=EOS, length_penalty=0.0
   )
@@ -316,6 +318,42 @@ def test_beam_search_keeps_a_finished_hypothesis_that_live_ones_outscore_for_a_w
   np.testing.assert_array_equal(best, [[4, EOS, 0, 0]])
   table = model.apply({}, method=lambda m: m.log_probs)
   np.testing.assert_allclose(score, [table[0, 4] + table[2, EOS]], rtol=1e-6)
+
+
+class _EarlyEosSeq2Seq(_TableSeq2Seq):
+  TABLE = {(): {3: 0.5, EOS: 0.45}}
+
+
+def test_beam_one_ends_where_greedy_ends():
+  """The EOS ranks second at step 1: greedy goes on with 3, and so must a beam of 1 (an EOS
+  outside the best `beam_size` extensions is not a finished hypothesis)."""
+  model = _EarlyEosSeq2Seq(dataclasses.replace(CFG, vocab_size=8), bos_id=1)
+  source = (jnp.array([[3, 4, 2]]), jnp.array([3]))
+  greedy = generation.greedy_decode(model, {}, *source, max_length=4, eos_id=EOS)
+  for alpha in (0.0, 0.6):
+    one, _ = generation.beam_search(
+      model, {}, *source, beam_size=1, max_length=4, eos_id=EOS, length_penalty=alpha
+    )
+    np.testing.assert_array_equal(one, greedy)
+  assert int(greedy[0, 0]) == 3
+
+
+def test_a_huge_length_penalty_never_returns_a_masked_hypothesis(mt_seq2seq):
+  """Masked extensions score -1e9; divided by a huge penalty they must not outrank real ones."""
+  model, params = mt_seq2seq
+  best, score = generation.beam_search(
+    model,
+    params,
+    jnp.array([[3, 4, 2]]),
+    jnp.array([3]),
+    beam_size=3,
+    max_length=12,  # ((5 + 12) / 6) ** 30 is 4e13: -1e9 / 4e13 would outrank a log-probability.
+    eos_id=EOS,
+    length_penalty=30.0,
+    max_output_lengths=jnp.array([1]),
+  )
+  np.testing.assert_array_equal(best, [[EOS] + [0] * 11])
+  assert float(score[0]) > -100.0
 
 
 def test_generation_refuses_to_run_past_the_position_table(lm, seq2seq):

@@ -263,16 +263,16 @@ def beam_search(
 ) -> tuple[Array, Array]:
   """Beam search (the paper decodes WMT with beam 5).
 
-  Each step extends the `beam_size` live hypotheses by every token and keeps, apart, the best
-  `beam_size` that did not end (by summed log-probability) as the next live ones, and the best
-  `beam_size` finished ones seen so far (ended by the EOS), ranked by summed log-probability divided
-  by the GNMT length penalty ((5 + length) / 6) ** length_penalty (Wu et al., 2016, eq. 14;
-  Vaswani et al., 2017, §6.1 use alpha 0.6), length counting the EOS. A finished hypothesis is never
-  pushed out by live ones (fairseq's `SequenceGenerator` and Flax's WMT example keep them apart
-  too). The result is the best finished hypothesis, or a live one (penalised at `max_length`) that
-  scores better. An example that reaches its `max_output_lengths` entry without an EOS must end
-  there: only the EOS stays open to it, at its model log-probability (fairseq's
-  `SequenceGenerator` at `max_len`).
+  As fairseq's `SequenceGenerator`: each step takes the best 2 * `beam_size` extensions of the live
+  hypotheses by summed log-probability; those among the best `beam_size` that end with the EOS are
+  finished, kept apart (never pushed out by live ones), and the best `beam_size` that do not end
+  are the next live ones. An example is done once it has `beam_size` finished hypotheses. The
+  result is its best finished hypothesis by summed log-probability divided by the GNMT length
+  penalty ((5 + length) / 6) ** length_penalty (Wu et al., 2016, eq. 14; Vaswani et al., 2017,
+  §6.1 use alpha 0.6), length counting the EOS; for an example not done by `max_length`, a live
+  hypothesis (penalised at `max_length`) that ranks higher. `beam_size` 1 is greedy decoding. An
+  example that reaches its `max_output_lengths` entry without an EOS must end there: only the EOS
+  stays open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`).
 
   Args:
     model: the encoder-decoder.
@@ -360,9 +360,11 @@ def _beam_search(
     beam, token = index // vocab, (index % vocab).astype(jnp.int32)
     extended = live[rows, beam].at[:, :, t].set(token)
     ends = token == eos_id
-    # The finished: the best k of those kept and those ending now (length t + 1), penalised.
-    ranks = jnp.concatenate([finished_ranks, jnp.where(ends, scores / penalty(t + 1), -jnp.inf)], 1)
-    finished_ranks, pick = jax.lax.top_k(ranks, k)
+    # Finished: those of the best k that end (length t + 1), penalised, until an example has k.
+    done = jnp.all(finished_ranks > -jnp.inf, axis=1, keepdims=True)
+    ending = ends & (jnp.arange(2 * k) < k) & (scores > _NEG_INF / 2) & ~done
+    ranks = jnp.where(ending, scores / penalty(t + 1), -jnp.inf)
+    finished_ranks, pick = jax.lax.top_k(jnp.concatenate([finished_ranks, ranks], 1), k)
     finished = jnp.concatenate([finished, extended], 1)[rows, pick]
     finished_scores = jnp.concatenate([finished_scores, scores], 1)[rows, pick]
     # The live: the best k that go on.
@@ -386,7 +388,12 @@ def _beam_search(
   (_, live, live_scores, finished, finished_scores, finished_ranks, _), _ = jax.lax.scan(
     body, carry, jnp.arange(max_length)
   )
+  # A live hypothesis competes only for an example with fewer than k finished ones.
+  done = jnp.all(finished_ranks > -jnp.inf, axis=1, keepdims=True)
+  live_ranks = jnp.where(
+    done | (live_scores <= _NEG_INF / 2), -jnp.inf, live_scores / penalty(max_length)
+  )
   tokens = jnp.concatenate([finished, live], 1)
   scores = jnp.concatenate([finished_scores, live_scores], 1)
-  best = jnp.argmax(jnp.concatenate([finished_ranks, live_scores / penalty(max_length)], 1), 1)
+  best = jnp.argmax(jnp.concatenate([finished_ranks, live_ranks], 1), 1)
   return tokens[jnp.arange(batch), best], scores[jnp.arange(batch), best]
