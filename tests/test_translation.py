@@ -23,7 +23,7 @@ from configs import wmt14
 from corpora import translation as translation_data
 from luna_jax import average_checkpoints as average_command
 from luna_jax import translate as translate_command
-from luna_jax.training import checkpointing, trainer, translation
+from luna_jax.training import checkpointing, run_config, trainer, translation
 from luna_jax.training.run_config import DecodingConfig
 from luna_jax.training.steps import TrainState
 from tests.test_gradient_accumulation import steps_of
@@ -165,6 +165,28 @@ def test_a_capped_evaluation_translates_its_first_batches_only(corpus, tmp_path)
   translated = (tmp_path / 'run' / 'translations' / 'test.de').read_text().splitlines()
   assert 0 < results['test']['num_sentences'] == len(translated) < 12
   assert results['partial_evaluation']
+
+
+def test_the_runs_tokenizer_is_found_where_training_found_it_or_as_spelt_from_here(
+  corpus, tmp_path, monkeypatch
+):
+  """The recorded real path of the data folder first (a relative data_dir from elsewhere); the
+  config's spelling from here when that folder moved (a run copied to another machine)."""
+  config = run_config.parse_config(tiny_config('digits', 2)).to_dict()
+  vocabulary = translation_data.Vocabulary(corpus / 'spm.model').name
+  for name, real in (('moved', str(tmp_path / 'gone')), ('recorded', str(corpus))):
+    record = {'config': config, 'vocabulary': vocabulary, 'real_paths': {'data_dir': real}}
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / name), keep=1)
+    checkpointer.save(1, {'params': {'w': np.zeros(2, np.float32)}}, record)
+    checkpointer.close()
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(lra.DataError, match=r'No SentencePiece model at .*gone/spm.model or digits/'):
+    translation.load_translator(str(tmp_path / 'moved'))
+  assert translation.load_translator(str(tmp_path / 'recorded'))[2].name == vocabulary
+  (tmp_path / 'digits').symlink_to(corpus)  # The data, moved here.
+  assert translation.load_translator(str(tmp_path / 'moved'))[2].name == vocabulary
+  monkeypatch.setenv('HOME', str(tmp_path))
+  assert run_config.real_path('~/digits') == str(corpus.resolve())
 
 
 def test_token_batches_of_a_translation_model_accumulate_too(corpus):

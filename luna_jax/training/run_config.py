@@ -328,6 +328,12 @@ def config_changes(
   return changes
 
 
+def real_path(path: str) -> str:
+  """`path` with `~` expanded and every symlink resolved, absolute (relative to the working
+  directory): how the folders of a config are compared and recorded."""
+  return os.path.realpath(os.path.expanduser(path))
+
+
 def paths_as_stored(
   new: dict[str, Any], stored: Mapping[str, Any], real_paths: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -345,13 +351,13 @@ def paths_as_stored(
   real_paths = real_paths or {}
 
   def same(key: str, stored_path: str, new_path: str) -> bool:
-    return real_paths.get(key, os.path.realpath(stored_path)) == os.path.realpath(new_path)
+    return real_paths.get(key, real_path(stored_path)) == real_path(new_path)
 
   def as_stored(key: str, stored_path: str, new_path: str) -> str:
     if same(key, stored_path, new_path):
       return stored_path
     # The same spelling, another folder from here: its real path shows the difference.
-    return os.path.realpath(new_path) if new_path == stored_path else new_path
+    return real_path(new_path) if new_path == stored_path else new_path
 
   sources = stored.get('init_from'), new.get('init_from')
   if all(sources):

@@ -77,6 +77,7 @@ from luna_jax.training.run_config import (
   config_changes,
   parse_config,
   paths_as_stored,
+  real_path,
   require_data_dir,
   upgrade_stored_config,
 )
@@ -341,10 +342,10 @@ class _Session:
   def _real_paths(self) -> dict[str, str]:
     """The real paths of the data folder and of `init_from` (the first session's: a resumed run
     keeps its source as first given, `restore_run`), for `run_config.paths_as_stored`."""
-    paths = {'data_dir': os.path.realpath(self.run.data.data_dir)}
+    paths = {'data_dir': real_path(self.run.data.data_dir)}
     init_from = self.record.get('real_paths', {}).get('init_from')
     if init_from or self.run.init_from:
-      paths['init_from'] = init_from or os.path.realpath(self.run.init_from)
+      paths['init_from'] = init_from or real_path(self.run.init_from)
     return paths
 
   def checkpoint_record(self, pending_metrics: list | None = None) -> dict[str, Any]:

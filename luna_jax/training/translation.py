@@ -297,17 +297,21 @@ def load_translator(
   options = config['data']['options']
   if tokenizer is None:
     # A bare file name is in the data folder: where training found it (a relative data_dir was
-    # relative to training's working directory), else as the config spells it.
-    data_dir = record.get('real_paths', {}).get('data_dir', config['data']['data_dir'])
-    path = translation_data.resolve_tokenizer(
-      Path(data_dir).expanduser(), options.get('tokenizer', 'spm.model')
-    )
-    if not path.is_file():
+    # relative to training's working directory), else as the config spells it from here (the
+    # data moved, or the run was copied).
+    data_dirs = [record.get('real_paths', {}).get('data_dir'), config['data']['data_dir']]
+    name = options.get('tokenizer', translation_data.DEFAULT_TOKENIZER)
+    paths = [
+      translation_data.resolve_tokenizer(Path(data_dir).expanduser(), name)
+      for data_dir in dict.fromkeys(filter(None, data_dirs))
+    ]
+    found = [path for path in paths if path.is_file()]
+    if not found:
       raise DataError(
-        f"{path}: no SentencePiece model there, the one {folder}'s run was trained with "
-        '(its data.options.tokenizer); give its path as `tokenizer` (--tokenizer).'
+        f"No SentencePiece model at {' or '.join(map(str, paths))}, the one {folder}'s run was "
+        'trained with (its data.options.tokenizer); give its path as `tokenizer` (--tokenizer).'
       )
-    tokenizer = str(path)
+    tokenizer = str(found[0])
   vocabulary = translation_data.Vocabulary(tokenizer)
   check_vocabulary(record, vocabulary.name, folder)
   model = luna_jax.build_model(
