@@ -158,7 +158,9 @@ def load(
           for split, path in paths.items()
         }
       ),
-      params={'max_length': max_length},
+      # 'stripped' keeps arrays cached before the text was stripped (and QQP's malformed rows
+      # skipped) from being reused.
+      params={'max_length': max_length, 'stripped': True},
       content_files=[*paths.values(), *tok.sources],
     )
   )
