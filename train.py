@@ -164,18 +164,22 @@ def parse_flags(argv: list[str]) -> list[str]:
   config file's own code keeps its traceback, which says where it is."""
   try:
     parsed = FLAGS(argv)
-    FLAGS.config.keys()  # ml_collections defers a config file's load error to the first use.
-    if not isinstance(FLAGS.config, ConfigDict):
-      returned = type(FLAGS.config).__name__
+    config = FLAGS.config
+    if not isinstance(config, ConfigDict):
+      try:
+        config.keys()  # ml_collections defers a config file's load error to the first use.
+      except AttributeError as e:  # A get_config() that returned no mapping at all.
+        if "object has no attribute 'keys'" not in str(e):
+          raise
       sys.exit(
-        f'Error: --config={_config_file(argv)}: get_config() returned a {returned}, not an '
-        'ml_collections.ConfigDict.'
+        f'Error: --config={_config_file(argv)}: get_config() returned a {type(config).__name__}, '
+        'not an ml_collections.ConfigDict.'
       )
     return parsed
   except flags.DuplicateFlagError:
     sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
-  except SyntaxError as e:  # A Python file's own syntax error keeps its traceback (the caret).
-    if e.filename is None or e.filename.endswith('.py'):
+  except SyntaxError:  # A .py file's own syntax error keeps its traceback (the caret).
+    if _config_file(argv).split(':')[0].endswith('.py'):
       raise
     sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
   except (flags.Error, config_utils.ConfigError, OSError) as e:

@@ -399,6 +399,18 @@ def run_train_py(config_file, *overrides):
       'ml_collections.ConfigDict.',
     ),
     (
+      '{tmp}/numbers.py',
+      None,
+      'Error: --config={tmp}/numbers.py: get_config() returned a list, not an '
+      'ml_collections.ConfigDict.',
+    ),
+    (
+      '{tmp}/binary.dat',
+      None,
+      'Error: --config={tmp}/binary.dat: not a config file: a config file defines '
+      'get_config() returning an ml_collections.ConfigDict (e.g. configs/quickstart.py).',
+    ),
+    (
       '../README.md',
       None,
       f'Error: --config={CONFIGS / "../README.md"}: not a config file: a config file defines '
@@ -421,6 +433,8 @@ def run_train_py(config_file, *overrides):
     'misspelt-field-in-a-config-file',
     'misspelt-section-read-by-a-config-file',
     'a-dict-for-a-config',
+    'a-list-for-a-config',
+    'a-binary-file',
     'not-python',
     'an-argument-the-file-does-not-take',
   ],
@@ -435,6 +449,8 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
     'from configs import quickstart\ndef get_config():\n  quickstart.get_config().trainig.x = 1\n'
   )
   (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
+  (tmp_path / 'numbers.py').write_text('def get_config():\n  return [1, 2]\n')
+  (tmp_path / 'binary.dat').write_bytes(b'\x89PNG\x00\x01')
   result = run_train_py(CONFIGS / argument.format(tmp=tmp_path), *([override] if override else []))
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)
