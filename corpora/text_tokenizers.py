@@ -524,7 +524,8 @@ def train_sentencepiece_on(
 
   Raises:
     DataError: SentencePiece refuses the text (e.g. too few distinct pieces for `vocab_size`), or
-      reading `sentences` raised one (e.g. a line that is not UTF-8): that one, as raised.
+      reading `sentences` raised one (e.g. a line that is not UTF-8): that one, as raised (an
+      OSError too).
   """
   import sentencepiece  # Imported on use: the byte tokenizer and the LRA tasks do not need it.
 
@@ -533,7 +534,7 @@ def train_sentencepiece_on(
   def read() -> Iterator[str]:  # SentencePiece would wrap the reader's error in its own.
     try:
       yield from sentences
-    except DataError as e:
+    except (DataError, OSError) as e:
       reading_errors.append(e)
       raise
 

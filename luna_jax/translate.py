@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     # Everything the decoding needs is read and checked first, so that no error comes after it.
     for path in filter(None, (args.output, args.scores)):
       folder = os.path.dirname(os.path.abspath(path))
-      if not os.path.isdir(folder) or os.path.isdir(path):
-        raise lra.DataError(f'{path}: cannot write it here (no folder {folder}, or a folder).')
+      if os.path.isdir(path):
+        raise lra.DataError(f'{path} is a folder: name the file to write.')
+      if not os.path.isdir(folder):
+        raise lra.DataError(f'{path}: there is no folder {folder} to write it in.')
     lines = _read_lines(args.input)
     if not lines:
       raise lra.DataError(f'{args.input} is empty: there is nothing to translate.')

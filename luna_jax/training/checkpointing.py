@@ -362,8 +362,8 @@ def average_checkpoints(workdir: str, num: int) -> str:
   if len(steps) < num:
     listing = ''.join(f'\n  {p}' for p in problems)
     raise FileNotFoundError(
-      f'{workdir}: {num} checkpoints to average, but only {len(steps)} intact '
-      f'({sorted(steps)}){listing}. Keep more with training.keep_checkpoints.'
+      f'{workdir}: {num} checkpoints to average, but only {len(steps)} intact on the run '
+      f'schedule ({sorted(steps)}){listing}. Keep more with training.keep_checkpoints.'
     )
   dtypes = {k: v.dtype for k, v in flat_leaves(tree['params']).items()}
   mean = jax.tree.unflatten(
