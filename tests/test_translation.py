@@ -312,6 +312,7 @@ def test_translate_refuses_bad_input_in_one_line_before_decoding(tmp_path):
     (('converted',), r"converted/checkpoints/1 is a checkpoint of the authors' released weights"),
     (('listops', tmp_path), rf'Error: \[Errno 21\] Is a directory: .{tmp_path}.'),
     (('listops', latin1), rf'Error: {latin1}:2: not valid UTF-8'),
+    (('listops', source, tmp_path), rf'Error: {tmp_path} is a folder: name the file to write'),
     (
       ('listops', source, tmp_path / 'none' / 'o'),
       rf'{tmp_path / "none" / "o"}: there is no folder {tmp_path / "none"} to',
