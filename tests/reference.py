@@ -219,3 +219,43 @@ def transformer_decoder_layer(
   y = multi_head_attention(params['cross_attention'], x, memory, heads, memory_mask)
   x = layer_norm(x + y, params['cross_attention_norm'], eps)
   return layer_norm(x + feed_forward(params['ffn'], x, activation), params['ffn_norm'], eps)
+
+
+def beam_search(
+  next_log_probs, beam_size: int, max_length: int, eos_id: int, alpha: float, cap: int | None
+) -> tuple[tuple[int, ...], float]:
+  """One example's beam search by fairseq's `SequenceGenerator` rule, in plain Python.
+
+  Each step extends every live hypothesis by every token but padding (only by the EOS once the
+  output reaches `cap` tokens); of the best 2 * beam_size extensions by summed log-probability,
+  those among the best beam_size that end with `eos_id` are finished (until beam_size are), the
+  best beam_size that do not end stay live. The answer is the finished hypothesis with the best
+  summed log-probability / ((5 + length) / 6) ** alpha, length counting the EOS; with fewer than
+  beam_size finished by `max_length`, a live one penalised at `max_length` may beat it.
+
+  Args:
+    next_log_probs: prefix (tuple of ids) -> [vocab] log-probabilities of the next id.
+
+  Returns:
+    (the ids of the answer, its summed log-probability).
+  """
+  penalty = lambda length: ((5.0 + length) / 6.0) ** alpha
+  live, finished = [((), 0.0)], []
+  for t in range(max_length):
+    extensions = []
+    for prefix, score in live:
+      logp = np.asarray(next_log_probs(prefix), np.float64)
+      for token in range(1, len(logp)):
+        if cap is None or t + 1 < cap or token == eos_id:
+          extensions.append((score + logp[token], prefix + (token,)))
+    extensions = sorted(extensions, key=lambda e: -e[0])[: 2 * beam_size]
+    if len(finished) < beam_size:
+      ending = [e for e in extensions[:beam_size] if e[1][-1] == eos_id]
+      finished += [(score / penalty(t + 1), score, tokens) for score, tokens in ending]
+      finished = sorted(finished, key=lambda f: -f[0])[:beam_size]
+    live = [(tokens, score) for score, tokens in extensions if tokens[-1] != eos_id][:beam_size]
+  options = list(finished)
+  if len(finished) < beam_size:
+    options += [(score / penalty(max_length), score, tokens) for tokens, score in live]
+  _, score, tokens = max(options, key=lambda o: o[0])
+  return tokens, score

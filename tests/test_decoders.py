@@ -262,6 +262,53 @@ def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(
   assert chosen[3.0, 1] >= chosen[0.0, 1]  # A larger alpha favours longer outputs.
 
 
+@pytest.mark.parametrize('which', ['seq2seq', 'mt_seq2seq'])
+def test_beam_search_equals_a_plain_python_beam_search(which, request):
+  """Against `reference.beam_search` (fairseq's rule) querying the model by teacher forcing, for
+  beam sizes 1-3, penalties 0 and 0.6, with and without per-example output caps; vocabularies of
+  20 and 5 (where 2 * beam_size extensions exceed the real ones)."""
+  model, params = request.getfixturevalue(which)
+  src, lengths, max_length = jnp.array([[3, 4, 3, 2, 4], [4, 3, 2, 0, 0]]), jnp.array([5, 3]), 5
+  forward = jax.jit(
+    lambda source, length, targets: model.apply({'params': params}, source, length, targets)
+  )
+  memo = {}
+
+  def next_log_probs(row, prefix):
+    if (row, prefix) not in memo:
+      targets = jnp.array([list(prefix) + [1] * (max_length - len(prefix))])
+      logits = forward(src[row : row + 1], lengths[row : row + 1], targets)[0, len(prefix)]
+      memo[row, prefix] = np.asarray(jax.nn.log_softmax(logits))
+    return memo[row, prefix]
+
+  for beam_size, alpha, caps in itertools.product((1, 2, 3), (0.0, 0.6), (None, (3, 4))):
+    best, scores = generation.beam_search(
+      model,
+      params,
+      src,
+      lengths,
+      beam_size=beam_size,
+      max_length=max_length,
+      eos_id=EOS,
+      length_penalty=alpha,
+      max_output_lengths=None if caps is None else jnp.array(caps),
+    )
+    for row in range(2):
+      tokens, score = ref.beam_search(
+        functools.partial(next_log_probs, row),
+        beam_size,
+        max_length,
+        EOS,
+        alpha,
+        None if caps is None else caps[row],
+      )
+      where = f'beam {beam_size}, alpha {alpha}, caps {caps}, row {row}'
+      np.testing.assert_array_equal(
+        best[row], list(tokens) + [0] * (max_length - len(tokens)), err_msg=where
+      )
+      np.testing.assert_allclose(scores[row], score, rtol=1e-4, err_msg=where)
+
+
 class _TableSeq2Seq(LunaSeq2Seq):
   """A stand-in decoder whose next-token probabilities are a fixed table of prefixes:
   `TABLE[prefix]` (token -> weight, every other token 1e-3, normalised); after any other prefix
