@@ -237,7 +237,7 @@ def small_text_config(config, data_dir, **options):
   return config
 
 
-def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path):
+def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path, capsys):
   corpus = tmp_path / 'corpus'
   corpus.mkdir()
   (corpus / 'a.txt').write_text('\n'.join(f'document {i} is here.' for i in range(40)) + '\n')
@@ -245,6 +245,8 @@ def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path):
   pretrain = trainer.train_and_evaluate(config, str(tmp_path / 'pretrain'))
   assert pretrain['config']['model']['name'] == 'luna_mlm'
   assert 'perplexity' in pretrain['validation']
+  perplexity = f'validation perplexity {pretrain["validation"]["perplexity"]:.2f}. Results in '
+  assert perplexity in capsys.readouterr().out.strip().splitlines()[-1]
   glue = tmp_path / 'sst2'
   glue.mkdir()
   header, rows = GLUE_FILES['sst2']

@@ -833,16 +833,16 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_finished(results: dict[str, Any], path: str, note: str = '') -> None:
-  """Prints a run's last line: its step, validation and test accuracy (and BLEU), `note` and
-  where its results.json is."""
-  test = results['test']
-  bleu = (
-    f', test BLEU {test["bleu"]:.2f} (tokenised {test["tokenized_bleu"]:.2f})'
-    if 'bleu' in test
-    else ''
-  )
+  """Prints a run's last line: its step, validation and test accuracy (and BLEU, or a masked
+  LM's validation perplexity), `note` and where its results.json is."""
+  test, validation = results['test'], results['validation']
+  extra = ''
+  if 'bleu' in test:
+    extra = f', test BLEU {test["bleu"]:.2f} (tokenised {test["tokenized_bleu"]:.2f})'
+  elif 'perplexity' in validation:
+    extra = f', validation perplexity {validation["perplexity"]:.2f}'
   print(
     f'Finished step {results["step"]}{note}: validation accuracy '
-    f'{results["validation"]["accuracy"]:.4f}, test accuracy {test["accuracy"]:.4f}'
-    f'{bleu}. Results in {path}'
+    f'{validation["accuracy"]:.4f}, test accuracy {test["accuracy"]:.4f}'
+    f'{extra}. Results in {path}'
   )
