@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     )
   except DataError as e:
     parser.error(str(e))
-  print(f'{out}: the {args.task} corpus')
+  counts = {'train': args.num_train, 'validation': args.num_val, 'test': args.num_test}
+  files = LM_FILES if args.task == 'lm' else SEQ2SEQ_FILES
+  listing = ', '.join(f'{files[split]} ({count} lines)' for split, count in counts.items())
+  print(f'{out}: the {args.task} corpus, {listing}')
 
 
 if __name__ == '__main__':

@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     )
   except DataError as e:
     parser.error(str(e))
-  print(f'{out}: the English-German corpus')
+  counts = {'train': args.num_train, 'validation': args.num_val, 'test': args.num_test}
+  listing = ', '.join(f'{split}.en/.de ({count} pairs)' for split, count in counts.items())
+  print(f'{out}: the English-German corpus, {listing}')
 
 
 if __name__ == '__main__':

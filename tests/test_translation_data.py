@@ -256,3 +256,12 @@ def test_wmt14_from_prepared_tfds_shards_and_offline(tmp_path, capsys):
     2,
   ]
   assert data.info['references']['test'] == ['Ja .', 'Nein .']
+
+
+def test_the_generator_names_the_files_it_wrote(tmp_path, capsys):
+  translation_generator.main(
+    ['--output_dir', str(tmp_path), '--num_train', '6', '--num_val', '2', '--num_test', '3']
+  )
+  out = capsys.readouterr().out
+  assert 'train.en/.de (6 pairs), validation.en/.de (2 pairs), test.en/.de (3 pairs)' in out
+  assert len((tmp_path / 'test.de').read_text(encoding='utf-8').splitlines()) == 3
