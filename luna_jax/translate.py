@@ -9,7 +9,7 @@ reference.
 the run's own (`data.options.tokenizer`), or `--tokenizer`; one that is not the vocabulary the
 checkpoint was trained on is refused. Beam search follows the run's `config.decoding` unless
 overridden (`--beam_size`, `--length_penalty`, `--max_len_a`, `--max_len_b`). One translation per
-input line (an empty line gives an empty one), detokenised; with `--reference`, the sacreBLEU score
+input line (lines end at newlines only; an empty line gives an empty translation), detokenised; with `--reference`, the sacreBLEU score
 and signature ('bleu', 'signature') and the paper's tokenised BLEU in the run's target language
 ('tokenized_bleu', 'tokenized_signature': `translation.tokenized_bleu`) are printed as one JSON
 line (and written to `--scores` if given). The library is `luna_jax.training.translation`.
