@@ -9,10 +9,12 @@ reference.
 the run's own (`data.options.tokenizer`), or `--tokenizer`; one that is not the vocabulary the
 checkpoint was trained on is refused. Beam search follows the run's `config.decoding` unless
 overridden (`--beam_size`, `--length_penalty`, `--max_len_a`, `--max_len_b`). One translation per
-input line (lines end at newlines only; an empty line gives an empty translation), detokenised; with `--reference`, the sacreBLEU score
-and signature ('bleu', 'signature') and the paper's tokenised BLEU in the run's target language
-('tokenized_bleu', 'tokenized_signature': `translation.tokenized_bleu`) are printed as one JSON
-line (and written to `--scores` if given). The library is `luna_jax.training.translation`.
+input line (lines end at newlines only; an empty line gives an empty translation), detokenised;
+with `--reference`, the sacreBLEU score and signature ('bleu', 'signature') and the paper's
+tokenised BLEU in the run's target language ('tokenized_bleu', 'tokenized_signature':
+`translation.tokenized_bleu`) are printed as one JSON line (and written to `--scores` if given).
+Bad input (files, checkpoint, tokenizer) is one `Error:` line, before any decoding. The library is
+`luna_jax.training.translation`.
 """
 
 from __future__ import annotations
