@@ -158,13 +158,25 @@ def test_sigterm_during_the_final_beam_search_stops_the_run(corpus, tmp_path, mo
   assert not (tmp_path / 'run' / 'results.json').exists()
 
 
-def test_a_capped_evaluation_translates_its_first_batches_only(corpus, tmp_path):
+def test_a_capped_evaluation_translates_its_first_batches_only(corpus, tmp_path, monkeypatch):
+  """Also: every output of the barely trained model ends with an EOS, forced at the model's last
+  position where the decoding caps (source + 9 here) lie beyond it."""
+  real_beam_search, outputs = translation.generation.beam_search, []
+
+  def beam_search(*args, **kwargs):
+    best, scores = real_beam_search(*args, **kwargs)
+    outputs.extend(np.asarray(best).tolist())
+    return best, scores
+
+  monkeypatch.setattr(translation.generation, 'beam_search', beam_search)
   config = tiny_config(corpus, 2)
   config.training.num_eval_batches = 1
   results = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   translated = (tmp_path / 'run' / 'translations' / 'test.de').read_text().splitlines()
   assert 0 < results['test']['num_sentences'] == len(translated) < 12
   assert results['partial_evaluation']
+  eos = translation_data.text_tokenizers.SP_EOS_ID
+  assert outputs and all(eos in row for row in outputs)
 
 
 def test_the_runs_tokenizer_is_found_where_training_found_it_or_as_spelt_from_here(

@@ -107,7 +107,11 @@ def translate_pairs(
       max_length=max_length,
       eos_id=eos_id,
       length_penalty=decoding.length_penalty,
-      max_output_lengths=jnp.asarray(output_caps(batch['lengths'], decoding)),
+      # Every output ends by the model's last position too (fairseq's max_len is at most the
+      # decoder's positions), with a forced EOS, never cut off without one.
+      max_output_lengths=jnp.asarray(
+        np.minimum(output_caps(batch['lengths'], decoding), max_length)
+      ),
     )
     for row, ids in zip(real, np.asarray(best)[: len(real)]):
       ids = ids.tolist()
