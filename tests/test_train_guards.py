@@ -524,3 +524,15 @@ def test_one_and_eight_devices_do_not_share_the_dropout_masks():
     jax_utils.replicate(state, devices), steps.shard(batch, 8)
   )
   assert abs(float(one['loss']) - float(eight['loss'][0])) > 1e-4
+
+
+def test_a_tilde_data_folder_recorded_unexpanded_still_resumes(tmp_path, monkeypatch):
+  """Checkpoints written before `~` was expanded recorded `~/lq` as `<cwd>/~/lq`."""
+  monkeypatch.setenv('HOME', str(tmp_path))
+  stored = {'data': {'data_dir': '~/lq'}}
+  recorded = {'data_dir': str(tmp_path / 'elsewhere' / '~' / 'lq')}
+  for new in ('~/lq', str(tmp_path / 'lq')):
+    as_stored = run_config.paths_as_stored({'data': {'data_dir': new}}, stored, recorded)
+    assert as_stored['data']['data_dir'] == '~/lq'
+  other = run_config.paths_as_stored({'data': {'data_dir': '/other/lq'}}, stored, recorded)
+  assert other['data']['data_dir'] == '/other/lq'

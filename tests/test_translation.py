@@ -197,6 +197,12 @@ def test_the_runs_tokenizer_is_found_where_training_found_it_or_as_spelt_from_he
   assert translation.load_translator(str(tmp_path / 'recorded'))[2].name == vocabulary
   (tmp_path / 'digits').symlink_to(corpus)  # The data, moved here.
   assert translation.load_translator(str(tmp_path / 'moved'))[2].name == vocabulary
+  # Where training found it now holds another vocabulary: the one as spelt from here is taken.
+  (tmp_path / 'gone').mkdir()
+  for name in ('train.en', 'train.de'):
+    (tmp_path / 'gone' / name).write_text('\n'.join(f'{i} {i + 1} .' for i in range(40)) + '\n')
+  translation_data.main(['vocabulary', '--data_dir', str(tmp_path / 'gone'), '--vocab_size', '30'])
+  assert translation.load_translator(str(tmp_path / 'moved'))[2].name == vocabulary
   monkeypatch.setenv('HOME', str(tmp_path))
   assert run_config.real_path('~/digits') == str(corpus.resolve())
 

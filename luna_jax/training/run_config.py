@@ -351,7 +351,11 @@ def paths_as_stored(
   real_paths = real_paths or {}
 
   def same(key: str, stored_path: str, new_path: str) -> bool:
-    return real_paths.get(key, real_path(stored_path)) == real_path(new_path)
+    recorded = real_paths.get(key)
+    # A `~` spelling recorded before `~` was expanded (as `<cwd>/~/...`): compare spellings.
+    if recorded is None or stored_path.startswith('~') and f'{os.sep}~' in recorded:
+      recorded = real_path(stored_path)
+    return recorded == real_path(new_path)
 
   def as_stored(key: str, stored_path: str, new_path: str) -> str:
     if same(key, stored_path, new_path):

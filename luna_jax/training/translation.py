@@ -315,7 +315,9 @@ def load_translator(
         f"No SentencePiece model at {' or '.join(map(str, paths))}, the one {folder}'s run was "
         'trained with (its data.options.tokenizer); give its path as `tokenizer` (--tokenizer).'
       )
-    tokenizer = str(found[0])
+    # The first that is the run's vocabulary (else the first, which check_vocabulary refuses).
+    names = {path: text_tokenizers.load_tokenizer(str(path)).name for path in found}
+    tokenizer = str(next((p for p in found if names[p] == record.get('vocabulary')), found[0]))
   vocabulary = translation_data.Vocabulary(tokenizer)
   check_vocabulary(record, vocabulary.name, folder)
   model = luna_jax.build_model(
