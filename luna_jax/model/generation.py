@@ -272,7 +272,9 @@ def beam_search(
   §6.1 use alpha 0.6), length counting the EOS; for an example not done by `max_length`, a live
   hypothesis (penalised at `max_length`) that ranks higher. `beam_size` 1 is greedy decoding. An
   example that reaches its `max_output_lengths` entry without an EOS must end there: only the EOS
-  stays open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`).
+  stays open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`;
+  `luna_jax.training.translation` caps every example within `max_length`, so all end so). Unlike
+  fairseq's default `--min-len 1`, an EOS as the first token (an empty output) is allowed.
 
   Args:
     model: the encoder-decoder.
