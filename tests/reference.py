@@ -222,16 +222,23 @@ def transformer_decoder_layer(
 
 
 def beam_search(
-  next_log_probs, beam_size: int, max_length: int, eos_id: int, alpha: float, cap: int | None
+  next_log_probs,
+  beam_size: int,
+  max_length: int,
+  eos_id: int,
+  alpha: float,
+  cap: int | None,
+  min_length: int = 0,
 ) -> tuple[tuple[int, ...], float]:
   """One example's beam search by fairseq's `SequenceGenerator` rule, in plain Python.
 
   Each step extends every live hypothesis by every token but padding (only by the EOS once the
-  output reaches `cap` tokens); of the best 2 * beam_size extensions by summed log-probability,
-  those among the best beam_size that end with `eos_id` are finished (until beam_size are), the
-  best beam_size that do not end stay live. The answer is the finished hypothesis with the best
-  summed log-probability / ((5 + length) / 6) ** alpha, length counting the EOS; with fewer than
-  beam_size finished by `max_length`, a live one penalised at `max_length` may beat it.
+  output reaches `cap` tokens; not by the EOS before `min_length` tokens, unless so); of the best
+  2 * beam_size extensions by summed log-probability, those among the best beam_size that end
+  with `eos_id` are finished (until beam_size are), the best beam_size that do not end stay live.
+  The answer is the finished hypothesis with the best summed log-probability / ((5 + length) / 6)
+  ** alpha, length counting the EOS; with fewer than beam_size finished by `max_length`, a live
+  one penalised at `max_length` may beat it.
 
   Args:
     next_log_probs: prefix (tuple of ids) -> [vocab] log-probabilities of the next id.
@@ -246,7 +253,8 @@ def beam_search(
     for prefix, score in live:
       logp = np.asarray(next_log_probs(prefix), np.float64)
       for token in range(1, len(logp)):
-        if cap is None or t + 1 < cap or token == eos_id:
+        must_end = cap is not None and t + 1 >= cap
+        if token == eos_id and (must_end or t >= min_length) or token != eos_id and not must_end:
           extensions.append((score + logp[token], prefix + (token,)))
     extensions = sorted(extensions, key=lambda e: -e[0])[: 2 * beam_size]
     if len(finished) < beam_size:

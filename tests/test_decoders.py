@@ -265,8 +265,8 @@ def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(
 @pytest.mark.parametrize('which', ['seq2seq', 'mt_seq2seq'])
 def test_beam_search_equals_a_plain_python_beam_search(which, request):
   """Against `reference.beam_search` (fairseq's rule) querying the model by teacher forcing, for
-  beam sizes 1-3, penalties 0 and 0.6, with and without per-example output caps; vocabularies of
-  20 and 5 (where 2 * beam_size extensions exceed the real ones)."""
+  beam sizes 1-3, penalties 0 and 0.6, with and without per-example output caps, minimum lengths
+  0 and 1; vocabularies of 20 and 5 (where 2 * beam_size extensions exceed the real ones)."""
   model, params = request.getfixturevalue(which)
   src, lengths, max_length = jnp.array([[3, 4, 3, 2, 4], [4, 3, 2, 0, 0]]), jnp.array([5, 3]), 5
   forward = jax.jit(
@@ -281,7 +281,8 @@ def test_beam_search_equals_a_plain_python_beam_search(which, request):
       memo[row, prefix] = np.asarray(jax.nn.log_softmax(logits))
     return memo[row, prefix]
 
-  for beam_size, alpha, caps in itertools.product((1, 2, 3), (0.0, 0.6), (None, (3, 4))):
+  settings = itertools.product((1, 2, 3), (0.0, 0.6), (None, (3, 4)), (0, 1))
+  for beam_size, alpha, caps, min_length in settings:
     best, scores = generation.beam_search(
       model,
       params,
@@ -292,6 +293,7 @@ def test_beam_search_equals_a_plain_python_beam_search(which, request):
       eos_id=EOS,
       length_penalty=alpha,
       max_output_lengths=None if caps is None else jnp.array(caps),
+      min_length=min_length,
     )
     for row in range(2):
       tokens, score = ref.beam_search(
@@ -301,8 +303,9 @@ def test_beam_search_equals_a_plain_python_beam_search(which, request):
         EOS,
         alpha,
         None if caps is None else caps[row],
+        min_length,
       )
-      where = f'beam {beam_size}, alpha {alpha}, caps {caps}, row {row}'
+      where = f'beam {beam_size}, alpha {alpha}, caps {caps}, min {min_length}, row {row}'
       np.testing.assert_array_equal(
         best[row], list(tokens) + [0] * (max_length - len(tokens)), err_msg=where
       )

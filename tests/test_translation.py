@@ -160,12 +160,13 @@ def test_sigterm_during_the_final_beam_search_stops_the_run(corpus, tmp_path, mo
 
 def test_a_capped_evaluation_translates_its_first_batches_only(corpus, tmp_path, monkeypatch):
   """Also: every output of the barely trained model ends with an EOS, forced at the model's last
-  position where the decoding caps (source + 9 here) lie beyond it."""
+  position where the decoding caps (source + 9 here) lie beyond it; none may be empty."""
   real_beam_search, outputs = translation.generation.beam_search, []
 
   def beam_search(*args, **kwargs):
     best, scores = real_beam_search(*args, **kwargs)
     outputs.extend(np.asarray(best).tolist())
+    assert kwargs['min_length'] == 1  # No empty translation (fairseq's --min-len 1).
     return best, scores
 
   monkeypatch.setattr(translation.generation, 'beam_search', beam_search)

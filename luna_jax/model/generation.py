@@ -260,6 +260,7 @@ def beam_search(
   eos_id: int,
   length_penalty: float = 0.6,
   max_output_lengths: Array | None = None,
+  min_length: int = 0,
 ) -> tuple[Array, Array]:
   """Beam search (the paper decodes WMT with beam 5).
 
@@ -273,8 +274,9 @@ def beam_search(
   hypothesis (penalised at `max_length`) that ranks higher. `beam_size` 1 is greedy decoding. An
   example that reaches its `max_output_lengths` entry without an EOS must end there: only the EOS
   stays open to it, at its model log-probability (fairseq's `SequenceGenerator` at `max_len`;
-  `luna_jax.training.translation` caps every example within `max_length`, so all end so). Unlike
-  fairseq's default `--min-len 1`, an EOS as the first token (an empty output) is allowed.
+  `luna_jax.training.translation` caps every example within `max_length`, so all end so). Before
+  `min_length` tokens the EOS is closed, unless a cap forces it (fairseq's `--min-len`, 1 by
+  default there and in `luna_jax.training.translation`; 0 here allows an empty output).
 
   Args:
     model: the encoder-decoder.
@@ -287,6 +289,7 @@ def beam_search(
     length_penalty: the GNMT alpha (finite, >= 0; 0 = rank by summed log-probability).
     max_output_lengths: optional `[batch]` int, the most output ids (EOS included) per example,
       e.g. `a * source_length + b + 1`; values above `max_length` have no effect.
+    min_length: output tokens before the EOS, at least (>= 0).
 
   Returns:
     (`[batch, max_length]` int32 best output ids, `[batch]` float32 their summed
@@ -295,7 +298,8 @@ def beam_search(
   Raises:
     ValueError: another model type, inputs or lengths of another shape or dtype or out of range,
       `beam_size` or `max_length` < 1, `max_length` beyond the model's `max_length`, `eos_id`
-      outside [1, vocab_size), a negative or non-finite `length_penalty`.
+      outside [1, vocab_size), a negative or non-finite `length_penalty`, a negative
+      `min_length`.
   """
   _check_model(model, Seq2Seq, 'beam_search')
   _check_source(model, inputs, lengths)
@@ -303,6 +307,7 @@ def beam_search(
   _check_int('max_length', max_length, 1)
   _check_int('eos_id', eos_id, 1, model.config.vocab_size - 1)
   _check_rate('length_penalty', length_penalty)
+  _check_int('min_length', min_length, 0)
   if max_output_lengths is not None:
     _check_integers('max_output_lengths', max_output_lengths, 1)
     if np.shape(max_output_lengths) != np.shape(lengths):
@@ -321,6 +326,7 @@ def beam_search(
     eos_id=eos_id,
     length_penalty=float(length_penalty),
     max_output_lengths=max_output_lengths,
+    min_length=min_length,
   )
 
 
@@ -336,6 +342,7 @@ def _beam_search(
   eos_id: int,
   length_penalty: float,
   max_output_lengths: Array | None,
+  min_length: int,
 ) -> tuple[Array, Array]:
   """`beam_search`'s jitted loop (arguments checked)."""
   variables = {'params': params}
@@ -354,9 +361,12 @@ def _beam_search(
     logp = jax.nn.log_softmax(logits).reshape(batch, k, -1)
     vocab = logp.shape[-1]
     logp = logp.at[..., 0].set(_NEG_INF)  # padding is not a word
+    is_eos = jnp.arange(vocab) == eos_id
+    must_end = jnp.zeros((batch, 1, 1), bool)
     if max_output_lengths is not None:
       must_end = (t + 1 >= max_output_lengths)[:, None, None]
-      logp = jnp.where(must_end & (jnp.arange(vocab) != eos_id), _NEG_INF, logp)
+      logp = jnp.where(must_end & ~is_eos, _NEG_INF, logp)
+    logp = jnp.where((t < min_length) & ~must_end & is_eos, _NEG_INF, logp)  # --min-len
     # The best 2k extensions hold at least k that do not end: each live hypothesis has one EOS.
     scores, index = jax.lax.top_k((live_scores[..., None] + logp).reshape(batch, k * vocab), 2 * k)
     beam, token = index // vocab, (index % vocab).astype(jnp.int32)

@@ -55,6 +55,11 @@ class VocabularyMismatchError(config_utils.ConfigError):
   """A checkpoint is used with another vocabulary than the one it was trained on."""
 
 
+#: Output tokens before the EOS, at least: fairseq's `generate.py --min-len` default (the authors
+#: scored their translations with fairseq), so that no translation is empty.
+MIN_OUTPUT_TOKENS = 1
+
+
 def output_caps(source_lengths: np.ndarray, decoding: DecodingConfig) -> np.ndarray:
   """`[N]` int32: most output ids per source, EOS included: floor(a * n + b) + 1."""
   caps = np.floor(decoding.max_len_a * source_lengths + decoding.max_len_b) + 1
@@ -112,6 +117,7 @@ def translate_pairs(
       max_output_lengths=jnp.asarray(
         np.minimum(output_caps(batch['lengths'], decoding), max_length)
       ),
+      min_length=MIN_OUTPUT_TOKENS,
     )
     for row, ids in zip(real, np.asarray(best)[: len(real)]):
       ids = ids.tolist()
