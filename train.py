@@ -195,6 +195,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     if isinstance(e, OSError):
       reason = str(cause).strip().splitlines()[-1].strip()
       sys.exit(f'Error: --config={_config_file(argv)}: cannot load it: {reason}.')
+    if 'must have a value other than None' in str(e):  # absl's words for a get_config() -> None.
+      sys.exit(
+        f'Error: --config={_config_file(argv)}: get_config() returned None, not an '
+        'ml_collections.ConfigDict.'
+      )
     sys.exit(f'Error: {e}')
   except (AttributeError, KeyError) as e:
     message = _missing_field(e, argv)

@@ -405,6 +405,12 @@ def run_train_py(config_file, *overrides):
       'ml_collections.ConfigDict.',
     ),
     (
+      '{tmp}/nothing.py',
+      None,
+      'Error: --config={tmp}/nothing.py: get_config() returned None, not an '
+      'ml_collections.ConfigDict.',
+    ),
+    (
       '{tmp}/binary.dat',
       None,
       'Error: --config={tmp}/binary.dat: not a config file: a config file defines '
@@ -434,6 +440,7 @@ def run_train_py(config_file, *overrides):
     'misspelt-section-read-by-a-config-file',
     'a-dict-for-a-config',
     'a-list-for-a-config',
+    'none-for-a-config',
     'a-binary-file',
     'not-python',
     'an-argument-the-file-does-not-take',
@@ -450,6 +457,7 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   )
   (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
   (tmp_path / 'numbers.py').write_text('def get_config():\n  return [1, 2]\n')
+  (tmp_path / 'nothing.py').write_text('def get_config():\n  return None\n')
   (tmp_path / 'binary.dat').write_bytes(b'\x89PNG\x00\x01')
   result = run_train_py(CONFIGS / argument.format(tmp=tmp_path), *([override] if override else []))
   assert result.returncode != 0
