@@ -372,6 +372,25 @@ SOURCE, LENGTHS = np.ones((2, 4), np.int32), np.array([4, 2], np.int32)
       'length_penalty=-1',
     ),
     (
+      lambda: generation.beam_search(
+        SEQ2SEQ, None, SOURCE, LENGTHS, beam_size=2, max_length=4, eos_id=2, min_length=-1
+      ),
+      'min_length=-1: must be an integer >= 0',
+    ),
+    (
+      lambda: generation.beam_search(
+        SEQ2SEQ,
+        None,
+        SOURCE,
+        LENGTHS,
+        beam_size=2,
+        max_length=4,
+        eos_id=2,
+        max_output_lengths=np.array([3, 0]),
+      ),
+      r'max_output_lengths holds 0: each must be >= 1',
+    ),
+    (
       lambda: generation.greedy_decode(SEQ2SEQ, None, SOURCE + 20, LENGTHS, max_length=4, eos_id=2),
       'inputs holds token id 21',
     ),

@@ -299,7 +299,7 @@ def beam_search(
     ValueError: another model type, inputs or lengths of another shape or dtype or out of range,
       `beam_size` or `max_length` < 1, `max_length` beyond the model's `max_length`, `eos_id`
       outside [1, vocab_size), a negative or non-finite `length_penalty`, a negative
-      `min_length`.
+      `min_length`, `max_output_lengths` of another shape or below 1.
   """
   _check_model(model, Seq2Seq, 'beam_search')
   _check_source(model, inputs, lengths)
@@ -310,6 +310,10 @@ def beam_search(
   _check_int('min_length', min_length, 0)
   if max_output_lengths is not None:
     _check_integers('max_output_lengths', max_output_lengths, 1)
+    if np.min(max_output_lengths) < 1:
+      raise ValueError(
+        f'max_output_lengths holds {np.min(max_output_lengths)}: each must be >= 1 (the EOS).'
+      )
     if np.shape(max_output_lengths) != np.shape(lengths):
       raise ValueError(
         f'max_output_lengths has shape {np.shape(max_output_lengths)}: expected one entry per '

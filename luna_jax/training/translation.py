@@ -5,7 +5,8 @@ The trainer calls `score_splits` after training for data that carries BLEU refer
 (`corpora.translation`: `info['references']`); `python -m luna_jax.translate` translates a file
 with a checkpoint (`load_translator`). Decoding follows `config.decoding` (`DecodingConfig`): beam
 size, the GNMT length penalty, and at most `max_len_a * source length + max_len_b` tokens before
-the EOS (source length with its EOS, as fairseq counts it). Sources are decoded bucket by bucket
+the EOS (source length with its EOS, each source its own; fairseq takes one for a whole batch,
+its padded width, so that its outputs depend on the batching). Sources are decoded bucket by bucket
 (`corpora.token_batches.TokenBatching.plan` on one device), so beam search compiles once per length
 bucket.
 
@@ -56,7 +57,8 @@ class VocabularyMismatchError(config_utils.ConfigError):
 
 
 #: Output tokens before the EOS, at least: fairseq's `generate.py --min-len` default (the authors
-#: scored their translations with fairseq), so that no translation is empty.
+#: scored their translations with fairseq), so that no translation is empty (unless its cap is 1,
+#: floor(max_len_a * n + max_len_b) = 0, possible only with max_len_b 0: a cap forces the EOS).
 MIN_OUTPUT_TOKENS = 1
 
 
