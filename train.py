@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import traceback
+from typing import NoReturn
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -171,10 +172,7 @@ def parse_flags(argv: list[str]) -> list[str]:
       except AttributeError as e:  # A get_config() that returned no mapping at all.
         if "object has no attribute 'keys'" not in str(e):
           raise
-      sys.exit(
-        f'Error: --config={_config_file(argv)}: get_config() returned a {type(config).__name__}, '
-        'not an ml_collections.ConfigDict.'
-      )
+      _exit_not_a_config_dict(argv, f'a {type(config).__name__}')
     return parsed
   except flags.DuplicateFlagError:
     sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
@@ -196,10 +194,7 @@ def parse_flags(argv: list[str]) -> list[str]:
       reason = str(cause).strip().splitlines()[-1].strip()
       sys.exit(f'Error: --config={_config_file(argv)}: cannot load it: {reason}.')
     if 'must have a value other than None' in str(e):  # absl's words for a get_config() -> None.
-      sys.exit(
-        f'Error: --config={_config_file(argv)}: get_config() returned None, not an '
-        'ml_collections.ConfigDict.'
-      )
+      _exit_not_a_config_dict(argv, 'None')
     sys.exit(f'Error: {e}')
   except (AttributeError, KeyError) as e:
     message = _missing_field(e, argv)
@@ -208,11 +203,21 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'Error: {message}')
 
 
+#: Where a misspelt field's name can be looked up.
+_EVERY_FIELD = '(configs/base.py lists every field with a comment).'
 #: What a config file is, for a --config that names another kind of file.
 _NOT_A_CONFIG_FILE = (
   'not a config file: a config file defines get_config() returning an ml_collections.ConfigDict '
   '(e.g. configs/quickstart.py).'
 )
+
+
+def _exit_not_a_config_dict(argv: list[str], returned: str) -> NoReturn:
+  """Exits with the one line for a --config file whose get_config() returned `returned`."""
+  sys.exit(
+    f'Error: --config={_config_file(argv)}: get_config() returned {returned}, not an '
+    'ml_collections.ConfigDict.'
+  )
 
 
 def _config_file(argv: list[str]) -> str:
@@ -239,7 +244,7 @@ def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | N
     name = in_file.group(1)
     present = re.findall(r"'(\w+)': ", message)
     close = difflib.get_close_matches(name, present, n=1)
-    hint = f'(did you mean {close[0]!r}?)' if close else '(configs/base.py lists every field).'
+    hint = f'(did you mean {close[0]!r}?)' if close else _EVERY_FIELD
     return (
       f'--config={_config_file(argv)}{line} sets {name!r}, a field the config does not have {hint}'
     )
@@ -250,7 +255,7 @@ def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | N
   if not given:
     if not line:  # Not ml_collections' error about the config file's config.
       return None
-    hint = f'({suggestion.strip()})' if suggestion else '(configs/base.py lists every field).'
+    hint = f'({suggestion.strip()})' if suggestion else _EVERY_FIELD
     return (
       f'--config={_config_file(argv)}{line} reads {name!r}, a field the config does not have {hint}'
     )
@@ -260,7 +265,7 @@ def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | N
   elif suggestion:
     hint = f'({suggestion.strip()})'
   else:
-    hint = '(configs/base.py lists every field with a comment).'
+    hint = _EVERY_FIELD
   return f'{given[0]}: the config has no field {name!r} {hint}'
 
 

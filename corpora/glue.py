@@ -31,6 +31,7 @@ from lra.core import (
   Split,
   TaskData,
   arrays_to_splits,
+  line_list,
   require_files,
   splits_to_arrays,
   task_data,
@@ -106,14 +107,13 @@ def read_tsv(
     sequences.append(tokens[:max_length])
     targets.append(label_ids[label])
   if skipped:
-    shown = ', '.join(map(str, skipped[:5])) + (', ...' if len(skipped) > 5 else '')
     logging.warning(
       "%s: skipped %d row(s) without the header's %d tab-separated fields (lines %s), as fairseq "
       'does for GLUE %s.',
       path,
       len(skipped),
       len(header),
-      shown,
+      line_list(skipped),
       glue_task.upper(),
     )
   inputs, lengths = tokenize.pad(sequences, max_length, tokenize.id_dtype(tokenizer.vocab_size))

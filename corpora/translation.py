@@ -46,7 +46,7 @@ from corpora import text_tokenizers
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
 from lra import tokenize
 from lra.cache import Cache
-from lra.core import DataError, TaskData
+from lra.core import DataError, TaskData, line_list
 from lra.files import claim_outputs, record_outputs
 
 SPLITS = ('train', 'validation', 'test')
@@ -202,7 +202,6 @@ def resolve_tokenizer(data_dir: Path, tokenizer: str) -> Path:
 def _note(counts: dict[str, list[int]], split: str, files: SplitFiles, what: str) -> None:
   lines = counts.get(what, [])
   if lines:
-    shown = ', '.join(str(n) for n in lines[:5]) + (', ...' if len(lines) > 5 else '')
     logging.warning(
       'translation %s (%s): %d pair(s) %s (lines %s).',
       split,
@@ -213,7 +212,7 @@ def _note(counts: dict[str, list[int]], split: str, files: SplitFiles, what: str
         'too_long': 'longer than the length limits were skipped',
         'truncated': 'longer than the length limits were cut to them',
       }[what],
-      shown,
+      line_list(lines),
     )
 
 

@@ -265,6 +265,12 @@ def require_files(
     raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
 
 
+def line_list(line_numbers: Sequence[int], shown: int = 5) -> str:
+  """Line numbers for a warning: the first `shown`, then '...' if there are more ('3, 7, ...')."""
+  more = ', ...' if len(line_numbers) > shown else ''
+  return ', '.join(str(n) for n in line_numbers[:shown]) + more
+
+
 def parse_label(text: str | bytes | int, num_classes: int, where: str) -> int:
   """Parses an integer class label (an integral float such as `1.0` is accepted).
 

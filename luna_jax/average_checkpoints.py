@@ -11,9 +11,11 @@ luna_jax.translate --checkpoint` reads. The run must keep at least N checkpoints
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from luna_jax.training import checkpointing
+from luna_jax.training.checkpointing import AVERAGED_DIR
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,8 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     path = checkpointing.average_checkpoints(args.workdir, args.num)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'Error: {e}')
-  steps = checkpointing.read_checkpoint(path)[1]['averaged_steps']
-  print(f'wrote {path}: the mean of the checkpoints of steps {steps}')
+  workdir, step = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
+  record = checkpointing.read_record(workdir, step, AVERAGED_DIR)
+  print(f'wrote {path}: the mean of the checkpoints of steps {record["averaged_steps"]}')
 
 
 if __name__ == '__main__':

@@ -368,7 +368,7 @@ def test_score_splits_records_both_bleus_in_the_datas_target_language(tmp_path, 
   monkeypatch.setattr(translation.translation_data, 'Vocabulary', Vocabulary)
 
   def translate_pairs(model, params, split, batching, decoding, eos_id, check_stop, max_batches):
-    return hypotheses[split] if max_batches is None else [hypotheses[split][0], None]
+    return hypotheses[split] if max_batches == -1 else [hypotheses[split][0], None]
 
   monkeypatch.setattr(translation, 'translate_pairs', translate_pairs)
   info = {

@@ -359,6 +359,9 @@ def _beam_search(
   def penalty(length: Array | int) -> Array:
     return ((5.0 + length) / 6.0) ** length_penalty
 
+  def is_done(finished_ranks: Array) -> Array:  # [batch, 1]: k finished hypotheses.
+    return jnp.all(finished_ranks > -jnp.inf, axis=1, keepdims=True)
+
   def body(carry, t):
     cache, live, live_scores, finished, finished_scores, finished_ranks, last = carry
     logits, cache = model.apply(variables, last.reshape(-1), cache, method='decode_step')
@@ -377,7 +380,7 @@ def _beam_search(
     extended = live[rows, beam].at[:, :, t].set(token)
     ends = token == eos_id
     # Finished: those of the best k that end (length t + 1), penalised, until an example has k.
-    done = jnp.all(finished_ranks > -jnp.inf, axis=1, keepdims=True)
+    done = is_done(finished_ranks)
     ending = ends & (jnp.arange(2 * k) < k) & (scores > _NEG_INF / 2) & ~done
     ranks = jnp.where(ending, scores / penalty(t + 1), -jnp.inf)
     finished_ranks, pick = jax.lax.top_k(jnp.concatenate([finished_ranks, ranks], 1), k)
@@ -405,7 +408,7 @@ def _beam_search(
     body, carry, jnp.arange(max_length)
   )
   # A live hypothesis competes only for an example with fewer than k finished ones.
-  done = jnp.all(finished_ranks > -jnp.inf, axis=1, keepdims=True)
+  done = is_done(finished_ranks)
   live_ranks = jnp.where(
     done | (live_scores <= _NEG_INF / 2), -jnp.inf, live_scores / penalty(max_length)
   )

@@ -284,12 +284,12 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
   raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
 
 
-def read_record(workdir: str, step: int) -> dict[str, Any] | None:
-  """The record saved with `<workdir>/checkpoints/<step>` (without its digest; the arrays are not
+def read_record(workdir: str, step: int, folder: str = 'checkpoints') -> dict[str, Any] | None:
+  """The record saved with `<workdir>/<folder>/<step>` (without its digest; the arrays are not
   read), without changing anything; None when that checkpoint is absent or damaged."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints', str(step))):
+  if not os.path.isdir(os.path.join(workdir, folder, str(step))):
     return None
-  manager = _reader(workdir, 'checkpoints')
+  manager = _reader(workdir, folder)
   try:
     record = manager.read_record(step)
   except _Damaged:

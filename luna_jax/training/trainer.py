@@ -781,9 +781,7 @@ def _final_evaluation(
       session.run.decoding,
       os.path.join(session.workdir, 'translations') if session.is_lead else None,
       functools.partial(_raise_if_stopped, stop, final_step, session.workdir),
-      None
-      if session.run.training.num_eval_batches == -1
-      else session.run.training.num_eval_batches,
+      session.run.training.num_eval_batches,
     )
     validation = {**validation, **scores.pop('validation')}  # 'bleu' and 'tokenized_bleu'.
     test = {**test, **scores.pop('test')}

@@ -76,7 +76,7 @@ def translate_pairs(
   decoding: DecodingConfig,
   eos_id: int,
   check_stop: Callable[[], None] = lambda: None,
-  max_batches: int | None = None,
+  max_batches: int = -1,
 ) -> list[list[int] | None]:
   """Beam-search output ids of every source of `pairs`, in order (the targets only choose the
   length bucket, as in training: the output does not depend on them).
@@ -89,7 +89,7 @@ def translate_pairs(
     decoding: beam size, length penalty, output caps.
     eos_id: end-of-sequence id.
     check_stop: called before each batch; raises to stop (the trainer's Ctrl-C/SIGTERM check).
-    max_batches: translate only the first this many batches (None: all).
+    max_batches: translate only the first this many batches (-1: all, as `steps.evaluate`).
 
   Returns:
     One list of ids per source, up to (not including) its EOS; None for a source left out by
@@ -97,7 +97,8 @@ def translate_pairs(
   """
   params = jax.tree.map(jnp.asarray, params)
   outputs: list[list[int] | None] = [None] * pairs.num_examples
-  for bucket, rows in itertools.islice(batching.plan(pairs, 1, None), max_batches):
+  plan = batching.plan(pairs, 1, None)
+  for bucket, rows in itertools.islice(plan, None if max_batches == -1 else max_batches):
     check_stop()
     length = batching.buckets[bucket]
     real = rows[rows >= 0]
@@ -205,7 +206,7 @@ def score_splits(
   decoding: DecodingConfig,
   output_dir: str | None,
   check_stop: Callable[[], None] = lambda: None,
-  max_batches: int | None = None,
+  max_batches: int = -1,
 ) -> dict[str, Any]:
   """Translates the validation and test splits and scores them against `data.info['references']`.
 
@@ -218,7 +219,7 @@ def score_splits(
       None writes nothing.
     check_stop: called before each decoding batch; raises to stop (`translate_pairs`).
     max_batches: translate and score only the first this many decoding batches of each split
-      (`training.num_eval_batches`, e.g. a debug run's 2); None: the whole split. The written files
+      (`training.num_eval_batches`, e.g. a debug run's 2); -1: the whole split. The written files
       then hold the translated sentences only, in order.
 
   Returns:
