@@ -5,7 +5,7 @@ r"""Quick start: a small Luna on generated short ListOps, a few minutes on 2 CPU
   python train.py --config configs/quickstart.py --workdir runs/quickstart
 
 The generated expressions are 11-59 tokens long with at most 3 nested operators, so a 2-layer,
-64-wide Luna-16 learns them quickly: 2500 steps (1 to 3 minutes on 2 CPU cores) reach about 43%
+64-wide Luna-16 learns them quickly: 2500 steps (0.5 to 3 minutes on 2 CPU cores) reach about 43%
 validation and test accuracy (42.00-43.90% validation, 42.85-44.20% test on five machines: the last
 digits depend on the CPU's kernels and on the order of the float operations), against 10% for chance
 and 12.25% for the majority class of this validation set. The full task is `configs/listops.py`.
