@@ -8,8 +8,9 @@ linformer | linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 10%.
 The expected results refer to the faithful recipe: Luna now takes the authors' BERT
-initialisation, tied layer weights and Adam eps 1e-8 (`--config.model.param_init=default
---config.optimizer.eps=1e-9` gives the earlier recipe).
+initialisation, tied layer weights, no bias on the logits layer and Adam eps 1e-8
+(`--config.model.param_init=default --config.model.shared_layers=False
+--config.model.classifier_logits_bias=True --config.optimizer.eps=1e-9` gives the earlier recipe).
 Expected run time on one H200, measured in all-bfloat16 compute (then `model.dtype=bfloat16`, now
 `--config.model.precision=bfloat16_all`, refined since; one seed each,
 generated official-distribution data; benchmarks/results/gpu/): 2.9 minutes for luna16 (36.20% test,

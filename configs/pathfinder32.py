@@ -9,7 +9,8 @@ Expected test accuracy: the variant's row of the paper's Table 1 in configs/vari
 the leaderboard of `benchmarks.report` prints next to each model. Chance 50%. The expected
 results refer to the faithful recipe: the Transformer masks black pixels out of attention
 as LRA's `inputs > 0` mask does (`--config.model.padding_mask=lengths` attends to every pixel, as
-before), and Luna uses Adam eps 1e-8 (`--config.optimizer.eps=1e-9`: the earlier 1e-9).
+before), and Luna has no bias on the logits layer and uses Adam eps 1e-8
+(`--config.model.classifier_logits_bias=True --config.optimizer.eps=1e-9`: the earlier recipe).
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 3 hours for
 Luna and about 4 hours for the Transformer (about 62500 steps of batch 512).
 """

@@ -9,8 +9,9 @@ Expected test accuracy: no model of the Luna paper or of Tay et al. learns it ("
 50%); the Luna paper reports no Path-X number. The Luna variants reuse the Pathfinder-32 recipe at
 16384 tokens, as the authors' `luna_lra_pf128` architecture does. The recipe is the faithful one
 of configs/pathfinder32.py: the Transformer masks black pixels out of attention (LRA's
-`inputs > 0`; `--config.model.padding_mask=lengths` attends to every pixel) and Luna uses Adam eps
-1e-8 (`--config.optimizer.eps=1e-9`: the earlier 1e-9).
+`inputs > 0`; `--config.model.padding_mask=lengths` attends to every pixel) and Luna has no bias
+on the logits layer and uses Adam eps 1e-8 (`--config.model.classifier_logits_bias=True
+--config.optimizer.eps=1e-9`: the earlier recipe).
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 1 day for Luna
 (62500 steps) and several days for the Transformer (500000 steps, quadratic in 16384).
 """

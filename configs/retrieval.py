@@ -10,7 +10,8 @@ the leaderboard of `benchmarks.report` prints next to each model. Chance 50%. Th
 results refer to the faithful recipe: the Transformer family pools the first byte (no CLS token)
 into LRA's two-hidden-layer head (`--config.model.pooling=cls
 --config.model.classifier_hidden_layers=1` gives the earlier CLS vector and one hidden layer), and
-Luna uses Adam eps 1e-8 (`--config.optimizer.eps=1e-9`: the earlier 1e-9).
+Luna has no bias on the logits layer and uses Adam eps 1e-8
+(`--config.model.classifier_logits_bias=True --config.optimizer.eps=1e-9`: the earlier recipe).
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 4 hours for
 Luna (2 x 4000 bytes, 20000 steps) and about 2.5 hours for the Transformer (5000 steps, quadratic
 in 4000).

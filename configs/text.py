@@ -11,8 +11,9 @@ Variants: luna16 | luna128 | luna256 | luna16_noncontextual | luna16_pmean | tra
 linformer | linear_transformer | performer (append ',debug' for a smoke test).
 Expected test accuracy: the variant's row of the paper's Table 1 in configs/variants.py, which
 the leaderboard of `benchmarks.report` prints next to each model. Chance 50%. The expected
-results refer to the faithful recipe: Luna now takes the authors' BERT initialisation and Adam eps
-1e-8 (`--config.model.param_init=default --config.optimizer.eps=1e-9` gives the earlier recipe).
+results refer to the faithful recipe: Luna now takes the authors' BERT initialisation, no bias on
+the logits layer and Adam eps 1e-8 (`--config.model.param_init=default
+--config.model.classifier_logits_bias=True --config.optimizer.eps=1e-9` gives the earlier recipe).
 Expected run time on one A100/H100-class GPU (an estimate, not a measurement): about 2 hours for
 Luna (4000 bytes, 20000 steps) and about 1.5 hours for the Transformer (1000 bytes, 20000 steps).
 """

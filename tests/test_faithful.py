@@ -4,6 +4,7 @@ of LRA's Retrieval Transformer, LRA's `inputs > 0` padding mask on the pixel tas
 BERT initialisation, Adam eps 1e-8 and tied layers for Luna."""
 
 import importlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -215,6 +216,38 @@ def test_luna_recipes_take_adam_eps_1e8_and_bert_init_where_the_authors_did():
     config = load(name, arg)
     assert config.optimizer.eps == 1e-9
     assert (config.model.param_init, config.model.shared_layers) == ('default', False)
+
+
+#: The fields each official quirk sets; base.get_config() holds our earlier choice of each. (The
+#: Transformer's pooling is a task setting too, e.g. mean on Pathfinder: only 'first' is a quirk.)
+QUIRK_FIELDS = {
+  'luna16': (
+    'model.param_init',
+    'model.shared_layers',
+    'model.classifier_logits_bias',
+    'optimizer.eps',
+  ),
+  'transformer': ('model.classifier_hidden_layers', 'model.padding_mask'),
+}
+
+
+@pytest.mark.parametrize('task', lra.TASKS)
+def test_docstring_flags_give_back_the_earlier_recipe(task):
+  """The task config's docstring names every flag that undoes its official quirks: applied to the
+  recipe, they leave each quirk field at base.get_config()'s value."""
+  doc = importlib.import_module(f'configs.{task}').__doc__
+  flags = re.findall(r'--config\.([\w.]+)=([\w.+-]+)', doc.split('faithful')[1])
+  earlier = base.get_config()
+  for variant, fields in QUIRK_FIELDS.items():
+    config = load(task, variant)
+    for key, value in flags:
+      section, field = key.split('.')
+      value = {'True': True, 'False': False}.get(value, value)
+      config[section][field] = type(config[section][field])(value)
+    for key in fields:
+      section, field = key.split('.')
+      assert config[section][field] == earlier[section][field], (task, variant, key)
+    assert config.model.pooling != 'first', (task, variant)
 
 
 @pytest.mark.parametrize('name', ['luna', 'transformer'])
