@@ -199,8 +199,8 @@ def health(
     for e in entries
     if 'validation_accuracy' in e
   ]
-  # The earliest step of the best accuracy.
-  best, best_step = max([*evaluations, (final, final_step)], key=lambda e: (e[0], -e[1]))
+  # Ties go to the later step, as the trainer's best checkpoint (results.json's 'best').
+  best, best_step = max([*evaluations, (final, final_step)])
   learned = best >= chance + LEARNED_GAIN * (100.0 - chance)
   return Health(
     best=best,

@@ -54,7 +54,8 @@ def build_split(examples: Iterable[tuple[bytes, int]], max_length: int) -> Split
 
 def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
   """Splits `split` into (rest, held out): a seeded random `fraction` of its examples (at least one)
-  is held out. Both keep the original example order.
+  is held out. Both keep the original example order. Their `num_truncated` is 0: which examples were
+  truncated is not stored, and the loader's check has warned of them before the split.
 
   Raises:
     DataError: fewer than two examples.

@@ -202,6 +202,10 @@ def test_collapsed_and_never_learned_runs_are_counted_from_their_metrics(tmp_pat
                                      collapsed=False)  # fmt: skip
   assert by_seed[1].collapsed and by_seed[1].best == pytest.approx(35.85)
   assert by_seed[1].best_step == 500
+  # A tie goes to the later step, as the trainer's best checkpoint does.
+  entries = [{'step': step, 'validation_accuracy': 0.36} for step in (500, 1000)]
+  tied = report.health('listops', 0.30, 2000, entries)
+  assert (tied.best, tied.best_step) == (pytest.approx(36.0), 1000)
   assert not by_seed[2].learned and not by_seed[2].collapsed
   counts = report.health_counts(runs)
   assert counts == {('luna16', 'listops'): (1, 1, 3)}

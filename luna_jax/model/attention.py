@@ -285,7 +285,7 @@ def luna_attention(
   Raises:
     ValueError: when the unpack kernel's width is neither d nor 2 * d, or dropout lacks a key.
   """
-  b, _, heads, head_dim = query.shape
+  _, _, heads, head_dim = query.shape
   d = heads * head_dim
   if unpack_kernel.shape[-1] not in (d, 2 * d):
     raise ValueError(

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from luna_jax.model import attention as attn
+from luna_jax.model import layers
 from luna_jax.model.layers import SelfAttention
 
 if TYPE_CHECKING:
@@ -306,7 +307,6 @@ class LinformerSelfAttention(SelfAttention):
     init = nn.initializers.lecun_normal(in_axis=0, out_axis=1)
     e = self.param('key_projection', init, shape, self.param_dtype)
     f = self.param('value_projection', init, shape, self.param_dtype)
-    use_dropout = not deterministic and self.attention_dropout_rate > 0.0
     y, probs = linformer_attention(
       query,
       key,
@@ -315,7 +315,7 @@ class LinformerSelfAttention(SelfAttention):
       f,
       mask,
       dropout_rate=self.attention_dropout_rate,
-      dropout_rng=self.make_rng('dropout') if use_dropout else None,
+      dropout_rng=layers.dropout_rng(self, self.attention_dropout_rate, deterministic),
       deterministic=deterministic,
     )
     self.sow('intermediates', 'probs', probs)

@@ -36,7 +36,8 @@ CONFIG_KEYS = (
   'decoding',
 )
 #: `config.training` keys that may change when a run is resumed: they extend or re-schedule it, or
-#: (prefetch_batches) change its speed alone.
+#: change its speed alone (prefetch_batches; gradient_accumulation_steps, whose updates equal the
+#: unsplit batch's up to float rounding and dropout masks).
 RESCHEDULE_KEYS = (
   'num_train_steps',
   'eval_every',

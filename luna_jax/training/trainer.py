@@ -27,7 +27,8 @@ preparation, the loss and its weights, the evaluation metrics) is the model's `o
 A run started again with the same workdir resumes from its newest intact checkpoint if its config
 differs only in RESCHEDULE_KEYS (and the device count, which is recorded) and, batches being a pure
 function of (seed, step), finishes on the same device count with the same parameters as an
-uninterrupted run.
+uninterrupted run; a changed `gradient_accumulation_steps` gives the same updates up to float
+rounding and dropout masks (each micro-batch draws its own).
 """
 
 from __future__ import annotations
