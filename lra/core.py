@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lra.batching import FIXED_SIZE, Batching
-from lra.errors import DataError
+from lra.errors import DataError, MissingDataError
 
 SPLITS = ('train', 'validation', 'test')
 
@@ -237,8 +237,8 @@ def task_data(
 def require_files(
   paths: Sequence[Path], how_to_get: str, *, generated: bool = False, folders: bool = False
 ) -> None:
-  """Raises DataError naming every expected file when any of `paths` is missing (or is a folder
-  where a file is expected, or the other way round).
+  """Raises MissingDataError naming every expected file when any of `paths` is missing (or is a
+  folder where a file is expected, or the other way round).
 
   Args:
     paths: files the task reads (with `folders`: folders).
@@ -262,7 +262,7 @@ def require_files(
         '\nThe generator refuses to overwrite the files that exist; add --overwrite to '
         'replace them all (this deletes them).'
       )
-    raise DataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
+    raise MissingDataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
 
 
 def line_list(line_numbers: Sequence[int], shown: int = 5) -> str:

@@ -4,3 +4,7 @@
 
 class DataError(Exception):
   """A user-facing data problem: missing or malformed files, bad options, unknown task names."""
+
+
+class MissingDataError(DataError):
+  """A task's files are not where it looks (the message names them and how to get them)."""

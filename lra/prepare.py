@@ -46,14 +46,17 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import tqdm
 
 from lra import cli, pathfinder, registry
 from lra.core import DataError
 from lra.files import write_atomically
+
+T = TypeVar('T')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +225,19 @@ def _response_total(response: http.client.HTTPResponse, offset: int, url: str) -
   return int(length) if length is not None else None
 
 
+def _on_disk(path: Path, action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+  """`action(*args, **kwargs)`, a file operation on `path`, with its OSError (no space, no
+  permission, a file where a folder should be) as a DataError naming the path: a local problem,
+  never retried as a dropped connection."""
+  try:
+    return action(*args, **kwargs)
+  except OSError as e:
+    raise DataError(
+      f'{path}: {e.strerror or e}. Free space or fix the folder (or choose another --data_dir), '
+      'then run again: a partial download is resumed.'
+    ) from None
+
+
 def download(
   url: str,
   dest: Path,
@@ -249,10 +265,11 @@ def download(
 
   Raises:
     DataError: the server is unreachable, answers with an HTTP error, reports another size than
-      `expected_size`, or the download fails `retries + 1` times; the message names the URL and
-      the manual alternative.
+      `expected_size`, or the download fails `retries + 1` times (the message names the URL and
+      the manual alternative); `dest`'s folder cannot be made or written (naming the path).
   """
   part = dest.with_name(dest.name + '.part')
+  _on_disk(dest.parent, dest.parent.mkdir, parents=True, exist_ok=True)
   total = expected_size
   failures = 0
   responded = False
@@ -292,17 +309,23 @@ def download(
           total = served if served is not None else total
           bar.reset(total=total)
           bar.update(have)
-          dest.parent.mkdir(parents=True, exist_ok=True)
-          with open(part, 'ab' if have else 'wb') as f:
+          out = _on_disk(part, open, part, 'ab' if have else 'wb')
+          try:
             while chunk := response.read(_CHUNK):
-              f.write(chunk)
+              _on_disk(part, out.write, chunk)
               bar.update(len(chunk))
+          finally:
+            _on_disk(part, out.close)
         size = part.stat().st_size
         if total is None or size == total:
           break
         raise ConnectionError(f'connection closed after {size} of {total} bytes')
       except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # The partial file is not a prefix of this URL's file.
+        if e.code == 416 and have:
+          # Nothing from byte `have` on: the partial file is complete (a run stopped before the
+          # rename, with no size known beforehand), or it is not a prefix of this URL's file.
+          if e.headers.get('Content-Range') == f'bytes */{have}':
+            break
           part.unlink()
           continue
         raise DataError(
@@ -545,13 +568,18 @@ def _state_path(data_root: Path, task: str, suffix: str) -> Path:
   return data_root / STATE / f'{task}.{suffix}'
 
 
-def _extracted_files(data_root: Path, task: str) -> dict[str, int]:
-  """The files `lra.prepare` recorded for `task` (path relative to its source's folder -> size),
-  or none when it has no complete record."""
+def _recorded_files(data_root: Path, task: str) -> dict[str, int]:
+  """The files `lra.prepare` recorded for `task` when it last finished extracting it (path relative
+  to its source's folder -> size): none without a record, or with one it cannot read (said)."""
   record = _state_path(data_root, task, 'json')
-  if not record.exists() or _state_path(data_root, task, 'partial').exists():
+  if not record.exists():
     return {}
-  return json.loads(record.read_text(encoding='utf-8'))['files']
+  try:
+    files = json.loads(record.read_text(encoding='utf-8'))['files']
+    return {str(name): int(size) for name, size in files.items()}
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    print(f'{task}: cannot read {record} ({type(e).__name__}: {e}); treating it as missing.')
+    return {}
 
 
 def check_extracted(data_root: Path, task: str, difficulty: str = 'hard') -> str | None:
@@ -559,14 +587,22 @@ def check_extracted(data_root: Path, task: str, difficulty: str = 'hard') -> str
   size).
 
   Returns:
-    None when there is no complete record, or one without this difficulty's members (Pathfinder:
-    another difficulty was extracted), else a description of the verified files.
+    None when there is no complete record (none, or an extraction under way or cut short), or one
+    without this difficulty's members (Pathfinder: another difficulty was extracted), else a
+    description of the verified files (this difficulty's only).
 
   Raises:
     DataError: a recorded file is missing or has another size (naming it).
   """
-  files = _extracted_files(data_root, task)
-  if not files or missing_members(task_members(task, difficulty), list(files)):
+  if _state_path(data_root, task, 'partial').exists():
+    return None
+  members = task_members(task, difficulty)
+  files = {
+    name: size
+    for name, size in _recorded_files(data_root, task).items()
+    if any(_matches(name, member) for member in members)
+  }
+  if not files or missing_members(members, list(files)):
     return None
   root = data_root / SOURCES[TASK_FILES[task].source].extract_to
   for name, size in files.items():
@@ -669,8 +705,9 @@ def prepare(
       archive = obtain_archive(
         source_name, data_root, archives.get(source_name), progress=progress, **download_options
       )
-      # What earlier runs extracted (another Pathfinder difficulty) stays in the record.
-      earlier = {task: _extracted_files(data_root, task) for task in source_tasks}
+      # What earlier runs extracted (another Pathfinder difficulty) stays in the record, also
+      # after an extraction cut short.
+      earlier = {task: _recorded_files(data_root, task) for task in source_tasks}
       for task in source_tasks:
         _state_path(data_root, task, 'partial').parent.mkdir(parents=True, exist_ok=True)
         _state_path(data_root, task, 'partial').touch()

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from lra.cache import Cache
 from lra.core import DataError, TaskData
+from lra.errors import MissingDataError
 
 
 class Loader(NamedTuple):
@@ -59,21 +60,29 @@ PREPARED_DIRS = {
   'pathfinder32': LRA_RELEASE,
   'pathx': LRA_RELEASE,
 }
-#: The offline generators of the tasks that have one (besides `python -m lra.prepare`).
+#: The offline generators of the tasks that have one (besides `python -m lra.prepare`), as the
+#: loaders' own messages give them (`lra.listops`, `lra.pathfinder`).
 _GENERATORS = {
   'listops': 'python -m lra.listops_generator --output_dir data/listops',
-  'pathfinder32': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 32',
-  'pathx': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 128',
+  'pathfinder32': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 32 '
+  '--difficulty hard --num_examples 20000',
+  'pathx': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 128 '
+  '--difficulty hard --num_examples 20000',
 }
 
 
-def data_source(name: str) -> str:
-  """How to get the data of LRA task `name`: the `lra.prepare` command and the folder it writes,
-  and the task's offline generator if it has one (for messages about a missing `data_dir`)."""
-  text = (
+def prepare_command(name: str) -> str:
+  """The `lra.prepare` command that fetches LRA task `name`'s official data, and where it puts
+  it."""
+  return (
     f'python -m lra.prepare --tasks {name} --data_dir data writes it to data/{PREPARED_DIRS[name]}'
   )
 
+
+def data_source(name: str) -> str:
+  """How to get the data of LRA task `name`: `prepare_command`, and the task's offline generator
+  if it has one (for messages about a missing `data_dir`)."""
+  text = prepare_command(name)
   if name in _GENERATORS:
     text += f'; or generate it offline with {_GENERATORS[name]}'
   return text + '.'
@@ -181,7 +190,8 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
 
   Raises:
     DataError: unknown task or option (a task of `corpora` says to load it with
-      `corpora.load_task`), an empty `data_dir`, missing or malformed data.
+      `corpora.load_task`), an empty `data_dir`, missing or malformed data; for missing data a
+      `MissingDataError` that also names the `lra.prepare` command (`prepare_command`).
   """
   if name in CORPORA_TASKS:
     raise DataError(
@@ -190,4 +200,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
     )
   if name in _REGISTRY:
     require_data_dir(name, data_dir, data_source(name))
-  return load_registered(_REGISTRY, name, data_dir, options)
+  try:
+    return load_registered(_REGISTRY, name, data_dir, options)
+  except MissingDataError as e:
+    raise MissingDataError(f'{e}\nOr fetch the official data: {prepare_command(name)}.') from None

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lra.core import DataError
+from lra.errors import MissingDataError
 
 _FORMATS = ('array_record', 'tfrecord')
 
@@ -82,7 +83,9 @@ def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
       }
 
 
-def no_data_error(task: str, name: str, data_dir: Path, local: str, archive: str) -> DataError:
+def no_data_error(
+  task: str, name: str, data_dir: Path, local: str, archive: str
+) -> MissingDataError:
   """Explains the two sources of a task: a local folder, or TFDS data prepared elsewhere.
 
   Args:
@@ -95,7 +98,7 @@ def no_data_error(task: str, name: str, data_dir: Path, local: str, archive: str
   Returns:
     The error to raise; nothing is ever downloaded at load time.
   """
-  return DataError(
+  return MissingDataError(
     f'No {name} data in {data_dir}. Expected either {local}, or the TFDS dataset {name!r} '
     f'prepared under {data_dir} ({data_dir}/{name}/[<config>/]<version>/'
     f'{name}-<split>.array_record-* or .tfrecord-*). Nothing is downloaded at load time. '

@@ -649,6 +649,15 @@ def test_generated_folders_are_ignored_by_git():
   assert {'/data/', '/runs/', '/corpus/', '/glue/', '/reports/', 'lra_cache/'} <= set(ignored)
 
 
+@pytest.mark.parametrize('task', lra.TASKS)
+def test_missing_data_names_the_lra_prepare_command(task, tmp_path):
+  """Every LRA loader's missing-files error ends with the `lra.prepare` command and its folder."""
+  with pytest.raises(lra.DataError) as raised:
+    lra.load_task(task, tmp_path)
+  assert f'python -m lra.prepare --tasks {task} --data_dir data' in str(raised.value)
+  assert str(lra.prepare.task_data_dir(task, 'data')) in str(raised.value)
+
+
 def test_the_task_configs_name_the_folder_lra_prepare_writes():
   """The missing-data_dir message of every LRA task names the folder `lra.prepare` fills."""
   for task in lra.TASKS:

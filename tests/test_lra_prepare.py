@@ -224,6 +224,52 @@ def test_a_second_pathfinder_difficulty_is_extracted_beside_the_first(
   assert len(server.requests) == 1
 
 
+def test_pathfinder_checks_only_the_difficulty_asked_for(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
+  """A file of the other difficulty gone does not make every run of this one extract again; a
+  cut-short extraction of the second difficulty keeps the first's record; a damaged record is
+  said and treated as missing."""
+  _serve(monkeypatch, server, official_archives)
+  root = tmp_path / 'data'
+  args = ['--tasks', 'pathfinder32', '--data_dir', str(root), '--no_progress']
+  assert prepare.main(args) == 0
+  prepare._state_path(root, 'pathfinder32', 'partial').touch()  # An easy extraction cut short.
+  assert prepare.main([*args, '--difficulty', 'easy']) == 0
+  easy = root / 'lra_release' / 'lra_release' / 'pathfinder32' / 'curv_baseline'
+  next(easy.glob('imgs/*/*.png')).unlink()
+  capsys.readouterr()
+  for _ in range(2):
+    assert prepare.main(args) == 0
+    out = capsys.readouterr().out
+    assert 'verified' in out and 'now missing' not in out, out
+  record = prepare._state_path(root, 'pathfinder32', 'json')
+  record.write_text(record.read_text()[:30])
+  assert prepare.main(args) == 0
+  out = capsys.readouterr().out
+  assert f'cannot read {record}' in out and 'found in place' in out, out
+
+
+def test_a_complete_partial_download_of_unknown_size_is_not_fetched_again(server, tmp_path):
+  content = bytes(range(256)) * 20
+  server.files['/file.bin'] = content
+  dest = tmp_path / 'file.bin'
+  (tmp_path / 'file.bin.part').write_bytes(content)  # A run stopped before the rename.
+  prepare.download(f'{server.url}/file.bin', dest, None, retry_wait=0, progress=False)
+  assert dest.read_bytes() == content
+  assert server.requests == [('/file.bin', f'bytes={len(content)}-')]
+
+
+def test_a_local_disk_problem_is_one_error_naming_the_path_not_retried(server, tmp_path):
+  server.files['/file.bin'] = b'x' * 100
+  (tmp_path / 'downloads').write_text('a file where the folder should be')
+  with pytest.raises(DataError, match=f'{tmp_path / "downloads"}: File exists'):
+    prepare.download(
+      f'{server.url}/file.bin', tmp_path / 'downloads' / 'file.bin', None, progress=False
+    )
+  assert server.requests == []
+
+
 def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
   content = bytes(range(256)) * 1000
   server.files['/file.bin'] = content
