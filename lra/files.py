@@ -1,12 +1,16 @@
-"""Files the data package writes: the atomic file write (which the trainer uses too), and the
-record a generator leaves beside its outputs so that running it again is a no-op."""
+"""Files the data package writes: the atomic file write and the exclusive lock (which the trainer
+uses too), and the record a generator leaves beside its outputs so that running it again is a
+no-op."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,9 +97,43 @@ def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:
 
 
 def write_atomically(path: str | Path, text: str) -> None:
-  """Writes `text` (UTF-8) to `path` through `<path>.tmp`, which then replaces `path`: a reader, or
-  an interrupted writer, sees the old content or the new, never a part."""
-  temporary = f'{path}.tmp'
-  with open(temporary, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(temporary, path)
+  """Writes `text` (UTF-8) to `path` through a temporary file of its own beside it
+  (`<path>.<random>.tmp`), which then replaces `path`: a reader, an interrupted writer or another
+  writer sees the old content or a new one, never a part."""
+  temporary = f'{path}.{uuid.uuid4().hex[:12]}.tmp'
+  try:
+    with open(temporary, 'x', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.unlink(temporary)
+
+
+class LockedError(RuntimeError):
+  """Another live process holds the lock; `holder` is its 'pid P on HOST' (or 'unknown')."""
+
+  def __init__(self, path: str | Path, holder: str):
+    super().__init__(f'{path} is held by {holder}')
+    self.holder = holder
+
+
+def acquire_lock(path: str | Path) -> int:
+  """Takes the exclusive POSIX advisory lock (`fcntl.flock`) of file `path`, created if needed, and
+  writes 'pid P on HOST' into it. The operating system drops the lock when the holder exits or dies
+  (a killed process leaves no stale lock); `os.close` of the returned descriptor releases it.
+
+  Raises:
+    LockedError: another process holds it (naming its pid and host).
+    OSError: `path` cannot be created or opened.
+  """
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
+    os.close(fd)
+    raise LockedError(path, holder) from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
+  return fd

@@ -31,6 +31,7 @@ and a file the user put there or passed as `--archive` is never modified.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -46,7 +47,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,7 +55,7 @@ import tqdm
 
 from lra import cli, pathfinder, registry
 from lra.core import DataError
-from lra.files import write_atomically
+from lra.files import LockedError, acquire_lock, write_atomically
 
 T = TypeVar('T')
 
@@ -568,6 +569,29 @@ def _state_path(data_root: Path, task: str, suffix: str) -> Path:
   return data_root / STATE / f'{task}.{suffix}'
 
 
+@contextlib.contextmanager
+def _locked(data_root: Path) -> Iterator[None]:
+  """Holds `<data_root>/.prepared/lock` (`lra.files.acquire_lock`), so that one process prepares a
+  folder at a time: two would append to the same partial download and records.
+
+  Raises:
+    DataError: another process holds it (naming its pid), or the folder cannot be made.
+  """
+  state = data_root / STATE
+  _on_disk(state, state.mkdir, parents=True, exist_ok=True)
+  try:
+    fd = _on_disk(state, acquire_lock, state / 'lock')
+  except LockedError as e:
+    raise DataError(
+      f'{data_root} is being prepared by another lra.prepare ({e.holder}). Wait for it to '
+      'finish, or choose another --data_dir.'
+    ) from None
+  try:
+    yield
+  finally:
+    os.close(fd)
+
+
 def _recorded_files(data_root: Path, task: str) -> dict[str, int]:
   """The files `lra.prepare` recorded for `task` when it last finished extracting it (path relative
   to its source's folder -> size): none without a record, or with one it cannot read (said)."""
@@ -674,71 +698,76 @@ def prepare(
 
   Returns:
     task -> {'data_dir', 'status', and 'sizes' (train/validation/test examples) or 'error'}.
+
+  Raises:
+    DataError: another process prepares `data_root` (`_locked`), or its state folder cannot be
+      made.
   """
-  archives = dict(archives or {})
-  report: dict[str, dict] = {}
-  pending: dict[str, list[str]] = {}
-  for task in tasks:
-    report[task] = {'data_dir': task_data_dir(task, data_root)}
-    try:
-      status = check_extracted(data_root, task, difficulty)
-      damaged = False
-    except DataError as e:
-      status, damaged = None, True
-      print(f'{task}: {e} Extracting it again.')
-    if status is None and not damaged and not _state_path(data_root, task, 'partial').exists():
-      if _layout_present(data_root, task, difficulty):
-        status = 'found in place (not extracted by lra.prepare)'
-      else:  # Another source its loader reads, such as a prepared TFDS dataset?
+  with _locked(data_root):
+    archives = dict(archives or {})
+    report: dict[str, dict] = {}
+    pending: dict[str, list[str]] = {}
+    for task in tasks:
+      report[task] = {'data_dir': task_data_dir(task, data_root)}
+      try:
+        status = check_extracted(data_root, task, difficulty)
+        damaged = False
+      except DataError as e:
+        status, damaged = None, True
+        print(f'{task}: {e} Extracting it again.')
+      if status is None and not damaged and not _state_path(data_root, task, 'partial').exists():
+        if _layout_present(data_root, task, difficulty):
+          status = 'found in place (not extracted by lra.prepare)'
+        else:  # Another source its loader reads, such as a prepared TFDS dataset?
+          try:
+            report[task]['sizes'] = _split_sizes(task, report[task]['data_dir'], difficulty)
+            status = 'found in place (read by its loader)'
+          except DataError:
+            pass
+      if status is None:
+        pending.setdefault(TASK_FILES[task].source, []).append(task)
+      else:
+        report[task]['status'] = status
+    for source_name, source_tasks in pending.items():
+      source = SOURCES[source_name]
+      try:
+        archive = obtain_archive(
+          source_name, data_root, archives.get(source_name), progress=progress, **download_options
+        )
+        # What earlier runs extracted (another Pathfinder difficulty) stays in the record, also
+        # after an extraction cut short.
+        earlier = {task: _recorded_files(data_root, task) for task in source_tasks}
+        for task in source_tasks:
+          _state_path(data_root, task, 'partial').parent.mkdir(parents=True, exist_ok=True)
+          _state_path(data_root, task, 'partial').touch()
+        members = {task: task_members(task, difficulty) for task in source_tasks}
+        extracted, first_names = extract(
+          archive, data_root / source.extract_to, members, progress=progress
+        )
+      except DataError as e:
+        for task in source_tasks:
+          report[task]['error'] = str(e)
+        continue
+      for task in source_tasks:
+        missing = missing_members(members[task], list(extracted[task]))
+        if missing:
+          report[task]['error'] = (
+            f'{archive} has no member(s) {", ".join(missing)}; its first '
+            f'members are: {", ".join(first_names)}'
+          )
+          continue
+        files = {**earlier[task], **extracted[task]}
+        record = {'source': source_name, 'archive': str(archive), 'files': files}
+        write_atomically(_state_path(data_root, task, 'json'), json.dumps(record, indent=1))
+        _state_path(data_root, task, 'partial').unlink()
+        report[task]['status'] = f'extracted {len(extracted[task])} files from {archive}'
+    for task in tasks:
+      if 'error' not in report[task] and 'sizes' not in report[task]:
         try:
           report[task]['sizes'] = _split_sizes(task, report[task]['data_dir'], difficulty)
-          status = 'found in place (read by its loader)'
-        except DataError:
-          pass
-    if status is None:
-      pending.setdefault(TASK_FILES[task].source, []).append(task)
-    else:
-      report[task]['status'] = status
-  for source_name, source_tasks in pending.items():
-    source = SOURCES[source_name]
-    try:
-      archive = obtain_archive(
-        source_name, data_root, archives.get(source_name), progress=progress, **download_options
-      )
-      # What earlier runs extracted (another Pathfinder difficulty) stays in the record, also
-      # after an extraction cut short.
-      earlier = {task: _recorded_files(data_root, task) for task in source_tasks}
-      for task in source_tasks:
-        _state_path(data_root, task, 'partial').parent.mkdir(parents=True, exist_ok=True)
-        _state_path(data_root, task, 'partial').touch()
-      members = {task: task_members(task, difficulty) for task in source_tasks}
-      extracted, first_names = extract(
-        archive, data_root / source.extract_to, members, progress=progress
-      )
-    except DataError as e:
-      for task in source_tasks:
-        report[task]['error'] = str(e)
-      continue
-    for task in source_tasks:
-      missing = missing_members(members[task], list(extracted[task]))
-      if missing:
-        report[task]['error'] = (
-          f'{archive} has no member(s) {", ".join(missing)}; its first '
-          f'members are: {", ".join(first_names)}'
-        )
-        continue
-      files = {**earlier[task], **extracted[task]}
-      record = {'source': source_name, 'archive': str(archive), 'files': files}
-      write_atomically(_state_path(data_root, task, 'json'), json.dumps(record, indent=1))
-      _state_path(data_root, task, 'partial').unlink()
-      report[task]['status'] = f'extracted {len(extracted[task])} files from {archive}'
-  for task in tasks:
-    if 'error' not in report[task] and 'sizes' not in report[task]:
-      try:
-        report[task]['sizes'] = _split_sizes(task, report[task]['data_dir'], difficulty)
-      except DataError as e:
-        report[task]['error'] = str(e)
-  return report
+        except DataError as e:
+          report[task]['error'] = str(e)
+    return report
 
 
 def _split_sizes(task: str, data_dir: Path, difficulty: str) -> tuple[int, int, int]:
@@ -817,15 +846,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     archives = _parse_archives(args.archive, {TASK_FILES[t].source for t in tasks})
   except DataError as e:
     parser.error(str(e))
-  report = prepare(
-    tasks,
-    data_root,
-    archives,
-    difficulty=args.difficulty,
-    progress=not args.no_progress,
-    timeout=args.timeout,
-    retries=args.retries,
-  )
+  try:
+    report = prepare(
+      tasks,
+      data_root,
+      archives,
+      difficulty=args.difficulty,
+      progress=not args.no_progress,
+      timeout=args.timeout,
+      retries=args.retries,
+    )
+  except DataError as e:
+    print(f'Error: {e}', file=sys.stderr)
+    return 1
   _print_report(report, data_root)
   return 1 if any('error' in entry for entry in report.values()) else 0
 

@@ -16,8 +16,10 @@ import corpora
 import lra
 from corpora import sequence_generator
 from lra import cache as cache_lib
-from lra import listops, listops_generator, pathfinder_generator, synthetic
+from lra import files, listops, listops_generator, pathfinder_generator, synthetic
 from tests.test_lra_listops import ROWS, write_listops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('content', ['', 'Source\tTarget\r\n'], ids=['zero_bytes', 'header_only'])
@@ -254,3 +256,22 @@ def test_a_folder_where_a_data_file_belongs_is_named_not_opened(tmp_path):
   (tmp_path / 'basic_val.tsv').mkdir()
   with pytest.raises(lra.DataError, match=r'basic_val.tsv   \(not a file\)'):
     lra.load_task('listops', tmp_path)
+
+
+def test_concurrent_atomic_writes_never_show_a_part(tmp_path):
+  """Two processes rewriting one file: every read sees one whole version, no temporary file is
+  left, and neither writer fails."""
+  path = tmp_path / 'record.json'
+  files.write_atomically(path, 'a' * 100_000)
+  write = (
+    'import sys; from lra import files\n'
+    'for _ in range(200): files.write_atomically(sys.argv[1], sys.argv[2] * 100_000)'
+  )
+  writers = [
+    subprocess.Popen([sys.executable, '-c', write, str(path), letter], cwd=ROOT) for letter in 'bc'
+  ]
+  while any(w.poll() is None for w in writers):
+    text = path.read_text()
+    assert len(text) == 100_000 and len(set(text)) == 1
+  assert [w.returncode for w in writers] == [0, 0]
+  assert os.listdir(tmp_path) == ['record.json']

@@ -7,6 +7,8 @@ import http.server
 import io
 import re
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -268,6 +270,29 @@ def test_a_local_disk_problem_is_one_error_naming_the_path_not_retried(server, t
       f'{server.url}/file.bin', tmp_path / 'downloads' / 'file.bin', None, progress=False
     )
   assert server.requests == []
+
+
+def test_one_process_prepares_a_folder_at_a_time(tmp_path, capsys):
+  root = tmp_path / 'data'
+  hold = (
+    'import sys, time; from lra import prepare\n'
+    'with prepare._locked(prepare.Path(sys.argv[1])):\n'
+    '  print("held", flush=True); time.sleep(60)'
+  )
+  holder = subprocess.Popen(
+    [sys.executable, '-c', hold, str(root)],
+    stdout=subprocess.PIPE,
+    text=True,
+    cwd=Path(__file__).parent.parent,
+  )
+  try:
+    assert holder.stdout.readline() == 'held\n'
+    assert prepare.main(['--tasks', 'listops', '--data_dir', str(root), '--no_progress']) == 1
+    err = capsys.readouterr().err
+    assert f'{root} is being prepared by another lra.prepare (pid {holder.pid} on' in err, err
+  finally:
+    holder.kill()
+    holder.wait()
 
 
 def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):

@@ -1,11 +1,12 @@
 """A run's workdir: an exclusive lock, so that it belongs to one training process, and the record
 of the kind of run it holds, so that it holds one kind of run.
 
-`lock(workdir)` takes a POSIX advisory lock (`fcntl.flock`) on `workdir/.lock` and writes the
-holder's pid and host into it. The operating system drops the lock when the holder exits or dies, so
-a SIGKILLed run leaves no stale lock: the next start takes it at once. A second process that finds
-the lock taken fails with `WorkdirLockedError` naming the holder's pid. (`flock` is local to a
-machine on some network file systems; on several hosts, lock on the lead host only.)
+`lock(workdir)` takes a POSIX advisory lock (`fcntl.flock`, `lra.files.acquire_lock`) on
+`workdir/.lock` and writes the holder's pid and host into it. The operating system drops the lock
+when the holder exits or dies, so a SIGKILLed run leaves no stale lock: the next start takes it at
+once. A second process that finds the lock taken fails with `WorkdirLockedError` naming the
+holder's pid. (`flock` is local to a machine on some network file systems; on several hosts, lock
+on the lead host only.)
 
 `claim_kind(workdir, kind, debug)` records in `workdir/kind.json` what the workdir holds (one of
 `KINDS`, and whether it is a debug run) and refuses any other kind later: a self-pretraining run
@@ -17,14 +18,12 @@ self-pretraining, by its `pretrain`/`finetune` stages).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lra.files import write_atomically
+from lra.files import LockedError, acquire_lock, write_atomically
 from luna_jax.model.build import MLM_MODELS
 from luna_jax.training.self_pretraining import FINETUNE_DIR, PRETRAIN_DIR
 
@@ -145,26 +144,20 @@ def lock(workdir: str) -> Iterator[None]:
     WorkdirLockedError: another process holds it; the message names its pid and host.
     WorkdirUnusableError: it cannot be created or its lock file written, naming why.
   """
-  path = os.path.join(workdir, LOCK_FILE)
   try:
     os.makedirs(workdir, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = acquire_lock(os.path.join(workdir, LOCK_FILE))
+  except LockedError as e:
+    raise WorkdirLockedError(
+      f'{workdir} is in use by another training process ({e.holder}). Wait for it to finish or '
+      'stop it, or choose another --workdir.'
+    ) from None
   except OSError as e:
     raise WorkdirUnusableError(
       f'--workdir {workdir}: cannot create it or write {LOCK_FILE} in it ({e.strerror}: '
       f'{e.filename}). Choose a folder you can write.'
     ) from None
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
-      raise WorkdirLockedError(
-        f'{workdir} is in use by another training process ({holder}). Wait for it to finish or '
-        'stop it, or choose another --workdir.'
-      ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
     yield
   finally:
     os.close(fd)  # Releases the lock.
