@@ -617,10 +617,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     default=0,
     help='the first seed: --seeds N --first_seed K runs seeds K .. K+N-1.',
   )
-  parser.add_argument('--data_dir', default='data', help='the --data_dir of lra.prepare.')
-  parser.add_argument('--runs_dir', default='runs', help='root of the run workdirs.')
   parser.add_argument(
-    '--report_dir', default='reports', help='where leaderboard.md and figure1.png go.'
+    '--data_dir', default='data', type=cli.path, help='the --data_dir of lra.prepare.'
+  )
+  parser.add_argument('--runs_dir', default='runs', type=cli.path, help='root of the run workdirs.')
+  parser.add_argument(
+    '--report_dir',
+    default='reports',
+    type=cli.path,
+    help='where leaderboard.md and figure1.png go.',
   )
   parser.add_argument(
     '--benchmark_json',
@@ -738,9 +743,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   for i, run in enumerate(runs, start=1):
     print(f'[{i}/{len(runs)}] {run.name}: {run.state()}\n    {shlex.join(run.command)}')
   task_data_dirs = dict(args.task_data_dir)
-  missing = [task for task in tasks if not task_data_dir(task, data_root, task_data_dirs).exists()]
-  own = [task for task in missing if task in task_data_dirs]
-  prepared = [task for task in missing if task not in task_data_dirs]
+  difficulty = {run.task: run.recipe['data']['options'].get('difficulty', 'hard') for run in runs}
+  own = [
+    t
+    for t in tasks
+    if t in task_data_dirs and not task_data_dir(t, data_root, task_data_dirs).exists()
+  ]
+  prepared = [
+    t
+    for t in tasks
+    if t not in task_data_dirs and not prepare.data_present(t, data_root, difficulty[t])
+  ]
+  missing = own + prepared
   for task in own:
     print(
       f'No data for {task} in {task_data_dirs[task]} (--task_data_dir): its runs fail. Write it '

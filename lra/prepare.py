@@ -639,6 +639,16 @@ def check_extracted(data_root: Path, task: str, difficulty: str = 'hard') -> str
   return f'verified {len(files)} extracted files'
 
 
+def data_present(task: str, data_root: str | Path, difficulty: str = 'hard') -> bool:
+  """Whether `task`'s data is under `data_root` where `lra.prepare --data_dir data_root` puts it,
+  however it got there: the files its loader reads for the LRA release's tasks (which share one
+  folder), the task's folder for Text and Image (which also read a TFDS dataset prepared there).
+  """
+  if TASK_FILES[task].source == 'lra_release':
+    return _layout_present(Path(data_root), task, difficulty)
+  return task_data_dir(task, data_root).is_dir()
+
+
 def _layout_present(data_root: Path, task: str, difficulty: str) -> bool:
   """True when the files a task's loader reads are there (put there by hand, or by another tool)."""
   files = TASK_FILES[task]

@@ -14,6 +14,7 @@ import pytest
 from benchmarks import report, reproduce
 from configs import pathfinder32_short
 from lra import prepare
+from tests.test_lra_listops import write_listops
 
 
 def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
@@ -115,6 +116,28 @@ def test_task_data_dir_on_the_command_line(tmp_path, capsys):
   with pytest.raises(SystemExit):  # A folder for a task the sweep does not run is a mistake.
     reproduce.main([*options, '--task_data_dir', f'text={own}'])
   assert '--task_data_dir names text, which --tasks does not run' in capsys.readouterr().err
+
+
+def test_prepared_data_counts_only_when_the_tasks_files_are_there(tmp_path, capsys):
+  """Pathfinder shares the release folder with ListOps: that folder alone is not its data; an
+  empty path is refused rather than taken for the working directory."""
+  root = tmp_path / 'data'
+  options = ['--tasks', 'listops,pathfinder32', '--variants', 'luna16', '--seeds', '1',
+             '--devices', 'none', '--data_dir', str(root), '--runs_dir', str(tmp_path / 'runs'),
+             '--report_dir', str(tmp_path / 'reports'), '--dry_run']  # fmt: skip
+  write_listops(prepare.task_data_dir('listops', root))
+  assert reproduce.main(options) == 1
+  err = capsys.readouterr().err
+  assert f'No data for pathfinder32 under {root}' in err and 'listops' not in err, err
+  folder = prepare.task_data_dir('pathfinder32', root) / 'pathfinder32' / 'curv_contour_length_14'
+  (folder / 'metadata').mkdir(parents=True)
+  (folder / 'metadata' / '0.npy').write_text('')
+  assert reproduce.main(options) == 0
+  assert 'No data' not in capsys.readouterr().err
+  for flag in ('--data_dir', '--runs_dir', '--report_dir'):
+    with pytest.raises(SystemExit):
+      reproduce.main([*options, flag, ''])
+    assert 'never the working directory' in capsys.readouterr().err
 
 
 def test_concurrent_debug_runs_on_the_cpu_with_self_pretraining_and_pmean(
