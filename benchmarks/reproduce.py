@@ -138,6 +138,7 @@ class Run:
 
   @property
   def name(self) -> str:
+    """How the sweep names it: its folder, or task/variant/seed<k>."""
     return self.folder or f'{self.task}/{self.variant}/seed{self.seed}'
 
   def state(self) -> str:

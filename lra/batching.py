@@ -65,8 +65,9 @@ def train_batches(
     'lengths2' for two-document tasks.
 
   Raises:
-    DataError: a seed or start step that is not a non-negative integer, or a batch larger than the
-      split.
+    DataError: a seed or start step that is not a non-negative integer, a batch larger than the
+      split, a batch size that is not a positive multiple of `process_count`, or a
+      `process_index` outside [0, process_count).
   """
   local = _check_processes(batch_size, process_index, process_count)
   integers = all(
@@ -105,6 +106,10 @@ def eval_batches(
 
   Yields:
     The fields of `train_batches` plus 'weights': [B/P] float32, 1 for real examples, 0 for padding.
+
+  Raises:
+    DataError: a batch size that is not a positive multiple of `process_count`, or a
+      `process_index` outside [0, process_count).
   """
   local = _check_processes(batch_size, process_index, process_count)
   n = split.num_examples

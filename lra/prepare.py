@@ -78,6 +78,7 @@ class Source:
 
   @property
   def filename(self) -> str:
+    """The archive's file name, the last part of its URL (what `downloads/` holds)."""
     return posixpath.basename(self.url)
 
 

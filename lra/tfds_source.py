@@ -43,15 +43,20 @@ def find_shards(data_dir: Path, name: str, split: str, config: str | None = None
   return sorted(p for p in shards if p.parent == newest)
 
 
-def _tfrecord_frames(path: Path) -> Iterator[bytes]:
-  """Yields the records of a TFRecord file (u64 length, u32 crc, data, u32 crc; crcs unchecked)."""
+def tfrecord_frames(path: str | Path, *, torn_ok: bool = False) -> Iterator[bytes]:
+  """Yields the records of a TFRecord file (u64 length, u32 crc, data, u32 crc; crcs unchecked).
+
+  Raises:
+    DataError: the file ends inside a record (naming it); with `torn_ok` that torn last record
+      (a writer killed mid-record, as a TensorBoard event file can be) ends the file instead.
+  """
   with open(path, 'rb') as f:
     while header := f.read(12):
-      if len(header) < 12:
-        raise DataError(f'{path}: truncated TFRecord file')
-      (length,) = struct.unpack('<Q', header[:8])
-      data = f.read(length)
-      if len(data) < length or len(f.read(4)) < 4:
+      length = struct.unpack('<Q', header[:8])[0] if len(header) == 12 else -1
+      data = f.read(length) if length >= 0 else b''
+      if length < 0 or len(data) < length or len(f.read(4)) < 4:
+        if torn_ok:
+          return
         raise DataError(f'{path}: truncated TFRecord file')
       yield data
 
@@ -67,7 +72,7 @@ def _records(path: Path) -> Iterator[bytes]:
     finally:
       reader.close()
   else:
-    yield from _tfrecord_frames(path)
+    yield from tfrecord_frames(path)
 
 
 def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:

@@ -13,7 +13,7 @@ from PIL import Image
 from tensorflow_datasets.proto import tf_example_pb2
 
 import lra
-from lra import image, synthetic, tokenize
+from lra import image, synthetic, tfds_source, tokenize
 
 # RGB pixels and their tf.image.rgb_to_grayscale values, computed by hand:
 # floor((0.2989 r + 0.5870 g + 0.1140 b) / 255 * 255.5).
@@ -283,3 +283,17 @@ def test_synthetic_stand_ins_load_and_are_learnable(tmp_path, task):
   test = histograms(data.test)
   predictions = np.argmin(((test[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
   assert np.mean(predictions == data.test.targets) >= 0.9
+
+
+def test_tfrecord_frames_refuse_a_truncated_file_or_end_at_a_torn_record(tmp_path):
+  path = tmp_path / 'x.tfrecord'
+  frames = [b'first', b'second record']
+  framed = b''.join(struct.pack('<Q', len(f)) + b'\0' * 4 + f + b'\0' * 4 for f in frames)
+  for torn in (framed[:-2], framed + b'\x05\0\0'):  # Ends inside the last frame / a header.
+    path.write_bytes(torn)
+    expected = frames if torn.startswith(framed) else frames[:1]
+    assert list(tfds_source.tfrecord_frames(path, torn_ok=True)) == expected
+    with pytest.raises(lra.DataError, match=f'{path}: truncated TFRecord file'):
+      list(tfds_source.tfrecord_frames(path))
+  path.write_bytes(framed)
+  assert list(tfds_source.tfrecord_frames(path)) == frames

@@ -14,7 +14,7 @@ Detection (heuristics, no JAX needed):
   TPU         a TPU VM's device files: /dev/accel<N> (TPU v2-v4) or /dev/vfio/<N> (v5e and newer);
               `jax[tpu]`.
 
-This module imports JAX only inside `log_backend`, so the notebook can load it by path
+This module imports JAX only inside `backend_report`, so the notebook can load it by path
 (`runpy.run_path`) before the right JAX build is installed.
 """
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from lra.files import write_atomically
+from lra.tfds_source import tfrecord_frames
 from luna_jax.training import checkpointing
 
 
@@ -86,11 +86,13 @@ class MetricWriter:
     self.flush()
 
   def flush(self) -> None:
+    """Writes what the event and JSON-lines files buffer (a no-op when not `enabled`)."""
     if self._enabled:
       self._events.flush()
       self._jsonl.flush()
 
   def close(self) -> None:
+    """Flushes and closes both files (a no-op when not `enabled`)."""
     if self._enabled:
       self._events.close()
       self._jsonl.close()
@@ -107,16 +109,8 @@ def read_events(logdir: str) -> list[Event]:
   for name in sorted(os.listdir(logdir)):
     if not name.startswith('events.out.tfevents.'):
       continue
-    with open(os.path.join(logdir, name), 'rb') as f:
-      data = f.read()
-    # TFRecord framing: uint64 length, uint32 length CRC, the record, uint32 record CRC.
-    position = 0
-    while position + 12 <= len(data):
-      (length,) = struct.unpack('<Q', data[position : position + 8])
-      if position + 12 + length + 4 > len(data):
-        break
-      events.append(Event.FromString(data[position + 12 : position + 12 + length]))
-      position += 12 + length + 4
+    frames = tfrecord_frames(os.path.join(logdir, name), torn_ok=True)
+    events.extend(Event.FromString(frame) for frame in frames)
   return events
 
 
@@ -185,6 +179,7 @@ class TrainLog:
     self._pending.append((step, first))
 
   def restart_clock(self) -> None:
+    """Starts the speed clock again now: what happened since the last collection is not timed."""
     self._mark = time.perf_counter()
 
   def exclude_from_timing(self) -> None:
