@@ -193,7 +193,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     if isinstance(e, OSError):
       reason = str(cause).strip().splitlines()[-1].strip()
       sys.exit(f'Error: --config={_config_file(argv)}: cannot load it: {reason}.')
-    if 'must have a value other than None' in str(e):  # absl's words for a get_config() -> None.
+    # absl's words for a required flag left out, and for a get_config() that returned None.
+    unset = re.search(r'Flag --(\w+) must have a value other than None', str(e))
+    if unset and (unset[1] != 'config' or _config_file(argv) == '?'):
+      sys.exit(f'Error: --{unset[1]} is required: {FLAGS[unset[1]].help} (python {argv[0]} --help)')
+    if unset:
       _exit_not_a_config_dict(argv, 'None')
     sys.exit(f'Error: {e}')
   except (AttributeError, KeyError) as e:

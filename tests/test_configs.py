@@ -465,6 +465,20 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('given', ['--config=configs/quickstart.py', '--workdir=/never_written'])
+def test_train_py_names_a_required_flag_left_out(given):
+  result = subprocess.run(
+    [sys.executable, str(CONFIGS.parent / 'train.py'), given],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=CONFIGS.parent,
+  )
+  missing = 'workdir' if given.startswith('--config') else 'config'
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(f'Error: --{missing} is required: ')
+
+
 @pytest.mark.parametrize(
   'source,error',
   [
