@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging as std_logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -168,6 +169,7 @@ class _VerifiedManager:
     try:
       restored = self.manager.restore(step, args=ocp.args.StandardRestore(_host_target(target)))
     except Exception as e:  # Tensorstore/OCDBT raise many types for damaged data files.
+      _drop_closed_loop_callbacks()
       raise _Damaged(f'unreadable: {type(e).__name__}: {str(e)[:200]}') from None
     if tree_digest(restored) != record[DIGEST_KEY]:
       raise _Damaged('its arrays do not match the SHA-256 digest written with it')
@@ -196,6 +198,26 @@ class _VerifiedManager:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """Silences, from now on, the 'Event loop is closed' errors of the reads that a failed restore
+  leaves under way: tensorstore completes them after orbax has closed the restore's event loop,
+  and Python printed each one's traceback (about 160 for one damaged file). Every other unraisable
+  error still reaches the previous `sys.unraisablehook`."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_loop_callbacks', False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    closed = isinstance(unraisable.exc_value, RuntimeError) and (
+      str(unraisable.exc_value) == 'Event loop is closed'
+    )
+    if not closed:
+      previous(unraisable)
+
+  hook.drops_closed_loop_callbacks = True
+  sys.unraisablehook = hook
 
 
 class _ReadOnlyNotices(std_logging.Filter):
