@@ -356,6 +356,26 @@ def test_last_good_checkpoint_is_a_verified_one(tmp_path):
   checkpointer.close()
 
 
+def test_reading_a_run_names_the_damaged_checkpoints_it_skips_or_set_aside(tmp_path, caplog):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jax.random.normal(jax.random.PRNGKey(0), (20000,))}
+  for step in (1, 2):
+    checkpointer.save(step, {'w': state['w'] + step}, {})
+  checkpointer.restore_latest(state)
+  truncate_largest_data_file(str(tmp_path / 'checkpoints' / '2'))
+  with caplog.at_level(logging.WARNING):
+    tree, _, folder = checkpointing.read_checkpoint(str(tmp_path))
+  assert folder == str(tmp_path / 'checkpoints' / '1') and tree['w'][0] == state['w'][0] + 1
+  warnings = [r.getMessage() for r in caplog.records if 'newer ones are damaged' in r.getMessage()]
+  assert len(warnings) == 1 and str(tmp_path / 'checkpoints' / '2') in warnings[0]
+  truncate_largest_data_file(str(tmp_path / 'checkpoints' / '1'))
+  assert checkpointer.last_good_step() is None  # A run sets both aside.
+  checkpointer.close()
+  damaged = tmp_path / 'damaged_checkpoints'
+  with pytest.raises(FileNotFoundError, match=f'set aside in {damaged}: checkpoints_1, checkp'):
+    checkpointing.read_checkpoint(str(tmp_path))
+
+
 def test_a_failed_restore_prints_no_closed_event_loop_tracebacks(tmp_path, monkeypatch):
   """The reads a failed restore leaves under way end after orbax closed its event loop; their
   'Event loop is closed' errors are dropped (Python printed about 160 tracebacks), others not."""

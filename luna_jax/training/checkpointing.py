@@ -273,7 +273,8 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
 
   Raises:
     FileNotFoundError: `path` is neither, or holds no intact checkpoint (damaged ones are named,
-      not moved: the folder may be another user's).
+      not moved: the folder may be another user's; so are those a training run set aside). A
+      damaged newer checkpoint skipped for an older intact one is named in a warning.
   """
   path = os.path.abspath(os.path.expanduser(path))
   parent = os.path.basename(os.path.dirname(path))
@@ -299,10 +300,27 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
       except _Damaged as e:
         problems.append(f'{manager.path(step)}: {e}')
         continue
+      if problems:
+        logging.warning(
+          'Reading %s, the newest intact checkpoint; newer ones are damaged:%s',
+          manager.path(step),
+          ''.join(f'\n  {p}' for p in problems),
+        )
       return tree, record, manager.path(step)
   finally:
     manager.close()
-  listing = ''.join(f'\n  {p}' for p in problems) if problems else ' (none saved)'
+  damaged_dir = os.path.join(workdir, DAMAGED_DIR)
+  set_aside = sorted(
+    name
+    for name in (os.listdir(damaged_dir) if os.path.isdir(damaged_dir) else [])
+    if name.startswith(f'{folder}_')
+  )
+  if problems:
+    listing = ''.join(f'\n  {p}' for p in problems)
+  elif set_aside:
+    listing = f' (damaged ones were set aside in {damaged_dir}: {", ".join(set_aside)})'
+  else:
+    listing = ' (none saved)'
   raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
 
 
