@@ -376,6 +376,34 @@ def test_reading_a_run_names_the_damaged_checkpoints_it_skips_or_set_aside(tmp_p
     checkpointing.read_checkpoint(str(tmp_path))
 
 
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_setting_up_ends_the_run_at_once_with_one_line(signum, tmp_path):
+  """Before training there is nothing to save: the process ends at once, saying so (a
+  KeyboardInterrupt inside XLA's compilation could crash the interpreter)."""
+  script = textwrap.dedent(f"""
+    import os, time
+    from configs import quickstart
+    from luna_jax.training import trainer
+
+    def setup(*args):
+      os.kill(os.getpid(), {int(signum)})
+      time.sleep(60)
+
+    trainer._setup = setup
+    config = quickstart.get_config()
+    config.data.data_dir = {str(tmp_path / 'data')!r}
+    trainer.train_and_evaluate(config, {str(tmp_path / 'run')!r})
+  """)
+  result = subprocess.run(
+    [sys.executable, '-c', script], capture_output=True, text=True, timeout=120, cwd=ROOT
+  )
+  assert result.returncode == 128 + signum and 'Traceback' not in result.stderr, result.stderr
+  name = signal.Signals(signum).name
+  assert result.stderr.strip().splitlines()[-1] == (
+    f'{name}: stopped while setting up, before training; nothing to save.'
+  )
+
+
 def test_a_failed_restore_prints_no_closed_event_loop_tracebacks(tmp_path, monkeypatch):
   """The reads a failed restore leaves under way end after orbax closed its event loop; their
   'Event loop is closed' errors are dropped (Python printed about 160 tracebacks), others not."""
