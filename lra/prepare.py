@@ -788,7 +788,7 @@ def _split_sizes(task: str, data_dir: Path, difficulty: str) -> tuple[int, int, 
   return data.train.num_examples, data.validation.num_examples, data.test.num_examples
 
 
-def _print_report(report: Mapping[str, dict], data_root: Path) -> None:
+def _print_report(report: Mapping[str, dict], data_root: Path, difficulty: str) -> None:
   print('\nTask          train/validation/test  data_dir (status)')
   for task, entry in report.items():
     sizes = '/'.join(map(str, entry['sizes'])) if 'sizes' in entry else 'FAILED'
@@ -802,17 +802,26 @@ def _print_report(report: Mapping[str, dict], data_root: Path) -> None:
   ready = [task for task, entry in report.items() if 'sizes' in entry]
   if not ready:
     return
+  # The configs read the hard difficulty: another one is named on each command of its tasks.
+  other = f' --config.data.options.difficulty={difficulty}' if difficulty != 'hard' else ''
+  pathfinders = [task for task in ready if task in ('pathfinder32', 'pathx')]
   print('\nTrain one model (variants: luna16, luna128, luna256, transformer, ...):')
   for task in ready:
     print(
       f'  python train.py --config {TASK_FILES[task].config}:luna256 '
       f'--workdir runs/{task}/luna256/seed0 --config.data.data_dir={report[task]["data_dir"]}'
+      + (other if task in pathfinders else '')
     )
   print('\nOr the whole Table 1 sweep and its report:')
-  print(
-    f'  python -m benchmarks.reproduce --tasks {",".join(ready)} --data_dir {data_root} '
-    '--variants luna16,luna256,transformer --seeds 3'
-  )
+  groups = {'': ready} if not other else {'': [t for t in ready if t not in pathfinders]}
+  if other:
+    groups[f' --{other}'] = pathfinders  # After `--`: the flags of every run of the sweep.
+  for flags, tasks in groups.items():
+    if tasks:
+      print(
+        f'  python -m benchmarks.reproduce --tasks {",".join(tasks)} --data_dir {data_root} '
+        f'--variants luna16,luna256,transformer --seeds 3{flags}'
+      )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -870,7 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except DataError as e:
     print(f'Error: {e}', file=sys.stderr)
     return 1
-  _print_report(report, data_root)
+  _print_report(report, data_root, args.difficulty)
   return 1 if any('error' in entry for entry in report.values()) else 0
 
 

@@ -214,7 +214,14 @@ def test_a_second_pathfinder_difficulty_is_extracted_beside_the_first(
   root = tmp_path / 'data'
   args = ['--tasks', 'pathfinder32', '--data_dir', str(root), '--no_progress']
   assert prepare.main(args) == 0
+  assert 'difficulty=' not in capsys.readouterr().out
   assert prepare.main([*args, '--difficulty', 'easy']) == 0
+  # The printed commands read what was extracted (the configs default to hard).
+  out = capsys.readouterr().out
+  assert (
+    'seed0 --config.data.data_dir=' in out and ' --config.data.options.difficulty=easy\n' in out
+  )
+  assert '--seeds 3 -- --config.data.options.difficulty=easy' in out
   folder = root / 'lra_release' / 'lra_release' / 'pathfinder32'
   assert (folder / 'curv_baseline' / 'metadata').is_dir()
   assert (folder / 'curv_contour_length_14' / 'metadata').is_dir()
