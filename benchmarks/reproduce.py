@@ -168,9 +168,12 @@ class Run:
       step = results['step']
     except (ValueError, KeyError, TypeError) as e:
       return f'{OTHER_RUN}: unreadable results.json ({e})'
+    steps = self.recipe['training']['num_train_steps']
+    if step > steps:
+      differences.append(f"trained to step {step}, past the recipe's {steps}")
     if differences:
       return f'{OTHER_RUN}: ' + '; '.join(differences)
-    return 'finished' if step >= self.recipe['training']['num_train_steps'] else resume
+    return 'finished' if step == steps else resume
 
 
 def recipe_differences(stored: dict[str, Any], recipe: dict[str, Any]) -> list[str]:

@@ -77,6 +77,14 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
   assert 'retrieval/luna16/seed0: FAILED' in out
   assert (finished / reproduce.LOG).stat().st_size == log_size
 
+  # A run trained past the recipe's steps is another run, not a finished one.
+  (finished / 'results.json').write_text(json.dumps({**results, 'step': 7}), encoding='utf-8')
+  assert reproduce.main(options + ['--dry_run'] + train_flags) == 0
+  out = capsys.readouterr().out
+  assert (
+    f"listops/luna16/seed0: {reproduce.OTHER_RUN}: trained to step 7, past the recipe's 5" in out
+  )
+
   # A run with a checkpoint and no results is resumed from it.
   (finished / 'results.json').unlink()
   assert reproduce.main(options + ['--dry_run'] + train_flags) == 0

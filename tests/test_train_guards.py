@@ -25,6 +25,7 @@ from tensorboardX.proto import event_pb2
 import lra
 import luna_jax
 from configs import base as config_base
+from luna_jax import config_utils
 from luna_jax.training import checkpointing, metric_log, optim, run_config, steps, trainer
 from luna_jax.training import workdir as workdir_lib
 from tests.test_train import checkpoint_params, constant_optimizer, read_jsonl, tiny_config
@@ -278,6 +279,13 @@ def test_a_checkpoint_that_does_not_fit_the_model_fails_with_one_short_message(t
   assert message.startswith(f'{tmp_path}: checkpoint {tmp_path}/checkpoints/1 does not fit')
   assert 'params/dense/kernel: stored (3, 4), model (5, 4)' in message
   assert 'strict' not in message and len(message) < 500
+
+
+def test_a_run_is_never_shortened(tiny_lra_data, finished_run, tmp_path):
+  workdir = copy_run(finished_run, tmp_path)
+  with pytest.raises(config_utils.ConfigError, match='trained to step 6, past training.num_tr'):
+    trainer.train_and_evaluate(six_steps(tiny_lra_data, num_train_steps=4), str(workdir))
+  assert json.loads((workdir / 'results.json').read_text())['step'] == 6
 
 
 def test_resuming_on_another_device_count_is_stated_and_recorded(

@@ -301,7 +301,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Raises:
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
-      sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume.
+      sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume, and a
+      ConfigError for a run trained past `training.num_train_steps`.
+    TrainingInterrupted: SIGINT or SIGTERM during training (the step's checkpoint is saved);
+      during set-up the process ends at once (`_exit_before_training`).
     workdir.WorkdirLockedError: another process trains in `workdir`.
     workdir.WorkdirKindError: `workdir` holds another kind of run (`workdir.claim_kind`).
     lra.DataError: missing data, unknown data options.
@@ -415,6 +418,13 @@ def _setup(
     checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
   )
   start_step = int(state.step)
+  if start_step > training.num_train_steps:
+    raise ConfigError(
+      f'{workdir} holds a run trained to step {start_step}, past training.num_train_steps='
+      f'{training.num_train_steps}; a run is never shortened. Pass '
+      f'--config.training.num_train_steps={start_step} (or more) to evaluate or extend it, or '
+      'use another --workdir.'
+    )
   checkpointer.drop_best_after(start_step)  # As metrics.jsonl drops what follows start_step.
   if run.init_from and not start_step:  # A resumed run's encoder is in its own checkpoint.
     state = initialize_from(state, run.init_from, model, data, optimizer)
