@@ -376,8 +376,8 @@ def accuracies(runs: Sequence[RunResult], checkpoint: str = 'final') -> dict[tup
   checkpoint.
 
   Raises:
-    ValueError: an unknown `checkpoint`, or (with 'best') a run without the best checkpoint's test
-      metrics, naming the file and what to do.
+    ValueError: an unknown `checkpoint`; a ReportError (with 'best') for a run without the best
+      checkpoint's test metrics, naming the file and what to do.
   """
   if checkpoint not in CHECKPOINTS:
     raise ValueError(f'checkpoint must be one of {tuple(CHECKPOINTS)}, got {checkpoint!r}.')
@@ -385,10 +385,11 @@ def accuracies(runs: Sequence[RunResult], checkpoint: str = 'final') -> dict[tup
   for run in runs:
     value = run.final if checkpoint == 'final' else run.best
     if value is None:
-      raise ValueError(
-        f"{run.path} has no test metrics of the best checkpoint ('best': {{'test': ...}}); "
-        'it was written by an older trainer: use --checkpoint final, or evaluate again '
-        'by running the same command with the same --workdir.'
+      raise ReportError(
+        f"{run.path} has no test metrics of the best checkpoint ('best': {{'test': ...}}): the "
+        'checkpoint could not be read when the run ended (damaged: see its '
+        'damaged_checkpoints/), or an older trainer wrote it. Use --checkpoint final, or '
+        'evaluate again by running the same train.py command with the same --workdir.'
       )
     grouped.setdefault(run.key, []).append((run.seed, value))
   return {key: [acc for _, acc in sorted(values)] for key, values in grouped.items()}

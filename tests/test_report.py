@@ -86,9 +86,9 @@ def test_best_checkpoint_accuracies(runs_dir, tmp_path):
       }
     )
   )
-  with pytest.raises(
-    ValueError,
-    match=r'old/results.json has no test metrics of the best checkpoint.*'
+  with pytest.raises(  # A ReportError: `python -m benchmarks.report` prints it in one line.
+    report.ReportError,
+    match=r'old/results.json has no test metrics of the best checkpoint.*damaged.*'
     r'--checkpoint final',
   ):
     collect_runs(str(tmp_path / 'old'), checkpoint='best')
