@@ -211,8 +211,14 @@ def recipe_config(command: Sequence[str]) -> dict[str, Any]:
   try:
     flag_values(argv)
     return run_config.parse_config(flag_values.config).to_dict()
-  except (flags.Error, AttributeError, TypeError) as e:
-    raise ValueError(f'{shlex.join(command[2:])}: {e}') from None
+  except (flags.Error, AttributeError, KeyError, TypeError, OSError) as e:
+    # What absl and ml_collections wrap: a KeyError holds its message as args[0] (its str() and
+    # the AttributeError made of it would quote it), in one line.
+    while isinstance(e, (flags.Error, AttributeError)) and (e.__cause__ or e.__context__):
+      e = e.__cause__ or e.__context__
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    reason = ' '.join(line.strip() for line in text.splitlines() if line.strip())
+    raise ValueError(f'{shlex.join(command[2:])}: {reason}') from None
 
 
 def parse_tasks(spec: str) -> list[str]:
@@ -714,6 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   variants = [v.strip() for v in args.variants.split(',') if v.strip()]
   if not variants:
     parser.error('--variants: give at least one variant.')
+  repeated = sorted({v for v in variants if variants.count(v) > 1})
+  if repeated:  # Their runs would share a workdir.
+    parser.error(f'--variants: {", ".join(repeated)} given more than once.')
   for spec in variants:
     try:
       parse_variant(spec)

@@ -16,6 +16,7 @@ import corpora
 import lra
 import luna_jax
 from configs import base, variants, wmt14
+from configs import listops as listops_config
 from lra import prepare
 from luna_jax import config_utils
 from luna_jax.model import config as model_config
@@ -528,6 +529,13 @@ def test_pathfinder32_short_is_the_recipe_with_a_shorter_schedule():
     else:  # The warmup kept, the cosine cycle ending with the run.
       assert changed == {'training.num_train_steps', 'optimizer.steps_per_cycle'}
       assert short.optimizer.steps_per_cycle == steps
+
+
+def test_debug_keeps_the_variant_that_names_the_run():
+  """A debug sweep's leaderboard keeps its variants apart (luna16 and luna128 were both Luna-8)."""
+  for variant in ('luna16', 'luna128', 'luna256', 'transformer'):
+    run = run_config.parse_config(listops_config.get_config(f'{variant},debug'))
+    assert run.debug and variants.variant_of(run.to_dict()['model']) == variant
 
 
 def test_debug_names_the_overrides_it_replaces():

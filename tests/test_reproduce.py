@@ -102,6 +102,9 @@ def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(mo
   with pytest.raises(SystemExit):
     reproduce.main(['--variants', 'luna16,luna64', '--dry_run'])
   assert 'unknown: luna64' in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # Both would train in one workdir.
+    reproduce.main(['--variants', 'luna16,transformer,luna16', '--dry_run'])
+  assert '--variants: luna16 given more than once.' in capsys.readouterr().err
 
 
 def test_task_data_dir_on_the_command_line(tmp_path, capsys):

@@ -123,17 +123,11 @@ class RunConfig:
 def apply_debug(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A smoke-test version of `config`: one small layer, batch 8, 5 steps, capped evaluation.
 
-  The data and the model family (Luna/Transformer, pooling, head) are unchanged.
+  The data and the model family (Luna/Transformer, pooling, head) are unchanged, and so is Luna's
+  projection length, which names the variant (a debug sweep's rows are Luna-16, Luna-256, ...).
   """
   config = ml_collections.ConfigDict(config.to_dict())
-  config.model.update(
-    num_layers=1,
-    emb_dim=32,
-    num_heads=2,
-    mlp_dim=64,
-    classifier_hidden_dim=32,
-    projection_length=min(config.model.get('projection_length', 8), 8),
-  )
+  config.model.update(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64, classifier_hidden_dim=32)
   if config.model.get('qkv_dim') is not None:
     config.model.qkv_dim = 32
   if config.model.get('num_pack_heads') is not None:
