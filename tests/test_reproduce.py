@@ -105,6 +105,17 @@ def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(mo
   with pytest.raises(SystemExit):  # Both would train in one workdir.
     reproduce.main(['--variants', 'luna16,transformer,luna16', '--dry_run'])
   assert '--variants: luna16 given more than once.' in capsys.readouterr().err
+  # The runs' config errors, one readable line each (a traceback; an escaped repr).
+  with pytest.raises(SystemExit):
+    reproduce.main(['--dry_run', '--task_config', 'listops=configs/none.py', '--tasks', 'listops'])
+  assert "No such file or directory: '" in capsys.readouterr().err.splitlines()[-1]
+  with pytest.raises(SystemExit):
+    reproduce.main(['--dry_run', '--', '--config.training.batchsize=3'])
+  assert (
+    capsys.readouterr()
+    .err.splitlines()[-1]
+    .endswith('\'batchsize\' Did you mean "batch_size" instead of "batchsize"?')
+  )
 
 
 def test_task_data_dir_on_the_command_line(tmp_path, capsys):
