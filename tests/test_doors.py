@@ -305,6 +305,16 @@ def test_a_workdir_written_before_the_record_is_recognised(tmp_path):
     workdir_lib.claim_kind(str(tmp_path), 'plain', False)
 
 
+@pytest.mark.parametrize(
+  'name, content',
+  [('kind.json', 'garbage'), ('config.json', '{}'), ('results.json', '{"pretraining": 1}')],
+)
+def test_a_workdir_file_another_program_wrote_is_named(tmp_path, name, content):
+  (tmp_path / name).write_text(content)
+  with pytest.raises(workdir_lib.WorkdirKindError, match=f'{tmp_path / name} is not the file a'):
+    workdir_lib.claim_kind(str(tmp_path), 'plain', False)
+
+
 def test_a_finetuning_run_with_a_checkpoint_may_drop_init_from(tmp_path):
   workdir_lib.claim_kind(str(tmp_path), 'finetuning', False)
   (tmp_path / 'config.json').write_text('{}')

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from lra.files import LockedError, acquire_lock, write_atomically
@@ -81,26 +81,40 @@ def recorded_kind(workdir: str) -> tuple[str, bool] | None:
 
   Read from `KIND_FILE`, else (a workdir written before it existed) from its `config.json`, else a
   `results.json` with the pretraining stage's figures or a stage sub-folder means self-pretraining.
+
+  Raises:
+    WorkdirKindError: one of those files is not what the trainer writes (naming it).
   """
   path = os.path.join(workdir, KIND_FILE)
   if os.path.isfile(path):
-    with open(path, encoding='utf-8') as f:
-      record = json.load(f)
-    return record['kind'], record['debug']
+    return _read_run_file(path, lambda record: (record['kind'], record['debug']))
   config_path = os.path.join(workdir, 'config.json')
   if os.path.isfile(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      config = json.load(f)
-    return run_kind(config), bool(config['debug'])
+    return _read_run_file(config_path, lambda config: (run_kind(config), bool(config['debug'])))
   results_path = os.path.join(workdir, 'results.json')
   if os.path.isfile(results_path):
-    with open(results_path, encoding='utf-8') as f:
-      results = json.load(f)
-    if 'pretraining' in results:
-      return 'self-pretraining', bool(results['config']['debug'])
+    pretraining = _read_run_file(
+      results_path,
+      lambda results: bool(results['config']['debug']) if 'pretraining' in results else None,
+    )
+    if pretraining is not None:
+      return 'self-pretraining', pretraining
   if any(os.path.isdir(os.path.join(workdir, stage)) for stage in _STAGE_DIRS):
     return 'self-pretraining', False
   return None
+
+
+def _read_run_file(path: str, read: Callable[[Any], Any]) -> Any:
+  """`read` of the JSON file `path`; a WorkdirKindError naming it when it is not what the trainer
+  writes there (hand-edited, another program's)."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      return read(json.load(f))
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise WorkdirKindError(
+      f'{path} is not the file a luna_jax run writes ({type(e).__name__}: {e}): the workdir '
+      'holds something else. Use another --workdir.'
+    ) from None
 
 
 def claim_kind(workdir: str, kind: str, debug: bool) -> None:
