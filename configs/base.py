@@ -62,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.task = 'listops'
   # Folder with the task's files (see the README's Data section); set it on the command line.
   config.data.data_dir = ''
-  # Keyword options of the task's load_task, e.g. max_length, cache_dir (unknown ones fail there).
+  # Keyword options of the task's load_task that the task file sets (max_length, ...); the command
+  # line overrides those only, a config file may add others (cache_dir, split_seed).
   config.data.options = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
