@@ -79,7 +79,10 @@ def train_batches(
     )
   steps_per_epoch = split.num_examples // batch_size
   if steps_per_epoch == 0:
-    raise DataError(f'batch_size {batch_size} exceeds the {split.num_examples} training examples')
+    raise DataError(
+      f'batch_size {batch_size} (training.batch_size) exceeds the {split.num_examples} training '
+      'examples.'
+    )
   epoch, order = -1, None
   for step in itertools.count(start_step):
     step_epoch, within = divmod(step, steps_per_epoch)

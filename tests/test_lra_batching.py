@@ -85,7 +85,7 @@ def test_train_batches_split_across_processes():
       )
   with pytest.raises(lra.DataError, match='multiple of process_count'):
     next(lra.train_batches(split, 3, seed=0, process_count=2))
-  with pytest.raises(lra.DataError, match='exceeds'):
+  with pytest.raises(lra.DataError, match=r'\(training.batch_size\) exceeds'):
     next(lra.train_batches(split, 32, seed=0))
 
 
