@@ -9,6 +9,7 @@ imported.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,18 +48,27 @@ def tfrecord_frames(path: str | Path, *, torn_ok: bool = False) -> Iterator[byte
   """Yields the records of a TFRecord file (u64 length, u32 crc, data, u32 crc; crcs unchecked).
 
   Raises:
-    DataError: the file ends inside a record (naming it); with `torn_ok` that torn last record
-      (a writer killed mid-record, as a TensorBoard event file can be) ends the file instead.
+    DataError: the file ends inside a record, or a record's length runs past the end of the file
+      (a corrupt length), naming the file and record; with `torn_ok` such a last record (a writer
+      killed mid-record, as a TensorBoard event file can be) ends the file instead.
   """
   with open(path, 'rb') as f:
+    size = os.fstat(f.fileno()).st_size
+    index = 0
     while header := f.read(12):
+      # A corrupt length can be any 64-bit number: checked against the bytes left before reading.
       length = struct.unpack('<Q', header[:8])[0] if len(header) == 12 else -1
-      data = f.read(length) if length >= 0 else b''
-      if length < 0 or len(data) < length or len(f.read(4)) < 4:
+      fits = 0 <= length <= size - f.tell() - 4
+      data = f.read(length) if fits else b''
+      if not fits or len(data) < length or len(f.read(4)) < 4:
         if torn_ok:
           return
-        raise DataError(f'{path}: truncated TFRecord file')
+        raise DataError(
+          f'{path}: truncated or corrupt TFRecord file (record #{index} does not fit in its '
+          f'{size} bytes)'
+        )
       yield data
+      index += 1
 
 
 def _records(path: Path) -> Iterator[bytes]:

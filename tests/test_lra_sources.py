@@ -293,7 +293,16 @@ def test_tfrecord_frames_refuse_a_truncated_file_or_end_at_a_torn_record(tmp_pat
     path.write_bytes(torn)
     expected = frames if torn.startswith(framed) else frames[:1]
     assert list(tfds_source.tfrecord_frames(path, torn_ok=True)) == expected
-    with pytest.raises(lra.DataError, match=f'{path}: truncated TFRecord file'):
+    with pytest.raises(lra.DataError, match=f'{path}: truncated or corrupt TFRecord file'):
       list(tfds_source.tfrecord_frames(path))
   path.write_bytes(framed)
   assert list(tfds_source.tfrecord_frames(path)) == frames
+
+
+def test_tfrecord_frames_check_a_corrupt_length_against_the_file_size(tmp_path):
+  path = tmp_path / 'x.tfrecord'
+  first = struct.pack('<Q', 5) + b'\0' * 4 + b'first' + b'\0' * 4
+  path.write_bytes(first + struct.pack('<Q', 2**62) + b'\0' * 12)  # Would need 4 EiB of memory.
+  assert list(tfds_source.tfrecord_frames(path, torn_ok=True)) == [b'first']
+  with pytest.raises(lra.DataError, match=f'{path}: truncated or corrupt TFRecord file .record #1'):
+    list(tfds_source.tfrecord_frames(path))
