@@ -91,9 +91,10 @@ def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
   from PIL import Image  # Imported here: only TFDS images are PNG-encoded.
 
   images, labels = [], []
-  for i, example in enumerate(tfds_source.read_examples(shards)):
+  features = {'image': 'bytes_list', 'label': 'int64_list'}
+  for where, example in tfds_source.located_examples(shards, features):
     images.append(np.asarray(Image.open(io.BytesIO(example['image'][0])).convert('RGB')))
-    labels.append(parse_label(example['label'][0], NUM_CLASSES, f'{TFDS_NAME} #{i}'))
+    labels.append(parse_label(example['label'][0], NUM_CLASSES, where))
   return np.stack(images), np.array(labels)
 
 
@@ -125,7 +126,8 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
   """Loads grayscale CIFAR-10 from `data_dir/cifar-10-batches-py/` or a prepared TFDS `cifar10`.
 
   Raises:
-    DataError: a `max_length` other than 1024, or no data in `data_dir`.
+    DataError: a `max_length` other than 1024, no data in `data_dir`, or a malformed or damaged
+      batch file or TFDS shard, naming the file (and the record).
   """
   if max_length != SIDE * SIDE:
     raise DataError(f'image: max_length must be {SIDE * SIDE} (32x32 pixels), got {max_length}')

@@ -92,8 +92,9 @@ def _review_files(folder: Path) -> list[tuple[Path, int]]:
 
 
 def _tfds_examples(shards: list[Path]) -> Iterable[tuple[bytes, int]]:
-  for i, example in enumerate(tfds_source.read_examples(shards)):
-    yield example['text'][0], parse_label(example['label'][0], NUM_CLASSES, f'{TFDS_NAME} #{i}')
+  features = {'text': 'bytes_list', 'label': 'int64_list'}
+  for where, example in tfds_source.located_examples(shards, features):
+    yield example['text'][0], parse_label(example['label'][0], NUM_CLASSES, where)
 
 
 def load(
@@ -104,7 +105,8 @@ def load(
   `validation` and `split_seed` choose the validation split (module docstring).
 
   Raises:
-    DataError: an unknown `validation`, or no data in `data_dir`.
+    DataError: an unknown `validation`, no data in `data_dir`, or malformed or damaged data,
+      naming the folder or TFDS shard (and the record).
   """
   if validation not in VALIDATION_SOURCES:
     raise DataError(

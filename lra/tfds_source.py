@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from lra.core import DataError
@@ -76,26 +76,70 @@ def _records(path: Path) -> Iterator[bytes]:
     # Imported here: only array_record shards need it.
     from array_record.python.array_record_module import ArrayRecordReader
 
-    reader = ArrayRecordReader(str(path))
+    # The reader raises RuntimeError on a damaged file (or one shorter than its 64 KiB minimum).
     try:
-      yield from reader.read_all()
-    finally:
+      reader = ArrayRecordReader(str(path))
+      records = reader.read_all()
       reader.close()
+    except RuntimeError as e:
+      raise DataError(f'{path}: not a readable ArrayRecord file ({e})') from None
+    yield from records
   else:
     yield from tfrecord_frames(path)
 
 
-def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
-  """Yields each example of the shards, in order, as {feature: list of bytes or ints}."""
+def located_examples(
+  shards: list[Path], required: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, list]]]:
+  """Yields (where, example) for each example of the shards, in order.
+
+  Args:
+    shards: the shard files (`find_shards`).
+    required: feature name -> the kind every example must hold it as, with at least one value:
+      'bytes_list', 'int64_list' or 'float_list'.
+
+  Yields:
+    `where`, the shard file and record for messages (`<shard> record #<i>`), and the example as
+    {feature: list of bytes, ints or floats}.
+
+  Raises:
+    DataError: a shard that cannot be read as its format, a record that is not a serialised
+      `tf.train.Example`, or an example without a required feature, naming the shard file (and
+      the record).
+  """
   # Imported here: tensorflow_datasets is only needed for prepared TFDS data.
+  from google.protobuf.message import DecodeError
   from tensorflow_datasets.proto import tf_example_pb2
 
   for path in shards:
-    for record in _records(path):
-      features = tf_example_pb2.Example.FromString(record).features.feature
-      yield {
-        key: list(getattr(value, value.WhichOneof('kind')).value) for key, value in features.items()
+    for index, record in enumerate(_records(path)):
+      where = f'{path} record #{index}'
+      try:
+        features = tf_example_pb2.Example.FromString(record).features.feature
+      except DecodeError:
+        raise DataError(f'{where}: not a serialised tf.train.Example (a damaged shard)') from None
+      kinds = {key: value.WhichOneof('kind') for key, value in features.items()}
+      # A feature with no kind set holds no values.
+      example = {
+        key: list(getattr(features[key], kind).value) if kind else [] for key, kind in kinds.items()
       }
+      for key, kind in (required or {}).items():
+        if kinds.get(key) != kind or not example[key]:
+          raise DataError(
+            f'{where}: no {key!r} feature of kind {kind} with a value '
+            f'(features: {dict(sorted(kinds.items()))})'
+          )
+      yield where, example
+
+
+def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
+  """Yields each example of the shards, in order, as {feature: list of bytes, ints or floats}.
+
+  Raises:
+    DataError: as `located_examples`.
+  """
+  for _, example in located_examples(shards):
+    yield example
 
 
 def no_data_error(

@@ -4,6 +4,7 @@ synthetic stand-ins, on small files written in the official formats."""
 import hashlib
 import io
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -34,6 +35,13 @@ def example_proto(**features) -> bytes:
   return example.SerializeToString()
 
 
+def kindless_text() -> bytes:
+  """An Example whose 'text' feature has no kind (no list) set."""
+  example = tf_example_pb2.Example.FromString(example_proto(label=1))
+  example.features.feature['text'].SetInParent()
+  return example.SerializeToString()
+
+
 def write_shard(path: Path, records: list[bytes]) -> None:
   """Writes array_record or (with zero checksums, which the reader does not check) tfrecord."""
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +62,12 @@ def cifar_image(size: int = 32) -> np.ndarray:
   image = np.zeros((size, size, 3), np.uint8)
   image[0, : len(PIXELS)] = PIXELS
   return image
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+  png = io.BytesIO()
+  Image.fromarray(pixels).save(png, format='PNG')
+  return png.getvalue()
 
 
 def test_text_from_acl_folder_exact_bytes(tmp_path):
@@ -209,16 +223,14 @@ def test_tfds_shards_array_record_and_tfrecord(tmp_path):
   np.testing.assert_array_equal(data.train.inputs, [[98, 99, 0], [100, 0, 0]])
   np.testing.assert_array_equal(data.train.targets, [1, 0])
   np.testing.assert_array_equal(data.test.inputs, [[123, 0, 0]])
-  png = io.BytesIO()
-  Image.fromarray(cifar_image()).save(png, format='PNG')
   cifar = tmp_path / 'cifar10' / '3.0.2'
   write_shard(
     cifar / 'cifar10-train.array_record-00000-of-00001',
-    [example_proto(id=b'x', image=png.getvalue(), label=i) for i in range(10)],
+    [example_proto(id=b'x', image=png_bytes(cifar_image()), label=i) for i in range(10)],
   )
   write_shard(
     cifar / 'cifar10-test.array_record-00000-of-00001',
-    [example_proto(id=b'y', image=png.getvalue(), label=4)],
+    [example_proto(id=b'y', image=png_bytes(cifar_image()), label=4)],
   )
   task = lra.load_task('image', tmp_path, cache=False)
   np.testing.assert_array_equal(task.validation.targets, [9])
@@ -306,3 +318,45 @@ def test_tfrecord_frames_check_a_corrupt_length_against_the_file_size(tmp_path):
   assert list(tfds_source.tfrecord_frames(path, torn_ok=True)) == [b'first']
   with pytest.raises(lra.DataError, match=f'{path}: truncated or corrupt TFRecord file .record #1'):
     list(tfds_source.tfrecord_frames(path))
+
+
+@pytest.mark.parametrize(
+  'fmt, content, message',
+  [
+    ('array_record', b'junk', ': not a readable ArrayRecord file'),
+    ('tfrecord', struct.pack('<Q', 2**62) + b'\0' * 12, ': truncated or corrupt TFRecord file'),
+    ('tfrecord', [b'junk payload'], ' record #0: not a serialised tf.train.Example'),
+    (
+      'tfrecord',
+      [example_proto(text=b'ok', label=1), example_proto(label=1)],
+      " record #1: no 'text' feature of kind bytes_list",
+    ),
+    ('tfrecord', [example_proto(text=3, label=1)], " record #0: no 'text' feature"),
+    ('tfrecord', [kindless_text()], " record #0: no 'text' feature"),
+    ('tfrecord', [example_proto(text=b'ok')], " record #0: no 'label' feature"),
+    ('tfrecord', [example_proto(text=b'ok', label=5)], " record #0: label '5' is out of range"),
+  ],
+  ids=[
+    'junk',
+    'corrupt length',
+    'junk record',
+    'no text',
+    'int text',
+    'kindless text',
+    'no label',
+    'bad label',
+  ],
+)
+def test_damaged_text_tfds_shard_is_named(tmp_path, fmt, content, message):
+  """`content`: the shard's bytes, or the records to write to it."""
+  imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  write_shard(
+    imdb / 'imdb_reviews-test.tfrecord-00000-of-00001', [example_proto(text=b'z', label=1)]
+  )
+  shard = imdb / f'imdb_reviews-train.{fmt}-00000-of-00001'
+  if isinstance(content, bytes):
+    shard.write_bytes(content)
+  else:
+    write_shard(shard, content)
+  with pytest.raises(lra.DataError, match=re.escape(f'{shard}{message}')):
+    lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
