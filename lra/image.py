@@ -93,9 +93,18 @@ def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
   images, labels = [], []
   features = {'image': 'bytes_list', 'label': 'int64_list'}
   for where, example in tfds_source.located_examples(shards, features):
-    images.append(np.asarray(Image.open(io.BytesIO(example['image'][0])).convert('RGB')))
+    try:
+      with Image.open(io.BytesIO(example['image'][0])) as encoded:
+        rgb = np.asarray(encoded.convert('RGB'))
+    except OSError as e:  # PIL's errors for bytes that are not a (whole) image.
+      raise DataError(f'{where}: cannot decode the image ({e})') from None
+    if rgb.shape != (SIDE, SIDE, 3):
+      raise DataError(f'{where}: expected a {SIDE}x{SIDE} image, got shape {rgb.shape}')
+    images.append(rgb)
     labels.append(parse_label(example['label'][0], NUM_CLASSES, where))
-  return np.stack(images), np.array(labels)
+  # No images (empty shards) load as empty splits, which the task's checks refuse by name.
+  stacked = np.stack(images) if images else np.zeros((0, SIDE, SIDE, 3), np.uint8)
+  return stacked, np.array(labels, np.int64)
 
 
 def _to_splits(

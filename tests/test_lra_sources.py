@@ -237,6 +237,15 @@ def test_tfds_shards_array_record_and_tfrecord(tmp_path):
   np.testing.assert_array_equal(task.test.inputs[0, :6], GRAY)
 
 
+def test_empty_image_tfds_shard_is_an_empty_split(tmp_path):
+  cifar = tmp_path / 'cifar10' / '3.0.2'
+  write_shard(cifar / 'cifar10-train.tfrecord-00000-of-00001', [])
+  good = example_proto(id=b'x', image=png_bytes(cifar_image()), label=1)
+  write_shard(cifar / 'cifar10-test.tfrecord-00000-of-00001', [good])
+  with pytest.raises(lra.DataError, match='cifar10-train.* in TFDS .*: no examples for the image'):
+    lra.load_task('image', tmp_path, cache=False)
+
+
 @pytest.mark.parametrize('task, name', [('text', 'imdb_reviews'), ('image', 'cifar10')])
 def test_tfds_not_prepared_says_how_and_does_not_download(tmp_path, task, name):
   with pytest.raises(lra.DataError) as info:
@@ -360,3 +369,22 @@ def test_damaged_text_tfds_shard_is_named(tmp_path, fmt, content, message):
     write_shard(shard, content)
   with pytest.raises(lra.DataError, match=re.escape(f'{shard}{message}')):
     lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
+
+
+@pytest.mark.parametrize(
+  'encoded, label, message',
+  [
+    (b'junk', 1, 'cannot decode the image'),
+    (png_bytes(cifar_image(16)), 1, r'expected a 32x32 image, got shape \(16, 16, 3\)'),
+    (png_bytes(cifar_image()), 10, "label '10' is out of range"),
+  ],
+  ids=['junk', '16x16', 'bad label'],
+)
+def test_damaged_image_tfds_record_is_named(tmp_path, encoded, label, message):
+  cifar = tmp_path / 'cifar10' / '3.0.2'
+  good = example_proto(id=b'x', image=png_bytes(cifar_image()), label=1)
+  write_shard(cifar / 'cifar10-test.tfrecord-00000-of-00001', [good])
+  shard = cifar / 'cifar10-train.tfrecord-00000-of-00001'
+  write_shard(shard, [good, example_proto(id=b'y', image=encoded, label=label)])
+  with pytest.raises(lra.DataError, match=f'{re.escape(str(shard))} record #1: {message}'):
+    lra.load_task('image', tmp_path, cache=False)
