@@ -64,27 +64,64 @@ def tfds_order(num_examples: int, split: str = 'train') -> np.ndarray:
   return np.array(sorted(range(num_examples), key=hashing.Hasher(split).hash_key), np.int64)
 
 
+#: The globals a CIFAR-10 python batch may name: numpy's array and scalar reconstruction, under
+#: numpy 1's module names (the official files) and numpy 2's, and `_codecs.encode`, with which
+#: Python 3's pickle protocol 2 writes bytes. Reading a batch imports and calls nothing else.
+_PICKLE_GLOBALS = frozenset(
+  [('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode')]
+  + [(f'numpy.{core}.multiarray', 'scalar') for core in ('core', '_core')]
+  + [(f'numpy.{core}.multiarray', '_reconstruct') for core in ('core', '_core')]
+  + [(f'numpy.{core}.numeric', '_frombuffer') for core in ('core', '_core')]
+)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+  """Unpickles builtins and the numpy arrays of `_PICKLE_GLOBALS` only."""
+
+  def find_class(self, module: str, name: str) -> object:
+    if (module, name) not in _PICKLE_GLOBALS:
+      raise pickle.UnpicklingError(f'{module}.{name} is not part of a CIFAR-10 python batch')
+    return super().find_class(module, name)
+
+
 def read_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
   """Reads one CIFAR-10 python batch: returns [N, 32, 32, 3] uint8 RGB images and [N] labels.
 
+  The batch is a pickled dict whose b'data' is an [N, 3072] integer array of pixels in 0..255 and
+  whose b'labels' is a list of N labels in 0..9; the pickle may name no global but numpy's array
+  reconstruction (`_PICKLE_GLOBALS`).
+
   Raises:
-    DataError: a file that is not a CIFAR-10 python batch, or pixels that are not integers in
-      0..255, naming it.
+    DataError: a file that is not such a batch, naming it (and the label).
   """
   with open(path, 'rb') as f:
     try:
-      batch = pickle.load(f, encoding='bytes')
-      data, labels = np.asarray(batch[b'data']), np.asarray(batch[b'labels'])
-    except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as e:
+      batch = _BatchUnpickler(f, encoding='bytes').load()
+    # Bytes that are not a pickle fail in many ways: UnpicklingError, EOFError, ValueError,
+    # UnicodeDecodeError, MemoryError, ...
+    except Exception as e:
       raise DataError(f'{path}: not a CIFAR-10 python batch ({e!r})') from None
-  if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or len(labels) != len(data):
-    raise DataError(f'{path}: expected data of shape [N, 3072] and N labels')
+  if not isinstance(batch, dict) or not {b'data', b'labels'} <= batch.keys():
+    raise DataError(
+      f"{path}: not a CIFAR-10 python batch (expected a dict with b'data' and b'labels', got "
+      f'{list(batch) if isinstance(batch, dict) else type(batch).__name__})'
+    )
+  data, labels = batch[b'data'], batch[b'labels']
+  if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:
+    got = f'shape {data.shape}' if isinstance(data, np.ndarray) else type(data).__name__
+    raise DataError(f"{path}: expected b'data' to be an array of shape [N, 3072], got {got}")
+  listed = isinstance(labels, (list, tuple)) or isinstance(labels, np.ndarray) and labels.ndim == 1
+  if not listed:
+    raise DataError(f"{path}: expected b'labels' to be a list of labels, got {labels!r:.80}")
+  if len(labels) != len(data):
+    raise DataError(f'{path}: {len(labels)} labels for {len(data)} images')
   if data.size and (data.dtype.kind not in 'iu' or data.min() < 0 or data.max() > 255):
     raise DataError(f'{path}: pixels must be integers in 0..255 (got {data.dtype})')
-  data = data.astype(np.uint8)
-  for i, label in enumerate(labels):
-    parse_label(label, NUM_CLASSES, f'{path} label #{i}')
-  return data.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1), labels
+  labels = np.array(
+    [parse_label(label, NUM_CLASSES, f'{path} label #{i}') for i, label in enumerate(labels)],
+    np.int64,
+  )
+  return data.astype(np.uint8).reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1), labels
 
 
 def _read_tfds(shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:

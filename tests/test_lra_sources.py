@@ -3,6 +3,7 @@ synthetic stand-ins, on small files written in the official formats."""
 
 import hashlib
 import io
+import os
 import pickle
 import re
 import struct
@@ -208,6 +209,96 @@ def test_out_of_range_image_label(tmp_path):
     pickle.dump({b'data': np.zeros((1, 3072), np.uint8), b'labels': [10]}, f)
   with pytest.raises(lra.DataError, match="test_batch label #0: label '10' is out of range"):
     lra.load_task('image', tmp_path, cache=False)
+
+
+def official_batch(pixels: bytes, label: int) -> bytes:
+  """A one-image batch pickled as the official files are: Python 2's protocol 2, numpy 1's names."""
+  return (
+    b'\x80\x02}q\x01(U\x06labelsq\x02]q\x03K' + bytes([label]) + b'aU\x04dataq\x04'
+    b'cnumpy.core.multiarray\n_reconstruct\nq\x05cnumpy\nndarray\nq\x06K\x00\x85U\x01b\x87Rq\x07'
+    b'(K\x01K\x01M\x00\x0c\x86cnumpy\ndtype\nq\x08U\x02u1K\x00K\x01\x87Rq\t'
+    b'(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T'
+    + struct.pack('<I', len(pixels))
+    + pixels
+    + b'tbu.'
+  )
+
+
+@pytest.mark.parametrize('protocol', ['official', 2, 4, 5])
+def test_cifar_batch_of_the_official_files_or_any_pickle_protocol(tmp_path, protocol):
+  synthetic.write_image(tmp_path, 10, seed=0)
+  pixels = cifar_image().transpose(2, 0, 1).reshape(1, -1)
+  path = tmp_path / 'cifar-10-batches-py' / 'test_batch'
+  if protocol == 'official':
+    path.write_bytes(official_batch(pixels.tobytes(), 7))
+  else:
+    path.write_bytes(pickle.dumps({b'data': pixels, b'labels': [np.int64(7)]}, protocol))
+  task = lra.load_task('image', tmp_path, cache=False)
+  np.testing.assert_array_equal(task.test.inputs[0, :6], GRAY)
+  np.testing.assert_array_equal(task.test.targets, [7])
+
+
+@pytest.mark.parametrize(
+  'content, message',
+  [
+    (b'cnosuchmodule\nthing\n.', 'nosuchmodule.thing is not part of a CIFAR-10 python batch'),
+    (b'cnumpy\nnosuch\n.', 'numpy.nosuch is not part of a CIFAR-10 python batch'),
+    (b'X\x02\x00\x00\x00\xff\xfe.', 'not a CIFAR-10 python batch (UnicodeDecodeError('),
+    (b'I12x\n.', 'not a CIFAR-10 python batch (ValueError('),
+    (b'\x80\x04\x8e' + struct.pack('<Q', 2**62), 'not a CIFAR-10 python batch (MemoryError('),
+    (b'\x80\x02cnumpy\ndtype\nU\x02zz\x85R.', 'not a CIFAR-10 python batch (TypeError('),
+    (pickle.dumps([1]), "expected a dict with b'data' and b'labels', got list"),
+    (pickle.dumps({'data': 0, 'labels': 0}), "b'data' and b'labels', got ['data', 'labels']"),
+    (
+      pickle.dumps({b'data': [[0] * 3072], b'labels': [1]}),
+      'to be an array of shape [N, 3072], got list',
+    ),
+    (
+      pickle.dumps({b'data': np.zeros((1, 3072), np.uint8), b'labels': None}),
+      "expected b'labels' to be a list of labels, got None",
+    ),
+    (pickle.dumps({b'data': np.zeros((2, 3072), np.uint8), b'labels': [1]}), '1 labels for 2'),
+  ],
+  ids=[
+    'unknown module',
+    'unknown global',
+    'not utf-8',
+    'bad int',
+    'huge bytes',
+    'bad dtype',
+    'list',
+    'str keys',
+    'data list',
+    'labels None',
+    'too few labels',
+  ],
+)
+def test_damaged_cifar_batch_is_named(tmp_path, content, message):
+  synthetic.write_image(tmp_path, 10, seed=0)
+  path = tmp_path / 'cifar-10-batches-py' / 'data_batch_2'
+  path.write_bytes(content)
+  with pytest.raises(lra.DataError, match=re.escape(f'{path}: ') + '.*' + re.escape(message)):
+    lra.load_task('image', tmp_path, cache=False)
+
+
+class _Mkdir:
+  """Pickles as a call of os.mkdir(path)."""
+
+  def __init__(self, path: Path):
+    self.path = path
+
+  def __reduce__(self):
+    return os.mkdir, (str(self.path),)
+
+
+def test_cifar_batch_pickle_calls_nothing_but_numpy(tmp_path):
+  synthetic.write_image(tmp_path, 10, seed=0)
+  target = tmp_path / 'made_by_the_pickle'
+  with open(tmp_path / 'cifar-10-batches-py' / 'test_batch', 'wb') as f:
+    pickle.dump({b'data': _Mkdir(target), b'labels': [1]}, f)
+  with pytest.raises(lra.DataError, match='test_batch: .*mkdir is not part of a CIFAR-10'):
+    lra.load_task('image', tmp_path, cache=False)
+  assert not target.exists()
 
 
 def test_tfds_shards_array_record_and_tfrecord(tmp_path):
