@@ -77,7 +77,8 @@ def _review_files(folder: Path) -> list[tuple[Path, int]]:
   """(file, label) of every review under `folder`'s class folders, which must each hold some.
 
   Raises:
-    DataError: a class folder without reviews (an extraction cut short), naming it.
+    DataError: a class folder without reviews (an extraction cut short), or a `*.txt` in one that
+      is not a file (a folder, a broken link), naming it; such an entry is refused, not skipped.
   """
   files = []
   for label, name in enumerate(CLASS_FOLDERS):
@@ -87,6 +88,12 @@ def _review_files(folder: Path) -> list[tuple[Path, int]]:
         f'text: {folder / name} holds no review (*.txt); extract aclImdb_v1.tar.gz '
         '(ai.stanford.edu/~amaas/data/sentiment) again.'
       )
+    for path in found:
+      if not path.is_file():
+        raise DataError(
+          f'text: {path} is not a review file (a folder or a broken link named *.txt); move it '
+          f'out of {path.parent}.'
+        )
     files += [(path, label) for path in found]
   return files
 

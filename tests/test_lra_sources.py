@@ -109,6 +109,21 @@ def test_text_class_folder_without_reviews_is_named(tmp_path):
     lra.load_task('text', tmp_path, max_length=8, cache=False, validation='test')
 
 
+@pytest.mark.parametrize('kind', ['folder', 'broken link'])
+def test_text_review_that_is_not_a_file_is_named(tmp_path, kind):
+  for split in ('train', 'test'):
+    for label in ('neg', 'pos'):
+      (tmp_path / 'aclImdb' / split / label).mkdir(parents=True)
+      (tmp_path / 'aclImdb' / split / label / '0_1.txt').write_text('ok')
+  odd = tmp_path / 'aclImdb' / 'train' / 'pos' / '1_9.txt'
+  if kind == 'folder':
+    odd.mkdir()
+  else:
+    odd.symlink_to(tmp_path / 'missing.txt')
+  with pytest.raises(lra.DataError, match=f'text: {odd} is not a review file'):
+    lra.load_task('text', tmp_path, max_length=8, cache=False, validation='test')
+
+
 def test_retrieval_two_documents_and_quotes(tmp_path):
   rows = '1.0\tid1\tid2\t"ab\tc\n0\tid3\tid4\tx\t\n'
   for name in ('new_aan_pairs.train.tsv', 'new_aan_pairs.eval.tsv', 'new_aan_pairs.test.tsv'):
