@@ -51,8 +51,8 @@ def read_tsv(path: Path, max_length: int) -> Split:
     A Split with [N, L] uint8 inputs (and the number of expressions cut).
 
   Raises:
-    DataError: a malformed line or header, an empty expression, an unknown token or a line that is
-      not UTF-8, naming the file and line.
+    DataError: a malformed line or header, an empty expression (no token), an unknown token or a
+      line that is not UTF-8, naming the file and line.
   """
   sequences, targets = [], []
   # Bytes that are not UTF-8 decode to lone surrogates, so the line that holds them is known.
@@ -72,12 +72,14 @@ def read_tsv(path: Path, max_length: int) -> Split:
         raise DataError(
           f'{where}: expected 2 tab-separated fields (Source, Target), got {len(fields)}'
         )
-      if not fields[0].strip():
-        raise DataError(f'{where}: empty expression')
       try:
-        sequences.append(encode(fields[0]))
+        tokens = encode(fields[0])
       except KeyError as e:
         raise DataError(f'{where}: unknown ListOps token {e.args[0]!r} (known: {VOCAB})') from None
+      # Whitespace or parentheses alone: no token (parentheses are dropped).
+      if not tokens.size:
+        raise DataError(f'{where}: empty expression')
+      sequences.append(tokens)
       targets.append(parse_label(fields[1], NUM_CLASSES, where))
   inputs, lengths = tokenize.pad(sequences, max_length, np.uint8)
   return Split(

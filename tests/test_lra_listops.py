@@ -98,6 +98,8 @@ def test_vocabulary_is_independent_of_hash_seed():
     ('( ( [MAX 2 ) ] )\tnan', ':3: label'),
     ('( ( [MAX 2 ) ] )\tinf', ':3: label'),
     ('\t3', ':3: empty expression'),
+    (' \t3', ':3: empty expression'),
+    ('( ( ) )\t3', ':3: empty expression'),
   ],
 )
 def test_malformed_rows_name_file_and_line(tmp_path, row, message):
