@@ -11,6 +11,7 @@ is valid (`lengths == res * res`; black pixels are not padding, unlike the offic
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +38,10 @@ DIFFICULTIES = {
 NUM_CLASSES = 2
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, validation; test gets the rest.
 SKIPPED_KEY = 'skipped_empty_pngs'
+_METADATA_FORMAT = (
+  'the metadata files of the LRA release are text lines '
+  '`imgs/<k> sample_<j>.png <index> <label> ...` despite their .npy extension'
+)
 
 
 def _metadata_key(path: Path) -> tuple[int, str]:
@@ -47,11 +52,23 @@ def read_metadata(root: Path) -> list[tuple[Path, int]]:
   """Returns (image path, label) for every line of `root/metadata/*.npy`, files in numeric order.
 
   Raises:
-    DataError: a malformed metadata line, naming the file and line.
+    DataError: a metadata file that is binary (a NumPy array saved with `np.save`, or not UTF-8
+      text), or a malformed metadata line, naming the file (and the line).
   """
   entries = []
   for meta in sorted((root / 'metadata').glob('*.npy'), key=_metadata_key):
-    with open(meta, encoding='utf-8', errors='replace') as f:
+    raw = meta.read_bytes()
+    if raw.startswith(b'\x93NUMPY'):
+      raise DataError(f'{meta}: a binary NumPy array (np.save); {_METADATA_FORMAT}')
+    try:
+      text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+      line = raw.count(b'\n', 0, e.start) + 1
+      raise DataError(
+        f'{meta}:{line}: not UTF-8 text (a binary file); {_METADATA_FORMAT}'
+      ) from None
+    # Universal newlines, as a file opened in text mode reads them.
+    with io.StringIO(text, newline=None) as f:
       for line_no, line in enumerate(f, start=1):
         fields = line.split()
         if not fields:

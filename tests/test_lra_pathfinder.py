@@ -84,6 +84,22 @@ def test_malformed_metadata_names_file_and_line(tmp_path, line, message):
     lra.load_task('pathfinder32', tmp_path, cache=False)
 
 
+def test_binary_metadata_is_named_as_such(tmp_path):
+  task = write_release(tmp_path, [np.zeros((32, 32), np.uint8)], [1])
+  meta = task / 'metadata' / '0.npy'
+  np.save(meta, np.array([['imgs/0', 'sample_0.png', '0', '1']]))
+  with pytest.raises(lra.DataError, match=f'{meta}: a binary NumPy array .np.save.; the metadata'):
+    lra.load_task('pathfinder32', tmp_path, cache=False)
+  meta.write_bytes((task / 'imgs' / '0' / 'sample_0.png').read_bytes())  # A PNG: not UTF-8.
+  with pytest.raises(
+    lra.DataError, match=f'{meta}:1: not UTF-8 text .a binary file.; the metadata'
+  ):
+    lra.load_task('pathfinder32', tmp_path, cache=False)
+  meta.write_bytes(b'imgs/0 sample_0.png 0 1\r\n\r\nimgs/0 sample_\xff.png 1 0\n')
+  with pytest.raises(lra.DataError, match=f'{meta}:3: not UTF-8 text'):
+    lra.load_task('pathfinder32', tmp_path, cache=False)
+
+
 def test_wrong_image_size_and_missing_data(tmp_path):
   write_release(tmp_path, [np.zeros((16, 32), np.uint8)], [1])
   with pytest.raises(
