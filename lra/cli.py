@@ -62,6 +62,16 @@ def path(text: str) -> Path:
   return Path(text).expanduser()
 
 
+def folder(text: str) -> Path:
+  """An argparse type: a non-empty path (as `path`) to a folder that exists or can be made, that is
+  one no part of which is an existing file or link that is not a folder."""
+  value = path(text)
+  existing = next(p for p in (value, *value.parents) if p.exists() or p.is_symlink())
+  if not existing.is_dir():
+    raise argparse.ArgumentTypeError(f'{existing} exists and is not a folder')
+  return value
+
+
 def lengths(text: str) -> list[int]:
   """An argparse type: comma-separated sequence lengths >= 1, each an integer or `<n>K` (n * 1024),
   e.g. '1K,2048'."""

@@ -237,7 +237,7 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output_dir', required=True, type=cli.path)
+  parser.add_argument('--output_dir', required=True, type=cli.folder)
   for name, default, minimum in [
     ('num_train', 96000, 1),
     ('num_val', 2000, 1),

@@ -313,7 +313,7 @@ def generate(
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output_dir', required=True, type=cli.path)
+  parser.add_argument('--output_dir', required=True, type=cli.folder)
   parser.add_argument('--resolution', type=int, choices=sorted(GEOMETRY), default=32)
   parser.add_argument('--difficulty', choices=list(DIFFICULTIES), default='hard')
   parser.add_argument(

@@ -236,6 +236,28 @@ def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_chang
   assert _tree_state(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+  'main, args',
+  [
+    (listops_generator.main, tiny_listops_args),
+    (pathfinder_generator.main, lambda out: ['--output_dir', str(out), '--num_examples', '10']),
+  ],
+  ids=['listops', 'pathfinder'],
+)
+@pytest.mark.parametrize('under', ['', 'sub'])
+def test_generators_refuse_a_file_as_output_dir_with_one_error_line(
+  tmp_path, capsys, main, args, under
+):
+  (tmp_path / 'q.sh').write_text('#!/bin/sh\n')
+  with pytest.raises(SystemExit) as info:
+    main(args(tmp_path / 'q.sh' / under))
+  assert info.value.code == 2
+  error = capsys.readouterr().err.splitlines()[-1]
+  path = tmp_path / 'q.sh'
+  assert error.endswith(f'error: argument --output_dir: {path} exists and is not a folder')
+  assert path.read_text() == '#!/bin/sh\n'
+
+
 def test_missing_split_hint_mentions_overwrite_when_other_splits_exist(tmp_path):
   with pytest.raises(lra.DataError) as nothing:
     lra.load_task('listops', tmp_path)
