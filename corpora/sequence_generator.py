@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument('--task', required=True, choices=TASKS)
-  parser.add_argument('--output_dir', required=True, type=cli.path)
+  parser.add_argument('--output_dir', required=True, type=cli.folder)
   parser.add_argument('--num_train', type=cli.integer(1), default=20000)
   parser.add_argument('--num_val', type=cli.integer(1), default=500)
   parser.add_argument('--num_test', type=cli.integer(1), default=500)

@@ -23,6 +23,7 @@ import argparse
 import random
 from pathlib import Path
 
+from lra import cli
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs
 
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument('--output_dir', required=True)
+  parser.add_argument('--output_dir', required=True, type=cli.folder)
   parser.add_argument('--num_train', type=int, default=20000)
   parser.add_argument('--num_val', type=int, default=500)
   parser.add_argument('--num_test', type=int, default=500)

@@ -24,7 +24,7 @@ import argparse
 import re
 from pathlib import Path
 
-from lra import tfds_source
+from lra import cli, tfds_source
 from lra.core import DataError
 from lra.files import claim_outputs, record_outputs
 
@@ -61,8 +61,9 @@ def write(tfds_dir: str | Path, output_dir: str | Path, *, overwrite: bool = Fal
     {} when the same shards were already written.
 
   Raises:
-    DataError: the dataset is not prepared (with the command that prepares it), an example without
-      both languages, or files in the way (without `overwrite`).
+    DataError: the dataset is not prepared (with the command that prepares it), a damaged shard or
+      record (naming it, `lra.tfds_source.read_examples`), an example without both languages, or
+      files in the way (without `overwrite`).
   """
   tfds_dir, out = Path(tfds_dir).expanduser(), Path(output_dir)
   shards = {
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument('--tfds_dir', default='~/tensorflow_datasets', help='TFDS data dir')
-  parser.add_argument('--output_dir', required=True)
+  parser.add_argument('--output_dir', required=True, type=cli.folder)
   parser.add_argument('--overwrite', action='store_true', help='replace files in the way')
   args = parser.parse_args(argv)
   try:

@@ -139,7 +139,7 @@ WRITERS = {'text': write_text, 'retrieval': write_retrieval, 'image': write_imag
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--task', required=True, choices=TASKS)
-  parser.add_argument('--output_dir', required=True, type=cli.path)
+  parser.add_argument('--output_dir', required=True, type=cli.folder)
   parser.add_argument(
     '--num_examples',
     type=cli.integer(10),

@@ -14,7 +14,7 @@ import pytest
 
 import corpora
 import lra
-from corpora import sequence_generator
+from corpora import sequence_generator, translation_generator, wmt14
 from lra import cache as cache_lib
 from lra import files, listops, listops_generator, pathfinder_generator, synthetic
 from tests.test_lra_listops import ROWS, write_listops
@@ -241,8 +241,12 @@ def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_chang
   [
     (listops_generator.main, tiny_listops_args),
     (pathfinder_generator.main, lambda out: ['--output_dir', str(out), '--num_examples', '10']),
+    (synthetic.main, lambda out: ['--task', 'text', '--output_dir', str(out)]),
+    (sequence_generator.main, lambda out: ['--output_dir', str(out)]),
+    (translation_generator.main, lambda out: ['--output_dir', str(out)]),
+    (wmt14.main, lambda out: ['--output_dir', str(out)]),
   ],
-  ids=['listops', 'pathfinder'],
+  ids=['listops', 'pathfinder', 'synthetic', 'sequences', 'translation', 'wmt14'],
 )
 @pytest.mark.parametrize('under', ['', 'sub'])
 def test_generators_refuse_a_file_as_output_dir_with_one_error_line(
