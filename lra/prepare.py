@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import gzip
 import hashlib
 import http.client
@@ -229,15 +230,19 @@ def _response_total(response: http.client.HTTPResponse, offset: int, url: str) -
 
 def _on_disk(path: Path, action: Callable[..., T], *args: Any, **kwargs: Any) -> T:
   """`action(*args, **kwargs)`, a file operation on `path`, with its OSError (no space, no
-  permission, a file where a folder should be) as a DataError naming the path: a local problem,
-  never retried as a dropped connection."""
+  permission, a file where a folder should be) as a DataError naming the path (`_disk_error`): a
+  local problem, never retried as a dropped connection."""
   try:
     return action(*args, **kwargs)
   except OSError as e:
-    raise DataError(
-      f'{path}: {e.strerror or e}. Free space or fix the folder (or choose another --data_dir), '
-      'then run again: a partial download is resumed.'
-    ) from None
+    raise _disk_error(path, e) from None
+
+
+def _disk_error(path: Path, error: OSError) -> DataError:
+  return DataError(
+    f'{path}: {error.strerror or error}. Free space or fix the folder (or choose another '
+    '--data_dir), then run again: a partial download is resumed.'
+  )
 
 
 def download(
@@ -573,24 +578,30 @@ def _state_path(data_root: Path, task: str, suffix: str) -> Path:
 @contextlib.contextmanager
 def _locked(data_root: Path) -> Iterator[None]:
   """Holds `<data_root>/.prepared/lock` (`lra.files.acquire_lock`), so that one process prepares a
-  folder at a time: two would append to the same partial download and records.
+  folder at a time: two would append to the same partial download and records. A folder this
+  process may not write (a read-only copy of prepared data, being verified) is not locked: nothing
+  can be written there.
 
   Raises:
     DataError: another process holds it (naming its pid), or the folder cannot be made.
   """
-  state = data_root / STATE
-  _on_disk(state, state.mkdir, parents=True, exist_ok=True)
+  state, fd = data_root / STATE, None
   try:
-    fd = _on_disk(state, acquire_lock, state / 'lock')
+    state.mkdir(parents=True, exist_ok=True)
+    fd = acquire_lock(state / 'lock')
   except LockedError as e:
     raise DataError(
       f'{data_root} is being prepared by another lra.prepare ({e.holder}). Wait for it to '
       'finish, or choose another --data_dir.'
     ) from None
+  except OSError as e:
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+      raise _disk_error(state, e) from None
   try:
     yield
   finally:
-    os.close(fd)
+    if fd is not None:
+      os.close(fd)
 
 
 def _recorded_files(data_root: Path, task: str) -> dict[str, int]:

@@ -2,9 +2,11 @@
 layouts: download, Range resume after a dropped connection, servers without Range, damaged and
 user-provided archives, offline failure, extraction of only what a task needs, verified reuse."""
 
+import errno
 import hashlib
 import http.server
 import io
+import os
 import re
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import pytest
 
 from lra import prepare
 from lra.core import DataError
+from tests.test_lra_listops import write_listops
 
 HOST = '127.0.0.1'
 
@@ -300,6 +303,22 @@ def test_one_process_prepares_a_folder_at_a_time(tmp_path, capsys):
   finally:
     holder.kill()
     holder.wait()
+
+
+def test_a_read_only_prepared_folder_is_verified_without_a_lock(tmp_path, monkeypatch, capsys):
+  root = tmp_path / 'data'
+  write_listops(prepare.task_data_dir('listops', root))
+  args = ['--tasks', 'listops', '--data_dir', str(root), '--no_progress']
+
+  def refuse(path, number):
+    raise OSError(number, os.strerror(number), str(path))
+
+  monkeypatch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.EROFS))
+  assert prepare.main(args) == 0
+  assert 'found in place' in capsys.readouterr().out
+  monkeypatch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.ENOSPC))
+  assert prepare.main(args) == 1  # Any other problem is one error naming the folder.
+  assert f'Error: {root / ".prepared"}: No space left on device.' in capsys.readouterr().err
 
 
 def test_dropped_connection_is_resumed_with_a_range_request(server, tmp_path):
