@@ -93,7 +93,9 @@ def test_sweep_reports_failures_skips_finished_runs_and_plans_resumes(
   assert '--config.seed=0' in out and '--config.data.options.max_length=32' in out
 
 
-def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(monkeypatch, capsys):
+def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(
+  monkeypatch, capsys, tmp_path
+):
   monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
   assert reproduce.visible_gpus('auto') == ['2', '3']
   assert reproduce.visible_gpus('none') == []
@@ -107,7 +109,9 @@ def test_gpus_come_from_cuda_visible_devices_and_unknown_variants_are_refused(mo
   assert '--variants: luna16 given more than once.' in capsys.readouterr().err
   # The runs' config errors, one readable line each (a traceback; an escaped repr).
   with pytest.raises(SystemExit):
-    reproduce.main(['--dry_run', '--task_config', 'listops=configs/none.py', '--tasks', 'listops'])
+    reproduce.main(
+      ['--dry_run', '--task_config', f'listops={tmp_path}/none.py', '--tasks', 'listops']
+    )
   assert "No such file or directory: '" in capsys.readouterr().err.splitlines()[-1]
   with pytest.raises(SystemExit):
     reproduce.main(['--dry_run', '--', '--config.training.batchsize=3'])
