@@ -12,6 +12,7 @@ import pytest
 import lra
 from configs import glue as glue_config
 from configs import pretrain_mlm
+from luna_jax.config_utils import ConfigError
 from luna_jax.training import checkpointing, pretrained, run_config, self_pretraining, trainer
 from luna_jax.training.loading import LoadRunError, load_run
 from tests.test_mlm import GLUE_FILES
@@ -125,6 +126,15 @@ def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(
   assert last.endswith(f'Results in {workdir / "results.json"}')
   config.optimizer.learning_rate *= 2
   with pytest.raises(run_config.ConfigChangedError, match='optimizer.learning_rate'):
+    trainer.train_with_self_pretraining(config, str(workdir))
+
+
+def test_a_finished_self_pretraining_run_is_never_shortened(tiny_lra_data, straight_run, tmp_path):
+  workdir = tmp_path / 'spt'
+  shutil.copytree(straight_run[0], workdir)
+  config = spt_config(tiny_lra_data)
+  config.self_pretraining.num_train_steps = 2  # Its pretrain stage reached step 4.
+  with pytest.raises(ConfigError, match='trained to step 4, past training.num_train_steps=2'):
     trainer.train_with_self_pretraining(config, str(workdir))
 
 

@@ -72,10 +72,11 @@ def stage_configs(
 
 
 def finished_results(workdir: str, num_train_steps: int) -> dict[str, Any] | None:
-  """The results.json of a stage that reached step `num_train_steps`, else None."""
+  """The results.json of a stage that ended at step `num_train_steps`, else None (a stage trained
+  past it is resumed, and refused there: a run is never shortened)."""
   path = os.path.join(workdir, 'results.json')
   if not os.path.exists(path):
     return None
   with open(path, encoding='utf-8') as f:
     results = json.load(f)
-  return results if results['step'] >= num_train_steps else None
+  return results if results['step'] == num_train_steps else None
