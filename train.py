@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import sys
 import traceback
 from typing import NoReturn
@@ -118,6 +119,8 @@ def main(argv: list[str]) -> None:
     )
     if replaced:
       absl_logging.warning(replaced)
+    for number in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(number, _exit_at_once)
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
     sys.exit(f'Error: {e}')
@@ -205,6 +208,22 @@ def parse_flags(argv: list[str]) -> list[str]:
     if message is None:
       raise
     sys.exit(f'Error: {message}')
+
+
+def _exit_at_once(signum: int, frame: object) -> NoReturn:
+  """Ends the process on SIGINT or SIGTERM outside the training loop, which stops after its step
+  with a checkpoint (`trainer`'s own handler, while it trains): before it (loading the data,
+  compiling) there is nothing to save, after it every step is saved and a rerun evaluates again.
+  A KeyboardInterrupt raised inside XLA's compilation could crash the interpreter."""
+  del frame
+  print(
+    f'{signal.Signals(signum).name}: stopped outside the training loop; every trained step is '
+    'saved. Run the same command to go on.',
+    file=sys.stderr,
+    flush=True,
+  )
+  sys.stdout.flush()
+  os._exit(128 + signum)
 
 
 #: Where a misspelt field's name can be looked up.

@@ -385,12 +385,12 @@ def test_reading_a_run_names_the_damaged_checkpoints_it_skips_or_set_aside(tmp_p
 
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_setting_up_ends_the_run_at_once_with_one_line(signum, tmp_path):
-  """Before training there is nothing to save: the process ends at once, saying so (a
-  KeyboardInterrupt inside XLA's compilation could crash the interpreter)."""
+def test_a_signal_while_setting_up_ends_train_py_at_once_with_one_line(signum, tmp_path):
+  """Before training there is nothing to save: train.py ends at once, saying so (a
+  KeyboardInterrupt inside XLA's compilation could crash the interpreter). Called from Python (a
+  notebook) the trainer leaves the signals alone: a KeyboardInterrupt, the kernel kept."""
   script = textwrap.dedent(f"""
-    import os, time
-    from configs import quickstart
+    import os, runpy, sys, time
     from luna_jax.training import trainer
 
     def setup(*args):
@@ -398,18 +398,30 @@ def test_a_signal_while_setting_up_ends_the_run_at_once_with_one_line(signum, tm
       time.sleep(60)
 
     trainer._setup = setup
-    config = quickstart.get_config()
-    config.data.data_dir = {str(tmp_path / 'data')!r}
-    trainer.train_and_evaluate(config, {str(tmp_path / 'run')!r})
+    sys.argv = ['train.py', '--config=configs/quickstart.py', '--workdir={tmp_path / 'run'}',
+                '--config.data.data_dir={tmp_path / 'data'}', *sys.argv[1:]]
+    if sys.argv[-1] == 'in-process':
+      from configs import quickstart
+      config = quickstart.get_config()
+      config.data.data_dir = {str(tmp_path / 'data')!r}
+      try:
+        trainer.train_and_evaluate(config, {str(tmp_path / 'run2')!r})
+      except KeyboardInterrupt:
+        print('KeyboardInterrupt caught')
+    else:
+      runpy.run_path('train.py', run_name='__main__')
   """)
-  result = subprocess.run(
-    [sys.executable, '-c', script], capture_output=True, text=True, timeout=120, cwd=ROOT
+  run = lambda *args: subprocess.run(
+    [sys.executable, '-c', script, *args], capture_output=True, text=True, timeout=120, cwd=ROOT
   )
+  result = run()
   assert result.returncode == 128 + signum and 'Traceback' not in result.stderr, result.stderr
-  name = signal.Signals(signum).name
   assert result.stderr.strip().splitlines()[-1] == (
-    f'{name}: stopped while setting up, before training; nothing to save.'
+    f'{signal.Signals(signum).name}: stopped outside the training loop; every trained step is '
+    'saved. Run the same command to go on.'
   )
+  if signum == signal.SIGINT:
+    assert run('in-process').stdout.strip() == 'KeyboardInterrupt caught'
 
 
 def test_a_failed_restore_prints_no_closed_event_loop_tracebacks(tmp_path, monkeypatch):

@@ -39,7 +39,6 @@ import functools
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -217,46 +216,19 @@ class TrainingInterrupted(Exception):
 
 
 @contextlib.contextmanager
-def _signal_handler(handler: Callable[[int, Any], None]) -> Iterator[bool]:
-  """Within: `handler` handles SIGINT and SIGTERM, in the main thread of a single-process run only
-  (several processes would have to agree on what to do; there the signals keep their action).
-  Yields whether it was installed."""
+def _stop_requests() -> Iterator[list[int]]:
+  """Within: the first SIGINT or SIGTERM is recorded in the yielded list instead of acted on, so
+  that the training loop stops after its step with a checkpoint (the final evaluation, between its
+  evaluations); a second one ends the process at once (the signal's default action). Only in the
+  main thread of a single-process run (several processes would have to agree on the step; there
+  the signals act at once and the run resumes from its last checkpoint)."""
+  received: list[int] = []
   if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
-    yield False
+    yield received
     return
   previous = {
     number: signal.getsignal(number) or signal.SIG_DFL for number in (signal.SIGINT, signal.SIGTERM)
   }
-  for number in previous:
-    signal.signal(number, handler)
-  try:
-    yield True
-  finally:
-    for number, old_handler in previous.items():
-      signal.signal(number, old_handler)
-
-
-def _exit_before_training(signum: int, frame: Any) -> None:
-  """Ends the process at once, before training started: nothing is lost (what setting up wrote is
-  written whole, and there is no step to save), while a KeyboardInterrupt raised inside XLA's
-  compilation could crash the interpreter."""
-  del frame
-  print(
-    f'{signal.Signals(signum).name}: stopped while setting up, before training; nothing to save.',
-    file=sys.stderr,
-    flush=True,
-  )
-  sys.stdout.flush()
-  os._exit(128 + signum)
-
-
-@contextlib.contextmanager
-def _stop_requests() -> Iterator[list[int]]:
-  """Within: the first SIGINT or SIGTERM is recorded in the yielded list instead of acted on, so
-  that the training loop stops after its step with a checkpoint (the final evaluation, between its
-  evaluations); a second one ends the process at once (the signal's default action). Only where
-  `_signal_handler` installs it."""
-  received: list[int] = []
 
   def record(signum: int, frame: Any) -> None:
     del frame
@@ -270,8 +242,13 @@ def _stop_requests() -> Iterator[list[int]]:
       signal.Signals(signum).name,
     )
 
-  with _signal_handler(record):
+  for number in previous:
+    signal.signal(number, record)
+  try:
     yield received
+  finally:
+    for number, handler in previous.items():
+      signal.signal(number, handler)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -303,8 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ValueError: unknown/missing config keys or values out of range (named), indivisible batch
       sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume, and a
       ConfigError for a run trained past `training.num_train_steps`.
-    TrainingInterrupted: SIGINT or SIGTERM during training (the step's checkpoint is saved);
-      during set-up the process ends at once (`_exit_before_training`).
+    TrainingInterrupted: SIGINT or SIGTERM during training (the step's checkpoint is saved).
     workdir.WorkdirLockedError: another process trains in `workdir`.
     workdir.WorkdirKindError: `workdir` holds another kind of run (`workdir.claim_kind`).
     lra.DataError: missing data, unknown data options.
@@ -319,12 +295,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_lead = jax.process_index() == 0
   accelerators.log_backend()  # Backend and devices; warns if JAX is on the CPU beside a GPU.
   with contextlib.ExitStack() as stack:
-    with _signal_handler(_exit_before_training):
-      if is_lead:
-        stack.enter_context(workdir_lib.lock(workdir))
-        workdir_lib.claim_kind(workdir, workdir_lib.run_kind(run.to_dict()), run.debug)
-      os.makedirs(workdir, exist_ok=True)
-      session, state = _setup(run, workdir, is_lead, stack)
+    if is_lead:
+      stack.enter_context(workdir_lib.lock(workdir))
+      workdir_lib.claim_kind(workdir, workdir_lib.run_kind(run.to_dict()), run.debug)
+    os.makedirs(workdir, exist_ok=True)
+    session, state = _setup(run, workdir, is_lead, stack)
     with _stop_requests() as stop:
       state, validation = _train(session, state, stop)
       final = _final_evaluation(session, state, validation, stop)
