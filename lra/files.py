@@ -129,11 +129,14 @@ def acquire_lock(path: str | Path) -> int:
   """
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
-    os.close(fd)
-    raise LockedError(path, holder) from None
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
+      raise LockedError(path, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
+  except BaseException:
+    os.close(fd)  # Releases the lock, if taken: a failed write (a full disk) keeps nothing held.
+    raise
   return fd

@@ -1,6 +1,7 @@
 """Data problems surface at load time: empty splits, truncation, a damaged or half-written cache,
 and generators that would overwrite existing data."""
 
+import errno
 import logging
 import os
 import re
@@ -301,3 +302,20 @@ def test_concurrent_atomic_writes_never_show_a_part(tmp_path):
     assert len(text) == 100_000 and len(set(text)) == 1
   assert [w.returncode for w in writers] == [0, 0]
   assert os.listdir(tmp_path) == ['record.json']
+
+
+def test_a_lock_whose_record_cannot_be_written_is_not_kept(tmp_path, monkeypatch):
+  """A full disk while writing the holder's pid raises, and leaves the lock free (a notebook that
+  retries, once there is space, takes it)."""
+  path = tmp_path / 'lock'
+
+  def full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  with monkeypatch.context() as patch:
+    patch.setattr(os, 'pwrite', full)
+    with pytest.raises(OSError, match='No space left'):
+      files.acquire_lock(path)
+  fd = files.acquire_lock(path)
+  assert path.read_text().startswith(f'pid {os.getpid()} on ')
+  os.close(fd)

@@ -169,7 +169,7 @@ def lock(workdir: str) -> Iterator[None]:
   except OSError as e:
     raise WorkdirUnusableError(
       f'--workdir {workdir}: cannot create it or write {LOCK_FILE} in it ({e.strerror}: '
-      f'{e.filename}). Choose a folder you can write.'
+      f'{e.filename or os.path.join(workdir, LOCK_FILE)}). Choose a folder you can write.'
     ) from None
   try:
     yield
