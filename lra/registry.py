@@ -71,11 +71,13 @@ _GENERATORS = {
 }
 
 
-def prepare_command(name: str) -> str:
-  """The `lra.prepare` command that fetches LRA task `name`'s official data, and where it puts
-  it."""
+def prepare_command(name: str, difficulty: str = 'hard') -> str:
+  """The `lra.prepare` command that fetches LRA task `name`'s official data (for Pathfinder and
+  Path-X, of `difficulty`), and where it puts it."""
+  option = f' --difficulty {difficulty}' if difficulty != 'hard' else ''
   return (
-    f'python -m lra.prepare --tasks {name} --data_dir data writes it to data/{PREPARED_DIRS[name]}'
+    f'python -m lra.prepare --tasks {name} --data_dir data{option} writes it to '
+    f'data/{PREPARED_DIRS[name]}'
   )
 
 
@@ -203,4 +205,5 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   try:
     return load_registered(_REGISTRY, name, data_dir, options)
   except MissingDataError as e:
-    raise MissingDataError(f'{e}\nOr fetch the official data: {prepare_command(name)}.') from None
+    command = prepare_command(name, options.get('difficulty', 'hard'))
+    raise MissingDataError(f'{e}\nOr fetch the official data: {command}.') from None

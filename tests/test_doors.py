@@ -664,8 +664,11 @@ def test_missing_data_names_the_lra_prepare_command(task, tmp_path):
   """Every LRA loader's missing-files error ends with the `lra.prepare` command and its folder."""
   with pytest.raises(lra.DataError) as raised:
     lra.load_task(task, tmp_path)
-  assert f'python -m lra.prepare --tasks {task} --data_dir data' in str(raised.value)
+  assert f'python -m lra.prepare --tasks {task} --data_dir data writes' in str(raised.value)
   assert str(lra.prepare.task_data_dir(task, 'data')) in str(raised.value)
+  if task in ('pathfinder32', 'pathx'):  # The difficulty asked for, which the command extracts.
+    with pytest.raises(lra.DataError, match=f'--tasks {task} --data_dir data --difficulty easy'):
+      lra.load_task(task, tmp_path, difficulty='easy')
 
 
 def test_the_task_configs_name_the_folder_lra_prepare_writes():
