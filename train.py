@@ -119,9 +119,14 @@ def main(argv: list[str]) -> None:
     )
     if replaced:
       absl_logging.warning(replaced)
-    for number in (signal.SIGINT, signal.SIGTERM):
+    # A multi-process run keeps the signals' own action: there the loop stops at once too, and
+    # the run resumes from its last checkpoint.
+    signals = () if FLAGS.config.training.distributed else (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
       signal.signal(number, _exit_at_once)
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    for number in signals:  # Finished: a signal now ends nothing left to go on with.
+      signal.signal(number, signal.SIG_DFL)
   except USER_ERRORS as e:  # The message says what is wrong and what to do: no traceback.
     sys.exit(f'Error: {e}')
   except trainer.TrainingInterrupted as e:  # Saved: the message says how to resume.
@@ -211,10 +216,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _exit_at_once(signum: int, frame: object) -> NoReturn:
-  """Ends the process on SIGINT or SIGTERM outside the training loop, which stops after its step
-  with a checkpoint (`trainer`'s own handler, while it trains): before it (loading the data,
-  compiling) there is nothing to save, after it every step is saved and a rerun evaluates again.
-  A KeyboardInterrupt raised inside XLA's compilation could crash the interpreter."""
+  """Ends a single-process run on SIGINT or SIGTERM outside the training loop, which stops after
+  its step with a checkpoint (`trainer`'s own handler, while it trains): before it (loading the
+  data, compiling) there is nothing to save, after it every step is saved and a rerun evaluates
+  again. A KeyboardInterrupt raised inside XLA's compilation could crash the interpreter."""
   del frame
   print(
     f'{signal.Signals(signum).name}: stopped outside the training loop; every trained step is '

@@ -129,13 +129,22 @@ def test_a_finished_self_pretraining_run_is_reused_only_with_its_settings(
     trainer.train_with_self_pretraining(config, str(workdir))
 
 
-def test_a_finished_self_pretraining_run_is_never_shortened(tiny_lra_data, straight_run, tmp_path):
+def test_a_finished_self_pretraining_run_is_never_shortened_nor_pretrained_further(
+  tiny_lra_data, straight_run, tmp_path
+):
   workdir = tmp_path / 'spt'
   shutil.copytree(straight_run[0], workdir)
   config = spt_config(tiny_lra_data)
   config.self_pretraining.num_train_steps = 2  # Its pretrain stage reached step 4.
-  with pytest.raises(ConfigError, match='trained to step 4, past training.num_train_steps=2'):
+  with pytest.raises(
+    ConfigError, match='pretrain holds a run trained to step 4, past the 2 steps asked for'
+  ):
     trainer.train_with_self_pretraining(config, str(workdir))
+  # Nor pretrained further under a classifier finetuned from the shorter pretraining.
+  config.self_pretraining.num_train_steps = 6
+  with pytest.raises(ConfigError, match='its finetune stage started from the 4-step pretraining'):
+    trainer.train_with_self_pretraining(config, str(workdir))
+  assert not (workdir / 'pretrain' / 'checkpoints' / '6').exists()
 
 
 def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(

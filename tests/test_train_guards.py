@@ -283,7 +283,9 @@ def test_a_checkpoint_that_does_not_fit_the_model_fails_with_one_short_message(t
 
 def test_a_run_is_never_shortened(tiny_lra_data, finished_run, tmp_path):
   workdir = copy_run(finished_run, tmp_path)
-  with pytest.raises(config_utils.ConfigError, match='trained to step 6, past training.num_tr'):
+  with pytest.raises(
+    config_utils.ConfigError, match='trained to step 6, past the 4 steps asked for'
+  ):
     trainer.train_and_evaluate(six_steps(tiny_lra_data, num_train_steps=4), str(workdir))
   assert json.loads((workdir / 'results.json').read_text())['step'] == 6
 

@@ -395,10 +395,10 @@ def _setup(
   start_step = int(state.step)
   if start_step > training.num_train_steps:
     raise ConfigError(
-      f'{workdir} holds a run trained to step {start_step}, past training.num_train_steps='
-      f'{training.num_train_steps}; a run is never shortened. Pass '
-      f'--config.training.num_train_steps={start_step} (or more) to evaluate or extend it, or '
-      'use another --workdir.'
+      f'{workdir} holds a run trained to step {start_step}, past the {training.num_train_steps} '
+      f'steps asked for (training.num_train_steps; self_pretraining.num_train_steps for the '
+      f'pretrain stage of self-pretraining): a run is never shortened. Ask for {start_step} or '
+      'more to evaluate or extend it, or use another --workdir.'
     )
   checkpointer.drop_best_after(start_step)  # As metrics.jsonl drops what follows start_step.
   if run.init_from and not start_step:  # A resumed run's encoder is in its own checkpoint.
@@ -558,7 +558,8 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
   'steps_per_sec', 'directory').
 
   Raises:
-    What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder;
+    What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder, or
+    for more pretraining steps once the finetune stage has started;
     ConfigChangedError: a finished stage trained with other settings.
   """
   is_lead = jax.process_index() == 0
@@ -568,9 +569,21 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
       workdir_lib.claim_kind(workdir, 'self-pretraining', bool(config.debug))
     os.makedirs(workdir, exist_ok=True)
     results = []
-    for stage_dir, stage_config in self_pretraining.stage_configs(config, workdir):
+    stages = self_pretraining.stage_configs(config, workdir)
+    (pretrain_dir, _), (finetune_dir, _) = stages
+    for stage_dir, stage_config in stages:
       run = parse_config(stage_config)
       finished = self_pretraining.finished_results(stage_dir, run.training.num_train_steps)
+      ended = self_pretraining.stage_results(stage_dir) if stage_dir == pretrain_dir else None
+      more = ended is not None and ended['step'] < run.training.num_train_steps
+      if more and workdir_lib.has_checkpoint(finetune_dir):
+        raise ConfigError(
+          f'{workdir}: its finetune stage started from the {ended["step"]}-step pretraining; '
+          f'self_pretraining.num_train_steps={run.training.num_train_steps} would pretrain '
+          'further and leave the classifier on the old encoder. Keep '
+          f'self_pretraining.num_train_steps={ended["step"]} (training.num_train_steps may '
+          'grow), or use another --workdir.'
+        )
       if finished is not None:
         stored = upgrade_stored_config(finished['config'])
         # The data folder compared by the real path its last checkpoint recorded, as on resume;

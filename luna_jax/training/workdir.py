@@ -64,7 +64,8 @@ def _describe(kind: str, debug: bool) -> str:
   return f'{"debug " if debug else ""}{kind}'
 
 
-def _has_checkpoint(workdir: str) -> bool:
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir/checkpoints/` holds a step's checkpoint."""
   folder = os.path.join(workdir, 'checkpoints')
   return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
@@ -73,7 +74,7 @@ def _holds_a_run(workdir: str) -> bool:
   """Whether `workdir` holds anything of a run: its config, a checkpoint, results or stages (the
   checkpointer makes an empty `checkpoints/` before a start can fail, e.g. on `init_from`)."""
   names = ('config.json', 'results.json', *_STAGE_DIRS)
-  return _has_checkpoint(workdir) or any(os.path.exists(os.path.join(workdir, n)) for n in names)
+  return has_checkpoint(workdir) or any(os.path.exists(os.path.join(workdir, n)) for n in names)
 
 
 def recorded_kind(workdir: str) -> tuple[str, bool] | None:
@@ -138,7 +139,7 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
     recorded = None  # A start that stopped before writing anything (e.g. on missing data).
   if recorded is not None:
     held, held_debug = recorded
-    resumes_finetuning = held == 'finetuning' and kind == 'plain' and _has_checkpoint(workdir)
+    resumes_finetuning = held == 'finetuning' and kind == 'plain' and has_checkpoint(workdir)
     if held_debug != debug or (held != kind and not resumes_finetuning):
       raise WorkdirKindError(
         f'{workdir} holds a {_describe(held, held_debug)} run, and this is a '
