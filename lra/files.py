@@ -120,22 +120,30 @@ class LockedError(RuntimeError):
 
 def acquire_lock(path: str | Path) -> int:
   """Takes the exclusive POSIX advisory lock (`fcntl.flock`) of file `path`, created if needed, and
-  writes 'pid P on HOST' into it. The operating system drops the lock when the holder exits or dies
-  (a killed process leaves no stale lock); `os.close` of the returned descriptor releases it.
+  writes 'pid P on HOST' into it (unless it is another user's file, which is locked read-only).
+  The operating system drops the lock when the holder exits or dies (a killed process leaves no
+  stale lock); `os.close` of the returned descriptor releases it.
 
   Raises:
     LockedError: another process holds it (naming its pid and host).
     OSError: `path` cannot be created or opened.
   """
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd, writable = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), True
+  except PermissionError:
+    if not os.path.isfile(path):
+      raise
+    # Another user's lock file in a folder both may write: locked all the same, holder unsaid.
+    fd, writable = os.open(path, os.O_RDONLY), False
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
       raise LockedError(path, holder) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
+    if writable:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}'.encode(), 0)
   except BaseException:
     os.close(fd)  # Releases the lock, if taken: a failed write (a full disk) keeps nothing held.
     raise

@@ -595,7 +595,8 @@ def _locked(data_root: Path) -> Iterator[None]:
       'finish, or choose another --data_dir.'
     ) from None
   except OSError as e:
-    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+    writable = os.access(state, os.W_OK) if state.is_dir() else True
+    if writable or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
       raise _disk_error(state, e) from None
   try:
     yield

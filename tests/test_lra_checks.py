@@ -319,3 +319,26 @@ def test_a_lock_whose_record_cannot_be_written_is_not_kept(tmp_path, monkeypatch
   fd = files.acquire_lock(path)
   assert path.read_text().startswith(f'pid {os.getpid()} on ')
   os.close(fd)
+
+
+def test_another_users_lock_file_still_locks(tmp_path, monkeypatch):
+  """A lock file this process may not write (another user's, in a shared folder) is locked
+  read-only: a second holder is refused all the same."""
+  path = tmp_path / 'lock'
+  path.write_text('pid 1 on elsewhere')
+  real_open = os.open
+
+  def no_write(file, flags, *args):
+    if flags & (os.O_RDWR | os.O_WRONLY):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+    return real_open(file, flags, *args)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(os, 'open', no_write)
+    fd = files.acquire_lock(path)
+  try:
+    with pytest.raises(files.LockedError):
+      files.acquire_lock(path)
+  finally:
+    os.close(fd)
+  os.close(files.acquire_lock(path))  # Released.

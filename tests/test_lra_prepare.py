@@ -313,9 +313,15 @@ def test_a_read_only_prepared_folder_is_verified_without_a_lock(tmp_path, monkey
   def refuse(path, number):
     raise OSError(number, os.strerror(number), str(path))
 
-  monkeypatch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.EROFS))
-  assert prepare.main(args) == 0
+  with monkeypatch.context() as patch:
+    patch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.EROFS))
+    patch.setattr(os, 'access', lambda path, mode: False)
+    assert prepare.main(args) == 0
   assert 'found in place' in capsys.readouterr().out
+  # A folder it may write is locked, whatever the lock file's trouble.
+  monkeypatch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.EACCES))
+  assert prepare.main(args) == 1
+  assert 'Permission denied' in capsys.readouterr().err
   monkeypatch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.ENOSPC))
   assert prepare.main(args) == 1  # Any other problem is one error naming the folder.
   assert f'Error: {root / ".prepared"}: No space left on device.' in capsys.readouterr().err
