@@ -65,9 +65,9 @@ PREPARED_DIRS = {
 _GENERATORS = {
   'listops': 'python -m lra.listops_generator --output_dir data/listops',
   'pathfinder32': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 32 '
-  '--difficulty hard --num_examples 20000',
+  '--difficulty {difficulty} --num_examples 20000',
   'pathx': 'python -m lra.pathfinder_generator --output_dir data/pathfinder --resolution 128 '
-  '--difficulty hard --num_examples 20000',
+  '--difficulty {difficulty} --num_examples 20000',
 }
 
 
@@ -81,12 +81,13 @@ def prepare_command(name: str, difficulty: str = 'hard') -> str:
   )
 
 
-def data_source(name: str) -> str:
-  """How to get the data of LRA task `name`: `prepare_command`, and the task's offline generator
-  if it has one (for messages about a missing `data_dir`)."""
-  text = prepare_command(name)
+def data_source(name: str, difficulty: str = 'hard') -> str:
+  """How to get the data of LRA task `name` (Pathfinder and Path-X: of `difficulty`):
+  `prepare_command`, and the task's offline generator if it has one (for messages about a missing
+  `data_dir`)."""
+  text = prepare_command(name, difficulty)
   if name in _GENERATORS:
-    text += f'; or generate it offline with {_GENERATORS[name]}'
+    text += f'; or generate it offline with {_GENERATORS[name].format(difficulty=difficulty)}'
   return text + '.'
 
 
@@ -201,7 +202,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
       '(package corpora).'
     )
   if name in _REGISTRY:
-    require_data_dir(name, data_dir, data_source(name))
+    require_data_dir(name, data_dir, data_source(name, options.get('difficulty', 'hard')))
   try:
     return load_registered(_REGISTRY, name, data_dir, options)
   except MissingDataError as e:

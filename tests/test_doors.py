@@ -26,6 +26,7 @@ import lra
 import luna_jax
 from benchmarks import causal_speed, report, reproduce, speed_memory
 from configs import listops as listops_config
+from configs import pathfinder32 as pathfinder_config
 from configs import pretrain_mlm, quickstart
 from corpora import sequence_generator, text_tokenizers
 from lra import cli, listops_generator, pathfinder_generator, synthetic
@@ -669,6 +670,10 @@ def test_missing_data_names_the_lra_prepare_command(task, tmp_path):
   if task in ('pathfinder32', 'pathx'):  # The difficulty asked for, which the command extracts.
     with pytest.raises(lra.DataError, match=f'--tasks {task} --data_dir data --difficulty easy'):
       lra.load_task(task, tmp_path, difficulty='easy')
+    for data_dir in ('', tmp_path):  # Unset, or without the files.
+      with pytest.raises(lra.DataError) as raised:
+        lra.load_task(task, data_dir, difficulty='easy')
+      assert '--difficulty hard' not in str(raised.value)
 
 
 def test_the_task_configs_name_the_folder_lra_prepare_writes():
@@ -678,3 +683,8 @@ def test_the_task_configs_name_the_folder_lra_prepare_writes():
   config = listops_config.get_config('luna16')
   with pytest.raises(config_utils.ConfigError, match='data/lra_release/lra_release/listops-1000'):
     run_config.require_data_dir(run_config.parse_config(config).data)
+  config = pathfinder_config.get_config('luna16')
+  config.data.options.difficulty = 'easy'
+  with pytest.raises(config_utils.ConfigError) as raised:
+    run_config.require_data_dir(run_config.parse_config(config).data)
+  assert str(raised.value).count('--difficulty easy') == 2  # lra.prepare's and the generator's.

@@ -259,7 +259,10 @@ def require_data_dir(data: DataConfig) -> None:
   """
   if data.data_dir.strip():
     return
-  source = (lra if data.task in lra.TASKS else corpora).data_source(data.task)
+  if data.task in lra.TASKS:
+    source = lra.data_source(data.task, data.options.get('difficulty', 'hard'))
+  else:
+    source = corpora.data_source(data.task)
   raise config_utils.ConfigError(
     f'config.data.data_dir is not set: pass --config.data.data_dir=DIR, the folder of the '
     f'{data.task} data (never the working directory by default). {source}'
