@@ -18,6 +18,7 @@ with `--coordinator_address=<host of process 0>:<port> --num_processes=N --proce
 
 import difflib
 import errno
+import functools
 import logging
 import os
 import re
@@ -119,11 +120,14 @@ def main(argv: list[str]) -> None:
     )
     if replaced:
       absl_logging.warning(replaced)
-    # A multi-process run keeps the signals' own action: there the loop stops at once too, and
-    # the run resumes from its last checkpoint.
-    signals = () if FLAGS.config.training.distributed else (signal.SIGINT, signal.SIGTERM)
+    # Several processes' training loop stops at once too (the trainer's stop after a step needs
+    # one process), so there the run resumes from its last checkpoint.
+    said = 'stopped outside the training loop; every trained step is saved'
+    if FLAGS.config.training.distributed:
+      said = 'stopped at once (several processes); the run resumes from its last checkpoint'
+    signals = (signal.SIGINT, signal.SIGTERM)
     for number in signals:
-      signal.signal(number, _exit_at_once)
+      signal.signal(number, functools.partial(_exit_at_once, said=said))
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     for number in signals:  # Finished: a signal now ends nothing left to go on with.
       signal.signal(number, signal.SIG_DFL)
@@ -215,15 +219,15 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'Error: {message}')
 
 
-def _exit_at_once(signum: int, frame: object) -> NoReturn:
-  """Ends a single-process run on SIGINT or SIGTERM outside the training loop, which stops after
-  its step with a checkpoint (`trainer`'s own handler, while it trains): before it (loading the
-  data, compiling) there is nothing to save, after it every step is saved and a rerun evaluates
-  again. A KeyboardInterrupt raised inside XLA's compilation could crash the interpreter."""
+def _exit_at_once(signum: int, frame: object, said: str) -> NoReturn:
+  """Ends the run on SIGINT or SIGTERM outside the training loop, which in a single-process run
+  stops after its step with a checkpoint (`trainer`'s own handler, while it trains): before it
+  (loading the data, compiling) there is nothing to save, after it every step is saved and a rerun
+  evaluates again. A KeyboardInterrupt raised inside XLA's compilation could crash the
+  interpreter. `said`: what stopped and what a rerun goes on from."""
   del frame
   print(
-    f'{signal.Signals(signum).name}: stopped outside the training loop; every trained step is '
-    'saved. Run the same command to go on.',
+    f'{signal.Signals(signum).name}: {said}. Run the same command to go on.',
     file=sys.stderr,
     flush=True,
   )

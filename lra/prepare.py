@@ -595,7 +595,8 @@ def _locked(data_root: Path) -> Iterator[None]:
       'finish, or choose another --data_dir.'
     ) from None
   except OSError as e:
-    writable = os.access(state, os.W_OK) if state.is_dir() else True
+    folder = state if state.is_dir() else data_root  # `.prepared` or where it would be made.
+    writable = os.access(folder, os.W_OK) if folder.is_dir() else True
     if writable or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
       raise _disk_error(state, e) from None
   try:

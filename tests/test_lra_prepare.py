@@ -317,7 +317,12 @@ def test_a_read_only_prepared_folder_is_verified_without_a_lock(tmp_path, monkey
     patch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.EROFS))
     patch.setattr(os, 'access', lambda path, mode: False)
     assert prepare.main(args) == 0
-  assert 'found in place' in capsys.readouterr().out
+    assert 'found in place' in capsys.readouterr().out
+    # Nor where it has no .prepared folder yet (it cannot be made).
+    (root / '.prepared').rmdir()
+    patch.setattr(Path, 'mkdir', lambda self, **options: refuse(self, errno.EACCES))
+    assert prepare.main(args) == 0
+    assert 'found in place' in capsys.readouterr().out
   # A folder it may write is locked, whatever the lock file's trouble.
   monkeypatch.setattr(prepare, 'acquire_lock', lambda path: refuse(path, errno.EACCES))
   assert prepare.main(args) == 1

@@ -145,6 +145,11 @@ def test_a_finished_self_pretraining_run_is_never_shortened_nor_pretrained_furth
   with pytest.raises(ConfigError, match='its finetune stage started from the 4-step pretraining'):
     trainer.train_with_self_pretraining(config, str(workdir))
   assert not (workdir / 'pretrain' / 'checkpoints' / '6').exists()
+  # `,spt`'s -1 follows training.num_train_steps: extending training names the steps to pin.
+  config.self_pretraining.num_train_steps, config.training.num_train_steps = -1, 6
+  said = r'=-1 \(-1: as many as training.num_train_steps\) would pretrain to step 6.*steps=4'
+  with pytest.raises(ConfigError, match=said):
+    trainer.train_with_self_pretraining(config, str(workdir))
 
 
 def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(

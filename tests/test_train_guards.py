@@ -400,6 +400,7 @@ def test_a_signal_while_setting_up_ends_train_py_at_once_with_one_line(signum, t
       time.sleep(60)
 
     trainer._setup = setup
+    trainer.initialize_distributed = lambda: None  # For --config.training.distributed=True.
     sys.argv = ['train.py', '--config=configs/quickstart.py', '--workdir={tmp_path / 'run'}',
                 '--config.data.data_dir={tmp_path / 'data'}', *sys.argv[1:]]
     if sys.argv[-1] == 'in-process':
@@ -424,6 +425,13 @@ def test_a_signal_while_setting_up_ends_train_py_at_once_with_one_line(signum, t
   )
   if signum == signal.SIGINT:
     assert run('in-process').stdout.strip() == 'KeyboardInterrupt caught'
+    # Several processes stop at once in the loop too: they resume from the last checkpoint.
+    result = run('--config.training.distributed=True')
+    assert result.returncode == 130 and 'Traceback' not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+      'SIGINT: stopped at once (several processes); the run resumes from its last checkpoint. '
+      'Run the same command to go on.'
+    )
 
 
 def test_a_failed_restore_prints_no_closed_event_loop_tracebacks(tmp_path, monkeypatch):
