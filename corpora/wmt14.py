@@ -62,8 +62,8 @@ def write(tfds_dir: str | Path, output_dir: str | Path, *, overwrite: bool = Fal
 
   Raises:
     DataError: the dataset is not prepared (with the command that prepares it), a damaged shard or
-      record (naming it, `lra.tfds_source.read_examples`), an example without both languages, or
-      files in the way (without `overwrite`).
+      record, or an example without both languages (naming the shard and record,
+      `lra.tfds_source.located_examples`), or files in the way (without `overwrite`).
   """
   tfds_dir, out = Path(tfds_dir).expanduser(), Path(output_dir)
   shards = {
@@ -87,12 +87,8 @@ def write(tfds_dir: str | Path, output_dir: str | Path, *, overwrite: bool = Fal
     pairs = joined = 0
     files = {lang: open(out / f'{split}.{lang}.tmp', 'w', encoding='utf-8') for lang in LANGUAGES}
     try:
-      for example in tfds_source.read_examples(split_shards):
-        if any(lang not in example or not example[lang] for lang in LANGUAGES):
-          raise DataError(
-            f'{split_shards[0].parent}: example {pairs} of the {split} split has no '
-            f'{"/".join(LANGUAGES)} text (features: {sorted(example)})'
-          )
+      required = {lang: 'bytes_list' for lang in LANGUAGES}
+      for _, example in tfds_source.located_examples(split_shards, required):
         for lang in LANGUAGES:
           text = example[lang][0].decode('utf-8')
           flat = _BREAKS.sub(' ', text)

@@ -132,16 +132,6 @@ def located_examples(
       yield where, example
 
 
-def read_examples(shards: list[Path]) -> Iterator[dict[str, list]]:
-  """Yields each example of the shards, in order, as {feature: list of bytes, ints or floats}.
-
-  Raises:
-    DataError: as `located_examples`.
-  """
-  for _, example in located_examples(shards):
-    yield example
-
-
 def no_data_error(
   task: str, name: str, data_dir: Path, local: str, archive: str
 ) -> MissingDataError:

@@ -256,6 +256,12 @@ def test_wmt14_from_prepared_tfds_shards_and_offline(tmp_path, capsys):
     2,
   ]
   assert data.info['references']['test'] == ['Ja .', 'Nein .']
+  # An example without one of the languages is named by shard and record.
+  shard = version / 'wmt14_translate-test.tfrecord-00000-of-00001'
+  write_shard(shard, [example_proto(en=b'Yes .', de=b'Ja .'), example_proto(en=b'No .')])
+  with pytest.raises(SystemExit):
+    wmt14.main([*argv, '--overwrite'])
+  assert f"{shard} record #1: no 'de' feature" in capsys.readouterr().err
 
 
 def test_the_generator_names_the_files_it_wrote(tmp_path, capsys):
