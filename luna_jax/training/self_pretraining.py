@@ -72,16 +72,11 @@ def stage_configs(
 
 
 def stage_results(workdir: str) -> dict[str, Any] | None:
-  """The results.json of a stage that ended (at its step then), else None."""
+  """The results.json of a stage that ended (at its 'step' then), else None. A stage is finished
+  when that step is its `num_train_steps`; one trained past it is resumed, and refused there (a
+  run is never shortened)."""
   path = os.path.join(workdir, 'results.json')
   if not os.path.exists(path):
     return None
   with open(path, encoding='utf-8') as f:
     return json.load(f)
-
-
-def finished_results(workdir: str, num_train_steps: int) -> dict[str, Any] | None:
-  """The results.json of a stage that ended at step `num_train_steps`, else None (a stage trained
-  past it is resumed, and refused there: a run is never shortened)."""
-  results = stage_results(workdir)
-  return results if results is not None and results['step'] == num_train_steps else None

@@ -573,16 +573,17 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
     (pretrain_dir, _), (finetune_dir, _) = stages
     for stage_dir, stage_config in stages:
       run = parse_config(stage_config)
-      finished = self_pretraining.finished_results(stage_dir, run.training.num_train_steps)
-      ended = self_pretraining.stage_results(stage_dir) if stage_dir == pretrain_dir else None
-      more = ended is not None and ended['step'] < run.training.num_train_steps
+      steps = run.training.num_train_steps
+      ended = self_pretraining.stage_results(stage_dir)
+      finished = ended if ended is not None and ended['step'] == steps else None
+      more = stage_dir == pretrain_dir and ended is not None and ended['step'] < steps
       if more and workdir_lib.has_checkpoint(finetune_dir):
         asked = config.self_pretraining.num_train_steps
         follows = ' (-1: as many as training.num_train_steps)' if asked == -1 else ''
         raise ConfigError(
           f'{workdir}: its finetune stage started from the {ended["step"]}-step pretraining; '
-          f'self_pretraining.num_train_steps={asked}{follows} would pretrain to step '
-          f'{run.training.num_train_steps} and leave the classifier on the old encoder. Pass '
+          f'self_pretraining.num_train_steps={asked}{follows} would pretrain to step {steps} '
+          'and leave the classifier on the old encoder. Pass '
           f'--config.self_pretraining.num_train_steps={ended["step"]} (training.num_train_steps '
           'may grow), or use another --workdir.'
         )
