@@ -201,10 +201,11 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
       f'{name!r} is not an LRA task: load it with corpora.load_task({name!r}, ...) '
       '(package corpora).'
     )
+  difficulty = options.get('difficulty', 'hard')  # Pathfinder's and Path-X's, for the hints.
   if name in _REGISTRY:
-    require_data_dir(name, data_dir, data_source(name, options.get('difficulty', 'hard')))
+    require_data_dir(name, data_dir, data_source(name, difficulty))
   try:
     return load_registered(_REGISTRY, name, data_dir, options)
   except MissingDataError as e:
-    command = prepare_command(name, options.get('difficulty', 'hard'))
+    command = prepare_command(name, difficulty)
     raise MissingDataError(f'{e}\nOr fetch the official data: {command}.') from None
