@@ -1,4 +1,5 @@
-"""Shared base of every LRA config: all fields, their defaults and what they mean.
+"""Shared base of every config (the LRA tasks, and the LM, seq2seq, WMT'14, masked-LM and GLUE
+recipes): all fields, their defaults and what they mean.
 
 Task files (`configs/<task>.py`) start from `get_config()` and override a few fields; the returned
 config is locked, so a misspelt field in a task file or on the command line (`--config.x=y`) fails
@@ -84,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.classifier_logits_bias = True
   # Retrieval features of the two documents: 'concat' [u, v] or 'nli' [u, v, u*v, u-v].
   config.model.interaction = 'concat'
-  # Number of encoder layers.
+  # Layers of the encoder, and of the decoder of encoder-decoders (luna_lm: its whole depth).
   config.model.num_layers = 4
   # Model width d (embeddings, residual stream).
   config.model.emb_dim = 256
@@ -108,13 +109,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.1
   # Dropout on attention probabilities.
   config.model.attention_dropout_rate = 0.1
-  # Luna: dropout after the FFN activation (0 in every LRA recipe).
+  # Luna and the seq2seq Transformer: dropout after the FFN activation (0 in every LRA recipe).
   config.model.activation_dropout_rate = 0.0
   # Token positions: 'learned' or 'sinusoidal'.
   config.model.positional = 'learned'
   # Luna: LayerNorm on the token embeddings and on the first P (LRA/BERT recipe).
   config.model.embedding_layernorm = True
-  # Luna: scale embeddings and the first P by sqrt(d) (machine-translation recipe, off for LRA).
+  # Scale token embeddings (Luna: and the first P) by sqrt(d) (MT recipe, off for LRA).
   config.model.embed_scale = False
   # Transformer attention (luna_jax/model/registry.py TRANSFORMER_ATTENTIONS): 'softmax'
   # (reference), 'fused' (jax.nn.dot_product_attention), or the baselines 'linformer',
@@ -130,7 +131,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.redraw_features = False
   # Luna: P flows from layer to layer (the paper); False: a learned P per layer (the ablation).
   config.model.contextual_p = True
-  # One layer's parameters applied num_layers times (fairseq tie_layer_weights, LRA tied_weights).
+  # Encoders: one layer applied num_layers times (fairseq tie_layer_weights, LRA tied_weights).
   config.model.shared_layers = False
   # Luna classifier init: 'default' (each module's own) or 'bert' (fairseq init_bert_params).
   config.model.param_init = 'default'

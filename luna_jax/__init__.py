@@ -24,6 +24,7 @@ seq2seq, translation, masked-LM corpora, GLUE, tokenizers) in `corpora`.
 from luna_jax.model.attention import (
   SOFTPLUS_BETA,
   CausalLunaState,
+  LunaAttentionOutput,
   attention_weights,
   causal_luna_attention,
   causal_luna_attention_chunked,
@@ -32,6 +33,7 @@ from luna_jax.model.attention import (
   dot_product_attention,
   fused_dot_product_attention,
   init_causal_state,
+  luna_attention,
   merge_heads,
   split_heads,
 )

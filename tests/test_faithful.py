@@ -200,6 +200,13 @@ def test_pre_ln_is_refused_where_the_layers_do_not_implement_it(name):
     model_config.check_model_config({'name': name, 'normalize_before': True})
 
 
+@pytest.mark.parametrize('name', model_config.TOKEN_MODELS)
+def test_tied_layers_are_refused_where_the_decoders_would_ignore_them(name):
+  model_config.check_model_config({'name': 'luna_mlm', 'shared_layers': True})
+  with pytest.raises(config_utils.ConfigError, match='shared_layers=True: tied layers are'):
+    model_config.check_model_config({'name': name, 'shared_layers': True})
+
+
 def test_luna_recipes_take_adam_eps_1e8_and_bert_init_where_the_authors_did():
   for task in lra.TASKS:
     for variant in variants.CONFIG_VARIANTS:

@@ -2,7 +2,9 @@
 
 Every function here works on already-projected, head-split tensors laid out as
 `[batch, length, heads, head_dim]` (the layout of `flax.linen` and `jax.nn.dot_product_attention`),
-so the Flax modules in `luna_jax.model.layers` only own the projections. Logits, softmax and every
+so the Flax modules in `luna_jax.model.layers` only own the projections' parameters (Luna's unpack
+keys and values, projections of the packed Y_P, are computed inside `luna_attention` from the
+kernel the module passes). Logits, softmax and every
 normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the
 values unless an `out_dtype` asks for another. The softmax attention's two matmuls accumulate in
 float32 (`luna_jax.model.kernels.float32_einsum`), on 16-bit operands in the backward pass too when

@@ -71,7 +71,8 @@ def build_model(
     An uninitialised Flax module.
 
   Raises:
-    ValueError: on an unknown key or a value out of range (`check_model_config`), naming it.
+    ValueError: on an unknown key or a value out of range (`check_model_config`), naming it; an
+      encoder-decoder without `bos_id`.
   """
   check_model_config(model_config)
   head, settings = split_model_config(model_config)

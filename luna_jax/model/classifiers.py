@@ -202,6 +202,9 @@ class SequenceClassifier(nn.Module):
 
     Returns:
       `[batch, num_classes]` float32 logits.
+
+    Raises:
+      ValueError: a dual model called without `inputs2` or `lengths2`.
     """
     features = self.encode(inputs, lengths, train=train)
     if self.dual:

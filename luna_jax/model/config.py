@@ -110,9 +110,10 @@ class ModelConfig:
       ablation, paper Table 5).
     share_embeddings: token models: one embedding table for the source, the target and the output
       projection, which then has no bias (fairseq `--share-all-embeddings`, the WMT recipe).
-    shared_layers: one layer's parameters applied `num_layers` times (fairseq-apollo's
-      `tie_layer_weights`, `fairseq/models/luna_lra/luna_lra_encoder.py`; LRA's `tied_weights`),
-      instead of `num_layers` layers of their own.
+    shared_layers: encoders (classifiers, masked LMs): one layer's parameters applied `num_layers`
+      times (fairseq-apollo's `tie_layer_weights`, `fairseq/models/luna_lra/luna_lra_encoder.py`;
+      LRA's `tied_weights`), instead of `num_layers` layers of their own; refused for the token
+      models, whose decoders have no tied form.
     param_init: initialisation of the Luna encoder models (`PARAM_INITS`): 'default' (each
       module's own: the authors' Luna modules without `--apply-bert-init`, N(0, d^-1/2)
       embeddings, xavier projections, lecun_normal heads) or 'bert' (fairseq's `init_bert_params`,
@@ -282,6 +283,11 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
       f"{section}.normalize_before=True: pre-LN is implemented for the Luna encoder ('luna', "
       f"'luna_mlm'), not {name!r} (the LRA Transformer is pre-LN already; the decoders are "
       'post-LN, as in the paper).'
+    )
+  if model_config.get('shared_layers', ModelConfig.shared_layers) and name in TOKEN_MODELS:
+    raise config_utils.ConfigError(
+      f'{section}.shared_layers=True: tied layers are implemented for the encoder classifiers '
+      f'and masked LMs, not {name!r} (its decoder layers have parameters of their own).'
     )
   attention = model_config.get('attention_implementation', ModelConfig.attention_implementation)
   if model_config.get('padding_mask', ModelConfig.padding_mask) == 'nonzero' and (

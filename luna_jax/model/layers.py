@@ -4,7 +4,8 @@ layers.
 Parameter names follow the authors' code (fairseq-apollo, `fairseq/modules/luna_attention.py`) where
 a counterpart exists:
 `pack_query`, `pack_key`/`pack_value` (or tied `pack_kv`), `query`, `key`/`value` (or tied `kv`),
-`out`. All kernels are `[in, out]` Dense kernels with biases; head split is the contiguous one.
+`out`. All kernels are `[in, out]` Dense kernels, with biases except in the LRA Transformer's
+`SelfAttention` (as the official LRA code); head split is the contiguous one.
 """
 
 from __future__ import annotations

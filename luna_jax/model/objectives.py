@@ -6,9 +6,10 @@
                     encoder-decoder): cross-entropy and accuracy per target token, plus the share of
                     sequences whose every target token is predicted.
 
-Every model names its objective in its `objective` class attribute; `luna_jax.training.trainer`
-calls nothing else to prepare a batch, weigh the loss and sum the metrics, so a new model family
-plugs in with one `Objective` subclass and that one attribute. An objective provides
+Every model names its objective in its `objective` class attribute; the train and evaluation steps
+(`luna_jax.training.steps`) call nothing else to prepare a batch, weigh the loss and count the
+hits and metrics, so a new model family plugs in with one `Objective` subclass and that one
+attribute. An objective provides
 
   prepare(batch, rng)         the batch the model sees, run inside the jitted train and eval steps
                               before the forward pass (identity here; an objective that corrupts
@@ -17,6 +18,7 @@ plugs in with one `Objective` subclass and that one attribute. An objective prov
                               run draws the same);
   weights(batch)              what each target counts for in the loss and the metrics;
   losses(logits, batch, ...)  the cross-entropy of every target (weigh with `weights`);
+  hits(logits, batch)         which targets the model predicts (the accuracy, weighed too);
   metric_sums(logits, batch)  weighted sums, added over batches and devices;
   summarize(totals)           the evaluation metrics from the summed totals.
 """
@@ -73,14 +75,18 @@ class Objective(abc.ABC):
     """Cross-entropy of every target: `[*targets.shape, V]` logits -> `targets.shape` float32."""
     return cross_entropy(logits, batch['targets'], label_smoothing)
 
+  def hits(self, logits: jax.Array, batch: Batch) -> jax.Array:
+    """Whether each target is the argmax of its logits: `[*targets.shape, V]` logits ->
+    `targets.shape` bool (weigh with `weights`)."""
+    return jnp.argmax(logits, axis=-1) == batch['targets']
+
   def metric_sums(self, logits: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     """{'loss', 'correct', 'count'}: summed weighted loss (unsmoothed), correct predictions and
     weight of one batch, float32 scalars."""
     weights = self.weights(batch)
-    hits = jnp.argmax(logits, axis=-1) == batch['targets']
     return {
       'loss': jnp.sum(self.losses(logits, batch) * weights),
-      'correct': jnp.sum(hits * weights),
+      'correct': jnp.sum(self.hits(logits, batch) * weights),
       'count': jnp.sum(weights),
     }
 
@@ -116,7 +122,7 @@ class TokenPrediction(Objective):
     target token is predicted, i.e. that greedy decoding reproduces exactly) and 'sequences'."""
     sums = super().metric_sums(logits, batch)
     targets = batch['targets']
-    whole = jnp.all((jnp.argmax(logits, axis=-1) == targets) | (targets == 0), axis=-1)
+    whole = jnp.all(self.hits(logits, batch) | (targets == 0), axis=-1)
     weights = example_weights(batch)
     return {**sums, 'sequences_correct': jnp.sum(whole * weights), 'sequences': jnp.sum(weights)}
 

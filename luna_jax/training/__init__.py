@@ -3,6 +3,7 @@
 run_config        the experiment config's sections as checked dataclasses (`parse_config`)
 steps             the train state and the jitted train and evaluation steps, device selection
 trainer           `train_and_evaluate(config, workdir)`: setup, the loop, evaluation, results
+command_line      `train.py`'s flag parsing and run: errors as one line, signals, a full disk
 checkpointing     verified, atomic checkpoints and the best parameters
 optim             learning-rate schedules and the optimizer
 metric_log        metrics.jsonl and TensorBoard events; the per-step metric buffer

@@ -27,7 +27,7 @@ import hashlib
 import logging as std_logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -37,6 +37,10 @@ from absl import logging
 
 #: Key of the arrays' SHA-256 in a checkpoint's custom metadata.
 DIGEST_KEY = 'sha256'
+#: Folder of the workdir that holds the last `keep_checkpoints` train states.
+CHECKPOINTS_DIR = 'checkpoints'
+#: Folder of the workdir that holds the parameters of the best validation accuracy.
+BEST_DIR = 'best'
 #: Folder of the workdir that damaged checkpoints are moved to.
 DAMAGED_DIR = 'damaged_checkpoints'
 #: Folder of the workdir that averaged parameters are written to (`average_checkpoints`).
@@ -53,34 +57,20 @@ class _Damaged(Exception):
   """A checkpoint failed verification (the message says how)."""
 
 
-def _path_name(key: Any) -> str:
-  for attribute in ('key', 'name', 'idx'):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
-
-
 def flat_leaves(tree: Any) -> dict[str, Any]:
   """The leaves of `tree` by '/'-joined path ('params/encoder/kernel', 'opt_state/0/mu/...').
 
   A TrainState and orbax's stored view of it (nested dicts and lists) give the same paths.
   """
   return {
-    '/'.join(_path_name(k) for k in path): leaf
+    jax.tree_util.keystr(path, simple=True, separator='/'): leaf
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
   }
 
 
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """Inverse of `flat_leaves` for nested dicts: {'a/b': x} -> {'a': {'b': x}}."""
-  tree: dict[str, Any] = {}
-  for path, leaf in flat.items():
-    *parents, name = path.split('/')
-    node = tree
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node[name] = leaf
-  return tree
+def _without_digest(record: dict[str, Any]) -> dict[str, Any]:
+  """A checkpoint's record as the trainer wrote it: without the digest `save` adds."""
+  return {k: v for k, v in record.items() if k != DIGEST_KEY}
 
 
 def tree_digest(tree: Any) -> str:
@@ -255,10 +245,10 @@ def _read_verified(manager: _VerifiedManager, step: int) -> tuple[Any, dict[str,
     lambda meta: np.zeros(meta.shape, meta.dtype), manager.manager.item_metadata(step).tree
   )
   tree = manager.restore_verified(step, target, record)
-  return tree, {k: v for k, v in record.items() if k != DIGEST_KEY}
+  return tree, _without_digest(record)
 
 
-def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[str, Any], str]:
+def read_checkpoint(path: str, folder: str = CHECKPOINTS_DIR) -> tuple[Any, dict[str, Any], str]:
   """Reads, verified and without changing anything, a train state another run saved.
 
   Args:
@@ -324,7 +314,7 @@ def read_checkpoint(path: str, folder: str = 'checkpoints') -> tuple[Any, dict[s
   raise FileNotFoundError(f'{path}: no intact checkpoint{listing}')
 
 
-def read_record(workdir: str, step: int, folder: str = 'checkpoints') -> dict[str, Any] | None:
+def read_record(workdir: str, step: int, folder: str = CHECKPOINTS_DIR) -> dict[str, Any] | None:
   """The record saved with `<workdir>/<folder>/<step>` (without its digest; the arrays are not
   read), without changing anything; None when that checkpoint is absent or damaged."""
   if not os.path.isdir(os.path.join(workdir, folder, str(step))):
@@ -336,7 +326,7 @@ def read_record(workdir: str, step: int, folder: str = 'checkpoints') -> dict[st
     return None
   finally:
     manager.close()
-  return {k: v for k, v in record.items() if k != DIGEST_KEY}
+  return _without_digest(record)
 
 
 def average_checkpoints(workdir: str, num: int) -> str:
@@ -367,9 +357,9 @@ def average_checkpoints(workdir: str, num: int) -> str:
   if num < 1:
     raise ValueError(f'num must be >= 1, got {num}')
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINTS_DIR)):
     raise FileNotFoundError(f"{workdir}: not a run's workdir (it has no checkpoints/ folder).")
-  reader = _reader(workdir, 'checkpoints')
+  reader = _reader(workdir, CHECKPOINTS_DIR)
   sums, steps, record, problems = None, [], None, []
   try:
     for step in sorted(reader.manager.all_steps(), reverse=True):
@@ -434,11 +424,11 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int):
     common = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
     self._latest = _VerifiedManager(
-      workdir, 'checkpoints', ocp.CheckpointManagerOptions(max_to_keep=keep, **common)
+      workdir, CHECKPOINTS_DIR, ocp.CheckpointManagerOptions(max_to_keep=keep, **common)
     )
     self._best = _VerifiedManager(
       workdir,
-      'best',
+      BEST_DIR,
       ocp.CheckpointManagerOptions(
         max_to_keep=None,  # Pruned by `_prune_best`.
         best_fn=lambda metrics: metrics['accuracy'],
@@ -477,12 +467,12 @@ class Checkpointer:
       try:
         record = self._latest.read_record(step)
         if check is not None:
-          check(step, {k: v for k, v in record.items() if k != DIGEST_KEY})
+          check(step, _without_digest(record))
         state = self._latest.restore_verified(step, target, record)
       except _Damaged as e:
         self._latest.set_aside(step, str(e))
         continue
-      return state, {k: v for k, v in record.items() if k != DIGEST_KEY}
+      return state, _without_digest(record)
     return target, None
 
   def last_good_step(self) -> int | None:

@@ -62,6 +62,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from corpora import text_tokenizers
 from luna_jax.model.build import build_model
@@ -486,7 +487,7 @@ def convert(checkpoint: str, dictionary: str, output: str, overwrite: bool = Fal
   try:
     checkpointer = checkpointing.Checkpointer(str(staging), keep=1)
     try:
-      checkpointer.save(0, {'params': checkpointing.unflatten(params)}, record)
+      checkpointer.save(0, {'params': traverse_util.unflatten_dict(params, sep='/')}, record)
     finally:
       checkpointer.close()
     _verify(staging, params, vocab.name)

@@ -79,7 +79,9 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
     os.path.join(workdir, stage)
     for stage in (self_pretraining.FINETUNE_DIR, self_pretraining.PRETRAIN_DIR)
   ]
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')) and any(map(os.path.isdir, stages)):
+  if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)) and any(
+    map(os.path.isdir, stages)
+  ):
     raise LoadRunError(
       f'{workdir} is a self-pretraining run: load one of its stages, {stages[0]} (the '
       f'classifier) or {stages[1]} (the masked LM).'
@@ -87,7 +89,7 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
   try:
     tree, record, latest = checkpointing.read_checkpoint(workdir)
     if checkpoint == 'best':
-      tree, _, path = checkpointing.read_checkpoint(workdir, 'best')
+      tree, _, path = checkpointing.read_checkpoint(workdir, checkpointing.BEST_DIR)
     else:
       path = latest
   except FileNotFoundError as e:

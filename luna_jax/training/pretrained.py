@@ -20,8 +20,10 @@ import re
 from typing import Any
 
 import numpy as np
+from flax import traverse_util
 
 from luna_jax import config_utils
+from luna_jax.model.config import MLM_SUFFIX
 from luna_jax.training import checkpointing
 
 #: The encoder's subtree in every model that has one (classifiers and masked LMs).
@@ -86,7 +88,7 @@ def load_encoder(path: str) -> PretrainedEncoder:
     )
   name = record.get('config', {}).get('model', {}).get('name', 'luna')
   return PretrainedEncoder(
-    params[ENCODER_KEY], record['vocabulary'], name.removesuffix('_mlm'), checkpoint
+    params[ENCODER_KEY], record['vocabulary'], name.removesuffix(MLM_SUFFIX), checkpoint
   )
 
 
@@ -156,4 +158,4 @@ def graft(
         f'{where}: {ENCODER_KEY}/{path} is {array.dtype} pretrained, {fresh.dtype} in this model.'
       )
     loaded[path] = array[: fresh.shape[0]] if rows_may_differ else array
-  return {**params, ENCODER_KEY: checkpointing.unflatten(loaded)}
+  return {**params, ENCODER_KEY: traverse_util.unflatten_dict(loaded, sep='/')}

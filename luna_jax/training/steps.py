@@ -3,7 +3,8 @@ one evaluation step, device selection, sharding of host batches (and their prefe
 devices) and a split's evaluation.
 
 The steps are pure functions of (state or parameters, batch, key), written for one device and
-mapped over the local devices with `jax.pmap` by `luna_jax.training.trainer` (`axis_name` names the
+mapped over the local devices (every process's, in a multi-process run) with `jax.pmap` by
+`luna_jax.training.trainer` (`axis_name` names the
 mapped axis; None runs them under plain `jax.jit`). What a batch is scored with is the model's
 `objective` (`luna_jax.model.objectives`).
 """
@@ -157,7 +158,7 @@ def train_step(
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, batch, weights, key
     )
-    accuracy = jnp.sum((jnp.argmax(logits, axis=-1) == batch['targets']) * weights) / total
+    accuracy = jnp.sum(objective.hits(logits, batch) * weights) / total
     return loss, accuracy, grads
 
   if micro_batches == 1:
@@ -359,7 +360,7 @@ def evaluate(
 
   Returns:
     `objective.summarize` of the sums: {'accuracy', 'loss', 'num_examples'}, and for token-level
-    models 'sequence_accuracy'.
+    models 'sequence_accuracy', for masked-LM pretraining 'perplexity'.
   """
   if max_batches != -1:
     split = batching.sample(split, max_batches * batch_size)

@@ -2,10 +2,11 @@
 
 `train_and_evaluate(config, workdir)` checks the config once (`parse_config`), locks the workdir,
 loads the task (an LRA task with `lra`, any other with `corpora`), builds the model with
-`luna_jax.build_model`, trains with `jax.pmap` over the local devices (global batch split across
-them, gradients summed over the devices with `psum` of losses already divided by the global batch
-weight, one dropout key per device and step), evaluates on the validation split every `eval_every`
-steps and on the test split at the end, and writes into `workdir`. What a batch is scored with (its
+`luna_jax.build_model`, trains with `jax.pmap` over the local devices (every process's devices
+in a multi-process run; global batch split across them, gradients summed over the devices with
+`psum` of losses already divided by the global batch weight, one dropout key per device and
+step), evaluates on the validation split every `eval_every` steps and on the test split at the
+end, and writes into `workdir`. What a batch is scored with (its
 preparation, the loss and its weights, the evaluation metrics) is the model's `objective`
 (`luna_jax.model.objectives`); the trainer does not depend on the model family. It writes:
 
@@ -210,8 +211,8 @@ class TrainingInterrupted(Exception):
     self.signum = signum
     super().__init__(
       f'{signal.Signals(signum).name}: training stopped after step {step}, saved in '
-      f'{os.path.join(workdir, "checkpoints", str(step))}. Run the same command to resume: the run '
-      'goes on as if it had not stopped.'
+      f'{os.path.join(workdir, checkpointing.CHECKPOINTS_DIR, str(step))}. Run the same command '
+      'to resume: the run goes on as if it had not stopped.'
     )
 
 
@@ -252,7 +253,9 @@ def _stop_requests() -> Iterator[list[int]]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates one model on one LRA task; resumes from `workdir` if it has a checkpoint.
+  """Trains and evaluates one model on one task (an LRA task, or a `corpora` one: language
+  modelling, sequence to sequence, translation, masked-LM pretraining, GLUE); resumes from
+  `workdir` if it has a checkpoint.
 
   The workdir is locked for the duration (`luna_jax.training.workdir.lock`), the config is checked
   once (`parse_config`) and, on resume, compared with the checkpoint's (`restore_run`). The stages
@@ -267,7 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     The content of `workdir/results.json`: 'validation' and 'test' ({'accuracy', 'loss',
-    'num_examples'}, and 'sequence_accuracy' for the token-level models) of the final parameters,
+    'num_examples'}, and 'sequence_accuracy' for the token-level models, 'perplexity' for
+    masked-LM pretraining) of the final parameters,
     'best' ('step' of the best validation checkpoint or None, 'test': its test metrics or None when
     its parameters could not be restored, 'selected_on_test': whether the validation split was the
     test split, 'directory'), 'step', 'partial_evaluation' (whether a split was evaluated on a
@@ -823,7 +827,7 @@ def _final_evaluation(
       'step': best_step,
       'test': best_test,
       'selected_on_test': session.data.validation is session.data.test,
-      'directory': os.path.join(os.path.abspath(session.workdir), 'best'),
+      'directory': os.path.join(os.path.abspath(session.workdir), checkpointing.BEST_DIR),
     },
     'step': final_step,
   }
@@ -833,17 +837,19 @@ def _write_results(session: _Session, final: dict[str, Any]) -> dict[str, Any]:
   """`train_and_evaluate`'s results: `final` (`_final_evaluation`) with the parameter count, speed,
   devices and config; written to `workdir/results.json` by the lead process."""
   training = session.run.training
+  splits = {'validation': session.data.validation, 'test': session.data.test}
+  # Whether the figures come from a sample of a split: `evaluate`'s max_batches, or BLEU's
+  # decoding batches (`translation.score_splits`).
   sample = training.num_eval_batches * session.eval_batch_size
+  sampled = training.num_eval_batches != -1 and any(
+    sample < split.num_examples for split in splits.values()
+  )
+  bleu_sampled = any(
+    final[name].get('num_sentences', np.inf) < split.num_examples for name, split in splits.items()
+  )
   results = {
     **final,
-    # Whether the figures come from a sample of a split (`evaluate`'s max_batches; BLEU's
-    # decoding batches, `translation.score_splits`).
-    'partial_evaluation': training.num_eval_batches != -1
-    and sample < max(session.data.validation.num_examples, session.data.test.num_examples)
-    or any(
-      final[name].get('num_sentences', np.inf) < getattr(session.data, name).num_examples
-      for name in ('validation', 'test')
-    ),
+    'partial_evaluation': sampled or bleu_sampled,
     'num_params': session.num_params,
     'steps_per_sec': session.train_log.steps_per_sec(),
     'devices': {**_describe_devices(session.devices), 'changes': session.record['device_changes']},

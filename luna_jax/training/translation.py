@@ -63,7 +63,8 @@ MIN_OUTPUT_TOKENS = 1
 
 
 def output_caps(source_lengths: np.ndarray, decoding: DecodingConfig) -> np.ndarray:
-  """`[N]` int32: most output ids per source, EOS included: floor(a * n + b) + 1."""
+  """`[N]` int32 (or a scalar for a scalar length): most output ids per source, EOS included:
+  floor(a * n + b) + 1."""
   caps = np.floor(decoding.max_len_a * source_lengths + decoding.max_len_b) + 1
   return caps.astype(np.int32)
 
@@ -103,9 +104,7 @@ def translate_pairs(
     length = batching.buckets[bucket]
     real = rows[rows >= 0]
     batch = pairs.sequences(np.where(rows >= 0, rows, rows[0]), length)
-    max_length = min(
-      model.config.max_length, int(decoding.max_len_a * length + decoding.max_len_b) + 1
-    )
+    max_length = min(model.config.max_length, int(output_caps(np.asarray(length), decoding)))
     best, _ = generation.beam_search(
       model,
       params,

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from lra.files import LockedError, acquire_lock, write_atomically
-from luna_jax.model.build import MLM_MODELS
+from luna_jax.model.config import MLM_MODELS
+from luna_jax.training.checkpointing import CHECKPOINTS_DIR
 from luna_jax.training.self_pretraining import FINETUNE_DIR, PRETRAIN_DIR
 
 #: Name of the lock file inside the workdir.
@@ -66,7 +67,7 @@ def _describe(kind: str, debug: bool) -> str:
 
 def has_checkpoint(workdir: str) -> bool:
   """Whether `workdir/checkpoints/` holds a step's checkpoint."""
-  folder = os.path.join(workdir, 'checkpoints')
+  folder = os.path.join(workdir, CHECKPOINTS_DIR)
   return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
