@@ -534,3 +534,19 @@ def test_fused_attention_asks_for_cudnn_only_on_an_nvidia_gpu_with_16_bit_inputs
   assert attn.fused_implementation(jnp.float32) == 'xla'
   client.platform_version = 'rocm 6.3'
   assert attn.fused_implementation(jnp.bfloat16) == 'xla'
+
+
+def test_masks_that_are_not_bool_are_refused_by_name():
+  """An additive 0 / -inf mask (PyTorch's convention) would read as all True and mask nothing."""
+  x = jnp.ones((1, 3, 2, 4))
+  additive = jnp.array([[0.0, 0.0, -jnp.inf]])
+  calls = {
+    'key_mask': lambda: attn.dot_product_attention(x, x, x, additive),
+    'query_mask': lambda: attn.attention_weights(x, x, query_mask=additive),
+    'fused key_mask': lambda: attn.fused_dot_product_attention(x, x, x, additive),
+    'p_mask': lambda: attn.causal_luna_attention_chunked(x, x, x, x, x, additive, chunk_size=3),
+  }
+  for name, call in calls.items():
+    with pytest.raises(ValueError, match=f'{name.split()[-1]} has dtype float32: masks are bool'):
+      call()
+  jax.block_until_ready(attn.dot_product_attention(x, x, x, additive == 0))

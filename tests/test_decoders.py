@@ -79,7 +79,8 @@ def test_lm_greedy_generation_follows_the_full_forward_argmax(lm):
   assert out.shape == (2, 11)
   np.testing.assert_array_equal(out[:, :3], prompt)
   full = model.apply({'params': params}, out)
-  np.testing.assert_array_equal(jnp.argmax(full[:, 2:-1], axis=-1), out[:, 3:])
+  # The argmax over every id but the padding, which generation never emits.
+  np.testing.assert_array_equal(jnp.argmax(full[:, 2:-1, 1:], axis=-1) + 1, out[:, 3:])
   top1 = generation.generate(
     model, params, prompt, 8, jax.random.PRNGKey(5), temperature=0.7, top_k=1
   )
@@ -89,6 +90,20 @@ def test_lm_greedy_generation_follows_the_full_forward_argmax(lm):
     for s in range(3)
   ]
   assert any(not np.array_equal(sampled[0], s) for s in sampled[1:])
+  # Inside a caller's jit the arguments are traced: the checks that need values are skipped.
+  traced = jax.jit(lambda p: generation.generate(model, params, p, 8, jax.random.PRNGKey(0)))
+  np.testing.assert_array_equal(traced(prompt), out)
+
+
+def test_generation_never_emits_padding_even_where_it_is_most_likely(lm):
+  model, params = lm
+  bias = params['lm_head']['bias']
+  favour_padding = {**params, 'lm_head': {**params['lm_head'], 'bias': bias.at[0].set(1e3)}}
+  for temperature in (0.0, 1.0):
+    out = generation.generate(
+      model, favour_padding, ids(2, 3), 8, jax.random.PRNGKey(1), temperature=temperature
+    )
+    assert np.all(np.asarray(out) != 0), out
 
 
 def test_seq2seq_decode_steps_equal_teacher_forcing(seq2seq):
@@ -221,6 +236,10 @@ def test_transformer_seq2seq_decodes_incrementally_causally_and_by_beam_search(f
   np.testing.assert_allclose(
     scores, sequence_log_prob(model, params, src, lengths, best), rtol=1e-4
   )
+  # A step past the cache's room would drop its key and value: NaN, not a silently wrong row.
+  assert np.all(np.isnan(step(v, targets[:, 0], cache)[0]))
+  with pytest.raises(ValueError, match='num_steps=0: the cache needs room'):
+    model.apply(v, encode(v, src), 0, method='init_cache')
 
 
 def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(

@@ -361,6 +361,7 @@ SOURCE, LENGTHS = np.ones((2, 4), np.int32), np.array([4, 2], np.int32)
     (lambda: generation.generate(LM, None, -PROMPT, 2, None), r'token id -1: ids must lie in'),
     (lambda: generation.generate(LM, None, PROMPT * 1.0, 2, None), 'dtype float64'),
     (lambda: generation.generate(LM, None, PROMPT[0], 2, None), r'shape \(3,\)'),
+    (lambda: generation.generate(LM, None, PROMPT.tolist(), 2, None), 'prompt is a list'),
     (lambda: generation.generate(LM, None, PROMPT, 0, None), 'num_tokens=0'),
     (lambda: generation.generate(LM, None, PROMPT, 2, None, temperature=-1.0), 'must be >= 0'),
     (
@@ -426,6 +427,20 @@ SOURCE, LENGTHS = np.ones((2, 4), np.int32), np.array([4, 2], np.int32)
 def test_generation_refuses_bad_arguments_by_name(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+@pytest.mark.parametrize(
+  'field,value,message',
+  [
+    ('projection_length', 0, 'projection_length=0: must be >= 1'),
+    ('precision', 'float16', "precision='float16': must be one of"),
+    ('dropout_rate', 1.0, 'dropout_rate=1.0: must be < 1'),
+  ],
+)
+def test_a_model_config_built_in_python_is_checked_field_by_field(field, value, message):
+  luna_jax.ModelConfig(vocab_size=np.int64(5), max_length=4)  # Data sizes may be NumPy ints.
+  with pytest.raises(config_utils.ConfigError, match=f'ModelConfig.{message}'):
+    luna_jax.ModelConfig(vocab_size=5, max_length=4, **{field: value})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -86,3 +86,17 @@ def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
   prepared = evaluate[random_labels](state.params, batch, key)
   expected = evaluate[plain](state.params, drawn(key), key)
   assert jax.tree.map(float, prepared) == jax.tree.map(float, expected)
+
+
+def test_token_hits_never_predict_padding_as_greedy_decoding_does():
+  # Position 0: padding (id 0) has the highest logit, the target (2) the next: greedy decoding
+  # never emits padding, so it emits 2, and the hit counts. Position 1: 3 beats the target 1.
+  logits = np.array([[[9.0, 1.0, 5.0, 0.0], [0.0, 1.0, 0.0, 4.0]]], np.float32)
+  batch = {'targets': np.array([[2, 1]], np.int32)}
+  token = objectives.TokenPrediction()
+  np.testing.assert_array_equal(token.hits(logits, batch), [[True, False]])
+  sums = token.metric_sums(logits, {'targets': np.array([[2, 0]], np.int32)})
+  assert (float(sums['correct']), float(sums['sequences_correct'])) == (1.0, 1.0)
+  # A classifier's classes are all predictions (class 0 included).
+  label = {'targets': np.array([0], np.int32)}
+  np.testing.assert_array_equal(objectives.Classification().hits(logits[:, 0], label), [True])

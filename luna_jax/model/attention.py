@@ -59,6 +59,21 @@ _MASK_VALUE = float(jnp.finfo(jnp.float32).min)
 _PROBS_NAME = 'attention_probs'
 
 
+def check_masks(**masks: Array | None) -> None:
+  """Refuses a mask that is not boolean, naming it: an additive float mask (0 / -inf, the
+  PyTorch and fairseq convention) would otherwise read as all True and mask nothing.
+
+  Raises:
+    ValueError: a mask given whose dtype is not bool.
+  """
+  for name, mask in masks.items():
+    if mask is not None and jnp.asarray(mask).dtype != jnp.bool_:
+      raise ValueError(
+        f'{name} has dtype {jnp.asarray(mask).dtype}: masks are bool, True where attending is '
+        f'allowed (an additive 0 / -inf mask m is `m == 0`).'
+      )
+
+
 def attention_weights(
   query: Array, key: Array, key_mask: Array | None = None, query_mask: Array | None = None
 ) -> Array:
@@ -77,7 +92,11 @@ def attention_weights(
 
   Returns:
     `[batch, heads, q_len, k_len]` float32 probabilities; each row sums to 1.
+
+  Raises:
+    ValueError: a mask that is not bool (`check_masks`).
   """
+  check_masks(key_mask=key_mask, query_mask=query_mask)
   scale = query.shape[-1] ** -0.5
   logits = float32_einsum('bqhd,bkhd->bhqk', query, key) * scale
   if key_mask is not None:
@@ -363,8 +382,9 @@ def fused_dot_product_attention(
     `[batch, q_len, heads, head_dim]` in the inputs' dtype.
 
   Raises:
-    ValueError: when both `key_mask` and `key_lengths` are given.
+    ValueError: when both `key_mask` and `key_lengths` are given; a mask that is not bool.
   """
+  check_masks(key_mask=key_mask, query_mask=query_mask)
   if key_lengths is not None:
     if key_mask is not None:
       raise ValueError('give the key padding as key_mask or as key_lengths, not both.')
@@ -592,8 +612,10 @@ def causal_luna_step(
     `(new_state, y)` with y `[batch, heads, v_dim]` in value's dtype.
 
   Raises:
-    ValueError: an unknown `omega`, or dropout on without `dropout_rng`.
+    ValueError: an unknown `omega`, dropout on without `dropout_rng`, or a `p_mask` that is not
+      bool.
   """
+  check_masks(p_mask=p_mask)
   scale = query.shape[-1] ** -0.5
   f32 = jnp.float32
   t = (state.num_steps + 1).astype(f32)[:, None, None]  # [b, 1, 1]
@@ -651,7 +673,8 @@ def causal_luna_attention(
     `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
 
   Raises:
-    ValueError: an unknown `omega`, or dropout on without `dropout_rng`.
+    ValueError: an unknown `omega`, dropout on without `dropout_rng`, or a `p_mask` that is not
+      bool.
   """
   b, n, h, dh = query.shape
   state = initial_state
@@ -719,7 +742,8 @@ def causal_luna_attention_chunked(
   chunk are an exclusive cumulative sum of per-chunk sums, so all chunks are computed at once as
   batched matmuls: no sequential loop, memory O(n*d + (n/C)*l*d). Same function as
   `causal_luna_attention` (dropout masks are drawn differently). Causality is exact: a position's
-  output is bit-identical whatever the later positions hold.
+  output is bit-identical whatever finite values the later positions hold (a NaN or inf later in
+  the same chunk reaches it through the masked products, 0 * NaN; the scan form keeps it out).
 
   Args:
     pack_query: `[batch, l, heads, head_dim]` projected P (unscaled).
@@ -740,8 +764,10 @@ def causal_luna_attention_chunked(
     `(y, final_state)` with y `[batch, n, heads, v_dim]` in value's dtype.
 
   Raises:
-    ValueError: an unknown `omega`, or dropout on without `dropout_rng`.
+    ValueError: an unknown `omega`, dropout on without `dropout_rng`, or a `p_mask` that is not
+      bool.
   """
+  check_masks(p_mask=p_mask)
   b, n, h, dh = query.shape
   projection_length = pack_query.shape[1]
   c = max(1, min(chunk_size, n))

@@ -137,6 +137,11 @@ class ModelConfig:
     remat: rematerialisation of each layer in the backward pass (`REMAT`): 'none' (keep every
       residual), 'layer' (keep only the layer inputs, recompute the layer) or 'dots' (keep the
       matmul outputs, recompute the element-wise work: `jax.checkpoint_policies.dots_saveable`).
+
+  Raises:
+    config_utils.ConfigError: at construction, a value outside its field's rule (a size below 1,
+      a rate outside [0, 1), an unknown choice), naming the field; `check_model_config` checks
+      the types and the rules between fields too.
   """
 
   vocab_size: int = spec(**_SIZE)
@@ -173,6 +178,13 @@ class ModelConfig:
   chunk_size: int = spec(default=64, **_SIZE)
   precision: str = spec(default='float32', choices=tuple(PRECISIONS))
   remat: str = spec(default='none', choices=tuple(REMAT))
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      error = config_utils.value_error(value, Any, field.metadata.get('spec', {}))
+      if error:
+        raise config_utils.ConfigError(f'ModelConfig.{field.name}={value!r}: {error}.')
 
   @property
   def compute_dtype(self) -> jnp.dtype:

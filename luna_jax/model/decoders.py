@@ -508,7 +508,8 @@ class TransformerSeq2SeqLayer(_TransformerBlock):
   def step(
     self, x: Array, cache: Cache, memory_mask: Array, position: Array
   ) -> tuple[Array, Cache]:
-    """One token at `[batch]` positions: `[batch, d]` -> (`[batch, d]`, new cache)."""
+    """One token at `[batch]` positions: `[batch, d]` -> (`[batch, d]`, new cache); NaN rows at a
+    position past the cache (whose write would be dropped)."""
     key, value = self.self_attention.keys_values(x[:, None])
     rows = jnp.arange(x.shape[0])
     self_key = cache['self_key'].at[rows, position].set(key[:, 0])
@@ -522,6 +523,7 @@ class TransformerSeq2SeqLayer(_TransformerBlock):
     )
     x = self.cross_attention_norm(x + y[:, 0])
     x = self.ffn_norm(x + self.ffn(x))
+    x = jnp.where((position < self_key.shape[1])[:, None], x, jnp.nan)
     return x, {**cache, 'self_key': self_key, 'self_value': self_value}
 
 
@@ -570,8 +572,14 @@ class TransformerSeq2Seq(_EncoderDecoder):
 
   def init_cache(self, encoded: EncoderOutput, num_steps: int | None = None) -> Cache:
     """Cross-attention keys/values, computed once, and room for `num_steps` (default
-    `max_length`) self-attention keys/values per layer."""
-    steps = num_steps or self.config.max_length
+    `max_length`) self-attention keys/values per layer; a step past them gives NaN logits.
+
+    Raises:
+      ValueError: `num_steps` < 1.
+    """
+    steps = self.config.max_length if num_steps is None else num_steps
+    if steps < 1:
+      raise ValueError(f'num_steps={steps}: the cache needs room for at least one step.')
     layers = [layer.init_cache(encoded.x, steps) for layer in self.layers]
     batch = encoded.x.shape[0]
     return {

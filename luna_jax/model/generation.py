@@ -32,7 +32,9 @@ _NEG_INF = -1e9
 
 
 def _choose(logits: Array, rng: Array, temperature: float, top_k: int | None) -> Array:
-  """Greedy when temperature == 0, else a sample of softmax(logits / T) restricted to the top k."""
+  """Greedy when temperature == 0, else a sample of softmax(logits / T) restricted to the top k;
+  never id 0, the padding (as `greedy_decode` and `beam_search`)."""
+  logits = logits.at[..., 0].set(_NEG_INF)
   if temperature == 0.0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits / temperature
@@ -54,8 +56,14 @@ def _check_model(model: Any, kind: Any, function: str) -> None:
 
 
 def _check_integers(name: str, array: Any, ndim: int) -> None:
-  """A non-empty integer array of `ndim` dimensions; ValueError naming it."""
-  shape, dtype = np.shape(array), getattr(array, 'dtype', np.asarray(array).dtype)
+  """A non-empty integer array (jax or NumPy, traced too) of `ndim` dimensions; ValueError
+  naming it."""
+  if not hasattr(array, 'dtype'):
+    raise ValueError(
+      f'{name} is a {type(array).__name__}: expected an integer array (e.g. jnp.asarray({name}, '
+      'jnp.int32)).'
+    )
+  shape, dtype = np.shape(array), array.dtype
   if len(shape) != ndim or 0 in shape:
     layout = '[batch, length]' if ndim == 2 else '[batch]'
     raise ValueError(f'{name} has shape {shape}: expected a non-empty {layout} array.')
@@ -132,7 +140,8 @@ def generate(
     top_k: sample among the k most likely tokens only (1 <= k <= vocab_size), or None.
 
   Returns:
-    `[batch, n0 + num_tokens]` int32 ids: the prompt followed by the generated tokens.
+    `[batch, n0 + num_tokens]` int32 ids: the prompt followed by the generated tokens (never 0,
+    the padding id).
 
   Raises:
     ValueError: another model type, a prompt of another shape or dtype or with ids outside the

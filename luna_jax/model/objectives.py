@@ -117,6 +117,12 @@ class TokenPrediction(Objective):
     """`[b, T]`: the example weight on every non-padding target, 0 on padding."""
     return example_weights(batch)[:, None] * (batch['targets'] > 0)
 
+  def hits(self, logits: jax.Array, batch: Batch) -> jax.Array:
+    """Whether each target is the argmax of its logits over the ids but 0: padding is never a
+    prediction, as in greedy decoding and beam search (`luna_jax.model.generation`), so that
+    'sequence_accuracy' is the share of sequences greedy decoding reproduces."""
+    return jnp.argmax(logits[..., 1:], axis=-1) + 1 == batch['targets']
+
   def metric_sums(self, logits: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     """`Objective.metric_sums` per target token, plus 'sequences_correct' (examples whose every
     target token is predicted, i.e. that greedy decoding reproduces exactly) and 'sequences'."""

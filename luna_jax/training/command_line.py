@@ -93,7 +93,7 @@ def run(config: ConfigDict, workdir: str, overrides: dict[str, Any]) -> None:
     print(e, file=sys.stderr)
     sys.exit(128 + e.signum)
   except Exception as e:  # pylint: disable=broad-except
-    if not out_of_space(e):
+    if not _out_of_space(e):
       raise
     print(
       f'Error: no space left on the device of {workdir} ({str(e).splitlines()[0][:300]}). '
@@ -116,7 +116,7 @@ def _chain(error: BaseException) -> list[BaseException]:
   return chain
 
 
-def out_of_space(error: BaseException) -> bool:
+def _out_of_space(error: BaseException) -> bool:
   """Whether `error`, or one it came from, is a full disk (orbax reports it as a ValueError with
   tensorstore's message)."""
   return any(
