@@ -104,6 +104,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks import vs_pytorch
+from lra import cli
 from lra.files import write_atomically
 from luna_jax.training import xla_settings
 
@@ -524,8 +525,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   )
   parser.add_argument('--previous', nargs='*', default=[], help='earlier session files or folders')
   parser.add_argument('--cells', default='', help='comma-separated fnmatch patterns of cell ids')
-  parser.add_argument('--deadline_s', type=float, default=480.0, help='stop starting cells then')
-  parser.add_argument('--cell_timeout_s', type=float, default=240.0, help='kill a cell after this')
+  parser.add_argument(
+    '--deadline_s', type=cli.number(above=0), default=480.0, help='stop starting cells then'
+  )
+  parser.add_argument(
+    '--cell_timeout_s', type=cli.number(above=0), default=240.0, help='kill a cell after this'
+  )
   parser.add_argument(
     '--torch_python', default=sys.executable, help='the Python that has torch (default: this one)'
   )

@@ -35,13 +35,20 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report
 from benchmarks.speed_memory_harness import describe_machine, write_results
+from lra import cli
 from luna_jax.model.config import PRECISIONS
 
 #: The policy every other one is compared with.
 REFERENCE = 'float32'
 #: Where train.py is, run from the repository root.
 TRAIN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'train.py')
+
+
+def _seeds(text: str) -> list[int]:
+  """An argparse type: comma-separated seeds, each an integer >= 0."""
+  return [cli.integer(0)(seed) for seed in text.split(',')]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -53,13 +60,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument(
     '--precisions', default=','.join(PRECISIONS), help=f'comma-separated, {REFERENCE!r} first'
   )
-  parser.add_argument('--seeds', default='0', help='comma-separated seeds')
+  parser.add_argument('--seeds', type=_seeds, default=[0], help='comma-separated seeds')
   parser.add_argument('--output_dir', required=True, help='for results.json and table.md')
   parser.add_argument('--runs_dir', default='runs/precision_curves', help='the runs and their logs')
   args = parser.parse_args(argv[:split])
   args.train_flags = argv[split + 1 :]
   args.precisions = args.precisions.split(',')
-  args.seeds = [int(seed) for seed in args.seeds.split(',')]
   unknown = sorted(set(args.precisions) - set(PRECISIONS))
   if unknown or args.precisions[0] != REFERENCE or len(args.precisions) < 2:
     parser.error(
@@ -106,12 +112,11 @@ def run(args: argparse.Namespace, precision: str, seed: int) -> str:
 
 def read_run(workdir: str) -> dict[str, Any]:
   """The logged training losses (`{step: loss}`), the final and best metrics and the speed."""
-  curve = {}
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    for line in f:
-      entry = json.loads(line)
-      if 'train_loss' in entry:
-        curve[entry['step']] = entry['train_loss']
+  curve = {
+    entry['step']: entry['train_loss']
+    for entry in report.read_metrics(os.path.join(workdir, report.METRICS_FILE))
+    if 'train_loss' in entry
+  }
   with open(os.path.join(workdir, 'results.json'), encoding='utf-8') as f:
     results = json.load(f)
   return {

@@ -50,6 +50,7 @@ import optax
 import lra
 import luna_jax
 from benchmarks.speed_memory_harness import describe_machine, write_results
+from lra import cli
 from luna_jax.model.config import PRECISIONS
 from luna_jax.training import optim, steps
 
@@ -63,11 +64,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--data_dir', required=True, help='ListOps TSV files (the task of --config).')
   parser.add_argument('--config', default='listops:transformer', help='<config file>:<argument>.')
-  parser.add_argument('--batch_size', type=int, default=4)
-  parser.add_argument('--max_length', type=int, default=None, help="default: the config's")
-  parser.add_argument('--num_batches', type=int, default=3)
-  parser.add_argument('--seed', type=int, default=0, help='parameters, dropout and data order')
-  parser.add_argument('--adam_steps', type=int, default=1, help='compare again after K steps')
+  parser.add_argument('--batch_size', type=cli.integer(1), default=4)
+  parser.add_argument(
+    '--max_length', type=cli.integer(1), default=None, help="default: the config's"
+  )
+  parser.add_argument('--num_batches', type=cli.integer(1), default=3)
+  parser.add_argument(
+    '--seed', type=cli.integer(0), default=0, help='parameters, dropout and data order'
+  )
+  parser.add_argument(
+    '--adam_steps', type=cli.integer(1), default=1, help='compare again after K steps'
+  )
   parser.add_argument(
     '--precisions',
     default=','.join(PRECISIONS),

@@ -42,6 +42,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from benchmarks import speed_memory_report
 from configs.variants import (
   CONFIG_VARIANTS,
   TABLE1_TASKS,
@@ -88,6 +89,8 @@ KEPT_GAIN = 0.5
 #: masked LM's (`luna_jax.training.self_pretraining`'s names, repeated here so that the report
 #: does not import JAX).
 FINETUNE_DIR, PRETRAIN_DIR = 'finetune', 'pretrain'
+#: A run's metric log (`luna_jax.training.metric_log` writes it; named here for the same reason).
+METRICS_FILE = 'metrics.jsonl'
 
 
 class ReportError(ValueError):
@@ -173,8 +176,8 @@ def metrics_file(run_dir: str) -> str | None:
   """The metrics.jsonl of the classifier a run folder trained: its own, or its finetune stage's
   (self-pretraining); None if there is neither."""
   for path in (
-    os.path.join(run_dir, 'metrics.jsonl'),
-    os.path.join(run_dir, FINETUNE_DIR, 'metrics.jsonl'),
+    os.path.join(run_dir, METRICS_FILE),
+    os.path.join(run_dir, FINETUNE_DIR, METRICS_FILE),
   ):
     if os.path.isfile(path):
       return path
@@ -244,7 +247,7 @@ def unfinished_runs(runs_dir: str) -> list[str]:
     dirs.sort()
     if 'results.json' in files:
       dirs.clear()
-    elif ('checkpoints' in dirs or {'kind.json', 'metrics.jsonl'} & set(files)) and (
+    elif ('checkpoints' in dirs or {'kind.json', METRICS_FILE} & set(files)) and (
       os.path.basename(root) not in (PRETRAIN_DIR, FINETUNE_DIR)
     ):
       unfinished.append(root)
@@ -261,7 +264,7 @@ def progress(workdir: str) -> str:
     (f'{PRETRAIN_DIR} stage ', os.path.join(workdir, PRETRAIN_DIR)),
   ]
   for stage, folder in candidates:
-    path = os.path.join(folder, 'metrics.jsonl')
+    path = os.path.join(folder, METRICS_FILE)
     if not os.path.isfile(path):
       continue
     entries = read_metrics(path)
@@ -664,7 +667,8 @@ def figure1(
       model with an accuracy has an 'ok' cell).
 
   Raises:
-    ValueError: no benchmarked model has an accuracy (ours or the paper's).
+    ReportError: no benchmarked model has an accuracy (ours or the paper's), or a cell at
+      `length` (by default the longest length they share).
   """
   import matplotlib
 
@@ -685,9 +689,16 @@ def figure1(
     if (ours is not None or paper is not None) and cells:
       points[variant] = (ours if ours is not None else paper, ours is not None, cells)
   if not points:
-    raise ValueError("no benchmarked model has an accuracy (ours or the paper's).")
+    raise ReportError("figure 1: no benchmarked model has an accuracy (ours or the paper's).")
   if length is None:
-    length = max(set.intersection(*(set(cells) for _, _, cells in points.values())))
+    shared = set.intersection(*(set(cells) for _, _, cells in points.values()))
+    if not shared:
+      raise ReportError(
+        'figure 1: the benchmarked models share no sequence length; choose one with --length.'
+      )
+    length = max(shared)
+  if not any(length in cells for _, _, cells in points.values()):
+    raise ReportError(f'figure 1: no benchmarked model has a cell at length {length}.')
   fig, ax = plt.subplots(figsize=(7, 5))
   largest = max(cells[length]['memory_bytes'] for _, _, cells in points.values() if length in cells)
   for i, (variant, (accuracy, is_ours, cells)) in enumerate(points.items()):
@@ -753,8 +764,9 @@ def write_report(
     The number of runs in the table.
 
   Raises:
-    ReportError: an unreadable results.json, or no LRA classifier run among `paths`.
-    ValueError: see `accuracies`; OSError: an unreadable `benchmark_json`.
+    ReportError: an unreadable results.json, no LRA classifier run among `paths`, an unreadable
+      `benchmark_json` or nothing in it to plot (`figure1`).
+    ValueError: see `accuracies`.
   """
   runs, skipped = read_runs(paths)
   if not runs:
@@ -789,8 +801,10 @@ def write_report(
     for line in left_out:
       print(f'  {line}')
   if benchmark_json:
-    with open(benchmark_json, encoding='utf-8') as f:
-      benchmark = json.load(f)
+    try:
+      benchmark = speed_memory_report.read_results(benchmark_json)
+    except ValueError as e:
+      raise ReportError(f"{e} (--benchmark_json '' leaves the figure out)") from None
     figure1(benchmark, table, os.path.join(output_dir, 'figure1.png'), length)
     print(f'figure -> {os.path.join(output_dir, "figure1.png")}')
   return len(runs)

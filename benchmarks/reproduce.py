@@ -93,7 +93,7 @@ MEMORY_SHARE = xla_settings.GPU_MEMORY_SHARE
 STOP_GRACE = 20.0
 #: What `--collect_to` copies of a run folder and of each self-pretraining stage (`train.log` is
 #: copied with its progress bars reduced to their last state).
-SMALL_FILES = ('results.json', 'config.json', 'metrics.jsonl', 'kind.json')
+SMALL_FILES = ('results.json', 'config.json', report.METRICS_FILE, 'kind.json')
 #: The states of a run after a sweep (`Run.outcome`).
 FINISHED, FAILED, PARTIAL, NOT_STARTED, NOT_COUNTED = (
   'finished',

@@ -23,6 +23,25 @@ BASELINE = 'transformer'
 FUSED_BASELINE = 'transformer_fused'
 
 
+def read_results(path: str, mode: str = 'train_step') -> dict[str, Any]:
+  """A `results.json` of `benchmarks.speed_memory` run in `mode`.
+
+  Raises:
+    ValueError: a missing or unreadable file, or results of another mode, naming the file and the
+      command that writes it.
+  """
+  command = f'python -m benchmarks.speed_memory --mode {mode} --output_dir <folder>'
+  try:
+    with open(path, encoding='utf-8') as f:
+      results = json.load(f)
+    found = results['settings']['mode']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{path}: no speed_memory results ({e}); {command} writes them.') from None
+  if found != mode:
+    raise ValueError(f'{path}: mode {found!r}, expected {mode} results ({command}).')
+  return results
+
+
 def length_label(n: int) -> str:
   """A sequence length as the tables write it: '4K' for 4096, '100' for 100."""
   return f'{n // 1024}K' if n % 1024 == 0 else str(n)

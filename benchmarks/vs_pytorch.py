@@ -48,6 +48,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks import speed_memory_report
+
 #: JAX benchmark model name -> PyTorch anchor model name.
 TORCH_NAMES = {'transformer': 'softmax'}
 #: Targets: JAX steps/s at least this multiple of PyTorch's, memory at most this multiple.
@@ -62,19 +64,6 @@ SESSION_FORMAT = 'benchmarks.gpu_session/1'
 PROFILE = '-profile'
 #: Op classes listed per profiled cell.
 PROFILE_TOP = 6
-
-
-def read_results(path: str) -> dict[str, Any]:
-  """A speed_memory results document.
-
-  Raises:
-    ValueError: results of another mode than train_step, naming the file.
-  """
-  with open(path) as f:
-    results = json.load(f)
-  if results['settings']['mode'] != 'train_step':
-    raise ValueError(f'{path}: mode {results["settings"]["mode"]!r}, expected train_step results.')
-  return results
 
 
 def _gb(x: float | None) -> str:
@@ -427,7 +416,7 @@ def render(
   device tables for GPU runs' files and for session files."""
   cpu_jax, cpu_torch, records, profiles = [], [], [], []
   for path in jax_paths:
-    results = read_results(path)
+    results = speed_memory_report.read_results(path)
     if results['machine']['backend'] == 'cpu':
       cpu_jax += [dict(c, machine=results['machine']) for c in results['cells']]
     else:

@@ -28,6 +28,7 @@ import numpy as np
 import luna_jax
 from benchmarks.speed_memory_harness import xla_cost
 from configs import wmt14
+from lra import cli
 from luna_jax.training import optim, run_config, steps
 
 #: The paper's run: 500k updates on 8 GPUs (appendix A.2).
@@ -99,9 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument('--variant', default=wmt14.DEFAULT_VARIANT, choices=list(wmt14.VARIANTS))
-  parser.add_argument('--vocab_size', type=int, default=37000)
-  parser.add_argument('--lengths', default='32', help='padded lengths, comma-separated')
-  parser.add_argument('--steps', type=int, default=2, help='timed steps per length')
+  parser.add_argument('--vocab_size', type=cli.integer(2), default=37000)
+  parser.add_argument(
+    '--lengths', type=cli.lengths, default=[32], help='padded lengths, comma-separated'
+  )
+  parser.add_argument('--steps', type=cli.integer(1), default=2, help='timed steps per length')
   parser.add_argument(
     '--sustained_tflops',
     default='37.5,297',
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--output', help='folder for results.json')
   args = parser.parse_args(argv)
   config = wmt14.get_config(args.variant)
-  measured = measure(config, args.vocab_size, [int(n) for n in args.lengths.split(',')], args.steps)
+  measured = measure(config, args.vocab_size, args.lengths, args.steps)
   mean_flops = float(np.mean([m['flops'] for m in measured]))
   estimates = {
     tflops: device_hours(mean_flops, float(tflops)) for tflops in args.sustained_tflops.split(',')

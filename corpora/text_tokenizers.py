@@ -70,7 +70,8 @@ class Tokenizer:
   """A text tokenizer.
 
   Attributes:
-    name: identifies the vocabulary ('bytes' or 'sentencepiece:<digest>').
+    name: identifies the vocabulary ('bytes', 'sentencepiece:<digest>' or
+      'fairseq-dict:<digest>').
     vocab_size: number of ids (padding included).
     separator_id: id placed between documents of a packed corpus and between the two sentences
       of a pair.

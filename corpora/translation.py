@@ -44,7 +44,7 @@ import numpy as np
 
 from corpora import text_tokenizers
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
-from lra import tokenize
+from lra import cli, tokenize
 from lra.cache import Cache
 from lra.core import DataError, TaskData, line_list
 from lra.files import claim_outputs, record_outputs
@@ -481,13 +481,13 @@ def main(argv: list[str] | None = None) -> None:
   )
   commands = parser.add_subparsers(dest='command', required=True)
   vocab = commands.add_parser('vocabulary', help='train the joint SentencePiece model')
-  vocab.add_argument('--data_dir', required=True)
+  vocab.add_argument('--data_dir', required=True, type=cli.path)
   vocab.add_argument('--source_lang', default='en')
   vocab.add_argument('--target_lang', default='de')
-  vocab.add_argument('--vocab_size', type=int, default=37000)
+  vocab.add_argument('--vocab_size', type=cli.integer(2), default=37000)
   vocab.add_argument('--model_type', default='bpe', choices=('bpe', 'unigram'))
   vocab.add_argument('--output', default=DEFAULT_TOKENIZER, help='model file (bare: in data_dir)')
-  vocab.add_argument('--max_sentences', type=int, default=VOCABULARY_SENTENCES)
+  vocab.add_argument('--max_sentences', type=cli.integer(1), default=VOCABULARY_SENTENCES)
   vocab.add_argument(
     '--overwrite', action='store_true', help='replace an existing model (default: refuse)'
   )

@@ -266,10 +266,10 @@ def main(argv: list[str] | None = None) -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument('--output_dir', required=True, type=cli.folder)
-  parser.add_argument('--num_train', type=int, default=20000)
-  parser.add_argument('--num_val', type=int, default=500)
-  parser.add_argument('--num_test', type=int, default=500)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--num_train', type=cli.integer(1), default=20000)
+  parser.add_argument('--num_val', type=cli.integer(1), default=500)
+  parser.add_argument('--num_test', type=cli.integer(1), default=500)
+  parser.add_argument('--seed', type=cli.integer(0), default=0)
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
   )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lra import cli, tfds_source
 from lra.core import DataError
+from lra.errors import MissingDataError
 from lra.files import claim_outputs, record_outputs
 
 NAME = 'wmt14_translate'
@@ -36,14 +37,13 @@ LANGUAGES = ('en', 'de')
 _BREAKS = re.compile(r'[\r\n\t]+')
 
 
-def no_data_error(tfds_dir: Path) -> DataError:
+def no_data_error(tfds_dir: Path) -> MissingDataError:
   """The error for a missing dataset: where it was looked for and how to prepare it elsewhere."""
-  return DataError(
+  return MissingDataError(
     f'No prepared TFDS dataset {NAME}/{CONFIG} in {tfds_dir} (expected '
     f'{tfds_dir}/{NAME}/{CONFIG}/<version>/{NAME}-<split>.array_record-* or .tfrecord-*). '
     'Nothing is downloaded here. Prepare it on a machine with network access with:\n'
-    f"  python -c \"import tensorflow_datasets as tfds; tfds.builder('{NAME}/{CONFIG}', "
-    f"data_dir='DIR').download_and_prepare(file_format='array_record')\"\n"
+    f'  {tfds_source.prepare_command(f"{NAME}/{CONFIG}", "DIR")}\n'
     f'and copy DIR/{NAME} into {tfds_dir}.'
   )
 

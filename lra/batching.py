@@ -61,8 +61,8 @@ def train_batches(
     process_count: number of processes; must divide B.
 
   Yields:
-    {'inputs': [B/P, L] int32, 'lengths': [B/P] int32, 'targets': [B/P] int32}, plus 'inputs2' and
-    'lengths2' for two-document tasks.
+    {'inputs': [B/P, L] int32, 'lengths': [B/P] int32, 'targets': [B/P] int32 ([B/P, T] for the
+    token tasks)}, plus 'inputs2' and 'lengths2' for two-document tasks.
 
   Raises:
     DataError: a seed or start step that is not a non-negative integer, a batch larger than the

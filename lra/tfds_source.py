@@ -132,6 +132,15 @@ def located_examples(
       yield where, example
 
 
+def prepare_command(name: str, data_dir: str | Path) -> str:
+  """The shell command that downloads and prepares the TFDS dataset `name` ('<name>[/<config>]')
+  under `data_dir`, as array_record shards (run on a machine with network access)."""
+  return (
+    f'python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
+    f"data_dir={str(data_dir)!r}).download_and_prepare(file_format='array_record')\""
+  )
+
+
 def no_data_error(
   task: str, name: str, data_dir: Path, local: str, archive: str
 ) -> MissingDataError:
@@ -152,8 +161,7 @@ def no_data_error(
     f'prepared under {data_dir} ({data_dir}/{name}/[<config>/]<version>/'
     f'{name}-<split>.array_record-* or .tfrecord-*). Nothing is downloaded at load time. '
     f'Prepare it on a machine with network access with:\n'
-    f'  python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
-    f"data_dir={str(data_dir)!r}).download_and_prepare(file_format='array_record')\"\n"
+    f'  {prepare_command(name, data_dir)}\n'
     f'and copy {data_dir}/{name} here, or extract {archive} into {data_dir}. For a synthetic '
     f'stand-in (tests, demos): python -m lra.synthetic --task {task} --output_dir {data_dir}'
   )

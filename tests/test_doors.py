@@ -24,11 +24,20 @@ import tomllib
 import corpora
 import lra
 import luna_jax
-from benchmarks import causal_speed, report, reproduce, speed_memory
+from benchmarks import (
+  causal_speed,
+  gpu_session,
+  precision_curves,
+  precision_gradients,
+  report,
+  reproduce,
+  speed_memory,
+  wmt14_cost,
+)
 from configs import listops as listops_config
 from configs import pathfinder32 as pathfinder_config
 from configs import pretrain_mlm, quickstart
-from corpora import sequence_generator, text_tokenizers
+from corpora import sequence_generator, text_tokenizers, translation, translation_generator
 from lra import cli, listops_generator, pathfinder_generator, synthetic
 from luna_jax import config_utils
 from luna_jax.model import generation
@@ -632,6 +641,12 @@ def test_the_sweep_keeps_debug_runs_apart_and_counts_only_its_recipe(tmp_path):
       '>= 5',
     ),
     (lra.prepare.main, ['--data_dir', ''], 'argument --data_dir: must name a folder'),
+    (translation_generator.main, ['--output_dir', 'x', '--num_train', '-1'], '--num_train: must'),
+    (translation.main, ['vocabulary', '--data_dir', 'x', '--vocab_size', '1'], 'integer >= 2'),
+    (wmt14_cost.main, ['--steps', '0'], '--steps: must be an integer >= 1'),
+    (precision_curves.parse_args, ['--config', 'x', '--output_dir', 'x', '--seeds', '0,a'], '>= 0'),
+    (precision_gradients.parse_args, ['--data_dir', 'x', '--batch_size', '0'], '>= 1'),
+    (gpu_session.parse_args, ['--deadline_s', '-5'], '--deadline_s: must be a finite number > 0'),
   ],
 )
 def test_command_lines_refuse_bad_values_in_one_line(main, argv, message, capsys):

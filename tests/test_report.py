@@ -145,6 +145,7 @@ def test_command_writes_markdown_and_figure(runs_dir, tmp_path):
     'memory_bytes': memory,
   }
   benchmark = {
+    'settings': {'mode': 'train_step'},
     'machine': {'backend': 'cpu'},
     'cells': [
       cell('transformer', 1.0, 4e9),
@@ -170,6 +171,17 @@ def test_command_writes_markdown_and_figure(runs_dir, tmp_path):
   assert report.leaderboard(collect_runs(str(runs_dir))) in markdown
   png = (out / 'figure1.png').read_bytes()
   assert png.startswith(b'\x89PNG') and len(png) > 10_000
+  # What the figure cannot be drawn from is named, with the command that makes it or the flag.
+  (tmp_path / 'attention.json').write_text(json.dumps({**benchmark, 'settings': {'mode': 'x'}}))
+  flags = ['--runs_dir', str(runs_dir), '--output_dir', str(out), '--benchmark_json']
+  for name, message in (
+    ('none.json', r"none.json: no speed_memory results .*--mode train_step.*--benchmark_json ''"),
+    ('attention.json', "mode 'x', expected train_step results"),
+  ):
+    with pytest.raises(report.ReportError, match=message):
+      report.main([*flags, str(tmp_path / name)])
+  with pytest.raises(report.ReportError, match='no benchmarked model has a cell at length 512'):
+    report.main([*flags, str(tmp_path / 'bench.json'), '--length', '512'])
 
 
 def write_metrics(run, validation):
