@@ -131,7 +131,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.redraw_features = False
   # Luna: P flows from layer to layer (the paper); False: a learned P per layer (the ablation).
   config.model.contextual_p = True
-  # Encoders: one layer applied num_layers times (fairseq tie_layer_weights, LRA tied_weights).
+  # Encoders (not the decoders): one layer num_layers times (fairseq tie_layer_weights, LRA).
   config.model.shared_layers = False
   # Luna classifier init: 'default' (each module's own) or 'bert' (fairseq init_bert_params).
   config.model.param_init = 'default'

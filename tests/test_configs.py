@@ -418,6 +418,12 @@ def run_train_py(config_file, *overrides):
       'get_config() returning an ml_collections.ConfigDict (e.g. configs/quickstart.py).',
     ),
     (
+      '{tmp}/notes.txt',
+      None,
+      'Error: --config={tmp}/notes.txt: not a config file: a config file defines '
+      'get_config() returning an ml_collections.ConfigDict (e.g. configs/quickstart.py).',
+    ),
+    (
       '../README.md',
       None,
       f'Error: --config={CONFIGS / "../README.md"}: not a config file: a config file defines '
@@ -443,6 +449,7 @@ def run_train_py(config_file, *overrides):
     'a-list-for-a-config',
     'none-for-a-config',
     'a-binary-file',
+    'a-word-of-text',
     'not-python',
     'an-argument-the-file-does-not-take',
   ],
@@ -460,6 +467,7 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   (tmp_path / 'numbers.py').write_text('def get_config():\n  return [1, 2]\n')
   (tmp_path / 'nothing.py').write_text('def get_config():\n  return None\n')
   (tmp_path / 'binary.dat').write_bytes(b'\x89PNG\x00\x01')
+  (tmp_path / 'notes.txt').write_text('hello\n')  # Valid syntax: a NameError when run.
   result = run_train_py(CONFIGS / argument.format(tmp=tmp_path), *([override] if override else []))
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == expected.format(tmp=tmp_path)

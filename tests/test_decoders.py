@@ -99,7 +99,7 @@ def test_generation_never_emits_padding_even_where_it_is_most_likely(lm):
   model, params = lm
   bias = params['lm_head']['bias']
   favour_padding = {**params, 'lm_head': {**params['lm_head'], 'bias': bias.at[0].set(1e3)}}
-  for temperature in (0.0, 1.0):
+  for temperature in (0.0, 1.0, 1e12):  # -1e9 / 1e12 would give padding a real share.
     out = generation.generate(
       model, favour_padding, ids(2, 3), 8, jax.random.PRNGKey(1), temperature=temperature
     )

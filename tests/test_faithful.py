@@ -200,11 +200,16 @@ def test_pre_ln_is_refused_where_the_layers_do_not_implement_it(name):
     model_config.check_model_config({'name': name, 'normalize_before': True})
 
 
-@pytest.mark.parametrize('name', model_config.TOKEN_MODELS)
-def test_tied_layers_are_refused_where_the_decoders_would_ignore_them(name):
-  model_config.check_model_config({'name': 'luna_mlm', 'shared_layers': True})
+@pytest.mark.parametrize('name', model_config.UNTIED_MODELS)
+def test_tied_layers_are_refused_where_no_encoder_ties_them_and_old_runs_say_so(name):
+  for tied in ('luna_mlm', 'luna_seq2seq'):  # luna_seq2seq: its encoder's layers.
+    model_config.check_model_config({'name': tied, 'shared_layers': True})
   with pytest.raises(config_utils.ConfigError, match='shared_layers=True: tied layers are'):
     model_config.check_model_config({'name': name, 'shared_layers': True})
+  # A run stored before the refusal trained untied layers: it loads as what it trained.
+  stored = model_config.upgrade_model_config({'name': name, 'shared_layers': True})
+  assert stored['shared_layers'] is False
+  model_config.check_model_config(stored)
 
 
 def test_luna_recipes_take_adam_eps_1e8_and_bert_init_where_the_authors_did():

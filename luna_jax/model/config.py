@@ -58,6 +58,8 @@ INTERACTIONS = ('concat', 'nli')
 ENCODER_NAMES = ('luna', 'transformer')
 #: The token-level models (trained on `corpora.TOKEN_TASKS`).
 TOKEN_MODELS = ('luna_lm', 'luna_seq2seq', 'transformer_seq2seq')
+#: The token models with no Luna encoder, whose layers `shared_layers` cannot tie.
+UNTIED_MODELS = ('luna_lm', 'transformer_seq2seq')
 #: Masked-LM models: '<encoder>_mlm' for every encoder.
 MLM_SUFFIX = '_mlm'
 MLM_MODELS = tuple(name + MLM_SUFFIX for name in ENCODER_NAMES)
@@ -110,10 +112,11 @@ class ModelConfig:
       ablation, paper Table 5).
     share_embeddings: token models: one embedding table for the source, the target and the output
       projection, which then has no bias (fairseq `--share-all-embeddings`, the WMT recipe).
-    shared_layers: encoders (classifiers, masked LMs): one layer's parameters applied `num_layers`
-      times (fairseq-apollo's `tie_layer_weights`, `fairseq/models/luna_lra/luna_lra_encoder.py`;
-      LRA's `tied_weights`), instead of `num_layers` layers of their own; refused for the token
-      models, whose decoders have no tied form.
+    shared_layers: the Luna and Transformer encoders (classifiers, masked LMs, luna_seq2seq's
+      encoder): one layer's parameters applied `num_layers` times (fairseq-apollo's
+      `tie_layer_weights`, `fairseq/models/luna_lra/luna_lra_encoder.py`; LRA's `tied_weights`),
+      instead of `num_layers` layers of their own; refused for `UNTIED_MODELS`. The decoders'
+      layers are never tied.
     param_init: initialisation of the Luna encoder models (`PARAM_INITS`): 'default' (each
       module's own: the authors' Luna modules without `--apply-bert-init`, N(0, d^-1/2)
       embeddings, xavier projections, lecun_normal heads) or 'bert' (fairseq's `init_bert_params`,
@@ -249,8 +252,12 @@ def split_model_config(model_config: Mapping[str, Any]) -> tuple[HeadConfig, dic
 def upgrade_model_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
   """A stored `config.model` (a workdir's `config.json`, a checkpoint's record) in today's keys:
   a former `dtype` becomes the `precision` that computes what it did ('float32' -> 'float32',
-  'bfloat16' -> 'bfloat16_all'), so runs made before the precision policies resume and load."""
+  'bfloat16' -> 'bfloat16_all'), so runs made before the precision policies resume and load; a
+  `shared_layers` that `UNTIED_MODELS` ignored (before it was refused for them) becomes False,
+  what those runs trained."""
   upgraded = dict(model_config)
+  if upgraded.get('name') in UNTIED_MODELS:
+    upgraded['shared_layers'] = False
   if 'dtype' in upgraded and 'precision' not in upgraded:
     dtype = upgraded.pop('dtype')
     upgraded['precision'] = _DTYPE_PRECISIONS.get(dtype, dtype)
@@ -296,10 +303,11 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
       f"'luna_mlm'), not {name!r} (the LRA Transformer is pre-LN already; the decoders are "
       'post-LN, as in the paper).'
     )
-  if model_config.get('shared_layers', ModelConfig.shared_layers) and name in TOKEN_MODELS:
+  if model_config.get('shared_layers', ModelConfig.shared_layers) and name in UNTIED_MODELS:
     raise config_utils.ConfigError(
-      f'{section}.shared_layers=True: tied layers are implemented for the encoder classifiers '
-      f'and masked LMs, not {name!r} (its decoder layers have parameters of their own).'
+      f'{section}.shared_layers=True: tied layers are implemented for the encoders (the '
+      f"classifiers, the masked LMs and luna_seq2seq's encoder), not {name!r}, whose layers "
+      'have parameters of their own; leave the setting out.'
     )
   attention = model_config.get('attention_implementation', ModelConfig.attention_implementation)
   if model_config.get('padding_mask', ModelConfig.padding_mask) == 'nonzero' and (

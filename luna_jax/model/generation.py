@@ -34,7 +34,7 @@ _NEG_INF = -1e9
 def _choose(logits: Array, rng: Array, temperature: float, top_k: int | None) -> Array:
   """Greedy when temperature == 0, else a sample of softmax(logits / T) restricted to the top k;
   never id 0, the padding (as `greedy_decode` and `beam_search`)."""
-  logits = logits.at[..., 0].set(_NEG_INF)
+  logits = logits.at[..., 0].set(-jnp.inf)  # Stays -inf at any temperature.
   if temperature == 0.0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits / temperature

@@ -173,6 +173,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     if message is None:
       raise
     sys.exit(f'Error: {message}')
+  except Exception:  # A file that is not Python, run as Python (a word of text: a NameError).
+    if _config_file(argv).split(':')[0].endswith('.py'):
+      raise
+    sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
 
 
 def _exit_at_once(signum: int, frame: object, said: str) -> NoReturn:
