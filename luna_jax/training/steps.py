@@ -285,7 +285,9 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
 
 
 def unreplicate(tree: PyTree) -> PyTree:
-  """The first device's copy of every leaf of a pmap-replicated tree ([devices, ...] -> [...])."""
+  """The first device's copy of every leaf of a pmap-replicated tree ([devices, ...] -> [...]),
+  read from this process's own shard: unlike `flax.jax_utils.unreplicate` (`x[0]`), no gather of
+  another process's devices in a multi-process run."""
   return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
