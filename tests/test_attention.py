@@ -186,15 +186,17 @@ def test_luna_encoder_layer_matches_reference(normalize_before):
 
 
 @pytest.mark.parametrize(
-  'omega,tie_kv,implementation',
+  'omega,tie_kv,implementation,beta',
   [
-    ('softplus', False, 'scan'),
-    ('elu', True, 'scan'),
-    ('softplus', True, 'chunked'),
-    ('elu', False, 'chunked'),
+    ('softplus', False, 'scan', math.log(2.0)),
+    ('elu', True, 'scan', math.log(2.0)),
+    ('softplus', True, 'chunked', math.log(2.0)),
+    ('elu', False, 'chunked', math.log(2.0)),
+    ('softplus', False, 'scan', 2.0),  # A sharpness of its own reaches both forms.
+    ('softplus', False, 'chunked', 2.0),
   ],
 )
-def test_causal_luna_matches_naive_reference(omega, tie_kv, implementation):
+def test_causal_luna_matches_naive_reference(omega, tie_kv, implementation, beta):
   b, n, l, d, heads = 2, 10, 3, 8, 2
   x, p = normal(b, n, d), normal(b, l, d)
   p_mask = lengths_mask([3, 2], l)
@@ -203,13 +205,14 @@ def test_causal_luna_matches_naive_reference(omega, tie_kv, implementation):
     num_heads=heads,
     tie_kv=tie_kv,
     omega=omega,
+    softplus_beta=beta,
     implementation=implementation,
     chunk_size=4,
   )
   params = module.init(jax.random.PRNGKey(4), x, p, jnp.asarray(p_mask))['params']
   y = module.apply({'params': params}, x, p, jnp.asarray(p_mask))
   expected = ref.causal_luna_attention(
-    ref.to64(params), np.float64(x), np.float64(p), heads, tie_kv, omega, math.log(2.0), p_mask
+    ref.to64(params), np.float64(x), np.float64(p), heads, tie_kv, omega, beta, p_mask
   )
   assert_close(y, expected)
 
@@ -550,3 +553,44 @@ def test_masks_that_are_not_bool_are_refused_by_name():
     with pytest.raises(ValueError, match=f'{name.split()[-1]} has dtype float32: masks are bool'):
       call()
   jax.block_until_ready(attn.dot_product_attention(x, x, x, additive == 0))
+
+
+def test_dropout_masks_are_drawn_where_the_authors_draw_them():
+  """Pack and unpack draw from two keys split from the one given; the causal scan draws at every
+  position anew; the Luna layer drops Y_P out on its residual branch."""
+  b, n, l, h, dh = 2, 6, 3, 2, 4
+  d = h * dh
+  q, pack_query = normal(b, n, h, dh), normal(b, l, h, dh)
+  pack_key, pack_value = normal(b, n, h, dh), normal(b, n, h, dh)
+  kernel = normal(d, 2 * d) / math.sqrt(d)
+  key = jax.random.PRNGKey(7)
+  dropout = dict(dropout_rate=0.3, deterministic=False)
+  out = attn.luna_attention(q, pack_query, pack_key, pack_value, kernel, dropout_rng=key, **dropout)
+  pack_rng, unpack_rng = jax.random.split(key)
+  y_p, _ = attn.dot_product_attention(
+    pack_query, pack_key, pack_value, dropout_rng=pack_rng, **dropout
+  )
+  keys, values = (attn.split_heads(z, h) for z in jnp.split(attn.merge_heads(y_p) @ kernel, 2, -1))
+  y_x, _ = attn.dot_product_attention(q, keys, values, dropout_rng=unpack_rng, **dropout)
+  assert_close(out.packed, attn.merge_heads(y_p))
+  assert_close(out.unpacked, y_x)
+
+  # The same token at every position: without dropout every output is the same (the sums grow
+  # with t and are divided by t); a mask drawn once for all positions would keep them the same.
+  same = [jnp.broadcast_to(normal(b, 1, h, dh), (b, n, h, dh)) for _ in range(4)]
+  y, _ = attn.causal_luna_attention(pack_query, *same)
+  np.testing.assert_allclose(y, jnp.broadcast_to(y[:, :1], y.shape), rtol=1e-5, atol=1e-6)
+  y, _ = attn.causal_luna_attention(
+    pack_query, *same, dropout_rate=0.5, dropout_rng=jax.random.PRNGKey(1), deterministic=False
+  )
+  assert not np.allclose(y, y[:, :1], atol=1e-6)
+
+  # Residual dropout on Y_P: with no attention dropout, P' depends on the dropout key through it.
+  layer = luna_jax.LunaEncoderLayer(num_heads=h, mlp_dim=16, dropout_rate=0.5)
+  x, p = normal(b, n, d), normal(b, l, d)
+  variables = layer.init(jax.random.PRNGKey(2), x, p)
+  new_p = [
+    layer.apply(variables, x, p, deterministic=False, rngs={'dropout': jax.random.PRNGKey(s)})[1]
+    for s in (0, 1)
+  ]
+  assert not np.allclose(*new_p)

@@ -5,9 +5,11 @@ import functools
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import lra
+import luna_jax
 from corpora.token_batches import TokenBatching, length_buckets
 from luna_jax.training import run_config, steps, trainer
 from tests.test_train import checkpoint_params, read_jsonl, tiny_config
@@ -112,3 +114,38 @@ def test_token_batches_round_their_rows_to_the_micro_batches():
     match=r'times the 64 micro-batches .*lower .*or training.gradient_accumulation_steps\.$',
   ):
     batching.micro_batched(64, 0, 1)
+
+
+def test_micro_batches_draw_dropout_masks_of_their_own():
+  """A batch of the same rows twice, in two micro-batches: with one dropout key for both, each
+  would repeat the one-batch step's masks and give its gradient exactly."""
+  encoder = luna_jax.ModelConfig(
+    vocab_size=8,
+    max_length=6,
+    num_layers=1,
+    emb_dim=16,
+    num_heads=2,
+    mlp_dim=16,
+    dropout_rate=0.5,
+    attention_dropout_rate=0.0,
+  )
+  model = luna_jax.SequenceClassifier(
+    encoder_name='transformer', encoder=encoder, num_classes=4, pooling='mean', hidden_dim=16
+  )
+  rng = np.random.default_rng(0)
+  rows = {
+    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
+    'lengths': np.full(4, 6, np.int32),
+    'targets': rng.integers(0, 4, 4).astype(np.int32),
+  }
+  optimizer = optax.sgd(1e-3)
+  state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, rows)
+
+  def grad_norm(batch, micro_batches):
+    step = functools.partial(
+      steps.train_step, model=model, optimizer=optimizer, micro_batches=micro_batches
+    )
+    return float(jax.jit(step)(state, batch)[1]['grad_norm'])
+
+  twice = {name: np.concatenate([value, value]) for name, value in rows.items()}
+  assert grad_norm(twice, 2) != pytest.approx(grad_norm(rows, 1), rel=1e-4)

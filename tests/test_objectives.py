@@ -7,6 +7,7 @@ import functools
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -100,3 +101,37 @@ def test_token_hits_never_predict_padding_as_greedy_decoding_does():
   # A classifier's classes are all predictions (class 0 included).
   label = {'targets': np.array([0], np.int32)}
   np.testing.assert_array_equal(objectives.Classification().hits(logits[:, 0], label), [True])
+
+
+def test_label_smoothing_and_padding_weights_reach_the_loss():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5))
+  targets = jnp.array([[1, 2, 0], [3, 0, 0]])
+  # Smoothed cross-entropy: (1 - ls) of the target's log-probability, ls of their mean.
+  log_p = jax.nn.log_softmax(logits)
+  on_target = jnp.take_along_axis(log_p, targets[..., None], -1)[..., 0]
+  np.testing.assert_allclose(
+    objectives.cross_entropy(logits, targets, 0.1),
+    -0.9 * on_target - 0.1 * log_p.mean(-1),
+    rtol=1e-5,
+  )
+  # Padding targets (0) count for nothing: not in the count, nor through their logits.
+  token = objectives.TokenPrediction()
+  sums = token.metric_sums(logits, {'targets': targets})
+  moved = token.metric_sums(logits.at[targets == 0].set(7.0), {'targets': targets})
+  assert float(sums['count']) == 3.0
+  np.testing.assert_allclose(moved['loss'], sums['loss'], rtol=1e-6)
+  # The train step's loss is the smoothed one it is given (no dropout: the same logits).
+  plain, _ = models()
+  rng = np.random.default_rng(0)
+  batch = {
+    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
+    'lengths': np.full(4, 6, np.int32),
+    'targets': rng.integers(0, NUM_CLASSES, 4).astype(np.int32),
+  }
+  optimizer = constant_optimizer(1e-3)
+  state = steps.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
+  train = functools.partial(steps.train_step, model=plain, optimizer=optimizer, label_smoothing=0.1)
+  _, metrics = jax.jit(train)(state, batch)
+  logits = plain.apply({'params': state.params}, batch['inputs'], batch['lengths'])
+  expected = objectives.cross_entropy(logits, batch['targets'], 0.1).mean()
+  np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)

@@ -366,6 +366,27 @@ def test_last_good_checkpoint_is_a_verified_one(tmp_path):
   checkpointer.close()
 
 
+def test_a_checkpoint_whose_arrays_differ_from_their_digest_is_set_aside(tmp_path):
+  """Arrays that orbax reads without complaint but that are not the ones saved: only the
+  SHA-256 of the arrays (`tree_digest`, in the checkpoint's metadata) tells."""
+  assert checkpointing.tree_digest({'w': jnp.zeros(3)}) != checkpointing.tree_digest(
+    {'w': jnp.ones(3)}
+  )
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
+  checkpointer.save(1, state, {})
+  checkpointer.save(2, {**state, 'w': state['w'] + 1}, {})
+  checkpointer.close()
+  metadata = tmp_path / 'checkpoints' / '2' / '_CHECKPOINT_METADATA'
+  digest = checkpointing.tree_digest({**state, 'w': state['w'] + 1})
+  assert digest in metadata.read_text()
+  metadata.write_text(metadata.read_text().replace(digest, '0' * 64))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  assert checkpointer.restore_latest(state)[0]['w'][0] == 0.0  # Step 1's arrays.
+  checkpointer.close()
+  assert os.path.isdir(tmp_path / 'damaged_checkpoints' / 'checkpoints_2')
+
+
 def test_reading_a_run_names_the_damaged_checkpoints_it_skips_or_set_aside(tmp_path, caplog):
   checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
   state = {'w': jax.random.normal(jax.random.PRNGKey(0), (20000,))}

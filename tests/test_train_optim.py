@@ -41,6 +41,9 @@ def test_cosine_schedule():
   np.testing.assert_allclose(lr(100), 1e-3, rtol=1e-6)
   np.testing.assert_allclose(lr(600), 0.5e-3, rtol=1e-5)
   np.testing.assert_allclose(lr(1099), 0.0, atol=1e-8)
+  # Each cycle of steps_per_cycle steps after the warmup starts again at the peak.
+  np.testing.assert_allclose(lr(1100), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(lr(1350), lr(350), rtol=1e-6)
 
 
 def test_linear_decay_schedule():
