@@ -73,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     '--seed', type=cli.integer(0), default=0, help='parameters, dropout and data order'
   )
   parser.add_argument(
-    '--adam_steps', type=cli.integer(1), default=1, help='compare again after K steps'
+    '--adam_steps', type=cli.integer(0), default=1, help='compare again after K steps (0: not)'
   )
   parser.add_argument(
     '--precisions',

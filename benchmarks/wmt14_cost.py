@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   parser.add_argument('--variant', default=wmt14.DEFAULT_VARIANT, choices=list(wmt14.VARIANTS))
-  parser.add_argument('--vocab_size', type=cli.integer(2), default=37000)
+  parser.add_argument('--vocab_size', type=cli.integer(5), default=37000)
   parser.add_argument(
     '--lengths', type=cli.lengths, default=[32], help='padded lengths, comma-separated'
   )

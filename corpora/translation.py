@@ -475,6 +475,15 @@ def train_vocabulary(
   return path
 
 
+def _sentence_sample(text: str) -> int:
+  """An argparse type: SentencePiece's sample size, 0 (every sentence) or more than 100 (its
+  `input_sentence_size` takes nothing between)."""
+  value = cli.integer(0)(text)
+  if 1 <= value <= 100:
+    raise argparse.ArgumentTypeError(f'must be 0 (all) or an integer > 100, got {text!r}')
+  return value
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -484,10 +493,15 @@ def main(argv: list[str] | None = None) -> None:
   vocab.add_argument('--data_dir', required=True, type=cli.path)
   vocab.add_argument('--source_lang', default='en')
   vocab.add_argument('--target_lang', default='de')
-  vocab.add_argument('--vocab_size', type=cli.integer(2), default=37000)
+  vocab.add_argument('--vocab_size', type=cli.integer(5), default=37000)
   vocab.add_argument('--model_type', default='bpe', choices=('bpe', 'unigram'))
   vocab.add_argument('--output', default=DEFAULT_TOKENIZER, help='model file (bare: in data_dir)')
-  vocab.add_argument('--max_sentences', type=cli.integer(1), default=VOCABULARY_SENTENCES)
+  vocab.add_argument(
+    '--max_sentences',
+    type=_sentence_sample,
+    default=VOCABULARY_SENTENCES,
+    help='sentences SentencePiece samples (0: all)',
+  )
   vocab.add_argument(
     '--overwrite', action='store_true', help='replace an existing model (default: refuse)'
   )

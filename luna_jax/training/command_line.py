@@ -173,7 +173,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if message is None:
       raise
     sys.exit(f'Error: {message}')
-  except Exception:  # A file that is not Python, run as Python (a word of text: a NameError).
+  except NameError:  # A word of text in a file that is not Python, run as Python.
     if _config_file(argv).split(':')[0].endswith('.py'):
       raise
     sys.exit(f'Error: --config={_config_file(argv)}: {_NOT_A_CONFIG_FILE}')
