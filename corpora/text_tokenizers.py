@@ -563,8 +563,13 @@ def train_sentencepiece_on(
 
 
 def _reason(error: RuntimeError) -> str:
-  """SentencePiece's message without its source location ('INTERNAL: src/x.cc(744) [check] ')."""
-  return re.sub(r'^INTERNAL: \S+\(\d+\) \[.*?\] ', '', str(error)).strip()
+  """SentencePiece's message without its source location ('INTERNAL: src/x.cc(744) [check] '), or
+  the check that failed when the message is nothing else."""
+  located = re.match(r'INTERNAL: \S+\(\d+\) \[(.*?)\] ?(.*)', str(error), re.DOTALL)
+  if located is None:
+    return str(error).strip()
+  check, message = located.groups()
+  return message.strip() or f'its check {check} failed'
 
 
 def file_identity(path: Path) -> dict[str, int]:

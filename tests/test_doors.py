@@ -237,6 +237,9 @@ def test_sentencepiece_learns_from_long_documents_and_records_the_counts(tmp_pat
   assert (stats['documents'], stats['documents_split'], stats['skipped_documents']) == (43, 3, 0)
   assert stats['vocabulary'] == text_tokenizers.load_tokenizer(str(model)).name
   assert text_tokenizers.SP_UNK_ID not in text_tokenizers.load_tokenizer(str(model)).encode('zeta')
+  # A SentencePiece check that fails with no message of its own is named, not left blank.
+  with pytest.raises(lra.DataError, match=r'its check .*input_sentence_size\(\) > 100 failed'):
+    text_tokenizers.train_sentencepiece_on(lines, str(tmp_path / 'small'), 20, max_sentences=50)
 
 
 def test_retraining_a_tokenizer_never_replaces_it_without_overwrite(tmp_path, capsys):
