@@ -9,9 +9,9 @@ import optax
 import pytest
 
 import lra
-import luna_jax
 from corpora.token_batches import TokenBatching, length_buckets
 from luna_jax.training import run_config, steps, trainer
+from tests.test_objectives import models
 from tests.test_train import checkpoint_params, read_jsonl, tiny_config
 from tests.test_training_path import assert_trees_close
 
@@ -119,19 +119,7 @@ def test_token_batches_round_their_rows_to_the_micro_batches():
 def test_micro_batches_draw_dropout_masks_of_their_own():
   """A batch of the same rows twice, in two micro-batches: with one dropout key for both, each
   would repeat the one-batch step's masks and give its gradient exactly."""
-  encoder = luna_jax.ModelConfig(
-    vocab_size=8,
-    max_length=6,
-    num_layers=1,
-    emb_dim=16,
-    num_heads=2,
-    mlp_dim=16,
-    dropout_rate=0.5,
-    attention_dropout_rate=0.0,
-  )
-  model = luna_jax.SequenceClassifier(
-    encoder_name='transformer', encoder=encoder, num_classes=4, pooling='mean', hidden_dim=16
-  )
+  model, _ = models(dropout_rate=0.5)
   rng = np.random.default_rng(0)
   rows = {
     'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),

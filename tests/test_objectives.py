@@ -33,7 +33,9 @@ class RandomLabelClassifier(luna_jax.SequenceClassifier):
   objective: ClassVar[objectives.Objective] = RandomLabels()
 
 
-def models():
+def models(dropout_rate=0.0):
+  """A tiny Transformer classifier (residual dropout `dropout_rate`, no attention dropout) and its
+  twin scored against drawn labels."""
   encoder = luna_jax.ModelConfig(
     vocab_size=8,
     max_length=6,
@@ -41,7 +43,7 @@ def models():
     emb_dim=16,
     num_heads=2,
     mlp_dim=16,
-    dropout_rate=0.0,
+    dropout_rate=dropout_rate,
     attention_dropout_rate=0.0,
   )
   fields = dict(
