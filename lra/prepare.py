@@ -826,9 +826,10 @@ def _print_report(report: Mapping[str, dict], data_root: Path, difficulty: str) 
       + (other if task in pathfinders else '')
     )
   print('\nOr the whole Table 1 sweep and its report:')
-  groups = {'': ready} if not other else {'': [t for t in ready if t not in pathfinders]}
-  if other:
-    groups[f' --{other}'] = pathfinders  # After `--`: the flags of every run of the sweep.
+  # After `--`: the flags of every run of the sweep.
+  groups = {'': [t for t in ready if t not in pathfinders], f' --{other}': pathfinders}
+  if not other:
+    groups = {'': ready}
   for flags, tasks in groups.items():
     if tasks:
       print(

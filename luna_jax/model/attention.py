@@ -4,9 +4,9 @@ Every function here works on already-projected, head-split tensors laid out as
 `[batch, length, heads, head_dim]` (the layout of `flax.linen` and `jax.nn.dot_product_attention`),
 so the Flax modules in `luna_jax.model.layers` only own the projections' parameters (Luna's unpack
 keys and values, projections of the packed Y_P, are computed inside `luna_attention` from the
-kernel the module passes). Logits, softmax and every
-normaliser are computed in float32 whatever the input dtype; outputs come back in the dtype of the
-values unless an `out_dtype` asks for another. The softmax attention's two matmuls accumulate in
+kernel the module passes). Logits, softmax and every normaliser are computed in float32 whatever
+the input dtype; outputs come back in the dtype of the values unless an `out_dtype` asks for
+another. The softmax attention's two matmuls accumulate in
 float32 (`luna_jax.model.kernels.float32_einsum`), on 16-bit operands in the backward pass too when
 their inputs are 16-bit.
 
@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from luna_jax.model.kernels import (
@@ -67,10 +68,14 @@ def check_masks(**masks: Array | None) -> None:
     ValueError: a mask given whose dtype is not bool.
   """
   for name, mask in masks.items():
-    if mask is not None and jnp.asarray(mask).dtype != jnp.bool_:
+    if mask is None:
+      continue
+    # Read where the mask is: no copy to or from the device for it (a list is made an array).
+    dtype = mask.dtype if hasattr(mask, 'dtype') else np.asarray(mask).dtype
+    if dtype != np.bool_:
       raise ValueError(
-        f'{name} has dtype {jnp.asarray(mask).dtype}: masks are bool, True where attending is '
-        f'allowed (an additive 0 / -inf mask m is `m == 0`).'
+        f'{name} has dtype {dtype}: masks are bool, True where attending is allowed (an '
+        'additive 0 / -inf mask m is `m == 0`).'
       )
 
 

@@ -6,9 +6,9 @@ loads the task (an LRA task with `lra`, any other with `corpora`), builds the mo
 in a multi-process run; global batch split across them, gradients summed over the devices with
 `psum` of losses already divided by the global batch weight, one dropout key per device and
 step), evaluates on the validation split every `eval_every` steps and on the test split at the
-end, and writes into `workdir`. What a batch is scored with (its
-preparation, the loss and its weights, the evaluation metrics) is the model's `objective`
-(`luna_jax.model.objectives`); the trainer does not depend on the model family. It writes:
+end, and writes into `workdir`. What a batch is scored with (its preparation, the loss and its
+weights, the evaluation metrics) is the model's `objective` (`luna_jax.model.objectives`); the
+trainer does not depend on the model family. It writes:
 
   .lock                the workdir lock (`luna_jax.training.workdir`)
   kind.json            the kind of run it holds (plain, pretraining, self-pretraining, finetuning)
