@@ -281,3 +281,37 @@ def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path, caps
   results = trainer.train_and_evaluate(config, str(tmp_path / 'finetune'))
   assert results['step'] == 2 and results['config']['init_from'] == str(tmp_path / 'pretrain')
   assert os.path.exists(tmp_path / 'finetune' / 'results.json')
+
+
+def test_a_self_pretraining_workdir_moved_mid_finetuning_resumes_there(
+  tiny_lra_data, tmp_path, monkeypatch, straight_run
+):
+  real_train_batches = lra.batching.train_batches
+  sessions = []
+
+  def train_batches(*args, start_step=0, **kwargs):
+    sessions.append(start_step)
+    for step, batch in enumerate(
+      real_train_batches(*args, start_step=start_step, **kwargs), start=start_step
+    ):
+      # The finetune stage (the second stage started) dies after its checkpoint at step 2.
+      if len(sessions) == 2 and step == 3:
+        raise _Interrupted
+      yield batch
+
+  monkeypatch.setattr(lra.batching, 'train_batches', train_batches)
+  config = spt_config(tiny_lra_data)
+  config.training.prefetch_batches = 0
+  with pytest.raises(_Interrupted):
+    trainer.train_and_evaluate(config, str(tmp_path / 'before'))
+  # Moved (as from a Colab drive to a laptop): the old folder, the finetune stage's recorded
+  # init_from, is gone.
+  shutil.move(tmp_path / 'before', tmp_path / 'after')
+  results = trainer.train_and_evaluate(config, str(tmp_path / 'after'))
+  assert sessions == [0, 0, 2]
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    checkpoint_params(tmp_path / 'after' / 'finetune', 4),
+    checkpoint_params(straight_run[0] / 'finetune', 4),
+  )
+  assert results['test'] == straight_run[1]['test']

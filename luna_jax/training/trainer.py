@@ -557,9 +557,10 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
   """Runs the pretrain and finetune stages of `luna_jax.training.self_pretraining` in `workdir`.
 
   Each stage is a `train_and_evaluate` run in its own sub-folder (resumable); a stage that already
-  reached its last step with the same settings is skipped. Writes `workdir/results.json`: the
-  finetune stage's results with 'pretraining' (the pretrain stage's 'step', 'validation',
-  'steps_per_sec', 'directory').
+  reached its last step with the same settings is skipped. A finetune stage with a checkpoint does
+  not read the pretrain folder again, so the workdir may be moved between sessions. Writes
+  `workdir/results.json`: the finetune stage's results with 'pretraining' (the pretrain stage's
+  'step', 'validation', 'steps_per_sec', 'directory').
 
   Raises:
     What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder, or
@@ -576,6 +577,10 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
     stages = self_pretraining.stage_configs(config, workdir)
     (pretrain_dir, _), (finetune_dir, _) = stages
     for stage_dir, stage_config in stages:
+      if stage_dir == finetune_dir and workdir_lib.has_checkpoint(finetune_dir):
+        # Its encoder is in its own checkpoints, so the pretrain folder is not read again: left
+        # out, it may have moved with the workdir since (the checkpoint keeps the old path).
+        stage_config.init_from = ''
       run = parse_config(stage_config)
       steps = run.training.num_train_steps
       ended = self_pretraining.stage_results(stage_dir)
