@@ -9,7 +9,9 @@ imported.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -134,11 +136,16 @@ def located_examples(
 
 def prepare_command(name: str, data_dir: str | Path) -> str:
   """The shell command that downloads and prepares the TFDS dataset `name` ('<name>[/<config>]')
-  under `data_dir`, as array_record shards (run on a machine with network access)."""
-  return (
-    f'python -c "import tensorflow_datasets as tfds; tfds.builder({name!r}, '
-    f"data_dir={str(data_dir)!r}).download_and_prepare(file_format='array_record')\""
+  under `data_dir`, as array_record shards (run on a machine with network access); quoted for a
+  POSIX shell, whatever characters the folder's name holds."""
+  name_literal, dir_literal = (
+    json.dumps(str(text), ensure_ascii=False) for text in (name, data_dir)
   )
+  code = (
+    f'import tensorflow_datasets as tfds; tfds.builder({name_literal}, data_dir={dir_literal})'
+    '.download_and_prepare(file_format="array_record")'
+  )
+  return f'python -c {shlex.quote(code)}'
 
 
 def no_data_error(
@@ -163,5 +170,6 @@ def no_data_error(
     f'Prepare it on a machine with network access with:\n'
     f'  {prepare_command(name, data_dir)}\n'
     f'and copy {data_dir}/{name} here, or extract {archive} into {data_dir}. For a synthetic '
-    f'stand-in (tests, demos): python -m lra.synthetic --task {task} --output_dir {data_dir}'
+    f'stand-in (tests, demos): python -m lra.synthetic --task {task} --output_dir '
+    f'{shlex.quote(str(data_dir))}'
   )

@@ -3,10 +3,14 @@ synthetic stand-ins, on small files written in the official formats."""
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
+import shlex
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -357,7 +361,8 @@ def test_tfds_not_prepared_says_how_and_does_not_download(tmp_path, task, name):
   with pytest.raises(lra.DataError) as info:
     lra.load_task(task, tmp_path)
   message = str(info.value)
-  assert f"tfds.builder('{name}'" in message and "file_format='array_record'" in message
+  assert tfds_source.prepare_command(name, tmp_path) in message
+  assert f'tfds.builder("{name}"' in message and 'file_format="array_record"' in message
   assert f'python -m lra.synthetic --task {task}' in message
   assert not (tmp_path / name).exists() and not (tmp_path / 'downloads').exists()
 
@@ -494,3 +499,30 @@ def test_damaged_image_tfds_record_is_named(tmp_path, encoded, label, message):
   write_shard(shard, [good, example_proto(id=b'y', image=encoded, label=label)])
   with pytest.raises(lra.DataError, match=f'{re.escape(str(shard))} record #1: {message}'):
     lra.load_task('image', tmp_path, cache=False)
+
+
+def test_the_tfds_prepare_command_runs_in_a_shell_for_any_folder_name(tmp_path):
+  # A stand-in tensorflow_datasets records what the printed command asks of it.
+  fake = tmp_path / 'fake'
+  fake.mkdir()
+  (fake / 'tensorflow_datasets.py').write_text(
+    'import json, os\n'
+    'class builder:\n'
+    '  def __init__(self, name, data_dir):\n'
+    '    self.asked = {"name": name, "data_dir": data_dir}\n'
+    '  def download_and_prepare(self, file_format):\n'
+    '    with open(os.environ["ASKED"], "w") as f:\n'
+    '      json.dump({**self.asked, "file_format": file_format}, f)\n'
+  )
+  data_dir = tmp_path / 'it\'s "my" $HOME `data` \\ ü'
+  command = tfds_source.prepare_command('imdb_reviews', data_dir)
+  assert command.startswith('python -c ')
+  asked = tmp_path / 'asked.json'
+  env = {**os.environ, 'PYTHONPATH': str(fake), 'ASKED': str(asked)}
+  executable = shlex.quote(sys.executable)
+  subprocess.run(['sh', '-c', executable + command.removeprefix('python')], env=env, check=True)
+  assert json.loads(asked.read_text()) == {
+    'name': 'imdb_reviews',
+    'data_dir': str(data_dir),
+    'file_format': 'array_record',
+  }
