@@ -777,7 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if prepared:
     print(
       f'No data for {", ".join(prepared)} under {data_root}: their runs fail. Prepare it with: '
-      f'python -m lra.prepare --tasks {",".join(prepared)} --data_dir {data_root}',
+      f'python -m lra.prepare --tasks {",".join(prepared)} --data_dir '
+      f'{shlex.quote(str(data_root))}',
       file=sys.stderr,
     )
   if args.dry_run:

@@ -14,6 +14,7 @@ prediction).
 from __future__ import annotations
 
 import functools
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ def _paths(data_dir: Path, files: dict[str, str], task: str) -> dict[str, Path]:
     list(paths.values()),
     f'Write your own files in this layout, or generate a toy task with:\n'
     f'  python -m corpora.sequence_generator --task {"lm" if task == "lm" else "sort"} '
-    f'--output_dir {data_dir}',
+    f'--output_dir {shlex.quote(str(data_dir))}',
     generated=True,
   )
   return paths

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,8 +90,8 @@ def split_files(data_dir: Path, split: str, source_lang: str, target_lang: str) 
   raise DataError(
     f'No {split} split in {data_dir}: expected {plain[0].name} and {plain[1].name} (one sentence '
     f"a line, aligned), or {tsv.name} (source<TAB>target). WMT'14 En-De: python -m corpora.wmt14 "
-    f'--output_dir {data_dir}; a small generated corpus: python -m corpora.translation_generator '
-    f'--output_dir {data_dir}'
+    f'--output_dir {shlex.quote(str(data_dir))}; a small generated corpus: python -m '
+    f'corpora.translation_generator --output_dir {shlex.quote(str(data_dir))}'
   )
 
 
@@ -344,7 +345,7 @@ def load(
   if not model_path.is_file():
     raise DataError(
       f'No vocabulary at {model_path}. Train the joint SentencePiece model on the training text '
-      f'with: python -m corpora.translation vocabulary --data_dir {data_dir} '
+      f'with: python -m corpora.translation vocabulary --data_dir {shlex.quote(str(data_dir))} '
       f'--source_lang {source_lang} --target_lang {target_lang} --vocab_size 37000\n'
       "(37000: the WMT'14 vocabulary of the paper; a small corpus supports fewer pieces, and "
       "SentencePiece names the most it can learn: e.g. 400 for the README's toy corpus)."

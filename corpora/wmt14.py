@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 from pathlib import Path
 
 from lra import cli, tfds_source
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f'{split}: {count["pairs"]} pairs{note}')
   print(
     'Next: python -m corpora.translation vocabulary '
-    f'--data_dir {args.output_dir} --vocab_size 37000'
+    f'--data_dir {shlex.quote(str(args.output_dir))} --vocab_size 37000'
   )
 
 

@@ -10,6 +10,7 @@ between processes: pad 0, digits `0`..`9` -> 1..10, `X` -> 11, `[MAX` 12, `[MED`
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,7 @@ def generator_command(data_dir: Path, max_length: int) -> str:
   `OFFICIAL_MIN_LENGTH` every such expression would be cut, so the command then asks for short
   expressions, as the quick start does (`configs/quickstart.py`: its exact command at 60).
   """
-  command = f'python -m lra.listops_generator --output_dir {data_dir}'
+  command = f'python -m lra.listops_generator --output_dir {shlex.quote(str(data_dir))}'
   if max_length >= OFFICIAL_MIN_LENGTH:
     return command
   return (

@@ -12,6 +12,7 @@ is valid (`lengths == res * res`; black pixels are not padding, unlike the offic
 from __future__ import annotations
 
 import io
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -158,7 +159,8 @@ def load(
     [root / 'metadata' / '<k>.npy', root / 'imgs' / '<k>' / 'sample_<j>.png']
     if not root.is_dir()
     else [root / 'metadata', root / 'imgs'],
-    f'Generate them with: python -m lra.pathfinder_generator --output_dir {data_dir} '
+    f'Generate them with: python -m lra.pathfinder_generator --output_dir '
+    f'{shlex.quote(str(data_dir))} '
     f'--resolution {resolution} --difficulty {difficulty} --num_examples 20000\n'
     f'or point data_dir at lra_release/lra_release from the official LRA release.',
     generated=True,

@@ -41,6 +41,7 @@ import json
 import os
 import posixpath
 import re
+import shlex
 import shutil
 import sys
 import tarfile
@@ -822,7 +823,8 @@ def _print_report(report: Mapping[str, dict], data_root: Path, difficulty: str) 
   for task in ready:
     print(
       f'  python train.py --config {TASK_FILES[task].config}:luna256 '
-      f'--workdir runs/{task}/luna256/seed0 --config.data.data_dir={report[task]["data_dir"]}'
+      f'--workdir runs/{task}/luna256/seed0 '
+      + shlex.quote(f'--config.data.data_dir={report[task]["data_dir"]}')
       + (other if task in pathfinders else '')
     )
   print('\nOr the whole Table 1 sweep and its report:')
@@ -833,7 +835,8 @@ def _print_report(report: Mapping[str, dict], data_root: Path, difficulty: str) 
   for flags, tasks in groups.items():
     if tasks:
       print(
-        f'  python -m benchmarks.reproduce --tasks {",".join(tasks)} --data_dir {data_root} '
+        f'  python -m benchmarks.reproduce --tasks {",".join(tasks)} --data_dir '
+        f'{shlex.quote(str(data_root))} '
         f'--variants luna16,luna256,transformer --seeds 3{flags}'
       )
 

@@ -8,6 +8,7 @@ first 10,000 bytes and then to `max_length`; ids are byte + 1, pad 0, vocab 257.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def load(data_dir: Path, *, max_length: int, cache: Cache) -> TaskData:
     'Use lra_release/lra_release/tsv_data from the official LRA release '
     '(storage.googleapis.com/long-range-arena/lra_release.gz). For a synthetic '
     'stand-in '
-    f'(tests, demos): python -m lra.synthetic --task retrieval --output_dir {data_dir}',
+    '(tests, demos): python -m lra.synthetic --task retrieval --output_dir '
+    + shlex.quote(str(data_dir)),
     generated=True,
   )
   splits = load_split_files(cache, f'retrieval-{max_length}', paths, read_tsv, max_length)

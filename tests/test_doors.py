@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -708,6 +709,24 @@ def test_missing_data_names_the_lra_prepare_command(task, tmp_path):
       with pytest.raises(lra.DataError) as raised:
         lra.load_task(task, data_dir, difficulty='easy')
       assert '--difficulty hard' not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+  'load, task',
+  [(lra.load_task, task) for task in lra.TASKS if task != 'pathx']
+  + [(corpora.load_task, task) for task in ('seq2seq', 'lm', 'translation')],
+)
+def test_the_commands_in_missing_data_errors_survive_the_shell(load, task, tmp_path):
+  """The folder in each command a missing-data error prints reaches the command whole."""
+  data_dir = tmp_path / 'it\'s "my" $HOME data'
+  with pytest.raises(lra.DataError) as raised:
+    load(task, data_dir)
+  commands = re.findall(r'python -m (?:lra|corpora)\.\w+ [^\n]*', str(raised.value))
+  folders = []
+  for command in commands:
+    words = shlex.split(command.split('; ')[0])
+    folders += [words[i + 1] for i, word in enumerate(words) if word == '--output_dir']
+  assert folders and all(folder == str(data_dir) for folder in folders), commands
 
 
 def test_the_task_configs_name_the_folder_lra_prepare_writes():

@@ -13,6 +13,7 @@ import corpora
 import lra
 from corpora import translation, translation_generator, wmt14
 from corpora.token_batches import TokenBatching, length_buckets
+from lra import tfds_source
 from tests.test_lra_sources import example_proto, write_shard
 
 OPTIONS = {'max_length': 64, 'max_target_length': 64, 'max_tokens': 256, 'cache': False}
@@ -226,7 +227,7 @@ def test_wmt14_from_prepared_tfds_shards_and_offline(tmp_path, capsys):
   once, with the command that prepares them elsewhere."""
   with pytest.raises(SystemExit):
     wmt14.main(['--tfds_dir', str(tmp_path / 'tfds'), '--output_dir', str(tmp_path / 'out')])
-  assert "tfds.builder('wmt14_translate/de-en'" in capsys.readouterr().err
+  assert tfds_source.prepare_command('wmt14_translate/de-en', 'DIR') in capsys.readouterr().err
   version = tmp_path / 'tfds' / 'wmt14_translate' / 'de-en' / '1.0.0'
   pairs = {
     'train': [('A dog .', 'Ein Hund .'), ('Two\nlines', 'Zwei\tZeilen'), ('Ä', 'ß')],

@@ -53,6 +53,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Mapping
@@ -538,7 +539,8 @@ def main(argv: list[str] | None = None) -> None:
     f'{arch["emb_dim"]}, l = {arch["projection_length"]}, '
     f'{"tied" if arch["tie_kv"] else "untied"} K/V; {record["converted_from"]["tensors"]} '
     f'arrays) to {args.output}; vocabulary {record["vocabulary"]}.\nFinetune it with '
-    f'--config.init_from={args.output} and --config.data.options.tokenizer=<a folder with this '
+    f'{shlex.quote(f"--config.init_from={args.output}")} and '
+    '--config.data.options.tokenizer=<a folder with this '
     "dict.txt and GPT-2's encoder.json and vocab.bpe> (configs/glue.py)."
   )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from typing import Any
 
 import flax
@@ -98,7 +99,7 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
     raise LoadRunError(
       f"{workdir} holds a conversion of the authors' released weights "
       '(luna_jax.training.convert_fairseq), not a training run: finetune from it with '
-      f'--config.init_from={workdir}.'
+      f'{shlex.quote(f"--config.init_from={workdir}")}.'
     )
   config = run_config.upgrade_stored_config(record['config'])
   if 'model_inputs' in record:
