@@ -53,6 +53,7 @@ from configs.variants import (
   variant_of,
 )
 from lra import cli, image, listops, pathfinder, retrieval, text
+from lra.files import write_atomically
 
 #: `--checkpoint` choices -> how `leaderboard.md` names the parameters its accuracies come from.
 CHECKPOINTS = {'final': 'the final parameters', 'best': 'the best validation checkpoint'}
@@ -793,8 +794,7 @@ def write_report(
     health_counts(runs),
     [*health_notes(runs), *pretraining_notes(runs)],
   )
-  with open(os.path.join(output_dir, 'leaderboard.md'), 'w', encoding='utf-8') as f:
-    f.write(markdown)
+  write_atomically(os.path.join(output_dir, 'leaderboard.md'), markdown)
   print(f'{len(runs)} runs -> {os.path.join(output_dir, "leaderboard.md")}')
   if left_out:
     print(f'{len(left_out)} not in the table (listed in leaderboard.md):')

@@ -76,6 +76,7 @@ from configs import base
 from configs.variants import CONFIG_VARIANTS, TABLE1_TASKS
 from lra import cli, prepare
 from lra.core import DataError
+from lra.files import write_atomically
 from luna_jax.training import run_config, self_pretraining, xla_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -566,7 +567,7 @@ def collect(
     )
   destination.mkdir(parents=True, exist_ok=True)
   path = destination / 'sweep.json'
-  path.write_text(json.dumps({**sweep, 'runs': records}, indent=2) + '\n', encoding='utf-8')
+  write_atomically(path, json.dumps({**sweep, 'runs': records}, indent=2) + '\n')
   return path
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from configs import variants
+from lra.files import write_atomically
 
 #: One benchmark cell as `results.json` holds it (model, length, status, figures).
 Cell = dict[str, Any]
@@ -257,10 +258,9 @@ def settings_line(results: dict[str, Any]) -> str:
 
 def write_reports(results: dict[str, Any], output_dir: str) -> None:
   """Writes results.json, table_relative.md, table_absolute.md, plot.png (when a cell was timed)
-  and, if profiled, profile.md."""
+  and, if profiled, profile.md; each text file replaced whole (`lra.files.write_atomically`)."""
   os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
+  write_atomically(os.path.join(output_dir, 'results.json'), json.dumps(results, indent=1))
   cells, models, lengths = (
     results['cells'],
     results['settings']['models'],
@@ -285,32 +285,27 @@ def write_reports(results: dict[str, Any], output_dir: str) -> None:
   targets = targets_summary(cells) if results['settings']['mode'] == 'train_step' else []
   if targets:
     relative += ['Targets:', ''] + targets + ['']
-  with open(os.path.join(output_dir, 'table_relative.md'), 'w') as f:
-    f.write('\n'.join(relative))
+  write_atomically(os.path.join(output_dir, 'table_relative.md'), '\n'.join(relative))
   absolute = (
     [f'# Absolute figures ({results["settings"]["mode"]})', '']
     + header
     + [absolute_table(cells), '']
   )
-  with open(os.path.join(output_dir, 'table_absolute.md'), 'w') as f:
-    f.write('\n'.join(absolute))
+  write_atomically(os.path.join(output_dir, 'table_absolute.md'), '\n'.join(absolute))
   if any(c['status'] == 'ok' for c in cells):  # Nothing to plot when every cell is compiled only.
     plot(results, os.path.join(output_dir, 'plot.png'))
   if any(c.get('op_class_ms') for c in cells):
-    with open(os.path.join(output_dir, 'profile.md'), 'w') as f:
-      f.write(
-        '\n'.join(
-          [f'# Time per XLA op class ({results["settings"]["mode"]})', '']
-          + header
-          + [
-            'Milliseconds per step of each op class, from one profiled step after the timed runs '
-            '(`jax.profiler.trace`; traces under `traces/`):',
-            '',
-            profile_table(cells),
-            '',
-          ]
-        )
-      )
+    profile = [
+      f'# Time per XLA op class ({results["settings"]["mode"]})',
+      '',
+      *header,
+      'Milliseconds per step of each op class, from one profiled step after the timed runs '
+      '(`jax.profiler.trace`; traces under `traces/`):',
+      '',
+      profile_table(cells),
+      '',
+    ]
+    write_atomically(os.path.join(output_dir, 'profile.md'), '\n'.join(profile))
 
 
 def plot(results: dict[str, Any], path: str) -> None:

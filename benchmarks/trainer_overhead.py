@@ -53,6 +53,7 @@ from flax import jax_utils
 from benchmarks.reproduce import recipe_config
 from benchmarks.speed_memory_harness import describe_machine
 from lra import cli, listops_generator
+from lra.files import write_atomically
 from luna_jax.training import metric_log, run_config, steps, trainer, xla_settings
 
 #: The default config: a small Luna on short generated ListOps.
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   text = json.dumps(results, indent=2)
   if args.output:
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + '\n')
+    write_atomically(args.output, text + '\n')
   else:
     print(text)
   return results

@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks import speed_memory_report
+from lra.files import write_atomically
 
 #: JAX benchmark model name -> PyTorch anchor model name.
 TORCH_NAMES = {'transformer': 'softmax'}
@@ -463,8 +464,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   if not (args.jax or args.session):
     parser.error('give --jax files (with --torch) or --session files.')
   text = render(args.jax, args.torch, args.session)
-  with open(args.out, 'w') as f:
-    f.write(text + '\n')
+  write_atomically(args.out, text + '\n')
   print(text)
 
 

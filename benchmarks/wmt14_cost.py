@@ -29,6 +29,7 @@ import luna_jax
 from benchmarks.speed_memory_harness import xla_cost
 from configs import wmt14
 from lra import cli
+from lra.files import write_atomically
 from luna_jax.training import optim, run_config, steps
 
 #: The paper's run: 500k updates on 8 GPUs (appendix A.2).
@@ -137,8 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f'{PAPER_UPDATES} updates x {PAPER_DEVICES} devices at {tflops} TFLOP/s: {hours:.0f} h')
   if args.output:
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, 'results.json'), 'w', encoding='utf-8') as f:
-      json.dump(result, f, indent=2)
+    write_atomically(os.path.join(args.output, 'results.json'), json.dumps(result, indent=2))
 
 
 if __name__ == '__main__':
