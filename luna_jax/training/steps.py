@@ -252,6 +252,12 @@ def eval_step(
 # ------------------------------------------------------------------------------------------------
 
 
+def global_device_count(devices: Sequence[jax.Device]) -> int:
+  """Devices over all processes when each process trains on as many as `devices` (this
+  process's), as `select_devices` requires."""
+  return len(devices) * jax.process_count()
+
+
 def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Device]:
   """The local devices to train on, checking that every global batch size divides across them.
 
@@ -273,7 +279,7 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
         f'on a single process ({jax.process_count()} processes).'
       )
     local = local[:num_devices]
-  total = len(local) * jax.process_count()
+  total = global_device_count(local)
   for batch_size in batch_sizes:
     if batch_size % total:
       raise ConfigError(
@@ -369,7 +375,7 @@ def evaluate(
   batches = batching.eval_batches(
     split,
     batch_size,
-    num_devices=len(devices) * jax.process_count(),
+    num_devices=global_device_count(devices),
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )

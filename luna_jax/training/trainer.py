@@ -92,6 +92,7 @@ from luna_jax.training.steps import (
   device_batches,
   eval_step,
   evaluate,
+  global_device_count,
   run_train_step,
   select_devices,
   unreplicate,
@@ -108,7 +109,7 @@ def _describe_devices(devices: Sequence[jax.Device]) -> dict[str, Any]:
     'device_kind': devices[0].device_kind,
     'local_devices': len(devices),
     'process_count': jax.process_count(),
-    'global_devices': len(devices) * jax.process_count(),
+    'global_devices': global_device_count(devices),
   }
 
 
@@ -382,7 +383,7 @@ def _setup(
   eval_batch_size = training.eval_batch_size or training.batch_size
   devices = select_devices(training.num_devices, (training.batch_size, eval_batch_size))
   data = load_data(run)
-  global_devices = len(devices) * jax.process_count()
+  global_devices = global_device_count(devices)
   batching = data.batching.micro_batched(
     training.gradient_accumulation_steps, training.batch_size, global_devices
   )
@@ -685,7 +686,7 @@ def _train(
     session.data.batching.train_batches(
       session.data.train,
       training.batch_size,
-      num_devices=len(session.devices) * jax.process_count(),
+      num_devices=global_device_count(session.devices),
       seed=run.seed,
       start_step=session.start_step,
       process_index=jax.process_index(),
