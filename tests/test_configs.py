@@ -394,6 +394,12 @@ def run_train_py(config_file, *overrides):
       '(Did you mean "training" instead of "trainig"?)',
     ),
     (
+      '{tmp}/typed.py',
+      None,
+      "Error: --config={tmp}/typed.py line 4 sets 'batch_size' to 8, a str: the field takes an "
+      'int.',
+    ),
+    (
       '{tmp}/plain.py',
       None,
       'Error: --config={tmp}/plain.py: get_config() returned a dict, not an '
@@ -445,6 +451,7 @@ def run_train_py(config_file, *overrides):
     'not-a-config-file',
     'misspelt-field-in-a-config-file',
     'misspelt-section-read-by-a-config-file',
+    'a-field-of-another-type-set-by-a-config-file',
     'a-dict-for-a-config',
     'a-list-for-a-config',
     'none-for-a-config',
@@ -462,6 +469,10 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   )
   (tmp_path / 'section.py').write_text(
     'from configs import quickstart\ndef get_config():\n  quickstart.get_config().trainig.x = 1\n'
+  )
+  (tmp_path / 'typed.py').write_text(
+    'from configs import quickstart\ndef get_config():\n  config = quickstart.get_config()\n'
+    "  config.training.batch_size = '8'\n  return config\n"
   )
   (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
   (tmp_path / 'numbers.py').write_text('def get_config():\n  return [1, 2]\n')
@@ -493,8 +504,9 @@ def test_train_py_names_a_required_flag_left_out(given):
   [
     ('import os\n\ndef get_config():\n  return os.no_such_name\n', 'AttributeError'),
     ('def get_config(:\n  pass\n', 'SyntaxError'),
+    ("def get_config():\n  return 1 + '2'\n", 'TypeError'),
   ],
-  ids=['attribute-error', 'syntax-error'],
+  ids=['attribute-error', 'syntax-error', 'type-error'],
 )
 def test_a_config_files_own_bug_keeps_its_traceback(source, error, tmp_path):
   # Only ml_collections' errors about the config's fields are reduced to one line.

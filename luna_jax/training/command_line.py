@@ -128,8 +128,9 @@ def _out_of_space(error: BaseException) -> bool:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a config file that does not load (or is not Python), a config
   argument the file does not take, a get_config() that returns no ConfigDict, a flag value that does
-  not parse and a config field that does not exist (set on the command line, or read or set by a
-  config file) each reported as one `Error:` line instead of a traceback. Any other error of a
+  not parse, a config field that does not exist (set on the command line, or read or set by a
+  config file) and a field a config file sets to a value of another type each reported as one
+  `Error:` line instead of a traceback. Any other error of a
   config file's own code keeps its traceback, which says where it is."""
   try:
     parsed = FLAGS(argv)
@@ -158,6 +159,9 @@ def parse_flags(argv: list[str]) -> list[str]:
       sys.exit(f'Error: {cause}')
     if isinstance(cause, TypeError) and 'get_config()' in str(cause):  # Its argument, or none.
       sys.exit(f'Error: --config={_config_file(argv)}: {cause}.')
+    wrong_types = [_wrong_type(x, argv) for x in _chain(e) if isinstance(x, TypeError)]
+    if any(wrong_types):
+      sys.exit(f'Error: {next(filter(None, wrong_types))}')
     if isinstance(e, OSError):
       reason = str(cause).strip().splitlines()[-1].strip()
       sys.exit(f'Error: --config={_config_file(argv)}: cannot load it: {reason}.')
@@ -259,6 +263,27 @@ def _missing_field(error: AttributeError | KeyError, argv: list[str]) -> str | N
   else:
     hint = _EVERY_FIELD
   return f'{given[0]}: the config has no field {name!r} {hint}'
+
+
+def _wrong_type(error: TypeError, argv: list[str]) -> str | None:
+  """The message for ml_collections' error about a config file setting a field to a value of
+  another type (e.g. `config.training.batch_size = '8'`), naming its line; None for any other
+  error."""
+  words = re.match(
+    r"Could not override field '(\w+)' \(reference\)\. (.*) is of original type "
+    r"<class '(\w+)'> and cannot be casted to type <class '(\w+)'>",
+    str(error),
+    re.DOTALL,
+  )
+  line = _config_file_line(error, argv)
+  if not (words and line):
+    return None
+  name, value, given, field = words.groups()
+  given, field = (f'{"an" if kind[0] in "aeiou" else "a"} {kind}' for kind in (given, field))
+  return (
+    f'--config={_config_file(argv)}{line} sets {name!r} to {value}, {given}: the field takes '
+    f'{field}.'
+  )
 
 
 def _config_file_line(error: BaseException, argv: list[str]) -> str:
