@@ -239,8 +239,13 @@ def test_the_data_folder_otherwise_spelt_is_no_change_but_another_folder_is(
   # The same spelling names a copy from here: the checkpoint's real path tells them apart.
   shutil.copytree(data_dir, os.path.realpath(config.data.data_dir))
   config.training.num_train_steps = 4
-  with pytest.raises(run_config.ConfigChangedError, match='data.data_dir: '):
+  with pytest.raises(run_config.ConfigChangedError) as raised:
     trainer.train_and_evaluate(config, workdir)
+  # Both folders named: the spelling alone reads the same.
+  spelt, here = config.data.data_dir, os.path.realpath(config.data.data_dir)
+  assert f'data.data_dir: {spelt!r} (the folder {os.path.realpath(data_dir)}) -> {here!r}\n' in str(
+    raised.value
+  )
   assert os.path.relpath(data_dir) != config.data.data_dir
   config.data.data_dir = os.path.relpath(data_dir)
   assert trainer.train_and_evaluate(config, workdir)['step'] == 4

@@ -166,7 +166,9 @@ def restore_run(
     # out once the run has a checkpoint.
     if not as_stored['init_from'] and 'init_from' in stored:
       as_stored['init_from'] = stored['init_from']
-    raise_if_changed(stored, as_stored, workdir, f'checkpoint at step {step}')
+    raise_if_changed(
+      stored, as_stored, workdir, f'checkpoint at step {step}', record.get('real_paths')
+    )
     if vocabulary is not None and record.get('vocabulary', vocabulary) != vocabulary:
       raise VocabularyChangedError(
         f'{workdir} was trained on vocabulary {record["vocabulary"]!r} (checkpoint at step '
@@ -526,8 +528,16 @@ def initialize_from(
   return state.replace(params=params, opt_state=optimizer.init(params))
 
 
+#: The config's folders, by the name their real path is recorded under ('real_paths').
+_FOLDERS = {'data_dir': ('data', 'data_dir'), 'init_from': ('init_from',)}
+
+
 def raise_if_changed(
-  stored: dict[str, Any], new: dict[str, Any], workdir: str, evidence: str
+  stored: dict[str, Any],
+  new: dict[str, Any],
+  workdir: str,
+  evidence: str,
+  real_paths: dict[str, str] | None = None,
 ) -> None:
   """Refuses to resume (or to reuse the results of) a run trained with other settings.
 
@@ -536,11 +546,22 @@ def raise_if_changed(
     new: this session's run config (`RunConfig.to_dict()`).
     workdir: the run's folder.
     evidence: what `stored` was read from, for the message ('checkpoint at step 100').
+    real_paths: the real paths of `stored`'s folders as recorded with it ('data_dir',
+      'init_from'), named beside a changed folder's spelling: a relative spelling alone does not
+      say which folder it meant.
 
   Raises:
     ConfigChangedError: naming every setting that differs (`config_changes`), with both values.
   """
   changes = config_changes(stored, new)
+  for name, keys in _FOLDERS.items():
+    recorded = (real_paths or {}).get(name)
+    old, given = (functools.reduce(lambda d, k: d.get(k, {}), keys, c) for c in (stored, new))
+    key = '.'.join(keys)
+    line = f'{key}: {old!r} -> {given!r}'
+    if recorded and line in changes:
+      spelt = (_folder(old, recorded), _folder(given, real_path(given)))
+      changes[changes.index(line)] = f'{key}: {spelt[0]} -> {spelt[1]}'
   if changes:
     raise ConfigChangedError(
       f'{workdir} holds a run trained with other settings ({evidence}):\n  '
@@ -552,6 +573,11 @@ def raise_if_changed(
       'be left out (it is not read on resume). Use another --workdir for a new run, or resume '
       f'this one with the settings in {workdir}/config.json.'
     )
+
+
+def _folder(spelling: str, path: str) -> str:
+  """A folder as a config spells it, with its real path where that reads otherwise."""
+  return repr(spelling) if spelling == path else f'{spelling!r} (the folder {path})'
 
 
 def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -606,7 +632,13 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
           **paths_as_stored(run.to_dict(), stored, record.get('real_paths')),
           'init_from': stored['init_from'],
         }
-        raise_if_changed(stored, new, stage_dir, f'results.json at step {finished["step"]}')
+        raise_if_changed(
+          stored,
+          new,
+          stage_dir,
+          f'results.json at step {finished["step"]}',
+          record.get('real_paths'),
+        )
         logging.info('%s finished (step %d); skipped.', stage_dir, finished['step'])
       results.append(finished or train_and_evaluate(stage_config, stage_dir))
     pretrain, finetune = results
