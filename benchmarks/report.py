@@ -6,14 +6,15 @@ plot.
       [--checkpoint final|best]
 
 Every `results.json` under `--runs_dir` (written by `luna_jax.training.trainer.train_and_evaluate`)
-is one run, counted once (a folder with a results.json is not searched further: a self-pretraining
-run's stages are part of it). Only LRA classifier runs on the five Table-1 tasks are in the table,
-each with its task's metric (test accuracy); the other results.json files (masked-LM pretraining,
-whose accuracy is a token accuracy, token models, other tasks, Path-X) and unfinished workdirs (with
-how far they got, from their metrics.jsonl) are listed under the table. Debug runs (`config.debug`)
-have their own rows, never averaged with real ones, and so have self-pretrained runs (`spt`: their
-results.json has `pretraining`; the notes give their pretraining steps and time); a run evaluated
-on part of its test split (`training.num_eval_batches`) is marked *. A missing `--runs_dir`, one
+is one run, counted once (a self-pretraining run's stages are part of it; a run trained inside
+another's folder is a run of its own). Only LRA classifier runs on the five Table-1 tasks are in the
+table, each with its task's metric (test accuracy); the other results.json files (masked-LM
+pretraining, whose accuracy is a token accuracy, token models, other tasks, Path-X) and unfinished
+workdirs (with how far they got, from their metrics.jsonl) are listed under the table. Debug runs
+(`config.debug`) have their own rows, never averaged with real ones, and so have self-pretrained
+runs (`spt`: their results.json has `pretraining`; the notes give their pretraining steps and
+time); a run evaluated on part of its test split (`training.num_eval_batches`) is marked *, and
+runs of one seed counted in one cell (repeats, not other seeds) ‡. A missing `--runs_dir`, one
 without any such run, or an unreadable results.json (named) is an error (exit status 1). Runs are
 grouped by model variant (read from the stored config: model name, attention, projection length,
 contextual P, P-mean pooling) and task. `leaderboard.md` gives the test accuracy (%) per task (of
@@ -71,6 +72,8 @@ SPT = ' (self-pretrained)'
 STEPS = ' ({} steps)'
 #: Mark of a cell with a run evaluated on part of its test split (`training.num_eval_batches`).
 PARTIAL = '*'
+#: Mark of a cell whose runs include several of one seed: repeats of one run, not other seeds.
+REPEATED = '‡'
 #: Chance accuracy of each Table-1 task: one over its number of classes.
 CHANCE = {
   'listops': 1 / listops.NUM_CLASSES,
@@ -90,6 +93,7 @@ KEPT_GAIN = 0.5
 #: masked LM's (`luna_jax.training.self_pretraining`'s names, repeated here so that the report
 #: does not import JAX).
 FINETUNE_DIR, PRETRAIN_DIR = 'finetune', 'pretrain'
+STAGE_DIRS = (PRETRAIN_DIR, FINETUNE_DIR)
 #: A run's metric log (`luna_jax.training.metric_log` writes it; named here for the same reason).
 METRICS_FILE = 'metrics.jsonl'
 
@@ -218,8 +222,8 @@ def health(
 def find_results(runs_dir: str) -> list[str]:
   """The `results.json` files under `runs_dir`, one per run, in path order.
 
-  A folder with a results.json is one run: its sub-folders are not searched (a self-pretraining
-  run's `pretrain` and `finetune` stages are part of it).
+  A folder with a results.json is one run: its stages (a self-pretraining run's `pretrain` and
+  `finetune`) are part of it; its other sub-folders are searched (`_inside_a_run`).
 
   Raises:
     ReportError: `runs_dir` is not a folder.
@@ -234,25 +238,32 @@ def find_results(runs_dir: str) -> list[str]:
     dirs.sort()
     if 'results.json' in files:
       found.append(os.path.join(root, 'results.json'))
-      dirs.clear()
+      _inside_a_run(dirs)
   return sorted(found)
+
+
+def _inside_a_run(dirs: list[str]) -> None:
+  """Prunes `os.walk`'s listing of a run's folder to what may hold other runs (one trained with
+  its workdir inside this run's, e.g. a sweep under a run of the same name): not its stages, which
+  are part of it, nor its checkpoints."""
+  dirs[:] = [name for name in dirs if name not in (*STAGE_DIRS, 'checkpoints', 'best')]
 
 
 def unfinished_runs(runs_dir: str) -> list[str]:
   """The workdirs under `runs_dir` without results.json (runs in progress, stopped, or copied
-  unfinished by `benchmarks.reproduce --collect_to`), outside any finished run's folder: folders
-  with checkpoints, a `kind.json` (every trainer workdir, a self-pretraining run's too) or a
-  metrics.jsonl."""
+  unfinished by `benchmarks.reproduce --collect_to`): folders with checkpoints, a `kind.json`
+  (every trainer workdir, a self-pretraining run's too) or a metrics.jsonl, but not a run's stages,
+  which are part of it (`_inside_a_run`)."""
   unfinished = []
   for root, dirs, files in os.walk(runs_dir):
     dirs.sort()
     if 'results.json' in files:
-      dirs.clear()
+      _inside_a_run(dirs)
     elif ('checkpoints' in dirs or {'kind.json', METRICS_FILE} & set(files)) and (
-      os.path.basename(root) not in (PRETRAIN_DIR, FINETUNE_DIR)
+      os.path.basename(root) not in STAGE_DIRS
     ):
       unfinished.append(root)
-      dirs.clear()
+      _inside_a_run(dirs)
   return sorted(unfinished)
 
 
@@ -432,10 +443,13 @@ def _cell(
   on_test: bool = False,
   partial: bool = False,
   failures: tuple[int, int, int] = (0, 0, 0),
+  repeated: bool = False,
 ) -> str:
   if not values:
     return '-'
-  mark = (ON_TEST if on_test else '') + (PARTIAL if partial else '')
+  mark = (
+    (ON_TEST if on_test else '') + (PARTIAL if partial else '') + (REPEATED if repeated else '')
+  )
   if len(values) == 1:
     text = f'{values[0]:.2f}{mark}'
   else:
@@ -468,6 +482,20 @@ def _parts(variant: str) -> tuple[str, str, bool]:
   return model, f' {protocol}' if protocol else '', debug
 
 
+def repeated_seeds(
+  runs: Sequence[RunResult],
+) -> dict[tuple[str, str], dict[int, list[str]]]:
+  """By (variant, task), the seeds that more than one run has, with those runs' results.json."""
+  paths: dict[tuple[str, str], dict[int, list[str]]] = {}
+  for run in runs:
+    paths.setdefault(run.key, {}).setdefault(run.seed, []).append(run.path)
+  repeated = {
+    key: {seed: found for seed, found in seeds.items() if len(found) > 1}
+    for key, seeds in paths.items()
+  }
+  return {key: seeds for key, seeds in repeated.items() if seeds}
+
+
 def health_counts(runs: Sequence[RunResult]) -> dict[tuple[str, str], tuple[int, int, int]]:
   """By (variant, task): (runs that collapsed, runs that never learned, runs with a `Health`)."""
   counts: dict[tuple[str, str], tuple[int, int, int]] = {}
@@ -487,11 +515,13 @@ def leaderboard(
   on_test: frozenset[tuple[str, str]] = frozenset(),
   partial: frozenset[tuple[str, str]] = frozenset(),
   failures: Mapping[tuple[str, str], tuple[int, int, int]] | None = None,
+  repeated: frozenset[tuple[str, str]] = frozenset(),
 ) -> str:
   """The markdown table: for every model with runs, its paper row and its rows of runs.
 
   Cells (and averages over them) of the (variant, task) keys in `on_test` are marked † (chosen on
-  test data), cells of the keys in `partial` * (evaluated on part of the test split); a cell whose
+  test data), cells of the keys in `partial` * (evaluated on part of the test split), cells of the
+  keys in `repeated` ‡ (runs of one seed among them, `repeated_seeds`); a cell whose
   runs include some that collapsed or never learned (`failures`, `health_counts`) says how many,
   e.g. '27.92 ± 11.30 (1 collapsed of 3)'. Self-pretrained runs (variants ending in `SPT`), runs
   of other lengths than the recipe (`STEPS`) and debug runs (`DEBUG`) have their own rows after
@@ -536,7 +566,11 @@ def leaderboard(
       average_marks = (bool(marked), bool(marked - {'retrieval'}))
       cells = [
         _cell(
-          runs.get((row, t)), t in marked, (row, t) in partial, failures.get((row, t), (0, 0, 0))
+          runs.get((row, t)),
+          t in marked,
+          (row, t) in partial,
+          failures.get((row, t), (0, 0, 0)),
+          (row, t) in repeated,
         )
         for t in TABLE1_TASKS
       ]
@@ -608,9 +642,11 @@ def leaderboard_markdown(
   left_out: Sequence[str] = (),
   failures: Mapping[tuple[str, str], tuple[int, int, int]] | None = None,
   notes: Sequence[str] = (),
+  repeated: Mapping[tuple[str, str], Mapping[int, Sequence[str]]] | None = None,
 ) -> str:
   """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table, the notes
-  on its marks († `on_test`, * `partial`, debug rows), more `notes` (`health_notes`,
+  on its marks († `on_test`, * `partial`, ‡ `repeated`: `repeated_seeds`, debug rows), more
+  `notes` (`health_notes`,
   `pretraining_notes`) and the runs `left_out` (results.json files that are not LRA classifier
   runs, unfinished workdirs), one per line."""
   total = sum(len(v) for v in runs.values())
@@ -625,6 +661,17 @@ def leaderboard_markdown(
     marks.append(
       f'{PARTIAL} Partial: at least one of these runs was evaluated on a sample of its test '
       'split (training.num_eval_batches != -1), not on all of it.'
+    )
+  if repeated:
+    marks.append(
+      f'{REPEATED} Repeated seeds: several of these runs have the same config.seed, so they are '
+      'repeats of one run (bit-identical on one machine), not independent seeds; they are '
+      'counted as runs, and the spread says nothing of seed-to-seed variation:\n'
+      + '\n'.join(
+        f'- {label(_parts(variant)[0])}, {task}, seed {seed}: {", ".join(paths)}'
+        for (variant, task), seeds in sorted(repeated.items())
+        for seed, paths in sorted(seeds.items())
+      )
     )
   if any(variant.endswith(DEBUG) for variant, _ in runs):
     marks.append(
@@ -644,7 +691,7 @@ def leaderboard_markdown(
       'task has runs). Paper rows: Luna paper (Ma et al., NeurIPS 2021) Table 1 (Table 3 for the '
       'P-mean pooling), the baselines there from Tay et al. (2021).',
       '',
-      leaderboard(runs, on_test, partial, failures),
+      leaderboard(runs, on_test, partial, failures, frozenset(repeated or {})),
       '',
       *[line for note in marks for line in (note, '')],
     ]
@@ -793,6 +840,7 @@ def write_report(
     left_out,
     health_counts(runs),
     [*health_notes(runs), *pretraining_notes(runs)],
+    repeated_seeds(runs),
   )
   write_atomically(os.path.join(output_dir, 'leaderboard.md'), markdown)
   print(f'{len(runs)} runs -> {os.path.join(output_dir, "leaderboard.md")}')

@@ -310,3 +310,41 @@ def test_the_report_names_the_self_pretraining_stages_as_the_trainer_writes_them
     self_pretraining.FINETUNE_DIR,
     self_pretraining.PRETRAIN_DIR,
   )
+
+
+def test_a_run_inside_another_runs_folder_is_counted_and_stages_are_not(tmp_path):
+  root = tmp_path / 'runs'
+  # A sweep run trained inside the quick start's run folder, of the same config name.
+  write_run(root, 'quickstart', 'listops', 0, 0.44, **LUNA16)
+  write_run(root, 'quickstart/luna16/seed1', 'listops', 1, 0.42, **LUNA16)
+  (root / 'quickstart' / 'checkpoints' / '5').mkdir(parents=True)
+  (root / 'quickstart' / 'luna16' / 'seed2').mkdir(parents=True)
+  (root / 'quickstart' / 'luna16' / 'seed2' / 'kind.json').write_text('{}')
+  # A self-pretraining run: its stages are part of it.
+  write_run(root, 'spt', 'listops', 0, 0.40, **LUNA16)
+  write_run(root, 'spt/finetune', 'listops', 0, 0.40, **LUNA16)
+  write_run(root, 'spt/pretrain', 'listops', 0, 0.20, **dict(LUNA16, name='luna_mlm'))
+  assert report.find_results(str(root)) == sorted(
+    str(root / folder / 'results.json')
+    for folder in ('quickstart', 'quickstart/luna16/seed1', 'spt')
+  )
+  assert report.unfinished_runs(str(root)) == [str(root / 'quickstart' / 'luna16' / 'seed2')]
+
+
+def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):
+  root = tmp_path / 'runs'
+  write_run(root, 'quickstart', 'listops', 0, 0.44, **LUNA16)
+  write_run(root, 'again', 'listops', 0, 0.44, **LUNA16)
+  write_run(root, 'other_seed', 'listops', 1, 0.40, **LUNA16)
+  write_run(root, 'performer', 'listops', 0, 0.20, **PERFORMER)
+  out = tmp_path / 'report'
+  report.main(['--runs_dir', str(root), '--output_dir', str(out), '--benchmark_json', ''])
+  markdown = (out / 'leaderboard.md').read_text()
+  mean, sd = statistics.fmean([44, 44, 40]), statistics.stdev([44, 44, 40])
+  assert f'| Luna-16 | ours (3 runs) | {mean:.2f} ± {sd:.2f}‡ | - |' in markdown
+  assert '| Performer | ours (1 run) | 20.00 | - |' in markdown
+  assert (
+    f'- Luna-16, listops, seed 0: {root / "again" / "results.json"}, '
+    f'{root / "quickstart" / "results.json"}\n' in markdown
+  )
+  assert markdown.count('‡') == 2  # The cell and its note.
