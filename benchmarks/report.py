@@ -67,9 +67,10 @@ DEBUG = ' (debug)'
 #: Suffix of the variant key of self-pretrained runs (results.json with `pretraining`): their own
 #: rows, never averaged with runs trained from scratch.
 SPT = ' (self-pretrained)'
-#: Suffix of the variant key of runs with other training steps than their task config's recipe
-#: (e.g. configs/pathfinder32_short.py): their own rows, named with their steps.
-STEPS = ' ({} steps)'
+#: Suffix of the variant key of runs with other training steps or sequence length than their task
+#: config's recipe (e.g. configs/pathfinder32_short.py, the quick start's ListOps of 60 tokens):
+#: their own rows, named with them ('2500 steps, length 60').
+OTHER_PROTOCOL = ' ({})'
 #: Mark of a cell with a run evaluated on part of its test split (`training.num_eval_batches`).
 PARTIAL = '*'
 #: Mark of a cell whose runs include several of one seed: repeats of one run, not other seeds.
@@ -357,9 +358,7 @@ def read_runs(paths: Sequence[str]) -> tuple[list[RunResult], list[str]]:
     final_validation = results.get('validation', {}).get('accuracy')
     pretraining = results.get('pretraining')
     variant = variant_of(config['model'])
-    steps = config.get('training', {}).get('num_train_steps')
-    other_steps = not config.get('debug') and steps not in (None, recipe_steps(task, variant))
-    variant += (SPT if pretraining is not None else '') + (STEPS.format(steps) * other_steps)
+    variant += (SPT if pretraining is not None else '') + _other_protocol(config, task, variant)
     runs.append(
       RunResult(
         path=path,
@@ -466,17 +465,37 @@ def _number(value: float | None, on_test: bool = False) -> str:
 
 
 @functools.cache
-def recipe_steps(task: str, variant: str) -> int | None:
-  """`training.num_train_steps` of `configs/<task>.py:<variant>`, None for a variant the task
-  configs do not take."""
+def recipe(task: str, variant: str) -> tuple[int, int] | None:
+  """(`training.num_train_steps`, `data.options.max_length`) of `configs/<task>.py:<variant>`, None
+  for a variant the task configs do not take."""
   if variant not in CONFIG_VARIANTS:
     return None
-  return importlib.import_module(f'configs.{task}').get_config(variant).training.num_train_steps
+  config = importlib.import_module(f'configs.{task}').get_config(variant)
+  return config.training.num_train_steps, config.data.options.max_length
+
+
+def _other_protocol(config: Mapping[str, Any], task: str, variant: str) -> str:
+  """`OTHER_PROTOCOL` with a (non-debug) run's steps and length where they are not its recipe's
+  (`recipe`; a variant without one: both), else ''."""
+  given = (
+    config.get('training', {}).get('num_train_steps'),
+    config.get('data', {}).get('options', {}).get('max_length'),
+  )
+  if config.get('debug'):
+    return ''
+  other = [
+    text.format(value)
+    for text, value, usual in zip(
+      ('{} steps', 'length {}'), given, recipe(task, variant) or (None, None)
+    )
+    if value not in (None, usual)
+  ]
+  return OTHER_PROTOCOL.format(', '.join(other)) if other else ''
 
 
 def _parts(variant: str) -> tuple[str, str, bool]:
-  """A variant key's model variant, its protocol suffix (`SPT`, `STEPS`; '' for the recipe) and
-  whether debug (`DEBUG`)."""
+  """A variant key's model variant, its protocol suffix (`SPT`, `OTHER_PROTOCOL`; '' for the
+  recipe) and whether debug (`DEBUG`)."""
   debug = variant.endswith(DEBUG)
   model, _, protocol = variant.removesuffix(DEBUG).partition(' ')
   return model, f' {protocol}' if protocol else '', debug
@@ -524,9 +543,9 @@ def leaderboard(
   keys in `repeated` ‡ (runs of one seed among them, `repeated_seeds`); a cell whose
   runs include some that collapsed or never learned (`failures`, `health_counts`) says how many,
   e.g. '27.92 ± 11.30 (1 collapsed of 3)'. Self-pretrained runs (variants ending in `SPT`), runs
-  of other lengths than the recipe (`STEPS`) and debug runs (`DEBUG`) have their own rows after
-  the model's. The paper row is Table 1's, or Table 3's for the P-mean variants (ListOps, Text and
-  Retrieval only).
+  of other steps or lengths than the recipe (`OTHER_PROTOCOL`) and debug runs (`DEBUG`) have their
+  own rows after the model's. The paper row is Table 1's, or Table 3's for the P-mean variants
+  (ListOps, Text and Retrieval only).
   """
   failures = failures or {}
   models = {_parts(key[0])[0] for key in runs}

@@ -250,17 +250,24 @@ def test_table3_self_pretrained_and_shortened_runs_have_their_own_rows(tmp_path)
   (root / 'spt' / 'results.json').write_text(json.dumps(results))
   (root / 'spt' / 'finetune').mkdir()
   write_metrics(root / 'spt' / 'finetune', [(2500, 0.47)])  # The classifier's metrics.
-  full_steps = pathfinder32.get_config('luna16').training.num_train_steps
-  for name, steps in (('short', pathfinder32_short.LUNA_STEPS), ('full', full_steps)):
-    write_run(root, name, 'pathfinder32', 0, 0.6 if name == 'short' else 0.7, **LUNA16)
+  full = pathfinder32.get_config('luna16')
+  full_steps, full_length = full.training.num_train_steps, full.data.options.max_length
+  for name, steps, length in (
+    ('short', pathfinder32_short.LUNA_STEPS, full_length),
+    ('full', full_steps, full_length),
+    ('short_and_small', full_steps - 1, 256),  # As the quick start's ListOps: another length.
+  ):
+    write_run(root, name, 'pathfinder32', 0, {'short': 0.6, 'full': 0.7}.get(name, 0.5), **LUNA16)
     results = json.loads((root / name / 'results.json').read_text())
     results['config']['training'] = {'num_train_steps': steps}
+    results['config']['data']['options'] = {'max_length': length}
     (root / name / 'results.json').write_text(json.dumps(results))
   runs, _ = report.read_runs(report.find_results(str(root)))
   short = f'luna16 ({pathfinder32_short.LUNA_STEPS} steps)'
-  expected = ['luna16', 'luna16', short, 'luna16 (self-pretrained)', 'luna16_pmean']
+  small = f'luna16 ({full_steps - 1} steps, length 256)'
+  expected = ['luna16', 'luna16', short, small, 'luna16 (self-pretrained)', 'luna16_pmean']
   assert sorted(run.variant for run in runs) == expected
-  assert report.recipe_steps('pathfinder32', 'luna16') == full_steps
+  assert report.recipe('pathfinder32', 'luna16') == (full_steps, full_length)
   spt_health = [run.health for run in runs if run.pretraining][0]
   assert (spt_health.best, spt_health.best_step) == (pytest.approx(47.0), 2500)
   lines = report.leaderboard(report.accuracies(runs)).splitlines()[2:]
@@ -268,6 +275,8 @@ def test_table3_self_pretrained_and_shortened_runs_have_their_own_rows(tmp_path)
     '| Luna-16 | paper | 37.43 | 65.74 | 79.38 | 46.39 | 78.36 | 61.46 | 56.98 |',
     '| Luna-16 | ours (1 run) | 37.00 | - | - | - | 70.00 | - | - |',
     f'| Luna-16 ({pathfinder32_short.LUNA_STEPS} steps) | ours (1 run) | - | - | - | - | 60.00 '
+    '| - | - |',
+    f'| Luna-16 ({full_steps - 1} steps, length 256) | ours (1 run) | - | - | - | - | 50.00 '
     '| - | - |',
     '| Luna-16 + self-pretraining | ours (1 run) | 45.00 | - | - | - | - | - | - |',
     '| Luna-16 (P-mean) | paper (Table 3) | 38.06 | 65.81 | 80.22 | - | - | - | - |',
