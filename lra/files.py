@@ -64,11 +64,8 @@ def claim_outputs(
   """
   record = _record_path(paths)
   existing = [p for p in paths if p.exists()]
-  if not overwrite and len(existing) == len(paths) and record.is_file():
-    try:
-      written = json.loads(record.read_text())
-    except ValueError:
-      written = None
+  written = _read_record(record)
+  if not overwrite and len(existing) == len(paths):
     if written == {'settings': dict(settings), 'sizes': _output_sizes(paths)}:
       names = ', '.join(p.name for p in paths)
       print(
@@ -78,9 +75,8 @@ def claim_outputs(
   if existing and not overwrite:
     listing = '\n'.join(f'  {p}' for p in existing)
     raise DataError(
-      f'Refusing to overwrite existing data (not written by this command with these '
-      f'settings):\n{listing}\nPass --overwrite to replace it (deleting it first), '
-      f'or {elsewhere}.'
+      f'Refusing to overwrite existing data ({_not_kept(paths, written, settings)}):\n{listing}\n'
+      f'Pass --overwrite to replace it (deleting it first), or {elsewhere}.'
     )
   for path in [*existing, record]:
     if path.is_dir():
@@ -88,6 +84,43 @@ def claim_outputs(
     elif path.exists():
       path.unlink()
   return True
+
+
+def _read_record(record: Path) -> dict[str, Any] | None:
+  """A generator's record (`record_outputs`), None where there is none or it does not read."""
+  try:
+    written = json.loads(record.read_text())
+  except (OSError, ValueError):
+    return None
+  return written if isinstance(written, dict) and 'settings' in written else None
+
+
+def _not_kept(
+  paths: Sequence[Path], written: Mapping[str, Any] | None, settings: Mapping[str, Any]
+) -> str:
+  """Why existing outputs cannot be kept as this command's: no record, other settings (named), or
+  outputs missing or changed since they were written."""
+  if written is None:
+    return 'not written by this command: no record of it'
+  if written['settings'] != dict(settings):
+    old = written['settings']
+    changes = [
+      f'{key} {old.get(key, "(absent)")} -> {settings.get(key, "(absent)")}'
+      for key in sorted(set(old) | set(settings))
+      if old.get(key) != settings.get(key)
+    ]
+    return f'written by this command with other settings: {", ".join(changes)}'
+  missing = [p.name for p in paths if not p.exists()]
+  if missing:
+    return f'written by this command with these settings, but {", ".join(missing)} is gone since'
+  return 'written by this command with these settings, but changed since (other sizes)'
+
+
+def recorded_settings(paths: Sequence[Path]) -> dict[str, Any] | None:
+  """The settings a generator recorded for `paths` (`record_outputs`), None where it recorded
+  none."""
+  written = _read_record(_record_path(paths))
+  return None if written is None else dict(written['settings'])
 
 
 def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:

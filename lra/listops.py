@@ -18,6 +18,7 @@ import numpy as np
 from lra import tokenize
 from lra.cache import Cache, load_split_files
 from lra.core import DataError, Split, TaskData, parse_label, require_files, task_data
+from lra.files import recorded_settings
 
 FILES = {'train': 'basic_train.tsv', 'validation': 'basic_val.tsv', 'test': 'basic_test.tsv'}
 VOCAB = tuple(sorted([str(d) for d in range(10)] + ['X', '[MAX', '[MED', '[MIN', '[SM']))
@@ -94,11 +95,16 @@ def read_tsv(path: Path, max_length: int) -> Split:
 def generator_command(data_dir: Path, max_length: int) -> str:
   """The `lra.listops_generator` command that writes ListOps fitting `max_length` to `data_dir`.
 
-  The generator's defaults are the official distribution (500 to 2000 tokens); below
-  `OFFICIAL_MIN_LENGTH` every such expression would be cut, so the command then asks for short
-  expressions, as the quick start does (`configs/quickstart.py`: its exact command at 60).
+  Where the generator wrote the folder before (its record, `lra.files.record_outputs`), the
+  command is the one it recorded. Otherwise: the generator's defaults are the official
+  distribution (500 to 2000 tokens); below `OFFICIAL_MIN_LENGTH` every such expression would be
+  cut, so the command then asks for short expressions, as the quick start does
+  (`configs/quickstart.py`: its exact command at 60).
   """
   command = f'python -m lra.listops_generator --output_dir {shlex.quote(str(data_dir))}'
+  recorded = recorded_settings([data_dir / name for name in FILES.values()])
+  if recorded is not None:
+    return ' '.join([command, *(f'--{key} {value}' for key, value in recorded.items())])
   if max_length >= OFFICIAL_MIN_LENGTH:
     return command
   return (

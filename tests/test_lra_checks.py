@@ -5,6 +5,7 @@ import errno
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -176,7 +177,9 @@ def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
   before = (tmp_path / 'basic_train.tsv').read_text()
   with pytest.raises(SystemExit):
     listops_generator.main(args + ['--seed', '1'])
-  assert 'Refusing to overwrite' in capsys.readouterr().err
+  assert 'Refusing to overwrite existing data (written by this command with other settings: ' in (
+    capsys.readouterr().err
+  )
   assert (tmp_path / 'basic_train.tsv').read_text() == before
   listops_generator.main(args + ['--seed', '1', '--overwrite'])
   assert (tmp_path / 'basic_train.tsv').read_text() != before
@@ -197,6 +200,36 @@ def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
     with pytest.raises(lra.DataError, match='Refusing to overwrite'):
       write(1, False)
     write(1, True)
+
+
+def test_a_generated_folder_missing_a_split_names_it_and_the_command_that_wrote_it(
+  tmp_path, capsys
+):
+  data_dir = tmp_path / "my data's"
+  args = tiny_listops_args(data_dir)
+  listops_generator.main([*args, '--seed', '3'])
+  written = {name: (data_dir / name).read_bytes() for name in listops.FILES.values()}
+  (data_dir / 'basic_val.tsv').unlink()
+  with pytest.raises(SystemExit):
+    listops_generator.main([*args, '--seed', '3'])
+  assert (
+    'Refusing to overwrite existing data (written by this command with these settings, but '
+    'basic_val.tsv is gone since)' in capsys.readouterr().err
+  )
+  # The loader's hint is the command that wrote the folder (its record), not a default one.
+  with pytest.raises(lra.DataError) as raised:
+    lra.load_task('listops', data_dir, max_length=30)
+  command = re.search(r'Generate them with: (.*)', str(raised.value))[1]
+  assert '--seed 3' in command and '--num_train 5' in command
+  listops_generator.main([*shlex.split(command)[3:], '--overwrite'])
+  assert {name: (data_dir / name).read_bytes() for name in listops.FILES.values()} == written
+  # Without a record, the folder's files are named as not this command's.
+  (data_dir / files.GENERATED_RECORD.format(name='basic_train.tsv')).unlink()
+  with pytest.raises(SystemExit):
+    listops_generator.main([*args, '--seed', '3'])
+  assert 'Refusing to overwrite existing data (not written by this command: no record of it)' in (
+    capsys.readouterr().err
+  )
 
 
 def _tree_state(root):
@@ -226,7 +259,10 @@ def test_generators_rerun_with_the_same_settings_is_a_no_op_unless_outputs_chang
   edited = _tree_state(tmp_path)
   with pytest.raises(SystemExit):
     listops_generator.main(args)
-  assert 'Refusing to overwrite' in capsys.readouterr().err
+  assert (
+    'Refusing to overwrite existing data (written by this command with these settings, but '
+    'changed since (other sizes))' in capsys.readouterr().err
+  )
   assert _tree_state(tmp_path) == edited
   # Same for the other generators (a folder output: pathfinder, synthetic).
   pathfinder_generator.generate(tmp_path / 'pf', num_examples=2)
