@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lra.cache import Cache
-from lra.core import DataError, TaskData
+from lra.core import DataError, TaskData, not_a_folder
 from lra.errors import MissingDataError
 
 
@@ -204,6 +204,8 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   difficulty = options.get('difficulty', 'hard')  # Pathfinder's and Path-X's, for the hints.
   if name in _REGISTRY:
     require_data_dir(name, data_dir, data_source(name, difficulty))
+    if Path(data_dir).is_file():  # Every LRA task's data is a folder.
+      raise not_a_folder(Path(data_dir))
   try:
     return load_registered(_REGISTRY, name, data_dir, options)
   except MissingDataError as e:
