@@ -176,6 +176,13 @@ def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(
   finetune.init_from = str(tmp_path / 'other')
   with pytest.raises(run_config.ConfigChangedError, match='init_from'):
     trainer.train_and_evaluate(finetune, str(workdir))
+  # Every checkpoint damaged (no commit marker): without init_from it would start from a random
+  # encoder, so it is refused, naming the way out.
+  for marker in (workdir / 'checkpoints').glob('*/commit_success.txt'):
+    marker.unlink()
+  finetune.init_from = ''
+  with pytest.raises(ConfigError, match='none of whose checkpoints could be restored'):
+    trainer.train_and_evaluate(finetune, str(workdir))
 
 
 def test_load_run_gives_a_trained_model_and_its_parameters(tiny_lra_data, straight_run):
@@ -283,8 +290,9 @@ def test_documented_pretraining_and_glue_finetuning_commands_work(tmp_path, caps
   assert os.path.exists(tmp_path / 'finetune' / 'results.json')
 
 
+@pytest.mark.parametrize('damaged', [False, True], ids=['intact', 'damaged'])
 def test_a_self_pretraining_workdir_moved_mid_finetuning_resumes_there(
-  tiny_lra_data, tmp_path, monkeypatch, straight_run
+  tiny_lra_data, tmp_path, monkeypatch, straight_run, damaged
 ):
   real_train_batches = lra.batching.train_batches
   sessions = []
@@ -307,8 +315,10 @@ def test_a_self_pretraining_workdir_moved_mid_finetuning_resumes_there(
   # Moved (as from a Colab drive to a laptop): the old folder, the finetune stage's recorded
   # init_from, is gone.
   shutil.move(tmp_path / 'before', tmp_path / 'after')
+  if damaged:  # Its only checkpoint: the stage starts again, from the pretrain stage's encoder.
+    (tmp_path / 'after' / 'finetune' / 'checkpoints' / '2' / 'commit_success.txt').unlink()
   results = trainer.train_and_evaluate(config, str(tmp_path / 'after'))
-  assert sessions == [0, 0, 2]
+  assert sessions == [0, 0, 0 if damaged else 2]
   jax.tree.map(
     np.testing.assert_array_equal,
     checkpoint_params(tmp_path / 'after' / 'finetune', 4),

@@ -122,6 +122,19 @@ class VocabularyChangedError(ConfigError):
   """A run is resumed on data tokenised with another vocabulary than its checkpoints'."""
 
 
+def _moved_stage_source(stored: str, new: str, workdir: str) -> bool:
+  """Whether `workdir` is a self-pretraining run's finetune stage whose source, `new`, is the
+  pretrain stage beside it, and `stored`, the one it was trained from, was a pretrain stage too:
+  the run's folder moved since (`self_pretraining.stage_configs` derives the source from it)."""
+  stage = os.path.abspath(workdir)
+  beside = os.path.join(os.path.dirname(stage), self_pretraining.PRETRAIN_DIR)
+  return (
+    os.path.basename(stage) == self_pretraining.FINETUNE_DIR
+    and new == beside
+    and os.path.basename(stored) == self_pretraining.PRETRAIN_DIR
+  )
+
+
 def restore_run(
   checkpointer: checkpointing.Checkpointer,
   state: TrainState,
@@ -163,8 +176,12 @@ def restore_run(
     stored = upgrade_stored_config(record.get('config', {}))
     as_stored = paths_as_stored(new_config, stored, record.get('real_paths'))
     # init_from is not read on resume (the run's encoder is in its own checkpoint): it may be left
-    # out once the run has a checkpoint.
-    if not as_stored['init_from'] and 'init_from' in stored:
+    # out once the run has a checkpoint, and a self-pretraining run's finetune stage reads its
+    # source from the pretrain stage beside it, wherever the run's folder has moved since.
+    left_out = not as_stored['init_from'] and 'init_from' in stored
+    if left_out or _moved_stage_source(
+      stored.get('init_from', ''), as_stored['init_from'], workdir
+    ):
       as_stored['init_from'] = stored['init_from']
     raise_if_changed(
       stored, as_stored, workdir, f'checkpoint at step {step}', record.get('real_paths')
@@ -408,6 +425,15 @@ def _setup(
       'more to evaluate or extend it, or use another --workdir.'
     )
   checkpointer.drop_best_after(start_step)  # As metrics.jsonl drops what follows start_step.
+  held = workdir_lib.recorded_kind(workdir) or ('none', False)
+  if not (start_step or run.init_from) and held[0] == 'finetuning':
+    # Resumed without init_from, but no checkpoint was restored (all set aside as damaged).
+    raise ConfigError(
+      f'{workdir} holds a finetuning run none of whose checkpoints could be restored (see '
+      f'{checkpointing.DAMAGED_DIR}/ there), and no init_from was given: it would start again '
+      f'from a random encoder. Start it again from its source with --config.init_from=<the '
+      f'folder> (its init_from in {workdir}/config.json).'
+    )
   if run.init_from and not start_step:  # A resumed run's encoder is in its own checkpoint.
     state = initialize_from(state, run.init_from, model, data, optimizer)
   if is_lead:
@@ -604,10 +630,6 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
     stages = self_pretraining.stage_configs(config, workdir)
     (pretrain_dir, _), (finetune_dir, _) = stages
     for stage_dir, stage_config in stages:
-      if stage_dir == finetune_dir and workdir_lib.has_checkpoint(finetune_dir):
-        # Its encoder is in its own checkpoints, so the pretrain folder is not read again: left
-        # out, it may have moved with the workdir since (the checkpoint keeps the old path).
-        stage_config.init_from = ''
       run = parse_config(stage_config)
       steps = run.training.num_train_steps
       ended = self_pretraining.stage_results(stage_dir)
