@@ -396,8 +396,14 @@ def run_train_py(config_file, *overrides):
     (
       '{tmp}/typed.py',
       None,
-      "Error: --config={tmp}/typed.py line 4 sets 'batch_size' to 8, a str: the field takes an "
+      "Error: --config={tmp}/typed.py line 4 sets 'batch_size' to a str (8): the field takes an "
       'int.',
+    ),
+    (
+      '{tmp}/section_typed.py',
+      None,
+      "Error: --config={tmp}/section_typed.py line 4 sets 'options' to an int (5): the field takes "
+      'a ConfigDict.',
     ),
     (
       '{tmp}/plain.py',
@@ -452,6 +458,7 @@ def run_train_py(config_file, *overrides):
     'misspelt-field-in-a-config-file',
     'misspelt-section-read-by-a-config-file',
     'a-field-of-another-type-set-by-a-config-file',
+    'a-section-set-to-a-number-by-a-config-file',
     'a-dict-for-a-config',
     'a-list-for-a-config',
     'none-for-a-config',
@@ -473,6 +480,10 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   (tmp_path / 'typed.py').write_text(
     'from configs import quickstart\ndef get_config():\n  config = quickstart.get_config()\n'
     "  config.training.batch_size = '8'\n  return config\n"
+  )
+  (tmp_path / 'section_typed.py').write_text(
+    'from configs import quickstart\ndef get_config():\n  config = quickstart.get_config()\n'
+    '  config.data.options = 5\n  return config\n'
   )
   (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
   (tmp_path / 'numbers.py').write_text('def get_config():\n  return [1, 2]\n')

@@ -271,7 +271,7 @@ def _wrong_type(error: TypeError, argv: list[str]) -> str | None:
   error."""
   words = re.match(
     r"Could not override field '(\w+)' \(reference\)\. (.*) is of original type "
-    r"<class '(\w+)'> and cannot be casted to type <class '(\w+)'>",
+    r"<class '([\w.]+)'> and cannot be casted to type <class '([\w.]+)'>",
     str(error),
     re.DOTALL,
   )
@@ -279,9 +279,12 @@ def _wrong_type(error: TypeError, argv: list[str]) -> str | None:
   if not (words and line):
     return None
   name, value, given, field = words.groups()
-  given, field = (f'{"an" if kind[0] in "aeiou" else "a"} {kind}' for kind in (given, field))
+  # The types by their own names (ml_collections.config_dict.config_dict.ConfigDict: ConfigDict).
+  given, field = (kind.rsplit('.', 1)[-1] for kind in (given, field))
+  given, field = (f'{"an" if kind[0] in "aeiouAEIOU" else "a"} {kind}' for kind in (given, field))
+  value = value.replace('\n', '\\n')  # One line, whatever the value.
   return (
-    f'--config={_config_file(argv)}{line} sets {name!r} to {value}, {given}: the field takes '
+    f'--config={_config_file(argv)}{line} sets {name!r} to {given} ({value}): the field takes '
     f'{field}.'
   )
 
