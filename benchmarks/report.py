@@ -119,6 +119,7 @@ class RunResult:
     selected_on_test: the best checkpoint was chosen on test data (`selected_on_test`).
     health: what its validation accuracies say (`health`), or None without a metrics.jsonl.
     pretraining: a self-pretrained run's `pretraining` record (results.json), else None.
+    config: the run's stored config (results.json).
   """
 
   path: str
@@ -131,6 +132,7 @@ class RunResult:
   selected_on_test: bool
   health: Health | None = None
   pretraining: Mapping[str, Any] | None = None
+  config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def key(self) -> tuple[str, str]:
@@ -375,6 +377,7 @@ def read_runs(paths: Sequence[str]) -> tuple[list[RunResult], list[str]]:
         if metrics is None or final_validation is None
         else health(task, final_validation, results.get('step', 0), read_metrics(metrics)),
         pretraining=pretraining,
+        config=config,
       )
     )
   if unreadable:
@@ -503,16 +506,34 @@ def _parts(variant: str) -> tuple[str, str, bool]:
 
 def repeated_seeds(
   runs: Sequence[RunResult],
-) -> dict[tuple[str, str], dict[int, list[str]]]:
-  """By (variant, task), the seeds that more than one run has, with those runs' results.json."""
-  paths: dict[tuple[str, str], dict[int, list[str]]] = {}
+) -> dict[tuple[str, str], dict[int, list[RunResult]]]:
+  """By (variant, task), the seeds that more than one run has, with those runs."""
+  groups: dict[tuple[str, str], dict[int, list[RunResult]]] = {}
   for run in runs:
-    paths.setdefault(run.key, {}).setdefault(run.seed, []).append(run.path)
+    groups.setdefault(run.key, {}).setdefault(run.seed, []).append(run)
   repeated = {
     key: {seed: found for seed, found in seeds.items() if len(found) > 1}
-    for key, seeds in paths.items()
+    for key, seeds in groups.items()
   }
   return {key: seeds for key, seeds in repeated.items() if seeds}
+
+
+def differing_settings(runs: Sequence[RunResult]) -> list[str]:
+  """The config keys (dotted) whose values differ between `runs`, the folders aside
+  (`data.data_dir`, `init_from`: where a run read its data and source, not how it trained)."""
+
+  def flat(tree: Mapping[str, Any], prefix: str = '') -> dict[str, str]:
+    items = {}
+    for key, value in tree.items():
+      if isinstance(value, Mapping):
+        items.update(flat(value, f'{prefix}{key}.'))
+      else:
+        items[f'{prefix}{key}'] = json.dumps(value, sort_keys=True)
+    return items
+
+  configs = [flat(run.config) for run in runs]
+  keys = set().union(*configs) - {'data.data_dir', 'init_from'}
+  return sorted(key for key in keys if len({config.get(key) for config in configs}) > 1)
 
 
 def health_counts(runs: Sequence[RunResult]) -> dict[tuple[str, str], tuple[int, int, int]]:
@@ -661,7 +682,7 @@ def leaderboard_markdown(
   left_out: Sequence[str] = (),
   failures: Mapping[tuple[str, str], tuple[int, int, int]] | None = None,
   notes: Sequence[str] = (),
-  repeated: Mapping[tuple[str, str], Mapping[int, Sequence[str]]] | None = None,
+  repeated: Mapping[tuple[str, str], Mapping[int, Sequence[RunResult]]] | None = None,
 ) -> str:
   """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table, the notes
   on its marks († `on_test`, * `partial`, ‡ `repeated`: `repeated_seeds`, debug rows), more
@@ -683,13 +704,15 @@ def leaderboard_markdown(
     )
   if repeated:
     marks.append(
-      f'{REPEATED} Repeated seeds: several of these runs have the same config.seed, so they are '
-      'repeats of one run (bit-identical on one machine), not independent seeds; they are '
-      'counted as runs, and the spread says nothing of seed-to-seed variation:\n'
+      f'{REPEATED} Runs of one seed: several of these runs have the same config.seed, so they are '
+      'not independent seeds (each is counted as a run, and the spread says nothing of '
+      'seed-to-seed variation). With the same settings they are repeats of one run '
+      '(bit-identical on one machine); the settings that differ are named:\n'
       + '\n'.join(
-        f'- {label(_parts(variant)[0])}, {task}, seed {seed}: {", ".join(paths)}'
+        f'- {label(_parts(variant)[0])}, {task}, seed {seed}: '
+        f'{", ".join(run.path for run in group)} ({_same_or_not(group)})'
         for (variant, task), seeds in sorted(repeated.items())
-        for seed, paths in sorted(seeds.items())
+        for seed, group in sorted(seeds.items())
       )
     )
   if any(variant.endswith(DEBUG) for variant, _ in runs):
@@ -715,6 +738,11 @@ def leaderboard_markdown(
       *[line for note in marks for line in (note, '')],
     ]
   )
+
+
+def _same_or_not(runs: Sequence[RunResult]) -> str:
+  differing = differing_settings(runs)
+  return f'other settings: {", ".join(differing)}' if differing else 'the same settings'
 
 
 def figure1(

@@ -345,15 +345,49 @@ def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):
   write_run(root, 'quickstart', 'listops', 0, 0.44, **LUNA16)
   write_run(root, 'again', 'listops', 0, 0.44, **LUNA16)
   write_run(root, 'other_seed', 'listops', 1, 0.40, **LUNA16)
+  write_run(root, 'other_rate', 'listops', 1, 0.42, **LUNA16)
   write_run(root, 'performer', 'listops', 0, 0.20, **PERFORMER)
+  results = json.loads((root / 'other_rate' / 'results.json').read_text())
+  results['config'].update(
+    optimizer={'learning_rate': 3e-4}, data={'task': 'listops', 'data_dir': 'x'}
+  )
+  (root / 'other_rate' / 'results.json').write_text(json.dumps(results))
   out = tmp_path / 'report'
   report.main(['--runs_dir', str(root), '--output_dir', str(out), '--benchmark_json', ''])
   markdown = (out / 'leaderboard.md').read_text()
-  mean, sd = statistics.fmean([44, 44, 40]), statistics.stdev([44, 44, 40])
-  assert f'| Luna-16 | ours (3 runs) | {mean:.2f} ± {sd:.2f}‡ | - |' in markdown
+  mean, sd = statistics.fmean([44, 44, 40, 42]), statistics.stdev([44, 44, 40, 42])
+  assert f'| Luna-16 | ours (4 runs) | {mean:.2f} ± {sd:.2f}‡ | - |' in markdown
   assert '| Performer | ours (1 run) | 20.00 | - |' in markdown
+  # Each seed's runs, with whether their settings are the same (the data folder aside).
   assert (
     f'- Luna-16, listops, seed 0: {root / "again" / "results.json"}, '
-    f'{root / "quickstart" / "results.json"}\n' in markdown
+    f'{root / "quickstart" / "results.json"} (the same settings)\n' in markdown
+  )
+  assert (
+    f'- Luna-16, listops, seed 1: {root / "other_rate" / "results.json"}, '
+    f'{root / "other_seed" / "results.json"} (other settings: optimizer.learning_rate)\n'
+    in markdown
   )
   assert markdown.count('‡') == 2  # The cell and its note.
+
+
+@pytest.mark.parametrize(
+  'task, final, best, learned, collapsed',
+  [
+    # ListOps (chance 10%): learned from exactly 10 + 0.1 x 90 = 19% on.
+    ('listops', 0.19, None, True, False),
+    ('listops', 0.1899, None, False, False),
+    # The binary tasks (chance 50%): from 55% on; 57% is learned.
+    ('pathfinder32', 0.57, None, True, False),
+    ('pathfinder32', 0.5499, None, False, False),
+    # Collapsed below chance + half the best gain: best 30%, final exactly 20% kept it.
+    ('listops', 0.20, 0.30, True, False),
+    ('listops', 0.1999, 0.30, True, True),
+    # A run that never learned did not collapse, however far it fell.
+    ('listops', 0.11, 0.17, False, False),
+  ],
+)
+def test_the_health_rule_at_its_boundaries(task, final, best, learned, collapsed):
+  entries = [] if best is None else [{'step': 1, 'validation_accuracy': best}]
+  result = report.health(task, final, 2, entries)
+  assert (result.learned, result.collapsed) == (learned, collapsed)
