@@ -92,7 +92,9 @@ def _read_record(record: Path) -> dict[str, Any] | None:
     written = json.loads(record.read_text())
   except (OSError, ValueError):
     return None
-  return written if isinstance(written, dict) and 'settings' in written else None
+  return (
+    written if isinstance(written, dict) and isinstance(written.get('settings'), dict) else None
+  )
 
 
 def _not_kept(
@@ -132,7 +134,14 @@ def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:
 def write_atomically(path: str | Path, text: str) -> None:
   """Writes `text` (UTF-8) to `path` through a temporary file of its own beside it
   (`<path>.<random>.tmp`), which then replaces `path`: a reader, an interrupted writer or another
-  writer sees the old content or a new one, never a part."""
+  writer sees the old content or a new one, never a part. A symlink's target is what is replaced
+  (the link stays); a path that is not a regular file (a device such as /dev/stdout, a pipe) is
+  written through, as it cannot be replaced."""
+  path = os.path.realpath(path)
+  if os.path.exists(path) and not os.path.isfile(path):
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(text)
+    return
   temporary = f'{path}.{uuid.uuid4().hex[:12]}.tmp'
   try:
     with open(temporary, 'x', encoding='utf-8') as f:

@@ -1,7 +1,9 @@
 """Data problems surface at load time: empty splits, truncation, a damaged or half-written cache,
 and generators that would overwrite existing data."""
 
+import dataclasses
 import errno
+import json
 import logging
 import os
 import re
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +88,30 @@ def test_truncation_counts_at_the_boundary_of_token_tasks(tmp_path):
   assert data.test.num_truncated == 2
 
 
+@pytest.mark.parametrize('field', ['lengths', 'lengths2'])
+def test_lengths_may_reach_max_length_and_no_further(field):
+  max_length = 4
+
+  def check(length):
+    inputs, full = np.ones((2, max_length), np.uint8), np.full(2, max_length, np.int32)
+    split = lra.Split(inputs, full, np.zeros(2, np.int32), inputs2=inputs, lengths2=full)
+    split = dataclasses.replace(split, **{field: np.array([0, length], np.int32)})
+    lra.core.check_arrays(
+      'toy',
+      {'train': split},
+      {'train': 'x.tsv'},
+      vocab_size=2,
+      num_classes=2,
+      max_length=max_length,
+    )
+
+  check(max_length)
+  with pytest.raises(
+    lra.DataError, match=rf'x.tsv: toy train split: {field} holds {max_length + 1}, outside'
+  ):
+    check(max_length + 1)
+
+
 def load_retrieval(path, **options):
   return lra.load_task('retrieval', path, max_length=64, **options)
 
@@ -105,6 +132,27 @@ def test_a_killed_cache_build_leaves_nothing_behind(tmp_path):
   expected = load_retrieval(tmp_path, cache=False)
   np.testing.assert_array_equal(load_retrieval(tmp_path).train.inputs, expected.train.inputs)
   assert [p.name.startswith('retrieval-') for p in cache_dir.iterdir()] == [True]
+
+
+def test_a_cache_entry_is_complete_with_its_marker_before_it_takes_its_name(tmp_path, monkeypatch):
+  """A writer killed between the rename and the marker would leave an entry without one, which no
+  later rename can replace."""
+  renamed = []
+  rename = os.rename
+
+  def rename_and_look(source, destination):
+    renamed.append(sorted(p.name for p in Path(source).iterdir()))
+    marker = json.loads((Path(source) / 'complete').read_text())
+    renamed.append(sorted(marker))
+    rename(source, destination)
+
+  monkeypatch.setattr(cache_lib.os, 'rename', rename_and_look)
+  cache = cache_lib.Cache(tmp_path / 'cache')
+  cache.load_or_build('k', lambda: {'a': np.arange(3), 'b': np.ones(2)}, params={})
+  assert renamed == [['a.npy', 'b.npy', 'complete'], ['a', 'b']]
+  monkeypatch.undo()
+  served = cache.load_or_build('k', lambda: pytest.fail('rebuilt'), params={})
+  assert isinstance(served['a'], np.memmap) and served['a'].tolist() == [0, 1, 2]
 
 
 def test_temporaries_of_live_writers_are_kept_and_of_other_hosts_expire(tmp_path):
@@ -321,6 +369,19 @@ def test_a_folder_where_a_data_file_belongs_is_named_not_opened(tmp_path):
     lra.load_task('listops', tmp_path)
 
 
+def test_overwriting_outputs_deletes_their_old_record(tmp_path):
+  """Outputs being regenerated have no record until the generator writes them all: a run killed
+  meanwhile leaves outputs that no record vouches for."""
+  paths = [tmp_path / 'train.txt', tmp_path / 'test.txt']
+  for path in paths:
+    path.write_text('old')
+  files.record_outputs(paths, {'seed': 1})
+  assert files.recorded_settings(paths) == {'seed': 1}
+  assert files.claim_outputs(paths, True, {'seed': 2})
+  assert files.recorded_settings(paths) is None
+  assert os.listdir(tmp_path) == []
+
+
 def test_concurrent_atomic_writes_never_show_a_part(tmp_path):
   """Two processes rewriting one file: every read sees one whole version, no temporary file is
   left, and neither writer fails."""
@@ -378,3 +439,41 @@ def test_another_users_lock_file_still_locks(tmp_path, monkeypatch):
   finally:
     os.close(fd)
   os.close(files.acquire_lock(path))  # Released.
+
+
+def test_a_lock_file_holds_its_holder_alone_after_a_longer_old_content(tmp_path):
+  path = tmp_path / 'lock'
+  path.write_text('x' * 300)
+  fd = files.acquire_lock(path)
+  try:
+    holder = f'pid {os.getpid()} on {files.socket.gethostname()}'
+    assert path.read_text() == holder
+    with pytest.raises(files.LockedError) as refused:
+      files.acquire_lock(path)  # Another open file description: refused, naming the holder.
+    assert refused.value.holder == holder
+  finally:
+    os.close(fd)
+
+
+def test_an_atomic_write_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+  target = tmp_path / 'results' / 'leaderboard.md'
+  target.parent.mkdir()
+  target.write_text('old')
+  link = tmp_path / 'latest.md'
+  link.symlink_to(target)
+  files.write_atomically(link, 'new')
+  assert link.is_symlink() and target.read_text() == 'new'
+  assert sorted(p.name for p in target.parent.iterdir()) == ['leaderboard.md']
+
+
+def test_a_damaged_generator_record_is_no_record(tmp_path, capsys):
+  args = tiny_listops_args(tmp_path)
+  listops_generator.main(args)
+  record = tmp_path / files.GENERATED_RECORD.format(name='basic_train.tsv')
+  record.write_text(json.dumps({'settings': 'x', 'sizes': {}}))
+  assert files.recorded_settings([tmp_path / name for name in listops.FILES.values()]) is None
+  with pytest.raises(SystemExit):
+    listops_generator.main(args)
+  assert 'Refusing to overwrite existing data (not written by this command: no record of it)' in (
+    capsys.readouterr().err
+  )
