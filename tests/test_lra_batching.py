@@ -102,3 +102,24 @@ def test_eval_batches_cover_everything_once_with_weights():
   last = list(lra.eval_batches(split, 4))[-1]
   np.testing.assert_array_equal(last['weights'], [1, 1, 1, 0])
   np.testing.assert_array_equal(last['targets'][:3], [4, 5, 6])
+
+
+def test_a_negative_start_step_is_a_data_error():
+  with pytest.raises(lra.DataError, match=r'start_step \(-1\) must be non-negative'):
+    next(lra.train_batches(make_split(10), 3, seed=0, start_step=-1))
+
+
+def test_eval_sample_rows_are_in_stored_order():
+  rows = lra.batching.sample_rows(1000, 50)
+  assert len(rows) == len(set(rows.tolist())) == 50 and 0 <= rows.min() and rows.max() < 1000
+  assert np.all(np.diff(rows) > 0)
+  split = make_split(1000, length=2)
+  np.testing.assert_array_equal(lra.eval_sample(split, 50).targets, rows)
+
+
+def test_micro_batches_must_divide_each_device_s_rows():
+  fixed = lra.batching.FIXED_SIZE
+  assert fixed.micro_batched(4, 8, 2) is fixed  # 4 rows a device, 4 micro-batches of 1.
+  # 8 rows divide into 8 micro-batches, but each of 2 devices gets only 4 of them.
+  with pytest.raises(lra.DataError, match='must divide the 4 rows each of the 2 devices'):
+    fixed.micro_batched(8, 8, 2)

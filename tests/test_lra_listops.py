@@ -110,6 +110,35 @@ def test_malformed_rows_name_file_and_line(tmp_path, row, message):
     lra.load_task('listops', tmp_path, cache=False)
 
 
+def test_blank_lines_are_skipped(tmp_path):
+  write_listops(tmp_path / 'plain')
+  write_listops(tmp_path / 'blank')
+  for name in listops.FILES.values():
+    path = tmp_path / 'blank' / name
+    lines = path.read_bytes().split(b'\r\n')
+    lines.insert(2, b'')  # Between the first two rows, and a trailing blank line.
+    path.write_bytes(b'\r\n'.join(lines) + b'\r\n')
+  plain = lra.load_task('listops', tmp_path / 'plain', max_length=12, cache=False)
+  blank = lra.load_task('listops', tmp_path / 'blank', max_length=12, cache=False)
+  assert blank.train.num_examples == len(ROWS)
+  for split in ('train', 'validation', 'test'):
+    for name, array in getattr(plain, split).arrays().items():
+      np.testing.assert_array_equal(getattr(blank, split).arrays()[name], array)
+
+
+def test_an_integral_float_label_is_accepted_and_a_fraction_refused(tmp_path):
+  write_listops(tmp_path, rows=ROWS[:1])
+  path = tmp_path / 'basic_val.tsv'
+  original = path.read_text()
+  path.write_text(original + '( ( [MAX 2 ) ] )\t1.0\n')
+  assert lra.load_task('listops', tmp_path, cache=False).validation.targets.tolist() == [9, 1]
+  path.write_text(original + '( ( [MAX 2 ) ] )\t1.5\n')
+  with pytest.raises(
+    lra.DataError, match=re.escape("basic_val.tsv:3: label '1.5' is out of range")
+  ):
+    lra.load_task('listops', tmp_path, cache=False)
+
+
 @pytest.mark.parametrize('line_end', ['\r\n', '\r'])
 def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, line_end):
   write_listops(tmp_path, rows=ROWS[:2], line_end=line_end)

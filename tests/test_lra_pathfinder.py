@@ -1,5 +1,6 @@
 """Tests of the Pathfinder loader (release layout) and the Pathfinder generator."""
 
+import os
 import random
 from pathlib import Path
 
@@ -119,6 +120,34 @@ def test_wrong_image_size_and_missing_data(tmp_path):
   assert '--resolution 128' in message
   with pytest.raises(lra.DataError, match="Unknown difficulty 'medium'"):
     lra.load_task('pathfinder32', tmp_path, difficulty='medium')
+
+
+def test_metadata_files_are_read_in_numeric_order(tmp_path):
+  (tmp_path / 'metadata').mkdir()
+  for k in range(12):  # String order would read 0, 1, 10, 11, 2, ...
+    (tmp_path / 'metadata' / f'{k}.npy').write_text(f'imgs/{k} sample_0.png 0 {k % 2}\n')
+  entries = lra.pathfinder.read_metadata(tmp_path)
+  assert entries == [(tmp_path / 'imgs' / str(k) / 'sample_0.png', k % 2) for k in range(12)]
+
+
+def test_the_cache_rereads_a_regenerated_png(tmp_path):
+  images = [np.full((32, 32), 10 * i, np.uint8) for i in range(20)]
+  task = write_release(tmp_path, images, [i % 2 for i in range(20)])
+
+  def levels():
+    data = lra.load_task('pathfinder32', tmp_path)
+    splits = (data.train, data.validation, data.test)
+    return isinstance(data.train.inputs, np.memmap), sorted(
+      np.concatenate([s.inputs[:, 100] for s in splits]).tolist()
+    )
+
+  assert levels() == (False, [10 * i for i in range(20)])
+  assert levels() == (True, [10 * i for i in range(20)])  # Served from the cache.
+  png = task / 'imgs' / '0' / 'sample_3.png'
+  before = png.stat().st_mtime_ns
+  Image.fromarray(np.full((32, 32), 255, np.uint8), mode='L').save(png)
+  os.utime(png, ns=(before + 10**9, before + 10**9))  # Even where mtimes are coarse.
+  assert levels() == (False, sorted([10 * i for i in range(20) if i != 3] + [255]))
 
 
 @pytest.mark.parametrize('resolution, count', [(32, 40), (128, 6)])

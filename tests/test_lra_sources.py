@@ -164,6 +164,14 @@ def test_grayscale_matches_tensorflow_by_hand():
   np.testing.assert_array_equal(tokenize.rgb_to_grayscale(PIXELS), GRAY)
 
 
+def test_id_dtype_holds_every_id_of_the_vocabulary():
+  # Ids lie in [0, vocab_size): uint16 holds 65536 of them, one more needs uint32.
+  assert tokenize.id_dtype(1 << 16) is np.uint16
+  assert tokenize.id_dtype((1 << 16) + 1) is np.uint32
+  for vocab_size in (2, 1 << 16, (1 << 16) + 1, 1 << 17):
+    assert np.iinfo(tokenize.id_dtype(vocab_size)).max >= vocab_size - 1
+
+
 def test_image_from_cifar_pickles(tmp_path):
   root = tmp_path / 'cifar-10-batches-py'
   root.mkdir()
@@ -393,6 +401,20 @@ def test_cache_serves_mmap_and_rereads_changed_sources(tmp_path):
   assert len(list((tmp_path / 'lra_cache').iterdir())) == 1
   other = lra.load_task('retrieval', tmp_path, max_length=64, cache_dir=str(tmp_path / 'elsewhere'))
   assert (tmp_path / 'elsewhere').is_dir() and other.train.num_examples == 8
+
+
+def test_a_source_rewritten_at_the_same_size_changes_the_cache_key(tmp_path):
+  """Stat files (the many images and reviews) are hashed by size and modification time: a file
+  rewritten with other bytes of the same size is a new source."""
+  path = tmp_path / 'review.txt'
+  path.write_bytes(b'good')
+  before = lra.cache.fingerprint({}, stat_files=[path])
+  assert lra.cache.fingerprint({}, stat_files=[path]) == before
+  mtime = path.stat().st_mtime_ns
+  path.write_bytes(b'poor')
+  os.utime(path, ns=(mtime + 10**9, mtime + 10**9))  # Even where mtimes are coarse.
+  assert path.stat().st_size == 4
+  assert lra.cache.fingerprint({}, stat_files=[path]) != before
 
 
 @pytest.mark.parametrize('task', synthetic.TASKS)

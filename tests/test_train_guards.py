@@ -271,6 +271,39 @@ def test_a_run_stored_before_the_optimizer_choices_resumes_as_the_adamw_it_was(t
   assert changes == ["optimizer.name: 'adamw' -> 'apollo'"]
 
 
+def test_every_setting_is_compared_on_resume_but_the_schedule_the_devices_and_decoding(
+  tiny_lra_data,
+):
+  stored = run_config.parse_config(six_steps(tiny_lra_data)).to_dict()
+
+  def changes(section, **values):
+    return run_config.config_changes(stored, {**stored, section: {**stored[section], **values}})
+
+  # The batch size decides what batch k holds: a change is a change, not a re-schedule.
+  batch_size = stored['training']['batch_size']
+  assert changes('training', batch_size=2 * batch_size) == [
+    f'training.batch_size: {batch_size} -> {2 * batch_size}'
+  ]
+  # Only `training`'s keys of RESCHEDULE_KEYS are skipped: self-pretraining's length is compared.
+  steps = stored['self_pretraining']['num_train_steps']
+  assert changes('self_pretraining', num_train_steps=steps + 10) == [
+    f'self_pretraining.num_train_steps: {steps} -> {steps + 10}'
+  ]
+  assert changes('training', num_train_steps=stored['training']['num_train_steps'] + 10) == []
+  # The decoding section changes the final evaluation alone.
+  assert changes('decoding', beam_size=stored['decoding']['beam_size'] + 1) == []
+  # A key on one side only is a change, either way.
+  options = stored['data']['options']
+  assert 'difficulty' not in options
+  assert changes('data', options={**options, 'difficulty': 'easy'}) == [
+    "data.options.difficulty: '(absent)' -> 'easy'"
+  ]
+  added = {**stored, 'data': {**stored['data'], 'options': {**options, 'difficulty': 'hard'}}}
+  assert run_config.config_changes(added, stored) == [
+    "data.options.difficulty: 'hard' -> '(absent)'"
+  ]
+
+
 def test_a_checkpoint_that_does_not_fit_the_model_fails_with_one_short_message(tmp_path):
   def state(width):
     return {'params': {'dense': {'kernel': jnp.ones((width, 4))}}, 'step': jnp.zeros((), jnp.int32)}
@@ -390,6 +423,35 @@ def test_a_checkpoint_whose_arrays_differ_from_their_digest_is_set_aside(tmp_pat
   assert checkpointer.restore_latest(state)[0]['w'][0] == 0.0  # Step 1's arrays.
   checkpointer.close()
   assert os.path.isdir(tmp_path / 'damaged_checkpoints' / 'checkpoints_2')
+
+
+def test_a_step_damaged_twice_is_set_aside_twice_and_the_run_restores_the_older_one(tmp_path):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
+  checkpointer.save(1, state, {'saved': 1})
+  for attempt in (1, 2):  # Step 2 saved, damaged, set aside; saved again, damaged again.
+    checkpointer.save(2, {**state, 'w': state['w'] + attempt}, {'saved': 2})
+    truncate_largest_data_file(str(tmp_path / 'checkpoints' / '2'))
+    restored, record = checkpointer.restore_latest(state)
+    assert restored['w'][0] == 0.0 and record == {'saved': 1}
+  checkpointer.close()
+  assert sorted(os.listdir(tmp_path / 'damaged_checkpoints')) == [
+    'checkpoints_2',
+    'checkpoints_2.2',
+  ]
+
+
+def test_saving_the_newest_step_again_keeps_it(tmp_path):
+  """Saving the newest step again keeps the checkpoint there (orbax itself would refuse it)."""
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
+  checkpointer.save(1, state, {'saved': 1})
+  checkpointer.save(2, {**state, 'w': state['w'] + 1}, {'saved': 2})
+  checkpointer.save(2, {**state, 'w': state['w'] + 2}, {'saved': 3})
+  restored, record = checkpointer.restore_latest(state)
+  assert restored['w'][0] == 1.0 and record == {'saved': 2}
+  checkpointer.close()
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']
 
 
 def test_reading_a_run_names_the_damaged_checkpoints_it_skips_or_set_aside(tmp_path, caplog):
