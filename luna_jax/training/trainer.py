@@ -610,10 +610,10 @@ def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str)
   """Runs the pretrain and finetune stages of `luna_jax.training.self_pretraining` in `workdir`.
 
   Each stage is a `train_and_evaluate` run in its own sub-folder (resumable); a stage that already
-  reached its last step with the same settings is skipped. A finetune stage with a checkpoint does
-  not read the pretrain folder again, so the workdir may be moved between sessions. Writes
-  `workdir/results.json`: the finetune stage's results with 'pretraining' (the pretrain stage's
-  'step', 'validation', 'steps_per_sec', 'directory').
+  reached its last step with the same settings is skipped. The workdir may be moved between
+  sessions: the finetune stage's source is the pretrain stage beside it (`_moved_stage_source`).
+  Writes `workdir/results.json`: the finetune stage's results with 'pretraining' (the pretrain
+  stage's 'step', 'validation', 'steps_per_sec', 'directory').
 
   Raises:
     What `train_and_evaluate` raises; config_utils.ConfigError for a model without an encoder, or
