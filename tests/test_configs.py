@@ -1,5 +1,6 @@
 """The experiment configs: every task and variant builds, follows its recipe, and rejects typos."""
 
+import functools
 import importlib
 import subprocess
 import sys
@@ -406,6 +407,12 @@ def run_train_py(config_file, *overrides):
       'a ConfigDict.',
     ),
     (
+      '{tmp}/no_model.py',
+      None,
+      'Error: config.model=None: must be a section of fields (configs/base.py sets it), not a '
+      'NoneType.',
+    ),
+    (
       '{tmp}/plain.py',
       None,
       'Error: --config={tmp}/plain.py: get_config() returned a dict, not an '
@@ -459,6 +466,7 @@ def run_train_py(config_file, *overrides):
     'misspelt-section-read-by-a-config-file',
     'a-field-of-another-type-set-by-a-config-file',
     'a-section-set-to-a-number-by-a-config-file',
+    'a-section-set-to-none-by-a-config-file',
     'a-dict-for-a-config',
     'a-list-for-a-config',
     'none-for-a-config',
@@ -484,6 +492,10 @@ def test_train_py_reports_a_bad_config_flag_in_one_line(argument, override, expe
   (tmp_path / 'section_typed.py').write_text(
     'from configs import quickstart\ndef get_config():\n  config = quickstart.get_config()\n'
     '  config.data.options = 5\n  return config\n'
+  )
+  (tmp_path / 'no_model.py').write_text(
+    'from configs import quickstart\ndef get_config():\n  config = quickstart.get_config()\n'
+    '  config.model = None\n  return config\n'
   )
   (tmp_path / 'plain.py').write_text("def get_config():\n  return {'model': {}}\n")
   (tmp_path / 'numbers.py').write_text('def get_config():\n  return [1, 2]\n')
@@ -593,3 +605,12 @@ def test_debug_names_the_overrides_it_replaces():
   config.training.eval_every = 0
   with pytest.raises(config_utils.ConfigError, match='eval_every=0'):
     run_config.replaced_by_debug(config, {**overrides, 'training.eval_every': 0})
+
+
+@pytest.mark.parametrize('section', ['data.options', 'optimizer', 'self_pretraining', 'decoding'])
+def test_a_section_that_is_not_one_is_refused_by_name(section):
+  config = load('listops', 'luna16')
+  *parents, name = section.split('.')
+  functools.reduce(getattr, parents, config)[name] = None
+  with pytest.raises(config_utils.ConfigError, match=rf'config.{section}=None: must be a section'):
+    run_config.parse_config(config)

@@ -71,6 +71,10 @@ def run(config: ConfigDict, workdir: str, overrides: dict[str, Any]) -> None:
   # jax's INFO line about each platform it probes and lacks ('Unable to initialize backend tpu');
   # the backend in use is logged by the trainer.
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+  try:
+    run_config.check_sections(config)  # Before their fields are read, here and below.
+  except config_utils.ConfigError as e:
+    sys.exit(f'Error: {e}')
   xla_settings.apply(remat=config.model.remat)  # Before the first JAX computation.
   try:
     replaced = run_config.replaced_by_debug(config, overrides)

@@ -9,6 +9,7 @@ decides whether a workdir's run may be resumed (`RESCHEDULE_KEYS` may change).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -183,6 +184,38 @@ def replaced_by_debug(config: ml_collections.ConfigDict, overrides: Mapping[str,
   )
 
 
+#: The sections of a run config, by name, and where they are (`check_sections`).
+_SECTIONS = {
+  name: tuple(name.split('.'))
+  for name in (
+    'data',
+    'data.options',
+    'model',
+    'optimizer',
+    'training',
+    'self_pretraining',
+    'decoding',
+  )
+}
+
+
+def check_sections(config: ml_collections.ConfigDict) -> None:
+  """Refuses a config without its keys, or whose sections are not sections (a config file may
+  set one to a value, e.g. `config.model = None`), before anything reads a field of them.
+
+  Raises:
+    config_utils.ConfigError: naming the unknown or missing keys, or the section and its value.
+  """
+  config_utils.check_keys(config, CONFIG_KEYS, 'config')
+  for name, section in _SECTIONS.items():
+    value = functools.reduce(lambda tree, key: tree[key], section, config)
+    if not isinstance(value, (ml_collections.ConfigDict, dict)):
+      raise config_utils.ConfigError(
+        f'config.{name}={value!r}: must be a section of fields (configs/base.py sets it), not a '
+        f'{type(value).__name__}.'
+      )
+
+
 def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
   """Checks every key and value of `config` once, applies `debug`, and returns the typed sections.
 
@@ -192,7 +225,7 @@ def parse_config(config: ml_collections.ConfigDict) -> RunConfig:
       NaN or infinite float anywhere, naming `config.<section>.<key>`, the value and what is
       allowed.
   """
-  config_utils.check_keys(config, CONFIG_KEYS, 'config')
+  check_sections(config)
   non_finite = config_utils.non_finite_values(config.to_dict())
   if non_finite:
     raise config_utils.ConfigError(
