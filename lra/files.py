@@ -135,13 +135,15 @@ def write_atomically(path: str | Path, text: str) -> None:
   """Writes `text` (UTF-8) to `path` through a temporary file of its own beside it
   (`<path>.<random>.tmp`), which then replaces `path`: a reader, an interrupted writer or another
   writer sees the old content or a new one, never a part. A symlink's target is what is replaced
-  (the link stays); a path that is not a regular file (a device such as /dev/stdout, a pipe) is
-  written through, as it cannot be replaced."""
-  path = os.path.realpath(path)
-  if os.path.exists(path) and not os.path.isfile(path):
-    with open(path, 'w', encoding='utf-8') as f:
+  (the link stays). A stream (a path under /dev or /proc, such as /dev/stdout, whatever it is
+  connected to) or another file that is not a regular one (a pipe) is appended to, as a shell's
+  `>>` does: it cannot be replaced."""
+  stream = str(path).startswith(('/dev/', '/proc/'))
+  if stream or (os.path.exists(path) and not os.path.isfile(path)):
+    with open(path, 'a', encoding='utf-8') as f:
       f.write(text)
     return
+  path = os.path.realpath(path)
   temporary = f'{path}.{uuid.uuid4().hex[:12]}.tmp'
   try:
     with open(temporary, 'x', encoding='utf-8') as f:

@@ -477,3 +477,25 @@ def test_a_damaged_generator_record_is_no_record(tmp_path, capsys):
   assert 'Refusing to overwrite existing data (not written by this command: no record of it)' in (
     capsys.readouterr().err
   )
+
+
+@pytest.mark.parametrize('into', ['pipe', 'file'])
+def test_an_atomic_write_to_dev_stdout_goes_down_the_stream(into, tmp_path):
+  """--out /dev/stdout, piped or redirected with >>: the text follows what was printed before."""
+  code = (
+    'from lra.files import write_atomically\n'
+    "print('printed', flush=True)\n"
+    "write_atomically('/dev/stdout', 'body\\n')\n"
+    "print('after')\n"
+  )
+  command = [sys.executable, '-c', code]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if into == 'pipe':
+    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, cwd=root).stdout
+  else:
+    report = tmp_path / 'report.md'
+    report.write_text('header\n')
+    with open(report, 'a') as f:
+      subprocess.run(command, stdout=f, check=True, cwd=root)
+    out = report.read_text()
+  assert out == ('' if into == 'pipe' else 'header\n') + 'printed\nbody\nafter\n'
