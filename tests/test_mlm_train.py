@@ -173,16 +173,20 @@ def test_a_finetuning_run_resumes_from_its_own_checkpoints_without_its_source(
     results = trainer.train_and_evaluate(finetune, str(workdir))
     assert results['test'] == straight_run[1]['test']
     assert results['config']['init_from'] == str(straight / 'pretrain')
-  finetune.init_from = str(tmp_path / 'other')
-  with pytest.raises(run_config.ConfigChangedError, match='init_from'):
-    trainer.train_and_evaluate(finetune, str(workdir))
+  # Another source, even one laid out as a self-pretraining run's stages are (a 'pretrain'
+  # beside this 'finetune', in a folder that holds no such run).
+  for other in ('other', 'pretrain'):
+    finetune.init_from = str(tmp_path / other)
+    with pytest.raises(run_config.ConfigChangedError, match='init_from'):
+      trainer.train_and_evaluate(finetune, str(workdir))
   # Every checkpoint damaged (no commit marker): without init_from it would start from a random
-  # encoder, so it is refused, naming the way out.
+  # encoder, so it is refused, naming the way out, and again the same way once they are set aside.
   for marker in (workdir / 'checkpoints').glob('*/commit_success.txt'):
     marker.unlink()
   finetune.init_from = ''
-  with pytest.raises(ConfigError, match='none of whose checkpoints could be restored'):
-    trainer.train_and_evaluate(finetune, str(workdir))
+  for _ in range(2):
+    with pytest.raises(ConfigError, match='none of whose checkpoints could be restored'):
+      trainer.train_and_evaluate(finetune, str(workdir))
 
 
 def test_load_run_gives_a_trained_model_and_its_parameters(tiny_lra_data, straight_run):

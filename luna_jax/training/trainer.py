@@ -123,15 +123,19 @@ class VocabularyChangedError(ConfigError):
 
 
 def _moved_stage_source(stored: str, new: str, workdir: str) -> bool:
-  """Whether `workdir` is a self-pretraining run's finetune stage whose source, `new`, is the
-  pretrain stage beside it, and `stored`, the one it was trained from, was a pretrain stage too:
-  the run's folder moved since (`self_pretraining.stage_configs` derives the source from it)."""
+  """Whether `workdir` is a self-pretraining run's finetune stage (its folder holds such a run)
+  whose source, `new`, is the pretrain stage beside it, and `stored`, the one it was trained from,
+  was a pretrain stage too: the run's folder moved since (`self_pretraining.stage_configs` derives
+  the source from it)."""
   stage = os.path.abspath(workdir)
-  beside = os.path.join(os.path.dirname(stage), self_pretraining.PRETRAIN_DIR)
+  run = os.path.dirname(stage)
   return (
     os.path.basename(stage) == self_pretraining.FINETUNE_DIR
-    and new == beside
+    and new == os.path.join(run, self_pretraining.PRETRAIN_DIR)
     and os.path.basename(stored) == self_pretraining.PRETRAIN_DIR
+    # Its kind file, not the stage folders alone (which an older workdir's kind is read from).
+    and os.path.isfile(os.path.join(run, workdir_lib.KIND_FILE))
+    and workdir_lib.recorded_kind(run)[0] == 'self-pretraining'
   )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from lra.files import LockedError, acquire_lock, write_atomically
 from luna_jax.model.config import MLM_MODELS
-from luna_jax.training.checkpointing import CHECKPOINTS_DIR
+from luna_jax.training.checkpointing import CHECKPOINTS_DIR, DAMAGED_DIR
 from luna_jax.training.self_pretraining import FINETUNE_DIR, PRETRAIN_DIR
 
 #: Name of the lock file inside the workdir.
@@ -140,7 +140,11 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
     recorded = None  # A start that stopped before writing anything (e.g. on missing data).
   if recorded is not None:
     held, held_debug = recorded
-    resumes_finetuning = held == 'finetuning' and kind == 'plain' and has_checkpoint(workdir)
+    # Damaged checkpoints set aside count: the trainer then says what to do (give init_from).
+    damaged = os.path.isdir(os.path.join(workdir, DAMAGED_DIR))
+    resumes_finetuning = (
+      held == 'finetuning' and kind == 'plain' and (has_checkpoint(workdir) or damaged)
+    )
     if held_debug != debug or (held != kind and not resumes_finetuning):
       raise WorkdirKindError(
         f'{workdir} holds a {_describe(held, held_debug)} run, and this is a '
