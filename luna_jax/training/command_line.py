@@ -286,7 +286,8 @@ def _wrong_type(error: TypeError, argv: list[str]) -> str | None:
   # The types by their own names (ml_collections.config_dict.config_dict.ConfigDict: ConfigDict).
   given, field = (kind.rsplit('.', 1)[-1] for kind in (given, field))
   given, field = (f'{"an" if kind[0] in "aeiouAEIOU" else "a"} {kind}' for kind in (given, field))
-  value = value.replace('\n', '\\n')  # One line, whatever the value.
+  value = value.replace('\n', '\\n')  # One line, whatever the value, and a short one.
+  value = value if len(value) <= 80 else f'{value[:77]}...'
   return (
     f'--config={_config_file(argv)}{line} sets {name!r} to {given} ({value}): the field takes '
     f'{field}.'
