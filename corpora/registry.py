@@ -91,5 +91,5 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   if name in registry.TASKS:
     raise DataError(f'{name!r} is an LRA task: load it with lra.load_task({name!r}, ...).')
   if name in _REGISTRY:
-    registry.require_data_dir(name, data_dir, data_source(name))
+    registry.require_data_dir(name, data_dir, data_source(name), file_ok=name == 'corpus')
   return registry.load_registered(_REGISTRY, name, data_dir, options)

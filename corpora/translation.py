@@ -47,7 +47,7 @@ from corpora import text_tokenizers
 from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
 from lra import cli, tokenize
 from lra.cache import Cache
-from lra.core import DataError, TaskData, line_list, not_a_folder
+from lra.core import DataError, TaskData, line_list
 from lra.files import claim_outputs, record_outputs
 
 SPLITS = ('train', 'validation', 'test')
@@ -87,8 +87,6 @@ def split_files(data_dir: Path, split: str, source_lang: str, target_lang: str) 
   tsv = data_dir / f'{split}.tsv'
   if tsv.is_file():
     return SplitFiles(tsv)
-  if data_dir.is_file():
-    raise not_a_folder(data_dir, [*plain, tsv])
   raise DataError(
     f'No {split} split in {data_dir}: expected {plain[0].name} and {plain[1].name} (one sentence '
     f"a line, aligned), or {tsv.name} (source<TAB>target). WMT'14 En-De: python -m corpora.wmt14 "

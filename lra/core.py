@@ -238,8 +238,7 @@ def require_files(
   paths: Sequence[Path], how_to_get: str, *, generated: bool = False, folders: bool = False
 ) -> None:
   """Raises MissingDataError naming every expected file when any of `paths` is missing (or is a
-  folder where a file is expected, or the other way round), or saying so when one of their folders
-  is a file (a data_dir naming one of its files).
+  folder where a file is expected, or the other way round).
 
   Args:
     paths: files the task reads (with `folders`: folders).
@@ -255,10 +254,6 @@ def require_files(
     if not present(p)
   }
   missing = list(problems)
-  # A file where the data folder should be (data_dir naming one of its files): no command helps.
-  files = sorted({folder for p in missing for folder in p.parents if folder.is_file()})
-  if files:
-    raise not_a_folder(files[0], paths)
   if missing:
     listing = '\n'.join(f'  {p}{problems.get(p, "")}' for p in paths)
     note = ''
@@ -270,13 +265,11 @@ def require_files(
     raise MissingDataError(f'Data files not found. Expected:\n{listing}\n{how_to_get}{note}')
 
 
-def not_a_folder(path: Path, expected: Sequence[Path] = ()) -> MissingDataError:
-  """The error for a data folder `path` that is a file (a data_dir naming one of its files),
-  listing the `expected` files."""
-  listing = ''.join(f'\n  {p}' for p in expected)
+def not_a_folder(path: Path) -> MissingDataError:
+  """The error for a data folder `path` that is a file (a data_dir naming one of its files)."""
   return MissingDataError(
     f"{path} is a file, not a folder: give data_dir the folder that holds the task's data (the "
-    f'layout the loader reads: README, section Data).' + (f' Expected:{listing}' if listing else '')
+    'layout the loader reads: README, section Data).'
   )
 
 

@@ -91,22 +91,27 @@ def data_source(name: str, difficulty: str = 'hard') -> str:
   return text + '.'
 
 
-def require_data_dir(name: str, data_dir: str | Path, source: str) -> None:
-  """Refuses an empty `data_dir`, which would silently mean the working directory.
+def require_data_dir(name: str, data_dir: str | Path, source: str, file_ok: bool = False) -> None:
+  """Refuses an empty `data_dir`, which would silently mean the working directory, and a file
+  given as the data folder (e.g. one of the data's files).
 
   Args:
     name: the task.
     data_dir: the folder given by the caller.
     source: how to get the task's data (`data_source`).
+    file_ok: the task also reads a file as its data (corpora's 'corpus').
 
   Raises:
-    DataError: `data_dir` is '' (or only spaces), naming the task and how to get its data.
+    DataError: `data_dir` is '' (or only spaces), naming the task and how to get its data;
+      MissingDataError (`lra.core.not_a_folder`): it is a file.
   """
   if isinstance(data_dir, str) and not data_dir.strip():
     raise DataError(
       f'data_dir is empty: give the folder of the {name} data (never the working directory by '
       f'default). {source}'
     )
+  if not file_ok and Path(data_dir).is_file():
+    raise not_a_folder(Path(data_dir))
 
 
 def _is_int(value: Any) -> bool:
@@ -204,8 +209,6 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   difficulty = options.get('difficulty', 'hard')  # Pathfinder's and Path-X's, for the hints.
   if name in _REGISTRY:
     require_data_dir(name, data_dir, data_source(name, difficulty))
-    if Path(data_dir).is_file():  # Every LRA task's data is a folder.
-      raise not_a_folder(Path(data_dir))
   try:
     return load_registered(_REGISTRY, name, data_dir, options)
   except MissingDataError as e:
