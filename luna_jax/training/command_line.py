@@ -73,10 +73,7 @@ def run(config: ConfigDict, workdir: str, overrides: dict[str, Any]) -> None:
   logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
   try:
     run_config.check_sections(config)  # Before their fields are read, here and below.
-  except config_utils.ConfigError as e:
-    sys.exit(f'Error: {e}')
-  xla_settings.apply(remat=config.model.remat)  # Before the first JAX computation.
-  try:
+    xla_settings.apply(remat=config.model.remat)  # Before the first JAX computation.
     replaced = run_config.replaced_by_debug(config, overrides)
     if replaced:
       absl_logging.warning(replaced)

@@ -337,14 +337,20 @@ def upgrade_stored_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def config_changes(
-  stored: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ''
+  stored: Mapping[str, Any],
+  new: Mapping[str, Any],
+  prefix: str = '',
+  real_paths: Mapping[str, str] | None = None,
 ) -> list[str]:
   """The settings that differ between two config dicts, as 'key: stored -> new' lines.
 
   Keys of `config.training` in RESCHEDULE_KEYS, `training.num_devices` and `training.distributed`
   (a device-count change is handled separately) and the `decoding` section (it only changes the
-  final evaluation) are not compared.
+  final evaluation) are not compared. A changed folder ('data.data_dir', 'init_from') whose real
+  path `real_paths` records (a checkpoint's record: by 'data_dir', 'init_from') is named with it,
+  and the new one with its own: a relative spelling alone does not say which folder it meant.
   """
+  real_paths = real_paths or {}
   changes = []
   for key in sorted(set(stored) | set(new)):
     name = f'{prefix}{key}'
@@ -353,10 +359,24 @@ def config_changes(
       continue
     old_value, new_value = stored.get(key, '(absent)'), new.get(key, '(absent)')
     if isinstance(old_value, Mapping) and isinstance(new_value, Mapping):
-      changes += config_changes(old_value, new_value, f'{name}.')
+      changes += config_changes(old_value, new_value, f'{name}.', real_paths)
     elif old_value != new_value:
-      changes.append(f'{name}: {old_value!r} -> {new_value!r}')
+      old_text, new_text = repr(old_value), repr(new_value)
+      recorded = real_paths.get(_FOLDER_KEYS.get(name, ''))
+      if recorded and isinstance(new_value, str):
+        old_text, new_text = _folder(old_value, recorded), _folder(new_value, real_path(new_value))
+      changes.append(f'{name}: {old_text} -> {new_text}')
   return changes
+
+
+#: The config's folders, by the name their real path is recorded under (a checkpoint's
+#: 'real_paths').
+_FOLDER_KEYS = {'data.data_dir': 'data_dir', 'init_from': 'init_from'}
+
+
+def _folder(spelling: str, path: str) -> str:
+  """A folder as a config spells it, with its real path where that reads otherwise."""
+  return repr(spelling) if spelling == path else f'{spelling!r} (the folder {path})'
 
 
 def real_path(path: str) -> str:

@@ -558,10 +558,6 @@ def initialize_from(
   return state.replace(params=params, opt_state=optimizer.init(params))
 
 
-#: The config's folders, by the name their real path is recorded under ('real_paths').
-_FOLDERS = {'data_dir': ('data', 'data_dir'), 'init_from': ('init_from',)}
-
-
 def raise_if_changed(
   stored: dict[str, Any],
   new: dict[str, Any],
@@ -577,21 +573,12 @@ def raise_if_changed(
     workdir: the run's folder.
     evidence: what `stored` was read from, for the message ('checkpoint at step 100').
     real_paths: the real paths of `stored`'s folders as recorded with it ('data_dir',
-      'init_from'), named beside a changed folder's spelling: a relative spelling alone does not
-      say which folder it meant.
+      'init_from'), named beside a changed folder's spelling (`config_changes`).
 
   Raises:
     ConfigChangedError: naming every setting that differs (`config_changes`), with both values.
   """
-  changes = config_changes(stored, new)
-  for name, keys in _FOLDERS.items():
-    recorded = (real_paths or {}).get(name)
-    old, given = (functools.reduce(lambda d, k: d.get(k, {}), keys, c) for c in (stored, new))
-    key = '.'.join(keys)
-    line = f'{key}: {old!r} -> {given!r}'
-    if recorded and line in changes:
-      spelt = (_folder(old, recorded), _folder(given, real_path(given)))
-      changes[changes.index(line)] = f'{key}: {spelt[0]} -> {spelt[1]}'
+  changes = config_changes(stored, new, real_paths=real_paths)
   if changes:
     raise ConfigChangedError(
       f'{workdir} holds a run trained with other settings ({evidence}):\n  '
@@ -603,11 +590,6 @@ def raise_if_changed(
       'be left out (it is not read on resume). Use another --workdir for a new run, or resume '
       f'this one with the settings in {workdir}/config.json.'
     )
-
-
-def _folder(spelling: str, path: str) -> str:
-  """A folder as a config spells it, with its real path where that reads otherwise."""
-  return repr(spelling) if spelling == path else f'{spelling!r} (the folder {path})'
 
 
 def train_with_self_pretraining(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
