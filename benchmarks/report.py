@@ -686,9 +686,8 @@ def leaderboard_markdown(
 ) -> str:
   """The whole `leaderboard.md`: title, provenance (runs, which checkpoint), the table, the notes
   on its marks († `on_test`, * `partial`, ‡ `repeated`: `repeated_seeds`, debug rows), more
-  `notes` (`health_notes`,
-  `pretraining_notes`) and the runs `left_out` (results.json files that are not LRA classifier
-  runs, unfinished workdirs), one per line."""
+  `notes` (`health_notes`, `pretraining_notes`) and the runs `left_out` (results.json files that
+  are not LRA classifier runs, unfinished workdirs), one per line."""
   total = sum(len(v) for v in runs.values())
   marks = []
   if on_test:
