@@ -156,10 +156,10 @@ class _VerifiedManager:
   def restore_verified(self, step: int, target: Any, record: dict[str, Any]) -> Any:
     """Restores `step` into `target`'s structure and checks the digest; raises _Damaged."""
     self.check_fits(step, target)
+    _drop_closed_loop_callbacks()  # Before the read: a failed one's callbacks may come at once.
     try:
       restored = self.manager.restore(step, args=ocp.args.StandardRestore(_host_target(target)))
     except Exception as e:  # Tensorstore/OCDBT raise many types for damaged data files.
-      _drop_closed_loop_callbacks()
       raise _Damaged(f'unreadable: {type(e).__name__}: {str(e)[:200]}') from None
     if tree_digest(restored) != record[DIGEST_KEY]:
       raise _Damaged('its arrays do not match the SHA-256 digest written with it')
@@ -193,8 +193,9 @@ class _VerifiedManager:
 def _drop_closed_loop_callbacks() -> None:
   """Silences, from now on, the 'Event loop is closed' errors of the reads that a failed restore
   leaves under way: tensorstore completes them after orbax has closed the restore's event loop,
-  and Python printed each one's traceback (about 160 for one damaged file). Every other unraisable
-  error still reaches the previous `sys.unraisablehook`."""
+  and Python printed each one's traceback (about 160 for one damaged file). Installed before each
+  restore, since those callbacks can run before the restore's exception reaches its caller; every
+  other unraisable error still reaches the previous `sys.unraisablehook`."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_closed_loop_callbacks', False):
     return
