@@ -519,21 +519,37 @@ def repeated_seeds(
 
 
 def differing_settings(runs: Sequence[RunResult]) -> list[str]:
-  """The config keys (dotted) whose values differ between `runs`, the folders aside
-  (`data.data_dir`, `init_from`: where a run read its data and source, not how it trained)."""
+  """The config keys (dotted) whose values differ between `runs` (1 and 1.0 being one value),
+  the folders (`data.data_dir`, `init_from`: where a run read its data and source, not how it
+  trained) and `BOOKKEEPING_KEYS` aside."""
 
-  def flat(tree: Mapping[str, Any], prefix: str = '') -> dict[str, str]:
+  def flat(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     items = {}
     for key, value in tree.items():
       if isinstance(value, Mapping):
         items.update(flat(value, f'{prefix}{key}.'))
       else:
-        items[f'{prefix}{key}'] = json.dumps(value, sort_keys=True)
+        items[f'{prefix}{key}'] = value
     return items
 
   configs = [flat(run.config) for run in runs]
-  keys = set().union(*configs) - {'data.data_dir', 'init_from'}
-  return sorted(key for key in keys if len({config.get(key) for config in configs}) > 1)
+  keys = set().union(*configs) - {'data.data_dir', 'init_from', *BOOKKEEPING_KEYS}
+  absent = object()
+  return sorted(
+    key
+    for key in keys
+    if any(config.get(key, absent) != configs[0].get(key, absent) for config in configs)
+  )
+
+
+#: Config keys that change neither a run's updates nor its figures, only how often it logs and
+#: saves and how far ahead its batches are sent (configs/base.py's `training` section).
+BOOKKEEPING_KEYS = (
+  'training.log_every',
+  'training.checkpoint_every',
+  'training.keep_checkpoints',
+  'training.prefetch_batches',
+)
 
 
 def health_counts(runs: Sequence[RunResult]) -> dict[tuple[str, str], tuple[int, int, int]]:

@@ -352,6 +352,14 @@ def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):
     optimizer={'learning_rate': 3e-4}, data={'task': 'listops', 'data_dir': 'x'}
   )
   (root / 'other_rate' / 'results.json').write_text(json.dumps(results))
+  # How often a run logs and saves is not a setting of its figures; 1 and 1.0 are one value.
+  results = json.loads((root / 'again' / 'results.json').read_text())
+  results['config']['training'] = {'log_every': 7, 'checkpoint_every': 3, 'prefetch_batches': 0}
+  (root / 'again' / 'results.json').write_text(json.dumps(results))
+  for folder, rate in (('quickstart', 1), ('again', 1.0)):
+    results = json.loads((root / folder / 'results.json').read_text())
+    results['config'].setdefault('optimizer', {})['learning_rate'] = rate
+    (root / folder / 'results.json').write_text(json.dumps(results))
   out = tmp_path / 'report'
   report.main(['--runs_dir', str(root), '--output_dir', str(out), '--benchmark_json', ''])
   markdown = (out / 'leaderboard.md').read_text()
