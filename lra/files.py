@@ -149,6 +149,10 @@ def write_atomically(path: str | Path, text: str) -> None:
     with open(temporary, 'x', encoding='utf-8') as f:
       f.write(text)
     os.replace(temporary, path)
+  except OSError as e:
+    if e.filename == temporary:  # Named for the file asked for, not its temporary.
+      e.filename, e.filename2 = path, None
+    raise
   finally:
     if os.path.exists(temporary):
       os.unlink(temporary)

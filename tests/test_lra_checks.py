@@ -466,6 +466,15 @@ def test_an_atomic_write_through_a_symlink_replaces_its_target_and_keeps_the_lin
   assert sorted(p.name for p in target.parent.iterdir()) == ['leaderboard.md']
 
 
+def test_an_atomic_write_that_fails_names_the_file_asked_for_not_its_temporary(tmp_path):
+  link = tmp_path / 'latest.md'
+  link.symlink_to(tmp_path / 'missing' / 'leaderboard.md')
+  with pytest.raises(FileNotFoundError) as raised:
+    files.write_atomically(link, 'new')
+  assert raised.value.filename == str(tmp_path / 'missing' / 'leaderboard.md')
+  assert '.tmp' not in str(raised.value)
+
+
 def test_a_damaged_generator_record_is_no_record(tmp_path, capsys):
   args = tiny_listops_args(tmp_path)
   listops_generator.main(args)
