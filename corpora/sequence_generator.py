@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
       overwrite=args.overwrite,
     )
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   counts = {'train': args.num_train, 'validation': args.num_val, 'test': args.num_test}
   files = LM_FILES if args.task == 'lm' else SEQ2SEQ_FILES
   listing = ', '.join(f'{files[split]} ({count} lines)' for split, count in counts.items())

@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> None:
       overwrite=args.overwrite,
     )
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   stats = json.loads(stats_path(path).read_text(encoding='utf-8'))
   print(
     f'{path} ({stats["vocabulary"]}'

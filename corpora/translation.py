@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
       overwrite=args.overwrite,
     )
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   print(f'{path} ({Vocabulary(path).name})')
 
 

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
       overwrite=args.overwrite,
     )
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   counts = {'train': args.num_train, 'validation': args.num_val, 'test': args.num_test}
   listing = ', '.join(f'{split}.en/.de ({count} pairs)' for split, count in counts.items())
   print(f'{out}: the English-German corpus, {listing}')

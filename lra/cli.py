@@ -1,15 +1,25 @@
 """Argument types of the command lines (the generators, `lra.prepare`, the tokenizer command, the
 benchmarks): each checks its value where it enters, so that a bad flag fails at once with one line
 from argparse, `error: argument --num_train: must be an integer >= 1, got '0'`, instead of an
-empty file, a silent no-op or a traceback later.
+empty file, a silent no-op or a traceback later. `refuse` ends a command on an error of its data
+(files it will not overwrite, data it cannot make) with one line, without argparse's usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+
+def refuse(error: Exception) -> NoReturn:
+  """Ends a command on an error of its data: `Error: <error>` on stderr and exit status 1, as
+  `train.py` and `lra.prepare` do; argparse's usage (and its status 2) is for a flag's error."""
+  print(f'Error: {error}', file=sys.stderr)
+  raise SystemExit(1)
 
 
 def integer(minimum: int) -> Callable[[str], int]:

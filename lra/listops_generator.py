@@ -263,13 +263,13 @@ def main(argv: list[str] | None = None) -> None:
   try:
     todo = claim_outputs(paths, overwrite, recorded)
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   if not todo:
     return
   try:
     splits = generate(**args)
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   output_dir.mkdir(parents=True, exist_ok=True)
   for split, rows in splits.items():
     write_tsv(output_dir / FILES[split], rows)

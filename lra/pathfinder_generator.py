@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
       num_workers=args.num_workers,
     )
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   print(f'{root}: {args.num_examples} images (imgs/ and metadata/)')
 
 

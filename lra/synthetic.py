@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
   try:
     WRITERS[args.task](args.output_dir, args.num_examples, args.seed, args.overwrite)
   except DataError as e:
-    parser.error(str(e))
+    cli.refuse(e)
   print(f'{args.output_dir}: a synthetic {args.task} stand-in')
 
 

@@ -223,11 +223,15 @@ def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
   args = tiny_listops_args(tmp_path)
   listops_generator.main(args)
   before = (tmp_path / 'basic_train.tsv').read_text()
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as exit_info:
     listops_generator.main(args + ['--seed', '1'])
-  assert 'Refusing to overwrite existing data (written by this command with other settings: ' in (
-    capsys.readouterr().err
+  assert exit_info.value.code == 1
+  error = capsys.readouterr().err
+  # An error of the data, not of a flag: without argparse's usage.
+  assert error.startswith(
+    'Error: Refusing to overwrite existing data (written by this command with other settings: '
   )
+  assert 'usage:' not in error
   assert (tmp_path / 'basic_train.tsv').read_text() == before
   listops_generator.main(args + ['--seed', '1', '--overwrite'])
   assert (tmp_path / 'basic_train.tsv').read_text() != before

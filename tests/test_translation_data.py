@@ -43,10 +43,11 @@ def test_the_vocabulary_is_kept_by_its_own_command_and_replaced_only_with_overwr
 def test_the_vocabulary_command_names_a_line_that_is_not_utf8(tmp_path, capsys):
   (tmp_path / 'train.en').write_bytes(b'a house\ncaf\xe9\n')
   (tmp_path / 'train.de').write_bytes(b'ein Haus\nCafe\n')
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as exit_info:
     translation.main(['vocabulary', '--data_dir', str(tmp_path), '--vocab_size', '20'])
+  assert exit_info.value.code == 1
   message = capsys.readouterr().err.strip().splitlines()[-1]
-  assert f'error: {tmp_path / "train.en"}:2: not valid UTF-8' in message
+  assert message.startswith(f'Error: {tmp_path / "train.en"}:2: not valid UTF-8')
   assert 'SentencePiece' not in message
 
 
