@@ -811,6 +811,7 @@ def figure1(
     raise ReportError(f'figure 1: no benchmarked model has a cell at length {length}.')
   fig, ax = plt.subplots(figsize=(7, 5))
   largest = max(cells[length]['memory_bytes'] for _, _, cells in points.values() if length in cells)
+  labels = []
   for i, (variant, (accuracy, is_ours, cells)) in enumerate(points.items()):
     if length not in cells:
       continue
@@ -825,13 +826,16 @@ def figure1(
       edgecolors=color,
       linewidths=2,
     )
-    ax.annotate(
+    text = ax.annotate(
       f'{label(variant)}\n{cell["memory_bytes"] / 2**30:.2f} GiB',
       (cell['steps_per_s'], accuracy),
+      xytext=(0, 0),
+      textcoords='offset points',
       ha='center',
       va='center',
       fontsize=8,
     )
+    labels.append(text)
   ax.set_xscale('log')
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel(f'training steps / s at length {length}')
@@ -845,8 +849,24 @@ def figure1(
   ax.margins(0.25)
   ax.grid(True, alpha=0.3)
   fig.tight_layout()
+  _separate(labels, fig)
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def _separate(labels: Sequence[Any], fig: Any) -> None:
+  """Moves figure annotations down, a line at a time, until none overlaps one above it (close
+  bubbles, such as Luna-128's and Luna-256's, had their labels printed over each other)."""
+  renderer = fig.canvas.get_renderer()
+  placed = []
+  for annotation in sorted(labels, key=lambda a: -a.get_window_extent(renderer).y1):
+    box = annotation.get_window_extent(renderer)
+    line = box.height / len(annotation.get_text().splitlines()) * 72 / fig.dpi  # In points.
+    while any(box.overlaps(other) for other in placed):
+      x, y = annotation.xyann
+      annotation.xyann = (x, y - line)
+      box = annotation.get_window_extent(renderer)
+    placed.append(box)
 
 
 def write_report(

@@ -340,6 +340,30 @@ def test_a_run_inside_another_runs_folder_is_counted_and_stages_are_not(tmp_path
   assert report.unfinished_runs(str(root)) == [str(root / 'quickstart' / 'luna16' / 'seed2')]
 
 
+def test_figure1_labels_of_close_bubbles_do_not_overlap(tmp_path, monkeypatch):
+  import matplotlib.figure
+
+  drawn = []  # The labels' boxes, taken as the figure is saved (before it is closed).
+
+  def savefig(fig, *args, **kwargs):
+    renderer = fig.canvas.get_renderer()
+    drawn.append(
+      {t.get_text().split()[0]: t.get_window_extent(renderer) for t in fig.axes[0].texts}
+    )
+
+  monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', savefig)
+  cell = lambda model, steps: {
+    'model': model, 'length': 1024, 'status': 'ok', 'steps_per_s': steps, 'memory_bytes': 1e9
+  }  # fmt: skip
+  # Luna-128 and Luna-256: paper averages 0.2 points apart, nearly the same speed (the
+  # Transformer, 4 points below and 10 times slower, sets the scale).
+  cells = [cell('luna128', 1.0), cell('luna256', 1.02), cell('transformer', 0.1)]
+  benchmark = {'machine': {}, 'cells': cells}
+  report.figure1(benchmark, {}, str(tmp_path / 'figure1.png'))
+  (boxes,) = drawn
+  assert not boxes['Luna-128'].overlaps(boxes['Luna-256'])
+
+
 def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):
   root = tmp_path / 'runs'
   write_run(root, 'quickstart', 'listops', 0, 0.44, **LUNA16)
