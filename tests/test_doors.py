@@ -312,6 +312,29 @@ def test_a_workdir_holds_one_kind_of_run(tmp_path):
       workdir_lib.claim_kind(str(tmp_path), kind, debug)
 
 
+def test_a_start_refused_before_writing_leaves_no_run_behind(tiny_lra_data, tmp_path):
+  from tests.test_train import tiny_config
+
+  config = tiny_config(tiny_lra_data)
+  config.data.data_dir = str(tmp_path / 'no_data')
+  with pytest.raises(lra.DataError, match='no_data'):
+    trainer.train_and_evaluate(config, str(tmp_path / 'runs' / 'new'))
+  assert not (tmp_path / 'runs' / 'new').exists()  # benchmarks.report counted it unfinished.
+  kept = tmp_path / 'kept'
+  kept.mkdir()
+  (kept / 'notes.txt').write_text('mine')
+  with pytest.raises(lra.DataError, match='no_data'):
+    trainer.train_and_evaluate(config, str(kept))
+  assert [p.name for p in kept.iterdir()] == ['notes.txt']
+  # A block that wrote something keeps all of it.
+  written = tmp_path / 'written'
+  with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(written)):
+    workdir_lib.claim_kind(str(written), 'plain', False)
+    (written / 'metrics.jsonl').write_text('')
+    raise KeyboardInterrupt
+  assert sorted(p.name for p in written.iterdir()) == ['.lock', 'kind.json', 'metrics.jsonl']
+
+
 def test_a_workdir_written_before_the_record_is_recognised(tmp_path):
   config = listops_run_config(debug=True).to_dict()
   (tmp_path / 'config.json').write_text(json.dumps(config))

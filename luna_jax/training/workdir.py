@@ -160,10 +160,15 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
 def lock(workdir: str) -> Iterator[None]:
   """Holds the exclusive lock of `workdir` (created if needed) for the duration of the block.
 
+  A block that fails having written nothing there but the lock and `claim_kind`'s record (a start
+  refused for missing data, say) takes them away again, and the folder if this call made it, so
+  that a mistyped start leaves no run behind for `benchmarks.report` to count as unfinished.
+
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
     WorkdirUnusableError: it cannot be created or its lock file written, naming why.
   """
+  before = set(os.listdir(workdir)) if os.path.isdir(workdir) else None
   try:
     os.makedirs(workdir, exist_ok=True)
     fd = acquire_lock(os.path.join(workdir, LOCK_FILE))
@@ -179,5 +184,21 @@ def lock(workdir: str) -> Iterator[None]:
     ) from None
   try:
     yield
+  except BaseException:
+    _remove_untouched(workdir, before)
+    raise
   finally:
     os.close(fd)  # Releases the lock.
+
+
+def _remove_untouched(workdir: str, before: set[str] | None) -> None:
+  """Removes what `lock` and `claim_kind` added to `workdir` (which held `before`, None: did not
+  exist) when nothing else was added."""
+  ours = {LOCK_FILE, KIND_FILE} - (before or set())
+  added = set(os.listdir(workdir)) - (before or set())
+  if added and added <= ours:
+    with contextlib.suppress(OSError):  # The block's own error is the one to report.
+      for name in added:
+        os.remove(os.path.join(workdir, name))
+      if before is None:
+        os.rmdir(workdir)
