@@ -280,6 +280,9 @@ def test_fairseq_dictionary_rules_and_bad_tokenizer_folders(tmp_path):
   d = text_tokenizers.read_fairseq_dictionary(tmp_path / 'dict.txt')
   assert d.symbols == ('<s>', '<pad>', '</s>', '<unk>', 'a', 'b c', 'a')
   assert (d.indices['a'], d.indices['b c'], d.mask_id) == (6, 5, 7)
+  # fairseq reads a count with int(): a negative one is a count too.
+  (tmp_path / 'dict.txt').write_text('a -1\nb 0\n')
+  assert text_tokenizers.read_fairseq_dictionary(tmp_path / 'dict.txt').symbols[4:] == ('a', 'b')
   bad = {
     'a 5\na 3\n': r"symbol 'a' again",
     'a\n': 'is not .<symbol> <count>',

@@ -407,6 +407,77 @@ def test_beam_one_ends_where_greedy_ends():
   assert int(greedy[0, 0]) == 3
 
 
+def _table_beam_search(model, **kwargs):
+  """Beam search of a `_TableSeq2Seq` stand-in (its source is not read)."""
+  return generation.beam_search(
+    model, {}, jnp.array([[3, 4, 2]]), jnp.array([3]), eos_id=EOS, **kwargs
+  )
+
+
+def test_a_cap_of_one_forces_the_eos_even_before_min_length():
+  """A cap of 1 leaves the EOS the only open token at step 1, where min_length=1 would close it:
+  the cap wins (fairseq), so the output is [EOS] with its model log-probability, not a masked
+  hypothesis."""
+  model = _EarlyEosSeq2Seq(dataclasses.replace(CFG, vocab_size=8), bos_id=1)
+  best, score = _table_beam_search(
+    model, beam_size=2, max_length=3, max_output_lengths=jnp.array([1]), min_length=1
+  )
+  np.testing.assert_array_equal(best, [[EOS, 0, 0]])
+  table = model.apply({}, method=lambda m: m.log_probs)
+  np.testing.assert_allclose(score, [table[0, EOS]], rtol=1e-6)
+
+
+class _ShortOrLongSeq2Seq(_TableSeq2Seq):
+  """[EOS] (1 token) and [3, 4, EOS] (3 tokens) are the only finished hypotheses of a beam of 2:
+  their log-probabilities are such that alpha 2 prefers [EOS] when the penalty counts the EOS
+  ((5 + 1) / 6 against (5 + 3) / 6) and [3, 4, EOS] when it does not."""
+
+  TABLE = {
+    (): {EOS: 0.485, 3: 0.51},
+    (3,): {4: 0.5, 5: 0.49},
+    (3, 4): {EOS: 0.99},
+    (3, 5): {6: 0.99},
+  }
+
+
+def test_the_length_penalty_of_a_finished_hypothesis_counts_its_eos():
+  model = _ShortOrLongSeq2Seq(dataclasses.replace(CFG, vocab_size=8), bos_id=1)
+  alpha = 2.0
+  best, score = _table_beam_search(model, beam_size=2, max_length=4, length_penalty=alpha)
+  table = np.asarray(model.apply({}, method=lambda m: m.log_probs))
+  short, long = table[0, EOS], table[0, 3] + table[1, 4] + table[2, EOS]  # rows: TABLE order
+  # The documented rule: score / ((5 + length) / 6) ** alpha, length counting the EOS.
+  penalised = lambda score, length: score / ((5.0 + length) / 6.0) ** alpha
+  assert penalised(short, 1) > penalised(long, 3)
+  assert penalised(short, 0) < penalised(long, 2)  # Without the EOS the other would win.
+  np.testing.assert_array_equal(best, [[EOS, 0, 0, 0]])
+  np.testing.assert_allclose(score, [short], rtol=1e-6)
+
+
+class _OneFinishedSeq2Seq(_TableSeq2Seq):
+  """A beam of 2 finishes [EOS] only; [3, 4, 5] is still live at max_length 3."""
+
+  TABLE = {
+    (): {EOS: 0.36, 3: 0.6},
+    (3,): {4: 0.7, 5: 0.25},
+    (3, 4): {5: 0.7, 6: 0.25},
+  }
+
+
+def test_a_live_hypothesis_at_max_length_is_penalised_at_max_length():
+  """[3, 4, 5] has the lower log-probability, but penalised at max_length 3 (as a finished one
+  of 3 tokens would be) it outranks [EOS], which the penalty of its 1 token does not help."""
+  model = _OneFinishedSeq2Seq(dataclasses.replace(CFG, vocab_size=8), bos_id=1)
+  alpha = 0.6
+  best, score = _table_beam_search(model, beam_size=2, max_length=3, length_penalty=alpha)
+  table = np.asarray(model.apply({}, method=lambda m: m.log_probs))
+  finished, live = table[0, EOS], table[0, 3] + table[1, 4] + table[2, 5]
+  penalised = lambda score, length: score / ((5.0 + length) / 6.0) ** alpha
+  assert live < finished and penalised(live, 3) > penalised(finished, 1)
+  np.testing.assert_array_equal(best, [[3, 4, 5]])
+  np.testing.assert_allclose(score, [live], rtol=1e-6)
+
+
 def test_a_huge_length_penalty_never_returns_a_masked_hypothesis(mt_seq2seq):
   """Masked extensions score -1e9; divided by a huge penalty they must not outrank real ones."""
   model, params = mt_seq2seq

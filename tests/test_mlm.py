@@ -204,6 +204,17 @@ def test_sentencepiece_tokenizer_trains_and_packs(tmp_path):
   assert data.vocab_size == 24 and lra.vocabulary(data) == tok.name
   assert data.train.inputs.max() < 24
   assert (data.train.inputs == text_tokenizers.SP_EOS_ID).any()  # Documents are separated.
+  # The BOS is no text either: masked-LM never selects it nor draws it as a random replacement.
+  assert text_tokenizers.SP_BOS_ID not in mlm.regular_ids(24, lra.special_ids(data))
+
+
+def test_split_document_counts_the_joining_space_against_the_limit():
+  """Two 5-byte sentences and the space between them are 11 bytes: over a limit of 10, they stay
+  two pieces."""
+  pieces = text_tokenizers.split_document('Eins. Zwei.', 10)
+  assert all(len(p.encode('utf-8')) <= 10 for p in pieces)
+  assert pieces == ['Eins.', 'Zwei.']
+  assert text_tokenizers.split_document('Eins. Zwei. Drei.', 11) == ['Eins. Zwei.', 'Drei.']
 
 
 GLUE_FILES = {

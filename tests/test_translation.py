@@ -4,6 +4,7 @@ command, the vocabulary guard; BLEU against sacreBLEU's own command; tokenised B
 sacreBLEU on text sacremoses tokenised; averaging is the mean of the parameters."""
 
 import json
+import math
 import os
 import random
 import shutil
@@ -21,6 +22,7 @@ import sacremoses
 import lra
 from configs import wmt14
 from corpora import translation as translation_data
+from corpora.token_batches import TokenBatching, TokenPairs
 from luna_jax import average_checkpoints as average_command
 from luna_jax import translate as translate_command
 from luna_jax.training import checkpointing, run_config, trainer, translation
@@ -215,6 +217,121 @@ def test_token_batches_of_a_translation_model_accumulate_too(corpus):
   (whole_state, whole), (part_state, part) = results[1], results[2]
   np.testing.assert_allclose(part['loss'], whole['loss'], rtol=2e-5)
   assert_trees_close(part_state.params, whole_state.params, rel=2e-5)
+
+
+def test_output_caps_are_fairseqs_max_len_plus_the_eos():
+  """fairseq allows floor(max_len_a * n + max_len_b) tokens before the EOS; a cap counts the EOS."""
+  decoding = DecodingConfig(beam_size=1, length_penalty=0.0, max_len_a=1.2, max_len_b=2)
+  lengths = np.array([3, 5, 7])
+  expected = [math.floor(1.2 * n + 2) + 1 for n in lengths.tolist()]
+  np.testing.assert_array_equal(translation.output_caps(lengths, decoding), expected)
+  assert int(translation.output_caps(np.asarray(4), decoding)) == math.floor(1.2 * 4 + 2) + 1
+
+
+#: The stand-in vocabulary's words: ids 4, 5, ... after the four SentencePiece specials.
+_WORDS = ['.', 'eins', 'zwei', 'drei', 'vier', 'fünf']
+_EOS = translation_data.text_tokenizers.SP_EOS_ID
+_STOP = 4  # '.'
+
+
+class _WordVocabulary:
+  """A stand-in for `corpora.translation.Vocabulary`: one id per word, the EOS appended."""
+
+  def encode(self, lines):
+    return [np.array([_WORDS.index(w) + 4 for w in line.split()] + [_EOS]) for line in lines]
+
+  def decode(self, ids):
+    return [' '.join(_WORDS[i - 4] for i in sequence) for sequence in ids]
+
+
+def _echo_beam_search(model, params, inputs, lengths, *, max_length, max_output_lengths, **_):
+  """A deterministic stand-in translator: each source's words, then '.', then the EOS (never an
+  empty output, as beam search with min_length 1), within its cap; padding after."""
+  best = np.zeros((len(inputs), max_length), np.int32)
+  for row, (source, n, cap) in enumerate(zip(np.asarray(inputs), lengths, max_output_lengths)):
+    words = [*source[: int(n) - 1], _STOP][: int(cap) - 1]
+    best[row, : len(words) + 1] = [*words, _EOS]
+  return best, np.zeros(len(inputs), np.float32)
+
+
+_ECHO_MODEL = SimpleNamespace(config=SimpleNamespace(max_length=16))
+_ECHO_DECODING = DecodingConfig(beam_size=1, length_penalty=0.0, max_len_a=1.0, max_len_b=2)
+
+
+def test_translate_pairs_gives_each_source_its_own_output_past_filler_rows(monkeypatch):
+  """The last source is short (bucket 4), the first long (bucket 8, 2 rows a batch): that batch's
+  filler row (-1) must not land on the last source."""
+  monkeypatch.setattr(translation.generation, 'beam_search', _echo_beam_search)
+  sources = [[5, 6, 7, 8, 9, _EOS], [6, _EOS]]
+  pairs = TokenPairs(
+    source=np.concatenate(sources).astype(np.int32),
+    source_lengths=np.array([len(s) for s in sources], np.int32),
+    target=np.full(2, _EOS, np.int32),
+    target_lengths=np.ones(2, np.int32),
+    line_numbers=np.array([1, 2], np.int32),
+  )
+  batching = TokenBatching(16, (4, 8))
+  assert [len(rows) for _, rows in batching.plan(pairs, 1, None)] == [4, 2]  # with fillers
+  outputs = translation.translate_pairs(
+    _ECHO_MODEL, {}, pairs, batching, _ECHO_DECODING, eos_id=_EOS
+  )
+  assert outputs == [[5, 6, 7, 8, 9, _STOP], [6, _STOP]]
+
+
+def test_translate_lines_gives_a_whitespace_line_an_empty_translation(monkeypatch):
+  monkeypatch.setattr(translation.generation, 'beam_search', _echo_beam_search)
+  translations, cut = translation.translate_lines(
+    _ECHO_MODEL,
+    {},
+    _WordVocabulary(),
+    ['eins zwei', ' \t ', ''],
+    _ECHO_DECODING,
+    max_length=8,
+    max_tokens=64,
+  )
+  assert (translations, cut) == (['eins zwei .', '', ''], 0)
+
+
+def test_translate_lines_counts_as_cut_only_sources_longer_than_max_length(monkeypatch):
+  """max_length counts the EOS: 3 words fit in 4 ids, 4 words are cut to 3."""
+  monkeypatch.setattr(translation.generation, 'beam_search', _echo_beam_search)
+  translations, cut = translation.translate_lines(
+    _ECHO_MODEL,
+    {},
+    _WordVocabulary(),
+    ['eins zwei drei', 'eins zwei drei vier'],
+    _ECHO_DECODING,
+    max_length=4,
+    max_tokens=64,
+  )
+  assert (translations, cut) == (['eins zwei drei .', 'eins zwei drei .'], 1)
+
+
+def test_translate_lines_with_max_tokens_below_max_length_decodes_a_source_a_batch(monkeypatch):
+  monkeypatch.setattr(translation.generation, 'beam_search', _echo_beam_search)
+  lines = ['eins zwei drei vier fünf', 'zwei', 'drei vier']
+  translations, cut = translation.translate_lines(
+    _ECHO_MODEL, {}, _WordVocabulary(), lines, _ECHO_DECODING, max_length=8, max_tokens=4
+  )
+  assert (translations, cut) == ([f'{line} .' for line in lines], 0)
+
+
+def test_a_run_with_longer_targets_than_sources_is_rebuilt_with_the_longer_positions(
+  corpus, tmp_path
+):
+  """The decoder is trained on targets of max_target_length tokens: its position table must hold
+  them when the checkpoint is loaded to translate."""
+  config = tiny_config(corpus, 2)
+  config.data.options.update(max_length=8, max_target_length=12)
+  record = {
+    'config': run_config.parse_config(config).to_dict(),
+    'vocabulary': translation_data.Vocabulary(corpus / 'spm.model').name,
+  }
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / 'run'), keep=1)
+  checkpointer.save(1, {'params': {'w': np.zeros(2, np.float32)}}, record)
+  checkpointer.close()
+  model = translation.load_translator(str(tmp_path / 'run'))[0]
+  assert model.config.max_length == 12
 
 
 def test_bleu_equals_sacrebleus_own_command(tmp_path):

@@ -135,6 +135,58 @@ def test_empty_and_over_length_pairs_are_skipped_or_cut_and_counted(corpus, tmp_
     corpora.load_task('translation', folder, **OPTIONS)
 
 
+def test_crlf_files_give_the_same_data_and_references_as_lf_ones(corpus, tmp_path):
+  folder = copy_corpus(corpus, tmp_path / 'crlf')
+  for split in translation.SPLITS:
+    for language in ('en', 'de'):
+      path = folder / f'{split}.{language}'
+      path.write_bytes(path.read_bytes().replace(b'\n', b'\r\n'))
+  lf = corpora.load_task('translation', corpus, **OPTIONS)
+  crlf = corpora.load_task('translation', folder, **OPTIONS)
+  assert crlf.info['references'] == lf.info['references']
+  for split in translation.SPLITS:
+    for name, array in getattr(lf, split).arrays().items():
+      np.testing.assert_array_equal(getattr(crlf, split).arrays()[name], array, err_msg=name)
+
+
+def test_targets_longer_than_max_length_fit_the_largest_bucket(corpus, tmp_path):
+  """max_length bounds the sources only: the buckets must reach max_target_length."""
+  folder = copy_corpus(corpus, tmp_path / 'targets')
+  words = ' '.join(['Ein kleiner Hund'] * 5) + ' .'
+  write_split(folder, 'test', [('A dog .', 'Ein Hund .'), ('A small dog .', words)])
+  data = corpora.load_task(
+    'translation', folder, **{**OPTIONS, 'max_length': 16, 'max_target_length': MAX}
+  )
+  assert data.test.target_lengths.max() > 16
+  batches = list(data.batching.eval_batches(data.test, 0, num_devices=1))
+  assert sum(b['weights'].sum() for b in batches) == data.test.num_examples == 2
+  longest = int(data.test.target_lengths.max())
+  assert any(int((b['targets'] > 0).sum(1).max()) == longest for b in batches)
+
+
+def test_an_over_length_validation_pair_is_cut_and_counted_not_skipped(corpus, tmp_path):
+  """As the test split: BLEU covers every validation pair."""
+  folder = copy_corpus(corpus, tmp_path / 'validation')
+  long = ' '.join(['the small dog'] * 30)
+  write_split(folder, 'validation', [('A dog .', 'Ein Hund .'), (long, 'Ein langer Satz .')])
+  data = corpora.load_task('translation', folder, **OPTIONS)
+  assert data.info['skipped']['validation'] == {'empty': 0, 'too_long': 0, 'truncated': 1}
+  assert data.validation.num_examples == 2 and data.validation.source_lengths[1] == MAX
+  assert data.info['references']['validation'] == ['Ein Hund .', 'Ein langer Satz .']
+
+
+def test_a_last_pair_with_an_empty_side_leaves_the_references_aligned(corpus, tmp_path):
+  folder = copy_corpus(corpus, tmp_path / 'last')
+  pairs = [('A dog .', 'Ein Hund .'), ('', 'Leer .'), ('A cat .', 'Eine Katze .'), ('A cow .', '')]
+  write_split(folder, 'validation', pairs)
+  write_split(folder, 'test', pairs, 'tsv')
+  (folder / 'test.en').unlink()
+  data = corpora.load_task('translation', folder, **OPTIONS)
+  for split in ('validation', 'test'):
+    np.testing.assert_array_equal(getattr(data, split).line_numbers, [1, 3])
+    assert data.info['references'][split] == ['Ein Hund .', 'Eine Katze .']
+
+
 def test_length_buckets():
   assert length_buckets(256) == (8, 16, 24, 32, 40, 56, 72, 96, 120, 152, 192, 240, 256)
   assert len(length_buckets(1024)) == 19 and length_buckets(5) == (5,)
