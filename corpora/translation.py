@@ -445,12 +445,25 @@ def train_vocabulary(
     The `.model` path.
 
   Raises:
-    DataError: missing or malformed training files, a model in the way (without `overwrite`),
-      or SentencePiece refuses the text.
+    DataError: missing or malformed training files, an `output` that is not a `.model` file or
+      would replace a folder or a training file, a model in the way (without `overwrite`), or SentencePiece
+      refuses the text.
   """
   files = split_files(data_dir, 'train', source_lang, target_lang)
   path = resolve_tokenizer(data_dir, output)
   outputs = [path, path.with_suffix('.vocab')]
+  inputs = {f.resolve() for f in files.paths}
+  for wanted in outputs:  # With overwrite, claim_outputs deletes what is in the way.
+    if path.suffix != '.model' or wanted.is_dir() or wanted.resolve() in inputs:
+      what = (
+        'a folder' if wanted.is_dir()
+        else 'one of the training files' if wanted.resolve() in inputs
+        else 'not a .model file (SentencePiece writes <name>.model and <name>.vocab)'
+      )  # fmt: skip
+      raise DataError(
+        f'--output {output!r} would write {wanted}, which is {what}: name the model file to '
+        f'write (default {DEFAULT_TOKENIZER}, in the data folder).'
+      )
   settings = {
     'files': {str(f.resolve()): text_tokenizers.file_identity(f) for f in files.paths},
     'vocab_size': vocab_size,
@@ -496,7 +509,9 @@ def main(argv: list[str] | None = None) -> None:
   vocab.add_argument('--target_lang', default='de')
   vocab.add_argument('--vocab_size', type=cli.integer(5), default=37000)
   vocab.add_argument('--model_type', default='bpe', choices=('bpe', 'unigram'))
-  vocab.add_argument('--output', default=DEFAULT_TOKENIZER, help='model file (bare: in data_dir)')
+  vocab.add_argument(
+    '--output', type=cli.path, default=DEFAULT_TOKENIZER, help='model file (bare: in data_dir)'
+  )
   vocab.add_argument(
     '--max_sentences',
     type=_sentence_sample,
@@ -514,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
       target_lang=args.target_lang,
       vocab_size=args.vocab_size,
       model_type=args.model_type,
-      output=args.output,
+      output=str(args.output),
       max_sentences=args.max_sentences,
       overwrite=args.overwrite,
     )

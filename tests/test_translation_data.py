@@ -40,6 +40,24 @@ def test_the_vocabulary_is_kept_by_its_own_command_and_replaced_only_with_overwr
   assert model.read_bytes() == before[0]
 
 
+@pytest.mark.parametrize('output', ['.', 'train.en', 'spm.bin', ''])
+def test_the_vocabulary_never_replaces_its_data_folder_or_training_files(tmp_path, capsys, output):
+  """--output '.' with --overwrite deleted the whole data folder, 'train.en' its training text;
+  a name without .model trained and then failed (SentencePiece wrote spm.model); '' is not a name
+  at all."""
+  translation_generator.write(tmp_path, num_train=20, num_val=2, num_test=2)
+  before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+  args = ['vocabulary', '--data_dir', str(tmp_path), '--output', output, '--overwrite']
+  with pytest.raises(SystemExit):
+    translation.main(args)
+  assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+  error = capsys.readouterr().err
+  if output:
+    assert f'Error: --output {output!r} would write {tmp_path}' in error
+  else:
+    assert 'argument --output: must name a folder or file' in error
+
+
 def test_the_vocabulary_command_names_a_line_that_is_not_utf8(tmp_path, capsys):
   (tmp_path / 'train.en').write_bytes(b'a house\ncaf\xe9\n')
   (tmp_path / 'train.de').write_bytes(b'ein Haus\nCafe\n')
