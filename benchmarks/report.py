@@ -865,7 +865,9 @@ def _separate(labels: Sequence[Any], fig: Any) -> None:
     while any(box.overlaps(other) for other in placed):
       x, y = annotation.xyann
       annotation.xyann = (x, y - line)
-      box = annotation.get_window_extent(renderer)
+      moved, box = box, annotation.get_window_extent(renderer)
+      if moved.bounds == box.bounds:  # Not drawn where it can move (a speed of 0 on a log axis).
+        break
     placed.append(box)
 
 

@@ -446,8 +446,8 @@ def train_vocabulary(
 
   Raises:
     DataError: missing or malformed training files, an `output` that is not a `.model` file or
-      would replace a folder or a training file, a model in the way (without `overwrite`), or SentencePiece
-      refuses the text.
+      would replace a folder or a training file, a model in the way (without `overwrite`), or
+      SentencePiece refuses the text.
   """
   files = split_files(data_dir, 'train', source_lang, target_lang)
   path = resolve_tokenizer(data_dir, output)

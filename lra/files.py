@@ -151,7 +151,7 @@ def write_atomically(path: str | Path, text: str) -> None:
     os.replace(temporary, path)
   except OSError as e:
     if e.filename == temporary:  # Named for the file asked for, not its temporary.
-      e.filename, e.filename2 = path, None
+      raise type(e)(e.errno, e.strerror, path) from None
     raise
   finally:
     if os.path.exists(temporary):

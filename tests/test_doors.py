@@ -326,6 +326,20 @@ def test_a_start_refused_before_writing_leaves_no_run_behind(tiny_lra_data, tmp_
   with pytest.raises(lra.DataError, match='no_data'):
     trainer.train_and_evaluate(config, str(kept))
   assert [p.name for p in kept.iterdir()] == ['notes.txt']
+  # A missing init_from: the checkpointer made its empty folders first.
+  config = tiny_config(tiny_lra_data)
+  config.init_from = str(tmp_path / 'nowhere')
+  with pytest.raises(config_utils.ConfigError, match='nowhere'):
+    trainer.train_and_evaluate(config, str(tmp_path / 'runs' / 'new'))
+  assert not (tmp_path / 'runs' / 'new').exists()
+  # The lock file goes last: until then no other start can take the workdir and write in it.
+  removed, remove = [], os.remove
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(os, 'remove', lambda path: (removed.append(os.path.basename(path)), remove(path)))
+    with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(tmp_path / 'w')):
+      workdir_lib.claim_kind(str(tmp_path / 'w'), 'plain', False)
+      raise KeyboardInterrupt
+  assert removed == ['kind.json', '.lock'] and not (tmp_path / 'w').exists()
   # A block that wrote something keeps all of it.
   written = tmp_path / 'written'
   with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(written)):

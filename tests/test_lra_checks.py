@@ -475,8 +475,8 @@ def test_an_atomic_write_that_fails_names_the_file_asked_for_not_its_temporary(t
   link.symlink_to(tmp_path / 'missing' / 'leaderboard.md')
   with pytest.raises(FileNotFoundError) as raised:
     files.write_atomically(link, 'new')
-  assert raised.value.filename == str(tmp_path / 'missing' / 'leaderboard.md')
-  assert '.tmp' not in str(raised.value)
+  path = tmp_path / 'missing' / 'leaderboard.md'
+  assert str(raised.value) == f"[Errno 2] No such file or directory: '{path}'"
 
 
 def test_a_damaged_generator_record_is_no_record(tmp_path, capsys):

@@ -362,6 +362,10 @@ def test_figure1_labels_of_close_bubbles_do_not_overlap(tmp_path, monkeypatch):
   report.figure1(benchmark, {}, str(tmp_path / 'figure1.png'))
   (boxes,) = drawn
   assert not boxes['Luna-128'].overlaps(boxes['Luna-256'])
+  # Labels that cannot move (speeds of 0 have no place on the log axis) end the search.
+  cells += [cell('linformer', 0.0), cell('performer', 0.0)]
+  report.figure1(benchmark, {}, str(tmp_path / 'figure1.png'))
+  assert len(drawn) == 2
 
 
 def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):

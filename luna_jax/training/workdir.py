@@ -160,9 +160,10 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
 def lock(workdir: str) -> Iterator[None]:
   """Holds the exclusive lock of `workdir` (created if needed) for the duration of the block.
 
-  A block that fails having written nothing there but the lock and `claim_kind`'s record (a start
-  refused for missing data, say) takes them away again, and the folder if this call made it, so
-  that a mistyped start leaves no run behind for `benchmarks.report` to count as unfinished.
+  A block that fails having written nothing there but the lock, `claim_kind`'s record and empty
+  folders (a start refused for missing data or a missing `init_from`, say) takes them away again,
+  and the workdir if this call made it, so that a mistyped start leaves no run behind for
+  `benchmarks.report` to count as unfinished.
 
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
@@ -193,12 +194,21 @@ def lock(workdir: str) -> Iterator[None]:
 
 def _remove_untouched(workdir: str, before: set[str] | None) -> None:
   """Removes what `lock` and `claim_kind` added to `workdir` (which held `before`, None: did not
-  exist) when nothing else was added."""
+  exist), and empty folders added with them (the checkpointer's, made before `init_from` failed),
+  when nothing else was added. The lock file goes last: until then no other start can take it."""
   ours = {LOCK_FILE, KIND_FILE} - (before or set())
-  added = set(os.listdir(workdir)) - (before or set())
-  if added and added <= ours:
-    with contextlib.suppress(OSError):  # The block's own error is the one to report.
-      for name in added:
-        os.remove(os.path.join(workdir, name))
-      if before is None:
-        os.rmdir(workdir)
+  with contextlib.suppress(OSError):  # The block's own error is the one to report.
+    added = set(os.listdir(workdir)) - (before or set())
+    folders = {name for name in added - ours if os.path.isdir(os.path.join(workdir, name))}
+    if (
+      not added
+      or not (added - folders) <= ours
+      or any(os.listdir(os.path.join(workdir, name)) for name in folders)
+    ):
+      return
+    for name in sorted(folders):
+      os.rmdir(os.path.join(workdir, name))  # Fails, and so stops, if one is no longer empty.
+    for name in sorted(added - folders, key=lambda name: name == LOCK_FILE):
+      os.remove(os.path.join(workdir, name))
+    if before is None:
+      os.rmdir(workdir)
