@@ -77,11 +77,13 @@ def write(
     The output directory.
 
   Raises:
-    DataError: a split file exists, was not written with these settings, and `overwrite` is
-      False.
+    DataError: min_length above max_length, lengths with no room for a ListOps tree (lm), or a
+      split file exists, was not written with these settings, and `overwrite` is False.
   """
   if task not in TASKS:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}')
+  if task != 'lm' and min_length > max_length:  # ListOps' generator checks its own lengths.
+    raise DataError(f'--min_length {min_length} is above --max_length {max_length}.')
   out = Path(output_dir)
   files = LM_FILES if task == 'lm' else SEQ2SEQ_FILES
   paths = [out / name for name in files.values()]

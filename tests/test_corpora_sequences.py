@@ -66,6 +66,17 @@ def test_generated_pairs_are_correct_and_seeded(tmp_path, task):
     assert target == (''.join(sorted(source)) if task == 'sort' else source[::-1])
 
 
+def test_lengths_the_wrong_way_round_are_one_error_line_and_no_folder(tmp_path, capsys):
+  args = ['--task', 'sort', '--output_dir', str(tmp_path / 'out'), '--min_length', '9']
+  with pytest.raises(SystemExit) as exit_info:
+    sequence_generator.main([*args, '--max_length', '3'])
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err == 'Error: --min_length 9 is above --max_length 3.\n'
+  assert not (tmp_path / 'out').exists()
+  sequence_generator.main([*args, '--max_length', '9'])  # One length is a range.
+  assert {len(line.split('\t')[0]) for line in (tmp_path / 'out' / 'test.tsv').open()} == {9}
+
+
 def test_generated_lm_lines_carry_their_listops_value(tmp_path):
   sequence_generator.write(
     'lm', tmp_path, num_train=30, num_val=5, num_test=5, min_length=5, max_length=30
