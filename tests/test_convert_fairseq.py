@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -144,6 +145,32 @@ def test_a_checkpoint_written_without_torch_converts_alike_and_half_precision_ex
   )
 
 
+def test_an_old_checkpoint_whose_encoder_is_named_decoder_converts_alike(converted, tmp_path):
+  # Old fairseq masked LMs saved the encoder under 'decoder.' (upgrade_state_dict_named).
+  args, model = fixture_state('tied')
+  assert all(k.startswith('encoder.') for k in model)
+  old = collections.OrderedDict(
+    ('decoder.' + k.removeprefix('encoder.'), v) for k, v in model.items()
+  )
+  path = write_checkpoint(tmp_path / 'old.pt', args, old)
+  convert_fairseq.convert(path, str(FIXTURES / 'tied' / 'dict.txt'), str(tmp_path / 'old'))
+  expected = checkpointing.flat_leaves(params_of(converted['tied'][0]))
+  got = checkpointing.flat_leaves(params_of(tmp_path / 'old'))
+  assert set(got) == set(expected)
+  for name, array in got.items():
+    np.testing.assert_array_equal(array, expected[name], err_msg=name)
+
+
+def test_the_record_takes_each_dropout_rate_from_its_own_argument(tmp_path):
+  rates = {'dropout': 0.1, 'attention_dropout': 0.2, 'activation_dropout': 0.3}
+  path = write_checkpoint(tmp_path / 'model.pt', *_edit(args=rates))
+  record = convert_fairseq.convert(path, str(FIXTURES / 'tied' / 'dict.txt'), str(tmp_path / 'out'))
+  model = record['config']['model']
+  assert model['dropout_rate'] == rates['dropout']
+  assert model['attention_dropout_rate'] == rates['attention_dropout']
+  assert model['activation_dropout_rate'] == rates['activation_dropout']
+
+
 def _edit(variant='tied', **changes):
   """The fixture's (args, model) with `changes`: 'args' (a dict of updates), 'drop' (keys), 'add'
   (key -> array), 'replace' (key -> array)."""
@@ -203,6 +230,12 @@ BAD_CHECKPOINTS = {
     'untied LM head',
   ),
   'untied_kv_flag': (lambda: _edit(args={'untie_luna_kv': True}), 'unknown key'),
+  'integer_weight': (
+    lambda: _edit(
+      replace={'encoder.sentence_encoder.projected_embeddings': np.zeros((4, 16), np.int64)}
+    ),
+    'projected_embeddings is int64, not a floating-point tensor',
+  ),
 }
 
 
@@ -253,6 +286,9 @@ def test_an_existing_output_needs_overwrite_and_only_a_conversion_is_replaced(tm
   with pytest.raises(convert_fairseq.ConversionError, match='not written by this converter'):
     convert_fairseq.convert(str(model), str(dictionary), str(tmp_path / 'other'), overwrite=True)
   assert (tmp_path / 'other' / 'notes.txt').read_text() == 'mine'
+  (tmp_path / 'empty').mkdir()  # An empty folder is not in the way: no --overwrite needed.
+  convert_fairseq.main([*argv[:-1], str(tmp_path / 'empty')])
+  assert (tmp_path / 'empty' / convert_fairseq.RECORD_FILE).is_file()
 
 
 def test_the_reader_follows_strides_and_runs_no_code_from_the_pickle(tmp_path):
@@ -264,6 +300,76 @@ def test_the_reader_follows_strides_and_runs_no_code_from_the_pickle(tmp_path):
     np.testing.assert_array_equal(ckpt.array(ckpt.obj['view']), [[1, 5, 9], [2, 6, 10]])
     assert isinstance(ckpt.obj['call'], torch_checkpoint.Opaque)
   assert not (tmp_path / 'ran').exists()
+
+
+def test_the_reader_reads_a_big_endian_archive_as_its_values(tmp_path):
+  arrays = {
+    'weight': np.array([[1.5, -2.25], [3e-3, 7e5]], np.float32),
+    'ids': np.array([1, -2, 2**40], np.int64),
+  }
+  torch_format.save(arrays, tmp_path / 'big.pt', byteorder='big')
+  with torch_checkpoint.load(tmp_path / 'big.pt') as ckpt:
+    for name, expected in arrays.items():
+      got = ckpt.array(ckpt.obj[name])
+      assert got.dtype == expected.dtype, name
+      np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+def test_the_reader_reads_bfloat16_tensors_exactly(tmp_path):
+  # bfloat16 holds these exactly (8 significant bits, float32's exponents); float16 does not.
+  values = np.array([1 + 2**-7, -0.5, 2.0**100, 2.0**-120], np.float32)
+  torch_format.save({'w': values.astype(ml_dtypes.bfloat16)}, tmp_path / 'bf16.pt')
+  with torch_checkpoint.load(tmp_path / 'bf16.pt') as ckpt:
+    got = ckpt.array(ckpt.obj['w'])
+  assert got.dtype == np.dtype(ml_dtypes.bfloat16)
+  np.testing.assert_array_equal(got.astype(np.float32), values)
+
+
+def test_the_reader_refuses_a_storage_longer_or_shorter_than_its_elements(tmp_path):
+  values = np.arange(3, dtype=np.float32)
+  path = tmp_path / 'a.pt'
+  for extra in (values.itemsize, -values.itemsize):
+    torch_format.save({'w': values}, path)
+    size = values.nbytes + extra
+    torch_format.edit_entry(path, 'archive/data/0', lambda data, n=size: (data + bytes(8))[:n])
+    message = f'archive/data/0 has {size} bytes, expected {values.nbytes}'
+    with torch_checkpoint.load(path) as ckpt:
+      with pytest.raises(torch_checkpoint.TorchCheckpointError, match=message):
+        ckpt.array(ckpt.obj['w'])
+
+
+def test_the_reader_refuses_a_tensor_reaching_past_its_storage(tmp_path):
+  base = np.arange(6, dtype=np.float32)
+  views = {
+    'fits': torch_format.View(base, offset=1, shape=(5,), stride=(1,)),  # Ends at element 5.
+    'past': torch_format.View(base, offset=1, shape=(6,), stride=(1,)),  # Would read element 6.
+    # Its last element is 0 + (2 - 1) * 1 + (2 - 1) * 5 = 6, also one past the end.
+    'strided_past': torch_format.View(base, offset=0, shape=(2, 2), stride=(1, 5)),
+  }
+  torch_format.save(views, tmp_path / 'a.pt')
+  with torch_checkpoint.load(tmp_path / 'a.pt') as ckpt:
+    np.testing.assert_array_equal(ckpt.array(ckpt.obj['fits']), base[1:])
+    for name in ('past', 'strided_past'):
+      with pytest.raises(torch_checkpoint.TorchCheckpointError, match='reaches past its storage'):
+        ckpt.array(ckpt.obj[name])
+
+
+def test_the_reader_refuses_negative_strides(tmp_path):
+  # Elements 5, 4, 3 lie inside the storage, but a PyTorch tensor never has a negative stride.
+  base = np.arange(6, dtype=np.float32)
+  view = torch_format.View(base, offset=5, shape=(3,), stride=(-1,))
+  torch_format.save({'reversed': view}, tmp_path / 'a.pt')
+  with torch_checkpoint.load(tmp_path / 'a.pt') as ckpt:
+    with pytest.raises(torch_checkpoint.TorchCheckpointError, match=r'has strides \(-1,\)'):
+      ckpt.array(ckpt.obj['reversed'])
+
+
+def test_a_parameter_saved_with_python_state_loads_as_its_tensor(tmp_path):
+  weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+  torch_format.save({'p': torch_format.Parameter(weight, {'note': 'x'})}, tmp_path / 'a.pt')
+  with torch_checkpoint.load(tmp_path / 'a.pt') as ckpt:
+    assert isinstance(ckpt.obj['p'], torch_checkpoint.TensorRef)
+    np.testing.assert_array_equal(ckpt.array(ckpt.obj['p']), weight)
 
 
 def test_gpt2_tokenizer_gives_the_ids_of_the_authors_hub_interface():

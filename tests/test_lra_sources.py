@@ -364,6 +364,15 @@ def test_empty_image_tfds_shard_is_an_empty_split(tmp_path):
     lra.load_task('image', tmp_path, cache=False)
 
 
+def test_image_tfds_train_shards_without_test_shards_is_no_data(tmp_path):
+  # TFDS prepared only the train split (e.g. an interrupted preparation): not a loadable dataset.
+  good = example_proto(id=b'x', image=png_bytes(cifar_image()), label=1)
+  write_shard(tmp_path / 'cifar10' / '3.0.2' / 'cifar10-train.tfrecord-00000-of-00001', [good])
+  with pytest.raises(lra.DataError, match=re.escape(f'No cifar10 data in {tmp_path}.')) as info:
+    lra.load_task('image', tmp_path, cache=False)
+  assert tfds_source.prepare_command('cifar10', tmp_path) in str(info.value)
+
+
 @pytest.mark.parametrize('task, name', [('text', 'imdb_reviews'), ('image', 'cifar10')])
 def test_tfds_not_prepared_says_how_and_does_not_download(tmp_path, task, name):
   with pytest.raises(lra.DataError) as info:

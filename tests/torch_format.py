@@ -3,9 +3,9 @@
 The layout and pickle are those `luna_jax.training.torch_checkpoint` documents (PyTorch's
 `torch/serialization.py`, `_save`): `<name>/data.pkl` (protocol 2; every numpy array becomes a
 `torch._utils._rebuild_tensor_v2` call on a persistent-id storage), `<name>/data/<key>` (the raw
-bytes, in the byte order of this little-endian host), `<name>/byteorder` and `<name>/version`.
-The same numpy array object given twice is one storage, as a tied weight is in a PyTorch state
-dict.
+bytes, little-endian, or big-endian as a big-endian machine writes them), `<name>/byteorder` and
+`<name>/version`. The same numpy array object given twice is one storage, as a tied weight is in a
+PyTorch state dict.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import collections
 import io
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ class Call:
     return global_ref(self.module, self.name), self.args
 
 
+class Parameter:
+  """A `torch.nn.Parameter` with Python attributes (`state`), which PyTorch pickles as
+  `torch._utils._rebuild_parameter_with_state(data, requires_grad, hooks, state)`."""
+
+  def __init__(self, data: np.ndarray, state: dict):
+    self.data, self.state = data, state
+
+
 class _Storage:
   def __init__(self, key: str, array: np.ndarray):
     self.key, self.array = key, array
@@ -109,6 +118,9 @@ def _replace_arrays(obj: Any, storages: dict[int, _Storage]) -> Any:
     return _Tensor(_storage(obj, storages), 0, obj.shape, contiguous)
   if isinstance(obj, View):
     return _Tensor(_storage(obj.base.reshape(-1), storages), obj.offset, obj.shape, obj.stride)
+  if isinstance(obj, Parameter):
+    args = (_replace_arrays(obj.data, storages), False, collections.OrderedDict(), obj.state)
+    return Call('torch._utils', '_rebuild_parameter_with_state', args)
   if isinstance(obj, collections.OrderedDict):
     return collections.OrderedDict((k, _replace_arrays(v, storages)) for k, v in obj.items())
   if isinstance(obj, dict):
@@ -118,16 +130,35 @@ def _replace_arrays(obj: Any, storages: dict[int, _Storage]) -> Any:
   return obj
 
 
-def save(obj: Any, path: Path, name: str = 'archive') -> None:
+def _bytes(array: np.ndarray, byteorder: str) -> bytes:
+  """The elements' bytes in `byteorder` (this host is little-endian)."""
+  if byteorder == 'little':
+    return array.tobytes()
+  return array.view(np.uint8).reshape(-1, array.itemsize)[:, ::-1].tobytes()
+
+
+def save(obj: Any, path: Path, name: str = 'archive', byteorder: str = 'little') -> None:
   """Writes `obj` (dicts, lists, argparse Namespaces, numbers, strings, numpy arrays, `View`s,
-  `Call`s) to `path` as `torch.save` would, numpy arrays as tensors."""
+  `Parameter`s, `Call`s) to `path` as `torch.save` would on a machine of `byteorder` ('little' or
+  'big'), numpy arrays as tensors."""
   storages: dict[int, _Storage] = {}
   converted = _replace_arrays(obj, storages)
   buffer = io.BytesIO()
   _Pickler(buffer, protocol=2).dump(converted)
   with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as archive:
     archive.writestr(f'{name}/data.pkl', buffer.getvalue())
-    archive.writestr(f'{name}/byteorder', 'little')
+    archive.writestr(f'{name}/byteorder', byteorder)
     for storage in storages.values():
-      archive.writestr(f'{name}/data/{storage.key}', storage.array.tobytes())  # Little-endian.
+      archive.writestr(f'{name}/data/{storage.key}', _bytes(storage.array, byteorder))
     archive.writestr(f'{name}/version', '3\n')
+
+
+def edit_entry(path: Path, entry: str, edit: Callable[[bytes], bytes]) -> None:
+  """Rewrites the archive at `path` with the bytes of `entry` replaced by `edit(bytes)` (a damaged
+  file)."""
+  with zipfile.ZipFile(path) as archive:
+    entries = {n: archive.read(n) for n in archive.namelist()}
+  entries[entry] = edit(entries[entry])
+  with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as archive:
+    for n, data in entries.items():
+      archive.writestr(n, data)
