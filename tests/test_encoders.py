@@ -257,6 +257,63 @@ def test_dual_encoder_shares_weights_and_is_symmetric_in_shape(interaction):
   logits = model.apply(variables, a, la, b, lb)
   swapped = model.apply(variables, b, lb, a, la)
   assert logits.shape == (2, 2) and not np.allclose(logits, swapped)
+  # Each document is encoded with its own lengths, then the pair goes through the head.
+  separately = model.apply(
+    variables,
+    method=lambda m: m.head(luna_jax.combine_pair(m.encode(a, la), m.encode(b, lb), interaction)),
+  )
+  np.testing.assert_allclose(logits, separately, rtol=1e-6)
+
+
+def test_classifier_dropout_acts_in_training_only():
+  model = luna_jax.build_model(
+    dict(name='luna', num_layers=1, emb_dim=16, num_heads=2, mlp_dim=16, projection_length=4),
+    vocab_size=20,
+    num_classes=3,
+    max_length=10,
+  )  # The default dropout rates, 0.1.
+  ids, lengths = tokens(2, 10, 20, [10, 6])
+  variables = model.init(jax.random.PRNGKey(0), ids, lengths)
+  train = lambda seed: model.apply(
+    variables, ids, lengths, train=True, rngs={'dropout': jax.random.PRNGKey(seed)}
+  )
+  assert not np.allclose(train(1), train(2))  # Different dropout masks.
+  evaluate = lambda seed: model.apply(
+    variables, ids, lengths, rngs={'dropout': jax.random.PRNGKey(seed)}
+  )
+  np.testing.assert_array_equal(evaluate(1), evaluate(2))
+  np.testing.assert_array_equal(evaluate(1), model.apply(variables, ids, lengths))
+
+
+@pytest.mark.parametrize('hidden_layers', [1, 2])
+def test_tanh_head_is_dense_tanh_dense(hidden_layers):
+  """RoBERTa's GLUE head (pooler_activation_fn tanh): Dense -> tanh -> Dense, no ReLU."""
+  head = luna_jax.ClassifierHead(8, 3, hidden_layers=hidden_layers, activation='tanh')
+  features = jax.random.normal(jax.random.PRNGKey(0), (4, 6))
+  params = head.init(jax.random.PRNGKey(1), features)['params']
+  h = features
+  for name in ('hidden', 'hidden_2')[:hidden_layers]:
+    h = jnp.tanh(h @ params[name]['kernel'] + params[name]['bias'])
+  expected = h @ params['logits']['kernel'] + params['logits']['bias']
+  np.testing.assert_allclose(head.apply({'params': params}, features), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+  'model, message',
+  [
+    # Luna's pack heads split emb_dim.
+    ({'name': 'luna', 'emb_dim': 16, 'num_pack_heads': 3}, 'num_pack_heads=3: must divide .* 16'),
+    # The Transformer's heads split qkv_dim, not emb_dim.
+    (
+      {'name': 'transformer', 'emb_dim': 16, 'num_heads': 4, 'qkv_dim': 10},
+      'num_heads=4: must divide the attention width 10',
+    ),
+  ],
+  ids=['luna_pack_heads', 'transformer_qkv_dim'],
+)
+def test_head_counts_must_divide_the_attention_width(model, message):
+  with pytest.raises(luna_jax.config_utils.ConfigError, match=message):
+    luna_jax.build_model(model, vocab_size=5, num_classes=2, max_length=8)
 
 
 def test_build_model_rejects_unknown_key_by_name():

@@ -154,6 +154,11 @@ def test_official_padding_mask_gives_black_pixels_no_attention():
     model_config.check_model_config(
       {'name': 'transformer', 'attention_implementation': 'linear', 'padding_mask': 'nonzero'}
     )
+  # The fused kernel is the same softmax attention: it takes the official mask too.
+  for name in ('transformer', 'transformer_mlm'):
+    model_config.check_model_config(
+      {'name': name, 'attention_implementation': 'fused', 'padding_mask': 'nonzero'}
+    )
 
 
 def test_bert_init_statistics_zero_biases_and_what_it_leaves_alone():
@@ -193,6 +198,26 @@ def test_bert_init_statistics_zero_biases_and_what_it_leaves_alone():
     model_config.check_model_config({'name': 'transformer', 'param_init': 'bert'})
 
 
+def test_bert_init_covers_the_masked_lm_and_its_lm_head():
+  """The authors' Luna-BERT applies init_bert_params to the whole model: the LM head's Dense
+  kernel is N(0, 0.02) as well (lecun_normal would give d^-1/2 = 0.088)."""
+  model_config.check_model_config({'name': 'luna_mlm', 'param_init': 'bert'})
+  d = 128
+  model = luna_jax.build_model(
+    {'name': 'luna_mlm', 'param_init': 'bert', **SMALL, 'emb_dim': d, 'qkv_dim': d},
+    vocab_size=20,
+    num_classes=20,
+    max_length=8,
+  )
+  tokens, lengths = jnp.ones((1, 8), jnp.int32), jnp.array([8])
+  params = flat(jax.jit(model.init)(jax.random.PRNGKey(0), tokens, lengths)['params'])
+  kernel = params['lm_head/dense/kernel']
+  assert kernel.shape == (d, d)
+  assert abs(float(kernel.std()) - 0.02) < 0.002
+  assert abs(float(kernel.mean())) < 0.002
+  np.testing.assert_array_equal(params['lm_head/dense/bias'], 0.0)
+
+
 @pytest.mark.parametrize('name', ['transformer', 'luna_lm', 'luna_seq2seq', 'transformer_seq2seq'])
 def test_pre_ln_is_refused_where_the_layers_do_not_implement_it(name):
   model_config.check_model_config({'name': 'luna_mlm', 'normalize_before': True})
@@ -204,6 +229,11 @@ def test_pre_ln_is_refused_where_the_layers_do_not_implement_it(name):
 def test_tied_layers_are_refused_where_no_encoder_ties_them_and_old_runs_say_so(name):
   for tied in ('luna_mlm', 'luna_seq2seq'):  # luna_seq2seq: its encoder's layers.
     model_config.check_model_config({'name': tied, 'shared_layers': True})
+    # Their runs did tie the layers: loading one keeps what it trained.
+    assert model_config.upgrade_model_config({'name': tied, 'shared_layers': True}) == {
+      'name': tied,
+      'shared_layers': True,
+    }
   with pytest.raises(config_utils.ConfigError, match='shared_layers=True: tied layers are'):
     model_config.check_model_config({'name': name, 'shared_layers': True})
   # A run stored before the refusal trained untied layers: it loads as what it trained.

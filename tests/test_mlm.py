@@ -41,7 +41,7 @@ def test_masking_rates_follow_bert_and_skip_padding_and_special_tokens():
   assert not selected[~eligible].any()
   np.testing.assert_array_equal(inputs[~selected], tokens[~selected])
   n = int(eligible.sum())
-  assert abs(selected.sum() / n - mlm.MASK_RATE) < binomial_tolerance(n, mlm.MASK_RATE)
+  assert abs(selected.sum() / n - 0.15) < binomial_tolerance(n, 0.15)  # BERT's 15%.
   k = int(selected.sum())
   is_mask = inputs[selected] == mask_id
   kept = inputs[selected] == tokens[selected]
@@ -51,6 +51,10 @@ def test_masking_rates_follow_bert_and_skip_padding_and_special_tokens():
   assert abs(kept.mean() - p_kept) < binomial_tolerance(k, p_kept)
   replaced = inputs[selected & (inputs != mask_id)]
   assert not np.isin(replaced, special).any() and replaced.max() < vocab
+  # The replacements are uniform over the regular ids: about 19 draws of each here, so every one,
+  # the first and the last included, shows up among those that changed the token.
+  randomised = inputs[selected & (inputs != mask_id) & (inputs != tokens)]
+  np.testing.assert_array_equal(np.unique(randomised), np.setdiff1d(np.arange(vocab), special))
 
 
 def test_masking_is_a_function_of_the_key():
@@ -85,6 +89,14 @@ def test_loss_counts_selected_tokens_only():
   assert float(padded['count']) == 1.0
   metrics = objective.summarize(jax.device_get(sums))
   assert metrics['perplexity'] == pytest.approx(math.exp(float(expected) / 2), rel=1e-5)
+
+
+def test_perplexity_is_the_exponential_of_the_mean_masked_token_loss():
+  objective = mlm.MaskedLanguageModel(vocab_size=7)
+  metrics = objective.summarize({'loss': 40.0, 'correct': 1.0, 'count': 4.0})
+  assert metrics['loss'] == pytest.approx(10.0)
+  # An untrained model's loss is about ln(vocab), 10 nats for a 22k vocabulary: no cap there.
+  assert metrics['perplexity'] == pytest.approx(math.exp(10.0), rel=1e-9)
 
 
 def test_prepare_masks_the_inputs_and_keeps_the_originals_as_targets():
@@ -125,6 +137,38 @@ def test_lm_head_is_tied_to_the_input_embedding(encoder):
   changed['sequence_encoder']['embed']['token_embedding']['embedding'] = embedding.at[5].add(1.0)
   delta = model.apply({'params': changed}, tokens, lengths) - logits
   assert float(jnp.abs(delta[..., 5]).max()) > 0  # The output row of id 5 is the embedding row.
+
+
+def test_each_position_is_predicted_from_its_own_state_after_the_cls():
+  """With a prepended CLS vector (pooling 'cls', the pretraining default) the encoder has n + 1
+  states: token i's logits come from state i + 1, and the CLS state predicts nothing."""
+  model = build_model(
+    {
+      'name': 'luna_mlm',
+      'pooling': 'cls',
+      'num_layers': 1,
+      'emb_dim': 16,
+      'num_heads': 2,
+      'mlp_dim': 32,
+      'projection_length': 4,
+    },
+    vocab_size=12,
+    num_classes=12,
+    max_length=8,
+  )
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 8), 1, 12)
+  lengths = jnp.array([8, 6])
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, lengths)
+  assert 'cls' in variables['params']['sequence_encoder']['embed']
+
+  def from_states(m, t, n):
+    states = m.sequence_encoder(t, n).x
+    embedding = m.sequence_encoder.variables['params']['embed']['token_embedding']['embedding']
+    return states, m.lm_head(states[:, 1:], embedding)
+
+  states, expected = model.apply(variables, tokens, lengths, method=from_states)
+  assert states.shape[1] == 9
+  np.testing.assert_allclose(model.apply(variables, tokens, lengths), expected, rtol=1e-6)
 
 
 def write_lines(path, lines):

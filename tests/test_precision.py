@@ -158,6 +158,18 @@ def test_the_former_dtype_key_names_its_replacement():
     model_config.check_model_config({'dtype': 'bfloat16'})
 
 
+@pytest.mark.parametrize('dtype, precision', [('float32', 'float32'), ('bfloat16', 'bfloat16_all')])
+def test_a_stored_dtype_upgrades_to_the_precision_that_computes_what_it_did(dtype, precision):
+  """dtype='bfloat16' ran every activation in bfloat16, which is 'bfloat16_all', not the
+  'bfloat16' policy (float32 activations, bfloat16 matmul inputs)."""
+  stored = {'name': 'luna', 'dtype': dtype}
+  upgraded = model_config.upgrade_model_config(stored)
+  assert upgraded == {'name': 'luna', 'precision': precision}
+  assert model_config.PRECISIONS[precision] == (jnp.dtype(dtype), jnp.dtype(dtype))
+  model_config.check_model_config(upgraded)
+  assert stored == {'name': 'luna', 'dtype': dtype}  # The stored mapping is left as it was.
+
+
 @pytest.mark.parametrize('name', ['luna', 'luna_lm', 'luna_mlm'])
 def test_under_the_policy_weight_gradients_stay_float32_and_no_matmul_mixes_dtypes(name):
   """Every projection, FFN and output layer runs `mixed_einsum` (the mixed `project` path):
