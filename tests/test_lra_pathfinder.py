@@ -1,5 +1,6 @@
 """Tests of the Pathfinder loader (release layout) and the Pathfinder generator."""
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -216,3 +217,102 @@ def test_generator_workers_write_the_same_files_as_one_process(tmp_path, monkeyp
   assert '--num_workers: must be an integer >= 1' in capsys.readouterr().err
   with pytest.raises(lra.DataError, match='num_workers must be at least 1'):
     pathfinder_generator.generate(tmp_path / 'y', num_workers=0)
+
+
+def ink_components(ink: np.ndarray, radius: int) -> list[np.ndarray]:
+  """The groups of ink pixels linked by steps of Chebyshev length <= radius."""
+  left, groups = ink.copy(), []
+  while left.any():
+    group = flood_fill(left, tuple(np.argwhere(left)[0]), radius)
+    groups.append(group)
+    left &= ~group
+  return groups
+
+
+def draw_images(resolution, difficulty, count, seed=0):
+  """`count` images from draw_example, labels alternating, with their marker centres."""
+  rng = random.Random(seed)
+  return [
+    pathfinder_generator.draw_example(resolution, difficulty, i % 2, rng) for i in range(count)
+  ]
+
+
+def contour_length(resolution, difficulty):
+  """Pixels along a main contour: NUM_DASHES dashes with a GAP between consecutive ones."""
+  dash = pathfinder_generator.GEOMETRY[resolution].dash
+  num_dashes = pathfinder_generator.NUM_DASHES[difficulty]
+  return num_dashes * dash + (num_dashes - 1) * pathfinder_generator.GAP
+
+
+@pytest.mark.parametrize(
+  'resolution, difficulty, count', [(32, 'easy', 10), (32, 'hard', 10), (128, 'intermediate', 4)]
+)
+def test_generator_marked_contours_hold_num_dashes_dashes(
+  monkeypatch, resolution, difficulty, count
+):
+  # Single-pixel markers (they sit on contour ends, which are lit) leave only the contours' ink:
+  # NUM_DASHES dashes of `dash` pixels each, no more (gaps unlit) and no less (all dashes drawn).
+  geometry = pathfinder_generator.GEOMETRY[resolution]
+  monkeypatch.setitem(
+    pathfinder_generator.GEOMETRY, resolution, dataclasses.replace(geometry, marker=0)
+  )
+  expected = pathfinder_generator.NUM_DASHES[difficulty] * geometry.dash
+  for image, ends in draw_images(resolution, difficulty, count):
+    for end in ends:
+      contour = flood_fill(image > 0, end, pathfinder_generator.CONNECT_RADIUS)
+      assert contour.sum() == expected, (end, contour.sum())
+
+
+@pytest.mark.parametrize('resolution, count', [(32, 10), (128, 4)])
+def test_generator_marks_contour_ends_with_full_squares(resolution, count):
+  half = pathfinder_generator.GEOMETRY[resolution].marker
+  for image, ends in draw_images(resolution, 'hard', count):
+    for y, x in ends:
+      square = image[y - half : y + half + 1, x - half : x + half + 1]
+      assert square.shape == (2 * half + 1,) * 2 and (square == pathfinder_generator.INK).all()
+
+
+@pytest.mark.parametrize('resolution, count', [(32, 40), (128, 6)])
+def test_generator_leaves_the_padding_blank(resolution, count):
+  padding = pathfinder_generator.GEOMETRY[resolution].padding
+  ink = np.array([image > 0 for image, _ in draw_images(resolution, 'hard', count)]).any(0)
+  inside = ink[padding : resolution - padding, padding : resolution - padding]
+  assert ink.sum() == inside.sum() and inside.any()
+
+
+@pytest.mark.parametrize('resolution, count', [(32, 20), (128, 4)])
+def test_generator_distractors_are_short(resolution, count):
+  # A distractor is a third of a main contour (at least one dash); the two main contours are the
+  # marked ones in negatives, so every other contour there is a distractor.
+  geometry = pathfinder_generator.GEOMETRY[resolution]
+  longest = max(contour_length(resolution, 'hard') // 3, geometry.dash)
+  num_distractors = 0
+  for image, ends in draw_images(resolution, 'hard', count)[0::2]:
+    for contour in ink_components(image > 0, pathfinder_generator.CONNECT_RADIUS):
+      if not any(contour[end] for end in ends):
+        assert contour.sum() <= longest
+        num_distractors += 1
+  assert num_distractors > 0
+
+
+def test_generator_labels_are_shuffled_and_balanced(tmp_path):
+  root = pathfinder_generator.generate(tmp_path, difficulty='easy', num_examples=20, seed=1)
+  lines = (root / 'metadata' / '0.npy').read_text().splitlines()
+  labels = [int(line.split()[3]) for line in lines]
+  assert sum(labels) == 10 and labels != [i % 2 for i in range(20)]
+
+
+def test_generator_draws_each_image_from_its_own_seeded_rng(tmp_path, monkeypatch):
+  monkeypatch.setattr(pathfinder_generator, 'IMAGES_PER_FOLDER', 5)  # 20 images: 4 folders.
+  seed = 2
+  root = pathfinder_generator.generate(tmp_path, num_examples=20, seed=seed)
+  lines = ''.join((root / 'metadata' / f'{k}.npy').read_text() for k in range(4)).splitlines()
+  pixels = []
+  for line in lines:
+    folder, name, index, label = line.split()
+    pixels.append(np.asarray(Image.open(root / folder / name)))
+    # The documented seed of image `index` (generate's docstring), across folders too.
+    rng = random.Random(seed * 1_000_003 + int(index))
+    expected, _ = pathfinder_generator.draw_example(32, 'hard', int(label), rng)
+    np.testing.assert_array_equal(pixels[-1], expected, err_msg=line)
+  assert len({p.tobytes() for p in pixels}) == len(pixels)  # No folder repeats another's images.
