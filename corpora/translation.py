@@ -446,18 +446,22 @@ def train_vocabulary(
 
   Raises:
     DataError: missing or malformed training files, an `output` that is not a `.model` file or
-      would replace a folder or a training file, a model in the way (without `overwrite`), or
+      would replace a folder or a file of the corpus, a model in the way (without `overwrite`), or
       SentencePiece refuses the text.
   """
   files = split_files(data_dir, 'train', source_lang, target_lang)
   path = resolve_tokenizer(data_dir, output)
-  outputs = [path, path.with_suffix('.vocab')]
-  inputs = {f.resolve() for f in files.paths}
+  corpus = {  # Every split's files, in either layout.
+    (data_dir / f'{split}.{suffix}').resolve()
+    for split in SPLITS
+    for suffix in (source_lang, target_lang, 'tsv')
+  }
+  outputs = [path, path.with_suffix('.vocab')] if path.suffix == '.model' else [path]
   for wanted in outputs:  # With overwrite, claim_outputs deletes what is in the way.
-    if path.suffix != '.model' or wanted.is_dir() or wanted.resolve() in inputs:
+    if path.suffix != '.model' or wanted.is_dir() or wanted.resolve() in corpus:
       what = (
         'a folder' if wanted.is_dir()
-        else 'one of the training files' if wanted.resolve() in inputs
+        else 'one of the corpus files' if wanted.resolve() in corpus
         else 'not a .model file (SentencePiece writes <name>.model and <name>.vocab)'
       )  # fmt: skip
       raise DataError(

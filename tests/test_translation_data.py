@@ -40,7 +40,7 @@ def test_the_vocabulary_is_kept_by_its_own_command_and_replaced_only_with_overwr
   assert model.read_bytes() == before[0]
 
 
-@pytest.mark.parametrize('output', ['.', 'train.en', 'spm.bin', ''])
+@pytest.mark.parametrize('output', ['.', '/', 'train.en', 'test.de', 'spm.bin', ''])
 def test_the_vocabulary_never_replaces_its_data_folder_or_training_files(tmp_path, capsys, output):
   """--output '.' with --overwrite deleted the whole data folder, 'train.en' its training text;
   a name without .model trained and then failed (SentencePiece wrote spm.model); '' is not a name
@@ -53,9 +53,24 @@ def test_the_vocabulary_never_replaces_its_data_folder_or_training_files(tmp_pat
   assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
   error = capsys.readouterr().err
   if output:
-    assert f'Error: --output {output!r} would write {tmp_path}' in error
+    assert f'Error: --output {output!r} would write ' in error
   else:
     assert 'argument --output: must name a folder or file' in error
+
+
+def test_the_vocabulary_never_replaces_a_split_named_like_a_model(tmp_path):
+  """Languages 'model' and 'vocab' name the corpus files <split>.model and <split>.vocab: an
+  --output of 'validation.model' would replace both sides of the validation split."""
+  translation_generator.write(tmp_path, num_train=20, num_val=2, num_test=2)
+  for path in list(tmp_path.glob('*.en')) + list(tmp_path.glob('*.de')):
+    path.rename(path.with_suffix('.model' if path.suffix == '.en' else '.vocab'))
+  before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+  for output in ('validation.model', 'test.model'):
+    with pytest.raises(lra.DataError, match='which is one of the corpus files'):
+      translation.train_vocabulary(
+        tmp_path, source_lang='model', target_lang='vocab', output=output, overwrite=True
+      )
+  assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_the_vocabulary_command_names_a_line_that_is_not_utf8(tmp_path, capsys):
