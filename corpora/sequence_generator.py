@@ -37,6 +37,10 @@ def digit_pairs(
   return pairs
 
 
+#: The ListOps trees of the 'lm' task: their deepest operators' depth, their most arguments.
+LM_TREES = {'max_depth': 4, 'max_args': 5}
+
+
 def listops_lines(
   counts: dict[str, int], seed: int, min_length: int, max_length: int
 ) -> dict[str, list[str]]:
@@ -48,8 +52,7 @@ def listops_lines(
     counts['test'],
     min_length=min_length,
     max_length=max_length,
-    max_depth=4,
-    max_args=5,
+    **LM_TREES,
     seed=seed,
   )
   compact = lambda source: ' '.join(t for t in source.split() if t not in '()')
@@ -82,7 +85,9 @@ def write(
   """
   if task not in TASKS:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}')
-  if task != 'lm' and min_length > max_length:  # ListOps' generator checks its own lengths.
+  if task == 'lm':  # Before claim_outputs, which deletes the files in the way with overwrite.
+    listops_generator.check_settings(min_length, max_length, LM_TREES['max_args'])
+  elif min_length > max_length:
     raise DataError(f'--min_length {min_length} is above --max_length {max_length}.')
   out = Path(output_dir)
   files = LM_FILES if task == 'lm' else SEQ2SEQ_FILES

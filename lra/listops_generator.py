@@ -148,6 +148,24 @@ def _draw_worker(seed: str, count: int, settings: dict[str, int]) -> dict[str, i
   return _draw_unique(random.Random(seed), count, **settings)
 
 
+def check_settings(min_length: int, max_length: int, max_args: int, num_workers: int = 1) -> None:
+  """Refuses settings that `generate` cannot draw from, before any file is claimed or deleted.
+
+  Raises:
+    DataError: max_args < 2, no length strictly between min_length and max_length that a tree can
+      have, or num_workers < 1.
+  """
+  if max_args < 2:
+    raise DataError(f'--max_args {max_args}: operators take at least 2 arguments.')
+  if min_length + 1 >= max_length - 1:
+    raise DataError(
+      f'--min_length {min_length} --max_length {max_length}: max_length must exceed min_length '
+      'by at least 3 (there is no room for a tree between them).'
+    )
+  if num_workers < 1:
+    raise DataError(f'num_workers must be at least 1, got {num_workers}')
+
+
 def generate(
   num_train: int = 96000,
   num_val: int = 2000,
@@ -183,15 +201,7 @@ def generate(
     DataError: settings that leave no room for a tree, too few distinct trees, or
       `num_workers` < 1.
   """
-  if max_args < 2:
-    raise DataError(f'--max_args {max_args}: operators take at least 2 arguments.')
-  if min_length + 1 >= max_length - 1:
-    raise DataError(
-      f'--min_length {min_length} --max_length {max_length}: max_length must exceed min_length '
-      'by at least 3 (there is no room for a tree between them).'
-    )
-  if num_workers < 1:
-    raise DataError(f'num_workers must be at least 1, got {num_workers}')
+  check_settings(min_length, max_length, max_args, num_workers)
   settings = dict(
     min_length=min_length, max_length=max_length, max_depth=max_depth, max_args=max_args
   )
@@ -261,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
   # the option existed still match.
   recorded = {k: v for k, v in args.items() if k != 'num_workers' or v != 1}
   try:
+    check_settings(args['min_length'], args['max_length'], args['max_args'], args['num_workers'])
     todo = claim_outputs(paths, overwrite, recorded)
   except DataError as e:
     cli.refuse(e)

@@ -77,6 +77,16 @@ def test_lengths_the_wrong_way_round_are_one_error_line_and_no_folder(tmp_path, 
   assert {len(line.split('\t')[0]) for line in (tmp_path / 'out' / 'test.tsv').open()} == {9}
 
 
+def test_impossible_lm_lengths_keep_the_corpus_overwrite_would_replace(tmp_path, capsys):
+  args = ['--task', 'lm', '--output_dir', str(tmp_path), '--num_train', '20', '--num_val', '5']
+  sequence_generator.main([*args, '--num_test', '5', '--min_length', '5', '--max_length', '30'])
+  before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+  with pytest.raises(SystemExit):
+    sequence_generator.main([*args, '--min_length', '20', '--max_length', '5', '--overwrite'])
+  assert 'no room for a tree' in capsys.readouterr().err
+  assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_generated_lm_lines_carry_their_listops_value(tmp_path):
   sequence_generator.write(
     'lm', tmp_path, num_train=30, num_val=5, num_test=5, min_length=5, max_length=30

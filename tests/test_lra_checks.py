@@ -233,6 +233,11 @@ def test_generators_refuse_to_overwrite_unless_told(tmp_path, capsys):
   )
   assert 'usage:' not in error
   assert (tmp_path / 'basic_train.tsv').read_text() == before
+  # Settings no tree fits are refused before --overwrite deletes anything.
+  with pytest.raises(SystemExit):
+    listops_generator.main(args + ['--min_length', '30', '--max_length', '31', '--overwrite'])
+  assert 'no room for a tree' in capsys.readouterr().err
+  assert (tmp_path / 'basic_train.tsv').read_text() == before
   listops_generator.main(args + ['--seed', '1', '--overwrite'])
   assert (tmp_path / 'basic_train.tsv').read_text() != before
   writers = [
