@@ -340,6 +340,11 @@ def test_a_start_refused_before_writing_leaves_no_run_behind(tiny_lra_data, tmp_
       workdir_lib.claim_kind(str(tmp_path / 'w'), 'plain', False)
       raise KeyboardInterrupt
   assert removed == ['kind.json', '.lock'] and not (tmp_path / 'w').exists()
+  # A folder the user made meanwhile, empty or not, is theirs: everything stays.
+  with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(tmp_path / 'w')):
+    (tmp_path / 'w' / 'my_notes').mkdir()
+    raise KeyboardInterrupt
+  assert sorted(p.name for p in (tmp_path / 'w').iterdir()) == ['.lock', 'my_notes']
   # A block that wrote something keeps all of it.
   written = tmp_path / 'written'
   with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(written)):

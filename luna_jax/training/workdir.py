@@ -25,7 +25,7 @@ from typing import Any
 
 from lra.files import LockedError, acquire_lock, write_atomically
 from luna_jax.model.config import MLM_MODELS
-from luna_jax.training.checkpointing import CHECKPOINTS_DIR, DAMAGED_DIR
+from luna_jax.training.checkpointing import BEST_DIR, CHECKPOINTS_DIR, DAMAGED_DIR
 from luna_jax.training.self_pretraining import FINETUNE_DIR, PRETRAIN_DIR
 
 #: Name of the lock file inside the workdir.
@@ -160,10 +160,10 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
 def lock(workdir: str) -> Iterator[None]:
   """Holds the exclusive lock of `workdir` (created if needed) for the duration of the block.
 
-  A block that fails having written nothing there but the lock, `claim_kind`'s record and empty
-  folders (a start refused for missing data or a missing `init_from`, say) takes them away again,
-  and the workdir if this call made it, so that a mistyped start leaves no run behind for
-  `benchmarks.report` to count as unfinished.
+  A block that fails having written nothing there but the lock, `claim_kind`'s record and the
+  checkpointer's empty folders (a start refused for missing data or a missing `init_from`, say)
+  takes them away again, and the workdir if this call made it, so that a mistyped start leaves no
+  run behind for `benchmarks.report` to count as unfinished.
 
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
@@ -194,12 +194,17 @@ def lock(workdir: str) -> Iterator[None]:
 
 def _remove_untouched(workdir: str, before: set[str] | None) -> None:
   """Removes what `lock` and `claim_kind` added to `workdir` (which held `before`, None: did not
-  exist), and empty folders added with them (the checkpointer's, made before `init_from` failed),
-  when nothing else was added. The lock file goes last: until then no other start can take it."""
+  exist), and the checkpointer's folders if added empty (made before `init_from` failed), when
+  nothing else was added. The lock file goes last: until then no other start can take it."""
   ours = {LOCK_FILE, KIND_FILE} - (before or set())
   with contextlib.suppress(OSError):  # The block's own error is the one to report.
     added = set(os.listdir(workdir)) - (before or set())
-    folders = {name for name in added - ours if os.path.isdir(os.path.join(workdir, name))}
+    folders = {
+      name
+      for name in added & {CHECKPOINTS_DIR, BEST_DIR}
+      if os.path.isdir(os.path.join(workdir, name))
+      and not os.path.islink(os.path.join(workdir, name))
+    }
     if (
       not added
       or not (added - folders) <= ours
