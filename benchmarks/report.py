@@ -811,6 +811,7 @@ def figure1(
     raise ReportError(f'figure 1: no benchmarked model has a cell at length {length}.')
   fig, ax = plt.subplots(figsize=(7, 5))
   largest = max(cells[length]['memory_bytes'] for _, _, cells in points.values() if length in cells)
+  largest = largest or 1  # Memory not measured (0 bytes): bubbles of no area.
   labels = []
   for i, (variant, (accuracy, is_ours, cells)) in enumerate(points.items()):
     if length not in cells:

@@ -366,6 +366,10 @@ def test_figure1_labels_of_close_bubbles_do_not_overlap(tmp_path, monkeypatch):
   cells += [cell('linformer', 0.0), cell('performer', 0.0)]
   report.figure1(benchmark, {}, str(tmp_path / 'figure1.png'))
   assert len(drawn) == 2
+  for c in cells:  # Memory not measured: no bubbles, the labels all the same.
+    c['memory_bytes'] = 0
+  report.figure1(benchmark, {}, str(tmp_path / 'figure1.png'))
+  assert len(drawn) == 3 and not drawn[2]['Luna-128'].overlaps(drawn[2]['Luna-256'])
 
 
 def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):
