@@ -511,8 +511,10 @@ def test_a_signal_while_setting_up_ends_train_py_at_once_with_one_line(signum, t
     f'{signal.Signals(signum).name}: stopped outside the training loop; every trained step is '
     'saved. Run the same command to go on.'
   )
+  assert not (tmp_path / 'run').exists()  # Nothing written yet: no run left behind.
   if signum == signal.SIGINT:
     assert run('in-process').stdout.strip() == 'KeyboardInterrupt caught'
+    assert not (tmp_path / 'run2').exists()
     # Several processes stop at once in the loop too: they resume from the last checkpoint.
     result = run('--config.training.distributed=True')
     assert result.returncode == 130 and 'Traceback' not in result.stderr, result.stderr

@@ -29,6 +29,7 @@ from luna_jax.training.workdir import (
   WorkdirKindError,
   WorkdirLockedError,
   WorkdirUnusableError,
+  remove_untouched_now,
 )
 
 FLAGS = flags.FLAGS
@@ -189,8 +190,10 @@ def _exit_at_once(signum: int, frame: object, said: str) -> NoReturn:
   stops after its step with a checkpoint (`trainer`'s own handler, while it trains): before it
   (loading the data, compiling) there is nothing to save, after it every step is saved and a rerun
   evaluates again. A KeyboardInterrupt raised inside XLA's compilation could crash the
-  interpreter. `said`: what stopped and what a rerun goes on from."""
+  interpreter. A workdir the run has written nothing in yet is cleaned up as a failed start's
+  (`workdir.remove_untouched_now`). `said`: what stopped and what a rerun goes on from."""
   del frame
+  remove_untouched_now()
   print(
     f'{signal.Signals(signum).name}: {said}. Run the same command to go on.',
     file=sys.stderr,

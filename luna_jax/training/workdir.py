@@ -163,7 +163,8 @@ def lock(workdir: str) -> Iterator[None]:
   A block that fails having written nothing there but the lock, `claim_kind`'s record and the
   checkpointer's empty folders (a start refused for missing data or a missing `init_from`, say)
   takes them away again, and the workdir if this call made it, so that a mistyped start leaves no
-  run behind for `benchmarks.report` to count as unfinished.
+  run behind for `benchmarks.report` to count as unfinished (`remove_untouched_now` does the same
+  for a process that ends at once).
 
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
@@ -183,13 +184,27 @@ def lock(workdir: str) -> Iterator[None]:
       f'--workdir {workdir}: cannot create it or write {LOCK_FILE} in it ({e.strerror}: '
       f'{e.filename or os.path.join(workdir, LOCK_FILE)}). Choose a folder you can write.'
     ) from None
+  _held[workdir] = before
   try:
     yield
   except BaseException:
     _remove_untouched(workdir, before)
     raise
   finally:
+    del _held[workdir]
     os.close(fd)  # Releases the lock.
+
+
+#: The workdirs this process holds (`lock`), with what each held before, in the order taken.
+_held: dict[str, set[str] | None] = {}
+
+
+def remove_untouched_now() -> None:
+  """Cleans up every workdir this process holds as a failed block's exit would (`lock`), the
+  newest first (a self-pretraining stage before its run): for a process about to end without
+  unwinding (`os._exit` on a signal during a run's setup)."""
+  for workdir, before in reversed(list(_held.items())):
+    _remove_untouched(workdir, before)
 
 
 def _remove_untouched(workdir: str, before: set[str] | None) -> None:
