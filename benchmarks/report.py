@@ -518,6 +518,16 @@ def repeated_seeds(
   return {key: seeds for key, seeds in repeated.items() if seeds}
 
 
+#: Config keys that change neither a run's updates nor its figures, only how often it logs and
+#: saves and how far ahead its batches are sent (configs/base.py's `training` section).
+BOOKKEEPING_KEYS = (
+  'training.log_every',
+  'training.checkpoint_every',
+  'training.keep_checkpoints',
+  'training.prefetch_batches',
+)
+
+
 def differing_settings(runs: Sequence[RunResult]) -> list[str]:
   """The config keys (dotted) whose values differ between `runs` (1 and 1.0 being one value),
   the folders (`data.data_dir`, `init_from`: where a run read its data and source, not how it
@@ -540,16 +550,6 @@ def differing_settings(runs: Sequence[RunResult]) -> list[str]:
     for key in keys
     if any(config.get(key, absent) != configs[0].get(key, absent) for config in configs)
   )
-
-
-#: Config keys that change neither a run's updates nor its figures, only how often it logs and
-#: saves and how far ahead its batches are sent (configs/base.py's `training` section).
-BOOKKEEPING_KEYS = (
-  'training.log_every',
-  'training.checkpoint_every',
-  'training.keep_checkpoints',
-  'training.prefetch_batches',
-)
 
 
 def health_counts(runs: Sequence[RunResult]) -> dict[tuple[str, str], tuple[int, int, int]]:
@@ -810,8 +810,9 @@ def figure1(
   if not any(length in cells for _, _, cells in points.values()):
     raise ReportError(f'figure 1: no benchmarked model has a cell at length {length}.')
   fig, ax = plt.subplots(figsize=(7, 5))
-  largest = max(cells[length]['memory_bytes'] for _, _, cells in points.values() if length in cells)
-  largest = largest or 1  # Memory not measured (0 bytes): bubbles of no area.
+  largest = (  # 1 where memory was not measured (0 bytes): bubbles of no area.
+    max(cells[length]['memory_bytes'] for _, _, cells in points.values() if length in cells) or 1
+  )
   labels = []
   for i, (variant, (accuracy, is_ours, cells)) in enumerate(points.items()):
     if length not in cells:
@@ -827,16 +828,17 @@ def figure1(
       edgecolors=color,
       linewidths=2,
     )
-    text = ax.annotate(
-      f'{label(variant)}\n{cell["memory_bytes"] / 2**30:.2f} GiB',
-      (cell['steps_per_s'], accuracy),
-      xytext=(0, 0),
-      textcoords='offset points',
-      ha='center',
-      va='center',
-      fontsize=8,
+    labels.append(
+      ax.annotate(
+        f'{label(variant)}\n{cell["memory_bytes"] / 2**30:.2f} GiB',
+        (cell['steps_per_s'], accuracy),
+        xytext=(0, 0),  # In points: `_separate` moves it from there.
+        textcoords='offset points',
+        ha='center',
+        va='center',
+        fontsize=8,
+      )
     )
-    labels.append(text)
   ax.set_xscale('log')
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel(f'training steps / s at length {length}')

@@ -456,18 +456,18 @@ def train_vocabulary(
     for split in SPLITS
     for suffix in (source_lang, target_lang, 'tsv')
   }
-  outputs = [path, path.with_suffix('.vocab')] if path.suffix == '.model' else [path]
-  for wanted in outputs:  # With overwrite, claim_outputs deletes what is in the way.
-    if path.suffix != '.model' or wanted.is_dir() or wanted.resolve() in corpus:
-      what = (
-        'a folder' if wanted.is_dir()
-        else 'one of the corpus files' if wanted.resolve() in corpus
-        else 'not a .model file (SentencePiece writes <name>.model and <name>.vocab)'
-      )  # fmt: skip
-      raise DataError(
-        f'--output {output!r} would write {wanted}, which is {what}: name the model file to '
-        f'write (default {DEFAULT_TOKENIZER}, in the data folder).'
-      )
+  # What claim_outputs would delete with overwrite, were it in the way, must be this model's.
+  outputs = [path, path.with_suffix('.vocab')] if path.suffix == '.model' else []
+  refused = {p: 'a folder' for p in outputs if p.is_dir()}
+  refused |= {p: 'one of the corpus files' for p in outputs if p.resolve() in corpus}
+  if not outputs:
+    refused = {path: 'not a .model file (SentencePiece writes <name>.model and <name>.vocab)'}
+  if refused:
+    wanted, what = next(iter(refused.items()))
+    raise DataError(
+      f'--output {output!r} would write {wanted}, which is {what}: name the model file to write '
+      f'(default {DEFAULT_TOKENIZER}, in the data folder).'
+    )
   settings = {
     'files': {str(f.resolve()): text_tokenizers.file_identity(f) for f in files.paths},
     'vocab_size': vocab_size,

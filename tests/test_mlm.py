@@ -111,21 +111,17 @@ def test_prepare_masks_the_inputs_and_keeps_the_originals_as_targets():
   assert bool((prepared['inputs'] == 16).any())  # The mask id is the data's vocab_size.
 
 
+def tiny_mlm(name, **model):
+  """A one-layer masked LM of width 16 over 12 data ids (and the mask id), 8 positions."""
+  config = {'name': name, 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 32}
+  return build_model(
+    {**config, 'projection_length': 4, **model}, vocab_size=12, num_classes=12, max_length=8
+  )
+
+
 @pytest.mark.parametrize('encoder', ['luna', 'transformer'])
 def test_lm_head_is_tied_to_the_input_embedding(encoder):
-  model = build_model(
-    {
-      'name': f'{encoder}_mlm',
-      'num_layers': 1,
-      'emb_dim': 16,
-      'num_heads': 2,
-      'mlp_dim': 32,
-      'projection_length': 4,
-    },
-    vocab_size=12,
-    num_classes=12,
-    max_length=8,
-  )  # 12 data ids and the mask id.
+  model = tiny_mlm(f'{encoder}_mlm')
   tokens, lengths = jnp.ones((2, 8), jnp.int32), jnp.array([8, 5])
   params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, lengths)['params']
   assert set(params) == {'sequence_encoder', 'lm_head'}
@@ -142,20 +138,7 @@ def test_lm_head_is_tied_to_the_input_embedding(encoder):
 def test_each_position_is_predicted_from_its_own_state_after_the_cls():
   """With a prepended CLS vector (pooling 'cls', the pretraining default) the encoder has n + 1
   states: token i's logits come from state i + 1, and the CLS state predicts nothing."""
-  model = build_model(
-    {
-      'name': 'luna_mlm',
-      'pooling': 'cls',
-      'num_layers': 1,
-      'emb_dim': 16,
-      'num_heads': 2,
-      'mlp_dim': 32,
-      'projection_length': 4,
-    },
-    vocab_size=12,
-    num_classes=12,
-    max_length=8,
-  )
+  model = tiny_mlm('luna_mlm', pooling='cls')
   tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 8), 1, 12)
   lengths = jnp.array([8, 6])
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, lengths)
