@@ -96,3 +96,57 @@ def test_generated_lm_lines_carry_their_listops_value(tmp_path):
   assert lines[0].startswith('[') and '(' not in lines[0]
   expression, value = lines[0].rsplit('=', 1)
   assert 0 <= int(value) <= 9 and expression.endswith(']')
+
+
+def write_glue(folder, header, rows):
+  """GLUE's train.tsv and dev.tsv, both with `header` and `rows`."""
+  for name in ('train.tsv', 'dev.tsv'):
+    (folder / name).write_text(header + ''.join(f'{row}\n' for row in rows))
+  return folder
+
+
+def test_glue_rows_longer_than_max_length_keep_their_start_and_are_counted(tmp_path):
+  """A sentence of max_length bytes fits; a longer one is cut to its first max_length bytes."""
+  write_glue(tmp_path, 'sentence\tlabel\n', ['abcd\t1', 'abcde\t0'])
+  data = corpora.load_task('glue', tmp_path, glue_task='sst2', max_length=4, cache=False)
+  assert data.train.num_truncated == 1
+  np.testing.assert_array_equal(data.train.inputs[1], [t + 1 for t in b'abcd'])
+  np.testing.assert_array_equal(data.train.inputs[0], data.train.inputs[1])
+
+
+@pytest.mark.parametrize(
+  'header, message',
+  [
+    (
+      'sentence\tlab\n',
+      r"train\.tsv:1: header \['sentence', 'lab'\] lacks column\(s\) \['label'\]",
+    ),
+    ('', r"train\.tsv: empty file; expected a header row with \['sentence', 'label'\]"),
+  ],
+)
+def test_glue_file_without_its_header_columns_is_named(tmp_path, header, message):
+  """A header without the task's columns, or no header at all, is refused naming the file."""
+  write_glue(tmp_path, header, [])
+  with pytest.raises(lra.DataError, match=message):
+    corpora.load_task('glue', tmp_path, glue_task='sst2', cache=False)
+
+
+def test_unknown_glue_task_is_refused(tmp_path):
+  """A glue_task other than sst2, qnli, qqp is refused before any file is read."""
+  with pytest.raises(
+    lra.DataError, match=r"glue_task 'mnli' is not one of \['qnli', 'qqp', 'sst2'\]"
+  ):
+    corpora.load_task('glue', tmp_path, glue_task='mnli', cache=False)
+
+
+def test_glue_ids_of_a_vocabulary_over_65536_are_kept_whole(tmp_path):
+  """Ids of a vocabulary larger than uint16 holds are stored in a wider dtype, unchanged."""
+  from corpora import glue, text_tokenizers
+
+  big = text_tokenizers.Tokenizer(
+    'big', 70_000, 69_998, (0, 69_998), lambda text: np.array([69_999, len(text)], np.int32)
+  )
+  write_glue(tmp_path, 'sentence\tlabel\n', ['abc\t1'])
+  split = glue.read_tsv(tmp_path / 'train.tsv', 4, glue_task='sst2', tokenizer=big)
+  np.testing.assert_array_equal(split.inputs, [[69_999, 3, 0, 0]])
+  assert np.iinfo(split.inputs.dtype).max >= 69_999

@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -517,3 +518,57 @@ def test_an_atomic_write_to_dev_stdout_goes_down_the_stream(into, tmp_path):
       subprocess.run(command, stdout=f, check=True, cwd=root)
     out = report.read_text()
   assert out == ('' if into == 'pipe' else 'header\n') + 'printed\nbody\nafter\n'
+
+
+def test_a_generator_refusal_names_only_the_settings_that_changed(tmp_path):
+  """`lra.files.claim_outputs` refuses outputs of other settings, naming each changed one."""
+  out = [tmp_path / 'a.tsv']
+  assert files.claim_outputs(out, False, {'n': 1, 'seed': 0})
+  out[0].write_text('x')
+  files.record_outputs(out, {'n': 1, 'seed': 0})
+  with pytest.raises(lra.DataError, match=r'other settings: seed 0 -> 1\)') as info:
+    files.claim_outputs(out, False, {'n': 1, 'seed': 1})
+  assert 'n 1 -> 1' not in str(info.value)
+
+
+def test_a_recorded_output_gone_since_is_refused_even_when_it_was_empty(tmp_path):
+  """Outputs are kept only when all of them are there: an empty one deleted is named as gone."""
+  out = [tmp_path / 'a.tsv', tmp_path / 'b.tsv']
+  settings = {'n': 1}
+  assert files.claim_outputs(out, False, settings)
+  out[0].write_text('x')
+  out[1].write_text('')
+  files.record_outputs(out, settings)
+  assert not files.claim_outputs(out, False, settings)
+  out[1].unlink()
+  with pytest.raises(lra.DataError, match='but b.tsv is gone since'):
+    files.claim_outputs(out, False, settings)
+
+
+def test_an_atomic_write_to_a_pipe_goes_down_the_pipe(tmp_path):
+  """A FIFO cannot be replaced: `write_atomically` writes into it and leaves it a FIFO."""
+  fifo = tmp_path / 'fifo'
+  os.mkfifo(fifo)
+  reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+  try:
+    files.write_atomically(fifo, 'line\n')
+    assert os.read(reader, 100) == b'line\n'
+  finally:
+    os.close(reader)
+  assert stat.S_ISFIFO(fifo.stat().st_mode)
+  assert [p.name for p in tmp_path.iterdir()] == ['fifo']
+
+
+def test_a_lock_file_that_cannot_be_created_is_a_permission_error(tmp_path, monkeypatch):
+  """Where the lock file may not be created (and is not there), the PermissionError is raised as
+  it is (what `_locked` takes for a read-only folder), not another error of a read-only open."""
+  real_open = os.open
+
+  def refuse_creation(path, flags, *args):
+    if flags & os.O_CREAT:
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    return real_open(path, flags, *args)
+
+  monkeypatch.setattr(files.os, 'open', refuse_creation)
+  with pytest.raises(PermissionError):
+    files.acquire_lock(tmp_path / 'lock')

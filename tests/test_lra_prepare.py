@@ -514,3 +514,215 @@ def test_prepared_tfds_dataset_is_used_without_a_download(tmp_path, monkeypatch,
   # 3 training reviews: 1 held out for validation (lra.text's default), 2 for training.
   assert re.search(r'text +2/1/2 .*found in place \(read by its loader\)', capsys.readouterr().out)
   assert not (root / 'downloads').exists()
+
+
+def test_task_lists_are_in_table_order_once_and_none_is_refused():
+  """`--tasks` gives the table's tasks in its order, each once; an empty list is an error."""
+  assert prepare.parse_tasks('retrieval, listops,listops') == ['listops', 'retrieval']
+  for spec in ('', ' , '):
+    with pytest.raises(DataError, match='none given'):
+      prepare.parse_tasks(spec)
+
+
+def test_an_archive_no_task_asked_for_needs_is_a_usage_error(tmp_path, capsys):
+  """`--archive SOURCE=PATH` for a source none of the tasks reads is refused, naming its file."""
+  with pytest.raises(SystemExit):
+    prepare.main(['--tasks', 'listops', '--data_dir', str(tmp_path), '--archive', 'imdb=x.tgz'])
+  assert 'no task asked for needs aclImdb_v1.tar.gz' in capsys.readouterr().err
+
+
+def test_a_missing_user_archive_is_one_error_naming_it(tmp_path, capsys):
+  """An `--archive` path that is no file fails the task with 'no such file', nothing created."""
+  missing = tmp_path / 'cifar-10-python.tar.gz'
+  args = ['--tasks', 'image', '--data_dir', str(tmp_path / 'data'), '--no_progress']
+  assert prepare.main([*args, '--archive', str(missing)]) == 1
+  assert f'--archive {missing}: no such file.' in capsys.readouterr().err
+  assert not (tmp_path / 'data' / 'cifar10').exists()
+
+
+def test_a_user_archive_of_another_size_is_named_by_its_size(
+  official_archives, tmp_path, monkeypatch, capsys
+):
+  """A truncated copy passed as `--archive` is refused by its size, the official one named."""
+  content = official_archives['cifar10']
+  _serve_offline(monkeypatch, 'cifar10', content)
+  short = tmp_path / 'cifar-10-python.tar.gz'
+  short.write_bytes(content[:-5])
+  args = ['--tasks', 'image', '--data_dir', str(tmp_path / 'data'), '--no_progress']
+  assert prepare.main([*args, '--archive', str(short)]) == 1
+  assert f'{short} has {len(content) - 5} bytes, but ' in capsys.readouterr().err
+
+
+def _serve_offline(monkeypatch, name, content):
+  """Points `prepare.SOURCES[name]` at a closed port, with the size and checksum of `content`."""
+  source = prepare.SOURCES[name]
+  monkeypatch.setitem(
+    prepare.SOURCES,
+    name,
+    prepare.Source(
+      f'http://{HOST}:{_closed_port()}/{source.filename}',
+      len(content),
+      hashlib.sha256(content).hexdigest(),
+      source.extract_to,
+    ),
+  )
+
+
+def test_a_complete_partial_download_of_known_size_is_renamed_offline(tmp_path):
+  """A `.part` as long as the expected size (a run stopped before the rename) is the download:
+  renamed with no request, also when no server is reachable."""
+  content = bytes(range(256)) * 4
+  dest = tmp_path / 'file.bin'
+  (tmp_path / 'file.bin.part').write_bytes(content)
+  url = f'http://{HOST}:{_closed_port()}/file.bin'
+  prepare.download(url, dest, len(content), retry_wait=0, progress=False)
+  assert dest.read_bytes() == content and not (tmp_path / 'file.bin.part').exists()
+
+
+def test_retries_counts_the_attempts_after_a_failed_one(server, tmp_path):
+  """`retries=1` resumes one dropped connection; `retries=0` gives up after it, keeping the part."""
+  content = bytes(range(256)) * 100
+  server.files['/file.bin'] = content
+  server.drop_after['/file.bin'] = 1000
+  dest = tmp_path / 'file.bin'
+  prepare.download(
+    f'{server.url}/file.bin', dest, len(content), retries=1, retry_wait=0, progress=False
+  )
+  assert dest.read_bytes() == content
+  server.drop_after['/file.bin'] = 1000
+  other = tmp_path / 'other.bin'
+  with pytest.raises(DataError, match='download failed 1 times'):
+    prepare.download(f'{server.url}/file.bin', other, len(content), retries=0, progress=False)
+  assert (tmp_path / 'other.bin.part').stat().st_size == 1000
+
+
+def test_a_range_answer_from_another_offset_is_an_error(server, tmp_path, monkeypatch):
+  """A 206 whose Content-Range starts elsewhere than the byte asked for is refused, not appended."""
+  content = bytes(range(256)) * 100
+  server.files['/file.bin'] = content
+  (tmp_path / 'file.bin.part').write_bytes(content[:1000])
+
+  def from_the_start(handler):
+    handler.server.owner.requests.append((handler.path, handler.headers.get('Range')))
+    handler.send_response(206)
+    handler.send_header('Content-Range', f'bytes 0-{len(content) - 1}/{len(content)}')
+    handler.send_header('Content-Length', str(len(content)))
+    handler.end_headers()
+    handler.wfile.write(content)
+
+  monkeypatch.setattr(_Handler, 'do_GET', from_the_start)
+  with pytest.raises(DataError, match="bytes 1000- with Content-Range 'bytes 0-"):
+    prepare.download(f'{server.url}/file.bin', tmp_path / 'file.bin', None, progress=False)
+  assert (tmp_path / 'file.bin.part').read_bytes() == content[:1000]
+
+
+def test_a_malformed_manifest_line_is_named(tmp_path):
+  """`SHA256SUMS` lines that are not `<sha256>  <name>` fail naming the line; blank ones are
+  skipped."""
+  digest = hashlib.sha256(b'x').hexdigest()
+  (tmp_path / prepare.MANIFEST).write_text(f'{digest}  a.gz\n\n{digest} b.gz\n')
+  with pytest.raises(DataError, match=f'{prepare.MANIFEST}:3: expected'):
+    prepare.read_manifest(tmp_path)
+  (tmp_path / prepare.MANIFEST).write_text(f'{digest}  a.gz\n\n{digest[:-1]}  b.gz\n')
+  with pytest.raises(DataError, match=f'{prepare.MANIFEST}:3: expected'):
+    prepare.read_manifest(tmp_path)
+  (tmp_path / prepare.MANIFEST).write_text(f'{digest}  a.gz\n\n')
+  assert prepare.read_manifest(tmp_path) == {'a.gz': digest}
+
+
+def test_a_damaged_download_is_moved_aside_and_the_next_run_downloads_afresh(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
+  """The damaged download leaves `downloads/` (kept as `.corrupt`), so a run after the server is
+  mended downloads it again and succeeds."""
+  _serve(monkeypatch, server, {'imdb': official_archives['imdb']}, corrupt=('imdb',))
+  root = tmp_path / 'data'
+  args = ['--tasks', 'text', '--data_dir', str(root), '--no_progress']
+  assert prepare.main(args) == 1
+  assert not (root / 'downloads' / 'aclImdb_v1.tar.gz').exists()
+  server.files['/aclImdb_v1.tar.gz'] = official_archives['imdb']
+  assert prepare.main(args) == 0
+  assert len(server.requests) == 2
+  assert (root / 'downloads' / 'aclImdb_v1.tar.gz.corrupt').is_file()
+
+
+def test_an_archive_put_into_downloads_by_hand_is_recorded_in_the_manifest(
+  official_archives, tmp_path, monkeypatch
+):
+  """A copy placed in `downloads/` without a manifest entry is used offline and its SHA-256
+  recorded, so that later damage to it is detected."""
+  content = official_archives['cifar10']
+  _serve_offline(monkeypatch, 'cifar10', content)
+  root = tmp_path / 'data'
+  (root / 'downloads').mkdir(parents=True)
+  (root / 'downloads' / 'cifar-10-python.tar.gz').write_bytes(content)
+  assert prepare.main(['--tasks', 'image', '--data_dir', str(root), '--no_progress']) == 0
+  assert prepare.read_manifest(root / 'downloads') == {
+    'cifar-10-python.tar.gz': hashlib.sha256(content).hexdigest()
+  }
+
+
+def test_extract_takes_exact_names_and_whole_folders_only(tmp_path):
+  """An exact member does not take a longer name, a folder `d/sub/` does not take `d/subway/`."""
+  archive = tmp_path / 'a.tar.gz'
+  archive.write_bytes(
+    _tar_gz(
+      {
+        name: name.encode()
+        for name in ('d/a.tsv', 'd/a.tsv.orig', 'd/sub/x', 'd/sub/y/z', 'd/subway/w')
+      }
+    )
+  )
+  members = {'task': ('d/a.tsv', 'd/sub/')}
+  extracted, first = prepare.extract(archive, tmp_path / 'out', members, progress=False)
+  assert extracted == {'task': {'d/a.tsv': 7, 'd/sub/x': 7, 'd/sub/y/z': 9}}
+  assert first == ['d/a.tsv', 'd/a.tsv.orig', 'd/sub/x', 'd/sub/y/z', 'd/subway/w']
+  assert sorted(p.name for p in (tmp_path / 'out').rglob('*') if p.is_file()) == ['a.tsv', 'x', 'z']
+  assert prepare.missing_members(['d/a.tsv', 'd/sub/', 'd/b/'], list(extracted['task'])) == ['d/b/']
+
+
+def test_an_extraction_cut_short_is_done_again_not_verified(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
+  """With the `.partial` marker of a cut-short extraction, the task is extracted again from the
+  kept download (no request), even though its files match the earlier record."""
+  _serve(monkeypatch, server, {'lra_release': official_archives['lra_release']})
+  root = tmp_path / 'data'
+  args = ['--tasks', 'listops', '--data_dir', str(root), '--no_progress']
+  assert prepare.main(args) == 0
+  prepare._state_path(root, 'listops', 'partial').touch()
+  capsys.readouterr()
+  assert prepare.main(args) == 0
+  out = capsys.readouterr().out
+  assert 'extracted 3 files' in out and 'verified' not in out, out
+  assert not prepare._state_path(root, 'listops', 'partial').exists()
+  assert len(server.requests) == 1
+
+
+def test_an_empty_task_folder_is_not_data_in_place(
+  server, official_archives, tmp_path, monkeypatch, capsys
+):
+  """An empty Pathfinder difficulty folder is not taken for the data: the task is extracted."""
+  _serve(monkeypatch, server, {'lra_release': official_archives['lra_release']})
+  root = tmp_path / 'data'
+  folder = root / 'lra_release' / 'lra_release' / 'pathfinder32' / 'curv_contour_length_14'
+  folder.mkdir(parents=True)
+  assert not prepare.data_present('pathfinder32', root)
+  args = ['--tasks', 'pathfinder32', '--data_dir', str(root), '--no_progress']
+  assert prepare.main(args) == 0
+  assert 'extracted' in capsys.readouterr().out
+  assert (folder / 'metadata').is_dir()
+
+
+def test_path_x_at_another_difficulty_is_loaded_at_that_difficulty(
+  server, tiny_lra_data, tmp_path, monkeypatch, capsys
+):
+  """`--tasks pathx --difficulty easy` extracts and loads Path-X's easy folder."""
+  pathx = Path(tiny_lra_data['pathx'][0]) / 'pathfinder128'
+  release = 'lra_release/lra_release/pathfinder128'
+  archive = _tar_gz({f'{release}/curv_baseline': pathx / 'curv_contour_length_14'})
+  _serve(monkeypatch, server, {'lra_release': archive})
+  root = tmp_path / 'data'
+  args = ['--tasks', 'pathx', '--data_dir', str(root), '--no_progress', '--difficulty', 'easy']
+  assert prepare.main(args) == 0
+  assert re.search(r'pathx +\d+/\d+/\d+ ', capsys.readouterr().out)

@@ -557,3 +557,171 @@ def test_the_tfds_prepare_command_runs_in_a_shell_for_any_folder_name(tmp_path):
     'data_dir': str(data_dir),
     'file_format': 'array_record',
   }
+
+
+def write_reviews(root: Path, reviews: dict[str, list[tuple[str, str]]]) -> None:
+  """`aclImdb/<split>/<label>/<i>_1.txt` files from split -> [(label folder, review)]."""
+  for split, items in reviews.items():
+    for label in ('neg', 'pos'):
+      (root / 'aclImdb' / split / label).mkdir(parents=True, exist_ok=True)
+    for i, (label, review) in enumerate(items):
+      (root / 'aclImdb' / split / label / f'{i}_1.txt').write_text(review)
+
+
+def test_text_counts_as_truncated_only_reviews_longer_than_max_length(tmp_path):
+  """A review of exactly max_length bytes fits; one byte more is truncated."""
+  reviews = [('neg', 'x' * 8), ('pos', 'y' * 9), ('pos', 'z' * 7)]
+  write_reviews(tmp_path, {'train': reviews, 'test': reviews})
+  data = lra.load_task('text', tmp_path, max_length=8, cache=False, validation='test')
+  assert data.train.num_truncated == 1 and data.test.num_truncated == 1
+
+
+def test_text_validation_test_is_the_test_split_not_train(tmp_path):
+  """With validation='test' the validation split is the test reviews, all training reviews kept."""
+  write_reviews(
+    tmp_path,
+    {'train': [('neg', 'aa'), ('pos', 'bb'), ('pos', 'cc')], 'test': [('neg', 'zz'), ('pos', 'y')]},
+  )
+  data = lra.load_task('text', tmp_path, max_length=4, cache=False, validation='test')
+  assert data.train.num_examples == 3
+  np.testing.assert_array_equal(data.validation.inputs, data.test.inputs)
+  np.testing.assert_array_equal(data.validation.targets, data.test.targets)
+  with pytest.raises(lra.DataError, match="option validation='dev'"):
+    lra.load_task('text', tmp_path, max_length=4, cache=False, validation='dev')
+
+
+def test_text_heldout_validation_follows_the_split_seed_and_keeps_the_order(tmp_path):
+  """The held-out split is `hold_out`'s for the given `split_seed`; both parts keep the original
+  example order and together are the training reviews."""
+  from lra import text
+
+  write_reviews(
+    tmp_path,
+    {
+      'train': [('pos' if i % 3 else 'neg', f'r{i:02d}') for i in range(30)],
+      'test': [('neg', 't'), ('pos', 'u')],
+    },
+  )
+
+  full = lra.load_task('text', tmp_path, max_length=4, cache=False, validation='test').train
+  positions = {row.tobytes(): i for i, row in enumerate(full.inputs)}
+  heldout = set()
+  for seed in range(4):
+    data = lra.load_task(
+      'text', tmp_path, max_length=4, cache=False, validation='heldout', split_seed=seed
+    )
+    rest, held = text.hold_out(full, text.HELDOUT_FRACTION, seed)
+    np.testing.assert_array_equal(data.validation.inputs, held.inputs)
+    np.testing.assert_array_equal(data.train.inputs, rest.inputs)
+    assert held.num_examples == 3 and rest.num_examples == 27
+    heldout.add(held.inputs.tobytes())
+    for part in (rest, held):  # Rows in the original order.
+      order = [positions[row.tobytes()] for row in part.inputs]
+      assert order == sorted(order)
+    together = np.concatenate([rest.inputs, held.inputs])
+    assert sorted(map(bytes, together)) == sorted(map(bytes, full.inputs))
+  assert len(heldout) > 1
+
+
+def test_text_hold_out_refuses_a_single_review():
+  """One training review cannot be split into a training and a validation split."""
+  from lra import text
+
+  one = lra.Split(np.ones((1, 4), np.uint16), np.array([4], np.int32), np.zeros(1, np.int32))
+  with pytest.raises(lra.DataError, match="1 training review.* use the option validation='test'"):
+    text.hold_out(one, text.HELDOUT_FRACTION, 0)
+
+
+def test_text_tfds_label_of_a_third_class_is_named(tmp_path):
+  """IMDb has two classes: a TFDS label 2 is out of range, naming the shard and record."""
+  imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  write_shard(
+    imdb / 'imdb_reviews-test.tfrecord-00000-of-00001', [example_proto(text=b'z', label=1)]
+  )
+  shard = imdb / 'imdb_reviews-train.tfrecord-00000-of-00001'
+  write_shard(shard, [example_proto(text=b'ok', label=2)])
+  with pytest.raises(
+    lra.DataError, match=re.escape(f"{shard} record #0: label '2' is out of range")
+  ):
+    lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
+
+
+def test_text_tfds_train_shards_without_test_shards_is_no_data(tmp_path):
+  """Text, like Image, needs both splits prepared in TFDS."""
+  imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  write_shard(
+    imdb / 'imdb_reviews-train.tfrecord-00000-of-00001', [example_proto(text=b'a', label=1)]
+  )
+  with pytest.raises(lra.DataError, match=re.escape(f'No imdb_reviews data in {tmp_path}.')):
+    lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
+
+
+def test_tfds_feature_of_the_right_kind_without_a_value_is_named(tmp_path):
+  """A 'text' bytes_list holding no value is refused like a missing feature."""
+  example = tf_example_pb2.Example.FromString(example_proto(label=1))
+  example.features.feature['text'].bytes_list.SetInParent()
+  imdb = tmp_path / 'imdb_reviews' / 'plain_text' / '1.0.0'
+  write_shard(
+    imdb / 'imdb_reviews-test.tfrecord-00000-of-00001', [example_proto(text=b'z', label=1)]
+  )
+  shard = imdb / 'imdb_reviews-train.tfrecord-00000-of-00001'
+  write_shard(shard, [example.SerializeToString()])
+  with pytest.raises(
+    lra.DataError, match=re.escape(f"{shard} record #0: no 'text' feature of kind")
+  ):
+    lra.load_task('text', tmp_path, max_length=3, cache=False, validation='test')
+
+
+def test_tfds_shards_of_the_newest_version_in_shard_order(tmp_path):
+  """The newest version is chosen by its numbers (1.10.0 after 1.9.0), its shards sorted."""
+  base = tmp_path / 'imdb_reviews' / 'plain_text'
+  names = [f'imdb_reviews-train.tfrecord-{i:05d}-of-00012' for i in range(12)]
+  for version in ('1.9.0', '1.10.0', '0.20.0'):
+    for name in reversed(names):
+      write_shard(base / version / name, [])
+  shards = tfds_source.find_shards(tmp_path, 'imdb_reviews', 'train', 'plain_text')
+  assert shards == [base / '1.10.0' / name for name in names]
+
+
+def test_token_ids_and_labels_are_checked_against_their_own_bounds():
+  """Ids must be below vocab_size, 1-D labels below num_classes, 2-D token targets below
+  vocab_size; arrays must be integers of matching shapes."""
+  import dataclasses
+
+  from lra import core
+
+  inputs, lengths = np.array([[1, 2], [3, 0]], np.int32), np.array([2, 1], np.int32)
+
+  def check(**fields):
+    split = dataclasses.replace(lra.Split(inputs, lengths, np.array([0, 1], np.int32)), **fields)
+    core.check_arrays(
+      'toy', {'train': split}, {'train': 'x.tsv'}, vocab_size=4, num_classes=2, max_length=2
+    )
+
+  check()
+  check(targets=np.array([[3, 0], [1, 2]], np.int32))  # Token targets: ids below vocab_size.
+  bad = {
+    'inputs holds 4, outside \\[0, 4\\)': {'inputs': np.array([[1, 4], [3, 0]], np.int32)},
+    'targets holds 2, outside \\[0, 2\\)': {'targets': np.array([0, 2], np.int32)},
+    'targets holds 4, outside \\[0, 4\\)': {'targets': np.array([[0, 4], [1, 1]], np.int32)},
+    'inputs has dtype float32, expected integers': {'inputs': inputs.astype(np.float32)},
+    'inputs \\(2, 2\\) and lengths \\(3,\\), expected': {'lengths': np.array([2, 1, 1], np.int32)},
+  }
+  for message, fields in bad.items():
+    with pytest.raises(lra.DataError, match=f'x.tsv: toy train split: {message}'):
+      check(**fields)
+
+
+def test_labels_are_integers_in_range_and_line_lists_are_cut_after_five():
+  """`parse_label` takes integral numbers only (no fraction, NaN or infinity); `line_list` shows
+  five line numbers, then '...'."""
+  from lra import core
+
+  assert core.parse_label('1.0', 2, 'f:1') == 1 and core.parse_label(b'0', 2, 'f:1') == 0
+  for label in ('1.5', 'nan', 'inf', '-1', '2'):
+    with pytest.raises(lra.DataError, match=f"f:3: label '{label}' is out of range"):
+      core.parse_label(label, 2, 'f:3')
+  with pytest.raises(lra.DataError, match="f:3: label 'one' is not a number"):
+    core.parse_label('one', 2, 'f:3')
+  assert core.line_list([1, 2, 3, 4, 5]) == '1, 2, 3, 4, 5'
+  assert core.line_list([1, 2, 3, 4, 5, 6]) == '1, 2, 3, 4, 5, ...'

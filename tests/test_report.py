@@ -431,3 +431,53 @@ def test_the_health_rule_at_its_boundaries(task, final, best, learned, collapsed
   entries = [] if best is None else [{'step': 1, 'validation_accuracy': best}]
   result = report.health(task, final, 2, entries)
   assert (result.learned, result.collapsed) == (learned, collapsed)
+
+
+def test_metric_events_are_read_in_file_order_without_a_torn_record_or_other_files(tmp_path):
+  """`metric_log.read_events` reads the event files of `tensorboard/` in the order their writers
+  started, skips other files and leaves out a killed writer's torn last record."""
+  from luna_jax.training import metric_log
+
+  for start, step in ((0, 1), (2, 2)):
+    writer = metric_log.MetricWriter(str(tmp_path), start_step=start)
+    writer.write_scalars(step, {'loss': float(step)})
+    writer.close()
+  logdir = tmp_path / 'tensorboard'
+  (logdir / 'notes.txt').write_text('not an event file')
+  (logdir / 'plugins').mkdir()
+  newest = sorted(p for p in logdir.iterdir() if p.name.startswith('events.out.tfevents.'))[-1]
+  with open(newest, 'ab') as f:
+    f.write(b'\x40\0\0\0\0\0\0\0\0\0\0\0torn')  # A record of 64 bytes cut short.
+  events = metric_log.read_events(str(logdir))
+  scalars = [(e.step, v.tag, v.simple_value) for e in events for v in e.summary.value]
+  assert scalars == [(1, 'loss', 1.0), (2, 'loss', 2.0)]
+  assert [e.step for e in events if e.HasField('session_log')] == [0, 2]
+
+
+def test_a_resumed_metric_log_keeps_a_last_line_without_its_newline_apart(tmp_path):
+  """A complete last line of metrics.jsonl without a newline is kept as its own line (what the
+  resumed run appends starts a new one); a line that does not parse is dropped, not what follows."""
+  from luna_jax.training import metric_log
+
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1, "loss": 1.0}\n{"step": 1, "lo\n{"step": 2, "loss": 0.5}')
+  writer = metric_log.MetricWriter(str(tmp_path), start_step=2)
+  writer.write_scalars(3, {'loss': 0.25})
+  writer.close()
+  lines = path.read_text().splitlines()
+  assert [json.loads(line)['step'] for line in lines] == [1, 2, 3]
+
+
+def test_a_resumed_metric_log_drops_every_entry_at_its_step_holding_a_redone_name(tmp_path):
+  """At the restart step, an entry is dropped when any of its names starts with a redo prefix."""
+  from luna_jax.training import metric_log
+
+  path = tmp_path / 'metrics.jsonl'
+  entries = [
+    {'step': 2, 'train/loss': 1.0},
+    {'step': 2, 'final/accuracy': 0.5, 'final/loss': 0.7},
+    {'step': 2, 'final/accuracy': 0.5, 'eval/loss': 0.7},
+  ]
+  path.write_text(''.join(json.dumps(entry) + '\n' for entry in entries))
+  metric_log.MetricWriter(str(tmp_path), start_step=2, redo_prefixes=('final/',)).close()
+  assert [json.loads(line) for line in path.read_text().splitlines()] == entries[:1]

@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import pytest
 
 import lra
 import luna_jax
-from luna_jax.training import checkpointing, optim, run_config, steps, trainer
+from luna_jax.training import checkpointing, metric_log, optim, run_config, steps, trainer
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
@@ -448,6 +449,17 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
   params = checkpoint_params(tmp_path, 2)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_training_stops_at_an_infinite_metric_as_at_a_nan():
+  """`check_finite` stops at the first step with an infinite metric, naming the last good
+  checkpoint; the speed is timed steps per second of training time."""
+  checkpointer = SimpleNamespace(directory='ckpt', last_good_step=lambda: 4)
+  metric_log.check_finite([5], [{'loss': 1.0}], checkpointer)
+  with pytest.raises(FloatingPointError, match=r'Non-finite loss=-inf at step 6.*step 4'):
+    metric_log.check_finite([5, 6], [{'loss': 1.0}, {'loss': float('-inf')}], checkpointer)
+  assert metric_log.TrainLog(train_time=2.0, timed_steps=10).steps_per_sec() == 5.0
+  assert metric_log.TrainLog().steps_per_sec() is None
 
 
 @pytest.mark.parametrize(

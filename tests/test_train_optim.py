@@ -83,3 +83,57 @@ def test_gradient_clipping_by_global_norm():
 def test_optimizer_config_keys_are_checked():
   with pytest.raises(ValueError, match='lr'):
     optim.OptimizerConfig.from_mapping({**OPTIMIZER, 'lr': 1.0})
+
+
+def test_adamw_follows_its_definition_with_the_configured_settings_and_schedule():
+  """Three AdamW updates equal Adam with bias correction, the configured b1, b2 and eps, plus the
+  decoupled weight decay, each at the schedule's learning rate of its 0-based update count."""
+  settings = {
+    **OPTIMIZER,
+    'learning_rate': 0.2,
+    'schedule': 'constant * linear_warmup',
+    'warmup_steps': 2,
+    'b1': 0.5,
+    'b2': 0.75,
+    'eps': 0.3,
+    'weight_decay': 0.1,
+  }
+  optimizer = optim.make_optimizer(optim.OptimizerConfig(**settings))
+  params = {'w': jnp.array([1.0, -2.0])}
+  state = optimizer.init(params)
+  p, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
+  for count, g in enumerate(([1.0, 0.5], [3.0, -1.0], [-2.0, 4.0])):
+    updates, state = optimizer.update({'w': jnp.array(g)}, state, params)
+    params = optax.apply_updates(params, updates)
+    lr = 0.2 * min(1.0, count / 2)
+    m = 0.5 * m + 0.5 * np.array(g)
+    v = 0.75 * v + 0.25 * np.square(g)
+    m_hat, v_hat = m / (1 - 0.5 ** (count + 1)), v / (1 - 0.75 ** (count + 1))
+    p = p - lr * (m_hat / (np.sqrt(v_hat) + 0.3) + 0.1 * p)
+    np.testing.assert_allclose(params['w'], p, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+  'key, value, message',
+  [
+    ('weight_decay', -0.1, r'optimizer\.weight_decay=-0\.1: must be >= 0\.0'),
+    ('eps', 0.0, r'optimizer\.eps=0\.0: must be > 0\.0'),
+    ('b2', 1.0, r'optimizer\.b2=1\.0: must be < 1\.0'),
+    ('warmup_init_learning_rate', 0.1, 'warmup_init_learning_rate=0.1 must be below learning_rate'),
+  ],
+)
+def test_optimizer_settings_out_of_their_range_are_refused(key, value, message):
+  """AdamW's settings are checked at their bounds: the warmup must start below the peak."""
+  full = {
+    **OPTIMIZER,
+    'name': 'adamw',
+    'weight_decay_type': None,
+    'rebound': 'constant',
+    'grad_clip_mode': 'global',
+    'warmup_init_learning_rate': 0.0,
+    'milestones': (),
+    'decay_rate': 0.1,
+  }
+  optim.OptimizerConfig.from_mapping(full)
+  with pytest.raises(ValueError, match=message):
+    optim.OptimizerConfig.from_mapping({**full, key: value})
