@@ -348,3 +348,24 @@ def test_baselines_train_end_to_end(tiny_lra_data, tmp_path, task, variant):
     assert model['attention_implementation'] == base.TRANSFORMER_VARIANTS[variant]
   else:
     assert model['name'] == 'luna' and not model['contextual_p']
+
+
+def test_linformer_projections_are_initialised_over_the_length_axis():
+  """E and F start as LRA's lecun_normal over the length axis: standard deviation
+  1 / sqrt(max_length), not 1 / sqrt(r)."""
+  max_length, r = 1024, 4
+  module = baselines.LinformerSelfAttention(
+    num_heads=H, qkv_dim=D, max_length=max_length, low_rank_features=r
+  )
+  params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, D)))['params']
+  for name in ('key_projection', 'value_projection'):
+    std = float(np.std(np.asarray(params[name])))
+    assert abs(std * math.sqrt(max_length) - 1.0) < 0.05, (name, std)
+
+
+def test_haar_orthogonal_is_orthogonal_to_float32_precision_at_head_width_64():
+  """At LRA's head width (64), Gram-Schmidt applied twice keeps the columns orthonormal to
+  float32 rounding; one pass loses orthogonality on an ill-conditioned Gaussian matrix."""
+  a = np.random.default_rng(0).normal(size=(64, 64))
+  q = np.asarray(baselines._haar_orthogonal(jnp.asarray(a, jnp.float32)), np.float64)
+  np.testing.assert_allclose(q.T @ q, np.eye(64), atol=1e-5)

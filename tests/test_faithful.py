@@ -19,6 +19,7 @@ from luna_jax.model import attention as attn
 from luna_jax.model import config as model_config
 from luna_jax.model.classifiers import pool
 from luna_jax.model.encoders import EncoderOutput
+from luna_jax.training import optim
 
 SMALL = {'num_layers': 1, 'emb_dim': 32, 'mlp_dim': 64, 'num_heads': 4, 'qkv_dim': 32}
 
@@ -340,3 +341,38 @@ def test_logits_bias_follows_each_recipe(config_name, arg, bias):
   params = flat(jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, lengths)['params'])
   assert ('head/logits/bias' in params) is bias
   assert params['head/logits/kernel'].shape[-1] == 3
+
+
+def test_official_padding_mask_makes_black_pixel_queries_attend_uniformly_in_the_encoder():
+  """In the Transformer with padding_mask='nonzero', the sown attention probabilities of a black
+  pixel's query are uniform over all positions (LRA's outer-product mask masks its whole row),
+  and a lit pixel's query gives the black pixels nothing."""
+  model = luna_jax.build_model(
+    {'name': 'transformer', 'pooling': 'mean', 'padding_mask': 'nonzero', **SMALL},
+    vocab_size=256,
+    num_classes=2,
+    max_length=8,
+  )
+  lengths = jnp.full((2,), 8)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), BLACK_AND_WHITE, lengths)
+  _, state = model.apply(variables, BLACK_AND_WHITE, lengths, mutable=['intermediates'])
+  (probs,) = jax.tree.leaves(state['intermediates'])  # One layer: [batch, heads, n, n].
+  lit = np.asarray(BLACK_AND_WHITE > 0)
+  for b in range(2):
+    np.testing.assert_allclose(probs[b][:, ~lit[b]], 1 / 8, rtol=1e-6)
+    np.testing.assert_array_equal(probs[b][:, lit[b]][:, :, ~lit[b]], 0.0)
+
+
+@pytest.mark.parametrize('variant', ['luna16', 'transformer'])
+def test_the_recipe_adam_eps_reaches_the_optimizer_update(variant):
+  """The first Adam step of the recipe's optimizer (constant schedule, no weight decay) is
+  -lr g / (|g| + eps) with the config's eps (1e-8 Luna, 1e-9 LRA), visible at |g| = 1e-8."""
+  recipe = load('listops', variant).optimizer.to_dict()
+  cfg = optim.OptimizerConfig(**{**recipe, 'schedule': 'constant', 'weight_decay': 0.0})
+  optimizer = optim.make_optimizer(cfg)
+  params = {'w': jnp.zeros(3)}
+  grads = {'w': jnp.array([1e-8, -3e-8, 1.0])}
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  g = np.float64(grads['w'])
+  expected = -cfg.learning_rate * g / (np.abs(g) + cfg.eps)
+  np.testing.assert_allclose(updates['w'], expected, rtol=1e-5)

@@ -235,3 +235,20 @@ def test_benchmark_cells_count_the_compiled_matmuls(mode, model):
     args, step = (jax.eval_shape(init), batch), made['step']
   compiled = jax.jit(step).lower(*args).compile()
   assert hlo_matmul_flops(compiled.as_text()) == model_flops_per_step(spec)
+
+
+@pytest.mark.parametrize('name', list(FORWARD_ONLY))
+def test_baselines_count_a_narrower_attention_first_token_pooling_and_a_set_head_width(name):
+  """The count equals the compiled matmuls where `qkv_dim` (8) differs from `emb_dim` (16, so
+  dh = 4, not d / h), 'first' pooling prepends no CLS and `classifier_hidden_dim` sets the head."""
+  cfg = dict(FORWARD_ONLY[name], pooling='first', qkv_dim=8, classifier_hidden_dim=10)
+  forward = model_flops.forward_flops(cfg, length=LENGTH, num_classes=CLASSES, batch_size=BATCH)
+  assert hlo_matmul_flops(_compiled_forward(cfg).as_text()) == forward
+
+
+def test_retrieval_concat_pair_counts_the_two_document_features():
+  """With 'concat' the head reads `[u, v]` (2d features): the count equals the compiled matmuls."""
+  cfg = dict(name='transformer', pooling='mean', interaction='concat', **SMALL, **NO_DROPOUT)
+  kwargs = dict(length=LENGTH, num_classes=CLASSES, batch_size=BATCH)
+  dual = model_flops.forward_flops(cfg, dual=True, **kwargs)
+  assert hlo_matmul_flops(_compiled_forward(cfg, dual=True).as_text()) == dual

@@ -14,8 +14,14 @@ import pytest
 
 import luna_jax
 from luna_jax.model import config as model_config
-from luna_jax.model.kernels import LayerNorm, float32_einsum, mixed_einsum
-from luna_jax.model.layers import FeedForward, LunaEncoderLayer, TransformerEncoderLayer
+from luna_jax.model.kernels import LayerNorm, float32_einsum, mixed_einsum, project, tied_logits
+from luna_jax.model.layers import (
+  FeedForward,
+  LunaAttention,
+  LunaEncoderLayer,
+  SelfAttention,
+  TransformerEncoderLayer,
+)
 
 B, N, VOCAB = 3, 24, 20
 SIZES = {'num_layers': 2, 'emb_dim': 32, 'num_heads': 2, 'mlp_dim': 64, 'projection_length': 4}
@@ -105,20 +111,26 @@ def test_residual_stream_and_normalisers_stay_float32_under_the_policy(name):
     assert dtypes == {'bfloat16'}, f'{name} {module}: {dtypes} under bfloat16_all'
 
 
+def _equations(jaxpr: jax.extend.core.Jaxpr):
+  """Every equation of `jaxpr` and of the jaxprs nested in it."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for inner in param if isinstance(param, tuple) else (param,):
+        inner = getattr(inner, 'jaxpr', inner)
+        if hasattr(inner, 'eqns'):
+          yield from _equations(inner)
+
+
 def _dot_operand_dtypes(jaxpr: jax.extend.core.Jaxpr, rank: int | None = None) -> list[tuple]:
   """The operand dtypes of every matrix product (`dot_general` of operands of rank >= 2, or of
   exactly `rank`) in `jaxpr` and the jaxprs nested in it; `LayerNorm`'s statistics and the bias
   gradients are float32 matrix-vector products."""
   found = []
-  for eqn in jaxpr.eqns:
+  for eqn in _equations(jaxpr):
     ranks = [v.aval.ndim for v in eqn.invars] if eqn.primitive.name == 'dot_general' else [0]
     if min(ranks) >= 2 and (rank is None or set(ranks) == {rank}):
       found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
-    for param in eqn.params.values():
-      for inner in param if isinstance(param, tuple) else (param,):
-        inner = getattr(inner, 'jaxpr', inner)
-        if hasattr(inner, 'eqns'):
-          found += _dot_operand_dtypes(inner, rank)
   return found
 
 
@@ -320,3 +332,143 @@ def test_float32_einsum_takes_mixed_einsum_for_16_bit_inputs_only():
 def test_mixed_einsum_rejects_what_its_backward_cannot_transpose(spec):
   with pytest.raises(ValueError, match='mixed_einsum takes'):
     mixed_einsum(spec, jnp.ones((2, 2)), jnp.ones((2, 2)), jnp.bfloat16)
+
+
+def test_layer_norm_statistics_are_float32_for_bfloat16_inputs():
+  """bfloat16 inputs far from zero (mean 50, std 1): the output is the float64 LayerNorm of those
+  inputs rounded once to bfloat16, which bfloat16 statistics (mean rounded to 0.25) would miss."""
+  x = jnp.asarray(50.0 + jax.random.normal(jax.random.PRNGKey(0), (4, 64)), jnp.bfloat16)
+  module = LayerNorm(dtype=jnp.bfloat16)
+  y = module.apply(module.init(jax.random.PRNGKey(1), x), x)
+  assert y.dtype == jnp.bfloat16
+  x64 = np.asarray(x, np.float64)
+  centred = x64 - x64.mean(-1, keepdims=True)
+  expected = centred / np.sqrt(np.mean(centred**2, -1, keepdims=True) + module.epsilon)
+  error = np.abs(np.asarray(y, np.float64) - expected)
+  assert np.all(error <= 2.0**-8 * np.abs(expected) + 1e-5), np.max(error)
+
+
+def test_mixed_project_adds_the_bias_in_float32_and_rounds_once():
+  """Under 'bfloat16_all' (bfloat16 output) the bias meets the float32 product before the one
+  rounding: with a bias that cancels the product, the small sum keeps its digits."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(keys[0], (8, 16))
+  kernel = jax.random.normal(keys[1], (16, 12))
+  x16, k16 = (_bfloat16(np.asarray(a)) for a in (x, kernel))
+  product = x16 @ k16
+  small = 0.01 * np.asarray(jax.random.normal(keys[2], (8, 12)), np.float64)
+  bias = np.float32(-product[0] + small[0])  # Row 0's product cancels: its sum is small.
+  y = project(x, kernel, jnp.asarray(bias), jnp.bfloat16, jnp.bfloat16)
+  assert y.dtype == jnp.bfloat16
+  expected = product + np.float64(bias)
+  bound = 2.0**-8 * np.abs(expected) + 16 * 2.0**-24 * (np.abs(x16) @ np.abs(k16) + np.abs(bias))
+  error = np.abs(np.asarray(y, np.float64) - expected)
+  assert np.all(error <= bound), np.max(error / bound)
+
+
+def test_tied_logits_are_float32_under_a_mixed_policy():
+  """`tied_logits` with a bfloat16 matmul dtype: float32 logits, the `mixed_einsum` of x and the
+  embedding's transpose bit for bit (not rounded to bfloat16)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 16))
+  embedding = jax.random.normal(jax.random.PRNGKey(1), (20, 16))
+  logits = tied_logits(x, embedding, jnp.bfloat16)
+  expected = mixed_einsum('ij,jk->ik', x.reshape(6, 16), embedding.T, jnp.bfloat16)
+  assert logits.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, np.asarray(expected).reshape(2, 3, 20))
+
+
+def test_float32_einsum_keeps_a_float32_operand_of_a_mixed_pair_unrounded():
+  """A float32 and a bfloat16 operand take the plain float32 einsum: the float32 one is not
+  rounded to bfloat16."""
+  spec = 'bqhd,bkhd->bhqk'
+  q, k = (jax.random.normal(key, (2, 5, 3, 4)) for key in jax.random.split(jax.random.PRNGKey(0)))
+  q16 = q.astype(jnp.bfloat16)
+  for a, b in ((q16, k), (k, q16)):
+    plain = jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    np.testing.assert_array_equal(float32_einsum(spec, a, b), plain)
+  rounded = float32_einsum(spec, q16, k.astype(jnp.bfloat16))
+  assert not np.array_equal(rounded, float32_einsum(spec, q16, k))
+
+
+class _FirstLayerReached(Exception):
+  """Stops a forward pass at its first encoder layer, holding that layer's inputs."""
+
+
+def _first_layer_inputs(name: str, precision: str, params) -> list:
+  """The arrays the encoder hands its first layer (x, and P for Luna) under `precision`."""
+  batch = inputs_of(name)
+  kinds = (LunaEncoderLayer, TransformerEncoderLayer)
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, kinds) and context.method_name == '__call__':
+      raise _FirstLayerReached([a for a in args[:2] if a.ndim == 3])
+    return next_fun(*args, **kwargs)
+
+  with pytest.raises(_FirstLayerReached) as reached, nn.intercept_methods(record):
+    build(name, precision).apply({'params': params}, **batch)
+  return reached.value.args[0]
+
+
+@pytest.mark.parametrize('name', ['luna', 'transformer'])
+def test_the_policy_hands_the_first_layer_the_float32_embeddings_and_p(name):
+  """No matmul precedes the first layer, so under 'bfloat16' its inputs (embeddings, P) are the
+  float32 policy's bit for bit, not bfloat16-rounded; 'bfloat16_all' rounds them."""
+  # Any parameter values serve (shapes only: no forward pass runs at initialisation).
+  shapes = jax.eval_shape(build(name, 'float32').init, jax.random.PRNGKey(1), **inputs_of(name))
+  leaves, tree = jax.tree.flatten(shapes['params'])
+  keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+  params = tree.unflatten([jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves)])
+  inputs = functools.partial(_first_layer_inputs, name, params=params)
+  exact = inputs('float32')
+  assert len(exact) == (2 if name == 'luna' else 1)
+  for got, want in zip(inputs('bfloat16'), exact, strict=True):
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(got, want)
+  for got in inputs('bfloat16_all'):
+    assert got.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize('name', ['luna', 'transformer'])
+def test_attention_outputs_stay_float32_under_the_policy(name):
+  """The attention modules' outputs (Luna's Y_X after the output projection and Y_P, which feeds
+  the next P; the Transformer's self-attention) are float32 under 'bfloat16', bfloat16 under
+  'bfloat16_all'."""
+  kinds = (LunaAttention, SelfAttention)
+  for precision, expected in (('bfloat16', jnp.float32), ('bfloat16_all', jnp.bfloat16)):
+    model, batch = build(name, precision), inputs_of(name)
+    variables = model.init(jax.random.PRNGKey(1), **batch)
+    _, state = model.apply(
+      variables,
+      **batch,
+      capture_intermediates=lambda module, method: (
+        isinstance(module, kinds) and method == '__call__'
+      ),
+      mutable=['intermediates'],
+    )
+    outputs = [
+      value
+      for path, value in jax.tree_util.tree_leaves_with_path(state['intermediates'])
+      if '__call__' in jax.tree_util.keystr(path)
+    ]
+    assert len(outputs) == SIZES['num_layers'] * (2 if name == 'luna' else 1)
+    assert all(value.dtype == expected for value in outputs), [v.dtype for v in outputs]
+
+
+def _primitive_input_dtypes(jaxpr: jax.extend.core.Jaxpr, names: tuple[str, ...]) -> list[str]:
+  """The input dtypes of every `names` primitive in `jaxpr` and the jaxprs nested in it."""
+  equations = [eqn for eqn in _equations(jaxpr) if eqn.primitive.name in names]
+  return [str(v.aval.dtype) for eqn in equations for v in eqn.invars]
+
+
+@pytest.mark.parametrize('activation, primitive', [('gelu', 'erf'), ('gelu_tanh', 'tanh')])
+def test_the_ffn_activation_is_float32_under_the_policy(activation, primitive):
+  """The FFN's hidden activation (exact GELU's erf, LRA's tanh GELU) runs on float32 under the
+  'bfloat16' policy (matmul inputs alone are bfloat16), on bfloat16 under 'bfloat16_all'."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16))
+  ffn = FeedForward(mlp_dim=32, activation=activation)
+  variables = ffn.init(jax.random.PRNGKey(1), x)
+  for dtype, expected in ((jnp.float32, 'float32'), (jnp.bfloat16, 'bfloat16')):
+    policy = ffn.clone(dtype=dtype, matmul_dtype=jnp.bfloat16)
+    jaxpr = jax.make_jaxpr(policy.apply)(variables, x.astype(dtype))
+    dtypes = _primitive_input_dtypes(jaxpr.jaxpr, (primitive,))
+    assert dtypes and set(dtypes) == {expected}, dtypes

@@ -121,3 +121,63 @@ def test_prefetching_changes_no_result_and_each_step_compiles_once(
     checkpoint_params(tmp_path / 'prefetch0', 3),
     checkpoint_params(tmp_path / 'prefetch2', 3),
   )
+
+
+def test_train_log_starts_each_steps_host_copy_when_the_step_is_added():
+  """`TrainLog.add` starts the copy of the first device's metrics to the host at once (a log
+  point then waits for no transfer of its own), and copies no other device's replica."""
+  started = []
+
+  class Shard:
+    def __init__(self, name):
+      self.data = self
+      self.name = name
+
+    def copy_to_host_async(self):
+      started.append(self.name)
+
+    def __array__(self, dtype=None, copy=None):
+      return np.asarray(1.0, dtype)
+
+  class Replicated:
+    def __init__(self, name):
+      self.addressable_shards = [Shard(name), Shard(name + '@1')]
+
+  log = metric_log.TrainLog()
+  log.add(1, {'loss': Replicated('loss'), 'accuracy': Replicated('accuracy')})
+  assert sorted(started) == ['accuracy', 'loss']  # Before any collection.
+  assert log.collect()[0] == [1]
+
+
+@pytest.mark.usefixtures('fast_compilation')
+def test_a_resumed_run_prefetches_its_remaining_batches_and_evaluations(
+  tiny_lra_data, tmp_path, monkeypatch
+):
+  """Resumed at step 2 of 4 with prefetch_batches=2: the training batches are limited to the 2
+  remaining steps, every evaluation prefetches too, and the session's first step (compilation)
+  is left out of the timing, as the first session's was."""
+  calls, original = [], steps.device_batches
+
+  def recorded(batches, devices, prefetch=0, limit=None):
+    calls.append((prefetch, limit))
+    return original(batches, devices, prefetch, limit)
+
+  monkeypatch.setattr(trainer, 'device_batches', recorded)
+  monkeypatch.setattr(steps, 'device_batches', recorded)  # What `steps.evaluate` calls.
+  for num_steps in (2, 4):
+    calls.clear()
+    config = tiny_config(
+      tiny_lra_data,
+      num_train_steps=num_steps,
+      eval_every=2,
+      checkpoint_every=2,
+      log_every=1,
+      prefetch_batches=2,
+    )
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+    # Training first (two steps to go in either session), then the evaluations, all prefetched.
+    assert calls[0] == (2, 2) and len(calls) >= 3, calls
+    assert all(call == (2, None) for call in calls[1:]), calls
+  assert results['step'] == 4
+  record = checkpointing.read_record(str(tmp_path), 4)
+  assert record['timed_steps'] == 2  # Steps 2 and 4: each session's first step is untimed.
