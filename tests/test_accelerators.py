@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from luna_jax.training import accelerators, trainer
@@ -118,3 +119,25 @@ def test_loads_by_path_without_jax():
   )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == 'jax[tpu]==1.0'
+
+
+def test_the_driver_major_is_read_from_nvidia_smi(monkeypatch):
+  """nvidia-smi's '580.65.06' is driver 580; no nvidia-smi, or output that is no version: None."""
+  monkeypatch.setattr(shutil, 'which', lambda name: '/usr/bin/nvidia-smi')
+  answer = {'stdout': '580.65.06\n'}
+  monkeypatch.setattr(
+    subprocess, 'run', lambda *args, **kwargs: subprocess.CompletedProcess(args, 0, **answer)
+  )
+  assert accelerators.nvidia_driver_major() == 580
+  answer['stdout'] = 'No devices were found\n'
+  assert accelerators.nvidia_driver_major() is None
+  monkeypatch.setattr(shutil, 'which', lambda name: None)
+  assert accelerators.nvidia_driver_major() is None
+
+
+def test_the_backend_line_names_up_to_8_devices_and_marks_more():
+  """The tests' 8 CPU devices are all named, with no ' ...' (which marks a longer list)."""
+  line, _ = accelerators.backend_report()
+  devices = jax.local_devices()
+  assert line.count('cpu:') == min(len(devices), 8)
+  assert line.endswith(' ...') == (len(devices) > 8)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
-from ml_collections import config_flags
+from ml_collections import ConfigDict, config_flags
 
 import corpora
 import lra
@@ -21,7 +21,7 @@ from configs import listops as listops_config
 from lra import prepare
 from luna_jax import config_utils
 from luna_jax.model import config as model_config
-from luna_jax.training import run_config
+from luna_jax.training import command_line, run_config
 
 CONFIGS = Path(__file__).parent.parent / 'configs'
 
@@ -614,3 +614,55 @@ def test_a_section_that_is_not_one_is_refused_by_name(section):
   functools.reduce(getattr, parents, config)[name] = None
   with pytest.raises(config_utils.ConfigError, match=rf'config.{section}=None: must be a section'):
     run_config.parse_config(config)
+
+
+def test_debug_cuts_a_long_warmup_to_2_steps_and_keeps_a_shorter_one():
+  """Debug's 5 steps warm up over at most 2: a longer warmup becomes 2, a shorter one stays."""
+  config = load('listops', 'luna16')
+  assert config.optimizer.warmup_steps > 2
+  assert run_config.apply_debug(config).optimizer.warmup_steps == 2
+  config.optimizer.warmup_steps = 1
+  assert run_config.apply_debug(config).optimizer.warmup_steps == 1
+
+
+def test_a_blank_data_dir_is_refused_as_an_unset_one():
+  """A data_dir of spaces is no folder: refused before a run as an unset one, naming the flag."""
+  for data_dir in ('', '  '):
+    data = run_config.DataConfig(task='listops', data_dir=data_dir, options={})
+    with pytest.raises(config_utils.ConfigError, match='data_dir is not set: pass --config.data'):
+      run_config.require_data_dir(data)
+  run_config.require_data_dir(run_config.DataConfig(task='listops', data_dir='d', options={}))
+
+
+def test_a_section_built_as_a_plain_value_is_refused_by_name():
+  """A config built with a section that is a value of another type (a string) is refused naming
+  the section, the value and its type, as a None section is."""
+  config = load('listops', 'luna16').to_dict()
+  config['optimizer'] = 'adamw'
+  with pytest.raises(
+    config_utils.ConfigError, match=r"config.optimizer='adamw': must be a section .* not a str\."
+  ):
+    run_config.parse_config(ConfigDict(config))
+
+
+def test_a_config_files_error_names_the_line_that_set_the_field(tmp_path):
+  """A field set by a helper of the config file: the line named is the helper's, where the
+  ConfigDict refused it, not the get_config() line that called it."""
+  path = tmp_path / 'helper.py'
+  path.write_text(
+    'from ml_collections import ConfigDict\n'
+    'def set_it(config):\n'
+    '  config.nope = 1\n'
+    'def get_config():\n'
+    "  config = ConfigDict({'seed': 0})\n"
+    '  config.lock()\n'
+    '  set_it(config)\n'
+    '  return config\n'
+  )
+  module = {}
+  exec(compile(path.read_text(), str(path), 'exec'), module)
+  with pytest.raises((AttributeError, KeyError)) as refused:
+    module['get_config']()
+  argv = ['train.py', f'--config={path}']
+  assert command_line._config_file_line(refused.value, argv) == ' line 3'
+  assert command_line._config_file_line(refused.value, ['train.py']) == ''

@@ -1,6 +1,9 @@
-"""Several processes: two `train.py` processes on 127.0.0.1 (4 CPU devices each, gloo collectives)
-train exactly like one process with 8 devices and write one set of outputs."""
+"""Data parallelism over devices and processes: two `train.py` processes on 127.0.0.1 (4 CPU
+devices each, gloo collectives) train exactly like one process with 8 devices and write one set of
+outputs; each device draws its own dropout masks and evaluation rows; batch sizes divide over the
+devices of every process."""
 
+import functools
 import json
 import os
 import re
@@ -10,12 +13,19 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import jax_utils
 
+import lra
 from configs import listops
-from luna_jax.training import trainer
+from luna_jax.config_utils import ConfigError
+from luna_jax.model import objectives
+from luna_jax.training import steps, trainer
+from tests.test_objectives import NUM_CLASSES, models
+from tests.test_train import constant_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds the two processes may take together (compiling and 5 steps take well under a minute).
@@ -133,3 +143,96 @@ def test_two_processes_train_like_one_process_with_all_devices(
   assert sorted(os.listdir(workdir)) == sorted(os.listdir(tmp_path / 'one'))
   assert 'Finished step 5' in logs[0].read_text()
   assert 'Finished step 5' not in logs[1].read_text()
+
+
+def _same_rows_on_every_device(batch, state):
+  """2 devices, `batch` on each of them (the pmapped layout) and `state` replicated onto them."""
+  devices = jax.local_devices()[:2]
+  stacked = {name: np.stack([value] * len(devices)) for name, value in batch.items()}
+  return devices, stacked, jax_utils.replicate(state, devices)
+
+
+@pytest.mark.usefixtures('fast_compilation')
+def test_every_device_draws_dropout_masks_of_its_own():
+  """The same rows on 2 devices: with one dropout key a device, the step is not the one-device step
+  on those rows (what a key shared by the devices would give)."""
+  model, _ = models(dropout_rate=0.5)
+  rng = np.random.default_rng(0)
+  rows = {
+    'inputs': rng.integers(1, 8, (2, 6)).astype(np.int32),
+    'lengths': np.full(2, 6, np.int32),
+    'targets': rng.integers(0, NUM_CLASSES, 2).astype(np.int32),
+  }
+  optimizer = constant_optimizer(1e-3)
+  state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, rows)
+  step = functools.partial(steps.train_step, model=model, optimizer=optimizer)
+  _, one = jax.jit(step)(state, rows)
+  devices, stacked, replicated = _same_rows_on_every_device(rows, state)
+  _, two = jax.pmap(
+    functools.partial(step, axis_name=steps.AXIS), axis_name=steps.AXIS, devices=devices
+  )(replicated, stacked)
+  # Each device divides by the global weight (2 x 2 rows): a shared key gives one's loss exactly.
+  assert float(two['loss'][0]) != pytest.approx(float(one['loss']), rel=1e-4)
+
+
+@pytest.mark.usefixtures('fast_compilation')
+def test_every_device_prepares_its_evaluation_rows_with_a_key_of_its_own():
+  """The same rows and key on 2 devices: the metrics are summed over the devices (twice the count),
+  and each device draws its own prepared rows (the key folded with its index), so the summed loss
+  is not twice the one-device one."""
+  _, random_labels = models()
+  rng = np.random.default_rng(0)
+  rows = {
+    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
+    'lengths': np.full(4, 6, np.int32),
+    'targets': np.zeros(4, np.int32),
+  }
+  params = jax.jit(random_labels.init)(jax.random.PRNGKey(0), rows['inputs'], rows['lengths'])
+  key = jax.random.PRNGKey(3)
+  evaluate = functools.partial(steps.eval_step, model=random_labels)
+  one = jax.jit(evaluate)(params['params'], rows, key)
+  devices, stacked, replicated = _same_rows_on_every_device(rows, params['params'])
+  two = jax.pmap(
+    functools.partial(evaluate, axis_name=steps.AXIS),
+    axis_name=steps.AXIS,
+    in_axes=(0, 0, None),
+    devices=devices,
+  )(replicated, stacked, key)
+  assert float(two['count'][0]) == 2 * float(one['count'])
+  assert float(two['loss'][0]) != pytest.approx(2 * float(one['loss']), rel=1e-4)
+
+
+def test_batch_sizes_divide_over_the_devices_of_every_process(monkeypatch):
+  """With two processes of 8 devices each, a batch size must divide over 16 devices, and a device
+  count other than -1 (all) is refused."""
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  assert steps.global_device_count(jax.local_devices()[:8]) == 16
+  assert len(steps.select_devices(-1, [16, 32])) == len(jax.local_devices())
+  with pytest.raises(
+    ConfigError, match=r'batch size 8 is not divisible by the number of devices 16'
+  ):
+    steps.select_devices(-1, [16, 8])
+  with pytest.raises(ConfigError, match=r'training.num_devices=1: use -1 \(all\)'):
+    steps.select_devices(1, [16])
+
+
+def test_evaluation_batch_i_is_prepared_with_the_key_of_its_index():
+  """`steps.evaluate` hands batch i the key fold_in(PRNGKey(EVAL_SEED), i) and adds up the
+  batches' sums over the devices."""
+  devices = jax.local_devices()[:2]
+  split = lra.Split(
+    inputs=np.ones((10, 4), np.int32), lengths=np.full(10, 4, np.int32), targets=np.zeros(10)
+  )
+  summed = jax.pmap(lambda weights: jax.lax.psum(jnp.sum(weights), 'i'), 'i', devices=devices)
+  keys = []
+
+  def p_eval_step(params, batch, key):
+    keys.append(np.asarray(key))
+    count = summed(batch['weights'])
+    return {'loss': count, 'correct': count, 'count': count}
+
+  metrics = steps.evaluate(p_eval_step, None, split, 4, devices, objectives.Classification())
+  assert metrics['num_examples'] == 10 and len(keys) == 3
+  base_key = jax.random.PRNGKey(steps.EVAL_SEED)
+  for i, key in enumerate(keys):
+    np.testing.assert_array_equal(key, jax.random.fold_in(base_key, i))

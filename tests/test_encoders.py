@@ -347,3 +347,37 @@ def test_classifier_refuses_more_tokens_than_its_positions(name, positional):
   too_long, _ = tokens(2, 12, 20, [12, 5])
   with pytest.raises(ValueError, match=r'8 tokens \(max_length\); got 12 tokens\. Rebuild'):
     model.apply(variables, too_long, jnp.array([12, 5]))
+
+
+def test_pre_ln_luna_ends_with_a_layernorm_of_x_and_of_p():
+  """With pre-LN layers (normalize_before) the encoder's last LayerNorms, at their initial scale 1
+  and bias 0, give every real row of x and of P mean 0 and variance 1."""
+  cfg = small_config(normalize_before=True)
+  ids, lengths = tokens(2, 12, cfg.vocab_size, [12, 3])
+  enc = luna_jax.LunaEncoder(cfg)
+  out = enc.apply(enc.init(jax.random.PRNGKey(0), ids, lengths), ids, lengths)
+  for states, mask in ((out.x, out.x_mask), (out.p, out.p_mask)):
+    rows = np.asarray(states, np.float64)[np.asarray(mask)]
+    np.testing.assert_allclose(rows.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(rows.var(-1), 1, rtol=1e-3)
+
+
+def test_bert_init_zeroes_the_padding_tokens_embedding_alone():
+  """param_init='bert' (fairseq's init_bert_params): row 0, the padding token's, is zero, and no
+  other row is."""
+  cfg = small_config(param_init='bert')
+  ids, lengths = tokens(1, 12, cfg.vocab_size, [12])
+  enc = luna_jax.LunaEncoder(cfg)
+  table = enc.init(jax.random.PRNGKey(0), ids, lengths)['params']['embed']['token_embedding']
+  rows = np.abs(np.asarray(table['embedding'])).sum(axis=1)
+  assert rows[0] == 0 and np.all(rows[1:] > 0)
+
+
+def test_the_nonzero_padding_mask_leaves_x_mask_the_length_mask():
+  """padding_mask='nonzero' masks the attention by `inputs > 0`, but the returned x_mask (what
+  'mean' pooling averages) stays the length mask, zero tokens within the length included."""
+  cfg = small_config(padding_mask='nonzero')
+  ids, lengths = jnp.array([[3, 0, 5, 0, 0, 0]], jnp.int32), jnp.array([4], jnp.int32)
+  enc = luna_jax.TransformerEncoder(cfg)
+  out = enc.apply(enc.init(jax.random.PRNGKey(0), ids, lengths), ids, lengths)
+  np.testing.assert_array_equal(out.x_mask, [[True] * 5 + [False] * 2])  # CLS + 4 tokens

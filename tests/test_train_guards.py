@@ -18,6 +18,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import jax_utils
 from tensorboardX.proto import event_pb2
@@ -26,7 +27,15 @@ import lra
 import luna_jax
 from configs import base as config_base
 from luna_jax import config_utils
-from luna_jax.training import checkpointing, metric_log, optim, run_config, steps, trainer
+from luna_jax.training import (
+  checkpointing,
+  command_line,
+  metric_log,
+  optim,
+  run_config,
+  steps,
+  trainer,
+)
 from luna_jax.training import workdir as workdir_lib
 from tests.test_train import checkpoint_params, constant_optimizer, read_jsonl, tiny_config
 
@@ -732,3 +741,145 @@ def test_a_tilde_data_folder_recorded_unexpanded_still_resumes(tmp_path, monkeyp
     assert as_stored['data']['data_dir'] == '~/lq'
   other = run_config.paths_as_stored({'data': {'data_dir': '/other/lq'}}, stored, recorded)
   assert other['data']['data_dir'] == '/other/lq'
+
+
+def _padded_classification_step(weights, learning_rate=1e-3):
+  """One train step (no dropout) of a tiny classifier at `learning_rate` on 4 rows whose targets
+  are its own predictions, weighed by `weights`; returns (state before, state after, metrics)."""
+  model = luna_jax.build_model(
+    {'name': 'transformer', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16},
+    vocab_size=8,
+    num_classes=3,
+    max_length=6,
+  )
+  rng = np.random.default_rng(2)
+  batch = {
+    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
+    'lengths': np.full(4, 6, np.int32),
+    'targets': np.zeros(4, np.int32),
+    'weights': np.asarray(weights, np.float32),
+  }
+  optimizer = constant_optimizer(learning_rate)
+  state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
+  logits = model.apply({'params': state.params}, batch['inputs'], batch['lengths'])
+  batch['targets'] = np.asarray(jnp.argmax(logits, -1), np.int32)
+  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer))
+  return (state, *step(state, batch))
+
+
+def test_train_step_accuracy_counts_the_real_rows_alone():
+  """Two real rows and two weight-0 rows, every target predicted: the accuracy is 1, not the share
+  of all four rows."""
+  _, _, metrics = _padded_classification_step([1, 1, 0, 0])
+  assert float(metrics['accuracy']) == 1.0
+
+
+def test_a_batch_of_weight_0_rows_takes_a_zero_step_not_a_nan_one():
+  """A batch with no real row (total weight 0): the loss, accuracy and gradients are 0 and the
+  parameters stay as they were."""
+  before, after, metrics = _padded_classification_step([0, 0, 0, 0])
+  assert {name: float(metrics[name]) for name in ('loss', 'accuracy', 'grad_norm')} == {
+    'loss': 0.0,
+    'accuracy': 0.0,
+    'grad_norm': 0.0,
+  }
+  for new, old in zip(jax.tree.leaves(after.params), jax.tree.leaves(before.params)):
+    np.testing.assert_array_equal(new, old)
+
+
+def test_grad_norm_is_of_the_gradients_and_param_norm_of_the_new_parameters():
+  """grad_norm does not depend on the learning rate (it is taken before the optimizer), and
+  param_norm is the norm of the parameters the step returns."""
+  metrics = {}
+  for learning_rate in (1e-3, 1e-1):
+    _, after, metrics[learning_rate] = _padded_classification_step([1, 1, 1, 0], learning_rate)
+    norm = float(optax.tree.norm(after.params))
+    assert float(metrics[learning_rate]['param_norm']) == pytest.approx(norm, rel=1e-6)
+  grad_norms = [float(m['grad_norm']) for m in metrics.values()]
+  assert grad_norms[0] > 0 and grad_norms[0] == pytest.approx(grad_norms[1], rel=1e-6)
+
+
+def test_a_full_disk_is_recognised_anywhere_in_the_chain_of_errors():
+  """An ENOSPC OSError, or tensorstore's 'No space left on device', counts as a full disk whether it
+  is the error raised, its cause or the error it was raised while handling."""
+
+  def raised(outer, inner, how):
+    try:
+      try:
+        raise inner
+      except Exception as e:
+        if how == 'from':
+          raise outer from e
+        raise outer  # noqa: B904  (the implicit context, as an error while handling one)
+    except Exception as e:
+      return e
+
+  full = OSError(28, 'No space left on device')
+  assert command_line._out_of_space(full)
+  assert command_line._out_of_space(ValueError('Failed to write: No space left on device'))
+  for how in ('from', 'context'):
+    assert command_line._out_of_space(raised(RuntimeError('save failed'), full, how))
+  assert not command_line._out_of_space(raised(RuntimeError('x'), OSError(5, 'I/O'), 'context'))
+
+
+def test_an_error_raised_from_itself_ends_its_chain():
+  """`raise e from e` makes a cycle of causes (Python breaks cycles of contexts only): the chain
+  holds each error once, so a full disk is still found and any other error is not one."""
+  for cause in (OSError(28, 'No space left on device'), ValueError('bad value')):
+    error = RuntimeError('save failed')
+    error.__cause__ = cause
+    cause.__cause__ = error
+    assert command_line._chain(error) == [error, cause]
+    assert command_line._out_of_space(error) == isinstance(cause, OSError)
+
+
+def test_a_diverged_run_ends_train_py_with_its_message_alone(monkeypatch):
+  """FloatingPointError (a diverged run, whose message names the step and the kept checkpoint) is a
+  user error: one 'Error:' line and exit status 1, no traceback."""
+  monkeypatch.setattr(signal, 'signal', lambda number, handler: None)
+  monkeypatch.setattr(command_line.xla_settings, 'apply', lambda remat: '')
+  # What `run` sets for the process's logs stays as it is for the tests that follow.
+  monkeypatch.setattr(command_line.absl_logging.get_absl_handler(), 'addFilter', lambda f: None)
+  monkeypatch.setattr(logging.getLogger('jax._src.xla_bridge'), 'setLevel', lambda level: None)
+
+  def diverged(config, workdir):
+    raise FloatingPointError('loss is nan at step 3')
+
+  monkeypatch.setattr(command_line.trainer, 'train_and_evaluate', diverged)
+  with pytest.raises(SystemExit) as stopped:
+    command_line.run(config_base.get_config(), 'run', {})
+  assert stopped.value.code == 'Error: loss is nan at step 3'
+
+
+def test_the_config_file_of_a_command_line_is_read_without_parsing_it():
+  """`--config=F`, `--config F` and `-config F` name F; a `--config` with nothing after it, or
+  none, is '?'."""
+  for argv in (['t', '--config=a.py:x'], ['t', '--config', 'a.py:x'], ['t', '-config', 'a.py:x']):
+    assert command_line._config_file(argv) == 'a.py:x'
+  assert command_line._config_file(['t', '--workdir', 'w', '--config']) == '?'
+  assert command_line._config_file(['t']) == '?'
+
+
+def test_upgrading_a_stored_config_keeps_the_values_it_stored():
+  """The added keys fill in what a stored config lacks and never replace what it has."""
+  stored = {
+    'optimizer': {'name': 'apollo', 'decay_rate': 0.5, 'learning_rate': 0.1},
+    'training': {'gradient_accumulation_steps': 4, 'batch_size': 8},
+  }
+  upgraded = run_config.upgrade_stored_config(stored)
+  assert upgraded['optimizer'] == {
+    **run_config.ADDED_KEYS['optimizer'],
+    'name': 'apollo',
+    'decay_rate': 0.5,
+    'learning_rate': 0.1,
+  }
+  assert upgraded['training'] == {'gradient_accumulation_steps': 4, 'batch_size': 8}
+
+
+def test_an_init_from_added_or_dropped_is_never_read_as_the_stored_one(tmp_path, monkeypatch):
+  """Only two init_from folders are compared by real path: one given where none was stored, or none
+  where one was, stays as given, even the working directory (which '' would resolve to)."""
+  monkeypatch.chdir(tmp_path)
+  for stored, new in (('', str(tmp_path)), (str(tmp_path), '')):
+    as_stored = run_config.paths_as_stored({'init_from': new}, {'init_from': stored})
+    assert as_stored['init_from'] == new

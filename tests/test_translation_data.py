@@ -12,7 +12,7 @@ import pytest
 import corpora
 import lra
 from corpora import translation, translation_generator, wmt14
-from corpora.token_batches import TokenBatching, length_buckets
+from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
 from lra import tfds_source
 from tests.test_lra_sources import example_proto, write_shard
 
@@ -358,3 +358,52 @@ def test_the_generator_names_the_files_it_wrote(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'train.en/.de (6 pairs), validation.en/.de (2 pairs), test.en/.de (3 pairs)' in out
   assert len((tmp_path / 'test.de').read_text(encoding='utf-8').splitlines()) == 3
+
+
+def pairs_of_sizes(source_lengths, target_lengths):
+  """A TokenPairs of the given lengths (token ids 1, 2, ...: their content does not matter here)."""
+  source_lengths = np.asarray(source_lengths, np.int32)
+  target_lengths = np.asarray(target_lengths, np.int32)
+  return TokenPairs(
+    source=np.arange(1, source_lengths.sum() + 1, dtype=np.uint16),
+    source_lengths=source_lengths,
+    target=np.arange(1, target_lengths.sum() + 1, dtype=np.uint16),
+    target_lengths=target_lengths,
+    line_numbers=np.arange(1, len(source_lengths) + 1, dtype=np.int32),
+  )
+
+
+def test_an_example_goes_to_the_smallest_bucket_that_holds_it():
+  """Sizes at a bucket's length fill it, one token more goes to the next; a pair's size is its
+  longer side."""
+  batching = TokenBatching(64, (8, 16, 32))
+  split = pairs_of_sizes([8, 9, 1, 16, 3, 32], [1, 2, 8, 5, 17, 32])
+  np.testing.assert_array_equal(batching.bucket_of(split), [0, 1, 0, 1, 2, 2])
+
+
+def test_token_batches_refuse_a_bad_process_layout_and_a_negative_seed():
+  """Devices that do not split evenly over the processes, a process index out of range and a
+  negative seed are refused by name."""
+  batching = TokenBatching(64, (8, 16))
+  split = pairs_of_sizes([3, 12], [4, 5])
+  refused = [
+    (dict(num_devices=3, seed=0, process_count=2), 'positive multiple of process_count 2'),
+    (dict(num_devices=2, seed=0, process_index=2, process_count=2), r'not in \[0, 2\)'),
+    (dict(num_devices=2, seed=-1), r'seed \(-1\) and start_step'),
+  ]
+  for arguments, message in refused:
+    with pytest.raises(lra.DataError, match=message):
+      next(batching.train_batches(split, 0, **arguments))
+  with pytest.raises(lra.DataError, match=r'not in \[0, 2\)'):
+    next(batching.eval_batches(split, 0, num_devices=2, process_index=2, process_count=2))
+
+
+def test_an_epoch_shuffles_the_batches_of_all_buckets_together():
+  """The batches of an epoch do not come bucket by bucket: their padded lengths are mixed."""
+  batching = TokenBatching(32, (8, 16, 32))
+  split = pairs_of_sizes([5] * 20 + [12] * 20 + [30] * 20, [5] * 60)
+  per_epoch = batching.num_batches(split, 1)
+  epoch = itertools.islice(batching.train_batches(split, 0, num_devices=1, seed=0), per_epoch)
+  lengths = [batch['inputs'].shape[1] for batch in epoch]
+  assert per_epoch == 5 + 10 + 20 and sorted(lengths) == [8] * 5 + [16] * 10 + [32] * 20
+  assert lengths != sorted(lengths)

@@ -111,10 +111,13 @@ def run(config: ConfigDict, workdir: str, overrides: dict[str, Any]) -> None:
 
 def _chain(error: BaseException) -> list[BaseException]:
   """`error` and the errors it came from (`raise ... from`, or raised while handling), outermost
-  first."""
+  first, each once: Python keeps `__context__` free of cycles but not `__cause__` (`raise e from
+  e`), which ends the chain where an error comes up again."""
   chain = [error]
-  while (chain[-1].__cause__ or chain[-1].__context__) is not None:
-    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  while (previous := chain[-1].__cause__ or chain[-1].__context__) is not None:
+    if any(previous is e for e in chain):
+      break
+    chain.append(previous)
   return chain
 
 
