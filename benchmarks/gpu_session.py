@@ -401,8 +401,8 @@ def summary(record: dict[str, Any], gpu: str | None) -> str:
     if ops:
       name, ms = max(ops.items(), key=lambda item: item[1])
       text += f'; top op class {name[:60]} {ms:.1f} ms ({ms / (1e3 * r["step_s"]):.0%} of the step)'
-  elif record.get('output_tail'):
-    text += ': ' + record['output_tail'].strip().splitlines()[-1][:160]
+  elif lines := (record.get('output_tail') or '').strip().splitlines():  # Its last line.
+    text += ': ' + lines[-1][:160]
   return f'{text} ({record["wall_s"]:.0f} s, estimate {record["estimate_s"]:.0f} s)'
 
 

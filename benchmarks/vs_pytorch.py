@@ -352,7 +352,8 @@ def table2(records: list[dict[str, Any]]) -> str:
   """Table 2 on the device records: luna_jax's models against the exact and the fused Transformer.
 
   One block per (device, batch, precision) that has a baseline cell; each row a model, each column
-  a length, each entry 'speed x / memory x' (steps/s and memory relative to the baseline).
+  a length, each entry 'speed x / memory x' (steps/s and memory relative to the baseline; '-' for
+  the memory where either was not measured or the baseline's is 0, as a CPU dry run's can be).
   """
   jax = [r for r in records if r['side'] == 'jax']
   groups = []
@@ -391,9 +392,9 @@ def table2(records: list[dict[str, Any]]) -> str:
           elif base is None or base['status'] != 'ok':
             row.append('n/a')
           else:
-            row.append(
-              f'{base["step_s"] / r["step_s"]:.2f}x / {r["memory_gib"] / base["memory_gib"]:.2f}x'
-            )
+            memory = r['memory_gib'], base['memory_gib']
+            ratio = '-' if None in memory or not memory[1] else f'{memory[0] / memory[1]:.2f}x'
+            row.append(f'{base["step_s"] / r["step_s"]:.2f}x / {ratio}')
         lines.append(f'| {_latest(sub, model=model)["label"]} | ' + ' | '.join(row) + ' |')
       blocks.append('\n'.join(lines))
   return '\n\n'.join(blocks)

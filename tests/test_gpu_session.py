@@ -354,3 +354,201 @@ def test_gpu_evidence_leaves_one_archive_even_when_it_fails(tmp_path):
   assert os.listdir(out) == ['nonsense.tgz']
   with tarfile.open(out / 'nonsense.tgz') as archive:
     assert 'nonsense/machine.txt' in archive.getnames()
+
+
+def _recording(monkeypatch, before=None, after=None):
+  """Wraps the stand-in `run_process` (`fake_tools` first): `before(command, timeout_s)` runs
+  before each cell's tool, `after(command)` may rewrite the tool's output; returns the timeouts."""
+  run, timeouts = gpu_session.run_process, []
+
+  def run_process(command, env, timeout_s, log_path):
+    timeouts.append(timeout_s)
+    if before:
+      before(command, timeout_s)
+    code, tail = run(command, env, timeout_s, log_path)
+    return (code, tail) if after is None else after(command, code, tail)
+
+  monkeypatch.setattr(gpu_session, 'run_process', run_process)
+  return timeouts
+
+
+def test_session_json_holds_every_finished_cell_before_the_next_starts(tmp_path, monkeypatch):
+  """session.json is written again after each cell: a call cut short keeps what it measured."""
+  fake_tools(monkeypatch, {'luna16': 0.1, 'softmax': 0.2, 'transformer_fused': 0.1})
+  seen = []
+  session = tmp_path / 'session.json'
+  before = lambda command, timeout_s: seen.append(
+    [c['id'] for c in json.loads(session.read_text())['cells']]
+  )
+  _recording(monkeypatch, before)
+  cells = '*-luna16-*-b32-4096'
+  gpu_session.main(['--out', str(tmp_path), '--cells', cells, '--deadline_s', '10000'])
+  ids = [c['id'] for c in json.loads(session.read_text())['cells']]
+  assert len(ids) > 2 and seen == [ids[:i] for i in range(len(ids))]
+
+
+def test_the_reserve_and_the_deadline_bound_each_cell(tmp_path, monkeypatch):
+  """A cell starts only if its estimate fits before the reserve at the deadline's end, and its
+  timeout is the smaller of --cell_timeout_s and what is left before the reserve."""
+  fake_tools(monkeypatch, {'luna16': 0.1})
+  timeouts = _recording(monkeypatch)
+  estimate, reserve = gpu_session.JAX_CELL_S, gpu_session.RESERVE_S
+
+  def run(name, deadline_s, cell_timeout_s):
+    argv = ['--out', str(tmp_path / name), '--cells', 'jax-luna16-bfloat16-b32-4096']
+    argv += ['--deadline_s', str(deadline_s), '--cell_timeout_s', str(cell_timeout_s)]
+    gpu_session.main(argv)
+    (cell,) = json.loads((tmp_path / name / 'session.json').read_text())['cells']
+    return cell['status']
+
+  assert run('short', estimate + reserve - 1, 1000) == 'deferred' and timeouts == []
+  deadline = estimate + reserve + 30
+  assert run('fits', deadline, 1000) == 'ok'
+  assert estimate <= timeouts[-1] <= deadline - reserve
+  assert run('long', 10000, 100) == 'ok' and timeouts[-1] == 100
+
+
+def test_tool_statuses_map_to_the_session_s_and_failures_keep_their_output(tmp_path, monkeypatch):
+  """A tool's 'OOM' is 'oom' (finished: not run again), an unknown status is 'error' (run again);
+  only the cells that did not finish keep their output's tail."""
+  fake_tools(
+    monkeypatch, {m: 0.1 for m in ('luna16', 'transformer', 'luna256', 'transformer_fused')}
+  )
+  statuses = {'luna16': 'OOM', 'transformer': 'crashed'}
+
+  def after(command, code, tail):
+    path = os.path.join(command[command.index('--output_dir') + 1], 'train_step', 'results.json')
+    with open(path) as f:
+      doc = json.load(f)
+    model = command[command.index('--models') + 1]
+    doc['cells'][0]['status'] = statuses.get(model, 'ok')
+    with open(path, 'w') as f:
+      json.dump(doc, f)
+    return code, 'the last line of the tool'
+
+  _recording(monkeypatch, after=after)
+  gpu_session.main(['--out', str(tmp_path), '--cells', 'jax-*-bfloat16-b32-4096'])
+  cells = {c['model']: c for c in json.loads((tmp_path / 'session.json').read_text())['cells']}
+  assert {m: c['status'] for m, c in cells.items()} == {
+    'luna16': 'oom',
+    'transformer': 'error',
+    'luna256': 'ok',
+    'transformer_fused': 'ok',
+  }
+  assert [m for m, c in cells.items() if 'output_tail' in c] == ['luna16', 'transformer']
+  done = gpu_session.finished_ids([str(tmp_path / 'session.json')])
+  assert done == {c['id'] for m, c in cells.items() if m != 'transformer'}
+  log = (tmp_path / 'gpu_session.log').read_text()
+  assert 'jax-transformer-bfloat16-b32-4096: error: the last line of the tool' in log
+
+
+def test_the_gpu_is_named_by_nvidia_smi_s_row_under_its_header(monkeypatch):
+  """nvidia-smi's CSV: a header, then the GPU's row; the GPU's name is that row's first field."""
+  header = 'name, driver_version, memory.total [MiB]'
+  output = f'{header}\n{H200}, 550.54.15, 143771 MiB\n'
+  monkeypatch.setattr(gpu_session.shutil, 'which', lambda name: f'/usr/bin/{name}')
+  monkeypatch.setattr(
+    gpu_session.subprocess, 'run', lambda command, **kwargs: argparse.Namespace(stdout=output)
+  )
+  monkeypatch.setattr(gpu_session, '_probe', lambda side, python, extra: {'side': side})
+  args = argparse.Namespace(dry_run=False, torch_python=sys.executable)
+  env = gpu_session.environment(args, log=lambda line: None)
+  assert env['gpu'] == H200 and env['nvidia_smi'] == output.strip()
+
+
+def test_an_anchor_without_the_authors_modules_stops_before_anything_runs(tmp_path, monkeypatch):
+  """The PyTorch cells need both the anchor script and the authors' module folder."""
+
+  def environment(args, log):
+    raise AssertionError("the session started without the authors' modules")
+
+  monkeypatch.setattr(gpu_session, 'environment', environment)
+  anchor = tmp_path / 'anchor'
+  anchor.mkdir()
+  (anchor / gpu_session.ANCHOR_SCRIPT).write_text('')
+  with pytest.raises(SystemExit, match='prepare_gpu_session.sh'):
+    gpu_session.main(['--out', str(tmp_path / 'out'), '--anchor', str(anchor)])
+  assert not (tmp_path / 'out').exists()
+
+
+def test_list_prints_every_cell_with_the_cumulative_estimate(capsys):
+  """`--list` runs nothing and needs no --out; its last line's cumulative time is the plan's sum."""
+  gpu_session.main(['--list'])
+  lines = capsys.readouterr().out.splitlines()
+  cells = gpu_session.plan()
+  assert [line.split()[0] for line in lines] == [c.id for c in cells]
+  total = sum(c.estimate_s for c in cells)
+  assert lines[-1].endswith(f'(cumulative {total:5.0f} s)')
+
+
+def test_a_dry_run_runs_toy_sizes_with_pytorch_on_the_cpu(tmp_path, monkeypatch):
+  """`--dry_run`: batches 2 and 1, lengths 128 to 512, the anchor on the CPU."""
+  commands = fake_tools(monkeypatch, {'luna16': 0.1})
+  cells = 'jax-luna16-float32-b2-128,torch-luna16-tf32-b2-128'
+  gpu_session.main(['--out', str(tmp_path), '--dry_run', '--cells', cells])
+  (jax, _), (torch, _) = commands
+  assert jax[jax.index('--lengths') + 1] == '128' and jax[jax.index('--batch_size') + 1] == '2'
+  assert torch[torch.index('--device') + 1] == 'cpu'
+
+
+def test_finished_cells_of_every_previous_session_are_skipped(tmp_path):
+  """`--previous` takes folders and files, none by default; a cell finished in any is done."""
+  assert gpu_session.parse_args(['--out', str(tmp_path)]).previous == []
+  folder = tmp_path / 'sessions'
+  folder.mkdir()
+  for n, (cell_id, status) in enumerate([('a', 'ok'), ('b', 'oom'), ('c', 'ok')], start=1):
+    path = folder / f'session_{n}.json' if n < 3 else tmp_path / 'other.json'
+    path.write_text(json.dumps({'cells': [{'id': cell_id, 'status': status}]}))
+  files = gpu_session.previous_files([str(folder), str(tmp_path / 'other.json')])
+  assert gpu_session.finished_ids(files) == {'a', 'b', 'c'}
+
+
+def test_op_classes_are_trimmed_only_beyond_the_top(tmp_path):
+  """A profiled cell with exactly PROFILE_TOP op classes is kept whole, with nothing left out."""
+  top = gpu_session.PROFILE_TOP
+  ops = {f'kernel_{i}': float(i) for i in range(top)}
+  result = gpu_session.trim_op_classes({'cells': [{'op_class_ms': dict(ops)}]})
+  assert result == {'cells': [{'op_class_ms': ops}]}
+
+
+def test_later_stages_run_in_the_documented_order():
+  """Stage 6: bfloat16_all, the models in pair order then the fused Transformer, at 4K, 1K, 2K;
+  stage 7: batch 4, the bfloat16 / bf16 blocks before the float32 / tf32 ones."""
+  cells = gpu_session.plan()
+  every = [c for c in cells if c.setting == 'bfloat16_all']
+  models = [*(m for m, _ in gpu_session.PAIRS), gpu_session.FUSED]
+  assert [(c.model, c.length) for c in every] == [
+    (m, n) for n in (4096, 1024, 2048) for m in models
+  ]
+  small = [c.setting for c in cells if c.batch == 4]
+  assert small.index('float32') > max(i for i, s in enumerate(small) if s.startswith('bf'))
+
+
+def test_each_record_holds_its_cell_s_measured_wall_time(tmp_path, monkeypatch):
+  """A cell's `wall_s` is the time its tool ran (what corrects the estimates), the session's its
+  whole time."""
+  fake_tools(monkeypatch, {'luna16': 0.1, 'softmax': 0.2})
+  clock = [100.0]  # Any time: the wall times are differences.
+  monkeypatch.setattr(gpu_session.time, 'perf_counter', lambda: clock[0])
+  durations = iter([30.0, 7.0])
+
+  def before(command, timeout_s):
+    clock[0] += next(durations)
+
+  _recording(monkeypatch, before)
+  cells = 'jax-luna16-bfloat16-b32-4096,torch-luna16-bf16-b32-4096'
+  gpu_session.main(['--out', str(tmp_path), '--cells', cells])
+  session = json.loads((tmp_path / 'session.json').read_text())
+  assert [c['wall_s'] for c in session['cells']] == [30.0, 7.0] and session['wall_s'] == 37.0
+
+
+def test_a_failed_cell_whose_output_is_blank_is_summed_up_without_its_last_line():
+  """A failure's one-line summary quotes the last line of its output; a blank or missing output
+  (a tool killed before it printed) leaves the quote out instead of ending the session."""
+  record = {'status': 'timeout', 'wall_s': 1.0, 'estimate_s': 45.0}
+  for tail in ('\n', ' \n\n', None):
+    assert gpu_session.summary({**record, 'output_tail': tail}, None) == (
+      gpu_session.summary(record, None)
+    )
+  quoted = gpu_session.summary({**record, 'output_tail': 'compiling\nkilled at 45 s\n'}, None)
+  assert ': killed at 45 s (1 s, estimate 45 s)' in quoted

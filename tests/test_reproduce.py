@@ -3,6 +3,7 @@ layout `lra.prepare` writes): a finished run, a failed run reported with its log
 resuming, two runs at once on the CPU; and the scheduler with stand-ins for train.py: places shared
 as they free, the memory settings, the deadline and the collection."""
 
+import argparse
 import json
 import os
 import shutil
@@ -362,3 +363,110 @@ def test_a_task_config_of_its_own_and_variants_with_spt_in_the_plan(tmp_path):
                    short['pathfinder32']})  # fmt: skip
   with pytest.raises(ValueError, match=r"'luna16\+debug': a variant is one of"):
     reproduce.parse_variant('luna16+debug')  # --debug, not a variant's flag.
+
+
+def test_another_run_s_workdir_is_not_counted_and_a_run_without_results_failed(tmp_path, capsys):
+  """A workdir holding results that are not this run's is reported and its run not started; a run
+  that exits 0 without its results failed."""
+  args = lambda workdir, recipe: [str(workdir)]
+  start = 'import sys; open(sys.argv[1] + "/started", "w").close()'
+  other, quiet = (_fake_run(tmp_path, name, start, args) for name in ('other', 'quiet'))
+  other.workdir.mkdir(parents=True)
+  (other.workdir / 'results.json').write_text('not json')
+  assert reproduce.execute([other, quiet], [], status_every=600, poll=0.02) == [other, quiet]
+  assert (other.outcome, quiet.outcome) == (reproduce.NOT_COUNTED, reproduce.FAILED)
+  assert not (other.workdir / 'started').exists() and (quiet.workdir / 'started').exists()
+  out = capsys.readouterr().out
+  assert 'task/other/seed0: NOT COUNTED' in out and 'task/quiet/seed0: FAILED (exit code 0)' in out
+
+
+#: A stand-in for a run that wrote its results but is still running at the deadline; it notes a
+#: SIGTERM in its workdir.
+_DONE_BUT_RUNNING = """
+import json, os, signal, sys, time
+workdir, config = sys.argv[1], json.loads(sys.argv[2])
+def stop(signum, frame):
+  open(os.path.join(workdir, 'terminated'), 'w').close()
+  sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+results = {'config': config, 'step': 1, 'test': {'accuracy': 0.5}, 'validation': {'accuracy': 0.5}}
+with open(os.path.join(workdir, 'results.tmp'), 'w') as f:
+  json.dump(results, f)
+os.replace(os.path.join(workdir, 'results.tmp'), os.path.join(workdir, 'results.json'))
+time.sleep(600)
+"""
+
+
+def test_a_run_whose_results_are_written_by_the_deadline_is_finished(tmp_path, monkeypatch):
+  """A run stopped at the deadline gets SIGTERM first (a trainer saves its checkpoint then); one
+  that wrote its final results by then counts as finished."""
+  args = lambda workdir, recipe: [str(workdir), json.dumps(recipe)]
+  run = _fake_run(tmp_path, 'done', _DONE_BUT_RUNNING, args)
+  # The deadline passes once the stand-in has written its results, however slow its start.
+  real, deadline = time.monotonic, time.monotonic() + 3600
+  passed = lambda: real() + 7200 * (run.workdir / 'results.json').exists()
+  monkeypatch.setattr(reproduce.time, 'monotonic', passed)
+  assert reproduce.execute([run], [], status_every=600, poll=0.05, deadline=deadline, grace=5) == []
+  assert run.outcome == reproduce.FINISHED and (run.workdir / 'terminated').exists()
+
+
+def test_main_gives_the_deadline_in_minutes_and_runs_left_make_the_sweep_fail(
+  tmp_path, capsys, monkeypatch
+):
+  """--deadline_minutes M reaches the scheduler as M minutes after the start; runs the deadline
+  left unstarted fail the sweep and are named; --first_seed K --seeds N runs seeds K .. K+N-1."""
+  given = {}
+
+  def execute(runs, gpus, status_every, **kwargs):
+    given.update(kwargs, names=[run.name for run in runs])
+    return []  # Their outcome stays 'not started'.
+
+  monkeypatch.setattr(reproduce, 'execute', execute)
+  monkeypatch.setattr(reproduce.time, 'monotonic', lambda: 1000.0)
+  own = tmp_path / 'listops_quickstart'
+  own.mkdir()
+  options = ['--tasks', 'listops', '--variants', 'luna16', '--seeds', '2', '--first_seed', '3',
+             '--devices', 'none', '--runs_dir', str(tmp_path / 'runs'), '--report_dir',
+             str(tmp_path / 'reports'), '--task_config', 'listops=configs/quickstart.py',
+             '--task_data_dir', f'listops={own}', '--deadline_minutes', '1.5',
+             '--benchmark_json', '']  # fmt: skip
+  assert reproduce.main(options) == 1
+  assert given['deadline'] == 1000.0 + 60 * 1.5
+  assert given['names'] == ['quickstart/luna16/seed3', 'quickstart/luna16/seed4']
+  err = capsys.readouterr().err
+  assert '2 of 2 runs did not finish before the deadline: quickstart/luna16/seed3, ' in err
+
+
+def test_logs_keep_the_last_state_of_progress_bars_and_failures_their_last_lines(tmp_path):
+  """`compact_log` keeps each line's text after its last carriage return; `log_tail` the last
+  TAIL_LINES lines, carriage returns counted as line ends."""
+  assert reproduce.compact_log('a\n10%\r50%\r100%\nb\n') == 'a\n100%\nb\n'
+  log = tmp_path / 'train.log'
+  lines = [f'line {i}' for i in range(reproduce.TAIL_LINES + 5)]
+  log.write_text('\n'.join(lines) + '\rend\n')
+  kept = (lines + ['end'])[-reproduce.TAIL_LINES :]
+  assert reproduce.log_tail(log).splitlines() == kept
+
+
+def test_a_run_resumes_from_its_newest_checkpoint_and_its_minutes_are_collected(tmp_path):
+  """`Run.state` names the newest checkpoint; sweep.json gives a run's time in minutes."""
+  run = _fake_run(tmp_path, 'resumed', '', lambda workdir, recipe: [])
+  for step in (5, 10, 15):
+    (run.workdir / 'checkpoints' / str(step)).mkdir(parents=True)
+  assert run.state() == 'resume from step 15'
+  run.outcome, run.seconds = reproduce.PARTIAL, 90.0
+  sweep = reproduce.collect([run], tmp_path / 'runs', tmp_path / 'out', {})
+  assert json.loads(sweep.read_text())['runs'][0]['minutes'] == 90.0 / 60
+
+
+def test_without_cuda_visible_devices_the_gpus_are_nvidia_smi_s(monkeypatch):
+  """'auto' without CUDA_VISIBLE_DEVICES: no nvidia-smi, no GPUs; else one id per 'GPU ' line."""
+  monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+  monkeypatch.setattr(reproduce.shutil, 'which', lambda name: None)
+  assert reproduce.visible_gpus('auto') == []
+  listing = 'GPU 0: NVIDIA H200 (UUID: GPU-a)\nGPU 1: NVIDIA H200 (UUID: GPU-b)\n'
+  monkeypatch.setattr(reproduce.shutil, 'which', lambda name: f'/usr/bin/{name}')
+  monkeypatch.setattr(
+    reproduce.subprocess, 'run', lambda command, **kwargs: argparse.Namespace(stdout=listing)
+  )
+  assert reproduce.visible_gpus('auto') == ['0', '1']

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from benchmarks import vs_pytorch
+from benchmarks import speed_memory_report, vs_pytorch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_RUN = os.path.join(ROOT, 'benchmarks/results/cpu/vs_pytorch/quiet_after_threefry')
@@ -180,6 +180,31 @@ def test_table2_against_the_exact_and_the_fused_transformer(tmp_path):
   assert rows(fused, '| Transformer |') == [['Transformer', '-', '0.40x / 2.00x']]
 
 
+def test_table2_leaves_out_a_memory_ratio_it_cannot_form():
+  """A baseline whose memory is 0 (a CPU dry run's step RSS increase can be) or a cell without a
+  measured memory gives its speed ratio and '-' for the memory, not a ZeroDivisionError."""
+
+  def record(model, memory):
+    return dict(
+      side='jax',
+      device='cpu',
+      model=model,
+      label=model,
+      batch=2,
+      length=128,
+      precision='float32',
+      status='ok',
+      step_s=0.01 if model == 'transformer' else 0.02,
+      memory_gib=memory,
+    )
+
+  for memories in ((0.0, 0.1), (1.0, None), (None, 1.0)):
+    text = vs_pytorch.table2([record('transformer', memories[0]), record('luna16', memories[1])])
+    assert rows(text, '| luna16 |') == [['luna16', '0.50x / -']]
+  text = vs_pytorch.table2([record('transformer', 2.0), record('luna16', 1.0)])
+  assert rows(text, '| luna16 |') == [['luna16', '0.50x / 0.50x']]
+
+
 def test_fp16_pytorch_cells_are_listed_apart(tmp_path):
   path = session(
     tmp_path,
@@ -242,3 +267,105 @@ def test_refuses_other_files(tmp_path):
     vs_pytorch.render([write(tmp_path, 'a.json', doc)])
   with pytest.raises(ValueError, match='not a benchmarks.gpu_session/1 session file'):
     vs_pytorch.render(session_paths=[write(tmp_path, 'b.json', {'cells': []})])
+
+
+def test_a_later_session_s_measurement_replaces_an_earlier_finished_one(tmp_path):
+  """Of two finished measurements of one cell (a rerun), the later session's fills the tables,
+  the profiles' included."""
+  paths = []
+  for n, step in ((1, 0.1), (2, 0.2)):
+    profiled = jax_doc('luna16', 4096, 32, 'bfloat16', step, 1.0)
+    profiled['cells'][0]['op_class_ms'] = {'kernel': 1e3 * step / 2}
+    plain = jax_doc('luna16', 4096, 32, 'bfloat16', step, 1.0)
+    cells = [('jax', 'bfloat16', plain), ('jax', 'bfloat16-profile', profiled)]
+    paths.append(session(tmp_path, f'session_{n}.json', cells))
+  tables, profiles = vs_pytorch.render(session_paths=paths).split('Profiles (')
+  (row,) = rows(tables, f'| {H200} | Luna16 |')
+  assert row[5] == '200.0'
+  (row,) = rows(profiles, f'| {H200} |')
+  assert row[5:7] == ['200.0', 'kernel 100.0 (50%)']
+
+
+def test_a_dry_run_s_cpu_cells_compare_the_step_s_rss_increase(tmp_path):
+  """On a CPU (a session's dry run) both sides' memory is the step's RSS increase; a zero one
+  gives no ratio rather than a division by zero."""
+  jax = jax_doc('luna16', 128, 2, 'float32', 0.01, 5.0)
+  jax['machine'].update(backend='cpu', devices=['cpu:cpu'])
+  jax['cells'][0]['step_rss_increase_bytes'] = 2**29
+  torch = torch_doc('luna16', 128, 2, 'none', False, 0.02, 5.0, device='cpu')
+  (j,), (t,) = vs_pytorch.jax_records(jax), vs_pytorch.torch_records(torch)
+  assert (j['device'], j['memory_gib']) == ('cpu', 0.5)
+  assert (t['device'], t['memory_gib']) == ('cpu', torch['cells'][0]['rss_increase_gb'])
+  torch['cells'][0]['rss_increase_gb'] = 0.0
+  path = session(tmp_path, 's.json', [('jax', 'float32', jax), ('torch', 'tf32', torch)], None)
+  (row,) = rows(vs_pytorch.render(session_paths=[path]), '| cpu | Luna16 |')
+  assert row[8:10] == ['0.50', '0.00']
+
+
+def test_the_cpu_table_takes_the_last_pytorch_file_s_cell(tmp_path):
+  """A PyTorch cell measured again in a later --torch file replaces the earlier one."""
+  with open(os.path.join(CPU_RUN, 'torch_luna.json')) as f:
+    again = json.load(f)
+  for cell in again['cells']:
+    cell['step_s_median'] *= 2
+  text = vs_pytorch.render(
+    [os.path.join(CPU_RUN, 'jax_luna/train_step/results.json')],
+    [os.path.join(CPU_RUN, 'torch_luna.json'), write(tmp_path, 'again.json', again)],
+  )
+  (luna,) = rows(text, '| Luna-16 | 1024')
+  (cell,) = [c for c in again['cells'] if c['model'] == 'luna16' and c['length'] == 1024]
+  assert luna[4] == f'{cell["step_s_median"]:.2f}'
+
+
+def test_absolute_table_gives_mfu_in_percent_and_model_flop_rates_in_tflop_s():
+  """`speed_memory_report.absolute_table`: MFU and % matmul peak as percentages, model FLOP/s in
+  TFLOP/s and model FLOPs per step in GFLOP."""
+  path = 'benchmarks/results/cpu/attention_backward/train_step_2k_b4/after/results.json'
+  with open(os.path.join(ROOT, path)) as f:
+    cells = json.load(f)['cells']
+  header, _, *lines = [
+    [c.strip() for c in line.strip('|').split('|')]
+    for line in speed_memory_report.absolute_table(cells).splitlines()
+  ]
+  column = lambda row, name: row[header.index(name)]
+  for row, cell in zip(lines, cells, strict=True):
+    assert column(row, 'MFU (%)') == f'{100 * cell["mfu"]:.1f}'
+    assert column(row, '% matmul peak') == f'{100 * cell["matmul_peak_fraction"]:.0f}'
+    assert column(row, 'model TFLOP/s') == f'{cell["model_flop_per_s"] / 1e12:.3g}'
+    assert column(row, 'model GFLOP/step') == f'{cell["model_flops_per_step"] / 1e9:.1f}'
+
+
+def test_targets_summary_ratios_and_verdicts():
+  """Luna-16's speed-up over the Transformer at 4K (steps/s ratio) and its growth from 4K to 16K,
+  which meets its target only if both step time and memory grow at most 4.4x."""
+  cell = lambda model, length, steps_per_s, memory: {
+    'model': model,
+    'length': length,
+    'status': 'ok',
+    'steps_per_s': steps_per_s,
+    'step_time_s': 1 / steps_per_s,
+    'memory_bytes': memory,
+  }
+  cells = [
+    cell('luna16', 4096, 6.0, 5.0),
+    cell('transformer', 4096, 1.0, 100.0),
+    cell('luna16', 16384, 1.2, 10.0),
+  ]
+  speed, growth = speed_memory_report.targets_summary(cells)
+  assert speed.startswith('- Luna-16 vs Transformer at 4K: 6.00x steps/s (target >= 5.5x: met)')
+  assert growth == (
+    '- Luna-16 from 4K to 16K: 5.00x step time, 2.00x peak memory (target <= 4.4x each: missed).'
+  )
+
+
+def test_profile_table_ranks_op_classes_by_their_largest_cell():
+  """The op classes listed are the largest in some cell, not the largest summed over cells."""
+  cell = lambda length, ops: {
+    'label': 'Luna-16',
+    'length': length,
+    'step_time_s': 0.1,
+    'op_class_ms': ops,
+  }
+  cells = [cell(1024, {'fusion': 5.0, 'sort': 1.0}), cell(2048, {'fusion': 5.0, 'dot': 8.0})]
+  table = speed_memory_report.profile_table(cells, top=1)
+  assert [r[0] for r in rows(table, '| `')] == ['`dot`']
