@@ -312,7 +312,19 @@ def test_cells_that_do_not_fit_the_deadline_are_deferred(tmp_path, monkeypatch):
   assert all(c['result'] is None for c in cells if c['status'] == 'deferred')
 
 
-def test_pytorch_cells_without_the_prepared_anchor_stop_before_anything_runs(tmp_path, capsys):
+def _never_started(monkeypatch):
+  """Makes a session that gets past its checks fail at once instead of running its real cells."""
+
+  def environment(args, log):
+    raise AssertionError('the session started')
+
+  monkeypatch.setattr(gpu_session, 'environment', environment)
+
+
+def test_pytorch_cells_without_the_prepared_anchor_stop_before_anything_runs(
+  tmp_path, capsys, monkeypatch
+):
+  _never_started(monkeypatch)
   with pytest.raises(SystemExit, match='prepare_gpu_session.sh'):
     gpu_session.main(['--out', str(tmp_path / 'out'), '--anchor', str(tmp_path / 'none')])
   assert not (tmp_path / 'out').exists()
@@ -458,11 +470,7 @@ def test_the_gpu_is_named_by_nvidia_smi_s_row_under_its_header(monkeypatch):
 
 def test_an_anchor_without_the_authors_modules_stops_before_anything_runs(tmp_path, monkeypatch):
   """The PyTorch cells need both the anchor script and the authors' module folder."""
-
-  def environment(args, log):
-    raise AssertionError("the session started without the authors' modules")
-
-  monkeypatch.setattr(gpu_session, 'environment', environment)
+  _never_started(monkeypatch)
   anchor = tmp_path / 'anchor'
   anchor.mkdir()
   (anchor / gpu_session.ANCHOR_SCRIPT).write_text('')
