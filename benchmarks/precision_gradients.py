@@ -173,10 +173,13 @@ def measure(
   batches: Sequence[Mapping[str, np.ndarray]],
   gradients: Mapping[str, Any],
   seed: int,
+  prepend_cls: bool,
 ) -> dict[str, Any]:
   """Every policy's losses, gradients and entropies on every batch (`gradients` maps policy names,
   the reference first, to `make_gradient_fn`s), each policy's comparison with the reference, and
-  the comparison of each batch's reference gradient with the previous batch's."""
+  the comparison of each batch's reference gradient with the previous batch's; the entropy of
+  uniform attention over the real keys counts the CLS position where the model has one
+  (`prepend_cls`)."""
   per_batch, previous = [], None
   for index, batch in enumerate(batches):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
@@ -199,7 +202,7 @@ def measure(
     if previous is not None:  # The scale of minibatch noise: the last batch's float32 gradient.
       record['previous_batch'] = compare(previous, grads[REFERENCE])['all']
     previous = grads[REFERENCE]
-    rows = np.asarray(batch['lengths'], np.float64) + 1  # Real tokens and the CLS position.
+    rows = np.asarray(batch['lengths'], np.float64) + prepend_cls  # Real tokens (and the CLS).
     record['uniform_entropy'] = float(np.sum(rows * np.log(rows)) / np.sum(rows))
     per_batch.append(record)
   return {'batches': per_batch, 'summary': summarize(per_batch)}
@@ -343,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   batches = [next(iterator) for _ in range(args.num_batches)]
   gradients = {name: make_gradient_fn(model, data.max_length) for name, model in models.items()}
   print(f'{args.config}: {args.num_batches} batches of {args.batch_size} x {data.max_length}')
-  first = measure(state.params, batches, gradients, args.seed)
+  cls = models[REFERENCE].encoder.prepend_cls
+  first = measure(state.params, batches, gradients, args.seed, prepend_cls=cls)
   states = [{'name': f'initialisation (seed {args.seed})', **first}]
   if args.adam_steps:
     params, peak = adam_steps(
@@ -351,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     name = f'after {args.adam_steps} AdamW steps at the peak learning rate {peak:.3g}'
     print(name)
-    states.append({'name': name, **measure(params, batches, gradients, args.seed)})
+    states.append({'name': name, **measure(params, batches, gradients, args.seed, prepend_cls=cls)})
   results = {
     'config': args.config,
     'model': model_config,

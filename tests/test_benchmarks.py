@@ -442,3 +442,177 @@ def test_speed_memory_runs_the_lengths_asked_for_and_long_ones_only_by_default()
   assert (asked.lengths, asked.long_lengths) == ('128', '')
   both = speed_memory.parse_args(['--lengths', '128', '--long_lengths', '1K'])
   assert (both.lengths, both.long_lengths) == ('128', '1K')
+
+
+def test_median_seconds_times_only_the_repeats_after_the_warmup(monkeypatch):
+  """`median_seconds` is the median of the timed calls; the warmup calls are not timed."""
+  from benchmarks import speed_memory_harness
+
+  clock = [0.0]
+  durations = iter([100.0, 100.0, 9.0, 1.0, 2.0, 50.0])  # Two warmup calls, then three timed.
+  monkeypatch.setattr(speed_memory_harness.time, 'perf_counter', lambda: clock[0])
+
+  def call():
+    clock[0] += next(durations)
+
+  assert speed_memory_harness.median_seconds(call, (), repeats=3, warmup=2) == 2.0
+
+
+def test_compiled_memory_counts_a_donated_buffer_once():
+  """The compiled peak is arguments + outputs - aliased + temporaries, or XLA's peak if larger."""
+  from types import SimpleNamespace
+
+  from benchmarks.speed_memory_harness import compiled_memory
+
+  def analysed(peak):
+    stats = SimpleNamespace(
+      argument_size_in_bytes=100,
+      output_size_in_bytes=40,
+      alias_size_in_bytes=30,
+      temp_size_in_bytes=7,
+      peak_memory_in_bytes=peak,
+    )
+    return SimpleNamespace(memory_analysis=lambda: stats)
+
+  assert compiled_memory(analysed(0)) == {
+    'compiled_peak_bytes': 100 + 40 - 30 + 7,
+    'temp_bytes': 7,
+    'argument_bytes': 100,
+    'output_bytes': 40,
+  }
+  assert compiled_memory(analysed(1000))['compiled_peak_bytes'] == 1000
+
+
+def test_process_memory_figures_are_bytes():
+  """Peak RSS and /proc/self/status's VmRSS are in bytes (the kernel reports KiB)."""
+  from benchmarks import speed_memory_harness
+
+  with open('/proc/self/statm') as f:
+    rss = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+  status_rss = speed_memory_harness._proc_status_bytes('VmRSS')
+  assert rss / 2 < status_rss < 2 * rss
+  assert speed_memory_harness._peak_rss_bytes() > rss / 2
+
+
+def test_finish_record_rates_memory_and_the_peak_of_the_compute_dtype():
+  """Rates divide by the median step time; MFU uses the peak of the matmul inputs' dtype; on a GPU
+  the memory is the device's peak bytes."""
+  from benchmarks.speed_memory_harness import finish_record, mfu_dtype, model_flops_per_step
+
+  arch = vars(Architecture(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64))
+  spec = {'mode': 'attention', 'model': 'luna16', 'length': 64, 'batch_size': 4, 'arch': arch}
+  record = {
+    'status': 'ok',
+    'step_time_s': 0.5,
+    'flops_per_step': 1e9,
+    'compiled_peak_bytes': 10,
+    'device_peak_bytes': 20,
+  }
+  peaks = {'float32': {'flop_per_s': 1e12}, 'bfloat16': {'flop_per_s': 4e12}}
+  out = finish_record(record, spec, peaks, 'gpu')
+  assert out['steps_per_s'] == 2.0 and out['examples_per_s'] == 4 * 2.0
+  assert out['tokens_per_s'] == 4 * 64 * 2.0
+  assert out['matmul_peak_fraction'] == pytest.approx(2e9 / 1e12)
+  assert out['mfu'] == pytest.approx(out['model_flops_per_step'] * 2.0 / 1e12)
+  assert (out['memory_bytes'], out['memory_source']) == (20, 'device peak_bytes_in_use')
+  assert finish_record(record, spec, peaks, 'cpu')['memory_bytes'] == 10
+  for precision in ('bfloat16', 'bfloat16_all'):
+    assert mfu_dtype(dict(arch, precision=precision)) == 'bfloat16'
+    bf16 = finish_record(record, dict(spec, arch=dict(arch, precision=precision)), peaks, 'gpu')
+    assert bf16['mfu'] == pytest.approx(out['mfu'] / 4)
+  one = model_flops_per_step(dict(spec, batch_size=1))
+  assert out['model_flops_per_step'] == 4 * one  # Per example, times the batch.
+
+
+def test_run_cell_reports_the_median_of_the_timed_repeats_only(monkeypatch):
+  """A cell times `repeats` steps after its warmup ones and reports their median."""
+  import statistics
+
+  monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+  spec = {
+    'mode': 'attention',
+    'model': 'linformer',
+    'length': 16,
+    'batch_size': 1,
+    'warmup': 2,
+    'repeats': 3,
+    'seed': 0,
+    'memory_limit_bytes': None,
+    'arch': vars(Architecture(num_layers=1, emb_dim=16, num_heads=2, mlp_dim=32)),
+  }
+  record = run_cell(spec)
+  assert record['status'] == 'ok' and len(record['step_times_s']) == 3
+  assert record['step_time_s'] == statistics.median(record['step_times_s'])
+
+
+def test_matmul_peak_counts_two_flops_per_multiply_add():
+  """The dense-matmul peak is 2 n^3 FLOPs over the median time."""
+  peak = measure_matmul_peak('float32', size=32, repeats=1)
+  assert peak['flop_per_s'] == pytest.approx(2 * 32**3 / peak['median_s'])
+
+
+def test_run_benchmark_cells_after_an_oom_or_a_slow_step(monkeypatch):
+  """A model OOM at one length is OOM at the longer ones without running; one slower than
+  --max_step_s is only compiled at the longer ones; long lengths run for --long_models only; on
+  CPU the memory limit is 75% of the RAM."""
+  from benchmarks.speed_memory_harness import MATMUL_DTYPES as dtypes
+
+  specs = []
+
+  def fake_run_cell(spec):
+    specs.append(spec)
+    if spec['model'] == 'transformer':
+      return {'status': 'OOM', 'reason': 'too big'}
+    if spec.get('compile_only'):
+      return {'status': 'skipped', 'reason': spec['compile_only'], 'compiled_peak_bytes': 1}
+    return {
+      'status': 'ok',
+      'step_time_s': spec['length'] / 32,
+      'flops_per_step': 1e6,
+      'compiled_peak_bytes': 1,
+    }
+
+  monkeypatch.setattr(speed_memory, 'run_cell', fake_run_cell)
+  peaks = {dtype: {'dtype': dtype, 'flop_per_s': 1e9} for dtype in dtypes}
+  machine = {'backend': 'cpu', 'ram_bytes': 8 * 2**30}
+  flags = ['--isolation', 'none', '--lengths', '32,64', '--long_lengths', '128']
+  args = speed_memory.parse_args(
+    flags + ['--models', 'transformer,luna16', '--long_models', 'luna16', '--max_step_s', '1.5']
+  )
+  results = speed_memory.run_benchmark('attention', args, machine, peaks, log=lambda _: None)
+  ran = [(s['model'], s['length'], 'compile_only' in s) for s in specs]
+  assert ran == [('transformer', 32, False), ('luna16', 32, False), ('luna16', 64, False),
+                 ('luna16', 128, True)]  # fmt: skip
+  assert [(c['model'], c['length'], c['status']) for c in results['cells']] == [
+    ('transformer', 32, 'OOM'),
+    ('transformer', 64, 'OOM'),
+    ('luna16', 32, 'ok'),
+    ('luna16', 64, 'ok'),
+    ('luna16', 128, 'skipped'),
+  ]
+  assert {s['memory_limit_bytes'] for s in specs} == {int(0.75 * 8 * 2**30)}
+  assert results['settings']['lengths'] == [32, 64, 128]
+  assert results['matmul_peak'] == peaks['float32']
+  specs.clear()
+  args = speed_memory.parse_args(flags + ['--models', 'luna16'])  # Every model runs long.
+  speed_memory.run_benchmark('attention', args, machine, peaks, log=lambda _: None)
+  assert [s['length'] for s in specs] == [32, 64, 128]
+
+
+def test_step_cost_table_gives_ratios_to_the_first_run():
+  """step_cost's table: TFLOP, GB, temporary GiB and each run's ratios to the first run."""
+  from benchmarks import step_cost
+
+  row = {'run': 'a', 'batch_size': 2, 'max_length': 8, 'micro_batches': 1}
+  first = dict(row, flops=1e12, bytes_accessed=2e9, temp_bytes=2**30, argument_bytes=0)
+  second = dict(first, run='b', flops=4e12, bytes_accessed=1e9, temp_bytes=3 * 2**30)
+  lines = step_cost.table([first, second]).splitlines()
+  assert lines[-1] == '| b | 2 x 8 | 1 | 4.000 | 1.0 | 3.00 | 4.00 | 0.50 |'
+
+
+def test_describe_machine_gives_the_ram_in_bytes():
+  """The machine's RAM is in bytes (/proc/meminfo reports KiB)."""
+  from benchmarks.speed_memory_harness import describe_machine
+
+  ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  assert ram / 2 < describe_machine()['ram_bytes'] < 2 * ram

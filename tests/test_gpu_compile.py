@@ -160,3 +160,52 @@ def test_a_compile_only_h100_step_runs_the_fused_attention_on_cudnn_at_an_odd_le
   for measured in counts.values():
     assert measured['compiled_peak_bytes'] > measured['argument_bytes'] > 0
     assert measured['gemm'] > 0
+
+
+def test_kernel_kinds_of_gemm_fusions_copies_and_other_ops():
+  """A fusion is a GEMM when the computation it calls or its backend config says so (cuDNN's GEMM
+  fusions included), a loop fusion is not; a copy is 'copy' and another op 'other'."""
+  kinds = {k.name: k.kind for k in gpu_compile.kernels(HLO)[0]}
+  assert (kinds['copy.3'], kinds['rng']) == ('copy', 'other')
+  hlo = """HloModule m
+
+ENTRY %main (p: bf16[8,8]) -> bf16[8,8] {
+  %p = bf16[8,8]{1,0} parameter(0)
+  %cudnn = bf16[8,8]{1,0} fusion(%p), kind=kCustom, calls=%fused_dot, backend_config={"fusion_backend_config":{"kind":"__cudnn$fusion"}}
+  %named = bf16[8,8]{1,0} fusion(%cudnn), kind=kCustom, calls=%gemm_fusion_dot.1
+  ROOT %loop = bf16[8,8]{1,0} fusion(%named), kind=kLoop, calls=%fused_add
+}
+"""
+  launched, _ = gpu_compile.kernels(hlo)
+  assert [(k.name, k.kind) for k in launched] == [
+    ('cudnn', 'gemm'),
+    ('named', 'gemm'),
+    ('loop', 'fusion'),
+  ]
+
+
+def test_table_gives_gib_the_share_of_the_card_and_memory_bound_milliseconds():
+  """Peak in GiB and as a share of the card's memory; bytes moved in GB and at the card's
+  bandwidth in milliseconds."""
+  for name, card in gpu_compile.TARGETS.items():
+    text = gpu_compile.target_config(name)
+    assert f'memory_bandwidth: {int(card["bandwidth"])}' in text
+    assert f'l2_cache_size: {card["l2_bytes"]}' in text
+    row = {
+      'run': 'listops:luna16',
+      'precision': 'float32',
+      'attention': '-',
+      'batch_size': 32,
+      'max_length': 2000,
+      'compiled_peak_bytes': 3 * 2**30,
+      'kernels': 9,
+      'gemm': 4,
+      'cudnn_attention': 0,
+      'fusion': 3,
+      'copy': 2,
+      'kernel_bytes': card['bandwidth'] * 4e-3,  # Four milliseconds of traffic.
+    }
+    last = gpu_compile.table([row], card).splitlines()[-1]
+    share = f'{3 * 2**30 / card["memory_bytes"]:.0%}'
+    assert f'| 32 x 2000 | 3.00 | {share} | 9 | 4 | 0 | 3 | 2 |' in last
+    assert last.endswith(f'| {card["bandwidth"] * 4e-3 / 1e9:.1f} | 4.0 |')

@@ -65,3 +65,27 @@ def test_float32_must_come_first():
     precision_curves.parse_args(
       ['--config', 'c.py', '--precisions', 'bfloat16,float32', '--output_dir', 'o']
     )
+
+
+def test_compare_uses_the_log_points_both_curves_have():
+  """Max, mean and last absolute gap over the shared steps only."""
+  gap = precision_curves.compare({1: 1.0, 2: 2.0, 3: 3.0, 4: 0.0}, {2: 2.5, 3: 3.0, 4: 0.2, 5: 9.0})
+  assert gap == pytest.approx({'max_abs': 0.5, 'mean_abs': 0.7 / 3, 'last': 0.2})
+
+
+def test_read_run_and_the_table_across_seeds(tmp_path):
+  """The best-validation test accuracy is read back, and the table's spread is the sample
+  standard deviation over the seeds."""
+  import statistics
+
+  runs = []
+  for seed, accuracy in ((0, 0.40), (1, 0.44)):
+    write_run(tmp_path / str(seed), [(1, 2.0), (2, 1.0)], accuracy)
+    read = precision_curves.read_run(str(tmp_path / str(seed)))
+    assert read['best_test_accuracy'] == pytest.approx(accuracy - 0.02)
+    runs.append({'precision': 'float32', 'seed': seed, **read})
+  table = precision_curves.table(
+    {'config': 'c.py', 'train_flags': [], 'seeds': [0, 1], 'runs': runs}
+  )
+  spread = statistics.stdev([0.40, 0.44])
+  assert f'| float32 | 2 | 0.4200 +- {spread:.4f} |' in table
