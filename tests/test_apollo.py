@@ -245,3 +245,13 @@ def test_apollo_refuses_bad_settings_and_needs_params_for_weight_decay():
   params = {'w': jnp.ones((2,))}
   with pytest.raises(ValueError, match='parameters'):
     transform.update(params, transform.init(params))
+
+
+def test_apollos_state_is_float32_for_bfloat16_parameters():
+  """Apollo keeps m, B and d in float32 for bfloat16 parameters (the wider of the two dtypes)."""
+  transform = apollo.scale_by_apollo()
+  params = {'w': jnp.ones((3,), jnp.bfloat16), 'v': jnp.ones((2,), jnp.float32)}
+  state = transform.init(params)
+  _, state = transform.update(params, state)
+  for tree in (state.exp_avg_grad, state.approx_hessian, state.update):
+    assert {name: x.dtype for name, x in tree.items()} == {'w': jnp.float32, 'v': jnp.float32}

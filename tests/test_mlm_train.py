@@ -329,3 +329,95 @@ def test_a_self_pretraining_workdir_moved_mid_finetuning_resumes_there(
     checkpoint_params(straight_run[0] / 'finetune', 4),
   )
   assert results['test'] == straight_run[1]['test']
+
+
+def _tiny_encoder_params(rows=4, kernel_rows=2, dtype=np.float32):
+  """A model's parameters with a token table, one layer kernel and a head, all zeros."""
+  return {
+    'sequence_encoder': {
+      'embed': {'token_embedding': {'embedding': np.zeros((rows, 2), dtype)}},
+      'layer_0': {'kernel': np.zeros((kernel_rows, 2), dtype)},
+    },
+    'head': {'kernel': np.ones((2, 3), np.float32)},
+  }
+
+
+def test_graft_takes_leading_rows_of_the_tables_alone_and_refuses_other_dtypes():
+  """Only the token and position tables may have more rows; a larger kernel or dtype is refused."""
+  fresh = _tiny_encoder_params()
+  encoder = lambda params: pretrained.PretrainedEncoder(
+    params['sequence_encoder'], 'listops', 'luna', 'ckpt'
+  )
+  larger_table = _tiny_encoder_params(rows=5)
+  larger_table['sequence_encoder']['embed']['token_embedding']['embedding'][:] = np.arange(5)[
+    :, None
+  ]
+  grafted = pretrained.graft(
+    fresh, encoder(larger_table), vocabulary='listops', encoder_name='luna'
+  )
+  table = grafted['sequence_encoder']['embed']['token_embedding']['embedding']
+  np.testing.assert_array_equal(table, np.arange(4)[:, None] * np.ones((1, 2)))
+  assert grafted['head'] is fresh['head']
+  for source, message in (
+    (_tiny_encoder_params(kernel_rows=3), r'layer_0/kernel is \(3, 2\) pretrained, \(2, 2\)'),
+    (_tiny_encoder_params(dtype=np.float16), 'is float16 pretrained, float32 in this model'),
+  ):
+    with pytest.raises(pretrained.InitFromError, match=message):
+      pretrained.graft(fresh, encoder(source), vocabulary='listops', encoder_name='luna')
+
+
+def test_load_run_of_the_best_gives_the_best_steps_parameters_and_step(straight_run, tmp_path):
+  """load_run(checkpoint='best'): the step and parameters of the best folder, not the latest's."""
+  workdir = tmp_path / 'finetune'
+  shutil.copytree(straight_run[0] / 'finetune', workdir)
+  shutil.rmtree(workdir / checkpointing.BEST_DIR)
+  shifted = jax.tree.map(lambda x: x + 1, checkpoint_params(workdir, 4))
+  checkpointer = checkpointing.Checkpointer(str(workdir), keep=2)
+  checkpointer.save_if_best(3, shifted, 1.0)
+  checkpointer.close()
+  best = load_run(str(workdir), checkpoint='best')
+  assert best.step == 3 and load_run(str(workdir)).step == 4
+  jax.tree.map(np.testing.assert_array_equal, best.params, shifted)
+  assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(best.params))
+
+
+def test_an_encoder_is_read_only_from_a_checkpoint_that_records_its_vocabulary(tmp_path):
+  """load_encoder: the MLM suffix is dropped from the encoder's name; a checkpoint without its
+  vocabulary in the record is refused by name."""
+  encoder = _tiny_encoder_params()['sequence_encoder']
+  state = {'params': {'sequence_encoder': encoder}, 'step': np.int32(2)}
+  for name, record in (('with', {'vocabulary': 'listops'}), ('without', {})):
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / name), keep=1)
+    checkpointer.save(2, state, {**record, 'config': {'model': {'name': 'transformer_mlm'}}})
+    checkpointer.close()
+  loaded = pretrained.load_encoder(str(tmp_path / 'with'))
+  assert (loaded.vocabulary, loaded.encoder_name) == ('listops', 'transformer')
+  jax.tree.map(np.testing.assert_array_equal, loaded.params, encoder)
+  with pytest.raises(pretrained.InitFromError, match='does not record its vocabulary'):
+    pretrained.load_encoder(str(tmp_path / 'without'))
+
+
+def test_self_pretraining_results_are_the_finetune_stages_with_the_pretrain_stages_figures(
+  tiny_lra_data, tmp_path, monkeypatch
+):
+  """results.json of a self-pretraining run: the finetune stage's results, and under 'pretraining'
+  the pretrain stage's step, validation, speed and folder (stages of other lengths, run here by a
+  stand-in for train_and_evaluate)."""
+  figures = {
+    'pretrain': {'step': 3, 'validation': {'accuracy': 0.1}, 'steps_per_sec': 7.0},
+    'finetune': {'step': 5, 'validation': {'accuracy': 0.6}, 'steps_per_sec': 9.0},
+  }
+
+  def stage(config, workdir):
+    del config
+    name = os.path.basename(workdir)
+    return {**figures[name], 'test': {'accuracy': figures[name]['validation']['accuracy']}}
+
+  monkeypatch.setattr(trainer, 'train_and_evaluate', stage)
+  workdir = tmp_path / 'spt'
+  results = trainer.train_with_self_pretraining(spt_config(tiny_lra_data), str(workdir))
+  assert results == {
+    **stage(None, 'finetune'),
+    'pretraining': {**figures['pretrain'], 'directory': str(workdir / 'pretrain')},
+  }
+  assert json.loads((workdir / 'results.json').read_text()) == results

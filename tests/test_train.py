@@ -486,3 +486,34 @@ def test_unknown_data_option_fails_with_its_name(tiny_lra_data, tmp_path):
   config.data.options = ml_collections.ConfigDict({'max_lenght': 32})
   with pytest.raises(lra.DataError, match='max_lenght'):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_the_last_step_is_evaluated_and_checkpointed_off_the_schedule(tiny_lra_data, tmp_path):
+  """A run ending between eval_every and checkpoint_every steps evaluates and saves its last step;
+  its first step (compilation) is left out of the timed steps; one batch of a split is partial."""
+  config = tiny_config(tiny_lra_data, num_train_steps=2, eval_every=5, checkpoint_every=5)
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  saved = os.listdir(tmp_path / checkpointing.CHECKPOINTS_DIR)
+  assert [name for name in saved if name.isdigit()] == ['2']
+  assert results['best']['step'] == results['step'] == 2
+  logged = read_jsonl(tmp_path / 'metrics.jsonl')
+  assert [m['step'] for m in logged if 'validation_accuracy' in m] == [2]
+  assert checkpointing.read_record(str(tmp_path), 2)['timed_steps'] == 2 - 1
+  # One evaluation batch, fewer examples than the test split: a partial evaluation.
+  data_dir, options = tiny_lra_data['listops']
+  training = results['config']['training']
+  sample = training['num_eval_batches'] * (training['eval_batch_size'] or training['batch_size'])
+  assert sample < lra.load_task('listops', data_dir, **options).test.num_examples
+  assert results['partial_evaluation'] is True
+
+
+def test_an_evaluation_capped_at_exactly_each_splits_size_is_not_partial(tiny_lra_data, tmp_path):
+  """partial_evaluation is False when num_eval_batches batches hold exactly every split."""
+  config = tiny_config(tiny_lra_data, num_train_steps=1)
+  data_dir, options = tiny_lra_data['listops']
+  data = lra.load_task('listops', data_dir, **options)
+  batch = config.training.eval_batch_size or config.training.batch_size
+  config.training.num_eval_batches = data.test.num_examples // batch
+  sample = config.training.num_eval_batches * batch
+  assert sample == data.test.num_examples == data.validation.num_examples
+  assert trainer.train_and_evaluate(config, str(tmp_path))['partial_evaluation'] is False

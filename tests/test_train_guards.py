@@ -883,3 +883,61 @@ def test_an_init_from_added_or_dropped_is_never_read_as_the_stored_one(tmp_path,
   for stored, new in (('', str(tmp_path)), (str(tmp_path), '')):
     as_stored = run_config.paths_as_stored({'init_from': new}, {'init_from': stored})
     assert as_stored['init_from'] == new
+
+
+def test_a_failed_start_in_an_existing_empty_workdir_keeps_the_folder(tmp_path):
+  """A block that fails in a workdir that existed empty removes the lock, never the folder."""
+  workdir = tmp_path / 'mine'
+  workdir.mkdir()
+  with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(workdir)):
+    workdir_lib.claim_kind(str(workdir), 'plain', False)
+    raise KeyboardInterrupt
+  assert workdir.is_dir() and list(workdir.iterdir()) == []
+
+
+def test_a_finetuning_run_whose_checkpoints_were_all_set_aside_is_claimed_as_itself(tmp_path):
+  """Resumed as 'plain' with only damaged checkpoints, a finetuning workdir stays finetuning."""
+  workdir_lib.claim_kind(str(tmp_path), 'finetuning', False)
+  (tmp_path / 'config.json').write_text('{}')
+  (tmp_path / checkpointing.DAMAGED_DIR).mkdir()
+  workdir_lib.claim_kind(str(tmp_path), 'plain', False)
+  assert json.loads((tmp_path / workdir_lib.KIND_FILE).read_text())['kind'] == 'finetuning'
+
+
+def test_only_a_steps_folder_counts_as_a_checkpoint(tmp_path):
+  """has_checkpoint: a `checkpoints/` folder with no step's folder (a temporary one) holds none."""
+  folder = tmp_path / checkpointing.CHECKPOINTS_DIR
+  folder.mkdir()
+  (folder / '3.orbax-checkpoint-tmp-1').mkdir()
+  assert not workdir_lib.has_checkpoint(str(tmp_path))
+  (folder / '3').mkdir()
+  assert workdir_lib.has_checkpoint(str(tmp_path))
+
+
+def test_the_kind_of_a_run_follows_its_config():
+  """run_kind: self-pretraining first, then a masked LM, then finetuning with init_from."""
+  config = {'self_pretraining': {'num_train_steps': 0}, 'model': {'name': 'luna'}, 'init_from': ''}
+  assert workdir_lib.run_kind(config) == 'plain'
+  assert workdir_lib.run_kind({**config, 'init_from': '/pretrained'}) == 'finetuning'
+  mlm = {**config, 'model': {'name': sorted(luna_jax.MLM_MODELS)[0]}}
+  assert workdir_lib.run_kind(mlm) == 'pretraining'
+  both = {**mlm, 'self_pretraining': {'num_train_steps': 2}, 'init_from': '/pretrained'}
+  assert workdir_lib.run_kind(both) == 'self-pretraining'
+
+
+def test_a_workdir_with_a_pretrain_stage_alone_is_a_self_pretraining_run(tmp_path):
+  """recorded_kind: an old workdir with only its pretrain stage is a self-pretraining run."""
+  (tmp_path / 'pretrain').mkdir()
+  assert workdir_lib.recorded_kind(str(tmp_path)) == ('self-pretraining', False)
+  with pytest.raises(workdir_lib.WorkdirKindError, match='holds a self-pretraining run'):
+    workdir_lib.claim_kind(str(tmp_path), 'plain', False)
+
+
+def test_a_run_logs_at_step_1_and_at_each_evaluation_and_checkpoint(finished_run):
+  """metrics.jsonl: train_* at step 1 and at each evaluation or checkpoint step, validation_* at
+  each evaluation, test_* and best_test_* at the last step (six_steps: log_every past the run)."""
+  logged = read_jsonl(finished_run[0] / 'metrics.jsonl')
+  at = lambda key: [m['step'] for m in logged if key in m]
+  assert at('train_loss') == at('learning_rate') == [1, 3, 6]
+  assert at('validation_accuracy') == [3, 6]
+  assert at('test_accuracy') == at('best_test_accuracy') == [6]

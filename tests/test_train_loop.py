@@ -3,6 +3,7 @@ held on the devices until a log point (`metric_log.TrainLog`), and a whole run w
 prefetching (bit-identical, each step compiled once)."""
 
 import functools
+import types
 
 import jax
 import numpy as np
@@ -181,3 +182,16 @@ def test_a_resumed_run_prefetches_its_remaining_batches_and_evaluations(
   assert results['step'] == 4
   record = checkpointing.read_record(str(tmp_path), 4)
   assert record['timed_steps'] == 2  # Steps 2 and 4: each session's first step is untimed.
+
+
+def test_train_summary_is_the_mean_of_the_pending_steps_and_the_last_steps_learning_rate():
+  """_train_summary: each train_* is the mean over the steps since the last log point, and the
+  learning rate is the last step's (step s, 1-based, is the schedule's update count s - 1)."""
+  p_step = jax.pmap(lambda x: {'loss': x}, axis_name=steps.AXIS, devices=jax.local_devices()[:1])
+  session = types.SimpleNamespace(train_log=metric_log.TrainLog(), checkpointer=None)
+  for step in (4, 5, 6):
+    session.train_log.add(step, p_step(np.array([float(step)], np.float32)))
+  schedule = lambda count: 10.0 * count
+  summary = trainer._train_summary(session, schedule)
+  assert summary['train_loss'] == np.mean([4.0, 5.0, 6.0])
+  assert summary['learning_rate'] == schedule(6 - 1)
