@@ -25,7 +25,7 @@ from luna_jax.config_utils import ConfigError
 from luna_jax.model import objectives
 from luna_jax.training import steps, trainer
 from tests.test_objectives import NUM_CLASSES, models
-from tests.test_train import constant_optimizer
+from tests.test_train import constant_optimizer, random_rows
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds the two processes may take together (compiling and 5 steps take well under a minute).
@@ -157,12 +157,7 @@ def test_every_device_draws_dropout_masks_of_its_own():
   """The same rows on 2 devices: with one dropout key a device, the step is not the one-device step
   on those rows (what a key shared by the devices would give)."""
   model, _ = models(dropout_rate=0.5)
-  rng = np.random.default_rng(0)
-  rows = {
-    'inputs': rng.integers(1, 8, (2, 6)).astype(np.int32),
-    'lengths': np.full(2, 6, np.int32),
-    'targets': rng.integers(0, NUM_CLASSES, 2).astype(np.int32),
-  }
+  rows = random_rows(0, 2, num_classes=NUM_CLASSES)
   optimizer = constant_optimizer(1e-3)
   state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, rows)
   step = functools.partial(steps.train_step, model=model, optimizer=optimizer)
@@ -181,12 +176,7 @@ def test_every_device_prepares_its_evaluation_rows_with_a_key_of_its_own():
   and each device draws its own prepared rows (the key folded with its index), so the summed loss
   is not twice the one-device one."""
   _, random_labels = models()
-  rng = np.random.default_rng(0)
-  rows = {
-    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
-    'lengths': np.full(4, 6, np.int32),
-    'targets': np.zeros(4, np.int32),
-  }
+  rows = random_rows(0, 4, targets=np.zeros(4))
   params = jax.jit(random_labels.init)(jax.random.PRNGKey(0), rows['inputs'], rows['lengths'])
   key = jax.random.PRNGKey(3)
   evaluate = functools.partial(steps.eval_step, model=random_labels)

@@ -11,8 +11,8 @@ import pytest
 import lra
 from corpora.token_batches import TokenBatching, length_buckets
 from luna_jax.training import run_config, steps, trainer
-from tests.test_objectives import models
-from tests.test_train import checkpoint_params, read_jsonl, tiny_config
+from tests.test_objectives import NUM_CLASSES, models
+from tests.test_train import checkpoint_params, random_rows, read_jsonl, tiny_config
 from tests.test_training_path import assert_trees_close
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
@@ -120,12 +120,7 @@ def test_micro_batches_draw_dropout_masks_of_their_own():
   """A batch of the same rows twice, in two micro-batches: with one dropout key for both, each
   would repeat the one-batch step's masks and give its gradient exactly."""
   model, _ = models(dropout_rate=0.5)
-  rng = np.random.default_rng(0)
-  rows = {
-    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
-    'lengths': np.full(4, 6, np.int32),
-    'targets': rng.integers(0, 4, 4).astype(np.int32),
-  }
+  rows = random_rows(0, 4, num_classes=NUM_CLASSES)
   optimizer = optax.sgd(1e-3)
   state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, rows)
 

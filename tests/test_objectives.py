@@ -14,7 +14,7 @@ import pytest
 import luna_jax
 from luna_jax.model import objectives
 from luna_jax.training import steps
-from tests.test_train import constant_optimizer
+from tests.test_train import constant_optimizer, random_rows
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
@@ -58,12 +58,7 @@ def models(dropout_rate=0.0):
 
 def test_prepare_draws_from_the_step_key_in_train_and_eval_steps():
   plain, random_labels = models()
-  rng = np.random.default_rng(0)
-  batch = {
-    'inputs': rng.integers(1, 8, (8, 6)).astype(np.int32),
-    'lengths': np.full(8, 6, np.int32),
-    'targets': np.zeros(8, np.int32),
-  }
+  batch = random_rows(0, 8, targets=np.zeros(8))
   optimizer = constant_optimizer(1e-3)
   state = steps.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
   train = jax.jit(functools.partial(steps.train_step, model=random_labels, optimizer=optimizer))
@@ -124,12 +119,7 @@ def test_label_smoothing_and_padding_weights_reach_the_loss():
   np.testing.assert_allclose(moved['loss'], sums['loss'], rtol=1e-6)
   # The train step's loss is the smoothed one it is given (no dropout: the same logits).
   plain, _ = models()
-  rng = np.random.default_rng(0)
-  batch = {
-    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
-    'lengths': np.full(4, 6, np.int32),
-    'targets': rng.integers(0, NUM_CLASSES, 4).astype(np.int32),
-  }
+  batch = random_rows(0, 4, num_classes=NUM_CLASSES)
   optimizer = constant_optimizer(1e-3)
   state = steps.create_train_state(jax.random.PRNGKey(0), plain, optimizer, batch)
   train = functools.partial(steps.train_step, model=plain, optimizer=optimizer, label_smoothing=0.1)

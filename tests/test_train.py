@@ -39,6 +39,30 @@ def constant_optimizer(learning_rate: float, grad_clip_norm: float = 0.0):
   )
 
 
+def tiny_classifier():
+  """A one-layer Transformer classifier of 8 token ids, 3 classes and 6 positions."""
+  return luna_jax.build_model(
+    {'name': 'transformer', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16},
+    vocab_size=8,
+    num_classes=3,
+    max_length=6,
+  )
+
+
+def random_rows(seed: int, num_rows: int, targets=None, num_classes: int = 3) -> dict:
+  """`num_rows` full rows of 6 random token ids (1 to 7), with `targets` or, if None, random
+  classes below `num_classes` (drawn after the ids, from the same generator)."""
+  rng = np.random.default_rng(seed)
+  inputs = rng.integers(1, 8, (num_rows, 6)).astype(np.int32)
+  if targets is None:
+    targets = rng.integers(0, num_classes, num_rows)
+  return {
+    'inputs': inputs,
+    'lengths': np.full(num_rows, 6, np.int32),
+    'targets': np.asarray(targets, np.int32),
+  }
+
+
 def tiny_config(tiny_lra_data, task='listops', variant='luna16', **training):
   """The real task config in its debug version, on tiny generated data, on one device, 3 steps."""
   config = importlib.import_module(f'configs.{task}').get_config(f'{variant},debug')
@@ -400,18 +424,8 @@ def test_tiny_model_overfits_a_fixed_batch():
 
 
 def test_eval_step_ignores_padding_rows():
-  model = luna_jax.build_model(
-    {'name': 'transformer', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16},
-    vocab_size=8,
-    num_classes=3,
-    max_length=6,
-  )
-  rng = np.random.default_rng(1)
-  batch = {
-    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
-    'lengths': np.full(4, 6, np.int32),
-    'targets': np.array([0, 1, 2, 0], np.int32),
-  }
+  model = tiny_classifier()
+  batch = random_rows(1, 4, targets=[0, 1, 2, 0])
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch['inputs'], batch['lengths'])['params']
   evaluate = jax.jit(functools.partial(steps.eval_step, model=model))
   full = evaluate(params, {k: v[:2] for k, v in batch.items()})

@@ -37,7 +37,14 @@ from luna_jax.training import (
   trainer,
 )
 from luna_jax.training import workdir as workdir_lib
-from tests.test_train import checkpoint_params, constant_optimizer, read_jsonl, tiny_config
+from tests.test_train import (
+  checkpoint_params,
+  constant_optimizer,
+  random_rows,
+  read_jsonl,
+  tiny_classifier,
+  tiny_config,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -746,19 +753,8 @@ def test_a_tilde_data_folder_recorded_unexpanded_still_resumes(tmp_path, monkeyp
 def _padded_classification_step(weights, learning_rate=1e-3):
   """One train step (no dropout) of a tiny classifier at `learning_rate` on 4 rows whose targets
   are its own predictions, weighed by `weights`; returns (state before, state after, metrics)."""
-  model = luna_jax.build_model(
-    {'name': 'transformer', 'num_layers': 1, 'emb_dim': 16, 'num_heads': 2, 'mlp_dim': 16},
-    vocab_size=8,
-    num_classes=3,
-    max_length=6,
-  )
-  rng = np.random.default_rng(2)
-  batch = {
-    'inputs': rng.integers(1, 8, (4, 6)).astype(np.int32),
-    'lengths': np.full(4, 6, np.int32),
-    'targets': np.zeros(4, np.int32),
-    'weights': np.asarray(weights, np.float32),
-  }
+  model = tiny_classifier()
+  batch = {**random_rows(2, 4, targets=np.zeros(4)), 'weights': np.asarray(weights, np.float32)}
   optimizer = constant_optimizer(learning_rate)
   state = steps.create_train_state(jax.random.PRNGKey(0), model, optimizer, batch)
   logits = model.apply({'params': state.params}, batch['inputs'], batch['lengths'])

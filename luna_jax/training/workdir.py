@@ -156,6 +156,10 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
   write_atomically(os.path.join(workdir, KIND_FILE), json.dumps(record))
 
 
+#: The workdirs this process holds (`lock`), with what each held before, in the order taken.
+_held: dict[str, set[str] | None] = {}
+
+
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
   """Holds the exclusive lock of `workdir` (created if needed) for the duration of the block.
@@ -193,10 +197,6 @@ def lock(workdir: str) -> Iterator[None]:
   finally:
     del _held[workdir]
     os.close(fd)  # Releases the lock.
-
-
-#: The workdirs this process holds (`lock`), with what each held before, in the order taken.
-_held: dict[str, set[str] | None] = {}
 
 
 def remove_untouched_now() -> None:
