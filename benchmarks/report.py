@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -529,9 +530,9 @@ BOOKKEEPING_KEYS = (
 
 
 def differing_settings(runs: Sequence[RunResult]) -> list[str]:
-  """The config keys (dotted) whose values differ between `runs` (1 and 1.0 being one value),
-  the folders (`data.data_dir`, `init_from`: where a run read its data and source, not how it
-  trained) and `BOOKKEEPING_KEYS` aside."""
+  """The config keys (dotted) whose values differ between `runs` (1 and 1.0 being one value, True
+  and 1 two, NaN one), the folders (`data.data_dir`, `init_from`: where a run read its data and
+  source, not how it trained) and `BOOKKEEPING_KEYS` aside."""
 
   def flat(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
     items = {}
@@ -542,13 +543,21 @@ def differing_settings(runs: Sequence[RunResult]) -> list[str]:
         items[f'{prefix}{key}'] = value
     return items
 
+  def comparable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+      return 'NaN'
+    return (type(value) is bool, value)
+
   configs = [flat(run.config) for run in runs]
   keys = set().union(*configs) - {'data.data_dir', 'init_from', *BOOKKEEPING_KEYS}
   absent = object()
   return sorted(
     key
     for key in keys
-    if any(config.get(key, absent) != configs[0].get(key, absent) for config in configs)
+    if any(
+      comparable(config.get(key, absent)) != comparable(configs[0].get(key, absent))
+      for config in configs
+    )
   )
 
 

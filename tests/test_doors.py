@@ -354,6 +354,31 @@ def test_a_start_refused_before_writing_leaves_no_run_behind(tiny_lra_data, tmp_
   assert sorted(p.name for p in written.iterdir()) == ['.lock', 'kind.json', 'metrics.jsonl']
 
 
+def test_a_failed_start_removes_the_parents_it_made_and_no_others(tmp_path):
+  (tmp_path / 'runs' / 'mine').mkdir(parents=True)  # The user's, empty: kept.
+  workdir = tmp_path / 'runs' / 'mine' / 'a' / 'b' / 'c'
+  with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(workdir)):
+    workdir_lib.claim_kind(str(workdir), 'plain', False)
+    raise KeyboardInterrupt
+  assert (tmp_path / 'runs' / 'mine').is_dir() and not (tmp_path / 'runs' / 'mine' / 'a').exists()
+  # A parent another writer filled meanwhile stays, with what it holds.
+  with pytest.raises(KeyboardInterrupt), workdir_lib.lock(str(workdir)):
+    (tmp_path / 'runs' / 'mine' / 'a' / 'notes.txt').write_text('mine')
+    raise KeyboardInterrupt
+  assert [p.name for p in (tmp_path / 'runs' / 'mine' / 'a').iterdir()] == ['notes.txt']
+
+  # A workdir whose lock cannot be written takes away the folders made for it.
+  def refused(path):
+    raise PermissionError(13, 'Permission denied', path)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(workdir_lib, 'acquire_lock', refused)
+    with pytest.raises(workdir_lib.WorkdirUnusableError):
+      with workdir_lib.lock(str(tmp_path / 'x' / 'y')):
+        pass
+  assert not (tmp_path / 'x').exists()
+
+
 def test_a_workdir_written_before_the_record_is_recognised(tmp_path):
   config = listops_run_config(debug=True).to_dict()
   (tmp_path / 'config.json').write_text(json.dumps(config))

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import statistics
+import types
 
 import pytest
 
@@ -409,6 +410,18 @@ def test_runs_of_one_seed_in_a_cell_are_marked_as_repeats(tmp_path):
     in markdown
   )
   assert markdown.count('‡') == 2  # The cell and its note.
+
+
+def test_differing_settings_tell_a_flag_from_a_number_and_nan_from_itself():
+  def runs(*values):
+    return [types.SimpleNamespace(config={'model': {'x': value}}) for value in values]
+
+  assert report.differing_settings(runs(1, 1.0)) == []
+  assert report.differing_settings(runs(float('nan'), float('nan'))) == []
+  assert report.differing_settings(runs(True, 1)) == ['model.x']
+  assert report.differing_settings(runs(0, False)) == ['model.x']
+  assert report.differing_settings(runs(float('nan'), 1.0)) == ['model.x']
+  assert report.differing_settings(runs(None, 0)) == ['model.x']
 
 
 @pytest.mark.parametrize(

@@ -156,8 +156,9 @@ def claim_kind(workdir: str, kind: str, debug: bool) -> None:
   write_atomically(os.path.join(workdir, KIND_FILE), json.dumps(record))
 
 
-#: The workdirs this process holds (`lock`), with what each held before, in the order taken.
-_held: dict[str, set[str] | None] = {}
+#: The workdirs this process holds (`lock`), in the order taken, with what each held before (None:
+#: it did not exist) and the outermost folder `lock` made for it (None: it made none).
+_held: dict[str, tuple[set[str] | None, str | None]] = {}
 
 
 @contextlib.contextmanager
@@ -166,15 +167,16 @@ def lock(workdir: str) -> Iterator[None]:
 
   A block that fails having written nothing there but the lock, `claim_kind`'s record and the
   checkpointer's empty folders (a start refused for missing data or a missing `init_from`, say)
-  takes them away again, and the workdir if this call made it, so that a mistyped start leaves no
-  run behind for `benchmarks.report` to count as unfinished (`remove_untouched_now` does the same
-  for a process that ends at once).
+  takes them away again, and the workdir and its parents if this call made them, so that a
+  mistyped start leaves no run behind for `benchmarks.report` to count as unfinished
+  (`remove_untouched_now` does the same for a process that ends at once).
 
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
     WorkdirUnusableError: it cannot be created or its lock file written, naming why.
   """
   before = set(os.listdir(workdir)) if os.path.isdir(workdir) else None
+  made = _outermost_missing(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
     fd = acquire_lock(os.path.join(workdir, LOCK_FILE))
@@ -184,15 +186,16 @@ def lock(workdir: str) -> Iterator[None]:
       'stop it, or choose another --workdir.'
     ) from None
   except OSError as e:
+    _remove_made(workdir, made)
     raise WorkdirUnusableError(
       f'--workdir {workdir}: cannot create it or write {LOCK_FILE} in it ({e.strerror}: '
       f'{e.filename or os.path.join(workdir, LOCK_FILE)}). Choose a folder you can write.'
     ) from None
-  _held[workdir] = before
+  _held[workdir] = (before, made)
   try:
     yield
   except BaseException:
-    _remove_untouched(workdir, before)
+    _remove_untouched(workdir, before, made)
     raise
   finally:
     del _held[workdir]
@@ -203,14 +206,38 @@ def remove_untouched_now() -> None:
   """Cleans up every workdir this process holds as a failed block's exit would (`lock`), the
   newest first (a self-pretraining stage before its run): for a process about to end without
   unwinding (`os._exit` on a signal during a run's setup)."""
-  for workdir, before in reversed(list(_held.items())):
-    _remove_untouched(workdir, before)
+  for workdir, (before, made) in reversed(list(_held.items())):
+    _remove_untouched(workdir, before, made)
 
 
-def _remove_untouched(workdir: str, before: set[str] | None) -> None:
+def _outermost_missing(path: str) -> str | None:
+  """The outermost of `path` and its parents that does not exist (None: `path` exists)."""
+  missing = None
+  path = os.path.abspath(path)
+  while not os.path.lexists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
+def _remove_made(workdir: str, made: str | None) -> None:
+  """Removes `workdir` and its parents up to `made` (`_outermost_missing` before they were made),
+  stopping at the first that is not empty (or not there): what `lock` made and nothing else."""
+  if made is None:
+    return
+  path = os.path.abspath(workdir)
+  with contextlib.suppress(OSError):
+    while True:
+      os.rmdir(path)
+      if path == made:
+        return
+      path = os.path.dirname(path)
+
+
+def _remove_untouched(workdir: str, before: set[str] | None, made: str | None) -> None:
   """Removes what `lock` and `claim_kind` added to `workdir` (which held `before`, None: did not
   exist), and the checkpointer's folders if added empty (made before `init_from` failed), when
-  nothing else was added. The lock file goes last: until then no other start can take it."""
+  nothing else was added; then the workdir and the parents that `lock` made (`made`, the
+  outermost). The lock file goes last: until then no other start can take it."""
   ours = {LOCK_FILE, KIND_FILE} - (before or set())
   with contextlib.suppress(OSError):  # The block's own error is the one to report.
     added = set(os.listdir(workdir)) - (before or set())
@@ -230,5 +257,4 @@ def _remove_untouched(workdir: str, before: set[str] | None) -> None:
       os.rmdir(os.path.join(workdir, name))  # Fails, and so stops, if one is no longer empty.
     for name in sorted(added - folders, key=lambda name: name == LOCK_FILE):
       os.remove(os.path.join(workdir, name))
-    if before is None:
-      os.rmdir(workdir)
+    _remove_made(workdir, made)
