@@ -154,8 +154,8 @@ def load_registered(
 
   Raises:
     DataError: unknown task or option, an option of another type than its default (a negative
-      seed, a non-finite number), a `max_length` that is not a positive integer, missing or
-      malformed data.
+      seed, a non-finite number), a `max_length` (or `max_target_length`) that is not a positive
+      integer, missing or malformed data.
   """
   if name not in registry:
     raise DataError(f'Unknown task {name!r}; known tasks: {", ".join(registry)}')
@@ -167,8 +167,9 @@ def load_registered(
       f'{", ".join(sorted({**defaults, **_COMMON_OPTIONS}))}'
     )
   settings = {**_COMMON_OPTIONS, **defaults, **options}
-  if not _is_int(settings['max_length']) or settings['max_length'] <= 0:
-    raise DataError(f'max_length must be a positive integer, got {settings["max_length"]!r}')
+  for key in sorted(key for key in settings if key.startswith('max_') and key.endswith('length')):
+    if not _is_int(settings[key]) or settings[key] <= 0:
+      raise DataError(f'{key} must be a positive integer, got {settings[key]!r}')
   for key, value in options.items():
     error = _option_error(key, value, {**_COMMON_OPTIONS, **defaults}[key])
     if error:

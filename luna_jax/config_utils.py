@@ -129,7 +129,7 @@ def parse_section(cls: type[T], config: Mapping[str, Any], section: str) -> T:
     section: the section's dotted name for messages, e.g. 'config.training'.
 
   Returns:
-    `cls(**config)`, ints of float fields converted to float.
+    `cls(**config)`, ints of float fields (`float` or `float | None`) converted to float.
 
   Raises:
     ConfigError: naming unknown or missing keys, or `section.key=value` and what is allowed.
@@ -142,7 +142,7 @@ def parse_section(cls: type[T], config: Mapping[str, Any], section: str) -> T:
     error = value_error(value, hints[name], fields[name].metadata.get('spec', {}))
     if error:
       raise ConfigError(f'{section}.{name}={value!r}: {error}.')
-    if hints[name] is float and isinstance(value, int):
+    if isinstance(value, int) and float in (hints[name], *typing.get_args(hints[name])):
       values[name] = float(value)
   return cls(**values)
 

@@ -281,6 +281,22 @@ def test_beam_search_with_length_penalty_and_length_caps_is_exhaustive_search(
   assert chosen[3.0, 1] >= chosen[0.0, 1]  # A larger alpha favours longer outputs.
 
 
+def test_beam_search_under_jit_takes_traced_length_caps(mt_seq2seq):
+  model, params = mt_seq2seq
+  src, lengths, caps = (
+    jnp.array([[3, 4, 3, 4, 2, 0], [4, 4, 2, 0, 0, 0]]),
+    jnp.array([5, 3]),
+    (2, 3),
+  )
+  search = functools.partial(generation.beam_search, model, beam_size=2, max_length=3, eos_id=EOS)
+  traced = jax.jit(lambda *args: search(*args[:3], max_output_lengths=args[3]))
+  ids, scores = traced(params, src, lengths, jnp.array(caps))
+  expected_ids, expected_scores = search(params, src, lengths, max_output_lengths=jnp.array(caps))
+  np.testing.assert_array_equal(ids, expected_ids)
+  np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+  assert np.all(np.asarray(generation.sequence_lengths(ids, EOS)) <= np.array(caps))
+
+
 @pytest.mark.parametrize('which', ['seq2seq', 'mt_seq2seq'])
 def test_beam_search_equals_a_plain_python_beam_search(which, request):
   """Against `reference.beam_search` (fairseq's rule) querying the model by teacher forcing, for

@@ -97,6 +97,16 @@ def test_task_options_of_the_wrong_kind_are_refused_by_name(tmp_path, options, m
     corpora.load_task('corpus', str(tmp_path / 'c.txt'), **options)
 
 
+@pytest.mark.parametrize('value', [0, -3, 2.0])
+@pytest.mark.parametrize('task', ['seq2seq', 'translation'])
+def test_a_target_length_that_is_no_positive_integer_is_refused(task, value, tmp_path):
+  # 0 trained on empty targets (a zero loss); -3 ended in numpy's negative dimensions.
+  with pytest.raises(
+    lra.DataError, match=f'max_target_length must be a positive integer, got {value}'
+  ):
+    corpora.load_task(task, str(tmp_path), max_target_length=value)
+
+
 def test_batches_refuse_a_seed_that_is_no_integer():
   with pytest.raises(lra.DataError, match=r'seed \(1.5\) and start_step \(0\) must be'):
     next(lra.train_batches(_split([0, 1] * 8), 4, seed=1.5))

@@ -316,6 +316,19 @@ def test_head_counts_must_divide_the_attention_width(model, message):
     luna_jax.build_model(model, vocab_size=5, num_classes=2, max_length=8)
 
 
+@pytest.mark.parametrize(
+  'name', [n for n in luna_jax.MODEL_NAMES if n.removesuffix('_mlm') != 'transformer']
+)
+def test_heads_of_a_model_without_qkv_dim_must_divide_emb_dim(name):
+  # qkv_dim (a multiple of num_heads) and num_pack_heads (a divisor of emb_dim) hide nothing.
+  model = {'name': name, 'emb_dim': 6, 'num_heads': 4, 'qkv_dim': 8, 'num_pack_heads': 3}
+  with pytest.raises(
+    luna_jax.config_utils.ConfigError, match=r'num_heads=4: .* width 6 \(emb_dim\)'
+  ):
+    luna_jax.check_model_config(model)
+  luna_jax.check_model_config({**model, 'num_heads': 3})
+
+
 def test_build_model_rejects_unknown_key_by_name():
   with pytest.raises(ValueError, match='projection_lenght'):
     luna_jax.build_model(

@@ -379,6 +379,13 @@ def test_load_run_of_the_best_gives_the_best_steps_parameters_and_step(straight_
   assert best.step == 3 and load_run(str(workdir)).step == 4
   jax.tree.map(np.testing.assert_array_equal, best.params, shifted)
   assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(best.params))
+  # One checkpoint folder is read as it is; its 'best' is refused (it read that folder again).
+  one = load_run(str(workdir / 'checkpoints' / '4'))
+  assert one.step == 4 and one.checkpoint == str(workdir / 'checkpoints' / '4')
+  with pytest.raises(LoadRunError, match=f"'best' .* give load_run its workdir, {workdir}"):
+    load_run(str(workdir / 'checkpoints' / '4'), checkpoint='best')
+  numbered = shutil.copytree(workdir, tmp_path / 'checkpoints' / '2024')  # A workdir of digits.
+  assert load_run(str(numbered), checkpoint='best').step == 3
 
 
 def test_an_encoder_is_read_only_from_a_checkpoint_that_records_its_vocabulary(tmp_path):

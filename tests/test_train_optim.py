@@ -85,6 +85,19 @@ def test_optimizer_config_keys_are_checked():
     optim.OptimizerConfig.from_mapping({**OPTIMIZER, 'lr': 1.0})
 
 
+def test_optimizer_config_makes_ints_of_float_fields_floats_optional_ones_too():
+  from configs import base
+
+  section = base.get_config().optimizer.to_dict()
+  cfg = optim.OptimizerConfig.from_mapping({**section, 'learning_rate': 1, 'grad_clip_norm': 1})
+  assert type(cfg.learning_rate) is float and type(cfg.grad_clip_norm) is float
+  assert (
+    optim.OptimizerConfig.from_mapping({**section, 'grad_clip_norm': None}).grad_clip_norm is None
+  )
+  with pytest.raises(ValueError, match='grad_clip_norm=True'):
+    optim.OptimizerConfig.from_mapping({**section, 'grad_clip_norm': True})
+
+
 def test_adamw_follows_its_definition_with_the_configured_settings_and_schedule():
   """Three AdamW updates equal Adam with bias correction, the configured b1, b2 and eps, plus the
   decoupled weight decay, each at the schedule's learning rate of its 0-based update count."""

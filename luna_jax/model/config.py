@@ -318,14 +318,15 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
       f'(name transformer, attention softmax or fused), not {name!r} with {attention!r}.'
     )
   emb_dim = model_config.get('emb_dim', ModelConfig.emb_dim)
-  num_heads = model_config.get('num_heads', ModelConfig.num_heads)
-  widths = {
-    'num_heads': (num_heads, model_config.get('qkv_dim') or emb_dim),
-    'num_pack_heads': (model_config.get('num_pack_heads') or num_heads, emb_dim),
-  }
-  for key, (heads, width) in widths.items():
+  transformer = name.removesuffix(MLM_SUFFIX) == 'transformer'  # The one model with a qkv_dim.
+  widths = {'num_heads': emb_dim if not transformer else model_config.get('qkv_dim') or emb_dim}
+  if not transformer and name not in UNTIED_MODELS:  # The models with Luna's pack attention.
+    widths['num_pack_heads'] = emb_dim
+  for key, width in widths.items():
+    heads = model_config.get(key) or model_config.get('num_heads', ModelConfig.num_heads)
     if width % heads:
       raise config_utils.ConfigError(
-        f'{section}.{key}={heads}: must divide the attention width {width} (emb_dim, or '
-        'qkv_dim for the Transformer).'
+        f'{section}.{key}={heads}: must divide the attention width {width} ('
+        + ('qkv_dim, or emb_dim where it is unset' if transformer else 'emb_dim')
+        + ').'
       )

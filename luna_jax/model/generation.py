@@ -319,7 +319,8 @@ def beam_search(
   _check_int('min_length', min_length, 0)
   if max_output_lengths is not None:
     _check_integers('max_output_lengths', max_output_lengths, 1)
-    if np.min(max_output_lengths) < 1:
+    traced = isinstance(max_output_lengths, jax.core.Tracer)  # Its values are checked untraced.
+    if not traced and np.min(max_output_lengths) < 1:
       raise ValueError(
         f'max_output_lengths holds {np.min(max_output_lengths)}: each must be >= 1 (the EOS).'
       )

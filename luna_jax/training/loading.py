@@ -61,21 +61,35 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
 
   Args:
     workdir: the run's `--workdir` (of `train.py`); for a self-pretraining run, its `finetune`
-      (or `pretrain`) stage folder.
+      (or `pretrain`) stage folder. Or one checkpoint folder of a run, `<workdir>/checkpoints/
+      <step>` or `<workdir>/averaged/<step>` (`average_checkpoints`), read as it is.
     checkpoint: 'latest' (the newest intact training checkpoint: the final parameters of a
-      finished run) or 'best' (the parameters with the best validation accuracy).
+      finished run; of a checkpoint folder, that folder) or 'best' (the parameters with the best
+      validation accuracy; a workdir only).
 
   Returns:
     The loaded run.
 
   Raises:
-    LoadRunError: an unknown `checkpoint`, a workdir without an intact checkpoint (damaged ones are
-      named), a self-pretraining run's top folder (naming its stage folders), or a converted
-      release (`convert_fairseq`'s output, for `init_from`).
+    LoadRunError: an unknown `checkpoint`, 'best' of a checkpoint folder, a workdir without an
+      intact checkpoint (damaged ones are named), a self-pretraining run's top folder (naming its
+      stage folders), or a converted release (`convert_fairseq`'s output, for `init_from`).
     lra.DataError: the checkpoints predate the recorded data sizes and the run's data is gone.
   """
   if checkpoint not in CHECKPOINTS:
     raise LoadRunError(f'checkpoint={checkpoint!r}: must be one of {CHECKPOINTS}.')
+  folder = os.path.normpath(os.path.abspath(os.path.expanduser(workdir)))
+  parent = os.path.basename(os.path.dirname(folder))
+  if (
+    checkpoint == 'best'
+    and os.path.basename(folder).isdigit()
+    and parent in (checkpointing.CHECKPOINTS_DIR, checkpointing.AVERAGED_DIR)
+    and not os.path.isdir(os.path.join(folder, checkpointing.CHECKPOINTS_DIR))
+  ):
+    raise LoadRunError(
+      f"checkpoint='best' reads a run's {checkpointing.BEST_DIR}/ folder, and {workdir} is one "
+      f'checkpoint folder: give load_run its workdir, {os.path.dirname(os.path.dirname(folder))}.'
+    )
   stages = [
     os.path.join(workdir, stage)
     for stage in (self_pretraining.FINETUNE_DIR, self_pretraining.PRETRAIN_DIR)
