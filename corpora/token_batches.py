@@ -273,7 +273,7 @@ class TokenBatching(lra.Batching):
       {'inputs', 'targets': `[rows, L]` int32, 'lengths': `[rows]` int32, 'weights': `[rows]`
       float32}, rows = this process's devices x `rows_per_device`, L a bucket.
 
-    Raises:
+    Raises (at the first batch: this is a generator):
       DataError: a negative seed or start step, an empty split, a bad process layout.
     """
     del batch_size

@@ -64,7 +64,7 @@ def train_batches(
     {'inputs': [B/P, L] int32, 'lengths': [B/P] int32, 'targets': [B/P] int32 ([B/P, T] for the
     token tasks)}, plus 'inputs2' and 'lengths2' for two-document tasks.
 
-  Raises:
+  Raises (at the first batch: this is a generator):
     DataError: a seed or start step that is not a non-negative integer, a batch larger than the
       split, a batch size that is not a positive multiple of `process_count`, or a
       `process_index` outside [0, process_count).
@@ -110,7 +110,7 @@ def eval_batches(
   Yields:
     The fields of `train_batches` plus 'weights': [B/P] float32, 1 for real examples, 0 for padding.
 
-  Raises:
+  Raises (at the first batch: this is a generator):
     DataError: a batch size that is not a positive multiple of `process_count`, or a
       `process_index` outside [0, process_count).
   """

@@ -10,8 +10,9 @@ a split sorted by the md5 of each example's key salted with the split's name (`t
 data_batch_1..5; the pickles are put in that order (`tfds_order`) before they are sliced, so both
 sources give LRA's 45,000 / 5,000 images.
 Grayscale matches `tf.image.rgb_to_grayscale`; intensities 0..255 are the tokens (vocab 256).
-Every position is valid: unlike the official model, whose mask `inputs > 0` treats black pixels
-as padding, `lengths` is always 1024 here, so a model masks nothing on this task.
+Every position is valid: `lengths` is always 1024, so the length mask masks nothing. The official
+model's mask `inputs > 0`, which treats black pixels as padding, is the model's setting
+(`ModelConfig.padding_mask='nonzero'`, the default of the Transformer in `configs/image.py`).
 """
 
 from __future__ import annotations

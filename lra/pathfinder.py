@@ -6,7 +6,8 @@ the extension, one line per image `<folder> <file> <index> <label> ...` -- and
 `pathfinder<res>/<difficulty dir>/<folder>/<file>` 8-bit grayscale PNGs. Empty PNGs (the release
 has one) are skipped and counted in `TaskData.info['skipped_empty_pngs']`. The images are split
 80/10/10 by a permutation seeded with `split_seed`. Pixels 0..255 are the tokens and every position
-is valid (`lengths == res * res`; black pixels are not padding, unlike the official model's mask).
+is valid (`lengths == res * res`); the official model's mask `inputs > 0`, which treats black
+pixels as padding, is the model's setting (`ModelConfig.padding_mask='nonzero'`).
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ Two sub-packages:
 The model API is re-exported here (`luna_jax.build_model`, `luna_jax.LunaAttention`, ...); the
 trainer is `luna_jax.training.train_and_evaluate` (`import luna_jax.training`: importing `luna_jax`
 alone loads only the models). `luna_jax.config_utils` holds the typed, checked config sections
-both sub-packages use. Two commands besides `train.py`: `python -m luna_jax.translate` (a file,
-with a translation checkpoint) and `python -m luna_jax.average_checkpoints` (a run's last
-checkpoints, averaged). LRA data is in the `lra` package, the other data (language modelling,
-seq2seq, translation, masked-LM corpora, GLUE, tokenizers) in `corpora`.
+both sub-packages use. Three commands besides `train.py`: `python -m luna_jax.translate` (a file,
+with a translation checkpoint), `python -m luna_jax.average_checkpoints` (a run's last
+checkpoints, averaged) and `python -m luna_jax.training.convert_fairseq` (the authors' released
+Luna-BERT weights, as a workdir for `init_from`). LRA data is in the `lra` package, the other
+data (language modelling, seq2seq, translation, masked-LM corpora, GLUE, tokenizers) in `corpora`.
 """
 
 from luna_jax.model.attention import (

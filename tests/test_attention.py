@@ -548,6 +548,9 @@ def test_masks_that_are_not_bool_are_refused_by_name():
     'query_mask': lambda: attn.attention_weights(x, x, query_mask=additive),
     'fused key_mask': lambda: attn.fused_dot_product_attention(x, x, x, additive),
     'p_mask': lambda: attn.causal_luna_attention_chunked(x, x, x, x, x, additive, chunk_size=3),
+    # luna_attention names its own arguments, not those of the attentions it calls.
+    'luna context_mask': lambda: attn.luna_attention(x, x, x, x, jnp.ones((8, 16)), None, additive),
+    'luna p_mask': lambda: attn.luna_attention(x, x, x, x, jnp.ones((8, 16)), None, None, additive),
   }
   for name, call in calls.items():
     with pytest.raises(ValueError, match=f'{name.split()[-1]} has dtype float32: masks are bool'):

@@ -167,7 +167,7 @@ def dot_product_attention(
     `[batch, heads, q_len, k_len]` float32 before dropout.
 
   Raises:
-    ValueError: dropout on without `dropout_rng`.
+    ValueError: dropout on without `dropout_rng`; a mask that is not bool (`check_masks`).
   """
   keep = None
   if _dropout_on(dropout_rng, dropout_rate, deterministic):
@@ -309,8 +309,10 @@ def luna_attention(
     A `LunaAttentionOutput` (Y_X before its output projection, Y_P, both probabilities).
 
   Raises:
-    ValueError: when the unpack kernel's width is neither d nor 2 * d, or dropout lacks a key.
+    ValueError: when the unpack kernel's width is neither d nor 2 * d, dropout lacks a key, or a
+      mask is not bool (naming it, `check_masks`).
   """
+  check_masks(context_mask=context_mask, p_mask=p_mask)
   _, _, heads, head_dim = query.shape
   d = heads * head_dim
   if unpack_kernel.shape[-1] not in (d, 2 * d):

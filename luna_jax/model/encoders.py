@@ -67,8 +67,8 @@ class EncoderOutput(NamedTuple):
 def check_positions(config: ModelConfig, num_tokens: int, what: str = '') -> None:
   """Raises when `num_tokens` token positions do not fit the model's position table.
 
-  A position lookup past the table would silently reuse its last row (JAX clamps gather indices),
-  so every entry point that knows its length checks it here first.
+  A position past the table embeds as NaN (`TokenEmbedding`'s lookup fills with NaN), so every
+  entry point that knows its length checks it here first, to fail with a clear error instead.
 
   Args:
     config: the model config (the table has `max_length` token positions, plus CLS).

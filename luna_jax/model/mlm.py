@@ -78,6 +78,9 @@ def mask_tokens(
 
   Returns:
     (`[batch, n]` int32 corrupted inputs, `[batch, n]` bool selected positions: where the loss is).
+
+  Raises:
+    ValueError: every id below `vocab_size` is special (`regular_ids`).
   """
   select_key, action_key, random_key = jax.random.split(rng, 3)
   tokens = tokens.astype(jnp.int32)

@@ -5,7 +5,7 @@ attention needs, and returns the module's constructor, which the layer then call
 every attention of its side shares.
 
 Transformer side (`attention_implementation`; `TransformerEncoderLayer` adds num_heads, qkv_dim,
-attention_dropout_rate, dtype, param_dtype, name):
+attention_dropout_rate, dtype, matmul_dtype, param_dtype, name):
 
   softmax    `SelfAttention`, einsum softmax attention (the reference)
   fused      `SelfAttention` through `jax.nn.dot_product_attention`
@@ -14,7 +14,7 @@ attention_dropout_rate, dtype, param_dtype, name):
   performer  `PerformerSelfAttention` (nb_features, redraw_features)
 
 Luna side (`luna_attention_implementation`; `LunaEncoderLayer` adds features, num_heads,
-attention_dropout_rate, dtype, param_dtype, name):
+attention_dropout_rate, dtype, matmul_dtype, param_dtype, name):
 
   luna       `LunaAttention`, pack and unpack softmax attention (eqs. 3-5; num_pack_heads, tie_kv)
 

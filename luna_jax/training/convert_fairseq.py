@@ -441,10 +441,10 @@ def convert(checkpoint: str, dictionary: str, output: str, overwrite: bool = Fal
     The conversion record (also in `<output>/conversion.json`).
 
   Raises:
-    FileNotFoundError: no checkpoint or dictionary file.
-    ConversionError: `output` is in the way; a truncated or non-PyTorch file; a checkpoint that is
-      not a `luna_bert` model, or one with an unsupported argument, key or shape; a dictionary not
-      in fairseq's format or not the model's (each naming what and where).
+    FileNotFoundError: no checkpoint file.
+    ConversionError: `output` is in the way; no dictionary file; a truncated or non-PyTorch file;
+      a checkpoint that is not a `luna_bert` model, or one with an unsupported argument, key or
+      shape; a dictionary not in fairseq's format or not the model's (each naming what and where).
   """
   source, out = Path(checkpoint).expanduser(), Path(output).expanduser().absolute()
   _check_output(out, overwrite)

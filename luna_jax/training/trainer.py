@@ -311,6 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     TrainingInterrupted: SIGINT or SIGTERM during training (the step's checkpoint is saved).
     workdir.WorkdirLockedError: another process trains in `workdir`.
     workdir.WorkdirKindError: `workdir` holds another kind of run (`workdir.claim_kind`).
+    workdir.WorkdirUnusableError: `workdir` cannot be created or its lock file written.
     lra.DataError: missing data, unknown data options.
     FloatingPointError: a non-finite loss, gradient or parameter norm (names the step).
   """

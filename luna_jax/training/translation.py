@@ -63,10 +63,10 @@ MIN_OUTPUT_TOKENS = 1
 
 
 def output_caps(source_lengths: np.ndarray, decoding: DecodingConfig) -> np.ndarray:
-  """`[N]` int32 (or a scalar for a scalar length): most output ids per source, EOS included:
+  """`[N]` int32 (`[]` for a scalar length): most output ids per source, EOS included:
   floor(a * n + b) + 1."""
-  caps = np.floor(decoding.max_len_a * source_lengths + decoding.max_len_b) + 1
-  return caps.astype(np.int32)
+  caps = np.floor(decoding.max_len_a * np.asarray(source_lengths) + decoding.max_len_b) + 1
+  return np.asarray(caps, np.int32)
 
 
 def translate_pairs(
