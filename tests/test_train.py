@@ -361,6 +361,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_as_i
     eval_every=3,
     log_every=2,
     prefetch_batches=0,
+    keep_checkpoints=3,
   )
   trainer.train_and_evaluate(config, str(tmp_path / 'straight'))
   real_train_batches = lra.batching.train_batches
@@ -387,6 +388,11 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_as_i
   strip = lambda log: [{k: v for k, v in m.items() if k != 'steps_per_sec'} for m in log]
   # Step 6 logs the mean of steps 5 and 6, as the uninterrupted run does.
   assert strip(logs[0]) == strip(logs[1])
+  # The stop's checkpoint went at the next save, taking no place of a scheduled one (with 3 kept,
+  # step 3's had gone for it: average_checkpoints, which passes it over, then found 2 of 3).
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6', '8']
+  assert sorted(os.listdir(tmp_path / 'straight' / 'checkpoints')) == ['3', '6', '8']
+  assert checkpointing.average_checkpoints(str(workdir), 3).endswith('averaged/8')
 
 
 def test_tiny_model_overfits_a_fixed_batch():

@@ -420,13 +420,19 @@ class Checkpointer:
   Args:
     workdir: the run's folder.
     keep: how many periodic/final checkpoints to keep (>= 1).
+    on_schedule: whether a step's checkpoint is one of the run's schedule
+      (`TrainingConfig.is_checkpoint_step`; default: every one is). Only those count against
+      `keep`: the one a Ctrl-C or SIGTERM saved off the schedule is kept while it is the newest
+      (the resumed run starts there), and deleted at the next save.
   """
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, on_schedule: Callable[[int], bool] | None = None):
     common = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
-    self._latest = _VerifiedManager(
-      workdir, CHECKPOINTS_DIR, ocp.CheckpointManagerOptions(max_to_keep=keep, **common)
+    self._latest = _VerifiedManager(  # Pruned by `_prune_latest`.
+      workdir, CHECKPOINTS_DIR, ocp.CheckpointManagerOptions(max_to_keep=None, **common)
     )
+    self._keep = keep
+    self._on_schedule = on_schedule or (lambda step: True)
     self._best = _VerifiedManager(
       workdir,
       BEST_DIR,
@@ -500,7 +506,19 @@ class Checkpointer:
     """
     if self._latest.manager.latest_step() != step:
       self._latest.save(step, state, record)
+      self._prune_latest()
       self._prune_best()
+
+  def _prune_latest(self) -> None:
+    """Deletes the train states that are neither the newest (where a resumed run starts) nor among
+    the newest `keep` on the schedule: a stop's checkpoint pushed out a scheduled one, which
+    `average_checkpoints` then missed."""
+    steps = sorted(self._latest.manager.all_steps())
+    scheduled = [step for step in steps if self._on_schedule(step)]
+    keep = {*scheduled[-self._keep :], *steps[-1:]}
+    for step in steps:
+      if step not in keep:
+        self._latest.manager.delete(step)
 
   def save_if_best(self, step: int, params: Any, accuracy: float) -> None:
     """Offers `params` with validation `accuracy`; kept while it is the best so far, or the best

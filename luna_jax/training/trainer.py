@@ -416,7 +416,11 @@ def _setup(
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
   checkpointer = stack.enter_context(
-    contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
+    contextlib.closing(
+      checkpointing.Checkpointer(
+        workdir, training.keep_checkpoints, on_schedule=training.is_checkpoint_step
+      )
+    )
   )
   state, record, run = restore_run(
     checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
@@ -754,7 +758,7 @@ def _train(
       if step == session.start_step + 1:  # Includes compilation: left out of the speed figures.
         session.train_log.exclude_from_timing()
       is_eval = step % training.eval_every == 0 or step == training.num_train_steps
-      is_checkpoint = step % training.checkpoint_every == 0 or step == training.num_train_steps
+      is_checkpoint = training.is_checkpoint_step(step)
       # Log points depend on the step only, so a resumed run logs what an uninterrupted one does.
       if step == 1 or is_eval or is_checkpoint or step % training.log_every == 0:
         summary = _train_summary(session, schedule)
