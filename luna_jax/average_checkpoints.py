@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parser.parse_args(argv)
   try:
     path = checkpointing.average_checkpoints(args.workdir, args.num)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, checkpointing.CheckpointUnreadableError) as e:
     sys.exit(f'Error: {e}')
   workdir, step = os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
   record = checkpointing.read_record(workdir, step, AVERAGED_DIR)

@@ -1,6 +1,7 @@
 """Nothing silent in the trainer: config checks at start-up, a locked workdir, the config-change
 rule on resume, verified checkpoints with fallback, durable logs, test-selected figures marked."""
 
+import errno
 import functools
 import gc
 import glob
@@ -409,6 +410,22 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_p
   assert results['test'] == finished_run[1]['test']
 
 
+@pytest.mark.parametrize('content', ['', '{"accuracy": 0.', '[1, 2]', '{"loss": 1.0}'])
+def test_a_best_checkpoint_whose_metrics_do_not_read_is_set_aside(
+  tiny_lra_data, finished_run, tmp_path, caplog, content
+):
+  """A metrics file a crash left empty, or garbled, had stopped every start of the run with
+  orbax's JSONDecodeError: the run could not be resumed, extended or evaluated again."""
+  workdir = copy_run(finished_run, tmp_path)
+  (first, *_) = sorted(os.listdir(workdir / 'best'), key=int)
+  (workdir / 'best' / first / 'metrics' / 'metrics').write_text(content)
+  with caplog.at_level(logging.WARNING):
+    results = trainer.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
+  assert f'{workdir}/best/{first} is damaged (metrics unreadable' in caplog.text
+  assert os.path.isdir(workdir / 'damaged_checkpoints' / f'best_{first}')
+  assert results['test'] == finished_run[1]['test']
+
+
 def test_last_good_checkpoint_is_a_verified_one(tmp_path):
   checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
   state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
@@ -417,6 +434,44 @@ def test_last_good_checkpoint_is_a_verified_one(tmp_path):
   assert checkpointer.restore_latest(state)[0]['w'][0] == 1.0
   truncate_largest_data_file(str(tmp_path / 'checkpoints' / '2'))
   assert checkpointer.last_good_step() == 1
+  checkpointer.close()
+
+
+@pytest.mark.parametrize('method', ['restore', 'metadata', 'item_metadata'])
+@pytest.mark.parametrize(
+  'error', [OSError(errno.EIO, 'Input/output error'), MemoryError()], ids=['eio', 'memory']
+)
+def test_an_error_of_the_machine_while_reading_is_no_damage(tmp_path, monkeypatch, method, error):
+  """An error that may pass leaves the checkpoint where it is (it had been set aside, and the run
+  had fallen back to an older one, dropping the best parameters after it); a missing file is
+  damage, as before."""
+  import orbax.checkpoint as ocp
+
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
+  checkpointer.save(1, state, {})
+  checkpointer.save(2, {**state, 'w': state['w'] + 1}, {})
+  real = getattr(ocp.CheckpointManager, method)
+
+  def failing(failure):
+    def read(self, *args, **kwargs):
+      monkeypatch.setattr(ocp.CheckpointManager, method, real)  # Once.
+      raise failure
+
+    return read
+
+  monkeypatch.setattr(ocp.CheckpointManager, method, failing(error))
+  path = tmp_path / 'checkpoints' / '2'
+  with pytest.raises(checkpointing.CheckpointUnreadableError, match=f'{path}: could not be read'):
+    checkpointer.restore_latest(state)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']
+  assert not (tmp_path / 'damaged_checkpoints').exists()
+  assert checkpointer.restore_latest(state)[0]['w'][0] == 1.0  # Read at the next try.
+  monkeypatch.setattr(
+    ocp.CheckpointManager, method, failing(FileNotFoundError(errno.ENOENT, 'gone'))
+  )
+  assert checkpointer.restore_latest(state)[0]['w'][0] == 0.0  # Damaged: step 1's arrays.
+  assert os.listdir(tmp_path / 'damaged_checkpoints') == ['checkpoints_2']
   checkpointer.close()
 
 

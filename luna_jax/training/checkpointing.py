@@ -17,13 +17,17 @@ SHA-256 of the arrays it holds and the caller's record of the run (config, devic
 Restoring checks, newest checkpoint first, that orbax's commit marker is there, that the metadata
 reads, that the arrays fit the target, and that the restored arrays hash to the stored digest. A
 checkpoint that fails is named in a warning, moved to `damaged_checkpoints/`, and the next older one
-is tried. The data position needs no saving: training batch k is a pure function of the data seed
-and k, and k is the restored step.
+is tried (a best checkpoint whose metrics file does not read, when the run starts). An error of the
+machine while reading (an I/O error other than a missing file, memory) is no sign of damage: it
+stops with `CheckpointUnreadableError`, the checkpoint left where it is. The data position needs no
+saving: training batch k is a pure function of the data seed and k, and k is the restored step.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import logging as std_logging
 import os
 import sys
@@ -53,8 +57,34 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint is intact but does not fit the model (other shapes or structure)."""
 
 
+class CheckpointUnreadableError(OSError):
+  """The machine failed reading a checkpoint (an I/O error other than a missing file, memory):
+  nothing says the checkpoint is damaged, so it is left where it is."""
+
+
 class _Damaged(Exception):
   """A checkpoint failed verification (the message says how)."""
+
+
+#: Errors of reading a file that say it is not there, which in a checkpoint is damage.
+_MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+
+
+def _damage(error: Exception, what: str, path: str) -> _Damaged:
+  """`error`, raised reading the checkpoint at `path`, as damage to it (`what`: which part), or
+  CheckpointUnreadableError where it is the machine's (an I/O error other than a missing file, or
+  memory): an error that may pass must not set an intact checkpoint aside, nor make the run fall
+  back to an older one and drop the best parameters after it."""
+  if isinstance(error, MemoryError) or (
+    isinstance(error, OSError) and error.errno is not None and error.errno not in _MISSING
+  ):
+    raise CheckpointUnreadableError(
+      getattr(error, 'errno', None),
+      f'{path}: could not be read ({type(error).__name__}: {error}); it is left as it is. Run the '
+      f'same command again; should the error stay, move that folder out of its parent to go on '
+      'from the checkpoint before it.',
+    ) from error
+  return _Damaged(f'{what}: {type(error).__name__}: {str(error)[:200]}')
 
 
 def flat_leaves(tree: Any) -> dict[str, Any]:
@@ -127,7 +157,7 @@ class _VerifiedManager:
     try:
       record = self.manager.metadata(step).custom_metadata
     except Exception as e:  # Orbax raises many types for an unreadable metadata file.
-      raise _Damaged(f'metadata unreadable: {type(e).__name__}: {str(e)[:200]}') from None
+      raise _damage(e, 'metadata unreadable', self.path(step)) from None
     if not record or DIGEST_KEY not in record:
       raise _Damaged('no SHA-256 digest in its metadata (damaged, or written by an older version)')
     return dict(record)
@@ -140,7 +170,7 @@ class _VerifiedManager:
         for path, meta in flat_leaves(self.manager.item_metadata(step).tree).items()
       }
     except Exception as e:  # As above: an unreadable array metadata file.
-      raise _Damaged(f'array metadata unreadable: {type(e).__name__}: {str(e)[:200]}') from None
+      raise _damage(e, 'array metadata unreadable', self.path(step)) from None
     wanted = {path: tuple(np.shape(leaf)) for path, leaf in flat_leaves(target).items()}
     differing = sorted(set(stored) ^ set(wanted))
     differing += sorted(p for p in set(stored) & set(wanted) if stored[p] != wanted[p])
@@ -160,34 +190,58 @@ class _VerifiedManager:
     try:
       restored = self.manager.restore(step, args=ocp.args.StandardRestore(_host_target(target)))
     except Exception as e:  # Tensorstore/OCDBT raise many types for damaged data files.
-      raise _Damaged(f'unreadable: {type(e).__name__}: {str(e)[:200]}') from None
+      raise _damage(e, 'unreadable', self.path(step)) from None
     if tree_digest(restored) != record[DIGEST_KEY]:
       raise _Damaged('its arrays do not match the SHA-256 digest written with it')
     return restored
 
   def set_aside(self, step: int, reason: str) -> None:
     """Warns about a damaged checkpoint and moves it out of orbax's folder (lead process)."""
-    source = self.path(step)
-    destination = os.path.join(
-      self.workdir, DAMAGED_DIR, f'{os.path.basename(str(self.manager.directory))}_{step}'
-    )
-    suffix = 1
-    while os.path.exists(destination + (f'.{suffix}' if suffix > 1 else '')):
-      suffix += 1
-    destination += f'.{suffix}' if suffix > 1 else ''
-    logging.warning(
-      'Checkpoint %s is damaged (%s); moved to %s. Using the newest intact checkpoint instead.',
-      source,
-      reason,
-      destination,
-    )
-    if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(destination), exist_ok=True)
-      os.replace(source, destination)
+    _set_aside(self.workdir, os.path.basename(str(self.manager.directory)), step, reason)
     self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _set_aside(workdir: str, folder: str, step: int, reason: str) -> None:
+  """Warns about the damaged checkpoint `<workdir>/<folder>/<step>` and moves it (lead process) to
+  `<workdir>/damaged_checkpoints/<folder>_<step>` (`.2`, `.3`, ... after the first)."""
+  source = os.path.join(workdir, folder, str(step))
+  destination = os.path.join(workdir, DAMAGED_DIR, f'{folder}_{step}')
+  suffix = 1
+  while os.path.exists(destination + (f'.{suffix}' if suffix > 1 else '')):
+    suffix += 1
+  destination += f'.{suffix}' if suffix > 1 else ''
+  logging.warning(
+    'Checkpoint %s is damaged (%s); moved to %s. Using the newest intact checkpoint instead.',
+    source,
+    reason,
+    destination,
+  )
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    os.replace(source, destination)
+
+
+def _set_aside_unreadable_metrics(workdir: str) -> None:
+  """Sets aside every best checkpoint whose metrics file (`<step>/metrics/metrics`, orbax's) is
+  there but holds no accuracy: orbax reads them all as its manager starts, and one that a crash
+  left empty stopped every start of the run with a JSONDecodeError. (One without the file is
+  never the best, `Checkpointer._prune_best`.)"""
+  best = os.path.join(workdir, BEST_DIR)
+  for name in sorted(os.listdir(best)) if os.path.isdir(best) else []:
+    path = os.path.join(best, name, 'metrics', 'metrics')
+    if not (name.isdigit() and os.path.isfile(path)):
+      continue
+    try:
+      with open(path, encoding='utf-8') as f:
+        metrics = json.load(f)
+      accuracy = metrics['accuracy'] if isinstance(metrics, dict) else None
+      if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
+        raise ValueError(f'no accuracy in {metrics!r:.80}')
+    except (ValueError, KeyError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+      _set_aside(workdir, BEST_DIR, int(name), f'metrics unreadable: {type(e).__name__}: {e}')
 
 
 def _drop_closed_loop_callbacks() -> None:
@@ -266,6 +320,7 @@ def read_checkpoint(path: str, folder: str = CHECKPOINTS_DIR) -> tuple[Any, dict
     FileNotFoundError: `path` is neither, or holds no intact checkpoint (damaged ones are named,
       not moved: the folder may be another user's; so are those a training run set aside). A
       damaged newer checkpoint skipped for an older intact one is named in a warning.
+    CheckpointUnreadableError: the machine failed reading one (module docstring).
   """
   path = os.path.abspath(os.path.expanduser(path))
   parent = os.path.basename(os.path.dirname(path))
@@ -354,6 +409,7 @@ def average_checkpoints(workdir: str, num: int) -> str:
     FileNotFoundError: not a run's workdir, or fewer than `num` intact checkpoints on its schedule
       (naming the steps there are).
     ValueError: `num` < 1, or checkpoints whose parameters differ in structure or shape.
+    CheckpointUnreadableError: the machine failed reading one (module docstring).
   """
   if num < 1:
     raise ValueError(f'num must be >= 1, got {num}')
@@ -428,6 +484,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int, on_schedule: Callable[[int], bool] | None = None):
     common = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
+    _set_aside_unreadable_metrics(os.path.abspath(workdir))
     self._latest = _VerifiedManager(  # Pruned by `_prune_latest`.
       workdir, CHECKPOINTS_DIR, ocp.CheckpointManagerOptions(max_to_keep=None, **common)
     )
@@ -467,6 +524,7 @@ class Checkpointer:
 
     Raises:
       CheckpointMismatchError: an intact checkpoint whose arrays do not fit `target`.
+      CheckpointUnreadableError: the machine failed reading one (module docstring).
       Whatever `check` raises.
     """
     self._target = _abstract(target)

@@ -38,6 +38,7 @@ FLAGS = flags.FLAGS
 USER_ERRORS = (
   config_utils.ConfigError,
   checkpointing.CheckpointMismatchError,
+  checkpointing.CheckpointUnreadableError,  # The message says to run again, or what to move.
   WorkdirLockedError,
   WorkdirKindError,
   WorkdirUnusableError,

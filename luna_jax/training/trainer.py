@@ -309,6 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       sizes; ConfigChangedError and checkpointing.CheckpointMismatchError on resume, and a
       ConfigError for a run trained past `training.num_train_steps`.
     TrainingInterrupted: SIGINT or SIGTERM during training (the step's checkpoint is saved).
+    checkpointing.CheckpointUnreadableError: the machine failed reading a checkpoint on resume.
     workdir.WorkdirLockedError: another process trains in `workdir`.
     workdir.WorkdirKindError: `workdir` holds another kind of run (`workdir.claim_kind`).
     workdir.WorkdirUnusableError: `workdir` cannot be created or its lock file written.
