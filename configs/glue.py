@@ -10,9 +10,10 @@ configs/pretrain_mlm.py (same argument `cpu` for its small model): the encoder i
 `init_from`, the classifier head (CLS -> Dense(d) -> ReLU -> Dense(classes); ReLU is this
 project's choice, the authors' head and the released models' variants below use tanh) is new.
 Recipe (following RoBERTa): batch 32 (of {16, 32}), peak learning rate 1e-5 (of {5e-6, 1e-5,
-2e-5}), linear warmup over the first 6% of the steps then linear decay to 0, 10 epochs, with the
-best development-set checkpoint kept (the paper's early stopping). Expected development accuracy
-of the paper's Luna-128 (16GB, tied K/V; Table 6): SST-2 93.1, QNLI 91.2, QQP 90.8.
+2e-5}), linear warmup over the first 6% of the steps then linear decay to 0, 10 epochs of GLUE's
+training set (`TRAIN_EXAMPLES`, whatever `train.tsv` holds: set the steps for a file of your own),
+with the best development-set checkpoint kept (the paper's early stopping). Expected development
+accuracy of the paper's Luna-128 (16GB, tied K/V; Table 6): SST-2 93.1, QNLI 91.2, QQP 90.8.
 
 The authors' released Luna-base models (`luna.base.tied`, `luna.base.untied`; convert them first
 with `python -m luna_jax.training.convert_fairseq`, see the README) are finetuned with

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--workdir', required=True, help="the run's folder")
   parser.add_argument('--num', type=int, default=10, help='checkpoints to average (newest)')
   args = parser.parse_args(argv)
+  if args.num < 1:
+    sys.exit(f'Error: --num {args.num}: must be >= 1 (the checkpoints to average).')
   try:
     path = checkpointing.average_checkpoints(args.workdir, args.num)
   except (FileNotFoundError, ValueError, checkpointing.CheckpointUnreadableError) as e:

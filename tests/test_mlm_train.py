@@ -244,6 +244,9 @@ def test_init_from_a_checkpoint_folder_and_bad_paths(tiny_lra_data, straight_run
   config.init_from = str(tmp_path / 'missing')
   with pytest.raises(pretrained.InitFromError, match='missing: neither a run.s workdir'):
     trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  # A self-pretraining run's top folder: its stages are named, as load_run names them.
+  with pytest.raises(pretrained.InitFromError, match='start from one of its stages, .*pretrain'):
+    pretrained.load_encoder(str(straight_run[0]))
 
 
 def test_vocabulary_mismatch_with_the_checkpoint_fails(tiny_lra_data, straight_run, tmp_path):

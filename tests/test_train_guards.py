@@ -211,6 +211,8 @@ def test_a_workdir_that_cannot_be_created_is_named(tiny_lra_data, tmp_path):
   (tmp_path / 'a_file').write_text('')
   with pytest.raises(workdir_lib.WorkdirUnusableError, match='a_file: cannot create it'):
     trainer.train_and_evaluate(tiny_config(tiny_lra_data), str(tmp_path / 'a_file'))
+  with pytest.raises(workdir_lib.WorkdirUnusableError, match='--workdir is empty'):
+    trainer.train_and_evaluate(tiny_config(tiny_lra_data), '')  # Was: no such file: .lock.
 
 
 def test_changed_settings_are_refused_on_resume(tiny_lra_data, finished_run, tmp_path):

@@ -544,14 +544,19 @@ def test_average_checkpoints_is_the_mean_and_passes_over_damaged_ones(tmp_path):
   assert (tmp_path / 'checkpoints' / '3').exists()  # Not moved: averaging changes nothing there.
   with pytest.raises(
     FileNotFoundError, match=r'5 checkpoints to average, but only 3 intact on the run schedule'
-  ):
+  ) as error:
     checkpointing.average_checkpoints(str(tmp_path), 5)
+  assert str(error.value).endswith(
+    'Average fewer, or train on to more checkpoints on the schedule.'
+  )
 
 
 def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path, capsys, caplog):
   """Step 5 is where a Ctrl-C stopped a run that saves every 2 steps; its last step, 7, counts."""
   checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=5)
-  record = {'config': {'training': {'checkpoint_every': 2, 'num_train_steps': 7}}}
+  record = {
+    'config': {'training': {'checkpoint_every': 2, 'num_train_steps': 7, 'keep_checkpoints': 4}}
+  }
   for step in (2, 4, 5, 6, 7):
     params = {'a': np.full(2, step, np.float32)}
     checkpointer.save(step, TrainState(np.int32(step), params, (), np.zeros(2)), record)
@@ -564,3 +569,9 @@ def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path,
   assert 'read only' not in caplog.text  # orbax's notices about the readers, dropped.
   with pytest.raises(SystemExit, match=r"Error: .*/nothing: not a run's workdir"):
     average_command.main(['--workdir', str(tmp_path / 'nothing')])
+  # Keeping more would help here (4 on the schedule, the run keeps 4), not for a run too short.
+  keeps = r'(?s)only 4 .* The run keeps 4 \(training.keep_checkpoints\)'
+  with pytest.raises(SystemExit, match=keeps):
+    average_command.main(['--workdir', str(tmp_path), '--num', '5'])
+  with pytest.raises(SystemExit, match=r'^Error: --num 0: must be >= 1'):
+    average_command.main(['--workdir', str(tmp_path), '--num', '0'])

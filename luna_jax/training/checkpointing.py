@@ -417,7 +417,7 @@ def average_checkpoints(workdir: str, num: int) -> str:
   if not os.path.isdir(os.path.join(workdir, CHECKPOINTS_DIR)):
     raise FileNotFoundError(f"{workdir}: not a run's workdir (it has no checkpoints/ folder).")
   reader = _reader(workdir, CHECKPOINTS_DIR)
-  sums, steps, record, problems = None, [], None, []
+  sums, steps, record, problems, kept = None, [], None, [], None
   try:
     for step in sorted(reader.manager.all_steps(), reverse=True):
       if len(steps) == num:
@@ -429,6 +429,7 @@ def average_checkpoints(workdir: str, num: int) -> str:
         logging.warning('Checkpoint %s is damaged (%s); not averaged.', reader.path(step), e)
         continue
       training = step_record.get('config', {}).get('training', {})
+      kept = training.get('keep_checkpoints') if kept is None else kept  # The newest's setting.
       every, last = training.get('checkpoint_every'), training.get('num_train_steps')
       if every and step % every and step != last:
         problems.append(f'{reader.path(step)}: off the schedule (checkpoint_every {every})')
@@ -450,7 +451,12 @@ def average_checkpoints(workdir: str, num: int) -> str:
     listing = ''.join(f'\n  {p}' for p in problems)
     raise FileNotFoundError(
       f'{workdir}: {num} checkpoints to average, but only {len(steps)} intact on the run '
-      f'schedule ({sorted(steps)}){listing}. Keep more with training.keep_checkpoints.'
+      f'schedule ({sorted(steps)}){listing}. '
+      + (
+        f'The run keeps {kept} (training.keep_checkpoints): keep more, or average fewer.'
+        if kept is not None and kept < num
+        else 'Average fewer, or train on to more checkpoints on the schedule.'
+      )
     )
   dtypes = {k: v.dtype for k, v in flat_leaves(tree['params']).items()}
   mean = jax.tree.unflatten(

@@ -90,17 +90,9 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
       f"checkpoint='best' reads a run's {checkpointing.BEST_DIR}/ folder, and {workdir} is one "
       f'checkpoint folder: give load_run its workdir, {os.path.dirname(os.path.dirname(folder))}.'
     )
-  stages = [
-    os.path.join(workdir, stage)
-    for stage in (self_pretraining.FINETUNE_DIR, self_pretraining.PRETRAIN_DIR)
-  ]
-  if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINTS_DIR)) and any(
-    map(os.path.isdir, stages)
-  ):
-    raise LoadRunError(
-      f'{workdir} is a self-pretraining run: load one of its stages, {stages[0]} (the '
-      f'classifier) or {stages[1]} (the masked LM).'
-    )
+  stages = self_pretraining.stages_instead(workdir, 'load')
+  if stages:
+    raise LoadRunError(stages)
   try:
     tree, record, latest = checkpointing.read_checkpoint(workdir)
     if checkpoint == 'best':

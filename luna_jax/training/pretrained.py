@@ -24,7 +24,7 @@ from flax import traverse_util
 
 from luna_jax import config_utils
 from luna_jax.model.config import MLM_SUFFIX
-from luna_jax.training import checkpointing
+from luna_jax.training import checkpointing, self_pretraining
 
 #: The encoder's subtree in every model that has one (classifiers and masked LMs).
 ENCODER_KEY = 'sequence_encoder'
@@ -68,9 +68,13 @@ def load_encoder(path: str) -> PretrainedEncoder:
   """Reads the encoder of the run at `path` (a workdir or `<workdir>/checkpoints/<step>`).
 
   Raises:
-    InitFromError: no such path, no intact checkpoint, or a checkpoint without an encoder or
-      without the record of its vocabulary.
+    InitFromError: no such path, a self-pretraining run's top folder (naming its stages), no
+      intact checkpoint, or a checkpoint without an encoder or without the record of its
+      vocabulary.
   """
+  stages = self_pretraining.stages_instead(path, 'start from')
+  if stages:
+    raise InitFromError(f'config.init_from={path!r}: {stages}')
   try:
     tree, record, checkpoint = checkpointing.read_checkpoint(path)
   except FileNotFoundError as e:

@@ -26,9 +26,23 @@ import ml_collections
 
 from luna_jax.config_utils import ConfigError
 from luna_jax.model.config import ENCODER_NAMES, MLM_SUFFIX
+from luna_jax.training.checkpointing import CHECKPOINTS_DIR
 
 PRETRAIN_DIR = 'pretrain'
 FINETUNE_DIR = 'finetune'
+
+
+def stages_instead(workdir: str, verb: str) -> str | None:
+  """Where `workdir` is a self-pretraining run's top folder (a stage folder, no checkpoints of its
+  own), the sentence naming its stages for a command that wants one run (`verb`: what to do with
+  one); None for any other folder."""
+  stages = [os.path.join(workdir, stage) for stage in (FINETUNE_DIR, PRETRAIN_DIR)]
+  if os.path.isdir(os.path.join(workdir, CHECKPOINTS_DIR)) or not any(map(os.path.isdir, stages)):
+    return None
+  return (
+    f'{workdir} is a self-pretraining run: {verb} one of its stages, {stages[0]} (the '
+    f'classifier) or {stages[1]} (the masked LM).'
+  )
 
 
 def num_pretraining_steps(config: ml_collections.ConfigDict) -> int:

@@ -173,8 +173,10 @@ def lock(workdir: str) -> Iterator[None]:
 
   Raises:
     WorkdirLockedError: another process holds it; the message names its pid and host.
-    WorkdirUnusableError: it cannot be created or its lock file written, naming why.
+    WorkdirUnusableError: it is empty, or cannot be created or its lock file written, naming why.
   """
+  if not workdir:
+    raise WorkdirUnusableError("--workdir is empty: name the run's folder, e.g. runs/my_run.")
   before = set(os.listdir(workdir)) if os.path.isdir(workdir) else None
   made = _outermost_missing(workdir)
   try:
