@@ -21,7 +21,7 @@ from pathlib import Path
 from corpora.sequences import LM_FILES, SEQ2SEQ_FILES
 from lra import cli, listops_generator
 from lra.core import DataError
-from lra.files import claim_outputs, record_outputs
+from lra.files import writing_outputs
 
 TASKS = ('sort', 'reverse', 'lm')
 
@@ -85,7 +85,7 @@ def write(
   """
   if task not in TASKS:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}')
-  if task == 'lm':  # Before claim_outputs, which deletes the files in the way with overwrite.
+  if task == 'lm':  # Refused before writing_outputs moves the files in the way aside.
     listops_generator.check_settings(min_length, max_length, LM_TREES['max_args'])
   elif min_length > max_length:
     raise DataError(f'--min_length {min_length} is above --max_length {max_length}.')
@@ -94,18 +94,18 @@ def write(
   paths = [out / name for name in files.values()]
   counts = {'train': num_train, 'validation': num_val, 'test': num_test}
   settings = dict(task=task, **counts, min_length=min_length, max_length=max_length, seed=seed)
-  if not claim_outputs(paths, overwrite, settings):
-    return out
-  out.mkdir(parents=True, exist_ok=True)
-  if task == 'lm':
-    for split, lines in listops_lines(counts, seed, min_length, max_length).items():
-      (out / LM_FILES[split]).write_text(''.join(f'{line}\n' for line in lines))
-  else:
-    rng = random.Random(seed)
-    for split, count in counts.items():
-      pairs = digit_pairs(task, count, rng, min_length, max_length)
-      (out / SEQ2SEQ_FILES[split]).write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
-  record_outputs(paths, settings)
+  with writing_outputs(paths, overwrite, settings) as todo:
+    if not todo:
+      return out
+    out.mkdir(parents=True, exist_ok=True)
+    if task == 'lm':
+      for split, lines in listops_lines(counts, seed, min_length, max_length).items():
+        (out / LM_FILES[split]).write_text(''.join(f'{line}\n' for line in lines))
+    else:
+      rng = random.Random(seed)
+      for split, count in counts.items():
+        pairs = digit_pairs(task, count, rng, min_length, max_length)
+        (out / SEQ2SEQ_FILES[split]).write_text(''.join(f'{s}\t{t}\n' for s, t in pairs))
   return out
 
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from lra import cli, tokenize
 from lra.core import DataError
-from lra.files import claim_outputs, record_outputs, write_atomically
+from lra.files import write_atomically, writing_outputs
 
 BYTES = 'bytes'
 #: The byte vocabulary's separator id (after the 256 byte ids and padding).
@@ -413,7 +413,7 @@ def train_sentencepiece(
   Documents longer than `MAX_SENTENCE_BYTES` are split (`split_document`) instead of being skipped
   by SentencePiece. What was used is written beside the model (`stats_path`): the files, the
   documents, those split, the sentences and bytes given to SentencePiece, and those skipped
-  (none). As the data generators do (`lra.files.claim_outputs`), existing outputs are never
+  (none). As the data generators do (`lra.files.writing_outputs`), existing outputs are never
   replaced without `overwrite`; the same command on the same corpus finds its outputs and keeps
   them.
 
@@ -456,45 +456,44 @@ def train_sentencepiece(
     'model_type': model_type,
     'max_sentence_bytes': MAX_SENTENCE_BYTES,
   }
-  if not claim_outputs(outputs, overwrite, settings, elsewhere='choose another --model_prefix'):
-    return model
-  stats = {'files': len(files), 'documents': 0, 'documents_split': 0, 'sentences': 0, 'bytes': 0}
-  problems: list[DataError] = []
+  with writing_outputs(
+    outputs, overwrite, settings, elsewhere='choose another --model_prefix'
+  ) as todo:
+    if not todo:
+      return model
+    stats = {'files': len(files), 'documents': 0, 'documents_split': 0, 'sentences': 0, 'bytes': 0}
+    problems: list[DataError] = []
 
-  def sentences():
+    def sentences():
+      try:
+        for path in files:
+          for _, text in read_lines(path):
+            pieces = split_document(text)
+            stats['documents'] += 1
+            stats['documents_split'] += len(pieces) > 1
+            stats['sentences'] += len(pieces)
+            stats['bytes'] += sum(_utf8_len(p) for p in pieces)
+            yield from pieces
+      except DataError as e:  # Raised again below, rather than through SentencePiece's C++ code.
+        problems.append(e)
+
     try:
-      for path in files:
-        for _, text in read_lines(path):
-          pieces = split_document(text)
-          stats['documents'] += 1
-          stats['documents_split'] += len(pieces) > 1
-          stats['sentences'] += len(pieces)
-          stats['bytes'] += sum(_utf8_len(p) for p in pieces)
-          yield from pieces
-    except DataError as e:  # Raised again below, rather than through SentencePiece's C++ code.
+      train_sentencepiece_on(sentences(), model_prefix, vocab_size, model_type, source=names)
+    except DataError as e:
       problems.append(e)
-
-  def fail(message: str) -> DataError:
-    for path in outputs:
-      path.unlink(missing_ok=True)
-    return DataError(message)
-
-  try:
-    train_sentencepiece_on(sentences(), model_prefix, vocab_size, model_type, source=names)
-  except DataError as e:
-    problems.append(e)
-  if not stats['documents']:
-    raise fail(f'{names}: the corpus is empty (no non-empty line). Put one document per line.')
-  if problems:
-    raise fail(str(problems[0]))
-  record = {
-    **stats,
-    'skipped_documents': 0,
-    'max_sentence_bytes': MAX_SENTENCE_BYTES,
-    'vocabulary': load_tokenizer(str(model)).name,
-  }
-  write_atomically(stats_path(model), json.dumps(record, indent=2, sort_keys=True))
-  record_outputs(outputs, settings)
+    if not stats['documents']:
+      raise DataError(
+        f'{names}: the corpus is empty (no non-empty line). Put one document per line.'
+      )
+    if problems:
+      raise problems[0]
+    record = {
+      **stats,
+      'skipped_documents': 0,
+      'max_sentence_bytes': MAX_SENTENCE_BYTES,
+      'vocabulary': load_tokenizer(str(model)).name,
+    }
+    write_atomically(stats_path(model), json.dumps(record, indent=2, sort_keys=True))
   return model
 
 

@@ -48,7 +48,7 @@ from corpora.token_batches import TokenBatching, TokenPairs, length_buckets
 from lra import cli, tokenize
 from lra.cache import Cache
 from lra.core import DataError, TaskData, line_list
-from lra.files import claim_outputs, record_outputs
+from lra.files import writing_outputs
 
 SPLITS = ('train', 'validation', 'test')
 #: The data option `tokenizer`'s default, in `data_dir`.
@@ -456,7 +456,7 @@ def train_vocabulary(
     for split in SPLITS
     for suffix in (source_lang, target_lang, 'tsv')
   }
-  # What claim_outputs would delete with overwrite, were it in the way, must be this model's.
+  # What writing_outputs would replace with overwrite, were it in the way, must be this model's.
   outputs = [path, path.with_suffix('.vocab')] if path.suffix == '.model' else []
   refused = {p: 'a folder' for p in outputs if p.is_dir()}
   refused |= {p: 'one of the corpus files' for p in outputs if p.resolve() in corpus}
@@ -474,22 +474,22 @@ def train_vocabulary(
     'model_type': model_type,
     'max_sentences': max_sentences,
   }
-  if not claim_outputs(outputs, overwrite, settings, elsewhere='choose another --output'):
-    return path
+  with writing_outputs(outputs, overwrite, settings, elsewhere='choose another --output') as todo:
+    if not todo:
+      return path
 
-  def sentences() -> Iterator[str]:
-    for _, source, target in read_pairs(files):
-      yield from (text for text in (source, target) if text.strip())
+    def sentences() -> Iterator[str]:
+      for _, source, target in read_pairs(files):
+        yield from (text for text in (source, target) if text.strip())
 
-  text_tokenizers.train_sentencepiece_on(
-    sentences(),
-    str(path.with_suffix('')),
-    vocab_size,
-    model_type,
-    max_sentences=max_sentences,
-    source=str(files),
-  )
-  record_outputs(outputs, settings)
+    text_tokenizers.train_sentencepiece_on(
+      sentences(),
+      str(path.with_suffix('')),
+      vocab_size,
+      model_type,
+      max_sentences=max_sentences,
+      source=str(files),
+    )
   return path
 
 

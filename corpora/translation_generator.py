@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lra import cli
 from lra.core import DataError
-from lra.files import claim_outputs, record_outputs
+from lra.files import writing_outputs
 
 #: English noun -> (German noun, gender 'm'/'f'/'n').
 NOUNS = {
@@ -242,22 +242,22 @@ def write(
   counts = {'train': num_train, 'validation': num_val, 'test': num_test}
   paths = [out / f'{split}.{lang}' for split in counts for lang in ('en', 'de')]
   settings = dict(**counts, seed=seed)
-  if not claim_outputs(paths, overwrite, settings):
-    return out
-  out.mkdir(parents=True, exist_ok=True)
-  rng, seen = random.Random(seed), set()
-  for split, count in counts.items():
-    pairs = []
-    while len(pairs) < count:
-      pair = sentence_pair(rng)
-      if pair[0] not in seen:
-        seen.add(pair[0])
-        pairs.append(pair)
-    for lang, side in (('en', 0), ('de', 1)):
-      (out / f'{split}.{lang}').write_text(
-        ''.join(pair[side] + '\n' for pair in pairs), encoding='utf-8'
-      )
-  record_outputs(paths, settings)
+  with writing_outputs(paths, overwrite, settings) as todo:
+    if not todo:
+      return out
+    out.mkdir(parents=True, exist_ok=True)
+    rng, seen = random.Random(seed), set()
+    for split, count in counts.items():
+      pairs = []
+      while len(pairs) < count:
+        pair = sentence_pair(rng)
+        if pair[0] not in seen:
+          seen.add(pair[0])
+          pairs.append(pair)
+      for lang, side in (('en', 0), ('de', 1)):
+        (out / f'{split}.{lang}').write_text(
+          ''.join(pair[side] + '\n' for pair in pairs), encoding='utf-8'
+        )
   return out
 
 

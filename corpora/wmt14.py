@@ -28,7 +28,7 @@ from pathlib import Path
 from lra import cli, tfds_source
 from lra.core import DataError
 from lra.errors import MissingDataError
-from lra.files import claim_outputs, record_outputs
+from lra.files import writing_outputs
 
 NAME = 'wmt14_translate'
 CONFIG = 'de-en'
@@ -80,29 +80,29 @@ def write(tfds_dir: str | Path, output_dir: str | Path, *, overwrite: bool = Fal
       for split, s in shards.items()
     },
   }
-  if not claim_outputs(paths, overwrite, settings):
-    return {}
-  out.mkdir(parents=True, exist_ok=True)
-  counts = {}
-  for split, split_shards in shards.items():
-    pairs = joined = 0
-    files = {lang: open(out / f'{split}.{lang}.tmp', 'w', encoding='utf-8') for lang in LANGUAGES}
-    try:
-      required = {lang: 'bytes_list' for lang in LANGUAGES}
-      for _, example in tfds_source.located_examples(split_shards, required):
-        for lang in LANGUAGES:
-          text = example[lang][0].decode('utf-8')
-          flat = _BREAKS.sub(' ', text)
-          joined += flat != text
-          files[lang].write(flat + '\n')
-        pairs += 1
-    finally:
-      for f in files.values():
-        f.close()
-    for lang in LANGUAGES:
-      (out / f'{split}.{lang}.tmp').replace(out / f'{split}.{lang}')
-    counts[split] = {'pairs': pairs, 'joined_lines': joined}
-  record_outputs(paths, settings)
+  with writing_outputs(paths, overwrite, settings) as todo:
+    if not todo:
+      return {}
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, split_shards in shards.items():
+      pairs = joined = 0
+      files = {lang: open(out / f'{split}.{lang}.tmp', 'w', encoding='utf-8') for lang in LANGUAGES}
+      try:
+        required = {lang: 'bytes_list' for lang in LANGUAGES}
+        for _, example in tfds_source.located_examples(split_shards, required):
+          for lang in LANGUAGES:
+            text = example[lang][0].decode('utf-8')
+            flat = _BREAKS.sub(' ', text)
+            joined += flat != text
+            files[lang].write(flat + '\n')
+          pairs += 1
+      finally:
+        for f in files.values():
+          f.close()
+      for lang in LANGUAGES:
+        (out / f'{split}.{lang}.tmp').replace(out / f'{split}.{lang}')
+      counts[split] = {'pairs': pairs, 'joined_lines': joined}
   return counts
 
 

@@ -4,6 +4,7 @@ no-op."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -11,7 +12,7 @@ import shutil
 import socket
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,29 +35,33 @@ def _output_sizes(paths: Sequence[Path]) -> dict[str, int]:
   return sizes
 
 
-def claim_outputs(
+@contextlib.contextmanager
+def writing_outputs(
   paths: Sequence[Path],
   overwrite: bool,
   settings: Mapping[str, Any],
   *,
   elsewhere: str = 'choose another --output_dir',
-) -> bool:
-  """Lets a generator write `paths`, or tells it they are already there.
+) -> Iterator[bool]:
+  """A generator's block that writes `paths`, or learns that they are already there.
 
   Outputs that a finished run of the same generator wrote with the same `settings` (its record,
   `GENERATED_RECORD` beside `paths[0]`, matches, and so do the outputs' sizes) are kept: running
-  the same command twice is a no-op. Anything else that exists is refused, or deleted first with
-  `overwrite`.
+  the same command twice is a no-op. Anything else that exists is refused, or replaced with
+  `overwrite`: moved aside (`.replaced-<name>-<random>` beside `paths[0]`) for the block, deleted
+  once the block ends, and put back should it fail (an exception, Ctrl-C), the block's partial
+  outputs deleted: new data that cannot be made (a vocabulary SentencePiece refuses, too few
+  distinct examples) leaves the old as it was. The block's normal end records the outputs.
 
   Args:
     paths: the files and folders the generator writes.
-    overwrite: delete what exists instead of refusing.
+    overwrite: replace what exists instead of refusing.
     settings: the generator's arguments (JSON-serialisable); part of the record.
     elsewhere: the refusal's other way out (the command's output flag).
 
-  Returns:
-    True when the generator should write `paths` (then call `record_outputs`), False when they
-    are already there from the same settings (and it says so on stderr).
+  Yields:
+    True when the block is to write `paths`, False when they are already there from the same
+    settings (and it says so on stderr).
 
   Raises:
     DataError: some of `paths` exist, were not written with these settings, and `overwrite` is
@@ -71,19 +76,41 @@ def claim_outputs(
       print(
         f'{paths[0].parent}: {names} already written with these settings; kept.', file=sys.stderr
       )
-      return False
+      yield False
+      return
   if existing and not overwrite:
     listing = '\n'.join(f'  {p}' for p in existing)
     raise DataError(
       f'Refusing to overwrite existing data ({_not_kept(paths, written, settings)}):\n{listing}\n'
-      f'Pass --overwrite to replace it (deleting it first), or {elsewhere}.'
+      f'Pass --overwrite to replace it (kept until the new data is written), or {elsewhere}.'
     )
-  for path in [*existing, record]:
-    if path.is_dir():
-      shutil.rmtree(path)
-    elif path.exists():
-      path.unlink()
-  return True
+  old = [p for p in [*existing, record] if p.exists() or p.is_symlink()]
+  aside = paths[0].parent / f'.replaced-{paths[0].name}-{uuid.uuid4().hex[:8]}'
+  if old:
+    aside.mkdir()
+    for path in old:
+      path.rename(aside / path.name)
+  try:
+    yield True
+  except BaseException:
+    for path in [*paths, record]:
+      _remove(path)
+    for path in old:  # Should one fail, what is left stays aside, not lost.
+      (aside / path.name).rename(path)
+    if old:
+      aside.rmdir()
+    raise
+  record_outputs(paths, settings)
+  if old:
+    shutil.rmtree(aside)
+
+
+def _remove(path: Path) -> None:
+  """Deletes a file, link or folder tree at `path`, if any."""
+  if path.is_dir() and not path.is_symlink():
+    shutil.rmtree(path)
+  elif path.exists() or path.is_symlink():
+    path.unlink()
 
 
 def _read_record(record: Path) -> dict[str, Any] | None:
@@ -126,7 +153,7 @@ def recorded_settings(paths: Sequence[Path]) -> dict[str, Any] | None:
 
 
 def record_outputs(paths: Sequence[Path], settings: Mapping[str, Any]) -> None:
-  """Records that `paths` were written completely with `settings` (see `claim_outputs`)."""
+  """Records that `paths` were written completely with `settings` (see `writing_outputs`)."""
   content = json.dumps({'settings': dict(settings), 'sizes': _output_sizes(paths)}, sort_keys=True)
   write_atomically(_record_path(paths), content)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from lra import cli
 from lra.core import DataError
-from lra.files import claim_outputs, record_outputs
+from lra.files import writing_outputs
 from lra.listops import FILES
 
 VALUE_P = 0.25
@@ -272,20 +272,16 @@ def main(argv: list[str] | None = None) -> None:
   recorded = {k: v for k, v in args.items() if k != 'num_workers' or v != 1}
   try:
     check_settings(args['min_length'], args['max_length'], args['max_args'], args['num_workers'])
-    todo = claim_outputs(paths, overwrite, recorded)
+    with writing_outputs(paths, overwrite, recorded) as todo:
+      if not todo:
+        return
+      splits = generate(**args)
+      output_dir.mkdir(parents=True, exist_ok=True)
+      for split, rows in splits.items():
+        write_tsv(output_dir / FILES[split], rows)
+        print(f'{output_dir / FILES[split]}: {len(rows)} examples')
   except DataError as e:
     cli.refuse(e)
-  if not todo:
-    return
-  try:
-    splits = generate(**args)
-  except DataError as e:
-    cli.refuse(e)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  for split, rows in splits.items():
-    write_tsv(output_dir / FILES[split], rows)
-    print(f'{output_dir / FILES[split]}: {len(rows)} examples')
-  record_outputs(paths, recorded)
 
 
 if __name__ == '__main__':

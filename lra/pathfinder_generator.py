@@ -47,7 +47,7 @@ import numpy as np
 
 from lra import cli
 from lra.core import DataError
-from lra.files import claim_outputs, record_outputs
+from lra.files import writing_outputs
 from lra.pathfinder import DIFFICULTIES
 
 INK = 255
@@ -262,14 +262,15 @@ def generate(
     difficulty: 'easy', 'intermediate' or 'hard'.
     num_examples: images (labels 50/50).
     seed: seed of the labels' shuffle and of every image's RNG (seed * 1000003 + index).
-    overwrite: delete existing outputs first.
+    overwrite: replace existing outputs (kept until the new ones are written,
+      `lra.files.writing_outputs`).
     num_workers: processes drawing `imgs/<k>` folders in parallel; the files are the same for
       every count (module docstring).
 
   Raises:
     DataError: bad resolution or difficulty; `num_workers` < 1; `metadata/` or `imgs/` exists, was
-      not written with these settings, and `overwrite` is False (with `overwrite` both are deleted
-      first).
+      not written with these settings, and `overwrite` is False (with `overwrite` both are
+      replaced).
   """
   if resolution not in GEOMETRY or difficulty not in DIFFICULTIES:
     raise DataError(
@@ -282,32 +283,32 @@ def generate(
   settings = dict(
     resolution=resolution, difficulty=difficulty, num_examples=num_examples, seed=seed
   )
-  if not claim_outputs(paths, overwrite, settings):
-    return root
-  labels = [i % 2 for i in range(num_examples)]
-  random.Random(seed).shuffle(labels)
-  root.mkdir(parents=True, exist_ok=True)
-  per_folder = IMAGES_PER_FOLDER
-  firsts = range(0, num_examples, per_folder)
-  jobs = [
-    (root, resolution, difficulty, seed, first, labels[first : first + per_folder], per_folder)
-    for first in firsts
-  ]
-  if num_workers == 1:
-    folders = [_draw_folder(*job) for job in jobs]
-  else:
-    context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-      folders = list(pool.map(_draw_folder, *zip(*jobs)))
-  # The metadata lists the images; written to a temporary folder renamed when complete, so that a
-  # killed run leaves no metadata rather than some of it (a short split that would load).
-  written = root / '.metadata.tmp'
-  shutil.rmtree(written, ignore_errors=True)
-  written.mkdir()
-  for folder, folder_lines in enumerate(folders):
-    (written / f'{folder}.npy').write_text(''.join(folder_lines))
-  os.replace(written, root / 'metadata')
-  record_outputs(paths, settings)
+  with writing_outputs(paths, overwrite, settings) as todo:
+    if not todo:
+      return root
+    labels = [i % 2 for i in range(num_examples)]
+    random.Random(seed).shuffle(labels)
+    root.mkdir(parents=True, exist_ok=True)
+    per_folder = IMAGES_PER_FOLDER
+    firsts = range(0, num_examples, per_folder)
+    jobs = [
+      (root, resolution, difficulty, seed, first, labels[first : first + per_folder], per_folder)
+      for first in firsts
+    ]
+    if num_workers == 1:
+      folders = [_draw_folder(*job) for job in jobs]
+    else:
+      context = multiprocessing.get_context('spawn')
+      with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+        folders = list(pool.map(_draw_folder, *zip(*jobs)))
+    # The metadata lists the images; written to a temporary folder renamed when complete, so that a
+    # killed run leaves no metadata rather than some of it (a short split that would load).
+    written = root / '.metadata.tmp'
+    shutil.rmtree(written, ignore_errors=True)
+    written.mkdir()
+    for folder, folder_lines in enumerate(folders):
+      (written / f'{folder}.npy').write_text(''.join(folder_lines))
+    os.replace(written, root / 'metadata')
   return root
 
 

@@ -379,17 +379,33 @@ def test_a_folder_where_a_data_file_belongs_is_named_not_opened(tmp_path):
     lra.load_task('listops', tmp_path)
 
 
-def test_overwriting_outputs_deletes_their_old_record(tmp_path):
+def test_overwriting_outputs_keeps_the_old_ones_aside_until_the_new_are_written(tmp_path):
   """Outputs being regenerated have no record until the generator writes them all: a run killed
-  meanwhile leaves outputs that no record vouches for."""
+  meanwhile leaves outputs that no record vouches for. The old ones are put back should the new
+  ones fail, and deleted once they are written."""
   paths = [tmp_path / 'train.txt', tmp_path / 'test.txt']
   for path in paths:
     path.write_text('old')
   files.record_outputs(paths, {'seed': 1})
-  assert files.recorded_settings(paths) == {'seed': 1}
-  assert files.claim_outputs(paths, True, {'seed': 2})
-  assert files.recorded_settings(paths) is None
-  assert os.listdir(tmp_path) == []
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  for failure in (lra.DataError('too few distinct trees'), KeyboardInterrupt()):
+    with pytest.raises(type(failure)), files.writing_outputs(paths, True, {'seed': 2}) as todo:
+      assert todo and files.recorded_settings(paths) is None
+      assert not any(p.exists() for p in paths)
+      paths[0].write_text('part of the new')
+      raise failure
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+  with files.writing_outputs(paths, True, {'seed': 2}) as todo:
+    assert todo
+    for path in paths:
+      path.write_text('new')
+  assert files.recorded_settings(paths) == {'seed': 2}
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+    '.generated-train.txt.json',
+    'test.txt',
+    'train.txt',
+  ]
+  assert paths[0].read_text() == 'new'
 
 
 def test_concurrent_atomic_writes_never_show_a_part(tmp_path):
@@ -523,11 +539,12 @@ def test_an_atomic_write_to_dev_stdout_goes_down_the_stream(into, tmp_path):
 def test_a_generator_refusal_names_only_the_settings_that_changed(tmp_path):
   """`lra.files.claim_outputs` refuses outputs of other settings, naming each changed one."""
   out = [tmp_path / 'a.tsv']
-  assert files.claim_outputs(out, False, {'n': 1, 'seed': 0})
-  out[0].write_text('x')
-  files.record_outputs(out, {'n': 1, 'seed': 0})
+  with files.writing_outputs(out, False, {'n': 1, 'seed': 0}) as todo:
+    assert todo
+    out[0].write_text('x')
   with pytest.raises(lra.DataError, match=r'other settings: seed 0 -> 1\)') as info:
-    files.claim_outputs(out, False, {'n': 1, 'seed': 1})
+    with files.writing_outputs(out, False, {'n': 1, 'seed': 1}):
+      pass
   assert 'n 1 -> 1' not in str(info.value)
 
 
@@ -535,14 +552,16 @@ def test_a_recorded_output_gone_since_is_refused_even_when_it_was_empty(tmp_path
   """Outputs are kept only when all of them are there: an empty one deleted is named as gone."""
   out = [tmp_path / 'a.tsv', tmp_path / 'b.tsv']
   settings = {'n': 1}
-  assert files.claim_outputs(out, False, settings)
-  out[0].write_text('x')
-  out[1].write_text('')
-  files.record_outputs(out, settings)
-  assert not files.claim_outputs(out, False, settings)
+  with files.writing_outputs(out, False, settings) as todo:
+    assert todo
+    out[0].write_text('x')
+    out[1].write_text('')
+  with files.writing_outputs(out, False, settings) as todo:
+    assert not todo
   out[1].unlink()
   with pytest.raises(lra.DataError, match='but b.tsv is gone since'):
-    files.claim_outputs(out, False, settings)
+    with files.writing_outputs(out, False, settings):
+      pass
 
 
 def test_an_atomic_write_to_a_pipe_goes_down_the_pipe(tmp_path):

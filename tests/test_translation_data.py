@@ -38,6 +38,16 @@ def test_the_vocabulary_is_kept_by_its_own_command_and_replaced_only_with_overwr
     translation.main(['vocabulary', '--data_dir', str(corpus), '--vocab_size', '200'])
   assert 'Refusing to overwrite existing data' in capsys.readouterr().err
   assert model.read_bytes() == before[0]
+  # A vocabulary SentencePiece refuses leaves the old one, and its record, as they were.
+  files = {p.name: p.read_bytes() for p in corpus.iterdir() if p.is_file()}
+  folders = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+  with pytest.raises(SystemExit):
+    translation.main(
+      ['vocabulary', '--data_dir', str(corpus), '--vocab_size', '99999', '--overwrite']
+    )
+  assert 'Vocabulary size too high' in capsys.readouterr().err
+  assert {p.name: p.read_bytes() for p in corpus.iterdir() if p.is_file()} == files
+  assert sorted(p.name for p in corpus.iterdir() if p.is_dir()) == folders  # None left aside.
 
 
 @pytest.mark.parametrize('output', ['.', '/', 'train.en', 'test.de', 'spm.bin', ''])
