@@ -431,3 +431,13 @@ def test_self_pretraining_results_are_the_finetune_stages_with_the_pretrain_stag
     'pretraining': {**figures['pretrain'], 'directory': str(workdir / 'pretrain')},
   }
   assert json.loads((workdir / 'results.json').read_text()) == results
+
+
+@pytest.mark.parametrize('content', ['{"step": 150, "valid', '[1]', '{"step": "150"}'])
+def test_a_stage_results_file_another_program_wrote_is_named(tmp_path, content):
+  """A truncated pretrain/results.json had ended the run in json's traceback."""
+  (tmp_path / 'results.json').write_text(content)
+  with pytest.raises(ConfigError, match=f'{tmp_path / "results.json"} is not the results of a'):
+    self_pretraining.stage_results(str(tmp_path))
+  (tmp_path / 'results.json').write_text('{"step": 150}')
+  assert self_pretraining.stage_results(str(tmp_path)) == {'step': 150}

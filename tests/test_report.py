@@ -481,6 +481,23 @@ def test_a_resumed_metric_log_keeps_a_last_line_without_its_newline_apart(tmp_pa
   assert [json.loads(line)['step'] for line in lines] == [1, 2, 3]
 
 
+@pytest.mark.parametrize('line', ['[1, 2]', '{"step": "1", "loss": 1.0}', '{"loss": 1.0}', '3'])
+def test_a_metric_log_line_another_program_wrote_is_named_by_file_and_line(tmp_path, line):
+  """It had ended the resumed run in a traceback (AttributeError, TypeError)."""
+  from luna_jax.training import metric_log
+
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text(f'{{"step": 1, "loss": 1.0}}\n{line}\n')
+  before = path.read_bytes()
+  with pytest.raises(metric_log.MetricLogError, match=r'metrics.jsonl:2: .* is not a metrics'):
+    metric_log.MetricWriter(str(tmp_path), start_step=2)
+  assert path.read_bytes() == before
+  path.unlink()
+  path.mkdir()
+  with pytest.raises(metric_log.MetricLogError, match='metrics.jsonl is a folder'):
+    metric_log.MetricWriter(str(tmp_path), start_step=2)
+
+
 def test_a_resumed_metric_log_drops_every_entry_at_its_step_holding_a_redone_name(tmp_path):
   """At the restart step, an entry is dropped when any of its names starts with a redo prefix."""
   from luna_jax.training import metric_log

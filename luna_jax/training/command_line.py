@@ -24,7 +24,7 @@ from ml_collections import ConfigDict
 import lra
 from luna_jax import config_utils
 from luna_jax.model.config import RENAMED_KEYS
-from luna_jax.training import checkpointing, run_config, trainer, xla_settings
+from luna_jax.training import checkpointing, metric_log, run_config, trainer, xla_settings
 from luna_jax.training.workdir import (
   WorkdirKindError,
   WorkdirLockedError,
@@ -39,6 +39,7 @@ USER_ERRORS = (
   config_utils.ConfigError,
   checkpointing.CheckpointMismatchError,
   checkpointing.CheckpointUnreadableError,  # The message says to run again, or what to move.
+  metric_log.MetricLogError,
   WorkdirLockedError,
   WorkdirKindError,
   WorkdirUnusableError,

@@ -37,6 +37,11 @@ from lra.tfds_source import tfrecord_frames
 from luna_jax.training import checkpointing
 
 
+class MetricLogError(RuntimeError):
+  """A run's `metrics.jsonl` holds what the trainer does not write (the message names file and
+  line)."""
+
+
 class MetricWriter:
   """Writes scalar summaries of one run.
 
@@ -123,17 +128,28 @@ def _drop_entries(path: str, step: int, redo_prefixes: tuple[str, ...]) -> list[
 
   Returns:
     The kept entries at `step`.
+
+  Raises:
+    MetricLogError: `path` is a folder, or a line parses but is no JSON object with an integer
+      'step' (written by another program or by hand).
   """
   if not os.path.exists(path):
     return []
+  if os.path.isdir(path):
+    raise MetricLogError(f'{path} is a folder: the run writes its metrics there. Move it away.')
   kept, at_step = [], []
   with open(path, encoding='utf-8') as f:
-    for line in f:
+    for number, line in enumerate(f, 1):
       try:
         entry = json.loads(line)
       except json.JSONDecodeError:
         continue
-      entry_step = entry.get('step', 0)
+      entry_step = entry.get('step') if isinstance(entry, dict) else None
+      if isinstance(entry_step, bool) or not isinstance(entry_step, int):
+        raise MetricLogError(
+          f'{path}:{number}: {line.strip()[:80]!r} is not a metrics entry (one JSON object with '
+          'an integer "step" a line, as the trainer writes): fix or remove that line.'
+        )
       if entry_step > step or (
         entry_step == step
         and redo_prefixes

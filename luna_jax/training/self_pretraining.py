@@ -88,9 +88,23 @@ def stage_configs(
 def stage_results(workdir: str) -> dict[str, Any] | None:
   """The results.json of a stage that ended (at its 'step' then), else None. A stage is finished
   when that step is its `num_train_steps`; one trained past it is resumed, and refused there (a
-  run is never shortened)."""
+  run is never shortened).
+
+  Raises:
+    ConfigError: a results.json that is no run's results (hand-edited, another program's: the
+      trainer writes it atomically), naming it.
+  """
   path = os.path.join(workdir, 'results.json')
   if not os.path.exists(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      results = json.load(f)
+    if not isinstance(results.get('step'), int):
+      raise ValueError('no integer step')
+  except (ValueError, AttributeError) as e:
+    raise ConfigError(
+      f'{path} is not the results of a stage ({type(e).__name__}: {e}): remove it, and the '
+      'stage is evaluated again from its checkpoint.'
+    ) from None
+  return results
