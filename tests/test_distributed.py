@@ -202,8 +202,13 @@ def test_batch_sizes_divide_over_the_devices_of_every_process(monkeypatch):
     ConfigError, match=r'batch size 8 is not divisible by the number of devices 16'
   ):
     steps.select_devices(-1, [16, 8])
-  with pytest.raises(ConfigError, match=r'training.num_devices=1: use -1 \(all\)'):
+  with pytest.raises(ConfigError, match=r'num_devices=1: use -1 \(all\) .*\(2 processes here\)'):
     steps.select_devices(1, [16])
+  monkeypatch.setattr(jax, 'process_count', lambda: 1)
+  with pytest.raises(
+    ConfigError, match=r'num_devices=99: use -1 \(all\) or 1..8 on a single process\.$'
+  ):
+    steps.select_devices(99, [16])
 
 
 def test_evaluation_batch_i_is_prepared_with_the_key_of_its_index():

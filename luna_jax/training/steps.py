@@ -275,8 +275,12 @@ def select_devices(num_devices: int, batch_sizes: Sequence[int]) -> list[jax.Dev
   if num_devices != -1:
     if not 1 <= num_devices <= len(local) or jax.process_count() > 1:
       raise ConfigError(
-        f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} '
-        f'on a single process ({jax.process_count()} processes).'
+        f'training.num_devices={num_devices}: use -1 (all) or 1..{len(local)} on a single '
+        + (
+          f'process ({jax.process_count()} processes here).'
+          if jax.process_count() > 1
+          else 'process.'
+        )
       )
     local = local[:num_devices]
   total = global_device_count(local)

@@ -289,7 +289,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   (`train_with_self_pretraining`).
 
   Args:
-    config: the experiment config (configs/base.py documents every field).
+    config: the experiment config (configs/base.py documents every field). With `debug` True the
+      smoke test's settings (model size, batch, steps: `run_config.apply_debug`) replace the
+      config's, whatever it sets, and silently (`train.py` warns about its command line's
+      overrides): set `debug` False to set them.
     workdir: folder for checkpoints, metrics and results (created if needed).
 
   Returns:
