@@ -537,7 +537,7 @@ def test_an_atomic_write_to_dev_stdout_goes_down_the_stream(into, tmp_path):
 
 
 def test_a_generator_refusal_names_only_the_settings_that_changed(tmp_path):
-  """`lra.files.claim_outputs` refuses outputs of other settings, naming each changed one."""
+  """`lra.files.writing_outputs` refuses outputs of other settings, naming each changed one."""
   out = [tmp_path / 'a.tsv']
   with files.writing_outputs(out, False, {'n': 1, 'seed': 0}) as todo:
     assert todo
