@@ -393,6 +393,12 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_the_run_resumes_as_i
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6', '8']
   assert sorted(os.listdir(tmp_path / 'straight' / 'checkpoints')) == ['3', '6', '8']
   assert checkpointing.average_checkpoints(str(workdir), 3).endswith('averaged/8')
+  # Extended to 10 steps: step 8, the last of the run that saved it, stays on its schedule (as
+  # average_checkpoints judges it, by the config saved with it); 3 and 6 leave as the oldest.
+  config.training.num_train_steps = 10
+  trainer.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints'), key=int) == ['8', '9', '10']
+  assert checkpointing.average_checkpoints(str(workdir), 3).endswith('averaged/10')
 
 
 def test_tiny_model_overfits_a_fixed_batch():

@@ -412,7 +412,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_p
   assert results['test'] == finished_run[1]['test']
 
 
-@pytest.mark.parametrize('content', ['', '{"accuracy": 0.', '[1, 2]', '{"loss": 1.0}'])
+@pytest.mark.parametrize('content', ['', '{"accuracy": 0.', '[1, 2]', '{"loss": 1.0}', None])
 def test_a_best_checkpoint_whose_metrics_do_not_read_is_set_aside(
   tiny_lra_data, finished_run, tmp_path, caplog, content
 ):
@@ -420,7 +420,12 @@ def test_a_best_checkpoint_whose_metrics_do_not_read_is_set_aside(
   orbax's JSONDecodeError: the run could not be resumed, extended or evaluated again."""
   workdir = copy_run(finished_run, tmp_path)
   (first, *_) = sorted(os.listdir(workdir / 'best'), key=int)
-  (workdir / 'best' / first / 'metrics' / 'metrics').write_text(content)
+  metrics = workdir / 'best' / first / 'metrics' / 'metrics'
+  if content is None:  # A folder in its place.
+    metrics.unlink()
+    metrics.mkdir()
+  else:
+    metrics.write_text(content)
   with caplog.at_level(logging.WARNING):
     results = trainer.train_and_evaluate(six_steps(tiny_lra_data), str(workdir))
   assert f'{workdir}/best/{first} is damaged (metrics unreadable' in caplog.text
@@ -525,6 +530,18 @@ def test_saving_the_newest_step_again_keeps_it(tmp_path):
   assert restored['w'][0] == 1.0 and record == {'saved': 2}
   checkpointer.close()
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2']
+
+
+def test_reading_a_run_passes_over_a_checkpoint_without_its_array_metadata(tmp_path):
+  """`read_checkpoint` ended in an AttributeError (orbax reads the missing file as None)."""
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  state = {'w': jnp.arange(6.0), 'step': jnp.zeros((), jnp.int32)}
+  checkpointer.save(1, state, {})
+  checkpointer.save(2, {**state, 'w': state['w'] + 1}, {})
+  checkpointer.close()
+  os.remove(tmp_path / 'checkpoints' / '2' / 'default' / '_METADATA')
+  tree, _, path = checkpointing.read_checkpoint(str(tmp_path))
+  assert path == str(tmp_path / 'checkpoints' / '1') and tree['w'][0] == 0.0
 
 
 def test_reading_a_run_names_the_damaged_checkpoints_it_skips_or_set_aside(tmp_path, caplog):

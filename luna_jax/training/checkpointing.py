@@ -31,7 +31,7 @@ import json
 import logging as std_logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -232,7 +232,7 @@ def _set_aside_unreadable_metrics(workdir: str) -> None:
   best = os.path.join(workdir, BEST_DIR)
   for name in sorted(os.listdir(best)) if os.path.isdir(best) else []:
     path = os.path.join(best, name, 'metrics', 'metrics')
-    if not (name.isdigit() and os.path.isfile(path)):
+    if not (name.isdigit() and os.path.lexists(path)):
       continue
     try:
       with open(path, encoding='utf-8') as f:
@@ -240,7 +240,10 @@ def _set_aside_unreadable_metrics(workdir: str) -> None:
       accuracy = metrics['accuracy'] if isinstance(metrics, dict) else None
       if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
         raise ValueError(f'no accuracy in {metrics!r:.80}')
-    except (ValueError, KeyError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+    except FileNotFoundError:  # A link to nothing: orbax reads no metrics, as without the file.
+      continue
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; a folder there stopped orbax too.
+    except (ValueError, KeyError, IsADirectoryError) as e:
       _set_aside(workdir, BEST_DIR, int(name), f'metrics unreadable: {type(e).__name__}: {e}')
 
 
@@ -296,9 +299,11 @@ def _read_verified(manager: _VerifiedManager, step: int) -> tuple[Any, dict[str,
   """The step's tree (nested dicts of numpy arrays, as stored) and record without the digest;
   raises _Damaged."""
   record = manager.read_record(step)
-  target = jax.tree.map(
-    lambda meta: np.zeros(meta.shape, meta.dtype), manager.manager.item_metadata(step).tree
-  )
+  try:
+    stored = manager.manager.item_metadata(step).tree
+  except Exception as e:  # As in `check_fits`; a missing array metadata file reads as None.
+    raise _damage(e, 'array metadata unreadable', manager.path(step)) from None
+  target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype), stored)
   tree = manager.restore_verified(step, target, record)
   return tree, _without_digest(record)
 
@@ -385,6 +390,16 @@ def read_record(workdir: str, step: int, folder: str = CHECKPOINTS_DIR) -> dict[
   return _without_digest(record)
 
 
+def on_schedule(step: int, record: Mapping[str, Any]) -> bool:
+  """Whether checkpoint `step` is one of its run's schedule, by the config in its `record`: a
+  multiple of `training.checkpoint_every` or the run's last step
+  (`TrainingConfig.is_checkpoint_step` of that config); the step a Ctrl-C or SIGTERM stopped at is
+  neither. A record without them (not a training run's) is on schedule."""
+  training = record.get('config', {}).get('training', {})
+  every, last = training.get('checkpoint_every'), training.get('num_train_steps')
+  return not every or step % every == 0 or step == last
+
+
 def average_checkpoints(workdir: str, num: int) -> str:
   """Averages the parameters of the newest `num` intact checkpoints of a run into a new verified
   checkpoint (the paper averages the last 10 epochs' checkpoints before evaluating, appendix A.2;
@@ -430,8 +445,8 @@ def average_checkpoints(workdir: str, num: int) -> str:
         continue
       training = step_record.get('config', {}).get('training', {})
       kept = training.get('keep_checkpoints') if kept is None else kept  # The newest's setting.
-      every, last = training.get('checkpoint_every'), training.get('num_train_steps')
-      if every and step % every and step != last:
+      if not on_schedule(step, step_record):
+        every = training['checkpoint_every']
         problems.append(f'{reader.path(step)}: off the schedule (checkpoint_every {every})')
         logging.warning('Checkpoint %s is off the run schedule; not averaged.', reader.path(step))
         continue
@@ -481,21 +496,18 @@ class Checkpointer:
 
   Args:
     workdir: the run's folder.
-    keep: how many periodic/final checkpoints to keep (>= 1).
-    on_schedule: whether a step's checkpoint is one of the run's schedule
-      (`TrainingConfig.is_checkpoint_step`; default: every one is). Only those count against
-      `keep`: the one a Ctrl-C or SIGTERM saved off the schedule is kept while it is the newest
-      (the resumed run starts there), and deleted at the next save.
+    keep: how many periodic/final checkpoints to keep (>= 1). Only those on their run's schedule
+      count (`on_schedule`): the one a Ctrl-C or SIGTERM saved off the schedule is kept while it
+      is the newest (the resumed run starts there), and deleted at the next save.
   """
 
-  def __init__(self, workdir: str, keep: int, on_schedule: Callable[[int], bool] | None = None):
+  def __init__(self, workdir: str, keep: int):
     common = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
     _set_aside_unreadable_metrics(os.path.abspath(workdir))
     self._latest = _VerifiedManager(  # Pruned by `_prune_latest`.
       workdir, CHECKPOINTS_DIR, ocp.CheckpointManagerOptions(max_to_keep=None, **common)
     )
     self._keep = keep
-    self._on_schedule = on_schedule or (lambda step: True)
     self._best = _VerifiedManager(
       workdir,
       BEST_DIR,
@@ -575,10 +587,18 @@ class Checkpointer:
 
   def _prune_latest(self) -> None:
     """Deletes the train states that are neither the newest (where a resumed run starts) nor among
-    the newest `keep` on the schedule: a stop's checkpoint pushed out a scheduled one, which
-    `average_checkpoints` then missed."""
+    the newest `keep` on their run's schedule (`on_schedule`, by the config saved with each, as
+    `average_checkpoints` judges them): a stop's checkpoint pushed out a scheduled one, which
+    `average_checkpoints` then missed. One whose record does not read counts as scheduled."""
     steps = sorted(self._latest.manager.all_steps())
-    scheduled = [step for step in steps if self._on_schedule(step)]
+    scheduled = []
+    for step in steps:
+      try:
+        record = self._latest.read_record(step)
+      except _Damaged:
+        record = {}
+      if on_schedule(step, record):
+        scheduled.append(step)
     keep = {*scheduled[-self._keep :], *steps[-1:]}
     for step in steps:
       if step not in keep:

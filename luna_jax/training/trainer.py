@@ -420,11 +420,7 @@ def _setup(
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
   checkpointer = stack.enter_context(
-    contextlib.closing(
-      checkpointing.Checkpointer(
-        workdir, training.keep_checkpoints, on_schedule=training.is_checkpoint_step
-      )
-    )
+    contextlib.closing(checkpointing.Checkpointer(workdir, training.keep_checkpoints))
   )
   state, record, run = restore_run(
     checkpointer, state, run, workdir, global_devices, lra.vocabulary(data)
