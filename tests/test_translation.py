@@ -553,14 +553,17 @@ def test_average_checkpoints_is_the_mean_and_passes_over_damaged_ones(tmp_path):
 
 def test_average_checkpoints_passes_over_a_checkpoint_off_the_schedule(tmp_path, capsys, caplog):
   """Step 5 is where a Ctrl-C stopped a run that saves every 2 steps; its last step, 7, counts."""
-  checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=5)
   record = {
     'config': {'training': {'checkpoint_every': 2, 'num_train_steps': 7, 'keep_checkpoints': 4}}
   }
-  for step in (2, 4, 5, 6, 7):
-    params = {'a': np.full(2, step, np.float32)}
-    checkpointer.save(step, TrainState(np.int32(step), params, (), np.zeros(2)), record)
-  checkpointer.close()
+  for workdir, steps in ((tmp_path, (2, 4, 6, 7)), (tmp_path / 'stopped', (5,))):
+    checkpointer = checkpointing.Checkpointer(str(workdir), keep=5)
+    for step in steps:
+      params = {'a': np.full(2, step, np.float32)}
+      checkpointer.save(step, TrainState(np.int32(step), params, (), np.zeros(2)), record)
+    checkpointer.close()
+  # Kept beside the later ones (a run pruned by an older version: today's prunes it at step 6).
+  shutil.copytree(tmp_path / 'stopped' / 'checkpoints' / '5', tmp_path / 'checkpoints' / '5')
   average_command.main(['--workdir', str(tmp_path), '--num', '3'])
   assert capsys.readouterr().out.strip().endswith('the mean of the checkpoints of steps [4, 6, 7]')
   tree, _, _ = checkpointing.read_checkpoint(str(tmp_path / 'averaged' / '7'))
