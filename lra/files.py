@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -51,7 +52,9 @@ def writing_outputs(
   `overwrite`: moved aside (`.replaced-<name>-<random>` beside `paths[0]`) for the block, deleted
   once the block ends, and put back should it fail (an exception, Ctrl-C), the block's partial
   outputs deleted: new data that cannot be made (a vocabulary SentencePiece refuses, too few
-  distinct examples) leaves the old as it was. The block's normal end records the outputs.
+  distinct examples) leaves the old as it was. A replacement that a signal or a crash stopped
+  (SIGTERM, SIGKILL) is put back by the next block for the same outputs, with a note on stderr.
+  The block's normal end records the outputs.
 
   Args:
     paths: the files and folders the generator writes.
@@ -68,6 +71,9 @@ def writing_outputs(
       False.
   """
   record = _record_path(paths)
+  for stale in sorted(paths[0].parent.glob(glob.escape(_ASIDE.format(name=paths[0].name)) + '*')):
+    if _put_back(stale, [*paths, record], done=record.exists()):
+      print(f'{stale}: the data a stopped --overwrite had moved there is back.', file=sys.stderr)
   existing = [p for p in paths if p.exists()]
   written = _read_record(record)
   if not overwrite and len(existing) == len(paths):
@@ -84,32 +90,74 @@ def writing_outputs(
       f'Refusing to overwrite existing data ({_not_kept(paths, written, settings)}):\n{listing}\n'
       f'Pass --overwrite to replace it (kept until the new data is written), or {elsewhere}.'
     )
-  old = [p for p in [*existing, record] if p.exists() or p.is_symlink()]
-  aside = paths[0].parent / f'.replaced-{paths[0].name}-{uuid.uuid4().hex[:8]}'
-  if old:
-    aside.mkdir()
-    for path in old:
-      path.rename(aside / path.name)
+  old = [p for p in [*paths, record] if _is_there(p)]
+  aside = paths[0].parent / (_ASIDE.format(name=paths[0].name) + uuid.uuid4().hex[:8])
   try:
+    if old:
+      aside.mkdir()
+      write_atomically(aside / _MOVED, json.dumps([str(p) for p in old]))
+      for index, path in enumerate(old):
+        if _is_there(path):  # Not when it went with a folder above it.
+          path.rename(aside / str(index))
     yield True
   except BaseException:
-    for path in [*paths, record]:
-      _remove(path)
-    for path in old:  # Should one fail, what is left stays aside, not lost.
-      (aside / path.name).rename(path)
     if old:
-      aside.rmdir()
+      _put_back(aside, [*paths, record], done=False)
+    else:
+      for path in [*paths, record]:
+        _remove(path)
     raise
   record_outputs(paths, settings)
   if old:
     shutil.rmtree(aside)
 
 
+#: The folder that `writing_outputs` moves replaced outputs to, beside the first; `{name}` is its
+#: name, a random suffix follows.
+_ASIDE = '.replaced-{name}-'
+#: The list of what was moved aside (original paths, in the order of the items' numbers).
+_MOVED = 'moved.json'
+
+
+def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
+  """Ends the replacement whose old outputs are in `aside`: with `done` (the new outputs were
+  recorded), deletes them; otherwise deletes the new outputs' parts at `paths` and puts the old
+  ones back, deleting `aside` once it is empty. An item that cannot go back stays aside, not lost.
+  Called when the block fails, and on entry for a replacement that a signal or a crash stopped
+  (SIGTERM, SIGKILL: the block never ended).
+
+  Returns:
+    Whether old outputs were put back.
+  """
+  try:
+    moved = [Path(p) for p in json.loads((aside / _MOVED).read_text())]
+  except (OSError, ValueError):
+    return False  # Not one of ours, or stopped before its list was written: left as it is.
+  if done:
+    shutil.rmtree(aside)
+    return False
+  items = {path: aside / str(index) for index, path in enumerate(moved)}
+  for path in paths:  # Not an old output still in its place (stopped while moving them).
+    if path not in items or _is_there(items[path]):
+      _remove(path)
+  for path, item in items.items():
+    if _is_there(item):
+      item.rename(path)
+  (aside / _MOVED).unlink()
+  aside.rmdir()
+  return True
+
+
+def _is_there(path: Path) -> bool:
+  """Whether `path` names a file, folder or link (a link to nothing too)."""
+  return path.exists() or path.is_symlink()
+
+
 def _remove(path: Path) -> None:
   """Deletes a file, link or folder tree at `path`, if any."""
   if path.is_dir() and not path.is_symlink():
     shutil.rmtree(path)
-  elif path.exists() or path.is_symlink():
+  elif _is_there(path):
     path.unlink()
 
 

@@ -536,6 +536,47 @@ def test_an_atomic_write_to_dev_stdout_goes_down_the_stream(into, tmp_path):
   assert out == ('' if into == 'pipe' else 'header\n') + 'printed\nbody\nafter\n'
 
 
+def test_a_replacement_that_a_signal_stopped_is_put_back_by_the_next_run(tmp_path, capsys):
+  """SIGTERM or SIGKILL end a generator without unwinding its block: the old data, moved aside,
+  was left in a hidden folder for good."""
+  paths = [tmp_path / 'train.txt', tmp_path / 'test.txt']
+  for path in paths:
+    path.write_text('old')
+  files.record_outputs(paths, {'seed': 1})
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  block = files.writing_outputs(paths, True, {'seed': 2})
+  assert block.__enter__()  # A process killed inside the block: __exit__ never runs.
+  paths[0].write_text('part of the new')
+  assert [p.name[:20] for p in tmp_path.iterdir() if p.is_dir()] == ['.replaced-train.txt-']
+  with files.writing_outputs(paths, False, {'seed': 1}) as todo:
+    assert not todo  # The old data is back, and is what this command wrote.
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+  assert 'the data a stopped --overwrite had moved there is back' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('where', ['moving', 'block'])
+def test_a_replacement_of_outputs_with_one_name_in_two_folders_puts_each_back(tmp_path, where):
+  """Items aside are numbered: two outputs named alike had overwritten each other there."""
+  paths = [tmp_path / 'a' / 'x.txt', tmp_path / 'b' / 'x.txt', tmp_path / 'a' / 'y.txt']
+  for path in paths:
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'old {path.parent.name}')
+  rename = Path.rename
+
+  def rename_twice(self, target):  # The second move aside fails: the first comes back.
+    if self == paths[1] and where == 'moving':
+      raise OSError(5, 'Input/output error')
+    return rename(self, target)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(Path, 'rename', rename_twice)
+    with pytest.raises((OSError, lra.DataError)):
+      with files.writing_outputs(paths, True, {'seed': 2}):
+        raise lra.DataError('no new data')
+  assert [p.read_text() for p in paths] == ['old a', 'old b', 'old a']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b']
+
+
 def test_a_generator_refusal_names_only_the_settings_that_changed(tmp_path):
   """`lra.files.writing_outputs` refuses outputs of other settings, naming each changed one."""
   out = [tmp_path / 'a.tsv']
