@@ -72,7 +72,7 @@ def writing_outputs(
   """
   record = _record_path(paths)
   for stale in sorted(paths[0].parent.glob(glob.escape(_ASIDE.format(name=paths[0].name)) + '*')):
-    if _put_back(stale, [*paths, record], done=record.exists()):
+    if _holder_gone(stale) and _put_back(stale, [*paths, record], done=record.exists()):
       print(f'{stale}: the data a stopped --overwrite had moved there is back.', file=sys.stderr)
   existing = [p for p in paths if p.exists()]
   written = _read_record(record)
@@ -95,7 +95,8 @@ def writing_outputs(
   try:
     if old:
       aside.mkdir()
-      write_atomically(aside / _MOVED, json.dumps([str(p) for p in old]))
+      holder = {'pid': os.getpid(), 'host': socket.gethostname()}
+      write_atomically(aside / _MOVED, json.dumps({**holder, 'moved': [str(p) for p in old]}))
       for index, path in enumerate(old):
         if _is_there(path):  # Not when it went with a folder above it.
           path.rename(aside / str(index))
@@ -130,8 +131,8 @@ def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
     Whether old outputs were put back.
   """
   try:
-    moved = [Path(p) for p in json.loads((aside / _MOVED).read_text())]
-  except (OSError, ValueError):
+    moved = [Path(p) for p in json.loads((aside / _MOVED).read_text())['moved']]
+  except (OSError, ValueError, TypeError, KeyError):
     return False  # Not one of ours, or stopped before its list was written: left as it is.
   if done:
     shutil.rmtree(aside)
@@ -146,6 +147,21 @@ def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
   (aside / _MOVED).unlink()
   aside.rmdir()
   return True
+
+
+def _holder_gone(aside: Path) -> bool:
+  """Whether the process that moved outputs to `aside` has ended (it ran on this host, and no
+  process has its pid): another one, still writing, is left alone."""
+  try:
+    holder = json.loads((aside / _MOVED).read_text())
+    if holder['host'] != socket.gethostname():
+      return False
+    os.kill(holder['pid'], 0)
+  except ProcessLookupError:
+    return True
+  except (OSError, ValueError, TypeError, KeyError):
+    return False
+  return False
 
 
 def _is_there(path: Path) -> bool:

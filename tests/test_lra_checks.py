@@ -547,7 +547,18 @@ def test_a_replacement_that_a_signal_stopped_is_put_back_by_the_next_run(tmp_pat
   block = files.writing_outputs(paths, True, {'seed': 2})
   assert block.__enter__()  # A process killed inside the block: __exit__ never runs.
   paths[0].write_text('part of the new')
-  assert [p.name[:20] for p in tmp_path.iterdir() if p.is_dir()] == ['.replaced-train.txt-']
+  (aside,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+  assert aside.name.startswith('.replaced-train.txt-')
+  # While the process that moved it is alive (this one), it is left alone.
+  with pytest.raises(lra.DataError, match='Refusing to overwrite'):
+    with files.writing_outputs(paths, False, {'seed': 1}):
+      pass
+  assert aside.is_dir() and paths[0].read_text() == 'part of the new'
+  ended = subprocess.run(
+    [sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True
+  )
+  holder = json.loads((aside / 'moved.json').read_text())
+  (aside / 'moved.json').write_text(json.dumps({**holder, 'pid': int(ended.stdout)}))
   with files.writing_outputs(paths, False, {'seed': 1}) as todo:
     assert not todo  # The old data is back, and is what this command wrote.
   assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
