@@ -247,20 +247,24 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output_dir', required=True, type=cli.folder)
-  for name, default, minimum in [
-    ('num_train', 96000, 1),
-    ('num_val', 2000, 1),
-    ('num_test', 2000, 1),
-    ('min_length', 500, 0),
-    ('max_length', 2000, 1),
-    ('max_depth', 10, 1),
-    ('max_args', 10, 2),
-    ('seed', 0, 0),
-    ('num_workers', 1, None),  # generate() checks it.
+  parser.add_argument(
+    '--output_dir', required=True, type=cli.folder, help='folder of the three split files'
+  )
+  for name, default, minimum, meaning in [
+    ('num_train', 96000, 1, 'training examples'),
+    ('num_val', 2000, 1, 'validation examples'),
+    ('num_test', 2000, 1, 'test examples'),
+    ('min_length', 500, 0, 'trees are longer than this, in tokens'),
+    ('max_length', 2000, 1, 'trees are shorter than this, in tokens'),
+    ('max_depth', 10, 1, 'deepest tree level (leaves only there)'),
+    ('max_args', 10, 2, 'most operands of an operator'),
+    ('seed', 0, 0, 'random seed'),
+    ('num_workers', 1, None, 'processes drawing trees (other trees for every count)'),
   ]:
-    kind = int if minimum is None else cli.integer(minimum)
-    parser.add_argument(f'--{name}', type=kind, default=default)
+    kind = int if minimum is None else cli.integer(minimum)  # None: generate() checks it.
+    parser.add_argument(
+      f'--{name}', type=kind, default=default, help=f'{meaning} (default %(default)s)'
+    )
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
   )

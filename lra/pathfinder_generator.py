@@ -314,13 +314,31 @@ def generate(
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output_dir', required=True, type=cli.folder)
-  parser.add_argument('--resolution', type=int, choices=sorted(GEOMETRY), default=32)
-  parser.add_argument('--difficulty', choices=list(DIFFICULTIES), default='hard')
   parser.add_argument(
-    '--num_examples', type=cli.integer(10), default=1000, help='>= 10 (80/10/10 split)'
+    '--output_dir', required=True, type=cli.folder, help='the release root of the images'
   )
-  parser.add_argument('--seed', type=cli.integer(0), default=0)
+  parser.add_argument(
+    '--resolution',
+    type=int,
+    choices=sorted(GEOMETRY),
+    default=32,
+    help='image side in pixels (default %(default)s)',
+  )
+  parser.add_argument(
+    '--difficulty',
+    choices=list(DIFFICULTIES),
+    default='hard',
+    help='contour length: curv_baseline, curv_contour_length_9 or _14 (default %(default)s)',
+  )
+  parser.add_argument(
+    '--num_examples',
+    type=cli.integer(10),
+    default=1000,
+    help='images, >= 10 (80/10/10 split; default %(default)s)',
+  )
+  parser.add_argument(
+    '--seed', type=cli.integer(0), default=0, help='random seed (default %(default)s)'
+  )
   parser.add_argument(
     '--num_workers',
     type=cli.integer(1),

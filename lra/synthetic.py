@@ -144,9 +144,11 @@ def main(argv: list[str] | None = None) -> None:
     '--num_examples',
     type=cli.integer(10),
     default=1000,
-    help='training examples, >= 10 (the loaders hold 10%% out for validation)',
+    help='training examples, >= 10 (the loaders hold 10%% out for validation; default %(default)s)',
   )
-  parser.add_argument('--seed', type=cli.integer(0), default=0)
+  parser.add_argument(
+    '--seed', type=cli.integer(0), default=0, help='random seed (default %(default)s)'
+  )
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing outputs (default: refuse)'
   )
