@@ -90,13 +90,15 @@ def writing_outputs(
       f'Refusing to overwrite existing data ({_not_kept(paths, written, settings)}):\n{listing}\n'
       f'Pass --overwrite to replace it (kept until the new data is written), or {elsewhere}.'
     )
-  old = [p for p in [*paths, record] if _is_there(p)]
+  # The record first: once an output has moved, a record in its place is the new outputs'.
+  old = [p for p in [record, *paths] if _is_there(p)]
   aside = paths[0].parent / (_ASIDE.format(name=paths[0].name) + uuid.uuid4().hex[:8])
   try:
     if old:
       aside.mkdir()
       holder = {'pid': os.getpid(), 'host': socket.gethostname()}
-      write_atomically(aside / _MOVED, json.dumps({**holder, 'moved': [str(p) for p in old]}))
+      moved = [os.path.abspath(p) for p in old]  # The next run may start in another folder.
+      write_atomically(aside / _MOVED, json.dumps({**holder, 'moved': moved}))
       for index, path in enumerate(old):
         if _is_there(path):  # Not when it went with a folder above it.
           path.rename(aside / str(index))
@@ -110,7 +112,7 @@ def writing_outputs(
     raise
   record_outputs(paths, settings)
   if old:
-    shutil.rmtree(aside)
+    _clear(aside)
 
 
 #: The folder that `writing_outputs` moves replaced outputs to, beside the first; `{name}` is its
@@ -135,10 +137,11 @@ def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
   except (OSError, ValueError, TypeError, KeyError):
     return False  # Not one of ours, or stopped before its list was written: left as it is.
   if done:
-    shutil.rmtree(aside)
+    _clear(aside)
     return False
   items = {path: aside / str(index) for index, path in enumerate(moved)}
-  for path in paths:  # Not an old output still in its place (stopped while moving them).
+  # What is at `paths` is the new outputs' parts, but for an old one that was not moved yet.
+  for path in map(Path, map(os.path.abspath, paths)):
     if path not in items or _is_there(items[path]):
       _remove(path)
   for path, item in items.items():
@@ -147,6 +150,16 @@ def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
   (aside / _MOVED).unlink()
   aside.rmdir()
   return True
+
+
+def _clear(aside: Path) -> None:
+  """Deletes the folder of replaced outputs, its list last: a process stopped meanwhile leaves a
+  folder that the next run for the same outputs still recognises, and clears."""
+  for item in aside.iterdir():
+    if item.name != _MOVED:
+      _remove(item)
+  (aside / _MOVED).unlink()
+  aside.rmdir()
 
 
 def _holder_gone(aside: Path) -> bool:

@@ -565,6 +565,57 @@ def test_a_replacement_that_a_signal_stopped_is_put_back_by_the_next_run(tmp_pat
   assert 'the data a stopped --overwrite had moved there is back' in capsys.readouterr().err
 
 
+KILLED_REPLACEMENT = """
+import json, os, sys
+from pathlib import Path
+from lra import files
+paths, where, after = [Path(p) for p in json.loads(sys.argv[1])], sys.argv[2], int(sys.argv[3])
+calls, real = [], {'rename': Path.rename, 'remove': files._remove}
+def counted(name):
+  def call(*args):
+    calls.append(name)
+    if calls.count(where) > after:
+      os._exit(9)  # SIGKILL: nothing unwinds.
+    return real[name](*args)
+  return call
+Path.rename, files._remove = counted('rename'), counted('remove')
+with files.writing_outputs(paths, True, {'seed': 2}):
+  for path in paths:
+    path.write_text('new')
+"""
+
+
+@pytest.mark.parametrize(
+  'where, after',
+  [('rename', 0), ('rename', 1), ('rename', 2), ('remove', 0), ('remove', 1)],
+)
+def test_a_replacement_killed_at_any_point_leaves_the_old_data_or_the_new(tmp_path, where, after):
+  """Killed while moving (the old record, moved last, read as the new one's: the old data was
+  deleted), or while clearing after success (its list went first: the rest was left for good);
+  from another folder than the next run's (relative paths went to the wrong place)."""
+  work = tmp_path / 'work'
+  paths = [work / 'data' / 'train.txt', work / 'data' / 'test.txt']
+  paths[0].parent.mkdir(parents=True)
+  for path in paths:
+    path.write_text('old')
+  files.record_outputs(paths, {'seed': 1})
+  before = {p.name: p.read_bytes() for p in paths[0].parent.iterdir()}
+  relative = json.dumps([str(p.relative_to(work)) for p in paths])
+  killed = subprocess.run(
+    [sys.executable, '-c', KILLED_REPLACEMENT, relative, where, str(after)],
+    cwd=work,
+    env={**os.environ, 'PYTHONPATH': ROOT},
+  )
+  assert killed.returncode == 9
+  with files.writing_outputs(paths, False, {'seed': where == 'remove' and 2 or 1}) as todo:
+    assert not todo  # What is there is complete, and recorded: the old data, or the new.
+  after_run = {p.name: p.read_bytes() for p in paths[0].parent.iterdir()}
+  if where == 'rename':
+    assert after_run == before
+  else:
+    assert sorted(after_run) == sorted(before) and paths[0].read_text() == 'new'
+
+
 @pytest.mark.parametrize('where', ['moving', 'block'])
 def test_a_replacement_of_outputs_with_one_name_in_two_folders_puts_each_back(tmp_path, where):
   """Items aside are numbered: two outputs named alike had overwritten each other there."""
