@@ -545,7 +545,7 @@ def differing_settings(runs: Sequence[RunResult]) -> list[str]:
 
   def comparable(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
-      return 'NaN'
+      return (None, 'NaN')
     return (type(value) is bool, value)
 
   configs = [flat(run.config) for run in runs]

@@ -115,20 +115,17 @@ def main(argv: list[str] | None = None) -> None:
   )
   parser.add_argument('--task', required=True, choices=TASKS)
   parser.add_argument('--output_dir', required=True, type=cli.folder)
-  for name, default, minimum, meaning in [
-    ('num_train', 20000, 1, 'training examples'),
-    ('num_val', 500, 1, 'validation examples'),
-    ('num_test', 500, 1, 'test examples'),
-    ('min_length', 4, 1, 'shortest source (digits; lm: ListOps tokens)'),
-    ('max_length', 12, 1, 'longest source (digits; lm: ListOps tokens)'),
-    ('seed', 0, 0, 'random seed'),
-  ]:
-    parser.add_argument(
-      f'--{name}',
-      type=cli.integer(minimum),
-      default=default,
-      help=f'{meaning} (default %(default)s)',
-    )
+  cli.add_integer_flags(
+    parser,
+    [
+      ('num_train', 20000, 1, 'training examples'),
+      ('num_val', 500, 1, 'validation examples'),
+      ('num_test', 500, 1, 'test examples'),
+      ('min_length', 4, 1, 'shortest source (digits; lm: ListOps tokens)'),
+      ('max_length', 12, 1, 'longest source (digits; lm: ListOps tokens)'),
+      ('seed', 0, 0, 'random seed'),
+    ],
+  )
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
   )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,6 +35,20 @@ def integer(minimum: int) -> Callable[[str], int]:
     return value
 
   return parse
+
+
+def add_integer_flags(
+  parser: argparse.ArgumentParser, flags: Sequence[tuple[str, int, int | None, str]]
+) -> None:
+  """Adds a `--<name>` integer flag for each (name, default, minimum, meaning) of `flags` (minimum
+  None: any integer, the command checks it), its help the meaning and the default."""
+  for name, default, minimum, meaning in flags:
+    parser.add_argument(
+      f'--{name}',
+      type=int if minimum is None else integer(minimum),
+      default=default,
+      help=f'{meaning} (default %(default)s)',
+    )
 
 
 def number(

@@ -91,7 +91,7 @@ def writing_outputs(
       f'Pass --overwrite to replace it (kept until the new data is written), or {elsewhere}.'
     )
   # The record first: once an output has moved, a record in its place is the new outputs'.
-  old = [p for p in [record, *paths] if _is_there(p)]
+  old = [p for p in [record, *paths] if os.path.lexists(p)]
   aside = paths[0].parent / (_ASIDE.format(name=paths[0].name) + uuid.uuid4().hex[:8])
   try:
     if old:
@@ -100,7 +100,7 @@ def writing_outputs(
       moved = [os.path.abspath(p) for p in old]  # The next run may start in another folder.
       write_atomically(aside / _MOVED, json.dumps({**holder, 'moved': moved}))
       for index, path in enumerate(old):
-        if _is_there(path):  # Not when it went with a folder above it.
+        if os.path.lexists(path):  # Not when it went with a folder above it.
           path.rename(aside / str(index))
     yield True
   except BaseException:
@@ -125,7 +125,8 @@ _MOVED = 'moved.json'
 def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
   """Ends the replacement whose old outputs are in `aside`: with `done` (the new outputs were
   recorded), deletes them; otherwise deletes the new outputs' parts at `paths` and puts the old
-  ones back, deleting `aside` once it is empty. An item that cannot go back stays aside, not lost.
+  ones back, then deletes `aside`. An item that cannot go back stays aside, not lost (the rename's
+  error stops it first).
   Called when the block fails, and on entry for a replacement that a signal or a crash stopped
   (SIGTERM, SIGKILL: the block never ended).
 
@@ -142,13 +143,12 @@ def _put_back(aside: Path, paths: Sequence[Path], done: bool) -> bool:
   items = {path: aside / str(index) for index, path in enumerate(moved)}
   # What is at `paths` is the new outputs' parts, but for an old one that was not moved yet.
   for path in map(Path, map(os.path.abspath, paths)):
-    if path not in items or _is_there(items[path]):
+    if path not in items or os.path.lexists(items[path]):
       _remove(path)
   for path, item in items.items():
-    if _is_there(item):
+    if os.path.lexists(item):
       item.rename(path)
-  (aside / _MOVED).unlink()
-  aside.rmdir()
+  _clear(aside)
   return True
 
 
@@ -177,16 +177,11 @@ def _holder_gone(aside: Path) -> bool:
   return False
 
 
-def _is_there(path: Path) -> bool:
-  """Whether `path` names a file, folder or link (a link to nothing too)."""
-  return path.exists() or path.is_symlink()
-
-
 def _remove(path: Path) -> None:
   """Deletes a file, link or folder tree at `path`, if any."""
   if path.is_dir() and not path.is_symlink():
     shutil.rmtree(path)
-  elif _is_there(path):
+  elif os.path.lexists(path):
     path.unlink()
 
 

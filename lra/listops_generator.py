@@ -250,21 +250,20 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument(
     '--output_dir', required=True, type=cli.folder, help='folder of the three split files'
   )
-  for name, default, minimum, meaning in [
-    ('num_train', 96000, 1, 'training examples'),
-    ('num_val', 2000, 1, 'validation examples'),
-    ('num_test', 2000, 1, 'test examples'),
-    ('min_length', 500, 0, 'trees are longer than this, in tokens'),
-    ('max_length', 2000, 1, 'trees are shorter than this, in tokens'),
-    ('max_depth', 10, 1, 'deepest tree level (leaves only there)'),
-    ('max_args', 10, 2, 'most operands of an operator'),
-    ('seed', 0, 0, 'random seed'),
-    ('num_workers', 1, None, 'processes drawing trees (other trees for every count)'),
-  ]:
-    kind = int if minimum is None else cli.integer(minimum)  # None: generate() checks it.
-    parser.add_argument(
-      f'--{name}', type=kind, default=default, help=f'{meaning} (default %(default)s)'
-    )
+  cli.add_integer_flags(
+    parser,
+    [
+      ('num_train', 96000, 1, 'training examples'),
+      ('num_val', 2000, 1, 'validation examples'),
+      ('num_test', 2000, 1, 'test examples'),
+      ('min_length', 500, 0, 'trees are longer than this, in tokens'),
+      ('max_length', 2000, 1, 'trees are shorter than this, in tokens'),
+      ('max_depth', 10, 1, 'deepest tree level (leaves only there)'),
+      ('max_args', 10, 2, 'most operands of an operator'),
+      ('seed', 0, 0, 'random seed'),
+      ('num_workers', 1, None, 'processes drawing trees (other trees for every count)'),
+    ],
+  )
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing split files (default: refuse)'
   )

@@ -330,14 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     default='hard',
     help='contour length: curv_baseline, curv_contour_length_9 or _14 (default %(default)s)',
   )
-  parser.add_argument(
-    '--num_examples',
-    type=cli.integer(10),
-    default=1000,
-    help='images, >= 10 (80/10/10 split; default %(default)s)',
-  )
-  parser.add_argument(
-    '--seed', type=cli.integer(0), default=0, help='random seed (default %(default)s)'
+  cli.add_integer_flags(
+    parser,
+    [('num_examples', 1000, 10, 'images, >= 10 (80/10/10 split)'), ('seed', 0, 0, 'random seed')],
   )
   parser.add_argument(
     '--num_workers',

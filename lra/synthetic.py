@@ -140,14 +140,12 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--task', required=True, choices=TASKS)
   parser.add_argument('--output_dir', required=True, type=cli.folder)
-  parser.add_argument(
-    '--num_examples',
-    type=cli.integer(10),
-    default=1000,
-    help='training examples, >= 10 (the loaders hold 10%% out for validation; default %(default)s)',
-  )
-  parser.add_argument(
-    '--seed', type=cli.integer(0), default=0, help='random seed (default %(default)s)'
+  cli.add_integer_flags(
+    parser,
+    [
+      ('num_examples', 1000, 10, 'training examples, >= 10 (the loaders hold 10%% out)'),
+      ('seed', 0, 0, 'random seed'),
+    ],
   )
   parser.add_argument(
     '--overwrite', action='store_true', help='replace existing outputs (default: refuse)'

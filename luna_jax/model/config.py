@@ -320,7 +320,7 @@ def check_model_config(model_config: Mapping[str, Any], section: str = 'config.m
   emb_dim = model_config.get('emb_dim', ModelConfig.emb_dim)
   transformer = name.removesuffix(MLM_SUFFIX) == 'transformer'  # The one model with a qkv_dim.
   widths = {'num_heads': emb_dim if not transformer else model_config.get('qkv_dim') or emb_dim}
-  if not transformer and name not in UNTIED_MODELS:  # The models with Luna's pack attention.
+  if not transformer and name not in UNTIED_MODELS:  # A Luna encoder's, so a pack attention.
     widths['num_pack_heads'] = emb_dim
   for key, width in widths.items():
     heads = model_config.get(key) or model_config.get('num_heads', ModelConfig.num_heads)

@@ -79,7 +79,6 @@ def _damage(error: Exception, what: str, path: str) -> _Damaged:
     isinstance(error, OSError) and error.errno is not None and error.errno not in _MISSING
   ):
     raise CheckpointUnreadableError(
-      getattr(error, 'errno', None),
       f'{path}: could not be read ({type(error).__name__}: {error}); it is left as it is. Run the '
       f'same command again; should the error stay, move that folder out of its parent to go on '
       'from the checkpoint before it.',
@@ -390,14 +389,17 @@ def read_record(workdir: str, step: int, folder: str = CHECKPOINTS_DIR) -> dict[
   return _without_digest(record)
 
 
-def on_schedule(step: int, record: Mapping[str, Any]) -> bool:
-  """Whether checkpoint `step` is one of its run's schedule, by the config in its `record`: a
-  multiple of `training.checkpoint_every` or the run's last step
-  (`TrainingConfig.is_checkpoint_step` of that config); the step a Ctrl-C or SIGTERM stopped at is
-  neither. A record without them (not a training run's) is on schedule."""
+def on_schedule(step: int, checkpoint_every: int | None, num_train_steps: int | None) -> bool:
+  """Whether a run that saves every `checkpoint_every` steps and ends at `num_train_steps` saves a
+  train state at `step` (the trainer's schedule; a Ctrl-C or SIGTERM saves one off it). Without a
+  `checkpoint_every` (a record that is not a training run's), every step is on it."""
+  return not checkpoint_every or step % checkpoint_every == 0 or step == num_train_steps
+
+
+def _on_recorded_schedule(step: int, record: Mapping[str, Any]) -> bool:
+  """`on_schedule` by the config saved in checkpoint `step`'s `record`."""
   training = record.get('config', {}).get('training', {})
-  every, last = training.get('checkpoint_every'), training.get('num_train_steps')
-  return not every or step % every == 0 or step == last
+  return on_schedule(step, training.get('checkpoint_every'), training.get('num_train_steps'))
 
 
 def average_checkpoints(workdir: str, num: int) -> str:
@@ -445,7 +447,7 @@ def average_checkpoints(workdir: str, num: int) -> str:
         continue
       training = step_record.get('config', {}).get('training', {})
       kept = training.get('keep_checkpoints') if kept is None else kept  # The newest's setting.
-      if not on_schedule(step, step_record):
+      if not _on_recorded_schedule(step, step_record):
         every = training['checkpoint_every']
         problems.append(f'{reader.path(step)}: off the schedule (checkpoint_every {every})')
         logging.warning('Checkpoint %s is off the run schedule; not averaged.', reader.path(step))
@@ -497,8 +499,9 @@ class Checkpointer:
   Args:
     workdir: the run's folder.
     keep: how many periodic/final checkpoints to keep (>= 1). Only those on their run's schedule
-      count (`on_schedule`): the one a Ctrl-C or SIGTERM saved off the schedule is kept while it
-      is the newest (the resumed run starts there), and deleted at the next save.
+      count (`on_schedule`, by the config saved with each): the one a Ctrl-C or SIGTERM saved off
+      the schedule is kept while it is the newest (the resumed run starts there), and deleted at
+      the next save.
   """
 
   def __init__(self, workdir: str, keep: int):
@@ -587,7 +590,7 @@ class Checkpointer:
 
   def _prune_latest(self) -> None:
     """Deletes the train states that are neither the newest (where a resumed run starts) nor among
-    the newest `keep` on their run's schedule (`on_schedule`, by the config saved with each, as
+    the newest `keep` on their run's schedule (by the config saved with each, as
     `average_checkpoints` judges them): a stop's checkpoint pushed out a scheduled one, which
     `average_checkpoints` then missed. One whose record does not read counts as scheduled."""
     steps = sorted(self._latest.manager.all_steps())
@@ -597,7 +600,7 @@ class Checkpointer:
         record = self._latest.read_record(step)
       except _Damaged:
         record = {}
-      if on_schedule(step, record):
+      if _on_recorded_schedule(step, record):
         scheduled.append(step)
     keep = {*scheduled[-self._keep :], *steps[-1:]}
     for step in steps:

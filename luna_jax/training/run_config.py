@@ -78,11 +78,6 @@ class TrainingConfig:
   prefetch_batches: int = spec(minimum=0)
   gradient_accumulation_steps: int = spec(minimum=1)
 
-  def is_checkpoint_step(self, step: int) -> bool:
-    """Whether the run's schedule saves a train state at `step`: every `checkpoint_every` steps
-    and the last (a Ctrl-C or SIGTERM saves one off the schedule)."""
-    return step % self.checkpoint_every == 0 or step == self.num_train_steps
-
 
 @dataclasses.dataclass(frozen=True)
 class SelfPretrainingConfig:

@@ -758,7 +758,9 @@ def _train(
       if step == session.start_step + 1:  # Includes compilation: left out of the speed figures.
         session.train_log.exclude_from_timing()
       is_eval = step % training.eval_every == 0 or step == training.num_train_steps
-      is_checkpoint = training.is_checkpoint_step(step)
+      is_checkpoint = checkpointing.on_schedule(
+        step, training.checkpoint_every, training.num_train_steps
+      )
       # Log points depend on the step only, so a resumed run logs what an uninterrupted one does.
       if step == 1 or is_eval or is_checkpoint or step % training.log_every == 0:
         summary = _train_summary(session, schedule)
