@@ -13,7 +13,8 @@ import numpy as np
 
 from lra.core import Split, TaskData
 
-#: The vocabulary of each task's ids, by task name (the text tasks name theirs in `info`).
+#: The vocabulary of each task's ids, by task name (the text tasks name theirs in `info`; a task
+#: in neither has a vocabulary of its own, named as the task).
 VOCABULARIES = {
   'listops': 'listops',
   'text': 'bytes',
@@ -27,8 +28,9 @@ VOCABULARIES = {
 
 
 def vocabulary(data: TaskData) -> str:
-  """The name of the vocabulary of `data`'s token ids ('listops', 'bytes', 'pixels', ...)."""
-  return data.info.get('vocabulary') or VOCABULARIES[data.name]
+  """The name of the vocabulary of `data`'s token ids ('listops', 'bytes', 'pixels', ...; the
+  task's name for a task `VOCABULARIES` does not list and whose `info` names none)."""
+  return data.info.get('vocabulary') or VOCABULARIES.get(data.name, data.name)
 
 
 def special_ids(data: TaskData) -> tuple[int, ...]:

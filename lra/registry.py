@@ -73,7 +73,11 @@ _GENERATORS = {
 
 def prepare_command(name: str, difficulty: str = 'hard') -> str:
   """The `lra.prepare` command that fetches LRA task `name`'s official data (for Pathfinder and
-  Path-X, of `difficulty`), and where it puts it."""
+  Path-X, of `difficulty`), and where it puts it.
+
+  Raises:
+    KeyError: `name` has no official data (not in `PREPARED_DIRS`).
+  """
   option = f' --difficulty {difficulty}' if difficulty != 'hard' else ''
   return (
     f'python -m lra.prepare --tasks {name} --data_dir data{option} writes it to '
@@ -82,13 +86,18 @@ def prepare_command(name: str, difficulty: str = 'hard') -> str:
 
 
 def data_source(name: str, difficulty: str = 'hard') -> str:
-  """How to get the data of LRA task `name` (Pathfinder and Path-X: of `difficulty`):
-  `prepare_command`, and the task's offline generator if it has one (for messages about a missing
-  `data_dir`)."""
-  text = prepare_command(name, difficulty)
+  """How to get the data of task `name` (Pathfinder and Path-X: of `difficulty`), for messages
+  about a missing `data_dir`: `prepare_command` where the LRA release has the task, its offline
+  generator where it has one, else the loader module whose docstring describes its files (a task
+  added to the registry with neither)."""
+  sources = [prepare_command(name, difficulty)] if name in PREPARED_DIRS else []
   if name in _GENERATORS:
-    text += f'; or generate it offline with {_GENERATORS[name].format(difficulty=difficulty)}'
-  return text + '.'
+    generator = _GENERATORS[name].format(difficulty=difficulty)
+    sources.append(f'generate it offline with {generator}' if sources else generator)
+  if not sources:
+    module = _REGISTRY[name].module if name in _REGISTRY else name
+    sources.append(f'{module} describes its files')
+  return '; or '.join(sources) + '.'
 
 
 def require_data_dir(name: str, data_dir: str | Path, source: str, file_ok: bool = False) -> None:
@@ -200,7 +209,8 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   Raises:
     DataError: unknown task or option (a task of `corpora` says to load it with
       `corpora.load_task`), an empty `data_dir`, missing or malformed data; for missing data a
-      `MissingDataError` that also names the `lra.prepare` command (`prepare_command`).
+      `MissingDataError` that also names the `lra.prepare` command (`prepare_command`) where the
+      LRA release has the task.
   """
   if name in CORPORA_TASKS:
     raise DataError(
@@ -213,5 +223,7 @@ def load_task(name: str, data_dir: str | Path, **options: Any) -> TaskData:
   try:
     return load_registered(_REGISTRY, name, data_dir, options)
   except MissingDataError as e:
+    if name not in PREPARED_DIRS:
+      raise
     command = prepare_command(name, difficulty)
     raise MissingDataError(f'{e}\nOr fetch the official data: {command}.') from None

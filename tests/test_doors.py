@@ -7,6 +7,7 @@ tests/test_train_guards.py.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -786,6 +787,26 @@ def test_missing_data_names_the_lra_prepare_command(task, tmp_path):
       with pytest.raises(lra.DataError) as raised:
         lra.load_task(task, data_dir, difficulty='easy')
       assert '--difficulty hard' not in str(raised.value)
+
+
+def test_a_task_added_without_official_data_loads_and_names_its_loader(
+  monkeypatch, tiny_lra_data, tmp_path
+):
+  """A task registered beside the six (here ListOps' loader under another name) that the LRA
+  release does not have loads, and its missing-data messages send to its loader, not to an
+  `lra.prepare` command that would refuse it."""
+  monkeypatch.setitem(lra.registry._REGISTRY, 'parity', lra.registry._REGISTRY['listops'])
+  data_dir, options = tiny_lra_data['listops']
+  data = lra.load_task('parity', data_dir, **options, cache=False)
+  assert data.train.num_examples > 0
+  assert lra.data_source('parity') == 'lra.listops describes its files.'
+  for folder in ('', tmp_path):
+    with pytest.raises(lra.DataError) as raised:
+      lra.load_task('parity', folder)
+    assert 'lra.prepare' not in str(raised.value)
+  # Its ids are a vocabulary of their own: masked-LM pretraining on it finetunes only on it.
+  renamed = dataclasses.replace(data, name='parity', info={})
+  assert lra.vocabulary(renamed) == 'parity' and lra.special_ids(renamed) == (0,)
 
 
 @pytest.mark.parametrize(
