@@ -107,7 +107,10 @@ def attention_flops(name: str, config: ModelConfig, length: int) -> int:
   n, d = length, config.emb_dim
   if name == 'luna':
     if config.luna_attention_implementation != 'luna':
-      raise ValueError(f'unknown Luna attention {config.luna_attention_implementation!r}.')
+      raise ValueError(
+        f'unknown Luna attention {config.luna_attention_implementation!r}: add its FLOPs to '
+        'benchmarks/model_flops.py (attention_flops).'
+      )
     l, kv = config.projection_length, (1 if config.tie_kv else 2) * d
     return (
       matmul_flops(n, d, d + kv)  # Unpack queries and pack keys/values of X, one matmul.
@@ -131,7 +134,10 @@ def attention_flops(name: str, config: ModelConfig, length: int) -> int:
     return projections + 2 * matmul_flops(n, q, dh)
   if implementation == 'performer':
     return projections + 4 * matmul_flops(n, q, config.nb_features)
-  raise ValueError(f'unknown attention implementation {implementation!r}.')
+  raise ValueError(
+    f'unknown attention implementation {implementation!r}: add its FLOPs to '
+    'benchmarks/model_flops.py (attention_flops).'
+  )
 
 
 def layer_flops(name: str, config: ModelConfig, length: int) -> int:

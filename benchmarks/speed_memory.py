@@ -52,7 +52,7 @@ from benchmarks.speed_memory_harness import (
   finish_record,
   measure_matmul_peak,
   mfu_dtype,
-  model_config,
+  model_flops_per_step,
   run_cell,
   run_cell_subprocess,
 )
@@ -116,7 +116,17 @@ def run_benchmark(
   long_lengths = _parse_lengths(args.long_lengths) if args.long_lengths else []
   long_models = args.long_models.split(',') if args.long_models else models
   for model in models:
-    model_config(model, arch)  # Fail fast on an unknown name.
+    # Fail fast on an unknown name, or an attention whose FLOPs `benchmarks.model_flops` cannot
+    # count (each cell's MFU needs them): before any cell is timed.
+    model_flops_per_step(
+      {
+        'mode': mode,
+        'model': model,
+        'length': min([*lengths, *long_lengths], default=1),
+        'batch_size': args.batch_size,
+        'arch': dataclasses.asdict(arch),
+      }
+    )
   limit_gb = args.memory_limit_gb
   if limit_gb is None and machine['backend'] == 'cpu' and machine['ram_bytes']:
     limit_gb = 0.75 * machine['ram_bytes'] / 2**30

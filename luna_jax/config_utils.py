@@ -13,7 +13,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar('T')
@@ -30,7 +30,7 @@ def spec(
   above: float | None = None,
   below: float | None = None,
   maximum: float | None = None,
-  choices: Sequence[Any] | None = None,
+  choices: Collection[Any] | None = None,
   also: Sequence[Any] = (),
   check: Callable[[Any], str | None] | None = None,
 ) -> Any:
@@ -40,7 +40,8 @@ def spec(
     default: the field's default value (none: the key is required).
     minimum, maximum: inclusive bounds of a number.
     above, below: exclusive bounds of a number.
-    choices: the allowed values (an enum).
+    choices: the allowed values (an enum; a registry dict stays live: a name added to it later is
+      allowed).
     also: special values allowed besides the range (e.g. -1 for 'all').
     check: returns an error text for a bad value, or None.
 

@@ -9,27 +9,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from luna_jax.model import baselines
-from luna_jax.model.layers import LunaAttention, LunaCausalAttention, SelfAttention
+import luna_jax
+from luna_jax.model import registry
+from luna_jax.model.layers import LunaCausalAttention, SelfAttention
 
 B, N, D, H, L = 2, 6, 8, 2, 3
 #: Row 0 holds unit-scale tokens and padding far larger than them, row 1 large tokens and zero
 #: padding: either way, an exponential that sees a padded position before the mask overflows.
 SCALES, PADDING = np.array([1.0, 30.0]), np.array([300.0, 0.0])
 
+#: Built as the encoders build them: every registered attention (one added to the registry is
+#: checked too), plus the fused attention given lengths and the causal Luna attentions.
+CONFIG = luna_jax.ModelConfig(
+  vocab_size=8, max_length=N, prepend_cls=False, low_rank_features=3, nb_features=8
+)
 ATTENTIONS = {
-  'softmax': functools.partial(SelfAttention, num_heads=H, qkv_dim=D),
-  'fused': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
+  **{
+    name: functools.partial(build(CONFIG), num_heads=H, qkv_dim=D)
+    for name, build in registry.TRANSFORMER_ATTENTIONS.items()
+  },
   # The Transformer's padding_mask='lengths': the key mask as lengths (cuDNN's sequence lengths).
   'fused_lengths': functools.partial(SelfAttention, num_heads=H, qkv_dim=D, implementation='fused'),
-  'linformer': functools.partial(
-    baselines.LinformerSelfAttention, num_heads=H, qkv_dim=D, max_length=N, low_rank_features=3
-  ),
-  'linear': functools.partial(baselines.LinearSelfAttention, num_heads=H, qkv_dim=D),
-  'performer': functools.partial(
-    baselines.PerformerSelfAttention, num_heads=H, qkv_dim=D, nb_features=8
-  ),
-  'luna': functools.partial(LunaAttention, features=D, num_heads=H),
+  **{
+    name: functools.partial(build(CONFIG), features=D, num_heads=H)
+    for name, build in registry.LUNA_ATTENTIONS.items()
+  },
   'causal_luna': functools.partial(LunaCausalAttention, features=D, num_heads=H, chunk_size=4),
   'causal_luna_scan': functools.partial(
     LunaCausalAttention, features=D, num_heads=H, implementation='scan'
@@ -39,7 +43,7 @@ ATTENTIONS = {
 
 def apply(name, module, variables, x, mask, p, p_mask):
   """The module's output on x (and P for Luna), as float32."""
-  if name == 'luna':
+  if name in registry.LUNA_ATTENTIONS:
     y_x, y_p = module.apply(variables, x, p, x, mask, p_mask)
     return jnp.concatenate([y_x, y_p], axis=1).astype(jnp.float32)
   if name.startswith('causal_luna'):
@@ -66,7 +70,7 @@ def test_attention_is_finite_in_values_and_gradients(name, dtype, padded):
   module = ATTENTIONS[name](dtype=jnp.dtype(dtype))
   init_args = (
     (x, p, x, mask, p_mask)
-    if name == 'luna'
+    if name in registry.LUNA_ATTENTIONS
     else ((x, p, p_mask) if name.startswith('causal_luna') else (x, mask))
   )
   variables = module.init(jax.random.PRNGKey(1), *init_args)

@@ -4,6 +4,7 @@ Each attention is checked against a float64 NumPy reference written from its own
 configs of every baseline build a model, and a representative subset trains end to end.
 """
 
+import functools
 import importlib
 import math
 
@@ -232,13 +233,9 @@ def test_performer_redraw_draws_a_projection_per_training_step():
 
 
 def test_transformer_attention_registry():
-  assert set(registry.TRANSFORMER_ATTENTIONS) == {
-    'softmax',
-    'fused',
-    'linformer',
-    'linear',
-    'performer',
-  }
+  assert {'softmax', 'fused', 'linformer', 'linear', 'performer'} <= set(
+    registry.TRANSFORMER_ATTENTIONS
+  )
   cfg = luna_jax.ModelConfig(vocab_size=8, max_length=20, low_rank_features=3, nb_features=7)
   assert isinstance(
     registry.TRANSFORMER_ATTENTIONS['linear'](cfg)(num_heads=2, qkv_dim=8),
@@ -251,6 +248,37 @@ def test_transformer_attention_registry():
   assert performer.nb_features == 7
   with pytest.raises(config_utils.ConfigError, match='must be one of'):
     luna_jax.check_model_config({'attention_implementation': 'reformer'})
+
+
+def test_an_attention_registered_from_user_code_is_accepted_and_built(monkeypatch):
+  """The registry is read when a model is built, not when the package is imported: an attention
+  added from one's own code (here the einsum softmax attention under another name) is a valid
+  `attention_implementation` and is the one the encoder runs."""
+  mine = lambda cfg: functools.partial(layers.SelfAttention, implementation='softmax')
+  monkeypatch.setitem(registry.TRANSFORMER_ATTENTIONS, 'mine', mine)
+  tokens, lengths = jnp.array([[3, 4, 5, 0]]), jnp.array([3])
+  outputs = {}
+  for name in ('softmax', 'mine'):
+    model = luna_jax.build_model(
+      {
+        'name': 'transformer',
+        'attention_implementation': name,
+        'emb_dim': 8,
+        'qkv_dim': 8,
+        'mlp_dim': 8,
+        'num_heads': 2,
+        'num_layers': 1,
+      },
+      vocab_size=8,
+      num_classes=2,
+      max_length=4,
+    )
+    params = model.init(jax.random.PRNGKey(0), tokens, lengths)['params']
+    outputs[name] = model.apply({'params': params}, tokens, lengths)
+  np.testing.assert_array_equal(outputs['mine'], outputs['softmax'])
+  monkeypatch.delitem(registry.TRANSFORMER_ATTENTIONS, 'mine')
+  with pytest.raises(config_utils.ConfigError, match="attention_implementation='mine'"):
+    luna_jax.check_model_config({'attention_implementation': 'mine'})
 
 
 # ----------------------------------------------------------------------------------------------

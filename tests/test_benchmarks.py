@@ -599,6 +599,41 @@ def test_run_benchmark_cells_after_an_oom_or_a_slow_step(monkeypatch):
   assert [s['length'] for s in specs] == [32, 64, 128]
 
 
+@pytest.mark.parametrize('mode', ['train_step', 'attention'])
+def test_run_benchmark_refuses_an_attention_it_cannot_count_before_timing_any_cell(
+  monkeypatch, mode
+):
+  """A variant whose attention `model_flops` has no formula for (one a user registered) is refused
+  before the first cell: without it every cell's MFU fails after the timing, and nothing is
+  written."""
+  from benchmarks.speed_memory_harness import MATMUL_DTYPES as dtypes
+  from configs import variants
+  from luna_jax.model import registry
+
+  monkeypatch.setitem(
+    registry.TRANSFORMER_ATTENTIONS, 'mine', registry.TRANSFORMER_ATTENTIONS['softmax']
+  )
+  monkeypatch.setitem(variants.VARIANTS, 'mine_transformer', variants._transformer('Mine', 'mine'))
+  timed = []
+  monkeypatch.setattr(speed_memory, 'run_cell', timed.append)
+  peaks = {dtype: {'dtype': dtype, 'flop_per_s': 1e9} for dtype in dtypes}
+  args = speed_memory.parse_args(
+    [
+      '--isolation',
+      'none',
+      '--lengths',
+      '32',
+      '--long_lengths=',
+      '--models',
+      'luna16,mine_transformer',
+    ]
+  )
+  machine = {'backend': 'cpu', 'ram_bytes': 8 * 2**30}
+  with pytest.raises(ValueError, match="'mine': add its FLOPs to benchmarks/model_flops.py"):
+    speed_memory.run_benchmark(mode, args, machine, peaks, log=lambda _: None)
+  assert timed == []
+
+
 def test_step_cost_table_gives_ratios_to_the_first_run():
   """step_cost's table: TFLOP, GB, temporary GiB and each run's ratios to the first run."""
   from benchmarks import step_cost

@@ -19,7 +19,10 @@ attention_dropout_rate, dtype, matmul_dtype, param_dtype, name):
   luna       `LunaAttention`, pack and unpack softmax attention (eqs. 3-5; num_pack_heads, tie_kv)
 
 A new attention is its class, one line here and, with a hyper-parameter, one `ModelConfig` field
-(with its rule) and its default in `configs/base.py`.
+(with its rule) and its default in `configs/base.py`; a variant name for the task configs and the
+benchmark is one entry of `configs/variants.py`, and the benchmark's MFU needs its FLOPs in
+`benchmarks/model_flops.py`. The dicts are read when a model is built: an entry added from one's
+own code before that (`TRANSFORMER_ATTENTIONS['mine'] = builder`) is a valid config value.
 """
 
 from __future__ import annotations
