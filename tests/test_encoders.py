@@ -67,6 +67,38 @@ def test_luna_encoder_matches_reference_with_p_flowing_between_layers():
   assert_close(np.asarray(out.p)[p_mask], p[p_mask])
 
 
+def test_luna_encoder_over_embeddings_matches_reference_and_ignores_padding():
+  """`embed=False`: the Luna layers over the caller's embeddings, P flowing between them as in the
+  token encoder; no token table, CLS, positions or embedding LayerNorm; padded rows change
+  nothing valid."""
+  cfg = small_config(num_pack_heads=2)
+  lengths = jnp.array([12, 3])
+  x_in = jnp.asarray(RNG.normal(size=(2, 12, 16)), jnp.float32)
+  enc = luna_jax.LunaEncoder(cfg, embed=False)
+  params = enc.init(jax.random.PRNGKey(0), x_in, lengths)['params']
+  assert not {'embed', 'embedding_norm'} & set(params)
+  out = enc.apply({'params': params}, x_in, lengths)
+
+  p64 = ref.to64(params)
+  p = ref.layer_norm(
+    np.broadcast_to(p64['projected_embeddings'], (2, 5, 16)), p64['projected_embedding_norm'], 1e-5
+  )
+  x_mask = np.arange(12)[None] < np.asarray(lengths)[:, None]
+  p_mask = np.arange(5)[None] < np.asarray(lengths)[:, None]
+  x, p = np.asarray(x_in, np.float64) * x_mask[..., None], p * p_mask[..., None]
+  for i in range(cfg.num_layers):
+    x, p = ref.luna_layer(p64[f'layer_{i}'], x, p, 4, 2, False, x_mask, p_mask, False)
+  np.testing.assert_array_equal(out.x_mask, x_mask)
+  assert_close(np.asarray(out.x)[x_mask], x[x_mask])
+  assert_close(np.asarray(out.p)[p_mask], p[p_mask])
+
+  garbage = enc.apply({'params': params}, x_in.at[1, 3:].set(1e4), lengths)
+  np.testing.assert_array_equal(garbage.x[1, :3], out.x[1, :3])
+  np.testing.assert_array_equal(garbage.p[1, :3], out.p[1, :3])
+  with pytest.raises(ValueError, match=r'\[batch, n, emb_dim=16\] embeddings, got shape \(2, 12\)'):
+    enc.init(jax.random.PRNGKey(0), jnp.ones((2, 12), jnp.int32), lengths)
+
+
 @pytest.mark.parametrize('name', ['luna', 'transformer'])
 def test_valid_outputs_ignore_padding_content_and_padded_length(name):
   cfg = small_config(max_length=20)

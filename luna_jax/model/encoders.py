@@ -2,7 +2,8 @@
 Transformer.
 
 Both take token ids and lengths and return an `EncoderOutput`, so a config switches them by name
-(`ENCODERS`). Hyper-parameters travel in one frozen `ModelConfig`.
+(`ENCODERS`); the Luna encoder also takes embeddings of the caller's (`embed=False`).
+Hyper-parameters travel in one frozen `ModelConfig`.
 """
 
 from __future__ import annotations
@@ -224,42 +225,61 @@ class LunaEncoder(nn.Module):
   token's row is zero (`init_bert_params`; the first P keeps N(0, d^-1/2): it is a parameter of the
   authors' LunaLRAEncoder, which that function leaves alone).
 
+  With `embed=False` the encoder is its Luna layers over embeddings of the caller's own (image
+  patches, features, another model's outputs): the first P and the layers as above, with no token
+  table, CLS, positions, embedding LayerNorm or embedding dropout (their parameters are not made).
+
   Attributes:
     config: the model config.
     shared_embedding: the token table of an encoder-decoder that shares its embeddings
       (`TokenEmbedding.shared_embedding`), or None.
+    embed: embed token ids (True) or take embeddings (False).
   """
 
   config: ModelConfig
   shared_embedding: nn.Module | None = None
+  embed: bool = True
 
   @nn.compact
   def __call__(self, tokens: Array, lengths: Array, *, deterministic: bool = True) -> EncoderOutput:
-    """Encodes right-padded token ids.
+    """Encodes right-padded token ids, or with `embed=False` right-padded embeddings.
 
     Args:
-      tokens: `[batch, n]` int token ids.
+      tokens: `[batch, n]` int token ids; with `embed=False`, `[batch, n, emb_dim]` embeddings
+        (any float dtype; cast to the config's compute dtype).
       lengths: `[batch]` int number of real tokens.
       deterministic: disable dropout.
 
     Returns:
-      `EncoderOutput` with x `[batch, n(+1), d]` and p `[batch, l, d]`.
+      `EncoderOutput` with x `[batch, n(+1), d]` (the CLS first with `prepend_cls`, token ids
+      only) and p `[batch, l, d]`.
+
+    Raises:
+      ValueError: with `embed=False`, inputs that are not `[batch, n, emb_dim]`.
     """
     cfg = self.config
     d, l, dtype = cfg.emb_dim, cfg.projection_length, cfg.compute_dtype
     bert = cfg.param_init == 'bert'
-    stddev = 0.02 if bert else d**-0.5
-    x, lengths = TokenEmbedding(
-      cfg,
-      stddev,
-      stddev,
-      zero_padding_embedding=bert,
-      shared_embedding=self.shared_embedding,
-      name='embed',
-    )(tokens, lengths)
-    if cfg.embedding_layernorm:
-      x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    if self.embed:
+      stddev = 0.02 if bert else d**-0.5
+      x, lengths = TokenEmbedding(
+        cfg,
+        stddev,
+        stddev,
+        zero_padding_embedding=bert,
+        shared_embedding=self.shared_embedding,
+        name='embed',
+      )(tokens, lengths)
+      if cfg.embedding_layernorm:
+        x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name='embedding_norm')(x)
+      x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    elif tokens.ndim != 3 or tokens.shape[-1] != d:
+      raise ValueError(
+        f'LunaEncoder(embed=False) takes [batch, n, emb_dim={d}] embeddings, got shape '
+        f'{tokens.shape}.'
+      )
+    else:
+      x = tokens
     x_mask = length_mask(lengths, x.shape[1])
     p_mask = length_mask(lengths, l)
     x = jnp.where(x_mask[..., None], x, 0).astype(dtype)
