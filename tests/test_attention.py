@@ -10,6 +10,7 @@ import pytest
 
 import luna_jax
 from luna_jax.model import attention as attn
+from luna_jax.model import layers
 from tests import reference as ref
 
 RNG = np.random.default_rng(0)
@@ -543,6 +544,8 @@ def test_masks_that_are_not_bool_are_refused_by_name():
   """An additive 0 / -inf mask (PyTorch's convention) would read as all True and mask nothing."""
   x = jnp.ones((1, 3, 2, 4))
   additive = jnp.array([[0.0, 0.0, -jnp.inf]])
+  luna_layer, key = layers.LunaEncoderLayer(num_heads=2, mlp_dim=8), jax.random.PRNGKey(0)
+  tokens, slots = jnp.ones((1, 3, 8)), jnp.ones((1, 2, 8))
   calls = {
     'key_mask': lambda: attn.dot_product_attention(x, x, x, additive),
     'query_mask': lambda: attn.attention_weights(x, x, query_mask=additive),
@@ -551,6 +554,9 @@ def test_masks_that_are_not_bool_are_refused_by_name():
     # luna_attention names its own arguments, not those of the attentions it calls.
     'luna context_mask': lambda: attn.luna_attention(x, x, x, x, jnp.ones((8, 16)), None, additive),
     'luna p_mask': lambda: attn.luna_attention(x, x, x, x, jnp.ones((8, 16)), None, None, additive),
+    # And the Luna layer its own (its x_mask is its attention's context_mask).
+    'layer x_mask': lambda: luna_layer.init(key, tokens, slots, additive, None),
+    'layer p_mask': lambda: luna_layer.init(key, tokens, slots, None, additive[:, :2]),
   }
   for name, call in calls.items():
     with pytest.raises(ValueError, match=f'{name.split()[-1]} has dtype float32: masks are bool'):

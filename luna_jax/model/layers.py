@@ -484,7 +484,11 @@ class LunaEncoderLayer(nn.Module):
 
     Returns:
       `(x', p')`: `[batch, n, d]`, `[batch, l, d]`.
+
+    Raises:
+      ValueError: a mask that is not bool, naming it (`attention.check_masks`).
     """
+    attn.check_masks(x_mask=x_mask, p_mask=p_mask)  # By this layer's names, not the attention's.
     ln = lambda name: LayerNorm(
       epsilon=self.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name
     )
