@@ -213,8 +213,9 @@ class LunaEncoder(nn.Module):
   First-layer P is a learned `[l, d]` table, init N(0, d^-1/2), shared by the batch. With
   `embedding_layernorm` (LRA/BERT recipe) it is LayerNorm-ed; with `embed_scale` and sinusoidal
   positions (MT recipe) it is scaled by sqrt(d) and gets the sinusoid of its slot index. The P mask
-  is `j < length`, so a short sequence never has more usable packed slots than tokens. Padded tokens
-  and masked P rows are zeroed at the input (LRA recipe); they never influence valid outputs.
+  is `j < length` (the CLS counted), so a short sequence never has more usable packed slots than
+  tokens. Padded tokens and masked P rows are zeroed at the input (LRA recipe); they never influence
+  valid outputs.
 
   With `contextual_p=False` (the paper's non-contextual ablation) layer i takes its own learned
   table `projected_embeddings_<i>` (prepared like the first P) instead of layer i-1's packed output
