@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +81,21 @@ def _parse_lengths(text: str) -> list[int]:
   return cli.lengths(text)
 
 
+def architecture(args: argparse.Namespace) -> Architecture:
+  """The architecture every model of the run shares, from its flags."""
+  return Architecture(
+    num_layers=args.num_layers,
+    emb_dim=args.emb_dim,
+    num_heads=args.num_heads,
+    mlp_dim=args.mlp_dim,
+    activation=args.activation,
+    dropout_rate=args.dropout_rate,
+    attention_dropout_rate=args.attention_dropout_rate,
+    precision=args.precision,
+    remat=args.remat,
+  )
+
+
 def run_benchmark(
   mode: str,
   args: argparse.Namespace,
@@ -101,32 +117,10 @@ def run_benchmark(
     documents have), `matmul_peaks` (by dtype), `mfu_dtype` (the peak MFU divides by), `settings`,
     the FLOP and memory sources, and `cells`.
   """
-  arch = Architecture(
-    num_layers=args.num_layers,
-    emb_dim=args.emb_dim,
-    num_heads=args.num_heads,
-    mlp_dim=args.mlp_dim,
-    activation=args.activation,
-    dropout_rate=args.dropout_rate,
-    attention_dropout_rate=args.attention_dropout_rate,
-    precision=args.precision,
-    remat=args.remat,
-  )
+  arch = architecture(args)
   models, lengths = args.models.split(','), _parse_lengths(args.lengths)
   long_lengths = _parse_lengths(args.long_lengths) if args.long_lengths else []
   long_models = args.long_models.split(',') if args.long_models else models
-  for model in models:
-    # Fail fast on an unknown name, or an attention whose FLOPs `benchmarks.model_flops` cannot
-    # count (each cell's MFU needs them): before any cell is timed.
-    model_flops_per_step(
-      {
-        'mode': mode,
-        'model': model,
-        'length': min([*lengths, *long_lengths], default=1),
-        'batch_size': args.batch_size,
-        'arch': dataclasses.asdict(arch),
-      }
-    )
   limit_gb = args.memory_limit_gb
   if limit_gb is None and machine['backend'] == 'cpu' and machine['ram_bytes']:
     limit_gb = 0.75 * machine['ram_bytes'] / 2**30
@@ -336,6 +330,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   unknown = sorted(set(args.mode.split(',')) - set(MODES))
   if unknown:
     parser.error(f'argument --mode: must be a subset of {MODES}, got {", ".join(unknown)}.')
+  # Each cell's MFU needs its model's FLOPs: an attention `benchmarks.model_flops` has no formula
+  # for (one of one's own) is refused here, before anything is timed.
+  spec = {
+    'length': 1,
+    'batch_size': args.batch_size,
+    'arch': dataclasses.asdict(architecture(args)),
+  }
+  models = [*args.models.split(','), *filter(None, args.long_models.split(','))]
+  try:
+    for mode, model in itertools.product(args.mode.split(','), models):
+      model_flops_per_step({**spec, 'mode': mode, 'model': model})
+  except ValueError as e:
+    parser.error(str(e))
   return args
 
 

@@ -105,6 +105,7 @@ CONFIG_VARIANTS = tuple(name for name, variant in VARIANTS.items() if variant.ta
 #: `config.model` defaults (configs/base.py) of the settings variants differ in.
 _DEFAULTS = {
   'attention_implementation': 'softmax',
+  'luna_attention_implementation': 'luna',
   'contextual_p': True,
   'tie_kv': False,
   'pooling': 'cls',
@@ -142,17 +143,23 @@ def variant_of(model_config: Mapping[str, Any]) -> str:
   Luna: 'luna<l>' with the first of '_tied', '_noncontextual', '_pmean' that its settings have (the
   names of the task-config variants, whose settings are these). Others: the first task-config
   variant whose settings it has (the fused softmax kernel counts as softmax, the same function),
-  else the model name. Absent keys take the base config's defaults.
+  else the model name. An attention of one's own (registered beside the project's,
+  `luna_jax.model.registry`) is named after its model, never as a variant's row:
+  'transformer_<attention>', 'luna<l>_<attention>'. Absent keys take the base config's defaults.
   """
   settings = {**_DEFAULTS, **model_config}
   if settings['name'] == 'luna':
     kinds = [kind for kind, (_, values) in _LUNA_KINDS.items() if kind and _has(settings, values)]
-    return f'luna{settings["projection_length"]}{(kinds or [""])[0]}'
+    attention = settings['luna_attention_implementation']
+    own = '' if attention == _DEFAULTS['luna_attention_implementation'] else f'_{attention}'
+    return f'luna{settings["projection_length"]}{(kinds or [""])[0]}{own}'
   if settings['attention_implementation'] == 'fused':
     settings['attention_implementation'] = 'softmax'
   for name in CONFIG_VARIANTS:
     if _has(settings, VARIANTS[name].model):
       return name
+  if settings['name'] == 'transformer':  # Every attention of the project's is a variant.
+    return f'transformer_{settings["attention_implementation"]}'
   return settings['name']
 
 

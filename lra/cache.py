@@ -5,8 +5,8 @@ An entry is a folder `<cache_dir>/<key>-<fingerprint>/` holding one `.npy` file 
 load. The fingerprint hashes the loading parameters, the full contents of `content_files` (TSVs,
 metadata, pickles, tfds shards) and the size and modification time of `stat_files` (the many small
 images or reviews), so a changed source is re-read. The loaders' code is not part of it: a change to
-what a loader makes of the same files bumps `_FORMAT_VERSION` (or, while editing a loader, load with
-`cache=False`).
+what a loader makes of the same files bumps `_FORMAT_VERSION` (or, while editing a loader, delete
+the cache folder: a load with `cache=False` reads the files but leaves the old entry in place).
 
 The cache heals itself. An entry is written in a temporary folder named after the writing host and
 process and renamed when complete; a temporary folder whose process is gone (or older than a day,

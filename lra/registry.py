@@ -89,14 +89,17 @@ def data_source(name: str, difficulty: str = 'hard') -> str:
   """How to get the data of task `name` (Pathfinder and Path-X: of `difficulty`), for messages
   about a missing `data_dir`: `prepare_command` where the LRA release has the task, its offline
   generator where it has one, else the loader module whose docstring describes its files (a task
-  added to the registry with neither)."""
+  added to the registry with neither).
+
+  Raises:
+    KeyError: `name` is not a task of the registry.
+  """
   sources = [prepare_command(name, difficulty)] if name in PREPARED_DIRS else []
   if name in _GENERATORS:
     generator = _GENERATORS[name].format(difficulty=difficulty)
     sources.append(f'generate it offline with {generator}' if sources else generator)
   if not sources:
-    module = _REGISTRY[name].module if name in _REGISTRY else name
-    sources.append(f'{module} describes its files')
+    sources.append(f'{_REGISTRY[name].module} describes its files')
   return '; or '.join(sources) + '.'
 
 

@@ -115,7 +115,8 @@ def value_error(value: Any, hint: Any, rule: Mapping[str, Any]) -> str | None:
     if bound is not None and not holds(value, bound):
       return f'must be {sign} {bound}{suffix}'
   choices = rule.get('choices')
-  if choices is not None and value not in choices:
+  # By equality, as a list: a registry dict's `in` would hash the value (a list raises TypeError).
+  if choices is not None and value not in list(choices):
     return f'must be one of {list(choices)}'
   check = rule.get('check')
   return check(value) if check is not None else None

@@ -279,6 +279,9 @@ def test_an_attention_registered_from_user_code_is_accepted_and_built(monkeypatc
   monkeypatch.delitem(registry.TRANSFORMER_ATTENTIONS, 'mine')
   with pytest.raises(config_utils.ConfigError, match="attention_implementation='mine'"):
     luna_jax.check_model_config({'attention_implementation': 'mine'})
+  # A value a dict cannot hash is refused as any other, not by a TypeError of the lookup.
+  with pytest.raises(config_utils.ConfigError, match=r"attention_implementation=\['softmax'\]"):
+    luna_jax.ModelConfig(vocab_size=8, max_length=4, attention_implementation=['softmax'])
 
 
 # ----------------------------------------------------------------------------------------------

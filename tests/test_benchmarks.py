@@ -600,37 +600,26 @@ def test_run_benchmark_cells_after_an_oom_or_a_slow_step(monkeypatch):
 
 
 @pytest.mark.parametrize('mode', ['train_step', 'attention'])
-def test_run_benchmark_refuses_an_attention_it_cannot_count_before_timing_any_cell(
-  monkeypatch, mode
+def test_speed_memory_refuses_an_attention_it_cannot_count_before_timing_anything(
+  monkeypatch, capsys, mode
 ):
   """A variant whose attention `model_flops` has no formula for (one a user registered) is refused
-  before the first cell: without it every cell's MFU fails after the timing, and nothing is
-  written."""
-  from benchmarks.speed_memory_harness import MATMUL_DTYPES as dtypes
+  with the flags, before the matmul peak and the first cell: without it every cell's MFU failed
+  after the timing, and nothing was written."""
   from configs import variants
   from luna_jax.model import registry
 
-  monkeypatch.setitem(
-    registry.TRANSFORMER_ATTENTIONS, 'mine', registry.TRANSFORMER_ATTENTIONS['softmax']
-  )
+  softmax = registry.TRANSFORMER_ATTENTIONS['softmax']
+  monkeypatch.setitem(registry.TRANSFORMER_ATTENTIONS, 'mine', softmax)
   monkeypatch.setitem(variants.VARIANTS, 'mine_transformer', variants._transformer('Mine', 'mine'))
   timed = []
+  monkeypatch.setattr(speed_memory, 'measure_matmul_peak', lambda *a, **k: timed.append(a))
   monkeypatch.setattr(speed_memory, 'run_cell', timed.append)
-  peaks = {dtype: {'dtype': dtype, 'flop_per_s': 1e9} for dtype in dtypes}
-  args = speed_memory.parse_args(
-    [
-      '--isolation',
-      'none',
-      '--lengths',
-      '32',
-      '--long_lengths=',
-      '--models',
-      'luna16,mine_transformer',
-    ]
-  )
-  machine = {'backend': 'cpu', 'ram_bytes': 8 * 2**30}
-  with pytest.raises(ValueError, match="'mine': add its FLOPs to benchmarks/model_flops.py"):
-    speed_memory.run_benchmark(mode, args, machine, peaks, log=lambda _: None)
+  flags = ['--mode', mode, '--isolation', 'none', '--lengths', '32', '--long_lengths=']
+  for models in (['--models', 'luna16,mine_transformer'], ['--long_models', 'mine_transformer']):
+    with pytest.raises(SystemExit):
+      speed_memory.main(flags + models)
+    assert "'mine': add its FLOPs to benchmarks/model_flops.py" in capsys.readouterr().err
   assert timed == []
 
 

@@ -773,9 +773,10 @@ def test_generated_folders_are_ignored_by_git():
   assert {'/data/', '/runs/', '/corpus/', '/glue/', '/reports/', 'lra_cache/'} <= set(ignored)
 
 
-@pytest.mark.parametrize('task', lra.TASKS)
+@pytest.mark.parametrize('task', lra.registry.PREPARED_DIRS)
 def test_missing_data_names_the_lra_prepare_command(task, tmp_path):
-  """Every LRA loader's missing-files error ends with the `lra.prepare` command and its folder."""
+  """The missing-files error of every task of the LRA release ends with the `lra.prepare` command
+  and its folder."""
   with pytest.raises(lra.DataError) as raised:
     lra.load_task(task, tmp_path)
   assert f'python -m lra.prepare --tasks {task} --data_dir data writes' in str(raised.value)
@@ -811,7 +812,7 @@ def test_a_task_added_without_official_data_loads_and_names_its_loader(
 
 @pytest.mark.parametrize(
   'load, task',
-  [(lra.load_task, task) for task in lra.TASKS if task != 'pathx']
+  [(lra.load_task, task) for task in lra.registry.PREPARED_DIRS if task != 'pathx']
   + [(corpora.load_task, task) for task in ('seq2seq', 'lm', 'translation')],
 )
 def test_the_commands_in_missing_data_errors_survive_the_shell(load, task, tmp_path):
@@ -844,8 +845,9 @@ def test_a_data_dir_naming_a_file_is_said_to_be_one(load, task, tmp_path):
 
 
 def test_the_task_configs_name_the_folder_lra_prepare_writes():
-  """The missing-data_dir message of every LRA task names the folder `lra.prepare` fills."""
-  for task in lra.TASKS:
+  """The missing-data_dir message of every task of the LRA release names the folder
+  `lra.prepare` fills."""
+  for task in lra.registry.PREPARED_DIRS:
     assert str(lra.prepare.task_data_dir(task, 'data')) in lra.data_source(task)
   config = listops_config.get_config('luna16')
   with pytest.raises(config_utils.ConfigError, match='data/lra_release/lra_release/listops-1000'):

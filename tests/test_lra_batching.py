@@ -21,7 +21,8 @@ def take(iterator, k):
 
 
 def test_tasks_and_unknown_names(tmp_path):
-  assert lra.TASKS == ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
+  # The release's six, in its order (a task one adds comes after them).
+  assert lra.TASKS[:6] == ('listops', 'text', 'retrieval', 'image', 'pathfinder32', 'pathx')
   with pytest.raises(lra.DataError, match="Unknown task 'cifar'.*listops, text"):
     lra.load_task('cifar', tmp_path)
   with pytest.raises(lra.DataError, match='no option.*difficulty'):

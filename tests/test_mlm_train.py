@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import lra
+import luna_jax
 from configs import glue as glue_config
 from configs import pretrain_mlm
 from luna_jax.config_utils import ConfigError
@@ -207,6 +208,18 @@ def test_load_run_gives_a_trained_model_and_its_parameters(tiny_lra_data, straig
     load_run(str(straight))
   with pytest.raises(LoadRunError, match="checkpoint='last': must be one of"):
     load_run(str(straight / 'finetune'), checkpoint='last')
+
+
+def test_load_run_of_an_attention_no_longer_registered_says_so(monkeypatch, straight_run):
+  """A run whose attention is gone from the registry (one registered from one's own code, in a
+  new process) is named with the checkpoint it was read from, and how to load it."""
+  monkeypatch.delitem(luna_jax.LUNA_ATTENTIONS, 'luna')
+  with pytest.raises(LoadRunError) as raised:
+    load_run(str(straight_run[0] / 'finetune'))
+  message = str(raised.value)
+  assert message.startswith(str(straight_run[0] / 'finetune' / 'checkpoints' / '4'))
+  assert "luna_attention_implementation='luna': must be one of" in message
+  assert 'registered again before load_run' in message
 
 
 def test_init_from_loads_the_pretrained_encoder_bitwise_and_a_new_head(tiny_lra_data, straight_run):

@@ -135,6 +135,14 @@ def test_variant_names_follow_the_configs():
     variants.variant_of({'name': 'transformer', 'attention_implementation': 'fused'})
     == 'transformer'
   )
+  # An attention of one's own is never filed under a variant's row (the paper's numbers).
+  assert variants.variant_of({'name': 'transformer', 'attention_implementation': 'mine'}) == (
+    'transformer_mine'
+  )
+  mine = {'name': 'luna', 'projection_length': 16, 'luna_attention_implementation': 'mine'}
+  assert variants.variant_of(mine) == 'luna16_mine'
+  assert variants.variant_of({**mine, 'tie_kv': True}) == 'luna16_tied_mine'
+  assert variants.label('transformer_mine') == 'transformer_mine'
 
 
 def test_command_writes_markdown_and_figure(runs_dir, tmp_path):

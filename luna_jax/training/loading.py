@@ -73,7 +73,8 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
   Raises:
     LoadRunError: an unknown `checkpoint`, 'best' of a checkpoint folder, a workdir without an
       intact checkpoint (damaged ones are named), a self-pretraining run's top folder (naming its
-      stage folders), or a converted release (`convert_fairseq`'s output, for `init_from`).
+      stage folders), a converted release (`convert_fairseq`'s output, for `init_from`), or a
+      saved config that builds no model here (e.g. its attention is no longer registered).
     lra.DataError: the checkpoints predate the recorded data sizes and the run's data is gone.
   """
   if checkpoint not in CHECKPOINTS:
@@ -113,8 +114,15 @@ def load_run(workdir: str, *, checkpoint: str = 'latest') -> LoadedRun:
   else:
     run = run_config.parse_config(ml_collections.ConfigDict(config))
     inputs = trainer.model_inputs(trainer.load_data(run))
+  try:
+    model = luna_jax.build_model(config['model'], **inputs)
+  except ConfigError as e:
+    raise LoadRunError(
+      f'{path}: the config saved with it builds no model here: {e} An attention registered from '
+      "one's own code (luna_jax.model.registry) is registered again before load_run."
+    ) from None
   return LoadedRun(
-    model=luna_jax.build_model(config['model'], **inputs),
+    model=model,
     params=jax.tree.map(jax.numpy.asarray, tree['params']),
     config=config,
     step=int(os.path.basename(path)),
