@@ -279,6 +279,7 @@ def test_docstring_flags_give_back_the_earlier_recipe(task):
   """The task config's docstring names every flag that undoes its official quirks: applied to the
   recipe, they leave each quirk field at base.get_config()'s value."""
   doc = importlib.import_module(f'configs.{task}').__doc__
+  assert 'faithful' in doc, f'configs/{task}.py: its docstring names no faithful recipe'
   flags = re.findall(r'--config\.([\w.]+)=([\w.+-]+)', doc.split('faithful')[1])
   earlier = base.get_config()
   for variant, fields in QUIRK_FIELDS.items():

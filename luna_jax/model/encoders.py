@@ -228,10 +228,11 @@ class LunaEncoder(nn.Module):
 
   With `embed=False` the encoder is its Luna layers over embeddings of the caller's own (image
   patches, features, another model's outputs): the first P and the layers as above, with no token
-  table, CLS, positions, embedding LayerNorm or embedding dropout (their parameters are not made).
+  table, CLS, positions, embedding LayerNorm or embedding dropout (their parameters are not made),
+  so the config's `vocab_size` and `max_length` are unused (any length is taken).
 
   Attributes:
-    config: the model config.
+    config: the model config (a `ModelConfig`; `build_model` makes one from a mapping).
     shared_embedding: the token table of an encoder-decoder that shares its embeddings
       (`TokenEmbedding.shared_embedding`), or None.
     embed: embed token ids (True) or take embeddings (False).
