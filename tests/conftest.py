@@ -7,23 +7,30 @@ cells, inherit them). Code under test still defaults to one device wherever it d
 takes about 70% of the suite's time, so XLA's CPU backend compiles for speed of compiling: no LLVM
 optimisations (`--xla_backend_optimization_level=0`, `--xla_llvm_disable_expensive_passes`) and its
 elemental IR emitter instead of the MLIR fusion emitters (`--xla_cpu_use_fusion_emitters=false`,
-which took a fifth off the suite's time). Only the generated code is slower. The persistent
+which took a fifth off the suite's time; jaxlib 0.11 and newer have only the fusion emitters and
+stop at the flag, so it is set only before 0.11). Only the generated code is slower. The persistent
 compilation cache lives in a fresh temporary folder per session, shared by the xdist workers and
 subprocesses: programs compiled twice in one session (e.g. a training run and its resumed copy)
 compile once.
+
+Each test module starts from the session's environment variables and leaves no compiled programs
+behind (`_module_isolation`).
 """
 
 import atexit
 import os
+import re
 import shutil
 import tempfile
+from importlib import metadata
 
 _XLA_FLAGS = {
   'xla_force_host_platform_device_count': '8',
   'xla_backend_optimization_level': '0',
   'xla_llvm_disable_expensive_passes': 'true',
-  'xla_cpu_use_fusion_emitters': 'false',
 }
+if tuple(int(part) for part in re.findall(r'\d+', metadata.version('jaxlib'))[:2]) < (0, 11):
+  _XLA_FLAGS['xla_cpu_use_fusion_emitters'] = 'false'
 for _name, _value in _XLA_FLAGS.items():
   if _name not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} --{_name}={_value}'.strip()
@@ -37,6 +44,28 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   )
 
 import pytest  # noqa: E402  (after XLA_FLAGS)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _module_isolation():
+  """Restores the environment variables after each test module and empties jax's caches.
+
+  Code under test that sets XLA_FLAGS in its own process (`xla_settings.apply`, through the
+  benchmarks' `main`) would pass them to later modules' subprocesses, whose numerics then differ
+  from the worker's in the last bits. Every compiled program in jax's in-memory caches keeps its
+  code mapped: with XLA's fusion emitters (jaxlib >= 0.11) a worker reached the kernel's limit of
+  65530 memory maps and its compiles failed. A later module compiles again from the persistent
+  cache.
+  """
+  before = dict(os.environ)
+  yield
+  for name in set(os.environ) - set(before):
+    del os.environ[name]
+  os.environ.update(before)
+  import jax
+
+  jax.clear_caches()
+
 
 #: Tiny sizes of the generated data (examples in the training split).
 TINY_EXAMPLES = 64
