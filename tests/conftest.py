@@ -48,22 +48,25 @@ import pytest  # noqa: E402  (after XLA_FLAGS)
 
 @pytest.fixture(autouse=True, scope='module')
 def _module_isolation():
-  """Restores the environment variables after each test module and empties jax's caches.
+  """Starts jax's backend under the session's XLA_FLAGS before a module's own fixtures, restores
+  the environment variables after the module and empties jax's caches.
 
   Code under test that sets XLA_FLAGS in its own process (`xla_settings.apply`, through the
-  benchmarks' `main`) would pass them to later modules' subprocesses, whose numerics then differ
-  from the worker's in the last bits. Every compiled program in jax's in-memory caches keeps its
-  code mapped: with XLA's fusion emitters (jaxlib >= 0.11) a worker reached the kernel's limit of
-  65530 memory maps and its compiles failed. A later module compiles again from the persistent
-  cache.
+  benchmarks' `main`) would otherwise start the worker's backend under them, when it ran first,
+  or pass them to later modules' subprocesses: either way a subprocess's numerics differed from
+  the worker's in the last bits (the SIGKILL resume test compares the two). Every compiled program
+  in jax's in-memory caches keeps its code mapped: with XLA's fusion emitters (jaxlib >= 0.11) a
+  worker reached the kernel's limit of 65530 memory maps and its compiles failed. A later module
+  compiles again from the persistent cache.
   """
+  import jax
+
+  jax.devices()  # XLA reads XLA_FLAGS once, when the backend starts.
   before = dict(os.environ)
   yield
   for name in set(os.environ) - set(before):
     del os.environ[name]
   os.environ.update(before)
-  import jax
-
   jax.clear_caches()
 
 
